@@ -1,0 +1,162 @@
+// The whole native surface, declared once. Every other TS file reaches native code through `cpu()` / `backendFor()`.
+// Loading: the CPU addon through node-gyp-build (build/Release or prebuilds/); the CUDA addon from build/Cuda or
+// prebuilds/, only when asked for, because a binary linked against cuBLAS cannot even load where it is missing.
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { wrapNativeError, BackendError } from './tensor/errors.ts';
+
+export type DTypeName = 'f32' | 'bf16' | 'i32' | 'i64' | 'f16' | 'u8';
+
+/** A handle owned by the addon. JS code outside lib/tensor never touches these directly. */
+export interface NativeTensor {
+  readonly dtype: DTypeName;
+  readonly shape: number[];
+  readonly device: string;
+  readonly nbytes: number;
+  readonly disposed: boolean;
+  readonly storageId: number;
+  dispose(): void;
+  /** Another handle on the same storage, optionally with another shape of the same size. */
+  view(shape?: number[]): NativeTensor;
+  /** A copy of the contents (downloads from the device when needed). */
+  read(): ArrayBuffer;
+}
+type NT = NativeTensor;
+
+export interface MemoryInfo { bytesInUse: number; peakBytes: number; liveStorages: number }
+
+export interface NativeBackend {
+  readonly backend: 'cpu' | 'cuda';
+  // tensors
+  empty(dtype: DTypeName, shape: number[], device?: string): NT;
+  full(dtype: DTypeName, shape: number[], value: number, device?: string): NT;
+  fromBuffer(dtype: DTypeName, shape: number[], data: ArrayBufferView | ArrayBuffer, device?: string): NT;
+  cast(x: NT, dtype: DTypeName): NT;
+  clone(x: NT): NT;
+  copyInto(dst: NT, src: NT): void;
+  fill(x: NT, value: number): void;
+  synchronize(): void;
+  memory(device?: string): MemoryInfo;
+  resetPeakMemory(device?: string): void;
+  info(): Record<string, unknown>;
+  setNumThreads(n: number): void;
+  // elementwise
+  add(a: NT, b: NT, alpha?: number, beta?: number): NT;
+  mul(a: NT, b: NT): NT;
+  scale(a: NT, s: number): NT;
+  axpy(y: NT, x: NT, alpha?: number): void;
+  sumRows(x: NT, shape: number[]): NT;
+  // gemm
+  matmul(a: NT, b: NT, transA?: boolean, transB?: boolean, alpha?: number): NT;
+  matmulInto(c: NT, a: NT, b: NT, transA?: boolean, transB?: boolean, alpha?: number, beta?: number): void;
+  // layout
+  concat(xs: NT[], axis: number): NT;
+  slice(x: NT, axis: number, start: number, length: number): NT;
+  sliceAssign(dst: NT, src: NT, axis: number, start: number, accumulate?: boolean): void;
+  gatherRows(src: NT, idx: NT): NT;
+  scatterRows(dst: NT, idx: NT, src: NT, accumulate?: boolean): void;
+  patchify(img: NT, patch: number): NT;
+  // norms: statistics in fp32; w/b may be null (no affine)
+  layerNormForward(x: NT, w: NT | null, b: NT | null, eps: number): [y: NT, mean: NT, rstd: NT];
+  layerNormBackward(gy: NT, x: NT, w: NT | null, mean: NT, rstd: NT, needX: boolean, needW: boolean):
+    [gx: NT | null, gw: NT | null, gb: NT | null];
+  rmsNormForward(x: NT, w: NT, eps: number): [y: NT, rstd: NT];
+  rmsNormBackward(gy: NT, x: NT, w: NT, rstd: NT, needX: boolean, needW: boolean): [gx: NT | null, gw: NT | null];
+  // rope: x [B, T, H, D], HF rotate-half, positions pos0..pos0+T-1
+  ropeForward(x: NT, pos0: number, theta: number): NT;
+  ropeBackward(gy: NT, pos0: number, theta: number): NT;
+  // activations
+  quickGeluForward(x: NT): NT;
+  quickGeluBackward(gy: NT, x: NT): NT;
+  siluForward(x: NT): NT;
+  siluBackward(gy: NT, x: NT): NT;
+  swigluForward(gate: NT, up: NT): NT;
+  swigluBackward(gy: NT, gate: NT, up: NT): [ggate: NT, gup: NT];
+  softmaxForward(x: NT): NT;
+  softmaxBackward(gy: NT, y: NT): NT;
+  dropoutForward(x: NT, p: number, seed: number): NT;
+  dropoutBackward(gy: NT, p: number, seed: number): NT;
+  // attention: q [B, Tq, H, D], k/v [B, Tk, H, D]; keyMask i32 [B, Tk] (nonzero = attend)
+  attentionForward(q: NT, k: NT, v: NT, keyMask: NT | null, causal: boolean, scale: number, dropoutP: number, seed: number):
+    [out: NT, lse: NT];
+  attentionBackward(q: NT, k: NT, v: NT, out: NT, lse: NT, gout: NT, keyMask: NT | null, causal: boolean, scale: number,
+    dropoutP: number, seed: number): [gq: NT, gk: NT, gv: NT];
+  // LoRA linear with frozen W [N, K]: y = x Wᵀ + s·(drop(x) Aᵀ) Bᵀ
+  loraForward(x: NT, w: NT, a: NT, b: NT, s: number, dropoutP: number, seed: number): [y: NT, xa: NT];
+  loraBackward(gy: NT, x: NT, w: NT, a: NT, b: NT, xa: NT, s: number, dropoutP: number, seed: number, needX: boolean):
+    [gx: NT | null, ga: NT, gb: NT];
+  // loss: mean over rows whose label != ignoreIndex; the gradient of that mean in the same pass
+  crossEntropy(logits: NT, labels: NT, ignoreIndex: number): [loss: NT, dlogits: NT];
+  // optimizer
+  adamw(params: NT[], grads: NT[], m: NT[], v: NT[], weightDecay: number[], lr: number, beta1: number, beta2: number,
+    eps: number, step: number): void;
+  sumSquares(xs: NT[]): number;
+  scaleInplace(xs: NT[], s: number): void;
+  allFinite(xs: NT[]): boolean;
+}
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const require = createRequire(import.meta.url);
+
+// Every exported function is wrapped so a native failure surfaces as a typed OwletError subclass.
+function typed(addon: Record<string, unknown>): NativeBackend {
+  const out: Record<string, unknown> = {};
+  for (const [name, fn] of Object.entries(addon)) {
+    if (typeof fn !== 'function' || name === 'NativeTensor') { out[name] = fn; continue; }
+    const f = fn as (...args: unknown[]) => unknown;
+    out[name] = (...args: unknown[]) => {
+      try { return f(...args); } catch (e) { throw wrapNativeError(e, name); }
+    };
+  }
+  return out as unknown as NativeBackend;
+}
+
+let cpuBackend: NativeBackend | undefined;
+let cudaBackend: NativeBackend | undefined;
+
+/** Where the CPU addon is loaded from: OWLET_NATIVE_CPU overrides (tests of a second build), else node-gyp-build. */
+export function cpu(): NativeBackend {
+  if (cpuBackend) return cpuBackend;
+  let addon: Record<string, unknown>;
+  const override = process.env.OWLET_NATIVE_CPU;
+  try {
+    addon = override ? require(override) : require('node-gyp-build')(root);
+  } catch (e) {
+    throw new BackendError(`cannot load owlet's CPU addon (${(e as Error).message}). Build it with \`npm run build\` ` +
+      '(needs cmake, a C++17 compiler and `apt-get install libopenblas-dev`).', 'load');
+  }
+  cpuBackend = typed(addon);
+  return cpuBackend;
+}
+
+/** The CUDA addon: build/Cuda/owlet_cuda.node, prebuilds/linux-x64/owlet_cuda.node, or OWLET_NATIVE_CUDA. */
+export function cuda(): NativeBackend {
+  if (cudaBackend) return cudaBackend;
+  const candidates = [process.env.OWLET_NATIVE_CUDA, join(root, 'build/Cuda/owlet_cuda.node'),
+    join(root, `prebuilds/${process.platform}-${process.arch}/owlet_cuda.node`)].filter((p): p is string => !!p);
+  const found = candidates.find((p) => existsSync(p));
+  if (!found) {
+    throw new BackendError('the CUDA backend is not built: no owlet_cuda.node in ' + candidates.join(', ') +
+      '. Build on a machine with the CUDA toolkit and cuBLAS (`npm run build`), or use --device cpu.', 'load');
+  }
+  try {
+    cudaBackend = typed(require(found));
+  } catch (e) {
+    throw new BackendError(`cannot load the CUDA backend from ${found}: ${(e as Error).message} ` +
+      '(it needs libcublas/libcublasLt and an NVIDIA driver)', 'load');
+  }
+  return cudaBackend;
+}
+
+export function cudaAvailable(): boolean {
+  try { cuda(); return true; } catch { return false; }
+}
+
+/** The backend that owns tensors of the given device string ("cpu", "cuda", "cuda:1"). */
+export function backendFor(device: string): NativeBackend {
+  if (device === 'cpu' || device.startsWith('cpu:')) return cpu();
+  if (device === 'cuda' || device.startsWith('cuda:')) return cuda();
+  throw new BackendError(`unknown device '${device}' (use cpu, cuda or cuda:N)`, 'device');
+}

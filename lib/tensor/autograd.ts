@@ -1,0 +1,113 @@
+// A tape autograd. Ops record a node only when grad mode is on and an input requires grad; a node's backward gets a
+// `needs` mask and computes only the gradients asked for, so frozen weights cost no weight-gradient GEMM and no
+// gradient memory. Nodes keep what backward needs through shared handles (Tensor.share), so a user disposing an
+// activation early cannot break backward; backward() releases everything it held.
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { ArgumentError, ShapeError } from './errors.ts';
+import { keep } from './scope.ts';
+import { Tensor, full } from './tensor.ts';
+
+export type BackwardFn = (grads: (Tensor | null)[], saved: Tensor[], needs: boolean[]) => (Tensor | null | undefined)[];
+
+interface Node {
+  op: string;
+  inputs: (Tensor | null)[]; // leaves are referenced (parameters outlive the step); others only by id
+  inputIds: number[];
+  needs: boolean[];
+  outputs: number[];
+  saved: Tensor[];
+  backward: BackwardFn;
+}
+
+const gradMode = new AsyncLocalStorage<boolean>();
+let tape: Node[] = [];
+
+export function isGradEnabled(): boolean { return gradMode.getStore() ?? true; }
+
+/** Runs fn (sync or async) with no recording: inference, evaluation, optimizer updates. */
+export function noGrad<T>(fn: () => T): T { return gradMode.run(false, fn); }
+export function enableGrad<T>(fn: () => T): T { return gradMode.run(true, fn); }
+
+/** True when an op over these inputs must record (grad mode on and some input requires grad). */
+export function needsGrad(...inputs: (Tensor | null | undefined)[]): boolean {
+  if (!isGradEnabled()) return false;
+  for (const t of inputs) if (t && t.requiresGrad) return true;
+  return false;
+}
+
+/**
+ * Records an op. Call only when needsGrad(inputs). Marks outputs as requiring grad; `saved` tensors are shared (new
+ * handles on the same storage) and kept out of every scope until backward() or clearTape() releases them.
+ */
+export function record(op: string, inputs: (Tensor | null | undefined)[], outputs: Tensor[], saved: Tensor[],
+  backward: BackwardFn): void {
+  const ins = inputs.map((t) => t ?? null);
+  const node: Node = {
+    op,
+    inputs: ins.map((t) => (t && t.requiresGrad && !t.fromTape ? t : null)),
+    inputIds: ins.map((t) => t?.id ?? -1),
+    needs: ins.map((t) => !!t && t.requiresGrad),
+    outputs: outputs.map((t) => t.id),
+    saved: saved.map((t) => keep(t.share())),
+    backward,
+  };
+  for (const t of outputs) { t.requiresGrad = true; t.fromTape = true; }
+  tape.push(node);
+}
+
+/** Number of recorded nodes (tests). */
+export function tapeLength(): number { return tape.length; }
+
+/** Drops the tape without computing gradients (a forward that will not be back-propagated). */
+export function clearTape(): void {
+  for (const n of tape) for (const s of n.saved) s.dispose();
+  tape = [];
+}
+
+function accumulate(into: Map<number, Tensor>, id: number, g: Tensor): void {
+  const prev = into.get(id);
+  if (!prev) { into.set(id, g); return; }
+  prev.backend.axpy(prev.handle, g.handle, 1);
+  g.dispose();
+}
+
+/**
+ * Back-propagates from `loss` through the whole tape, accumulating into `.grad` of every leaf that requires grad,
+ * then clears the tape. `grad` defaults to ones (loss is usually a one-element tensor).
+ */
+export function backward(loss: Tensor, grad?: Tensor): void {
+  if (!loss.requiresGrad) {
+    clearTape();
+    throw new ArgumentError('backward: the loss does not depend on any tensor that requires grad', 'backward');
+  }
+  if (grad && grad.numel !== loss.numel) throw new ShapeError(`backward: grad ${grad.describe()} does not match ${loss.describe()}`);
+  const grads = new Map<number, Tensor>();
+  const nodes = tape;
+  tape = [];
+  try {
+    noGrad(() => {
+      grads.set(loss.id, grad ? keep(grad.share()) : keep(full([...loss.shape], 1, { device: loss.device })));
+      for (let i = nodes.length - 1; i >= 0; i--) {
+        const n = nodes[i];
+        const gys = n.outputs.map((id) => grads.get(id) ?? null);
+        if (gys.every((g) => g === null)) continue;
+        const gin = n.backward(gys, n.saved, n.needs);
+        for (const id of n.outputs) { grads.get(id)?.dispose(); grads.delete(id); }
+        for (let j = 0; j < n.inputIds.length; j++) {
+          const g = gin[j];
+          if (!g) continue;
+          keep(g);
+          if (!n.needs[j]) { g.dispose(); continue; }
+          const leaf = n.inputs[j];
+          if (leaf) {
+            if (!leaf.grad) leaf.grad = g;
+            else { leaf.grad.backend.axpy(leaf.grad.handle, g.handle, 1); g.dispose(); }
+          } else accumulate(grads, n.inputIds[j], g);
+        }
+      }
+    });
+  } finally {
+    for (const g of grads.values()) g.dispose();
+    for (const n of nodes) for (const s of n.saved) s.dispose();
+  }
+}

@@ -1,0 +1,95 @@
+// Shape and sequence-layout ops with backward rules: reshape, concat, slice, gather (embedding), row splicing.
+import { needsGrad, record } from '../autograd.ts';
+import { ShapeError } from '../errors.ts';
+import { Tensor, sameBackend, zeros } from '../tensor.ts';
+import { prod, wrap } from './util.ts';
+
+/** Same storage, another shape (a view); the gradient is reshaped back. */
+export function reshape(x: Tensor, shape: readonly number[]): Tensor {
+  const s = [...shape];
+  const neg = s.indexOf(-1);
+  if (neg >= 0) s[neg] = prod(x.shape) / -prod(s);
+  if (prod(s) !== prod(x.shape) || s.some((d) => !Number.isInteger(d) || d < 0)) {
+    throw new ShapeError(`reshape: cannot view ${x.describe()} as [${shape.join(',')}]`, 'reshape');
+  }
+  const y = x.share(s);
+  if (needsGrad(x)) record('reshape', [x], [y], [], ([g]) => [g!.share(x.shape)]);
+  return y;
+}
+
+export function concat(xs: Tensor[], axis: number): Tensor {
+  const be = sameBackend('concat', ...xs);
+  const y = wrap(be, be.concat(xs.map((t) => t.handle), axis));
+  if (needsGrad(...xs)) {
+    const ax = axis < 0 ? axis + xs[0].ndim : axis;
+    const lens = xs.map((t) => t.shape[ax]);
+    record('concat', xs, [y], [], ([g], _s, needs) => {
+      let off = 0;
+      return lens.map((len, i) => {
+        const start = off;
+        off += len;
+        return needs[i] ? wrap(be, be.slice(g!.handle, ax, start, len)) : null;
+      });
+    });
+  }
+  return y;
+}
+
+export function slice(x: Tensor, axis: number, start: number, length: number): Tensor {
+  const be = x.backend;
+  const y = wrap(be, be.slice(x.handle, axis, start, length));
+  if (needsGrad(x)) {
+    record('slice', [x], [y], [], ([g]) => {
+      const gx = zeros(x.shape, { device: x.device });
+      be.sliceAssign(gx.handle, g!.handle, axis, start, false);
+      return [gx];
+    });
+  }
+  return y;
+}
+
+/** Rows of `table` picked by i32 `ids` (embedding lookup): [ids..., rest of table's shape]. */
+export function gatherRows(table: Tensor, ids: Tensor): Tensor {
+  const be = sameBackend('gatherRows', table, ids);
+  const y = wrap(be, be.gatherRows(table.handle, ids.handle));
+  if (needsGrad(table)) {
+    record('gatherRows', [table, ids], [y], [ids], ([g], [sid]) => {
+      const gt = zeros(table.shape, { device: table.device });
+      be.scatterRows(gt.handle, sid.handle, g!.handle, true);
+      return [gt, null];
+    });
+  }
+  return y;
+}
+export const embedding = gatherRows;
+
+/**
+ * `base` [R, C] with rows `ids` (i32 [n], distinct) replaced by `src` [n, C]: how image tokens are spliced into the
+ * text embedding sequence. Gradients: base gets g with those rows zeroed, src gets those rows of g.
+ */
+export function spliceRows(base: Tensor, ids: Tensor, src: Tensor): Tensor {
+  const be = sameBackend('spliceRows', base, ids, src);
+  const yh = be.clone(base.handle);
+  be.scatterRows(yh, ids.handle, src.handle, false);
+  const y = wrap(be, yh);
+  if (needsGrad(base, src)) {
+    const srcShape = src.shape;
+    record('spliceRows', [base, ids, src], [y], [ids], ([g], [sid], needs) => {
+      let gb: Tensor | null = null, gs: Tensor | null = null;
+      if (needs[0]) {
+        gb = wrap(be, be.clone(g!.handle));
+        const z = zeros(srcShape, { device: base.device });
+        be.scatterRows(gb.handle, sid.handle, z.handle, false);
+        z.dispose();
+      }
+      if (needs[2]) gs = wrap(be, be.gatherRows(g!.handle, sid.handle));
+      return [gb, null, gs];
+    });
+  }
+  return y;
+}
+
+/** [N, C, H, W] images to [N, patches, C·p·p] (no gradient: pixels are data). */
+export function patchify(img: Tensor, patch: number): Tensor {
+  return wrap(img.backend, img.backend.patchify(img.handle, patch));
+}

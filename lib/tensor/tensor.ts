@@ -1,0 +1,170 @@
+// Tensor: a typed, shaped handle on native storage, with deterministic disposal and autograd bookkeeping.
+import { backendFor, cpu, type DTypeName, type NativeBackend, type NativeTensor } from '../native.ts';
+import { DisposedError, ShapeError, DeviceError } from './errors.ts';
+import { track } from './scope.ts';
+
+export type DType = DTypeName;
+export type Device = string; // "cpu" | "cuda" | "cuda:N"
+
+let liveCount = 0;
+let nextId = 1;
+// Backstop only: a tensor that became unreachable without dispose() still frees its storage at GC time.
+const finalizer = new FinalizationRegistry<NativeTensor>((h) => {
+  if (!h.disposed) { h.dispose(); liveCount--; }
+});
+
+/** Number of tensors created and not yet disposed (tests assert that a step leaves this unchanged). */
+export function liveTensors(): number { return liveCount; }
+
+/** Bytes of storage held by the backend of `device` (views share storage and count once). */
+export function bytesInUse(device: Device = 'cpu'): number { return backendFor(device).memory(device).bytesInUse; }
+
+export type TypedArrayOf<D extends DType> = D extends 'f32' ? Float32Array : D extends 'i32' ? Int32Array
+  : D extends 'i64' ? BigInt64Array : D extends 'u8' ? Uint8Array : Uint16Array;
+
+export class Tensor {
+  readonly id = nextId++;
+  readonly shape: readonly number[];
+  readonly dtype: DType;
+  readonly backend: NativeBackend;
+  /** True for parameters that train and for values computed from them while grad mode is on. */
+  requiresGrad = false;
+  /** Accumulated gradient (parameters only). */
+  grad: Tensor | null = null;
+  /** Optional name (parameters: the official checkpoint key). */
+  name: string | undefined;
+  /** Set by the autograd tape on tensors an op produced (not leaves). */
+  fromTape = false;
+  private _handle: NativeTensor | null;
+
+  constructor(handle: NativeTensor, backend: NativeBackend) {
+    this._handle = handle;
+    this.backend = backend;
+    this.shape = Object.freeze(handle.shape);
+    this.dtype = handle.dtype;
+    liveCount++;
+    finalizer.register(this, handle, this);
+    track(this);
+  }
+
+  /** The native handle; throws DisposedError after dispose(). */
+  get handle(): NativeTensor {
+    if (!this._handle) throw new DisposedError(`tensor #${this.id} ${this.describe()} was already disposed`);
+    return this._handle;
+  }
+  get disposed(): boolean { return this._handle === null; }
+  get device(): Device { return this.backend.backend === 'cpu' ? 'cpu' : this.handle.device; }
+  get numel(): number { return this.shape.reduce((a, b) => a * b, 1); }
+  get ndim(): number { return this.shape.length; }
+
+  describe(): string { return `${this.dtype}[${this.shape.join(',')}]`; }
+  toString(): string { return `Tensor(${this.describe()}${this._handle ? '' : ', disposed'})`; }
+
+  dispose(): void {
+    if (!this._handle) return;
+    finalizer.unregister(this);
+    this._handle.dispose();
+    this._handle = null;
+    liveCount--;
+    if (this.grad) { this.grad.dispose(); this.grad = null; }
+  }
+  [Symbol.dispose](): void { this.dispose(); }
+
+  /** Contents as a typed array (a copy). bf16/f16 come back as raw Uint16Array; use toFloat32() for values. */
+  data<D extends DType = DType>(): TypedArrayOf<D> {
+    const buf = this.handle.read();
+    switch (this.dtype) {
+      case 'f32': return new Float32Array(buf) as TypedArrayOf<D>;
+      case 'i32': return new Int32Array(buf) as TypedArrayOf<D>;
+      case 'i64': return new BigInt64Array(buf) as TypedArrayOf<D>;
+      case 'u8': return new Uint8Array(buf) as TypedArrayOf<D>;
+      default: return new Uint16Array(buf) as TypedArrayOf<D>;
+    }
+  }
+  /** Values as float32, whatever the storage dtype. */
+  toFloat32(): Float32Array {
+    if (this.dtype === 'f32') return this.data<'f32'>();
+    const c = new Tensor(this.backend.cast(this.handle, 'f32'), this.backend);
+    try { return c.data<'f32'>(); } finally { c.dispose(); }
+  }
+  toArray(): number[] { return Array.from(this.dtype === 'i64' ? Array.from(this.data<'i64'>(), Number) : this.toFloat32()); }
+  /** The single value of a one-element tensor (synchronises a device). */
+  item(): number {
+    if (this.numel !== 1) throw new ShapeError(`item() needs a one-element tensor, got ${this.describe()}`, 'item');
+    return this.dtype === 'i32' || this.dtype === 'i64' ? this.toArray()[0] : this.toFloat32()[0];
+  }
+
+  /** A new tensor on another device (copy through host memory). */
+  to(device: Device): Tensor {
+    const target = backendFor(device);
+    if (target === this.backend && (device === this.device || (device === 'cuda' && this.device === 'cuda:0'))) {
+      return new Tensor(this.backend.clone(this.handle), this.backend);
+    }
+    return new Tensor(target.fromBuffer(this.dtype, [...this.shape], this.handle.read(), device), target);
+  }
+  /** Another handle on the same storage (no autograd link); the storage lives until every handle is disposed. */
+  share(shape: readonly number[] = this.shape): Tensor {
+    return new Tensor(this.handle.view([...shape]), this.backend);
+  }
+}
+
+function backendOf(device: Device): NativeBackend { return backendFor(device); }
+
+export interface CreateOptions { dtype?: DType; device?: Device; requiresGrad?: boolean; name?: string }
+
+function finish(t: Tensor, o: CreateOptions): Tensor {
+  if (o.requiresGrad) t.requiresGrad = true;
+  if (o.name) t.name = o.name;
+  return t;
+}
+
+function checkShape(shape: readonly number[], op: string): number[] {
+  for (const d of shape) {
+    if (!Number.isInteger(d) || d < 0) throw new ShapeError(`${op}: shape [${shape.join(',')}] must hold non-negative integers`, op);
+  }
+  return [...shape];
+}
+
+export function empty(shape: readonly number[], o: CreateOptions = {}): Tensor {
+  const b = backendOf(o.device ?? 'cpu');
+  return finish(new Tensor(b.empty(o.dtype ?? 'f32', checkShape(shape, 'empty'), o.device), b), o);
+}
+export function full(shape: readonly number[], value: number, o: CreateOptions = {}): Tensor {
+  const b = backendOf(o.device ?? 'cpu');
+  return finish(new Tensor(b.full(o.dtype ?? 'f32', checkShape(shape, 'full'), value, o.device), b), o);
+}
+export function zeros(shape: readonly number[], o: CreateOptions = {}): Tensor { return full(shape, 0, o); }
+export function ones(shape: readonly number[], o: CreateOptions = {}): Tensor { return full(shape, 1, o); }
+
+const arrayDType = (a: ArrayBufferView): DType | undefined =>
+  a instanceof Float32Array ? 'f32' : a instanceof Int32Array ? 'i32' : a instanceof BigInt64Array ? 'i64'
+    : a instanceof Uint8Array ? 'u8' : undefined;
+
+/** A tensor holding a copy of `data` (Float32Array, Int32Array, BigInt64Array, Uint8Array, or number[] as f32). */
+export function tensor(data: ArrayBufferView | number[], shape?: readonly number[], o: CreateOptions = {}): Tensor {
+  let arr: ArrayBufferView;
+  if (Array.isArray(data)) arr = o.dtype === 'i32' ? Int32Array.from(data) : Float32Array.from(data);
+  else arr = data;
+  const natural = arrayDType(arr);
+  const dtype = o.dtype ?? natural ?? 'f32';
+  const s = checkShape(shape ?? [(arr as Float32Array).length], 'tensor');
+  const b = backendOf(o.device ?? 'cpu');
+  if (natural && natural !== dtype) {
+    // Convert through a temporary of the natural dtype (e.g. Float32Array stored as bf16).
+    const tmp = b.fromBuffer(natural, s, arr, o.device);
+    try { return finish(new Tensor(b.cast(tmp, dtype), b), o); } finally { tmp.dispose(); }
+  }
+  return finish(new Tensor(b.fromBuffer(dtype, s, arr, o.device), b), o);
+}
+
+/** Throws a typed error unless every tensor shares one backend (and so one device family). */
+export function sameBackend(op: string, ...ts: (Tensor | null | undefined)[]): NativeBackend {
+  let b: NativeBackend | undefined;
+  for (const t of ts) {
+    if (!t) continue;
+    if (t.disposed) throw new DisposedError(`${op}: input ${t.toString()} was already disposed`, op);
+    if (b && t.backend !== b) throw new DeviceError(`${op}: inputs live on different devices`, op);
+    b = t.backend;
+  }
+  return b ?? cpu();
+}

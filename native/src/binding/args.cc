@@ -1,0 +1,123 @@
+#include "args.h"
+
+#include <cmath>
+
+#include "native_tensor.h"
+
+namespace owlet {
+
+void Args::error(ErrorKind k, const std::string& msg) const { throw Error(k, msg); }
+
+static std::string argname(size_t i, const char* what) { return std::string(what) + " (argument " + std::to_string(i) + ")"; }
+
+Tensor& Args::tensor(size_t i, const char* what) {
+  if (i >= info_.Length() || info_[i].IsUndefined() || info_[i].IsNull())
+    error(ErrorKind::Argument, "missing tensor " + argname(i, what));
+  NativeTensor* nt = NativeTensor::unwrap(env(), info_[i]);
+  if (!nt) error(ErrorKind::Device, argname(i, what) + " is not a tensor of this backend");
+  if (nt->disposed()) error(ErrorKind::Disposed, argname(i, what) + " was already disposed");
+  return nt->tensor();
+}
+
+Tensor* Args::opt_tensor(size_t i, const char* what) { return present(i) ? &tensor(i, what) : nullptr; }
+
+std::vector<Tensor*> Args::tensors(size_t i, const char* what) {
+  if (i >= info_.Length() || !info_[i].IsArray()) error(ErrorKind::Argument, argname(i, what) + " must be an array of tensors");
+  Napi::Array arr = info_[i].As<Napi::Array>();
+  std::vector<Tensor*> out;
+  for (uint32_t j = 0; j < arr.Length(); j++) {
+    Napi::Value v = arr.Get(j);
+    NativeTensor* nt = NativeTensor::unwrap(env(), v);
+    std::string name = std::string(what) + "[" + std::to_string(j) + "]";
+    if (!nt) error(ErrorKind::Device, name + " is not a tensor of this backend");
+    if (nt->disposed()) error(ErrorKind::Disposed, name + " was already disposed");
+    out.push_back(&nt->tensor());
+  }
+  return out;
+}
+
+double Args::number(size_t i, const char* what) {
+  if (i >= info_.Length() || !info_[i].IsNumber()) error(ErrorKind::Argument, argname(i, what) + " must be a number");
+  return info_[i].As<Napi::Number>().DoubleValue();
+}
+
+int64_t Args::integer(size_t i, const char* what) {
+  double d = number(i, what);
+  if (!std::isfinite(d) || std::floor(d) != d) error(ErrorKind::Argument, argname(i, what) + " must be an integer");
+  return int64_t(d);
+}
+
+bool Args::boolean(size_t i, const char* what) {
+  if (i >= info_.Length() || !info_[i].IsBoolean()) error(ErrorKind::Argument, argname(i, what) + " must be a boolean");
+  return info_[i].As<Napi::Boolean>().Value();
+}
+
+std::string Args::string(size_t i, const char* what) {
+  if (i >= info_.Length() || !info_[i].IsString()) error(ErrorKind::Argument, argname(i, what) + " must be a string");
+  return info_[i].As<Napi::String>().Utf8Value();
+}
+
+std::vector<double> Args::numbers(size_t i, const char* what) {
+  if (i >= info_.Length() || !info_[i].IsArray()) error(ErrorKind::Argument, argname(i, what) + " must be an array of numbers");
+  Napi::Array arr = info_[i].As<Napi::Array>();
+  std::vector<double> out;
+  for (uint32_t j = 0; j < arr.Length(); j++) {
+    Napi::Value v = arr.Get(j);
+    if (!v.IsNumber()) error(ErrorKind::Argument, argname(i, what) + " must be an array of numbers");
+    out.push_back(v.As<Napi::Number>().DoubleValue());
+  }
+  return out;
+}
+
+Shape Args::shape(size_t i, const char* what) {
+  Shape s;
+  for (double d : numbers(i, what)) {
+    if (!std::isfinite(d) || d < 0 || std::floor(d) != d || d > 9.0e15)
+      error(ErrorKind::Shape, argname(i, what) + " must hold non-negative integers");
+    s.push_back(int64_t(d));
+  }
+  return s;
+}
+
+DType Args::dtype(size_t i, const char* what) {
+  DType d;
+  std::string s = string(i, what);
+  if (!dtype_from_name(s, &d)) error(ErrorKind::DType, argname(i, what) + ": unknown dtype '" + s + "'");
+  return d;
+}
+
+void Args::expect_dtype(const Tensor& t, const char* what, DType d) const {
+  if (t.dtype != d)
+    error(ErrorKind::DType, std::string(what) + " must be " + dtype_name(d) + ", got " + t.describe());
+}
+
+void Args::expect_float(const Tensor& t, const char* what) const { expect_dtype(t, what, DType::F32); }
+
+void Args::expect_rank(const Tensor& t, const char* what, int rank) const {
+  if (t.ndim() != rank)
+    error(ErrorKind::Shape, std::string(what) + " must have " + std::to_string(rank) + " dimensions, got " + t.describe());
+}
+
+void Args::expect_shape(const Tensor& t, const char* what, const Shape& s) const {
+  if (t.shape != s) error(ErrorKind::Shape, std::string(what) + " must have shape " + shape_str(s) + ", got " + t.describe());
+}
+
+void Args::expect_same_shape(const Tensor& a, const char* an, const Tensor& b, const char* bn) const {
+  if (a.shape != b.shape)
+    error(ErrorKind::Shape, std::string(an) + " and " + bn + " must have the same shape, got " + a.describe() + " and " + b.describe());
+}
+
+void Args::expect_same_device(const Tensor& a, const char* an, const Tensor& b, const char* bn) const {
+  if (a.device() != b.device())
+    error(ErrorKind::Device, std::string(an) + " and " + bn + " are on different devices: " + a.describe() + ", " + b.describe());
+}
+
+Napi::Value Args::ret(Tensor t) const { return NativeTensor::wrap(env(), std::move(t)); }
+
+Napi::Value Args::ret(std::vector<Tensor> ts) const {
+  Napi::Array arr = Napi::Array::New(env(), ts.size());
+  for (size_t i = 0; i < ts.size(); i++) arr.Set(uint32_t(i), NativeTensor::wrap(env(), std::move(ts[i])));
+  return arr;
+}
+
+}  // namespace owlet

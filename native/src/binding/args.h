@@ -1,0 +1,61 @@
+// Argument access and validation for op bodies. Every failure throws owlet::Error with a message that names the op,
+// the argument and the shapes involved; run_op turns it into a JS exception. No math here.
+#pragma once
+#include <napi.h>
+
+#include <string>
+#include <vector>
+
+#include "../core/tensor.h"
+
+namespace owlet {
+
+class Args {
+ public:
+  Args(const Napi::CallbackInfo& info, const char* op) : info_(info), op_(op) {}
+  Napi::Env env() const { return info_.Env(); }
+  const char* op() const { return op_; }
+  size_t count() const { return info_.Length(); }
+  Napi::Value raw(size_t i) const { return i < info_.Length() ? info_[i] : env().Undefined(); }
+  bool present(size_t i) const { return i < info_.Length() && !info_[i].IsUndefined() && !info_[i].IsNull(); }
+
+  Tensor& tensor(size_t i, const char* what);
+  Tensor* opt_tensor(size_t i, const char* what);  // undefined/null -> nullptr
+  std::vector<Tensor*> tensors(size_t i, const char* what);
+  double number(size_t i, const char* what);
+  double number_or(size_t i, const char* what, double dflt) { return present(i) ? number(i, what) : dflt; }
+  int64_t integer(size_t i, const char* what);
+  int64_t integer_or(size_t i, const char* what, int64_t dflt) { return present(i) ? integer(i, what) : dflt; }
+  bool boolean(size_t i, const char* what);
+  bool boolean_or(size_t i, const char* what, bool dflt) { return present(i) ? boolean(i, what) : dflt; }
+  std::string string(size_t i, const char* what);
+  Shape shape(size_t i, const char* what);
+  DType dtype(size_t i, const char* what);
+  std::vector<double> numbers(size_t i, const char* what);
+
+  // Checks
+  [[noreturn]] void error(ErrorKind k, const std::string& msg) const;
+  void check(bool ok, ErrorKind k, const std::string& msg) const {
+    if (!ok) error(k, msg);
+  }
+  void expect_dtype(const Tensor& t, const char* what, DType d) const;
+  void expect_float(const Tensor& t, const char* what) const;  // f32 (and bf16 where a backend supports it)
+  void expect_rank(const Tensor& t, const char* what, int rank) const;
+  void expect_shape(const Tensor& t, const char* what, const Shape& s) const;
+  void expect_same_shape(const Tensor& a, const char* an, const Tensor& b, const char* bn) const;
+  void expect_same_device(const Tensor& a, const char* an, const Tensor& b, const char* bn) const;
+
+  // Results
+  Device device_of(const Tensor& like) const { return like.device(); }
+  Tensor make(DType dt, Shape s, Device d) const { return Tensor(dt, std::move(s), d); }
+  Tensor like(const Tensor& t) const { return Tensor(t.dtype, t.shape, t.device()); }
+  Napi::Value ret(Tensor t) const;
+  Napi::Value ret(std::vector<Tensor> ts) const;
+  Napi::Value ret_number(double v) const { return Napi::Number::New(env(), v); }
+
+ private:
+  const Napi::CallbackInfo& info_;
+  const char* op_;
+};
+
+}  // namespace owlet

@@ -1,0 +1,55 @@
+// Bindings: batched matrix multiply.
+#include "../core/kernels.h"
+#include "registry.h"
+
+using namespace owlet;
+
+namespace {
+struct Dims {
+  int64_t M, N, K;
+  Shape out;
+};
+
+Dims check(Args& a, const Tensor& x, const Tensor& y, bool ta, bool tb) {
+  a.expect_float(x, "a");
+  a.expect_float(y, "b");
+  a.expect_same_device(x, "a", y, "b");
+  a.check(x.ndim() >= 2 && y.ndim() >= 2, ErrorKind::Shape,
+          "a and b need at least 2 dimensions, got " + x.describe() + " and " + y.describe());
+  int64_t M = ta ? x.dim(-1) : x.dim(-2), Ka = ta ? x.dim(-2) : x.dim(-1);
+  int64_t Kb = tb ? y.dim(-1) : y.dim(-2), N = tb ? y.dim(-2) : y.dim(-1);
+  std::string desc = std::string("a") + (ta ? "ᵀ " : " ") + x.describe() + " times b" + (tb ? "ᵀ " : " ") + y.describe();
+  a.check(Ka == Kb, ErrorKind::Shape, "inner dimensions differ: " + desc);
+  if (y.ndim() > 2) {
+    a.check(y.ndim() == x.ndim(), ErrorKind::Shape, "batch dimensions differ: " + desc);
+    for (int i = 0; i < x.ndim() - 2; i++)
+      a.check(x.shape[size_t(i)] == y.shape[size_t(i)], ErrorKind::Shape, "batch dimensions differ: " + desc);
+  }
+  Shape out(x.shape.begin(), x.shape.end() - 2);
+  out.push_back(M);
+  out.push_back(N);
+  return {M, N, Ka, out};
+}
+}  // namespace
+
+// matmul(a, b, transA = false, transB = false, alpha = 1) -> alpha * op(a) op(b)
+OWLET_OP(matmul) {
+  Tensor &x = a.tensor(0, "a"), &y = a.tensor(1, "b");
+  bool ta = a.boolean_or(2, "transA", false), tb = a.boolean_or(3, "transB", false);
+  Dims d = check(a, x, y, ta, tb);
+  Tensor c = a.make(DType::F32, d.out, x.device());
+  if (d.K == 0) kern::fill(c, 0);
+  else kern::matmul(x, y, c, ta, tb, float(a.number_or(4, "alpha", 1)), 0.f);
+  return a.ret(std::move(c));
+}
+
+// matmulInto(c, a, b, transA, transB, alpha = 1, beta = 1): c = alpha * op(a) op(b) + beta * c, in place.
+OWLET_OP(matmulInto) {
+  Tensor &c = a.tensor(0, "c"), &x = a.tensor(1, "a"), &y = a.tensor(2, "b");
+  bool ta = a.boolean_or(3, "transA", false), tb = a.boolean_or(4, "transB", false);
+  Dims d = check(a, x, y, ta, tb);
+  a.expect_float(c, "c");
+  a.check(c.numel() == shape_numel(d.out), ErrorKind::Shape, "c " + c.describe() + " must hold " + shape_str(d.out));
+  kern::matmul(x, y, c, ta, tb, float(a.number_or(5, "alpha", 1)), float(a.number_or(6, "beta", 1)));
+  return a.env().Undefined();
+}

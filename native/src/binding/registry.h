@@ -1,0 +1,34 @@
+// Ops register themselves by name at static-initialisation time; the addon's init exports every registered op.
+// Each op body gets an Args, which unwraps and checks arguments and turns failures into typed JS errors.
+#pragma once
+#include <napi.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "args.h"
+
+namespace owlet {
+
+using OpFn = Napi::Value (*)(const Napi::CallbackInfo&);
+struct OpEntry {
+  const char* name;
+  OpFn fn;
+};
+std::vector<OpEntry>& op_registry();
+
+struct OpRegistrar {
+  OpRegistrar(const char* name, OpFn fn) { op_registry().push_back({name, fn}); }
+};
+
+// Runs an op body, translating owlet::Error and std exceptions into a JS Error with `code` and `op` properties.
+Napi::Value run_op(const Napi::CallbackInfo& info, const char* name, Napi::Value (*body)(Args&));
+
+}  // namespace owlet
+
+#define OWLET_OP(NAME)                                                                                  \
+  static Napi::Value NAME##_body(owlet::Args& a);                                                       \
+  static owlet::OpRegistrar NAME##_registrar(                                                           \
+      #NAME, [](const Napi::CallbackInfo& info) -> Napi::Value { return owlet::run_op(info, #NAME, NAME##_body); }); \
+  static Napi::Value NAME##_body(owlet::Args& a)

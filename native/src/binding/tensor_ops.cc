@@ -1,0 +1,109 @@
+// Creation, copy, dtype conversion and memory accounting ops.
+#include <cstring>
+
+#include "../core/backend.h"
+#include "../core/kernels.h"
+#include "registry.h"
+
+using namespace owlet;
+
+static Device device_arg(Args& a, size_t i) {
+  return a.present(i) ? parse_device(a.string(i, "device")) : default_device();
+}
+
+// empty(dtype, shape, device?) -> uninitialised tensor
+OWLET_OP(empty) { return a.ret(Tensor(a.dtype(0, "dtype"), a.shape(1, "shape"), device_arg(a, 2))); }
+
+// full(dtype, shape, value, device?)
+OWLET_OP(full) {
+  Tensor t(a.dtype(0, "dtype"), a.shape(1, "shape"), device_arg(a, 3));
+  kern::fill(t, a.number(2, "value"));
+  return a.ret(std::move(t));
+}
+
+// fromBuffer(dtype, shape, data: TypedArray | ArrayBuffer, device?) copies the bytes in.
+OWLET_OP(fromBuffer) {
+  DType dt = a.dtype(0, "dtype");
+  Shape s = a.shape(1, "shape");
+  Napi::Value v = a.raw(2);
+  const uint8_t* src = nullptr;
+  size_t len = 0;
+  if (v.IsTypedArray()) {
+    Napi::TypedArray ta = v.As<Napi::TypedArray>();
+    src = static_cast<const uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+    len = ta.ByteLength();
+  } else if (v.IsArrayBuffer()) {
+    Napi::ArrayBuffer ab = v.As<Napi::ArrayBuffer>();
+    src = static_cast<const uint8_t*>(ab.Data());
+    len = ab.ByteLength();
+  } else {
+    a.error(ErrorKind::Argument, "data (argument 2) must be a TypedArray or an ArrayBuffer");
+  }
+  size_t want = size_t(shape_numel(s)) * dtype_size(dt);
+  a.check(len == want, ErrorKind::Shape,
+          "data holds " + std::to_string(len) + " bytes but " + dtype_name(dt) + shape_str(s) + " needs " +
+              std::to_string(want));
+  Tensor t(dt, s, device_arg(a, 3));
+  if (want) kern::upload(t, src);
+  return a.ret(std::move(t));
+}
+
+// cast(x, dtype) -> new tensor of another dtype (f32<->bf16 round to nearest even; ints <-> floats).
+OWLET_OP(cast) {
+  Tensor& x = a.tensor(0, "x");
+  Tensor y(a.dtype(1, "dtype"), x.shape, x.device());
+  kern::copy_convert(x, y);
+  return a.ret(std::move(y));
+}
+
+// clone(x) -> a copy with its own storage.
+OWLET_OP(clone) {
+  Tensor& x = a.tensor(0, "x");
+  Tensor y = a.like(x);
+  kern::copy_convert(x, y);
+  return a.ret(std::move(y));
+}
+
+// copyInto(dst, src): same element count, converts dtype. In place on dst (optimizer states, loading weights).
+OWLET_OP(copyInto) {
+  Tensor& dst = a.tensor(0, "dst");
+  Tensor& src = a.tensor(1, "src");
+  a.check(dst.numel() == src.numel(), ErrorKind::Shape, "dst " + dst.describe() + " and src " + src.describe() + " differ in size");
+  kern::copy_convert(src, dst);
+  return a.env().Undefined();
+}
+
+// fill(x, value) in place.
+OWLET_OP(fill) {
+  kern::fill(a.tensor(0, "x"), a.number(1, "value"));
+  return a.env().Undefined();
+}
+
+OWLET_OP(synchronize) {
+  kern::synchronize();
+  return a.env().Undefined();
+}
+
+// memory(device?) -> { bytesInUse, peakBytes, liveStorages }
+OWLET_OP(memory) {
+  Device d = device_arg(a, 0);
+  Napi::Object o = Napi::Object::New(a.env());
+  o.Set("bytesInUse", double(bytes_in_use(d)));
+  o.Set("peakBytes", double(peak_bytes(d)));
+  o.Set("liveStorages", double(live_storages()));
+  return o;
+}
+
+OWLET_OP(resetPeakMemory) {
+  reset_peak_bytes(device_arg(a, 0));
+  return a.env().Undefined();
+}
+
+OWLET_OP(info) { return backend_info(a.env()); }
+
+OWLET_OP(setNumThreads) {
+  int64_t n = a.integer(0, "threads");
+  a.check(n >= 1 && n <= 1024, ErrorKind::Argument, "threads must be in 1..1024");
+  set_num_threads(int(n));
+  return a.env().Undefined();
+}

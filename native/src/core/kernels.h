@@ -1,0 +1,109 @@
+// The kernel contract: every math entry point of the runtime, by family. The binding (native/src/binding) checks
+// arguments and allocates outputs, then calls these. The CPU addon defines them in native/src/cpu/<family>.cc, the
+// CUDA addon in native/src/cuda/<family>.cu; a family a backend lacks throws Error(NotImplemented).
+//
+// Conventions: tensors are contiguous; shapes were validated by the binding; "rows" means numel / last dim.
+// Attention tensors use the layout the linear layers produce, [B, T, H, D], so no transpose pass is needed.
+// Dropout masks are a pure function of (seed, element index), so a backward pass regenerates them instead of storing.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "tensor.h"
+
+namespace owlet::kern {
+
+// ---- tensor (tensor.cc) ----
+void fill(Tensor& x, double value);
+void copy_convert(const Tensor& src, Tensor& dst);  // same numel; converts between any two dtypes
+void upload(Tensor& dst, const void* host_src);          // host bytes -> tensor (dst.nbytes() bytes)
+void download(const Tensor& src, void* host_dst);        // tensor -> host bytes
+void synchronize();                                      // waits for queued work (no-op on the CPU)
+
+// ---- elementwise (elementwise.cc) ----
+// out = alpha*a + beta*b; b is either a's shape or a suffix of it (broadcast over leading axes).
+void add(const Tensor& a, const Tensor& b, Tensor& out, float alpha, float beta);
+// out = a*b, same broadcast rule.
+void mul(const Tensor& a, const Tensor& b, Tensor& out);
+void scale(const Tensor& a, float s, Tensor& out);
+void axpy(Tensor& y, const Tensor& x, float alpha);  // y += alpha*x (same numel)
+// out[c] = sum over rows of x[r, c], x viewed as [rows, out.numel()].
+void sum_rows(const Tensor& x, Tensor& out);
+
+// ---- gemm (gemm.cc) ----
+// c = alpha * op(a) op(b) + beta * c. a: [batch..., M, K] (or [K, M] per matrix when ta); b: same batch or 2-D
+// (broadcast to every batch); c: [batch..., M, N].
+void matmul(const Tensor& a, const Tensor& b, Tensor& c, bool ta, bool tb, float alpha, float beta);
+
+// ---- sequence layout (layout.cc) ----
+// Tensors viewed as [outer, len_i, inner] around `axis`.
+void concat(const std::vector<const Tensor*>& xs, int axis, Tensor& out);
+void slice(const Tensor& x, int axis, int64_t start, Tensor& out);                            // out.len along axis
+void slice_assign(Tensor& dst, const Tensor& src, int axis, int64_t start, bool accumulate);  // dst[..start+len..] (+)= src
+// Rows of the last axis: out[i, :] = src[idx[i], :] (idx i32). Embedding lookup is gather_rows on the weight.
+void gather_rows(const Tensor& src, const Tensor& idx, Tensor& out);
+// dst[idx[i], :] (+)= src[i, :]; with accumulate, repeated indices sum (embedding gradient).
+void scatter_rows(Tensor& dst, const Tensor& idx, const Tensor& src, bool accumulate);
+// [N, C, H, W] images to [N, (H/p)*(W/p), C*p*p] patches, row-major over the patch grid (conv as a GEMM).
+void patchify(const Tensor& img, int p, Tensor& out);
+
+// ---- norms (norm.cc) ----  fp32 statistics, mean/rstd saved per row
+void layernorm_fwd(const Tensor& x, const Tensor* w, const Tensor* b, Tensor& y, Tensor& mean, Tensor& rstd, float eps);
+void layernorm_bwd(const Tensor& gy, const Tensor& x, const Tensor* w, const Tensor& mean, const Tensor& rstd,
+                   Tensor* gx, Tensor* gw, Tensor* gb);
+void rmsnorm_fwd(const Tensor& x, const Tensor& w, Tensor& y, Tensor& rstd, float eps);
+void rmsnorm_bwd(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& rstd, Tensor* gx, Tensor* gw);
+
+// ---- rope (rope.cc) ----  x: [B, T, H, D], HF rotate-half, position of token t = pos0 + t, freq in float64
+void rope_fwd(const Tensor& x, Tensor& y, int64_t pos0, double theta);
+void rope_bwd(const Tensor& gy, Tensor& gx, int64_t pos0, double theta);
+
+// ---- activations (act.cc) ----
+void quick_gelu_fwd(const Tensor& x, Tensor& y);
+void quick_gelu_bwd(const Tensor& gy, const Tensor& x, Tensor& gx);
+void silu_fwd(const Tensor& x, Tensor& y);
+void silu_bwd(const Tensor& gy, const Tensor& x, Tensor& gx);
+void swiglu_fwd(const Tensor& gate, const Tensor& up, Tensor& y);  // silu(gate) * up
+void swiglu_bwd(const Tensor& gy, const Tensor& gate, const Tensor& up, Tensor* ggate, Tensor* gup);
+void softmax_fwd(const Tensor& x, Tensor& y);  // over the last axis
+void softmax_bwd(const Tensor& gy, const Tensor& y, Tensor& gx);
+void dropout_fwd(const Tensor& x, Tensor& y, float p, uint64_t seed);  // inverted dropout, scale 1/(1-p)
+void dropout_bwd(const Tensor& gy, Tensor& gx, float p, uint64_t seed);
+
+// ---- attention (attention.cc) ----
+// q: [B, Tq, H, D]; k, v: [B, Tk, H, D]; out: [B, Tq, H, D]; lse: [B, H, Tq] (f32 log-sum-exp of scaled scores).
+// key_mask: optional [B, Tk] (i32, nonzero = attend). causal aligns the last query with the last key
+// (query i sees keys j <= i + Tk - Tq). Dropout on the probabilities with probability p (training only).
+void attention_fwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* key_mask, bool causal, float scale,
+                   float dropout_p, uint64_t seed, Tensor& out, Tensor& lse);
+void attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                   const Tensor& gout, const Tensor* key_mask, bool causal, float scale, float dropout_p, uint64_t seed,
+                   Tensor& gq, Tensor& gk, Tensor& gv);
+
+// ---- lora (lora.cc) ----
+// y = x Wᵀ + s · (drop(x) Aᵀ) Bᵀ; W [N, K] frozen, A [r, K], B [N, r]; xa = drop(x) Aᵀ is saved for backward.
+void lora_fwd(const Tensor& x, const Tensor& w, const Tensor& a, const Tensor& b, float s, float dropout_p,
+              uint64_t seed, Tensor& y, Tensor& xa);
+// gx (optional) = gy W + s · ((gy B) A) masked by the dropout; ga = s · (gy B)ᵀ drop(x); gb = s · gyᵀ xa. Never dW.
+void lora_bwd(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& a, const Tensor& b, const Tensor& xa,
+              float s, float dropout_p, uint64_t seed, Tensor* gx, Tensor& ga, Tensor& gb);
+
+// ---- loss (loss.cc) ----
+// Mean cross-entropy over rows whose label != ignore_index; returns the loss and writes dlogits (the gradient of
+// the mean) in the same pass. labels: i32 [N]. When no row counts, loss = 0 and dlogits = 0; *count = 0.
+double cross_entropy(const Tensor& logits, const Tensor& labels, int64_t ignore_index, Tensor& dlogits, int64_t* count);
+
+// ---- optimizer (optim.cc) ----
+struct AdamWHyper {
+  float lr, beta1, beta2, eps;
+  int64_t step;  // 1-based, for bias correction
+};
+// Decoupled weight decay per parameter (wd[i]); params, grads, m, v are f32.
+void adamw(const std::vector<Tensor*>& params, const std::vector<const Tensor*>& grads, const std::vector<Tensor*>& m,
+           const std::vector<Tensor*>& v, const std::vector<float>& wd, const AdamWHyper& h);
+double sum_squares(const std::vector<const Tensor*>& xs);  // float64 accumulation
+void scale_inplace(const std::vector<Tensor*>& xs, float s);
+// 1 when every element of every tensor is finite.
+bool all_finite(const std::vector<const Tensor*>& xs);
+
+}  // namespace owlet::kern

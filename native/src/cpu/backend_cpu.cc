@@ -1,0 +1,38 @@
+// The CPU addon's identity: OpenMP threads, OpenBLAS, host memory.
+#include <cblas.h>
+#include <omp.h>
+
+#include "../core/backend.h"
+
+extern "C" {
+// OpenBLAS-specific; declared here so a non-OpenBLAS cblas.h still compiles against the link-time symbol.
+void openblas_set_num_threads(int);
+char* openblas_get_config(void);
+int openblas_get_num_threads(void);
+}
+
+namespace owlet {
+
+const char* backend_name() { return "cpu"; }
+Device default_device() { return Device{}; }
+
+Device parse_device(const std::string& s) {
+  if (s == "cpu" || s == "cpu:0") return Device{};
+  fail(ErrorKind::Device, "the CPU backend cannot place tensors on '" + s + "'");
+}
+
+void set_num_threads(int n) {
+  omp_set_num_threads(n);
+  openblas_set_num_threads(n);
+}
+
+Napi::Object backend_info(Napi::Env env) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("backend", "cpu");
+  o.Set("threads", omp_get_max_threads());
+  o.Set("blas", std::string(openblas_get_config()));
+  o.Set("blasThreads", openblas_get_num_threads());
+  return o;
+}
+
+}  // namespace owlet

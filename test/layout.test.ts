@@ -1,0 +1,69 @@
+import test from 'ava';
+import { concat, slice, gatherRows, spliceRows, reshape, patchify, tensor, scope } from '../lib/tensor/index.ts';
+import { checkOp } from './helpers/gradcheck.ts';
+
+test('concat along the sequence axis', (t) =>
+  checkOp(t, {
+    inputs: [{ shape: [2, 3, 4] }, { shape: [2, 5, 4] }],
+    forward: ([a, b]) => concat([a, b], 1),
+    reference: ([a, b]) => {
+      const out = new Float64Array(2 * 8 * 4);
+      for (let i = 0; i < 2; i++) {
+        out.set(a.subarray(i * 12, i * 12 + 12), i * 32);
+        out.set(b.subarray(i * 20, i * 20 + 20), i * 32 + 12);
+      }
+      return out;
+    },
+  }));
+
+test('slice along the sequence axis', (t) =>
+  checkOp(t, {
+    inputs: [{ shape: [2, 7, 3] }],
+    forward: ([a]) => slice(a, 1, 2, 4),
+    reference: ([a]) => {
+      const out = new Float64Array(2 * 4 * 3);
+      for (let i = 0; i < 2; i++) out.set(a.subarray(i * 21 + 6, i * 21 + 18), i * 12);
+      return out;
+    },
+  }));
+
+test('gatherRows (embedding) with repeated ids accumulates gradients', (t) => {
+  const ids = [3, 0, 3, 5, 1];
+  checkOp(t, {
+    inputs: [{ shape: [7, 4] }, { shape: [5], dtype: 'i32', values: ids }],
+    forward: ([w, i]) => gatherRows(w, i),
+    reference: ([w]) => {
+      const out = new Float64Array(ids.length * 4);
+      ids.forEach((id, r) => out.set(w.subarray(id * 4, id * 4 + 4), r * 4));
+      return out;
+    },
+  });
+});
+
+test('spliceRows replaces rows and routes gradients to both sides', (t) => {
+  const rows = [1, 4];
+  checkOp(t, {
+    inputs: [{ shape: [6, 3] }, { shape: [2], dtype: 'i32', values: rows }, { shape: [2, 3] }],
+    forward: ([b, i, s]) => spliceRows(b, i, s),
+    reference: ([b, , s]) => {
+      const out = Float64Array.from(b);
+      rows.forEach((r, j) => out.set(s.subarray(j * 3, j * 3 + 3), r * 3));
+      return out;
+    },
+  });
+});
+
+test('reshape is a view whose gradient is reshaped back', (t) =>
+  checkOp(t, { inputs: [{ shape: [2, 6] }], forward: ([a]) => reshape(a, [3, -1]), reference: ([a]) => Float64Array.from(a) }));
+
+test('patchify lays out patches row-major with channel-major features (conv as GEMM)', (t) => {
+  scope(() => {
+    const N = 1, C = 2, H = 4, W = 6, p = 2;
+    const img = Float32Array.from({ length: N * C * H * W }, (_, i) => i);
+    const out = patchify(tensor(img, [N, C, H, W]), p);
+    t.deepEqual([...out.shape], [1, 6, 8]);
+    const d = out.data<'f32'>();
+    // patch (gy=1, gx=2) -> index 5; feature (c=1, y=1, x=0) -> 1*4 + 1*2 + 0 = 6
+    t.is(d[5 * 8 + 6], img[(1 * H + (1 * p + 1)) * W + 2 * p + 0]);
+  });
+});

@@ -1,0 +1,62 @@
+import test from 'ava';
+import { matmul, linear } from '../lib/tensor/index.ts';
+import { checkOp } from './helpers/gradcheck.ts';
+
+// float64 reference: batched op(a)·op(b); b may be 2-D and shared.
+function refMatmul(a: Float64Array, b: Float64Array, batch: number, M: number, K: number, N: number, ta: boolean, tb: boolean,
+  sharedB: boolean): Float64Array {
+  const out = new Float64Array(batch * M * N);
+  for (let z = 0; z < batch; z++) {
+    const ao = z * M * K, bo = sharedB ? 0 : z * K * N;
+    for (let i = 0; i < M; i++)
+      for (let j = 0; j < N; j++) {
+        let s = 0;
+        for (let k = 0; k < K; k++) s += a[ao + (ta ? k * M + i : i * K + k)] * b[bo + (tb ? j * K + k : k * N + j)];
+        out[z * M * N + i * N + j] = s;
+      }
+  }
+  return out;
+}
+
+for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]] as const) {
+  test(`batched matmul transA=${ta} transB=${tb}`, (t) => {
+    const B = 2, M = 3, K = 5, N = 4;
+    checkOp(t, {
+      inputs: [{ shape: ta ? [B, K, M] : [B, M, K] }, { shape: tb ? [B, N, K] : [B, K, N] }],
+      forward: ([a, b]) => matmul(a, b, ta, tb),
+      reference: ([a, b]) => refMatmul(a, b, B, M, K, N, ta, tb, false),
+    });
+  });
+}
+
+for (const tb of [false, true]) {
+  test(`matmul with a shared 2-D right operand, transB=${tb}`, (t) => {
+    const B = 3, M = 2, K = 5, N = 3;
+    checkOp(t, {
+      inputs: [{ shape: [B, M, K] }, { shape: tb ? [N, K] : [K, N] }],
+      forward: ([a, b]) => matmul(a, b, false, tb),
+      reference: ([a, b]) => refMatmul(a, b, B, M, K, N, false, tb, true),
+    });
+  });
+}
+
+test('linear with bias over a 3-D input', (t) => {
+  const B = 2, T = 3, K = 7, N = 5;
+  checkOp(t, {
+    inputs: [{ shape: [B, T, K] }, { shape: [N, K] }, { shape: [N] }],
+    forward: ([x, w, b]) => linear(x, w, b),
+    reference: ([x, w, b]) => {
+      const y = refMatmul(x, w, 1, B * T, K, N, false, true, true);
+      for (let i = 0; i < y.length; i++) y[i] += b[i % N];
+      return y;
+    },
+  });
+});
+
+test('linear with a frozen weight computes input gradients only', (t) => {
+  checkOp(t, {
+    inputs: [{ shape: [4, 6] }, { shape: [3, 6], grad: false }],
+    forward: ([x, w]) => { const y = linear(x, w); t.is(w.grad, null); return y; },
+    reference: ([x, w]) => refMatmul(x, w, 1, 4, 6, 3, false, true, true),
+  });
+});
