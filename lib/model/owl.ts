@@ -1,0 +1,82 @@
+// MplugOwl: vision encoder → abstractor → spliced into the LLaMA input embeddings → logits and the official loss.
+import {
+  crossEntropy, gatherRows, reshape, spliceRows, tensor, type Tensor,
+} from '../tensor/index.ts';
+import { abstractorForward } from './abstractor.ts';
+import { lossLabels, splicePlan, type OwlBatch } from './batch.ts';
+import { mediaTokenLength, type LoraConfig, type OwlModelConfig } from './config.ts';
+import { ForwardContext, type Params } from './context.ts';
+import { llamaHidden, lmHead, type LlamaOptions } from './llama.ts';
+import { groupOf, type ParamGroup } from './params.ts';
+import { visionForward } from './vision.ts';
+
+export interface ForwardResult {
+  logits: Tensor; // [B, T, V]
+  loss: Tensor; // [1], mean over counted tokens (0 when none count)
+  countedTokens: number;
+  imagesUsed: number;
+}
+
+export class MplugOwl {
+  /** Dropout seed stream state (saved in checkpoints). */
+  rngState = 0x9e3779b9;
+  constructor(readonly config: OwlModelConfig, readonly params: Params, public lora: LoraConfig | null = null) {}
+
+  /** Marks which parameter groups train; all others are frozen (no gradient work, no gradient memory). */
+  setTrainable(groups: readonly ParamGroup[]): void {
+    const g = new Set(groups);
+    for (const [k, t] of this.params) {
+      t.requiresGrad = g.has(groupOf(k));
+      t.name = k;
+    }
+  }
+
+  trainable(): Map<string, Tensor> {
+    return new Map([...this.params].filter(([, t]) => t.requiresGrad));
+  }
+
+  context(training: boolean): ForwardContext {
+    return new ForwardContext(this.params, training, this.rngState);
+  }
+
+  /** Image tokens for a batch of pixels [N, 3, R, R]: [N, queries + 1, D_text]. */
+  encodeImages(ctx: ForwardContext, pixels: Tensor): Tensor {
+    const feats = visionForward(ctx, this.config.vision_config, pixels);
+    return abstractorForward(ctx, this.config.visual_abstractor_config, feats);
+  }
+
+  /** Input embeddings [B, T, D] with image tokens spliced over the media runs. */
+  embed(ctx: ForwardContext, batch: OwlBatch, searchLen?: number, dummyId = 1): { x: Tensor; imagesUsed: number } {
+    const { batchSize: B, seqLen: T } = batch;
+    const D = this.config.text_config.hidden_size, M = mediaTokenLength(this.config);
+    const ids = Int32Array.from(batch.inputIds, (v) => (v < 0 ? dummyId : v));
+    const idT = tensor(ids, [B * T]);
+    let x = gatherRows(ctx.get('language_model.model.embed_tokens.weight'), idT);
+    const plan = splicePlan(batch, M, searchLen);
+    if (plan.rows.length > 0 && batch.pixelValues) {
+      const tokens = reshape(this.encodeImages(ctx, batch.pixelValues), [-1, D]);
+      const used = gatherRows(tokens, tensor(plan.sources, [plan.sources.length]));
+      x = spliceRows(x, tensor(plan.rows, [plan.rows.length]), used);
+    }
+    return { x: reshape(x, [B, T, D]), imagesUsed: plan.imagesUsed };
+  }
+
+  /** Token embeddings for plain ids [n] -> [n, D] (generation steps). */
+  embedIds(ctx: ForwardContext, ids: Int32Array): Tensor {
+    return gatherRows(ctx.get('language_model.model.embed_tokens.weight'), tensor(ids, [ids.length]));
+  }
+
+  /** The training forward: logits and the official masked loss (spec §4.4). */
+  forward(batch: OwlBatch, o: { training?: boolean } & Omit<LlamaOptions, 'lora'> = {}): ForwardResult {
+    const ctx = this.context(o.training ?? false);
+    const { batchSize: B, seqLen: T } = batch;
+    const V = this.config.text_config.vocab_size;
+    const { x, imagesUsed } = this.embed(ctx, batch);
+    const hidden = llamaHidden(ctx, this.config.text_config, x, { ...o, lora: this.lora });
+    const logits = lmHead(ctx, hidden);
+    const { labels, counted } = lossLabels(batch);
+    const loss = crossEntropy(reshape(logits, [B * T, V]), tensor(labels, [B * T]), -100);
+    this.rngState = ctx.rngState;
+    return { logits, loss, countedTokens: counted, imagesUsed };
+  }
+}
