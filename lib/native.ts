@@ -58,7 +58,8 @@ export interface NativeBackend {
   gatherRows(src: NT, idx: NT): NT;
   scatterRows(dst: NT, idx: NT, src: NT, accumulate?: boolean): void;
   patchify(img: NT, patch: number): NT;
-  // norms: statistics in fp32; w/b may be null (no affine)
+  // norms: statistics in fp32; w/b may be null (no affine). needW asks for the affine gradients: gw (when w is given)
+  // and gb together; what is not asked for comes back null.
   layerNormForward(x: NT, w: NT | null, b: NT | null, eps: number): [y: NT, mean: NT, rstd: NT];
   layerNormBackward(gy: NT, x: NT, w: NT | null, mean: NT, rstd: NT, needX: boolean, needW: boolean):
     [gx: NT | null, gw: NT | null, gb: NT | null];
@@ -73,7 +74,7 @@ export interface NativeBackend {
   siluForward(x: NT): NT;
   siluBackward(gy: NT, x: NT): NT;
   swigluForward(gate: NT, up: NT): NT;
-  swigluBackward(gy: NT, gate: NT, up: NT): [ggate: NT, gup: NT];
+  swigluBackward(gy: NT, gate: NT, up: NT, needGate?: boolean, needUp?: boolean): [ggate: NT | null, gup: NT | null];
   softmaxForward(x: NT): NT;
   softmaxBackward(gy: NT, y: NT): NT;
   dropoutForward(x: NT, p: number, seed: number): NT;

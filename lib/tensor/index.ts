@@ -5,3 +5,6 @@ export { backward, noGrad, enableGrad, isGradEnabled, needsGrad, record, clearTa
 export * from './ops/elementwise.ts';
 export * from './ops/matmul.ts';
 export * from './ops/layout.ts';
+export * from './ops/norm.ts';
+export * from './ops/rope.ts';
+export * from './ops/act.ts';
