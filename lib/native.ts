@@ -90,6 +90,8 @@ export interface NativeBackend {
     [gx: NT | null, ga: NT, gb: NT];
   // loss: mean over rows whose label != ignoreIndex; the gradient of that mean in the same pass
   crossEntropy(logits: NT, labels: NT, ignoreIndex: number): [loss: NT, dlogits: NT];
+  /** x *= s[0] in place, s a one-element tensor (the incoming gradient of a scalar loss), without a device sync. */
+  mulScalarInplace(x: NT, s: NT): void;
   // optimizer
   adamw(params: NT[], grads: NT[], m: NT[], v: NT[], weightDecay: number[], lr: number, beta1: number, beta2: number,
     eps: number, step: number): void;

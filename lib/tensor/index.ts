@@ -8,3 +8,6 @@ export * from './ops/layout.ts';
 export * from './ops/norm.ts';
 export * from './ops/rope.ts';
 export * from './ops/act.ts';
+export * from './ops/loss.ts';
+export * from './ops/lora.ts';
+export * from './ops/optim.ts';
