@@ -49,7 +49,7 @@ export function generate(model: MplugOwl, tok: PromptTokenizer, reqs: GenerateRe
 
 /** The new token ids per request (EOS excluded). */
 export function generateIds(model: MplugOwl, tok: PromptTokenizer, reqs: GenerateRequest[], o: GenerateOptions = {}): number[][] {
-  const cfg = model.config, M = mediaTokenLength(cfg);
+  const cfg = model.config, M = mediaTokenLength(cfg), text = cfg.text;
   const eos = o.eos ?? 2, pad = o.pad ?? 0, maxNew = o.maxNewTokens ?? 64;
   const rand = seededRandom(o.seed ?? 0);
   const prompts = reqs.map((r) => tokenizePrompt(tok, r.prompt, M, o.bos ?? 1));
@@ -60,7 +60,7 @@ export function generateIds(model: MplugOwl, tok: PromptTokenizer, reqs: Generat
   const images = reqs.flatMap((r) => r.images ?? []);
   const out: number[][] = prompts.map(() => []);
   const done = new Array(B).fill(false);
-  const cache = new ConcatKVCache(cfg.text_config.num_hidden_layers);
+  const cache = new ConcatKVCache(text.numHiddenLayers);
   const ctx = model.context(false);
   let keyMask: number[] = Array.from(mask);
   try {
@@ -72,7 +72,7 @@ export function generateIds(model: MplugOwl, tok: PromptTokenizer, reqs: Generat
           nonPaddingMask: new Float32Array(0), nonMediaMask: new Float32Array(0), promptMask: new Float32Array(0), pixelValues: pixels,
         };
         const { x } = model.embed(ctx, batch, T, 0);
-        const h = llamaHidden(ctx, cfg.text_config, x, { cache, keyMask: tensor(Int32Array.from(keyMask), [B, T]) });
+        const h = llamaHidden(ctx, text, x, { cache, keyMask: tensor(Int32Array.from(keyMask), [B, T]) });
         return pick(lmHead(ctx, slice(h, 1, T - 1, 1)));
       });
       for (let step = 0; step < maxNew; step++) {
@@ -85,8 +85,8 @@ export function generateIds(model: MplugOwl, tok: PromptTokenizer, reqs: Generat
         keyMask = appendColumn(keyMask, B, T + step, 1);
         const cur = next;
         next = scope(() => {
-          const e = reshape(model.embedIds(ctx, Int32Array.from(cur)), [B, 1, cfg.text_config.hidden_size]);
-          const h = llamaHidden(ctx, cfg.text_config, e, {
+          const e = reshape(model.embedIds(ctx, Int32Array.from(cur)), [B, 1, text.hiddenSize]);
+          const h = llamaHidden(ctx, text, e, {
             cache, pos0: T + step, keyMask: tensor(Int32Array.from(keyMask), [B, T + step + 1]),
           });
           return pick(lmHead(ctx, h));

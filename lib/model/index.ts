@@ -8,3 +8,4 @@ export * from './lora.ts';
 export { visionForward } from './vision.ts';
 export { abstractorForward } from './abstractor.ts';
 export { llamaHidden, lmHead, type KVCache, type LlamaOptions } from './llama.ts';
+export * as io from './io/index.ts';

@@ -2,7 +2,7 @@
 // embeddings and vit_eos truncated-normal(0.02), query_tokens zeros (as the official code; `queryInit: 'normal'`
 // breaks their symmetry earlier — a documented deviation), LoRA A kaiming-uniform (PEFT: U(±1/sqrt(K))), B zeros.
 import { tensor, type Tensor } from '../tensor/index.ts';
-import type { LoraConfig, OwlModelConfig } from './config.ts';
+import type { AdapterConfig, OwlConfig } from './config.ts';
 import type { Params } from './context.ts';
 import { loraSpecs, paramSpecs, type ParamSpec } from './params.ts';
 
@@ -45,17 +45,17 @@ export function initTensor(spec: ParamSpec, r: () => number, std = 0.02): Tensor
 
 export interface InitOptions { seed?: number; std?: number; queryInit?: 'zeros' | 'normal' }
 
-export function initParams(c: OwlModelConfig, o: InitOptions = {}): Params {
+export function initParams(c: OwlConfig, o: InitOptions = {}): Params {
   const r = seededRandom(o.seed ?? 0);
   const out: Params = new Map();
   for (const s of paramSpecs(c)) {
     const spec = s.name === 'query_tokens' && o.queryInit === 'normal' ? { ...s, init: 'normal' as const } : s;
-    out.set(s.name, initTensor(spec, r, o.std));
+    out.set(s.name, initTensor(spec, r, o.std ?? c.initializerRange));
   }
   return out;
 }
 
-export function initLora(c: OwlModelConfig, l: LoraConfig, into: Params, seed = 1): void {
+export function initLora(c: OwlConfig, a: AdapterConfig, into: Params, seed = 1): void {
   const r = seededRandom(seed);
-  for (const s of loraSpecs(c, l)) into.set(s.name, initTensor(s, r));
+  for (const s of loraSpecs(c, a)) into.set(s.name, initTensor(s, r, c.initializerRange));
 }

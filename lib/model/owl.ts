@@ -4,7 +4,7 @@ import {
 } from '../tensor/index.ts';
 import { abstractorForward } from './abstractor.ts';
 import { lossLabels, splicePlan, type OwlBatch } from './batch.ts';
-import { mediaTokenLength, type LoraConfig, type OwlModelConfig } from './config.ts';
+import { mediaTokenLength, type AdapterConfig, type OwlConfig } from './config.ts';
 import { ForwardContext, type Params } from './context.ts';
 import { llamaHidden, lmHead, type LlamaOptions } from './llama.ts';
 import { groupOf, type ParamGroup } from './params.ts';
@@ -20,7 +20,7 @@ export interface ForwardResult {
 export class MplugOwl {
   /** Dropout seed stream state (saved in checkpoints). */
   rngState = 0x9e3779b9;
-  constructor(readonly config: OwlModelConfig, readonly params: Params, public lora: LoraConfig | null = null) {}
+  constructor(readonly config: OwlConfig, readonly params: Params, public adapter: AdapterConfig | null = null) {}
 
   /** Marks which parameter groups train; all others are frozen (no gradient work, no gradient memory). */
   setTrainable(groups: readonly ParamGroup[]): void {
@@ -36,19 +36,19 @@ export class MplugOwl {
   }
 
   context(training: boolean): ForwardContext {
-    return new ForwardContext(this.params, training, this.rngState);
+    return new ForwardContext(this.params, training, this.adapter, this.rngState);
   }
 
   /** Image tokens for a batch of pixels [N, 3, R, R]: [N, queries + 1, D_text]. */
   encodeImages(ctx: ForwardContext, pixels: Tensor): Tensor {
-    const feats = visionForward(ctx, this.config.vision_config, pixels);
-    return abstractorForward(ctx, this.config.visual_abstractor_config, feats);
+    const feats = visionForward(ctx, this.config.vision, pixels);
+    return abstractorForward(ctx, this.config.abstractor, feats);
   }
 
   /** Input embeddings [B, T, D] with image tokens spliced over the media runs. */
   embed(ctx: ForwardContext, batch: OwlBatch, searchLen?: number, dummyId = 1): { x: Tensor; imagesUsed: number } {
     const { batchSize: B, seqLen: T } = batch;
-    const D = this.config.text_config.hidden_size, M = mediaTokenLength(this.config);
+    const D = this.config.text.hiddenSize, M = mediaTokenLength(this.config);
     const ids = Int32Array.from(batch.inputIds, (v) => (v < 0 ? dummyId : v));
     const idT = tensor(ids, [B * T]);
     let x = gatherRows(ctx.get('language_model.model.embed_tokens.weight'), idT);
@@ -67,12 +67,12 @@ export class MplugOwl {
   }
 
   /** The training forward: logits and the official masked loss (spec §4.4). */
-  forward(batch: OwlBatch, o: { training?: boolean } & Omit<LlamaOptions, 'lora'> = {}): ForwardResult {
+  forward(batch: OwlBatch, o: { training?: boolean } & LlamaOptions = {}): ForwardResult {
     const ctx = this.context(o.training ?? false);
     const { batchSize: B, seqLen: T } = batch;
-    const V = this.config.text_config.vocab_size;
+    const V = this.config.text.vocabSize;
     const { x, imagesUsed } = this.embed(ctx, batch);
-    const hidden = llamaHidden(ctx, this.config.text_config, x, { ...o, lora: this.lora });
+    const hidden = llamaHidden(ctx, this.config.text, x, o);
     const logits = lmHead(ctx, hidden);
     const { labels, counted } = lossLabels(batch);
     const loss = crossEntropy(reshape(logits, [B * T, V]), tensor(labels, [B * T]), -100);
