@@ -5,6 +5,8 @@ export * from './batch.ts';
 export * from './owl.ts';
 export * from './init.ts';
 export * from './lora.ts';
+export * from './load.ts';
+export * from './dump.ts';
 export { visionForward } from './vision.ts';
 export { abstractorForward } from './abstractor.ts';
 export { llamaHidden, lmHead, type KVCache, type LlamaOptions } from './llama.ts';
