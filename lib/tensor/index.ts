@@ -5,3 +5,4 @@ export { backward, noGrad, enableGrad, isGradEnabled, needsGrad, record, clearTa
 export * from './ops/elementwise.ts';
 export * from './ops/matmul.ts';
 export * from './ops/layout.ts';
+export * from './ops/attention.ts';
