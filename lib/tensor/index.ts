@@ -11,3 +11,4 @@ export * from './ops/act.ts';
 export * from './ops/loss.ts';
 export * from './ops/lora.ts';
 export * from './ops/optim.ts';
+export * from './ops/attention.ts';
