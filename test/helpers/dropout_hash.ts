@@ -1,4 +1,4 @@
-// TypeScript port of native/src/core/dropout_hash.h (the counter-based dropout masks), so tests can build float64
+// TypeScript port of native/src/core/rng_hash.h as attention reads it (dropout_hash.h) (the counter-based dropout masks), so tests can build float64
 // references that drop exactly the elements the kernels drop. Keep the two identical.
 const M64 = (1n << 64n) - 1n;
 const GAMMA = 0x9e3779b97f4a7c15n;
@@ -9,10 +9,10 @@ function mix64(z: bigint): bigint {
   return z ^ (z >> 31n);
 }
 
-export const streamKey = (seed: number): bigint => mix64((BigInt(seed) + GAMMA) & M64);
+export const streamKey = (seed: number): bigint => mix64(BigInt(seed) & M64);
 
 /** 32 uniform bits for element `index` of the stream keyed by `key`. */
-export const bits = (key: bigint, index: number): number => Number(mix64((key + BigInt(index) * GAMMA) & M64) >> 32n);
+export const bits = (key: bigint, index: number): number => Number(mix64((key + BigInt(index + 1) * GAMMA) & M64) >> 32n);
 
 /** Kept when bits >= threshold(p); p is rounded to fp32 as the kernels receive it. */
 export function threshold(p: number): number {
