@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { rng } from './rng.ts';
 import { arithmeticPairs, caption, rasterize, sampleScene, sampleTurns, type Scene } from './demo-scene.ts';
-import { formatConversation } from './template.ts';
+import { formatConversation, SYSTEM_PROMPT } from './template.ts';
 import { DataFormatError } from './errors.ts';
 
 export interface DemoOptions {
@@ -32,6 +32,9 @@ export interface DemoOptions {
   textHoldout?: number;
   /** Image side (default 224). */
   imageSize?: number;
+  /** System line of the template (default: the official one, 32 LLaMA tokens; a demo with a small max_length may
+   *  want a shorter one: with it, instruction samples are 124–167 ids long at 65 ids per image). */
+  system?: string;
 }
 
 export interface DemoFiles {
@@ -56,7 +59,7 @@ async function writeSplit(out: string, split: 'train' | 'eval', count: number, o
     captions.push({ image, text: caption(scene) });
     for (let k = 0; k < o.instructionsPerImage; k++) {
       const turns = sampleTurns(scene, r, o.maxTurns).map((q) => ({ human: q.question, ai: q.answer }));
-      instructions.push({ text: formatConversation({ images: 1, turns }), image: [image], task_type: 'shapes_sft' });
+      instructions.push({ text: formatConversation({ images: 1, turns, system: o.system }), image: [image], task_type: 'shapes_sft' });
     }
     scenes.push({ image, shapes: scene.shapes.map(({ shape, color, row, col }) => ({ shape, color, row, col })) });
     const raw = rasterize(scene, o.imageSize);
@@ -70,7 +73,7 @@ async function writeSplit(out: string, split: 'train' | 'eval', count: number, o
 /** Generates the demo corpora into `o.out` and returns the file paths. Same seed and options → identical files. */
 export async function generateDemoData(options: DemoOptions): Promise<DemoFiles> {
   const o: Required<DemoOptions> = {
-    seed: 0, trainImages: 2000, evalImages: 200, instructionsPerImage: 1, maxTurns: 3, textHoldout: 0, imageSize: 224, ...options,
+    seed: 0, trainImages: 2000, evalImages: 200, instructionsPerImage: 1, maxTurns: 3, textHoldout: 0, imageSize: 224, system: SYSTEM_PROMPT, ...options,
   };
   for (const k of ['trainImages', 'evalImages', 'instructionsPerImage', 'maxTurns', 'textHoldout', 'imageSize'] as const) {
     if (!Number.isInteger(o[k]) || o[k] < 0) throw new DataFormatError(`demo: ${k} must be a non-negative integer, got ${o[k]}`);
@@ -87,7 +90,7 @@ export async function generateDemoData(options: DemoOptions): Promise<DemoFiles>
   for (let i = sums.length - 1; i > 0; i--) { const j = r.int(i + 1); [sums[i], sums[j]] = [sums[j], sums[i]]; }
   const held = sums.slice(0, o.textHoldout), kept = sums.slice(o.textHoldout);
   const textRow = (q: { question: string; answer: string }) =>
-    ({ text: formatConversation({ turns: [{ human: q.question, ai: q.answer }] }), task_type: 'arith_sft' });
+    ({ text: formatConversation({ turns: [{ human: q.question, ai: q.answer }], system: o.system }), task_type: 'arith_sft' });
 
   const f = (name: string) => join(o.out, name);
   const files: DemoFiles = {
