@@ -16,6 +16,7 @@ import { JsonlDataset, ShardStream, type DataProblem, type DataRecord, type Stre
 import { DataFormatError, ImageError, SampleError, TokenizerError } from './errors.ts';
 import { countImageTokens } from './template.ts';
 import { rng } from './rng.ts';
+import { PreparePool } from './prepare-pool.ts';
 
 export interface SampleOptions extends SequenceOptions {
   tokenizer?: Tokenizer;
@@ -73,6 +74,9 @@ export interface LoaderOptions extends SampleOptions {
   onError?: 'skip' | 'stop';
   /** Continue from a saved position. */
   position?: LoaderPosition;
+  /** Worker threads that tokenise and preprocess (default 0: on the main thread while the caller awaits). With
+   *  workers, preparation overlaps a training step that keeps the main thread busy; batches are identical. */
+  workers?: number;
 }
 
 export interface LoaderStats {
@@ -96,6 +100,7 @@ export class DataLoader implements AsyncIterable<Batch> {
   private launched: number;
   private readonly inflight: { slot: StreamSlot; p: Promise<Outcome> }[] = [];
   private closed = false;
+  private readonly pool: PreparePool | null;
 
   constructor(readonly dataset: JsonlDataset, options: LoaderOptions) {
     const o = {
@@ -119,6 +124,9 @@ export class DataLoader implements AsyncIterable<Batch> {
       if (p.version !== 1 || !Number.isInteger(p.pos) || p.pos < 0) throw new DataFormatError('cannot resume: malformed position');
     }
     this.consumed = this.launched = p?.pos ?? 0;
+    const workers = options.workers ?? 0;
+    if (!Number.isInteger(workers) || workers < 0) throw new DataFormatError(`workers must be a non-negative integer, got ${workers}`);
+    this.pool = workers > 0 ? new PreparePool(workers, o) : null;
   }
 
   /** Samples being prepared ahead right now. */
@@ -135,7 +143,8 @@ export class DataLoader implements AsyncIterable<Batch> {
     while (!this.closed && this.inflight.length < target && this.launched < this.end) {
       const slot = this.stream.slot(this.launched++);
       const rec = this.dataset.record(slot.record);
-      const p: Promise<Outcome> = prepareSample(rec, this.o, [this.o.seed, slot.epoch, slot.epochPos]).then(
+      const keys = [this.o.seed, slot.epoch, slot.epochPos];
+      const p: Promise<Outcome> = (this.pool ? this.pool.run(rec, keys) : prepareSample(rec, this.o, keys)).then(
         (sample) => ({ ok: true as const, slot, sample }),
         (error: unknown) => {
           if (!isDataError(error)) throw error;
@@ -167,9 +176,10 @@ export class DataLoader implements AsyncIterable<Batch> {
     return collate(samples, this.o.resolution);
   }
 
-  /** Stops launching new work; samples already in flight finish in the background. */
+  /** Stops launching new work (and ends the worker threads); samples in flight are dropped. */
   close(): void {
     this.closed = true;
+    this.pool?.close();
     for (const f of this.inflight) f.p.catch(() => undefined);
     this.inflight.length = 0;
   }

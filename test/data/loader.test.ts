@@ -199,3 +199,26 @@ test('the fixture batch reads into a Batch that satisfies the mask rules and wri
     t.deepEqual(rec[k].data, fx[k].data, k);
   }
 });
+
+test('worker threads prepare the same batches as the main thread, and report bad samples the same way', async (t) => {
+  writeFileSync(join(dir, 'img', 'broken2.png'), 'not an image');
+  const p = jsonl('workers.jsonl', [
+    ...Array.from({ length: 5 }, (_, i) => ({ text: formatConversation({ images: 1, turns: [{ human: `q${i}`, ai: `a${i}` }] }), image: [`img/${i}.png`] })),
+    { text: formatConversation({ images: 1, turns: [{ human: 'q', ai: 'a' }] }), image: ['img/broken2.png'] },
+  ]);
+  const inProcess = new DataLoader(JsonlDataset.load([p]), base({ epochs: 2 }));
+  const want = await drain(inProcess);
+  const pooled = new DataLoader(JsonlDataset.load([p]), base({ epochs: 2, workers: 2 }));
+  try {
+    const got = await drain(pooled);
+    t.deepEqual(ids(got), ids(want));
+    for (let i = 0; i < want.length; i++) {
+      t.deepEqual(got[i].inputIds, want[i].inputIds);
+      t.deepEqual(got[i].pixelValues, want[i].pixelValues);
+    }
+    t.is(pooled.stats.skipped, 2);
+    t.regex(pooled.stats.problems[0].message, /broken2\.png/);
+  } finally {
+    pooled.close();
+  }
+});
