@@ -6,6 +6,8 @@
 //   train:  torchvision RandomResizedCrop(R, scale=(0.5, 1), ratio=(3/4, 4/3), bicubic) then a horizontal flip with
 //           p = 0.5, drawn from a seeded Rng;
 //   then ToTensor (÷255) and Normalize with the OpenAI CLIP mean/std, as a CHW Float32Array.
+// Deviation: a truncated file is an ImageError here (sharp failOn 'error'); the official loader sets PIL's
+// LOAD_TRUNCATED_IMAGES and trains on the partly grey image. Skipping it is the safer default.
 import { readFile } from 'node:fs/promises';
 import sharp from 'sharp';
 import { ImageError } from './errors.ts';

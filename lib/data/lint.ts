@@ -8,8 +8,7 @@ import { tokenizeCaption, tokenizeConversation, type TokenizedSample } from './c
 import { llamaTokenizer, type Tokenizer } from './tokenizer.ts';
 import { decodeImage } from './image.ts';
 import { ImageError, SampleError } from './errors.ts';
-import { countImageTokens } from './template.ts';
-import { AI_MARKER } from './template.ts';
+import { AI_MARKER, countImageTokens } from './template.ts';
 
 export type LintKind =
   | 'format' // a line that is not a valid record

@@ -103,6 +103,7 @@ export class SentencePieceBpe {
   }
 
   get vocabSize(): number { return this.pieces.length; }
+  get addsDummyPrefix(): boolean { return this.addDummyPrefix; }
   pieceToId(piece: string): number { return this.reserved.get(piece) ?? this.mergeable.get(piece) ?? this.unkId; }
   isByte(id: number): boolean { return this.types[id] === PieceType.BYTE; }
   isControl(id: number): boolean { return this.types[id] === PieceType.CONTROL || this.types[id] === PieceType.UNKNOWN; }

@@ -57,6 +57,8 @@ abstract class ChunkTokenizer implements Tokenizer {
   abstract idToPiece(id: number): string | undefined;
   protected isByteId(id: number): boolean { return BYTE_PIECE.test(this.idToPiece(id) ?? ''); }
   protected isSpecialId(id: number): boolean { return id === this.bos || id === this.eos || id === this.unk || id === this.pad; }
+  /** Whether encoding adds the dummy-prefix space (decode then removes one leading space). */
+  protected dummyPrefix = true;
 
   private specials(): Map<string, number> {
     if (!this.specialIds) {
@@ -96,7 +98,7 @@ abstract class ChunkTokenizer implements Tokenizer {
       else for (const b of enc.encode(piece.replaceAll(SPACE_SYMBOL, ' '))) bytes.push(b);
     }
     const s = new TextDecoder('utf-8').decode(Uint8Array.from(bytes));
-    return s.startsWith(' ') ? s.slice(1) : s;
+    return this.dummyPrefix && s.startsWith(' ') ? s.slice(1) : s;
   }
 }
 
@@ -134,6 +136,7 @@ class SentencePieceTokenizer extends ChunkTokenizer {
   constructor(readonly source: string, private readonly sp: SentencePieceBpe, ids: { bos: number; eos: number; pad: number }) {
     super(ids.bos, ids.eos, sp.unkId, ids.pad);
     this.vocabSize = sp.vocabSize;
+    this.dummyPrefix = sp.addsDummyPrefix;
   }
   protected encodePlain(text: string): number[] { return this.sp.encode(text); }
   idToPiece(id: number): string | undefined { return this.sp.pieces[id]; }
