@@ -36,7 +36,7 @@ export class Progress {
       etaBuffer: 50,
       fps: 5,
       gracefulExit: false,
-    }, cliProgress.Presets.shades_classic);
+    }, stream.isTTY ? cliProgress.Presets.shades_classic : cliProgress.Presets.legacy); // plain ASCII in log files
     this.bar = this.multi.create(o.total, o.start ?? 0, { status: '' });
   }
 
@@ -54,7 +54,7 @@ export class Progress {
   stop(): void {
     if (this.stopped) return;
     this.stopped = true;
-    this.multi.update(); // flushes buffered log lines and draws the final state
-    this.multi.stop();
+    if (this.viaBar) this.multi.update(); // flushes log lines buffered for the terminal
+    this.multi.stop(); // draws the final state once
   }
 }

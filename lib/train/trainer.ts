@@ -59,6 +59,7 @@ export interface TrainerOptions<B extends Batch> {
   flopsPerStep?: (s: { tokens: number; images: number }) => number;
   /** Peak device bytes since the previous call (default: the backend's allocator counters). */
   peakMemory?: () => number | null;
+  /** Log lines (default stdout); while a progress bar is shown they go through the bar instead. */
   log?: (line: string) => void;
   warn?: (line: string) => void;
 }
@@ -103,7 +104,12 @@ export class Trainer<B extends Batch = Batch> {
       : null;
   }
 
-  private warn(line: string): void { (this.o.warn ?? ((l: string) => process.stderr.write(l + '\n')))(line); }
+  private progress: Progress | null = null;
+
+  private warn(line: string): void {
+    if (this.progress) this.progress.log(line);
+    else (this.o.warn ?? ((l: string) => process.stderr.write(l + '\n')))(line);
+  }
 
   /** Restores weights, optimizer, RNG, data position, step and metrics from a checkpoint directory. */
   async resumeFrom(dir: string): Promise<void> {
@@ -242,7 +248,9 @@ export class Trainer<B extends Batch = Batch> {
     const writer = o.outDir ? new MetricsWriter(o.outDir, { tensorboard: o.tensorboard ?? true, resumeStep: this.resumedFrom }) : null;
     const meter = new IntervalMeter(o.peakFlops);
     const progress = o.progress ? new Progress({ total: o.totalSteps, start: this.step }) : null;
-    const log = (line: string) => (o.log ? o.log(line) : progress ? progress.log(line) : process.stdout.write(line + '\n'));
+    this.progress = progress;
+    // With a bar on screen, lines go through it (so a redraw cannot overwrite them); otherwise to the caller's log.
+    const log = (line: string) => (progress ? progress.log(line) : o.log ? o.log(line) : process.stdout.write(line + '\n'));
     const records: LogRecord[] = [];
     let lastCheckpoint: string | null = null;
     let evalMetrics: Record<string, number> | undefined;
@@ -272,6 +280,7 @@ export class Trainer<B extends Batch = Batch> {
     } finally {
       emit();
       progress?.stop();
+      this.progress = null;
       writer?.close();
     }
     if (o.outDir && (o.plots ?? true) && writer) {
