@@ -119,6 +119,11 @@ function typed(addon: Record<string, unknown>): NativeBackend {
 let cpuBackend: NativeBackend | undefined;
 let cudaBackend: NativeBackend | undefined;
 
+// OpenBLAS (pthreads) and owlet's OpenMP kernels share the cores: with libgomp's default spin-waiting, idle OpenMP
+// threads burn the cores OpenBLAS needs right after every parallel region (measured: elementwise ops 10-50x slower,
+// a demo step 900 ms instead of 210). libgomp reads this when the addon loads, so it is set before the first load.
+if (process.env.OMP_WAIT_POLICY === undefined) process.env.OMP_WAIT_POLICY = 'PASSIVE';
+
 /** Where the CPU addon is loaded from: OWLET_NATIVE_CPU overrides (tests of a second build), else node-gyp-build. */
 export function cpu(): NativeBackend {
   if (cpuBackend) return cpuBackend;

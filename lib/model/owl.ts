@@ -10,8 +10,17 @@ import { llamaHidden, lmHead, type LlamaOptions } from './llama.ts';
 import { groupOf, type ParamGroup } from './params.ts';
 import { visionForward } from './vision.ts';
 
+export interface ForwardOptions extends LlamaOptions {
+  /** Dropout on (training) or off. */
+  training?: boolean;
+  /** 'all' (default): logits [B, T, V] for every position. 'counted': only the rows the loss counts go through
+   *  lm_head and the cross-entropy (identical loss and gradients; in instruction data a few tokens in ten count, so
+   *  this skips most of the vocabulary-sized work); `logits` is then [counted, V]. */
+  logits?: 'all' | 'counted';
+}
+
 export interface ForwardResult {
-  logits: Tensor; // [B, T, V]
+  logits: Tensor; // [B, T, V], or [counted, V]
   loss: Tensor; // [1], mean over counted tokens (0 when none count)
   countedTokens: number;
   imagesUsed: number;
@@ -67,15 +76,27 @@ export class MplugOwl {
   }
 
   /** The training forward: logits and the official masked loss (spec §4.4). */
-  forward(batch: OwlBatch, o: { training?: boolean } & LlamaOptions = {}): ForwardResult {
+  forward(batch: OwlBatch, o: ForwardOptions = {}): ForwardResult {
     const ctx = this.context(o.training ?? false);
     const { batchSize: B, seqLen: T } = batch;
     const V = this.config.text.vocabSize;
     const { x, imagesUsed } = this.embed(ctx, batch);
     const hidden = llamaHidden(ctx, this.config.text, x, o);
-    const logits = lmHead(ctx, hidden);
     const { labels, counted } = lossLabels(batch);
-    const loss = crossEntropy(reshape(logits, [B * T, V]), tensor(labels, [B * T]), -100);
+    let logits: Tensor, loss: Tensor;
+    if (o.logits === 'counted') {
+      // Rows with a target (at least one row, so an all-ignored batch still yields a zero loss and zero gradients).
+      const rows: number[] = [];
+      labels.forEach((l, i) => { if (l !== -100) rows.push(i); });
+      if (!rows.length) rows.push(0);
+      const D = this.config.text.hiddenSize;
+      const h = gatherRows(reshape(hidden, [B * T, D]), tensor(Int32Array.from(rows), [rows.length]));
+      logits = lmHead(ctx, h);
+      loss = crossEntropy(logits, tensor(Int32Array.from(rows, (r) => labels[r]), [rows.length]), -100);
+    } else {
+      logits = lmHead(ctx, hidden);
+      loss = crossEntropy(reshape(logits, [B * T, V]), tensor(labels, [B * T]), -100);
+    }
     this.rngState = ctx.rngState;
     return { logits, loss, countedTokens: counted, imagesUsed };
   }
