@@ -4,7 +4,11 @@ import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, UsageError } from '../train/errors.ts';
 import { doctorCommand } from './commands/doctor.ts';
 import { estimateCommand } from './commands/estimate.ts';
-import { runPiece } from './commands/pieces.ts';
+import { dumpCommand } from './commands/dump.ts';
+import { lintCommand } from './commands/lint.ts';
+import { demoCommand } from './commands/demo.ts';
+import { generateCommand, evalCommand } from './commands/generate.ts';
+import { NotAvailableError } from '../train/errors.ts';
 import { trainCommand } from './commands/train.ts';
 import { processIO, type CliIO } from './io.ts';
 
@@ -46,7 +50,7 @@ function build(io: CliIO, failed: { code: number }): Command {
   program.command('demo').description('the built-in demo: text warm-up → stage 1 → stage 2 → evaluation, on the CPU')
     .option('--out <dir>', 'output folder', 'runs/demo')
     .addOption(new Option('--device <device>', 'where to train').choices(['cpu', 'cuda', 'auto']).default('cpu'))
-    .action((o) => runPiece('demo', 'demo', o, io));
+    .action((o) => demoCommand(o, io));
 
   program.command('generate').description('answer a prompt about images with a trained checkpoint')
     .requiredOption('--checkpoint <dir>', 'model or stage-2 checkpoint directory')
@@ -57,7 +61,8 @@ function build(io: CliIO, failed: { code: number }): Command {
     .option('--top-k <k>', 'sample among the k most likely tokens', '3')
     .option('--top-p <p>', 'nucleus sampling mass', '1.0')
     .option('--seed <n>', 'sampling seed', '0')
-    .action((o) => runPiece('generate', 'generate', o, io));
+    .option('--system <text>', "the template's system line (default: the checkpoint's, else the official one)")
+    .action((o) => generateCommand(o, io));
 
   program.command('eval').description('answer OwlEval-style questions (questions.jsonl) into answers.jsonl')
     .requiredOption('--checkpoint <dir>', 'checkpoint directory')
@@ -65,7 +70,10 @@ function build(io: CliIO, failed: { code: number }): Command {
     .requiredOption('--images <dir>', 'folder the image fields point into')
     .requiredOption('--out <file>', 'answers.jsonl to write')
     .option('--model-id <id>', 'model_id field of the answers', 'owlet')
-    .action((o) => runPiece('evaluate', 'eval', o, io));
+    .option('--max-new-tokens <n>', 'tokens to generate at most', '256')
+    .option('--temperature <t>', 'sampling temperature (0: greedy)', '0')
+    .option('--system <text>', "the template's system line (default: the checkpoint's, else the official one)")
+    .action((o) => evalCommand(o, io));
 
   program.command('dump').description('run one batch and dump activations/gradients (parity checks)')
     .requiredOption('--model <dir>', 'model directory (official layout)')
@@ -73,13 +81,14 @@ function build(io: CliIO, failed: { code: number }): Command {
     .requiredOption('--batch <file>', 'batch.safetensors in the official training format')
     .addOption(new Option('--stage <n>', 'which parameters get gradients').choices(['1', '2']).makeOptionMandatory())
     .requiredOption('--out <file>', 'output .safetensors')
-    .action((o) => runPiece('dump', 'dump', o, io));
+    .action((o) => dumpCommand(o, io));
 
   program.command('lint-data').description('check instruction-data JSONL files (fields, <image> counts, images, lengths)')
     .argument('<files...>', 'JSONL files')
     .option('--images-dir <dir>', 'folder relative image paths point into')
-    .option('--max-length <n>', 'report samples longer than this many tokens')
-    .action((files, o) => runPiece('lint', 'lint-data', { files, ...o }, io));
+    .option('--max-length <n>', 'report samples longer than this many tokens (default 2048)')
+    .option('--media-token-length <n>', 'ids per image (default 65)')
+    .action(async (files, o) => { if (!(await lintCommand({ files, ...o }, io))) failed.code = 1; });
 
   program.command('launch').description('start one owlet process per device (torchrun-style environment)')
     .requiredOption('--nproc-per-node <n>', 'processes on this node')
@@ -88,7 +97,7 @@ function build(io: CliIO, failed: { code: number }): Command {
     .option('--master-addr <addr>', 'rendezvous address', '127.0.0.1')
     .option('--master-port <port>', 'rendezvous port', '29500')
     .argument('<command...>', 'the owlet command to run, after --')
-    .action((command, o) => runPiece('launch', 'launch', { command, ...o }, io));
+    .action(() => { throw new NotAvailableError('launch: multi-process training is not in this build yet (issue 7)'); });
 
   program.command('doctor').description('node, backend and CUDA information')
     .action(() => { if (!doctorCommand(io)) failed.code = 1; });

@@ -35,8 +35,9 @@ export interface TokenizedSample {
   truncated: boolean;
 }
 
-const SPLIT_TEXT = /(AI: |\nHuman: )/;
-const SPLIT_MEDIA = /(<image>|AI: |\nHuman: )/;
+/** The official splits: text-only samples keep empty pieces, samples with images drop them (spec §4.4). */
+export const SPLIT_TEXT = /(AI: |\nHuman: )/;
+export const SPLIT_MEDIA = /(<image>|AI: |\nHuman: )/;
 
 function checkOptions(o: SequenceOptions): void {
   if (!Number.isInteger(o.maxLength) || o.maxLength < 1) throw new SampleError(`maxLength must be a positive integer, got ${o.maxLength}`);

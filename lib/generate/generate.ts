@@ -10,12 +10,8 @@ import type { MplugOwl } from '../model/owl.ts';
 import { seededRandom } from '../model/init.ts';
 import { ConcatKVCache } from './kvcache.ts';
 import { sampleToken, type SamplingOptions } from './sample.ts';
-
-export interface PromptTokenizer {
-  /** Token ids of a text chunk, without BOS/EOS. */
-  encode(text: string): number[];
-  decode(ids: number[]): string;
-}
+import { promptIds, type PromptChunking } from './prompt.ts';
+import type { Tokenizer } from '../data/index.ts';
 
 export interface GenerateRequest {
   /** The prompt in the official template, with one `<image>` per image, ending in "AI: ". */
@@ -27,32 +23,20 @@ export interface GenerateRequest {
 export interface GenerateOptions extends SamplingOptions {
   maxNewTokens?: number;
   seed?: number;
-  bos?: number;
-  eos?: number;
-  pad?: number;
+  /** How the prompt text is split into separately encoded chunks (see prompt.ts). */
+  chunking?: PromptChunking;
 }
 
-/** BOS, then each text chunk tokenised on its own and each `<image>` as media_token_length ids of -1 (official). */
-export function tokenizePrompt(tok: PromptTokenizer, prompt: string, mediaLen: number, bos = 1): number[] {
-  const ids = [bos];
-  const parts = prompt.split('<image>');
-  parts.forEach((p, i) => {
-    if (i > 0) for (let j = 0; j < mediaLen; j++) ids.push(-1);
-    if (p.length) ids.push(...tok.encode(p));
-  });
-  return ids;
-}
-
-export function generate(model: MplugOwl, tok: PromptTokenizer, reqs: GenerateRequest[], o: GenerateOptions = {}): string[] {
+export function generate(model: MplugOwl, tok: Tokenizer, reqs: GenerateRequest[], o: GenerateOptions = {}): string[] {
   return generateIds(model, tok, reqs, o).map((ids) => tok.decode(ids));
 }
 
 /** The new token ids per request (EOS excluded). */
-export function generateIds(model: MplugOwl, tok: PromptTokenizer, reqs: GenerateRequest[], o: GenerateOptions = {}): number[][] {
+export function generateIds(model: MplugOwl, tok: Tokenizer, reqs: GenerateRequest[], o: GenerateOptions = {}): number[][] {
   const cfg = model.config, M = mediaTokenLength(cfg), text = cfg.text;
-  const eos = o.eos ?? 2, pad = o.pad ?? 0, maxNew = o.maxNewTokens ?? 64;
+  const eos = tok.eos, pad = tok.pad, maxNew = o.maxNewTokens ?? 64;
   const rand = seededRandom(o.seed ?? 0);
-  const prompts = reqs.map((r) => tokenizePrompt(tok, r.prompt, M, o.bos ?? 1));
+  const prompts = reqs.map((r) => promptIds(tok, r.prompt, M, o.chunking));
   const B = prompts.length, T = Math.max(...prompts.map((p) => p.length));
   const ids = new Int32Array(B * T).fill(pad);
   const mask = new Int32Array(B * T);

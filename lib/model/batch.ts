@@ -10,9 +10,9 @@ export interface OwlBatch {
   /** Images per sample, in the order of `pixelValues`. */
   numImages: Int32Array;
   /** [B, T - 1] each: 1 where the next token counts (official masks). */
-  nonPaddingMask: Float32Array;
-  nonMediaMask: Float32Array;
-  promptMask: Float32Array;
+  nonPaddingMask: ArrayLike<number>;
+  nonMediaMask: ArrayLike<number>;
+  promptMask: ArrayLike<number>;
   /** [N_images, 3, R, R] or null for a text-only batch. */
   pixelValues: Tensor | null;
   /** Optional ids of the samples, for error reports. */

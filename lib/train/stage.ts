@@ -28,9 +28,9 @@ export interface StageResult extends TrainResult { outDir: string; resumedFrom: 
  * AdamW with decay groups, the schedule; resumes when asked; runs with logging, evaluation, checkpoints and plots.
  *
  * ```ts
- * import { loadConfig, loadComponents, trainStage } from 'owlet';
+ * import { loadConfig, owlComponents, trainStage } from 'owlet';
  * const config = loadConfig('configs/stage2-7b.yaml', ['training.epochs=1']);
- * const result = await trainStage(config, await loadComponents('train'), { resume: 'auto' });
+ * const result = await trainStage(config, owlComponents(), { resume: 'auto' });
  * ```
  */
 export async function trainStage<B extends Batch>(config: OwletConfig, c: Components<B>, o: TrainStageOptions = {}): Promise<StageResult> {

@@ -1,6 +1,6 @@
 // owlet train --config F [--set k=v]… [--resume auto|DIR]: validates everything first, then trains the stage.
 import { existsSync } from 'node:fs';
-import { loadComponents } from '../../train/components.ts';
+import { owlComponents } from '../../train/owl-components.ts';
 import { loadConfig } from '../../train/config.ts';
 import { UsageError } from '../../train/errors.ts';
 import { trainStage } from '../../train/stage.ts';
@@ -13,7 +13,7 @@ export async function trainCommand(a: TrainArgs, io: CliIO): Promise<void> {
   if (a.resume !== undefined && a.resume !== 'auto' && !existsSync(a.resume)) {
     throw new UsageError(`--resume '${a.resume}': no such directory (use auto or a checkpoint directory)`);
   }
-  const components = await loadComponents('train');
+  const components = owlComponents();
   const r = await trainStage(config, components, { resume: a.resume, log: io.out, warn: io.err, progress: a.progress });
   io.out(`done: ${r.steps}/${r.totalSteps} steps, ${r.skipped.length} skipped; run folder ${r.outDir}` +
     (r.checkpoint ? `; last checkpoint ${r.checkpoint}` : ''));
