@@ -3,9 +3,9 @@
 import { backward, scope, type Tensor } from '../tensor/index.ts';
 import { saveSafetensors } from './io/index.ts';
 import { loadBatch, loadModel } from './load.ts';
-import type { ParamGroup } from './params.ts';
+import type { GroupName } from './params.ts';
 
-export const STAGE_GROUPS: Record<1 | 2, ParamGroup[]> = {
+export const STAGE_GROUPS: Record<1 | 2, GroupName[]> = {
   1: ['vision', 'queries', 'abstractor'],
   2: ['queries', 'abstractor', 'lora'],
 };

@@ -7,7 +7,7 @@ import { lossLabels, splicePlan, type OwlBatch } from './batch.ts';
 import { mediaTokenLength, type AdapterConfig, type OwlConfig } from './config.ts';
 import { ForwardContext, type Params } from './context.ts';
 import { llamaHidden, lmHead, type LlamaOptions } from './llama.ts';
-import { groupOf, type ParamGroup } from './params.ts';
+import { groupOf, type GroupName } from './params.ts';
 import { visionForward } from './vision.ts';
 
 export interface ForwardOptions extends LlamaOptions {
@@ -32,10 +32,10 @@ export class MplugOwl {
   constructor(readonly config: OwlConfig, readonly params: Params, public adapter: AdapterConfig | null = null) {}
 
   /** Marks which parameter groups train; all others are frozen (no gradient work, no gradient memory). */
-  setTrainable(groups: readonly ParamGroup[]): void {
-    const g = new Set(groups);
+  setTrainable(groups: readonly GroupName[]): void {
+    const g = new Set<string>(groups);
     for (const [k, t] of this.params) {
-      t.requiresGrad = g.has(groupOf(k));
+      t.requiresGrad = g.has(groupOf(k) ?? '');
       t.name = k;
     }
   }

@@ -27,20 +27,14 @@ export function loraSpecs(c: OwlConfig, a: AdapterConfig): ParamSpec[] {
 }
 
 /** Parameter groups a stage can train; membership is by key, so freezing is configuration, not code. */
-export const PARAM_GROUPS = ['vision', 'queries', 'abstractor', 'lora', 'llm'] as const;
-export type ParamGroup = (typeof PARAM_GROUPS)[number];
-export function groupOf(key: string): ParamGroup {
-  if (key.includes('.lora_')) return 'lora';
+export const PARAM_GROUPS = ['vision', 'queries', 'abstractor', 'llm', 'lora'] as const;
+export type GroupName = (typeof PARAM_GROUPS)[number];
+/** The group of an official checkpoint key (spec §2.2, §2.5); undefined for a key of no known part. */
+export function groupOf(key: string): GroupName | undefined {
+  if (/(^|\.)lora_[AB](\.|$)/.test(key)) return 'lora';
   if (key.startsWith('vision_model.')) return 'vision';
   if (key === 'query_tokens') return 'queries';
   if (key.startsWith('abstractor.')) return 'abstractor';
-  return 'llm';
-}
-
-/** No weight decay on norms, biases, learned query/class/position tokens and vit_eos (HF Trainer's rule plus tokens). */
-export function decays(key: string): boolean {
-  if (key.endsWith('.bias') || key === 'query_tokens') return false;
-  if (/norm|_ln\b|ffn_ln|layernorm/.test(key)) return false;
-  if (key.includes('position_embedding') || key.includes('cls_token') || key.includes('vit_eos')) return false;
-  return true;
+  if (key.startsWith('language_model.')) return 'llm';
+  return undefined;
 }

@@ -10,8 +10,8 @@ const nonNegInt = z.number().int().nonnegative();
 const unit = z.number().min(0).lt(1);
 
 /** Parameter groups by official key prefix (see param-groups.ts). */
-export const GROUPS = ['vision', 'queries', 'abstractor', 'llm', 'lora'] as const;
-export type GroupName = (typeof GROUPS)[number];
+export { PARAM_GROUPS as GROUPS, type GroupName } from '../model/params.ts';
+import { PARAM_GROUPS as GROUPS } from '../model/params.ts';
 
 export const LoraConfig = z.strictObject({
   r: posInt.default(8),

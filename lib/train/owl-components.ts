@@ -3,14 +3,15 @@
 import { join, resolve } from 'node:path';
 import { DataLoader, JsonlDataset, llamaTokenizer, loadTokenizer, type Batch as DataBatch, type LoaderPosition, type Tokenizer } from '../data/index.ts';
 import {
-  MplugOwl, groupOf, initLora, initParams, parseAdapterConfig, parseOwlConfig, type AdapterConfig, type OwlBatch,
+  MplugOwl, initLora, initParams, parseAdapterConfig, parseOwlConfig, type AdapterConfig, type OwlBatch,
 } from '../model/index.ts';
 import { loadAdapter, loadCheckpoint, loadSafetensors, saveAdapter, saveCheckpoint, saveSafetensors, expectedKeys } from '../model/io/index.ts';
 import { AdamW, tensor, type Tensor } from '../tensor/index.ts';
 import type { OwletConfig } from './config-schema.ts';
+import { officialGroupOf } from './param-groups.ts';
 import type { Components } from './components.ts';
 import type { OwlSizes } from './model-sizes.ts';
-import type { Batch, DataStream, ForwardContext, ForwardOutput, Json, LoraOptions, Optimizer, OptimizerState, ParamGroup, TensorFileIO, TrainableModel } from './types.ts';
+import type { Batch, DataStream, MicroBatchContext, ForwardOutput, Json, LoraSpec, Optimizer, OptimizerState, DecayGroup, TensorFileIO, TrainableModel } from './types.ts';
 
 /** A data batch as the trainer sees it, with the model's view attached. */
 export interface OwlTrainBatch extends Batch {
@@ -39,14 +40,14 @@ function trainBatch(b: DataBatch): OwlTrainBatch {
 export class OwlTrainable implements TrainableModel<OwlTrainBatch> {
   constructor(readonly owl: MplugOwl, private readonly seed: number) {}
   parameters(): Map<string, Tensor> { return this.owl.params; }
-  groupOf(name: string): string { return groupOf(name); }
-  addLora(o: LoraOptions): void {
+  groupOf(name: string): string { return officialGroupOf(name); }
+  addLora(o: LoraSpec): void {
     const a = parseAdapterConfig({ r: o.r, lora_alpha: o.alpha, lora_dropout: o.dropout, target_modules: o.targets });
     initLora(this.owl.config, a, this.owl.params, this.seed + 1);
     for (const [k, t] of this.owl.params) t.name = k;
     this.owl.adapter = a;
   }
-  forward(b: OwlTrainBatch, ctx: ForwardContext): ForwardOutput {
+  forward(b: OwlTrainBatch, ctx: MicroBatchContext): ForwardOutput {
     this.owl.rngState = ctx.seed >>> 0;
     const r = this.owl.forward(b.owl, { training: ctx.training, logits: 'counted' });
     return { loss: r.loss, counted: r.countedTokens, correct: countCorrect(r.logits, b.owl) };
@@ -140,7 +141,7 @@ export function createDataStream(config: OwletConfig, split: 'train' | 'eval', m
 export class OwlOptimizer implements Optimizer {
   private readonly opt: AdamW;
   private readonly groups: { params: Tensor[]; weightDecay: number }[];
-  constructor(groups: ParamGroup[], o: OwletConfig['optimizer']) {
+  constructor(groups: DecayGroup[], o: OwletConfig['optimizer']) {
     this.opt = new AdamW({ lr: o.lr, betas: o.betas, eps: o.eps, weightDecay: o.weight_decay });
     this.groups = groups.map((g) => ({ params: [...g.params.values()], weightDecay: g.weightDecay }));
   }

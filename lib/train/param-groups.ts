@@ -1,20 +1,18 @@
 // Stages as data: which parameters train (by group tag), and the optimizer's weight-decay groups.
 import type { Tensor } from '../tensor/index.ts';
+import { groupOf } from '../model/params.ts';
 import type { GroupName } from './config-schema.ts';
 import { ConfigError } from './errors.ts';
-import type { LoraOptions, ParamGroup, TrainableModel } from './types.ts';
+import type { LoraSpec, DecayGroup, TrainableModel } from './types.ts';
 
 /** The group of an official checkpoint key (spec §2.2, §2.5). */
 export function officialGroupOf(name: string): GroupName {
-  if (/(^|\.)lora_[AB](\.|$)/.test(name)) return 'lora';
-  if (name.startsWith('vision_model.')) return 'vision';
-  if (name === 'query_tokens') return 'queries';
-  if (name.startsWith('abstractor.')) return 'abstractor';
-  if (name.startsWith('language_model.')) return 'llm';
+  const g = groupOf(name);
+  if (g) return g;
   throw new ConfigError(`parameter '${name}' belongs to no known group (vision_model.*, query_tokens, abstractor.*, language_model.*, LoRA)`);
 }
 
-export interface StageSpec { train: readonly GroupName[]; lora?: LoraOptions }
+export interface StageSpec { train: readonly GroupName[]; lora?: LoraSpec }
 
 /**
  * Applies a stage to a model: adds LoRA adapters when the stage trains them, then sets requiresGrad on exactly the
@@ -43,11 +41,11 @@ export function applyStage(model: TrainableModel<never>, stage: StageSpec): Map<
 }
 
 /** Splits trainables into a decayed and a non-decayed group (names matching any no_decay pattern). */
-export function decayGroups(trainable: Map<string, Tensor>, weightDecay: number, noDecay: readonly string[]): ParamGroup[] {
+export function decayGroups(trainable: Map<string, Tensor>, weightDecay: number, noDecay: readonly string[]): DecayGroup[] {
   const res = noDecay.map((p) => new RegExp(p));
   const decay = new Map<string, Tensor>(), none = new Map<string, Tensor>();
   for (const [name, t] of trainable) (res.some((r) => r.test(name)) ? none : decay).set(name, t);
-  const groups: ParamGroup[] = [];
+  const groups: DecayGroup[] = [];
   if (decay.size) groups.push({ name: 'decay', params: decay, weightDecay });
   if (none.size) groups.push({ name: 'no_decay', params: none, weightDecay: 0 });
   return groups;

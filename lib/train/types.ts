@@ -17,7 +17,7 @@ export interface Batch {
   dispose?(): void;
 }
 
-export interface ForwardContext {
+export interface MicroBatchContext {
   /** 1-based optimizer step this micro-batch belongs to. */
   readonly step: number;
   /** 0-based micro-batch index inside the step. */
@@ -37,7 +37,7 @@ export interface ForwardOutput {
   logits?: Tensor;
 }
 
-export interface LoraOptions { r: number; alpha: number; dropout: number; targets: string[] }
+export interface LoraSpec { r: number; alpha: number; dropout: number; targets: string[] }
 
 export interface TrainableModel<B extends Batch = Batch> {
   /** Every parameter by its official checkpoint name. */
@@ -45,8 +45,8 @@ export interface TrainableModel<B extends Batch = Batch> {
   /** Parameter-group tag of a name (vision, queries, abstractor, llm, lora); defaults to officialGroupOf. */
   groupOf?(name: string): string;
   /** Adds LoRA adapters (new parameters appear in parameters()); needed when a stage trains `lora`. */
-  addLora?(opts: LoraOptions): void;
-  forward(batch: B, ctx: ForwardContext): ForwardOutput;
+  addLora?(opts: LoraSpec): void;
+  forward(batch: B, ctx: MicroBatchContext): ForwardOutput;
 }
 
 /** An endless, resumable stream of micro-batches. */
@@ -62,7 +62,7 @@ export interface DataStream<B extends Batch = Batch> {
 export interface OptimizerState { meta: Json; tensors: Map<string, Tensor> }
 
 /** A parameter group: the tensors it updates and their decoupled weight decay. */
-export interface ParamGroup { name: string; params: Map<string, Tensor>; weightDecay: number }
+export interface DecayGroup { name: string; params: Map<string, Tensor>; weightDecay: number }
 
 export interface Optimizer {
   /** Updates every parameter from its .grad with this learning rate (gradients already clipped); a parameter whose

@@ -3,7 +3,7 @@ import { tensor, type Tensor } from '../../lib/tensor/index.ts';
 import { OptimizerConfig } from '../../lib/train/config-schema.ts';
 import { ConfigError } from '../../lib/train/errors.ts';
 import { applyStage, decayGroups, officialGroupOf } from '../../lib/train/param-groups.ts';
-import type { LoraOptions, TrainableModel } from '../../lib/train/types.ts';
+import type { LoraSpec, TrainableModel } from '../../lib/train/types.ts';
 
 const NAMES = [
   'vision_model.embeddings.cls_token', 'vision_model.embeddings.patch_embed.weight', 'vision_model.embeddings.pre_layernorm.weight',
@@ -19,9 +19,9 @@ const NAMES = [
 
 class NamesModel implements TrainableModel {
   params = new Map<string, Tensor>(NAMES.map((n) => [n, tensor([0])]));
-  loraCalls: LoraOptions[] = [];
+  loraCalls: LoraSpec[] = [];
   parameters() { return this.params; }
-  addLora(o: LoraOptions) {
+  addLora(o: LoraSpec) {
     this.loraCalls.push(o);
     for (const m of o.targets) for (const ab of ['A', 'B']) this.params.set(`language_model.model.layers.0.self_attn.${m}.lora_${ab}.weight`, tensor([0]));
   }

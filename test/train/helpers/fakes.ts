@@ -8,7 +8,7 @@ import {
 import { cpu } from '../../../lib/native.ts';
 import { Rng } from '../../../lib/train/rng.ts';
 import type {
-  Batch, DataStream, ForwardContext, ForwardOutput, GradOps, Json, Optimizer, OptimizerState, ParamGroup, TensorFileIO,
+  Batch, DataStream, MicroBatchContext, ForwardOutput, GradOps, Json, Optimizer, OptimizerState, DecayGroup, TensorFileIO,
   TrainableModel,
 } from '../../../lib/train/types.ts';
 
@@ -72,7 +72,7 @@ export class HostAdamW implements Optimizer {
   private t = 0;
   private readonly m = new Map<string, Float32Array>();
   private readonly v = new Map<string, Float32Array>();
-  constructor(private readonly groups: ParamGroup[], private readonly betas: [number, number] = [0.9, 0.999],
+  constructor(private readonly groups: DecayGroup[], private readonly betas: [number, number] = [0.9, 0.999],
     private readonly eps = 1e-8) {}
 
   step(lr: number): void {
@@ -178,7 +178,7 @@ export class RegressionModel implements TrainableModel<RegressionBatch> {
     this.params.set('abstractor.fc.bias', tensor(init(OUT, 0.1), [OUT], { name: 'abstractor.fc.bias' }));
   }
   parameters(): Map<string, Tensor> { return this.params; }
-  forward(batch: RegressionBatch, ctx: ForwardContext): ForwardOutput {
+  forward(batch: RegressionBatch, ctx: MicroBatchContext): ForwardOutput {
     const B = batch.x.shape[0];
     const r = new Rng(ctx.seed);
     const keepP = 0.9;
