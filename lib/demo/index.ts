@@ -89,7 +89,8 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoReport> {
   const stage = async (name: string) => {
     const config = stageConfig(name, out, o);
     log(`— ${name}: ${config.training.steps} steps, training ${config.stage.train.join(' + ')}`);
-    await trainStage(config, components, { log, warn: log, progress: o.progress ?? false });
+    // resume: a demo run again over the same --out continues (or just re-exports) instead of starting over.
+    await trainStage(config, components, { log, warn: log, progress: o.progress ?? false, resume: 'auto' });
     const final = join(config.run.out_dir, 'final');
     writeFileSync(join(final, 'owlet.json'), JSON.stringify({ system: DEMO_SYSTEM }) + '\n');
     lap(name);

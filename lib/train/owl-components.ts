@@ -6,7 +6,7 @@ import {
   MplugOwl, initLora, initParams, parseAdapterConfig, parseOwlConfig, type AdapterConfig, type OwlBatch,
 } from '../model/index.ts';
 import { loadAdapter, loadCheckpoint, loadSafetensors, saveAdapter, saveCheckpoint, saveSafetensors, expectedKeys } from '../model/io/index.ts';
-import { AdamW, tensor, type Tensor } from '../tensor/index.ts';
+import { AdamW, scope, tensor, type Tensor } from '../tensor/index.ts';
 import type { OwletConfig } from './config-schema.ts';
 import { officialGroupOf } from './param-groups.ts';
 import type { Components } from './components.ts';
@@ -141,18 +141,24 @@ export function createDataStream(config: OwletConfig, split: 'train' | 'eval', m
 export class OwlOptimizer implements Optimizer {
   private readonly opt: AdamW;
   private readonly groups: { params: Tensor[]; weightDecay: number }[];
+  /** Handles given out by the last exportState (the trainer reads them and does not dispose them). */
+  private exported: Tensor[] = [];
   constructor(groups: DecayGroup[], o: OwletConfig['optimizer']) {
     this.opt = new AdamW({ lr: o.lr, betas: o.betas, eps: o.eps, weightDecay: o.weight_decay });
     this.groups = groups.map((g) => ({ params: [...g.params.values()], weightDecay: g.weightDecay }));
   }
   step(lr: number): void { this.opt.lr = lr; this.opt.step(this.groups); }
+  dispose(): void { this.releaseExported(); this.opt.dispose(); }
   exportState(): OptimizerState {
+    this.releaseExported();
     const s = this.opt.state();
     const tensors = new Map<string, Tensor>();
     for (const [k, t] of s.m) tensors.set(`m.${k}`, t);
     for (const [k, t] of s.v) tensors.set(`v.${k}`, t);
+    this.exported = [...tensors.values()];
     return { meta: { step: s.step, steps: Object.fromEntries(s.steps) }, tensors };
   }
+  private releaseExported(): void { for (const t of this.exported) t.dispose(); this.exported = []; }
   importState(st: OptimizerState): void {
     const meta = st.meta as { step: number; steps: Record<string, number> };
     const m = new Map<string, Tensor>(), v = new Map<string, Tensor>();
@@ -172,11 +178,12 @@ export async function evaluateLoss(model: OwlTrainable, data: OwlDataStream, bat
   let loss = 0, counted = 0, correct = 0;
   for (let i = 0; i < n; i++) {
     const b = await data.next();
-    const out = model.forward(b, { step: 0, micro: i, seed: 0, training: false });
-    loss += out.loss.item() * out.counted;
-    counted += out.counted;
-    correct += out.correct ?? 0;
-    out.loss.dispose();
+    scope(() => {
+      const out = model.forward(b, { step: 0, micro: i, seed: 0, training: false });
+      loss += out.loss.item() * out.counted;
+      counted += out.counted;
+      correct += out.correct ?? 0;
+    });
     b.dispose?.();
   }
   return { loss: counted ? loss / counted : 0, accuracy: counted ? correct / counted : 0 };

@@ -10,7 +10,7 @@ import { estimateStepFlops } from './estimate.ts';
 import { applyStage, decayGroups } from './param-groups.ts';
 import { makeSchedule } from './schedule.ts';
 import { Trainer, type TrainResult } from './trainer.ts';
-import type { Batch, Json } from './types.ts';
+import type { Batch, DataStream, Json } from './types.ts';
 
 export interface TrainStageOptions {
   /** 'auto' (newest complete checkpoint of the run, or a fresh start), a checkpoint directory, or undefined (fresh). */
@@ -45,12 +45,14 @@ export async function trainStage<B extends Batch>(config: OwletConfig, c: Compon
   const schedule = makeSchedule({ type: config.schedule.type, lr: config.optimizer.lr, warmupSteps: config.schedule.warmup_steps,
     totalSteps: steps, minLr: config.schedule.min_lr });
   let evaluate: ConstructorParameters<typeof Trainer<B>>[0]['evaluate'];
+  let evalData: DataStream<B> | undefined;
   if (config.data.eval.length && c.evaluate) {
-    const evalData = await c.createData(config, 'eval', model);
-    const start = evalData.position();
+    evalData = await c.createData(config, 'eval', model);
+    const ev = evalData;
+    const start = ev.position();
     evaluate = {
       every: config.logging.eval_every,
-      run: async () => { evalData.restore(start); return noGrad(() => c.evaluate!(model, evalData, config.logging.eval_batches)); },
+      run: async () => { ev.restore(start); return noGrad(() => c.evaluate!(model, ev, config.logging.eval_batches)); },
     };
   }
   const flops = estimateStepFlops({ sizes, train: config.stage.train, lora: config.stage.lora, microBatch: config.data.micro_batch,
@@ -75,5 +77,9 @@ export async function trainStage<B extends Batch>(config: OwletConfig, c: Compon
     return { ...r, outDir, resumedFrom: resumePath, totalSteps: steps };
   } finally {
     trainer.dispose();
+    data.close?.();
+    evalData?.close?.();
+    // The model was built here and is not returned: its weights live on only in the exported files.
+    for (const p of model.parameters().values()) p.dispose();
   }
 }

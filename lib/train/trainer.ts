@@ -290,5 +290,8 @@ export class Trainer<B extends Batch = Batch> {
   }
 
   /** Releases the trainer's own tensors (not the model's). */
-  dispose(): void { this.lossScale.dispose(); }
+  dispose(): void {
+    this.lossScale.dispose();
+    this.o.optimizer.dispose?.();
+  }
 }

@@ -57,6 +57,8 @@ export interface DataStream<B extends Batch = Batch> {
   restore(position: Json): void;
   /** Micro-batches per epoch, when known (to turn epochs into steps). */
   readonly microBatchesPerEpoch?: number;
+  /** Stops any work prepared ahead (loader threads, prefetch). */
+  close?(): void;
 }
 
 export interface OptimizerState { meta: Json; tensors: Map<string, Tensor> }
@@ -75,6 +77,8 @@ export interface Optimizer {
   exportState(): OptimizerState;
   /** Copies the values in; the caller disposes the given tensors afterwards. */
   importState(state: OptimizerState): void;
+  /** Releases the optimizer's state. */
+  dispose?(): void;
 }
 
 /** Gradient-wide reductions, native in production (backend.sumSquares / scaleInplace). */

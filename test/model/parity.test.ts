@@ -5,7 +5,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dump, loadBatch, loadModel, mergeLora, io } from '../../lib/model/index.ts';
-import { scope, liveTensors, type Tensor } from '../../lib/tensor/index.ts';
+import { backward, scope, liveTensors, type Tensor } from '../../lib/tensor/index.ts';
 import { TOL, relMaxError } from '../helpers/tolerances.ts';
 
 const FX = join(import.meta.dirname, '../../../shared/fixtures/owl-tiny');
@@ -79,3 +79,20 @@ function compare(t: import('ava').ExecutionContext, gotFile: string, wantFiles: 
 });
 
 export type { Tensor };
+
+(have ? test : test.skip)("logits: 'counted' gives the same loss and gradients as full logits", (t) => {
+  const m = loadModel(FX, { adapterDir: FX });
+  m.setTrainable(['queries', 'abstractor', 'lora']);
+  const batch = loadBatch(join(FX, 'batch.safetensors'));
+  const run = (mode: 'all' | 'counted') => scope(() => {
+    const { loss } = m.forward(batch, { logits: mode });
+    backward(loss);
+    const grads = new Map([...m.trainable()].map(([k, p]) => { const g = p.grad!.toFloat32(); p.grad!.dispose(); p.grad = null; return [k, g]; }));
+    return { loss: loss.item(), grads };
+  });
+  const a = run('all'), c = run('counted');
+  t.true(Math.abs(a.loss - c.loss) <= 1e-6 * Math.abs(a.loss));
+  for (const [k, g] of a.grads) t.true(relMaxError(c.grads.get(k)!, g, TOL.fixture.floor) < 1e-5, k);
+  batch.pixelValues?.dispose();
+  for (const p of m.params.values()) p.dispose();
+});
