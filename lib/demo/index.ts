@@ -55,14 +55,19 @@ function stageConfig(name: string, out: string, o: DemoOptions): OwletConfig {
   return validateConfig(raw, `configs/demo-${name}.yaml`);
 }
 
-/** Text-only warm-up corpora derived from the generated data: instructions without their image line, and captions
- *  as answers (so the frozen LLM of stage 1 already speaks the caption language). */
+/**
+ * Text-only warm-up corpora derived from the generated data, so that the tiny LLM learns what a pretrained one
+ * already knows: to read a scene description and answer about it, and to repeat a description. Stage 1 then only has
+ * to map images to description-like tokens, and stage 2 to refine that: instructions with each image replaced by its
+ * caption, and captions repeated after "AI: ".
+ */
 function writeWarmupCorpora(data: string): void {
   const rows = (f: string) => readFileSync(join(data, f), 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l));
   const jsonl = (xs: unknown[]) => xs.map((x) => JSON.stringify(x)).join('\n') + '\n';
+  const captions = new Map<string, string>(rows('train_captions.jsonl').map((r) => [r.image as string, r.text as string]));
   writeFileSync(join(data, 'warmup_instructions.jsonl'), jsonl(rows('train_instructions.jsonl').map((r) =>
-    ({ text: (r.text as string).replaceAll('\nHuman: <image>', ''), task_type: 'warmup_sft' }))));
-  writeFileSync(join(data, 'warmup_captions.jsonl'), jsonl(rows('train_captions.jsonl').map((r) => ({ text: `AI: ${r.text}`, task_type: 'warmup_sft' }))));
+    ({ text: (r.text as string).replace('\nHuman: <image>', `\nHuman: ${captions.get((r.image as string[])[0])}`), task_type: 'warmup_sft' }))));
+  writeFileSync(join(data, 'warmup_captions.jsonl'), jsonl([...captions.values()].map((c) => ({ text: `${c}\nAI: ${c}`, task_type: 'warmup_sft' }))));
 }
 
 const pct = (a: AccuracyByKind | undefined, k: string) => (a?.[k] ? `${(100 * a[k].accuracy).toFixed(1)}% (${a[k].correct}/${a[k].total})` : 'n/a');
