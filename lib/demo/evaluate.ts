@@ -35,7 +35,7 @@ export function turnsOf(text: string): Turn[] {
   return turns;
 }
 
-function instructionItems(file: string, system: string): Item[] {
+export function instructionItems(file: string, system: string): Item[] {
   const items: Item[] = [];
   for (const r of rows(file)) {
     const images = (r.image as string[] | undefined) ?? [];
