@@ -94,6 +94,8 @@ export const DataConfig = z.strictObject({
   drop_last: z.boolean().default(true),
   /** A sample that cannot be read or decoded: skip it (the official behaviour) or stop the run. */
   on_corrupt: z.enum(['skip', 'stop']).default('skip'),
+  /** Worker threads that decode and tokenise ahead of the training step (0: on the main thread, between steps). */
+  workers: nonNegInt.max(64).default(0),
   image: ImageConfig.prefault({}),
 });
 

@@ -133,7 +133,7 @@ export function createDataStream(config: OwletConfig, split: 'train' | 'eval', m
     tokenizer: tokenizerFor(config), mode: train && d.image.train_transform === 'random-resized-crop' ? 'train' : 'eval',
     augment: { scale: d.image.crop_scale, flipP: d.image.hflip },
     shuffle: train ? d.shuffle : false, seed: config.run.seed, onError: d.on_corrupt, epochs: train ? Infinity : 1,
-    rank: o.rank, worldSize: o.worldSize,
+    rank: o.rank, worldSize: o.worldSize, workers: train ? d.workers : 0,
   });
 }
 
