@@ -89,9 +89,10 @@ void lora_bwd(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& 
               float s, float dropout_p, uint64_t seed, Tensor* gx, Tensor& ga, Tensor& gb);
 
 // ---- loss (loss.cc) ----
-// Mean cross-entropy over rows whose label != ignore_index; returns the loss and writes dlogits (the gradient of
-// the mean) in the same pass. labels: i32 [N]. When no row counts, loss = 0 and dlogits = 0; *count = 0.
-double cross_entropy(const Tensor& logits, const Tensor& labels, int64_t ignore_index, Tensor& dlogits, int64_t* count);
+// Mean cross-entropy over rows whose label != ignore_index: writes the loss (f32 [1], on the logits' device, so a
+// GPU step needs no host synchronisation) and dlogits (the gradient of the mean, logits' shape) in the same pass.
+// logits: [N, V]; labels: i32 [N]. When no row counts, loss = 0 and dlogits = 0.
+void cross_entropy(const Tensor& logits, const Tensor& labels, int64_t ignore_index, Tensor& loss, Tensor& dlogits);
 
 // ---- optimizer (optim.cc) ----
 struct AdamWHyper {
