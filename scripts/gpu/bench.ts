@@ -42,7 +42,22 @@ const disposeAll = (x: unknown) => {
   else if (x && typeof (x as NT).dispose === 'function') (x as NT).dispose();
 };
 
+/** Attention fwd and fwd+bwd TFLOP/s (performance.md's count); bwdWarps '4' times the 4-warp backward variant. */
 export function attentionBench(be: Be, name: string, B: number, H: number, Tq: number, Tk: number, D: number,
+  causal: boolean, bwdWarps = ''): BenchResult {
+  const saved = process.env.OWLET_ATTN_BWD_WARPS;
+  if (bwdWarps) process.env.OWLET_ATTN_BWD_WARPS = bwdWarps;
+  try {
+    const r = attentionBenchRun(be, name, B, H, Tq, Tk, D, causal);
+    if (bwdWarps) r.name += `_bwd${bwdWarps}w`;
+    return r;
+  } finally {
+    if (saved === undefined) delete process.env.OWLET_ATTN_BWD_WARPS;
+    else process.env.OWLET_ATTN_BWD_WARPS = saved;
+  }
+}
+
+function attentionBenchRun(be: Be, name: string, B: number, H: number, Tq: number, Tk: number, D: number,
   causal: boolean): BenchResult {
   const q = rand(be, [B, Tq, H, D]), k = rand(be, [B, Tk, H, D]), v = rand(be, [B, Tk, H, D]), go = rand(be, [B, Tq, H, D]);
   const fwd = op(be, 'attentionForward'), bwd = op(be, 'attentionBackward');
@@ -61,7 +76,18 @@ export function attentionBench(be: Be, name: string, B: number, H: number, Tq: n
     fwdbwd_ms: +fbms.toFixed(4), fwdbwd_tflops: +((3.5 * flops) / fbms / 1e9).toFixed(1) } };
 }
 
-export function loraBench(be: Be, M: number, K: number, N: number, r: number): BenchResult {
+/** LoRA fwd+bwd against the frozen linear (matmul forward + input gradient); variant 'cublas' times the cuBLAS
+ *  path of the thin products (OWLET_LORA=cublas) for comparison. */
+export function loraBench(be: Be, M: number, K: number, N: number, r: number, variant = ''): BenchResult {
+  const saved = process.env.OWLET_LORA;
+  if (variant) process.env.OWLET_LORA = variant;
+  try { return loraBenchRun(be, M, K, N, r, variant); } finally {
+    if (saved === undefined) delete process.env.OWLET_LORA;
+    else process.env.OWLET_LORA = saved;
+  }
+}
+
+function loraBenchRun(be: Be, M: number, K: number, N: number, r: number, variant: string): BenchResult {
   const x = rand(be, [M, K]), w = rand(be, [N, K], 1 / Math.sqrt(K)), a = rand(be, [r, K], 1 / Math.sqrt(K));
   const b = rand(be, [N, r], 0.01), gy = rand(be, [M, N]);
   const mm = op(be, 'matmul'), lf = op(be, 'loraForward'), lb = op(be, 'loraBackward');
@@ -78,7 +104,7 @@ export function loraBench(be: Be, M: number, K: number, N: number, r: number): B
     xa.dispose();
   }, 10);
   [x, w, a, b, gy].forEach((t) => t.dispose());
-  return { name: `lora_M${M}_K${K}_N${N}_r${r}`, ms: lora, extra: { frozen_linear_fwdbwd_ms: +frozen.toFixed(4),
+  return { name: `lora_M${M}_K${K}_N${N}_r${r}${variant ? `_${variant}` : ''}`, ms: lora, extra: { frozen_linear_fwdbwd_ms: +frozen.toFixed(4),
     lora_fwdbwd_ms: +lora.toFixed(4), overhead: +(lora / frozen).toFixed(3),
     frozen_tflops: +((4 * M * K * N) / frozen / 1e9).toFixed(1) } };
 }

@@ -251,8 +251,9 @@ export function cases(): Case[] {
   });
 
   // ---------------------------------------------------------------- attention
+  // bwdWarps: sets OWLET_ATTN_BWD_WARPS around the CUDA calls (the tensor-core backward's 4-warp variant).
   const attn = (label: string, B: number, H: number, Tq: number, Tk: number, D: number, causal: boolean, masked: boolean,
-    p: number, dtypes: ('f32' | 'bf16')[], quick = false) => {
+    p: number, dtypes: ('f32' | 'bf16')[], quick = false, bwdWarps = '') => {
     const maskVals = (n: number) => {
       const r = rng(991 + Tk);
       const m = Float64Array.from({ length: n }, () => (r() < 0.25 ? 0 : 1));
@@ -261,14 +262,21 @@ export function cases(): Case[] {
     };
     const scale = 1 / Math.sqrt(D);
     out.push({
-      name: `attention ${label} B${B} H${H} Tq${Tq} Tk${Tk} D${D}${causal ? ' causal' : ''}${masked ? ' keymask' : ''}${p ? ` dropout${p}` : ''}`,
+      name: `attention ${label} B${B} H${H} Tq${Tq} Tk${Tk} D${D}${causal ? ' causal' : ''}${masked ? ' keymask' : ''}${p ? ` dropout${p}` : ''}${bwdWarps ? ` (bwd ${bwdWarps} warps)` : ''}`,
       family: 'attention', dtypes, quick,
       inputs: gen({ shape: [B, Tq, H, D] }, { shape: [B, Tk, H, D] }, { shape: [B, Tk, H, D] }, { shape: [B, Tq, H, D] },
         { shape: [B, Tk], kind: 'i32', values: maskVals }),
       run: (be, [q, k, v, go, mask]) => {
-        const [o, lse] = op(be, 'attentionForward')(q, k, v, masked ? mask : null, causal, scale, p, 77);
-        const [gq, gk, gv] = op(be, 'attentionBackward')(q, k, v, o, lse, go, masked ? mask : null, causal, scale, p, 77);
-        return { out: o, lse, gq, gk, gv };
+        const saved = process.env.OWLET_ATTN_BWD_WARPS;
+        if (bwdWarps) process.env.OWLET_ATTN_BWD_WARPS = bwdWarps;
+        try {
+          const [o, lse] = op(be, 'attentionForward')(q, k, v, masked ? mask : null, causal, scale, p, 77);
+          const [gq, gk, gv] = op(be, 'attentionBackward')(q, k, v, o, lse, go, masked ? mask : null, causal, scale, p, 77);
+          return { out: o, lse, gq, gk, gv };
+        } finally {
+          if (saved === undefined) delete process.env.OWLET_ATTN_BWD_WARPS;
+          else process.env.OWLET_ATTN_BWD_WARPS = saved;
+        }
       },
       ref: ([q, k, v, go, mask]) => R.attentionRef(q, k, v, masked ? mask : null, { B, Tq, Tk, H, D }, causal, scale, p, 77, go),
       grads: ['gq', 'gk', 'gv'],
@@ -281,21 +289,33 @@ export function cases(): Case[] {
   attn('odd', 2, 2, 50, 50, 64, false, false, 0.2, both, true);
   attn('odd', 1, 2, 45, 45, 128, true, false, 0.1, ['bf16'], true);
   attn('head dim 40 (plain path)', 1, 2, 33, 47, 40, false, true, 0, both, true);
+  attn('odd', 2, 2, 77, 150, 64, false, true, 0.1, ['bf16'], true, '4');
+  attn('odd', 1, 2, 100, 140, 128, true, false, 0, ['bf16'], true, '4');
   attn('ViT', 1, 4, 257, 257, 64, false, false, 0, ['bf16']);
   attn('abstractor', 2, 4, 64, 321, 64, false, false, 0, ['bf16']);
   attn('LLaMA', 1, 1, 2048, 2048, 128, true, false, 0, ['bf16']);
   attn('LLaMA padded batch', 2, 2, 512, 512, 128, true, true, 0, ['bf16']);
 
   // ---------------------------------------------------------------- lora
-  const lora = (M: number, K: number, N: number, r: number, p: number, quick: boolean) => {
+  // variant 'cublas' sets OWLET_LORA=cublas around the CUDA calls (thin products through cuBLAS instead of the
+  // thin kernels); the CPU backend ignores it.
+  const lora = (M: number, K: number, N: number, r: number, p: number, quick: boolean, variant = '') => {
     out.push({
-      name: `lora fwd+bwd M${M} K${K} N${N} r${r}${p ? ` dropout${p}` : ''}`, family: 'lora', dtypes: both, quick,
+      name: `lora fwd+bwd M${M} K${K} N${N} r${r}${p ? ` dropout${p}` : ''}${variant ? ` (${variant})` : ''}`,
+      family: 'lora', dtypes: both, quick,
       inputs: gen({ shape: [M, K] }, { shape: [N, K], std: 1 / Math.sqrt(K) }, { shape: [r, K], std: 1 / Math.sqrt(K) },
         { shape: [N, r], std: 0.1 }, { shape: [M, N] }),
       run: (be, [x, w, a, b, gy]) => {
-        const [y, xa] = op(be, 'loraForward')(x, w, a, b, 2, p, 5);
-        const [gx, ga, gb] = op(be, 'loraBackward')(gy, x, w, a, b, xa, 2, p, 5, true);
-        return { y, xa, gx, ga, gb };
+        const saved = process.env.OWLET_LORA;
+        if (variant) process.env.OWLET_LORA = variant;
+        try {
+          const [y, xa] = op(be, 'loraForward')(x, w, a, b, 2, p, 5);
+          const [gx, ga, gb] = op(be, 'loraBackward')(gy, x, w, a, b, xa, 2, p, 5, true);
+          return { y, xa, gx, ga, gb };
+        } finally {
+          if (saved === undefined) delete process.env.OWLET_LORA;
+          else process.env.OWLET_LORA = saved;
+        }
       },
       ref: ([x, w, a, b, gy]) => R.loraRef(x, w, a, b, M, K, N, r, 2, p, 5, gy),
       grads: ['gx', 'ga', 'gb'],
@@ -303,7 +323,10 @@ export function cases(): Case[] {
   };
   lora(37, 64, 48, 8, 0, true);
   lora(37, 64, 48, 8, 0.1, true);
+  lora(37, 64, 48, 8, 0.1, true, 'cublas');
   lora(300, 512, 384, 16, 0, false);
+  lora(300, 512, 384, 16, 0, false, 'cublas');
+  lora(41, 96, 40, 6, 0, true);  // a rank the thin kernels do not take
 
   // ---------------------------------------------------------------- loss
   for (const [N, V] of [[37, 1000], [8, 32000]] as const) {
@@ -321,6 +344,16 @@ export function cases(): Case[] {
       grads: ['dlogits'],
     });
   }
+  out.push({
+    name: 'mulScalarInplace [37,129] by a device scalar', family: 'loss', dtypes: both, quick: true, mainOp: 'mulScalarInplace',
+    inputs: gen({ shape: [37, 129] }, { shape: [1], kind: 'f32', values: () => Float64Array.of(-1.375) }),
+    run: (be, [x, s]) => {
+      const y = be.clone(x);
+      op(be, 'mulScalarInplace')(y, s);
+      return { y };
+    },
+    ref: ([x, s]) => ({ y: x.map((v) => v * s[0]) }),
+  });
   out.push({
     name: 'crossEntropy, every row ignored', family: 'loss', dtypes: ['f32'], quick: true,
     inputs: gen({ shape: [5, 33] }, { shape: [5], kind: 'i32', values: (n) => new Float64Array(n).fill(-100) }),

@@ -12,9 +12,26 @@ export type AnyFn = (...args: any[]) => any;
 /** The op is not in this backend at all (neither a binding nor a provisional raw_ op). */
 export class Missing extends Error {}
 
+/** What op() had to work around during the current case (read and cleared by the check). */
+export const notes: string[] = [];
+
+/** The op's shared binding, else the CUDA addon's provisional raw_<op>. When both exist and the shared binding
+ *  refuses a dtype (a binding written for the CPU that still insists on f32), the raw op is used and a note says so. */
 export function op(be: Be, name: string): AnyFn {
   const rec = be as unknown as Record<string, unknown>;
-  const f = rec[name] ?? rec[`raw_${name}`];
+  const real = rec[name], raw = rec[`raw_${name}`];
+  if (typeof real === 'function' && typeof raw === 'function') {
+    return (...args: unknown[]) => {
+      try {
+        return (real as AnyFn)(...args);
+      } catch (e) {
+        if ((e as { code?: string }).code !== 'OWLET_DTYPE') throw e;
+        notes.push(`${name}: the shared binding refused the dtype (${(e as Error).message}); used raw_${name}`);
+        return (raw as AnyFn)(...args);
+      }
+    };
+  }
+  const f = real ?? raw;
   if (typeof f !== 'function') throw new Missing(`the ${be.backend} backend has no op ${name}`);
   return f as AnyFn;
 }

@@ -115,7 +115,8 @@ export function softmaxRef(x: F, rows: number, C: number, gy: F) {
   return { y, gx };
 }
 
-// ---- the dropout hash of native/src/core/rng_hash.h (SplitMix64 at a random-access position) ----
+// ---- the three counter-based dropout masks, one per family as the CPU backend draws them; all are SplitMix64's
+// output function at a random-access position of a stream keyed by the seed ----
 const MASK64 = (1n << 64n) - 1n;
 const GOLDEN = 0x9e3779b97f4a7c15n;
 function mix64(z: bigint): bigint {
@@ -123,15 +124,30 @@ function mix64(z: bigint): bigint {
   z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & MASK64;
   return z ^ (z >> 31n);
 }
-/** keep(index) for dropout probability p and seed, exactly as the kernels decide it. */
-export function dropoutMask(p: number, seed: number): (index: number) => boolean {
-  const key = mix64(BigInt(seed) & MASK64);
+function threshold32(p: number): number {
   const t = Math.fround(p) * 4294967296;
-  const threshold = t <= 0 ? 0 : t >= 4294967295 ? 4294967295 : Math.floor(t);
-  return (i) => Number(mix64((key + (BigInt(i) + 1n) * GOLDEN) & MASK64) >> 32n) >= threshold;
+  return t <= 0 ? 0 : t >= 4294967295 ? 4294967295 : Math.floor(t);
 }
-export function dropoutRef(x: F, p: number, seed: number): F {
-  const keep = dropoutMask(p, seed), sc = 1 / (1 - Math.fround(p));
+/** dropoutForward/Backward (core/rng_hash.h): key mix64(seed); element i kept when the top 32 bits of
+ *  mix64(key + (i+1)·γ) are >= floor(p·2^32). */
+export function dropoutMask(p: number, seed: number): (index: number) => boolean {
+  const key = mix64(BigInt(seed) & MASK64), thr = threshold32(p);
+  return (i) => Number(mix64((key + (BigInt(i) + 1n) * GOLDEN) & MASK64) >> 32n) >= thr;
+}
+/** attention (core/dropout_hash.h): key mix64(seed + γ); element ((b·H+h)·Tq+i)·Tk+j kept when the top 32 bits of
+ *  mix64(key + index·γ) are >= floor(p·2^32). */
+export function attentionDropoutMask(p: number, seed: number): (index: number) => boolean {
+  const key = mix64((BigInt(seed) + GOLDEN) & MASK64), thr = threshold32(p);
+  return (i) => Number(mix64((key + BigInt(i) * GOLDEN) & MASK64) >> 32n) >= thr;
+}
+/** LoRA input dropout (core/hash_u01.h): key mix64(seed); element i of x kept when
+ *  (mix64(key + (i+1)·γ) >> 40) · 2^-24 >= p. */
+export function loraDropoutMask(p: number, seed: number): (index: number) => boolean {
+  const key = mix64(BigInt(seed) & MASK64), pf = Math.fround(p);
+  return (i) => Number(mix64((key + (BigInt(i) + 1n) * GOLDEN) & MASK64) >> 40n) / 16777216 >= pf;
+}
+export function dropoutRef(x: F, p: number, seed: number, mask = dropoutMask): F {
+  const keep = mask(p, seed), sc = 1 / (1 - Math.fround(p));
   return x.map((v, i) => (keep(i) ? v * sc : 0));
 }
 
@@ -142,7 +158,7 @@ export function attentionRef(q: F, k: F, v: F, mask: F | null, d: AttnDims, caus
   const { B, Tq, Tk, H, D } = d;
   const out = new Float64Array(q.length), lse = new Float64Array(B * H * Tq);
   const gq = new Float64Array(q.length), gk = new Float64Array(k.length), gv = new Float64Array(v.length);
-  const keep = p > 0 ? dropoutMask(p, seed) : null, zs = p > 0 ? 1 / (1 - Math.fround(p)) : 1;
+  const keep = p > 0 ? attentionDropoutMask(p, seed) : null, zs = p > 0 ? 1 / (1 - Math.fround(p)) : 1;
   const P = new Float64Array(Tk), Z = new Float64Array(Tk), dP = new Float64Array(Tk);
   const qi = (b: number, t: number, h: number) => ((b * Tq + t) * H + h) * D;
   const ki = (b: number, t: number, h: number) => ((b * Tk + t) * H + h) * D;
@@ -195,7 +211,7 @@ export function attentionRef(q: F, k: F, v: F, mask: F | null, d: AttnDims, caus
 /** LoRA linear: y = x Wᵀ + s (drop(x) Aᵀ) Bᵀ and its gradients (dx, dA, dB). x [M, K], W [N, K], A [r, K], B [N, r]. */
 export function loraRef(x: F, w: F, a: F, bm: F, M: number, K: number, N: number, r: number, s: number, p: number,
   seed: number, gy: F) {
-  const xd = p > 0 ? dropoutRef(x, p, seed) : x;
+  const xd = p > 0 ? dropoutRef(x, p, seed, loraDropoutMask) : x;
   const xa = matmulRef(xd, a, 1, M, K, r, false, true, true);
   const y = matmulRef(x, w, 1, M, K, N, false, true, true);
   const low = matmulRef(xa, bm, 1, M, r, N, false, true, true);
@@ -204,7 +220,7 @@ export function loraRef(x: F, w: F, a: F, bm: F, M: number, K: number, N: number
   const gb = matmulRef(gy, xa, 1, N, M, r, true, false, true).map((v) => s * v);
   const ga = matmulRef(gyB, xd, 1, r, M, K, true, false, true).map((v) => s * v);
   let gxl: F = matmulRef(gyB, a, 1, M, r, K, false, false, true).map((v) => s * v);
-  if (p > 0) gxl = dropoutRef(gxl, p, seed);
+  if (p > 0) gxl = dropoutRef(gxl, p, seed, loraDropoutMask);
   const gx = matmulRef(gy, w, 1, M, N, K, false, false, true);
   for (let i = 0; i < gx.length; i++) gx[i] += gxl[i];
   return { y, xa, gx, ga, gb };

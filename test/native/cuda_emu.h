@@ -276,5 +276,11 @@ inline float atomicAdd(float* p, float v) {
   *p = old + v;
   return old;
 }
+inline float2 atomicAdd(float2* p, float2 v) {
+  float2 old = *p;
+  p->x += v.x;
+  p->y += v.y;
+  return old;
+}
 using std::max;
 using std::min;

@@ -12,8 +12,10 @@
 
 #include "../../native/src/cuda/attention_flash.cuh"
 
+#include <algorithm>
 #include <cstdio>
 #include <random>
+#include <type_traits>
 #include <string>
 #include <vector>
 
@@ -27,6 +29,7 @@ struct Case {
   int B, H, Tq, Tk, D;
   bool causal, mask;
   float p;
+  int warps = 8;  // backward variant
 };
 
 float bf(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
@@ -85,8 +88,8 @@ bool run(const Case& c, std::mt19937& rng) {
   fp.scale = scale;
   fp.scale_log2 = scale * flash::kLog2e;
   fp.dropout = c.p > 0.f;
-  fp.drop_key = owlet::rng::stream_key(1234);
-  fp.drop_threshold = owlet::rng::drop_threshold(c.p);
+  fp.drop_key = owlet::dropout::stream_key(1234);
+  fp.drop_threshold = owlet::dropout::threshold(c.p);
   fp.inv_keep = c.p > 0.f ? 1.f / (1.f - c.p) : 1.f;
 
   // ---- reference (float64) ----
@@ -102,8 +105,9 @@ bool run(const Case& c, std::mt19937& rng) {
           for (int d = 0; d < D; d++) s += q.d[qi(b, i, h) + d] * k.d[ki(b, j, h) + d];
           P[size_t(j)] = vis ? s * scale : -INFINITY;
           m = std::max(m, P[size_t(j)]);
+          // The attention family's stream (core/dropout_hash.h), element ((b·H + h)·Tq + i)·Tk + j, written out here.
           uint64_t idx = ((uint64_t(b) * H + h) * uint64_t(Tq) + i) * uint64_t(Tk) + j;
-          Z[size_t(j)] = c.p > 0 ? (owlet::rng::keep(fp.drop_key, idx, fp.drop_threshold) ? 1.0 / (1.0 - c.p) : 0.0) : 1.0;
+          Z[size_t(j)] = c.p > 0 ? (owlet::dropout::keep(fp.drop_key, idx, fp.drop_threshold) ? 1.0 / (1.0 - c.p) : 0.0) : 1.0;
         }
         double l = 0;
         for (int j = 0; j < Tk; j++) {
@@ -173,12 +177,24 @@ bool run(const Case& c, std::mt19937& rng) {
   fp.dq_acc = dq_acc.data();
   fp.dk = dk.data();
   fp.dv = dv.data();
-  if (D == 64)
-    emu::launch({unsigned((Tk + 63) / 64), unsigned(H), unsigned(B)}, flash::kThreads, flash::bwd_smem_bytes<64>(),
-                [&] { flash::attention_bwd_kernel<64>(fp); });
-  else
-    emu::launch({unsigned((Tk + 63) / 64), unsigned(H), unsigned(B)}, flash::kThreads, flash::bwd_smem_bytes<128>(),
-                [&] { flash::attention_bwd_kernel<128>(fp); });
+  // Both backward variants (4 and 8 warps per block), from the same inputs.
+  auto run_bwd = [&](auto dtag, auto wtag) {
+    constexpr int DD = decltype(dtag)::value, NW = decltype(wtag)::value;
+    std::fill(dq_acc.begin(), dq_acc.end(), 0.f);
+    std::fill(dk.begin(), dk.end(), __float2bfloat16_rn(12345.f));
+    std::fill(dv.begin(), dv.end(), __float2bfloat16_rn(12345.f));
+    emu::launch({unsigned((Tk + 16 * NW - 1) / (16 * NW)), unsigned(H), unsigned(B)}, NW * 32,
+                flash::bwd_smem_bytes<DD, NW>(), [&] { flash::attention_bwd_kernel<DD, NW>(fp); });
+  };
+  using W4 = std::integral_constant<int, 4>;
+  using W8 = std::integral_constant<int, 8>;
+  if (c.warps == 4) {
+    if (D == 64) run_bwd(std::integral_constant<int, 64>{}, W4{});
+    else run_bwd(std::integral_constant<int, 128>{}, W4{});
+  } else {
+    if (D == 64) run_bwd(std::integral_constant<int, 64>{}, W8{});
+    else run_bwd(std::integral_constant<int, 128>{}, W8{});
+  }
   std::vector<double> gdq(nq), gdk(nk), gdv(nk);
   for (size_t i = 0; i < nq; i++) gdq[i] = bf(dq_acc[i]);
   for (size_t i = 0; i < nk; i++) {
@@ -189,8 +205,8 @@ bool run(const Case& c, std::mt19937& rng) {
   // bf16 operands (P and dS rounded to bf16 before their products), fp32 accumulation: ~1e-2 relative at most.
   const double tol = 2e-2;
   bool ok = lse_ok && e_out < tol && e_lse < 1e-3 && e_dq < tol && e_dk < tol && e_dv < tol;
-  std::printf("%-4s %-34s out %.1e lse %.1e%s dq %.1e dk %.1e dv %.1e\n", ok ? "PASS" : "FAIL", c.name, e_out, e_lse,
-              lse_ok ? "" : " (-inf rows differ)", e_dq, e_dk, e_dv);
+  std::printf("%-4s %-42s bwd%dw out %.1e lse %.1e%s dq %.1e dk %.1e dv %.1e\n", ok ? "PASS" : "FAIL", c.name, c.warps,
+              e_out, e_lse, lse_ok ? "" : " (-inf rows differ)", e_dq, e_dk, e_dv);
   return ok;
 }
 
@@ -208,6 +224,9 @@ int main(int argc, char** argv) {
       {"dropout 0.1 causal D128 T45", 1, 1, 45, 45, 128, true, false, 0.1f},
       {"long full D64 Tq150 Tk200", 1, 1, 150, 200, 64, false, false, 0.f},
       {"long causal D128 Tq100 Tk140", 1, 1, 100, 140, 128, true, false, 0.f},
+      {"4-warp bwd: full D64 B2 H2 T77", 2, 2, 77, 77, 64, false, false, 0.f, 4},
+      {"4-warp bwd: causal D128 Tq100 Tk140 + mask", 2, 1, 100, 140, 128, true, true, 0.f, 4},
+      {"4-warp bwd: dropout 0.2 D64 Tq150 Tk200", 1, 1, 150, 200, 64, false, false, 0.2f, 4},
   };
   std::string only = argc > 1 ? argv[1] : "";
   std::mt19937 rng(7);

@@ -81,7 +81,8 @@ void attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
                    Tensor& gq, Tensor& gk, Tensor& gv);
 
 // ---- lora (lora.cc) ----
-// y = x Wᵀ + s · (drop(x) Aᵀ) Bᵀ; W [N, K] frozen, A [r, K], B [N, r]; xa = drop(x) Aᵀ is saved for backward.
+// y = x Wᵀ + s · (drop(x) Aᵀ) Bᵀ; x [..., K], W [N, K] frozen, A [r, K], B [N, r]; xa = drop(x) Aᵀ ([..., r]) is
+// saved for backward. drop(x)[i] = x[i] / (1 - p) when hash_u01(seed, i) >= p, else 0 (i: flat index into x).
 void lora_fwd(const Tensor& x, const Tensor& w, const Tensor& a, const Tensor& b, float s, float dropout_p,
               uint64_t seed, Tensor& y, Tensor& xa);
 // gx (optional) = gy W + s · ((gy B) A) masked by the dropout; ga = s · (gy B)ᵀ drop(x); gb = s · gyᵀ xa. Never dW.
@@ -89,20 +90,28 @@ void lora_bwd(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& 
               float s, float dropout_p, uint64_t seed, Tensor* gx, Tensor& ga, Tensor& gb);
 
 // ---- loss (loss.cc) ----
-// Mean cross-entropy over rows whose label != ignore_index: writes the loss (f32 [1], on the logits' device, so a
-// GPU step needs no host synchronisation) and dlogits (the gradient of the mean, logits' shape) in the same pass.
-// logits: [N, V]; labels: i32 [N]. When no row counts, loss = 0 and dlogits = 0.
+// Mean cross-entropy over rows whose label != ignore_index. logits: f32 [rows, V] (any leading dims), labels: i32
+// [rows]. Writes the mean into loss (f32 [1], left on the device: no sync) and dlogits (the gradient of the mean,
+// logits' shape) in the same pass over each row. When no row counts, loss = 0 and dlogits = 0 (the official code
+// gives NaN there). A label outside [0, V) that is not ignore_index throws Error(Argument) naming the row.
 void cross_entropy(const Tensor& logits, const Tensor& labels, int64_t ignore_index, Tensor& loss, Tensor& dlogits);
+// x *= s[0] in place; s is a one-element f32 tensor read where it lives (no sync). Scales a saved loss gradient by the
+// incoming gradient of the scalar loss without a new tensor.
+void mul_scalar_inplace(Tensor& x, const Tensor& s);
 
 // ---- optimizer (optim.cc) ----
+// Hyperparameters in double: the scalars torch derives from them (1 - lr·wd, lr / (1 - beta1^t), ...) are computed
+// in double as Python does, then rounded to f32 once, so the f32 update matches torch.optim.AdamW's.
 struct AdamWHyper {
-  float lr, beta1, beta2, eps;
+  double lr, beta1, beta2, eps;
   int64_t step;  // 1-based, for bias correction
 };
-// Decoupled weight decay per parameter (wd[i]); params, grads, m, v are f32.
+// torch.optim.AdamW (torch 1.13 single-tensor order): decoupled weight decay per parameter (wd[i]), then Adam with
+// bias correction; the moment updates are fused multiply-adds as in torch's AVX2 CPU kernels (the CPU backend equals
+// torch 1.13 bit for bit there). params, grads, m, v are f32 of equal shapes per index.
 void adamw(const std::vector<Tensor*>& params, const std::vector<const Tensor*>& grads, const std::vector<Tensor*>& m,
-           const std::vector<Tensor*>& v, const std::vector<float>& wd, const AdamWHyper& h);
-double sum_squares(const std::vector<const Tensor*>& xs);  // float64 accumulation
+           const std::vector<Tensor*>& v, const std::vector<double>& wd, const AdamWHyper& h);
+double sum_squares(const std::vector<const Tensor*>& xs);  // float64 accumulation, same result for any thread count
 void scale_inplace(const std::vector<Tensor*>& xs, float s);
 // 1 when every element of every tensor is finite.
 bool all_finite(const std::vector<const Tensor*>& xs);

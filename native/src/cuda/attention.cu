@@ -3,16 +3,18 @@
 // and other head dims). Both read [B, T, H, D] directly and never materialise the score matrix in device memory
 // (the plain path keeps one row of scores in shared memory).
 //
-// OWLET_ATTENTION=simple forces the plain path (for comparisons on the GPU machine).
+// OWLET_ATTENTION=simple forces the plain path (for comparisons on the GPU machine); OWLET_ATTN_BWD_WARPS=4 picks
+// the 4-warp variant of the tensor-core backward (default 8).
 #include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "../core/kernels.h"
-#include "../core/rng_hash.h"
+#include "../core/dropout_hash.h"
 #include "attention_flash.cuh"
 #include "common.cuh"
 
@@ -34,6 +36,13 @@ bool force_simple() {
     return e && std::strcmp(e, "simple") == 0;
   }();
   return on;
+}
+
+// Warps per block of the tensor-core backward (keys per block = 16 × warps): OWLET_ATTN_BWD_WARPS=4 or 8 (default),
+// read per call so that a benchmark can compare both in one process.
+int bwd_warps() {
+  const char* e = std::getenv("OWLET_ATTN_BWD_WARPS");
+  return e && std::strcmp(e, "4") == 0 ? 4 : 8;
 }
 
 int to_i32(int64_t v, const char* op) {
@@ -78,8 +87,7 @@ __device__ __forceinline__ bool simple_visible(const SimpleParams& p, int b, int
 }
 __device__ __forceinline__ float simple_keep(const SimpleParams& p, int b, int h, int i, int j) {
   if (!p.dropout) return 1.f;
-  uint64_t idx = ((uint64_t(b) * p.H + h) * uint64_t(p.Tq) + uint64_t(i)) * uint64_t(p.Tk) + uint64_t(j);
-  return rng::keep(p.key, idx, p.threshold) ? p.inv_keep : 0.f;
+  return dropout::keep(p.key, dropout::attention_index(b, h, i, j, p.H, p.Tq, p.Tk), p.threshold) ? p.inv_keep : 0.f;
 }
 __device__ __forceinline__ float dot_row(FIn a, int64_t ia, FIn b, int64_t ib, int D) {
   float s = 0.f;
@@ -235,8 +243,8 @@ flash::Params flash_params(const Tensor& q, const Tensor& k, const Tensor& v, co
   fp.scale = scale;
   fp.scale_log2 = scale * flash::kLog2e;
   fp.dropout = p > 0.f;
-  fp.drop_key = rng::stream_key(seed);
-  fp.drop_threshold = rng::drop_threshold(p);
+  fp.drop_key = dropout::stream_key(seed);
+  fp.drop_threshold = dropout::threshold(p);
   fp.inv_keep = p > 0.f && p < 1.f ? 1.f / (1.f - p) : (p >= 1.f ? 0.f : 1.f);
   return fp;
 }
@@ -256,8 +264,8 @@ SimpleParams simple_params(const Tensor& q, const Tensor& k, const Tensor& v, co
   sp.causal = causal;
   sp.scale = scale;
   sp.dropout = p > 0.f;
-  sp.key = rng::stream_key(seed);
-  sp.threshold = rng::drop_threshold(p);
+  sp.key = dropout::stream_key(seed);
+  sp.threshold = dropout::threshold(p);
   sp.inv_keep = p > 0.f && p < 1.f ? 1.f / (1.f - p) : (p >= 1.f ? 0.f : 1.f);
   return sp;
 }
@@ -335,15 +343,21 @@ void attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
     fp.dq_acc = dq_acc.f32();
     fp.dk = gk.data<bf16>();
     fp.dv = gv.data<bf16>();
-    dim3 grid{unsigned((d.Tk + 63) / 64), unsigned(d.H), unsigned(d.B)};
-    if (d.D == 64) {
-      size_t smem = flash::bwd_smem_bytes<64>();
-      set_smem_limit(reinterpret_cast<const void*>(flash::attention_bwd_kernel<64>), smem, c.index, op);
-      flash::attention_bwd_kernel<64><<<grid, flash::kThreads, smem, c.stream>>>(fp);
+    auto launch = [&](auto dtag, auto wtag) {
+      constexpr int D = decltype(dtag)::value, NW = decltype(wtag)::value;
+      dim3 grid{unsigned((d.Tk + 16 * NW - 1) / (16 * NW)), unsigned(d.H), unsigned(d.B)};
+      size_t smem = flash::bwd_smem_bytes<D, NW>();
+      set_smem_limit(reinterpret_cast<const void*>(flash::attention_bwd_kernel<D, NW>), smem, c.index, op);
+      flash::attention_bwd_kernel<D, NW><<<grid, NW * 32, smem, c.stream>>>(fp);
+    };
+    using I64 = std::integral_constant<int, 64>;
+    using I128 = std::integral_constant<int, 128>;
+    if (bwd_warps() == 4) {
+      if (d.D == 64) launch(I64{}, std::integral_constant<int, 4>{});
+      else launch(I128{}, std::integral_constant<int, 4>{});
     } else {
-      size_t smem = flash::bwd_smem_bytes<128>();
-      set_smem_limit(reinterpret_cast<const void*>(flash::attention_bwd_kernel<128>), smem, c.index, op);
-      flash::attention_bwd_kernel<128><<<grid, flash::kThreads, smem, c.stream>>>(fp);
+      if (d.D == 64) launch(I64{}, std::integral_constant<int, 8>{});
+      else launch(I128{}, std::integral_constant<int, 8>{});
     }
     check_launch(op);
     copy_convert(dq_acc, gq);  // fp32 accumulator -> gq's dtype

@@ -8,16 +8,16 @@
 // Backward: one block per 64 keys; each warp owns 16 keys and accumulates their dK and dV in registers while the
 // block streams tiles of Q, dO, lse and Δ = rowsum(dO ⊙ O) over the queries that can see those keys. Pᵀ and dSᵀ are
 // computed directly in the key-major layout (Sᵀ = K Qᵀ), so they feed dV += Pᵀ dO and dK += dSᵀ Q from registers;
-// dQ += dS K goes through dSᵀ in shared memory and fp32 atomics into a [B, Tq, H, D] accumulator.
+// dQ += dS K goes through dSᵀ in shared memory and fp32 (2-wide vector) atomics into a [B, Tq, H, D] accumulator.
 //
 // Masks: keys past Tk (the tail of a 257- or 321-key sequence is masked, never padded to a power of two), causal
-// (query i sees key j when j <= i + Tk − Tq), the key padding mask, and dropout on the probabilities (index
-// ((b·H + h)·Tq + i)·Tk + j into the counter-based hash of core/rng_hash.h). Work on 16-key groups wholly past the
-// last visible key is skipped.
+// (query i sees key j when j <= i + Tk − Tq), the key padding mask, and dropout on the probabilities (element
+// ((b·H + h)·Tq + i)·Tk + j of the counter-based stream of core/dropout_hash.h, as the CPU backend draws it). Work on
+// 16-key groups wholly past the last visible key is skipped.
 #pragma once
 #include <cstdint>
 
-#include "../core/rng_hash.h"
+#include "../core/dropout_hash.h"
 #include "common.cuh"
 #include "mma.cuh"
 
@@ -44,12 +44,12 @@ struct Params {
 };
 
 // Copies rows [r0, r0 + ROWS) of a [T, H, D] sequence (row stride rs) into shared memory laid out [ROWS][LD],
-// zero-filling rows at or past `limit`.
-template <int ROWS, int D, int LD>
+// zero-filling rows at or past `limit`; THREADS threads share the work.
+template <int ROWS, int D, int LD, int THREADS = kThreads>
 __device__ __forceinline__ void load_rows(bf16* s, const bf16* base, int64_t rs, int r0, int limit, int tid) {
   constexpr int kChunks = D / 8;  // 16-byte pieces per row
 #pragma unroll
-  for (int c = tid; c < ROWS * kChunks; c += kThreads) {
+  for (int c = tid; c < ROWS * kChunks; c += THREADS) {
     int row = c / kChunks, col = (c % kChunks) * 8;
     bool valid = r0 + row < limit;
     const bf16* src = base + int64_t(valid ? r0 + row : 0) * rs + col;
@@ -62,8 +62,7 @@ __device__ __forceinline__ bool key_visible(const Params& p, int b, int i, int j
 }
 
 __device__ __forceinline__ bool drop_keep(const Params& p, int b, int h, int i, int j) {
-  uint64_t idx = ((uint64_t(b) * p.H + h) * uint64_t(p.Tq) + uint64_t(i)) * uint64_t(p.Tk) + uint64_t(j);
-  return rng::keep(p.drop_key, idx, p.drop_threshold);
+  return dropout::keep(p.drop_key, dropout::attention_index(b, h, i, j, p.H, p.Tq, p.Tk), p.drop_threshold);
 }
 
 // ------------------------------------------------------------------------------------------------------- forward
@@ -237,20 +236,22 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(Params p) {
 // ------------------------------------------------------------------------------------------------------ backward
 
 // BR queries per step: 64 for D = 64 (K and V fragments then also live in registers), 32 for D = 128 (to keep the
-// dK/dV accumulators, 128 fp32 registers per thread, clear of spills).
+// dK/dV accumulators, 128 fp32 registers per thread, clear of spills). NW warps per block own 16 keys each
+// (BC = 16·NW keys per block): 8 by default (FlashAttention-2's choice for the backward), 4 selectable.
 template <int D> struct BwdCfg;
 template <> struct BwdCfg<64> { static constexpr int BR = 64; static constexpr bool kv_regs = true; };
 template <> struct BwdCfg<128> { static constexpr int BR = 32; static constexpr bool kv_regs = false; };
 
-template <int D>
+template <int D, int NW>
 constexpr int bwd_smem_bytes() {
-  constexpr int BR = BwdCfg<D>::BR, BC = 64, LD = D + 8;
+  constexpr int BR = BwdCfg<D>::BR, BC = 16 * NW, LD = D + 8;
   return (2 * BC * LD + 4 * BR * LD) * 2 + BC * (BR + 8) * 2 + 4 * BR * 4;
 }
 
-template <int D>
-__global__ void __launch_bounds__(kThreads) attention_bwd_kernel(Params p) {
-  constexpr int BR = BwdCfg<D>::BR, BC = 64, LD = D + 8, LDS = BR + 8, KD = D / 16, NT = BR / 8, DT = D / 8;
+template <int D, int NW>
+__global__ void __launch_bounds__(NW * 32) attention_bwd_kernel(Params p) {
+  constexpr int BR = BwdCfg<D>::BR, BC = 16 * NW, THREADS = NW * 32, LD = D + 8, LDS = BR + 8, KD = D / 16,
+                NT = BR / 8, DT = D / 8;
   constexpr bool KV_REGS = BwdCfg<D>::kv_regs;
   OWLET_DYNAMIC_SMEM(smem);
   bf16* sK = reinterpret_cast<bf16*>(smem);  // [BC][LD]
@@ -285,9 +286,9 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_kernel(Params p) {
 
   auto load_q_tile = [&](int qt, int buf) {
     int i0 = qt * BR;
-    load_rows<BR, D, LD>(sQ + buf * BR * LD, qb, rs, i0, p.Tq, tid);
-    load_rows<BR, D, LD>(sO + buf * BR * LD, ob, rs, i0, p.Tq, tid);
-    for (int i = tid; i < BR; i += kThreads) {
+    load_rows<BR, D, LD, THREADS>(sQ + buf * BR * LD, qb, rs, i0, p.Tq, tid);
+    load_rows<BR, D, LD, THREADS>(sO + buf * BR * LD, ob, rs, i0, p.Tq, tid);
+    for (int i = tid; i < BR; i += THREADS) {
       bool valid = i0 + i < p.Tq;
       mma::cp_async4(mma::smem_u32(sL + buf * BR + i), lse_b + (valid ? i0 + i : 0), valid);
       mma::cp_async4(mma::smem_u32(sD + buf * BR + i), del_b + (valid ? i0 + i : 0), valid);
@@ -295,8 +296,8 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_kernel(Params p) {
   };
 
   if (qt0 < n_qt) {
-    load_rows<BC, D, LD>(sK, kb, rs, j0, p.Tk, tid);
-    load_rows<BC, D, LD>(sV, vb, rs, j0, p.Tk, tid);
+    load_rows<BC, D, LD, THREADS>(sK, kb, rs, j0, p.Tk, tid);
+    load_rows<BC, D, LD, THREADS>(sV, vb, rs, j0, p.Tk, tid);
     load_q_tile(qt0, 0);
   }
   mma::cp_async_commit();
@@ -407,7 +408,7 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_kernel(Params p) {
 
     // dQ[i][d] += scale · Σ_j dS[i][j] K[j][d] for this tile: warps split BR rows × D columns into 16 × 64 pieces.
     {
-      constexpr int WR = BR / 16, WC = kWarps / WR, DC = D / WC;
+      constexpr int WR = BR / 16, WC = NW / WR, DC = D / WC;
       const int mrow = (warp % WR) * 16, d0 = (warp / WR) * DC;
       float acc[DC / 8][4];
 #pragma unroll
@@ -429,11 +430,10 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_kernel(Params p) {
         int i = i0 + mrow + g + 8 * r;
         if (i >= p.Tq) continue;
         float* dst = p.dq_acc + ((int64_t(b) * p.Tq + i) * p.H + h) * D + d0 + 2 * t4;
+        // Two adjacent columns per thread: one 8-byte vector atomic (sm_90) instead of two.
 #pragma unroll
-        for (int dt = 0; dt < DC / 8; dt++) {
-          atomicAdd(dst + dt * 8, acc[dt][2 * r] * p.scale);
-          atomicAdd(dst + dt * 8 + 1, acc[dt][2 * r + 1] * p.scale);
-        }
+        for (int dt = 0; dt < DC / 8; dt++)
+          atomicAdd(reinterpret_cast<float2*>(dst + dt * 8), make_float2(acc[dt][2 * r] * p.scale, acc[dt][2 * r + 1] * p.scale));
       }
     }
     // No barrier needed here: Q/dO of this buffer were last read before the dSᵀ barrier above (the next prefetch may

@@ -131,6 +131,24 @@ __global__ void mean_loss_kernel(const float* row_loss, int64_t N, const float* 
 
 }  // namespace
 
+namespace {
+__global__ void mul_scalar_kernel(FOut x, FIn s, int64_t n) {
+  float k = s[0];
+  OWLET_KERNEL_LOOP(i, n) x.set(i, x.get(i) * k);
+}
+}  // namespace
+
+// x *= s[0], s read on the device (the incoming gradient of the scalar loss): no host synchronisation.
+void mul_scalar_inplace(Tensor& x, const Tensor& s) {
+  const char* op = "mulScalarInplace";
+  int64_t n = x.numel();
+  if (n == 0) return;
+  DeviceContext& c = context_of(x, op);
+  if (s.numel() < 1) fail(ErrorKind::Shape, std::string(op) + ": s must hold one value, got " + s.describe());
+  mul_scalar_kernel<<<grid_for(c, n, 256), 256, 0, c.stream>>>(fout(x, op, "x"), fin(s, op, "s"), n);
+  check_launch(op);
+}
+
 void cross_entropy(const Tensor& logits, const Tensor& labels, int64_t ignore_index, Tensor& loss, Tensor& dlogits) {
   const char* op = "crossEntropy";
   DeviceContext& c = context_of(logits, op);

@@ -17,13 +17,22 @@ namespace {
 constexpr int64_t kChunk = 32768;  // elements per block
 constexpr int kThreads = 256;
 
+// The scalars torch derives on the host in double, rounded to f32 once (as the CPU backend does).
+struct AdamScalars {
+  float decay;      // 1 − lr·wd
+  float beta1, a1;  // β1, 1 − β1
+  float beta2, a2;  // β2, 1 − β2
+  float bc2_sqrt;   // √(1 − β2^t)
+  float eps;
+  float neg_step;   // −lr / (1 − β1^t)
+};
 struct AdamSlot {
   float* p;
   FIn g;
   float* m;
   float* v;
   int64_t n;
-  float wd;
+  AdamScalars s;
 };
 struct ListSlot {
   FOut x;
@@ -58,20 +67,23 @@ std::vector<WorkItem> work_items(const std::vector<S>& slots) {
   return items;
 }
 
-// PyTorch's AdamW: p ← p·(1 − lr·wd) − (lr / bc1) · m / (√v / √bc2 + eps).
-__global__ void adamw_kernel(const AdamSlot* slots, const WorkItem* items, float lr, float b1, float b2, float eps,
-                             float step_size, float inv_sqrt_bc2) {
+// torch 1.13's AdamW in the CPU backend's order of f32 operations, each explicitly rounded (no contraction into
+// other fused multiply-adds than the two torch itself executes), so the update equals the CPU backend's bit for bit:
+//   p = p·decay;  m = fma(1−β1, g, m·β1);  v = fma((1−β2)·g, g, v·β2);  p = p + (neg_step·m) / (√v / bc2_sqrt + eps)
+__global__ void adamw_kernel(const AdamSlot* slots, const WorkItem* items) {
   WorkItem w = items[blockIdx.x];
   AdamSlot s = slots[w.slot];
+  const AdamScalars& k = s.s;
   int64_t end = min(s.n, w.start + kChunk);
-  float decay = 1.f - lr * s.wd;
   for (int64_t i = w.start + threadIdx.x; i < end; i += blockDim.x) {
     float g = s.g[i];
-    float m = b1 * s.m[i] + (1.f - b1) * g;
-    float v = b2 * s.v[i] + (1.f - b2) * g * g;
+    float p = __fmul_rn(s.p[i], k.decay);
+    float m = __fmaf_rn(k.a1, g, __fmul_rn(s.m[i], k.beta1));
+    float v = __fmaf_rn(__fmul_rn(k.a2, g), g, __fmul_rn(s.v[i], k.beta2));
+    float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(v), k.bc2_sqrt), k.eps);
+    s.p[i] = __fadd_rn(p, __fdiv_rn(__fmul_rn(k.neg_step, m), denom));
     s.m[i] = m;
     s.v[i] = v;
-    s.p[i] = s.p[i] * decay - step_size * m / (sqrtf(v) * inv_sqrt_bc2 + eps);
   }
 }
 
@@ -129,7 +141,7 @@ std::vector<ListSlot> list_slots(const std::vector<const Tensor*>& xs, const cha
 }  // namespace
 
 void adamw(const std::vector<Tensor*>& params, const std::vector<const Tensor*>& grads, const std::vector<Tensor*>& m,
-           const std::vector<Tensor*>& v, const std::vector<float>& wd, const AdamWHyper& h) {
+           const std::vector<Tensor*>& v, const std::vector<double>& wd, const AdamWHyper& h) {
   const char* op = "adamw";
   if (params.empty()) return;
   DeviceContext& c = context_of(*params[0], op);
@@ -142,7 +154,10 @@ void adamw(const std::vector<Tensor*>& params, const std::vector<const Tensor*>&
         fail(ErrorKind::Device, std::string(op) + ": tensors on different devices: " + params[0]->describe() + ", " + t->describe());
     }
     if (params[i]->numel() == 0) continue;
-    slots.push_back({params[i]->f32(), fin(*grads[i], op, "grads"), m[i]->f32(), v[i]->f32(), params[i]->numel(), wd[i]});
+    double t = double(h.step), bc1 = 1.0 - std::pow(h.beta1, t), bc2 = 1.0 - std::pow(h.beta2, t);
+    AdamScalars k{float(1.0 - h.lr * wd[i]), float(h.beta1), float(1.0 - h.beta1), float(h.beta2), float(1.0 - h.beta2),
+                  float(std::sqrt(bc2)), float(h.eps), float(-(h.lr / bc1))};
+    slots.push_back({params[i]->f32(), fin(*grads[i], op, "grads"), m[i]->f32(), v[i]->f32(), params[i]->numel(), k});
   }
   if (slots.empty()) return;
   std::vector<WorkItem> items = work_items(slots);
@@ -150,9 +165,7 @@ void adamw(const std::vector<Tensor*>& params, const std::vector<const Tensor*>&
   const AdamSlot* ds;
   const WorkItem* di;
   upload_tables(c, slots, items, hold, &ds, &di, op);
-  double bc1 = 1.0 - std::pow(double(h.beta1), double(h.step)), bc2 = 1.0 - std::pow(double(h.beta2), double(h.step));
-  adamw_kernel<<<unsigned(items.size()), kThreads, 0, c.stream>>>(ds, di, h.lr, h.beta1, h.beta2, h.eps,
-                                                                   float(double(h.lr) / bc1), float(1.0 / std::sqrt(bc2)));
+  adamw_kernel<<<unsigned(items.size()), kThreads, 0, c.stream>>>(ds, di);
   check_launch(op);
 }
 

@@ -303,7 +303,7 @@ OWLET_OP(raw_adamw) {
               wd.size() == params.size(),
           ErrorKind::Argument, "params, grads, m, v and weightDecay must have the same length");
   std::vector<const Tensor*> cg;
-  std::vector<float> wdf;
+  std::vector<double> wdf;
   for (size_t i = 0; i < params.size(); i++) {
     a.expect_dtype(*params[i], "params[i]", DType::F32);
     a.expect_dtype(*m[i], "m[i]", DType::F32);
@@ -314,12 +314,22 @@ OWLET_OP(raw_adamw) {
             ErrorKind::Shape, "parameter " + std::to_string(i) + " " + params[i]->describe() + " and its state differ in size");
     same_device(a, *params[0], {params[i], grads[i], m[i], v[i]});
     cg.push_back(grads[i]);
-    wdf.push_back(float(wd[i]));
+    wdf.push_back(wd[i]);
   }
-  kern::AdamWHyper h{float(a.number(5, "lr")), float(a.number(6, "beta1")), float(a.number(7, "beta2")),
-                     float(a.number(8, "eps")), a.integer(9, "step")};
+  kern::AdamWHyper h{a.number(5, "lr"), a.number(6, "beta1"), a.number(7, "beta2"), a.number(8, "eps"),
+                     a.integer(9, "step")};
   a.check(h.step >= 1, ErrorKind::Argument, "step must be >= 1");
   kern::adamw(params, cg, m, v, wdf, h);
+  return a.env().Undefined();
+}
+
+OWLET_OP(raw_mulScalarInplace) {
+  Tensor &x = a.tensor(0, "x"), &s = a.tensor(1, "s");
+  a.expect_float(x, "x");
+  a.expect_float(s, "s");
+  a.check(s.numel() == 1, ErrorKind::Shape, "s must hold one value, got " + s.describe());
+  a.expect_same_device(x, "x", s, "s");
+  kern::mul_scalar_inplace(x, s);
   return a.env().Undefined();
 }
 
