@@ -193,10 +193,13 @@ function runBench(be: Be): BenchResult[] {
 
 // Ratios of owlet's numbers to the peer's (both files written by the same run).
 function summary(owletPath: string, peerPath: string): void {
-  const o = JSON.parse(readFileSync(owletPath, 'utf8')) as { bench: BenchResult[]; device?: Record<string, unknown> };
+  let o: { bench?: BenchResult[]; device?: Record<string, unknown> } = {};
+  try { o = JSON.parse(readFileSync(owletPath, 'utf8')); } catch { console.log(`(no owlet results at ${owletPath})`); }
+  const bench = o.bench ?? [];
+  if (!bench.length) console.log('(owlet recorded no benchmarks)');
   let p: Record<string, unknown> = {};
   try { p = JSON.parse(readFileSync(peerPath, 'utf8')); } catch { console.log(`(no peer results at ${peerPath})`); }
-  const ob = new Map(o.bench.map((b) => [b.name, b]));
+  const ob = new Map(bench.map((b) => [b.name, b]));
   console.log(`device: ${o.device?.device ?? '?'}`);
   const g = ob.get('gemm_bf16_8192');
   if (g) console.log(`gemm 8192³ bf16: owlet ${g.tflops} TFLOP/s, peer ${p.gemm_bf16_8192_tflops ?? '?'}`);
@@ -211,13 +214,13 @@ function summary(owletPath: string, peerPath: string): void {
       `fwd+bwd ${b.fwdbwd_tflops} (peer ${pr?.fwdbwd_tflops ?? '?'}) ${r(b.fwdbwd_tflops, pr?.fwdbwd_tflops)}`);
     }
   }
-  for (const b of o.bench.filter((x) => x.name.startsWith('lora_'))) {
+  for (const b of bench.filter((x) => x.name.startsWith('lora_'))) {
     const e = b.extra as Record<string, number>;
     const pr = p[b.name.replace(/_cublas$/, '')] as Record<string, number> | undefined;
     console.log(`${b.name}: owlet LoRA/frozen ${e.overhead}× (${e.lora_fwdbwd_ms} vs ${e.frozen_linear_fwdbwd_ms} ms), ` +
       `peer ${pr?.overhead ?? '?'}× (${pr?.lora_eager_fwdbwd_ms ?? '?'} vs ${pr?.frozen_linear_fwdbwd_ms ?? '?'} ms)`);
   }
-  for (const b of o.bench.filter((x) => x.gbps)) console.log(`${b.name}: ${b.gbps} GB/s (${b.ms.toFixed(3)} ms)`);
+  for (const b of bench.filter((x) => x.gbps)) console.log(`${b.name}: ${b.gbps} GB/s (${b.ms.toFixed(3)} ms)`);
 }
 
 function main(): number {

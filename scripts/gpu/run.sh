@@ -35,7 +35,8 @@ say "peer (PyTorch, LAYERS=4)"
 say "peer exit ${PIPESTATUS[0]}"
 
 say "summary"
-"$T/node" "$G/check.mjs" --summary "$OUT/owlet_cuda.json" "$OUT/peer_torch.json" 2>&1 | tee "$OUT/summary.log"
+{ "$T/node" "$G/check.mjs" --summary "$OUT/owlet_cuda.json" "$OUT/peer_torch.json";
+  echo "-- failed checks and the count:"; grep -E "^FAIL|passed, .* failed" "$OUT/check.log"; } 2>&1 | tee "$OUT/summary.log"
 
 say "compute-sanitizer (memcheck) over the small cases"
 if command -v compute-sanitizer >/dev/null; then
