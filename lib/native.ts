@@ -58,7 +58,8 @@ export interface NativeBackend {
   gatherRows(src: NT, idx: NT): NT;
   scatterRows(dst: NT, idx: NT, src: NT, accumulate?: boolean): void;
   patchify(img: NT, patch: number): NT;
-  // norms: statistics in fp32; w/b may be null (no affine)
+  // norms: statistics in fp32; w/b may be null (no affine). needW asks for the affine gradients: gw (when w is given)
+  // and gb together; what is not asked for comes back null.
   layerNormForward(x: NT, w: NT | null, b: NT | null, eps: number): [y: NT, mean: NT, rstd: NT];
   layerNormBackward(gy: NT, x: NT, w: NT | null, mean: NT, rstd: NT, needX: boolean, needW: boolean):
     [gx: NT | null, gw: NT | null, gb: NT | null];
@@ -73,7 +74,7 @@ export interface NativeBackend {
   siluForward(x: NT): NT;
   siluBackward(gy: NT, x: NT): NT;
   swigluForward(gate: NT, up: NT): NT;
-  swigluBackward(gy: NT, gate: NT, up: NT): [ggate: NT, gup: NT];
+  swigluBackward(gy: NT, gate: NT, up: NT, needGate?: boolean, needUp?: boolean): [ggate: NT | null, gup: NT | null];
   softmaxForward(x: NT): NT;
   softmaxBackward(gy: NT, y: NT): NT;
   dropoutForward(x: NT, p: number, seed: number): NT;
@@ -89,6 +90,8 @@ export interface NativeBackend {
     [gx: NT | null, ga: NT, gb: NT];
   // loss: mean over rows whose label != ignoreIndex; the gradient of that mean in the same pass
   crossEntropy(logits: NT, labels: NT, ignoreIndex: number): [loss: NT, dlogits: NT];
+  /** x *= s[0] in place, s a one-element tensor (the incoming gradient of a scalar loss), without a device sync. */
+  mulScalarInplace(x: NT, s: NT): void;
   // optimizer
   adamw(params: NT[], grads: NT[], m: NT[], v: NT[], weightDecay: number[], lr: number, beta1: number, beta2: number,
     eps: number, step: number): void;
@@ -115,6 +118,11 @@ function typed(addon: Record<string, unknown>): NativeBackend {
 
 let cpuBackend: NativeBackend | undefined;
 let cudaBackend: NativeBackend | undefined;
+
+// OpenBLAS (pthreads) and owlet's OpenMP kernels share the cores: with libgomp's default spin-waiting, idle OpenMP
+// threads burn the cores OpenBLAS needs right after every parallel region (measured: elementwise ops 10-50x slower,
+// a demo step 900 ms instead of 210). libgomp reads this when the addon loads, so it is set before the first load.
+if (process.env.OMP_WAIT_POLICY === undefined) process.env.OMP_WAIT_POLICY = 'PASSIVE';
 
 /** Where the CPU addon is loaded from: OWLET_NATIVE_CPU overrides (tests of a second build), else node-gyp-build. */
 export function cpu(): NativeBackend {

@@ -5,3 +5,10 @@ export { backward, noGrad, enableGrad, isGradEnabled, needsGrad, record, clearTa
 export * from './ops/elementwise.ts';
 export * from './ops/matmul.ts';
 export * from './ops/layout.ts';
+export * from './ops/norm.ts';
+export * from './ops/rope.ts';
+export * from './ops/act.ts';
+export * from './ops/loss.ts';
+export * from './ops/lora.ts';
+export * from './ops/optim.ts';
+export * from './ops/attention.ts';

@@ -16,6 +16,12 @@ const finalizer = new FinalizationRegistry<NativeTensor>((h) => {
 /** Number of tensors created and not yet disposed (tests assert that a step leaves this unchanged). */
 export function liveTensors(): number { return liveCount; }
 
+// With OWLET_TRACK_TENSORS=1 every live tensor remembers where it was created, for finding leaks.
+const tracking = process.env.OWLET_TRACK_TENSORS === '1';
+const origins = new Map<number, string>();
+/** Live tensors with their shapes and creation stacks (only with OWLET_TRACK_TENSORS=1). */
+export function liveTensorOrigins(): string[] { return [...origins.values()]; }
+
 /** Bytes of storage held by the backend of `device` (views share storage and count once). */
 export function bytesInUse(device: Device = 'cpu'): number { return backendFor(device).memory(device).bytesInUse; }
 
@@ -43,6 +49,7 @@ export class Tensor {
     this.shape = Object.freeze(handle.shape);
     this.dtype = handle.dtype;
     liveCount++;
+    if (tracking) origins.set(this.id, `${this.describe()} ${new Error().stack?.split('\n').slice(2, 7).join(' <')}`);
     finalizer.register(this, handle, this);
     track(this);
   }
@@ -66,6 +73,7 @@ export class Tensor {
     this._handle.dispose();
     this._handle = null;
     liveCount--;
+    if (tracking) origins.delete(this.id);
     if (this.grad) { this.grad.dispose(); this.grad = null; }
   }
   [Symbol.dispose](): void { this.dispose(); }

@@ -11,8 +11,6 @@ export type Out = NT | number | boolean | null;
 export interface Case {
   name: string;
   family: string;
-  /** The op whose binding kind (shared binding or provisional raw_) the report names; default: the family's. */
-  mainOp?: string;
   /** Storage dtypes of the float inputs to check on CUDA (the CPU reference always runs in f32). */
   dtypes: ('f32' | 'bf16')[];
   /** Small enough for compute-sanitizer. */
@@ -191,7 +189,7 @@ export function cases(): Case[] {
   }
   for (const [rows, C] of [[37, 129], [16, 4096]] as const) {
     out.push({
-      name: `rmsNorm fwd+bwd [${rows},${C}]`, family: 'norm', mainOp: 'rmsNormForward', dtypes: both, quick: C < 200,
+      name: `rmsNorm fwd+bwd [${rows},${C}]`, family: 'norm', dtypes: both, quick: C < 200,
       inputs: gen({ shape: [rows, C], std: 2 }, { shape: [C] }, { shape: [rows, C] }),
       run: (be, [x, w, gy]) => {
         const [y, rstd] = op(be, 'rmsNormForward')(x, w, 1e-6);
@@ -233,7 +231,7 @@ export function cases(): Case[] {
   });
   for (const [rows, C] of [[37, 129], [8, 2000]] as const) {
     out.push({
-      name: `softmax fwd+bwd [${rows},${C}]`, family: 'act', mainOp: 'softmaxForward', dtypes: both, quick: C < 200,
+      name: `softmax fwd+bwd [${rows},${C}]`, family: 'act', dtypes: both, quick: C < 200,
       inputs: gen({ shape: [rows, C], std: 3 }, { shape: [rows, C] }),
       run: (be, [x, gy]) => {
         const y = op(be, 'softmaxForward')(x);
@@ -244,7 +242,7 @@ export function cases(): Case[] {
     });
   }
   out.push({
-    name: 'dropout fwd+bwd p=0.3 seed=42 [37,129] (mask = CPU mask)', family: 'act', mainOp: 'dropoutForward', dtypes: both, quick: true,
+    name: 'dropout fwd+bwd p=0.3 seed=42 [37,129] (mask = CPU mask)', family: 'act', dtypes: both, quick: true,
     inputs: gen({ shape: [37, 129] }, { shape: [37, 129] }),
     run: (be, [x, gy]) => ({ y: op(be, 'dropoutForward')(x, 0.3, 42), gx: op(be, 'dropoutBackward')(gy, 0.3, 42) }),
     ref: ([x, gy]) => ({ y: R.dropoutRef(x, 0.3, 42), gx: R.dropoutRef(gy, 0.3, 42) }),
@@ -345,7 +343,7 @@ export function cases(): Case[] {
     });
   }
   out.push({
-    name: 'mulScalarInplace [37,129] by a device scalar', family: 'loss', dtypes: both, quick: true, mainOp: 'mulScalarInplace',
+    name: 'mulScalarInplace [37,129] by a device scalar', family: 'loss', dtypes: both, quick: true,
     inputs: gen({ shape: [37, 129] }, { shape: [1], kind: 'f32', values: () => Float64Array.of(-1.375) }),
     run: (be, [x, s]) => {
       const y = be.clone(x);

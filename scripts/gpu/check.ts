@@ -18,7 +18,7 @@ import { cpu, cuda } from '../../lib/native.ts';
 import { TOL, type Tol } from '../../test/helpers/tolerances.ts';
 import { attentionBench, bandwidthBench, type BenchResult, gemmBench, loraBench } from './bench.ts';
 import { type Case, cases, type Out } from './cases.ts';
-import { type Be, bf16Round, bindingKind, fmt, get, Missing, notes, type NT, put, relErr } from './harness.ts';
+import { type Be, bf16Round, fmt, get, Missing, type NT, put, relErr } from './harness.ts';
 
 const argv = process.argv.slice(2);
 const flag = (f: string) => argv.includes(f);
@@ -26,10 +26,6 @@ const arg = (f: string) => { const i = argv.indexOf(f); return i >= 0 ? argv[i +
 
 type Value = Float64Array | number | boolean;
 
-const MAIN_OP: Record<string, string> = {
-  norm: 'layerNormForward', rope: 'ropeForward', act: 'siluForward', attention: 'attentionForward', lora: 'loraForward',
-  loss: 'crossEntropy', optim: 'adamw', tensor: 'cast',
-};
 
 function runOn(be: Be, c: Case, inputs: { shape: number[]; values: Float64Array; kind?: string }[], dtype: 'f32' | 'bf16'):
   Record<string, Value> {
@@ -68,8 +64,8 @@ function compare(got: Record<string, Value>, want: Record<string, Value>, tolFor
   return { ok, errs };
 }
 
-interface CaseResult { name: string; family: string; dtype: string; reference: string; binding: string; pass: boolean;
-  errors: Record<string, number>; note?: string }
+interface CaseResult { name: string; family: string; dtype: string; reference: string; pass: boolean;
+  errors: Record<string, number>; note?: string; aborted?: boolean }
 
 function checkCases(cpuBe: Be, cudaBe: Be | null): CaseResult[] {
   const results: CaseResult[] = [];
@@ -92,22 +88,19 @@ function checkCases(cpuBe: Be, cudaBe: Be | null): CaseResult[] {
       let res: CaseResult;
       if (!cudaBe) {  // CPU-only: the CPU backend against the float64 reference, where it has the op
         if (reference !== 'cpu') {
-          res = { name: c.name, family: c.family, dtype, reference, binding: 'none', pass: true, errors: {}, note: note ?? 'no CPU op: skipped' };
+          res = { name: c.name, family: c.family, dtype, reference, pass: true, errors: {}, note: note ?? 'no CPU op: skipped' };
         } else {
           const r = compare(want, c.ref(inputs.map((i) => i.values)), () => TOL.cudaF32);
-          res = { name: c.name, family: c.family, dtype, reference: 'float64 (cpu checked)', binding: 'cpu', pass: r.ok, errors: r.errs };
+          res = { name: c.name, family: c.family, dtype, reference: 'float64 (cpu checked)', pass: r.ok, errors: r.errs };
         }
       } else {
-        const main = c.mainOp ?? MAIN_OP[c.family] ?? c.name.split(/[ /]/)[0];
         try {
-          notes.length = 0;
           const got = runOn(cudaBe, c, inputs, dtype);
-          if (notes.length) note = [note, ...new Set(notes)].filter(Boolean).join('; ');
           const tolFor = (k: string) => (dtype === 'f32' ? TOL.cudaF32 : c.grads?.includes(k) ? TOL.cudaBf16Grad : TOL.cudaBf16);
           const r = compare(got, want, tolFor);
-          res = { name: c.name, family: c.family, dtype, reference, binding: bindingKind(cudaBe, main), pass: r.ok, errors: r.errs, note };
+          res = { name: c.name, family: c.family, dtype, reference, pass: r.ok, errors: r.errs, note };
         } catch (e) {
-          res = { name: c.name, family: c.family, dtype, reference, binding: 'error', pass: false, errors: {}, note: `cuda: ${(e as Error).message}` };
+          res = { name: c.name, family: c.family, dtype, reference, pass: false, aborted: true, errors: {}, note: `cuda: ${(e as Error).message}` };
         }
       }
       const errs = Object.entries(res.errors).map(([k, v]) => `${k} ${fmt(v)}`).join(' ');
@@ -131,7 +124,7 @@ function checkRuntime(be: Be): CaseResult[] {
       pass = err.code === code;
     }
     console.log(`${pass ? 'PASS' : 'FAIL'} runtime ${name}: ${msg}`);
-    out.push({ name, family: 'runtime', dtype: '-', reference: '-', binding: '-', pass, errors: {}, note: msg });
+    out.push({ name, family: 'runtime', dtype: '-', reference: '-', pass, errors: {}, note: msg });
   };
   // (Not under compute-sanitizer, which reports the refused cudaMalloc itself.)
   if (!flag('--quick'))
@@ -143,8 +136,7 @@ function checkRuntime(be: Be): CaseResult[] {
   });
   expectThrow('attention with mismatched shapes is a shape error', 'OWLET_SHAPE', () => {
     const q = be.full('bf16', [1, 4, 2, 64], 0), k = be.full('bf16', [1, 4, 3, 64], 0);
-    const f = (be as unknown as Record<string, (...a: unknown[]) => NT[]>);
-    try { (f.attentionForward ?? f.raw_attentionForward)(q, k, k, null, false, 0.125, 0, 0); } finally { q.dispose(); k.dispose(); }
+    try { be.attentionForward(q, k, k, null, false, 0.125, 0, 0); } finally { q.dispose(); k.dispose(); }
   });
   // The cache: the same allocation sizes over and over reach cudaMalloc only the first time.
   {
@@ -157,7 +149,7 @@ function checkRuntime(be: Be): CaseResult[] {
     const grew = info1.allocatorMallocs - info0.allocatorMallocs;
     const pass = grew <= 2;
     console.log(`${pass ? 'PASS' : 'FAIL'} runtime allocator cache: ${grew} cudaMalloc calls for 101 allocations of one size`);
-    out.push({ name: 'allocator cache', family: 'runtime', dtype: '-', reference: '-', binding: '-', pass, errors: {}, note: `${grew} mallocs` });
+    out.push({ name: 'allocator cache', family: 'runtime', dtype: '-', reference: '-', pass, errors: {}, note: `${grew} mallocs` });
   }
   return out;
 }
@@ -256,11 +248,11 @@ function main(): number {
     cudaBe.synchronize();
     const leaked = cudaBe.memory().bytesInUse - mem0;
     // A case that threw half-way cannot dispose what it had made: then a leak is reported but not counted.
-    const aborted = results.some((r) => r.binding === 'error');
+    const aborted = results.some((r) => r.aborted);
     const pass = leaked === 0 || aborted;
     console.log(`${pass ? 'PASS' : 'FAIL'} runtime no device memory left held by the checks (${leaked} bytes` +
       `${aborted && leaked ? '; some cases aborted, so not counted' : ''})`);
-    results.push({ name: 'no leaks', family: 'runtime', dtype: '-', reference: '-', binding: '-', pass, errors: {}, note: `${leaked} bytes` });
+    results.push({ name: 'no leaks', family: 'runtime', dtype: '-', reference: '-', pass, errors: {}, note: `${leaked} bytes` });
   }
   report.cases = results;
   const failed = results.filter((r) => !r.pass).length;

@@ -1,6 +1,6 @@
-// Shared pieces of the GPU check: calling an op on a backend (the real binding, or the CUDA addon's provisional
-// raw_<op> while a family's binding lives on another branch), moving float64 values in and out as f32/bf16/i32,
-// bf16 rounding, and the comparison metric of test/helpers/tolerances.ts extended to matching infinities.
+// Shared pieces of the GPU check: calling an op on a backend by name, moving float64 values in and out as
+// f32/bf16/i32, bf16 rounding, and the comparison metric of test/helpers/tolerances.ts extended to matching
+// infinities.
 import type { NativeBackend, NativeTensor } from '../../lib/native.ts';
 import { relMaxError } from '../../test/helpers/tolerances.ts';
 
@@ -9,41 +9,13 @@ export type Be = NativeBackend;
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type AnyFn = (...args: any[]) => any;
 
-/** The op is not in this backend at all (neither a binding nor a provisional raw_ op). */
+/** The op is not in this backend (an addon built from a tree without that family's binding). */
 export class Missing extends Error {}
 
-/** What op() had to work around during the current case (read and cleared by the check). */
-export const notes: string[] = [];
-
-/** The op's shared binding, else the CUDA addon's provisional raw_<op>. When both exist and the shared binding
- *  refuses a dtype (a binding written for the CPU that still insists on f32), the raw op is used and a note says so. */
 export function op(be: Be, name: string): AnyFn {
-  const rec = be as unknown as Record<string, unknown>;
-  const real = rec[name], raw = rec[`raw_${name}`];
-  if (typeof real === 'function' && typeof raw === 'function') {
-    return (...args: unknown[]) => {
-      try {
-        return (real as AnyFn)(...args);
-      } catch (e) {
-        if ((e as { code?: string }).code !== 'OWLET_DTYPE') throw e;
-        notes.push(`${name}: the shared binding refused the dtype (${(e as Error).message}); used raw_${name}`);
-        return (raw as AnyFn)(...args);
-      }
-    };
-  }
-  const f = real ?? raw;
+  const f = (be as unknown as Record<string, unknown>)[name];
   if (typeof f !== 'function') throw new Missing(`the ${be.backend} backend has no op ${name}`);
   return f as AnyFn;
-}
-
-export function has(be: Be, name: string): boolean {
-  const rec = be as unknown as Record<string, unknown>;
-  return typeof rec[name] === 'function' || typeof rec[`raw_${name}`] === 'function';
-}
-
-export function bindingKind(be: Be, name: string): 'binding' | 'raw' | 'none' {
-  const rec = be as unknown as Record<string, unknown>;
-  return typeof rec[name] === 'function' ? 'binding' : typeof rec[`raw_${name}`] === 'function' ? 'raw' : 'none';
 }
 
 const f32buf = new Float32Array(1);

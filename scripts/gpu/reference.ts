@@ -115,8 +115,8 @@ export function softmaxRef(x: F, rows: number, C: number, gy: F) {
   return { y, gx };
 }
 
-// ---- the three counter-based dropout masks, one per family as the CPU backend draws them; all are SplitMix64's
-// output function at a random-access position of a stream keyed by the seed ----
+// ---- the dropout masks as the CPU backend draws them: one SplitMix64 stream (core/rng_hash.h) keyed by the seed,
+// compared as 32 bits against floor(p·2^32) (dropout, attention) or read as a 24-bit float against p (LoRA) ----
 const MASK64 = (1n << 64n) - 1n;
 const GOLDEN = 0x9e3779b97f4a7c15n;
 function mix64(z: bigint): bigint {
@@ -134,13 +134,11 @@ export function dropoutMask(p: number, seed: number): (index: number) => boolean
   const key = mix64(BigInt(seed) & MASK64), thr = threshold32(p);
   return (i) => Number(mix64((key + (BigInt(i) + 1n) * GOLDEN) & MASK64) >> 32n) >= thr;
 }
-/** attention (core/dropout_hash.h): key mix64(seed + γ); element ((b·H+h)·Tq+i)·Tk+j kept when the top 32 bits of
- *  mix64(key + index·γ) are >= floor(p·2^32). */
+/** attention (core/dropout_hash.h, a view of rng_hash.h's stream): element ((b·H+h)·Tq+i)·Tk+j kept as above. */
 export function attentionDropoutMask(p: number, seed: number): (index: number) => boolean {
-  const key = mix64((BigInt(seed) + GOLDEN) & MASK64), thr = threshold32(p);
-  return (i) => Number(mix64((key + BigInt(i) * GOLDEN) & MASK64) >> 32n) >= thr;
+  return dropoutMask(p, seed);
 }
-/** LoRA input dropout (core/hash_u01.h): key mix64(seed); element i of x kept when
+/** LoRA input dropout (core/hash_u01.h, the same stream read as a float): element i of x kept when
  *  (mix64(key + (i+1)·γ) >> 40) · 2^-24 >= p. */
 export function loraDropoutMask(p: number, seed: number): (index: number) => boolean {
   const key = mix64(BigInt(seed) & MASK64), pf = Math.fround(p);

@@ -2,7 +2,7 @@
 // float64 reference implementation of the same maths; reference gradients come from central finite differences of
 // that float64 reference, so the check needs no hand-derived gradient.
 import type { ExecutionContext } from 'ava';
-import { Tensor, tensor, backward, scope, liveTensors } from '../../lib/tensor/index.ts';
+import { Tensor, tensor, backward, scope, liveTensors, clearTape } from '../../lib/tensor/index.ts';
 import { TOL, relMaxError, type Tol } from './tolerances.ts';
 import { randn, rng } from './rng.ts';
 
@@ -37,6 +37,15 @@ export function checkOp(t: ExecutionContext, o: CheckOptions): void {
   // Feed the fp32-rounded values to the reference so that input rounding is not counted as error.
   const rounded = values.map((v, i) => (o.inputs[i].dtype === 'i32' ? v : Float64Array.from(Float32Array.from(v))));
   const live = liveTensors();
+  try {
+    run();
+  } finally {
+    // A failed assertion throws out of the scope; drop the tape so the next test starts clean.
+    clearTape();
+  }
+  t.is(liveTensors(), live, 'the op leaked tensors');
+
+  function run(): void {
   scope(() => {
     const ts = o.inputs.map((s, i) =>
       s.dtype === 'i32'
@@ -79,5 +88,5 @@ export function checkOp(t: ExecutionContext, o: CheckOptions): void {
     });
     for (const x of ts) x.grad?.dispose();
   });
-  t.is(liveTensors(), live, 'the op leaked tensors');
+  }
 }

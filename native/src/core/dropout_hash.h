@@ -7,6 +7,8 @@
 #pragma once
 #include <cstdint>
 
+#include "rng_hash.h"
+
 #ifdef __CUDACC__
 #define OWLET_HD __host__ __device__ __forceinline__
 #else
@@ -15,29 +17,15 @@
 
 namespace owlet::dropout {
 
-constexpr uint64_t kGamma = 0x9E3779B97F4A7C15ull;  // 2^64 / golden ratio, odd
+// Attention's view of the one counter-based stream in rng_hash.h: 32 bits per (b, h, i, j) probability.
+OWLET_HD uint64_t stream_key(uint64_t seed) { return rng::stream_key(seed); }
 
-OWLET_HD uint64_t mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
+OWLET_HD uint32_t bits(uint64_t key, uint64_t index) { return uint32_t(rng::bits64(key, index) >> 32); }
 
-// The stream key of a seed (mixed so that nearby seeds give unrelated streams).
-OWLET_HD uint64_t stream_key(uint64_t seed) { return mix64(seed + kGamma); }
-
-// 32 uniform bits for element `index` of the stream.
-OWLET_HD uint32_t bits(uint64_t key, uint64_t index) { return uint32_t(mix64(key + index * kGamma) >> 32); }
-
-// An element is kept when bits >= threshold(p): P(keep) = 1 - floor(p·2^32)/2^32. p in [0, 1); p = 0 keeps all.
-OWLET_HD uint32_t threshold(float p) {
-  double t = double(p) * 4294967296.0;
-  return t <= 0 ? 0u : (t >= 4294967295.0 ? 0xFFFFFFFFu : uint32_t(t));
-}
+OWLET_HD uint32_t threshold(float p) { return rng::drop_threshold(p); }
 
 OWLET_HD bool keep(uint64_t key, uint64_t index, uint32_t thr) { return bits(key, index) >= thr; }
 
-// Attention's probabilities P[b, h, i, j] are numbered as a dense [B, H, Tq, Tk] tensor.
 OWLET_HD uint64_t attention_index(int64_t b, int64_t h, int64_t i, int64_t j, int64_t H, int64_t Tq, int64_t Tk) {
   return uint64_t(((b * H + h) * Tq + i) * Tk + j);
 }

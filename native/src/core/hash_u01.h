@@ -11,6 +11,8 @@
 #pragma once
 #include <cstdint>
 
+#include "rng_hash.h"
+
 #ifdef __CUDACC__
 #define OWLET_HD __host__ __device__ __forceinline__
 #else
@@ -19,18 +21,11 @@
 
 namespace owlet {
 
-OWLET_HD uint64_t splitmix64_mix(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-// Pre-mixed seed: callers looping over many indices hash the seed once (hash_u01_at(key, i)).
-OWLET_HD uint64_t hash_u01_key(uint64_t seed) { return splitmix64_mix(seed); }
+// The same counter-based stream as rng_hash.h (one generator for every dropout mask in owlet), read as a float.
+OWLET_HD uint64_t hash_u01_key(uint64_t seed) { return rng::stream_key(seed); }
 
 OWLET_HD float hash_u01_at(uint64_t key, uint64_t index) {
-  uint64_t z = splitmix64_mix(key + (index + 1) * 0x9E3779B97F4A7C15ull);
-  return float(z >> 40) * (1.0f / 16777216.0f);
+  return float(rng::bits64(key, index) >> 40) * (1.0f / 16777216.0f);
 }
 
 OWLET_HD float hash_u01(uint64_t seed, uint64_t index) { return hash_u01_at(hash_u01_key(seed), index); }

@@ -1,0 +1,24 @@
+// owlet doctor: what this installation can run on.
+import { cpu, cuda } from '../../native.ts';
+import { BackendError } from '../../tensor/errors.ts';
+import type { CliIO } from '../io.ts';
+
+/** Returns false when the CPU backend cannot load (owlet cannot run at all). */
+export function doctorCommand(io: CliIO): boolean {
+  io.out(`node ${process.version} (${process.platform}-${process.arch}), N-API ${process.versions.napi}`);
+  let ok = true;
+  try {
+    const info = cpu().info();
+    io.out(`cpu backend: ${Object.entries(info).map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : String(v)}`).join(', ')}`);
+  } catch (e) {
+    ok = false;
+    io.out(`cpu backend: NOT AVAILABLE: ${(e as Error).message}`);
+  }
+  try {
+    const info = cuda().info();
+    io.out(`cuda backend: ${Object.entries(info).map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : String(v)}`).join(', ')}`);
+  } catch (e) {
+    io.out(`cuda backend: not available: ${e instanceof BackendError ? e.message : String(e)}`);
+  }
+  return ok;
+}

@@ -1,0 +1,79 @@
+// A pool of worker threads running prepareSample (see prepare-worker.ts). Requests go to the least busy worker;
+// results come back in whatever order, and the loader consumes them in stream order, so batches are identical to
+// in-process preparation. Workers are ref'd only while they have work, so an idle pool never keeps node alive.
+import { Worker } from 'node:worker_threads';
+import { existsSync } from 'node:fs';
+import type { DataRecord } from './dataset.ts';
+import type { PreparedSample } from './batch.ts';
+import type { SampleOptions } from './loader.ts';
+import type { WorkerInit, WorkerReply, WorkerRequest } from './prepare-worker.ts';
+import { DataFormatError, ImageError, SampleError, TokenizerError } from './errors.ts';
+
+function rebuildError(e: { name: string; message: string; file?: string }): Error {
+  let err: Error;
+  if (e.name === 'ImageError') err = new ImageError(e.file ?? '?', '');
+  else if (e.name === 'SampleError') err = new SampleError('');
+  else if (e.name === 'DataFormatError') err = new DataFormatError('');
+  else if (e.name === 'TokenizerError') err = new TokenizerError('');
+  else { err = new Error(''); err.name = e.name; }
+  err.message = e.message;
+  return err;
+}
+
+interface Slot { worker: Worker; pending: Map<number, { resolve: (s: PreparedSample) => void; reject: (e: Error) => void }> }
+
+export class PreparePool {
+  private readonly slots: Slot[] = [];
+  private nextId = 1;
+  private closed = false;
+
+  constructor(size: number, o: SampleOptions) {
+    const src = o.tokenizer?.source;
+    if (src && src !== 'llama-tokenizer-js' && !existsSync(src)) {
+      throw new TokenizerError(`workers need a tokenizer loadable from a file; "${src}" is not one (use workers: 0)`);
+    }
+    const { tokenizer: _t, ...sample } = o;
+    const init: WorkerInit = { tokenizer: src === 'llama-tokenizer-js' ? undefined : src, sample };
+    // The worker is TypeScript: node does not carry the main thread's tsx hooks (--import) into worker threads, so a
+    // small bootstrap registers tsx there before importing the worker module.
+    const entry = new URL('./prepare-worker.ts', import.meta.url).href;
+    const boot = `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); })`;
+    for (let i = 0; i < size; i++) {
+      const worker = new Worker(boot, { eval: true, workerData: init });
+      const slot: Slot = { worker, pending: new Map() };
+      worker.on('message', (r: WorkerReply) => {
+        const p = slot.pending.get(r.id);
+        if (!p) return;
+        slot.pending.delete(r.id);
+        if (!slot.pending.size) worker.unref();
+        if (r.ok) p.resolve(r.sample); else p.reject(rebuildError(r.error));
+      });
+      worker.on('error', (e) => this.fail(slot, e));
+      worker.on('exit', (code) => { if (slot.pending.size) this.fail(slot, new Error(`data worker exited with code ${code}`)); });
+      worker.unref();
+      this.slots.push(slot);
+    }
+  }
+
+  private fail(slot: Slot, e: Error): void {
+    for (const p of slot.pending.values()) p.reject(e);
+    slot.pending.clear();
+  }
+
+  run(record: DataRecord, seedKeys: number[]): Promise<PreparedSample> {
+    if (this.closed) return Promise.reject(new Error('the data worker pool was closed'));
+    const slot = this.slots.reduce((a, b) => (b.pending.size < a.pending.size ? b : a));
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      if (!slot.pending.size) slot.worker.ref();
+      slot.pending.set(id, { resolve, reject });
+      slot.worker.postMessage({ id, record, seedKeys } satisfies WorkerRequest);
+    });
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const s of this.slots) { this.fail(s, new Error('the data worker pool was closed')); void s.worker.terminate(); }
+  }
+}

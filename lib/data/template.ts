@@ -1,0 +1,36 @@
+// The mPLUG-Owl conversation template (spec §5.1). Training texts and inference prompts are built here so that the
+// markers the tokenisation splits on ("AI: ", "\nHuman: ", "<image>") are written in exactly one place.
+
+export const SYSTEM_PROMPT =
+  "The following is a conversation between a curious human and AI assistant. The assistant gives helpful, detailed, and polite answers to the user's questions.";
+export const IMAGE_TOKEN = '<image>';
+/** The two markers `_extract_text_token_from_conversation` splits on (with the trailing space and leading newline). */
+export const AI_MARKER = 'AI: ';
+export const HUMAN_MARKER = '\nHuman: ';
+
+export interface Turn { human: string; ai: string }
+
+export interface ConversationSpec {
+  /** Number of images; each becomes its own `Human: <image>` line before the first question. */
+  images?: number;
+  turns: readonly Turn[];
+  system?: string;
+}
+
+/** A training text: system line, one `Human: <image>` line per image, then `Human: q` / `AI: a` turns. */
+export function formatConversation(c: ConversationSpec): string {
+  let s = c.system ?? SYSTEM_PROMPT;
+  for (let i = 0; i < (c.images ?? 0); i++) s += `${HUMAN_MARKER}${IMAGE_TOKEN}`;
+  for (const t of c.turns) s += `${HUMAN_MARKER}${t.human}\n${AI_MARKER}${t.ai}`;
+  return s;
+}
+
+/** An inference prompt: the same layout, ending with `AI: ` (trailing space) so generation continues the answer. */
+export function formatPrompt(question: string, o: { images?: number; history?: readonly Turn[]; system?: string } = {}): string {
+  return `${formatConversation({ images: o.images, turns: o.history ?? [], system: o.system })}${HUMAN_MARKER}${question}\n${AI_MARKER}`;
+}
+
+/** Number of `<image>` placeholders in a text. */
+export function countImageTokens(text: string): number {
+  return text.split(IMAGE_TOKEN).length - 1;
+}

@@ -1,0 +1,97 @@
+// KV-cache decoding of spliced multimodal prompts in the official template. Batched prompts of different lengths
+// are LEFT-padded and share RoPE positions: RoPE attention scores depend only on position differences, so shifting
+// a whole sample by its pad count leaves its scores unchanged (up to fp32 rounding of the angles), and padded keys
+// are masked out. The official code only decodes one prompt at a time.
+import { concat, noGrad, reshape, scope, slice, tensor, type Tensor } from '../tensor/index.ts';
+import type { OwlBatch } from '../model/batch.ts';
+import { mediaTokenLength } from '../model/config.ts';
+import { llamaHidden, lmHead } from '../model/llama.ts';
+import type { MplugOwl } from '../model/owl.ts';
+import { seededRandom } from '../model/init.ts';
+import { ConcatKVCache } from './kvcache.ts';
+import { sampleToken, type SamplingOptions } from './sample.ts';
+import { promptIds, type PromptChunking } from './prompt.ts';
+import type { Tokenizer } from '../data/index.ts';
+
+export interface GenerateRequest {
+  /** The prompt in the official template, with one `<image>` per image, ending in "AI: ". */
+  prompt: string;
+  /** Preprocessed images [3, R, R] each, in the order of the placeholders. */
+  images?: Tensor[];
+}
+
+export interface GenerateOptions extends SamplingOptions {
+  maxNewTokens?: number;
+  seed?: number;
+  /** How the prompt text is split into separately encoded chunks (see prompt.ts). */
+  chunking?: PromptChunking;
+}
+
+export function generate(model: MplugOwl, tok: Tokenizer, reqs: GenerateRequest[], o: GenerateOptions = {}): string[] {
+  return generateIds(model, tok, reqs, o).map((ids) => tok.decode(ids));
+}
+
+/** The new token ids per request (EOS excluded). */
+export function generateIds(model: MplugOwl, tok: Tokenizer, reqs: GenerateRequest[], o: GenerateOptions = {}): number[][] {
+  const cfg = model.config, M = mediaTokenLength(cfg), text = cfg.text;
+  const eos = tok.eos, pad = tok.pad, maxNew = o.maxNewTokens ?? 64;
+  const rand = seededRandom(o.seed ?? 0);
+  const prompts = reqs.map((r) => promptIds(tok, r.prompt, M, o.chunking));
+  const B = prompts.length, T = Math.max(...prompts.map((p) => p.length));
+  const ids = new Int32Array(B * T).fill(pad);
+  const mask = new Int32Array(B * T);
+  prompts.forEach((p, b) => { ids.set(p, b * T + T - p.length); mask.fill(1, b * T + T - p.length, (b + 1) * T); });
+  const images = reqs.flatMap((r) => r.images ?? []);
+  const out: number[][] = prompts.map(() => []);
+  const done = new Array(B).fill(false);
+  const cache = new ConcatKVCache(text.numHiddenLayers);
+  const ctx = model.context(false);
+  let keyMask: number[] = Array.from(mask);
+  try {
+    noGrad(() => {
+      let next = scope(() => {
+        const pixels = images.length ? concat(images.map((im) => reshape(im, [1, ...im.shape])), 0) : null;
+        const batch: OwlBatch = {
+          inputIds: ids, batchSize: B, seqLen: T, numImages: Int32Array.from(reqs.map((r) => r.images?.length ?? 0)),
+          nonPaddingMask: new Float32Array(0), nonMediaMask: new Float32Array(0), promptMask: new Float32Array(0), pixelValues: pixels,
+        };
+        const { x } = model.embed(ctx, batch, T, 0);
+        const h = llamaHidden(ctx, text, x, { cache, keyMask: tensor(Int32Array.from(keyMask), [B, T]) });
+        return pick(lmHead(ctx, slice(h, 1, T - 1, 1)));
+      });
+      for (let step = 0; step < maxNew; step++) {
+        for (let b = 0; b < B; b++) {
+          if (done[b]) { next[b] = pad; continue; }
+          if (next[b] === eos) { done[b] = true; next[b] = pad; continue; }
+          out[b].push(next[b]);
+        }
+        if (done.every(Boolean) || step === maxNew - 1) break;
+        keyMask = appendColumn(keyMask, B, T + step, 1);
+        const cur = next;
+        next = scope(() => {
+          const e = reshape(model.embedIds(ctx, Int32Array.from(cur)), [B, 1, text.hiddenSize]);
+          const h = llamaHidden(ctx, text, e, {
+            cache, pos0: T + step, keyMask: tensor(Int32Array.from(keyMask), [B, T + step + 1]),
+          });
+          return pick(lmHead(ctx, h));
+        });
+      }
+    });
+  } finally {
+    cache.dispose();
+  }
+  return out;
+
+  function pick(logits: Tensor): number[] {
+    const V = logits.shape[logits.ndim - 1];
+    const all = logits.toFloat32();
+    return Array.from({ length: B }, (_, b) => sampleToken(all.subarray(b * V, (b + 1) * V), o, rand));
+  }
+}
+
+function appendColumn(mask: number[], B: number, T: number, v: number): number[] {
+  const out: number[] = [];
+  for (let b = 0; b < B; b++) { out.push(...mask.slice(b * T, (b + 1) * T), v); }
+  return out;
+}
+

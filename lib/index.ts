@@ -1,0 +1,13 @@
+// owlet's programmatic API: everything the CLI does, as typed functions and classes.
+export * from './tensor/index.ts';
+export { cpu, cuda, cudaAvailable, backendFor, type NativeBackend, type NativeTensor, type DTypeName } from './native.ts';
+export * from './model/index.ts';
+export * as data from './data/index.ts';
+export {
+  generateDemoData, llamaTokenizer, loadTokenizer, DataLoader, JsonlDataset, preprocessImage, formatPrompt, lintData,
+  type Tokenizer, type Batch,
+} from './data/index.ts';
+export * from './train/index.ts';
+export * from './generate/index.ts';
+export { runDemo, DEMO_SYSTEM, type DemoOptions, type DemoReport } from './demo/index.ts';
+export { main as cli } from './cli/main.ts';

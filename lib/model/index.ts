@@ -1,0 +1,13 @@
+export * from './config.ts';
+export * from './params.ts';
+export * from './context.ts';
+export * from './batch.ts';
+export * from './owl.ts';
+export * from './init.ts';
+export * from './lora.ts';
+export * from './load.ts';
+export * from './dump.ts';
+export { visionForward } from './vision.ts';
+export { abstractorForward } from './abstractor.ts';
+export { llamaHidden, lmHead, type KVCache, type LlamaOptions } from './llama.ts';
+export * as io from './io/index.ts';

@@ -1,0 +1,46 @@
+// LLaMA decoder (HF LlamaForCausalLM semantics, spec §1.4): RMSNorm, rotate-half RoPE, causal attention, SwiGLU MLP,
+// untied lm_head. Modules the adapter targets run as LoRA linears (ForwardContext.linear).
+import { add, attention, linear, reshape, rmsNorm, rope, swiglu, type Tensor } from '../tensor/index.ts';
+import type { TextConfig } from './config.ts';
+import type { ForwardContext } from './context.ts';
+
+export interface LlamaOptions {
+  /** Position of the first token (generation with a KV cache continues from here). */
+  pos0?: number;
+  /** i32 [B, Tk]: nonzero where a key may be attended (padding in batched generation). */
+  keyMask?: Tensor | null;
+  /** Keys/values of earlier tokens per layer (generation). */
+  cache?: KVCache | null;
+}
+
+export interface KVCache {
+  /** Prepends the cached keys/values of `layer` and stores the result: returns [B, Tpast + T, H, dh] each. */
+  append(layer: number, k: Tensor, v: Tensor): { k: Tensor; v: Tensor };
+}
+
+/** Runs the decoder on input embeddings [B, T, D]; returns the final hidden states [B, T, D] (before lm_head). */
+export function llamaHidden(ctx: ForwardContext, cfg: TextConfig, x: Tensor, o: LlamaOptions = {}): Tensor {
+  const [B, T, D] = x.shape as [number, number, number];
+  const H = cfg.numAttentionHeads, dh = D / H, eps = cfg.rmsNormEps, pos0 = o.pos0 ?? 0;
+  let h = x;
+  for (let i = 0; i < cfg.numHiddenLayers; i++) {
+    const L = `language_model.model.layers.${i}`;
+    const lin = (t: Tensor, name: string) => ctx.linear(t, `${L}.${name}`);
+    const a = rmsNorm(h, ctx.get(`${L}.input_layernorm.weight`), eps);
+    const q = rope(reshape(lin(a, 'self_attn.q_proj'), [B, T, H, dh]), pos0, cfg.ropeTheta);
+    let k = rope(reshape(lin(a, 'self_attn.k_proj'), [B, T, H, dh]), pos0, cfg.ropeTheta);
+    let v = reshape(lin(a, 'self_attn.v_proj'), [B, T, H, dh]);
+    if (o.cache) ({ k, v } = o.cache.append(i, k, v));
+    const c = attention(q, k, v, { causal: true, keyMask: o.keyMask ?? null });
+    h = add(h, lin(reshape(c, [B, T, D]), 'self_attn.o_proj'));
+    const m = rmsNorm(h, ctx.get(`${L}.post_attention_layernorm.weight`), eps);
+    h = add(h, lin(swiglu(lin(m, 'mlp.gate_proj'), lin(m, 'mlp.up_proj')), 'mlp.down_proj'));
+  }
+  return rmsNorm(h, ctx.get('language_model.model.norm.weight'), eps);
+}
+
+export function lmHead(ctx: ForwardContext, hidden: Tensor): Tensor {
+  // tie_word_embeddings checkpoints have no lm_head: the embedding table is the output projection.
+  if (!ctx.params.has('language_model.lm_head.weight')) return linear(hidden, ctx.get('language_model.model.embed_tokens.weight'));
+  return ctx.linear(hidden, 'language_model.lm_head');
+}

@@ -1,0 +1,65 @@
+// Loading a model directory (config.json + weights in any supported layout) and an optional PEFT adapter into an
+// MplugOwl, and converting a batch file in the official format into an OwlBatch.
+import { ArgumentError, tensor, type Tensor } from '../tensor/index.ts';
+import type { OwlBatch } from './batch.ts';
+import { expectedKeys } from './io/keys.ts';
+import { readConfig } from './io/config.ts';
+import { loadCheckpoint, loadAdapter, readSafetensorsFile } from './io/index.ts';
+import { MplugOwl } from './owl.ts';
+
+export interface LoadModelOptions {
+  adapterDir?: string | null;
+  /** Compute dtype on the CPU backend is f32: bf16/f16 checkpoints are widened on load. */
+  dtype?: 'f32';
+}
+
+export function loadModel(dir: string, o: LoadModelOptions = {}): MplugOwl {
+  const config = readConfig(dir);
+  const params = loadCheckpoint(dir, { dtype: 'f32', expected: expectedKeys(config) });
+  let adapter = null;
+  if (o.adapterDir) {
+    const a = loadAdapter(o.adapterDir, { dtype: 'f32', model: config });
+    for (const [k, t] of a.tensors) params.set(k, t);
+    adapter = a.config;
+  }
+  for (const [k, t] of params) t.name = k;
+  return new MplugOwl(config, params, adapter);
+}
+
+const toF32 = (t: Tensor): Float32Array => t.toFloat32();
+function toI32(t: Tensor): Int32Array {
+  if (t.dtype === 'i64') return Int32Array.from(t.data<'i64'>(), (v) => Number(v));
+  if (t.dtype === 'i32') return t.data<'i32'>();
+  return Int32Array.from(t.toFloat32());
+}
+
+/** The official batch tensors (pixel_values, input_ids, num_images, non_padding_mask, non_media_mask, prompt_mask). */
+export function batchFromTensors(m: Map<string, Tensor>, source = 'batch'): OwlBatch {
+  const need = (k: string) => {
+    const t = m.get(k);
+    if (!t) throw new ArgumentError(`${source}: the batch has no '${k}'`, 'batch');
+    return t;
+  };
+  const ids = need('input_ids');
+  if (ids.ndim !== 2) throw new ArgumentError(`${source}: input_ids must be [B, T], got ${ids.describe()}`, 'batch');
+  const [B, T] = ids.shape;
+  const masks = ['non_padding_mask', 'non_media_mask', 'prompt_mask'].map((k) => {
+    const t = need(k);
+    if (t.numel !== B * (T - 1)) throw new ArgumentError(`${source}: ${k} must be [${B}, ${T - 1}], got ${t.describe()}`, 'batch');
+    return toF32(t);
+  });
+  const px = m.get('pixel_values');
+  const numImages = m.has('num_images') ? toI32(need('num_images')) : new Int32Array(B);
+  return {
+    inputIds: toI32(ids), batchSize: B, seqLen: T, numImages,
+    nonPaddingMask: masks[0], nonMediaMask: masks[1], promptMask: masks[2],
+    pixelValues: px && px.numel > 0 ? (px.dtype === 'f32' ? px : tensor(px.toFloat32(), [...px.shape])) : null,
+  };
+}
+
+export function loadBatch(file: string): OwlBatch {
+  const { tensors } = readSafetensorsFile(file);
+  return batchFromTensors(tensors, file);
+}
+
+export { expectedKeys };

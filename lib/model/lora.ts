@@ -1,0 +1,27 @@
+// Merging a LoRA adapter into its base weights (W ← W + s·B·A) and taking it back out; what the released
+// mplug-owl-llama-7b checkpoint contains is the merged form (spec §2.1).
+import { noGrad } from '../tensor/index.ts';
+import { loraScaling, type AdapterConfig } from './config.ts';
+import type { Params } from './context.ts';
+import { parseLoraKey, loraKey } from './io/keys.ts';
+
+function apply(a: AdapterConfig, p: Params, sign: 1 | -1): number {
+  const s = loraScaling(a) * sign;
+  let merged = 0;
+  noGrad(() => {
+    for (const key of p.keys()) {
+      const l = parseLoraKey(key);
+      if (!l || l.which !== 'A') continue;
+      const w = p.get(`${l.module}.weight`), A = p.get(key), B = p.get(loraKey(l.module, 'B'));
+      if (!w || !A || !B) throw new Error(`LoRA merge: ${l.module} is missing its base weight or lora_B`);
+      w.backend.matmulInto(w.handle, B.handle, A.handle, false, false, s, 1);
+      merged++;
+    }
+  });
+  return merged;
+}
+
+/** W += scaling·B·A for every adapted module; returns how many were merged. Afterwards run without the adapter. */
+export const mergeLora = (a: AdapterConfig, p: Params): number => apply(a, p, 1);
+/** Takes a merged adapter back out of the base weights. */
+export const unmergeLora = (a: AdapterConfig, p: Params): number => apply(a, p, -1);

@@ -1,0 +1,103 @@
+// MplugOwl: vision encoder → abstractor → spliced into the LLaMA input embeddings → logits and the official loss.
+import {
+  crossEntropy, gatherRows, reshape, spliceRows, tensor, type Tensor,
+} from '../tensor/index.ts';
+import { abstractorForward } from './abstractor.ts';
+import { lossLabels, splicePlan, type OwlBatch } from './batch.ts';
+import { mediaTokenLength, type AdapterConfig, type OwlConfig } from './config.ts';
+import { ForwardContext, type Params } from './context.ts';
+import { llamaHidden, lmHead, type LlamaOptions } from './llama.ts';
+import { groupOf, type GroupName } from './params.ts';
+import { visionForward } from './vision.ts';
+
+export interface ForwardOptions extends LlamaOptions {
+  /** Dropout on (training) or off. */
+  training?: boolean;
+  /** 'all' (default): logits [B, T, V] for every position. 'counted': only the rows the loss counts go through
+   *  lm_head and the cross-entropy (identical loss and gradients; in instruction data a few tokens in ten count, so
+   *  this skips most of the vocabulary-sized work); `logits` is then [counted, V]. */
+  logits?: 'all' | 'counted';
+}
+
+export interface ForwardResult {
+  logits: Tensor; // [B, T, V], or [counted, V]
+  loss: Tensor; // [1], mean over counted tokens (0 when none count)
+  countedTokens: number;
+  imagesUsed: number;
+}
+
+export class MplugOwl {
+  /** Dropout seed stream state (saved in checkpoints). */
+  rngState = 0x9e3779b9;
+  constructor(readonly config: OwlConfig, readonly params: Params, public adapter: AdapterConfig | null = null) {}
+
+  /** Marks which parameter groups train; all others are frozen (no gradient work, no gradient memory). */
+  setTrainable(groups: readonly GroupName[]): void {
+    const g = new Set<string>(groups);
+    for (const [k, t] of this.params) {
+      t.requiresGrad = g.has(groupOf(k) ?? '');
+      t.name = k;
+    }
+  }
+
+  trainable(): Map<string, Tensor> {
+    return new Map([...this.params].filter(([, t]) => t.requiresGrad));
+  }
+
+  context(training: boolean): ForwardContext {
+    return new ForwardContext(this.params, training, this.adapter, this.rngState);
+  }
+
+  /** Image tokens for a batch of pixels [N, 3, R, R]: [N, queries + 1, D_text]. */
+  encodeImages(ctx: ForwardContext, pixels: Tensor): Tensor {
+    const feats = visionForward(ctx, this.config.vision, pixels);
+    return abstractorForward(ctx, this.config.abstractor, feats);
+  }
+
+  /** Input embeddings [B, T, D] with image tokens spliced over the media runs. */
+  embed(ctx: ForwardContext, batch: OwlBatch, searchLen?: number, dummyId = 1): { x: Tensor; imagesUsed: number } {
+    const { batchSize: B, seqLen: T } = batch;
+    const D = this.config.text.hiddenSize, M = mediaTokenLength(this.config);
+    const ids = Int32Array.from(batch.inputIds, (v) => (v < 0 ? dummyId : v));
+    const idT = tensor(ids, [B * T]);
+    let x = gatherRows(ctx.get('language_model.model.embed_tokens.weight'), idT);
+    const plan = splicePlan(batch, M, searchLen);
+    if (plan.rows.length > 0 && batch.pixelValues) {
+      const tokens = reshape(this.encodeImages(ctx, batch.pixelValues), [-1, D]);
+      const used = gatherRows(tokens, tensor(plan.sources, [plan.sources.length]));
+      x = spliceRows(x, tensor(plan.rows, [plan.rows.length]), used);
+    }
+    return { x: reshape(x, [B, T, D]), imagesUsed: plan.imagesUsed };
+  }
+
+  /** Token embeddings for plain ids [n] -> [n, D] (generation steps). */
+  embedIds(ctx: ForwardContext, ids: Int32Array): Tensor {
+    return gatherRows(ctx.get('language_model.model.embed_tokens.weight'), tensor(ids, [ids.length]));
+  }
+
+  /** The training forward: logits and the official masked loss (spec §4.4). */
+  forward(batch: OwlBatch, o: ForwardOptions = {}): ForwardResult {
+    const ctx = this.context(o.training ?? false);
+    const { batchSize: B, seqLen: T } = batch;
+    const V = this.config.text.vocabSize;
+    const { x, imagesUsed } = this.embed(ctx, batch);
+    const hidden = llamaHidden(ctx, this.config.text, x, o);
+    const { labels, counted } = lossLabels(batch);
+    let logits: Tensor, loss: Tensor;
+    if (o.logits === 'counted') {
+      // Rows with a target (at least one row, so an all-ignored batch still yields a zero loss and zero gradients).
+      const rows: number[] = [];
+      labels.forEach((l, i) => { if (l !== -100) rows.push(i); });
+      if (!rows.length) rows.push(0);
+      const D = this.config.text.hiddenSize;
+      const h = gatherRows(reshape(hidden, [B * T, D]), tensor(Int32Array.from(rows), [rows.length]));
+      logits = lmHead(ctx, h);
+      loss = crossEntropy(logits, tensor(Int32Array.from(rows, (r) => labels[r]), [rows.length]), -100);
+    } else {
+      logits = lmHead(ctx, hidden);
+      loss = crossEntropy(reshape(logits, [B * T, V]), tensor(labels, [B * T]), -100);
+    }
+    this.rngState = ctx.rngState;
+    return { logits, loss, countedTokens: counted, imagesUsed };
+  }
+}

@@ -1,0 +1,32 @@
+// The vision encoder (CLIP ViT-L/14 architecture, mPLUG-Owl naming, spec §1.2): conv patch embedding as a GEMM,
+// class token, position embedding, pre-LN, pre-LN transformer layers with the per-head interleaved fused QKV,
+// quick_gelu MLP, post-LN on all tokens. Output: [N, 1 + patches, D].
+import { add, attention, concat, layerNorm, linear, patchify, quickGelu, reshape, slice, type Tensor } from '../tensor/index.ts';
+import type { VisionConfig } from './config.ts';
+import { expandBatch, type ForwardContext } from './context.ts';
+
+export function visionForward(ctx: ForwardContext, cfg: VisionConfig, pixels: Tensor): Tensor {
+  const N = pixels.shape[0], D = cfg.hiddenSize, H = cfg.numAttentionHeads, dh = D / H, eps = cfg.layerNormEps;
+  const E = 'vision_model.embeddings';
+  const ln = (x: Tensor, name: string) => layerNorm(x, ctx.get(`${name}.weight`), ctx.get(`${name}.bias`), eps);
+  const patches = patchify(pixels, cfg.patchSize); // [N, P, C·p·p]
+  const tokens = linear(patches, reshape(ctx.get(`${E}.patch_embed.weight`), [D, cfg.numChannels * cfg.patchSize ** 2]));
+  const seq = concat([expandBatch(ctx.get(`${E}.cls_token`), N), tokens], 1);
+  const T = seq.shape[1];
+  const pos = slice(reshape(ctx.get(`${E}.position_embedding`), [-1, D]), 0, 0, T);
+  let h = ln(add(seq, pos), `${E}.pre_layernorm`);
+
+  for (let i = 0; i < cfg.numHiddenLayers; i++) {
+    const L = `vision_model.encoder.layers.${i}`;
+    // qkv channels are laid out per head as [q(dh) | k(dh) | v(dh)] (spec §2.4).
+    const qkv = reshape(ctx.linear(ln(h, `${L}.input_layernorm`), `${L}.self_attn.query_key_value`), [N, T, H, 3, dh]);
+    const part = (j: number) => reshape(slice(qkv, 3, j, 1), [N, T, H, dh]);
+    const a = attention(part(0), part(1), part(2), {
+      causal: false, dropoutP: ctx.training ? cfg.attentionDropout : 0, seed: ctx.nextSeed(),
+    });
+    h = add(h, ctx.linear(reshape(a, [N, T, D]), `${L}.self_attn.dense`));
+    const f = quickGelu(ctx.linear(ln(h, `${L}.post_attention_layernorm`), `${L}.mlp.fc1`));
+    h = add(h, ctx.linear(f, `${L}.mlp.fc2`));
+  }
+  return ln(h, 'vision_model.post_layernorm');
+}

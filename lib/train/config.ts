@@ -1,0 +1,116 @@
+// Loading a run configuration: YAML → `--set` overrides → schema validation. Every problem is reported before any
+// work starts, as `<field path>: <reason>`, all issues on one line.
+import { readFileSync } from 'node:fs';
+import YAML from 'yaml';
+import type { z } from 'zod';
+import { OwletConfig } from './config-schema.ts';
+import { ConfigError, UsageError } from './errors.ts';
+import { PRESETS, readSizes, type OwlSizes, type PresetName } from './model-sizes.ts';
+
+export { OwletConfig } from './config-schema.ts';
+export type { OwletConfigInput } from './config-schema.ts';
+
+type Obj = Record<string, unknown>;
+
+/** `a.b.0.c=value` → path and a typed value (the value is parsed as YAML: numbers, booleans, lists, null). */
+export function parseOverride(spec: string): { path: (string | number)[]; value: unknown } {
+  const eq = spec.indexOf('=');
+  if (eq <= 0) throw new UsageError(`--set '${spec}': expected key=value with a dotted key (e.g. optimizer.lr=1e-4)`);
+  const key = spec.slice(0, eq).trim();
+  if (!/^[A-Za-z_][A-Za-z0-9_-]*(\.([A-Za-z_][A-Za-z0-9_-]*|\d+))*$/.test(key)) {
+    throw new UsageError(`--set '${spec}': '${key}' is not a dotted key (letters, digits, _ and list indices)`);
+  }
+  let value: unknown;
+  try {
+    value = YAML.parse(spec.slice(eq + 1));
+  } catch (e) {
+    throw new UsageError(`--set '${spec}': the value is not valid YAML (${(e as Error).message.split('\n')[0]})`);
+  }
+  return { path: key.split('.').map((p) => (/^\d+$/.test(p) ? Number(p) : p)), value: value ?? null };
+}
+
+/** Sets a dotted path inside a raw config object, creating objects (or lists, for numeric keys) on the way. null deletes. */
+export function applyOverride(raw: Obj, path: (string | number)[], value: unknown): void {
+  let node: Obj | unknown[] = raw;
+  for (let i = 0; i < path.length - 1; i++) {
+    const k = path[i];
+    const cur = (node as Obj)[k as string];
+    if (cur === undefined || cur === null) {
+      const fresh = typeof path[i + 1] === 'number' ? [] : {};
+      (node as Obj)[k as string] = fresh;
+      node = fresh;
+    } else if (typeof cur === 'object') {
+      node = cur as Obj;
+    } else {
+      throw new UsageError(`--set ${path.join('.')}: '${path.slice(0, i + 1).join('.')}' is a ${typeof cur}, not a section`);
+    }
+  }
+  const last = path[path.length - 1];
+  if (value === null) {
+    if (Array.isArray(node) && typeof last === 'number') node.splice(last, 1);
+    else delete (node as Obj)[last as string];
+  } else (node as Obj)[last as string] = value;
+}
+
+function describe(issue: z.core.$ZodIssue): string {
+  const at = issue.path.length ? issue.path.join('.') : '(top level)';
+  return `${at}: ${issue.message}`;
+}
+
+/** Validates a raw (already overridden) config; throws ConfigError listing every issue. */
+export function validateConfig(raw: unknown, source = 'config'): OwletConfig {
+  const r = OwletConfig.safeParse(raw);
+  if (!r.success) throw new ConfigError(`invalid ${source}: ${r.error.issues.map(describe).join('; ')}`);
+  return r.data;
+}
+
+export function parseConfigText(text: string, source = 'config'): Obj {
+  const doc = YAML.parseDocument(text, { prettyErrors: true });
+  if (doc.errors.length) {
+    const e = doc.errors[0];
+    const where = e.linePos ? ` (line ${e.linePos[0].line}, column ${e.linePos[0].col})` : '';
+    throw new ConfigError(`invalid ${source}: not valid YAML${where}: ${e.message.split('\n')[0]}`);
+  }
+  const raw = doc.toJS() as unknown;
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new ConfigError(`invalid ${source}: the top level must be a mapping (run:, model:, stage:, …)`);
+  }
+  return raw as Obj;
+}
+
+/** Reads a YAML config, applies `--set` overrides in order, validates. */
+export function loadConfig(file: string, overrides: readonly string[] = []): OwletConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'it is a directory' : (e as Error).message;
+    throw new ConfigError(`cannot read config '${file}': ${why}`);
+  }
+  const raw = parseConfigText(text, file);
+  for (const o of overrides) {
+    const { path, value } = parseOverride(o);
+    applyOverride(raw, path, value);
+  }
+  return validateConfig(raw, file);
+}
+
+/** The model sizes a config names (preset, config.json, or inline). */
+export function modelSizes(c: OwletConfig): OwlSizes {
+  if (c.model.sizes) return c.model.sizes;
+  if (c.model.preset) return structuredClone(PRESETS[c.model.preset as PresetName]) as OwlSizes;
+  return readSizes(c.model.config!);
+}
+
+/** Optimizer steps of the run: training.steps, or ceil(epochs × max(1, ⌊micro-batches per epoch / grad_accum⌋)) as
+ *  the HF Trainer computes max_steps. */
+export function totalSteps(c: OwletConfig, microBatchesPerEpoch?: number): number {
+  if (c.training.steps !== undefined) return c.training.steps;
+  if (microBatchesPerEpoch === undefined) {
+    throw new ConfigError('training.epochs needs the data length; give training.steps instead, or load the data first');
+  }
+  if (microBatchesPerEpoch < 1) throw new ConfigError('training.epochs: the training data holds no complete micro-batch');
+  const perEpoch = Math.max(1, Math.floor(microBatchesPerEpoch / c.training.grad_accum));
+  return Math.ceil(perEpoch * c.training.epochs!);
+}

@@ -1,0 +1,32 @@
+// Gradient-wide reductions through the backend's fused kernels (one native call over the whole list).
+import type { Tensor } from '../tensor/index.ts';
+import { NotAvailableError } from './errors.ts';
+import type { GradOps } from './types.ts';
+
+function backendOf(xs: Tensor[]) {
+  const be = xs[0].backend;
+  if (typeof be.sumSquares !== 'function' || typeof be.scaleInplace !== 'function') {
+    throw new NotAvailableError('the optimizer kernels (sumSquares, scaleInplace) are not in this build of the addon; rebuild with `npm run build`');
+  }
+  return be;
+}
+
+export const nativeGradOps: GradOps = {
+  sumSquares(xs) { return xs.length ? backendOf(xs).sumSquares(xs.map((t) => t.handle)) : 0; },
+  scaleInplace(xs, s) { if (xs.length) backendOf(xs).scaleInplace(xs.map((t) => t.handle), s); },
+};
+
+/** Disposes every .grad (PyTorch's zero_grad(set_to_none=True)). */
+export function zeroGrads(params: Iterable<Tensor>): void {
+  for (const p of params) if (p.grad) { p.grad.dispose(); p.grad = null; }
+}
+
+/** Global L2 norm before clipping; scales the gradients by clip/(norm+1e-6) when that is below 1 (torch's rule). */
+export function clipGlobalNorm(ops: GradOps, grads: Tensor[], maxNorm: number): number {
+  const norm = Math.sqrt(ops.sumSquares(grads));
+  if (maxNorm > 0 && Number.isFinite(norm)) {
+    const coef = maxNorm / (norm + 1e-6);
+    if (coef < 1) ops.scaleInplace(grads, coef);
+  }
+  return norm;
+}

@@ -1,0 +1,85 @@
+// Training one stage from a validated config: the programmatic form of `owlet train`.
+import { join } from 'node:path';
+import { writeFileSync, mkdirSync } from 'node:fs';
+import { noGrad } from '../tensor/index.ts';
+import { resolveResume } from './checkpoint.ts';
+import type { OwletConfig } from './config-schema.ts';
+import { modelSizes, totalSteps } from './config.ts';
+import type { Components } from './components.ts';
+import { estimateStepFlops } from './estimate.ts';
+import { applyStage, decayGroups } from './param-groups.ts';
+import { makeSchedule } from './schedule.ts';
+import { Trainer, type TrainResult } from './trainer.ts';
+import type { Batch, DataStream, Json } from './types.ts';
+
+export interface TrainStageOptions {
+  /** 'auto' (newest complete checkpoint of the run, or a fresh start), a checkpoint directory, or undefined (fresh). */
+  resume?: string;
+  log?: (line: string) => void;
+  warn?: (line: string) => void;
+  /** Show a progress bar (default: the config's logging.progress). */
+  progress?: boolean;
+}
+
+export interface StageResult extends TrainResult { outDir: string; resumedFrom: string | null; totalSteps: number }
+
+/**
+ * Trains the stage a config describes: builds the model, applies the stage (LoRA, which groups train), the data,
+ * AdamW with decay groups, the schedule; resumes when asked; runs with logging, evaluation, checkpoints and plots.
+ *
+ * ```ts
+ * import { loadConfig, owlComponents, trainStage } from 'owlet';
+ * const config = loadConfig('configs/stage2-7b.yaml', ['training.epochs=1']);
+ * const result = await trainStage(config, owlComponents(), { resume: 'auto' });
+ * ```
+ */
+export async function trainStage<B extends Batch>(config: OwletConfig, c: Components<B>, o: TrainStageOptions = {}): Promise<StageResult> {
+  const sizes = modelSizes(config);
+  const outDir = config.run.out_dir;
+  const resumePath = o.resume ? await resolveResume(join(outDir, 'checkpoints'), o.resume, o.warn) : null;
+  const model = await c.createModel(config, sizes);
+  const trainable = applyStage(model as never, { train: config.stage.train, lora: config.stage.lora });
+  const data = await c.createData(config, 'train', model);
+  const steps = totalSteps(config, data.microBatchesPerEpoch);
+  const optimizer = c.createOptimizer(decayGroups(trainable, config.optimizer.weight_decay, config.optimizer.no_decay), config.optimizer);
+  const schedule = makeSchedule({ type: config.schedule.type, lr: config.optimizer.lr, warmupSteps: config.schedule.warmup_steps,
+    totalSteps: steps, minLr: config.schedule.min_lr });
+  let evaluate: ConstructorParameters<typeof Trainer<B>>[0]['evaluate'];
+  let evalData: DataStream<B> | undefined;
+  if (config.data.eval.length && c.evaluate) {
+    evalData = await c.createData(config, 'eval', model);
+    const ev = evalData;
+    const start = ev.position();
+    evaluate = {
+      every: config.logging.eval_every,
+      run: async () => { ev.restore(start); return noGrad(() => c.evaluate!(model, ev, config.logging.eval_batches)); },
+    };
+  }
+  const flops = estimateStepFlops({ sizes, train: config.stage.train, lora: config.stage.lora, microBatch: config.data.micro_batch,
+    maxLength: config.data.max_length, gradAccum: config.training.grad_accum });
+  mkdirSync(outDir, { recursive: true });
+  writeFileSync(join(outDir, 'config.json'), JSON.stringify(config, null, 1) + '\n');
+  const trainer = new Trainer<B>({
+    model, trainable, data, optimizer, schedule, totalSteps: steps, seed: config.run.seed, stage: config.stage.id,
+    gradAccum: config.training.grad_accum, clip: config.training.clip, maxSkippedSteps: config.training.max_skipped_steps,
+    outDir, checkpoint: { io: c.tensorIO, every: config.logging.save_every, keepLast: config.logging.keep_last, config: config as unknown as Json },
+    evaluate, logEvery: config.logging.every, tensorboard: config.logging.tensorboard, plots: config.logging.plots,
+    progress: o.progress ?? config.logging.progress, peakFlops: config.logging.peak_flops, flopsPerStep: () => flops,
+    gradOps: c.gradOps, log: o.log, warn: o.warn,
+  });
+  try {
+    if (resumePath) {
+      await trainer.resumeFrom(resumePath);
+      (o.log ?? console.log)(`resumed from ${resumePath} at step ${trainer.step}/${steps}`);
+    }
+    const r = await trainer.run();
+    if (c.exportFinal) await c.exportFinal(model, config, join(outDir, 'final'));
+    return { ...r, outDir, resumedFrom: resumePath, totalSteps: steps };
+  } finally {
+    trainer.dispose();
+    data.close?.();
+    evalData?.close?.();
+    // The model was built here and is not returned: its weights live on only in the exported files.
+    for (const p of model.parameters().values()) p.dispose();
+  }
+}

@@ -1,0 +1,94 @@
+// The small interfaces the trainer is written against. The real pieces (lib/model's MplugOwl, lib/data's loader,
+// lib/tensor/ops/optim's AdamW, lib/model/io's safetensors) plug in through these; the tests use tiny fakes.
+import type { Tensor } from '../tensor/index.ts';
+
+/** JSON-serialisable values (checkpoint state, data positions, optimizer metadata). */
+export type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
+
+/** What the trainer needs to know about one micro-batch; the rest is the model's business. */
+export interface Batch {
+  /** Stable ids of the samples (reported when a step is skipped). */
+  readonly sampleIds: readonly string[];
+  /** Input tokens in the micro-batch (tokens/s). */
+  readonly tokens: number;
+  /** Images in the micro-batch (images/s). */
+  readonly images: number;
+  /** Releases the batch's tensors (called once the micro-batch is done). */
+  dispose?(): void;
+}
+
+export interface MicroBatchContext {
+  /** 1-based optimizer step this micro-batch belongs to. */
+  readonly step: number;
+  /** 0-based micro-batch index inside the step. */
+  readonly micro: number;
+  /** Seed for this micro-batch's dropout masks, drawn from the trainer's RNG (so a resumed run draws the same). */
+  readonly seed: number;
+  readonly training: boolean;
+}
+
+export interface ForwardOutput {
+  /** One-element loss tensor, recorded on the tape (mean over the micro-batch's counted targets). */
+  loss: Tensor;
+  /** Target tokens that counted in the loss. */
+  counted: number;
+  /** Of those, how many the argmax predicted correctly (optional: accuracy plots). */
+  correct?: number;
+  logits?: Tensor;
+}
+
+export interface LoraSpec { r: number; alpha: number; dropout: number; targets: string[] }
+
+export interface TrainableModel<B extends Batch = Batch> {
+  /** Every parameter by its official checkpoint name. */
+  parameters(): Map<string, Tensor>;
+  /** Parameter-group tag of a name (vision, queries, abstractor, llm, lora); defaults to officialGroupOf. */
+  groupOf?(name: string): string;
+  /** Adds LoRA adapters (new parameters appear in parameters()); needed when a stage trains `lora`. */
+  addLora?(opts: LoraSpec): void;
+  forward(batch: B, ctx: MicroBatchContext): ForwardOutput;
+}
+
+/** An endless, resumable stream of micro-batches. */
+export interface DataStream<B extends Batch = Batch> {
+  next(): Promise<B>;
+  /** Where the stream stands (JSON); restore(position()) continues with the same next batch. */
+  position(): Json;
+  restore(position: Json): void;
+  /** Micro-batches per epoch, when known (to turn epochs into steps). */
+  readonly microBatchesPerEpoch?: number;
+  /** Stops any work prepared ahead (loader threads, prefetch). */
+  close?(): void;
+}
+
+export interface OptimizerState { meta: Json; tensors: Map<string, Tensor> }
+
+/** A parameter group: the tensors it updates and their decoupled weight decay. */
+export interface DecayGroup { name: string; params: Map<string, Tensor>; weightDecay: number }
+
+export interface Optimizer {
+  /** Updates every parameter from its .grad with this learning rate (gradients already clipped); a parameter whose
+   *  .grad is null is left alone, moments included (PyTorch's rule). */
+  step(lr: number): void;
+  /**
+   * Moments and step count, to be saved; tensor names must be unique (e.g. `m.<param>`, `v.<param>`). The tensors may
+   * be the optimizer's live state: the caller reads them and does not dispose them.
+   */
+  exportState(): OptimizerState;
+  /** Copies the values in; the caller disposes the given tensors afterwards. */
+  importState(state: OptimizerState): void;
+  /** Releases the optimizer's state. */
+  dispose?(): void;
+}
+
+/** Gradient-wide reductions, native in production (backend.sumSquares / scaleInplace). */
+export interface GradOps {
+  sumSquares(xs: Tensor[]): number;
+  scaleInplace(xs: Tensor[], s: number): void;
+}
+
+/** Tensor file IO (safetensors); injected so checkpoints do not depend on which writer is built. */
+export interface TensorFileIO {
+  save(path: string, tensors: Map<string, Tensor>, metadata?: Record<string, string>): void | Promise<void>;
+  load(path: string): Map<string, Tensor> | Promise<Map<string, Tensor>>;
+}

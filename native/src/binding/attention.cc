@@ -1,0 +1,91 @@
+// Bindings: fused attention forward and backward. q [B, Tq, H, D], k/v [B, Tk, H, D], optional key mask i32 [B, Tk].
+#include "../core/kernels.h"
+#include "registry.h"
+
+#include <cmath>
+
+using namespace owlet;
+
+namespace {
+
+struct Options {
+  bool causal;
+  float scale, dropout_p;
+  uint64_t seed;
+};
+
+// Checks q, k, v (and the mask) against each other; every message names the shapes involved.
+void check_qkv(Args& a, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* mask) {
+  a.expect_float(q, "q");  // f32 on the CPU; f32 or bf16 on CUDA
+  a.expect_float(k, "k");
+  a.expect_float(v, "v");
+  a.expect_rank(q, "q [B, Tq, H, D]", 4);
+  a.expect_rank(k, "k [B, Tk, H, D]", 4);
+  a.expect_rank(v, "v [B, Tk, H, D]", 4);
+  a.expect_same_device(q, "q", k, "k");
+  a.expect_same_device(q, "q", v, "v");
+  std::string all = "q " + q.describe() + ", k " + k.describe() + ", v " + v.describe();
+  a.check(k.shape == v.shape, ErrorKind::Shape, "k and v must have the same shape [B, Tk, H, D]: " + all);
+  a.check(q.dim(0) == k.dim(0), ErrorKind::Shape, "q and k/v have different batch sizes: " + all);
+  a.check(q.dim(2) == k.dim(2), ErrorKind::Shape, "q and k/v have different head counts: " + all);
+  a.check(q.dim(3) == k.dim(3), ErrorKind::Shape, "q and k/v have different head dimensions: " + all);
+  a.check(q.dim(3) > 0, ErrorKind::Shape, "the head dimension must be positive: " + all);
+  if (mask) {
+    a.expect_dtype(*mask, "keyMask", DType::I32);
+    a.expect_same_device(q, "q", *mask, "keyMask");
+    a.check(mask->shape == Shape{k.dim(0), k.dim(1)}, ErrorKind::Shape,
+            "keyMask must be [B, Tk] = " + shape_str({k.dim(0), k.dim(1)}) + ", got " + mask->describe() + " for " + all);
+  }
+}
+
+Options options(Args& a, size_t first) {
+  Options o;
+  o.causal = a.boolean(first, "causal");
+  double scale = a.number(first + 1, "scale");
+  a.check(std::isfinite(scale), ErrorKind::Argument, "scale must be finite, got " + std::to_string(scale));
+  double p = a.number(first + 2, "dropoutP");
+  a.check(p >= 0 && p < 1, ErrorKind::Argument, "dropoutP must be in [0, 1), got " + std::to_string(p));
+  int64_t seed = a.integer(first + 3, "seed");
+  a.check(seed >= 0, ErrorKind::Argument, "seed must be a non-negative integer, got " + std::to_string(seed));
+  o.scale = float(scale);
+  o.dropout_p = float(p);
+  o.seed = uint64_t(seed);
+  return o;
+}
+
+}  // namespace
+
+// attentionForward(q, k, v, keyMask | null, causal, scale, dropoutP, seed) -> [out [B, Tq, H, D], lse f32 [B, H, Tq]]
+OWLET_OP(attentionForward) {
+  Tensor &q = a.tensor(0, "q"), &k = a.tensor(1, "k"), &v = a.tensor(2, "v");
+  Tensor* mask = a.opt_tensor(3, "keyMask");
+  check_qkv(a, q, k, v, mask);
+  Options o = options(a, 4);
+  Tensor out = a.like(q);
+  Tensor lse = a.make(DType::F32, {q.dim(0), q.dim(2), q.dim(1)}, q.device());
+  kern::attention_fwd(q, k, v, mask, o.causal, o.scale, o.dropout_p, o.seed, out, lse);
+  return a.ret(std::vector<Tensor>{std::move(out), std::move(lse)});
+}
+
+// attentionBackward(q, k, v, out, lse, gout, keyMask | null, causal, scale, dropoutP, seed) -> [gq, gk, gv]
+OWLET_OP(attentionBackward) {
+  Tensor &q = a.tensor(0, "q"), &k = a.tensor(1, "k"), &v = a.tensor(2, "v");
+  Tensor &out = a.tensor(3, "out"), &lse = a.tensor(4, "lse"), &gout = a.tensor(5, "gout");
+  Tensor* mask = a.opt_tensor(6, "keyMask");
+  check_qkv(a, q, k, v, mask);
+  a.expect_float(out, "out");
+  a.expect_dtype(lse, "lse", DType::F32);
+  a.expect_float(gout, "gout");
+  a.expect_same_device(q, "q", out, "out");
+  a.expect_same_device(q, "q", lse, "lse");
+  a.expect_same_device(q, "q", gout, "gout");
+  a.check(out.shape == q.shape, ErrorKind::Shape, "out " + out.describe() + " must have q's shape " + q.describe());
+  a.check(gout.shape == q.shape, ErrorKind::Shape, "gout " + gout.describe() + " must have q's shape " + q.describe());
+  Shape lse_shape{q.dim(0), q.dim(2), q.dim(1)};
+  a.check(lse.shape == lse_shape, ErrorKind::Shape,
+          "lse must be [B, H, Tq] = " + shape_str(lse_shape) + " for q " + q.describe() + ", got " + lse.describe());
+  Options o = options(a, 7);
+  Tensor gq = a.like(q), gk = a.like(k), gv = a.like(v);
+  kern::attention_bwd(q, k, v, out, lse, gout, mask, o.causal, o.scale, o.dropout_p, o.seed, gq, gk, gv);
+  return a.ret(std::vector<Tensor>{std::move(gq), std::move(gk), std::move(gv)});
+}

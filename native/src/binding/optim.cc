@@ -1,0 +1,90 @@
+// Bindings: fused AdamW over a parameter list and the list reductions used for gradient clipping.
+#include <cmath>
+#include <set>
+
+#include "../core/kernels.h"
+#include "registry.h"
+
+using namespace owlet;
+
+namespace {
+
+std::string item(const char* list, size_t i) { return std::string(list) + "[" + std::to_string(i) + "]"; }
+
+// Every tensor f32 and on one device; returns them as const pointers for the kernels.
+std::vector<const Tensor*> f32_list(Args& a, const std::vector<Tensor*>& xs, const char* what) {
+  std::vector<const Tensor*> out;
+  for (size_t i = 0; i < xs.size(); i++) {
+    a.expect_float(*xs[i], item(what, i).c_str());
+    a.expect_same_device(*xs[0], item(what, 0).c_str(), *xs[i], item(what, i).c_str());
+    out.push_back(xs[i]);
+  }
+  return out;
+}
+
+}  // namespace
+
+// adamw(params, grads, m, v, weightDecay[], lr, beta1, beta2, eps, step): torch.optim.AdamW's update in place on
+// params, m and v. All lists have one entry per parameter; step is the 1-based step of every listed parameter.
+OWLET_OP(adamw) {
+  std::vector<Tensor*> ps = a.tensors(0, "params"), gs = a.tensors(1, "grads"), ms = a.tensors(2, "m"),
+                       vs = a.tensors(3, "v");
+  std::vector<double> wd = a.numbers(4, "weightDecay");
+  kern::AdamWHyper h{a.number(5, "lr"), a.number(6, "beta1"), a.number(7, "beta2"), a.number(8, "eps"), a.integer(9, "step")};
+  size_t n = ps.size();
+  a.check(gs.size() == n && ms.size() == n && vs.size() == n && wd.size() == n, ErrorKind::Argument,
+          "params, grads, m, v and weightDecay must have one entry per parameter, got " + std::to_string(n) + ", " +
+              std::to_string(gs.size()) + ", " + std::to_string(ms.size()) + ", " + std::to_string(vs.size()) + ", " +
+              std::to_string(wd.size()));
+  a.check(h.step >= 1, ErrorKind::Argument, "step must be >= 1 (1-based, for bias correction), got " + std::to_string(h.step));
+  a.check(std::isfinite(h.lr) && h.lr >= 0, ErrorKind::Argument, "lr must be finite and >= 0, got " + std::to_string(h.lr));
+  a.check(h.beta1 >= 0 && h.beta1 < 1, ErrorKind::Argument, "beta1 must be in [0, 1), got " + std::to_string(h.beta1));
+  a.check(h.beta2 >= 0 && h.beta2 < 1, ErrorKind::Argument, "beta2 must be in [0, 1), got " + std::to_string(h.beta2));
+  a.check(std::isfinite(h.eps) && h.eps >= 0, ErrorKind::Argument, "eps must be finite and >= 0, got " + std::to_string(h.eps));
+  std::set<const Storage*> written;  // a storage updated twice (a parameter listed twice, m aliasing v) is a bug
+  for (size_t i = 0; i < n; i++) {
+    a.check(std::isfinite(wd[i]) && wd[i] >= 0, ErrorKind::Argument,
+            item("weightDecay", i) + " must be finite and >= 0, got " + std::to_string(wd[i]));
+    const Tensor *p = ps[i], *g = gs[i], *m = ms[i], *v = vs[i];
+    std::string pi = item("params", i), gi = item("grads", i), mi = item("m", i), vi = item("v", i);
+    a.expect_float(*p, pi.c_str());
+    a.expect_float(*g, gi.c_str());
+    a.expect_float(*m, mi.c_str());
+    a.expect_float(*v, vi.c_str());
+    a.expect_same_shape(*p, pi.c_str(), *g, gi.c_str());
+    a.expect_same_shape(*p, pi.c_str(), *m, mi.c_str());
+    a.expect_same_shape(*p, pi.c_str(), *v, vi.c_str());
+    a.expect_same_device(*ps[0], "params[0]", *p, pi.c_str());
+    a.expect_same_device(*p, pi.c_str(), *g, gi.c_str());
+    a.expect_same_device(*p, pi.c_str(), *m, mi.c_str());
+    a.expect_same_device(*p, pi.c_str(), *v, vi.c_str());
+    for (auto [t, name] : {std::pair{p, &pi}, std::pair{m, &mi}, std::pair{v, &vi}})
+      a.check(t->numel() == 0 || written.insert(t->storage.get()).second, ErrorKind::Argument,
+              *name + " shares its storage with another params/m/v entry " + t->describe());
+    a.check(p->numel() == 0 || g->storage != p->storage, ErrorKind::Argument, gi + " shares its storage with " + pi);
+  }
+  std::vector<const Tensor*> cg(gs.begin(), gs.end());
+  kern::adamw(ps, cg, ms, vs, wd, h);
+  return a.env().Undefined();
+}
+
+// sumSquares(xs) -> Σ x² over every element of every tensor, accumulated in float64 (gradient norms).
+OWLET_OP(sumSquares) {
+  std::vector<Tensor*> xs = a.tensors(0, "xs");
+  return a.ret_number(kern::sum_squares(f32_list(a, xs, "xs")));
+}
+
+// scaleInplace(xs, s): x *= s for every tensor (gradient clipping).
+OWLET_OP(scaleInplace) {
+  std::vector<Tensor*> xs = a.tensors(0, "xs");
+  double s = a.number(1, "s");
+  f32_list(a, xs, "xs");
+  kern::scale_inplace(xs, float(s));
+  return a.env().Undefined();
+}
+
+// allFinite(xs) -> true when no element of any tensor is NaN or ±inf.
+OWLET_OP(allFinite) {
+  std::vector<Tensor*> xs = a.tensors(0, "xs");
+  return Napi::Boolean::New(a.env(), kern::all_finite(f32_list(a, xs, "xs")));
+}

@@ -1,0 +1,138 @@
+// The built-in demo data: determinism, file formats, and the content rules of issue 4.
+import test from 'ava';
+import sharp from 'sharp';
+import { mkdtempSync, rmSync, readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { generateDemoData, type DemoFiles } from '../../lib/data/demo.ts';
+import { questionPool, caption, COLOR_RGB, type Scene, type ColorName } from '../../lib/data/demo-scene.ts';
+import { JsonlDataset } from '../../lib/data/dataset.ts';
+import { SYSTEM_PROMPT } from '../../lib/data/template.ts';
+
+const root = mkdtempSync(join(tmpdir(), 'owlet-demo-'));
+test.after.always(() => rmSync(root, { recursive: true, force: true }));
+const opts = { trainImages: 14, evalImages: 5, seed: 3, maxTurns: 3, instructionsPerImage: 2 };
+let a: DemoFiles, b: DemoFiles, c: DemoFiles;
+test.before(async () => {
+  a = await generateDemoData({ ...opts, out: join(root, 'a') });
+  b = await generateDemoData({ ...opts, out: join(root, 'b') });
+  c = await generateDemoData({ ...opts, seed: 4, out: join(root, 'c') });
+});
+
+const rows = (p: string) => readFileSync(p, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+const sha = (p: string) => createHash('sha256').update(readFileSync(p)).digest('hex');
+type SceneRow = { image: string; shapes: { shape: string; color: string; row: number; col: number }[] };
+
+test('same seed, same files; another seed, other data', (t) => {
+  for (const k of ['trainCaptions', 'trainInstructions', 'trainText', 'evalInstructions', 'evalScenes'] as const) {
+    t.is(readFileSync(a[k], 'utf8'), readFileSync(b[k], 'utf8'), k);
+  }
+  for (const r of rows(a.trainCaptions)) t.is(sha(join(a.out, r.image)), sha(join(b.out, r.image)));
+  t.not(readFileSync(a.trainCaptions, 'utf8'), readFileSync(c.trainCaptions, 'utf8'));
+});
+
+test('files are in the official formats and load as datasets', (t) => {
+  const ds = JsonlDataset.load([a.trainCaptions, a.trainInstructions, a.trainText]);
+  t.is(ds.problems.length, 0);
+  t.is(ds.size, 14 + 28 + 100);
+  t.is(ds.record(0).kind, 'caption');
+  t.is(ds.record(14).kind, 'instruction');
+  t.is(ds.record(14).taskType, 'shapes_sft');
+  t.true(ds.record(14).text.startsWith(`${SYSTEM_PROMPT}\nHuman: <image>\nHuman: `));
+  t.is(ds.record(14 + 28).images.length, 0);
+});
+
+test('images: 224×224 RGB, white background, shapes of the scene colour in their cells only', async (t) => {
+  const scenes: SceneRow[] = rows(a.trainScenes);
+  for (const s of scenes.slice(0, 6)) {
+    const { data, info } = await sharp(join(a.out, s.image)).raw().toBuffer({ resolveWithObject: true });
+    t.deepEqual([info.width, info.height, info.channels], [224, 224, 3]);
+    const cell = 224 / 3;
+    for (let row = 0; row < 3; row++) for (let col = 0; col < 3; col++) {
+      const placed = s.shapes.find((x) => x.row === row && x.col === col);
+      let colored = 0, other = 0;
+      for (let y = Math.ceil(row * cell); y < (row + 1) * cell - 1; y++) for (let x = Math.ceil(col * cell); x < (col + 1) * cell - 1; x++) {
+        const o = (y * 224 + x) * 3, px = [data[o], data[o + 1], data[o + 2]];
+        if (px.every((v) => v === 255)) continue;
+        if (placed && px.every((v, i) => v === COLOR_RGB[placed.color as ColorName][i])) colored++; else other++;
+      }
+      if (placed) t.true(colored > 0.08 * cell * cell && other < colored, `${s.image} cell ${row},${col}`);
+      else t.is(colored + other, 0, `${s.image} empty cell ${row},${col}`);
+    }
+  }
+});
+
+test('captions list the shapes in reading order with the issue\'s wording', (t) => {
+  const caps = rows(a.trainCaptions), scenes: SceneRow[] = rows(a.trainScenes);
+  caps.forEach((cap, i) => {
+    const s = scenes[i];
+    t.is(cap.image, s.image);
+    const order = s.shapes.map((x) => x.row * 3 + x.col);
+    t.deepEqual(order, [...order].sort((p, q) => p - q));
+    const parts = s.shapes.map((x) => `a ${x.color} ${x.shape}`);
+    const want = parts.length === 1 ? `${parts[0]}.` : parts.length === 2 ? `${parts[0]} and ${parts[1]}.` : `${parts[0]}, ${parts[1]} and ${parts[2]}.`;
+    t.is(cap.text, want);
+  });
+  t.is(caption({ shapes: [{ shape: 'circle', color: 'red' }, { shape: 'square', color: 'blue' }, { shape: 'triangle', color: 'green' }] } as Scene),
+    'a red circle, a blue square and a green triangle.');
+});
+
+test('instructions: questions are asked only when their answer is unique, and the answers are right', (t) => {
+  const scenes = new Map<string, SceneRow>([...rows(a.trainScenes), ...rows(a.evalScenes)].map((s: SceneRow) => [s.image, s]));
+  const kinds = new Set<string>();
+  let yes = 0, no = 0;
+  for (const file of [a.trainInstructions, a.evalInstructions]) {
+    for (const r of rows(file)) {
+      const s = scenes.get(r.image[0])!;
+      const turns = [...(r.text as string).matchAll(/\nHuman: ([^\n]*)\nAI: ([^\n]*)/g)].map((m) => [m[1], m[2]]);
+      t.true(turns.length >= 1 && turns.length <= 3);
+      t.is(new Set(turns.map((x) => x[0])).size, turns.length, 'no repeated question');
+      for (const [q, ans] of turns) {
+        let m;
+        if ((m = /^What color is the (\w+)\?$/.exec(q))) {
+          const hits = s.shapes.filter((x) => x.shape === m![1]);
+          t.is(hits.length, 1, q);
+          t.is(ans, `${hits[0].color}.`);
+          kinds.add('color');
+        } else if ((m = /^What shape is the (\w+) one\?$/.exec(q))) {
+          const hits = s.shapes.filter((x) => x.color === m![1]);
+          t.is(hits.length, 1, q);
+          t.is(ans, `${hits[0].shape}.`);
+          kinds.add('shape');
+        } else if (q === 'How many shapes are there?') {
+          t.is(ans, `${['one', 'two', 'three'][s.shapes.length - 1]}.`);
+          kinds.add('count');
+        } else if ((m = /^Is there a (\w+) (\w+)\?$/.exec(q))) {
+          const present = s.shapes.some((x) => x.color === m![1] && x.shape === m![2]);
+          t.is(ans, present ? 'yes.' : 'no.');
+          if (present) yes++; else no++;
+          kinds.add('yesno');
+        } else t.fail(`unexpected question ${q}`);
+      }
+    }
+  }
+  t.deepEqual([...kinds].sort(), ['color', 'count', 'shape', 'yesno']);
+  t.true(yes > 0 && no > 0);
+  // The pool itself: two circles → no colour question about "the circle"; a unique red → its shape question.
+  const pool = questionPool({ shapes: [{ shape: 'circle', color: 'red' }, { shape: 'circle', color: 'blue' }] } as Scene).map((x) => x.question);
+  t.false(pool.includes('What color is the circle?'));
+  t.true(pool.includes('What shape is the red one?'));
+});
+
+test('text-only sums and disjoint train/eval images', (t) => {
+  const text = rows(a.trainText);
+  t.is(text.length, 100);
+  for (const r of text) {
+    const m = /\nHuman: What is (\d) plus (\d)\?\nAI: (\d+)\.$/.exec(r.text)!;
+    t.truthy(m);
+    t.is(Number(m[3]), Number(m[1]) + Number(m[2]));
+    t.is(r.image, undefined);
+  }
+  const trainImgs = new Set(rows(a.trainCaptions).map((r) => r.image));
+  const evalImgs = rows(a.evalCaptions).map((r) => r.image);
+  t.true(evalImgs.every((p) => !trainImgs.has(p) && p.startsWith('images/eval/')));
+  const trainHashes = new Set([...trainImgs].map((p) => sha(join(a.out, p))));
+  t.true(evalImgs.every((p) => !trainHashes.has(sha(join(a.out, p)))));
+  for (const r of rows(a.evalInstructions)) t.true(r.image[0].startsWith('images/eval/'));
+});

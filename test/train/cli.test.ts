@@ -1,0 +1,74 @@
+import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import { main } from '../../lib/cli/main.ts';
+import type { CliIO } from '../../lib/cli/io.ts';
+
+async function run(...argv: string[]): Promise<{ code: number; out: string[]; err: string[] }> {
+  const out: string[] = [], err: string[] = [];
+  const io: CliIO = { out: (l) => out.push(l), err: (l) => err.push(l) };
+  const code = await main(argv, io);
+  return { code, out, err };
+}
+
+test('estimate prints the per-device memory of a stage (exit 0)', async (t) => {
+  const r = await run('estimate', '--config', 'configs/stage2-7b.yaml');
+  t.is(r.code, 0);
+  const text = r.out.join('\n');
+  t.regex(text, /total 7,123,068,928, LoRA 4,194,304/);
+  t.regex(text, /gradient checkpointing on/);
+  t.regex(text, /model FLOPs per optimizer step/);
+  const j = await run('estimate', '--config', 'configs/stage1-7b.yaml', '--set', 'data.micro_batch=1', '--json');
+  t.is(j.code, 0);
+  const e = JSON.parse(j.out[0]);
+  t.is(e.trainable, 384_653_312);
+  t.true(e.bytes.total > e.bytes.weights);
+});
+
+test('bad usage and bad configs exit 2 with one line; missing files and pieces exit 1', async (t) => {
+  const cases: [string[], number, RegExp][] = [
+    [['train', '--config', 'configs/stage2-7b.yaml', '--set', 'optimizer.lr=abc'], 2, /^owlet: invalid configs\/stage2-7b\.yaml: optimizer\.lr: Invalid input: expected number, received string$/],
+    [['train', '--config', 'configs/stage2-7b.yaml', '--set', 'nonsense'], 2, /^owlet: --set 'nonsense': expected key=value/],
+    [['train', '--config', 'configs/stage2-7b.yaml', '--resume', '/nonexistent/ckpt'], 2, /^owlet: --resume '\/nonexistent\/ckpt': no such directory/],
+    [['train'], 2, /^owlet: required option '--config <file>' not specified/],
+    [['estimate', '--config', 'missing.yaml'], 2, /^owlet: cannot read config 'missing\.yaml': no such file$/],
+    [['estimate', '--config', 'configs/stage2-7b.yaml', '--images-per-sample', 'x'], 2, /^owlet: --images-per-sample must be an integer/],
+    [['frobnicate'], 2, /^owlet: unknown command 'frobnicate'/],
+    [['dump', '--model', 'm', '--batch', 'b', '--stage', '3', '--out', 'o'], 2, /argument '3' is invalid/],
+    [['train', '--config', 'configs/stage2-7b.yaml'], 1, /^owlet: checkpoints\/mplug-owl-llama-7b-pt: not found/],
+    [['generate', '--checkpoint', 'x', '--prompt', 'hi'], 2, /^owlet: x: no config\.json/],
+    [['eval', '--checkpoint', 'c', '--questions', 'q.jsonl', '--images', 'i', '--out', 'a.jsonl'], 2, /^owlet: c: no config\.json/],
+    [['launch', '--nproc-per-node', '2', '--', 'train', '--config', 'x'], 1, /^owlet: launch: multi-process training is not in this build yet/],
+  ];
+  for (const [argv, code, re] of cases) {
+    const r = await run(...argv);
+    t.is(r.code, code, argv.join(' '));
+    t.is(r.err.length, 1, `one line for ${argv.join(' ')}: ${r.err.join(' / ')}`);
+    t.regex(r.err[0] ?? '', re);
+    t.false((r.err[0] ?? '').includes('\n'));
+  }
+});
+
+test('help and version exit 0; doctor reports the backends', async (t) => {
+  const h = await run('--help');
+  t.is(h.code, 0);
+  t.regex(h.out.join('\n'), /train \[options\]\s+train one stage/);
+  t.is((await run('train', '--help')).code, 0);
+  t.is((await run('--version')).code, 0);
+  const d = await run('doctor');
+  t.is(d.code, 0);
+  t.regex(d.out[0], /^node v\d+\.\d+\.\d+ \(linux-x64\)/);
+  t.regex(d.out[1], /^cpu backend: backend=cpu, threads=\d+/);
+  t.regex(d.out[2], /^cuda backend: /);
+});
+
+test('bin/owlet.js runs the CLI through tsx with the same exit codes and one-line errors', (t) => {
+  const ok = spawnSync(process.execPath, ['bin/owlet.js', 'estimate', '--config', 'configs/stage1-7b.yaml'], { encoding: 'utf8' });
+  t.is(ok.status, 0, ok.stderr);
+  t.regex(ok.stdout, /stage 1: training vision, queries, abstractor → 384,653,312 trainable parameters/);
+  const bad = spawnSync(process.execPath, ['bin/owlet.js', 'estimate', '--config', 'configs/stage1-7b.yaml', '--set', 'stage.train=[]'], { encoding: 'utf8' });
+  t.is(bad.status, 2);
+  t.is(bad.stderr, 'owlet: invalid configs/stage1-7b.yaml: stage.train: Too small: expected array to have >=1 items\n');
+  const debug = spawnSync(process.execPath, ['bin/owlet.js', 'estimate', '--config', 'missing.yaml'], { encoding: 'utf8', env: { ...process.env, OWLET_DEBUG: '1' } });
+  t.is(debug.status, 2);
+  t.regex(debug.stderr, /^owlet: cannot read config 'missing\.yaml': no such file\nConfigError: .*\n\s+at loadConfig/);
+});

@@ -1,0 +1,223 @@
+import test from 'ava';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type Tensor, liveTensors, backward, scope, full, keep } from '../../lib/tensor/index.ts';
+import { resolveResume } from '../../lib/train/checkpoint.ts';
+import { CheckpointError, TrainingError } from '../../lib/train/errors.ts';
+import { readRecords } from '../../lib/train/metrics.ts';
+import { Rng } from '../../lib/train/rng.ts';
+import type { Optimizer, OptimizerState } from '../../lib/train/types.ts';
+import { RegressionData, RegressionModel } from './helpers/fakes.ts';
+import { core, setup } from './helpers/run-fixture.ts';
+
+const tmp = () => mkdtempSync(join(tmpdir(), 'owlet-trainer-'));
+
+/** Records the gradients and lr the optimizer is handed, and does not update. */
+class CapturingOptimizer implements Optimizer {
+  calls: { lr: number; grads: Record<string, number[]> }[] = [];
+  constructor(private readonly params: Map<string, Tensor>) {}
+  step(lr: number) {
+    this.calls.push({ lr, grads: Object.fromEntries([...this.params].filter(([, p]) => p.grad).map(([k, p]) => [k, Array.from(p.grad!.data<'f32'>())])) });
+  }
+  exportState(): OptimizerState { return { meta: null, tensors: new Map() }; }
+  importState() {}
+}
+
+test.serial('a step averages the micro-batch gradients (mean of means), clips by global norm, uses lr(t)', async (t) => {
+  // Reference: the same two micro-batches and dropout seeds, back-propagated one by one.
+  const refModel = new RegressionModel(7);
+  const refData = new RegressionData(37, 3, 5);
+  const rng = new Rng(11);
+  const names = ['abstractor.fc.weight', 'abstractor.fc.bias'];
+  for (const n of names) refModel.params.get(n)!.requiresGrad = true;
+  const sum: Record<string, Float64Array> = {};
+  let lossSum = 0;
+  for (let micro = 0; micro < 2; micro++) {
+    const b = await refData.next();
+    scope(() => {
+      const out = refModel.forward(b, { step: 1, micro, seed: rng.nextSeed(), training: true });
+      lossSum += out.loss.item();
+      backward(out.loss);
+    });
+    for (const n of names) {
+      const g = refModel.params.get(n)!;
+      const v = g.grad!.data<'f32'>();
+      sum[n] ??= new Float64Array(v.length);
+      v.forEach((x, i) => { sum[n][i] += x / 2; });
+      g.grad!.dispose(); g.grad = null;
+    }
+    b.dispose!();
+  }
+  const norm = Math.sqrt(names.reduce((s, n) => s + sum[n].reduce((a, x) => a + x * x, 0), 0));
+
+  refModel.dispose();
+  let cap3!: CapturingOptimizer;
+  const s3 = setup({ makeOptimizer: (tr) => (cap3 = new CapturingOptimizer(tr)) });
+  const stats = await s3.trainer.trainStep();
+  t.true(Math.abs(stats.loss - lossSum / 2) < 1e-6, `loss ${stats.loss} vs ${lossSum / 2}`);
+  t.true(Math.abs(stats.gradNorm - norm) < 1e-5 * norm, `norm ${stats.gradNorm} vs ${norm}`);
+  t.true(norm > 0.5, 'the clip must bite in this test');
+  await s3.trainer.trainStep();
+  t.is(cap3.calls.length, 2);
+  t.is(cap3.calls[0].lr, 0, 'lr(0) of a warm-up is 0 (HF)');
+  t.is(cap3.calls[1].lr, 0.025);
+  const clipped = Math.sqrt(names.reduce((s, n) => s + cap3.calls[0].grads[n].reduce((a, x) => a + x * x, 0), 0));
+  t.true(Math.abs(clipped - 0.5 * norm / (norm + 1e-6)) < 1e-5, `clipped norm ${clipped}`);
+  for (const n of names) {
+    cap3.calls[0].grads[n].forEach((g, i) => t.true(Math.abs(g - sum[n][i] * 0.5 / (norm + 1e-6)) < 1e-6));
+  }
+  t.is(s3.model.params.get('vision_model.proj.weight')!.grad, null, 'frozen parameters get no gradient');
+  s3.trainer.dispose(); s3.model.dispose();
+});
+
+test.serial('training reduces the loss, leaves frozen weights alone, and leaks no tensors', async (t) => {
+  const { model, trainer } = setup({ totalSteps: 30 });
+  const frozen = Array.from(model.params.get('vision_model.proj.weight')!.data<'f32'>());
+  await trainer.trainStep();
+  const live = liveTensors();
+  for (let i = 0; i < 29; i++) await trainer.trainStep();
+  t.is(liveTensors(), live, 'a step leaves the live-tensor count unchanged');
+  const h = trainer.history;
+  const first = (h[0].loss + h[1].loss + h[2].loss) / 3, last = (h[27].loss + h[28].loss + h[29].loss) / 3;
+  t.true(last < first * 0.5, `loss ${first} → ${last}`);
+  t.deepEqual(Array.from(model.params.get('vision_model.proj.weight')!.data<'f32'>()), frozen);
+  trainer.dispose(); model.dispose();
+});
+
+test.serial('same seed, same run: two fresh runs are bit-identical', async (t) => {
+  const a = setup(), b = setup();
+  for (let i = 0; i < 5; i++) { await a.trainer.trainStep(); await b.trainer.trainStep(); }
+  t.deepEqual(core(a.trainer.history), core(b.trainer.history));
+  t.deepEqual(a.model.snapshot(), b.model.snapshot());
+  for (const s of [a, b]) { s.trainer.dispose(); s.model.dispose(); }
+});
+
+test.serial('resume is bit-for-bit: N+K straight equals N, save, fresh state, resume, K', async (t) => {
+  const N = 4, TOTAL = 9;
+  const dirA = tmp(), dirB = tmp();
+  const straight = setup({ outDir: dirA, totalSteps: TOTAL });
+  const ra = await straight.trainer.run();
+  t.is(ra.steps, TOTAL);
+  t.deepEqual(readdirSync(join(dirA, 'checkpoints')).sort(), ['ckpt-8', 'ckpt-9', 'latest'], 'keep-last 2 after saves at 4, 8, 9');
+
+  const first = setup({ outDir: dirB, totalSteps: TOTAL });
+  for (let i = 0; i < N; i++) await first.trainer.trainStep();
+  await first.trainer.save();
+  first.trainer.dispose(); first.model.dispose();
+
+  // Everything fresh: model at its initial weights, data at its start, a new optimizer and RNG.
+  const resumed = setup({ outDir: dirB, totalSteps: TOTAL });
+  const ckpt = await resolveResume(join(dirB, 'checkpoints'), 'auto');
+  t.is(ckpt, join(dirB, 'checkpoints', `ckpt-${N}`));
+  await resumed.trainer.resumeFrom(ckpt!);
+  t.is(resumed.trainer.step, N);
+  await resumed.trainer.run();
+  t.deepEqual(core(resumed.trainer.history), core(straight.trainer.history), 'same losses, grad norms and lrs, step by step');
+  t.deepEqual(resumed.model.snapshot(), straight.model.snapshot(), 'same final weights, bit for bit');
+  // metrics.jsonl of the resumed run holds each logging step once
+  const steps = readRecords(join(dirB, 'metrics.jsonl')).map((r) => r.step);
+  t.deepEqual(steps, [6, 8, 9], 'the first session logged nothing (trainStep, not run); no duplicates');
+  for (const s of [straight, resumed]) { s.trainer.dispose(); s.model.dispose(); }
+});
+
+test.serial('a non-finite loss skips the step, names its samples, and leaves the weights untouched', async (t) => {
+  // Which micro-batch holds sample 0 is decided by the shuffle; find the step that draws it.
+  const probe = new RegressionData(37, 3, 5);
+  let micro = 0;
+  for (;; micro++) { const b = await probe.next(); const has = b.sampleIds.includes('s0'); b.dispose!(); if (has) break; }
+  const badStep = Math.floor(micro / 2) + 1;
+  const { model, trainer, warnings } = setup({ nanSamples: new Set([0]), totalSteps: 12 });
+  let before: Record<string, number[]> = {};
+  for (let s = 1; s <= badStep; s++) {
+    if (s === badStep) before = model.snapshot();
+    await trainer.trainStep();
+  }
+  const h = trainer.history[badStep - 1];
+  t.true(h.skipped);
+  t.true(Number.isNaN(h.loss));
+  t.deepEqual(model.snapshot(), before, 'no update on a skipped step');
+  t.is(trainer.skipped.length, 1);
+  t.true(trainer.skipped[0].sampleIds.includes('s0'));
+  t.regex(warnings[0], new RegExp(`^step ${badStep} skipped \\(loss is NaN in micro-batch ${micro % 2}\\); samples: .*\\bs0\\b`));
+  await trainer.trainStep();
+  t.false(trainer.history[badStep].skipped, 'the next step trains normally');
+  t.true(model.params.get('abstractor.fc.weight')!.grad === null);
+  trainer.dispose(); model.dispose();
+});
+
+test.serial('a non-finite gradient norm skips too; too many skips stop the run with an error', async (t) => {
+  const { model, trainer, warnings } = setup({ maxSkippedSteps: 2, totalSteps: 10 });
+  model.poisonGrad = true;
+  const before = model.snapshot();
+  await trainer.trainStep();
+  await trainer.trainStep();
+  t.deepEqual(model.snapshot(), before);
+  t.regex(warnings[0], /skipped \(gradient norm is (Infinity|NaN)\)/);
+  const e = await t.throwsAsync(trainer.trainStep(), { instanceOf: TrainingError });
+  t.regex(e!.message, /3 non-finite steps exceed training\.max_skipped_steps=2/);
+  trainer.dispose(); model.dispose();
+});
+
+test.serial('run() writes metrics.jsonl, TensorBoard events and plots; refuses a folder with newer checkpoints', async (t) => {
+  const dir = tmp();
+  const { model, trainer, logs } = setup({ outDir: dir, totalSteps: 6, plots: true, checkpointEvery: 3, peakFlops: 1e9,
+    flopsPerStep: ({ tokens }) => 6 * 18 * tokens });
+  const r = await trainer.run();
+  t.deepEqual(r.records.map((x) => x.step), [2, 4, 6]);
+  t.true(r.records.every((x) => x.utilisation !== null && x.utilisation > 0 && x.tokens_per_s > 0));
+  t.true(r.records.every((x) => x.accuracy !== undefined));
+  t.regex(logs[0], /^step 2\/6 \| loss \d\.\d{4} \| grad [\d.]+ \| lr [\d.e+-]+ \| \d+ ms\/step \| \d+ tok\/s \| 0\.0 img\/s \| util [\d.]+% \| peak /);
+  t.true(logs.some((l) => l.startsWith('saved ') && l.endsWith('ckpt-6')));
+  t.true(existsSync(join(dir, 'plots', 'loss.svg')) && existsSync(join(dir, 'plots', 'loss.png')));
+  t.true(existsSync(join(dir, 'plots', 'accuracy.png')));
+  t.is(readdirSync(join(dir, 'tensorboard')).filter((f) => f.startsWith('events.out.tfevents.')).length, 1);
+  trainer.dispose(); model.dispose();
+  const again = setup({ outDir: dir, totalSteps: 6 });
+  await t.throwsAsync(again.trainer.run(), { instanceOf: CheckpointError, message: /already holds ckpt-6, ckpt-3, newer than this run's starting step 0/ });
+  again.trainer.dispose(); again.model.dispose();
+});
+
+test.serial('resume checks the stage and the parameter shapes', async (t) => {
+  const dir = tmp();
+  const a = setup({ outDir: dir, totalSteps: 2 });
+  await a.trainer.run();
+  const b = setup({ outDir: dir, totalSteps: 2, stage: 2 });
+  await t.throwsAsync(b.trainer.resumeFrom(join(dir, 'checkpoints', 'ckpt-2')), { instanceOf: CheckpointError, message: /from stage 1, this run is stage 2/ });
+  const c = setup({ outDir: dir, totalSteps: 2 });
+  const w = c.model.params.get('abstractor.fc.bias')!;
+  c.model.params.set('abstractor.fc.bias', keep(full([4], 0, { requiresGrad: true })));
+  (c.trainer['o'].trainable as Map<string, Tensor>).set('abstractor.fc.bias', c.model.params.get('abstractor.fc.bias')!);
+  await t.throwsAsync(c.trainer.resumeFrom(join(dir, 'checkpoints', 'ckpt-2')), { instanceOf: CheckpointError, message: /abstractor\.fc\.bias is f32\[3\], the model has f32\[4\]/ });
+  w.dispose();
+  for (const s of [a, b, c]) { s.trainer.dispose(); s.model.dispose(); }
+});
+
+test.serial('a run killed while saving resumes from the previous checkpoint and ends bit-identical', async (t) => {
+  const dir = tmp();
+  const child = spawn(process.execPath, ['--import', 'tsx', 'test/train/helpers/train-then-hang.ts', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '', err = '';
+  child.stderr.on('data', (d) => { err += d; });
+  const exited = new Promise((res) => child.on('exit', res));
+  await new Promise<void>((res, rej) => {
+    child.stdout.on('data', (d) => { out += d; if (out.includes('MIDWAY')) res(); });
+    child.on('exit', () => rej(new Error(`child exited early: ${out} ${err}`)));
+  });
+  child.kill('SIGKILL');
+  await exited;
+  t.true(existsSync(join(dir, 'checkpoints', 'ckpt-6.tmp')));
+
+  const resumed = setup({ outDir: dir, totalSteps: 9, checkpointEvery: 2, keepLast: 3 });
+  const ckpt = await resolveResume(join(dir, 'checkpoints'), 'auto');
+  t.is(ckpt, join(dir, 'checkpoints', 'ckpt-4'));
+  await resumed.trainer.resumeFrom(ckpt!);
+  await resumed.trainer.run();
+  const straight = setup({ totalSteps: 9 });
+  for (let i = 0; i < 9; i++) await straight.trainer.trainStep();
+  t.deepEqual(core(resumed.trainer.history), core(straight.trainer.history));
+  t.deepEqual(resumed.model.snapshot(), straight.model.snapshot());
+  t.deepEqual(readRecords(join(dir, 'metrics.jsonl')).map((r) => r.step), [2, 4, 6, 8, 9], 'the killed attempt\'s step-6 record was replaced');
+  t.deepEqual(readdirSync(join(dir, 'checkpoints')).sort(), ['ckpt-6', 'ckpt-8', 'ckpt-9', 'latest']);
+  for (const s of [resumed, straight]) { s.trainer.dispose(); s.model.dispose(); }
+});
