@@ -154,13 +154,14 @@ function checkRuntime(be: Be): CaseResult[] {
   return out;
 }
 
-function runBench(be: Be): BenchResult[] {
-  const res: BenchResult[] = [];
+// Appends to `res` as it goes and calls `saved` after each result, so a run cut short keeps what it measured.
+function runBench(be: Be, res: BenchResult[], saved: () => void): void {
   const tryb = (f: () => BenchResult | BenchResult[]) => {
     try {
       const r = f();
       for (const x of Array.isArray(r) ? r : [r]) {
         res.push(x);
+        saved();
         console.log(`BENCH ${x.name} ${x.ms.toFixed(3)} ms${x.tflops ? ` ${x.tflops} TFLOP/s` : ''}${x.gbps ? ` ${x.gbps} GB/s` : ''}` +
           `${x.extra ? ' ' + JSON.stringify(x.extra) : ''}`);
       }
@@ -180,7 +181,6 @@ function runBench(be: Be): BenchResult[] {
   tryb(() => loraBench(be, 8192, 4096, 11008, 8, 'cublas'));
   tryb(() => loraBench(be, 8192, 4096, 4096, 64));
   tryb(() => bandwidthBench(be));
-  return res;
 }
 
 // Ratios of owlet's numbers to the peer's (both files written by the same run).
@@ -190,7 +190,18 @@ function summary(owletPath: string, peerPath: string): void {
   const bench = o.bench ?? [];
   if (!bench.length) console.log('(owlet recorded no benchmarks)');
   let p: Record<string, unknown> = {};
-  try { p = JSON.parse(readFileSync(peerPath, 'utf8')); } catch { console.log(`(no peer results at ${peerPath})`); }
+  try { p = JSON.parse(readFileSync(peerPath, 'utf8')); } catch {
+    // The peer writes its JSON only at the end; if it was cut short, read the lines it printed ("key: value").
+    const log = peerPath.replace(/peer_torch\.json$/, 'peer.log');
+    try {
+      for (const line of readFileSync(log, 'utf8').split('\n')) {
+        const m = /^([A-Za-z0-9_]+): (.*)$/.exec(line);
+        if (!m) continue;
+        try { p[m[1]] = JSON.parse(m[2].replace(/'/g, '"')); } catch { p[m[1]] = m[2]; }
+      }
+      console.log(`(no ${peerPath}; peer numbers read from ${log})`);
+    } catch { console.log(`(no peer results at ${peerPath})`); }
+  }
   const ob = new Map(bench.map((b) => [b.name, b]));
   console.log(`device: ${o.device?.device ?? '?'}`);
   const g = ob.get('gemm_bf16_8192');
@@ -257,9 +268,15 @@ function main(): number {
   report.cases = results;
   const failed = results.filter((r) => !r.pass).length;
   console.log(`${results.length - failed} passed, ${failed} failed`);
-  if (cudaBe && !flag('--no-bench') && !flag('--quick')) report.bench = runBench(cudaBe);
   mkdirSync(outDir, { recursive: true });
-  writeFileSync(join(outDir, 'owlet_cuda.json'), JSON.stringify(report, (_k, v) => (v === Infinity ? 'Infinity' : v), 1));
+  const save = () =>
+    writeFileSync(join(outDir, 'owlet_cuda.json'), JSON.stringify(report, (_k, v) => (v === Infinity ? 'Infinity' : v), 1));
+  save();
+  if (cudaBe && !flag('--no-bench') && !flag('--quick')) {
+    const bench: BenchResult[] = [];
+    report.bench = bench;
+    runBench(cudaBe, bench, save);
+  }
   return failed ? 1 : 0;
 }
 

@@ -27,11 +27,11 @@ export OWLET_NATIVE_CPU=$G/owlet_cpu.node OWLET_NATIVE_CUDA=$G/owlet_cuda.node
 "$T/node" --version >>"$LOG" 2>&1 || say "node does not run here"
 
 say "check (correctness + benchmarks)"
-timeout -k 5 170 "$T/node" "$G/check.mjs" 2>&1 | tee "$OUT/check.log"
+timeout -k 5 150 "$T/node" "$G/check.mjs" 2>&1 | tee "$OUT/check.log"
 say "check exit ${PIPESTATUS[0]}"
 
 say "peer (PyTorch, LAYERS=4)"
-(cd "$T" && timeout -k 5 120 env LAYERS=4 python3 "$G/peer_torch.py") 2>&1 | tee "$OUT/peer.log"
+(cd "$T" && timeout -k 5 150 env LAYERS=4 python3 "$G/peer_torch.py") 2>&1 | tee "$OUT/peer.log"
 say "peer exit ${PIPESTATUS[0]}"
 
 say "summary"
@@ -40,7 +40,7 @@ say "summary"
 
 say "compute-sanitizer (memcheck) over the small cases"
 if command -v compute-sanitizer >/dev/null; then
-  OUT=$T timeout -k 5 70 compute-sanitizer --tool memcheck --print-limit 20 "$T/node" "$G/check.mjs" --quick \
+  OUT=$T timeout -k 5 60 compute-sanitizer --tool memcheck --print-limit 20 "$T/node" "$G/check.mjs" --quick \
     >"$T/sanitizer.full" 2>&1
   echo "sanitizer exit $?" >>"$T/sanitizer.full"
   { grep -E "ERROR SUMMARY|^=+ (Invalid|Program hit|Error|Address)|FAIL|passed, " "$T/sanitizer.full" | head -40;
