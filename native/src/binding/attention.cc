@@ -16,9 +16,9 @@ struct Options {
 
 // Checks q, k, v (and the mask) against each other; every message names the shapes involved.
 void check_qkv(Args& a, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* mask) {
-  a.expect_dtype(q, "q", DType::F32);
-  a.expect_dtype(k, "k", DType::F32);
-  a.expect_dtype(v, "v", DType::F32);
+  a.expect_float(q, "q");  // f32 on the CPU; f32 or bf16 on CUDA
+  a.expect_float(k, "k");
+  a.expect_float(v, "v");
   a.expect_rank(q, "q [B, Tq, H, D]", 4);
   a.expect_rank(k, "k [B, Tk, H, D]", 4);
   a.expect_rank(v, "v [B, Tk, H, D]", 4);
@@ -73,9 +73,9 @@ OWLET_OP(attentionBackward) {
   Tensor &out = a.tensor(3, "out"), &lse = a.tensor(4, "lse"), &gout = a.tensor(5, "gout");
   Tensor* mask = a.opt_tensor(6, "keyMask");
   check_qkv(a, q, k, v, mask);
-  a.expect_dtype(out, "out", DType::F32);
+  a.expect_float(out, "out");
   a.expect_dtype(lse, "lse", DType::F32);
-  a.expect_dtype(gout, "gout", DType::F32);
+  a.expect_float(gout, "gout");
   a.expect_same_device(q, "q", out, "out");
   a.expect_same_device(q, "q", lse, "lse");
   a.expect_same_device(q, "q", gout, "gout");

@@ -60,7 +60,7 @@ OWLET_OP(sumRows) {
   Shape s = a.shape(1, "shape");
   int64_t n = shape_numel(s);
   a.check(n > 0 && x.numel() % n == 0, ErrorKind::Shape, "cannot reduce " + x.describe() + " to " + shape_str(s));
-  Tensor out = a.make(DType::F32, s, x.device());
+  Tensor out = a.make(x.dtype, s, x.device());
   kern::sum_rows(x, out);
   return a.ret(std::move(out));
 }

@@ -37,7 +37,7 @@ OWLET_OP(matmul) {
   Tensor &x = a.tensor(0, "a"), &y = a.tensor(1, "b");
   bool ta = a.boolean_or(2, "transA", false), tb = a.boolean_or(3, "transB", false);
   Dims d = check(a, x, y, ta, tb);
-  Tensor c = a.make(DType::F32, d.out, x.device());
+  Tensor c = a.make(x.dtype, d.out, x.device());  // the operands' dtype (f32 on the CPU; f32 or bf16 on CUDA)
   if (d.K == 0) kern::fill(c, 0);
   else kern::matmul(x, y, c, ta, tb, float(a.number_or(4, "alpha", 1)), 0.f);
   return a.ret(std::move(c));

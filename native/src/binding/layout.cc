@@ -100,7 +100,7 @@ OWLET_OP(patchify) {
   a.expect_rank(img, "img", 4);
   a.check(p > 0 && img.dim(2) % p == 0 && img.dim(3) % p == 0, ErrorKind::Shape,
           "image " + img.describe() + " is not a whole number of " + std::to_string(p) + "-pixel patches");
-  Tensor o = a.make(DType::F32, {img.dim(0), (img.dim(2) / p) * (img.dim(3) / p), img.dim(1) * p * p}, img.device());
+  Tensor o = a.make(img.dtype, {img.dim(0), (img.dim(2) / p) * (img.dim(3) / p), img.dim(1) * p * p}, img.device());
   kern::patchify(img, int(p), o);
   return a.ret(std::move(o));
 }

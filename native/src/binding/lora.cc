@@ -60,7 +60,7 @@ OWLET_OP(loraForward) {
   Tensor &x = a.tensor(0, "x"), &w = a.tensor(1, "w"), &la = a.tensor(2, "a"), &lb = a.tensor(3, "b");
   LoraShapes sh = check_lora(a, x, w, la, lb);
   LoraScalars sc = scalars(a, 4);
-  Tensor y = a.make(DType::F32, sh.y, x.device()), xa = a.make(DType::F32, sh.xa, x.device());
+  Tensor y = a.make(x.dtype, sh.y, x.device()), xa = a.make(x.dtype, sh.xa, x.device());  // x's dtype (bf16 on CUDA)
   kern::lora_fwd(x, w, la, lb, sc.s, sc.p, sc.seed, y, xa);
   return a.ret(std::vector<Tensor>{std::move(y), std::move(xa)});
 }

@@ -78,8 +78,9 @@ OWLET_OP(layerNormBackward) {
   check_stat(a, rstd, "rstd", x, rows);
   std::optional<Tensor> gx, gw, gb;
   if (need_x) gx = a.like(x);
-  if (need_w && w) gw = a.make(DType::F32, {x.dim(-1)}, x.device());
-  if (need_w) gb = a.make(DType::F32, {x.dim(-1)}, x.device());
+  // Parameter gradients take the weight's dtype (x's without a weight): f32 on the CPU.
+  if (need_w && w) gw = a.make(w->dtype, {x.dim(-1)}, x.device());
+  if (need_w) gb = a.make(w ? w->dtype : x.dtype, {x.dim(-1)}, x.device());
   if (gx || gw || gb)
     kern::layernorm_bwd(gy, x, w, mean, rstd, gx ? &*gx : nullptr, gw ? &*gw : nullptr, gb ? &*gb : nullptr);
   return ret_optional(a, {std::move(gx), std::move(gw), std::move(gb)});
@@ -106,7 +107,7 @@ OWLET_OP(rmsNormBackward) {
   check_stat(a, rstd, "rstd", x, rows);
   std::optional<Tensor> gx, gw;
   if (need_x) gx = a.like(x);
-  if (need_w) gw = a.make(DType::F32, {x.dim(-1)}, x.device());
+  if (need_w) gw = a.make(w.dtype, {x.dim(-1)}, x.device());
   if (gx || gw) kern::rmsnorm_bwd(gy, x, w, rstd, gx ? &*gx : nullptr, gw ? &*gw : nullptr);
   return ret_optional(a, {std::move(gx), std::move(gw)});
 }

@@ -1,0 +1,382 @@
+// Attention forward and backward: the tensor-core kernels of attention_flash.cuh for bf16 with head dim 64 or 128,
+// and a plain fp32-arithmetic path for everything else (f32 inputs — what the checks against the CPU backend use —
+// and other head dims). Both read [B, T, H, D] directly and never materialise the score matrix in device memory
+// (the plain path keeps one row of scores in shared memory).
+//
+// OWLET_ATTENTION=simple forces the plain path (for comparisons on the GPU machine); OWLET_ATTN_BWD_WARPS=4 picks
+// the 4-warp variant of the tensor-core backward (default 8).
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include "../core/kernels.h"
+#include "../core/dropout_hash.h"
+#include "attention_flash.cuh"
+#include "common.cuh"
+
+namespace owlet::kern {
+
+using namespace owlet::cuda;
+
+namespace {
+
+constexpr int kSimpleThreads = 128;
+
+struct Dims {
+  int B, Tq, Tk, H, D;
+};
+
+bool force_simple() {
+  static const bool on = [] {
+    const char* e = std::getenv("OWLET_ATTENTION");
+    return e && std::strcmp(e, "simple") == 0;
+  }();
+  return on;
+}
+
+// Warps per block of the tensor-core backward (keys per block = 16 × warps): OWLET_ATTN_BWD_WARPS=4 or 8 (default),
+// read per call so that a benchmark can compare both in one process.
+int bwd_warps() {
+  const char* e = std::getenv("OWLET_ATTN_BWD_WARPS");
+  return e && std::strcmp(e, "4") == 0 ? 4 : 8;
+}
+
+int to_i32(int64_t v, const char* op) {
+  if (v > int64_t(0x7fffffff)) fail(ErrorKind::Shape, std::string(op) + ": dimension too large");
+  return int(v);
+}
+
+Dims check_dims(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* mask, const char* op) {
+  if (q.ndim() != 4 || k.ndim() != 4 || v.ndim() != 4)
+    fail(ErrorKind::Shape, std::string(op) + ": q, k, v must be [B, T, H, D], got " + q.describe() + ", " +
+                               k.describe() + ", " + v.describe());
+  Dims d{to_i32(q.dim(0), op), to_i32(q.dim(1), op), to_i32(k.dim(1), op), to_i32(q.dim(2), op), to_i32(q.dim(3), op)};
+  if (k.shape != v.shape || k.dim(0) != d.B || k.dim(2) != d.H || k.dim(3) != d.D)
+    fail(ErrorKind::Shape, std::string(op) + ": k and v must be [B, Tk, H, D] matching q: " + q.describe() + ", " +
+                               k.describe() + ", " + v.describe());
+  if (mask) expect_dtype(*mask, DType::I32, op, "key mask");
+  return d;
+}
+
+// ------------------------------------------------------------------------------------------- the plain path
+
+struct SimpleParams {
+  FIn q, k, v, o, dout;
+  FOut out, dq, dk, dv;
+  float* lse;
+  const float* delta;
+  const int32_t* mask;
+  int B, Tq, Tk, H, D;
+  bool causal;
+  float scale;
+  bool dropout;
+  uint64_t key;
+  uint32_t threshold;
+  float inv_keep;
+};
+
+__device__ __forceinline__ int64_t row_index(int b, int t, int T, int H, int h, int D) {
+  return ((int64_t(b) * T + t) * H + h) * D;
+}
+__device__ __forceinline__ bool simple_visible(const SimpleParams& p, int b, int i, int j) {
+  return (!p.causal || j <= i + p.Tk - p.Tq) && (!p.mask || p.mask[int64_t(b) * p.Tk + j] != 0);
+}
+__device__ __forceinline__ float simple_keep(const SimpleParams& p, int b, int h, int i, int j) {
+  if (!p.dropout) return 1.f;
+  return dropout::keep(p.key, dropout::attention_index(b, h, i, j, p.H, p.Tq, p.Tk), p.threshold) ? p.inv_keep : 0.f;
+}
+__device__ __forceinline__ float dot_row(FIn a, int64_t ia, FIn b, int64_t ib, int D) {
+  float s = 0.f;
+  for (int d = 0; d < D; d++) s += a[ia + d] * b[ib + d];
+  return s;
+}
+
+// One block per (query, head, batch): scores of the row in shared memory, then the weighted sum of V.
+__global__ void simple_fwd_kernel(SimpleParams p) {
+  extern __shared__ float sm[];  // [Tk] scores, then 32 scratch
+  float* sc = sm;
+  float* scratch = sm + p.Tk;
+  int i = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  int64_t qi = row_index(b, i, p.Tq, p.H, h, p.D);
+  float mx = -INFINITY;
+  for (int j = threadIdx.x; j < p.Tk; j += blockDim.x) {
+    float s = simple_visible(p, b, i, j) ? p.scale * dot_row(p.q, qi, p.k, row_index(b, j, p.Tk, p.H, h, p.D), p.D)
+                                         : -INFINITY;
+    sc[j] = s;
+    mx = fmaxf(mx, s);
+  }
+  mx = block_max(mx, scratch);
+  float sum = 0.f;
+  for (int j = threadIdx.x; j < p.Tk; j += blockDim.x) {
+    float e = mx == -INFINITY ? 0.f : expf(sc[j] - mx);
+    sum += e;
+    sc[j] = e * simple_keep(p, b, h, i, j);
+  }
+  sum = block_sum(sum, scratch);  // ends with a barrier-protected read, so sc[] is complete below
+  float inv = sum > 0.f ? 1.f / sum : 0.f;
+  __syncthreads();
+  for (int d = threadIdx.x; d < p.D; d += blockDim.x) {
+    float acc = 0.f;
+    for (int j = 0; j < p.Tk; j++) acc += sc[j] * p.v[row_index(b, j, p.Tk, p.H, h, p.D) + d];
+    p.out.set(qi + d, acc * inv);
+  }
+  if (threadIdx.x == 0) p.lse[(int64_t(b) * p.H + h) * p.Tq + i] = sum > 0.f ? mx + logf(sum) : -INFINITY;
+}
+
+// dQ for one (query, head, batch): dS_j = P_j (dP_j − Δ), dQ = scale Σ_j dS_j K_j.
+__global__ void simple_bwd_dq_kernel(SimpleParams p) {
+  extern __shared__ float ds[];  // [Tk]
+  int i = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  int64_t qi = row_index(b, i, p.Tq, p.H, h, p.D);
+  float lse = p.lse[(int64_t(b) * p.H + h) * p.Tq + i], delta = p.delta[(int64_t(b) * p.H + h) * p.Tq + i];
+  for (int j = threadIdx.x; j < p.Tk; j += blockDim.x) {
+    float v = 0.f;
+    if (lse != -INFINITY && simple_visible(p, b, i, j)) {
+      int64_t kj = row_index(b, j, p.Tk, p.H, h, p.D);
+      float pr = expf(p.scale * dot_row(p.q, qi, p.k, kj, p.D) - lse);
+      float dp = dot_row(p.dout, qi, p.v, kj, p.D) * simple_keep(p, b, h, i, j);
+      v = pr * (dp - delta);
+    }
+    ds[j] = v;
+  }
+  __syncthreads();
+  for (int d = threadIdx.x; d < p.D; d += blockDim.x) {
+    float acc = 0.f;
+    for (int j = 0; j < p.Tk; j++) acc += ds[j] * p.k[row_index(b, j, p.Tk, p.H, h, p.D) + d];
+    p.dq.set(qi + d, p.scale * acc);
+  }
+}
+
+// dK and dV for one (key, head, batch): over the queries, dV = Σ_i Z_ij P_ij dO_i and dK = scale Σ_i dS_ij Q_i.
+__global__ void simple_bwd_dkv_kernel(SimpleParams p) {
+  extern __shared__ float sm[];  // [Tq] dS, then [Tq] dropped P
+  float* ds = sm;
+  float* pz = sm + p.Tq;
+  int j = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  int64_t kj = row_index(b, j, p.Tk, p.H, h, p.D);
+  for (int i = threadIdx.x; i < p.Tq; i += blockDim.x) {
+    float dsv = 0.f, pzv = 0.f;
+    float lse = p.lse[(int64_t(b) * p.H + h) * p.Tq + i];
+    if (lse != -INFINITY && simple_visible(p, b, i, j)) {
+      int64_t qi = row_index(b, i, p.Tq, p.H, h, p.D);
+      float pr = expf(p.scale * dot_row(p.q, qi, p.k, kj, p.D) - lse);
+      float z = simple_keep(p, b, h, i, j);
+      float dp = dot_row(p.dout, qi, p.v, kj, p.D) * z;
+      dsv = pr * (dp - p.delta[(int64_t(b) * p.H + h) * p.Tq + i]);
+      pzv = pr * z;
+    }
+    ds[i] = dsv;
+    pz[i] = pzv;
+  }
+  __syncthreads();
+  for (int d = threadIdx.x; d < p.D; d += blockDim.x) {
+    float ak = 0.f, av = 0.f;
+    for (int i = 0; i < p.Tq; i++) {
+      int64_t qi = row_index(b, i, p.Tq, p.H, h, p.D);
+      ak += ds[i] * p.q[qi + d];
+      av += pz[i] * p.dout[qi + d];
+    }
+    p.dk.set(kj + d, p.scale * ak);
+    p.dv.set(kj + d, av);
+  }
+}
+
+// Δ[b, h, i] = Σ_d dO · O, one warp per (b, i, h) row.
+__global__ void delta_kernel(FIn dout, FIn out, float* delta, int B, int Tq, int H, int D) {
+  int64_t rows = int64_t(B) * Tq * H;
+  int64_t warp = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  int lane = threadIdx.x & 31;
+  if (warp >= rows) return;
+  int64_t base = warp * D;
+  float s = 0.f;
+  for (int d = lane; d < D; d += 32) s += dout[base + d] * out[base + d];
+  s = warp_sum(s);
+  if (lane == 0) {
+    int h = int(warp % H);
+    int64_t bi = warp / H;  // b * Tq + i
+    int i = int(bi % Tq), b = int(bi / Tq);
+    delta[(int64_t(b) * H + h) * Tq + i] = s;
+  }
+}
+
+void set_smem_limit(const void* fn, size_t bytes, int device, const char* op) {
+  // The limit is per function and device; remember what was set so a launch costs no extra driver call.
+  static std::mutex mu;
+  static std::map<std::pair<const void*, int>, size_t> set;
+  std::lock_guard<std::mutex> lock(mu);
+  size_t& have = set[{fn, device}];
+  if (have >= bytes) return;
+  check(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)), op,
+        "cudaFuncSetAttribute(max dynamic shared memory)");
+  have = bytes;
+}
+
+size_t simple_smem(const DeviceContext& c, int floats, const char* op) {
+  size_t bytes = size_t(floats) * sizeof(float);
+  if (bytes > c.prop.sharedMemPerBlockOptin)
+    fail(ErrorKind::Shape, std::string(op) + ": sequence too long for the plain attention path (" +
+                               std::to_string(floats) + " scores per row); use bf16 with head dim 64 or 128");
+  return bytes;
+}
+
+bool use_flash(const Tensor& q, const Tensor& k, const Tensor& v, const Dims& d, float scale) {
+  return !force_simple() && q.dtype == DType::BF16 && k.dtype == DType::BF16 && v.dtype == DType::BF16 &&
+         (d.D == 64 || d.D == 128) && scale > 0.f;
+}
+
+flash::Params flash_params(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* mask, const Dims& d,
+                           bool causal, float scale, float p, uint64_t seed) {
+  flash::Params fp{};
+  fp.q = q.data<bf16>();
+  fp.k = k.data<bf16>();
+  fp.v = v.data<bf16>();
+  fp.key_mask = mask ? mask->i32() : nullptr;
+  fp.B = d.B;
+  fp.H = d.H;
+  fp.Tq = d.Tq;
+  fp.Tk = d.Tk;
+  fp.causal = causal;
+  fp.scale = scale;
+  fp.scale_log2 = scale * flash::kLog2e;
+  fp.dropout = p > 0.f;
+  fp.drop_key = dropout::stream_key(seed);
+  fp.drop_threshold = dropout::threshold(p);
+  fp.inv_keep = p > 0.f && p < 1.f ? 1.f / (1.f - p) : (p >= 1.f ? 0.f : 1.f);
+  return fp;
+}
+
+SimpleParams simple_params(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* mask, const Dims& d,
+                           bool causal, float scale, float p, uint64_t seed, const char* op) {
+  SimpleParams sp{};
+  sp.q = fin(q, op, "q");
+  sp.k = fin(k, op, "k");
+  sp.v = fin(v, op, "v");
+  sp.mask = mask ? mask->i32() : nullptr;
+  sp.B = d.B;
+  sp.Tq = d.Tq;
+  sp.Tk = d.Tk;
+  sp.H = d.H;
+  sp.D = d.D;
+  sp.causal = causal;
+  sp.scale = scale;
+  sp.dropout = p > 0.f;
+  sp.key = dropout::stream_key(seed);
+  sp.threshold = dropout::threshold(p);
+  sp.inv_keep = p > 0.f && p < 1.f ? 1.f / (1.f - p) : (p >= 1.f ? 0.f : 1.f);
+  return sp;
+}
+
+}  // namespace
+
+void attention_fwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* key_mask, bool causal, float scale,
+                   float dropout_p, uint64_t seed, Tensor& out, Tensor& lse) {
+  const char* op = "attentionForward";
+  DeviceContext& c = context_of(q, op);
+  Dims d = check_dims(q, k, v, key_mask, op);
+  expect_dtype(lse, DType::F32, op, "lse");
+  if (int64_t(d.B) * d.Tq * d.H == 0) return;
+  if (d.Tk == 0 || d.D == 0) {  // nothing to attend to: zero output, lse = -inf
+    fill(out, 0.0);
+    fill(lse, -INFINITY);
+    return;
+  }
+  if (use_flash(q, k, v, d, scale) && out.dtype == DType::BF16) {
+    flash::Params fp = flash_params(q, k, v, key_mask, d, causal, scale, dropout_p, seed);
+    fp.out = out.data<bf16>();
+    fp.lse = lse.f32();
+    dim3 grid{unsigned((d.Tq + 63) / 64), unsigned(d.H), unsigned(d.B)};
+    if (d.D == 64) {
+      size_t smem = flash::fwd_smem_bytes<64>();
+      set_smem_limit(reinterpret_cast<const void*>(flash::attention_fwd_kernel<64>), smem, c.index, op);
+      flash::attention_fwd_kernel<64><<<grid, flash::kThreads, smem, c.stream>>>(fp);
+    } else {
+      size_t smem = flash::fwd_smem_bytes<128>();
+      set_smem_limit(reinterpret_cast<const void*>(flash::attention_fwd_kernel<128>), smem, c.index, op);
+      flash::attention_fwd_kernel<128><<<grid, flash::kThreads, smem, c.stream>>>(fp);
+    }
+    check_launch(op);
+    return;
+  }
+  SimpleParams sp = simple_params(q, k, v, key_mask, d, causal, scale, dropout_p, seed, op);
+  sp.out = fout(out, op, "out");
+  sp.lse = lse.f32();
+  size_t smem = simple_smem(c, d.Tk + 32, op);
+  set_smem_limit(reinterpret_cast<const void*>(simple_fwd_kernel), smem, c.index, op);
+  simple_fwd_kernel<<<dim3{unsigned(d.Tq), unsigned(d.H), unsigned(d.B)}, kSimpleThreads, smem, c.stream>>>(sp);
+  check_launch(op);
+}
+
+void attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                   const Tensor& gout, const Tensor* key_mask, bool causal, float scale, float dropout_p, uint64_t seed,
+                   Tensor& gq, Tensor& gk, Tensor& gv) {
+  const char* op = "attentionBackward";
+  DeviceContext& c = context_of(q, op);
+  Dims d = check_dims(q, k, v, key_mask, op);
+  expect_dtype(lse, DType::F32, op, "lse");
+  if (int64_t(d.B) * d.H * d.D == 0) return;
+  if (d.Tq == 0 || d.Tk == 0) {
+    fill(gq, 0.0);
+    fill(gk, 0.0);
+    fill(gv, 0.0);
+    return;
+  }
+  // Δ = rowsum(dO ⊙ O) per (b, h, i), shared by both paths.
+  Tensor delta(DType::F32, {d.B, d.H, d.Tq}, q.device());
+  int64_t rows = int64_t(d.B) * d.Tq * d.H;
+  delta_kernel<<<unsigned((rows * 32 + 255) / 256), 256, 0, c.stream>>>(fin(gout, op, "gout"), fin(out, op, "out"),
+                                                                          delta.f32(), d.B, d.Tq, d.H, d.D);
+  check_launch(op);
+
+  if (use_flash(q, k, v, d, scale) && out.dtype == DType::BF16 && gout.dtype == DType::BF16 &&
+      gk.dtype == DType::BF16 && gv.dtype == DType::BF16) {
+    Tensor dq_acc(DType::F32, q.shape, q.device());
+    check(cudaMemsetAsync(dq_acc.raw(), 0, dq_acc.nbytes(), c.stream), op, "cudaMemsetAsync");
+    flash::Params fp = flash_params(q, k, v, key_mask, d, causal, scale, dropout_p, seed);
+    fp.o = out.data<bf16>();
+    fp.dout = gout.data<bf16>();
+    fp.lse = lse.f32();
+    fp.delta = delta.f32();
+    fp.dq_acc = dq_acc.f32();
+    fp.dk = gk.data<bf16>();
+    fp.dv = gv.data<bf16>();
+    auto launch = [&](auto dtag, auto wtag) {
+      constexpr int D = decltype(dtag)::value, NW = decltype(wtag)::value;
+      dim3 grid{unsigned((d.Tk + 16 * NW - 1) / (16 * NW)), unsigned(d.H), unsigned(d.B)};
+      size_t smem = flash::bwd_smem_bytes<D, NW>();
+      set_smem_limit(reinterpret_cast<const void*>(flash::attention_bwd_kernel<D, NW>), smem, c.index, op);
+      flash::attention_bwd_kernel<D, NW><<<grid, NW * 32, smem, c.stream>>>(fp);
+    };
+    using I64 = std::integral_constant<int, 64>;
+    using I128 = std::integral_constant<int, 128>;
+    if (bwd_warps() == 4) {
+      if (d.D == 64) launch(I64{}, std::integral_constant<int, 4>{});
+      else launch(I128{}, std::integral_constant<int, 4>{});
+    } else {
+      if (d.D == 64) launch(I64{}, std::integral_constant<int, 8>{});
+      else launch(I128{}, std::integral_constant<int, 8>{});
+    }
+    check_launch(op);
+    copy_convert(dq_acc, gq);  // fp32 accumulator -> gq's dtype
+    return;
+  }
+  SimpleParams sp = simple_params(q, k, v, key_mask, d, causal, scale, dropout_p, seed, op);
+  sp.dout = fin(gout, op, "gout");
+  sp.lse = const_cast<float*>(lse.f32());
+  sp.delta = delta.f32();
+  sp.dq = fout(gq, op, "gq");
+  sp.dk = fout(gk, op, "gk");
+  sp.dv = fout(gv, op, "gv");
+  size_t smem_q = simple_smem(c, d.Tk, op), smem_k = simple_smem(c, 2 * d.Tq, op);
+  set_smem_limit(reinterpret_cast<const void*>(simple_bwd_dq_kernel), smem_q, c.index, op);
+  set_smem_limit(reinterpret_cast<const void*>(simple_bwd_dkv_kernel), smem_k, c.index, op);
+  simple_bwd_dq_kernel<<<dim3{unsigned(d.Tq), unsigned(d.H), unsigned(d.B)}, kSimpleThreads, smem_q, c.stream>>>(sp);
+  check_launch(op);
+  simple_bwd_dkv_kernel<<<dim3{unsigned(d.Tk), unsigned(d.H), unsigned(d.B)}, kSimpleThreads, smem_k, c.stream>>>(sp);
+  check_launch(op);
+}
+
+}  // namespace owlet::kern

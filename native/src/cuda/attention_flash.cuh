@@ -1,0 +1,459 @@
+// Tiled attention on bf16 tensor cores (FlashAttention-2's schedule, mma.sync m16n8k16 + ldmatrix + cp.async),
+// reading and writing the [B, T, H, D] layout directly (row stride H·D between tokens, no transposes).
+//
+// Forward: one block of 4 warps per (64 queries, head, batch); each warp owns 16 query rows, keeps its Q fragments,
+// scores, fp32 output accumulators and the online-softmax state (row max, row sum) in registers, and streams 64-key
+// tiles of K and V through double-buffered shared memory. The score matrix never exists in memory; the log-sum-exp
+// of each row is saved for the backward pass.
+// Backward: one block per 64 keys; each warp owns 16 keys and accumulates their dK and dV in registers while the
+// block streams tiles of Q, dO, lse and Δ = rowsum(dO ⊙ O) over the queries that can see those keys. Pᵀ and dSᵀ are
+// computed directly in the key-major layout (Sᵀ = K Qᵀ), so they feed dV += Pᵀ dO and dK += dSᵀ Q from registers;
+// dQ += dS K goes through dSᵀ in shared memory and fp32 (2-wide vector) atomics into a [B, Tq, H, D] accumulator.
+//
+// Masks: keys past Tk (the tail of a 257- or 321-key sequence is masked, never padded to a power of two), causal
+// (query i sees key j when j <= i + Tk − Tq), the key padding mask, and dropout on the probabilities (element
+// ((b·H + h)·Tq + i)·Tk + j of the counter-based stream of core/dropout_hash.h, as the CPU backend draws it). Work on
+// 16-key groups wholly past the last visible key is skipped.
+#pragma once
+#include <cstdint>
+
+#include "../core/dropout_hash.h"
+#include "common.cuh"
+#include "mma.cuh"
+
+namespace owlet::cuda::flash {
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+constexpr int kWarps = 4, kThreads = kWarps * 32;
+
+struct Params {
+  const bf16 *q, *k, *v, *o, *dout;
+  bf16 *out, *dk, *dv;
+  float* lse;          // [B, H, Tq]
+  const float* delta;  // [B, H, Tq] rowsum(dO ⊙ O) (backward)
+  float* dq_acc;       // [B, Tq, H, D] fp32 (backward)
+  const int32_t* key_mask;  // [B, Tk] or nullptr
+  int B, H, Tq, Tk;
+  bool causal;
+  float scale, scale_log2;  // softmax scale, and the same times log2(e)
+  bool dropout;
+  uint64_t drop_key;
+  uint32_t drop_threshold;
+  float inv_keep;  // 1 / (1 − p)
+};
+
+// Copies rows [r0, r0 + ROWS) of a [T, H, D] sequence (row stride rs) into shared memory laid out [ROWS][LD],
+// zero-filling rows at or past `limit`; THREADS threads share the work.
+template <int ROWS, int D, int LD, int THREADS = kThreads>
+__device__ __forceinline__ void load_rows(bf16* s, const bf16* base, int64_t rs, int r0, int limit, int tid) {
+  constexpr int kChunks = D / 8;  // 16-byte pieces per row
+#pragma unroll
+  for (int c = tid; c < ROWS * kChunks; c += THREADS) {
+    int row = c / kChunks, col = (c % kChunks) * 8;
+    bool valid = r0 + row < limit;
+    const bf16* src = base + int64_t(valid ? r0 + row : 0) * rs + col;
+    mma::cp_async16(mma::smem_u32(s + row * LD + col), src, valid);
+  }
+}
+
+__device__ __forceinline__ bool key_visible(const Params& p, int b, int i, int j) {
+  return j < p.Tk && (!p.causal || j <= i + p.Tk - p.Tq) && (!p.key_mask || p.key_mask[int64_t(b) * p.Tk + j] != 0);
+}
+
+__device__ __forceinline__ bool drop_keep(const Params& p, int b, int h, int i, int j) {
+  return dropout::keep(p.drop_key, dropout::attention_index(b, h, i, j, p.H, p.Tq, p.Tk), p.drop_threshold);
+}
+
+// ------------------------------------------------------------------------------------------------------- forward
+
+template <int D>
+constexpr int fwd_smem_bytes() {
+  return (64 + 2 * 64 + 2 * 64) * (D + 8) * 2;
+}
+
+template <int D>
+__global__ void __launch_bounds__(kThreads) attention_fwd_kernel(Params p) {
+  constexpr int BR = 64, BC = 64, LD = D + 8, KD = D / 16, NT = BC / 8, DT = D / 8;
+  OWLET_DYNAMIC_SMEM(smem);
+  bf16* sQ = reinterpret_cast<bf16*>(smem);  // [BR][LD]
+  bf16* sK = sQ + BR * LD;                   // [2][BC][LD]
+  bf16* sV = sK + 2 * BC * LD;               // [2][BC][LD]
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+  const int b = blockIdx.z, h = blockIdx.y;
+  const int q0 = (gridDim.x - 1 - blockIdx.x) * BR;  // the longest causal tiles start first
+  const int64_t rs = int64_t(p.H) * D;
+  const bf16* qb = p.q + (int64_t(b) * p.Tq * p.H + h) * D;
+  const bf16* kb = p.k + (int64_t(b) * p.Tk * p.H + h) * D;
+  const bf16* vb = p.v + (int64_t(b) * p.Tk * p.H + h) * D;
+  const int shift = p.Tk - p.Tq;
+
+  // Keys this block visits, and the last key (exclusive) any row of this warp can see.
+  int kv_end = p.causal ? min(p.Tk, q0 + BR + shift) : p.Tk;
+  const int n_tiles = kv_end > 0 ? (kv_end + BC - 1) / BC : 0;
+  const int warp_row0 = q0 + warp * 16;
+  const int warp_kv_end = p.causal ? min(p.Tk, warp_row0 + 16 + shift) : p.Tk;
+  const bool warp_active = warp_row0 < p.Tq;
+
+  load_rows<BR, D, LD>(sQ, qb, rs, q0, p.Tq, tid);
+  if (n_tiles > 0) {
+    load_rows<BC, D, LD>(sK, kb, rs, 0, p.Tk, tid);
+    load_rows<BC, D, LD>(sV, vb, rs, 0, p.Tk, tid);
+  }
+  mma::cp_async_commit();
+
+  uint32_t qf[KD][4];
+  float o[DT][4];
+#pragma unroll
+  for (int i = 0; i < DT; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
+  const int row_a = warp_row0 + g, row_b = row_a + 8;  // the two query rows this thread holds
+
+  for (int tile = 0; tile < n_tiles; tile++) {
+    const int buf = tile & 1, kv0 = tile * BC;
+    if (tile + 1 < n_tiles) {
+      load_rows<BC, D, LD>(sK + (buf ^ 1) * BC * LD, kb, rs, kv0 + BC, p.Tk, tid);
+      load_rows<BC, D, LD>(sV + (buf ^ 1) * BC * LD, vb, rs, kv0 + BC, p.Tk, tid);
+    }
+    mma::cp_async_commit();
+    mma::cp_async_wait<1>();  // everything but the prefetch just issued has landed
+    __syncthreads();
+    if (tile == 0) {
+      mma::RowCol rc = mma::a_rowmajor(lane);
+#pragma unroll
+      for (int kd = 0; kd < KD; kd++)
+        mma::ldmatrix_x4(qf[kd], mma::smem_u32(sQ + (warp * 16 + rc.row) * LD + kd * 16 + rc.col));
+    }
+    if (warp_active && kv0 < warp_kv_end) {
+      const bf16* Kt = sK + buf * BC * LD;
+      const bf16* Vt = sV + buf * BC * LD;
+      // S = Q Kᵀ for this warp's 16 rows × 64 keys.
+      float s[NT][4];
+#pragma unroll
+      for (int i = 0; i < NT; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+      mma::RowCol kc = mma::b_nk(lane);
+#pragma unroll
+      for (int kd = 0; kd < KD; kd++) {
+#pragma unroll
+        for (int nb = 0; nb < NT / 2; nb++) {
+          if (kv0 + nb * 16 < warp_kv_end) {
+            uint32_t kf[4];
+            mma::ldmatrix_x4(kf, mma::smem_u32(Kt + (nb * 16 + kc.row) * LD + kd * 16 + kc.col));
+            mma::mma_bf16(s[2 * nb], qf[kd], kf[0], kf[1]);
+            mma::mma_bf16(s[2 * nb + 1], qf[kd], kf[2], kf[3]);
+          }
+        }
+      }
+      // Masks (only where the tile reaches past a boundary, or a padding mask is given).
+      bool need_mask = p.key_mask != nullptr || kv0 + BC > p.Tk || (p.causal && kv0 + BC - 1 > warp_row0 + shift);
+      if (need_mask) {
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) {
+            int j = kv0 + nt * 8 + 2 * t4 + (e & 1), i = (e < 2) ? row_a : row_b;
+            if (!key_visible(p, b, i, j)) s[nt][e] = -INFINITY;
+          }
+      }
+      // Online softmax in base 2: m = running max of scaled scores; rescale o and l when it grows.
+      float m_use[2];
+#pragma unroll
+      for (int r = 0; r < 2; r++) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) mx = fmaxf(mx, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        float m_new = fmaxf(m_run[r], mx * p.scale_log2);
+        m_use[r] = m_new == -INFINITY ? 0.f : m_new;  // a row with nothing visible yet: keep everything at 0
+        float corr = exp2f(m_run[r] - m_use[r]);
+        m_run[r] = m_new;
+        l_run[r] *= corr;
+#pragma unroll
+        for (int dt = 0; dt < DT; dt++) {
+          o[dt][2 * r] *= corr;
+          o[dt][2 * r + 1] *= corr;
+        }
+      }
+#pragma unroll
+      for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          float pe = exp2f(fmaf(s[nt][e], p.scale_log2, -m_use[e >> 1]));
+          l_run[e >> 1] += pe;
+          s[nt][e] = pe;
+        }
+      if (p.dropout) {  // the row sums above are of the undropped probabilities; only P·V sees the mask
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) {
+            int j = kv0 + nt * 8 + 2 * t4 + (e & 1), i = (e < 2) ? row_a : row_b;
+            if (!drop_keep(p, b, h, i, j)) s[nt][e] = 0.f;
+          }
+      }
+      // O += P V, P taken straight from the score registers as bf16 A fragments.
+      mma::RowCol vc = mma::b_kn(lane);
+#pragma unroll
+      for (int kk = 0; kk < BC / 16; kk++) {
+        if (kv0 + kk * 16 < warp_kv_end) {
+          uint32_t pa[4] = {mma::pack_bf16(s[2 * kk][0], s[2 * kk][1]), mma::pack_bf16(s[2 * kk][2], s[2 * kk][3]),
+                            mma::pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                            mma::pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+          for (int dp = 0; dp < D / 16; dp++) {
+            uint32_t vf[4];
+            mma::ldmatrix_x4_trans(vf, mma::smem_u32(Vt + (kk * 16 + vc.row) * LD + dp * 16 + vc.col));
+            mma::mma_bf16(o[2 * dp], pa, vf[0], vf[1]);
+            mma::mma_bf16(o[2 * dp + 1], pa, vf[2], vf[3]);
+          }
+        }
+      }
+    }
+    __syncthreads();  // everyone is done with this buffer before the next prefetch overwrites it
+  }
+  mma::cp_async_wait<0>();
+
+  // Normalise, write O (bf16) and the natural-log lse.
+  const int64_t obase = (int64_t(b) * p.Tq * p.H + h) * D;
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    float l = l_run[r];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    int row = r ? row_b : row_a;
+    if (!warp_active || row >= p.Tq) continue;
+    float f = l > 0.f ? (p.dropout ? p.inv_keep : 1.f) / l : 0.f;
+    bf16* dst = p.out + obase + int64_t(row) * rs + 2 * t4;
+#pragma unroll
+    for (int dt = 0; dt < DT; dt++)
+      *reinterpret_cast<__nv_bfloat162*>(dst + dt * 8) = __floats2bfloat162_rn(o[dt][2 * r] * f, o[dt][2 * r + 1] * f);
+    if (t4 == 0) p.lse[(int64_t(b) * p.H + h) * p.Tq + row] = l > 0.f ? (m_run[r] + log2f(l)) * kLn2 : -INFINITY;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------------ backward
+
+// BR queries per step: 64 for D = 64 (K and V fragments then also live in registers), 32 for D = 128 (to keep the
+// dK/dV accumulators, 128 fp32 registers per thread, clear of spills). NW warps per block own 16 keys each
+// (BC = 16·NW keys per block): 8 by default (FlashAttention-2's choice for the backward), 4 selectable.
+template <int D> struct BwdCfg;
+template <> struct BwdCfg<64> { static constexpr int BR = 64; static constexpr bool kv_regs = true; };
+template <> struct BwdCfg<128> { static constexpr int BR = 32; static constexpr bool kv_regs = false; };
+
+template <int D, int NW>
+constexpr int bwd_smem_bytes() {
+  constexpr int BR = BwdCfg<D>::BR, BC = 16 * NW, LD = D + 8;
+  return (2 * BC * LD + 4 * BR * LD) * 2 + BC * (BR + 8) * 2 + 4 * BR * 4;
+}
+
+template <int D, int NW>
+__global__ void __launch_bounds__(NW * 32) attention_bwd_kernel(Params p) {
+  constexpr int BR = BwdCfg<D>::BR, BC = 16 * NW, THREADS = NW * 32, LD = D + 8, LDS = BR + 8, KD = D / 16,
+                NT = BR / 8, DT = D / 8;
+  constexpr bool KV_REGS = BwdCfg<D>::kv_regs;
+  OWLET_DYNAMIC_SMEM(smem);
+  bf16* sK = reinterpret_cast<bf16*>(smem);  // [BC][LD]
+  bf16* sV = sK + BC * LD;                   // [BC][LD]
+  bf16* sQ = sV + BC * LD;                   // [2][BR][LD]
+  bf16* sO = sQ + 2 * BR * LD;               // [2][BR][LD]  (dO)
+  bf16* sS = sO + 2 * BR * LD;               // [BC][LDS]    (dSᵀ, key-major)
+  float* sL = reinterpret_cast<float*>(sS + BC * LDS);  // [2][BR] lse
+  float* sD = sL + 2 * BR;                               // [2][BR] Δ
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+  const int b = blockIdx.z, h = blockIdx.y, j0 = blockIdx.x * BC;
+  const int64_t rs = int64_t(p.H) * D;
+  const bf16* qb = p.q + (int64_t(b) * p.Tq * p.H + h) * D;
+  const bf16* ob = p.dout + (int64_t(b) * p.Tq * p.H + h) * D;
+  const bf16* kb = p.k + (int64_t(b) * p.Tk * p.H + h) * D;
+  const bf16* vb = p.v + (int64_t(b) * p.Tk * p.H + h) * D;
+  const float* lse_b = p.lse + (int64_t(b) * p.H + h) * p.Tq;
+  const float* del_b = p.delta + (int64_t(b) * p.H + h) * p.Tq;
+  const int shift = p.Tk - p.Tq;
+  const int n_qt = (p.Tq + BR - 1) / BR;
+  // The first query that can see key j0 (causal: i >= j0 − shift).
+  const int q_first = p.causal ? max(0, j0 - shift) : 0;
+  const int qt0 = q_first / BR;
+  const int key_a = j0 + warp * 16 + g, key_b = key_a + 8;  // the two keys this thread holds
+
+  float dk[DT][4], dv[DT][4];
+#pragma unroll
+  for (int i = 0; i < DT; i++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) dk[i][e] = dv[i][e] = 0.f;
+
+  auto load_q_tile = [&](int qt, int buf) {
+    int i0 = qt * BR;
+    load_rows<BR, D, LD, THREADS>(sQ + buf * BR * LD, qb, rs, i0, p.Tq, tid);
+    load_rows<BR, D, LD, THREADS>(sO + buf * BR * LD, ob, rs, i0, p.Tq, tid);
+    for (int i = tid; i < BR; i += THREADS) {
+      bool valid = i0 + i < p.Tq;
+      mma::cp_async4(mma::smem_u32(sL + buf * BR + i), lse_b + (valid ? i0 + i : 0), valid);
+      mma::cp_async4(mma::smem_u32(sD + buf * BR + i), del_b + (valid ? i0 + i : 0), valid);
+    }
+  };
+
+  if (qt0 < n_qt) {
+    load_rows<BC, D, LD, THREADS>(sK, kb, rs, j0, p.Tk, tid);
+    load_rows<BC, D, LD, THREADS>(sV, vb, rs, j0, p.Tk, tid);
+    load_q_tile(qt0, 0);
+  }
+  mma::cp_async_commit();
+
+  uint32_t kf[KV_REGS ? KD : 1][4], vf[KV_REGS ? KD : 1][4];
+  const mma::RowCol arc = mma::a_rowmajor(lane), bnk = mma::b_nk(lane), bkn = mma::b_kn(lane), akm = mma::a_km(lane);
+
+  for (int qt = qt0; qt < n_qt; qt++) {
+    const int buf = (qt - qt0) & 1, i0 = qt * BR;
+    if (qt + 1 < n_qt) load_q_tile(qt + 1, buf ^ 1);
+    mma::cp_async_commit();
+    mma::cp_async_wait<1>();
+    __syncthreads();
+    if (KV_REGS && qt == qt0) {
+#pragma unroll
+      for (int kd = 0; kd < (KV_REGS ? KD : 1); kd++) {
+        mma::ldmatrix_x4(kf[kd], mma::smem_u32(sK + (warp * 16 + arc.row) * LD + kd * 16 + arc.col));
+        mma::ldmatrix_x4(vf[kd], mma::smem_u32(sV + (warp * 16 + arc.row) * LD + kd * 16 + arc.col));
+      }
+    }
+    const bf16* Qt = sQ + buf * BR * LD;
+    const bf16* Ot = sO + buf * BR * LD;
+    const float* Lt = sL + buf * BR;
+    const float* Dt = sD + buf * BR;
+
+    // Sᵀ = K Qᵀ (16 keys × BR queries) and dPᵀ = V dOᵀ.
+    float st[NT][4], dpt[NT][4];
+#pragma unroll
+    for (int i = 0; i < NT; i++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) st[i][e] = dpt[i][e] = 0.f;
+#pragma unroll
+    for (int kd = 0; kd < KD; kd++) {
+      uint32_t ka[4], va[4];
+      if constexpr (KV_REGS) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          ka[e] = kf[KV_REGS ? kd : 0][e];
+          va[e] = vf[KV_REGS ? kd : 0][e];
+        }
+      } else {
+        mma::ldmatrix_x4(ka, mma::smem_u32(sK + (warp * 16 + arc.row) * LD + kd * 16 + arc.col));
+        mma::ldmatrix_x4(va, mma::smem_u32(sV + (warp * 16 + arc.row) * LD + kd * 16 + arc.col));
+      }
+#pragma unroll
+      for (int nb = 0; nb < NT / 2; nb++) {
+        uint32_t qf[4], of[4];
+        mma::ldmatrix_x4(qf, mma::smem_u32(Qt + (nb * 16 + bnk.row) * LD + kd * 16 + bnk.col));
+        mma::ldmatrix_x4(of, mma::smem_u32(Ot + (nb * 16 + bnk.row) * LD + kd * 16 + bnk.col));
+        mma::mma_bf16(st[2 * nb], ka, qf[0], qf[1]);
+        mma::mma_bf16(st[2 * nb + 1], ka, qf[2], qf[3]);
+        mma::mma_bf16(dpt[2 * nb], va, of[0], of[1]);
+        mma::mma_bf16(dpt[2 * nb + 1], va, of[2], of[3]);
+      }
+    }
+
+    // Pᵀ = exp(S·scale − lse) with masks; dropout; dSᵀ = Pᵀ ⊙ (dPᵀ·mask/(1−p) − Δ). st becomes Pᵀ (dropped, for
+    // dV), dpt becomes dSᵀ.
+    const bool need_mask = p.key_mask != nullptr || j0 + BC > p.Tk || i0 + BR > p.Tq ||
+                           (p.causal && j0 + warp * 16 + 15 > i0 + shift);
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        int il = nt * 8 + 2 * t4 + (e & 1), i = i0 + il, j = (e < 2) ? key_a : key_b;
+        float lse2 = Lt[il] * kLog2e;
+        float pe = exp2f(fmaf(st[nt][e], p.scale_log2, -lse2));
+        if (need_mask && !(i < p.Tq && key_visible(p, b, i, j))) pe = 0.f;
+        float dpe = dpt[nt][e];
+        float pd = pe;
+        if (p.dropout) {
+          bool keep = drop_keep(p, b, h, i, j);
+          pd = keep ? pe * p.inv_keep : 0.f;
+          dpe = keep ? dpe * p.inv_keep : 0.f;
+        }
+        st[nt][e] = pd;
+        dpt[nt][e] = pe * (dpe - Dt[il]);
+      }
+
+    // dV += Pᵀ dO and dK += dSᵀ Q (A from registers, B = dO / Q stored [query][d] = [k][n]).
+#pragma unroll
+    for (int kk = 0; kk < BR / 16; kk++) {
+      uint32_t pa[4] = {mma::pack_bf16(st[2 * kk][0], st[2 * kk][1]), mma::pack_bf16(st[2 * kk][2], st[2 * kk][3]),
+                        mma::pack_bf16(st[2 * kk + 1][0], st[2 * kk + 1][1]),
+                        mma::pack_bf16(st[2 * kk + 1][2], st[2 * kk + 1][3])};
+      uint32_t da[4] = {mma::pack_bf16(dpt[2 * kk][0], dpt[2 * kk][1]), mma::pack_bf16(dpt[2 * kk][2], dpt[2 * kk][3]),
+                        mma::pack_bf16(dpt[2 * kk + 1][0], dpt[2 * kk + 1][1]),
+                        mma::pack_bf16(dpt[2 * kk + 1][2], dpt[2 * kk + 1][3])};
+      // dSᵀ to shared memory for dQ: this thread's four elements of each 16×8 half, as bf16 pairs.
+      bf16* srow_a = sS + (warp * 16 + g) * LDS + kk * 16 + 2 * t4;
+      bf16* srow_b = srow_a + 8 * LDS;
+      *reinterpret_cast<uint32_t*>(srow_a) = da[0];
+      *reinterpret_cast<uint32_t*>(srow_b) = da[1];
+      *reinterpret_cast<uint32_t*>(srow_a + 8) = da[2];
+      *reinterpret_cast<uint32_t*>(srow_b + 8) = da[3];
+#pragma unroll
+      for (int dp = 0; dp < D / 16; dp++) {
+        uint32_t of[4], qf[4];
+        mma::ldmatrix_x4_trans(of, mma::smem_u32(Ot + (kk * 16 + bkn.row) * LD + dp * 16 + bkn.col));
+        mma::ldmatrix_x4_trans(qf, mma::smem_u32(Qt + (kk * 16 + bkn.row) * LD + dp * 16 + bkn.col));
+        mma::mma_bf16(dv[2 * dp], pa, of[0], of[1]);
+        mma::mma_bf16(dv[2 * dp + 1], pa, of[2], of[3]);
+        mma::mma_bf16(dk[2 * dp], da, qf[0], qf[1]);
+        mma::mma_bf16(dk[2 * dp + 1], da, qf[2], qf[3]);
+      }
+    }
+    __syncthreads();  // dSᵀ complete
+
+    // dQ[i][d] += scale · Σ_j dS[i][j] K[j][d] for this tile: warps split BR rows × D columns into 16 × 64 pieces.
+    {
+      constexpr int WR = BR / 16, WC = NW / WR, DC = D / WC;
+      const int mrow = (warp % WR) * 16, d0 = (warp / WR) * DC;
+      float acc[DC / 8][4];
+#pragma unroll
+      for (int i = 0; i < DC / 8; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < BC / 16; kk++) {
+        uint32_t a[4];
+        mma::ldmatrix_x4_trans(a, mma::smem_u32(sS + (kk * 16 + akm.row) * LDS + mrow + akm.col));
+#pragma unroll
+        for (int dp = 0; dp < DC / 16; dp++) {
+          uint32_t kf2[4];
+          mma::ldmatrix_x4_trans(kf2, mma::smem_u32(sK + (kk * 16 + bkn.row) * LD + d0 + dp * 16 + bkn.col));
+          mma::mma_bf16(acc[2 * dp], a, kf2[0], kf2[1]);
+          mma::mma_bf16(acc[2 * dp + 1], a, kf2[2], kf2[3]);
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < 2; r++) {
+        int i = i0 + mrow + g + 8 * r;
+        if (i >= p.Tq) continue;
+        float* dst = p.dq_acc + ((int64_t(b) * p.Tq + i) * p.H + h) * D + d0 + 2 * t4;
+        // Two adjacent columns per thread: one 8-byte vector atomic (sm_90) instead of two.
+#pragma unroll
+        for (int dt = 0; dt < DC / 8; dt++)
+          atomicAdd(reinterpret_cast<float2*>(dst + dt * 8), make_float2(acc[dt][2 * r] * p.scale, acc[dt][2 * r + 1] * p.scale));
+      }
+    }
+    // No barrier needed here: Q/dO of this buffer were last read before the dSᵀ barrier above (the next prefetch may
+    // overwrite them), and the next writes of sS come after the next iteration's top barrier.
+  }
+  mma::cp_async_wait<0>();
+
+  // dK (× scale) and dV for this warp's keys; keys nobody sees get zeros.
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    int j = r ? key_b : key_a;
+    if (j >= p.Tk) continue;
+    int64_t off = (int64_t(b) * p.Tk + j) * rs + int64_t(h) * D + 2 * t4;
+#pragma unroll
+    for (int dt = 0; dt < DT; dt++) {
+      *reinterpret_cast<__nv_bfloat162*>(p.dk + off + dt * 8) =
+          __floats2bfloat162_rn(dk[dt][2 * r] * p.scale, dk[dt][2 * r + 1] * p.scale);
+      *reinterpret_cast<__nv_bfloat162*>(p.dv + off + dt * 8) = __floats2bfloat162_rn(dv[dt][2 * r], dv[dt][2 * r + 1]);
+    }
+  }
+}
+
+}  // namespace owlet::cuda::flash

@@ -1,0 +1,242 @@
+// GEMMs through cuBLASLt (single matrices, bf16, aligned: heuristic chosen once per shape and cached) and cuBLAS
+// (batched, f32, or whatever cuBLASLt declines), always with fp32 accumulation (CUBLAS_COMPUTE_32F, never TF32, so
+// f32 results can be checked against the CPU backend).
+//
+// Row-major to cuBLAS's column-major: a row-major X [r, c] is the column-major Xᵀ [c, r] with the same leading
+// dimension, so C = op(A) op(B) is computed as Cᵀ = op(B)ᵀ op(A)ᵀ: cuBLAS's first operand is our B.
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
+#include <tuple>
+
+#include "../core/kernels.h"
+#include "common.cuh"
+#include "gemm.h"
+
+namespace owlet::cuda {
+
+namespace {
+
+cudaDataType_t cuda_type(DType d) { return d == DType::BF16 ? CUDA_R_16BF : CUDA_R_32F; }
+
+int to_int(int64_t v, const char* op, const char* what) {
+  if (v < 0 || v > int64_t(0x7fffffff))
+    fail(ErrorKind::Shape, std::string(op) + ": " + what + " = " + std::to_string(v) + " exceeds cuBLAS's 32-bit range");
+  return int(v);
+}
+
+bool lt_disabled() {
+  static const bool off = [] {
+    const char* e = std::getenv("OWLET_GEMM");
+    return e && std::strcmp(e, "cublas") == 0;
+  }();
+  return off;
+}
+
+// One cached cuBLASLt plan per shape: descriptors and the heuristic's first algorithm.
+struct LtKey {
+  int dev, m, n, k, lda, ldb, ldc, transa, transb, ab, c;
+  bool operator<(const LtKey& o) const {
+    return std::tie(dev, m, n, k, lda, ldb, ldc, transa, transb, ab, c) <
+           std::tie(o.dev, o.m, o.n, o.k, o.lda, o.ldb, o.ldc, o.transa, o.transb, o.ab, o.c);
+  }
+};
+struct LtPlan {
+  bool ok = false;  // false: cuBLASLt declined this shape; use cublasGemmEx
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+};
+std::map<LtKey, LtPlan> lt_plans;
+std::mutex lt_mutex;
+
+LtPlan make_plan(DeviceContext& ctx, const LtKey& k) {
+  LtPlan p;
+  cublasOperation_t ta = cublasOperation_t(k.transa), tb = cublasOperation_t(k.transb);
+  cudaDataType_t abt = cuda_type(DType(k.ab)), ct = cuda_type(DType(k.c));
+  if (cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS) return p;
+  cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
+  cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
+  // Column-major layouts of cuBLAS's operands as stored (before the transpose op).
+  bool ok = cublasLtMatrixLayoutCreate(&p.a, abt, ta == CUBLAS_OP_N ? k.m : k.k, ta == CUBLAS_OP_N ? k.k : k.m,
+                                       k.lda) == CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatrixLayoutCreate(&p.b, abt, tb == CUBLAS_OP_N ? k.k : k.n, tb == CUBLAS_OP_N ? k.n : k.k,
+                                       k.ldb) == CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatrixLayoutCreate(&p.c, ct, k.m, k.n, k.ldc) == CUBLAS_STATUS_SUCCESS;
+  if (!ok) return p;
+  cublasLtMatmulPreference_t pref = nullptr;
+  if (cublasLtMatmulPreferenceCreate(&pref) != CUBLAS_STATUS_SUCCESS) return p;
+  size_t ws = ctx.workspace_bytes;
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+  cublasLtMatmulHeuristicResult_t res{};
+  int found = 0;
+  cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(ctx.lt, p.desc, p.a, p.b, p.c, p.c, pref, 1, &res, &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (s != CUBLAS_STATUS_SUCCESS || found == 0 || res.state != CUBLAS_STATUS_SUCCESS) return p;
+  p.algo = res.algo;
+  p.ok = true;
+  return p;
+}
+
+bool aligned256(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 255) == 0; }
+
+// Tries cuBLASLt for a single bf16 matrix product; false when it does not apply or declines.
+bool try_lt(DeviceContext& ctx, const Gemm& g, int m, int n, int k, int lda, int ldb, int ldc, cublasOperation_t ta,
+            cublasOperation_t tb, const void* A, const void* B) {
+  if (lt_disabled() || g.batch != 1 || g.ab != DType::BF16) return false;
+  size_t cs = dtype_size(g.c);
+  if (!aligned256(A) || !aligned256(B) || !aligned256(g.C) || (lda * 2) % 16 || (ldb * 2) % 16 || (size_t(ldc) * cs) % 16)
+    return false;
+  LtKey key{ctx.index, m, n, k, lda, ldb, ldc, int(ta), int(tb), int(g.ab), int(g.c)};
+  LtPlan* plan;
+  {
+    std::lock_guard<std::mutex> lock(lt_mutex);
+    auto it = lt_plans.find(key);
+    if (it == lt_plans.end()) it = lt_plans.emplace(key, make_plan(ctx, key)).first;
+    plan = &it->second;
+  }
+  if (!plan->ok) return false;
+  cublasStatus_t s = cublasLtMatmul(ctx.lt, plan->desc, &g.alpha, A, plan->a, B, plan->b, &g.beta, g.C, plan->c, g.C,
+                                    plan->c, &plan->algo, ctx.workspace, ctx.workspace_bytes, ctx.stream);
+  if (s != CUBLAS_STATUS_SUCCESS) {
+    std::lock_guard<std::mutex> lock(lt_mutex);
+    plan->ok = false;  // do not try this shape again
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+void gemm(DeviceContext& ctx, const Gemm& g, const char* op) {
+  if (g.M == 0 || g.N == 0 || g.batch == 0) return;
+  if (!is_float(g.ab) || !is_float(g.c) || (g.ab == DType::F32 && g.c != DType::F32))
+    fail(ErrorKind::DType, std::string(op) + ": unsupported GEMM types (operands " + dtype_name(g.ab) + ", result " +
+                               dtype_name(g.c) + ")");
+  // cuBLAS (column-major) computes Cᵀ[N, M] = op(B)ᵀ[N, K] · op(A)ᵀ[K, M].
+  cublasOperation_t ta = g.tb ? CUBLAS_OP_T : CUBLAS_OP_N, tb = g.ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+  int m = to_int(g.N, op, "N"), n = to_int(g.M, op, "M"), k = to_int(g.K, op, "K");
+  int lda = to_int(g.ldb, op, "ldb"), ldb = to_int(g.lda, op, "lda"), ldc = to_int(g.ldc, op, "ldc");
+  // cuBLAS wants leading dimensions >= the stored rows even when a dimension is 0 or 1.
+  if (lda < 1) lda = 1;
+  if (ldb < 1) ldb = 1;
+  if (ldc < 1) ldc = 1;
+  if (try_lt(ctx, g, m, n, k, lda, ldb, ldc, ta, tb, g.B, g.A)) return;
+  cudaDataType_t abt = cuda_type(g.ab), ct = cuda_type(g.c);
+  if (g.batch == 1) {
+    check(cublasGemmEx(ctx.blas, ta, tb, m, n, k, &g.alpha, g.B, abt, lda, g.A, abt, ldb, &g.beta, g.C, ct, ldc,
+                       CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+          op, "cublasGemmEx");
+  } else {
+    check(cublasGemmStridedBatchedEx(ctx.blas, ta, tb, m, n, k, &g.alpha, g.B, abt, lda, g.strideB, g.A, abt, ldb,
+                                     g.strideA, &g.beta, g.C, ct, ldc, g.strideC, to_int(g.batch, op, "batch"),
+                                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+          op, "cublasGemmStridedBatchedEx");
+  }
+}
+
+namespace {
+// A float tensor as `want` dtype: itself, or a converted temporary kept alive by `hold`.
+const Tensor& as_dtype(const Tensor& t, DType want, Tensor& hold) {
+  if (t.dtype == want) return t;
+  hold = Tensor(want, t.shape, t.device());
+  kern::copy_convert(t, hold);
+  return hold;
+}
+}  // namespace
+
+void gemm2d(DeviceContext& ctx, const Tensor& a, bool ta, const Tensor& b, bool tb, Tensor& c, float alpha, float beta,
+            const char* op) {
+  expect_float(a, op, "a");
+  expect_float(b, op, "b");
+  expect_float(c, op, "c");
+  DType ab = a.dtype == b.dtype ? a.dtype : DType::F32;
+  Tensor ha, hb, hc;
+  const Tensor& A = as_dtype(a, ab, ha);
+  const Tensor& B = as_dtype(b, ab, hb);
+  Gemm g;
+  g.ta = ta;
+  g.tb = tb;
+  g.M = ta ? a.cols() : a.rows();
+  g.K = ta ? a.rows() : a.cols();
+  g.N = tb ? b.rows() : b.cols();
+  g.A = A.raw();
+  g.lda = a.cols();
+  g.B = B.raw();
+  g.ldb = b.cols();
+  g.ldc = g.N;
+  g.ab = ab;
+  g.alpha = alpha;
+  g.beta = beta;
+  if (ab == DType::F32 && c.dtype == DType::BF16) {  // cuBLAS has no f32 x f32 -> bf16: go through an f32 result
+    hc = Tensor(DType::F32, c.shape, c.device());
+    if (beta != 0.f) kern::copy_convert(c, hc);
+    g.C = hc.raw();
+    g.c = DType::F32;
+    gemm(ctx, g, op);
+    kern::copy_convert(hc, c);
+    return;
+  }
+  g.C = c.raw();
+  g.c = c.dtype;
+  gemm(ctx, g, op);
+}
+
+}  // namespace owlet::cuda
+
+namespace owlet::kern {
+
+using namespace owlet::cuda;
+
+void matmul(const Tensor& a, const Tensor& b, Tensor& c, bool ta, bool tb, float alpha, float beta) {
+  const char* op = "matmul";
+  DeviceContext& ctx = context_of(c, op);
+  expect_float(a, op, "a");
+  expect_float(b, op, "b");
+  expect_float(c, op, "c");
+  int64_t M = c.dim(-2), N = c.dim(-1);
+  int64_t K = ta ? a.dim(-2) : a.dim(-1);
+  if (M == 0 || N == 0) return;
+  int64_t batch = c.numel() / (M * N);
+  bool b_shared = b.ndim() == 2 && batch > 1;
+  DType ab = a.dtype == b.dtype ? a.dtype : DType::F32;
+  Tensor ha, hb, hc;
+  const Tensor& A = as_dtype(a, ab, ha);
+  const Tensor& B = as_dtype(b, ab, hb);
+  Tensor* C = &c;
+  if (ab == DType::F32 && c.dtype == DType::BF16) {
+    hc = Tensor(DType::F32, c.shape, c.device());
+    if (beta != 0.f) kern::copy_convert(c, hc);
+    C = &hc;
+  }
+  Gemm g;
+  g.ta = ta;
+  g.tb = tb;
+  g.K = K;
+  g.N = N;
+  g.A = A.raw();
+  g.lda = a.dim(-1);
+  g.B = B.raw();
+  g.ldb = b.dim(-1);
+  g.C = C->raw();
+  g.ldc = N;
+  g.ab = ab;
+  g.c = C->dtype;
+  g.alpha = alpha;
+  g.beta = beta;
+  if (b_shared && !ta) {  // one big GEMM over every batch row: [batch*M, K] x B
+    g.M = batch * M;
+  } else {
+    g.M = M;
+    g.batch = batch;
+    g.strideA = a.dim(-2) * a.dim(-1);
+    g.strideB = b_shared ? 0 : b.dim(-2) * b.dim(-1);
+    g.strideC = M * N;
+  }
+  gemm(ctx, g, op);
+  if (C != &c) kern::copy_convert(*C, c);
+}
+
+}  // namespace owlet::kern

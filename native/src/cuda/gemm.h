@@ -1,0 +1,34 @@
+// Row-major GEMMs on device pointers, for kern::matmul and for the families built on GEMMs (LoRA).
+#pragma once
+#include <cstdint>
+
+#include "../core/tensor.h"
+#include "runtime.h"
+
+namespace owlet::cuda {
+
+// C[b] = alpha · op(A[b]) op(B[b]) + beta · C[b] for b < batch, row-major: op(A) is M×K, op(B) is K×N, C is M×N.
+// lda/ldb/ldc are row strides in elements, stride* the distance between batch items (0 = one matrix shared by all).
+// Operands are f32 (then C is f32) or bf16 (C bf16 or f32); accumulation is fp32 (CUBLAS_COMPUTE_32F: no TF32).
+struct Gemm {
+  bool ta = false, tb = false;
+  int64_t M = 0, N = 0, K = 0;
+  const void* A = nullptr;
+  int64_t lda = 0, strideA = 0;
+  const void* B = nullptr;
+  int64_t ldb = 0, strideB = 0;
+  void* C = nullptr;
+  int64_t ldc = 0, strideC = 0;
+  int64_t batch = 1;
+  DType ab = DType::BF16, c = DType::BF16;
+  float alpha = 1.f, beta = 0.f;
+};
+
+void gemm(DeviceContext& ctx, const Gemm& g, const char* op);
+
+// Tensor-level convenience: c = alpha · op(a) op(b) + beta · c with a, b 2-D (row-major), any float dtypes
+// (mixed dtypes are converted through temporaries).
+void gemm2d(DeviceContext& ctx, const Tensor& a, bool ta, const Tensor& b, bool tb, Tensor& c, float alpha, float beta,
+            const char* op);
+
+}  // namespace owlet::cuda

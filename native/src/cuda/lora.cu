@@ -1,0 +1,214 @@
+// LoRA linear with a frozen base weight: y = x Wᵀ + s · (drop(x) Aᵀ) Bᵀ, and its backward (dx, dA, dB; never dW).
+//
+// The low-rank update rides in the base GEMM's epilogue: the rank-r product s·xa·Bᵀ is written into y first (a
+// K = r GEMM, bound by writing y), then the base GEMM runs with beta = 1 and adds it while storing its own result,
+// so y is never read back by a separate pass. The backward does the same for dx.
+// The thin products (x Aᵀ, gy B, (gy B)ᵀ x, gyᵀ xa) read one big matrix each and produce a few columns or a small
+// matrix: for ranks 4, 8 and 16 they run as the memory-bound kernels of lora_thin.cuh (one 16-byte-load pass over
+// the big matrix); other ranks, or OWLET_LORA=cublas, use cuBLAS for them. Beyond the frozen linear's two GEMMs the
+// step therefore moves about: x once (x Aᵀ), y once (rank-r write), gy twice (gy B, gyᵀ xa), x once ((gy B)ᵀ x),
+// dx once (rank-r write).
+//
+// Dropout on the LoRA input keeps element i of x where hash_u01(seed, i) >= p (core/hash_u01.h), scaled by
+// 1 / (1 − p), exactly as the CPU backend's LoRA does; the backward regenerates the mask instead of storing it.
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <initializer_list>
+#include <type_traits>
+
+#include "../core/kernels.h"
+#include "../core/hash_u01.h"
+#include "common.cuh"
+#include "gemm.h"
+#include "lora_thin.cuh"
+
+namespace owlet::kern {
+
+using namespace owlet::cuda;
+
+namespace {
+
+// t as dtype `want`: itself, or a converted copy held by `hold` (adapters are small; x and W are never copied).
+const Tensor& cast_small(const Tensor& t, DType want, Tensor& hold) {
+  if (t.dtype == want) return t;
+  hold = Tensor(want, t.shape, t.device());
+  copy_convert(t, hold);
+  return hold;
+}
+
+lora::Drop make_drop(float p, uint64_t seed) {
+  lora::Drop d{};
+  d.on = p > 0.f;
+  d.key = hash_u01_key(seed);
+  d.p = p;
+  d.scale = float(1.0 / (1.0 - double(p)));  // as the CPU backend rounds it
+  return d;
+}
+
+__global__ void lora_dropout_kernel(FIn x, FOut y, int64_t n, lora::Drop d) {
+  OWLET_KERNEL_LOOP(i, n) y.set(i, hash_u01_at(d.key, uint64_t(i)) >= d.p ? x[i] * d.scale : 0.f);
+}
+
+// y = the LoRA dropout of x (element index of x), any float dtypes.
+void lora_dropout(DeviceContext& c, const Tensor& x, Tensor& y, float p, uint64_t seed, const char* op) {
+  int64_t n = x.numel();
+  if (n == 0) return;
+  lora_dropout_kernel<<<grid_for(c, n, 256), 256, 0, c.stream>>>(fin(x, op, "x"), fout(y, op, "y"), n, make_drop(p, seed));
+  check_launch(op);
+}
+
+// drop(x): x itself when p = 0, else a masked, rescaled copy in `hold`.
+const Tensor& dropped(DeviceContext& c, const Tensor& x, float p, uint64_t seed, Tensor& hold, const char* op) {
+  if (p <= 0.f) return x;
+  hold = Tensor(x.dtype, x.shape, x.device());
+  lora_dropout(c, x, hold, p, seed, op);
+  return hold;
+}
+
+bool cublas_forced() {
+  const char* e = std::getenv("OWLET_LORA");  // read per call, so a benchmark can compare both paths in one process
+  return e && std::strcmp(e, "cublas") == 0;
+}
+
+// Whether the thin kernels take rank r over matrices with these row lengths (16-byte rows of the dtype).
+bool thin_ok(int64_t r, DType dt, std::initializer_list<int64_t> row_lengths) {
+  if (cublas_forced() || !(r == 4 || r == 8 || r == 16) || !is_float(dt)) return false;
+  int64_t v = 16 / int64_t(dtype_size(dt));
+  for (int64_t n : row_lengths)
+    if (n % v) return false;
+  return true;
+}
+
+// out[m][j] = alpha · Σ_k f(X[m][k]) Wt[k][j] (rows kernel), for the dtype of X and the rank.
+void thin_rows(DeviceContext& c, const Tensor& X, const Tensor& Wt, int64_t r, float alpha, lora::Drop d, const FOut& out,
+               const char* op) {
+  int64_t M = X.rows(), K = X.cols();
+  if (M == 0) return;
+  auto launch = [&](auto tag, auto rtag) {
+    using T = decltype(tag);
+    constexpr int R = decltype(rtag)::value;
+    int64_t rows_per_block = int64_t(lora::kWarps) * lora::rows_per_warp<R>();
+    unsigned blocks = unsigned((M + rows_per_block - 1) / rows_per_block);
+    lora::rows_kernel<T, R><<<blocks, lora::kThreads, 0, c.stream>>>(X.data<T>(), M, K, Wt.f32(), alpha, d, out);
+  };
+  OWLET_FLOAT_SWITCH(X.dtype, T, op, {
+    if (r == 4) launch(T{}, std::integral_constant<int, 4>{});
+    else if (r == 8) launch(T{}, std::integral_constant<int, 8>{});
+    else launch(T{}, std::integral_constant<int, 16>{});
+  });
+  check_launch(op);
+}
+
+// acc[j·oj + k·ok] += alpha · Σ_m G[m][j] f(X[m][k]) (cols kernel); acc is fp32 and zeroed by the caller.
+void thin_cols(DeviceContext& c, const Tensor& X, const Tensor& G, int64_t r, float alpha, lora::Drop d, float* acc,
+               int64_t oj, int64_t ok, const char* op) {
+  int64_t M = X.rows(), K = X.cols();
+  if (M == 0 || K == 0) return;
+  auto launch = [&](auto tag, auto rtag) {
+    using T = decltype(tag);
+    constexpr int R = decltype(rtag)::value, CB = 32 * lora::Vec16<T>::n;
+    int64_t col_blocks = (K + CB - 1) / CB;
+    int64_t chunks = std::max<int64_t>(1, std::min<int64_t>((2 * c.prop.multiProcessorCount + col_blocks - 1) / col_blocks,
+                                                           (M + 63) / 64));
+    int64_t rows_per_chunk = (M + chunks - 1) / chunks;
+    size_t smem = size_t(CB) * R * sizeof(float);
+    dim3 grid{unsigned(col_blocks), unsigned(chunks), 1u};
+    lora::cols_kernel<T, R><<<grid, lora::kThreads, smem, c.stream>>>(X.data<T>(), M, K, G.f32(), rows_per_chunk, alpha,
+                                                                       d, acc, oj, ok);
+  };
+  OWLET_FLOAT_SWITCH(X.dtype, T, op, {
+    if (r == 4) launch(T{}, std::integral_constant<int, 4>{});
+    else if (r == 8) launch(T{}, std::integral_constant<int, 8>{});
+    else launch(T{}, std::integral_constant<int, 16>{});
+  });
+  check_launch(op);
+}
+
+// An fp32 accumulator for `out` (zeroed): `out` itself when it is f32, else a temporary copied over by finish().
+struct Accumulator {
+  Tensor& out;
+  Tensor tmp;
+  float* ptr;
+  Accumulator(DeviceContext& c, Tensor& o, const char* op) : out(o) {
+    if (o.dtype != DType::F32) tmp = Tensor(DType::F32, o.shape, o.device());
+    Tensor& t = o.dtype == DType::F32 ? o : tmp;
+    check(cudaMemsetAsync(t.raw(), 0, t.nbytes(), c.stream), op, "cudaMemsetAsync");
+    ptr = t.f32();
+  }
+  void finish() {
+    if (out.dtype != DType::F32) copy_convert(tmp, out);
+  }
+};
+
+}  // namespace
+
+void lora_fwd(const Tensor& x, const Tensor& w, const Tensor& a, const Tensor& b, float s, float dropout_p,
+              uint64_t seed, Tensor& y, Tensor& xa) {
+  const char* op = "loraForward";
+  DeviceContext& c = context_of(x, op);
+  int64_t r = a.dim(0), K = x.cols();
+  Tensor hb;
+  const Tensor& B = cast_small(b, x.dtype, hb);
+  if (thin_ok(r, x.dtype, {K})) {
+    Tensor at(DType::F32, {K, r}, x.device());  // Aᵀ in fp32, [K][r]
+    lora::transpose_f32_kernel<<<grid_for(c, r * K, 256), 256, 0, c.stream>>>(fin(a, op, "a"), r, K, at.f32());
+    check_launch(op);
+    thin_rows(c, x, at, r, 1.f, make_drop(dropout_p, seed), fout(xa, op, "xa"), op);  // xa = drop(x) Aᵀ
+  } else {
+    Tensor ha, hx;
+    const Tensor& A = cast_small(a, x.dtype, ha);
+    gemm2d(c, dropped(c, x, dropout_p, seed, hx, op), false, A, true, xa, 1.f, 0.f, op);
+  }
+  gemm2d(c, xa, false, B, true, y, s, 0.f, op);   // y  = s · xa Bᵀ   (rank r)
+  gemm2d(c, x, false, w, true, y, 1.f, 1.f, op);  // y += x Wᵀ        (base GEMM, epilogue add)
+}
+
+void lora_bwd(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& a, const Tensor& b, const Tensor& xa,
+              float s, float dropout_p, uint64_t seed, Tensor* gx, Tensor& ga, Tensor& gb) {
+  const char* op = "loraBackward";
+  DeviceContext& c = context_of(x, op);
+  int64_t r = a.dim(0), K = x.cols(), N = gy.cols();
+  Tensor ha;
+  const Tensor& A = cast_small(a, gy.dtype, ha);
+  Shape gyb_shape = x.shape;
+  gyb_shape.back() = r;
+  Tensor gyB(gy.dtype, gyb_shape, x.device());  // gy B in gy's dtype, for the rank-r GEMM of dx
+  if (thin_ok(r, gy.dtype, {N}) && thin_ok(r, x.dtype, {K})) {
+    Tensor bt(DType::F32, {N, r}, x.device()), gyb32(DType::F32, gyb_shape, x.device()), xa32(DType::F32, xa.shape, x.device());
+    copy_convert(b, bt);    // B [N][r] is already k-major for gy B
+    copy_convert(xa, xa32);
+    lora::Drop none{};
+    thin_rows(c, gy, bt, r, 1.f, none, FOut{gyb32.raw(), false}, op);  // gy B        [M, r]
+    {
+      Accumulator acc(c, gb, op);                                        // gb = s · gyᵀ xa   [N, r]
+      thin_cols(c, gy, xa32, r, s, none, acc.ptr, 1, r, op);
+      acc.finish();
+    }
+    {
+      Accumulator acc(c, ga, op);                                        // ga = s · (gy B)ᵀ drop(x)   [r, K]
+      thin_cols(c, x, gyb32, r, s, make_drop(dropout_p, seed), acc.ptr, K, 1, op);
+      acc.finish();
+    }
+    if (gx) copy_convert(gyb32, gyB);
+  } else {
+    Tensor hb, hxa;
+    const Tensor& B = cast_small(b, gy.dtype, hb);
+    const Tensor& XA = cast_small(xa, gy.dtype, hxa);
+    gemm2d(c, gy, false, B, false, gyB, 1.f, 0.f, op);
+    gemm2d(c, gy, true, XA, false, gb, s, 0.f, op);  // gb = s · gyᵀ xa
+    Tensor hx;                                          // drop(x), released before dx
+    gemm2d(c, gyB, true, dropped(c, x, dropout_p, seed, hx, op), false, ga, s, 0.f, op);  // ga = s · (gy B)ᵀ drop(x)
+  }
+  if (!gx) return;
+  if (dropout_p <= 0.f) {
+    gemm2d(c, gyB, false, A, false, *gx, s, 0.f, op);  // gx = s · (gy B) A
+  } else {  // the low-rank path saw drop(x): its gradient goes through the same mask and scale
+    Tensor t(gx->dtype, gx->shape, gx->device());
+    gemm2d(c, gyB, false, A, false, t, s, 0.f, op);
+    lora_dropout(c, t, *gx, dropout_p, seed, op);
+  }
+  gemm2d(c, gy, false, w, false, *gx, 1.f, 1.f, op);  // gx += gy W (epilogue add)
+}
+
+}  // namespace owlet::kern

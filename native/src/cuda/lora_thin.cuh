@@ -1,0 +1,163 @@
+// The thin products of LoRA (rank R = 4, 8 or 16) as memory-bound kernels that read the big matrix once with
+// 16-byte loads, instead of cuBLAS calls on shapes it is not tuned for (N = 8 outputs, or an 8 × 4096 result
+// reduced over 8192 rows):
+//
+//   rows:  out[m][j] = alpha · Σ_k f(X[m][k]) · Wt[k][j]        x Aᵀ (forward), gy B (backward)
+//   cols:  acc[j·oj + k·ok] += alpha · Σ_m G[m][j] · f(X[m][k])  (gy B)ᵀ x → dA,  gyᵀ xa → dB
+//
+// f is the LoRA input dropout (kept where hash_u01(seed, element index of X) >= p, core/hash_u01.h, as the CPU
+// backend draws it; scale 1/(1 − p)) or identity.
+// Wt and G are small fp32 matrices laid out [k][j] and [m][j] (the caller converts A, B and xa once). `rows` gives
+// each warp 4 (R ≤ 8) or 2 rows and reduces across lanes; `cols` gives each block 256 (bf16) or 128 (f32) columns
+// and a chunk of rows, reduces across its warps in shared memory and adds into an fp32 accumulator with atomics.
+#pragma once
+#include "../core/hash_u01.h"
+#include "common.cuh"
+
+namespace owlet::cuda::lora {
+
+struct Drop {
+  bool on;
+  uint64_t key;  // hash_u01_key(seed)
+  float p;
+  float scale;  // 1 / (1 − p)
+};
+
+template <class T> struct Vec16 { static constexpr int n = 16 / int(sizeof(T)); };
+
+// 16 bytes of T at p as floats.
+template <class T>
+__device__ __forceinline__ void load16(const T* p, float (&v)[Vec16<T>::n]) {
+  uint4 raw = *reinterpret_cast<const uint4*>(p);
+  const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+  for (int i = 0; i < Vec16<T>::n; i++) v[i] = to_f(e[i]);
+}
+
+template <class T>
+__device__ __forceinline__ void apply_drop(const Drop& d, int64_t index0, float (&v)[Vec16<T>::n]) {
+  if (!d.on) return;
+#pragma unroll
+  for (int i = 0; i < Vec16<T>::n; i++) v[i] = hash_u01_at(d.key, uint64_t(index0 + i)) >= d.p ? v[i] * d.scale : 0.f;
+}
+
+constexpr int kThreads = 256, kWarps = kThreads / 32;
+
+template <int R> constexpr int rows_per_warp() { return R <= 8 ? 4 : 2; }
+
+// out[m][j] = alpha · Σ_k f(X[m][k]) Wt[k][j]; X [M, K] with K % Vec16<T>::n == 0. Grid: ceil(M / (8 · RPW)).
+template <class T, int R>
+__global__ void __launch_bounds__(kThreads) rows_kernel(const T* X, int64_t M, int64_t K, const float* Wt, float alpha,
+                                                        Drop drop, FOut out) {
+  constexpr int V = Vec16<T>::n, RPW = rows_per_warp<R>();
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t m0 = (int64_t(blockIdx.x) * kWarps + warp) * RPW;
+  float acc[RPW][R];
+#pragma unroll
+  for (int r = 0; r < RPW; r++)
+#pragma unroll
+    for (int j = 0; j < R; j++) acc[r][j] = 0.f;
+  for (int64_t k0 = int64_t(lane) * V; k0 < K; k0 += 32 * V) {
+    float xv[RPW][V];
+#pragma unroll
+    for (int r = 0; r < RPW; r++) {
+      if (m0 + r < M) {
+        load16(X + (m0 + r) * K + k0, xv[r]);
+        apply_drop<T>(drop, (m0 + r) * K + k0, xv[r]);
+      } else {
+#pragma unroll
+        for (int e = 0; e < V; e++) xv[r][e] = 0.f;
+      }
+    }
+#pragma unroll
+    for (int e = 0; e < V; e++) {
+      float w[R];
+      const float4* wp = reinterpret_cast<const float4*>(Wt + (k0 + e) * R);
+#pragma unroll
+      for (int q = 0; q < R / 4; q++) {
+        float4 f = wp[q];
+        w[4 * q] = f.x;
+        w[4 * q + 1] = f.y;
+        w[4 * q + 2] = f.z;
+        w[4 * q + 3] = f.w;
+      }
+#pragma unroll
+      for (int r = 0; r < RPW; r++)
+#pragma unroll
+        for (int j = 0; j < R; j++) acc[r][j] = fmaf(xv[r][e], w[j], acc[r][j]);
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < RPW; r++)
+#pragma unroll
+    for (int j = 0; j < R; j++) acc[r][j] = warp_sum(acc[r][j]);
+  // Lane (r·R + j) mod 32 writes element (r, j), so the stores spread over the warp.
+#pragma unroll
+  for (int r = 0; r < RPW; r++)
+#pragma unroll
+    for (int j = 0; j < R; j++)
+      if (lane == (r * R + j) % 32 && m0 + r < M) out.set((m0 + r) * R + j, alpha * acc[r][j]);
+}
+
+// acc[j·oj + k·ok] += alpha · Σ_{m in this block's chunk} G[m][j] · f(X[m][k]). Grid: (ceil(K / (32·V)), chunks);
+// dynamic shared memory: 32·V·R floats. X [M, K] with K % V == 0.
+template <class T, int R>
+__global__ void __launch_bounds__(kThreads) cols_kernel(const T* X, int64_t M, int64_t K, const float* G,
+                                                        int64_t rows_per_chunk, float alpha, Drop drop, float* acc_out,
+                                                        int64_t oj, int64_t ok) {
+  constexpr int V = Vec16<T>::n, CB = 32 * V;
+  OWLET_DYNAMIC_SMEM(smem_raw);
+  float* red = reinterpret_cast<float*>(smem_raw);  // [R][V][32]: lane-minor, so the atomics below do not collide on banks
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t k0 = int64_t(blockIdx.x) * CB + int64_t(lane) * V;
+  const int64_t mbeg = int64_t(blockIdx.y) * rows_per_chunk, mend = min(M, mbeg + rows_per_chunk);
+  for (int i = threadIdx.x; i < CB * R; i += kThreads) red[i] = 0.f;
+  float acc[V][R];
+#pragma unroll
+  for (int e = 0; e < V; e++)
+#pragma unroll
+    for (int j = 0; j < R; j++) acc[e][j] = 0.f;
+  if (k0 < K) {
+    for (int64_t m = mbeg + warp; m < mend; m += kWarps) {
+      float xv[V], g[R];
+      load16(X + m * K + k0, xv);
+      apply_drop<T>(drop, m * K + k0, xv);
+      const float4* gp = reinterpret_cast<const float4*>(G + m * R);
+#pragma unroll
+      for (int q = 0; q < R / 4; q++) {
+        float4 f = gp[q];
+        g[4 * q] = f.x;
+        g[4 * q + 1] = f.y;
+        g[4 * q + 2] = f.z;
+        g[4 * q + 3] = f.w;
+      }
+#pragma unroll
+      for (int e = 0; e < V; e++)
+#pragma unroll
+        for (int j = 0; j < R; j++) acc[e][j] = fmaf(g[j], xv[e], acc[e][j]);
+    }
+  }
+  __syncthreads();  // red[] zeroed
+  if (k0 < K) {
+#pragma unroll
+    for (int e = 0; e < V; e++)
+#pragma unroll
+      for (int j = 0; j < R; j++) atomicAdd(&red[(j * V + e) * 32 + lane], acc[e][j]);
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < CB * R; i += kThreads) {
+    int l = i % 32, e = (i / 32) % V, j = i / (32 * V);
+    int64_t k = int64_t(blockIdx.x) * CB + l * V + e;
+    if (k < K) atomicAdd(acc_out + j * oj + k * ok, alpha * red[i]);
+  }
+}
+
+// Wt[k][j] = A[j][k] as fp32, for A [R, K] of any float dtype.
+__global__ void transpose_f32_kernel(FIn a, int64_t R, int64_t K, float* wt) {
+  OWLET_KERNEL_LOOP(i, R * K) {
+    int64_t k = i / R, j = i - k * R;
+    wt[i] = a[j * K + k];
+  }
+}
+
+}  // namespace owlet::cuda::lora

@@ -1,0 +1,184 @@
+// LayerNorm and RMSNorm, forward and backward. One block per row with fp32 statistics (two passes over the row:
+// mean, then the centred sum of squares, so no cancellation); the row is re-read from L1/L2, not from DRAM.
+// Weight and bias gradients are column sums over rows, computed deterministically by reduce_cols.
+#include "../core/kernels.h"
+#include "common.cuh"
+#include "reduce_cols.cuh"
+
+namespace owlet::kern {
+
+using namespace owlet::cuda;
+
+namespace {
+
+int row_threads(int64_t C) { return C <= 256 ? 64 : C <= 1024 ? 128 : 256; }
+
+template <class T>
+__global__ void layernorm_fwd_kernel(const T* x, FIn w, bool has_w, FIn b, bool has_b, FOut y, FOut mean_out,
+                                     FOut rstd_out, int64_t C, float eps) {
+  __shared__ float scratch[32];
+  int64_t row = blockIdx.x;
+  const T* xr = x + row * C;
+  float s = 0.f;
+  for (int64_t j = threadIdx.x; j < C; j += blockDim.x) s += to_f(xr[j]);
+  float mean = block_sum(s, scratch) / float(C);
+  float ss = 0.f;
+  for (int64_t j = threadIdx.x; j < C; j += blockDim.x) {
+    float d = to_f(xr[j]) - mean;
+    ss += d * d;
+  }
+  float rstd = 1.f / sqrtf(block_sum(ss, scratch) / float(C) + eps);
+  for (int64_t j = threadIdx.x; j < C; j += blockDim.x) {
+    float v = (to_f(xr[j]) - mean) * rstd;
+    if (has_w) v *= w[j];
+    if (has_b) v += b[j];
+    y.set(row * C + j, v);
+  }
+  if (threadIdx.x == 0) {
+    mean_out.set(row, mean);
+    rstd_out.set(row, rstd);
+  }
+}
+
+// gx = rstd · (g − mean(g) − x̂ · mean(g · x̂)) with g = gy · w, x̂ = (x − mean) · rstd.
+template <class T>
+__global__ void layernorm_bwd_kernel(const T* gy, const T* x, FIn w, bool has_w, FIn mean_in, FIn rstd_in, FOut gx,
+                                     int64_t C) {
+  __shared__ float scratch[32];
+  int64_t row = blockIdx.x;
+  const T *gr = gy + row * C, *xr = x + row * C;
+  float mean = mean_in[row], rstd = rstd_in[row];
+  float sg = 0.f, sgx = 0.f;
+  for (int64_t j = threadIdx.x; j < C; j += blockDim.x) {
+    float g = to_f(gr[j]) * (has_w ? w[j] : 1.f);
+    float xh = (to_f(xr[j]) - mean) * rstd;
+    sg += g;
+    sgx += g * xh;
+  }
+  float mg = block_sum(sg, scratch) / float(C);
+  float mgx = block_sum(sgx, scratch) / float(C);
+  for (int64_t j = threadIdx.x; j < C; j += blockDim.x) {
+    float g = to_f(gr[j]) * (has_w ? w[j] : 1.f);
+    float xh = (to_f(xr[j]) - mean) * rstd;
+    gx.set(row * C + j, rstd * (g - mg - xh * mgx));
+  }
+}
+
+template <class T>
+__global__ void rmsnorm_fwd_kernel(const T* x, FIn w, FOut y, FOut rstd_out, int64_t C, float eps) {
+  __shared__ float scratch[32];
+  int64_t row = blockIdx.x;
+  const T* xr = x + row * C;
+  float ss = 0.f;
+  for (int64_t j = threadIdx.x; j < C; j += blockDim.x) {
+    float v = to_f(xr[j]);
+    ss += v * v;
+  }
+  float rstd = 1.f / sqrtf(block_sum(ss, scratch) / float(C) + eps);
+  for (int64_t j = threadIdx.x; j < C; j += blockDim.x) y.set(row * C + j, to_f(xr[j]) * rstd * w[j]);
+  if (threadIdx.x == 0) rstd_out.set(row, rstd);
+}
+
+// gx = rstd · (g − x̂ · mean(g · x̂)) with g = gy · w, x̂ = x · rstd.
+template <class T>
+__global__ void rmsnorm_bwd_kernel(const T* gy, const T* x, FIn w, FIn rstd_in, FOut gx, int64_t C) {
+  __shared__ float scratch[32];
+  int64_t row = blockIdx.x;
+  const T *gr = gy + row * C, *xr = x + row * C;
+  float rstd = rstd_in[row];
+  float sgx = 0.f;
+  for (int64_t j = threadIdx.x; j < C; j += blockDim.x) sgx += to_f(gr[j]) * w[j] * to_f(xr[j]) * rstd;
+  float mgx = block_sum(sgx, scratch) / float(C);
+  for (int64_t j = threadIdx.x; j < C; j += blockDim.x) {
+    float xh = to_f(xr[j]) * rstd;
+    gx.set(row * C + j, rstd * (to_f(gr[j]) * w[j] - xh * mgx));
+  }
+}
+
+// Per (row, col): gy · x̂ and gy, summed over rows into gw and gb.
+struct LayerNormParamGrads {
+  FIn gy, x, mean, rstd;
+  int64_t C;
+  __device__ void operator()(int64_t r, int64_t c, float (&v)[2]) const {
+    float g = gy[r * C + c];
+    v[0] = g * (x[r * C + c] - mean[r]) * rstd[r];
+    v[1] = g;
+  }
+};
+struct RmsNormParamGrad {
+  FIn gy, x, rstd;
+  int64_t C;
+  __device__ void operator()(int64_t r, int64_t c, float (&v)[1]) const { v[0] = gy[r * C + c] * x[r * C + c] * rstd[r]; }
+};
+
+}  // namespace
+
+void layernorm_fwd(const Tensor& x, const Tensor* w, const Tensor* b, Tensor& y, Tensor& mean, Tensor& rstd,
+                   float eps) {
+  const char* op = "layerNorm";
+  DeviceContext& c = context_of(x, op);
+  int64_t rows = x.rows(), C = x.cols();
+  if (rows == 0 || C == 0) return;
+  FIn fw = w ? fin(*w, op, "w") : FIn{nullptr, false}, fb = b ? fin(*b, op, "b") : FIn{nullptr, false};
+  OWLET_FLOAT_SWITCH(x.dtype, T, op,
+                     layernorm_fwd_kernel<T><<<unsigned(rows), row_threads(C), 0, c.stream>>>(
+                         x.data<T>(), fw, w != nullptr, fb, b != nullptr, fout(y, op, "y"), fout(mean, op, "mean"),
+                         fout(rstd, op, "rstd"), C, eps));
+  check_launch(op);
+}
+
+void layernorm_bwd(const Tensor& gy, const Tensor& x, const Tensor* w, const Tensor& mean, const Tensor& rstd,
+                   Tensor* gx, Tensor* gw, Tensor* gb) {
+  const char* op = "layerNormBackward";
+  DeviceContext& c = context_of(x, op);
+  int64_t rows = x.rows(), C = x.cols();
+  if (C == 0) return;
+  if (gy.dtype != x.dtype) fail(ErrorKind::DType, std::string(op) + ": gy " + gy.describe() + " must have x's dtype " + x.describe());
+  FIn fw = w ? fin(*w, op, "w") : FIn{nullptr, false};
+  if (gx && rows > 0) {
+    OWLET_FLOAT_SWITCH(x.dtype, T, op,
+                       layernorm_bwd_kernel<T><<<unsigned(rows), row_threads(C), 0, c.stream>>>(
+                           gy.data<T>(), x.data<T>(), fw, w != nullptr, fin(mean, op, "mean"), fin(rstd, op, "rstd"),
+                           fout(*gx, op, "gx"), C));
+    check_launch(op);
+  }
+  if (gw || gb) {
+    FOut ow = gw ? fout(*gw, op, "gw") : FOut{}, ob = gb ? fout(*gb, op, "gb") : FOut{};
+    FOut* outs[2] = {gw ? &ow : nullptr, gb ? &ob : nullptr};
+    reduce_cols<2>(c, op, rows, C,
+                   LayerNormParamGrads{fin(gy, op, "gy"), fin(x, op, "x"), fin(mean, op, "mean"), fin(rstd, op, "rstd"), C},
+                   outs);
+  }
+}
+
+void rmsnorm_fwd(const Tensor& x, const Tensor& w, Tensor& y, Tensor& rstd, float eps) {
+  const char* op = "rmsNorm";
+  DeviceContext& c = context_of(x, op);
+  int64_t rows = x.rows(), C = x.cols();
+  if (rows == 0 || C == 0) return;
+  OWLET_FLOAT_SWITCH(x.dtype, T, op,
+                     rmsnorm_fwd_kernel<T><<<unsigned(rows), row_threads(C), 0, c.stream>>>(
+                         x.data<T>(), fin(w, op, "w"), fout(y, op, "y"), fout(rstd, op, "rstd"), C, eps));
+  check_launch(op);
+}
+
+void rmsnorm_bwd(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& rstd, Tensor* gx, Tensor* gw) {
+  const char* op = "rmsNormBackward";
+  DeviceContext& c = context_of(x, op);
+  int64_t rows = x.rows(), C = x.cols();
+  if (C == 0) return;
+  if (gy.dtype != x.dtype) fail(ErrorKind::DType, std::string(op) + ": gy " + gy.describe() + " must have x's dtype " + x.describe());
+  if (gx && rows > 0) {
+    OWLET_FLOAT_SWITCH(x.dtype, T, op,
+                       rmsnorm_bwd_kernel<T><<<unsigned(rows), row_threads(C), 0, c.stream>>>(
+                           gy.data<T>(), x.data<T>(), fin(w, op, "w"), fin(rstd, op, "rstd"), fout(*gx, op, "gx"), C));
+    check_launch(op);
+  }
+  if (gw) {
+    FOut ow = fout(*gw, op, "gw");
+    FOut* outs[1] = {&ow};
+    reduce_cols<1>(c, op, rows, C, RmsNormParamGrad{fin(gy, op, "gy"), fin(x, op, "x"), fin(rstd, op, "rstd"), C}, outs);
+  }
+}
+
+}  // namespace owlet::kern

@@ -1,0 +1,233 @@
+// Multi-tensor optimizer kernels: fused AdamW over a whole parameter list in one launch, the global sum of squares
+// (float64 partials, fixed-order final sum, one host read), in-place scaling for gradient clipping, and a finiteness
+// check. Each launch gets a table of (tensor, chunk) work items, copied to the device with the tensor pointers.
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "../core/kernels.h"
+#include "common.cuh"
+
+namespace owlet::kern {
+
+using namespace owlet::cuda;
+
+namespace {
+
+constexpr int64_t kChunk = 32768;  // elements per block
+constexpr int kThreads = 256;
+
+// The scalars torch derives on the host in double, rounded to f32 once (as the CPU backend does).
+struct AdamScalars {
+  float decay;      // 1 − lr·wd
+  float beta1, a1;  // β1, 1 − β1
+  float beta2, a2;  // β2, 1 − β2
+  float bc2_sqrt;   // √(1 − β2^t)
+  float eps;
+  float neg_step;   // −lr / (1 − β1^t)
+};
+struct AdamSlot {
+  float* p;
+  FIn g;
+  float* m;
+  float* v;
+  int64_t n;
+  AdamScalars s;
+};
+struct ListSlot {
+  FOut x;
+  int64_t n;
+};
+struct WorkItem {
+  int32_t slot;
+  int64_t start;
+};
+
+// Copies the slot table and the work items to the device (one queued upload; pageable host memory is staged before
+// cudaMemcpyAsync returns, so the vectors may die at once). Returns the device pointers into `hold`.
+template <class S>
+void upload_tables(DeviceContext& c, const std::vector<S>& slots, const std::vector<WorkItem>& items, Tensor& hold,
+                   const S** dslots, const WorkItem** ditems, const char* op) {
+  size_t sb = slots.size() * sizeof(S), sb_pad = (sb + 15) / 16 * 16, ib = items.size() * sizeof(WorkItem);
+  std::vector<uint8_t> host(sb_pad + ib);
+  std::memcpy(host.data(), slots.data(), sb);
+  std::memcpy(host.data() + sb_pad, items.data(), ib);
+  hold = Tensor(DType::U8, {int64_t(host.size())}, Device{DeviceKind::CUDA, c.index});
+  check(cudaMemcpyAsync(hold.raw(), host.data(), host.size(), cudaMemcpyHostToDevice, c.stream), op,
+        "cudaMemcpyAsync(work table)");
+  *dslots = reinterpret_cast<const S*>(hold.data<uint8_t>());
+  *ditems = reinterpret_cast<const WorkItem*>(hold.data<uint8_t>() + sb_pad);
+}
+
+template <class S>
+std::vector<WorkItem> work_items(const std::vector<S>& slots) {
+  std::vector<WorkItem> items;
+  for (size_t i = 0; i < slots.size(); i++)
+    for (int64_t s = 0; s < slots[i].n; s += kChunk) items.push_back({int32_t(i), s});
+  return items;
+}
+
+// torch 1.13's AdamW in the CPU backend's order of f32 operations, each explicitly rounded (no contraction into
+// other fused multiply-adds than the two torch itself executes), so the update equals the CPU backend's bit for bit:
+//   p = p·decay;  m = fma(1−β1, g, m·β1);  v = fma((1−β2)·g, g, v·β2);  p = p + (neg_step·m) / (√v / bc2_sqrt + eps)
+__global__ void adamw_kernel(const AdamSlot* slots, const WorkItem* items) {
+  WorkItem w = items[blockIdx.x];
+  AdamSlot s = slots[w.slot];
+  const AdamScalars& k = s.s;
+  int64_t end = min(s.n, w.start + kChunk);
+  for (int64_t i = w.start + threadIdx.x; i < end; i += blockDim.x) {
+    float g = s.g[i];
+    float p = __fmul_rn(s.p[i], k.decay);
+    float m = __fmaf_rn(k.a1, g, __fmul_rn(s.m[i], k.beta1));
+    float v = __fmaf_rn(__fmul_rn(k.a2, g), g, __fmul_rn(s.v[i], k.beta2));
+    float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(v), k.bc2_sqrt), k.eps);
+    s.p[i] = __fadd_rn(p, __fdiv_rn(__fmul_rn(k.neg_step, m), denom));
+    s.m[i] = m;
+    s.v[i] = v;
+  }
+}
+
+__global__ void sum_squares_kernel(const ListSlot* slots, const WorkItem* items, double* partial) {
+  __shared__ double scratch[32];
+  WorkItem w = items[blockIdx.x];
+  ListSlot s = slots[w.slot];
+  int64_t end = min(s.n, w.start + kChunk);
+  double acc = 0.0;
+  for (int64_t i = w.start + threadIdx.x; i < end; i += blockDim.x) {
+    double v = s.x.get(i);
+    acc += v * v;
+  }
+  acc = block_sum_d(acc, scratch);
+  if (threadIdx.x == 0) partial[blockIdx.x] = acc;
+}
+
+__global__ void sum_partials_kernel(const double* partial, int64_t n, double* out) {
+  __shared__ double scratch[32];
+  double acc = 0.0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) acc += partial[i];
+  acc = block_sum_d(acc, scratch);
+  if (threadIdx.x == 0) *out = acc;
+}
+
+__global__ void scale_list_kernel(const ListSlot* slots, const WorkItem* items, float s) {
+  WorkItem w = items[blockIdx.x];
+  ListSlot t = slots[w.slot];
+  int64_t end = min(t.n, w.start + kChunk);
+  for (int64_t i = w.start + threadIdx.x; i < end; i += blockDim.x) t.x.set(i, t.x.get(i) * s);
+}
+
+__global__ void all_finite_kernel(const ListSlot* slots, const WorkItem* items, int* bad) {
+  WorkItem w = items[blockIdx.x];
+  ListSlot t = slots[w.slot];
+  int64_t end = min(t.n, w.start + kChunk);
+  bool ok = true;
+  for (int64_t i = w.start + threadIdx.x; i < end; i += blockDim.x) ok &= isfinite(t.x.get(i));
+  if (!ok) *bad = 1;
+}
+
+// The device of a list (all on one device; an empty list has none).
+DeviceContext* list_context(const Tensor* first, const char* op) { return first ? &context_of(*first, op) : nullptr; }
+
+std::vector<ListSlot> list_slots(const std::vector<const Tensor*>& xs, const char* op) {
+  std::vector<ListSlot> slots;
+  for (const Tensor* t : xs) {
+    if (t->device() != xs[0]->device())
+      fail(ErrorKind::Device, std::string(op) + ": tensors on different devices: " + xs[0]->describe() + ", " + t->describe());
+    if (t->numel() > 0) slots.push_back({fout(*t, op, "tensor"), t->numel()});
+  }
+  return slots;
+}
+
+}  // namespace
+
+void adamw(const std::vector<Tensor*>& params, const std::vector<const Tensor*>& grads, const std::vector<Tensor*>& m,
+           const std::vector<Tensor*>& v, const std::vector<double>& wd, const AdamWHyper& h) {
+  const char* op = "adamw";
+  if (params.empty()) return;
+  DeviceContext& c = context_of(*params[0], op);
+  std::vector<AdamSlot> slots;
+  for (size_t i = 0; i < params.size(); i++) {
+    for (const Tensor* t : {static_cast<const Tensor*>(params[i]), static_cast<const Tensor*>(m[i]),
+                            static_cast<const Tensor*>(v[i])}) {
+      expect_dtype(*t, DType::F32, op, "params, m and v");
+      if (t->device() != params[0]->device())
+        fail(ErrorKind::Device, std::string(op) + ": tensors on different devices: " + params[0]->describe() + ", " + t->describe());
+    }
+    if (params[i]->numel() == 0) continue;
+    double t = double(h.step), bc1 = 1.0 - std::pow(h.beta1, t), bc2 = 1.0 - std::pow(h.beta2, t);
+    AdamScalars k{float(1.0 - h.lr * wd[i]), float(h.beta1), float(1.0 - h.beta1), float(h.beta2), float(1.0 - h.beta2),
+                  float(std::sqrt(bc2)), float(h.eps), float(-(h.lr / bc1))};
+    slots.push_back({params[i]->f32(), fin(*grads[i], op, "grads"), m[i]->f32(), v[i]->f32(), params[i]->numel(), k});
+  }
+  if (slots.empty()) return;
+  std::vector<WorkItem> items = work_items(slots);
+  Tensor hold;
+  const AdamSlot* ds;
+  const WorkItem* di;
+  upload_tables(c, slots, items, hold, &ds, &di, op);
+  adamw_kernel<<<unsigned(items.size()), kThreads, 0, c.stream>>>(ds, di);
+  check_launch(op);
+}
+
+double sum_squares(const std::vector<const Tensor*>& xs) {
+  const char* op = "sumSquares";
+  if (xs.empty()) return 0.0;
+  DeviceContext& c = *list_context(xs[0], op);
+  std::vector<ListSlot> slots = list_slots(xs, op);
+  if (slots.empty()) return 0.0;
+  std::vector<WorkItem> items = work_items(slots);
+  Tensor hold;
+  const ListSlot* ds;
+  const WorkItem* di;
+  upload_tables(c, slots, items, hold, &ds, &di, op);
+  Tensor partial(DType::F32, {int64_t(items.size()) * 2 + 2}, xs[0]->device());  // doubles: items + 1 result
+  double* p = reinterpret_cast<double*>(partial.raw());
+  sum_squares_kernel<<<unsigned(items.size()), kThreads, 0, c.stream>>>(ds, di, p);
+  check_launch(op);
+  sum_partials_kernel<<<1, 1024, 0, c.stream>>>(p, int64_t(items.size()), p + items.size());
+  check_launch(op);
+  double out = 0.0;
+  check(cudaMemcpyAsync(&out, p + items.size(), sizeof(double), cudaMemcpyDeviceToHost, c.stream), op,
+        "cudaMemcpyAsync(result)");
+  sync(c, op);
+  return out;
+}
+
+void scale_inplace(const std::vector<Tensor*>& xs, float s) {
+  const char* op = "scaleInplace";
+  if (xs.empty()) return;
+  std::vector<const Tensor*> cx(xs.begin(), xs.end());
+  DeviceContext& c = *list_context(cx[0], op);
+  std::vector<ListSlot> slots = list_slots(cx, op);
+  if (slots.empty()) return;
+  std::vector<WorkItem> items = work_items(slots);
+  Tensor hold;
+  const ListSlot* ds;
+  const WorkItem* di;
+  upload_tables(c, slots, items, hold, &ds, &di, op);
+  scale_list_kernel<<<unsigned(items.size()), kThreads, 0, c.stream>>>(ds, di, s);
+  check_launch(op);
+}
+
+bool all_finite(const std::vector<const Tensor*>& xs) {
+  const char* op = "allFinite";
+  if (xs.empty()) return true;
+  DeviceContext& c = *list_context(xs[0], op);
+  std::vector<ListSlot> slots = list_slots(xs, op);
+  if (slots.empty()) return true;
+  std::vector<WorkItem> items = work_items(slots);
+  Tensor hold;
+  const ListSlot* ds;
+  const WorkItem* di;
+  upload_tables(c, slots, items, hold, &ds, &di, op);
+  Tensor flag(DType::I32, {1}, xs[0]->device());
+  check(cudaMemsetAsync(flag.raw(), 0, sizeof(int), c.stream), op, "cudaMemsetAsync");
+  all_finite_kernel<<<unsigned(items.size()), kThreads, 0, c.stream>>>(ds, di, flag.i32());
+  check_launch(op);
+  int bad = 0;
+  check(cudaMemcpyAsync(&bad, flag.raw(), sizeof(int), cudaMemcpyDeviceToHost, c.stream), op, "cudaMemcpyAsync(flag)");
+  sync(c, op);
+  return bad == 0;
+}
+
+}  // namespace owlet::kern

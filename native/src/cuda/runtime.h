@@ -1,0 +1,56 @@
+// The CUDA backend's per-device runtime: one non-default stream per device (created on first use), cuBLAS and
+// cuBLASLt handles bound to it, a GEMM workspace, error translation, and deferred kernel-side errors.
+//
+// Every kernel, copy and GEMM of a device is queued on that device's one stream. That is what lets the caching
+// allocator hand a freed block to the next allocation at once: whatever still reads the old tensor was queued
+// before whatever writes the new one.
+#pragma once
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <string>
+
+#include "../core/tensor.h"
+
+namespace owlet::cuda {
+
+struct DeviceContext {
+  int index = 0;
+  cudaStream_t stream = nullptr;
+  cublasHandle_t blas = nullptr;
+  cublasLtHandle_t lt = nullptr;
+  void* workspace = nullptr;  // shared by cuBLAS and cuBLASLt (same stream, so never used concurrently)
+  size_t workspace_bytes = 0;
+  int* error_flag = nullptr;  // mapped pinned memory: kernels report bad indices here (see deferred errors below)
+  int* error_flag_dev = nullptr;
+  cudaDeviceProp prop{};
+};
+
+// Makes `d` current (cudaSetDevice) and returns its context, creating stream and handles on first use.
+DeviceContext& context(Device d);
+// The context of the device a tensor lives on; throws Error(Device) for a host tensor.
+DeviceContext& context_of(const Tensor& t, const char* op);
+
+// Throw owlet::Error(Backend) naming the op and the CUDA / cuBLAS error (cudaErrorMemoryAllocation becomes
+// Error(OutOfMemory)).
+void check(cudaError_t e, const char* op, const char* what = nullptr);
+void check(cublasStatus_t s, const char* op, const char* what = nullptr);
+// After a kernel launch: a bad configuration shows up here (asynchronous faults surface at the next synchronisation).
+void check_launch(const char* op);
+
+// Deferred errors: a kernel that finds a bad index (out-of-range embedding id or label) cannot throw, and checking
+// at once would synchronise. It writes a code into the device's flag; synchronize(), download() and every other
+// call that waits for the device raise it as Error(Argument).
+enum DeferredError : int { kNoError = 0, kGatherIndex = 1, kScatterIndex = 2, kLabelRange = 3 };
+void raise_deferred_errors(DeviceContext& c);
+// Waits for the device's stream, then raises any deferred error.
+void sync(DeviceContext& c, const char* op);
+// sync() for every device this process has used.
+void sync_all(const char* op);
+
+// Number of blocks for a grid-stride loop over n items with `threads` per block: enough to fill the device a few
+// times over, never more than needed.
+int grid_for(const DeviceContext& c, int64_t n, int threads);
+
+}  // namespace owlet::cuda

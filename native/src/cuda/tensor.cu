@@ -1,0 +1,124 @@
+// Fill, dtype conversion and host transfers for the CUDA backend. Uploads are queued on the device's stream
+// (the host buffer is staged before cudaMemcpyAsync returns); downloads wait for the stream, so they also report
+// deferred kernel errors.
+#include <cstring>
+
+#include "../core/kernels.h"
+#include "common.cuh"
+
+namespace owlet::kern {
+
+using namespace owlet::cuda;
+
+namespace {
+
+template <class T>
+__global__ void fill_kernel(T* p, int64_t n, T v) {
+  OWLET_KERNEL_LOOP(i, n) p[i] = v;
+}
+
+// Element i of any dtype as double, and double into any dtype: the conversion matrix in two switches. Rare pairs
+// only; f32 <-> bf16 has its own kernel below.
+__device__ __forceinline__ double load_any(const void* p, int dt, int64_t i) {
+  switch (DType(dt)) {
+    case DType::F32: return static_cast<const float*>(p)[i];
+    case DType::BF16: return __bfloat162float(static_cast<const bf16*>(p)[i]);
+    case DType::F16: return __half2float(static_cast<const __half*>(p)[i]);
+    case DType::I32: return static_cast<const int32_t*>(p)[i];
+    case DType::I64: return double(static_cast<const int64_t*>(p)[i]);
+    case DType::U8: return static_cast<const uint8_t*>(p)[i];
+  }
+  return 0;
+}
+__device__ __forceinline__ void store_any(void* p, int dt, int64_t i, double v) {
+  switch (DType(dt)) {
+    case DType::F32: static_cast<float*>(p)[i] = float(v); break;
+    case DType::BF16: static_cast<bf16*>(p)[i] = __float2bfloat16_rn(float(v)); break;
+    case DType::F16: static_cast<__half*>(p)[i] = __float2half_rn(float(v)); break;
+    case DType::I32: static_cast<int32_t*>(p)[i] = int32_t(v); break;
+    case DType::I64: static_cast<int64_t*>(p)[i] = int64_t(v); break;
+    case DType::U8: static_cast<uint8_t*>(p)[i] = uint8_t(v); break;
+  }
+}
+
+__global__ void convert_any_kernel(const void* src, int sdt, void* dst, int ddt, int64_t n) {
+  OWLET_KERNEL_LOOP(i, n) store_any(dst, ddt, i, load_any(src, sdt, i));
+}
+
+template <class S, class D>
+__global__ void convert_float_kernel(const S* src, D* dst, int64_t n) {
+  OWLET_KERNEL_LOOP(i, n) dst[i] = from_f<D>(to_f<S>(src[i]));
+}
+
+}  // namespace
+
+void fill(Tensor& x, double value) {
+  int64_t n = x.numel();
+  if (n == 0) return;
+  DeviceContext& c = context_of(x, "fill");
+  if (value == 0.0) {  // all-zero bits in every dtype
+    check(cudaMemsetAsync(x.raw(), 0, x.nbytes(), c.stream), "fill", "cudaMemsetAsync");
+    return;
+  }
+  int threads = 256, blocks = grid_for(c, n, threads);
+  switch (x.dtype) {
+    case DType::F32: fill_kernel<float><<<blocks, threads, 0, c.stream>>>(x.f32(), n, float(value)); break;
+    case DType::BF16: {
+      uint16_t bits = f32_to_bf16(float(value));
+      fill_kernel<uint16_t><<<blocks, threads, 0, c.stream>>>(x.data<uint16_t>(), n, bits);
+      break;
+    }
+    case DType::F16: {
+      __half h = __float2half_rn(float(value));
+      uint16_t bits;
+      std::memcpy(&bits, &h, 2);
+      fill_kernel<uint16_t><<<blocks, threads, 0, c.stream>>>(x.data<uint16_t>(), n, bits);
+      break;
+    }
+    case DType::I32: fill_kernel<int32_t><<<blocks, threads, 0, c.stream>>>(x.i32(), n, int32_t(value)); break;
+    case DType::I64: fill_kernel<int64_t><<<blocks, threads, 0, c.stream>>>(x.data<int64_t>(), n, int64_t(value)); break;
+    case DType::U8: fill_kernel<uint8_t><<<blocks, threads, 0, c.stream>>>(x.data<uint8_t>(), n, uint8_t(value)); break;
+  }
+  check_launch("fill");
+}
+
+void copy_convert(const Tensor& src, Tensor& dst) {
+  int64_t n = src.numel();
+  if (n == 0) return;
+  DeviceContext& c = context_of(dst, "copy");
+  if (src.device() != dst.device())
+    fail(ErrorKind::Device, "copy: " + src.describe() + " and " + dst.describe() + " are on different devices");
+  if (src.dtype == dst.dtype) {
+    if (src.raw() != dst.raw())
+      check(cudaMemcpyAsync(dst.raw(), src.raw(), src.nbytes(), cudaMemcpyDeviceToDevice, c.stream), "copy",
+            "cudaMemcpyAsync");
+    return;
+  }
+  int threads = 256, blocks = grid_for(c, n, threads);
+  if (src.dtype == DType::F32 && dst.dtype == DType::BF16)
+    convert_float_kernel<float, bf16><<<blocks, threads, 0, c.stream>>>(src.f32(), dst.data<bf16>(), n);
+  else if (src.dtype == DType::BF16 && dst.dtype == DType::F32)
+    convert_float_kernel<bf16, float><<<blocks, threads, 0, c.stream>>>(src.data<bf16>(), dst.f32(), n);
+  else
+    convert_any_kernel<<<blocks, threads, 0, c.stream>>>(src.raw(), int(src.dtype), dst.raw(), int(dst.dtype), n);
+  check_launch("copy");
+}
+
+void upload(Tensor& dst, const void* host_src) {
+  if (dst.nbytes() == 0) return;
+  DeviceContext& c = context_of(dst, "upload");
+  check(cudaMemcpyAsync(dst.raw(), host_src, dst.nbytes(), cudaMemcpyHostToDevice, c.stream), "upload",
+        "cudaMemcpyAsync(host to device)");
+}
+
+void download(const Tensor& src, void* host_dst) {
+  if (src.nbytes() == 0) return;
+  DeviceContext& c = context_of(src, "download");
+  check(cudaMemcpyAsync(host_dst, src.raw(), src.nbytes(), cudaMemcpyDeviceToHost, c.stream), "download",
+        "cudaMemcpyAsync(device to host)");
+  sync(c, "download");
+}
+
+void synchronize() { sync_all("synchronize"); }
+
+}  // namespace owlet::kern

@@ -1,0 +1,159 @@
+// Benchmarks of the CUDA backend (bf16): attention forward and forward+backward at the model's shapes, LoRA linear
+// against the frozen linear, the 8192³ GEMM, and bandwidth of a few memory-bound kernels against a device copy.
+// Timing: the op is queued `iters` times between two synchronisations (host clock), repeated, median per call;
+// outputs are disposed as they come (the caching allocator recycles their blocks, as in a training step).
+import { type Be, type NT, median, op } from './harness.ts';
+
+export interface BenchResult { name: string; ms: number; tflops?: number; gbps?: number; extra?: Record<string, number | string> }
+
+function time(be: Be, fn: () => void, iters: number, reps = 5): number {
+  fn();
+  fn();
+  be.synchronize();
+  const per: number[] = [];
+  for (let r = 0; r < reps; r++) {
+    const t0 = process.hrtime.bigint();
+    for (let i = 0; i < iters; i++) fn();
+    be.synchronize();
+    per.push(Number(process.hrtime.bigint() - t0) / 1e6 / iters);
+  }
+  return median(per);
+}
+
+// A random bf16 tensor on the device: a random f32 block tiled to the size (random enough for timing, never zeros).
+const block = (() => {
+  let s = 12345;
+  return Float32Array.from({ length: 1 << 20 }, () => {
+    s = (s * 1103515245 + 12345) >>> 0;
+    return ((s >>> 8) / (1 << 24) - 0.5) * 3.4;  // ~uniform, std ~1
+  });
+})();
+function rand(be: Be, shape: number[], scale = 1): NT {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const host = new Float32Array(n);
+  for (let i = 0; i < n; i += block.length) host.set(block.subarray(0, Math.min(block.length, n - i)), i);
+  if (scale !== 1) for (let i = 0; i < n; i++) host[i] *= scale;
+  const f = be.fromBuffer('f32', shape, host);
+  try { return be.cast(f, 'bf16'); } finally { f.dispose(); }
+}
+
+const disposeAll = (x: unknown) => {
+  if (Array.isArray(x)) x.forEach(disposeAll);
+  else if (x && typeof (x as NT).dispose === 'function') (x as NT).dispose();
+};
+
+/** Attention fwd and fwd+bwd TFLOP/s (performance.md's count); bwdWarps '4' times the 4-warp backward variant. */
+export function attentionBench(be: Be, name: string, B: number, H: number, Tq: number, Tk: number, D: number,
+  causal: boolean, bwdWarps = ''): BenchResult {
+  const saved = process.env.OWLET_ATTN_BWD_WARPS;
+  if (bwdWarps) process.env.OWLET_ATTN_BWD_WARPS = bwdWarps;
+  try {
+    const r = attentionBenchRun(be, name, B, H, Tq, Tk, D, causal);
+    if (bwdWarps) r.name += `_bwd${bwdWarps}w`;
+    return r;
+  } finally {
+    if (saved === undefined) delete process.env.OWLET_ATTN_BWD_WARPS;
+    else process.env.OWLET_ATTN_BWD_WARPS = saved;
+  }
+}
+
+function attentionBenchRun(be: Be, name: string, B: number, H: number, Tq: number, Tk: number, D: number,
+  causal: boolean): BenchResult {
+  const q = rand(be, [B, Tq, H, D]), k = rand(be, [B, Tk, H, D]), v = rand(be, [B, Tk, H, D]), go = rand(be, [B, Tq, H, D]);
+  const fwd = op(be, 'attentionForward'), bwd = op(be, 'attentionBackward');
+  const scale = 1 / Math.sqrt(D);
+  const flops = 4 * B * H * Tq * Tk * D * (causal ? 0.5 : 1);
+  const iters = flops > 1e11 ? 5 : 20;
+  const fms = time(be, () => disposeAll(fwd(q, k, v, null, causal, scale, 0, 0)), iters);
+  const fbms = time(be, () => {
+    const [o, lse] = fwd(q, k, v, null, causal, scale, 0, 0);
+    disposeAll(bwd(q, k, v, o, lse, go, null, causal, scale, 0, 0));
+    o.dispose();
+    lse.dispose();
+  }, iters);
+  [q, k, v, go].forEach((t) => t.dispose());
+  return { name, ms: fbms, extra: { fwd_ms: +fms.toFixed(4), fwd_tflops: +(flops / fms / 1e9).toFixed(1),
+    fwdbwd_ms: +fbms.toFixed(4), fwdbwd_tflops: +((3.5 * flops) / fbms / 1e9).toFixed(1) } };
+}
+
+/** LoRA fwd+bwd against the frozen linear (matmul forward + input gradient); variant 'cublas' times the cuBLAS
+ *  path of the thin products (OWLET_LORA=cublas) for comparison. */
+export function loraBench(be: Be, M: number, K: number, N: number, r: number, variant = ''): BenchResult {
+  const saved = process.env.OWLET_LORA;
+  if (variant) process.env.OWLET_LORA = variant;
+  try { return loraBenchRun(be, M, K, N, r, variant); } finally {
+    if (saved === undefined) delete process.env.OWLET_LORA;
+    else process.env.OWLET_LORA = saved;
+  }
+}
+
+function loraBenchRun(be: Be, M: number, K: number, N: number, r: number, variant: string): BenchResult {
+  const x = rand(be, [M, K]), w = rand(be, [N, K], 1 / Math.sqrt(K)), a = rand(be, [r, K], 1 / Math.sqrt(K));
+  const b = rand(be, [N, r], 0.01), gy = rand(be, [M, N]);
+  const mm = op(be, 'matmul'), lf = op(be, 'loraForward'), lb = op(be, 'loraBackward');
+  const frozen = time(be, () => {
+    const y = mm(x, w, false, true, 1);
+    const gx = mm(gy, w, false, false, 1);
+    y.dispose();
+    gx.dispose();
+  }, 10);
+  const lora = time(be, () => {
+    const [y, xa] = lf(x, w, a, b, 2, 0, 0);
+    disposeAll(lb(gy, x, w, a, b, xa, 2, 0, 0, true));
+    y.dispose();
+    xa.dispose();
+  }, 10);
+  [x, w, a, b, gy].forEach((t) => t.dispose());
+  return { name: `lora_M${M}_K${K}_N${N}_r${r}${variant ? `_${variant}` : ''}`, ms: lora, extra: { frozen_linear_fwdbwd_ms: +frozen.toFixed(4),
+    lora_fwdbwd_ms: +lora.toFixed(4), overhead: +(lora / frozen).toFixed(3),
+    frozen_tflops: +((4 * M * K * N) / frozen / 1e9).toFixed(1) } };
+}
+
+export function gemmBench(be: Be, n: number): BenchResult {
+  const a = rand(be, [n, n]), b = rand(be, [n, n]);
+  const mm = op(be, 'matmul');
+  const ms = time(be, () => mm(a, b, false, false, 1).dispose(), 10);
+  a.dispose();
+  b.dispose();
+  return { name: `gemm_bf16_${n}`, ms, tflops: +((2 * n ** 3) / ms / 1e9).toFixed(1) };
+}
+
+/** Bytes moved per call over time: a device copy (the ceiling), RMSNorm, cross-entropy, AdamW. */
+export function bandwidthBench(be: Be): BenchResult[] {
+  const out: BenchResult[] = [];
+  const gbps = (bytes: number, ms: number) => +(bytes / ms / 1e6).toFixed(0);
+  {
+    const x = rand(be, [1 << 27]);  // 256 MiB of bf16, five times the L2
+    const ms = time(be, () => be.clone(x).dispose(), 20);
+    out.push({ name: 'copy_256MiB', ms, gbps: gbps(2 * 2 ** 28, ms) });
+    x.dispose();
+  }
+  {
+    const x = rand(be, [8192, 4096]), w = rand(be, [4096]);
+    const f = op(be, 'rmsNormForward');
+    const ms = time(be, () => disposeAll(f(x, w, 1e-6)), 20);
+    out.push({ name: 'rmsnorm_fwd_8192x4096', ms, gbps: gbps(2 * 8192 * 4096 * 2, ms) });
+    x.dispose();
+    w.dispose();
+  }
+  {
+    const logits = rand(be, [4096, 32000], 2);
+    const labels = be.fromBuffer('i32', [4096], Int32Array.from({ length: 4096 }, (_, i) => (i * 7919) % 32000));
+    const ce = op(be, 'crossEntropy');
+    const ms = time(be, () => disposeAll(ce(logits, labels, -100)), 10);
+    out.push({ name: 'cross_entropy_4096x32000', ms, gbps: gbps(2 * 4096 * 32000 * 2, ms) });
+    logits.dispose();
+    labels.dispose();
+  }
+  {
+    const n = 1 << 26;  // 64M fp32 parameters in 4 tensors
+    const mk = (v: number) => [0, 1, 2, 3].map(() => be.full('f32', [n / 4], v));
+    const p = mk(0.5), g = mk(0.01), m = mk(0), v = mk(0);
+    const adam = op(be, 'adamw');
+    let step = 1;
+    const ms = time(be, () => adam(p, g, m, v, [0.1, 0.1, 0, 0], 1e-4, 0.9, 0.999, 1e-8, step++), 10);
+    out.push({ name: 'adamw_64M_params', ms, gbps: gbps(n * 4 * 7, ms) });  // read p, g, m, v; write p, m, v
+    [...p, ...g, ...m, ...v].forEach((t) => t.dispose());
+  }
+  return out;
+}

@@ -1,0 +1,53 @@
+#!/bin/bash
+# Run HERE (the development machine): builds both addons and packs into .gpu/ (git-ignored) everything the GPU
+# machine needs to run scripts/gpu/run.sh, which has no Node.js, no npm and no network:
+#   check.mjs            scripts/gpu/check.ts bundled by esbuild (ESM, platform node, dependencies inlined)
+#   owlet_cpu.node       the CPU addon (the reference), owlet_cuda.node the CUDA addon (sm_90)
+#   lib.tar.xz           the CPU addon's shared libraries the GPU machine may lack (OpenBLAS and its Fortran runtime)
+#   node.xz              this machine's node binary (../shared/gpu/node-xz.sh)
+#   peer_torch.py        the PyTorch peer benchmark, run in the same call
+# Then it runs the bundle's CPU-only mode here as a smoke test. The whole of .gpu/ must stay well under the
+# device tool's 64 MiB.
+set -euo pipefail
+top=$(git rev-parse --show-toplevel)
+cd "$top"
+export PATH=/usr/local/cuda/bin:$PATH
+shared=/work/shared
+[ -d "$shared" ] || shared=$(cd "$top/.." && pwd)/shared
+
+# 1. Both addons (configure again so that new source files are globbed in).
+npx cmake-js configure >/dev/null
+npx cmake-js build
+[ -f build/Cuda/owlet_cuda.node ] || { echo "build-bundle: the CUDA addon was not built (nvcc and cuBLAS needed)" >&2; exit 1; }
+
+# 2. The check program. `require` is defined for the CommonJS dependencies esbuild inlines into an ES module.
+mkdir -p .gpu
+npx esbuild scripts/gpu/check.ts --bundle --platform=node --format=esm --target=node20 --log-level=warning \
+  --outfile=.gpu/check.mjs \
+  --banner:js="import { createRequire as __owletCreateRequire } from 'node:module'; const require = __owletCreateRequire(import.meta.url);"
+
+# 3. Addons and the CPU addon's libraries (every dependency outside glibc/libstdc++/libgcc: what Ubuntu may lack).
+cp build/Release/owlet_cpu.node build/Cuda/owlet_cuda.node .gpu/
+libs=$(mktemp -d)
+ldd build/Release/owlet_cpu.node | awk '/=> \//{print $3}' | while read -r so; do
+  case "$(basename "$so")" in
+    libc.so*|libm.so*|libstdc++.so*|libgcc_s.so*|libpthread.so*|libdl.so*|ld-linux*) ;;
+    *) cp -L "$so" "$libs/" ;;
+  esac
+done
+ls "$libs"
+tar -C "$libs" -cJf .gpu/lib.tar.xz .
+rm -rf "$libs"
+
+# 4. Node, and the peer.
+# (node-xz.sh expects .git to be a directory; in a git worktree it is a file, so pack node the same way here.)
+bash "$shared/gpu/node-xz.sh" >/dev/null 2>&1 || { [ -s .gpu/node.xz ] || xz -T2 -3 -c "$(command -v node)" >.gpu/node.xz; }
+cp "$shared/gpu/peer_torch.py" .gpu/
+
+du -sh .gpu; ls -la .gpu
+total=$(du -sb .gpu | cut -f1)
+[ "$total" -lt $((56 * 1024 * 1024)) ] || { echo "build-bundle: .gpu is $total bytes, too close to the 64 MiB the device tool carries" >&2; exit 1; }
+
+# 5. Smoke test here: the CPU parts of the bundle, and the CUDA addon's refusal to load without a GPU.
+OWLET_NATIVE_CPU="$top/.gpu/owlet_cpu.node" OWLET_NATIVE_CUDA="$top/.gpu/owlet_cuda.node" OUT=$(mktemp -d) \
+  node .gpu/check.mjs --cpu-only

@@ -1,0 +1,406 @@
+// The correctness cases of the GPU check: every CUDA op, forward and backward, on seeded random inputs of odd sizes
+// and of the model's real shapes. Each case runs through the NativeBackend interface on any backend (so the same
+// code produces the CPU backend's answer and the CUDA backend's) and has a float64 reference for when the CPU
+// backend lacks the op.
+import { randn, rng } from '../../test/helpers/rng.ts';
+import { type Be, type Kind, type NT, op } from './harness.ts';
+import * as R from './reference.ts';
+
+export interface Input { shape: number[]; values: Float64Array; kind?: Kind }
+export type Out = NT | number | boolean | null;
+export interface Case {
+  name: string;
+  family: string;
+  /** Storage dtypes of the float inputs to check on CUDA (the CPU reference always runs in f32). */
+  dtypes: ('f32' | 'bf16')[];
+  /** Small enough for compute-sanitizer. */
+  quick?: boolean;
+  inputs: () => Input[];
+  run: (be: Be, xs: NT[]) => Record<string, Out>;
+  ref: (xs: Float64Array[]) => Record<string, Float64Array | number | boolean>;
+  /** Outputs compared with the gradient tolerance in bf16. */
+  grads?: string[];
+}
+
+let seedCounter = 1;
+function gen(...specs: { shape: number[]; std?: number; kind?: Kind; values?: (n: number) => Float64Array }[]) {
+  const seed = seedCounter++;
+  return (): Input[] => {
+    const r = rng(seed * 7919);
+    return specs.map((s) => {
+      const n = s.shape.reduce((a, b) => a * b, 1);
+      return { shape: s.shape, kind: s.kind ?? 'float', values: s.values ? s.values(n) : randn(r, n, s.std ?? 1) };
+    });
+  };
+}
+const ints = (seed: number, lo: number, hi: number) => (n: number) => {
+  const r = rng(seed);
+  return Float64Array.from({ length: n }, () => lo + Math.floor(r() * (hi - lo)));
+};
+const prod = (s: number[]) => s.reduce((a, b) => a * b, 1);
+const both: ('f32' | 'bf16')[] = ['f32', 'bf16'];
+
+export function cases(): Case[] {
+  const out: Case[] = [];
+
+  // ---------------------------------------------------------------- elementwise
+  out.push({
+    name: 'add/mul/scale/axpy broadcast [37,129]+[129]', family: 'elementwise', dtypes: both, quick: true,
+    inputs: gen({ shape: [37, 129] }, { shape: [129] }, { shape: [37, 129] }),
+    run: (be, [a, b, c]) => {
+      const y = be.clone(c);
+      op(be, 'axpy')(y, a, -0.75);
+      return { add: op(be, 'add')(a, b, 0.5, 2), mul: op(be, 'mul')(a, b), full: op(be, 'add')(a, c, 1, -1),
+        scale: op(be, 'scale')(a, 3.25), axpy: y };
+    },
+    ref: ([a, b, c]) => ({
+      add: a.map((v, i) => 0.5 * v + 2 * b[i % 129]), mul: a.map((v, i) => v * b[i % 129]),
+      full: a.map((v, i) => v - c[i]), scale: a.map((v) => 3.25 * v), axpy: c.map((v, i) => v - 0.75 * a[i]),
+    }),
+  });
+  for (const shape of [[37, 5, 129], [1000, 96]]) {
+    out.push({
+      name: `sumRows ${JSON.stringify(shape)}`, family: 'elementwise', dtypes: both, quick: shape[0] < 100,
+      inputs: gen({ shape }),
+      run: (be, [x]) => ({ y: op(be, 'sumRows')(x, [shape[shape.length - 1]]) }),
+      ref: ([x]) => {
+        const C = shape[shape.length - 1], y = new Float64Array(C);
+        for (let i = 0; i < x.length; i++) y[i % C] += x[i];
+        return { y };
+      },
+    });
+  }
+
+  // ---------------------------------------------------------------- gemm
+  for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]] as const) {
+    const B = 3, M = 37, K = 65, N = 29;
+    out.push({
+      name: `matmul batched ta=${ta} tb=${tb} [3,37,65,29]`, family: 'gemm', dtypes: both, quick: true,
+      inputs: gen({ shape: ta ? [B, K, M] : [B, M, K] }, { shape: tb ? [B, N, K] : [B, K, N] }),
+      run: (be, [a, b]) => ({ c: op(be, 'matmul')(a, b, ta, tb, 1) }),
+      ref: ([a, b]) => ({ c: R.matmulRef(a, b, B, M, K, N, ta, tb, false) }),
+    });
+  }
+  for (const ta of [false, true]) {
+    const B = 4, M = 19, K = 33, N = 45;
+    out.push({
+      name: `matmul shared 2-D b ta=${ta} tb=true`, family: 'gemm', dtypes: both, quick: true,
+      inputs: gen({ shape: ta ? [B, K, M] : [B, M, K] }, { shape: [N, K] }),
+      run: (be, [a, b]) => ({ c: op(be, 'matmul')(a, b, ta, true, 0.5) }),
+      ref: ([a, b]) => ({ c: R.matmulRef(a, b, B, M, K, N, ta, true, true).map((v) => 0.5 * v) }),
+    });
+  }
+  out.push({
+    name: 'matmulInto accumulate (beta=1) [257,1024]x[768,1024]ᵀ', family: 'gemm', dtypes: both,
+    inputs: gen({ shape: [257, 1024], std: 0.1 }, { shape: [768, 1024], std: 0.1 }, { shape: [257, 768] }),
+    run: (be, [a, b, c]) => {
+      const y = be.clone(c);
+      op(be, 'matmulInto')(y, a, b, false, true, 1, 1);
+      return { c: y };
+    },
+    ref: ([a, b, c]) => {
+      const y = R.matmulRef(a, b, 1, 257, 1024, 768, false, true, true);
+      return { c: y.map((v, i) => v + c[i]) };
+    },
+  });
+
+  // ---------------------------------------------------------------- layout and tensor ops
+  out.push({
+    name: 'concat/slice/sliceAssign(acc) axis 1', family: 'layout', dtypes: both, quick: true,
+    inputs: gen({ shape: [2, 3, 5] }, { shape: [2, 4, 5] }),
+    run: (be, [a, b]) => {
+      const c = op(be, 'concat')([a, b], 1);
+      const s = op(be, 'slice')(c, 1, 2, 4);
+      const d = be.clone(c);
+      op(be, 'sliceAssign')(d, a, 1, 4, true);
+      return { concat: c, slice: s, assign: d };
+    },
+    ref: ([a, b]) => {
+      const c = new Float64Array(2 * 7 * 5);
+      for (let o = 0; o < 2; o++) {
+        c.set(a.subarray(o * 15, o * 15 + 15), o * 35);
+        c.set(b.subarray(o * 20, o * 20 + 20), o * 35 + 15);
+      }
+      const s = new Float64Array(2 * 4 * 5);
+      for (let o = 0; o < 2; o++) s.set(c.subarray(o * 35 + 10, o * 35 + 30), o * 20);
+      const d = Float64Array.from(c);
+      for (let o = 0; o < 2; o++) for (let j = 0; j < 15; j++) d[o * 35 + 20 + j] += a[o * 15 + j];
+      return { concat: c, slice: s, assign: d };
+    },
+  });
+  out.push({
+    name: 'gatherRows/scatterRows(acc, repeats) [50,33]', family: 'layout', dtypes: both, quick: true,
+    inputs: gen({ shape: [50, 33] }, { shape: [9], kind: 'i32', values: () => Float64Array.from([3, 0, 49, 3, 7, 7, 7, 12, 3]) },
+      { shape: [9, 33] }),
+    run: (be, [src, idx, g]) => {
+      const dst = be.full(src.dtype, [50, 33], 0.5);
+      op(be, 'scatterRows')(dst, idx, g, true);
+      return { gather: op(be, 'gatherRows')(src, idx), scatter: dst };
+    },
+    ref: ([src, idx, g]) => {
+      const gather = new Float64Array(9 * 33), scatter = new Float64Array(50 * 33).fill(0.5);
+      for (let i = 0; i < 9; i++)
+        for (let j = 0; j < 33; j++) {
+          gather[i * 33 + j] = src[idx[i] * 33 + j];
+          scatter[idx[i] * 33 + j] += g[i * 33 + j];
+        }
+      return { gather, scatter };
+    },
+  });
+  out.push({
+    name: 'patchify [2,3,28,42] p=14', family: 'layout', dtypes: both, quick: true,
+    inputs: gen({ shape: [2, 3, 28, 42] }),
+    run: (be, [img]) => ({ y: op(be, 'patchify')(img, 14) }),
+    ref: ([img]) => {
+      const N = 2, C = 3, H = 28, W = 42, p = 14, gh = 2, gw = 3, feat = C * p * p, y = new Float64Array(N * gh * gw * feat);
+      for (let n = 0; n < N; n++) for (let a = 0; a < gh; a++) for (let b = 0; b < gw; b++)
+        for (let c = 0; c < C; c++) for (let yy = 0; yy < p; yy++) for (let xx = 0; xx < p; xx++)
+          y[((n * gh + a) * gw + b) * feat + (c * p + yy) * p + xx] = img[((n * C + c) * H + a * p + yy) * W + b * p + xx];
+      return { y };
+    },
+  });
+  out.push({
+    name: 'cast f32->bf16->f32, i32->f32, fill', family: 'tensor', dtypes: ['f32'], quick: true,
+    inputs: gen({ shape: [1000], std: 3 }, { shape: [17], kind: 'i32', values: ints(5, -1000, 1000) }),
+    run: (be, [x, i]) => {
+      const b = be.cast(x, 'bf16');
+      const f = be.full('bf16', [7], -2.75);
+      return { bf16: be.cast(b, 'f32'), int: be.cast(i, 'f32'), fill: be.cast(f, 'f32') };
+    },
+    ref: ([x, i]) => ({ bf16: x.map((v) => bf16RoundLocal(v)), int: Float64Array.from(i), fill: new Float64Array(7).fill(-2.75) }),
+  });
+
+  // ---------------------------------------------------------------- norms
+  for (const [rows, C, affine] of [[37, 129, true], [37, 129, false], [64, 1024, true]] as const) {
+    out.push({
+      name: `layerNorm fwd+bwd [${rows},${C}]${affine ? '' : ' no affine'}`, family: 'norm', dtypes: both, quick: C < 200,
+      inputs: gen({ shape: [rows, C], std: 2 }, { shape: [C] }, { shape: [C] }, { shape: [rows, C] }),
+      run: (be, [x, w, b, gy]) => {
+        const [y, mean, rstd] = op(be, 'layerNormForward')(x, affine ? w : null, affine ? b : null, 1e-5);
+        const [gx, gw, gb] = op(be, 'layerNormBackward')(gy, x, affine ? w : null, mean, rstd, true, affine);
+        return { y, mean, rstd, gx, gw, gb };
+      },
+      ref: ([x, w, b, gy]) => {
+        const r = R.layerNormRef(x, affine ? w : null, affine ? b : null, rows, C, 1e-5, gy);
+        return affine ? r : { y: r.y, mean: r.mean, rstd: r.rstd, gx: r.gx };
+      },
+      grads: ['gx', 'gw', 'gb'],
+    });
+  }
+  for (const [rows, C] of [[37, 129], [16, 4096]] as const) {
+    out.push({
+      name: `rmsNorm fwd+bwd [${rows},${C}]`, family: 'norm', dtypes: both, quick: C < 200,
+      inputs: gen({ shape: [rows, C], std: 2 }, { shape: [C] }, { shape: [rows, C] }),
+      run: (be, [x, w, gy]) => {
+        const [y, rstd] = op(be, 'rmsNormForward')(x, w, 1e-6);
+        const [gx, gw] = op(be, 'rmsNormBackward')(gy, x, w, rstd, true, true);
+        return { y, rstd, gx, gw };
+      },
+      ref: ([x, w, gy]) => R.rmsNormRef(x, w, rows, C, 1e-6, gy),
+      grads: ['gx', 'gw'],
+    });
+  }
+
+  // ---------------------------------------------------------------- rope
+  for (const D of [64, 128]) {
+    const B = 2, T = 7, H = 3, pos0 = 5;
+    out.push({
+      name: `rope fwd+bwd [2,7,3,${D}] pos0=5`, family: 'rope', dtypes: both, quick: true,
+      inputs: gen({ shape: [B, T, H, D] }, { shape: [B, T, H, D] }),
+      run: (be, [x, gy]) => ({ y: op(be, 'ropeForward')(x, pos0, 10000), gx: op(be, 'ropeBackward')(gy, pos0, 10000) }),
+      ref: ([x, gy]) => ({ y: R.ropeRef(x, B, T, H, D, pos0, 10000, 1), gx: R.ropeRef(gy, B, T, H, D, pos0, 10000, -1) }),
+    });
+  }
+
+  // ---------------------------------------------------------------- activations, softmax, dropout
+  out.push({
+    name: 'quickGelu/silu/swiglu fwd+bwd [37,129]', family: 'act', dtypes: both, quick: true,
+    inputs: gen({ shape: [37, 129], std: 2 }, { shape: [37, 129], std: 2 }, { shape: [37, 129] }),
+    run: (be, [x, u, gy]) => {
+      const [gg, gu] = op(be, 'swigluBackward')(gy, x, u);
+      return {
+        qg: op(be, 'quickGeluForward')(x), qgx: op(be, 'quickGeluBackward')(gy, x),
+        si: op(be, 'siluForward')(x), six: op(be, 'siluBackward')(gy, x),
+        sw: op(be, 'swigluForward')(x, u), swg: gg, swu: gu,
+      };
+    },
+    ref: ([x, u, gy]) => {
+      const q = R.quickGeluRef(x, gy), s = R.siluRef(x, gy), w = R.swigluRef(x, u, gy);
+      return { qg: q.y, qgx: q.gx, si: s.y, six: s.gx, sw: w.y, swg: w.ggate, swu: w.gup };
+    },
+  });
+  for (const [rows, C] of [[37, 129], [8, 2000]] as const) {
+    out.push({
+      name: `softmax fwd+bwd [${rows},${C}]`, family: 'act', dtypes: both, quick: C < 200,
+      inputs: gen({ shape: [rows, C], std: 3 }, { shape: [rows, C] }),
+      run: (be, [x, gy]) => {
+        const y = op(be, 'softmaxForward')(x);
+        return { y, gx: op(be, 'softmaxBackward')(gy, y) };
+      },
+      ref: ([x, gy]) => R.softmaxRef(x, rows, C, gy),
+      grads: ['gx'],
+    });
+  }
+  out.push({
+    name: 'dropout fwd+bwd p=0.3 seed=42 [37,129] (mask = CPU mask)', family: 'act', dtypes: both, quick: true,
+    inputs: gen({ shape: [37, 129] }, { shape: [37, 129] }),
+    run: (be, [x, gy]) => ({ y: op(be, 'dropoutForward')(x, 0.3, 42), gx: op(be, 'dropoutBackward')(gy, 0.3, 42) }),
+    ref: ([x, gy]) => ({ y: R.dropoutRef(x, 0.3, 42), gx: R.dropoutRef(gy, 0.3, 42) }),
+  });
+
+  // ---------------------------------------------------------------- attention
+  // bwdWarps: sets OWLET_ATTN_BWD_WARPS around the CUDA calls (the tensor-core backward's 4-warp variant).
+  const attn = (label: string, B: number, H: number, Tq: number, Tk: number, D: number, causal: boolean, masked: boolean,
+    p: number, dtypes: ('f32' | 'bf16')[], quick = false, bwdWarps = '') => {
+    const maskVals = (n: number) => {
+      const r = rng(991 + Tk);
+      const m = Float64Array.from({ length: n }, () => (r() < 0.25 ? 0 : 1));
+      for (let j = 0; j < Math.min(Tk, 5); j++) m[j] = 1;
+      return m;
+    };
+    const scale = 1 / Math.sqrt(D);
+    out.push({
+      name: `attention ${label} B${B} H${H} Tq${Tq} Tk${Tk} D${D}${causal ? ' causal' : ''}${masked ? ' keymask' : ''}${p ? ` dropout${p}` : ''}${bwdWarps ? ` (bwd ${bwdWarps} warps)` : ''}`,
+      family: 'attention', dtypes, quick,
+      inputs: gen({ shape: [B, Tq, H, D] }, { shape: [B, Tk, H, D] }, { shape: [B, Tk, H, D] }, { shape: [B, Tq, H, D] },
+        { shape: [B, Tk], kind: 'i32', values: maskVals }),
+      run: (be, [q, k, v, go, mask]) => {
+        const saved = process.env.OWLET_ATTN_BWD_WARPS;
+        if (bwdWarps) process.env.OWLET_ATTN_BWD_WARPS = bwdWarps;
+        try {
+          const [o, lse] = op(be, 'attentionForward')(q, k, v, masked ? mask : null, causal, scale, p, 77);
+          const [gq, gk, gv] = op(be, 'attentionBackward')(q, k, v, o, lse, go, masked ? mask : null, causal, scale, p, 77);
+          return { out: o, lse, gq, gk, gv };
+        } finally {
+          if (saved === undefined) delete process.env.OWLET_ATTN_BWD_WARPS;
+          else process.env.OWLET_ATTN_BWD_WARPS = saved;
+        }
+      },
+      ref: ([q, k, v, go, mask]) => R.attentionRef(q, k, v, masked ? mask : null, { B, Tq, Tk, H, D }, causal, scale, p, 77, go),
+      grads: ['gq', 'gk', 'gv'],
+    });
+  };
+  attn('odd', 2, 3, 37, 45, 64, false, false, 0, both, true);
+  attn('odd', 2, 3, 37, 45, 64, true, true, 0, both, true);
+  attn('odd', 1, 2, 70, 70, 128, true, false, 0, both, true);
+  attn('odd (tensor cores skip empty rows)', 1, 2, 72, 40, 128, true, false, 0, ['bf16'], true);
+  attn('odd', 2, 2, 50, 50, 64, false, false, 0.2, both, true);
+  attn('odd', 1, 2, 45, 45, 128, true, false, 0.1, ['bf16'], true);
+  attn('head dim 40 (plain path)', 1, 2, 33, 47, 40, false, true, 0, both, true);
+  attn('odd', 2, 2, 77, 150, 64, false, true, 0.1, ['bf16'], true, '4');
+  attn('odd', 1, 2, 100, 140, 128, true, false, 0, ['bf16'], true, '4');
+  attn('ViT', 1, 4, 257, 257, 64, false, false, 0, ['bf16']);
+  attn('abstractor', 2, 4, 64, 321, 64, false, false, 0, ['bf16']);
+  attn('LLaMA', 1, 1, 2048, 2048, 128, true, false, 0, ['bf16']);
+  attn('LLaMA padded batch', 2, 2, 512, 512, 128, true, true, 0, ['bf16']);
+
+  // ---------------------------------------------------------------- lora
+  // variant 'cublas' sets OWLET_LORA=cublas around the CUDA calls (thin products through cuBLAS instead of the
+  // thin kernels); the CPU backend ignores it.
+  const lora = (M: number, K: number, N: number, r: number, p: number, quick: boolean, variant = '') => {
+    out.push({
+      name: `lora fwd+bwd M${M} K${K} N${N} r${r}${p ? ` dropout${p}` : ''}${variant ? ` (${variant})` : ''}`,
+      family: 'lora', dtypes: both, quick,
+      inputs: gen({ shape: [M, K] }, { shape: [N, K], std: 1 / Math.sqrt(K) }, { shape: [r, K], std: 1 / Math.sqrt(K) },
+        { shape: [N, r], std: 0.1 }, { shape: [M, N] }),
+      run: (be, [x, w, a, b, gy]) => {
+        const saved = process.env.OWLET_LORA;
+        if (variant) process.env.OWLET_LORA = variant;
+        try {
+          const [y, xa] = op(be, 'loraForward')(x, w, a, b, 2, p, 5);
+          const [gx, ga, gb] = op(be, 'loraBackward')(gy, x, w, a, b, xa, 2, p, 5, true);
+          return { y, xa, gx, ga, gb };
+        } finally {
+          if (saved === undefined) delete process.env.OWLET_LORA;
+          else process.env.OWLET_LORA = saved;
+        }
+      },
+      ref: ([x, w, a, b, gy]) => R.loraRef(x, w, a, b, M, K, N, r, 2, p, 5, gy),
+      grads: ['gx', 'ga', 'gb'],
+    });
+  };
+  lora(37, 64, 48, 8, 0, true);
+  lora(37, 64, 48, 8, 0.1, true);
+  lora(37, 64, 48, 8, 0.1, true, 'cublas');
+  lora(300, 512, 384, 16, 0, false);
+  lora(300, 512, 384, 16, 0, false, 'cublas');
+  lora(41, 96, 40, 6, 0, true);  // a rank the thin kernels do not take
+
+  // ---------------------------------------------------------------- loss
+  for (const [N, V] of [[37, 1000], [8, 32000]] as const) {
+    out.push({
+      name: `crossEntropy [${N},${V}] with ignored rows`, family: 'loss', dtypes: both, quick: V < 5000,
+      inputs: gen({ shape: [N, V], std: 2 }, {
+        shape: [N], kind: 'i32',
+        values: (n) => { const v = ints(17 + V, 0, V)(n); v[1] = -100; v[n - 1] = -100; return v; },
+      }),
+      run: (be, [logits, labels]) => {
+        const [loss, dlogits] = op(be, 'crossEntropy')(logits, labels, -100);
+        return { loss, dlogits };
+      },
+      ref: ([logits, labels]) => R.crossEntropyRef(logits, labels, N, V, -100),
+      grads: ['dlogits'],
+    });
+  }
+  out.push({
+    name: 'mulScalarInplace [37,129] by a device scalar', family: 'loss', dtypes: both, quick: true,
+    inputs: gen({ shape: [37, 129] }, { shape: [1], kind: 'f32', values: () => Float64Array.of(-1.375) }),
+    run: (be, [x, s]) => {
+      const y = be.clone(x);
+      op(be, 'mulScalarInplace')(y, s);
+      return { y };
+    },
+    ref: ([x, s]) => ({ y: x.map((v) => v * s[0]) }),
+  });
+  out.push({
+    name: 'crossEntropy, every row ignored', family: 'loss', dtypes: ['f32'], quick: true,
+    inputs: gen({ shape: [5, 33] }, { shape: [5], kind: 'i32', values: (n) => new Float64Array(n).fill(-100) }),
+    run: (be, [logits, labels]) => {
+      const [loss, dlogits] = op(be, 'crossEntropy')(logits, labels, -100);
+      return { loss, dlogits };
+    },
+    ref: () => ({ loss: Float64Array.of(0), dlogits: new Float64Array(5 * 33) }),
+  });
+
+  // ---------------------------------------------------------------- optimizer
+  const sizes = [[37, 13], [129], [1000]];
+  out.push({
+    name: 'adamw (3 tensors, step 3), sumSquares, scaleInplace, allFinite', family: 'optim', dtypes: ['f32'], quick: true,
+    inputs: gen(...sizes.map((s) => ({ shape: s, kind: 'f32' as Kind })), ...sizes.map((s) => ({ shape: s })),
+      ...sizes.map((s) => ({ shape: s, kind: 'f32' as Kind, std: 0.1 })),
+      ...sizes.map((s) => ({ shape: s, kind: 'f32' as Kind, values: (n: number) => { const r = rng(n); return Float64Array.from({ length: n }, () => 0.01 * r()); } }))),
+    run: (be, xs) => {
+      const [p, g, m, v] = [xs.slice(0, 3), xs.slice(3, 6), xs.slice(6, 9), xs.slice(9, 12)];
+      const ss = op(be, 'sumSquares')(g);
+      const finite = op(be, 'allFinite')(g);
+      op(be, 'adamw')(p, g, m, v, [0.1, 0, 0.05], 1e-3, 0.9, 0.999, 1e-8, 3);
+      const gs = g.map((t) => be.clone(t));
+      op(be, 'scaleInplace')(gs, 0.5);
+      const bad = be.fromBuffer('f32', [3], Float32Array.of(1, Infinity, 2));
+      const notFinite = op(be, 'allFinite')([g[0], bad]);
+      bad.dispose();
+      return { p0: p[0], p1: p[1], p2: p[2], m0: m[0], m2: m[2], v1: v[1], v2: v[2], ss, finite, notFinite,
+        gs0: gs[0], gs1: gs[1], gs2: gs[2] };
+    },
+    ref: (xs) => {
+      const c = xs.map((x) => Float64Array.from(x));
+      const [p, g, m, v] = [c.slice(0, 3), c.slice(3, 6), c.slice(6, 9), c.slice(9, 12)];
+      let ss = 0;
+      for (const t of g) for (const x of t) ss += x * x;
+      const wd = [0.1, 0, 0.05];
+      for (let i = 0; i < 3; i++) R.adamwRef(p[i], g[i], m[i], v[i], wd[i], 1e-3, 0.9, 0.999, 1e-8, 3);
+      return { p0: p[0], p1: p[1], p2: p[2], m0: m[0], m2: m[2], v1: v[1], v2: v[2], ss, finite: true,
+        notFinite: false, gs0: g[0].map((x) => 0.5 * x), gs1: g[1].map((x) => 0.5 * x), gs2: g[2].map((x) => 0.5 * x) };
+    },
+  });
+  return out;
+}
+
+function bf16RoundLocal(x: number): number {
+  const f = new Float32Array([x]), u = new Uint32Array(f.buffer);
+  if ((u[0] & 0x7fffffff) > 0x7f800000) return f[0];
+  u[0] = ((u[0] + 0x7fff + ((u[0] >>> 16) & 1)) >>> 0) & 0xffff0000;
+  return f[0];
+}
+
+export { prod };

@@ -1,0 +1,283 @@
+// The GPU check of the CUDA backend, bundled by scripts/gpu/build-bundle.sh into .gpu/check.mjs and run on the GPU
+// machine by scripts/gpu/run.sh.
+//
+//   check.mjs                   every case on CUDA (f32 and bf16) against the CPU backend, or a float64 reference
+//                               where the CPU backend lacks the op; misuse and allocator checks; then benchmarks
+//   check.mjs --quick           small cases only, no benchmarks (for compute-sanitizer)
+//   check.mjs --cpu-only        no GPU: the CPU backend against the float64 references (and a clear message for why
+//                               the CUDA addon cannot load here)
+//   check.mjs --no-bench        correctness only
+//   check.mjs --filter TEXT     cases whose name contains TEXT
+//   check.mjs --summary OWLET.json PEER.json   ratios of owlet's benchmark numbers to the PyTorch peer's
+//
+// One line per case and dtype: PASS/FAIL, the reference used, the relative max error of every output. Results go
+// to $OUT/owlet_cuda.json (or ./owlet_cuda.json). Exit status 1 when a case failed.
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { cpu, cuda } from '../../lib/native.ts';
+import { TOL, type Tol } from '../../test/helpers/tolerances.ts';
+import { attentionBench, bandwidthBench, type BenchResult, gemmBench, loraBench } from './bench.ts';
+import { type Case, cases, type Out } from './cases.ts';
+import { type Be, bf16Round, fmt, get, Missing, type NT, put, relErr } from './harness.ts';
+
+const argv = process.argv.slice(2);
+const flag = (f: string) => argv.includes(f);
+const arg = (f: string) => { const i = argv.indexOf(f); return i >= 0 ? argv[i + 1] : undefined; };
+
+type Value = Float64Array | number | boolean;
+
+
+function runOn(be: Be, c: Case, inputs: { shape: number[]; values: Float64Array; kind?: string }[], dtype: 'f32' | 'bf16'):
+  Record<string, Value> {
+  const xs: NT[] = [];
+  const outs: Record<string, Out> = {};
+  try {
+    for (const i of inputs) xs.push(put(be, i.values, i.shape, (i.kind ?? 'float') as 'float', dtype));
+    Object.assign(outs, c.run(be, xs));
+    const res: Record<string, Value> = {};
+    for (const [k, v] of Object.entries(outs)) {
+      if (v === null || v === undefined) continue;
+      res[k] = typeof v === 'number' || typeof v === 'boolean' ? v : get(be, v);
+    }
+    return res;
+  } finally {
+    for (const v of Object.values(outs)) if (v && typeof v === 'object') v.dispose();
+    for (const x of xs) x.dispose();
+  }
+}
+
+function compare(got: Record<string, Value>, want: Record<string, Value>, tolFor: (k: string) => Tol):
+  { ok: boolean; errs: Record<string, number> } {
+  let ok = true;
+  const errs: Record<string, number> = {};
+  for (const [k, w] of Object.entries(want)) {
+    const g = got[k];
+    const tol = tolFor(k);
+    let e: number;
+    if (g === undefined) e = Infinity;
+    else if (typeof w === 'boolean') e = g === w ? 0 : Infinity;
+    else if (typeof w === 'number') e = typeof g === 'number' ? Math.abs(g - w) / Math.max(Math.abs(w), tol.floor) : Infinity;
+    else e = g instanceof Float64Array ? relErr(g, w, tol.floor) : Infinity;
+    errs[k] = e;
+    if (!(e < tol.rel)) ok = false;
+  }
+  return { ok, errs };
+}
+
+interface CaseResult { name: string; family: string; dtype: string; reference: string; pass: boolean;
+  errors: Record<string, number>; note?: string; aborted?: boolean }
+
+function checkCases(cpuBe: Be, cudaBe: Be | null): CaseResult[] {
+  const results: CaseResult[] = [];
+  const filter = arg('--filter');
+  for (const c of cases()) {
+    if (flag('--quick') && !c.quick) continue;
+    if (filter && !c.name.includes(filter)) continue;
+    for (const dtype of cudaBe ? c.dtypes : (['f32'] as const)) {
+      const raw = c.inputs();
+      const inputs = raw.map((i) => ({ ...i, values: (i.kind ?? 'float') === 'float' && dtype === 'bf16' ? i.values.map(bf16Round) : i.values }));
+      const t0 = Date.now();
+      let want: Record<string, Value> = {}, reference = 'cpu', note: string | undefined;
+      try {
+        want = runOn(cpuBe, c, inputs, 'f32');
+      } catch (e) {
+        if (!(e instanceof Missing)) note = `cpu: ${(e as Error).message}`;
+        reference = 'float64';
+        if (cudaBe) want = c.ref(inputs.map((i) => i.values));
+      }
+      let res: CaseResult;
+      if (!cudaBe) {  // CPU-only: the CPU backend against the float64 reference, where it has the op
+        if (reference !== 'cpu') {
+          res = { name: c.name, family: c.family, dtype, reference, pass: true, errors: {}, note: note ?? 'no CPU op: skipped' };
+        } else {
+          const r = compare(want, c.ref(inputs.map((i) => i.values)), () => TOL.cudaF32);
+          res = { name: c.name, family: c.family, dtype, reference: 'float64 (cpu checked)', pass: r.ok, errors: r.errs };
+        }
+      } else {
+        try {
+          const got = runOn(cudaBe, c, inputs, dtype);
+          const tolFor = (k: string) => (dtype === 'f32' ? TOL.cudaF32 : c.grads?.includes(k) ? TOL.cudaBf16Grad : TOL.cudaBf16);
+          const r = compare(got, want, tolFor);
+          res = { name: c.name, family: c.family, dtype, reference, pass: r.ok, errors: r.errs, note };
+        } catch (e) {
+          res = { name: c.name, family: c.family, dtype, reference, pass: false, aborted: true, errors: {}, note: `cuda: ${(e as Error).message}` };
+        }
+      }
+      const errs = Object.entries(res.errors).map(([k, v]) => `${k} ${fmt(v)}`).join(' ');
+      console.log(`${res.pass ? 'PASS' : 'FAIL'} ${res.dtype.padEnd(4)} ${res.name} [ref ${res.reference}] ${errs}` +
+        `${res.note ? ` (${res.note})` : ''} ${Date.now() - t0}ms`);
+      results.push(res);
+    }
+  }
+  return results;
+}
+
+// Misuse and runtime behaviour that only the device shows: typed errors, deferred index errors, the allocator cache.
+function checkRuntime(be: Be): CaseResult[] {
+  const out: CaseResult[] = [];
+  const expectThrow = (name: string, code: string, fn: () => void) => {
+    let msg = 'did not throw';
+    let pass = false;
+    try { fn(); } catch (e) {
+      const err = e as { code?: string; message?: string };
+      msg = `${err.code}: ${err.message}`;
+      pass = err.code === code;
+    }
+    console.log(`${pass ? 'PASS' : 'FAIL'} runtime ${name}: ${msg}`);
+    out.push({ name, family: 'runtime', dtype: '-', reference: '-', pass, errors: {}, note: msg });
+  };
+  // (Not under compute-sanitizer, which reports the refused cudaMalloc itself.)
+  if (!flag('--quick'))
+    expectThrow('out of memory is a typed error that says what would help', 'OWLET_OOM', () => { be.empty('bf16', [2 ** 40]).dispose(); });
+  expectThrow('an out-of-range embedding id surfaces at the next synchronisation', 'OWLET_ARGUMENT', () => {
+    const src = be.full('f32', [5, 3], 1), idx = be.fromBuffer('i32', [2], Int32Array.of(0, 999));
+    try { be.gatherRows(src, idx).dispose(); } finally { src.dispose(); idx.dispose(); }
+    be.synchronize();
+  });
+  expectThrow('attention with mismatched shapes is a shape error', 'OWLET_SHAPE', () => {
+    const q = be.full('bf16', [1, 4, 2, 64], 0), k = be.full('bf16', [1, 4, 3, 64], 0);
+    try { be.attentionForward(q, k, k, null, false, 0.125, 0, 0); } finally { q.dispose(); k.dispose(); }
+  });
+  // The cache: the same allocation sizes over and over reach cudaMalloc only the first time.
+  {
+    const info0 = be.info() as Record<string, number>;
+    const x = be.full('bf16', [4096, 1000], 1);
+    for (let i = 0; i < 50; i++) be.clone(x).dispose();
+    x.dispose();
+    for (let i = 0; i < 50; i++) be.full('bf16', [4096, 1000], 2).dispose();
+    const info1 = be.info() as Record<string, number>;
+    const grew = info1.allocatorMallocs - info0.allocatorMallocs;
+    const pass = grew <= 2;
+    console.log(`${pass ? 'PASS' : 'FAIL'} runtime allocator cache: ${grew} cudaMalloc calls for 101 allocations of one size`);
+    out.push({ name: 'allocator cache', family: 'runtime', dtype: '-', reference: '-', pass, errors: {}, note: `${grew} mallocs` });
+  }
+  return out;
+}
+
+// Appends to `res` as it goes and calls `saved` after each result, so a run cut short keeps what it measured.
+function runBench(be: Be, res: BenchResult[], saved: () => void): void {
+  const tryb = (f: () => BenchResult | BenchResult[]) => {
+    try {
+      const r = f();
+      for (const x of Array.isArray(r) ? r : [r]) {
+        res.push(x);
+        saved();
+        console.log(`BENCH ${x.name} ${x.ms.toFixed(3)} ms${x.tflops ? ` ${x.tflops} TFLOP/s` : ''}${x.gbps ? ` ${x.gbps} GB/s` : ''}` +
+          `${x.extra ? ' ' + JSON.stringify(x.extra) : ''}`);
+      }
+    } catch (e) { console.log(`BENCH failed: ${(e as Error).message}`); }
+  };
+  tryb(() => gemmBench(be, 8192));
+  tryb(() => attentionBench(be, 'vit_L14_b64', 64, 16, 257, 257, 64, false));
+  tryb(() => attentionBench(be, 'abstractor_b64', 64, 16, 64, 321, 64, false));
+  tryb(() => attentionBench(be, 'llama7b_b4_t2048_causal', 4, 32, 2048, 2048, 128, true));
+  tryb(() => attentionBench(be, 'llama7b_b16_t512_causal', 16, 32, 512, 512, 128, true));
+  tryb(() => attentionBench(be, 'fa_ref_b8_h16_t4096_d128_causal', 8, 16, 4096, 4096, 128, true));
+  tryb(() => attentionBench(be, 'vit_L14_b64', 64, 16, 257, 257, 64, false, '4'));
+  tryb(() => attentionBench(be, 'llama7b_b4_t2048_causal', 4, 32, 2048, 2048, 128, true, '4'));
+  tryb(() => loraBench(be, 8192, 4096, 4096, 8));
+  tryb(() => loraBench(be, 8192, 4096, 4096, 8, 'cublas'));
+  tryb(() => loraBench(be, 8192, 4096, 11008, 8));
+  tryb(() => loraBench(be, 8192, 4096, 11008, 8, 'cublas'));
+  tryb(() => loraBench(be, 8192, 4096, 4096, 64));
+  tryb(() => bandwidthBench(be));
+}
+
+// Ratios of owlet's numbers to the peer's (both files written by the same run).
+function summary(owletPath: string, peerPath: string): void {
+  let o: { bench?: BenchResult[]; device?: Record<string, unknown> } = {};
+  try { o = JSON.parse(readFileSync(owletPath, 'utf8')); } catch { console.log(`(no owlet results at ${owletPath})`); }
+  const bench = o.bench ?? [];
+  if (!bench.length) console.log('(owlet recorded no benchmarks)');
+  let p: Record<string, unknown> = {};
+  try { p = JSON.parse(readFileSync(peerPath, 'utf8')); } catch {
+    // The peer writes its JSON only at the end; if it was cut short, read the lines it printed ("key: value").
+    const log = peerPath.replace(/peer_torch\.json$/, 'peer.log');
+    try {
+      for (const line of readFileSync(log, 'utf8').split('\n')) {
+        const m = /^([A-Za-z0-9_]+): (.*)$/.exec(line);
+        if (!m) continue;
+        try { p[m[1]] = JSON.parse(m[2].replace(/'/g, '"')); } catch { p[m[1]] = m[2]; }
+      }
+      console.log(`(no ${peerPath}; peer numbers read from ${log})`);
+    } catch { console.log(`(no peer results at ${peerPath})`); }
+  }
+  const ob = new Map(bench.map((b) => [b.name, b]));
+  console.log(`device: ${o.device?.device ?? '?'}`);
+  const g = ob.get('gemm_bf16_8192');
+  if (g) console.log(`gemm 8192³ bf16: owlet ${g.tflops} TFLOP/s, peer ${p.gemm_bf16_8192_tflops ?? '?'}`);
+  for (const name of ['vit_L14_b64', 'abstractor_b64', 'llama7b_b4_t2048_causal', 'llama7b_b16_t512_causal',
+    'fa_ref_b8_h16_t4096_d128_causal']) {
+    for (const suffix of ['', '_bwd4w']) {
+    const b = ob.get(name + suffix)?.extra as Record<string, number> | undefined;
+    const pr = p[`sdpa_${name}`] as Record<string, number> | undefined;
+    if (!b) continue;
+    const r = (x?: number, y?: number) => (x && y ? `×${(x / y).toFixed(2)}` : '');
+    console.log(`attention ${name}${suffix}: fwd ${b.fwd_tflops} TFLOP/s (peer ${pr?.fwd_tflops ?? '?'}) ${r(b.fwd_tflops, pr?.fwd_tflops)}; ` +
+      `fwd+bwd ${b.fwdbwd_tflops} (peer ${pr?.fwdbwd_tflops ?? '?'}) ${r(b.fwdbwd_tflops, pr?.fwdbwd_tflops)}`);
+    }
+  }
+  for (const b of bench.filter((x) => x.name.startsWith('lora_'))) {
+    const e = b.extra as Record<string, number>;
+    const pr = p[b.name.replace(/_cublas$/, '')] as Record<string, number> | undefined;
+    console.log(`${b.name}: owlet LoRA/frozen ${e.overhead}× (${e.lora_fwdbwd_ms} vs ${e.frozen_linear_fwdbwd_ms} ms), ` +
+      `peer ${pr?.overhead ?? '?'}× (${pr?.lora_eager_fwdbwd_ms ?? '?'} vs ${pr?.frozen_linear_fwdbwd_ms ?? '?'} ms)`);
+  }
+  for (const b of bench.filter((x) => x.gbps)) console.log(`${b.name}: ${b.gbps} GB/s (${b.ms.toFixed(3)} ms)`);
+}
+
+function main(): number {
+  if (flag('--summary')) {
+    const i = argv.indexOf('--summary');
+    summary(argv[i + 1], argv[i + 2]);
+    return 0;
+  }
+  const outDir = process.env.OUT || '.';
+  const report: Record<string, unknown> = { date: new Date().toISOString(), node: process.version, argv };
+  const cpuBe = cpu();
+  report.cpu = cpuBe.info();
+  let cudaBe: Be | null = null;
+  try {
+    cudaBe = cuda();
+    report.device = cudaBe.info();
+    console.log(`CUDA backend: ${JSON.stringify(report.device)}`);
+  } catch (e) {
+    const msg = (e as Error).message;
+    report.cudaLoadError = msg;
+    if (!flag('--cpu-only')) {
+      console.log(`FAIL the CUDA backend cannot be used: ${msg}`);
+      writeFileSync(join(outDir, 'owlet_cuda.json'), JSON.stringify(report, null, 1));
+      return 1;
+    }
+    console.log(`(as expected without a GPU) the CUDA backend cannot be used: ${msg}`);
+  }
+  if (flag('--cpu-only')) cudaBe = null;
+  const mem0 = cudaBe ? cudaBe.memory().bytesInUse : 0;
+  const results = checkCases(cpuBe, cudaBe);
+  if (cudaBe) {
+    results.push(...checkRuntime(cudaBe));
+    cudaBe.synchronize();
+    const leaked = cudaBe.memory().bytesInUse - mem0;
+    // A case that threw half-way cannot dispose what it had made: then a leak is reported but not counted.
+    const aborted = results.some((r) => r.aborted);
+    const pass = leaked === 0 || aborted;
+    console.log(`${pass ? 'PASS' : 'FAIL'} runtime no device memory left held by the checks (${leaked} bytes` +
+      `${aborted && leaked ? '; some cases aborted, so not counted' : ''})`);
+    results.push({ name: 'no leaks', family: 'runtime', dtype: '-', reference: '-', pass, errors: {}, note: `${leaked} bytes` });
+  }
+  report.cases = results;
+  const failed = results.filter((r) => !r.pass).length;
+  console.log(`${results.length - failed} passed, ${failed} failed`);
+  mkdirSync(outDir, { recursive: true });
+  const save = () =>
+    writeFileSync(join(outDir, 'owlet_cuda.json'), JSON.stringify(report, (_k, v) => (v === Infinity ? 'Infinity' : v), 1));
+  save();
+  if (cudaBe && !flag('--no-bench') && !flag('--quick')) {
+    const bench: BenchResult[] = [];
+    report.bench = bench;
+    runBench(cudaBe, bench, save);
+  }
+  return failed ? 1 : 0;
+}
+
+process.exitCode = main();

@@ -1,0 +1,68 @@
+// Shared pieces of the GPU check: calling an op on a backend by name, moving float64 values in and out as
+// f32/bf16/i32, bf16 rounding, and the comparison metric of test/helpers/tolerances.ts extended to matching
+// infinities.
+import type { NativeBackend, NativeTensor } from '../../lib/native.ts';
+import { relMaxError } from '../../test/helpers/tolerances.ts';
+
+export type NT = NativeTensor;
+export type Be = NativeBackend;
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type AnyFn = (...args: any[]) => any;
+
+/** The op is not in this backend (an addon built from a tree without that family's binding). */
+export class Missing extends Error {}
+
+export function op(be: Be, name: string): AnyFn {
+  const f = (be as unknown as Record<string, unknown>)[name];
+  if (typeof f !== 'function') throw new Missing(`the ${be.backend} backend has no op ${name}`);
+  return f as AnyFn;
+}
+
+const f32buf = new Float32Array(1);
+const u32buf = new Uint32Array(f32buf.buffer);
+/** Round to the nearest bf16 (ties to even), as the runtime's f32_to_bf16 does. */
+export function bf16Round(x: number): number {
+  f32buf[0] = x;
+  const u = u32buf[0];
+  if ((u & 0x7fffffff) > 0x7f800000) return f32buf[0];
+  u32buf[0] = ((u + 0x7fff + ((u >>> 16) & 1)) >>> 0) & 0xffff0000;
+  return f32buf[0];
+}
+
+export type Kind = 'float' | 'f32' | 'i32';
+
+/** Uploads values: 'float' inputs as `dtype`, 'f32' inputs always f32, 'i32' as int32. */
+export function put(be: Be, values: Float64Array, shape: number[], kind: Kind, dtype: 'f32' | 'bf16'): NT {
+  if (kind === 'i32') return be.fromBuffer('i32', shape, Int32Array.from(values));
+  const f = be.fromBuffer('f32', shape, Float32Array.from(values));
+  if (kind === 'f32' || dtype === 'f32') return f;
+  try { return be.cast(f, 'bf16'); } finally { f.dispose(); }
+}
+
+/** Values of any tensor as float64 (bf16 through a cast on the owning backend). */
+export function get(be: Be, t: NT): Float64Array {
+  if (t.dtype === 'f32') return Float64Array.from(new Float32Array(t.read()));
+  if (t.dtype === 'i32') return Float64Array.from(new Int32Array(t.read()));
+  const f = be.cast(t, 'f32');
+  try { return Float64Array.from(new Float32Array(f.read())); } finally { f.dispose(); }
+}
+
+/** relMaxError, with positions where both sides hold the same infinity counted as exact (lse of empty rows). */
+export function relErr(got: ArrayLike<number>, want: ArrayLike<number>, floor: number): number {
+  if (got.length !== want.length) return Infinity;
+  const g = Float64Array.from(got), w = Float64Array.from(want);
+  for (let i = 0; i < w.length; i++) {
+    if (!Number.isFinite(w[i]) && w[i] === g[i]) { w[i] = 0; g[i] = 0; }
+  }
+  return relMaxError(g, w, floor);
+}
+
+/** Median of a list of numbers. */
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.floor(s.length / 2)] : NaN;
+}
+
+export function fmt(x: number): string {
+  return Number.isFinite(x) ? x.toExponential(1) : String(x);
+}

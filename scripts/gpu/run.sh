@@ -1,0 +1,52 @@
+#!/bin/bash
+# Runs ON the GPU machine, from the repository root, with .gpu/ carried (made by scripts/gpu/build-bundle.sh):
+#   bash scripts/gpu/run.sh
+# 1. the check: every CUDA op against the CPU backend / float64 references, runtime checks, benchmarks
+# 2. the PyTorch peer (LAYERS=4) in the same call, 3. owlet/peer ratios, 4. compute-sanitizer over the small cases.
+# Logs and JSON go to $OUT (at most 8 files come back): run.log check.log peer.log summary.log sanitizer.log
+# owlet_cuda.json peer_torch.json. Each stage has its own time limit; a failing stage does not stop the next.
+set -u
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-$PWD/gpu-out}
+export OUT
+mkdir -p "$OUT"
+G=$PWD/.gpu
+T=$(mktemp -d /tmp/owlet-gpu.XXXX)
+LOG=$OUT/run.log
+say() { echo "== $(date +%T) $*" | tee -a "$LOG"; }
+
+say "machine"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv; nvcc --version | tail -1;
+  uname -r; } >>"$LOG" 2>&1
+
+say "unpack node and libraries"
+xz -dc "$G/node.xz" >"$T/node" && chmod +x "$T/node"
+mkdir -p "$T/lib" && tar -C "$T/lib" -xJf "$G/lib.tar.xz"
+export LD_LIBRARY_PATH=$T/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+export OWLET_NATIVE_CPU=$G/owlet_cpu.node OWLET_NATIVE_CUDA=$G/owlet_cuda.node
+"$T/node" --version >>"$LOG" 2>&1 || say "node does not run here"
+
+say "check (correctness + benchmarks)"
+timeout -k 5 150 "$T/node" "$G/check.mjs" 2>&1 | tee "$OUT/check.log"
+say "check exit ${PIPESTATUS[0]}"
+
+say "peer (PyTorch, LAYERS=4)"
+(cd "$T" && timeout -k 5 150 env LAYERS=4 python3 "$G/peer_torch.py") 2>&1 | tee "$OUT/peer.log"
+say "peer exit ${PIPESTATUS[0]}"
+
+say "summary"
+{ "$T/node" "$G/check.mjs" --summary "$OUT/owlet_cuda.json" "$OUT/peer_torch.json";
+  echo "-- failed checks and the count:"; grep -E "^FAIL|passed, .* failed" "$OUT/check.log"; } 2>&1 | tee "$OUT/summary.log"
+
+say "compute-sanitizer (memcheck) over the small cases"
+if command -v compute-sanitizer >/dev/null; then
+  OUT=$T timeout -k 5 60 compute-sanitizer --tool memcheck --print-limit 20 "$T/node" "$G/check.mjs" --quick \
+    >"$T/sanitizer.full" 2>&1
+  echo "sanitizer exit $?" >>"$T/sanitizer.full"
+  { grep -E "ERROR SUMMARY|^=+ (Invalid|Program hit|Error|Address)|FAIL|passed, " "$T/sanitizer.full" | head -40;
+    echo "---- tail"; tail -25 "$T/sanitizer.full"; } >"$OUT/sanitizer.log"
+  cat "$OUT/sanitizer.log"
+else
+  say "no compute-sanitizer on this machine"
+fi
+say "done"

@@ -1,0 +1,286 @@
+// A small host emulator for the warp-level CUDA used by owlet's tensor-core kernels, so their index arithmetic can
+// be checked on a machine without a GPU. Each thread of a block is a fiber (ucontext) on one OS thread; every
+// collective (barrier, shuffle, ldmatrix, mma) posts the lane's inputs, waits at a barrier for its group, computes
+// the lane's result from everyone's posts, and waits again. The semantics of ldmatrix and mma.m16n8k16 follow the
+// PTX ISA's fragment tables (the same ones written down in native/src/cuda/mma.cuh), computed in fp32 from bf16.
+//
+// Include this before the kernel headers, with OWLET_CUDA_EMULATION defined (mma.cuh then calls these instead of
+// inline PTX, and OWLET_DYNAMIC_SMEM gives the block's emulated shared memory).
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <ucontext.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <array>
+#include <vector>
+
+namespace emu {
+
+struct Dim {
+  unsigned x = 1, y = 1, z = 1;
+};
+
+struct Block {
+  Dim block_idx, grid_dim, block_dim;
+  int nthreads = 0;
+  std::vector<unsigned char> smem;
+  std::function<void()> body;
+  std::vector<ucontext_t> ctx;
+  std::vector<std::vector<char>> stacks;
+  std::vector<bool> done;
+  std::vector<bool> at_block_barrier;  // waiting in __syncthreads
+  ucontext_t sched;
+  int cur = 0;
+  // Barrier per group: groups 0..nwarps-1 are warps, group nwarps is the block.
+  std::vector<int> arrive, gen;
+  // Per-lane posts for collectives.
+  std::vector<std::array<uint32_t, 8>> post;
+  std::vector<float> postf;
+};
+
+inline Block*& current() {
+  static Block* b = nullptr;
+  return b;
+}
+inline int tid() { return current()->cur; }
+
+inline void yield() {
+  Block* b = current();
+  swapcontext(&b->ctx[size_t(b->cur)], &b->sched);
+}
+
+inline void barrier_group(int group, int size, bool block) {
+  Block* b = current();
+  int g = b->gen[size_t(group)];
+  if (++b->arrive[size_t(group)] == size) {
+    b->arrive[size_t(group)] = 0;
+    b->gen[size_t(group)]++;
+    if (block) std::fill(b->at_block_barrier.begin(), b->at_block_barrier.end(), false);
+  } else {
+    if (block) b->at_block_barrier[size_t(b->cur)] = true;
+    while (b->gen[size_t(group)] == g) yield();
+  }
+}
+inline void warp_barrier() { barrier_group(tid() / 32, 32, false); }
+inline void block_barrier() {
+  Block* b = current();
+  barrier_group(b->nthreads / 32, b->nthreads, true);
+}
+
+inline void fiber_entry() {
+  Block* b = current();
+  b->body();
+  b->done[size_t(b->cur)] = true;
+  // returning resumes uc_link (the scheduler)
+}
+
+// Runs `kernel` for every block of the grid, blockDim threads each (a multiple of 32), with `smem_bytes` of
+// dynamic shared memory.
+inline void launch(Dim grid, int threads, size_t smem_bytes, const std::function<void()>& kernel) {
+  for (unsigned z = 0; z < grid.z; z++)
+    for (unsigned y = 0; y < grid.y; y++)
+      for (unsigned x = 0; x < grid.x; x++) {
+        Block b;
+        b.block_idx = {x, y, z};
+        b.grid_dim = grid;
+        b.block_dim = {unsigned(threads), 1, 1};
+        b.nthreads = threads;
+        b.smem.assign(smem_bytes + 64, 0xCD);  // poison: reads of never-written shared memory show up as garbage
+        b.body = kernel;
+        b.ctx.resize(size_t(threads));
+        b.stacks.resize(size_t(threads));
+        b.done.assign(size_t(threads), false);
+        b.at_block_barrier.assign(size_t(threads), false);
+        b.arrive.assign(size_t(threads / 32 + 1), 0);
+        b.gen.assign(size_t(threads / 32 + 1), 0);
+        b.post.resize(size_t(threads));
+        b.postf.resize(size_t(threads));
+        current() = &b;
+        for (int t = 0; t < threads; t++) {
+          b.stacks[size_t(t)].resize(256 * 1024);
+          getcontext(&b.ctx[size_t(t)]);
+          b.ctx[size_t(t)].uc_stack.ss_sp = b.stacks[size_t(t)].data();
+          b.ctx[size_t(t)].uc_stack.ss_size = b.stacks[size_t(t)].size();
+          b.ctx[size_t(t)].uc_link = &b.sched;
+          makecontext(&b.ctx[size_t(t)], fiber_entry, 0);
+        }
+        // Scheduling: one warp at a time, chosen at random, runs alone until all its threads wait at a block
+        // barrier (or finish); lanes within it run in a shuffled order. Warps therefore drift as far apart as the
+        // barriers allow, so a missing __syncthreads (or a read of shared memory another warp has not filled yet)
+        // shows up as a wrong result instead of hiding behind a lockstep schedule.
+        static std::mt19937 order_rng(42);
+        int nwarps = threads / 32;
+        long steps = 0;
+        for (;;) {
+          std::vector<int> runnable;
+          bool all_done = true;
+          for (int w = 0; w < nwarps; w++) {
+            bool can = false;
+            for (int t = w * 32; t < w * 32 + 32; t++) {
+              if (!b.done[size_t(t)]) all_done = false;
+              if (!b.done[size_t(t)] && !b.at_block_barrier[size_t(t)]) can = true;
+            }
+            if (can) runnable.push_back(w);
+          }
+          if (all_done) break;
+          if (runnable.empty() || ++steps > 100000000L) {
+            std::fprintf(stderr, "emulator: deadlock (threads wait at different barriers)\n");
+            std::abort();
+          }
+          int w = runnable[size_t(order_rng() % runnable.size())];
+          std::vector<int> lanes(32);
+          for (int i = 0; i < 32; i++) lanes[size_t(i)] = w * 32 + i;
+          for (bool progressed = true; progressed;) {
+            progressed = false;
+            std::shuffle(lanes.begin(), lanes.end(), order_rng);
+            for (int t : lanes) {
+              if (b.done[size_t(t)] || b.at_block_barrier[size_t(t)]) continue;
+              progressed = true;
+              b.cur = t;
+              swapcontext(&b.sched, &b.ctx[size_t(t)]);
+            }
+          }
+        }
+        current() = nullptr;
+      }
+}
+
+inline unsigned char* dynamic_smem() {
+  uintptr_t p = reinterpret_cast<uintptr_t>(current()->smem.data());
+  return reinterpret_cast<unsigned char*>((p + 63) & ~uintptr_t(63));
+}
+inline uint32_t smem_offset(const void* p) {
+  return uint32_t(static_cast<const unsigned char*>(p) - dynamic_smem());
+}
+
+template <class T>
+inline T shfl_xor(T v, int o) {
+  Block* b = current();
+  int t = tid();
+  uint32_t bits;
+  std::memcpy(&bits, &v, 4);
+  b->post[size_t(t)][0] = bits;
+  warp_barrier();
+  int partner = (t & ~31) | ((t & 31) ^ o);
+  uint32_t pb = b->post[size_t(partner)][0];
+  warp_barrier();
+  T out;
+  std::memcpy(&out, &pb, 4);
+  return out;
+}
+
+inline uint16_t smem_u16(uint32_t addr) {
+  uint16_t v;
+  std::memcpy(&v, dynamic_smem() + addr, 2);
+  return v;
+}
+
+// ldmatrix.x4 (optionally .trans): register i of lane l = row l/4, columns 2(l%4), 2(l%4)+1 of matrix i (of its
+// transpose with .trans); matrix i's rows are the addresses posted by lanes 8i..8i+7.
+inline void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr, bool trans) {
+  Block* b = current();
+  int t = tid(), lane = t & 31, w0 = t & ~31;
+  b->post[size_t(t)][0] = addr;
+  warp_barrier();
+  for (int i = 0; i < 4; i++) {
+    uint16_t lo, hi;
+    if (!trans) {
+      uint32_t row = b->post[size_t(w0 + 8 * i + lane / 4)][0];
+      lo = smem_u16(row + 2 * (2 * (lane % 4)));
+      hi = smem_u16(row + 2 * (2 * (lane % 4) + 1));
+    } else {
+      uint32_t r0 = b->post[size_t(w0 + 8 * i + 2 * (lane % 4))][0];
+      uint32_t r1 = b->post[size_t(w0 + 8 * i + 2 * (lane % 4) + 1)][0];
+      lo = smem_u16(r0 + 2 * (lane / 4));
+      hi = smem_u16(r1 + 2 * (lane / 4));
+    }
+    r[i] = uint32_t(lo) | (uint32_t(hi) << 16);
+  }
+  warp_barrier();
+}
+
+inline float bf_lo(uint32_t v) {
+  uint32_t u = v << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline float bf_hi(uint32_t v) {
+  uint32_t u = v & 0xffff0000u;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// mma.m16n8k16.row.col bf16 -> f32: d += A B with the fragment layouts of the PTX ISA.
+inline void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  Block* blk = current();
+  int t = tid(), lane = t & 31, w0 = t & ~31;
+  auto& post = blk->post[size_t(t)];
+  for (int i = 0; i < 4; i++) post[size_t(i)] = a[i];
+  post[4] = b0;
+  post[5] = b1;
+  warp_barrier();
+  auto A = [&](int row, int k) {  // element A[row][k]
+    int g = row % 8, tt = (k % 8) / 2;
+    int reg = (k < 8 ? 0 : 2) + (row < 8 ? 0 : 1);
+    uint32_t v = blk->post[size_t(w0 + g * 4 + tt)][size_t(reg)];
+    return (k % 2) ? bf_hi(v) : bf_lo(v);
+  };
+  auto B = [&](int k, int col) {  // element B[k][col]
+    int tt = (k % 8) / 2;
+    uint32_t v = blk->post[size_t(w0 + col * 4 + tt)][k < 8 ? 4u : 5u];
+    return (k % 2) ? bf_hi(v) : bf_lo(v);
+  };
+  int g = lane / 4, tt = lane % 4;
+  for (int e = 0; e < 4; e++) {
+    int row = g + (e >= 2 ? 8 : 0), col = 2 * tt + (e & 1);
+    float acc = 0.f;
+    for (int k = 0; k < 16; k++) acc += A(row, k) * B(k, col);
+    d[e] += acc;
+  }
+  warp_barrier();
+}
+
+inline void cp_async(uint32_t smem, const void* gmem, bool valid, int bytes) {
+  if (valid) std::memcpy(dynamic_smem() + smem, gmem, size_t(bytes));
+  else std::memset(dynamic_smem() + smem, 0, size_t(bytes));
+}
+
+}  // namespace emu
+
+// ---- CUDA names the kernels use, mapped onto the emulator ----
+#undef __global__
+#define __global__
+#undef __launch_bounds__
+#define __launch_bounds__(...)
+#define OWLET_DYNAMIC_SMEM(name) unsigned char* name = ::emu::dynamic_smem()
+#define threadIdx (::emu::Dim{unsigned(::emu::tid()), 0, 0})
+#define blockIdx (::emu::current()->block_idx)
+#define gridDim (::emu::current()->grid_dim)
+#define blockDim (::emu::current()->block_dim)
+#define __syncthreads() ::emu::block_barrier()
+#define __shfl_xor_sync(mask, v, o) ::emu::shfl_xor((v), (o))
+#define __cvta_generic_to_shared(p) ::emu::smem_offset(p)
+
+inline float atomicAdd(float* p, float v) {
+  float old = *p;
+  *p = old + v;
+  return old;
+}
+inline float2 atomicAdd(float2* p, float2 v) {
+  float2 old = *p;
+  p->x += v.x;
+  p->y += v.y;
+  return old;
+}
+using std::max;
+using std::min;
