@@ -216,7 +216,10 @@ void set_smem_limit(const void* fn, size_t bytes, int device, const char* op) {
 }
 
 size_t simple_smem(const DeviceContext& c, int floats, const char* op) {
-  size_t bytes = size_t(floats) * sizeof(float);
+  // Rounded up and padded by 4 floats: ptxas may merge the unrolled shared-memory reads of the weighted-sum loops
+  // into 8/12/16-byte loads whose tail lies past the last score (compute-sanitizer flagged a 12-byte read at
+  // Tk = 45); the padding keeps those loads inside the allocation. The extra values are never used.
+  size_t bytes = (size_t(floats + 3) / 4 * 4 + 4) * sizeof(float);
   if (bytes > c.prop.sharedMemPerBlockOptin)
     fail(ErrorKind::Shape, std::string(op) + ": sequence too long for the plain attention path (" +
                                std::to_string(floats) + " scores per row); use bf16 with head dim 64 or 128");
