@@ -56,7 +56,7 @@ export function generateIds(model: MplugOwl, tok: Tokenizer, reqs: GenerateReque
           nonPaddingMask: new Float32Array(0), nonMediaMask: new Float32Array(0), promptMask: new Float32Array(0), pixelValues: pixels,
         };
         const { x } = model.embed(ctx, batch, T, 0);
-        const h = llamaHidden(ctx, text, x, { cache, keyMask: tensor(Int32Array.from(keyMask), [B, T]) });
+        const h = llamaHidden(ctx, text, x, { cache, keyMask: tensor(Int32Array.from(keyMask), [B, T], { device: model.device }) });
         return pick(lmHead(ctx, slice(h, 1, T - 1, 1)));
       });
       for (let step = 0; step < maxNew; step++) {
@@ -71,7 +71,7 @@ export function generateIds(model: MplugOwl, tok: Tokenizer, reqs: GenerateReque
         next = scope(() => {
           const e = reshape(model.embedIds(ctx, Int32Array.from(cur)), [B, 1, text.hiddenSize]);
           const h = llamaHidden(ctx, text, e, {
-            cache, pos0: T + step, keyMask: tensor(Int32Array.from(keyMask), [B, T + step + 1]),
+            cache, pos0: T + step, keyMask: tensor(Int32Array.from(keyMask), [B, T + step + 1], { device: model.device }),
           });
           return pick(lmHead(ctx, h));
         });

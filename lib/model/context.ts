@@ -47,7 +47,7 @@ export class ForwardContext {
 /** A [1, n, d] parameter repeated over a batch of N as [N, n, d] (gradient summed back over the batch). */
 export function expandBatch(p: Tensor, N: number): Tensor {
   const n = p.shape[p.ndim - 2], d = p.shape[p.ndim - 1];
-  const z = zeros([N, n, d], { device: p.device });
+  const z = zeros([N, n, d], { device: p.device, dtype: p.dtype });
   const flat = reshape(p, [n, d]);
   const y = add(z, flat);
   z.dispose();

@@ -9,16 +9,19 @@ import { MplugOwl } from './owl.ts';
 
 export interface LoadModelOptions {
   adapterDir?: string | null;
-  /** Compute dtype on the CPU backend is f32: bf16/f16 checkpoints are widened on load. */
-  dtype?: 'f32';
+  /** Storage dtype of the weights: f32 (the CPU backend computes in f32; bf16/f16 checkpoints are widened) or bf16
+   *  (the CUDA backend's training dtype). */
+  dtype?: 'f32' | 'bf16';
+  /** Where the weights go: cpu (default), cuda or cuda:N. */
+  device?: string;
 }
 
 export function loadModel(dir: string, o: LoadModelOptions = {}): MplugOwl {
   const config = readConfig(dir);
-  const params = loadCheckpoint(dir, { dtype: 'f32', expected: expectedKeys(config) });
+  const params = loadCheckpoint(dir, { dtype: o.dtype ?? 'f32', device: o.device, expected: expectedKeys(config) });
   let adapter = null;
   if (o.adapterDir) {
-    const a = loadAdapter(o.adapterDir, { dtype: 'f32', model: config });
+    const a = loadAdapter(o.adapterDir, { dtype: 'f32', device: o.device, model: config });
     for (const [k, t] of a.tensors) params.set(k, t);
     adapter = a.config;
   }
@@ -34,7 +37,7 @@ function toI32(t: Tensor): Int32Array {
 }
 
 /** The official batch tensors (pixel_values, input_ids, num_images, non_padding_mask, non_media_mask, prompt_mask). */
-export function batchFromTensors(m: Map<string, Tensor>, source = 'batch'): OwlBatch {
+export function batchFromTensors(m: Map<string, Tensor>, source = 'batch', device = 'cpu'): OwlBatch {
   const need = (k: string) => {
     const t = m.get(k);
     if (!t) throw new ArgumentError(`${source}: the batch has no '${k}'`, 'batch');
@@ -53,13 +56,15 @@ export function batchFromTensors(m: Map<string, Tensor>, source = 'batch'): OwlB
   return {
     inputIds: toI32(ids), batchSize: B, seqLen: T, numImages,
     nonPaddingMask: masks[0], nonMediaMask: masks[1], promptMask: masks[2],
-    pixelValues: px && px.numel > 0 ? (px.dtype === 'f32' ? px : tensor(px.toFloat32(), [...px.shape])) : null,
+    pixelValues: px && px.numel > 0 ? (px.dtype === 'f32' && px.device === device ? px : tensor(px.toFloat32(), [...px.shape], { device })) : null,
   };
 }
 
-export function loadBatch(file: string): OwlBatch {
+export function loadBatch(file: string, device = 'cpu'): OwlBatch {
   const { tensors } = readSafetensorsFile(file);
-  return batchFromTensors(tensors, file);
+  const b = batchFromTensors(tensors, file, device);
+  for (const t of tensors.values()) if (t !== b.pixelValues) t.dispose();
+  return b;
 }
 
 export { expectedKeys };

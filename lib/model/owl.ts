@@ -1,6 +1,6 @@
 // MplugOwl: vision encoder → abstractor → spliced into the LLaMA input embeddings → logits and the official loss.
 import {
-  crossEntropy, gatherRows, reshape, spliceRows, tensor, type Tensor,
+  cast, crossEntropy, gatherRows, reshape, spliceRows, tensor, type Tensor,
 } from '../tensor/index.ts';
 import { abstractorForward } from './abstractor.ts';
 import { lossLabels, splicePlan, type OwlBatch } from './batch.ts';
@@ -44,13 +44,24 @@ export class MplugOwl {
     return new Map([...this.params].filter(([, t]) => t.requiresGrad));
   }
 
+  /** Where the weights live; ids, masks and labels are placed there too. */
+  get device(): string { return this.params.get('language_model.model.embed_tokens.weight')?.device ?? 'cpu'; }
+
+  /** An i32 tensor of host values on the model's device. */
+  ids(values: Int32Array | number[]): Tensor {
+    const a = values instanceof Int32Array ? values : Int32Array.from(values);
+    return tensor(a, [a.length], { device: this.device });
+  }
+
   context(training: boolean): ForwardContext {
     return new ForwardContext(this.params, training, this.adapter, this.rngState);
   }
 
   /** Image tokens for a batch of pixels [N, 3, R, R]: [N, queries + 1, D_text]. */
   encodeImages(ctx: ForwardContext, pixels: Tensor): Tensor {
-    const feats = visionForward(ctx, this.config.vision, pixels);
+    // Activations take the weights' dtype (bf16 weights: bf16 activations, fp32 accumulation inside the kernels).
+    const wt = ctx.get('vision_model.embeddings.patch_embed.weight').dtype;
+    const feats = visionForward(ctx, this.config.vision, pixels.dtype === wt ? pixels : cast(pixels, wt));
     return abstractorForward(ctx, this.config.abstractor, feats);
   }
 
@@ -59,20 +70,20 @@ export class MplugOwl {
     const { batchSize: B, seqLen: T } = batch;
     const D = this.config.text.hiddenSize, M = mediaTokenLength(this.config);
     const ids = Int32Array.from(batch.inputIds, (v) => (v < 0 ? dummyId : v));
-    const idT = tensor(ids, [B * T]);
+    const idT = this.ids(ids);
     let x = gatherRows(ctx.get('language_model.model.embed_tokens.weight'), idT);
     const plan = splicePlan(batch, M, searchLen);
     if (plan.rows.length > 0 && batch.pixelValues) {
       const tokens = reshape(this.encodeImages(ctx, batch.pixelValues), [-1, D]);
-      const used = gatherRows(tokens, tensor(plan.sources, [plan.sources.length]));
-      x = spliceRows(x, tensor(plan.rows, [plan.rows.length]), used);
+      const used = gatherRows(tokens, this.ids(plan.sources));
+      x = spliceRows(x, this.ids(plan.rows), used);
     }
     return { x: reshape(x, [B, T, D]), imagesUsed: plan.imagesUsed };
   }
 
   /** Token embeddings for plain ids [n] -> [n, D] (generation steps). */
   embedIds(ctx: ForwardContext, ids: Int32Array): Tensor {
-    return gatherRows(ctx.get('language_model.model.embed_tokens.weight'), tensor(ids, [ids.length]));
+    return gatherRows(ctx.get('language_model.model.embed_tokens.weight'), this.ids(ids));
   }
 
   /** The training forward: logits and the official masked loss (spec §4.4). */
@@ -90,12 +101,12 @@ export class MplugOwl {
       labels.forEach((l, i) => { if (l !== -100) rows.push(i); });
       if (!rows.length) rows.push(0);
       const D = this.config.text.hiddenSize;
-      const h = gatherRows(reshape(hidden, [B * T, D]), tensor(Int32Array.from(rows), [rows.length]));
+      const h = gatherRows(reshape(hidden, [B * T, D]), this.ids(rows));
       logits = lmHead(ctx, h);
-      loss = crossEntropy(logits, tensor(Int32Array.from(rows, (r) => labels[r]), [rows.length]), -100);
+      loss = crossEntropy(logits, this.ids(rows.map((r) => labels[r])), -100);
     } else {
       logits = lmHead(ctx, hidden);
-      loss = crossEntropy(reshape(logits, [B * T, V]), tensor(labels, [B * T]), -100);
+      loss = crossEntropy(reshape(logits, [B * T, V]), this.ids(labels), -100);
     }
     this.rngState = ctx.rngState;
     return { logits, loss, countedTokens: counted, imagesUsed };

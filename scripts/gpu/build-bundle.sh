@@ -41,6 +41,10 @@ rm -rf "$libs"
 
 # 4. Node, and the peer.
 # (node-xz.sh expects .git to be a directory; in a git worktree it is a file, so pack node the same way here.)
+mkdir -p .gpu/owl-tiny && cp "$shared"/fixtures/owl-tiny/* .gpu/owl-tiny/
+npx esbuild scripts/gpu/fixture.ts --bundle --platform=node --format=esm --target=node20 --log-level=warning \
+  --outfile=.gpu/fixture.mjs \
+  --banner:js="import { createRequire as __owletCreateRequire } from 'node:module'; const require = __owletCreateRequire(import.meta.url);"
 bash "$shared/gpu/node-xz.sh" >/dev/null 2>&1 || { [ -s .gpu/node.xz ] || xz -T2 -3 -c "$(command -v node)" >.gpu/node.xz; }
 cp "$shared/gpu/peer_torch.py" .gpu/
 

@@ -38,6 +38,9 @@ say "summary"
 { "$T/node" "$G/check.mjs" --summary "$OUT/owlet_cuda.json" "$OUT/peer_torch.json";
   echo "-- failed checks and the count:"; grep -E "^FAIL|passed, .* failed" "$OUT/check.log"; } 2>&1 | tee "$OUT/summary.log"
 
+say "owl-tiny fixture through the CUDA backend"
+timeout -k 5 60 "$T/node" "$G/fixture.mjs" "$G/owl-tiny" cuda 2>&1 | tee "$OUT/fixture_cuda.log" || say "fixture exit $?"
+
 say "compute-sanitizer (memcheck) over the small cases"
 if command -v compute-sanitizer >/dev/null; then
   OUT=$T timeout -k 5 60 compute-sanitizer --tool memcheck --print-limit 20 "$T/node" "$G/check.mjs" --quick \

@@ -40,7 +40,7 @@ export function slice(x: Tensor, axis: number, start: number, length: number): T
   const y = wrap(be, be.slice(x.handle, axis, start, length));
   if (needsGrad(x)) {
     record('slice', [x], [y], [], ([g]) => {
-      const gx = zeros(x.shape, { device: x.device });
+      const gx = zeros(x.shape, { device: x.device, dtype: g!.dtype });
       be.sliceAssign(gx.handle, g!.handle, axis, start, false);
       return [gx];
     });
@@ -54,7 +54,7 @@ export function gatherRows(table: Tensor, ids: Tensor): Tensor {
   const y = wrap(be, be.gatherRows(table.handle, ids.handle));
   if (needsGrad(table)) {
     record('gatherRows', [table, ids], [y], [ids], ([g], [sid]) => {
-      const gt = zeros(table.shape, { device: table.device });
+      const gt = zeros(table.shape, { device: table.device, dtype: g!.dtype });
       be.scatterRows(gt.handle, sid.handle, g!.handle, true);
       return [gt, null];
     });
@@ -78,7 +78,7 @@ export function spliceRows(base: Tensor, ids: Tensor, src: Tensor): Tensor {
       let gb: Tensor | null = null, gs: Tensor | null = null;
       if (needs[0]) {
         gb = wrap(be, be.clone(g!.handle));
-        const z = zeros(srcShape, { device: base.device });
+        const z = zeros(srcShape, { device: base.device, dtype: g!.dtype });
         be.scatterRows(gb.handle, sid.handle, z.handle, false);
         z.dispose();
       }
@@ -92,4 +92,12 @@ export function spliceRows(base: Tensor, ids: Tensor, src: Tensor): Tensor {
 /** [N, C, H, W] images to [N, patches, C·p·p] (no gradient: pixels are data). */
 export function patchify(img: Tensor, patch: number): Tensor {
   return wrap(img.backend, img.backend.patchify(img.handle, patch));
+}
+
+/** x converted to another dtype (f32 ↔ bf16); the gradient is converted back. */
+export function cast(x: Tensor, dtype: Tensor['dtype']): Tensor {
+  if (x.dtype === dtype) return x.share();
+  const y = wrap(x.backend, x.backend.cast(x.handle, dtype));
+  if (needsGrad(x)) record('cast', [x], [y], [], ([g]) => [wrap(x.backend, x.backend.cast(g!.handle, x.dtype))]);
+  return y;
 }
