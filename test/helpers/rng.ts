@@ -1,14 +1,8 @@
-// Seeded random numbers for tests (mulberry32): deterministic inputs with odd sizes.
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// Seeded random numbers for tests: owlet's own generator (mulberry32, lib/model/init.ts), so inputs are deterministic
+// and sizes can be odd.
+import { seededRandom } from '../../lib/model/init.ts';
+
+export const rng = seededRandom;
 
 export function randn(r: () => number, n: number, std = 1): Float64Array {
   const out = new Float64Array(n);

@@ -9,11 +9,7 @@
 
 #include "rng_hash.h"
 
-#ifdef __CUDACC__
-#define OWLET_HD __host__ __device__ __forceinline__
-#else
-#define OWLET_HD inline
-#endif
+#include "hd.h"
 
 namespace owlet::dropout {
 

@@ -13,11 +13,7 @@
 
 #include "rng_hash.h"
 
-#ifdef __CUDACC__
-#define OWLET_HD __host__ __device__ __forceinline__
-#else
-#define OWLET_HD inline
-#endif
+#include "hd.h"
 
 namespace owlet {
 
@@ -32,4 +28,3 @@ OWLET_HD float hash_u01(uint64_t seed, uint64_t index) { return hash_u01_at(hash
 
 }  // namespace owlet
 
-#undef OWLET_HD

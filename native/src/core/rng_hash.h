@@ -12,11 +12,7 @@
 #pragma once
 #include <cstdint>
 
-#ifdef __CUDACC__
-#define OWLET_HD __host__ __device__ __forceinline__
-#else
-#define OWLET_HD inline
-#endif
+#include "hd.h"
 
 namespace owlet::rng {
 
@@ -48,4 +44,3 @@ OWLET_HD bool keep(uint64_t key, uint64_t index, uint32_t threshold) {
 
 }  // namespace owlet::rng
 
-#undef OWLET_HD
