@@ -125,6 +125,18 @@ export interface DistNative {
   storeServerStop(port: number): void;
 }
 
+/**
+ * The CUDA addon's NCCL process group (native/src/dist/nccl), present when it was built with NCCL. It reads NCCL's
+ * unique id from the rendezvous store that the CPU addon's gloo group (or the launcher) serves.
+ */
+export interface NcclNative {
+  ncclInit(rank: number, worldSize: number, storeHost: string, storePort: number, device: number,
+    rendezvousTimeoutMs: number, opTimeoutMs: number): void;
+  ncclAllReduce(xs: NT[], bucketBytes?: number): void;
+  ncclBroadcast(xs: NT[], root: number, bucketBytes?: number): void;
+  ncclClose(): void;
+}
+
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(import.meta.url);
 
@@ -191,6 +203,12 @@ export function cuda(): NativeBackend {
       '(it needs libcublas/libcublasLt and an NVIDIA driver)', 'load');
   }
   return cudaBackend;
+}
+
+/** The CUDA addon's NCCL functions, or null when it was built without NCCL. */
+export function cudaNccl(): NcclNative | null {
+  const be = cuda() as unknown as Partial<NcclNative>;
+  return typeof be.ncclInit === 'function' ? (be as NcclNative) : null;
 }
 
 export function cudaAvailable(): boolean {

@@ -2,13 +2,15 @@
 // other ranks over gloo (CPU collectives), or returns a group of one when the process runs alone, whose collectives
 // do nothing. Trainer and evaluation are written against the `Collectives` interface either way.
 //
-// CPU tensors go to gloo directly. Tensors on another device are staged through host memory (correct, not fast):
-// the NCCL path for CUDA tensors is separate work.
-import { cpu, cpuDist, type DistNative, type NativeTensor } from '../native.ts';
+// CPU tensors go to gloo directly. CUDA tensors go to NCCL when the CUDA addon was built with it (its communicator is
+// created on the first collective over CUDA tensors, which every rank reaches together); otherwise, or with
+// OWLET_DIST_CUDA=gloo, they are staged through host memory and reduced by gloo (correct, not fast). The NCCL path
+// compiles here but has not yet run on several GPUs.
+import { cpu, cpuDist, cudaNccl, type DistNative, type NativeTensor, type NcclNative } from '../native.ts';
 import { DistributedError } from '../tensor/errors.ts';
 import type { Tensor } from '../tensor/index.ts';
 import type { Collectives } from '../train/types.ts';
-import { distTimeouts, readDistEnv, storeLocation, type DistEnv } from './env.ts';
+import { distTimeouts, readDistEnv, storeLocation, type DistEnv, type DistTimeouts } from './env.ts';
 
 /** Gradients are reduced in buckets of about this many bytes: one collective per bucket (PyTorch DDP's default). */
 export const DEFAULT_BUCKET_BYTES = 25 * 1024 * 1024;
@@ -84,14 +86,17 @@ export class GlooProcessGroup implements ProcessGroup {
   private readonly opTimeoutMs: number;
   private seq = 0;
   private closed = false;
+  /** The NCCL group for CUDA tensors: undefined until the first CUDA collective, null when there is none. */
+  private nccl: NcclNative | null | undefined;
 
-  private constructor(private readonly native: DistNative, d: DistEnv, bucketBytes: number, opTimeoutMs: number) {
+  private constructor(private readonly native: DistNative, private readonly d: DistEnv & { storePort: number },
+    bucketBytes: number, private readonly timeouts: DistTimeouts, private readonly env: Record<string, string | undefined>) {
     this.rank = d.rank;
     this.worldSize = d.worldSize;
     this.localRank = d.localRank;
     this.localWorldSize = d.localWorldSize;
     this.bucketBytes = bucketBytes;
-    this.opTimeoutMs = opTimeoutMs;
+    this.opTimeoutMs = timeouts.opMs;
   }
 
   /** Joins the run `d` describes; throws DistributedError naming the ranks that did not arrive in time. */
@@ -100,14 +105,29 @@ export class GlooProcessGroup implements ProcessGroup {
     const t = distTimeouts(env);
     const store = storeLocation(d, env);
     const native = cpuDist();
-    const opMs = o.timeoutMs ?? t.opMs;
-    call('rendezvous', () => native.distInit(d.rank, d.worldSize, d.masterAddr, store.port, store.hostedHere,
-      o.rendezvousTimeoutMs ?? t.rendezvousMs, opMs, env.GLOO_SOCKET_IFNAME || undefined));
-    return new GlooProcessGroup(native, d, o.bucketBytes ?? DEFAULT_BUCKET_BYTES, opMs);
+    const timeouts = { rendezvousMs: o.rendezvousTimeoutMs ?? t.rendezvousMs, opMs: o.timeoutMs ?? t.opMs };
+    const port = call('rendezvous', () => native.distInit(d.rank, d.worldSize, d.masterAddr, store.port, store.hostedHere,
+      timeouts.rendezvousMs, timeouts.opMs, env.GLOO_SOCKET_IFNAME || undefined));
+    return new GlooProcessGroup(native, { ...d, storePort: port }, o.bucketBytes ?? DEFAULT_BUCKET_BYTES, timeouts, env);
+  }
+
+  /** NCCL for these tensors when they all live on one GPU and the CUDA addon has it (created on first use). */
+  private ncclFor(xs: Tensor[]): NcclNative | null {
+    const device = xs[0].device;
+    if (!device.startsWith('cuda') || xs.some((t) => t.device !== device) || this.env.OWLET_DIST_CUDA === 'gloo') return null;
+    if (this.nccl === undefined) {
+      const n = cudaNccl();
+      const index = device === 'cuda' ? 0 : Number(device.slice(5));
+      if (n) call('rendezvous', () => n.ncclInit(this.rank, this.worldSize, this.d.masterAddr, this.d.storePort, index, this.timeouts.rendezvousMs, this.timeouts.opMs));
+      this.nccl = n;
+    }
+    return this.nccl;
   }
 
   allReduceSum(xs: Tensor[]): void {
     if (!xs.length) return;
+    const nccl = this.ncclFor(xs);
+    if (nccl) { call('allreduce', () => nccl.ncclAllReduce(xs.map((t) => t.handle), this.bucketBytes)); return; }
     staged(xs, (h) => call('allreduce', () => this.native.distAllReduce(h, this.bucketBytes)), true);
   }
 
@@ -125,6 +145,8 @@ export class GlooProcessGroup implements ProcessGroup {
 
   broadcast(xs: Tensor[], root = 0): void {
     if (!xs.length) return;
+    const nccl = this.ncclFor(xs);
+    if (nccl) { call('broadcast', () => nccl.ncclBroadcast(xs.map((t) => t.handle), root, this.bucketBytes)); return; }
     staged(xs, (h) => call('broadcast', () => this.native.distBroadcast(h, root, this.bucketBytes)), this.rank !== root);
   }
 
@@ -151,6 +173,7 @@ export class GlooProcessGroup implements ProcessGroup {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.nccl?.ncclClose();
     this.native.distClose();
   }
 }
@@ -170,7 +193,7 @@ function call<T>(op: string, f: () => T): T {
   try {
     return f();
   } catch (e) {
-    if (e instanceof DistributedError) throw new DistributedError(e.message.replace(/^dist\w+: /, ''), op);
+    if (e instanceof DistributedError) throw new DistributedError(e.message.replace(/^(dist|nccl)\w+: /, ''), op);
     throw e;
   }
 }

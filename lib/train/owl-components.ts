@@ -8,6 +8,7 @@ import {
 import { loadAdapter, loadCheckpoint, loadSafetensors, saveAdapter, saveCheckpoint, saveSafetensors, expectedKeys } from '../model/io/index.ts';
 import { AdamW, scope, tensor, type Tensor } from '../tensor/index.ts';
 import type { OwletConfig } from './config-schema.ts';
+import { CheckpointError } from './errors.ts';
 import { officialGroupOf } from './param-groups.ts';
 import type { Components } from './components.ts';
 import type { OwlSizes } from './model-sizes.ts';
@@ -123,7 +124,7 @@ export class OwlDataStream implements DataStream<OwlTrainBatch> {
       this.restore(mine as unknown as Json);
       return;
     }
-    if (this.opts.chunk === undefined) throw new Error('only an interleaved (training) stream continues with another world size');
+    if (this.opts.chunk === undefined) throw new CheckpointError(`the data positions were saved by ${ps.length} rank(s); an evaluation stream cannot continue on ${worldSize}`);
     this.restore(rebasedPosition(ps, rank, worldSize, this.opts.chunk) as unknown as Json);
   }
   close(): void { this.loader.close(); }

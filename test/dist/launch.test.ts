@@ -1,6 +1,6 @@
 // `owlet launch` as a user runs it: prefixed output of every rank, a failing rank's exit code and error, a rank killed
-// mid-run and Ctrl-C both stop every rank within seconds with no process left behind, and a node that never starts
-// makes the rendezvous time out naming its ranks.
+// mid-run and Ctrl-C both stop every rank within seconds with no process left behind (so does killing the launcher
+// itself), and a node that never starts makes the rendezvous time out naming its ranks.
 import test from 'ava';
 import { rmSync } from 'node:fs';
 import { tinyRun, freePort, type TinyRun } from './helpers/tiny-run.ts';
@@ -60,6 +60,19 @@ test.serial('Ctrl-C (SIGINT) reaches every rank; the launcher exits 130 once all
   t.true(at - sentAt < 5000, `${at - sentAt} ms`);
   t.regex(r.lines.at(-1)!, /^owlet: launch: interrupted by SIGINT; all 2 rank\(s\) stopped$/);
   t.false(pids.some(alive));
+  t.deepEqual(processesWith(marker), []);
+});
+
+test.serial('a launcher killed outright (SIGKILL) does not leave its ranks running', async (t) => {
+  const marker = `${run.dir}/orphans`;
+  const r = owlet(['launch', '--nproc-per-node', '2', '--master-port', '0', '--', ...longTrain(marker)]);
+  await r.waitFor(/^\[rank 0\] step 20\/100000 /);
+  const pids = rankPids(r.lines);
+  r.child.kill('SIGKILL');
+  await r.done;
+  const until = Date.now() + 5000;
+  while (pids.some(alive) && Date.now() < until) await new Promise((res) => setTimeout(res, 100));
+  t.false(pids.some(alive), 'the ranks noticed their launcher was gone and stopped');
   t.deepEqual(processesWith(marker), []);
 });
 

@@ -61,6 +61,9 @@ test.serial('two ranks × 3 steps end with the weights of one rank accumulating 
   t.true(d < 2e-6, `weights differ by ${d}`);
   t.true(maxDiff(ckpt('two', 3), ckpt('one', 3), 'optimizer.safetensors') < 1e-7);
   t.true(maxDiff(ckpt('two', 3), ckpt('half', 3)) > 100 * d, 'the comparison can tell runs apart');
+  // The final evaluation: each rank evaluated half of the 4 eval samples, the sums were combined.
+  const evalLoss = (name: string) => JSON.parse(readFileSync(join(out(name), 'metrics.jsonl'), 'utf8').trim().split('\n').at(-1)!).eval_loss;
+  t.true(Math.abs(evalLoss('two') - evalLoss('one')) < 1e-5, `eval loss ${evalLoss('two')} vs ${evalLoss('one')}`);
   t.deepEqual(state(ckpt('two', 3)).data.ranks.map((p: { rank: number; pos: number }) => [p.rank, p.pos]), [[0, 6], [1, 6]]);
 
   // Rank 0 alone reports and writes: its lines only, one metrics file, one TensorBoard stream, the exports.

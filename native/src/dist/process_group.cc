@@ -7,6 +7,7 @@
 #include <gloo/math.h>
 #include <gloo/rendezvous/context.h>
 #include <gloo/rendezvous/prefix_store.h>
+#include <gloo/rendezvous/store.h>
 #include <gloo/transport/tcp/device.h>
 #include <unistd.h>
 
@@ -18,6 +19,19 @@ namespace owlet::dist {
 namespace {
 
 const std::string kArrive = "owlet/arrive/";
+
+// gloo's view of the store (its full-mesh setup publishes and reads the pairs' addresses through it).
+class GlooStore : public gloo::rendezvous::Store {
+ public:
+  explicit GlooStore(StoreClient& c) : c_(c) {}
+  void set(const std::string& key, const std::vector<char>& data) override { c_.set(key, data); }
+  std::vector<char> get(const std::string& key) override { return c_.get(key); }
+  void wait(const std::vector<std::string>& keys) override { c_.wait(keys); }
+  void wait(const std::vector<std::string>& keys, const std::chrono::milliseconds& timeout) override { c_.wait(keys, timeout); }
+
+ private:
+  StoreClient& c_;
+};
 
 std::string seconds(std::chrono::milliseconds ms) {
   std::ostringstream s;
@@ -113,7 +127,8 @@ ProcessGroup::ProcessGroup(const GroupOptions& o) : o_(o) {
     auto left = std::chrono::milliseconds(std::max<int64_t>(ms_left(until), 1000));
     ctx->setTimeout(left);
     store_->set_default_timeout(left);
-    gloo::rendezvous::PrefixStore prefixed("owlet/gloo", *store_);
+    GlooStore gloo_store(*store_);
+    gloo::rendezvous::PrefixStore prefixed("owlet/gloo", gloo_store);
     ctx->connectFullMesh(prefixed, dev);
     ctx->setTimeout(o.op_timeout);
     store_->set_default_timeout(o.op_timeout);

@@ -1,6 +1,7 @@
 // A tiny stage-2 run for the multi-process tests: demo data at 56 px (a few images, the text-only sums), a model of a
 // few thousand parameters besides the embeddings, LoRA with dropout and abstractor dropout (so the per-micro-batch
-// seeds matter), global batch 4 in micro-batches of 2. Written once per test file into a temporary folder.
+// seeds matter), global batch 4 in micro-batches of 2, an evaluation on 4 samples at the end. Written once per test
+// file into a temporary folder.
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -30,6 +31,7 @@ data:
   train:
     - { path: ${join(data, 'train_instructions.jsonl')} }
     - { path: ${join(data, 'train_text.jsonl')}, weight: 0.2 }
+  eval: [{ path: ${join(data, 'eval_instructions.jsonl')} }]
   max_length: 40
   micro_batch: 2
   image: { size: 56, train_transform: resize }
