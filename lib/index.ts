@@ -11,3 +11,7 @@ export * from './train/index.ts';
 export * from './generate/index.ts';
 export { runDemo, DEMO_SYSTEM, type DemoOptions, type DemoReport } from './demo/index.ts';
 export { main as cli } from './cli/main.ts';
+export {
+  initProcessGroup, currentProcessGroup, allReduceMean, broadcast, barrier, launch, readDistEnv, LaunchError,
+  type ProcessGroup, type LaunchOptions, type DistEnv,
+} from './dist/index.ts';

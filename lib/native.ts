@@ -100,6 +100,43 @@ export interface NativeBackend {
   allFinite(xs: NT[]): boolean;
 }
 
+/**
+ * The CPU addon's multi-process surface (native/src/dist): one gloo process group per process, rendezvous through a
+ * TCP key-value store, and a standalone store server for the launcher. Every call that waits is bounded by a timeout
+ * and fails with DistributedError (code OWLET_DIST) naming the op and the rank.
+ */
+export interface DistNative {
+  /** Rendezvous and connect; returns the store's port (the one this process hosts when hostStore; 0 picks one). */
+  distInit(rank: number, worldSize: number, masterAddr: string, masterPort: number, hostStore: boolean,
+    rendezvousTimeoutMs: number, opTimeoutMs: number, iface?: string): number;
+  /** Sums f32 CPU tensors across ranks in place, one gloo call per bucket of about bucketBytes (default 25 MiB). */
+  distAllReduce(xs: NT[], bucketBytes?: number): void;
+  /** Sums a few numbers across ranks in place, in double precision (step statistics, flags). */
+  distAllReduceNumbers(xs: Float64Array): void;
+  /** Root's tensors into every rank's (any dtype), bucketed like distAllReduce. */
+  distBroadcast(xs: NT[], root: number, bucketBytes?: number): void;
+  distBarrier(): void;
+  /** Small strings through the rendezvous store; get waits until the key is set or timeoutMs passes. */
+  distStoreSet(key: string, value: string): void;
+  distStoreGet(key: string, timeoutMs: number): string;
+  distClose(): void;
+  /** A rendezvous store on its own threads ('' binds every interface; port 0 picks a free one); returns the port. */
+  storeServerStart(bindHost: string, port: number): number;
+  storeServerStop(port: number): void;
+}
+
+/**
+ * The CUDA addon's NCCL process group (native/src/dist/nccl), present when it was built with NCCL. It reads NCCL's
+ * unique id from the rendezvous store that the CPU addon's gloo group (or the launcher) serves.
+ */
+export interface NcclNative {
+  ncclInit(rank: number, worldSize: number, storeHost: string, storePort: number, device: number,
+    rendezvousTimeoutMs: number, opTimeoutMs: number): void;
+  ncclAllReduce(xs: NT[], bucketBytes?: number): void;
+  ncclBroadcast(xs: NT[], root: number, bucketBytes?: number): void;
+  ncclClose(): void;
+}
+
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(import.meta.url);
 
@@ -133,10 +170,20 @@ export function cpu(): NativeBackend {
     addon = override ? require(override) : require('node-gyp-build')(root);
   } catch (e) {
     throw new BackendError(`cannot load owlet's CPU addon (${(e as Error).message}). Build it with \`npm run build\` ` +
-      '(needs cmake, a C++17 compiler and `apt-get install libopenblas-dev`).', 'load');
+      '(needs cmake, a C++17 compiler and `apt-get install libopenblas-dev libgloo-dev`).', 'load');
   }
   cpuBackend = typed(addon);
   return cpuBackend;
+}
+
+/** The CPU addon's process-group and store functions (gloo). */
+export function cpuDist(): DistNative {
+  const be = cpu() as unknown as Partial<DistNative>;
+  if (typeof be.distInit !== 'function' || typeof be.storeServerStart !== 'function') {
+    throw new BackendError('this build of the CPU addon has no multi-process support (gloo); rebuild it with `npm run build` ' +
+      '(needs `apt-get install libgloo-dev`)', 'load');
+  }
+  return be as DistNative;
 }
 
 /** The CUDA addon: build/Cuda/owlet_cuda.node, prebuilds/linux-x64/owlet_cuda.node, or OWLET_NATIVE_CUDA. */
@@ -156,6 +203,12 @@ export function cuda(): NativeBackend {
       '(it needs libcublas/libcublasLt and an NVIDIA driver)', 'load');
   }
   return cudaBackend;
+}
+
+/** The CUDA addon's NCCL functions, or null when it was built without NCCL. */
+export function cudaNccl(): NcclNative | null {
+  const be = cuda() as unknown as Partial<NcclNative>;
+  return typeof be.ncclInit === 'function' ? (be as NcclNative) : null;
 }
 
 export function cudaAvailable(): boolean {

@@ -8,7 +8,9 @@ import { dumpCommand } from './commands/dump.ts';
 import { lintCommand } from './commands/lint.ts';
 import { demoCommand } from './commands/demo.ts';
 import { generateCommand, evalCommand } from './commands/generate.ts';
-import { NotAvailableError } from '../train/errors.ts';
+import { LaunchError } from '../dist/launch.ts';
+import { exitWithLauncher } from '../dist/env.ts';
+import { launchCommand } from './commands/launch.ts';
 import { trainCommand } from './commands/train.ts';
 import { processIO, type CliIO } from './io.ts';
 
@@ -16,6 +18,7 @@ const collect = (v: string, prev: string[]) => [...prev, v];
 
 /** Why a run ended, as an exit code. */
 export function exitCodeOf(e: unknown): number {
+  if (e instanceof LaunchError) return e.exitCode;
   if (e instanceof ConfigError || e instanceof UsageError) return 2;
   if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
   return 1;
@@ -23,6 +26,7 @@ export function exitCodeOf(e: unknown): number {
 
 function build(io: CliIO, failed: { code: number }): Command {
   const program = new Command('owlet')
+    .enablePositionalOptions()
     .description('Train, evaluate and run mPLUG-Owl (CLIP ViT → visual abstractor → LLaMA + LoRA)')
     .version('0.1.0')
     .exitOverride()
@@ -95,9 +99,10 @@ function build(io: CliIO, failed: { code: number }): Command {
     .option('--nnodes <n>', 'nodes', '1')
     .option('--node-rank <r>', 'this node', '0')
     .option('--master-addr <addr>', 'rendezvous address', '127.0.0.1')
-    .option('--master-port <port>', 'rendezvous port', '29500')
-    .argument('<command...>', 'the owlet command to run, after --')
-    .action(() => { throw new NotAvailableError('launch: multi-process training is not in this build yet (issue 7)'); });
+    .option('--master-port <port>', "rendezvous store's port on node 0 (0: any free port, one node only)", '29500')
+    .argument('<command...>', 'the owlet command each rank runs, after -- (e.g. -- train --config run.yaml)')
+    .passThroughOptions()
+    .action((command: string[], o) => launchCommand({ ...o, command }, io));
 
   program.command('doctor').description('node, backend and CUDA information')
     .action(() => { if (!doctorCommand(io)) failed.code = 1; });
@@ -111,6 +116,7 @@ function build(io: CliIO, failed: { code: number }): Command {
 
 /** Runs the CLI on argv (without `node owlet`); returns the exit code. */
 export async function main(argv: string[], io: CliIO = processIO): Promise<number> {
+  exitWithLauncher(); // a rank of `owlet launch` does not outlive its launcher
   const failed = { code: 0 };
   const program = build(io, failed);
   try {

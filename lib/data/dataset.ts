@@ -11,7 +11,8 @@
 // permuted with rng(seed, e). The official code just concatenates files (all weights 1).
 // Sharding: the epoch list is padded (by repeating its start, as torch's DistributedSampler does) to a multiple of
 // worldSize and cut into worldSize contiguous blocks; rank r reads block r. The shards, concatenated in rank order,
-// are the unsharded epoch (plus the padding).
+// are the unsharded epoch (plus the padding). Training streams interleave instead (ShardOptions.chunk): rank r reads
+// every W-th micro-batch of the one global stream, which is what makes W ranks equal to one rank accumulating W×.
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { DataFormatError } from './errors.ts';
@@ -170,23 +171,50 @@ export class JsonlDataset {
   }
 }
 
-export interface ShardOptions { seed: number; shuffle: boolean; rank: number; worldSize: number }
+export interface ShardOptions {
+  seed: number;
+  shuffle: boolean;
+  rank: number;
+  worldSize: number;
+  /**
+   * Interleaved layout (training): the epochs, unpadded and concatenated, form one global stream; it is cut into
+   * chunks of this many samples (one micro-batch) and rank r reads chunks r, r+W, r+2W, … So the ranks' micro-batches
+   * of one step are consecutive micro-batches of the global stream, and W ranks read what one rank with W× the
+   * gradient accumulation reads. Without it: the block layout below (evaluation).
+   */
+  chunk?: number;
+  /** Interleaved layout: the global stream position this rank's position 0 starts from (a run resumed with another
+   *  world size continues from where the saved run was). */
+  base?: number;
+}
 
 /** Where stream position `pos` of a rank lands: the epoch, the position inside the (unsharded) epoch, the record. */
 export interface StreamSlot { pos: number; epoch: number; epochPos: number; record: number }
 
-/** The per-rank stream over epochs: rank r reads block r of each padded epoch. */
+/** The per-rank stream over epochs: rank r reads block r of each padded epoch, or every W-th chunk (interleaved). */
 export class ShardStream {
   /** Positions per epoch on each rank. */
   readonly perRank: number;
   constructor(readonly dataset: JsonlDataset, readonly o: ShardOptions) {
     if (!Number.isInteger(o.worldSize) || o.worldSize < 1) throw new DataFormatError(`worldSize must be a positive integer, got ${o.worldSize}`);
     if (!Number.isInteger(o.rank) || o.rank < 0 || o.rank >= o.worldSize) throw new DataFormatError(`rank must be in [0, ${o.worldSize}), got ${o.rank}`);
+    if (o.chunk !== undefined && (!Number.isInteger(o.chunk) || o.chunk < 1)) throw new DataFormatError(`chunk must be a positive integer, got ${o.chunk}`);
+    if (o.base !== undefined && (!Number.isInteger(o.base) || o.base < 0)) throw new DataFormatError(`base must be a non-negative integer, got ${o.base}`);
     const n = dataset.epochLength;
     if (n === 0) throw new DataFormatError('the data files hold no samples');
     this.perRank = Math.ceil(n / o.worldSize);
   }
+  /** The global stream position (interleaved layout) of this rank's position `pos`. */
+  globalPos(pos: number): number {
+    const c = this.o.chunk!;
+    return (this.o.base ?? 0) + (Math.floor(pos / c) * this.o.worldSize + this.o.rank) * c + (pos % c);
+  }
   slot(pos: number): StreamSlot {
+    if (this.o.chunk !== undefined) {
+      const n = this.dataset.epochLength, g = this.globalPos(pos), epoch = Math.floor(g / n);
+      const order = this.dataset.epochOrder(epoch, this.o.seed, this.o.shuffle);
+      return { pos, epoch, epochPos: g - epoch * n, record: order[g - epoch * n] };
+    }
     const epoch = Math.floor(pos / this.perRank);
     const order = this.dataset.epochOrder(epoch, this.o.seed, this.o.shuffle);
     const epochPos = (this.o.rank * this.perRank + (pos - epoch * this.perRank)) % order.length; // wraps into padding

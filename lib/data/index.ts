@@ -21,7 +21,7 @@ export {
   collate, lossTargets, toTensors, batchToRecord, batchFromRecord, type Batch, type BatchTensors, type PreparedSample,
   type StTensor, type StDType,
 } from './batch.ts';
-export { DataLoader, prepareSample, type LoaderOptions, type LoaderPosition, type LoaderStats, type SampleOptions } from './loader.ts';
+export { DataLoader, prepareSample, globalStreamPosition, rebasedPosition, type LoaderOptions, type LoaderPosition, type LoaderStats, type SampleOptions } from './loader.ts';
 export { generateDemoData, type DemoOptions, type DemoFiles } from './demo.ts';
 export {
   SHAPES, COLORS, COLOR_RGB, sampleScene, rasterize, caption, questionPool, sampleTurns, arithmeticPairs,

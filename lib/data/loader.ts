@@ -57,6 +57,9 @@ export interface LoaderPosition {
   shuffle: boolean;
   /** JsonlDataset.fingerprint: the position only fits the same files, sizes and weights. */
   fingerprint: number;
+  /** Interleaved layout (ShardOptions.chunk): samples per chunk, and the global position the rank's stream starts at. */
+  chunk?: number;
+  base?: number;
 }
 
 export interface LoaderOptions extends SampleOptions {
@@ -66,6 +69,9 @@ export interface LoaderOptions extends SampleOptions {
   shuffle?: boolean;
   rank?: number;
   worldSize?: number;
+  /** Interleave the ranks' reads in chunks of this many samples (see ShardOptions.chunk); training passes batchSize.
+   *  Epoch ends are not respected then: use it for endless streams. */
+  chunk?: number;
   /** Epochs to read; default endless in train mode, 1 in eval mode. */
   epochs?: number;
   /** Batches prepared ahead (default 2). */
@@ -110,12 +116,14 @@ export class DataLoader implements AsyncIterable<Batch> {
     if (!Number.isInteger(o.batchSize) || o.batchSize < 1) throw new DataFormatError(`batchSize must be a positive integer, got ${o.batchSize}`);
     if (!Number.isInteger(o.prefetch) || o.prefetch < 1) throw new DataFormatError(`prefetch must be a positive integer, got ${o.prefetch}`);
     this.o = o;
-    this.stream = new ShardStream(dataset, o);
+    const p = o.position;
+    this.stream = new ShardStream(dataset, { ...o, base: o.chunk !== undefined ? p?.base ?? 0 : undefined });
     const epochs = o.epochs ?? (o.mode === 'train' ? Infinity : 1);
     this.end = epochs * this.stream.perRank;
-    const p = o.position;
     if (p) {
-      const want = { seed: o.seed, rank: o.rank, worldSize: o.worldSize, shuffle: o.shuffle, fingerprint: dataset.fingerprint };
+      const want: Record<string, unknown> = { seed: o.seed, rank: o.rank, worldSize: o.worldSize, shuffle: o.shuffle, fingerprint: dataset.fingerprint };
+      // One rank reads the same samples in either layout (from base 0), so its positions fit both.
+      if (o.worldSize > 1 || p.worldSize > 1 || (p.base ?? 0) > 0) want.chunk = o.chunk;
       for (const [k, v] of Object.entries(want)) {
         if ((p as unknown as Record<string, unknown>)[k] !== v) {
           throw new DataFormatError(`cannot resume: the saved position has ${k} = ${String((p as unknown as Record<string, unknown>)[k])}, this loader ${String(v)}`);
@@ -134,8 +142,11 @@ export class DataLoader implements AsyncIterable<Batch> {
 
   /** The position after the last batch returned (prefetched samples are not counted). */
   position(): LoaderPosition {
-    const { seed, rank, worldSize, shuffle } = this.o;
-    return { version: 1, pos: this.consumed, epoch: Math.floor(this.consumed / this.stream.perRank), seed, rank, worldSize, shuffle, fingerprint: this.dataset.fingerprint };
+    const { seed, rank, worldSize, shuffle, chunk } = this.o;
+    const base = { version: 1 as const, pos: this.consumed, epoch: Math.floor(this.consumed / this.stream.perRank), seed, rank, worldSize, shuffle, fingerprint: this.dataset.fingerprint };
+    if (chunk === undefined) return base;
+    const epoch = Math.floor(this.stream.globalPos(this.consumed) / this.dataset.epochLength);
+    return { ...base, epoch, chunk, base: this.stream.o.base ?? 0 };
   }
 
   private launch(): void {
@@ -191,4 +202,38 @@ export class DataLoader implements AsyncIterable<Batch> {
       yield b;
     }
   }
+}
+
+/**
+ * Where a training run stands in the global stream, from every rank's saved position (rank order, interleaved
+ * layout): the end of the last round of chunks any rank entered. Without skipped samples every rank stands at the
+ * same round end, so this is exact: steps × micro-batch × accumulation × world size samples. A rank that replaced
+ * skipped samples may have read into the next round; the rest of that round is then not read by the resumed run.
+ */
+export function globalStreamPosition(positions: LoaderPosition[]): number {
+  if (!positions.length) throw new DataFormatError('cannot resume: no saved data position');
+  const world = positions[0].worldSize;
+  if (positions.length !== world || positions.some((p, r) => p.rank !== r || p.worldSize !== world)) {
+    throw new DataFormatError(`cannot resume: expected the positions of ranks 0..${world - 1} in order, got ${positions.map((p) => `${p.rank}/${p.worldSize}`).join(', ')}`);
+  }
+  let end = 0;
+  for (const p of positions) {
+    if (!Number.isInteger(p.pos) || p.pos < 0) throw new DataFormatError('cannot resume: malformed position');
+    if (world === 1) { end = (p.base ?? 0) + p.pos; continue; }
+    if (p.chunk === undefined) {
+      throw new DataFormatError(`cannot resume: the positions were saved by ${world} ranks in the block layout (not a training stream), which does not map onto another world size`);
+    }
+    end = Math.max(end, (p.base ?? 0) + Math.ceil(p.pos / p.chunk) * world * p.chunk);
+  }
+  return end;
+}
+
+/** Rank `rank` of `worldSize`'s position that continues a run from its saved positions (any world size). */
+export function rebasedPosition(positions: LoaderPosition[], rank: number, worldSize: number, chunk: number): LoaderPosition {
+  const g = globalStreamPosition(positions);
+  const { seed, shuffle, fingerprint } = positions[0];
+  for (const p of positions) {
+    if (p.seed !== seed || p.shuffle !== shuffle || p.fingerprint !== fingerprint) throw new DataFormatError('cannot resume: the ranks saved positions of different streams');
+  }
+  return { version: 1, pos: 0, epoch: 0, seed, rank, worldSize, shuffle, fingerprint, chunk, base: g };
 }

@@ -18,11 +18,13 @@ export class ArgumentError extends OwletError { constructor(m: string, op?: stri
 export class OutOfMemoryError extends OwletError { constructor(m: string, op?: string) { super(m, 'OWLET_OOM', op); } }
 export class BackendError extends OwletError { constructor(m: string, op?: string) { super(m, 'OWLET_BACKEND', op); } }
 export class NotImplementedError extends OwletError { constructor(m: string, op?: string) { super(m, 'OWLET_NOT_IMPLEMENTED', op); } }
+/** A collective, the rendezvous or the process group failed: a timeout, a rank that did not arrive or exited. */
+export class DistributedError extends OwletError { constructor(m: string, op?: string) { super(m, 'OWLET_DIST', op); } }
 
 const byCode: Record<string, new (m: string, op?: string) => OwletError> = {
   OWLET_SHAPE: ShapeError, OWLET_DTYPE: DTypeError, OWLET_DEVICE: DeviceError, OWLET_DISPOSED: DisposedError,
   OWLET_ARGUMENT: ArgumentError, OWLET_OOM: OutOfMemoryError, OWLET_BACKEND: BackendError,
-  OWLET_NOT_IMPLEMENTED: NotImplementedError,
+  OWLET_NOT_IMPLEMENTED: NotImplementedError, OWLET_DIST: DistributedError,
 };
 
 export function wrapNativeError(e: unknown, op: string): Error {

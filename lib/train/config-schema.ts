@@ -124,7 +124,14 @@ export const TrainingConfig = z.strictObject({
   /** Optimizer steps; or give epochs (turned into steps from the data's length). */
   steps: posInt.optional(),
   epochs: z.number().positive().optional(),
+  /** Micro-batches per rank per optimizer step (ignored when global_batch is set: derived from it). */
   grad_accum: posInt.default(1),
+  /**
+   * Samples per optimizer step over all ranks: micro_batch × grad_accum × world size. When set, grad_accum is derived
+   * from it and the world size, so the run trains the same on any number of ranks (and resumes on another number);
+   * unset, grad_accum is kept and the global batch grows with the ranks.
+   */
+  global_batch: posInt.optional(),
   /** Global L2 gradient-norm clip; 0 turns clipping off. */
   clip: z.number().min(0).default(1),
   /** Non-finite steps skipped before the run stops with an error. */
@@ -171,6 +178,13 @@ export const OwletConfig = z.strictObject({
 }).superRefine((c, ctx) => {
   if (c.schedule.min_lr > c.optimizer.lr) {
     ctx.addIssue({ code: 'custom', path: ['schedule', 'min_lr'], message: `exceeds optimizer.lr (${c.optimizer.lr})` });
+  }
+  const g = c.training.global_batch;
+  if (g !== undefined && g % c.data.micro_batch !== 0) {
+    ctx.addIssue({ code: 'custom', path: ['training', 'global_batch'], message: `must be a multiple of data.micro_batch (${c.data.micro_batch})` });
+  }
+  if (g !== undefined && c.training.grad_accum !== 1) {
+    ctx.addIssue({ code: 'custom', path: ['training', 'grad_accum'], message: 'give training.global_batch or training.grad_accum, not both' });
   }
   if (c.training.steps !== undefined && c.schedule.warmup_steps > c.training.steps) {
     ctx.addIssue({ code: 'custom', path: ['schedule', 'warmup_steps'], message: `exceeds training.steps (${c.training.steps})` });

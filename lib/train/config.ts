@@ -103,14 +103,28 @@ export function modelSizes(c: OwletConfig): OwlSizes {
   return readSizes(c.model.config!);
 }
 
+/**
+ * Micro-batches each rank accumulates per optimizer step: training.grad_accum, or global_batch / (micro_batch × world
+ * size) when training.global_batch is set (it must divide evenly).
+ */
+export function gradAccumFor(c: OwletConfig, worldSize = 1): number {
+  const g = c.training.global_batch;
+  if (g === undefined) return c.training.grad_accum;
+  const per = c.data.micro_batch * worldSize;
+  if (g % per !== 0) {
+    throw new ConfigError(`training.global_batch=${g} is not a multiple of data.micro_batch × world size = ${c.data.micro_batch} × ${worldSize} = ${per}`);
+  }
+  return g / per;
+}
+
 /** Optimizer steps of the run: training.steps, or ceil(epochs × max(1, ⌊micro-batches per epoch / grad_accum⌋)) as
- *  the HF Trainer computes max_steps. */
-export function totalSteps(c: OwletConfig, microBatchesPerEpoch?: number): number {
+ *  the HF Trainer computes max_steps (micro-batches per epoch of this rank, and its accumulation). */
+export function totalSteps(c: OwletConfig, microBatchesPerEpoch?: number, gradAccum = gradAccumFor(c)): number {
   if (c.training.steps !== undefined) return c.training.steps;
   if (microBatchesPerEpoch === undefined) {
     throw new ConfigError('training.epochs needs the data length; give training.steps instead, or load the data first');
   }
   if (microBatchesPerEpoch < 1) throw new ConfigError('training.epochs: the training data holds no complete micro-batch');
-  const perEpoch = Math.max(1, Math.floor(microBatchesPerEpoch / c.training.grad_accum));
+  const perEpoch = Math.max(1, Math.floor(microBatchesPerEpoch / gradAccum));
   return Math.ceil(perEpoch * c.training.epochs!);
 }

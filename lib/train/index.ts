@@ -3,7 +3,7 @@ export * from './types.ts';
 export * from './errors.ts';
 export { makeSchedule, type Schedule, type ScheduleOptions, type ScheduleType } from './schedule.ts';
 export { OwletConfig, GROUPS, type GroupName, type OwletConfigInput } from './config-schema.ts';
-export { loadConfig, validateConfig, parseConfigText, parseOverride, applyOverride, modelSizes, totalSteps } from './config.ts';
+export { loadConfig, validateConfig, parseConfigText, parseOverride, applyOverride, modelSizes, totalSteps, gradAccumFor } from './config.ts';
 export { OwlSizes, PRESETS, readSizes } from './model-sizes.ts';
 export { Rng, type RngState } from './rng.ts';
 export { CheckpointManager, resolveResume, verifyCheckpoint, isCheckpointDir, type CheckpointPayload, type LoadedCheckpoint } from './checkpoint.ts';

@@ -1,17 +1,18 @@
 // The real pieces behind the trainer's interfaces: MplugOwl as the TrainableModel, lib/data's DataLoader as the
 // DataStream, AdamW as the Optimizer, safetensors as the tensor IO, plus evaluation and the final exports.
 import { join, resolve } from 'node:path';
-import { DataLoader, JsonlDataset, llamaTokenizer, loadTokenizer, type Batch as DataBatch, type LoaderPosition, type Tokenizer } from '../data/index.ts';
+import { DataLoader, JsonlDataset, llamaTokenizer, loadTokenizer, rebasedPosition, type Batch as DataBatch, type LoaderPosition, type Tokenizer } from '../data/index.ts';
 import {
   MplugOwl, initLora, initParams, parseAdapterConfig, parseOwlConfig, type AdapterConfig, type OwlBatch,
 } from '../model/index.ts';
 import { loadAdapter, loadCheckpoint, loadSafetensors, saveAdapter, saveCheckpoint, saveSafetensors, expectedKeys } from '../model/io/index.ts';
 import { AdamW, scope, tensor, type Tensor } from '../tensor/index.ts';
 import type { OwletConfig } from './config-schema.ts';
+import { CheckpointError } from './errors.ts';
 import { officialGroupOf } from './param-groups.ts';
 import type { Components } from './components.ts';
 import type { OwlSizes } from './model-sizes.ts';
-import type { Batch, DataStream, MicroBatchContext, ForwardOutput, Json, LoraSpec, Optimizer, OptimizerState, DecayGroup, TensorFileIO, TrainableModel } from './types.ts';
+import type { Batch, Collectives, DataStream, MicroBatchContext, ForwardOutput, Json, LoraSpec, Optimizer, OptimizerState, DecayGroup, TensorFileIO, TrainableModel } from './types.ts';
 
 /** A data batch as the trainer sees it, with the model's view attached. */
 export interface OwlTrainBatch extends Batch {
@@ -114,6 +115,18 @@ export class OwlDataStream implements DataStream<OwlTrainBatch> {
     this.loader.close();
     this.loader = new DataLoader(this.dataset, { ...this.opts, position: (p ?? undefined) as LoaderPosition | undefined });
   }
+  /** Every rank's saved position: this rank's own when the world size is unchanged (exact), else the global stream
+   *  position they add up to, from which this rank's interleaved stream restarts. */
+  restoreFrom(positions: Json[], rank: number, worldSize: number): void {
+    const ps = positions as unknown as LoaderPosition[];
+    const mine = ps[rank];
+    if (ps.length === worldSize && mine && mine.worldSize === worldSize && mine.rank === rank && mine.chunk === this.opts.chunk) {
+      this.restore(mine as unknown as Json);
+      return;
+    }
+    if (this.opts.chunk === undefined) throw new CheckpointError(`the data positions were saved by ${ps.length} rank(s); an evaluation stream cannot continue on ${worldSize}`);
+    this.restore(rebasedPosition(ps, rank, worldSize, this.opts.chunk) as unknown as Json);
+  }
   close(): void { this.loader.close(); }
   get stats() { return this.loader.stats; }
 }
@@ -133,7 +146,9 @@ export function createDataStream(config: OwletConfig, split: 'train' | 'eval', m
     tokenizer: tokenizerFor(config), mode: train && d.image.train_transform === 'random-resized-crop' ? 'train' : 'eval',
     augment: { scale: d.image.crop_scale, flipP: d.image.hflip },
     shuffle: train ? d.shuffle : false, seed: config.run.seed, onError: d.on_corrupt, epochs: train ? Infinity : 1,
-    rank: o.rank, worldSize: o.worldSize, workers: train ? d.workers : 0,
+    // Training interleaves the ranks' micro-batches (W ranks read what one rank accumulating W× reads); evaluation
+    // gives each rank a block of the eval set.
+    rank: o.rank, worldSize: o.worldSize, chunk: train ? d.micro_batch : undefined, workers: train ? d.workers : 0,
   });
 }
 
@@ -172,9 +187,14 @@ export const safetensorsIO: TensorFileIO = {
   load: (path) => loadSafetensors(path),
 };
 
-/** Mean loss and next-token accuracy over `batches` eval micro-batches (0: one pass over the eval set). */
-export async function evaluateLoss(model: OwlTrainable, data: OwlDataStream, batches: number): Promise<Record<string, number>> {
-  const n = batches || Math.max(1, data.microBatchesPerEpoch || 1);
+/**
+ * Mean loss and next-token accuracy over `batches` eval micro-batches (0: one pass over the eval set). With several
+ * ranks each evaluates ⌈batches / W⌉ micro-batches of its block of the eval set (0: its whole block) and the sums are
+ * combined, so every rank returns the same numbers.
+ */
+export async function evaluateLoss(model: OwlTrainable, data: OwlDataStream, batches: number, dist?: Collectives): Promise<Record<string, number>> {
+  const W = dist?.worldSize ?? 1;
+  const n = batches ? Math.ceil(batches / W) : Math.max(1, data.microBatchesPerEpoch || 1);
   let loss = 0, counted = 0, correct = 0;
   for (let i = 0; i < n; i++) {
     const b = await data.next();
@@ -186,6 +206,7 @@ export async function evaluateLoss(model: OwlTrainable, data: OwlDataStream, bat
     });
     b.dispose?.();
   }
+  if (dist && W > 1) [loss, counted, correct] = dist.allReduceNumbers([loss, counted, correct]);
   return { loss: counted ? loss / counted : 0, accuracy: counted ? correct / counted : 0 };
 }
 
@@ -200,14 +221,14 @@ export async function exportOwl(model: OwlTrainable, _config: OwletConfig, dir: 
   }
 }
 
-/** Everything trainStage() needs, wired to the real pieces. */
+/** Everything trainStage() needs, wired to the real pieces; rank and worldSize pick this process's data shard. */
 export function owlComponents(o: { rank?: number; worldSize?: number } = {}): Components<OwlTrainBatch> {
   return {
     createModel: async (config, sizes) => new OwlTrainable(buildModel(config, sizes), config.run.seed),
-    createData: async (config, split, model) => createDataStream(config, split, model as OwlTrainable, o),
+    createData: async (config, split, model, shard) => createDataStream(config, split, model as OwlTrainable, shard ?? o),
     createOptimizer: (groups, opt) => new OwlOptimizer(groups, opt),
     tensorIO: safetensorsIO,
-    evaluate: (model, data, batches) => evaluateLoss(model as OwlTrainable, data as OwlDataStream, batches),
+    evaluate: (model, data, batches, dist) => evaluateLoss(model as OwlTrainable, data as OwlDataStream, batches, dist),
     exportFinal: (model, config, dir) => exportOwl(model as OwlTrainable, config, dir),
   };
 }

@@ -4,13 +4,13 @@ import { writeFileSync, mkdirSync } from 'node:fs';
 import { noGrad } from '../tensor/index.ts';
 import { resolveResume } from './checkpoint.ts';
 import type { OwletConfig } from './config-schema.ts';
-import { modelSizes, totalSteps } from './config.ts';
+import { gradAccumFor, modelSizes, totalSteps } from './config.ts';
 import type { Components } from './components.ts';
 import { estimateStepFlops } from './estimate.ts';
 import { applyStage, decayGroups } from './param-groups.ts';
 import { makeSchedule } from './schedule.ts';
 import { Trainer, type TrainResult } from './trainer.ts';
-import type { Batch, DataStream, Json } from './types.ts';
+import type { Batch, Collectives, DataStream, Json } from './types.ts';
 
 export interface TrainStageOptions {
   /** 'auto' (newest complete checkpoint of the run, or a fresh start), a checkpoint directory, or undefined (fresh). */
@@ -19,6 +19,11 @@ export interface TrainStageOptions {
   warn?: (line: string) => void;
   /** Show a progress bar (default: the config's logging.progress). */
   progress?: boolean;
+  /**
+   * The process group of a data-parallel run (lib/dist's initProcessGroup()). Every rank calls trainStage with the
+   * same config; rank 0 resolves --resume, all start from rank 0's weights, and rank 0 alone writes the run folder.
+   */
+  dist?: Collectives;
 }
 
 export interface StageResult extends TrainResult { outDir: string; resumedFrom: string | null; totalSteps: number }
@@ -36,44 +41,60 @@ export interface StageResult extends TrainResult { outDir: string; resumedFrom: 
 export async function trainStage<B extends Batch>(config: OwletConfig, c: Components<B>, o: TrainStageOptions = {}): Promise<StageResult> {
   const sizes = modelSizes(config);
   const outDir = config.run.out_dir;
-  const resumePath = o.resume ? await resolveResume(join(outDir, 'checkpoints'), o.resume, o.warn) : null;
+  const dist = o.dist && o.dist.worldSize > 1 ? o.dist : undefined;
+  const shard = { rank: dist?.rank ?? 0, worldSize: dist?.worldSize ?? 1 };
+  const main = shard.rank === 0;
+  const log = main ? o.log ?? console.log : () => {};
+  const gradAccum = gradAccumFor(config, shard.worldSize);
+  let resumePath = o.resume && main ? await resolveResume(join(outDir, 'checkpoints'), o.resume, o.warn) : null;
+  if (dist && o.resume) resumePath = dist.shareFromRoot(main ? resumePath ?? '' : undefined) || null;
   const model = await c.createModel(config, sizes);
   const trainable = applyStage(model as never, { train: config.stage.train, lora: config.stage.lora });
-  const data = await c.createData(config, 'train', model);
-  const steps = totalSteps(config, data.microBatchesPerEpoch);
+  const data = await c.createData(config, 'train', model, shard);
+  const steps = totalSteps(config, data.microBatchesPerEpoch, gradAccum);
   const optimizer = c.createOptimizer(decayGroups(trainable, config.optimizer.weight_decay, config.optimizer.no_decay), config.optimizer);
   const schedule = makeSchedule({ type: config.schedule.type, lr: config.optimizer.lr, warmupSteps: config.schedule.warmup_steps,
     totalSteps: steps, minLr: config.schedule.min_lr });
   let evaluate: ConstructorParameters<typeof Trainer<B>>[0]['evaluate'];
   let evalData: DataStream<B> | undefined;
   if (config.data.eval.length && c.evaluate) {
-    evalData = await c.createData(config, 'eval', model);
+    evalData = await c.createData(config, 'eval', model, shard);
     const ev = evalData;
     const start = ev.position();
     evaluate = {
       every: config.logging.eval_every,
-      run: async () => { ev.restore(start); return noGrad(() => c.evaluate!(model, ev, config.logging.eval_batches)); },
+      run: async () => { ev.restore(start); return noGrad(() => c.evaluate!(model, ev, config.logging.eval_batches, dist)); },
     };
   }
-  const flops = estimateStepFlops({ sizes, train: config.stage.train, lora: config.stage.lora, microBatch: config.data.micro_batch,
-    maxLength: config.data.max_length, gradAccum: config.training.grad_accum });
-  mkdirSync(outDir, { recursive: true });
-  writeFileSync(join(outDir, 'config.json'), JSON.stringify(config, null, 1) + '\n');
+  // FLOPs and peak FLOP/s of all ranks together (the step's token counts are summed over the ranks).
+  const flops = shard.worldSize * estimateStepFlops({ sizes, train: config.stage.train, lora: config.stage.lora,
+    microBatch: config.data.micro_batch, maxLength: config.data.max_length, gradAccum });
+  if (main) {
+    mkdirSync(outDir, { recursive: true });
+    writeFileSync(join(outDir, 'config.json'), JSON.stringify(config, null, 1) + '\n');
+  }
+  if (dist) {
+    log(`data parallel: ${shard.worldSize} ranks × micro-batch ${config.data.micro_batch} × accumulation ${gradAccum} = ` +
+      `global batch ${shard.worldSize * config.data.micro_batch * gradAccum}`);
+  }
   const trainer = new Trainer<B>({
     model, trainable, data, optimizer, schedule, totalSteps: steps, seed: config.run.seed, stage: config.stage.id,
-    gradAccum: config.training.grad_accum, clip: config.training.clip, maxSkippedSteps: config.training.max_skipped_steps,
+    gradAccum, clip: config.training.clip, maxSkippedSteps: config.training.max_skipped_steps, dist,
     outDir, checkpoint: { io: c.tensorIO, every: config.logging.save_every, keepLast: config.logging.keep_last, config: config as unknown as Json },
     evaluate, logEvery: config.logging.every, tensorboard: config.logging.tensorboard, plots: config.logging.plots,
-    progress: o.progress ?? config.logging.progress, peakFlops: config.logging.peak_flops, flopsPerStep: () => flops,
-    gradOps: c.gradOps, log: o.log, warn: o.warn,
+    progress: o.progress ?? config.logging.progress,
+    peakFlops: config.logging.peak_flops === undefined ? undefined : config.logging.peak_flops * shard.worldSize,
+    flopsPerStep: () => flops, gradOps: c.gradOps, log: o.log, warn: o.warn,
   });
   try {
     if (resumePath) {
       await trainer.resumeFrom(resumePath);
-      (o.log ?? console.log)(`resumed from ${resumePath} at step ${trainer.step}/${steps}`);
+      log(`resumed from ${resumePath} at step ${trainer.step}/${steps}`);
     }
+    // Every rank starts from rank 0's weights (fresh initialisation, loaded files and resumed state alike).
+    if (dist) noGrad(() => dist.broadcast([...model.parameters().values()], 0));
     const r = await trainer.run();
-    if (c.exportFinal) await c.exportFinal(model, config, join(outDir, 'final'));
+    if (c.exportFinal && main) await c.exportFinal(model, config, join(outDir, 'final'));
     return { ...r, outDir, resumedFrom: resumePath, totalSteps: steps };
   } finally {
     trainer.dispose();

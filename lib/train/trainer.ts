@@ -9,6 +9,14 @@
 // Determinism: everything random in a step comes from the trainer's seeded RNG (one kernel seed per micro-batch) or
 // the data stream's own state; a checkpoint stores both, with the trainable weights and the optimizer state, so a
 // resumed run continues bit-for-bit like one that was never interrupted.
+//
+// Data parallelism (`dist`, W ranks): every rank runs gradAccum micro-batches of its own shard, then the step's
+// statistics and the gradients are all-reduced (averaged over ranks) before clipping, so every rank applies the same
+// update and the weights stay identical. Rank r's micro-batch k is the step's micro-batch k·W + r: it reads that
+// micro-batch of the global stream (the data stream interleaves ranks) and uses that seed (all ranks draw all W ×
+// gradAccum seeds). So W ranks with accumulation A train like one rank with accumulation W·A, up to the order of
+// fp32 sums. Whether a step is skipped is decided from the all-reduced statistics, so all ranks skip together. Rank 0
+// alone writes checkpoints (with every rank's data position), metrics, TensorBoard and plots.
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { backward, clearTape, full, keep, noGrad, scope, type Tensor } from '../tensor/index.ts';
@@ -20,7 +28,7 @@ import { writePlots } from './plots.ts';
 import { Progress } from './progress.ts';
 import { Rng } from './rng.ts';
 import type { Schedule } from './schedule.ts';
-import type { Batch, DataStream, GradOps, Json, Optimizer, TensorFileIO, TrainableModel } from './types.ts';
+import type { Batch, Collectives, DataStream, GradOps, Json, Optimizer, TensorFileIO, TrainableModel } from './types.ts';
 
 export interface SkippedStep { step: number; reason: string; sampleIds: string[] }
 
@@ -39,6 +47,8 @@ export interface TrainerOptions<B extends Batch> {
   clip?: number;
   maxSkippedSteps?: number;
   gradOps?: GradOps;
+  /** The process group of a data-parallel run (absent: this process trains alone). */
+  dist?: Collectives;
   /** Run folder: metrics.jsonl, tensorboard/, plots/, checkpoints/. Without it nothing is written. */
   outDir?: string;
   checkpoint?: {
@@ -85,7 +95,12 @@ export class Trainer<B extends Batch = Batch> {
   private readonly gradAccum: number;
   private readonly params: Tensor[];
   private readonly lossScale: Tensor;
+  /** Writes checkpoints (rank 0 of a data-parallel run; null on the others and without outDir/checkpoint). */
   private readonly ckpt: CheckpointManager | null;
+  /** Checkpoints are due (every rank takes part: rank 0 gathers the data positions). */
+  private readonly saving: boolean;
+  private readonly rank: number;
+  private readonly worldSize: number;
   private resumedFrom: number | undefined;
 
   constructor(o: TrainerOptions<B>) {
@@ -99,7 +114,10 @@ export class Trainer<B extends Batch = Batch> {
     this.params = [...o.trainable.values()];
     const device = this.params[0].device;
     this.lossScale = keep(full([1], 1 / this.gradAccum, { device }));
-    this.ckpt = o.outDir && o.checkpoint
+    this.rank = o.dist?.rank ?? 0;
+    this.worldSize = o.dist?.worldSize ?? 1;
+    this.saving = !!(o.outDir && o.checkpoint);
+    this.ckpt = o.outDir && o.checkpoint && this.rank === 0
       ? new CheckpointManager(join(o.outDir, 'checkpoints'), o.checkpoint.io, { keepLast: o.checkpoint.keepLast, onSavePoint: o.checkpoint.onSavePoint })
       : null;
   }
@@ -135,7 +153,7 @@ export class Trainer<B extends Batch = Batch> {
       const rng = c.rng as { trainer?: number[] };
       if (!rng?.trainer) throw new CheckpointError(`checkpoint ${dir} has no trainer RNG state`);
       this.rng.restore(rng.trainer);
-      this.o.data.restore(c.data);
+      this.restoreData(c.data, dir);
       this.step = c.step;
       const m = c.metrics as unknown as StoredMetrics;
       this.history.splice(0, this.history.length, ...(m.history ?? []));
@@ -147,13 +165,37 @@ export class Trainer<B extends Batch = Batch> {
     }
   }
 
-  /** Saves a checkpoint of the current state now; returns its directory. */
-  async save(): Promise<string> {
-    if (!this.ckpt || !this.o.checkpoint) throw new CheckpointError('saving needs outDir and the checkpoint options');
+  /**
+   * The data position a checkpoint stores: the stream's own alone; with W ranks `{ world, ranks }`, every rank's
+   * position in rank order, so a resumed run continues each rank exactly (same W) or maps them onto its own world.
+   */
+  private restoreData(saved: Json, dir: string): void {
+    const data = this.o.data, W = this.worldSize;
+    const ranks = saved && typeof saved === 'object' && !Array.isArray(saved) && Array.isArray(saved.ranks) ? saved.ranks : null;
+    const positions = ranks ?? [saved];
+    if (positions.length === 1 && W === 1) data.restore(positions[0]);
+    else if (data.restoreFrom) data.restoreFrom(positions, this.rank, W);
+    else if (positions.length === W) data.restore(positions[this.rank]);
+    else {
+      throw new CheckpointError(`checkpoint ${dir} was saved by ${positions.length} rank(s) and this run has ${W}: its data stream ` +
+        'cannot map positions onto another world size');
+    }
+  }
+
+  /** Saves a checkpoint of the current state now; returns its directory (null on ranks other than 0, which only
+   *  contribute their data position). Every rank of a data-parallel run calls it. */
+  async save(): Promise<string | null> {
+    if (!this.saving || !this.o.checkpoint) throw new CheckpointError('saving needs outDir and the checkpoint options');
+    let data: Json = this.o.data.position();
+    if (this.worldSize > 1) {
+      const all = this.o.dist!.gather(JSON.stringify(data));
+      data = all ? { world: this.worldSize, ranks: all.map((p) => JSON.parse(p) as Json) } : null;
+    }
+    if (!this.ckpt) return null;
     const opt = this.o.optimizer.exportState();
     return this.ckpt.save({
       step: this.step, stage: this.o.stage ?? 0, config: this.o.checkpoint.config, weights: this.o.trainable,
-      optimizer: opt, rng: { trainer: this.rng.state() }, data: this.o.data.position(), skippedSteps: this.skipped.length,
+      optimizer: opt, rng: { trainer: this.rng.state() }, data, skippedSteps: this.skipped.length,
       metrics: { history: this.history, skipped: this.skipped } as unknown as Json,
     });
   }
@@ -167,9 +209,11 @@ export class Trainer<B extends Batch = Batch> {
     let bad = null as string | null;
     let lossSum = 0, tokens = 0, images = 0, counted = 0, correct = 0, hasCorrect = true;
     const ids: string[] = [];
+    const W = this.worldSize;
+    const seeds = Array.from({ length: this.gradAccum * W }, () => this.rng.nextSeed());
     for (let micro = 0; micro < this.gradAccum; micro++) {
       const batch = await this.o.data.next();
-      const seed = this.rng.nextSeed();
+      const seed = seeds[micro * W + this.rank];
       try {
         ids.push(...batch.sampleIds);
         tokens += batch.tokens;
@@ -188,9 +232,16 @@ export class Trainer<B extends Batch = Batch> {
         batch.dispose?.();
       }
     }
+    if (W > 1) {
+      const g = this.reduceStepStats([lossSum, tokens, images, counted, correct, hasCorrect ? 0 : 1], bad);
+      [lossSum, tokens, images, counted, correct] = g.sums;
+      hasCorrect = g.sums[5] === 0;
+      bad = g.bad;
+    }
     let gradNorm = NaN;
     const grads = this.params.flatMap((p) => (p.grad ? [p.grad] : []));
     if (!bad) {
+      if (W > 1) this.o.dist!.allReduceMean(grads);
       gradNorm = clipGlobalNorm(this.gradOps, grads, this.o.clip ?? 0);
       if (!Number.isFinite(gradNorm)) bad = `gradient norm is ${gradNorm}`;
     }
@@ -211,13 +262,35 @@ export class Trainer<B extends Batch = Batch> {
     }
     this.step = step;
     const stats: StepStats = {
-      step, loss: bad ? NaN : lossSum / this.gradAccum, gradNorm, lr, ms: performance.now() - t0, tokens, images, counted,
+      step, loss: bad ? NaN : lossSum / (this.gradAccum * W), gradNorm, lr, ms: performance.now() - t0, tokens, images, counted,
       skipped: bad !== null,
     };
     if (hasCorrect) stats.correct = correct;
     if (this.o.flopsPerStep) stats.flops = this.o.flopsPerStep({ tokens, images });
     this.history.push(stats);
     return stats;
+  }
+
+  /**
+   * Sums the step's statistics over the ranks, with one flag per rank for a non-finite loss and one per parameter for
+   * "has a gradient": a parameter with a gradient on some rank gets zeros where it has none (every rank must reduce
+   * the same list); one with a gradient nowhere stays without (the optimizer leaves it alone).
+   */
+  private reduceStepStats(stats: number[], bad: string | null): { sums: number[]; bad: string | null } {
+    const W = this.worldSize, n = stats.length;
+    const local = [...stats, ...Array.from({ length: W }, (_, r) => (r === this.rank && bad ? 1 : 0)),
+      ...this.params.map((p) => (p.grad ? 1 : 0))];
+    const g = this.o.dist!.allReduceNumbers(local);
+    const badRanks = g.slice(n, n + W).flatMap((v, r) => (v > 0 ? [r] : []));
+    if (!bad && !badRanks.length) {
+      this.params.forEach((p, i) => {
+        if (!p.grad && g[n + W + i] > 0) p.grad = keep(full([...p.shape], 0, { dtype: p.dtype, device: p.device }));
+      });
+    }
+    const list = (rs: number[]) => `${rs.length > 1 ? 'ranks' : 'rank'} ${rs.join(', ')}`;
+    if (bad) bad = `${bad} on rank ${this.rank}`;
+    else if (badRanks.length) bad = `non-finite loss on ${list(badRanks)}`;
+    return { sums: g.slice(0, n), bad };
   }
 
   private defaultPeakMemory(): number | null {
@@ -243,14 +316,15 @@ export class Trainer<B extends Batch = Batch> {
   /** Trains until totalSteps, with logging, evaluation, checkpoints and plots. */
   async run(): Promise<TrainResult> {
     const o = this.o;
-    this.checkFolder();
+    const main = this.rank === 0; // the rank that writes and reports
+    if (main) this.checkFolder();
     const logEvery = o.logEvery ?? 10;
-    const writer = o.outDir ? new MetricsWriter(o.outDir, { tensorboard: o.tensorboard ?? true, resumeStep: this.resumedFrom }) : null;
+    const writer = o.outDir && main ? new MetricsWriter(o.outDir, { tensorboard: o.tensorboard ?? true, resumeStep: this.resumedFrom }) : null;
     const meter = new IntervalMeter(o.peakFlops);
-    const progress = o.progress ? new Progress({ total: o.totalSteps, start: this.step }) : null;
+    const progress = o.progress && main ? new Progress({ total: o.totalSteps, start: this.step }) : null;
     this.progress = progress;
     // With a bar on screen, lines go through it (so a redraw cannot overwrite them); otherwise to the caller's log.
-    const log = (line: string) => (progress ? progress.log(line) : o.log ? o.log(line) : process.stdout.write(line + '\n'));
+    const log = (line: string) => (!main ? undefined : progress ? progress.log(line) : o.log ? o.log(line) : process.stdout.write(line + '\n'));
     const records: LogRecord[] = [];
     let lastCheckpoint: string | null = null;
     let evalMetrics: Record<string, number> | undefined;
@@ -272,9 +346,9 @@ export class Trainer<B extends Batch = Batch> {
           evalMetrics = await noGrad(() => o.evaluate!.run(this.step));
         }
         if (this.step % logEvery === 0 || last || evalMetrics) emit();
-        if (this.ckpt && ((o.checkpoint!.every > 0 && this.step % o.checkpoint!.every === 0) || last)) {
-          lastCheckpoint = await this.save();
-          log(`saved ${lastCheckpoint}`);
+        if (this.saving && ((o.checkpoint!.every > 0 && this.step % o.checkpoint!.every === 0) || last)) {
+          const saved = await this.save();
+          if (saved) { lastCheckpoint = saved; log(`saved ${saved}`); }
         }
       }
     } finally {

@@ -59,6 +59,11 @@ export interface DataStream<B extends Batch = Batch> {
   readonly microBatchesPerEpoch?: number;
   /** Stops any work prepared ahead (loader threads, prefetch). */
   close?(): void;
+  /**
+   * Continues from the positions every rank of a run saved (rank order), possibly a run with another world size:
+   * the stream maps them onto its own rank and world. Without it, a run resumes only with the world size it saved.
+   */
+  restoreFrom?(positions: Json[], rank: number, worldSize: number): void;
 }
 
 export interface OptimizerState { meta: Json; tensors: Map<string, Tensor> }
@@ -91,4 +96,23 @@ export interface GradOps {
 export interface TensorFileIO {
   save(path: string, tensors: Map<string, Tensor>, metadata?: Record<string, string>): void | Promise<void>;
   load(path: string): Map<string, Tensor> | Promise<Map<string, Tensor>>;
+}
+
+/**
+ * What the trainer needs of a process group (lib/dist implements it over gloo; a process alone has a group of one).
+ * Every rank calls the same collectives in the same order.
+ */
+export interface Collectives {
+  readonly rank: number;
+  readonly worldSize: number;
+  /** Averages tensors across ranks, in place (bucketed: one collective per ~25 MB). */
+  allReduceMean(xs: Tensor[]): void;
+  /** Sums numbers across ranks (double precision). */
+  allReduceNumbers(xs: number[]): number[];
+  /** Root's tensors into every rank's, in place. */
+  broadcast(xs: Tensor[], root?: number): void;
+  /** Every rank's string on rank 0 (in rank order); null on the other ranks. */
+  gather(value: string): string[] | null;
+  /** Rank 0's string on every rank (rank 0 passes it, the others pass nothing). */
+  shareFromRoot(value?: string): string;
 }

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync, readFileSync, mkdirSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { JsonlDataset, readJsonl, type DataProblem } from '../../lib/data/dataset.ts';
-import { DataLoader, type LoaderOptions, type LoaderPosition } from '../../lib/data/loader.ts';
+import { DataLoader, globalStreamPosition, rebasedPosition, type LoaderOptions, type LoaderPosition } from '../../lib/data/loader.ts';
 import { batchFromRecord, batchToRecord, lossTargets, toTensors, type Batch } from '../../lib/data/batch.ts';
 import { formatConversation } from '../../lib/data/template.ts';
 import { DataFormatError, ImageError } from '../../lib/data/errors.ts';
@@ -107,6 +107,39 @@ test('loader: a saved position resumes the identical sequence, across epochs, pi
   }
   t.is(b.position().pos, a.position().pos);
   t.throws(() => new DataLoader(ds, base({ position: { ...saved, seed: 99 } })), { instanceOf: DataFormatError, message: /seed/ });
+});
+
+test('interleaved training streams: W ranks read the micro-batches one rank reads, across epochs, and remap on resume', async (t) => {
+  const files = [join(dir, 'inst.jsonl'), join(dir, 'text.jsonl')]; // 12 samples per epoch
+  const ds = JsonlDataset.load(files);
+  const one = new DataLoader(ds, base({ batchSize: 2, chunk: 2 }));
+  const solo = (await drain(one, 9)).map((b) => b.sampleIds); // 18 samples: into epoch 1
+  one.close();
+  t.deepEqual(solo.flat().slice(0, 12), ids(await drain(new DataLoader(ds, base({ batchSize: 2, epochs: 1 })))),
+    'one rank reads what the block layout reads (old positions stay valid)');
+  // 3 ranks: rank r's k-th micro-batch is the solo run's micro-batch 3k + r.
+  const loaders = [0, 1, 2].map((rank) => new DataLoader(ds, base({ batchSize: 2, chunk: 2, rank, worldSize: 3 })));
+  for (let k = 0; k < 3; k++) {
+    for (const [r, l] of loaders.entries()) t.deepEqual((await l.next())!.sampleIds, solo[3 * k + r], `rank ${r} micro ${k}`);
+  }
+  // Saved there (each rank at pos 6: 18 samples read in all), resumed on 2 ranks: they continue at global sample 18.
+  const saved = loaders.map((l) => l.position());
+  loaders.forEach((l) => l.close());
+  t.deepEqual(saved.map((p) => [p.pos, p.chunk, p.base]), [[6, 2, 0], [6, 2, 0], [6, 2, 0]]);
+  t.is(globalStreamPosition(saved), 18);
+  const two = [0, 1].map((rank) => new DataLoader(ds, base({ batchSize: 2, chunk: 2, rank, worldSize: 2, position: rebasedPosition(saved, rank, 2, 2) })));
+  const solo10 = new DataLoader(ds, base({ batchSize: 2, chunk: 2 }));
+  const tenth = (await drain(solo10, 10))[9].sampleIds;
+  solo10.close();
+  t.deepEqual((await two[0].next())!.sampleIds, tenth, 'the 2-rank run continues with the solo run\'s 10th micro-batch');
+  t.deepEqual(two[1].position().base, 18);
+  two.forEach((l) => l.close());
+  // A rank that skipped samples read into the next round: the resumed run starts after that round.
+  t.is(globalStreamPosition([{ ...saved[0], pos: 7 }, saved[1], saved[2]]), 24);
+  t.throws(() => globalStreamPosition(saved.slice(0, 2)), { instanceOf: DataFormatError, message: /ranks 0\.\.2 in order/ });
+  const blocks = [0, 1].map((rank) => new DataLoader(ds, base({ batchSize: 2, rank, worldSize: 2 })).position());
+  t.throws(() => globalStreamPosition(blocks), { instanceOf: DataFormatError, message: /block layout/ });
+  t.throws(() => new DataLoader(ds, base({ batchSize: 2, chunk: 3, rank: 1, worldSize: 3, position: saved[1] })), { instanceOf: DataFormatError, message: /chunk/ });
 });
 
 test('loader: corrupt or missing images are skipped and counted with the file named, or stop the run', async (t) => {

@@ -37,7 +37,10 @@ test('bad usage and bad configs exit 2 with one line; missing files and pieces e
     [['train', '--config', 'configs/stage2-7b.yaml'], 1, /^owlet: checkpoints\/mplug-owl-llama-7b-pt: not found/],
     [['generate', '--checkpoint', 'x', '--prompt', 'hi'], 2, /^owlet: x: no config\.json/],
     [['eval', '--checkpoint', 'c', '--questions', 'q.jsonl', '--images', 'i', '--out', 'a.jsonl'], 2, /^owlet: c: no config\.json/],
-    [['launch', '--nproc-per-node', '2', '--', 'train', '--config', 'x'], 1, /^owlet: launch: multi-process training is not in this build yet/],
+    [['launch', '--nproc-per-node', 'two', '--', 'train', '--config', 'x'], 2, /^owlet: launch: --nproc-per-node must be a non-negative integer, got 'two'$/],
+    [['launch', '--nproc-per-node', '2'], 2, /^owlet: missing required argument 'command'/],
+    [['launch', '--nproc-per-node', '2', '--nnodes', '2', '--node-rank', '2', '--', 'train'], 2, /^owlet: launch: --node-rank must be an integer in \[0, 1\], got 2$/],
+    [['train', '--config', 'configs/stage2-7b.yaml', '--set', 'training.global_batch=6'], 2, /training\.global_batch: must be a multiple of data\.micro_batch \(4\)/],
   ];
   for (const [argv, code, re] of cases) {
     const r = await run(...argv);

@@ -2,7 +2,7 @@ import test from 'ava';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { applyOverride, loadConfig, modelSizes, parseConfigText, parseOverride, totalSteps, validateConfig } from '../../lib/train/config.ts';
+import { applyOverride, gradAccumFor, loadConfig, modelSizes, parseConfigText, parseOverride, totalSteps, validateConfig } from '../../lib/train/config.ts';
 import { ConfigError, UsageError } from '../../lib/train/errors.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'owlet-config-'));
@@ -131,4 +131,23 @@ test('model sizes from a config.json directory or inline', (t) => {
     visual_abstractor_config: { hidden_size: 8, intermediate_size: 8, num_hidden_layers: 1, num_attention_heads: 2 },
     text_config: { hidden_size: 8, intermediate_size: 8, num_hidden_layers: 1, num_attention_heads: 2, vocab_size: 9 } } }`)));
   t.is(modelSizes(inline).num_query_tokens, 64);
+});
+
+test('training.global_batch fixes micro × accumulation × world: grad_accum is derived per world size', (t) => {
+  const withGlobal = (g: number, extra: Record<string, unknown> = {}) => {
+    const raw = parseConfigText(MIN) as { training: Record<string, unknown> };
+    Object.assign(raw.training, { global_batch: g, ...extra });
+    return validateConfig(raw);
+  };
+  const c = withGlobal(16); // micro_batch 2
+  t.deepEqual([1, 2, 4, 8].map((w) => gradAccumFor(c, w)), [8, 4, 2, 1]);
+  t.throws(() => gradAccumFor(c, 3), { instanceOf: ConfigError, message: 'training.global_batch=16 is not a multiple of data.micro_batch × world size = 2 × 3 = 6' });
+  t.throws(() => gradAccumFor(c, 16), { instanceOf: ConfigError, message: /= 2 × 16 = 32/ });
+  t.throws(() => withGlobal(15), { instanceOf: ConfigError, message: /training\.global_batch: must be a multiple of data\.micro_batch \(2\)/ });
+  t.throws(() => withGlobal(16, { grad_accum: 4 }), { instanceOf: ConfigError, message: /training\.grad_accum: give training\.global_batch or training\.grad_accum, not both/ });
+  const plain = validateConfig(parseConfigText(MIN));
+  t.is(gradAccumFor(plain, 8), 1, 'without global_batch grad_accum is kept (the global batch grows with the ranks)');
+  // epochs → steps counts this rank's micro-batches per epoch and its accumulation
+  const e = withGlobal(16, { steps: undefined, epochs: 2 });
+  t.is(totalSteps(e, 100, gradAccumFor(e, 2)), 50);
 });

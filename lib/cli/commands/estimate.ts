@@ -1,5 +1,5 @@
 // owlet estimate --config F: the memory one device needs for the stage a config describes.
-import { loadConfig, modelSizes } from '../../train/config.ts';
+import { gradAccumFor, loadConfig, modelSizes } from '../../train/config.ts';
 import { estimateMemory, estimateStepFlops, formatEstimate } from '../../train/estimate.ts';
 import { UsageError } from '../../train/errors.ts';
 import type { CliIO } from '../io.ts';
@@ -13,9 +13,9 @@ export function estimateCommand(a: EstimateArgs, io: CliIO): void {
   const o = { sizes: modelSizes(c), train: c.stage.train, lora: c.stage.lora, dtype: c.model.dtype, microBatch: c.data.micro_batch,
     maxLength: c.data.max_length, imagesPerSample: images, recompute: c.model.gradient_checkpointing };
   const e = estimateMemory(o);
-  const flops = estimateStepFlops({ ...o, gradAccum: c.training.grad_accum });
+  const flops = estimateStepFlops({ ...o, gradAccum: gradAccumFor(c) });
   if (a.json) { io.out(JSON.stringify({ ...e, stepFlops: flops })); return; }
   io.out(formatEstimate(e, { stage: c.stage.id, train: c.stage.train, dtype: c.model.dtype, microBatch: c.data.micro_batch,
     recompute: c.model.gradient_checkpointing }));
-  io.out(`model FLOPs per optimizer step (grad_accum ${c.training.grad_accum}): ${flops.toExponential(3)}`);
+  io.out(`model FLOPs per optimizer step (grad_accum ${gradAccumFor(c)}): ${flops.toExponential(3)}`);
 }

@@ -1,5 +1,6 @@
 // owlet train --config F [--set k=v]… [--resume auto|DIR]: validates everything first, then trains the stage.
 import { existsSync } from 'node:fs';
+import { initProcessGroup } from '../../dist/process-group.ts';
 import { owlComponents } from '../../train/owl-components.ts';
 import { loadConfig } from '../../train/config.ts';
 import { UsageError } from '../../train/errors.ts';
@@ -13,8 +14,15 @@ export async function trainCommand(a: TrainArgs, io: CliIO): Promise<void> {
   if (a.resume !== undefined && a.resume !== 'auto' && !existsSync(a.resume)) {
     throw new UsageError(`--resume '${a.resume}': no such directory (use auto or a checkpoint directory)`);
   }
-  const components = owlComponents();
-  const r = await trainStage(config, components, { resume: a.resume, log: io.out, warn: io.err, progress: a.progress });
-  io.out(`done: ${r.steps}/${r.totalSteps} steps, ${r.skipped.length} skipped; run folder ${r.outDir}` +
-    (r.checkpoint ? `; last checkpoint ${r.checkpoint}` : ''));
+  // Joins the other ranks when started by owlet launch / torchrun / srun (RANK, WORLD_SIZE, …); alone otherwise.
+  const dist = initProcessGroup();
+  try {
+    const r = await trainStage(config, owlComponents(), { resume: a.resume, log: io.out, warn: io.err, progress: a.progress, dist });
+    if (dist.rank === 0) {
+      io.out(`done: ${r.steps}/${r.totalSteps} steps, ${r.skipped.length} skipped; run folder ${r.outDir}` +
+        (r.checkpoint ? `; last checkpoint ${r.checkpoint}` : ''));
+    }
+  } finally {
+    dist.close();
+  }
 }

@@ -6,7 +6,7 @@
 
 namespace owlet {
 
-enum class ErrorKind { Shape, DType, Device, Disposed, Argument, OutOfMemory, Backend, NotImplemented };
+enum class ErrorKind { Shape, DType, Device, Disposed, Argument, OutOfMemory, Backend, NotImplemented, Distributed };
 
 inline const char* error_code(ErrorKind k) {
   switch (k) {
@@ -18,6 +18,7 @@ inline const char* error_code(ErrorKind k) {
     case ErrorKind::OutOfMemory: return "OWLET_OOM";
     case ErrorKind::Backend: return "OWLET_BACKEND";
     case ErrorKind::NotImplemented: return "OWLET_NOT_IMPLEMENTED";
+    case ErrorKind::Distributed: return "OWLET_DIST";
   }
   return "OWLET_ERROR";
 }

@@ -19,8 +19,11 @@ export function setup(o: Partial<TrainerOptions<RegressionBatch>> & {
   samples?: number; micro?: number; nanSamples?: Set<number>; makeOptimizer?: (trainable: Map<string, Tensor>) => Optimizer;
   checkpointEvery?: number;
   keepLast?: number; onSavePoint?: (p: SavePoint) => void;
+  /** Changes the model before the stage is applied (e.g. adds a parameter). */
+  prepare?: (model: RegressionModel) => void;
 } = {}): Setup {
   const model = new RegressionModel(7);
+  o.prepare?.(model);
   const data = new RegressionData(o.samples ?? 37, o.micro ?? 3, 5, o.nanSamples);
   const trainable = applyStage(model, { train: ['abstractor'] });
   const optimizer = o.makeOptimizer?.(trainable) ?? new HostAdamW(decayGroups(trainable, 0.01, ['(^|\\.)bias$']), [0.9, 0.98]);

@@ -1,0 +1,91 @@
+// The environment contract of a multi-process run, as torchrun defines it: RANK, LOCAL_RANK, WORLD_SIZE,
+// LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT. `owlet launch` sets them; so do torchrun, and a SLURM script that maps
+// SLURM_PROCID & co. onto them. Without WORLD_SIZE (or with WORLD_SIZE=1) a process trains alone.
+//
+// owlet's own knobs (all optional):
+//   OWLET_DIST_TIMEOUT         seconds a collective may wait for the other ranks (default 1800, as torch's gloo)
+//   OWLET_RENDEZVOUS_TIMEOUT   seconds to wait for every rank to arrive at the start (default 300)
+//   OWLET_STORE_HOSTED=1       the launcher hosts the rendezvous store (owlet launch sets it); otherwise rank 0 does
+//   OWLET_STORE_PORT           the store's port when rank 0 hosts it (default MASTER_PORT, or MASTER_PORT+1 under
+//                              torchrun, whose agent already serves its own store on MASTER_PORT)
+//   GLOO_SOCKET_IFNAME         network interface for the ranks' connections (default: the one that routes to MASTER_ADDR)
+import { DistributedError } from '../tensor/errors.ts';
+
+export interface DistEnv {
+  rank: number;
+  localRank: number;
+  worldSize: number;
+  localWorldSize: number;
+  masterAddr: string;
+  masterPort: number;
+}
+
+type Env = Record<string, string | undefined>;
+
+function int(env: Env, name: string, min: number, max = Number.MAX_SAFE_INTEGER): number | undefined {
+  const v = env[name];
+  if (v === undefined || v === '') return undefined;
+  const n = Number(v);
+  if (!/^\d+$/.test(v.trim()) || !Number.isInteger(n) || n < min || n > max) {
+    throw new DistributedError(`${name}=${v} is not an integer in [${min}, ${max}]`, 'env');
+  }
+  return n;
+}
+
+/** A host name that means this machine over loopback (the store then listens on loopback only). */
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host.startsWith('127.');
+}
+
+/** The torchrun variables of this process, or null when it is not part of a multi-process run. */
+export function readDistEnv(env: Env = process.env): DistEnv | null {
+  const worldSize = int(env, 'WORLD_SIZE', 1);
+  if (worldSize === undefined || worldSize === 1) return null;
+  const rank = int(env, 'RANK', 0, worldSize - 1);
+  if (rank === undefined) throw new DistributedError(`WORLD_SIZE=${worldSize} but RANK is not set (start the ranks with owlet launch or torchrun)`, 'env');
+  const localWorldSize = int(env, 'LOCAL_WORLD_SIZE', 1, worldSize) ?? worldSize;
+  const localRank = int(env, 'LOCAL_RANK', 0, localWorldSize - 1) ?? rank % localWorldSize;
+  const masterAddr = env.MASTER_ADDR?.trim();
+  const masterPort = int(env, 'MASTER_PORT', 1, 65535);
+  if (!masterAddr || masterPort === undefined) {
+    throw new DistributedError(`WORLD_SIZE=${worldSize} needs MASTER_ADDR and MASTER_PORT (the address of node 0's rendezvous store)`, 'env');
+  }
+  return { rank, localRank, worldSize, localWorldSize, masterAddr, masterPort };
+}
+
+export interface DistTimeouts { rendezvousMs: number; opMs: number }
+
+export function distTimeouts(env: Env = process.env): DistTimeouts {
+  const seconds = (name: string, dflt: number) => {
+    const v = env[name];
+    if (v === undefined || v === '') return dflt * 1000;
+    const n = Number(v);
+    if (!Number.isFinite(n) || n <= 0) throw new DistributedError(`${name}=${v} is not a positive number of seconds`, 'env');
+    return Math.max(1, Math.round(n * 1000));
+  };
+  return { rendezvousMs: seconds('OWLET_RENDEZVOUS_TIMEOUT', 300), opMs: seconds('OWLET_DIST_TIMEOUT', 1800) };
+}
+
+/** Where the store is and who hosts it: the launcher (OWLET_STORE_HOSTED=1), else rank 0 of this run. */
+export function storeLocation(d: DistEnv, env: Env = process.env): { port: number; hostedHere: boolean } {
+  if (env.OWLET_STORE_HOSTED === '1') return { port: d.masterPort, hostedHere: false };
+  const underTorchrun = (env.TORCHELASTIC_USE_AGENT_STORE ?? '').toLowerCase() === 'true';
+  const port = int(env, 'OWLET_STORE_PORT', 1, 65535) ?? (underTorchrun ? d.masterPort + 1 : d.masterPort);
+  return { port, hostedHere: d.rank === 0 };
+}
+
+/**
+ * In a rank started by `owlet launch`: exits when the launcher is gone (it was killed outright and could not stop its
+ * ranks), so no rank outlives it. Checks twice a second whenever the event loop is free.
+ */
+export function exitWithLauncher(env: Env = process.env): void {
+  const launcher = Number(env.OWLET_LAUNCHER_PID);
+  if (!Number.isInteger(launcher) || launcher <= 0) return;
+  const timer = setInterval(() => {
+    if (process.ppid !== launcher) {
+      process.stderr.write(`owlet: the launcher (pid ${launcher}) is gone; rank ${env.RANK ?? '?'} stops\n`);
+      process.exit(1);
+    }
+  }, 500);
+  timer.unref();
+}

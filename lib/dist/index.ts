@@ -1,0 +1,8 @@
+// Multi-process data parallelism: the process group (gloo on the CPU), torchrun's environment contract, and the
+// launcher behind `owlet launch`.
+export { readDistEnv, distTimeouts, storeLocation, exitWithLauncher, isLoopback, type DistEnv, type DistTimeouts } from './env.ts';
+export {
+  initProcessGroup, currentProcessGroup, allReduceMean, broadcast, barrier, GlooProcessGroup, SingleProcessGroup,
+  DEFAULT_BUCKET_BYTES, type ProcessGroup, type InitOptions,
+} from './process-group.ts';
+export { launch, LaunchError, type LaunchOptions } from './launch.ts';

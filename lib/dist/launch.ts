@@ -1,0 +1,174 @@
+// `owlet launch`: starts this node's ranks of a multi-process run, as torchrun does. Each rank is
+// `node bin/owlet.js <command>` with torchrun's variables (RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR,
+// MASTER_PORT) set. Node 0's launcher hosts the rendezvous store (a native server on its own threads) for the whole
+// run. Each rank's output lines are prefixed with `[rank r]`. Ctrl-C and SIGTERM are forwarded to the ranks. When a
+// rank fails, the others are stopped (SIGTERM, then SIGKILL after a grace period) and the launcher exits with that
+// rank's exit code and error; it returns only once every rank it started has exited.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { availableParallelism, constants } from 'node:os';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { cpuDist } from '../native.ts';
+import { OwletError } from '../tensor/errors.ts';
+import { UsageError } from '../train/errors.ts';
+import { isLoopback } from './env.ts';
+
+/** A rank failed (or the launch was interrupted); exitCode is what the launcher exits with. */
+export class LaunchError extends OwletError {
+  constructor(m: string, readonly exitCode: number) { super(m, 'OWLET_LAUNCH'); }
+}
+
+export interface LaunchOptions {
+  nprocPerNode: number;
+  nnodes?: number;
+  nodeRank?: number;
+  masterAddr?: string;
+  /** The rendezvous store's port on node 0 (0: any free port, single node only). */
+  masterPort?: number;
+  /** The owlet command each rank runs, e.g. ['train', '--config', 'run.yaml']. */
+  command: string[];
+  /** Milliseconds between SIGTERM and SIGKILL when stopping ranks (default 5000). */
+  graceMs?: number;
+  /** Extra environment for the ranks. */
+  env?: Record<string, string>;
+  /** Output of the ranks (prefixed lines) and of the launcher. */
+  out?: (line: string) => void;
+  err?: (line: string) => void;
+}
+
+interface Rank {
+  rank: number;
+  child: ChildProcess;
+  exited: Promise<void>;
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  lastErr: string[];
+}
+
+const BIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'owlet.js');
+
+function check(o: LaunchOptions): Required<Pick<LaunchOptions, 'nnodes' | 'nodeRank' | 'masterAddr' | 'masterPort' | 'graceMs'>> {
+  const n = { nnodes: o.nnodes ?? 1, nodeRank: o.nodeRank ?? 0, masterAddr: o.masterAddr ?? '127.0.0.1', masterPort: o.masterPort ?? 29500, graceMs: o.graceMs ?? 5000 };
+  const int = (v: number, name: string, min: number, max = Number.MAX_SAFE_INTEGER) => {
+    if (!Number.isInteger(v) || v < min || v > max) throw new UsageError(`launch: ${name} must be an integer in [${min}, ${max}], got ${v}`);
+  };
+  int(o.nprocPerNode, '--nproc-per-node', 1, 1024);
+  int(n.nnodes, '--nnodes', 1);
+  int(n.nodeRank, '--node-rank', 0, n.nnodes - 1);
+  int(n.masterPort, '--master-port', n.nnodes === 1 ? 0 : 1, 65535);
+  if (!n.masterAddr) throw new UsageError('launch: --master-addr is empty');
+  if (!o.command.length) throw new UsageError('launch: give the owlet command to run after --, e.g. owlet launch --nproc-per-node 2 -- train --config run.yaml');
+  if (o.command[0] === 'launch') throw new UsageError('launch: the command to run cannot be launch itself');
+  return n;
+}
+
+/** Starts this node's ranks and waits for them; resolves when all exited 0, else rejects with LaunchError. */
+export async function launch(o: LaunchOptions): Promise<void> {
+  const n = check(o);
+  const out = o.out ?? ((l: string) => process.stdout.write(l + '\n'));
+  const err = o.err ?? ((l: string) => process.stderr.write(l + '\n'));
+  const world = n.nnodes * o.nprocPerNode;
+
+  // Node 0 hosts the store before any rank starts (a port of 0 becomes a real one here).
+  let port = n.masterPort;
+  let hosted: number | null = null;
+  if (n.nodeRank === 0) {
+    hosted = cpuDist().storeServerStart(isLoopback(n.masterAddr) ? n.masterAddr : '', n.masterPort);
+    port = hosted;
+  }
+
+  // CPU ranks share the cores: each gets its part unless the user chose (torchrun sets OMP_NUM_THREADS=1).
+  const threads = String(Math.max(1, Math.floor(availableParallelism() / o.nprocPerNode)));
+  const ranks: Rank[] = [];
+  let failure: Rank | null = null;
+  let interrupted: NodeJS.Signals | null = null;
+  let killTimer: NodeJS.Timeout | null = null;
+
+  const stopAll = (signal: NodeJS.Signals) => {
+    for (const r of ranks) if (r.code === null && r.signal === null) r.child.kill(signal);
+    if (!killTimer) {
+      killTimer = setTimeout(() => {
+        for (const r of ranks) {
+          if (r.code === null && r.signal === null) {
+            err(`[launch] rank ${r.rank} (pid ${r.child.pid}) did not stop within ${n.graceMs} ms: SIGKILL`);
+            r.child.kill('SIGKILL');
+          }
+        }
+      }, n.graceMs);
+    }
+  };
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (!interrupted) err(`[launch] ${signal}: stopping ${ranks.length} rank(s)`);
+    interrupted ??= signal;
+    stopAll(signal);
+  };
+  const onInt = () => onSignal('SIGINT');
+  const onTerm = () => onSignal('SIGTERM');
+  process.on('SIGINT', onInt);
+  process.on('SIGTERM', onTerm);
+
+  try {
+    for (let local = 0; local < o.nprocPerNode; local++) {
+      const rank = n.nodeRank * o.nprocPerNode + local;
+      const env: Record<string, string | undefined> = {
+        ...process.env, ...o.env,
+        RANK: String(rank), LOCAL_RANK: String(local), WORLD_SIZE: String(world), LOCAL_WORLD_SIZE: String(o.nprocPerNode),
+        GROUP_RANK: String(n.nodeRank), MASTER_ADDR: n.masterAddr, MASTER_PORT: String(port),
+        OWLET_STORE_HOSTED: '1', OWLET_LAUNCHER_PID: String(process.pid),
+      };
+      if (o.nprocPerNode > 1) {
+        env.OMP_NUM_THREADS ??= threads;
+        env.OPENBLAS_NUM_THREADS ??= env.OMP_NUM_THREADS;
+      }
+      const child = spawn(process.execPath, [BIN, ...o.command], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      const r: Rank = { rank, child, code: null, signal: null, lastErr: [], exited: Promise.resolve() };
+      const prefix = `[rank ${rank}] `;
+      const lines = new Promise<void>((res) => {
+        let open = 2;
+        const done = () => { if (--open === 0) res(); };
+        createInterface({ input: child.stdout! }).on('line', (l) => out(prefix + l)).on('close', done);
+        createInterface({ input: child.stderr! }).on('line', (l) => {
+          err(prefix + l);
+          if (l.trim()) { r.lastErr.push(l); if (r.lastErr.length > 20) r.lastErr.shift(); }
+        }).on('close', done);
+      });
+      const exit = new Promise<void>((res) => {
+        child.on('error', (e) => { err(`[launch] rank ${rank}: cannot start: ${e.message}`); r.code = 127; res(); });
+        child.on('exit', (code, signal) => {
+          r.code = code;
+          r.signal = signal;
+          if ((code !== 0 || signal) && !failure && !interrupted) {
+            failure = r;
+            const others = ranks.filter((x) => x !== r && x.code === null && x.signal === null).length;
+            err(`[launch] rank ${rank} (pid ${child.pid}) ${signal ? `was killed by ${signal}` : `exited with code ${code}`}` +
+              (others ? `: stopping the other ${others} rank(s)` : ''));
+            stopAll('SIGTERM');
+          }
+          res();
+        });
+      });
+      r.exited = Promise.all([exit, lines]).then(() => undefined);
+      ranks.push(r);
+      err(`[launch] rank ${rank} of ${world}: pid ${child.pid}`);
+      if (interrupted) break;
+    }
+    await Promise.all(ranks.map((r) => r.exited));
+  } finally {
+    process.off('SIGINT', onInt);
+    process.off('SIGTERM', onTerm);
+    if (killTimer) clearTimeout(killTimer);
+    if (hosted !== null) cpuDist().storeServerStop(hosted);
+  }
+
+  if (interrupted) {
+    throw new LaunchError(`launch: interrupted by ${interrupted}; all ${ranks.length} rank(s) stopped`, 128 + (constants.signals[interrupted] ?? 2));
+  }
+  const f = failure as Rank | null;
+  if (f) {
+    const why = f.signal ? `was killed by ${f.signal}` : `exited with code ${f.code}`;
+    const last = [...f.lastErr].reverse().find((l) => l.startsWith('owlet:')) ?? f.lastErr[f.lastErr.length - 1];
+    const code = f.code && f.code > 0 && f.code < 256 ? f.code : f.signal ? 128 + (constants.signals[f.signal] ?? 9) : 1;
+    throw new LaunchError(`launch: rank ${f.rank} ${why}${last ? `: ${last.replace(/^owlet: /, '')}` : ''}`, code);
+  }
+}

@@ -1,0 +1,224 @@
+// The process group a training process belongs to: `initProcessGroup()` reads torchrun's variables and joins the
+// other ranks over gloo (CPU collectives), or returns a group of one when the process runs alone, whose collectives
+// do nothing. Trainer and evaluation are written against the `Collectives` interface either way.
+//
+// CPU tensors go to gloo directly. CUDA tensors go to NCCL when the CUDA addon was built with it (its communicator is
+// created on the first collective over CUDA tensors, which every rank reaches together); otherwise, or with
+// OWLET_DIST_CUDA=gloo, they are staged through host memory and reduced by gloo (correct, not fast). The NCCL path
+// compiles here but has not yet run on several GPUs.
+import { cpu, cpuDist, cudaNccl, type DistNative, type NativeTensor, type NcclNative } from '../native.ts';
+import { DistributedError } from '../tensor/errors.ts';
+import type { Tensor } from '../tensor/index.ts';
+import type { Collectives } from '../train/types.ts';
+import { distTimeouts, readDistEnv, storeLocation, type DistEnv, type DistTimeouts } from './env.ts';
+
+/** Gradients are reduced in buckets of about this many bytes: one collective per bucket (PyTorch DDP's default). */
+export const DEFAULT_BUCKET_BYTES = 25 * 1024 * 1024;
+
+export interface ProcessGroup extends Collectives {
+  readonly localRank: number;
+  readonly localWorldSize: number;
+  /** Sums tensors across ranks, in place. */
+  allReduceSum(xs: Tensor[]): void;
+  barrier(): void;
+  /** Ends the group (closes connections; the rank hosting the store stops it). */
+  close(): void;
+}
+
+export interface InitOptions {
+  /** Default process.env. */
+  env?: Record<string, string | undefined>;
+  rendezvousTimeoutMs?: number;
+  timeoutMs?: number;
+  bucketBytes?: number;
+}
+
+/** The group of a process that runs alone. */
+export class SingleProcessGroup implements ProcessGroup {
+  readonly rank = 0;
+  readonly worldSize = 1;
+  readonly localRank = 0;
+  readonly localWorldSize = 1;
+  allReduceSum(): void {}
+  allReduceMean(): void {}
+  allReduceNumbers(xs: number[]): number[] { return [...xs]; }
+  broadcast(): void {}
+  barrier(): void {}
+  gather(value: string): string[] { return [value]; }
+  shareFromRoot(value?: string): string {
+    if (value === undefined) throw new DistributedError('shareFromRoot: rank 0 must give the value', 'shareFromRoot');
+    return value;
+  }
+  close(): void {}
+}
+
+/** Tensors grouped by where they live; non-CPU ones are copied to host handles and back around a collective. */
+function staged(xs: Tensor[], f: (handles: NativeTensor[]) => void, writeBack: boolean): void {
+  const host = cpu();
+  const handles: NativeTensor[] = [];
+  const copies: { t: Tensor; h: NativeTensor }[] = [];
+  try {
+    for (const t of xs) {
+      if (t.backend === host) { handles.push(t.handle); continue; }
+      const h = host.fromBuffer(t.dtype, [...t.shape], t.handle.read());
+      copies.push({ t, h });
+      handles.push(h);
+    }
+    f(handles);
+    if (writeBack) {
+      for (const { t, h } of copies) {
+        const back = t.backend.fromBuffer(t.dtype, [...t.shape], h.read(), t.device);
+        try { t.backend.copyInto(t.handle, back); } finally { back.dispose(); }
+      }
+    }
+  } finally {
+    for (const { h } of copies) h.dispose();
+  }
+}
+
+/** A gloo process group (see native/src/dist). Collectives must be called in the same order on every rank. */
+export class GlooProcessGroup implements ProcessGroup {
+  readonly rank: number;
+  readonly worldSize: number;
+  readonly localRank: number;
+  readonly localWorldSize: number;
+  private readonly bucketBytes: number;
+  private readonly opTimeoutMs: number;
+  private seq = 0;
+  private closed = false;
+  /** The NCCL group for CUDA tensors: undefined until the first CUDA collective, null when there is none. */
+  private nccl: NcclNative | null | undefined;
+
+  private constructor(private readonly native: DistNative, private readonly d: DistEnv & { storePort: number },
+    bucketBytes: number, private readonly timeouts: DistTimeouts, private readonly env: Record<string, string | undefined>) {
+    this.rank = d.rank;
+    this.worldSize = d.worldSize;
+    this.localRank = d.localRank;
+    this.localWorldSize = d.localWorldSize;
+    this.bucketBytes = bucketBytes;
+    this.opTimeoutMs = timeouts.opMs;
+  }
+
+  /** Joins the run `d` describes; throws DistributedError naming the ranks that did not arrive in time. */
+  static connect(d: DistEnv, o: InitOptions = {}): GlooProcessGroup {
+    const env = o.env ?? process.env;
+    const t = distTimeouts(env);
+    const store = storeLocation(d, env);
+    const native = cpuDist();
+    const timeouts = { rendezvousMs: o.rendezvousTimeoutMs ?? t.rendezvousMs, opMs: o.timeoutMs ?? t.opMs };
+    const port = call('rendezvous', () => native.distInit(d.rank, d.worldSize, d.masterAddr, store.port, store.hostedHere,
+      timeouts.rendezvousMs, timeouts.opMs, env.GLOO_SOCKET_IFNAME || undefined));
+    return new GlooProcessGroup(native, { ...d, storePort: port }, o.bucketBytes ?? DEFAULT_BUCKET_BYTES, timeouts, env);
+  }
+
+  /** NCCL for these tensors when they all live on one GPU and the CUDA addon has it (created on first use). */
+  private ncclFor(xs: Tensor[]): NcclNative | null {
+    const device = xs[0].device;
+    if (!device.startsWith('cuda') || xs.some((t) => t.device !== device) || this.env.OWLET_DIST_CUDA === 'gloo') return null;
+    if (this.nccl === undefined) {
+      const n = cudaNccl();
+      const index = device === 'cuda' ? 0 : Number(device.slice(5));
+      if (n) call('rendezvous', () => n.ncclInit(this.rank, this.worldSize, this.d.masterAddr, this.d.storePort, index, this.timeouts.rendezvousMs, this.timeouts.opMs));
+      this.nccl = n;
+    }
+    return this.nccl;
+  }
+
+  allReduceSum(xs: Tensor[]): void {
+    if (!xs.length) return;
+    const nccl = this.ncclFor(xs);
+    if (nccl) { call('allreduce', () => nccl.ncclAllReduce(xs.map((t) => t.handle), this.bucketBytes)); return; }
+    staged(xs, (h) => call('allreduce', () => this.native.distAllReduce(h, this.bucketBytes)), true);
+  }
+
+  allReduceMean(xs: Tensor[]): void {
+    if (!xs.length) return;
+    this.allReduceSum(xs);
+    for (const group of byBackend(xs)) group[0].backend.scaleInplace(group.map((t) => t.handle), 1 / this.worldSize);
+  }
+
+  allReduceNumbers(xs: number[]): number[] {
+    const a = Float64Array.from(xs);
+    call('allreduce', () => this.native.distAllReduceNumbers(a));
+    return Array.from(a);
+  }
+
+  broadcast(xs: Tensor[], root = 0): void {
+    if (!xs.length) return;
+    const nccl = this.ncclFor(xs);
+    if (nccl) { call('broadcast', () => nccl.ncclBroadcast(xs.map((t) => t.handle), root, this.bucketBytes)); return; }
+    staged(xs, (h) => call('broadcast', () => this.native.distBroadcast(h, root, this.bucketBytes)), this.rank !== root);
+  }
+
+  barrier(): void { call('barrier', () => this.native.distBarrier()); }
+
+  // Small exchanges go through the store under keys numbered in call order (the same on every rank).
+  gather(value: string): string[] | null {
+    const key = `gather/${this.seq++}`;
+    call('gather', () => this.native.distStoreSet(`${key}/${this.rank}`, value));
+    if (this.rank !== 0) return null;
+    return Array.from({ length: this.worldSize }, (_, r) => call('gather', () => this.native.distStoreGet(`${key}/${r}`, this.opTimeoutMs)));
+  }
+
+  shareFromRoot(value?: string): string {
+    const key = `share/${this.seq++}`;
+    if (this.rank === 0) {
+      if (value === undefined) throw new DistributedError('shareFromRoot: rank 0 must give the value', 'shareFromRoot');
+      call('shareFromRoot', () => this.native.distStoreSet(key, value));
+      return value;
+    }
+    return call('shareFromRoot', () => this.native.distStoreGet(key, this.opTimeoutMs));
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.nccl?.ncclClose();
+    this.native.distClose();
+  }
+}
+
+function byBackend(xs: Tensor[]): Tensor[][] {
+  const m = new Map<unknown, Tensor[]>();
+  for (const t of xs) {
+    const k = `${t.backend.backend}/${t.device}`;
+    if (!m.has(k)) m.set(k, []);
+    m.get(k)!.push(t);
+  }
+  return [...m.values()];
+}
+
+/** Runs a native collective; its DistributedError loses the binding's function-name prefix and names `op` instead. */
+function call<T>(op: string, f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (e instanceof DistributedError) throw new DistributedError(e.message.replace(/^(dist|nccl)\w+: /, ''), op);
+    throw e;
+  }
+}
+
+let current: ProcessGroup | null = null;
+
+/**
+ * The process group of this process: joins the ranks torchrun's variables describe (RANK, WORLD_SIZE, MASTER_ADDR,
+ * MASTER_PORT, …), or a group of one without them. Called again, returns the same group until it is closed.
+ */
+export function initProcessGroup(o: InitOptions = {}): ProcessGroup {
+  if (current) return current;
+  const d = readDistEnv(o.env ?? process.env);
+  const g = d ? GlooProcessGroup.connect(d, o) : new SingleProcessGroup();
+  const close = g.close.bind(g);
+  g.close = () => { close(); if (current === g) current = null; };
+  current = g;
+  return g;
+}
+
+/** The group initProcessGroup() made, if any. */
+export function currentProcessGroup(): ProcessGroup | null { return current; }
+
+/** Averages tensors (gradients) across the ranks of the current group, in place. */
+export function allReduceMean(xs: Tensor[]): void { (current ?? initProcessGroup()).allReduceMean(xs); }
+/** Rank 0's values into every rank's tensors. */
+export function broadcast(xs: Tensor[], root = 0): void { (current ?? initProcessGroup()).broadcast(xs, root); }
+export function barrier(): void { (current ?? initProcessGroup()).barrier(); }

@@ -1,0 +1,89 @@
+// Bindings of the CUDA addon's NCCL process group (one per process). The rendezvous store is the one the gloo group
+// of the CPU addon uses (hosted by the launcher or by rank 0); this addon only reads and writes it.
+#include <set>
+
+#include "../../binding/registry.h"
+#include "nccl_group.h"
+
+using namespace owlet;
+using namespace owlet::dist;
+
+namespace {
+
+// Never destroyed by static destructors (see binding_dist.cc); ncclClose() ends it.
+NcclGroup* g_nccl = nullptr;
+
+NcclGroup& group(Args& a) {
+  a.check(g_nccl != nullptr, ErrorKind::Distributed, "no NCCL group: ncclInit first, or it was closed");
+  return *g_nccl;
+}
+
+std::vector<Tensor*> device_tensors(Args& a, const NcclGroup& g, bool f32_only) {
+  std::vector<Tensor*> xs = a.tensors(0, "tensors");
+  std::set<const Storage*> seen;
+  for (size_t j = 0; j < xs.size(); j++) {
+    std::string name = "tensors[" + std::to_string(j) + "]";
+    Device d = xs[j]->device();
+    a.check(d.kind == DeviceKind::CUDA && d.index == g.device(), ErrorKind::Device,
+            name + " is " + xs[j]->describe() + "@" + d.name() + ": this rank's NCCL group is on cuda:" + std::to_string(g.device()));
+    if (f32_only) a.expect_dtype(*xs[j], name.c_str(), DType::F32);
+    a.check(seen.insert(xs[j]->storage.get()).second, ErrorKind::Argument, name + " shares its storage with an earlier entry");
+  }
+  return xs;
+}
+
+size_t bucket_bytes(Args& a, size_t i) {
+  int64_t b = a.integer_or(i, "bucketBytes", 25 << 20);
+  a.check(b >= 4, ErrorKind::Argument, "bucketBytes must be >= 4, got " + std::to_string(b));
+  return size_t(b);
+}
+
+}  // namespace
+
+// ncclInit(rank, worldSize, storeHost, storePort, device, rendezvousTimeoutMs, opTimeoutMs)
+OWLET_OP(ncclInit) {
+  a.check(g_nccl == nullptr, ErrorKind::Distributed, "the NCCL group is already initialised");
+  NcclOptions o;
+  o.size = int(a.integer(1, "worldSize"));
+  o.rank = int(a.integer(0, "rank"));
+  a.check(o.size >= 1 && o.rank >= 0 && o.rank < o.size, ErrorKind::Argument,
+          "rank " + std::to_string(o.rank) + " is not in a world of " + std::to_string(o.size));
+  o.store_host = a.string(2, "storeHost");
+  o.store_port = int(a.integer(3, "storePort"));
+  a.check(o.store_port >= 1 && o.store_port <= 65535, ErrorKind::Argument, "storePort must be in [1, 65535]");
+  o.device = int(a.integer(4, "device"));
+  a.check(o.device >= 0, ErrorKind::Argument, "device must be >= 0");
+  int64_t rdzv = a.integer(5, "rendezvousTimeoutMs"), op = a.integer(6, "opTimeoutMs");
+  a.check(rdzv > 0 && op > 0, ErrorKind::Argument, "timeouts must be > 0 ms");
+  o.rendezvous_timeout = std::chrono::milliseconds(rdzv);
+  o.op_timeout = std::chrono::milliseconds(op);
+  g_nccl = new NcclGroup(o);
+  return a.env().Undefined();
+}
+
+// ncclAllReduce(tensors, bucketBytes?): sums f32 tensors on this rank's GPU across ranks, in place.
+OWLET_OP(ncclAllReduce) {
+  NcclGroup& g = group(a);
+  auto xs = device_tensors(a, g, true);
+  g.allreduce_sum(xs, bucket_bytes(a, 1));
+  return a.env().Undefined();
+}
+
+// ncclBroadcast(tensors, root, bucketBytes?)
+OWLET_OP(ncclBroadcast) {
+  NcclGroup& g = group(a);
+  auto xs = device_tensors(a, g, false);
+  int64_t root = a.integer(1, "root");
+  a.check(root >= 0 && root < g.size(), ErrorKind::Argument, "root must be in [0, " + std::to_string(g.size()) + ")");
+  g.broadcast(xs, int(root), bucket_bytes(a, 2));
+  return a.env().Undefined();
+}
+
+OWLET_OP(ncclClose) {
+  if (g_nccl) {
+    g_nccl->close();
+    delete g_nccl;
+    g_nccl = nullptr;
+  }
+  return a.env().Undefined();
+}

@@ -1,0 +1,67 @@
+// The NCCL path on the GPU machine (one GPU, world size 1): a process group whose rendezvous store this process hosts,
+// whose CUDA collectives go through the CUDA addon's NCCL communicator. Checks bucketed all-reduce and broadcast of
+// CUDA tensors (values), then the owl-tiny stage-2 step: forward, backward, gradients averaged through NCCL (world
+// size 1: unchanged, bit for bit), and times one 100 MB all-reduce.
+// Usage: node nccl-check.mjs <owl-tiny dir> [device]     (bundle it like fixture.ts; not part of the CPU test suite)
+import { join } from 'node:path';
+import { GlooProcessGroup } from '../../lib/dist/process-group.ts';
+import { loadBatch, loadModel } from '../../lib/model/index.ts';
+import { cpuDist, cudaNccl } from '../../lib/native.ts';
+import { backward, scope, tensor, zeros } from '../../lib/tensor/index.ts';
+
+const FX = process.argv[2];
+const device = process.argv[3] ?? 'cuda';
+const via = device.startsWith('cuda') ? 'NCCL' : 'gloo';
+let failed = 0;
+const report = (ok: boolean, what: string) => { if (!ok) failed++; console.log(`${ok ? 'PASS' : 'FAIL'} ${what}`); };
+
+// (With device cpu the same checks run through gloo: a dry run of this script on a machine without a GPU.)
+if (device.startsWith('cuda') && !cudaNccl()) {
+  console.log('FAIL nccl: the CUDA addon was built without NCCL');
+  process.exit(1);
+}
+const port = cpuDist().storeServerStart('127.0.0.1', 0);
+const g = GlooProcessGroup.connect({ rank: 0, worldSize: 1, localRank: 0, localWorldSize: 1, masterAddr: '127.0.0.1', masterPort: port },
+  { env: { OWLET_STORE_HOSTED: '1' }, bucketBytes: 64, timeoutMs: 60_000, rendezvousTimeoutMs: 60_000 });
+try {
+  scope(() => {
+    // 3 + 5 floats share a 64-byte bucket, 101 floats go alone.
+    const xs = [tensor(new Float32Array([1, 2, 3]), [3], { device }), tensor(new Float32Array(5).fill(0.5), [5], { device }),
+      tensor(Float32Array.from({ length: 101 }, (_, i) => i), [101], { device })];
+    const want = xs.map((t) => Array.from(t.toFloat32()));
+    g.allReduceMean(xs);
+    report(xs.every((t, i) => t.toFloat32().every((v, j) => v === want[i][j])), `${via} all-reduce (mean over 1 rank) leaves the values, 2 buckets`);
+    const b = [tensor(new Int32Array([7, -7]), [2], { dtype: 'i32', device }), tensor(new Float32Array([9]), [1], { device })];
+    g.broadcast(b, 0);
+    report(b[0].data<'i32'>()[1] === -7 && b[1].toFloat32()[0] === 9, `${via} broadcast from rank 0 (i32 and f32, one bucket)`);
+  });
+
+  const m = loadModel(FX, { adapterDir: FX, device });
+  m.setTrainable(['queries', 'abstractor', 'lora']);
+  scope(() => {
+    const { loss } = m.forward(loadBatch(join(FX, 'batch.safetensors'), device));
+    backward(loss);
+    const grads = [...m.trainable().values()].flatMap((p) => (p.grad ? [p.grad] : []));
+    const before = grads.map((t) => t.toFloat32());
+    const t0 = performance.now();
+    g.allReduceMean(grads);
+    const ms = performance.now() - t0;
+    report(grads.every((t, i) => t.toFloat32().every((v, j) => v === before[i][j])),
+      `owl-tiny stage-2 step: ${grads.length} gradients averaged through ${via} unchanged (loss ${loss.item().toFixed(4)}, ${ms.toFixed(1)} ms)`);
+  });
+  for (const t of m.params.values()) t.dispose();
+
+  scope(() => {
+    const big = zeros([25_000_000], { device });
+    g.allReduceSum([big]);
+    const t0 = performance.now();
+    g.allReduceSum([big]);
+    console.log(`INFO one 100 MB all-reduce through ${via} (world size 1): ${(performance.now() - t0).toFixed(2)} ms`);
+  });
+} catch (e) {
+  report(false, `${via}: ${(e as Error).message}`);
+} finally {
+  g.close();
+  cpuDist().storeServerStop(port);
+}
+process.exitCode = failed ? 1 : 0;
