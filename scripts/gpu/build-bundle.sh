@@ -42,6 +42,9 @@ rm -rf "$libs"
 # 4. Node, and the peer.
 # (node-xz.sh expects .git to be a directory; in a git worktree it is a file, so pack node the same way here.)
 mkdir -p .gpu/owl-tiny && cp "$shared"/fixtures/owl-tiny/* .gpu/owl-tiny/
+npx esbuild scripts/gpu/nccl-check.ts --bundle --platform=node --format=esm --target=node20 --log-level=warning \
+  --outfile=.gpu/nccl-check.mjs \
+  --banner:js="import { createRequire as __owletCreateRequire } from 'node:module'; const require = __owletCreateRequire(import.meta.url);"
 npx esbuild scripts/gpu/fixture.ts --bundle --platform=node --format=esm --target=node20 --log-level=warning \
   --outfile=.gpu/fixture.mjs \
   --banner:js="import { createRequire as __owletCreateRequire } from 'node:module'; const require = __owletCreateRequire(import.meta.url);"

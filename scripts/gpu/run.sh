@@ -41,6 +41,9 @@ say "summary"
 say "owl-tiny fixture through the CUDA backend"
 timeout -k 5 60 "$T/node" "$G/fixture.mjs" "$G/owl-tiny" cuda 2>&1 | tee "$OUT/fixture_cuda.log" || say "fixture exit $?"
 
+say "NCCL process group, world size 1 (issue 7): collectives and the owl-tiny stage-2 step"
+timeout -k 5 60 "$T/node" "$G/nccl-check.mjs" "$G/owl-tiny" cuda 2>&1 | tee "$OUT/nccl_check.log" || say "nccl-check exit $?"
+
 say "compute-sanitizer (memcheck) over the small cases"
 if command -v compute-sanitizer >/dev/null; then
   OUT=$T timeout -k 5 60 compute-sanitizer --tool memcheck --print-limit 20 "$T/node" "$G/check.mjs" --quick \
