@@ -1,22 +1,10 @@
 import test from 'ava';
 import { matmul, linear } from '../lib/tensor/index.ts';
 import { checkOp } from './helpers/gradcheck.ts';
+import { matmulRef } from './helpers/reference.ts';
 
 // float64 reference: batched op(a)·op(b); b may be 2-D and shared.
-function refMatmul(a: Float64Array, b: Float64Array, batch: number, M: number, K: number, N: number, ta: boolean, tb: boolean,
-  sharedB: boolean): Float64Array {
-  const out = new Float64Array(batch * M * N);
-  for (let z = 0; z < batch; z++) {
-    const ao = z * M * K, bo = sharedB ? 0 : z * K * N;
-    for (let i = 0; i < M; i++)
-      for (let j = 0; j < N; j++) {
-        let s = 0;
-        for (let k = 0; k < K; k++) s += a[ao + (ta ? k * M + i : i * K + k)] * b[bo + (tb ? j * K + k : k * N + j)];
-        out[z * M * N + i * N + j] = s;
-      }
-  }
-  return out;
-}
+const refMatmul = matmulRef;
 
 for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]] as const) {
   test(`batched matmul transA=${ta} transB=${tb}`, (t) => {

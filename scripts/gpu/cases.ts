@@ -4,7 +4,7 @@
 // backend lacks the op.
 import { randn, rng } from '../../test/helpers/rng.ts';
 import { type Be, type Kind, type NT, op } from './harness.ts';
-import * as R from './reference.ts';
+import * as R from '../../test/helpers/reference.ts';
 
 export interface Input { shape: number[]; values: Float64Array; kind?: Kind }
 export type Out = NT | number | boolean | null;

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "../binding/registry.h"
+#include "collective_args.h"
 #include "process_group.h"
 
 using namespace owlet;
@@ -32,24 +33,11 @@ std::chrono::milliseconds millis(Args& a, size_t i, const char* what) {
   return std::chrono::milliseconds(ms);
 }
 
-// CPU tensors, each storage once (a storage listed twice would be reduced twice).
+// CPU tensors only: gloo reduces host memory.
 std::vector<Tensor*> cpu_tensors(Args& a, size_t i, bool f32_only) {
-  std::vector<Tensor*> xs = a.tensors(i, "tensors");
-  std::set<const Storage*> seen;
-  for (size_t j = 0; j < xs.size(); j++) {
-    std::string name = "tensors[" + std::to_string(j) + "]";
-    a.check(xs[j]->device().kind == DeviceKind::CPU, ErrorKind::Device, name + " is " + xs[j]->describe() +
-                                                                            ": gloo collectives take CPU tensors");
-    if (f32_only) a.expect_dtype(*xs[j], name.c_str(), DType::F32);
-    a.check(seen.insert(xs[j]->storage.get()).second, ErrorKind::Argument, name + " shares its storage with an earlier entry");
-  }
-  return xs;
-}
-
-size_t bucket_bytes(Args& a, size_t i) {
-  int64_t b = a.integer_or(i, "bucketBytes", 25 << 20);
-  a.check(b >= 4, ErrorKind::Argument, "bucketBytes must be >= 4, got " + std::to_string(b));
-  return size_t(b);
+  return collective_tensors(a, i, f32_only, [](const Tensor& t) {
+    return t.device().kind == DeviceKind::CPU ? std::string() : std::string("gloo collectives take CPU tensors");
+  });
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <set>
 
 #include "../../binding/registry.h"
+#include "../collective_args.h"
 #include "nccl_group.h"
 
 using namespace owlet;
@@ -18,24 +19,14 @@ NcclGroup& group(Args& a) {
   return *g_nccl;
 }
 
+// Tensors on this rank's device only.
 std::vector<Tensor*> device_tensors(Args& a, const NcclGroup& g, bool f32_only) {
-  std::vector<Tensor*> xs = a.tensors(0, "tensors");
-  std::set<const Storage*> seen;
-  for (size_t j = 0; j < xs.size(); j++) {
-    std::string name = "tensors[" + std::to_string(j) + "]";
-    Device d = xs[j]->device();
-    a.check(d.kind == DeviceKind::CUDA && d.index == g.device(), ErrorKind::Device,
-            name + " is " + xs[j]->describe() + "@" + d.name() + ": this rank's NCCL group is on cuda:" + std::to_string(g.device()));
-    if (f32_only) a.expect_dtype(*xs[j], name.c_str(), DType::F32);
-    a.check(seen.insert(xs[j]->storage.get()).second, ErrorKind::Argument, name + " shares its storage with an earlier entry");
-  }
-  return xs;
-}
-
-size_t bucket_bytes(Args& a, size_t i) {
-  int64_t b = a.integer_or(i, "bucketBytes", 25 << 20);
-  a.check(b >= 4, ErrorKind::Argument, "bucketBytes must be >= 4, got " + std::to_string(b));
-  return size_t(b);
+  return collective_tensors(a, 0, f32_only, [&g](const Tensor& t) {
+    Device d = t.device();
+    return d.kind == DeviceKind::CUDA && d.index == g.device()
+               ? std::string()
+               : "this rank's NCCL group is on cuda:" + std::to_string(g.device());
+  });
 }
 
 }  // namespace

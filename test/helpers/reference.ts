@@ -1,4 +1,4 @@
-// Float64 reference implementations of every kernel family, for the GPU check where the CPU backend does not (yet)
+// Float64 reference implementations of the kernel families, for the op tests and the GPU check (where the CPU backend does not (yet)
 // have the op. Plain loops over flat arrays; each follows the maths in native/src/core/kernels.h.
 export type F = Float64Array;
 
