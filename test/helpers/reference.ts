@@ -1,5 +1,5 @@
-// Float64 reference implementations of the kernel families, for the op tests and the GPU check (where the CPU backend does not (yet)
-// have the op. Plain loops over flat arrays; each follows the maths in native/src/core/kernels.h.
+// Float64 reference implementations of the kernel families, for the op tests and the GPU check. Plain loops over
+// flat arrays; each follows the maths in native/src/core/kernels.h.
 export type F = Float64Array;
 
 export function matmulRef(a: F, b: F, batch: number, M: number, K: number, N: number, ta: boolean, tb: boolean,
