@@ -42,7 +42,7 @@ const disposeAll = (x: unknown) => {
   else if (x && typeof (x as NT).dispose === 'function') (x as NT).dispose();
 };
 
-/** Attention fwd and fwd+bwd TFLOP/s (performance.md's count); bwdWarps '4' times the 4-warp backward variant. */
+/** Attention fwd and fwd+bwd TFLOP/s (performance.md's count); bwdWarps '4' or '8' times that backward variant. */
 export function attentionBench(be: Be, name: string, B: number, H: number, Tq: number, Tk: number, D: number,
   causal: boolean, bwdWarps = ''): BenchResult {
   const saved = process.env.OWLET_ATTN_BWD_WARPS;
@@ -76,8 +76,8 @@ function attentionBenchRun(be: Be, name: string, B: number, H: number, Tq: numbe
     fwdbwd_ms: +fbms.toFixed(4), fwdbwd_tflops: +((3.5 * flops) / fbms / 1e9).toFixed(1) } };
 }
 
-/** LoRA fwd+bwd against the frozen linear (matmul forward + input gradient); variant 'cublas' times the cuBLAS
- *  path of the thin products (OWLET_LORA=cublas) for comparison. */
+/** LoRA fwd+bwd against the frozen linear (matmul forward + input gradient); variant 'thin' times the one-pass
+ *  kernels for the thin products (OWLET_LORA=thin) for comparison (cuBLAS is the default). */
 export function loraBench(be: Be, M: number, K: number, N: number, r: number, variant = ''): BenchResult {
   const saved = process.env.OWLET_LORA;
   if (variant) process.env.OWLET_LORA = variant;

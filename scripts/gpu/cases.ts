@@ -287,7 +287,7 @@ export function cases(): Case[] {
   attn('odd', 2, 2, 50, 50, 64, false, false, 0.2, both, true);
   attn('odd', 1, 2, 45, 45, 128, true, false, 0.1, ['bf16'], true);
   attn('head dim 40 (plain path)', 1, 2, 33, 47, 40, false, true, 0, both, true);
-  attn('odd', 2, 2, 77, 150, 64, false, true, 0.1, ['bf16'], true, '4');
+  attn('odd', 2, 2, 77, 150, 64, false, true, 0.1, ['bf16'], true, '8');
   attn('odd', 1, 2, 100, 140, 128, true, false, 0, ['bf16'], true, '4');
   attn('ViT', 1, 4, 257, 257, 64, false, false, 0, ['bf16']);
   attn('abstractor', 2, 4, 64, 321, 64, false, false, 0, ['bf16']);
@@ -295,8 +295,8 @@ export function cases(): Case[] {
   attn('LLaMA padded batch', 2, 2, 512, 512, 128, true, true, 0, ['bf16']);
 
   // ---------------------------------------------------------------- lora
-  // variant 'cublas' sets OWLET_LORA=cublas around the CUDA calls (thin products through cuBLAS instead of the
-  // thin kernels); the CPU backend ignores it.
+  // variant 'thin' sets OWLET_LORA=thin around the CUDA calls (the one-pass thin-product kernels instead of the
+  // default cuBLAS path); the CPU backend ignores it.
   const lora = (M: number, K: number, N: number, r: number, p: number, quick: boolean, variant = '') => {
     out.push({
       name: `lora fwd+bwd M${M} K${K} N${N} r${r}${p ? ` dropout${p}` : ''}${variant ? ` (${variant})` : ''}`,
@@ -321,9 +321,9 @@ export function cases(): Case[] {
   };
   lora(37, 64, 48, 8, 0, true);
   lora(37, 64, 48, 8, 0.1, true);
-  lora(37, 64, 48, 8, 0.1, true, 'cublas');
+  lora(37, 64, 48, 8, 0.1, true, 'thin');
   lora(300, 512, 384, 16, 0, false);
-  lora(300, 512, 384, 16, 0, false, 'cublas');
+  lora(300, 512, 384, 16, 0, false, 'thin');
   lora(41, 96, 40, 6, 0, true);  // a rank the thin kernels do not take
 
   // ---------------------------------------------------------------- loss

@@ -173,12 +173,12 @@ function runBench(be: Be, res: BenchResult[], saved: () => void): void {
   tryb(() => attentionBench(be, 'llama7b_b4_t2048_causal', 4, 32, 2048, 2048, 128, true));
   tryb(() => attentionBench(be, 'llama7b_b16_t512_causal', 16, 32, 512, 512, 128, true));
   tryb(() => attentionBench(be, 'fa_ref_b8_h16_t4096_d128_causal', 8, 16, 4096, 4096, 128, true));
-  tryb(() => attentionBench(be, 'vit_L14_b64', 64, 16, 257, 257, 64, false, '4'));
+  tryb(() => attentionBench(be, 'vit_L14_b64', 64, 16, 257, 257, 64, false, '8'));
   tryb(() => attentionBench(be, 'llama7b_b4_t2048_causal', 4, 32, 2048, 2048, 128, true, '4'));
   tryb(() => loraBench(be, 8192, 4096, 4096, 8));
-  tryb(() => loraBench(be, 8192, 4096, 4096, 8, 'cublas'));
+  tryb(() => loraBench(be, 8192, 4096, 4096, 8, 'thin'));
   tryb(() => loraBench(be, 8192, 4096, 11008, 8));
-  tryb(() => loraBench(be, 8192, 4096, 11008, 8, 'cublas'));
+  tryb(() => loraBench(be, 8192, 4096, 11008, 8, 'thin'));
   tryb(() => loraBench(be, 8192, 4096, 4096, 64));
   tryb(() => bandwidthBench(be));
 }
@@ -208,7 +208,7 @@ function summary(owletPath: string, peerPath: string): void {
   if (g) console.log(`gemm 8192³ bf16: owlet ${g.tflops} TFLOP/s, peer ${p.gemm_bf16_8192_tflops ?? '?'}`);
   for (const name of ['vit_L14_b64', 'abstractor_b64', 'llama7b_b4_t2048_causal', 'llama7b_b16_t512_causal',
     'fa_ref_b8_h16_t4096_d128_causal']) {
-    for (const suffix of ['', '_bwd4w']) {
+    for (const suffix of ['', '_bwd4w', '_bwd8w']) {
     const b = ob.get(name + suffix)?.extra as Record<string, number> | undefined;
     const pr = p[`sdpa_${name}`] as Record<string, number> | undefined;
     if (!b) continue;
@@ -219,7 +219,7 @@ function summary(owletPath: string, peerPath: string): void {
   }
   for (const b of bench.filter((x) => x.name.startsWith('lora_'))) {
     const e = b.extra as Record<string, number>;
-    const pr = p[b.name.replace(/_cublas$/, '')] as Record<string, number> | undefined;
+    const pr = p[b.name.replace(/_thin$/, '')] as Record<string, number> | undefined;
     console.log(`${b.name}: owlet LoRA/frozen ${e.overhead}× (${e.lora_fwdbwd_ms} vs ${e.frozen_linear_fwdbwd_ms} ms), ` +
       `peer ${pr?.overhead ?? '?'}× (${pr?.lora_eager_fwdbwd_ms ?? '?'} vs ${pr?.frozen_linear_fwdbwd_ms ?? '?'} ms)`);
   }

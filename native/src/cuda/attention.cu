@@ -38,11 +38,14 @@ bool force_simple() {
   return on;
 }
 
-// Warps per block of the tensor-core backward (keys per block = 16 × warps): OWLET_ATTN_BWD_WARPS=4 or 8 (default),
-// read per call so that a benchmark can compare both in one process.
-int bwd_warps() {
+// Warps per block of the tensor-core backward (keys per block = 16 × warps). Default by head dim from the H100 run
+// of 2026-11-26: 4 for D = 64 (ViT fwd+bwd 0.92 ms vs 1.05 with 8), 8 for D = 128 (LLaMA 2k 3.35 ms vs 3.39).
+// OWLET_ATTN_BWD_WARPS=4 or 8 overrides, read per call so that a benchmark can compare both in one process.
+int bwd_warps(int D) {
   const char* e = std::getenv("OWLET_ATTN_BWD_WARPS");
-  return e && std::strcmp(e, "4") == 0 ? 4 : 8;
+  if (e && std::strcmp(e, "4") == 0) return 4;
+  if (e && std::strcmp(e, "8") == 0) return 8;
+  return D == 64 ? 4 : 8;
 }
 
 int to_i32(int64_t v, const char* op) {
@@ -355,7 +358,7 @@ void attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
     };
     using I64 = std::integral_constant<int, 64>;
     using I128 = std::integral_constant<int, 128>;
-    if (bwd_warps() == 4) {
+    if (bwd_warps(d.D) == 4) {
       if (d.D == 64) launch(I64{}, std::integral_constant<int, 4>{});
       else launch(I128{}, std::integral_constant<int, 4>{});
     } else {
