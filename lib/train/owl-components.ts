@@ -10,6 +10,7 @@ import { AdamW, scope, tensor, type Tensor } from '../tensor/index.ts';
 import type { OwletConfig } from './config-schema.ts';
 import { CheckpointError } from './errors.ts';
 import { officialGroupOf } from './param-groups.ts';
+import { NotAvailableError } from './errors.ts';
 import type { Components } from './components.ts';
 import type { OwlSizes } from './model-sizes.ts';
 import type { Batch, Collectives, DataStream, MicroBatchContext, ForwardOutput, Json, LoraSpec, Optimizer, OptimizerState, DecayGroup, TensorFileIO, TrainableModel } from './types.ts';
@@ -78,6 +79,11 @@ function countCorrect(logits: Tensor, b: OwlBatch): number {
 
 /** The model a config describes: sizes, then weights from model.weights or a seeded fresh initialisation. */
 export function buildModel(config: OwletConfig, sizes: OwlSizes): MplugOwl {
+  // The trainer runs on the CPU backend in this build; a run that asks for a GPU must not quietly train on the CPU.
+  if (config.run.device.startsWith('cuda')) {
+    throw new NotAvailableError(`run.device '${config.run.device}': training on the CUDA backend is not in this build yet ` +
+      '(its kernels are, see native/src/cuda); use run.device: cpu (or auto)');
+  }
   const c = parseOwlConfig(sizes);
   const params = config.model.weights
     ? loadCheckpoint(config.model.weights, { dtype: 'f32', expected: expectedKeys(c) })
