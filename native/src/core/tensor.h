@@ -60,6 +60,17 @@ struct Tensor {
   int64_t cols() const { return shape.empty() ? 1 : shape.back(); }
 };
 
+// A tensor seen as [outer, len, inner] around one axis: how concat/slice along an axis walk memory on every backend.
+struct AxisView {
+  int64_t outer, len, inner;
+};
+inline AxisView around_axis(const Tensor& t, int axis) {
+  AxisView v{1, t.shape[size_t(axis)], 1};
+  for (int i = 0; i < axis; i++) v.outer *= t.shape[size_t(i)];
+  for (int i = axis + 1; i < t.ndim(); i++) v.inner *= t.shape[size_t(i)];
+  return v;
+}
+
 // Per-device accounting for tests and the `bytesInUse(device)` API.
 size_t bytes_in_use(Device d);
 size_t peak_bytes(Device d);

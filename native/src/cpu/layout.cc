@@ -5,24 +5,12 @@
 
 namespace owlet::kern {
 
-namespace {
-struct AxisView {
-  int64_t outer, len, inner;
-};
-AxisView around(const Tensor& t, int axis) {
-  AxisView v{1, t.shape[size_t(axis)], 1};
-  for (int i = 0; i < axis; i++) v.outer *= t.shape[size_t(i)];
-  for (int i = axis + 1; i < t.ndim(); i++) v.inner *= t.shape[size_t(i)];
-  return v;
-}
-}  // namespace
-
 void concat(const std::vector<const Tensor*>& xs, int axis, Tensor& out) {
-  AxisView o = around(out, axis);
+  AxisView o = around_axis(out, axis);
   size_t es = dtype_size(out.dtype);
   int64_t off = 0;
   for (const Tensor* x : xs) {
-    AxisView v = around(*x, axis);
+    AxisView v = around_axis(*x, axis);
     const char* src = static_cast<const char*>(x->raw());
     char* dst = static_cast<char*>(out.raw());
     size_t chunk = size_t(v.len * v.inner) * es;
@@ -33,7 +21,7 @@ void concat(const std::vector<const Tensor*>& xs, int axis, Tensor& out) {
 }
 
 void slice(const Tensor& x, int axis, int64_t start, Tensor& out) {
-  AxisView v = around(x, axis), o = around(out, axis);
+  AxisView v = around_axis(x, axis), o = around_axis(out, axis);
   size_t es = dtype_size(x.dtype), chunk = size_t(o.len * o.inner) * es;
   const char* src = static_cast<const char*>(x.raw());
   char* dst = static_cast<char*>(out.raw());
@@ -42,7 +30,7 @@ void slice(const Tensor& x, int axis, int64_t start, Tensor& out) {
 }
 
 void slice_assign(Tensor& dst, const Tensor& src, int axis, int64_t start, bool accumulate) {
-  AxisView d = around(dst, axis), s = around(src, axis);
+  AxisView d = around_axis(dst, axis), s = around_axis(src, axis);
   int64_t chunk = s.len * s.inner;
   if (!accumulate) {
     size_t es = dtype_size(dst.dtype);

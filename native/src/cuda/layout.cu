@@ -13,15 +13,6 @@ using namespace owlet::cuda;
 
 namespace {
 
-struct AxisView {
-  int64_t outer, len, inner;
-};
-AxisView around(const Tensor& t, int axis) {
-  AxisView v{1, t.shape[size_t(axis)], 1};
-  for (int i = 0; i < axis; i++) v.outer *= t.shape[size_t(i)];
-  for (int i = axis + 1; i < t.ndim(); i++) v.inner *= t.shape[size_t(i)];
-  return v;
-}
 
 // height rows of width bytes, between two pitched buffers on the device's stream.
 void copy2d(DeviceContext& c, void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,
@@ -110,11 +101,11 @@ __global__ void patchify_kernel(const T* img, T* out, int64_t N, int64_t C, int6
 
 void concat(const std::vector<const Tensor*>& xs, int axis, Tensor& out) {
   DeviceContext& c = context_of(out, "concat");
-  AxisView o = around(out, axis);
+  AxisView o = around_axis(out, axis);
   size_t es = dtype_size(out.dtype);
   int64_t off = 0;
   for (const Tensor* x : xs) {
-    AxisView v = around(*x, axis);
+    AxisView v = around_axis(*x, axis);
     copy2d(c, static_cast<char*>(out.raw()) + size_t(off * o.inner) * es, size_t(o.len * o.inner) * es, x->raw(),
            size_t(v.len * v.inner) * es, size_t(v.len * v.inner) * es, size_t(v.outer), "concat");
     off += v.len;
@@ -123,7 +114,7 @@ void concat(const std::vector<const Tensor*>& xs, int axis, Tensor& out) {
 
 void slice(const Tensor& x, int axis, int64_t start, Tensor& out) {
   DeviceContext& c = context_of(out, "slice");
-  AxisView v = around(x, axis), o = around(out, axis);
+  AxisView v = around_axis(x, axis), o = around_axis(out, axis);
   size_t es = dtype_size(x.dtype);
   copy2d(c, out.raw(), size_t(o.len * o.inner) * es, static_cast<const char*>(x.raw()) + size_t(start * v.inner) * es,
          size_t(v.len * v.inner) * es, size_t(o.len * o.inner) * es, size_t(v.outer), "slice");
@@ -131,7 +122,7 @@ void slice(const Tensor& x, int axis, int64_t start, Tensor& out) {
 
 void slice_assign(Tensor& dst, const Tensor& src, int axis, int64_t start, bool accumulate) {
   DeviceContext& c = context_of(dst, "sliceAssign");
-  AxisView d = around(dst, axis), s = around(src, axis);
+  AxisView d = around_axis(dst, axis), s = around_axis(src, axis);
   int64_t chunk = s.len * s.inner;
   if (!accumulate) {
     size_t es = dtype_size(dst.dtype);
