@@ -9,33 +9,11 @@
 #include <vector>
 
 #include "../core/kernels.h"
+#include "vec_math.h"
 
 namespace owlet::kern {
 
 namespace {
-
-// exp(x) for x <= 0 (x - rowmax), vectorisable: Cephes' expf polynomial on x = n·ln2 + r, 2^n built from bits.
-// Branch-free with integer masks (GCC will not if-convert float selects without -fno-trapping-math): |x| > 87, -inf
-// and NaN give 0 (exp(-87) ≈ 1.6e-38 is the last normal float; below it the true value only loses subnormals).
-// Measured max relative error 7.3e-8 (1.2 ulp) over [-87, 0]. NaN rows are caught before this is called.
-inline float exp_nonpos(float x) {
-  int32_t xb = __builtin_bit_cast(int32_t, x);
-  int32_t keep = -int32_t((xb & 0x7fffffff) <= 0x42AE0000);  // |x| <= 87.0f
-  float xc = __builtin_bit_cast(float, xb & keep);              // 0 where dropped: keeps the arithmetic finite
-  int32_t ni = int32_t(xc * 1.44269504088896341f - 0.5f);       // round(x / ln2) for x <= 0
-  float n = float(ni);
-  float r = xc - n * 0.693359375f;  // ln2 split in two for an exact first product
-  r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  float e = p * __builtin_bit_cast(float, (ni + 127) << 23);
-  return __builtin_bit_cast(float, __builtin_bit_cast(int32_t, e) & keep);
-}
 
 // Row maximum, and whether the row holds a NaN (a max reduction skips NaN silently).
 inline float row_max(const float* x, int64_t V, bool* has_nan) {
@@ -58,7 +36,7 @@ inline double row_exp(const float* x, float* d, int64_t V, float m) {
     float s = 0;
 #pragma omp simd reduction(+ : s)
     for (int64_t j = j0; j < j1; j++) {
-      float e = exp_nonpos(x[j] - m);
+      float e = vmath::exp_nonpos(x[j] - m);
       d[j] = e;
       s += e;
     }
