@@ -27,16 +27,22 @@ export interface Scene { shapes: PlacedShape[] }
 
 const NUMBER_WORDS = ['zero', 'one', 'two', 'three'];
 
-/** 1–3 shapes in distinct cells, in reading order (top row first, left to right). */
-export function sampleScene(r: Rng, imageSize: number): Scene {
+/** How shapes sit in their cells: side as a fraction of the cell, and how much of the leftover room the centre may
+ *  move (0: centred, 1: anywhere the shape still fits in its cell). */
+export interface SceneLayout { size: readonly [number, number]; jitter: number }
+export const DEFAULT_LAYOUT: SceneLayout = { size: [0.45, 0.8], jitter: 1 };
+
+/** 1–3 shapes in distinct cells, in reading order (top row first, left to right). The random draws do not depend on
+ *  the layout, so the same seed gives the same scenes (and captions) at any image size or layout. */
+export function sampleScene(r: Rng, imageSize: number, layout: SceneLayout = DEFAULT_LAYOUT): Scene {
   const n = 1 + r.int(3);
   const cells = [0, 1, 2, 3, 4, 5, 6, 7, 8];
   for (let i = cells.length - 1; i > 0; i--) { const j = r.int(i + 1); [cells[i], cells[j]] = [cells[j], cells[i]]; }
   const cell = imageSize / 3;
   const shapes = cells.slice(0, n).sort((a, b) => a - b).map((c) => {
     const row = Math.floor(c / 3), col = c % 3;
-    const size = cell * r.uniform(0.45, 0.8);
-    const slack = (cell - size) / 2;
+    const size = cell * (layout.size[0] + (layout.size[1] - layout.size[0]) * r.uniform(0, 1));
+    const slack = layout.jitter * (cell - size) / 2;
     return {
       shape: SHAPES[r.int(SHAPES.length)], color: COLORS[r.int(COLORS.length)], row, col, size,
       cx: (col + 0.5) * cell + r.uniform(-slack, slack), cy: (row + 0.5) * cell + r.uniform(-slack, slack),
