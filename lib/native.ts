@@ -41,6 +41,8 @@ export interface NativeBackend {
   memory(device?: string): MemoryInfo;
   resetPeakMemory(device?: string): void;
   info(): Record<string, unknown>;
+  /** Devices this backend places tensors on (CUDA: visible GPUs, no context created); throws naming why there are none. */
+  deviceCount(): number;
   setNumThreads(n: number): void;
   // elementwise
   add(a: NT, b: NT, alpha?: number, beta?: number): NT;
@@ -92,6 +94,8 @@ export interface NativeBackend {
   crossEntropy(logits: NT, labels: NT, ignoreIndex: number): [loss: NT, dlogits: NT];
   /** x *= s[0] in place, s a one-element tensor (the incoming gradient of a scalar loss), without a device sync. */
   mulScalarInplace(x: NT, s: NT): void;
+  /** i32 [rows]: index of each row's largest value (first on ties; NaN never wins). Accuracy without a download of the logits. */
+  argmaxRows(x: NT): NT;
   // optimizer
   adamw(params: NT[], grads: NT[], m: NT[], v: NT[], weightDecay: number[], lr: number, beta1: number, beta2: number,
     eps: number, step: number): void;

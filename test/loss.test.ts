@@ -1,5 +1,5 @@
 import test from 'ava';
-import { crossEntropy, tensor, backward, scope, ArgumentError, ShapeError, DTypeError, liveTensors } from '../lib/tensor/index.ts';
+import { argmaxRows, crossEntropy, tensor, backward, scope, ArgumentError, ShapeError, DTypeError, liveTensors } from '../lib/tensor/index.ts';
 import { cpu } from '../lib/native.ts';
 import { checkOp } from './helpers/gradcheck.ts';
 import { randn, rng } from './helpers/rng.ts';
@@ -124,4 +124,26 @@ test('mulScalarInplace scales in place by a one-element tensor and rejects anyth
   const two = be.full('f32', [2], 1);
   t.throws(() => be.mulScalarInplace(x, two), { instanceOf: ShapeError });
   for (const h of [x, s, two]) h.dispose();
+});
+
+test('argmaxRows: the first maximum of each row, NaN never wins, any leading shape; i32 out', (t) => {
+  scope(() => {
+    const R = 11, V = 37, r = rng(5);
+    const x = Float32Array.from(randn(r, R * V));
+    x[2 * V + 4] = x[2 * V + 30] = 9; // a tie: the first index wins
+    x[3 * V] = NaN; x[3 * V + 1] = 50; // NaN is skipped, not a maximum
+    for (let j = 0; j < V; j++) x[5 * V + j] = NaN; // a row of NaN gives 0
+    x[6 * V + V - 1] = Infinity;
+    const got = argmaxRows(tensor(x, [1, R, V]));
+    t.is(got.dtype, 'i32');
+    t.deepEqual(got.shape, [R]);
+    const want = Array.from({ length: R }, (_, i) => {
+      let best = -1;
+      for (let j = 0; j < V; j++) { const v = x[i * V + j]; if (!Number.isNaN(v) && (best < 0 || v > x[i * V + best])) best = j; }
+      return Math.max(best, 0);
+    });
+    t.deepEqual(Array.from(got.data<'i32'>()), want);
+    t.deepEqual([want[2], want[3], want[5], want[6]], [4, 1, 0, V - 1]);
+    t.throws(() => argmaxRows(tensor(new Int32Array(3), [3], { dtype: 'i32' })), { instanceOf: DTypeError });
+  });
 });

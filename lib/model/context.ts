@@ -1,26 +1,48 @@
 // What a forward pass needs besides inputs: the parameters by official key, the LoRA adapter (if any), train/eval
-// mode, and a seeded source of dropout seeds (its state is saved in checkpoints so a resumed run draws the same masks).
-import { ArgumentError, add, linear, loraLinear, reshape, zeros, type Tensor } from '../tensor/index.ts';
+// mode, a seeded source of dropout seeds (its state is saved in checkpoints so a resumed run draws the same masks),
+// and the compute dtype: with one set, a parameter stored in another floating dtype (an fp32 master of a trained
+// weight under bf16 mixed precision) is read through a cast, made once per forward and reused however often the
+// weight is used, so its gradient comes back through the cast's backward in the master's dtype.
+import { ArgumentError, add, cast, linear, loraLinear, reshape, zeros, type DType, type Tensor } from '../tensor/index.ts';
 import type { AdapterConfig } from './config.ts';
 import { loraScaling } from './config.ts';
 import { isLoraTarget, loraKey } from './io/keys.ts';
 
 export type Params = Map<string, Tensor>;
 
-export class ForwardContext {
-  constructor(readonly params: Params, readonly training: boolean, readonly adapter: AdapterConfig | null = null,
-    private seedState: number = 0x9e3779b9) {}
+const FLOATS: readonly DType[] = ['f32', 'bf16', 'f16'];
 
+export class ForwardContext {
+  /** Working copies in the compute dtype, by key (they belong to the scope the forward runs in). */
+  private readonly working = new Map<string, Tensor>();
+
+  constructor(readonly params: Params, readonly training: boolean, readonly adapter: AdapterConfig | null = null,
+    private seedState: number = 0x9e3779b9, readonly computeDtype: DType | null = null) {}
+
+  /** The parameter `key` as the forward computes with it (a cached working copy when its storage dtype differs). */
   get(key: string): Tensor {
     const t = this.params.get(key);
     if (!t) throw new ArgumentError(`model parameter '${key}' is missing`, 'model');
-    return t;
+    return this.working.get(key) ?? this.computeCopy(key, t);
+  }
+
+  /** Like get, or null when the model has no such parameter (optional biases). */
+  maybe(key: string): Tensor | null {
+    return this.params.has(key) ? this.get(key) : null;
+  }
+
+  private computeCopy(key: string, t: Tensor): Tensor {
+    const d = this.computeDtype;
+    if (!d || t.dtype === d || !FLOATS.includes(t.dtype)) return t;
+    const w = cast(t, d);
+    this.working.set(key, w);
+    return w;
   }
 
   /** The official module `name` (e.g. `language_model.model.layers.3.self_attn.q_proj`) applied to x: a plain
    *  linear (+ bias when the module has one), or a LoRA linear when the adapter targets that module. */
   linear(x: Tensor, name: string): Tensor {
-    const w = this.get(`${name}.weight`), b = this.params.get(`${name}.bias`) ?? null;
+    const w = this.get(`${name}.weight`), b = this.maybe(`${name}.bias`);
     const a = this.adapter;
     if (!a || !isLoraTarget(a, name)) return linear(x, w, b);
     const y = loraLinear(x, w, this.get(loraKey(name, 'A')), this.get(loraKey(name, 'B')), loraScaling(a), {

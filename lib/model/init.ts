@@ -43,14 +43,27 @@ export function initTensor(spec: ParamSpec, r: () => number, std = 0.02): Tensor
   return t;
 }
 
-export interface InitOptions { seed?: number; std?: number; queryInit?: 'zeros' | 'normal' }
+export interface InitOptions {
+  seed?: number;
+  std?: number;
+  queryInit?: 'zeros' | 'normal';
+  /** Takes each fresh CPU f32 tensor as it is made and returns the one to keep (e.g. on a device, in bf16), so a
+   *  large model never exists twice. */
+  place?: (t: Tensor) => Tensor;
+}
 
 export function initParams(c: OwlConfig, o: InitOptions = {}): Params {
   const r = seededRandom(o.seed ?? 0);
   const out: Params = new Map();
-  for (const s of paramSpecs(c)) {
-    const spec = s.name === 'query_tokens' && o.queryInit === 'normal' ? { ...s, init: 'normal' as const } : s;
-    out.set(s.name, initTensor(spec, r, o.std ?? c.initializerRange));
+  try {
+    for (const s of paramSpecs(c)) {
+      const spec = s.name === 'query_tokens' && o.queryInit === 'normal' ? { ...s, init: 'normal' as const } : s;
+      const t = initTensor(spec, r, o.std ?? c.initializerRange);
+      out.set(s.name, o.place ? o.place(t) : t);
+    }
+  } catch (e) {
+    for (const t of out.values()) t.dispose(); // e.g. the device ran out of memory half-way
+    throw e;
   }
   return out;
 }

@@ -1,6 +1,6 @@
 // MplugOwl: vision encoder → abstractor → spliced into the LLaMA input embeddings → logits and the official loss.
 import {
-  cast, crossEntropy, gatherRows, reshape, spliceRows, tensor, type Tensor,
+  cast, crossEntropy, gatherRows, reshape, spliceRows, tensor, type DType, type Tensor,
 } from '../tensor/index.ts';
 import { abstractorForward } from './abstractor.ts';
 import { lossLabels, splicePlan, type OwlBatch } from './batch.ts';
@@ -29,6 +29,9 @@ export interface ForwardResult {
 export class MplugOwl {
   /** Dropout seed stream state (saved in checkpoints). */
   rngState = 0x9e3779b9;
+  /** The dtype the forward computes in; null: each weight as stored (a model loaded in one dtype). Set (bf16) for
+   *  mixed precision: weights stored otherwise (fp32 masters) are cast once per forward (ForwardContext.get). */
+  computeDtype: DType | null = null;
   constructor(readonly config: OwlConfig, readonly params: Params, public adapter: AdapterConfig | null = null) {}
 
   /** Marks which parameter groups train; all others are frozen (no gradient work, no gradient memory). */
@@ -54,7 +57,7 @@ export class MplugOwl {
   }
 
   context(training: boolean): ForwardContext {
-    return new ForwardContext(this.params, training, this.adapter, this.rngState);
+    return new ForwardContext(this.params, training, this.adapter, this.rngState, this.computeDtype);
   }
 
   /** Image tokens for a batch of pixels [N, 3, R, R]: [N, queries + 1, D_text]. */

@@ -2,7 +2,8 @@
 //
 // Memory per device (data parallel: every device holds a full replica), in bytes:
 //   weights      all base parameters in the model dtype (2 bytes bf16, 4 fp32) + LoRA matrices in fp32 (PEFT keeps
-//                them fp32)
+//                them fp32). Under bf16 that is the frozen weights as stored plus the bf16 working copies of the
+//                trained ones, which a forward makes and the tape holds until backward (precision.ts)
 //   masters      fp32 master copies of trainable base parameters when the model dtype is bf16 (LoRA is already fp32)
 //   gradients    fp32, trainable parameters only (frozen ones get none: the tape computes only what is needed)
 //   optimizer    AdamW m and v in fp32: 8 bytes per trainable parameter

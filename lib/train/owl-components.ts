@@ -6,32 +6,37 @@ import {
   MplugOwl, initLora, initParams, parseAdapterConfig, parseOwlConfig, type AdapterConfig, type OwlBatch,
 } from '../model/index.ts';
 import { loadAdapter, loadCheckpoint, loadSafetensors, saveAdapter, saveCheckpoint, saveSafetensors, expectedKeys } from '../model/io/index.ts';
-import { AdamW, scope, tensor, type Tensor } from '../tensor/index.ts';
+import { AdamW, argmaxRows, scope, tensor, type Tensor } from '../tensor/index.ts';
 import type { OwletConfig } from './config-schema.ts';
+import { resolveDevice, type ResolveDeviceOptions } from './device.ts';
 import { CheckpointError } from './errors.ts';
 import { officialGroupOf } from './param-groups.ts';
-import { NotAvailableError } from './errors.ts';
+import { computeDtype, place, storageDtype, type FloatDType, type PrecisionOptions } from './precision.ts';
 import type { Components } from './components.ts';
 import type { OwlSizes } from './model-sizes.ts';
 import type { Batch, Collectives, DataStream, MicroBatchContext, ForwardOutput, Json, LoraSpec, Optimizer, OptimizerState, DecayGroup, TensorFileIO, TrainableModel } from './types.ts';
 
 /** A data batch as the trainer sees it, with the model's view attached. */
 export interface OwlTrainBatch extends Batch {
-  readonly data: DataBatch;
+  /** The loader's batch (absent for a batch made elsewhere, e.g. read from a file). */
+  readonly data?: DataBatch;
   readonly owl: OwlBatch;
 }
 
-export function owlBatch(b: DataBatch): OwlBatch {
+/** The model's view of a data batch: ids and masks stay on the host (the splice plan and the labels are computed
+ *  there; the model uploads the index tensors it needs), the pixels go to `device` as one f32 upload. */
+export function owlBatch(b: DataBatch, device = 'cpu'): OwlBatch {
   const R = b.resolution, n = b.pixelValues ? b.pixelValues.length / (3 * R * R) : 0;
   return {
     inputIds: b.inputIds, batchSize: b.batchSize, seqLen: b.maxLength + 1, numImages: b.numImages,
     nonPaddingMask: b.nonPaddingMask, nonMediaMask: b.nonMediaMask, promptMask: b.promptMask,
-    pixelValues: b.pixelValues && n > 0 ? tensor(b.pixelValues, [n, 3, R, R]) : null, sampleIds: b.sampleIds,
+    pixelValues: b.pixelValues && n > 0 ? tensor(b.pixelValues, [n, 3, R, R], { device }) : null, sampleIds: b.sampleIds,
   };
 }
 
-function trainBatch(b: DataBatch): OwlTrainBatch {
-  const owl = owlBatch(b);
+/** A data batch as the trainer's micro-batch, its pixels on `device`. */
+export function trainBatch(b: DataBatch, device = 'cpu'): OwlTrainBatch {
+  const owl = owlBatch(b, device);
   return {
     data: b, owl, sampleIds: b.sampleIds, tokens: b.tokenCount, images: b.pixelValues ? owl.pixelValues?.shape[0] ?? 0 : 0,
     dispose: () => owl.pixelValues?.dispose(),
@@ -45,9 +50,27 @@ export class OwlTrainable implements TrainableModel<OwlTrainBatch> {
   groupOf(name: string): string { return officialGroupOf(name); }
   addLora(o: LoraSpec): void {
     const a = parseAdapterConfig({ r: o.r, lora_alpha: o.alpha, lora_dropout: o.dropout, target_modules: o.targets });
-    initLora(this.owl.config, a, this.owl.params, this.seed + 1);
-    for (const [k, t] of this.owl.params) t.name = k;
+    const device = this.owl.device, fresh = new Map<string, Tensor>();
+    initLora(this.owl.config, a, fresh, this.seed + 1);
+    // LoRA trains (that is why it is added): fp32 masters on the model's device.
+    for (const [k, t] of fresh) {
+      t.name = k;
+      this.owl.params.set(k, place(t, device, 'f32'));
+    }
     this.owl.adapter = a;
+  }
+  /** Where the weights live and in which dtypes (a log line at the start of a run). */
+  describe(): string {
+    const by = new Map<string, { n: number; bytes: number }>();
+    for (const t of this.owl.params.values()) {
+      const k = `${t.requiresGrad ? 'trainable' : 'frozen'} ${t.dtype}`;
+      const e = by.get(k) ?? { n: 0, bytes: 0 };
+      e.n++;
+      e.bytes += t.numel * (t.dtype === 'f32' ? 4 : 2);
+      by.set(k, e);
+    }
+    const parts = [...by].map(([k, e]) => `${k} ${e.n} tensors ${(e.bytes / 2 ** 30).toFixed(2)} GiB`);
+    return `model on ${this.owl.device}, computing in ${this.owl.computeDtype ?? 'f32'}: ${parts.join(', ')}`;
   }
   forward(b: OwlTrainBatch, ctx: MicroBatchContext): ForwardOutput {
     this.owl.rngState = ctx.seed >>> 0;
@@ -56,9 +79,10 @@ export class OwlTrainable implements TrainableModel<OwlTrainBatch> {
   }
 }
 
-/** Targets whose argmax logit is the label (logits are the counted rows, in order). */
+/** Targets whose argmax logit is the label (logits are the counted rows, in order). The argmax runs where the
+ *  logits are, so only one id per row comes back to the host, not the logits. */
 function countCorrect(logits: Tensor, b: OwlBatch): number {
-  const V = logits.shape[logits.ndim - 1], rows = logits.shape[0], d = logits.toFloat32();
+  const rows = logits.shape[0];
   const labels: number[] = [];
   const T = b.seqLen;
   for (let s = 0; s < b.batchSize; s++) {
@@ -68,42 +92,78 @@ function countCorrect(logits: Tensor, b: OwlBatch): number {
     }
   }
   if (labels.length !== rows) return 0;
+  const best = scope(() => argmaxRows(logits).data<'i32'>());
   let correct = 0;
-  for (let r = 0; r < rows; r++) {
-    let best = 0;
-    for (let v = 1; v < V; v++) if (d[r * V + v] > d[r * V + best]) best = v;
-    if (best === labels[r]) correct++;
-  }
+  for (let r = 0; r < rows; r++) if (best[r] === labels[r]) correct++;
   return correct;
 }
 
-/** The model a config describes: sizes, then weights from model.weights or a seeded fresh initialisation. */
-export function buildModel(config: OwletConfig, sizes: OwlSizes): MplugOwl {
-  // The trainer runs on the CPU backend in this build; a run that asks for a GPU must not quietly train on the CPU.
-  if (config.run.device.startsWith('cuda')) {
-    throw new NotAvailableError(`run.device '${config.run.device}': training on the CUDA backend is not in this build yet ` +
-      '(its kernels are, see native/src/cuda); use run.device: cpu (or auto)');
-  }
+/** Where a config trains and in which dtype it computes (bf16 only on CUDA: see precision.ts). */
+export function placementFor(config: OwletConfig, o: ResolveDeviceOptions = {}): { device: string; dtype: FloatDType } {
+  const device = resolveDevice(config.run.device, o);
+  return { device, dtype: computeDtype(device, config.model.dtype) };
+}
+
+/**
+ * The model a config describes: sizes, then weights from model.weights or a seeded fresh initialisation, placed on
+ * run.device with the precision plan of precision.ts (trainable groups fp32 masters, frozen ones in model.dtype).
+ */
+export function buildModel(config: OwletConfig, sizes: OwlSizes, o: ResolveDeviceOptions = {}): MplugOwl {
+  const { device, dtype } = placementFor(config, o);
+  const prec: PrecisionOptions = { train: config.stage.train, dtype };
   const c = parseOwlConfig(sizes);
   const params = config.model.weights
-    ? loadCheckpoint(config.model.weights, { dtype: 'f32', expected: expectedKeys(c) })
-    : initParams(c, { seed: config.run.seed });
+    ? loadPlaced(config.model.weights, expectedKeys(c), device, prec)
+    : initParams(c, { seed: config.run.seed, place: (t) => place(t, device, storageDtype(t.name!, prec)) });
   let adapter: AdapterConfig | null = null;
-  if (config.model.adapter) {
-    const a = loadAdapter(config.model.adapter, { dtype: 'f32', model: c });
-    for (const [k, t] of a.tensors) params.set(k, t);
-    adapter = a.config;
+  try {
+    if (config.model.adapter) {
+      const a = loadAdapter(config.model.adapter, { dtype: 'f32', device, model: c });
+      for (const [k, t] of a.tensors) params.set(k, place(t, device, storageDtype(k, prec)));
+      adapter = a.config;
+    }
+  } catch (e) {
+    for (const t of params.values()) t.dispose();
+    throw e;
   }
   if (config.model.abstractor_dropout !== undefined) c.abstractor.attentionProbsDropoutProb = config.model.abstractor_dropout;
   for (const [k, t] of params) t.name = k;
-  return new MplugOwl(c, params, adapter);
+  const owl = new MplugOwl(c, params, adapter);
+  if (dtype !== 'f32') owl.computeDtype = dtype;
+  return owl;
+}
+
+/**
+ * A checkpoint read straight into the precision plan: one pass per storage dtype (each reads only its tensors,
+ * converted as they are uploaded), so a 7B model is never held in fp32 first. Parameters keep the expected order.
+ */
+export function loadPlaced(path: string, expected: Map<string, number[]>, device: string, prec: PrecisionOptions): Map<string, Tensor> {
+  const dtypes = [...new Set<FloatDType>(['f32', prec.dtype])];
+  if (dtypes.length === 1) return loadCheckpoint(path, { dtype: dtypes[0], device, expected });
+  const parts: Map<string, Tensor>[] = [];
+  try {
+    for (const dt of dtypes) {
+      const mine = (n: string) => storageDtype(n, prec) === dt;
+      parts.push(loadCheckpoint(path, { dtype: dt, device, filter: mine, expected: new Map([...expected].filter(([n]) => mine(n))) }));
+    }
+  } catch (e) {
+    for (const p of parts) for (const t of p.values()) t.dispose();
+    throw e;
+  }
+  const all = new Map(parts.flatMap((p) => [...p]));
+  const ordered = new Map<string, Tensor>();
+  for (const k of expected.keys()) if (all.has(k)) ordered.set(k, all.get(k)!);
+  for (const [k, t] of all) if (!ordered.has(k)) ordered.set(k, t);
+  return ordered;
 }
 
 /** lib/data's loader as the trainer's resumable stream (restore() rebuilds the loader at the saved position). */
 export class OwlDataStream implements DataStream<OwlTrainBatch> {
   private loader: DataLoader;
   readonly microBatchesPerEpoch: number;
-  constructor(private readonly dataset: JsonlDataset, private readonly opts: ConstructorParameters<typeof DataLoader>[1]) {
+  constructor(private readonly dataset: JsonlDataset, private readonly opts: ConstructorParameters<typeof DataLoader>[1],
+    /** Where the batches' pixels go (the model's device). */
+    private readonly device = 'cpu') {
     this.loader = new DataLoader(dataset, opts);
     this.microBatchesPerEpoch = Math.floor(this.loader.stream.perRank / opts.batchSize);
   }
@@ -114,7 +174,7 @@ export class OwlDataStream implements DataStream<OwlTrainBatch> {
       b = await this.loader.next();
       if (!b) throw new Error('the data stream holds no sample');
     }
-    return trainBatch(b);
+    return trainBatch(b, this.device);
   }
   position(): Json { return this.loader.position() as unknown as Json; }
   restore(p: Json): void {
@@ -155,7 +215,7 @@ export function createDataStream(config: OwletConfig, split: 'train' | 'eval', m
     // Training interleaves the ranks' micro-batches (W ranks read what one rank accumulating W× reads); evaluation
     // gives each rank a block of the eval set.
     rank: o.rank, worldSize: o.worldSize, chunk: train ? d.micro_batch : undefined, workers: train ? d.workers : 0,
-  });
+  }, model.owl.device);
 }
 
 /** AdamW behind the trainer's optimizer interface (groups carry their weight decay). */
@@ -216,11 +276,18 @@ export async function evaluateLoss(model: OwlTrainable, data: OwlDataStream, bat
   return { loss: counted ? loss / counted : 0, accuracy: counted ? correct / counted : 0 };
 }
 
-/** The final exports: the full model in the official layout (+ config.json) and, with LoRA, a PEFT adapter. */
+/**
+ * The final exports: the full model in the official layout (+ config.json) and, with LoRA, a PEFT adapter.
+ * The full model is written in the run's compute dtype (model.dtype on CUDA, else f32). Under bf16 the frozen
+ * weights are bf16 already (widening them would double the file and add no information) and bf16 is what the
+ * released mPLUG-Owl checkpoints hold and what inference on the GPU loads; the trained weights' fp32 masters are
+ * rounded once here, and stay fp32 in the run's checkpoints (checkpoints/ckpt-N) for resuming. The adapter is
+ * written as held: trained LoRA matrices are fp32 masters (PEFT keeps LoRA in fp32; it is small).
+ */
 export async function exportOwl(model: OwlTrainable, _config: OwletConfig, dir: string): Promise<void> {
   const owl = model.owl;
   const base = new Map([...owl.params].filter(([k]) => !k.includes('.lora_')));
-  saveCheckpoint(dir, base, { config: owl.config });
+  saveCheckpoint(dir, base, { config: owl.config, dtype: owl.computeDtype ?? 'f32' });
   if (owl.adapter) {
     const lora = new Map([...owl.params].filter(([k]) => k.includes('.lora_')));
     saveAdapter(join(dir, 'adapter'), lora, owl.adapter);

@@ -6,7 +6,8 @@ import { resolveResume } from './checkpoint.ts';
 import type { OwletConfig } from './config-schema.ts';
 import { gradAccumFor, modelSizes, totalSteps } from './config.ts';
 import type { Components } from './components.ts';
-import { estimateStepFlops } from './estimate.ts';
+import { estimateMemory, estimateStepFlops } from './estimate.ts';
+import { OutOfMemoryError } from '../tensor/errors.ts';
 import { applyStage, decayGroups } from './param-groups.ts';
 import { makeSchedule } from './schedule.ts';
 import { Trainer, type TrainResult } from './trainer.ts';
@@ -39,6 +40,26 @@ export interface StageResult extends TrainResult { outDir: string; resumedFrom: 
  * ```
  */
 export async function trainStage<B extends Batch>(config: OwletConfig, c: Components<B>, o: TrainStageOptions = {}): Promise<StageResult> {
+  try {
+    return await runStage(config, c, o);
+  } catch (e) {
+    if (e instanceof OutOfMemoryError) throw new OutOfMemoryError(`${e.message} ${memoryAdvice(config)}`, e.op);
+    throw e;
+  }
+}
+
+/** What the stage needs by `owlet estimate`, and the knobs that lower it: added to a device's out-of-memory error. */
+function memoryAdvice(config: OwletConfig): string {
+  const e = estimateMemory({ sizes: modelSizes(config), train: config.stage.train, lora: config.stage.lora, dtype: config.model.dtype,
+    microBatch: config.data.micro_batch, maxLength: config.data.max_length, recompute: config.model.gradient_checkpointing });
+  const gib = (b: number) => `${(b / 2 ** 30).toFixed(1)} GiB`;
+  return `(owlet estimate puts stage ${config.stage.id} at ${gib(e.bytes.total)} per device: weights ${gib(e.bytes.weights + e.bytes.masters)}, ` +
+    `gradients + AdamW ${gib(e.bytes.gradients + e.bytes.optimizer)}, activations + logits ${gib(e.bytes.activations + e.bytes.logits)} ` +
+    `at data.micro_batch ${config.data.micro_batch} × ${config.data.max_length + 1} tokens; lower data.micro_batch — ` +
+    'training.global_batch keeps the batch per step — or data.max_length)';
+}
+
+async function runStage<B extends Batch>(config: OwletConfig, c: Components<B>, o: TrainStageOptions): Promise<StageResult> {
   const sizes = modelSizes(config);
   const outDir = config.run.out_dir;
   const dist = o.dist && o.dist.worldSize > 1 ? o.dist : undefined;
@@ -50,6 +71,7 @@ export async function trainStage<B extends Batch>(config: OwletConfig, c: Compon
   if (dist && o.resume) resumePath = dist.shareFromRoot(main ? resumePath ?? '' : undefined) || null;
   const model = await c.createModel(config, sizes);
   const trainable = applyStage(model as never, { train: config.stage.train, lora: config.stage.lora });
+  if (model.describe) log(model.describe());
   const data = await c.createData(config, 'train', model, shard);
   const steps = totalSteps(config, data.microBatchesPerEpoch, gradAccum);
   const optimizer = c.createOptimizer(decayGroups(trainable, config.optimizer.weight_decay, config.optimizer.no_decay), config.optimizer);

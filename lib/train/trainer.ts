@@ -146,7 +146,9 @@ export class Trainer<B extends Batch = Batch> {
           if (src.shape.join(',') !== p.shape.join(',') || src.dtype !== p.dtype) {
             throw new CheckpointError(`checkpoint ${dir}: ${name} is ${src.describe()}, the model has ${p.describe()}`);
           }
-          p.backend.copyInto(p.handle, src.handle);
+          // The checkpoint is read into host memory; a parameter on a device takes it through one upload.
+          const from = src.backend === p.backend ? src : src.to(p.device);
+          try { p.backend.copyInto(p.handle, from.handle); } finally { if (from !== src) from.dispose(); }
         }
       });
       this.o.optimizer.importState(c.optimizer);

@@ -47,6 +47,8 @@ export interface TrainableModel<B extends Batch = Batch> {
   /** Adds LoRA adapters (new parameters appear in parameters()); needed when a stage trains `lora`. */
   addLora?(opts: LoraSpec): void;
   forward(batch: B, ctx: MicroBatchContext): ForwardOutput;
+  /** Optional: one line on where the weights live and in which dtypes (logged when a run starts). */
+  describe?(): string;
 }
 
 /** An endless, resumable stream of micro-batches. */

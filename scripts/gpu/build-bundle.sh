@@ -2,6 +2,7 @@
 # Run HERE (the development machine): builds both addons and packs into .gpu/ (git-ignored) everything the GPU
 # machine needs to run scripts/gpu/run.sh, which has no Node.js, no npm and no network:
 #   check.mjs            scripts/gpu/check.ts bundled by esbuild (ESM, platform node, dependencies inlined)
+#   fixture.mjs, nccl-check.mjs, train-check.mjs   the owl-tiny checks (the model, NCCL, the trainer), bundled alike
 #   owlet_cpu.node       the CPU addon (the reference), owlet_cuda.node the CUDA addon (sm_90)
 #   lib.tar.xz           the CPU addon's shared libraries the GPU machine may lack (OpenBLAS and its Fortran runtime)
 #   node.xz              this machine's node binary (../shared/gpu/node-xz.sh)
@@ -48,6 +49,12 @@ npx esbuild scripts/gpu/nccl-check.ts --bundle --platform=node --format=esm --ta
 npx esbuild scripts/gpu/fixture.ts --bundle --platform=node --format=esm --target=node20 --log-level=warning \
   --outfile=.gpu/fixture.mjs \
   --banner:js="import { createRequire as __owletCreateRequire } from 'node:module'; const require = __owletCreateRequire(import.meta.url);"
+# The trainer check reaches the trainer, whose plots (sharp, vega) and image decoding (sharp) never run there: those
+# packages are replaced by a stub (scripts/gpu/stub-module.ts), which keeps sharp's native binary out and the file small.
+npx esbuild scripts/gpu/train-check.ts --bundle --platform=node --format=esm --target=node20 --log-level=warning \
+  --alias:sharp=./scripts/gpu/stub-module.ts --alias:vega=./scripts/gpu/stub-module.ts --alias:vega-lite=./scripts/gpu/stub-module.ts \
+  --outfile=.gpu/train-check.mjs \
+  --banner:js="import { createRequire as __owletCreateRequire } from 'node:module'; const require = __owletCreateRequire(import.meta.url);"
 bash "$shared/gpu/node-xz.sh" >/dev/null 2>&1 || { [ -s .gpu/node.xz ] || xz -T2 -3 -c "$(command -v node)" >.gpu/node.xz; }
 cp "$shared/gpu/peer_torch.py" .gpu/
 
@@ -58,3 +65,5 @@ total=$(du -sb .gpu | cut -f1)
 # 5. Smoke test here: the CPU parts of the bundle, and the CUDA addon's refusal to load without a GPU.
 OWLET_NATIVE_CPU="$top/.gpu/owlet_cpu.node" OWLET_NATIVE_CUDA="$top/.gpu/owlet_cuda.node" OUT=$(mktemp -d) \
   node .gpu/check.mjs --cpu-only
+OWLET_NATIVE_CPU="$top/.gpu/owlet_cpu.node" OWLET_NATIVE_CUDA="$top/.gpu/owlet_cuda.node" OUT=$(mktemp -d) \
+  node .gpu/train-check.mjs .gpu/owl-tiny --cpu-only --dry-bench

@@ -20,6 +20,8 @@ export interface Case {
   ref: (xs: Float64Array[]) => Record<string, Float64Array | number | boolean>;
   /** Outputs compared with the gradient tolerance in bf16. */
   grads?: string[];
+  /** Integer outputs (indices) that must be equal (TOL.indices). */
+  exact?: string[];
 }
 
 let seedCounter = 1;
@@ -361,6 +363,26 @@ export function cases(): Case[] {
     },
     ref: () => ({ loss: Float64Array.of(0), dlogits: new Float64Array(5 * 33) }),
   });
+
+  for (const [N, V] of [[37, 1000], [8, 32000]] as const) {
+    out.push({
+      name: `argmaxRows [${N},${V}] with a tie, a NaN and a row of NaN`, family: 'loss', dtypes: both, quick: V < 5000,
+      inputs: gen({ shape: [N, V], values: (n) => {
+        const v = randn(rng(V + N), n, 2);
+        v[5] = v[V - 2] = 9; // row 0: a tie, the first wins
+        v[V] = NaN; v[V + 1] = 12; // row 1: NaN skipped
+        v.fill(NaN, 2 * V, 3 * V); // row 2: all NaN → 0
+        return v;
+      } }),
+      run: (be, [x]) => ({ idx: op(be, 'argmaxRows')(x) }),
+      ref: ([x]) => ({ idx: Float64Array.from({ length: N }, (_, r) => {
+        let best = -1;
+        for (let j = 0; j < V; j++) { const v = x[r * V + j]; if (!Number.isNaN(v) && (best < 0 || v > x[r * V + best])) best = j; }
+        return Math.max(best, 0);
+      }) }),
+      exact: ['idx'],
+    });
+  }
 
   // ---------------------------------------------------------------- optimizer
   const sizes = [[37, 13], [129], [1000]];

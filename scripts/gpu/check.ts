@@ -90,13 +90,14 @@ function checkCases(cpuBe: Be, cudaBe: Be | null): CaseResult[] {
         if (reference !== 'cpu') {
           res = { name: c.name, family: c.family, dtype, reference, pass: true, errors: {}, note: note ?? 'no CPU op: skipped' };
         } else {
-          const r = compare(want, c.ref(inputs.map((i) => i.values)), () => TOL.cudaF32);
+          const r = compare(want, c.ref(inputs.map((i) => i.values)), (k) => (c.exact?.includes(k) ? TOL.indices : TOL.cudaF32));
           res = { name: c.name, family: c.family, dtype, reference: 'float64 (cpu checked)', pass: r.ok, errors: r.errs };
         }
       } else {
         try {
           const got = runOn(cudaBe, c, inputs, dtype);
-          const tolFor = (k: string) => (dtype === 'f32' ? TOL.cudaF32 : c.grads?.includes(k) ? TOL.cudaBf16Grad : TOL.cudaBf16);
+          const tolFor = (k: string) => (c.exact?.includes(k) ? TOL.indices
+            : dtype === 'f32' ? TOL.cudaF32 : c.grads?.includes(k) ? TOL.cudaBf16Grad : TOL.cudaBf16);
           const r = compare(got, want, tolFor);
           res = { name: c.name, family: c.family, dtype, reference, pass: r.ok, errors: r.errs, note };
         } catch (e) {

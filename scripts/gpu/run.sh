@@ -2,9 +2,12 @@
 # Runs ON the GPU machine, from the repository root, with .gpu/ carried (made by scripts/gpu/build-bundle.sh):
 #   bash scripts/gpu/run.sh
 # 1. the check: every CUDA op against the CPU backend / float64 references, runtime checks, benchmarks
-# 2. the PyTorch peer (LAYERS=4) in the same call, 3. owlet/peer ratios, 4. compute-sanitizer over the small cases.
-# Logs and JSON go to $OUT (at most 8 files come back): run.log check.log peer.log summary.log sanitizer.log
-# owlet_cuda.json peer_torch.json. Each stage has its own time limit; a failing stage does not stop the next.
+# 2. the PyTorch peer (LAYERS=4) in the same call, 3. owlet/peer ratios, 4. the owl-tiny fixture, NCCL and trainer
+# checks, 5. compute-sanitizer over the small cases.
+# Logs and JSON go to $OUT: run.log check.log peer.log summary.log fixture_cuda.log nccl_check.log train_check.log
+# sanitizer.log owlet_cuda.json peer_torch.json train_bench.json. Each stage has its own time limit; a failing stage
+# does not stop the next. All stages together take longer than one device call may: ONLY="train" (or any of check
+# peer summary fixture nccl train sanitizer, space-separated) runs just those, e.g. ONLY=train bash scripts/gpu/run.sh
 set -u
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$PWD/gpu-out}
@@ -14,6 +17,7 @@ G=$PWD/.gpu
 T=$(mktemp -d /tmp/owlet-gpu.XXXX)
 LOG=$OUT/run.log
 say() { echo "== $(date +%T) $*" | tee -a "$LOG"; }
+want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
 
 say "machine"
 { nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv; nvcc --version | tail -1;
@@ -26,33 +30,51 @@ export LD_LIBRARY_PATH=$T/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export OWLET_NATIVE_CPU=$G/owlet_cpu.node OWLET_NATIVE_CUDA=$G/owlet_cuda.node
 "$T/node" --version >>"$LOG" 2>&1 || say "node does not run here"
 
-say "check (correctness + benchmarks)"
-timeout -k 5 150 "$T/node" "$G/check.mjs" 2>&1 | tee "$OUT/check.log"
-say "check exit ${PIPESTATUS[0]}"
+if want check; then
+  say "check (correctness + benchmarks)"
+  timeout -k 5 150 "$T/node" "$G/check.mjs" 2>&1 | tee "$OUT/check.log"
+  say "check exit ${PIPESTATUS[0]}"
+fi
 
-say "peer (PyTorch, LAYERS=4)"
-(cd "$T" && timeout -k 5 150 env LAYERS=4 python3 "$G/peer_torch.py") 2>&1 | tee "$OUT/peer.log"
-say "peer exit ${PIPESTATUS[0]}"
+if want peer; then
+  say "peer (PyTorch, LAYERS=4)"
+  (cd "$T" && timeout -k 5 150 env LAYERS=4 python3 "$G/peer_torch.py") 2>&1 | tee "$OUT/peer.log"
+  say "peer exit ${PIPESTATUS[0]}"
+fi
 
-say "summary"
-{ "$T/node" "$G/check.mjs" --summary "$OUT/owlet_cuda.json" "$OUT/peer_torch.json";
-  echo "-- failed checks and the count:"; grep -E "^FAIL|passed, .* failed" "$OUT/check.log"; } 2>&1 | tee "$OUT/summary.log"
+if want summary; then
+  say "summary"
+  { "$T/node" "$G/check.mjs" --summary "$OUT/owlet_cuda.json" "$OUT/peer_torch.json";
+    echo "-- failed checks and the count:"; grep -E "^FAIL|passed, .* failed" "$OUT/check.log"; } 2>&1 | tee "$OUT/summary.log"
+fi
 
-say "owl-tiny fixture through the CUDA backend"
-timeout -k 5 60 "$T/node" "$G/fixture.mjs" "$G/owl-tiny" cuda 2>&1 | tee "$OUT/fixture_cuda.log" || say "fixture exit $?"
+if want fixture; then
+  say "owl-tiny fixture through the CUDA backend"
+  timeout -k 5 60 "$T/node" "$G/fixture.mjs" "$G/owl-tiny" cuda 2>&1 | tee "$OUT/fixture_cuda.log" || say "fixture exit $?"
+fi
 
-say "NCCL process group, world size 1 (issue 7): collectives and the owl-tiny stage-2 step"
-timeout -k 5 60 "$T/node" "$G/nccl-check.mjs" "$G/owl-tiny" cuda 2>&1 | tee "$OUT/nccl_check.log" || say "nccl-check exit $?"
+if want nccl; then
+  say "NCCL process group, world size 1 (issue 7): collectives and the owl-tiny stage-2 step"
+  timeout -k 5 60 "$T/node" "$G/nccl-check.mjs" "$G/owl-tiny" cuda 2>&1 | tee "$OUT/nccl_check.log" || say "nccl-check exit $?"
+fi
 
-say "compute-sanitizer (memcheck) over the small cases"
-if command -v compute-sanitizer >/dev/null; then
-  OUT=$T timeout -k 5 60 compute-sanitizer --tool memcheck --print-limit 20 "$T/node" "$G/check.mjs" --quick \
-    >"$T/sanitizer.full" 2>&1
-  echo "sanitizer exit $?" >>"$T/sanitizer.full"
-  { grep -E "ERROR SUMMARY|^=+ (Invalid|Program hit|Error|Address)|FAIL|passed, " "$T/sanitizer.full" | head -40;
-    echo "---- tail"; tail -25 "$T/sanitizer.full"; } >"$OUT/sanitizer.log"
-  cat "$OUT/sanitizer.log"
-else
-  say "no compute-sanitizer on this machine"
+if want train; then
+  say "trainer on CUDA (issue 5/6): owl-tiny steps cpu f32 / cuda f32 / cuda bf16, then 7B-sized steps (LAYERS=4)"
+  timeout -k 5 150 env LAYERS=4 "$T/node" "$G/train-check.mjs" "$G/owl-tiny" 2>&1 | tee "$OUT/train_check.log"
+  say "train-check exit ${PIPESTATUS[0]}"
+fi
+
+if want sanitizer; then
+  say "compute-sanitizer (memcheck) over the small cases"
+  if command -v compute-sanitizer >/dev/null; then
+    OUT=$T timeout -k 5 60 compute-sanitizer --tool memcheck --print-limit 20 "$T/node" "$G/check.mjs" --quick \
+      >"$T/sanitizer.full" 2>&1
+    echo "sanitizer exit $?" >>"$T/sanitizer.full"
+    { grep -E "ERROR SUMMARY|^=+ (Invalid|Program hit|Error|Address)|FAIL|passed, " "$T/sanitizer.full" | head -40;
+      echo "---- tail"; tail -25 "$T/sanitizer.full"; } >"$OUT/sanitizer.log"
+    cat "$OUT/sanitizer.log"
+  else
+    say "no compute-sanitizer on this machine"
+  fi
 fi
 say "done"

@@ -7,8 +7,10 @@ import { join } from 'node:path';
 import { dump, loadBatch, loadModel, mergeLora, io } from '../../lib/model/index.ts';
 import { backward, scope, liveTensors, type Tensor } from '../../lib/tensor/index.ts';
 import { TOL, relMaxError } from '../helpers/tolerances.ts';
+import { owlTinyDir } from '../helpers/owl-steps.ts';
 
-const FX = join(import.meta.dirname, '../../../shared/fixtures/owl-tiny');
+// (beside the repository, or beside a worktree's parent folder)
+const FX = owlTinyDir() ?? join(import.meta.dirname, '../../../shared/fixtures/owl-tiny');
 const have = existsSync(join(FX, 'model.safetensors'));
 const tmp = mkdtempSync(join(tmpdir(), 'owlet-parity-'));
 test.after.always(() => rmSync(tmp, { recursive: true, force: true }));

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { parseConfigText, validateConfig } from '../../lib/train/config.ts';
 import type { Components } from '../../lib/train/components.ts';
 import { trainStage } from '../../lib/train/stage.ts';
+import { OutOfMemoryError } from '../../lib/tensor/errors.ts';
 import { HostAdamW, RegressionData, RegressionModel, fakeIO, hostGradOps, type RegressionBatch } from './helpers/fakes.ts';
 
 const config = (out: string, extra = '') => validateConfig(parseConfigText(`
@@ -67,4 +68,14 @@ test.serial('trainStage runs a config end to end: steps from epochs, eval, check
   } finally {
     for (const m of c.models) m.dispose();
   }
+});
+
+test.serial('a device running out of memory stops the run with the allocator\'s message and what the stage needs', async (t) => {
+  const out = mkdtempSync(join(tmpdir(), 'owlet-stage-oom-'));
+  const c = components();
+  c.createModel = async () => { throw new OutOfMemoryError('out of memory on cuda:0 while allocating 2.00 GiB: tensors hold 77.1 GiB', 'empty'); };
+  const e = await t.throwsAsync(trainStage(config(out), c, { log: () => {} }), { instanceOf: OutOfMemoryError });
+  t.regex(e!.message, /^out of memory on cuda:0 while allocating 2\.00 GiB: tensors hold 77\.1 GiB \(owlet estimate puts stage 1 at [\d.]+ GiB per device: /);
+  t.regex(e!.message, /lower data\.micro_batch .* or data\.max_length\)$/);
+  t.is(e!.op, 'empty');
 });

@@ -25,3 +25,11 @@ export function crossEntropy(logits: Tensor, labels: Tensor, ignoreIndex = -100)
   dlogits.dispose(); // the tape keeps its own handle when it needs one
   return loss;
 }
+
+/**
+ * i32 [rows]: the index of the largest value of each row of x [..., V] (the first on ties; NaN never wins). No
+ * gradient. Next-token accuracy reads these few ids instead of the whole logits.
+ */
+export function argmaxRows(x: Tensor): Tensor {
+  return wrap(x.backend, x.backend.argmaxRows(x.handle));
+}

@@ -34,3 +34,13 @@ OWLET_OP(mulScalarInplace) {
   kern::mul_scalar_inplace(x, s);
   return a.env().Undefined();
 }
+
+// argmaxRows(x) -> i32 [rows]: the index of each row's largest value (first on ties; NaN never wins). x float [..., V].
+OWLET_OP(argmaxRows) {
+  Tensor& x = a.tensor(0, "x");
+  a.expect_float(x, "x");
+  a.check(x.ndim() >= 1 && x.cols() > 0, ErrorKind::Shape, "x must be [..., V] with V > 0, got " + x.describe());
+  Tensor out = a.make(DType::I32, {x.rows()}, x.device());
+  kern::argmax_rows(x, out);
+  return a.ret(std::move(out));
+}

@@ -101,6 +101,9 @@ OWLET_OP(resetPeakMemory) {
 
 OWLET_OP(info) { return backend_info(a.env()); }
 
+// deviceCount() -> devices of this backend (CUDA: visible GPUs, without creating a context on any of them).
+OWLET_OP(deviceCount) { return a.ret_number(device_count()); }
+
 OWLET_OP(setNumThreads) {
   int64_t n = a.integer(0, "threads");
   a.check(n >= 1 && n <= 1024, ErrorKind::Argument, "threads must be in 1..1024");

@@ -98,6 +98,9 @@ void cross_entropy(const Tensor& logits, const Tensor& labels, int64_t ignore_in
 // x *= s[0] in place; s is a one-element f32 tensor read where it lives (no sync). Scales a saved loss gradient by the
 // incoming gradient of the scalar loss without a new tensor.
 void mul_scalar_inplace(Tensor& x, const Tensor& s);
+// out[r] (i32 [rows]) = index of the largest value of row r of x [rows, V]: the first one on ties; NaN never wins (a
+// row of NaN gives 0). Next-token accuracy from the logits without sending them to the host.
+void argmax_rows(const Tensor& x, Tensor& out);
 
 // ---- optimizer (optim.cc) ----
 // Hyperparameters in double: the scalars torch derives from them (1 - lr·wd, lr / (1 - beta1^t), ...) are computed

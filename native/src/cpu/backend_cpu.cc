@@ -34,6 +34,8 @@ Device parse_device(const std::string& s) {
   fail(ErrorKind::Device, "the CPU backend cannot place tensors on '" + s + "'");
 }
 
+int device_count() { return 1; }
+
 void set_num_threads(int n) {
   omp_set_num_threads(n);
   openblas_set_num_threads(n);

@@ -110,4 +110,24 @@ void mul_scalar_inplace(Tensor& x, const Tensor& s) {
   for (int64_t i = 0; i < n; i++) px[i] *= k;
 }
 
+void argmax_rows(const Tensor& x, Tensor& out) {
+  const int64_t V = x.cols(), rows = x.rows();
+  const float* px = x.f32();
+  int32_t* po = out.i32();
+#pragma omp parallel for schedule(static) if (rows * V > (1 << 16))
+  for (int64_t r = 0; r < rows; r++) {
+    const float* row = px + r * V;
+    float best = 0.f;
+    int64_t bi = -1;
+    for (int64_t j = 0; j < V; j++) {
+      float v = row[j];
+      if (v > best || (bi < 0 && !std::isnan(v))) {  // strict: the first maximum stays
+        best = v;
+        bi = j;
+      }
+    }
+    po[r] = int32_t(bi < 0 ? 0 : bi);
+  }
+}
+
 }  // namespace owlet::kern

@@ -165,6 +165,8 @@ Device parse_device(const std::string& s) {
                               "' (host tensors belong to the CPU backend)");
 }
 
+int device_count() { return cuda::device_count("deviceCount"); }
+
 void set_num_threads(int) {}  // host threads do no math in this backend
 
 Napi::Object backend_info(Napi::Env env) {

@@ -179,4 +179,68 @@ void cross_entropy(const Tensor& logits, const Tensor& labels, int64_t ignore_in
   check_launch(op);
 }
 
+namespace {
+constexpr int kArgmaxThreads = 256;
+
+// (value, index) with index -1 for "nothing yet"; b wins over a when larger, or equal with a smaller index.
+__device__ __forceinline__ void argmax_merge(float& v, int& i, float ov, int oi) {
+  if (oi >= 0 && (i < 0 || ov > v || (ov == v && oi < i))) {
+    v = ov;
+    i = oi;
+  }
+}
+
+// One block per row; each thread scans a strided slice (increasing j, so a strict > keeps its first maximum).
+template <class T>
+__global__ void __launch_bounds__(kArgmaxThreads) argmax_rows_kernel(const T* x, int64_t V, int32_t* out) {
+  __shared__ float sv[32];
+  __shared__ int si[32];
+  const T* row = x + int64_t(blockIdx.x) * V;
+  float best = 0.f;
+  int bi = -1;
+  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
+    float v = to_f(row[j]);
+    if (v > best || (bi < 0 && !isnan(v))) {
+      best = v;
+      bi = int(j);
+    }
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    float ov = __shfl_xor_sync(0xffffffffu, best, o);
+    int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+    argmax_merge(best, bi, ov, oi);
+  }
+  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  if (lane == 0) {
+    sv[warp] = best;
+    si[warp] = bi;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    best = lane < nw ? sv[lane] : 0.f;
+    bi = lane < nw ? si[lane] : -1;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      float ov = __shfl_xor_sync(0xffffffffu, best, o);
+      int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+      argmax_merge(best, bi, ov, oi);
+    }
+    if (lane == 0) out[blockIdx.x] = bi < 0 ? 0 : bi;
+  }
+}
+}  // namespace
+
+void argmax_rows(const Tensor& x, Tensor& out) {
+  const char* op = "argmaxRows";
+  int64_t rows = x.rows(), V = x.cols();
+  if (rows == 0) return;
+  DeviceContext& c = context_of(x, op);
+  expect_dtype(out, DType::I32, op, "out");
+  OWLET_FLOAT_SWITCH(x.dtype, T, op, {
+    argmax_rows_kernel<T><<<unsigned(rows), kArgmaxThreads, 0, c.stream>>>(x.data<T>(), V, out.i32());
+  });
+  check_launch(op);
+}
+
 }  // namespace owlet::kern

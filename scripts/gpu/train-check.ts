@@ -1,0 +1,256 @@
+// The trainer on the GPU (issue 5/6), bundled by scripts/gpu/build-bundle.sh into .gpu/train-check.mjs and run by
+// scripts/gpu/run.sh on the GPU machine:
+//
+//   1. owl-tiny: STEPS (default 4) stage-1 and stage-2 optimizer steps of the real trainer (buildModel's placement,
+//      OwlTrainable, AdamW, clipping, 2 micro-batches per step) on cpu f32 (the reference), cuda f32 and cuda bf16;
+//      the losses and gradient norms side by side, PASS/FAIL against TOL.trainF32 / TOL.trainBf16.
+//   2. a stage-1 and a stage-2 step benchmark at the 7B sizes (configs/stage1-7b.yaml, stage2-7b.yaml) with LAYERS
+//      (default 4) LLaMA layers and random weights, bf16 on cuda, at the PyTorch peer's shapes
+//      (../shared/gpu/peer_torch.py: stage 1 16 × 256 tokens, one image each, ViT + abstractor train; stage 2
+//      2 × 2048 and 8 × 512, LoRA r8 on q/v + queries + abstractor train): step time, tokens/s, images/s, peak
+//      device memory, utilisation by the peer's formula, written to $OUT/train_bench.json.
+//
+//   node train-check.mjs <owl-tiny dir>              everything (needs a GPU)
+//   node train-check.mjs <owl-tiny dir> --cpu-only   part 1 on the CPU only (the bundle's smoke test here)
+//   node train-check.mjs <owl-tiny dir> --no-bench   part 1 only
+//   node train-check.mjs <owl-tiny dir> --cpu-only --dry-bench   part 1, then part 2's code at owl-tiny sizes on the
+//                                                    CPU in f32 (a quick run of the benchmark's code, not a benchmark)
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Batch as DataBatch } from '../../lib/data/batch.ts';
+import { MplugOwl, initTensor, paramSpecs, parseOwlConfig, seededRandom } from '../../lib/model/index.ts';
+import { backendFor } from '../../lib/native.ts';
+import { tensor, type Tensor } from '../../lib/tensor/index.ts';
+import { modelSizes, validateConfig } from '../../lib/train/config.ts';
+import type { OwletConfig } from '../../lib/train/config-schema.ts';
+import { probeCuda, resolveDevice } from '../../lib/train/device.ts';
+import { PRESETS } from '../../lib/train/model-sizes.ts';
+import { OwlOptimizer, OwlTrainable, buildModel, trainBatch, type OwlTrainBatch } from '../../lib/train/owl-components.ts';
+import { applyStage, decayGroups } from '../../lib/train/param-groups.ts';
+import { computeDtype, place, storageDtype } from '../../lib/train/precision.ts';
+import { makeSchedule } from '../../lib/train/schedule.ts';
+import { Trainer } from '../../lib/train/trainer.ts';
+import type { DataStream, Json } from '../../lib/train/types.ts';
+import { tinyConfig, trainTinySteps, type StepsResult } from '../../test/helpers/owl-steps.ts';
+import { TOL } from '../../test/helpers/tolerances.ts';
+
+const argv = process.argv.slice(2);
+const FX = argv.find((a) => !a.startsWith('--'));
+const cpuOnly = argv.includes('--cpu-only');
+const dry = argv.includes('--dry-bench');
+const STEPS = Number(process.env.STEPS ?? 4);
+const LAYERS = Number(process.env.LAYERS ?? 4);
+const outDir = process.env.OUT || '.';
+let failed = 0;
+const report: Record<string, unknown> = { date: new Date().toISOString(), node: process.version, steps: STEPS, layers: LAYERS };
+const rel = (a: number, b: number) => Math.abs(a - b) / Math.max(Math.abs(b), 1e-6);
+const save = () => { mkdirSync(outDir, { recursive: true }); writeFileSync(join(outDir, 'train_bench.json'), JSON.stringify(report, null, 1)); };
+
+// ---- 1. owl-tiny: the trainer on cpu f32, cuda f32 and cuda bf16 ----
+
+async function tinyRun(stage: 1 | 2, device: string, dtype: 'f32' | 'bf16'): Promise<StepsResult> {
+  const c = tinyConfig(FX!, stage, device, dtype);
+  return trainTinySteps(buildModel(c, modelSizes(c), { env: {} }), c, FX!, STEPS);
+}
+
+async function tiny(cuda: string | null): Promise<void> {
+  const out: Record<string, unknown>[] = [];
+  report.tiny = out;
+  for (const stage of [1, 2] as const) {
+    const ref = await tinyRun(stage, 'cpu', 'f32');
+    const runs: [string, StepsResult, typeof TOL.trainF32][] = [];
+    if (cuda) {
+      for (const dtype of ['f32', 'bf16'] as const) {
+        try {
+          runs.push([`${cuda} ${dtype}`, await tinyRun(stage, cuda, dtype), dtype === 'f32' ? TOL.trainF32 : TOL.trainBf16]);
+        } catch (e) {
+          failed++;
+          console.log(`FAIL owl-tiny stage ${stage} ${cuda} ${dtype}: ${(e as Error).message}`);
+        }
+      }
+    }
+    console.log(`owl-tiny stage ${stage}, ${STEPS} steps × 2 micro-batches: loss (gradient norm) per step`);
+    console.log(['step', 'cpu f32', ...runs.map(([n]) => n)].map((s) => s.padEnd(30)).join(''));
+    for (let i = 0; i < STEPS; i++) {
+      const cell = (r: StepsResult) => `${r.losses[i].toFixed(6)} (${r.gradNorms[i].toFixed(5)})`;
+      console.log([String(i + 1), cell(ref), ...runs.map(([, r]) => `${cell(r)} ${rel(r.losses[i], ref.losses[i]).toExponential(1)}`)]
+        .map((s) => s.padEnd(30)).join(''));
+    }
+    const falls = (r: StepsResult) => r.losses.every(Number.isFinite) && r.losses[STEPS - 1] < r.losses[0];
+    const okRef = falls(ref);
+    if (!okRef) failed++;
+    console.log(`${okRef ? 'PASS' : 'FAIL'} owl-tiny stage ${stage} cpu f32: finite losses that fall (${ref.losses[0].toFixed(4)} → ${ref.losses[STEPS - 1].toFixed(4)})`);
+    const entry: Record<string, unknown> = { stage, cpu_f32: { losses: ref.losses, gradNorms: ref.gradNorms, ms: ref.ms } };
+    for (const [name, r, tol] of runs) {
+      const lossErr = Math.max(...r.losses.map((l, i) => rel(l, ref.losses[i])));
+      const normErr = Math.max(...r.gradNorms.map((g, i) => rel(g, ref.gradNorms[i])));
+      const ok = falls(r) && lossErr < tol.rel && normErr < tol.rel * 5;
+      if (!ok) failed++;
+      console.log(`${ok ? 'PASS' : 'FAIL'} owl-tiny stage ${stage} ${name} vs cpu f32: loss ${lossErr.toExponential(2)} < ${tol.rel}, ` +
+        `gradient norm ${normErr.toExponential(2)} < ${tol.rel * 5} (${tol.why}); step ${median(r.ms.slice(1)).toFixed(1)} ms`);
+      entry[name.replace(/[: ]/g, '_')] = { losses: r.losses, gradNorms: r.gradNorms, ms: r.ms, lossErr, normErr, pass: ok };
+    }
+    out.push(entry);
+  }
+}
+
+// ---- 2. 7B-sized steps (LAYERS LLaMA layers), bf16 ----
+
+/** Random weights fast (the 7B sizes hold ~1.5e9 values at LAYERS=4; initParams draws ~20M/s in JS): normal weights
+ *  are tiled from one pool of ~1e6 draws (a prime count, so rows do not repeat in step) at a random offset per tensor
+ *  and uploaded at once; the rest as initParams makes them. Then placed as buildModel places them. */
+function benchParams(config: OwletConfig, device: string): MplugOwl {
+  const dtype = computeDtype(device, 'bf16');
+  const c = parseOwlConfig(modelSizes(config));
+  const r = seededRandom(config.run.seed);
+  const pool = new Float32Array(1_000_003);
+  for (let i = 0; i < pool.length; i++) pool[i] = 0.02 * Math.sqrt(-2 * Math.log(Math.max(r(), 1e-12))) * Math.cos(2 * Math.PI * r());
+  const prec = { train: config.stage.train, dtype };
+  const params = new Map<string, Tensor>();
+  for (const s of paramSpecs(c)) {
+    let t: Tensor;
+    if (s.init === 'normal') {
+      const n = s.shape.reduce((a, b) => a * b, 1), data = new Float32Array(n);
+      for (let o = 0, at = Math.floor(r() * pool.length); o < n; at = 0) {
+        const k = Math.min(n - o, pool.length - at);
+        data.set(pool.subarray(at, at + k), o);
+        o += k;
+      }
+      t = tensor(data, s.shape, { device });
+      t.name = s.name;
+    } else {
+      t = initTensor(s, r, c.initializerRange);
+    }
+    params.set(s.name, place(t, device, storageDtype(s.name, prec)));
+  }
+  const owl = new MplugOwl(c, params, null);
+  if (dtype !== 'f32') owl.computeDtype = dtype;
+  return owl;
+}
+
+function benchConfig(stage: 1 | 2): OwletConfig {
+  const sizes = dry ? JSON.parse(readFileSync(join(FX!, 'config.json'), 'utf8'))
+    : structuredClone(PRESETS['mplug-owl-llama-7b']) as unknown as { text_config: { num_hidden_layers: number } };
+  if (!dry) sizes.text_config.num_hidden_layers = LAYERS;
+  return validateConfig({
+    run: { out_dir: 'unused', seed: 5, device: 'cuda' },
+    model: { sizes, dtype: 'bf16' },
+    stage: stage === 1 ? { id: 1, train: ['vision', 'queries', 'abstractor'] }
+      : { id: 2, train: ['lora', 'queries', 'abstractor'], lora: { r: 8, alpha: 32, dropout: 0.05, targets: ['q_proj', 'v_proj'] } },
+    data: { train: [{ path: 'unused.jsonl' }], max_length: 255, micro_batch: 16 },
+    optimizer: { lr: 1e-4, betas: [0.9, 0.98], weight_decay: 0.1 },
+    schedule: { type: 'constant' },
+    training: { steps: 100, clip: 1 },
+  });
+}
+
+/** B samples of T ids: one image (65 media ids) then random text, every text token a target (captions, as the
+ *  peer's labels). Each next() builds the micro-batch as the loader hands it over: pixels uploaded every time. */
+class SyntheticStream implements DataStream<OwlTrainBatch> {
+  private readonly b: DataBatch;
+  constructor(private readonly device: string, B: number, T: number, M: number, V: number, seed: number) {
+    const r = seededRandom(seed), L = T - 1;
+    const ids = new Int32Array(B * T), nonMedia = new Int32Array(B * L), ones = new Int32Array(B * L).fill(1);
+    for (let s = 0; s < B; s++) {
+      for (let i = 0; i < T; i++) ids[s * T + i] = i < M ? -1 : 3 + Math.floor(r() * (V - 3));
+      for (let i = 0; i < L; i++) nonMedia[s * L + i] = ids[s * T + i + 1] >= 0 ? 1 : 0;
+    }
+    const pixels = new Float32Array(B * 3 * 224 * 224);
+    for (let i = 0; i < pixels.length; i++) pixels[i] = 2 * r() - 1;
+    const targets = nonMedia.reduce((a, v) => a + v, 0);
+    this.b = { batchSize: B, maxLength: L, resolution: 224, inputIds: ids, numImages: new Int32Array(B).fill(1), nonPaddingMask: ones,
+      nonMediaMask: nonMedia, promptMask: ones, pixelValues: pixels, sampleIds: Array.from({ length: B }, (_, i) => `synthetic:${i}`),
+      labelCount: targets, tokenCount: B * T };
+  }
+  async next(): Promise<OwlTrainBatch> { return trainBatch(this.b, this.device); }
+  position(): Json { return null; }
+  restore(): void {}
+}
+
+const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s.length ? s[s.length >> 1] : NaN; };
+
+async function benchCase(owl: MplugOwl, config: OwletConfig, device: string, B: number, T: number): Promise<Record<string, unknown>> {
+  const be = backendFor(device);
+  const model = new OwlTrainable(owl, config.run.seed);
+  const trainable = applyStage(model as never, { train: config.stage.train, lora: config.stage.lora });
+  const optimizer = new OwlOptimizer(decayGroups(trainable, config.optimizer.weight_decay, config.optimizer.no_decay), config.optimizer);
+  const trainer = new Trainer({ model, trainable, data: new SyntheticStream(device, B, T, owl.config.mediaTokenLength, owl.config.text.vocabSize, 9), optimizer,
+    schedule: makeSchedule({ type: 'constant', lr: config.optimizer.lr, warmupSteps: 0, totalSteps: 100 }), totalSteps: 100,
+    seed: 1, clip: 1 });
+  try {
+    const warm = 2, timed = 5;
+    for (let i = 0; i < warm; i++) await trainer.trainStep();
+    be.synchronize();
+    be.resetPeakMemory(device);
+    const t0 = performance.now(), losses: number[] = [], hostMs: number[] = [];
+    for (let i = 0; i < timed; i++) {
+      const s = await trainer.trainStep();
+      losses.push(s.loss);
+      hostMs.push(s.ms);
+    }
+    be.synchronize();
+    const ms = (performance.now() - t0) / timed;
+    const L = owl.config.text.numHiddenLayers, nLlm = 6.74e9 * L / 32;
+    // The peer's hardware-FLOPs formula (peer_torch.py): frozen LLM 4N per token, ViT 6N (trained) or 2N per patch token.
+    const flops = 4 * nLlm * B * T + (config.stage.id === 1 ? 6 : 2) * 3.03e8 * B * 257;
+    const peak = be.memory(device).peakBytes;
+    return { stage: config.stage.id, layers: L, batch: B, tokens: T, step_ms: +ms.toFixed(1), tokens_per_s: Math.round(B * T / ms * 1e3),
+      images_per_s: +(B / ms * 1e3).toFixed(1), hw_flops_util_vs_989: +(flops / ms / 1e9 / 989).toFixed(3), peak_gib: +(peak / 2 ** 30).toFixed(2),
+      trainable: [...trainable.values()].reduce((a, p) => a + p.numel, 0), losses, step_ms_trainer: hostMs.map((x) => +x.toFixed(1)) };
+  } finally {
+    trainer.dispose();
+  }
+}
+
+async function bench(device: string): Promise<void> {
+  const cases: Record<string, unknown>[] = [];
+  report.bench = cases;
+  const plan = dry ? [[1, [[2, 24]]], [2, [[1, 40], [2, 20]]]] as const : [[1, [[16, 256]]], [2, [[2, 2048], [8, 512]]]] as const;
+  for (const [stage, shapes] of plan) {
+    const config = benchConfig(stage);
+    const be = backendFor(device);
+    be.resetPeakMemory(device);
+    const t0 = performance.now();
+    let owl: MplugOwl | null = null;
+    try {
+      owl = benchParams(config, device);
+      console.log(`stage ${stage} model (${dry ? 'owl-tiny sizes, dry run' : `7B sizes, ${LAYERS} LLaMA layers`}) built in ${((performance.now() - t0) / 1e3).toFixed(1)} s`);
+      for (const [B, T] of shapes) {
+        const r = await benchCase(owl, config, device, B, T);
+        cases.push(r);
+        console.log(`BENCH ${JSON.stringify(r)}`);
+        save();
+      }
+    } catch (e) {
+      failed++;
+      console.log(`FAIL bench stage ${stage}: ${(e as Error).message}`);
+    } finally {
+      if (owl) for (const p of owl.params.values()) p.dispose();
+    }
+  }
+}
+
+async function main(): Promise<void> {
+  if (!FX) throw new Error('usage: train-check.mjs <owl-tiny dir> [--cpu-only] [--no-bench]');
+  let cuda: string | null = null;
+  if (!cpuOnly) {
+    try {
+      cuda = resolveDevice('cuda', { env: {} });
+      report.device = backendFor(cuda).info();
+    } catch (e) {
+      failed++;
+      console.log(`FAIL the CUDA backend cannot be used: ${(e as Error).message}`);
+    }
+  } else {
+    const p = probeCuda();
+    console.log(`(--cpu-only) CUDA here: ${p.devices ? `${p.devices} device(s), not used` : p.why}`);
+  }
+  await tiny(cuda);
+  save();
+  if (cuda && !argv.includes('--no-bench')) await bench(cuda);
+  else if (dry) await bench('cpu');
+  save();
+  console.log(`train-check: ${failed ? `${failed} FAILED` : 'all passed'}; results in ${join(outDir, 'train_bench.json')}`);
+}
+
+main().then(() => { process.exitCode = failed ? 1 : 0; }, (e) => { console.log(`FAIL train-check: ${(e as Error).stack}`); process.exitCode = 1; });
