@@ -12,7 +12,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { rng } from './rng.ts';
-import { arithmeticPairs, caption, rasterize, sampleScene, sampleTurns, type Scene } from './demo-scene.ts';
+import { arithmeticPairs, caption, DEFAULT_LAYOUT, rasterize, sampleScene, sampleTurns, type Scene, type SceneLayout } from './demo-scene.ts';
 import { formatConversation, SYSTEM_PROMPT } from './template.ts';
 import { DataFormatError } from './errors.ts';
 
@@ -32,6 +32,8 @@ export interface DemoOptions {
   textHoldout?: number;
   /** Image side (default 224). */
   imageSize?: number;
+  /** Shape sizes and jitter within their grid cells (default DEFAULT_LAYOUT). */
+  layout?: SceneLayout;
   /** System line of the template (default: the official one, 32 LLaMA tokens; a demo with a small max_length may
    *  want a shorter one: with it, instruction samples are 124–167 ids long at 65 ids per image). */
   system?: string;
@@ -54,7 +56,7 @@ async function writeSplit(out: string, split: 'train' | 'eval', count: number, o
   const work: Promise<unknown>[] = [];
   for (let i = 0; i < count; i++) {
     const r = rng(o.seed, SPLIT_KEY[split], i);
-    const scene: Scene = sampleScene(r, o.imageSize);
+    const scene: Scene = sampleScene(r, o.imageSize, o.layout);
     const image = `images/${split}/${String(i).padStart(6, '0')}.png`;
     captions.push({ image, text: caption(scene) });
     for (let k = 0; k < o.instructionsPerImage; k++) {
@@ -73,12 +75,16 @@ async function writeSplit(out: string, split: 'train' | 'eval', count: number, o
 /** Generates the demo corpora into `o.out` and returns the file paths. Same seed and options → identical files. */
 export async function generateDemoData(options: DemoOptions): Promise<DemoFiles> {
   const o: Required<DemoOptions> = {
-    seed: 0, trainImages: 2000, evalImages: 200, instructionsPerImage: 1, maxTurns: 3, textHoldout: 0, imageSize: 224, system: SYSTEM_PROMPT, ...options,
+    seed: 0, trainImages: 2000, evalImages: 200, instructionsPerImage: 1, maxTurns: 3, textHoldout: 0, imageSize: 224, system: SYSTEM_PROMPT, layout: DEFAULT_LAYOUT, ...options,
   };
   for (const k of ['trainImages', 'evalImages', 'instructionsPerImage', 'maxTurns', 'textHoldout', 'imageSize'] as const) {
     if (!Number.isInteger(o[k]) || o[k] < 0) throw new DataFormatError(`demo: ${k} must be a non-negative integer, got ${o[k]}`);
   }
   if (o.maxTurns < 1 || o.imageSize < 24) throw new DataFormatError('demo: maxTurns must be ≥ 1 and imageSize ≥ 24');
+  const [lo, hi] = o.layout.size;
+  if (!(lo > 0 && lo <= hi && hi <= 1) || !(o.layout.jitter >= 0 && o.layout.jitter <= 1)) {
+    throw new DataFormatError(`demo: layout.size must be 0 < lo ≤ hi ≤ 1 and layout.jitter in [0, 1], got ${JSON.stringify(o.layout)}`);
+  }
   if (o.textHoldout > 100) throw new DataFormatError('demo: textHoldout must be ≤ 100 (there are 100 sums)');
   mkdirSync(o.out, { recursive: true });
   const train = await writeSplit(o.out, 'train', o.trainImages, o);

@@ -36,6 +36,9 @@ export const ModelConfig = z.strictObject({
   dtype: z.enum(['f32', 'bf16']).default('f32'),
   /** Recompute each LLM layer in backward instead of keeping its activations. */
   gradient_checkpointing: z.boolean().default(false),
+  /** Fresh query tokens: zeros (the official code) or N(0, initializer_range), which makes the queries differ from
+   *  the first step instead of waiting for the LLM's gradients to tell them apart (used when no weights are given). */
+  query_init: z.enum(['zeros', 'normal']).default('zeros'),
   /** Attention-probability dropout of the abstractor (spec §4.1: active even when it is frozen). */
   abstractor_dropout: unit.optional(),
 }).superRefine((m, ctx) => {

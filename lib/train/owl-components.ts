@@ -114,7 +114,7 @@ export function buildModel(config: OwletConfig, sizes: OwlSizes, o: ResolveDevic
   const c = parseOwlConfig(sizes);
   const params = config.model.weights
     ? loadPlaced(config.model.weights, expectedKeys(c), device, prec)
-    : initParams(c, { seed: config.run.seed, place: (t) => place(t, device, storageDtype(t.name!, prec)) });
+    : initParams(c, { seed: config.run.seed, queryInit: config.model.query_init, place: (t) => place(t, device, storageDtype(t.name!, prec)) });
   let adapter: AdapterConfig | null = null;
   try {
     if (config.model.adapter) {
