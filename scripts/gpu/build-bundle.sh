@@ -58,3 +58,5 @@ total=$(du -sb .gpu | cut -f1)
 # 5. Smoke test here: the CPU parts of the bundle, and the CUDA addon's refusal to load without a GPU.
 OWLET_NATIVE_CPU="$top/.gpu/owlet_cpu.node" OWLET_NATIVE_CUDA="$top/.gpu/owlet_cuda.node" OUT=$(mktemp -d) \
   node .gpu/check.mjs --cpu-only
+# The NCCL check's dry run through gloo (world size 1): its collectives and the overlapped gradient buckets.
+OWLET_NATIVE_CPU="$top/.gpu/owlet_cpu.node" node .gpu/nccl-check.mjs "$top/.gpu/owl-tiny" cpu
