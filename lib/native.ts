@@ -138,6 +138,15 @@ export interface NcclNative {
     rendezvousTimeoutMs: number, opTimeoutMs: number): void;
   ncclAllReduce(xs: NT[], bucketBytes?: number): void;
   ncclBroadcast(xs: NT[], root: number, bucketBytes?: number): void;
+  /**
+   * Starts summing f32 tensors (one bucket) across ranks on the group's communication stream, behind the work queued
+   * so far on the compute stream; returns a ticket at once (the overlapped gradient all-reduce).
+   */
+  ncclAllReduceStart(xs: NT[]): number;
+  /** The compute stream waits for that sum (no host synchronisation); the bucket's buffers are released. */
+  ncclAllReduceWait(ticket: number): void;
+  /** Started overlapped all-reduces not yet waited for. */
+  ncclInFlight(): number;
   ncclClose(): void;
 }
 

@@ -9,6 +9,8 @@
 //   OWLET_STORE_PORT           the store's port when rank 0 hosts it (default MASTER_PORT, or MASTER_PORT+1 under
 //                              torchrun, whose agent already serves its own store on MASTER_PORT)
 //   GLOO_SOCKET_IFNAME         network interface for the ranks' connections (default: the one that routes to MASTER_ADDR)
+//   OWLET_DIST_OVERLAP=0       all-reduce the gradients after the backward instead of overlapped with it (default 1)
+//   OWLET_DIST_BUCKET_MB       gradient bucket size in MB (default 25, as PyTorch DDP's bucket_cap_mb)
 import { DistributedError } from '../tensor/errors.ts';
 
 export interface DistEnv {
@@ -88,4 +90,27 @@ export function exitWithLauncher(env: Env = process.env): void {
     }
   }, 500);
   timer.unref();
+}
+
+export interface GradientSyncSettings {
+  /** All-reduce gradient buckets while the backward runs (default) or all after it. */
+  overlap: boolean;
+  /** Bytes per gradient bucket, or undefined for the group's default. */
+  bucketBytes?: number;
+}
+
+/** OWLET_DIST_OVERLAP and OWLET_DIST_BUCKET_MB. */
+export function gradientSyncSettings(env: Env = process.env): GradientSyncSettings {
+  const o = (env.OWLET_DIST_OVERLAP ?? '').trim().toLowerCase();
+  if (!['', '0', '1', 'true', 'false', 'on', 'off'].includes(o)) {
+    throw new DistributedError(`OWLET_DIST_OVERLAP=${env.OWLET_DIST_OVERLAP} must be 1 or 0`, 'env');
+  }
+  const mb = env.OWLET_DIST_BUCKET_MB;
+  let bucketBytes: number | undefined;
+  if (mb !== undefined && mb !== '') {
+    const n = Number(mb);
+    if (!Number.isFinite(n) || n <= 0) throw new DistributedError(`OWLET_DIST_BUCKET_MB=${mb} is not a positive number of megabytes`, 'env');
+    bucketBytes = Math.max(4, Math.round(n * 1024 * 1024));
+  }
+  return { overlap: !['0', 'false', 'off'].includes(o), bucketBytes };
 }

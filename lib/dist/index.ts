@@ -1,6 +1,11 @@
 // Multi-process data parallelism: the process group (gloo on the CPU), torchrun's environment contract, and the
 // launcher behind `owlet launch`.
-export { readDistEnv, distTimeouts, storeLocation, exitWithLauncher, isLoopback, type DistEnv, type DistTimeouts } from './env.ts';
+export {
+  readDistEnv, distTimeouts, storeLocation, exitWithLauncher, isLoopback, gradientSyncSettings, type DistEnv, type DistTimeouts,
+  type GradientSyncSettings,
+} from './env.ts';
+export { rankDevice, localGpu, visibleGpus, type RankDeviceOptions } from './device.ts';
+export { GradientReducer, planBuckets, FIRST_BUCKET_BYTES, type BucketComm, type PendingSum } from './grad-reducer.ts';
 export {
   initProcessGroup, currentProcessGroup, allReduceMean, broadcast, barrier, GlooProcessGroup, SingleProcessGroup,
   DEFAULT_BUCKET_BYTES, type ProcessGroup, type InitOptions,

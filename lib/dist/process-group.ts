@@ -5,12 +5,18 @@
 // CPU tensors go to gloo directly. CUDA tensors go to NCCL when the CUDA addon was built with it (its communicator is
 // created on the first collective over CUDA tensors, which every rank reaches together); otherwise, or with
 // OWLET_DIST_CUDA=gloo, they are staged through host memory and reduced by gloo (correct, not fast). The NCCL path
-// compiles here but has not yet run on several GPUs.
+// compiles here but has not yet run on several GPUs. Under a launcher each rank's CUDA tensors live on its own GPU
+// (device.ts: cuda:LOCAL_RANK), and the NCCL communicator is created there.
+//
+// The trainer reduces gradients through gradientReducer(): buckets all-reduced while the backward runs (on the GPU on
+// a communication stream; see grad-reducer.ts), unless OWLET_DIST_OVERLAP=0.
 import { cpu, cpuDist, cudaNccl, type DistNative, type NativeTensor, type NcclNative } from '../native.ts';
 import { DistributedError } from '../tensor/errors.ts';
 import type { Tensor } from '../tensor/index.ts';
 import type { Collectives } from '../train/types.ts';
-import { distTimeouts, readDistEnv, storeLocation, type DistEnv, type DistTimeouts } from './env.ts';
+import { localGpu } from './device.ts';
+import { distTimeouts, gradientSyncSettings, readDistEnv, storeLocation, type DistEnv, type DistTimeouts } from './env.ts';
+import { GradientReducer, type PendingSum } from './grad-reducer.ts';
 
 /** Gradients are reduced in buckets of about this many bytes: one collective per bucket (PyTorch DDP's default). */
 export const DEFAULT_BUCKET_BYTES = 25 * 1024 * 1024;
@@ -20,6 +26,13 @@ export interface ProcessGroup extends Collectives {
   readonly localWorldSize: number;
   /** Sums tensors across ranks, in place. */
   allReduceSum(xs: Tensor[]): void;
+  /**
+   * Starts summing f32 tensors (one bucket) across ranks, in place. NCCL: queued on the communication stream behind
+   * the work queued so far, and wait() makes the compute stream wait for it; gloo: done when this returns.
+   */
+  startAllReduceSum(xs: Tensor[]): PendingSum;
+  /** Gradient all-reduce overlapped with the backward for these parameters; null when turned off (OWLET_DIST_OVERLAP=0). */
+  gradientReducer(params: Tensor[]): GradientReducer | null;
   barrier(): void;
   /** Ends the group (closes connections; the rank hosting the store stops it). */
   close(): void;
@@ -30,8 +43,13 @@ export interface InitOptions {
   env?: Record<string, string | undefined>;
   rendezvousTimeoutMs?: number;
   timeoutMs?: number;
+  /** Gradient bucket size (default OWLET_DIST_BUCKET_MB, else DEFAULT_BUCKET_BYTES). */
   bucketBytes?: number;
+  /** Overlap the gradient all-reduce with the backward (default OWLET_DIST_OVERLAP, else true). */
+  overlap?: boolean;
 }
+
+const DONE: PendingSum = { wait() {} };
 
 /** The group of a process that runs alone. */
 export class SingleProcessGroup implements ProcessGroup {
@@ -40,6 +58,8 @@ export class SingleProcessGroup implements ProcessGroup {
   readonly localRank = 0;
   readonly localWorldSize = 1;
   allReduceSum(): void {}
+  startAllReduceSum(): PendingSum { return DONE; }
+  gradientReducer(): GradientReducer | null { return null; }
   allReduceMean(): void {}
   allReduceNumbers(xs: number[]): number[] { return [...xs]; }
   broadcast(): void {}
@@ -83,6 +103,7 @@ export class GlooProcessGroup implements ProcessGroup {
   readonly localRank: number;
   readonly localWorldSize: number;
   private readonly bucketBytes: number;
+  private readonly overlap: boolean;
   private readonly opTimeoutMs: number;
   private seq = 0;
   private closed = false;
@@ -90,12 +111,13 @@ export class GlooProcessGroup implements ProcessGroup {
   private nccl: NcclNative | null | undefined;
 
   private constructor(private readonly native: DistNative, private readonly d: DistEnv & { storePort: number },
-    bucketBytes: number, private readonly timeouts: DistTimeouts, private readonly env: Record<string, string | undefined>) {
+    bucketBytes: number, overlap: boolean, private readonly timeouts: DistTimeouts, private readonly env: Record<string, string | undefined>) {
     this.rank = d.rank;
     this.worldSize = d.worldSize;
     this.localRank = d.localRank;
     this.localWorldSize = d.localWorldSize;
     this.bucketBytes = bucketBytes;
+    this.overlap = overlap;
     this.opTimeoutMs = timeouts.opMs;
   }
 
@@ -106,9 +128,11 @@ export class GlooProcessGroup implements ProcessGroup {
     const store = storeLocation(d, env);
     const native = cpuDist();
     const timeouts = { rendezvousMs: o.rendezvousTimeoutMs ?? t.rendezvousMs, opMs: o.timeoutMs ?? t.opMs };
+    const sync = gradientSyncSettings(env);
     const port = call('rendezvous', () => native.distInit(d.rank, d.worldSize, d.masterAddr, store.port, store.hostedHere,
       timeouts.rendezvousMs, timeouts.opMs, env.GLOO_SOCKET_IFNAME || undefined));
-    return new GlooProcessGroup(native, { ...d, storePort: port }, o.bucketBytes ?? DEFAULT_BUCKET_BYTES, timeouts, env);
+    return new GlooProcessGroup(native, { ...d, storePort: port }, o.bucketBytes ?? sync.bucketBytes ?? DEFAULT_BUCKET_BYTES,
+      o.overlap ?? sync.overlap, timeouts, env);
   }
 
   /** NCCL for these tensors when they all live on one GPU and the CUDA addon has it (created on first use). */
@@ -118,6 +142,11 @@ export class GlooProcessGroup implements ProcessGroup {
     if (this.nccl === undefined) {
       const n = cudaNccl();
       const index = device === 'cuda' ? 0 : Number(device.slice(5));
+      // Ranks of one node sharing a GPU would make NCCL fail obscurely ("duplicate GPU"): say what is wrong instead.
+      if (n && this.localWorldSize > 1 && index !== localGpu(this.d, this.env)) {
+        throw new DistributedError(`rank ${this.rank} (LOCAL_RANK ${this.localRank} of ${this.localWorldSize}) reduces tensors on ` +
+          `${device}, but each local rank needs its own GPU: cuda:${localGpu(this.d, this.env)} (lib/dist rankDevice)`, 'rendezvous');
+      }
       if (n) call('rendezvous', () => n.ncclInit(this.rank, this.worldSize, this.d.masterAddr, this.d.storePort, index, this.timeouts.rendezvousMs, this.timeouts.opMs));
       this.nccl = n;
     }
@@ -129,6 +158,23 @@ export class GlooProcessGroup implements ProcessGroup {
     const nccl = this.ncclFor(xs);
     if (nccl) { call('allreduce', () => nccl.ncclAllReduce(xs.map((t) => t.handle), this.bucketBytes)); return; }
     staged(xs, (h) => call('allreduce', () => this.native.distAllReduce(h, this.bucketBytes)), true);
+  }
+
+  startAllReduceSum(xs: Tensor[]): PendingSum {
+    if (!xs.length) return DONE;
+    const nccl = this.ncclFor(xs);
+    if (nccl) {
+      const ticket = call('allreduce', () => nccl.ncclAllReduceStart(xs.map((t) => t.handle)));
+      return { wait: () => call('allreduce', () => nccl.ncclAllReduceWait(ticket)) };
+    }
+    // gloo: one call for the whole bucket (the native side packs it), in this thread.
+    const bytes = xs.reduce((n, t) => n + t.numel * 4, 0);
+    staged(xs, (h) => call('allreduce', () => this.native.distAllReduce(h, Math.max(4, bytes))), true);
+    return DONE;
+  }
+
+  gradientReducer(params: Tensor[]): GradientReducer | null {
+    return this.overlap ? new GradientReducer(params, this, this.bucketBytes) : null;
   }
 
   allReduceMean(xs: Tensor[]): void {

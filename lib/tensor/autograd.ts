@@ -71,11 +71,55 @@ function accumulate(into: Map<number, Tensor>, id: number, g: Tensor): void {
   g.dispose();
 }
 
+export interface BackwardOptions {
+  /**
+   * Called once for each leaf on the tape (a tensor that requires grad and that no op produced: a parameter) as soon
+   * as its `.grad` is final for this backward: right after the earliest node that uses it, the last one back-propagated,
+   * was processed. The leaf may have no `.grad` (none of its uses received a gradient). Data-parallel training starts
+   * all-reducing a bucket of gradients from here while the rest of the backward runs (lib/dist/grad-reducer.ts).
+   */
+  onGradReady?: (leaf: Tensor) => void;
+}
+
+/** Per node index, the leaves whose last use in back-propagation order (their earliest use on the tape) it is. */
+function readyAfter(nodes: Node[]): Map<number, Tensor[]> {
+  const seen = new Set<Tensor>();
+  const at = new Map<number, Tensor[]>();
+  nodes.forEach((n, i) => {
+    for (const leaf of n.inputs) {
+      if (!leaf || seen.has(leaf)) continue;
+      seen.add(leaf);
+      if (!at.has(i)) at.set(i, []);
+      at.get(i)!.push(leaf);
+    }
+  });
+  return at;
+}
+
+/** One node's backward: its inputs' gradients, accumulated into leaves' .grad or into `grads` (by tensor id). */
+function backpropNode(n: Node, grads: Map<number, Tensor>): void {
+  const gys = n.outputs.map((id) => grads.get(id) ?? null);
+  if (gys.every((g) => g === null)) return;
+  const gin = n.backward(gys, n.saved, n.needs);
+  for (const id of n.outputs) { grads.get(id)?.dispose(); grads.delete(id); }
+  for (let j = 0; j < n.inputIds.length; j++) {
+    const g = gin[j];
+    if (!g) continue;
+    keep(g);
+    if (!n.needs[j]) { g.dispose(); continue; }
+    const leaf = n.inputs[j];
+    if (leaf) {
+      if (!leaf.grad) leaf.grad = g;
+      else { leaf.grad.backend.axpy(leaf.grad.handle, g.handle, 1); g.dispose(); }
+    } else accumulate(grads, n.inputIds[j], g);
+  }
+}
+
 /**
  * Back-propagates from `loss` through the whole tape, accumulating into `.grad` of every leaf that requires grad,
  * then clears the tape. `grad` defaults to ones (loss is usually a one-element tensor).
  */
-export function backward(loss: Tensor, grad?: Tensor): void {
+export function backward(loss: Tensor, grad?: Tensor, o: BackwardOptions = {}): void {
   if (!loss.requiresGrad) {
     clearTape();
     throw new ArgumentError('backward: the loss does not depend on any tensor that requires grad', 'backward');
@@ -87,23 +131,11 @@ export function backward(loss: Tensor, grad?: Tensor): void {
   try {
     noGrad(() => {
       grads.set(loss.id, grad ? keep(grad.share()) : keep(full([...loss.shape], 1, { device: loss.device })));
+      const ready = o.onGradReady ? readyAfter(nodes) : null;
       for (let i = nodes.length - 1; i >= 0; i--) {
-        const n = nodes[i];
-        const gys = n.outputs.map((id) => grads.get(id) ?? null);
-        if (gys.every((g) => g === null)) continue;
-        const gin = n.backward(gys, n.saved, n.needs);
-        for (const id of n.outputs) { grads.get(id)?.dispose(); grads.delete(id); }
-        for (let j = 0; j < n.inputIds.length; j++) {
-          const g = gin[j];
-          if (!g) continue;
-          keep(g);
-          if (!n.needs[j]) { g.dispose(); continue; }
-          const leaf = n.inputs[j];
-          if (leaf) {
-            if (!leaf.grad) leaf.grad = g;
-            else { leaf.grad.backend.axpy(leaf.grad.handle, g.handle, 1); g.dispose(); }
-          } else accumulate(grads, n.inputIds[j], g);
-        }
+        backpropNode(nodes[i], grads);
+        const leaves = ready?.get(i);
+        if (leaves) for (const leaf of leaves) o.onGradReady!(leaf);
       }
     });
   } finally {

@@ -16,7 +16,9 @@
 // micro-batch of the global stream (the data stream interleaves ranks) and uses that seed (all ranks draw all W ×
 // gradAccum seeds). So W ranks with accumulation A train like one rank with accumulation W·A, up to the order of
 // fp32 sums. Whether a step is skipped is decided from the all-reduced statistics, so all ranks skip together. Rank 0
-// alone writes checkpoints (with every rank's data position), metrics, TensorBoard and plots.
+// alone writes checkpoints (with every rank's data position), metrics, TensorBoard and plots. When the process group
+// offers it (dist.gradientReducer), the gradients are all-reduced in buckets during the backward of the last
+// micro-batch, each bucket as soon as its gradients are final (lib/dist/grad-reducer.ts), instead of after it.
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { backward, clearTape, full, keep, noGrad, scope, type Tensor } from '../tensor/index.ts';
@@ -28,7 +30,7 @@ import { writePlots } from './plots.ts';
 import { Progress } from './progress.ts';
 import { Rng } from './rng.ts';
 import type { Schedule } from './schedule.ts';
-import type { Batch, Collectives, DataStream, GradOps, Json, Optimizer, TensorFileIO, TrainableModel } from './types.ts';
+import type { Batch, Collectives, DataStream, GradOps, GradientSync, Json, Optimizer, TensorFileIO, TrainableModel } from './types.ts';
 
 export interface SkippedStep { step: number; reason: string; sampleIds: string[] }
 
@@ -101,6 +103,8 @@ export class Trainer<B extends Batch = Batch> {
   private readonly saving: boolean;
   private readonly rank: number;
   private readonly worldSize: number;
+  /** The overlapped gradient all-reduce of a data-parallel run (null: allReduceMean after the backward). */
+  private readonly gradSync: GradientSync | null;
   private resumedFrom: number | undefined;
 
   constructor(o: TrainerOptions<B>) {
@@ -116,6 +120,7 @@ export class Trainer<B extends Batch = Batch> {
     this.lossScale = keep(full([1], 1 / this.gradAccum, { device }));
     this.rank = o.dist?.rank ?? 0;
     this.worldSize = o.dist?.worldSize ?? 1;
+    this.gradSync = o.dist && this.worldSize > 1 ? o.dist.gradientReducer?.(this.params) ?? null : null;
     this.saving = !!(o.outDir && o.checkpoint);
     this.ckpt = o.outDir && o.checkpoint && this.rank === 0
       ? new CheckpointManager(join(o.outDir, 'checkpoints'), o.checkpoint.io, { keepLast: o.checkpoint.keepLast, onSavePoint: o.checkpoint.onSavePoint })
@@ -228,14 +233,16 @@ export class Trainer<B extends Batch = Batch> {
           if (out.correct === undefined) hasCorrect = false; else correct += out.correct;
           if (!Number.isFinite(l)) { bad = `loss is ${l} in micro-batch ${micro}`; clearTape(); return; }
           lossSum += l;
-          backward(out.loss, this.lossScale);
+          backward(out.loss, this.lossScale, micro === this.gradAccum - 1 ? this.gradSync?.backwardOptions() : undefined);
         });
       } finally {
         batch.dispose?.();
       }
     }
+    // Every rank finishes the overlapped reduction, even one whose step went bad (the collectives must match).
+    const hadGrad = this.gradSync?.finish();
     if (W > 1) {
-      const g = this.reduceStepStats([lossSum, tokens, images, counted, correct, hasCorrect ? 0 : 1], bad);
+      const g = this.reduceStepStats([lossSum, tokens, images, counted, correct, hasCorrect ? 0 : 1], bad, hadGrad);
       [lossSum, tokens, images, counted, correct] = g.sums;
       hasCorrect = g.sums[5] === 0;
       bad = g.bad;
@@ -243,7 +250,7 @@ export class Trainer<B extends Batch = Batch> {
     let gradNorm = NaN;
     const grads = this.params.flatMap((p) => (p.grad ? [p.grad] : []));
     if (!bad) {
-      if (W > 1) this.o.dist!.allReduceMean(grads);
+      if (W > 1 && !this.gradSync) this.o.dist!.allReduceMean(grads);
       gradNorm = clipGlobalNorm(this.gradOps, grads, this.o.clip ?? 0);
       if (!Number.isFinite(gradNorm)) bad = `gradient norm is ${gradNorm}`;
     }
@@ -276,17 +283,20 @@ export class Trainer<B extends Batch = Batch> {
   /**
    * Sums the step's statistics over the ranks, with one flag per rank for a non-finite loss and one per parameter for
    * "has a gradient": a parameter with a gradient on some rank gets zeros where it has none (every rank must reduce
-   * the same list); one with a gradient nowhere stays without (the optimizer leaves it alone).
+   * the same list); one with a gradient nowhere stays without (the optimizer leaves it alone). `hadGrad`: which
+   * parameters had a gradient before the overlapped reduction gave every one of them a (zero) gradient.
    */
-  private reduceStepStats(stats: number[], bad: string | null): { sums: number[]; bad: string | null } {
+  private reduceStepStats(stats: number[], bad: string | null, hadGrad?: boolean[]): { sums: number[]; bad: string | null } {
     const W = this.worldSize, n = stats.length;
     const local = [...stats, ...Array.from({ length: W }, (_, r) => (r === this.rank && bad ? 1 : 0)),
-      ...this.params.map((p) => (p.grad ? 1 : 0))];
+      ...this.params.map((p, i) => ((hadGrad ? hadGrad[i] : p.grad) ? 1 : 0))];
     const g = this.o.dist!.allReduceNumbers(local);
     const badRanks = g.slice(n, n + W).flatMap((v, r) => (v > 0 ? [r] : []));
     if (!bad && !badRanks.length) {
       this.params.forEach((p, i) => {
-        if (!p.grad && g[n + W + i] > 0) p.grad = keep(full([...p.shape], 0, { dtype: p.dtype, device: p.device }));
+        const anywhere = g[n + W + i] > 0;
+        if (!p.grad && anywhere) p.grad = keep(full([...p.shape], 0, { dtype: p.dtype, device: p.device }));
+        else if (p.grad && !anywhere) { p.grad.dispose(); p.grad = null; } // zeros from the overlapped reduction
       });
     }
     const list = (rs: number[]) => `${rs.length > 1 ? 'ranks' : 'rank'} ${rs.join(', ')}`;

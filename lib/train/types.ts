@@ -1,6 +1,6 @@
 // The small interfaces the trainer is written against. The real pieces (lib/model's MplugOwl, lib/data's loader,
 // lib/tensor/ops/optim's AdamW, lib/model/io's safetensors) plug in through these; the tests use tiny fakes.
-import type { Tensor } from '../tensor/index.ts';
+import type { BackwardOptions, Tensor } from '../tensor/index.ts';
 
 /** JSON-serialisable values (checkpoint state, data positions, optimizer metadata). */
 export type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
@@ -117,4 +117,21 @@ export interface Collectives {
   gather(value: string): string[] | null;
   /** Rank 0's string on every rank (rank 0 passes it, the others pass nothing). */
   shareFromRoot(value?: string): string;
+  /** Gradient all-reduce overlapped with the backward for these parameters (absent or null: allReduceMean after it). */
+  gradientReducer?(params: Tensor[]): GradientSync | null;
+}
+
+/**
+ * The gradient all-reduce overlapped with the backward of a step's last micro-batch (lib/dist/grad-reducer.ts). Every
+ * rank reduces the same buckets in the same order.
+ */
+export interface GradientSync {
+  /** For backward() of the last micro-batch: each bucket's all-reduce starts once its gradients are final. */
+  backwardOptions(): BackwardOptions;
+  /**
+   * Reduces what has not started yet and waits for all: every parameter's .grad is then the mean over the ranks.
+   * Parameters without a gradient on this rank were reduced as zeros (they now have a .grad); the result says, per
+   * parameter, whether it had one here.
+   */
+  finish(): boolean[];
 }

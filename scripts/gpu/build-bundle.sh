@@ -67,3 +67,5 @@ OWLET_NATIVE_CPU="$top/.gpu/owlet_cpu.node" OWLET_NATIVE_CUDA="$top/.gpu/owlet_c
   node .gpu/check.mjs --cpu-only
 OWLET_NATIVE_CPU="$top/.gpu/owlet_cpu.node" OWLET_NATIVE_CUDA="$top/.gpu/owlet_cuda.node" OUT=$(mktemp -d) \
   node .gpu/train-check.mjs .gpu/owl-tiny --cpu-only --dry-bench
+# The NCCL check's dry run through gloo (world size 1): its collectives and the overlapped gradient buckets.
+OWLET_NATIVE_CPU="$top/.gpu/owlet_cpu.node" node .gpu/nccl-check.mjs "$top/.gpu/owl-tiny" cpu

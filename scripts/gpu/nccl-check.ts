@@ -1,13 +1,16 @@
 // The NCCL path on the GPU machine (one GPU, world size 1): a process group whose rendezvous store this process hosts,
 // whose CUDA collectives go through the CUDA addon's NCCL communicator. Checks bucketed all-reduce and broadcast of
 // CUDA tensors (values), then the owl-tiny stage-2 step: forward, backward, gradients averaged through NCCL (world
-// size 1: unchanged, bit for bit), and times one 100 MB all-reduce.
+// size 1: unchanged, bit for bit), the same step with the all-reduce overlapped with the backward (buckets started
+// from autograd's gradient-ready hook on the communication stream; lib/dist/grad-reducer.ts) against the all-reduce
+// after it, and times one 100 MB all-reduce.
 // Usage: node nccl-check.mjs <owl-tiny dir> [device]     (bundle it like fixture.ts; not part of the CPU test suite)
 import { join } from 'node:path';
+import { GradientReducer } from '../../lib/dist/grad-reducer.ts';
 import { GlooProcessGroup } from '../../lib/dist/process-group.ts';
 import { loadBatch, loadModel } from '../../lib/model/index.ts';
 import { cpuDist, cudaNccl } from '../../lib/native.ts';
-import { backward, scope, tensor, zeros } from '../../lib/tensor/index.ts';
+import { backward, scope, tensor, zeros, type BackwardOptions, type Tensor } from '../../lib/tensor/index.ts';
 
 const FX = process.argv[2];
 const device = process.argv[3] ?? 'cuda';
@@ -49,6 +52,57 @@ try {
     report(grads.every((t, i) => t.toFloat32().every((v, j) => v === before[i][j])),
       `owl-tiny stage-2 step: ${grads.length} gradients averaged through ${via} unchanged (loss ${loss.item().toFixed(4)}, ${ms.toFixed(1)} ms)`);
   });
+
+  // Overlapped: two micro-batches (accumulation 2), the second back-propagated with the reducer's hooks. Buckets of
+  // 64 kB, so that several start during the backward, each packed from several gradients (later rounds also with
+  // one bucket per gradient, reduced in place).
+  const params = [...m.trainable().values()];
+  const clear = () => { for (const p of params) if (p.grad) { p.grad.dispose(); p.grad = null; } };
+  const batch = loadBatch(join(FX, 'batch.safetensors'), device);
+  const step = (hooks?: BackwardOptions) => {
+    for (let micro = 0; micro < 2; micro++) scope(() => backward(m.forward(batch).loss, undefined, micro === 1 ? hooks : undefined));
+  };
+  const host = (xs: (Tensor | null)[]) => xs.map((t) => (t ? t.toFloat32() : null));
+  const same = (a: (Float32Array | null)[], b: (Float32Array | null)[], k = 1) =>
+    a.length === b.length && a.every((x, i) => (x === null ? b[i] === null : b[i] !== null && x.every((v, j) => v * k === b[i]![j])));
+  clear();
+  step();
+  let t0 = performance.now();
+  g.allReduceMean(params.flatMap((p) => (p.grad ? [p.grad] : [])));
+  const after = host(params.map((p) => p.grad));
+  const afterMs = performance.now() - t0;
+  clear();
+  const reducer = new GradientReducer(params, g, 64 * 1024);
+  const sizes = reducer.buckets.map((b) => b.length);
+  step(reducer.backwardOptions());
+  const early = reducer.startedEarly;
+  t0 = performance.now();
+  const had = reducer.finish();
+  // Compute-stream work queued right after finish() must see the reduced values (it waits for the communication
+  // stream): a doubling queued now would be overwritten by a late unpack if it did not.
+  const grads = params.flatMap((p) => (p.grad ? [p.grad] : []));
+  grads[0].backend.scaleInplace(grads.map((t) => t.handle), 2);
+  const overlapped = host(params.map((p) => p.grad));
+  const finishMs = performance.now() - t0;
+  const inFlight = device.startsWith('cuda') ? cudaNccl()!.ncclInFlight() : 0;
+  report(same(after, overlapped, 2) && inFlight === 0,
+    `overlapped all-reduce through ${via}: ${reducer.buckets.length} buckets (sizes ${sizes.join(',')}), ${early} started during the backward, ` +
+    `gradients equal the all-reduce after the backward (×2 queued after finish seen by the compute stream; ${inFlight} in flight)`);
+  report(had.every((h, i) => h === (after[i] !== null)), `overlapped: the parameters without a gradient are the same (${had.filter((h) => !h).length})`);
+  console.log(`INFO owl-tiny stage-2: all-reduce after the backward ${afterMs.toFixed(2)} ms; finish() of the overlapped one ${finishMs.toFixed(2)} ms (world size 1)`);
+  // More rounds: buffers released at each wait are reused by the next round's allocations.
+  const single = new GradientReducer(params, g, 4);
+  let stable = true;
+  for (let round = 0; round < 4; round++) {
+    const r = round % 2 ? single : reducer;
+    clear();
+    step(r.backwardOptions());
+    r.finish();
+    stable &&= same(after, host(params.map((p) => p.grad)));
+  }
+  report(stable, `overlapped: 4 more rounds, alternately with ${single.buckets.length} one-gradient buckets reduced in place, give the same gradients`);
+  clear();
+  batch.pixelValues?.dispose();
   for (const t of m.params.values()) t.dispose();
 
   scope(() => {

@@ -46,6 +46,20 @@ test.serial('collectives: bucketed sums, mean, doubles, broadcast of f32 and i32
   }
 });
 
+test.serial('gradients all-reduced overlapped with the backward equal the all-reduce after it, bit for bit (2 ranks)', async (t) => {
+  const rs = await ranks('overlap', 2, { TEST_BUCKET_BYTES: '128' });
+  for (const res of rs) t.falsy(res.error, JSON.stringify(res.error));
+  const [r0, r1] = rs.map((r) => r.ok as { sequential: number[][]; overlapped: number[][]; had: boolean[]; early: number; buckets: number[][] });
+  t.deepEqual(r0.buckets, [[4, 3], [2], [1], [0]], 'reverse registration order; the first bucket holds up to the bucket size');
+  for (const r of [r0, r1]) t.deepEqual(r.overlapped, r.sequential);
+  t.deepEqual(r0.overlapped, r1.overlapped, 'every rank ends with the same mean');
+  t.true(r0.sequential[0].some((v) => v !== 0), 'the parameter used on rank 0 only has its half of rank 0\'s gradient');
+  t.deepEqual(r0.had, [true, true, true, true, true]);
+  t.deepEqual(r1.had, [false, true, true, true, true], 'rank 1 reduced zeros for the parameter it did not use');
+  t.is(r0.early, 4, 'rank 0 started every bucket during the backward');
+  t.is(r1.early, 3, 'rank 1 started the last bucket (its unused parameter) only when the backward was over');
+});
+
 test.serial('a collective that a rank joins too late fails with a DistributedError naming the op and the rank', async (t) => {
   const [r0] = await ranks('late-collective', 2, { OWLET_DIST_TIMEOUT: '1' });
   t.is(r0.error?.name, 'DistributedError');

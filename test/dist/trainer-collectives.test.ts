@@ -6,6 +6,7 @@ import test from 'ava';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { GradientReducer } from '../../lib/dist/grad-reducer.ts';
 import { tensor, type Tensor } from '../../lib/tensor/index.ts';
 import type { Collectives } from '../../lib/train/types.ts';
 import { Rng } from '../../lib/train/rng.ts';
@@ -22,6 +23,20 @@ class PeerStub implements Collectives {
   broadcast(): void {}
   gather(value: string): string[] | null { this.gathered.push(value); return this.rank === 0 ? [value, value.replace('"rank":0', '"rank":1')] : null; }
   shareFromRoot(value?: string): string { return value ?? ''; }
+}
+
+/** The same, reducing gradients overlapped with the backward (the peer had the same gradients: the sum doubles them). */
+class OverlapPeerStub extends PeerStub {
+  started = 0;
+  gradientReducer(params: Tensor[]): GradientReducer {
+    return new GradientReducer(params, { worldSize: 2, startAllReduceSum: (xs) => {
+      this.started++;
+      this.reduced.push(xs);
+      for (const x of xs) x.backend.scaleInplace([x.handle], 2);
+      return { wait() {} };
+    } }, 64);
+  }
+  allReduceMean(): void { throw new Error('the overlapped path must not all-reduce after the backward'); }
 }
 
 test('a non-finite loss on the other rank skips the step on this one too, naming that rank', async (t) => {
@@ -87,5 +102,34 @@ test('rank 0 writes the checkpoint with both ranks\' data positions; rank 1 writ
       t.deepEqual(logs, [], 'only rank 0 reports');
     }
     trainer.dispose(); model.dispose();
+  }
+});
+
+test('with the overlapped reduction the steps update the weights exactly as with the all-reduce after the backward', async (t) => {
+  const run = async (dist: PeerStub) => {
+    const { model, trainer } = setup({ dist, totalSteps: 3 });
+    for (let i = 0; i < 3; i++) await trainer.trainStep();
+    const w = model.snapshot();
+    trainer.dispose(); model.dispose();
+    return w;
+  };
+  const overlapped = new OverlapPeerStub(0);
+  t.deepEqual(await run(overlapped), await run(new PeerStub(0)));
+  t.is(overlapped.started, 3 * 2, 'two buckets of at most 64 bytes (the bias, then the weight) per step');
+});
+
+test('overlapped: a parameter unused here keeps its reduced gradient when another rank had one, none when nobody had', async (t) => {
+  const unused = (m: { params: Map<string, Tensor> }) => m.params.set('abstractor.unused', tensor(new Float32Array([1, 2]), [2], { name: 'abstractor.unused' }));
+  for (const elsewhere of [true, false]) {
+    const dist = new OverlapPeerStub(0, (l) => l.map((v, i) => (elsewhere && i >= 8 ? 1 : v)));
+    const s = setup({ dist, prepare: unused });
+    await s.trainer.trainStep();
+    await s.trainer.trainStep(); // (the first step's learning rate is 0: warm-up)
+    t.deepEqual(dist.reduced.slice(0, 2).flat().map((g) => g.shape.join('x')).sort(), ['2', '3', '3x5'], 'every rank reduces the same buckets');
+    // AdamW with a zero gradient only decays the weight; without a gradient it leaves the weight alone.
+    const after = s.model.snapshot()['abstractor.unused'];
+    if (elsewhere) t.true(after[0] < 1 && after[1] < 2, `decayed: ${after}`);
+    else t.deepEqual(after, [1, 2]);
+    s.trainer.dispose(); s.model.dispose();
   }
 });

@@ -3,7 +3,8 @@
 //
 // Freed blocks go to per-device free lists keyed by (rounded) size and are handed to the next request that fits.
 // No synchronisation is needed for that reuse: every kernel of a device runs on its one stream (runtime.h), so
-// whatever still reads a freed block was queued before whatever the next owner queues.
+// whatever still reads a freed block was queued before whatever the next owner queues. (The NCCL communication
+// stream holds its buffers until the compute stream waits for it, so the same holds for them.)
 // On a cudaMalloc failure the cache is returned to the driver (after the stream drains) and the allocation is tried
 // once more; if that fails too, Error(OutOfMemory) says what was being allocated and where the memory is.
 #include <cuda_runtime.h>

@@ -110,7 +110,26 @@ DeviceContext& context_of(const Tensor& t, const char* op) {
   return context(t.device());
 }
 
+namespace {
+std::mutex async_failure_mutex;
+std::string async_failure[kMaxDevices];
+}  // namespace
+
+void post_async_failure(int device, const std::string& message) {
+  if (device < 0 || device >= kMaxDevices) return;
+  std::lock_guard<std::mutex> lock(async_failure_mutex);
+  if (async_failure[device].empty()) async_failure[device] = message;
+}
+
 void raise_deferred_errors(DeviceContext& c) {
+  {
+    std::lock_guard<std::mutex> lock(async_failure_mutex);
+    if (!async_failure[c.index].empty()) {
+      std::string m = async_failure[c.index];
+      async_failure[c.index].clear();
+      fail(ErrorKind::Distributed, m);
+    }
+  }
   int code = *static_cast<volatile int*>(c.error_flag);
   if (code == kNoError) return;
   *c.error_flag = kNoError;

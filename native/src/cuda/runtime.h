@@ -3,7 +3,9 @@
 //
 // Every kernel, copy and GEMM of a device is queued on that device's one stream. That is what lets the caching
 // allocator hand a freed block to the next allocation at once: whatever still reads the old tensor was queued
-// before whatever writes the new one.
+// before whatever writes the new one. The one exception, the NCCL group's communication stream (overlapped gradient
+// all-reduce, native/src/dist/nccl), keeps that true by holding the tensors it uses until the compute stream has
+// been made to wait for it.
 #pragma once
 #include <cublasLt.h>
 #include <cublas_v2.h>
@@ -44,6 +46,10 @@ void check_launch(const char* op);
 // call that waits for the device raise it as Error(Argument).
 enum DeferredError : int { kNoError = 0, kGatherIndex = 1, kScatterIndex = 2, kLabelRange = 3 };
 void raise_deferred_errors(DeviceContext& c);
+// A failure found off the calling thread: the NCCL watchdog aborting a collective that failed or timed out while the
+// compute stream waited for it (native/src/dist/nccl). What the stream computed after it is not valid, so the next
+// raise_deferred_errors() of that device (every sync) throws it as Error(Distributed).
+void post_async_failure(int device, const std::string& message);
 // Waits for the device's stream, then raises any deferred error.
 void sync(DeviceContext& c, const char* op);
 // sync() for every device this process has used.

@@ -1,7 +1,7 @@
 // One rank of a process-group test, started by test/dist/process-group.test.ts with torchrun's variables set. Runs
 // the scenario named in argv[2] and prints one JSON line: { ok: results } or { error: { name, code, op, message } }.
 import { initProcessGroup } from '../../../lib/dist/index.ts';
-import { tensor, type Tensor } from '../../../lib/tensor/index.ts';
+import { add, backward, keep, linear, scope, tensor, zeros, type BackwardOptions, type Tensor } from '../../../lib/tensor/index.ts';
 
 const scenario = process.argv[2];
 const started = Date.now();
@@ -30,6 +30,34 @@ async function run(): Promise<unknown> {
       const shared = g.shareFromRoot(r === 0 ? 'hello from 0' : undefined);
       g.close();
       return { rank: r, world: g.worldSize, sums, mean: values(m[0]), numbers, bcast: [values(b[0]), Array.from(b[1].data<'i32'>())], gathered, shared };
+    }
+    case 'overlap': {
+      // Gradients of a small chain, two micro-batches (data differ by rank and micro-batch), reduced after the
+      // backward (allReduceMean) and overlapped with it (the gradient reducer); parameter 0 is unused on rank 1.
+      const shapes = [[4, 6], [5, 6], [7, 5], [4, 7], [4]];
+      const seq = (n: number, k: number) => Float32Array.from({ length: n }, (_, i) => ((i * 7 + k * 3) % 13) / 8 - 0.75);
+      const params = () => shapes.map((s, k) => tensor(seq(s.reduce((a, b) => a * b, 1), k), s, { requiresGrad: true }));
+      const step = (ps: Tensor[], hooks?: BackwardOptions) => {
+        for (let micro = 0; micro < 2; micro++) {
+          scope(() => {
+            const x = tensor(seq(18, 10 + 2 * r + micro), [3, 6]);
+            const h3 = linear(linear(linear(x, ps[1]), ps[2]), ps[3], ps[4]);
+            const y = r === 0 ? add(h3, linear(x, ps[0])) : h3;
+            backward(y, undefined, micro === 1 ? hooks : undefined);
+          });
+        }
+      };
+      const grads = (ps: Tensor[]) => ps.map((p) => values(p.grad!));
+      const a = params();
+      step(a);
+      for (const p of a) if (!p.grad) p.grad = keep(zeros([...p.shape]));
+      g.allReduceMean(a.map((p) => p.grad!));
+      const b = params();
+      const reducer = g.gradientReducer(b)!;
+      step(b, reducer.backwardOptions());
+      const early = reducer.startedEarly;
+      const had = reducer.finish();
+      return { rank: r, sequential: grads(a), overlapped: grads(b), had, early, buckets: reducer.buckets };
     }
     case 'late-collective': {
       // Rank 1 joins the all-reduce 2.5 s late; rank 0's 1 s operation timeout must fire first.

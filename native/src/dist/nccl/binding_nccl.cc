@@ -60,6 +60,26 @@ OWLET_OP(ncclAllReduce) {
   return a.env().Undefined();
 }
 
+// ncclAllReduceStart(tensors) -> ticket: starts summing f32 tensors (one bucket) across ranks on the communication
+// stream, behind the work queued so far; returns at once.
+OWLET_OP(ncclAllReduceStart) {
+  NcclGroup& g = group(a);
+  auto xs = device_tensors(a, g, true);
+  return a.ret_number(double(g.allreduce_start(xs)));
+}
+
+// ncclAllReduceWait(ticket): the compute stream waits for that sum (no host synchronisation).
+OWLET_OP(ncclAllReduceWait) {
+  NcclGroup& g = group(a);
+  int64_t ticket = a.integer(0, "ticket");
+  a.check(ticket > 0, ErrorKind::Argument, "ticket must be > 0, got " + std::to_string(ticket));
+  g.allreduce_wait(uint64_t(ticket));
+  return a.env().Undefined();
+}
+
+// ncclInFlight() -> started overlapped all-reduces not yet waited for.
+OWLET_OP(ncclInFlight) { return a.ret_number(double(group(a).in_flight())); }
+
 // ncclBroadcast(tensors, root, bucketBytes?)
 OWLET_OP(ncclBroadcast) {
   NcclGroup& g = group(a);

@@ -11,6 +11,7 @@ namespace owlet::dist {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+constexpr auto kWatchEvery = std::chrono::milliseconds(10);
 const char* kIdKey = "owlet/nccl/id";
 
 Device cuda_device(int index) { return Device{DeviceKind::CUDA, index}; }
@@ -28,7 +29,14 @@ std::vector<Bucket> plan(const std::vector<Tensor*>& xs, size_t bucket_bytes) {
   return out;
 }
 
-void pause() { std::this_thread::sleep_for(std::chrono::microseconds(200)); }
+// Sleeps a moment with the group's lock released (so the watchdog can run).
+void pause(std::unique_lock<std::mutex>& lock) {
+  lock.unlock();
+  std::this_thread::sleep_for(std::chrono::microseconds(200));
+  lock.lock();
+}
+
+std::string seconds(std::chrono::milliseconds ms) { return std::to_string(ms.count() / 1000) + " s"; }
 
 }  // namespace
 
@@ -60,6 +68,7 @@ void NcclGroup::abort() {
 }
 
 NcclGroup::NcclGroup(const NcclOptions& o) : o_(o) {
+  Lock lock(mu_);
   const auto until = Clock::now() + o.rendezvous_timeout;
   ncclUniqueId id;
   try {
@@ -99,23 +108,54 @@ NcclGroup::NcclGroup(const NcclOptions& o) : o_(o) {
     }
     if (Clock::now() > until) {
       abort();
-      fail("rendezvous", "joining the NCCL communicator timed out after " + std::to_string(o.rendezvous_timeout.count() / 1000) +
-                             " s (a rank did not join)");
+      fail("rendezvous", "joining the NCCL communicator timed out after " + seconds(o.rendezvous_timeout) + " (a rank did not join)");
     }
-    pause();
+    pause(lock);
   }
 }
 
 NcclGroup::~NcclGroup() { close(); }
 
-void NcclGroup::close() {
-  if (!comm_) return;
-  if (broken_.empty()) ncclCommDestroy(comm_);
-  else ncclCommAbort(comm_);
-  comm_ = nullptr;
+size_t NcclGroup::in_flight() {
+  Lock lock(mu_);
+  return in_flight_.size();
 }
 
-void NcclGroup::enqueue(const char* op, ncclResult_t r, Clock::time_point until) {
+void NcclGroup::close() {
+  Lock lock(mu_);
+  // Started buckets finish first (their buffers must outlive NCCL's use of them), unless the group is broken.
+  if (comm_stream_ && comm_ && broken_.empty()) {
+    try {
+      wait_stream("close", comm_stream_, Clock::now() + o_.op_timeout, lock);
+    } catch (const Error&) {
+    }
+  }
+  stopping_ = true;
+  wake_.notify_all();
+  if (watchdog_.joinable()) {
+    lock.unlock();
+    watchdog_.join();
+    lock.lock();
+  }
+  if (comm_) {
+    if (broken_.empty()) ncclCommDestroy(comm_);
+    else ncclCommAbort(comm_);
+    comm_ = nullptr;
+  }
+  for (auto& kv : in_flight_) {
+    if (broken_.empty()) kv.second.hold.clear();
+    else graveyard_.push_back(std::move(kv.second.hold));
+  }
+  in_flight_.clear();
+  for (auto& kv : watched_) cudaEventDestroy(kv.second.done);
+  watched_.clear();
+  if (ready_) cudaEventDestroy(ready_);
+  ready_ = nullptr;
+  if (comm_stream_) cudaStreamDestroy(comm_stream_);
+  comm_stream_ = nullptr;
+}
+
+void NcclGroup::enqueue(const char* op, ncclResult_t r, Clock::time_point until, Lock& lock) {
   if (r == ncclSuccess) return;
   if (r != ncclInProgress) {
     std::string why = reason(r);
@@ -123,6 +163,7 @@ void NcclGroup::enqueue(const char* op, ncclResult_t r, Clock::time_point until)
     fail(op, why);
   }
   for (;;) {
+    if (!comm_) fail(op, "the communicator was aborted: " + broken_);
     ncclResult_t state = ncclSuccess;
     ncclCommGetAsyncError(comm_, &state);
     if (state == ncclSuccess) return;
@@ -131,16 +172,16 @@ void NcclGroup::enqueue(const char* op, ncclResult_t r, Clock::time_point until)
       abort();
       fail(op, why);
     }
-    pause();
+    pause(lock);
   }
 }
 
-void NcclGroup::wait_stream(const char* op, Clock::time_point until) {
-  auto& c = cuda::context(cuda_device(o_.device));
+void NcclGroup::wait_stream(const char* op, cudaStream_t stream, Clock::time_point until, Lock& lock) {
   for (;;) {
-    cudaError_t e = cudaStreamQuery(c.stream);
+    cudaError_t e = cudaStreamQuery(stream);
     if (e == cudaSuccess) return;
     if (e != cudaErrorNotReady) cuda::check(e, op, "cudaStreamQuery");
+    if (!comm_) fail(op, "the communicator was aborted: " + broken_);
     ncclResult_t state = ncclSuccess;
     ncclCommGetAsyncError(comm_, &state);
     if (state != ncclSuccess && state != ncclInProgress) {
@@ -150,15 +191,20 @@ void NcclGroup::wait_stream(const char* op, Clock::time_point until) {
     }
     if (Clock::now() > until) {
       abort();
-      fail(op, "timed out after " + std::to_string(o_.op_timeout.count() / 1000) + " s (another rank did not join this " + op +
+      fail(op, "timed out after " + seconds(o_.op_timeout) + " (another rank did not join this " + op +
                    " in time: it may have stopped, be stuck, or be in a different collective)");
     }
-    pause();
+    pause(lock);
   }
 }
 
 void NcclGroup::allreduce_sum(const std::vector<Tensor*>& xs, size_t bucket_bytes) {
+  Lock lock(mu_);
   check_usable("allreduce");
+  if (!in_flight_.empty()) {
+    throw Error(ErrorKind::Distributed, "allreduce on " + where() + ": called while " + std::to_string(in_flight_.size()) +
+                                            " overlapped all-reduce(s) are not waited for (wait for them first)");
+  }
   const auto until = Clock::now() + o_.op_timeout;
   auto& c = cuda::context(cuda_device(o_.device));
   std::vector<Tensor> scratch;  // kept until the stream is done with them
@@ -173,7 +219,7 @@ void NcclGroup::allreduce_sum(const std::vector<Tensor*>& xs, size_t bucket_byte
         p += xs[i]->nbytes();
       }
     }
-    enqueue("allreduce", ncclAllReduce(buf, buf, b.bytes / sizeof(float), ncclFloat32, ncclSum, comm_, c.stream), until);
+    enqueue("allreduce", ncclAllReduce(buf, buf, b.bytes / sizeof(float), ncclFloat32, ncclSum, comm_, c.stream), until, lock);
     if (b.count > 1) {
       const char* p = static_cast<const char*>(buf);
       for (size_t i = b.first; i < b.first + b.count; i++) {
@@ -182,11 +228,16 @@ void NcclGroup::allreduce_sum(const std::vector<Tensor*>& xs, size_t bucket_byte
       }
     }
   }
-  wait_stream("allreduce", until);
+  wait_stream("allreduce", c.stream, until, lock);
 }
 
 void NcclGroup::broadcast(const std::vector<Tensor*>& xs, int root, size_t bucket_bytes) {
+  Lock lock(mu_);
   check_usable("broadcast");
+  if (!in_flight_.empty()) {
+    throw Error(ErrorKind::Distributed, "broadcast on " + where() + ": called while " + std::to_string(in_flight_.size()) +
+                                            " overlapped all-reduce(s) are not waited for (wait for them first)");
+  }
   const auto until = Clock::now() + o_.op_timeout;
   auto& c = cuda::context(cuda_device(o_.device));
   std::vector<Tensor> scratch;
@@ -203,7 +254,7 @@ void NcclGroup::broadcast(const std::vector<Tensor*>& xs, int root, size_t bucke
         }
       }
     }
-    enqueue("broadcast", ncclBroadcast(buf, buf, b.bytes, ncclUint8, root, comm_, c.stream), until);
+    enqueue("broadcast", ncclBroadcast(buf, buf, b.bytes, ncclUint8, root, comm_, c.stream), until, lock);
     if (b.count > 1 && o_.rank != root) {
       const char* p = static_cast<const char*>(buf);
       for (size_t i = b.first; i < b.first + b.count; i++) {
@@ -212,7 +263,134 @@ void NcclGroup::broadcast(const std::vector<Tensor*>& xs, int root, size_t bucke
       }
     }
   }
-  wait_stream("broadcast", until);
+  wait_stream("broadcast", c.stream, until, lock);
+}
+
+void NcclGroup::start_overlap() {
+  if (comm_stream_) return;
+  int least = 0, greatest = 0;
+  cuda::check(cudaDeviceGetStreamPriorityRange(&least, &greatest), "allreduce", "cudaDeviceGetStreamPriorityRange");
+  // High priority: the reduction's few blocks get scheduled ahead of the backward's kernels when both are ready.
+  cuda::check(cudaStreamCreateWithPriority(&comm_stream_, cudaStreamNonBlocking, greatest), "allreduce", "cudaStreamCreate");
+  cuda::check(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming), "allreduce", "cudaEventCreate");
+  watchdog_ = std::thread([this] { watchdog(); });
+}
+
+uint64_t NcclGroup::allreduce_start(const std::vector<Tensor*>& xs) {
+  Lock lock(mu_);
+  check_usable("allreduce");
+  const auto until = Clock::now() + o_.op_timeout;
+  auto& c = cuda::context(cuda_device(o_.device));
+  start_overlap();
+  InFlight f;
+  size_t bytes = 0;
+  for (Tensor* t : xs) { f.hold.push_back(*t); bytes += t->nbytes(); }
+  try {
+    // The communication stream starts after everything queued so far on the compute stream (the gradients).
+    cuda::check(cudaEventRecord(ready_, c.stream), "allreduce", "cudaEventRecord");
+    cuda::check(cudaStreamWaitEvent(comm_stream_, ready_, 0), "allreduce", "cudaStreamWaitEvent");
+    void* buf = xs.empty() ? nullptr : xs[0]->raw();
+    if (xs.size() > 1) {
+      f.hold.emplace_back(DType::U8, Shape{int64_t(bytes)}, cuda_device(o_.device));
+      buf = f.hold.back().raw();
+      char* p = static_cast<char*>(buf);
+      for (Tensor* t : xs) {
+        cuda::check(cudaMemcpyAsync(p, t->raw(), t->nbytes(), cudaMemcpyDeviceToDevice, comm_stream_), "allreduce", "pack");
+        p += t->nbytes();
+      }
+    }
+    if (bytes > 0) {
+      enqueue("allreduce", ncclAllReduce(buf, buf, bytes / sizeof(float), ncclFloat32, ncclSum, comm_, comm_stream_), until, lock);
+    }
+    if (xs.size() > 1) {
+      const char* p = static_cast<const char*>(buf);
+      for (Tensor* t : xs) {
+        cuda::check(cudaMemcpyAsync(t->raw(), p, t->nbytes(), cudaMemcpyDeviceToDevice, comm_stream_), "allreduce", "unpack");
+        p += t->nbytes();
+      }
+    }
+    cuda::check(cudaEventCreateWithFlags(&f.done, cudaEventDisableTiming), "allreduce", "cudaEventCreate");
+    cuda::check(cudaEventRecord(f.done, comm_stream_), "allreduce", "cudaEventRecord");
+  } catch (...) {
+    // Copies may be queued on the communication stream: its buffers must never be reused.
+    graveyard_.push_back(std::move(f.hold));
+    if (f.done) cudaEventDestroy(f.done);
+    throw;
+  }
+  uint64_t ticket = next_ticket_++;
+  watched_[ticket] = Watched{f.done, until, false};
+  in_flight_[ticket] = std::move(f);
+  wake_.notify_all();
+  return ticket;
+}
+
+void NcclGroup::allreduce_wait(uint64_t ticket) {
+  Lock lock(mu_);
+  auto it = in_flight_.find(ticket);
+  if (it == in_flight_.end()) {
+    throw Error(ErrorKind::Argument, "allreduce: no overlapped all-reduce " + std::to_string(ticket) + " in flight (waited for twice?)");
+  }
+  InFlight f = std::move(it->second);
+  in_flight_.erase(it);
+  if (!broken_.empty()) {
+    graveyard_.push_back(std::move(f.hold));
+    throw Error(ErrorKind::Distributed, "allreduce: the NCCL group is broken since: " + broken_);
+  }
+  auto& c = cuda::context(cuda_device(o_.device));
+  cuda::check(cudaStreamWaitEvent(c.stream, f.done, 0), "allreduce", "cudaStreamWaitEvent");
+  auto w = watched_.find(ticket);
+  if (w != watched_.end()) w->second.waited = true;
+  // f.hold is released here: whatever reuses these blocks next is queued on the compute stream, behind the wait.
+}
+
+void NcclGroup::watchdog() {
+  cudaSetDevice(o_.device);
+  Lock lock(mu_);
+  while (!stopping_) {
+    if (watched_.empty()) {
+      wake_.wait(lock);
+      continue;
+    }
+    for (auto it = watched_.begin(); it != watched_.end();) {
+      Watched& w = it->second;
+      cudaError_t e = cudaEventQuery(w.done);
+      if (e == cudaSuccess) {
+        if (w.waited) {
+          cudaEventDestroy(w.done);
+          it = watched_.erase(it);
+        } else {
+          ++it;
+        }
+        continue;
+      }
+      std::string why;
+      if (e != cudaErrorNotReady) {
+        cudaGetLastError();
+        why = std::string("the device failed: ") + cudaGetErrorString(e);
+      } else if (comm_) {
+        ncclResult_t state = ncclSuccess;
+        ncclCommGetAsyncError(comm_, &state);
+        if (state != ncclSuccess && state != ncclInProgress) {
+          why = reason(state) + " (another rank exited or crashed: see its own error)";
+        } else if (Clock::now() > w.deadline) {
+          why = "an overlapped bucket timed out after " + seconds(o_.op_timeout) +
+                " (another rank did not join this allreduce in time: it may have stopped, be stuck, or be in a different collective)";
+        }
+      }
+      if (!why.empty()) {
+        std::string msg = "allreduce on " + where() + ": " + why;
+        if (broken_.empty()) broken_ = msg;
+        abort();  // NCCL's kernels stop, so the streams waiting for them move on
+        cuda::post_async_failure(o_.device, msg + "; the gradients of this step are not valid");
+        if (e != cudaErrorNotReady) {  // a device error: this event will not complete; stop watching it
+          it = watched_.erase(it);
+          continue;
+        }
+      }
+      ++it;
+    }
+    wake_.wait_for(lock, kWatchEvery);
+  }
 }
 
 }  // namespace owlet::dist
