@@ -87,6 +87,21 @@ export function caption(scene: Scene): string {
   return `${parts.slice(0, -1).join(', ')} and ${parts.at(-1)}.`;
 }
 
+/**
+ * The scene as a grid description: two words per cell in reading order ("red circle" or "empty cell") and a final
+ * ".", 19 LLaMA tokens, one per image token of a model with 18 queries (+ the abstractor's end token). The demo's
+ * text warm-up teaches the LLM to read scenes written this way, standing in for what a pretrained LLM already knows;
+ * stage 1 then teaches the visual side to write image tokens the LLM reads as such a description.
+ */
+export function gridText(scene: Scene): string {
+  const cells: string[] = Array.from({ length: 9 }, () => 'empty cell');
+  for (const s of scene.shapes) cells[s.row * 3 + s.col] = `${s.color} ${s.shape}`;
+  return `${cells.join(' ')}.`;
+}
+
+/** Image tokens a grid description stands in for (see gridText). */
+export const GRID_TOKENS = 19;
+
 export interface QA { question: string; answer: string }
 
 /** Every question the rules allow for a scene: each is asked only when its answer is determined and unique. */
