@@ -7,13 +7,17 @@
 //   <out>/{train,eval}_instructions.jsonl     stage 2: {"text": <template, one image, 1..maxTurns turns>, "image": [...], "task_type": "shapes_sft"}
 //   <out>/{train,eval}_text.jsonl             text-only: "What is a plus b?" → "c." (task_type "arith_sft")
 //   <out>/{train,eval}_scenes.jsonl           what each image shows (for evaluation): {"image", "shapes": [{shape, color, row, col}]}
+//   <out>/warmup_{instructions,captions}.jsonl with warmupScenes > 0: text-only corpora about other scenes, each scene
+//                                              written as its grid text (gridText) where an image would be: the
+//                                              instructions with the grid in place of `<image>` (stage 2's layout),
+//                                              and "AI: <grid> <caption>" (stage 1's layout, caption right after it)
 //   <out>/demo.json                           the options used and the file list
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { rng } from './rng.ts';
-import { arithmeticPairs, caption, DEFAULT_LAYOUT, rasterize, sampleScene, sampleTurns, type Scene, type SceneLayout } from './demo-scene.ts';
-import { formatConversation, SYSTEM_PROMPT } from './template.ts';
+import { arithmeticPairs, caption, DEFAULT_LAYOUT, gridText, rasterize, sampleScene, sampleTurns, type Scene, type SceneLayout } from './demo-scene.ts';
+import { AI_MARKER, formatConversation, IMAGE_TOKEN, SYSTEM_PROMPT } from './template.ts';
 import { DataFormatError } from './errors.ts';
 
 export interface DemoOptions {
@@ -34,6 +38,8 @@ export interface DemoOptions {
   imageSize?: number;
   /** Shape sizes and jitter within their grid cells (default DEFAULT_LAYOUT). */
   layout?: SceneLayout;
+  /** Scenes in the text-only warm-up corpora (default 0: none written). */
+  warmupScenes?: number;
   /** System line of the template (default: the official one, 32 LLaMA tokens; a demo with a small max_length may
    *  want a shorter one: with it, instruction samples are 124–167 ids long at 65 ids per image). */
   system?: string;
@@ -41,6 +47,8 @@ export interface DemoOptions {
 
 export interface DemoFiles {
   out: string;
+  /** Present when warmupScenes > 0. */
+  warmupInstructions?: string; warmupCaptions?: string;
   trainCaptions: string; trainInstructions: string; trainText: string; trainScenes: string;
   evalCaptions: string; evalInstructions: string; evalText: string; evalScenes: string;
 }
@@ -72,12 +80,25 @@ async function writeSplit(out: string, split: 'train' | 'eval', count: number, o
   return { captions, instructions, scenes };
 }
 
+/** The warm-up's text corpora: scenes from their own random stream (key 4), no images drawn. */
+function warmupCorpora(o: Required<DemoOptions>): { instructions: unknown[]; captions: unknown[] } {
+  const instructions: unknown[] = [], captions: unknown[] = [];
+  for (let i = 0; i < o.warmupScenes; i++) {
+    const r = rng(o.seed, 4, i);
+    const scene = sampleScene(r, o.imageSize, o.layout), grid = gridText(scene);
+    const turns = sampleTurns(scene, r, o.maxTurns).map((q) => ({ human: q.question, ai: q.answer }));
+    instructions.push({ text: formatConversation({ images: 1, turns, system: o.system }).replace(IMAGE_TOKEN, grid), task_type: 'warmup_sft' });
+    captions.push({ text: `${AI_MARKER}${grid} ${caption(scene)}`, task_type: 'warmup_sft' });
+  }
+  return { instructions, captions };
+}
+
 /** Generates the demo corpora into `o.out` and returns the file paths. Same seed and options → identical files. */
 export async function generateDemoData(options: DemoOptions): Promise<DemoFiles> {
   const o: Required<DemoOptions> = {
-    seed: 0, trainImages: 2000, evalImages: 200, instructionsPerImage: 1, maxTurns: 3, textHoldout: 0, imageSize: 224, system: SYSTEM_PROMPT, layout: DEFAULT_LAYOUT, ...options,
+    seed: 0, trainImages: 2000, evalImages: 200, instructionsPerImage: 1, maxTurns: 3, textHoldout: 0, imageSize: 224, system: SYSTEM_PROMPT, layout: DEFAULT_LAYOUT, warmupScenes: 0, ...options,
   };
-  for (const k of ['trainImages', 'evalImages', 'instructionsPerImage', 'maxTurns', 'textHoldout', 'imageSize'] as const) {
+  for (const k of ['trainImages', 'evalImages', 'instructionsPerImage', 'maxTurns', 'textHoldout', 'imageSize', 'warmupScenes'] as const) {
     if (!Number.isInteger(o[k]) || o[k] < 0) throw new DataFormatError(`demo: ${k} must be a non-negative integer, got ${o[k]}`);
   }
   if (o.maxTurns < 1 || o.imageSize < 24) throw new DataFormatError('demo: maxTurns must be ≥ 1 and imageSize ≥ 24');
@@ -112,6 +133,13 @@ export async function generateDemoData(options: DemoOptions): Promise<DemoFiles>
   writeFileSync(files.evalInstructions, jsonl(ev.instructions));
   writeFileSync(files.evalText, jsonl([...(o.textHoldout ? held : kept)].map(textRow)));
   writeFileSync(files.evalScenes, jsonl(ev.scenes));
+  if (o.warmupScenes > 0) {
+    files.warmupInstructions = f('warmup_instructions.jsonl');
+    files.warmupCaptions = f('warmup_captions.jsonl');
+    const w = warmupCorpora(o);
+    writeFileSync(files.warmupInstructions, jsonl(w.instructions));
+    writeFileSync(files.warmupCaptions, jsonl(w.captions));
+  }
   const { out: _out, ...opts } = o;
   writeFileSync(f('demo.json'), JSON.stringify({ generator: 'owlet demo data v1', options: opts, files: Object.fromEntries(Object.entries(files).filter(([k]) => k !== 'out').map(([k, v]) => [k, v.slice(o.out.length + 1)])) }, null, 2) + '\n');
   return files;

@@ -5,7 +5,7 @@
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { AI_MARKER, generateDemoData, gridText, IMAGE_TOKEN, llamaTokenizer, type Scene } from '../data/index.ts';
+import { generateDemoData, llamaTokenizer } from '../data/index.ts';
 import { loadModel } from '../model/index.ts';
 import { cpu } from '../native.ts';
 import { parseConfigText, validateConfig } from '../train/config.ts';
@@ -20,6 +20,9 @@ export const DEMO_SYSTEM = 'A chat between a human and an AI.';
  *  shapes fill 55–85% of their cell. (At 224 px the tiny ViT learned shapes several times slower per second.) */
 export const DEMO_IMAGE_SIZE = 96;
 export const DEMO_LAYOUT = { size: [0.55, 0.85] as const, jitter: 1 };
+/** Scenes in the text warm-up corpora (grid descriptions, no images): many more than there are images, so the LLM
+ *  learns to read any scene rather than the 2000 training ones. */
+export const DEMO_WARMUP_SCENES = 20000;
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
 
 export interface DemoOptions {
@@ -59,26 +62,6 @@ function stageConfig(name: string, out: string, o: DemoOptions): OwletConfig {
   return validateConfig(raw, `configs/demo-${name}.yaml`);
 }
 
-/**
- * Text-only warm-up corpora derived from the generated data, so that the tiny LLM learns what a pretrained one
- * already knows: to read a scene description and talk about it. The description is the scene's grid text (gridText:
- * 19 tokens, as many as an image has tokens), put exactly where the image tokens go, so that stage 1 only has to
- * teach the visual side to write image tokens the LLM reads like that text:
- *   warmup_instructions  the instruction samples with `<image>` replaced by the grid text (stage 2's layout)
- *   warmup_captions      "AI: <grid text> <caption>": the caption right after the description (stage 1's layout,
- *                        where the caption follows the image tokens directly; the grid words count too, as only a
- *                        response counts in a text-only sample)
- */
-function writeWarmupCorpora(data: string): void {
-  const rows = (f: string) => readFileSync(join(data, f), 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l));
-  const jsonl = (xs: unknown[]) => xs.map((x) => JSON.stringify(x)).join('\n') + '\n';
-  const grid = new Map<string, string>(rows('train_scenes.jsonl').map((r) => [r.image as string, gridText(r as Scene)]));
-  writeFileSync(join(data, 'warmup_instructions.jsonl'), jsonl(rows('train_instructions.jsonl').map((r) =>
-    ({ text: (r.text as string).replace(IMAGE_TOKEN, grid.get((r.image as string[])[0])!), task_type: 'warmup_sft' }))));
-  writeFileSync(join(data, 'warmup_captions.jsonl'), jsonl(rows('train_captions.jsonl').map((r) =>
-    ({ text: `${AI_MARKER}${grid.get(r.image as string)} ${r.text as string}`, task_type: 'warmup_sft' }))));
-}
-
 const pct = (a: AccuracyByKind | undefined, k: string) => (a?.[k] ? `${(100 * a[k].accuracy).toFixed(1)}% (${a[k].correct}/${a[k].total})` : 'n/a');
 
 export async function runDemo(o: DemoOptions = {}): Promise<DemoReport> {
@@ -92,9 +75,9 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoReport> {
 
   const data = join(out, 'data');
   if (!existsSync(join(data, 'demo.json'))) {
-    await generateDemoData({ out: data, system: DEMO_SYSTEM, maxTurns: 2, imageSize: DEMO_IMAGE_SIZE, layout: DEMO_LAYOUT, trainImages: o.trainImages ?? 2000, evalImages: o.evalImages ?? 200 });
+    await generateDemoData({ out: data, system: DEMO_SYSTEM, maxTurns: 2, imageSize: DEMO_IMAGE_SIZE, layout: DEMO_LAYOUT,
+      warmupScenes: DEMO_WARMUP_SCENES, trainImages: o.trainImages ?? 2000, evalImages: o.evalImages ?? 200 });
   }
-  writeWarmupCorpora(data);
   lap('data');
   log(`data: ${data}`);
 

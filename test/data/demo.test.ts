@@ -6,7 +6,9 @@ import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generateDemoData, type DemoFiles } from '../../lib/data/demo.ts';
-import { questionPool, caption, COLOR_RGB, type Scene, type ColorName } from '../../lib/data/demo-scene.ts';
+import { questionPool, caption, COLOR_RGB, gridText, GRID_TOKENS, sampleScene, type Scene, type ColorName } from '../../lib/data/demo-scene.ts';
+import { rng } from '../../lib/data/rng.ts';
+import { llamaTokenizer } from '../../lib/data/tokenizer.ts';
 import { JsonlDataset } from '../../lib/data/dataset.ts';
 import { SYSTEM_PROMPT } from '../../lib/data/template.ts';
 
@@ -135,4 +137,27 @@ test('text-only sums and disjoint train/eval images', (t) => {
   const trainHashes = new Set([...trainImgs].map((p) => sha(join(a.out, p))));
   t.true(evalImgs.every((p) => !trainHashes.has(sha(join(a.out, p)))));
   for (const r of rows(a.evalInstructions)) t.true(r.image[0].startsWith('images/eval/'));
+});
+
+test('layout: the same seed gives the same scenes at any size and layout; centred shapes with jitter 0; bad layouts refused', async (t) => {
+  const r = (k: number) => rng(11, k);
+  for (let k = 0; k < 20; k++) {
+    const big = sampleScene(r(k), 224), small = sampleScene(r(k), 96, { size: [0.55, 0.85], jitter: 0 });
+    t.is(caption(small), caption(big));
+    const cell = 96 / 3;
+    for (const s of small.shapes) {
+      t.true(Math.abs(s.cx - (s.col + 0.5) * cell) < 1e-9 && Math.abs(s.cy - (s.row + 0.5) * cell) < 1e-9);
+      t.true(s.size >= 0.55 * cell - 1e-9 && s.size <= 0.85 * cell + 1e-9);
+    }
+  }
+  await t.throwsAsync(generateDemoData({ out: join(root, 'bad'), trainImages: 1, evalImages: 1, layout: { size: [0.9, 0.5], jitter: 0 } }), { message: /layout/ });
+  await t.throwsAsync(generateDemoData({ out: join(root, 'bad'), trainImages: 1, evalImages: 1, layout: { size: [0.5, 0.6], jitter: 2 } }), { message: /layout/ });
+});
+
+test('grid text: two words per cell in reading order, as many LLaMA tokens as an 18-query image has tokens', (t) => {
+  const scene = { shapes: [{ shape: 'circle', color: 'red', row: 0, col: 1 }, { shape: 'triangle', color: 'yellow', row: 2, col: 2 }] } as Scene;
+  t.is(gridText(scene), 'empty cell red circle empty cell empty cell empty cell empty cell empty cell empty cell yellow triangle.');
+  const tok = llamaTokenizer();
+  for (const s of rows(a.trainScenes) as Scene[]) t.is(tok.encode(gridText(s)).length, GRID_TOKENS);
+  t.is(GRID_TOKENS, 18 + 1);
 });
