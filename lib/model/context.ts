@@ -6,7 +6,7 @@
 import { ArgumentError, add, cast, linear, loraLinear, reshape, zeros, type DType, type Tensor } from '../tensor/index.ts';
 import type { AdapterConfig } from './config.ts';
 import { loraScaling } from './config.ts';
-import { isLoraTarget, loraKey } from './io/keys.ts';
+import { PEFT_PREFIX, isLoraTarget, loraKey } from './io/keys.ts';
 
 export type Params = Map<string, Tensor>;
 
@@ -52,6 +52,30 @@ export class ForwardContext {
     const yb = add(y, b);
     y.dispose();
     return yb;
+  }
+
+  /** Makes now the working copies of the parameters of module `prefix` (official keys under it and their LoRA
+   *  matrices, PEFT-named): a checkpointed block runs its forward without grad, so a cast made inside would be
+   *  neither recorded nor kept. */
+  materialize(prefix: string): void {
+    if (!this.computeDtype) return;
+    const peft = PEFT_PREFIX + prefix;
+    for (const k of this.params.keys()) if (k.startsWith(prefix) || k.startsWith(peft)) this.get(k);
+  }
+
+  /** fn as a block whose calls after the first draw the same dropout seeds as the first did (a checkpointed block's
+   *  recomputation must drop the same units); such a replay leaves the seed stream where it found it. */
+  replayingSeeds<A extends unknown[], R>(fn: (...a: A) => R): (...a: A) => R {
+    let entry: number | null = null;
+    return (...a: A): R => {
+      if (entry === null) {
+        entry = this.seedState;
+        return fn(...a);
+      }
+      const now = this.seedState;
+      this.seedState = entry;
+      try { return fn(...a); } finally { this.seedState = now; }
+    };
   }
 
   /** Next dropout seed (a 53-bit counter-hash stream). */

@@ -1,6 +1,6 @@
 // LLaMA decoder (HF LlamaForCausalLM semantics, spec §1.4): RMSNorm, rotate-half RoPE, causal attention, SwiGLU MLP,
 // untied lm_head. Modules the adapter targets run as LoRA linears (ForwardContext.linear).
-import { add, attention, linear, reshape, rmsNorm, rope, swiglu, type Tensor } from '../tensor/index.ts';
+import { add, attention, checkpoint, isGradEnabled, linear, reshape, rmsNorm, rope, swiglu, type Tensor } from '../tensor/index.ts';
 import type { TextConfig } from './config.ts';
 import type { ForwardContext } from './context.ts';
 
@@ -11,6 +11,9 @@ export interface LlamaOptions {
   keyMask?: Tensor | null;
   /** Keys/values of earlier tokens per layer (generation). */
   cache?: KVCache | null;
+  /** Activation recomputation: each decoder layer keeps only its input and is run again in the backward
+   *  (config model.gradient_checkpointing). Ignored without grad or with a KV cache. */
+  recompute?: boolean;
 }
 
 export interface KVCache {
@@ -18,25 +21,37 @@ export interface KVCache {
   append(layer: number, k: Tensor, v: Tensor): { k: Tensor; v: Tensor };
 }
 
+const LAYER = 'language_model.model.layers';
+
 /** Runs the decoder on input embeddings [B, T, D]; returns the final hidden states [B, T, D] (before lm_head). */
 export function llamaHidden(ctx: ForwardContext, cfg: TextConfig, x: Tensor, o: LlamaOptions = {}): Tensor {
-  const [B, T, D] = x.shape as [number, number, number];
-  const H = cfg.numAttentionHeads, dh = D / H, eps = cfg.rmsNormEps, pos0 = o.pos0 ?? 0;
+  // Recomputation only pays where a backward follows and nothing outlives the step (a KV cache would).
+  const recompute = !!o.recompute && !o.cache && isGradEnabled();
   let h = x;
   for (let i = 0; i < cfg.numHiddenLayers; i++) {
-    const L = `language_model.model.layers.${i}`;
-    const lin = (t: Tensor, name: string) => ctx.linear(t, `${L}.${name}`);
-    const a = rmsNorm(h, ctx.get(`${L}.input_layernorm.weight`), eps);
-    const q = rope(reshape(lin(a, 'self_attn.q_proj'), [B, T, H, dh]), pos0, cfg.ropeTheta);
-    let k = rope(reshape(lin(a, 'self_attn.k_proj'), [B, T, H, dh]), pos0, cfg.ropeTheta);
-    let v = reshape(lin(a, 'self_attn.v_proj'), [B, T, H, dh]);
-    if (o.cache) ({ k, v } = o.cache.append(i, k, v));
-    const c = attention(q, k, v, { causal: true, keyMask: o.keyMask ?? null });
-    h = add(h, lin(reshape(c, [B, T, D]), 'self_attn.o_proj'));
-    const m = rmsNorm(h, ctx.get(`${L}.post_attention_layernorm.weight`), eps);
-    h = add(h, lin(swiglu(lin(m, 'mlp.gate_proj'), lin(m, 'mlp.up_proj')), 'mlp.down_proj'));
+    const layer = (t: Tensor) => decoderLayer(ctx, cfg, i, t, o);
+    if (!recompute) { h = layer(h); continue; }
+    ctx.materialize(`${LAYER}.${i}.`);
+    h = checkpoint(ctx.replayingSeeds(layer), [h]);
   }
-  return rmsNorm(h, ctx.get('language_model.model.norm.weight'), eps);
+  return rmsNorm(h, ctx.get('language_model.model.norm.weight'), cfg.rmsNormEps);
+}
+
+/** Decoder layer i: pre-norm attention and SwiGLU MLP, each added back to the residual stream. */
+function decoderLayer(ctx: ForwardContext, cfg: TextConfig, i: number, h: Tensor, o: LlamaOptions): Tensor {
+  const [B, T, D] = h.shape as [number, number, number];
+  const H = cfg.numAttentionHeads, dh = D / H, eps = cfg.rmsNormEps, pos0 = o.pos0 ?? 0;
+  const L = `${LAYER}.${i}`;
+  const lin = (t: Tensor, name: string) => ctx.linear(t, `${L}.${name}`);
+  const a = rmsNorm(h, ctx.get(`${L}.input_layernorm.weight`), eps);
+  const q = rope(reshape(lin(a, 'self_attn.q_proj'), [B, T, H, dh]), pos0, cfg.ropeTheta);
+  let k = rope(reshape(lin(a, 'self_attn.k_proj'), [B, T, H, dh]), pos0, cfg.ropeTheta);
+  let v = reshape(lin(a, 'self_attn.v_proj'), [B, T, H, dh]);
+  if (o.cache) ({ k, v } = o.cache.append(i, k, v));
+  const c = attention(q, k, v, { causal: true, keyMask: o.keyMask ?? null });
+  const r = add(h, lin(reshape(c, [B, T, D]), 'self_attn.o_proj'));
+  const m = rmsNorm(r, ctx.get(`${L}.post_attention_layernorm.weight`), eps);
+  return add(r, lin(swiglu(lin(m, 'mlp.gate_proj'), lin(m, 'mlp.up_proj')), 'mlp.down_proj'));
 }
 
 export function lmHead(ctx: ForwardContext, hidden: Tensor): Tensor {

@@ -17,6 +17,8 @@ interface Node {
   outputs: number[];
   saved: Tensor[];
   backward: BackwardFn;
+  /** Leaves whose .grad this node's backward accumulates into directly (a checkpointed block's parameters). */
+  uses: Tensor[];
 }
 
 const gradMode = new AsyncLocalStorage<boolean>();
@@ -28,9 +30,31 @@ export function isGradEnabled(): boolean { return gradMode.getStore() ?? true; }
 export function noGrad<T>(fn: () => T): T { return gradMode.run(false, fn); }
 export function enableGrad<T>(fn: () => T): T { return gradMode.run(true, fn); }
 
+// While a checkpointed block runs its forward without grad, every tensor requiring grad that an op of the block is
+// given lands here: the block's parameters and the outer activations it closes over (see checkpoint.ts).
+let usesSink: Set<Tensor> | null = null;
+
+/** Runs fn (synchronous) and returns, besides its result, every tensor requiring grad that an op inside was given
+ *  while grad mode was off — what a block run under noGrad would have recorded as inputs. */
+export function collectGradUses<T>(fn: () => T): { result: T; uses: Set<Tensor> } {
+  const outer = usesSink, uses = new Set<Tensor>();
+  usesSink = uses;
+  try {
+    const result = fn();
+    if (result instanceof Promise) throw new ArgumentError('collectGradUses: fn must be synchronous', 'checkpoint');
+    return { result, uses };
+  } finally {
+    usesSink = outer;
+    if (outer) for (const t of uses) outer.add(t);
+  }
+}
+
 /** True when an op over these inputs must record (grad mode on and some input requires grad). */
 export function needsGrad(...inputs: (Tensor | null | undefined)[]): boolean {
-  if (!isGradEnabled()) return false;
+  if (!isGradEnabled()) {
+    if (usesSink) for (const t of inputs) if (t && t.requiresGrad) usesSink.add(t);
+    return false;
+  }
   for (const t of inputs) if (t && t.requiresGrad) return true;
   return false;
 }
@@ -40,7 +64,7 @@ export function needsGrad(...inputs: (Tensor | null | undefined)[]): boolean {
  * handles on the same storage) and kept out of every scope until backward() or clearTape() releases them.
  */
 export function record(op: string, inputs: (Tensor | null | undefined)[], outputs: Tensor[], saved: Tensor[],
-  backward: BackwardFn): void {
+  backward: BackwardFn, uses: Tensor[] = []): void {
   const ins = inputs.map((t) => t ?? null);
   const node: Node = {
     op,
@@ -50,6 +74,7 @@ export function record(op: string, inputs: (Tensor | null | undefined)[], output
     outputs: outputs.map((t) => t.id),
     saved: saved.map((t) => keep(t.share())),
     backward,
+    uses,
   };
   for (const t of outputs) { t.requiresGrad = true; t.fromTape = true; }
   tape.push(node);
@@ -86,7 +111,7 @@ function readyAfter(nodes: Node[]): Map<number, Tensor[]> {
   const seen = new Set<Tensor>();
   const at = new Map<number, Tensor[]>();
   nodes.forEach((n, i) => {
-    for (const leaf of n.inputs) {
+    for (const leaf of [...n.inputs, ...n.uses]) {
       if (!leaf || seen.has(leaf)) continue;
       seen.add(leaf);
       if (!at.has(i)) at.set(i, []);
@@ -112,6 +137,57 @@ function backpropNode(n: Node, grads: Map<number, Tensor>): void {
       if (!leaf.grad) leaf.grad = g;
       else { leaf.grad.backend.axpy(leaf.grad.handle, g.handle, 1); g.dispose(); }
     } else accumulate(grads, n.inputIds[j], g);
+  }
+}
+
+/** A tape recorded apart from the global one (a checkpointed block's recomputation). */
+export interface PrivateTape { readonly nodes: readonly unknown[] }
+
+/** Runs fn (synchronous) with grad mode on, recording onto a fresh tape that is returned rather than joining the
+ *  global one; the global tape is left as it was. */
+export function recordPrivate<T>(fn: () => T): { result: T; tape: PrivateTape } {
+  const outer = tape;
+  tape = [];
+  try {
+    const result = enableGrad(fn);
+    return { result, tape: { nodes: tape } };
+  } catch (e) {
+    for (const n of tape) for (const s of n.saved) s.dispose();
+    throw e;
+  } finally {
+    tape = outer;
+  }
+}
+
+/**
+ * Back-propagates through a private tape: `seeds` pairs tensors its ops produced with their incoming gradients
+ * (borrowed: not disposed here). Leaves accumulate into .grad exactly as in backward(); the gradients that reach
+ * `wanted` (tensors the tape used but did not produce) are returned, owned by the caller; null where none arrived.
+ * Everything else the tape held is released.
+ */
+export function backpropPrivate(t: PrivateTape, seeds: [Tensor, Tensor | null][], wanted: Tensor[]): (Tensor | null)[] {
+  const nodes = t.nodes as Node[];
+  const grads = new Map<number, Tensor>();
+  try {
+    return noGrad(() => {
+      // A seed is shared, not copied, unless gradient could later be added into it (a tensor the tape also consumes,
+      // or one seeded twice): the borrowed storage must not change.
+      const consumed = new Set(nodes.flatMap((n) => n.inputIds));
+      for (const [y, g] of seeds) {
+        if (!g || !y.fromTape) continue;
+        const copy = consumed.has(y.id) || seeds.filter(([z]) => z === y).length > 1;
+        accumulate(grads, y.id, keep(copy ? new Tensor(g.backend.clone(g.handle), g.backend) : g.share()));
+      }
+      for (let i = nodes.length - 1; i >= 0; i--) backpropNode(nodes[i], grads);
+      return wanted.map((w) => {
+        const g = grads.get(w.id) ?? null;
+        grads.delete(w.id);
+        return g;
+      });
+    });
+  } finally {
+    for (const g of grads.values()) g.dispose();
+    for (const n of nodes) for (const s of n.saved) s.dispose();
   }
 }
 

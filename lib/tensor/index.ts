@@ -12,3 +12,4 @@ export * from './ops/loss.ts';
 export * from './ops/lora.ts';
 export * from './ops/optim.ts';
 export * from './ops/attention.ts';
+export { checkpoint } from './checkpoint.ts';

@@ -34,7 +34,8 @@ export const ModelConfig = z.strictObject({
   adapter: z.string().min(1).optional(),
   /** Storage dtype of frozen weights and activations; trainables keep fp32 masters. */
   dtype: z.enum(['f32', 'bf16']).default('f32'),
-  /** Recompute each LLM layer in backward instead of keeping its activations. */
+  /** Recompute each LLM decoder layer in backward instead of keeping its activations (lib/tensor/checkpoint.ts):
+   *  the same gradients, bit for bit, for a second forward of the LLM layers. */
   gradient_checkpointing: z.boolean().default(false),
   /** Fresh query tokens: zeros (the official code) or N(0, initializer_range), which makes the queries differ from
    *  the first step instead of waiting for the LLM's gradients to tell them apart (used when no weights are given). */

@@ -45,7 +45,9 @@ export function trainBatch(b: DataBatch, device = 'cpu'): OwlTrainBatch {
 
 /** MplugOwl behind the trainer's model interface. */
 export class OwlTrainable implements TrainableModel<OwlTrainBatch> {
-  constructor(readonly owl: MplugOwl, private readonly seed: number) {}
+  constructor(readonly owl: MplugOwl, private readonly seed: number,
+    /** Recompute each LLM layer's activations in the backward (config model.gradient_checkpointing). */
+    readonly recompute = false) {}
   parameters(): Map<string, Tensor> { return this.owl.params; }
   groupOf(name: string): string { return officialGroupOf(name); }
   addLora(o: LoraSpec): void {
@@ -74,7 +76,7 @@ export class OwlTrainable implements TrainableModel<OwlTrainBatch> {
   }
   forward(b: OwlTrainBatch, ctx: MicroBatchContext): ForwardOutput {
     this.owl.rngState = ctx.seed >>> 0;
-    const r = this.owl.forward(b.owl, { training: ctx.training, logits: 'counted' });
+    const r = this.owl.forward(b.owl, { training: ctx.training, logits: 'counted', recompute: this.recompute });
     return { loss: r.loss, counted: r.countedTokens, correct: countCorrect(r.logits, b.owl) };
   }
 }
@@ -297,7 +299,7 @@ export async function exportOwl(model: OwlTrainable, _config: OwletConfig, dir: 
 /** Everything trainStage() needs, wired to the real pieces; rank and worldSize pick this process's data shard. */
 export function owlComponents(o: { rank?: number; worldSize?: number } = {}): Components<OwlTrainBatch> {
   return {
-    createModel: async (config, sizes) => new OwlTrainable(buildModel(config, sizes), config.run.seed),
+    createModel: async (config, sizes) => new OwlTrainable(buildModel(config, sizes), config.run.seed, config.model.gradient_checkpointing),
     createData: async (config, split, model, shard) => createDataStream(config, split, model as OwlTrainable, shard ?? o),
     createOptimizer: (groups, opt) => new OwlOptimizer(groups, opt),
     tensorIO: safetensorsIO,

@@ -59,7 +59,7 @@ export interface StepsResult { losses: number[]; gradNorms: number[]; weights: M
 
 /** Trains `steps` optimizer steps of `config` on `model` with the repeated fixture batch; disposes the model. */
 export async function trainTinySteps(model: MplugOwl, config: OwletConfig, fx: string, steps: number): Promise<StepsResult> {
-  const m = new OwlTrainable(model, config.run.seed);
+  const m = new OwlTrainable(model, config.run.seed, config.model.gradient_checkpointing);
   const trainable = applyStage(m as never, { train: config.stage.train, lora: config.stage.lora });
   const data = new RepeatStream(fx, model.device);
   const optimizer = new OwlOptimizer(decayGroups(trainable, config.optimizer.weight_decay, config.optimizer.no_decay), config.optimizer);
