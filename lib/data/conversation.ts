@@ -3,7 +3,7 @@
 // with "predict token i+1 from position i". Only response tokens and the EOS closing each response are labelled.
 import type { Tokenizer } from './tokenizer.ts';
 import { SampleError } from './errors.ts';
-import { AI_MARKER, HUMAN_MARKER, IMAGE_TOKEN } from './template.ts';
+import { AI_MARKER, countImageTokens, HUMAN_MARKER, IMAGE_TOKEN } from './template.ts';
 
 export interface SequenceOptions {
   /** L: samples become L+1 ids (official --seq-length). */
@@ -12,6 +12,18 @@ export interface SequenceOptions {
   mediaTokenLength: number;
   /** The id that fills an image's positions (official: -1). */
   mediaTokenId?: number;
+  /** Stage-1 caption records: a conversation prefix holding one `<image>` and ending with "AI: " that the caption
+   *  follows as the response (the official stage-1 prompt is unknown, spec §4.2; default: none, BOS + image +
+   *  caption + EOS). */
+  captionPrompt?: string;
+}
+
+/** Why a caption prompt cannot be used, or null when it can. */
+export function captionPromptProblem(p: string): string | null {
+  if (countImageTokens(p) !== 1) return `must hold exactly one ${IMAGE_TOKEN}, it holds ${countImageTokens(p)}`;
+  if (!p.endsWith(AI_MARKER)) return `must end with "${AI_MARKER}" (the caption is the response that follows)`;
+  if (p.startsWith(IMAGE_TOKEN)) return `must start with text before ${IMAGE_TOKEN} (the first piece of a conversation is always read as text)`;
+  return null;
 }
 
 export interface TokenizedSample {
@@ -151,10 +163,15 @@ export function untruncatedLength(text: string, tok: Tokenizer, o: SequenceOptio
 
 /**
  * A stage-1 caption sample (spec §4.2 recommendation): BOS + one image's media ids + caption + EOS, loss on the
- * caption and EOS only. A long caption is cut so that the sequence (with EOS) is L+1 ids.
+ * caption and EOS only; with `captionPrompt`, the conversation prompt + caption as its response. A long caption is cut so that the sequence (with EOS) is L+1 ids.
  */
 export function tokenizeCaption(caption: string, tok: Tokenizer, o: SequenceOptions): TokenizedSample {
   checkOptions(o);
+  if (o.captionPrompt !== undefined) {
+    const why = captionPromptProblem(o.captionPrompt);
+    if (why) throw new SampleError(`caption prompt ${JSON.stringify(o.captionPrompt)} ${why}`);
+    return tokenizeConversation(`${o.captionPrompt}${caption}`, tok, o);
+  }
   const L = o.maxLength, M = o.mediaTokenLength, media = o.mediaTokenId ?? -1;
   const bos = tok.bos > 0 ? [tok.bos] : [];
   const head = [...bos, ...new Array<number>(M).fill(media)];

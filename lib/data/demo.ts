@@ -10,14 +10,15 @@
 //   <out>/warmup_{instructions,captions}.jsonl with warmupScenes > 0: text-only corpora about other scenes, each scene
 //                                              written as its grid text (gridText) where an image would be: the
 //                                              instructions with the grid in place of `<image>` (stage 2's layout),
-//                                              and "AI: <grid> <caption>" (stage 1's layout, caption right after it)
+//                                              and the caption prompt with the grid + the caption (stage 1's
+//                                              layout with data.caption_prompt = captionPrompt(system))
 //   <out>/demo.json                           the options used and the file list
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { rng } from './rng.ts';
 import { arithmeticPairs, caption, DEFAULT_LAYOUT, gridText, rasterize, sampleScene, sampleTurns, type Scene, type SceneLayout } from './demo-scene.ts';
-import { AI_MARKER, formatConversation, IMAGE_TOKEN, SYSTEM_PROMPT } from './template.ts';
+import { captionPrompt, formatConversation, IMAGE_TOKEN, SYSTEM_PROMPT } from './template.ts';
 import { DataFormatError } from './errors.ts';
 
 export interface DemoOptions {
@@ -88,7 +89,7 @@ function warmupCorpora(o: Required<DemoOptions>): { instructions: unknown[]; cap
     const scene = sampleScene(r, o.imageSize, o.layout), grid = gridText(scene);
     const turns = sampleTurns(scene, r, o.maxTurns).map((q) => ({ human: q.question, ai: q.answer }));
     instructions.push({ text: formatConversation({ images: 1, turns, system: o.system }).replace(IMAGE_TOKEN, grid), task_type: 'warmup_sft' });
-    captions.push({ text: `${AI_MARKER}${grid} ${caption(scene)}`, task_type: 'warmup_sft' });
+    captions.push({ text: `${captionPrompt(o.system).replace(IMAGE_TOKEN, grid)}${caption(scene)}`, task_type: 'warmup_sft' });
   }
   return { instructions, captions };
 }

@@ -7,7 +7,7 @@ export { llamaVocab, llamaTokenizerJson, llamaTokenizerConfig, llamaModelProto, 
 export { parseModelProto, writeModelProto, PieceType, ModelType, type SpModelProto, type SpPiece } from './sentencepiece-proto.ts';
 export { SentencePieceBpe } from './sentencepiece.ts';
 export * from './template.ts';
-export { tokenizeConversation, tokenizeCaption, untruncatedLength, SPLIT_TEXT, SPLIT_MEDIA, type SequenceOptions, type TokenizedSample } from './conversation.ts';
+export { tokenizeConversation, tokenizeCaption, captionPromptProblem, untruncatedLength, SPLIT_TEXT, SPLIT_MEDIA, type SequenceOptions, type TokenizedSample } from './conversation.ts';
 export {
   CLIP_MEAN, CLIP_STD, decodeImage, preprocessImage, randomResizedCropParams, resizeRgb, normalizeToChw,
   type ImageSource, type RgbImage, type CropBox, type AugmentOptions, type PreprocessOptions,

@@ -30,6 +30,13 @@ export function formatPrompt(question: string, o: { images?: number; history?: r
   return `${formatConversation({ images: o.images, turns: o.history ?? [], system: o.system })}${HUMAN_MARKER}${question}\n${AI_MARKER}`;
 }
 
+/** A stage-1 caption prompt in this template: the image, a question, and `AI: ` that the caption answers
+ *  (data.caption_prompt; the official stage-1 prompt is unknown, spec §4.2). The question keeps the image directly
+ *  before "\nHuman: ", so text written in the image's place tokenises into the same positions. */
+export function captionPrompt(system: string = SYSTEM_PROMPT, question = 'What is in the image?'): string {
+  return formatPrompt(question, { images: 1, system });
+}
+
 /** Number of `<image>` placeholders in a text. */
 export function countImageTokens(text: string): number {
   return text.split(IMAGE_TOKEN).length - 1;

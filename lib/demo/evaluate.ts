@@ -48,8 +48,9 @@ export function instructionItems(file: string, system: string): Item[] {
   return items;
 }
 
-function captionItems(file: string): Item[] {
-  return rows(file).map((r) => ({ prompt: '<image>', image: resolve(dirname(file), r.image as string), want: r.text as string, kind: 'caption' }));
+/** Caption items; `prompt` is the stage's data.caption_prompt (default: the image alone, as BOS + image + caption). */
+function captionItems(file: string, prompt = '<image>'): Item[] {
+  return rows(file).map((r) => ({ prompt, image: resolve(dirname(file), r.image as string), want: r.text as string, kind: 'caption' }));
 }
 
 export interface Accuracy { correct: number; total: number; accuracy: number }
@@ -76,6 +77,7 @@ async function run(model: MplugOwl, tok: Tokenizer, items: Item[], batch = 32, m
   return out;
 }
 
-export const evalCaptions = (m: MplugOwl, tok: Tokenizer, file: string, limit?: number) => run(m, tok, captionItems(file).slice(0, limit));
+export const evalCaptions = (m: MplugOwl, tok: Tokenizer, file: string, limit?: number, prompt?: string) =>
+  run(m, tok, captionItems(file, prompt).slice(0, limit));
 export const evalInstructions = (m: MplugOwl, tok: Tokenizer, file: string, system: string, limit?: number) =>
   run(m, tok, instructionItems(file, system).slice(0, limit));

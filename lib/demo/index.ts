@@ -5,7 +5,7 @@
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { generateDemoData, llamaTokenizer } from '../data/index.ts';
+import { captionPrompt, generateDemoData, llamaTokenizer } from '../data/index.ts';
 import { loadModel } from '../model/index.ts';
 import { cpu } from '../native.ts';
 import { parseConfigText, validateConfig } from '../train/config.ts';
@@ -98,7 +98,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoReport> {
   await stage('warmup');
   const s1 = await stage('stage1');
   let m = loadModel(s1);
-  const captionExactMatch = await evalCaptions(m, tok, join(data, 'eval_captions.jsonl'), o.evalLimit);
+  const captionExactMatch = await evalCaptions(m, tok, join(data, 'eval_captions.jsonl'), o.evalLimit, captionPrompt(DEMO_SYSTEM));
   const textBefore = await evalInstructions(m, tok, join(data, 'eval_text.jsonl'), DEMO_SYSTEM, o.evalLimit);
   dispose(m);
   lap('eval_stage1');

@@ -12,6 +12,7 @@ const unit = z.number().min(0).lt(1);
 /** Parameter groups by official key prefix (see param-groups.ts). */
 export { PARAM_GROUPS as GROUPS, type GroupName } from '../model/params.ts';
 import { PARAM_GROUPS as GROUPS } from '../model/params.ts';
+import { captionPromptProblem } from '../data/conversation.ts';
 
 export const LoraConfig = z.strictObject({
   r: posInt.default(8),
@@ -93,6 +94,9 @@ export const DataConfig = z.strictObject({
   tokenizer: z.string().min(1).optional(),
   /** L: samples become L+1 token ids (spec §4.4). */
   max_length: posInt,
+  /** Caption records become this conversation prefix (one `<image>`, ending with "AI: ") + the caption as the
+   *  response; default: BOS + image + caption + EOS (spec §4.2: the official stage-1 prompt is unknown). */
+  caption_prompt: z.string().min(1).refine((p) => captionPromptProblem(p) === null, { message: 'must hold one <image>, start with text and end with "AI: "' }).optional(),
   micro_batch: posInt,
   shuffle: z.boolean().default(true),
   drop_last: z.boolean().default(true),

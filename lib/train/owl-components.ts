@@ -210,7 +210,7 @@ export function createDataStream(config: OwletConfig, split: 'train' | 'eval', m
     { onError: d.on_corrupt });
   const train = split === 'train';
   return new OwlDataStream(ds, {
-    batchSize: d.micro_batch, resolution: d.image.size, maxLength: d.max_length, mediaTokenLength: model.owl.config.mediaTokenLength,
+    batchSize: d.micro_batch, resolution: d.image.size, maxLength: d.max_length, captionPrompt: d.caption_prompt, mediaTokenLength: model.owl.config.mediaTokenLength,
     tokenizer: tokenizerFor(config), mode: train && d.image.train_transform === 'random-resized-crop' ? 'train' : 'eval',
     augment: { scale: d.image.crop_scale, flipP: d.image.hflip },
     shuffle: train ? d.shuffle : false, seed: config.run.seed, onError: d.on_corrupt, epochs: train ? Infinity : 1,

@@ -10,7 +10,8 @@ import { questionPool, caption, COLOR_RGB, gridText, GRID_TOKENS, sampleScene, t
 import { rng } from '../../lib/data/rng.ts';
 import { llamaTokenizer } from '../../lib/data/tokenizer.ts';
 import { JsonlDataset } from '../../lib/data/dataset.ts';
-import { SYSTEM_PROMPT } from '../../lib/data/template.ts';
+import { captionPrompt, IMAGE_TOKEN, SYSTEM_PROMPT } from '../../lib/data/template.ts';
+import { tokenizeCaption, tokenizeConversation } from '../../lib/data/conversation.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'owlet-demo-'));
 test.after.always(() => rmSync(root, { recursive: true, force: true }));
@@ -160,4 +161,28 @@ test('grid text: two words per cell in reading order, as many LLaMA tokens as an
   const tok = llamaTokenizer();
   for (const s of rows(a.trainScenes) as Scene[]) t.is(tok.encode(gridText(s)).length, GRID_TOKENS);
   t.is(GRID_TOKENS, 18 + 1);
+});
+
+test('warm-up corpora: the grid text sits exactly where the image tokens of stage 1 and stage 2 samples go', async (t) => {
+  const system = 'A chat between a human and an AI.';
+  const w = await generateDemoData({ out: join(root, 'w'), trainImages: 3, evalImages: 1, maxTurns: 2, system, warmupScenes: 40, imageSize: 96 });
+  const tok = llamaTokenizer(), M = GRID_TOKENS, seq = { maxLength: 90, mediaTokenLength: M };
+  const ins = rows(w.warmupInstructions!), caps = rows(w.warmupCaptions!);
+  t.is(ins.length, 40);
+  t.is(caps.length, 40);
+  // The same text with the grid put back to <image> tokenises to the same ids outside the image's positions.
+  const grid = /(?:(?:empty cell|\w+ \w+) ){8}(?:empty cell|\w+ \w+)\./;
+  for (const [row, asImage] of [...ins.map((r) => [r, (x: string) => tokenizeConversation(x, tok, seq)] as const),
+    ...caps.map((r) => [r, (x: string) => tokenizeCaption(x, tok, { ...seq, captionPrompt: captionPrompt(system) })] as const)]) {
+    const text: string = row.text;
+    const g = grid.exec(text)![0];
+    const withGrid = tokenizeConversation(text, tok, seq);
+    const image = text.includes('What is in the image?\nAI: ') && caps.includes(row)
+      ? asImage(text.slice(text.lastIndexOf('AI: ') + 4)) : asImage(text.replace(g, IMAGE_TOKEN));
+    t.is(withGrid.seqLength, image.seqLength);
+    const at = Array.from(image.inputIds).indexOf(-1);
+    t.deepEqual(Array.from(withGrid.inputIds.slice(at, at + M)), tok.encode(g));
+    t.deepEqual([...withGrid.inputIds.slice(0, at), ...withGrid.inputIds.slice(at + M)], [...image.inputIds.slice(0, at), ...image.inputIds.slice(at + M)]);
+    t.deepEqual(Array.from(withGrid.promptMask), Array.from(image.promptMask));
+  }
 });
