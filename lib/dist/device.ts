@@ -1,9 +1,7 @@
-// Which device a rank trains on: one GPU per local rank, as torchrun scripts do with torch.cuda.set_device(LOCAL_RANK).
-// The trainer's device resolution calls this with run.device; the NCCL communicator is then created on that GPU (the
-// device of the tensors it reduces, see process-group.ts).
-import { cudaAvailable } from '../native.ts';
+// One GPU per local rank, as torchrun scripts do with torch.cuda.set_device(LOCAL_RANK): the trainer's device
+// resolution (lib/train/device.ts resolveDevice) takes cuda:localGpu(); the NCCL communicator is created on the device
+// of the tensors it reduces and checked against it (process-group.ts).
 import { DistributedError } from '../tensor/errors.ts';
-import { readDistEnv } from './env.ts';
 
 type Env = Record<string, string | undefined>;
 
@@ -14,40 +12,8 @@ export function visibleGpus(env: Env = process.env): number | undefined {
   return v.trim() === '' ? 0 : v.split(',').filter((s) => s.trim() !== '').length;
 }
 
-export interface RankDeviceOptions {
-  /** Default process.env. */
-  env?: Env;
-  /** Whether 'auto' means a GPU here (default: the CUDA addon loads). */
-  cudaUsable?: () => boolean;
-}
-
-/**
- * The device of this process for run.device `requested` (auto, cpu, cuda, cuda:N):
- * - alone (no torchrun variables): what was asked ('auto' becomes 'cuda' or 'cpu');
- * - a rank of a multi-process run asking for cuda or auto: cuda:LOCAL_RANK, or cuda:0 when CUDA_VISIBLE_DEVICES
- *   leaves it one GPU (srun --gpus-per-task=1 gives each task its own);
- * - an explicit cuda:N is kept with one rank per node and refused with several (they would share that GPU).
- */
-export function rankDevice(requested: string, o: RankDeviceOptions = {}): string {
-  const env = o.env ?? process.env;
-  if (!/^(auto|cpu|cuda(:\d+)?)$/.test(requested)) {
-    throw new DistributedError(`device '${requested}' must be auto, cpu, cuda or cuda:N`, 'device');
-  }
-  if (requested === 'cpu') return 'cpu';
-  if (requested === 'auto' && !(o.cudaUsable ?? cudaAvailable)()) return 'cpu';
-  const d = readDistEnv(env);
-  if (!d) return requested === 'auto' ? 'cuda' : requested;
-  if (requested.startsWith('cuda:')) {
-    if (d.localWorldSize > 1) {
-      throw new DistributedError(`device ${requested} names one GPU for all ${d.localWorldSize} ranks of this node; use cuda or auto, ` +
-        'and each rank takes cuda:LOCAL_RANK', 'device');
-    }
-    return requested;
-  }
-  return `cuda:${localGpu(d, env)}`;
-}
-
-/** The GPU index of a rank that takes one GPU per local rank (see rankDevice). */
+/** The GPU index of a rank that takes one GPU per local rank: LOCAL_RANK, or 0 when CUDA_VISIBLE_DEVICES leaves it
+ *  one GPU (srun --gpus-per-task=1 gives each task its own). */
 export function localGpu(d: { rank: number; localRank: number }, env: Env = process.env): number {
   const visible = visibleGpus(env);
   if (visible === 1) return 0;

@@ -4,7 +4,7 @@ export {
   readDistEnv, distTimeouts, storeLocation, exitWithLauncher, isLoopback, gradientSyncSettings, type DistEnv, type DistTimeouts,
   type GradientSyncSettings,
 } from './env.ts';
-export { rankDevice, localGpu, visibleGpus, type RankDeviceOptions } from './device.ts';
+export { localGpu, visibleGpus } from './device.ts';
 export { GradientReducer, planBuckets, FIRST_BUCKET_BYTES, type BucketComm, type PendingSum } from './grad-reducer.ts';
 export {
   initProcessGroup, currentProcessGroup, allReduceMean, broadcast, barrier, GlooProcessGroup, SingleProcessGroup,

@@ -145,7 +145,7 @@ export class GlooProcessGroup implements ProcessGroup {
       // Ranks of one node sharing a GPU would make NCCL fail obscurely ("duplicate GPU"): say what is wrong instead.
       if (n && this.localWorldSize > 1 && index !== localGpu(this.d, this.env)) {
         throw new DistributedError(`rank ${this.rank} (LOCAL_RANK ${this.localRank} of ${this.localWorldSize}) reduces tensors on ` +
-          `${device}, but each local rank needs its own GPU: cuda:${localGpu(this.d, this.env)} (lib/dist rankDevice)`, 'rendezvous');
+          `${device}, but each local rank needs its own GPU: cuda:${localGpu(this.d, this.env)} (run.device cuda or auto)`, 'rendezvous');
       }
       if (n) call('rendezvous', () => n.ncclInit(this.rank, this.worldSize, this.d.masterAddr, this.d.storePort, index, this.timeouts.rendezvousMs, this.timeouts.opMs));
       this.nccl = n;

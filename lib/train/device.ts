@@ -2,8 +2,9 @@
 // GPU when the CUDA addon loads and sees one, else the CPU. A rank started by a launcher (owlet launch, torchrun:
 // WORLD_SIZE > 1) takes the GPU of its LOCAL_RANK for `cuda` and `auto`, so the ranks of one node use one GPU each
 // (unless CUDA_VISIBLE_DEVICES leaves the rank exactly one GPU: a scheduler bound it, and that one is cuda:0); an
-// explicit cuda:N is taken as given. A request for CUDA that cannot be met fails here, naming why, before any
+// explicit cuda:N is taken as given (refused when several ranks of the node would share it). A request for CUDA that cannot be met fails here, naming why, before any
 // weight is read.
+import { localGpu } from '../dist/device.ts';
 import { readDistEnv } from '../dist/env.ts';
 import { cuda } from '../native.ts';
 import { DeviceError } from '../tensor/errors.ts';
@@ -49,8 +50,16 @@ export function resolveDevice(requested: string, o: ResolveDeviceOptions = {}): 
   }
   const env = o.env ?? process.env;
   const dist = readDistEnv(env);
+  if (m[2] !== undefined && dist && dist.localWorldSize > 1) {
+    throw new DeviceError(`run.device '${requested}' names one GPU for all ${dist.localWorldSize} ranks of this node; use cuda or ` +
+      'auto, and each rank takes cuda:LOCAL_RANK', 'device');
+  }
   const bound = probe.devices === 1 && (env.CUDA_VISIBLE_DEVICES ?? '').trim() !== '';
-  const index = m[2] !== undefined ? Number(m[2]) : bound ? 0 : dist?.localRank ?? 0;
+  const rankGpu = (): number => {
+    if (!dist) return 0;
+    try { return localGpu(dist, env); } catch (e) { throw new DeviceError(`run.device '${requested}': ${(e as Error).message}`, 'device'); }
+  };
+  const index = m[2] !== undefined ? Number(m[2]) : bound ? 0 : rankGpu();
   if (index >= probe.devices) {
     const why = m[2] !== undefined ? `cuda:${index} was asked for` : `this rank's LOCAL_RANK is ${index}`;
     throw new DeviceError(`run.device '${requested}': ${why} but ${probe.devices} CUDA device(s) are visible ` +

@@ -20,11 +20,17 @@ test('cpu is cpu without asking the CUDA addon; auto takes a GPU only when there
   t.is(resolveDevice('cuda:1', { probe: gpus(2), env: {} }), 'cuda:1');
 });
 
-test('under a launcher, cuda and auto take the GPU of LOCAL_RANK; an explicit cuda:N is kept', (t) => {
+test('under a launcher, cuda and auto take the GPU of LOCAL_RANK; an explicit cuda:N only with one rank per node', (t) => {
   t.is(resolveDevice('cuda', { probe: gpus(4), env: launched(3) }), 'cuda:3');
   t.is(resolveDevice('auto', { probe: gpus(4), env: launched(2) }), 'cuda:2');
   t.is(resolveDevice('auto', { probe: none('no GPU'), env: launched(2) }), 'cpu');
-  t.is(resolveDevice('cuda:0', { probe: gpus(4), env: launched(2) }), 'cuda:0');
+  t.is(resolveDevice('cuda:1', { probe: gpus(4), env: launched(0, 1) }), 'cuda:1');
+  // an explicit cuda:N would be shared by the node's ranks
+  t.throws(() => resolveDevice('cuda:0', { probe: gpus(4), env: launched(2) }),
+    { instanceOf: DeviceError, message: /names one GPU for all 4 ranks of this node; use cuda or auto/ });
+  // CUDA_VISIBLE_DEVICES leaving fewer GPUs than local ranks
+  t.throws(() => resolveDevice('cuda', { probe: gpus(2), env: { ...launched(3), CUDA_VISIBLE_DEVICES: '0,1' } }),
+    { instanceOf: DeviceError, message: /LOCAL_RANK 3, but CUDA_VISIBLE_DEVICES leaves 2 GPU/ });
   t.throws(() => resolveDevice('cuda', { probe: gpus(2), env: launched(3) }),
     { instanceOf: DeviceError, message: /run\.device 'cuda': this rank's LOCAL_RANK is 3 but 2 CUDA device\(s\) are visible/ });
   t.throws(() => resolveDevice('cuda:2', { probe: gpus(2), env: {} }), { instanceOf: DeviceError, message: /cuda:2 was asked for but 2 CUDA device/ });
