@@ -7,8 +7,9 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { cpu } from '../lib/native.ts';
-import { MplugOwl, initLora, initParams, parseAdapterConfig, parseOwlConfig, type OwlBatch } from '../lib/model/index.ts';
-import { AdamW, backward, scope, tensor } from '../lib/tensor/index.ts';
+import { MplugOwl, initLora, initParams, parseAdapterConfig, parseOwlConfig } from '../lib/model/index.ts';
+import { syntheticBatch } from './synthetic-batch.ts';
+import { AdamW, backward, scope } from '../lib/tensor/index.ts';
 
 const cfg = parseOwlConfig({
   num_query_tokens: 16,
@@ -16,20 +17,6 @@ const cfg = parseOwlConfig({
   visual_abstractor_config: { hidden_size: 192, encoder_hidden_size: 192, intermediate_size: 512, num_hidden_layers: 2, num_attention_heads: 3, layer_norm_eps: 1e-6, attention_probs_dropout_prob: 0 },
   text_config: { hidden_size: 256, intermediate_size: 688, num_hidden_layers: 4, num_attention_heads: 4, vocab_size: 32000, rms_norm_eps: 1e-6 },
 });
-
-function makeBatch(): OwlBatch {
-  const B = 8, L = 96, T = L + 1, med = 17;
-  const ids = new Int32Array(B * T);
-  let s = 1;
-  for (let i = 0; i < ids.length; i++) { s = (s * 1103515245 + 12345) >>> 0; ids[i] = 3 + (s % 31997); }
-  for (let b = 0; b < B; b++) { ids[b * T] = 1; for (let j = 2; j < 2 + med; j++) ids[b * T + j] = -1; }
-  const np = new Float32Array(B * L).fill(1), nm = new Float32Array(B * L), pm = new Float32Array(B * L);
-  for (let b = 0; b < B; b++) for (let i = 0; i < L; i++) { nm[b * L + i] = ids[b * T + i + 1] >= 0 ? 1 : 0; pm[b * L + i] = i >= 40 ? 1 : 0; }
-  const px = new Float32Array(B * 3 * 224 * 224);
-  for (let i = 0; i < px.length; i++) { s = (s * 1103515245 + 12345) >>> 0; px[i] = (s / 4294967296) * 2 - 1; }
-  return { inputIds: ids, batchSize: B, seqLen: T, numImages: new Int32Array(B).fill(1), nonPaddingMask: np,
-    nonMediaMask: nm, promptMask: pm, pixelValues: tensor(px, [B, 3, 224, 224]) };
-}
 
 function owletStage(stage: 1 | 2, steps = 5): number[] {
   const params = initParams(cfg, { seed: 0, std: 0.05 });
@@ -39,7 +26,7 @@ function owletStage(stage: 1 | 2, steps = 5): number[] {
   model.setTrainable(stage === 1 ? ['vision', 'queries', 'abstractor'] : ['queries', 'abstractor', 'lora']);
   const trainable = [...model.trainable().values()];
   const opt = new AdamW({ lr: 1e-4 });
-  const batch = makeBatch();
+  const batch = syntheticBatch({ batch: 8, length: 96, resolution: 224 });
   const times: number[] = [];
   for (let i = 0; i <= steps; i++) {
     const t0 = performance.now();

@@ -7,8 +7,9 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { cpu } from '../lib/native.ts';
-import { MplugOwl, initLora, initParams, parseAdapterConfig, parseOwlConfig, type OwlBatch } from '../lib/model/index.ts';
-import { AdamW, backward, bytesInUse, scope, tensor } from '../lib/tensor/index.ts';
+import { MplugOwl, initLora, initParams, parseAdapterConfig, parseOwlConfig } from '../lib/model/index.ts';
+import { syntheticBatch } from './synthetic-batch.ts';
+import { AdamW, backward, bytesInUse, scope } from '../lib/tensor/index.ts';
 
 const LAYERS = 8;
 const cfg = parseOwlConfig({
@@ -18,20 +19,6 @@ const cfg = parseOwlConfig({
   text_config: { hidden_size: 384, intermediate_size: 1024, num_hidden_layers: LAYERS, num_attention_heads: 6, vocab_size: 32000, rms_norm_eps: 1e-6 },
 });
 
-function makeBatch(): OwlBatch {
-  const B = 4, L = 256, T = L + 1, med = 17, R = 112;
-  const ids = new Int32Array(B * T);
-  let s = 1;
-  for (let i = 0; i < ids.length; i++) { s = (s * 1103515245 + 12345) >>> 0; ids[i] = 3 + (s % 31997); }
-  for (let b = 0; b < B; b++) { ids[b * T] = 1; for (let j = 2; j < 2 + med; j++) ids[b * T + j] = -1; }
-  const np = new Float32Array(B * L).fill(1), nm = new Float32Array(B * L), pm = new Float32Array(B * L);
-  for (let b = 0; b < B; b++) for (let i = 0; i < L; i++) { nm[b * L + i] = ids[b * T + i + 1] >= 0 ? 1 : 0; pm[b * L + i] = i >= 40 ? 1 : 0; }
-  const px = new Float32Array(B * 3 * R * R);
-  for (let i = 0; i < px.length; i++) { s = (s * 1103515245 + 12345) >>> 0; px[i] = (s / 4294967296) * 2 - 1; }
-  return { inputIds: ids, batchSize: B, seqLen: T, numImages: new Int32Array(B).fill(1), nonPaddingMask: np,
-    nonMediaMask: nm, promptMask: pm, pixelValues: tensor(px, [B, 3, R, R]) };
-}
-
 const params = initParams(cfg, { seed: 0, std: 0.05 });
 const adapter = parseAdapterConfig({ r: 8, lora_alpha: 32, lora_dropout: 0.05, target_modules: ['q_proj', 'v_proj'] });
 initLora(cfg, adapter, params);
@@ -39,7 +26,7 @@ const model = new MplugOwl(cfg, params, adapter);
 model.setTrainable(['queries', 'abstractor', 'lora']);
 const trainable = [...model.trainable().values()];
 const opt = new AdamW({ lr: 1e-4 });
-const batch = makeBatch();
+const batch = syntheticBatch({ batch: 4, length: 256, resolution: 112 });
 const be = cpu();
 
 function step(recompute: boolean): { ms: number; peak: number; atLoss: number } {

@@ -147,7 +147,8 @@ export class GradientReducer {
   }
 }
 
-function byBackend(xs: Tensor[]): Tensor[][] {
+/** Tensors grouped by backend and device (one native call per group). */
+export function byBackend(xs: Tensor[]): Tensor[][] {
   const m = new Map<string, Tensor[]>();
   for (const t of xs) {
     const k = `${t.backend.backend}/${t.device}`;

@@ -16,7 +16,7 @@ import type { Tensor } from '../tensor/index.ts';
 import type { Collectives } from '../train/types.ts';
 import { localGpu } from './device.ts';
 import { distTimeouts, gradientSyncSettings, readDistEnv, storeLocation, type DistEnv, type DistTimeouts } from './env.ts';
-import { GradientReducer, type PendingSum } from './grad-reducer.ts';
+import { byBackend, GradientReducer, type PendingSum } from './grad-reducer.ts';
 
 /** Gradients are reduced in buckets of about this many bytes: one collective per bucket (PyTorch DDP's default). */
 export const DEFAULT_BUCKET_BYTES = 25 * 1024 * 1024;
@@ -222,16 +222,6 @@ export class GlooProcessGroup implements ProcessGroup {
     this.nccl?.ncclClose();
     this.native.distClose();
   }
-}
-
-function byBackend(xs: Tensor[]): Tensor[][] {
-  const m = new Map<unknown, Tensor[]>();
-  for (const t of xs) {
-    const k = `${t.backend.backend}/${t.device}`;
-    if (!m.has(k)) m.set(k, []);
-    m.get(k)!.push(t);
-  }
-  return [...m.values()];
 }
 
 /** Runs a native collective; its DistributedError loses the binding's function-name prefix and names `op` instead. */

@@ -54,12 +54,11 @@ export function resolveDevice(requested: string, o: ResolveDeviceOptions = {}): 
     throw new DeviceError(`run.device '${requested}' names one GPU for all ${dist.localWorldSize} ranks of this node; use cuda or ` +
       'auto, and each rank takes cuda:LOCAL_RANK', 'device');
   }
-  const bound = probe.devices === 1 && (env.CUDA_VISIBLE_DEVICES ?? '').trim() !== '';
   const rankGpu = (): number => {
     if (!dist) return 0;
     try { return localGpu(dist, env); } catch (e) { throw new DeviceError(`run.device '${requested}': ${(e as Error).message}`, 'device'); }
   };
-  const index = m[2] !== undefined ? Number(m[2]) : bound ? 0 : rankGpu();
+  const index = m[2] !== undefined ? Number(m[2]) : rankGpu();
   if (index >= probe.devices) {
     const why = m[2] !== undefined ? `cuda:${index} was asked for` : `this rank's LOCAL_RANK is ${index}`;
     throw new DeviceError(`run.device '${requested}': ${why} but ${probe.devices} CUDA device(s) are visible ` +

@@ -5,6 +5,7 @@ import { DataLoader, JsonlDataset, llamaTokenizer, loadTokenizer, rebasedPositio
 import {
   MplugOwl, initLora, initParams, parseAdapterConfig, parseOwlConfig, type AdapterConfig, type OwlBatch,
 } from '../model/index.ts';
+import { RUNTIME_SIZE } from '../model/io/dtypes.ts';
 import { loadAdapter, loadCheckpoint, loadSafetensors, saveAdapter, saveCheckpoint, saveSafetensors, expectedKeys } from '../model/io/index.ts';
 import { AdamW, argmaxRows, scope, tensor, type Tensor } from '../tensor/index.ts';
 import type { OwletConfig } from './config-schema.ts';
@@ -68,7 +69,7 @@ export class OwlTrainable implements TrainableModel<OwlTrainBatch> {
       const k = `${t.requiresGrad ? 'trainable' : 'frozen'} ${t.dtype}`;
       const e = by.get(k) ?? { n: 0, bytes: 0 };
       e.n++;
-      e.bytes += t.numel * (t.dtype === 'f32' ? 4 : 2);
+      e.bytes += t.numel * RUNTIME_SIZE[t.dtype];
       by.set(k, e);
     }
     const parts = [...by].map(([k, e]) => `${k} ${e.n} tensors ${(e.bytes / 2 ** 30).toFixed(2)} GiB`);

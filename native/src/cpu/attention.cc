@@ -15,6 +15,7 @@
 
 #include "../core/dropout_hash.h"
 #include "../core/kernels.h"
+#include "vec_math.h"
 
 extern "C" void openblas_set_num_threads(int);
 extern "C" int openblas_get_num_threads(void);
@@ -101,15 +102,9 @@ inline float exp_nonpositive(float x) {
   float xc = std::min(std::max(x, -87.0f), 88.0f);
   float t = xc * 1.44269504088896341f;
   float n = (t + 12582912.0f) - 12582912.0f;  // round to nearest integer (1.5·2^23 trick)
-  float r = xc - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
+  float r = vmath::exp_reduce(xc, n);
   float r2 = r * r;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
+  float p = vmath::exp_horner(r);
   p = p * r2 + r + 1.0f;
   int32_t bits = (int32_t(n) + 127) << 23;
   float scale;

@@ -13,6 +13,24 @@
 
 namespace owlet::vmath {
 
+// The core every exp variant here and in attention.cc shares: the reduced argument r = x − n·ln2 (ln2 split in two
+// so that n·ln2 is exact) and the Horner part of Cephes' polynomial for e^r. Each variant finishes p·r² + r + 1 in
+// its own evaluation order (kept: the results stay bit-identical to what each was measured with).
+inline float exp_reduce(float x, float n) {
+  float r = x - n * 0.693359375f;
+  return r - n * -2.12194440e-4f;
+}
+
+inline float exp_horner(float r) {
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  return p;
+}
+
 inline float exp_f32(float x) {
   const float kHi = 88.3762626647949f, kLo = -87.3365478515625f;
   float xc = x > kHi ? kHi : x;
@@ -22,14 +40,8 @@ inline float exp_f32(float x) {
   const float kMagic = 12582912.0f;
   float t = xc * 1.44269504088896341f + kMagic;
   float n = t - kMagic;
-  float r = xc - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
+  float r = exp_reduce(xc, n);
+  float p = exp_horner(r);
   p = p * r * r + r + 1.0f;
   uint32_t tb, mb;
   std::memcpy(&tb, &t, sizeof tb);
@@ -52,14 +64,8 @@ inline float exp_nonpos(float x) {
   float xc = __builtin_bit_cast(float, xb & keep);              // 0 where dropped: keeps the arithmetic finite
   int32_t ni = int32_t(xc * 1.44269504088896341f - 0.5f);       // round(x / ln2) for x <= 0
   float n = float(ni);
-  float r = xc - n * 0.693359375f;  // ln2 split in two for an exact first product
-  r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
+  float r = exp_reduce(xc, n);
+  float p = exp_horner(r);
   p = p * r * r + r + 1.0f;
   float e = p * __builtin_bit_cast(float, (ni + 127) << 23);
   return __builtin_bit_cast(float, __builtin_bit_cast(int32_t, e) & keep);
