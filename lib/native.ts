@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { wrapNativeError, BackendError } from './tensor/errors.ts';
+import { opProfileAvailable, profiled } from './op-profile.ts';
 
 export type DTypeName = 'f32' | 'bf16' | 'i32' | 'i64' | 'f16' | 'u8';
 
@@ -34,6 +35,8 @@ export interface NativeBackend {
   full(dtype: DTypeName, shape: number[], value: number, device?: string): NT;
   fromBuffer(dtype: DTypeName, shape: number[], data: ArrayBufferView | ArrayBuffer, device?: string): NT;
   cast(x: NT, dtype: DTypeName): NT;
+  /** cast of each tensor, one launch on a GPU for the f32<->bf16 ones (all on one device). */
+  castMany(xs: NT[], dtype: DTypeName): NT[];
   clone(x: NT): NT;
   copyInto(dst: NT, src: NT): void;
   fill(x: NT, value: number): void;
@@ -154,11 +157,14 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(import.meta.url);
 
 // Every exported function is wrapped so a native failure surfaces as a typed OwletError subclass.
+// With OWLET_PROFILE_OPS=1 every call can be timed (lib/op-profile.ts).
 function typed(addon: Record<string, unknown>): NativeBackend {
   const out: Record<string, unknown> = {};
+  const sync = addon.synchronize as () => void;
+  const profiling = opProfileAvailable() && typeof sync === 'function';
   for (const [name, fn] of Object.entries(addon)) {
     if (typeof fn !== 'function' || name === 'NativeTensor') { out[name] = fn; continue; }
-    const f = fn as (...args: unknown[]) => unknown;
+    const f = profiling ? profiled(name, fn as (...args: unknown[]) => unknown, sync) : fn as (...args: unknown[]) => unknown;
     out[name] = (...args: unknown[]) => {
       try { return f(...args); } catch (e) { throw wrapNativeError(e, name); }
     };

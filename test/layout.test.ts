@@ -1,5 +1,5 @@
 import test from 'ava';
-import { concat, slice, gatherRows, spliceRows, reshape, patchify, tensor, scope } from '../lib/tensor/index.ts';
+import { backward, cast, castMany, concat, mul, slice, gatherRows, spliceRows, reshape, patchify, tapeLength, tensor, scope } from '../lib/tensor/index.ts';
 import { checkOp } from './helpers/gradcheck.ts';
 
 test('concat along the sequence axis', (t) =>
@@ -66,4 +66,26 @@ test('patchify lays out patches row-major with channel-major features (conv as G
     // patch (gy=1, gx=2) -> index 5; feature (c=1, y=1, x=0) -> 1*4 + 1*2 + 0 = 6
     t.is(d[5 * 8 + 6], img[(1 * H + (1 * p + 1)) * W + 2 * p + 0]);
   });
+});
+
+test('castMany casts each tensor as cast does; its one tape entry returns each gradient in its input dtype, none for an unused output', (t) => {
+  scope(() => {
+    const a = tensor(Float32Array.from([1.1, -2.3, 3.7e-3, 65519.5]), [2, 2], { requiresGrad: true });
+    const b = tensor(Float32Array.from([5, 6.01]), [2], { requiresGrad: true });
+    const c = tensor(Float32Array.from([0.5, -1, 2, 3]), [2, 2], { requiresGrad: true });
+    const before = tapeLength();
+    const [ah, bh, ch] = castMany([a, b, c], 'bf16');
+    t.is(tapeLength(), before + 1);
+    t.deepEqual([ah.dtype, bh.dtype, ch.dtype], ['bf16', 'bf16', 'bf16']);
+    t.deepEqual(ah.shape, [2, 2]);
+    for (const [x, xh] of [[a, ah], [b, bh]] as const) t.deepEqual(Array.from(xh.toFloat32()), Array.from(cast(x, 'bf16').toFloat32()));
+    // Gradients: a through a product with c's copy, b unused; the bf16 gradients come back as f32.
+    const y = mul(cast(ah, 'f32'), cast(ch, 'f32'));
+    backward(y);
+    t.is(a.grad!.dtype, 'f32');
+    t.deepEqual(Array.from(a.grad!.toFloat32()), [0.5, -1, 2, 3]);
+    t.deepEqual(Array.from(c.grad!.toFloat32()), Array.from(cast(cast(a, 'bf16'), 'f32').toFloat32()));
+    t.is(b.grad, null);
+  });
+  t.deepEqual(castMany([], 'bf16'), []);
 });

@@ -2,8 +2,11 @@
 // mode, a seeded source of dropout seeds (its state is saved in checkpoints so a resumed run draws the same masks),
 // and the compute dtype: with one set, a parameter stored in another floating dtype (an fp32 master of a trained
 // weight under bf16 mixed precision) is read through a cast, made once per forward and reused however often the
-// weight is used, so its gradient comes back through the cast's backward in the master's dtype.
-import { ArgumentError, add, cast, linear, loraLinear, reshape, zeros, type DType, type Tensor } from '../tensor/index.ts';
+// weight is used, so its gradient comes back through the cast's backward in the master's dtype. The copies of one
+// layer's weights are made together in one multi-tensor cast (one launch instead of ~16, and one for their
+// gradients), at the layer's first read, so the gradients still become final layer by layer (the overlapped
+// all-reduce starts its buckets as they do).
+import { ArgumentError, add, cast, castMany, linear, loraLinear, reshape, zeros, type DType, type Tensor } from '../tensor/index.ts';
 import type { AdapterConfig } from './config.ts';
 import { loraScaling } from './config.ts';
 import { PEFT_PREFIX, isLoraTarget, loraKey } from './io/keys.ts';
@@ -11,6 +14,29 @@ import { PEFT_PREFIX, isLoraTarget, loraKey } from './io/keys.ts';
 export type Params = Map<string, Tensor>;
 
 const FLOATS: readonly DType[] = ['f32', 'bf16', 'f16'];
+
+// The layer a parameter belongs to (`…layers.3.`, LoRA matrices under their module's layer), or null.
+const LAYER = /^(.*?\.layers\.\d+\.)/;
+function layerOf(key: string): string | null {
+  return LAYER.exec(key.startsWith(PEFT_PREFIX) ? key.slice(PEFT_PREFIX.length) : key)?.[1] ?? null;
+}
+
+// Parameter keys by layer, per parameter map, rebuilt when the map's size changes (an adapter's keys added).
+const layerIndex = new WeakMap<Params, { size: number; idx: Map<string, string[]> }>();
+function keysByLayer(params: Params): Map<string, string[]> {
+  const hit = layerIndex.get(params);
+  if (hit && hit.size === params.size) return hit.idx;
+  const idx = new Map<string, string[]>();
+  for (const k of params.keys()) {
+    const l = layerOf(k);
+    if (l === null) continue;
+    const ks = idx.get(l);
+    if (ks) ks.push(k);
+    else idx.set(l, [k]);
+  }
+  layerIndex.set(params, { size: params.size, idx });
+  return idx;
+}
 
 export class ForwardContext {
   /** Working copies in the compute dtype, by key (they belong to the scope the forward runs in). */
@@ -33,10 +59,21 @@ export class ForwardContext {
 
   private computeCopy(key: string, t: Tensor): Tensor {
     const d = this.computeDtype;
-    if (!d || t.dtype === d || !FLOATS.includes(t.dtype)) return t;
-    const w = cast(t, d);
-    this.working.set(key, w);
-    return w;
+    if (!d || !this.needsCopy(t)) return t;
+    const layer = layerOf(key);
+    if (layer === null) {
+      const w = cast(t, d);
+      this.working.set(key, w);
+      return w;
+    }
+    const keys = (keysByLayer(this.params).get(layer) ?? [key]).filter((k) => !this.working.has(k) && this.needsCopy(this.params.get(k)!));
+    const copies = castMany(keys.map((k) => this.params.get(k)!), d);
+    keys.forEach((k, i) => this.working.set(k, copies[i]));
+    return this.working.get(key)!;
+  }
+
+  private needsCopy(t: Tensor): boolean {
+    return t.dtype !== this.computeDtype && FLOATS.includes(t.dtype);
   }
 
   /** The official module `name` (e.g. `language_model.model.layers.3.self_attn.q_proj`) applied to x: a plain

@@ -44,12 +44,13 @@ rm -rf "$libs"
 # (node-xz.sh expects .git to be a directory; in a git worktree it is a file, so pack node the same way here.)
 mkdir -p .gpu/owl-tiny && cp "$shared"/fixtures/owl-tiny/* .gpu/owl-tiny/
 npx esbuild scripts/gpu/nccl-check.ts --bundle --platform=node --format=esm --target=node20 --log-level=warning \
+  --alias:sharp=./scripts/gpu/stub-module.ts --alias:vega=./scripts/gpu/stub-module.ts --alias:vega-lite=./scripts/gpu/stub-module.ts \
   --outfile=.gpu/nccl-check.mjs \
   --banner:js="import { createRequire as __owletCreateRequire } from 'node:module'; const require = __owletCreateRequire(import.meta.url);"
 npx esbuild scripts/gpu/fixture.ts --bundle --platform=node --format=esm --target=node20 --log-level=warning \
   --outfile=.gpu/fixture.mjs \
   --banner:js="import { createRequire as __owletCreateRequire } from 'node:module'; const require = __owletCreateRequire(import.meta.url);"
-# The trainer check reaches the trainer, whose plots (sharp, vega) and image decoding (sharp) never run there: those
+# The trainer and NCCL checks reach the trainer, whose plots (sharp, vega) and image decoding (sharp) never run there: those
 # packages are replaced by a stub (scripts/gpu/stub-module.ts), which keeps sharp's native binary out and the file small.
 npx esbuild scripts/gpu/train-check.ts --bundle --platform=node --format=esm --target=node20 --log-level=warning \
   --alias:sharp=./scripts/gpu/stub-module.ts --alias:vega=./scripts/gpu/stub-module.ts --alias:vega-lite=./scripts/gpu/stub-module.ts \

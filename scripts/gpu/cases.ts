@@ -172,6 +172,18 @@ export function cases(): Case[] {
     ref: ([x, i]) => ({ bf16: x.map((v) => bf16RoundLocal(v)), int: Float64Array.from(i), fill: new Float64Array(7).fill(-2.75) }),
   });
 
+  out.push({
+    name: 'castMany f32->bf16 then bf16->f32, 3 tensors (one over 2 chunks) and an empty one', family: 'tensor', dtypes: ['f32'], quick: true,
+    inputs: gen({ shape: [1000], std: 3 }, { shape: [70001] }, { shape: [3, 5] }),
+    run: (be, [x, y, z]) => {
+      const e = be.empty('f32', [0]);
+      const down = be.castMany([x, y, e, z], 'bf16');
+      const up = be.castMany(down, 'f32');
+      return { x: up[0], y: up[1], z: up[3], empty: up[2].shape[0] === 0 && up[2].dtype === 'f32' };
+    },
+    ref: ([x, y, z]) => ({ x: x.map(bf16RoundLocal), y: y.map(bf16RoundLocal), z: z.map(bf16RoundLocal), empty: true }),
+  });
+
   // ---------------------------------------------------------------- norms
   for (const [rows, C, affine] of [[37, 129, true], [37, 129, false], [64, 1024, true]] as const) {
     out.push({

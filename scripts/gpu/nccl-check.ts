@@ -11,6 +11,9 @@ import { GlooProcessGroup } from '../../lib/dist/process-group.ts';
 import { loadBatch, loadModel } from '../../lib/model/index.ts';
 import { cpuDist, cudaNccl } from '../../lib/native.ts';
 import { backward, scope, tensor, zeros, type BackwardOptions, type Tensor } from '../../lib/tensor/index.ts';
+import { modelSizes } from '../../lib/train/config.ts';
+import { buildModel } from '../../lib/train/owl-components.ts';
+import { tinyConfig, trainTinySteps } from '../../test/helpers/owl-steps.ts';
 
 const FX = process.argv[2];
 const device = process.argv[3] ?? 'cuda';
@@ -104,6 +107,18 @@ try {
   clear();
   batch.pixelValues?.dispose();
   for (const t of m.params.values()) t.dispose();
+
+  // The trainer itself with this process group (stage 2, 4 steps × 2 micro-batches): what `owlet train` does as rank 0
+  // of 1 under a launcher — its statistics reduced through the group — against the same steps without one.
+  {
+    const c = tinyConfig(FX, 2, device, 'f32');
+    const alone = await trainTinySteps(buildModel(c, modelSizes(c), { env: {} }), c, FX, 4);
+    const grouped = await trainTinySteps(buildModel(c, modelSizes(c), { env: {} }), c, FX, 4, g);
+    const sameW = [...alone.weights].every(([k, w]) => { const o = grouped.weights.get(k); return !!o && w.every((v, j) => v === o[j]); });
+    report(sameW && alone.losses.every((l, i) => l === grouped.losses[i]),
+      `trainer with the ${via} group (world size 1), owl-tiny stage 2, 4 steps: losses ${grouped.losses.map((l) => l.toFixed(4)).join(' ')} ` +
+      `and weights equal to the run without a group`);
+  }
 
   scope(() => {
     const big = zeros([25_000_000], { device });

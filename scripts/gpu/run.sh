@@ -7,7 +7,8 @@
 # Logs and JSON go to $OUT: run.log check.log peer.log summary.log fixture_cuda.log nccl_check.log train_check.log
 # sanitizer.log owlet_cuda.json peer_torch.json train_bench.json. Each stage has its own time limit; a failing stage
 # does not stop the next. All stages together take longer than one device call may: ONLY="train" (or any of check
-# peer summary fixture nccl train sanitizer, space-separated) runs just those, e.g. ONLY=train bash scripts/gpu/run.sh
+# peer summary fixture nccl train sanitizer, space-separated) runs just those, e.g. ONLY=train bash scripts/gpu/run.sh;
+# TRAIN_ARGS are passed to the trainer check (e.g. "--no-tiny"; OWLET_PROFILE_OPS=1 adds a per-op profile per case)
 set -u
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$PWD/gpu-out}
@@ -60,7 +61,7 @@ fi
 
 if want train; then
   say "trainer on CUDA (issue 5/6): owl-tiny steps cpu f32 / cuda f32 / cuda bf16, then 7B-sized steps (LAYERS=4)"
-  timeout -k 5 150 env LAYERS=4 "$T/node" "$G/train-check.mjs" "$G/owl-tiny" 2>&1 | tee "$OUT/train_check.log"
+  timeout -k 5 150 env LAYERS=4 "$T/node" "$G/train-check.mjs" "$G/owl-tiny" ${TRAIN_ARGS:-} 2>&1 | tee "$OUT/train_check.log"
   say "train-check exit ${PIPESTATUS[0]}"
 fi
 

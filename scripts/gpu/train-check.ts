@@ -20,6 +20,7 @@ import { join } from 'node:path';
 import type { Batch as DataBatch } from '../../lib/data/batch.ts';
 import { MplugOwl, initTensor, paramSpecs, parseOwlConfig, seededRandom } from '../../lib/model/index.ts';
 import { backendFor } from '../../lib/native.ts';
+import { opProfile, opProfileAvailable, resetOpProfile, setOpProfiling, type OpStat } from '../../lib/op-profile.ts';
 import { tensor, type Tensor } from '../../lib/tensor/index.ts';
 import { modelSizes, validateConfig } from '../../lib/train/config.ts';
 import type { OwletConfig } from '../../lib/train/config-schema.ts';
@@ -194,12 +195,47 @@ async function benchCase(owl: MplugOwl, config: OwletConfig, device: string, B: 
     // The peer's hardware-FLOPs formula (peer_torch.py): frozen LLM 4N per token, ViT 6N (trained) or 2N per patch token.
     const flops = 4 * nLlm * B * T + (config.stage.id === 1 ? 6 : 2) * 3.03e8 * B * 257;
     const peak = be.memory(device).peakBytes;
-    return { stage: config.stage.id, layers: L, batch: B, tokens: T, step_ms: +ms.toFixed(1), tokens_per_s: Math.round(B * T / ms * 1e3),
+    const profile = opProfileAvailable() ? await profileStep(trainer, be, ms) : undefined;
+    return { profile, stage: config.stage.id, layers: L, batch: B, tokens: T, step_ms: +ms.toFixed(1), tokens_per_s: Math.round(B * T / ms * 1e3),
       images_per_s: +(B / ms * 1e3).toFixed(1), hw_flops_util_vs_989: +(flops / ms / 1e9 / 989).toFixed(3), peak_gib: +(peak / 2 ** 30).toFixed(2),
       trainable: [...trainable.values()].reduce((a, p) => a + p.numel, 0), losses, step_ms_trainer: hostMs.map((x) => +x.toFixed(1)) };
   } finally {
     trainer.dispose();
   }
+}
+
+/** One more step with every op synchronised and timed, then one with host-side call times (OWLET_PROFILE_OPS=1):
+ *  the top entries are printed; sums against the unprofiled step time `ms` tell device work from host overhead. */
+async function profileStep(trainer: Trainer<OwlTrainBatch>, be: ReturnType<typeof backendFor>, ms: number): Promise<Json> {
+  const one = async (mode: 'sync' | 'host') => {
+    resetOpProfile();
+    setOpProfiling(mode);
+    const t0 = performance.now();
+    try { await trainer.trainStep(); be.synchronize(); } finally { setOpProfiling(null); }
+    const wall = performance.now() - t0, ops = opProfile();
+    return { wall, ops, sum: ops.reduce((a, o) => a + o.ms, 0), calls: ops.reduce((a, o) => a + o.calls, 0) };
+  };
+  const sync = await one('sync'), host = await one('host');
+  const byName = (ops: OpStat[]) => {
+    const m = new Map<string, OpStat>();
+    for (const o of ops) {
+      const n = o.op.split(' ')[0], e = m.get(n) ?? { op: n, calls: 0, ms: 0 };
+      e.calls += o.calls; e.ms += o.ms; m.set(n, e);
+    }
+    return [...m.values()].sort((a, b) => b.ms - a.ms);
+  };
+  const fmt = (o: OpStat) => `  ${o.ms.toFixed(2).padStart(8)} ms ${String(o.calls).padStart(5)}× ${o.op}`;
+  console.log(`PROFILE step ${ms.toFixed(1)} ms unprofiled; synced: ${sync.calls} calls, ops ${sync.sum.toFixed(1)} ms of ${sync.wall.toFixed(1)} ms; ` +
+    `host: calls ${host.sum.toFixed(1)} ms of ${host.wall.toFixed(1)} ms`);
+  console.log('PROFILE by op (synced):');
+  for (const o of byName(sync.ops).slice(0, 25)) console.log(fmt(o));
+  console.log('PROFILE by op and shape (synced), top 30:');
+  for (const o of sync.ops.slice(0, 30)) console.log(fmt(o));
+  console.log('PROFILE by op (host), top 12:');
+  for (const o of byName(host.ops).slice(0, 12)) console.log(fmt(o));
+  const r = (o: OpStat) => ({ op: o.op, calls: o.calls, ms: +o.ms.toFixed(3) });
+  return { step_ms: ms, synced: { wall_ms: sync.wall, ops_ms: sync.sum, calls: sync.calls, by_op: byName(sync.ops).map(r), top: sync.ops.slice(0, 60).map(r) },
+    host: { wall_ms: host.wall, calls_ms: host.sum, by_op: byName(host.ops).map(r) } } as unknown as Json;
 }
 
 async function bench(device: string): Promise<void> {
@@ -218,7 +254,7 @@ async function bench(device: string): Promise<void> {
       for (const [B, T] of shapes) {
         const r = await benchCase(owl, config, device, B, T);
         cases.push(r);
-        console.log(`BENCH ${JSON.stringify(r)}`);
+        console.log(`BENCH ${JSON.stringify({ ...r, profile: undefined })}`);
         save();
       }
     } catch (e) {
@@ -245,7 +281,7 @@ async function main(): Promise<void> {
     const p = probeCuda();
     console.log(`(--cpu-only) CUDA here: ${p.devices ? `${p.devices} device(s), not used` : p.why}`);
   }
-  await tiny(cuda);
+  if (!argv.includes('--no-tiny')) await tiny(cuda);
   save();
   if (cuda && !argv.includes('--no-bench')) await bench(cuda);
   else if (dry) await bench('cpu');

@@ -11,7 +11,7 @@ import { OwlOptimizer, OwlTrainable, type OwlTrainBatch } from '../../lib/train/
 import { applyStage, decayGroups } from '../../lib/train/param-groups.ts';
 import { makeSchedule } from '../../lib/train/schedule.ts';
 import { Trainer } from '../../lib/train/trainer.ts';
-import type { DataStream, Json } from '../../lib/train/types.ts';
+import type { Collectives, DataStream, Json } from '../../lib/train/types.ts';
 
 /** The owl-tiny fixture: beside the repository (../shared) or beside a worktree's parent (../../shared). */
 export function owlTinyDir(): string | null {
@@ -57,15 +57,16 @@ export class RepeatStream implements DataStream<OwlTrainBatch> {
 
 export interface StepsResult { losses: number[]; gradNorms: number[]; weights: Map<string, Float32Array>; ms: number[] }
 
-/** Trains `steps` optimizer steps of `config` on `model` with the repeated fixture batch; disposes the model. */
-export async function trainTinySteps(model: MplugOwl, config: OwletConfig, fx: string, steps: number): Promise<StepsResult> {
+/** Trains `steps` optimizer steps of `config` on `model` with the repeated fixture batch; disposes the model.
+ *  `dist`: the process group of a data-parallel run (scripts/gpu/nccl-check.ts: NCCL at world size 1). */
+export async function trainTinySteps(model: MplugOwl, config: OwletConfig, fx: string, steps: number, dist?: Collectives): Promise<StepsResult> {
   const m = new OwlTrainable(model, config.run.seed, config.model.gradient_checkpointing);
   const trainable = applyStage(m as never, { train: config.stage.train, lora: config.stage.lora });
   const data = new RepeatStream(fx, model.device);
   const optimizer = new OwlOptimizer(decayGroups(trainable, config.optimizer.weight_decay, config.optimizer.no_decay), config.optimizer);
   const schedule = makeSchedule({ type: config.schedule.type, lr: config.optimizer.lr, warmupSteps: config.schedule.warmup_steps, totalSteps: steps });
   const trainer = new Trainer({ model: m, trainable, data, optimizer, schedule, totalSteps: steps, seed: config.run.seed,
-    gradAccum: config.training.grad_accum, clip: config.training.clip });
+    gradAccum: config.training.grad_accum, clip: config.training.clip, dist });
   const r: StepsResult = { losses: [], gradNorms: [], weights: new Map(), ms: [] };
   try {
     for (let i = 0; i < steps; i++) {

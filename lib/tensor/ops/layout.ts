@@ -95,6 +95,24 @@ export function patchify(img: Tensor, patch: number): Tensor {
 }
 
 /** x converted to another dtype (f32 ↔ bf16); the gradient is converted back. */
+/** cast of every tensor (one launch on a GPU): the working copies of a layer's weights under mixed precision. One
+ *  tape entry for the list, so the gradients come back in one launch too, once every output's gradient is final. */
+export function castMany(xs: Tensor[], dtype: Tensor['dtype']): Tensor[] {
+  if (!xs.length) return [];
+  const be = sameBackend('castMany', ...xs);
+  const ys = be.castMany(xs.map((x) => x.handle), dtype).map((h) => wrap(be, h));
+  if (needsGrad(...xs)) {
+    record('castMany', xs, ys, [], (gs, _saved, needs) => {
+      const live = gs.flatMap((g, i) => (g && needs[i] ? [i] : []));
+      const back = be.castMany(live.map((i) => gs[i]!.handle), xs[live[0] ?? 0].dtype);
+      const out: (Tensor | null)[] = xs.map(() => null);
+      live.forEach((i, j) => { out[i] = wrap(be, back[j]); });
+      return out;
+    });
+  }
+  return ys;
+}
+
 export function cast(x: Tensor, dtype: Tensor['dtype']): Tensor {
   if (x.dtype === dtype) return x.share();
   const y = wrap(x.backend, x.backend.cast(x.handle, dtype));

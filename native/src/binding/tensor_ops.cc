@@ -56,6 +56,27 @@ OWLET_OP(cast) {
   return a.ret(std::move(y));
 }
 
+// castMany(xs, dtype) -> [cast(x, dtype) for x in xs], in one launch on a GPU (the working copies of a layer).
+OWLET_OP(castMany) {
+  std::vector<Tensor*> xs = a.tensors(0, "xs");
+  DType d = a.dtype(1, "dtype");
+  std::vector<Tensor> ys;
+  ys.reserve(xs.size());
+  std::vector<const Tensor*> src;
+  std::vector<Tensor*> dst;
+  for (size_t i = 0; i < xs.size(); i++) {
+    a.check(xs[i]->device() == xs[0]->device(), ErrorKind::Device,
+            "xs[" + std::to_string(i) + "] " + xs[i]->describe() + " is not on " + xs[0]->describe() + "'s device");
+    ys.emplace_back(d, xs[i]->shape, xs[i]->device());
+  }
+  for (size_t i = 0; i < xs.size(); i++) {
+    src.push_back(xs[i]);
+    dst.push_back(&ys[i]);
+  }
+  kern::copy_convert_many(src, dst);
+  return a.ret(std::move(ys));
+}
+
 // clone(x) -> a copy with its own storage.
 OWLET_OP(clone) {
   Tensor& x = a.tensor(0, "x");

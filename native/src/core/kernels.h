@@ -16,6 +16,8 @@ namespace owlet::kern {
 // ---- tensor (tensor.cc) ----
 void fill(Tensor& x, double value);
 void copy_convert(const Tensor& src, Tensor& dst);  // same numel; converts between any two dtypes
+// copy_convert of every pair (src[i] -> dst[i]); on a GPU the f32<->bf16 pairs go in one launch (working copies).
+void copy_convert_many(const std::vector<const Tensor*>& src, const std::vector<Tensor*>& dst);
 void upload(Tensor& dst, const void* host_src);          // host bytes -> tensor (dst.nbytes() bytes)
 void download(const Tensor& src, void* host_dst);        // tensor -> host bytes
 void synchronize();                                      // waits for queued work (no-op on the CPU)

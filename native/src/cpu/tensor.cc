@@ -41,6 +41,10 @@ void fill(Tensor& x, double value) {
   for (int64_t i = 0; i < n; i++) store(x, i, value);
 }
 
+void copy_convert_many(const std::vector<const Tensor*>& src, const std::vector<Tensor*>& dst) {
+  for (size_t i = 0; i < src.size(); i++) copy_convert(*src[i], *dst[i]);
+}
+
 void copy_convert(const Tensor& src, Tensor& dst) {
   int64_t n = src.numel();
   if (src.dtype == dst.dtype) {

@@ -7,6 +7,7 @@
 
 #include "../core/kernels.h"
 #include "common.cuh"
+#include "multi_tensor.cuh"
 
 namespace owlet::kern {
 
@@ -14,7 +15,6 @@ using namespace owlet::cuda;
 
 namespace {
 
-constexpr int64_t kChunk = 32768;  // elements per block
 constexpr int kThreads = 256;
 
 // The scalars torch derives on the host in double, rounded to f32 once (as the CPU backend does).
@@ -38,34 +38,6 @@ struct ListSlot {
   FOut x;
   int64_t n;
 };
-struct WorkItem {
-  int32_t slot;
-  int64_t start;
-};
-
-// Copies the slot table and the work items to the device (one queued upload; pageable host memory is staged before
-// cudaMemcpyAsync returns, so the vectors may die at once). Returns the device pointers into `hold`.
-template <class S>
-void upload_tables(DeviceContext& c, const std::vector<S>& slots, const std::vector<WorkItem>& items, Tensor& hold,
-                   const S** dslots, const WorkItem** ditems, const char* op) {
-  size_t sb = slots.size() * sizeof(S), sb_pad = (sb + 15) / 16 * 16, ib = items.size() * sizeof(WorkItem);
-  std::vector<uint8_t> host(sb_pad + ib);
-  std::memcpy(host.data(), slots.data(), sb);
-  std::memcpy(host.data() + sb_pad, items.data(), ib);
-  hold = Tensor(DType::U8, {int64_t(host.size())}, Device{DeviceKind::CUDA, c.index});
-  check(cudaMemcpyAsync(hold.raw(), host.data(), host.size(), cudaMemcpyHostToDevice, c.stream), op,
-        "cudaMemcpyAsync(work table)");
-  *dslots = reinterpret_cast<const S*>(hold.data<uint8_t>());
-  *ditems = reinterpret_cast<const WorkItem*>(hold.data<uint8_t>() + sb_pad);
-}
-
-template <class S>
-std::vector<WorkItem> work_items(const std::vector<S>& slots) {
-  std::vector<WorkItem> items;
-  for (size_t i = 0; i < slots.size(); i++)
-    for (int64_t s = 0; s < slots[i].n; s += kChunk) items.push_back({int32_t(i), s});
-  return items;
-}
 
 // torch 1.13's AdamW in the CPU backend's order of f32 operations, each explicitly rounded (no contraction into
 // other fused multiply-adds than the two torch itself executes), so the update equals the CPU backend's bit for bit:

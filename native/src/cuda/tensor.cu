@@ -5,6 +5,7 @@
 
 #include "../core/kernels.h"
 #include "common.cuh"
+#include "multi_tensor.cuh"
 
 namespace owlet::kern {
 
@@ -50,7 +51,52 @@ __global__ void convert_float_kernel(const S* src, D* dst, int64_t n) {
   OWLET_KERNEL_LOOP(i, n) dst[i] = from_f<D>(to_f<S>(src[i]));
 }
 
+// One (src, dst) pair of a multi-tensor conversion: f32 -> bf16 when to_bf, else bf16 -> f32.
+struct ConvertSlot {
+  const void* src;
+  void* dst;
+  int64_t n;
+  bool to_bf;
+};
+
+__global__ void convert_many_kernel(const ConvertSlot* slots, const WorkItem* items) {
+  WorkItem w = items[blockIdx.x];
+  ConvertSlot s = slots[w.slot];
+  int64_t end = min(s.n, w.start + kChunk);
+  if (s.to_bf) {
+    for (int64_t i = w.start + threadIdx.x; i < end; i += blockDim.x)
+      static_cast<bf16*>(s.dst)[i] = __float2bfloat16_rn(static_cast<const float*>(s.src)[i]);
+  } else {
+    for (int64_t i = w.start + threadIdx.x; i < end; i += blockDim.x)
+      static_cast<float*>(s.dst)[i] = __bfloat162float(static_cast<const bf16*>(s.src)[i]);
+  }
+}
+
 }  // namespace
+
+void copy_convert_many(const std::vector<const Tensor*>& src, const std::vector<Tensor*>& dst) {
+  const char* op = "castMany";
+  std::vector<ConvertSlot> slots;
+  for (size_t i = 0; i < src.size(); i++) {
+    const Tensor& a = *src[i];
+    Tensor& b = *dst[i];
+    bool f2b = a.dtype == DType::F32 && b.dtype == DType::BF16, b2f = a.dtype == DType::BF16 && b.dtype == DType::F32;
+    if ((f2b || b2f) && a.device() == b.device() && a.device() == src[0]->device()) {
+      if (a.numel()) slots.push_back({a.raw(), b.raw(), a.numel(), f2b});
+    } else {
+      copy_convert(a, b);  // other dtypes or devices: one at a time
+    }
+  }
+  if (slots.empty()) return;
+  DeviceContext& c = context_of(*src[0], op);
+  std::vector<WorkItem> items = work_items(slots);
+  Tensor hold;
+  const ConvertSlot* ds;
+  const WorkItem* di;
+  upload_tables(c, slots, items, hold, &ds, &di, op);
+  convert_many_kernel<<<unsigned(items.size()), 256, 0, c.stream>>>(ds, di);
+  check_launch(op);
+}
 
 void fill(Tensor& x, double value) {
   int64_t n = x.numel();
