@@ -1,5 +1,5 @@
 import test from 'ava';
-import { backward, cast, castMany, concat, mul, slice, gatherRows, spliceRows, reshape, patchify, tapeLength, tensor, scope } from '../lib/tensor/index.ts';
+import { backward, cast, castMany, concat, mul, slice, split, gatherRows, spliceRows, reshape, patchify, tapeLength, tensor, scope } from '../lib/tensor/index.ts';
 import { checkOp } from './helpers/gradcheck.ts';
 
 test('concat along the sequence axis', (t) =>
@@ -88,4 +88,24 @@ test('castMany casts each tensor as cast does; its one tape entry returns each g
     t.is(b.grad, null);
   });
   t.deepEqual(castMany([], 'bf16'), []);
+});
+
+test('split cuts an axis into pieces; its gradient is one concat with zeros for an unused piece', (t) => {
+  // [2, 7, 3] split along axis 1 into 2 | 3 | 2; the middle piece is unused, the others are swapped by a concat.
+  checkOp(t, {
+    inputs: [{ shape: [2, 7, 3] }],
+    forward: ([a]) => { const [p, , r] = split(a, 1, [2, 3, 2]); return concat([r, p], 1); },
+    reference: ([a]) => {
+      const out = new Float64Array(2 * 4 * 3);
+      for (let i = 0; i < 2; i++) {
+        out.set(a.subarray(i * 21 + 15, i * 21 + 21), i * 12);
+        out.set(a.subarray(i * 21, i * 21 + 6), i * 12 + 6);
+      }
+      return out;
+    },
+  });
+  scope(() => {
+    const x = tensor(new Float32Array(6), [2, 3]);
+    t.throws(() => split(x, 1, [1, 1]), { message: /do not cover axis 1/ });
+  });
 });

@@ -1,7 +1,7 @@
 // The vision encoder (CLIP ViT-L/14 architecture, mPLUG-Owl naming, spec §1.2): conv patch embedding as a GEMM,
 // class token, position embedding, pre-LN, pre-LN transformer layers with the per-head interleaved fused QKV,
 // quick_gelu MLP, post-LN on all tokens. Output: [N, 1 + patches, D].
-import { add, attention, concat, layerNorm, linear, patchify, quickGelu, reshape, slice, type Tensor } from '../tensor/index.ts';
+import { add, attention, concat, layerNorm, linear, patchify, quickGelu, reshape, slice, split, type Tensor } from '../tensor/index.ts';
 import type { VisionConfig } from './config.ts';
 import { expandBatch, type ForwardContext } from './context.ts';
 
@@ -20,8 +20,8 @@ export function visionForward(ctx: ForwardContext, cfg: VisionConfig, pixels: Te
     const L = `vision_model.encoder.layers.${i}`;
     // qkv channels are laid out per head as [q(dh) | k(dh) | v(dh)] (spec §2.4).
     const qkv = reshape(ctx.linear(ln(h, `${L}.input_layernorm`), `${L}.self_attn.query_key_value`), [N, T, H, 3, dh]);
-    const part = (j: number) => reshape(slice(qkv, 3, j, 1), [N, T, H, dh]);
-    const a = attention(part(0), part(1), part(2), {
+    const [q, k, v] = split(qkv, 3, [1, 1, 1]).map((t) => reshape(t, [N, T, H, dh]));
+    const a = attention(q, k, v, {
       causal: false, dropoutP: ctx.training ? cfg.attentionDropout : 0, seed: ctx.nextSeed(),
     });
     h = add(h, ctx.linear(reshape(a, [N, T, D]), `${L}.self_attn.dense`));

@@ -179,7 +179,9 @@ export function cases(): Case[] {
       const e = be.empty('f32', [0]);
       const down = be.castMany([x, y, e, z], 'bf16');
       const up = be.castMany(down, 'f32');
-      return { x: up[0], y: up[1], z: up[3], empty: up[2].shape[0] === 0 && up[2].dtype === 'f32' };
+      const empty = up[2].shape[0] === 0 && up[2].dtype === 'f32';
+      for (const t of [e, ...down, up[2]]) t.dispose();
+      return { x: up[0], y: up[1], z: up[3], empty };
     },
     ref: ([x, y, z]) => ({ x: x.map(bf16RoundLocal), y: y.map(bf16RoundLocal), z: z.map(bf16RoundLocal), empty: true }),
   });

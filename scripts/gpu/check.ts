@@ -95,7 +95,12 @@ function checkCases(cpuBe: Be, cudaBe: Be | null): CaseResult[] {
         }
       } else {
         try {
+          cudaBe.synchronize();
+          const held0 = cudaBe.memory().bytesInUse;
           const got = runOn(cudaBe, c, inputs, dtype);
+          cudaBe.synchronize();
+          const held = cudaBe.memory().bytesInUse - held0;
+          if (held) note = `${note ? `${note}; ` : ''}device bytes still held after the case: ${held}`;
           const tolFor = (k: string) => (c.exact?.includes(k) ? TOL.indices
             : dtype === 'f32' ? TOL.cudaF32 : c.grads?.includes(k) ? TOL.cudaBf16Grad : TOL.cudaBf16);
           const r = compare(got, want, tolFor);

@@ -48,6 +48,30 @@ export function slice(x: Tensor, axis: number, start: number, length: number): T
   return y;
 }
 
+/** x cut along `axis` into consecutive pieces of the given lengths (which cover the axis). One tape entry: the
+ *  gradient is one concat of the pieces' gradients (zeros for a piece without one), instead of a zero-filled copy of
+ *  x per piece and their sum, as slicing each piece would cost (the ViT's fused q|k|v). */
+export function split(x: Tensor, axis: number, lengths: number[]): Tensor[] {
+  const ax = axis < 0 ? axis + x.ndim : axis;
+  if (lengths.reduce((a, b) => a + b, 0) !== x.shape[ax] || lengths.some((l) => !Number.isInteger(l) || l <= 0)) {
+    throw new ShapeError(`split: lengths [${lengths.join(',')}] do not cover axis ${axis} of ${x.describe()}`, 'split');
+  }
+  const be = x.backend;
+  const starts = lengths.map((_, i) => lengths.slice(0, i).reduce((a, b) => a + b, 0));
+  const ys = lengths.map((len, i) => wrap(be, be.slice(x.handle, ax, starts[i], len)));
+  if (needsGrad(x)) {
+    record('split', [x], ys, [], (gs) => {
+      const zs: Tensor[] = [];
+      const dtype = gs.find((g) => g)!.dtype;
+      const parts = gs.map((g, i) => g ?? (zs[zs.length] = zeros(ys[i].shape, { device: x.device, dtype })));
+      const gx = wrap(be, be.concat(parts.map((t) => t.handle), ax));
+      for (const z of zs) z.dispose();
+      return [gx];
+    });
+  }
+  return ys;
+}
+
 /** Rows of `table` picked by i32 `ids` (embedding lookup): [ids..., rest of table's shape]. */
 export function gatherRows(table: Tensor, ids: Tensor): Tensor {
   const be = sameBackend('gatherRows', table, ids);

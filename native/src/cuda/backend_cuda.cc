@@ -8,6 +8,7 @@
 
 #include "../core/backend.h"
 #include "allocator_cuda.h"
+#include "gemm.h"
 #include "runtime.h"
 
 namespace owlet {
@@ -217,6 +218,10 @@ Napi::Object backend_info(Napi::Env env) {
   o.Set("allocatorReservedBytes", double(st.reserved));
   o.Set("allocatorCachedBytes", double(st.cached));
   o.Set("allocatorMallocs", double(st.mallocs));
+  cuda::GemmStats gs = cuda::gemm_stats();
+  o.Set("gemmLt", double(gs.lt));
+  o.Set("gemmEx", double(gs.ex));
+  o.Set("gemmExShapes", gs.ex_shapes);
   return o;
 }
 

@@ -1,6 +1,7 @@
 // Row-major GEMMs on device pointers, for kern::matmul and for the families built on GEMMs (LoRA).
 #pragma once
 #include <cstdint>
+#include <string>
 
 #include "../core/tensor.h"
 #include "runtime.h"
@@ -25,6 +26,13 @@ struct Gemm {
 };
 
 void gemm(DeviceContext& ctx, const Gemm& g, const char* op);
+
+// How many bf16 GEMMs went through cuBLASLt and how many fell back to cublasGemmEx (with the first shapes and why).
+struct GemmStats {
+  uint64_t lt = 0, ex = 0;
+  std::string ex_shapes;
+};
+GemmStats gemm_stats();
 
 // Tensor-level convenience: c = alpha · op(a) op(b) + beta · c with a, b 2-D (row-major), any float dtypes
 // (mixed dtypes are converted through temporaries).
