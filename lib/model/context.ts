@@ -127,6 +127,14 @@ export class ForwardContext {
   get rngState(): number { return this.seedState; }
 }
 
+/** `result`, after disposing `ts`: intermediates that no backward reads (a projection before RoPE, a residual branch
+ *  once added) are released at once instead of living, with the forward's scope, until the backward has run. The tape
+ *  keeps its own handles on what it saves, so this frees memory only where nothing needs the values. */
+export function released<T>(result: T, ...ts: Tensor[]): T {
+  for (const t of ts) t.dispose();
+  return result;
+}
+
 /** A [1, n, d] parameter repeated over a batch of N as [N, n, d] (gradient summed back over the batch). */
 export function expandBatch(p: Tensor, N: number): Tensor {
   const n = p.shape[p.ndim - 2], d = p.shape[p.ndim - 1];

@@ -1,6 +1,7 @@
 // LLaMA decoder (HF LlamaForCausalLM semantics, spec §1.4): RMSNorm, rotate-half RoPE, causal attention, SwiGLU MLP,
 // untied lm_head. Modules the adapter targets run as LoRA linears (ForwardContext.linear).
 import { add, attention, checkpoint, isGradEnabled, linear, reshape, rmsNorm, rope, swiglu, type Tensor } from '../tensor/index.ts';
+import { released } from './context.ts';
 import type { TextConfig } from './config.ts';
 import type { ForwardContext } from './context.ts';
 
@@ -44,14 +45,20 @@ function decoderLayer(ctx: ForwardContext, cfg: TextConfig, i: number, h: Tensor
   const L = `${LAYER}.${i}`;
   const lin = (t: Tensor, name: string) => ctx.linear(t, `${L}.${name}`);
   const a = rmsNorm(h, ctx.get(`${L}.input_layernorm.weight`), eps);
-  const q = rope(reshape(lin(a, 'self_attn.q_proj'), [B, T, H, dh]), pos0, cfg.ropeTheta);
-  let k = rope(reshape(lin(a, 'self_attn.k_proj'), [B, T, H, dh]), pos0, cfg.ropeTheta);
+  const roped = (name: string) => {
+    const y = lin(a, name), y4 = reshape(y, [B, T, H, dh]);
+    return released(rope(y4, pos0, cfg.ropeTheta), y, y4);
+  };
+  const q = roped('self_attn.q_proj');
+  let k = roped('self_attn.k_proj');
   let v = reshape(lin(a, 'self_attn.v_proj'), [B, T, H, dh]);
   if (o.cache) ({ k, v } = o.cache.append(i, k, v));
   const c = attention(q, k, v, { causal: true, keyMask: o.keyMask ?? null });
-  const r = add(h, lin(reshape(c, [B, T, D]), 'self_attn.o_proj'));
+  const ao = lin(reshape(c, [B, T, D]), 'self_attn.o_proj');
+  const r = released(add(h, ao), ao);
   const m = rmsNorm(r, ctx.get(`${L}.post_attention_layernorm.weight`), eps);
-  return add(r, lin(swiglu(lin(m, 'mlp.gate_proj'), lin(m, 'mlp.up_proj')), 'mlp.down_proj'));
+  const mo = lin(swiglu(lin(m, 'mlp.gate_proj'), lin(m, 'mlp.up_proj')), 'mlp.down_proj');
+  return released(add(r, mo), mo);
 }
 
 export function lmHead(ctx: ForwardContext, hidden: Tensor): Tensor {

@@ -3,7 +3,7 @@
 // quick_gelu MLP, post-LN on all tokens. Output: [N, 1 + patches, D].
 import { add, attention, concat, layerNorm, linear, patchify, quickGelu, reshape, slice, split, type Tensor } from '../tensor/index.ts';
 import type { VisionConfig } from './config.ts';
-import { expandBatch, type ForwardContext } from './context.ts';
+import { expandBatch, released, type ForwardContext } from './context.ts';
 
 export function visionForward(ctx: ForwardContext, cfg: VisionConfig, pixels: Tensor): Tensor {
   const N = pixels.shape[0], D = cfg.hiddenSize, H = cfg.numAttentionHeads, dh = D / H, eps = cfg.layerNormEps;
@@ -19,14 +19,17 @@ export function visionForward(ctx: ForwardContext, cfg: VisionConfig, pixels: Te
   for (let i = 0; i < cfg.numHiddenLayers; i++) {
     const L = `vision_model.encoder.layers.${i}`;
     // qkv channels are laid out per head as [q(dh) | k(dh) | v(dh)] (spec §2.4).
-    const qkv = reshape(ctx.linear(ln(h, `${L}.input_layernorm`), `${L}.self_attn.query_key_value`), [N, T, H, 3, dh]);
-    const [q, k, v] = split(qkv, 3, [1, 1, 1]).map((t) => reshape(t, [N, T, H, dh]));
+    const fused = ctx.linear(ln(h, `${L}.input_layernorm`), `${L}.self_attn.query_key_value`);
+    const qkv = reshape(fused, [N, T, H, 3, dh]);
+    const [q, k, v] = released(split(qkv, 3, [1, 1, 1]).map((t) => reshape(t, [N, T, H, dh])), fused, qkv);
     const a = attention(q, k, v, {
       causal: false, dropoutP: ctx.training ? cfg.attentionDropout : 0, seed: ctx.nextSeed(),
     });
-    h = add(h, ctx.linear(reshape(a, [N, T, D]), `${L}.self_attn.dense`));
+    const ao = ctx.linear(reshape(a, [N, T, D]), `${L}.self_attn.dense`);
+    h = released(add(h, ao), ao);
     const f = quickGelu(ctx.linear(ln(h, `${L}.post_attention_layernorm`), `${L}.mlp.fc1`));
-    h = add(h, ctx.linear(f, `${L}.mlp.fc2`));
+    const fo = ctx.linear(f, `${L}.mlp.fc2`);
+    h = released(add(h, fo), fo);
   }
   return ln(h, 'vision_model.post_layernorm');
 }
