@@ -56,6 +56,8 @@ export interface NativeBackend {
   // gemm
   matmul(a: NT, b: NT, transA?: boolean, transB?: boolean, alpha?: number): NT;
   matmulInto(c: NT, a: NT, b: NT, transA?: boolean, transB?: boolean, alpha?: number, beta?: number): void;
+  /** x [rows, K] times w [N, K]ᵀ plus bias [N] on every row (on a GPU in the GEMM's epilogue). */
+  linearForward(x: NT, w: NT, bias: NT): NT;
   // layout
   concat(xs: NT[], axis: number): NT;
   slice(x: NT, axis: number, start: number, length: number): NT;

@@ -1,4 +1,5 @@
 import test from 'ava';
+import { cpu } from '../lib/native.ts';
 import { matmul, linear } from '../lib/tensor/index.ts';
 import { checkOp } from './helpers/gradcheck.ts';
 import { matmulRef } from './helpers/reference.ts';
@@ -47,4 +48,12 @@ test('linear with a frozen weight computes input gradients only', (t) => {
     forward: ([x, w]) => { const y = linear(x, w); t.is(w.grad, null); return y; },
     reference: ([x, w]) => refMatmul(x, w, 1, 4, 6, 3, false, true, true),
   });
+});
+
+test('linearForward refuses a bias that does not fit, naming the shapes', (t) => {
+  const be = cpu();
+  const x = be.fromBuffer('f32', [3, 4], new Float32Array(12)), w = be.fromBuffer('f32', [5, 4], new Float32Array(20));
+  const b = be.fromBuffer('f32', [4], new Float32Array(4));
+  t.throws(() => be.linearForward(x, w, b), { message: /bias f32\[4\].*do not fit/ });
+  for (const h of [x, w, b]) h.dispose();
 });

@@ -106,6 +106,17 @@ export function cases(): Case[] {
     },
   });
 
+  // linearForward: x wᵀ + bias. [256,1024]×[768,1024]ᵀ takes cuBLASLt's bias epilogue in bf16; [37,129] rows are not
+  // 16-byte multiples, so that one takes the plain GEMM and a separate bias add.
+  for (const [M, K, N] of [[256, 1024, 768], [37, 129, 65]] as const) {
+    out.push({
+      name: `linearForward x[${M},${K}] w[${N},${K}]ᵀ + bias[${N}]`, family: 'gemm', dtypes: both, quick: K < 200,
+      inputs: gen({ shape: [M, K], std: 0.1 }, { shape: [N, K], std: 0.1 }, { shape: [N] }),
+      run: (be, [x, w, b]) => ({ y: op(be, 'linearForward')(x, w, b) }),
+      ref: ([x, w, b]) => ({ y: R.matmulRef(x, w, 1, M, K, N, false, true, true).map((v, i) => v + b[i % N]) }),
+    });
+  }
+
   // ---------------------------------------------------------------- layout and tensor ops
   out.push({
     name: 'concat/slice/sliceAssign(acc) axis 1', family: 'layout', dtypes: both, quick: true,

@@ -53,13 +53,8 @@ export function linear(x: Tensor, w: Tensor, bias?: Tensor | null): Tensor {
   const rows = prod(x.shape) / K;
   const outShape = [...x.shape.slice(0, -1), N];
   const x2 = x.handle.view([rows, K]);
-  let yh = be.matmul(x2, w.handle, false, true, 1);
+  const yh = bias ? be.linearForward(x2, w.handle, bias.handle) : be.matmul(x2, w.handle, false, true, 1);
   x2.dispose();
-  if (bias) {
-    const withBias = be.add(yh, bias.handle, 1, 1);
-    yh.dispose();
-    yh = withBias;
-  }
   const y = wrap(be, yh.view(outShape));
   yh.dispose();
   if (needsGrad(x, w, bias)) {

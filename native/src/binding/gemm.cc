@@ -53,3 +53,21 @@ OWLET_OP(matmulInto) {
   kern::matmul(x, y, c, ta, tb, float(a.number_or(5, "alpha", 1)), float(a.number_or(6, "beta", 1)));
   return a.env().Undefined();
 }
+
+// linearForward(x, w, bias) -> x wᵀ + bias: x [rows, K], w [N, K], bias [N]; the result in x's dtype. One op so that a
+// GPU adds the bias in the GEMM's epilogue instead of a second pass over the output.
+OWLET_OP(linearForward) {
+  Tensor &x = a.tensor(0, "x"), &w = a.tensor(1, "w"), &bias = a.tensor(2, "bias");
+  a.expect_float(x, "x");
+  a.expect_float(w, "w");
+  a.expect_float(bias, "bias");
+  a.expect_same_device(x, "x", w, "w");
+  a.expect_same_device(x, "x", bias, "bias");
+  a.check(x.ndim() == 2 && w.ndim() == 2 && bias.ndim() == 1, ErrorKind::Shape,
+          "x and w must be 2-D and bias 1-D, got " + x.describe() + ", " + w.describe() + ", " + bias.describe());
+  a.check(x.dim(1) == w.dim(1) && bias.dim(0) == w.dim(0), ErrorKind::Shape,
+          "x " + x.describe() + ", w " + w.describe() + " and bias " + bias.describe() + " do not fit x wᵀ + bias");
+  Tensor y = a.make(x.dtype, Shape{x.dim(0), w.dim(0)}, x.device());
+  if (y.numel()) kern::linear_bias(x, w, bias, y);
+  return a.ret(std::move(y));
+}

@@ -36,6 +36,9 @@ void sum_rows(const Tensor& x, Tensor& out);
 // c = alpha * op(a) op(b) + beta * c. a: [batch..., M, K] (or [K, M] per matrix when ta); b: same batch or 2-D
 // (broadcast to every batch); c: [batch..., M, N].
 void matmul(const Tensor& a, const Tensor& b, Tensor& c, bool ta, bool tb, float alpha, float beta);
+// y = x wᵀ + bias (bias added to every row): x [rows, K], w [N, K], bias [N], y [rows, N]. On a GPU the bias lands in
+// the GEMM's epilogue (no second pass over y) where cuBLASLt takes the shape.
+void linear_bias(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y);
 
 // ---- sequence layout (layout.cc) ----
 // Tensors viewed as [outer, len_i, inner] around `axis`.

@@ -40,4 +40,10 @@ void matmul(const Tensor& a, const Tensor& b, Tensor& c, bool ta, bool tb, float
                 alpha, pa + i * sa, int(lda), pb + i * sb, int(ldb), beta, pc + i * sc, int(ldc));
 }
 
+// The GEMM, then the bias added to each row as kern::add would (the CPU computes in fp32: no epilogue to gain).
+void linear_bias(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) {
+  matmul(x, w, y, false, true, 1.f, 0.f);
+  add(y, bias, y, 1.f, 1.f);
+}
+
 }  // namespace owlet::kern

@@ -221,6 +221,7 @@ Napi::Object backend_info(Napi::Env env) {
   cuda::GemmStats gs = cuda::gemm_stats();
   o.Set("gemmLt", double(gs.lt));
   o.Set("gemmEx", double(gs.ex));
+  o.Set("gemmBiasEpilogue", double(gs.bias_epilogue));
   o.Set("gemmExShapes", gs.ex_shapes);
   return o;
 }

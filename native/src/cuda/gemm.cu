@@ -41,12 +41,13 @@ bool lt_disabled() {
 // otherwise, so an operand at an offset into its storage (a view) gets a plan made for its actual alignment instead
 // of leaving cuBLASLt (measured: a weight-gradient GEMM of the ViT took 0.68 ms through cublasGemmEx, 0.08 through
 // cuBLASLt).
+// `bias`: the plan adds a bias vector in its epilogue (CUBLASLT_EPILOGUE_BIAS; its pointer is set per call).
 struct LtKey {
-  int dev, m, n, k, lda, ldb, ldc, transa, transb, ab, c, align_a, align_b, align_c;
+  int dev, m, n, k, lda, ldb, ldc, transa, transb, ab, c, align_a, align_b, align_c, bias;
   bool operator<(const LtKey& o) const {
-    return std::tie(dev, m, n, k, lda, ldb, ldc, transa, transb, ab, c, align_a, align_b, align_c) <
+    return std::tie(dev, m, n, k, lda, ldb, ldc, transa, transb, ab, c, align_a, align_b, align_c, bias) <
            std::tie(o.dev, o.m, o.n, o.k, o.lda, o.ldb, o.ldc, o.transa, o.transb, o.ab, o.c, o.align_a, o.align_b,
-                    o.align_c);
+                    o.align_c, o.bias);
   }
 };
 struct LtPlan {
@@ -65,6 +66,15 @@ LtPlan make_plan(DeviceContext& ctx, const LtKey& k) {
   if (cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS) return p;
   cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
   cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
+  if (k.bias) {
+    // cuBLAS's column-major D is our row-major C transposed: its rows are C's columns, so a bias of one value per
+    // row of D (length m) is one per output feature of the linear layer.
+    cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    cudaDataType_t bt = ct;
+    if (cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi) != CUBLAS_STATUS_SUCCESS ||
+        cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt) != CUBLAS_STATUS_SUCCESS)
+      return p;
+  }
   // Column-major layouts of cuBLAS's operands as stored (before the transpose op).
   bool ok = cublasLtMatrixLayoutCreate(&p.a, abt, ta == CUBLAS_OP_N ? k.m : k.k, ta == CUBLAS_OP_N ? k.k : k.m,
                                        k.lda) == CUBLAS_STATUS_SUCCESS &&
@@ -100,7 +110,7 @@ int alignment_of(const void* p) {
 }
 
 // Which path each GEMM took, for backend info (a shape falling off cuBLASLt is a performance bug to look at).
-std::atomic<uint64_t> n_lt{0}, n_ex{0};
+std::atomic<uint64_t> n_lt{0}, n_ex{0}, n_bias{0};
 std::map<std::string, uint64_t> ex_shapes;  // under lt_mutex
 
 void note_ex(int m, int n, int k, cublasOperation_t ta, cublasOperation_t tb, const char* why) {
@@ -113,7 +123,7 @@ void note_ex(int m, int n, int k, cublasOperation_t ta, cublasOperation_t tb, co
 
 // Tries cuBLASLt for a single bf16 matrix product; false when it does not apply or declines.
 bool try_lt(DeviceContext& ctx, const Gemm& g, int m, int n, int k, int lda, int ldb, int ldc, cublasOperation_t ta,
-            cublasOperation_t tb, const void* A, const void* B) {
+            cublasOperation_t tb, const void* A, const void* B, bool with_bias) {
   if (lt_disabled() || g.batch != 1 || g.ab != DType::BF16) return false;
   size_t cs = dtype_size(g.c);
   int al_a = alignment_of(A), al_b = alignment_of(B), al_c = alignment_of(g.C);
@@ -121,7 +131,7 @@ bool try_lt(DeviceContext& ctx, const Gemm& g, int m, int n, int k, int lda, int
     note_ex(m, n, k, ta, tb, "operands not 16-byte aligned");
     return false;
   }
-  LtKey key{ctx.index, m, n, k, lda, ldb, ldc, int(ta), int(tb), int(g.ab), int(g.c), al_a, al_b, al_c};
+  LtKey key{ctx.index, m, n, k, lda, ldb, ldc, int(ta), int(tb), int(g.ab), int(g.c), al_a, al_b, al_c, with_bias ? 1 : 0};
   LtPlan* plan;
   {
     std::lock_guard<std::mutex> lock(lt_mutex);
@@ -130,18 +140,22 @@ bool try_lt(DeviceContext& ctx, const Gemm& g, int m, int n, int k, int lda, int
     plan = &it->second;
   }
   if (!plan->ok) {
-    note_ex(m, n, k, ta, tb, "no cuBLASLt plan");
+    if (!with_bias) note_ex(m, n, k, ta, tb, "no cuBLASLt plan");
     return false;
   }
+  if (with_bias &&
+      cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias, sizeof g.bias) != CUBLAS_STATUS_SUCCESS)
+    return false;
   cublasStatus_t s = cublasLtMatmul(ctx.lt, plan->desc, &g.alpha, A, plan->a, B, plan->b, &g.beta, g.C, plan->c, g.C,
                                     plan->c, &plan->algo, ctx.workspace, ctx.workspace_bytes, ctx.stream);
   if (s != CUBLAS_STATUS_SUCCESS) {
     std::lock_guard<std::mutex> lock(lt_mutex);
     plan->ok = false;  // do not try this shape again
-    note_ex(m, n, k, ta, tb, "cuBLASLt failed");
+    if (!with_bias) note_ex(m, n, k, ta, tb, "cuBLASLt failed");
     return false;
   }
   n_lt++;
+  if (with_bias) n_bias++;
   return true;
 }
 
@@ -151,13 +165,14 @@ GemmStats gemm_stats() {
   GemmStats st;
   st.lt = n_lt.load();
   st.ex = n_ex.load();
+  st.bias_epilogue = n_bias.load();
   std::lock_guard<std::mutex> lock(lt_mutex);
   for (auto& [shape, count] : ex_shapes) st.ex_shapes += (st.ex_shapes.empty() ? "" : "; ") + shape + " ×" + std::to_string(count);
   return st;
 }
 
-void gemm(DeviceContext& ctx, const Gemm& g, const char* op) {
-  if (g.M == 0 || g.N == 0 || g.batch == 0) return;
+bool gemm(DeviceContext& ctx, const Gemm& g, const char* op) {
+  if (g.M == 0 || g.N == 0 || g.batch == 0) return false;
   if (!is_float(g.ab) || !is_float(g.c) || (g.ab == DType::F32 && g.c != DType::F32))
     fail(ErrorKind::DType, std::string(op) + ": unsupported GEMM types (operands " + dtype_name(g.ab) + ", result " +
                                dtype_name(g.c) + ")");
@@ -169,7 +184,11 @@ void gemm(DeviceContext& ctx, const Gemm& g, const char* op) {
   if (lda < 1) lda = 1;
   if (ldb < 1) ldb = 1;
   if (ldc < 1) ldc = 1;
-  if (try_lt(ctx, g, m, n, k, lda, ldb, ldc, ta, tb, g.B, g.A)) return;
+  // With a bias: the epilogue plan when cuBLASLt offers one for a bias at that address, else the plain GEMM and the
+  // caller adds the bias.
+  bool with_bias = g.bias && g.c == DType::BF16 && alignment_of(g.bias) >= 16;
+  if (with_bias && try_lt(ctx, g, m, n, k, lda, ldb, ldc, ta, tb, g.B, g.A, true)) return true;
+  if (try_lt(ctx, g, m, n, k, lda, ldb, ldc, ta, tb, g.B, g.A, false)) return false;
   cudaDataType_t abt = cuda_type(g.ab), ct = cuda_type(g.c);
   if (g.batch == 1) {
     check(cublasGemmEx(ctx.blas, ta, tb, m, n, k, &g.alpha, g.B, abt, lda, g.A, abt, ldb, &g.beta, g.C, ct, ldc,
@@ -181,6 +200,7 @@ void gemm(DeviceContext& ctx, const Gemm& g, const char* op) {
                                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
           op, "cublasGemmStridedBatchedEx");
   }
+  return false;
 }
 
 namespace {
@@ -283,6 +303,34 @@ void matmul(const Tensor& a, const Tensor& b, Tensor& c, bool ta, bool tb, float
   }
   gemm(ctx, g, op);
   if (C != &c) kern::copy_convert(*C, c);
+}
+
+void linear_bias(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) {
+  const char* op = "linear";
+  DeviceContext& ctx = context_of(y, op);
+  bool all_bf16 = x.dtype == DType::BF16 && w.dtype == DType::BF16 && bias.dtype == DType::BF16 && y.dtype == DType::BF16;
+  if (all_bf16 && y.numel() > 0) {
+    Gemm g;
+    g.ta = false;
+    g.tb = true;
+    g.M = x.rows();
+    g.K = x.cols();
+    g.N = w.rows();
+    g.A = x.raw();
+    g.lda = g.K;
+    g.B = w.raw();
+    g.ldb = g.K;
+    g.C = y.raw();
+    g.ldc = g.N;
+    g.ab = DType::BF16;
+    g.c = DType::BF16;
+    g.bias = bias.raw();
+    if (g.K == 0) kern::fill(y, 0);
+    else if (gemm(ctx, g, op)) return;
+  } else {
+    matmul(x, w, y, false, true, 1.f, 0.f);
+  }
+  add(y, bias, y, 1.f, 1.f);
 }
 
 }  // namespace owlet::kern

@@ -23,13 +23,16 @@ struct Gemm {
   int64_t batch = 1;
   DType ab = DType::BF16, c = DType::BF16;
   float alpha = 1.f, beta = 0.f;
+  // Optional bias per column of the row-major C (length N, C's dtype), added in cuBLASLt's epilogue (bf16, batch 1).
+  const void* bias = nullptr;
 };
 
-void gemm(DeviceContext& ctx, const Gemm& g, const char* op);
+// Returns whether g.bias was applied (in the epilogue); when not, the caller adds it.
+bool gemm(DeviceContext& ctx, const Gemm& g, const char* op);
 
 // How many bf16 GEMMs went through cuBLASLt and how many fell back to cublasGemmEx (with the first shapes and why).
 struct GemmStats {
-  uint64_t lt = 0, ex = 0;
+  uint64_t lt = 0, ex = 0, bias_epilogue = 0;
   std::string ex_shapes;
 };
 GemmStats gemm_stats();
