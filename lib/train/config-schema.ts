@@ -64,7 +64,9 @@ export const StageConfig = z.strictObject({
 
 const DataFile = z.strictObject({
   path: z.string().min(1),
-  /** Sampling weight of this file in the mixture (relative). */
+  /** Copies of this file per epoch: it contributes round(weight · records) samples (JsonlDataset), so its share of
+   *  the mixture is weight · records / Σ weight · records — a 100-record file at weight 1 next to 20000 records
+   *  at weight 5 is 0.1% of the samples, not a sixth. */
   weight: z.number().positive().default(1),
 });
 

@@ -1,6 +1,6 @@
 // The real pieces behind the trainer's interfaces: MplugOwl as the TrainableModel, lib/data's DataLoader as the
 // DataStream, AdamW as the Optimizer, safetensors as the tensor IO, plus evaluation and the final exports.
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { DataLoader, JsonlDataset, llamaTokenizer, loadTokenizer, rebasedPosition, type Batch as DataBatch, type LoaderPosition, type Tokenizer } from '../data/index.ts';
 import {
   MplugOwl, initLora, initParams, parseAdapterConfig, parseOwlConfig, type AdapterConfig, type OwlBatch,
@@ -198,6 +198,13 @@ export class OwlDataStream implements DataStream<OwlTrainBatch> {
   }
   close(): void { this.loader.close(); }
   get stats() { return this.loader.stats; }
+  /** "data: a.jsonl 100 × 200 = 20000 (10.0%), …": a weight multiplies a file's records, so a share is easy to misjudge
+   *  from the weights alone (a 100-record file at weight 1 beside 20000 at weight 5 is 0.1% of the samples). */
+  describe(): string {
+    const counts = this.dataset.sources.map((s) => Math.round((s.spec.weight ?? 1) * s.records.length));
+    const total = counts.reduce((a, b) => a + b, 0) || 1;
+    return `data: ${this.dataset.sources.map((s, i) => `${basename(s.spec.path)} ${s.records.length} × ${s.spec.weight ?? 1} = ${counts[i]} (${(100 * counts[i] / total).toFixed(1)}%)`).join(', ')} per epoch`;
+  }
 }
 
 export function tokenizerFor(config: OwletConfig): Tokenizer {

@@ -73,6 +73,7 @@ async function runStage<B extends Batch>(config: OwletConfig, c: Components<B>, 
   const trainable = applyStage(model as never, { train: config.stage.train, lora: config.stage.lora });
   if (model.describe) log(model.describe());
   const data = await c.createData(config, 'train', model, shard);
+  if (data.describe) log(data.describe());
   const steps = totalSteps(config, data.microBatchesPerEpoch, gradAccum);
   const optimizer = c.createOptimizer(decayGroups(trainable, config.optimizer.weight_decay, config.optimizer.no_decay), config.optimizer);
   const schedule = makeSchedule({ type: config.schedule.type, lr: config.optimizer.lr, warmupSteps: config.schedule.warmup_steps,

@@ -66,6 +66,8 @@ export interface DataStream<B extends Batch = Batch> {
    * the stream maps them onto its own rank and world. Without it, a run resumes only with the world size it saved.
    */
   restoreFrom?(positions: Json[], rank: number, worldSize: number): void;
+  /** What the stream mixes, for a log line at the start of a run (each file's share of an epoch). */
+  describe?(): string;
 }
 
 export interface OptimizerState { meta: Json; tensors: Map<string, Tensor> }
