@@ -124,13 +124,24 @@ export function questionPool(scene: Scene): QA[] {
   return pool;
 }
 
-/** 1..maxTurns distinct questions: uniqueness questions first in the pool, yes/no balanced between yes and no. */
-export function sampleTurns(scene: Scene, r: Rng, maxTurns: number): QA[] {
+/** Whether a "no" question names a shape or a colour the scene has (elsewhere): "Is there a red square?" beside a
+ *  green square. Only the conjunction tells it from a "yes". */
+export function nearMiss(scene: Scene, q: QA): boolean {
+  const m = /^Is there a (\w+) (\w+)\?$/.exec(q.question);
+  return !!m && q.answer === 'no.' && scene.shapes.some((s) => s.color === m[1] || s.shape === m[2]);
+}
+
+/** 1..maxTurns distinct questions: uniqueness questions first in the pool, yes/no balanced between yes and no.
+ *  `nearMisses`: every "no" is a near miss where the scene allows one (the warm-up's curriculum: a model that checks
+ *  only the shape or only the colour answers those wrongly, so they teach the conjunction). */
+export function sampleTurns(scene: Scene, r: Rng, maxTurns: number, nearMisses = false): QA[] {
   const pool = questionPool(scene);
   const isYesNo = (q: QA) => q.question.startsWith('Is there');
   const open = pool.filter((q) => !isYesNo(q));
   const yes = pool.filter((q) => isYesNo(q) && q.answer === 'yes.');
-  const no = pool.filter((q) => isYesNo(q) && q.answer === 'no.');
+  const allNo = pool.filter((q) => isYesNo(q) && q.answer === 'no.');
+  const near = nearMisses ? allNo.filter((q) => nearMiss(scene, q)) : [];
+  const no = near.length ? near : allNo;
   const turns: QA[] = [];
   const n = 1 + r.int(maxTurns);
   const take = (list: QA[]): QA | undefined => {

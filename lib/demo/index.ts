@@ -33,6 +33,8 @@ export interface DemoOptions {
   /** Images per split (default 2000 / 200). */
   trainImages?: number;
   evalImages?: number;
+  /** Near-miss negatives in the warm-up's yes/no questions (default true: generateDemoData's warmupNearMisses). */
+  warmupNearMisses?: boolean;
   /** Cap on evaluated items per metric (default: all). */
   evalLimit?: number;
   log?: (line: string) => void;
@@ -76,7 +78,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoReport> {
   const data = join(out, 'data');
   if (!existsSync(join(data, 'demo.json'))) {
     await generateDemoData({ out: data, system: DEMO_SYSTEM, maxTurns: 2, imageSize: DEMO_IMAGE_SIZE, layout: DEMO_LAYOUT,
-      warmupScenes: DEMO_WARMUP_SCENES, trainImages: o.trainImages ?? 2000, evalImages: o.evalImages ?? 200 });
+      warmupScenes: DEMO_WARMUP_SCENES, warmupNearMisses: o.warmupNearMisses ?? true, trainImages: o.trainImages ?? 2000, evalImages: o.evalImages ?? 200 });
   }
   lap('data');
   log(`data: ${data}`);
