@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generateDemoData, type DemoFiles } from '../../lib/data/demo.ts';
-import { questionPool, caption, COLOR_RGB, gridText, GRID_TOKENS, sampleScene, type Scene, type ColorName } from '../../lib/data/demo-scene.ts';
+import { questionPool, caption, COLOR_RGB, gridText, GRID_TOKENS, nearMiss, sampleScene, sampleTurns, type Scene, type ColorName } from '../../lib/data/demo-scene.ts';
 import { rng } from '../../lib/data/rng.ts';
 import { llamaTokenizer } from '../../lib/data/tokenizer.ts';
 import { JsonlDataset } from '../../lib/data/dataset.ts';
@@ -185,4 +185,26 @@ test('warm-up corpora: the grid text sits exactly where the image tokens of stag
     t.deepEqual([...withGrid.inputIds.slice(0, at), ...withGrid.inputIds.slice(at + M)], [...image.inputIds.slice(0, at), ...image.inputIds.slice(at + M)]);
     t.deepEqual(Array.from(withGrid.promptMask), Array.from(image.promptMask));
   }
+});
+
+test('near-miss negatives: with the option every "no" names a shape or colour the scene has, where one exists', (t) => {
+  let nearNo = 0, plainNo = 0, plainNear = 0;
+  for (let i = 0; i < 400; i++) {
+    const scene = sampleScene(rng(7, 4, i), 96);
+    const possible = questionPool(scene).some((q) => nearMiss(scene, q));
+    for (const [near, r] of [[true, rng(8, 1, i)], [false, rng(8, 1, i)]] as const) {
+      for (const q of sampleTurns(scene, r, 3, near)) {
+        if (q.answer !== 'no.') continue;
+        if (near) { t.is(nearMiss(scene, q), possible, q.question); nearNo++; }
+        else { plainNo++; if (nearMiss(scene, q)) plainNear++; }
+      }
+    }
+  }
+  t.true(nearNo > 50 && plainNo > 50);
+  t.true(plainNear < plainNo, 'without the option some negatives name neither the shape nor the colour');
+  // The definition itself: a red square beside a green square is a near miss; a red square in a scene of blue circles is not.
+  const scene = { shapes: [{ shape: 'square', color: 'green' }] } as unknown as Scene;
+  t.true(nearMiss(scene, { question: 'Is there a red square?', answer: 'no.' }));
+  t.false(nearMiss(scene, { question: 'Is there a red circle?', answer: 'no.' }));
+  t.false(nearMiss(scene, { question: 'Is there a green square?', answer: 'yes.' }));
 });
