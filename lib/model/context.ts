@@ -21,26 +21,11 @@ function layerOf(key: string): string | null {
   return LAYER.exec(key.startsWith(PEFT_PREFIX) ? key.slice(PEFT_PREFIX.length) : key)?.[1] ?? null;
 }
 
-// Parameter keys by layer, per parameter map, rebuilt when the map's size changes (an adapter's keys added).
-const layerIndex = new WeakMap<Params, { size: number; idx: Map<string, string[]> }>();
-function keysByLayer(params: Params): Map<string, string[]> {
-  const hit = layerIndex.get(params);
-  if (hit && hit.size === params.size) return hit.idx;
-  const idx = new Map<string, string[]>();
-  for (const k of params.keys()) {
-    const l = layerOf(k);
-    if (l === null) continue;
-    const ks = idx.get(l);
-    if (ks) ks.push(k);
-    else idx.set(l, [k]);
-  }
-  layerIndex.set(params, { size: params.size, idx });
-  return idx;
-}
-
 export class ForwardContext {
   /** Working copies in the compute dtype, by key (they belong to the scope the forward runs in). */
   private readonly working = new Map<string, Tensor>();
+  /** Parameter keys by layer, made at the first working copy of this forward. */
+  private layers: Map<string, string[]> | null = null;
 
   constructor(readonly params: Params, readonly training: boolean, readonly adapter: AdapterConfig | null = null,
     private seedState: number = 0x9e3779b9, readonly computeDtype: DType | null = null) {}
@@ -66,10 +51,23 @@ export class ForwardContext {
       this.working.set(key, w);
       return w;
     }
-    const keys = (keysByLayer(this.params).get(layer) ?? [key]).filter((k) => !this.working.has(k) && this.needsCopy(this.params.get(k)!));
+    const keys = (this.keysByLayer().get(layer) ?? [key]).filter((k) => !this.working.has(k) && this.needsCopy(this.params.get(k)!));
     const copies = castMany(keys.map((k) => this.params.get(k)!), d);
     keys.forEach((k, i) => this.working.set(k, copies[i]));
     return this.working.get(key)!;
+  }
+
+  private keysByLayer(): Map<string, string[]> {
+    if (this.layers) return this.layers;
+    this.layers = new Map();
+    for (const k of this.params.keys()) {
+      const l = layerOf(k);
+      if (l === null) continue;
+      const ks = this.layers.get(l);
+      if (ks) ks.push(k);
+      else this.layers.set(l, [k]);
+    }
+    return this.layers;
   }
 
   private needsCopy(t: Tensor): boolean {

@@ -118,7 +118,6 @@ export function patchify(img: Tensor, patch: number): Tensor {
   return wrap(img.backend, img.backend.patchify(img.handle, patch));
 }
 
-/** x converted to another dtype (f32 ↔ bf16); the gradient is converted back. */
 /** cast of every tensor (one launch on a GPU): the working copies of a layer's weights under mixed precision. One
  *  tape entry for the list, so the gradients come back in one launch too, once every output's gradient is final. */
 export function castMany(xs: Tensor[], dtype: Tensor['dtype']): Tensor[] {
@@ -137,6 +136,7 @@ export function castMany(xs: Tensor[], dtype: Tensor['dtype']): Tensor[] {
   return ys;
 }
 
+/** x converted to another dtype (f32 ↔ bf16); the gradient is converted back. */
 export function cast(x: Tensor, dtype: Tensor['dtype']): Tensor {
   if (x.dtype === dtype) return x.share();
   const y = wrap(x.backend, x.backend.cast(x.handle, dtype));

@@ -36,8 +36,7 @@ bool lt_disabled() {
   return off;
 }
 
-// One cached cuBLASLt plan per shape: descriptors and the heuristic's first algorithm.
-// A plan per shape and per pointer alignment: cuBLASLt's heuristic assumes 256-byte-aligned operands unless told
+// One cached cuBLASLt plan (descriptors and the heuristic's first algorithm) per shape and per pointer alignment: cuBLASLt's heuristic assumes 256-byte-aligned operands unless told
 // otherwise, so an operand at an offset into its storage (a view) gets a plan made for its actual alignment instead
 // of leaving cuBLASLt (measured: a weight-gradient GEMM of the ViT took 0.68 ms through cublasGemmEx, 0.08 through
 // cuBLASLt).
@@ -213,8 +212,8 @@ const Tensor& as_dtype(const Tensor& t, DType want, Tensor& hold) {
 }
 }  // namespace
 
-void gemm2d(DeviceContext& ctx, const Tensor& a, bool ta, const Tensor& b, bool tb, Tensor& c, float alpha, float beta,
-            const char* op) {
+bool gemm2d(DeviceContext& ctx, const Tensor& a, bool ta, const Tensor& b, bool tb, Tensor& c, float alpha, float beta,
+            const char* op, const Tensor* bias) {
   expect_float(a, op, "a");
   expect_float(b, op, "b");
   expect_float(c, op, "c");
@@ -243,11 +242,12 @@ void gemm2d(DeviceContext& ctx, const Tensor& a, bool ta, const Tensor& b, bool 
     g.c = DType::F32;
     gemm(ctx, g, op);
     kern::copy_convert(hc, c);
-    return;
+    return false;
   }
   g.C = c.raw();
   g.c = c.dtype;
-  gemm(ctx, g, op);
+  if (bias && bias->dtype == c.dtype) g.bias = bias->raw();
+  return gemm(ctx, g, op);
 }
 
 }  // namespace owlet::cuda
@@ -308,28 +308,8 @@ void matmul(const Tensor& a, const Tensor& b, Tensor& c, bool ta, bool tb, float
 void linear_bias(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) {
   const char* op = "linear";
   DeviceContext& ctx = context_of(y, op);
-  bool all_bf16 = x.dtype == DType::BF16 && w.dtype == DType::BF16 && bias.dtype == DType::BF16 && y.dtype == DType::BF16;
-  if (all_bf16 && y.numel() > 0) {
-    Gemm g;
-    g.ta = false;
-    g.tb = true;
-    g.M = x.rows();
-    g.K = x.cols();
-    g.N = w.rows();
-    g.A = x.raw();
-    g.lda = g.K;
-    g.B = w.raw();
-    g.ldb = g.K;
-    g.C = y.raw();
-    g.ldc = g.N;
-    g.ab = DType::BF16;
-    g.c = DType::BF16;
-    g.bias = bias.raw();
-    if (g.K == 0) kern::fill(y, 0);
-    else if (gemm(ctx, g, op)) return;
-  } else {
-    matmul(x, w, y, false, true, 1.f, 0.f);
-  }
+  if (x.cols() == 0) kern::fill(y, 0);
+  else if (gemm2d(ctx, x, false, w, true, y, 1.f, 0.f, op, &bias)) return;
   add(y, bias, y, 1.f, 1.f);
 }
 

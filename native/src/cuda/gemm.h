@@ -38,8 +38,9 @@ struct GemmStats {
 GemmStats gemm_stats();
 
 // Tensor-level convenience: c = alpha · op(a) op(b) + beta · c with a, b 2-D (row-major), any float dtypes
-// (mixed dtypes are converted through temporaries).
-void gemm2d(DeviceContext& ctx, const Tensor& a, bool ta, const Tensor& b, bool tb, Tensor& c, float alpha, float beta,
-            const char* op);
+// (mixed dtypes are converted through temporaries). With `bias` (length N, c's dtype) it returns whether the bias
+// was added in the epilogue; when not, the caller adds it.
+bool gemm2d(DeviceContext& ctx, const Tensor& a, bool ta, const Tensor& b, bool tb, Tensor& c, float alpha, float beta,
+            const char* op, const Tensor* bias = nullptr);
 
 }  // namespace owlet::cuda
