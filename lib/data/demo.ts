@@ -41,6 +41,9 @@ export interface DemoOptions {
   layout?: SceneLayout;
   /** Scenes in the text-only warm-up corpora (default 0: none written). */
   warmupScenes?: number;
+  /** Turns per warm-up instruction sample: 1..warmupMaxTurns (default 0: maxTurns). More turns put more answers on
+   *  each grid the LLM reads. */
+  warmupMaxTurns?: number;
   /** The warm-up's "Is there …?" questions answered "no" are near misses (a shape or colour the scene has, not
    *  together: sampleTurns) where possible (default false; the image splits keep uniform negatives). */
   warmupNearMisses?: boolean;
@@ -90,7 +93,7 @@ function warmupCorpora(o: Required<DemoOptions>): { instructions: unknown[]; cap
   for (let i = 0; i < o.warmupScenes; i++) {
     const r = rng(o.seed, 4, i);
     const scene = sampleScene(r, o.imageSize, o.layout), grid = gridText(scene);
-    const turns = sampleTurns(scene, r, o.maxTurns, o.warmupNearMisses).map((q) => ({ human: q.question, ai: q.answer }));
+    const turns = sampleTurns(scene, r, o.warmupMaxTurns || o.maxTurns, o.warmupNearMisses).map((q) => ({ human: q.question, ai: q.answer }));
     instructions.push({ text: formatConversation({ images: 1, turns, system: o.system }).replace(IMAGE_TOKEN, grid), task_type: 'warmup_sft' });
     captions.push({ text: `${captionPrompt(o.system).replace(IMAGE_TOKEN, grid)}${caption(scene)}`, task_type: 'warmup_sft' });
   }
@@ -100,9 +103,9 @@ function warmupCorpora(o: Required<DemoOptions>): { instructions: unknown[]; cap
 /** Generates the demo corpora into `o.out` and returns the file paths. Same seed and options → identical files. */
 export async function generateDemoData(options: DemoOptions): Promise<DemoFiles> {
   const o: Required<DemoOptions> = {
-    seed: 0, trainImages: 2000, evalImages: 200, instructionsPerImage: 1, maxTurns: 3, textHoldout: 0, imageSize: 224, system: SYSTEM_PROMPT, layout: DEFAULT_LAYOUT, warmupScenes: 0, warmupNearMisses: false, ...options,
+    seed: 0, trainImages: 2000, evalImages: 200, instructionsPerImage: 1, maxTurns: 3, textHoldout: 0, imageSize: 224, system: SYSTEM_PROMPT, layout: DEFAULT_LAYOUT, warmupScenes: 0, warmupMaxTurns: 0, warmupNearMisses: false, ...options,
   };
-  for (const k of ['trainImages', 'evalImages', 'instructionsPerImage', 'maxTurns', 'textHoldout', 'imageSize', 'warmupScenes'] as const) {
+  for (const k of ['trainImages', 'evalImages', 'instructionsPerImage', 'maxTurns', 'textHoldout', 'imageSize', 'warmupScenes', 'warmupMaxTurns'] as const) {
     if (!Number.isInteger(o[k]) || o[k] < 0) throw new DataFormatError(`demo: ${k} must be a non-negative integer, got ${o[k]}`);
   }
   if (o.maxTurns < 1 || o.imageSize < 24) throw new DataFormatError('demo: maxTurns must be ≥ 1 and imageSize ≥ 24');

@@ -16,13 +16,18 @@ import { evalCaptions, evalInstructions, type AccuracyByKind } from './evaluate.
 
 /** The template's system line for the demo: short, so samples stay short (the official line is 32 tokens). */
 export const DEMO_SYSTEM = 'A chat between a human and an AI.';
-/** The demo's images: 96 px, so a 16-px patch grid of 6×6 puts each of the scene's 3×3 cells on 2×2 patches, and
- *  shapes fill 55–85% of their cell. (At 224 px the tiny ViT learned shapes several times slower per second.) */
+/** The demo's images: 96 px, and the ViT's 32-px patches (configs/demo-warmup.yaml) put each of the scene's 3×3
+ *  cells, and so each whole shape, in one patch; shapes fill 55–85% of their cell. (At 224 px the tiny ViT learned
+ *  shapes several times slower per second; with 16-px patches a shape spans 2×2 patches and stage 1 learned shapes
+ *  more slowly: bench/results/demo_2026-11-26.md, session 4.) */
 export const DEMO_IMAGE_SIZE = 96;
 export const DEMO_LAYOUT = { size: [0.55, 0.85] as const, jitter: 1 };
 /** Scenes in the text warm-up corpora (grid descriptions, no images): many more than there are images, so the LLM
  *  learns to read any scene rather than the 2000 training ones. */
 export const DEMO_WARMUP_SCENES = 20000;
+/** Turns per warm-up conversation (1–4; the image splits have 1–2): more answers per grid the LLM reads. With 4, grid
+ *  questions answered from the text went from 78.7% to 83.9% at the same steps (bench/results/demo_2026-11-26.md). */
+export const DEMO_WARMUP_TURNS = 4;
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
 
 export interface DemoOptions {
@@ -78,7 +83,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoReport> {
   const data = join(out, 'data');
   if (!existsSync(join(data, 'demo.json'))) {
     await generateDemoData({ out: data, system: DEMO_SYSTEM, maxTurns: 2, imageSize: DEMO_IMAGE_SIZE, layout: DEMO_LAYOUT,
-      warmupScenes: DEMO_WARMUP_SCENES, warmupNearMisses: o.warmupNearMisses ?? true, trainImages: o.trainImages ?? 2000, evalImages: o.evalImages ?? 200 });
+      warmupScenes: DEMO_WARMUP_SCENES, warmupMaxTurns: DEMO_WARMUP_TURNS, warmupNearMisses: o.warmupNearMisses ?? true, trainImages: o.trainImages ?? 2000, evalImages: o.evalImages ?? 200 });
   }
   lap('data');
   log(`data: ${data}`);

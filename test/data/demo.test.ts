@@ -208,3 +208,18 @@ test('near-miss negatives: with the option every "no" names a shape or colour th
   t.false(nearMiss(scene, { question: 'Is there a red circle?', answer: 'no.' }));
   t.false(nearMiss(scene, { question: 'Is there a green square?', answer: 'yes.' }));
 });
+
+test('warm-up turns: warmupMaxTurns sets the turns of the warm-up conversations only; the image splits keep maxTurns', async (t) => {
+  const base = { trainImages: 30, evalImages: 10, maxTurns: 2, warmupScenes: 60, imageSize: 48 };
+  const w = await generateDemoData({ ...base, out: join(root, 'wt'), warmupMaxTurns: 4 });
+  const turns = (p: string) => rows(p).map((r) => (r.text as string).split('\nAI: ').length - 1);
+  const warm = turns(w.warmupInstructions!), train = turns(w.trainInstructions), ev = turns(w.evalInstructions);
+  t.true(warm.every((n) => n >= 1 && n <= 4));
+  t.true(warm.some((n) => n > 2), 'some warm-up conversations have more than maxTurns turns');
+  t.true([...train, ...ev].every((n) => n >= 1 && n <= 2));
+  // The image splits are the ones maxTurns alone would give.
+  const plain = await generateDemoData({ ...base, out: join(root, 'wt0') });
+  t.is(sha(w.trainInstructions), sha(plain.trainInstructions));
+  t.is(sha(w.evalInstructions), sha(plain.evalInstructions));
+  await t.throwsAsync(generateDemoData({ ...base, out: join(root, 'wt1'), warmupMaxTurns: 1.5 }), { message: /warmupMaxTurns/ });
+});
