@@ -1,9 +1,8 @@
 // LLaMA decoder (HF LlamaForCausalLM semantics, spec §1.4): RMSNorm, rotate-half RoPE, causal attention, SwiGLU MLP,
 // untied lm_head. Modules the adapter targets run as LoRA linears (ForwardContext.linear).
 import { add, attention, checkpoint, isGradEnabled, linear, reshape, rmsNorm, rope, swiglu, type Tensor } from '../tensor/index.ts';
-import { released } from './context.ts';
 import type { TextConfig } from './config.ts';
-import type { ForwardContext } from './context.ts';
+import { released, type ForwardContext } from './context.ts';
 
 export interface LlamaOptions {
   /** Position of the first token (generation with a KV cache continues from here). */
