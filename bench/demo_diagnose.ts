@@ -6,7 +6,7 @@
 //             LLM reads right before any vision is involved.
 // Run: npx tsx bench/demo_diagnose.ts captions RUN [CHECKPOINT]   |   npx tsx bench/demo_diagnose.ts gridqa RUN [CHECKPOINT]
 import { readFileSync } from 'node:fs';
-import { captionPrompt, gridText, IMAGE_TOKEN, llamaTokenizer, type Scene } from '../lib/data/index.ts';
+import { captionPrompt, gridText, type GridStyle, IMAGE_TOKEN, llamaTokenizer, type Scene } from '../lib/data/index.ts';
 import { DEMO_SYSTEM } from '../lib/demo/index.ts';
 import { questionType, turnsOf } from '../lib/demo/evaluate.ts';
 import { generate, loadImageTensor } from '../lib/generate/index.ts';
@@ -60,7 +60,9 @@ async function captions(run: string, checkpoint = `${run}/stage1/final`): Promis
 
 async function gridqa(run: string, checkpoint = `${run}/warmup/final`): Promise<void> {
   const m = loadModel(checkpoint);
-  const grid = new Map(rows<SceneRow>(`${run}/data/eval_scenes.jsonl`).map((s) => [s.image, gridText(s)]));
+  // The style the run's warm-up read (demo.json records the generator's options; runs before it existed used words).
+  const style = (JSON.parse(readFileSync(`${run}/data/demo.json`, 'utf8')) as { options: { gridStyle?: GridStyle } }).options.gridStyle ?? 'words';
+  const grid = new Map(rows<SceneRow>(`${run}/data/eval_scenes.jsonl`).map((s) => [s.image, gridText(s, style)]));
   const items: { prompt: string; want: string; kind: string }[] = [];
   for (const r of rows<{ text: string; image: string[] }>(`${run}/data/eval_instructions.jsonl`)) {
     let prefix = r.text.slice(0, r.text.indexOf(IMAGE_TOKEN)) + grid.get(r.image[0]);

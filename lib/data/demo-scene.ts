@@ -88,19 +88,33 @@ export function caption(scene: Scene): string {
 }
 
 /**
- * The scene as a grid description: two words per cell in reading order ("red circle" or "empty cell") and a final
- * ".", 19 LLaMA tokens, one per image token of a model with 18 queries (+ the abstractor's end token). The demo's
- * text warm-up teaches the LLM to read scenes written this way, standing in for what a pretrained LLM already knows;
- * stage 1 then teaches the visual side to write image tokens the LLM reads as such a description.
+ * The scene as a grid description, in reading order, standing in for the image: the demo's text warm-up teaches the
+ * LLM to read scenes written this way (what a pretrained LLM already knows), and stage 1 then teaches the visual side
+ * to write image tokens the LLM reads as such a description.
+ * - 'words': two words per cell ("red circle" or "empty cell") and a final ".": 19 LLaMA tokens, one per image token
+ *   of a model with 18 queries (+ the abstractor's end token). Answering "What color is the circle?" from it needs
+ *   the colour word bound to the shape word after it (a previous-token circuit).
+ * - 'codes': one single-token code per cell (GRID_CODES: a capital letter per colour and shape, "x" for an empty cell)
+ *   and a final ".": 10 tokens (9 queries + the end token). Colour and shape sit in one token, so no binding is needed.
  */
-export function gridText(scene: Scene): string {
-  const cells: string[] = Array.from({ length: 9 }, () => 'empty cell');
-  for (const s of scene.shapes) cells[s.row * 3 + s.col] = `${s.color} ${s.shape}`;
+export type GridStyle = 'words' | 'codes';
+export const GRID_STYLES: readonly GridStyle[] = ['words', 'codes'];
+
+/** The code of a colour and a shape in 'codes' grids: A–L, colours major (red circle A, red square B, …). */
+export function gridCode(color: ColorName, shape: ShapeName): string {
+  return 'ABCDEFGHIJKL'[COLORS.indexOf(color) * SHAPES.length + SHAPES.indexOf(shape)];
+}
+export const EMPTY_CODE = 'x';
+
+export function gridText(scene: Scene, style: GridStyle = 'words'): string {
+  const empty = style === 'codes' ? EMPTY_CODE : 'empty cell';
+  const cells: string[] = Array.from({ length: 9 }, () => empty);
+  for (const s of scene.shapes) cells[s.row * 3 + s.col] = style === 'codes' ? gridCode(s.color, s.shape) : `${s.color} ${s.shape}`;
   return `${cells.join(' ')}.`;
 }
 
 /** Image tokens a grid description stands in for (see gridText). */
-export const GRID_TOKENS = 19;
+export const GRID_TOKENS: Record<GridStyle, number> = { words: 19, codes: 10 };
 
 export interface QA { question: string; answer: string }
 

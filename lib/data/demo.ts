@@ -17,7 +17,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { rng } from './rng.ts';
-import { arithmeticPairs, caption, DEFAULT_LAYOUT, gridText, rasterize, sampleScene, sampleTurns, type Scene, type SceneLayout } from './demo-scene.ts';
+import { arithmeticPairs, caption, DEFAULT_LAYOUT, gridText, rasterize, sampleScene, sampleTurns, type GridStyle, GRID_STYLES, type Scene, type SceneLayout } from './demo-scene.ts';
 import { captionPrompt, formatConversation, IMAGE_TOKEN, SYSTEM_PROMPT } from './template.ts';
 import { DataFormatError } from './errors.ts';
 
@@ -47,6 +47,8 @@ export interface DemoOptions {
   /** The warm-up's "Is there …?" questions answered "no" are near misses (a shape or colour the scene has, not
    *  together: sampleTurns) where possible (default false; the image splits keep uniform negatives). */
   warmupNearMisses?: boolean;
+  /** How the warm-up writes a scene in place of the image (gridText; default 'words'). */
+  gridStyle?: GridStyle;
   /** System line of the template (default: the official one, 32 LLaMA tokens; a demo with a small max_length may
    *  want a shorter one: with it, instruction samples are 124–167 ids long at 65 ids per image). */
   system?: string;
@@ -92,7 +94,7 @@ function warmupCorpora(o: Required<DemoOptions>): { instructions: unknown[]; cap
   const instructions: unknown[] = [], captions: unknown[] = [];
   for (let i = 0; i < o.warmupScenes; i++) {
     const r = rng(o.seed, 4, i);
-    const scene = sampleScene(r, o.imageSize, o.layout), grid = gridText(scene);
+    const scene = sampleScene(r, o.imageSize, o.layout), grid = gridText(scene, o.gridStyle);
     const turns = sampleTurns(scene, r, o.warmupMaxTurns || o.maxTurns, o.warmupNearMisses).map((q) => ({ human: q.question, ai: q.answer }));
     instructions.push({ text: formatConversation({ images: 1, turns, system: o.system }).replace(IMAGE_TOKEN, grid), task_type: 'warmup_sft' });
     captions.push({ text: `${captionPrompt(o.system).replace(IMAGE_TOKEN, grid)}${caption(scene)}`, task_type: 'warmup_sft' });
@@ -103,7 +105,7 @@ function warmupCorpora(o: Required<DemoOptions>): { instructions: unknown[]; cap
 /** Generates the demo corpora into `o.out` and returns the file paths. Same seed and options → identical files. */
 export async function generateDemoData(options: DemoOptions): Promise<DemoFiles> {
   const o: Required<DemoOptions> = {
-    seed: 0, trainImages: 2000, evalImages: 200, instructionsPerImage: 1, maxTurns: 3, textHoldout: 0, imageSize: 224, system: SYSTEM_PROMPT, layout: DEFAULT_LAYOUT, warmupScenes: 0, warmupMaxTurns: 0, warmupNearMisses: false, ...options,
+    seed: 0, trainImages: 2000, evalImages: 200, instructionsPerImage: 1, maxTurns: 3, textHoldout: 0, imageSize: 224, system: SYSTEM_PROMPT, layout: DEFAULT_LAYOUT, warmupScenes: 0, warmupMaxTurns: 0, warmupNearMisses: false, gridStyle: 'words', ...options,
   };
   for (const k of ['trainImages', 'evalImages', 'instructionsPerImage', 'maxTurns', 'textHoldout', 'imageSize', 'warmupScenes', 'warmupMaxTurns'] as const) {
     if (!Number.isInteger(o[k]) || o[k] < 0) throw new DataFormatError(`demo: ${k} must be a non-negative integer, got ${o[k]}`);
@@ -113,6 +115,7 @@ export async function generateDemoData(options: DemoOptions): Promise<DemoFiles>
   if (!(lo > 0 && lo <= hi && hi <= 1) || !(o.layout.jitter >= 0 && o.layout.jitter <= 1)) {
     throw new DataFormatError(`demo: layout.size must be 0 < lo ≤ hi ≤ 1 and layout.jitter in [0, 1], got ${JSON.stringify(o.layout)}`);
   }
+  if (!GRID_STYLES.includes(o.gridStyle)) throw new DataFormatError(`demo: gridStyle must be one of ${GRID_STYLES.join(', ')}, got ${JSON.stringify(o.gridStyle)}`);
   if (o.textHoldout > 100) throw new DataFormatError('demo: textHoldout must be ≤ 100 (there are 100 sums)');
   mkdirSync(o.out, { recursive: true });
   const train = await writeSplit(o.out, 'train', o.trainImages, o);

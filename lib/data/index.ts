@@ -24,7 +24,7 @@ export {
 export { DataLoader, prepareSample, globalStreamPosition, rebasedPosition, type LoaderOptions, type LoaderPosition, type LoaderStats, type SampleOptions } from './loader.ts';
 export { generateDemoData, type DemoOptions, type DemoFiles } from './demo.ts';
 export {
-  SHAPES, COLORS, COLOR_RGB, sampleScene, rasterize, caption, gridText, GRID_TOKENS, DEFAULT_LAYOUT, questionPool, sampleTurns,
+  SHAPES, COLORS, COLOR_RGB, sampleScene, rasterize, caption, gridText, gridCode, GRID_TOKENS, GRID_STYLES, type GridStyle, DEFAULT_LAYOUT, questionPool, sampleTurns,
   arithmeticPairs, type Scene, type SceneLayout, type PlacedShape, type QA, type ShapeName, type ColorName,
 } from './demo-scene.ts';
 export { lintData, formatLintReport, LINT_ERRORS, type LintReport, type LintIssue, type LintKind, type LintOptions, type LintFileSummary } from './lint.ts';

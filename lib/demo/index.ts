@@ -28,6 +28,11 @@ export const DEMO_WARMUP_SCENES = 20000;
 /** Turns per warm-up conversation (1–4; the image splits have 1–2): more answers per grid the LLM reads. With 4, grid
  *  questions answered from the text went from 78.7% to 83.9% at the same steps (bench/results/demo_2026-11-26.md). */
 export const DEMO_WARMUP_TURNS = 4;
+/** How the warm-up writes a scene: one code per cell ("x A x x x x x x L.", gridText), which the warmed-up LLM reads
+ *  at 98.7% against 88.2% for two words per cell, whose colour answers need the colour word bound to the shape word
+ *  after it; 10 image tokens (9 queries). Whole demo: 83.9% → 96.1% of the questions
+ *  (bench/results/demo_2026-11-26.md, session 5). */
+export const DEMO_GRID_STYLE = 'codes' as const;
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
 
 export interface DemoOptions {
@@ -83,7 +88,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoReport> {
   const data = join(out, 'data');
   if (!existsSync(join(data, 'demo.json'))) {
     await generateDemoData({ out: data, system: DEMO_SYSTEM, maxTurns: 2, imageSize: DEMO_IMAGE_SIZE, layout: DEMO_LAYOUT,
-      warmupScenes: DEMO_WARMUP_SCENES, warmupMaxTurns: DEMO_WARMUP_TURNS, warmupNearMisses: o.warmupNearMisses ?? true, trainImages: o.trainImages ?? 2000, evalImages: o.evalImages ?? 200 });
+      warmupScenes: DEMO_WARMUP_SCENES, warmupMaxTurns: DEMO_WARMUP_TURNS, gridStyle: DEMO_GRID_STYLE, warmupNearMisses: o.warmupNearMisses ?? true, trainImages: o.trainImages ?? 2000, evalImages: o.evalImages ?? 200 });
   }
   lap('data');
   log(`data: ${data}`);

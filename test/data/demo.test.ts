@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generateDemoData, type DemoFiles } from '../../lib/data/demo.ts';
-import { questionPool, caption, COLOR_RGB, gridText, GRID_TOKENS, nearMiss, sampleScene, sampleTurns, type Scene, type ColorName } from '../../lib/data/demo-scene.ts';
+import { questionPool, caption, COLOR_RGB, COLORS, SHAPES, gridCode, gridText, GRID_STYLES, GRID_TOKENS, type GridStyle, nearMiss, sampleScene, sampleTurns, type Scene, type ColorName } from '../../lib/data/demo-scene.ts';
 import { rng } from '../../lib/data/rng.ts';
 import { llamaTokenizer } from '../../lib/data/tokenizer.ts';
 import { JsonlDataset } from '../../lib/data/dataset.ts';
@@ -155,36 +155,49 @@ test('layout: the same seed gives the same scenes at any size and layout; centre
   await t.throwsAsync(generateDemoData({ out: join(root, 'bad'), trainImages: 1, evalImages: 1, layout: { size: [0.5, 0.6], jitter: 2 } }), { message: /layout/ });
 });
 
-test('grid text: two words per cell in reading order, as many LLaMA tokens as an 18-query image has tokens', (t) => {
+test('grid text: two words (or one code) per cell in reading order, as many LLaMA tokens as the image has tokens', (t) => {
   const scene = { shapes: [{ shape: 'circle', color: 'red', row: 0, col: 1 }, { shape: 'triangle', color: 'yellow', row: 2, col: 2 }] } as Scene;
   t.is(gridText(scene), 'empty cell red circle empty cell empty cell empty cell empty cell empty cell empty cell yellow triangle.');
+  t.is(gridText(scene, 'codes'), 'x A x x x x x x L.');
+  // Every colour and shape has its own code, none of them the empty cell's.
+  const codes = COLORS.flatMap((c) => SHAPES.map((s) => gridCode(c, s)));
+  t.is(new Set([...codes, 'x']).size, COLORS.length * SHAPES.length + 1);
   const tok = llamaTokenizer();
-  for (const s of rows(a.trainScenes) as Scene[]) t.is(tok.encode(gridText(s)).length, GRID_TOKENS);
-  t.is(GRID_TOKENS, 18 + 1);
+  for (const s of rows(a.trainScenes) as Scene[]) {
+    t.is(tok.encode(gridText(s)).length, GRID_TOKENS.words);
+    t.is(tok.encode(gridText(s, 'codes')).length, GRID_TOKENS.codes);
+  }
+  t.deepEqual(GRID_TOKENS, { words: 18 + 1, codes: 9 + 1 });
 });
 
-test('warm-up corpora: the grid text sits exactly where the image tokens of stage 1 and stage 2 samples go', async (t) => {
-  const system = 'A chat between a human and an AI.';
-  const w = await generateDemoData({ out: join(root, 'w'), trainImages: 3, evalImages: 1, maxTurns: 2, system, warmupScenes: 40, imageSize: 96 });
-  const tok = llamaTokenizer(), M = GRID_TOKENS, seq = { maxLength: 90, mediaTokenLength: M };
-  const ins = rows(w.warmupInstructions!), caps = rows(w.warmupCaptions!);
-  t.is(ins.length, 40);
-  t.is(caps.length, 40);
-  // The same text with the grid put back to <image> tokenises to the same ids outside the image's positions.
-  const grid = /(?:(?:empty cell|\w+ \w+) ){8}(?:empty cell|\w+ \w+)\./;
-  for (const [row, asImage] of [...ins.map((r) => [r, (x: string) => tokenizeConversation(x, tok, seq)] as const),
-    ...caps.map((r) => [r, (x: string) => tokenizeCaption(x, tok, { ...seq, captionPrompt: captionPrompt(system) })] as const)]) {
-    const text: string = row.text;
-    const g = grid.exec(text)![0];
-    const withGrid = tokenizeConversation(text, tok, seq);
-    const image = text.includes('What is in the image?\nAI: ') && caps.includes(row)
-      ? asImage(text.slice(text.lastIndexOf('AI: ') + 4)) : asImage(text.replace(g, IMAGE_TOKEN));
-    t.is(withGrid.seqLength, image.seqLength);
-    const at = Array.from(image.inputIds).indexOf(-1);
-    t.deepEqual(Array.from(withGrid.inputIds.slice(at, at + M)), tok.encode(g));
-    t.deepEqual([...withGrid.inputIds.slice(0, at), ...withGrid.inputIds.slice(at + M)], [...image.inputIds.slice(0, at), ...image.inputIds.slice(at + M)]);
-    t.deepEqual(Array.from(withGrid.promptMask), Array.from(image.promptMask));
-  }
+for (const style of GRID_STYLES) {
+  test(`warm-up corpora (${style}): the grid text sits exactly where the image tokens of stage 1 and stage 2 samples go`, async (t) => {
+    const system = 'A chat between a human and an AI.';
+    const w = await generateDemoData({ out: join(root, `w-${style}`), trainImages: 3, evalImages: 1, maxTurns: 2, system, warmupScenes: 40, imageSize: 96, gridStyle: style });
+    const tok = llamaTokenizer(), M = GRID_TOKENS[style], seq = { maxLength: 90, mediaTokenLength: M };
+    const ins = rows(w.warmupInstructions!), caps = rows(w.warmupCaptions!);
+    t.is(ins.length, 40);
+    t.is(caps.length, 40);
+    // The same text with the grid put back to <image> tokenises to the same ids outside the image's positions.
+    const grid = style === 'codes' ? /(?:[A-Lx] ){8}[A-Lx]\./ : /(?:(?:empty cell|\w+ \w+) ){8}(?:empty cell|\w+ \w+)\./;
+    for (const [row, asImage] of [...ins.map((r) => [r, (x: string) => tokenizeConversation(x, tok, seq)] as const),
+      ...caps.map((r) => [r, (x: string) => tokenizeCaption(x, tok, { ...seq, captionPrompt: captionPrompt(system) })] as const)]) {
+      const text: string = row.text;
+      const g = grid.exec(text)![0];
+      const withGrid = tokenizeConversation(text, tok, seq);
+      const image = text.includes('What is in the image?\nAI: ') && caps.includes(row)
+        ? asImage(text.slice(text.lastIndexOf('AI: ') + 4)) : asImage(text.replace(g, IMAGE_TOKEN));
+      t.is(withGrid.seqLength, image.seqLength);
+      const at = Array.from(image.inputIds).indexOf(-1);
+      t.deepEqual(Array.from(withGrid.inputIds.slice(at, at + M)), tok.encode(g));
+      t.deepEqual([...withGrid.inputIds.slice(0, at), ...withGrid.inputIds.slice(at + M)], [...image.inputIds.slice(0, at), ...image.inputIds.slice(at + M)]);
+      t.deepEqual(Array.from(withGrid.promptMask), Array.from(image.promptMask));
+    }
+  });
+}
+
+test('grid style: an unknown one is refused', async (t) => {
+  await t.throwsAsync(generateDemoData({ out: join(root, 'bad-style'), trainImages: 1, evalImages: 1, gridStyle: 'pixels' as GridStyle }), { message: /gridStyle/ });
 });
 
 test('near-miss negatives: with the option every "no" names a shape or colour the scene has, where one exists', (t) => {
