@@ -4,7 +4,8 @@
 // (the plain path keeps one row of scores in shared memory).
 //
 // OWLET_ATTENTION=simple forces the plain path (for comparisons on the GPU machine); OWLET_ATTN_BWD_WARPS=4 picks
-// the 4-warp variant of the tensor-core backward (default 8).
+// the 4-warp variant of the tensor-core backward (default 8); OWLET_ATTN_FWD=wgmma the experimental Hopper forward
+// of attention_wgmma.cuh where it applies (sm_90a build, compute capability 9.0, no dropout).
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -16,6 +17,7 @@
 #include "../core/kernels.h"
 #include "../core/dropout_hash.h"
 #include "attention_flash.cuh"
+#include "attention_wgmma.cuh"
 #include "common.cuh"
 
 namespace owlet::kern {
@@ -276,6 +278,28 @@ SimpleParams simple_params(const Tensor& q, const Tensor& k, const Tensor& v, co
   return sp;
 }
 
+// OWLET_ATTN_FWD=wgmma (read per call, so one process can compare both) picks the Hopper forward where it applies.
+bool use_wgmma_fwd(const DeviceContext& c, const flash::Params& fp) {
+#ifdef OWLET_HAVE_SM90A
+  const char* e = std::getenv("OWLET_ATTN_FWD");
+  return e && std::strcmp(e, "wgmma") == 0 && !fp.dropout && c.prop.major == 9 && c.prop.minor == 0;
+#else
+  (void)c, (void)fp;
+  return false;
+#endif
+}
+
+void launch_wgmma_fwd(const DeviceContext& c, const flash::Params& fp, const Dims& d, const char* op) {
+  dim3 grid{unsigned((d.Tq + wgmma::kBR - 1) / wgmma::kBR), unsigned(d.H), unsigned(d.B)};
+  auto launch = [&](auto kernel, size_t smem) {
+    set_smem_limit(reinterpret_cast<const void*>(kernel), smem, c.index, op);
+    kernel<<<grid, wgmma::kThreads, smem, c.stream>>>(fp);
+  };
+  if (d.D == 64) launch(wgmma::attention_fwd_kernel<64>, wgmma::fwd_smem_bytes<64>());
+  else launch(wgmma::attention_fwd_kernel<128>, wgmma::fwd_smem_bytes<128>());
+  check_launch(op);
+}
+
 }  // namespace
 
 void attention_fwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* key_mask, bool causal, float scale,
@@ -294,6 +318,10 @@ void attention_fwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
     flash::Params fp = flash_params(q, k, v, key_mask, d, causal, scale, dropout_p, seed);
     fp.out = out.data<bf16>();
     fp.lse = lse.f32();
+    if (use_wgmma_fwd(c, fp)) {
+      launch_wgmma_fwd(c, fp, d, op);
+      return;
+    }
     dim3 grid{unsigned((d.Tq + 63) / 64), unsigned(d.H), unsigned(d.B)};
     if (d.D == 64) {
       size_t smem = flash::fwd_smem_bytes<64>();
