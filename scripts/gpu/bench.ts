@@ -43,7 +43,7 @@ const disposeAll = (x: unknown) => {
 };
 
 /** Attention fwd and fwd+bwd TFLOP/s (performance.md's count); bwdWarps '4' or '8' times that backward variant,
- * fwd 'wgmma' the Hopper forward (OWLET_ATTN_FWD; name suffix `_wgmma`). */
+ * fwd 'wgmma' or 'wgmma-overlap' a Hopper forward (OWLET_ATTN_FWD; name suffix `_wgmma`, `_wgmma-overlap`). */
 export function attentionBench(be: Be, name: string, B: number, H: number, Tq: number, Tk: number, D: number,
   causal: boolean, bwdWarps = '', fwd = ''): BenchResult {
   const env: Record<string, string> = {};

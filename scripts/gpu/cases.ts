@@ -345,6 +345,20 @@ export function cases(): Case[] {
   attn('ViT', 1, 4, 257, 257, 64, false, false, 0, ['bf16'], false, '', 'wgmma');
   attn('LLaMA', 1, 1, 2048, 2048, 128, true, false, 0, ['bf16'], false, '', 'wgmma');
   attn('LLaMA padded batch', 2, 2, 512, 512, 128, true, true, 0, ['bf16'], false, '', 'wgmma');
+  // Its variant with the softmax overlapping the previous tile's P·V (Tq100 Tk140: the lower warpgroup stops one
+  // tile before the upper one, so the pending product is finished on the skipped tile).
+  {
+    const fwd = 'wgmma-overlap';
+    attn('odd', 1, 2, 70, 70, 128, true, false, 0, ['bf16'], true, '', fwd);
+    attn('odd', 1, 2, 100, 140, 128, true, false, 0, ['bf16'], true, '', fwd);
+    attn('odd (rows with no visible key)', 1, 2, 72, 40, 128, true, false, 0, ['bf16'], true, '', fwd);
+    attn('odd', 2, 3, 77, 150, 128, false, true, 0, ['bf16'], true, '', fwd);
+    attn('odd', 2, 3, 37, 45, 64, true, true, 0, ['bf16'], true, '', fwd);
+    attn('odd', 1, 2, 200, 300, 128, false, false, 0, ['bf16'], true, '', fwd);
+    attn('ViT', 1, 4, 257, 257, 64, false, false, 0, ['bf16'], false, '', fwd);
+    attn('LLaMA', 1, 1, 2048, 2048, 128, true, false, 0, ['bf16'], false, '', fwd);
+    attn('LLaMA padded batch', 2, 2, 512, 512, 128, true, true, 0, ['bf16'], false, '', fwd);
+  }
 
   // ---------------------------------------------------------------- lora
   // variant 'thin' sets OWLET_LORA=thin around the CUDA calls (the one-pass thin-product kernels instead of the

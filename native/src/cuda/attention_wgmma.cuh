@@ -9,7 +9,9 @@
 // Per tile and warpgroup:  S = Q·Kᵀ  by D/16 × wgmma.m64n128k16 (A = Q and B = K both from shared memory, K-major),
 // online softmax on the accumulator registers, then O += P·V by (128/16)·(D/64) × wgmma.m64n64k16 with A = P from
 // registers (bf16) and B = V from shared memory in the transposed (N-major) mode. No producer warpgroup, no TMA, no
-// overlap of softmax with the next product: a first version that uses the Hopper instructions correctly.
+// ping-pong between the warpgroups: a first version that uses the Hopper instructions correctly. Two variants:
+// OWLET_ATTN_FWD=wgmma waits for each product before the next step; wgmma-overlap runs the softmax of tile t while
+// the tensor cores compute P(t−1)·V(t−1) (FlashAttention-3's intra-warpgroup overlap; a third V buffer).
 //
 // Shared-memory layout (every operand tile), "128-byte swizzle": a tile of R rows × D bf16 columns is stored as D/64
 // column blocks of R rows × 128 bytes (64 elements); block c holds columns 64c..64c+63, blocks are R·128 bytes apart.
@@ -46,13 +48,15 @@
 //
 // Asynchrony rules followed (PTX ISA wgmma.fence / commit_group / wait_group): wgmma.fence before the first
 // wgmma of each batch (the accumulators and A registers were written by ordinary instructions); a batch is one
-// commit group; wgmma.wait_group 0 before any register of the batch (accumulators, A fragments) is touched again.
+// commit group; before any register of a batch (accumulators, A fragments) is touched again, a wgmma.wait_group that
+// covers it (groups complete in order: with S(t) committed before P(t−1)·V(t−1), wait_group 1 covers S(t) only).
 // The "operand fences" (empty volatile asm that claims to modify a register) keep the compiler from moving ordinary
 // reads or writes of those registers across the wgmma instructions. cp.async writes shared memory through the
 // generic proxy and wgmma reads it through the async proxy, so every thread issues fence.proxy.async after its
 // copies land and before the barrier that publishes them.
 #pragma once
 #include <cstdint>
+#include <type_traits>
 
 #include "attention_flash.cuh"
 #include "common.cuh"
@@ -62,9 +66,15 @@ namespace owlet::cuda::wgmma {
 
 constexpr int kBR = 128, kBC = 128, kThreads = 256;
 
-template <int D>
+// V buffers: 2, or 3 with OVERLAP (the product with V of tile t is still reading while tile t + 2 is prefetched).
+template <bool OVERLAP>
+constexpr int v_buffers() {
+  return OVERLAP ? 3 : 2;
+}
+template <int D, bool OVERLAP>
 constexpr size_t fwd_smem_bytes() {
-  return size_t(kBR + 4 * kBC) * D * 2 + 1024;  // Q, 2 × K, 2 × V, and room to align the base to 1024 bytes
+  // Q, 2 × K, 2 or 3 × V, and room to align the base to 1024 bytes (D = 128 with OVERLAP: 197,632 bytes).
+  return size_t(kBR + (2 + v_buffers<OVERLAP>()) * kBC) * D * 2 + 1024;
 }
 
 __device__ __forceinline__ void fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
@@ -149,13 +159,39 @@ __device__ __forceinline__ void load_tile(uint32_t s, const bf16* base, int64_t 
   }
 }
 
-template <int D>
+// S = Q Kᵀ for the warpgroup's 64 rows × 128 keys: D/16 wgmma, one commit group (not waited for here).
+template <int D, int NS>
+__device__ __forceinline__ void issue_scores(float (&s)[NS], uint32_t sQw, uint32_t sKt) {
+#pragma unroll
+  for (int kd = 0; kd < D / 16; kd++) {
+    const uint32_t offq = (kd >> 2) * (kBR * 128) + (kd & 3) * 32;
+    const uint32_t offk = (kd >> 2) * (kBC * 128) + (kd & 3) * 32;
+    mma_ss_m64n128k16(s, desc_kmajor(sQw + offq), desc_kmajor(sKt + offk), kd > 0);
+  }
+  commit();
+}
+// O += P V over the tile's 128 keys: (128/16)·(D/64) wgmma, one commit group (not waited for here).
+template <int DB, int KK>
+__device__ __forceinline__ void issue_pv(float (&o)[DB][32], uint32_t (&pa)[KK][4], uint32_t sVt) {
+#pragma unroll
+  for (int kk = 0; kk < KK; kk++)
+#pragma unroll
+    for (int c = 0; c < DB; c++) mma_rs_m64n64k16_tb(o[c], pa[kk], desc_nmajor64(sVt + c * (kBC * 128) + kk * 2048));
+  commit();
+}
+
+// OVERLAP = false: per tile S, wait, softmax, P·V, wait. OVERLAP = true (FlashAttention-3's intra-warpgroup
+// overlap): per tile the warpgroup issues S(t), then P(t−1)·V(t−1), waits only for S(t) (wait_group 1: groups
+// complete in order), computes the softmax of tile t while the tensor cores run P(t−1)·V(t−1), then waits for that
+// before rescaling O. P(t−1) lives in registers across the iteration; V(t−1) must stay in shared memory until then,
+// hence the third V buffer.
+template <int D, bool OVERLAP>
 __global__ void __launch_bounds__(kThreads, 1) attention_fwd_kernel(flash::Params p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int DB = D / 64;        // 64-column blocks of the head dim
-  constexpr int KD = D / 16;        // k16 steps of S = Q Kᵀ
   constexpr int KK = kBC / 16;      // k16 steps of O += P V
   constexpr int NS = kBC / 8 * 4;   // score accumulators per thread (64)
+  constexpr int NV = v_buffers<OVERLAP>();
   constexpr uint32_t kQBytes = kBR * D * 2, kKVBytes = kBC * D * 2;
   OWLET_DYNAMIC_SMEM(smem_raw);
   const uint32_t raw = mma::smem_u32(smem_raw);
@@ -195,30 +231,35 @@ __global__ void __launch_bounds__(kThreads, 1) attention_fwd_kernel(flash::Param
     for (int i = 0; i < 32; i++) o[c][i] = 0.f;
   float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
   const uint32_t sQw = sQ + wg * 64 * 128;  // this warpgroup's 64 rows (8 atoms) in every column block
+  uint32_t pa[KK][4];                       // P of the tile whose product with V is due (bf16 A fragments)
+  bool pending = false;                     // OVERLAP: P(t−1)·V(t−1) not issued yet (uniform per warpgroup)
+  uint32_t sV_pending = 0;
 
   for (int tile = 0; tile < n_tiles; tile++) {
-    const int buf = tile & 1, kv0 = tile * kBC;
+    const int kv0 = tile * kBC;
+    const uint32_t sKt = sK + (tile & 1) * kKVBytes, sVt = sV + (tile % NV) * kKVBytes;
     if (tile + 1 < n_tiles) {
-      load_tile<kBC, D>(sK + (buf ^ 1) * kKVBytes, kb, rs, kv0 + kBC, p.Tk, tid);
-      load_tile<kBC, D>(sV + (buf ^ 1) * kKVBytes, vb, rs, kv0 + kBC, p.Tk, tid);
+      load_tile<kBC, D>(sK + ((tile + 1) & 1) * kKVBytes, kb, rs, kv0 + kBC, p.Tk, tid);
+      load_tile<kBC, D>(sV + ((tile + 1) % NV) * kKVBytes, vb, rs, kv0 + kBC, p.Tk, tid);
     }
     mma::cp_async_commit();
     mma::cp_async_wait<1>();  // everything but the prefetch just issued has landed (for this thread)
     fence_proxy_async();      // ... and is visible to the tensor cores' async proxy
     __syncthreads();          // ... for every thread's copies
-    if (wg_active && kv0 < wg_kv_end) {
-      const uint32_t sKt = sK + buf * kKVBytes, sVt = sV + buf * kKVBytes;
-      // S = Q Kᵀ: 64 rows × 128 keys per warpgroup, reduction over d in k16 steps.
+    // One tile of the warpgroup's work. kOverlapped (OVERLAP, and not the first tile, which has no P(t−1)): issue
+    // P(t−1)·V(t−1) behind S(t). The body is straight-line from each wgmma to its wait (ptxas serialises wgmma whose
+    // registers are in flight across a branch), hence the first tile as its own instantiation.
+    auto step = [&](auto first_tag) {
+      constexpr bool kOverlapped = OVERLAP && !decltype(first_tag)::value;
       float s[NS];
       fence();
-#pragma unroll
-      for (int kd = 0; kd < KD; kd++) {
-        const uint32_t off = (kd >> 2) * (kBR * 128) + (kd & 3) * 32;
-        const uint32_t offk = (kd >> 2) * (kBC * 128) + (kd & 3) * 32;
-        mma_ss_m64n128k16(s, desc_kmajor(sQw + off), desc_kmajor(sKt + offk), kd > 0);
+      issue_scores<D>(s, sQw, sKt);
+      if constexpr (kOverlapped) {
+        issue_pv(o, pa, sV_pending);
+        wait<1>();  // S(t) is done; P(t−1)·V(t−1) may still run
+      } else {
+        wait<0>();
       }
-      commit();
-      wait<0>();
       fence_operands(s);
 
       // Masks (only where the tile reaches past a boundary, or a padding mask is given).
@@ -232,7 +273,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_fwd_kernel(flash::Param
         }
       }
       // Online softmax in base 2 (as the mma.sync kernel): m = running max of the scaled scores.
-      float m_use[2];
+      float m_use[2], corr[2];
 #pragma unroll
       for (int r = 0; r < 2; r++) {
         float mx = -INFINITY;
@@ -242,16 +283,9 @@ __global__ void __launch_bounds__(kThreads, 1) attention_fwd_kernel(flash::Param
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         const float m_new = fmaxf(m_run[r], mx * p.scale_log2);
         m_use[r] = m_new == -INFINITY ? 0.f : m_new;  // a row with nothing visible yet: keep everything at 0
-        const float corr = exp2f(m_run[r] - m_use[r]);
+        corr[r] = exp2f(m_run[r] - m_use[r]);
         m_run[r] = m_new;
-        l_run[r] *= corr;
-#pragma unroll
-        for (int c = 0; c < DB; c++)
-#pragma unroll
-          for (int i = 0; i < 8; i++) {
-            o[c][4 * i + 2 * r] *= corr;
-            o[c][4 * i + 2 * r + 1] *= corr;
-          }
+        l_run[r] *= corr[r];
       }
 #pragma unroll
       for (int i = 0; i < NS; i++) {
@@ -259,8 +293,23 @@ __global__ void __launch_bounds__(kThreads, 1) attention_fwd_kernel(flash::Param
         l_run[(i >> 1) & 1] += pe;
         s[i] = pe;
       }
+      if constexpr (kOverlapped) {
+        wait<0>();  // P(t−1)·V(t−1) is done: O and the P registers may be touched again
+#pragma unroll
+        for (int c = 0; c < DB; c++) fence_operands(o[c]);
+#pragma unroll
+        for (int kk = 0; kk < KK; kk++) fence_operands(pa[kk]);
+      }
+#pragma unroll
+      for (int c = 0; c < DB; c++)
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+#pragma unroll
+          for (int r = 0; r < 2; r++) {
+            o[c][4 * i + 2 * r] *= corr[r];
+            o[c][4 * i + 2 * r + 1] *= corr[r];
+          }
       // P as bf16 A fragments: accumulator chunks 2kk, 2kk+1 (keys 16kk..16kk+15) are key step kk's fragment.
-      uint32_t pa[KK][4];
 #pragma unroll
       for (int kk = 0; kk < KK; kk++) {
         pa[kk][0] = mma::pack_bf16(s[8 * kk + 0], s[8 * kk + 1]);
@@ -271,20 +320,42 @@ __global__ void __launch_bounds__(kThreads, 1) attention_fwd_kernel(flash::Param
       }
 #pragma unroll
       for (int c = 0; c < DB; c++) fence_operands(o[c]);
-      // O += P V over all 128 keys (P is 0 past the last visible key). Not skipping those key steps keeps every
-      // wgmma off a branch: ptxas serialises wgmma that sit in a path it cannot prove warpgroup-uniform.
+      if constexpr (OVERLAP) {
+        pending = true;  // issued with the next tile's scores, or below the loop
+        sV_pending = sVt;
+      } else {
+        // O += P V over all 128 keys (P is 0 past the last visible key). Not skipping those key steps keeps every
+        // wgmma off a branch: ptxas serialises wgmma that sit in a path it cannot prove warpgroup-uniform.
+        fence();
+        issue_pv(o, pa, sVt);
+        wait<0>();
+#pragma unroll
+        for (int c = 0; c < DB; c++) fence_operands(o[c]);
+      }
+    };
+    if (wg_active && kv0 < wg_kv_end) {
+      // A warpgroup that works on tile t > 0 worked on every earlier tile (the visible keys form a prefix), so
+      // P(t−1) is pending exactly when t > 0.
+      if (OVERLAP && tile == 0) step(std::true_type{});
+      else step(std::false_type{});
+    } else if (OVERLAP && pending) {
+      // The warpgroup sees no key of this tile (nor of any later one): finish P(t−1)·V(t−1) now, while V(t−1)
+      // is still in its buffer (the prefetch of the next iteration overwrites it).
       fence();
-#pragma unroll
-      for (int kk = 0; kk < KK; kk++)
-#pragma unroll
-        for (int c = 0; c < DB; c++)
-          mma_rs_m64n64k16_tb(o[c], pa[kk], desc_nmajor64(sVt + c * (kBC * 128) + kk * 2048));
-      commit();
+      issue_pv(o, pa, sV_pending);
       wait<0>();
 #pragma unroll
       for (int c = 0; c < DB; c++) fence_operands(o[c]);
+      pending = false;
     }
-    __syncthreads();  // both warpgroups are done with this buffer before the next prefetch overwrites it
+    __syncthreads();  // both warpgroups are done with this tile's K (and V(t−1)) before prefetches overwrite them
+  }
+  if (OVERLAP && pending) {
+    fence();
+    issue_pv(o, pa, sV_pending);
+    wait<0>();
+#pragma unroll
+    for (int c = 0; c < DB; c++) fence_operands(o[c]);
   }
   mma::cp_async_wait<0>();
 
@@ -309,7 +380,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_fwd_kernel(flash::Param
       p.lse[(int64_t(b) * p.H + h) * p.Tq + row] = l > 0.f ? (m_run[r] + log2f(l)) * flash::kLn2 : -INFINITY;
   }
 #else
-  __trap();  // built without sm_90a: the dispatch never launches this (see wgmma::supported)
+  __trap();  // built without sm_90a: the dispatch never launches this (see use_wgmma_fwd in attention.cu)
 #endif
 }
 
