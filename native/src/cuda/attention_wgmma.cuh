@@ -1,11 +1,12 @@
 // Experimental Hopper (sm_90a) attention forward on warpgroup tensor cores (wgmma), selected per call with
-// OWLET_ATTN_FWD=wgmma (see attention.cu). Same contract as flash::attention_fwd_kernel: bf16 q, k, v in
-// [B, T, H, D] (D = 64 or 128), causal with shift Tk − Tq, key padding mask, tails of Tq and Tk masked; writes the
+// OWLET_ATTN_FWD=wgmma or wgmma-overlap (see attention.cu). Same contract as flash::attention_fwd_kernel: bf16 q, k,
+// v in [B, T, H, D] (D = 64 or 128), causal with shift Tk − Tq, key padding mask, tails of Tq and Tk masked; writes the
 // normalised O (bf16) and the natural-log lse [B, H, Tq]. No dropout (the dispatch falls back for dropout > 0).
 //
 // Schedule: one block of 2 warpgroups (256 threads) per (128 queries, head, batch); warpgroup w owns query rows
 // 64w..64w+63 of the block. Q (128 × D) stays in shared memory; 128-key tiles of K and V stream through two
-// buffers by cp.async (all 256 threads load, the next tile is in flight while the current one is computed).
+// buffers each (three for V in the overlap variant) by cp.async (all 256 threads load; the next tile is in flight
+// while the current one is computed).
 // Per tile and warpgroup:  S = Q·Kᵀ  by D/16 × wgmma.m64n128k16 (A = Q and B = K both from shared memory, K-major),
 // online softmax on the accumulator registers, then O += P·V by (128/16)·(D/64) × wgmma.m64n64k16 with A = P from
 // registers (bf16) and B = V from shared memory in the transposed (N-major) mode. No producer warpgroup, no TMA, no
@@ -66,7 +67,8 @@ namespace owlet::cuda::wgmma {
 
 constexpr int kBR = 128, kBC = 128, kThreads = 256;
 
-// V buffers: 2, or 3 with OVERLAP (the product with V of tile t is still reading while tile t + 2 is prefetched).
+// V buffers: 2, or 3 with OVERLAP (P(t−1)·V(t−1) still reads V(t−1) during iteration t, whose prefetch writes tile
+// t + 1).
 template <bool OVERLAP>
 constexpr int v_buffers() {
   return OVERLAP ? 3 : 2;
