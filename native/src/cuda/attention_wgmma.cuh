@@ -79,6 +79,17 @@ constexpr size_t fwd_smem_bytes() {
   return size_t(kBR + (2 + v_buffers<OVERLAP>()) * kBC) * D * 2 + 1024;
 }
 
+#ifdef OWLET_CUDA_EMULATION
+// The host emulator (test/native/cuda_emu.h) executes each wgmma when it is issued: fences and waits are no-ops.
+__device__ __forceinline__ void fence() {}
+__device__ __forceinline__ void commit() {}
+template <int N>
+__device__ __forceinline__ void wait() {}
+__device__ __forceinline__ void fence_proxy_async() {}
+template <int N>
+__device__ __forceinline__ void fence_operands(float (&)[N]) {}
+__device__ __forceinline__ void fence_operands(uint32_t (&)[4]) {}
+#else
 __device__ __forceinline__ void fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int N>
@@ -95,6 +106,7 @@ __device__ __forceinline__ void fence_operands(uint32_t (&r)[4]) {
 #pragma unroll
   for (int i = 0; i < 4; i++) asm volatile("" : "+r"(r[i])::"memory");
 }
+#endif
 
 // Descriptor of a K-major 128-byte-swizzled operand starting at shared address `addr`: LBO 16 B (unused), SBO 1024 B.
 __device__ __forceinline__ uint64_t desc_kmajor(uint32_t addr) {
@@ -108,6 +120,9 @@ __device__ __forceinline__ uint64_t desc_nmajor64(uint32_t addr) {
 
 // D (64×128 fp32) = A·B (+ D when scale_d != 0); A = 64×16 and B = 16×128 (stored 128×16, K-major) in shared memory.
 __device__ __forceinline__ void mma_ss_m64n128k16(float (&d)[64], uint64_t desc_a, uint64_t desc_b, int scale_d) {
+#ifdef OWLET_CUDA_EMULATION
+  ::emu::wgmma_ss_kmajor(d, 128, desc_a, desc_b, scale_d != 0);
+#else
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
@@ -129,9 +144,13 @@ __device__ __forceinline__ void mma_ss_m64n128k16(float (&d)[64], uint64_t desc_
         "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
         "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
       : "l"(desc_a), "l"(desc_b), "r"(scale_d));
-// D (64×64 fp32) += A·B; A = 64×16 bf16 in registers, B = 16×64 in shared memory, N-major (imm-trans-b = 1).
+#endif
 }
+// D (64×64 fp32) += A·B; A = 64×16 bf16 in registers, B = 16×64 in shared memory, N-major (imm-trans-b = 1).
 __device__ __forceinline__ void mma_rs_m64n64k16_tb(float (&d)[32], const uint32_t (&a)[4], uint64_t desc_b) {
+#ifdef OWLET_CUDA_EMULATION
+  ::emu::wgmma_rs_nmajor64(d, a, desc_b);
+#else
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
@@ -145,6 +164,7 @@ __device__ __forceinline__ void mma_rs_m64n64k16_tb(float (&d)[32], const uint32
         "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
         "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1));
+#endif
 }
 
 // Copies rows [r0, r0 + ROWS) of a [T, H, D] sequence (row stride rs) into the swizzled layout at shared address
@@ -189,7 +209,7 @@ __device__ __forceinline__ void issue_pv(float (&o)[DB][32], uint32_t (&pa)[KK][
 // hence the third V buffer.
 template <int D, bool OVERLAP>
 __global__ void __launch_bounds__(kThreads, 1) attention_fwd_kernel(flash::Params p) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL) || defined(OWLET_CUDA_EMULATION)
   constexpr int DB = D / 64;        // 64-column blocks of the head dim
   constexpr int KK = kBC / 16;      // k16 steps of O += P V
   constexpr int NS = kBC / 8 * 4;   // score accumulators per thread (64)
