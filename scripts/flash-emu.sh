@@ -1,7 +1,7 @@
 #!/bin/bash
-# Builds and runs the host-emulated kernel tests of test/native: the tensor-core attention kernels
-# (flash_emu.cc) and LoRA's thin-product kernels (lora_thin_emu.cc), executed by a warp emulator and compared with
-# float64 references. No GPU needed; needs g++ and the CUDA headers (cuda_bf16.h).
+# Builds and runs the host-emulated kernel tests of test/native: the tensor-core attention kernels, mma.sync and
+# wgmma (flash_emu.cc) and LoRA's thin-product kernels (lora_thin_emu.cc), executed by a warp emulator and compared
+# with float64 references. No GPU needed; needs g++ and the CUDA headers (cuda_bf16.h).
 # Usage: bash scripts/flash-emu.sh [attention-case-name-filter]
 set -euo pipefail
 cd "$(dirname "$0")/.."

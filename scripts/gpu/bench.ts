@@ -42,18 +42,25 @@ const disposeAll = (x: unknown) => {
   else if (x && typeof (x as NT).dispose === 'function') (x as NT).dispose();
 };
 
-/** Attention fwd and fwd+bwd TFLOP/s (performance.md's count); bwdWarps '4' or '8' times that backward variant. */
+/** Attention fwd and fwd+bwd TFLOP/s (performance.md's count); bwdWarps '4' or '8' times that backward variant,
+ * fwd 'wgmma' or 'wgmma-overlap' a Hopper forward (OWLET_ATTN_FWD; name suffix `_wgmma`, `_wgmma-overlap`). */
 export function attentionBench(be: Be, name: string, B: number, H: number, Tq: number, Tk: number, D: number,
-  causal: boolean, bwdWarps = ''): BenchResult {
-  const saved = process.env.OWLET_ATTN_BWD_WARPS;
-  if (bwdWarps) process.env.OWLET_ATTN_BWD_WARPS = bwdWarps;
+  causal: boolean, bwdWarps = '', fwd = ''): BenchResult {
+  const env: Record<string, string> = {};
+  if (bwdWarps) env.OWLET_ATTN_BWD_WARPS = bwdWarps;
+  if (fwd) env.OWLET_ATTN_FWD = fwd;
+  const saved = Object.keys(env).map((key) => [key, process.env[key]] as const);
+  Object.assign(process.env, env);
   try {
     const r = attentionBenchRun(be, name, B, H, Tq, Tk, D, causal);
     if (bwdWarps) r.name += `_bwd${bwdWarps}w`;
+    if (fwd) r.name += `_${fwd}`;
     return r;
   } finally {
-    if (saved === undefined) delete process.env.OWLET_ATTN_BWD_WARPS;
-    else process.env.OWLET_ATTN_BWD_WARPS = saved;
+    for (const [key, value] of saved) {
+      if (value === undefined) delete process.env[key];
+      else process.env[key] = value;
+    }
   }
 }
 

@@ -3,7 +3,7 @@
 # machine needs to run scripts/gpu/run.sh, which has no Node.js, no npm and no network:
 #   check.mjs            scripts/gpu/check.ts bundled by esbuild (ESM, platform node, dependencies inlined)
 #   fixture.mjs, nccl-check.mjs, train-check.mjs   the owl-tiny checks (the model, NCCL, the trainer), bundled alike
-#   owlet_cpu.node       the CPU addon (the reference), owlet_cuda.node the CUDA addon (sm_90)
+#   owlet_cpu.node       the CPU addon (the reference), owlet_cuda.node the CUDA addon (sm_90a)
 #   lib.tar.xz           the CPU addon's shared libraries the GPU machine may lack (OpenBLAS and its Fortran runtime)
 #   node.xz              this machine's node binary (../shared/gpu/node-xz.sh)
 #   peer_torch.py        the PyTorch peer benchmark, run in the same call

@@ -281,9 +281,11 @@ export function cases(): Case[] {
   });
 
   // ---------------------------------------------------------------- attention
-  // bwdWarps: sets OWLET_ATTN_BWD_WARPS around the CUDA calls (the tensor-core backward's 4-warp variant).
+  // bwdWarps: sets OWLET_ATTN_BWD_WARPS around the CUDA calls (the tensor-core backward's 4-warp variant); fwd sets
+  // OWLET_ATTN_FWD ('wgmma': the Hopper forward; the backward then runs the mma.sync kernel on its O and lse, so a
+  // wrong lse shows in the gradients). The CPU backend ignores both.
   const attn = (label: string, B: number, H: number, Tq: number, Tk: number, D: number, causal: boolean, masked: boolean,
-    p: number, dtypes: ('f32' | 'bf16')[], quick = false, bwdWarps = '') => {
+    p: number, dtypes: ('f32' | 'bf16')[], quick = false, bwdWarps = '', fwd = '') => {
     const maskVals = (n: number) => {
       const r = rng(991 + Tk);
       const m = Float64Array.from({ length: n }, () => (r() < 0.25 ? 0 : 1));
@@ -292,20 +294,25 @@ export function cases(): Case[] {
     };
     const scale = 1 / Math.sqrt(D);
     out.push({
-      name: `attention ${label} B${B} H${H} Tq${Tq} Tk${Tk} D${D}${causal ? ' causal' : ''}${masked ? ' keymask' : ''}${p ? ` dropout${p}` : ''}${bwdWarps ? ` (bwd ${bwdWarps} warps)` : ''}`,
+      name: `attention ${label} B${B} H${H} Tq${Tq} Tk${Tk} D${D}${causal ? ' causal' : ''}${masked ? ' keymask' : ''}${p ? ` dropout${p}` : ''}${bwdWarps ? ` (bwd ${bwdWarps} warps)` : ''}${fwd ? ` (fwd ${fwd})` : ''}`,
       family: 'attention', dtypes, quick,
       inputs: gen({ shape: [B, Tq, H, D] }, { shape: [B, Tk, H, D] }, { shape: [B, Tk, H, D] }, { shape: [B, Tq, H, D] },
         { shape: [B, Tk], kind: 'i32', values: maskVals }),
       run: (be, [q, k, v, go, mask]) => {
-        const saved = process.env.OWLET_ATTN_BWD_WARPS;
-        if (bwdWarps) process.env.OWLET_ATTN_BWD_WARPS = bwdWarps;
+        const env: Record<string, string> = {};
+        if (bwdWarps) env.OWLET_ATTN_BWD_WARPS = bwdWarps;
+        if (fwd) env.OWLET_ATTN_FWD = fwd;
+        const saved = Object.keys(env).map((key) => [key, process.env[key]] as const);
+        Object.assign(process.env, env);
         try {
           const [o, lse] = op(be, 'attentionForward')(q, k, v, masked ? mask : null, causal, scale, p, 77);
           const [gq, gk, gv] = op(be, 'attentionBackward')(q, k, v, o, lse, go, masked ? mask : null, causal, scale, p, 77);
           return { out: o, lse, gq, gk, gv };
         } finally {
-          if (saved === undefined) delete process.env.OWLET_ATTN_BWD_WARPS;
-          else process.env.OWLET_ATTN_BWD_WARPS = saved;
+          for (const [key, value] of saved) {
+            if (value === undefined) delete process.env[key];
+            else process.env[key] = value;
+          }
         }
       },
       ref: ([q, k, v, go, mask]) => R.attentionRef(q, k, v, masked ? mask : null, { B, Tq, Tk, H, D }, causal, scale, p, 77, go),
@@ -325,6 +332,33 @@ export function cases(): Case[] {
   attn('abstractor', 2, 4, 64, 321, 64, false, false, 0, ['bf16']);
   attn('LLaMA', 1, 1, 2048, 2048, 128, true, false, 0, ['bf16']);
   attn('LLaMA padded batch', 2, 2, 512, 512, 128, true, true, 0, ['bf16']);
+  // The experimental Hopper forward (wgmma, 128-query blocks of 2 warpgroups, 128-key tiles): causal within one
+  // tile and across two with a shift, Tq > Tk (rows with no visible key), key mask with a Tk tail, D = 64, a
+  // dropout case (must fall back to the mma.sync kernel), and long sequences.
+  attn('odd', 1, 2, 70, 70, 128, true, false, 0, ['bf16'], true, '', 'wgmma');
+  attn('odd', 1, 2, 100, 140, 128, true, false, 0, ['bf16'], true, '', 'wgmma');
+  attn('odd (rows with no visible key)', 1, 2, 72, 40, 128, true, false, 0, ['bf16'], true, '', 'wgmma');
+  attn('odd', 2, 3, 77, 150, 128, false, true, 0, ['bf16'], true, '', 'wgmma');
+  attn('odd', 2, 3, 37, 45, 64, true, true, 0, ['bf16'], true, '', 'wgmma');
+  attn('odd (dropout: fallback)', 1, 2, 45, 45, 128, true, false, 0.1, ['bf16'], true, '', 'wgmma');
+  attn('odd', 1, 2, 200, 300, 128, false, false, 0, ['bf16'], false, '', 'wgmma');
+  attn('ViT', 1, 4, 257, 257, 64, false, false, 0, ['bf16'], false, '', 'wgmma');
+  attn('LLaMA', 1, 1, 2048, 2048, 128, true, false, 0, ['bf16'], false, '', 'wgmma');
+  attn('LLaMA padded batch', 2, 2, 512, 512, 128, true, true, 0, ['bf16'], false, '', 'wgmma');
+  // Its variant with the softmax overlapping the previous tile's P·V (Tq100 Tk140: the lower warpgroup stops one
+  // tile before the upper one, so the pending product is finished on the skipped tile).
+  {
+    const fwd = 'wgmma-overlap';
+    attn('odd', 1, 2, 70, 70, 128, true, false, 0, ['bf16'], true, '', fwd);
+    attn('odd', 1, 2, 100, 140, 128, true, false, 0, ['bf16'], true, '', fwd);
+    attn('odd (rows with no visible key)', 1, 2, 72, 40, 128, true, false, 0, ['bf16'], true, '', fwd);
+    attn('odd', 2, 3, 77, 150, 128, false, true, 0, ['bf16'], true, '', fwd);
+    attn('odd', 2, 3, 37, 45, 64, true, true, 0, ['bf16'], true, '', fwd);
+    attn('odd', 1, 2, 200, 300, 128, false, false, 0, ['bf16'], true, '', fwd);
+    attn('ViT', 1, 4, 257, 257, 64, false, false, 0, ['bf16'], false, '', fwd);
+    attn('LLaMA', 1, 1, 2048, 2048, 128, true, false, 0, ['bf16'], false, '', fwd);
+    attn('LLaMA padded batch', 2, 2, 512, 512, 128, true, true, 0, ['bf16'], false, '', fwd);
+  }
 
   // ---------------------------------------------------------------- lora
   // variant 'thin' sets OWLET_LORA=thin around the CUDA calls (the one-pass thin-product kernels instead of the

@@ -181,6 +181,14 @@ function runBench(be: Be, res: BenchResult[], saved: () => void): void {
   tryb(() => attentionBench(be, 'fa_ref_b8_h16_t4096_d128_causal', 8, 16, 4096, 4096, 128, true));
   tryb(() => attentionBench(be, 'vit_L14_b64', 64, 16, 257, 257, 64, false, '8'));
   tryb(() => attentionBench(be, 'llama7b_b4_t2048_causal', 4, 32, 2048, 2048, 128, true, '4'));
+  tryb(() => attentionBench(be, 'llama7b_b4_t2048_causal', 4, 32, 2048, 2048, 128, true, '', 'wgmma'));
+  tryb(() => attentionBench(be, 'llama7b_b16_t512_causal', 16, 32, 512, 512, 128, true, '', 'wgmma'));
+  tryb(() => attentionBench(be, 'fa_ref_b8_h16_t4096_d128_causal', 8, 16, 4096, 4096, 128, true, '', 'wgmma'));
+  tryb(() => attentionBench(be, 'vit_L14_b64', 64, 16, 257, 257, 64, false, '', 'wgmma'));
+  tryb(() => attentionBench(be, 'llama7b_b4_t2048_causal', 4, 32, 2048, 2048, 128, true, '', 'wgmma-overlap'));
+  tryb(() => attentionBench(be, 'llama7b_b16_t512_causal', 16, 32, 512, 512, 128, true, '', 'wgmma-overlap'));
+  tryb(() => attentionBench(be, 'fa_ref_b8_h16_t4096_d128_causal', 8, 16, 4096, 4096, 128, true, '', 'wgmma-overlap'));
+  tryb(() => attentionBench(be, 'vit_L14_b64', 64, 16, 257, 257, 64, false, '', 'wgmma-overlap'));
   tryb(() => loraBench(be, 8192, 4096, 4096, 8));
   tryb(() => loraBench(be, 8192, 4096, 4096, 8, 'thin'));
   tryb(() => loraBench(be, 8192, 4096, 11008, 8));
@@ -214,7 +222,7 @@ function summary(owletPath: string, peerPath: string): void {
   if (g) console.log(`gemm 8192³ bf16: owlet ${g.tflops} TFLOP/s, peer ${p.gemm_bf16_8192_tflops ?? '?'}`);
   for (const name of ['vit_L14_b64', 'abstractor_b64', 'llama7b_b4_t2048_causal', 'llama7b_b16_t512_causal',
     'fa_ref_b8_h16_t4096_d128_causal']) {
-    for (const suffix of ['', '_bwd4w', '_bwd8w']) {
+    for (const suffix of ['', '_bwd4w', '_bwd8w', '_wgmma', '_wgmma-overlap']) {
     const b = ob.get(name + suffix)?.extra as Record<string, number> | undefined;
     const pr = p[`sdpa_${name}`] as Record<string, number> | undefined;
     if (!b) continue;

@@ -44,6 +44,7 @@ struct Block {
   // Per-lane posts for collectives.
   std::vector<std::array<uint32_t, 8>> post;
   std::vector<float> postf;
+  std::vector<float> wg_a;  // wgmma with A in registers: each warpgroup's 64×16 A, gathered from its threads
 };
 
 inline Block*& current() {
@@ -99,8 +100,10 @@ inline void launch(Dim grid, int threads, size_t smem_bytes, const std::function
         b.stacks.resize(size_t(threads));
         b.done.assign(size_t(threads), false);
         b.at_block_barrier.assign(size_t(threads), false);
-        b.arrive.assign(size_t(threads / 32 + 1), 0);
-        b.gen.assign(size_t(threads / 32 + 1), 0);
+        // groups: warps, the block, then warpgroups (4 warps)
+        b.arrive.assign(size_t(threads / 32 + 1 + (threads + 127) / 128), 0);
+        b.gen.assign(size_t(threads / 32 + 1 + (threads + 127) / 128), 0);
+        b.wg_a.assign(size_t((threads + 127) / 128) * 64 * 16, 0.f);
         b.post.resize(size_t(threads));
         b.postf.resize(size_t(threads));
         current() = &b;
@@ -248,6 +251,104 @@ inline void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_
     d[e] += acc;
   }
   warp_barrier();
+}
+
+// The 128 threads of a warpgroup (warps 4w..4w+3). Waiting threads are parked like those at a block barrier, so the
+// scheduler runs the other warps of the group.
+inline void warpgroup_barrier() {
+  Block* b = current();
+  int wg = tid() / 128;
+  size_t group = size_t(b->nthreads / 32 + 1 + wg);
+  int g = b->gen[group];
+  if (++b->arrive[group] == 128) {
+    b->arrive[group] = 0;
+    b->gen[group]++;
+    for (int t = wg * 128; t < wg * 128 + 128; t++) b->at_block_barrier[size_t(t)] = false;
+  } else {
+    b->at_block_barrier[size_t(b->cur)] = true;
+    while (b->gen[group] == g) yield();
+  }
+}
+
+// ---- wgmma (sm_90a warpgroup MMA), executed when issued ----
+// The kernels wait for a wgmma before touching its registers again, so computing it at issue gives the same result.
+// Shared-memory operands are read through their matrix descriptors (PTX ISA "Matrix Descriptor Format": start
+// address >> 4 in bits 0–13, LBO >> 4 in 16–29, SBO >> 4 in 32–45, base offset in 49–51, swizzle in 62–63) in the
+// 128-byte swizzle mode only: rows of 128 bytes, 8-row atoms, and the 16-byte chunk bits [4,7) of each address
+// XORed with its bits [7,10). These are this emulator's reading of the PTX ISA, the same one the kernel was written
+// from: it checks the kernel's own index arithmetic against it, not the hardware.
+struct SmemDesc {
+  uint32_t start, lbo, sbo;
+};
+inline SmemDesc decode_desc(uint64_t desc) {
+  SmemDesc d{uint32_t(desc & 0x3FFF) << 4, uint32_t((desc >> 16) & 0x3FFF) << 4, uint32_t((desc >> 32) & 0x3FFF) << 4};
+  if ((desc >> 62) != 1 || ((desc >> 49) & 7) != 0 || ((d.start >> 7) & 7) != 0) {
+    std::fprintf(stderr, "emulator: wgmma descriptor %016llx: not 128-byte swizzle from the first row of an atom\n",
+                 static_cast<unsigned long long>(desc));
+    std::abort();
+  }
+  return d;
+}
+inline float smem_bf16_sw128(uint32_t addr) {
+  uint16_t v = smem_u16(addr ^ (((addr >> 7) & 7u) << 4));
+  uint32_t u = uint32_t(v) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+// K-major operand: element (row, k), k < 16; groups of 8 rows SBO apart.
+inline float kmajor_at(const SmemDesc& d, int row, int k) {
+  return smem_bf16_sw128(d.start + uint32_t(row / 8) * d.sbo + uint32_t(row % 8) * 128 + uint32_t(k) * 2);
+}
+// N-major operand one atom wide (N <= 64): element (k, n); groups of 8 k-rows apart by the stride that both LBO and
+// SBO must hold (the kernel sets them equal so that either reading of the PTX ISA gives the same address).
+inline float nmajor64_at(const SmemDesc& d, int k, int n) {
+  if (d.lbo != d.sbo) {
+    std::fprintf(stderr, "emulator: N-major wgmma descriptor with LBO %u != SBO %u\n", d.lbo, d.sbo);
+    std::abort();
+  }
+  return smem_bf16_sw128(d.start + uint32_t(k / 8) * d.sbo + uint32_t(k % 8) * 128 + uint32_t(n) * 2);
+}
+// Row and column of accumulator element d[r] (m64nN f32) of the calling thread.
+inline void acc_pos(int r, int& row, int& col) {
+  int wt = tid() % 128, w = wt / 32, lane = wt % 32;
+  row = 16 * w + lane / 4 + ((r % 4) >= 2 ? 8 : 0);
+  col = 8 * (r / 4) + 2 * (lane % 4) + (r % 2);
+}
+// wgmma.m64nNk16.f32.bf16.bf16, A and B from shared memory, both K-major: d = A·B (+ d when scale_d).
+template <int R>
+inline void wgmma_ss_kmajor(float (&d)[R], int N, uint64_t desc_a, uint64_t desc_b, bool scale_d) {
+  if (N / 2 != R) std::abort();
+  SmemDesc a = decode_desc(desc_a), b = decode_desc(desc_b);
+  for (int r = 0; r < R; r++) {
+    int row, col;
+    acc_pos(r, row, col);
+    float acc = 0.f;
+    for (int k = 0; k < 16; k++) acc += kmajor_at(a, row, k) * kmajor_at(b, col, k);
+    d[r] = (scale_d ? d[r] : 0.f) + acc;
+  }
+}
+// wgmma.m64n64k16.f32.bf16.bf16 with A (bf16x2 registers, the m64k16 A fragment) and B from shared memory, N-major
+// (imm-trans-b = 1): d += A·B.
+inline void wgmma_rs_nmajor64(float (&d)[32], const uint32_t (&a)[4], uint64_t desc_b) {
+  Block* blk = current();
+  SmemDesc b = decode_desc(desc_b);
+  int wg = tid() / 128, wt = tid() % 128, w = wt / 32, lane = wt % 32, g = lane / 4, t = lane % 4;
+  float* A = blk->wg_a.data() + size_t(wg) * 64 * 16;
+  for (int reg = 0; reg < 4; reg++) {  // (g, 2t) (g+8, 2t) (g, 2t+8) (g+8, 2t+8), two columns each
+    int row = 16 * w + g + ((reg & 1) ? 8 : 0), col = 2 * t + ((reg & 2) ? 8 : 0);
+    A[row * 16 + col] = bf_lo(a[reg]);
+    A[row * 16 + col + 1] = bf_hi(a[reg]);
+  }
+  warpgroup_barrier();
+  for (int r = 0; r < 32; r++) {
+    int row, col;
+    acc_pos(r, row, col);
+    float acc = 0.f;
+    for (int k = 0; k < 16; k++) acc += A[row * 16 + k] * nmajor64_at(b, k, col);
+    d[r] += acc;
+  }
+  warpgroup_barrier();
 }
 
 inline void cp_async(uint32_t smem, const void* gmem, bool valid, int bytes) {

@@ -4,7 +4,8 @@
 // (the plain path keeps one row of scores in shared memory).
 //
 // OWLET_ATTENTION=simple forces the plain path (for comparisons on the GPU machine); OWLET_ATTN_BWD_WARPS=4 picks
-// the 4-warp variant of the tensor-core backward (default 8).
+// the 4-warp variant of the tensor-core backward (default 8); OWLET_ATTN_FWD=wgmma (or wgmma-overlap) the experimental
+// Hopper forward of attention_wgmma.cuh where it applies (sm_90a build, compute capability 9.0, no dropout).
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -16,6 +17,7 @@
 #include "../core/kernels.h"
 #include "../core/dropout_hash.h"
 #include "attention_flash.cuh"
+#include "attention_wgmma.cuh"
 #include "common.cuh"
 
 namespace owlet::kern {
@@ -276,6 +278,35 @@ SimpleParams simple_params(const Tensor& q, const Tensor& k, const Tensor& v, co
   return sp;
 }
 
+// OWLET_ATTN_FWD=wgmma or wgmma-overlap (read per call, so one process can compare them) picks a Hopper forward where
+// it applies: 0 = none, 1 = wgmma, 2 = wgmma-overlap.
+int use_wgmma_fwd(const DeviceContext& c, const flash::Params& fp) {
+#ifdef OWLET_HAVE_SM90A
+  const char* e = std::getenv("OWLET_ATTN_FWD");
+  if (!e || fp.dropout || c.prop.major != 9 || c.prop.minor != 0) return 0;
+  return std::strcmp(e, "wgmma") == 0 ? 1 : std::strcmp(e, "wgmma-overlap") == 0 ? 2 : 0;
+#else
+  (void)c, (void)fp;
+  return 0;
+#endif
+}
+
+void launch_wgmma_fwd(const DeviceContext& c, const flash::Params& fp, const Dims& d, int variant, const char* op) {
+  dim3 grid{unsigned((d.Tq + wgmma::kBR - 1) / wgmma::kBR), unsigned(d.H), unsigned(d.B)};
+  auto launch = [&](auto kernel, size_t smem) {
+    set_smem_limit(reinterpret_cast<const void*>(kernel), smem, c.index, op);
+    kernel<<<grid, wgmma::kThreads, smem, c.stream>>>(fp);
+  };
+  if (variant == 2) {
+    if (d.D == 64) launch(wgmma::attention_fwd_kernel<64, true>, wgmma::fwd_smem_bytes<64, true>());
+    else launch(wgmma::attention_fwd_kernel<128, true>, wgmma::fwd_smem_bytes<128, true>());
+  } else {
+    if (d.D == 64) launch(wgmma::attention_fwd_kernel<64, false>, wgmma::fwd_smem_bytes<64, false>());
+    else launch(wgmma::attention_fwd_kernel<128, false>, wgmma::fwd_smem_bytes<128, false>());
+  }
+  check_launch(op);
+}
+
 }  // namespace
 
 void attention_fwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* key_mask, bool causal, float scale,
@@ -294,6 +325,10 @@ void attention_fwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
     flash::Params fp = flash_params(q, k, v, key_mask, d, causal, scale, dropout_p, seed);
     fp.out = out.data<bf16>();
     fp.lse = lse.f32();
+    if (int variant = use_wgmma_fwd(c, fp)) {
+      launch_wgmma_fwd(c, fp, d, variant, op);
+      return;
+    }
     dim3 grid{unsigned((d.Tq + 63) / 64), unsigned(d.H), unsigned(d.B)};
     if (d.D == 64) {
       size_t smem = flash::fwd_smem_bytes<64>();
