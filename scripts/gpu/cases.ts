@@ -3,7 +3,7 @@
 // code produces the CPU backend's answer and the CUDA backend's) and has a float64 reference for when the CPU
 // backend lacks the op.
 import { randn, rng } from '../../test/helpers/rng.ts';
-import { type Be, type Kind, type NT, op } from './harness.ts';
+import { type Be, envLabel, type Kind, type NT, op, type VariantEnv, withEnv } from './harness.ts';
 import * as R from '../../test/helpers/reference.ts';
 
 export interface Input { shape: number[]; values: Float64Array; kind?: Kind }
@@ -281,9 +281,10 @@ export function cases(): Case[] {
   });
 
   // ---------------------------------------------------------------- attention
-  // bwdWarps: sets OWLET_ATTN_BWD_WARPS around the CUDA calls (the tensor-core backward's 4-warp variant).
+  // env: kernel variants set around the calls (OWLET_ATTN_FWD: the forward's tile shape; OWLET_ATTN_BWD_WARPS: the
+  // backward's warps per block), named in the case.
   const attn = (label: string, B: number, H: number, Tq: number, Tk: number, D: number, causal: boolean, masked: boolean,
-    p: number, dtypes: ('f32' | 'bf16')[], quick = false, bwdWarps = '') => {
+    p: number, dtypes: ('f32' | 'bf16')[], quick = false, env: VariantEnv = {}) => {
     const maskVals = (n: number) => {
       const r = rng(991 + Tk);
       const m = Float64Array.from({ length: n }, () => (r() < 0.25 ? 0 : 1));
@@ -292,22 +293,15 @@ export function cases(): Case[] {
     };
     const scale = 1 / Math.sqrt(D);
     out.push({
-      name: `attention ${label} B${B} H${H} Tq${Tq} Tk${Tk} D${D}${causal ? ' causal' : ''}${masked ? ' keymask' : ''}${p ? ` dropout${p}` : ''}${bwdWarps ? ` (bwd ${bwdWarps} warps)` : ''}`,
+      name: `attention ${label} B${B} H${H} Tq${Tq} Tk${Tk} D${D}${causal ? ' causal' : ''}${masked ? ' keymask' : ''}${p ? ` dropout${p}` : ''}${envLabel(env)}`,
       family: 'attention', dtypes, quick,
       inputs: gen({ shape: [B, Tq, H, D] }, { shape: [B, Tk, H, D] }, { shape: [B, Tk, H, D] }, { shape: [B, Tq, H, D] },
         { shape: [B, Tk], kind: 'i32', values: maskVals }),
-      run: (be, [q, k, v, go, mask]) => {
-        const saved = process.env.OWLET_ATTN_BWD_WARPS;
-        if (bwdWarps) process.env.OWLET_ATTN_BWD_WARPS = bwdWarps;
-        try {
-          const [o, lse] = op(be, 'attentionForward')(q, k, v, masked ? mask : null, causal, scale, p, 77);
-          const [gq, gk, gv] = op(be, 'attentionBackward')(q, k, v, o, lse, go, masked ? mask : null, causal, scale, p, 77);
-          return { out: o, lse, gq, gk, gv };
-        } finally {
-          if (saved === undefined) delete process.env.OWLET_ATTN_BWD_WARPS;
-          else process.env.OWLET_ATTN_BWD_WARPS = saved;
-        }
-      },
+      run: (be, [q, k, v, go, mask]) => withEnv(env, () => {
+        const [o, lse] = op(be, 'attentionForward')(q, k, v, masked ? mask : null, causal, scale, p, 77);
+        const [gq, gk, gv] = op(be, 'attentionBackward')(q, k, v, o, lse, go, masked ? mask : null, causal, scale, p, 77);
+        return { out: o, lse, gq, gk, gv };
+      }),
       ref: ([q, k, v, go, mask]) => R.attentionRef(q, k, v, masked ? mask : null, { B, Tq, Tk, H, D }, causal, scale, p, 77, go),
       grads: ['gq', 'gk', 'gv'],
     });
@@ -319,12 +313,25 @@ export function cases(): Case[] {
   attn('odd', 2, 2, 50, 50, 64, false, false, 0.2, both, true);
   attn('odd', 1, 2, 45, 45, 128, true, false, 0.1, ['bf16'], true);
   attn('head dim 40 (plain path)', 1, 2, 33, 47, 40, false, true, 0, both, true);
-  attn('odd', 2, 2, 77, 150, 64, false, true, 0.1, ['bf16'], true, '8');
-  attn('odd', 1, 2, 100, 140, 128, true, false, 0, ['bf16'], true, '4');
+  attn('odd', 2, 2, 77, 150, 64, false, true, 0.1, ['bf16'], true, { OWLET_ATTN_BWD_WARPS: '8' });
+  attn('odd', 1, 2, 100, 140, 128, true, false, 0, ['bf16'], true, { OWLET_ATTN_BWD_WARPS: '4' });
   attn('ViT', 1, 4, 257, 257, 64, false, false, 0, ['bf16']);
   attn('abstractor', 2, 4, 64, 321, 64, false, false, 0, ['bf16']);
   attn('LLaMA', 1, 1, 2048, 2048, 128, true, false, 0, ['bf16']);
   attn('LLaMA padded batch', 2, 2, 512, 512, 128, true, true, 0, ['bf16']);
+  // The forward's other tile shapes (128 query rows per block) on the odd shapes: Tk tails, Tq ≠ Tk, several row
+  // blocks, a whole 128-row block with nothing visible (causal, Tq − Tk = 130), key mask, dropout; then the model's.
+  for (const fwd of ['w8', 'w8s', 'm2']) {
+    const env = { OWLET_ATTN_FWD: fwd };
+    attn('odd', 2, 3, 37, 45, 64, true, true, 0, ['bf16'], true, env);
+    attn('odd', 2, 2, 200, 150, 64, false, true, 0.1, ['bf16'], false, env);
+    attn('odd (a row block sees nothing)', 1, 2, 300, 170, 128, true, true, 0, ['bf16'], false, env);
+    attn('odd', 1, 2, 45, 45, 128, true, false, 0.1, ['bf16'], false, env);
+    attn('odd', 1, 2, 100, 140, 128, true, false, 0, ['bf16'], false, env);
+    attn('ViT', 1, 4, 257, 257, 64, false, false, 0, ['bf16'], false, env);
+    attn('abstractor', 2, 4, 64, 321, 64, false, false, 0, ['bf16'], false, env);
+    attn('LLaMA padded batch', 2, 2, 512, 512, 128, true, true, 0, ['bf16'], false, env);
+  }
 
   // ---------------------------------------------------------------- lora
   // variant 'thin' sets OWLET_LORA=thin around the CUDA calls (the one-pass thin-product kernels instead of the

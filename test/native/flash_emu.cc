@@ -1,6 +1,7 @@
 // Runs the tensor-core attention kernels (native/src/cuda/attention_flash.cuh) on the host through the warp
 // emulator of cuda_emu.h, on small odd shapes, and compares them with a float64 reference: output, log-sum-exp and
-// the three gradients, for full, cross-length, causal (both alignments), key-padded and dropout cases.
+// the three gradients, for full, cross-length, causal (both alignments), key-padded and dropout cases; the forward
+// in every tile shape of OWLET_ATTN_FWD (default, w8, w8s, m2), each compared with the reference.
 // This checks the kernels' tiling, fragment and mask arithmetic without a GPU; it cannot check timing, races
 // between real warps, or the hardware's own rounding. Build and run: scripts/flash-emu.sh.
 #define OWLET_CUDA_EMULATION 1
@@ -30,6 +31,7 @@ struct Case {
   bool causal, mask;
   float p;
   int warps = 8;  // backward variant
+  bool all_fwd = true;  // every forward tile shape (else the default only)
 };
 
 float bf(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
@@ -136,30 +138,58 @@ bool run(const Case& c, std::mt19937& rng) {
         }
       }
 
-  // ---- forward through the emulator ----
-  std::vector<bf16> out(nq, __float2bfloat16_rn(12345.f));  // poison: every element must be written
-  std::vector<float> lse(size_t(B) * H * Tq, 12345.f);
+  // ---- forward through the emulator: every tile shape (OWLET_ATTN_FWD) from the same inputs; the backward below
+  // uses the default's output ----
+  std::vector<bf16> out(nq);
+  std::vector<float> lse(size_t(B) * H * Tq);
   fp.out = out.data();
   fp.lse = lse.data();
-  if (D == 64)
-    emu::launch({unsigned((Tq + 63) / 64), unsigned(H), unsigned(B)}, flash::kThreads, flash::fwd_smem_bytes<64>(),
-                [&] { flash::attention_fwd_kernel<64>(fp); });
-  else
-    emu::launch({unsigned((Tq + 63) / 64), unsigned(H), unsigned(B)}, flash::kThreads, flash::fwd_smem_bytes<128>(),
-                [&] { flash::attention_fwd_kernel<128>(fp); });
-  std::vector<double> go(nq), glse(lse.size()), rlse_f(lse.size());
-  for (size_t i = 0; i < nq; i++) go[i] = __bfloat162float(out[i]);
+  auto run_fwd = [&](auto tile) {
+    using T = decltype(tile);
+    std::fill(out.begin(), out.end(), __float2bfloat16_rn(12345.f));  // poison: every element must be written
+    std::fill(lse.begin(), lse.end(), 12345.f);
+    emu::launch({unsigned((Tq + T::BR - 1) / T::BR), unsigned(H), unsigned(B)}, T::THREADS, T::kSmemBytes,
+                [&] { flash::attention_fwd_kernel<T>(fp); });
+  };
   bool lse_ok = true;
-  for (size_t i = 0; i < lse.size(); i++) {
-    if (std::isinf(rlse[i]) || std::isinf(lse[i])) {
-      lse_ok &= std::isinf(rlse[i]) && std::isinf(lse[i]) && (rlse[i] < 0) == (lse[i] < 0);
-      glse[i] = rlse_f[i] = 0;
-    } else {
-      glse[i] = lse[i];
-      rlse_f[i] = rlse[i];
+  double e_out = 0, e_lse = 0;
+  std::string fwd_errs;
+  auto check_fwd = [&](const char* variant) {
+    std::vector<double> go(nq), glse(lse.size()), rlse_f(lse.size());
+    for (size_t i = 0; i < nq; i++) go[i] = __bfloat162float(out[i]);
+    bool ok = true;
+    for (size_t i = 0; i < lse.size(); i++) {
+      if (std::isinf(rlse[i]) || std::isinf(lse[i])) {
+        ok &= std::isinf(rlse[i]) && std::isinf(lse[i]) && (rlse[i] < 0) == (lse[i] < 0);
+        glse[i] = rlse_f[i] = 0;
+      } else {
+        glse[i] = lse[i];
+        rlse_f[i] = rlse[i];
+      }
     }
-  }
-  double e_out = rel_err(go, ro), e_lse = rel_err(glse, rlse_f);
+    double eo = rel_err(go, ro), el = rel_err(glse, rlse_f);
+    char buf[96];
+    std::snprintf(buf, sizeof buf, " %s %.1e/%.1e%s", variant, eo, el, ok ? "" : "(-inf rows differ)");
+    fwd_errs += buf;
+    lse_ok &= ok;
+    e_out = std::max(e_out, eo);
+    e_lse = std::max(e_lse, el);
+  };
+  auto all_fwd = [&](auto dtag) {
+    constexpr int DD = decltype(dtag)::value;
+    if (c.all_fwd) {
+      run_fwd(flash::FwdW8<DD>{});
+      check_fwd("w8");
+      run_fwd(flash::FwdW8s<DD>{});
+      check_fwd("w8s");
+      run_fwd(flash::FwdM2<DD>{});
+      check_fwd("m2");
+    }
+    run_fwd(flash::FwdDefault<DD>{});
+    check_fwd("default");
+  };
+  if (D == 64) all_fwd(std::integral_constant<int, 64>{});
+  else all_fwd(std::integral_constant<int, 128>{});
 
   // ---- backward: Δ from the kernel's own bf16 output, as attention_bwd computes it ----
   std::vector<float> delta(size_t(B) * H * Tq), dq_acc(nq, 0.f);
@@ -205,8 +235,8 @@ bool run(const Case& c, std::mt19937& rng) {
   // bf16 operands (P and dS rounded to bf16 before their products), fp32 accumulation: ~1e-2 relative at most.
   const double tol = 2e-2;
   bool ok = lse_ok && e_out < tol && e_lse < 1e-3 && e_dq < tol && e_dk < tol && e_dv < tol;
-  std::printf("%-4s %-42s bwd%dw out %.1e lse %.1e%s dq %.1e dk %.1e dv %.1e\n", ok ? "PASS" : "FAIL", c.name, c.warps,
-              e_out, e_lse, lse_ok ? "" : " (-inf rows differ)", e_dq, e_dk, e_dv);
+  std::printf("%-4s %-42s bwd%dw out/lse%s dq %.1e dk %.1e dv %.1e\n", ok ? "PASS" : "FAIL", c.name, c.warps,
+              fwd_errs.c_str(), e_dq, e_dk, e_dv);
   return ok;
 }
 
@@ -224,9 +254,10 @@ int main(int argc, char** argv) {
       {"dropout 0.1 causal D128 T45", 1, 1, 45, 45, 128, true, false, 0.1f},
       {"long full D64 Tq150 Tk200", 1, 1, 150, 200, 64, false, false, 0.f},
       {"long causal D128 Tq100 Tk140", 1, 1, 100, 140, 128, true, false, 0.f},
-      {"4-warp bwd: full D64 B2 H2 T77", 2, 2, 77, 77, 64, false, false, 0.f, 4},
-      {"4-warp bwd: causal D128 Tq100 Tk140 + mask", 2, 1, 100, 140, 128, true, true, 0.f, 4},
-      {"4-warp bwd: dropout 0.2 D64 Tq150 Tk200", 1, 1, 150, 200, 64, false, false, 0.2f, 4},
+      {"several 128-row blocks: causal D128 Tq260 Tk270 + mask", 2, 1, 260, 270, 128, true, true, 0.f},
+      {"4-warp bwd: full D64 B2 H2 T77", 2, 2, 77, 77, 64, false, false, 0.f, 4, false},
+      {"4-warp bwd: causal D128 Tq100 Tk140 + mask", 2, 1, 100, 140, 128, true, true, 0.f, 4, false},
+      {"4-warp bwd: dropout 0.2 D64 Tq150 Tk200", 1, 1, 150, 200, 64, false, false, 0.2f, 4, false},
   };
   std::string only = argc > 1 ? argv[1] : "";
   std::mt19937 rng(7);

@@ -3,8 +3,10 @@
 // and other head dims). Both read [B, T, H, D] directly and never materialise the score matrix in device memory
 // (the plain path keeps one row of scores in shared memory).
 //
-// OWLET_ATTENTION=simple forces the plain path (for comparisons on the GPU machine); OWLET_ATTN_BWD_WARPS=4 picks
-// the 4-warp variant of the tensor-core backward (default 8).
+// OWLET_ATTENTION=simple forces the plain path (for comparisons on the GPU machine); OWLET_ATTN_FWD picks the tile
+// shape of the tensor-core forward (unset: the default; w8, w8s, m2: see attention_flash.cuh); OWLET_ATTN_BWD_WARPS=4
+// or 8 picks the warps per block of the tensor-core backward. Both are read per call, so that one process can
+// compare the variants.
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -46,6 +48,19 @@ int bwd_warps(int D) {
   if (e && std::strcmp(e, "4") == 0) return 4;
   if (e && std::strcmp(e, "8") == 0) return 8;
   return D == 64 ? 4 : 8;
+}
+
+// The tensor-core forward's variant, from OWLET_ATTN_FWD (read per call, like OWLET_ATTN_BWD_WARPS). A name that is
+// not one of them is an argument error rather than a silent fallback, so a typo cannot pass for a measurement.
+enum class FwdVariant { Default, W8, W8s, M2 };
+
+FwdVariant fwd_variant(const char* op) {
+  const char* e = std::getenv("OWLET_ATTN_FWD");
+  if (!e || !*e || std::strcmp(e, "default") == 0) return FwdVariant::Default;
+  if (std::strcmp(e, "w8") == 0) return FwdVariant::W8;
+  if (std::strcmp(e, "w8s") == 0) return FwdVariant::W8s;
+  if (std::strcmp(e, "m2") == 0) return FwdVariant::M2;
+  fail(ErrorKind::Argument, std::string(op) + ": OWLET_ATTN_FWD=" + e + " is not a forward variant (default, w8, w8s, m2)");
 }
 
 int to_i32(int64_t v, const char* op) {
@@ -229,6 +244,26 @@ size_t simple_smem(const DeviceContext& c, int floats, const char* op) {
   return bytes;
 }
 
+// One tile shape of the tensor-core forward: BR queries per block, its dynamic shared memory allowed per kernel.
+template <class Tile>
+void launch_fwd(const flash::Params& fp, const Dims& d, const DeviceContext& c, const char* op) {
+  const void* fn = reinterpret_cast<const void*>(flash::attention_fwd_kernel<Tile>);
+  set_smem_limit(fn, Tile::kSmemBytes, c.index, op);
+  dim3 grid{unsigned((d.Tq + Tile::BR - 1) / Tile::BR), unsigned(d.H), unsigned(d.B)};
+  flash::attention_fwd_kernel<Tile><<<grid, Tile::THREADS, Tile::kSmemBytes, c.stream>>>(fp);
+}
+
+template <int D>
+void launch_fwd_variant(FwdVariant variant, const flash::Params& fp, const Dims& d, const DeviceContext& c,
+                        const char* op) {
+  switch (variant) {
+    case FwdVariant::Default: return launch_fwd<flash::FwdDefault<D>>(fp, d, c, op);
+    case FwdVariant::W8: return launch_fwd<flash::FwdW8<D>>(fp, d, c, op);
+    case FwdVariant::W8s: return launch_fwd<flash::FwdW8s<D>>(fp, d, c, op);
+    case FwdVariant::M2: return launch_fwd<flash::FwdM2<D>>(fp, d, c, op);
+  }
+}
+
 bool use_flash(const Tensor& q, const Tensor& k, const Tensor& v, const Dims& d, float scale) {
   return !force_simple() && q.dtype == DType::BF16 && k.dtype == DType::BF16 && v.dtype == DType::BF16 &&
          (d.D == 64 || d.D == 128) && scale > 0.f;
@@ -294,16 +329,8 @@ void attention_fwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
     flash::Params fp = flash_params(q, k, v, key_mask, d, causal, scale, dropout_p, seed);
     fp.out = out.data<bf16>();
     fp.lse = lse.f32();
-    dim3 grid{unsigned((d.Tq + 63) / 64), unsigned(d.H), unsigned(d.B)};
-    if (d.D == 64) {
-      size_t smem = flash::fwd_smem_bytes<64>();
-      set_smem_limit(reinterpret_cast<const void*>(flash::attention_fwd_kernel<64>), smem, c.index, op);
-      flash::attention_fwd_kernel<64><<<grid, flash::kThreads, smem, c.stream>>>(fp);
-    } else {
-      size_t smem = flash::fwd_smem_bytes<128>();
-      set_smem_limit(reinterpret_cast<const void*>(flash::attention_fwd_kernel<128>), smem, c.index, op);
-      flash::attention_fwd_kernel<128><<<grid, flash::kThreads, smem, c.stream>>>(fp);
-    }
+    if (d.D == 64) launch_fwd_variant<64>(fwd_variant(op), fp, d, c, op);
+    else launch_fwd_variant<128>(fwd_variant(op), fp, d, c, op);
     check_launch(op);
     return;
   }
