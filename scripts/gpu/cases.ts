@@ -282,7 +282,7 @@ export function cases(): Case[] {
 
   // ---------------------------------------------------------------- attention
   // env: kernel variants set around the calls (OWLET_ATTN_FWD: the forward's tile shape; OWLET_ATTN_BWD_WARPS: the
-  // backward's warps per block), named in the case.
+  // backward's warps per block; OWLET_ATTN_BWD: its queries per step), named in the case.
   const attn = (label: string, B: number, H: number, Tq: number, Tk: number, D: number, causal: boolean, masked: boolean,
     p: number, dtypes: ('f32' | 'bf16')[], quick = false, env: VariantEnv = {}) => {
     const maskVals = (n: number) => {
@@ -330,6 +330,14 @@ export function cases(): Case[] {
     attn('odd', 1, 2, 100, 140, 128, true, false, 0, ['bf16'], false, env);
     attn('ViT', 1, 4, 257, 257, 64, false, false, 0, ['bf16'], false, env);
     attn('abstractor', 2, 4, 64, 321, 64, false, false, 0, ['bf16'], false, env);
+    attn('LLaMA padded batch', 2, 2, 512, 512, 128, true, true, 0, ['bf16'], false, env);
+  }
+  // The backward at D = 128 stepping by 64 queries (OWLET_ATTN_BWD=br64).
+  {
+    const env = { OWLET_ATTN_BWD: 'br64' };
+    attn('odd', 1, 2, 45, 45, 128, true, false, 0.1, ['bf16'], true, env);
+    attn('odd (a row block sees nothing)', 1, 2, 300, 170, 128, true, true, 0, ['bf16'], false, env);
+    attn('odd', 2, 2, 77, 150, 128, false, true, 0, ['bf16'], false, env);
     attn('LLaMA padded batch', 2, 2, 512, 512, 128, true, true, 0, ['bf16'], false, env);
   }
 

@@ -195,6 +195,9 @@ function runBench(be: Be, res: BenchResult[], saved: () => void): void {
   for (const fwd of attentionFwdVariants)
     for (const [name, B, H, Tq, Tk, D, causal] of attentionShapes)
       tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_FWD: fwd }));
+  // The backward at D = 128 by 64 queries per step (fwd+bwd is the number to read).
+  for (const [name, B, H, Tq, Tk, D, causal] of attentionShapes.filter((s) => s[5] === 128))
+    tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_BWD: 'br64' }));
   tryb(() => loraBench(be, 8192, 4096, 4096, 8));
   tryb(() => loraBench(be, 8192, 4096, 4096, 8, 'thin'));
   tryb(() => loraBench(be, 8192, 4096, 11008, 8));

@@ -1,7 +1,8 @@
 // Runs the tensor-core attention kernels (native/src/cuda/attention_flash.cuh) on the host through the warp
 // emulator of cuda_emu.h, on small odd shapes, and compares them with a float64 reference: output, log-sum-exp and
 // the three gradients, for full, cross-length, causal (both alignments), key-padded and dropout cases; the forward
-// in every tile shape of OWLET_ATTN_FWD (default, w8, w8s, m2), each compared with the reference.
+// in every tile shape of OWLET_ATTN_FWD (default, w8, w8s, m2) and the backward in OWLET_ATTN_BWD=br64 too, each
+// compared with the reference.
 // This checks the kernels' tiling, fragment and mask arithmetic without a GPU; it cannot check timing, races
 // between real warps, or the hardware's own rounding. Build and run: scripts/flash-emu.sh.
 #define OWLET_CUDA_EMULATION 1
@@ -208,35 +209,50 @@ bool run(const Case& c, std::mt19937& rng) {
   fp.dk = dk.data();
   fp.dv = dv.data();
   // Both backward variants (4 and 8 warps per block), from the same inputs.
-  auto run_bwd = [&](auto dtag, auto wtag) {
-    constexpr int DD = decltype(dtag)::value, NW = decltype(wtag)::value;
+  auto run_bwd = [&](auto dtag, auto wtag, auto brtag) {
+    constexpr int DD = decltype(dtag)::value, NW = decltype(wtag)::value, BR = decltype(brtag)::value;
     std::fill(dq_acc.begin(), dq_acc.end(), 0.f);
     std::fill(dk.begin(), dk.end(), __float2bfloat16_rn(12345.f));
     std::fill(dv.begin(), dv.end(), __float2bfloat16_rn(12345.f));
     emu::launch({unsigned((Tk + 16 * NW - 1) / (16 * NW)), unsigned(H), unsigned(B)}, NW * 32,
-                flash::bwd_smem_bytes<DD, NW>(), [&] { flash::attention_bwd_kernel<DD, NW>(fp); });
+                flash::bwd_smem_bytes<DD, NW, BR>(), [&] { flash::attention_bwd_kernel<DD, NW, BR>(fp); });
   };
-  using W4 = std::integral_constant<int, 4>;
-  using W8 = std::integral_constant<int, 8>;
-  if (c.warps == 4) {
-    if (D == 64) run_bwd(std::integral_constant<int, 64>{}, W4{});
-    else run_bwd(std::integral_constant<int, 128>{}, W4{});
-  } else {
-    if (D == 64) run_bwd(std::integral_constant<int, 64>{}, W8{});
-    else run_bwd(std::integral_constant<int, 128>{}, W8{});
-  }
-  std::vector<double> gdq(nq), gdk(nk), gdv(nk);
-  for (size_t i = 0; i < nq; i++) gdq[i] = bf(dq_acc[i]);
-  for (size_t i = 0; i < nk; i++) {
-    gdk[i] = __bfloat162float(dk[i]);
-    gdv[i] = __bfloat162float(dv[i]);
-  }
-  double e_dq = rel_err(gdq, rdq), e_dk = rel_err(gdk, rdk), e_dv = rel_err(gdv, rdv);
   // bf16 operands (P and dS rounded to bf16 before their products), fp32 accumulation: ~1e-2 relative at most.
   const double tol = 2e-2;
-  bool ok = lse_ok && e_out < tol && e_lse < 1e-3 && e_dq < tol && e_dk < tol && e_dv < tol;
-  std::printf("%-4s %-42s bwd%dw out/lse%s dq %.1e dk %.1e dv %.1e\n", ok ? "PASS" : "FAIL", c.name, c.warps,
-              fwd_errs.c_str(), e_dq, e_dk, e_dv);
+  bool ok = lse_ok && e_out < tol && e_lse < 1e-3;
+  std::string bwd_errs;
+  auto check_bwd = [&](const char* variant) {
+    std::vector<double> gdq(nq), gdk(nk), gdv(nk);
+    for (size_t i = 0; i < nq; i++) gdq[i] = bf(dq_acc[i]);
+    for (size_t i = 0; i < nk; i++) {
+      gdk[i] = __bfloat162float(dk[i]);
+      gdv[i] = __bfloat162float(dv[i]);
+    }
+    double e_dq = rel_err(gdq, rdq), e_dk = rel_err(gdk, rdk), e_dv = rel_err(gdv, rdv);
+    ok &= e_dq < tol && e_dk < tol && e_dv < tol;
+    char buf[128];
+    std::snprintf(buf, sizeof buf, " %s dq %.1e dk %.1e dv %.1e", variant, e_dq, e_dk, e_dv);
+    bwd_errs += buf;
+  };
+  using I64 = std::integral_constant<int, 64>;
+  using I128 = std::integral_constant<int, 128>;
+  using W4 = std::integral_constant<int, 4>;
+  using W8 = std::integral_constant<int, 8>;
+  using BR32 = std::integral_constant<int, 32>;
+  if (D == 64) {
+    if (c.warps == 4) run_bwd(I64{}, W4{}, I64{});
+    else run_bwd(I64{}, W8{}, I64{});
+    check_bwd(c.warps == 4 ? "bwd4w" : "bwd8w");
+  } else {
+    if (c.warps == 4) run_bwd(I128{}, W4{}, BR32{});
+    else run_bwd(I128{}, W8{}, BR32{});
+    check_bwd(c.warps == 4 ? "bwd4w" : "bwd8w");
+    if (c.all_fwd) {  // OWLET_ATTN_BWD=br64: 64 queries per step, 8 warps
+      run_bwd(I128{}, W8{}, I64{});
+      check_bwd("br64");
+    }
+  }
+  std::printf("%-4s %-42s out/lse%s\n     %s\n", ok ? "PASS" : "FAIL", c.name, fwd_errs.c_str(), bwd_errs.c_str());
   return ok;
 }
 

@@ -5,8 +5,8 @@
 //
 // OWLET_ATTENTION=simple forces the plain path (for comparisons on the GPU machine); OWLET_ATTN_FWD picks the tile
 // shape of the tensor-core forward (unset: the default; w8, w8s, m2: see attention_flash.cuh); OWLET_ATTN_BWD_WARPS=4
-// or 8 picks the warps per block of the tensor-core backward. Both are read per call, so that one process can
-// compare the variants.
+// or 8 picks the warps per block of the tensor-core backward, OWLET_ATTN_BWD=br64 its queries per step at D = 128.
+// All are read per call, so that one process can compare the variants.
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -61,6 +61,17 @@ FwdVariant fwd_variant(const char* op) {
   if (std::strcmp(e, "w8s") == 0) return FwdVariant::W8s;
   if (std::strcmp(e, "m2") == 0) return FwdVariant::M2;
   fail(ErrorKind::Argument, std::string(op) + ": OWLET_ATTN_FWD=" + e + " is not a forward variant (default, w8, w8s, m2)");
+}
+
+// OWLET_ATTN_BWD=br64: 64 queries per step at D = 128 (8 warps; default 32), for measurement: ptxas spills 92 bytes
+// there (see attention_flash.cuh). D = 64 steps by 64 queries in every case.
+enum class BwdVariant { Default, Br64 };
+
+BwdVariant bwd_variant_of(const char* op) {
+  const char* e = std::getenv("OWLET_ATTN_BWD");
+  if (!e || !*e || std::strcmp(e, "default") == 0) return BwdVariant::Default;
+  if (std::strcmp(e, "br64") == 0) return BwdVariant::Br64;
+  fail(ErrorKind::Argument, std::string(op) + ": OWLET_ATTN_BWD=" + e + " is not a backward variant (default, br64)");
 }
 
 int to_i32(int64_t v, const char* op) {
@@ -366,6 +377,7 @@ void attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
 
   if (use_flash(q, k, v, d, scale) && out.dtype == DType::BF16 && gout.dtype == DType::BF16 &&
       gk.dtype == DType::BF16 && gv.dtype == DType::BF16) {
+    const BwdVariant bwd_variant = bwd_variant_of(op);
     Tensor dq_acc(DType::F32, q.shape, q.device());
     check(cudaMemsetAsync(dq_acc.raw(), 0, dq_acc.nbytes(), c.stream), op, "cudaMemsetAsync");
     flash::Params fp = flash_params(q, k, v, key_mask, d, causal, scale, dropout_p, seed);
@@ -376,21 +388,27 @@ void attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
     fp.dq_acc = dq_acc.f32();
     fp.dk = gk.data<bf16>();
     fp.dv = gv.data<bf16>();
-    auto launch = [&](auto dtag, auto wtag) {
-      constexpr int D = decltype(dtag)::value, NW = decltype(wtag)::value;
+    auto launch = [&](auto dtag, auto wtag, auto brtag) {
+      constexpr int D = decltype(dtag)::value, NW = decltype(wtag)::value, BR = decltype(brtag)::value;
       dim3 grid{unsigned((d.Tk + 16 * NW - 1) / (16 * NW)), unsigned(d.H), unsigned(d.B)};
-      size_t smem = flash::bwd_smem_bytes<D, NW>();
-      set_smem_limit(reinterpret_cast<const void*>(flash::attention_bwd_kernel<D, NW>), smem, c.index, op);
-      flash::attention_bwd_kernel<D, NW><<<grid, NW * 32, smem, c.stream>>>(fp);
+      size_t smem = flash::bwd_smem_bytes<D, NW, BR>();
+      set_smem_limit(reinterpret_cast<const void*>(flash::attention_bwd_kernel<D, NW, BR>), smem, c.index, op);
+      flash::attention_bwd_kernel<D, NW, BR><<<grid, NW * 32, smem, c.stream>>>(fp);
     };
     using I64 = std::integral_constant<int, 64>;
     using I128 = std::integral_constant<int, 128>;
-    if (bwd_warps(d.D) == 4) {
-      if (d.D == 64) launch(I64{}, std::integral_constant<int, 4>{});
-      else launch(I128{}, std::integral_constant<int, 4>{});
+    using I4 = std::integral_constant<int, 4>;
+    using I8 = std::integral_constant<int, 8>;
+    using BR32 = std::integral_constant<int, 32>;
+    const bool four = bwd_warps(d.D) == 4;
+    if (d.D == 64) {
+      if (four) launch(I64{}, I4{}, I64{});
+      else launch(I64{}, I8{}, I64{});
+    } else if (bwd_variant == BwdVariant::Br64) {
+      launch(I128{}, I8{}, I64{});
     } else {
-      if (d.D == 64) launch(I64{}, std::integral_constant<int, 8>{});
-      else launch(I128{}, std::integral_constant<int, 8>{});
+      if (four) launch(I128{}, I4{}, BR32{});
+      else launch(I128{}, I8{}, BR32{});
     }
     check_launch(op);
     copy_convert(dq_acc, gq);  // fp32 accumulator -> gq's dtype

@@ -313,8 +313,10 @@ template <int D> using FwdM2 = FwdTile<D, 4, 2, D == 64 ? 64 : 32, false>;
 // BR queries per step: 64 for D = 64 (K and V fragments then also live in registers), 32 for D = 128 (to keep the
 // dK/dV accumulators, 128 fp32 registers per thread, clear of spills). NW warps per block own 16 keys each
 // (BC = 16·NW keys per block): 8 or 4 (OWLET_ATTN_BWD_WARPS). ptxas (CUDA 13, sm_90): D64 NW4 239 registers,
-// D128 NW8 243, no spills. Measured and left out because they spill: D128 BR = 64 (NW 8: 92 bytes, NW 4: 36), and
-// for D64 any cap that would fit a third block per SM (168 registers: 36–408 bytes) or 8 warps at 128 (600 bytes).
+// D128 NW8 243, no spills. D128 with BR = 64 and 8 warps (OWLET_ATTN_BWD=br64: each K/V fragment load and each
+// barrier serve twice the queries, the dQ pieces are 16 × 64) uses 255 registers and spills 92 bytes: built only to
+// measure whether that pays. Left out because they spill: D128 BR = 64 with 4 warps (36 bytes), and for D64 any cap
+// that would fit a third block per SM (168 registers: 36–408 bytes) or 8 warps at 128 registers (600 bytes).
 template <int D> constexpr int bwd_default_br() { return D == 64 ? 64 : 32; }
 
 template <int D, int NW, int BR = bwd_default_br<D>()>
