@@ -170,7 +170,7 @@ const attentionShapes: [string, number, number, number, number, number, boolean]
   ['llama7b_b4_t2048_causal', 4, 32, 2048, 2048, 128, true],
   ['llama7b_b16_t512_causal', 16, 32, 512, 512, 128, true],
 ];
-const attentionFwdVariants = ['w8', 'w8s', 'm2'];
+const attentionFwdVariants = ['w8', 'w8s', 'm2', 'w4s'];
 
 // Appends to `res` as it goes and calls `saved` after each result, so a run cut short keeps what it measured.
 function runBench(be: Be, res: BenchResult[], saved: () => void): void {

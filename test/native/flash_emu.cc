@@ -1,7 +1,7 @@
 // Runs the tensor-core attention kernels (native/src/cuda/attention_flash.cuh) on the host through the warp
 // emulator of cuda_emu.h, on small odd shapes, and compares them with a float64 reference: output, log-sum-exp and
 // the three gradients, for full, cross-length, causal (both alignments), key-padded and dropout cases; the forward
-// in every tile shape of OWLET_ATTN_FWD (default, w8, w8s, m2) and the backward in OWLET_ATTN_BWD=br64 too, each
+// in every tile shape of OWLET_ATTN_FWD (default, w8, w8s, m2, w4s) and the backward in OWLET_ATTN_BWD=br64 too, each
 // compared with the reference.
 // This checks the kernels' tiling, fragment and mask arithmetic without a GPU; it cannot check timing, races
 // between real warps, or the hardware's own rounding. Build and run: scripts/flash-emu.sh.
@@ -185,6 +185,8 @@ bool run(const Case& c, std::mt19937& rng) {
       check_fwd("w8s");
       run_fwd(flash::FwdM2<DD>{});
       check_fwd("m2");
+      run_fwd(flash::FwdW4s<DD>{});
+      check_fwd("w4s");
     }
     run_fwd(flash::FwdDefault<DD>{});
     check_fwd("default");

@@ -4,8 +4,9 @@
 // (the plain path keeps one row of scores in shared memory).
 //
 // OWLET_ATTENTION=simple forces the plain path (for comparisons on the GPU machine); OWLET_ATTN_FWD picks the tile
-// shape of the tensor-core forward (unset: the default; w8, w8s, m2: see attention_flash.cuh); OWLET_ATTN_BWD_WARPS=4
-// or 8 picks the warps per block of the tensor-core backward, OWLET_ATTN_BWD=br64 its queries per step at D = 128.
+// shape of the tensor-core forward (unset: the default; w8, w8s, m2, w4s: see attention_flash.cuh);
+// OWLET_ATTN_BWD_WARPS=4 or 8 picks the warps per block of the tensor-core backward, OWLET_ATTN_BWD=br64 its queries
+// per step at D = 128.
 // All are read per call, so that one process can compare the variants.
 #include <cstdlib>
 #include <cstring>
@@ -52,7 +53,7 @@ int bwd_warps(int D) {
 
 // The tensor-core forward's variant, from OWLET_ATTN_FWD (read per call, like OWLET_ATTN_BWD_WARPS). A name that is
 // not one of them is an argument error rather than a silent fallback, so a typo cannot pass for a measurement.
-enum class FwdVariant { Default, W8, W8s, M2 };
+enum class FwdVariant { Default, W8, W8s, M2, W4s };
 
 FwdVariant fwd_variant(const char* op) {
   const char* e = std::getenv("OWLET_ATTN_FWD");
@@ -60,7 +61,9 @@ FwdVariant fwd_variant(const char* op) {
   if (std::strcmp(e, "w8") == 0) return FwdVariant::W8;
   if (std::strcmp(e, "w8s") == 0) return FwdVariant::W8s;
   if (std::strcmp(e, "m2") == 0) return FwdVariant::M2;
-  fail(ErrorKind::Argument, std::string(op) + ": OWLET_ATTN_FWD=" + e + " is not a forward variant (default, w8, w8s, m2)");
+  if (std::strcmp(e, "w4s") == 0) return FwdVariant::W4s;
+  fail(ErrorKind::Argument,
+       std::string(op) + ": OWLET_ATTN_FWD=" + e + " is not a forward variant (default, w8, w8s, m2, w4s)");
 }
 
 // OWLET_ATTN_BWD=br64: 64 queries per step at D = 128 (8 warps; default 32), for measurement: ptxas spills 92 bytes
@@ -272,6 +275,7 @@ void launch_fwd_variant(FwdVariant variant, const flash::Params& fp, const Dims&
     case FwdVariant::W8: return launch_fwd<flash::FwdW8<D>>(fp, d, c, op);
     case FwdVariant::W8s: return launch_fwd<flash::FwdW8s<D>>(fp, d, c, op);
     case FwdVariant::M2: return launch_fwd<flash::FwdM2<D>>(fp, d, c, op);
+    case FwdVariant::W4s: return launch_fwd<flash::FwdW4s<D>>(fp, d, c, op);
   }
 }
 
