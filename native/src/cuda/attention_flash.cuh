@@ -71,10 +71,12 @@ __device__ __forceinline__ bool drop_keep(const Params& p, int b, int h, int i, 
 // rows (16·MT rows, BR = 16·MT·NW per block), BC keys per K/V tile (double-buffered). QREG keeps each warp's Q
 // fragments in registers for the whole sweep (4·MT·D/16 registers); without it they are re-read from shared memory
 // once per key tile, which frees those registers for the fp32 accumulators of two row tiles at D = 128. MINB is
-// the blocks per SM asked of ptxas (__launch_bounds__), i.e. a register cap of 65536 / (32·NW·MINB).
+// the blocks per SM asked of ptxas (__launch_bounds__), i.e. a register cap of 65536 / (32·NW·MINB); 0 asks nothing
+// and leaves ptxas its own heuristic. (Not 1: an explicit 1 lets ptxas take all 255 registers — the default shape at
+// D = 64 then used 240 instead of 164, 2 blocks per SM instead of 3.)
 // With MT = 2 every K and V fragment loaded by ldmatrix feeds two mma instead of one (half the shared-memory reads
 // per FLOP, FlashAttention-2's choice); with NW = 8 each K/V tile is loaded once per 128 queries instead of 64.
-template <int D_, int NW_, int MT_, int BC_, bool QREG_, int MINB_ = 1>
+template <int D_, int NW_, int MT_, int BC_, bool QREG_, int MINB_ = 0>
 struct FwdTile {
   static constexpr int D = D_, NW = NW_, MT = MT_, BC = BC_, MINB = MINB_;
   static constexpr bool QREG = QREG_;
@@ -293,9 +295,9 @@ __global__ void __launch_bounds__(T::THREADS, T::MINB) attention_fwd_kernel(Para
 
 // The forward variants (OWLET_ATTN_FWD, chosen in attention.cu). ptxas (CUDA 13, sm_90) on each, registers per
 // thread / spills, and what that leaves per SM (65536 registers, 227 KB shared memory):
-//   default  4 warps × 16 rows, 64-key tiles, Q in registers (the H100 run of 2026-11-26): D64 240 regs, 45 KB;
-//            D128 254 regs, 85 KB; no spills; registers allow 2 blocks = 8 warps per SM.
-//   w8       8 warps × 16 rows (BR = 128), 64-key tiles, Q in registers: D64 240 regs, 54 KB; D128 254 regs,
+//   default  4 warps × 16 rows, 64-key tiles, Q in registers (the H100 run of 2026-11-26): D64 164 regs, 45 KB
+//            (3 blocks = 12 warps per SM); D128 254 regs, 85 KB (2 blocks = 8 warps per SM); no spills.
+//   w8       8 warps × 16 rows (BR = 128), 64-key tiles, Q in registers: D64 168 regs, 54 KB; D128 254 regs,
 //            102 KB; no spills; 1 block = 8 warps per SM, but each K/V tile now serves 128 queries.
 //   w8s      8 warps × 16 rows, Q re-read from shared memory, capped at 128 registers (2 blocks per SM = 16 warps):
 //            D64 64-key tiles, 54 KB; D128 32-key tiles, 68 KB; 128 regs, no spills.
