@@ -327,7 +327,7 @@ export function cases(): Case[] {
     attn('odd', 2, 3, 37, 45, 64, true, true, 0, ['bf16'], true, env);
     attn('odd', 2, 2, 200, 150, 64, false, true, 0.1, ['bf16'], false, env);
     attn('odd (a row block sees nothing)', 1, 2, 300, 170, 128, true, true, 0, ['bf16'], false, env);
-    attn('odd', 1, 2, 45, 45, 128, true, false, 0.1, ['bf16'], false, env);
+    attn('odd', 1, 2, 45, 45, 128, true, false, 0.1, ['bf16'], true, env);
     attn('odd', 1, 2, 100, 140, 128, true, false, 0, ['bf16'], false, env);
     attn('ViT', 1, 4, 257, 257, 64, false, false, 0, ['bf16'], false, env);
     attn('abstractor', 2, 4, 64, 321, 64, false, false, 0, ['bf16'], false, env);
