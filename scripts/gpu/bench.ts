@@ -2,7 +2,7 @@
 // against the frozen linear, the 8192³ GEMM, and bandwidth of a few memory-bound kernels against a device copy.
 // Timing: the op is queued `iters` times between two synchronisations (host clock), repeated, median per call;
 // outputs are disposed as they come (the caching allocator recycles their blocks, as in a training step).
-import { type Be, type NT, median, op } from './harness.ts';
+import { type Be, envSuffix, median, type NT, op, type VariantEnv, withEnv } from './harness.ts';
 
 export interface BenchResult { name: string; ms: number; tflops?: number; gbps?: number; extra?: Record<string, number | string> }
 
@@ -42,26 +42,13 @@ const disposeAll = (x: unknown) => {
   else if (x && typeof (x as NT).dispose === 'function') (x as NT).dispose();
 };
 
-/** Attention fwd and fwd+bwd TFLOP/s (performance.md's count); bwdWarps '4' or '8' times that backward variant,
- * fwd 'wgmma' or 'wgmma-overlap' a Hopper forward (OWLET_ATTN_FWD; name suffix `_wgmma`, `_wgmma-overlap`). */
+/** Attention fwd and fwd+bwd TFLOP/s (performance.md's count); `env` picks kernel variants for the calls (e.g.
+ *  { OWLET_ATTN_FWD: 'm2' } or { OWLET_ATTN_BWD_WARPS: '4' }) and names the result with a suffix (`_fwdm2`, `_bwd4w`). */
 export function attentionBench(be: Be, name: string, B: number, H: number, Tq: number, Tk: number, D: number,
-  causal: boolean, bwdWarps = '', fwd = ''): BenchResult {
-  const env: Record<string, string> = {};
-  if (bwdWarps) env.OWLET_ATTN_BWD_WARPS = bwdWarps;
-  if (fwd) env.OWLET_ATTN_FWD = fwd;
-  const saved = Object.keys(env).map((key) => [key, process.env[key]] as const);
-  Object.assign(process.env, env);
-  try {
-    const r = attentionBenchRun(be, name, B, H, Tq, Tk, D, causal);
-    if (bwdWarps) r.name += `_bwd${bwdWarps}w`;
-    if (fwd) r.name += `_${fwd}`;
-    return r;
-  } finally {
-    for (const [key, value] of saved) {
-      if (value === undefined) delete process.env[key];
-      else process.env[key] = value;
-    }
-  }
+  causal: boolean, env: VariantEnv = {}): BenchResult {
+  const r = withEnv(env, () => attentionBenchRun(be, name, B, H, Tq, Tk, D, causal));
+  r.name += envSuffix(env);
+  return r;
 }
 
 function attentionBenchRun(be: Be, name: string, B: number, H: number, Tq: number, Tk: number, D: number,
@@ -81,6 +68,22 @@ function attentionBenchRun(be: Be, name: string, B: number, H: number, Tq: numbe
   [q, k, v, go].forEach((t) => t.dispose());
   return { name, ms: fbms, extra: { fwd_ms: +fms.toFixed(4), fwd_tflops: +(flops / fms / 1e9).toFixed(1),
     fwdbwd_ms: +fbms.toFixed(4), fwdbwd_tflops: +((3.5 * flops) / fbms / 1e9).toFixed(1) } };
+}
+
+/** One attention forward and backward with `env` set, untimed: the launches Nsight Compute profiles
+ *  (check.mjs --profile-attention). */
+export function attentionOnce(be: Be, B: number, H: number, Tq: number, Tk: number, D: number, causal: boolean,
+  env: VariantEnv = {}): void {
+  const q = rand(be, [B, Tq, H, D]), k = rand(be, [B, Tk, H, D]), v = rand(be, [B, Tk, H, D]), go = rand(be, [B, Tq, H, D]);
+  try {
+    withEnv(env, () => {
+      const [o, lse] = op(be, 'attentionForward')(q, k, v, null, causal, 1 / Math.sqrt(D), 0, 0);
+      disposeAll(op(be, 'attentionBackward')(q, k, v, o, lse, go, null, causal, 1 / Math.sqrt(D), 0, 0));
+      o.dispose();
+      lse.dispose();
+    });
+    be.synchronize();
+  } finally { [q, k, v, go].forEach((t) => t.dispose()); }
 }
 
 /** LoRA fwd+bwd against the frozen linear (matmul forward + input gradient); variant 'thin' times the one-pass

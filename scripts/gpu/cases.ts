@@ -3,7 +3,7 @@
 // code produces the CPU backend's answer and the CUDA backend's) and has a float64 reference for when the CPU
 // backend lacks the op.
 import { randn, rng } from '../../test/helpers/rng.ts';
-import { type Be, type Kind, type NT, op } from './harness.ts';
+import { type Be, envLabel, type Kind, type NT, op, type VariantEnv, withEnv } from './harness.ts';
 import * as R from '../../test/helpers/reference.ts';
 
 export interface Input { shape: number[]; values: Float64Array; kind?: Kind }
@@ -281,11 +281,10 @@ export function cases(): Case[] {
   });
 
   // ---------------------------------------------------------------- attention
-  // bwdWarps: sets OWLET_ATTN_BWD_WARPS around the CUDA calls (the tensor-core backward's 4-warp variant); fwd sets
-  // OWLET_ATTN_FWD ('wgmma': the Hopper forward; the backward then runs the mma.sync kernel on its O and lse, so a
-  // wrong lse shows in the gradients). The CPU backend ignores both.
+  // env: kernel variants set around the calls (OWLET_ATTN_FWD: the forward's tile shape; OWLET_ATTN_BWD_WARPS: the
+  // backward's warps per block; OWLET_ATTN_BWD: its queries per step), named in the case.
   const attn = (label: string, B: number, H: number, Tq: number, Tk: number, D: number, causal: boolean, masked: boolean,
-    p: number, dtypes: ('f32' | 'bf16')[], quick = false, bwdWarps = '', fwd = '') => {
+    p: number, dtypes: ('f32' | 'bf16')[], quick = false, env: VariantEnv = {}) => {
     const maskVals = (n: number) => {
       const r = rng(991 + Tk);
       const m = Float64Array.from({ length: n }, () => (r() < 0.25 ? 0 : 1));
@@ -294,27 +293,15 @@ export function cases(): Case[] {
     };
     const scale = 1 / Math.sqrt(D);
     out.push({
-      name: `attention ${label} B${B} H${H} Tq${Tq} Tk${Tk} D${D}${causal ? ' causal' : ''}${masked ? ' keymask' : ''}${p ? ` dropout${p}` : ''}${bwdWarps ? ` (bwd ${bwdWarps} warps)` : ''}${fwd ? ` (fwd ${fwd})` : ''}`,
+      name: `attention ${label} B${B} H${H} Tq${Tq} Tk${Tk} D${D}${causal ? ' causal' : ''}${masked ? ' keymask' : ''}${p ? ` dropout${p}` : ''}${envLabel(env)}`,
       family: 'attention', dtypes, quick,
       inputs: gen({ shape: [B, Tq, H, D] }, { shape: [B, Tk, H, D] }, { shape: [B, Tk, H, D] }, { shape: [B, Tq, H, D] },
         { shape: [B, Tk], kind: 'i32', values: maskVals }),
-      run: (be, [q, k, v, go, mask]) => {
-        const env: Record<string, string> = {};
-        if (bwdWarps) env.OWLET_ATTN_BWD_WARPS = bwdWarps;
-        if (fwd) env.OWLET_ATTN_FWD = fwd;
-        const saved = Object.keys(env).map((key) => [key, process.env[key]] as const);
-        Object.assign(process.env, env);
-        try {
-          const [o, lse] = op(be, 'attentionForward')(q, k, v, masked ? mask : null, causal, scale, p, 77);
-          const [gq, gk, gv] = op(be, 'attentionBackward')(q, k, v, o, lse, go, masked ? mask : null, causal, scale, p, 77);
-          return { out: o, lse, gq, gk, gv };
-        } finally {
-          for (const [key, value] of saved) {
-            if (value === undefined) delete process.env[key];
-            else process.env[key] = value;
-          }
-        }
-      },
+      run: (be, [q, k, v, go, mask]) => withEnv(env, () => {
+        const [o, lse] = op(be, 'attentionForward')(q, k, v, masked ? mask : null, causal, scale, p, 77);
+        const [gq, gk, gv] = op(be, 'attentionBackward')(q, k, v, o, lse, go, masked ? mask : null, causal, scale, p, 77);
+        return { out: o, lse, gq, gk, gv };
+      }),
       ref: ([q, k, v, go, mask]) => R.attentionRef(q, k, v, masked ? mask : null, { B, Tq, Tk, H, D }, causal, scale, p, 77, go),
       grads: ['gq', 'gk', 'gv'],
     });
@@ -326,38 +313,60 @@ export function cases(): Case[] {
   attn('odd', 2, 2, 50, 50, 64, false, false, 0.2, both, true);
   attn('odd', 1, 2, 45, 45, 128, true, false, 0.1, ['bf16'], true);
   attn('head dim 40 (plain path)', 1, 2, 33, 47, 40, false, true, 0, both, true);
-  attn('odd', 2, 2, 77, 150, 64, false, true, 0.1, ['bf16'], true, '8');
-  attn('odd', 1, 2, 100, 140, 128, true, false, 0, ['bf16'], true, '4');
+  attn('odd', 2, 2, 77, 150, 64, false, true, 0.1, ['bf16'], true, { OWLET_ATTN_BWD_WARPS: '8' });
+  attn('odd', 1, 2, 100, 140, 128, true, false, 0, ['bf16'], true, { OWLET_ATTN_BWD_WARPS: '4' });
   attn('ViT', 1, 4, 257, 257, 64, false, false, 0, ['bf16']);
   attn('abstractor', 2, 4, 64, 321, 64, false, false, 0, ['bf16']);
   attn('LLaMA', 1, 1, 2048, 2048, 128, true, false, 0, ['bf16']);
   attn('LLaMA padded batch', 2, 2, 512, 512, 128, true, true, 0, ['bf16']);
+  // The forward's other tile shapes (w8, w8s, m2: 128 query rows per block; w4s: 64) on the odd shapes: Tk tails,
+  // Tq ≠ Tk, several row blocks, a whole 128-row block with nothing visible (causal, Tq − Tk = 130), key mask,
+  // dropout; then the model's.
+  for (const fwd of ['w8', 'w8s', 'm2', 'w4s']) {
+    const env = { OWLET_ATTN_FWD: fwd };
+    attn('odd', 2, 3, 37, 45, 64, true, true, 0, ['bf16'], true, env);
+    attn('odd', 2, 2, 200, 150, 64, false, true, 0.1, ['bf16'], false, env);
+    attn('odd (a row block sees nothing)', 1, 2, 300, 170, 128, true, true, 0, ['bf16'], false, env);
+    attn('odd', 1, 2, 45, 45, 128, true, false, 0.1, ['bf16'], true, env);
+    attn('odd', 1, 2, 100, 140, 128, true, false, 0, ['bf16'], false, env);
+    attn('ViT', 1, 4, 257, 257, 64, false, false, 0, ['bf16'], false, env);
+    attn('abstractor', 2, 4, 64, 321, 64, false, false, 0, ['bf16'], false, env);
+    attn('LLaMA padded batch', 2, 2, 512, 512, 128, true, true, 0, ['bf16'], false, env);
+  }
+  // The backward at D = 128 stepping by 64 queries (OWLET_ATTN_BWD=br64).
+  {
+    const env = { OWLET_ATTN_BWD: 'br64' };
+    attn('odd', 1, 2, 45, 45, 128, true, false, 0.1, ['bf16'], true, env);
+    attn('odd (a row block sees nothing)', 1, 2, 300, 170, 128, true, true, 0, ['bf16'], false, env);
+    attn('odd', 2, 2, 77, 150, 128, false, true, 0, ['bf16'], false, env);
+    attn('LLaMA padded batch', 2, 2, 512, 512, 128, true, true, 0, ['bf16'], false, env);
+  }
   // The experimental Hopper forward (wgmma, 128-query blocks of 2 warpgroups, 128-key tiles): causal within one
   // tile and across two with a shift, Tq > Tk (rows with no visible key), key mask with a Tk tail, D = 64, a
   // dropout case (must fall back to the mma.sync kernel), and long sequences.
-  attn('odd', 1, 2, 70, 70, 128, true, false, 0, ['bf16'], true, '', 'wgmma');
-  attn('odd', 1, 2, 100, 140, 128, true, false, 0, ['bf16'], true, '', 'wgmma');
-  attn('odd (rows with no visible key)', 1, 2, 72, 40, 128, true, false, 0, ['bf16'], true, '', 'wgmma');
-  attn('odd', 2, 3, 77, 150, 128, false, true, 0, ['bf16'], true, '', 'wgmma');
-  attn('odd', 2, 3, 37, 45, 64, true, true, 0, ['bf16'], true, '', 'wgmma');
-  attn('odd (dropout: fallback)', 1, 2, 45, 45, 128, true, false, 0.1, ['bf16'], true, '', 'wgmma');
-  attn('odd', 1, 2, 200, 300, 128, false, false, 0, ['bf16'], false, '', 'wgmma');
-  attn('ViT', 1, 4, 257, 257, 64, false, false, 0, ['bf16'], false, '', 'wgmma');
-  attn('LLaMA', 1, 1, 2048, 2048, 128, true, false, 0, ['bf16'], false, '', 'wgmma');
-  attn('LLaMA padded batch', 2, 2, 512, 512, 128, true, true, 0, ['bf16'], false, '', 'wgmma');
+  attn('odd', 1, 2, 70, 70, 128, true, false, 0, ['bf16'], true, { OWLET_ATTN_FWD: 'wgmma' });
+  attn('odd', 1, 2, 100, 140, 128, true, false, 0, ['bf16'], true, { OWLET_ATTN_FWD: 'wgmma' });
+  attn('odd (rows with no visible key)', 1, 2, 72, 40, 128, true, false, 0, ['bf16'], true, { OWLET_ATTN_FWD: 'wgmma' });
+  attn('odd', 2, 3, 77, 150, 128, false, true, 0, ['bf16'], true, { OWLET_ATTN_FWD: 'wgmma' });
+  attn('odd', 2, 3, 37, 45, 64, true, true, 0, ['bf16'], true, { OWLET_ATTN_FWD: 'wgmma' });
+  attn('odd (dropout: fallback)', 1, 2, 45, 45, 128, true, false, 0.1, ['bf16'], true, { OWLET_ATTN_FWD: 'wgmma' });
+  attn('odd', 1, 2, 200, 300, 128, false, false, 0, ['bf16'], false, { OWLET_ATTN_FWD: 'wgmma' });
+  attn('ViT', 1, 4, 257, 257, 64, false, false, 0, ['bf16'], false, { OWLET_ATTN_FWD: 'wgmma' });
+  attn('LLaMA', 1, 1, 2048, 2048, 128, true, false, 0, ['bf16'], false, { OWLET_ATTN_FWD: 'wgmma' });
+  attn('LLaMA padded batch', 2, 2, 512, 512, 128, true, true, 0, ['bf16'], false, { OWLET_ATTN_FWD: 'wgmma' });
   // Its variant with the softmax overlapping the previous tile's P·V (Tq100 Tk140: the lower warpgroup stops one
   // tile before the upper one, so the pending product is finished on the skipped tile).
   {
     const fwd = 'wgmma-overlap';
-    attn('odd', 1, 2, 70, 70, 128, true, false, 0, ['bf16'], true, '', fwd);
-    attn('odd', 1, 2, 100, 140, 128, true, false, 0, ['bf16'], true, '', fwd);
-    attn('odd (rows with no visible key)', 1, 2, 72, 40, 128, true, false, 0, ['bf16'], true, '', fwd);
-    attn('odd', 2, 3, 77, 150, 128, false, true, 0, ['bf16'], true, '', fwd);
-    attn('odd', 2, 3, 37, 45, 64, true, true, 0, ['bf16'], true, '', fwd);
-    attn('odd', 1, 2, 200, 300, 128, false, false, 0, ['bf16'], true, '', fwd);
-    attn('ViT', 1, 4, 257, 257, 64, false, false, 0, ['bf16'], false, '', fwd);
-    attn('LLaMA', 1, 1, 2048, 2048, 128, true, false, 0, ['bf16'], false, '', fwd);
-    attn('LLaMA padded batch', 2, 2, 512, 512, 128, true, true, 0, ['bf16'], false, '', fwd);
+    attn('odd', 1, 2, 70, 70, 128, true, false, 0, ['bf16'], true, { OWLET_ATTN_FWD: fwd });
+    attn('odd', 1, 2, 100, 140, 128, true, false, 0, ['bf16'], true, { OWLET_ATTN_FWD: fwd });
+    attn('odd (rows with no visible key)', 1, 2, 72, 40, 128, true, false, 0, ['bf16'], true, { OWLET_ATTN_FWD: fwd });
+    attn('odd', 2, 3, 77, 150, 128, false, true, 0, ['bf16'], true, { OWLET_ATTN_FWD: fwd });
+    attn('odd', 2, 3, 37, 45, 64, true, true, 0, ['bf16'], true, { OWLET_ATTN_FWD: fwd });
+    attn('odd', 1, 2, 200, 300, 128, false, false, 0, ['bf16'], true, { OWLET_ATTN_FWD: fwd });
+    attn('ViT', 1, 4, 257, 257, 64, false, false, 0, ['bf16'], false, { OWLET_ATTN_FWD: fwd });
+    attn('LLaMA', 1, 1, 2048, 2048, 128, true, false, 0, ['bf16'], false, { OWLET_ATTN_FWD: fwd });
+    attn('LLaMA padded batch', 2, 2, 512, 512, 128, true, true, 0, ['bf16'], false, { OWLET_ATTN_FWD: fwd });
   }
 
   // ---------------------------------------------------------------- lora

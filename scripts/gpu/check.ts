@@ -9,6 +9,9 @@
 //   check.mjs --no-bench        correctness only
 //   check.mjs --filter TEXT     cases whose name contains TEXT
 //   check.mjs --summary OWLET.json PEER.json   ratios of owlet's benchmark numbers to the PyTorch peer's
+//   check.mjs --profile-attention   only the attention launches that run.sh's ncu stage profiles: one forward and
+//                               one backward each at LLaMA 2k (D 128, causal) and ViT (D 64), for the default forward
+//                               and m2 (8 attention kernels, in that order)
 //
 // One line per case and dtype: PASS/FAIL, the reference used, the relative max error of every output. Results go
 // to $OUT/owlet_cuda.json (or ./owlet_cuda.json). Exit status 1 when a case failed.
@@ -16,7 +19,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cpu, cuda } from '../../lib/native.ts';
 import { TOL, type Tol } from '../../test/helpers/tolerances.ts';
-import { attentionBench, bandwidthBench, type BenchResult, gemmBench, loraBench } from './bench.ts';
+import { attentionBench, attentionOnce, bandwidthBench, type BenchResult, gemmBench, loraBench } from './bench.ts';
 import { type Case, cases, type Out } from './cases.ts';
 import { type Be, bf16Round, fmt, get, Missing, type NT, put, relErr } from './harness.ts';
 
@@ -160,6 +163,15 @@ function checkRuntime(be: Be): CaseResult[] {
   return out;
 }
 
+// The model's attention shapes benchmarked for every variant: [name, B, H, Tq, Tk, D, causal].
+const attentionShapes: [string, number, number, number, number, number, boolean][] = [
+  ['vit_L14_b64', 64, 16, 257, 257, 64, false],
+  ['abstractor_b64', 64, 16, 64, 321, 64, false],
+  ['llama7b_b4_t2048_causal', 4, 32, 2048, 2048, 128, true],
+  ['llama7b_b16_t512_causal', 16, 32, 512, 512, 128, true],
+];
+const attentionFwdVariants = ['w8', 'w8s', 'm2', 'w4s', 'wgmma', 'wgmma-overlap'];
+
 // Appends to `res` as it goes and calls `saved` after each result, so a run cut short keeps what it measured.
 function runBench(be: Be, res: BenchResult[], saved: () => void): void {
   const tryb = (f: () => BenchResult | BenchResult[]) => {
@@ -174,21 +186,21 @@ function runBench(be: Be, res: BenchResult[], saved: () => void): void {
     } catch (e) { console.log(`BENCH failed: ${(e as Error).message}`); }
   };
   tryb(() => gemmBench(be, 8192));
-  tryb(() => attentionBench(be, 'vit_L14_b64', 64, 16, 257, 257, 64, false));
-  tryb(() => attentionBench(be, 'abstractor_b64', 64, 16, 64, 321, 64, false));
-  tryb(() => attentionBench(be, 'llama7b_b4_t2048_causal', 4, 32, 2048, 2048, 128, true));
-  tryb(() => attentionBench(be, 'llama7b_b16_t512_causal', 16, 32, 512, 512, 128, true));
+  for (const [name, B, H, Tq, Tk, D, causal] of attentionShapes)
+    tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal));
   tryb(() => attentionBench(be, 'fa_ref_b8_h16_t4096_d128_causal', 8, 16, 4096, 4096, 128, true));
-  tryb(() => attentionBench(be, 'vit_L14_b64', 64, 16, 257, 257, 64, false, '8'));
-  tryb(() => attentionBench(be, 'llama7b_b4_t2048_causal', 4, 32, 2048, 2048, 128, true, '4'));
-  tryb(() => attentionBench(be, 'llama7b_b4_t2048_causal', 4, 32, 2048, 2048, 128, true, '', 'wgmma'));
-  tryb(() => attentionBench(be, 'llama7b_b16_t512_causal', 16, 32, 512, 512, 128, true, '', 'wgmma'));
-  tryb(() => attentionBench(be, 'fa_ref_b8_h16_t4096_d128_causal', 8, 16, 4096, 4096, 128, true, '', 'wgmma'));
-  tryb(() => attentionBench(be, 'vit_L14_b64', 64, 16, 257, 257, 64, false, '', 'wgmma'));
-  tryb(() => attentionBench(be, 'llama7b_b4_t2048_causal', 4, 32, 2048, 2048, 128, true, '', 'wgmma-overlap'));
-  tryb(() => attentionBench(be, 'llama7b_b16_t512_causal', 16, 32, 512, 512, 128, true, '', 'wgmma-overlap'));
-  tryb(() => attentionBench(be, 'fa_ref_b8_h16_t4096_d128_causal', 8, 16, 4096, 4096, 128, true, '', 'wgmma-overlap'));
-  tryb(() => attentionBench(be, 'vit_L14_b64', 64, 16, 257, 257, 64, false, '', 'wgmma-overlap'));
+  tryb(() => attentionBench(be, 'vit_L14_b64', 64, 16, 257, 257, 64, false, { OWLET_ATTN_BWD_WARPS: '8' }));
+  tryb(() => attentionBench(be, 'llama7b_b4_t2048_causal', 4, 32, 2048, 2048, 128, true, { OWLET_ATTN_BWD_WARPS: '4' }));
+  // The forward's tile shapes (OWLET_ATTN_FWD; the backward is the default in all of them).
+  for (const fwd of attentionFwdVariants)
+    for (const [name, B, H, Tq, Tk, D, causal] of attentionShapes)
+      tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_FWD: fwd }));
+  // The backward at D = 128 by 64 queries per step (fwd+bwd is the number to read).
+  for (const [name, B, H, Tq, Tk, D, causal] of attentionShapes.filter((s) => s[5] === 128))
+    tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_BWD: 'br64' }));
+  // The Hopper forward at the long-sequence reference shape too (the mma.sync tile shapes are not run there).
+  for (const fwd of ['wgmma', 'wgmma-overlap'])
+    tryb(() => attentionBench(be, 'fa_ref_b8_h16_t4096_d128_causal', 8, 16, 4096, 4096, 128, true, { OWLET_ATTN_FWD: fwd }));
   tryb(() => loraBench(be, 8192, 4096, 4096, 8));
   tryb(() => loraBench(be, 8192, 4096, 4096, 8, 'thin'));
   tryb(() => loraBench(be, 8192, 4096, 11008, 8));
@@ -222,7 +234,10 @@ function summary(owletPath: string, peerPath: string): void {
   if (g) console.log(`gemm 8192³ bf16: owlet ${g.tflops} TFLOP/s, peer ${p.gemm_bf16_8192_tflops ?? '?'}`);
   for (const name of ['vit_L14_b64', 'abstractor_b64', 'llama7b_b4_t2048_causal', 'llama7b_b16_t512_causal',
     'fa_ref_b8_h16_t4096_d128_causal']) {
-    for (const suffix of ['', '_bwd4w', '_bwd8w', '_wgmma', '_wgmma-overlap']) {
+    // Every variant of the shape: the name plus suffixes such as _bwd4w, _fwdm2 (bench.ts envSuffix).
+    const suffixes = bench.map((x) => x.name).filter((n) => n.startsWith(name) && /^(_(fwd|bwd)[A-Za-z0-9-]+)*$/.test(n.slice(name.length)))
+      .map((n) => n.slice(name.length));
+    for (const suffix of suffixes) {
     const b = ob.get(name + suffix)?.extra as Record<string, number> | undefined;
     const pr = p[`sdpa_${name}`] as Record<string, number> | undefined;
     if (!b) continue;
@@ -244,6 +259,17 @@ function main(): number {
   if (flag('--summary')) {
     const i = argv.indexOf('--summary');
     summary(argv[i + 1], argv[i + 2]);
+    return 0;
+  }
+  if (flag('--profile-attention')) {
+    const be = cuda();
+    for (const [label, B, H, T, D, causal] of [['llama7b_b4_t2048_causal', 4, 32, 2048, 128, true],
+      ['vit_L14_b64', 64, 16, 257, 64, false]] as const) {
+      for (const env of [{}, { OWLET_ATTN_FWD: 'm2' }] as Record<string, string>[]) {
+        console.log(`profile: ${label} fwd+bwd ${JSON.stringify(env)}`);
+        attentionOnce(be, B, H, T, T, D, causal, env);
+      }
+    }
     return 0;
   }
   const outDir = process.env.OUT || '.';

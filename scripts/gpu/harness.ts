@@ -66,3 +66,36 @@ export function median(xs: number[]): number {
 export function fmt(x: number): string {
   return Number.isFinite(x) ? x.toExponential(1) : String(x);
 }
+
+/** Kernel variants the CUDA backend reads from the environment per call, e.g. { OWLET_ATTN_FWD: 'm2' }. */
+export type VariantEnv = Record<string, string>;
+
+/** Runs fn with `env` set, restoring the previous values (or their absence) afterwards. */
+export function withEnv<T>(env: VariantEnv, fn: () => T): T {
+  const saved = Object.keys(env).map((k) => [k, process.env[k]] as const);
+  Object.assign(process.env, env);
+  try { return fn(); } finally {
+    for (const [k, v] of saved) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  }
+}
+
+// Short names of the attention variables, for case labels and benchmark names.
+const envShort: Record<string, [label: (v: string) => string, suffix: (v: string) => string]> = {
+  OWLET_ATTN_FWD: [(v) => `fwd ${v}`, (v) => `_fwd${v}`],
+  OWLET_ATTN_BWD_WARPS: [(v) => `bwd ${v} warps`, (v) => `_bwd${v}w`],
+  OWLET_ATTN_BWD: [(v) => `bwd ${v}`, (v) => `_bwd${v}`],
+};
+
+/** ' (fwd m2, bwd 4 warps)' for a case name; '' for no variant. */
+export function envLabel(env: VariantEnv): string {
+  const parts = Object.entries(env).map(([k, v]) => envShort[k]?.[0](v) ?? `${k}=${v}`);
+  return parts.length ? ` (${parts.join(', ')})` : '';
+}
+
+/** '_fwdm2_bwd4w' for a benchmark name; '' for no variant. */
+export function envSuffix(env: VariantEnv): string {
+  return Object.entries(env).map(([k, v]) => envShort[k]?.[1](v) ?? `_${k}=${v}`).join('');
+}

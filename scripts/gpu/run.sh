@@ -3,7 +3,8 @@
 #   bash scripts/gpu/run.sh
 # 1. the check: every CUDA op against the CPU backend / float64 references, runtime checks, benchmarks
 # 2. the PyTorch peer (LAYERS=4) in the same call, 3. owlet/peer ratios, 4. the owl-tiny fixture, NCCL and trainer
-# checks, 5. compute-sanitizer over the small cases.
+# checks, 5. compute-sanitizer over the small cases; 6. only with ONLY containing ncu: Nsight Compute on the attention
+# kernels (ncu_attention.txt).
 # Logs and JSON go to $OUT: run.log check.log peer.log summary.log fixture_cuda.log nccl_check.log train_check.log
 # sanitizer.log owlet_cuda.json peer_torch.json train_bench.json. Each stage has its own time limit; a failing stage
 # does not stop the next. All stages together take longer than one device call may: ONLY="train" (or any of check
@@ -76,6 +77,19 @@ if want sanitizer; then
     cat "$OUT/sanitizer.log"
   else
     say "no compute-sanitizer on this machine"
+  fi
+fi
+# Only when asked (ONLY="... ncu"): Nsight Compute on the attention kernels, default forward and m2, LLaMA 2k and ViT.
+if [[ " ${ONLY:-} " == *" ncu "* ]]; then
+  say "ncu: Nsight Compute on the attention kernels (check.mjs --profile-attention)"
+  NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || true)
+  if [ -n "$NCU" ]; then
+    timeout -k 5 120 "$NCU" --clock-control none -k regex:attention --section SpeedOfLight --section Occupancy \
+      --section LaunchStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis -c 8 \
+      "$T/node" "$G/check.mjs" --profile-attention >"$OUT/ncu_attention.txt" 2>&1
+    say "ncu exit $?"
+  else
+    say "no ncu on this machine"
   fi
 fi
 say "done"

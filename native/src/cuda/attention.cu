@@ -3,9 +3,13 @@
 // and other head dims). Both read [B, T, H, D] directly and never materialise the score matrix in device memory
 // (the plain path keeps one row of scores in shared memory).
 //
-// OWLET_ATTENTION=simple forces the plain path (for comparisons on the GPU machine); OWLET_ATTN_BWD_WARPS=4 picks
-// the 4-warp variant of the tensor-core backward (default 8); OWLET_ATTN_FWD=wgmma (or wgmma-overlap) the experimental
-// Hopper forward of attention_wgmma.cuh where it applies (sm_90a build, compute capability 9.0, no dropout).
+// OWLET_ATTENTION=simple forces the plain path (for comparisons on the GPU machine); OWLET_ATTN_FWD picks the tile
+// shape of the tensor-core forward (unset: the default; w8, w8s, m2, w4s: see attention_flash.cuh;
+// wgmma, wgmma-overlap: the experimental Hopper forward of attention_wgmma.cuh where it applies — sm_90a build,
+// compute capability 9.0, no dropout — and the default elsewhere);
+// OWLET_ATTN_BWD_WARPS=4 or 8 picks the warps per block of the tensor-core backward, OWLET_ATTN_BWD=br64 its queries
+// per step at D = 128.
+// All are read per call, so that one process can compare the variants.
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -48,6 +52,34 @@ int bwd_warps(int D) {
   if (e && std::strcmp(e, "4") == 0) return 4;
   if (e && std::strcmp(e, "8") == 0) return 8;
   return D == 64 ? 4 : 8;
+}
+
+// The tensor-core forward's variant, from OWLET_ATTN_FWD (read per call, like OWLET_ATTN_BWD_WARPS). A name that is
+// not one of them is an argument error rather than a silent fallback, so a typo cannot pass for a measurement.
+enum class FwdVariant { Default, W8, W8s, M2, W4s, Wgmma, WgmmaOverlap };
+
+FwdVariant fwd_variant(const char* op) {
+  const char* e = std::getenv("OWLET_ATTN_FWD");
+  if (!e || !*e || std::strcmp(e, "default") == 0) return FwdVariant::Default;
+  if (std::strcmp(e, "w8") == 0) return FwdVariant::W8;
+  if (std::strcmp(e, "w8s") == 0) return FwdVariant::W8s;
+  if (std::strcmp(e, "m2") == 0) return FwdVariant::M2;
+  if (std::strcmp(e, "w4s") == 0) return FwdVariant::W4s;
+  if (std::strcmp(e, "wgmma") == 0) return FwdVariant::Wgmma;
+  if (std::strcmp(e, "wgmma-overlap") == 0) return FwdVariant::WgmmaOverlap;
+  fail(ErrorKind::Argument, std::string(op) + ": OWLET_ATTN_FWD=" + e +
+                                " is not a forward variant (default, w8, w8s, m2, w4s, wgmma, wgmma-overlap)");
+}
+
+// OWLET_ATTN_BWD=br64: 64 queries per step at D = 128 (8 warps; default 32), for measurement: ptxas spills 92 bytes
+// there (see attention_flash.cuh). D = 64 steps by 64 queries in every case.
+enum class BwdVariant { Default, Br64 };
+
+BwdVariant bwd_variant_of(const char* op) {
+  const char* e = std::getenv("OWLET_ATTN_BWD");
+  if (!e || !*e || std::strcmp(e, "default") == 0) return BwdVariant::Default;
+  if (std::strcmp(e, "br64") == 0) return BwdVariant::Br64;
+  fail(ErrorKind::Argument, std::string(op) + ": OWLET_ATTN_BWD=" + e + " is not a backward variant (default, br64)");
 }
 
 int to_i32(int64_t v, const char* op) {
@@ -231,6 +263,28 @@ size_t simple_smem(const DeviceContext& c, int floats, const char* op) {
   return bytes;
 }
 
+// One tile shape of the tensor-core forward: BR queries per block, its dynamic shared memory allowed per kernel.
+template <class Tile>
+void launch_fwd(const flash::Params& fp, const Dims& d, const DeviceContext& c, const char* op) {
+  const void* fn = reinterpret_cast<const void*>(flash::attention_fwd_kernel<Tile>);
+  set_smem_limit(fn, Tile::kSmemBytes, c.index, op);
+  dim3 grid{unsigned((d.Tq + Tile::BR - 1) / Tile::BR), unsigned(d.H), unsigned(d.B)};
+  flash::attention_fwd_kernel<Tile><<<grid, Tile::THREADS, Tile::kSmemBytes, c.stream>>>(fp);
+}
+
+template <int D>
+void launch_fwd_variant(FwdVariant variant, const flash::Params& fp, const Dims& d, const DeviceContext& c,
+                        const char* op) {
+  switch (variant) {
+    case FwdVariant::Default: return launch_fwd<flash::FwdDefault<D>>(fp, d, c, op);
+    case FwdVariant::W8: return launch_fwd<flash::FwdW8<D>>(fp, d, c, op);
+    case FwdVariant::W8s: return launch_fwd<flash::FwdW8s<D>>(fp, d, c, op);
+    case FwdVariant::M2: return launch_fwd<flash::FwdM2<D>>(fp, d, c, op);
+    case FwdVariant::W4s: return launch_fwd<flash::FwdW4s<D>>(fp, d, c, op);
+    default: return launch_fwd<flash::FwdDefault<D>>(fp, d, c, op);  // wgmma where it does not apply
+  }
+}
+
 bool use_flash(const Tensor& q, const Tensor& k, const Tensor& v, const Dims& d, float scale) {
   return !force_simple() && q.dtype == DType::BF16 && k.dtype == DType::BF16 && v.dtype == DType::BF16 &&
          (d.D == 64 || d.D == 128) && scale > 0.f;
@@ -278,15 +332,14 @@ SimpleParams simple_params(const Tensor& q, const Tensor& k, const Tensor& v, co
   return sp;
 }
 
-// OWLET_ATTN_FWD=wgmma or wgmma-overlap (read per call, so one process can compare them) picks a Hopper forward where
-// it applies: 0 = none, 1 = wgmma, 2 = wgmma-overlap.
-int use_wgmma_fwd(const DeviceContext& c, const flash::Params& fp) {
+// The Hopper forward for OWLET_ATTN_FWD=wgmma or wgmma-overlap where it applies: 0 = not (the tile-shape default
+// runs), 1 = wgmma, 2 = wgmma-overlap.
+int use_wgmma_fwd(const DeviceContext& c, const flash::Params& fp, FwdVariant variant) {
 #ifdef OWLET_HAVE_SM90A
-  const char* e = std::getenv("OWLET_ATTN_FWD");
-  if (!e || fp.dropout || c.prop.major != 9 || c.prop.minor != 0) return 0;
-  return std::strcmp(e, "wgmma") == 0 ? 1 : std::strcmp(e, "wgmma-overlap") == 0 ? 2 : 0;
+  if (fp.dropout || c.prop.major != 9 || c.prop.minor != 0) return 0;
+  return variant == FwdVariant::Wgmma ? 1 : variant == FwdVariant::WgmmaOverlap ? 2 : 0;
 #else
-  (void)c, (void)fp;
+  (void)c, (void)fp, (void)variant;
   return 0;
 #endif
 }
@@ -325,20 +378,13 @@ void attention_fwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
     flash::Params fp = flash_params(q, k, v, key_mask, d, causal, scale, dropout_p, seed);
     fp.out = out.data<bf16>();
     fp.lse = lse.f32();
-    if (int variant = use_wgmma_fwd(c, fp)) {
-      launch_wgmma_fwd(c, fp, d, variant, op);
+    const FwdVariant variant = fwd_variant(op);
+    if (int wg = use_wgmma_fwd(c, fp, variant)) {
+      launch_wgmma_fwd(c, fp, d, wg, op);
       return;
     }
-    dim3 grid{unsigned((d.Tq + 63) / 64), unsigned(d.H), unsigned(d.B)};
-    if (d.D == 64) {
-      size_t smem = flash::fwd_smem_bytes<64>();
-      set_smem_limit(reinterpret_cast<const void*>(flash::attention_fwd_kernel<64>), smem, c.index, op);
-      flash::attention_fwd_kernel<64><<<grid, flash::kThreads, smem, c.stream>>>(fp);
-    } else {
-      size_t smem = flash::fwd_smem_bytes<128>();
-      set_smem_limit(reinterpret_cast<const void*>(flash::attention_fwd_kernel<128>), smem, c.index, op);
-      flash::attention_fwd_kernel<128><<<grid, flash::kThreads, smem, c.stream>>>(fp);
-    }
+    if (d.D == 64) launch_fwd_variant<64>(variant, fp, d, c, op);
+    else launch_fwd_variant<128>(variant, fp, d, c, op);
     check_launch(op);
     return;
   }
@@ -374,6 +420,7 @@ void attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
 
   if (use_flash(q, k, v, d, scale) && out.dtype == DType::BF16 && gout.dtype == DType::BF16 &&
       gk.dtype == DType::BF16 && gv.dtype == DType::BF16) {
+    const BwdVariant bwd_variant = bwd_variant_of(op);
     Tensor dq_acc(DType::F32, q.shape, q.device());
     check(cudaMemsetAsync(dq_acc.raw(), 0, dq_acc.nbytes(), c.stream), op, "cudaMemsetAsync");
     flash::Params fp = flash_params(q, k, v, key_mask, d, causal, scale, dropout_p, seed);
@@ -384,21 +431,27 @@ void attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
     fp.dq_acc = dq_acc.f32();
     fp.dk = gk.data<bf16>();
     fp.dv = gv.data<bf16>();
-    auto launch = [&](auto dtag, auto wtag) {
-      constexpr int D = decltype(dtag)::value, NW = decltype(wtag)::value;
+    auto launch = [&](auto dtag, auto wtag, auto brtag) {
+      constexpr int D = decltype(dtag)::value, NW = decltype(wtag)::value, BR = decltype(brtag)::value;
       dim3 grid{unsigned((d.Tk + 16 * NW - 1) / (16 * NW)), unsigned(d.H), unsigned(d.B)};
-      size_t smem = flash::bwd_smem_bytes<D, NW>();
-      set_smem_limit(reinterpret_cast<const void*>(flash::attention_bwd_kernel<D, NW>), smem, c.index, op);
-      flash::attention_bwd_kernel<D, NW><<<grid, NW * 32, smem, c.stream>>>(fp);
+      size_t smem = flash::bwd_smem_bytes<D, NW, BR>();
+      set_smem_limit(reinterpret_cast<const void*>(flash::attention_bwd_kernel<D, NW, BR>), smem, c.index, op);
+      flash::attention_bwd_kernel<D, NW, BR><<<grid, NW * 32, smem, c.stream>>>(fp);
     };
     using I64 = std::integral_constant<int, 64>;
     using I128 = std::integral_constant<int, 128>;
-    if (bwd_warps(d.D) == 4) {
-      if (d.D == 64) launch(I64{}, std::integral_constant<int, 4>{});
-      else launch(I128{}, std::integral_constant<int, 4>{});
+    using I4 = std::integral_constant<int, 4>;
+    using I8 = std::integral_constant<int, 8>;
+    using BR32 = std::integral_constant<int, 32>;
+    const bool four = bwd_warps(d.D) == 4;
+    if (d.D == 64) {
+      if (four) launch(I64{}, I4{}, I64{});
+      else launch(I64{}, I8{}, I64{});
+    } else if (bwd_variant == BwdVariant::Br64) {
+      launch(I128{}, I8{}, I64{});
     } else {
-      if (d.D == 64) launch(I64{}, std::integral_constant<int, 8>{});
-      else launch(I128{}, std::integral_constant<int, 8>{});
+      if (four) launch(I128{}, I4{}, BR32{});
+      else launch(I128{}, I8{}, BR32{});
     }
     check_launch(op);
     copy_convert(dq_acc, gq);  // fp32 accumulator -> gq's dtype

@@ -1,9 +1,10 @@
 // Tiled attention on bf16 tensor cores (FlashAttention-2's schedule, mma.sync m16n8k16 + ldmatrix + cp.async),
 // reading and writing the [B, T, H, D] layout directly (row stride H·D between tokens, no transposes).
 //
-// Forward: one block of 4 warps per (64 queries, head, batch); each warp owns 16 query rows, keeps its Q fragments,
-// scores, fp32 output accumulators and the online-softmax state (row max, row sum) in registers, and streams 64-key
-// tiles of K and V through double-buffered shared memory. The score matrix never exists in memory; the log-sum-exp
+// Forward: one block per (BR queries, head, batch); each warp owns 16 or 32 query rows, keeps its scores, fp32 output
+// accumulators and the online-softmax state (row max, row sum) in registers (its Q fragments too, in the default
+// shape), and streams tiles of K and V through double-buffered shared memory. The tile shape is a template
+// (FwdTile: warps, row tiles per warp, keys per tile, Q in registers or not); the variants are listed below it. The score matrix never exists in memory; the log-sum-exp
 // of each row is saved for the backward pass.
 // Backward: one block per 64 keys; each warp owns 16 keys and accumulates their dK and dV in registers while the
 // block streams tiles of Q, dO, lse and Δ = rowsum(dO ⊙ O) over the queries that can see those keys. Pᵀ and dSᵀ are
@@ -25,7 +26,6 @@ namespace owlet::cuda::flash {
 
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
-constexpr int kWarps = 4, kThreads = kWarps * 32;
 
 struct Params {
   const bf16 *q, *k, *v, *o, *dout;
@@ -45,7 +45,7 @@ struct Params {
 
 // Copies rows [r0, r0 + ROWS) of a [T, H, D] sequence (row stride rs) into shared memory laid out [ROWS][LD],
 // zero-filling rows at or past `limit`; THREADS threads share the work.
-template <int ROWS, int D, int LD, int THREADS = kThreads>
+template <int ROWS, int D, int LD, int THREADS>
 __device__ __forceinline__ void load_rows(bf16* s, const bf16* base, int64_t rs, int r0, int limit, int tid) {
   constexpr int kChunks = D / 8;  // 16-byte pieces per row
 #pragma unroll
@@ -67,14 +67,29 @@ __device__ __forceinline__ bool drop_keep(const Params& p, int b, int h, int i, 
 
 // ------------------------------------------------------------------------------------------------------- forward
 
-template <int D>
-constexpr int fwd_smem_bytes() {
-  return (64 + 2 * 64 + 2 * 64) * (D + 8) * 2;
-}
+// The forward's tile shape, one kernel body for all of them: NW warps per block, each owning MT m16 tiles of query
+// rows (16·MT rows, BR = 16·MT·NW per block), BC keys per K/V tile (double-buffered). QREG keeps each warp's Q
+// fragments in registers for the whole sweep (4·MT·D/16 registers); without it they are re-read from shared memory
+// once per key tile, which frees those registers for the fp32 accumulators of two row tiles at D = 128. MINB is
+// the blocks per SM asked of ptxas (__launch_bounds__), i.e. a register cap of 65536 / (32·NW·MINB); 0 asks nothing
+// and leaves ptxas its own heuristic. (Not 1: an explicit 1 lets ptxas take all 255 registers — the default shape at
+// D = 64 then used 240 instead of 164, 2 blocks per SM instead of 3.)
+// With MT = 2 every K and V fragment loaded by ldmatrix feeds two mma instead of one (half the shared-memory reads
+// per FLOP, FlashAttention-2's choice); with NW = 8 each K/V tile is loaded once per 128 queries instead of 64.
+template <int D_, int NW_, int MT_, int BC_, bool QREG_, int MINB_ = 0>
+struct FwdTile {
+  static constexpr int D = D_, NW = NW_, MT = MT_, BC = BC_, MINB = MINB_;
+  static constexpr bool QREG = QREG_;
+  static constexpr int BR = 16 * MT * NW, THREADS = 32 * NW, LD = D + 8;
+  static constexpr int kSmemBytes = (BR + 4 * BC) * LD * 2;  // Q, then K and V double-buffered
+  static_assert(D % 16 == 0 && BC % 16 == 0, "tiles are whole mma fragments");
+};
 
-template <int D>
-__global__ void __launch_bounds__(kThreads) attention_fwd_kernel(Params p) {
-  constexpr int BR = 64, BC = 64, LD = D + 8, KD = D / 16, NT = BC / 8, DT = D / 8;
+template <class T>
+__global__ void __launch_bounds__(T::THREADS, T::MINB) attention_fwd_kernel(Params p) {
+  constexpr int D = T::D, MT = T::MT, BR = T::BR, BC = T::BC, THREADS = T::THREADS, LD = T::LD, KD = D / 16,
+                NT = BC / 8, DT = D / 8;
+  constexpr bool QREG = T::QREG;
   OWLET_DYNAMIC_SMEM(smem);
   bf16* sQ = reinterpret_cast<bf16*>(smem);  // [BR][LD]
   bf16* sK = sQ + BR * LD;                   // [2][BC][LD]
@@ -92,56 +107,82 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(Params p) {
   // Keys this block visits, and the last key (exclusive) any row of this warp can see.
   int kv_end = p.causal ? min(p.Tk, q0 + BR + shift) : p.Tk;
   const int n_tiles = kv_end > 0 ? (kv_end + BC - 1) / BC : 0;
-  const int warp_row0 = q0 + warp * 16;
-  const int warp_kv_end = p.causal ? min(p.Tk, warp_row0 + 16 + shift) : p.Tk;
+  const int warp_row0 = q0 + warp * 16 * MT;  // this warp's rows: warp_row0 + 16·mt + g (+ 8)
+  const int warp_kv_end = p.causal ? min(p.Tk, warp_row0 + 16 * MT + shift) : p.Tk;
   const bool warp_active = warp_row0 < p.Tq;
 
-  load_rows<BR, D, LD>(sQ, qb, rs, q0, p.Tq, tid);
+  load_rows<BR, D, LD, THREADS>(sQ, qb, rs, q0, p.Tq, tid);
   if (n_tiles > 0) {
-    load_rows<BC, D, LD>(sK, kb, rs, 0, p.Tk, tid);
-    load_rows<BC, D, LD>(sV, vb, rs, 0, p.Tk, tid);
+    load_rows<BC, D, LD, THREADS>(sK, kb, rs, 0, p.Tk, tid);
+    load_rows<BC, D, LD, THREADS>(sV, vb, rs, 0, p.Tk, tid);
   }
   mma::cp_async_commit();
 
-  uint32_t qf[KD][4];
-  float o[DT][4];
+  const mma::RowCol qc = mma::a_rowmajor(lane);
+  const bf16* sQw = sQ + (warp * 16 * MT + qc.row) * LD + qc.col;  // this lane's ldmatrix row of the warp's Q
+  uint32_t qf[QREG ? MT : 1][QREG ? KD : 1][4];
+  float o[MT][DT][4];
 #pragma unroll
-  for (int i = 0; i < DT; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
-  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
-  const int row_a = warp_row0 + g, row_b = row_a + 8;  // the two query rows this thread holds
+  for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+    for (int i = 0; i < DT; i++) o[mt][i][0] = o[mt][i][1] = o[mt][i][2] = o[mt][i][3] = 0.f;
+  float m_run[MT][2], l_run[MT][2];
+#pragma unroll
+  for (int mt = 0; mt < MT; mt++) {
+    m_run[mt][0] = m_run[mt][1] = -INFINITY;
+    l_run[mt][0] = l_run[mt][1] = 0.f;
+  }
+  auto row_of = [&](int mt, int r) { return warp_row0 + mt * 16 + g + 8 * r; };  // the query rows this thread holds
 
   for (int tile = 0; tile < n_tiles; tile++) {
     const int buf = tile & 1, kv0 = tile * BC;
     if (tile + 1 < n_tiles) {
-      load_rows<BC, D, LD>(sK + (buf ^ 1) * BC * LD, kb, rs, kv0 + BC, p.Tk, tid);
-      load_rows<BC, D, LD>(sV + (buf ^ 1) * BC * LD, vb, rs, kv0 + BC, p.Tk, tid);
+      load_rows<BC, D, LD, THREADS>(sK + (buf ^ 1) * BC * LD, kb, rs, kv0 + BC, p.Tk, tid);
+      load_rows<BC, D, LD, THREADS>(sV + (buf ^ 1) * BC * LD, vb, rs, kv0 + BC, p.Tk, tid);
     }
     mma::cp_async_commit();
     mma::cp_async_wait<1>();  // everything but the prefetch just issued has landed
     __syncthreads();
-    if (tile == 0) {
-      mma::RowCol rc = mma::a_rowmajor(lane);
+    if constexpr (QREG) {
+      if (tile == 0) {
 #pragma unroll
-      for (int kd = 0; kd < KD; kd++)
-        mma::ldmatrix_x4(qf[kd], mma::smem_u32(sQ + (warp * 16 + rc.row) * LD + kd * 16 + rc.col));
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+          for (int kd = 0; kd < KD; kd++) mma::ldmatrix_x4(qf[mt][kd], mma::smem_u32(sQw + mt * 16 * LD + kd * 16));
+      }
     }
     if (warp_active && kv0 < warp_kv_end) {
       const bf16* Kt = sK + buf * BC * LD;
       const bf16* Vt = sV + buf * BC * LD;
-      // S = Q Kᵀ for this warp's 16 rows × 64 keys.
-      float s[NT][4];
+      // S = Q Kᵀ for this warp's 16·MT rows × BC keys; each K fragment feeds MT row tiles.
+      float s[MT][NT][4];
 #pragma unroll
-      for (int i = 0; i < NT; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+      for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int i = 0; i < NT; i++) s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.f;
       mma::RowCol kc = mma::b_nk(lane);
 #pragma unroll
       for (int kd = 0; kd < KD; kd++) {
+        uint32_t qa[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+          if constexpr (QREG) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) qa[mt][e] = qf[QREG ? mt : 0][QREG ? kd : 0][e];
+          } else {
+            mma::ldmatrix_x4(qa[mt], mma::smem_u32(sQw + mt * 16 * LD + kd * 16));
+          }
+        }
 #pragma unroll
         for (int nb = 0; nb < NT / 2; nb++) {
           if (kv0 + nb * 16 < warp_kv_end) {
             uint32_t kf[4];
             mma::ldmatrix_x4(kf, mma::smem_u32(Kt + (nb * 16 + kc.row) * LD + kd * 16 + kc.col));
-            mma::mma_bf16(s[2 * nb], qf[kd], kf[0], kf[1]);
-            mma::mma_bf16(s[2 * nb + 1], qf[kd], kf[2], kf[3]);
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+              mma::mma_bf16(s[mt][2 * nb], qa[mt], kf[0], kf[1]);
+              mma::mma_bf16(s[mt][2 * nb + 1], qa[mt], kf[2], kf[3]);
+            }
           }
         }
       }
@@ -149,64 +190,79 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(Params p) {
       bool need_mask = p.key_mask != nullptr || kv0 + BC > p.Tk || (p.causal && kv0 + BC - 1 > warp_row0 + shift);
       if (need_mask) {
 #pragma unroll
-        for (int nt = 0; nt < NT; nt++)
+        for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-          for (int e = 0; e < 4; e++) {
-            int j = kv0 + nt * 8 + 2 * t4 + (e & 1), i = (e < 2) ? row_a : row_b;
-            if (!key_visible(p, b, i, j)) s[nt][e] = -INFINITY;
-          }
+          for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+              int j = kv0 + nt * 8 + 2 * t4 + (e & 1), i = row_of(mt, e >> 1);
+              if (!key_visible(p, b, i, j)) s[mt][nt][e] = -INFINITY;
+            }
       }
       // Online softmax in base 2: m = running max of scaled scores; rescale o and l when it grows.
-      float m_use[2];
 #pragma unroll
-      for (int r = 0; r < 2; r++) {
-        float mx = -INFINITY;
+      for (int mt = 0; mt < MT; mt++) {
+        float m_use[2];
 #pragma unroll
-        for (int nt = 0; nt < NT; nt++) mx = fmaxf(mx, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        float m_new = fmaxf(m_run[r], mx * p.scale_log2);
-        m_use[r] = m_new == -INFINITY ? 0.f : m_new;  // a row with nothing visible yet: keep everything at 0
-        float corr = exp2f(m_run[r] - m_use[r]);
-        m_run[r] = m_new;
-        l_run[r] *= corr;
+        for (int r = 0; r < 2; r++) {
+          float mx = -INFINITY;
 #pragma unroll
-        for (int dt = 0; dt < DT; dt++) {
-          o[dt][2 * r] *= corr;
-          o[dt][2 * r + 1] *= corr;
+          for (int nt = 0; nt < NT; nt++) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * r], s[mt][nt][2 * r + 1]));
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+          float m_new = fmaxf(m_run[mt][r], mx * p.scale_log2);
+          m_use[r] = m_new == -INFINITY ? 0.f : m_new;  // a row with nothing visible yet: keep everything at 0
+          float corr = exp2f(m_run[mt][r] - m_use[r]);
+          m_run[mt][r] = m_new;
+          l_run[mt][r] *= corr;
+#pragma unroll
+          for (int dt = 0; dt < DT; dt++) {
+            o[mt][dt][2 * r] *= corr;
+            o[mt][dt][2 * r + 1] *= corr;
+          }
         }
-      }
-#pragma unroll
-      for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-          float pe = exp2f(fmaf(s[nt][e], p.scale_log2, -m_use[e >> 1]));
-          l_run[e >> 1] += pe;
-          s[nt][e] = pe;
-        }
-      if (p.dropout) {  // the row sums above are of the undropped probabilities; only P·V sees the mask
 #pragma unroll
         for (int nt = 0; nt < NT; nt++)
 #pragma unroll
           for (int e = 0; e < 4; e++) {
-            int j = kv0 + nt * 8 + 2 * t4 + (e & 1), i = (e < 2) ? row_a : row_b;
-            if (!drop_keep(p, b, h, i, j)) s[nt][e] = 0.f;
+            float pe = exp2f(fmaf(s[mt][nt][e], p.scale_log2, -m_use[e >> 1]));
+            l_run[mt][e >> 1] += pe;
+            s[mt][nt][e] = pe;
           }
       }
-      // O += P V, P taken straight from the score registers as bf16 A fragments.
+      if (p.dropout) {  // the row sums above are of the undropped probabilities; only P·V sees the mask
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+          for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+              int j = kv0 + nt * 8 + 2 * t4 + (e & 1), i = row_of(mt, e >> 1);
+              if (!drop_keep(p, b, h, i, j)) s[mt][nt][e] = 0.f;
+            }
+      }
+      // O += P V, P taken straight from the score registers as bf16 A fragments; each V fragment feeds MT tiles.
       mma::RowCol vc = mma::b_kn(lane);
 #pragma unroll
       for (int kk = 0; kk < BC / 16; kk++) {
         if (kv0 + kk * 16 < warp_kv_end) {
-          uint32_t pa[4] = {mma::pack_bf16(s[2 * kk][0], s[2 * kk][1]), mma::pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-                            mma::pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                            mma::pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+          uint32_t pa[MT][4];
+#pragma unroll
+          for (int mt = 0; mt < MT; mt++) {
+            pa[mt][0] = mma::pack_bf16(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+            pa[mt][1] = mma::pack_bf16(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+            pa[mt][2] = mma::pack_bf16(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+            pa[mt][3] = mma::pack_bf16(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+          }
 #pragma unroll
           for (int dp = 0; dp < D / 16; dp++) {
             uint32_t vf[4];
             mma::ldmatrix_x4_trans(vf, mma::smem_u32(Vt + (kk * 16 + vc.row) * LD + dp * 16 + vc.col));
-            mma::mma_bf16(o[2 * dp], pa, vf[0], vf[1]);
-            mma::mma_bf16(o[2 * dp + 1], pa, vf[2], vf[3]);
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+              mma::mma_bf16(o[mt][2 * dp], pa[mt], vf[0], vf[1]);
+              mma::mma_bf16(o[mt][2 * dp + 1], pa[mt], vf[2], vf[3]);
+            }
           }
         }
       }
@@ -218,41 +274,68 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(Params p) {
   // Normalise, write O (bf16) and the natural-log lse.
   const int64_t obase = (int64_t(b) * p.Tq * p.H + h) * D;
 #pragma unroll
-  for (int r = 0; r < 2; r++) {
-    float l = l_run[r];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    int row = r ? row_b : row_a;
-    if (!warp_active || row >= p.Tq) continue;
-    float f = l > 0.f ? (p.dropout ? p.inv_keep : 1.f) / l : 0.f;
-    bf16* dst = p.out + obase + int64_t(row) * rs + 2 * t4;
+  for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-    for (int dt = 0; dt < DT; dt++)
-      *reinterpret_cast<__nv_bfloat162*>(dst + dt * 8) = __floats2bfloat162_rn(o[dt][2 * r] * f, o[dt][2 * r + 1] * f);
-    if (t4 == 0) p.lse[(int64_t(b) * p.H + h) * p.Tq + row] = l > 0.f ? (m_run[r] + log2f(l)) * kLn2 : -INFINITY;
-  }
+    for (int r = 0; r < 2; r++) {
+      float l = l_run[mt][r];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      int row = row_of(mt, r);
+      if (!warp_active || row >= p.Tq) continue;
+      float f = l > 0.f ? (p.dropout ? p.inv_keep : 1.f) / l : 0.f;
+      bf16* dst = p.out + obase + int64_t(row) * rs + 2 * t4;
+#pragma unroll
+      for (int dt = 0; dt < DT; dt++)
+        *reinterpret_cast<__nv_bfloat162*>(dst + dt * 8) =
+            __floats2bfloat162_rn(o[mt][dt][2 * r] * f, o[mt][dt][2 * r + 1] * f);
+      if (t4 == 0)
+        p.lse[(int64_t(b) * p.H + h) * p.Tq + row] = l > 0.f ? (m_run[mt][r] + log2f(l)) * kLn2 : -INFINITY;
+    }
 }
+
+// The forward variants (OWLET_ATTN_FWD, chosen in attention.cu). ptxas (CUDA 13, sm_90) on each, registers per
+// thread / spills, and what that leaves per SM (65536 registers, 227 KB shared memory):
+//   default  4 warps × 16 rows, 64-key tiles, Q in registers (the H100 run of 2026-11-26): D64 164 regs, 45 KB
+//            (3 blocks = 12 warps per SM); D128 254 regs, 85 KB (2 blocks = 8 warps per SM); no spills.
+//   w8       8 warps × 16 rows (BR = 128), 64-key tiles, Q in registers: D64 168 regs, 54 KB; D128 254 regs,
+//            102 KB; no spills; 1 block = 8 warps per SM, but each K/V tile now serves 128 queries.
+//   w8s      8 warps × 16 rows, Q re-read from shared memory, capped at 128 registers (2 blocks per SM = 16 warps):
+//            D64 64-key tiles, 54 KB; D128 32-key tiles, 68 KB; 128 regs, no spills.
+//   m2       4 warps × 32 rows (BR = 128), Q re-read from shared memory: D64 64-key tiles, 54 KB; D128 32-key
+//            tiles, 68 KB; 254 regs, no spills; 2 blocks = 8 warps per SM, each K/V fragment feeds two mma.
+//   w4s      the default's 4 warps × 16 rows (BR = 64), Q re-read from shared memory, capped at 128 registers (4 blocks
+//            per SM = 16 warps): D64 64-key tiles, 45 KB; D128 32-key tiles, 51 KB; 128 regs, no spills. For short
+//            query sequences (the abstractor's 64), where the 128-row shapes leave half of each block idle.
+// (Measured caps that spill and were therefore left out: D128 8 warps with Q in registers at 128 regs, 984 bytes;
+// D128 4 warps × 32 rows with Q in registers, 104 bytes; D64 4 warps × 32 rows with Q in registers, 12 bytes; D64
+// 4 warps × 16 rows with Q in registers at 128 regs, 48 bytes.)
+template <int D> using FwdDefault = FwdTile<D, 4, 1, 64, true>;
+template <int D> using FwdW8 = FwdTile<D, 8, 1, 64, true>;
+template <int D> using FwdW8s = FwdTile<D, 8, 1, D == 64 ? 64 : 32, false, 2>;
+template <int D> using FwdM2 = FwdTile<D, 4, 2, D == 64 ? 64 : 32, false>;
+template <int D> using FwdW4s = FwdTile<D, 4, 1, D == 64 ? 64 : 32, false, 4>;
 
 // ------------------------------------------------------------------------------------------------------ backward
 
 // BR queries per step: 64 for D = 64 (K and V fragments then also live in registers), 32 for D = 128 (to keep the
 // dK/dV accumulators, 128 fp32 registers per thread, clear of spills). NW warps per block own 16 keys each
-// (BC = 16·NW keys per block): 8 by default (FlashAttention-2's choice for the backward), 4 selectable.
-template <int D> struct BwdCfg;
-template <> struct BwdCfg<64> { static constexpr int BR = 64; static constexpr bool kv_regs = true; };
-template <> struct BwdCfg<128> { static constexpr int BR = 32; static constexpr bool kv_regs = false; };
+// (BC = 16·NW keys per block): 8 or 4 (OWLET_ATTN_BWD_WARPS). ptxas (CUDA 13, sm_90): D64 NW4 239 registers,
+// D128 NW8 243, no spills. D128 with BR = 64 and 8 warps (OWLET_ATTN_BWD=br64: each K/V fragment load and each
+// barrier serve twice the queries, the dQ pieces are 16 × 64) uses 255 registers and spills 92 bytes: built only to
+// measure whether that pays. Left out because they spill: D128 BR = 64 with 4 warps (36 bytes), and for D64 any cap
+// that would fit a third block per SM (168 registers: 36–408 bytes) or 8 warps at 128 registers (600 bytes).
+template <int D> constexpr int bwd_default_br() { return D == 64 ? 64 : 32; }
 
-template <int D, int NW>
+template <int D, int NW, int BR = bwd_default_br<D>()>
 constexpr int bwd_smem_bytes() {
-  constexpr int BR = BwdCfg<D>::BR, BC = 16 * NW, LD = D + 8;
+  constexpr int BC = 16 * NW, LD = D + 8;
   return (2 * BC * LD + 4 * BR * LD) * 2 + BC * (BR + 8) * 2 + 4 * BR * 4;
 }
 
-template <int D, int NW>
+template <int D, int NW, int BR = bwd_default_br<D>()>
 __global__ void __launch_bounds__(NW * 32) attention_bwd_kernel(Params p) {
-  constexpr int BR = BwdCfg<D>::BR, BC = 16 * NW, THREADS = NW * 32, LD = D + 8, LDS = BR + 8, KD = D / 16,
-                NT = BR / 8, DT = D / 8;
-  constexpr bool KV_REGS = BwdCfg<D>::kv_regs;
+  constexpr int BC = 16 * NW, THREADS = NW * 32, LD = D + 8, LDS = BR + 8, KD = D / 16, NT = BR / 8, DT = D / 8;
+  constexpr bool KV_REGS = D == 64;
   OWLET_DYNAMIC_SMEM(smem);
   bf16* sK = reinterpret_cast<bf16*>(smem);  // [BC][LD]
   bf16* sV = sK + BC * LD;                   // [BC][LD]
@@ -409,6 +492,7 @@ __global__ void __launch_bounds__(NW * 32) attention_bwd_kernel(Params p) {
     // dQ[i][d] += scale · Σ_j dS[i][j] K[j][d] for this tile: warps split BR rows × D columns into 16 × 64 pieces.
     {
       constexpr int WR = BR / 16, WC = NW / WR, DC = D / WC;
+      static_assert(WR * WC == NW && DC % 16 == 0, "the dQ pieces cover the tile once");
       const int mrow = (warp % WR) * 16, d0 = (warp / WR) * DC;
       float acc[DC / 8][4];
 #pragma unroll
