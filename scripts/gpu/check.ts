@@ -10,8 +10,8 @@
 //   check.mjs --filter TEXT     cases whose name contains TEXT
 //   check.mjs --summary OWLET.json PEER.json   ratios of owlet's benchmark numbers to the PyTorch peer's
 //   check.mjs --profile-attention   only the attention launches that run.sh's ncu stage profiles: one forward and
-//                               one backward each at LLaMA 2k (D 128, causal) and ViT (D 64), for the default forward
-//                               and m2 (8 attention kernels, in that order)
+//                               one backward each at LLaMA 2k (D 128, causal; default forward, m2, wgmma) and ViT
+//                               (D 64; default, m2): 10 attention kernels, in that order
 //
 // One line per case and dtype: PASS/FAIL, the reference used, the relative max error of every output. Results go
 // to $OUT/owlet_cuda.json (or ./owlet_cuda.json). Exit status 1 when a case failed.
@@ -263,9 +263,9 @@ function main(): number {
   }
   if (flag('--profile-attention')) {
     const be = cuda();
-    for (const [label, B, H, T, D, causal] of [['llama7b_b4_t2048_causal', 4, 32, 2048, 128, true],
-      ['vit_L14_b64', 64, 16, 257, 64, false]] as const) {
-      for (const env of [{}, { OWLET_ATTN_FWD: 'm2' }] as Record<string, string>[]) {
+    for (const [label, B, H, T, D, causal, fwds] of [['llama7b_b4_t2048_causal', 4, 32, 2048, 128, true, ['m2', 'wgmma']],
+      ['vit_L14_b64', 64, 16, 257, 64, false, ['m2']]] as const) {
+      for (const env of [{}, ...fwds.map((f) => ({ OWLET_ATTN_FWD: f }))] as Record<string, string>[]) {
         console.log(`profile: ${label} fwd+bwd ${JSON.stringify(env)}`);
         attentionOnce(be, B, H, T, T, D, causal, env);
       }
