@@ -322,7 +322,7 @@ export function cases(): Case[] {
   // The forward's other tile shapes (w8, w8s, m2: 128 query rows per block; w4s: 64) on the odd shapes: Tk tails,
   // Tq ≠ Tk, several row blocks, a whole 128-row block with nothing visible (causal, Tq − Tk = 130), key mask,
   // dropout; then the model's.
-  for (const fwd of ['w8', 'w8s', 'm2', 'w4s']) {
+  for (const fwd of ['w4', 'w8', 'w8s', 'm2', 'w4s']) {
     const env = { OWLET_ATTN_FWD: fwd };
     attn('odd', 2, 3, 37, 45, 64, true, true, 0, ['bf16'], true, env);
     attn('odd', 2, 2, 200, 150, 64, false, true, 0.1, ['bf16'], false, env);

@@ -205,8 +205,8 @@ bool run(const Case& c, std::mt19937& rng) {
       run_wgmma(std::true_type{});
       check_fwd("wgmma-overlap");
     }
-    run_fwd(flash::FwdDefault<DD>{});  // last: the backward below reads its output
-    check_fwd("default");
+    run_fwd(flash::FwdW4<DD>{});  // last: the backward below reads its output
+    check_fwd("w4");
   };
   if (D == 64) all_fwd(std::integral_constant<int, 64>{});
   else all_fwd(std::integral_constant<int, 128>{});

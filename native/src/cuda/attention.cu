@@ -3,10 +3,10 @@
 // and other head dims). Both read [B, T, H, D] directly and never materialise the score matrix in device memory
 // (the plain path keeps one row of scores in shared memory).
 //
-// OWLET_ATTENTION=simple forces the plain path (for comparisons on the GPU machine); OWLET_ATTN_FWD picks the tile
-// shape of the tensor-core forward (unset: the default; w8, w8s, m2, w4s: see attention_flash.cuh;
-// wgmma, wgmma-overlap: the experimental Hopper forward of attention_wgmma.cuh where it applies — sm_90a build,
-// compute capability 9.0, no dropout — and the default elsewhere);
+// OWLET_ATTENTION=simple forces the plain path (for comparisons on the GPU machine); OWLET_ATTN_FWD picks the
+// forward (unset or auto: the fastest measured, see fwd_variant; w4, w8, w8s, m2, w4s: the mma.sync tile shapes of
+// attention_flash.cuh; wgmma, wgmma-overlap: the Hopper forward of attention_wgmma.cuh where it applies — sm_90a
+// build, compute capability 9.0, no dropout — and w4s elsewhere);
 // OWLET_ATTN_BWD_WARPS=4 or 8 picks the warps per block of the tensor-core backward, OWLET_ATTN_BWD=br64 its queries
 // per step at D = 128.
 // All are read per call, so that one process can compare the variants.
@@ -56,11 +56,15 @@ int bwd_warps(int D) {
 
 // The tensor-core forward's variant, from OWLET_ATTN_FWD (read per call, like OWLET_ATTN_BWD_WARPS). A name that is
 // not one of them is an argument error rather than a silent fallback, so a typo cannot pass for a measurement.
-enum class FwdVariant { Default, W8, W8s, M2, W4s, Wgmma, WgmmaOverlap };
+// Unset (or "auto"): the fastest measured on an H100 (2026-11-26, session 5, bench/results/gpu-2026-11-26-h100-s5):
+// at D = 128 the Hopper forward (LLaMA 2k causal 261 TFLOP/s against 171 for w4, 189 for w4s) where it applies, else
+// w4s; at D = 64 w4s (ViT 113 against 103 for w4; abstractor 103 against 99).
+enum class FwdVariant { Auto, W4, W8, W8s, M2, W4s, Wgmma, WgmmaOverlap };
 
 FwdVariant fwd_variant(const char* op) {
   const char* e = std::getenv("OWLET_ATTN_FWD");
-  if (!e || !*e || std::strcmp(e, "default") == 0) return FwdVariant::Default;
+  if (!e || !*e || std::strcmp(e, "auto") == 0) return FwdVariant::Auto;
+  if (std::strcmp(e, "w4") == 0) return FwdVariant::W4;
   if (std::strcmp(e, "w8") == 0) return FwdVariant::W8;
   if (std::strcmp(e, "w8s") == 0) return FwdVariant::W8s;
   if (std::strcmp(e, "m2") == 0) return FwdVariant::M2;
@@ -68,7 +72,7 @@ FwdVariant fwd_variant(const char* op) {
   if (std::strcmp(e, "wgmma") == 0) return FwdVariant::Wgmma;
   if (std::strcmp(e, "wgmma-overlap") == 0) return FwdVariant::WgmmaOverlap;
   fail(ErrorKind::Argument, std::string(op) + ": OWLET_ATTN_FWD=" + e +
-                                " is not a forward variant (default, w8, w8s, m2, w4s, wgmma, wgmma-overlap)");
+                                " is not a forward variant (auto, w4, w8, w8s, m2, w4s, wgmma, wgmma-overlap)");
 }
 
 // OWLET_ATTN_BWD=br64: 64 queries per step at D = 128 (8 warps; default 32), for measurement: ptxas spills 92 bytes
@@ -276,12 +280,12 @@ template <int D>
 void launch_fwd_variant(FwdVariant variant, const flash::Params& fp, const Dims& d, const DeviceContext& c,
                         const char* op) {
   switch (variant) {
-    case FwdVariant::Default: return launch_fwd<flash::FwdDefault<D>>(fp, d, c, op);
+    case FwdVariant::W4: return launch_fwd<flash::FwdW4<D>>(fp, d, c, op);
     case FwdVariant::W8: return launch_fwd<flash::FwdW8<D>>(fp, d, c, op);
     case FwdVariant::W8s: return launch_fwd<flash::FwdW8s<D>>(fp, d, c, op);
     case FwdVariant::M2: return launch_fwd<flash::FwdM2<D>>(fp, d, c, op);
     case FwdVariant::W4s: return launch_fwd<flash::FwdW4s<D>>(fp, d, c, op);
-    default: return launch_fwd<flash::FwdDefault<D>>(fp, d, c, op);  // wgmma where it does not apply
+    default: return launch_fwd<flash::FwdW4s<D>>(fp, d, c, op);  // auto, and wgmma where it does not apply
   }
 }
 
@@ -332,14 +336,16 @@ SimpleParams simple_params(const Tensor& q, const Tensor& k, const Tensor& v, co
   return sp;
 }
 
-// The Hopper forward for OWLET_ATTN_FWD=wgmma or wgmma-overlap where it applies: 0 = not (the tile-shape default
-// runs), 1 = wgmma, 2 = wgmma-overlap.
-int use_wgmma_fwd(const DeviceContext& c, const flash::Params& fp, FwdVariant variant) {
+// The Hopper forward where it applies (sm_90a build, compute capability 9.0, no dropout) and is asked for — by
+// OWLET_ATTN_FWD=wgmma or wgmma-overlap, or by default at D = 128: 0 = not (a tile shape runs), 1 = wgmma,
+// 2 = wgmma-overlap.
+int use_wgmma_fwd(const DeviceContext& c, const flash::Params& fp, const Dims& d, FwdVariant variant) {
 #ifdef OWLET_HAVE_SM90A
   if (fp.dropout || c.prop.major != 9 || c.prop.minor != 0) return 0;
+  if (variant == FwdVariant::Auto) return d.D == 128 ? 1 : 0;
   return variant == FwdVariant::Wgmma ? 1 : variant == FwdVariant::WgmmaOverlap ? 2 : 0;
 #else
-  (void)c, (void)fp, (void)variant;
+  (void)c, (void)fp, (void)d, (void)variant;
   return 0;
 #endif
 }
@@ -379,7 +385,7 @@ void attention_fwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
     fp.out = out.data<bf16>();
     fp.lse = lse.f32();
     const FwdVariant variant = fwd_variant(op);
-    if (int wg = use_wgmma_fwd(c, fp, variant)) {
+    if (int wg = use_wgmma_fwd(c, fp, d, variant)) {
       launch_wgmma_fwd(c, fp, d, wg, op);
       return;
     }

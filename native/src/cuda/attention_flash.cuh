@@ -295,7 +295,7 @@ __global__ void __launch_bounds__(T::THREADS, T::MINB) attention_fwd_kernel(Para
 
 // The forward variants (OWLET_ATTN_FWD, chosen in attention.cu). ptxas (CUDA 13, sm_90) on each, registers per
 // thread / spills, and what that leaves per SM (65536 registers, 227 KB shared memory):
-//   default  4 warps × 16 rows, 64-key tiles, Q in registers (the H100 run of 2026-11-26): D64 164 regs, 45 KB
+//   w4       4 warps × 16 rows, 64-key tiles, Q in registers (the only shape until 2026-11-26, session 5): D64 164 regs, 45 KB
 //            (3 blocks = 12 warps per SM); D128 254 regs, 85 KB (2 blocks = 8 warps per SM); no spills.
 //   w8       8 warps × 16 rows (BR = 128), 64-key tiles, Q in registers: D64 168 regs, 54 KB; D128 254 regs,
 //            102 KB; no spills; 1 block = 8 warps per SM, but each K/V tile now serves 128 queries.
@@ -303,13 +303,13 @@ __global__ void __launch_bounds__(T::THREADS, T::MINB) attention_fwd_kernel(Para
 //            D64 64-key tiles, 54 KB; D128 32-key tiles, 68 KB; 128 regs, no spills.
 //   m2       4 warps × 32 rows (BR = 128), Q re-read from shared memory: D64 64-key tiles, 54 KB; D128 32-key
 //            tiles, 68 KB; 254 regs, no spills; 2 blocks = 8 warps per SM, each K/V fragment feeds two mma.
-//   w4s      the default's 4 warps × 16 rows (BR = 64), Q re-read from shared memory, capped at 128 registers (4 blocks
+//   w4s      w4's 4 warps × 16 rows (BR = 64), Q re-read from shared memory, capped at 128 registers (4 blocks
 //            per SM = 16 warps): D64 64-key tiles, 45 KB; D128 32-key tiles, 51 KB; 128 regs, no spills. For short
 //            query sequences (the abstractor's 64), where the 128-row shapes leave half of each block idle.
 // (Measured caps that spill and were therefore left out: D128 8 warps with Q in registers at 128 regs, 984 bytes;
 // D128 4 warps × 32 rows with Q in registers, 104 bytes; D64 4 warps × 32 rows with Q in registers, 12 bytes; D64
 // 4 warps × 16 rows with Q in registers at 128 regs, 48 bytes.)
-template <int D> using FwdDefault = FwdTile<D, 4, 1, 64, true>;
+template <int D> using FwdW4 = FwdTile<D, 4, 1, 64, true>;
 template <int D> using FwdW8 = FwdTile<D, 8, 1, 64, true>;
 template <int D> using FwdW8s = FwdTile<D, 8, 1, D == 64 ? 64 : 32, false, 2>;
 template <int D> using FwdM2 = FwdTile<D, 4, 2, D == 64 ? 64 : 32, false>;
