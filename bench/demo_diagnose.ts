@@ -1,7 +1,8 @@
 // Where the demo's answers go wrong (bench/results/demo_2026-11-26.md, session 4), from a finished `owlet demo --out RUN`:
 //   captions: the stage-1 model's captions of 200 eval and 200 train images compared object by object (when the count
 //             is right): colour and shape right per object, colour right by scene size, whether each wrong colour is
-//             another shape's colour in the same scene (binding) or absent from it (perception), colour right by cell;
+//             another shape's colour in the same scene (binding) or absent from it (perception), colour right by cell,
+//             and how many multi-shape captions have the right objects in another order;
 //   gridqa:   the warm-up LLM answering the eval questions from the exact grid text in place of the image — what the
 //             LLM reads right before any vision is involved.
 // Run: npx tsx bench/demo_diagnose.ts captions RUN [CHECKPOINT]   |   npx tsx bench/demo_diagnose.ts gridqa RUN [CHECKPOINT]
@@ -37,12 +38,15 @@ async function captions(run: string, checkpoint = `${run}/stage1/final`): Promis
   for (const split of ['eval', 'train']) {
     const scenes = rows<SceneRow>(`${run}/data/${split}_scenes.jsonl`).slice(0, 200);
     const got = await captionsOf(m, run, scenes);
-    let countRight = 0, objs = 0, colour = 0, shape = 0, inScene = 0, absent = 0;
+    let countRight = 0, objs = 0, colour = 0, shape = 0, inScene = 0, absent = 0, asSet = 0, setScenes = 0;
     const bySize = new Map<number, [number, number]>(), byCell = Array.from({ length: 9 }, () => [0, 0]);
     scenes.forEach((sc, i) => {
       const g = objects(got[i]);
       if (g.length !== sc.shapes.length) return;
       countRight++;
+      // The objects right as a multiset (order ignored): binding right even where the reading order is not.
+      const key = (pairs: string[][]) => pairs.map((p) => p.join(' ')).sort().join(', ');
+      if (sc.shapes.length > 1) { setScenes++; if (key(g) === key(sc.shapes.map((s) => [s.color, s.shape]))) asSet++; }
       sc.shapes.forEach((s, k) => {
         const ok = g[k][0] === s.color, size = bySize.get(sc.shapes.length) ?? [0, 0], cell = byCell[s.row * 3 + s.col];
         objs++; size[1]++; cell[1]++;
@@ -54,6 +58,7 @@ async function captions(run: string, checkpoint = `${run}/stage1/final`): Promis
     console.log(`${split}: count right ${countRight}/${scenes.length}; of their ${objs} objects colour ${pct(colour, objs)}, shape ${pct(shape, objs)}`);
     console.log(`  colour by scene size: ${[...bySize].sort().map(([n, [a, t]]) => `${n} shape(s) ${pct(a, t)}`).join(', ')}`);
     console.log(`  wrong colours: ${inScene} another shape's in the scene, ${absent} not in the scene`);
+    console.log(`  scenes of 2–3 shapes whose objects are right as a set (order ignored): ${asSet}/${setScenes}`);
     console.log(`  colour by cell (reading order): ${byCell.map(([a, t]) => pct(a, t)).join(' ')}`);
   }
 }
