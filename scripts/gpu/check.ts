@@ -10,8 +10,9 @@
 //   check.mjs --filter TEXT     cases whose name contains TEXT
 //   check.mjs --summary OWLET.json PEER.json   ratios of owlet's benchmark numbers to the PyTorch peer's
 //   check.mjs --profile-attention   only the attention launches that run.sh's ncu stage profiles: one forward and
-//                               one backward each at LLaMA 2k (D 128, causal; default forward, m2, wgmma) and ViT
-//                               (D 64; default, m2): 10 attention kernels, in that order
+//                               one backward each at LLaMA 2k (D 128, causal; default forward, m2, wgmma, and wgmma
+//                               with the wgmma backward) and ViT (D 64; default, m2): 12 attention kernels, in that
+//                               order
 //
 // One line per case and dtype: PASS/FAIL, the reference used, the relative max error of every output. Results go
 // to $OUT/owlet_cuda.json (or ./owlet_cuda.json). Exit status 1 when a case failed.
@@ -201,6 +202,13 @@ function runBench(be: Be, res: BenchResult[], saved: () => void): void {
   // The Hopper forward at the long-sequence reference shape too (the mma.sync tile shapes are not run there).
   for (const fwd of ['wgmma', 'wgmma-overlap'])
     tryb(() => attentionBench(be, 'fa_ref_b8_h16_t4096_d128_causal', 8, 16, 4096, 4096, 128, true, { OWLET_ATTN_FWD: fwd }));
+  // The Hopper backward (OWLET_ATTN_BWD=wgmma): with the Hopper forward on every shape, and alone (default forward)
+  // at LLaMA 2k, so that its own share of fwd+bwd can be read off against the rows above.
+  const hopper = { OWLET_ATTN_FWD: 'wgmma', OWLET_ATTN_BWD: 'wgmma' };
+  for (const [name, B, H, Tq, Tk, D, causal] of attentionShapes)
+    tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, hopper));
+  tryb(() => attentionBench(be, 'fa_ref_b8_h16_t4096_d128_causal', 8, 16, 4096, 4096, 128, true, hopper));
+  tryb(() => attentionBench(be, 'llama7b_b4_t2048_causal', 4, 32, 2048, 2048, 128, true, { OWLET_ATTN_BWD: 'wgmma' }));
   tryb(() => loraBench(be, 8192, 4096, 4096, 8));
   tryb(() => loraBench(be, 8192, 4096, 4096, 8, 'thin'));
   tryb(() => loraBench(be, 8192, 4096, 11008, 8));
@@ -263,9 +271,11 @@ function main(): number {
   }
   if (flag('--profile-attention')) {
     const be = cuda();
-    for (const [label, B, H, T, D, causal, fwds] of [['llama7b_b4_t2048_causal', 4, 32, 2048, 128, true, ['m2', 'wgmma']],
-      ['vit_L14_b64', 64, 16, 257, 64, false, ['m2']]] as const) {
-      for (const env of [{}, ...fwds.map((f) => ({ OWLET_ATTN_FWD: f }))] as Record<string, string>[]) {
+    const llamaEnvs = [{}, { OWLET_ATTN_FWD: 'm2' }, { OWLET_ATTN_FWD: 'wgmma' },
+      { OWLET_ATTN_FWD: 'wgmma', OWLET_ATTN_BWD: 'wgmma' }];
+    for (const [label, B, H, T, D, causal, envs] of [['llama7b_b4_t2048_causal', 4, 32, 2048, 128, true, llamaEnvs],
+      ['vit_L14_b64', 64, 16, 257, 64, false, [{}, { OWLET_ATTN_FWD: 'm2' }]]] as const) {
+      for (const env of envs as Record<string, string>[]) {
         console.log(`profile: ${label} fwd+bwd ${JSON.stringify(env)}`);
         attentionOnce(be, B, H, T, T, D, causal, env);
       }

@@ -79,13 +79,13 @@ if want sanitizer; then
     say "no compute-sanitizer on this machine"
   fi
 fi
-# Only when asked (ONLY="... ncu"): Nsight Compute on the attention kernels (check.mjs --profile-attention's 10).
+# Only when asked (ONLY="... ncu"): Nsight Compute on the attention kernels (check.mjs --profile-attention's 12).
 if [[ " ${ONLY:-} " == *" ncu "* ]]; then
   say "ncu: Nsight Compute on the attention kernels (check.mjs --profile-attention)"
   NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || true)
   if [ -n "$NCU" ]; then
     timeout -k 5 120 "$NCU" --clock-control none -k regex:attention --section SpeedOfLight --section Occupancy \
-      --section LaunchStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis -c 10 \
+      --section LaunchStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis -c 12 \
       "$T/node" "$G/check.mjs" --profile-attention >"$OUT/ncu_attention.txt" 2>&1
     say "ncu exit $?"
   else

@@ -328,6 +328,22 @@ inline void wgmma_ss_kmajor(float (&d)[R], int N, uint64_t desc_a, uint64_t desc
     d[r] = (scale_d ? d[r] : 0.f) + acc;
   }
 }
+// wgmma.m64nNk16.f32.bf16.bf16 with A and B from shared memory, each K-major or (trans = true, imm-trans-a/b = 1)
+// MN-major one atom wide (M = 64 for A, N <= 64 for B): d = A·B (+ d when scale_d).
+template <int R>
+inline void wgmma_ss(float (&d)[R], int N, uint64_t desc_a, bool trans_a, uint64_t desc_b, bool trans_b, bool scale_d) {
+  if (N / 2 != R || (trans_b && N > 64)) std::abort();
+  SmemDesc a = decode_desc(desc_a), b = decode_desc(desc_b);
+  for (int r = 0; r < R; r++) {
+    int row, col;
+    acc_pos(r, row, col);
+    float acc = 0.f;
+    for (int k = 0; k < 16; k++)
+      acc += (trans_a ? nmajor64_at(a, k, row) : kmajor_at(a, row, k)) *
+             (trans_b ? nmajor64_at(b, k, col) : kmajor_at(b, col, k));
+    d[r] = (scale_d ? d[r] : 0.f) + acc;
+  }
+}
 // wgmma.m64n64k16.f32.bf16.bf16 with A (bf16x2 registers, the m64k16 A fragment) and B from shared memory, N-major
 // (imm-trans-b = 1): d += A·B.
 inline void wgmma_rs_nmajor64(float (&d)[32], const uint32_t (&a)[4], uint64_t desc_b) {
