@@ -157,7 +157,8 @@ __global__ void __launch_bounds__(kThreads, 1) attention_bwd_kernel(flash::Param
     const float* Lt = fL + buf * BQ;
     const float* Dt = fD + buf * BQ;
 
-    // Sᵀ = K_w Qᵀ and dPᵀ = V_w dOᵀ (64 keys × 64 queries each), one commit group.
+    // Sᵀ = K_w Qᵀ and dPᵀ = V_w dOᵀ (64 keys × 64 queries each), two commit groups: Pᵀ is computed while the tensor
+    // cores still run dPᵀ.
     float st[32], dpt[32];
     fence();
 #pragma unroll
@@ -165,63 +166,74 @@ __global__ void __launch_bounds__(kThreads, 1) attention_bwd_kernel(flash::Param
       const uint32_t offk = (kd >> 2) * (BK * 128) + (kd & 3) * 32, offq = (kd >> 2) * (BQ * 128) + (kd & 3) * 32;
       mma_ss_m64n64k16(st, desc_kmajor(sKw + offk), desc_kmajor(sQt + offq), kd > 0);
     }
+    commit();
 #pragma unroll
     for (int kd = 0; kd < KD; kd++) {
       const uint32_t offk = (kd >> 2) * (BK * 128) + (kd & 3) * 32, offq = (kd >> 2) * (BQ * 128) + (kd & 3) * 32;
       mma_ss_m64n64k16(dpt, desc_kmajor(sVw + offk), desc_kmajor(sOt + offq), kd > 0);
     }
     commit();
-    wait<0>();
+    wait<1>();  // Sᵀ is done (groups complete in order); dPᵀ may still run
     fence_operands(st);
-    fence_operands(dpt);
 
-    // Pᵀ = exp(S·scale − lse) with the masks, dSᵀ = Pᵀ ⊙ (dPᵀ − Δ); element r: key 16wi + g + 8·(r mod 4 ≥ 2) of the
-    // warpgroup, query 8·(r/4) + 2t + (r mod 2) of the tile.
+    // Pᵀ = exp(S·scale − lse) with the masks; element r: key 16wi + g + 8·(r mod 4 ≥ 2) of the warpgroup, query
+    // 8·(r/4) + 2t + (r mod 2) of the tile.
     const bool need_mask =
         p.key_mask != nullptr || j0 + BK > p.Tk || i0 + BQ > p.Tq || (p.causal && key_w + 15 > i0 + shift);
 #pragma unroll
     for (int i = 0; i < 8; i++) {
       const float2 l2 = *reinterpret_cast<const float2*>(Lt + 8 * i + 2 * t4);
-      const float2 d2 = *reinterpret_cast<const float2*>(Dt + 8 * i + 2 * t4);
 #pragma unroll
       for (int e = 0; e < 4; e++) {
         const int r = 4 * i + e, qi = i0 + 8 * i + 2 * t4 + (e & 1), kj = e < 2 ? key_a : key_b;
         float pe = exp2f(fmaf(st[r], p.scale_log2, -((e & 1) ? l2.y : l2.x) * flash::kLog2e));
         if (need_mask && !(qi < p.Tq && flash::key_visible(p, b, qi, kj))) pe = 0.f;
         st[r] = pe;
-        dpt[r] = pe * (dpt[r] - ((e & 1) ? d2.y : d2.x));
       }
     }
-    // bf16 A fragments (accumulator chunks 2kk, 2kk+1 = queries 16kk..16kk+15 are query step kk), and dSᵀ to
-    // shared memory: register pair (g or g+8, 2t or 2t+8) of step kk is chunk 2kk (+1) of key row wg·64 + 16wi + g
-    // (+8), at byte 4t of the chunk, chunk position swizzled by the row mod 8 (= g).
+    // Pᵀ as bf16 A fragments (accumulator chunks 2kk, 2kk+1 = queries 16kk..16kk+15 are query step kk), and
+    // dV += Pᵀ dO issued at once (its own commit group, in flight until the end of the tile).
     uint32_t pa[KQ][4], da[KQ][4];
 #pragma unroll
     for (int kk = 0; kk < KQ; kk++) {
 #pragma unroll
-      for (int q = 0; q < 4; q++) {
-        pa[kk][q] = mma::pack_bf16(st[8 * kk + 2 * q], st[8 * kk + 2 * q + 1]);
-        da[kk][q] = mma::pack_bf16(dpt[8 * kk + 2 * q], dpt[8 * kk + 2 * q + 1]);
-        const int row = wg * 64 + wi * 16 + g + 8 * (q & 1), chunk = 2 * kk + (q >> 1);
-        *reinterpret_cast<uint32_t*>(gS + row * 128 + ((chunk ^ g) << 4) + 4 * t4) = da[kk][q];
-      }
+      for (int q = 0; q < 4; q++) pa[kk][q] = mma::pack_bf16(st[8 * kk + 2 * q], st[8 * kk + 2 * q + 1]);
       fence_operands(pa[kk]);
-      fence_operands(da[kk]);
     }
-    // dV += Pᵀ dO and dK += dSᵀ Q: one commit group, left in flight through the dQ step.
     fence();
 #pragma unroll
     for (int kk = 0; kk < KQ; kk++)
 #pragma unroll
-      for (int c = 0; c < DB; c++) {
+      for (int c = 0; c < DB; c++)
         mma_rs_m64n64k16_tb(dv[c], pa[kk], desc_nmajor64(sOt + c * (BQ * 128) + kk * 2048));
-        mma_rs_m64n64k16_tb(dk[c], da[kk], desc_nmajor64(sQt + c * (BQ * 128) + kk * 2048));
-      }
     commit();
+    wait<1>();  // dPᵀ is done; dV may still run
+    fence_operands(dpt);
+
+    // dSᵀ = Pᵀ ⊙ (dPᵀ − Δ) as bf16 A fragments, and to shared memory for dQ: register pair (g or g+8, 2t or 2t+8) of
+    // step kk is chunk 2kk (+1) of key row wg·64 + 16wi + g (+8), at byte 4t of the chunk, the chunk position
+    // swizzled by the row mod 8 (= g).
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+      const float2 d2 = *reinterpret_cast<const float2*>(Dt + 8 * i + 2 * t4);
+#pragma unroll
+      for (int e = 0; e < 4; e++) dpt[4 * i + e] = st[4 * i + e] * (dpt[4 * i + e] - ((e & 1) ? d2.y : d2.x));
+    }
+#pragma unroll
+    for (int kk = 0; kk < KQ; kk++) {
+#pragma unroll
+      for (int q = 0; q < 4; q++) {
+        da[kk][q] = mma::pack_bf16(dpt[8 * kk + 2 * q], dpt[8 * kk + 2 * q + 1]);
+        const int row = wg * 64 + wi * 16 + g + 8 * (q & 1), chunk = 2 * kk + (q >> 1);
+        *reinterpret_cast<uint32_t*>(gS + row * 128 + ((chunk ^ g) << 4) + 4 * t4) = da[kk][q];
+      }
+      fence_operands(da[kk]);
+    }
     fence_proxy_async();  // the dSᵀ stores (generic proxy) before the wgmma that read them (async proxy)
     __syncthreads();      // both warpgroups' dSᵀ are in shared memory
 
-    // dQ tile (64 queries × 64 columns per warpgroup) = dS K, A = dSᵀ read transposed, B = K N-major.
+    // dQ tile (64 queries × 64 columns per warpgroup) = dS K, A = dSᵀ read transposed, B = K N-major; then
+    // dK += dSᵀ Q, which runs while this thread adds its dQ into the accumulator.
     float dq[32];
     fence();
 #pragma unroll
@@ -230,13 +242,14 @@ __global__ void __launch_bounds__(kThreads, 1) attention_bwd_kernel(flash::Param
       mma_ss_m64n64k16_tt(dq, desc_nmajor64(sS + step), desc_nmajor64(sK + (dq_col / 64) * (BK * 128) + step), kk > 0);
     }
     commit();
-    wait<0>();  // dQ, and this tile's dK/dV products
-    fence_operands(dq);
 #pragma unroll
-    for (int c = 0; c < DB; c++) {
-      fence_operands(dk[c]);
-      fence_operands(dv[c]);
-    }
+    for (int kk = 0; kk < KQ; kk++)
+#pragma unroll
+      for (int c = 0; c < DB; c++)
+        mma_rs_m64n64k16_tb(dk[c], da[kk], desc_nmajor64(sQt + c * (BQ * 128) + kk * 2048));
+    commit();
+    wait<1>();  // dV and dQ are done; dK may still run
+    fence_operands(dq);
     // dq[4i + e]: query 16wi + g + 8·(e ≥ 2) of the tile, column dq_col + 8i + 2t + (e mod 2).
 #pragma unroll
     for (int r = 0; r < 2; r++) {
@@ -247,6 +260,13 @@ __global__ void __launch_bounds__(kThreads, 1) attention_bwd_kernel(flash::Param
       for (int i = 0; i < 8; i++)
         atomicAdd(reinterpret_cast<float2*>(dst + 8 * i),
                   make_float2(dq[4 * i + 2 * r] * p.scale, dq[4 * i + 2 * r + 1] * p.scale));
+    }
+    wait<0>();  // dK is done: every product of this tile is, before the next tile's barrier (its prefetch
+                // overwrites this tile's Q and dO; the next dSᵀ stores overwrite this one)
+#pragma unroll
+    for (int c = 0; c < DB; c++) {
+      fence_operands(dk[c]);
+      fence_operands(dv[c]);
     }
   }
   mma::cp_async_wait<0>();
