@@ -25,11 +25,15 @@
 // M-major one atom wide: the same descriptor as the forward's N-major V (LBO = SBO = 1024, key step kk at
 // +2048·kk); K as the B operand of dQ (N = d, K = keys) is N-major the same way (column block c at c·128·128).
 //
-// Synchronisation per query tile: (1) wait for the tile's copies, fence.proxy.async, barrier — every warpgroup is
-// then also done with the previous tile (its wgmma were all waited for), so the prefetch of the next tile into the
-// other buffer and the new dSᵀ stores are safe; (2) after the dSᵀ stores: fence.proxy.async (generic writes → async
-// proxy reads) and a barrier before dQ reads them. dK/dV products stay in flight across that barrier and the dQ
-// products (separate commit groups); one wait_group 0 before the dQ atomics covers all of them.
+// Order and synchronisation per query tile (five commit groups per warpgroup, completing in order):
+//   wait for the tile's copies, fence.proxy.async, barrier (every warpgroup is then also done with the previous
+//   tile — all its wgmma were waited for — so the prefetch of the next tile into the other buffer and the new dSᵀ
+//   stores are safe); issue Sᵀ (group 1), dPᵀ (group 2); wait_group 1 → Sᵀ; Pᵀ; issue dV (group 3); wait_group 1
+//   → dPᵀ (dV runs on); dSᵀ, its stores; fence.proxy.async (generic writes → async-proxy reads), barrier; issue dQ
+//   (group 4), dK (group 5); wait_group 1 → dQ; the dQ atomics while dK runs; wait_group 0.
+// Registers (ptxas, CUDA 13.0, sm_90a): D = 128: 255, D = 64: 205; no spills, no wgmma serialisation reported.
+// The host emulator (test/native/cuda_emu.h) defers each wgmma to the wait that covers it, so an operand touched
+// too early there gives a wrong result; it cannot see the hardware's own timing.
 #pragma once
 #include <cstdint>
 
