@@ -306,6 +306,8 @@ int main(int argc, char** argv) {
       {"4-warp bwd: full D64 B2 H2 T77", 2, 2, 77, 77, 64, false, false, 0.f, 4, false},
       {"4-warp bwd: causal D128 Tq100 Tk140 + mask", 2, 1, 100, 140, 128, true, true, 0.f, 4, false},
       {"4-warp bwd: dropout 0.2 D64 Tq150 Tk200", 1, 1, 150, 200, 64, false, false, 0.2f, 4, false},
+      // D = 64 over three 128-key blocks (the last with 4 keys: its upper warpgroup has none), causal with a shift.
+      {"4-warp bwd: causal D64 B2 Tq190 Tk260 + key mask", 2, 1, 190, 260, 64, true, true, 0.f, 4, false},
   };
   std::string only = argc > 1 ? argv[1] : "";
   std::mt19937 rng(7);
