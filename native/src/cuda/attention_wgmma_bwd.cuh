@@ -18,6 +18,8 @@
 //   D = 64: warpgroup w computes its own 64 keys' share (4 × m64n64k16), both add into the accumulator;
 // with A = dS read from the dSᵀ tile TRANSPOSED (M-major, imm-trans-a = 1, allowed for bf16) and B = K N-major
 // (imm-trans-b = 1), then 2-wide fp32 atomics into the dQ accumulator.
+// Causal: a block's query sweep starts at the tile holding the first query that sees its first key (whole tiles
+// before it are skipped); a block that no query sees writes zeros. Within a tile the masks zero Pᵀ (and so dSᵀ).
 //
 // Shared-memory layouts (the forward's 128-byte swizzle, see attention_wgmma.cuh): K, V (128 × D), Q, dO (64 × D)
 // as D/64 column blocks of 128-byte rows. The dSᵀ tile is one block: row = key (0..127), 128 bytes = 64 queries,
