@@ -1,12 +1,20 @@
 #!/bin/bash
 # One device call: scripts/gpu/run.sh's stages named in ONLY (default: check peer summary sanitizer ncu), their logs
-# packed into $OUT/results.tgz (the device tool returns at most 8 files) and the summary printed last.
+# packed into $OUT/results.tgz (the device tool returns at most 8 files) and the summary printed last; VARIANT_ENV
+# adds a second trainer benchmark (below).
 #   ONLY="check peer summary" bash scripts/gpu/call.sh
 set -u
 cd "$(dirname "$0")/../.."
 R=/tmp/owlet-results
 rm -rf "$R" && mkdir -p "$R"
 OUT=$R ONLY="${ONLY:-check peer summary sanitizer ncu}" bash scripts/gpu/run.sh >"$R/stdout.log" 2>&1
+# VARIANT_ENV="NAME=value …": the trainer benchmark once more with those variables (e.g. a kernel variant), in
+# variant/, so that its steps compare with the default's of the same call.
+if [ -n "${VARIANT_ENV:-}" ]; then
+  mkdir -p "$R/variant"
+  env $VARIANT_ENV OUT=$R/variant ONLY=train TRAIN_ARGS=--no-tiny bash scripts/gpu/run.sh >"$R/variant/stdout.log" 2>&1
+  grep -E "^BENCH" "$R/variant/train_check.log" | cut -c1-200
+fi
 tar -C /tmp -czf "$OUT/results.tgz" owlet-results
 grep -E "^== |passed, .* failed|^FAIL" "$R/run.log" "$R/check.log" 2>/dev/null | tail -40
 cat "$R/summary.log" 2>/dev/null

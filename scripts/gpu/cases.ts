@@ -282,7 +282,7 @@ export function cases(): Case[] {
 
   // ---------------------------------------------------------------- attention
   // env: kernel variants set around the calls (OWLET_ATTN_FWD: the forward's tile shape; OWLET_ATTN_BWD_WARPS: the
-  // backward's warps per block; OWLET_ATTN_BWD: its queries per step), named in the case.
+  // backward's warps per block; OWLET_ATTN_BWD: its queries per step, or the Hopper backward), named in the case.
   const attn = (label: string, B: number, H: number, Tq: number, Tk: number, D: number, causal: boolean, masked: boolean,
     p: number, dtypes: ('f32' | 'bf16')[], quick = false, env: VariantEnv = {}) => {
     const maskVals = (n: number) => {
@@ -367,6 +367,29 @@ export function cases(): Case[] {
     attn('ViT', 1, 4, 257, 257, 64, false, false, 0, ['bf16'], false, { OWLET_ATTN_FWD: fwd });
     attn('LLaMA', 1, 1, 2048, 2048, 128, true, false, 0, ['bf16'], false, { OWLET_ATTN_FWD: fwd });
     attn('LLaMA padded batch', 2, 2, 512, 512, 128, true, true, 0, ['bf16'], false, { OWLET_ATTN_FWD: fwd });
+  }
+  // The experimental Hopper backward (OWLET_ATTN_BWD=wgmma: 128-key blocks of 2 warpgroups, 64-query steps) after
+  // the default forward: causal within one key block and across two with a shift, Tq > Tk (rows with no visible
+  // key), key mask with a Tk tail, several key and query blocks, D = 64, dropout (must fall back to the mma.sync
+  // backward), the model's shapes; then after the Hopper forward.
+  {
+    const env = { OWLET_ATTN_BWD: 'wgmma' };
+    attn('odd', 1, 2, 70, 70, 128, true, false, 0, ['bf16'], true, env);
+    attn('odd', 1, 2, 100, 140, 128, true, false, 0, ['bf16'], true, env);
+    attn('odd (rows with no visible key)', 1, 2, 72, 40, 128, true, false, 0, ['bf16'], true, env);
+    attn('odd', 2, 3, 77, 150, 128, false, true, 0, ['bf16'], true, env);
+    attn('odd', 1, 2, 200, 300, 128, false, false, 0, ['bf16'], false, env);
+    attn('odd', 2, 2, 260, 270, 128, true, true, 0, ['bf16'], false, env);
+    attn('odd', 2, 3, 37, 45, 64, true, true, 0, ['bf16'], true, env);
+    attn('odd', 1, 2, 150, 200, 64, false, false, 0, ['bf16'], false, env);
+    attn('odd (dropout: fallback)', 1, 2, 45, 45, 128, true, false, 0.1, ['bf16'], true, env);
+    attn('ViT', 1, 4, 257, 257, 64, false, false, 0, ['bf16'], false, env);
+    attn('LLaMA', 1, 1, 2048, 2048, 128, true, false, 0, ['bf16'], false, env);
+    attn('LLaMA padded batch', 2, 2, 512, 512, 128, true, true, 0, ['bf16'], false, env);
+    const hopper = { OWLET_ATTN_FWD: 'wgmma', OWLET_ATTN_BWD: 'wgmma' };
+    attn('odd', 2, 3, 77, 150, 128, false, true, 0, ['bf16'], true, hopper);
+    attn('odd', 1, 2, 100, 140, 128, true, false, 0, ['bf16'], false, hopper);
+    attn('LLaMA padded batch', 2, 2, 512, 512, 128, true, true, 0, ['bf16'], false, hopper);
   }
 
   // ---------------------------------------------------------------- lora

@@ -10,8 +10,9 @@
 //   check.mjs --filter TEXT     cases whose name contains TEXT
 //   check.mjs --summary OWLET.json PEER.json   ratios of owlet's benchmark numbers to the PyTorch peer's
 //   check.mjs --profile-attention   only the attention launches that run.sh's ncu stage profiles: one forward and
-//                               one backward each at LLaMA 2k (D 128, causal) and ViT (D 64), for the default
-//                               forward (auto) and w4: 8 attention kernels, in that order
+//                               one backward each at LLaMA 2k (D 128, causal) and ViT (D 64), with the default
+//                               backward and with OWLET_ATTN_BWD=wgmma (default forwards): 8 attention kernels, in
+//                               that order
 //
 // One line per case and dtype: PASS/FAIL, the reference used, the relative max error of every output. Results go
 // to $OUT/owlet_cuda.json (or ./owlet_cuda.json). Exit status 1 when a case failed.
@@ -202,6 +203,10 @@ function runBench(be: Be, res: BenchResult[], saved: () => void): void {
   // (default: wgmma) w4 and wgmma-overlap too.
   for (const fwd of ['w4', 'wgmma-overlap'])
     tryb(() => attentionBench(be, 'fa_ref_b8_h16_t4096_d128_causal', 8, 16, 4096, 4096, 128, true, { OWLET_ATTN_FWD: fwd }));
+  // The Hopper backward (OWLET_ATTN_BWD=wgmma) behind the default forward (auto: wgmma at D = 128, w4s at D = 64).
+  for (const [name, B, H, Tq, Tk, D, causal] of attentionShapes)
+    tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_BWD: 'wgmma' }));
+  tryb(() => attentionBench(be, 'fa_ref_b8_h16_t4096_d128_causal', 8, 16, 4096, 4096, 128, true, { OWLET_ATTN_BWD: 'wgmma' }));
   tryb(() => loraBench(be, 8192, 4096, 4096, 8));
   tryb(() => loraBench(be, 8192, 4096, 4096, 8, 'thin'));
   tryb(() => loraBench(be, 8192, 4096, 11008, 8));
@@ -264,9 +269,10 @@ function main(): number {
   }
   if (flag('--profile-attention')) {
     const be = cuda();
-    for (const [label, B, H, T, D, causal, fwds] of [['llama7b_b4_t2048_causal', 4, 32, 2048, 128, true, ['w4']],
-      ['vit_L14_b64', 64, 16, 257, 64, false, ['w4']]] as const) {
-      for (const env of [{}, ...fwds.map((f) => ({ OWLET_ATTN_FWD: f }))] as Record<string, string>[]) {
+    const envs = [{}, { OWLET_ATTN_BWD: 'wgmma' }];
+    for (const [label, B, H, T, D, causal] of [['llama7b_b4_t2048_causal', 4, 32, 2048, 128, true],
+      ['vit_L14_b64', 64, 16, 257, 64, false]] as const) {
+      for (const env of envs as Record<string, string>[]) {
         console.log(`profile: ${label} fwd+bwd ${JSON.stringify(env)}`);
         attentionOnce(be, B, H, T, T, D, causal, env);
       }

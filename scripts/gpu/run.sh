@@ -85,7 +85,7 @@ if [[ " ${ONLY:-} " == *" ncu "* ]]; then
   NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || true)
   if [ -n "$NCU" ]; then
     timeout -k 5 120 "$NCU" --clock-control none -k regex:attention --section SpeedOfLight --section Occupancy \
-      --section LaunchStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis -c 12 \
+      --section LaunchStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis -c 8 \
       "$T/node" "$G/check.mjs" --profile-attention >"$OUT/ncu_attention.txt" 2>&1
     say "ncu exit $?"
   else

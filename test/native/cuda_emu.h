@@ -20,6 +20,7 @@
 #include <functional>
 #include <random>
 #include <array>
+#include <deque>
 #include <vector>
 
 namespace emu {
@@ -45,6 +46,9 @@ struct Block {
   std::vector<std::array<uint32_t, 8>> post;
   std::vector<float> postf;
   std::vector<float> wg_a;  // wgmma with A in registers: each warpgroup's 64×16 A, gathered from its threads
+  // wgmma per thread: issued and not yet committed, and the committed groups not yet waited for (oldest first).
+  std::vector<std::vector<std::function<void()>>> wgmma_open;
+  std::vector<std::deque<std::vector<std::function<void()>>>> wgmma_groups;
 };
 
 inline Block*& current() {
@@ -79,6 +83,10 @@ inline void block_barrier() {
 inline void fiber_entry() {
   Block* b = current();
   b->body();
+  if (!b->wgmma_open[size_t(b->cur)].empty() || !b->wgmma_groups[size_t(b->cur)].empty()) {
+    std::fprintf(stderr, "emulator: thread %d ends with wgmma never waited for\n", b->cur);
+    std::abort();
+  }
   b->done[size_t(b->cur)] = true;
   // returning resumes uc_link (the scheduler)
 }
@@ -104,6 +112,8 @@ inline void launch(Dim grid, int threads, size_t smem_bytes, const std::function
         b.arrive.assign(size_t(threads / 32 + 1 + (threads + 127) / 128), 0);
         b.gen.assign(size_t(threads / 32 + 1 + (threads + 127) / 128), 0);
         b.wg_a.assign(size_t((threads + 127) / 128) * 64 * 16, 0.f);
+        b.wgmma_open.resize(size_t(threads));
+        b.wgmma_groups.resize(size_t(threads));
         b.post.resize(size_t(threads));
         b.postf.resize(size_t(threads));
         current() = &b;
@@ -270,8 +280,29 @@ inline void warpgroup_barrier() {
   }
 }
 
-// ---- wgmma (sm_90a warpgroup MMA), executed when issued ----
-// The kernels wait for a wgmma before touching its registers again, so computing it at issue gives the same result.
+// ---- wgmma (sm_90a warpgroup MMA), deferred to the wait_group that covers it ----
+// An issued wgmma joins the thread's open group; commit closes the group; wait_group N executes the oldest groups
+// until at most N remain. So each product reads its shared-memory operands, A registers and accumulators as late as
+// the hardware may: a kernel that overwrites an operand (a prefetch into a buffer still being read, the next dSᵀ
+// stores) or reads or writes an accumulator before the wait that covers it gets a wrong result here, and a thread
+// that ends with a product never waited for aborts. (The hardware may also run them earlier; the kernels cannot
+// depend on either.) All 128 threads of a warpgroup issue, commit and wait alike (.sync.aligned), so the products
+// with A from registers, which gather the warpgroup's fragments at a warpgroup barrier, run in step.
+inline void wgmma_issue(std::function<void()> f) { current()->wgmma_open[size_t(tid())].push_back(std::move(f)); }
+inline void wgmma_commit() {
+  Block* b = current();
+  auto& open = b->wgmma_open[size_t(tid())];
+  b->wgmma_groups[size_t(tid())].push_back(std::move(open));
+  open.clear();
+}
+inline void wgmma_wait(int n) {
+  auto& groups = current()->wgmma_groups[size_t(tid())];
+  while (int(groups.size()) > n) {
+    std::vector<std::function<void()>> g = std::move(groups.front());
+    groups.pop_front();
+    for (auto& f : g) f();
+  }
+}
 // Shared-memory operands are read through their matrix descriptors (PTX ISA "Matrix Descriptor Format": start
 // address >> 4 in bits 0–13, LBO >> 4 in 16–29, SBO >> 4 in 32–45, base offset in 49–51, swizzle in 62–63) in the
 // 128-byte swizzle mode only: rows of 128 bytes, 8-row atoms, and the 16-byte chunk bits [4,7) of each address
@@ -317,9 +348,11 @@ inline void acc_pos(int r, int& row, int& col) {
 }
 // wgmma.m64nNk16.f32.bf16.bf16, A and B from shared memory, both K-major: d = A·B (+ d when scale_d).
 template <int R>
-inline void wgmma_ss_kmajor(float (&d)[R], int N, uint64_t desc_a, uint64_t desc_b, bool scale_d) {
+inline void wgmma_ss_kmajor(float (&d_)[R], int N, uint64_t desc_a, uint64_t desc_b, bool scale_d) {
   if (N / 2 != R) std::abort();
   SmemDesc a = decode_desc(desc_a), b = decode_desc(desc_b);
+  float* d = d_;
+  wgmma_issue([=] {
   for (int r = 0; r < R; r++) {
     int row, col;
     acc_pos(r, row, col);
@@ -327,12 +360,35 @@ inline void wgmma_ss_kmajor(float (&d)[R], int N, uint64_t desc_a, uint64_t desc
     for (int k = 0; k < 16; k++) acc += kmajor_at(a, row, k) * kmajor_at(b, col, k);
     d[r] = (scale_d ? d[r] : 0.f) + acc;
   }
+  });
+}
+// wgmma.m64nNk16.f32.bf16.bf16 with A and B from shared memory, each K-major or (trans = true, imm-trans-a/b = 1)
+// MN-major one atom wide (M = 64 for A, N <= 64 for B): d = A·B (+ d when scale_d).
+template <int R>
+inline void wgmma_ss(float (&d_)[R], int N, uint64_t desc_a, bool trans_a, uint64_t desc_b, bool trans_b, bool scale_d) {
+  if (N / 2 != R || (trans_b && N > 64)) std::abort();
+  SmemDesc a = decode_desc(desc_a), b = decode_desc(desc_b);
+  float* d = d_;
+  wgmma_issue([=] {
+  for (int r = 0; r < R; r++) {
+    int row, col;
+    acc_pos(r, row, col);
+    float acc = 0.f;
+    for (int k = 0; k < 16; k++)
+      acc += (trans_a ? nmajor64_at(a, k, row) : kmajor_at(a, row, k)) *
+             (trans_b ? nmajor64_at(b, k, col) : kmajor_at(b, col, k));
+    d[r] = (scale_d ? d[r] : 0.f) + acc;
+  }
+  });
 }
 // wgmma.m64n64k16.f32.bf16.bf16 with A (bf16x2 registers, the m64k16 A fragment) and B from shared memory, N-major
 // (imm-trans-b = 1): d += A·B.
-inline void wgmma_rs_nmajor64(float (&d)[32], const uint32_t (&a)[4], uint64_t desc_b) {
-  Block* blk = current();
+inline void wgmma_rs_nmajor64(float (&d_)[32], const uint32_t (&a_)[4], uint64_t desc_b) {
   SmemDesc b = decode_desc(desc_b);
+  float* d = d_;
+  const uint32_t* a = a_;
+  wgmma_issue([=] {
+  Block* blk = current();
   int wg = tid() / 128, wt = tid() % 128, w = wt / 32, lane = wt % 32, g = lane / 4, t = lane % 4;
   float* A = blk->wg_a.data() + size_t(wg) * 64 * 16;
   for (int reg = 0; reg < 4; reg++) {  // (g, 2t) (g+8, 2t) (g, 2t+8) (g+8, 2t+8), two columns each
@@ -349,6 +405,7 @@ inline void wgmma_rs_nmajor64(float (&d)[32], const uint32_t (&a)[4], uint64_t d
     d[r] += acc;
   }
   warpgroup_barrier();
+  });
 }
 
 inline void cp_async(uint32_t smem, const void* gmem, bool valid, int bytes) {

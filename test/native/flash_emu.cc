@@ -3,8 +3,8 @@
 // the three gradients, for full, cross-length, causal (both alignments), key-padded and dropout cases; the forward
 // in every tile shape of OWLET_ATTN_FWD (default, w8, w8s, m2, w4s), the Hopper forward of attention_wgmma.cuh (wgmma
 // and wgmma-overlap, on every case without dropout; wgmma emulated from the emulator's reading of the PTX ISA's
-// descriptor, swizzle and fragment rules) and the backward in OWLET_ATTN_BWD=br64 too, each compared with the
-// reference.
+// descriptor, swizzle and fragment rules) and the backward in OWLET_ATTN_BWD=br64 and =wgmma (the Hopper backward of
+// attention_wgmma_bwd.cuh, every case without dropout) too, each compared with the reference.
 // This checks the kernels' tiling, fragment and mask arithmetic without a GPU; it cannot check timing, races
 // between real warps, or the hardware's own rounding. Build and run: scripts/flash-emu.sh.
 #define OWLET_CUDA_EMULATION 1
@@ -16,6 +16,7 @@
 
 #include "../../native/src/cuda/attention_flash.cuh"
 #include "../../native/src/cuda/attention_wgmma.cuh"
+#include "../../native/src/cuda/attention_wgmma_bwd.cuh"
 
 #include <algorithm>
 #include <cstdio>
@@ -271,6 +272,17 @@ bool run(const Case& c, std::mt19937& rng) {
       check_bwd("br64");
     }
   }
+  if (c.p == 0.f) {  // OWLET_ATTN_BWD=wgmma: the Hopper backward (no dropout), from the same inputs
+    std::fill(dq_acc.begin(), dq_acc.end(), 0.f);
+    std::fill(dk.begin(), dk.end(), __float2bfloat16_rn(12345.f));
+    std::fill(dv.begin(), dv.end(), __float2bfloat16_rn(12345.f));
+    emu::Dim grid{unsigned((Tk + wgmma::kBwdKeys - 1) / wgmma::kBwdKeys), unsigned(H), unsigned(B)};
+    if (D == 64)
+      emu::launch(grid, wgmma::kThreads, wgmma::bwd_smem_bytes<64>(), [&] { wgmma::attention_bwd_kernel<64>(fp); });
+    else
+      emu::launch(grid, wgmma::kThreads, wgmma::bwd_smem_bytes<128>(), [&] { wgmma::attention_bwd_kernel<128>(fp); });
+    check_bwd("wgmma");
+  }
   std::printf("%-4s %-42s out/lse%s\n     %s\n", ok ? "PASS" : "FAIL", c.name, fwd_errs.c_str(), bwd_errs.c_str());
   return ok;
 }
@@ -294,6 +306,8 @@ int main(int argc, char** argv) {
       {"4-warp bwd: full D64 B2 H2 T77", 2, 2, 77, 77, 64, false, false, 0.f, 4, false},
       {"4-warp bwd: causal D128 Tq100 Tk140 + mask", 2, 1, 100, 140, 128, true, true, 0.f, 4, false},
       {"4-warp bwd: dropout 0.2 D64 Tq150 Tk200", 1, 1, 150, 200, 64, false, false, 0.2f, 4, false},
+      // D = 64 over three 128-key blocks (the last with 4 keys: its upper warpgroup has none), causal with a shift.
+      {"4-warp bwd: causal D64 B2 Tq190 Tk260 + key mask", 2, 1, 190, 260, 64, true, true, 0.f, 4, false},
   };
   std::string only = argc > 1 ? argv[1] : "";
   std::mt19937 rng(7);

@@ -8,7 +8,8 @@
 // attention_flash.cuh; wgmma, wgmma-overlap: the Hopper forward of attention_wgmma.cuh where it applies — sm_90a
 // build, compute capability 9.0, no dropout — and w4s elsewhere);
 // OWLET_ATTN_BWD_WARPS=4 or 8 picks the warps per block of the tensor-core backward, OWLET_ATTN_BWD=br64 its queries
-// per step at D = 128.
+// per step at D = 128; OWLET_ATTN_BWD=wgmma the experimental Hopper backward of attention_wgmma_bwd.cuh where it
+// applies (as the wgmma forward: sm_90a build, compute capability 9.0, no dropout) and the default elsewhere.
 // All are read per call, so that one process can compare the variants.
 #include <cstdlib>
 #include <cstring>
@@ -22,6 +23,7 @@
 #include "../core/dropout_hash.h"
 #include "attention_flash.cuh"
 #include "attention_wgmma.cuh"
+#include "attention_wgmma_bwd.cuh"
 #include "common.cuh"
 
 namespace owlet::kern {
@@ -76,14 +78,16 @@ FwdVariant fwd_variant(const char* op) {
 }
 
 // OWLET_ATTN_BWD=br64: 64 queries per step at D = 128 (8 warps; default 32), for measurement: ptxas spills 92 bytes
-// there (see attention_flash.cuh). D = 64 steps by 64 queries in every case.
-enum class BwdVariant { Default, Br64 };
+// there (see attention_flash.cuh). D = 64 steps by 64 queries in every case. OWLET_ATTN_BWD=wgmma: the Hopper backward.
+enum class BwdVariant { Default, Br64, Wgmma };
 
 BwdVariant bwd_variant_of(const char* op) {
   const char* e = std::getenv("OWLET_ATTN_BWD");
   if (!e || !*e || std::strcmp(e, "default") == 0) return BwdVariant::Default;
   if (std::strcmp(e, "br64") == 0) return BwdVariant::Br64;
-  fail(ErrorKind::Argument, std::string(op) + ": OWLET_ATTN_BWD=" + e + " is not a backward variant (default, br64)");
+  if (std::strcmp(e, "wgmma") == 0) return BwdVariant::Wgmma;
+  fail(ErrorKind::Argument,
+       std::string(op) + ": OWLET_ATTN_BWD=" + e + " is not a backward variant (default, br64, wgmma)");
 }
 
 int to_i32(int64_t v, const char* op) {
@@ -366,6 +370,26 @@ void launch_wgmma_fwd(const DeviceContext& c, const flash::Params& fp, const Dim
   check_launch(op);
 }
 
+// The Hopper backward for OWLET_ATTN_BWD=wgmma where it applies (the conditions of use_wgmma_fwd).
+bool use_wgmma_bwd(const DeviceContext& c, const flash::Params& fp, BwdVariant variant) {
+#ifdef OWLET_HAVE_SM90A
+  return variant == BwdVariant::Wgmma && !fp.dropout && c.prop.major == 9 && c.prop.minor == 0;
+#else
+  (void)c, (void)fp, (void)variant;
+  return false;
+#endif
+}
+
+void launch_wgmma_bwd(const DeviceContext& c, const flash::Params& fp, const Dims& d, const char* op) {
+  dim3 grid{unsigned((d.Tk + wgmma::kBwdKeys - 1) / wgmma::kBwdKeys), unsigned(d.H), unsigned(d.B)};
+  auto launch = [&](auto kernel, size_t smem) {
+    set_smem_limit(reinterpret_cast<const void*>(kernel), smem, c.index, op);
+    kernel<<<grid, wgmma::kThreads, smem, c.stream>>>(fp);
+  };
+  if (d.D == 64) launch(wgmma::attention_bwd_kernel<64>, wgmma::bwd_smem_bytes<64>());
+  else launch(wgmma::attention_bwd_kernel<128>, wgmma::bwd_smem_bytes<128>());
+}
+
 }  // namespace
 
 void attention_fwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* key_mask, bool causal, float scale,
@@ -450,7 +474,9 @@ void attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
     using I8 = std::integral_constant<int, 8>;
     using BR32 = std::integral_constant<int, 32>;
     const bool four = bwd_warps(d.D) == 4;
-    if (d.D == 64) {
+    if (use_wgmma_bwd(c, fp, bwd_variant)) {
+      launch_wgmma_bwd(c, fp, d, op);
+    } else if (d.D == 64) {
       if (four) launch(I64{}, I4{}, I64{});
       else launch(I64{}, I8{}, I64{});
     } else if (bwd_variant == BwdVariant::Br64) {

@@ -80,11 +80,13 @@ constexpr size_t fwd_smem_bytes() {
 }
 
 #ifdef OWLET_CUDA_EMULATION
-// The host emulator (test/native/cuda_emu.h) executes each wgmma when it is issued: fences and waits are no-ops.
+// The host emulator (test/native/cuda_emu.h) defers each wgmma to the wait_group that covers it; fences are no-ops.
 __device__ __forceinline__ void fence() {}
-__device__ __forceinline__ void commit() {}
+__device__ __forceinline__ void commit() { ::emu::wgmma_commit(); }
 template <int N>
-__device__ __forceinline__ void wait() {}
+__device__ __forceinline__ void wait() {
+  ::emu::wgmma_wait(N);
+}
 __device__ __forceinline__ void fence_proxy_async() {}
 template <int N>
 __device__ __forceinline__ void fence_operands(float (&)[N]) {}

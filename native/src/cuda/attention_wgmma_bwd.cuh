@@ -1,0 +1,301 @@
+// Experimental Hopper (sm_90a) attention BACKWARD on warpgroup tensor cores (wgmma), selected per call with
+// OWLET_ATTN_BWD=wgmma (see attention.cu). Same contract as flash::attention_bwd_kernel: bf16 q, k, v, dO in
+// [B, T, H, D] (D = 64 or 128), the forward's natural-log lse and Δ = rowsum(dO ⊙ O) [B, H, Tq]; writes dK (× scale)
+// and dV in bf16 and adds scale · dS K into the fp32 dQ accumulator [B, Tq, H, D] (finished by attention.cu).
+// Causal with shift Tk − Tq, key padding mask, tails of Tq and Tk; no dropout (the dispatch falls back).
+//
+// Schedule (FlashAttention-3's backward without its producer warpgroup): one block of 2 warpgroups (256 threads) per
+// (128 keys, head, batch); warpgroup w owns keys 64w..64w+63 and keeps their dK and dV (64 × D fp32 each) in
+// registers. K and V (128 × D) stay in shared memory; 64-query tiles of Q, dO, lse and Δ stream through two buffers
+// by cp.async (the next tile is loaded while the current one is computed). Per query tile and warpgroup:
+//   Sᵀ  = K_w Qᵀ     D/16 × wgmma.m64n64k16, A = K and B = Q from shared memory, both K-major (reduction over d)
+//   dPᵀ = V_w dOᵀ    the same with V and dO
+//   Pᵀ  = exp2(Sᵀ·scale·log2e − lse·log2e) with the masks, dSᵀ = Pᵀ ⊙ (dPᵀ − Δ)   (on the accumulator registers)
+//   dV += Pᵀ dO      4·D/64 × wgmma.m64n64k16, A = Pᵀ from registers (bf16), B = dO N-major (imm-trans-b)
+//   dK += dSᵀ Q      the same with dSᵀ and Q
+// and dSᵀ goes to shared memory (bf16, 128 keys × 64 queries) for dQ = dS K (64 queries × D, reduction over keys):
+//   D = 128: warpgroup w computes columns 64w..64w+63 over all 128 keys (after a block barrier): 8 × m64n64k16;
+//   D = 64: warpgroup w computes its own 64 keys' share (4 × m64n64k16), both add into the accumulator;
+// with A = dS read from the dSᵀ tile TRANSPOSED (M-major, imm-trans-a = 1, allowed for bf16) and B = K N-major
+// (imm-trans-b = 1), then 2-wide fp32 atomics into the dQ accumulator.
+// Causal: a block's query sweep starts at the tile holding the first query that sees its first key (whole tiles
+// before it are skipped); a block that no query sees writes zeros. Within a tile the masks zero Pᵀ (and so dSᵀ).
+//
+// Shared-memory layouts (the forward's 128-byte swizzle, see attention_wgmma.cuh): K, V (128 × D), Q, dO (64 × D)
+// as D/64 column blocks of 128-byte rows. The dSᵀ tile is one block: row = key (0..127), 128 bytes = 64 queries,
+// 16-byte chunk c of row r at chunk position c ^ (r mod 8). As the A operand of dQ (M = queries, K = keys) it is
+// M-major one atom wide: the same descriptor as the forward's N-major V (LBO = SBO = 1024, key step kk at
+// +2048·kk); K as the B operand of dQ (N = d, K = keys) is N-major the same way (column block c at c·128·128).
+//
+// Order and synchronisation per query tile (five commit groups per warpgroup, completing in order):
+//   wait for the tile's copies, fence.proxy.async, barrier (every warpgroup is then also done with the previous
+//   tile — all its wgmma were waited for — so the prefetch of the next tile into the other buffer and the new dSᵀ
+//   stores are safe); issue Sᵀ (group 1), dPᵀ (group 2); wait_group 1 → Sᵀ; Pᵀ; issue dV (group 3); wait_group 1
+//   → dPᵀ (dV runs on); dSᵀ, its stores; fence.proxy.async (generic writes → async-proxy reads), barrier; issue dQ
+//   (group 4), dK (group 5); wait_group 1 → dQ; the dQ atomics while dK runs; wait_group 0.
+// Registers (ptxas, CUDA 13.0, sm_90a): D = 128: 255, D = 64: 205; no spills, no wgmma serialisation reported.
+// The host emulator (test/native/cuda_emu.h) defers each wgmma to the wait that covers it, so an operand touched
+// too early there gives a wrong result; it cannot see the hardware's own timing.
+#pragma once
+#include <cstdint>
+
+#include "attention_wgmma.cuh"
+
+namespace owlet::cuda::wgmma {
+
+constexpr int kBwdKeys = 128, kBwdQueries = 64;
+
+template <int D>
+constexpr size_t bwd_smem_bytes() {
+  // K, V (128 × D), 2 × (Q, dO) (64 × D), dSᵀ (128 × 64), 2 × (lse, Δ) (64 floats), 1024 for the alignment:
+  // D = 128: 149,504 bytes; D = 64: 83,968.
+  return size_t(2 * kBwdKeys + 4 * kBwdQueries) * D * 2 + size_t(kBwdKeys) * kBwdQueries * 2 + 4 * kBwdQueries * 4 +
+         1024;
+}
+
+// D (64×64 fp32) = A·B (+ D when scale_d != 0); A = 64×16 and B = 16×64 (stored 64×16), both K-major in shared memory.
+__device__ __forceinline__ void mma_ss_m64n64k16(float (&d)[32], uint64_t desc_a, uint64_t desc_b, int scale_d) {
+#ifdef OWLET_CUDA_EMULATION
+  ::emu::wgmma_ss(d, 64, desc_a, false, desc_b, false, scale_d != 0);
+#else
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, "
+      "%8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, "
+      "%24, %25, %26, %27, %28, %29, %30, %31}, "
+      "%32, %33, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+#endif
+}
+// D (64×64 fp32) = A·B (+ D when scale_d != 0); A = 64×16 M-major (imm-trans-a = 1) and B = 16×64 N-major
+// (imm-trans-b = 1) in shared memory, each one 64-element swizzle atom wide.
+__device__ __forceinline__ void mma_ss_m64n64k16_tt(float (&d)[32], uint64_t desc_a, uint64_t desc_b, int scale_d) {
+#ifdef OWLET_CUDA_EMULATION
+  ::emu::wgmma_ss(d, 64, desc_a, true, desc_b, true, scale_d != 0);
+#else
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, "
+      "%8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, "
+      "%24, %25, %26, %27, %28, %29, %30, %31}, "
+      "%32, %33, p, 1, 1, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+#endif
+}
+
+template <int D>
+__global__ void __launch_bounds__(kThreads, 1) attention_bwd_kernel(flash::Params p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL) || defined(OWLET_CUDA_EMULATION)
+  constexpr int DB = D / 64, KD = D / 16, BK = kBwdKeys, BQ = kBwdQueries, KQ = BQ / 16;
+  constexpr uint32_t kKVBytes = BK * D * 2, kQBytes = BQ * D * 2, kSBytes = BK * BQ * 2;
+  OWLET_DYNAMIC_SMEM(smem_raw);
+  const uint32_t raw = mma::smem_u32(smem_raw);
+  const uint32_t sK = (raw + 1023u) & ~1023u;  // the swizzle atoms must be 1024-aligned
+  const uint32_t sV = sK + kKVBytes, sQ = sV + kKVBytes, sO = sQ + 2 * kQBytes, sS = sO + 2 * kQBytes,
+                 sL = sS + kSBytes, sDl = sL + 2 * BQ * 4;  // lse [2][BQ], Δ [2][BQ]
+  unsigned char* const gS = smem_raw + (sS - raw);  // generic pointers to the same bytes
+  const float* const fL = reinterpret_cast<const float*>(smem_raw + (sL - raw));
+  const float* const fD = reinterpret_cast<const float*>(smem_raw + (sDl - raw));
+
+  const int tid = threadIdx.x, wg = tid >> 7, wi = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+  const int b = blockIdx.z, h = blockIdx.y, j0 = blockIdx.x * BK;
+  const int64_t rs = int64_t(p.H) * D;
+  const bf16* qb = p.q + (int64_t(b) * p.Tq * p.H + h) * D;
+  const bf16* ob = p.dout + (int64_t(b) * p.Tq * p.H + h) * D;
+  const bf16* kb = p.k + (int64_t(b) * p.Tk * p.H + h) * D;
+  const bf16* vb = p.v + (int64_t(b) * p.Tk * p.H + h) * D;
+  const float* lse_b = p.lse + (int64_t(b) * p.H + h) * p.Tq;
+  const float* del_b = p.delta + (int64_t(b) * p.H + h) * p.Tq;
+  const int shift = p.Tk - p.Tq;
+  const int n_qt = (p.Tq + BQ - 1) / BQ;
+  const int q_first = p.causal ? max(0, j0 - shift) : 0;  // the first query that can see key j0
+  const int qt0 = q_first / BQ;
+  const int key_w = j0 + wg * 64 + wi * 16;  // this warp's first key
+  const int key_a = key_w + g, key_b = key_a + 8;  // the two keys this thread holds
+
+  auto load_q_tile = [&](int qt, int buf) {
+    const int i0 = qt * BQ;
+    load_tile<BQ, D>(sQ + buf * kQBytes, qb, rs, i0, p.Tq, tid);
+    load_tile<BQ, D>(sO + buf * kQBytes, ob, rs, i0, p.Tq, tid);
+    if (tid < BQ) {
+      const bool valid = i0 + tid < p.Tq;
+      mma::cp_async4(sL + (buf * BQ + tid) * 4, lse_b + (valid ? i0 + tid : 0), valid);
+      mma::cp_async4(sDl + (buf * BQ + tid) * 4, del_b + (valid ? i0 + tid : 0), valid);
+    }
+  };
+  if (qt0 < n_qt) {
+    load_tile<BK, D>(sK, kb, rs, j0, p.Tk, tid);
+    load_tile<BK, D>(sV, vb, rs, j0, p.Tk, tid);
+    load_q_tile(qt0, 0);
+  }
+  mma::cp_async_commit();
+
+  float dk[DB][32], dv[DB][32];
+#pragma unroll
+  for (int c = 0; c < DB; c++)
+#pragma unroll
+    for (int i = 0; i < 32; i++) dk[c][i] = dv[c][i] = 0.f;
+  const uint32_t sKw = sK + wg * 64 * 128, sVw = sV + wg * 64 * 128;  // this warpgroup's 64 keys in each block
+  // dQ: D = 128 splits the columns between the warpgroups (all 128 keys each), D = 64 the keys (all columns).
+  constexpr int kDqSteps = D == 128 ? BK / 16 : 4;
+  const int dq_step0 = D == 128 ? 0 : 4 * wg, dq_col = D == 128 ? 64 * wg : 0;
+
+  for (int qt = qt0; qt < n_qt; qt++) {
+    const int buf = (qt - qt0) & 1, i0 = qt * BQ;
+    mma::cp_async_wait<0>();  // tile qt (and K, V) landed for this thread
+    fence_proxy_async();      // ... visible to the async proxy
+    __syncthreads();          // ... for every thread; and every warpgroup is done with tile qt − 1
+    if (qt + 1 < n_qt) load_q_tile(qt + 1, buf ^ 1);
+    mma::cp_async_commit();
+    const uint32_t sQt = sQ + buf * kQBytes, sOt = sO + buf * kQBytes;
+    const float* Lt = fL + buf * BQ;
+    const float* Dt = fD + buf * BQ;
+
+    // Sᵀ = K_w Qᵀ and dPᵀ = V_w dOᵀ (64 keys × 64 queries each), two commit groups: Pᵀ is computed while the tensor
+    // cores still run dPᵀ.
+    float st[32], dpt[32];
+    fence();
+#pragma unroll
+    for (int kd = 0; kd < KD; kd++) {
+      const uint32_t offk = (kd >> 2) * (BK * 128) + (kd & 3) * 32, offq = (kd >> 2) * (BQ * 128) + (kd & 3) * 32;
+      mma_ss_m64n64k16(st, desc_kmajor(sKw + offk), desc_kmajor(sQt + offq), kd > 0);
+    }
+    commit();
+#pragma unroll
+    for (int kd = 0; kd < KD; kd++) {
+      const uint32_t offk = (kd >> 2) * (BK * 128) + (kd & 3) * 32, offq = (kd >> 2) * (BQ * 128) + (kd & 3) * 32;
+      mma_ss_m64n64k16(dpt, desc_kmajor(sVw + offk), desc_kmajor(sOt + offq), kd > 0);
+    }
+    commit();
+    wait<1>();  // Sᵀ is done (groups complete in order); dPᵀ may still run
+    fence_operands(st);
+
+    // Pᵀ = exp(S·scale − lse) with the masks; element r: key 16wi + g + 8·(r mod 4 ≥ 2) of the warpgroup, query
+    // 8·(r/4) + 2t + (r mod 2) of the tile.
+    const bool need_mask =
+        p.key_mask != nullptr || j0 + BK > p.Tk || i0 + BQ > p.Tq || (p.causal && key_w + 15 > i0 + shift);
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+      const float2 l2 = *reinterpret_cast<const float2*>(Lt + 8 * i + 2 * t4);
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int r = 4 * i + e, qi = i0 + 8 * i + 2 * t4 + (e & 1), kj = e < 2 ? key_a : key_b;
+        float pe = exp2f(fmaf(st[r], p.scale_log2, -((e & 1) ? l2.y : l2.x) * flash::kLog2e));
+        if (need_mask && !(qi < p.Tq && flash::key_visible(p, b, qi, kj))) pe = 0.f;
+        st[r] = pe;
+      }
+    }
+    // Pᵀ as bf16 A fragments (accumulator chunks 2kk, 2kk+1 = queries 16kk..16kk+15 are query step kk), and
+    // dV += Pᵀ dO issued at once (its own commit group, in flight until the end of the tile).
+    uint32_t pa[KQ][4], da[KQ][4];
+#pragma unroll
+    for (int kk = 0; kk < KQ; kk++) {
+#pragma unroll
+      for (int q = 0; q < 4; q++) pa[kk][q] = mma::pack_bf16(st[8 * kk + 2 * q], st[8 * kk + 2 * q + 1]);
+      fence_operands(pa[kk]);
+    }
+    fence();
+#pragma unroll
+    for (int kk = 0; kk < KQ; kk++)
+#pragma unroll
+      for (int c = 0; c < DB; c++)
+        mma_rs_m64n64k16_tb(dv[c], pa[kk], desc_nmajor64(sOt + c * (BQ * 128) + kk * 2048));
+    commit();
+    wait<1>();  // dPᵀ is done; dV may still run
+    fence_operands(dpt);
+
+    // dSᵀ = Pᵀ ⊙ (dPᵀ − Δ) as bf16 A fragments, and to shared memory for dQ: register pair (g or g+8, 2t or 2t+8) of
+    // step kk is chunk 2kk (+1) of key row wg·64 + 16wi + g (+8), at byte 4t of the chunk, the chunk position
+    // swizzled by the row mod 8 (= g).
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+      const float2 d2 = *reinterpret_cast<const float2*>(Dt + 8 * i + 2 * t4);
+#pragma unroll
+      for (int e = 0; e < 4; e++) dpt[4 * i + e] = st[4 * i + e] * (dpt[4 * i + e] - ((e & 1) ? d2.y : d2.x));
+    }
+#pragma unroll
+    for (int kk = 0; kk < KQ; kk++) {
+#pragma unroll
+      for (int q = 0; q < 4; q++) {
+        da[kk][q] = mma::pack_bf16(dpt[8 * kk + 2 * q], dpt[8 * kk + 2 * q + 1]);
+        const int row = wg * 64 + wi * 16 + g + 8 * (q & 1), chunk = 2 * kk + (q >> 1);
+        *reinterpret_cast<uint32_t*>(gS + row * 128 + ((chunk ^ g) << 4) + 4 * t4) = da[kk][q];
+      }
+      fence_operands(da[kk]);
+    }
+    fence_proxy_async();  // the dSᵀ stores (generic proxy) before the wgmma that read them (async proxy)
+    __syncthreads();      // both warpgroups' dSᵀ are in shared memory
+
+    // dQ tile (64 queries × 64 columns per warpgroup) = dS K, A = dSᵀ read transposed, B = K N-major; then
+    // dK += dSᵀ Q, which runs while this thread adds its dQ into the accumulator.
+    float dq[32];
+    fence();
+#pragma unroll
+    for (int kk = 0; kk < kDqSteps; kk++) {
+      const uint32_t step = uint32_t(dq_step0 + kk) * 2048;
+      mma_ss_m64n64k16_tt(dq, desc_nmajor64(sS + step), desc_nmajor64(sK + (dq_col / 64) * (BK * 128) + step), kk > 0);
+    }
+    commit();
+#pragma unroll
+    for (int kk = 0; kk < KQ; kk++)
+#pragma unroll
+      for (int c = 0; c < DB; c++)
+        mma_rs_m64n64k16_tb(dk[c], da[kk], desc_nmajor64(sQt + c * (BQ * 128) + kk * 2048));
+    commit();
+    wait<1>();  // dV and dQ are done; dK may still run
+    fence_operands(dq);
+    // dq[4i + e]: query 16wi + g + 8·(e ≥ 2) of the tile, column dq_col + 8i + 2t + (e mod 2).
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      const int qi = i0 + wi * 16 + g + 8 * r;
+      if (qi >= p.Tq) continue;
+      float* dst = p.dq_acc + ((int64_t(b) * p.Tq + qi) * p.H + h) * D + dq_col + 2 * t4;
+#pragma unroll
+      for (int i = 0; i < 8; i++)
+        atomicAdd(reinterpret_cast<float2*>(dst + 8 * i),
+                  make_float2(dq[4 * i + 2 * r] * p.scale, dq[4 * i + 2 * r + 1] * p.scale));
+    }
+    wait<0>();  // dK is done: every product of this tile is, before the next tile's barrier (its prefetch
+                // overwrites this tile's Q and dO; the next dSᵀ stores overwrite this one)
+#pragma unroll
+    for (int c = 0; c < DB; c++) {
+      fence_operands(dk[c]);
+      fence_operands(dv[c]);
+    }
+  }
+  mma::cp_async_wait<0>();
+
+  // dK (× scale) and dV for this thread's two keys; keys no query sees get zeros.
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    const int j = r ? key_b : key_a;
+    if (j >= p.Tk) continue;
+    const int64_t off = (int64_t(b) * p.Tk + j) * rs + int64_t(h) * D + 2 * t4;
+#pragma unroll
+    for (int c = 0; c < DB; c++)
+#pragma unroll
+      for (int i = 0; i < 8; i++) {
+        *reinterpret_cast<__nv_bfloat162*>(p.dk + off + c * 64 + 8 * i) =
+            __floats2bfloat162_rn(dk[c][4 * i + 2 * r] * p.scale, dk[c][4 * i + 2 * r + 1] * p.scale);
+        *reinterpret_cast<__nv_bfloat162*>(p.dv + off + c * 64 + 8 * i) =
+            __floats2bfloat162_rn(dv[c][4 * i + 2 * r], dv[c][4 * i + 2 * r + 1]);
+      }
+  }
+#else
+  __trap();  // built without sm_90a: the dispatch never launches this (see use_wgmma_bwd in attention.cu)
+#endif
+}
+
+}  // namespace owlet::cuda::wgmma
