@@ -11,8 +11,8 @@
 //   check.mjs --summary OWLET.json PEER.json   ratios of owlet's benchmark numbers to the PyTorch peer's
 //   check.mjs --profile-attention   only the attention launches that run.sh's ncu stage profiles: one forward and
 //                               one backward each at LLaMA 2k (D 128, causal) and ViT (D 64), with the default
-//                               backward and with OWLET_ATTN_BWD=wgmma (default forwards): 8 attention kernels, in
-//                               that order
+//                               backward (wgmma) and with OWLET_ATTN_BWD=mma (default forwards): 8 attention
+//                               kernels, in that order
 //
 // One line per case and dtype: PASS/FAIL, the reference used, the relative max error of every output. Results go
 // to $OUT/owlet_cuda.json (or ./owlet_cuda.json). Exit status 1 when a case failed.
@@ -203,10 +203,13 @@ function runBench(be: Be, res: BenchResult[], saved: () => void): void {
   // (default: wgmma) w4 and wgmma-overlap too.
   for (const fwd of ['w4', 'wgmma-overlap'])
     tryb(() => attentionBench(be, 'fa_ref_b8_h16_t4096_d128_causal', 8, 16, 4096, 4096, 128, true, { OWLET_ATTN_FWD: fwd }));
-  // The Hopper backward (OWLET_ATTN_BWD=wgmma) behind the default forward (auto: wgmma at D = 128, w4s at D = 64).
-  for (const [name, B, H, Tq, Tk, D, causal] of attentionShapes)
-    tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_BWD: 'wgmma' }));
-  tryb(() => attentionBench(be, 'fa_ref_b8_h16_t4096_d128_causal', 8, 16, 4096, 4096, 128, true, { OWLET_ATTN_BWD: 'wgmma' }));
+  // The mma.sync backward (OWLET_ATTN_BWD=mma, the default until session 5) behind the default forward; and both
+  // kernels of before session 5 together (w4 + mma).
+  for (const [name, B, H, Tq, Tk, D, causal] of attentionShapes) {
+    tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_BWD: 'mma' }));
+    tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_FWD: 'w4', OWLET_ATTN_BWD: 'mma' }));
+  }
+  tryb(() => attentionBench(be, 'fa_ref_b8_h16_t4096_d128_causal', 8, 16, 4096, 4096, 128, true, { OWLET_ATTN_BWD: 'mma' }));
   tryb(() => loraBench(be, 8192, 4096, 4096, 8));
   tryb(() => loraBench(be, 8192, 4096, 4096, 8, 'thin'));
   tryb(() => loraBench(be, 8192, 4096, 11008, 8));
@@ -269,7 +272,7 @@ function main(): number {
   }
   if (flag('--profile-attention')) {
     const be = cuda();
-    const envs = [{}, { OWLET_ATTN_BWD: 'wgmma' }];
+    const envs = [{}, { OWLET_ATTN_BWD: 'mma' }];
     for (const [label, B, H, T, D, causal] of [['llama7b_b4_t2048_causal', 4, 32, 2048, 128, true],
       ['vit_L14_b64', 64, 16, 257, 64, false]] as const) {
       for (const env of envs as Record<string, string>[]) {

@@ -7,9 +7,9 @@
 // forward (unset or auto: the fastest measured, see fwd_variant; w4, w8, w8s, m2, w4s: the mma.sync tile shapes of
 // attention_flash.cuh; wgmma, wgmma-overlap: the Hopper forward of attention_wgmma.cuh where it applies — sm_90a
 // build, compute capability 9.0, no dropout — and w4s elsewhere);
-// OWLET_ATTN_BWD_WARPS=4 or 8 picks the warps per block of the tensor-core backward, OWLET_ATTN_BWD=br64 its queries
-// per step at D = 128; OWLET_ATTN_BWD=wgmma the experimental Hopper backward of attention_wgmma_bwd.cuh where it
-// applies (as the wgmma forward: sm_90a build, compute capability 9.0, no dropout) and the default elsewhere.
+// OWLET_ATTN_BWD picks the backward (unset or auto: the Hopper backward of attention_wgmma_bwd.cuh where it applies —
+// as the wgmma forward — else the mma.sync kernel of attention_flash.cuh; mma, br64, wgmma: see bwd_variant_of);
+// OWLET_ATTN_BWD_WARPS=4 or 8 the warps per block of the mma.sync backward.
 // All are read per call, so that one process can compare the variants.
 #include <cstdlib>
 #include <cstring>
@@ -77,17 +77,21 @@ FwdVariant fwd_variant(const char* op) {
                                 " is not a forward variant (auto, w4, w8, w8s, m2, w4s, wgmma, wgmma-overlap)");
 }
 
-// OWLET_ATTN_BWD=br64: 64 queries per step at D = 128 (8 warps; default 32), for measurement: ptxas spills 92 bytes
-// there (see attention_flash.cuh). D = 64 steps by 64 queries in every case. OWLET_ATTN_BWD=wgmma: the Hopper backward.
-enum class BwdVariant { Default, Br64, Wgmma };
+// The backward's variant, from OWLET_ATTN_BWD. Unset (or "auto"): the Hopper backward of attention_wgmma_bwd.cuh where
+// it applies (H100, 2026-11-26, session 5: LLaMA 2k causal 1.47 ms against 2.34 for the mma.sync kernel; ViT 0.58 ms
+// against 0.62), else the mma.sync kernel; an explicit OWLET_ATTN_BWD_WARPS asks for the mma.sync kernel. mma: the
+// mma.sync kernel; br64: it at 64 queries per step at D = 128 (8 warps; default 32), for measurement — ptxas spills 92
+// bytes there (see attention_flash.cuh), and it was no faster; wgmma: the Hopper backward.
+enum class BwdVariant { Auto, Mma, Br64, Wgmma };
 
 BwdVariant bwd_variant_of(const char* op) {
   const char* e = std::getenv("OWLET_ATTN_BWD");
-  if (!e || !*e || std::strcmp(e, "default") == 0) return BwdVariant::Default;
+  if (!e || !*e || std::strcmp(e, "auto") == 0) return BwdVariant::Auto;
+  if (std::strcmp(e, "mma") == 0) return BwdVariant::Mma;
   if (std::strcmp(e, "br64") == 0) return BwdVariant::Br64;
   if (std::strcmp(e, "wgmma") == 0) return BwdVariant::Wgmma;
   fail(ErrorKind::Argument,
-       std::string(op) + ": OWLET_ATTN_BWD=" + e + " is not a backward variant (default, br64, wgmma)");
+       std::string(op) + ": OWLET_ATTN_BWD=" + e + " is not a backward variant (auto, mma, br64, wgmma)");
 }
 
 int to_i32(int64_t v, const char* op) {
@@ -370,10 +374,12 @@ void launch_wgmma_fwd(const DeviceContext& c, const flash::Params& fp, const Dim
   check_launch(op);
 }
 
-// The Hopper backward for OWLET_ATTN_BWD=wgmma where it applies (the conditions of use_wgmma_fwd).
+// The Hopper backward where it applies (the conditions of use_wgmma_fwd) and is asked for: OWLET_ATTN_BWD=wgmma, or
+// auto without OWLET_ATTN_BWD_WARPS.
 bool use_wgmma_bwd(const DeviceContext& c, const flash::Params& fp, BwdVariant variant) {
 #ifdef OWLET_HAVE_SM90A
-  return variant == BwdVariant::Wgmma && !fp.dropout && c.prop.major == 9 && c.prop.minor == 0;
+  const bool asked = variant == BwdVariant::Wgmma || (variant == BwdVariant::Auto && !std::getenv("OWLET_ATTN_BWD_WARPS"));
+  return asked && !fp.dropout && c.prop.major == 9 && c.prop.minor == 0;
 #else
   (void)c, (void)fp, (void)variant;
   return false;
