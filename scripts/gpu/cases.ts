@@ -369,6 +369,27 @@ export function cases(): Case[] {
     attn('LLaMA', 1, 1, 2048, 2048, 128, true, false, 0, ['bf16'], false, { OWLET_ATTN_FWD: fwd });
     attn('LLaMA padded batch', 2, 2, 512, 512, 128, true, true, 0, ['bf16'], false, { OWLET_ATTN_FWD: fwd });
   }
+  // The warp-specialised Hopper forward (OWLET_ATTN_FWD=wgmma-ws: a producer warpgroup fills a 2-stage K/V ring
+  // guarded by full/empty mbarriers, two consumer warpgroups take turns on the tensor cores). Deadlock-prone shapes
+  // first, quick (compute-sanitizer runs them): one tile, the lower warpgroup stopping a tile before the upper one,
+  // rows with no visible key, a key mask with a Tk tail, the upper warpgroup without rows (Tq 50) through more key
+  // tiles than stages, D = 64; then a dropout fallback and long sequences.
+  {
+    const fwd = { OWLET_ATTN_FWD: 'wgmma-ws' };
+    attn('odd', 1, 2, 70, 70, 128, true, false, 0, ['bf16'], true, fwd);
+    attn('odd', 1, 2, 100, 140, 128, true, false, 0, ['bf16'], true, fwd);
+    attn('odd (rows with no visible key)', 1, 2, 72, 40, 128, true, false, 0, ['bf16'], true, fwd);
+    attn('odd', 2, 3, 77, 150, 128, false, true, 0, ['bf16'], true, fwd);
+    attn('odd (upper warpgroup idle, 4 key tiles)', 2, 2, 50, 400, 128, false, true, 0, ['bf16'], true, fwd);
+    attn('odd', 2, 3, 37, 45, 64, true, true, 0, ['bf16'], true, fwd);
+    attn('odd', 1, 2, 190, 600, 64, true, false, 0, ['bf16'], true, fwd);
+    attn('odd (dropout: fallback)', 1, 2, 45, 45, 128, true, false, 0.1, ['bf16'], true, fwd);
+    attn('odd', 1, 2, 200, 300, 128, false, false, 0, ['bf16'], false, fwd);
+    attn('odd', 2, 2, 200, 300, 128, true, true, 0, ['bf16'], false, fwd);
+    attn('ViT', 1, 4, 257, 257, 64, false, false, 0, ['bf16'], false, fwd);
+    attn('LLaMA', 1, 1, 2048, 2048, 128, true, false, 0, ['bf16'], false, fwd);
+    attn('LLaMA padded batch', 2, 2, 512, 512, 128, true, true, 0, ['bf16'], false, fwd);
+  }
   // The experimental Hopper backward (OWLET_ATTN_BWD=wgmma: 128-key blocks of 2 warpgroups, 64-query steps) after
   // the default forward: causal within one key block and across two with a shift, Tq > Tk (rows with no visible
   // key), key mask with a Tk tail, several key and query blocks, D = 64, dropout (must fall back to the mma.sync

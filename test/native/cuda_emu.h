@@ -49,6 +49,23 @@ struct Block {
   // wgmma per thread: issued and not yet committed, and the committed groups not yet waited for (oldest first).
   std::vector<std::vector<std::function<void()>>> wgmma_open;
   std::vector<std::deque<std::vector<std::function<void()>>>> wgmma_groups;
+  // mbarriers (keyed by shared-memory offset), named barriers (bar.sync / bar.arrive ids 0..15), and each thread's
+  // cp.async copies that land only at its next cp.async.mbarrier.arrive (see cp_async_deferred).
+  struct Mbar {
+    int expected = 0, pending = 0;
+    unsigned phase = 0;
+    std::vector<int> waiters;
+    // cp.async.mbarrier.arrive.noinc arrivals whose copies have not landed yet (each: that thread's copies).
+    std::vector<std::vector<std::function<void()>>> in_flight;
+  };
+  std::vector<std::pair<uint32_t, Mbar>> mbars;
+  struct Named {
+    int arrived = 0, count = 0;
+    unsigned gen = 0;
+    std::vector<int> waiters;
+  };
+  std::array<Named, 16> named;
+  std::vector<std::vector<std::function<void()>>> cp_pending;
 };
 
 inline Block*& current() {
@@ -70,8 +87,11 @@ inline void barrier_group(int group, int size, bool block) {
     b->gen[size_t(group)]++;
     if (block) std::fill(b->at_block_barrier.begin(), b->at_block_barrier.end(), false);
   } else {
-    if (block) b->at_block_barrier[size_t(b->cur)] = true;
-    while (b->gen[size_t(group)] == g) yield();
+    // (re-parked after every wake-up: an mbarrier or named barrier may unpark a thread that waited on it earlier)
+    while (b->gen[size_t(group)] == g) {
+      if (block) b->at_block_barrier[size_t(b->cur)] = true;
+      yield();
+    }
   }
 }
 inline void warp_barrier() { barrier_group(tid() / 32, 32, false); }
@@ -85,6 +105,10 @@ inline void fiber_entry() {
   b->body();
   if (!b->wgmma_open[size_t(b->cur)].empty() || !b->wgmma_groups[size_t(b->cur)].empty()) {
     std::fprintf(stderr, "emulator: thread %d ends with wgmma never waited for\n", b->cur);
+    std::abort();
+  }
+  if (!b->cp_pending[size_t(b->cur)].empty()) {
+    std::fprintf(stderr, "emulator: thread %d ends with cp.async copies never completed\n", b->cur);
     std::abort();
   }
   b->done[size_t(b->cur)] = true;
@@ -114,6 +138,7 @@ inline void launch(Dim grid, int threads, size_t smem_bytes, const std::function
         b.wg_a.assign(size_t((threads + 127) / 128) * 64 * 16, 0.f);
         b.wgmma_open.resize(size_t(threads));
         b.wgmma_groups.resize(size_t(threads));
+        b.cp_pending.resize(size_t(threads));
         b.post.resize(size_t(threads));
         b.postf.resize(size_t(threads));
         current() = &b;
@@ -146,6 +171,13 @@ inline void launch(Dim grid, int threads, size_t smem_bytes, const std::function
           if (all_done) break;
           if (runnable.empty() || ++steps > 100000000L) {
             std::fprintf(stderr, "emulator: deadlock (threads wait at different barriers)\n");
+            for (auto& m : b.mbars)
+              std::fprintf(stderr, "  mbarrier @%u: phase %u, %d of %d arrivals pending, %zu copy batches in flight\n",
+                           m.first, m.second.phase, m.second.pending, m.second.expected, m.second.in_flight.size());
+            for (int id = 0; id < 16; id++)
+              if (b.named[size_t(id)].arrived)
+                std::fprintf(stderr, "  named barrier %d: %d of %d arrived\n", id, b.named[size_t(id)].arrived,
+                             b.named[size_t(id)].count);
             std::abort();
           }
           int w = runnable[size_t(order_rng() % runnable.size())];
@@ -162,6 +194,12 @@ inline void launch(Dim grid, int threads, size_t smem_bytes, const std::function
             }
           }
         }
+        for (int id = 0; id < 16; id++)
+          if (b.named[size_t(id)].arrived != 0) {
+            std::fprintf(stderr, "emulator: named barrier %d left with %d arrivals at the block's end\n", id,
+                         b.named[size_t(id)].arrived);
+            std::abort();
+          }
         current() = nullptr;
       }
 }
@@ -275,8 +313,10 @@ inline void warpgroup_barrier() {
     b->gen[group]++;
     for (int t = wg * 128; t < wg * 128 + 128; t++) b->at_block_barrier[size_t(t)] = false;
   } else {
-    b->at_block_barrier[size_t(b->cur)] = true;
-    while (b->gen[group] == g) yield();
+    while (b->gen[group] == g) {
+      b->at_block_barrier[size_t(b->cur)] = true;
+      yield();
+    }
   }
 }
 
@@ -411,6 +451,117 @@ inline void wgmma_rs_nmajor64(float (&d_)[32], const uint32_t (&a_)[4], uint64_t
 inline void cp_async(uint32_t smem, const void* gmem, bool valid, int bytes) {
   if (valid) std::memcpy(dynamic_smem() + smem, gmem, size_t(bytes));
   else std::memset(dynamic_smem() + smem, 0, size_t(bytes));
+}
+
+// ---- mbarrier, named barriers, cp.async with mbarrier completion (PTX ISA "Parallel Synchronization and
+// Communication Instructions: mbarrier", "bar, barrier", "cp.async.mbarrier.arrive") ----
+// A waiting thread is parked like one at a block barrier (the scheduler runs other warps) and registered as a waiter;
+// the arrival that completes the phase (or the barrier) unparks exactly its waiters, which then re-check.
+inline void park_until(const std::function<bool()>& ready, std::vector<int>& waiters) {
+  Block* b = current();
+  while (!ready()) {
+    b->at_block_barrier[size_t(b->cur)] = true;
+    waiters.push_back(b->cur);
+    yield();
+  }
+}
+inline Block::Mbar& mbar_at(uint32_t addr) {
+  Block* b = current();
+  for (auto& m : b->mbars)
+    if (m.first == addr) return m.second;
+  std::fprintf(stderr, "emulator: mbarrier at shared offset %u used before mbarrier.init\n", addr);
+  std::abort();
+}
+inline void mbar_init(uint32_t addr, int count) {
+  Block* b = current();
+  if (addr % 8) std::abort();
+  for (auto& m : b->mbars)
+    if (m.first == addr) {
+      std::fprintf(stderr, "emulator: mbarrier at %u initialised twice\n", addr);
+      std::abort();
+    }
+  Block::Mbar m;
+  m.expected = m.pending = count;
+  b->mbars.emplace_back(addr, m);
+}
+inline void mbar_arrive(uint32_t addr) {
+  Block* b = current();
+  Block::Mbar& m = mbar_at(addr);
+  if (--m.pending == 0) {
+    m.phase++;
+    m.pending = m.expected;
+    for (int t : m.waiters) b->at_block_barrier[size_t(t)] = false;
+    m.waiters.clear();
+  } else if (m.pending < 0) {
+    std::abort();
+  }
+}
+// The copies behind an mbarrier's pending cp.async arrivals land (oldest first), and each then arrives.
+inline void mbar_land(uint32_t addr) {
+  for (;;) {
+    Block::Mbar& m = mbar_at(addr);
+    if (m.in_flight.empty()) return;
+    auto copies = std::move(m.in_flight.front());
+    m.in_flight.erase(m.in_flight.begin());
+    for (auto& f : copies) f();
+    mbar_arrive(addr);
+  }
+}
+// mbarrier.try_wait.parity in a loop: returns once the phase with parity `parity` has completed, i.e. the current
+// phase's parity differs from it. Copies tracked by this mbarrier land only here, when someone waits on it (as late
+// as the hardware may complete them).
+inline void mbar_wait_parity(uint32_t addr, uint32_t parity) {
+  mbar_land(addr);
+  Block::Mbar& m = mbar_at(addr);
+  park_until([&] { mbar_land(addr); return (m.phase & 1u) != (parity & 1u); }, m.waiters);
+}
+// cp.async whose completion is tracked by an mbarrier: the copy is queued; cp.async.mbarrier.arrive hands the
+// thread's queued copies to the mbarrier, where they land only when a thread waits on it (mbar_wait_parity) or the
+// issuing side waits for all its copies. So a consumer that reads a buffer without waiting on its "full" mbarrier
+// reads what was there before — the poison, or an older tile — every time, not by the luck of the schedule.
+inline void cp_async_deferred(uint32_t smem, const void* gmem, bool valid, int bytes) {
+  Block* b = current();
+  b->cp_pending[size_t(b->cur)].push_back([=] { cp_async(smem, gmem, valid, bytes); });
+}
+inline void cp_async_mbar_arrive_noinc(uint32_t addr) {
+  Block* b = current();
+  Block::Mbar& m = mbar_at(addr);
+  m.in_flight.push_back(std::move(b->cp_pending[size_t(b->cur)]));
+  b->cp_pending[size_t(b->cur)].clear();
+  for (int t : m.waiters) b->at_block_barrier[size_t(t)] = false;  // they re-check (and land these copies)
+  m.waiters.clear();
+}
+// cp.async.wait_all: this thread's copies land (those handed to mbarriers too: every mbarrier's, which may only be
+// earlier than the hardware, never later).
+inline void cp_async_wait_all() {
+  Block* b = current();
+  auto copies = std::move(b->cp_pending[size_t(b->cur)]);
+  b->cp_pending[size_t(b->cur)].clear();
+  for (auto& f : copies) f();
+  std::vector<uint32_t> addrs;
+  for (auto& m : b->mbars) addrs.push_back(m.first);
+  for (uint32_t a : addrs) mbar_land(a);
+}
+// bar.arrive / bar.sync with an id and a thread count: the barrier completes when `count` threads have arrived;
+// bar.sync waits for that, bar.arrive does not. Every user of an id must name the same count.
+inline void named_barrier(int id, int count, bool wait) {
+  Block* b = current();
+  Block::Named& n = b->named[size_t(id)];
+  if (id == 0 || count % 32 || (n.arrived > 0 && n.count != count)) {
+    std::fprintf(stderr, "emulator: named barrier %d: count %d (id 0 is __syncthreads; counts must agree)\n", id,
+                 count);
+    std::abort();
+  }
+  n.count = count;
+  unsigned g = n.gen;
+  if (++n.arrived == count) {
+    n.arrived = 0;
+    n.gen++;
+    for (int t : n.waiters) b->at_block_barrier[size_t(t)] = false;
+    n.waiters.clear();
+    return;
+  }
+  if (wait) park_until([&] { return n.gen != g; }, n.waiters);
 }
 
 }  // namespace emu

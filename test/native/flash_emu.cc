@@ -1,8 +1,8 @@
 // Runs the tensor-core attention kernels (native/src/cuda/attention_flash.cuh) on the host through the warp
 // emulator of cuda_emu.h, on small odd shapes, and compares them with a float64 reference: output, log-sum-exp and
 // the three gradients, for full, cross-length, causal (both alignments), key-padded and dropout cases; the forward
-// in every tile shape of OWLET_ATTN_FWD (default, w8, w8s, m2, w4s), the Hopper forward of attention_wgmma.cuh (wgmma
-// and wgmma-overlap, on every case without dropout; wgmma emulated from the emulator's reading of the PTX ISA's
+// in every tile shape of OWLET_ATTN_FWD (default, w8, w8s, m2, w4s), the Hopper forward of attention_wgmma.cuh (wgmma,
+// wgmma-overlap and wgmma-ws, on every case without dropout; wgmma emulated from the emulator's reading of the PTX ISA's
 // descriptor, swizzle and fragment rules) and the backward in OWLET_ATTN_BWD=br64 and =wgmma (the Hopper backward of
 // attention_wgmma_bwd.cuh, every case without dropout) too, each compared with the reference.
 // This checks the kernels' tiling, fragment and mask arithmetic without a GPU; it cannot check timing, races
@@ -17,6 +17,7 @@
 #include "../../native/src/cuda/attention_flash.cuh"
 #include "../../native/src/cuda/attention_wgmma.cuh"
 #include "../../native/src/cuda/attention_wgmma_bwd.cuh"
+#include "../../native/src/cuda/attention_wgmma_ws.cuh"
 
 #include <algorithm>
 #include <cstdio>
@@ -205,6 +206,12 @@ bool run(const Case& c, std::mt19937& rng) {
       check_fwd("wgmma");
       run_wgmma(std::true_type{});
       check_fwd("wgmma-overlap");
+      // OWLET_ATTN_FWD=wgmma-ws: producer warpgroup, mbarrier ring, ping-pong consumers (attention_wgmma_ws.cuh)
+      std::fill(out.begin(), out.end(), __float2bfloat16_rn(12345.f));
+      std::fill(lse.begin(), lse.end(), 12345.f);
+      emu::launch(grid, owlet::cuda::wgmma_ws::kThreads, owlet::cuda::wgmma_ws::smem_bytes<DD>(),
+                  [&] { owlet::cuda::wgmma_ws::attention_fwd_ws_kernel<DD>(fp); });
+      check_fwd("wgmma-ws");
     }
     run_fwd(flash::FwdW4<DD>{});  // last: the backward below reads its output
     check_fwd("w4");
@@ -303,6 +310,10 @@ int main(int argc, char** argv) {
       {"long causal D128 Tq100 Tk140", 1, 1, 100, 140, 128, true, false, 0.f},
       {"several 128-row blocks: causal D128 Tq260 Tk270 + mask", 2, 1, 260, 270, 128, true, true, 0.f},
       {"causal D128 B2 Tq200 Tk300 + key mask (3 key tiles)", 2, 1, 200, 300, 128, true, true, 0.f},
+      // wgmma-ws: the upper consumer warpgroup has no rows (Tq 50) through 4 key tiles of a 2-stage ring: it must
+      // still release every stage; causal with 5 key tiles and a 128-row block whose lower half stops a tile early.
+      {"cross D128 B2 Tq50 Tk400 + key mask (4 key tiles, idle warpgroup)", 2, 1, 50, 400, 128, false, true, 0.f, 8, false},
+      {"causal D64 Tq190 Tk600 (5 key tiles)", 1, 1, 190, 600, 64, true, false, 0.f, 8, false},
       {"4-warp bwd: full D64 B2 H2 T77", 2, 2, 77, 77, 64, false, false, 0.f, 4, false},
       {"4-warp bwd: causal D128 Tq100 Tk140 + mask", 2, 1, 100, 140, 128, true, true, 0.f, 4, false},
       {"4-warp bwd: dropout 0.2 D64 Tq150 Tk200", 1, 1, 150, 200, 64, false, false, 0.2f, 4, false},

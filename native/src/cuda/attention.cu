@@ -5,8 +5,9 @@
 //
 // OWLET_ATTENTION=simple forces the plain path (for comparisons on the GPU machine); OWLET_ATTN_FWD picks the
 // forward (unset or auto: the fastest measured, see fwd_variant; w4, w8, w8s, m2, w4s: the mma.sync tile shapes of
-// attention_flash.cuh; wgmma, wgmma-overlap: the Hopper forward of attention_wgmma.cuh where it applies — sm_90a
-// build, compute capability 9.0, no dropout — and w4s elsewhere);
+// attention_flash.cuh; wgmma, wgmma-overlap: the Hopper forward of attention_wgmma.cuh, wgmma-ws: its
+// warp-specialised form of attention_wgmma_ws.cuh, where they apply — sm_90a build, compute capability 9.0, no
+// dropout — and w4s elsewhere);
 // OWLET_ATTN_BWD picks the backward (unset or auto: the Hopper backward of attention_wgmma_bwd.cuh where it applies —
 // as the wgmma forward — else the mma.sync kernel of attention_flash.cuh; mma, br64, wgmma: see bwd_variant_of);
 // OWLET_ATTN_BWD_WARPS=4 or 8 the warps per block of the mma.sync backward.
@@ -24,6 +25,7 @@
 #include "attention_flash.cuh"
 #include "attention_wgmma.cuh"
 #include "attention_wgmma_bwd.cuh"
+#include "attention_wgmma_ws.cuh"
 #include "common.cuh"
 
 namespace owlet::kern {
@@ -61,7 +63,7 @@ int bwd_warps(int D) {
 // Unset (or "auto"): the fastest measured on an H100 (2026-11-26, session 5, bench/results/gpu-2026-11-26-h100-s5):
 // at D = 128 the Hopper forward (LLaMA 2k causal 261 TFLOP/s against 171 for w4, 189 for w4s) where it applies, else
 // w4s; at D = 64 w4s (ViT 113 against 103 for w4; abstractor 103 against 99).
-enum class FwdVariant { Auto, W4, W8, W8s, M2, W4s, Wgmma, WgmmaOverlap };
+enum class FwdVariant { Auto, W4, W8, W8s, M2, W4s, Wgmma, WgmmaOverlap, WgmmaWs };
 
 FwdVariant fwd_variant(const char* op) {
   const char* e = std::getenv("OWLET_ATTN_FWD");
@@ -73,8 +75,9 @@ FwdVariant fwd_variant(const char* op) {
   if (std::strcmp(e, "w4s") == 0) return FwdVariant::W4s;
   if (std::strcmp(e, "wgmma") == 0) return FwdVariant::Wgmma;
   if (std::strcmp(e, "wgmma-overlap") == 0) return FwdVariant::WgmmaOverlap;
+  if (std::strcmp(e, "wgmma-ws") == 0) return FwdVariant::WgmmaWs;
   fail(ErrorKind::Argument, std::string(op) + ": OWLET_ATTN_FWD=" + e +
-                                " is not a forward variant (auto, w4, w8, w8s, m2, w4s, wgmma, wgmma-overlap)");
+                                " is not a forward variant (auto, w4, w8, w8s, m2, w4s, wgmma, wgmma-overlap, wgmma-ws)");
 }
 
 // The backward's variant, from OWLET_ATTN_BWD. Unset (or "auto"): the Hopper backward of attention_wgmma_bwd.cuh where
@@ -345,13 +348,15 @@ SimpleParams simple_params(const Tensor& q, const Tensor& k, const Tensor& v, co
 }
 
 // The Hopper forward where it applies (sm_90a build, compute capability 9.0, no dropout) and is asked for — by
-// OWLET_ATTN_FWD=wgmma or wgmma-overlap, or by default at D = 128: 0 = not (a tile shape runs), 1 = wgmma,
-// 2 = wgmma-overlap.
+// OWLET_ATTN_FWD=wgmma, wgmma-overlap or wgmma-ws, or by default at D = 128: 0 = not (a tile shape runs),
+// 1 = wgmma, 2 = wgmma-overlap, 3 = wgmma-ws.
 int use_wgmma_fwd(const DeviceContext& c, const flash::Params& fp, const Dims& d, FwdVariant variant) {
 #ifdef OWLET_HAVE_SM90A
   if (fp.dropout || c.prop.major != 9 || c.prop.minor != 0) return 0;
   if (variant == FwdVariant::Auto) return d.D == 128 ? 1 : 0;
-  return variant == FwdVariant::Wgmma ? 1 : variant == FwdVariant::WgmmaOverlap ? 2 : 0;
+  return variant == FwdVariant::Wgmma ? 1 : variant == FwdVariant::WgmmaOverlap ? 2
+                                        : variant == FwdVariant::WgmmaWs    ? 3
+                                                                             : 0;
 #else
   (void)c, (void)fp, (void)d, (void)variant;
   return 0;
@@ -364,7 +369,14 @@ void launch_wgmma_fwd(const DeviceContext& c, const flash::Params& fp, const Dim
     set_smem_limit(reinterpret_cast<const void*>(kernel), smem, c.index, op);
     kernel<<<grid, wgmma::kThreads, smem, c.stream>>>(fp);
   };
-  if (variant == 2) {
+  if (variant == 3) {
+    auto launch_ws = [&](auto kernel, size_t smem) {
+      set_smem_limit(reinterpret_cast<const void*>(kernel), smem, c.index, op);
+      kernel<<<grid, wgmma_ws::kThreads, smem, c.stream>>>(fp);
+    };
+    if (d.D == 64) launch_ws(wgmma_ws::attention_fwd_ws_kernel<64>, wgmma_ws::smem_bytes<64>());
+    else launch_ws(wgmma_ws::attention_fwd_ws_kernel<128>, wgmma_ws::smem_bytes<128>());
+  } else if (variant == 2) {
     if (d.D == 64) launch(wgmma::attention_fwd_kernel<64, true>, wgmma::fwd_smem_bytes<64, true>());
     else launch(wgmma::attention_fwd_kernel<128, true>, wgmma::fwd_smem_bytes<128, true>());
   } else {

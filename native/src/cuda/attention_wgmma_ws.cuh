@@ -1,0 +1,295 @@
+// Hopper (sm_90a) attention forward with warp specialisation (FlashAttention-3's producer/consumer design), selected
+// with OWLET_ATTN_FWD=wgmma-ws (see attention.cu). Same contract and numerics as attention_wgmma.cuh (whose header
+// documents the swizzled layouts, descriptors, fragments and wgmma fence/commit/wait rules this kernel reuses
+// through its helpers): bf16 q, k, v in [B, T, H, D] (D = 64 or 128), causal with shift Tk − Tq, key padding mask,
+// Tq/Tk tails; normalised O (bf16) and the natural-log lse. No dropout (the dispatch falls back).
+//
+// Roles: one block of 3 warpgroups (384 threads) per (128 queries, head, batch).
+//   - warpgroup 0, the producer: loads Q once, then every 128-key tile of K and V of the block into a ring of
+//     kStages stages, by cp.async; each producer thread ends a tile's copies with cp.async.mbarrier.arrive.noinc on
+//     the stage's "full" mbarrier (count 128: one arrival per producer thread, triggered when that thread's copies
+//     have landed). Before refilling a stage it waits on the stage's "empty" mbarrier. It gives registers away
+//     (setmaxnreg.dec to kProducerRegs).
+//   - warpgroups 1 and 2, the consumers (setmaxnreg.inc to kConsumerRegs): consumer c owns query rows 64c..64c+63 of
+//     the block. For every tile of the block — also those it has no work for (causal: the lower rows stop earlier;
+//     a warpgroup past Tq has none), so that the phases of both mbarriers and the turn barriers stay in step — it
+//     waits on "full" (then fence.proxy.async: the copies were generic-proxy writes, wgmma reads through the async
+//     proxy), computes S = QKᵀ, the online softmax and O += PV as attention_wgmma.cuh does, and after its last
+//     wgmma on the stage has completed every consumer thread arrives on "empty" (count 256).
+//   - ping-pong: two named barriers (ids kTurn, kTurn + 1, 256 threads each: 128 that bar.sync + 128 that
+//     bar.arrive) pass a turn between the consumers; a consumer issues its S = QKᵀ only in its turn and hands the
+//     turn over right after, so one consumer's softmax runs while the other's product is on the tensor cores.
+//     Consumer 1 gives consumer 0 the first turn (if the block has a tile) and consumer 0 takes one extra turn after
+//     its loop, so every bar.sync meets exactly one bar.arrive and nothing is left pending at the block's end.
+// ptxas (nvcc 13.0, sm_90a, -Xptxas -v): 168 registers at launch (the cap for 384 threads; setmaxnreg then moves
+// them between the roles), 0 bytes spilled, 16 barriers (the turn barriers' ids are registers), D = 64 and 128.
+// No __syncthreads inside the loop (only the one that publishes the mbarrier initialisation). Every loop runs
+// n_tiles times in every thread of its role, whatever the masks: no thread waits for an arrival that is skipped.
+#pragma once
+#include <cstdint>
+#include <type_traits>
+
+#include "attention_wgmma.cuh"
+
+namespace owlet::cuda::wgmma_ws {
+
+using wgmma::kBC;
+using wgmma::kBR;
+constexpr int kStages = 2;  // K/V ring stages (D = 128: Q 32 KiB + 2 × 64 KiB)
+constexpr int kThreads = 384, kProducerThreads = 128;
+constexpr int kProducerRegs = 40, kConsumerRegs = 232;  // 128·40 + 256·232 = 64,512 ≤ 65,536 registers
+constexpr int kTurn = 1;                                // named barriers kTurn (consumer 0's), kTurn + 1 (consumer 1's)
+
+template <int D>
+constexpr size_t smem_bytes() {
+  // Q, kStages × (K, V), the mbarriers (Q, full[], empty[]), and room to align the base to 1024 bytes.
+  return size_t(kBR + 2 * kStages * kBC) * D * 2 + 8 * (1 + 2 * kStages) + 1024;
+}
+
+#ifdef OWLET_CUDA_EMULATION
+__device__ __forceinline__ void mbar_init(uint32_t a, int count) { ::emu::mbar_init(a, count); }
+__device__ __forceinline__ void mbar_arrive(uint32_t a) { ::emu::mbar_arrive(a); }
+__device__ __forceinline__ void mbar_wait(uint32_t a, uint32_t parity) { ::emu::mbar_wait_parity(a, parity); }
+__device__ __forceinline__ void cp_async16(uint32_t s, const void* g, bool valid) {
+  ::emu::cp_async_deferred(s, g, valid, 16);
+}
+__device__ __forceinline__ void cp_async_arrive_noinc(uint32_t a) { ::emu::cp_async_mbar_arrive_noinc(a); }
+__device__ __forceinline__ void cp_async_wait_all() { ::emu::cp_async_wait_all(); }
+__device__ __forceinline__ void bar_sync(int id, int n) { ::emu::named_barrier(id, n, true); }
+__device__ __forceinline__ void bar_arrive(int id, int n) { ::emu::named_barrier(id, n, false); }
+template <int R>
+__device__ __forceinline__ void regs_dec() {}
+template <int R>
+__device__ __forceinline__ void regs_inc() {}
+#else
+__device__ __forceinline__ void mbar_init(uint32_t a, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(a), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t a) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(a) : "memory");
+}
+// Spins on mbarrier.try_wait.parity (acquire at CTA scope by default) until the phase of that parity completed.
+__device__ __forceinline__ void mbar_wait(uint32_t a, uint32_t parity) {
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(a), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+__device__ __forceinline__ void cp_async16(uint32_t s, const void* g, bool valid) { mma::cp_async16(s, g, valid); }
+__device__ __forceinline__ void cp_async_arrive_noinc(uint32_t a) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(a) : "memory");
+}
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+__device__ __forceinline__ void bar_sync(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
+__device__ __forceinline__ void bar_arrive(int id, int n) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+}
+template <int R>
+__device__ __forceinline__ void regs_dec() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(R));
+}
+template <int R>
+__device__ __forceinline__ void regs_inc() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(R));
+}
+#endif
+
+// The producer warpgroup's copy of rows [r0, r0 + ROWS) of a [T, H, D] sequence into the swizzled layout at `s`
+// (as wgmma::load_tile, 128 threads), zero-filling rows at or past `limit`.
+template <int ROWS, int D>
+__device__ __forceinline__ void load_tile(uint32_t s, const bf16* base, int64_t rs, int r0, int limit, int ptid) {
+  constexpr int kChunks = D / 8;
+#pragma unroll 4
+  for (int c = ptid; c < ROWS * kChunks; c += kProducerThreads) {
+    const int row = c / kChunks, ch = c % kChunks, blk = ch >> 3, k = ch & 7;
+    const bool valid = r0 + row < limit;
+    const bf16* src = base + int64_t(valid ? r0 + row : 0) * rs + ch * 8;
+    cp_async16(s + blk * (ROWS * 128) + row * 128 + ((k ^ (row & 7)) << 4), src, valid);
+  }
+}
+
+template <int D>
+__global__ void __launch_bounds__(kThreads, 1) attention_fwd_ws_kernel(flash::Params p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL) || defined(OWLET_CUDA_EMULATION)
+  constexpr int DB = D / 64, KK = kBC / 16, NS = kBC / 8 * 4;
+  constexpr uint32_t kQBytes = kBR * D * 2, kKVBytes = kBC * D * 2;
+  OWLET_DYNAMIC_SMEM(smem_raw);
+  const uint32_t raw = mma::smem_u32(smem_raw);
+  const uint32_t sQ = (raw + 1023u) & ~1023u;
+  const uint32_t sKV = sQ + kQBytes;  // stage s: K at sKV + 2s·kKVBytes, V right after it
+  const uint32_t bar_q = sKV + 2 * kStages * kKVBytes, bar_full = bar_q + 8, bar_empty = bar_full + 8 * kStages;
+
+  const int tid = threadIdx.x, role = tid >> 7;  // 0: producer, 1 and 2: consumers
+  const int b = blockIdx.z, h = blockIdx.y;
+  const int q0 = (gridDim.x - 1 - blockIdx.x) * kBR;  // the longest causal tiles start first
+  const int64_t rs = int64_t(p.H) * D;
+  const int shift = p.Tk - p.Tq;
+  const int kv_end = p.causal ? min(p.Tk, q0 + kBR + shift) : p.Tk;
+  const int n_tiles = kv_end > 0 ? (kv_end + kBC - 1) / kBC : 0;
+
+  if (tid == 0) {
+    mbar_init(bar_q, kProducerThreads);
+    for (int s = 0; s < kStages; s++) {
+      mbar_init(bar_full + 8 * s, kProducerThreads);
+      mbar_init(bar_empty + 8 * s, kThreads - kProducerThreads);
+    }
+  }
+  __syncthreads();  // the initialised mbarriers are visible to every thread
+
+  if (role == 0) {
+    // ---- producer ----
+    regs_dec<kProducerRegs>();
+    const int ptid = tid;
+    const bf16* qb = p.q + (int64_t(b) * p.Tq * p.H + h) * D;
+    const bf16* kb = p.k + (int64_t(b) * p.Tk * p.H + h) * D;
+    const bf16* vb = p.v + (int64_t(b) * p.Tk * p.H + h) * D;
+    load_tile<kBR, D>(sQ, qb, rs, q0, p.Tq, ptid);
+    cp_async_arrive_noinc(bar_q);
+    for (int tile = 0; tile < n_tiles; tile++) {
+      const int s = tile % kStages;
+      // Refill: both consumers released this stage's previous tile (use tile/kStages − 1 of the stage).
+      if (tile >= kStages) mbar_wait(bar_empty + 8 * s, uint32_t((tile / kStages - 1) & 1));
+      const uint32_t sK = sKV + 2 * s * kKVBytes;
+      load_tile<kBC, D>(sK, kb, rs, tile * kBC, p.Tk, ptid);
+      load_tile<kBC, D>(sK + kKVBytes, vb, rs, tile * kBC, p.Tk, ptid);
+      cp_async_arrive_noinc(bar_full + 8 * s);
+    }
+    // Tail: wait until the consumers have released the last stages (so they have seen every copy land) before
+    // leaving; then no copy is outstanding when the producer's threads exit.
+    for (int tile = max(0, n_tiles - kStages); tile < n_tiles; tile++)
+      mbar_wait(bar_empty + 8 * (tile % kStages), uint32_t((tile / kStages) & 1));
+    cp_async_wait_all();
+    return;
+  }
+
+  // ---- consumers ----
+  regs_inc<kConsumerRegs>();
+  const int ctid = tid - kProducerThreads, wg = ctid >> 7, wi = (ctid >> 5) & 3, lane = ctid & 31, g = lane >> 2,
+            t4 = lane & 3;
+  const int wg_row0 = q0 + wg * 64;
+  const bool wg_active = wg_row0 < p.Tq;
+  const int wg_kv_end = p.causal ? min(p.Tk, wg_row0 + 64 + shift) : p.Tk;
+  const int warp_row0 = wg_row0 + wi * 16;
+  const int row_a = warp_row0 + g, row_b = row_a + 8;
+  const int my_turn = kTurn + wg, other_turn = kTurn + 1 - wg;
+
+  float o[DB][32];
+#pragma unroll
+  for (int c = 0; c < DB; c++)
+#pragma unroll
+    for (int i = 0; i < 32; i++) o[c][i] = 0.f;
+  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
+  const uint32_t sQw = sQ + wg * 64 * 128;
+
+  mbar_wait(bar_q, 0);
+  wgmma::fence_proxy_async();
+  if (wg == 1 && n_tiles > 0) bar_arrive(kTurn, 2 * 128);  // consumer 0 has the first turn
+
+  for (int tile = 0; tile < n_tiles; tile++) {
+    const int kv0 = tile * kBC, s = tile % kStages;
+    const uint32_t sKt = sKV + 2 * s * kKVBytes, sVt = sKt + kKVBytes;
+    mbar_wait(bar_full + 8 * s, uint32_t((tile / kStages) & 1));
+    wgmma::fence_proxy_async();  // the stage's generic-proxy copies are visible to the tensor cores' async proxy
+    if (wg_active && kv0 < wg_kv_end) {
+      // Straight-line from each wgmma to its wait (ptxas serialises wgmma in flight across a branch).
+      float s_acc[NS];
+      bar_sync(my_turn, 2 * 128);
+      wgmma::fence();
+      wgmma::issue_scores<D>(s_acc, sQw, sKt);
+      bar_arrive(other_turn, 2 * 128);  // the other consumer may issue while this one waits and runs the softmax
+      wgmma::wait<0>();
+      wgmma::fence_operands(s_acc);
+
+      const bool need_mask =
+          p.key_mask != nullptr || kv0 + kBC > p.Tk || (p.causal && kv0 + kBC - 1 > warp_row0 + shift);
+      if (need_mask) {
+#pragma unroll
+        for (int i = 0; i < NS; i++) {
+          const int j = kv0 + (i >> 2) * 8 + 2 * t4 + (i & 1), row = (i & 2) ? row_b : row_a;
+          if (!flash::key_visible(p, b, row, j)) s_acc[i] = -INFINITY;
+        }
+      }
+      float m_use[2], corr[2];
+#pragma unroll
+      for (int r = 0; r < 2; r++) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int i = 0; i < NS / 4; i++) mx = fmaxf(mx, fmaxf(s_acc[4 * i + 2 * r], s_acc[4 * i + 2 * r + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float m_new = fmaxf(m_run[r], mx * p.scale_log2);
+        m_use[r] = m_new == -INFINITY ? 0.f : m_new;
+        corr[r] = exp2f(m_run[r] - m_use[r]);
+        m_run[r] = m_new;
+        l_run[r] *= corr[r];
+      }
+#pragma unroll
+      for (int i = 0; i < NS; i++) {
+        const float pe = exp2f(fmaf(s_acc[i], p.scale_log2, -m_use[(i >> 1) & 1]));
+        l_run[(i >> 1) & 1] += pe;
+        s_acc[i] = pe;
+      }
+#pragma unroll
+      for (int c = 0; c < DB; c++)
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+#pragma unroll
+          for (int r = 0; r < 2; r++) {
+            o[c][4 * i + 2 * r] *= corr[r];
+            o[c][4 * i + 2 * r + 1] *= corr[r];
+          }
+      uint32_t pa[KK][4];
+#pragma unroll
+      for (int kk = 0; kk < KK; kk++) {
+        pa[kk][0] = mma::pack_bf16(s_acc[8 * kk + 0], s_acc[8 * kk + 1]);
+        pa[kk][1] = mma::pack_bf16(s_acc[8 * kk + 2], s_acc[8 * kk + 3]);
+        pa[kk][2] = mma::pack_bf16(s_acc[8 * kk + 4], s_acc[8 * kk + 5]);
+        pa[kk][3] = mma::pack_bf16(s_acc[8 * kk + 6], s_acc[8 * kk + 7]);
+        wgmma::fence_operands(pa[kk]);
+      }
+#pragma unroll
+      for (int c = 0; c < DB; c++) wgmma::fence_operands(o[c]);
+      wgmma::fence();
+      wgmma::issue_pv(o, pa, sVt);
+      wgmma::wait<0>();
+#pragma unroll
+      for (int c = 0; c < DB; c++) wgmma::fence_operands(o[c]);
+    } else {
+      // No work on this tile (nor on any later one): still take and pass the turn, so the other consumer's
+      // bar.sync finds its partner.
+      bar_sync(my_turn, 2 * 128);
+      bar_arrive(other_turn, 2 * 128);
+    }
+    mbar_arrive(bar_empty + 8 * s);  // this thread's reads of the stage (through completed wgmma) are over
+  }
+  if (wg == 0 && n_tiles > 0) bar_sync(kTurn, 2 * 128);  // consumer 1's arrival after its last tile
+
+  const int64_t obase = (int64_t(b) * p.Tq * p.H + h) * D;
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    float l = l_run[r];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    const int row = r ? row_b : row_a;
+    if (!wg_active || row >= p.Tq) continue;
+    const float f = l > 0.f ? 1.f / l : 0.f;
+    bf16* dst = p.out + obase + int64_t(row) * rs + 2 * t4;
+#pragma unroll
+    for (int c = 0; c < DB; c++)
+#pragma unroll
+      for (int i = 0; i < 8; i++)
+        *reinterpret_cast<__nv_bfloat162*>(dst + c * 64 + i * 8) =
+            __floats2bfloat162_rn(o[c][4 * i + 2 * r] * f, o[c][4 * i + 2 * r + 1] * f);
+    if (t4 == 0)
+      p.lse[(int64_t(b) * p.H + h) * p.Tq + row] = l > 0.f ? (m_run[r] + log2f(l)) * flash::kLn2 : -INFINITY;
+  }
+#else
+  __trap();  // built without sm_90a: the dispatch never launches this (see use_wgmma_fwd in attention.cu)
+#endif
+}
+
+}  // namespace owlet::cuda::wgmma_ws
