@@ -342,76 +342,35 @@ export function cases(): Case[] {
     attn('odd', 2, 2, 77, 150, 128, false, true, 0, ['bf16'], false, env);
     attn('LLaMA padded batch', 2, 2, 512, 512, 128, true, true, 0, ['bf16'], false, env);
   }
-  // The experimental Hopper forward (wgmma, 128-query blocks of 2 warpgroups, 128-key tiles): causal within one
-  // tile and across two with a shift, Tq > Tk (rows with no visible key), key mask with a Tk tail, D = 64, a
-  // dropout case (must fall back to the mma.sync kernel), and long sequences.
-  attn('odd', 1, 2, 70, 70, 128, true, false, 0, ['bf16'], true, { OWLET_ATTN_FWD: 'wgmma' });
-  attn('odd', 1, 2, 100, 140, 128, true, false, 0, ['bf16'], true, { OWLET_ATTN_FWD: 'wgmma' });
-  attn('odd (rows with no visible key)', 1, 2, 72, 40, 128, true, false, 0, ['bf16'], true, { OWLET_ATTN_FWD: 'wgmma' });
-  attn('odd', 2, 3, 77, 150, 128, false, true, 0, ['bf16'], true, { OWLET_ATTN_FWD: 'wgmma' });
-  attn('odd', 2, 3, 37, 45, 64, true, true, 0, ['bf16'], true, { OWLET_ATTN_FWD: 'wgmma' });
-  attn('odd (dropout: fallback)', 1, 2, 45, 45, 128, true, false, 0.1, ['bf16'], true, { OWLET_ATTN_FWD: 'wgmma' });
-  attn('odd', 1, 2, 200, 300, 128, false, false, 0, ['bf16'], false, { OWLET_ATTN_FWD: 'wgmma' });
-  attn('ViT', 1, 4, 257, 257, 64, false, false, 0, ['bf16'], false, { OWLET_ATTN_FWD: 'wgmma' });
-  attn('LLaMA', 1, 1, 2048, 2048, 128, true, false, 0, ['bf16'], false, { OWLET_ATTN_FWD: 'wgmma' });
-  attn('LLaMA padded batch', 2, 2, 512, 512, 128, true, true, 0, ['bf16'], false, { OWLET_ATTN_FWD: 'wgmma' });
-  // Its variant with the softmax overlapping the previous tile's P·V (Tq100 Tk140: the lower warpgroup stops one
-  // tile before the upper one, so the pending product is finished on the skipped tile).
-  {
-    const fwd = 'wgmma-overlap';
-    attn('odd', 1, 2, 70, 70, 128, true, false, 0, ['bf16'], true, { OWLET_ATTN_FWD: fwd });
-    attn('odd', 1, 2, 100, 140, 128, true, false, 0, ['bf16'], true, { OWLET_ATTN_FWD: fwd });
-    attn('odd (rows with no visible key)', 1, 2, 72, 40, 128, true, false, 0, ['bf16'], true, { OWLET_ATTN_FWD: fwd });
-    attn('odd', 2, 3, 77, 150, 128, false, true, 0, ['bf16'], true, { OWLET_ATTN_FWD: fwd });
-    attn('odd', 2, 3, 37, 45, 64, true, true, 0, ['bf16'], true, { OWLET_ATTN_FWD: fwd });
-    attn('odd', 1, 2, 200, 300, 128, false, false, 0, ['bf16'], true, { OWLET_ATTN_FWD: fwd });
-    attn('ViT', 1, 4, 257, 257, 64, false, false, 0, ['bf16'], false, { OWLET_ATTN_FWD: fwd });
-    attn('LLaMA', 1, 1, 2048, 2048, 128, true, false, 0, ['bf16'], false, { OWLET_ATTN_FWD: fwd });
-    attn('LLaMA padded batch', 2, 2, 512, 512, 128, true, true, 0, ['bf16'], false, { OWLET_ATTN_FWD: fwd });
-  }
-  // The warp-specialised Hopper forward (OWLET_ATTN_FWD=wgmma-ws: a producer warpgroup fills a 2-stage K/V ring
-  // guarded by full/empty mbarriers, two consumer warpgroups take turns on the tensor cores). Deadlock-prone shapes
-  // first, quick (compute-sanitizer runs them): one tile, the lower warpgroup stopping a tile before the upper one,
-  // rows with no visible key, a key mask with a Tk tail, the upper warpgroup without rows (Tq 50) through more key
-  // tiles than stages, D = 64; then a dropout fallback and long sequences.
-  {
-    const fwd = { OWLET_ATTN_FWD: 'wgmma-ws' };
-    attn('odd', 1, 2, 70, 70, 128, true, false, 0, ['bf16'], true, fwd);
-    attn('odd', 1, 2, 100, 140, 128, true, false, 0, ['bf16'], true, fwd);
-    attn('odd (rows with no visible key)', 1, 2, 72, 40, 128, true, false, 0, ['bf16'], true, fwd);
-    attn('odd', 2, 3, 77, 150, 128, false, true, 0, ['bf16'], true, fwd);
-    attn('odd (upper warpgroup idle, 4 key tiles)', 2, 2, 50, 400, 128, false, true, 0, ['bf16'], true, fwd);
-    attn('odd', 2, 3, 37, 45, 64, true, true, 0, ['bf16'], true, fwd);
-    attn('odd', 1, 2, 190, 600, 64, true, false, 0, ['bf16'], true, fwd);
-    attn('odd (dropout: fallback)', 1, 2, 45, 45, 128, true, false, 0.1, ['bf16'], true, fwd);
-    attn('odd', 1, 2, 200, 300, 128, false, false, 0, ['bf16'], false, fwd);
-    attn('odd', 2, 2, 200, 300, 128, true, true, 0, ['bf16'], false, fwd);
-    attn('ViT', 1, 4, 257, 257, 64, false, false, 0, ['bf16'], false, fwd);
-    attn('LLaMA', 1, 1, 2048, 2048, 128, true, false, 0, ['bf16'], false, fwd);
-    attn('LLaMA padded batch', 2, 2, 512, 512, 128, true, true, 0, ['bf16'], false, fwd);
-  }
-  // The experimental Hopper backward (OWLET_ATTN_BWD=wgmma: 128-key blocks of 2 warpgroups, 64-query steps) after
-  // the default forward: causal within one key block and across two with a shift, Tq > Tk (rows with no visible
-  // key), key mask with a Tk tail, several key and query blocks, D = 64, dropout (must fall back to the mma.sync
-  // backward), the model's shapes; then after the Hopper forward.
-  {
-    const env = { OWLET_ATTN_BWD: 'wgmma' };
-    attn('odd', 1, 2, 70, 70, 128, true, false, 0, ['bf16'], true, env);
-    attn('odd', 1, 2, 100, 140, 128, true, false, 0, ['bf16'], true, env);
-    attn('odd (rows with no visible key)', 1, 2, 72, 40, 128, true, false, 0, ['bf16'], true, env);
-    attn('odd', 2, 3, 77, 150, 128, false, true, 0, ['bf16'], true, env);
-    attn('odd', 1, 2, 200, 300, 128, false, false, 0, ['bf16'], false, env);
-    attn('odd', 2, 2, 260, 270, 128, true, true, 0, ['bf16'], false, env);
-    attn('odd', 2, 3, 37, 45, 64, true, true, 0, ['bf16'], true, env);
-    attn('odd', 1, 2, 150, 200, 64, false, false, 0, ['bf16'], false, env);
-    attn('odd (dropout: fallback)', 1, 2, 45, 45, 128, true, false, 0.1, ['bf16'], true, env);
-    attn('ViT', 1, 4, 257, 257, 64, false, false, 0, ['bf16'], false, env);
-    attn('LLaMA', 1, 1, 2048, 2048, 128, true, false, 0, ['bf16'], false, env);
-    attn('LLaMA padded batch', 2, 2, 512, 512, 128, true, true, 0, ['bf16'], false, env);
-    const hopper = { OWLET_ATTN_FWD: 'wgmma', OWLET_ATTN_BWD: 'wgmma' };
-    attn('odd', 2, 3, 77, 150, 128, false, true, 0, ['bf16'], true, hopper);
-    attn('odd', 1, 2, 100, 140, 128, true, false, 0, ['bf16'], false, hopper);
-    attn('LLaMA padded batch', 2, 2, 512, 512, 128, true, true, 0, ['bf16'], false, hopper);
+  // The Hopper kernels, each variant on one list of shapes chosen for their tiling: causal within one tile and
+  // across two with a shift (the lower warpgroup stopping a tile before the upper one), Tq > Tk (rows with no visible
+  // key), a key mask with a Tk tail, the upper warpgroup without rows through more key tiles than the ws forward has
+  // stages, several key and query blocks, D = 64, dropout (must fall back to the mma.sync kernels), the model's
+  // shapes. The quick ones (compute-sanitizer runs them) are the deadlock- and race-prone small shapes.
+  //   OWLET_ATTN_FWD=wgmma, wgmma-overlap (softmax overlapping the previous tile's P·V), wgmma-ws (a producer
+  //   warpgroup filling a 2-stage K/V ring under full/empty mbarriers, two consumer warpgroups taking turns);
+  //   OWLET_ATTN_BWD=wgmma (128-key blocks of 2 warpgroups, 64-query steps); and the mma.sync backward after the
+  //   Hopper forward, the default forward at D = 128 (OWLET_ATTN_BWD=mma).
+  const hopperShapes: [string, number, number, number, number, number, boolean, boolean, number, boolean][] = [
+    ['odd', 1, 2, 70, 70, 128, true, false, 0, true],
+    ['odd', 1, 2, 100, 140, 128, true, false, 0, true],
+    ['odd (rows with no visible key)', 1, 2, 72, 40, 128, true, false, 0, true],
+    ['odd', 2, 3, 77, 150, 128, false, true, 0, true],
+    ['odd (upper warpgroup idle, 4 key tiles)', 2, 2, 50, 400, 128, false, true, 0, true],
+    ['odd', 2, 3, 37, 45, 64, true, true, 0, true],
+    ['odd', 1, 2, 190, 600, 64, true, false, 0, true],
+    ['odd (dropout: fallback)', 1, 2, 45, 45, 128, true, false, 0.1, true],
+    ['odd', 1, 2, 200, 300, 128, false, false, 0, false],
+    ['odd', 2, 2, 260, 270, 128, true, true, 0, false],
+    ['odd', 1, 2, 150, 200, 64, false, false, 0, false],
+    ['ViT', 1, 4, 257, 257, 64, false, false, 0, false],
+    ['LLaMA', 1, 1, 2048, 2048, 128, true, false, 0, false],
+    ['LLaMA padded batch', 2, 2, 512, 512, 128, true, true, 0, false],
+  ];
+  for (const env of [{ OWLET_ATTN_FWD: 'wgmma' }, { OWLET_ATTN_FWD: 'wgmma-overlap' }, { OWLET_ATTN_FWD: 'wgmma-ws' },
+    { OWLET_ATTN_BWD: 'wgmma' }, { OWLET_ATTN_FWD: 'wgmma', OWLET_ATTN_BWD: 'mma' }] as VariantEnv[]) {
+    for (const [label, B, H, Tq, Tk, D, causal, masked, p, quick] of hopperShapes)
+      attn(label, B, H, Tq, Tk, D, causal, masked, p, ['bf16'], quick, env);
   }
 
   // ---------------------------------------------------------------- lora
