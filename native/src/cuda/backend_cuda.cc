@@ -51,6 +51,13 @@ DeviceContext* create(int index) {
   c->index = index;
   check(cudaSetDevice(index), "cuda init", "cudaSetDevice");
   check(cudaGetDeviceProperties(&c->prop, index), "cuda init", "cudaGetDeviceProperties");
+  if (!device_can_run_kernels()) {
+    const std::string sm = std::to_string(c->prop.major) + std::to_string(c->prop.minor), name = c->prop.name;
+    delete c;
+    fail(ErrorKind::Backend, "cuda init: this CUDA addon was built for CUDA architectures " OWLET_CUDA_ARCHS
+                             " only, which cannot run on this " + name + " (sm_" + sm +
+                             "); rebuild it with cmake-js compile --CDCMAKE_CUDA_ARCHITECTURES=" + sm);
+  }
   check(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking), "cuda init", "cudaStreamCreate");
   check(cublasCreate(&c->blas), "cuda init", "cublasCreate");
   check(cublasSetStream(c->blas, c->stream), "cuda init", "cublasSetStream");

@@ -55,6 +55,9 @@ void sync(DeviceContext& c, const char* op);
 // sync() for every device this process has used.
 void sync_all(const char* op);
 
+// False when the addon holds no kernel code for the current device (arch_probe.cu).
+bool device_can_run_kernels();
+
 // Number of blocks for a grid-stride loop over n items with `threads` per block: enough to fill the device a few
 // times over, never more than needed.
 int grid_for(const DeviceContext& c, int64_t n, int threads);
