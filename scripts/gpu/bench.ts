@@ -89,12 +89,7 @@ export function attentionOnce(be: Be, B: number, H: number, Tq: number, Tk: numb
 /** LoRA fwd+bwd against the frozen linear (matmul forward + input gradient); variant 'thin' times the one-pass
  *  kernels for the thin products (OWLET_LORA=thin) for comparison (cuBLAS is the default). */
 export function loraBench(be: Be, M: number, K: number, N: number, r: number, variant = ''): BenchResult {
-  const saved = process.env.OWLET_LORA;
-  if (variant) process.env.OWLET_LORA = variant;
-  try { return loraBenchRun(be, M, K, N, r, variant); } finally {
-    if (saved === undefined) delete process.env.OWLET_LORA;
-    else process.env.OWLET_LORA = saved;
-  }
+  return withEnv(variant ? { OWLET_LORA: variant } : {}, () => loraBenchRun(be, M, K, N, r, variant));
 }
 
 function loraBenchRun(be: Be, M: number, K: number, N: number, r: number, variant: string): BenchResult {

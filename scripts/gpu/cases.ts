@@ -382,18 +382,11 @@ export function cases(): Case[] {
       family: 'lora', dtypes: both, quick,
       inputs: gen({ shape: [M, K] }, { shape: [N, K], std: 1 / Math.sqrt(K) }, { shape: [r, K], std: 1 / Math.sqrt(K) },
         { shape: [N, r], std: 0.1 }, { shape: [M, N] }),
-      run: (be, [x, w, a, b, gy]) => {
-        const saved = process.env.OWLET_LORA;
-        if (variant) process.env.OWLET_LORA = variant;
-        try {
-          const [y, xa] = op(be, 'loraForward')(x, w, a, b, 2, p, 5);
-          const [gx, ga, gb] = op(be, 'loraBackward')(gy, x, w, a, b, xa, 2, p, 5, true);
-          return { y, xa, gx, ga, gb };
-        } finally {
-          if (saved === undefined) delete process.env.OWLET_LORA;
-          else process.env.OWLET_LORA = saved;
-        }
-      },
+      run: (be, [x, w, a, b, gy]) => withEnv(variant ? { OWLET_LORA: variant } : {}, () => {
+        const [y, xa] = op(be, 'loraForward')(x, w, a, b, 2, p, 5);
+        const [gx, ga, gb] = op(be, 'loraBackward')(gy, x, w, a, b, xa, 2, p, 5, true);
+        return { y, xa, gx, ga, gb };
+      }),
       ref: ([x, w, a, b, gy]) => R.loraRef(x, w, a, b, M, K, N, r, 2, p, 5, gy),
       grads: ['gx', 'ga', 'gb'],
     });

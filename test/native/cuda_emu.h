@@ -386,22 +386,6 @@ inline void acc_pos(int r, int& row, int& col) {
   row = 16 * w + lane / 4 + ((r % 4) >= 2 ? 8 : 0);
   col = 8 * (r / 4) + 2 * (lane % 4) + (r % 2);
 }
-// wgmma.m64nNk16.f32.bf16.bf16, A and B from shared memory, both K-major: d = A·B (+ d when scale_d).
-template <int R>
-inline void wgmma_ss_kmajor(float (&d_)[R], int N, uint64_t desc_a, uint64_t desc_b, bool scale_d) {
-  if (N / 2 != R) std::abort();
-  SmemDesc a = decode_desc(desc_a), b = decode_desc(desc_b);
-  float* d = d_;
-  wgmma_issue([=] {
-  for (int r = 0; r < R; r++) {
-    int row, col;
-    acc_pos(r, row, col);
-    float acc = 0.f;
-    for (int k = 0; k < 16; k++) acc += kmajor_at(a, row, k) * kmajor_at(b, col, k);
-    d[r] = (scale_d ? d[r] : 0.f) + acc;
-  }
-  });
-}
 // wgmma.m64nNk16.f32.bf16.bf16 with A and B from shared memory, each K-major or (trans = true, imm-trans-a/b = 1)
 // MN-major one atom wide (M = 64 for A, N <= 64 for B): d = A·B (+ d when scale_d).
 template <int R>

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -65,19 +66,25 @@ int bwd_warps(int D) {
 // w4s; at D = 64 w4s (ViT 113 against 103 for w4; abstractor 103 against 99).
 enum class FwdVariant { Auto, W4, W8, W8s, M2, W4s, Wgmma, WgmmaOverlap, WgmmaWs };
 
+// The variant `var` names, from a table whose first entry is the default ("auto": also when unset or empty).
+template <class V, size_t N>
+V env_variant(const char* var, const std::pair<const char*, V> (&names)[N], const char* op) {
+  const char* e = std::getenv(var);
+  if (!e || !*e) return names[0].second;
+  std::string known;
+  for (const auto& [name, v] : names) {
+    if (std::strcmp(e, name) == 0) return v;
+    known += (known.empty() ? "" : ", ") + std::string(name);
+  }
+  fail(ErrorKind::Argument, std::string(op) + ": " + var + "=" + e + " is not a variant (" + known + ")");
+}
+
 FwdVariant fwd_variant(const char* op) {
-  const char* e = std::getenv("OWLET_ATTN_FWD");
-  if (!e || !*e || std::strcmp(e, "auto") == 0) return FwdVariant::Auto;
-  if (std::strcmp(e, "w4") == 0) return FwdVariant::W4;
-  if (std::strcmp(e, "w8") == 0) return FwdVariant::W8;
-  if (std::strcmp(e, "w8s") == 0) return FwdVariant::W8s;
-  if (std::strcmp(e, "m2") == 0) return FwdVariant::M2;
-  if (std::strcmp(e, "w4s") == 0) return FwdVariant::W4s;
-  if (std::strcmp(e, "wgmma") == 0) return FwdVariant::Wgmma;
-  if (std::strcmp(e, "wgmma-overlap") == 0) return FwdVariant::WgmmaOverlap;
-  if (std::strcmp(e, "wgmma-ws") == 0) return FwdVariant::WgmmaWs;
-  fail(ErrorKind::Argument, std::string(op) + ": OWLET_ATTN_FWD=" + e +
-                                " is not a forward variant (auto, w4, w8, w8s, m2, w4s, wgmma, wgmma-overlap, wgmma-ws)");
+  static const std::pair<const char*, FwdVariant> names[] = {
+      {"auto", FwdVariant::Auto}, {"w4", FwdVariant::W4},   {"w8", FwdVariant::W8},
+      {"w8s", FwdVariant::W8s},   {"m2", FwdVariant::M2},   {"w4s", FwdVariant::W4s},
+      {"wgmma", FwdVariant::Wgmma}, {"wgmma-overlap", FwdVariant::WgmmaOverlap}, {"wgmma-ws", FwdVariant::WgmmaWs}};
+  return env_variant("OWLET_ATTN_FWD", names, op);
 }
 
 // The backward's variant, from OWLET_ATTN_BWD. Unset (or "auto"): the Hopper backward of attention_wgmma_bwd.cuh where
@@ -88,13 +95,9 @@ FwdVariant fwd_variant(const char* op) {
 enum class BwdVariant { Auto, Mma, Br64, Wgmma };
 
 BwdVariant bwd_variant_of(const char* op) {
-  const char* e = std::getenv("OWLET_ATTN_BWD");
-  if (!e || !*e || std::strcmp(e, "auto") == 0) return BwdVariant::Auto;
-  if (std::strcmp(e, "mma") == 0) return BwdVariant::Mma;
-  if (std::strcmp(e, "br64") == 0) return BwdVariant::Br64;
-  if (std::strcmp(e, "wgmma") == 0) return BwdVariant::Wgmma;
-  fail(ErrorKind::Argument,
-       std::string(op) + ": OWLET_ATTN_BWD=" + e + " is not a backward variant (auto, mma, br64, wgmma)");
+  static const std::pair<const char*, BwdVariant> names[] = {
+      {"auto", BwdVariant::Auto}, {"mma", BwdVariant::Mma}, {"br64", BwdVariant::Br64}, {"wgmma", BwdVariant::Wgmma}};
+  return env_variant("OWLET_ATTN_BWD", names, op);
 }
 
 int to_i32(int64_t v, const char* op) {
@@ -347,55 +350,53 @@ SimpleParams simple_params(const Tensor& q, const Tensor& k, const Tensor& v, co
   return sp;
 }
 
-// The Hopper forward where it applies (sm_90a build, compute capability 9.0, no dropout) and is asked for — by
-// OWLET_ATTN_FWD=wgmma, wgmma-overlap or wgmma-ws, or by default at D = 128: 0 = not (a tile shape runs),
-// 1 = wgmma, 2 = wgmma-overlap, 3 = wgmma-ws.
-int use_wgmma_fwd(const DeviceContext& c, const flash::Params& fp, const Dims& d, FwdVariant variant) {
+// Whether the Hopper kernels can run this call: an sm_90a build, a device of compute capability 9.0, no dropout.
+bool hopper_applies(const DeviceContext& c, const flash::Params& fp) {
 #ifdef OWLET_HAVE_SM90A
-  if (fp.dropout || c.prop.major != 9 || c.prop.minor != 0) return 0;
-  if (variant == FwdVariant::Auto) return d.D == 128 ? 1 : 0;
-  return variant == FwdVariant::Wgmma ? 1 : variant == FwdVariant::WgmmaOverlap ? 2
-                                        : variant == FwdVariant::WgmmaWs    ? 3
-                                                                             : 0;
+  return !fp.dropout && c.prop.major == 9 && c.prop.minor == 0;
 #else
-  (void)c, (void)fp, (void)d, (void)variant;
-  return 0;
+  (void)c, (void)fp;
+  return false;
 #endif
 }
 
-void launch_wgmma_fwd(const DeviceContext& c, const flash::Params& fp, const Dims& d, int variant, const char* op) {
+// The Hopper forward to run where one applies and is asked for — by OWLET_ATTN_FWD=wgmma, wgmma-overlap or
+// wgmma-ws, or by default (auto) at D = 128 — else none (a tile shape runs).
+std::optional<FwdVariant> hopper_fwd(const DeviceContext& c, const flash::Params& fp, const Dims& d,
+                                     FwdVariant variant) {
+  if (!hopper_applies(c, fp)) return std::nullopt;
+  if (variant == FwdVariant::Auto) return d.D == 128 ? std::optional(FwdVariant::Wgmma) : std::nullopt;
+  if (variant == FwdVariant::Wgmma || variant == FwdVariant::WgmmaOverlap || variant == FwdVariant::WgmmaWs)
+    return variant;
+  return std::nullopt;
+}
+
+void launch_wgmma_fwd(const DeviceContext& c, const flash::Params& fp, const Dims& d, FwdVariant variant,
+                      const char* op) {
   dim3 grid{unsigned((d.Tq + wgmma::kBR - 1) / wgmma::kBR), unsigned(d.H), unsigned(d.B)};
-  auto launch = [&](auto kernel, size_t smem) {
+  auto launch = [&](auto kernel, int threads, size_t smem) {
     set_smem_limit(reinterpret_cast<const void*>(kernel), smem, c.index, op);
-    kernel<<<grid, wgmma::kThreads, smem, c.stream>>>(fp);
+    kernel<<<grid, threads, smem, c.stream>>>(fp);
   };
-  if (variant == 3) {
-    auto launch_ws = [&](auto kernel, size_t smem) {
-      set_smem_limit(reinterpret_cast<const void*>(kernel), smem, c.index, op);
-      kernel<<<grid, wgmma_ws::kThreads, smem, c.stream>>>(fp);
-    };
-    if (d.D == 64) launch_ws(wgmma_ws::attention_fwd_ws_kernel<64>, wgmma_ws::smem_bytes<64>());
-    else launch_ws(wgmma_ws::attention_fwd_ws_kernel<128>, wgmma_ws::smem_bytes<128>());
-  } else if (variant == 2) {
-    if (d.D == 64) launch(wgmma::attention_fwd_kernel<64, true>, wgmma::fwd_smem_bytes<64, true>());
-    else launch(wgmma::attention_fwd_kernel<128, true>, wgmma::fwd_smem_bytes<128, true>());
+  const bool d64 = d.D == 64;
+  if (variant == FwdVariant::WgmmaWs) {
+    if (d64) launch(wgmma_ws::attention_fwd_ws_kernel<64>, wgmma_ws::kThreads, wgmma_ws::smem_bytes<64>());
+    else launch(wgmma_ws::attention_fwd_ws_kernel<128>, wgmma_ws::kThreads, wgmma_ws::smem_bytes<128>());
+  } else if (variant == FwdVariant::WgmmaOverlap) {
+    if (d64) launch(wgmma::attention_fwd_kernel<64, true>, wgmma::kThreads, wgmma::fwd_smem_bytes<64, true>());
+    else launch(wgmma::attention_fwd_kernel<128, true>, wgmma::kThreads, wgmma::fwd_smem_bytes<128, true>());
   } else {
-    if (d.D == 64) launch(wgmma::attention_fwd_kernel<64, false>, wgmma::fwd_smem_bytes<64, false>());
-    else launch(wgmma::attention_fwd_kernel<128, false>, wgmma::fwd_smem_bytes<128, false>());
+    if (d64) launch(wgmma::attention_fwd_kernel<64, false>, wgmma::kThreads, wgmma::fwd_smem_bytes<64, false>());
+    else launch(wgmma::attention_fwd_kernel<128, false>, wgmma::kThreads, wgmma::fwd_smem_bytes<128, false>());
   }
   check_launch(op);
 }
 
-// The Hopper backward where it applies (the conditions of use_wgmma_fwd) and is asked for: OWLET_ATTN_BWD=wgmma, or
-// auto without OWLET_ATTN_BWD_WARPS.
+// The Hopper backward where it applies (hopper_applies) and is asked for: OWLET_ATTN_BWD=wgmma, or auto without
+// OWLET_ATTN_BWD_WARPS (which names the mma.sync kernel).
 bool use_wgmma_bwd(const DeviceContext& c, const flash::Params& fp, BwdVariant variant) {
-#ifdef OWLET_HAVE_SM90A
   const bool asked = variant == BwdVariant::Wgmma || (variant == BwdVariant::Auto && !std::getenv("OWLET_ATTN_BWD_WARPS"));
-  return asked && !fp.dropout && c.prop.major == 9 && c.prop.minor == 0;
-#else
-  (void)c, (void)fp, (void)variant;
-  return false;
-#endif
+  return asked && hopper_applies(c, fp);
 }
 
 void launch_wgmma_bwd(const DeviceContext& c, const flash::Params& fp, const Dims& d, const char* op) {
@@ -427,8 +428,8 @@ void attention_fwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
     fp.out = out.data<bf16>();
     fp.lse = lse.f32();
     const FwdVariant variant = fwd_variant(op);
-    if (int wg = use_wgmma_fwd(c, fp, d, variant)) {
-      launch_wgmma_fwd(c, fp, d, wg, op);
+    if (const auto hopper = hopper_fwd(c, fp, d, variant)) {
+      launch_wgmma_fwd(c, fp, d, *hopper, op);
       return;
     }
     if (d.D == 64) launch_fwd_variant<64>(variant, fp, d, c, op);

@@ -123,7 +123,7 @@ __device__ __forceinline__ uint64_t desc_nmajor64(uint32_t addr) {
 // D (64×128 fp32) = A·B (+ D when scale_d != 0); A = 64×16 and B = 16×128 (stored 128×16, K-major) in shared memory.
 __device__ __forceinline__ void mma_ss_m64n128k16(float (&d)[64], uint64_t desc_a, uint64_t desc_b, int scale_d) {
 #ifdef OWLET_CUDA_EMULATION
-  ::emu::wgmma_ss_kmajor(d, 128, desc_a, desc_b, scale_d != 0);
+  ::emu::wgmma_ss(d, 128, desc_a, false, desc_b, false, scale_d != 0);
 #else
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
@@ -202,6 +202,104 @@ __device__ __forceinline__ void issue_pv(float (&o)[DB][32], uint32_t (&pa)[KK][
 #pragma unroll
     for (int c = 0; c < DB; c++) mma_rs_m64n64k16_tb(o[c], pa[kk], desc_nmajor64(sVt + c * (kBC * 128) + kk * 2048));
   commit();
+}
+
+// ---- the per-tile softmax arithmetic on the accumulator layout, shared by every Hopper forward ----
+// A thread holds 2 query rows (row_a, row_b = row_a + 8) of a warpgroup's 64 × 128 score tile: s[4i + e] is row
+// (e < 2 ? row_a : row_b), key kv0 + 8i + 2·t4 + (e & 1).
+
+// Masks the scores a row cannot see (only where the tile reaches past a boundary, or a padding mask is given).
+template <int NS>
+__device__ __forceinline__ void mask_scores(float (&s)[NS], const flash::Params& p, int b, int kv0, int t4,
+                                            int row_a, int row_b, int warp_row0, int shift) {
+  const bool need_mask = p.key_mask != nullptr || kv0 + kBC > p.Tk || (p.causal && kv0 + kBC - 1 > warp_row0 + shift);
+  if (!need_mask) return;
+#pragma unroll
+  for (int i = 0; i < NS; i++) {
+    const int j = kv0 + (i >> 2) * 8 + 2 * t4 + (i & 1), row = (i & 2) ? row_b : row_a;
+    if (!flash::key_visible(p, b, row, j)) s[i] = -INFINITY;
+  }
+}
+
+// Online softmax in base 2 (as the mma.sync kernel): updates the running max m_run and sum l_run of both rows,
+// turns the scores into probabilities, and returns in corr the factor the rows' O accumulators must be scaled by.
+template <int NS>
+__device__ __forceinline__ void softmax_step(float (&s)[NS], float (&m_run)[2], float (&l_run)[2], float (&corr)[2],
+                                             float scale_log2) {
+  float m_use[2];
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    float mx = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < NS / 4; i++) mx = fmaxf(mx, fmaxf(s[4 * i + 2 * r], s[4 * i + 2 * r + 1]));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    const float m_new = fmaxf(m_run[r], mx * scale_log2);
+    m_use[r] = m_new == -INFINITY ? 0.f : m_new;  // a row with nothing visible yet: keep everything at 0
+    corr[r] = exp2f(m_run[r] - m_use[r]);
+    m_run[r] = m_new;
+    l_run[r] *= corr[r];
+  }
+#pragma unroll
+  for (int i = 0; i < NS; i++) {
+    const float pe = exp2f(fmaf(s[i], scale_log2, -m_use[(i >> 1) & 1]));
+    l_run[(i >> 1) & 1] += pe;
+    s[i] = pe;
+  }
+}
+
+// O (DB 64-column blocks of the accumulator layout) scaled per row by corr.
+template <int DB>
+__device__ __forceinline__ void rescale_o(float (&o)[DB][32], const float (&corr)[2]) {
+#pragma unroll
+  for (int c = 0; c < DB; c++)
+#pragma unroll
+    for (int i = 0; i < 8; i++)
+#pragma unroll
+      for (int r = 0; r < 2; r++) {
+        o[c][4 * i + 2 * r] *= corr[r];
+        o[c][4 * i + 2 * r + 1] *= corr[r];
+      }
+}
+
+// P as bf16 A fragments: accumulator chunks 2kk, 2kk+1 (keys 16kk..16kk+15) are key step kk's fragment.
+template <int NS, int KK>
+__device__ __forceinline__ void pack_p(uint32_t (&pa)[KK][4], const float (&s)[NS]) {
+#pragma unroll
+  for (int kk = 0; kk < KK; kk++) {
+    pa[kk][0] = mma::pack_bf16(s[8 * kk + 0], s[8 * kk + 1]);
+    pa[kk][1] = mma::pack_bf16(s[8 * kk + 2], s[8 * kk + 3]);
+    pa[kk][2] = mma::pack_bf16(s[8 * kk + 4], s[8 * kk + 5]);
+    pa[kk][3] = mma::pack_bf16(s[8 * kk + 6], s[8 * kk + 7]);
+    fence_operands(pa[kk]);
+  }
+}
+
+// Normalises O and writes it (bf16) and the natural-log lse of the thread's two rows, exactly as
+// flash::attention_fwd_kernel; rows past Tq, or of a warpgroup without rows (active false), write nothing.
+template <int D>
+__device__ __forceinline__ void write_out_lse(const flash::Params& p, float (&o)[D / 64][32], const float (&m_run)[2],
+                                              const float (&l_run)[2], int b, int h, int row_a, int row_b, int t4,
+                                              bool active) {
+  const int64_t obase = (int64_t(b) * p.Tq * p.H + h) * D, rs = int64_t(p.H) * D;
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    float l = l_run[r];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    const int row = r ? row_b : row_a;
+    if (!active || row >= p.Tq) continue;
+    const float f = l > 0.f ? 1.f / l : 0.f;
+    bf16* dst = p.out + obase + int64_t(row) * rs + 2 * t4;
+#pragma unroll
+    for (int c = 0; c < D / 64; c++)
+#pragma unroll
+      for (int i = 0; i < 8; i++)
+        *reinterpret_cast<__nv_bfloat162*>(dst + c * 64 + i * 8) =
+            __floats2bfloat162_rn(o[c][4 * i + 2 * r] * f, o[c][4 * i + 2 * r + 1] * f);
+    if (t4 == 0)
+      p.lse[(int64_t(b) * p.H + h) * p.Tq + row] = l > 0.f ? (m_run[r] + log2f(l)) * flash::kLn2 : -INFINITY;
+  }
 }
 
 // OVERLAP = false: per tile S, wait, softmax, P·V, wait. OVERLAP = true (FlashAttention-3's intra-warpgroup
@@ -286,37 +384,9 @@ __global__ void __launch_bounds__(kThreads, 1) attention_fwd_kernel(flash::Param
       }
       fence_operands(s);
 
-      // Masks (only where the tile reaches past a boundary, or a padding mask is given).
-      const bool need_mask =
-          p.key_mask != nullptr || kv0 + kBC > p.Tk || (p.causal && kv0 + kBC - 1 > warp_row0 + shift);
-      if (need_mask) {
-#pragma unroll
-        for (int i = 0; i < NS; i++) {
-          const int j = kv0 + (i >> 2) * 8 + 2 * t4 + (i & 1), row = (i & 2) ? row_b : row_a;
-          if (!flash::key_visible(p, b, row, j)) s[i] = -INFINITY;
-        }
-      }
-      // Online softmax in base 2 (as the mma.sync kernel): m = running max of the scaled scores.
-      float m_use[2], corr[2];
-#pragma unroll
-      for (int r = 0; r < 2; r++) {
-        float mx = -INFINITY;
-#pragma unroll
-        for (int i = 0; i < NS / 4; i++) mx = fmaxf(mx, fmaxf(s[4 * i + 2 * r], s[4 * i + 2 * r + 1]));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float m_new = fmaxf(m_run[r], mx * p.scale_log2);
-        m_use[r] = m_new == -INFINITY ? 0.f : m_new;  // a row with nothing visible yet: keep everything at 0
-        corr[r] = exp2f(m_run[r] - m_use[r]);
-        m_run[r] = m_new;
-        l_run[r] *= corr[r];
-      }
-#pragma unroll
-      for (int i = 0; i < NS; i++) {
-        const float pe = exp2f(fmaf(s[i], p.scale_log2, -m_use[(i >> 1) & 1]));
-        l_run[(i >> 1) & 1] += pe;
-        s[i] = pe;
-      }
+      mask_scores(s, p, b, kv0, t4, row_a, row_b, warp_row0, shift);
+      float corr[2];
+      softmax_step(s, m_run, l_run, corr, p.scale_log2);
       if constexpr (kOverlapped) {
         wait<0>();  // P(t−1)·V(t−1) is done: O and the P registers may be touched again
 #pragma unroll
@@ -324,24 +394,8 @@ __global__ void __launch_bounds__(kThreads, 1) attention_fwd_kernel(flash::Param
 #pragma unroll
         for (int kk = 0; kk < KK; kk++) fence_operands(pa[kk]);
       }
-#pragma unroll
-      for (int c = 0; c < DB; c++)
-#pragma unroll
-        for (int i = 0; i < 8; i++)
-#pragma unroll
-          for (int r = 0; r < 2; r++) {
-            o[c][4 * i + 2 * r] *= corr[r];
-            o[c][4 * i + 2 * r + 1] *= corr[r];
-          }
-      // P as bf16 A fragments: accumulator chunks 2kk, 2kk+1 (keys 16kk..16kk+15) are key step kk's fragment.
-#pragma unroll
-      for (int kk = 0; kk < KK; kk++) {
-        pa[kk][0] = mma::pack_bf16(s[8 * kk + 0], s[8 * kk + 1]);
-        pa[kk][1] = mma::pack_bf16(s[8 * kk + 2], s[8 * kk + 3]);
-        pa[kk][2] = mma::pack_bf16(s[8 * kk + 4], s[8 * kk + 5]);
-        pa[kk][3] = mma::pack_bf16(s[8 * kk + 6], s[8 * kk + 7]);
-        fence_operands(pa[kk]);
-      }
+      rescale_o(o, corr);
+      pack_p(pa, s);
 #pragma unroll
       for (int c = 0; c < DB; c++) fence_operands(o[c]);
       if constexpr (OVERLAP) {
@@ -383,28 +437,9 @@ __global__ void __launch_bounds__(kThreads, 1) attention_fwd_kernel(flash::Param
   }
   mma::cp_async_wait<0>();
 
-  // Normalise, write O (bf16) and the natural-log lse, exactly as flash::attention_fwd_kernel.
-  const int64_t obase = (int64_t(b) * p.Tq * p.H + h) * D;
-#pragma unroll
-  for (int r = 0; r < 2; r++) {
-    float l = l_run[r];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    const int row = r ? row_b : row_a;
-    if (!wg_active || row >= p.Tq) continue;
-    const float f = l > 0.f ? 1.f / l : 0.f;
-    bf16* dst = p.out + obase + int64_t(row) * rs + 2 * t4;
-#pragma unroll
-    for (int c = 0; c < DB; c++)
-#pragma unroll
-      for (int i = 0; i < 8; i++)
-        *reinterpret_cast<__nv_bfloat162*>(dst + c * 64 + i * 8) =
-            __floats2bfloat162_rn(o[c][4 * i + 2 * r] * f, o[c][4 * i + 2 * r + 1] * f);
-    if (t4 == 0)
-      p.lse[(int64_t(b) * p.H + h) * p.Tq + row] = l > 0.f ? (m_run[r] + log2f(l)) * flash::kLn2 : -INFINITY;
-  }
+  write_out_lse<D>(p, o, m_run, l_run, b, h, row_a, row_b, t4, wg_active);
 #else
-  __trap();  // built without sm_90a: the dispatch never launches this (see use_wgmma_fwd in attention.cu)
+  __trap();  // built without sm_90a: the dispatch never launches this (see hopper_applies in attention.cu)
 #endif
 }
 

@@ -53,10 +53,12 @@ constexpr size_t bwd_smem_bytes() {
          1024;
 }
 
-// D (64×64 fp32) = A·B (+ D when scale_d != 0); A = 64×16 and B = 16×64 (stored 64×16), both K-major in shared memory.
+// D (64×64 fp32) = A·B (+ D when scale_d != 0), A = 64×16 and B = 16×64 in shared memory: K-major (B stored 64×16),
+// or with TRANS (imm-trans-a = imm-trans-b = 1) A M-major and B N-major, each one 64-element swizzle atom wide.
+template <bool TRANS>
 __device__ __forceinline__ void mma_ss_m64n64k16(float (&d)[32], uint64_t desc_a, uint64_t desc_b, int scale_d) {
 #ifdef OWLET_CUDA_EMULATION
-  ::emu::wgmma_ss(d, 64, desc_a, false, desc_b, false, scale_d != 0);
+  ::emu::wgmma_ss(d, 64, desc_a, TRANS, desc_b, TRANS, scale_d != 0);
 #else
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
@@ -65,33 +67,12 @@ __device__ __forceinline__ void mma_ss_m64n64k16(float (&d)[32], uint64_t desc_a
       "%8, %9, %10, %11, %12, %13, %14, %15, "
       "%16, %17, %18, %19, %20, %21, %22, %23, "
       "%24, %25, %26, %27, %28, %29, %30, %31}, "
-      "%32, %33, p, 1, 1, 0, 0;\n}\n"
+      "%32, %33, p, 1, 1, %35, %35;\n}\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
         "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
         "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
         "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-      : "l"(desc_a), "l"(desc_b), "r"(scale_d));
-#endif
-}
-// D (64×64 fp32) = A·B (+ D when scale_d != 0); A = 64×16 M-major (imm-trans-a = 1) and B = 16×64 N-major
-// (imm-trans-b = 1) in shared memory, each one 64-element swizzle atom wide.
-__device__ __forceinline__ void mma_ss_m64n64k16_tt(float (&d)[32], uint64_t desc_a, uint64_t desc_b, int scale_d) {
-#ifdef OWLET_CUDA_EMULATION
-  ::emu::wgmma_ss(d, 64, desc_a, true, desc_b, true, scale_d != 0);
-#else
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7, "
-      "%8, %9, %10, %11, %12, %13, %14, %15, "
-      "%16, %17, %18, %19, %20, %21, %22, %23, "
-      "%24, %25, %26, %27, %28, %29, %30, %31}, "
-      "%32, %33, p, 1, 1, 1, 1;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-      : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(int(TRANS)));
 #endif
 }
 
@@ -170,13 +151,13 @@ __global__ void __launch_bounds__(kThreads, 1) attention_bwd_kernel(flash::Param
 #pragma unroll
     for (int kd = 0; kd < KD; kd++) {
       const uint32_t offk = (kd >> 2) * (BK * 128) + (kd & 3) * 32, offq = (kd >> 2) * (BQ * 128) + (kd & 3) * 32;
-      mma_ss_m64n64k16(st, desc_kmajor(sKw + offk), desc_kmajor(sQt + offq), kd > 0);
+      mma_ss_m64n64k16<false>(st, desc_kmajor(sKw + offk), desc_kmajor(sQt + offq), kd > 0);
     }
     commit();
 #pragma unroll
     for (int kd = 0; kd < KD; kd++) {
       const uint32_t offk = (kd >> 2) * (BK * 128) + (kd & 3) * 32, offq = (kd >> 2) * (BQ * 128) + (kd & 3) * 32;
-      mma_ss_m64n64k16(dpt, desc_kmajor(sVw + offk), desc_kmajor(sOt + offq), kd > 0);
+      mma_ss_m64n64k16<false>(dpt, desc_kmajor(sVw + offk), desc_kmajor(sOt + offq), kd > 0);
     }
     commit();
     wait<1>();  // Sᵀ is done (groups complete in order); dPᵀ may still run
@@ -245,7 +226,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_bwd_kernel(flash::Param
 #pragma unroll
     for (int kk = 0; kk < kDqSteps; kk++) {
       const uint32_t step = uint32_t(dq_step0 + kk) * 2048;
-      mma_ss_m64n64k16_tt(dq, desc_nmajor64(sS + step), desc_nmajor64(sK + (dq_col / 64) * (BK * 128) + step), kk > 0);
+      mma_ss_m64n64k16<true>(dq, desc_nmajor64(sS + step), desc_nmajor64(sK + (dq_col / 64) * (BK * 128) + step), kk > 0);
     }
     commit();
 #pragma unroll

@@ -206,53 +206,12 @@ __global__ void __launch_bounds__(kThreads, 1) attention_fwd_ws_kernel(flash::Pa
       wgmma::wait<0>();
       wgmma::fence_operands(s_acc);
 
-      const bool need_mask =
-          p.key_mask != nullptr || kv0 + kBC > p.Tk || (p.causal && kv0 + kBC - 1 > warp_row0 + shift);
-      if (need_mask) {
-#pragma unroll
-        for (int i = 0; i < NS; i++) {
-          const int j = kv0 + (i >> 2) * 8 + 2 * t4 + (i & 1), row = (i & 2) ? row_b : row_a;
-          if (!flash::key_visible(p, b, row, j)) s_acc[i] = -INFINITY;
-        }
-      }
-      float m_use[2], corr[2];
-#pragma unroll
-      for (int r = 0; r < 2; r++) {
-        float mx = -INFINITY;
-#pragma unroll
-        for (int i = 0; i < NS / 4; i++) mx = fmaxf(mx, fmaxf(s_acc[4 * i + 2 * r], s_acc[4 * i + 2 * r + 1]));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float m_new = fmaxf(m_run[r], mx * p.scale_log2);
-        m_use[r] = m_new == -INFINITY ? 0.f : m_new;
-        corr[r] = exp2f(m_run[r] - m_use[r]);
-        m_run[r] = m_new;
-        l_run[r] *= corr[r];
-      }
-#pragma unroll
-      for (int i = 0; i < NS; i++) {
-        const float pe = exp2f(fmaf(s_acc[i], p.scale_log2, -m_use[(i >> 1) & 1]));
-        l_run[(i >> 1) & 1] += pe;
-        s_acc[i] = pe;
-      }
-#pragma unroll
-      for (int c = 0; c < DB; c++)
-#pragma unroll
-        for (int i = 0; i < 8; i++)
-#pragma unroll
-          for (int r = 0; r < 2; r++) {
-            o[c][4 * i + 2 * r] *= corr[r];
-            o[c][4 * i + 2 * r + 1] *= corr[r];
-          }
+      wgmma::mask_scores(s_acc, p, b, kv0, t4, row_a, row_b, warp_row0, shift);
+      float corr[2];
+      wgmma::softmax_step(s_acc, m_run, l_run, corr, p.scale_log2);
+      wgmma::rescale_o(o, corr);
       uint32_t pa[KK][4];
-#pragma unroll
-      for (int kk = 0; kk < KK; kk++) {
-        pa[kk][0] = mma::pack_bf16(s_acc[8 * kk + 0], s_acc[8 * kk + 1]);
-        pa[kk][1] = mma::pack_bf16(s_acc[8 * kk + 2], s_acc[8 * kk + 3]);
-        pa[kk][2] = mma::pack_bf16(s_acc[8 * kk + 4], s_acc[8 * kk + 5]);
-        pa[kk][3] = mma::pack_bf16(s_acc[8 * kk + 6], s_acc[8 * kk + 7]);
-        wgmma::fence_operands(pa[kk]);
-      }
+      wgmma::pack_p(pa, s_acc);
 #pragma unroll
       for (int c = 0; c < DB; c++) wgmma::fence_operands(o[c]);
       wgmma::fence();
@@ -270,27 +229,9 @@ __global__ void __launch_bounds__(kThreads, 1) attention_fwd_ws_kernel(flash::Pa
   }
   if (wg == 0 && n_tiles > 0) bar_sync(kTurn, 2 * 128);  // consumer 1's arrival after its last tile
 
-  const int64_t obase = (int64_t(b) * p.Tq * p.H + h) * D;
-#pragma unroll
-  for (int r = 0; r < 2; r++) {
-    float l = l_run[r];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    const int row = r ? row_b : row_a;
-    if (!wg_active || row >= p.Tq) continue;
-    const float f = l > 0.f ? 1.f / l : 0.f;
-    bf16* dst = p.out + obase + int64_t(row) * rs + 2 * t4;
-#pragma unroll
-    for (int c = 0; c < DB; c++)
-#pragma unroll
-      for (int i = 0; i < 8; i++)
-        *reinterpret_cast<__nv_bfloat162*>(dst + c * 64 + i * 8) =
-            __floats2bfloat162_rn(o[c][4 * i + 2 * r] * f, o[c][4 * i + 2 * r + 1] * f);
-    if (t4 == 0)
-      p.lse[(int64_t(b) * p.H + h) * p.Tq + row] = l > 0.f ? (m_run[r] + log2f(l)) * flash::kLn2 : -INFINITY;
-  }
+  wgmma::write_out_lse<D>(p, o, m_run, l_run, b, h, row_a, row_b, t4, wg_active);
 #else
-  __trap();  // built without sm_90a: the dispatch never launches this (see use_wgmma_fwd in attention.cu)
+  __trap();  // built without sm_90a: the dispatch never launches this (see hopper_applies in attention.cu)
 #endif
 }
 
