@@ -6,7 +6,9 @@
 // layer's weights are made together in one multi-tensor cast (one launch instead of ~16, and one for their
 // gradients), at the layer's first read, so the gradients still become final layer by layer (the overlapped
 // all-reduce starts its buckets as they do).
-import { ArgumentError, add, cast, castMany, linear, loraLinear, reshape, zeros, type DType, type Tensor } from '../tensor/index.ts';
+import {
+  ArgumentError, add, cast, castMany, linear, loraLinear, quickGelu, quickGeluLinear, reshape, zeros, type DType, type Tensor,
+} from '../tensor/index.ts';
 import type { AdapterConfig } from './config.ts';
 import { loraScaling } from './config.ts';
 import { PEFT_PREFIX, isLoraTarget, loraKey } from './io/keys.ts';
@@ -35,6 +37,11 @@ export class ForwardContext {
     const t = this.params.get(key);
     if (!t) throw new ArgumentError(`model parameter '${key}' is missing`, 'model');
     return this.working.get(key) ?? this.computeCopy(key, t);
+  }
+
+  /** The working copies made so far (a checkpointed layer's recomputation reads them again in the backward). */
+  workingCopies(): Tensor[] {
+    return [...this.working.values()];
   }
 
   /** Like get, or null when the model has no such parameter (optional biases). */
@@ -87,6 +94,13 @@ export class ForwardContext {
     const yb = add(y, b);
     y.dispose();
     return yb;
+  }
+
+  /** linear(quickGelu(h)) through module `name`, with quickGelu(h) recomputed in the backward rather than kept
+   *  (quickGeluLinear); a module the adapter targets takes the plain path. */
+  quickGeluLinear(h: Tensor, name: string): Tensor {
+    if (this.adapter && isLoraTarget(this.adapter, name)) return this.linear(quickGelu(h), name);
+    return quickGeluLinear(h, this.get(`${name}.weight`), this.maybe(`${name}.bias`));
   }
 
   /** Makes now the working copies of the parameters of module `prefix` (official keys under it and their LoRA

@@ -30,11 +30,18 @@ export function llamaHidden(ctx: ForwardContext, cfg: TextConfig, x: Tensor, o: 
   let h = x;
   for (let i = 0; i < cfg.numHiddenLayers; i++) {
     const layer = (t: Tensor) => decoderLayer(ctx, cfg, i, t, o);
-    if (!recompute) { h = layer(h); continue; }
+    if (!recompute) {
+      const next = layer(h);
+      if (h !== x) h.dispose(); // the previous layer's output (the caller owns x)
+      h = next;
+      continue;
+    }
     ctx.materialize(`${LAYER}.${i}.`);
     h = checkpoint(ctx.replayingSeeds(layer), [h]);
   }
-  return rmsNorm(h, ctx.get('language_model.model.norm.weight'), cfg.rmsNormEps);
+  const out = rmsNorm(h, ctx.get('language_model.model.norm.weight'), cfg.rmsNormEps);
+  if (h !== x && !recompute) h.dispose();
+  return out;
 }
 
 /** Decoder layer i: pre-norm attention and SwiGLU MLP, each added back to the residual stream. */
@@ -48,16 +55,24 @@ function decoderLayer(ctx: ForwardContext, cfg: TextConfig, i: number, h: Tensor
     const y = lin(a, name), y4 = reshape(y, [B, T, H, dh]);
     return released(rope(y4, pos0, cfg.ropeTheta), y, y4);
   };
+  // Each intermediate is released after its last use here: what backward reads, the tape holds on its own, and
+  // what it does not (a frozen projection's input) is freed at once rather than at the end of the forward.
   const q = roped('self_attn.q_proj');
   let k = roped('self_attn.k_proj');
-  let v = reshape(lin(a, 'self_attn.v_proj'), [B, T, H, dh]);
-  if (o.cache) ({ k, v } = o.cache.append(i, k, v));
+  const v0 = lin(a, 'self_attn.v_proj');
+  let v = released(reshape(v0, [B, T, H, dh]), v0, a);
+  if (o.cache) ({ k, v } = o.cache.append(i, k, v)); // the cache's tensors are its own: not released here
   const c = attention(q, k, v, { causal: true, keyMask: o.keyMask ?? null });
-  const ao = lin(reshape(c, [B, T, D]), 'self_attn.o_proj');
+  q.dispose();
+  if (!o.cache) released(null, k, v);
+  const c2 = reshape(c, [B, T, D]);
+  const ao = released(lin(c2, 'self_attn.o_proj'), c2, c);
   const r = released(add(h, ao), ao);
   const m = rmsNorm(r, ctx.get(`${L}.post_attention_layernorm.weight`), eps);
-  const mo = lin(swiglu(lin(m, 'mlp.gate_proj'), lin(m, 'mlp.up_proj')), 'mlp.down_proj');
-  return released(add(r, mo), mo);
+  const gate = lin(m, 'mlp.gate_proj'), up = released(lin(m, 'mlp.up_proj'), m);
+  const act = released(swiglu(gate, up), gate, up);
+  const mo = released(lin(act, 'mlp.down_proj'), act);
+  return released(add(r, mo), mo, r);
 }
 
 export function lmHead(ctx: ForwardContext, hidden: Tensor): Tensor {

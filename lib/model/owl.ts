@@ -1,6 +1,6 @@
 // MplugOwl: vision encoder → abstractor → spliced into the LLaMA input embeddings → logits and the official loss.
 import {
-  cast, crossEntropy, gatherRows, reshape, spliceRows, tensor, type DType, type Tensor,
+  cast, crossEntropy, gatherRows, isGradEnabled, reshape, scope, spliceRows, tensor, type DType, type Tensor,
 } from '../tensor/index.ts';
 import { abstractorForward } from './abstractor.ts';
 import { lossLabels, splicePlan, type OwlBatch } from './batch.ts';
@@ -94,23 +94,32 @@ export class MplugOwl {
     const ctx = this.context(o.training ?? false);
     const { batchSize: B, seqLen: T } = batch;
     const V = this.config.text.vocabSize;
-    const { x, imagesUsed } = this.embed(ctx, batch);
-    const hidden = llamaHidden(ctx, this.config.text, x, o);
     const { labels, counted } = lossLabels(batch);
-    let logits: Tensor, loss: Tensor;
-    if (o.logits === 'counted') {
-      // Rows with a target (at least one row, so an all-ignored batch still yields a zero loss and zero gradients).
-      const rows: number[] = [];
-      labels.forEach((l, i) => { if (l !== -100) rows.push(i); });
-      if (!rows.length) rows.push(0);
-      const D = this.config.text.hiddenSize;
-      const h = gatherRows(reshape(hidden, [B * T, D]), this.ids(rows));
-      logits = lmHead(ctx, h);
-      loss = crossEntropy(logits, this.ids(rows.map((r) => labels[r])), -100);
-    } else {
-      logits = lmHead(ctx, hidden);
-      loss = crossEntropy(reshape(logits, [B * T, V]), this.ids(labels), -100);
-    }
+    let imagesUsed = 0;
+    // Everything this forward makes but the logits and the loss is released when the scope closes: the tape holds
+    // its own handles on what backward reads, so each activation lives until backward has passed the op that saved
+    // it, and one that no backward reads (a frozen layer's input) not even that long. A recomputed layer reads the
+    // working copies again in the backward: those stay, in the caller's scope.
+    const { logits, loss } = scope(() => {
+      const e = this.embed(ctx, batch);
+      imagesUsed = e.imagesUsed;
+      const hidden = llamaHidden(ctx, this.config.text, e.x, o);
+      let logits: Tensor, loss: Tensor;
+      if (o.logits === 'counted') {
+        // Rows with a target (at least one row, so an all-ignored batch still yields a zero loss and zero gradients).
+        const rows: number[] = [];
+        labels.forEach((l, i) => { if (l !== -100) rows.push(i); });
+        if (!rows.length) rows.push(0);
+        const D = this.config.text.hiddenSize;
+        const h = gatherRows(reshape(hidden, [B * T, D]), this.ids(rows));
+        logits = lmHead(ctx, h);
+        loss = crossEntropy(logits, this.ids(rows.map((r) => labels[r])), -100);
+      } else {
+        logits = lmHead(ctx, hidden);
+        loss = crossEntropy(reshape(logits, [B * T, V]), this.ids(labels), -100);
+      }
+      return { logits, loss, pinned: o.recompute && isGradEnabled() ? ctx.workingCopies() : [] };
+    });
     this.rngState = ctx.rngState;
     return { logits, loss, countedTokens: counted, imagesUsed };
   }

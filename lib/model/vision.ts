@@ -1,7 +1,7 @@
 // The vision encoder (CLIP ViT-L/14 architecture, mPLUG-Owl naming, spec §1.2): conv patch embedding as a GEMM,
 // class token, position embedding, pre-LN, pre-LN transformer layers with the per-head interleaved fused QKV,
 // quick_gelu MLP, post-LN on all tokens. Output: [N, 1 + patches, D].
-import { add, attention, concat, layerNorm, linear, patchify, quickGelu, reshape, slice, split, type Tensor } from '../tensor/index.ts';
+import { add, attention, concat, layerNorm, linear, patchify, reshape, slice, split, type Tensor } from '../tensor/index.ts';
 import type { VisionConfig } from './config.ts';
 import { expandBatch, released, type ForwardContext } from './context.ts';
 
@@ -27,8 +27,8 @@ export function visionForward(ctx: ForwardContext, cfg: VisionConfig, pixels: Te
     });
     const ao = ctx.linear(reshape(a, [N, T, D]), `${L}.self_attn.dense`);
     h = released(add(h, ao), ao);
-    const f = quickGelu(ctx.linear(ln(h, `${L}.post_attention_layernorm`), `${L}.mlp.fc1`));
-    const fo = ctx.linear(f, `${L}.mlp.fc2`);
+    const f = ctx.linear(ln(h, `${L}.post_attention_layernorm`), `${L}.mlp.fc1`);
+    const fo = released(ctx.quickGeluLinear(f, `${L}.mlp.fc2`), f);
     h = released(add(h, fo), fo);
   }
   return ln(h, 'vision_model.post_layernorm');

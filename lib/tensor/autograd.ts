@@ -7,6 +7,8 @@ import { ArgumentError, ShapeError } from './errors.ts';
 import { keep } from './scope.ts';
 import { Tensor, full } from './tensor.ts';
 
+/** `saved` holds what record() was given, in order; a slot recorded as null (an operand the op knew its backward
+ *  would not read, given which inputs need a gradient) is null here too, typed as Tensor for the ops' convenience. */
 export type BackwardFn = (grads: (Tensor | null)[], saved: Tensor[], needs: boolean[]) => (Tensor | null | undefined)[];
 
 interface Node {
@@ -15,7 +17,7 @@ interface Node {
   inputIds: number[];
   needs: boolean[];
   outputs: number[];
-  saved: Tensor[];
+  saved: (Tensor | null)[];
   backward: BackwardFn;
   /** Leaves whose .grad this node's backward accumulates into directly (a checkpointed block's parameters). */
   uses: Tensor[];
@@ -61,9 +63,11 @@ export function needsGrad(...inputs: (Tensor | null | undefined)[]): boolean {
 
 /**
  * Records an op. Call only when needsGrad(inputs). Marks outputs as requiring grad; `saved` tensors are shared (new
- * handles on the same storage) and kept out of every scope until backward() or clearTape() releases them.
+ * handles on the same storage) and kept out of every scope until backward() or clearTape() releases them. Pass null
+ * for a slot backward will not read (e.g. a linear's input when its weight is frozen), so the tape does not keep that
+ * activation alive until backward.
  */
-export function record(op: string, inputs: (Tensor | null | undefined)[], outputs: Tensor[], saved: Tensor[],
+export function record(op: string, inputs: (Tensor | null | undefined)[], outputs: Tensor[], saved: (Tensor | null)[],
   backward: BackwardFn, uses: Tensor[] = []): void {
   const ins = inputs.map((t) => t ?? null);
   const node: Node = {
@@ -72,7 +76,7 @@ export function record(op: string, inputs: (Tensor | null | undefined)[], output
     inputIds: ins.map((t) => t?.id ?? -1),
     needs: ins.map((t) => !!t && t.requiresGrad),
     outputs: outputs.map((t) => t.id),
-    saved: saved.map((t) => keep(t.share())),
+    saved: saved.map((t) => (t ? keep(t.share()) : null)),
     backward,
     uses,
   };
@@ -83,9 +87,14 @@ export function record(op: string, inputs: (Tensor | null | undefined)[], output
 /** Number of recorded nodes (tests). */
 export function tapeLength(): number { return tape.length; }
 
+/** What the tape holds for backward, node by node (memory census: bench/memory_census.ts, tests). */
+export function tapeSaved(): { op: string; saved: Tensor[] }[] {
+  return tape.map((n) => ({ op: n.op, saved: n.saved.filter((t): t is Tensor => t !== null) }));
+}
+
 /** Drops the tape without computing gradients (a forward that will not be back-propagated). */
 export function clearTape(): void {
-  for (const n of tape) for (const s of n.saved) s.dispose();
+  for (const n of tape) for (const s of n.saved) s?.dispose();
   tape = [];
 }
 
@@ -124,8 +133,12 @@ function readyAfter(nodes: Node[]): Map<number, Tensor[]> {
 /** One node's backward: its inputs' gradients, accumulated into leaves' .grad or into `grads` (by tensor id). */
 function backpropNode(n: Node, grads: Map<number, Tensor>): void {
   const gys = n.outputs.map((id) => grads.get(id) ?? null);
-  if (gys.every((g) => g === null)) return;
-  const gin = n.backward(gys, n.saved, n.needs);
+  if (gys.every((g) => g === null)) { for (const s of n.saved) s?.dispose(); return; }
+  const gin = n.backward(gys, n.saved as Tensor[], n.needs);
+  // What this node kept is read by no other node: release it now, so activations are freed as backward walks down
+  // the tape (a storage lives on only while the forward's scope still holds it) instead of all at the end while
+  // every gradient has been made.
+  for (const s of n.saved) s?.dispose();
   for (const id of n.outputs) { grads.get(id)?.dispose(); grads.delete(id); }
   for (let j = 0; j < n.inputIds.length; j++) {
     const g = gin[j];
@@ -152,7 +165,7 @@ export function recordPrivate<T>(fn: () => T): { result: T; tape: PrivateTape } 
     const result = enableGrad(fn);
     return { result, tape: { nodes: tape } };
   } catch (e) {
-    for (const n of tape) for (const s of n.saved) s.dispose();
+    for (const n of tape) for (const s of n.saved) s?.dispose();
     throw e;
   } finally {
     tape = outer;
@@ -187,7 +200,7 @@ export function backpropPrivate(t: PrivateTape, seeds: [Tensor, Tensor | null][]
     });
   } finally {
     for (const g of grads.values()) g.dispose();
-    for (const n of nodes) for (const s of n.saved) s.dispose();
+    for (const n of nodes) for (const s of n.saved) s?.dispose();
   }
 }
 
@@ -216,6 +229,6 @@ export function backward(loss: Tensor, grad?: Tensor, o: BackwardOptions = {}): 
     });
   } finally {
     for (const g of grads.values()) g.dispose();
-    for (const n of nodes) for (const s of n.saved) s.dispose();
+    for (const n of nodes) for (const s of n.saved) s?.dispose();
   }
 }

@@ -1,13 +1,14 @@
 export * from './tensor.ts';
 export * from './errors.ts';
-export { scope, keep } from './scope.ts';
-export { backward, noGrad, enableGrad, isGradEnabled, needsGrad, record, clearTape, tapeLength, type BackwardOptions } from './autograd.ts';
+export { scope, keep, scopeOwned } from './scope.ts';
+export { backward, noGrad, enableGrad, isGradEnabled, needsGrad, record, clearTape, tapeLength, tapeSaved, type BackwardOptions } from './autograd.ts';
 export * from './ops/elementwise.ts';
 export * from './ops/matmul.ts';
 export * from './ops/layout.ts';
 export * from './ops/norm.ts';
 export * from './ops/rope.ts';
 export * from './ops/act.ts';
+export * from './ops/act-linear.ts';
 export * from './ops/loss.ts';
 export * from './ops/lora.ts';
 export * from './ops/optim.ts';

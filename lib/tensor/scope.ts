@@ -20,6 +20,11 @@ export function track(t: Disposable_): void {
   current.getStore()?.owned.add(t);
 }
 
+/** What the current scope owns and has not disposed yet (memory census). */
+export function scopeOwned(): Disposable_[] {
+  return [...(current.getStore()?.owned ?? [])].filter((t) => !t.disposed);
+}
+
 /** Removes t from the current scope chain, so no scope disposes it. */
 export function keep<T extends Disposable_>(t: T): T {
   for (let s = current.getStore(); s; s = s.parent) s.owned.delete(t);

@@ -78,7 +78,9 @@ export class OwlTrainable implements TrainableModel<OwlTrainBatch> {
   forward(b: OwlTrainBatch, ctx: MicroBatchContext): ForwardOutput {
     this.owl.rngState = ctx.seed >>> 0;
     const r = this.owl.forward(b.owl, { training: ctx.training, logits: 'counted', recompute: this.recompute });
-    return { loss: r.loss, counted: r.countedTokens, correct: countCorrect(r.logits, b.owl) };
+    const correct = countCorrect(r.logits, b.owl);
+    r.logits.dispose(); // backward reads the loss's own saved gradient, not the logits: free them before it
+    return { loss: r.loss, counted: r.countedTokens, correct };
   }
 }
 

@@ -1,6 +1,7 @@
 // matmul (batched, transposes) and linear (x Wᵀ + b), with backward rules that skip frozen operands.
 import { needsGrad, record } from '../autograd.ts';
 import { ShapeError } from '../errors.ts';
+import type { NativeBackend, NativeTensor } from '../../native.ts';
 import { Tensor, sameBackend } from '../tensor.ts';
 import { prod, wrap } from './util.ts';
 
@@ -10,7 +11,8 @@ export function matmul(a: Tensor, b: Tensor, transA = false, transB = false): Te
   const y = wrap(be, be.matmul(a.handle, b.handle, transA, transB, 1));
   if (needsGrad(a, b)) {
     const sharedB = b.ndim === 2 && a.ndim > 2;
-    record('matmul', [a, b], [y], [a, b], ([g], [sa, sb], needs) => {
+    // Each operand is read only for the other's gradient.
+    record('matmul', [a, b], [y], [b.requiresGrad ? a : null, a.requiresGrad ? b : null], ([g], [sa, sb], needs) => {
       const mm = (x: Tensor, z: Tensor, tx: boolean, tz: boolean) => wrap(be, be.matmul(x.handle, z.handle, tx, tz, 1));
       let ga: Tensor | null = null, gb: Tensor | null = null;
       if (needs[0]) {
@@ -39,31 +41,44 @@ export function matmul(a: Tensor, b: Tensor, transA = false, transB = false): Te
   return y;
 }
 
-/** x [..., K] · Wᵀ (W [N, K]) + bias [N]. The frozen-weight case computes no dW. */
-export function linear(x: Tensor, w: Tensor, bias?: Tensor | null): Tensor {
-  const be = sameBackend('linear', x, w, bias);
+/** The sizes of x [..., K] · Wᵀ (W [N, K]) + bias [N]; throws a ShapeError naming `op` when they do not fit. */
+export function linearDims(op: string, x: Tensor, w: Tensor, bias?: Tensor | null): { rows: number; K: number; N: number; outShape: number[] } {
   const K = x.shape[x.ndim - 1];
   if (w.ndim !== 2 || w.shape[1] !== K) {
-    throw new ShapeError(`linear: weight ${w.describe()} does not fit input ${x.describe()} (want [N, ${K}])`, 'linear');
+    throw new ShapeError(`${op}: weight ${w.describe()} does not fit input ${x.describe()} (want [N, ${K}])`, op);
   }
   const N = w.shape[0];
   if (bias && (bias.ndim !== 1 || bias.shape[0] !== N)) {
-    throw new ShapeError(`linear: bias ${bias.describe()} must be [${N}]`, 'linear');
+    throw new ShapeError(`${op}: bias ${bias.describe()} must be [${N}]`, op);
   }
-  const rows = prod(x.shape) / K;
-  const outShape = [...x.shape.slice(0, -1), N];
-  const x2 = x.handle.view([rows, K]);
+  return { rows: prod(x.shape) / K, K, N, outShape: [...x.shape.slice(0, -1), N] };
+}
+
+/** y = x2 [rows, K] · Wᵀ + bias as a native handle shaped outShape (the bias in the GEMM's epilogue where it can be). */
+export function linearHandle(be: NativeBackend, x2: NativeTensor, w: Tensor, bias: Tensor | null | undefined, outShape: number[]): NativeTensor {
   const yh = bias ? be.linearForward(x2, w.handle, bias.handle) : be.matmul(x2, w.handle, false, true, 1);
-  x2.dispose();
-  const y = wrap(be, yh.view(outShape));
+  const y = yh.view(outShape);
   yh.dispose();
+  return y;
+}
+
+/** x [..., K] · Wᵀ (W [N, K]) + bias [N]. The frozen-weight case computes no dW. */
+export function linear(x: Tensor, w: Tensor, bias?: Tensor | null): Tensor {
+  const be = sameBackend('linear', x, w, bias);
+  const { rows, K, N, outShape } = linearDims('linear', x, w, bias);
+  const xShape = [...x.shape];
+  const x2 = x.handle.view([rows, K]);
+  const y = wrap(be, linearHandle(be, x2, w, bias, outShape));
+  x2.dispose();
   if (needsGrad(x, w, bias)) {
-    record('linear', [x, w, bias], [y], [x, w], ([g], [sx, sw], needs) => {
+    // x is read only for dW and W only for dx: a frozen layer's input is not kept for backward (stage 1 back-propagates
+    // through the frozen LLM), nor a frozen input's weight.
+    record('linear', [x, w, bias], [y], [w.requiresGrad ? x : null, x.requiresGrad ? w : null], ([g], [sx, sw], needs) => {
       const g2 = g!.handle.view([rows, N]);
       let gx: Tensor | null = null, gw: Tensor | null = null, gb: Tensor | null = null;
       if (needs[0]) {
         const h = be.matmul(g2, sw.handle, false, false, 1);
-        gx = wrap(be, h.view([...sx.shape]));
+        gx = wrap(be, h.view(xShape));
         h.dispose();
       }
       if (needs[1]) {
