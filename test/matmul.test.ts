@@ -1,6 +1,6 @@
 import test from 'ava';
 import { cpu } from '../lib/native.ts';
-import { matmul, linear } from '../lib/tensor/index.ts';
+import { backward, clearTape, linear, matmul, scale, scope, tapeSaved, tensor } from '../lib/tensor/index.ts';
 import { checkOp } from './helpers/gradcheck.ts';
 import { matmulRef } from './helpers/reference.ts';
 
@@ -56,4 +56,39 @@ test('linearForward refuses a bias that does not fit, naming the shapes', (t) =>
   const b = be.fromBuffer('f32', [4], new Float32Array(4));
   t.throws(() => be.linearForward(x, w, b), { message: /bias f32\[4\].*do not fit/ });
   for (const h of [x, w, b]) h.dispose();
+});
+
+// What the tape keeps for backward: a linear's input only when its weight trains (dW reads it), its weight only
+// when its input needs a gradient (dx reads it) — stage 1 back-propagates through the frozen LLM, whose layer inputs
+// would otherwise live until backward for nothing. The same for matmul's two operands.
+test('linear and matmul keep for backward only the operands their gradients read', (t) => {
+  scope(() => {
+    const seen = () => tapeSaved().at(-1)!.saved.map((s) => s.handle.storageId);
+    const x = tensor(new Float32Array(12), [4, 3], { requiresGrad: true }), xf = tensor(new Float32Array(12), [4, 3]);
+    const w = tensor(new Float32Array(6), [2, 3], { requiresGrad: true }), wf = tensor(new Float32Array(6), [2, 3]);
+    const id = (u: { handle: { storageId: number } }) => u.handle.storageId;
+    linear(x, wf);
+    t.deepEqual(seen(), [id(wf)], 'frozen weight: the input is not kept');
+    linear(xf, w);
+    t.deepEqual(seen(), [id(xf)], 'input without gradient: the weight is not kept');
+    linear(x, w);
+    t.deepEqual(seen(), [id(x), id(w)]);
+    matmul(x, wf, false, true);
+    t.deepEqual(seen(), [id(wf)]);
+    matmul(xf, w, false, true);
+    t.deepEqual(seen(), [id(xf)]);
+    clearTape();
+  });
+});
+
+test('a linear whose input alone needs a gradient back-propagates without its input kept', (t) => {
+  scope(() => {
+    const x = tensor(Float32Array.from([1, 2, 3, 4, 5, 6]), [2, 3], { requiresGrad: true });
+    const wf = tensor(Float32Array.from([1, 0, -1, 2, 1, 0]), [2, 3]);
+    const h = scale(x, 2);
+    const y = linear(h, wf);
+    h.dispose(); // only the tape could keep it now, and it does not need to
+    backward(y, tensor(Float32Array.from([1, 1, 1, 1]), [2, 2]));
+    t.deepEqual(Array.from(x.grad!.toFloat32()), [6, 2, -2, 6, 2, -2]);
+  });
 });
