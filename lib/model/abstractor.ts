@@ -3,7 +3,7 @@
 // SwiGLU FFN with an inner LayerNorm; after the layers visual_fc and the appended vit_eos: [N, queries + 1, D_text].
 import { add, attention, concat, layerNorm, reshape, swiglu, type Tensor } from '../tensor/index.ts';
 import type { AbstractorConfig } from './config.ts';
-import { expandBatch, type ForwardContext } from './context.ts';
+import { expandBatch, released, type ForwardContext } from './context.ts';
 
 // norm1 / normk / norm2 are built without eps in the official code: PyTorch's default.
 const TORCH_LN_EPS = 1e-5;
@@ -12,23 +12,34 @@ export function abstractorForward(ctx: ForwardContext, cfg: AbstractorConfig, im
   const N = image.shape[0], A = cfg.hiddenSize, H = cfg.numAttentionHeads, dh = A / H;
   let x = expandBatch(ctx.get('query_tokens'), N);
   const Q = x.shape[1];
+  // Intermediates are released after their last use (the tape keeps what the backward reads).
   for (let i = 0; i < cfg.numHiddenLayers; i++) {
     const L = `abstractor.encoder.layers.${i}.crossattention`;
     const ln = (t: Tensor, name: string, eps = TORCH_LN_EPS) => layerNorm(t, ctx.get(`${L}.${name}.weight`), ctx.get(`${L}.${name}.bias`), eps);
     const lin = (t: Tensor, name: string) => ctx.linear(t, `${L}.${name}`);
+    const heads = (t: Tensor, n: number) => released(reshape(t, [N, n, H, dh]), t);
     const qn = ln(x, 'norm1');
-    const kv = concat([qn, ln(image, 'normk')], 1);
+    x.dispose();
+    const kn = ln(image, 'normk');
+    const kv = released(concat([qn, kn], 1), kn);
     const S = kv.shape[1];
-    const q = reshape(lin(qn, 'attention.query'), [N, Q, H, dh]);
-    const k = reshape(lin(kv, 'attention.key'), [N, S, H, dh]);
-    const v = reshape(lin(kv, 'attention.value'), [N, S, H, dh]);
-    const c = attention(q, k, v, {
+    const q = heads(lin(qn, 'attention.query'), Q);
+    const k = heads(lin(kv, 'attention.key'), S);
+    const v = heads(released(lin(kv, 'attention.value'), kv), S);
+    const c = released(attention(q, k, v, {
       causal: false, dropoutP: ctx.training ? cfg.attentionProbsDropoutProb : 0, seed: ctx.nextSeed(),
-    });
-    const h = add(qn, lin(reshape(c, [N, Q, A]), 'output.out_proj'));
+    }), q, k, v);
+    const c2 = reshape(c, [N, Q, A]);
+    const o = released(lin(c2, 'output.out_proj'), c2, c);
+    const h = released(add(qn, o), qn, o);
     const g = ln(h, 'output.norm2');
-    const f = ln(swiglu(lin(g, 'output.mlp.w1'), lin(g, 'output.mlp.w3')), 'output.mlp.ffn_ln', cfg.layerNormEps);
-    x = add(h, lin(f, 'output.mlp.w2'));
+    const w1 = lin(g, 'output.mlp.w1'), w3 = released(lin(g, 'output.mlp.w3'), g);
+    const act = released(swiglu(w1, w3), w1, w3);
+    const f = released(ln(act, 'output.mlp.ffn_ln', cfg.layerNormEps), act);
+    const fo = released(lin(f, 'output.mlp.w2'), f);
+    x = released(add(h, fo), h, fo);
   }
-  return concat([ctx.linear(x, 'abstractor.visual_fc'), expandBatch(ctx.get('abstractor.vit_eos'), N)], 1);
+  const y = released(ctx.linear(x, 'abstractor.visual_fc'), x);
+  const eos = expandBatch(ctx.get('abstractor.vit_eos'), N);
+  return released(concat([y, eos], 1), y, eos);
 }

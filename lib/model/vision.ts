@@ -10,26 +10,37 @@ export function visionForward(ctx: ForwardContext, cfg: VisionConfig, pixels: Te
   const E = 'vision_model.embeddings';
   const ln = (x: Tensor, name: string) => layerNorm(x, ctx.get(`${name}.weight`), ctx.get(`${name}.bias`), eps);
   const patches = patchify(pixels, cfg.patchSize); // [N, P, C·p·p]
-  const tokens = linear(patches, reshape(ctx.get(`${E}.patch_embed.weight`), [D, cfg.numChannels * cfg.patchSize ** 2]));
-  const seq = concat([expandBatch(ctx.get(`${E}.cls_token`), N), tokens], 1);
+  const pw = reshape(ctx.get(`${E}.patch_embed.weight`), [D, cfg.numChannels * cfg.patchSize ** 2]);
+  const tokens = released(linear(patches, pw), patches, pw);
+  const cls = expandBatch(ctx.get(`${E}.cls_token`), N);
+  const seq = released(concat([cls, tokens], 1), cls, tokens);
   const T = seq.shape[1];
-  const pos = slice(reshape(ctx.get(`${E}.position_embedding`), [-1, D]), 0, 0, T);
-  let h = ln(add(seq, pos), `${E}.pre_layernorm`);
+  const table = reshape(ctx.get(`${E}.position_embedding`), [-1, D]);
+  const pos = released(slice(table, 0, 0, T), table);
+  const x0 = released(add(seq, pos), seq, pos);
+  let h = released(ln(x0, `${E}.pre_layernorm`), x0);
 
+  // Every intermediate is released after its last use: what a backward reads, the tape holds on its own; the rest
+  // (all of it when the encoder is frozen and runs without grad) would otherwise pile up over the layers until the
+  // forward ends.
   for (let i = 0; i < cfg.numHiddenLayers; i++) {
     const L = `vision_model.encoder.layers.${i}`;
     // qkv channels are laid out per head as [q(dh) | k(dh) | v(dh)] (spec §2.4).
-    const fused = ctx.linear(ln(h, `${L}.input_layernorm`), `${L}.self_attn.query_key_value`);
+    const n1 = ln(h, `${L}.input_layernorm`);
+    const fused = released(ctx.linear(n1, `${L}.self_attn.query_key_value`), n1);
     const qkv = reshape(fused, [N, T, H, 3, dh]);
-    const [q, k, v] = released(split(qkv, 3, [1, 1, 1]).map((t) => reshape(t, [N, T, H, dh])), fused, qkv);
-    const a = attention(q, k, v, {
+    const parts = released(split(qkv, 3, [1, 1, 1]), fused, qkv);
+    const [q, k, v] = released(parts.map((t) => reshape(t, [N, T, H, dh])), ...parts);
+    const a = released(attention(q, k, v, {
       causal: false, dropoutP: ctx.training ? cfg.attentionDropout : 0, seed: ctx.nextSeed(),
-    });
-    const ao = ctx.linear(reshape(a, [N, T, D]), `${L}.self_attn.dense`);
-    h = released(add(h, ao), ao);
-    const f = ctx.linear(ln(h, `${L}.post_attention_layernorm`), `${L}.mlp.fc1`);
+    }), q, k, v);
+    const a2 = reshape(a, [N, T, D]);
+    const ao = released(ctx.linear(a2, `${L}.self_attn.dense`), a2, a);
+    const h1 = released(add(h, ao), ao, h);
+    const n2 = ln(h1, `${L}.post_attention_layernorm`);
+    const f = released(ctx.linear(n2, `${L}.mlp.fc1`), n2);
     const fo = released(ctx.quickGeluLinear(f, `${L}.mlp.fc2`), f);
-    h = released(add(h, fo), fo);
+    h = released(add(h1, fo), fo, h1);
   }
-  return ln(h, 'vision_model.post_layernorm');
+  return released(ln(h, 'vision_model.post_layernorm'), h);
 }

@@ -7,19 +7,28 @@
 //   masters      fp32 master copies of trainable base parameters when the model dtype is bf16 (LoRA is already fp32)
 //   gradients    fp32, trainable parameters only (frozen ones get none: the tape computes only what is needed)
 //   optimizer    AdamW m and v in fp32: 8 bytes per trainable parameter
-//   activations  what the autograd tape keeps for backward, per micro-batch (a = bytes per activation element):
-//     LLM, per layer and token: input RMSNorm in/out 2H, q/k/v 3H, attention output H, post-attention RMSNorm in/out
-//       2H, gate/up 2F, SwiGLU output F → (8H + 3F)·a, plus LoRA x·Aᵀ (r per adapted module)·a, plus fp32 statistics
-//       (2 RMSNorm rstd + one log-sum-exp per head) — the attention kernel keeps no T×T matrix.
-//       With gradient checkpointing: the input of every layer (H·a per token) + one layer's full set while it is
-//       recomputed in backward. The LLM is always back-propagated (stage 1 through the frozen LLM to the image tokens).
-//     logits and their gradient: 2·B·T·V·a; the final norm 2H·a per token.
-//     Vision (only when it trains), per image token and layer: LayerNorm in/out ×2 4h, qkv 3h, attention output h,
-//       fc1 output and GELU output 2f → (8h + 2f)·a, plus fp32 LayerNorm statistics and log-sum-exp.
-//     Abstractor (when vision, queries or abstractor train), per image and layer, with Q queries and K image tokens:
-//       9·Q·c + 5·K·c + 4·Q·f elements (norms, the [queries; image] key/value input, q/k/v, attention output, SwiGLU
-//       pair, ffn_ln in/out), plus the visual_fc input Q·c.
+//   activations  what the autograd tape holds for backward at the loss, per micro-batch (a = bytes per element). An
+//     op keeps only what its backward reads: a linear its input only when its weight trains (or LoRA adapts it),
+//     and everything else a forward makes is released as it goes (bench/memory_census.ts lists the tape at the
+//     loss; test/train/estimate.test.ts checks this formula against it).
+//     LLM, per layer and token: the two RMSNorm inputs 2H, q/k/v after RoPE and the attention output 4H, gate/up 2F;
+//       the norm outputs H each and the SwiGLU output F only where a projection reading them trains (the LLM
+//       trains, or LoRA adapts q/k/v, gate/up, down); LoRA's x·Aᵀ (r per adapted module); fp32 statistics (2
+//       RMSNorm rstd + one log-sum-exp per head). With gradient checkpointing: the input of every layer (H·a per
+//       token) + one layer's full set while it is recomputed in backward. The LLM is always back-propagated (stage
+//       1 through the frozen LLM to the image tokens). The final norm's input H (and output H when the LLM trains).
+//     logits and their gradient: 2·B·T·V·a (the trainer computes only the rows with a target: less).
+//     Vision (only when it trains), per image token and layer: LayerNorm in/out ×2 4h, q/k/v and the attention
+//       output 4h, fc1's output f (quick_gelu's output is recomputed in backward) → (8h + f)·a, plus fp32 LayerNorm
+//       statistics and log-sum-exp; per image the patches, the pre- and post-LayerNorm inputs.
+//     Abstractor (when vision, queries or abstractor train), per image and layer, with Q queries, K image tokens:
+//       9·Q·c + 3·K·c + 4·Q·f elements (norm inputs and outputs, the [queries; image] key/value input, q/k/v and
+//       the output, the SwiGLU pair, ffn_ln in/out), + per image the image features K·e (one tensor all layers
+//       read) and the visual_fc input Q·c.
 //   T = max_length + 1 tokens per sample (spec §4.4: samples are L+1 ids); B = micro-batch.
+// The peak: weights, masters and optimizer state throughout, plus the activations and logits at the end of the
+// forward; the gradients appear during backward as the activations are released, so with one micro-batch the peak
+// takes the larger of the two, and with accumulation (gradients kept from the earlier micro-batches) their sum.
 // Not counted: allocator fragmentation and caching, temporaries inside a kernel, the data pipeline, communication
 // buffers, transient activations of frozen parts computed without grad.
 import type { GroupName } from './config-schema.ts';
@@ -77,6 +86,8 @@ export interface MemoryOptions {
   maxLength: number;
   imagesPerSample?: number;
   recompute: boolean;
+  /** Micro-batches per optimizer step (default 1): above 1 the gradients stay alive through every forward. */
+  gradAccum?: number;
 }
 
 export interface MemoryBreakdown {
@@ -104,28 +115,38 @@ function trainableCount(p: ParamCounts, train: readonly GroupName[]): { base: nu
   return { base, lora: train.includes('lora') ? p.lora : 0 };
 }
 
+/** Whether LoRA (training) adapts any of these LLaMA modules. */
+function adapts(o: MemoryOptions, ...modules: string[]): boolean {
+  return !!o.lora && o.train.includes('lora') && o.lora.targets.some((t) => modules.includes(t));
+}
+
 function activationBytes(o: MemoryOptions, recompute: boolean): { activations: number; logits: number } {
   const a = o.dtype === 'bf16' ? 2 : 4;
   const s = o.sizes, tx = s.text_config, v = s.vision_config, ab = s.visual_abstractor_config;
   const B = o.microBatch, T = o.maxLength + 1, H = tx.hidden_size, F = tx.intermediate_size, L = tx.num_hidden_layers;
+  const llmTrains = o.train.includes('llm');
   const loraPerToken = o.lora && o.train.includes('lora') ? o.lora.r * o.lora.targets.length : 0;
-  const llmLayerPerToken = (8 * H + 3 * F + loraPerToken) * a + (2 + tx.num_attention_heads) * 4;
+  const kept = (...modules: string[]) => llmTrains || adapts(o, ...modules);
+  const llmLayerElems = 2 * H + 4 * H + 2 * F + (kept('q_proj', 'k_proj', 'v_proj') ? H : 0)
+    + (kept('gate_proj', 'up_proj') ? H : 0) + (kept('down_proj') ? F : 0) + loraPerToken;
+  const llmLayerPerToken = llmLayerElems * a + (2 + tx.num_attention_heads) * 4;
   const tokens = B * T;
   let act = recompute ? L * tokens * H * a + tokens * llmLayerPerToken : L * tokens * llmLayerPerToken;
-  act += tokens * 2 * H * a; // final RMSNorm in/out
+  act += tokens * (llmTrains ? 2 : 1) * H * a + tokens * 4; // final RMSNorm input (+ output) and rstd
   const logits = 2 * tokens * tx.vocab_size * a;
 
   const images = B * (o.imagesPerSample ?? 1);
-  const K = (v.image_size / v.patch_size) ** 2 + 1;
+  const P = (v.image_size / v.patch_size) ** 2, K = P + 1;
   if (o.train.includes('vision')) {
     const h = v.hidden_size, f = v.intermediate_size;
-    const perToken = (8 * h + 2 * f) * a + (2 * 2 + v.num_attention_heads) * 4;
-    act += images * (K * v.num_channels * v.patch_size ** 2 * a /* patches */ + v.num_hidden_layers * K * perToken + 4 * K * h * a /* pre/post LN */);
+    const perToken = (8 * h + f) * a + (2 * 2 + v.num_attention_heads) * 4;
+    act += images * (P * v.num_channels * v.patch_size ** 2 * a /* patches */ + v.num_hidden_layers * K * perToken
+      + 2 * K * h * a + 2 * K * 4 /* pre/post LayerNorm inputs and statistics */);
   }
   if (o.train.some((g) => g === 'vision' || g === 'queries' || g === 'abstractor')) {
-    const Q = s.num_query_tokens, c = ab.hidden_size, f = ab.intermediate_size;
-    const perLayer = (9 * Q * c + 5 * K * c + 4 * Q * f) * a + ((3 * Q + K) * 2 + ab.num_attention_heads * Q) * 4;
-    act += images * (ab.num_hidden_layers * perLayer + Q * c * a);
+    const Q = s.num_query_tokens, c = ab.hidden_size, f = ab.intermediate_size, e = ab.encoder_hidden_size ?? v.hidden_size;
+    const perLayer = (9 * Q * c + 3 * K * c + 4 * Q * f) * a + ((3 * Q + K) * 2 + ab.num_attention_heads * Q) * 4;
+    act += images * (ab.num_hidden_layers * perLayer + K * e * a + Q * c * a);
   }
   return { activations: act, logits };
 }
@@ -138,8 +159,8 @@ function breakdown(o: MemoryOptions, p: ParamCounts, recompute: boolean): Memory
   const gradients = (tr.base + tr.lora) * 4;
   const optimizer = (tr.base + tr.lora) * 8;
   const { activations, logits } = activationBytes(o, recompute);
-  return { weights, masters, gradients, optimizer, activations, logits,
-    total: weights + masters + gradients + optimizer + activations + logits };
+  const transient = (o.gradAccum ?? 1) > 1 ? gradients + activations + logits : Math.max(gradients, activations + logits);
+  return { weights, masters, gradients, optimizer, activations, logits, total: weights + masters + optimizer + transient };
 }
 
 export function estimateMemory(o: MemoryOptions): MemoryEstimate {

@@ -51,7 +51,8 @@ export async function trainStage<B extends Batch>(config: OwletConfig, c: Compon
 /** What the stage needs by `owlet estimate`, and the knobs that lower it: added to a device's out-of-memory error. */
 function memoryAdvice(config: OwletConfig): string {
   const e = estimateMemory({ sizes: modelSizes(config), train: config.stage.train, lora: config.stage.lora, dtype: config.model.dtype,
-    microBatch: config.data.micro_batch, maxLength: config.data.max_length, recompute: config.model.gradient_checkpointing });
+    microBatch: config.data.micro_batch, maxLength: config.data.max_length, recompute: config.model.gradient_checkpointing,
+    gradAccum: gradAccumFor(config) });
   const gib = (b: number) => `${(b / 2 ** 30).toFixed(1)} GiB`;
   return `(owlet estimate puts stage ${config.stage.id} at ${gib(e.bytes.total)} per device: weights ${gib(e.bytes.weights + e.bytes.masters)}, ` +
     `gradients + AdamW ${gib(e.bytes.gradients + e.bytes.optimizer)}, activations + logits ${gib(e.bytes.activations + e.bytes.logits)} ` +

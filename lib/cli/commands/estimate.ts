@@ -12,9 +12,9 @@ export function estimateCommand(a: EstimateArgs, io: CliIO): void {
   if (!Number.isInteger(images) || images < 0) throw new UsageError(`--images-per-sample must be an integer >= 0, got '${a.imagesPerSample}'`);
   const c = loadConfig(a.config, a.set);
   const o = { sizes: modelSizes(c), train: c.stage.train, lora: c.stage.lora, dtype: c.model.dtype, microBatch: c.data.micro_batch,
-    maxLength: c.data.max_length, imagesPerSample: images, recompute: c.model.gradient_checkpointing };
+    maxLength: c.data.max_length, imagesPerSample: images, recompute: c.model.gradient_checkpointing, gradAccum: gradAccumFor(c) };
   const e = estimateMemory(o);
-  const flops = estimateStepFlops({ ...o, gradAccum: gradAccumFor(c) });
+  const flops = estimateStepFlops(o);
   const device = deviceLine(c.run.device, e.bytes.total);
   if (a.json) { io.out(JSON.stringify({ ...e, stepFlops: flops, device: device.json })); return; }
   io.out(formatEstimate(e, { stage: c.stage.id, train: c.stage.train, dtype: c.model.dtype, microBatch: c.data.micro_batch,
