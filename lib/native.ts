@@ -102,8 +102,9 @@ export interface NativeBackend {
   /** i32 [rows]: index of each row's largest value (first on ties; NaN never wins). Accuracy without a download of the logits. */
   argmaxRows(x: NT): NT;
   // optimizer
+  /** AdamW in place; each gradient is read as g·gradScale (default 1: gradient clipping's coefficient, no pass of its own). */
   adamw(params: NT[], grads: NT[], m: NT[], v: NT[], weightDecay: number[], lr: number, beta1: number, beta2: number,
-    eps: number, step: number): void;
+    eps: number, step: number, gradScale?: number): void;
   sumSquares(xs: NT[]): number;
   scaleInplace(xs: NT[], s: number): void;
   allFinite(xs: NT[]): boolean;

@@ -128,6 +128,8 @@ test('native adamw checks list lengths, shapes, dtypes, step and aliasing', (t) 
   t.throws(() => be.adamw([p], [g], [m], [v], [-1], 1e-3, 0.9, 0.999, 1e-8, 1), { instanceOf: ArgumentError });
   const i = be.full('i32', [3], 1);
   t.throws(() => be.adamw([p], [i], [m], [v], [0], 1e-3, 0.9, 0.999, 1e-8, 1), { instanceOf: DTypeError });
+  t.throws(() => be.adamw([p], [g], [m], [v], [0], 1e-3, 0.9, 0.999, 1e-8, 1, NaN), { instanceOf: ArgumentError, message: /gradScale/ });
+  t.throws(() => be.adamw([p], [g], [m], [v], [0], 1e-3, 0.9, 0.999, 1e-8, 1, -1), { instanceOf: ArgumentError, message: /gradScale/ });
   for (const h of [p, g, m, v, q, i]) h.dispose();
 });
 
@@ -184,4 +186,33 @@ test('allFinite finds NaN, +inf and -inf in any tensor of the list', (t) => {
       t.false(allFinite([ok, tensor(x, [40000])]), `missed ${bad}`);
     }
   });
+});
+
+// Clipping through the optimizer: step(params, coef) gives the same bits as scaling the gradients in place by coef
+// and stepping, over three steps with a different coefficient each, and leaves the gradients unscaled.
+test('AdamW with gradScale equals clipping the gradients in place first, bit for bit', (t) => {
+  const r = rng(8);
+  const make = () => [tensor(Float32Array.from(randn(r, 37)), [37], { requiresGrad: true, name: 'a' }),
+    tensor(Float32Array.from(randn(r, 12)), [3, 4], { requiresGrad: true, name: 'b' })];
+  const folded = make(), scaled = folded.map((p) => tensor(p.data<'f32'>().slice(), [...p.shape], { requiresGrad: true, name: p.name }));
+  const optA = new AdamW({ lr: 1e-2, weightDecay: 0.1 }), optB = new AdamW({ lr: 1e-2, weightDecay: 0.1 });
+  for (const coef of [0.3, 1, 0.0071]) {
+    const gs = folded.map((p) => randn(r, p.numel));
+    folded.forEach((p, i) => setGrad(p, gs[i]));
+    scaled.forEach((p, i) => setGrad(p, gs[i]));
+    const before = folded.map((p) => Array.from(p.grad!.data<'f32'>()));
+    optA.step(folded, coef);
+    cpu().scaleInplace(scaled.map((p) => p.grad!.handle), coef);
+    optB.step(scaled);
+    folded.forEach((p, i) => {
+      t.deepEqual(Array.from(p.data<'f32'>()), Array.from(scaled[i].data<'f32'>()), `parameter ${p.name} after coef ${coef}`);
+      t.deepEqual(Array.from(p.grad!.data<'f32'>()), before[i], 'the gradient is read scaled, not changed');
+    });
+  }
+  const sa = optA.state(), sb = optB.state();
+  t.deepEqual(sa.m.get('a')!.data<'f32'>(), sb.m.get('a')!.data<'f32'>());
+  for (const st of [sa, sb]) for (const x of [...st.m.values(), ...st.v.values()]) x.dispose();
+  t.throws(() => optA.step(folded, Infinity), { instanceOf: ArgumentError, message: /gradScale/ });
+  for (const p of [...folded, ...scaled]) p.dispose();
+  optA.dispose(); optB.dispose();
 });

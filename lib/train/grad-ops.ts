@@ -21,12 +21,17 @@ export function zeroGrads(params: Iterable<Tensor>): void {
   for (const p of params) if (p.grad) { p.grad.dispose(); p.grad = null; }
 }
 
-/** Global L2 norm before clipping; scales the gradients by clip/(norm+1e-6) when that is below 1 (torch's rule). */
+/** The factor clipping multiplies the gradients by: clip/(norm+1e-6) when that is below 1 (torch's rule), else 1. */
+export function clipCoefficient(norm: number, maxNorm: number): number {
+  if (!(maxNorm > 0 && Number.isFinite(norm))) return 1;
+  const coef = maxNorm / (norm + 1e-6);
+  return coef < 1 ? coef : 1;
+}
+
+/** Global L2 norm before clipping; scales the gradients by clipCoefficient in place. */
 export function clipGlobalNorm(ops: GradOps, grads: Tensor[], maxNorm: number): number {
   const norm = Math.sqrt(ops.sumSquares(grads));
-  if (maxNorm > 0 && Number.isFinite(norm)) {
-    const coef = maxNorm / (norm + 1e-6);
-    if (coef < 1) ops.scaleInplace(grads, coef);
-  }
+  const coef = clipCoefficient(norm, maxNorm);
+  if (coef !== 1) ops.scaleInplace(grads, coef);
   return norm;
 }

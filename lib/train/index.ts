@@ -8,7 +8,7 @@ export { OwlSizes, PRESETS, readSizes } from './model-sizes.ts';
 export { Rng, type RngState } from './rng.ts';
 export { CheckpointManager, resolveResume, verifyCheckpoint, isCheckpointDir, type CheckpointPayload, type LoadedCheckpoint } from './checkpoint.ts';
 export { applyStage, decayGroups, officialGroupOf } from './param-groups.ts';
-export { nativeGradOps, clipGlobalNorm, zeroGrads } from './grad-ops.ts';
+export { nativeGradOps, clipCoefficient, clipGlobalNorm, zeroGrads } from './grad-ops.ts';
 export { Trainer, type TrainerOptions, type TrainResult, type SkippedStep } from './trainer.ts';
 export { trainStage, type TrainStageOptions, type StageResult } from './stage.ts';
 export { type Components } from './components.ts';

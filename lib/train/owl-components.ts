@@ -240,7 +240,7 @@ export class OwlOptimizer implements Optimizer {
     this.opt = new AdamW({ lr: o.lr, betas: o.betas, eps: o.eps, weightDecay: o.weight_decay });
     this.groups = groups.map((g) => ({ params: [...g.params.values()], weightDecay: g.weightDecay }));
   }
-  step(lr: number): void { this.opt.lr = lr; this.opt.step(this.groups); }
+  step(lr: number, gradScale = 1): void { this.opt.lr = lr; this.opt.step(this.groups, gradScale); }
   dispose(): void { this.releaseExported(); this.opt.dispose(); }
   exportState(): OptimizerState {
     this.releaseExported();

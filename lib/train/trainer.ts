@@ -24,7 +24,7 @@ import { performance } from 'node:perf_hooks';
 import { backward, clearTape, full, keep, noGrad, scope, type Tensor } from '../tensor/index.ts';
 import { CheckpointManager, type SavePoint } from './checkpoint.ts';
 import { CheckpointError, TrainingError } from './errors.ts';
-import { clipGlobalNorm, nativeGradOps, zeroGrads } from './grad-ops.ts';
+import { clipCoefficient, nativeGradOps, zeroGrads } from './grad-ops.ts';
 import { IntervalMeter, MetricsWriter, formatRecord, readRecords, type LogRecord, type StepStats } from './metrics.ts';
 import { writePlots } from './plots.ts';
 import { Progress } from './progress.ts';
@@ -247,11 +247,14 @@ export class Trainer<B extends Batch = Batch> {
       hasCorrect = g.sums[5] === 0;
       bad = g.bad;
     }
-    let gradNorm = NaN;
+    let gradNorm = NaN, gradScale = 1;
     const grads = this.params.flatMap((p) => (p.grad ? [p.grad] : []));
     if (!bad) {
       if (W > 1 && !this.gradSync) this.o.dist!.allReduceMean(grads);
-      gradNorm = clipGlobalNorm(this.gradOps, grads, this.o.clip ?? 0);
+      // Clipping's coefficient goes to the optimizer, which multiplies each gradient as it reads it (the same numbers
+      // as scaling them in place first, without that pass over every gradient).
+      gradNorm = Math.sqrt(this.gradOps.sumSquares(grads));
+      gradScale = clipCoefficient(gradNorm, this.o.clip ?? 0);
       if (!Number.isFinite(gradNorm)) bad = `gradient norm is ${gradNorm}`;
     }
     if (bad) {
@@ -266,7 +269,7 @@ export class Trainer<B extends Batch = Batch> {
           `(last: ${bad}; samples ${ids.join(', ')})`);
       }
     } else {
-      noGrad(() => this.o.optimizer.step(lr));
+      noGrad(() => this.o.optimizer.step(lr, gradScale));
       zeroGrads(this.params);
     }
     this.step = step;

@@ -76,9 +76,10 @@ export interface OptimizerState { meta: Json; tensors: Map<string, Tensor> }
 export interface DecayGroup { name: string; params: Map<string, Tensor>; weightDecay: number }
 
 export interface Optimizer {
-  /** Updates every parameter from its .grad with this learning rate (gradients already clipped); a parameter whose
-   *  .grad is null is left alone, moments included (PyTorch's rule). */
-  step(lr: number): void;
+  /** Updates every parameter from its .grad times gradScale (gradient clipping's coefficient, 1 when the norm is
+   *  within the limit) with this learning rate; a parameter whose .grad is null is left alone, moments included
+   *  (PyTorch's rule). */
+  step(lr: number, gradScale?: number): void;
   /**
    * Moments and step count, to be saved; tensor names must be unique (e.g. `m.<param>`, `v.<param>`). The tensors may
    * be the optimizer's live state: the caller reads them and does not dispose them.

@@ -14,12 +14,14 @@ import { core, setup } from './helpers/run-fixture.ts';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'owlet-trainer-'));
 
-/** Records the gradients and lr the optimizer is handed, and does not update. */
+/** Records the gradients the optimizer applies (each .grad times the clipping scale it is handed) and the lr, and
+ *  does not update. */
 class CapturingOptimizer implements Optimizer {
-  calls: { lr: number; grads: Record<string, number[]> }[] = [];
+  calls: { lr: number; gradScale: number; grads: Record<string, number[]> }[] = [];
   constructor(private readonly params: Map<string, Tensor>) {}
-  step(lr: number) {
-    this.calls.push({ lr, grads: Object.fromEntries([...this.params].filter(([, p]) => p.grad).map(([k, p]) => [k, Array.from(p.grad!.data<'f32'>())])) });
+  step(lr: number, gradScale = 1) {
+    const applied = (p: Tensor) => Array.from(Math.fround(gradScale) === 1 ? p.grad!.data<'f32'>() : p.grad!.data<'f32'>().map((x) => x * gradScale));
+    this.calls.push({ lr, gradScale, grads: Object.fromEntries([...this.params].filter(([, p]) => p.grad).map(([k, p]) => [k, applied(p)])) });
   }
   exportState(): OptimizerState { return { meta: null, tensors: new Map() }; }
   importState() {}
@@ -65,6 +67,7 @@ test.serial('a step averages the micro-batch gradients (mean of means), clips by
   t.is(cap3.calls[1].lr, 0.025);
   const clipped = Math.sqrt(names.reduce((s, n) => s + cap3.calls[0].grads[n].reduce((a, x) => a + x * x, 0), 0));
   t.true(Math.abs(clipped - 0.5 * norm / (norm + 1e-6)) < 1e-5, `clipped norm ${clipped}`);
+  t.true(Math.abs(cap3.calls[0].gradScale - 0.5 / (stats.gradNorm + 1e-6)) < 1e-12, 'the optimizer is handed the clipping coefficient');
   for (const n of names) {
     cap3.calls[0].grads[n].forEach((g, i) => t.true(Math.abs(g - sum[n][i] * 0.5 / (norm + 1e-6)) < 1e-6));
   }

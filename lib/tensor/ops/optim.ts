@@ -69,8 +69,13 @@ export class AdamW {
     checkHyper(this.lr, this.betas[0], this.betas[1], this.eps, this.weightDecay);
   }
 
-  /** Updates, in place, every given parameter that has a gradient; parameters without one keep their value and state. */
-  step(params: Tensor[] | ParamGroup[]): void {
+  /**
+   * Updates, in place, every given parameter that has a gradient; parameters without one keep their value and state.
+   * `gradScale` multiplies every gradient as it is read (gradient clipping's coefficient: the same numbers as scaling
+   * the gradients in place first, without that pass over them; the gradients themselves are left as they are).
+   */
+  step(params: Tensor[] | ParamGroup[], gradScale = 1): void {
+    if (!(Number.isFinite(gradScale) && gradScale >= 0)) throw new ArgumentError(`AdamW: gradScale must be finite and >= 0, got ${gradScale}`, 'adamw');
     const groups = groupsOf(params, this.weightDecay);
     const all = groups.flatMap((g) => g.params);
     const be = sameBackend('adamw', ...all);
@@ -95,7 +100,7 @@ export class AdamW {
     }
     const h = (ts: Tensor[]) => ts.map((t) => t.handle);
     for (const [step, b] of byStep) {
-      be.adamw(h(b.p), h(b.g), h(b.m), h(b.v), b.wd, this.lr, this.betas[0], this.betas[1], this.eps, step);
+      be.adamw(h(b.p), h(b.g), h(b.m), h(b.v), b.wd, this.lr, this.betas[0], this.betas[1], this.eps, step, gradScale);
       for (const p of b.p) this.slots.get(p)!.step = step;
     }
     if (byStep.size > 0) this.stepCount++;

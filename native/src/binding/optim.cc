@@ -24,13 +24,19 @@ std::vector<const Tensor*> f32_list(Args& a, const std::vector<Tensor*>& xs, con
 
 }  // namespace
 
-// adamw(params, grads, m, v, weightDecay[], lr, beta1, beta2, eps, step): torch.optim.AdamW's update in place on
-// params, m and v. All lists have one entry per parameter; step is the 1-based step of every listed parameter.
+// adamw(params, grads, m, v, weightDecay[], lr, beta1, beta2, eps, step, gradScale?): torch.optim.AdamW's update in
+// place on params, m and v, each gradient read as g·gradScale (default 1: gradient clipping's coefficient). All lists
+// have one entry per parameter; step is the 1-based step of every listed parameter.
 OWLET_OP(adamw) {
   std::vector<Tensor*> ps = a.tensors(0, "params"), gs = a.tensors(1, "grads"), ms = a.tensors(2, "m"),
                        vs = a.tensors(3, "v");
   std::vector<double> wd = a.numbers(4, "weightDecay");
   kern::AdamWHyper h{a.number(5, "lr"), a.number(6, "beta1"), a.number(7, "beta2"), a.number(8, "eps"), a.integer(9, "step")};
+  if (a.present(10)) {
+    double gs = a.number(10, "gradScale");
+    a.check(std::isfinite(gs) && gs >= 0, ErrorKind::Argument, "gradScale must be finite and >= 0, got " + std::to_string(gs));
+    h.grad_scale = float(gs);
+  }
   size_t n = ps.size();
   a.check(gs.size() == n && ms.size() == n && vs.size() == n && wd.size() == n, ErrorKind::Argument,
           "params, grads, m, v and weightDecay must have one entry per parameter, got " + std::to_string(n) + ", " +

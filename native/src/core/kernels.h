@@ -113,6 +113,9 @@ void argmax_rows(const Tensor& x, Tensor& out);
 struct AdamWHyper {
   double lr, beta1, beta2, eps;
   int64_t step;  // 1-based, for bias correction
+  // Every gradient is read as g·grad_scale (one f32 multiply, as a scale_inplace before the update would round it):
+  // gradient clipping's coefficient applied without its own pass over the gradients.
+  float grad_scale = 1.0f;
 };
 // torch.optim.AdamW (torch 1.13 single-tensor order): decoupled weight decay per parameter (wd[i]), then Adam with
 // bias correction; the moment updates are fused multiply-adds as in torch's AVX2 CPU kernels (the CPU backend equals

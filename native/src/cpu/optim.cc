@@ -34,18 +34,20 @@ struct AdamWScalars {
   float bc2_sqrt;   // sqrt(1 - beta2^t)                (exp_avg_sq.sqrt() / bias_correction2_sqrt)
   float eps;        //                                  (.add_(eps))
   float neg_step;   // -lr / (1 - beta1^t)              (param.addcdiv_(exp_avg, denom, value=-step_size))
+  float grad_scale; // clipping's coefficient            (clip_grad_norm_'s grad.mul_(clip_coef) before the step)
 };
 
 AdamWScalars scalars(const AdamWHyper& h, double wd) {
   double t = double(h.step);
   double bc1 = 1.0 - std::pow(h.beta1, t), bc2 = 1.0 - std::pow(h.beta2, t);
   return {float(1.0 - h.lr * wd), float(h.beta1), float(1.0 - h.beta1), float(h.beta2), float(1.0 - h.beta2),
-          float(std::sqrt(bc2)), float(h.eps), float(-(h.lr / bc1))};
+          float(std::sqrt(bc2)), float(h.eps), float(-(h.lr / bc1)), h.grad_scale};
 }
 
 }  // namespace
 
-// torch 1.13 _single_tensor_adamw, element by element in the same order of f32 operations:
+// torch 1.13 _single_tensor_adamw, element by element in the same order of f32 operations (g = grad·grad_scale
+// first, what clip_grad_norm_ stores in the gradient):
 //   p = p·decay;  m = m·β1;  m = fma(1-β1, g, m);  v = v·β2;  v = fma((1-β2)·g, g, v);
 //   denom = sqrt(v) / bc2_sqrt + eps;  p = p + (neg_step·m) / denom
 // The two fused multiply-adds are what torch's CPU kernels execute on AVX2 machines (add_ with alpha is an explicit
@@ -60,7 +62,7 @@ static void adamw_chunk(float* __restrict p, const float* __restrict g, float* _
 #pragma omp simd
   for (int64_t i = 0; i < n; i++) {
     float pi = p[i] * s.decay;
-    float gi = g[i];
+    float gi = g[i] * s.grad_scale;
     float mi = m[i] * s.beta1;
     mi = __builtin_fmaf(s.a1, gi, mi);
     float vi = v[i] * s.beta2;

@@ -7,57 +7,24 @@
 
 #include "../core/kernels.h"
 #include "common.cuh"
+#include "adamw.cuh"
 #include "multi_tensor.cuh"
 
 namespace owlet::kern {
 
 using namespace owlet::cuda;
+using owlet::cuda::adamw::AdamScalars;
+using owlet::cuda::adamw::AdamSlot;
+using owlet::cuda::adamw::adamw_kernel;
 
 namespace {
 
 constexpr int kThreads = 256;
 
-// The scalars torch derives on the host in double, rounded to f32 once (as the CPU backend does).
-struct AdamScalars {
-  float decay;      // 1 − lr·wd
-  float beta1, a1;  // β1, 1 − β1
-  float beta2, a2;  // β2, 1 − β2
-  float bc2_sqrt;   // √(1 − β2^t)
-  float eps;
-  float neg_step;   // −lr / (1 − β1^t)
-};
-struct AdamSlot {
-  float* p;
-  FIn g;
-  float* m;
-  float* v;
-  int64_t n;
-  AdamScalars s;
-};
 struct ListSlot {
   FOut x;
   int64_t n;
 };
-
-// torch 1.13's AdamW in the CPU backend's order of f32 operations, each explicitly rounded (no contraction into
-// other fused multiply-adds than the two torch itself executes), so the update equals the CPU backend's bit for bit:
-//   p = p·decay;  m = fma(1−β1, g, m·β1);  v = fma((1−β2)·g, g, v·β2);  p = p + (neg_step·m) / (√v / bc2_sqrt + eps)
-__global__ void adamw_kernel(const AdamSlot* slots, const WorkItem* items) {
-  WorkItem w = items[blockIdx.x];
-  AdamSlot s = slots[w.slot];
-  const AdamScalars& k = s.s;
-  int64_t end = min(s.n, w.start + kChunk);
-  for (int64_t i = w.start + threadIdx.x; i < end; i += blockDim.x) {
-    float g = s.g[i];
-    float p = __fmul_rn(s.p[i], k.decay);
-    float m = __fmaf_rn(k.a1, g, __fmul_rn(s.m[i], k.beta1));
-    float v = __fmaf_rn(__fmul_rn(k.a2, g), g, __fmul_rn(s.v[i], k.beta2));
-    float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(v), k.bc2_sqrt), k.eps);
-    s.p[i] = __fadd_rn(p, __fdiv_rn(__fmul_rn(k.neg_step, m), denom));
-    s.m[i] = m;
-    s.v[i] = v;
-  }
-}
 
 __global__ void sum_squares_kernel(const ListSlot* slots, const WorkItem* items, double* partial) {
   __shared__ double scratch[32];
@@ -128,8 +95,11 @@ void adamw(const std::vector<Tensor*>& params, const std::vector<const Tensor*>&
     if (params[i]->numel() == 0) continue;
     double t = double(h.step), bc1 = 1.0 - std::pow(h.beta1, t), bc2 = 1.0 - std::pow(h.beta2, t);
     AdamScalars k{float(1.0 - h.lr * wd[i]), float(h.beta1), float(1.0 - h.beta1), float(h.beta2), float(1.0 - h.beta2),
-                  float(std::sqrt(bc2)), float(h.eps), float(-(h.lr / bc1))};
-    slots.push_back({params[i]->f32(), fin(*grads[i], op, "grads"), m[i]->f32(), v[i]->f32(), params[i]->numel(), k});
+                  float(std::sqrt(bc2)), float(h.eps), float(-(h.lr / bc1)), h.grad_scale};
+    AdamSlot slot{params[i]->f32(), fin(*grads[i], op, "grads"), m[i]->f32(), v[i]->f32(), params[i]->numel(), k, false};
+    auto aligned = [](const void* p, uintptr_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; };
+    slot.vec = aligned(slot.p, 16) && aligned(slot.m, 16) && aligned(slot.v, 16) && aligned(slot.g.p, slot.g.bf ? 8 : 16);
+    slots.push_back(slot);
   }
   if (slots.empty()) return;
   std::vector<WorkItem> items = work_items(slots);

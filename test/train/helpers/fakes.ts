@@ -75,13 +75,13 @@ export class HostAdamW implements Optimizer {
   constructor(private readonly groups: DecayGroup[], private readonly betas: [number, number] = [0.9, 0.999],
     private readonly eps = 1e-8) {}
 
-  step(lr: number): void {
+  step(lr: number, gradScale = 1): void {
     this.t++;
     const [b1, b2] = this.betas;
     for (const g of this.groups) {
       for (const [name, p] of g.params) {
         if (!p.grad) continue;
-        const w = p.data<'f32'>(), gr = p.grad.data<'f32'>();
+        const w = p.data<'f32'>(), gr = p.grad.data<'f32'>().map((x) => x * gradScale);
         const m = this.m.get(name) ?? new Float32Array(w.length), v = this.v.get(name) ?? new Float32Array(w.length);
         const bc1 = 1 - b1 ** this.t, bc2 = 1 - b2 ** this.t;
         for (let i = 0; i < w.length; i++) {
