@@ -18,6 +18,8 @@ export interface NativeTensor {
   readonly nbytes: number;
   readonly disposed: boolean;
   readonly storageId: number;
+  /** Whether another live handle uses the same storage (writing in place through this one would change it too). */
+  readonly storageShared: boolean;
   dispose(): void;
   /** Another handle on the same storage, optionally with another shape of the same size. */
   view(shape?: number[]): NativeTensor;

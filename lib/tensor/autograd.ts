@@ -98,11 +98,26 @@ export function clearTape(): void {
   tape = [];
 }
 
+/**
+ * prev + g, owned by the caller (prev and g are consumed). In place into prev only when no other handle uses its
+ * storage: a backward may hand one storage to several inputs (add gives both operands the incoming gradient), and an
+ * in-place sum into one of them would change the others' gradients too.
+ */
+function sum(prev: Tensor, g: Tensor): Tensor {
+  if (!prev.handle.storageShared) {
+    prev.backend.axpy(prev.handle, g.handle, 1);
+    g.dispose();
+    return prev;
+  }
+  const s = keep(new Tensor(prev.backend.add(prev.handle, g.handle, 1, 1), prev.backend));
+  prev.dispose();
+  g.dispose();
+  return s;
+}
+
 function accumulate(into: Map<number, Tensor>, id: number, g: Tensor): void {
   const prev = into.get(id);
-  if (!prev) { into.set(id, g); return; }
-  prev.backend.axpy(prev.handle, g.handle, 1);
-  g.dispose();
+  into.set(id, prev ? sum(prev, g) : g);
 }
 
 export interface BackwardOptions {
@@ -148,7 +163,7 @@ function backpropNode(n: Node, grads: Map<number, Tensor>): void {
     const leaf = n.inputs[j];
     if (leaf) {
       if (!leaf.grad) leaf.grad = g;
-      else { leaf.grad.backend.axpy(leaf.grad.handle, g.handle, 1); g.dispose(); }
+      else leaf.grad = sum(leaf.grad, g);
     } else accumulate(grads, n.inputIds[j], g);
   }
 }

@@ -25,7 +25,8 @@ Napi::Function NativeTensor::define(Napi::Env env) {
                                   InstanceAccessor("device", &NativeTensor::get_device, nullptr),
                                   InstanceAccessor("nbytes", &NativeTensor::get_nbytes, nullptr),
                                   InstanceAccessor("disposed", &NativeTensor::get_disposed, nullptr),
-                                  InstanceAccessor("storageId", &NativeTensor::get_storage_id, nullptr)});
+                                  InstanceAccessor("storageId", &NativeTensor::get_storage_id, nullptr),
+                                  InstanceAccessor("storageShared", &NativeTensor::get_storage_shared, nullptr)});
   auto* d = new AddonData();
   d->ctor = Napi::Persistent(f);
   env.SetInstanceData(d);
@@ -144,6 +145,11 @@ Napi::Value NativeTensor::get_nbytes(const Napi::CallbackInfo& info) {
 
 Napi::Value NativeTensor::get_disposed(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), disposed_);
+}
+
+// Whether another live handle uses this storage (a view, a share): writing through this one would change theirs.
+Napi::Value NativeTensor::get_storage_shared(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), t_.storage && t_.storage.use_count() > 1);
 }
 
 Napi::Value NativeTensor::get_storage_id(const Napi::CallbackInfo& info) {

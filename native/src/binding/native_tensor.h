@@ -28,6 +28,7 @@ class NativeTensor : public Napi::ObjectWrap<NativeTensor> {
   Napi::Value get_nbytes(const Napi::CallbackInfo& info);
   Napi::Value get_disposed(const Napi::CallbackInfo& info);
   Napi::Value get_storage_id(const Napi::CallbackInfo& info);
+  Napi::Value get_storage_shared(const Napi::CallbackInfo& info);
 
   Tensor t_;
   bool disposed_ = false;
