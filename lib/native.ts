@@ -70,10 +70,15 @@ export interface NativeBackend {
   // norms: statistics in fp32; w/b may be null (no affine). needW asks for the affine gradients: gw (when w is given)
   // and gb together; what is not asked for comes back null.
   layerNormForward(x: NT, w: NT | null, b: NT | null, eps: number): [y: NT, mean: NT, rstd: NT];
-  layerNormBackward(gy: NT, x: NT, w: NT | null, mean: NT, rstd: NT, needX: boolean, needW: boolean):
+  /** With a residual: sum = x + residual is normalised and returned last (the pre-norm residual add, fused). */
+  layerNormForward(x: NT, w: NT | null, b: NT | null, eps: number, residual: NT): [y: NT, mean: NT, rstd: NT, sum: NT];
+  /** gxAdd, when given, is added to gx in the same pass (the gradient of a fused residual sum from its other uses). */
+  layerNormBackward(gy: NT, x: NT, w: NT | null, mean: NT, rstd: NT, needX: boolean, needW: boolean, gxAdd?: NT | null):
     [gx: NT | null, gw: NT | null, gb: NT | null];
   rmsNormForward(x: NT, w: NT, eps: number): [y: NT, rstd: NT];
-  rmsNormBackward(gy: NT, x: NT, w: NT, rstd: NT, needX: boolean, needW: boolean): [gx: NT | null, gw: NT | null];
+  rmsNormForward(x: NT, w: NT, eps: number, residual: NT): [y: NT, rstd: NT, sum: NT];
+  /** gxAdd, when given, is added to gx in the same pass (the gradient of a fused residual sum from its other uses). */
+  rmsNormBackward(gy: NT, x: NT, w: NT, rstd: NT, needX: boolean, needW: boolean, gxAdd?: NT | null): [gx: NT | null, gw: NT | null];
   // rope: x [B, T, H, D], HF rotate-half, positions pos0..pos0+T-1
   ropeForward(x: NT, pos0: number, theta: number): NT;
   ropeBackward(gy: NT, pos0: number, theta: number): NT;

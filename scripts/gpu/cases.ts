@@ -233,6 +233,40 @@ export function cases(): Case[] {
     });
   }
 
+  // The residual add fused into the norm (sum = x + r normalised; the backward adds gAdd into gx).
+  for (const [rows, C] of [[37, 129], [64, 1024]] as const) {
+    out.push({
+      name: `layerNorm + residual fwd+bwd [${rows},${C}]`, family: 'norm', dtypes: both, quick: C < 200,
+      inputs: gen({ shape: [rows, C], std: 2 }, { shape: [rows, C] }, { shape: [C] }, { shape: [C] }, { shape: [rows, C] }, { shape: [rows, C] }),
+      run: (be, [x, r, w, b, gy, ga]) => {
+        const [y, mean, rstd, sum] = op(be, 'layerNormForward')(x, w, b, 1e-5, r);
+        const [gx, gw, gb] = op(be, 'layerNormBackward')(gy, sum, w, mean, rstd, true, true, ga);
+        return { y, mean, rstd, sum, gx, gw, gb };
+      },
+      ref: ([x, r, w, b, gy, ga]) => {
+        const sum = x.map((v, i) => v + r[i]);
+        const ref = R.layerNormRef(sum, w, b, rows, C, 1e-5, gy);
+        return { ...ref, sum, gx: ref.gx.map((v: number, i: number) => v + ga[i]) };
+      },
+      grads: ['gx', 'gw', 'gb'],
+    });
+    out.push({
+      name: `rmsNorm + residual fwd+bwd [${rows},${C}]`, family: 'norm', dtypes: both, quick: C < 200,
+      inputs: gen({ shape: [rows, C], std: 2 }, { shape: [rows, C] }, { shape: [C] }, { shape: [rows, C] }, { shape: [rows, C] }),
+      run: (be, [x, r, w, gy, ga]) => {
+        const [y, rstd, sum] = op(be, 'rmsNormForward')(x, w, 1e-6, r);
+        const [gx, gw] = op(be, 'rmsNormBackward')(gy, sum, w, rstd, true, true, ga);
+        return { y, rstd, sum, gx, gw };
+      },
+      ref: ([x, r, w, gy, ga]) => {
+        const sum = x.map((v, i) => v + r[i]);
+        const ref = R.rmsNormRef(sum, w, rows, C, 1e-6, gy);
+        return { ...ref, sum, gx: ref.gx.map((v: number, i: number) => v + ga[i]) };
+      },
+      grads: ['gx', 'gw'],
+    });
+  }
+
   // ---------------------------------------------------------------- rope
   for (const D of [64, 128]) {
     const B = 2, T = 7, H = 3, pos0 = 5;

@@ -42,6 +42,16 @@ void check_grad(Args& a, const Tensor& gy, const Tensor& x) {
   a.expect_same_shape(gy, "gy", x, "x");
 }
 
+// The residual a fused forward adds to x first (x's dtype, shape and device), or null.
+Tensor* residual_arg(Args& a, size_t i, const Tensor& x, const char* name) {
+  Tensor* r = a.opt_tensor(i, name);
+  if (!r) return nullptr;
+  a.expect_dtype(*r, name, x.dtype);
+  a.expect_same_device(*r, name, x, "x");
+  a.expect_same_shape(*r, name, x, "x");
+  return r;
+}
+
 float eps_arg(Args& a, size_t i) {
   double eps = a.number(i, "eps");
   a.check(std::isfinite(eps) && float(eps) > 0.f, ErrorKind::Argument,
@@ -51,7 +61,8 @@ float eps_arg(Args& a, size_t i) {
 
 }  // namespace
 
-// layerNormForward(x, w | null, b | null, eps) -> [y, mean, rstd]
+// layerNormForward(x, w | null, b | null, eps, residual?) -> [y, mean, rstd] (+ sum)
+// With a residual: sum = x + residual, then y = LayerNorm(sum), and sum is returned last (the residual stream).
 OWLET_OP(layerNormForward) {
   Tensor& x = a.tensor(0, "x");
   Tensor *w = a.opt_tensor(1, "w"), *b = a.opt_tensor(2, "b");
@@ -59,13 +70,20 @@ OWLET_OP(layerNormForward) {
   check_param(a, w, "w", x);
   check_param(a, b, "b", x);
   float eps = eps_arg(a, 3);
+  Tensor* res = residual_arg(a, 4, x, "residual");
   Tensor y = a.like(x), mean = a.make(DType::F32, rows, x.device()), rstd = a.make(DType::F32, rows, x.device());
+  if (res) {
+    Tensor sum = a.like(x);
+    kern::layernorm_fwd(x, w, b, y, mean, rstd, eps, res, &sum);
+    return a.ret(std::vector<Tensor>{std::move(y), std::move(mean), std::move(rstd), std::move(sum)});
+  }
   kern::layernorm_fwd(x, w, b, y, mean, rstd, eps);
   return a.ret(std::vector<Tensor>{std::move(y), std::move(mean), std::move(rstd)});
 }
 
-// layerNormBackward(gy, x, w | null, mean, rstd, needX, needW) -> [gx | null, gw | null, gb | null]
-// needW asks for the affine gradients: gw when w is given, and gb (which does not depend on w) always.
+// layerNormBackward(gy, x, w | null, mean, rstd, needX, needW, gxAdd?) -> [gx | null, gw | null, gb | null]
+// needW asks for the affine gradients: gw when w is given, and gb (which does not depend on w) always. gxAdd (x's
+// shape and dtype) is added to gx in the same pass.
 OWLET_OP(layerNormBackward) {
   Tensor &gy = a.tensor(0, "gy"), &x = a.tensor(1, "x");
   Tensor* w = a.opt_tensor(2, "w");
@@ -73,6 +91,7 @@ OWLET_OP(layerNormBackward) {
   bool need_x = a.boolean(5, "needX"), need_w = a.boolean(6, "needW");
   Shape rows = check_input(a, x, "x");
   check_grad(a, gy, x);
+  Tensor* gadd = residual_arg(a, 7, x, "gxAdd");
   check_param(a, w, "w", x);
   check_stat(a, mean, "mean", x, rows);
   check_stat(a, rstd, "rstd", x, rows);
@@ -82,32 +101,40 @@ OWLET_OP(layerNormBackward) {
   if (need_w && w) gw = a.make(w->dtype, {x.dim(-1)}, x.device());
   if (need_w) gb = a.make(w ? w->dtype : x.dtype, {x.dim(-1)}, x.device());
   if (gx || gw || gb)
-    kern::layernorm_bwd(gy, x, w, mean, rstd, gx ? &*gx : nullptr, gw ? &*gw : nullptr, gb ? &*gb : nullptr);
+    kern::layernorm_bwd(gy, x, w, mean, rstd, gx ? &*gx : nullptr, gw ? &*gw : nullptr, gb ? &*gb : nullptr, gadd);
   return ret_optional(a, {std::move(gx), std::move(gw), std::move(gb)});
 }
 
-// rmsNormForward(x, w, eps) -> [y, rstd]
+// rmsNormForward(x, w, eps, residual?) -> [y, rstd] (+ sum): with a residual, sum = x + residual is normalised and
+// returned last.
 OWLET_OP(rmsNormForward) {
   Tensor &x = a.tensor(0, "x"), &w = a.tensor(1, "w");
   Shape rows = check_input(a, x, "x");
   check_param(a, &w, "w", x);
   float eps = eps_arg(a, 2);
+  Tensor* res = residual_arg(a, 3, x, "residual");
   Tensor y = a.like(x), rstd = a.make(DType::F32, rows, x.device());
+  if (res) {
+    Tensor sum = a.like(x);
+    kern::rmsnorm_fwd(x, w, y, rstd, eps, res, &sum);
+    return a.ret(std::vector<Tensor>{std::move(y), std::move(rstd), std::move(sum)});
+  }
   kern::rmsnorm_fwd(x, w, y, rstd, eps);
   return a.ret(std::vector<Tensor>{std::move(y), std::move(rstd)});
 }
 
-// rmsNormBackward(gy, x, w, rstd, needX, needW) -> [gx | null, gw | null]
+// rmsNormBackward(gy, x, w, rstd, needX, needW, gxAdd?) -> [gx | null, gw | null]; gxAdd is added to gx in the same pass.
 OWLET_OP(rmsNormBackward) {
   Tensor &gy = a.tensor(0, "gy"), &x = a.tensor(1, "x"), &w = a.tensor(2, "w"), &rstd = a.tensor(3, "rstd");
   bool need_x = a.boolean(4, "needX"), need_w = a.boolean(5, "needW");
   Shape rows = check_input(a, x, "x");
   check_grad(a, gy, x);
+  Tensor* gadd = residual_arg(a, 6, x, "gxAdd");
   check_param(a, &w, "w", x);
   check_stat(a, rstd, "rstd", x, rows);
   std::optional<Tensor> gx, gw;
   if (need_x) gx = a.like(x);
   if (need_w) gw = a.make(w.dtype, {x.dim(-1)}, x.device());
-  if (gx || gw) kern::rmsnorm_bwd(gy, x, w, rstd, gx ? &*gx : nullptr, gw ? &*gw : nullptr);
+  if (gx || gw) kern::rmsnorm_bwd(gy, x, w, rstd, gx ? &*gx : nullptr, gw ? &*gw : nullptr, gadd);
   return ret_optional(a, {std::move(gx), std::move(gw)});
 }

@@ -53,11 +53,17 @@ void scatter_rows(Tensor& dst, const Tensor& idx, const Tensor& src, bool accumu
 void patchify(const Tensor& img, int p, Tensor& out);
 
 // ---- norms (norm.cc) ----  fp32 statistics, mean/rstd saved per row
-void layernorm_fwd(const Tensor& x, const Tensor* w, const Tensor* b, Tensor& y, Tensor& mean, Tensor& rstd, float eps);
+// With `residual`, the forward first forms sum = x + residual (stored in x's dtype, as an add would) and normalises
+// sum: a pre-norm transformer's residual add fused with the norm that follows it. With `gx_add`, the backward adds
+// it to gx in the same pass (the residual stream's gradient from its other uses), rounded as a separate add would.
+void layernorm_fwd(const Tensor& x, const Tensor* w, const Tensor* b, Tensor& y, Tensor& mean, Tensor& rstd, float eps,
+                   const Tensor* residual = nullptr, Tensor* sum = nullptr);
 void layernorm_bwd(const Tensor& gy, const Tensor& x, const Tensor* w, const Tensor& mean, const Tensor& rstd,
-                   Tensor* gx, Tensor* gw, Tensor* gb);
-void rmsnorm_fwd(const Tensor& x, const Tensor& w, Tensor& y, Tensor& rstd, float eps);
-void rmsnorm_bwd(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& rstd, Tensor* gx, Tensor* gw);
+                   Tensor* gx, Tensor* gw, Tensor* gb, const Tensor* gx_add = nullptr);
+void rmsnorm_fwd(const Tensor& x, const Tensor& w, Tensor& y, Tensor& rstd, float eps, const Tensor* residual = nullptr,
+                 Tensor* sum = nullptr);
+void rmsnorm_bwd(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& rstd, Tensor* gx, Tensor* gw,
+                 const Tensor* gx_add = nullptr);
 
 // ---- rope (rope.cc) ----  x: [B, T, H, D], HF rotate-half, position of token t = pos0 + t, freq in float64
 void rope_fwd(const Tensor& x, Tensor& y, int64_t pos0, double theta);

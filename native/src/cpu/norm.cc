@@ -40,15 +40,41 @@ void reduce_partials(const std::vector<float>& part, int64_t chunks, int64_t col
 
 // ---------------------------------------------------------------- LayerNorm
 
-void layernorm_fwd(const Tensor& x, const Tensor* w, const Tensor* b, Tensor& y, Tensor& mean, Tensor& rstd, float eps) {
+namespace {
+
+// Row r of x, or of sum = x + residual (formed here) when there is a residual.
+inline const float* norm_input(const float* px, const float* pres, float* psum, int64_t r, int64_t cols) {
+  const float* xr = px + r * cols;
+  if (!pres) return xr;
+  const float* rr = pres + r * cols;
+  float* sr = psum + r * cols;
+#pragma omp simd
+  for (int64_t j = 0; j < cols; j++) sr[j] = xr[j] + rr[j];
+  return sr;
+}
+
+// gx row += gx_add row (after gx was stored: the same rounding as a separate add).
+inline void add_row(float* gxr, const float* pga, int64_t r, int64_t cols) {
+  if (!pga) return;
+  const float* ga = pga + r * cols;
+#pragma omp simd
+  for (int64_t j = 0; j < cols; j++) gxr[j] += ga[j];
+}
+
+}  // namespace
+
+void layernorm_fwd(const Tensor& x, const Tensor* w, const Tensor* b, Tensor& y, Tensor& mean, Tensor& rstd, float eps,
+                   const Tensor* residual, Tensor* sum) {
   const int64_t rows = x.rows(), cols = x.cols();
   const float* px = x.f32();
+  const float* pres = residual ? residual->f32() : nullptr;
+  float* psum = residual ? sum->f32() : nullptr;
   const float* pw = w ? w->f32() : nullptr;
   const float* pb = b ? b->f32() : nullptr;
   float *py = y.f32(), *pm = mean.f32(), *pr = rstd.f32();
 #pragma omp parallel for if (rows * cols > kParallelMin)
   for (int64_t r = 0; r < rows; r++) {
-    const float* xr = px + r * cols;
+    const float* xr = norm_input(px, pres, psum, r, cols);
     float* yr = py + r * cols;
     double s = 0;
 #pragma omp simd reduction(+ : s)
@@ -82,8 +108,9 @@ void layernorm_fwd(const Tensor& x, const Tensor* w, const Tensor* b, Tensor& y,
 // With x̂ = (x - mean)·rstd and g = gy·w (gy when there is no weight):
 //   gx = rstd · (g - mean(g) - x̂ · mean(g·x̂)),   gw = Σ_rows gy·x̂,   gb = Σ_rows gy.
 void layernorm_bwd(const Tensor& gy, const Tensor& x, const Tensor* w, const Tensor& mean, const Tensor& rstd,
-                   Tensor* gx, Tensor* gw, Tensor* gb) {
+                   Tensor* gx, Tensor* gw, Tensor* gb, const Tensor* gx_add) {
   const int64_t rows = x.rows(), cols = x.cols();
+  const float* pga = gx && gx_add ? gx_add->f32() : nullptr;
   const float *pgy = gy.f32(), *px = x.f32(), *pm = mean.f32(), *pr = rstd.f32();
   const float* pw = w ? w->f32() : nullptr;
   float* pgx = gx ? gx->f32() : nullptr;
@@ -128,6 +155,7 @@ void layernorm_bwd(const Tensor& gy, const Tensor& x, const Tensor* w, const Ten
         float* gxr = pgx + r * cols;
 #pragma omp simd
         for (int64_t j = 0; j < cols; j++) gxr[j] = rs * (gr[j] - mg - ((xr[j] - m) * rs) * mgx);
+        add_row(gxr, pga, r, cols);
       }
     }
   }
@@ -138,13 +166,16 @@ void layernorm_bwd(const Tensor& gy, const Tensor& x, const Tensor* w, const Ten
 // ---------------------------------------------------------------- RMSNorm (HF LLaMA)
 
 // y = w · (x · rstd), rstd = 1 / sqrt(mean(x²) + eps); the multiplication order is HF's.
-void rmsnorm_fwd(const Tensor& x, const Tensor& w, Tensor& y, Tensor& rstd, float eps) {
+void rmsnorm_fwd(const Tensor& x, const Tensor& w, Tensor& y, Tensor& rstd, float eps, const Tensor* residual,
+                 Tensor* sum) {
   const int64_t rows = x.rows(), cols = x.cols();
   const float *px = x.f32(), *pw = w.f32();
+  const float* pres = residual ? residual->f32() : nullptr;
+  float* psum = residual ? sum->f32() : nullptr;
   float *py = y.f32(), *pr = rstd.f32();
 #pragma omp parallel for if (rows * cols > kParallelMin)
   for (int64_t r = 0; r < rows; r++) {
-    const float* xr = px + r * cols;
+    const float* xr = norm_input(px, pres, psum, r, cols);
     float* yr = py + r * cols;
     double ss = 0;
 #pragma omp simd reduction(+ : ss)
@@ -157,8 +188,10 @@ void rmsnorm_fwd(const Tensor& x, const Tensor& w, Tensor& y, Tensor& rstd, floa
 }
 
 // gx = rstd · (gy·w - x · rstd² · mean(gy·w·x)),   gw = Σ_rows gy · x · rstd.
-void rmsnorm_bwd(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& rstd, Tensor* gx, Tensor* gw) {
+void rmsnorm_bwd(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& rstd, Tensor* gx, Tensor* gw,
+                 const Tensor* gx_add) {
   const int64_t rows = x.rows(), cols = x.cols();
+  const float* pga = gx && gx_add ? gx_add->f32() : nullptr;
   const float *pgy = gy.f32(), *px = x.f32(), *pw = w.f32(), *pr = rstd.f32();
   float* pgx = gx ? gx->f32() : nullptr;
   const int64_t chunks = gw ? chunk_count(rows) : std::max<int64_t>(rows, 1);
@@ -184,6 +217,7 @@ void rmsnorm_bwd(const Tensor& gy, const Tensor& x, const Tensor& w, const Tenso
       float* gxr = pgx + r * cols;
 #pragma omp simd
       for (int64_t j = 0; j < cols; j++) gxr[j] = rs * (gyr[j] * pw[j] - xr[j] * k);
+      add_row(gxr, pga, r, cols);
     }
   }
   if (gw) reduce_partials(part_w, chunks, cols, gw->f32());

@@ -13,12 +13,31 @@ namespace {
 
 int row_threads(int64_t C) { return C <= 256 ? 64 : C <= 1024 ? 128 : 256; }
 
+// The row a norm reads: x's, or sum = x + res formed here (rounded to T as an add kernel stores it); each thread
+// later re-reads only the elements it wrote, so no barrier is needed before the statistics.
 template <class T>
-__global__ void layernorm_fwd_kernel(const T* x, FIn w, bool has_w, FIn b, bool has_b, FOut y, FOut mean_out,
-                                     FOut rstd_out, int64_t C, float eps) {
+__device__ __forceinline__ const T* norm_row(const T* x, const T* res, T* sum, int64_t row, int64_t C) {
+  const T* xr = x + row * C;
+  if (!res) return xr;
+  const T* rr = res + row * C;
+  T* sr = sum + row * C;
+  for (int64_t j = threadIdx.x; j < C; j += blockDim.x) sr[j] = from_f<T>(__fadd_rn(to_f(xr[j]), to_f(rr[j])));
+  return sr;
+}
+
+// gx = v (+ add[i]): v rounded to T first, then the sum rounded, as storing gx and adding in a second kernel would.
+template <class T>
+__device__ __forceinline__ void store_gx(FOut gx, const T* add, int64_t i, float v) {
+  if (add) v = __fadd_rn(to_f(from_f<T>(v)), to_f(add[i]));
+  gx.set(i, v);
+}
+
+template <class T>
+__global__ void layernorm_fwd_kernel(const T* x, const T* res, T* sum, FIn w, bool has_w, FIn b, bool has_b, FOut y,
+                                     FOut mean_out, FOut rstd_out, int64_t C, float eps) {
   __shared__ float scratch[32];
   int64_t row = blockIdx.x;
-  const T* xr = x + row * C;
+  const T* xr = norm_row(x, res, sum, row, C);
   float s = 0.f;
   for (int64_t j = threadIdx.x; j < C; j += blockDim.x) s += to_f(xr[j]);
   float mean = block_sum(s, scratch) / float(C);
@@ -43,7 +62,7 @@ __global__ void layernorm_fwd_kernel(const T* x, FIn w, bool has_w, FIn b, bool 
 // gx = rstd · (g − mean(g) − x̂ · mean(g · x̂)) with g = gy · w, x̂ = (x − mean) · rstd.
 template <class T>
 __global__ void layernorm_bwd_kernel(const T* gy, const T* x, FIn w, bool has_w, FIn mean_in, FIn rstd_in, FOut gx,
-                                     int64_t C) {
+                                     const T* gx_add, int64_t C) {
   __shared__ float scratch[32];
   int64_t row = blockIdx.x;
   const T *gr = gy + row * C, *xr = x + row * C;
@@ -60,15 +79,15 @@ __global__ void layernorm_bwd_kernel(const T* gy, const T* x, FIn w, bool has_w,
   for (int64_t j = threadIdx.x; j < C; j += blockDim.x) {
     float g = to_f(gr[j]) * (has_w ? w[j] : 1.f);
     float xh = (to_f(xr[j]) - mean) * rstd;
-    gx.set(row * C + j, rstd * (g - mg - xh * mgx));
+    store_gx(gx, gx_add, row * C + j, rstd * (g - mg - xh * mgx));
   }
 }
 
 template <class T>
-__global__ void rmsnorm_fwd_kernel(const T* x, FIn w, FOut y, FOut rstd_out, int64_t C, float eps) {
+__global__ void rmsnorm_fwd_kernel(const T* x, const T* res, T* sum, FIn w, FOut y, FOut rstd_out, int64_t C, float eps) {
   __shared__ float scratch[32];
   int64_t row = blockIdx.x;
-  const T* xr = x + row * C;
+  const T* xr = norm_row(x, res, sum, row, C);
   float ss = 0.f;
   for (int64_t j = threadIdx.x; j < C; j += blockDim.x) {
     float v = to_f(xr[j]);
@@ -81,7 +100,7 @@ __global__ void rmsnorm_fwd_kernel(const T* x, FIn w, FOut y, FOut rstd_out, int
 
 // gx = rstd · (g − x̂ · mean(g · x̂)) with g = gy · w, x̂ = x · rstd.
 template <class T>
-__global__ void rmsnorm_bwd_kernel(const T* gy, const T* x, FIn w, FIn rstd_in, FOut gx, int64_t C) {
+__global__ void rmsnorm_bwd_kernel(const T* gy, const T* x, FIn w, FIn rstd_in, FOut gx, const T* gx_add, int64_t C) {
   __shared__ float scratch[32];
   int64_t row = blockIdx.x;
   const T *gr = gy + row * C, *xr = x + row * C;
@@ -91,7 +110,7 @@ __global__ void rmsnorm_bwd_kernel(const T* gy, const T* x, FIn w, FIn rstd_in, 
   float mgx = block_sum(sgx, scratch) / float(C);
   for (int64_t j = threadIdx.x; j < C; j += blockDim.x) {
     float xh = to_f(xr[j]) * rstd;
-    gx.set(row * C + j, rstd * (to_f(gr[j]) * w[j] - xh * mgx));
+    store_gx(gx, gx_add, row * C + j, rstd * (to_f(gr[j]) * w[j] - xh * mgx));
   }
 }
 
@@ -113,22 +132,44 @@ struct RmsNormParamGrad {
 
 }  // namespace
 
+namespace {
+
+// The residual and its sum (or nulls), both in x's dtype.
+template <class T>
+std::pair<const T*, T*> residual_ptrs(const Tensor& x, const Tensor* residual, Tensor* sum, const char* op) {
+  if (!residual) return {nullptr, nullptr};
+  if (residual->dtype != x.dtype || sum->dtype != x.dtype)
+    fail(ErrorKind::DType, std::string(op) + ": the residual " + residual->describe() + " and the sum must have x's dtype " + x.describe());
+  return {residual->data<T>(), sum->data<T>()};
+}
+
+template <class T>
+const T* same_dtype_or_null(const Tensor* t, const Tensor& x, const char* op, const char* what) {
+  if (!t) return nullptr;
+  if (t->dtype != x.dtype) fail(ErrorKind::DType, std::string(op) + ": " + what + " " + t->describe() + " must have x's dtype " + x.describe());
+  return t->data<T>();
+}
+
+}  // namespace
+
 void layernorm_fwd(const Tensor& x, const Tensor* w, const Tensor* b, Tensor& y, Tensor& mean, Tensor& rstd,
-                   float eps) {
+                   float eps, const Tensor* residual, Tensor* sum) {
   const char* op = "layerNorm";
   DeviceContext& c = context_of(x, op);
   int64_t rows = x.rows(), C = x.cols();
   if (rows == 0 || C == 0) return;
   FIn fw = w ? fin(*w, op, "w") : FIn{nullptr, false}, fb = b ? fin(*b, op, "b") : FIn{nullptr, false};
-  OWLET_FLOAT_SWITCH(x.dtype, T, op,
-                     layernorm_fwd_kernel<T><<<unsigned(rows), row_threads(C), 0, c.stream>>>(
-                         x.data<T>(), fw, w != nullptr, fb, b != nullptr, fout(y, op, "y"), fout(mean, op, "mean"),
-                         fout(rstd, op, "rstd"), C, eps));
+  OWLET_FLOAT_SWITCH(x.dtype, T, op, {
+    auto [res, sm] = residual_ptrs<T>(x, residual, sum, op);
+    layernorm_fwd_kernel<T><<<unsigned(rows), row_threads(C), 0, c.stream>>>(
+        x.data<T>(), res, sm, fw, w != nullptr, fb, b != nullptr, fout(y, op, "y"), fout(mean, op, "mean"),
+        fout(rstd, op, "rstd"), C, eps);
+  });
   check_launch(op);
 }
 
 void layernorm_bwd(const Tensor& gy, const Tensor& x, const Tensor* w, const Tensor& mean, const Tensor& rstd,
-                   Tensor* gx, Tensor* gw, Tensor* gb) {
+                   Tensor* gx, Tensor* gw, Tensor* gb, const Tensor* gx_add) {
   const char* op = "layerNormBackward";
   DeviceContext& c = context_of(x, op);
   int64_t rows = x.rows(), C = x.cols();
@@ -139,7 +180,7 @@ void layernorm_bwd(const Tensor& gy, const Tensor& x, const Tensor* w, const Ten
     OWLET_FLOAT_SWITCH(x.dtype, T, op,
                        layernorm_bwd_kernel<T><<<unsigned(rows), row_threads(C), 0, c.stream>>>(
                            gy.data<T>(), x.data<T>(), fw, w != nullptr, fin(mean, op, "mean"), fin(rstd, op, "rstd"),
-                           fout(*gx, op, "gx"), C));
+                           fout(*gx, op, "gx"), same_dtype_or_null<T>(gx_add, x, op, "gxAdd"), C));
     check_launch(op);
   }
   if (gw || gb) {
@@ -151,18 +192,22 @@ void layernorm_bwd(const Tensor& gy, const Tensor& x, const Tensor* w, const Ten
   }
 }
 
-void rmsnorm_fwd(const Tensor& x, const Tensor& w, Tensor& y, Tensor& rstd, float eps) {
+void rmsnorm_fwd(const Tensor& x, const Tensor& w, Tensor& y, Tensor& rstd, float eps, const Tensor* residual,
+                 Tensor* sum) {
   const char* op = "rmsNorm";
   DeviceContext& c = context_of(x, op);
   int64_t rows = x.rows(), C = x.cols();
   if (rows == 0 || C == 0) return;
-  OWLET_FLOAT_SWITCH(x.dtype, T, op,
-                     rmsnorm_fwd_kernel<T><<<unsigned(rows), row_threads(C), 0, c.stream>>>(
-                         x.data<T>(), fin(w, op, "w"), fout(y, op, "y"), fout(rstd, op, "rstd"), C, eps));
+  OWLET_FLOAT_SWITCH(x.dtype, T, op, {
+    auto [res, sm] = residual_ptrs<T>(x, residual, sum, op);
+    rmsnorm_fwd_kernel<T><<<unsigned(rows), row_threads(C), 0, c.stream>>>(
+        x.data<T>(), res, sm, fin(w, op, "w"), fout(y, op, "y"), fout(rstd, op, "rstd"), C, eps);
+  });
   check_launch(op);
 }
 
-void rmsnorm_bwd(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& rstd, Tensor* gx, Tensor* gw) {
+void rmsnorm_bwd(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& rstd, Tensor* gx, Tensor* gw,
+                 const Tensor* gx_add) {
   const char* op = "rmsNormBackward";
   DeviceContext& c = context_of(x, op);
   int64_t rows = x.rows(), C = x.cols();
@@ -171,7 +216,8 @@ void rmsnorm_bwd(const Tensor& gy, const Tensor& x, const Tensor& w, const Tenso
   if (gx && rows > 0) {
     OWLET_FLOAT_SWITCH(x.dtype, T, op,
                        rmsnorm_bwd_kernel<T><<<unsigned(rows), row_threads(C), 0, c.stream>>>(
-                           gy.data<T>(), x.data<T>(), fin(w, op, "w"), fin(rstd, op, "rstd"), fout(*gx, op, "gx"), C));
+                           gy.data<T>(), x.data<T>(), fin(w, op, "w"), fin(rstd, op, "rstd"), fout(*gx, op, "gx"),
+                           same_dtype_or_null<T>(gx_add, x, op, "gxAdd"), C));
     check_launch(op);
   }
   if (gw) {
