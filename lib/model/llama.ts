@@ -1,6 +1,8 @@
 // LLaMA decoder (HF LlamaForCausalLM semantics, spec §1.4): RMSNorm, rotate-half RoPE, causal attention, SwiGLU MLP,
 // untied lm_head. Modules the adapter targets run as LoRA linears (ForwardContext.linear).
-import { add, attention, checkpoint, isGradEnabled, linear, reshape, rmsNorm, rope, swiglu, type Tensor } from '../tensor/index.ts';
+import {
+  add, addRmsNorm, attention, checkpoint, isGradEnabled, linear, reshape, rmsNorm, rope, swiglu, type Tensor,
+} from '../tensor/index.ts';
 import type { TextConfig } from './config.ts';
 import { released, type ForwardContext } from './context.ts';
 
@@ -27,30 +29,51 @@ const LAYER = 'language_model.model.layers';
 export function llamaHidden(ctx: ForwardContext, cfg: TextConfig, x: Tensor, o: LlamaOptions = {}): Tensor {
   // Recomputation only pays where a backward follows and nothing outlives the step (a KV cache would).
   const recompute = !!o.recompute && !o.cache && isGradEnabled();
-  let h = x;
-  for (let i = 0; i < cfg.numHiddenLayers; i++) {
-    const layer = (t: Tensor) => decoderLayer(ctx, cfg, i, t, o);
-    if (!recompute) {
-      const next = layer(h);
-      if (h !== x) h.dispose(); // the previous layer's output (the caller owns x)
-      h = next;
-      continue;
+  const finalNorm = ctx.get('language_model.model.norm.weight');
+  if (recompute) {
+    // A checkpointed layer maps its input to its output, so its last residual add stays inside it.
+    let h = x;
+    for (let i = 0; i < cfg.numHiddenLayers; i++) {
+      const layer = (t: Tensor) => {
+        const { stream, branch } = decoderLayer(ctx, cfg, i, t, null, o);
+        return released(add(stream, branch), stream, branch);
+      };
+      ctx.materialize(`${LAYER}.${i}.`);
+      h = checkpoint(ctx.replayingSeeds(layer), [h]);
     }
-    ctx.materialize(`${LAYER}.${i}.`);
-    h = checkpoint(ctx.replayingSeeds(layer), [h]);
+    return rmsNorm(h, finalNorm, cfg.rmsNormEps);
   }
-  const out = rmsNorm(h, ctx.get('language_model.model.norm.weight'), cfg.rmsNormEps);
-  if (h !== x && !recompute) h.dispose();
-  return out;
+  // Each layer hands back its residual stream and its MLP's output unsummed: the next layer's input norm (the final
+  // norm after the last layer) adds them in the same pass (addRmsNorm).
+  let stream = x, branch: Tensor | null = null;
+  for (let i = 0; i < cfg.numHiddenLayers; i++) {
+    const next = decoderLayer(ctx, cfg, i, stream, branch, o);
+    if (stream !== x) stream.dispose(); // the caller owns x
+    branch?.dispose();
+    ({ stream, branch } = next);
+  }
+  if (!branch) return rmsNorm(stream, finalNorm, cfg.rmsNormEps);
+  const { sum, y } = addRmsNorm(stream, branch, finalNorm, cfg.rmsNormEps);
+  released(null, sum, branch);
+  if (stream !== x) stream.dispose();
+  return y;
 }
 
-/** Decoder layer i: pre-norm attention and SwiGLU MLP, each added back to the residual stream. */
-function decoderLayer(ctx: ForwardContext, cfg: TextConfig, i: number, h: Tensor, o: LlamaOptions): Tensor {
-  const [B, T, D] = h.shape as [number, number, number];
+/**
+ * Decoder layer i: pre-norm attention and SwiGLU MLP. Its input is stream + branch (branch: the previous layer's MLP
+ * output, not yet added; null for the first layer), added in the input norm's pass. Returns the residual stream after
+ * the attention and the MLP output, for the next norm to add.
+ */
+function decoderLayer(ctx: ForwardContext, cfg: TextConfig, i: number, stream: Tensor, branch: Tensor | null,
+  o: LlamaOptions): { stream: Tensor; branch: Tensor } {
+  const [B, T, D] = stream.shape as [number, number, number];
   const H = cfg.numAttentionHeads, dh = D / H, eps = cfg.rmsNormEps, pos0 = o.pos0 ?? 0;
   const L = `${LAYER}.${i}`;
   const lin = (t: Tensor, name: string) => ctx.linear(t, `${L}.${name}`);
-  const a = rmsNorm(h, ctx.get(`${L}.input_layernorm.weight`), eps);
+  const inputNorm = ctx.get(`${L}.input_layernorm.weight`);
+  let h = stream, a: Tensor;
+  if (branch) ({ sum: h, y: a } = addRmsNorm(stream, branch, inputNorm, eps));
+  else a = rmsNorm(stream, inputNorm, eps);
   const roped = (name: string) => {
     const y = lin(a, name), y4 = reshape(y, [B, T, H, dh]);
     return released(rope(y4, pos0, cfg.ropeTheta), y, y4);
@@ -67,12 +90,12 @@ function decoderLayer(ctx: ForwardContext, cfg: TextConfig, i: number, h: Tensor
   if (!o.cache) released(null, k, v);
   const c2 = reshape(c, [B, T, D]);
   const ao = released(lin(c2, 'self_attn.o_proj'), c2, c);
-  const r = released(add(h, ao), ao);
-  const m = rmsNorm(r, ctx.get(`${L}.post_attention_layernorm.weight`), eps);
+  const { sum: r, y: m } = addRmsNorm(h, ao, ctx.get(`${L}.post_attention_layernorm.weight`), eps);
+  released(null, ao);
+  if (h !== stream) h.dispose(); // the caller owns stream
   const gate = lin(m, 'mlp.gate_proj'), up = released(lin(m, 'mlp.up_proj'), m);
   const act = released(swiglu(gate, up), gate, up);
-  const mo = released(lin(act, 'mlp.down_proj'), act);
-  return released(add(r, mo), mo, r);
+  return { stream: r, branch: released(lin(act, 'mlp.down_proj'), act) };
 }
 
 export function lmHead(ctx: ForwardContext, hidden: Tensor): Tensor {

@@ -1,7 +1,7 @@
 // The vision encoder (CLIP ViT-L/14 architecture, mPLUG-Owl naming, spec §1.2): conv patch embedding as a GEMM,
 // class token, position embedding, pre-LN, pre-LN transformer layers with the per-head interleaved fused QKV,
 // quick_gelu MLP, post-LN on all tokens. Output: [N, 1 + patches, D].
-import { add, attention, concat, layerNorm, linear, patchify, reshape, slice, split, type Tensor } from '../tensor/index.ts';
+import { add, addLayerNorm, attention, concat, layerNorm, linear, patchify, reshape, slice, split, type Tensor } from '../tensor/index.ts';
 import type { VisionConfig } from './config.ts';
 import { expandBatch, released, type ForwardContext } from './context.ts';
 
@@ -22,11 +22,20 @@ export function visionForward(ctx: ForwardContext, cfg: VisionConfig, pixels: Te
 
   // Every intermediate is released after its last use: what a backward reads, the tape holds on its own; the rest
   // (all of it when the encoder is frozen and runs without grad) would otherwise pile up over the layers until the
-  // forward ends.
+  // forward ends. Each sub-layer's output (`branch`) is added to the residual stream by the next norm, in its pass.
+  let branch: Tensor | null = null;
+  const norm = (name: string) => {
+    if (!branch) return ln(h, name);
+    const { sum, y } = addLayerNorm(h, branch, ctx.get(`${name}.weight`), ctx.get(`${name}.bias`), eps);
+    released(null, h, branch);
+    h = sum;
+    branch = null;
+    return y;
+  };
   for (let i = 0; i < cfg.numHiddenLayers; i++) {
     const L = `vision_model.encoder.layers.${i}`;
     // qkv channels are laid out per head as [q(dh) | k(dh) | v(dh)] (spec §2.4).
-    const n1 = ln(h, `${L}.input_layernorm`);
+    const n1 = norm(`${L}.input_layernorm`);
     const fused = released(ctx.linear(n1, `${L}.self_attn.query_key_value`), n1);
     const qkv = reshape(fused, [N, T, H, 3, dh]);
     const parts = released(split(qkv, 3, [1, 1, 1]), fused, qkv);
@@ -35,12 +44,10 @@ export function visionForward(ctx: ForwardContext, cfg: VisionConfig, pixels: Te
       causal: false, dropoutP: ctx.training ? cfg.attentionDropout : 0, seed: ctx.nextSeed(),
     }), q, k, v);
     const a2 = reshape(a, [N, T, D]);
-    const ao = released(ctx.linear(a2, `${L}.self_attn.dense`), a2, a);
-    const h1 = released(add(h, ao), ao, h);
-    const n2 = ln(h1, `${L}.post_attention_layernorm`);
+    branch = released(ctx.linear(a2, `${L}.self_attn.dense`), a2, a);
+    const n2 = norm(`${L}.post_attention_layernorm`);
     const f = released(ctx.linear(n2, `${L}.mlp.fc1`), n2);
-    const fo = released(ctx.quickGeluLinear(f, `${L}.mlp.fc2`), f);
-    h = released(add(h1, fo), fo, h1);
+    branch = released(ctx.quickGeluLinear(f, `${L}.mlp.fc2`), f);
   }
-  return released(ln(h, 'vision_model.post_layernorm'), h);
+  return released(norm('vision_model.post_layernorm'), h);
 }
