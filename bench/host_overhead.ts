@@ -1,0 +1,65 @@
+// The host's own cost per training step: the GPU benchmark's model structure (ViT 24 layers, abstractor 6 layers with
+// 64 queries, 4 LLaMA layers; stage 1 or stage 2 with LoRA q/v) at tiny widths on the CPU, so the native kernels cost
+// almost nothing and the step time is what JS, N-API and the autograd spend around them. With OWLET_PROFILE_OPS=1 the
+// time inside native calls is split out too (host mode: no synchronisation).
+// Run: [OWLET_PROFILE_OPS=1] npx tsx bench/host_overhead.ts [--stage 1|2] [--steps N]
+import { MplugOwl, initLora, initParams, parseAdapterConfig, parseOwlConfig } from '../lib/model/index.ts';
+import { opProfile, opProfileAvailable, resetOpProfile, setOpProfiling } from '../lib/op-profile.ts';
+import { AdamW, backward, scope } from '../lib/tensor/index.ts';
+import { syntheticBatch } from './synthetic-batch.ts';
+
+const arg = (name: string, dflt: number) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : dflt;
+};
+const STAGE = arg('stage', 1), STEPS = arg('steps', 20);
+
+const cfg = parseOwlConfig({
+  num_query_tokens: 64,
+  vision_config: { hidden_size: 32, intermediate_size: 128, num_hidden_layers: 24, num_attention_heads: 2, image_size: 28, patch_size: 14, layer_norm_eps: 1e-6 },
+  visual_abstractor_config: { hidden_size: 32, encoder_hidden_size: 32, intermediate_size: 88, num_hidden_layers: 6, num_attention_heads: 2, layer_norm_eps: 1e-6, attention_probs_dropout_prob: 0 },
+  text_config: { hidden_size: 32, intermediate_size: 88, num_hidden_layers: 4, num_attention_heads: 2, vocab_size: 512, rms_norm_eps: 1e-6 },
+});
+const params = initParams(cfg, { seed: 0, std: 0.05 });
+const adapter = STAGE === 2 ? parseAdapterConfig({ r: 8, lora_alpha: 32, lora_dropout: 0.05, target_modules: ['q_proj', 'v_proj'] }) : null;
+if (adapter) initLora(cfg, adapter, params);
+const model = new MplugOwl(cfg, params, adapter);
+model.setTrainable(STAGE === 1 ? ['vision', 'queries', 'abstractor'] : ['lora', 'queries', 'abstractor']);
+const trainable = [...model.trainable().values()];
+const opt = new AdamW({ lr: 1e-4 });
+const batch = syntheticBatch({ batch: 2, length: 80, resolution: 28, media: cfg.mediaTokenLength, vocab: 512 });
+
+function step(): number {
+  const t0 = performance.now();
+  scope(() => {
+    const { loss } = model.forward(batch, { training: true, logits: 'counted' });
+    backward(loss);
+  });
+  opt.step(trainable, 0.5);
+  opt.zeroGrad(trainable);
+  return performance.now() - t0;
+}
+
+for (let i = 0; i < 3; i++) step();
+const times: number[] = [];
+if (opProfileAvailable()) { resetOpProfile(); setOpProfiling('host'); }
+for (let i = 0; i < STEPS; i++) times.push(step());
+setOpProfiling(null);
+times.sort((a, b) => a - b);
+const med = times[times.length >> 1];
+let line = `stage ${STAGE}: median step ${med.toFixed(2)} ms over ${STEPS} steps (min ${times[0].toFixed(2)})`;
+if (opProfileAvailable()) {
+  const ops = opProfile(), calls = ops.reduce((a, o) => a + o.calls, 0) / STEPS, ms = ops.reduce((a, o) => a + o.ms, 0) / STEPS;
+  line += `; ${calls.toFixed(0)} native calls per step, ${ms.toFixed(2)} ms inside them (${(1e3 * ms / calls).toFixed(1)} µs each), ` +
+    `${(med - ms).toFixed(2)} ms outside (${(1e3 * (med - ms) / calls).toFixed(1)} µs per call)`;
+  const byOp = new Map<string, { calls: number; ms: number }>();
+  for (const o of ops) {
+    const k = o.op.split(' ')[0], e = byOp.get(k) ?? { calls: 0, ms: 0 };
+    e.calls += o.calls; e.ms += o.ms;
+    byOp.set(k, e);
+  }
+  console.log(line);
+  for (const [k, e] of [...byOp].sort((a, b) => b[1].ms - a[1].ms).slice(0, 12)) {
+    console.log(`  ${(e.ms / STEPS).toFixed(3).padStart(8)} ms ${String(Math.round(e.calls / STEPS)).padStart(5)}× ${k}`);
+  }
+} else console.log(line);
