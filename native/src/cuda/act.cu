@@ -4,55 +4,13 @@
 #include "../core/kernels.h"
 #include "../core/rng_hash.h"
 #include "common.cuh"
+#include "vec_map_launch.cuh"
 
 namespace owlet::kern {
 
 using namespace owlet::cuda;
 
 namespace {
-
-__device__ __forceinline__ float sigmoid(float x) { return 1.f / (1.f + expf(-x)); }
-
-constexpr float kQuickGelu = 1.702f;
-
-__global__ void quick_gelu_fwd_kernel(FIn x, FOut y, int64_t n) {
-  OWLET_KERNEL_LOOP(i, n) {
-    float v = x[i];
-    y.set(i, v * sigmoid(kQuickGelu * v));
-  }
-}
-__global__ void quick_gelu_bwd_kernel(FIn gy, FIn x, FOut gx, int64_t n) {
-  OWLET_KERNEL_LOOP(i, n) {
-    float v = x[i], s = sigmoid(kQuickGelu * v);
-    gx.set(i, gy[i] * (s + kQuickGelu * v * s * (1.f - s)));
-  }
-}
-__global__ void silu_fwd_kernel(FIn x, FOut y, int64_t n) {
-  OWLET_KERNEL_LOOP(i, n) {
-    float v = x[i];
-    y.set(i, v * sigmoid(v));
-  }
-}
-__global__ void silu_bwd_kernel(FIn gy, FIn x, FOut gx, int64_t n) {
-  OWLET_KERNEL_LOOP(i, n) {
-    float v = x[i], s = sigmoid(v);
-    gx.set(i, gy[i] * s * (1.f + v * (1.f - s)));
-  }
-}
-__global__ void swiglu_fwd_kernel(FIn gate, FIn up, FOut y, int64_t n) {
-  OWLET_KERNEL_LOOP(i, n) {
-    float g = gate[i];
-    y.set(i, g * sigmoid(g) * up[i]);
-  }
-}
-__global__ void swiglu_bwd_kernel(FIn gy, FIn gate, FIn up, FOut ggate, bool want_gate, FOut gup, bool want_up,
-                                  int64_t n) {
-  OWLET_KERNEL_LOOP(i, n) {
-    float g = gate[i], s = sigmoid(g), d = gy[i];
-    if (want_gate) ggate.set(i, d * up[i] * s * (1.f + g * (1.f - s)));
-    if (want_up) gup.set(i, d * g * s);
-  }
-}
 
 // One block per row: max, then sum of exponentials, then the normalised write.
 __global__ void softmax_fwd_kernel(FIn x, FOut y, int64_t C) {
@@ -78,14 +36,6 @@ __global__ void softmax_bwd_kernel(FIn gy, FIn y, FOut gx, int64_t C) {
 
 __global__ void dropout_kernel(FIn x, FOut y, int64_t n, uint64_t key, uint32_t threshold, float scale) {
   OWLET_KERNEL_LOOP(i, n) y.set(i, rng::keep(key, uint64_t(i), threshold) ? x[i] * scale : 0.f);
-}
-
-template <class K, class... A>
-void launch_elementwise(const char* op, const Tensor& like, int64_t n, K kernel, A... args) {
-  if (n == 0) return;
-  DeviceContext& c = context_of(like, op);
-  kernel<<<grid_for(c, n, 256), 256, 0, c.stream>>>(args..., n);
-  check_launch(op);
 }
 
 void softmax_rows(const char* op, const Tensor& like, bool fwd, FIn a, FIn b, FOut out) {
@@ -117,33 +67,19 @@ void dropout(const char* op, const Tensor& x, Tensor& y, float p, uint64_t seed)
 
 }  // namespace
 
-void quick_gelu_fwd(const Tensor& x, Tensor& y) {
-  const char* op = "quickGelu";
-  launch_elementwise(op, x, x.numel(), quick_gelu_fwd_kernel, fin(x, op, "x"), fout(y, op, "y"));
-}
+// The elementwise activations run through vec::map (16-byte accesses when the operands share a dtype and alignment).
+void quick_gelu_fwd(const Tensor& x, Tensor& y) { vec::map("quickGelu", {&x}, {&y}, vec::QuickGeluFwd{}); }
 void quick_gelu_bwd(const Tensor& gy, const Tensor& x, Tensor& gx) {
-  const char* op = "quickGeluBackward";
-  launch_elementwise(op, x, x.numel(), quick_gelu_bwd_kernel, fin(gy, op, "gy"), fin(x, op, "x"), fout(gx, op, "gx"));
+  vec::map("quickGeluBackward", {&gy, &x}, {&gx}, vec::QuickGeluBwd{});
 }
-void silu_fwd(const Tensor& x, Tensor& y) {
-  const char* op = "silu";
-  launch_elementwise(op, x, x.numel(), silu_fwd_kernel, fin(x, op, "x"), fout(y, op, "y"));
-}
-void silu_bwd(const Tensor& gy, const Tensor& x, Tensor& gx) {
-  const char* op = "siluBackward";
-  launch_elementwise(op, x, x.numel(), silu_bwd_kernel, fin(gy, op, "gy"), fin(x, op, "x"), fout(gx, op, "gx"));
-}
-void swiglu_fwd(const Tensor& gate, const Tensor& up, Tensor& y) {
-  const char* op = "swiglu";
-  launch_elementwise(op, gate, gate.numel(), swiglu_fwd_kernel, fin(gate, op, "gate"), fin(up, op, "up"),
-                     fout(y, op, "y"));
-}
+void silu_fwd(const Tensor& x, Tensor& y) { vec::map("silu", {&x}, {&y}, vec::SiluFwd{}); }
+void silu_bwd(const Tensor& gy, const Tensor& x, Tensor& gx) { vec::map("siluBackward", {&gy, &x}, {&gx}, vec::SiluBwd{}); }
+void swiglu_fwd(const Tensor& gate, const Tensor& up, Tensor& y) { vec::map("swiglu", {&gate, &up}, {&y}, vec::SwigluFwd{}); }
 void swiglu_bwd(const Tensor& gy, const Tensor& gate, const Tensor& up, Tensor* ggate, Tensor* gup) {
   const char* op = "swigluBackward";
-  if (!ggate && !gup) return;
-  launch_elementwise(op, gate, gate.numel(), swiglu_bwd_kernel, fin(gy, op, "gy"), fin(gate, op, "gate"),
-                     fin(up, op, "up"), ggate ? fout(*ggate, op, "ggate") : FOut{}, ggate != nullptr,
-                     gup ? fout(*gup, op, "gup") : FOut{}, gup != nullptr);
+  if (ggate && gup) vec::map(op, {&gy, &gate, &up}, {ggate, gup}, vec::SwigluBwd{});
+  else if (ggate) vec::map(op, {&gy, &gate, &up}, {ggate}, vec::SwigluBwdGate{});
+  else if (gup) vec::map(op, {&gy, &gate}, {gup}, vec::SwigluBwdUp{});
 }
 void softmax_fwd(const Tensor& x, Tensor& y) {
   const char* op = "softmax";

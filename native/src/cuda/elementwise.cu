@@ -4,6 +4,7 @@
 #include "../core/kernels.h"
 #include "common.cuh"
 #include "reduce_cols.cuh"
+#include "vec_map_launch.cuh"
 
 namespace owlet::kern {
 
@@ -11,28 +12,13 @@ using namespace owlet::cuda;
 
 namespace {
 
-__global__ void add_kernel(FIn a, FIn b, FOut out, int64_t n, int64_t m, float alpha, float beta) {
-  if (m == n) {
-    OWLET_KERNEL_LOOP(i, n) out.set(i, alpha * a[i] + beta * b[i]);
-  } else {
-    OWLET_KERNEL_LOOP(i, n) out.set(i, alpha * a[i] + beta * b[i % m]);
-  }
+// Suffix broadcasting (b shorter than a): element by element; same-length operands go through vec::map.
+__global__ void add_bcast_kernel(FIn a, FIn b, FOut out, int64_t n, int64_t m, float alpha, float beta) {
+  OWLET_KERNEL_LOOP(i, n) out.set(i, alpha * a[i] + beta * b[i % m]);
 }
 
-__global__ void mul_kernel(FIn a, FIn b, FOut out, int64_t n, int64_t m) {
-  if (m == n) {
-    OWLET_KERNEL_LOOP(i, n) out.set(i, a[i] * b[i]);
-  } else {
-    OWLET_KERNEL_LOOP(i, n) out.set(i, a[i] * b[i % m]);
-  }
-}
-
-__global__ void scale_kernel(FIn a, FOut out, int64_t n, float s) {
-  OWLET_KERNEL_LOOP(i, n) out.set(i, s * a[i]);
-}
-
-__global__ void axpy_kernel(FOut y, FIn x, int64_t n, float alpha) {
-  OWLET_KERNEL_LOOP(i, n) y.set(i, y.get(i) + alpha * x[i]);
+__global__ void mul_bcast_kernel(FIn a, FIn b, FOut out, int64_t n, int64_t m) {
+  OWLET_KERNEL_LOOP(i, n) out.set(i, a[i] * b[i % m]);
 }
 
 }  // namespace
@@ -40,42 +26,34 @@ __global__ void axpy_kernel(FOut y, FIn x, int64_t n, float alpha) {
 void add(const Tensor& a, const Tensor& b, Tensor& out, float alpha, float beta) {
   int64_t n = a.numel(), m = b.numel();
   if (n == 0) return;
+  if (m == n) {
+    vec::map("add", {&a, &b}, {&out}, vec::AddScaled{alpha, beta});
+    return;
+  }
   DeviceContext& c = context_of(out, "add");
   int threads = 256;
-  add_kernel<<<grid_for(c, n, threads), threads, 0, c.stream>>>(fin(a, "add", "a"), fin(b, "add", "b"),
-                                                                  fout(out, "add", "out"), n, m, alpha, beta);
+  add_bcast_kernel<<<grid_for(c, n, threads), threads, 0, c.stream>>>(fin(a, "add", "a"), fin(b, "add", "b"),
+                                                                        fout(out, "add", "out"), n, m, alpha, beta);
   check_launch("add");
 }
 
 void mul(const Tensor& a, const Tensor& b, Tensor& out) {
   int64_t n = a.numel(), m = b.numel();
   if (n == 0) return;
+  if (m == n) {
+    vec::map("mul", {&a, &b}, {&out}, vec::Mul{});
+    return;
+  }
   DeviceContext& c = context_of(out, "mul");
   int threads = 256;
-  mul_kernel<<<grid_for(c, n, threads), threads, 0, c.stream>>>(fin(a, "mul", "a"), fin(b, "mul", "b"),
-                                                                  fout(out, "mul", "out"), n, m);
+  mul_bcast_kernel<<<grid_for(c, n, threads), threads, 0, c.stream>>>(fin(a, "mul", "a"), fin(b, "mul", "b"),
+                                                                        fout(out, "mul", "out"), n, m);
   check_launch("mul");
 }
 
-void scale(const Tensor& a, float s, Tensor& out) {
-  int64_t n = a.numel();
-  if (n == 0) return;
-  DeviceContext& c = context_of(out, "scale");
-  int threads = 256;
-  scale_kernel<<<grid_for(c, n, threads), threads, 0, c.stream>>>(fin(a, "scale", "a"), fout(out, "scale", "out"),
-                                                                    n, s);
-  check_launch("scale");
-}
+void scale(const Tensor& a, float s, Tensor& out) { vec::map("scale", {&a}, {&out}, vec::Scale{s}); }
 
-void axpy(Tensor& y, const Tensor& x, float alpha) {
-  int64_t n = y.numel();
-  if (n == 0) return;
-  DeviceContext& c = context_of(y, "axpy");
-  int threads = 256;
-  axpy_kernel<<<grid_for(c, n, threads), threads, 0, c.stream>>>(fout(y, "axpy", "y"), fin(x, "axpy", "x"), n,
-                                                                   alpha);
-  check_launch("axpy");
-}
+void axpy(Tensor& y, const Tensor& x, float alpha) { vec::map("axpy", {&y, &x}, {&y}, vec::Axpy{alpha}); }
 
 namespace {
 struct ColumnValue {
