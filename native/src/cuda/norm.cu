@@ -3,6 +3,7 @@
 // Weight and bias gradients are column sums over rows, computed deterministically by reduce_cols.
 #include "../core/kernels.h"
 #include "common.cuh"
+#include "norm_rows.cuh"
 #include "reduce_cols.cuh"
 
 namespace owlet::kern {
@@ -143,6 +144,18 @@ std::pair<const T*, T*> residual_ptrs(const Tensor& x, const Tensor* residual, T
   return {residual->data<T>(), sum->data<T>()};
 }
 
+// Whether the register-resident kernels (norm_rows.cuh) take these rows: a row of whole 16-byte packs that fits,
+// every row tensor 16-byte aligned, f32 statistics.
+template <class T>
+bool rows_fit(int64_t C, std::initializer_list<const void*> rows, std::initializer_list<const Tensor*> stats) {
+  if (!norm_rows::fits<T>(C)) return false;
+  for (const void* p : rows)
+    if (p && reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  for (const Tensor* t : stats)
+    if (t && t->dtype != DType::F32) return false;
+  return true;
+}
+
 template <class T>
 const T* same_dtype_or_null(const Tensor* t, const Tensor& x, const char* op, const char* what) {
   if (!t) return nullptr;
@@ -161,9 +174,14 @@ void layernorm_fwd(const Tensor& x, const Tensor* w, const Tensor* b, Tensor& y,
   FIn fw = w ? fin(*w, op, "w") : FIn{nullptr, false}, fb = b ? fin(*b, op, "b") : FIn{nullptr, false};
   OWLET_FLOAT_SWITCH(x.dtype, T, op, {
     auto [res, sm] = residual_ptrs<T>(x, residual, sum, op);
-    layernorm_fwd_kernel<T><<<unsigned(rows), row_threads(C), 0, c.stream>>>(
-        x.data<T>(), res, sm, fw, w != nullptr, fb, b != nullptr, fout(y, op, "y"), fout(mean, op, "mean"),
-        fout(rstd, op, "rstd"), C, eps);
+    if (y.dtype == x.dtype && rows_fit<T>(C, {x.raw(), res, sm, y.raw()}, {&mean, &rstd}))
+      norm_rows::fwd_kernel<T, true><<<unsigned(rows), norm_rows::kThreads, 0, c.stream>>>(
+          x.data<T>(), res, sm, fw, w != nullptr, fb, b != nullptr, y.data<T>(), mean.data<float>(), rstd.data<float>(),
+          C, eps);
+    else
+      layernorm_fwd_kernel<T><<<unsigned(rows), row_threads(C), 0, c.stream>>>(
+          x.data<T>(), res, sm, fw, w != nullptr, fb, b != nullptr, fout(y, op, "y"), fout(mean, op, "mean"),
+          fout(rstd, op, "rstd"), C, eps);
   });
   check_launch(op);
 }
@@ -177,10 +195,16 @@ void layernorm_bwd(const Tensor& gy, const Tensor& x, const Tensor* w, const Ten
   if (gy.dtype != x.dtype) fail(ErrorKind::DType, std::string(op) + ": gy " + gy.describe() + " must have x's dtype " + x.describe());
   FIn fw = w ? fin(*w, op, "w") : FIn{nullptr, false};
   if (gx && rows > 0) {
-    OWLET_FLOAT_SWITCH(x.dtype, T, op,
-                       layernorm_bwd_kernel<T><<<unsigned(rows), row_threads(C), 0, c.stream>>>(
-                           gy.data<T>(), x.data<T>(), fw, w != nullptr, fin(mean, op, "mean"), fin(rstd, op, "rstd"),
-                           fout(*gx, op, "gx"), same_dtype_or_null<T>(gx_add, x, op, "gxAdd"), C));
+    OWLET_FLOAT_SWITCH(x.dtype, T, op, {
+      const T* ga = same_dtype_or_null<T>(gx_add, x, op, "gxAdd");
+      if (gx->dtype == x.dtype && rows_fit<T>(C, {gy.raw(), x.raw(), gx->raw(), ga}, {&mean, &rstd}))
+        norm_rows::bwd_kernel<T, true><<<unsigned(rows), norm_rows::kThreads, 0, c.stream>>>(
+            gy.data<T>(), x.data<T>(), fw, w != nullptr, mean.data<float>(), rstd.data<float>(), gx->data<T>(), ga, C);
+      else
+        layernorm_bwd_kernel<T><<<unsigned(rows), row_threads(C), 0, c.stream>>>(
+            gy.data<T>(), x.data<T>(), fw, w != nullptr, fin(mean, op, "mean"), fin(rstd, op, "rstd"),
+            fout(*gx, op, "gx"), ga, C);
+    });
     check_launch(op);
   }
   if (gw || gb) {
@@ -200,8 +224,13 @@ void rmsnorm_fwd(const Tensor& x, const Tensor& w, Tensor& y, Tensor& rstd, floa
   if (rows == 0 || C == 0) return;
   OWLET_FLOAT_SWITCH(x.dtype, T, op, {
     auto [res, sm] = residual_ptrs<T>(x, residual, sum, op);
-    rmsnorm_fwd_kernel<T><<<unsigned(rows), row_threads(C), 0, c.stream>>>(
-        x.data<T>(), res, sm, fin(w, op, "w"), fout(y, op, "y"), fout(rstd, op, "rstd"), C, eps);
+    if (y.dtype == x.dtype && rows_fit<T>(C, {x.raw(), res, sm, y.raw()}, {&rstd}))
+      norm_rows::fwd_kernel<T, false><<<unsigned(rows), norm_rows::kThreads, 0, c.stream>>>(
+          x.data<T>(), res, sm, fin(w, op, "w"), true, FIn{nullptr, false}, false, y.data<T>(), nullptr,
+          rstd.data<float>(), C, eps);
+    else
+      rmsnorm_fwd_kernel<T><<<unsigned(rows), row_threads(C), 0, c.stream>>>(
+          x.data<T>(), res, sm, fin(w, op, "w"), fout(y, op, "y"), fout(rstd, op, "rstd"), C, eps);
   });
   check_launch(op);
 }
@@ -214,10 +243,15 @@ void rmsnorm_bwd(const Tensor& gy, const Tensor& x, const Tensor& w, const Tenso
   if (C == 0) return;
   if (gy.dtype != x.dtype) fail(ErrorKind::DType, std::string(op) + ": gy " + gy.describe() + " must have x's dtype " + x.describe());
   if (gx && rows > 0) {
-    OWLET_FLOAT_SWITCH(x.dtype, T, op,
-                       rmsnorm_bwd_kernel<T><<<unsigned(rows), row_threads(C), 0, c.stream>>>(
-                           gy.data<T>(), x.data<T>(), fin(w, op, "w"), fin(rstd, op, "rstd"), fout(*gx, op, "gx"),
-                           same_dtype_or_null<T>(gx_add, x, op, "gxAdd"), C));
+    OWLET_FLOAT_SWITCH(x.dtype, T, op, {
+      const T* ga = same_dtype_or_null<T>(gx_add, x, op, "gxAdd");
+      if (gx->dtype == x.dtype && rows_fit<T>(C, {gy.raw(), x.raw(), gx->raw(), ga}, {&rstd}))
+        norm_rows::bwd_kernel<T, false><<<unsigned(rows), norm_rows::kThreads, 0, c.stream>>>(
+            gy.data<T>(), x.data<T>(), fin(w, op, "w"), true, nullptr, rstd.data<float>(), gx->data<T>(), ga, C);
+      else
+        rmsnorm_bwd_kernel<T><<<unsigned(rows), row_threads(C), 0, c.stream>>>(
+            gy.data<T>(), x.data<T>(), fin(w, op, "w"), fin(rstd, op, "rstd"), fout(*gx, op, "gx"), ga, C);
+    });
     check_launch(op);
   }
   if (gw) {
