@@ -142,6 +142,23 @@ export function bandwidthBench(be: Be): BenchResult[] {
     w.dispose();
   }
   {
+    // The ViT's shapes (16 images × 257 tokens): LayerNorm with the residual add fused, its backward with the added
+    // gradient, and quick_gelu's backward (bytes: every operand read or written once).
+    const R = 16 * 257, C = 1024, F = 4096;
+    const x = rand(be, [R, C]), r = rand(be, [R, C]), w = rand(be, [C]), b = rand(be, [C]), gy = rand(be, [R, C]);
+    const fwd = op(be, 'layerNormForward'), bwd = op(be, 'layerNormBackward');
+    let ms = time(be, () => disposeAll(fwd(x, w, b, 1e-5, r)), 20);
+    out.push({ name: 'layernorm_residual_fwd_4112x1024', ms, gbps: gbps(4 * R * C * 2, ms) });
+    const [y, mean, rstd, sum] = fwd(x, w, b, 1e-5, r);
+    ms = time(be, () => disposeAll(bwd(gy, sum, w, mean, rstd, true, false, r)), 20);
+    out.push({ name: 'layernorm_residual_bwd_4112x1024', ms, gbps: gbps(4 * R * C * 2, ms) });
+    disposeAll([x, r, w, b, gy, y, mean, rstd, sum]);
+    const h = rand(be, [R, F]), g = rand(be, [R, F]);
+    ms = time(be, () => be.quickGeluBackward(g, h).dispose(), 20);
+    out.push({ name: 'quick_gelu_bwd_4112x4096', ms, gbps: gbps(3 * R * F * 2, ms) });
+    disposeAll([h, g]);
+  }
+  {
     const logits = rand(be, [4096, 32000], 2);
     const labels = be.fromBuffer('i32', [4096], Int32Array.from({ length: 4096 }, (_, i) => (i * 7919) % 32000));
     const ce = op(be, 'crossEntropy');
