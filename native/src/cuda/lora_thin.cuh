@@ -13,6 +13,7 @@
 #pragma once
 #include "../core/hash_u01.h"
 #include "common.cuh"
+#include "vec_map.cuh"
 
 namespace owlet::cuda::lora {
 
@@ -23,16 +24,9 @@ struct Drop {
   float scale;  // 1 / (1 − p)
 };
 
-template <class T> struct Vec16 { static constexpr int n = 16 / int(sizeof(T)); };
-
-// 16 bytes of T at p as floats.
-template <class T>
-__device__ __forceinline__ void load16(const T* p, float (&v)[Vec16<T>::n]) {
-  uint4 raw = *reinterpret_cast<const uint4*>(p);
-  const T* e = reinterpret_cast<const T*>(&raw);
-#pragma unroll
-  for (int i = 0; i < Vec16<T>::n; i++) v[i] = to_f(e[i]);
-}
+// 16-byte packs of T (vec_map.cuh's loads): 8 bf16 or 4 f32.
+template <class T> struct Vec16 { static constexpr int n = vec::Pack<T>::N; };
+using vec::load;
 
 template <class T>
 __device__ __forceinline__ void apply_drop(const Drop& d, int64_t index0, float (&v)[Vec16<T>::n]) {
@@ -62,7 +56,7 @@ __global__ void __launch_bounds__(kThreads) rows_kernel(const T* X, int64_t M, i
 #pragma unroll
     for (int r = 0; r < RPW; r++) {
       if (m0 + r < M) {
-        load16(X + (m0 + r) * K + k0, xv[r]);
+        load(X + (m0 + r) * K + k0, xv[r]);
         apply_drop<T>(drop, (m0 + r) * K + k0, xv[r]);
       } else {
 #pragma unroll
@@ -120,7 +114,7 @@ __global__ void __launch_bounds__(kThreads) cols_kernel(const T* X, int64_t M, i
   if (k0 < K) {
     for (int64_t m = mbeg + warp; m < mend; m += kWarps) {
       float xv[V], g[R];
-      load16(X + m * K + k0, xv);
+      load(X + m * K + k0, xv);
       apply_drop<T>(drop, m * K + k0, xv);
       const float4* gp = reinterpret_cast<const float4*>(G + m * R);
 #pragma unroll
