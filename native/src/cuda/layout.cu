@@ -6,6 +6,7 @@
 
 #include "../core/kernels.h"
 #include "common.cuh"
+#include "pitched_copy.cuh"
 
 namespace owlet::kern {
 
@@ -15,9 +16,18 @@ namespace {
 
 
 // height rows of width bytes, between two pitched buffers on the device's stream.
+// 16-byte-aligned rows go through pitched_copy_kernel, the rest through cudaMemcpy2DAsync.
 void copy2d(DeviceContext& c, void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,
             const char* op) {
   if (width == 0 || height == 0) return;
+  if (pitched_copy_fits(dst, dpitch, src, spitch, width)) {
+    const int64_t w16 = int64_t(width / 16), n = w16 * int64_t(height);
+    pitched_copy_kernel<<<grid_for(c, n, 256), 256, 0, c.stream>>>(static_cast<uint4*>(dst), int64_t(dpitch / 16),
+                                                                     static_cast<const uint4*>(src), int64_t(spitch / 16),
+                                                                     w16, int64_t(height));
+    check_launch(op);
+    return;
+  }
   check(cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, height, cudaMemcpyDeviceToDevice, c.stream), op,
         "cudaMemcpy2DAsync");
 }
