@@ -2,12 +2,7 @@
 // moment with a scalar reference in the CPU backend's order of f32 operations, bit for bit: the float4 path and the
 // scalar path (a misaligned tensor), lengths that leave a tail of 1–3 elements, a tensor longer than one chunk,
 // f32 and bf16 gradients, weight decay per tensor and a clipping coefficient. Build and run: scripts/flash-emu.sh.
-#define OWLET_CUDA_EMULATION 1
-#include "cuda_emu.h"
-#undef __device__
-#define __device__
-#undef __host__
-#define __host__
+#include "emu_kernel.h"
 
 #include <cmath>
 // The device intrinsics as the correctly rounded host operations they are (built with -ffp-contract=off).

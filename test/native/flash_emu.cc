@@ -7,17 +7,13 @@
 // attention_wgmma_bwd.cuh, every case without dropout) too, each compared with the reference.
 // This checks the kernels' tiling, fragment and mask arithmetic without a GPU; it cannot check timing, races
 // between real warps, or the hardware's own rounding. Build and run: scripts/flash-emu.sh.
-#define OWLET_CUDA_EMULATION 1
-#include "cuda_emu.h"
-#undef __device__
-#define __device__
-#undef __host__
-#define __host__
+#include "emu_kernel.h"
 
 #include "../../native/src/cuda/attention_flash.cuh"
 #include "../../native/src/cuda/attention_wgmma.cuh"
 #include "../../native/src/cuda/attention_wgmma_bwd.cuh"
 #include "../../native/src/cuda/attention_wgmma_ws.cuh"
+#include "emu_values.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -59,15 +55,7 @@ Seq random_seq(std::mt19937& rng, size_t n, float std) {
   return s;
 }
 
-double rel_err(const std::vector<double>& got, const std::vector<double>& want) {
-  double diff = 0, mag = 0;
-  for (size_t i = 0; i < want.size(); i++) {
-    double d = std::fabs(got[i] - want[i]);
-    if (!(d <= diff)) diff = std::isnan(d) ? INFINITY : std::max(diff, d);
-    mag = std::max(mag, std::fabs(want[i]));
-  }
-  return diff / std::max(mag, 1e-3);
-}
+double rel_err(const std::vector<double>& got, const std::vector<double>& want) { return emu_values::rel_err(got, want, 1e-3); }
 
 bool run(const Case& c, std::mt19937& rng) {
   const int B = c.B, H = c.H, Tq = c.Tq, Tk = c.Tk, D = c.D;

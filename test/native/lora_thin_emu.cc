@@ -1,14 +1,10 @@
 // Runs LoRA's thin-product kernels (native/src/cuda/lora_thin.cuh) through the host warp emulator and compares them
 // with a float64 reference: rows (x Aᵀ, gy B) and cols ((gy B)ᵀ x, gyᵀ xa), f32 and bf16, ranks 4/8/16, odd row
 // counts, a partial column block, with and without dropout. Build and run: scripts/flash-emu.sh (it runs both).
-#define OWLET_CUDA_EMULATION 1
-#include "cuda_emu.h"
-#undef __device__
-#define __device__
-#undef __host__
-#define __host__
+#include "emu_kernel.h"
 
 #include "../../native/src/cuda/lora_thin.cuh"
+#include "emu_values.h"
 
 #include <cstdio>
 #include <random>
@@ -18,24 +14,10 @@ namespace lt = owlet::cuda::lora;
 using owlet::cuda::bf16;
 using owlet::cuda::FOut;
 
+using namespace emu_values;
+
 namespace {
 
-template <class T> T from_float(float v);
-template <> float from_float<float>(float v) { return v; }
-template <> bf16 from_float<bf16>(float v) { return __float2bfloat16_rn(v); }
-template <class T> double to_double(T v);
-template <> double to_double<float>(float v) { return v; }
-template <> double to_double<bf16>(bf16 v) { return __bfloat162float(v); }
-
-double rel_err(const std::vector<double>& got, const std::vector<double>& want) {
-  double diff = 0, mag = 0;
-  for (size_t i = 0; i < want.size(); i++) {
-    double d = std::fabs(got[i] - want[i]);
-    if (!(d <= diff)) diff = std::isnan(d) ? INFINITY : std::max(diff, d);
-    mag = std::max(mag, std::fabs(want[i]));
-  }
-  return diff / std::max(mag, 1e-6);
-}
 
 template <class T, int R>
 bool run(const char* tname, int64_t M, int64_t K, float p, std::mt19937& rng) {

@@ -2,12 +2,7 @@
 // against float64: forward (y, mean, rstd, and the residual sum) and backward (gx, with and without the added
 // gradient), LayerNorm with and without affine, bf16 and f32, rows that fill one to four packs per thread and one
 // that leaves threads idle. Build and run: scripts/flash-emu.sh.
-#define OWLET_CUDA_EMULATION 1
-#include "cuda_emu.h"
-#undef __device__
-#define __device__
-#undef __host__
-#define __host__
+#include "emu_kernel.h"
 // A kernel's static shared array is one per block: the emulator runs a block's threads as fibers of one OS thread and
 // its blocks one after another, so a function-local static is exactly that.
 #undef __shared__
@@ -17,6 +12,7 @@
 inline float __fadd_rn(float a, float b) { return a + b; }
 
 #include "../../native/src/cuda/norm_rows.cuh"
+#include "emu_values.h"
 
 #include <cstdio>
 #include <random>
@@ -26,26 +22,12 @@ namespace nr = owlet::cuda::norm_rows;
 using owlet::cuda::bf16;
 using owlet::cuda::FIn;
 
-namespace {
+using namespace emu_values;
 
-template <class T> T from_float(float x);
-template <> float from_float<float>(float x) { return x; }
-template <> bf16 from_float<bf16>(float x) { return __float2bfloat16_rn(x); }
-template <class T> double to_double(T x);
-template <> double to_double<float>(float x) { return x; }
-template <> double to_double<bf16>(bf16 x) { return __bfloat162float(x); }
+namespace {
 
 int failures = 0;
 
-double rel(const std::vector<double>& got, const std::vector<double>& want) {
-  double d = 0, m = 0;
-  for (size_t i = 0; i < want.size(); i++) {
-    double e = std::fabs(got[i] - want[i]);
-    if (!(e <= d)) d = std::isnan(e) ? INFINITY : e;
-    m = std::max(m, std::fabs(want[i]));
-  }
-  return d / std::max(m, 1e-6);
-}
 
 template <class T, bool LN>
 void run(int64_t rows, int64_t C, bool affine, bool residual, bool add) {
@@ -107,7 +89,7 @@ void run(int64_t rows, int64_t C, bool affine, bool residual, bool add) {
     }
   }
   const double tol = sizeof(T) == 2 ? 2e-2 : 2e-5;
-  double ey = rel(gyd, wy), eg = rel(gxd, wgx), es = residual ? rel(sumd, wsum) : 0;
+  double ey = rel_err(gyd, wy), eg = rel_err(gxd, wgx), es = residual ? rel_err(sumd, wsum) : 0;
   bool ok = ey < tol && eg < tol && es < tol && worst_stat < 1e-5;
   std::printf("%s %s %s C=%lld rows=%lld%s%s%s: y %.1e gx %.1e sum %.1e stats %.1e (tol %.0e)\n", ok ? "PASS" : "FAIL",
               LN ? "layerNorm" : "rmsNorm", sizeof(T) == 2 ? "bf16" : "f32", (long long)C, (long long)rows,

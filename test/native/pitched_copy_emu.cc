@@ -1,12 +1,7 @@
 // Runs the 16-byte pitched copy (native/src/cuda/pitched_copy.cuh) through the host emulator against memcpy row by
 // row: narrow rows (the q|k|v split's 128 bytes), wide ones, one row, pitches wider than the rows on either side;
 // the destination's bytes between rows must stay untouched. Build and run: scripts/flash-emu.sh.
-#define OWLET_CUDA_EMULATION 1
-#include "cuda_emu.h"
-#undef __device__
-#define __device__
-#undef __host__
-#define __host__
+#include "emu_kernel.h"
 
 #include "../../native/src/cuda/pitched_copy.cuh"
 

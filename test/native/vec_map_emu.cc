@@ -3,14 +3,10 @@
 // that leave a tail (n % 8 or n % 4), a length below one pack, an in-place output (axpy), two outputs (swiglu's
 // backward); and the element-by-element kernel (map_scalar_kernel, mixed dtypes) likewise. Build and run:
 // scripts/flash-emu.sh.
-#define OWLET_CUDA_EMULATION 1
-#include "cuda_emu.h"
-#undef __device__
-#define __device__
-#undef __host__
-#define __host__
+#include "emu_kernel.h"
 
 #include "../../native/src/cuda/vec_map.cuh"
+#include "emu_values.h"
 
 #include <cstdio>
 #include <cstring>
@@ -20,14 +16,9 @@
 namespace v = owlet::cuda::vec;
 using owlet::cuda::bf16;
 
-namespace {
+using namespace emu_values;
 
-template <class T> T from_float(float x);
-template <> float from_float<float>(float x) { return x; }
-template <> bf16 from_float<bf16>(float x) { return __float2bfloat16_rn(x); }
-template <class T> float to_float(T x);
-template <> float to_float<float>(float x) { return x; }
-template <> float to_float<bf16>(bf16 x) { return __bfloat162float(x); }
+namespace {
 
 int failures = 0;
 
