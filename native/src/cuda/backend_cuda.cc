@@ -3,6 +3,8 @@
 // info call, so loading the addon on a machine without a GPU fails only where a device is actually needed.
 #include <napi.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <string>
 
@@ -170,6 +172,11 @@ int grid_for(const DeviceContext& c, int64_t n, int threads) {
   int64_t cap = int64_t(c.prop.multiProcessorCount) * 16;
   if (want < 1) want = 1;
   return int(want < cap ? want : cap);
+}
+
+bool vec_enabled() {
+  const char* e = std::getenv("OWLET_VEC");
+  return !(e && std::strcmp(e, "0") == 0);
 }
 
 }  // namespace cuda

@@ -20,7 +20,7 @@ namespace {
 void copy2d(DeviceContext& c, void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,
             const char* op) {
   if (width == 0 || height == 0) return;
-  if (pitched_copy_fits(dst, dpitch, src, spitch, width)) {
+  if (pitched_copy_fits(dst, dpitch, src, spitch, width) && vec_enabled()) {
     const int64_t w16 = int64_t(width / 16), n = w16 * int64_t(height);
     pitched_copy_kernel<<<grid_for(c, n, 256), 256, 0, c.stream>>>(static_cast<uint4*>(dst), int64_t(dpitch / 16),
                                                                      static_cast<const uint4*>(src), int64_t(spitch / 16),

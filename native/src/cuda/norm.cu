@@ -148,7 +148,7 @@ std::pair<const T*, T*> residual_ptrs(const Tensor& x, const Tensor* residual, T
 // every row tensor 16-byte aligned, f32 statistics.
 template <class T>
 bool rows_fit(int64_t C, std::initializer_list<const void*> rows, std::initializer_list<const Tensor*> stats) {
-  if (!norm_rows::fits<T>(C)) return false;
+  if (!norm_rows::fits<T>(C) || !vec_enabled()) return false;
   for (const void* p : rows)
     if (p && reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
   for (const Tensor* t : stats)

@@ -98,7 +98,8 @@ void adamw(const std::vector<Tensor*>& params, const std::vector<const Tensor*>&
                   float(std::sqrt(bc2)), float(h.eps), float(-(h.lr / bc1)), h.grad_scale};
     AdamSlot slot{params[i]->f32(), fin(*grads[i], op, "grads"), m[i]->f32(), v[i]->f32(), params[i]->numel(), k, false};
     auto aligned = [](const void* p, uintptr_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; };
-    slot.vec = aligned(slot.p, 16) && aligned(slot.m, 16) && aligned(slot.v, 16) && aligned(slot.g.p, slot.g.bf ? 8 : 16);
+    slot.vec = vec_enabled() && aligned(slot.p, 16) && aligned(slot.m, 16) && aligned(slot.v, 16) &&
+               aligned(slot.g.p, slot.g.bf ? 8 : 16);
     slots.push_back(slot);
   }
   if (slots.empty()) return;

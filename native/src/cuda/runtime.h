@@ -62,4 +62,8 @@ bool device_can_run_kernels();
 // times over, never more than needed.
 int grid_for(const DeviceContext& c, int64_t n, int threads);
 
+// False when OWLET_VEC=0: the memory-bound ops take their element-by-element kernels instead of the 16-byte ones
+// (vec_map, norm_rows, pitched_copy, AdamW's float4 path). Read per call, so one process can time both.
+bool vec_enabled();
+
 }  // namespace owlet::cuda

@@ -15,7 +15,7 @@ void map(const char* op, const Tensor* const (&in)[NI], Tensor* const (&out)[NO]
   DeviceContext& c = context_of(*out[0], op);
   constexpr int threads = 256;
   DType dt = out[0]->dtype;
-  bool fast = dt == DType::F32 || dt == DType::BF16;
+  bool fast = (dt == DType::F32 || dt == DType::BF16) && vec_enabled();
   auto ok = [&](const Tensor& t) {
     return t.dtype == dt && t.numel() == n && reinterpret_cast<uintptr_t>(t.raw()) % 16 == 0;
   };
