@@ -175,8 +175,11 @@ int grid_for(const DeviceContext& c, int64_t n, int threads) {
 }
 
 bool vec_enabled() {
-  const char* e = std::getenv("OWLET_VEC");
-  return !(e && std::strcmp(e, "0") == 0);
+  static const bool on = [] {
+    const char* e = std::getenv("OWLET_VEC");
+    return !(e && std::strcmp(e, "0") == 0);
+  }();
+  return on;
 }
 
 }  // namespace cuda

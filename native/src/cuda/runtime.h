@@ -63,7 +63,8 @@ bool device_can_run_kernels();
 int grid_for(const DeviceContext& c, int64_t n, int threads);
 
 // False when OWLET_VEC=0: the memory-bound ops take their element-by-element kernels instead of the 16-byte ones
-// (vec_map, norm_rows, pitched_copy, AdamW's float4 path). Read per call, so one process can time both.
+// (vec_map, norm_rows, pitched_copy, AdamW's float4 path). Read once per process (the ops run ~1500 times a step, and
+// scripts/gpu/call.sh's VARIANT_ENV compares in a second process anyway).
 bool vec_enabled();
 
 }  // namespace owlet::cuda
