@@ -43,6 +43,16 @@ struct Params {
   float inv_keep;  // 1 / (1 − p)
 };
 
+// Where head h of batch b starts: in q, out and dO ([B, Tq, H, D]), in k and v ([B, Tk, H, D]), and in the per-row
+// statistics lse and Δ ([B, H, Tq]); one head's consecutive tokens are rs = H·D elements apart. Every attention
+// kernel starts from these.
+struct Head {
+  int64_t rs, q, kv, stat;
+  __device__ __forceinline__ Head(const Params& p, int b, int h, int D)
+      : rs(int64_t(p.H) * D), q((int64_t(b) * p.Tq * p.H + h) * D), kv((int64_t(b) * p.Tk * p.H + h) * D),
+        stat((int64_t(b) * p.H + h) * p.Tq) {}
+};
+
 // Copies rows [r0, r0 + ROWS) of a [T, H, D] sequence (row stride rs) into shared memory laid out [ROWS][LD],
 // zero-filling rows at or past `limit`; THREADS threads share the work.
 template <int ROWS, int D, int LD, int THREADS>
@@ -98,10 +108,9 @@ __global__ void __launch_bounds__(T::THREADS, T::MINB) attention_fwd_kernel(Para
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
   const int b = blockIdx.z, h = blockIdx.y;
   const int q0 = (gridDim.x - 1 - blockIdx.x) * BR;  // the longest causal tiles start first
-  const int64_t rs = int64_t(p.H) * D;
-  const bf16* qb = p.q + (int64_t(b) * p.Tq * p.H + h) * D;
-  const bf16* kb = p.k + (int64_t(b) * p.Tk * p.H + h) * D;
-  const bf16* vb = p.v + (int64_t(b) * p.Tk * p.H + h) * D;
+  const Head hd(p, b, h, D);
+  const int64_t rs = hd.rs;
+  const bf16 *qb = p.q + hd.q, *kb = p.k + hd.kv, *vb = p.v + hd.kv;
   const int shift = p.Tk - p.Tq;
 
   // Keys this block visits, and the last key (exclusive) any row of this warp can see.
@@ -272,7 +281,8 @@ __global__ void __launch_bounds__(T::THREADS, T::MINB) attention_fwd_kernel(Para
   mma::cp_async_wait<0>();
 
   // Normalise, write O (bf16) and the natural-log lse.
-  const int64_t obase = (int64_t(b) * p.Tq * p.H + h) * D;
+  const Head out(p, b, h, D);  // again for the epilogue: taking hd's costs the w4 shape two registers (ptxas)
+  const int64_t obase = out.q;
 #pragma unroll
   for (int mt = 0; mt < MT; mt++)
 #pragma unroll
@@ -289,7 +299,7 @@ __global__ void __launch_bounds__(T::THREADS, T::MINB) attention_fwd_kernel(Para
         *reinterpret_cast<__nv_bfloat162*>(dst + dt * 8) =
             __floats2bfloat162_rn(o[mt][dt][2 * r] * f, o[mt][dt][2 * r + 1] * f);
       if (t4 == 0)
-        p.lse[(int64_t(b) * p.H + h) * p.Tq + row] = l > 0.f ? (m_run[mt][r] + log2f(l)) * kLn2 : -INFINITY;
+        p.lse[out.stat + row] = l > 0.f ? (m_run[mt][r] + log2f(l)) * kLn2 : -INFINITY;
     }
 }
 
@@ -347,13 +357,10 @@ __global__ void __launch_bounds__(NW * 32) attention_bwd_kernel(Params p) {
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
   const int b = blockIdx.z, h = blockIdx.y, j0 = blockIdx.x * BC;
-  const int64_t rs = int64_t(p.H) * D;
-  const bf16* qb = p.q + (int64_t(b) * p.Tq * p.H + h) * D;
-  const bf16* ob = p.dout + (int64_t(b) * p.Tq * p.H + h) * D;
-  const bf16* kb = p.k + (int64_t(b) * p.Tk * p.H + h) * D;
-  const bf16* vb = p.v + (int64_t(b) * p.Tk * p.H + h) * D;
-  const float* lse_b = p.lse + (int64_t(b) * p.H + h) * p.Tq;
-  const float* del_b = p.delta + (int64_t(b) * p.H + h) * p.Tq;
+  const Head hd(p, b, h, D);
+  const int64_t rs = hd.rs;
+  const bf16 *qb = p.q + hd.q, *ob = p.dout + hd.q, *kb = p.k + hd.kv, *vb = p.v + hd.kv;
+  const float *lse_b = p.lse + hd.stat, *del_b = p.delta + hd.stat;
   const int shift = p.Tk - p.Tq;
   const int n_qt = (p.Tq + BR - 1) / BR;
   // The first query that can see key j0 (causal: i >= j0 − shift).

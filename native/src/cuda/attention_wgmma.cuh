@@ -63,6 +63,12 @@
 #include "common.cuh"
 #include "mma.cuh"
 
+// The accumulator operands of a wgmma asm statement: 32 fp32 registers d[i .. i + 31], read and written.
+#define OWLET_WGMMA_ACC8(d, i) \
+  "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
+#define OWLET_WGMMA_ACC32(d, i) \
+  OWLET_WGMMA_ACC8(d, i), OWLET_WGMMA_ACC8(d, i + 8), OWLET_WGMMA_ACC8(d, i + 16), OWLET_WGMMA_ACC8(d, i + 24)
+
 namespace owlet::cuda::wgmma {
 
 constexpr int kBR = 128, kBC = 128, kThreads = 256;
@@ -137,14 +143,7 @@ __device__ __forceinline__ void mma_ss_m64n128k16(float (&d)[64], uint64_t desc_
       "%48, %49, %50, %51, %52, %53, %54, %55, "
       "%56, %57, %58, %59, %60, %61, %62, %63}, "
       "%64, %65, p, 1, 1, 0, 0;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : OWLET_WGMMA_ACC32(d, 0), OWLET_WGMMA_ACC32(d, 32)
       : "l"(desc_a), "l"(desc_b), "r"(scale_d));
 #endif
 }
@@ -161,10 +160,7 @@ __device__ __forceinline__ void mma_rs_m64n64k16_tb(float (&d)[32], const uint32
       "%16, %17, %18, %19, %20, %21, %22, %23, "
       "%24, %25, %26, %27, %28, %29, %30, %31}, "
       "{%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : OWLET_WGMMA_ACC32(d, 0)
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1));
 #endif
 }
@@ -281,7 +277,8 @@ template <int D>
 __device__ __forceinline__ void write_out_lse(const flash::Params& p, float (&o)[D / 64][32], const float (&m_run)[2],
                                               const float (&l_run)[2], int b, int h, int row_a, int row_b, int t4,
                                               bool active) {
-  const int64_t obase = (int64_t(b) * p.Tq * p.H + h) * D, rs = int64_t(p.H) * D;
+  const flash::Head hd(p, b, h, D);
+  const int64_t obase = hd.q, rs = hd.rs;
 #pragma unroll
   for (int r = 0; r < 2; r++) {
     float l = l_run[r];
@@ -298,7 +295,7 @@ __device__ __forceinline__ void write_out_lse(const flash::Params& p, float (&o)
         *reinterpret_cast<__nv_bfloat162*>(dst + c * 64 + i * 8) =
             __floats2bfloat162_rn(o[c][4 * i + 2 * r] * f, o[c][4 * i + 2 * r + 1] * f);
     if (t4 == 0)
-      p.lse[(int64_t(b) * p.H + h) * p.Tq + row] = l > 0.f ? (m_run[r] + log2f(l)) * flash::kLn2 : -INFINITY;
+      p.lse[hd.stat + row] = l > 0.f ? (m_run[r] + log2f(l)) * flash::kLn2 : -INFINITY;
   }
 }
 
@@ -323,10 +320,9 @@ __global__ void __launch_bounds__(kThreads, 1) attention_fwd_kernel(flash::Param
   const int tid = threadIdx.x, wg = tid >> 7, wi = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
   const int b = blockIdx.z, h = blockIdx.y;
   const int q0 = (gridDim.x - 1 - blockIdx.x) * kBR;  // the longest causal tiles start first
-  const int64_t rs = int64_t(p.H) * D;
-  const bf16* qb = p.q + (int64_t(b) * p.Tq * p.H + h) * D;
-  const bf16* kb = p.k + (int64_t(b) * p.Tk * p.H + h) * D;
-  const bf16* vb = p.v + (int64_t(b) * p.Tk * p.H + h) * D;
+  const flash::Head hd(p, b, h, D);
+  const int64_t rs = hd.rs;
+  const bf16 *qb = p.q + hd.q, *kb = p.k + hd.kv, *vb = p.v + hd.kv;
   const int shift = p.Tk - p.Tq;
 
   // Keys the block visits; per warpgroup (the unit that issues wgmma, so every condition below is uniform over

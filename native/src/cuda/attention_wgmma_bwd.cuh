@@ -68,10 +68,7 @@ __device__ __forceinline__ void mma_ss_m64n64k16(float (&d)[32], uint64_t desc_a
       "%16, %17, %18, %19, %20, %21, %22, %23, "
       "%24, %25, %26, %27, %28, %29, %30, %31}, "
       "%32, %33, p, 1, 1, %35, %35;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : OWLET_WGMMA_ACC32(d, 0)
       : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(int(TRANS)));
 #endif
 }
@@ -92,13 +89,10 @@ __global__ void __launch_bounds__(kThreads, 1) attention_bwd_kernel(flash::Param
 
   const int tid = threadIdx.x, wg = tid >> 7, wi = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
   const int b = blockIdx.z, h = blockIdx.y, j0 = blockIdx.x * BK;
-  const int64_t rs = int64_t(p.H) * D;
-  const bf16* qb = p.q + (int64_t(b) * p.Tq * p.H + h) * D;
-  const bf16* ob = p.dout + (int64_t(b) * p.Tq * p.H + h) * D;
-  const bf16* kb = p.k + (int64_t(b) * p.Tk * p.H + h) * D;
-  const bf16* vb = p.v + (int64_t(b) * p.Tk * p.H + h) * D;
-  const float* lse_b = p.lse + (int64_t(b) * p.H + h) * p.Tq;
-  const float* del_b = p.delta + (int64_t(b) * p.H + h) * p.Tq;
+  const flash::Head hd(p, b, h, D);
+  const int64_t rs = hd.rs;
+  const bf16 *qb = p.q + hd.q, *ob = p.dout + hd.q, *kb = p.k + hd.kv, *vb = p.v + hd.kv;
+  const float *lse_b = p.lse + hd.stat, *del_b = p.delta + hd.stat;
   const int shift = p.Tk - p.Tq;
   const int n_qt = (p.Tq + BQ - 1) / BQ;
   const int q_first = p.causal ? max(0, j0 - shift) : 0;  // the first query that can see key j0

@@ -128,7 +128,8 @@ __global__ void __launch_bounds__(kThreads, 1) attention_fwd_ws_kernel(flash::Pa
   const int tid = threadIdx.x, role = tid >> 7;  // 0: producer, 1 and 2: consumers
   const int b = blockIdx.z, h = blockIdx.y;
   const int q0 = (gridDim.x - 1 - blockIdx.x) * kBR;  // the longest causal tiles start first
-  const int64_t rs = int64_t(p.H) * D;
+  const flash::Head hd(p, b, h, D);
+  const int64_t rs = hd.rs;
   const int shift = p.Tk - p.Tq;
   const int kv_end = p.causal ? min(p.Tk, q0 + kBR + shift) : p.Tk;
   const int n_tiles = kv_end > 0 ? (kv_end + kBC - 1) / kBC : 0;
@@ -146,9 +147,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_fwd_ws_kernel(flash::Pa
     // ---- producer ----
     regs_dec<kProducerRegs>();
     const int ptid = tid;
-    const bf16* qb = p.q + (int64_t(b) * p.Tq * p.H + h) * D;
-    const bf16* kb = p.k + (int64_t(b) * p.Tk * p.H + h) * D;
-    const bf16* vb = p.v + (int64_t(b) * p.Tk * p.H + h) * D;
+    const bf16 *qb = p.q + hd.q, *kb = p.k + hd.kv, *vb = p.v + hd.kv;
     load_tile<kBR, D>(sQ, qb, rs, q0, p.Tq, ptid);
     cp_async_arrive_noinc(bar_q);
     for (int tile = 0; tile < n_tiles; tile++) {
