@@ -3,12 +3,13 @@
 #   bash scripts/gpu/run.sh
 # 1. the check: every CUDA op against the CPU backend / float64 references, runtime checks, benchmarks
 # 2. the PyTorch peer (LAYERS=4) in the same call, 3. owlet/peer ratios, 4. the owl-tiny fixture, NCCL and trainer
-# checks, 5. compute-sanitizer over the small cases; 6. only with ONLY containing ncu: Nsight Compute on the attention
-# kernels (ncu_attention.txt).
+# checks, 5. compute-sanitizer over the small cases, 6. the attention kernels' SASS instruction counts; 7. only with
+# ONLY containing ncu: Nsight Compute on the attention kernels (ncu_attention.txt).
 # Logs and JSON go to $OUT: run.log check.log peer.log summary.log fixture_cuda.log nccl_check.log train_check.log
-# sanitizer.log owlet_cuda.json peer_torch.json train_bench.json. Each stage has its own time limit; a failing stage
-# does not stop the next. All stages together take longer than one device call may: ONLY="train" (or any of check
-# peer summary fixture nccl train sanitizer, space-separated) runs just those, e.g. ONLY=train bash scripts/gpu/run.sh;
+# sanitizer.log sass_attention.txt owlet_cuda.json peer_torch.json train_bench.json. Each stage has its own time
+# limit; a failing stage does not stop the next. All stages together take longer than one device call may:
+# ONLY="train" (or any of check peer summary fixture nccl train sanitizer sass, space-separated) runs just those,
+# e.g. ONLY=train bash scripts/gpu/run.sh;
 # TRAIN_ARGS are passed to the trainer check (e.g. "--no-tiny"; OWLET_PROFILE_OPS=1 adds a per-op profile per case)
 set -u
 cd "$(dirname "$0")/../.."
@@ -77,6 +78,20 @@ if want sanitizer; then
     cat "$OUT/sanitizer.log"
   else
     say "no compute-sanitizer on this machine"
+  fi
+fi
+if want sass; then
+  # What the attention kernels compile to (no disassembler on the build machine): per kernel the instruction count and
+  # its opcode histogram (scripts/gpu/sass-summary.py), e.g. to see MUFU.EX2 without its subnormal wrapper and the
+  # cp.async (LDGSTS) address arithmetic of the tile copies.
+  say "sass: instruction counts of the attention kernels (cuobjdump)"
+  CUOBJDUMP=$(command -v cuobjdump || ls /usr/local/cuda/bin/cuobjdump 2>/dev/null || true)
+  if [ -n "$CUOBJDUMP" ]; then
+    "$CUOBJDUMP" -sass "$G/owlet_cuda.node" >"$T/all.sass" 2>&1
+    python3 scripts/gpu/sass-summary.py "$T/all.sass" attention >"$OUT/sass_attention.txt" 2>&1
+    head -40 "$OUT/sass_attention.txt"
+  else
+    say "no cuobjdump on this machine"
   fi
 fi
 # Only when asked (ONLY="... ncu"): Nsight Compute on the attention kernels (check.mjs --profile-attention's).

@@ -21,6 +21,7 @@
 #include "../core/dropout_hash.h"
 #include "common.cuh"
 #include "mma.cuh"
+#include "row_copy.cuh"
 
 namespace owlet::cuda::flash {
 
@@ -54,21 +55,23 @@ struct Head {
 };
 
 // Copies rows [r0, r0 + ROWS) of a [T, H, D] sequence (row stride rs) into shared memory laid out [ROWS][LD],
-// zero-filling rows at or past `limit`; THREADS threads share the work.
+// zero-filling rows at or past `limit`; THREADS threads share the work (row_copy.cuh).
 template <int ROWS, int D, int LD, int THREADS>
 __device__ __forceinline__ void load_rows(bf16* s, const bf16* base, int64_t rs, int r0, int limit, int tid) {
-  constexpr int kChunks = D / 8;  // 16-byte pieces per row
-#pragma unroll
-  for (int c = tid; c < ROWS * kChunks; c += THREADS) {
-    int row = c / kChunks, col = (c % kChunks) * 8;
-    bool valid = r0 + row < limit;
-    const bf16* src = base + int64_t(valid ? r0 + row : 0) * rs + col;
-    mma::cp_async16(mma::smem_u32(s + row * LD + col), src, valid);
-  }
+  rows::copy<ROWS, D, THREADS, rows::Padded<LD>>(mma::smem_u32(s), base, rs, r0, limit, tid);
 }
 
 __device__ __forceinline__ bool key_visible(const Params& p, int b, int i, int j) {
   return j < p.Tk && (!p.causal || j <= i + p.Tk - p.Tq) && (!p.key_mask || p.key_mask[int64_t(b) * p.Tk + j] != 0);
+}
+// Without a padding mask what key_visible allows is a range: query row i sees keys [0, keys_end(i)), key j is seen
+// by queries [queries_begin(j), Tq). A thread's scores sit at column offsets that are constants of the fragment
+// layout, so masking a tile against its range costs a compare or two per score instead of key_visible's tests.
+__device__ __forceinline__ int keys_end(const Params& p, int i) {
+  return p.causal ? max(0, min(p.Tk, i + p.Tk - p.Tq + 1)) : p.Tk;
+}
+__device__ __forceinline__ int queries_begin(const Params& p, int j) {
+  return j >= p.Tk ? p.Tq : p.causal ? max(0, j - (p.Tk - p.Tq)) : 0;
 }
 
 __device__ __forceinline__ bool drop_keep(const Params& p, int b, int h, int i, int j) {
@@ -197,7 +200,7 @@ __global__ void __launch_bounds__(T::THREADS, T::MINB) attention_fwd_kernel(Para
       }
       // Masks (only where the tile reaches past a boundary, or a padding mask is given).
       bool need_mask = p.key_mask != nullptr || kv0 + BC > p.Tk || (p.causal && kv0 + BC - 1 > warp_row0 + shift);
-      if (need_mask) {
+      if (need_mask && p.key_mask) {
 #pragma unroll
         for (int mt = 0; mt < MT; mt++)
 #pragma unroll
@@ -207,6 +210,17 @@ __global__ void __launch_bounds__(T::THREADS, T::MINB) attention_fwd_kernel(Para
               int j = kv0 + nt * 8 + 2 * t4 + (e & 1), i = row_of(mt, e >> 1);
               if (!key_visible(p, b, i, j)) s[mt][nt][e] = -INFINITY;
             }
+      } else if (need_mask) {
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+          // keys_end relative to the thread's first column kv0 + 2·t4, for rows g and g + 8
+          const int end[2] = {keys_end(p, row_of(mt, 0)) - kv0 - 2 * t4, keys_end(p, row_of(mt, 1)) - kv0 - 2 * t4};
+#pragma unroll
+          for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+              if (nt * 8 + (e & 1) >= end[e >> 1]) s[mt][nt][e] = -INFINITY;
+        }
       }
       // Online softmax in base 2: m = running max of scaled scores; rescale o and l when it grows.
 #pragma unroll
@@ -221,7 +235,7 @@ __global__ void __launch_bounds__(T::THREADS, T::MINB) attention_fwd_kernel(Para
           mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
           float m_new = fmaxf(m_run[mt][r], mx * p.scale_log2);
           m_use[r] = m_new == -INFINITY ? 0.f : m_new;  // a row with nothing visible yet: keep everything at 0
-          float corr = exp2f(m_run[mt][r] - m_use[r]);
+          float corr = mma::exp2_ftz(m_run[mt][r] - m_use[r]);
           m_run[mt][r] = m_new;
           l_run[mt][r] *= corr;
 #pragma unroll
@@ -234,7 +248,7 @@ __global__ void __launch_bounds__(T::THREADS, T::MINB) attention_fwd_kernel(Para
         for (int nt = 0; nt < NT; nt++)
 #pragma unroll
           for (int e = 0; e < 4; e++) {
-            float pe = exp2f(fmaf(s[mt][nt][e], p.scale_log2, -m_use[e >> 1]));
+            float pe = mma::exp2_ftz(fmaf(s[mt][nt][e], p.scale_log2, -m_use[e >> 1]));
             l_run[mt][e >> 1] += pe;
             s[mt][nt][e] = pe;
           }
@@ -454,7 +468,7 @@ __global__ void __launch_bounds__(NW * 32) attention_bwd_kernel(Params p) {
       for (int e = 0; e < 4; e++) {
         int il = nt * 8 + 2 * t4 + (e & 1), i = i0 + il, j = (e < 2) ? key_a : key_b;
         float lse2 = Lt[il] * kLog2e;
-        float pe = exp2f(fmaf(st[nt][e], p.scale_log2, -lse2));
+        float pe = mma::exp2_ftz(fmaf(st[nt][e], p.scale_log2, -lse2));
         if (need_mask && !(i < p.Tq && key_visible(p, b, i, j))) pe = 0.f;
         float dpe = dpt[nt][e];
         float pd = pe;

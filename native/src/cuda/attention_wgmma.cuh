@@ -169,14 +169,7 @@ __device__ __forceinline__ void mma_rs_m64n64k16_tb(float (&d)[32], const uint32
 // `s`, zero-filling rows at or past `limit` (so the products see zeros there, never stale data or NaN).
 template <int ROWS, int D>
 __device__ __forceinline__ void load_tile(uint32_t s, const bf16* base, int64_t rs, int r0, int limit, int tid) {
-  constexpr int kChunks = D / 8;  // 16-byte chunks per row
-#pragma unroll
-  for (int c = tid; c < ROWS * kChunks; c += kThreads) {
-    const int row = c / kChunks, ch = c % kChunks, blk = ch >> 3, k = ch & 7;
-    const bool valid = r0 + row < limit;
-    const bf16* src = base + int64_t(valid ? r0 + row : 0) * rs + ch * 8;
-    mma::cp_async16(s + blk * (ROWS * 128) + row * 128 + ((k ^ (row & 7)) << 4), src, valid);
-  }
+  rows::copy<ROWS, D, kThreads, rows::Swizzle128>(s, base, rs, r0, limit, tid);
 }
 
 // S = Q Kᵀ for the warpgroup's 64 rows × 128 keys: D/16 wgmma, one commit group (not waited for here).
@@ -210,11 +203,19 @@ __device__ __forceinline__ void mask_scores(float (&s)[NS], const flash::Params&
                                             int row_a, int row_b, int warp_row0, int shift) {
   const bool need_mask = p.key_mask != nullptr || kv0 + kBC > p.Tk || (p.causal && kv0 + kBC - 1 > warp_row0 + shift);
   if (!need_mask) return;
+  if (p.key_mask) {
 #pragma unroll
-  for (int i = 0; i < NS; i++) {
-    const int j = kv0 + (i >> 2) * 8 + 2 * t4 + (i & 1), row = (i & 2) ? row_b : row_a;
-    if (!flash::key_visible(p, b, row, j)) s[i] = -INFINITY;
+    for (int i = 0; i < NS; i++) {
+      const int j = kv0 + (i >> 2) * 8 + 2 * t4 + (i & 1), row = (i & 2) ? row_b : row_a;
+      if (!flash::key_visible(p, b, row, j)) s[i] = -INFINITY;
+    }
+    return;
   }
+  // keys_end of both rows relative to the thread's first column kv0 + 2·t4
+  const int end_a = flash::keys_end(p, row_a) - kv0 - 2 * t4, end_b = flash::keys_end(p, row_b) - kv0 - 2 * t4;
+#pragma unroll
+  for (int i = 0; i < NS; i++)
+    if ((i >> 2) * 8 + (i & 1) >= ((i & 2) ? end_b : end_a)) s[i] = -INFINITY;
 }
 
 // Online softmax in base 2 (as the mma.sync kernel): updates the running max m_run and sum l_run of both rows,
@@ -232,13 +233,13 @@ __device__ __forceinline__ void softmax_step(float (&s)[NS], float (&m_run)[2], 
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
     const float m_new = fmaxf(m_run[r], mx * scale_log2);
     m_use[r] = m_new == -INFINITY ? 0.f : m_new;  // a row with nothing visible yet: keep everything at 0
-    corr[r] = exp2f(m_run[r] - m_use[r]);
+    corr[r] = mma::exp2_ftz(m_run[r] - m_use[r]);
     m_run[r] = m_new;
     l_run[r] *= corr[r];
   }
 #pragma unroll
   for (int i = 0; i < NS; i++) {
-    const float pe = exp2f(fmaf(s[i], scale_log2, -m_use[(i >> 1) & 1]));
+    const float pe = mma::exp2_ftz(fmaf(s[i], scale_log2, -m_use[(i >> 1) & 1]));
     l_run[(i >> 1) & 1] += pe;
     s[i] = pe;
   }

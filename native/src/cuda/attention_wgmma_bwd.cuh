@@ -165,11 +165,23 @@ __global__ void __launch_bounds__(kThreads, 1) attention_bwd_kernel(flash::Param
     for (int i = 0; i < 8; i++) {
       const float2 l2 = *reinterpret_cast<const float2*>(Lt + 8 * i + 2 * t4);
 #pragma unroll
-      for (int e = 0; e < 4; e++) {
-        const int r = 4 * i + e, qi = i0 + 8 * i + 2 * t4 + (e & 1), kj = e < 2 ? key_a : key_b;
-        float pe = exp2f(fmaf(st[r], p.scale_log2, -((e & 1) ? l2.y : l2.x) * flash::kLog2e));
-        if (need_mask && !(qi < p.Tq && flash::key_visible(p, b, qi, kj))) pe = 0.f;
-        st[r] = pe;
+      for (int e = 0; e < 4; e++)
+        st[4 * i + e] = mma::exp2_ftz(fmaf(st[4 * i + e], p.scale_log2, -((e & 1) ? l2.y : l2.x) * flash::kLog2e));
+    }
+    if (need_mask && p.key_mask) {
+#pragma unroll
+      for (int r = 0; r < 32; r++) {
+        const int qi = i0 + 8 * (r >> 2) + 2 * t4 + (r & 1), kj = (r & 2) ? key_b : key_a;
+        if (!(qi < p.Tq && flash::key_visible(p, b, qi, kj))) st[r] = 0.f;
+      }
+    } else if (need_mask) {
+      // the queries each of the thread's keys is seen by, relative to its first query i0 + 2·t4
+      const int lo_a = flash::queries_begin(p, key_a) - i0 - 2 * t4, lo_b = flash::queries_begin(p, key_b) - i0 - 2 * t4;
+      const int hi = p.Tq - i0 - 2 * t4;
+#pragma unroll
+      for (int r = 0; r < 32; r++) {
+        const int c = 8 * (r >> 2) + (r & 1);
+        if (c < ((r & 2) ? lo_b : lo_a) || c >= hi) st[r] = 0.f;
       }
     }
     // Pᵀ as bf16 A fragments (accumulator chunks 2kk, 2kk+1 = queries 16kk..16kk+15 are query step kk), and

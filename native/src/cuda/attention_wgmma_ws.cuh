@@ -104,14 +104,10 @@ __device__ __forceinline__ void regs_inc() {
 // (as wgmma::load_tile, 128 threads), zero-filling rows at or past `limit`.
 template <int ROWS, int D>
 __device__ __forceinline__ void load_tile(uint32_t s, const bf16* base, int64_t rs, int r0, int limit, int ptid) {
-  constexpr int kChunks = D / 8;
-#pragma unroll 4
-  for (int c = ptid; c < ROWS * kChunks; c += kProducerThreads) {
-    const int row = c / kChunks, ch = c % kChunks, blk = ch >> 3, k = ch & 7;
-    const bool valid = r0 + row < limit;
-    const bf16* src = base + int64_t(valid ? r0 + row : 0) * rs + ch * 8;
-    cp_async16(s + blk * (ROWS * 128) + row * 128 + ((k ^ (row & 7)) << 4), src, valid);
-  }
+  struct Copy {
+    __device__ __forceinline__ void operator()(uint32_t s, const void* g, bool valid) const { cp_async16(s, g, valid); }
+  };
+  rows::copy<ROWS, D, kProducerThreads, rows::Swizzle128, 4>(s, base, rs, r0, limit, ptid, Copy{});
 }
 
 template <int D>

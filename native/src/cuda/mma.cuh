@@ -77,6 +77,21 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   return *reinterpret_cast<uint32_t*>(&v);
 }
 
+// 2^x on the special-function unit alone (ex2.approx.ftz). exp2f is ex2.approx.f32 without .ftz, which has to
+// return subnormal results, and ptxas wraps its MUFU.EX2 in a range test and two predicated multiplies for that;
+// the softmaxes here only ever need 2^x for x <= 0 of a row whose largest term is 1, where a term below 2^-126 is
+// as good as 0. The emulator flushes the same results to 0.
+__device__ __forceinline__ float exp2_ftz(float x) {
+#ifdef OWLET_CUDA_EMULATION
+  const float r = exp2f(x);
+  return r < 1.17549435e-38f ? 0.f : r;
+#else
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(x));
+  return r;
+#endif
+}
+
 // 16 bytes global -> shared, asynchronously; when !valid nothing is read and the 16 bytes are zero-filled.
 __device__ __forceinline__ void cp_async16(uint32_t smem, const void* gmem, bool valid) {
 #ifdef OWLET_CUDA_EMULATION
