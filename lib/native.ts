@@ -43,6 +43,10 @@ export interface NativeBackend {
   copyInto(dst: NT, src: NT): void;
   fill(x: NT, value: number): void;
   synchronize(): void;
+  /** A mark queued on the device behind everything queued so far (profiling; lib/op-profile.ts's 'device' mode). */
+  timelineMark(device?: string): void;
+  /** When the device reached each mark since the last read: ms after the first mark (waits for the last). */
+  timelineRead(device?: string): Float64Array;
   memory(device?: string): MemoryInfo;
   resetPeakMemory(device?: string): void;
   info(): Record<string, unknown>;
@@ -170,11 +174,11 @@ const require = createRequire(import.meta.url);
 // With OWLET_PROFILE_OPS=1 every call can be timed (lib/op-profile.ts).
 function typed(addon: Record<string, unknown>): NativeBackend {
   const out: Record<string, unknown> = {};
-  const sync = addon.synchronize as () => void;
+  const sync = addon.synchronize as () => void, mark = addon.timelineMark as (() => void) | undefined;
   const profiling = opProfileAvailable() && typeof sync === 'function';
   for (const [name, fn] of Object.entries(addon)) {
     if (typeof fn !== 'function' || name === 'NativeTensor') { out[name] = fn; continue; }
-    const f = profiling ? profiled(name, fn as (...args: unknown[]) => unknown, sync) : fn as (...args: unknown[]) => unknown;
+    const f = profiling ? profiled(name, fn as (...args: unknown[]) => unknown, sync, mark) : fn as (...args: unknown[]) => unknown;
     out[name] = (...args: unknown[]) => {
       try { return f(...args); } catch (e) { throw wrapNativeError(e, name); }
     };

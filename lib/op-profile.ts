@@ -3,14 +3,19 @@
 // - 'sync': every native call is followed by a device synchronisation and timed on the host, so an entry is that op's
 //   launch plus its kernels; the sum over a step is the device time plus one sync latency per call;
 // - 'host': calls are timed without synchronising: the host's own cost per call (launch, allocation, argument checks);
-//   the step's time minus the sum is spent in JS or waiting on the device.
+//   the step's time minus the sum is spent in JS or waiting on the device;
+// - 'device': each call is bracketed by two marks on the device's queue (timelineMark, no synchronisation) and
+//   deviceTimeline() turns the times the device reached them into each op's device time and the device's idle gaps
+//   between ops: where the device waited for the host. The marks cost the host a few µs each, so the gaps are an
+//   upper bound of an unprofiled step's.
 // Keys are the op's name and the shapes of its tensor arguments, so each layer shape's GEMMs are told apart.
 export interface OpStat { op: string; calls: number; ms: number }
-export type OpProfiling = 'sync' | 'host' | null;
+export type OpProfiling = 'sync' | 'host' | 'device' | null;
 
 const stats = new Map<string, OpStat>();
-const NOT_TIMED = new Set(['synchronize', 'memory', 'resetPeakMemory', 'info', 'deviceCount', 'setNumThreads']);
+const NOT_TIMED = new Set(['synchronize', 'memory', 'resetPeakMemory', 'info', 'deviceCount', 'setNumThreads', 'timelineMark', 'timelineRead']);
 let mode: OpProfiling = null;
+const marked: string[] = []; // 'device' mode: the key of each bracketed call, in order (marks 2i and 2i + 1)
 
 export function opProfileAvailable(): boolean {
   return process.env.OWLET_PROFILE_OPS === '1';
@@ -29,11 +34,21 @@ function key(name: string, args: unknown[]): string {
   return shapes.length ? `${name} ${shapes.join(' ')}` : name;
 }
 
-/** fn, timed while profiling is on (sync: the raw addon's synchronize). */
-export function profiled(name: string, fn: (...args: unknown[]) => unknown, sync: () => void): (...args: unknown[]) => unknown {
+/** fn, timed while profiling is on (sync: the raw addon's synchronize; mark: its timelineMark, absent in addons
+ *  without one). */
+export function profiled(name: string, fn: (...args: unknown[]) => unknown, sync: () => void,
+  mark?: () => void): (...args: unknown[]) => unknown {
   if (NOT_TIMED.has(name)) return fn;
   return (...args: unknown[]) => {
     if (!mode) return fn(...args);
+    if (mode === 'device') {
+      if (!mark) return fn(...args);
+      mark();
+      const r = fn(...args);
+      mark();
+      marked.push(key(name, args));
+      return r;
+    }
     const t0 = performance.now();
     const r = fn(...args);
     if (mode === 'sync') sync();
@@ -53,4 +68,45 @@ export function opProfile(): OpStat[] {
 
 export function resetOpProfile(): void {
   stats.clear();
+  marked.length = 0;
+}
+
+export interface DeviceTimeline {
+  /** first mark to last */
+  span_ms: number;
+  /** the device inside the bracketed calls */
+  busy_ms: number;
+  /** the device between them: waiting for the host (or for work not bracketed) */
+  idle_ms: number;
+  calls: number;
+  /** device ms per op and shapes, the most expensive first */
+  ops: OpStat[];
+  /** the longest idle gaps, with the op the device waited for */
+  gaps: OpStat[];
+}
+
+/** 'device' mode's result, from the times the device reached the marks (the backend's timelineRead()); forgets the
+ *  bracketed calls. */
+export function deviceTimeline(times: Float64Array): DeviceTimeline {
+  const n = marked.length;
+  if (times.length !== 2 * n) {
+    marked.length = 0;
+    throw new Error(`deviceTimeline: ${times.length} marks read for ${n} bracketed calls (a mark was read or made elsewhere)`);
+  }
+  const busy = new Map<string, OpStat>(), gaps: OpStat[] = [];
+  let busyMs = 0, idleMs = 0;
+  for (let i = 0; i < n; i++) {
+    const k = marked[i], b = times[2 * i + 1] - times[2 * i], s = busy.get(k) ?? { op: k, calls: 0, ms: 0 };
+    s.calls++; s.ms += b; busy.set(k, s); busyMs += b;
+    if (i > 0) {
+      const g = times[2 * i] - times[2 * i - 1];
+      idleMs += g;
+      gaps.push({ op: `before #${i} ${k}`, calls: 1, ms: g });
+    }
+  }
+  marked.length = 0;
+  return {
+    span_ms: n ? times[2 * n - 1] - times[0] : 0, busy_ms: busyMs, idle_ms: idleMs, calls: n,
+    ops: [...busy.values()].sort((a, b) => b.ms - a.ms), gaps: gaps.sort((a, b) => b.ms - a.ms).slice(0, 20),
+  };
 }

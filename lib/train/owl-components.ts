@@ -7,7 +7,7 @@ import {
 } from '../model/index.ts';
 import { RUNTIME_SIZE } from '../model/io/dtypes.ts';
 import { loadAdapter, loadCheckpoint, loadSafetensors, saveAdapter, saveCheckpoint, saveSafetensors, expectedKeys } from '../model/io/index.ts';
-import { AdamW, argmaxRows, scope, tensor, type Tensor } from '../tensor/index.ts';
+import { AdamW, argmaxRows, keep, scope, tensor, type Tensor } from '../tensor/index.ts';
 import type { OwletConfig } from './config-schema.ts';
 import { resolveDevice, type ResolveDeviceOptions } from './device.ts';
 import { CheckpointError } from './errors.ts';
@@ -15,7 +15,8 @@ import { officialGroupOf } from './param-groups.ts';
 import { computeDtype, place, storageDtype, type FloatDType, type PrecisionOptions } from './precision.ts';
 import type { Components } from './components.ts';
 import type { OwlSizes } from './model-sizes.ts';
-import type { Batch, Collectives, DataStream, MicroBatchContext, ForwardOutput, Json, LoraSpec, Optimizer, OptimizerState, DecayGroup, TensorFileIO, TrainableModel } from './types.ts';
+import { readCount, type Batch, type Collectives, type DataStream, type DeferredCount, type MicroBatchContext, type ForwardOutput, type Json, type LoraSpec,
+  type Optimizer, type OptimizerState, type DecayGroup, type TensorFileIO, type TrainableModel } from './types.ts';
 
 /** A data batch as the trainer sees it, with the model's view attached. */
 export interface OwlTrainBatch extends Batch {
@@ -85,8 +86,9 @@ export class OwlTrainable implements TrainableModel<OwlTrainBatch> {
 }
 
 /** Targets whose argmax logit is the label (logits are the counted rows, in order). The argmax runs where the
- *  logits are, so only one id per row comes back to the host, not the logits. */
-function countCorrect(logits: Tensor, b: OwlBatch): number {
+ *  logits are, so only one id per row comes back to the host, not the logits; and it comes back when the trainer
+ *  reads the count, after it has queued the backward (reading it here would make the host wait for the forward). */
+function countCorrect(logits: Tensor, b: OwlBatch): number | DeferredCount {
   const rows = logits.shape[0];
   const labels: number[] = [];
   const T = b.seqLen;
@@ -97,10 +99,17 @@ function countCorrect(logits: Tensor, b: OwlBatch): number {
     }
   }
   if (labels.length !== rows) return 0;
-  const best = scope(() => argmaxRows(logits).data<'i32'>());
-  let correct = 0;
-  for (let r = 0; r < rows; r++) if (best[r] === labels[r]) correct++;
-  return correct;
+  let ids: Tensor | null = keep(argmaxRows(logits));
+  const dispose = () => { ids?.dispose(); ids = null; };
+  const read = () => {
+    if (!ids) throw new Error('countCorrect: the count was already read');
+    const best = ids.data<'i32'>();
+    dispose();
+    let correct = 0;
+    for (let r = 0; r < rows; r++) if (best[r] === labels[r]) correct++;
+    return correct;
+  };
+  return { read, dispose };
 }
 
 /** Where a config trains and in which dtype it computes (bf16 only on CUDA: see precision.ts). */
@@ -280,7 +289,7 @@ export async function evaluateLoss(model: OwlTrainable, data: OwlDataStream, bat
       const out = model.forward(b, { step: 0, micro: i, seed: 0, training: false });
       loss += out.loss.item() * out.counted;
       counted += out.counted;
-      correct += out.correct ?? 0;
+      correct += readCount(out.correct ?? 0);
     });
     b.dispose?.();
   }

@@ -21,7 +21,7 @@
 // micro-batch, each bucket as soon as its gradients are final (lib/dist/grad-reducer.ts), instead of after it.
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { backward, clearTape, full, keep, noGrad, scope, type Tensor } from '../tensor/index.ts';
+import { backward, full, keep, noGrad, scope, type Tensor } from '../tensor/index.ts';
 import { CheckpointManager, type SavePoint } from './checkpoint.ts';
 import { CheckpointError, TrainingError } from './errors.ts';
 import { clipCoefficient, nativeGradOps, zeroGrads } from './grad-ops.ts';
@@ -30,7 +30,8 @@ import { writePlots } from './plots.ts';
 import { Progress } from './progress.ts';
 import { Rng } from './rng.ts';
 import type { Schedule } from './schedule.ts';
-import type { Batch, Collectives, DataStream, GradOps, GradientSync, Json, Optimizer, TensorFileIO, TrainableModel } from './types.ts';
+import { readCount, type Batch, type Collectives, type DataStream, type DeferredCount, type GradOps, type GradientSync, type Json, type Optimizer,
+  type TensorFileIO, type TrainableModel } from './types.ts';
 
 export interface SkippedStep { step: number; reason: string; sampleIds: string[] }
 
@@ -218,25 +219,39 @@ export class Trainer<B extends Batch = Batch> {
     const ids: string[] = [];
     const W = this.worldSize;
     const seeds = Array.from({ length: this.gradAccum * W }, () => this.rng.nextSeed());
-    for (let micro = 0; micro < this.gradAccum; micro++) {
-      const batch = await this.o.data.next();
-      const seed = seeds[micro * W + this.rank];
-      try {
-        ids.push(...batch.sampleIds);
-        tokens += batch.tokens;
-        images += batch.images;
-        if (bad) continue;
-        scope(() => {
-          const out = this.o.model.forward(batch, { step, micro, seed, training: true });
-          const l = out.loss.item();
-          counted += out.counted;
-          if (out.correct === undefined) hasCorrect = false; else correct += out.correct;
-          if (!Number.isFinite(l)) { bad = `loss is ${l} in micro-batch ${micro}`; clearTape(); return; }
-          lossSum += l;
-          backward(out.loss, this.lossScale, micro === this.gradAccum - 1 ? this.gradSync?.backwardOptions() : undefined);
-        });
-      } finally {
-        batch.dispose?.();
+    // Each micro-batch's loss (and accuracy count) stays on the device until every backward is queued: reading it
+    // after its forward would make the host wait for the device there, and the device then wait for the host to
+    // queue the backward. A non-finite loss is found after the fact; its backward has run, and the step is skipped
+    // (gradients zeroed) as before.
+    const pending: { loss: Tensor; correct?: number | DeferredCount }[] = [];
+    try {
+      for (let micro = 0; micro < this.gradAccum; micro++) {
+        const batch = await this.o.data.next();
+        const seed = seeds[micro * W + this.rank];
+        try {
+          ids.push(...batch.sampleIds);
+          tokens += batch.tokens;
+          images += batch.images;
+          scope(() => {
+            const out = this.o.model.forward(batch, { step, micro, seed, training: true });
+            counted += out.counted;
+            pending.push({ loss: keep(out.loss.share()), correct: out.correct });
+            backward(out.loss, this.lossScale, micro === this.gradAccum - 1 ? this.gradSync?.backwardOptions() : undefined);
+          });
+        } finally {
+          batch.dispose?.();
+        }
+      }
+      for (let micro = 0; micro < pending.length; micro++) {
+        const l = pending[micro].loss.item(), c = pending[micro].correct;
+        if (!Number.isFinite(l) && !bad) bad = `loss is ${l} in micro-batch ${micro}`;
+        lossSum += l;
+        if (c === undefined) hasCorrect = false; else correct += readCount(c);
+      }
+    } finally {
+      for (const p of pending) {
+        p.loss.dispose();
+        if (typeof p.correct === 'object') p.correct.dispose();
       }
     }
     // Every rank finishes the overlapped reduction, even one whose step went bad (the collectives must match).

@@ -32,9 +32,21 @@ export interface ForwardOutput {
   loss: Tensor;
   /** Target tokens that counted in the loss. */
   counted: number;
-  /** Of those, how many the argmax predicted correctly (optional: accuracy plots). */
-  correct?: number;
+  /** Of those, how many the argmax predicted correctly (optional: accuracy plots); deferred when counting it means
+   *  reading from the device (the trainer reads it after queueing the backward). */
+  correct?: number | DeferredCount;
   logits?: Tensor;
+}
+
+/** A count still on the device: read() waits for it (once); dispose() drops it unread. */
+export interface DeferredCount {
+  read(): number;
+  dispose(): void;
+}
+
+/** A ForwardOutput's correct count, read now. */
+export function readCount(c: number | DeferredCount): number {
+  return typeof c === 'number' ? c : c.read();
 }
 
 export interface LoraSpec { r: number; alpha: number; dropout: number; targets: string[] }

@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import type { Batch as DataBatch } from '../../lib/data/batch.ts';
 import { MplugOwl, initTensor, paramSpecs, parseOwlConfig, seededRandom } from '../../lib/model/index.ts';
 import { backendFor } from '../../lib/native.ts';
-import { opProfile, opProfileAvailable, resetOpProfile, setOpProfiling, type OpStat } from '../../lib/op-profile.ts';
+import { deviceTimeline, opProfile, opProfileAvailable, resetOpProfile, setOpProfiling, type OpStat } from '../../lib/op-profile.ts';
 import { tensor, type Tensor } from '../../lib/tensor/index.ts';
 import { modelSizes, validateConfig } from '../../lib/train/config.ts';
 import type { OwletConfig } from '../../lib/train/config-schema.ts';
@@ -206,8 +206,9 @@ async function benchCase(owl: MplugOwl, config: OwletConfig, device: string, B: 
   }
 }
 
-/** One more step with every op synchronised and timed, then one with host-side call times (OWLET_PROFILE_OPS=1):
- *  the top entries are printed; sums against the unprofiled step time `ms` tell device work from host overhead. */
+/** One more step with every op synchronised and timed, one with host-side call times, and one with each op bracketed
+ *  by device timeline marks (OWLET_PROFILE_OPS=1): the top entries are printed; the device's busy time and idle gaps
+ *  against the unprofiled step time `ms` tell whether the step waits for the device or the device for the host. */
 async function profileStep(trainer: Trainer<OwlTrainBatch>, be: ReturnType<typeof backendFor>, ms: number): Promise<Json> {
   const one = async (mode: 'sync' | 'host') => {
     resetOpProfile();
@@ -218,6 +219,11 @@ async function profileStep(trainer: Trainer<OwlTrainBatch>, be: ReturnType<typeo
     return { wall, ops, sum: ops.reduce((a, o) => a + o.ms, 0), calls: ops.reduce((a, o) => a + o.calls, 0) };
   };
   const sync = await one('sync'), host = await one('host');
+  resetOpProfile();
+  setOpProfiling('device');
+  const td0 = performance.now();
+  try { await trainer.trainStep(); } finally { setOpProfiling(null); }
+  const dev = deviceTimeline(be.timelineRead()), devWall = performance.now() - td0;
   const byName = (ops: OpStat[]) => {
     const m = new Map<string, OpStat>();
     for (const o of ops) {
@@ -235,9 +241,19 @@ async function profileStep(trainer: Trainer<OwlTrainBatch>, be: ReturnType<typeo
   for (const o of sync.ops.slice(0, 30)) console.log(fmt(o));
   console.log('PROFILE by op (host), top 12:');
   for (const o of byName(host.ops).slice(0, 12)) console.log(fmt(o));
+  console.log(`PROFILE device timeline: ${dev.calls} calls over ${dev.span_ms.toFixed(1)} ms of ${devWall.toFixed(1)} ms: ` +
+    `device busy ${dev.busy_ms.toFixed(1)} ms, idle between calls ${dev.idle_ms.toFixed(1)} ms (upper bound: the marks cost the host)`);
+  console.log('PROFILE by op (device time), top 25:');
+  for (const o of byName(dev.ops).slice(0, 25)) console.log(fmt(o));
+  console.log('PROFILE by op and shape (device time), top 30:');
+  for (const o of dev.ops.slice(0, 30)) console.log(fmt(o));
+  console.log('PROFILE longest idle gaps (the device waiting for the host before that call):');
+  for (const o of dev.gaps.slice(0, 12)) console.log(fmt(o));
   const r = (o: OpStat) => ({ op: o.op, calls: o.calls, ms: +o.ms.toFixed(3) });
   return { step_ms: ms, synced: { wall_ms: sync.wall, ops_ms: sync.sum, calls: sync.calls, by_op: byName(sync.ops).map(r), top: sync.ops.slice(0, 60).map(r) },
-    host: { wall_ms: host.wall, calls_ms: host.sum, by_op: byName(host.ops).map(r) } } as unknown as Json;
+    host: { wall_ms: host.wall, calls_ms: host.sum, by_op: byName(host.ops).map(r) },
+    device: { wall_ms: devWall, span_ms: dev.span_ms, busy_ms: dev.busy_ms, idle_ms: dev.idle_ms, calls: dev.calls,
+      by_op: byName(dev.ops).map(r), top: dev.ops.slice(0, 60).map(r), gaps: dev.gaps.map(r) } } as unknown as Json;
 }
 
 async function bench(device: string): Promise<void> {

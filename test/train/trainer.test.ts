@@ -125,6 +125,16 @@ test.serial('resume is bit-for-bit: N+K straight equals N, save, fresh state, re
   for (const s of [straight, resumed]) { s.trainer.dispose(); s.model.dispose(); }
 });
 
+test.serial('losses and accuracy counts are read after every backward of the step is queued (no wait mid-step)', async (t) => {
+  const plain = setup({ totalSteps: 4 }), deferred = setup({ totalSteps: 4 });
+  deferred.model.deferCount = true;
+  for (let s = 0; s < 2; s++) { await plain.trainer.trainStep(); await deferred.trainer.trainStep(); }
+  t.deepEqual(deferred.model.readsAfterBackward, [true, true, true, true], 'two steps of two micro-batches, each read after the backwards');
+  t.deepEqual(core(deferred.trainer.history), core(plain.trainer.history));
+  t.deepEqual(deferred.trainer.history.map((h) => h.correct), plain.trainer.history.map((h) => h.correct));
+  for (const r of [plain, deferred]) { r.trainer.dispose(); r.model.dispose(); }
+});
+
 test.serial('a non-finite loss skips the step, names its samples, and leaves the weights untouched', async (t) => {
   // Which micro-batch holds sample 0 is decided by the shuffle; find the step that draws it.
   const probe = new RegressionData(37, 3, 5);

@@ -105,6 +105,20 @@ OWLET_OP(synchronize) {
   return a.env().Undefined();
 }
 
+// timelineMark(device?): a mark behind the work queued so far (kern::timeline_mark); timelineRead(device?) -> the
+// times the device reached the marks since the last read, ms after the first, as a Float64Array.
+OWLET_OP(timelineMark) {
+  kern::timeline_mark(device_arg(a, 0));
+  return a.env().Undefined();
+}
+
+OWLET_OP(timelineRead) {
+  const std::vector<double> ms = kern::timeline_read(device_arg(a, 0));
+  Napi::Float64Array out = Napi::Float64Array::New(a.env(), ms.size());
+  for (size_t i = 0; i < ms.size(); i++) out[i] = ms[i];
+  return out;
+}
+
 // memory(device?) -> { bytesInUse, peakBytes, liveStorages }
 OWLET_OP(memory) {
   Device d = device_arg(a, 0);

@@ -21,6 +21,11 @@ void copy_convert_many(const std::vector<const Tensor*>& src, const std::vector<
 void upload(Tensor& dst, const void* host_src);          // host bytes -> tensor (dst.nbytes() bytes)
 void download(const Tensor& src, void* host_dst);        // tensor -> host bytes
 void synchronize();                                      // waits for queued work (no-op on the CPU)
+// Device timeline, for profiling: a mark queued on device d behind everything queued there so far, and the times the
+// device reached each mark since the last read (ms after the first mark), read after waiting for the last. On the CPU
+// a mark is the host time of the call (its kernels have finished when they return).
+void timeline_mark(Device d);
+std::vector<double> timeline_read(Device d);  // and forgets the marks
 
 // ---- elementwise (elementwise.cc) ----
 // out = alpha*a + beta*b; b is either a's shape or a suffix of it (broadcast over leading axes).

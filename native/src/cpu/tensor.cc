@@ -1,4 +1,5 @@
 // Fill, dtype conversion and host transfers for the CPU backend.
+#include <chrono>
 #include <cstring>
 
 #include "../core/kernels.h"
@@ -80,5 +81,16 @@ void copy_convert(const Tensor& src, Tensor& dst) {
 void upload(Tensor& dst, const void* host_src) { std::memcpy(dst.raw(), host_src, dst.nbytes()); }
 void download(const Tensor& src, void* host_dst) { std::memcpy(host_dst, src.raw(), src.nbytes()); }
 void synchronize() {}
+
+namespace {
+std::vector<std::chrono::steady_clock::time_point> timeline;
+}
+void timeline_mark(Device) { timeline.push_back(std::chrono::steady_clock::now()); }
+std::vector<double> timeline_read(Device) {
+  std::vector<double> ms;
+  for (const auto& t : timeline) ms.push_back(std::chrono::duration<double, std::milli>(t - timeline.front()).count());
+  timeline.clear();
+  return ms;
+}
 
 }  // namespace owlet::kern

@@ -22,7 +22,6 @@
 namespace owlet {
 
 namespace {
-constexpr int kMaxDevices = 16;
 constexpr size_t kMiB = size_t(1) << 20;
 
 struct Pool {
@@ -33,7 +32,7 @@ struct Pool {
   size_t reserved = 0;                           // bytes obtained from cudaMalloc (live + cached)
   size_t mallocs = 0;                            // cudaMalloc calls, for tests of the cache
 };
-Pool pools[kMaxDevices];
+Pool pools[cuda::kMaxDevices];
 
 // Small blocks in 512-byte steps, large ones in 2 MiB steps (the driver's own granularity).
 size_t round_size(size_t bytes) {
@@ -121,7 +120,7 @@ namespace cuda {
 
 AllocatorStats allocator_stats(int device) {
   AllocatorStats s;
-  if (device < 0 || device >= kMaxDevices) return s;
+  if (device < 0 || device >= cuda::kMaxDevices) return s;
   Pool& p = pools[device];
   std::lock_guard<std::mutex> lock(p.mu);
   s.reserved = p.reserved;
@@ -131,7 +130,7 @@ AllocatorStats allocator_stats(int device) {
 }
 
 void empty_cache(int device) {
-  if (device < 0 || device >= kMaxDevices) return;
+  if (device < 0 || device >= cuda::kMaxDevices) return;
   DeviceContext& ctx = context(Device{DeviceKind::CUDA, device});
   Pool& p = pools[device];
   std::lock_guard<std::mutex> lock(p.mu);

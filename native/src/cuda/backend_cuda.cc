@@ -18,7 +18,6 @@ namespace owlet {
 namespace cuda {
 
 namespace {
-constexpr int kMaxDevices = 16;
 constexpr size_t kWorkspaceBytes = size_t(32) << 20;  // cuBLAS's recommendation for Hopper
 DeviceContext* contexts[kMaxDevices] = {};
 std::mutex contexts_mutex;

@@ -17,6 +17,8 @@
 
 namespace owlet::cuda {
 
+constexpr int kMaxDevices = 16;  // device indices a process may use (contexts, allocator pools, timelines)
+
 struct DeviceContext {
   int index = 0;
   cudaStream_t stream = nullptr;

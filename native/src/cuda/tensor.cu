@@ -186,4 +186,39 @@ void download(const Tensor& src, void* host_dst) {
 
 void synchronize() { sync_all("synchronize"); }
 
+namespace {
+// Per device: events created on first need and reused; `used` of them recorded since the last read.
+struct Timeline {
+  std::vector<cudaEvent_t> events;
+  size_t used = 0;
+};
+Timeline timelines[cuda::kMaxDevices];
+}  // namespace
+
+void timeline_mark(Device d) {
+  DeviceContext& c = context(d);
+  Timeline& t = timelines[c.index];
+  if (t.used == t.events.size()) {
+    cudaEvent_t e;
+    check(cudaEventCreate(&e), "timelineMark", "cudaEventCreate");
+    t.events.push_back(e);
+  }
+  check(cudaEventRecord(t.events[t.used++], c.stream), "timelineMark", "cudaEventRecord");
+}
+
+std::vector<double> timeline_read(Device d) {
+  DeviceContext& c = context(d);
+  Timeline& t = timelines[c.index];
+  std::vector<double> ms;
+  if (t.used == 0) return ms;
+  check(cudaEventSynchronize(t.events[t.used - 1]), "timelineRead", "cudaEventSynchronize");
+  for (size_t i = 0; i < t.used; i++) {
+    float v = 0.f;
+    check(cudaEventElapsedTime(&v, t.events[0], t.events[i]), "timelineRead", "cudaEventElapsedTime");
+    ms.push_back(v);
+  }
+  t.used = 0;
+  return ms;
+}
+
 }  // namespace owlet::kern

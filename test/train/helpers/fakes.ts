@@ -168,6 +168,9 @@ export class RegressionData implements DataStream<RegressionBatch> {
 export class RegressionModel implements TrainableModel<RegressionBatch> {
   readonly params = new Map<string, Tensor>();
   poisonGrad = false;
+  /** Return the accuracy count deferred, noting at each read whether W already had a gradient (backward queued). */
+  deferCount = false;
+  readsAfterBackward: boolean[] = [];
   constructor(seed: number) {
     const r = new Rng(seed);
     const init = (n: number, s: number) => Float32Array.from({ length: n }, () => (r.next() * 2 - 1) * s);
@@ -195,7 +198,10 @@ export class RegressionModel implements TrainableModel<RegressionBatch> {
       loss = out;
     }
     const err = noGrad(() => d.data<'f32'>());
-    return { loss, counted: B * OUT, correct: err.filter((e) => Math.abs(e) < 0.25).length };
+    const correct = err.filter((e) => Math.abs(e) < 0.25).length;
+    if (!this.deferCount) return { loss, counted: B * OUT, correct };
+    const w = this.params.get('abstractor.fc.weight')!;
+    return { loss, counted: B * OUT, correct: { read: () => { this.readsAfterBackward.push(w.grad !== null); return correct; }, dispose: () => {} } };
   }
   /** Copies of every parameter's values (bit-exact comparisons). */
   snapshot(): Record<string, number[]> {
