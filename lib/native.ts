@@ -115,8 +115,12 @@ export interface NativeBackend {
   // optimizer
   /** AdamW in place; each gradient is read as g·gradScale (default 1: gradient clipping's coefficient, no pass of its own). */
   adamw(params: NT[], grads: NT[], m: NT[], v: NT[], weightDecay: number[], lr: number, beta1: number, beta2: number,
-    eps: number, step: number, gradScale?: number): void;
+    eps: number, step: number, gradScale?: number, control?: NT): void;
   sumSquares(xs: NT[]): number;
+  /** A training step's control block where the gradients are, without waiting for the device: i64 [3] holding three
+   *  float64 values (global L2 norm, clipping's coefficient for maxNorm, 1 = skip: the norm or a loss not finite).
+   *  adamw(..., control) reads it there. */
+  stepControl(grads: NT[], losses: NT[], maxNorm: number): NT;
   scaleInplace(xs: NT[], s: number): void;
   allFinite(xs: NT[]): boolean;
 }

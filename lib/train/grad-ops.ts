@@ -1,5 +1,6 @@
 // Gradient-wide reductions through the backend's fused kernels (one native call over the whole list).
 import type { Tensor } from '../tensor/index.ts';
+import { wrap } from '../tensor/ops/util.ts';
 import { NotAvailableError } from './errors.ts';
 import type { GradOps } from './types.ts';
 
@@ -14,7 +15,18 @@ function backendOf(xs: Tensor[]) {
 export const nativeGradOps: GradOps = {
   sumSquares(xs) { return xs.length ? backendOf(xs).sumSquares(xs.map((t) => t.handle)) : 0; },
   scaleInplace(xs, s) { if (xs.length) backendOf(xs).scaleInplace(xs.map((t) => t.handle), s); },
+  stepControl(grads, losses, maxNorm) {
+    const be = backendOf([...grads, ...losses]);
+    return wrap(be, be.stepControl(grads.map((t) => t.handle), losses.map((t) => t.handle), maxNorm));
+  },
 };
+
+/** A stepControl block's three float64 values (one wait for the device). */
+export function readStepControl(control: Tensor): { norm: number; coefficient: number; skip: boolean } {
+  const raw = control.data<'i64'>();
+  const f = new Float64Array(raw.buffer, raw.byteOffset, 3);
+  return { norm: f[0], coefficient: f[1], skip: f[2] !== 0 };
+}
 
 /** Disposes every .grad (PyTorch's zero_grad(set_to_none=True)). */
 export function zeroGrads(params: Iterable<Tensor>): void {

@@ -250,6 +250,8 @@ export class OwlOptimizer implements Optimizer {
     this.groups = groups.map((g) => ({ params: [...g.params.values()], weightDecay: g.weightDecay }));
   }
   step(lr: number, gradScale = 1): void { this.opt.lr = lr; this.opt.step(this.groups, gradScale); }
+  stepControlled(lr: number, control: Tensor): void { this.opt.lr = lr; this.opt.step(this.groups, control); }
+  undoStep(): void { this.opt.undoStep(); }
   dispose(): void { this.releaseExported(); this.opt.dispose(); }
   exportState(): OptimizerState {
     this.releaseExported();

@@ -24,7 +24,7 @@ import { performance } from 'node:perf_hooks';
 import { backward, full, keep, noGrad, scope, type Tensor } from '../tensor/index.ts';
 import { CheckpointManager, type SavePoint } from './checkpoint.ts';
 import { CheckpointError, TrainingError } from './errors.ts';
-import { clipCoefficient, nativeGradOps, zeroGrads } from './grad-ops.ts';
+import { clipCoefficient, nativeGradOps, readStepControl, zeroGrads } from './grad-ops.ts';
 import { IntervalMeter, MetricsWriter, formatRecord, readRecords, type LogRecord, type StepStats } from './metrics.ts';
 import { writePlots } from './plots.ts';
 import { Progress } from './progress.ts';
@@ -224,6 +224,15 @@ export class Trainer<B extends Batch = Batch> {
     // queue the backward. A non-finite loss is found after the fact; its backward has run, and the step is skipped
     // (gradients zeroed) as before.
     const pending: { loss: Tensor; correct?: number | DeferredCount }[] = [];
+    const readPending = () => {
+      for (let micro = 0; micro < pending.length; micro++) {
+        const l = pending[micro].loss.item(), c = pending[micro].correct;
+        if (!Number.isFinite(l) && !bad) bad = `loss is ${l} in micro-batch ${micro}`;
+        lossSum += l;
+        if (c === undefined) hasCorrect = false; else correct += readCount(c);
+      }
+    };
+    let gradNorm = NaN, gradScale = 1, applied = false; // applied: the optimizer step is already queued (device control)
     try {
       for (let micro = 0; micro < this.gradAccum; micro++) {
         const batch = await this.o.data.next();
@@ -242,11 +251,31 @@ export class Trainer<B extends Batch = Batch> {
           batch.dispose?.();
         }
       }
-      for (let micro = 0; micro < pending.length; micro++) {
-        const l = pending[micro].loss.item(), c = pending[micro].correct;
-        if (!Number.isFinite(l) && !bad) bad = `loss is ${l} in micro-batch ${micro}`;
-        lossSum += l;
-        if (c === undefined) hasCorrect = false; else correct += readCount(c);
+      // One process with a native backend: the norm, clipping's coefficient and whether to skip are computed on the
+      // device and the optimizer is queued behind them, so the step's one wait for the device comes after everything
+      // it queued (the issue's "no synchronisation inside a step").
+      const grads = this.params.flatMap((p) => (p.grad ? [p.grad] : []));
+      const opt = this.o.optimizer;
+      if (W === 1 && !this.gradSync && grads.length > 0 && this.gradOps.stepControl && opt.stepControlled && opt.undoStep) {
+        const control = this.gradOps.stepControl(grads, pending.map((p) => p.loss), this.o.clip ?? 0);
+        try {
+          noGrad(() => opt.stepControlled!(lr, control));
+          zeroGrads(this.params);
+          const c = readStepControl(control);
+          readPending();
+          gradNorm = c.norm;
+          if (c.skip) {
+            opt.undoStep();
+            bad ??= `gradient norm is ${gradNorm}`;
+          } else if (bad) {
+            throw new TrainingError(`step ${step}: ${bad} but the device's control block did not skip the update (a backend bug)`);
+          }
+          applied = true;
+        } finally {
+          control.dispose();
+        }
+      } else {
+        readPending();
       }
     } finally {
       for (const p of pending) {
@@ -262,9 +291,8 @@ export class Trainer<B extends Batch = Batch> {
       hasCorrect = g.sums[5] === 0;
       bad = g.bad;
     }
-    let gradNorm = NaN, gradScale = 1;
     const grads = this.params.flatMap((p) => (p.grad ? [p.grad] : []));
-    if (!bad) {
+    if (!bad && !applied) {
       if (W > 1 && !this.gradSync) this.o.dist!.allReduceMean(grads);
       // Clipping's coefficient goes to the optimizer, which multiplies each gradient as it reads it (the same numbers
       // as scaling them in place first, without that pass over every gradient).
@@ -283,7 +311,7 @@ export class Trainer<B extends Batch = Batch> {
         throw new TrainingError(`stopping at step ${step}: ${this.skipped.length} non-finite steps exceed training.max_skipped_steps=${max} ` +
           `(last: ${bad}; samples ${ids.join(', ')})`);
       }
-    } else {
+    } else if (!applied) {
       noGrad(() => this.o.optimizer.step(lr, gradScale));
       zeroGrads(this.params);
     }

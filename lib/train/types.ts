@@ -92,6 +92,10 @@ export interface Optimizer {
    *  within the limit) with this learning rate; a parameter whose .grad is null is left alone, moments included
    *  (PyTorch's rule). */
   step(lr: number, gradScale?: number): void;
+  /** Optional: step() with the gradient scale and whether to update at all in a control block on the device
+   *  (GradOps.stepControl), so nothing waits for the device; undoStep() after a block that said skip. */
+  stepControlled?(lr: number, control: Tensor): void;
+  undoStep?(): void;
   /**
    * Moments and step count, to be saved; tensor names must be unique (e.g. `m.<param>`, `v.<param>`). The tensors may
    * be the optimizer's live state: the caller reads them and does not dispose them.
@@ -107,6 +111,9 @@ export interface Optimizer {
 export interface GradOps {
   sumSquares(xs: Tensor[]): number;
   scaleInplace(xs: Tensor[], s: number): void;
+  /** Optional: the step's control block where the gradients are (backend.stepControl): norm, clipping coefficient
+   *  and skip flag, computed without waiting for the device. */
+  stepControl?(grads: Tensor[], losses: Tensor[], maxNorm: number): Tensor;
 }
 
 /** Tensor file IO (safetensors); injected so checkpoints do not depend on which writer is built. */

@@ -520,6 +520,38 @@ export function cases(): Case[] {
         notFinite: false, gs0: g[0].map((x) => 0.5 * x), gs1: g[1].map((x) => 0.5 * x), gs2: g[2].map((x) => 0.5 * x) };
     },
   });
+  // The trainer's step control block (norm, clipping coefficient, skip) and AdamW reading it on the device.
+  const csizes = [[300, 7], [4097]];
+  for (const lossBad of [false, true]) {
+    out.push({
+      name: `stepControl (max norm 0.5${lossBad ? ', a loss is inf: skip' : ''}) and adamw reading it`, family: 'optim', dtypes: ['f32'], quick: true,
+      inputs: gen(...csizes.map((s) => ({ shape: s, kind: 'f32' as Kind })), ...csizes.map((s) => ({ shape: s, kind: 'f32' as Kind }))),
+      run: (be, xs) => {
+        const [p, g] = [xs.slice(0, 2), xs.slice(2, 4)];
+        const m = p.map((t) => be.full('f32', t.shape, 0, t.device));
+        const v = p.map((t) => be.full('f32', t.shape, 0, t.device));
+        const losses = [be.fromBuffer('f32', [1], Float32Array.of(2.5)), be.fromBuffer('f32', [1], Float32Array.of(lossBad ? Infinity : 1.5))];
+        const control = op(be, 'stepControl')(g, losses, 0.5);
+        op(be, 'adamw')(p, g, m, v, [0.1, 0], 1e-3, 0.9, 0.999, 1e-8, 1, undefined, control);
+        const f = new Float64Array(control.read());
+        for (const t of [...losses, ...m, ...v, control]) t.dispose();
+        return { p0: p[0], p1: p[1], norm: f[0], coef: f[1], skip: f[2] };
+      },
+      ref: (xs) => {
+        const c = xs.map((x) => Float64Array.from(x));
+        const [p, g] = [c.slice(0, 2), c.slice(2, 4)];
+        let ss = 0;
+        for (const t of g) for (const x of t) ss += x * x;
+        const norm = Math.sqrt(ss), coef = Math.min(1, 0.5 / (norm + 1e-6));
+        if (!lossBad) {
+          const scale = Math.fround(coef);
+          for (let i = 0; i < 2; i++) R.adamwRef(p[i], g[i].map((x) => x * scale), new Float64Array(p[i].length), new Float64Array(p[i].length), [0.1, 0][i], 1e-3, 0.9, 0.999, 1e-8, 1);
+        }
+        return { p0: p[0], p1: p[1], norm, coef, skip: lossBad ? 1 : 0 };
+      },
+      exact: ['skip'],
+    });
+  }
   return out;
 }
 

@@ -74,8 +74,9 @@ int main() {
   for (size_t t = 0; t < std::size(cases); t++) {
     const Case& c = cases[t];
     double bc1 = 1.0 - std::pow(b1, double(step)), bc2 = 1.0 - std::pow(b2, double(step));
+    // grad_scale 1 in the slots: the kernel must take the control block's coefficient (below) instead
     aw::AdamScalars k{float(1.0 - lr * c.wd), float(b1), float(1.0 - b1), float(b2), float(1.0 - b2), float(std::sqrt(bc2)),
-                      float(eps), float(-(lr / bc1)), grad_scale};
+                      float(eps), float(-(lr / bc1)), 1.0f};
     owlet::cuda::FIn g{c.bf_grad ? static_cast<const void*>(Gb[t].data() + c.offset) : Gf[t].data() + c.offset, c.bf_grad};
     aw::AdamSlot s{P[t].data() + c.offset, g, M[t].data() + c.offset, V[t].data() + c.offset, c.n, k, false};
     auto aligned = [](const void* p, uintptr_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; };
@@ -84,11 +85,14 @@ int main() {
     slots.push_back(s);
     for (int64_t st = 0; st < c.n; st += kChunk) items.push_back({int32_t(t), st});
   }
-  ::emu::launch(::emu::Dim{unsigned(items.size()), 1, 1}, 64, 0, [&] { aw::adamw_kernel(slots.data(), items.data()); });
+  // kern::step_control's block {norm, coefficient, skip}: the coefficient as a double, rounded to f32 by the kernel
+  const double control[3] = {2.7, double(grad_scale), 0.0}, skip[3] = {1e30, 0.5, 1.0};
+  ::emu::launch(::emu::Dim{unsigned(items.size()), 1, 1}, 64, 0, [&] { aw::adamw_kernel(slots.data(), items.data(), control); });
   int bad = 0;
   for (size_t t = 0; t < std::size(cases); t++) {
     const Case& c = cases[t];
-    const aw::AdamScalars& k = slots[t].s;
+    aw::AdamScalars k = slots[t].s;
+    k.grad_scale = grad_scale;
     int64_t wrong = 0;
     for (int64_t i = 0; i < int64_t(P[t].size()); i++) {
       float p = P0[t][size_t(i)], m = M0[t][size_t(i)], v = V0[t][size_t(i)];
@@ -101,5 +105,12 @@ int main() {
                 c.offset ? "scalar path" : "float4 path", c.bf_grad ? "bf16" : "f32", (long long)wrong, P[t].size());
     bad += wrong != 0;
   }
+  // A step the control block says to skip changes nothing.
+  const auto P1 = P, M1 = M, V1 = V;
+  ::emu::launch(::emu::Dim{unsigned(items.size()), 1, 1}, 64, 0, [&] { aw::adamw_kernel(slots.data(), items.data(), skip); });
+  const bool same = P == P1 && M == M1 && V == V1;
+  std::printf("%s adamw with a control block that says skip: parameters and moments %s\n", same ? "PASS" : "FAIL",
+              same ? "unchanged" : "changed");
+  bad += !same;
   return bad ? 1 : 0;
 }

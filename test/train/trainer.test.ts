@@ -9,6 +9,9 @@ import { CheckpointError, TrainingError } from '../../lib/train/errors.ts';
 import { readRecords } from '../../lib/train/metrics.ts';
 import { Rng } from '../../lib/train/rng.ts';
 import type { Optimizer, OptimizerState } from '../../lib/train/types.ts';
+import { nativeGradOps } from '../../lib/train/grad-ops.ts';
+import { OwlOptimizer } from '../../lib/train/owl-components.ts';
+import { decayGroups } from '../../lib/train/param-groups.ts';
 import { RegressionData, RegressionModel } from './helpers/fakes.ts';
 import { core, setup } from './helpers/run-fixture.ts';
 
@@ -233,4 +236,48 @@ test.serial('a run killed while saving resumes from the previous checkpoint and 
   t.deepEqual(readRecords(join(dir, 'metrics.jsonl')).map((r) => r.step), [2, 4, 6, 8, 9], 'the killed attempt\'s step-6 record was replaced');
   t.deepEqual(readdirSync(join(dir, 'checkpoints')).sort(), ['ckpt-6', 'ckpt-8', 'ckpt-9', 'latest']);
   for (const s of [resumed, straight]) { s.trainer.dispose(); s.model.dispose(); }
+});
+
+// The device path (GradOps.stepControl + Optimizer.stepControlled): the native backend's control block instead of a
+// host read of the gradient norm before the optimizer. Same numbers as the host path, and the same skipping.
+function deviceSetup(o: Parameters<typeof setup>[0] & { hostPath?: boolean } = {}) {
+  let opt: OwlOptimizer | null = null;
+  const r = setup({
+    ...o,
+    gradOps: nativeGradOps,
+    makeOptimizer: (trainable) => {
+      opt = new OwlOptimizer(decayGroups(trainable, 0.01, ['(^|\\.)bias$']), { lr: 0.05, betas: [0.9, 0.98], eps: 1e-8, weight_decay: 0.01 } as never);
+      const o2 = opt;
+      // without stepControlled/undoStep the trainer reads the norm on the host first (the path W > 1 takes)
+      return o.hostPath ? { step: (lr: number, g?: number) => o2.step(lr, g), exportState: () => o2.exportState(), importState: (s: OptimizerState) => o2.importState(s), dispose: () => o2.dispose() } : o2;
+    },
+  });
+  return { ...r, optimizerState: () => { const s = opt!.exportState(); return { meta: s.meta, tensors: Object.fromEntries([...s.tensors].map(([k, v]) => [k, Array.from(v.data<'f32'>())])) }; } };
+}
+
+test.serial('the optimizer reads clipping and skipping from the device: the same steps as the host path, bit for bit', async (t) => {
+  const host = deviceSetup({ hostPath: true, totalSteps: 5 }), dev = deviceSetup({ totalSteps: 5 });
+  for (let s = 0; s < 5; s++) { await host.trainer.trainStep(); await dev.trainer.trainStep(); }
+  t.deepEqual(core(dev.trainer.history), core(host.trainer.history));
+  t.true(dev.trainer.history.some((h) => h.gradNorm > 0.5), 'clipping was active in some step');
+  t.deepEqual(dev.model.snapshot(), host.model.snapshot());
+  t.deepEqual(dev.optimizerState(), host.optimizerState());
+  for (const r of [host, dev]) { r.trainer.dispose(); r.model.dispose(); }
+});
+
+test.serial('device control: a non-finite loss or gradient skips the update on the device, step counts restored', async (t) => {
+  for (const kind of ['loss', 'grad'] as const) {
+    const ref = deviceSetup({ totalSteps: 6 });
+    const bad = deviceSetup({ totalSteps: 6, nanSamples: kind === 'loss' ? new Set(Array.from({ length: 37 }, (_, i) => i)) : undefined });
+    if (kind === 'grad') bad.model.poisonGrad = true;
+    const before = bad.model.snapshot();
+    await bad.trainer.trainStep();
+    t.true(bad.trainer.history[0].skipped, kind);
+    t.deepEqual(bad.model.snapshot(), before, `${kind}: the device updated nothing`);
+    t.regex(bad.warnings[0], kind === 'loss' ? /skipped \(loss is NaN in micro-batch 0\)/ : /skipped \(gradient norm is (Infinity|NaN)\)/);
+    t.deepEqual(bad.optimizerState(), ref.optimizerState(), `${kind}: no optimizer state from the skipped step`);
+    // the next step trains as a first step would
+    bad.model.poisonGrad = false;
+    for (const r of [ref, bad]) { r.trainer.dispose(); r.model.dispose(); }
+  }
 });

@@ -60,6 +60,7 @@ export class AdamW {
   /** Optimizer steps taken (calls of step() that updated at least one parameter). */
   stepCount = 0;
   private readonly slots = new Map<Tensor, Slot>();
+  private lastStep: { undo: { p: Tensor; step: number }[]; created: Tensor[]; stepCount: number } | null = null;
 
   constructor(o: AdamWOptions) {
     this.lr = o.lr;
@@ -74,8 +75,15 @@ export class AdamW {
    * `gradScale` multiplies every gradient as it is read (gradient clipping's coefficient: the same numbers as scaling
    * the gradients in place first, without that pass over them; the gradients themselves are left as they are).
    */
-  step(params: Tensor[] | ParamGroup[], gradScale = 1): void {
-    if (!(Number.isFinite(gradScale) && gradScale >= 0)) throw new ArgumentError(`AdamW: gradScale must be finite and >= 0, got ${gradScale}`, 'adamw');
+  step(params: Tensor[] | ParamGroup[], gradScale: number | Tensor = 1): void {
+    // A control block (backend.stepControl): the scale and whether to update at all are read on the device; the step
+    // counts advance here, and undoStep() puts them back if the block turns out to have said skip.
+    const control = typeof gradScale === 'number' ? null : gradScale;
+    if (control === null && !(Number.isFinite(gradScale) && (gradScale as number) >= 0)) {
+      throw new ArgumentError(`AdamW: gradScale must be finite and >= 0, got ${gradScale}`, 'adamw');
+    }
+    const undo: { p: Tensor; step: number }[] = [], created: Tensor[] = [];
+    const stepCountBefore = this.stepCount;
     const groups = groupsOf(params, this.weightDecay);
     const all = groups.flatMap((g) => g.params);
     const be = sameBackend('adamw', ...all);
@@ -91,7 +99,9 @@ export class AdamW {
           if (p.dtype !== 'f32') throw new DTypeError(`AdamW: parameter ${p.name ?? ''} ${p.describe()} must be f32`, 'adamw');
           s = { m: keep(zeros(p.shape, { device: p.device })), v: keep(zeros(p.shape, { device: p.device })), step: 0 };
           this.slots.set(p, s);
+          created.push(p);
         }
+        undo.push({ p, step: s.step });
         const step = s.step + 1;
         let b = byStep.get(step);
         if (!b) byStep.set(step, (b = { p: [], g: [], m: [], v: [], wd: [] }));
@@ -100,10 +110,27 @@ export class AdamW {
     }
     const h = (ts: Tensor[]) => ts.map((t) => t.handle);
     for (const [step, b] of byStep) {
-      be.adamw(h(b.p), h(b.g), h(b.m), h(b.v), b.wd, this.lr, this.betas[0], this.betas[1], this.eps, step, gradScale);
+      if (control) be.adamw(h(b.p), h(b.g), h(b.m), h(b.v), b.wd, this.lr, this.betas[0], this.betas[1], this.eps, step, undefined, control.handle);
+      else be.adamw(h(b.p), h(b.g), h(b.m), h(b.v), b.wd, this.lr, this.betas[0], this.betas[1], this.eps, step, gradScale as number);
       for (const p of b.p) this.slots.get(p)!.step = step;
     }
     if (byStep.size > 0) this.stepCount++;
+    this.lastStep = control ? { undo, created, stepCount: stepCountBefore } : null;
+  }
+
+  /** The last step() was given a control block that said skip, so the device updated nothing: step counts back to
+   *  before it, and the moments it created (zeros, never used) dropped. */
+  undoStep(): void {
+    const l = this.lastStep;
+    if (!l) throw new ArgumentError('AdamW.undoStep: the last step was not given a control block (or was undone already)', 'adamw');
+    for (const { p, step } of l.undo) this.slots.get(p)!.step = step;
+    for (const p of l.created) {
+      const s = this.slots.get(p)!;
+      s.m.dispose(); s.v.dispose();
+      this.slots.delete(p);
+    }
+    this.stepCount = l.stepCount;
+    this.lastStep = null;
   }
 
   /** Drops the gradients (torch's zero_grad(set_to_none=True)): the memory is released, not filled with zeros. */

@@ -24,9 +24,10 @@ std::vector<const Tensor*> f32_list(Args& a, const std::vector<Tensor*>& xs, con
 
 }  // namespace
 
-// adamw(params, grads, m, v, weightDecay[], lr, beta1, beta2, eps, step, gradScale?): torch.optim.AdamW's update in
-// place on params, m and v, each gradient read as g·gradScale (default 1: gradient clipping's coefficient). All lists
-// have one entry per parameter; step is the 1-based step of every listed parameter.
+// adamw(params, grads, m, v, weightDecay[], lr, beta1, beta2, eps, step, gradScale?, control?): torch.optim.AdamW's
+// update in place on params, m and v, each gradient read as g·gradScale (default 1: gradient clipping's coefficient).
+// All lists have one entry per parameter; step is the 1-based step of every listed parameter. control: a stepControl
+// block, read where the update runs: its coefficient is the gradient scale, and a step it says to skip updates nothing.
 OWLET_OP(adamw) {
   std::vector<Tensor*> ps = a.tensors(0, "params"), gs = a.tensors(1, "grads"), ms = a.tensors(2, "m"),
                        vs = a.tensors(3, "v");
@@ -36,6 +37,12 @@ OWLET_OP(adamw) {
     double gs = a.number(10, "gradScale");
     a.check(std::isfinite(gs) && gs >= 0, ErrorKind::Argument, "gradScale must be finite and >= 0, got " + std::to_string(gs));
     h.grad_scale = float(gs);
+  }
+  if (Tensor* control = a.opt_tensor(11, "control")) {
+    a.check(control->dtype == DType::I64 && control->numel() == 3, ErrorKind::Argument,
+            "control must be a stepControl block (i64 [3]), got " + control->describe());
+    a.check(!a.present(10) || h.grad_scale == 1.0f, ErrorKind::Argument, "give gradScale or control, not both");
+    h.control = control;
   }
   size_t n = ps.size();
   a.check(gs.size() == n && ms.size() == n && vs.size() == n && wd.size() == n, ErrorKind::Argument,
@@ -78,6 +85,22 @@ OWLET_OP(adamw) {
 OWLET_OP(sumSquares) {
   std::vector<Tensor*> xs = a.tensors(0, "xs");
   return a.ret_number(kern::sum_squares(f32_list(a, xs, "xs")));
+}
+
+// stepControl(grads, losses, maxNorm) -> i64 [3] on the gradients' device holding three float64 values: the global
+// L2 norm of the gradients, clipping's coefficient for maxNorm (<= 0: no clipping), and 1 when the step must be
+// skipped (the norm or a loss not finite) else 0. Computed without waiting for the device (adamw reads it there).
+OWLET_OP(stepControl) {
+  std::vector<Tensor*> gs = a.tensors(0, "grads"), ls = a.tensors(1, "losses");
+  double max_norm = a.number(2, "maxNorm");
+  a.check(!std::isnan(max_norm), ErrorKind::Argument, "maxNorm must be a number, got NaN");
+  a.check(!gs.empty() || !ls.empty(), ErrorKind::Argument, "stepControl needs a gradient or a loss to know its device");
+  const Tensor& first = gs.empty() ? *ls[0] : *gs[0];
+  std::vector<const Tensor*> cg = f32_list(a, gs, "grads"), cl = f32_list(a, ls, "losses");
+  for (size_t i = 0; i < cl.size(); i++) a.expect_same_device(first, "grads[0]", *cl[i], item("losses", i).c_str());
+  Tensor out(DType::I64, {3}, first.device());
+  kern::step_control(cg, cl, max_norm, out);
+  return a.ret(std::move(out));
 }
 
 // scaleInplace(xs, s): x *= s for every tensor (gradient clipping).

@@ -127,6 +127,9 @@ struct AdamWHyper {
   // Every gradient is read as g·grad_scale (one f32 multiply, as a scale_inplace before the update would round it):
   // gradient clipping's coefficient applied without its own pass over the gradients.
   float grad_scale = 1.0f;
+  // A step_control block instead (read where the update runs, no host read): its coefficient replaces grad_scale,
+  // and nothing is updated when it says to skip the step.
+  const Tensor* control = nullptr;
 };
 // torch.optim.AdamW (torch 1.13 single-tensor order): decoupled weight decay per parameter (wd[i]), then Adam with
 // bias correction; the moment updates are fused multiply-adds as in torch's AVX2 CPU kernels (the CPU backend equals
@@ -134,6 +137,12 @@ struct AdamWHyper {
 void adamw(const std::vector<Tensor*>& params, const std::vector<const Tensor*>& grads, const std::vector<Tensor*>& m,
            const std::vector<Tensor*>& v, const std::vector<double>& wd, const AdamWHyper& h);
 double sum_squares(const std::vector<const Tensor*>& xs);  // float64 accumulation, same result for any thread count
+// A training step's control block, computed where the gradients live so that the step needs no host read before the
+// optimizer: three float64 values (out: i64 [3] storage, the runtime having no f64 dtype) = the gradients' global L2
+// norm (sum_squares, square-rooted), clipping's coefficient for max_norm (core/clip.h), and 1 when the step must be
+// skipped (the norm or any loss not finite) else 0.
+void step_control(const std::vector<const Tensor*>& grads, const std::vector<const Tensor*>& losses, double max_norm,
+                  Tensor& out);
 void scale_inplace(const std::vector<Tensor*>& xs, float s);
 // 1 when every element of every tensor is finite.
 bool all_finite(const std::vector<const Tensor*>& xs);

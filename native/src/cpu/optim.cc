@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "../core/clip.h"
 #include "../core/kernels.h"
 
 namespace owlet::kern {
@@ -75,7 +76,13 @@ static void adamw_chunk(float* __restrict p, const float* __restrict g, float* _
 }
 
 void adamw(const std::vector<Tensor*>& params, const std::vector<const Tensor*>& grads, const std::vector<Tensor*>& m,
-           const std::vector<Tensor*>& v, const std::vector<double>& wd, const AdamWHyper& h) {
+           const std::vector<Tensor*>& v, const std::vector<double>& wd, const AdamWHyper& hyper) {
+  AdamWHyper h = hyper;
+  if (h.control) {  // step_control's block: {norm, coefficient, skip}
+    const double* c = reinterpret_cast<const double*>(h.control->raw());
+    if (c[2] != 0.0) return;
+    h.grad_scale = float(c[1]);
+  }
   std::vector<AdamWScalars> sc;
   for (double w : wd) sc.push_back(scalars(h, w));
   std::vector<Chunk> cs = chunks_of(params);
@@ -102,6 +109,15 @@ double sum_squares(const std::vector<const Tensor*>& xs) {
   double total = 0;
   for (double s : part) total += s;
   return total;
+}
+
+void step_control(const std::vector<const Tensor*>& grads, const std::vector<const Tensor*>& losses, double max_norm,
+                  Tensor& out) {
+  const double norm = std::sqrt(sum_squares(grads));
+  double* o = reinterpret_cast<double*>(out.raw());
+  o[0] = norm;
+  o[1] = clip_coefficient(norm, max_norm);
+  o[2] = std::isfinite(norm) && all_finite(losses) ? 0.0 : 1.0;
 }
 
 void scale_inplace(const std::vector<Tensor*>& xs, float s) {

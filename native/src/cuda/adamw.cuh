@@ -51,9 +51,15 @@ __device__ __forceinline__ float4 load_g4(const FIn& g, int64_t i) {
 // The update is a stream of 28 bytes per parameter (read p, m, v, g; write p, m, v): each thread moves four
 // parameters per iteration with 16-byte accesses (the scalar loop kept four 4-byte loads per element in flight at
 // most and measured about half the bandwidth bound, 6.3 ms for ViT-L + abstractor on an H100).
-__global__ void adamw_kernel(const AdamSlot* slots, const WorkItem* items) {
+// control: null, or kern::step_control's block {norm, coefficient, skip} (float64): its coefficient replaces the
+// slots' grad_scale (rounded to f32 as the host rounds a gradScale argument), and a step to skip updates nothing.
+__global__ void adamw_kernel(const AdamSlot* slots, const WorkItem* items, const double* control) {
   WorkItem w = items[blockIdx.x];
-  const AdamSlot s = slots[w.slot];
+  AdamSlot s = slots[w.slot];
+  if (control) {
+    if (control[2] != 0.0) return;
+    s.s.grad_scale = float(control[1]);
+  }
   int64_t end = min(s.n, w.start + kChunk), i0 = w.start;
   if (s.vec) {
     int64_t groups = (end - w.start) / 4;

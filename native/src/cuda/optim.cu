@@ -5,6 +5,7 @@
 #include <cstring>
 #include <vector>
 
+#include "../core/clip.h"
 #include "../core/kernels.h"
 #include "common.cuh"
 #include "adamw.cuh"
@@ -46,6 +47,22 @@ __global__ void sum_partials_kernel(const double* partial, int64_t n, double* ou
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) acc += partial[i];
   acc = block_sum_d(acc, scratch);
   if (threadIdx.x == 0) *out = acc;
+}
+
+// The step control block from the sum of squares' partials (summed as sum_partials_kernel does: the same norm as
+// sum_squares) and the losses' finiteness flag (all_finite_kernel's).
+__global__ void step_control_kernel(const double* partial, int64_t n, const int* loss_bad, double max_norm,
+                                    double* out) {
+  __shared__ double scratch[32];
+  double acc = 0.0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) acc += partial[i];
+  acc = block_sum_d(acc, scratch);
+  if (threadIdx.x == 0) {
+    const double norm = sqrt(acc);
+    out[0] = norm;
+    out[1] = clip_coefficient(norm, max_norm);
+    out[2] = isfinite(norm) && *loss_bad == 0 ? 0.0 : 1.0;
+  }
 }
 
 __global__ void scale_list_kernel(const ListSlot* slots, const WorkItem* items, float s) {
@@ -108,7 +125,14 @@ void adamw(const std::vector<Tensor*>& params, const std::vector<const Tensor*>&
   const AdamSlot* ds;
   const WorkItem* di;
   upload_tables(c, slots, items, hold, &ds, &di, op);
-  adamw_kernel<<<unsigned(items.size()), kThreads, 0, c.stream>>>(ds, di);
+  const double* control = nullptr;
+  if (h.control) {
+    if (h.control->device() != params[0]->device())
+      fail(ErrorKind::Device, std::string(op) + ": the control block " + h.control->describe() + " is not on " +
+                                  params[0]->device().name());
+    control = reinterpret_cast<const double*>(h.control->raw());
+  }
+  adamw_kernel<<<unsigned(items.size()), kThreads, 0, c.stream>>>(ds, di, control);
   check_launch(op);
 }
 
@@ -134,6 +158,43 @@ double sum_squares(const std::vector<const Tensor*>& xs) {
         "cudaMemcpyAsync(result)");
   sync(c, op);
   return out;
+}
+
+void step_control(const std::vector<const Tensor*>& grads, const std::vector<const Tensor*>& losses, double max_norm,
+                  Tensor& out) {
+  const char* op = "stepControl";
+  DeviceContext& c = context_of(out, op);
+  for (const Tensor* t : grads)
+    if (t->device() != out.device()) fail(ErrorKind::Device, std::string(op) + ": gradient " + t->describe() + " is not on " + out.device().name());
+  for (const Tensor* t : losses)
+    if (t->device() != out.device()) fail(ErrorKind::Device, std::string(op) + ": loss " + t->describe() + " is not on " + out.device().name());
+  std::vector<ListSlot> slots = list_slots(grads, op);
+  std::vector<WorkItem> items = work_items(slots);
+  // scratch: one double per work item (at least one), then the losses' flag
+  const int64_t n = int64_t(items.size());
+  Tensor scratch(DType::I64, {n + 2}, out.device());
+  double* partial = reinterpret_cast<double*>(scratch.raw());
+  int* loss_bad = reinterpret_cast<int*>(partial + n + 1);
+  check(cudaMemsetAsync(scratch.raw(), 0, scratch.nbytes(), c.stream), op, "cudaMemsetAsync");
+  Tensor hold_g, hold_l;
+  if (!items.empty()) {
+    const ListSlot* ds;
+    const WorkItem* di;
+    upload_tables(c, slots, items, hold_g, &ds, &di, op);
+    sum_squares_kernel<<<unsigned(items.size()), kThreads, 0, c.stream>>>(ds, di, partial);
+    check_launch(op);
+  }
+  std::vector<ListSlot> lslots = list_slots(losses, op);
+  if (!lslots.empty()) {
+    std::vector<WorkItem> litems = work_items(lslots);
+    const ListSlot* ds;
+    const WorkItem* di;
+    upload_tables(c, lslots, litems, hold_l, &ds, &di, op);
+    all_finite_kernel<<<unsigned(litems.size()), kThreads, 0, c.stream>>>(ds, di, loss_bad);
+    check_launch(op);
+  }
+  step_control_kernel<<<1, 1024, 0, c.stream>>>(partial, n, loss_bad, max_norm, reinterpret_cast<double*>(out.raw()));
+  check_launch(op);
 }
 
 void scale_inplace(const std::vector<Tensor*>& xs, float s) {
