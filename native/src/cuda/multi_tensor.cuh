@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "common.cuh"
+#include "staging.h"
 
 namespace owlet::cuda {
 
@@ -26,8 +27,7 @@ void upload_tables(DeviceContext& c, const std::vector<S>& slots, const std::vec
   std::memcpy(host.data(), slots.data(), sb);
   std::memcpy(host.data() + sb_pad, items.data(), ib);
   hold = Tensor(DType::U8, {int64_t(host.size())}, Device{DeviceKind::CUDA, c.index});
-  check(cudaMemcpyAsync(hold.raw(), host.data(), host.size(), cudaMemcpyHostToDevice, c.stream), op,
-        "cudaMemcpyAsync(work table)");
+  copy_to_device(c, hold.raw(), host.data(), host.size(), op);
   *dslots = reinterpret_cast<const S*>(hold.data<uint8_t>());
   *ditems = reinterpret_cast<const WorkItem*>(hold.data<uint8_t>() + sb_pad);
 }

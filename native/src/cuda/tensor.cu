@@ -6,6 +6,7 @@
 #include "../core/kernels.h"
 #include "common.cuh"
 #include "multi_tensor.cuh"
+#include "staging.h"
 
 namespace owlet::kern {
 
@@ -172,8 +173,7 @@ void copy_convert(const Tensor& src, Tensor& dst) {
 void upload(Tensor& dst, const void* host_src) {
   if (dst.nbytes() == 0) return;
   DeviceContext& c = context_of(dst, "upload");
-  check(cudaMemcpyAsync(dst.raw(), host_src, dst.nbytes(), cudaMemcpyHostToDevice, c.stream), "upload",
-        "cudaMemcpyAsync(host to device)");
+  copy_to_device(c, dst.raw(), host_src, dst.nbytes(), "upload");
 }
 
 void download(const Tensor& src, void* host_dst) {
