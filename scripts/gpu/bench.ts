@@ -123,6 +123,31 @@ export function gemmBench(be: Be, n: number): BenchResult {
   return { name: `gemm_bf16_${n}`, ms, tflops: +((2 * n ** 3) / ms / 1e9).toFixed(1) };
 }
 
+/** The model's GEMM shapes (y = x wᵀ, x [M, K], w [N, K]) with cuBLASLt's first heuristic (OWLET_GEMM_TUNE=0) and
+ *  with the fastest of its candidates (the default): what tuning buys per shape. */
+export function gemmShapesBench(be: Be): BenchResult[] {
+  const shapes: [string, number, number, number][] = [
+    ['vit_qkv', 4112, 1024, 3072], ['vit_dense', 4112, 1024, 1024], ['vit_fc1', 4112, 1024, 4096], ['vit_fc2', 4112, 4096, 1024],
+    ['llama_qkvo', 4096, 4096, 4096], ['llama_up', 4096, 4096, 11008], ['llama_down', 4096, 11008, 4096],
+  ];
+  const mm = op(be, 'matmul'), out: BenchResult[] = [];
+  for (const [name, M, K, N] of shapes) {
+    const x = rand(be, [M, K]), w = rand(be, [N, K]);
+    const ms: Record<string, number> = {};
+    for (const tune of ['0', '1']) {
+      process.env.OWLET_GEMM_TUNE = tune;
+      ms[tune] = time(be, () => mm(x, w, false, true, 1).dispose(), 10);
+    }
+    delete process.env.OWLET_GEMM_TUNE;
+    x.dispose();
+    w.dispose();
+    const tf = (t: number) => +((2 * M * K * N) / t / 1e9).toFixed(1);
+    out.push({ name: `gemm_${name}_M${M}_K${K}_N${N}`, ms: ms['1'], tflops: tf(ms['1']),
+      extra: { heuristic_ms: +ms['0'].toFixed(4), tuned_ms: +ms['1'].toFixed(4), heuristic_tflops: tf(ms['0']), tuned_tflops: tf(ms['1']) } });
+  }
+  return out;
+}
+
 /** Bytes moved per call over time: a device copy (the ceiling), RMSNorm, cross-entropy, AdamW. */
 export function bandwidthBench(be: Be): BenchResult[] {
   const out: BenchResult[] = [];

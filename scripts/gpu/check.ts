@@ -20,7 +20,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cpu, cuda } from '../../lib/native.ts';
 import { TOL, type Tol } from '../../test/helpers/tolerances.ts';
-import { attentionBench, attentionOnce, bandwidthBench, type BenchResult, gemmBench, loraBench } from './bench.ts';
+import { attentionBench, attentionOnce, bandwidthBench, type BenchResult, gemmBench, gemmShapesBench, loraBench } from './bench.ts';
 import { type Case, cases, type Out } from './cases.ts';
 import { type Be, bf16Round, fmt, get, Missing, type NT, put, relErr } from './harness.ts';
 
@@ -190,6 +190,7 @@ function runBench(be: Be, res: BenchResult[], saved: () => void): void {
     } catch (e) { console.log(`BENCH failed: ${(e as Error).message}`); }
   };
   tryb(() => gemmBench(be, 8192));
+  tryb(() => gemmShapesBench(be));
   for (const [name, B, H, Tq, Tk, D, causal] of attentionShapes)
     tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal));
   tryb(() => attentionBench(be, 'fa_ref_b8_h16_t4096_d128_causal', 8, 16, 4096, 4096, 128, true));
@@ -262,6 +263,10 @@ function summary(owletPath: string, peerPath: string): void {
       `peer ${pr?.overhead ?? '?'}× (${pr?.lora_eager_fwdbwd_ms ?? '?'} vs ${pr?.frozen_linear_fwdbwd_ms ?? '?'} ms)`);
   }
   for (const b of bench.filter((x) => x.gbps)) console.log(`${b.name}: ${b.gbps} GB/s (${b.ms.toFixed(3)} ms)`);
+  for (const b of bench.filter((x) => /^gemm_.*_M\d+/.test(x.name))) {
+    const e = b.extra as Record<string, number>;
+    console.log(`${b.name}: ${e.heuristic_tflops} TFLOP/s with the heuristic's first algorithm, ${e.tuned_tflops} tuned`);
+  }
 }
 
 function main(): number {

@@ -196,8 +196,10 @@ async function benchCase(owl: MplugOwl, config: OwletConfig, device: string, B: 
     const flops = 4 * nLlm * B * T + (config.stage.id === 1 ? 6 : 2) * 3.03e8 * B * 257;
     const peak = be.memory(device).peakBytes;
     const profile = opProfileAvailable() ? await profileStep(trainer, be, ms) : undefined;
-    const info = be.info() as { gemmLt?: number; gemmEx?: number; gemmBiasEpilogue?: number; gemmExShapes?: string };
-    if (info.gemmLt !== undefined) console.log(`GEMM paths so far: ${info.gemmLt} through cuBLASLt (${info.gemmBiasEpilogue} with the bias in the epilogue), ${info.gemmEx} through cublasGemmEx${info.gemmExShapes ? `: ${info.gemmExShapes}` : ''}`);
+    const info = be.info() as { gemmLt?: number; gemmEx?: number; gemmBiasEpilogue?: number; gemmExShapes?: string;
+      gemmTuned?: number; gemmTunedChanged?: number; gemmTuneSavedMsPerCall?: number };
+    if (info.gemmLt !== undefined) console.log(`GEMM paths so far: ${info.gemmLt} through cuBLASLt (${info.gemmBiasEpilogue} with the bias in the epilogue), ${info.gemmEx} through cublasGemmEx${info.gemmExShapes ? `: ${info.gemmExShapes}` : ''}; ` +
+      `${info.gemmTuned ?? 0} shapes tuned, ${info.gemmTunedChanged ?? 0} of them faster than the heuristic's first algorithm (${(info.gemmTuneSavedMsPerCall ?? 0).toFixed(3)} ms per call of each, summed)`);
     return { profile, stage: config.stage.id, layers: L, batch: B, tokens: T, step_ms: +ms.toFixed(1), tokens_per_s: Math.round(B * T / ms * 1e3),
       images_per_s: +(B / ms * 1e3).toFixed(1), hw_flops_util_vs_989: +(flops / ms / 1e9 / 989).toFixed(3), peak_gib: +(peak / 2 ** 30).toFixed(2),
       trainable: [...trainable.values()].reduce((a, p) => a + p.numel, 0), losses, step_ms_trainer: hostMs.map((x) => +x.toFixed(1)) };

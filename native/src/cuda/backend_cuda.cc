@@ -236,6 +236,9 @@ Napi::Object backend_info(Napi::Env env) {
   o.Set("allocatorMallocs", double(st.mallocs));
   cuda::GemmStats gs = cuda::gemm_stats();
   o.Set("gemmLt", double(gs.lt));
+  o.Set("gemmTuned", double(gs.tuned));
+  o.Set("gemmTunedChanged", double(gs.tuned_changed));
+  o.Set("gemmTuneSavedMsPerCall", gs.tune_saved_ms);
   o.Set("gemmEx", double(gs.ex));
   o.Set("gemmBiasEpilogue", double(gs.bias_epilogue));
   o.Set("gemmExShapes", gs.ex_shapes);

@@ -1,4 +1,5 @@
-// GEMMs through cuBLASLt (single matrices, bf16, aligned: heuristic chosen once per shape and cached) and cuBLAS
+// GEMMs through cuBLASLt (single matrices, bf16, aligned: per shape, the fastest of the heuristic's first candidates,
+// timed on the first call, or its first with OWLET_GEMM_TUNE=0; the plan cached) and cuBLAS
 // (batched, f32, or whatever cuBLASLt declines), always with fp32 accumulation (CUBLAS_COMPUTE_32F, never TF32, so
 // f32 results can be checked against the CPU backend).
 //
@@ -11,6 +12,7 @@
 #include <mutex>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "../core/kernels.h"
 #include "common.cuh"
@@ -28,6 +30,14 @@ int to_int(int64_t v, const char* op, const char* what) {
   return int(v);
 }
 
+// OWLET_GEMM_TUNE=0: take cuBLASLt's first heuristic as is instead of timing its candidates on the first call of each
+// shape. Read per call (part of the plan's key), so that a benchmark can compare both in one process.
+bool tune_enabled() {
+  const char* e = std::getenv("OWLET_GEMM_TUNE");
+  return !(e && std::strcmp(e, "0") == 0);
+}
+constexpr int kTuneCandidates = 8, kTuneReps = 3;
+
 bool lt_disabled() {
   static const bool off = [] {
     const char* e = std::getenv("OWLET_GEMM");
@@ -41,12 +51,13 @@ bool lt_disabled() {
 // of leaving cuBLASLt (measured: a weight-gradient GEMM of the ViT took 0.68 ms through cublasGemmEx, 0.08 through
 // cuBLASLt).
 // `bias`: the plan adds a bias vector in its epilogue (CUBLASLT_EPILOGUE_BIAS; its pointer is set per call).
+// `tune`: the plan's algorithm is the fastest of cuBLASLt's first kTuneCandidates heuristics, timed on the first call.
 struct LtKey {
-  int dev, m, n, k, lda, ldb, ldc, transa, transb, ab, c, align_a, align_b, align_c, bias;
+  int dev, m, n, k, lda, ldb, ldc, transa, transb, ab, c, align_a, align_b, align_c, bias, tune;
   bool operator<(const LtKey& o) const {
-    return std::tie(dev, m, n, k, lda, ldb, ldc, transa, transb, ab, c, align_a, align_b, align_c, bias) <
+    return std::tie(dev, m, n, k, lda, ldb, ldc, transa, transb, ab, c, align_a, align_b, align_c, bias, tune) <
            std::tie(o.dev, o.m, o.n, o.k, o.lda, o.ldb, o.ldc, o.transa, o.transb, o.ab, o.c, o.align_a, o.align_b,
-                    o.align_c, o.bias);
+                    o.align_c, o.bias, o.tune);
   }
 };
 struct LtPlan {
@@ -54,6 +65,7 @@ struct LtPlan {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulAlgo_t algo{};
+  std::vector<cublasLtMatmulAlgo_t> candidates;  // the heuristic's, best first; emptied once timed
 };
 std::map<LtKey, LtPlan> lt_plans;
 std::mutex lt_mutex;
@@ -90,14 +102,74 @@ LtPlan make_plan(DeviceContext& ctx, const LtKey& k) {
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b);
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, sizeof al_c);
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof al_c);
-  cublasLtMatmulHeuristicResult_t res{};
+  cublasLtMatmulHeuristicResult_t res[kTuneCandidates] = {};
   int found = 0;
-  cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(ctx.lt, p.desc, p.a, p.b, p.c, p.c, pref, 1, &res, &found);
+  cublasStatus_t s =
+      cublasLtMatmulAlgoGetHeuristic(ctx.lt, p.desc, p.a, p.b, p.c, p.c, pref, k.tune ? kTuneCandidates : 1, res, &found);
   cublasLtMatmulPreferenceDestroy(pref);
-  if (s != CUBLAS_STATUS_SUCCESS || found == 0 || res.state != CUBLAS_STATUS_SUCCESS) return p;
-  p.algo = res.algo;
+  if (s != CUBLAS_STATUS_SUCCESS) return p;
+  for (int i = 0; i < found; i++)
+    if (res[i].state == CUBLAS_STATUS_SUCCESS) p.candidates.push_back(res[i].algo);
+  if (p.candidates.empty()) return p;
+  p.algo = p.candidates[0];
   p.ok = true;
+  if (p.candidates.size() == 1) p.candidates.clear();  // nothing to choose between
   return p;
+}
+
+// What tuning did, for backend info: plans timed, plans where another algorithm than the heuristic's first won, and
+// the time those wins save per call of each shape, summed (ms).
+std::atomic<uint64_t> n_tuned{0}, n_tuned_changed{0};
+double tune_saved_ms = 0.0;  // under lt_mutex
+
+// Times the plan's candidates on this call's operands (kTuneReps runs each after one warm-up) and keeps the fastest.
+// The trial runs write the real output when this call overwrites it anyway (beta = 0), else a scratch buffer (no
+// tuning when that would exceed 64 MiB). The host waits for each trial: this happens once per shape, in the first step.
+void tune_plan(DeviceContext& ctx, LtPlan& p, const Gemm& g, int n, int ldc, const void* A, const void* B) {
+  std::vector<cublasLtMatmulAlgo_t> cands;
+  cands.swap(p.candidates);
+  if (cands.size() < 2) return;
+  void* out = g.C;
+  Tensor scratch;
+  if (g.beta != 0.f) {
+    const size_t bytes = size_t(ldc) * size_t(n) * dtype_size(g.c);
+    if (bytes > (size_t(64) << 20)) return;
+    scratch = Tensor(DType::U8, {int64_t(bytes)}, Device{DeviceKind::CUDA, ctx.index});
+    out = scratch.raw();
+  }
+  const float beta0 = 0.f;
+  cudaEvent_t e0 = nullptr, e1 = nullptr;
+  if (cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess) {
+    if (e0) cudaEventDestroy(e0);
+    return;
+  }
+  auto run = [&](const cublasLtMatmulAlgo_t& algo) {
+    return cublasLtMatmul(ctx.lt, p.desc, &g.alpha, A, p.a, B, p.b, &beta0, out, p.c, out, p.c, &algo, ctx.workspace,
+                          ctx.workspace_bytes, ctx.stream) == CUBLAS_STATUS_SUCCESS;
+  };
+  float first = -1.f, best = -1.f;
+  size_t best_i = 0;
+  for (size_t i = 0; i < cands.size(); i++) {
+    if (!run(cands[i])) continue;  // warm-up; an algorithm that fails here is not a candidate
+    bool ok = cudaEventRecord(e0, ctx.stream) == cudaSuccess;
+    for (int r = 0; r < kTuneReps && ok; r++) ok = run(cands[i]);
+    ok = ok && cudaEventRecord(e1, ctx.stream) == cudaSuccess && cudaEventSynchronize(e1) == cudaSuccess;
+    float ms = 0.f;
+    if (!ok || cudaEventElapsedTime(&ms, e0, e1) != cudaSuccess) continue;
+    ms /= kTuneReps;
+    if (i == 0) first = ms;
+    if (best < 0.f || ms < best) best = ms, best_i = i;
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  cudaGetLastError();  // a failed trial must not surface as some later op's error
+  if (best < 0.f) return;
+  p.algo = cands[best_i];
+  n_tuned++;
+  if (best_i != 0) {
+    n_tuned_changed++;
+    if (first > 0.f) tune_saved_ms += double(first - best);
+  }
 }
 
 // The largest power of two (up to 256) dividing the address: the alignment cuBLASLt may assume.
@@ -130,7 +202,8 @@ bool try_lt(DeviceContext& ctx, const Gemm& g, int m, int n, int k, int lda, int
     note_ex(m, n, k, ta, tb, "operands not 16-byte aligned");
     return false;
   }
-  LtKey key{ctx.index, m, n, k, lda, ldb, ldc, int(ta), int(tb), int(g.ab), int(g.c), al_a, al_b, al_c, with_bias ? 1 : 0};
+  LtKey key{ctx.index, m, n, k, lda, ldb, ldc, int(ta), int(tb), int(g.ab), int(g.c), al_a, al_b, al_c, with_bias ? 1 : 0,
+            tune_enabled() ? 1 : 0};
   LtPlan* plan;
   {
     std::lock_guard<std::mutex> lock(lt_mutex);
@@ -145,6 +218,10 @@ bool try_lt(DeviceContext& ctx, const Gemm& g, int m, int n, int k, int lda, int
   if (with_bias &&
       cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias, sizeof g.bias) != CUBLAS_STATUS_SUCCESS)
     return false;
+  if (!plan->candidates.empty()) {  // the first call of a tuned shape (the bias pointer is set: trials read it)
+    std::lock_guard<std::mutex> lock(lt_mutex);
+    tune_plan(ctx, *plan, g, n, ldc, A, B);
+  }
   cublasStatus_t s = cublasLtMatmul(ctx.lt, plan->desc, &g.alpha, A, plan->a, B, plan->b, &g.beta, g.C, plan->c, g.C,
                                     plan->c, &plan->algo, ctx.workspace, ctx.workspace_bytes, ctx.stream);
   if (s != CUBLAS_STATUS_SUCCESS) {
@@ -165,7 +242,10 @@ GemmStats gemm_stats() {
   st.lt = n_lt.load();
   st.ex = n_ex.load();
   st.bias_epilogue = n_bias.load();
+  st.tuned = n_tuned.load();
+  st.tuned_changed = n_tuned_changed.load();
   std::lock_guard<std::mutex> lock(lt_mutex);
+  st.tune_saved_ms = tune_saved_ms;
   for (auto& [shape, count] : ex_shapes) st.ex_shapes += (st.ex_shapes.empty() ? "" : "; ") + shape + " ×" + std::to_string(count);
   return st;
 }

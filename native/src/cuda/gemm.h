@@ -33,6 +33,8 @@ bool gemm(DeviceContext& ctx, const Gemm& g, const char* op);
 // How many bf16 GEMMs went through cuBLASLt and how many fell back to cublasGemmEx (with the first shapes and why).
 struct GemmStats {
   uint64_t lt = 0, ex = 0, bias_epilogue = 0;
+  uint64_t tuned = 0, tuned_changed = 0;  // shapes whose candidates were timed; of those, where another than the first won
+  double tune_saved_ms = 0.0;             // per call of each such shape, summed
   std::string ex_shapes;
 };
 GemmStats gemm_stats();
