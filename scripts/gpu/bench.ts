@@ -123,24 +123,30 @@ export function gemmBench(be: Be, n: number): BenchResult {
   return { name: `gemm_bf16_${n}`, ms, tflops: +((2 * n ** 3) / ms / 1e9).toFixed(1) };
 }
 
-/** The model's GEMM shapes (y = x wᵀ, x [M, K], w [N, K]) with cuBLASLt's first heuristic (OWLET_GEMM_TUNE=0) and
- *  with the fastest of its candidates (the default): what tuning buys per shape. */
+/** The model's GEMM shapes with cuBLASLt's first heuristic (OWLET_GEMM_TUNE=0) and with the fastest of its
+ *  candidates (the default): what tuning buys per shape. Forward y = x wᵀ (x [M, K], w [N, K]) and, for the ViT,
+ *  the weight gradient dW = dyᵀ x (a long reduction over the 4112 tokens into a small output). */
 export function gemmShapesBench(be: Be): BenchResult[] {
-  const shapes: [string, number, number, number][] = [
-    ['vit_qkv', 4112, 1024, 3072], ['vit_dense', 4112, 1024, 1024], ['vit_fc1', 4112, 1024, 4096], ['vit_fc2', 4112, 4096, 1024],
-    ['llama_qkvo', 4096, 4096, 4096], ['llama_up', 4096, 4096, 11008], ['llama_down', 4096, 11008, 4096],
+  // name, a's shape, b's shape, transA, transB
+  const shapes: [string, number[], number[], boolean, boolean][] = [
+    ['vit_qkv', [4112, 1024], [3072, 1024], false, true], ['vit_dense', [4112, 1024], [1024, 1024], false, true],
+    ['vit_fc1', [4112, 1024], [4096, 1024], false, true], ['vit_fc2', [4112, 4096], [1024, 4096], false, true],
+    ['vit_dense_dW', [4112, 1024], [4112, 1024], true, false], ['vit_fc1_dW', [4112, 4096], [4112, 1024], true, false],
+    ['llama_qkvo', [4096, 4096], [4096, 4096], false, true], ['llama_up', [4096, 4096], [11008, 4096], false, true],
+    ['llama_down', [4096, 11008], [4096, 11008], false, true],
   ];
   const mm = op(be, 'matmul'), out: BenchResult[] = [];
-  for (const [name, M, K, N] of shapes) {
-    const x = rand(be, [M, K]), w = rand(be, [N, K]);
+  for (const [name, as, bs, ta, tb] of shapes) {
+    const a = rand(be, as), b = rand(be, bs);
+    const M = ta ? as[1] : as[0], K = ta ? as[0] : as[1], N = tb ? bs[0] : bs[1];
     const ms: Record<string, number> = {};
     for (const tune of ['0', '1']) {
       process.env.OWLET_GEMM_TUNE = tune;
-      ms[tune] = time(be, () => mm(x, w, false, true, 1).dispose(), 10);
+      ms[tune] = time(be, () => mm(a, b, ta, tb, 1).dispose(), 10);
     }
     delete process.env.OWLET_GEMM_TUNE;
-    x.dispose();
-    w.dispose();
+    a.dispose();
+    b.dispose();
     const tf = (t: number) => +((2 * M * K * N) / t / 1e9).toFixed(1);
     out.push({ name: `gemm_${name}_M${M}_K${K}_N${N}`, ms: ms['1'], tflops: tf(ms['1']),
       extra: { heuristic_ms: +ms['0'].toFixed(4), tuned_ms: +ms['1'].toFixed(4), heuristic_tflops: tf(ms['0']), tuned_tflops: tf(ms['1']) } });
