@@ -90,7 +90,10 @@ test('corrupt, empty and missing files give an ImageError naming the file', asyn
   writeFileSync(empty, Buffer.alloc(0));
   await t.throwsAsync(preprocessImage(empty, { mode: 'eval', resolution: 8 }), { instanceOf: ImageError, message: /empty\.jpg/ });
   const jpg = await raw(halves(32, 32), 32, 32).jpeg().toBuffer();
-  await t.throwsAsync(decodeImage({ path: 'cut.jpg', data: jpg.subarray(0, jpg.length >> 1) }), { instanceOf: ImageError, message: /cut\.jpg.*premature end/ });
+  // libvips words a truncated JPEG either way between runs ("premature end of JPEG file" or "Input buffer has corrupt
+  // header"): what matters is the typed error naming the file.
+  await t.throwsAsync(decodeImage({ path: 'cut.jpg', data: jpg.subarray(0, jpg.length >> 1) }),
+    { instanceOf: ImageError, message: /cut\.jpg.*(premature end|corrupt header)/ });
   const missing = join(dir, 'nope.jpg');
   const e = await t.throwsAsync(decodeImage(missing), { instanceOf: ImageError, message: /file not found/ });
   t.is(e?.file, missing);
