@@ -383,7 +383,7 @@ export function cases(): Case[] {
   // shapes. The quick ones (compute-sanitizer runs them) are the deadlock- and race-prone small shapes.
   //   OWLET_ATTN_FWD=wgmma, wgmma-overlap (softmax overlapping the previous tile's P·V), wgmma-ws (a producer
   //   warpgroup filling a 2-stage K/V ring under full/empty mbarriers, two consumer warpgroups taking turns);
-  //   OWLET_ATTN_BWD=wgmma (128-key blocks of 2 warpgroups, 64-query steps); and the mma.sync backward after the
+  //   OWLET_ATTN_BWD=wgmma (128-key blocks of 2 warpgroups, 64-query steps), =wgmma1 (64-key blocks, D = 64); and the mma.sync backward after the
   //   Hopper forward, the default forward at D = 128 (OWLET_ATTN_BWD=mma).
   const hopperShapes: [string, number, number, number, number, number, boolean, boolean, number, boolean][] = [
     ['odd', 1, 2, 70, 70, 128, true, false, 0, true],
@@ -406,6 +406,9 @@ export function cases(): Case[] {
     for (const [label, B, H, Tq, Tk, D, causal, masked, p, quick] of hopperShapes)
       attn(label, B, H, Tq, Tk, D, causal, masked, p, ['bf16'], quick, env);
   }
+  // OWLET_ATTN_BWD=wgmma1: one warpgroup (64 keys) per block, D = 64 only (session 7).
+  for (const [label, B, H, Tq, Tk, D, causal, masked, p, quick] of hopperShapes)
+    if (D === 64) attn(label, B, H, Tq, Tk, D, causal, masked, p, ['bf16'], quick, { OWLET_ATTN_BWD: 'wgmma1' });
 
   // ---------------------------------------------------------------- lora
   // variant 'thin' sets OWLET_LORA=thin around the CUDA calls (the one-pass thin-product kernels instead of the

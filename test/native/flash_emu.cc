@@ -3,8 +3,9 @@
 // the three gradients, for full, cross-length, causal (both alignments), key-padded and dropout cases; the forward
 // in every tile shape of OWLET_ATTN_FWD (default, w8, w8s, m2, w4s), the Hopper forward of attention_wgmma.cuh (wgmma,
 // wgmma-overlap and wgmma-ws, on every case without dropout; wgmma emulated from the emulator's reading of the PTX ISA's
-// descriptor, swizzle and fragment rules) and the backward in OWLET_ATTN_BWD=br64 and =wgmma (the Hopper backward of
-// attention_wgmma_bwd.cuh, every case without dropout) too, each compared with the reference.
+// descriptor, swizzle and fragment rules) and the backward in OWLET_ATTN_BWD=br64, =wgmma and =wgmma1 (the Hopper
+// backward of attention_wgmma_bwd.cuh with two or, at D = 64, one warpgroup per block; every case without dropout) too,
+// each compared with the reference.
 // This checks the kernels' tiling, fragment and mask arithmetic without a GPU; it cannot check timing, races
 // between real warps, or the hardware's own rounding. Build and run: scripts/flash-emu.sh.
 #include "emu_kernel.h"
@@ -271,12 +272,20 @@ bool run(const Case& c, std::mt19937& rng) {
     std::fill(dq_acc.begin(), dq_acc.end(), 0.f);
     std::fill(dk.begin(), dk.end(), __float2bfloat16_rn(12345.f));
     std::fill(dv.begin(), dv.end(), __float2bfloat16_rn(12345.f));
-    emu::Dim grid{unsigned((Tk + wgmma::kBwdKeys - 1) / wgmma::kBwdKeys), unsigned(H), unsigned(B)};
+    emu::Dim grid{unsigned((Tk + 127) / 128), unsigned(H), unsigned(B)};
     if (D == 64)
       emu::launch(grid, wgmma::kThreads, wgmma::bwd_smem_bytes<64>(), [&] { wgmma::attention_bwd_kernel<64>(fp); });
     else
       emu::launch(grid, wgmma::kThreads, wgmma::bwd_smem_bytes<128>(), [&] { wgmma::attention_bwd_kernel<128>(fp); });
     check_bwd("wgmma");
+    if (D == 64) {  // OWLET_ATTN_BWD=wgmma1: one warpgroup of 64 keys per block
+      std::fill(dq_acc.begin(), dq_acc.end(), 0.f);
+      std::fill(dk.begin(), dk.end(), __float2bfloat16_rn(12345.f));
+      std::fill(dv.begin(), dv.end(), __float2bfloat16_rn(12345.f));
+      emu::Dim grid1{unsigned((Tk + 63) / 64), unsigned(H), unsigned(B)};
+      emu::launch(grid1, 128, wgmma::bwd_smem_bytes<64, 1>(), [&] { wgmma::attention_bwd_kernel<64, 1>(fp); });
+      check_bwd("wgmma1");
+    }
   }
   std::printf("%-4s %-42s out/lse%s\n     %s\n", ok ? "PASS" : "FAIL", c.name, fwd_errs.c_str(), bwd_errs.c_str());
   return ok;

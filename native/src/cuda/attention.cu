@@ -9,7 +9,7 @@
 // warp-specialised form of attention_wgmma_ws.cuh, where they apply — sm_90a build, compute capability 9.0, no
 // dropout — and w4s elsewhere);
 // OWLET_ATTN_BWD picks the backward (unset or auto: the Hopper backward of attention_wgmma_bwd.cuh where it applies —
-// as the wgmma forward — else the mma.sync kernel of attention_flash.cuh; mma, br64, wgmma: see bwd_variant_of);
+// as the wgmma forward — else the mma.sync kernel of attention_flash.cuh; mma, br64, wgmma, wgmma1: see bwd_variant_of);
 // OWLET_ATTN_BWD_WARPS=4 or 8 the warps per block of the mma.sync backward.
 // All are read per call, so that one process can compare the variants.
 #include <cstdlib>
@@ -91,12 +91,14 @@ FwdVariant fwd_variant(const char* op) {
 // it applies (H100, 2026-11-26, session 5: LLaMA 2k causal 1.47 ms against 2.34 for the mma.sync kernel; ViT 0.58 ms
 // against 0.62), else the mma.sync kernel; an explicit OWLET_ATTN_BWD_WARPS asks for the mma.sync kernel. mma: the
 // mma.sync kernel; br64: it at 64 queries per step at D = 128 (8 warps; default 32), for measurement — ptxas spills 92
-// bytes there (see attention_flash.cuh), and it was no faster; wgmma: the Hopper backward.
-enum class BwdVariant { Auto, Mma, Br64, Wgmma };
+// bytes there (see attention_flash.cuh), and it was no faster; wgmma: the Hopper backward; wgmma1: it with one
+// warpgroup (64 keys) per block at D = 64 (less work on the ViT's 257 keys; written in session 7, not yet timed).
+enum class BwdVariant { Auto, Mma, Br64, Wgmma, Wgmma1 };
 
 BwdVariant bwd_variant_of(const char* op) {
-  static const std::pair<const char*, BwdVariant> names[] = {
-      {"auto", BwdVariant::Auto}, {"mma", BwdVariant::Mma}, {"br64", BwdVariant::Br64}, {"wgmma", BwdVariant::Wgmma}};
+  static const std::pair<const char*, BwdVariant> names[] = {{"auto", BwdVariant::Auto},   {"mma", BwdVariant::Mma},
+                                                              {"br64", BwdVariant::Br64},   {"wgmma", BwdVariant::Wgmma},
+                                                              {"wgmma1", BwdVariant::Wgmma1}};
   return env_variant("OWLET_ATTN_BWD", names, op);
 }
 
@@ -395,18 +397,21 @@ void launch_wgmma_fwd(const DeviceContext& c, const flash::Params& fp, const Dim
 // The Hopper backward where it applies (hopper_applies) and is asked for: OWLET_ATTN_BWD=wgmma, or auto without
 // OWLET_ATTN_BWD_WARPS (which names the mma.sync kernel).
 bool use_wgmma_bwd(const DeviceContext& c, const flash::Params& fp, BwdVariant variant) {
-  const bool asked = variant == BwdVariant::Wgmma || (variant == BwdVariant::Auto && !std::getenv("OWLET_ATTN_BWD_WARPS"));
+  const bool asked = variant == BwdVariant::Wgmma || variant == BwdVariant::Wgmma1 ||
+                     (variant == BwdVariant::Auto && !std::getenv("OWLET_ATTN_BWD_WARPS"));
   return asked && hopper_applies(c, fp);
 }
 
-void launch_wgmma_bwd(const DeviceContext& c, const flash::Params& fp, const Dims& d, const char* op) {
-  dim3 grid{unsigned((d.Tk + wgmma::kBwdKeys - 1) / wgmma::kBwdKeys), unsigned(d.H), unsigned(d.B)};
-  auto launch = [&](auto kernel, size_t smem) {
+// one_wg: one warpgroup (64 keys) per block, at D = 64 only (OWLET_ATTN_BWD=wgmma1).
+void launch_wgmma_bwd(const DeviceContext& c, const flash::Params& fp, const Dims& d, bool one_wg, const char* op) {
+  auto launch = [&](auto kernel, size_t smem, int keys, int threads) {
+    dim3 grid{unsigned((d.Tk + keys - 1) / keys), unsigned(d.H), unsigned(d.B)};
     set_smem_limit(reinterpret_cast<const void*>(kernel), smem, c.index, op);
-    kernel<<<grid, wgmma::kThreads, smem, c.stream>>>(fp);
+    kernel<<<grid, threads, smem, c.stream>>>(fp);
   };
-  if (d.D == 64) launch(wgmma::attention_bwd_kernel<64>, wgmma::bwd_smem_bytes<64>());
-  else launch(wgmma::attention_bwd_kernel<128>, wgmma::bwd_smem_bytes<128>());
+  if (d.D == 64 && one_wg) launch(wgmma::attention_bwd_kernel<64, 1>, wgmma::bwd_smem_bytes<64, 1>(), 64, 128);
+  else if (d.D == 64) launch(wgmma::attention_bwd_kernel<64, 2>, wgmma::bwd_smem_bytes<64, 2>(), 128, 256);
+  else launch(wgmma::attention_bwd_kernel<128, 2>, wgmma::bwd_smem_bytes<128, 2>(), 128, 256);
 }
 
 }  // namespace
@@ -494,7 +499,7 @@ void attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
     using BR32 = std::integral_constant<int, 32>;
     const bool four = bwd_warps(d.D) == 4;
     if (use_wgmma_bwd(c, fp, bwd_variant)) {
-      launch_wgmma_bwd(c, fp, d, op);
+      launch_wgmma_bwd(c, fp, d, bwd_variant == BwdVariant::Wgmma1, op);
     } else if (d.D == 64) {
       if (four) launch(I64{}, I4{}, I64{});
       else launch(I64{}, I8{}, I64{});

@@ -167,9 +167,9 @@ __device__ __forceinline__ void mma_rs_m64n64k16_tb(float (&d)[32], const uint32
 
 // Copies rows [r0, r0 + ROWS) of a [T, H, D] sequence (row stride rs) into the swizzled layout at shared address
 // `s`, zero-filling rows at or past `limit` (so the products see zeros there, never stale data or NaN).
-template <int ROWS, int D>
+template <int ROWS, int D, int THREADS = kThreads>
 __device__ __forceinline__ void load_tile(uint32_t s, const bf16* base, int64_t rs, int r0, int limit, int tid) {
-  rows::copy<ROWS, D, kThreads, rows::Swizzle128>(s, base, rs, r0, limit, tid);
+  rows::copy<ROWS, D, THREADS, rows::Swizzle128>(s, base, rs, r0, limit, tid);
 }
 
 // S = Q Kᵀ for the warpgroup's 64 rows × 128 keys: D/16 wgmma, one commit group (not waited for here).

@@ -43,14 +43,21 @@
 
 namespace owlet::cuda::wgmma {
 
-constexpr int kBwdKeys = 128, kBwdQueries = 64;
+constexpr int kBwdQueries = 64;
+// NWG warpgroups per block, 64 keys each: 2 (the default), or 1 at D = 64 (OWLET_ATTN_BWD=wgmma1), where the
+// warpgroups share nothing but the Q/dO tiles: a sequence of 257 keys (the ViT's) then takes 5 blocks of 64 keys
+// instead of 3 of 128, the last of which computed 127 keys that do not exist.
+template <int NWG>
+constexpr int bwd_keys() {
+  return 64 * NWG;
+}
 
-template <int D>
+template <int D, int NWG = 2>
 constexpr size_t bwd_smem_bytes() {
-  // K, V (128 × D), 2 × (Q, dO) (64 × D), dSᵀ (128 × 64), 2 × (lse, Δ) (64 floats), 1024 for the alignment:
-  // D = 128: 149,504 bytes; D = 64: 83,968.
-  return size_t(2 * kBwdKeys + 4 * kBwdQueries) * D * 2 + size_t(kBwdKeys) * kBwdQueries * 2 + 4 * kBwdQueries * 4 +
-         1024;
+  // K, V (64·NWG × D), 2 × (Q, dO) (64 × D), dSᵀ (64·NWG × 64), 2 × (lse, Δ) (64 floats), 1024 for the alignment:
+  // NWG = 2: D = 128: 149,504 bytes; D = 64: 83,968. NWG = 1, D = 64: 58,368.
+  return size_t(2 * bwd_keys<NWG>() + 4 * kBwdQueries) * D * 2 + size_t(bwd_keys<NWG>()) * kBwdQueries * 2 +
+         4 * kBwdQueries * 4 + 1024;
 }
 
 // D (64×64 fp32) = A·B (+ D when scale_d != 0), A = 64×16 and B = 16×64 in shared memory: K-major (B stored 64×16),
@@ -73,10 +80,12 @@ __device__ __forceinline__ void mma_ss_m64n64k16(float (&d)[32], uint64_t desc_a
 #endif
 }
 
-template <int D>
-__global__ void __launch_bounds__(kThreads, 1) attention_bwd_kernel(flash::Params p) {
+template <int D, int NWG = 2>
+__global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) attention_bwd_kernel(flash::Params p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL) || defined(OWLET_CUDA_EMULATION)
-  constexpr int DB = D / 64, KD = D / 16, BK = kBwdKeys, BQ = kBwdQueries, KQ = BQ / 16;
+  static_assert(NWG == 2 || D == 64, "at D = 128 the two warpgroups split dQ's columns");
+  constexpr int THREADS = 128 * NWG;
+  constexpr int DB = D / 64, KD = D / 16, BK = bwd_keys<NWG>(), BQ = kBwdQueries, KQ = BQ / 16;
   constexpr uint32_t kKVBytes = BK * D * 2, kQBytes = BQ * D * 2, kSBytes = BK * BQ * 2;
   OWLET_DYNAMIC_SMEM(smem_raw);
   const uint32_t raw = mma::smem_u32(smem_raw);
@@ -102,8 +111,8 @@ __global__ void __launch_bounds__(kThreads, 1) attention_bwd_kernel(flash::Param
 
   auto load_q_tile = [&](int qt, int buf) {
     const int i0 = qt * BQ;
-    load_tile<BQ, D>(sQ + buf * kQBytes, qb, rs, i0, p.Tq, tid);
-    load_tile<BQ, D>(sO + buf * kQBytes, ob, rs, i0, p.Tq, tid);
+    load_tile<BQ, D, THREADS>(sQ + buf * kQBytes, qb, rs, i0, p.Tq, tid);
+    load_tile<BQ, D, THREADS>(sO + buf * kQBytes, ob, rs, i0, p.Tq, tid);
     if (tid < BQ) {
       const bool valid = i0 + tid < p.Tq;
       mma::cp_async4(sL + (buf * BQ + tid) * 4, lse_b + (valid ? i0 + tid : 0), valid);
@@ -111,8 +120,8 @@ __global__ void __launch_bounds__(kThreads, 1) attention_bwd_kernel(flash::Param
     }
   };
   if (qt0 < n_qt) {
-    load_tile<BK, D>(sK, kb, rs, j0, p.Tk, tid);
-    load_tile<BK, D>(sV, vb, rs, j0, p.Tk, tid);
+    load_tile<BK, D, THREADS>(sK, kb, rs, j0, p.Tk, tid);
+    load_tile<BK, D, THREADS>(sV, vb, rs, j0, p.Tk, tid);
     load_q_tile(qt0, 0);
   }
   mma::cp_async_commit();
