@@ -133,6 +133,28 @@ test('native adamw checks list lengths, shapes, dtypes, step and aliasing', (t) 
   for (const h of [p, g, m, v, q, i]) h.dispose();
 });
 
+test('stepControl: norm, clipping coefficient and skip flag; adamw reads it and refuses what is not one', (t) => {
+  const be = cpu();
+  const g1 = be.fromBuffer('f32', [2], Float32Array.of(3, 0)), g2 = be.fromBuffer('f32', [1], Float32Array.of(4));
+  const ok = be.fromBuffer('f32', [1], Float32Array.of(1.5)), nan = be.fromBuffer('f32', [1], Float32Array.of(NaN));
+  const read = (c: ReturnType<typeof be.stepControl>) => Array.from(new Float64Array(c.read()));
+  const c1 = be.stepControl([g1, g2], [ok], 2);
+  t.deepEqual(read(c1), [5, 2 / (5 + 1e-6), 0], 'norm 5 clipped to 2');
+  const c2 = be.stepControl([g1, g2], [ok], 0), c3 = be.stepControl([g1, g2], [ok, nan], 2);
+  t.deepEqual(read(c2), [5, 1, 0], 'no clipping');
+  t.deepEqual(read(c3), [5, 2 / (5 + 1e-6), 1], 'a loss is NaN: skip');
+  t.throws(() => be.stepControl([], [], 1), { instanceOf: ArgumentError, message: /a gradient or a loss/ });
+  t.throws(() => be.stepControl([g1], [ok], NaN), { instanceOf: ArgumentError, message: /maxNorm/ });
+  const f = (n: number) => be.full('f32', [n], 1);
+  const [p, g, m, v] = [f(3), f(3), f(3), f(3)];
+  t.throws(() => be.adamw([p], [g], [m], [v], [0], 1e-3, 0.9, 0.999, 1e-8, 1, undefined, g1), { instanceOf: ArgumentError, message: /control must be a stepControl block/ });
+  t.throws(() => be.adamw([p], [g], [m], [v], [0], 1e-3, 0.9, 0.999, 1e-8, 1, 0.5, c1), { instanceOf: ArgumentError, message: /not both/ });
+  const before = Array.from(new Float32Array(p.read()));
+  be.adamw([p], [g], [m], [v], [0], 1e-3, 0.9, 0.999, 1e-8, 1, undefined, c3);
+  t.deepEqual(Array.from(new Float32Array(p.read())), before, 'a skip block updates nothing');
+  for (const h of [g1, g2, ok, nan, c1, c2, c3, p, g, m, v]) h.dispose();
+});
+
 test('gradNorm and clipGradNorm follow torch.nn.utils.clip_grad_norm_', (t) => {
   scope(() => {
     const r = rng(8);
