@@ -182,7 +182,7 @@ function typed(addon: Record<string, unknown>): NativeBackend {
   const profiling = opProfileAvailable() && typeof sync === 'function';
   for (const [name, fn] of Object.entries(addon)) {
     if (typeof fn !== 'function' || name === 'NativeTensor') { out[name] = fn; continue; }
-    const f = profiling ? profiled(name, fn as (...args: unknown[]) => unknown, sync, mark) : fn as (...args: unknown[]) => unknown;
+    const f = profiling ? profiled(name, fn as (...args: unknown[]) => unknown, sync, mark, String(addon.backend)) : fn as (...args: unknown[]) => unknown;
     out[name] = (...args: unknown[]) => {
       try { return f(...args); } catch (e) { throw wrapNativeError(e, name); }
     };

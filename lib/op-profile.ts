@@ -15,7 +15,9 @@ export type OpProfiling = 'sync' | 'host' | 'device' | null;
 const stats = new Map<string, OpStat>();
 const NOT_TIMED = new Set(['synchronize', 'memory', 'resetPeakMemory', 'info', 'deviceCount', 'setNumThreads', 'timelineMark', 'timelineRead']);
 let mode: OpProfiling = null;
-const marked: string[] = []; // 'device' mode: the key of each bracketed call, in order (marks 2i and 2i + 1)
+// 'device' mode: per addon ('cpu', 'cuda': each has its own timeline), the key of each bracketed call in order (its
+// marks are 2i and 2i + 1 of that addon's timeline).
+const marked = new Map<string, string[]>();
 
 export function opProfileAvailable(): boolean {
   return process.env.OWLET_PROFILE_OPS === '1';
@@ -35,9 +37,9 @@ function key(name: string, args: unknown[]): string {
 }
 
 /** fn, timed while profiling is on (sync: the raw addon's synchronize; mark: its timelineMark, absent in addons
- *  without one). */
+ *  without one; addon: which addon's timeline the marks go to, e.g. 'cuda'). */
 export function profiled(name: string, fn: (...args: unknown[]) => unknown, sync: () => void,
-  mark?: () => void): (...args: unknown[]) => unknown {
+  mark?: () => void, addon = ''): (...args: unknown[]) => unknown {
   if (NOT_TIMED.has(name)) return fn;
   return (...args: unknown[]) => {
     if (!mode) return fn(...args);
@@ -46,7 +48,9 @@ export function profiled(name: string, fn: (...args: unknown[]) => unknown, sync
       mark();
       const r = fn(...args);
       mark();
-      marked.push(key(name, args));
+      let keys = marked.get(addon);
+      if (!keys) marked.set(addon, (keys = []));
+      keys.push(key(name, args));
       return r;
     }
     const t0 = performance.now();
@@ -68,7 +72,7 @@ export function opProfile(): OpStat[] {
 
 export function resetOpProfile(): void {
   stats.clear();
-  marked.length = 0;
+  marked.clear();
 }
 
 export interface DeviceTimeline {
@@ -85,18 +89,19 @@ export interface DeviceTimeline {
   gaps: OpStat[];
 }
 
-/** 'device' mode's result, from the times the device reached the marks (the backend's timelineRead()); forgets the
- *  bracketed calls. */
-export function deviceTimeline(times: Float64Array): DeviceTimeline {
-  const n = marked.length;
+/** 'device' mode's result for one addon (its `backend` name), from the times its device reached the marks (that
+ *  backend's timelineRead()); forgets the addon's bracketed calls. */
+export function deviceTimeline(times: Float64Array, addon: string): DeviceTimeline {
+  const keys = marked.get(addon) ?? [];
+  marked.delete(addon);
+  const n = keys.length;
   if (times.length !== 2 * n) {
-    marked.length = 0;
-    throw new Error(`deviceTimeline: ${times.length} marks read for ${n} bracketed calls (a mark was read or made elsewhere)`);
+    throw new Error(`deviceTimeline: ${times.length} marks read for ${n} bracketed calls of ${addon} (a mark was read or made elsewhere)`);
   }
   const busy = new Map<string, OpStat>(), gaps: OpStat[] = [];
   let busyMs = 0, idleMs = 0;
   for (let i = 0; i < n; i++) {
-    const k = marked[i], b = times[2 * i + 1] - times[2 * i], s = busy.get(k) ?? { op: k, calls: 0, ms: 0 };
+    const k = keys[i], b = times[2 * i + 1] - times[2 * i], s = busy.get(k) ?? { op: k, calls: 0, ms: 0 };
     s.calls++; s.ms += b; busy.set(k, s); busyMs += b;
     if (i > 0) {
       const g = times[2 * i] - times[2 * i - 1];
@@ -104,7 +109,6 @@ export function deviceTimeline(times: Float64Array): DeviceTimeline {
       gaps.push({ op: `before #${i} ${k}`, calls: 1, ms: g });
     }
   }
-  marked.length = 0;
   return {
     span_ms: n ? times[2 * n - 1] - times[0] : 0, busy_ms: busyMs, idle_ms: idleMs, calls: n,
     ops: [...busy.values()].sort((a, b) => b.ms - a.ms), gaps: gaps.sort((a, b) => b.ms - a.ms).slice(0, 20),

@@ -5,7 +5,7 @@ import test from 'ava';
 
 process.env.OWLET_PROFILE_OPS = '1'; // read when the addon is wrapped, i.e. at its first use below
 const { cpu } = await import('../lib/native.ts');
-const { deviceTimeline, resetOpProfile, setOpProfiling } = await import('../lib/op-profile.ts');
+const { deviceTimeline, profiled, resetOpProfile, setOpProfiling } = await import('../lib/op-profile.ts');
 const { matmul, tensor } = await import('../lib/tensor/index.ts');
 
 function pause(ms: number) {
@@ -25,7 +25,7 @@ test('device timeline: per-op time, the gap a host pause leaves, span = busy + i
   } finally {
     setOpProfiling(null);
   }
-  const tl = deviceTimeline(be.timelineRead());
+  const tl = deviceTimeline(be.timelineRead(), be.backend);
   t.is(tl.calls, tl.ops.reduce((s, o) => s + o.calls, 0));
   const mm = tl.ops.find((o) => o.op === 'matmul [96,96] [96,96]');
   t.truthy(mm, JSON.stringify(tl.ops.map((o) => o.op)));
@@ -47,6 +47,26 @@ test('device timeline: marks that do not match the bracketed calls are an error,
     setOpProfiling(null);
   }
   be.timelineMark();
-  t.throws(() => deviceTimeline(be.timelineRead()), { message: /marks read for .* bracketed calls/ });
+  t.throws(() => deviceTimeline(be.timelineRead(), be.backend), { message: /marks read for .* bracketed calls/ });
   t.is(be.timelineRead().length, 0, 'a read forgets the marks');
+});
+
+test("device timeline: another addon's calls (a CPU op in a GPU step) stay on that addon's timeline", (t) => {
+  const be = cpu();
+  const a = tensor(new Float32Array(16).fill(1), [4, 4]);
+  const otherMarks: number[] = [];
+  const otherOp = profiled('otherOp', () => 1, () => {}, () => { otherMarks.push(performance.now()); }, 'other');
+  resetOpProfile();
+  setOpProfiling('device');
+  try {
+    matmul(a, a).dispose();
+    otherOp();
+    matmul(a, a).dispose();
+  } finally {
+    setOpProfiling(null);
+  }
+  const mine = deviceTimeline(be.timelineRead(), be.backend), other = deviceTimeline(Float64Array.from(otherMarks), 'other');
+  t.is(mine.calls, 2);
+  t.deepEqual(other.ops.map((o) => o.op), ['otherOp']);
+  a.dispose();
 });

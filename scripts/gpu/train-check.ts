@@ -225,7 +225,7 @@ async function profileStep(trainer: Trainer<OwlTrainBatch>, be: ReturnType<typeo
   setOpProfiling('device');
   const td0 = performance.now();
   try { await trainer.trainStep(); } finally { setOpProfiling(null); }
-  const dev = deviceTimeline(be.timelineRead()), devWall = performance.now() - td0;
+  const dev = deviceTimeline(be.timelineRead(), be.backend), devWall = performance.now() - td0;
   const byName = (ops: OpStat[]) => {
     const m = new Map<string, OpStat>();
     for (const o of ops) {
