@@ -1,5 +1,5 @@
 #!/bin/bash
-# One device call: scripts/gpu/run.sh's stages named in ONLY (default: check peer summary sanitizer ncu), their logs
+# One device call: scripts/gpu/run.sh's stages named in ONLY (default: check peer summary sanitizer sass ncu), their logs
 # packed into $OUT/results.tgz (the device tool returns at most 8 files) and the summary printed last; VARIANT_ENV
 # adds a second trainer benchmark (below).
 #   ONLY="check peer summary" bash scripts/gpu/call.sh
@@ -7,7 +7,7 @@ set -u
 cd "$(dirname "$0")/../.."
 R=/tmp/owlet-results
 rm -rf "$R" && mkdir -p "$R"
-OUT=$R ONLY="${ONLY:-check peer summary sanitizer ncu}" bash scripts/gpu/run.sh >"$R/stdout.log" 2>&1
+OUT=$R ONLY="${ONLY:-check peer summary sanitizer sass ncu}" bash scripts/gpu/run.sh >"$R/stdout.log" 2>&1
 # VARIANT_ENV="NAME=value …": the trainer benchmark once more with those variables (e.g. a kernel variant), in
 # variant/, so that its steps compare with the default's of the same call.
 if [ -n "${VARIANT_ENV:-}" ]; then
@@ -18,3 +18,5 @@ fi
 tar -C /tmp -czf "$OUT/results.tgz" owlet-results
 grep -E "^== |passed, .* failed|^FAIL" "$R/run.log" "$R/check.log" 2>/dev/null | tail -40
 cat "$R/summary.log" 2>/dev/null
+# the attention kernels' instruction counts (sass stage): one line of totals per kernel
+grep -A1 "attention" "$R/sass_attention.txt" 2>/dev/null | grep -E "^(void|  instructions)" | cut -c1-160 | head -40
