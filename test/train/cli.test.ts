@@ -65,6 +65,13 @@ test('help and version exit 0; doctor reports the backends', async (t) => {
   t.regex(d.out[0], /^node v\d+\.\d+\.\d+ \(linux-x64\)/);
   t.regex(d.out[1], /^cpu backend: backend=cpu, threads=\d+/);
   t.regex(d.out[2], /^cuda backend: /);
+  t.regex(d.out[3], /^switches: /);
+  process.env.OWLET_GEMM_TUNE = '0';
+  try {
+    t.regex((await run('doctor')).out[3], /^switches: .*OWLET_GEMM_TUNE=0/);
+  } finally {
+    delete process.env.OWLET_GEMM_TUNE;
+  }
 });
 
 test('bin/owlet.js runs the CLI through tsx with the same exit codes and one-line errors', (t) => {

@@ -20,5 +20,9 @@ export function doctorCommand(io: CliIO): boolean {
   } catch (e) {
     io.out(`cuda backend: not available: ${e instanceof BackendError ? e.message : String(e)}`);
   }
+  // Kernel and path switches change speed (and, for some, the numbers): a run that is slower than it should be may
+  // have one set (native/src/cuda/README.md lists them).
+  const switches = Object.entries(process.env).filter(([k]) => k.startsWith('OWLET_')).map(([k, v]) => `${k}=${v}`).sort();
+  io.out(`switches: ${switches.length ? switches.join(' ') : 'none (no OWLET_* environment variable is set)'}`);
   return ok;
 }
