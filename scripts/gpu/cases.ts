@@ -406,9 +406,10 @@ export function cases(): Case[] {
     for (const [label, B, H, Tq, Tk, D, causal, masked, p, quick] of hopperShapes)
       attn(label, B, H, Tq, Tk, D, causal, masked, p, ['bf16'], quick, env);
   }
-  // OWLET_ATTN_BWD=wgmma1: one warpgroup (64 keys) per block, D = 64 only (session 7).
+  // OWLET_ATTN_FWD=wgmma1 / OWLET_ATTN_BWD=wgmma1: one warpgroup (64 query rows / 64 keys) per block, D = 64 only
+  // (session 7).
   for (const [label, B, H, Tq, Tk, D, causal, masked, p, quick] of hopperShapes)
-    if (D === 64) attn(label, B, H, Tq, Tk, D, causal, masked, p, ['bf16'], quick, { OWLET_ATTN_BWD: 'wgmma1' });
+    if (D === 64) attn(label, B, H, Tq, Tk, D, causal, masked, p, ['bf16'], quick, { OWLET_ATTN_FWD: 'wgmma1', OWLET_ATTN_BWD: 'wgmma1' });
 
   // ---------------------------------------------------------------- lora
   // variant 'thin' sets OWLET_LORA=thin around the CUDA calls (the one-pass thin-product kernels instead of the

@@ -211,9 +211,14 @@ function runBench(be: Be, res: BenchResult[], saved: () => void): void {
     tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_FWD: 'w4', OWLET_ATTN_BWD: 'mma' }));
   }
   tryb(() => attentionBench(be, 'fa_ref_b8_h16_t4096_d128_causal', 8, 16, 4096, 4096, 128, true, { OWLET_ATTN_BWD: 'mma' }));
-  // The Hopper backward with one warpgroup (64 keys) per block at D = 64 (OWLET_ATTN_BWD=wgmma1, session 7).
-  for (const [name, B, H, Tq, Tk, D, causal] of attentionShapes)
-    if (D === 64) tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_BWD: 'wgmma1' }));
+  // The Hopper forward and backward with one warpgroup (64 query rows, 64 keys) per block at D = 64 (wgmma1, session
+  // 7): the backward alone behind the default forward, the forward alone, and both.
+  for (const [name, B, H, Tq, Tk, D, causal] of attentionShapes) {
+    if (D !== 64) continue;
+    tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_BWD: 'wgmma1' }));
+    tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_FWD: 'wgmma1' }));
+    tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_FWD: 'wgmma1', OWLET_ATTN_BWD: 'wgmma1' }));
+  }
   tryb(() => loraBench(be, 8192, 4096, 4096, 8));
   tryb(() => loraBench(be, 8192, 4096, 4096, 8, 'thin'));
   tryb(() => loraBench(be, 8192, 4096, 11008, 8));
@@ -280,7 +285,7 @@ function main(): number {
   }
   if (flag('--profile-attention')) {
     const be = cuda();
-    const envs = [{}, { OWLET_ATTN_BWD: 'mma' }, { OWLET_ATTN_BWD: 'wgmma1' }];
+    const envs = [{}, { OWLET_ATTN_BWD: 'mma' }, { OWLET_ATTN_FWD: 'wgmma1', OWLET_ATTN_BWD: 'wgmma1' }];
     for (const [label, B, H, T, D, causal] of [['llama7b_b4_t2048_causal', 4, 32, 2048, 128, true],
       ['vit_L14_b64', 64, 16, 257, 64, false]] as const) {
       for (const env of envs as Record<string, string>[]) {

@@ -195,6 +195,13 @@ bool run(const Case& c, std::mt19937& rng) {
       check_fwd("wgmma");
       run_wgmma(std::true_type{});
       check_fwd("wgmma-overlap");
+      if constexpr (DD == 64) {  // OWLET_ATTN_FWD=wgmma1: one warpgroup (64 query rows) per block
+        std::fill(out.begin(), out.end(), __float2bfloat16_rn(12345.f));
+        std::fill(lse.begin(), lse.end(), 12345.f);
+        emu::Dim grid1{unsigned((Tq + 63) / 64), unsigned(H), unsigned(B)};
+        emu::launch(grid1, 128, wgmma::fwd_smem_bytes<64, false, 1>(), [&] { wgmma::attention_fwd_kernel<64, false, 1>(fp); });
+        check_fwd("wgmma1");
+      }
       // OWLET_ATTN_FWD=wgmma-ws: producer warpgroup, mbarrier ring, ping-pong consumers (attention_wgmma_ws.cuh)
       std::fill(out.begin(), out.end(), __float2bfloat16_rn(12345.f));
       std::fill(lse.begin(), lse.end(), 12345.f);

@@ -5,7 +5,8 @@
 //
 // OWLET_ATTENTION=simple forces the plain path (for comparisons on the GPU machine); OWLET_ATTN_FWD picks the
 // forward (unset or auto: the fastest measured, see fwd_variant; w4, w8, w8s, m2, w4s: the mma.sync tile shapes of
-// attention_flash.cuh; wgmma, wgmma-overlap: the Hopper forward of attention_wgmma.cuh, wgmma-ws: its
+// attention_flash.cuh; wgmma, wgmma-overlap: the Hopper forward of attention_wgmma.cuh (wgmma1: one warpgroup per
+// block at D = 64), wgmma-ws: its
 // warp-specialised form of attention_wgmma_ws.cuh, where they apply — sm_90a build, compute capability 9.0, no
 // dropout — and w4s elsewhere);
 // OWLET_ATTN_BWD picks the backward (unset or auto: the Hopper backward of attention_wgmma_bwd.cuh where it applies —
@@ -63,8 +64,9 @@ int bwd_warps(int D) {
 // not one of them is an argument error rather than a silent fallback, so a typo cannot pass for a measurement.
 // Unset (or "auto"): the fastest measured on an H100 (2026-11-26, session 5, bench/results/gpu-2026-11-26-h100-s5):
 // at D = 128 the Hopper forward (LLaMA 2k causal 261 TFLOP/s against 171 for w4, 189 for w4s) where it applies, else
-// w4s; at D = 64 w4s (ViT 113 against 103 for w4; abstractor 103 against 99).
-enum class FwdVariant { Auto, W4, W8, W8s, M2, W4s, Wgmma, WgmmaOverlap, WgmmaWs };
+// w4s; at D = 64 w4s (ViT 113 against 103 for w4; abstractor 103 against 99). wgmma1: the Hopper forward with one
+// warpgroup (64 query rows) per block at D = 64 (session 7, not yet timed; D = 128 takes wgmma's two).
+enum class FwdVariant { Auto, W4, W8, W8s, M2, W4s, Wgmma, WgmmaOverlap, WgmmaWs, Wgmma1 };
 
 // The variant `var` names, from a table whose first entry is the default ("auto": also when unset or empty).
 template <class V, size_t N>
@@ -83,7 +85,8 @@ FwdVariant fwd_variant(const char* op) {
   static const std::pair<const char*, FwdVariant> names[] = {
       {"auto", FwdVariant::Auto}, {"w4", FwdVariant::W4},   {"w8", FwdVariant::W8},
       {"w8s", FwdVariant::W8s},   {"m2", FwdVariant::M2},   {"w4s", FwdVariant::W4s},
-      {"wgmma", FwdVariant::Wgmma}, {"wgmma-overlap", FwdVariant::WgmmaOverlap}, {"wgmma-ws", FwdVariant::WgmmaWs}};
+      {"wgmma", FwdVariant::Wgmma}, {"wgmma-overlap", FwdVariant::WgmmaOverlap}, {"wgmma-ws", FwdVariant::WgmmaWs},
+      {"wgmma1", FwdVariant::Wgmma1}};
   return env_variant("OWLET_ATTN_FWD", names, op);
 }
 
@@ -368,7 +371,8 @@ std::optional<FwdVariant> hopper_fwd(const DeviceContext& c, const flash::Params
                                      FwdVariant variant) {
   if (!hopper_applies(c, fp)) return std::nullopt;
   if (variant == FwdVariant::Auto) return d.D == 128 ? std::optional(FwdVariant::Wgmma) : std::nullopt;
-  if (variant == FwdVariant::Wgmma || variant == FwdVariant::WgmmaOverlap || variant == FwdVariant::WgmmaWs)
+  if (variant == FwdVariant::Wgmma || variant == FwdVariant::WgmmaOverlap || variant == FwdVariant::WgmmaWs ||
+      variant == FwdVariant::Wgmma1)
     return variant;
   return std::nullopt;
 }
@@ -381,7 +385,10 @@ void launch_wgmma_fwd(const DeviceContext& c, const flash::Params& fp, const Dim
     kernel<<<grid, threads, smem, c.stream>>>(fp);
   };
   const bool d64 = d.D == 64;
-  if (variant == FwdVariant::WgmmaWs) {
+  if (variant == FwdVariant::Wgmma1 && d64) {
+    grid.x = unsigned((d.Tq + 63) / 64);
+    launch(wgmma::attention_fwd_kernel<64, false, 1>, 128, wgmma::fwd_smem_bytes<64, false, 1>());
+  } else if (variant == FwdVariant::WgmmaWs) {
     if (d64) launch(wgmma_ws::attention_fwd_ws_kernel<64>, wgmma_ws::kThreads, wgmma_ws::smem_bytes<64>());
     else launch(wgmma_ws::attention_fwd_ws_kernel<128>, wgmma_ws::kThreads, wgmma_ws::smem_bytes<128>());
   } else if (variant == FwdVariant::WgmmaOverlap) {

@@ -79,10 +79,13 @@ template <bool OVERLAP>
 constexpr int v_buffers() {
   return OVERLAP ? 3 : 2;
 }
-template <int D, bool OVERLAP>
+// NWG warpgroups of 64 query rows per block: 2 (kBR = 128 rows), or 1 (OWLET_ATTN_FWD=wgmma1): the warpgroups share
+// only the K/V tiles, and with one per block a sequence of 257 queries (the ViT's) takes 5 blocks of 64 rows instead
+// of 3 of 128, the last of which ran 127 rows that do not exist; the abstractor's 64 queries fill one block.
+template <int D, bool OVERLAP, int NWG = 2>
 constexpr size_t fwd_smem_bytes() {
   // Q, 2 × K, 2 or 3 × V, and room to align the base to 1024 bytes (D = 128 with OVERLAP: 197,632 bytes).
-  return size_t(kBR + (2 + v_buffers<OVERLAP>()) * kBC) * D * 2 + 1024;
+  return size_t(64 * NWG + (2 + v_buffers<OVERLAP>()) * kBC) * D * 2 + 1024;
 }
 
 #ifdef OWLET_CUDA_EMULATION
@@ -172,12 +175,13 @@ __device__ __forceinline__ void load_tile(uint32_t s, const bf16* base, int64_t 
   rows::copy<ROWS, D, THREADS, rows::Swizzle128>(s, base, rs, r0, limit, tid);
 }
 
-// S = Q Kᵀ for the warpgroup's 64 rows × 128 keys: D/16 wgmma, one commit group (not waited for here).
-template <int D, int NS>
+// S = Q Kᵀ for the warpgroup's 64 rows × 128 keys: D/16 wgmma, one commit group (not waited for here). QROWS: the
+// rows of the block's Q tile (the distance between its 64-column blocks).
+template <int D, int NS, int QROWS = kBR>
 __device__ __forceinline__ void issue_scores(float (&s)[NS], uint32_t sQw, uint32_t sKt) {
 #pragma unroll
   for (int kd = 0; kd < D / 16; kd++) {
-    const uint32_t offq = (kd >> 2) * (kBR * 128) + (kd & 3) * 32;
+    const uint32_t offq = (kd >> 2) * (QROWS * 128) + (kd & 3) * 32;
     const uint32_t offk = (kd >> 2) * (kBC * 128) + (kd & 3) * 32;
     mma_ss_m64n128k16(s, desc_kmajor(sQw + offq), desc_kmajor(sKt + offk), kd > 0);
   }
@@ -305,14 +309,15 @@ __device__ __forceinline__ void write_out_lse(const flash::Params& p, float (&o)
 // complete in order), computes the softmax of tile t while the tensor cores run P(t−1)·V(t−1), then waits for that
 // before rescaling O. P(t−1) lives in registers across the iteration; V(t−1) must stay in shared memory until then,
 // hence the third V buffer.
-template <int D, bool OVERLAP>
-__global__ void __launch_bounds__(kThreads, 1) attention_fwd_kernel(flash::Params p) {
+template <int D, bool OVERLAP, int NWG = 2>
+__global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) attention_fwd_kernel(flash::Params p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL) || defined(OWLET_CUDA_EMULATION)
+  constexpr int BR = 64 * NWG, THREADS = 128 * NWG;  // query rows and threads per block
   constexpr int DB = D / 64;        // 64-column blocks of the head dim
   constexpr int KK = kBC / 16;      // k16 steps of O += P V
   constexpr int NS = kBC / 8 * 4;   // score accumulators per thread (64)
   constexpr int NV = v_buffers<OVERLAP>();
-  constexpr uint32_t kQBytes = kBR * D * 2, kKVBytes = kBC * D * 2;
+  constexpr uint32_t kQBytes = BR * D * 2, kKVBytes = kBC * D * 2;
   OWLET_DYNAMIC_SMEM(smem_raw);
   const uint32_t raw = mma::smem_u32(smem_raw);
   const uint32_t sQ = (raw + 1023u) & ~1023u;  // the swizzle atoms must be 1024-aligned
@@ -320,7 +325,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_fwd_kernel(flash::Param
 
   const int tid = threadIdx.x, wg = tid >> 7, wi = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
   const int b = blockIdx.z, h = blockIdx.y;
-  const int q0 = (gridDim.x - 1 - blockIdx.x) * kBR;  // the longest causal tiles start first
+  const int q0 = (gridDim.x - 1 - blockIdx.x) * BR;  // the longest causal tiles start first
   const flash::Head hd(p, b, h, D);
   const int64_t rs = hd.rs;
   const bf16 *qb = p.q + hd.q, *kb = p.k + hd.kv, *vb = p.v + hd.kv;
@@ -328,7 +333,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_fwd_kernel(flash::Param
 
   // Keys the block visits; per warpgroup (the unit that issues wgmma, so every condition below is uniform over
   // its 128 threads) the last key any of its rows can see, and for this warp the same for its 16 rows.
-  const int kv_end = p.causal ? min(p.Tk, q0 + kBR + shift) : p.Tk;
+  const int kv_end = p.causal ? min(p.Tk, q0 + BR + shift) : p.Tk;
   const int n_tiles = kv_end > 0 ? (kv_end + kBC - 1) / kBC : 0;
   const int wg_row0 = q0 + wg * 64;
   const bool wg_active = wg_row0 < p.Tq;
@@ -336,10 +341,10 @@ __global__ void __launch_bounds__(kThreads, 1) attention_fwd_kernel(flash::Param
   const int warp_row0 = wg_row0 + wi * 16;
   const int row_a = warp_row0 + g, row_b = row_a + 8;  // the two query rows this thread holds
 
-  load_tile<kBR, D>(sQ, qb, rs, q0, p.Tq, tid);
+  load_tile<BR, D, THREADS>(sQ, qb, rs, q0, p.Tq, tid);
   if (n_tiles > 0) {
-    load_tile<kBC, D>(sK, kb, rs, 0, p.Tk, tid);
-    load_tile<kBC, D>(sV, vb, rs, 0, p.Tk, tid);
+    load_tile<kBC, D, THREADS>(sK, kb, rs, 0, p.Tk, tid);
+    load_tile<kBC, D, THREADS>(sV, vb, rs, 0, p.Tk, tid);
   }
   mma::cp_async_commit();
 
@@ -358,8 +363,8 @@ __global__ void __launch_bounds__(kThreads, 1) attention_fwd_kernel(flash::Param
     const int kv0 = tile * kBC;
     const uint32_t sKt = sK + (tile & 1) * kKVBytes, sVt = sV + (tile % NV) * kKVBytes;
     if (tile + 1 < n_tiles) {
-      load_tile<kBC, D>(sK + ((tile + 1) & 1) * kKVBytes, kb, rs, kv0 + kBC, p.Tk, tid);
-      load_tile<kBC, D>(sV + ((tile + 1) % NV) * kKVBytes, vb, rs, kv0 + kBC, p.Tk, tid);
+      load_tile<kBC, D, THREADS>(sK + ((tile + 1) & 1) * kKVBytes, kb, rs, kv0 + kBC, p.Tk, tid);
+      load_tile<kBC, D, THREADS>(sV + ((tile + 1) % NV) * kKVBytes, vb, rs, kv0 + kBC, p.Tk, tid);
     }
     mma::cp_async_commit();
     mma::cp_async_wait<1>();  // everything but the prefetch just issued has landed (for this thread)
@@ -372,7 +377,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_fwd_kernel(flash::Param
       constexpr bool kOverlapped = OVERLAP && !decltype(first_tag)::value;
       float s[NS];
       fence();
-      issue_scores<D>(s, sQw, sKt);
+      issue_scores<D, NS, BR>(s, sQw, sKt);
       if constexpr (kOverlapped) {
         issue_pv(o, pa, sV_pending);
         wait<1>();  // S(t) is done; P(t−1)·V(t−1) may still run
