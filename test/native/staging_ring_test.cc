@@ -95,5 +95,15 @@ int main() {
                 bad ? "FAIL" : "PASS", round, dst.size(), direct, ring.capacity() >> 10, ring.waits(), api.frees, bad);
     failed += bad != 0 || direct == 0 || ring.waits() == 0;
   }
+  {  // pinned memory refused: every copy goes direct (the caller's cudaMemcpyAsync), none is lost
+    struct Refusing : FakeApi {
+      void* alloc_pinned(size_t) { return nullptr; }
+    } api;
+    owlet::StagingRing<Refusing> ring(api, 64 << 10, 4 << 20);
+    std::vector<uint8_t> src(1000, 7), dst(1000, 0);
+    const bool staged = ring.copy(dst.data(), src.data(), src.size(), 0) || ring.copy(dst.data(), src.data(), 10, 0);
+    std::printf("%s staging ring without pinned memory: copies %s\n", staged ? "FAIL" : "PASS", staged ? "claimed staged" : "go direct");
+    failed += staged;
+  }
   return failed ? 1 : 0;
 }

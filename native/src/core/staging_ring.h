@@ -6,7 +6,7 @@
 //
 // Templated over the runtime calls so that test/native/staging_ring_test.cc can check it against a fake stream that
 // executes copies late (and so catches bytes reused too early); native/src/cuda/staging.cc instantiates it for CUDA.
-// The Api type provides: Stream, Event, alloc_pinned(bytes), free_pinned(p), new_event(), record(event, stream),
+// The Api type provides: Stream, Event, alloc_pinned(bytes) (null when refused), free_pinned(p), new_event(), record(event, stream),
 // wait(event) (blocks until the stream passed it), copy_h2d(dst, pinned_src, bytes, stream) (queued), sync(stream).
 #pragma once
 #include <cstddef>
@@ -34,8 +34,8 @@ class StagingRing {
   bool copy(void* dst, const void* src, size_t n, typename Api::Stream s) {
     if (n == 0) return true;
     const size_t need = (n + kAlign - 1) / kAlign * kAlign;
-    if (need > max_ring_ / 4) return false;
-    if (need > cap_ / 4) grow(need, s);
+    if (failed_ || need > max_ring_ / 4) return false;
+    if (need > cap_ / 4 && !grow(need, s)) return false;
     size_t at = head_;
     if (at + need > cap_) at = 0;  // wrap: the tail end of the ring stays unused this round
     // Regions are reused in the order they were queued, and the stream completes them in that order: waiting for the
@@ -80,7 +80,8 @@ class StagingRing {
     return e;
   }
   // A bigger ring (rare: the first large upload). The old one may still be read by queued copies: wait for them.
-  void grow(size_t need, typename Api::Stream s) {
+  // Pinned memory the system refuses (alloc_pinned returns null) turns the ring off: every copy goes direct.
+  bool grow(size_t need, typename Api::Stream s) {
     size_t cap = cap_ ? cap_ : initial_;
     while (cap < 4 * need) cap *= 2;
     if (cap > max_ring_) cap = max_ring_;
@@ -91,14 +92,17 @@ class StagingRing {
       api_.free_pinned(buf_);
     }
     buf_ = static_cast<uint8_t*>(api_.alloc_pinned(cap));
-    cap_ = cap;
+    cap_ = buf_ ? cap : 0;
     head_ = 0;
+    failed_ = buf_ == nullptr;
+    return !failed_;
   }
 
   Api& api_;
   const size_t initial_, max_ring_;
   uint8_t* buf_ = nullptr;
   size_t cap_ = 0, head_ = 0, waits_ = 0;
+  bool failed_ = false;  // pinned memory was refused: no ring
   std::deque<Region> busy_;
   std::vector<typename Api::Event> free_events_;
 };

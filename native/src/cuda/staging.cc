@@ -15,9 +15,12 @@ struct CudaApi {
   using Stream = cudaStream_t;
   using Event = cudaEvent_t;
   const char* op = "upload";
-  void* alloc_pinned(size_t n) {
+  void* alloc_pinned(size_t n) {  // null when refused (a container's pinned-memory limit): copies then go direct
     void* p = nullptr;
-    check(cudaHostAlloc(&p, n, cudaHostAllocDefault), op, "cudaHostAlloc(staging ring)");
+    if (cudaHostAlloc(&p, n, cudaHostAllocDefault) != cudaSuccess) {
+      cudaGetLastError();
+      return nullptr;
+    }
     return p;
   }
   void free_pinned(void* p) { check(cudaFreeHost(p), op, "cudaFreeHost(staging ring)"); }
