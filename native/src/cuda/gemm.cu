@@ -134,7 +134,11 @@ void tune_plan(DeviceContext& ctx, LtPlan& p, const Gemm& g, int n, int ldc, con
   if (g.beta != 0.f) {
     const size_t bytes = size_t(ldc) * size_t(n) * dtype_size(g.c);
     if (bytes > (size_t(64) << 20)) return;
-    scratch = Tensor(DType::U8, {int64_t(bytes)}, Device{DeviceKind::CUDA, ctx.index});
+    try {  // at the step's memory peak the scratch may not fit: then this shape keeps the heuristic's choice
+      scratch = Tensor(DType::U8, {int64_t(bytes)}, Device{DeviceKind::CUDA, ctx.index});
+    } catch (const Error&) {
+      return;
+    }
     out = scratch.raw();
   }
   const float beta0 = 0.f;
