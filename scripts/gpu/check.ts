@@ -15,7 +15,7 @@
 //                               kernels, in that order
 //
 // One line per case and dtype: PASS/FAIL, the reference used, the relative max error of every output. Results go
-// to $OUT/owlet_cuda.json (or ./owlet_cuda.json). Exit status 1 when a case failed.
+// to $OUT/owlet_cuda.json (or gpu-out/owlet_cuda.json, ignored by git). Exit status 1 when a case failed.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cpu, cuda } from '../../lib/native.ts';
@@ -295,7 +295,8 @@ function main(): number {
     }
     return 0;
   }
-  const outDir = process.env.OUT || '.';
+  const outDir = process.env.OUT || 'gpu-out';
+  mkdirSync(outDir, { recursive: true });
   const report: Record<string, unknown> = { date: new Date().toISOString(), node: process.version, argv };
   const cpuBe = cpu();
   report.cpu = cpuBe.info();
@@ -331,7 +332,6 @@ function main(): number {
   report.cases = results;
   const failed = results.filter((r) => !r.pass).length;
   console.log(`${results.length - failed} passed, ${failed} failed`);
-  mkdirSync(outDir, { recursive: true });
   const save = () =>
     writeFileSync(join(outDir, 'owlet_cuda.json'), JSON.stringify(report, (_k, v) => (v === Infinity ? 'Infinity' : v), 1));
   save();

@@ -8,7 +8,7 @@
 //      (default 4) LLaMA layers and random weights, bf16 on cuda, at the PyTorch peer's shapes
 //      (../shared/gpu/peer_torch.py: stage 1 16 × 256 tokens, one image each, ViT + abstractor train; stage 2
 //      2 × 2048 and 8 × 512, LoRA r8 on q/v + queries + abstractor train): step time, tokens/s, images/s, peak
-//      device memory, utilisation by the peer's formula, written to $OUT/train_bench.json.
+//      device memory, utilisation by the peer's formula, written to $OUT/train_bench.json (default gpu-out/, ignored).
 //
 //   node train-check.mjs <owl-tiny dir>              everything (needs a GPU)
 //   node train-check.mjs <owl-tiny dir> --cpu-only   part 1 on the CPU only (the bundle's smoke test here)
@@ -41,7 +41,7 @@ const cpuOnly = argv.includes('--cpu-only');
 const dry = argv.includes('--dry-bench');
 const STEPS = Number(process.env.STEPS ?? 4);
 const LAYERS = Number(process.env.LAYERS ?? 4);
-const outDir = process.env.OUT || '.';
+const outDir = process.env.OUT || 'gpu-out';
 let failed = 0;
 const report: Record<string, unknown> = { date: new Date().toISOString(), node: process.version, steps: STEPS, layers: LAYERS };
 const rel = (a: number, b: number) => Math.abs(a - b) / Math.max(Math.abs(b), 1e-6);
