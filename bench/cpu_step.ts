@@ -7,7 +7,8 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { cpu } from '../lib/native.ts';
-import { MplugOwl, initLora, initParams, parseAdapterConfig, parseOwlConfig } from '../lib/model/index.ts';
+import { parseOwlConfig } from '../lib/model/index.ts';
+import { stageModel } from './stage-model.ts';
 import { syntheticBatch } from './synthetic-batch.ts';
 import { AdamW, backward, scope } from '../lib/tensor/index.ts';
 
@@ -19,11 +20,8 @@ const cfg = parseOwlConfig({
 });
 
 function owletStage(stage: 1 | 2, steps = 5): number[] {
-  const params = initParams(cfg, { seed: 0, std: 0.05 });
-  const adapter = stage === 2 ? parseAdapterConfig({ r: 8, lora_alpha: 32, lora_dropout: 0, target_modules: ['q_proj', 'v_proj'] }) : null;
-  if (adapter) initLora(cfg, adapter, params);
-  const model = new MplugOwl(cfg, params, adapter);
-  model.setTrainable(stage === 1 ? ['vision', 'queries', 'abstractor'] : ['queries', 'abstractor', 'lora']);
+  const model = stageModel(cfg, stage, { std: 0.05, loraDropout: 0 });
+  const params = model.params;
   const trainable = [...model.trainable().values()];
   const opt = new AdamW({ lr: 1e-4 });
   const batch = syntheticBatch({ batch: 8, length: 96, resolution: 224 });

@@ -3,16 +3,13 @@
 // almost nothing and the step time is what JS, N-API and the autograd spend around them. With OWLET_PROFILE_OPS=1 the
 // time inside native calls is split out too (host mode: no synchronisation).
 // Run: [OWLET_PROFILE_OPS=1] npx tsx bench/host_overhead.ts [--stage 1|2] [--steps N]
-import { MplugOwl, initLora, initParams, parseAdapterConfig, parseOwlConfig } from '../lib/model/index.ts';
+import { parseOwlConfig } from '../lib/model/index.ts';
 import { opProfile, opProfileAvailable, resetOpProfile, setOpProfiling } from '../lib/op-profile.ts';
 import { AdamW, backward, scope } from '../lib/tensor/index.ts';
+import { numberArg, stageModel } from './stage-model.ts';
 import { syntheticBatch } from './synthetic-batch.ts';
 
-const arg = (name: string, dflt: number) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : dflt;
-};
-const STAGE = arg('stage', 1), STEPS = arg('steps', 20);
+const STAGE = numberArg('stage', 1), STEPS = numberArg('steps', 20);
 
 const cfg = parseOwlConfig({
   num_query_tokens: 64,
@@ -20,11 +17,7 @@ const cfg = parseOwlConfig({
   visual_abstractor_config: { hidden_size: 32, encoder_hidden_size: 32, intermediate_size: 88, num_hidden_layers: 6, num_attention_heads: 2, layer_norm_eps: 1e-6, attention_probs_dropout_prob: 0 },
   text_config: { hidden_size: 32, intermediate_size: 88, num_hidden_layers: 4, num_attention_heads: 2, vocab_size: 512, rms_norm_eps: 1e-6 },
 });
-const params = initParams(cfg, { seed: 0, std: 0.05 });
-const adapter = STAGE === 2 ? parseAdapterConfig({ r: 8, lora_alpha: 32, lora_dropout: 0.05, target_modules: ['q_proj', 'v_proj'] }) : null;
-if (adapter) initLora(cfg, adapter, params);
-const model = new MplugOwl(cfg, params, adapter);
-model.setTrainable(STAGE === 1 ? ['vision', 'queries', 'abstractor'] : ['lora', 'queries', 'abstractor']);
+const model = stageModel(cfg, STAGE, { std: 0.05, loraDropout: 0.05 });
 const trainable = [...model.trainable().values()];
 const opt = new AdamW({ lr: 1e-4 });
 const batch = syntheticBatch({ batch: 2, length: 80, resolution: 28, media: cfg.mediaTokenLength, vocab: 512 });

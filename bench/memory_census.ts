@@ -7,30 +7,23 @@
 // Run: npx tsx bench/memory_census.ts [--stage 1|2] [--batch B] [--tokens T] [--layers L] [--json FILE]
 import { writeFileSync } from 'node:fs';
 import { cpu } from '../lib/native.ts';
-import { MplugOwl, initLora, initParams, parseAdapterConfig, parseOwlConfig } from '../lib/model/index.ts';
+import { parseOwlConfig } from '../lib/model/index.ts';
 import { PRESETS } from '../lib/train/index.ts';
 import { backward, bytesInUse, scope, scopeOwned, tapeSaved, Tensor } from '../lib/tensor/index.ts';
+import { numberArg, stageModel } from './stage-model.ts';
 import { syntheticBatch } from './synthetic-batch.ts';
 
-const arg = (name: string, dflt: number) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : dflt;
-};
-const STAGE = arg('stage', 1), B = arg('batch', 1), T = arg('tokens', 256), LAYERS = arg('layers', 4);
+const STAGE = numberArg('stage', 1), B = numberArg('batch', 1), T = numberArg('tokens', 256), LAYERS = numberArg('layers', 4);
 const jsonOut = process.argv.includes('--json') ? process.argv[process.argv.indexOf('--json') + 1] : null;
 
 const sizes = structuredClone(PRESETS['mplug-owl-llama-7b']) as unknown as { text_config: { num_hidden_layers: number } };
 sizes.text_config.num_hidden_layers = LAYERS;
 const cfg = parseOwlConfig(sizes as never);
 const t0 = performance.now();
-const params = initParams(cfg, { seed: 0, std: 0.02 });
-const adapter = STAGE === 2 ? parseAdapterConfig({ r: 8, lora_alpha: 32, lora_dropout: 0.05, target_modules: ['q_proj', 'v_proj'] }) : null;
-if (adapter) initLora(cfg, adapter, params);
-const model = new MplugOwl(cfg, params, adapter);
-model.setTrainable(STAGE === 1 ? ['vision', 'queries', 'abstractor'] : ['lora', 'queries', 'abstractor']);
+const model = stageModel(cfg, STAGE, { std: 0.02, loraDropout: 0.05 });
 console.log(`stage ${STAGE}: 7B shapes, ${LAYERS} LLaMA layers, batch ${B} × ${T} tokens; weights made in ${((performance.now() - t0) / 1e3).toFixed(0)} s`);
 
-const paramStorages = new Set([...params.values()].map((t) => t.handle.storageId));
+const paramStorages = new Set([...model.params.values()].map((t) => t.handle.storageId));
 const batch = syntheticBatch({ batch: B, length: T - 1, resolution: cfg.vision.imageSize, media: cfg.mediaTokenLength });
 const be = cpu();
 const MiB = 2 ** 20;
