@@ -94,6 +94,23 @@ std::vector<ListSlot> list_slots(const std::vector<const Tensor*>& xs, const cha
   return slots;
 }
 
+// A list op's work tables on the device, one block per (tensor, chunk) item; no blocks when the list holds no element.
+struct ListTables {
+  Tensor hold;  // the uploaded tables; freed after the launch (the caching allocator reuses it only for later work)
+  const ListSlot* slots = nullptr;
+  const WorkItem* items = nullptr;
+  unsigned blocks = 0;
+};
+ListTables list_tables(DeviceContext& c, const std::vector<const Tensor*>& xs, const char* op) {
+  ListTables t;
+  std::vector<ListSlot> slots = list_slots(xs, op);
+  if (slots.empty()) return t;
+  std::vector<WorkItem> items = work_items(slots);
+  upload_tables(c, slots, items, t.hold, &t.slots, &t.items, op);
+  t.blocks = unsigned(items.size());
+  return t;
+}
+
 }  // namespace
 
 void adamw(const std::vector<Tensor*>& params, const std::vector<const Tensor*>& grads, const std::vector<Tensor*>& m,
@@ -140,21 +157,16 @@ double sum_squares(const std::vector<const Tensor*>& xs) {
   const char* op = "sumSquares";
   if (xs.empty()) return 0.0;
   DeviceContext& c = *list_context(xs[0], op);
-  std::vector<ListSlot> slots = list_slots(xs, op);
-  if (slots.empty()) return 0.0;
-  std::vector<WorkItem> items = work_items(slots);
-  Tensor hold;
-  const ListSlot* ds;
-  const WorkItem* di;
-  upload_tables(c, slots, items, hold, &ds, &di, op);
-  Tensor partial(DType::F32, {int64_t(items.size()) * 2 + 2}, xs[0]->device());  // doubles: items + 1 result
+  ListTables t = list_tables(c, xs, op);
+  if (!t.blocks) return 0.0;
+  Tensor partial(DType::F32, {int64_t(t.blocks) * 2 + 2}, xs[0]->device());  // doubles: items + 1 result
   double* p = reinterpret_cast<double*>(partial.raw());
-  sum_squares_kernel<<<unsigned(items.size()), kThreads, 0, c.stream>>>(ds, di, p);
+  sum_squares_kernel<<<t.blocks, kThreads, 0, c.stream>>>(t.slots, t.items, p);
   check_launch(op);
-  sum_partials_kernel<<<1, 1024, 0, c.stream>>>(p, int64_t(items.size()), p + items.size());
+  sum_partials_kernel<<<1, 1024, 0, c.stream>>>(p, int64_t(t.blocks), p + t.blocks);
   check_launch(op);
   double out = 0.0;
-  check(cudaMemcpyAsync(&out, p + items.size(), sizeof(double), cudaMemcpyDeviceToHost, c.stream), op,
+  check(cudaMemcpyAsync(&out, p + t.blocks, sizeof(double), cudaMemcpyDeviceToHost, c.stream), op,
         "cudaMemcpyAsync(result)");
   sync(c, op);
   return out;
@@ -164,36 +176,20 @@ void step_control(const std::vector<const Tensor*>& grads, const std::vector<con
                   Tensor& out) {
   const char* op = "stepControl";
   DeviceContext& c = context_of(out, op);
-  for (const Tensor* t : grads)
-    if (t->device() != out.device()) fail(ErrorKind::Device, std::string(op) + ": gradient " + t->describe() + " is not on " + out.device().name());
-  for (const Tensor* t : losses)
-    if (t->device() != out.device()) fail(ErrorKind::Device, std::string(op) + ": loss " + t->describe() + " is not on " + out.device().name());
-  std::vector<ListSlot> slots = list_slots(grads, op);
-  std::vector<WorkItem> items = work_items(slots);
-  // scratch: one double per work item (at least one), then the losses' flag
-  const int64_t n = int64_t(items.size());
-  Tensor scratch(DType::I64, {n + 2}, out.device());
+  for (const auto* list : {&grads, &losses})
+    for (const Tensor* t : *list)
+      if (t->device() != out.device())
+        fail(ErrorKind::Device, std::string(op) + ": " + t->describe() + " is not on " + out.device().name());
+  ListTables g = list_tables(c, grads, op), l = list_tables(c, losses, op);
+  // scratch: one double per work item of the gradients (at least one), then the losses' flag
+  Tensor scratch(DType::I64, {int64_t(g.blocks) + 2}, out.device());
   double* partial = reinterpret_cast<double*>(scratch.raw());
-  int* loss_bad = reinterpret_cast<int*>(partial + n + 1);
+  int* loss_bad = reinterpret_cast<int*>(partial + g.blocks + 1);
   check(cudaMemsetAsync(scratch.raw(), 0, scratch.nbytes(), c.stream), op, "cudaMemsetAsync");
-  Tensor hold_g, hold_l;
-  if (!items.empty()) {
-    const ListSlot* ds;
-    const WorkItem* di;
-    upload_tables(c, slots, items, hold_g, &ds, &di, op);
-    sum_squares_kernel<<<unsigned(items.size()), kThreads, 0, c.stream>>>(ds, di, partial);
-    check_launch(op);
-  }
-  std::vector<ListSlot> lslots = list_slots(losses, op);
-  if (!lslots.empty()) {
-    std::vector<WorkItem> litems = work_items(lslots);
-    const ListSlot* ds;
-    const WorkItem* di;
-    upload_tables(c, lslots, litems, hold_l, &ds, &di, op);
-    all_finite_kernel<<<unsigned(litems.size()), kThreads, 0, c.stream>>>(ds, di, loss_bad);
-    check_launch(op);
-  }
-  step_control_kernel<<<1, 1024, 0, c.stream>>>(partial, n, loss_bad, max_norm, reinterpret_cast<double*>(out.raw()));
+  if (g.blocks) sum_squares_kernel<<<g.blocks, kThreads, 0, c.stream>>>(g.slots, g.items, partial);
+  if (l.blocks) all_finite_kernel<<<l.blocks, kThreads, 0, c.stream>>>(l.slots, l.items, loss_bad);
+  step_control_kernel<<<1, 1024, 0, c.stream>>>(partial, int64_t(g.blocks), loss_bad, max_norm,
+                                                reinterpret_cast<double*>(out.raw()));
   check_launch(op);
 }
 
@@ -202,14 +198,9 @@ void scale_inplace(const std::vector<Tensor*>& xs, float s) {
   if (xs.empty()) return;
   std::vector<const Tensor*> cx(xs.begin(), xs.end());
   DeviceContext& c = *list_context(cx[0], op);
-  std::vector<ListSlot> slots = list_slots(cx, op);
-  if (slots.empty()) return;
-  std::vector<WorkItem> items = work_items(slots);
-  Tensor hold;
-  const ListSlot* ds;
-  const WorkItem* di;
-  upload_tables(c, slots, items, hold, &ds, &di, op);
-  scale_list_kernel<<<unsigned(items.size()), kThreads, 0, c.stream>>>(ds, di, s);
+  ListTables t = list_tables(c, cx, op);
+  if (!t.blocks) return;
+  scale_list_kernel<<<t.blocks, kThreads, 0, c.stream>>>(t.slots, t.items, s);
   check_launch(op);
 }
 
@@ -217,16 +208,11 @@ bool all_finite(const std::vector<const Tensor*>& xs) {
   const char* op = "allFinite";
   if (xs.empty()) return true;
   DeviceContext& c = *list_context(xs[0], op);
-  std::vector<ListSlot> slots = list_slots(xs, op);
-  if (slots.empty()) return true;
-  std::vector<WorkItem> items = work_items(slots);
-  Tensor hold;
-  const ListSlot* ds;
-  const WorkItem* di;
-  upload_tables(c, slots, items, hold, &ds, &di, op);
+  ListTables t = list_tables(c, xs, op);
+  if (!t.blocks) return true;
   Tensor flag(DType::I32, {1}, xs[0]->device());
   check(cudaMemsetAsync(flag.raw(), 0, sizeof(int), c.stream), op, "cudaMemsetAsync");
-  all_finite_kernel<<<unsigned(items.size()), kThreads, 0, c.stream>>>(ds, di, flag.i32());
+  all_finite_kernel<<<t.blocks, kThreads, 0, c.stream>>>(t.slots, t.items, flag.i32());
   check_launch(op);
   int bad = 0;
   check(cudaMemcpyAsync(&bad, flag.raw(), sizeof(int), cudaMemcpyDeviceToHost, c.stream), op, "cudaMemcpyAsync(flag)");
