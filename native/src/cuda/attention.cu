@@ -43,10 +43,7 @@ struct Dims {
 };
 
 bool force_simple() {
-  static const bool on = [] {
-    const char* e = std::getenv("OWLET_ATTENTION");
-    return e && std::strcmp(e, "simple") == 0;
-  }();
+  static const bool on = env_is("OWLET_ATTENTION", "simple");
   return on;
 }
 

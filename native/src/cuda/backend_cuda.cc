@@ -173,11 +173,13 @@ int grid_for(const DeviceContext& c, int64_t n, int threads) {
   return int(want < cap ? want : cap);
 }
 
+bool env_is(const char* var, const char* value) {
+  const char* e = std::getenv(var);
+  return e && std::strcmp(e, value) == 0;
+}
+
 bool vec_enabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("OWLET_VEC");
-    return !(e && std::strcmp(e, "0") == 0);
-  }();
+  static const bool on = !env_is("OWLET_VEC", "0");
   return on;
 }
 

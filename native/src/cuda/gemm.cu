@@ -32,17 +32,11 @@ int to_int(int64_t v, const char* op, const char* what) {
 
 // OWLET_GEMM_TUNE=0: take cuBLASLt's first heuristic as is instead of timing its candidates on the first call of each
 // shape. Read per call (part of the plan's key), so that a benchmark can compare both in one process.
-bool tune_enabled() {
-  const char* e = std::getenv("OWLET_GEMM_TUNE");
-  return !(e && std::strcmp(e, "0") == 0);
-}
+bool tune_enabled() { return !env_is("OWLET_GEMM_TUNE", "0"); }
 constexpr int kTuneCandidates = 8, kTuneReps = 3;
 
 bool lt_disabled() {
-  static const bool off = [] {
-    const char* e = std::getenv("OWLET_GEMM");
-    return e && std::strcmp(e, "cublas") == 0;
-  }();
+  static const bool off = env_is("OWLET_GEMM", "cublas");
   return off;
 }
 

@@ -68,8 +68,7 @@ const Tensor& dropped(DeviceContext& c, const Tensor& x, float p, uint64_t seed,
 }
 
 bool cublas_forced() {
-  const char* e = std::getenv("OWLET_LORA");  // read per call, so a benchmark can compare both paths in one process
-  return !(e && std::strcmp(e, "thin") == 0);
+  return !env_is("OWLET_LORA", "thin");  // read per call, so a benchmark can compare both paths in one process
 }
 
 // Whether the thin kernels take rank r over matrices with these row lengths (16-byte rows of the dtype).

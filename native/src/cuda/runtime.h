@@ -69,4 +69,7 @@ int grid_for(const DeviceContext& c, int64_t n, int threads);
 // scripts/gpu/call.sh's VARIANT_ENV compares in a second process anyway).
 bool vec_enabled();
 
+// Whether the environment variable `var` is set to exactly `value` (the backend's OWLET_* switches).
+bool env_is(const char* var, const char* value);
+
 }  // namespace owlet::cuda

@@ -1,8 +1,6 @@
 // core/staging_ring.h on the CUDA runtime: one ring per device, on that device's stream.
 #include "staging.h"
 
-#include <cstdlib>
-#include <cstring>
 #include <mutex>
 
 #include "../core/staging_ring.h"
@@ -45,10 +43,7 @@ struct DeviceRing {
 DeviceRing rings[kMaxDevices];
 
 bool pinned_enabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("OWLET_PINNED");
-    return !(e && std::strcmp(e, "0") == 0);
-  }();
+  static const bool on = !env_is("OWLET_PINNED", "0");
   return on;
 }
 
