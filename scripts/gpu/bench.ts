@@ -140,11 +140,7 @@ export function gemmShapesBench(be: Be): BenchResult[] {
     const a = rand(be, as), b = rand(be, bs);
     const M = ta ? as[1] : as[0], K = ta ? as[0] : as[1], N = tb ? bs[0] : bs[1];
     const ms: Record<string, number> = {};
-    for (const tune of ['0', '1']) {
-      process.env.OWLET_GEMM_TUNE = tune;
-      ms[tune] = time(be, () => mm(a, b, ta, tb, 1).dispose(), 10);
-    }
-    delete process.env.OWLET_GEMM_TUNE;
+    for (const tune of ['0', '1']) ms[tune] = withEnv({ OWLET_GEMM_TUNE: tune }, () => time(be, () => mm(a, b, ta, tb, 1).dispose(), 10));
     a.dispose();
     b.dispose();
     const tf = (t: number) => +((2 * M * K * N) / t / 1e9).toFixed(1);
