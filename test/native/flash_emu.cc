@@ -185,21 +185,22 @@ bool run(const Case& c, std::mt19937& rng) {
     }
     if (c.p == 0.f) {  // the Hopper forward (no dropout)
       emu::Dim grid{unsigned((Tq + wgmma::kBR - 1) / wgmma::kBR), unsigned(H), unsigned(B)};
-      auto run_wgmma = [&](auto otag) {
+      // OVERLAP (otag) and NWG warpgroups of 64 query rows per block (ntag)
+      auto run_wgmma = [&](auto otag, auto ntag) {
         constexpr bool OV = decltype(otag)::value;
+        constexpr int NWG = decltype(ntag)::value;
         std::fill(out.begin(), out.end(), __float2bfloat16_rn(12345.f));
         std::fill(lse.begin(), lse.end(), 12345.f);
-        emu::launch(grid, wgmma::kThreads, wgmma::fwd_smem_bytes<DD, OV>(), [&] { wgmma::attention_fwd_kernel<DD, OV>(fp); });
+        emu::Dim g{unsigned((Tq + 64 * NWG - 1) / (64 * NWG)), unsigned(H), unsigned(B)};
+        emu::launch(g, 128 * NWG, wgmma::fwd_smem_bytes<DD, OV, NWG>(), [&] { wgmma::attention_fwd_kernel<DD, OV, NWG>(fp); });
       };
-      run_wgmma(std::false_type{});
+      using Two = std::integral_constant<int, 2>;
+      run_wgmma(std::false_type{}, Two{});
       check_fwd("wgmma");
-      run_wgmma(std::true_type{});
+      run_wgmma(std::true_type{}, Two{});
       check_fwd("wgmma-overlap");
       if constexpr (DD == 64) {  // OWLET_ATTN_FWD=wgmma1: one warpgroup (64 query rows) per block
-        std::fill(out.begin(), out.end(), __float2bfloat16_rn(12345.f));
-        std::fill(lse.begin(), lse.end(), 12345.f);
-        emu::Dim grid1{unsigned((Tq + 63) / 64), unsigned(H), unsigned(B)};
-        emu::launch(grid1, 128, wgmma::fwd_smem_bytes<64, false, 1>(), [&] { wgmma::attention_fwd_kernel<64, false, 1>(fp); });
+        run_wgmma(std::false_type{}, std::integral_constant<int, 1>{});
         check_fwd("wgmma1");
       }
       // OWLET_ATTN_FWD=wgmma-ws: producer warpgroup, mbarrier ring, ping-pong consumers (attention_wgmma_ws.cuh)
@@ -276,21 +277,21 @@ bool run(const Case& c, std::mt19937& rng) {
     }
   }
   if (c.p == 0.f) {  // OWLET_ATTN_BWD=wgmma: the Hopper backward (no dropout), from the same inputs
-    std::fill(dq_acc.begin(), dq_acc.end(), 0.f);
-    std::fill(dk.begin(), dk.end(), __float2bfloat16_rn(12345.f));
-    std::fill(dv.begin(), dv.end(), __float2bfloat16_rn(12345.f));
-    emu::Dim grid{unsigned((Tk + 127) / 128), unsigned(H), unsigned(B)};
-    if (D == 64)
-      emu::launch(grid, wgmma::kThreads, wgmma::bwd_smem_bytes<64>(), [&] { wgmma::attention_bwd_kernel<64>(fp); });
-    else
-      emu::launch(grid, wgmma::kThreads, wgmma::bwd_smem_bytes<128>(), [&] { wgmma::attention_bwd_kernel<128>(fp); });
-    check_bwd("wgmma");
-    if (D == 64) {  // OWLET_ATTN_BWD=wgmma1: one warpgroup of 64 keys per block
+    // NWG warpgroups of 64 keys per block
+    auto run_bwd = [&](auto dtag, auto ntag) {
+      constexpr int DDB = decltype(dtag)::value, NWG = decltype(ntag)::value;
       std::fill(dq_acc.begin(), dq_acc.end(), 0.f);
       std::fill(dk.begin(), dk.end(), __float2bfloat16_rn(12345.f));
       std::fill(dv.begin(), dv.end(), __float2bfloat16_rn(12345.f));
-      emu::Dim grid1{unsigned((Tk + 63) / 64), unsigned(H), unsigned(B)};
-      emu::launch(grid1, 128, wgmma::bwd_smem_bytes<64, 1>(), [&] { wgmma::attention_bwd_kernel<64, 1>(fp); });
+      emu::Dim g{unsigned((Tk + 64 * NWG - 1) / (64 * NWG)), unsigned(H), unsigned(B)};
+      emu::launch(g, 128 * NWG, wgmma::bwd_smem_bytes<DDB, NWG>(), [&] { wgmma::attention_bwd_kernel<DDB, NWG>(fp); });
+    };
+    using Two = std::integral_constant<int, 2>;
+    if (D == 64) run_bwd(std::integral_constant<int, 64>{}, Two{});
+    else run_bwd(std::integral_constant<int, 128>{}, Two{});
+    check_bwd("wgmma");
+    if (D == 64) {  // OWLET_ATTN_BWD=wgmma1: one warpgroup of 64 keys per block
+      run_bwd(std::integral_constant<int, 64>{}, std::integral_constant<int, 1>{});
       check_bwd("wgmma1");
     }
   }
