@@ -400,6 +400,11 @@ export function cases(): Case[] {
     ['ViT', 1, 4, 257, 257, 64, false, false, 0, false],
     ['LLaMA', 1, 1, 2048, 2048, 128, true, false, 0, false],
     ['LLaMA padded batch', 2, 2, 512, 512, 128, true, true, 0, false],
+    // 1..4 rows or keys past the last whole 64 (attention_tail.cuh, session 8): the abstractor's 64 + 257 keys,
+    // causal with a key mask and both tails, 4 rows and 4 keys.
+    ['tail: abstractor', 2, 2, 64, 321, 64, false, false, 0, true],
+    ['tail', 2, 2, 132, 130, 64, true, true, 0, true],
+    ['tail (4 rows, 4 keys)', 1, 2, 68, 196, 64, true, false, 0, true],
   ];
   for (const env of [{ OWLET_ATTN_FWD: 'wgmma' }, { OWLET_ATTN_FWD: 'wgmma-overlap' }, { OWLET_ATTN_FWD: 'wgmma-ws' },
     { OWLET_ATTN_BWD: 'wgmma' }, { OWLET_ATTN_FWD: 'wgmma', OWLET_ATTN_BWD: 'mma' }] as VariantEnv[]) {
@@ -410,6 +415,10 @@ export function cases(): Case[] {
   // (session 7).
   for (const [label, B, H, Tq, Tk, D, causal, masked, p, quick] of hopperShapes)
     if (D === 64) attn(label, B, H, Tq, Tk, D, causal, masked, p, ['bf16'], quick, { OWLET_ATTN_FWD: 'wgmma1', OWLET_ATTN_BWD: 'wgmma1' });
+  // OWLET_ATTN_TAIL=0: whole tiles for the rows and keys past the last whole tile, as before session 8 (the
+  // default runs attention_tail.cuh's kernels on every shape above with such a tail).
+  for (const [label, B, H, Tq, Tk, D, causal, masked, p, quick] of hopperShapes)
+    if (D === 64) attn(label, B, H, Tq, Tk, D, causal, masked, p, ['bf16'], quick, { OWLET_ATTN_TAIL: '0' });
 
   // ---------------------------------------------------------------- lora
   // variant 'thin' sets OWLET_LORA=thin around the CUDA calls (the one-pass thin-product kernels instead of the

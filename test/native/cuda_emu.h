@@ -228,6 +228,22 @@ inline T shfl_xor(T v, int o) {
   return out;
 }
 
+// __shfl_sync: every lane reads lane `src`'s value.
+template <class T>
+inline T shfl_idx(T v, int src) {
+  Block* b = current();
+  int t = tid();
+  uint32_t bits;
+  std::memcpy(&bits, &v, 4);
+  b->post[size_t(t)][0] = bits;
+  warp_barrier();
+  uint32_t pb = b->post[size_t((t & ~31) | (src & 31))][0];
+  warp_barrier();
+  T out;
+  std::memcpy(&out, &pb, 4);
+  return out;
+}
+
 inline uint16_t smem_u16(uint32_t addr) {
   uint16_t v;
   std::memcpy(&v, dynamic_smem() + addr, 2);
@@ -562,6 +578,8 @@ inline void named_barrier(int id, int count, bool wait) {
 #define blockDim (::emu::current()->block_dim)
 #define __syncthreads() ::emu::block_barrier()
 #define __shfl_xor_sync(mask, v, o) ::emu::shfl_xor((v), (o))
+#define __shfl_sync(mask, v, src) ::emu::shfl_idx((v), (src))
+#define __syncwarp(...) ::emu::warp_barrier()
 #define __cvta_generic_to_shared(p) ::emu::smem_offset(p)
 
 inline float atomicAdd(float* p, float v) {

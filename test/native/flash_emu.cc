@@ -11,6 +11,7 @@
 #include "emu_kernel.h"
 
 #include "../../native/src/cuda/attention_flash.cuh"
+#include "../../native/src/cuda/attention_tail.cuh"
 #include "../../native/src/cuda/attention_wgmma.cuh"
 #include "../../native/src/cuda/attention_wgmma_bwd.cuh"
 #include "../../native/src/cuda/attention_wgmma_ws.cuh"
@@ -82,6 +83,8 @@ bool run(const Case& c, std::mt19937& rng) {
   fp.H = H;
   fp.Tq = Tq;
   fp.Tk = Tk;
+  fp.tq_main = Tq;
+  fp.tk_main = Tk;
   fp.causal = c.causal;
   fp.scale = scale;
   fp.scale_log2 = scale * flash::kLog2e;
@@ -140,13 +143,27 @@ bool run(const Case& c, std::mt19937& rng) {
   std::vector<float> lse(size_t(B) * H * Tq);
   fp.out = out.data();
   fp.lse = lse.data();
-  auto run_fwd = [&](auto tile) {
+  // The rows past the last whole block of `rows` on CUDA cores (attention_tail.cuh), as attention.cu launches them
+  // after a tiled forward that stopped at rows_main.
+  auto run_fwd_tail_rows = [&](auto dtag, int rows_main) {
+    constexpr int DD = decltype(dtag)::value;
+    if (rows_main < Tq)
+      emu::launch({unsigned(Tq - rows_main), unsigned(H), unsigned(B)}, 32 * owlet::cuda::attn_tail::kFwdWarps,
+                  owlet::cuda::attn_tail::fwd_smem_bytes<DD>(),
+                  [&] { owlet::cuda::attn_tail::fwd_rows_kernel<DD>(fp, rows_main); });
+  };
+  // tail: the tiles stop at the last whole block and the tail kernel does the rest (OWLET_ATTN_TAIL unset)
+  auto run_fwd = [&](auto tile, bool tail = false) {
     using T = decltype(tile);
     std::fill(out.begin(), out.end(), __float2bfloat16_rn(12345.f));  // poison: every element must be written
     std::fill(lse.begin(), lse.end(), 12345.f);
-    emu::launch({unsigned((Tq + T::BR - 1) / T::BR), unsigned(H), unsigned(B)}, T::THREADS, T::kSmemBytes,
+    const int rows = tail ? owlet::cuda::attn_tail::main_extent(Tq, T::BR) : Tq;
+    emu::launch({unsigned((rows + T::BR - 1) / T::BR), unsigned(H), unsigned(B)}, T::THREADS, T::kSmemBytes,
                 [&] { flash::attention_fwd_kernel<T>(fp); });
+    run_fwd_tail_rows(std::integral_constant<int, T::D>{}, rows);
   };
+  // Whether the tail kernels change anything here (a rest of 1..kMax past a whole tile of `tile`).
+  auto has_tail = [](int n, int tile) { return owlet::cuda::attn_tail::main_extent(n, tile) != n; };
   bool lse_ok = true;
   double e_out = 0, e_lse = 0;
   std::string fwd_errs;
@@ -183,25 +200,39 @@ bool run(const Case& c, std::mt19937& rng) {
       run_fwd(flash::FwdW4s<DD>{});
       check_fwd("w4s");
     }
+    if (c.p == 0.f && has_tail(Tq, 64)) {  // the default D = 64 forward with its tail rows on CUDA cores
+      run_fwd(flash::FwdW4s<DD>{}, true);
+      check_fwd("w4s+tail");
+    }
     if (c.p == 0.f) {  // the Hopper forward (no dropout)
       emu::Dim grid{unsigned((Tq + wgmma::kBR - 1) / wgmma::kBR), unsigned(H), unsigned(B)};
       // OVERLAP (otag) and NWG warpgroups of 64 query rows per block (ntag)
-      auto run_wgmma = [&](auto otag, auto ntag) {
+      auto run_wgmma = [&](auto otag, auto ntag, bool tail = false) {
         constexpr bool OV = decltype(otag)::value;
         constexpr int NWG = decltype(ntag)::value;
         std::fill(out.begin(), out.end(), __float2bfloat16_rn(12345.f));
         std::fill(lse.begin(), lse.end(), 12345.f);
-        emu::Dim g{unsigned((Tq + 64 * NWG - 1) / (64 * NWG)), unsigned(H), unsigned(B)};
+        const int rows = tail ? owlet::cuda::attn_tail::main_extent(Tq, 64 * NWG) : Tq;
+        emu::Dim g{unsigned((rows + 64 * NWG - 1) / (64 * NWG)), unsigned(H), unsigned(B)};
         emu::launch(g, 128 * NWG, wgmma::fwd_smem_bytes<DD, OV, NWG>(), [&] { wgmma::attention_fwd_kernel<DD, OV, NWG>(fp); });
+        run_fwd_tail_rows(std::integral_constant<int, DD>{}, rows);
       };
       using Two = std::integral_constant<int, 2>;
       run_wgmma(std::false_type{}, Two{});
       check_fwd("wgmma");
+      if (has_tail(Tq, 128)) {
+        run_wgmma(std::false_type{}, Two{}, true);
+        check_fwd("wgmma+tail");
+      }
       run_wgmma(std::true_type{}, Two{});
       check_fwd("wgmma-overlap");
       if constexpr (DD == 64) {  // OWLET_ATTN_FWD=wgmma1: one warpgroup (64 query rows) per block
         run_wgmma(std::false_type{}, std::integral_constant<int, 1>{});
         check_fwd("wgmma1");
+        if (has_tail(Tq, 64)) {
+          run_wgmma(std::false_type{}, std::integral_constant<int, 1>{}, true);
+          check_fwd("wgmma1+tail");
+        }
       }
       // OWLET_ATTN_FWD=wgmma-ws: producer warpgroup, mbarrier ring, ping-pong consumers (attention_wgmma_ws.cuh)
       std::fill(out.begin(), out.end(), __float2bfloat16_rn(12345.f));
@@ -278,13 +309,22 @@ bool run(const Case& c, std::mt19937& rng) {
   }
   if (c.p == 0.f) {  // OWLET_ATTN_BWD=wgmma: the Hopper backward (no dropout), from the same inputs
     // NWG warpgroups of 64 keys per block
-    auto run_bwd = [&](auto dtag, auto ntag) {
+    // tail (D = 64): the tiles stop at the last whole 64 rows and keys, attention_tail.cuh's backward does the rest
+    // (launch_wgmma_bwd in attention.cu)
+    auto run_bwd = [&](auto dtag, auto ntag, bool tail = false) {
       constexpr int DDB = decltype(dtag)::value, NWG = decltype(ntag)::value;
       std::fill(dq_acc.begin(), dq_acc.end(), 0.f);
       std::fill(dk.begin(), dk.end(), __float2bfloat16_rn(12345.f));
       std::fill(dv.begin(), dv.end(), __float2bfloat16_rn(12345.f));
-      emu::Dim g{unsigned((Tk + 64 * NWG - 1) / (64 * NWG)), unsigned(H), unsigned(B)};
+      fp.tq_main = tail ? owlet::cuda::attn_tail::main_extent(Tq, 64) : Tq;
+      fp.tk_main = tail ? owlet::cuda::attn_tail::main_extent(Tk, 64) : Tk;
+      emu::Dim g{unsigned((fp.tk_main + 64 * NWG - 1) / (64 * NWG)), unsigned(H), unsigned(B)};
       emu::launch(g, 128 * NWG, wgmma::bwd_smem_bytes<DDB, NWG>(), [&] { wgmma::attention_bwd_kernel<DDB, NWG>(fp); });
+      if (fp.tq_main < Tq || fp.tk_main < Tk)
+        emu::launch({unsigned(H), unsigned(B)}, owlet::cuda::attn_tail::kBwdThreads,
+                    owlet::cuda::attn_tail::bwd_smem_bytes<DDB>(), [&] { owlet::cuda::attn_tail::bwd_kernel<DDB>(fp); });
+      fp.tq_main = Tq;
+      fp.tk_main = Tk;
     };
     using Two = std::integral_constant<int, 2>;
     if (D == 64) run_bwd(std::integral_constant<int, 64>{}, Two{});
@@ -293,6 +333,12 @@ bool run(const Case& c, std::mt19937& rng) {
     if (D == 64) {  // OWLET_ATTN_BWD=wgmma1: one warpgroup of 64 keys per block
       run_bwd(std::integral_constant<int, 64>{}, std::integral_constant<int, 1>{});
       check_bwd("wgmma1");
+      if (has_tail(Tq, 64) || has_tail(Tk, 64)) {
+        run_bwd(std::integral_constant<int, 64>{}, Two{}, true);
+        check_bwd("wgmma+tail");
+        run_bwd(std::integral_constant<int, 64>{}, std::integral_constant<int, 1>{}, true);
+        check_bwd("wgmma1+tail");
+      }
     }
   }
   std::printf("%-4s %-42s out/lse%s\n     %s\n", ok ? "PASS" : "FAIL", c.name, fwd_errs.c_str(), bwd_errs.c_str());
@@ -324,6 +370,15 @@ int main(int argc, char** argv) {
       {"4-warp bwd: dropout 0.2 D64 Tq150 Tk200", 1, 1, 150, 200, 64, false, false, 0.2f, 4, false},
       // D = 64 over three 128-key blocks (the last with 4 keys: its upper warpgroup has none), causal with a shift.
       {"4-warp bwd: causal D64 B2 Tq190 Tk260 + key mask", 2, 1, 190, 260, 64, true, true, 0.f, 4, false},
+      // Tails of 1..4 rows or keys past the last whole 64 (attention_tail.cuh): the ViT's 257 tokens, the
+      // abstractor's 64 queries over 64 + 257 keys (its 321: 5 × 64 + 1), causal with a shift, key masks.
+      {"tail: ViT-like D64 B1 H2 T257", 1, 2, 257, 257, 64, false, false, 0.f, 4, false},
+      {"tail: abstractor-like D64 Tq64 Tk193", 1, 2, 64, 193, 64, false, false, 0.f, 4, false},
+      {"tail: causal D64 B2 Tq132 Tk130 + key mask", 2, 1, 132, 130, 64, true, true, 0.f, 4, false},
+      {"tail: causal D64 Tq68 Tk196 (rows 4, keys 4)", 1, 1, 68, 196, 64, true, false, 0.f, 4, false},
+      {"tail: D64 Tq69 Tk197 (5 past the tile: whole tiles)", 1, 1, 69, 197, 64, false, false, 0.f, 4, false},
+      {"tail: D128 T131 causal (forward rows; backward whole tiles)", 1, 1, 131, 131, 128, true, false, 0.f, 8, false},
+      {"tail: D128 Tq130 Tk140 + key mask", 2, 1, 130, 140, 128, false, true, 0.f, 8, false},
   };
   std::string only = argc > 1 ? argv[1] : "";
   std::mt19937 rng(7);

@@ -11,7 +11,8 @@
 // dropout — and w4s elsewhere);
 // OWLET_ATTN_BWD picks the backward (unset or auto: the Hopper backward of attention_wgmma_bwd.cuh where it applies —
 // as the wgmma forward — else the mma.sync kernel of attention_flash.cuh; mma, br64, wgmma, wgmma1: see bwd_variant_of);
-// OWLET_ATTN_BWD_WARPS=4 or 8 the warps per block of the mma.sync backward.
+// OWLET_ATTN_BWD_WARPS=4 or 8 the warps per block of the mma.sync backward; OWLET_ATTN_TAIL=0 keeps whole tiles for
+// the few rows and keys past a sequence's last whole tile instead of attention_tail.cuh's CUDA-core kernels.
 // All are read per call, so that one process can compare the variants.
 #include <cstdlib>
 #include <cstring>
@@ -25,6 +26,7 @@
 #include "../core/kernels.h"
 #include "../core/dropout_hash.h"
 #include "attention_flash.cuh"
+#include "attention_tail.cuh"
 #include "attention_wgmma.cuh"
 #include "attention_wgmma_bwd.cuh"
 #include "attention_wgmma_ws.cuh"
@@ -283,13 +285,36 @@ size_t simple_smem(const DeviceContext& c, int floats, const char* op) {
   return bytes;
 }
 
+// Whether the rows and keys past the last whole tile may go to attention_tail.cuh (no dropout there).
+bool tail_allowed(const flash::Params& fp) {
+  return !fp.dropout && !env_is("OWLET_ATTN_TAIL", "0");
+}
+
+// The query rows a tiled forward with blocks of `rows` covers; the rest (attention_tail.cuh) is launched by
+// finish_fwd_rows after it.
+int fwd_rows_main(const flash::Params& fp, int rows) {
+  return tail_allowed(fp) ? attn_tail::main_extent(fp.Tq, rows) : fp.Tq;
+}
+
+void finish_fwd_rows(const flash::Params& fp, const Dims& d, int rows_main, const DeviceContext& c, const char* op) {
+  if (rows_main >= d.Tq) return;
+  dim3 grid{unsigned(d.Tq - rows_main), unsigned(d.H), unsigned(d.B)};
+  constexpr int threads = 32 * attn_tail::kFwdWarps;
+  if (d.D == 64) attn_tail::fwd_rows_kernel<64><<<grid, threads, attn_tail::fwd_smem_bytes<64>(), c.stream>>>(fp, rows_main);
+  else attn_tail::fwd_rows_kernel<128><<<grid, threads, attn_tail::fwd_smem_bytes<128>(), c.stream>>>(fp, rows_main);
+  check_launch(op);
+}
+
 // One tile shape of the tensor-core forward: BR queries per block, its dynamic shared memory allowed per kernel.
 template <class Tile>
 void launch_fwd(const flash::Params& fp, const Dims& d, const DeviceContext& c, const char* op) {
   const void* fn = reinterpret_cast<const void*>(flash::attention_fwd_kernel<Tile>);
   set_smem_limit(fn, Tile::kSmemBytes, c.index, op);
-  dim3 grid{unsigned((d.Tq + Tile::BR - 1) / Tile::BR), unsigned(d.H), unsigned(d.B)};
+  const int rows = fwd_rows_main(fp, Tile::BR);
+  dim3 grid{unsigned((rows + Tile::BR - 1) / Tile::BR), unsigned(d.H), unsigned(d.B)};
   flash::attention_fwd_kernel<Tile><<<grid, Tile::THREADS, Tile::kSmemBytes, c.stream>>>(fp);
+  check_launch(op);
+  finish_fwd_rows(fp, d, rows, c, op);
 }
 
 template <int D>
@@ -321,6 +346,8 @@ flash::Params flash_params(const Tensor& q, const Tensor& k, const Tensor& v, co
   fp.H = d.H;
   fp.Tq = d.Tq;
   fp.Tk = d.Tk;
+  fp.tq_main = d.Tq;
+  fp.tk_main = d.Tk;
   fp.causal = causal;
   fp.scale = scale;
   fp.scale_log2 = scale * flash::kLog2e;
@@ -376,14 +403,14 @@ std::optional<FwdVariant> hopper_fwd(const DeviceContext& c, const flash::Params
 
 void launch_wgmma_fwd(const DeviceContext& c, const flash::Params& fp, const Dims& d, FwdVariant variant,
                       const char* op) {
-  dim3 grid{unsigned((d.Tq + wgmma::kBR - 1) / wgmma::kBR), unsigned(d.H), unsigned(d.B)};
+  const bool d64 = d.D == 64, one_wg = variant == FwdVariant::Wgmma1 && d64;
+  const int block_rows = one_wg ? 64 : wgmma::kBR, rows = fwd_rows_main(fp, block_rows);
+  dim3 grid{unsigned((rows + block_rows - 1) / block_rows), unsigned(d.H), unsigned(d.B)};
   auto launch = [&](auto kernel, int threads, size_t smem) {
     set_smem_limit(reinterpret_cast<const void*>(kernel), smem, c.index, op);
     kernel<<<grid, threads, smem, c.stream>>>(fp);
   };
-  const bool d64 = d.D == 64;
-  if (variant == FwdVariant::Wgmma1 && d64) {
-    grid.x = unsigned((d.Tq + 63) / 64);
+  if (one_wg) {
     launch(wgmma::attention_fwd_kernel<64, false, 1>, 128, wgmma::fwd_smem_bytes<64, false, 1>());
   } else if (variant == FwdVariant::WgmmaWs) {
     if (d64) launch(wgmma_ws::attention_fwd_ws_kernel<64>, wgmma_ws::kThreads, wgmma_ws::smem_bytes<64>());
@@ -396,6 +423,7 @@ void launch_wgmma_fwd(const DeviceContext& c, const flash::Params& fp, const Dim
     else launch(wgmma::attention_fwd_kernel<128, false>, wgmma::kThreads, wgmma::fwd_smem_bytes<128, false>());
   }
   check_launch(op);
+  finish_fwd_rows(fp, d, rows, c, op);
 }
 
 // The Hopper backward where it applies (hopper_applies) and is asked for: OWLET_ATTN_BWD=wgmma, or auto without
@@ -406,16 +434,26 @@ bool use_wgmma_bwd(const DeviceContext& c, const flash::Params& fp, BwdVariant v
   return asked && hopper_applies(c, fp);
 }
 
-// one_wg: one warpgroup (64 keys) per block, at D = 64 only (OWLET_ATTN_BWD=wgmma1).
-void launch_wgmma_bwd(const DeviceContext& c, const flash::Params& fp, const Dims& d, bool one_wg, const char* op) {
+// one_wg: one warpgroup (64 keys) per block, at D = 64 only (OWLET_ATTN_BWD=wgmma1). At D = 64 the rows and keys
+// past the last whole 64 (1 to attn_tail::kMax of each) go to attention_tail.cuh's backward, after the tiles.
+void launch_wgmma_bwd(const DeviceContext& c, flash::Params fp, const Dims& d, bool one_wg, const char* op) {
+  if (d.D == 64 && tail_allowed(fp)) {
+    fp.tq_main = attn_tail::main_extent(d.Tq, wgmma::kBwdQueries);
+    fp.tk_main = attn_tail::main_extent(d.Tk, 64);
+  }
   auto launch = [&](auto kernel, size_t smem, int keys, int threads) {
-    dim3 grid{unsigned((d.Tk + keys - 1) / keys), unsigned(d.H), unsigned(d.B)};
+    dim3 grid{unsigned((fp.tk_main + keys - 1) / keys), unsigned(d.H), unsigned(d.B)};
     set_smem_limit(reinterpret_cast<const void*>(kernel), smem, c.index, op);
     kernel<<<grid, threads, smem, c.stream>>>(fp);
   };
   if (d.D == 64 && one_wg) launch(wgmma::attention_bwd_kernel<64, 1>, wgmma::bwd_smem_bytes<64, 1>(), 64, 128);
   else if (d.D == 64) launch(wgmma::attention_bwd_kernel<64, 2>, wgmma::bwd_smem_bytes<64, 2>(), 128, 256);
   else launch(wgmma::attention_bwd_kernel<128, 2>, wgmma::bwd_smem_bytes<128, 2>(), 128, 256);
+  check_launch(op);
+  if (fp.tq_main == d.Tq && fp.tk_main == d.Tk) return;
+  dim3 grid{unsigned(d.H), unsigned(d.B)};
+  attn_tail::bwd_kernel<64><<<grid, attn_tail::kBwdThreads, attn_tail::bwd_smem_bytes<64>(), c.stream>>>(fp);
+  check_launch(op);
 }
 
 }  // namespace

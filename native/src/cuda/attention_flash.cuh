@@ -36,6 +36,9 @@ struct Params {
   float* dq_acc;       // [B, Tq, H, D] fp32 (backward)
   const int32_t* key_mask;  // [B, Tk] or nullptr
   int B, H, Tq, Tk;
+  // The rows and keys a tiled backward covers (the Hopper one reads them): Tq and Tk, or less when the few past the
+  // last whole tile go to attention_tail.cuh. The layout is always [B, Tq or Tk, H, D].
+  int tq_main, tk_main;
   bool causal;
   float scale, scale_log2;  // softmax scale, and the same times log2(e)
   bool dropout;

@@ -2,7 +2,9 @@
 // OWLET_ATTN_BWD=wgmma (see attention.cu). Same contract as flash::attention_bwd_kernel: bf16 q, k, v, dO in
 // [B, T, H, D] (D = 64 or 128), the forward's natural-log lse and Δ = rowsum(dO ⊙ O) [B, H, Tq]; writes dK (× scale)
 // and dV in bf16 and adds scale · dS K into the fp32 dQ accumulator [B, Tq, H, D] (finished by attention.cu).
-// Causal with shift Tk − Tq, key padding mask, tails of Tq and Tk; no dropout (the dispatch falls back).
+// Causal with shift Tk − Tq, key padding mask, tails of Tq and Tk; no dropout (the dispatch falls back). At D = 64,
+// rows and keys from Params::tq_main and tk_main on are left to attention_tail.cuh, except the tail rows' share of
+// this block's dK and dV (add_tail_rows); at D = 128 the dispatch leaves tq_main = Tq and tk_main = Tk.
 //
 // Schedule (FlashAttention-3's backward without its producer warpgroup): one block of 2 warpgroups (256 threads) per
 // (128 keys, head, batch); warpgroup w owns keys 64w..64w+63 and keeps their dK and dV (64 × D fp32 each) in
@@ -80,6 +82,60 @@ __device__ __forceinline__ void mma_ss_m64n64k16(float (&d)[32], uint64_t desc_a
 #endif
 }
 
+// The rows [tq_main, Tq) past the last whole query tile (attention_tail.cuh) against this thread's two keys, added
+// to its dK and dV registers before they are rounded. dk[c][4i + 2r + e] is key r (a, b), head dim
+// 64c + 8i + 2·t4 + e: each dot product is summed over the thread's 16·DB dims, then across the four threads (t4)
+// that hold the same key. q, dO, K and V are re-read from global memory (a few rows; cached).
+template <int DB>
+__device__ __forceinline__ void add_tail_rows(const flash::Params& p, const flash::Head& hd, int b, int key_a, int key_b,
+                                              int t4, float (&dk)[DB][32], float (&dv)[DB][32]) {
+  auto pair = [](const bf16* x) { return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(x)); };
+  const int64_t ja = hd.kv + int64_t(min(key_a, p.Tk - 1)) * hd.rs + 2 * t4,
+                jb = hd.kv + int64_t(min(key_b, p.Tk - 1)) * hd.rs + 2 * t4;  // (a key past Tk has P = 0)
+  for (int i = p.tq_main; i < p.Tq; i++) {
+    const bf16* qi = p.q + hd.q + int64_t(i) * hd.rs + 2 * t4;
+    const bf16* oi = p.dout + hd.q + int64_t(i) * hd.rs + 2 * t4;
+    float s[2] = {0.f, 0.f}, dp[2] = {0.f, 0.f};
+#pragma unroll
+    for (int c = 0; c < DB; c++)
+#pragma unroll
+      for (int n = 0; n < 8; n++) {
+        const int d = 64 * c + 8 * n;
+        const float2 q2 = pair(qi + d), o2 = pair(oi + d), ka = pair(p.k + ja + d), va = pair(p.v + ja + d),
+                     kbb = pair(p.k + jb + d), vb = pair(p.v + jb + d);
+        s[0] = fmaf(q2.x, ka.x, fmaf(q2.y, ka.y, s[0]));
+        dp[0] = fmaf(o2.x, va.x, fmaf(o2.y, va.y, dp[0]));
+        s[1] = fmaf(q2.x, kbb.x, fmaf(q2.y, kbb.y, s[1]));
+        dp[1] = fmaf(o2.x, vb.x, fmaf(o2.y, vb.y, dp[1]));
+      }
+    const float lse = p.lse[hd.stat + i] * flash::kLog2e, del = p.delta[hd.stat + i];
+    float pr[2], ds[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      s[r] += __shfl_xor_sync(0xffffffffu, s[r], 1);
+      s[r] += __shfl_xor_sync(0xffffffffu, s[r], 2);
+      dp[r] += __shfl_xor_sync(0xffffffffu, dp[r], 1);
+      dp[r] += __shfl_xor_sync(0xffffffffu, dp[r], 2);
+      const int j = r ? key_b : key_a;
+      pr[r] = j < p.tk_main && flash::key_visible(p, b, i, j) ? mma::exp2_ftz(fmaf(s[r], p.scale_log2, -lse)) : 0.f;
+      ds[r] = pr[r] * (dp[r] - del);
+    }
+#pragma unroll
+    for (int c = 0; c < DB; c++)
+#pragma unroll
+      for (int n = 0; n < 8; n++) {
+        const float2 q2 = pair(qi + 64 * c + 8 * n), o2 = pair(oi + 64 * c + 8 * n);
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+          dv[c][4 * n + 2 * r] = fmaf(pr[r], o2.x, dv[c][4 * n + 2 * r]);
+          dv[c][4 * n + 2 * r + 1] = fmaf(pr[r], o2.y, dv[c][4 * n + 2 * r + 1]);
+          dk[c][4 * n + 2 * r] = fmaf(ds[r], q2.x, dk[c][4 * n + 2 * r]);
+          dk[c][4 * n + 2 * r + 1] = fmaf(ds[r], q2.y, dk[c][4 * n + 2 * r + 1]);
+        }
+      }
+  }
+}
+
 template <int D, int NWG = 2>
 __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) attention_bwd_kernel(flash::Params p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL) || defined(OWLET_CUDA_EMULATION)
@@ -103,7 +159,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) attention_bwd_ker
   const bf16 *qb = p.q + hd.q, *ob = p.dout + hd.q, *kb = p.k + hd.kv, *vb = p.v + hd.kv;
   const float *lse_b = p.lse + hd.stat, *del_b = p.delta + hd.stat;
   const int shift = p.Tk - p.Tq;
-  const int n_qt = (p.Tq + BQ - 1) / BQ;
+  const int n_qt = (p.tq_main + BQ - 1) / BQ;  // rows past tq_main: attention_tail.cuh
   const int q_first = p.causal ? max(0, j0 - shift) : 0;  // the first query that can see key j0
   const int qt0 = q_first / BQ;
   const int key_w = j0 + wg * 64 + wi * 16;  // this warp's first key
@@ -169,7 +225,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) attention_bwd_ker
     // Pᵀ = exp(S·scale − lse) with the masks; element r: key 16wi + g + 8·(r mod 4 ≥ 2) of the warpgroup, query
     // 8·(r/4) + 2t + (r mod 2) of the tile.
     const bool need_mask =
-        p.key_mask != nullptr || j0 + BK > p.Tk || i0 + BQ > p.Tq || (p.causal && key_w + 15 > i0 + shift);
+        p.key_mask != nullptr || j0 + BK > p.tk_main || i0 + BQ > p.tq_main || (p.causal && key_w + 15 > i0 + shift);
 #pragma unroll
     for (int i = 0; i < 8; i++) {
       const float2 l2 = *reinterpret_cast<const float2*>(Lt + 8 * i + 2 * t4);
@@ -181,12 +237,14 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) attention_bwd_ker
 #pragma unroll
       for (int r = 0; r < 32; r++) {
         const int qi = i0 + 8 * (r >> 2) + 2 * t4 + (r & 1), kj = (r & 2) ? key_b : key_a;
-        if (!(qi < p.Tq && flash::key_visible(p, b, qi, kj))) st[r] = 0.f;
+        if (!(qi < p.tq_main && kj < p.tk_main && flash::key_visible(p, b, qi, kj))) st[r] = 0.f;
       }
     } else if (need_mask) {
       // the queries each of the thread's keys is seen by, relative to its first query i0 + 2·t4
-      const int lo_a = flash::queries_begin(p, key_a) - i0 - 2 * t4, lo_b = flash::queries_begin(p, key_b) - i0 - 2 * t4;
-      const int hi = p.Tq - i0 - 2 * t4;
+      // (a key past tk_main is seen by none of the rows here)
+      const int lo_a = (key_a < p.tk_main ? flash::queries_begin(p, key_a) : p.tq_main) - i0 - 2 * t4,
+                lo_b = (key_b < p.tk_main ? flash::queries_begin(p, key_b) : p.tq_main) - i0 - 2 * t4;
+      const int hi = p.tq_main - i0 - 2 * t4;
 #pragma unroll
       for (int r = 0; r < 32; r++) {
         const int c = 8 * (r >> 2) + (r & 1);
@@ -256,7 +314,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) attention_bwd_ker
 #pragma unroll
     for (int r = 0; r < 2; r++) {
       const int qi = i0 + wi * 16 + g + 8 * r;
-      if (qi >= p.Tq) continue;
+      if (qi >= p.tq_main) continue;
       float* dst = p.dq_acc + ((int64_t(b) * p.Tq + qi) * p.H + h) * D + dq_col + 2 * t4;
 #pragma unroll
       for (int i = 0; i < 8; i++)
@@ -272,12 +330,17 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) attention_bwd_ker
     }
   }
   mma::cp_async_wait<0>();
+  // (D = 64 only: at D = 128 these registers on top of the 128 of dK and dV made ptxas spill 364 bytes)
+  if constexpr (D == 64) {
+    if (p.tq_main < p.Tq) add_tail_rows<DB>(p, hd, b, key_a, key_b, t4, dk, dv);
+  }
 
-  // dK (× scale) and dV for this thread's two keys; keys no query sees get zeros.
+  // dK (× scale) and dV for this thread's two keys; keys no query sees get zeros; keys past tk_main are
+  // attention_tail.cuh's.
 #pragma unroll
   for (int r = 0; r < 2; r++) {
     const int j = r ? key_b : key_a;
-    if (j >= p.Tk) continue;
+    if (j >= p.tk_main) continue;
     const int64_t off = (int64_t(b) * p.Tk + j) * rs + int64_t(h) * D + 2 * t4;
 #pragma unroll
     for (int c = 0; c < DB; c++)
