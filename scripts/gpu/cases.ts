@@ -405,6 +405,8 @@ export function cases(): Case[] {
     ['tail: abstractor', 2, 2, 64, 321, 64, false, false, 0, true],
     ['tail', 2, 2, 132, 130, 64, true, true, 0, true],
     ['tail (4 rows, 4 keys)', 1, 2, 68, 196, 64, true, false, 0, true],
+    // the abstractor's heads at batch 2: too few to fill the GPU, so wgmma-q splits the keys into 5 ranges
+    ['abstractor, 32 heads', 2, 16, 64, 321, 64, false, false, 0, false],
   ];
   for (const env of [{ OWLET_ATTN_FWD: 'wgmma' }, { OWLET_ATTN_FWD: 'wgmma-overlap' }, { OWLET_ATTN_FWD: 'wgmma-ws' },
     { OWLET_ATTN_BWD: 'wgmma' }, { OWLET_ATTN_FWD: 'wgmma', OWLET_ATTN_BWD: 'mma' }] as VariantEnv[]) {
@@ -415,6 +417,9 @@ export function cases(): Case[] {
   // (session 7).
   for (const [label, B, H, Tq, Tk, D, causal, masked, p, quick] of hopperShapes)
     if (D === 64) attn(label, B, H, Tq, Tk, D, causal, masked, p, ['bf16'], quick, { OWLET_ATTN_FWD: 'wgmma1', OWLET_ATTN_BWD: 'wgmma1' });
+  // OWLET_ATTN_BWD=wgmma-q: the query-major backward for Tq <= 64 (attention_wgmma_bwd_short.cuh, session 8).
+  for (const [label, B, H, Tq, Tk, D, causal, masked, p, quick] of hopperShapes)
+    if (D === 64 && Tq <= 64) attn(label, B, H, Tq, Tk, D, causal, masked, p, ['bf16'], quick, { OWLET_ATTN_BWD: 'wgmma-q' });
   // OWLET_ATTN_TAIL=0: whole tiles for the rows and keys past the last whole tile, as before session 8 (the
   // default runs attention_tail.cuh's kernels on every shape above with such a tail).
   for (const [label, B, H, Tq, Tk, D, causal, masked, p, quick] of hopperShapes)

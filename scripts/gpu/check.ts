@@ -222,6 +222,12 @@ function runBench(be: Be, res: BenchResult[], saved: () => void): void {
     // and wgmma1.
     tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_TAIL: '0' }));
     tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_FWD: 'wgmma1', OWLET_ATTN_BWD: 'wgmma1', OWLET_ATTN_TAIL: '0' }));
+    // The query-major backward where Tq <= 64 (the abstractor; session 8), and at batch 2 (its keys split in ranges).
+    if (Tq <= 64) {
+      tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_BWD: 'wgmma-q' }));
+      tryb(() => attentionBench(be, 'abstractor_b2', 2, H, Tq, Tk, D, causal));
+      tryb(() => attentionBench(be, 'abstractor_b2', 2, H, Tq, Tk, D, causal, { OWLET_ATTN_BWD: 'wgmma-q' }));
+    }
   }
   tryb(() => loraBench(be, 8192, 4096, 4096, 8));
   tryb(() => loraBench(be, 8192, 4096, 4096, 8, 'thin'));

@@ -422,8 +422,8 @@ inline void wgmma_ss(float (&d_)[R], int N, uint64_t desc_a, bool trans_a, uint6
   });
 }
 // wgmma.m64n64k16.f32.bf16.bf16 with A (bf16x2 registers, the m64k16 A fragment) and B from shared memory, N-major
-// (imm-trans-b = 1): d += A·B.
-inline void wgmma_rs_nmajor64(float (&d_)[32], const uint32_t (&a_)[4], uint64_t desc_b) {
+// (imm-trans-b = 1): d = A·B (+ d when scale_d).
+inline void wgmma_rs_nmajor64(float (&d_)[32], const uint32_t (&a_)[4], uint64_t desc_b, bool scale_d = true) {
   SmemDesc b = decode_desc(desc_b);
   float* d = d_;
   const uint32_t* a = a_;
@@ -442,7 +442,7 @@ inline void wgmma_rs_nmajor64(float (&d_)[32], const uint32_t (&a_)[4], uint64_t
     acc_pos(r, row, col);
     float acc = 0.f;
     for (int k = 0; k < 16; k++) acc += A[row * 16 + k] * nmajor64_at(b, k, col);
-    d[r] += acc;
+    d[r] = (scale_d ? d[r] : 0.f) + acc;
   }
   warpgroup_barrier();
   });

@@ -14,6 +14,7 @@
 #include "../../native/src/cuda/attention_tail.cuh"
 #include "../../native/src/cuda/attention_wgmma.cuh"
 #include "../../native/src/cuda/attention_wgmma_bwd.cuh"
+#include "../../native/src/cuda/attention_wgmma_bwd_short.cuh"
 #include "../../native/src/cuda/attention_wgmma_ws.cuh"
 #include "emu_values.h"
 
@@ -339,6 +340,27 @@ bool run(const Case& c, std::mt19937& rng) {
         run_bwd(std::integral_constant<int, 64>{}, std::integral_constant<int, 1>{}, true);
         check_bwd("wgmma1+tail");
       }
+      // OWLET_ATTN_BWD=wgmma-q: the query-major kernel for Tq <= 64 (attention_wgmma_bwd_short.cuh), all key tiles
+      // in one block and one tile per block, with and without the key tail on CUDA cores (launch_wgmma_bwd).
+      if (Tq <= wgmma::kShortQueries) {
+        for (bool tail : {false, true}) {
+          if (tail && !has_tail(Tk, 64)) continue;
+          fp.tk_main = tail ? owlet::cuda::attn_tail::main_extent(Tk, 64) : Tk;
+          const int tiles = (fp.tk_main + 63) / 64;
+          for (int per : {tiles, 1}) {
+            std::fill(dq_acc.begin(), dq_acc.end(), 0.f);
+            std::fill(dk.begin(), dk.end(), __float2bfloat16_rn(12345.f));
+            std::fill(dv.begin(), dv.end(), __float2bfloat16_rn(12345.f));
+            emu::launch({unsigned((tiles + per - 1) / per), unsigned(H), unsigned(B)}, 128, wgmma::bwd_short_smem_bytes<64>(),
+                        [&] { wgmma::attention_bwd_short_kernel<64>(fp, per); });
+            if (fp.tk_main < Tk)
+              emu::launch({unsigned(H), unsigned(B)}, owlet::cuda::attn_tail::kBwdThreads,
+                          owlet::cuda::attn_tail::bwd_smem_bytes<64>(), [&] { owlet::cuda::attn_tail::bwd_kernel<64>(fp); });
+            check_bwd(tail ? (per == 1 ? "wgmma-q split+tail" : "wgmma-q+tail") : (per == 1 ? "wgmma-q split" : "wgmma-q"));
+          }
+        }
+        fp.tk_main = Tk;
+      }
     }
   }
   std::printf("%-4s %-42s out/lse%s\n     %s\n", ok ? "PASS" : "FAIL", c.name, fwd_errs.c_str(), bwd_errs.c_str());
@@ -377,6 +399,11 @@ int main(int argc, char** argv) {
       {"tail: causal D64 B2 Tq132 Tk130 + key mask", 2, 1, 132, 130, 64, true, true, 0.f, 4, false},
       {"tail: causal D64 Tq68 Tk196 (rows 4, keys 4)", 1, 1, 68, 196, 64, true, false, 0.f, 4, false},
       {"tail: D64 Tq69 Tk197 (5 past the tile: whole tiles)", 1, 1, 69, 197, 64, false, false, 0.f, 4, false},
+      // OWLET_ATTN_BWD=wgmma-q (Tq <= 64): the abstractor's 64 queries over 5 key tiles and a 1-key tail, fewer
+      // queries than a tile with a key mask, causal with a shift.
+      {"short q: abstractor-like D64 B2 H2 Tq64 Tk321", 2, 2, 64, 321, 64, false, false, 0.f, 4, false},
+      {"short q: D64 B2 Tq40 Tk130 + key mask", 2, 1, 40, 130, 64, false, true, 0.f, 4, false},
+      {"short q: causal D64 Tq50 Tk190", 1, 2, 50, 190, 64, true, false, 0.f, 4, false},
       {"tail: D128 T131 causal (forward rows; backward whole tiles)", 1, 1, 131, 131, 128, true, false, 0.f, 8, false},
       {"tail: D128 Tq130 Tk140 + key mask", 2, 1, 130, 140, 128, false, true, 0.f, 8, false},
   };

@@ -10,10 +10,12 @@
 // warp-specialised form of attention_wgmma_ws.cuh, where they apply — sm_90a build, compute capability 9.0, no
 // dropout — and w4s elsewhere);
 // OWLET_ATTN_BWD picks the backward (unset or auto: the Hopper backward of attention_wgmma_bwd.cuh where it applies —
-// as the wgmma forward — else the mma.sync kernel of attention_flash.cuh; mma, br64, wgmma, wgmma1: see bwd_variant_of);
+// as the wgmma forward — else the mma.sync kernel of attention_flash.cuh; mma, br64, wgmma, wgmma1, wgmma-q: see
+// bwd_variant_of);
 // OWLET_ATTN_BWD_WARPS=4 or 8 the warps per block of the mma.sync backward; OWLET_ATTN_TAIL=0 keeps whole tiles for
 // the few rows and keys past a sequence's last whole tile instead of attention_tail.cuh's CUDA-core kernels.
 // All are read per call, so that one process can compare the variants.
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -29,6 +31,7 @@
 #include "attention_tail.cuh"
 #include "attention_wgmma.cuh"
 #include "attention_wgmma_bwd.cuh"
+#include "attention_wgmma_bwd_short.cuh"
 #include "attention_wgmma_ws.cuh"
 #include "common.cuh"
 
@@ -94,13 +97,16 @@ FwdVariant fwd_variant(const char* op) {
 // against 0.62), else the mma.sync kernel; an explicit OWLET_ATTN_BWD_WARPS asks for the mma.sync kernel. mma: the
 // mma.sync kernel; br64: it at 64 queries per step at D = 128 (8 warps; default 32), for measurement — ptxas spills 92
 // bytes there (see attention_flash.cuh), and it was no faster; wgmma: the Hopper backward; wgmma1: it with one
-// warpgroup (64 keys) per block at D = 64 (less work on the ViT's 257 keys; written in session 7, not yet timed).
-enum class BwdVariant { Auto, Mma, Br64, Wgmma, Wgmma1 };
+// warpgroup (64 keys) per block at D = 64 (less work on the ViT's 257 keys; written in session 7, not yet timed);
+// wgmma-q: the query-major Hopper backward of attention_wgmma_bwd_short.cuh where Tq ≤ 64 and D = 64 (the
+// abstractor; written in session 8, not yet timed), the Hopper backward elsewhere.
+enum class BwdVariant { Auto, Mma, Br64, Wgmma, Wgmma1, WgmmaQ };
 
 BwdVariant bwd_variant_of(const char* op) {
   static const std::pair<const char*, BwdVariant> names[] = {{"auto", BwdVariant::Auto},   {"mma", BwdVariant::Mma},
                                                               {"br64", BwdVariant::Br64},   {"wgmma", BwdVariant::Wgmma},
-                                                              {"wgmma1", BwdVariant::Wgmma1}};
+                                                              {"wgmma1", BwdVariant::Wgmma1},
+                                                              {"wgmma-q", BwdVariant::WgmmaQ}};
   return env_variant("OWLET_ATTN_BWD", names, op);
 }
 
@@ -429,14 +435,31 @@ void launch_wgmma_fwd(const DeviceContext& c, const flash::Params& fp, const Dim
 // The Hopper backward where it applies (hopper_applies) and is asked for: OWLET_ATTN_BWD=wgmma, or auto without
 // OWLET_ATTN_BWD_WARPS (which names the mma.sync kernel).
 bool use_wgmma_bwd(const DeviceContext& c, const flash::Params& fp, BwdVariant variant) {
-  const bool asked = variant == BwdVariant::Wgmma || variant == BwdVariant::Wgmma1 ||
+  const bool asked = variant == BwdVariant::Wgmma || variant == BwdVariant::Wgmma1 || variant == BwdVariant::WgmmaQ ||
                      (variant == BwdVariant::Auto && !std::getenv("OWLET_ATTN_BWD_WARPS"));
   return asked && hopper_applies(c, fp);
 }
 
-// one_wg: one warpgroup (64 keys) per block, at D = 64 only (OWLET_ATTN_BWD=wgmma1). At D = 64 the rows and keys
-// past the last whole 64 (1 to attn_tail::kMax of each) go to attention_tail.cuh's backward, after the tiles.
-void launch_wgmma_bwd(const DeviceContext& c, flash::Params fp, const Dims& d, bool one_wg, const char* op) {
+// The query-major backward (OWLET_ATTN_BWD=wgmma-q) over the keys [0, tk_main): its key ranges are split only so
+// far as to give the GPU about two blocks per SM (a block per (head, batch) is enough for the abstractor at batch 64;
+// at batch 2 its 32 heads take 5 ranges of one 64-key tile).
+void launch_wgmma_bwd_short(const DeviceContext& c, const flash::Params& fp, const Dims& d, const char* op) {
+  const int tiles = (fp.tk_main + wgmma::kShortKeys - 1) / wgmma::kShortKeys;
+  const int64_t heads = int64_t(d.B) * d.H, want = 2 * int64_t(c.prop.multiProcessorCount);
+  const int ranges = int(std::min<int64_t>(tiles, std::max<int64_t>(1, (want + heads - 1) / heads)));
+  const int per = (tiles + ranges - 1) / ranges;
+  dim3 grid{unsigned((tiles + per - 1) / per), unsigned(d.H), unsigned(d.B)};
+  const size_t smem = wgmma::bwd_short_smem_bytes<64>();
+  set_smem_limit(reinterpret_cast<const void*>(wgmma::attention_bwd_short_kernel<64>), smem, c.index, op);
+  wgmma::attention_bwd_short_kernel<64><<<grid, 128, smem, c.stream>>>(fp, per);
+}
+
+// one_wg: one warpgroup (64 keys) per block, at D = 64 only (OWLET_ATTN_BWD=wgmma1); short: the query-major kernel
+// (OWLET_ATTN_BWD=wgmma-q, D = 64 and Tq ≤ 64). At D = 64 the rows and keys past the last whole 64 (1 to
+// attn_tail::kMax of each) go to attention_tail.cuh's backward, after the tiles.
+void launch_wgmma_bwd(const DeviceContext& c, flash::Params fp, const Dims& d, BwdVariant variant, const char* op) {
+  const bool one_wg = variant == BwdVariant::Wgmma1,
+             short_q = variant == BwdVariant::WgmmaQ && d.D == 64 && d.Tq <= wgmma::kShortQueries;
   if (d.D == 64 && tail_allowed(fp)) {
     fp.tq_main = attn_tail::main_extent(d.Tq, wgmma::kBwdQueries);
     fp.tk_main = attn_tail::main_extent(d.Tk, 64);
@@ -446,7 +469,8 @@ void launch_wgmma_bwd(const DeviceContext& c, flash::Params fp, const Dims& d, b
     set_smem_limit(reinterpret_cast<const void*>(kernel), smem, c.index, op);
     kernel<<<grid, threads, smem, c.stream>>>(fp);
   };
-  if (d.D == 64 && one_wg) launch(wgmma::attention_bwd_kernel<64, 1>, wgmma::bwd_smem_bytes<64, 1>(), 64, 128);
+  if (short_q) launch_wgmma_bwd_short(c, fp, d, op);
+  else if (d.D == 64 && one_wg) launch(wgmma::attention_bwd_kernel<64, 1>, wgmma::bwd_smem_bytes<64, 1>(), 64, 128);
   else if (d.D == 64) launch(wgmma::attention_bwd_kernel<64, 2>, wgmma::bwd_smem_bytes<64, 2>(), 128, 256);
   else launch(wgmma::attention_bwd_kernel<128, 2>, wgmma::bwd_smem_bytes<128, 2>(), 128, 256);
   check_launch(op);
@@ -541,7 +565,7 @@ void attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
     using BR32 = std::integral_constant<int, 32>;
     const bool four = bwd_warps(d.D) == 4;
     if (use_wgmma_bwd(c, fp, bwd_variant)) {
-      launch_wgmma_bwd(c, fp, d, bwd_variant == BwdVariant::Wgmma1, op);
+      launch_wgmma_bwd(c, fp, d, bwd_variant, op);
     } else if (d.D == 64) {
       if (four) launch(I64{}, I4{}, I64{});
       else launch(I64{}, I8{}, I64{});

@@ -150,10 +150,12 @@ __device__ __forceinline__ void mma_ss_m64n128k16(float (&d)[64], uint64_t desc_
       : "l"(desc_a), "l"(desc_b), "r"(scale_d));
 #endif
 }
-// D (64×64 fp32) += A·B; A = 64×16 bf16 in registers, B = 16×64 in shared memory, N-major (imm-trans-b = 1).
-__device__ __forceinline__ void mma_rs_m64n64k16_tb(float (&d)[32], const uint32_t (&a)[4], uint64_t desc_b) {
+// D (64×64 fp32) = A·B (+ D when scale_d != 0, the default); A = 64×16 bf16 in registers, B = 16×64 in shared
+// memory, N-major (imm-trans-b = 1).
+__device__ __forceinline__ void mma_rs_m64n64k16_tb(float (&d)[32], const uint32_t (&a)[4], uint64_t desc_b,
+                                                    int scale_d = 1) {
 #ifdef OWLET_CUDA_EMULATION
-  ::emu::wgmma_rs_nmajor64(d, a, desc_b);
+  ::emu::wgmma_rs_nmajor64(d, a, desc_b, scale_d != 0);
 #else
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
@@ -164,7 +166,7 @@ __device__ __forceinline__ void mma_rs_m64n64k16_tb(float (&d)[32], const uint32
       "%24, %25, %26, %27, %28, %29, %30, %31}, "
       "{%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
       : OWLET_WGMMA_ACC32(d, 0)
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1));
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d));
 #endif
 }
 
