@@ -350,6 +350,11 @@ function main(): number {
     report.bench = bench;
     runBench(cudaBe, bench, save);
   }
+  if (cudaBe) {  // what the attention's autotuning chose for the shapes above (OWLET_ATTN_TUNE unset)
+    report.attentionTuned = (cudaBe.info() as { attentionTuned?: string }).attentionTuned ?? '';
+    console.log(`attention variants chosen by timing: ${report.attentionTuned || 'none'}`);
+    save();
+  }
   return failed ? 1 : 0;
 }
 

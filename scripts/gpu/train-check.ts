@@ -197,7 +197,8 @@ async function benchCase(owl: MplugOwl, config: OwletConfig, device: string, B: 
     const peak = be.memory(device).peakBytes;
     const profile = opProfileAvailable() ? await profileStep(trainer, be, ms) : undefined;
     const info = be.info() as { gemmLt?: number; gemmEx?: number; gemmBiasEpilogue?: number; gemmExShapes?: string;
-      gemmTuned?: number; gemmTunedChanged?: number; gemmTuneSavedMsPerCall?: number };
+      gemmTuned?: number; gemmTunedChanged?: number; gemmTuneSavedMsPerCall?: number; attentionTuned?: string };
+    if (info.attentionTuned !== undefined) console.log(`attention variants chosen by timing so far: ${info.attentionTuned || 'none'}`);
     if (info.gemmLt !== undefined) console.log(`GEMM paths so far: ${info.gemmLt} through cuBLASLt (${info.gemmBiasEpilogue} with the bias in the epilogue), ${info.gemmEx} through cublasGemmEx${info.gemmExShapes ? `: ${info.gemmExShapes}` : ''}; ` +
       `${info.gemmTuned ?? 0} shapes tuned, ${info.gemmTunedChanged ?? 0} of them faster than the heuristic's first algorithm (${(info.gemmTuneSavedMsPerCall ?? 0).toFixed(3)} ms per call of each, summed)`);
     return { profile, stage: config.stage.id, layers: L, batch: B, tokens: T, step_ms: +ms.toFixed(1), tokens_per_s: Math.round(B * T / ms * 1e3),

@@ -4,29 +4,32 @@
 // (the plain path keeps one row of scores in shared memory).
 //
 // OWLET_ATTENTION=simple forces the plain path (for comparisons on the GPU machine); OWLET_ATTN_FWD picks the
-// forward (unset or auto: the fastest measured, see fwd_variant; w4, w8, w8s, m2, w4s: the mma.sync tile shapes of
-// attention_flash.cuh; wgmma, wgmma-overlap: the Hopper forward of attention_wgmma.cuh (wgmma1: one warpgroup per
-// block at D = 64), wgmma-ws: its
-// warp-specialised form of attention_wgmma_ws.cuh, where they apply — sm_90a build, compute capability 9.0, no
-// dropout — and w4s elsewhere);
-// OWLET_ATTN_BWD picks the backward (unset or auto: the Hopper backward of attention_wgmma_bwd.cuh where it applies —
-// as the wgmma forward — else the mma.sync kernel of attention_flash.cuh; mma, br64, wgmma, wgmma1, wgmma-q: see
-// bwd_variant_of);
-// OWLET_ATTN_BWD_WARPS=4 or 8 the warps per block of the mma.sync backward; OWLET_ATTN_TAIL=0 keeps whole tiles for
-// the few rows and keys past a sequence's last whole tile instead of attention_tail.cuh's CUDA-core kernels.
+// forward (w4, w8, w8s, m2, w4s: the mma.sync tile shapes of attention_flash.cuh; wgmma, wgmma-overlap: the Hopper
+// forward of attention_wgmma.cuh (wgmma1: one warpgroup per block at D = 64), wgmma-ws: its warp-specialised form of
+// attention_wgmma_ws.cuh, where they apply — sm_90a build, compute capability 9.0, no dropout — and w4s elsewhere);
+// OWLET_ATTN_BWD picks the backward (mma, br64, wgmma, wgmma1, wgmma-q: see bwd_variant_of). Unset (or auto): where
+// the Hopper kernels apply, the fastest of the variants that do, timed on the first call of each shape (see
+// "autotuning" below; OWLET_ATTN_TUNE=0 turns it off); else, and then, the static defaults of fwd_variant and
+// bwd_variant_of. OWLET_ATTN_BWD_WARPS=4 or 8 the warps per block of the mma.sync backward; OWLET_ATTN_TAIL=0 keeps
+// whole tiles for the few rows and keys past a sequence's last whole tile instead of attention_tail.cuh's kernels.
 // All are read per call, so that one process can compare the variants.
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "../core/kernels.h"
 #include "../core/dropout_hash.h"
+#include "attention.h"
 #include "attention_flash.cuh"
 #include "attention_tail.cuh"
 #include "attention_wgmma.cuh"
@@ -34,6 +37,7 @@
 #include "attention_wgmma_bwd_short.cuh"
 #include "attention_wgmma_ws.cuh"
 #include "common.cuh"
+#include "time_candidates.h"
 
 namespace owlet::kern {
 
@@ -83,13 +87,14 @@ V env_variant(const char* var, const std::pair<const char*, V> (&names)[N], cons
   fail(ErrorKind::Argument, std::string(op) + ": " + var + "=" + e + " is not a variant (" + known + ")");
 }
 
+const std::pair<const char*, FwdVariant> kFwdNames[] = {
+    {"auto", FwdVariant::Auto}, {"w4", FwdVariant::W4},   {"w8", FwdVariant::W8},
+    {"w8s", FwdVariant::W8s},   {"m2", FwdVariant::M2},   {"w4s", FwdVariant::W4s},
+    {"wgmma", FwdVariant::Wgmma}, {"wgmma-overlap", FwdVariant::WgmmaOverlap}, {"wgmma-ws", FwdVariant::WgmmaWs},
+    {"wgmma1", FwdVariant::Wgmma1}};
+
 FwdVariant fwd_variant(const char* op) {
-  static const std::pair<const char*, FwdVariant> names[] = {
-      {"auto", FwdVariant::Auto}, {"w4", FwdVariant::W4},   {"w8", FwdVariant::W8},
-      {"w8s", FwdVariant::W8s},   {"m2", FwdVariant::M2},   {"w4s", FwdVariant::W4s},
-      {"wgmma", FwdVariant::Wgmma}, {"wgmma-overlap", FwdVariant::WgmmaOverlap}, {"wgmma-ws", FwdVariant::WgmmaWs},
-      {"wgmma1", FwdVariant::Wgmma1}};
-  return env_variant("OWLET_ATTN_FWD", names, op);
+  return env_variant("OWLET_ATTN_FWD", kFwdNames, op);
 }
 
 // The backward's variant, from OWLET_ATTN_BWD. Unset (or "auto"): the Hopper backward of attention_wgmma_bwd.cuh where
@@ -102,12 +107,20 @@ FwdVariant fwd_variant(const char* op) {
 // abstractor; written in session 8, not yet timed), the Hopper backward elsewhere.
 enum class BwdVariant { Auto, Mma, Br64, Wgmma, Wgmma1, WgmmaQ };
 
+const std::pair<const char*, BwdVariant> kBwdNames[] = {{"auto", BwdVariant::Auto},   {"mma", BwdVariant::Mma},
+                                                        {"br64", BwdVariant::Br64},   {"wgmma", BwdVariant::Wgmma},
+                                                        {"wgmma1", BwdVariant::Wgmma1}, {"wgmma-q", BwdVariant::WgmmaQ}};
+
 BwdVariant bwd_variant_of(const char* op) {
-  static const std::pair<const char*, BwdVariant> names[] = {{"auto", BwdVariant::Auto},   {"mma", BwdVariant::Mma},
-                                                              {"br64", BwdVariant::Br64},   {"wgmma", BwdVariant::Wgmma},
-                                                              {"wgmma1", BwdVariant::Wgmma1},
-                                                              {"wgmma-q", BwdVariant::WgmmaQ}};
-  return env_variant("OWLET_ATTN_BWD", names, op);
+  return env_variant("OWLET_ATTN_BWD", kBwdNames, op);
+}
+
+// A variant's name in its table.
+template <class V, size_t N>
+const char* variant_name(const std::pair<const char*, V> (&names)[N], V v) {
+  for (const auto& [name, value] : names)
+    if (value == v) return name;
+  return "?";
 }
 
 int to_i32(int64_t v, const char* op) {
@@ -480,7 +493,127 @@ void launch_wgmma_bwd(const DeviceContext& c, flash::Params fp, const Dims& d, B
   check_launch(op);
 }
 
+// The tensor-core forward `variant` (auto: the static default) into fp.out and fp.lse.
+void launch_flash_fwd(const DeviceContext& c, const flash::Params& fp, const Dims& d, FwdVariant variant, const char* op) {
+  if (const auto hopper = hopper_fwd(c, fp, d, variant)) {
+    launch_wgmma_fwd(c, fp, d, *hopper, op);
+    return;
+  }
+  if (d.D == 64) launch_fwd_variant<64>(variant, fp, d, c, op);
+  else launch_fwd_variant<128>(variant, fp, d, c, op);
+}
+
+// The tensor-core backward `variant` (auto: the static default): dK and dV into fp.dk and fp.dv, dQ into the fp32
+// accumulator fp.dq_acc (zeroed here first).
+void launch_flash_bwd(const DeviceContext& c, const flash::Params& fp, const Dims& d, BwdVariant variant, size_t dq_bytes,
+                      const char* op) {
+  check(cudaMemsetAsync(fp.dq_acc, 0, dq_bytes, c.stream), op, "cudaMemsetAsync");
+  if (use_wgmma_bwd(c, fp, variant)) {
+    launch_wgmma_bwd(c, fp, d, variant, op);
+    return;
+  }
+  auto launch = [&](auto dtag, auto wtag, auto brtag) {
+    constexpr int D = decltype(dtag)::value, NW = decltype(wtag)::value, BR = decltype(brtag)::value;
+    dim3 grid{unsigned((d.Tk + 16 * NW - 1) / (16 * NW)), unsigned(d.H), unsigned(d.B)};
+    size_t smem = flash::bwd_smem_bytes<D, NW, BR>();
+    set_smem_limit(reinterpret_cast<const void*>(flash::attention_bwd_kernel<D, NW, BR>), smem, c.index, op);
+    flash::attention_bwd_kernel<D, NW, BR><<<grid, NW * 32, smem, c.stream>>>(fp);
+  };
+  using I64 = std::integral_constant<int, 64>;
+  using I128 = std::integral_constant<int, 128>;
+  using I4 = std::integral_constant<int, 4>;
+  using I8 = std::integral_constant<int, 8>;
+  using BR32 = std::integral_constant<int, 32>;
+  const bool four = bwd_warps(d.D) == 4;
+  if (d.D == 64) {
+    if (four) launch(I64{}, I4{}, I64{});
+    else launch(I64{}, I8{}, I64{});
+  } else if (variant == BwdVariant::Br64) {
+    launch(I128{}, I8{}, I64{});
+  } else {
+    if (four) launch(I128{}, I4{}, BR32{});
+    else launch(I128{}, I8{}, BR32{});
+  }
+  check_launch(op);
+}
+
+// ---------------------------------------------------------------------------------------------- autotuning
+// With OWLET_ATTN_FWD / OWLET_ATTN_BWD unset (auto) on a device where the Hopper kernels apply, the first call of each
+// (device, shape, causal, key mask) times the variants that apply (time_candidates.h: a warm-up and 2 runs each, on
+// the call's own operands, the host waiting once) and every later call runs the fastest. The static default is the
+// first candidate, so what tuning changed can be reported (attention_tune_report, in the backend's info()).
+// OWLET_ATTN_TUNE=0 (read per call) keeps the static defaults. The choice depends on timing: two processes may pick
+// differently (the backward's dQ atomics already make GPU runs non-reproducible bit for bit).
+bool attn_tune_enabled() { return !env_is("OWLET_ATTN_TUNE", "0"); }
+
+struct TuneKey {
+  int dev, B, H, Tq, Tk, D;
+  bool causal, mask, bwd;
+  bool operator<(const TuneKey& o) const {
+    return std::tie(dev, B, H, Tq, Tk, D, causal, mask, bwd) < std::tie(o.dev, o.B, o.H, o.Tq, o.Tk, o.D, o.causal, o.mask, o.bwd);
+  }
+};
+struct TuneChoice {
+  int variant;              // FwdVariant or BwdVariant
+  float ms, default_ms;     // the chosen one's time and the static default's
+};
+std::mutex tune_mu;
+std::map<TuneKey, TuneChoice> tune_table;
+
+TuneKey tune_key(const DeviceContext& c, const Dims& d, const flash::Params& fp, bool bwd) {
+  return {c.index, d.B, d.H, d.Tq, d.Tk, d.D, fp.causal, fp.key_mask != nullptr, bwd};
+}
+
+std::vector<FwdVariant> fwd_candidates(const DeviceContext& c, const flash::Params& fp, const Dims& d) {
+  if (!hopper_applies(c, fp)) return {};
+  if (d.D == 128) return {FwdVariant::Wgmma, FwdVariant::WgmmaOverlap, FwdVariant::WgmmaWs};
+  return {FwdVariant::W4s, FwdVariant::Wgmma1, FwdVariant::Wgmma};
+}
+
+std::vector<BwdVariant> bwd_candidates(const DeviceContext& c, const flash::Params& fp, const Dims& d) {
+  if (!hopper_applies(c, fp) || std::getenv("OWLET_ATTN_BWD_WARPS")) return {};
+  if (d.D == 128) return {BwdVariant::Wgmma, BwdVariant::Mma};
+  std::vector<BwdVariant> v{BwdVariant::Wgmma, BwdVariant::Wgmma1, BwdVariant::Mma};
+  if (d.Tq <= wgmma::kShortQueries) v.push_back(BwdVariant::WgmmaQ);
+  return v;
+}
+
+// The variant to run for this call: the table's choice for its key, timing the candidates first when there is none
+// (each trial writes this call's own outputs; the caller then runs the choice for the real result).
+template <class V>
+V tuned(const DeviceContext& c, const TuneKey& key, const std::vector<V>& cands, const std::function<void(V)>& run) {
+  {
+    std::lock_guard<std::mutex> lock(tune_mu);
+    auto it = tune_table.find(key);
+    if (it != tune_table.end()) return V(it->second.variant);
+  }
+  if (cands.size() < 2) return cands.empty() ? V::Auto : cands[0];
+  const std::vector<float> ms = time_candidates(c.stream, int(cands.size()), [&](int i) {
+    run(cands[size_t(i)]);
+    return true;
+  }, 2);
+  const int best = fastest(ms);
+  if (best < 0) return V::Auto;  // nothing could be timed: the static default, tried again next call
+  std::lock_guard<std::mutex> lock(tune_mu);
+  tune_table[key] = {int(cands[size_t(best)]), ms[size_t(best)], ms[0]};
+  return cands[size_t(best)];
+}
+
 }  // namespace
+
+std::string attention_tune_report() {
+  std::lock_guard<std::mutex> lock(tune_mu);
+  std::string out;
+  for (const auto& [k, ch] : tune_table) {
+    const char* name = k.bwd ? variant_name(kBwdNames, BwdVariant(ch.variant)) : variant_name(kFwdNames, FwdVariant(ch.variant));
+    char buf[200];
+    std::snprintf(buf, sizeof buf, "%s%s B%d H%d Tq%d Tk%d D%d%s%s: %s %.3f ms (default %.3f)", out.empty() ? "" : "; ",
+                  k.bwd ? "bwd" : "fwd", k.B, k.H, k.Tq, k.Tk, k.D, k.causal ? " causal" : "", k.mask ? " mask" : "", name,
+                  double(ch.ms), double(ch.default_ms));
+    out += buf;
+  }
+  return out;
+}
 
 void attention_fwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* key_mask, bool causal, float scale,
                    float dropout_p, uint64_t seed, Tensor& out, Tensor& lse) {
@@ -498,14 +631,11 @@ void attention_fwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
     flash::Params fp = flash_params(q, k, v, key_mask, d, causal, scale, dropout_p, seed);
     fp.out = out.data<bf16>();
     fp.lse = lse.f32();
-    const FwdVariant variant = fwd_variant(op);
-    if (const auto hopper = hopper_fwd(c, fp, d, variant)) {
-      launch_wgmma_fwd(c, fp, d, *hopper, op);
-      return;
-    }
-    if (d.D == 64) launch_fwd_variant<64>(variant, fp, d, c, op);
-    else launch_fwd_variant<128>(variant, fp, d, c, op);
-    check_launch(op);
+    FwdVariant variant = fwd_variant(op);
+    if (variant == FwdVariant::Auto && attn_tune_enabled())
+      variant = tuned<FwdVariant>(c, tune_key(c, d, fp, false), fwd_candidates(c, fp, d),
+                                  [&](FwdVariant v) { launch_flash_fwd(c, fp, d, v, op); });
+    launch_flash_fwd(c, fp, d, variant, op);
     return;
   }
   SimpleParams sp = simple_params(q, k, v, key_mask, d, causal, scale, dropout_p, seed, op);
@@ -540,9 +670,8 @@ void attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
 
   if (use_flash(q, k, v, d, scale) && out.dtype == DType::BF16 && gout.dtype == DType::BF16 &&
       gk.dtype == DType::BF16 && gv.dtype == DType::BF16) {
-    const BwdVariant bwd_variant = bwd_variant_of(op);
+    BwdVariant bwd_variant = bwd_variant_of(op);
     Tensor dq_acc(DType::F32, q.shape, q.device());
-    check(cudaMemsetAsync(dq_acc.raw(), 0, dq_acc.nbytes(), c.stream), op, "cudaMemsetAsync");
     flash::Params fp = flash_params(q, k, v, key_mask, d, causal, scale, dropout_p, seed);
     fp.o = out.data<bf16>();
     fp.dout = gout.data<bf16>();
@@ -551,31 +680,10 @@ void attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
     fp.dq_acc = dq_acc.f32();
     fp.dk = gk.data<bf16>();
     fp.dv = gv.data<bf16>();
-    auto launch = [&](auto dtag, auto wtag, auto brtag) {
-      constexpr int D = decltype(dtag)::value, NW = decltype(wtag)::value, BR = decltype(brtag)::value;
-      dim3 grid{unsigned((d.Tk + 16 * NW - 1) / (16 * NW)), unsigned(d.H), unsigned(d.B)};
-      size_t smem = flash::bwd_smem_bytes<D, NW, BR>();
-      set_smem_limit(reinterpret_cast<const void*>(flash::attention_bwd_kernel<D, NW, BR>), smem, c.index, op);
-      flash::attention_bwd_kernel<D, NW, BR><<<grid, NW * 32, smem, c.stream>>>(fp);
-    };
-    using I64 = std::integral_constant<int, 64>;
-    using I128 = std::integral_constant<int, 128>;
-    using I4 = std::integral_constant<int, 4>;
-    using I8 = std::integral_constant<int, 8>;
-    using BR32 = std::integral_constant<int, 32>;
-    const bool four = bwd_warps(d.D) == 4;
-    if (use_wgmma_bwd(c, fp, bwd_variant)) {
-      launch_wgmma_bwd(c, fp, d, bwd_variant, op);
-    } else if (d.D == 64) {
-      if (four) launch(I64{}, I4{}, I64{});
-      else launch(I64{}, I8{}, I64{});
-    } else if (bwd_variant == BwdVariant::Br64) {
-      launch(I128{}, I8{}, I64{});
-    } else {
-      if (four) launch(I128{}, I4{}, BR32{});
-      else launch(I128{}, I8{}, BR32{});
-    }
-    check_launch(op);
+    if (bwd_variant == BwdVariant::Auto && attn_tune_enabled())
+      bwd_variant = tuned<BwdVariant>(c, tune_key(c, d, fp, true), bwd_candidates(c, fp, d),
+                                      [&](BwdVariant v) { launch_flash_bwd(c, fp, d, v, dq_acc.nbytes(), op); });
+    launch_flash_bwd(c, fp, d, bwd_variant, dq_acc.nbytes(), op);
     copy_convert(dq_acc, gq);  // fp32 accumulator -> gq's dtype
     return;
   }

@@ -10,6 +10,7 @@
 
 #include "../core/backend.h"
 #include "allocator_cuda.h"
+#include "attention.h"
 #include "gemm.h"
 #include "runtime.h"
 
@@ -244,6 +245,7 @@ Napi::Object backend_info(Napi::Env env) {
   o.Set("gemmEx", double(gs.ex));
   o.Set("gemmBiasEpilogue", double(gs.bias_epilogue));
   o.Set("gemmExShapes", gs.ex_shapes);
+  o.Set("attentionTuned", kern::attention_tune_report());
   return o;
 }
 

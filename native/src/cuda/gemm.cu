@@ -17,6 +17,7 @@
 #include "../core/kernels.h"
 #include "common.cuh"
 #include "gemm.h"
+#include "time_candidates.h"
 
 namespace owlet::cuda {
 
@@ -136,32 +137,13 @@ void tune_plan(DeviceContext& ctx, LtPlan& p, const Gemm& g, int n, int ldc, con
     out = scratch.raw();
   }
   const float beta0 = 0.f;
-  cudaEvent_t e0 = nullptr, e1 = nullptr;
-  if (cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess) {
-    if (e0) cudaEventDestroy(e0);
-    return;
-  }
-  auto run = [&](const cublasLtMatmulAlgo_t& algo) {
-    return cublasLtMatmul(ctx.lt, p.desc, &g.alpha, A, p.a, B, p.b, &beta0, out, p.c, out, p.c, &algo, ctx.workspace,
-                          ctx.workspace_bytes, ctx.stream) == CUBLAS_STATUS_SUCCESS;
-  };
-  float first = -1.f, best = -1.f;
-  size_t best_i = 0;
-  for (size_t i = 0; i < cands.size(); i++) {
-    if (!run(cands[i])) continue;  // warm-up; an algorithm that fails here is not a candidate
-    bool ok = cudaEventRecord(e0, ctx.stream) == cudaSuccess;
-    for (int r = 0; r < kTuneReps && ok; r++) ok = run(cands[i]);
-    ok = ok && cudaEventRecord(e1, ctx.stream) == cudaSuccess && cudaEventSynchronize(e1) == cudaSuccess;
-    float ms = 0.f;
-    if (!ok || cudaEventElapsedTime(&ms, e0, e1) != cudaSuccess) continue;
-    ms /= kTuneReps;
-    if (i == 0) first = ms;
-    if (best < 0.f || ms < best) best = ms, best_i = i;
-  }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  cudaGetLastError();  // a failed trial must not surface as some later op's error
-  if (best < 0.f) return;
+  const std::vector<float> ms = time_candidates(ctx.stream, int(cands.size()), [&](int i) {
+    return cublasLtMatmul(ctx.lt, p.desc, &g.alpha, A, p.a, B, p.b, &beta0, out, p.c, out, p.c, &cands[size_t(i)],
+                          ctx.workspace, ctx.workspace_bytes, ctx.stream) == CUBLAS_STATUS_SUCCESS;
+  }, kTuneReps);
+  const int best_i = fastest(ms);
+  if (best_i < 0) return;
+  const float first = ms[0], best = ms[size_t(best_i)];
   p.algo = cands[best_i];
   n_tuned++;
   if (best_i != 0) {
