@@ -306,7 +306,7 @@ size_t simple_smem(const DeviceContext& c, int floats, const char* op) {
 
 // Whether the rows and keys past the last whole tile may go to attention_tail.cuh (no dropout there).
 bool tail_allowed(const flash::Params& fp) {
-  return !fp.dropout && !env_is("OWLET_ATTN_TAIL", "0");
+  return !fp.dropout && !fp.whole_tiles && !env_is("OWLET_ATTN_TAIL", "0");
 }
 
 // The query rows a tiled forward with blocks of `rows` covers; the rest (attention_tail.cuh) is launched by
@@ -367,6 +367,7 @@ flash::Params flash_params(const Tensor& q, const Tensor& k, const Tensor& v, co
   fp.Tk = d.Tk;
   fp.tq_main = d.Tq;
   fp.tk_main = d.Tk;
+  fp.whole_tiles = false;
   fp.causal = causal;
   fp.scale = scale;
   fp.scale_log2 = scale * flash::kLog2e;
@@ -540,7 +541,8 @@ void launch_flash_bwd(const DeviceContext& c, const flash::Params& fp, const Dim
 // ---------------------------------------------------------------------------------------------- autotuning
 // With OWLET_ATTN_FWD / OWLET_ATTN_BWD unset (auto) on a device where the Hopper kernels apply, the first call of each
 // (device, shape, causal, key mask) times the variants that apply (time_candidates.h: a warm-up and 2 runs each, on
-// the call's own operands, the host waiting once) and every later call runs the fastest. The static default is the
+// the call's own operands, the host waiting once) and every later call runs the fastest. The forward's variants are
+// tried with and without the tail kernel where a tail exists (the backward always takes it: it removes whole tiles). The static default is the
 // first candidate, so what tuning changed can be reported (attention_tune_report, in the backend's info()).
 // OWLET_ATTN_TUNE=0 (read per call) keeps the static defaults. The choice depends on timing: two processes may pick
 // differently (the backward's dQ atomics already make GPU runs non-reproducible bit for bit).
@@ -554,9 +556,16 @@ struct TuneKey {
   }
 };
 struct TuneChoice {
-  int variant;              // FwdVariant or BwdVariant
-  float ms, default_ms;     // the chosen one's time and the static default's
+  int code;             // a tune_code: FwdVariant or BwdVariant, and whole tiles or not
+  float ms, default_ms;  // the chosen one's time and the static default's
 };
+// A candidate: a variant, and whether it keeps whole tiles for the rows past the last whole one (the forward's tail
+// kernel saves a block of mostly idle rows but costs a launch: which wins depends on the shape).
+constexpr int kWholeTiles = 256;
+template <class V>
+int tune_code(V v, bool whole = false) {
+  return int(v) | (whole ? kWholeTiles : 0);
+}
 std::mutex tune_mu;
 std::map<TuneKey, TuneChoice> tune_table;
 
@@ -564,39 +573,55 @@ TuneKey tune_key(const DeviceContext& c, const Dims& d, const flash::Params& fp,
   return {c.index, d.B, d.H, d.Tq, d.Tk, d.D, fp.causal, fp.key_mask != nullptr, bwd};
 }
 
-std::vector<FwdVariant> fwd_candidates(const DeviceContext& c, const flash::Params& fp, const Dims& d) {
+// The forward's candidates: each variant with the tail kernel, and without it where the tail applies.
+std::vector<int> fwd_candidates(const DeviceContext& c, const flash::Params& fp, const Dims& d) {
   if (!hopper_applies(c, fp)) return {};
-  if (d.D == 128) return {FwdVariant::Wgmma, FwdVariant::WgmmaOverlap, FwdVariant::WgmmaWs};
-  return {FwdVariant::W4s, FwdVariant::Wgmma1, FwdVariant::Wgmma};
+  const std::vector<FwdVariant> vs = d.D == 128
+      ? std::vector<FwdVariant>{FwdVariant::Wgmma, FwdVariant::WgmmaOverlap, FwdVariant::WgmmaWs}
+      : std::vector<FwdVariant>{FwdVariant::W4s, FwdVariant::Wgmma1, FwdVariant::Wgmma};
+  std::vector<int> codes;
+  for (FwdVariant v : vs) {
+    codes.push_back(tune_code(v));
+    const int rows = v == FwdVariant::W4s || v == FwdVariant::Wgmma1 ? 64 : wgmma::kBR;
+    if (fwd_rows_main(fp, rows) < d.Tq) codes.push_back(tune_code(v, true));
+  }
+  return codes;
 }
 
-std::vector<BwdVariant> bwd_candidates(const DeviceContext& c, const flash::Params& fp, const Dims& d) {
+std::vector<int> bwd_candidates(const DeviceContext& c, const flash::Params& fp, const Dims& d) {
   if (!hopper_applies(c, fp) || std::getenv("OWLET_ATTN_BWD_WARPS")) return {};
-  if (d.D == 128) return {BwdVariant::Wgmma, BwdVariant::Mma};
-  std::vector<BwdVariant> v{BwdVariant::Wgmma, BwdVariant::Wgmma1, BwdVariant::Mma};
-  if (d.Tq <= wgmma::kShortQueries) v.push_back(BwdVariant::WgmmaQ);
+  if (d.D == 128) return {tune_code(BwdVariant::Wgmma), tune_code(BwdVariant::Mma)};
+  std::vector<int> v{tune_code(BwdVariant::Wgmma), tune_code(BwdVariant::Wgmma1), tune_code(BwdVariant::Mma)};
+  if (d.Tq <= wgmma::kShortQueries) v.push_back(tune_code(BwdVariant::WgmmaQ));
   return v;
 }
 
-// The variant to run for this call: the table's choice for its key, timing the candidates first when there is none
-// (each trial writes this call's own outputs; the caller then runs the choice for the real result).
-template <class V>
-V tuned(const DeviceContext& c, const TuneKey& key, const std::vector<V>& cands, const std::function<void(V)>& run) {
+// The candidate (a tune_code) to run for this call: the table's choice for its key, timing the candidates first when
+// there is none (each trial writes this call's own outputs; the caller then runs the choice for the real result);
+// -1 for the static default.
+int tuned(const DeviceContext& c, const TuneKey& key, const std::vector<int>& cands, const std::function<void(int)>& run) {
   {
     std::lock_guard<std::mutex> lock(tune_mu);
     auto it = tune_table.find(key);
-    if (it != tune_table.end()) return V(it->second.variant);
+    if (it != tune_table.end()) return it->second.code;
   }
-  if (cands.size() < 2) return cands.empty() ? V::Auto : cands[0];
+  if (cands.size() < 2) return cands.empty() ? -1 : cands[0];
   const std::vector<float> ms = time_candidates(c.stream, int(cands.size()), [&](int i) {
     run(cands[size_t(i)]);
     return true;
   }, 2);
   const int best = fastest(ms);
-  if (best < 0) return V::Auto;  // nothing could be timed: the static default, tried again next call
+  if (best < 0) return -1;  // nothing could be timed: the static default, tried again next call
   std::lock_guard<std::mutex> lock(tune_mu);
-  tune_table[key] = {int(cands[size_t(best)]), ms[size_t(best)], ms[0]};
+  tune_table[key] = {cands[size_t(best)], ms[size_t(best)], ms[0]};
   return cands[size_t(best)];
+}
+
+// fp for candidate `code`'s run (whole tiles or not), and its variant.
+template <class V>
+V apply_code(int code, flash::Params& fp) {
+  fp.whole_tiles = (code & kWholeTiles) != 0;
+  return V(code & ~kWholeTiles);
 }
 
 }  // namespace
@@ -605,11 +630,12 @@ std::string attention_tune_report() {
   std::lock_guard<std::mutex> lock(tune_mu);
   std::string out;
   for (const auto& [k, ch] : tune_table) {
-    const char* name = k.bwd ? variant_name(kBwdNames, BwdVariant(ch.variant)) : variant_name(kFwdNames, FwdVariant(ch.variant));
-    char buf[200];
-    std::snprintf(buf, sizeof buf, "%s%s B%d H%d Tq%d Tk%d D%d%s%s: %s %.3f ms (default %.3f)", out.empty() ? "" : "; ",
+    const int v = ch.code & ~kWholeTiles;
+    const char* name = k.bwd ? variant_name(kBwdNames, BwdVariant(v)) : variant_name(kFwdNames, FwdVariant(v));
+    char buf[220];
+    std::snprintf(buf, sizeof buf, "%s%s B%d H%d Tq%d Tk%d D%d%s%s: %s%s %.3f ms (default %.3f)", out.empty() ? "" : "; ",
                   k.bwd ? "bwd" : "fwd", k.B, k.H, k.Tq, k.Tk, k.D, k.causal ? " causal" : "", k.mask ? " mask" : "", name,
-                  double(ch.ms), double(ch.default_ms));
+                  (ch.code & kWholeTiles) ? " (whole tiles)" : "", double(ch.ms), double(ch.default_ms));
     out += buf;
   }
   return out;
@@ -632,9 +658,13 @@ void attention_fwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
     fp.out = out.data<bf16>();
     fp.lse = lse.f32();
     FwdVariant variant = fwd_variant(op);
-    if (variant == FwdVariant::Auto && attn_tune_enabled())
-      variant = tuned<FwdVariant>(c, tune_key(c, d, fp, false), fwd_candidates(c, fp, d),
-                                  [&](FwdVariant v) { launch_flash_fwd(c, fp, d, v, op); });
+    if (variant == FwdVariant::Auto && attn_tune_enabled()) {
+      const int code = tuned(c, tune_key(c, d, fp, false), fwd_candidates(c, fp, d), [&](int cand) {
+        flash::Params trial = fp;
+        launch_flash_fwd(c, trial, d, apply_code<FwdVariant>(cand, trial), op);
+      });
+      if (code >= 0) variant = apply_code<FwdVariant>(code, fp);
+    }
     launch_flash_fwd(c, fp, d, variant, op);
     return;
   }
@@ -680,9 +710,13 @@ void attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
     fp.dq_acc = dq_acc.f32();
     fp.dk = gk.data<bf16>();
     fp.dv = gv.data<bf16>();
-    if (bwd_variant == BwdVariant::Auto && attn_tune_enabled())
-      bwd_variant = tuned<BwdVariant>(c, tune_key(c, d, fp, true), bwd_candidates(c, fp, d),
-                                      [&](BwdVariant v) { launch_flash_bwd(c, fp, d, v, dq_acc.nbytes(), op); });
+    if (bwd_variant == BwdVariant::Auto && attn_tune_enabled()) {
+      const int code = tuned(c, tune_key(c, d, fp, true), bwd_candidates(c, fp, d), [&](int cand) {
+        flash::Params trial = fp;
+        launch_flash_bwd(c, trial, d, apply_code<BwdVariant>(cand, trial), dq_acc.nbytes(), op);
+      });
+      if (code >= 0) bwd_variant = apply_code<BwdVariant>(code, fp);
+    }
     launch_flash_bwd(c, fp, d, bwd_variant, dq_acc.nbytes(), op);
     copy_convert(dq_acc, gq);  // fp32 accumulator -> gq's dtype
     return;
