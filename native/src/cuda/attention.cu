@@ -550,9 +550,10 @@ bool attn_tune_enabled() { return !env_is("OWLET_ATTN_TUNE", "0"); }
 
 struct TuneKey {
   int dev, B, H, Tq, Tk, D;
-  bool causal, mask, bwd;
+  bool causal, mask, dropout, bwd;
   bool operator<(const TuneKey& o) const {
-    return std::tie(dev, B, H, Tq, Tk, D, causal, mask, bwd) < std::tie(o.dev, o.B, o.H, o.Tq, o.Tk, o.D, o.causal, o.mask, o.bwd);
+    return std::tie(dev, B, H, Tq, Tk, D, causal, mask, dropout, bwd) <
+           std::tie(o.dev, o.B, o.H, o.Tq, o.Tk, o.D, o.causal, o.mask, o.dropout, o.bwd);
   }
 };
 struct TuneChoice {
@@ -570,7 +571,7 @@ std::mutex tune_mu;
 std::map<TuneKey, TuneChoice> tune_table;
 
 TuneKey tune_key(const DeviceContext& c, const Dims& d, const flash::Params& fp, bool bwd) {
-  return {c.index, d.B, d.H, d.Tq, d.Tk, d.D, fp.causal, fp.key_mask != nullptr, bwd};
+  return {c.index, d.B, d.H, d.Tq, d.Tk, d.D, fp.causal, fp.key_mask != nullptr, fp.dropout, bwd};
 }
 
 // The forward's candidates: each variant with the tail kernel, and without it where the tail applies.
