@@ -206,7 +206,6 @@ bool run(const Case& c, std::mt19937& rng) {
       check_fwd("w4s+tail");
     }
     if (c.p == 0.f) {  // the Hopper forward (no dropout)
-      emu::Dim grid{unsigned((Tq + wgmma::kBR - 1) / wgmma::kBR), unsigned(H), unsigned(B)};
       // OVERLAP (otag) and NWG warpgroups of 64 query rows per block (ntag)
       auto run_wgmma = [&](auto otag, auto ntag, bool tail = false) {
         constexpr bool OV = decltype(otag)::value;
@@ -235,12 +234,19 @@ bool run(const Case& c, std::mt19937& rng) {
           check_fwd("wgmma1+tail");
         }
       }
-      // OWLET_ATTN_FWD=wgmma-ws: producer warpgroup, mbarrier ring, ping-pong consumers (attention_wgmma_ws.cuh)
-      std::fill(out.begin(), out.end(), __float2bfloat16_rn(12345.f));
-      std::fill(lse.begin(), lse.end(), 12345.f);
-      emu::launch(grid, owlet::cuda::wgmma_ws::kThreads, owlet::cuda::wgmma_ws::smem_bytes<DD>(),
-                  [&] { owlet::cuda::wgmma_ws::attention_fwd_ws_kernel<DD>(fp); });
-      check_fwd("wgmma-ws");
+      // OWLET_ATTN_FWD=wgmma-ws: producer warpgroup, mbarrier ring, ping-pong consumers (attention_wgmma_ws.cuh);
+      // and with its grid stopping at the last whole block, the tail rows on CUDA cores
+      for (bool tail : {false, true}) {
+        if (tail && !has_tail(Tq, wgmma::kBR)) continue;
+        std::fill(out.begin(), out.end(), __float2bfloat16_rn(12345.f));
+        std::fill(lse.begin(), lse.end(), 12345.f);
+        const int rows = tail ? owlet::cuda::attn_tail::main_extent(Tq, wgmma::kBR) : Tq;
+        emu::Dim g{unsigned((rows + wgmma::kBR - 1) / wgmma::kBR), unsigned(H), unsigned(B)};
+        emu::launch(g, owlet::cuda::wgmma_ws::kThreads, owlet::cuda::wgmma_ws::smem_bytes<DD>(),
+                    [&] { owlet::cuda::wgmma_ws::attention_fwd_ws_kernel<DD>(fp); });
+        run_fwd_tail_rows(std::integral_constant<int, DD>{}, rows);
+        check_fwd(tail ? "wgmma-ws+tail" : "wgmma-ws");
+      }
     }
     run_fwd(flash::FwdW4<DD>{});  // last: the backward below reads its output
     check_fwd("w4");
