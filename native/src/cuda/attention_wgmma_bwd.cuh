@@ -82,6 +82,75 @@ __device__ __forceinline__ void mma_ss_m64n64k16(float (&d)[32], uint64_t desc_a
 #endif
 }
 
+// ---- the per-tile arithmetic on the transposed score layout, shared with attention_wgmma_bwd_short.cuh ----
+// A thread holds two keys (key_a, key_b = key_a + 8) of a warpgroup's 64 keys × 64 queries: element r of its 32 is
+// key (r mod 4 ≥ 2 ? key_b : key_a), query i0 + 8·(r/4) + 2·t4 + (r mod 2). lse_t and delta_t are the tile's 64
+// per-query values in shared memory.
+
+// Pᵀ = exp(Sᵀ·scale − lse) in place, then zero where the key is not seen by the query: past tk_main or tq_main, causal,
+// the key padding mask (need_mask: the tile reaches one of those boundaries).
+__device__ __forceinline__ void probs_t(float (&st)[32], const float* lse_t, const flash::Params& p, int b, int i0,
+                                        int key_a, int key_b, int t4, bool need_mask) {
+#pragma unroll
+  for (int i = 0; i < 8; i++) {
+    const float2 l2 = *reinterpret_cast<const float2*>(lse_t + 8 * i + 2 * t4);
+#pragma unroll
+    for (int e = 0; e < 4; e++)
+      st[4 * i + e] = mma::exp2_ftz(fmaf(st[4 * i + e], p.scale_log2, -((e & 1) ? l2.y : l2.x) * flash::kLog2e));
+  }
+  if (need_mask && p.key_mask) {
+#pragma unroll
+    for (int r = 0; r < 32; r++) {
+      const int qi = i0 + 8 * (r >> 2) + 2 * t4 + (r & 1), kj = (r & 2) ? key_b : key_a;
+      if (!(qi < p.tq_main && kj < p.tk_main && flash::key_visible(p, b, qi, kj))) st[r] = 0.f;
+    }
+  } else if (need_mask) {
+    // the queries each of the thread's keys is seen by, relative to its first query i0 + 2·t4
+    // (a key past tk_main is seen by none of the rows here)
+    const int lo_a = (key_a < p.tk_main ? flash::queries_begin(p, key_a) : p.tq_main) - i0 - 2 * t4,
+              lo_b = (key_b < p.tk_main ? flash::queries_begin(p, key_b) : p.tq_main) - i0 - 2 * t4;
+    const int hi = p.tq_main - i0 - 2 * t4;
+#pragma unroll
+    for (int r = 0; r < 32; r++) {
+      const int c = 8 * (r >> 2) + (r & 1);
+      if (c < ((r & 2) ? lo_b : lo_a) || c >= hi) st[r] = 0.f;
+    }
+  }
+}
+
+// 32 accumulator values as the bf16 A fragments of KQ = 4 k16 steps (chunks 2kk, 2kk + 1 = queries 16kk..16kk + 15).
+__device__ __forceinline__ void a_fragments(uint32_t (&a)[4][4], const float (&x)[32]) {
+#pragma unroll
+  for (int kk = 0; kk < 4; kk++) {
+#pragma unroll
+    for (int q = 0; q < 4; q++) a[kk][q] = mma::pack_bf16(x[8 * kk + 2 * q], x[8 * kk + 2 * q + 1]);
+    fence_operands(a[kk]);
+  }
+}
+
+// dSᵀ = Pᵀ ⊙ (dPᵀ − Δ) into dpt, as A fragments in da, and to the dSᵀ tile in shared memory (generic pointer gS, 128
+// bytes per key row) for dQ: register pair (g or g+8, 2t or 2t+8) of step kk is chunk 2kk (+1) of key row
+// row0 + g (+8), at byte 4t of the chunk, the chunk position swizzled by the row mod 8 (= g).
+__device__ __forceinline__ void grads_t(float (&dpt)[32], const float (&st)[32], const float* delta_t, uint32_t (&da)[4][4],
+                                        unsigned char* gS, int row0, int g, int t4) {
+#pragma unroll
+  for (int i = 0; i < 8; i++) {
+    const float2 d2 = *reinterpret_cast<const float2*>(delta_t + 8 * i + 2 * t4);
+#pragma unroll
+    for (int e = 0; e < 4; e++) dpt[4 * i + e] = st[4 * i + e] * (dpt[4 * i + e] - ((e & 1) ? d2.y : d2.x));
+  }
+#pragma unroll
+  for (int kk = 0; kk < 4; kk++) {
+#pragma unroll
+    for (int q = 0; q < 4; q++) {
+      da[kk][q] = mma::pack_bf16(dpt[8 * kk + 2 * q], dpt[8 * kk + 2 * q + 1]);
+      const int row = row0 + g + 8 * (q & 1), chunk = 2 * kk + (q >> 1);
+      *reinterpret_cast<uint32_t*>(gS + row * 128 + ((chunk ^ g) << 4) + 4 * t4) = da[kk][q];
+    }
+    fence_operands(da[kk]);
+  }
+}
+
 // The rows [tq_main, Tq) past the last whole query tile (attention_tail.cuh) against this thread's two keys, added
 // to its dK and dV registers before they are rounded. dk[c][4i + 2r + e] is key r (a, b), head dim
 // 64c + 8i + 2·t4 + e: each dot product is summed over the thread's 16·DB dims, then across the four threads (t4)
@@ -142,6 +211,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) attention_bwd_ker
   static_assert(NWG == 2 || D == 64, "at D = 128 the two warpgroups split dQ's columns");
   constexpr int THREADS = 128 * NWG;
   constexpr int DB = D / 64, KD = D / 16, BK = bwd_keys<NWG>(), BQ = kBwdQueries, KQ = BQ / 16;
+  static_assert(KQ == 4, "a_fragments and grads_t take a 64-query tile");
   constexpr uint32_t kKVBytes = BK * D * 2, kQBytes = BQ * D * 2, kSBytes = BK * BQ * 2;
   OWLET_DYNAMIC_SMEM(smem_raw);
   const uint32_t raw = mma::smem_u32(smem_raw);
@@ -222,44 +292,13 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) attention_bwd_ker
     wait<1>();  // Sᵀ is done (groups complete in order); dPᵀ may still run
     fence_operands(st);
 
-    // Pᵀ = exp(S·scale − lse) with the masks; element r: key 16wi + g + 8·(r mod 4 ≥ 2) of the warpgroup, query
-    // 8·(r/4) + 2t + (r mod 2) of the tile.
+    // Pᵀ with the masks, then as bf16 A fragments, and dV += Pᵀ dO issued at once (its own commit group, in flight
+    // until the end of the tile).
     const bool need_mask =
         p.key_mask != nullptr || j0 + BK > p.tk_main || i0 + BQ > p.tq_main || (p.causal && key_w + 15 > i0 + shift);
-#pragma unroll
-    for (int i = 0; i < 8; i++) {
-      const float2 l2 = *reinterpret_cast<const float2*>(Lt + 8 * i + 2 * t4);
-#pragma unroll
-      for (int e = 0; e < 4; e++)
-        st[4 * i + e] = mma::exp2_ftz(fmaf(st[4 * i + e], p.scale_log2, -((e & 1) ? l2.y : l2.x) * flash::kLog2e));
-    }
-    if (need_mask && p.key_mask) {
-#pragma unroll
-      for (int r = 0; r < 32; r++) {
-        const int qi = i0 + 8 * (r >> 2) + 2 * t4 + (r & 1), kj = (r & 2) ? key_b : key_a;
-        if (!(qi < p.tq_main && kj < p.tk_main && flash::key_visible(p, b, qi, kj))) st[r] = 0.f;
-      }
-    } else if (need_mask) {
-      // the queries each of the thread's keys is seen by, relative to its first query i0 + 2·t4
-      // (a key past tk_main is seen by none of the rows here)
-      const int lo_a = (key_a < p.tk_main ? flash::queries_begin(p, key_a) : p.tq_main) - i0 - 2 * t4,
-                lo_b = (key_b < p.tk_main ? flash::queries_begin(p, key_b) : p.tq_main) - i0 - 2 * t4;
-      const int hi = p.tq_main - i0 - 2 * t4;
-#pragma unroll
-      for (int r = 0; r < 32; r++) {
-        const int c = 8 * (r >> 2) + (r & 1);
-        if (c < ((r & 2) ? lo_b : lo_a) || c >= hi) st[r] = 0.f;
-      }
-    }
-    // Pᵀ as bf16 A fragments (accumulator chunks 2kk, 2kk+1 = queries 16kk..16kk+15 are query step kk), and
-    // dV += Pᵀ dO issued at once (its own commit group, in flight until the end of the tile).
+    probs_t(st, Lt, p, b, i0, key_a, key_b, t4, need_mask);
     uint32_t pa[KQ][4], da[KQ][4];
-#pragma unroll
-    for (int kk = 0; kk < KQ; kk++) {
-#pragma unroll
-      for (int q = 0; q < 4; q++) pa[kk][q] = mma::pack_bf16(st[8 * kk + 2 * q], st[8 * kk + 2 * q + 1]);
-      fence_operands(pa[kk]);
-    }
+    a_fragments(pa, st);
     fence();
 #pragma unroll
     for (int kk = 0; kk < KQ; kk++)
@@ -270,25 +309,8 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) attention_bwd_ker
     wait<1>();  // dPᵀ is done; dV may still run
     fence_operands(dpt);
 
-    // dSᵀ = Pᵀ ⊙ (dPᵀ − Δ) as bf16 A fragments, and to shared memory for dQ: register pair (g or g+8, 2t or 2t+8) of
-    // step kk is chunk 2kk (+1) of key row wg·64 + 16wi + g (+8), at byte 4t of the chunk, the chunk position
-    // swizzled by the row mod 8 (= g).
-#pragma unroll
-    for (int i = 0; i < 8; i++) {
-      const float2 d2 = *reinterpret_cast<const float2*>(Dt + 8 * i + 2 * t4);
-#pragma unroll
-      for (int e = 0; e < 4; e++) dpt[4 * i + e] = st[4 * i + e] * (dpt[4 * i + e] - ((e & 1) ? d2.y : d2.x));
-    }
-#pragma unroll
-    for (int kk = 0; kk < KQ; kk++) {
-#pragma unroll
-      for (int q = 0; q < 4; q++) {
-        da[kk][q] = mma::pack_bf16(dpt[8 * kk + 2 * q], dpt[8 * kk + 2 * q + 1]);
-        const int row = wg * 64 + wi * 16 + g + 8 * (q & 1), chunk = 2 * kk + (q >> 1);
-        *reinterpret_cast<uint32_t*>(gS + row * 128 + ((chunk ^ g) << 4) + 4 * t4) = da[kk][q];
-      }
-      fence_operands(da[kk]);
-    }
+    // dSᵀ as A fragments for dK, and to shared memory for dQ.
+    grads_t(dpt, st, Dt, da, gS, wg * 64 + wi * 16, g, t4);
     fence_proxy_async();  // the dSᵀ stores (generic proxy) before the wgmma that read them (async proxy)
     __syncthreads();      // both warpgroups' dSᵀ are in shared memory
 

@@ -11,7 +11,8 @@
 // Per key tile (64 keys; the same products and layouts as attention_wgmma_bwd.cuh with NWG = 1):
 //   Sᵀ = K Qᵀ, dPᵀ = V dOᵀ (group 1, 2); Pᵀ; dV = Pᵀ dO (group 3); dSᵀ, to shared memory; barrier;
 //   dQ += dS K (group 4, A = dSᵀ read transposed), dK = dSᵀ Q (group 5); wait; dK (× scale) and dV stored.
-// Rows past Tq and keys past Params::tk_main (attention_tail.cuh takes a 1–4-key tail) get P = 0.
+// Rows past Tq and keys past Params::tk_main (attention_tail.cuh takes a 1–4-key tail) get P = 0; tq_main = Tq (at
+// most 64 rows have no row tail).
 #pragma once
 #include <cstdint>
 
@@ -34,6 +35,7 @@ __global__ void __launch_bounds__(128, 2) attention_bwd_short_kernel(flash::Para
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL) || defined(OWLET_CUDA_EMULATION)
   static_assert(D == 64, "one warpgroup holds dQ, dK and dV of a 64-wide head only");
   constexpr int BQ = kShortQueries, BK = kShortKeys, KD = D / 16, KQ = BQ / 16;
+  static_assert(KQ == 4, "a_fragments and grads_t take a 64-query tile");
   constexpr uint32_t kTile = BK * D * 2;  // one 64 × 64 bf16 tile: 8 atoms of 1024 bytes
   OWLET_DYNAMIC_SMEM(smem_raw);
   const uint32_t raw = mma::smem_u32(smem_raw);
@@ -95,40 +97,13 @@ __global__ void __launch_bounds__(128, 2) attention_bwd_short_kernel(flash::Para
     wait<1>();  // Sᵀ is done; dPᵀ may still run
     fence_operands(st);
 
-    // Pᵀ with the masks: keys past tk_main, rows past Tq, causal, key padding.
-    const bool need_mask = p.key_mask != nullptr || j0 + BK > p.tk_main || BQ > p.Tq || (p.causal && j0 + BK - 1 > p.Tk - p.Tq);
-#pragma unroll
-    for (int i = 0; i < 8; i++) {
-      const float2 l2 = *reinterpret_cast<const float2*>(fL + 8 * i + 2 * t4);
-#pragma unroll
-      for (int e = 0; e < 4; e++)
-        st[4 * i + e] = mma::exp2_ftz(fmaf(st[4 * i + e], p.scale_log2, -((e & 1) ? l2.y : l2.x) * flash::kLog2e));
-    }
-    if (need_mask && p.key_mask) {
-#pragma unroll
-      for (int r = 0; r < 32; r++) {
-        const int qi = 8 * (r >> 2) + 2 * t4 + (r & 1), kj = (r & 2) ? key_b : key_a;
-        if (!(qi < p.Tq && kj < p.tk_main && flash::key_visible(p, b, qi, kj))) st[r] = 0.f;
-      }
-    } else if (need_mask) {
-      const int lo_a = (key_a < p.tk_main ? flash::queries_begin(p, key_a) : p.Tq) - 2 * t4,
-                lo_b = (key_b < p.tk_main ? flash::queries_begin(p, key_b) : p.Tq) - 2 * t4;
-      const int hi = p.Tq - 2 * t4;
-#pragma unroll
-      for (int r = 0; r < 32; r++) {
-        const int c = 8 * (r >> 2) + (r & 1);
-        if (c < ((r & 2) ? lo_b : lo_a) || c >= hi) st[r] = 0.f;
-      }
-    }
+    // Pᵀ with the masks (keys past tk_main, rows past Tq = tq_main, causal, key padding) as A fragments, and
     // dV = Pᵀ dO for this key tile (the first k-step overwrites the accumulators).
+    const bool need_mask = p.key_mask != nullptr || j0 + BK > p.tk_main || BQ > p.Tq || (p.causal && j0 + BK - 1 > p.Tk - p.Tq);
+    probs_t(st, fL, p, b, 0, key_a, key_b, t4, need_mask);
     uint32_t pa[KQ][4], da[KQ][4];
     float dv[32], dk[32];
-#pragma unroll
-    for (int kk = 0; kk < KQ; kk++) {
-#pragma unroll
-      for (int q = 0; q < 4; q++) pa[kk][q] = mma::pack_bf16(st[8 * kk + 2 * q], st[8 * kk + 2 * q + 1]);
-      fence_operands(pa[kk]);
-    }
+    a_fragments(pa, st);
     fence();
 #pragma unroll
     for (int kk = 0; kk < KQ; kk++) mma_rs_m64n64k16_tb(dv, pa[kk], desc_nmajor64(sO + kk * 2048), kk > 0);
@@ -136,23 +111,8 @@ __global__ void __launch_bounds__(128, 2) attention_bwd_short_kernel(flash::Para
     wait<1>();  // dPᵀ is done; dV may still run
     fence_operands(dpt);
 
-    // dSᵀ = Pᵀ ⊙ (dPᵀ − Δ): A fragments for dK, and to shared memory for dQ (attention_wgmma_bwd.cuh's layout).
-#pragma unroll
-    for (int i = 0; i < 8; i++) {
-      const float2 d2 = *reinterpret_cast<const float2*>(fD + 8 * i + 2 * t4);
-#pragma unroll
-      for (int e = 0; e < 4; e++) dpt[4 * i + e] = st[4 * i + e] * (dpt[4 * i + e] - ((e & 1) ? d2.y : d2.x));
-    }
-#pragma unroll
-    for (int kk = 0; kk < KQ; kk++) {
-#pragma unroll
-      for (int q = 0; q < 4; q++) {
-        da[kk][q] = mma::pack_bf16(dpt[8 * kk + 2 * q], dpt[8 * kk + 2 * q + 1]);
-        const int row = wi * 16 + g + 8 * (q & 1), chunk = 2 * kk + (q >> 1);
-        *reinterpret_cast<uint32_t*>(gS + row * 128 + ((chunk ^ g) << 4) + 4 * t4) = da[kk][q];
-      }
-      fence_operands(da[kk]);
-    }
+    // dSᵀ as A fragments for dK, and to shared memory for dQ.
+    grads_t(dpt, st, fD, da, gS, wi * 16, g, t4);
     fence_proxy_async();  // the dSᵀ stores (generic proxy) before the wgmma that read them (async proxy)
     __syncthreads();      // every warp's dSᵀ rows are in shared memory
 
