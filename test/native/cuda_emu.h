@@ -212,36 +212,29 @@ inline uint32_t smem_offset(const void* p) {
   return uint32_t(static_cast<const unsigned char*>(p) - dynamic_smem());
 }
 
-template <class T>
-inline T shfl_xor(T v, int o) {
+// A shuffle: every lane posts v and reads the value of lane src(its own lane) of its warp.
+template <class T, class Src>
+inline T shfl(T v, Src src) {
   Block* b = current();
   int t = tid();
   uint32_t bits;
   std::memcpy(&bits, &v, 4);
   b->post[size_t(t)][0] = bits;
   warp_barrier();
-  int partner = (t & ~31) | ((t & 31) ^ o);
-  uint32_t pb = b->post[size_t(partner)][0];
+  uint32_t pb = b->post[size_t((t & ~31) | (src(t & 31) & 31))][0];
   warp_barrier();
   T out;
   std::memcpy(&out, &pb, 4);
   return out;
 }
-
+template <class T>
+inline T shfl_xor(T v, int o) {
+  return shfl(v, [o](int lane) { return lane ^ o; });
+}
 // __shfl_sync: every lane reads lane `src`'s value.
 template <class T>
 inline T shfl_idx(T v, int src) {
-  Block* b = current();
-  int t = tid();
-  uint32_t bits;
-  std::memcpy(&bits, &v, 4);
-  b->post[size_t(t)][0] = bits;
-  warp_barrier();
-  uint32_t pb = b->post[size_t((t & ~31) | (src & 31))][0];
-  warp_barrier();
-  T out;
-  std::memcpy(&out, &pb, 4);
-  return out;
+  return shfl(v, [src](int) { return src; });
 }
 
 inline uint16_t smem_u16(uint32_t addr) {

@@ -157,6 +157,20 @@ __device__ __forceinline__ ProbGrad prob_grad(const flash::Params& p, int b, int
   return {pr, pr * (dp - delta)};
 }
 
+// The same from one lane's 8 head dims of q, dO, K and V, the dot products summed over the G lanes of its row; P = dS
+// = 0 where `real` is false (a lane past the last row or key, which still has to take part in the sums).
+template <int G>
+__device__ __forceinline__ ProbGrad lane_prob_grad(const flash::Params& p, int b, int i, int j, const float* q,
+                                                   const float* o, const float* k, const float* v, float lse_log2,
+                                                   float delta, bool real) {
+  float s = 0.f, dp = 0.f;
+#pragma unroll
+  for (int e = 0; e < 8; e++) s = fmaf(q[e], k[e], s), dp = fmaf(o[e], v[e], dp);
+  s = group_sum<G>(s);
+  dp = group_sum<G>(dp);
+  return real ? prob_grad(p, b, i, j, s, dp, lse_log2, delta) : ProbGrad{0.f, 0.f};
+}
+
 template <int D>
 constexpr size_t bwd_smem_bytes() {
   return size_t(6 * kMax * D) * sizeof(float);
@@ -226,13 +240,7 @@ __global__ void __launch_bounds__(kBwdThreads, 2) bwd_kernel(flash::Params p) {
       for (int jj = 0; jj < kMax; jj++) {
         if (jj >= nk) break;
         const float* kj = tk + jj * D + d0;
-        const float* vj = tv + jj * D + d0;
-        float s = 0.f, dp = 0.f;
-#pragma unroll
-        for (int e = 0; e < 8; e++) s = fmaf(qi[e], kj[e], s), dp = fmaf(oi[e], vj[e], dp);
-        s = group_sum<G>(s);
-        dp = group_sum<G>(dp);
-        ProbGrad g = real ? prob_grad(p, b, i, p.tk_main + jj, s, dp, lse, del) : ProbGrad{0.f, 0.f};
+        const ProbGrad g = lane_prob_grad<G>(p, b, i, p.tk_main + jj, qi, oi, kj, tv + jj * D + d0, lse, del, real);
 #pragma unroll
         for (int e = 0; e < 8; e++) {
           dv[jj][e] = fmaf(g.p, oi[e], dv[jj][e]);
@@ -292,14 +300,8 @@ __global__ void __launch_bounds__(kBwdThreads, 2) bwd_kernel(flash::Params p) {
 #pragma unroll
       for (int rr = 0; rr < kMax; rr++) {
         if (rr >= nq) break;
-        const float* qr = tq + rr * D + d0;
-        const float* orow = to + rr * D + d0;
-        float s = 0.f, dp = 0.f;
-#pragma unroll
-        for (int e = 0; e < 8; e++) s = fmaf(qr[e], kj[e], s), dp = fmaf(orow[e], vj[e], dp);
-        s = group_sum<G>(s);
-        dp = group_sum<G>(dp);
-        const float ds = real ? prob_grad(p, b, p.tq_main + rr, j, s, dp, lse[rr], del[rr]).ds : 0.f;
+        const float ds = lane_prob_grad<G>(p, b, p.tq_main + rr, j, tq + rr * D + d0, to + rr * D + d0, kj, vj, lse[rr],
+                                           del[rr], real).ds;
 #pragma unroll
         for (int e = 0; e < 8; e++) dq[rr][e] = fmaf(ds, kj[e], dq[rr][e]);
       }
