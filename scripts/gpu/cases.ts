@@ -417,6 +417,9 @@ export function cases(): Case[] {
   // (session 7).
   for (const [label, B, H, Tq, Tk, D, causal, masked, p, quick] of hopperShapes)
     if (D === 64) attn(label, B, H, Tq, Tk, D, causal, masked, p, ['bf16'], quick, { OWLET_ATTN_FWD: 'wgmma1', OWLET_ATTN_BWD: 'wgmma1' });
+  // OWLET_ATTN_BWD=wgmma-bulk: dQ added by bulk reductions from shared memory instead of atomics (session 8).
+  for (const [label, B, H, Tq, Tk, D, causal, masked, p, quick] of hopperShapes)
+    attn(label, B, H, Tq, Tk, D, causal, masked, p, ['bf16'], quick, { OWLET_ATTN_BWD: 'wgmma-bulk' });
   // OWLET_ATTN_BWD=wgmma-q: the query-major backward for Tq <= 64 (attention_wgmma_bwd_short.cuh, session 8).
   for (const [label, B, H, Tq, Tk, D, causal, masked, p, quick] of hopperShapes)
     if (D === 64 && Tq <= 64) attn(label, B, H, Tq, Tk, D, causal, masked, p, ['bf16'], quick, { OWLET_ATTN_BWD: 'wgmma-q' });

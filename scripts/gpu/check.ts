@@ -211,6 +211,9 @@ function runBench(be: Be, res: BenchResult[], saved: () => void): void {
     tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_FWD: 'w4', OWLET_ATTN_BWD: 'mma' }));
   }
   tryb(() => attentionBench(be, 'fa_ref_b8_h16_t4096_d128_causal', 8, 16, 4096, 4096, 128, true, { OWLET_ATTN_BWD: 'mma' }));
+  // dQ by bulk reductions instead of atomics (OWLET_ATTN_BWD=wgmma-bulk, session 8) at every shape.
+  for (const [name, B, H, Tq, Tk, D, causal] of attentionShapes)
+    tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_BWD: 'wgmma-bulk' }));
   // The Hopper forward and backward with one warpgroup (64 query rows, 64 keys) per block at D = 64 (wgmma1, session
   // 7): the backward alone behind the default forward, the forward alone, and both.
   for (const [name, B, H, Tq, Tk, D, causal] of attentionShapes) {

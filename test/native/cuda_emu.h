@@ -66,6 +66,15 @@ struct Block {
   };
   std::array<Named, 16> named;
   std::vector<std::vector<std::function<void()>>> cp_pending;
+  // cp.reduce.async.bulk per thread: issued and not yet committed, and the committed groups not yet waited for
+  // (oldest first); each with a snapshot of its source bytes taken at issue.
+  struct BulkOp {
+    float* dst;
+    uint32_t src, bytes;
+    std::vector<unsigned char> snap;
+  };
+  std::vector<std::vector<BulkOp>> bulk_open;
+  std::vector<std::deque<std::vector<BulkOp>>> bulk_groups;
 };
 
 inline Block*& current() {
@@ -111,6 +120,10 @@ inline void fiber_entry() {
     std::fprintf(stderr, "emulator: thread %d ends with cp.async copies never completed\n", b->cur);
     std::abort();
   }
+  if (!b->bulk_open[size_t(b->cur)].empty() || !b->bulk_groups[size_t(b->cur)].empty()) {
+    std::fprintf(stderr, "emulator: thread %d ends with bulk reductions never waited for\n", b->cur);
+    std::abort();
+  }
   b->done[size_t(b->cur)] = true;
   // returning resumes uc_link (the scheduler)
 }
@@ -139,6 +152,8 @@ inline void launch(Dim grid, int threads, size_t smem_bytes, const std::function
         b.wgmma_open.resize(size_t(threads));
         b.wgmma_groups.resize(size_t(threads));
         b.cp_pending.resize(size_t(threads));
+        b.bulk_open.resize(size_t(threads));
+        b.bulk_groups.resize(size_t(threads));
         b.post.resize(size_t(threads));
         b.postf.resize(size_t(threads));
         current() = &b;
@@ -535,6 +550,42 @@ inline void cp_async_wait_all() {
   for (auto& m : b->mbars) addrs.push_back(m.first);
   for (uint32_t a : addrs) mbar_land(a);
 }
+// ---- cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32, cp.async.bulk.commit_group, wait_group(.read) ----
+// The reduction reads its source when it is waited for (as late as the hardware may), using the bytes it saw at
+// issue, and stops the run when they changed in between: the program wrote the source while the copy could still be
+// reading it (it had to wait_group.read first), or issued it before the bytes were there (another thread's writes
+// missing at issue show up as a wrong result).
+inline void bulk_reduce_add_f32(float* dst, uint32_t src, uint32_t bytes) {
+  Block* b = current();
+  if (src % 16 || bytes % 16 || reinterpret_cast<uintptr_t>(dst) % 16) {
+    std::fprintf(stderr, "emulator: bulk reduction needs 16-byte aligned addresses and sizes\n");
+    std::abort();
+  }
+  const unsigned char* p = dynamic_smem() + src;
+  b->bulk_open[size_t(b->cur)].push_back({dst, src, bytes, std::vector<unsigned char>(p, p + bytes)});
+}
+inline void bulk_commit() {
+  Block* b = current();
+  b->bulk_groups[size_t(b->cur)].push_back(std::move(b->bulk_open[size_t(b->cur)]));
+  b->bulk_open[size_t(b->cur)].clear();
+}
+inline void bulk_wait(int n) {
+  Block* b = current();
+  auto& groups = b->bulk_groups[size_t(b->cur)];
+  while (int(groups.size()) > n) {
+    for (const Block::BulkOp& op : groups.front()) {
+      if (std::memcmp(dynamic_smem() + op.src, op.snap.data(), op.bytes) != 0) {
+        std::fprintf(stderr, "emulator: thread %d: shared memory at %u changed under an in-flight bulk reduction\n",
+                     b->cur, op.src);
+        std::abort();
+      }
+      const float* v = reinterpret_cast<const float*>(op.snap.data());
+      for (uint32_t i = 0; i < op.bytes / 4; i++) op.dst[i] += v[i];
+    }
+    groups.pop_front();
+  }
+}
+
 // bar.arrive / bar.sync with an id and a thread count: the barrier completes when `count` threads have arrived;
 // bar.sync waits for that, bar.arrive does not. Every user of an id must name the same count.
 inline void named_barrier(int id, int count, bool wait) {

@@ -318,7 +318,7 @@ bool run(const Case& c, std::mt19937& rng) {
     // NWG warpgroups of 64 keys per block
     // tail (D = 64): the tiles stop at the last whole 64 rows and keys, attention_tail.cuh's backward does the rest
     // (launch_wgmma_bwd in attention.cu)
-    auto run_bwd = [&](auto dtag, auto ntag, bool tail = false) {
+    auto run_bwd = [&](auto dtag, auto ntag, bool tail = false, bool bulk = false) {
       constexpr int DDB = decltype(dtag)::value, NWG = decltype(ntag)::value;
       std::fill(dq_acc.begin(), dq_acc.end(), 0.f);
       std::fill(dk.begin(), dk.end(), __float2bfloat16_rn(12345.f));
@@ -326,7 +326,13 @@ bool run(const Case& c, std::mt19937& rng) {
       fp.tq_main = tail ? owlet::cuda::attn_tail::main_extent(Tq, 64) : Tq;
       fp.tk_main = tail ? owlet::cuda::attn_tail::main_extent(Tk, 64) : Tk;
       emu::Dim g{unsigned((fp.tk_main + 64 * NWG - 1) / (64 * NWG)), unsigned(H), unsigned(B)};
-      emu::launch(g, 128 * NWG, wgmma::bwd_smem_bytes<DDB, NWG>(), [&] { wgmma::attention_bwd_kernel<DDB, NWG>(fp); });
+      auto go = [&](auto btag) {
+        constexpr bool BULK = decltype(btag)::value;
+        emu::launch(g, 128 * NWG, wgmma::bwd_smem_bytes<DDB, NWG, BULK>(),
+                    [&] { wgmma::attention_bwd_kernel<DDB, NWG, BULK>(fp); });
+      };
+      if (bulk) go(std::true_type{});
+      else go(std::false_type{});
       if (fp.tq_main < Tq || fp.tk_main < Tk)
         emu::launch({unsigned(H), unsigned(B)}, owlet::cuda::attn_tail::kBwdThreads,
                     owlet::cuda::attn_tail::bwd_smem_bytes<DDB>(), [&] { owlet::cuda::attn_tail::bwd_kernel<DDB>(fp); });
@@ -337,6 +343,10 @@ bool run(const Case& c, std::mt19937& rng) {
     if (D == 64) run_bwd(std::integral_constant<int, 64>{}, Two{});
     else run_bwd(std::integral_constant<int, 128>{}, Two{});
     check_bwd("wgmma");
+    // OWLET_ATTN_BWD=wgmma-bulk: dQ through shared memory and bulk reductions, with the tail kernels (as attention.cu)
+    if (D == 64) run_bwd(std::integral_constant<int, 64>{}, Two{}, true, true);
+    else run_bwd(std::integral_constant<int, 128>{}, Two{}, false, true);
+    check_bwd("wgmma-bulk");
     if (D == 64) {  // OWLET_ATTN_BWD=wgmma1: one warpgroup of 64 keys per block
       run_bwd(std::integral_constant<int, 64>{}, std::integral_constant<int, 1>{});
       check_bwd("wgmma1");

@@ -7,7 +7,7 @@
 // forward (w4, w8, w8s, m2, w4s: the mma.sync tile shapes of attention_flash.cuh; wgmma, wgmma-overlap: the Hopper
 // forward of attention_wgmma.cuh (wgmma1: one warpgroup per block at D = 64), wgmma-ws: its warp-specialised form of
 // attention_wgmma_ws.cuh, where they apply — sm_90a build, compute capability 9.0, no dropout — and w4s elsewhere);
-// OWLET_ATTN_BWD picks the backward (mma, br64, wgmma, wgmma1, wgmma-q: see bwd_variant_of). Unset (or auto): where
+// OWLET_ATTN_BWD picks the backward (mma, br64, wgmma, wgmma1, wgmma-q, wgmma-bulk: see bwd_variant_of). Unset (or auto): where
 // the Hopper kernels apply, the fastest of the variants that do, timed on the first call of each shape (see
 // "autotuning" below; OWLET_ATTN_TUNE=0 turns it off); else, and then, the static defaults of fwd_variant and
 // bwd_variant_of. OWLET_ATTN_BWD_WARPS=4 or 8 the warps per block of the mma.sync backward; OWLET_ATTN_TAIL=0 keeps
@@ -104,12 +104,14 @@ FwdVariant fwd_variant(const char* op) {
 // bytes there (see attention_flash.cuh), and it was no faster; wgmma: the Hopper backward; wgmma1: it with one
 // warpgroup (64 keys) per block at D = 64 (less work on the ViT's 257 keys; written in session 7, not yet timed);
 // wgmma-q: the query-major Hopper backward of attention_wgmma_bwd_short.cuh where Tq ≤ 64 and D = 64 (the
-// abstractor; written in session 8, not yet timed), the Hopper backward elsewhere.
-enum class BwdVariant { Auto, Mma, Br64, Wgmma, Wgmma1, WgmmaQ };
+// abstractor; written in session 8, not yet timed), the Hopper backward elsewhere; wgmma-bulk: the Hopper backward
+// adding dQ with one bulk reduction per row instead of atomics (session 8, not yet timed).
+enum class BwdVariant { Auto, Mma, Br64, Wgmma, Wgmma1, WgmmaQ, WgmmaBulk };
 
 const std::pair<const char*, BwdVariant> kBwdNames[] = {{"auto", BwdVariant::Auto},   {"mma", BwdVariant::Mma},
                                                         {"br64", BwdVariant::Br64},   {"wgmma", BwdVariant::Wgmma},
-                                                        {"wgmma1", BwdVariant::Wgmma1}, {"wgmma-q", BwdVariant::WgmmaQ}};
+                                                        {"wgmma1", BwdVariant::Wgmma1}, {"wgmma-q", BwdVariant::WgmmaQ},
+                                                        {"wgmma-bulk", BwdVariant::WgmmaBulk}};
 
 BwdVariant bwd_variant_of(const char* op) {
   return env_variant("OWLET_ATTN_BWD", kBwdNames, op);
@@ -450,6 +452,7 @@ void launch_wgmma_fwd(const DeviceContext& c, const flash::Params& fp, const Dim
 // OWLET_ATTN_BWD_WARPS (which names the mma.sync kernel).
 bool use_wgmma_bwd(const DeviceContext& c, const flash::Params& fp, BwdVariant variant) {
   const bool asked = variant == BwdVariant::Wgmma || variant == BwdVariant::Wgmma1 || variant == BwdVariant::WgmmaQ ||
+                     variant == BwdVariant::WgmmaBulk ||
                      (variant == BwdVariant::Auto && !std::getenv("OWLET_ATTN_BWD_WARPS"));
   return asked && hopper_applies(c, fp);
 }
@@ -484,6 +487,10 @@ void launch_wgmma_bwd(const DeviceContext& c, flash::Params fp, const Dims& d, B
     kernel<<<grid, threads, smem, c.stream>>>(fp);
   };
   if (short_q) launch_wgmma_bwd_short(c, fp, d, op);
+  else if (variant == BwdVariant::WgmmaBulk && d.D == 64)
+    launch(wgmma::attention_bwd_kernel<64, 2, true>, wgmma::bwd_smem_bytes<64, 2, true>(), 128, 256);
+  else if (variant == BwdVariant::WgmmaBulk)
+    launch(wgmma::attention_bwd_kernel<128, 2, true>, wgmma::bwd_smem_bytes<128, 2, true>(), 128, 256);
   else if (d.D == 64 && one_wg) launch(wgmma::attention_bwd_kernel<64, 1>, wgmma::bwd_smem_bytes<64, 1>(), 64, 128);
   else if (d.D == 64) launch(wgmma::attention_bwd_kernel<64, 2>, wgmma::bwd_smem_bytes<64, 2>(), 128, 256);
   else launch(wgmma::attention_bwd_kernel<128, 2>, wgmma::bwd_smem_bytes<128, 2>(), 128, 256);
@@ -591,8 +598,9 @@ std::vector<int> fwd_candidates(const DeviceContext& c, const flash::Params& fp,
 
 std::vector<int> bwd_candidates(const DeviceContext& c, const flash::Params& fp, const Dims& d) {
   if (!hopper_applies(c, fp) || std::getenv("OWLET_ATTN_BWD_WARPS")) return {};
-  if (d.D == 128) return {tune_code(BwdVariant::Wgmma), tune_code(BwdVariant::Mma)};
-  std::vector<int> v{tune_code(BwdVariant::Wgmma), tune_code(BwdVariant::Wgmma1), tune_code(BwdVariant::Mma)};
+  if (d.D == 128) return {tune_code(BwdVariant::Wgmma), tune_code(BwdVariant::Mma), tune_code(BwdVariant::WgmmaBulk)};
+  std::vector<int> v{tune_code(BwdVariant::Wgmma), tune_code(BwdVariant::Wgmma1), tune_code(BwdVariant::Mma),
+                     tune_code(BwdVariant::WgmmaBulk)};
   if (d.Tq <= wgmma::kShortQueries) v.push_back(tune_code(BwdVariant::WgmmaQ));
   return v;
 }

@@ -100,6 +100,20 @@ __device__ __forceinline__ void fence_proxy_async() {}
 template <int N>
 __device__ __forceinline__ void fence_operands(float (&)[N]) {}
 __device__ __forceinline__ void fence_operands(uint32_t (&)[4]) {}
+__device__ __forceinline__ void bar_sync(int id, int n) { ::emu::named_barrier(id, n, true); }
+__device__ __forceinline__ void bar_arrive(int id, int n) { ::emu::named_barrier(id, n, false); }
+__device__ __forceinline__ void bulk_reduce_add(float* dst, uint32_t src, uint32_t bytes) {
+  ::emu::bulk_reduce_add_f32(dst, src, bytes);
+}
+__device__ __forceinline__ void bulk_commit() { ::emu::bulk_commit(); }
+template <int N>
+__device__ __forceinline__ void bulk_wait_read() {
+  ::emu::bulk_wait(N);
+}
+template <int N>
+__device__ __forceinline__ void bulk_wait() {
+  ::emu::bulk_wait(N);
+}
 #else
 __device__ __forceinline__ void fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
@@ -116,6 +130,27 @@ __device__ __forceinline__ void fence_operands(float (&r)[N]) {
 __device__ __forceinline__ void fence_operands(uint32_t (&r)[4]) {
 #pragma unroll
   for (int i = 0; i < 4; i++) asm volatile("" : "+r"(r[i])::"memory");
+}
+// Named barriers (ids 1..15; 0 is __syncthreads): bar.sync waits for `n` threads, bar.arrive only counts itself.
+__device__ __forceinline__ void bar_sync(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
+__device__ __forceinline__ void bar_arrive(int id, int n) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+}
+// dst[0 .. bytes/4) += the fp32 values at shared address src, in L2, asynchronously (16-byte aligned, bytes a multiple
+// of 16); completion by bulk groups: commit, then wait_group.read (the source may be overwritten) or wait_group.
+__device__ __forceinline__ void bulk_reduce_add(float* dst, uint32_t src, uint32_t bytes) {
+  asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(dst), "r"(src),
+               "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void bulk_wait_read() {
+  asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(N) : "memory");
+}
+template <int N>
+__device__ __forceinline__ void bulk_wait() {
+  asm volatile("cp.async.bulk.wait_group %0;\n" ::"n"(N) : "memory");
 }
 #endif
 

@@ -35,7 +35,11 @@
 //   stores are safe); issue Sᵀ (group 1), dPᵀ (group 2); wait_group 1 → Sᵀ; Pᵀ; issue dV (group 3); wait_group 1
 //   → dPᵀ (dV runs on); dSᵀ, its stores; fence.proxy.async (generic writes → async-proxy reads), barrier; issue dQ
 //   (group 4), dK (group 5); wait_group 1 → dQ; the dQ atomics while dK runs; wait_group 0.
-// Registers (ptxas, CUDA 13.0, sm_90a): D = 128: 255, D = 64: 205; no spills, no wgmma serialisation reported.
+// With BULK (OWLET_ATTN_BWD=wgmma-bulk) the dQ tile goes to shared memory instead, and warp 0 of each warpgroup adds
+// it with one cp.reduce.async.bulk per row (see kDqPitch): fewer, larger L2 reductions than 16 two-float atomics per
+// thread, and no atomics in the compute warps' instruction stream.
+// Registers (ptxas, CUDA 13.0, sm_90a, session 8): D = 128: 249, D = 64: 207 (BULK: 249 / 198); no spills, no wgmma
+// serialisation reported.
 // The host emulator (test/native/cuda_emu.h) defers each wgmma to the wait that covers it, so an operand touched
 // too early there gives a wrong result; it cannot see the hardware's own timing.
 #pragma once
@@ -54,12 +58,18 @@ constexpr int bwd_keys() {
   return 64 * NWG;
 }
 
-template <int D, int NWG = 2>
+// BULK (OWLET_ATTN_BWD=wgmma-bulk): each warpgroup's 64 × 64 fp32 dQ tile goes through shared memory (two buffers,
+// rows padded to kDqPitch floats against bank conflicts) and one bulk reduction per row
+// (cp.reduce.async.bulk … .add.f32, FlashAttention-3's way) instead of 16 two-float atomics per thread.
+constexpr int kDqPitch = 68;
+
+template <int D, int NWG = 2, bool BULK = false>
 constexpr size_t bwd_smem_bytes() {
   // K, V (64·NWG × D), 2 × (Q, dO) (64 × D), dSᵀ (64·NWG × 64), 2 × (lse, Δ) (64 floats), 1024 for the alignment:
-  // NWG = 2: D = 128: 149,504 bytes; D = 64: 83,968. NWG = 1, D = 64: 58,368.
+  // NWG = 2: D = 128: 149,504 bytes; D = 64: 83,968. NWG = 1, D = 64: 58,368. BULK: + NWG × 2 × 64 rows × 272 bytes
+  // (D = 128: 219,136).
   return size_t(2 * bwd_keys<NWG>() + 4 * kBwdQueries) * D * 2 + size_t(bwd_keys<NWG>()) * kBwdQueries * 2 +
-         4 * kBwdQueries * 4 + 1024;
+         4 * kBwdQueries * 4 + 1024 + (BULK ? size_t(NWG) * 2 * kBwdQueries * kDqPitch * 4 : 0);
 }
 
 // D (64×64 fp32) = A·B (+ D when scale_d != 0), A = 64×16 and B = 16×64 in shared memory: K-major (B stored 64×16),
@@ -205,7 +215,7 @@ __device__ __forceinline__ void add_tail_rows(const flash::Params& p, const flas
   }
 }
 
-template <int D, int NWG = 2>
+template <int D, int NWG = 2, bool BULK = false>
 __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) attention_bwd_kernel(flash::Params p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL) || defined(OWLET_CUDA_EMULATION)
   static_assert(NWG == 2 || D == 64, "at D = 128 the two warpgroups split dQ's columns");
@@ -217,7 +227,8 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) attention_bwd_ker
   const uint32_t raw = mma::smem_u32(smem_raw);
   const uint32_t sK = (raw + 1023u) & ~1023u;  // the swizzle atoms must be 1024-aligned
   const uint32_t sV = sK + kKVBytes, sQ = sV + kKVBytes, sO = sQ + 2 * kQBytes, sS = sO + 2 * kQBytes,
-                 sL = sS + kSBytes, sDl = sL + 2 * BQ * 4;  // lse [2][BQ], Δ [2][BQ]
+                 sL = sS + kSBytes, sDl = sL + 2 * BQ * 4,  // lse [2][BQ], Δ [2][BQ]
+                 sDq = sDl + 2 * BQ * 4;                     // BULK: dQ [NWG][2][BQ][kDqPitch] fp32
   unsigned char* const gS = smem_raw + (sS - raw);  // generic pointers to the same bytes
   const float* const fL = reinterpret_cast<const float*>(smem_raw + (sL - raw));
   const float* const fD = reinterpret_cast<const float*>(smem_raw + (sDl - raw));
@@ -264,6 +275,11 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) attention_bwd_ker
 
   for (int qt = qt0; qt < n_qt; qt++) {
     const int buf = (qt - qt0) & 1, i0 = qt * BQ;
+    // BULK: the bulk reductions of tile qt − 2 have read dQ buffer `buf` (warp 0 of each warpgroup issued them; the
+    // barrier below tells everyone)
+    if constexpr (BULK) {
+      if (wi == 0) bulk_wait_read<1>();
+    }
     mma::cp_async_wait<0>();  // tile qt (and K, V) landed for this thread
     fence_proxy_async();      // ... visible to the async proxy
     __syncthreads();          // ... for every thread; and every warpgroup is done with tile qt − 1
@@ -333,15 +349,36 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) attention_bwd_ker
     wait<1>();  // dV and dQ are done; dK may still run
     fence_operands(dq);
     // dq[4i + e]: query 16wi + g + 8·(e ≥ 2) of the tile, column dq_col + 8i + 2t + (e mod 2).
+    if constexpr (BULK) {
+      // to this warpgroup's buffer, then one 256-byte bulk reduction per query row, issued by warp 0's lanes
+      const uint32_t tile = sDq + uint32_t((wg * 2 + buf) * BQ * kDqPitch * 4);
+      float* const gt = reinterpret_cast<float*>(smem_raw + (tile - raw));
 #pragma unroll
-    for (int r = 0; r < 2; r++) {
-      const int qi = i0 + wi * 16 + g + 8 * r;
-      if (qi >= p.tq_main) continue;
-      float* dst = p.dq_acc + ((int64_t(b) * p.Tq + qi) * p.H + h) * D + dq_col + 2 * t4;
+      for (int r = 0; r < 2; r++)
 #pragma unroll
-      for (int i = 0; i < 8; i++)
-        atomicAdd(reinterpret_cast<float2*>(dst + 8 * i),
-                  make_float2(dq[4 * i + 2 * r] * p.scale, dq[4 * i + 2 * r + 1] * p.scale));
+        for (int i = 0; i < 8; i++)
+          *reinterpret_cast<float2*>(gt + (wi * 16 + g + 8 * r) * kDqPitch + 8 * i + 2 * t4) =
+              make_float2(dq[4 * i + 2 * r] * p.scale, dq[4 * i + 2 * r + 1] * p.scale);
+      fence_proxy_async();      // the generic-proxy stores before the bulk copies' async-proxy reads
+      bar_sync(1 + wg, 128);    // the warpgroup's rows are all there
+      if (wi == 0) {
+        for (int rr = lane; rr < BQ; rr += 32)
+          if (i0 + rr < p.tq_main)
+            bulk_reduce_add(p.dq_acc + ((int64_t(b) * p.Tq + i0 + rr) * p.H + h) * D + dq_col,
+                            tile + uint32_t(rr * kDqPitch * 4), 64 * 4);
+        bulk_commit();
+      }
+    } else {
+#pragma unroll
+      for (int r = 0; r < 2; r++) {
+        const int qi = i0 + wi * 16 + g + 8 * r;
+        if (qi >= p.tq_main) continue;
+        float* dst = p.dq_acc + ((int64_t(b) * p.Tq + qi) * p.H + h) * D + dq_col + 2 * t4;
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+          atomicAdd(reinterpret_cast<float2*>(dst + 8 * i),
+                    make_float2(dq[4 * i + 2 * r] * p.scale, dq[4 * i + 2 * r + 1] * p.scale));
+      }
     }
     wait<0>();  // dK is done: every product of this tile is, before the next tile's barrier (its prefetch
                 // overwrites this tile's Q and dO; the next dSᵀ stores overwrite this one)
@@ -352,6 +389,9 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) attention_bwd_ker
     }
   }
   mma::cp_async_wait<0>();
+  if constexpr (BULK) {
+    if (wi == 0) bulk_wait<0>();  // the reductions are done before the block (and its shared memory) ends
+  }
   // (D = 64 only: at D = 128 these registers on top of the 128 of dK and dV made ptxas spill 364 bytes)
   if constexpr (D == 64) {
     if (p.tq_main < p.Tq) add_tail_rows<DB>(p, hd, b, key_a, key_b, t4, dk, dv);

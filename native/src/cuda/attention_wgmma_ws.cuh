@@ -35,6 +35,8 @@
 
 namespace owlet::cuda::wgmma_ws {
 
+using wgmma::bar_arrive;
+using wgmma::bar_sync;
 using wgmma::kBC;
 using wgmma::kBR;
 constexpr int kStages = 2;  // K/V ring stages (D = 128: Q 32 KiB + 2 × 64 KiB)
@@ -57,8 +59,6 @@ __device__ __forceinline__ void cp_async16(uint32_t s, const void* g, bool valid
 }
 __device__ __forceinline__ void cp_async_arrive_noinc(uint32_t a) { ::emu::cp_async_mbar_arrive_noinc(a); }
 __device__ __forceinline__ void cp_async_wait_all() { ::emu::cp_async_wait_all(); }
-__device__ __forceinline__ void bar_sync(int id, int n) { ::emu::named_barrier(id, n, true); }
-__device__ __forceinline__ void bar_arrive(int id, int n) { ::emu::named_barrier(id, n, false); }
 template <int R>
 __device__ __forceinline__ void regs_dec() {}
 template <int R>
@@ -86,10 +86,6 @@ __device__ __forceinline__ void cp_async_arrive_noinc(uint32_t a) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(a) : "memory");
 }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
-__device__ __forceinline__ void bar_sync(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
-__device__ __forceinline__ void bar_arrive(int id, int n) {
-  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory");
-}
 template <int R>
 __device__ __forceinline__ void regs_dec() {
   asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(R));
