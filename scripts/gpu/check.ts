@@ -242,7 +242,7 @@ function runBench(be: Be, res: BenchResult[], saved: () => void): void {
 
 // Ratios of owlet's numbers to the peer's (both files written by the same run).
 function summary(owletPath: string, peerPath: string): void {
-  let o: { bench?: BenchResult[]; device?: Record<string, unknown> } = {};
+  let o: { bench?: BenchResult[]; device?: Record<string, unknown>; attentionTuned?: string } = {};
   try { o = JSON.parse(readFileSync(owletPath, 'utf8')); } catch { console.log(`(no owlet results at ${owletPath})`); }
   const bench = o.bench ?? [];
   if (!bench.length) console.log('(owlet recorded no benchmarks)');
@@ -263,10 +263,11 @@ function summary(owletPath: string, peerPath: string): void {
   console.log(`device: ${o.device?.device ?? '?'}`);
   const g = ob.get('gemm_bf16_8192');
   if (g) console.log(`gemm 8192³ bf16: owlet ${g.tflops} TFLOP/s, peer ${p.gemm_bf16_8192_tflops ?? '?'}`);
-  for (const name of ['vit_L14_b64', 'abstractor_b64', 'llama7b_b4_t2048_causal', 'llama7b_b16_t512_causal',
+  for (const name of ['vit_L14_b64', 'abstractor_b64', 'abstractor_b2', 'llama7b_b4_t2048_causal', 'llama7b_b16_t512_causal',
     'fa_ref_b8_h16_t4096_d128_causal']) {
-    // Every variant of the shape: the name plus suffixes such as _bwd4w, _fwdm2 (bench.ts envSuffix).
-    const suffixes = bench.map((x) => x.name).filter((n) => n.startsWith(name) && /^(_(fwd|bwd)[A-Za-z0-9-]+)*$/.test(n.slice(name.length)))
+    // Every variant of the shape: the name plus suffixes such as _bwd4w, _fwdm2, _notail (harness.ts envSuffix).
+    const suffixes = bench.map((x) => x.name)
+      .filter((n) => n.startsWith(name) && /^(_(fwd|bwd)[A-Za-z0-9-]+|_notail)*$/.test(n.slice(name.length)))
       .map((n) => n.slice(name.length));
     for (const suffix of suffixes) {
     const b = ob.get(name + suffix)?.extra as Record<string, number> | undefined;
@@ -277,6 +278,7 @@ function summary(owletPath: string, peerPath: string): void {
       `fwd+bwd ${b.fwdbwd_tflops} (peer ${pr?.fwdbwd_tflops ?? '?'}) ${r(b.fwdbwd_tflops, pr?.fwdbwd_tflops)}`);
     }
   }
+  if (o.attentionTuned) console.log(`attention variants chosen by timing (the unsuffixed lines): ${o.attentionTuned}`);
   for (const b of bench.filter((x) => x.name.startsWith('lora_'))) {
     const e = b.extra as Record<string, number>;
     const pr = p[b.name.replace(/_thin$/, '')] as Record<string, number> | undefined;
