@@ -5,7 +5,7 @@
 // wgmma-overlap and wgmma-ws, on every case without dropout; wgmma emulated from the emulator's reading of the PTX ISA's
 // descriptor, swizzle and fragment rules) and the backward in OWLET_ATTN_BWD=br64, =wgmma and =wgmma1 (the Hopper
 // backward of attention_wgmma_bwd.cuh with two or, at D = 64, one warpgroup per block; every case without dropout) too,
-// each compared with the reference.
+// each compared with the reference. `flash_emu --random N SEED` runs N random shapes instead.
 // This checks the kernels' tiling, fragment and mask arithmetic without a GPU; it cannot check timing, races
 // between real warps, or the hardware's own rounding. Build and run: scripts/flash-emu.sh.
 #include "emu_kernel.h"
@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <type_traits>
 #include <string>
@@ -385,7 +386,33 @@ bool run(const Case& c, std::mt19937& rng) {
 
 }  // namespace
 
+// `--random N SEED`: N random shapes instead of the list below (head dim 64 or 128; Tq and Tk one below to four
+// past a multiple of 64 — the tail kernels' range and its edges —, or a short query sequence; causal, key masks).
+int random_cases(int n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> u(0, 1 << 20);
+  std::vector<std::string> names;
+  names.reserve(size_t(n));
+  int failed = 0;
+  for (int k = 0; k < n; k++) {
+    const int D = u(rng) % 2 ? 64 : 128, H = 1 + u(rng) % 2;
+    const bool causal = u(rng) % 2, mask = u(rng) % 3 == 0;
+    const int B = mask ? 2 : 1 + u(rng) % 2;  // (a key mask hides all of batch 0's keys: batch 1 has the real mask)
+    const int Tq = u(rng) % 4 == 0 ? 1 + u(rng) % 64 : 64 * (1 + u(rng) % 3) + u(rng) % 6 - 1;
+    const int Tk = 64 * (1 + u(rng) % 4) + u(rng) % 6 - 1;
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "random D%d B%d H%d Tq%d Tk%d%s%s", D, B, H, Tq, Tk, causal ? " causal" : "",
+                  mask ? " + key mask" : "");
+    names.emplace_back(buf);
+    if (!run({names.back().c_str(), B, H, Tq, Tk, D, causal, mask, 0.f, D == 64 ? 4 : 8, false}, rng)) failed++;
+  }
+  std::printf("%d failed\n", failed);
+  return failed ? 1 : 0;
+}
+
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "--random")
+    return random_cases(argc > 2 ? std::atoi(argv[2]) : 20, argc > 3 ? unsigned(std::atoi(argv[3])) : 1u);
   std::vector<Case> cases = {
       {"full D64 B2 H2 T77", 2, 2, 77, 77, 64, false, false, 0.f},
       {"cross D64 Tq64 Tk83 (abstractor-like)", 1, 2, 64, 83, 64, false, false, 0.f},
