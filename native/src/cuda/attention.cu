@@ -7,11 +7,12 @@
 // forward (w4, w8, w8s, m2, w4s: the mma.sync tile shapes of attention_flash.cuh; wgmma, wgmma-overlap: the Hopper
 // forward of attention_wgmma.cuh (wgmma1: one warpgroup per block at D = 64), wgmma-ws: its warp-specialised form of
 // attention_wgmma_ws.cuh, where they apply — sm_90a build, compute capability 9.0, no dropout — and w4s elsewhere);
-// OWLET_ATTN_BWD picks the backward (mma, br64, wgmma, wgmma1, wgmma-q, wgmma-bulk: see bwd_variant_of). Unset (or auto): where
-// the Hopper kernels apply, the fastest of the variants that do, timed on the first call of each shape (see
-// "autotuning" below; OWLET_ATTN_TUNE=0 turns it off); else, and then, the static defaults of fwd_variant and
-// bwd_variant_of. OWLET_ATTN_BWD_WARPS=4 or 8 the warps per block of the mma.sync backward; OWLET_ATTN_TAIL=0 keeps
-// whole tiles for the few rows and keys past a sequence's last whole tile instead of attention_tail.cuh's kernels.
+// OWLET_ATTN_BWD picks the backward (mma, br64, wgmma, wgmma1, wgmma-q, wgmma-bulk: see bwd_variant_of). Unset (or
+// auto): the fastest of the variants that apply, timed on the first call of each shape (see "autotuning" below;
+// OWLET_ATTN_TUNE=0 turns it off, and the backward off Hopper has one kernel); else the static defaults of
+// fwd_variant and bwd_variant_of. OWLET_ATTN_BWD_WARPS=4 or 8 the warps per block of the mma.sync backward;
+// OWLET_ATTN_TAIL=0 keeps whole tiles for the few rows and keys past a sequence's last whole tile instead of
+// attention_tail.cuh's kernels.
 // All are read per call, so that one process can compare the variants.
 #include <algorithm>
 #include <cstdio>
@@ -321,8 +322,10 @@ void finish_fwd_rows(const flash::Params& fp, const Dims& d, int rows_main, cons
   if (rows_main >= d.Tq) return;
   dim3 grid{unsigned(d.Tq - rows_main), unsigned(d.H), unsigned(d.B)};
   constexpr int threads = 32 * attn_tail::kFwdWarps;
-  if (d.D == 64) attn_tail::fwd_rows_kernel<64><<<grid, threads, attn_tail::fwd_smem_bytes<64>(), c.stream>>>(fp, rows_main);
-  else attn_tail::fwd_rows_kernel<128><<<grid, threads, attn_tail::fwd_smem_bytes<128>(), c.stream>>>(fp, rows_main);
+  if (d.D == 64)
+    attn_tail::fwd_rows_kernel<64><<<grid, threads, attn_tail::fwd_smem_bytes<64>(), c.stream>>>(fp, rows_main);
+  else
+    attn_tail::fwd_rows_kernel<128><<<grid, threads, attn_tail::fwd_smem_bytes<128>(), c.stream>>>(fp, rows_main);
   check_launch(op);
 }
 
@@ -502,7 +505,8 @@ void launch_wgmma_bwd(const DeviceContext& c, flash::Params fp, const Dims& d, B
 }
 
 // The tensor-core forward `variant` (auto: the static default) into fp.out and fp.lse.
-void launch_flash_fwd(const DeviceContext& c, const flash::Params& fp, const Dims& d, FwdVariant variant, const char* op) {
+void launch_flash_fwd(const DeviceContext& c, const flash::Params& fp, const Dims& d, FwdVariant variant,
+                      const char* op) {
   if (const auto hopper = hopper_fwd(c, fp, d, variant)) {
     launch_wgmma_fwd(c, fp, d, *hopper, op);
     return;
@@ -513,8 +517,8 @@ void launch_flash_fwd(const DeviceContext& c, const flash::Params& fp, const Dim
 
 // The tensor-core backward `variant` (auto: the static default): dK and dV into fp.dk and fp.dv, dQ into the fp32
 // accumulator fp.dq_acc (zeroed here first).
-void launch_flash_bwd(const DeviceContext& c, const flash::Params& fp, const Dims& d, BwdVariant variant, size_t dq_bytes,
-                      const char* op) {
+void launch_flash_bwd(const DeviceContext& c, const flash::Params& fp, const Dims& d, BwdVariant variant,
+                      size_t dq_bytes, const char* op) {
   check(cudaMemsetAsync(fp.dq_acc, 0, dq_bytes, c.stream), op, "cudaMemsetAsync");
   if (use_wgmma_bwd(c, fp, variant)) {
     launch_wgmma_bwd(c, fp, d, variant, op);
@@ -546,11 +550,12 @@ void launch_flash_bwd(const DeviceContext& c, const flash::Params& fp, const Dim
 }
 
 // ---------------------------------------------------------------------------------------------- autotuning
-// With OWLET_ATTN_FWD / OWLET_ATTN_BWD unset (auto) on a device where the Hopper kernels apply, the first call of each
-// (device, shape, causal, key mask) times the variants that apply (time_candidates.h: a warm-up and 2 runs each, on
-// the call's own operands, the host waiting once) and every later call runs the fastest. The forward's variants are
-// tried with and without the tail kernel where a tail exists (the backward always takes it: it removes whole tiles). The static default is the
-// first candidate, so what tuning changed can be reported (attention_tune_report, in the backend's info()).
+// With OWLET_ATTN_FWD / OWLET_ATTN_BWD unset (auto) — the forward on any GPU, the backward where the Hopper kernels
+// apply (elsewhere it has one kernel) — the first call of each (device, shape, causal, key mask, dropout) times the
+// variants that apply (time_candidates.h: a warm-up and 2 runs each, on the call's own operands, the host waiting
+// once) and every later call runs the fastest. The forward's variants are tried with and without the tail kernel
+// where a tail exists (the backward always takes it: it removes whole tiles). The static default is the first
+// candidate, so what tuning changed can be reported (attention_tune_report, in the backend's info()).
 // OWLET_ATTN_TUNE=0 (read per call) keeps the static defaults. The choice depends on timing: two processes may pick
 // differently (the backward's dQ atomics already make GPU runs non-reproducible bit for bit).
 bool attn_tune_enabled() { return !env_is("OWLET_ATTN_TUNE", "0"); }
@@ -581,16 +586,17 @@ TuneKey tune_key(const DeviceContext& c, const Dims& d, const flash::Params& fp,
   return {c.index, d.B, d.H, d.Tq, d.Tk, d.D, fp.causal, fp.key_mask != nullptr, fp.dropout, bwd};
 }
 
-// The forward's candidates: each variant with the tail kernel, and without it where the tail applies.
+// The forward's candidates: where the Hopper kernels apply, them (and w4s at D = 64); elsewhere (other GPUs, dropout)
+// the mma.sync tile shapes; each with the tail kernel, and without it where the tail applies.
 std::vector<int> fwd_candidates(const DeviceContext& c, const flash::Params& fp, const Dims& d) {
-  if (!hopper_applies(c, fp)) return {};
-  const std::vector<FwdVariant> vs = d.D == 128
-      ? std::vector<FwdVariant>{FwdVariant::Wgmma, FwdVariant::WgmmaOverlap, FwdVariant::WgmmaWs}
-      : std::vector<FwdVariant>{FwdVariant::W4s, FwdVariant::Wgmma1, FwdVariant::Wgmma};
+  using F = FwdVariant;
+  const std::vector<F> vs = !hopper_applies(c, fp) ? std::vector<F>{F::W4s, F::W4, F::W8s, F::M2}
+                            : d.D == 128           ? std::vector<F>{F::Wgmma, F::WgmmaOverlap, F::WgmmaWs}
+                                                   : std::vector<F>{F::W4s, F::Wgmma1, F::Wgmma};
   std::vector<int> codes;
-  for (FwdVariant v : vs) {
+  for (F v : vs) {
     codes.push_back(tune_code(v));
-    const int rows = v == FwdVariant::W4s || v == FwdVariant::Wgmma1 ? 64 : wgmma::kBR;
+    const int rows = v == F::W4s || v == F::W4 || v == F::Wgmma1 ? 64 : 128;  // query rows per block
     if (fwd_rows_main(fp, rows) < d.Tq) codes.push_back(tune_code(v, true));
   }
   return codes;
@@ -608,7 +614,8 @@ std::vector<int> bwd_candidates(const DeviceContext& c, const flash::Params& fp,
 // The candidate (a tune_code) to run for this call: the table's choice for its key, timing the candidates first when
 // there is none (each trial writes this call's own outputs; the caller then runs the choice for the real result);
 // -1 for the static default.
-int tuned(const DeviceContext& c, const TuneKey& key, const std::vector<int>& cands, const std::function<void(int)>& run) {
+int tuned(const DeviceContext& c, const TuneKey& key, const std::vector<int>& cands,
+          const std::function<void(int)>& run) {
   {
     std::lock_guard<std::mutex> lock(tune_mu);
     auto it = tune_table.find(key);
@@ -642,8 +649,9 @@ std::string attention_tune_report() {
     const int v = ch.code & ~kWholeTiles;
     const char* name = k.bwd ? variant_name(kBwdNames, BwdVariant(v)) : variant_name(kFwdNames, FwdVariant(v));
     char buf[220];
-    std::snprintf(buf, sizeof buf, "%s%s B%d H%d Tq%d Tk%d D%d%s%s: %s%s %.3f ms (default %.3f)", out.empty() ? "" : "; ",
-                  k.bwd ? "bwd" : "fwd", k.B, k.H, k.Tq, k.Tk, k.D, k.causal ? " causal" : "", k.mask ? " mask" : "", name,
+    std::snprintf(buf, sizeof buf, "%s%s B%d H%d Tq%d Tk%d D%d%s%s%s: %s%s %.3f ms (default %.3f)",
+                  out.empty() ? "" : "; ", k.bwd ? "bwd" : "fwd", k.B, k.H, k.Tq, k.Tk, k.D, k.causal ? " causal" : "",
+                  k.mask ? " mask" : "", k.dropout ? " dropout" : "", name,
                   (ch.code & kWholeTiles) ? " (whole tiles)" : "", double(ch.ms), double(ch.default_ms));
     out += buf;
   }

@@ -202,7 +202,8 @@ __global__ void __launch_bounds__(kBwdThreads, 2) bwd_kernel(flash::Params p) {
   auto add_dq = [&](int i, const float (&x)[8]) {  // scale · x into row i's dQ accumulator, 2-wide atomics
     float* dst = dq_at(i);
 #pragma unroll
-    for (int e = 0; e < 8; e += 2) atomicAdd(reinterpret_cast<float2*>(dst + e), make_float2(p.scale * x[e], p.scale * x[e + 1]));
+    for (int e = 0; e < 8; e += 2)
+      atomicAdd(reinterpret_cast<float2*>(dst + e), make_float2(p.scale * x[e], p.scale * x[e + 1]));
   };
   for (int t = tid; t < kMax * D; t += kBwdThreads) {
     const int r = t / D, d = t % D;

@@ -132,7 +132,9 @@ __device__ __forceinline__ void fence_operands(uint32_t (&r)[4]) {
   for (int i = 0; i < 4; i++) asm volatile("" : "+r"(r[i])::"memory");
 }
 // Named barriers (ids 1..15; 0 is __syncthreads): bar.sync waits for `n` threads, bar.arrive only counts itself.
-__device__ __forceinline__ void bar_sync(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
+__device__ __forceinline__ void bar_sync(int id, int n) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+}
 __device__ __forceinline__ void bar_arrive(int id, int n) {
   asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory");
 }

@@ -97,8 +97,8 @@ __device__ __forceinline__ void mma_ss_m64n64k16(float (&d)[32], uint64_t desc_a
 // key (r mod 4 ≥ 2 ? key_b : key_a), query i0 + 8·(r/4) + 2·t4 + (r mod 2). lse_t and delta_t are the tile's 64
 // per-query values in shared memory.
 
-// Pᵀ = exp(Sᵀ·scale − lse) in place, then zero where the key is not seen by the query: past tk_main or tq_main, causal,
-// the key padding mask (need_mask: the tile reaches one of those boundaries).
+// Pᵀ = exp(Sᵀ·scale − lse) in place, then zero where the key is not seen by the query: past tk_main or tq_main,
+// causal, the key padding mask (need_mask: the tile reaches one of those boundaries).
 __device__ __forceinline__ void probs_t(float (&st)[32], const float* lse_t, const flash::Params& p, int b, int i0,
                                         int key_a, int key_b, int t4, bool need_mask) {
 #pragma unroll
@@ -138,11 +138,11 @@ __device__ __forceinline__ void a_fragments(uint32_t (&a)[4][4], const float (&x
   }
 }
 
-// dSᵀ = Pᵀ ⊙ (dPᵀ − Δ) into dpt, as A fragments in da, and to the dSᵀ tile in shared memory (generic pointer gS, 128
-// bytes per key row) for dQ: register pair (g or g+8, 2t or 2t+8) of step kk is chunk 2kk (+1) of key row
+// dSᵀ = Pᵀ ⊙ (dPᵀ − Δ) into dpt, as A fragments in da, and to the dSᵀ tile in shared memory (generic pointer gS,
+// 128 bytes per key row) for dQ: register pair (g or g+8, 2t or 2t+8) of step kk is chunk 2kk (+1) of key row
 // row0 + g (+8), at byte 4t of the chunk, the chunk position swizzled by the row mod 8 (= g).
-__device__ __forceinline__ void grads_t(float (&dpt)[32], const float (&st)[32], const float* delta_t, uint32_t (&da)[4][4],
-                                        unsigned char* gS, int row0, int g, int t4) {
+__device__ __forceinline__ void grads_t(float (&dpt)[32], const float (&st)[32], const float* delta_t,
+                                        uint32_t (&da)[4][4], unsigned char* gS, int row0, int g, int t4) {
 #pragma unroll
   for (int i = 0; i < 8; i++) {
     const float2 d2 = *reinterpret_cast<const float2*>(delta_t + 8 * i + 2 * t4);
@@ -166,8 +166,8 @@ __device__ __forceinline__ void grads_t(float (&dpt)[32], const float (&st)[32],
 // 64c + 8i + 2·t4 + e: each dot product is summed over the thread's 16·DB dims, then across the four threads (t4)
 // that hold the same key. q, dO, K and V are re-read from global memory (a few rows; cached).
 template <int DB>
-__device__ __forceinline__ void add_tail_rows(const flash::Params& p, const flash::Head& hd, int b, int key_a, int key_b,
-                                              int t4, float (&dk)[DB][32], float (&dv)[DB][32]) {
+__device__ __forceinline__ void add_tail_rows(const flash::Params& p, const flash::Head& hd, int b, int key_a,
+                                              int key_b, int t4, float (&dk)[DB][32], float (&dv)[DB][32]) {
   auto pair = [](const bf16* x) { return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(x)); };
   const int64_t ja = hd.kv + int64_t(min(key_a, p.Tk - 1)) * hd.rs + 2 * t4,
                 jb = hd.kv + int64_t(min(key_b, p.Tk - 1)) * hd.rs + 2 * t4;  // (a key past Tk has P = 0)

@@ -99,7 +99,8 @@ __global__ void __launch_bounds__(128, 2) attention_bwd_short_kernel(flash::Para
 
     // Pᵀ with the masks (keys past tk_main, rows past Tq = tq_main, causal, key padding) as A fragments, and
     // dV = Pᵀ dO for this key tile (the first k-step overwrites the accumulators).
-    const bool need_mask = p.key_mask != nullptr || j0 + BK > p.tk_main || BQ > p.Tq || (p.causal && j0 + BK - 1 > p.Tk - p.Tq);
+    const bool need_mask =
+        p.key_mask != nullptr || j0 + BK > p.tk_main || BQ > p.Tq || (p.causal && j0 + BK - 1 > p.Tk - p.Tq);
     probs_t(st, fL, p, b, 0, key_a, key_b, t4, need_mask);
     uint32_t pa[KQ][4], da[KQ][4];
     float dv[32], dk[32];
@@ -140,7 +141,8 @@ __global__ void __launch_bounds__(128, 2) attention_bwd_short_kernel(flash::Para
       for (int i = 0; i < 8; i++) {
         *reinterpret_cast<__nv_bfloat162*>(p.dk + off + 8 * i) =
             __floats2bfloat162_rn(dk[4 * i + 2 * r] * p.scale, dk[4 * i + 2 * r + 1] * p.scale);
-        *reinterpret_cast<__nv_bfloat162*>(p.dv + off + 8 * i) = __floats2bfloat162_rn(dv[4 * i + 2 * r], dv[4 * i + 2 * r + 1]);
+        *reinterpret_cast<__nv_bfloat162*>(p.dv + off + 8 * i) =
+            __floats2bfloat162_rn(dv[4 * i + 2 * r], dv[4 * i + 2 * r + 1]);
       }
     }
   }
@@ -155,7 +157,8 @@ __global__ void __launch_bounds__(128, 2) attention_bwd_short_kernel(flash::Para
       float* dst = p.dq_acc + ((int64_t(b) * p.Tq + qi) * p.H + h) * D + 2 * t4;
 #pragma unroll
       for (int i = 0; i < 8; i++)
-        atomicAdd(reinterpret_cast<float2*>(dst + 8 * i), make_float2(dq[4 * i + 2 * r] * p.scale, dq[4 * i + 2 * r + 1] * p.scale));
+        atomicAdd(reinterpret_cast<float2*>(dst + 8 * i),
+                  make_float2(dq[4 * i + 2 * r] * p.scale, dq[4 * i + 2 * r + 1] * p.scale));
     }
   }
 #else
