@@ -542,7 +542,7 @@ __global__ void __launch_bounds__(NW * 32) attention_bwd_kernel(Params p) {
         // Two adjacent columns per thread: one 8-byte vector atomic (sm_90) instead of two.
 #pragma unroll
         for (int dt = 0; dt < DC / 8; dt++)
-          atomicAdd(reinterpret_cast<float2*>(dst + dt * 8), make_float2(acc[dt][2 * r] * p.scale, acc[dt][2 * r + 1] * p.scale));
+          atomic_add2(dst + dt * 8, acc[dt][2 * r] * p.scale, acc[dt][2 * r + 1] * p.scale);
       }
     }
     // No barrier needed here: Q/dO of this buffer were last read before the dSᵀ barrier above (the next prefetch may

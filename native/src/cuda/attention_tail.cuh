@@ -203,7 +203,7 @@ __global__ void __launch_bounds__(kBwdThreads, 2) bwd_kernel(flash::Params p) {
     float* dst = dq_at(i);
 #pragma unroll
     for (int e = 0; e < 8; e += 2)
-      atomicAdd(reinterpret_cast<float2*>(dst + e), make_float2(p.scale * x[e], p.scale * x[e + 1]));
+      atomic_add2(dst + e, p.scale * x[e], p.scale * x[e + 1]);
   };
   for (int t = tid; t < kMax * D; t += kBwdThreads) {
     const int r = t / D, d = t % D;

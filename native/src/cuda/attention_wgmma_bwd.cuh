@@ -376,8 +376,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) attention_bwd_ker
         float* dst = p.dq_acc + ((int64_t(b) * p.Tq + qi) * p.H + h) * D + dq_col + 2 * t4;
 #pragma unroll
         for (int i = 0; i < 8; i++)
-          atomicAdd(reinterpret_cast<float2*>(dst + 8 * i),
-                    make_float2(dq[4 * i + 2 * r] * p.scale, dq[4 * i + 2 * r + 1] * p.scale));
+          atomic_add2(dst + 8 * i, dq[4 * i + 2 * r] * p.scale, dq[4 * i + 2 * r + 1] * p.scale);
       }
     }
     wait<0>();  // dK is done: every product of this tile is, before the next tile's barrier (its prefetch

@@ -157,8 +157,7 @@ __global__ void __launch_bounds__(128, 2) attention_bwd_short_kernel(flash::Para
       float* dst = p.dq_acc + ((int64_t(b) * p.Tq + qi) * p.H + h) * D + 2 * t4;
 #pragma unroll
       for (int i = 0; i < 8; i++)
-        atomicAdd(reinterpret_cast<float2*>(dst + 8 * i),
-                  make_float2(dq[4 * i + 2 * r] * p.scale, dq[4 * i + 2 * r + 1] * p.scale));
+        atomic_add2(dst + 8 * i, dq[4 * i + 2 * r] * p.scale, dq[4 * i + 2 * r + 1] * p.scale);
     }
   }
 #else

@@ -72,6 +72,17 @@ inline FOut fout(const Tensor& t, const char* op, const char* what) {
     }                                                                                                     \
   } while (0)
 
+// dst[0..1] += (a, b): one 8-byte atomic where the GPU has them (compute capability 9.0 on), two 4-byte ones before,
+// so a build for older GPUs (-DCMAKE_CUDA_ARCHITECTURES=80) compiles.
+__device__ __forceinline__ void atomic_add2(float* dst, float a, float b) {
+#if defined(OWLET_CUDA_EMULATION) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900)
+  atomicAdd(reinterpret_cast<float2*>(dst), make_float2(a, b));
+#else
+  atomicAdd(dst, a);
+  atomicAdd(dst + 1, b);
+#endif
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
