@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <random>
 #include <type_traits>
 #include <string>
@@ -145,24 +146,25 @@ bool run(const Case& c, std::mt19937& rng) {
   std::vector<float> lse(size_t(B) * H * Tq);
   fp.out = out.data();
   fp.lse = lse.data();
-  // The rows past the last whole block of `rows` on CUDA cores (attention_tail.cuh), as attention.cu launches them
-  // after a tiled forward that stopped at rows_main.
-  auto run_fwd_tail_rows = [&](auto dtag, int rows_main) {
+  // A tiled forward `kernel` (block_rows query rows per block) into poisoned out and lse (every element must be
+  // written): over all rows, or with `tail` only to the last whole block and the rows after it on CUDA cores
+  // (attention_tail.cuh), as attention.cu launches them when OWLET_ATTN_TAIL is unset.
+  auto run_tiled_fwd = [&](auto dtag, int block_rows, int threads, size_t smem, bool tail,
+                           const std::function<void()>& kernel) {
     constexpr int DD = decltype(dtag)::value;
-    if (rows_main < Tq)
-      emu::launch({unsigned(Tq - rows_main), unsigned(H), unsigned(B)}, 32 * owlet::cuda::attn_tail::kFwdWarps,
+    std::fill(out.begin(), out.end(), __float2bfloat16_rn(12345.f));
+    std::fill(lse.begin(), lse.end(), 12345.f);
+    const int rows = tail ? owlet::cuda::attn_tail::main_extent(Tq, block_rows) : Tq;
+    emu::launch({unsigned((rows + block_rows - 1) / block_rows), unsigned(H), unsigned(B)}, threads, smem, kernel);
+    if (rows < Tq)
+      emu::launch({unsigned(Tq - rows), unsigned(H), unsigned(B)}, 32 * owlet::cuda::attn_tail::kFwdWarps,
                   owlet::cuda::attn_tail::fwd_smem_bytes<DD>(),
-                  [&] { owlet::cuda::attn_tail::fwd_rows_kernel<DD>(fp, rows_main); });
+                  [&] { owlet::cuda::attn_tail::fwd_rows_kernel<DD>(fp, rows); });
   };
-  // tail: the tiles stop at the last whole block and the tail kernel does the rest (OWLET_ATTN_TAIL unset)
   auto run_fwd = [&](auto tile, bool tail = false) {
     using T = decltype(tile);
-    std::fill(out.begin(), out.end(), __float2bfloat16_rn(12345.f));  // poison: every element must be written
-    std::fill(lse.begin(), lse.end(), 12345.f);
-    const int rows = tail ? owlet::cuda::attn_tail::main_extent(Tq, T::BR) : Tq;
-    emu::launch({unsigned((rows + T::BR - 1) / T::BR), unsigned(H), unsigned(B)}, T::THREADS, T::kSmemBytes,
-                [&] { flash::attention_fwd_kernel<T>(fp); });
-    run_fwd_tail_rows(std::integral_constant<int, T::D>{}, rows);
+    run_tiled_fwd(std::integral_constant<int, T::D>{}, T::BR, T::THREADS, T::kSmemBytes, tail,
+                  [&] { flash::attention_fwd_kernel<T>(fp); });
   };
   // Whether the tail kernels change anything here (a rest of 1..kMax past a whole tile of `tile`).
   auto has_tail = [](int n, int tile) { return owlet::cuda::attn_tail::main_extent(n, tile) != n; };
@@ -211,12 +213,8 @@ bool run(const Case& c, std::mt19937& rng) {
       auto run_wgmma = [&](auto otag, auto ntag, bool tail = false) {
         constexpr bool OV = decltype(otag)::value;
         constexpr int NWG = decltype(ntag)::value;
-        std::fill(out.begin(), out.end(), __float2bfloat16_rn(12345.f));
-        std::fill(lse.begin(), lse.end(), 12345.f);
-        const int rows = tail ? owlet::cuda::attn_tail::main_extent(Tq, 64 * NWG) : Tq;
-        emu::Dim g{unsigned((rows + 64 * NWG - 1) / (64 * NWG)), unsigned(H), unsigned(B)};
-        emu::launch(g, 128 * NWG, wgmma::fwd_smem_bytes<DD, OV, NWG>(), [&] { wgmma::attention_fwd_kernel<DD, OV, NWG>(fp); });
-        run_fwd_tail_rows(std::integral_constant<int, DD>{}, rows);
+        run_tiled_fwd(dtag, 64 * NWG, 128 * NWG, wgmma::fwd_smem_bytes<DD, OV, NWG>(), tail,
+                      [&] { wgmma::attention_fwd_kernel<DD, OV, NWG>(fp); });
       };
       using Two = std::integral_constant<int, 2>;
       run_wgmma(std::false_type{}, Two{});
@@ -239,13 +237,8 @@ bool run(const Case& c, std::mt19937& rng) {
       // and with its grid stopping at the last whole block, the tail rows on CUDA cores
       for (bool tail : {false, true}) {
         if (tail && !has_tail(Tq, wgmma::kBR)) continue;
-        std::fill(out.begin(), out.end(), __float2bfloat16_rn(12345.f));
-        std::fill(lse.begin(), lse.end(), 12345.f);
-        const int rows = tail ? owlet::cuda::attn_tail::main_extent(Tq, wgmma::kBR) : Tq;
-        emu::Dim g{unsigned((rows + wgmma::kBR - 1) / wgmma::kBR), unsigned(H), unsigned(B)};
-        emu::launch(g, owlet::cuda::wgmma_ws::kThreads, owlet::cuda::wgmma_ws::smem_bytes<DD>(),
-                    [&] { owlet::cuda::wgmma_ws::attention_fwd_ws_kernel<DD>(fp); });
-        run_fwd_tail_rows(std::integral_constant<int, DD>{}, rows);
+        run_tiled_fwd(dtag, wgmma::kBR, owlet::cuda::wgmma_ws::kThreads, owlet::cuda::wgmma_ws::smem_bytes<DD>(), tail,
+                      [&] { owlet::cuda::wgmma_ws::attention_fwd_ws_kernel<DD>(fp); });
         check_fwd(tail ? "wgmma-ws+tail" : "wgmma-ws");
       }
     }

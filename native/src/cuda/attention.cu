@@ -341,17 +341,23 @@ void launch_fwd(const flash::Params& fp, const Dims& d, const DeviceContext& c, 
   finish_fwd_rows(fp, d, rows, c, op);
 }
 
+// f(Tile{}) with the mma.sync tile shape of `variant` (w4s for auto, and for the Hopper variants where they do not
+// apply): the one place that maps OWLET_ATTN_FWD's names to tile shapes.
+template <int D, class F>
+void with_fwd_tile(FwdVariant variant, F&& f) {
+  switch (variant) {
+    case FwdVariant::W4: return f(flash::FwdW4<D>{});
+    case FwdVariant::W8: return f(flash::FwdW8<D>{});
+    case FwdVariant::W8s: return f(flash::FwdW8s<D>{});
+    case FwdVariant::M2: return f(flash::FwdM2<D>{});
+    default: return f(flash::FwdW4s<D>{});
+  }
+}
+
 template <int D>
 void launch_fwd_variant(FwdVariant variant, const flash::Params& fp, const Dims& d, const DeviceContext& c,
                         const char* op) {
-  switch (variant) {
-    case FwdVariant::W4: return launch_fwd<flash::FwdW4<D>>(fp, d, c, op);
-    case FwdVariant::W8: return launch_fwd<flash::FwdW8<D>>(fp, d, c, op);
-    case FwdVariant::W8s: return launch_fwd<flash::FwdW8s<D>>(fp, d, c, op);
-    case FwdVariant::M2: return launch_fwd<flash::FwdM2<D>>(fp, d, c, op);
-    case FwdVariant::W4s: return launch_fwd<flash::FwdW4s<D>>(fp, d, c, op);
-    default: return launch_fwd<flash::FwdW4s<D>>(fp, d, c, op);  // auto, and wgmma where it does not apply
-  }
+  with_fwd_tile<D>(variant, [&](auto tile) { launch_fwd<decltype(tile)>(fp, d, c, op); });
 }
 
 bool use_flash(const Tensor& q, const Tensor& k, const Tensor& v, const Dims& d, float scale) {
@@ -426,10 +432,15 @@ std::optional<FwdVariant> hopper_fwd(const DeviceContext& c, const flash::Params
   return std::nullopt;
 }
 
+// Query rows per block of a Hopper forward: 64 with one warpgroup (wgmma1 at D = 64), else 128.
+int wgmma_fwd_rows(FwdVariant variant, const Dims& d) {
+  return variant == FwdVariant::Wgmma1 && d.D == 64 ? 64 : wgmma::kBR;
+}
+
 void launch_wgmma_fwd(const DeviceContext& c, const flash::Params& fp, const Dims& d, FwdVariant variant,
                       const char* op) {
   const bool d64 = d.D == 64, one_wg = variant == FwdVariant::Wgmma1 && d64;
-  const int block_rows = one_wg ? 64 : wgmma::kBR, rows = fwd_rows_main(fp, block_rows);
+  const int block_rows = wgmma_fwd_rows(variant, d), rows = fwd_rows_main(fp, block_rows);
   dim3 grid{unsigned((rows + block_rows - 1) / block_rows), unsigned(d.H), unsigned(d.B)};
   auto launch = [&](auto kernel, int threads, size_t smem) {
     set_smem_limit(reinterpret_cast<const void*>(kernel), smem, c.index, op);
@@ -502,6 +513,16 @@ void launch_wgmma_bwd(const DeviceContext& c, flash::Params fp, const Dims& d, B
   dim3 grid{unsigned(d.H), unsigned(d.B)};
   attn_tail::bwd_kernel<64><<<grid, attn_tail::kBwdThreads, attn_tail::bwd_smem_bytes<64>(), c.stream>>>(fp);
   check_launch(op);
+}
+
+// Query rows per block of the forward that `variant` runs as (launch_flash_fwd's choice).
+int fwd_block_rows(const DeviceContext& c, const flash::Params& fp, const Dims& d, FwdVariant variant) {
+  if (const auto hopper = hopper_fwd(c, fp, d, variant)) return wgmma_fwd_rows(*hopper, d);
+  int rows = 0;
+  auto tile_rows = [&](auto tile) { rows = decltype(tile)::BR; };
+  if (d.D == 64) with_fwd_tile<64>(variant, tile_rows);
+  else with_fwd_tile<128>(variant, tile_rows);
+  return rows;
 }
 
 // The tensor-core forward `variant` (auto: the static default) into fp.out and fp.lse.
@@ -596,8 +617,7 @@ std::vector<int> fwd_candidates(const DeviceContext& c, const flash::Params& fp,
   std::vector<int> codes;
   for (F v : vs) {
     codes.push_back(tune_code(v));
-    const int rows = v == F::W4s || v == F::W4 || v == F::Wgmma1 ? 64 : 128;  // query rows per block
-    if (fwd_rows_main(fp, rows) < d.Tq) codes.push_back(tune_code(v, true));
+    if (fwd_rows_main(fp, fwd_block_rows(c, fp, d, v)) < d.Tq) codes.push_back(tune_code(v, true));
   }
   return codes;
 }
@@ -611,16 +631,17 @@ std::vector<int> bwd_candidates(const DeviceContext& c, const flash::Params& fp,
   return v;
 }
 
-// The candidate (a tune_code) to run for this call: the table's choice for its key, timing the candidates first when
-// there is none (each trial writes this call's own outputs; the caller then runs the choice for the real result);
-// -1 for the static default.
-int tuned(const DeviceContext& c, const TuneKey& key, const std::vector<int>& cands,
+// The candidate (a tune_code) to run for this call: the table's choice for its key; when there is none, the
+// candidates (made only then) are timed first (each trial writes this call's own outputs; the caller then runs the
+// choice for the real result). -1 for the static default.
+int tuned(const DeviceContext& c, const TuneKey& key, const std::function<std::vector<int>()>& candidates,
           const std::function<void(int)>& run) {
   {
     std::lock_guard<std::mutex> lock(tune_mu);
     auto it = tune_table.find(key);
     if (it != tune_table.end()) return it->second.code;
   }
+  const std::vector<int> cands = candidates();
   if (cands.size() < 2) return cands.empty() ? -1 : cands[0];
   const std::vector<float> ms = time_candidates(c.stream, int(cands.size()), [&](int i) {
     run(cands[size_t(i)]);
@@ -676,7 +697,7 @@ void attention_fwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
     fp.lse = lse.f32();
     FwdVariant variant = fwd_variant(op);
     if (variant == FwdVariant::Auto && attn_tune_enabled()) {
-      const int code = tuned(c, tune_key(c, d, fp, false), fwd_candidates(c, fp, d), [&](int cand) {
+      const int code = tuned(c, tune_key(c, d, fp, false), [&] { return fwd_candidates(c, fp, d); }, [&](int cand) {
         flash::Params trial = fp;
         launch_flash_fwd(c, trial, d, apply_code<FwdVariant>(cand, trial), op);
       });
@@ -728,7 +749,7 @@ void attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
     fp.dk = gk.data<bf16>();
     fp.dv = gv.data<bf16>();
     if (bwd_variant == BwdVariant::Auto && attn_tune_enabled()) {
-      const int code = tuned(c, tune_key(c, d, fp, true), bwd_candidates(c, fp, d), [&](int cand) {
+      const int code = tuned(c, tune_key(c, d, fp, true), [&] { return bwd_candidates(c, fp, d); }, [&](int cand) {
         flash::Params trial = fp;
         launch_flash_bwd(c, trial, d, apply_code<BwdVariant>(cand, trial), dq_acc.nbytes(), op);
       });

@@ -171,6 +171,40 @@ __device__ __forceinline__ ProbGrad lane_prob_grad(const flash::Params& p, int b
   return real ? prob_grad(p, b, i, j, s, dp, lse_log2, delta) : ProbGrad{0.f, 0.f};
 }
 
+// Walks items [0, n) — query rows or keys — with the lanes of a warp: row slot `slot` of warp `warp` takes item
+// warp·S + slot, then every STEP-th, every lane as many times as the others (their group sums need each other).
+// body(item, real, a, b) gets the lane's 8 head dims of the item's two rows a_at(item), b_at(item) (q and dO, or K
+// and V), loaded one item ahead; a lane past n works on item n − 1 with real = false.
+template <int S, int STEP, class AAt, class BAt, class Body>
+__device__ __forceinline__ void sweep(int warp, int slot, int n, AAt a_at, BAt b_at, Body body) {
+  float an[8], bn[8];
+  vec::load(a_at(min(warp * S + slot, n - 1)), an);
+  vec::load(b_at(min(warp * S + slot, n - 1)), bn);
+  for (int base = warp * S; base < n; base += STEP) {
+    const int i = base + slot;
+    float a[8], b[8];
+#pragma unroll
+    for (int e = 0; e < 8; e++) a[e] = an[e], b[e] = bn[e];
+    vec::load(a_at(min(i + STEP, n - 1)), an);
+    vec::load(b_at(min(i + STEP, n - 1)), bn);
+    body(i, i < n, a, b);
+  }
+}
+
+// acc[r·D + d0 + e] += x[r][e] summed over the warp's row slots, for r < n (slot 0's lanes add, in shared memory).
+template <int G, int D>
+__device__ __forceinline__ void add_to_shared(float* acc, const float (&x)[kMax][8], int n, int slot, int d0) {
+#pragma unroll
+  for (int r = 0; r < kMax; r++) {
+    if (r >= n) break;
+#pragma unroll
+    for (int e = 0; e < 8; e++) {
+      const float sum = across_groups<G>(x[r][e]);
+      if (slot == 0) atomicAdd(acc + r * D + d0 + e, sum);
+    }
+  }
+}
+
 template <int D>
 constexpr size_t bwd_smem_bytes() {
   return size_t(6 * kMax * D) * sizeof(float);
@@ -193,7 +227,6 @@ __global__ void __launch_bounds__(kBwdThreads, 2) bwd_kernel(flash::Params p) {
   const int h = blockIdx.x, b = blockIdx.y;
   const flash::Head hd(p, b, h, D);
   const int nk = p.Tk - p.tk_main, nq = p.Tq - p.tq_main;
-  const int first = warp * S + slot;  // this lane's first row (key); then every STEP-th
   auto q_at = [&](int i) { return p.q + hd.q + int64_t(i) * hd.rs + d0; };
   auto o_at = [&](int i) { return p.dout + hd.q + int64_t(i) * hd.rs + d0; };
   auto k_at = [&](int j) { return p.k + hd.kv + int64_t(j) * hd.rs + d0; };
@@ -215,26 +248,15 @@ __global__ void __launch_bounds__(kBwdThreads, 2) bwd_kernel(flash::Params p) {
   }
   __syncthreads();
 
-  // (a) The tail keys against every query row; the lane's next row is loaded before this one's products. The loop
-  // runs the same number of times for every lane of a warp (the shuffles need all of them): a lane past Tq
-  // computes with row Tq − 1 and P = 0.
+  // (a) The tail keys against every query row (a lane past Tq has P = 0).
   if (nk > 0) {
     float dk[kMax][8], dv[kMax][8];
 #pragma unroll
     for (int jj = 0; jj < kMax; jj++)
 #pragma unroll
       for (int e = 0; e < 8; e++) dk[jj][e] = dv[jj][e] = 0.f;
-    float qn[8], on[8];
-    vec::load(q_at(min(first, p.Tq - 1)), qn);
-    vec::load(o_at(min(first, p.Tq - 1)), on);
-    for (int base = warp * S; base < p.Tq; base += STEP) {
-      const int i = base + slot;
-      const bool real = i < p.Tq;
-      float qi[8], oi[8], dq[8];
-#pragma unroll
-      for (int e = 0; e < 8; e++) qi[e] = qn[e], oi[e] = on[e], dq[e] = 0.f;
-      vec::load(q_at(min(i + STEP, p.Tq - 1)), qn);
-      vec::load(o_at(min(i + STEP, p.Tq - 1)), on);
+    sweep<S, STEP>(warp, slot, p.Tq, q_at, o_at, [&](int i, bool real, const float (&qi)[8], const float (&oi)[8]) {
+      float dq[8] = {};
       const int ir = min(i, p.Tq - 1);
       const float lse = p.lse[hd.stat + ir] * flash::kLog2e, del = p.delta[hd.stat + ir];
 #pragma unroll
@@ -250,19 +272,9 @@ __global__ void __launch_bounds__(kBwdThreads, 2) bwd_kernel(flash::Params p) {
         }
       }
       if (real) add_dq(i, dq);
-    }
-#pragma unroll
-    for (int jj = 0; jj < kMax; jj++) {
-      if (jj >= nk) break;
-#pragma unroll
-      for (int e = 0; e < 8; e++) {
-        const float k = across_groups<G>(dk[jj][e]), v = across_groups<G>(dv[jj][e]);
-        if (slot == 0) {
-          atomicAdd(acc_a + jj * D + d0 + e, k);
-          atomicAdd(acc_b + jj * D + d0 + e, v);
-        }
-      }
-    }
+    });
+    add_to_shared<G, D>(acc_a, dk, nk, slot, d0);
+    add_to_shared<G, D>(acc_b, dv, nk, slot, d0);
   }
   __syncthreads();
   for (int t = tid; t < nk * D; t += kBwdThreads) {
@@ -275,8 +287,7 @@ __global__ void __launch_bounds__(kBwdThreads, 2) bwd_kernel(flash::Params p) {
   for (int t = tid; t < kMax * D; t += kBwdThreads) acc_a[t] = 0.f;
   __syncthreads();
 
-  // (b) The tail rows against the tiled keys [0, tk_main): those rows' dQ. A lane past tk_main computes with key
-  // tk_main − 1 and P = 0.
+  // (b) The tail rows against the tiled keys [0, tk_main): those rows' dQ (a lane past tk_main has P = 0).
   {
     float dq[kMax][8], lse[kMax], del[kMax];
 #pragma unroll
@@ -287,17 +298,8 @@ __global__ void __launch_bounds__(kBwdThreads, 2) bwd_kernel(flash::Params p) {
       lse[rr] = p.lse[hd.stat + ir] * flash::kLog2e;
       del[rr] = p.delta[hd.stat + ir];
     }
-    float kn[8], vn[8];
-    vec::load(k_at(min(first, p.tk_main - 1)), kn);
-    vec::load(v_at(min(first, p.tk_main - 1)), vn);
-    for (int base = warp * S; base < p.tk_main; base += STEP) {
-      const int j = base + slot;
-      const bool real = j < p.tk_main;
-      float kj[8], vj[8];
-#pragma unroll
-      for (int e = 0; e < 8; e++) kj[e] = kn[e], vj[e] = vn[e];
-      vec::load(k_at(min(j + STEP, p.tk_main - 1)), kn);
-      vec::load(v_at(min(j + STEP, p.tk_main - 1)), vn);
+    sweep<S, STEP>(warp, slot, p.tk_main, k_at, v_at,
+                   [&](int j, bool real, const float (&kj)[8], const float (&vj)[8]) {
 #pragma unroll
       for (int rr = 0; rr < kMax; rr++) {
         if (rr >= nq) break;
@@ -306,16 +308,8 @@ __global__ void __launch_bounds__(kBwdThreads, 2) bwd_kernel(flash::Params p) {
 #pragma unroll
         for (int e = 0; e < 8; e++) dq[rr][e] = fmaf(ds, kj[e], dq[rr][e]);
       }
-    }
-#pragma unroll
-    for (int rr = 0; rr < kMax; rr++) {
-      if (rr >= nq) break;
-#pragma unroll
-      for (int e = 0; e < 8; e++) {
-        const float x = across_groups<G>(dq[rr][e]);
-        if (slot == 0) atomicAdd(acc_a + rr * D + d0 + e, x);
-      }
-    }
+    });
+    add_to_shared<G, D>(acc_a, dq, nq, slot, d0);
   }
   __syncthreads();
   for (int t = tid; t < nq * D; t += kBwdThreads)
