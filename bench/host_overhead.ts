@@ -52,7 +52,7 @@ if (opProfileAvailable()) {
     byOp.set(k, e);
   }
   console.log(line);
-  for (const [k, e] of [...byOp].sort((a, b) => b[1].ms - a[1].ms).slice(0, 12)) {
+  for (const [k, e] of [...byOp].sort((a, b) => b[1].ms - a[1].ms).slice(0, Number(process.env.TOP ?? 12))) {
     console.log(`  ${(e.ms / STEPS).toFixed(3).padStart(8)} ms ${String(Math.round(e.calls / STEPS)).padStart(5)}× ${k}`);
   }
 } else console.log(line);

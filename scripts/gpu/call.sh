@@ -7,12 +7,19 @@ set -u
 cd "$(dirname "$0")/../.."
 R=/tmp/owlet-results
 rm -rf "$R" && mkdir -p "$R"
-OUT=$R ONLY="${ONLY:-check peer summary sanitizer sass ncu}" bash scripts/gpu/run.sh >"$R/stdout.log" 2>&1
+# The stages' own limits add up to more than one device call may take (600 s): the whole call stops at DEADLINE
+# seconds (default 540) so that the packing below always runs and what finished comes back.
+DEADLINE=${DEADLINE:-540}
+START=$SECONDS
+left() { local l=$((DEADLINE - (SECONDS - START))); echo $((l > 1 ? l : 1)); }  # (timeout 0 would mean none)
+OUT=$R ONLY="${ONLY:-check peer summary sanitizer sass ncu}" timeout -k 5 "$(left)" bash scripts/gpu/run.sh >"$R/stdout.log" 2>&1 ||
+  echo "run.sh exit $? (124: stopped at the ${DEADLINE}-s deadline)" | tee -a "$R/run.log"
 # VARIANT_ENV="NAME=value …": the trainer benchmark once more with those variables (e.g. a kernel variant), in
 # variant/, so that its steps compare with the default's of the same call.
-if [ -n "${VARIANT_ENV:-}" ]; then
+if [ -n "${VARIANT_ENV:-}" ] && [ "$(left)" -gt 20 ]; then
   mkdir -p "$R/variant"
-  env $VARIANT_ENV OUT=$R/variant ONLY=train TRAIN_ARGS=--no-tiny bash scripts/gpu/run.sh >"$R/variant/stdout.log" 2>&1
+  env $VARIANT_ENV OUT=$R/variant ONLY=train TRAIN_ARGS=--no-tiny timeout -k 5 "$(left)" bash scripts/gpu/run.sh \
+    >"$R/variant/stdout.log" 2>&1
   grep -E "^BENCH" "$R/variant/train_check.log" | cut -c1-200
 fi
 tar -C /tmp -czf "$OUT/results.tgz" owlet-results
