@@ -87,11 +87,19 @@ abstract class ChunkTokenizer implements Tokenizer {
     return out;
   }
 
+  /** The text of `ids`, special tokens (BOS, EOS, padding) and image slots (-1, as prompt ids mark them) left out;
+   *  any other id outside the vocabulary throws. */
   decode(ids: readonly number[]): string {
+    if (!Array.isArray(ids) && !ArrayBuffer.isView(ids)) throw new TokenizerError(`decode: ids must be an array of token ids, got ${typeof ids}`);
     const bytes: number[] = [];
     const enc = new TextEncoder();
-    for (const id of ids) {
-      if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize || this.isSpecialId(id)) continue;
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i];
+      if (id === -1) continue;
+      if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) {
+        throw new TokenizerError(`decode: id ${String(id)} at position ${i} is not in the ${this.vocabSize}-token vocabulary`);
+      }
+      if (this.isSpecialId(id)) continue;
       const piece = this.idToPiece(id)!;
       const m = this.isByteId(id) ? BYTE_PIECE.exec(piece) : null;
       if (m) bytes.push(parseInt(m[1], 16));

@@ -9,7 +9,9 @@ import { llamaHidden, lmHead } from '../model/llama.ts';
 import type { MplugOwl } from '../model/owl.ts';
 import { seededRandom } from '../model/init.ts';
 import { ConcatKVCache } from './kvcache.ts';
-import { sampleToken, type SamplingOptions } from './sample.ts';
+import { checkSamplingOptions, sampleToken, type SamplingOptions } from './sample.ts';
+import { ArgumentError } from '../tensor/errors.ts';
+import { countImageTokens, IMAGE_TOKEN } from '../data/index.ts';
 import { promptIds, type PromptChunking } from './prompt.ts';
 import type { Tokenizer } from '../data/index.ts';
 
@@ -31,8 +33,34 @@ export function generate(model: MplugOwl, tok: Tokenizer, reqs: GenerateRequest[
   return generateIds(model, tok, reqs, o).map((ids) => tok.decode(ids));
 }
 
+// Bad options throw before any work, naming the option (they used to be accepted: a negative or fractional token count,
+// NaN, Infinity — which never stopped —, a top-k that returned undefined ids).
+function checkGenerate(reqs: GenerateRequest[], o: GenerateOptions): void {
+  const op = 'generate';
+  checkSamplingOptions(o, op);
+  const n = o.maxNewTokens;
+  if (n !== undefined && !(typeof n === 'number' && Number.isInteger(n) && n >= 0)) {
+    throw new ArgumentError(`${op}: maxNewTokens must be a whole number >= 0, got ${String(n)}`, op);
+  }
+  if (o.seed !== undefined && !(typeof o.seed === 'number' && Number.isInteger(o.seed))) {
+    throw new ArgumentError(`${op}: seed must be a whole number, got ${String(o.seed)}`, op);
+  }
+  if (o.chunking !== undefined && o.chunking !== 'training' && o.chunking !== 'official') {
+    throw new ArgumentError(`${op}: chunking must be 'training' or 'official', got ${JSON.stringify(o.chunking)}`, op);
+  }
+  if (!Array.isArray(reqs) || reqs.length === 0) throw new ArgumentError(`${op}: no requests (want at least one prompt)`, op);
+  reqs.forEach((r, i) => {
+    if (typeof r?.prompt !== 'string') throw new ArgumentError(`${op}: request ${i} has no prompt string`, op);
+    const places = countImageTokens(r.prompt), images = r.images?.length ?? 0;
+    if (places !== images) {
+      throw new ArgumentError(`${op}: request ${i} has ${images} image(s) for ${places} ${IMAGE_TOKEN} placeholder(s) in its prompt`, op);
+    }
+  });
+}
+
 /** The new token ids per request (EOS excluded). */
 export function generateIds(model: MplugOwl, tok: Tokenizer, reqs: GenerateRequest[], o: GenerateOptions = {}): number[][] {
+  checkGenerate(reqs, o);
   const cfg = model.config, M = mediaTokenLength(cfg), text = cfg.text;
   const eos = tok.eos, pad = tok.pad, maxNew = o.maxNewTokens ?? 64;
   const rand = seededRandom(o.seed ?? 0);

@@ -1,5 +1,7 @@
 // Choosing the next token from a row of logits: greedy, or temperature + top-k + top-p sampling (HF order:
 // temperature, then top-k, then top-p), with a seeded generator so runs repeat.
+import { ArgumentError } from '../tensor/errors.ts';
+
 export interface SamplingOptions {
   /** Greedy when true or when temperature is 0. */
   greedy?: boolean;
@@ -8,7 +10,23 @@ export interface SamplingOptions {
   topP?: number;
 }
 
+/** Throws an ArgumentError naming the first option that is not a valid value (NaN, a negative temperature, a
+ *  fractional top-k or a top-p outside (0, 1] would otherwise sample from garbage or be ignored silently). */
+export function checkSamplingOptions(o: SamplingOptions, op = 'sample'): void {
+  const bad = (what: string, v: unknown, want: string) => {
+    throw new ArgumentError(`${op}: ${what} must be ${want}, got ${typeof v === 'string' ? JSON.stringify(v) : String(v)}`, op);
+  };
+  if (o.greedy !== undefined && typeof o.greedy !== 'boolean') bad('greedy', o.greedy, 'true or false');
+  const T = o.temperature;
+  if (T !== undefined && !(typeof T === 'number' && Number.isFinite(T) && T >= 0)) bad('temperature', T, 'a finite number >= 0 (0: greedy)');
+  const k = o.topK;
+  if (k !== undefined && !(typeof k === 'number' && Number.isInteger(k) && k >= 0)) bad('topK', k, 'a whole number >= 0 (0: no limit)');
+  const p = o.topP;
+  if (p !== undefined && !(typeof p === 'number' && p > 0 && p <= 1)) bad('topP', p, 'in (0, 1] (1: no limit)');
+}
+
 export function sampleToken(logits: Float32Array, o: SamplingOptions, rand: () => number): number {
+  checkSamplingOptions(o);
   const V = logits.length;
   const T = o.temperature ?? 1;
   if (o.greedy || T <= 0) {

@@ -21,7 +21,13 @@ export function loadModel(dir: string, o: LoadModelOptions = {}): MplugOwl {
   const params = loadCheckpoint(dir, { dtype: o.dtype ?? 'f32', device: o.device, expected: expectedKeys(config) });
   let adapter = null;
   if (o.adapterDir) {
-    const a = loadAdapter(o.adapterDir, { dtype: 'f32', device: o.device, model: config });
+    let a: ReturnType<typeof loadAdapter>;
+    try {
+      a = loadAdapter(o.adapterDir, { dtype: 'f32', device: o.device, model: config });
+    } catch (e) {
+      for (const t of params.values()) t.dispose();  // the base weights are the caller's only if this returns
+      throw e;
+    }
     for (const [k, t] of a.tensors) params.set(k, t);
     adapter = a.config;
   }

@@ -4,7 +4,7 @@
 // activation early cannot break backward; backward() releases everything it held.
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { ArgumentError, ShapeError } from './errors.ts';
-import { keep } from './scope.ts';
+import { keep, setTapeHooks } from './scope.ts';
 import { Tensor, full } from './tensor.ts';
 
 /** `saved` holds what record() was given, in order; a slot recorded as null (an operand the op knew its backward
@@ -84,6 +84,18 @@ export function record(op: string, inputs: (Tensor | null | undefined)[], output
   tape.push(node);
 }
 
+// A synchronous scope() whose function throws drops the nodes recorded inside it (their outputs are disposed with the
+// scope, so nothing could back-propagate through them) and releases what they saved, instead of keeping those
+// activations until the next backward() or clearTape().
+setTapeHooks({
+  mark: () => ({ tape, length: tape.length }),
+  drop: (m) => {
+    const { tape: at, length } = m as { tape: Node[]; length: number };
+    if (at !== tape || tape.length <= length) return;
+    for (const n of tape.splice(length)) for (const s of n.saved) s?.dispose();
+  },
+});
+
 /** Number of recorded nodes (tests). */
 export function tapeLength(): number { return tape.length; }
 
@@ -161,6 +173,7 @@ function backpropNode(n: Node, grads: Map<number, Tensor>): void {
     keep(g);
     if (!n.needs[j]) { g.dispose(); continue; }
     const leaf = n.inputs[j];
+    if (leaf?.disposed) { g.dispose(); continue; }  // nothing could read or release a disposed leaf's .grad
     if (leaf) {
       if (!leaf.grad) leaf.grad = g;
       else leaf.grad = sum(leaf.grad, g);
@@ -228,7 +241,12 @@ export function backward(loss: Tensor, grad?: Tensor, o: BackwardOptions = {}): 
     clearTape();
     throw new ArgumentError('backward: the loss does not depend on any tensor that requires grad', 'backward');
   }
-  if (grad && grad.numel !== loss.numel) throw new ShapeError(`backward: grad ${grad.describe()} does not match ${loss.describe()}`);
+  if (grad && grad.numel !== loss.numel) throw new ShapeError(`backward: grad ${grad.describe()} does not match ${loss.describe()}`, 'backward');
+  if (loss.fromTape && !tape.some((n) => n.outputs.includes(loss.id))) {
+    throw new ArgumentError(`backward: the op that produced ${loss.toString()} is no longer on the tape: a backward() ` +
+      'already went through it (each backward consumes the whole tape: sum the losses and call backward once), or ' +
+      'clearTape() dropped it', 'backward');
+  }
   const grads = new Map<number, Tensor>();
   const nodes = tape;
   tape = [];

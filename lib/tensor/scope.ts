@@ -49,16 +49,24 @@ function close(s: Scope, result: unknown): void {
   s.owned.clear();
 }
 
+// The autograd tape (autograd.ts registers itself; scope.ts cannot import it: the tape keeps tensors through keep()).
+interface TapeHooks { mark(): unknown; drop(mark: unknown): void }
+let tapeHooks: TapeHooks | null = null;
+export function setTapeHooks(h: TapeHooks): void { tapeHooks = h; }
+
 /**
  * Runs fn in a new scope. Tensors it creates are disposed at the end unless returned (directly, or inside arrays,
  * Maps or plain objects) or kept. Works for async functions: the scope closes when the promise settles.
  */
 export function scope<T>(fn: () => T): T {
   const s = new Scope(current.getStore());
+  const mark = tapeHooks?.mark();
   let result: T;
   try {
     result = current.run(s, fn);
   } catch (e) {
+    // (only a synchronous throw: nodes an async function records may interleave with other async work's)
+    tapeHooks?.drop(mark);
     close(s, undefined);
     throw e;
   }

@@ -1,6 +1,6 @@
 // Tensor: a typed, shaped handle on native storage, with deterministic disposal and autograd bookkeeping.
 import { backendFor, cpu, type DTypeName, type NativeBackend, type NativeTensor } from '../native.ts';
-import { DisposedError, ShapeError, DeviceError } from './errors.ts';
+import { DisposedError, ShapeError, DeviceError, wrapNativeError } from './errors.ts';
 import { track } from './scope.ts';
 
 export type DType = DTypeName;
@@ -56,7 +56,7 @@ export class Tensor {
 
   /** The native handle; throws DisposedError after dispose(). */
   get handle(): NativeTensor {
-    if (!this._handle) throw new DisposedError(`tensor #${this.id} ${this.describe()} was already disposed`);
+    if (!this._handle) throw new DisposedError(`tensor #${this.id} ${this.describe()} was already disposed`, 'tensor');
     return this._handle;
   }
   get disposed(): boolean { return this._handle === null; }
@@ -80,7 +80,8 @@ export class Tensor {
 
   /** Contents as a typed array (a copy). bf16/f16 come back as raw Uint16Array; use toFloat32() for values. */
   data<D extends DType = DType>(): TypedArrayOf<D> {
-    const buf = this.handle.read();
+    let buf: ArrayBuffer;
+    try { buf = this.handle.read(); } catch (e) { throw wrapNativeError(e, 'read'); }
     switch (this.dtype) {
       case 'f32': return new Float32Array(buf) as TypedArrayOf<D>;
       case 'i32': return new Int32Array(buf) as TypedArrayOf<D>;
@@ -112,7 +113,11 @@ export class Tensor {
   }
   /** Another handle on the same storage (no autograd link); the storage lives until every handle is disposed. */
   share(shape: readonly number[] = this.shape): Tensor {
-    return new Tensor(this.handle.view([...shape]), this.backend);
+    try {
+      return new Tensor(this.handle.view([...shape]), this.backend);
+    } catch (e) {
+      throw wrapNativeError(e, 'view');
+    }
   }
 }
 

@@ -22,7 +22,7 @@ export function matmul(a: Tensor, b: Tensor, transA = false, transB = false): Te
       if (needs[1]) {
         if (sharedB && !transA) {
           const K = sa.shape[sa.ndim - 1], N = g!.shape[g!.ndim - 1];
-          const a2 = sa.share([prod(sa.shape) / K, K]), g2 = g!.share([prod(g!.shape) / N, N]);
+          const a2 = sa.share([prod(sa.shape.slice(0, -1)), K]), g2 = g!.share([prod(g!.shape.slice(0, -1)), N]);
           gb = transB ? mm(g2, a2, true, false) : mm(a2, g2, true, false);
           a2.dispose(); g2.dispose();
         } else {
@@ -51,7 +51,7 @@ export function linearDims(op: string, x: Tensor, w: Tensor, bias?: Tensor | nul
   if (bias && (bias.ndim !== 1 || bias.shape[0] !== N)) {
     throw new ShapeError(`${op}: bias ${bias.describe()} must be [${N}]`, op);
   }
-  return { rows: prod(x.shape) / K, K, N, outShape: [...x.shape.slice(0, -1), N] };
+  return { rows: prod(x.shape.slice(0, -1)), K, N, outShape: [...x.shape.slice(0, -1), N] };  // (rows also when K = 0)
 }
 
 /** y = x2 [rows, K] · Wᵀ + bias as a native handle shaped outShape (the bias in the GEMM's epilogue where it can be). */

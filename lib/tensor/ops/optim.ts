@@ -158,6 +158,7 @@ export class AdamW {
   loadState(state: AdamWState, params: Tensor[] | ParamGroup[]): void {
     const byName = new Map<string, Tensor>();
     for (const g of groupsOf(params, 0)) for (const p of g.params) if (p.name) byName.set(p.name, p);
+    if (!Number.isInteger(state.step) || state.step < 0) throw new ArgumentError(`AdamW.loadState: bad step ${state.step}`, 'adamw');
     const fresh = new Map<Tensor, Slot>();
     try {
       for (const [name, m] of state.m) {

@@ -43,7 +43,8 @@ double Args::number(size_t i, const char* what) {
 
 int64_t Args::integer(size_t i, const char* what) {
   double d = number(i, what);
-  if (!std::isfinite(d) || std::floor(d) != d) error(ErrorKind::Argument, argname(i, what) + " must be an integer");
+  if (!std::isfinite(d) || std::floor(d) != d || std::fabs(d) > 0x1p62)  // (beyond 2^62 the cast below is UB)
+    error(ErrorKind::Argument, argname(i, what) + " must be an integer of at most 2^62");
   return int64_t(d);
 }
 
@@ -76,6 +77,7 @@ Shape Args::shape(size_t i, const char* what) {
       error(ErrorKind::Shape, argname(i, what) + " must hold non-negative integers");
     s.push_back(int64_t(d));
   }
+  shape_numel(s);  // throws when the product passes 2^60 elements
   return s;
 }
 

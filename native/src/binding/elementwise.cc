@@ -20,7 +20,8 @@ OWLET_OP(add) {
   Tensor &x = a.tensor(0, "a"), &y = a.tensor(1, "b");
   check_broadcast(a, x, y);
   Tensor out = a.like(x);
-  kern::add(x, y, out, float(a.number_or(2, "alpha", 1)), float(a.number_or(3, "beta", 1)));
+  float alpha = float(a.number_or(2, "alpha", 1)), beta = float(a.number_or(3, "beta", 1));
+  if (out.numel()) kern::add(x, y, out, alpha, beta);
   return a.ret(std::move(out));
 }
 
@@ -29,7 +30,7 @@ OWLET_OP(mul) {
   Tensor &x = a.tensor(0, "a"), &y = a.tensor(1, "b");
   check_broadcast(a, x, y);
   Tensor out = a.like(x);
-  kern::mul(x, y, out);
+  if (out.numel()) kern::mul(x, y, out);
   return a.ret(std::move(out));
 }
 

@@ -38,6 +38,7 @@ OWLET_OP(matmul) {
   bool ta = a.boolean_or(2, "transA", false), tb = a.boolean_or(3, "transB", false);
   Dims d = check(a, x, y, ta, tb);
   Tensor c = a.make(x.dtype, d.out, x.device());  // the operands' dtype (f32 on the CPU; f32 or bf16 on CUDA)
+  if (c.numel() == 0) return a.ret(std::move(c));
   if (d.K == 0) kern::fill(c, 0);
   else kern::matmul(x, y, c, ta, tb, float(a.number_or(4, "alpha", 1)), 0.f);
   return a.ret(std::move(c));
@@ -50,7 +51,13 @@ OWLET_OP(matmulInto) {
   Dims d = check(a, x, y, ta, tb);
   a.expect_float(c, "c");
   a.check(c.numel() == shape_numel(d.out), ErrorKind::Shape, "c " + c.describe() + " must hold " + shape_str(d.out));
-  kern::matmul(x, y, c, ta, tb, float(a.number_or(5, "alpha", 1)), float(a.number_or(6, "beta", 1)));
+  float alpha = float(a.number_or(5, "alpha", 1)), beta = float(a.number_or(6, "beta", 1));
+  if (c.numel() == 0) return a.env().Undefined();
+  if (d.K == 0) {  // nothing to add: c = beta·c (as BLAS: beta = 0 ignores what c held)
+    if (beta == 0.f) kern::fill(c, 0);
+    else kern::scale(c, beta, c);
+  }
+  else kern::matmul(x, y, c, ta, tb, alpha, beta);
   return a.env().Undefined();
 }
 

@@ -38,8 +38,9 @@ OWLET_OP(slice) {
   Tensor& x = a.tensor(0, "x");
   int axis = axis_arg(a, 1, x);
   int64_t start = a.integer(2, "start"), len = a.integer(3, "length");
-  a.check(start >= 0 && len >= 0 && start + len <= x.shape[size_t(axis)], ErrorKind::Shape,
-          "slice [" + std::to_string(start) + ", " + std::to_string(start + len) + ") is outside axis " + std::to_string(axis) + " of " + x.describe());
+  // (written so that no sum can wrap around: start and len each at most the axis length)
+  a.check(start >= 0 && len >= 0 && start <= x.shape[size_t(axis)] && len <= x.shape[size_t(axis)] - start, ErrorKind::Shape,
+          "slice of " + std::to_string(len) + " from " + std::to_string(start) + " is outside axis " + std::to_string(axis) + " of " + x.describe());
   Shape s = x.shape;
   s[size_t(axis)] = len;
   Tensor o = a.make(x.dtype, s, x.device());
@@ -56,7 +57,7 @@ OWLET_OP(sliceAssign) {
   a.check(src.ndim() == dst.ndim() && src.dtype == dst.dtype, ErrorKind::Shape, "src " + src.describe() + " does not fit dst " + dst.describe());
   for (int i = 0; i < dst.ndim(); i++)
     a.check(i == axis || src.shape[size_t(i)] == dst.shape[size_t(i)], ErrorKind::Shape, "src " + src.describe() + " does not fit dst " + dst.describe());
-  a.check(start >= 0 && start + src.shape[size_t(axis)] <= dst.shape[size_t(axis)], ErrorKind::Shape,
+  a.check(start >= 0 && start <= dst.shape[size_t(axis)] && src.shape[size_t(axis)] <= dst.shape[size_t(axis)] - start, ErrorKind::Shape,
           "src " + src.describe() + " at " + std::to_string(start) + " overruns axis " + std::to_string(axis) + " of " + dst.describe());
   if (acc) a.expect_float(dst, "dst");
   kern::slice_assign(dst, src, axis, start, acc);
@@ -82,6 +83,7 @@ OWLET_OP(scatterRows) {
   Tensor &dst = a.tensor(0, "dst"), &idx = a.tensor(1, "idx"), &src = a.tensor(2, "src");
   bool acc = a.boolean_or(3, "accumulate", false);
   a.expect_dtype(idx, "idx", DType::I32);
+  a.check(dst.ndim() >= 1, ErrorKind::Shape, "dst must have at least 1 dimension, got " + dst.describe());
   int64_t cols = dst.numel() / std::max<int64_t>(1, dst.dim(0));
   a.check(src.numel() == idx.numel() * cols && src.dtype == dst.dtype, ErrorKind::Shape,
           "src " + src.describe() + " must hold " + std::to_string(idx.numel()) + " rows of dst " + dst.describe());
@@ -98,9 +100,9 @@ OWLET_OP(patchify) {
   int64_t p = a.integer(1, "patch");
   a.expect_float(img, "img");
   a.expect_rank(img, "img", 4);
-  a.check(p > 0 && img.dim(2) % p == 0 && img.dim(3) % p == 0, ErrorKind::Shape,
+  a.check(p > 0 && p <= img.dim(2) && p <= img.dim(3) && img.dim(2) % p == 0 && img.dim(3) % p == 0, ErrorKind::Shape,
           "image " + img.describe() + " is not a whole number of " + std::to_string(p) + "-pixel patches");
   Tensor o = a.make(img.dtype, {img.dim(0), (img.dim(2) / p) * (img.dim(3) / p), img.dim(1) * p * p}, img.device());
-  kern::patchify(img, int(p), o);
+  if (o.numel()) kern::patchify(img, int(p), o);
   return a.ret(std::move(o));
 }

@@ -49,14 +49,33 @@ Napi::Object NativeTensor::wrap(Napi::Env env, Tensor t) {
   return obj;
 }
 
+// nullptr for anything that is not one of this addon's handles, with no JS exception left pending: an object can pass
+// the InstanceOf test without being a handle (a Proxy around one, Object.create of the prototype), and
+// ObjectWrap::Unwrap would then leave an exception pending that the caller's own error, thrown on top, turns into a
+// fatal abort of node.
 NativeTensor* NativeTensor::unwrap(Napi::Env env, Napi::Value v) {
   if (!v.IsObject()) return nullptr;
   Napi::Object o = v.As<Napi::Object>();
-  if (!o.InstanceOf(data(env)->ctor.Value())) return nullptr;
-  return Napi::ObjectWrap<NativeTensor>::Unwrap(o);
+  bool is = o.InstanceOf(data(env)->ctor.Value());
+  if (env.IsExceptionPending()) env.GetAndClearPendingException();  // a Proxy trap that threw
+  if (!is) return nullptr;
+  void* p = nullptr;
+  if (napi_unwrap(env, o, &p) != napi_ok || !p) {
+    if (env.IsExceptionPending()) env.GetAndClearPendingException();
+    return nullptr;
+  }
+  return static_cast<NativeTensor*>(p);
 }
 
 Napi::Value NativeTensor::dispose(const Napi::CallbackInfo& info) {
+  if (op_running()) {
+    Napi::Error err = Napi::Error::New(info.Env(), "dispose: a tensor cannot be disposed while an op is reading its "
+                                                   "arguments (a getter or Proxy on an argument called dispose)");
+    err.Value().Set("code", Napi::String::New(info.Env(), "OWLET_ARGUMENT"));
+    err.Value().Set("op", Napi::String::New(info.Env(), "dispose"));
+    err.ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
   // Idempotent: a second dispose is harmless (scopes and `using` may both reach the same tensor).
   disposed_ = true;
   t_.storage.reset();
@@ -87,7 +106,7 @@ Napi::Value NativeTensor::view(const Napi::CallbackInfo& info) {
     for (uint32_t i = 0; i < arr.Length(); i++) {
       Napi::Value x = arr.Get(i);
       double d = x.IsNumber() ? x.As<Napi::Number>().DoubleValue() : -1;
-      if (d < 0 || d != double(int64_t(d))) {
+      if (!(d >= 0 && d <= 0x1p62) || d != double(int64_t(d))) {  // (the range first: the cast of NaN or 1e300 is UB)
         Napi::Error err = Napi::Error::New(env, "view: shape must hold non-negative integers");
         err.Value().Set("code", Napi::String::New(env, "OWLET_SHAPE"));
         err.ThrowAsJavaScriptException();
@@ -96,7 +115,12 @@ Napi::Value NativeTensor::view(const Napi::CallbackInfo& info) {
       s.push_back(int64_t(d));
     }
   }
-  if (shape_numel(s) != t_.numel()) {
+  int64_t n = -1;
+  try {
+    n = shape_numel(s);
+  } catch (const Error&) {  // more than 2^60 elements: no C++ exception may leave an N-API callback
+  }
+  if (n != t_.numel()) {
     Napi::Error err = Napi::Error::New(env, "view: cannot view " + t_.describe() + " as " + shape_str(s) +
                                                 " (element counts differ)");
     err.Value().Set("code", Napi::String::New(env, "OWLET_SHAPE"));

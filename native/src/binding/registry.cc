@@ -10,6 +10,9 @@ std::vector<OpEntry>& op_registry() {
 }
 
 static Napi::Value throw_js(Napi::Env env, const char* op, const char* code, const std::string& msg) {
+  // JS run while reading the arguments (a getter, a Proxy trap) may have thrown already: that exception stands (a
+  // second one on top would abort node)
+  if (env.IsExceptionPending()) return env.Undefined();
   Napi::Error err = Napi::Error::New(env, std::string(op) + ": " + msg);
   err.Value().Set("code", Napi::String::New(env, code));
   err.Value().Set("op", Napi::String::New(env, op));
@@ -17,8 +20,19 @@ static Napi::Value throw_js(Napi::Env env, const char* op, const char* code, con
   return env.Undefined();
 }
 
+namespace {
+int ops_running = 0;  // ops on the stack: more than one when reading an argument ran JS that called another op
+struct Running {
+  Running() { ops_running++; }
+  ~Running() { ops_running--; }
+};
+}  // namespace
+
+bool op_running() { return ops_running > 0; }
+
 Napi::Value run_op(const Napi::CallbackInfo& info, const char* name, Napi::Value (*body)(Args&)) {
   Napi::Env env = info.Env();
+  Running running;
   try {
     Args a(info, name);
     Napi::Value v = body(a);

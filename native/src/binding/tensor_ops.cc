@@ -1,5 +1,7 @@
 // Creation, copy, dtype conversion and memory accounting ops.
+#include <cmath>
 #include <cstring>
+#include <sstream>
 
 #include "../core/backend.h"
 #include "../core/kernels.h"
@@ -15,9 +17,24 @@ static Device device_arg(Args& a, size_t i) {
 OWLET_OP(empty) { return a.ret(Tensor(a.dtype(0, "dtype"), a.shape(1, "shape"), device_arg(a, 2))); }
 
 // full(dtype, shape, value, device?)
+namespace {
+std::string number_str(double v) {
+  std::ostringstream o;
+  o << v;
+  return o.str();
+}
+}  // namespace
+
 OWLET_OP(full) {
   Tensor t(a.dtype(0, "dtype"), a.shape(1, "shape"), device_arg(a, 3));
-  kern::fill(t, a.number(2, "value"));
+  double v = a.number(2, "value");
+  if (t.dtype == DType::I32 || t.dtype == DType::I64 || t.dtype == DType::U8) {
+    double lo = t.dtype == DType::U8 ? 0 : t.dtype == DType::I32 ? -2147483648.0 : -0x1p63;
+    double hi = t.dtype == DType::U8 ? 255 : t.dtype == DType::I32 ? 2147483647.0 : 0x1.fffffffffffffp62;
+    a.check(std::floor(v) == v && v >= lo && v <= hi, ErrorKind::Argument,
+            "value " + number_str(v) + " is not a whole number that " + dtype_name(t.dtype) + " holds");
+  }
+  kern::fill(t, v);
   return a.ret(std::move(t));
 }
 

@@ -18,8 +18,20 @@ std::string shape_str(const Shape& s) {
 }
 
 int64_t shape_numel(const Shape& s) {
+  // A product past 2^60 elements cannot be allocated on any machine; refusing it here keeps every later size
+  // computation (bytes, row counts, slice bounds) free of wrap-around.
+  constexpr int64_t kMaxElements = int64_t(1) << 60;
   int64_t n = 1;
-  for (auto v : s) n *= v;
+  for (auto v : s) {
+    if (v < 0) fail(ErrorKind::Shape, "negative dimension in shape " + shape_str(s));
+    if (v != 0 && n > kMaxElements / v) {
+      // a later zero dimension still makes it empty
+      for (auto z : s)
+        if (z == 0) return 0;
+      fail(ErrorKind::Shape, "shape " + shape_str(s) + " has more than 2^60 elements");
+    }
+    n *= v;
+  }
   return n;
 }
 

@@ -55,8 +55,8 @@ struct Tensor {
   float* f32() const { return data<float>(); }
   int32_t* i32() const { return data<int32_t>(); }
   std::string describe() const;  // "f32[2,3]@cpu"
-  // Rows x cols view of the last axis: rows = numel / last dim.
-  int64_t rows() const { return shape.empty() ? 1 : numel() / shape.back(); }
+  // Rows x cols view of the last axis: rows = the product of the leading dims (also when the last one is 0).
+  int64_t rows() const { return shape.empty() ? 1 : shape_numel(Shape(shape.begin(), shape.end() - 1)); }
   int64_t cols() const { return shape.empty() ? 1 : shape.back(); }
 };
 

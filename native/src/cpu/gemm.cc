@@ -13,6 +13,7 @@ namespace owlet::kern {
 void matmul(const Tensor& a, const Tensor& b, Tensor& c, bool ta, bool tb, float alpha, float beta) {
   int64_t M = c.dim(-2), N = c.dim(-1);
   int64_t K = ta ? a.dim(-2) : a.dim(-1);
+  if (M == 0 || N == 0) return;
   int64_t batch = c.numel() / (M * N);
   bool b_shared = b.ndim() == 2 && batch > 1;
   int64_t lda = a.dim(-1), ldb = b.dim(-1), ldc = N;

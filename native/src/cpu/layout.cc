@@ -55,7 +55,7 @@ void gather_rows(const Tensor& src, const Tensor& idx, Tensor& out) {
   for (int64_t i = 0; i < n; i++)
     if (ix[i] < 0 || ix[i] >= rows)
       fail(ErrorKind::Argument, "index " + std::to_string(ix[i]) + " at position " + std::to_string(i) +
-                                    " is outside 0.." + std::to_string(rows - 1));
+                                    (rows ? " is outside 0.." + std::to_string(rows - 1) : std::string(": the table has no rows")));
 #pragma omp parallel for if (n * cols > 65536)
   for (int64_t i = 0; i < n; i++)
     std::memcpy(static_cast<char*>(out.raw()) + size_t(i) * row_bytes,
@@ -68,7 +68,7 @@ void scatter_rows(Tensor& dst, const Tensor& idx, const Tensor& src, bool accumu
   for (int64_t i = 0; i < n; i++)
     if (ix[i] < 0 || ix[i] >= rows)
       fail(ErrorKind::Argument, "index " + std::to_string(ix[i]) + " at position " + std::to_string(i) +
-                                    " is outside 0.." + std::to_string(rows - 1));
+                                    (rows ? " is outside 0.." + std::to_string(rows - 1) : std::string(": the table has no rows")));
   if (!accumulate) {
     size_t es = dtype_size(dst.dtype), row_bytes = size_t(cols) * es;
     for (int64_t i = 0; i < n; i++)

@@ -2,6 +2,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "../core/int_convert.h"
 #include "../core/kernels.h"
 
 namespace owlet::kern {
@@ -24,9 +25,9 @@ inline void store(const Tensor& t, int64_t i, double v) {
     case DType::F32: t.data<float>()[i] = float(v); break;
     case DType::BF16: t.data<uint16_t>()[i] = f32_to_bf16(float(v)); break;
     case DType::F16: fail(ErrorKind::NotImplemented, "conversion to f16 is not supported on the CPU backend");
-    case DType::I32: t.data<int32_t>()[i] = int32_t(v); break;
-    case DType::I64: t.data<int64_t>()[i] = int64_t(v); break;
-    case DType::U8: t.data<uint8_t>()[i] = uint8_t(v); break;
+    case DType::I32: t.data<int32_t>()[i] = to_i32(v); break;
+    case DType::I64: t.data<int64_t>()[i] = to_i64(v); break;
+    case DType::U8: t.data<uint8_t>()[i] = to_u8(v); break;
   }
 }
 }  // namespace

@@ -3,6 +3,7 @@
 // deferred kernel errors.
 #include <cstring>
 
+#include "../core/int_convert.h"
 #include "../core/kernels.h"
 #include "common.cuh"
 #include "multi_tensor.cuh"
@@ -37,9 +38,9 @@ __device__ __forceinline__ void store_any(void* p, int dt, int64_t i, double v) 
     case DType::F32: static_cast<float*>(p)[i] = float(v); break;
     case DType::BF16: static_cast<bf16*>(p)[i] = __float2bfloat16_rn(float(v)); break;
     case DType::F16: static_cast<__half*>(p)[i] = __float2half_rn(float(v)); break;
-    case DType::I32: static_cast<int32_t*>(p)[i] = int32_t(v); break;
-    case DType::I64: static_cast<int64_t*>(p)[i] = int64_t(v); break;
-    case DType::U8: static_cast<uint8_t*>(p)[i] = uint8_t(v); break;
+    case DType::I32: static_cast<int32_t*>(p)[i] = to_i32(v); break;
+    case DType::I64: static_cast<int64_t*>(p)[i] = to_i64(v); break;
+    case DType::U8: static_cast<uint8_t*>(p)[i] = to_u8(v); break;
   }
 }
 
@@ -141,9 +142,9 @@ void fill(Tensor& x, double value) {
       fill_kernel<uint16_t><<<blocks, threads, 0, c.stream>>>(x.data<uint16_t>(), n, bits);
       break;
     }
-    case DType::I32: fill_kernel<int32_t><<<blocks, threads, 0, c.stream>>>(x.i32(), n, int32_t(value)); break;
-    case DType::I64: fill_kernel<int64_t><<<blocks, threads, 0, c.stream>>>(x.data<int64_t>(), n, int64_t(value)); break;
-    case DType::U8: fill_kernel<uint8_t><<<blocks, threads, 0, c.stream>>>(x.data<uint8_t>(), n, uint8_t(value)); break;
+    case DType::I32: fill_kernel<int32_t><<<blocks, threads, 0, c.stream>>>(x.i32(), n, to_i32(value)); break;
+    case DType::I64: fill_kernel<int64_t><<<blocks, threads, 0, c.stream>>>(x.data<int64_t>(), n, to_i64(value)); break;
+    case DType::U8: fill_kernel<uint8_t><<<blocks, threads, 0, c.stream>>>(x.data<uint8_t>(), n, to_u8(value)); break;
   }
   check_launch("fill");
 }
