@@ -107,6 +107,8 @@ export class DataLoader implements AsyncIterable<Batch> {
   private readonly inflight: { slot: StreamSlot; p: Promise<Outcome> }[] = [];
   private closed = false;
   private readonly pool: PreparePool | null;
+  /** Samples skipped since the last one that could be prepared: a whole pass of them means none can be. */
+  private skippedInARow = 0;
 
   constructor(readonly dataset: JsonlDataset, options: LoaderOptions) {
     const o = {
@@ -174,11 +176,18 @@ export class DataLoader implements AsyncIterable<Batch> {
       if (!head) break;
       const r = await head.p;
       this.consumed = head.slot.pos + 1;
-      if (r.ok) { samples.push(r.sample); continue; }
+      if (r.ok) { samples.push(r.sample); this.skippedInARow = 0; continue; }
       const id = this.dataset.record(head.slot.record).id;
       if (this.o.onError === 'stop') { this.close(); throw r.error; }
       this.stats.skipped++;
       if (this.stats.problems.length < 1000) this.stats.problems.push({ id, message: r.error.message });
+      // A repeating (training) stream whose every sample fails would otherwise skip forever without a word.
+      if (++this.skippedInARow >= this.stream.perRank) {
+        this.close();
+        const first = this.stats.problems.slice(0, 3).map((p) => `${p.id}: ${p.message}`).join('; ');
+        throw new DataFormatError(`no sample of a whole pass over the data could be prepared (${this.skippedInARow} ` +
+          `skipped in a row; on_corrupt: skip). First: ${first}`);
+      }
     }
     this.launch(); // keep the pipeline full while the caller computes
     if (!samples.length) return null;

@@ -1,6 +1,8 @@
 // `owlet dump`: one forward and backward of a batch in the official format, writing logits, loss and the gradient
 // of every trainable tensor of the stage under its official (or PEFT) name — what the parity fixtures hold.
-import { backward, scope, type Tensor } from '../tensor/index.ts';
+import { existsSync, statSync } from 'node:fs';
+import { dirname, relative, resolve, isAbsolute } from 'node:path';
+import { ArgumentError, backward, scope, type Tensor } from '../tensor/index.ts';
 import { saveSafetensors } from './io/index.ts';
 import { loadBatch, loadModel } from './load.ts';
 import type { GroupName } from './params.ts';
@@ -20,7 +22,28 @@ export interface DumpOptions {
 
 export interface DumpResult { loss: number; gradients: number; countedTokens: number }
 
+// Where the dump goes must be a file of its own: a folder would get DIR/model.safetensors, and inside the model's or the
+// adapter's folder that replaces the weights with the gradients (found by the CLI audit: exit 0, model lost).
+function checkOut(o: DumpOptions): void {
+  const out = resolve(o.out);
+  if (existsSync(out) && statSync(out).isDirectory()) {
+    throw new ArgumentError(`dump: --out ${o.out} is a folder; name the file to write (e.g. ${o.out}/dump.safetensors)`, 'dump');
+  }
+  for (const [what, dir] of [['model', o.modelDir], ['adapter', o.adapterDir]] as const) {
+    if (!dir) continue;
+    const rel = relative(resolve(dir), out);
+    if (!rel.startsWith('..') && !isAbsolute(rel)) {
+      throw new ArgumentError(`dump: --out ${o.out} is inside the ${what} folder ${dir}; write the dump elsewhere`, 'dump');
+    }
+  }
+  const parent = dirname(out);
+  if (!existsSync(parent) || !statSync(parent).isDirectory()) {
+    throw new ArgumentError(`dump: the folder of --out ${o.out} does not exist`, 'dump');
+  }
+}
+
 export function dump(o: DumpOptions): DumpResult {
+  checkOut(o);
   const model = loadModel(o.modelDir, { adapterDir: o.adapterDir });
   try {
     return scope(() => {

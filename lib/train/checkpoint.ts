@@ -126,6 +126,24 @@ export class CheckpointManager {
     return null;
   }
 
+  /**
+   * Checkpoints newer than `step` (where a run starts): a damaged one (it fails verification, so no resume can use it)
+   * is moved aside to ckpt-N.damaged[-K], kept for inspection, and reported through `warn`; the intact ones are
+   * returned.
+   */
+  async newerIntact(step: number, warn: (msg: string) => void): Promise<{ step: number; path: string }[]> {
+    const intact: { step: number; path: string }[] = [];
+    for (const c of this.list().filter((x) => x.step > step)) {
+      const v = await verifyCheckpoint(c.path);
+      if (v.ok) { intact.push(c); continue; }
+      let aside = `${c.path}.damaged`;
+      for (let k = 2; existsSync(aside); k++) aside = `${c.path}.damaged-${k}`;
+      renameSync(c.path, aside);
+      warn(`moved the damaged checkpoint ${c.path} aside to ${aside} (${v.reason})`);
+    }
+    return intact;
+  }
+
   /** The checkpoint `latest` names (informational: resume still verifies), or null. */
   latestPointer(): string | null {
     try {

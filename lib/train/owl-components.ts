@@ -1,16 +1,16 @@
 // The real pieces behind the trainer's interfaces: MplugOwl as the TrainableModel, lib/data's DataLoader as the
 // DataStream, AdamW as the Optimizer, safetensors as the tensor IO, plus evaluation and the final exports.
 import { basename, join, resolve } from 'node:path';
-import { DataLoader, JsonlDataset, llamaTokenizer, loadTokenizer, rebasedPosition, type Batch as DataBatch, type LoaderPosition, type Tokenizer } from '../data/index.ts';
+import { DataFormatError, DataLoader, JsonlDataset, llamaTokenizer, loadTokenizer, rebasedPosition, type Batch as DataBatch, type LoaderPosition, type Tokenizer } from '../data/index.ts';
 import {
-  MplugOwl, initLora, initParams, parseAdapterConfig, parseOwlConfig, type AdapterConfig, type OwlBatch,
+  MplugOwl, initLora, initParams, parseAdapterConfig, parseOwlConfig, type AdapterConfig, type OwlBatch, type OwlConfig,
 } from '../model/index.ts';
 import { RUNTIME_SIZE } from '../model/io/dtypes.ts';
 import { loadAdapter, loadCheckpoint, loadSafetensors, saveAdapter, saveCheckpoint, saveSafetensors, expectedKeys } from '../model/io/index.ts';
 import { AdamW, argmaxRows, keep, scope, tensor, type Tensor } from '../tensor/index.ts';
 import type { OwletConfig } from './config-schema.ts';
 import { resolveDevice, type ResolveDeviceOptions } from './device.ts';
-import { CheckpointError } from './errors.ts';
+import { CheckpointError, ConfigError } from './errors.ts';
 import { officialGroupOf } from './param-groups.ts';
 import { computeDtype, place, storageDtype, type FloatDType, type PrecisionOptions } from './precision.ts';
 import type { Components } from './components.ts';
@@ -177,18 +177,47 @@ export class OwlDataStream implements DataStream<OwlTrainBatch> {
   readonly microBatchesPerEpoch: number;
   constructor(private readonly dataset: JsonlDataset, private readonly opts: ConstructorParameters<typeof DataLoader>[1],
     /** Where the batches' pixels go (the model's device). */
-    private readonly device = 'cpu') {
+    private readonly device = 'cpu',
+    /** What the data is, for messages ("the eval data (a.jsonl)"). */
+    private readonly label = 'the data') {
     this.loader = new DataLoader(dataset, opts);
     this.microBatchesPerEpoch = Math.floor(this.loader.stream.perRank / opts.batchSize);
   }
   async next(): Promise<OwlTrainBatch> {
-    let b = await this.loader.next();
+    let b = await this.read();
     if (!b) { // a finite (eval) stream wraps around
       this.restore(null);
-      b = await this.loader.next();
-      if (!b) throw new Error('the data stream holds no sample');
+      b = await this.read();
+      if (!b) {
+        const skipped = this.loader.stats.problems.slice(0, 3).map((p) => `${p.id}: ${p.message}`).join('; ');
+        throw new DataFormatError(`${this.label} holds no usable sample` + (skipped ? ` (skipped: ${skipped})` : ''));
+      }
     }
     return trainBatch(b, this.device);
+  }
+  // The first 20 skipped samples are named one by one; after that a count whenever it has doubled.
+  private reported = 0;
+  private countAt = 40;
+  takeWarnings(): string[] {
+    const st = this.loader.stats, lines: string[] = [];
+    if (st.skipped < this.reported) { this.reported = 0; this.countAt = 40; } // a loader rebuilt by restore() counts anew
+    const named = Math.min(st.skipped, st.problems.length, 20);
+    for (let i = this.reported; i < named; i++) lines.push(`${this.label}: skipped ${st.problems[i].id}: ${st.problems[i].message}`);
+    if (st.skipped >= this.countAt) {
+      lines.push(`${this.label}: ${st.skipped} samples skipped so far (on_corrupt: skip)`);
+      while (this.countAt <= st.skipped) this.countAt *= 2;
+    }
+    this.reported = st.skipped;
+    return lines;
+  }
+
+  private async read(): Promise<DataBatch | null> {
+    try {
+      return await this.loader.next();
+    } catch (e) {
+      if (e instanceof DataFormatError && !e.message.startsWith(this.label)) throw new DataFormatError(`${this.label}: ${e.message}`);
+      throw e;
+    }
   }
   position(): Json { return this.loader.position() as unknown as Json; }
   restore(p: Json): void {
@@ -212,6 +241,12 @@ export class OwlDataStream implements DataStream<OwlTrainBatch> {
   /** "data: a.jsonl 100 × 200 = 20000 (10.0%), …": a weight multiplies a file's records, so a share is easy to misjudge
    *  from the weights alone (a 100-record file at weight 1 beside 20000 at weight 5 is 0.1% of the samples). */
   describe(): string {
+    const bad = this.dataset.problems;
+    const first = bad[0] && (bad[0].message.startsWith(bad[0].id) ? bad[0].message : `${bad[0].id}: ${bad[0].message}`);
+    const left = bad.length ? `; ${bad.length} malformed line(s) left out (first: ${first})` : '';
+    return this.shares() + left;
+  }
+  private shares(): string {
     const counts = this.dataset.sources.map((s) => Math.round((s.spec.weight ?? 1) * s.records.length));
     const total = counts.reduce((a, b) => a + b, 0) || 1;
     return `data: ${this.dataset.sources.map((s, i) => `${basename(s.spec.path)} ${s.records.length} × ${s.spec.weight ?? 1} = ${counts[i]} (${(100 * counts[i] / total).toFixed(1)}%)`).join(', ')} per epoch`;
@@ -228,15 +263,32 @@ export function createDataStream(config: OwletConfig, split: 'train' | 'eval', m
   const ds = JsonlDataset.load(files.map((f) => ({ path: f.path, weight: f.weight, imageRoot: d.images_dir ? resolve(d.images_dir) : undefined })),
     { onError: d.on_corrupt });
   const train = split === 'train';
+  const tokenizer = tokenizerFor(config);
+  checkDataFitsModel(config, ds, tokenizer, model.owl.config);
   return new OwlDataStream(ds, {
     batchSize: d.micro_batch, resolution: d.image.size, maxLength: d.max_length, captionPrompt: d.caption_prompt, mediaTokenLength: model.owl.config.mediaTokenLength,
-    tokenizer: tokenizerFor(config), mode: train && d.image.train_transform === 'random-resized-crop' ? 'train' : 'eval',
+    tokenizer, mode: train && d.image.train_transform === 'random-resized-crop' ? 'train' : 'eval',
     augment: { scale: d.image.crop_scale, flipP: d.image.hflip },
     shuffle: train ? d.shuffle : false, seed: config.run.seed, onError: d.on_corrupt, epochs: train ? Infinity : 1,
     // Training interleaves the ranks' micro-batches (W ranks read what one rank accumulating W× reads); evaluation
     // gives each rank a block of the eval set.
     rank: o.rank, worldSize: o.worldSize, chunk: train ? d.micro_batch : undefined, workers: train ? d.workers : 0,
-  }, model.owl.device);
+  }, model.owl.device, `the ${split} data (${files.map((f) => basename(f.path)).join(', ')})`);
+}
+
+/** What the model's shapes fix about the data: the image size its position embeddings were made for (when the data
+ *  has images), and a tokenizer whose every id the embedding table holds. Both used to fail deep inside a step (a
+ *  slice or gatherRows error) or, for a smaller image size, train on the wrong positions without a word. */
+export function checkDataFitsModel(config: OwletConfig, ds: JsonlDataset, tok: Tokenizer, model: Pick<OwlConfig, 'vision' | 'text'>): void {
+  const size = config.data.image.size, want = model.vision.imageSize;
+  if (size !== want && ds.sources.some((s) => s.records.some((r) => r.images.length > 0))) {
+    throw new ConfigError(`data.image.size is ${size} but the model's vision_config.image_size is ${want}: the images ` +
+      `must be resized to the size the ViT's position embeddings were made for`);
+  }
+  if (tok.vocabSize > model.text.vocabSize) {
+    throw new ConfigError(`the tokenizer (${tok.source}) has ${tok.vocabSize} ids but the model's text_config.vocab_size ` +
+      `is ${model.text.vocabSize}: set data.tokenizer to the model's tokenizer`);
+  }
 }
 
 /** AdamW behind the trainer's optimizer interface (groups carry their weight decay). */

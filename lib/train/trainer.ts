@@ -236,6 +236,7 @@ export class Trainer<B extends Batch = Batch> {
     try {
       for (let micro = 0; micro < this.gradAccum; micro++) {
         const batch = await this.o.data.next();
+        for (const line of this.o.data.takeWarnings?.() ?? []) this.warn(line);
         const seed = seeds[micro * W + this.rank];
         try {
           ids.push(...batch.sampleIds);
@@ -244,6 +245,9 @@ export class Trainer<B extends Batch = Batch> {
           scope(() => {
             const out = this.o.model.forward(batch, { step, micro, seed, training: true });
             counted += out.counted;
+            // The official loss is a mean over the counted tokens: NaN for none, which skips the step here as any
+            // non-finite loss does (a loss of 0 would let AdamW's momentum and weight decay move the weights anyway).
+            if (out.counted === 0 && !bad) bad = `no token of micro-batch ${micro} counts in the loss (its samples have no answer to learn)`;
             pending.push({ loss: keep(out.loss.share()), correct: out.correct });
             backward(out.loss, this.lossScale, micro === this.gradAccum - 1 ? this.gradSync?.backwardOptions() : undefined);
           });
@@ -256,7 +260,7 @@ export class Trainer<B extends Batch = Batch> {
       // it queued (the issue's "no synchronisation inside a step").
       const grads = this.params.flatMap((p) => (p.grad ? [p.grad] : []));
       const opt = this.o.optimizer;
-      if (W === 1 && !this.gradSync && grads.length > 0 && this.gradOps.stepControl && opt.stepControlled && opt.undoStep) {
+      if (!bad && W === 1 && !this.gradSync && grads.length > 0 && this.gradOps.stepControl && opt.stepControlled && opt.undoStep) {
         const control = this.gradOps.stepControl(grads, pending.map((p) => p.loss), this.o.clip ?? 0);
         try {
           noGrad(() => opt.stepControlled!(lr, control));
@@ -361,13 +365,16 @@ export class Trainer<B extends Batch = Batch> {
     } catch { return null; }
   }
 
-  /** Refuses to write into a run folder that holds checkpoints this run did not start from. */
-  private checkFolder(): void {
+  /** Refuses to write into a run folder that holds intact checkpoints this run did not start from (it would
+   *  overwrite them); damaged newer ones, which nothing can resume from, are moved aside instead. */
+  private async checkFolder(): Promise<void> {
     if (!this.ckpt) return;
-    const newer = this.ckpt.list().filter((c) => c.step > this.step);
+    const newer = await this.ckpt.newerIntact(this.step, (m) => this.warn(m));
     if (newer.length) {
-      throw new CheckpointError(`${this.ckpt.root} already holds ${newer.map((c) => `ckpt-${c.step}`).join(', ')}, newer than ` +
-        `this run's starting step ${this.step}; resume with --resume auto, or use another run.out_dir`);
+      const names = newer.map((c) => `ckpt-${c.step}`).join(', ');
+      throw new CheckpointError(`${this.ckpt.root} already holds ${names}, newer than this run's starting step ${this.step}: ` +
+        `continue from the newest with --resume auto; to start over or go back to an older checkpoint, first move ${names} ` +
+        `out of that folder, or use another run.out_dir`);
     }
   }
 
@@ -375,7 +382,7 @@ export class Trainer<B extends Batch = Batch> {
   async run(): Promise<TrainResult> {
     const o = this.o;
     const main = this.rank === 0; // the rank that writes and reports
-    if (main) this.checkFolder();
+    if (main) await this.checkFolder();
     const logEvery = o.logEvery ?? 10;
     const writer = o.outDir && main ? new MetricsWriter(o.outDir, { tensorboard: o.tensorboard ?? true, resumeStep: this.resumedFrom }) : null;
     const meter = new IntervalMeter(o.peakFlops);
@@ -400,14 +407,15 @@ export class Trainer<B extends Batch = Batch> {
         meter.add(s);
         progress?.update(this.step, Number.isFinite(s.loss) ? `loss ${s.loss.toFixed(4)}` : 'skipped');
         const last = this.step === o.totalSteps;
-        if (o.evaluate && ((o.evaluate.every > 0 && this.step % o.evaluate.every === 0) || last)) {
-          evalMetrics = await noGrad(() => o.evaluate!.run(this.step));
-        }
-        if (this.step % logEvery === 0 || last || evalMetrics) emit();
+        // The checkpoint first: an evaluation that fails (unreadable eval data) must not cost the steps just trained.
         if (this.saving && ((o.checkpoint!.every > 0 && this.step % o.checkpoint!.every === 0) || last)) {
           const saved = await this.save();
           if (saved) { lastCheckpoint = saved; log(`saved ${saved}`); }
         }
+        if (o.evaluate && ((o.evaluate.every > 0 && this.step % o.evaluate.every === 0) || last)) {
+          evalMetrics = await noGrad(() => o.evaluate!.run(this.step));
+        }
+        if (this.step % logEvery === 0 || last || evalMetrics) emit();
       }
     } finally {
       emit();

@@ -80,6 +80,9 @@ export interface DataStream<B extends Batch = Batch> {
   restoreFrom?(positions: Json[], rank: number, worldSize: number): void;
   /** What the stream mixes, for a log line at the start of a run (each file's share of an epoch). */
   describe?(): string;
+  /** Lines about samples it left out since the last call (unreadable images, samples too long…): the trainer
+   *  prints them, so a skipped sample is never silent. */
+  takeWarnings?(): string[];
 }
 
 export interface OptimizerState { meta: Json; tensors: Map<string, Tensor> }

@@ -21,7 +21,7 @@ test('describe() gives records × weight and each file’s share of the epoch', 
     schedule: { type: 'constant', warmup_steps: 0 },
     training: { steps: 1 },
   });
-  const model = { owl: { config: { mediaTokenLength: 5 }, device: 'cpu' } } as never;
+  const model = { owl: { config: { mediaTokenLength: 5, vision: { imageSize: 224 }, text: { vocabSize: 32000 } }, device: 'cpu' } } as never;
   const stream = createDataStream(config, 'train', model);
   try {
     t.is(stream.describe(), 'data: few.jsonl 3 × 2 = 6 (11.8%), many.jsonl 30 × 1.5 = 45 (88.2%) per epoch');
