@@ -201,7 +201,10 @@ export class ShardStream {
     if (o.chunk !== undefined && (!Number.isInteger(o.chunk) || o.chunk < 1)) throw new DataFormatError(`chunk must be a positive integer, got ${o.chunk}`);
     if (o.base !== undefined && (!Number.isInteger(o.base) || o.base < 0)) throw new DataFormatError(`base must be a non-negative integer, got ${o.base}`);
     const n = dataset.epochLength;
-    if (n === 0) throw new DataFormatError('the data files hold no samples');
+    if (n === 0) {
+      const files = dataset.sources.map((s) => s.spec.path).join(', ');
+      throw new DataFormatError(`the data files hold no samples (${files || 'no file'}${dataset.problems.length ? `; ${dataset.problems.length} malformed line(s)` : ''})`);
+    }
     this.perRank = Math.ceil(n / o.worldSize);
   }
   /** The global stream position (interleaved layout) of this rank's position `pos`. */

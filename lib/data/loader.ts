@@ -128,7 +128,12 @@ export class DataLoader implements AsyncIterable<Batch> {
       if (o.worldSize > 1 || p.worldSize > 1 || (p.base ?? 0) > 0) want.chunk = o.chunk;
       for (const [k, v] of Object.entries(want)) {
         if ((p as unknown as Record<string, unknown>)[k] !== v) {
-          throw new DataFormatError(`cannot resume: the saved position has ${k} = ${String((p as unknown as Record<string, unknown>)[k])}, this loader ${String(v)}`);
+          const saved = String((p as unknown as Record<string, unknown>)[k]);
+          throw new DataFormatError(k === 'fingerprint'
+            ? 'cannot resume the data position: the data files are not the ones the checkpoint was reading (their ' +
+              `records or weights changed; fingerprint ${saved} then, ${String(v)} now). Put the original files back, or ` +
+              'start a new run from the checkpoint\'s weights (model.weights) with the new data'
+            : `cannot resume: the saved position has ${k} = ${saved}, this loader ${String(v)}`);
         }
       }
       if (p.version !== 1 || !Number.isInteger(p.pos) || p.pos < 0) throw new DataFormatError('cannot resume: malformed position');

@@ -242,6 +242,7 @@ export function isCheckpointDir(dir: string): boolean { return existsSync(join(d
 export async function resolveResume(root: string, spec: string, warn?: (m: string) => void): Promise<string | null> {
   if (spec === 'auto') return new CheckpointManager(root, nullIO).findLatest(warn);
   if (!existsSync(spec)) throw new CheckpointError(`--resume ${spec}: no such directory`);
+  if (!statSync(spec).isDirectory()) throw new CheckpointError(`--resume ${spec} is a file; give a run folder, a checkpoints folder or a ckpt-N folder (or auto)`);
   if (isCheckpointDir(spec)) {
     const v = await verifyCheckpoint(spec);
     if (!v.ok) throw new CheckpointError(`--resume ${spec}: ${v.reason}`);

@@ -20,6 +20,9 @@ export function parseOverride(spec: string): { path: (string | number)[]; value:
   if (!/^[A-Za-z_][A-Za-z0-9_-]*(\.([A-Za-z_][A-Za-z0-9_-]*|\d+))*$/.test(key)) {
     throw new UsageError(`--set '${spec}': '${key}' is not a dotted key (letters, digits, _ and list indices)`);
   }
+  // (these name JS's object machinery, not config fields: setting them would change every object of the process)
+  const forbidden = key.split('.').find((p) => p === '__proto__' || p === 'constructor' || p === 'prototype');
+  if (forbidden) throw new UsageError(`--set '${spec}': '${forbidden}' is not a config field`);
   let value: unknown;
   try {
     value = YAML.parse(spec.slice(eq + 1));

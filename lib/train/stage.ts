@@ -1,6 +1,6 @@
 // Training one stage from a validated config: the programmatic form of `owlet train`.
 import { join } from 'node:path';
-import { writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, writeFileSync, mkdirSync, statSync } from 'node:fs';
 import { noGrad } from '../tensor/index.ts';
 import { resolveResume } from './checkpoint.ts';
 import type { OwletConfig } from './config-schema.ts';
@@ -8,6 +8,7 @@ import { gradAccumFor, modelSizes, totalSteps } from './config.ts';
 import type { Components } from './components.ts';
 import { estimateMemory, estimateStepFlops } from './estimate.ts';
 import { OutOfMemoryError } from '../tensor/errors.ts';
+import { ConfigError } from './errors.ts';
 import { applyStage, decayGroups } from './param-groups.ts';
 import { makeSchedule } from './schedule.ts';
 import { Trainer, type TrainResult } from './trainer.ts';
@@ -63,6 +64,7 @@ function memoryAdvice(config: OwletConfig): string {
 async function runStage<B extends Batch>(config: OwletConfig, c: Components<B>, o: TrainStageOptions): Promise<StageResult> {
   const sizes = modelSizes(config);
   const outDir = config.run.out_dir;
+  if (existsSync(outDir) && !statSync(outDir).isDirectory()) throw new ConfigError(`run.out_dir ${outDir} is a file, not a folder`);
   const dist = o.dist && o.dist.worldSize > 1 ? o.dist : undefined;
   const shard = { rank: dist?.rank ?? 0, worldSize: dist?.worldSize ?? 1 };
   const main = shard.rank === 0;

@@ -44,6 +44,12 @@ test('bad usage and bad configs exit 2 with one line; missing files and pieces e
     [['launch', '--nproc-per-node', '2'], 2, /^owlet: missing required argument 'command'/],
     [['launch', '--nproc-per-node', '2', '--nnodes', '2', '--node-rank', '2', '--', 'train'], 2, /^owlet: launch: --node-rank must be an integer in \[0, 1\], got 2$/],
     [['train', '--config', 'configs/stage2-7b.yaml', '--set', 'training.global_batch=6'], 2, /training\.global_batch: must be a multiple of data\.micro_batch \(4\)/],
+    // (session 9's audit) no prototype pollution through --set; files where folders belong and the reverse
+    [['train', '--config', 'configs/stage2-7b.yaml', '--set', '__proto__.polluted=1'], 2, /^owlet: --set '__proto__\.polluted=1': '__proto__' is not a config field$/],
+    [['train', '--config', 'configs/stage2-7b.yaml', '--set', 'run.device=cpu', '--set', 'run.out_dir=package.json'], 2, /^owlet: run\.out_dir package\.json is a file, not a folder$/],
+    [['lint-data', 'package.json', '--media-token-length', 'abc'], 2, /^owlet: --media-token-length must be a positive integer, got abc$/],
+    [['lint-data', 'missing.jsonl'], 2, /^owlet: missing\.jsonl: no such file$/],
+    [['lint-data', 'configs'], 2, /^owlet: configs is a folder/],
   ];
   for (const [argv, code, re] of cases) {
     const r = await run(...argv);
@@ -67,11 +73,14 @@ test('help and version exit 0; doctor reports the backends', async (t) => {
   t.regex(d.out[2], /^cuda backend: /);
   t.regex(d.out[3], /^switches: /);
   process.env.OWLET_GEMM_TUNE = '0';
+  process.env.OWLET_GEMM_TUNNE = '0';
   try {
-    t.regex((await run('doctor')).out[3], /^switches: .*OWLET_GEMM_TUNE=0/);
+    t.regex((await run('doctor')).out[3], /^switches: .*OWLET_GEMM_TUNE=0 OWLET_GEMM_TUNNE=0 \(not an owlet switch: misspelt\?\)/);
   } finally {
     delete process.env.OWLET_GEMM_TUNE;
+    delete process.env.OWLET_GEMM_TUNNE;
   }
+  t.is(({} as Record<string, unknown>).polluted, undefined);
 });
 
 test('bin/owlet.js runs the CLI through tsx with the same exit codes and one-line errors', (t) => {

@@ -22,7 +22,17 @@ export function doctorCommand(io: CliIO): boolean {
   }
   // Kernel and path switches change speed (and, for some, the numbers): a run that is slower than it should be may
   // have one set (native/src/cuda/README.md lists them).
-  const switches = Object.entries(process.env).filter(([k]) => k.startsWith('OWLET_')).map(([k, v]) => `${k}=${v}`).sort();
+  const set = Object.entries(process.env).filter(([k]) => k.startsWith('OWLET_')).sort(([a], [b]) => (a < b ? -1 : 1));
+  const switches = set.map(([k, v]) => `${k}=${v}${KNOWN_SWITCHES.has(k) ? '' : ' (not an owlet switch: misspelt?)'}`);
   io.out(`switches: ${switches.length ? switches.join(' ') : 'none (no OWLET_* environment variable is set)'}`);
   return ok;
 }
+
+// Every OWLET_* variable owlet reads (native/src/cuda/README.md, lib/dist/env.ts, lib/native.ts, lib/op-profile.ts,
+// lib/tensor/tensor.ts, lib/cli/main.ts), so that a misspelt one, which changes nothing, is pointed out.
+const KNOWN_SWITCHES = new Set([
+  'OWLET_ATTENTION', 'OWLET_ATTN_FWD', 'OWLET_ATTN_BWD', 'OWLET_ATTN_BWD_WARPS', 'OWLET_ATTN_TAIL', 'OWLET_ATTN_TUNE',
+  'OWLET_LORA', 'OWLET_GEMM', 'OWLET_GEMM_TUNE', 'OWLET_VEC', 'OWLET_PINNED', 'OWLET_PROFILE_OPS', 'OWLET_TRACK_TENSORS',
+  'OWLET_NATIVE_CPU', 'OWLET_NATIVE_CUDA', 'OWLET_DIST_OVERLAP', 'OWLET_DIST_BUCKET_MB', 'OWLET_DIST_TIMEOUT',
+  'OWLET_DIST_CUDA', 'OWLET_RENDEZVOUS_TIMEOUT', 'OWLET_STORE_PORT', 'OWLET_STORE_HOSTED', 'OWLET_LAUNCHER_PID', 'OWLET_DEBUG',
+]);

@@ -1,9 +1,11 @@
 // owlet generate / owlet eval: load a trained model directory (model.safetensors + config.json, optional adapter/,
 // optional tokenizer files, optional owlet.json with the template's system line) and answer prompts.
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { formatPrompt, llamaTokenizer, loadTokenizer, type Tokenizer } from '../../data/index.ts';
-import { generate, loadImageTensor, readQuestions, answerQuestions, writeAnswers, type GenerateOptions } from '../../generate/index.ts';
+import {
+  appendAnswer, generate, loadImageTensor, readAnswers, readQuestions, answerQuestions, writeAnswers, type GenerateOptions,
+} from '../../generate/index.ts';
 import { loadModel, type MplugOwl } from '../../model/index.ts';
 import { UsageError } from '../../train/errors.ts';
 import type { CliIO } from '../io.ts';
@@ -14,10 +16,20 @@ export interface LoadedRunModel { model: MplugOwl; tok: Tokenizer; system?: stri
 export function loadRunModel(dir: string): LoadedRunModel {
   if (!existsSync(join(dir, 'config.json'))) throw new UsageError(`${dir}: no config.json (give a model directory, e.g. runs/demo/stage2/final)`);
   const adapterDir = existsSync(join(dir, 'adapter', 'adapter_config.json')) ? join(dir, 'adapter') : null;
-  const model = loadModel(dir, { adapterDir });
+  let meta: { system?: string } = {};
+  const metaFile = join(dir, 'owlet.json');
+  if (existsSync(metaFile)) {
+    try { meta = JSON.parse(readFileSync(metaFile, 'utf8')); } catch (e) { throw new UsageError(`${metaFile}: not valid JSON (${(e as Error).message})`); }
+  }
   const hasTok = ['tokenizer.model', 'tokenizer.json'].some((f) => existsSync(join(dir, f)));
-  const meta = existsSync(join(dir, 'owlet.json')) ? JSON.parse(readFileSync(join(dir, 'owlet.json'), 'utf8')) as { system?: string } : {};
-  return { model, tok: hasTok ? loadTokenizer(dir) : llamaTokenizer(), system: meta.system };
+  const tok = hasTok ? loadTokenizer(dir) : llamaTokenizer();
+  const model = loadModel(dir, { adapterDir });
+  if (tok.vocabSize > model.config.text.vocabSize) {
+    for (const p of model.params.values()) p.dispose();
+    throw new UsageError(`${dir}: the tokenizer (${tok.source}${hasTok ? ', from that folder' : ', the LLaMA default: the folder has none'}) ` +
+      `has ${tok.vocabSize} ids but the model's text_config.vocab_size is ${model.config.text.vocabSize}`);
+  }
+  return { model, tok, system: meta.system };
 }
 
 function num(v: unknown, name: string, int = false): number {
@@ -44,9 +56,15 @@ export async function generateCommand(o: Record<string, unknown>, io: CliIO): Pr
 export async function evalCommand(o: Record<string, unknown>, io: CliIO): Promise<void> {
   const { model, tok, system } = loadRunModel(String(o.checkpoint));
   const qs = readQuestions(String(o.questions));
+  // Each answer is appended as soon as it exists, and a run stopped half-way continues after the answers it wrote.
+  const out = String(o.out);
+  const done = readAnswers(out, qs);
+  if (done.length) io.out(`continuing after the ${done.length} answers already in ${out}`);
+  mkdirSync(dirname(resolve(out)), { recursive: true });
+  writeAnswers(out, done); // (rewritten: a line cut short by the interruption goes)
   const answers = await answerQuestions(model, tok, qs, String(o.images), {
     ...sampling({ temperature: 0, maxNewTokens: 256, ...o }), modelId: String(o.modelId ?? 'owlet'), system: (o.system as string | undefined) ?? system,
+    done, onAnswer: (a) => appendAnswer(out, a),
   });
-  writeAnswers(String(o.out), answers);
-  io.out(`answered ${answers.length} questions into ${String(o.out)}`);
+  io.out(`answered ${answers.length - done.length} questions into ${out} (${answers.length} in all)`);
 }

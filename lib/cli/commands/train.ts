@@ -18,7 +18,9 @@ export async function trainCommand(a: TrainArgs, io: CliIO): Promise<void> {
   const dist = initProcessGroup();
   try {
     const r = await trainStage(config, owlComponents(), { resume: a.resume, log: io.out, warn: io.err, progress: a.progress, dist });
-    if (dist.rank === 0) {
+    if (dist.rank === 0 && r.steps > r.totalSteps) {
+      io.out(`done: nothing to train (resumed at step ${r.steps}, past training.steps = ${r.totalSteps}); run folder ${r.outDir}`);
+    } else if (dist.rank === 0) {
       io.out(`done: ${r.steps}/${r.totalSteps} steps, ${r.skipped.length} skipped; run folder ${r.outDir}` +
         (r.checkpoint ? `; last checkpoint ${r.checkpoint}` : ''));
     }
