@@ -7,11 +7,11 @@ import test from 'ava';
 import { cpu } from '../lib/native.ts';
 import {
   tensor, zeros, full, cast, scope, keep, liveTensors, bytesInUse, backward, linear, matmul, mul, slice,
-  ShapeError, ArgumentError, DeviceError, tapeLength, AdamW,
+  ShapeError, ArgumentError, DeviceError, tapeLength, AdamW, type Tensor,
 } from '../lib/tensor/index.ts';
 import { checkSamplingOptions, generateIds, sampleToken } from '../lib/generate/index.ts';
 import { llamaTokenizer, TokenizerError } from '../lib/data/index.ts';
-import type { MplugOwl } from '../lib/model/index.ts';
+import { MplugOwl, initParams, parseOwlConfig } from '../lib/model/index.ts';
 
 test('empty dimensions give empty (or zero) results instead of dividing by zero', (t) => {
   const b = cpu();
@@ -149,4 +149,37 @@ test('AdamW.loadState refuses a step count that is not a whole number', (t) => {
   const state = { step: 1.5, steps: new Map<string, number>(), m: new Map(), v: new Map() };
   t.throws(() => opt.loadState(state, [p]), { instanceOf: ArgumentError, message: /bad step 1.5/ });
   p.dispose();
+});
+
+test('a batch that does not fit the model names the mismatch: ids past the vocabulary, images of another size', (t) => {
+  const config = parseOwlConfig({
+    num_query_tokens: 2,
+    vision_config: { hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2, image_size: 28, patch_size: 14 },
+    visual_abstractor_config: { hidden_size: 16, intermediate_size: 24, num_hidden_layers: 1, num_attention_heads: 2, encoder_hidden_size: 16 },
+    text_config: { hidden_size: 16, intermediate_size: 24, num_hidden_layers: 1, num_attention_heads: 2, vocab_size: 50 },
+  });
+  const model = new MplugOwl(config, initParams(config, { seed: 2 }));
+  const T = 12, M = config.mediaTokenLength;
+  const batch = (ids: number[], pixels: Tensor | null) => ({
+    inputIds: Int32Array.from(ids), batchSize: 1, seqLen: T, numImages: Int32Array.from([pixels ? 1 : 0]),
+    nonPaddingMask: new Float32Array(T - 1).fill(1), nonMediaMask: new Float32Array(T - 1).fill(1), promptMask: new Float32Array(T - 1),
+    pixelValues: pixels,
+  });
+  const text = Array.from({ length: T }, (_, i) => 1 + i);
+  scope(() => {
+    t.throws(() => model.forward(batch([...text.slice(0, 5), 99, ...text.slice(6)], null)),
+      { instanceOf: ArgumentError, message: /input_ids hold 99 at \[0, 5\], outside the model's 50-token vocabulary/ });
+    const withImage = [1, ...Array(M).fill(-1), ...text].slice(0, T);
+    t.throws(() => model.forward(batch(withImage, zeros([1, 3, 56, 56]))),
+      { instanceOf: ShapeError, message: /images f32\[1,3,56,56\] do not fit the model: it takes \[N, 3, 28, 28\]/ });
+    t.notThrows(() => model.forward(batch(withImage, zeros([1, 3, 28, 28]))));
+  });
+  for (const p of model.params.values()) p.dispose();
+});
+
+test('a Float64Array becomes f32 values, not its bytes read as f32', (t) => {
+  scope(() => {
+    t.deepEqual(tensor(new Float64Array([1.5, -2])).toArray(), [1.5, -2]);
+    t.deepEqual(Array.from(tensor(new Float64Array([3, 4]), [2], { dtype: 'i32' }).data<'i32'>()), [3, 4]);
+  });
 });

@@ -1,6 +1,6 @@
 // MplugOwl: vision encoder → abstractor → spliced into the LLaMA input embeddings → logits and the official loss.
 import {
-  cast, crossEntropy, gatherRows, isGradEnabled, reshape, scope, spliceRows, tensor, type DType, type Tensor,
+  ArgumentError, ShapeError, cast, crossEntropy, gatherRows, isGradEnabled, reshape, scope, spliceRows, tensor, type DType, type Tensor,
 } from '../tensor/index.ts';
 import { abstractorForward } from './abstractor.ts';
 import { lossLabels, splicePlan, type OwlBatch } from './batch.ts';
@@ -62,6 +62,11 @@ export class MplugOwl {
 
   /** Image tokens for a batch of pixels [N, 3, R, R]: [N, queries + 1, D_text]. */
   encodeImages(ctx: ForwardContext, pixels: Tensor): Tensor {
+    const R = this.config.vision.imageSize, C = this.config.vision.numChannels;
+    if (pixels.ndim !== 4 || pixels.shape[1] !== C || pixels.shape[2] !== R || pixels.shape[3] !== R) {
+      throw new ShapeError(`images ${pixels.describe()} do not fit the model: it takes [N, ${C}, ${R}, ${R}] ` +
+        `(vision_config.image_size ${R})`, 'encodeImages');
+    }
     // Activations take the weights' dtype (bf16 weights: bf16 activations, fp32 accumulation inside the kernels).
     const wt = ctx.get('vision_model.embeddings.patch_embed.weight').dtype;
     const feats = visionForward(ctx, this.config.vision, pixels.dtype === wt ? pixels : cast(pixels, wt));
@@ -73,6 +78,12 @@ export class MplugOwl {
     const { batchSize: B, seqLen: T } = batch;
     const D = this.config.text.hiddenSize, M = mediaTokenLength(this.config);
     const ids = Int32Array.from(batch.inputIds, (v) => (v < 0 ? dummyId : v));
+    const V = this.config.text.vocabSize;
+    const bad = ids.findIndex((v) => v >= V);
+    if (bad >= 0) {
+      throw new ArgumentError(`input_ids hold ${ids[bad]} at [${Math.floor(bad / T)}, ${bad % T}], outside the model's ` +
+        `${V}-token vocabulary (text_config.vocab_size): a tokenizer that does not fit the model?`, 'embed');
+    }
     const idT = this.ids(ids);
     let x = gatherRows(ctx.get('language_model.model.embed_tokens.weight'), idT);
     const plan = splicePlan(batch, M, searchLen);

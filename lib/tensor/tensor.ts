@@ -153,10 +153,13 @@ const arrayDType = (a: ArrayBufferView): DType | undefined =>
   a instanceof Float32Array ? 'f32' : a instanceof Int32Array ? 'i32' : a instanceof BigInt64Array ? 'i64'
     : a instanceof Uint8Array ? 'u8' : undefined;
 
-/** A tensor holding a copy of `data` (Float32Array, Int32Array, BigInt64Array, Uint8Array, or number[] as f32). */
+/** A tensor holding a copy of `data` (Float32Array, Int32Array, BigInt64Array, Uint8Array, or number[] and Float64Array
+ *  as f32 values; other views are taken as the raw bytes of `o.dtype`, e.g. a Uint16Array of bf16 bits). */
 export function tensor(data: ArrayBufferView | number[], shape?: readonly number[], o: CreateOptions = {}): Tensor {
   let arr: ArrayBufferView;
   if (Array.isArray(data)) arr = o.dtype === 'i32' ? Int32Array.from(data) : Float32Array.from(data);
+  // (values, as number[] are: its bytes read as f32 would be other numbers)
+  else if (data instanceof Float64Array) arr = o.dtype === 'i32' ? Int32Array.from(data) : Float32Array.from(data);
   else arr = data;
   const natural = arrayDType(arr);
   const dtype = o.dtype ?? natural ?? 'f32';
