@@ -11,7 +11,8 @@ import {
 } from '../lib/tensor/index.ts';
 import { checkSamplingOptions, generateIds, sampleToken } from '../lib/generate/index.ts';
 import { llamaTokenizer, TokenizerError } from '../lib/data/index.ts';
-import { MplugOwl, initParams, parseOwlConfig } from '../lib/model/index.ts';
+import type { MplugOwl } from '../lib/model/index.ts';
+import { tinyOwl } from './helpers/tiny-owl.ts';
 
 test('empty dimensions give empty (or zero) results instead of dividing by zero', (t) => {
   const b = cpu();
@@ -152,14 +153,8 @@ test('AdamW.loadState refuses a step count that is not a whole number', (t) => {
 });
 
 test('a batch that does not fit the model names the mismatch: ids past the vocabulary, images of another size', (t) => {
-  const config = parseOwlConfig({
-    num_query_tokens: 2,
-    vision_config: { hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2, image_size: 28, patch_size: 14 },
-    visual_abstractor_config: { hidden_size: 16, intermediate_size: 24, num_hidden_layers: 1, num_attention_heads: 2, encoder_hidden_size: 16 },
-    text_config: { hidden_size: 16, intermediate_size: 24, num_hidden_layers: 1, num_attention_heads: 2, vocab_size: 50 },
-  });
-  const model = new MplugOwl(config, initParams(config, { seed: 2 }));
-  const T = 12, M = config.mediaTokenLength;
+  const model = tinyOwl({ vocab: 50, seed: 2 });
+  const T = 12, M = model.config.mediaTokenLength;
   const batch = (ids: number[], pixels: Tensor | null) => ({
     inputIds: Int32Array.from(ids), batchSize: 1, seqLen: T, numImages: Int32Array.from([pixels ? 1 : 0]),
     nonPaddingMask: new Float32Array(T - 1).fill(1), nonMediaMask: new Float32Array(T - 1).fill(1), promptMask: new Float32Array(T - 1),

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { llamaTokenizer } from '../lib/data/index.ts';
 import { appendAnswer, answerQuestions, readAnswers, readQuestions, type OwlEvalAnswer } from '../lib/generate/index.ts';
-import { MplugOwl, initParams, parseOwlConfig } from '../lib/model/index.ts';
+import { tinyOwl } from './helpers/tiny-owl.ts';
 import { ArgumentError } from '../lib/tensor/index.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'owlet-owleval-'));
@@ -44,13 +44,7 @@ test('answers go out one by one and a second run continues after the ones alread
   const imgs = join(tmp, 'img');
   mkdirSync(imgs, { recursive: true });
   await sharp({ create: { width: 28, height: 28, channels: 3, background: '#c00' } }).png().toFile(join(imgs, 'a.png'));
-  const config = parseOwlConfig({
-    num_query_tokens: 2,
-    vision_config: { hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2, image_size: 28, patch_size: 14 },
-    visual_abstractor_config: { hidden_size: 16, intermediate_size: 24, num_hidden_layers: 1, num_attention_heads: 2, encoder_hidden_size: 16 },
-    text_config: { hidden_size: 16, intermediate_size: 24, num_hidden_layers: 1, num_attention_heads: 2, vocab_size: 32000 },
-  });
-  const model = new MplugOwl(config, initParams(config, { seed: 5 }));
+  const model = tinyOwl({ seed: 5 });
   const tok = llamaTokenizer();
   const written: OwlEvalAnswer[] = [];
   // b.png does not exist: the run stops at the third question after giving two answers
