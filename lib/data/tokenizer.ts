@@ -178,10 +178,19 @@ export function loadTokenizerJson(path: string, configPath?: string): Tokenizer 
     const name = tokenText(spec) ?? fallback;
     return hf.token_to_id(name) ?? def;
   };
+  // BOS and EOS must be tokens of this vocabulary: LLaMA's ids as a fallback are ordinary pieces of another one (a
+  // tokenizer without <s> used to get id 1, which then encoded as BOS and vanished from every decode).
+  const required = (spec: TokenSpec, fallback: string, what: string): number => {
+    const name = tokenText(spec) ?? fallback, v = hf.token_to_id(name);
+    if (v === undefined || v === null) {
+      throw new TokenizerError(`${path}: has no ${what} token ${JSON.stringify(name)} (name it as ${what === 'BOS' ? 'bos_token' : 'eos_token'} in tokenizer_config.json)`);
+    }
+    return v;
+  };
   const unk = id(config.unk_token as TokenSpec, '<unk>', LLAMA_UNK);
   const ids = {
-    bos: id(config.bos_token as TokenSpec, '<s>', LLAMA_BOS),
-    eos: id(config.eos_token as TokenSpec, '</s>', LLAMA_EOS),
+    bos: required(config.bos_token as TokenSpec, '<s>', 'BOS'),
+    eos: required(config.eos_token as TokenSpec, '</s>', 'EOS'),
     unk,
     pad: config.pad_token ? id(config.pad_token as TokenSpec, '<unk>', unk) : unk,
   };
@@ -196,9 +205,13 @@ export function loadTokenizerModel(path: string): Tokenizer {
   const sp = new SentencePieceBpe(proto, path);
   const t = proto.trainer;
   const valid = (v: number): boolean => v >= 0 && v < proto.pieces.length;
+  if (!valid(t.bosId) || !valid(t.eosId)) {
+    throw new TokenizerError(`${path}: the model has no ${valid(t.bosId) ? 'EOS' : 'BOS'} piece (id ${valid(t.bosId) ? t.eosId : t.bosId}); ` +
+      'the conversation template needs both');
+  }
   return new SentencePieceTokenizer(path, sp, {
-    bos: valid(t.bosId) ? t.bosId : LLAMA_BOS,
-    eos: valid(t.eosId) ? t.eosId : LLAMA_EOS,
+    bos: t.bosId,
+    eos: t.eosId,
     pad: valid(t.padId) ? t.padId : sp.unkId,
   });
 }

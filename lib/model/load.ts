@@ -2,7 +2,8 @@
 // MplugOwl, and converting a batch file in the official format into an OwlBatch.
 import { ArgumentError, tensor, type Tensor } from '../tensor/index.ts';
 import type { OwlBatch } from './batch.ts';
-import { expectedKeys } from './io/keys.ts';
+import { expectedKeys, parseLoraKey } from './io/keys.ts';
+import { CheckpointError } from './io/errors.ts';
 import { readConfig } from './io/config.ts';
 import { loadCheckpoint, loadAdapter, readSafetensorsFile } from './io/index.ts';
 import { MplugOwl } from './owl.ts';
@@ -18,7 +19,18 @@ export interface LoadModelOptions {
 
 export function loadModel(dir: string, o: LoadModelOptions = {}): MplugOwl {
   const config = readConfig(dir);
-  const params = loadCheckpoint(dir, { dtype: o.dtype ?? 'f32', device: o.device, expected: expectedKeys(config) });
+  const expected = expectedKeys(config);
+  // Tensors the model has no use for are not read; LoRA matrices among them are an error rather than a model that
+  // silently runs without its adapter (a whole PEFT state dict given as the base).
+  const filter = (name: string): boolean => {
+    if (expected.has(name)) return true;
+    if (parseLoraKey(name)) {
+      throw new CheckpointError(`holds LoRA matrices (${name}): load them as an adapter (adapter_config.json + ` +
+        'adapter_model.*, adapterDir) or merge them into the base weights first', { file: dir });
+    }
+    return false;
+  };
+  const params = loadCheckpoint(dir, { dtype: o.dtype ?? 'f32', device: o.device, expected, filter });
   let adapter = null;
   if (o.adapterDir) {
     let a: ReturnType<typeof loadAdapter>;
@@ -37,7 +49,13 @@ export function loadModel(dir: string, o: LoadModelOptions = {}): MplugOwl {
 
 const toF32 = (t: Tensor): Float32Array => t.toFloat32();
 function toI32(t: Tensor): Int32Array {
-  if (t.dtype === 'i64') return Int32Array.from(t.data<'i64'>(), (v) => Number(v));
+  if (t.dtype === 'i64') {
+    // (Int32Array.from would wrap 2^32 + 450 to 450 without a word)
+    return Int32Array.from(t.data<'i64'>(), (v) => {
+      if (v < -2147483648n || v > 2147483647n) throw new ArgumentError(`batch: ${t.name ?? 'an id tensor'} holds ${v}, outside the int32 range`, 'batch');
+      return Number(v);
+    });
+  }
   if (t.dtype === 'i32') return t.data<'i32'>();
   return Int32Array.from(t.toFloat32());
 }

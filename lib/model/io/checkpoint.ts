@@ -35,6 +35,8 @@ function isZip(path: string): boolean {
 /** Opens one checkpoint file: safetensors, torch.save zip, or a `.index.json` over shards of either. */
 export function openCheckpointFile(path: string): TensorSource {
   if (!existsSync(path)) throw new CheckpointError('not found', { file: path });
+  // (not a regular file: a folder fails with EISDIR, and a FIFO would block the open forever)
+  if (!statSync(path).isFile()) throw new CheckpointError('is not a regular file', { file: path });
   if (path.endsWith('.index.json')) return ShardedSource.open(path, openCheckpointFile);
   const legacyTorch = path.endsWith('.bin') || path.endsWith('.pt') || path.endsWith('.pth');
   return isZip(path) || legacyTorch ? TorchCheckpoint.open(path) : SafetensorsFile.open(path);

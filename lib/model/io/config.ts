@@ -270,6 +270,11 @@ export function parseAdapterConfig(json: unknown, file?: string): AdapterConfig 
     throw new ConfigError(`modules_to_save ${JSON.stringify(c.modulesToSave)} (full module copies) is not supported`, file);
   }
   c.targetModules ??= ['q_proj', 'v_proj'];
+  if (typeof c.targetModules === 'string') { // PEFT reads a string as a regular expression over module names
+    try { new RegExp(c.targetModules); } catch (e) {
+      throw new ConfigError(`target_modules ${JSON.stringify(c.targetModules)} is not a valid regular expression (${(e as Error).message})`, file);
+    }
+  }
   return c;
 }
 

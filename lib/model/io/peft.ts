@@ -39,10 +39,14 @@ export function loadAdapter(dir: string, opts: AdapterLoadOptions = {}): Adapter
           'adapter_config.json', { file, tensor: raw });
       }
     }
-    tensors = readFromSource(src, {
-      dtype: opts.dtype, device: opts.device,
-      expected: opts.model ? expectedLoraKeys(opts.model, config) : undefined, strict: !!opts.model,
-    }, canonicalKey);
+    const expected = opts.model ? expectedLoraKeys(opts.model, config) : undefined;
+    // (PEFT raises the same: an adapter whose target_modules / layers_to_transform match nothing would load as no LoRA)
+    if (expected && expected.size === 0) {
+      throw new CheckpointError(`target_modules ${JSON.stringify(config.targetModules)}` +
+        (config.layersToTransform != null ? ` with layers_to_transform ${JSON.stringify(config.layersToTransform)}` : '') +
+        ' match no module of the model', { file: join(dir, 'adapter_config.json') });
+    }
+    tensors = readFromSource(src, { dtype: opts.dtype, device: opts.device, expected, strict: !!opts.model }, canonicalKey);
   } finally {
     src.close();
   }

@@ -79,6 +79,9 @@ export function unpickle(data: Uint8Array, hooks: PickleHooks, what: string): un
   };
   const longLE = (b: Uint8Array): number | bigint => {
     if (!b.length) return 0;
+    // A tensor pickle's integers are sizes, strides and offsets; a longer one is hostile (building a huge BigInt byte
+    // by byte took quadratic time: a 2 MB LONG4 hung the loader).
+    if (b.length > 16) fail(`an integer of ${b.length} bytes (LONG); a tensor pickle holds none longer than 8`);
     let v = 0n;
     for (let i = b.length - 1; i >= 0; i--) v = (v << 8n) | BigInt(b[i]);
     if (b[b.length - 1] & 0x80) v -= 1n << BigInt(8 * b.length);

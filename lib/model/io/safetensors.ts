@@ -2,7 +2,7 @@
 // ({name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {str: str}}), then the raw little-endian data,
 // offsets relative to the data start (8 + N). Reading parses and validates the header, then reads each tensor's byte
 // range with positional reads into a scratch buffer that is copied into native storage: a checkpoint is never held
-// twice. Writing streams tensor by tensor into `<file>.tmp-<pid>` and renames it into place.
+// twice. Writing streams tensor by tensor into a temporary file (atomic.ts) and renames it into place.
 import { closeSync, fstatSync, openSync } from 'node:fs';
 import type { DType, Tensor } from '../../tensor/index.ts';
 import { writeAtomic } from './atomic.ts';

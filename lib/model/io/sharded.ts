@@ -1,7 +1,7 @@
 // Sharded checkpoints: `<name>.index.json` = {"metadata": {"total_size": N}, "weight_map": {tensor: shard file}}
 // beside the shards (HF's layout, for both safetensors and pytorch_model.bin). The writer splits greedily in the
 // given order at a maximum shard size, as HF does; a tensor larger than the limit gets a shard of its own.
-import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { Tensor } from '../../tensor/index.ts';
 import { writeFileAtomic } from './atomic.ts';
@@ -31,9 +31,14 @@ export function readShardIndex(indexPath: string): ShardIndex {
   }
   const weightMap = new Map<string, string>();
   for (const [name, shard] of Object.entries(wm as Record<string, unknown>)) {
-    if (typeof shard !== 'string' || shard === '' || shard.includes('/') || shard.includes('\\') || shard === '..') {
+    if (typeof shard !== 'string' || shard === '' || shard.includes('/') || shard.includes('\\') || shard === '..' ||
+      shard === '.' || shard.includes('\0')) {
       throw new CheckpointError(`weight_map entry ${JSON.stringify(shard)} is not a shard file name in the same directory`,
         { file: indexPath, tensor: name });
+    }
+    // (a shard that is itself an index would be opened as one: an index naming itself recursed without end)
+    if (shard.endsWith('.index.json')) {
+      throw new CheckpointError(`weight_map entry ${JSON.stringify(shard)} is a shard index, not a shard`, { file: indexPath, tensor: name });
     }
     weightMap.set(name, shard);
   }
@@ -150,9 +155,13 @@ export function saveSafetensors(path: string, tensors: ReadonlyMap<string, Tenso
   if (plan.length === 1) {
     writeSafetensorsFile(path, tensors, opts);
     if (existsSync(indexPath)) rmSync(indexPath);
+    removeOtherShards(path, [path]);
     return [path];
   }
   const dir = dirname(path);
+  // The old index goes first: shards are replaced one by one, and an interruption half-way must leave a set that
+  // fails to load (no index), not an old index over a mix of new and old shards that loads without a word.
+  if (existsSync(indexPath)) rmSync(indexPath);
   const weightMap: Record<string, string> = {};
   const written: string[] = [];
   plan.forEach((names, i) => {
@@ -167,5 +176,15 @@ export function saveSafetensors(path: string, tensors: ReadonlyMap<string, Tenso
     null, 2) + '\n');
   written.push(indexPath);
   if (existsSync(path)) rmSync(path);
+  removeOtherShards(path, written);
   return written;
 }
+
+/** Removes the shards of `path` (stem-NNNNN-of-NNNNN.ext) that an earlier save left and this one did not write. */
+function removeOtherShards(path: string, written: string[]): void {
+  const mine = new Set(written.map((f) => basename(f)));
+  const pattern = new RegExp(`^${escapeRegExp(shardName(path, 1, 1)).replace('00001-of-00001', '\\d{5}-of-\\d{5}')}$`);
+  for (const f of readdirSync(dirname(path))) if (pattern.test(f) && !mine.has(f)) rmSync(join(dirname(path), f));
+}
+
+function escapeRegExp(s: string): string { return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'); }

@@ -58,5 +58,15 @@ export function readFromSource(src: TensorSource, opts: LoadOptions = {},
     pairs.push([raw, name]);
   }
   checkExpected(new Map(pairs.map(([raw, name]) => [name, { shape: src.shapeOf(raw), file: src.fileOf(raw) }])), opts, src.path);
-  return readMany(pairs, (raw) => src.tensor(raw, opts));
+  const out = readMany(pairs, (raw) => src.tensor(raw, opts));
+  // Weights of a model or an adapter (what `expected` describes) are floats: an integer tensor of the right shape used
+  // to load and fail at the first forward with an error that named no file.
+  if (opts.expected) {
+    const bad = [...out].find(([name, t]) => opts.expected!.has(name) && t.dtype !== 'f32' && t.dtype !== 'bf16' && t.dtype !== 'f16');
+    if (bad) {
+      for (const t of out.values()) t.dispose();
+      throw new CheckpointError(`is ${bad[1].dtype}; a weight must be a float tensor`, { file: src.fileOf(seen.get(bad[0])!), tensor: bad[0] });
+    }
+  }
+  return out;
 }

@@ -122,6 +122,9 @@ export class TorchCheckpoint implements TensorSource {
         if (typeof key !== 'string' || !/^[A-Za-z0-9_]+$/.test(key)) fail(`storage key ${JSON.stringify(key)} is not a plain name`);
         if (!isInt(numel)) fail(`storage ${key} has no valid element count`);
         const prev = storages.get(key as string);
+        if (prev && (prev.dtype !== st!.dtype || prev.numel !== numel)) {
+          fail(`storage ${key} is declared twice, as ${prev.dtype}[${prev.numel}] and ${st!.dtype}[${String(numel)}]`);
+        }
         if (prev) return prev; // shared storage: the same reference for every tensor that views it
         const ref: StorageRef = { key: key as string, dtype: st!.dtype, numel: numel as number, location: String(location) };
         storages.set(ref.key, ref);
@@ -178,6 +181,12 @@ export class TorchCheckpoint implements TensorSource {
     if (r.offset + extent > s.numel) {
       throw new CheckpointError(`view (offset ${r.offset}, size [${r.shape}], stride [${r.stride}]) reaches element ` +
         `${r.offset + extent} of a ${s.numel}-element storage`, where);
+    }
+    // More elements than the storage holds (stride 0, overlapping strides) would turn a few stored bytes into a huge
+    // tensor (a 519-byte file became 8 GB); torch writes weights contiguous, so such a view is refused.
+    if (n > s.numel || r.stride.some((x) => x < 0)) {
+      throw new CheckpointError(`view (size [${r.shape}], stride [${r.stride}]) repeats elements: ${n} elements over a ` +
+        `${s.numel}-element storage (save the tensor .contiguous())`, where);
     }
     const out = this.scratch.get(n * es);
     if (n > 0) {

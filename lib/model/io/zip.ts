@@ -2,7 +2,7 @@
 // needs), stored entries read in place with positional reads, deflated entries inflated whole (torch never writes
 // those, but a re-zipped file might). No extraction to disk, no paths interpreted.
 import { closeSync, fstatSync, openSync } from 'node:fs';
-import { inflateRawSync } from 'node:zlib';
+import { crc32, inflateRawSync } from 'node:zlib';
 import { readExact } from './bytes.ts';
 import { CheckpointError } from './errors.ts';
 
@@ -12,6 +12,7 @@ export interface ZipEntry {
   compressedSize: number;
   size: number;
   localHeaderOffset: number;
+  crc: number;
 }
 
 const SIG_EOCD = 0x06054b50, SIG_EOCD64 = 0x06064b50, SIG_LOC64 = 0x07064b50, SIG_CEN = 0x02014b50, SIG_LOC = 0x04034b50;
@@ -85,21 +86,29 @@ export class ZipFile {
     const dec = new TextDecoder();
     for (let i = 0; i < count; i++) {
       if (p + 46 > cdSize || cd.getUint32(p, true) !== SIG_CEN) this.fail(`central directory entry ${i} is corrupt`);
+      const crc = cd.getUint32(p + 16, true);
       const flags = cd.getUint16(p + 8, true);
       const method = cd.getUint16(p + 10, true);
       let compressedSize = cd.getUint32(p + 20, true);
       let size = cd.getUint32(p + 24, true);
       const nameLen = cd.getUint16(p + 28, true), extraLen = cd.getUint16(p + 30, true), commentLen = cd.getUint16(p + 32, true);
       let localHeaderOffset = cd.getUint32(p + 42, true);
+      if (p + 46 + nameLen + extraLen + commentLen > cdSize) this.fail(`central directory entry ${i} runs past the directory`);
       const name = dec.decode(new Uint8Array(cd.buffer, p + 46, nameLen));
       // ZIP64 extra field: the 64-bit values, in this order, for exactly the fields that hold 0xFFFFFFFF.
       let e = p + 46 + nameLen;
       const eEnd = e + extraLen;
       while (e + 4 <= eEnd) {
         const id = cd.getUint16(e, true), len = cd.getUint16(e + 2, true);
+        if (e + 4 + len > eEnd) this.fail(`entry ${name}: its extra field runs past its end`);
         if (id === 0x0001) {
           let q = e + 4;
-          const next = () => { const v = num(cd.getBigUint64(q, true)); q += 8; return v; };
+          const next = () => {
+            if (q + 8 > e + 4 + len) this.fail(`entry ${name}: its ZIP64 field is too short`);
+            const v = num(cd.getBigUint64(q, true));
+            q += 8;
+            return v;
+          };
           if (size === U32_MAX) size = next();
           if (compressedSize === U32_MAX) compressedSize = next();
           if (localHeaderOffset === U32_MAX) localHeaderOffset = next();
@@ -107,7 +116,12 @@ export class ZipFile {
         e += 4 + len;
       }
       if (flags & 1) this.fail(`entry ${name} is encrypted`);
-      this.entries.set(name, { name, method, compressedSize, size, localHeaderOffset });
+      // Sizes the rest trusts: a stored entry is exactly its bytes (a larger size read the next headers as data), and
+      // a deflated one cannot expand more than deflate can (~1032:1), so its size bounds the allocation honestly.
+      if (method === 0 && compressedSize !== size) this.fail(`stored entry ${name} says ${size} bytes but holds ${compressedSize}`);
+      if (method === 8 && size > compressedSize * 1100 + 1024) this.fail(`entry ${name} says it inflates to ${size} bytes from ${compressedSize}`);
+      if (this.entries.has(name)) this.fail(`the archive holds two entries named ${name}`);
+      this.entries.set(name, { name, method, compressedSize, size, localHeaderOffset, crc });
       p += 46 + nameLen + extraLen + commentLen;
     }
   }
@@ -142,6 +156,8 @@ export class ZipFile {
     if (this.fd === null) this.fail('archive was already closed', tensor);
     if (e.method === 0) {
       readExact(this.fd, dst, this.startOf(e) + offset, { file: this.path, tensor });
+      // (a whole entry, as each tensor's storage usually is, is checked against its CRC-32 as zip readers do)
+      if (offset === 0 && dst.byteLength === e.size) this.checkCrc(e, dst, tensor);
       return;
     }
     dst.set(this.inflate(e, tensor).subarray(offset, offset + dst.byteLength));
@@ -162,13 +178,19 @@ export class ZipFile {
     readExact(this.fd!, raw, this.startOf(e), { file: this.path, tensor });
     let bytes: Uint8Array;
     try {
-      bytes = inflateRawSync(raw);
+      bytes = inflateRawSync(raw, { maxOutputLength: Math.max(1, e.size) }); // (no bomb: never past the declared size)
     } catch (err) {
-      this.fail(`entry ${e.name} does not inflate: ${(err as Error).message}`, tensor);
+      this.fail(`entry ${e.name} does not inflate to its ${e.size} bytes: ${(err as Error).message}`, tensor);
     }
     if (bytes.byteLength !== e.size) this.fail(`entry ${e.name} inflates to ${bytes.byteLength} bytes, not ${e.size}`, tensor);
+    this.checkCrc(e, bytes, tensor);
     this.inflated = { name: e.name, bytes };
     return bytes;
+  }
+
+  private checkCrc(e: ZipEntry, bytes: Uint8Array, tensor?: string): void {
+    const c = crc32(bytes) >>> 0;
+    if (c !== e.crc) this.fail(`entry ${e.name} fails its CRC-32 check (0x${c.toString(16)}, the directory says 0x${e.crc.toString(16)}): corrupt`, tensor);
   }
 
   close(): void {
