@@ -172,6 +172,7 @@ export function loadTokenizerJson(path: string, configPath?: string): Tokenizer 
   const json = readJson(path);
   const cfgPath = configPath ?? join(path, '..', 'tokenizer_config.json');
   const config = existsSync(cfgPath) ? readJson(cfgPath) : {};
+  checkTokenIds(json, path);
   let hf: HfTokenizer;
   try { hf = new HfTokenizer(json, config); } catch (e) { throw new TokenizerError(`${path}: not a loadable tokenizer.json (${(e as Error).message})`); }
   const id = (spec: TokenSpec, fallback: string, def: number): number => {
@@ -195,6 +196,25 @@ export function loadTokenizerJson(path: string, configPath?: string): Tokenizer 
     pad: config.pad_token ? id(config.pad_token as TokenSpec, '<unk>', unk) : unk,
   };
   return new HfJsonTokenizer(path, hf, ids);
+}
+
+// The ids of a tokenizer.json's vocabulary and added tokens must be 0..n-1: a negative id would read as an image slot,
+// a gap made decode fail on undefined, and an id of 2^31 took a minute to list (found by the format audit).
+function checkTokenIds(json: Record<string, unknown>, path: string): void {
+  const model = json.model as { vocab?: unknown } | undefined;
+  const ids = new Set<number>();
+  const add = (id: unknown, what: string) => {
+    if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id >= 1 << 24) {
+      throw new TokenizerError(`${path}: ${what} has id ${String(id)}, not a whole number in [0, 2^24)`);
+    }
+    ids.add(id);
+  };
+  if (Array.isArray(model?.vocab)) model.vocab.forEach((_, i) => ids.add(i));
+  else if (model?.vocab && typeof model.vocab === 'object') for (const [p, id] of Object.entries(model.vocab)) add(id, `token ${JSON.stringify(p)}`);
+  for (const t of Array.isArray(json.added_tokens) ? json.added_tokens : []) add((t as { id?: unknown })?.id, 'an added token');
+  let max = -1;
+  for (const id of ids) if (id > max) max = id;
+  if (max + 1 !== ids.size) throw new TokenizerError(`${path}: the token ids are not 0..${ids.size - 1} (the largest is ${max})`);
 }
 
 /** Loads a SentencePiece tokenizer.model (BPE models with identity normalisation, as LLaMA's). */

@@ -13,6 +13,9 @@ import { unpickle } from '../../lib/model/io/pickle.ts';
 import { CheckpointError } from '../../lib/model/io/errors.ts';
 import { loadModel } from '../../lib/model/load.ts';
 import { tinyOwl } from '../helpers/tiny-owl.ts';
+import { parseOwlConfig } from '../../lib/model/io/config.ts';
+import { ConfigError } from '../../lib/model/io/errors.ts';
+import { loadTokenizerJson, TokenizerError } from '../../lib/data/index.ts';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'owlet-hostile-'));
 const TORCH = new URL('../fixtures/torch/state_dict.bin', import.meta.url).pathname;
@@ -107,4 +110,18 @@ test('a model folder: an integer weight and LoRA matrices in the base checkpoint
   } finally {
     for (const p of model.params.values()) p.dispose();
   }
+});
+
+test('absurd sizes in config.json, and tokenizer.json ids outside 0..n-1, are refused before any work', (t) => {
+  t.throws(() => parseOwlConfig({ text_config: { hidden_size: 16, num_attention_heads: 2, num_hidden_layers: 1e8, intermediate_size: 8 } }),
+    { instanceOf: ConfigError, message: /num_hidden_layers 100000000 is larger than any model owlet can hold/ });
+  const dir = tmp();
+  const tok = (vocab: Record<string, number>) => {
+    const f = join(dir, `t${Object.values(vocab).join('_')}.json`);
+    writeFileSync(f, JSON.stringify({ version: '1.0', model: { type: 'WordLevel', vocab, unk_token: 'a' }, added_tokens: [] }));
+    return f;
+  };
+  t.throws(() => loadTokenizerJson(tok({ a: 0, b: -5 })), { instanceOf: TokenizerError, message: /token "b" has id -5/ });
+  t.throws(() => loadTokenizerJson(tok({ a: 0, b: 2 ** 31 })), { instanceOf: TokenizerError, message: /id 2147483648/ });
+  t.throws(() => loadTokenizerJson(tok({ a: 0, b: 7 })), { instanceOf: TokenizerError, message: /not 0\.\.1 \(the largest is 7\)/ });
 });

@@ -173,6 +173,17 @@ export function validateOwlConfig(c: OwlConfig, file?: string): void {
     fail(`text_config.num_attention_heads ${c.text.numAttentionHeads} is not a multiple of num_key_value_heads ` +
       `${c.text.numKeyValueHeads}`);
   }
+  // Sizes far past any real model (LLaMA-65B: 80 layers, width 8192, vocabulary 32000) are a broken file: refused
+  // here, before building key lists or allocating (num_hidden_layers 1e8 took half a minute and 3 GB, then threw).
+  const limits: [string, number, number][] = [
+    ['num_hidden_layers', Math.max(c.vision.numHiddenLayers, c.abstractor.numHiddenLayers, c.text.numHiddenLayers), 4096],
+    ['hidden_size', Math.max(c.vision.hiddenSize, c.abstractor.hiddenSize, c.text.hiddenSize), 1 << 17],
+    ['intermediate_size', Math.max(c.vision.intermediateSize, c.abstractor.intermediateSize, c.text.intermediateSize), 1 << 19],
+    ['text_config.vocab_size', c.text.vocabSize, 1 << 24],
+    ['vision_config.image_size', c.vision.imageSize, 1 << 14],
+    ['num_query_tokens', c.numQueryTokens, 1 << 16],
+  ];
+  for (const [what, v, max] of limits) if (v > max) fail(`${what} ${v} is larger than any model owlet can hold (at most ${max})`);
 }
 
 /** Patches per image plus the class token: the ViT sequence length and the position-embedding rows. */
