@@ -94,7 +94,7 @@ export function unpickle(data: Uint8Array, hooks: PickleHooks, what: string): un
   };
   const appendTo = (l: unknown, xs: unknown[]) => {
     if (!Array.isArray(l)) fail('APPEND(S) on something that is not a list');
-    (l as unknown[]).push(...xs);
+    for (const x of xs) (l as unknown[]).push(x); // (push(...xs) of 500k items overflowed the stack)
   };
 
   for (;;) {

@@ -114,12 +114,15 @@ export class TorchCheckpoint implements TensorSource {
       persistentLoad: (pid) => {
         // ('storage', storage_type, key, location, numel)
         const t = pid instanceof PickleTuple ? pid.items : null;
-        if (!t || t[0] !== 'storage' || t.length < 5) fail(`unsupported persistent id ${JSON.stringify(String(pid))}`);
+        // (described, not printed: a hostile id nested a million levels deep overflowed the stack when stringified)
+        if (!t || t[0] !== 'storage' || t.length < 5) fail(`unsupported persistent id (${t ? `a ${t.length}-tuple` : typeof pid})`);
         const [, type, key, location, numel] = t!;
         const g = type as AllowedGlobal;
         const st = g && typeof g === 'object' ? types.get(`${g.module}.${g.name}`) : undefined;
         if (!st) fail('persistent id names something that is not a torch storage class');
-        if (typeof key !== 'string' || !/^[A-Za-z0-9_]+$/.test(key)) fail(`storage key ${JSON.stringify(key)} is not a plain name`);
+        if (typeof key !== 'string' || !/^[A-Za-z0-9_]+$/.test(key)) {
+          fail(`storage key ${typeof key === 'string' ? JSON.stringify(key.slice(0, 80)) : `(a ${typeof key})`} is not a plain name`);
+        }
         if (!isInt(numel)) fail(`storage ${key} has no valid element count`);
         const prev = storages.get(key as string);
         if (prev && (prev.dtype !== st!.dtype || prev.numel !== numel)) {
