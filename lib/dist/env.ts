@@ -63,6 +63,8 @@ export function distTimeouts(env: Env = process.env): DistTimeouts {
     if (v === undefined || v === '') return dflt * 1000;
     const n = Number(v);
     if (!Number.isFinite(n) || n <= 0) throw new DistributedError(`${name}=${v} is not a positive number of seconds`, 'env');
+    // (the native side counts in nanoseconds: past ~9.2e9 s that overflowed and timed out at once)
+    if (n > 1e8) throw new DistributedError(`${name}=${v} is more than 1e8 seconds (three years); give a smaller number`, 'env');
     return Math.max(1, Math.round(n * 1000));
   };
   return { rendezvousMs: seconds('OWLET_RENDEZVOUS_TIMEOUT', 300), opMs: seconds('OWLET_DIST_TIMEOUT', 1800) };

@@ -60,6 +60,11 @@ function check(o: LaunchOptions): Required<Pick<LaunchOptions, 'nnodes' | 'nodeR
   if (!n.masterAddr) throw new UsageError('launch: --master-addr is empty');
   if (!o.command.length) throw new UsageError('launch: give the owlet command to run after --, e.g. owlet launch --nproc-per-node 2 -- train --config run.yaml');
   if (o.command[0] === 'launch') throw new UsageError('launch: the command to run cannot be launch itself');
+  // Only train joins the process group: N copies of eval, demo or dump would each do all the work into one output
+  // (the answers file held every answer N times).
+  if (['eval', 'demo', 'dump'].includes(o.command[0])) {
+    throw new UsageError(`launch: ${o.command[0]} does not share its work among processes (train does); run it on its own`);
+  }
   return n;
 }
 
@@ -164,7 +169,13 @@ export async function launch(o: LaunchOptions): Promise<void> {
   if (interrupted) {
     throw new LaunchError(`launch: interrupted by ${interrupted}; all ${ranks.length} rank(s) stopped`, 128 + (constants.signals[interrupted] ?? 2));
   }
-  const f = failure as Rank | null;
+  // The first rank to exit is not always the one that failed first: a rank whose own error closes its connections
+  // makes another one fail its collective ("another rank exited or crashed") and that one may exit sooner. Report a
+  // rank's own error when some rank has one.
+  const blamesAnother = (r: Rank) => r.lastErr.some((l) => l.includes('another rank exited or crashed'));
+  const own = (r: Rank) => r.code !== 0 && r.code !== null && !blamesAnother(r) && r.lastErr.some((l) => l.startsWith('owlet:'));
+  const first = failure as Rank | null;
+  const f = first && blamesAnother(first) ? ranks.find((r) => r !== first && own(r)) ?? first : first;
   if (f) {
     const why = f.signal ? `was killed by ${f.signal}` : `exited with code ${f.code}`;
     const last = [...f.lastErr].reverse().find((l) => l.startsWith('owlet:')) ?? f.lastErr[f.lastErr.length - 1];

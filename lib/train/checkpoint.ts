@@ -153,6 +153,21 @@ export class CheckpointManager {
   }
 
   async save(p: CheckpointPayload): Promise<string> {
+    try {
+      return await this.write(p);
+    } catch (e) {
+      // A file system that fails the save (full disk, quota, read-only) used to surface as a bare "ENOSPC: no space
+      // left on device, write": say which save failed, clean its partial copy off the full disk, and what survives.
+      const code = (e as NodeJS.ErrnoException).code;
+      if (typeof code !== 'string' || !code.startsWith('E')) throw e;
+      rmSync(join(this.root, `ckpt-${p.step}.tmp`), { recursive: true, force: true });
+      const kept = this.list()[0];
+      throw new CheckpointError(`saving checkpoint ckpt-${p.step} in ${this.root} failed: ${(e as Error).message}; ` +
+        (kept ? `${basename(kept.path)} is intact (resume from it with --resume auto)` : 'no earlier checkpoint exists'));
+    }
+  }
+
+  private async write(p: CheckpointPayload): Promise<string> {
     if (!Number.isInteger(p.step) || p.step < 0) throw new CheckpointError(`checkpoint step must be an integer >= 0, got ${p.step}`);
     mkdirSync(this.root, { recursive: true });
     const name = `ckpt-${p.step}`;

@@ -9,6 +9,9 @@ import type { Components } from './components.ts';
 import { estimateMemory, estimateStepFlops } from './estimate.ts';
 import { OutOfMemoryError } from '../tensor/errors.ts';
 import { ConfigError } from './errors.ts';
+import { lockRunFolder } from './run-lock.ts';
+import { checkRanksAgree, comparableConfig } from './rank-agreement.ts';
+import { gradientSyncSettings } from '../dist/env.ts';
 import { applyStage, decayGroups } from './param-groups.ts';
 import { makeSchedule } from './schedule.ts';
 import { Trainer, type TrainResult } from './trainer.ts';
@@ -41,11 +44,17 @@ export interface StageResult extends TrainResult { outDir: string; resumedFrom: 
  * ```
  */
 export async function trainStage<B extends Batch>(config: OwletConfig, c: Components<B>, o: TrainStageOptions = {}): Promise<StageResult> {
+  const outDir = config.run.out_dir;
+  if (existsSync(outDir) && !statSync(outDir).isDirectory()) throw new ConfigError(`run.out_dir ${outDir} is a file, not a folder`);
+  // The rank that writes the folder holds it for the whole run (run-lock.ts).
+  const release = !o.dist || o.dist.worldSize <= 1 || o.dist.rank === 0 ? lockRunFolder(outDir) : () => {};
   try {
     return await runStage(config, c, o);
   } catch (e) {
     if (e instanceof OutOfMemoryError) throw new OutOfMemoryError(`${e.message} ${memoryAdvice(config)}`, e.op);
     throw e;
+  } finally {
+    release();
   }
 }
 
@@ -64,7 +73,6 @@ function memoryAdvice(config: OwletConfig): string {
 async function runStage<B extends Batch>(config: OwletConfig, c: Components<B>, o: TrainStageOptions): Promise<StageResult> {
   const sizes = modelSizes(config);
   const outDir = config.run.out_dir;
-  if (existsSync(outDir) && !statSync(outDir).isDirectory()) throw new ConfigError(`run.out_dir ${outDir} is a file, not a folder`);
   const dist = o.dist && o.dist.worldSize > 1 ? o.dist : undefined;
   const shard = { rank: dist?.rank ?? 0, worldSize: dist?.worldSize ?? 1 };
   const main = shard.rank === 0;
@@ -74,6 +82,13 @@ async function runStage<B extends Batch>(config: OwletConfig, c: Components<B>, 
   if (dist && o.resume) resumePath = dist.shareFromRoot(main ? resumePath ?? '' : undefined) || null;
   const model = await c.createModel(config, sizes);
   const trainable = applyStage(model as never, { train: config.stage.train, lora: config.stage.lora });
+  if (dist) {
+    checkRanksAgree(dist, {
+      config: comparableConfig(config),
+      parameters: [...model.parameters()].map(([n, t]) => `${n} [${t.shape.join(',')}]${t.requiresGrad ? ' trained' : ''}`),
+      gradientSync: { ...gradientSyncSettings() },
+    });
+  }
   if (model.describe) log(model.describe());
   const data = await c.createData(config, 'train', model, shard);
   if (data.describe) log(data.describe());
@@ -95,10 +110,6 @@ async function runStage<B extends Batch>(config: OwletConfig, c: Components<B>, 
   // FLOPs and peak FLOP/s of all ranks together (the step's token counts are summed over the ranks).
   const flops = shard.worldSize * estimateStepFlops({ sizes, train: config.stage.train, lora: config.stage.lora,
     microBatch: config.data.micro_batch, maxLength: config.data.max_length, gradAccum });
-  if (main) {
-    mkdirSync(outDir, { recursive: true });
-    writeFileSync(join(outDir, 'config.json'), JSON.stringify(config, null, 1) + '\n');
-  }
   if (dist) {
     log(`data parallel: ${shard.worldSize} ranks × micro-batch ${config.data.micro_batch} × accumulation ${gradAccum} = ` +
       `global batch ${shard.worldSize * config.data.micro_batch * gradAccum}`);
@@ -116,6 +127,12 @@ async function runStage<B extends Batch>(config: OwletConfig, c: Components<B>, 
     if (resumePath) {
       await trainer.resumeFrom(resumePath);
       log(`resumed from ${resumePath} at step ${trainer.step}/${steps}`);
+    }
+    if (main) {
+      // (after the check that the folder holds no newer checkpoints: a refused run must not touch the folder)
+      await trainer.checkOutDir();
+      mkdirSync(outDir, { recursive: true });
+      writeFileSync(join(outDir, 'config.json'), JSON.stringify(config, null, 1) + '\n');
     }
     // Every rank starts from rank 0's weights (fresh initialisation, loaded files and resumed state alike).
     if (dist) noGrad(() => dist.broadcast([...model.parameters().values()], 0));

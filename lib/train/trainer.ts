@@ -367,7 +367,7 @@ export class Trainer<B extends Batch = Batch> {
 
   /** Refuses to write into a run folder that holds intact checkpoints this run did not start from (it would
    *  overwrite them); damaged newer ones, which nothing can resume from, are moved aside instead. */
-  private async checkFolder(): Promise<void> {
+  async checkOutDir(): Promise<void> {
     if (!this.ckpt) return;
     const newer = await this.ckpt.newerIntact(this.step, (m) => this.warn(m));
     if (newer.length) {
@@ -382,7 +382,7 @@ export class Trainer<B extends Batch = Batch> {
   async run(): Promise<TrainResult> {
     const o = this.o;
     const main = this.rank === 0; // the rank that writes and reports
-    if (main) await this.checkFolder();
+    if (main) await this.checkOutDir();
     const logEvery = o.logEvery ?? 10;
     const writer = o.outDir && main ? new MetricsWriter(o.outDir, { tensorboard: o.tensorboard ?? true, resumeStep: this.resumedFrom }) : null;
     const meter = new IntervalMeter(o.peakFlops);
@@ -407,15 +407,20 @@ export class Trainer<B extends Batch = Batch> {
         meter.add(s);
         progress?.update(this.step, Number.isFinite(s.loss) ? `loss ${s.loss.toFixed(4)}` : 'skipped');
         const last = this.step === o.totalSteps;
-        // The checkpoint first: an evaluation that fails (unreadable eval data) must not cost the steps just trained.
+        const evalNow = !!o.evaluate && ((o.evaluate.every > 0 && this.step % o.evaluate.every === 0) || last);
+        // A step's record goes out before the checkpoint that covers it (an interruption in between would lose it
+        // for good: a resume keeps the records up to its checkpoint's step) — except at an evaluation, whose record
+        // waits for it; the checkpoint comes before the evaluation, which must not cost the steps just trained when
+        // it fails (unreadable eval data).
+        if ((this.step % logEvery === 0 || last) && !evalNow) emit();
         if (this.saving && ((o.checkpoint!.every > 0 && this.step % o.checkpoint!.every === 0) || last)) {
           const saved = await this.save();
           if (saved) { lastCheckpoint = saved; log(`saved ${saved}`); }
         }
-        if (o.evaluate && ((o.evaluate.every > 0 && this.step % o.evaluate.every === 0) || last)) {
+        if (evalNow) {
           evalMetrics = await noGrad(() => o.evaluate!.run(this.step));
+          emit();
         }
-        if (this.step % logEvery === 0 || last || evalMetrics) emit();
       }
     } finally {
       emit();

@@ -4,6 +4,8 @@
 import test from 'ava';
 import { spawn } from 'node:child_process';
 import { freePort } from './helpers/tiny-run.ts';
+import { distTimeouts } from '../../lib/dist/env.ts';
+import { DistributedError } from '../../lib/tensor/errors.ts';
 
 interface Result { ok?: Record<string, unknown>; error?: { name: string; code: string; op: string; message: string }; ms: number; opMs?: number | null }
 
@@ -85,4 +87,11 @@ test.serial('a rendezvous that a rank never reaches times out naming the missing
   t.true(r0.ms < 6000);
   const [r2] = await ranks('collectives', 3, { OWLET_RENDEZVOUS_TIMEOUT: '1' }, [2]);
   t.regex(r2.error!.message, /^rendezvous on rank 2 of 3: cannot reach the rendezvous store at 127\.0\.0\.1:\d+ within 1 s .*is not running$/);
+});
+
+test('timeouts too large for the native side\'s nanosecond clock are refused, not overflowed into an instant timeout', (t) => {
+  t.deepEqual(distTimeouts({ OWLET_RENDEZVOUS_TIMEOUT: '1e6', OWLET_DIST_TIMEOUT: '2.5' }), { rendezvousMs: 1e9, opMs: 2500 });
+  for (const v of ['1e10', '9.3e9', '0', '-1', 'abc']) {
+    t.throws(() => distTimeouts({ OWLET_DIST_TIMEOUT: v }), { instanceOf: DistributedError }, v);
+  }
 });

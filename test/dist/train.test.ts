@@ -3,12 +3,14 @@
 // order); rank 0 alone writes the run folder; a two-rank checkpoint resumes on one rank and a one-rank checkpoint on
 // two, both ending where an uninterrupted run ends.
 import test from 'ava';
-import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { loadSafetensors } from '../../lib/model/io/index.ts';
 import { main } from '../../lib/cli/main.ts';
 import type { StepStats } from '../../lib/train/metrics.ts';
-import { tinyRun, type TinyRun } from './helpers/tiny-run.ts';
+import { freePort, tinyRun, type TinyRun } from './helpers/tiny-run.ts';
+import { LOCK_FILE, lockRunFolder } from '../../lib/train/run-lock.ts';
 import { owlet } from './helpers/cli.ts';
 
 let run: TinyRun;
@@ -92,4 +94,37 @@ test.serial('a two-rank checkpoint resumes on one rank, and a one-rank checkpoin
   t.true(lines.some((l) => /^\[rank 0\] resumed from .*ckpt-3 at step 3\/5$/.test(l)));
   t.true(maxDiff(ckpt('one', 5), ckpt('straight', 5)) < 2e-6);
   t.deepEqual(history(ckpt('one', 5)).map((s) => s.tokens), history(ckpt('straight', 5)).map((s) => s.tokens));
+});
+
+test.serial('ranks that do not run the same configuration stop together, naming the difference', async (t) => {
+  // (torchrun-style: each rank started on its own, rank 1 with a learning rate the other does not have)
+  const port = String(await freePort());
+  const env = (rank: number) => ({ RANK: String(rank), WORLD_SIZE: '2', LOCAL_RANK: String(rank), LOCAL_WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', MASTER_PORT: port });
+  const args = ['train', '--config', run.config, '--set', `run.out_dir=${out('mismatch')}`];
+  const r0 = owlet(args, env(0)), r1 = owlet([...args, '--set', 'optimizer.lr=0.5'], env(1));
+  const [a, b] = await Promise.all([r0.done, r1.done]);
+  for (const [r, done] of [[r0, a], [r1, b]] as const) {
+    t.not(done.code, 0);
+    t.true(r.lines.some((l) => /the ranks do not run the same configuration — rank 1: config\.optimizer\.lr: 0\.001 on rank 0, 0\.5 there/.test(l)), r.lines.join('\n'));
+  }
+  t.false(existsSync(join(out('mismatch'), 'checkpoints')), 'nothing trained');
+});
+
+test.serial('one run folder, one run: a second run on a folder in use is refused, naming the holder', async (t) => {
+  const dir = out('locked');
+  const release = lockRunFolder(dir);
+  try {
+    const lines: string[] = [];
+    const code = await main(['train', '--config', run.config, '--set', `run.out_dir=${dir}`], { out: (l) => lines.push(l), err: (l) => lines.push(l) });
+    t.is(code, 2);
+    t.regex(lines.join('\n'), new RegExp(`run folder .*locked is in use by another owlet run \\(pid ${process.pid} on `));
+    t.false(existsSync(join(dir, 'config.json')), 'the refused run wrote nothing');
+  } finally {
+    release();
+  }
+  t.false(existsSync(join(dir, LOCK_FILE)));
+  // a lock left by a process that no longer exists (killed) is taken over
+  writeFileSync(join(dir, LOCK_FILE), JSON.stringify({ pid: 2 ** 22 + 12345, host: hostname(), started: 'then' }));
+  await trainAlone('locked', '--set', 'training.steps=1');
+  t.false(existsSync(join(dir, LOCK_FILE)), 'released at the end');
 });

@@ -84,9 +84,14 @@ test('a damaged newer checkpoint is moved aside so the run can go on; an intact 
   t.is(r.steps, 4);
   t.true(existsSync(join(ck, 'ckpt-4.damaged')) && existsSync(join(ck, 'ckpt-4', 'manifest.json')));
   t.true(warnings.some((w) => /moved the damaged checkpoint .*ckpt-4 aside/.test(w)));
-  // going back to ckpt-2 while an intact ckpt-4 exists would overwrite it: refused, saying how to proceed
-  const e = await t.throwsAsync(trainStage(config(out, { train: trainFile(), steps: 4, saveEvery: 2 }), owlComponents(), { ...quiet(), resume: join(ck, 'ckpt-2') }));
+  // going back to ckpt-2 while an intact ckpt-4 exists would overwrite it: refused, saying how to proceed, and
+  // without touching the folder (its config.json was rewritten before the refusal)
+  const before = readFileSync(join(out, 'config.json'), 'utf8');
+  const other = config(out, { train: trainFile(), steps: 4, saveEvery: 2 });
+  other.optimizer.lr = 0.5;
+  const e = await t.throwsAsync(trainStage(other, owlComponents(), { ...quiet(), resume: join(ck, 'ckpt-2') }));
   t.regex(e!.message, /holds ckpt-4, newer than this run's starting step 2: continue from the newest with --resume auto; .*first move ckpt-4 out/);
+  t.is(readFileSync(join(out, 'config.json'), 'utf8'), before);
 });
 
 test('dump refuses an output that would land in the model folder, and a folder as output', (t) => {

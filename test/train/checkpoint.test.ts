@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { tensor } from '../../lib/tensor/index.ts';
+import { tensor, type Tensor } from '../../lib/tensor/index.ts';
 import { CheckpointManager, resolveResume, verifyCheckpoint, type SavePoint } from '../../lib/train/checkpoint.ts';
 import { CheckpointError } from '../../lib/train/errors.ts';
 import { fakeIO } from './helpers/fakes.ts';
@@ -117,4 +117,24 @@ test('SIGKILL in the middle of a save: the previous checkpoint stays valid and r
   t.deepEqual(Array.from(c.weights.get('w')!.data<'f32'>()), [1, 2, 3]);
   t.deepEqual(c.rng, { trainer: [1, 2, 3, 1] });
   t.is(readFileSync(join(root, 'latest'), 'utf8'), 'ckpt-1\n');
+});
+
+test('a save the file system fails (a full disk) names the checkpoint, removes its partial copy, and says what is intact', async (t) => {
+  const root = join(tmp(), 'checkpoints');
+  let full = false;
+  const io = {
+    ...fakeIO,
+    save(path: string, tensors: Map<string, Tensor>, meta?: Record<string, string>) {
+      if (full) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+      return fakeIO.save(path, tensors, meta);
+    },
+  };
+  const mgr = new CheckpointManager(root, io as typeof fakeIO, { keepLast: 3 });
+  await mgr.save(payload(1));
+  full = true;
+  await t.throwsAsync(mgr.save(payload(2)), {
+    instanceOf: CheckpointError,
+    message: /^saving checkpoint ckpt-2 in .*checkpoints failed: ENOSPC: no space left on device, write; ckpt-1 is intact \(resume from it with --resume auto\)$/,
+  });
+  t.deepEqual(readdirSync(root).sort(), ['ckpt-1', 'latest']);
 });

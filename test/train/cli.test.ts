@@ -43,6 +43,7 @@ test('bad usage and bad configs exit 2 with one line; missing files and pieces e
     [['launch', '--nproc-per-node', 'two', '--', 'train', '--config', 'x'], 2, /^owlet: launch: --nproc-per-node must be a non-negative integer, got 'two'$/],
     [['launch', '--nproc-per-node', '2'], 2, /^owlet: missing required argument 'command'/],
     [['launch', '--nproc-per-node', '2', '--nnodes', '2', '--node-rank', '2', '--', 'train'], 2, /^owlet: launch: --node-rank must be an integer in \[0, 1\], got 2$/],
+    [['launch', '--nproc-per-node', '2', '--', 'eval', '--checkpoint', 'c'], 2, /^owlet: launch: eval does not share its work among processes \(train does\); run it on its own$/],
     [['train', '--config', 'configs/stage2-7b.yaml', '--set', 'training.global_batch=6'], 2, /training\.global_batch: must be a multiple of data\.micro_batch \(4\)/],
     // (session 9's audit) no prototype pollution through --set; files where folders belong and the reverse
     [['train', '--config', 'configs/stage2-7b.yaml', '--set', '__proto__.polluted=1'], 2, /^owlet: --set '__proto__\.polluted=1': '__proto__' is not a config field$/],
