@@ -59,7 +59,8 @@ export async function evalCommand(o: Record<string, unknown>, io: CliIO): Promis
   // Each answer is appended as soon as it exists, and a run stopped half-way continues after the answers it wrote.
   const out = String(o.out);
   const done = readAnswers(out, qs);
-  if (done.length) io.out(`continuing after the ${done.length} answers already in ${out}`);
+  // (said plainly: a rerun for another checkpoint into the same file would otherwise keep the earlier model's answers)
+  if (done.length) io.out(`continuing after the ${done.length} answers already in ${out} (move it away to answer them again)`);
   mkdirSync(dirname(resolve(out)), { recursive: true });
   writeAnswers(out, done); // (rewritten: a line cut short by the interruption goes)
   const answers = await answerQuestions(model, tok, qs, String(o.images), {
