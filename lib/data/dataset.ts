@@ -44,6 +44,11 @@ export interface DataRecord {
 
 export interface DataProblem { id: string; message: string }
 
+/** "file:line: message" (the message of a malformed line names its place already), the first `n` of a list. */
+export function describeProblems(ps: readonly DataProblem[], n: number): string {
+  return ps.slice(0, n).map((p) => (p.message.startsWith(p.id) ? p.message : `${p.id}: ${p.message}`)).join('; ');
+}
+
 export interface LoadOptions {
   /** 'skip' (default): malformed lines are left out and listed in `problems`; 'stop': the first one throws. */
   onError?: 'skip' | 'stop';

@@ -14,7 +14,7 @@ export {
 } from './image.ts';
 export { rng, hashInts, permutation, type Rng } from './rng.ts';
 export {
-  JsonlDataset, ShardStream, readJsonl, type DataSource, type DataRecord, type DataProblem, type RecordFormat, type LoadOptions,
+  JsonlDataset, ShardStream, readJsonl, describeProblems, type DataSource, type DataRecord, type DataProblem, type RecordFormat, type LoadOptions,
   type ShardOptions, type StreamSlot,
 } from './dataset.ts';
 export {

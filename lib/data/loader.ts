@@ -12,7 +12,7 @@ import { llamaTokenizer } from './tokenizer.ts';
 import { tokenizeCaption, tokenizeConversation, type SequenceOptions } from './conversation.ts';
 import { preprocessImage, type AugmentOptions } from './image.ts';
 import { collate, type Batch, type PreparedSample } from './batch.ts';
-import { JsonlDataset, ShardStream, type DataProblem, type DataRecord, type StreamSlot } from './dataset.ts';
+import { JsonlDataset, ShardStream, describeProblems, type DataProblem, type DataRecord, type StreamSlot } from './dataset.ts';
 import { DataFormatError, ImageError, SampleError, TokenizerError } from './errors.ts';
 import { countImageTokens } from './template.ts';
 import { rng } from './rng.ts';
@@ -189,9 +189,8 @@ export class DataLoader implements AsyncIterable<Batch> {
       // A repeating (training) stream whose every sample fails would otherwise skip forever without a word.
       if (++this.skippedInARow >= this.stream.perRank) {
         this.close();
-        const first = this.stats.problems.slice(0, 3).map((p) => `${p.id}: ${p.message}`).join('; ');
         throw new DataFormatError(`no sample of a whole pass over the data could be prepared (${this.skippedInARow} ` +
-          `skipped in a row; on_corrupt: skip). First: ${first}`);
+          `skipped in a row; on_corrupt: skip). First: ${describeProblems(this.stats.problems, 3)}`);
       }
     }
     this.launch(); // keep the pipeline full while the caller computes

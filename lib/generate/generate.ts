@@ -9,7 +9,7 @@ import { llamaHidden, lmHead } from '../model/llama.ts';
 import type { MplugOwl } from '../model/owl.ts';
 import { seededRandom } from '../model/init.ts';
 import { ConcatKVCache } from './kvcache.ts';
-import { checkSamplingOptions, sampleToken, type SamplingOptions } from './sample.ts';
+import { checkSamplingOptions, pickToken, type SamplingOptions } from './sample.ts';
 import { ArgumentError } from '../tensor/errors.ts';
 import { countImageTokens, IMAGE_TOKEN } from '../data/index.ts';
 import { promptIds, type PromptChunking } from './prompt.ts';
@@ -113,7 +113,7 @@ export function generateIds(model: MplugOwl, tok: Tokenizer, reqs: GenerateReque
   function pick(logits: Tensor): number[] {
     const V = logits.shape[logits.ndim - 1];
     const all = logits.toFloat32();
-    return Array.from({ length: B }, (_, b) => sampleToken(all.subarray(b * V, (b + 1) * V), o, rand));
+    return Array.from({ length: B }, (_, b) => pickToken(all.subarray(b * V, (b + 1) * V), o, rand));
   }
 }
 

@@ -92,7 +92,7 @@ export function readAnswers(file: string, questions: OwlEvalQuestion[]): OwlEval
   return out;
 }
 
-/** Appends one answer line (creating the folder and the file). */
+/** Appends one answer line (writeAnswers made the file and its folder). */
 export function appendAnswer(file: string, a: OwlEvalAnswer): void {
   appendFileSync(file, JSON.stringify(a) + '\n');
 }

@@ -27,6 +27,11 @@ export function checkSamplingOptions(o: SamplingOptions, op = 'sample'): void {
 
 export function sampleToken(logits: Float32Array, o: SamplingOptions, rand: () => number): number {
   checkSamplingOptions(o);
+  return pickToken(logits, o, rand);
+}
+
+/** sampleToken for options already checked (generateIds checks them once, not at every token). */
+export function pickToken(logits: Float32Array, o: SamplingOptions, rand: () => number): number {
   const V = logits.length;
   const T = o.temperature ?? 1;
   if (o.greedy || T <= 0) {

@@ -157,9 +157,8 @@ const arrayDType = (a: ArrayBufferView): DType | undefined =>
  *  as f32 values; other views are taken as the raw bytes of `o.dtype`, e.g. a Uint16Array of bf16 bits). */
 export function tensor(data: ArrayBufferView | number[], shape?: readonly number[], o: CreateOptions = {}): Tensor {
   let arr: ArrayBufferView;
-  if (Array.isArray(data)) arr = o.dtype === 'i32' ? Int32Array.from(data) : Float32Array.from(data);
-  // (values, as number[] are: its bytes read as f32 would be other numbers)
-  else if (data instanceof Float64Array) arr = o.dtype === 'i32' ? Int32Array.from(data) : Float32Array.from(data);
+  // (a Float64Array's values, as number[]'s: its bytes read as f32 would be other numbers)
+  if (Array.isArray(data) || data instanceof Float64Array) arr = o.dtype === 'i32' ? Int32Array.from(data) : Float32Array.from(data);
   else arr = data;
   const natural = arrayDType(arr);
   const dtype = o.dtype ?? natural ?? 'f32';

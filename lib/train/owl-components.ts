@@ -1,12 +1,12 @@
 // The real pieces behind the trainer's interfaces: MplugOwl as the TrainableModel, lib/data's DataLoader as the
 // DataStream, AdamW as the Optimizer, safetensors as the tensor IO, plus evaluation and the final exports.
 import { basename, join, resolve } from 'node:path';
-import { DataFormatError, DataLoader, JsonlDataset, llamaTokenizer, loadTokenizer, rebasedPosition, type Batch as DataBatch, type LoaderPosition, type Tokenizer } from '../data/index.ts';
+import { DataFormatError, DataLoader, JsonlDataset, describeProblems, llamaTokenizer, loadTokenizer, rebasedPosition, type Batch as DataBatch, type LoaderPosition, type Tokenizer } from '../data/index.ts';
 import {
   MplugOwl, initLora, initParams, parseAdapterConfig, parseOwlConfig, type AdapterConfig, type OwlBatch, type OwlConfig,
 } from '../model/index.ts';
 import { RUNTIME_SIZE } from '../model/io/dtypes.ts';
-import { loadAdapter, loadCheckpoint, loadSafetensors, saveAdapter, saveCheckpoint, saveSafetensors, expectedKeys } from '../model/io/index.ts';
+import { loadAdapter, loadCheckpoint, loadSafetensors, saveAdapter, saveCheckpoint, saveSafetensors, expectedKeys, tokenizerMismatch } from '../model/io/index.ts';
 import { AdamW, argmaxRows, keep, scope, tensor, type Tensor } from '../tensor/index.ts';
 import type { OwletConfig } from './config-schema.ts';
 import { resolveDevice, type ResolveDeviceOptions } from './device.ts';
@@ -188,10 +188,7 @@ export class OwlDataStream implements DataStream<OwlTrainBatch> {
     if (!b) { // a finite (eval) stream wraps around
       this.restore(null);
       b = await this.read();
-      if (!b) {
-        const skipped = this.loader.stats.problems.slice(0, 3).map((p) => `${p.id}: ${p.message}`).join('; ');
-        throw new DataFormatError(`${this.label} holds no usable sample` + (skipped ? ` (skipped: ${skipped})` : ''));
-      }
+      if (!b) throw new DataFormatError(`${this.label} holds no usable sample`);
     }
     return trainBatch(b, this.device);
   }
@@ -202,7 +199,7 @@ export class OwlDataStream implements DataStream<OwlTrainBatch> {
     const st = this.loader.stats, lines: string[] = [];
     if (st.skipped < this.reported) { this.reported = 0; this.countAt = 40; } // a loader rebuilt by restore() counts anew
     const named = Math.min(st.skipped, st.problems.length, 20);
-    for (let i = this.reported; i < named; i++) lines.push(`${this.label}: skipped ${st.problems[i].id}: ${st.problems[i].message}`);
+    for (let i = this.reported; i < named; i++) lines.push(`${this.label}: skipped ${describeProblems([st.problems[i]], 1)}`);
     if (st.skipped >= this.countAt) {
       lines.push(`${this.label}: ${st.skipped} samples skipped so far (on_corrupt: skip)`);
       while (this.countAt <= st.skipped) this.countAt *= 2;
@@ -242,9 +239,7 @@ export class OwlDataStream implements DataStream<OwlTrainBatch> {
    *  from the weights alone (a 100-record file at weight 1 beside 20000 at weight 5 is 0.1% of the samples). */
   describe(): string {
     const bad = this.dataset.problems;
-    const first = bad[0] && (bad[0].message.startsWith(bad[0].id) ? bad[0].message : `${bad[0].id}: ${bad[0].message}`);
-    const left = bad.length ? `; ${bad.length} malformed line(s) left out (first: ${first})` : '';
-    return this.shares() + left;
+    return this.shares() + (bad.length ? `; ${bad.length} malformed line(s) left out (first: ${describeProblems(bad, 1)})` : '');
   }
   private shares(): string {
     const counts = this.dataset.sources.map((s) => Math.round((s.spec.weight ?? 1) * s.records.length));
@@ -285,10 +280,8 @@ export function checkDataFitsModel(config: OwletConfig, ds: JsonlDataset, tok: T
     throw new ConfigError(`data.image.size is ${size} but the model's vision_config.image_size is ${want}: the images ` +
       `must be resized to the size the ViT's position embeddings were made for`);
   }
-  if (tok.vocabSize > model.text.vocabSize) {
-    throw new ConfigError(`the tokenizer (${tok.source}) has ${tok.vocabSize} ids but the model's text_config.vocab_size ` +
-      `is ${model.text.vocabSize}: set data.tokenizer to the model's tokenizer`);
-  }
+  const misfit = tokenizerMismatch(tok, model as OwlConfig);
+  if (misfit) throw new ConfigError(`${misfit}: set data.tokenizer to the model's tokenizer`);
 }
 
 /** AdamW behind the trainer's optimizer interface (groups carry their weight decay). */

@@ -23,8 +23,8 @@ export function firstDifference(a: J, b: J, path = ''): string | null {
   return `${path || '(everything)'}: ${show(a)} on rank 0, ${show(b)} there`;
 }
 
-/** Throws a DistributedError on every rank when any rank's `mine` differs from rank 0's. */
-export function checkRanksAgree(dist: Collectives, mine: J): void {
+/** Throws a DistributedError on every rank when any rank's `mine` (anything JSON can hold) differs from rank 0's. */
+export function checkRanksAgree(dist: Collectives, mine: unknown): void {
   const all = dist.gather(JSON.stringify(mine));
   let verdict = '';
   if (all) {

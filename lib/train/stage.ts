@@ -86,7 +86,7 @@ async function runStage<B extends Batch>(config: OwletConfig, c: Components<B>, 
     checkRanksAgree(dist, {
       config: comparableConfig(config),
       parameters: [...model.parameters()].map(([n, t]) => `${n} [${t.shape.join(',')}]${t.requiresGrad ? ' trained' : ''}`),
-      gradientSync: { ...gradientSyncSettings() },
+      gradientSync: gradientSyncSettings(),
     });
   }
   if (model.describe) log(model.describe());

@@ -129,6 +129,7 @@ export class Trainer<B extends Batch = Batch> {
   }
 
   private progress: Progress | null = null;
+  private outDirChecked = false;
 
   private warn(line: string): void {
     if (this.progress) this.progress.log(line);
@@ -368,7 +369,8 @@ export class Trainer<B extends Batch = Batch> {
   /** Refuses to write into a run folder that holds intact checkpoints this run did not start from (it would
    *  overwrite them); damaged newer ones, which nothing can resume from, are moved aside instead. */
   async checkOutDir(): Promise<void> {
-    if (!this.ckpt) return;
+    // (once: trainStage checks before writing config.json, and run() need not hash the newer checkpoints again)
+    if (!this.ckpt || this.outDirChecked) return;
     const newer = await this.ckpt.newerIntact(this.step, (m) => this.warn(m));
     if (newer.length) {
       const names = newer.map((c) => `ckpt-${c.step}`).join(', ');
@@ -376,6 +378,7 @@ export class Trainer<B extends Batch = Batch> {
         `continue from the newest with --resume auto; to start over or go back to an older checkpoint, first move ${names} ` +
         `out of that folder, or use another run.out_dir`);
     }
+    this.outDirChecked = true;
   }
 
   /** Trains until totalSteps, with logging, evaluation, checkpoints and plots. */

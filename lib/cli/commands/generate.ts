@@ -1,12 +1,13 @@
 // owlet generate / owlet eval: load a trained model directory (model.safetensors + config.json, optional adapter/,
 // optional tokenizer files, optional owlet.json with the template's system line) and answer prompts.
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { formatPrompt, llamaTokenizer, loadTokenizer, type Tokenizer } from '../../data/index.ts';
 import {
   appendAnswer, generate, loadImageTensor, readAnswers, readQuestions, answerQuestions, writeAnswers, type GenerateOptions,
 } from '../../generate/index.ts';
 import { loadModel, type MplugOwl } from '../../model/index.ts';
+import { readConfig, tokenizerMismatch } from '../../model/io/index.ts';
 import { UsageError } from '../../train/errors.ts';
 import type { CliIO } from '../io.ts';
 
@@ -23,13 +24,10 @@ export function loadRunModel(dir: string): LoadedRunModel {
   }
   const hasTok = ['tokenizer.model', 'tokenizer.json'].some((f) => existsSync(join(dir, f)));
   const tok = hasTok ? loadTokenizer(dir) : llamaTokenizer();
-  const model = loadModel(dir, { adapterDir });
-  if (tok.vocabSize > model.config.text.vocabSize) {
-    for (const p of model.params.values()) p.dispose();
-    throw new UsageError(`${dir}: the tokenizer (${tok.source}${hasTok ? ', from that folder' : ', the LLaMA default: the folder has none'}) ` +
-      `has ${tok.vocabSize} ids but the model's text_config.vocab_size is ${model.config.text.vocabSize}`);
-  }
-  return { model, tok, system: meta.system };
+  // (from config.json alone: no weight is read for a model the tokenizer cannot feed)
+  const misfit = tokenizerMismatch(tok, readConfig(dir));
+  if (misfit) throw new UsageError(`${dir}: ${misfit}${hasTok ? '' : ' (the folder has no tokenizer: the LLaMA default was taken)'}`);
+  return { model: loadModel(dir, { adapterDir }), tok, system: meta.system };
 }
 
 function num(v: unknown, name: string, int = false): number {
@@ -61,8 +59,7 @@ export async function evalCommand(o: Record<string, unknown>, io: CliIO): Promis
   const done = readAnswers(out, qs);
   // (said plainly: a rerun for another checkpoint into the same file would otherwise keep the earlier model's answers)
   if (done.length) io.out(`continuing after the ${done.length} answers already in ${out} (move it away to answer them again)`);
-  mkdirSync(dirname(resolve(out)), { recursive: true });
-  writeAnswers(out, done); // (rewritten: a line cut short by the interruption goes)
+  writeAnswers(out, done); // (rewritten: a line cut short by the interruption goes; the folder made)
   const answers = await answerQuestions(model, tok, qs, String(o.images), {
     ...sampling({ temperature: 0, maxNewTokens: 256, ...o }), modelId: String(o.modelId ?? 'owlet'), system: (o.system as string | undefined) ?? system,
     done, onAnswer: (a) => appendAnswer(out, a),

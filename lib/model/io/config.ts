@@ -186,6 +186,13 @@ export function validateOwlConfig(c: OwlConfig, file?: string): void {
   for (const [what, v, max] of limits) if (v > max) fail(`${what} ${v} is larger than any model owlet can hold (at most ${max})`);
 }
 
+/** Why a tokenizer cannot feed this model (it has ids past the embedding table), or null. */
+export function tokenizerMismatch(tok: { vocabSize: number; source: string }, c: OwlConfig): string | null {
+  return tok.vocabSize > c.text.vocabSize
+    ? `the tokenizer (${tok.source}) has ${tok.vocabSize} ids but the model's text_config.vocab_size is ${c.text.vocabSize}`
+    : null;
+}
+
 /** Patches per image plus the class token: the ViT sequence length and the position-embedding rows. */
 export function visionPositions(c: OwlConfig): number { return (c.vision.imageSize / c.vision.patchSize) ** 2 + 1; }
 

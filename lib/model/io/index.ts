@@ -14,7 +14,7 @@ export { TorchCheckpoint, readTorchFile } from './torch_pickle.ts';
 export { loadCheckpoint, loadCheckpointDir, loadSafetensors, saveCheckpoint, openCheckpoint, openCheckpointFile,
   findCheckpoint, loadStage1FromPretrained } from './checkpoint.ts';
 export {
-  readConfig, writeConfig, parseOwlConfig, owlConfigToJson, validateOwlConfig, visionPositions,
+  readConfig, writeConfig, parseOwlConfig, owlConfigToJson, validateOwlConfig, visionPositions, tokenizerMismatch,
   readAdapterConfig, writeAdapterConfig, parseAdapterConfig, adapterConfigToJson, defaultAdapterConfig, loraScaling,
   type OwlConfig, type VisionConfig, type AbstractorConfig, type TextConfig, type AdapterConfig,
 } from './config.ts';
