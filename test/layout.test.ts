@@ -109,3 +109,28 @@ test('split cuts an axis into pieces; its gradient is one concat with zeros for 
     t.throws(() => split(x, 1, [1, 1]), { message: /do not cover axis 1/ });
   });
 });
+
+// The ViT frees its q|k|v activation once split (the pieces hold their own copies), so these backward closures
+// must not touch their input again: reading its device there threw on CUDA only (2026-11-27), and now throws on
+// every backend, which this test would catch.
+test('slice, split, gatherRows and spliceRows differentiate after their input is disposed', (t) => {
+  scope(() => {
+    const w = tensor(Float32Array.from({ length: 24 }, (_, i) => i / 10), [6, 4], { requiresGrad: true });
+    const x = mul(w, w); // an activation: on the tape, freed by its owner before the backward
+    const [a, , c] = split(x, 0, [2, 1, 3]);
+    const s = slice(x, 1, 1, 2);
+    const ids = tensor(new Int32Array([4, 1]), [2], { dtype: 'i32' });
+    const g = gatherRows(x, ids);
+    const base = mul(w, w), spliced = spliceRows(base, tensor(new Int32Array([0]), [1], { dtype: 'i32' }), slice(x, 0, 5, 1));
+    x.dispose();
+    base.dispose();
+    const loss = reshape(concat([reshape(a, [8]), reshape(c, [12]), reshape(s, [12]), reshape(g, [8]), reshape(spliced, [24])], 0), [1, 64]);
+    backward(loss, tensor(new Float32Array(64).fill(1), [1, 64]));
+    const gw = w.grad!.toFloat32();
+    // d/dw of w² summed over: a (rows 0–1), c (rows 3–5), s (columns 1–2), g (rows 4, 1), spliced (w² with row 0
+    // replaced by x's row 5): 2w times how often each element is used.
+    const uses = (r: number, col: number) => (r < 2 || r >= 3 ? 1 : 0) + (col === 1 || col === 2 ? 1 : 0) + (r === 4 || r === 1 ? 1 : 0) + (r === 0 ? 0 : 1) + (r === 5 ? 1 : 0);
+    for (let r = 0; r < 6; r++) for (let col = 0; col < 4; col++)
+      t.true(Math.abs(gw[r * 4 + col] - 2 * (r * 4 + col) / 10 * uses(r, col)) < 1e-5, `w[${r},${col}]`);
+  });
+});

@@ -60,7 +60,9 @@ export class Tensor {
     return this._handle;
   }
   get disposed(): boolean { return this._handle === null; }
-  get device(): Device { return this.backend.backend === 'cpu' ? 'cpu' : this.handle.device; }
+  // (reads the handle on every backend, so a disposed tensor throws here on the CPU as on CUDA: answering 'cpu' without
+  // it once hid backward closures that read a freed input's device, which failed only on the GPU)
+  get device(): Device { const h = this.handle; return this.backend.backend === 'cpu' ? 'cpu' : h.device; }
   get numel(): number { return this.shape.reduce((a, b) => a * b, 1); }
   get ndim(): number { return this.shape.length; }
 

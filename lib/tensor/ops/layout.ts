@@ -39,8 +39,10 @@ export function slice(x: Tensor, axis: number, start: number, length: number): T
   const be = x.backend;
   const y = wrap(be, be.slice(x.handle, axis, start, length));
   if (needsGrad(x)) {
+    // (x's device read now: x may be disposed by the time the backward runs, e.g. an activation freed by its scope)
+    const device = x.device;
     record('slice', [x], [y], [], ([g]) => {
-      const gx = zeros(x.shape, { device: x.device, dtype: g!.dtype });
+      const gx = zeros(x.shape, { device, dtype: g!.dtype });
       be.sliceAssign(gx.handle, g!.handle, axis, start, false);
       return [gx];
     });
@@ -60,10 +62,11 @@ export function split(x: Tensor, axis: number, lengths: number[]): Tensor[] {
   const starts = lengths.map((_, i) => lengths.slice(0, i).reduce((a, b) => a + b, 0));
   const ys = lengths.map((len, i) => wrap(be, be.slice(x.handle, ax, starts[i], len)));
   if (needsGrad(x)) {
+    const device = x.device; // (as in slice: x may be gone when the backward runs)
     record('split', [x], ys, [], (gs) => {
       const zs: Tensor[] = [];
       const dtype = gs.find((g) => g)!.dtype;
-      const parts = gs.map((g, i) => g ?? (zs[zs.length] = zeros(ys[i].shape, { device: x.device, dtype })));
+      const parts = gs.map((g, i) => g ?? (zs[zs.length] = zeros(ys[i].shape, { device, dtype })));
       const gx = wrap(be, be.concat(parts.map((t) => t.handle), ax));
       for (const z of zs) z.dispose();
       return [gx];
@@ -77,8 +80,9 @@ export function gatherRows(table: Tensor, ids: Tensor): Tensor {
   const be = sameBackend('gatherRows', table, ids);
   const y = wrap(be, be.gatherRows(table.handle, ids.handle));
   if (needsGrad(table)) {
+    const device = table.device;
     record('gatherRows', [table, ids], [y], [ids], ([g], [sid]) => {
-      const gt = zeros(table.shape, { device: table.device, dtype: g!.dtype });
+      const gt = zeros(table.shape, { device, dtype: g!.dtype });
       be.scatterRows(gt.handle, sid.handle, g!.handle, true);
       return [gt, null];
     });
@@ -97,12 +101,12 @@ export function spliceRows(base: Tensor, ids: Tensor, src: Tensor): Tensor {
   be.scatterRows(yh, ids.handle, src.handle, false);
   const y = wrap(be, yh);
   if (needsGrad(base, src)) {
-    const srcShape = src.shape;
+    const srcShape = src.shape, device = base.device;
     record('spliceRows', [base, ids, src], [y], [ids], ([g], [sid], needs) => {
       let gb: Tensor | null = null, gs: Tensor | null = null;
       if (needs[0]) {
         gb = wrap(be, be.clone(g!.handle));
-        const z = zeros(srcShape, { device: base.device, dtype: g!.dtype });
+        const z = zeros(srcShape, { device, dtype: g!.dtype });
         be.scatterRows(gb.handle, sid.handle, z.handle, false);
         z.dispose();
       }
