@@ -123,8 +123,8 @@ export function gemmBench(be: Be, n: number): BenchResult {
   return { name: `gemm_bf16_${n}`, ms, tflops: +((2 * n ** 3) / ms / 1e9).toFixed(1) };
 }
 
-/** The model's GEMM shapes with cuBLASLt's first heuristic (OWLET_GEMM_TUNE=0) and with the fastest of its
- *  candidates (the default): what tuning buys per shape. Forward y = x wᵀ (x [M, K], w [N, K]) and, for the ViT,
+/** The model's GEMM shapes with cuBLASLt's first heuristic (the default) and with the fastest of its
+ *  candidates (OWLET_GEMM_TUNE=1): what tuning buys per shape. Forward y = x wᵀ (x [M, K], w [N, K]) and, for the ViT,
  *  the weight gradient dW = dyᵀ x (a long reduction over the 4112 tokens into a small output). */
 export function gemmShapesBench(be: Be): BenchResult[] {
   // name, a's shape, b's shape, transA, transB
@@ -148,6 +148,34 @@ export function gemmShapesBench(be: Be): BenchResult[] {
       extra: { heuristic_ms: +ms['0'].toFixed(4), tuned_ms: +ms['1'].toFixed(4), heuristic_tflops: tf(ms['0']), tuned_tflops: tf(ms['1']) } });
   }
   return out;
+}
+
+/** What GEMM tuning costs when every step brings new shapes (the LM head's rows are the batch's counted tokens):
+ *  the LM head's forward (x [M, 4096] · w [32000, 4096]ᵀ) at 24 row counts from 2900 to 3199, each mode on shapes new
+ *  to it: the first call of each (timing included) and the steady per-call time afterwards, summed over the 24, with
+ *  OWLET_GEMM_TUNE unset (the heuristic's first), exact (every new shape timed) and 1 (one timing per bucket). */
+export function gemmNewShapesBench(be: Be): BenchResult {
+  const K = 4096, N = 32000, rows = Array.from({ length: 24 }, (_, i) => 2900 + 13 * i);
+  const x = rand(be, [rows[rows.length - 1], K]), w = rand(be, [N, K]);
+  const xs = rows.map((M) => be.slice(x, 0, 0, M));
+  const mm = op(be, 'matmul'), extra: Record<string, number> = {};
+  for (const [mode, tune] of [['off', '0'], ['exact', 'exact'], ['bucket', '1']] as const) {
+    withEnv({ OWLET_GEMM_TUNE: tune }, () => {
+      let first = 0, steady = 0;
+      for (const xi of xs) {
+        be.synchronize();
+        const t0 = process.hrtime.bigint();
+        mm(xi, w, false, true, 1).dispose();
+        be.synchronize();
+        first += Number(process.hrtime.bigint() - t0) / 1e6;
+      }
+      for (const xi of xs) steady += time(be, () => mm(xi, w, false, true, 1).dispose(), 3, 3);
+      extra[`first_calls_ms_${mode}`] = +first.toFixed(2);
+      extra[`steady_ms_${mode}`] = +steady.toFixed(3);
+    });
+  }
+  [x, w, ...xs].forEach((t) => t.dispose());
+  return { name: 'gemm_new_shapes_lm_head_K4096_N32000', ms: extra.first_calls_ms_bucket, extra };
 }
 
 /** Bytes moved per call over time: a device copy (the ceiling), RMSNorm, cross-entropy, AdamW. */

@@ -423,10 +423,11 @@ export function cases(): Case[] {
   // OWLET_ATTN_BWD=wgmma-q: the query-major backward for Tq <= 64 (attention_wgmma_bwd_short.cuh, session 8).
   for (const [label, B, H, Tq, Tk, D, causal, masked, p, quick] of hopperShapes)
     if (D === 64 && Tq <= 64) attn(label, B, H, Tq, Tk, D, causal, masked, p, ['bf16'], quick, { OWLET_ATTN_BWD: 'wgmma-q' });
-  // OWLET_ATTN_TAIL=0: whole tiles for the rows and keys past the last whole tile, as before session 8 (the
-  // default runs attention_tail.cuh's kernels on every shape above with such a tail).
-  for (const [label, B, H, Tq, Tk, D, causal, masked, p, quick] of hopperShapes)
-    if (D === 64) attn(label, B, H, Tq, Tk, D, causal, masked, p, ['bf16'], quick, { OWLET_ATTN_TAIL: '0' });
+  // OWLET_ATTN_TAIL=1 / 0: the rows and keys past the last whole tile always through attention_tail.cuh's kernels /
+  // never (unset, autotuning picks per shape, so either may be what the default cases above ran).
+  for (const tail of ['1', '0'])
+    for (const [label, B, H, Tq, Tk, D, causal, masked, p, quick] of hopperShapes)
+      if (D === 64) attn(label, B, H, Tq, Tk, D, causal, masked, p, ['bf16'], quick, { OWLET_ATTN_TAIL: tail });
 
   // ---------------------------------------------------------------- lora
   // variant 'thin' sets OWLET_LORA=thin around the CUDA calls (the one-pass thin-product kernels instead of the

@@ -20,7 +20,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cpu, cuda } from '../../lib/native.ts';
 import { TOL, type Tol } from '../../test/helpers/tolerances.ts';
-import { attentionBench, attentionOnce, bandwidthBench, type BenchResult, gemmBench, gemmShapesBench, loraBench } from './bench.ts';
+import { attentionBench, attentionOnce, bandwidthBench, type BenchResult, gemmBench, gemmNewShapesBench, gemmShapesBench, loraBench } from './bench.ts';
 import { type Case, cases, type Out } from './cases.ts';
 import { type Be, bf16Round, fmt, get, Missing, type NT, put, relErr } from './harness.ts';
 
@@ -191,6 +191,7 @@ function runBench(be: Be, res: BenchResult[], saved: () => void): void {
   };
   tryb(() => gemmBench(be, 8192));
   tryb(() => gemmShapesBench(be));
+  tryb(() => gemmNewShapesBench(be));
   for (const [name, B, H, Tq, Tk, D, causal] of attentionShapes)
     tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal));
   tryb(() => attentionBench(be, 'fa_ref_b8_h16_t4096_d128_causal', 8, 16, 4096, 4096, 128, true));
@@ -221,10 +222,10 @@ function runBench(be: Be, res: BenchResult[], saved: () => void): void {
     tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_BWD: 'wgmma1' }));
     tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_FWD: 'wgmma1' }));
     tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_FWD: 'wgmma1', OWLET_ATTN_BWD: 'wgmma1' }));
-    // Whole tiles for the 257th token / 321st key instead of attention_tail.cuh (session 8's A/B), default kernels
-    // and wgmma1.
-    tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_TAIL: '0' }));
-    tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_FWD: 'wgmma1', OWLET_ATTN_BWD: 'wgmma1', OWLET_ATTN_TAIL: '0' }));
+    // The 257th token / 321st key always through attention_tail.cuh instead of whole tiles (session 8's kernels; the
+    // default since 2026-11-27 leaves the choice to autotuning), default kernels and wgmma1.
+    tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_TAIL: '1' }));
+    tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_FWD: 'wgmma1', OWLET_ATTN_BWD: 'wgmma1', OWLET_ATTN_TAIL: '1' }));
     // The query-major backward where Tq <= 64 (the abstractor; session 8), and at batch 2 (its keys split in ranges).
     if (Tq <= 64) {
       tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_BWD: 'wgmma-q' }));
@@ -290,6 +291,11 @@ function summary(owletPath: string, peerPath: string): void {
     const e = b.extra as Record<string, number>;
     console.log(`${b.name}: ${e.heuristic_tflops} TFLOP/s with the heuristic's first algorithm, ${e.tuned_tflops} tuned`);
   }
+  for (const b of bench.filter((x) => x.name.startsWith('gemm_new_shapes'))) {
+    const e = b.extra as Record<string, number>;
+    console.log(`${b.name} (24 new row counts): first calls ${e.first_calls_ms_off} ms untuned, ${e.first_calls_ms_exact} timing each shape, ` +
+      `${e.first_calls_ms_bucket} timing per bucket; steady ${e.steady_ms_off} / ${e.steady_ms_exact} / ${e.steady_ms_bucket} ms per call of each, summed`);
+  }
 }
 
 function main(): number {
@@ -300,7 +306,7 @@ function main(): number {
   }
   if (flag('--profile-attention')) {
     const be = cuda();
-    const envs = [{}, { OWLET_ATTN_BWD: 'mma' }, { OWLET_ATTN_FWD: 'wgmma1', OWLET_ATTN_BWD: 'wgmma1' }, { OWLET_ATTN_TAIL: '0' }];
+    const envs = [{}, { OWLET_ATTN_BWD: 'mma' }, { OWLET_ATTN_FWD: 'wgmma1', OWLET_ATTN_BWD: 'wgmma1' }, { OWLET_ATTN_TAIL: '1' }];
     for (const [label, B, H, T, D, causal] of [['llama7b_b4_t2048_causal', 4, 32, 2048, 128, true],
       ['vit_L14_b64', 64, 16, 257, 64, false]] as const) {
       for (const env of envs as Record<string, string>[]) {

@@ -17,6 +17,7 @@
 //                                                    CPU in f32 (a quick run of the benchmark's code, not a benchmark)
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { PerformanceObserver } from 'node:perf_hooks';
 import type { Batch as DataBatch } from '../../lib/data/batch.ts';
 import { MplugOwl, initTensor, paramSpecs, parseOwlConfig, seededRandom } from '../../lib/model/index.ts';
 import { backendFor } from '../../lib/native.ts';
@@ -147,10 +148,14 @@ function benchConfig(stage: 1 | 2): OwletConfig {
 
 /** B samples of T ids: one image (65 media ids) then random text, every text token a target (captions, as the
  *  peer's labels). Each next() builds the micro-batch as the loader hands it over: pixels uploaded every time. */
+// The same batch every step; with `vary`, a different number of counted tokens each step (the prompt mask cuts 1 to
+// L/2 positions off each sample's end), as real data gives: new row counts for the LM head's GEMMs every step.
 class SyntheticStream implements DataStream<OwlTrainBatch> {
   private readonly b: DataBatch;
-  constructor(private readonly device: string, B: number, T: number, M: number, V: number, seed: number) {
+  private readonly r: () => number;
+  constructor(private readonly device: string, B: number, T: number, M: number, V: number, seed: number, private readonly vary = false) {
     const r = seededRandom(seed), L = T - 1;
+    this.r = r;
     const ids = new Int32Array(B * T), nonMedia = new Int32Array(B * L), ones = new Int32Array(B * L).fill(1);
     for (let s = 0; s < B; s++) {
       for (let i = 0; i < T; i++) ids[s * T + i] = i < M ? -1 : 3 + Math.floor(r() * (V - 3));
@@ -163,19 +168,25 @@ class SyntheticStream implements DataStream<OwlTrainBatch> {
       nonMediaMask: nonMedia, promptMask: ones, pixelValues: pixels, sampleIds: Array.from({ length: B }, (_, i) => `synthetic:${i}`),
       labelCount: targets, tokenCount: B * T };
   }
-  async next(): Promise<OwlTrainBatch> { return trainBatch(this.b, this.device); }
+  async next(): Promise<OwlTrainBatch> {
+    if (!this.vary) return trainBatch(this.b, this.device);
+    const { batchSize: B, maxLength: L, nonMediaMask } = this.b, prompt = new Int32Array(B * L).fill(1);
+    for (let s = 0; s < B; s++) prompt.fill(0, (s + 1) * L - 1 - Math.floor(this.r() * (L / 2)), (s + 1) * L);
+    const labelCount = nonMediaMask.reduce((a, v, i) => a + v * prompt[i], 0);
+    return trainBatch({ ...this.b, promptMask: prompt, labelCount }, this.device);
+  }
   position(): Json { return null; }
   restore(): void {}
 }
 
 const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s.length ? s[s.length >> 1] : NaN; };
 
-async function benchCase(owl: MplugOwl, config: OwletConfig, device: string, B: number, T: number): Promise<Record<string, unknown>> {
+async function benchCase(owl: MplugOwl, config: OwletConfig, device: string, B: number, T: number, vary = false): Promise<Record<string, unknown>> {
   const be = backendFor(device);
   const model = new OwlTrainable(owl, config.run.seed);
   const trainable = applyStage(model as never, { train: config.stage.train, lora: config.stage.lora });
   const optimizer = new OwlOptimizer(decayGroups(trainable, config.optimizer.weight_decay, config.optimizer.no_decay), config.optimizer);
-  const trainer = new Trainer({ model, trainable, data: new SyntheticStream(device, B, T, owl.config.mediaTokenLength, owl.config.text.vocabSize, 9), optimizer,
+  const trainer = new Trainer({ model, trainable, data: new SyntheticStream(device, B, T, owl.config.mediaTokenLength, owl.config.text.vocabSize, 9, vary), optimizer,
     schedule: makeSchedule({ type: 'constant', lr: config.optimizer.lr, warmupSteps: 0, totalSteps: 100 }), totalSteps: 100,
     seed: 1, clip: 1 });
   try {
@@ -183,27 +194,48 @@ async function benchCase(owl: MplugOwl, config: OwletConfig, device: string, B: 
     for (let i = 0; i < warm; i++) await trainer.trainStep();
     be.synchronize();
     be.resetPeakMemory(device);
-    const t0 = performance.now(), losses: number[] = [], hostMs: number[] = [];
-    for (let i = 0; i < timed; i++) {
-      const s = await trainer.trainStep();
-      losses.push(s.loss);
-      hostMs.push(s.ms);
+    // Per timed step, for the occasional slow step: V8's garbage collection (the 'gc' performance entries, which arrive
+    // only when the event loop turns — after the loop here — so each is attributed to a step by its start time) and
+    // the device allocator's new cudaMallocs.
+    const gcs: { start: number; ms: number }[] = [];
+    const gcObs = new PerformanceObserver((list) => { for (const e of list.getEntries()) gcs.push({ start: e.startTime, ms: e.duration }); });
+    gcObs.observe({ entryTypes: ['gc'] });
+    const mallocsNow = () => Number((be.info() as { allocatorMallocs?: number }).allocatorMallocs ?? 0);
+    const t0 = performance.now(), losses: number[] = [], hostMs: number[] = [], stepStart: number[] = [], mallocs: number[] = [];
+    let ms: number;
+    try {
+      for (let i = 0; i < timed; i++) {
+        const m0 = mallocsNow();
+        stepStart.push(performance.now());
+        const s = await trainer.trainStep();
+        losses.push(s.loss);
+        hostMs.push(s.ms);
+        mallocs.push(mallocsNow() - m0);
+      }
+      be.synchronize();
+      ms = (performance.now() - t0) / timed;
+      stepStart.push(performance.now());
+      await new Promise((r) => setImmediate(r));
+      await new Promise((r) => setImmediate(r));
+    } finally {
+      gcObs.disconnect();
     }
-    be.synchronize();
-    const ms = (performance.now() - t0) / timed;
+    const gcMs = stepStart.slice(0, -1).map((a, i) =>
+      +gcs.filter((g) => g.start >= a && g.start < stepStart[i + 1]).reduce((x, g) => x + g.ms, 0).toFixed(1));
     const L = owl.config.text.numHiddenLayers, nLlm = 6.74e9 * L / 32;
     // The peer's hardware-FLOPs formula (peer_torch.py): frozen LLM 4N per token, ViT 6N (trained) or 2N per patch token.
     const flops = 4 * nLlm * B * T + (config.stage.id === 1 ? 6 : 2) * 3.03e8 * B * 257;
     const peak = be.memory(device).peakBytes;
     const profile = opProfileAvailable() ? await profileStep(trainer, be, ms) : undefined;
     const info = be.info() as { gemmLt?: number; gemmEx?: number; gemmBiasEpilogue?: number; gemmExShapes?: string;
-      gemmTuned?: number; gemmTunedChanged?: number; gemmTuneSavedMsPerCall?: number; attentionTuned?: string };
+      gemmTuned?: number; gemmTunedChanged?: number; gemmTuneSavedMsPerCall?: number; gemmTuneReused?: number; attentionTuned?: string };
     if (info.attentionTuned !== undefined) console.log(`attention variants chosen by timing so far: ${info.attentionTuned || 'none'}`);
     if (info.gemmLt !== undefined) console.log(`GEMM paths so far: ${info.gemmLt} through cuBLASLt (${info.gemmBiasEpilogue} with the bias in the epilogue), ${info.gemmEx} through cublasGemmEx${info.gemmExShapes ? `: ${info.gemmExShapes}` : ''}; ` +
-      `${info.gemmTuned ?? 0} shapes tuned, ${info.gemmTunedChanged ?? 0} of them faster than the heuristic's first algorithm (${(info.gemmTuneSavedMsPerCall ?? 0).toFixed(3)} ms per call of each, summed)`);
-    return { profile, stage: config.stage.id, layers: L, batch: B, tokens: T, step_ms: +ms.toFixed(1), tokens_per_s: Math.round(B * T / ms * 1e3),
+      `${info.gemmTuned ?? 0} shapes tuned (${info.gemmTuneReused ?? 0} more took their bucket's choice), ${info.gemmTunedChanged ?? 0} of them faster than the heuristic's first algorithm (${(info.gemmTuneSavedMsPerCall ?? 0).toFixed(3)} ms per call of each, summed)`);
+    return { profile, stage: config.stage.id, layers: L, batch: B, tokens: T, ...(vary ? { counted_tokens: 'new count each step' } : {}), step_ms: +ms.toFixed(1), tokens_per_s: Math.round(B * T / ms * 1e3),
       images_per_s: +(B / ms * 1e3).toFixed(1), hw_flops_util_vs_989: +(flops / ms / 1e9 / 989).toFixed(3), peak_gib: +(peak / 2 ** 30).toFixed(2),
-      trainable: [...trainable.values()].reduce((a, p) => a + p.numel, 0), losses, step_ms_trainer: hostMs.map((x) => +x.toFixed(1)) };
+      trainable: [...trainable.values()].reduce((a, p) => a + p.numel, 0), losses, step_ms_trainer: hostMs.map((x) => +x.toFixed(1)),
+      gc_ms: gcMs, device_mallocs: mallocs };
   } finally {
     trainer.dispose();
   }
@@ -262,7 +294,9 @@ async function profileStep(trainer: Trainer<OwlTrainBatch>, be: ReturnType<typeo
 async function bench(device: string): Promise<void> {
   const cases: Record<string, unknown>[] = [];
   report.bench = cases;
-  const plan = dry ? [[1, [[2, 24]]], [2, [[1, 40], [2, 20]]]] as const : [[1, [[16, 256]]], [2, [[2, 2048], [8, 512]]]] as const;
+  // [B, T, vary]: vary = a new number of counted tokens each step (SyntheticStream)
+  const plan = dry ? [[1, [[2, 24, false]]], [2, [[1, 40, false], [2, 20, false], [2, 20, true]]]] as const
+    : [[1, [[16, 256, false]]], [2, [[2, 2048, false], [8, 512, false], [8, 512, true]]]] as const;
   for (const [stage, shapes] of plan) {
     const config = benchConfig(stage);
     const be = backendFor(device);
@@ -272,8 +306,8 @@ async function bench(device: string): Promise<void> {
     try {
       owl = benchParams(config, device);
       console.log(`stage ${stage} model (${dry ? 'owl-tiny sizes, dry run' : `7B sizes, ${LAYERS} LLaMA layers`}) built in ${((performance.now() - t0) / 1e3).toFixed(1)} s`);
-      for (const [B, T] of shapes) {
-        const r = await benchCase(owl, config, device, B, T);
+      for (const [B, T, vary] of shapes) {
+        const r = await benchCase(owl, config, device, B, T, vary);
         cases.push(r);
         console.log(`BENCH ${JSON.stringify({ ...r, profile: undefined })}`);
         save();

@@ -148,7 +148,7 @@ bool run(const Case& c, std::mt19937& rng) {
   fp.lse = lse.data();
   // A tiled forward `kernel` (block_rows query rows per block) into poisoned out and lse (every element must be
   // written): over all rows, or with `tail` only to the last whole block and the rows after it on CUDA cores
-  // (attention_tail.cuh), as attention.cu launches them when OWLET_ATTN_TAIL is unset.
+  // (attention_tail.cuh), as attention.cu launches them when the tail kernels are chosen (OWLET_ATTN_TAIL=1 or tuned).
   auto run_tiled_fwd = [&](auto dtag, int block_rows, int threads, size_t smem, bool tail,
                            const std::function<void()>& kernel) {
     constexpr int DD = decltype(dtag)::value;

@@ -11,8 +11,8 @@
 // auto): the fastest of the variants that apply, timed on the first call of each shape (see "autotuning" below;
 // OWLET_ATTN_TUNE=0 turns it off, and the backward off Hopper has one kernel); else the static defaults of
 // fwd_variant and bwd_variant_of. OWLET_ATTN_BWD_WARPS=4 or 8 the warps per block of the mma.sync backward;
-// OWLET_ATTN_TAIL=0 keeps whole tiles for the few rows and keys past a sequence's last whole tile instead of
-// attention_tail.cuh's kernels.
+// OWLET_ATTN_TAIL=1 sends the few rows and keys past a sequence's last whole tile to attention_tail.cuh's kernels,
+// =0 keeps whole tiles for them; unset, autotuning times both (the static default is whole tiles).
 // All are read per call, so that one process can compare the variants.
 #include <algorithm>
 #include <cstdio>
@@ -307,9 +307,17 @@ size_t simple_smem(const DeviceContext& c, int floats, const char* op) {
   return bytes;
 }
 
-// Whether the rows and keys past the last whole tile may go to attention_tail.cuh (no dropout there).
+// Whether the rows and keys past the last whole tile go to attention_tail.cuh (never with dropout): always with
+// OWLET_ATTN_TAIL=1, never with =0, else when this call's candidate asks (fp.whole_tiles false: autotuning timed the
+// tail kernels faster for this shape). Whole tiles are the static default: on the H100 (2026-11-27) the backward's
+// tail kernel made the ViT's attention backward slower (fwd+bwd 91.8 against 116.8 TFLOP/s with whole tiles).
 bool tail_allowed(const flash::Params& fp) {
-  return !fp.dropout && !fp.whole_tiles && !env_is("OWLET_ATTN_TAIL", "0");
+  if (fp.dropout || env_is("OWLET_ATTN_TAIL", "0")) return false;
+  return env_is("OWLET_ATTN_TAIL", "1") || !fp.whole_tiles;
+}
+// Whether autotuning should time the tail kernels as well (neither forced nor excluded).
+bool tail_tunable(const flash::Params& fp) {
+  return !fp.dropout && !env_is("OWLET_ATTN_TAIL", "0") && !env_is("OWLET_ATTN_TAIL", "1");
 }
 
 // The query rows a tiled forward with blocks of `rows` covers; the rest (attention_tail.cuh) is launched by
@@ -378,7 +386,7 @@ flash::Params flash_params(const Tensor& q, const Tensor& k, const Tensor& v, co
   fp.Tk = d.Tk;
   fp.tq_main = d.Tq;
   fp.tk_main = d.Tk;
-  fp.whole_tiles = false;
+  fp.whole_tiles = true;  // the static default (tail_allowed)
   fp.causal = causal;
   fp.scale = scale;
   fp.scale_log2 = scale * flash::kLog2e;
@@ -573,10 +581,11 @@ void launch_flash_bwd(const DeviceContext& c, const flash::Params& fp, const Dim
 // ---------------------------------------------------------------------------------------------- autotuning
 // With OWLET_ATTN_FWD / OWLET_ATTN_BWD unset (auto) — the forward on any GPU, the backward where the Hopper kernels
 // apply (elsewhere it has one kernel) — the first call of each (device, shape, causal, key mask, dropout) times the
-// variants that apply (time_candidates.h: a warm-up and 2 runs each, on the call's own operands, the host waiting
-// once) and every later call runs the fastest. The forward's variants are tried with and without the tail kernel
-// where a tail exists (the backward always takes it: it removes whole tiles). The static default is the first
-// candidate, so what tuning changed can be reported (attention_tune_report, in the backend's info()).
+// variants that apply (time_candidates.h: a warm-up, then 2 runs each in each of two rounds, on the call's own
+// operands) and every later call runs the fastest (the first candidate unless another beats it by 2%). Where a sequence has a tail (attention_tail.cuh: 1 to 4 rows or keys
+// past the last whole tile), each variant that can hand it to the tail kernels is tried both ways: whole tiles, then
+// the tail kernels (the forward's tail saves a block of mostly idle rows but costs a launch; the backward's removed
+// tiles yet measured slower at the ViT's shape). The static default is the first candidate, so what tuning changed can be reported (attention_tune_report, in the backend's info()).
 // OWLET_ATTN_TUNE=0 (read per call) keeps the static defaults. The choice depends on timing: two processes may pick
 // differently (the backward's dQ atomics already make GPU runs non-reproducible bit for bit).
 bool attn_tune_enabled() { return !env_is("OWLET_ATTN_TUNE", "0"); }
@@ -590,15 +599,14 @@ struct TuneKey {
   }
 };
 struct TuneChoice {
-  int code;             // a tune_code: FwdVariant or BwdVariant, and whole tiles or not
+  int code;             // a tune_code: FwdVariant or BwdVariant, and the tail kernels or not
   float ms, default_ms;  // the chosen one's time and the static default's
 };
-// A candidate: a variant, and whether it keeps whole tiles for the rows past the last whole one (the forward's tail
-// kernel saves a block of mostly idle rows but costs a launch: which wins depends on the shape).
-constexpr int kWholeTiles = 256;
+// A candidate: a variant, and whether the rows and keys past the last whole tile go to the tail kernels.
+constexpr int kTail = 256;
 template <class V>
-int tune_code(V v, bool whole = false) {
-  return int(v) | (whole ? kWholeTiles : 0);
+int tune_code(V v, bool tail = false) {
+  return int(v) | (tail ? kTail : 0);
 }
 std::mutex tune_mu;
 std::map<TuneKey, TuneChoice> tune_table;
@@ -608,7 +616,7 @@ TuneKey tune_key(const DeviceContext& c, const Dims& d, const flash::Params& fp,
 }
 
 // The forward's candidates: where the Hopper kernels apply, them (and w4s at D = 64); elsewhere (other GPUs, dropout)
-// the mma.sync tile shapes; each with the tail kernel, and without it where the tail applies.
+// the mma.sync tile shapes; each with whole tiles, and with the tail kernel too where the rows have a tail.
 std::vector<int> fwd_candidates(const DeviceContext& c, const flash::Params& fp, const Dims& d) {
   using F = FwdVariant;
   const std::vector<F> vs = !hopper_applies(c, fp) ? std::vector<F>{F::W4s, F::W4, F::W8s, F::M2}
@@ -617,7 +625,8 @@ std::vector<int> fwd_candidates(const DeviceContext& c, const flash::Params& fp,
   std::vector<int> codes;
   for (F v : vs) {
     codes.push_back(tune_code(v));
-    if (fwd_rows_main(fp, fwd_block_rows(c, fp, d, v)) < d.Tq) codes.push_back(tune_code(v, true));
+    if (tail_tunable(fp) && attn_tail::main_extent(d.Tq, fwd_block_rows(c, fp, d, v)) < d.Tq)
+      codes.push_back(tune_code(v, true));
   }
   return codes;
 }
@@ -625,10 +634,17 @@ std::vector<int> fwd_candidates(const DeviceContext& c, const flash::Params& fp,
 std::vector<int> bwd_candidates(const DeviceContext& c, const flash::Params& fp, const Dims& d) {
   if (!hopper_applies(c, fp) || std::getenv("OWLET_ATTN_BWD_WARPS")) return {};
   if (d.D == 128) return {tune_code(BwdVariant::Wgmma), tune_code(BwdVariant::Mma), tune_code(BwdVariant::WgmmaBulk)};
-  std::vector<int> v{tune_code(BwdVariant::Wgmma), tune_code(BwdVariant::Wgmma1), tune_code(BwdVariant::Mma),
-                     tune_code(BwdVariant::WgmmaBulk)};
-  if (d.Tq <= wgmma::kShortQueries) v.push_back(tune_code(BwdVariant::WgmmaQ));
-  return v;
+  std::vector<BwdVariant> vs{BwdVariant::Wgmma, BwdVariant::Wgmma1, BwdVariant::Mma, BwdVariant::WgmmaBulk};
+  if (d.Tq <= wgmma::kShortQueries) vs.push_back(BwdVariant::WgmmaQ);
+  // (at D = 64 the Hopper kernels, not mma.sync's, can leave the tail to attention_tail.cuh: launch_wgmma_bwd)
+  const bool tail = tail_tunable(fp) && (attn_tail::main_extent(d.Tq, wgmma::kBwdQueries) < d.Tq ||
+                                         attn_tail::main_extent(d.Tk, 64) < d.Tk);
+  std::vector<int> codes;
+  for (BwdVariant v : vs) {
+    codes.push_back(tune_code(v));
+    if (tail && v != BwdVariant::Mma) codes.push_back(tune_code(v, true));
+  }
+  return codes;
 }
 
 // The candidate (a tune_code) to run for this call: the table's choice for its key; when there is none, the
@@ -654,11 +670,11 @@ int tuned(const DeviceContext& c, const TuneKey& key, const std::function<std::v
   return cands[size_t(best)];
 }
 
-// fp for candidate `code`'s run (whole tiles or not), and its variant.
+// fp for candidate `code`'s run (the tail kernels or whole tiles), and its variant.
 template <class V>
 V apply_code(int code, flash::Params& fp) {
-  fp.whole_tiles = (code & kWholeTiles) != 0;
-  return V(code & ~kWholeTiles);
+  fp.whole_tiles = (code & kTail) == 0;
+  return V(code & ~kTail);
 }
 
 }  // namespace
@@ -667,13 +683,13 @@ std::string attention_tune_report() {
   std::lock_guard<std::mutex> lock(tune_mu);
   std::string out;
   for (const auto& [k, ch] : tune_table) {
-    const int v = ch.code & ~kWholeTiles;
+    const int v = ch.code & ~kTail;
     const char* name = k.bwd ? variant_name(kBwdNames, BwdVariant(v)) : variant_name(kFwdNames, FwdVariant(v));
     char buf[220];
     std::snprintf(buf, sizeof buf, "%s%s B%d H%d Tq%d Tk%d D%d%s%s%s: %s%s %.3f ms (default %.3f)",
                   out.empty() ? "" : "; ", k.bwd ? "bwd" : "fwd", k.B, k.H, k.Tq, k.Tk, k.D, k.causal ? " causal" : "",
                   k.mask ? " mask" : "", k.dropout ? " dropout" : "", name,
-                  (ch.code & kWholeTiles) ? " (whole tiles)" : "", double(ch.ms), double(ch.default_ms));
+                  (ch.code & kTail) ? " (tail kernels)" : "", double(ch.ms), double(ch.default_ms));
     out += buf;
   }
   return out;

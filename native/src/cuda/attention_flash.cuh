@@ -39,7 +39,7 @@ struct Params {
   // The rows and keys a tiled backward covers (the Hopper one reads them): Tq and Tk, or less when the few past the
   // last whole tile go to attention_tail.cuh. The layout is always [B, Tq or Tk, H, D].
   int tq_main, tk_main;
-  bool whole_tiles;  // read by the dispatch only: no tail kernels for this call (OWLET_ATTN_TAIL=0, or autotuning's trial)
+  bool whole_tiles;  // read by the dispatch only: no tail kernels for this call (the static default; attention.cu tail_allowed)
   bool causal;
   float scale, scale_log2;  // softmax scale, and the same times log2(e)
   bool dropout;

@@ -241,6 +241,7 @@ Napi::Object backend_info(Napi::Env env) {
   o.Set("gemmLt", double(gs.lt));
   o.Set("gemmTuned", double(gs.tuned));
   o.Set("gemmTunedChanged", double(gs.tuned_changed));
+  o.Set("gemmTuneReused", double(gs.tune_reused));
   o.Set("gemmTuneSavedMsPerCall", gs.tune_saved_ms);
   o.Set("gemmEx", double(gs.ex));
   o.Set("gemmBiasEpilogue", double(gs.bias_epilogue));

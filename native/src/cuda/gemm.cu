@@ -1,5 +1,5 @@
-// GEMMs through cuBLASLt (single matrices, bf16, aligned: per shape, the fastest of the heuristic's first candidates,
-// timed on the first call, or its first with OWLET_GEMM_TUNE=0; the plan cached) and cuBLAS
+// GEMMs through cuBLASLt (single matrices, bf16, aligned: per shape, the heuristic's first algorithm, or with
+// OWLET_GEMM_TUNE=1 the fastest of its first candidates, timed; the plan cached) and cuBLAS
 // (batched, f32, or whatever cuBLASLt declines), always with fp32 accumulation (CUBLAS_COMPUTE_32F, never TF32, so
 // f32 results can be checked against the CPU backend).
 //
@@ -31,9 +31,19 @@ int to_int(int64_t v, const char* op, const char* what) {
   return int(v);
 }
 
-// OWLET_GEMM_TUNE=0: take cuBLASLt's first heuristic as is instead of timing its candidates on the first call of each
-// shape. Read per call (part of the plan's key), so that a benchmark can compare both in one process.
-bool tune_enabled() { return !env_is("OWLET_GEMM_TUNE", "0"); }
+// Unset (or 0): cuBLASLt's first heuristic as is. OWLET_GEMM_TUNE=1: its first candidates are timed on the first call
+// of each shape bucket (tune_bucket) and later shapes of that bucket take the winner's rank among their own candidates
+// untimed; =exact times every new shape. Tuning was the default until 2026-11-27, when the H100 measured it no better
+// where it matters: trainer steps tuned and untuned, alternated twice in one call, differed by less than the run-to-run
+// noise (±10%); the LLaMA down projection's tuned choice ran 746–798 against the heuristic's 808–832 TFLOP/s in four
+// runs of the steady benchmark (its short trials misjudge it) while the ViT's dense layer gained 4–12%. Untuned, the
+// algorithm is the same in every run (tuned choices depend on timing) and no step pays for trials. Read per call (part
+// of the plan's key), so that a benchmark can compare the modes in one process.
+enum TuneMode { kTuneOff = 0, kTuneBucket = 1, kTuneExact = 2 };
+int tune_mode() {
+  if (env_is("OWLET_GEMM_TUNE", "1")) return kTuneBucket;
+  return env_is("OWLET_GEMM_TUNE", "exact") ? kTuneExact : kTuneOff;
+}
 constexpr int kTuneCandidates = 8, kTuneReps = 3;
 
 bool lt_disabled() {
@@ -46,7 +56,8 @@ bool lt_disabled() {
 // of leaving cuBLASLt (measured: a weight-gradient GEMM of the ViT took 0.68 ms through cublasGemmEx, 0.08 through
 // cuBLASLt).
 // `bias`: the plan adds a bias vector in its epilogue (CUBLASLT_EPILOGUE_BIAS; its pointer is set per call).
-// `tune`: the plan's algorithm is the fastest of cuBLASLt's first kTuneCandidates heuristics, timed on the first call.
+// `tune` (a TuneMode): the plan's algorithm is the fastest of cuBLASLt's first kTuneCandidates heuristics, timed on the
+// first call (or taken from its bucket's timing).
 struct LtKey {
   int dev, m, n, k, lda, ldb, ldc, transa, transb, ab, c, align_a, align_b, align_c, bias, tune;
   bool operator<(const LtKey& o) const {
@@ -64,6 +75,31 @@ struct LtPlan {
 };
 std::map<LtKey, LtPlan> lt_plans;
 std::mutex lt_mutex;
+
+// Shapes whose dimensions are within a quarter-octave share one tuning: training data makes new shapes every step —
+// the images in a batch (the ViT's rows), the counted tokens (the LM head's rows) — and timing 8 candidates 3 times
+// for each new one cost about 30 extra GEMMs per shape, most of a 7B-sized LM-head step each time. The bucket keeps
+// the rank (in the heuristic's order) that won the timing; a shape of the same bucket takes its own heuristic's
+// candidate of that rank, which cuBLASLt returned for that exact shape (so always valid).
+int tune_bucket(int v) {
+  if (v <= 64) return v;  // few values, each cheap to time
+  int p = 1;
+  while (p <= v / 2) p *= 2;  // p <= v < 2p
+  const int step = p / 4;
+  return (v + step - 1) / step * step;
+}
+struct BucketKey {
+  int dev, m, n, k, transa, transb, ab, c, align_a, align_b, align_c, bias;
+  bool operator<(const BucketKey& o) const {
+    return std::tie(dev, m, n, k, transa, transb, ab, c, align_a, align_b, align_c, bias) <
+           std::tie(o.dev, o.m, o.n, o.k, o.transa, o.transb, o.ab, o.c, o.align_a, o.align_b, o.align_c, o.bias);
+  }
+};
+BucketKey bucket_key(const LtKey& k) {
+  return {k.dev, tune_bucket(k.m), tune_bucket(k.n), tune_bucket(k.k), k.transa, k.transb, k.ab, k.c,
+          k.align_a, k.align_b, k.align_c, k.bias};
+}
+std::map<BucketKey, int> bucket_rank;  // under lt_mutex
 
 LtPlan make_plan(DeviceContext& ctx, const LtKey& k) {
   LtPlan p;
@@ -114,25 +150,27 @@ LtPlan make_plan(DeviceContext& ctx, const LtKey& k) {
 
 // What tuning did, for backend info: plans timed, plans where another algorithm than the heuristic's first won, and
 // the time those wins save per call of each shape, summed (ms).
-std::atomic<uint64_t> n_tuned{0}, n_tuned_changed{0};
+std::atomic<uint64_t> n_tuned{0}, n_tuned_changed{0}, n_tune_reused{0};
 double tune_saved_ms = 0.0;  // under lt_mutex
 
-// Times the plan's candidates on this call's operands (kTuneReps runs each after one warm-up) and keeps the fastest.
+// Times the plan's candidates on this call's operands (time_candidates: kTuneReps runs each per round, after one
+// warm-up) and keeps the fastest.
 // The trial runs write the real output when this call overwrites it anyway (beta = 0), else a scratch buffer (no
-// tuning when that would exceed 64 MiB). The host waits for each trial: this happens once per shape, in the first step.
-void tune_plan(DeviceContext& ctx, LtPlan& p, const Gemm& g, int n, int ldc, const void* A, const void* B) {
+// tuning when that would exceed 64 MiB). The host waits for each trial: this happens once per shape bucket, mostly in
+// the first step. Returns the winner's rank, or -1 when nothing was timed.
+int tune_plan(DeviceContext& ctx, LtPlan& p, const Gemm& g, int n, int ldc, const void* A, const void* B) {
   std::vector<cublasLtMatmulAlgo_t> cands;
   cands.swap(p.candidates);
-  if (cands.size() < 2) return;
+  if (cands.size() < 2) return -1;
   void* out = g.C;
   Tensor scratch;
   if (g.beta != 0.f) {
     const size_t bytes = size_t(ldc) * size_t(n) * dtype_size(g.c);
-    if (bytes > (size_t(64) << 20)) return;
+    if (bytes > (size_t(64) << 20)) return -1;
     try {  // at the step's memory peak the scratch may not fit: then this shape keeps the heuristic's choice
       scratch = Tensor(DType::U8, {int64_t(bytes)}, Device{DeviceKind::CUDA, ctx.index});
     } catch (const Error&) {
-      return;
+      return -1;
     }
     out = scratch.raw();
   }
@@ -142,7 +180,7 @@ void tune_plan(DeviceContext& ctx, LtPlan& p, const Gemm& g, int n, int ldc, con
                           ctx.workspace, ctx.workspace_bytes, ctx.stream) == CUBLAS_STATUS_SUCCESS;
   }, kTuneReps);
   const int best_i = fastest(ms);
-  if (best_i < 0) return;
+  if (best_i < 0) return -1;
   const float first = ms[0], best = ms[size_t(best_i)];
   p.algo = cands[best_i];
   n_tuned++;
@@ -150,6 +188,18 @@ void tune_plan(DeviceContext& ctx, LtPlan& p, const Gemm& g, int n, int ldc, con
     n_tuned_changed++;
     if (first > 0.f) tune_saved_ms += double(first - best);
   }
+  return best_i;
+}
+
+// A new plan's algorithm when its bucket was timed already (bucket mode): its own candidate of the winning rank.
+bool take_bucket_choice(LtPlan& p, const LtKey& key) {
+  if (key.tune != kTuneBucket) return false;
+  auto it = bucket_rank.find(bucket_key(key));
+  if (it == bucket_rank.end() || size_t(it->second) >= p.candidates.size()) return false;
+  p.algo = p.candidates[size_t(it->second)];
+  p.candidates.clear();
+  n_tune_reused++;
+  return true;
 }
 
 // The largest power of two (up to 256) dividing the address: the alignment cuBLASLt may assume.
@@ -183,7 +233,7 @@ bool try_lt(DeviceContext& ctx, const Gemm& g, int m, int n, int k, int lda, int
     return false;
   }
   LtKey key{ctx.index, m, n, k, lda, ldb, ldc, int(ta), int(tb), int(g.ab), int(g.c), al_a, al_b, al_c, with_bias ? 1 : 0,
-            tune_enabled() ? 1 : 0};
+            tune_mode()};
   LtPlan* plan;
   {
     std::lock_guard<std::mutex> lock(lt_mutex);
@@ -200,7 +250,10 @@ bool try_lt(DeviceContext& ctx, const Gemm& g, int m, int n, int k, int lda, int
     return false;
   if (!plan->candidates.empty()) {  // the first call of a tuned shape (the bias pointer is set: trials read it)
     std::lock_guard<std::mutex> lock(lt_mutex);
-    tune_plan(ctx, *plan, g, n, ldc, A, B);
+    if (!take_bucket_choice(*plan, key)) {
+      const int rank = tune_plan(ctx, *plan, g, n, ldc, A, B);
+      if (rank >= 0 && key.tune == kTuneBucket) bucket_rank[bucket_key(key)] = rank;
+    }
   }
   cublasStatus_t s = cublasLtMatmul(ctx.lt, plan->desc, &g.alpha, A, plan->a, B, plan->b, &g.beta, g.C, plan->c, g.C,
                                     plan->c, &plan->algo, ctx.workspace, ctx.workspace_bytes, ctx.stream);
@@ -224,6 +277,7 @@ GemmStats gemm_stats() {
   st.bias_epilogue = n_bias.load();
   st.tuned = n_tuned.load();
   st.tuned_changed = n_tuned_changed.load();
+  st.tune_reused = n_tune_reused.load();
   std::lock_guard<std::mutex> lock(lt_mutex);
   st.tune_saved_ms = tune_saved_ms;
   for (auto& [shape, count] : ex_shapes) st.ex_shapes += (st.ex_shapes.empty() ? "" : "; ") + shape + " ×" + std::to_string(count);

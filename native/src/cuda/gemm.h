@@ -34,6 +34,7 @@ bool gemm(DeviceContext& ctx, const Gemm& g, const char* op);
 struct GemmStats {
   uint64_t lt = 0, ex = 0, bias_epilogue = 0;
   uint64_t tuned = 0, tuned_changed = 0;  // shapes whose candidates were timed; of those, where another than the first won
+  uint64_t tune_reused = 0;               // shapes that took their bucket's timed choice instead (gemm.cu tune_bucket)
   double tune_saved_ms = 0.0;             // per call of each such shape, summed
   std::string ex_shapes;
 };

@@ -8,13 +8,17 @@
 
 namespace owlet::cuda {
 
+constexpr int kTimingRounds = 2;      // passes over all candidates; each keeps its fastest
+constexpr float kSwitchMargin = 0.02f;  // another candidate must beat the first by more than this fraction
+
 // run(i) enqueues candidate i on `stream` and returns false when it cannot run (it is then skipped; a CUDA error it
-// left is cleared, and an exception it throws counts as false). Each candidate runs once as a warm-up, then `reps`
-// times between two events; the host waits for each candidate's events. Returns every candidate's mean time in ms,
-// negative for the ones that did not run (or when no event could be created).
+// left is cleared, and an exception it throws counts as false). Each candidate runs once as a warm-up, then
+// kTimingRounds passes over the candidates time `reps` runs of each between two events (the host waits for each).
+// Returns every candidate's mean time per run in its faster pass, in ms, negative for the ones that did not run (or
+// when no event could be created).
 std::vector<float> time_candidates(cudaStream_t stream, int n, const std::function<bool(int)>& run, int reps);
 
-// The index of the smallest non-negative time, or -1.
+// The index of the smallest non-negative time, or -1; the first candidate when none beats it by kSwitchMargin.
 int fastest(const std::vector<float>& ms);
 
 }  // namespace owlet::cuda
