@@ -127,7 +127,7 @@ test('generation and sampling options are checked before any work', (t) => {
   const run = (o: object, reqs: unknown = [{ prompt: 'Human: hi\nAI: ' }]) => () => generateIds(noModel, tok, reqs as never, o);
   for (const o of [{ maxNewTokens: -5 }, { maxNewTokens: NaN }, { maxNewTokens: 2.5 }, { maxNewTokens: Infinity },
     { maxNewTokens: '3' }, { temperature: -1 }, { temperature: NaN }, { topK: 0.5 }, { topP: 1.5 }, { topP: 0 },
-    { seed: 0.5 }, { chunking: 'bogus' }]) {
+    { seed: 0.5 }, { chunking: 'bogus' }, { onLogits: 'log' }]) {
     t.throws(run(o), { instanceOf: ArgumentError }, JSON.stringify(o));
   }
   t.throws(run({}, []), { instanceOf: ArgumentError, message: /no requests/ });

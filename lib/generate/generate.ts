@@ -27,6 +27,8 @@ export interface GenerateOptions extends SamplingOptions {
   seed?: number;
   /** How the prompt text is split into separately encoded chunks (see prompt.ts). */
   chunking?: PromptChunking;
+  /** Called with each step's next-token logits, one row per request (HF's output_scores), before a token is picked. */
+  onLogits?: (step: number, logits: Float32Array[]) => void;
 }
 
 export function generate(model: MplugOwl, tok: Tokenizer, reqs: GenerateRequest[], o: GenerateOptions = {}): string[] {
@@ -45,6 +47,7 @@ function checkGenerate(reqs: GenerateRequest[], o: GenerateOptions): void {
   if (o.seed !== undefined && !(typeof o.seed === 'number' && Number.isInteger(o.seed))) {
     throw new ArgumentError(`${op}: seed must be a whole number, got ${String(o.seed)}`, op);
   }
+  if (o.onLogits !== undefined && typeof o.onLogits !== 'function') throw new ArgumentError(`${op}: onLogits must be a function`, op);
   if (o.chunking !== undefined && o.chunking !== 'training' && o.chunking !== 'official') {
     throw new ArgumentError(`${op}: chunking must be 'training' or 'official', got ${JSON.stringify(o.chunking)}`, op);
   }
@@ -74,7 +77,7 @@ export function generateIds(model: MplugOwl, tok: Tokenizer, reqs: GenerateReque
   const done = new Array(B).fill(false);
   const cache = new ConcatKVCache(text.numHiddenLayers);
   const ctx = model.context(false);
-  let keyMask: number[] = Array.from(mask);
+  let keyMask: number[] = Array.from(mask), picked = 0;
   try {
     noGrad(() => {
       let next = scope(() => {
@@ -112,8 +115,9 @@ export function generateIds(model: MplugOwl, tok: Tokenizer, reqs: GenerateReque
 
   function pick(logits: Tensor): number[] {
     const V = logits.shape[logits.ndim - 1];
-    const all = logits.toFloat32();
-    return Array.from({ length: B }, (_, b) => pickToken(all.subarray(b * V, (b + 1) * V), o, rand));
+    const all = logits.toFloat32(), rows = Array.from({ length: B }, (_, b) => all.subarray(b * V, (b + 1) * V));
+    o.onLogits?.(picked++, rows);
+    return rows.map((row) => pickToken(row, o, rand));
   }
 }
 
