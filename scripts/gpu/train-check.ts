@@ -147,13 +147,14 @@ function benchConfig(stage: 1 | 2): OwletConfig {
 }
 
 /** B samples of T ids: one image (65 media ids) then random text, every text token a target (captions, as the
- *  peer's labels). Each next() builds the micro-batch as the loader hands it over: pixels uploaded every time. */
-// The same batch every step; with `vary`, a different number of counted tokens each step (the prompt mask cuts 1 to
-// L/2 positions off each sample's end), as real data gives: new row counts for the LM head's GEMMs every step.
+ *  peer's labels). Each next() builds the micro-batch as the loader hands it over: pixels uploaded every time. The
+ *  same batch every step; with `vary`, a different number of counted tokens each step (the prompt mask cuts 1 to L/2
+ *  positions off each sample's end), as real data gives: new row counts for the LM head's GEMMs every step. */
 class SyntheticStream implements DataStream<OwlTrainBatch> {
   private readonly b: DataBatch;
   private readonly r: () => number;
-  constructor(private readonly device: string, B: number, T: number, M: number, V: number, seed: number, private readonly vary = false) {
+  constructor(private readonly device: string, B: number, T: number, M: number, V: number, seed: number, private readonly vary = false,
+    res = 224) {
     const r = seededRandom(seed), L = T - 1;
     this.r = r;
     const ids = new Int32Array(B * T), nonMedia = new Int32Array(B * L), ones = new Int32Array(B * L).fill(1);
@@ -161,10 +162,10 @@ class SyntheticStream implements DataStream<OwlTrainBatch> {
       for (let i = 0; i < T; i++) ids[s * T + i] = i < M ? -1 : 3 + Math.floor(r() * (V - 3));
       for (let i = 0; i < L; i++) nonMedia[s * L + i] = ids[s * T + i + 1] >= 0 ? 1 : 0;
     }
-    const pixels = new Float32Array(B * 3 * 224 * 224);
+    const pixels = new Float32Array(B * 3 * res * res);
     for (let i = 0; i < pixels.length; i++) pixels[i] = 2 * r() - 1;
     const targets = nonMedia.reduce((a, v) => a + v, 0);
-    this.b = { batchSize: B, maxLength: L, resolution: 224, inputIds: ids, numImages: new Int32Array(B).fill(1), nonPaddingMask: ones,
+    this.b = { batchSize: B, maxLength: L, resolution: res, inputIds: ids, numImages: new Int32Array(B).fill(1), nonPaddingMask: ones,
       nonMediaMask: nonMedia, promptMask: ones, pixelValues: pixels, sampleIds: Array.from({ length: B }, (_, i) => `synthetic:${i}`),
       labelCount: targets, tokenCount: B * T };
   }
@@ -186,7 +187,7 @@ async function benchCase(owl: MplugOwl, config: OwletConfig, device: string, B: 
   const model = new OwlTrainable(owl, config.run.seed);
   const trainable = applyStage(model as never, { train: config.stage.train, lora: config.stage.lora });
   const optimizer = new OwlOptimizer(decayGroups(trainable, config.optimizer.weight_decay, config.optimizer.no_decay), config.optimizer);
-  const trainer = new Trainer({ model, trainable, data: new SyntheticStream(device, B, T, owl.config.mediaTokenLength, owl.config.text.vocabSize, 9, vary), optimizer,
+  const trainer = new Trainer({ model, trainable, data: new SyntheticStream(device, B, T, owl.config.mediaTokenLength, owl.config.text.vocabSize, 9, vary, owl.config.vision.imageSize), optimizer,
     schedule: makeSchedule({ type: 'constant', lr: config.optimizer.lr, warmupSteps: 0, totalSteps: 100 }), totalSteps: 100,
     seed: 1, clip: 1 });
   try {
