@@ -10,9 +10,10 @@
 //   check.mjs --filter TEXT     cases whose name contains TEXT
 //   check.mjs --summary OWLET.json PEER.json   ratios of owlet's benchmark numbers to the PyTorch peer's
 //   check.mjs --profile-attention   only the attention launches that run.sh's ncu stage profiles: one forward and
-//                               one backward each at LLaMA 2k (D 128, causal) and ViT (D 64), with the default
-//                               backward (wgmma) and with OWLET_ATTN_BWD=mma (default forwards): 8 attention
-//                               kernels, in that order
+//                               one backward each at LLaMA 2k (D 128, causal) and ViT (D 64), with the static
+//                               default variants (run.sh sets OWLET_ATTN_TUNE=0), OWLET_ATTN_BWD=mma, wgmma1 both
+//                               ways and OWLET_ATTN_TAIL=1, in that order (each forward or backward is one to three
+//                               kernels: Δ, the tiles, the tail)
 //
 // One line per case and dtype: PASS/FAIL, the reference used, the relative max error of every output. Results go
 // to $OUT/owlet_cuda.json (or gpu-out/owlet_cuda.json, ignored by git). Exit status 1 when a case failed.

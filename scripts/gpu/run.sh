@@ -101,8 +101,10 @@ if [[ " ${ONLY:-} " == *" ncu "* ]]; then
   say "ncu: Nsight Compute on the attention kernels (check.mjs --profile-attention)"
   NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || true)
   if [ -n "$NCU" ]; then
-    timeout -k 5 120 "$NCU" --clock-control none -k regex:attention --section SpeedOfLight --section Occupancy \
-      --section LaunchStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis -c 8 \
+    # (OWLET_ATTN_TUNE=0: with autotuning the first kernels of each shape are its timing trials — on 2026-11-27 all 8
+    # profiled kernels were trials of the first forward; the cases name their variants themselves)
+    OWLET_ATTN_TUNE=0 timeout -k 5 150 "$NCU" --clock-control none -k regex:attention --section SpeedOfLight --section Occupancy \
+      --section LaunchStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis -c 40 \
       "$T/node" "$G/check.mjs" --profile-attention >"$OUT/ncu_attention.txt" 2>&1
     say "ncu exit $?"
   else
