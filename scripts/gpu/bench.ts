@@ -202,14 +202,21 @@ export function bandwidthBench(be: Be): BenchResult[] {
     const R = 16 * 257, C = 1024, F = 4096;
     const x = rand(be, [R, C]), r = rand(be, [R, C]), w = rand(be, [C]), b = rand(be, [C]), gy = rand(be, [R, C]);
     const fwd = op(be, 'layerNormForward'), bwd = op(be, 'layerNormBackward');
-    let ms = time(be, () => disposeAll(fwd(x, w, b, 1e-5, r)), 20);
-    out.push({ name: 'layernorm_residual_fwd_4112x1024', ms, gbps: gbps(4 * R * C * 2, ms) });
-    const [y, mean, rstd, sum] = fwd(x, w, b, 1e-5, r);
-    ms = time(be, () => disposeAll(bwd(gy, sum, w, mean, rstd, true, false, r)), 20);
-    out.push({ name: 'layernorm_residual_bwd_4112x1024', ms, gbps: gbps(4 * R * C * 2, ms) });
-    disposeAll([x, r, w, b, gy, y, mean, rstd, sum]);
+    // a block per row (the default) and a warp per row (OWLET_NORM_ROWS=warp)
+    for (const env of [{}, { OWLET_NORM_ROWS: 'warp' }] as VariantEnv[]) {
+      withEnv(env, () => {
+        let t = time(be, () => disposeAll(fwd(x, w, b, 1e-5, r)), 20);
+        out.push({ name: `layernorm_residual_fwd_4112x1024${envSuffix(env)}`, ms: t, gbps: gbps(4 * R * C * 2, t) });
+        const [y, mean, rstd, sum] = fwd(x, w, b, 1e-5, r);
+        // (gx only: the weight and bias gradients are reduce_cols' pass)
+        t = time(be, () => disposeAll(bwd(gy, sum, w, mean, rstd, true, false, r)), 20);
+        out.push({ name: `layernorm_residual_bwd_4112x1024${envSuffix(env)}`, ms: t, gbps: gbps(4 * R * C * 2, t) });
+        disposeAll([y, mean, rstd, sum]);
+      });
+    }
+    disposeAll([x, r, w, b, gy]);
     const h = rand(be, [R, F]), g = rand(be, [R, F]);
-    ms = time(be, () => be.quickGeluBackward(g, h).dispose(), 20);
+    const ms = time(be, () => be.quickGeluBackward(g, h).dispose(), 20);
     out.push({ name: 'quick_gelu_bwd_4112x4096', ms, gbps: gbps(3 * R * F * 2, ms) });
     disposeAll([h, g]);
   }

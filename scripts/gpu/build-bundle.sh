@@ -3,7 +3,8 @@
 # machine needs to run scripts/gpu/run.sh, which has no Node.js, no npm and no network:
 #   check.mjs            scripts/gpu/check.ts bundled by esbuild (ESM, platform node, dependencies inlined)
 #   fixture.mjs, nccl-check.mjs, train-check.mjs   the owl-tiny checks (the model, NCCL, the trainer), bundled alike
-#   owlet_cpu.node       the CPU addon (the reference), owlet_cuda.node the CUDA addon (sm_90a)
+#   owlet_cpu.node       the CPU addon (the reference); owlet_cuda.node.xz the CUDA addon (sm_90a), xz-packed (12 MB
+#                        of kernels as is: run.sh unpacks it)
 #   lib.tar.xz           the CPU addon's shared libraries the GPU machine may lack (OpenBLAS and its Fortran runtime)
 #   node.xz              this machine's node binary (../shared/gpu/node-xz.sh)
 #   peer_torch.py        the PyTorch peer benchmark, run in the same call
@@ -28,7 +29,9 @@ npx esbuild scripts/gpu/check.ts --bundle --platform=node --format=esm --target=
   --banner:js="import { createRequire as __owletCreateRequire } from 'node:module'; const require = __owletCreateRequire(import.meta.url);"
 
 # 3. Addons and the CPU addon's libraries (every dependency outside glibc/libstdc++/libgcc: what Ubuntu may lack).
-cp build/Release/owlet_cpu.node build/Cuda/owlet_cuda.node .gpu/
+cp build/Release/owlet_cpu.node .gpu/
+rm -f .gpu/owlet_cuda.node
+xz -T2 -6 -c build/Cuda/owlet_cuda.node >.gpu/owlet_cuda.node.xz
 libs=$(mktemp -d)
 ldd build/Release/owlet_cpu.node | awk '/=> \//{print $3}' | while read -r so; do
   case "$(basename "$so")" in
@@ -48,6 +51,7 @@ npx esbuild scripts/gpu/nccl-check.ts --bundle --platform=node --format=esm --ta
   --outfile=.gpu/nccl-check.mjs \
   --banner:js="import { createRequire as __owletCreateRequire } from 'node:module'; const require = __owletCreateRequire(import.meta.url);"
 npx esbuild scripts/gpu/fixture.ts --bundle --platform=node --format=esm --target=node20 --log-level=warning \
+  --alias:sharp=./scripts/gpu/stub-module.ts --alias:vega=./scripts/gpu/stub-module.ts --alias:vega-lite=./scripts/gpu/stub-module.ts \
   --outfile=.gpu/fixture.mjs \
   --banner:js="import { createRequire as __owletCreateRequire } from 'node:module'; const require = __owletCreateRequire(import.meta.url);"
 # The trainer and NCCL checks reach the trainer, whose plots (sharp, vega) and image decoding (sharp) never run there: those
@@ -64,9 +68,11 @@ total=$(du -sb .gpu | cut -f1)
 [ "$total" -lt $((56 * 1024 * 1024)) ] || { echo "build-bundle: .gpu is $total bytes, too close to the 64 MiB the device tool carries" >&2; exit 1; }
 
 # 5. Smoke test here: the CPU parts of the bundle, and the CUDA addon's refusal to load without a GPU.
-OWLET_NATIVE_CPU="$top/.gpu/owlet_cpu.node" OWLET_NATIVE_CUDA="$top/.gpu/owlet_cuda.node" OUT=$(mktemp -d) \
+cuda_node=$(mktemp -d)/owlet_cuda.node
+xz -dc .gpu/owlet_cuda.node.xz >"$cuda_node"
+OWLET_NATIVE_CPU="$top/.gpu/owlet_cpu.node" OWLET_NATIVE_CUDA="$cuda_node" OUT=$(mktemp -d) \
   node .gpu/check.mjs --cpu-only
-OWLET_NATIVE_CPU="$top/.gpu/owlet_cpu.node" OWLET_NATIVE_CUDA="$top/.gpu/owlet_cuda.node" OUT=$(mktemp -d) \
+OWLET_NATIVE_CPU="$top/.gpu/owlet_cpu.node" OWLET_NATIVE_CUDA="$cuda_node" OUT=$(mktemp -d) \
   node .gpu/train-check.mjs .gpu/owl-tiny --cpu-only --dry-bench
 # The NCCL check's dry run through gloo (world size 1): its collectives and the overlapped gradient buckets.
 OWLET_NATIVE_CPU="$top/.gpu/owlet_cpu.node" node .gpu/nccl-check.mjs "$top/.gpu/owl-tiny" cpu

@@ -233,16 +233,19 @@ export function cases(): Case[] {
     });
   }
 
-  // The residual add fused into the norm (sum = x + r normalised; the backward adds gAdd into gx).
-  for (const [rows, C] of [[37, 129], [64, 1024]] as const) {
+  // The residual add fused into the norm (sum = x + r normalised; the backward adds gAdd into gx); with a block per
+  // row (the default) and a warp per row (OWLET_NORM_ROWS=warp: rows of up to 1024 bf16 / 512 f32; 37 × 136 leaves
+  // the last block with spare warps).
+  for (const [rows, C, env] of [[37, 129, {}], [64, 1024, {}], [37, 136, { OWLET_NORM_ROWS: 'warp' }],
+    [64, 1024, { OWLET_NORM_ROWS: 'warp' }]] as [number, number, VariantEnv][]) {
     out.push({
-      name: `layerNorm + residual fwd+bwd [${rows},${C}]`, family: 'norm', dtypes: both, quick: C < 200,
+      name: `layerNorm + residual fwd+bwd [${rows},${C}]${envLabel(env)}`, family: 'norm', dtypes: both, quick: C < 200,
       inputs: gen({ shape: [rows, C], std: 2 }, { shape: [rows, C] }, { shape: [C] }, { shape: [C] }, { shape: [rows, C] }, { shape: [rows, C] }),
-      run: (be, [x, r, w, b, gy, ga]) => {
+      run: (be, [x, r, w, b, gy, ga]) => withEnv(env, () => {
         const [y, mean, rstd, sum] = op(be, 'layerNormForward')(x, w, b, 1e-5, r);
         const [gx, gw, gb] = op(be, 'layerNormBackward')(gy, sum, w, mean, rstd, true, true, ga);
         return { y, mean, rstd, sum, gx, gw, gb };
-      },
+      }),
       ref: ([x, r, w, b, gy, ga]) => {
         const sum = x.map((v, i) => v + r[i]);
         const ref = R.layerNormRef(sum, w, b, rows, C, 1e-5, gy);
@@ -251,13 +254,13 @@ export function cases(): Case[] {
       grads: ['gx', 'gw', 'gb'],
     });
     out.push({
-      name: `rmsNorm + residual fwd+bwd [${rows},${C}]`, family: 'norm', dtypes: both, quick: C < 200,
+      name: `rmsNorm + residual fwd+bwd [${rows},${C}]${envLabel(env)}`, family: 'norm', dtypes: both, quick: C < 200,
       inputs: gen({ shape: [rows, C], std: 2 }, { shape: [rows, C] }, { shape: [C] }, { shape: [rows, C] }, { shape: [rows, C] }),
-      run: (be, [x, r, w, gy, ga]) => {
+      run: (be, [x, r, w, gy, ga]) => withEnv(env, () => {
         const [y, rstd, sum] = op(be, 'rmsNormForward')(x, w, 1e-6, r);
         const [gx, gw] = op(be, 'rmsNormBackward')(gy, sum, w, rstd, true, true, ga);
         return { y, rstd, sum, gx, gw };
-      },
+      }),
       ref: ([x, r, w, gy, ga]) => {
         const sum = x.map((v, i) => v + r[i]);
         const ref = R.rmsNormRef(sum, w, rows, C, 1e-6, gy);

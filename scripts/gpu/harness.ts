@@ -82,12 +82,13 @@ export function withEnv<T>(env: VariantEnv, fn: () => T): T {
   }
 }
 
-// Short names of the attention variables, for case labels and benchmark names.
+// Short names of the kernel-variant variables, for case labels and benchmark names.
 const envShort: Record<string, [label: (v: string) => string, suffix: (v: string) => string]> = {
   OWLET_ATTN_FWD: [(v) => `fwd ${v}`, (v) => `_fwd${v}`],
   OWLET_ATTN_BWD_WARPS: [(v) => `bwd ${v} warps`, (v) => `_bwd${v}w`],
   OWLET_ATTN_BWD: [(v) => `bwd ${v}`, (v) => `_bwd${v}`],
   OWLET_ATTN_TAIL: [(v) => (v === '0' ? 'whole tiles for the tail' : v === '1' ? 'tail kernels for the tail' : `tail ${v}`), (v) => (v === '0' ? '_notail' : `_tail${v}`)],
+  OWLET_NORM_ROWS: [(v) => `${v} per row`, (v) => `_${v}rows`],
 };
 
 /** ' (fwd m2, bwd 4 warps)' for a case name; '' for no variant. */

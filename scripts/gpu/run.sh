@@ -30,7 +30,8 @@ say "unpack node and libraries"
 xz -dc "$G/node.xz" >"$T/node" && chmod +x "$T/node"
 mkdir -p "$T/lib" && tar -C "$T/lib" -xJf "$G/lib.tar.xz"
 export LD_LIBRARY_PATH=$T/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-export OWLET_NATIVE_CPU=$G/owlet_cpu.node OWLET_NATIVE_CUDA=$G/owlet_cuda.node
+xz -dc "$G/owlet_cuda.node.xz" >"$T/owlet_cuda.node"
+export OWLET_NATIVE_CPU=$G/owlet_cpu.node OWLET_NATIVE_CUDA=$T/owlet_cuda.node
 "$T/node" --version >>"$LOG" 2>&1 || say "node does not run here"
 
 if want check; then
@@ -89,7 +90,7 @@ if want sass; then
   say "sass: instruction counts of the attention kernels (cuobjdump)"
   CUOBJDUMP=$(command -v cuobjdump || ls /usr/local/cuda/bin/cuobjdump 2>/dev/null || true)
   if [ -n "$CUOBJDUMP" ]; then
-    "$CUOBJDUMP" -sass "$G/owlet_cuda.node" >"$T/all.sass" 2>&1
+    "$CUOBJDUMP" -sass "$T/owlet_cuda.node" >"$T/all.sass" 2>&1
     python3 scripts/gpu/sass-summary.py "$T/all.sass" attention >"$OUT/sass_attention.txt" 2>&1
     head -40 "$OUT/sass_attention.txt"
   else

@@ -1,7 +1,8 @@
 // Runs the register-resident LayerNorm/RMSNorm kernels (native/src/cuda/norm_rows.cuh) through the host emulator
 // against float64: forward (y, mean, rstd, and the residual sum) and backward (gx, with and without the added
 // gradient), LayerNorm with and without affine, bf16 and f32, rows that fill one to four packs per thread and one
-// that leaves threads idle. Build and run: scripts/flash-emu.sh.
+// that leaves threads idle; with a block per row and with a warp per row (G = 32: several rows per block, and a last
+// block with spare warps). Build and run: scripts/flash-emu.sh.
 #include "emu_kernel.h"
 // A kernel's static shared array is one per block: the emulator runs a block's threads as fibers of one OS thread and
 // its blocks one after another, so a function-local static is exactly that.
@@ -29,7 +30,7 @@ namespace {
 int failures = 0;
 
 
-template <class T, bool LN>
+template <class T, bool LN, int G = nr::kThreads>
 void run(int64_t rows, int64_t C, bool affine, bool residual, bool add) {
   std::mt19937 rng(unsigned(C + rows));
   std::normal_distribution<float> nd(0.f, 1.5f);
@@ -43,13 +44,14 @@ void run(int64_t rows, int64_t C, bool affine, bool residual, bool add) {
   const bool has_w = LN ? affine : true, has_b = LN && affine;
   FIn fw{w.data(), false}, fb{b.data(), false};
   const float eps = 1e-5f;
-  ::emu::launch(::emu::Dim{unsigned(rows), 1, 1}, nr::kThreads, 0, [&] {
-    nr::fwd_kernel<T, LN>(x.data(), residual ? r.data() : nullptr, residual ? sum.data() : nullptr, fw, has_w, fb, has_b,
-                          y.data(), mean.data(), rstd.data(), C, eps);
+  ::emu::launch(::emu::Dim{nr::blocks<G>(rows), 1, 1}, nr::kThreads, 0, [&] {
+    nr::fwd_kernel<T, LN, G>(x.data(), residual ? r.data() : nullptr, residual ? sum.data() : nullptr, fw, has_w, fb,
+                             has_b, y.data(), mean.data(), rstd.data(), rows, C, eps);
   });
   const std::vector<T>& xin = residual ? sum : x;  // what was normalised (the stored sum: checked below)
-  ::emu::launch(::emu::Dim{unsigned(rows), 1, 1}, nr::kThreads, 0, [&] {
-    nr::bwd_kernel<T, LN>(gy.data(), xin.data(), fw, has_w, mean.data(), rstd.data(), gx.data(), add ? ga.data() : nullptr, C);
+  ::emu::launch(::emu::Dim{nr::blocks<G>(rows), 1, 1}, nr::kThreads, 0, [&] {
+    nr::bwd_kernel<T, LN, G>(gy.data(), xin.data(), fw, has_w, mean.data(), rstd.data(), gx.data(),
+                             add ? ga.data() : nullptr, rows, C);
   });
   // float64 reference on the same stored inputs
   std::vector<double> wy(x.size()), wgx(x.size()), gyd(x.size()), gxd(x.size()), sumd, wsum;
@@ -91,8 +93,9 @@ void run(int64_t rows, int64_t C, bool affine, bool residual, bool add) {
   const double tol = sizeof(T) == 2 ? 2e-2 : 2e-5;
   double ey = rel_err(gyd, wy), eg = rel_err(gxd, wgx), es = residual ? rel_err(sumd, wsum) : 0;
   bool ok = ey < tol && eg < tol && es < tol && worst_stat < 1e-5;
-  std::printf("%s %s %s C=%lld rows=%lld%s%s%s: y %.1e gx %.1e sum %.1e stats %.1e (tol %.0e)\n", ok ? "PASS" : "FAIL",
+  std::printf("%s %s %s C=%lld rows=%lld%s%s%s%s: y %.1e gx %.1e sum %.1e stats %.1e (tol %.0e)\n", ok ? "PASS" : "FAIL",
               LN ? "layerNorm" : "rmsNorm", sizeof(T) == 2 ? "bf16" : "f32", (long long)C, (long long)rows,
+              G == 32 ? " warp per row" : "",
               LN && !affine ? " no affine" : "", residual ? " +residual" : "", add ? " +gxAdd" : "", ey, eg, es, worst_stat, tol);
   failures += !ok;
 }
@@ -109,5 +112,13 @@ int main() {
   run<bf16, false>(3, 4096, true, true, true);
   run<bf16, false>(3, 64, true, false, false);
   run<float, false>(2, 1028, true, true, true);
+  // A warp per row: rows of up to 32 · 4 packs (1024 bf16, 512 f32); 7 rows = a full block of 4 and one of 3.
+  run<bf16, true, 32>(7, 1024, true, true, true);
+  run<bf16, true, 32>(5, 1024, false, false, false);
+  run<bf16, true, 32>(9, 264, true, false, true);
+  run<float, true, 32>(6, 512, true, true, false);
+  run<float, true, 32>(3, 72, true, false, true);
+  run<bf16, false, 32>(7, 1024, true, true, true);
+  run<float, false, 32>(5, 100, true, false, false);
   return failures ? 1 : 0;
 }

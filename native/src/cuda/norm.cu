@@ -1,6 +1,8 @@
 // LayerNorm and RMSNorm, forward and backward. One block per row with fp32 statistics (two passes over the row:
 // mean, then the centred sum of squares, so no cancellation); the row is re-read from L1/L2, not from DRAM.
 // Weight and bias gradients are column sums over rows, computed deterministically by reduce_cols.
+#include <type_traits>
+
 #include "../core/kernels.h"
 #include "common.cuh"
 #include "norm_rows.cuh"
@@ -156,6 +158,22 @@ bool rows_fit(int64_t C, std::initializer_list<const void*> rows, std::initializ
   return true;
 }
 
+// A warp per row (norm_rows.cuh, G = 32) for rows of at most 32 · kPacks packs, with OWLET_NORM_ROWS=warp (read per
+// call); a block per row otherwise. Not yet the default: written after the last GPU run (2026-11-27), for the next one
+// to compare — predicted ≥ 2.4 TB/s for the ViT's 4112 × 1024 residual LayerNorm forward, measured 1.1–1.95 with a
+// block per row.
+template <class T>
+bool warp_per_row(int64_t C) {
+  return norm_rows::fits<T, 32>(C) && env_is("OWLET_NORM_ROWS", "warp");
+}
+
+// Calls launch(std::integral_constant<int, G>) with the threads per row chosen for rows of C elements.
+template <class T, class F>
+void with_row_threads(int64_t C, F&& launch) {
+  if (warp_per_row<T>(C)) launch(std::integral_constant<int, 32>{});
+  else launch(std::integral_constant<int, norm_rows::kThreads>{});
+}
+
 template <class T>
 const T* same_dtype_or_null(const Tensor* t, const Tensor& x, const char* op, const char* what) {
   if (!t) return nullptr;
@@ -173,11 +191,16 @@ void layernorm_fwd(const Tensor& x, const Tensor* w, const Tensor* b, Tensor& y,
   if (rows == 0 || C == 0) return;
   FIn fw = w ? fin(*w, op, "w") : FIn{nullptr, false}, fb = b ? fin(*b, op, "b") : FIn{nullptr, false};
   OWLET_FLOAT_SWITCH(x.dtype, T, op, {
-    auto [res, sm] = residual_ptrs<T>(x, residual, sum, op);
+    const auto [res_, sm_] = residual_ptrs<T>(x, residual, sum, op);
+    const T* res = res_;  // (plain variables: the launch lambda below captures them)
+    T* sm = sm_;
     if (y.dtype == x.dtype && rows_fit<T>(C, {x.raw(), res, sm, y.raw()}, {&mean, &rstd}))
-      norm_rows::fwd_kernel<T, true><<<unsigned(rows), norm_rows::kThreads, 0, c.stream>>>(
-          x.data<T>(), res, sm, fw, w != nullptr, fb, b != nullptr, y.data<T>(), mean.data<float>(), rstd.data<float>(),
-          C, eps);
+      with_row_threads<T>(C, [&](auto g) {
+        constexpr int G = decltype(g)::value;
+        norm_rows::fwd_kernel<T, true, G><<<norm_rows::blocks<G>(rows), norm_rows::kThreads, 0, c.stream>>>(
+            x.data<T>(), res, sm, fw, w != nullptr, fb, b != nullptr, y.data<T>(), mean.data<float>(),
+            rstd.data<float>(), rows, C, eps);
+      });
     else
       layernorm_fwd_kernel<T><<<unsigned(rows), row_threads(C), 0, c.stream>>>(
           x.data<T>(), res, sm, fw, w != nullptr, fb, b != nullptr, fout(y, op, "y"), fout(mean, op, "mean"),
@@ -198,8 +221,12 @@ void layernorm_bwd(const Tensor& gy, const Tensor& x, const Tensor* w, const Ten
     OWLET_FLOAT_SWITCH(x.dtype, T, op, {
       const T* ga = same_dtype_or_null<T>(gx_add, x, op, "gxAdd");
       if (gx->dtype == x.dtype && rows_fit<T>(C, {gy.raw(), x.raw(), gx->raw(), ga}, {&mean, &rstd}))
-        norm_rows::bwd_kernel<T, true><<<unsigned(rows), norm_rows::kThreads, 0, c.stream>>>(
-            gy.data<T>(), x.data<T>(), fw, w != nullptr, mean.data<float>(), rstd.data<float>(), gx->data<T>(), ga, C);
+        with_row_threads<T>(C, [&](auto g) {
+          constexpr int G = decltype(g)::value;
+          norm_rows::bwd_kernel<T, true, G><<<norm_rows::blocks<G>(rows), norm_rows::kThreads, 0, c.stream>>>(
+              gy.data<T>(), x.data<T>(), fw, w != nullptr, mean.data<float>(), rstd.data<float>(), gx->data<T>(), ga,
+              rows, C);
+        });
       else
         layernorm_bwd_kernel<T><<<unsigned(rows), row_threads(C), 0, c.stream>>>(
             gy.data<T>(), x.data<T>(), fw, w != nullptr, fin(mean, op, "mean"), fin(rstd, op, "rstd"),
@@ -223,11 +250,16 @@ void rmsnorm_fwd(const Tensor& x, const Tensor& w, Tensor& y, Tensor& rstd, floa
   int64_t rows = x.rows(), C = x.cols();
   if (rows == 0 || C == 0) return;
   OWLET_FLOAT_SWITCH(x.dtype, T, op, {
-    auto [res, sm] = residual_ptrs<T>(x, residual, sum, op);
+    const auto [res_, sm_] = residual_ptrs<T>(x, residual, sum, op);
+    const T* res = res_;  // (plain variables: the launch lambda below captures them)
+    T* sm = sm_;
     if (y.dtype == x.dtype && rows_fit<T>(C, {x.raw(), res, sm, y.raw()}, {&rstd}))
-      norm_rows::fwd_kernel<T, false><<<unsigned(rows), norm_rows::kThreads, 0, c.stream>>>(
-          x.data<T>(), res, sm, fin(w, op, "w"), true, FIn{nullptr, false}, false, y.data<T>(), nullptr,
-          rstd.data<float>(), C, eps);
+      with_row_threads<T>(C, [&](auto g) {
+        constexpr int G = decltype(g)::value;
+        norm_rows::fwd_kernel<T, false, G><<<norm_rows::blocks<G>(rows), norm_rows::kThreads, 0, c.stream>>>(
+            x.data<T>(), res, sm, fin(w, op, "w"), true, FIn{nullptr, false}, false, y.data<T>(), nullptr,
+            rstd.data<float>(), rows, C, eps);
+      });
     else
       rmsnorm_fwd_kernel<T><<<unsigned(rows), row_threads(C), 0, c.stream>>>(
           x.data<T>(), res, sm, fin(w, op, "w"), fout(y, op, "y"), fout(rstd, op, "rstd"), C, eps);
@@ -246,8 +278,12 @@ void rmsnorm_bwd(const Tensor& gy, const Tensor& x, const Tensor& w, const Tenso
     OWLET_FLOAT_SWITCH(x.dtype, T, op, {
       const T* ga = same_dtype_or_null<T>(gx_add, x, op, "gxAdd");
       if (gx->dtype == x.dtype && rows_fit<T>(C, {gy.raw(), x.raw(), gx->raw(), ga}, {&rstd}))
-        norm_rows::bwd_kernel<T, false><<<unsigned(rows), norm_rows::kThreads, 0, c.stream>>>(
-            gy.data<T>(), x.data<T>(), fin(w, op, "w"), true, nullptr, rstd.data<float>(), gx->data<T>(), ga, C);
+        with_row_threads<T>(C, [&](auto g) {
+          constexpr int G = decltype(g)::value;
+          norm_rows::bwd_kernel<T, false, G><<<norm_rows::blocks<G>(rows), norm_rows::kThreads, 0, c.stream>>>(
+              gy.data<T>(), x.data<T>(), fin(w, op, "w"), true, nullptr, rstd.data<float>(), gx->data<T>(), ga, rows,
+              C);
+        });
       else
         rmsnorm_bwd_kernel<T><<<unsigned(rows), row_threads(C), 0, c.stream>>>(
             gy.data<T>(), x.data<T>(), fin(w, op, "w"), fin(rstd, op, "rstd"), fout(*gx, op, "gx"), ga, C);
