@@ -1,6 +1,6 @@
 // Merging a LoRA adapter into its base weights (W ← W + s·B·A) and taking it back out; what the released
 // mplug-owl-llama-7b checkpoint contains is the merged form (spec §2.1).
-import { noGrad } from '../tensor/index.ts';
+import { cast, noGrad, scope, type Tensor } from '../tensor/index.ts';
 import { loraScaling, type AdapterConfig } from './config.ts';
 import type { Params } from './context.ts';
 import { parseLoraKey, loraKey } from './io/keys.ts';
@@ -14,7 +14,17 @@ function apply(a: AdapterConfig, p: Params, sign: 1 | -1): number {
       if (!l || l.which !== 'A') continue;
       const w = p.get(`${l.module}.weight`), A = p.get(key), B = p.get(loraKey(l.module, 'B'));
       if (!w || !A || !B) throw new Error(`LoRA merge: ${l.module} is missing its base weight or lora_B`);
-      w.backend.matmulInto(w.handle, B.handle, A.handle, false, false, s, 1);
+      if (w.dtype === 'f32' && A.dtype === 'f32' && B.dtype === 'f32') {
+        w.backend.matmulInto(w.handle, B.handle, A.handle, false, false, s, 1);
+      } else {
+        // As PEFT merges a bf16 base: W + s·B·A in fp32, rounded to W's dtype once.
+        scope(() => {
+          const f32 = (t: Tensor) => (t.dtype === 'f32' ? t : cast(t, 'f32'));
+          const wf = cast(w, 'f32');
+          w.backend.matmulInto(wf.handle, f32(B).handle, f32(A).handle, false, false, s, 1);
+          w.backend.copyInto(w.handle, cast(wf, w.dtype).handle);
+        });
+      }
       merged++;
     }
   });

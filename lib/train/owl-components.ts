@@ -358,7 +358,8 @@ export async function exportOwl(model: OwlTrainable, _config: OwletConfig, dir: 
   saveCheckpoint(dir, base, { config: owl.config, dtype: owl.computeDtype ?? 'f32' });
   if (owl.adapter) {
     const lora = new Map([...owl.params].filter(([k]) => k.includes('.lora_')));
-    saveAdapter(join(dir, 'adapter'), lora, owl.adapter);
+    // Its base is this export (stage 2 trains the queries and the abstractor too): AutoPeftModel finds it there.
+    saveAdapter(join(dir, 'adapter'), lora, { ...owl.adapter, baseModelNameOrPath: resolve(dir) });
   }
 }
 

@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { scope, type Tensor } from '../../lib/tensor/index.ts';
 import { loadAdapter, saveAdapter } from '../../lib/model/io/peft.ts';
-import { readConfig, parseOwlConfig, readAdapterConfig } from '../../lib/model/io/config.ts';
+import { readConfig, parseOwlConfig, readAdapterConfig, parseAdapterConfig } from '../../lib/model/io/config.ts';
+import { ConfigError } from '../../lib/model/io/errors.ts';
 import { writeSafetensorsFile } from '../../lib/model/io/safetensors.ts';
 import { CheckpointError } from '../../lib/model/io/errors.ts';
 import { FIXTURE, rawHeader } from './helpers.ts';
@@ -91,4 +92,16 @@ test('rank, shape and missing-tensor mismatches name the file and the tensor', (
   const e3 = t.throws(() => loadAdapter(dir, { model: three }), { instanceOf: CheckpointError, message: /missing/ });
   t.regex(e3!.tensor!, /layers\.2\./);
   t.throws(() => loadAdapter(tmp()), { message: /adapter_config\.json: not found/ });
+});
+
+// PEFT options owlet does not implement would load an adapter with the wrong scale or modules: refused by name; the
+// empty values PEFT writes by default pass.
+test('alpha_pattern, rank_pattern, exclude_modules and use_dora are refused unless empty', (t) => {
+  const base = { peft_type: 'LORA', r: 4, lora_alpha: 8, target_modules: ['q_proj', 'v_proj'] };
+  for (const extra of [{ alpha_pattern: { q_proj: 32 } }, { rank_pattern: { v_proj: 2 } }, { exclude_modules: ['layers.0.self_attn.q_proj'] },
+    { use_dora: true }]) {
+    t.throws(() => parseAdapterConfig({ ...base, ...extra }), { instanceOf: ConfigError, message: new RegExp(`${Object.keys(extra)[0]} .* is not supported`) });
+  }
+  const ok = parseAdapterConfig({ ...base, alpha_pattern: {}, rank_pattern: {}, exclude_modules: null, use_dora: false });
+  t.is(ok.loraAlpha, 8);
 });

@@ -80,6 +80,23 @@ function compare(t: import('ava').ExecutionContext, gotFile: string, wantFiles: 
   for (const p of m.params.values()) p.dispose();
 });
 
+(have ? test : test.skip)('merging into bf16 base weights adds s·B·A in fp32 and rounds once, as PEFT does', (t) => {
+  const f = loadModel(FX, { adapterDir: FX }), h = loadModel(FX, { adapterDir: FX, dtype: 'bf16' });
+  scope(() => {
+    mergeLora(f.adapter!, f.params); // fp32 base: W + s·B·A in fp32
+    t.true(mergeLora(h.adapter!, h.params) > 0);
+    for (const [k, w] of h.params) {
+      if (!/(q|v)_proj\.weight$/.test(k) || !k.includes('language_model')) continue;
+      t.is(w.dtype, 'bf16', k);
+      // the loaded bf16 base is the fp32 one rounded, so merge-then-round and round-merge-round can differ by one
+      // bf16 step at most where the rounding of W alone moved it: compare within half an ulp of bf16 (2^-8 relative)
+      const got = w.toFloat32(), want = f.params.get(k)!.toFloat32();
+      t.true(relMaxError(got, want, 1e-3) < 2 ** -7, k);
+    }
+  });
+  for (const p of [...f.params.values(), ...h.params.values()]) p.dispose();
+});
+
 export type { Tensor };
 
 (have ? test : test.skip)("logits: 'counted' gives the same loss and gradients as full logits", (t) => {

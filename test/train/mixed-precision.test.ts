@@ -5,7 +5,7 @@
 import test from 'ava';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { ForwardContext, MplugOwl, initParams, loadModel, parseAdapterConfig, parseOwlConfig } from '../../lib/model/index.ts';
 import { expectedKeys, expectedLoraKeys } from '../../lib/model/io/keys.ts';
 import { backward, cast, liveTensors, mul, ones, scope, tapeLength, tensor, type Tensor } from '../../lib/tensor/index.ts';
@@ -172,6 +172,12 @@ withFixture('the final export is written in the compute dtype (bf16 here only by
     t.true(base.length > 50 && base.every(([, v]) => v.dtype === 'BF16'));
     const lora = Object.entries(header(join(tmp, 'adapter/adapter_model.safetensors'))).filter(([k]) => k !== '__metadata__');
     t.true(lora.length > 0 && lora.every(([, v]) => v.dtype === 'F32'));
+    // The adapter's base is this export (its queries and abstractor were trained too), for AutoPeftModel; the
+    // config says what the weights are (torch_dtype) and which class loads them.
+    t.is(JSON.parse(readFileSync(join(tmp, 'adapter/adapter_config.json'), 'utf8')).base_model_name_or_path, resolve(tmp));
+    const cfg = JSON.parse(readFileSync(join(tmp, 'config.json'), 'utf8'));
+    t.is(cfg.torch_dtype, 'bfloat16');
+    t.deepEqual(cfg.architectures, ['MplugOwlForConditionalGeneration']);
   } finally {
     for (const p of owl.params.values()) p.dispose();
     rmSync(tmp, { recursive: true, force: true });

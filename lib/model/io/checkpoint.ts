@@ -75,15 +75,20 @@ export function loadSafetensors(pathOrDir: string, opts: LoadOptions = {}): Map<
 }
 
 /**
- * Writes a model directory: `model.safetensors` (sharded with an index above `maxShardBytes`) and, when given,
- * `config.json`. Every file is written atomically. Returns the files written.
+ * Writes a model directory as transformers' save_pretrained does: `model.safetensors` (sharded with an index above
+ * `maxShardBytes`) whose files carry {"format": "pt"} (transformers before 4.30 reads that field without a guard and
+ * fails on a file without it), and, when given, `config.json` with the dtype written (`torch_dtype`) and the model
+ * class (`architectures`). Every file is written atomically. Returns the files written.
  */
 export function saveCheckpoint(dir: string, tensors: ReadonlyMap<string, Tensor>,
   opts: ShardedSaveOptions & { config?: OwlConfig } = {}): string[] {
   mkdirSync(dir, { recursive: true });
-  const files = saveSafetensors(join(dir, 'model.safetensors'), tensors, opts);
+  const files = saveSafetensors(join(dir, 'model.safetensors'), tensors, { ...opts, metadata: { format: 'pt', ...opts.metadata } });
   if (opts.config) {
-    writeConfig(dir, opts.config);
+    const first = tensors.values().next().value as Tensor | undefined;
+    const dtype = opts.dtype ?? first?.dtype ?? 'f32';
+    const torchDtype = dtype === 'bf16' ? 'bfloat16' : dtype === 'f16' ? 'float16' : 'float32';
+    writeConfig(dir, { ...opts.config, extra: { architectures: ['MplugOwlForConditionalGeneration'], ...opts.config.extra, torch_dtype: torchDtype } });
     files.push(join(dir, 'config.json'));
   }
   return files;

@@ -287,6 +287,16 @@ export function parseAdapterConfig(json: unknown, file?: string): AdapterConfig 
   if (c.modulesToSave?.length) {
     throw new ConfigError(`modules_to_save ${JSON.stringify(c.modulesToSave)} (full module copies) is not supported`, file);
   }
+  // PEFT options that change which modules are adapted or their scale: owlet has one r and one alpha for every
+  // adapted module, so an adapter using them would load with the wrong numbers. Empty ones (PEFT writes {} and []) pass.
+  const nonEmpty = (v: unknown) => v !== undefined && v !== null && v !== false &&
+    !(Array.isArray(v) && v.length === 0) && !(typeof v === 'object' && !Array.isArray(v) && Object.keys(v as object).length === 0);
+  for (const [k, what] of [['alpha_pattern', 'per-module lora_alpha'], ['rank_pattern', 'per-module r'],
+    ['exclude_modules', 'modules excluded from target_modules'], ['use_dora', 'DoRA (weight-decomposed LoRA)']] as const) {
+    if (nonEmpty(c.extra[k])) {
+      throw new ConfigError(`${k} ${JSON.stringify(c.extra[k])} (${what}) is not supported: this adapter would be read with the wrong weights or scale`, file);
+    }
+  }
   c.targetModules ??= ['q_proj', 'v_proj'];
   if (typeof c.targetModules === 'string') { // PEFT reads a string as a regular expression over module names
     try { new RegExp(c.targetModules); } catch (e) {

@@ -172,8 +172,8 @@ export function saveSafetensors(path: string, tensors: ReadonlyMap<string, Tenso
   });
   const total = sizes.reduce((a, [, s]) => a + s, 0);
   const sortedMap = Object.fromEntries(Object.entries(weightMap).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
-  writeFileAtomic(indexPath, JSON.stringify({ metadata: { total_size: total, ...opts.metadata }, weight_map: sortedMap },
-    null, 2) + '\n');
+  // (the files' own metadata, e.g. "format": "pt", is in every shard; transformers' index holds only total_size)
+  writeFileAtomic(indexPath, JSON.stringify({ metadata: { total_size: total }, weight_map: sortedMap }, null, 2) + '\n');
   written.push(indexPath);
   if (existsSync(path)) rmSync(path);
   removeOtherShards(path, written);
