@@ -3,7 +3,8 @@
 // Record formats (spec §5.2 and §4.2):
 //   instruction: {"text": "<template conversation>", "image": ["a.jpg", …] (optional), "task_type": "llava_sft", …}
 //   caption:     {"image": "a.jpg", "text": "a caption"} or {"image": "a.jpg", "caption": "…"}
-// `format: 'auto'` (default) takes a record with a `caption` field, or with `image` as a single string, as a caption.
+// `format: 'auto'` (default) takes a record with a `caption` field, or with `image` as a single string and a text that
+// is no conversation (no <image>, no "AI:"), as a caption; a conversation with one image path is an instruction record.
 // Relative image paths are resolved against `imageRoot` (default: the JSONL file's folder).
 //
 // Epochs and mixing: in epoch e, source s contributes round(weight·n_s) samples: floor(weight) full copies plus a
@@ -16,6 +17,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { DataFormatError } from './errors.ts';
+import { AI_MARKER, IMAGE_TOKEN } from './template.ts';
 import { hashInts, permutation, rng } from './rng.ts';
 
 export type RecordFormat = 'auto' | 'instruction' | 'caption';
@@ -59,7 +61,11 @@ function parseRecord(obj: unknown, file: string, line: number, format: RecordFor
   if (!obj || typeof obj !== 'object' || Array.isArray(obj)) fail('expected a JSON object');
   const o = obj as Record<string, unknown>;
   const img = o.image;
-  const kind = format !== 'auto' ? format : typeof o.caption === 'string' || typeof img === 'string' ? 'caption' : 'instruction';
+  // auto: a conversation (its text holds <image> or "AI:") is an instruction record even with "image" as one string, as
+  // the official loader reads it; otherwise a `caption` field or a single image path makes a caption record.
+  const conversation = typeof o.text === 'string' && (o.text.includes(IMAGE_TOKEN) || o.text.includes(AI_MARKER.trim()));
+  const kind = format !== 'auto' ? format
+    : typeof o.caption === 'string' || (typeof img === 'string' && !conversation) ? 'caption' : 'instruction';
   const abs = (p: unknown): string => {
     if (typeof p !== 'string' || !p) fail(`"image" entries must be non-empty strings, got ${JSON.stringify(p)}`);
     return isAbsolute(p as string) ? (p as string) : resolve(root, p as string);

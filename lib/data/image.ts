@@ -1,7 +1,9 @@
 // Image preprocessing with sharp (libvips decodes on its own threads, so awaiting here overlaps the training step).
 // Mirrors the official processors (spec §4.6):
-//   decode: any format libvips reads, EXIF orientation applied, then RGB like PIL's `convert('RGB')`
-//           (alpha dropped without compositing, grayscale replicated, CMYK converted to sRGB);
+//   decode: any format libvips reads, then RGB like PIL's `convert('RGB')` (alpha dropped without compositing,
+//           grayscale replicated, CMYK converted to sRGB); the stored pixels, EXIF orientation NOT applied: the
+//           official loader is `Image.open(p).convert('RGB')`, and PIL does not apply it (ImageOps.exif_transpose
+//           would), so a phone photo tagged "rotate 90°" is trained on as stored;
 //   eval:   squash-resize to R×R, bicubic (sharp's 'cubic' is the closest to PIL's bicubic; ecosystem.md §4);
 //   train:  torchvision RandomResizedCrop(R, scale=(0.5, 1), ratio=(3/4, 4/3), bicubic) then a horizontal flip with
 //           p = 0.5, drawn from a seeded Rng;
@@ -21,7 +23,7 @@ export type ImageSource = string | { path: string; data: Uint8Array };
 
 export interface RgbImage { data: Buffer; width: number; height: number }
 
-/** Crop box in pixels of the oriented image (torchvision's i, j, h, w). */
+/** Crop box in pixels of the decoded image (torchvision's i, j, h, w). */
 export interface CropBox { top: number; left: number; height: number; width: number }
 
 export interface AugmentOptions {
@@ -55,12 +57,11 @@ async function bytesOf(src: ImageSource): Promise<Uint8Array> {
   }
 }
 
-/** Decodes to oriented 8-bit RGB at full size (PIL: `Image.open(p).convert('RGB')` plus EXIF orientation). */
+/** Decodes to 8-bit RGB at full size as stored (PIL: `Image.open(p).convert('RGB')`, no EXIF orientation). */
 export async function decodeImage(src: ImageSource): Promise<RgbImage> {
   const bytes = await bytesOf(src);
   try {
     const { data, info } = await sharp(bytes, { failOn: 'error' })
-      .rotate() // EXIF orientation
       .removeAlpha()
       .toColourspace('srgb')
       .raw({ depth: 'uchar' })

@@ -51,6 +51,12 @@ test('records: instruction and caption formats, relative image paths, malformed 
   t.is(inst[2].id, `${join(dir, 'inst.jsonl')}:3`);
   const caps = readJsonl(join(dir, 'caps.jsonl'));
   t.deepEqual(caps.map((c) => [c.kind, c.text]), [['caption', 'a gray square.'], ['caption', 'another one.']]);
+  // A conversation with its one image given as a plain string is an instruction record (the official loader takes
+  // a string too); it was read as a caption: every token of the conversation, question included, a target.
+  const chat = (images: number) => formatConversation({ images, turns: [{ human: 'What is it?', ai: 'A square.' }] });
+  const one = jsonl('one-image-string.jsonl', [{ text: chat(1), image: 'img/2.png' }, { text: chat(0), image: 'img/2.png' },
+    { image: 'img/3.png', text: 'AI art of a cat.' }]);
+  t.deepEqual(readJsonl(one).map((r) => [r.kind, r.images.length]), [['instruction', 1], ['instruction', 1], ['caption', 1]]);
   const bad = jsonl('bad.jsonl', [{ text: 'ok' }, '{"text": ', { image: 5, text: 'x' }, '', { nope: 1 }, { text: 'fine' }]);
   const problems: DataProblem[] = [];
   t.is(readJsonl(bad, {}, problems).length, 2);
