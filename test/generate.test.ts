@@ -2,7 +2,7 @@
 // at every step, and left-padded batches of prompts of different lengths what each prompt gives alone (generate.ts's
 // claim that shifting a sample's RoPE positions by its pad count leaves its scores unchanged).
 import test from 'ava';
-import { llamaTokenizer } from '../lib/data/index.ts';
+import { AI_MARKER, formatConversation, llamaTokenizer, tokenizeConversation } from '../lib/data/index.ts';
 import { generateIds } from '../lib/generate/index.ts';
 import { promptIds } from '../lib/generate/prompt.ts';
 import { mediaTokenLength } from '../lib/model/config.ts';
@@ -78,4 +78,20 @@ test('a left-padded batch of prompts of different lengths generates what each pr
     }
   }
   t.true(alone.every((ids) => ids.length > 0));
+});
+
+// A generation prompt (training chunking, the default) is the start of what the model saw in training for the same
+// dialogue: earlier answers end with EOS — an empty one too — and the prompt stops after the last "AI: ".
+test("a prompt's ids are a prefix of the training ids of the dialogue it starts, empty earlier answers included", (t) => {
+  const M = mediaTokenLength(model.config);
+  for (const images of [0, 1]) {
+    for (const turns of [[{ human: 'Hi', ai: '' }, { human: 'Add 2 and 3.', ai: '5.' }],
+      [{ human: 'Name a colour.', ai: 'Red.' }, { human: 'Another?', ai: 'Blue.' }]]) {
+      const text = formatConversation({ images, turns });
+      const prompt = text.slice(0, text.lastIndexOf(AI_MARKER) + AI_MARKER.length);
+      const trained = tokenizeConversation(text, tok, { maxLength: 512, mediaTokenLength: M });
+      const ids = promptIds(tok, prompt, M);
+      t.deepEqual(Array.from(trained.inputIds.subarray(0, ids.length)), ids, `${images} image(s): ${JSON.stringify(turns)}`);
+    }
+  }
 });

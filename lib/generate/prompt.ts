@@ -22,6 +22,8 @@ export function promptIds(tok: Pick<Tokenizer, 'encode' | 'bos' | 'eos'>, prompt
     else if (c.length) {
       ids.push(...tok.encode(c));
       if (i > 0 && chunks[i - 1] === AI_MARKER) ids.push(tok.eos);
+    } else if (i > 0 && chunks[i - 1] === AI_MARKER && i < chunks.length - 1) {
+      ids.push(tok.eos); // an empty earlier answer (text-only prompts keep empty pieces): EOS alone, as in training
     }
   });
   return ids;

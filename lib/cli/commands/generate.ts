@@ -41,6 +41,7 @@ function sampling(o: Record<string, unknown>): GenerateOptions {
   return {
     maxNewTokens: num(o.maxNewTokens ?? 512, 'max-new-tokens', true), temperature, greedy: temperature === 0,
     topK: num(o.topK ?? 0, 'top-k', true), topP: num(o.topP ?? 1, 'top-p'), seed: num(o.seed ?? 0, 'seed', true),
+    chunking: (o.chunking as GenerateOptions['chunking']) ?? 'training',
   };
 }
 
