@@ -250,7 +250,11 @@ export class Trainer<B extends Batch = Batch> {
             // non-finite loss does (a loss of 0 would let AdamW's momentum and weight decay move the weights anyway).
             if (out.counted === 0 && !bad) bad = `no token of micro-batch ${micro} counts in the loss (its samples have no answer to learn)`;
             pending.push({ loss: keep(out.loss.share()), correct: out.correct });
-            backward(out.loss, this.lossScale, micro === this.gradAccum - 1 ? this.gradSync?.backwardOptions() : undefined);
+            const opts = micro === this.gradAccum - 1 ? this.gradSync?.backwardOptions() : undefined;
+            // A loss that reaches no trained weight (stage 1 trains the vision side, and a micro-batch of text-only
+            // samples never reaches it) adds no gradient: its loss counts, its backward — which would throw — is
+            // skipped (the overlapped all-reduce then starts every bucket in finish(), as for unused parameters).
+            if (out.loss.requiresGrad) backward(out.loss, this.lossScale, opts);
           });
         } finally {
           batch.dispose?.();

@@ -40,6 +40,8 @@ test.before(async () => {
   await generateDemoData({ out: join(tmp, 'data'), trainImages: 4, evalImages: 2, imageSize: 56, system: 'Hi.' });
   data = join(tmp, 'data');
   writeFileSync(join(tmp, 'missing.jsonl'), [caption(join(tmp, 'nope1.png')), caption(join(tmp, 'nope2.png'))].join('\n') + '\n');
+  writeFileSync(join(tmp, 'text-only.jsonl'), Array.from({ length: 4 }, (_, i) =>
+    JSON.stringify({ text: `Hi.\nHuman: what is ${i} plus 1?\nAI: ${i + 1}.` })).join('\n') + '\n');
   writeFileSync(join(tmp, 'no-answer.jsonl'), Array.from({ length: 4 }, (_, i) => JSON.stringify({ text: `A chat.\nUser: hi ${i}\nAssistant: ok.` })).join('\n') + '\n');
 });
 
@@ -101,4 +103,14 @@ test('dump refuses an output that would land in the model folder, and a folder a
   t.throws(() => dump({ ...o, out: model }), { message: /is a folder; name the file to write/ });
   t.throws(() => dump({ ...o, out: join(model, 'x.safetensors') }), { message: /inside the model folder/ });
   t.throws(() => dump({ ...o, out: join(tmp, 'nodir', 'x.safetensors') }), { message: /does not exist/ });
+});
+
+// Stage 1 trains the vision side; a micro-batch of text-only samples never reaches it. Its loss counts and its backward
+// is skipped: it used to throw ("the loss does not depend on any tensor that requires grad") at every resume too.
+test('stage-1 micro-batches of text-only samples train nothing and do not stop the run', async (t) => {
+  const out = join(tmp, 'r-textonly');
+  const r = await trainStage(config(out, { train: join(tmp, 'text-only.jsonl'), steps: 2 }), owlComponents(), quiet());
+  t.is(r.steps, 2);
+  t.deepEqual(r.skipped, []);
+  t.true(r.history.length === 2 && r.history.every((s) => Number.isFinite(s.loss)), JSON.stringify(r.history.map((s) => s.loss)));
 });
