@@ -114,6 +114,8 @@ export interface MetricsWriterOptions {
 /** Appends records to <dir>/metrics.jsonl and TensorBoard events in <dir>/tensorboard/. */
 export class MetricsWriter {
   readonly jsonlPath: string;
+  /** The step of the last record in the file when it was opened (0: none). */
+  readonly lastStep: number = 0;
   private fd: number | null;
   private tb: TensorBoardWriter | null;
 
@@ -121,6 +123,7 @@ export class MetricsWriter {
     this.jsonlPath = join(dir, 'metrics.jsonl');
     if (o.resumeStep !== undefined && existsSync(this.jsonlPath)) {
       const kept = readRecords(this.jsonlPath).filter((r) => r.step <= o.resumeStep!);
+      this.lastStep = kept.reduce((m, r) => Math.max(m, r.step), 0);
       writeFileAtomic(this.jsonlPath, kept.map((r) => JSON.stringify(r) + '\n').join(''));
     } else if (o.resumeStep === undefined && existsSync(this.jsonlPath)) {
       writeFileAtomic(this.jsonlPath, '');

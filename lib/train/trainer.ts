@@ -408,13 +408,18 @@ export class Trainer<B extends Batch = Batch> {
       writer?.write(r);
       log(formatRecord(r, o.totalSteps));
     };
+    const evalAt = (step: number) => !!o.evaluate && ((o.evaluate.every > 0 && step % o.evaluate.every === 0) || step === o.totalSteps);
+    let evalPending = false; // a step's record waits for its evaluation: not written if the evaluation fails
     try {
+      if (this.resumedFrom !== null) await this.catchUpRecords(writer, meter, logEvery, evalAt, async () => {
+        evalMetrics = await noGrad(() => o.evaluate!.run(this.step));
+      }, emit);
       while (this.step < o.totalSteps) {
         const s = await this.trainStep();
         meter.add(s);
         progress?.update(this.step, Number.isFinite(s.loss) ? `loss ${s.loss.toFixed(4)}` : 'skipped');
         const last = this.step === o.totalSteps;
-        const evalNow = !!o.evaluate && ((o.evaluate.every > 0 && this.step % o.evaluate.every === 0) || last);
+        const evalNow = evalAt(this.step);
         // A step's record goes out before the checkpoint that covers it (an interruption in between would lose it
         // for good: a resume keeps the records up to its checkpoint's step) — except at an evaluation, whose record
         // waits for it; the checkpoint comes before the evaluation, which must not cost the steps just trained when
@@ -425,12 +430,16 @@ export class Trainer<B extends Batch = Batch> {
           if (saved) { lastCheckpoint = saved; log(`saved ${saved}`); }
         }
         if (evalNow) {
+          evalPending = true;
           evalMetrics = await noGrad(() => o.evaluate!.run(this.step));
+          evalPending = false;
           emit();
         }
       }
     } finally {
-      emit();
+      // (a failed evaluation leaves its step's record unwritten: the resume from the checkpoint that covers the step
+      // evaluates it again and writes the record then, instead of keeping one without its evaluation)
+      if (!evalPending) emit();
       progress?.stop();
       this.progress = null;
       writer?.close();
@@ -439,6 +448,29 @@ export class Trainer<B extends Batch = Batch> {
       await writePlots(readRecords(writer.jsonlPath), join(o.outDir, 'plots'));
     }
     return { steps: this.step, history: this.history, skipped: this.skipped, records, checkpoint: lastCheckpoint };
+  }
+
+  /**
+   * After a resume: the steps since the last written record are replayed into the interval meter, with a record at
+   * each logging step among them that has none, so the records cover the same steps as in an uninterrupted run; and
+   * when the checkpoint's own step should have a record and has none — the run stopped during the evaluation that
+   * follows a checkpoint — the evaluation runs again and the record is written. Every rank takes part (the
+   * evaluation's collectives): rank 0, which reads the metrics, decides.
+   */
+  private async catchUpRecords(writer: MetricsWriter | null, meter: IntervalMeter, logEvery: number,
+    evalAt: (step: number) => boolean, evaluate: () => Promise<void>, emit: () => void): Promise<void> {
+    const written = writer?.lastStep ?? this.step;
+    for (const s of this.history) {
+      if (s.step <= written || s.step > this.step) continue;
+      meter.add(s);
+      if (s.step < this.step && s.step % logEvery === 0) emit(); // (an evaluation of that step is gone for good)
+    }
+    const due = this.step > 0 && (evalAt(this.step) || this.step % logEvery === 0 || this.step === this.o.totalSteps);
+    let missing = this.rank === 0 && due && written < this.step ? 1 : 0;
+    if (this.worldSize > 1) [missing] = this.o.dist!.allReduceNumbers([missing]);
+    if (!missing) return;
+    if (evalAt(this.step)) await evaluate();
+    emit();
   }
 
   /** Releases the trainer's own tensors (not the model's). */

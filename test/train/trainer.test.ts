@@ -123,8 +123,9 @@ test.serial('resume is bit-for-bit: N+K straight equals N, save, fresh state, re
   t.deepEqual(core(resumed.trainer.history), core(straight.trainer.history), 'same losses, grad norms and lrs, step by step');
   t.deepEqual(resumed.model.snapshot(), straight.model.snapshot(), 'same final weights, bit for bit');
   // metrics.jsonl of the resumed run holds each logging step once
-  const steps = readRecords(join(dirB, 'metrics.jsonl')).map((r) => r.step);
-  t.deepEqual(steps, [6, 8, 9], 'the first session logged nothing (trainStep, not run); no duplicates');
+  // (the first session logged nothing — trainStep, not run —: its records are written on resume from the restored
+  // step history, the same as the straight run's)
+  t.deepEqual(recordCore(dirB), recordCore(dirA), 'the records of the straight run, each once');
   for (const s of [straight, resumed]) { s.trainer.dispose(); s.model.dispose(); }
 });
 
@@ -280,4 +281,53 @@ test.serial('device control: a non-finite loss or gradient skips the update on t
     bad.model.poisonGrad = false;
     for (const r of [ref, bad]) { r.trainer.dispose(); r.model.dispose(); }
   }
+});
+
+// Resume audit (session 10): a run stopped after a checkpoint resumes with the records an uninterrupted run writes —
+// a record covers the same steps (the steps since the last record go back into the interval meter), and a checkpoint
+// step whose evaluation did not finish is evaluated and recorded on resume.
+const recordCore = (dir: string) => readRecords(join(dir, 'metrics.jsonl'))
+  .map((r) => ({ step: r.step, loss: r.loss, grad_norm: r.grad_norm, lr: r.lr, eval_loss: (r as Record<string, unknown>).eval_loss }));
+
+test.serial('a resumed run writes the records of an uninterrupted one: the steps before the checkpoint count in the next record', async (t) => {
+  const opts = { totalSteps: 8, checkpointEvery: 3, logEvery: 4 };
+  const straight = setup({ ...opts, outDir: tmp() });
+  await straight.trainer.run();
+  const dir = tmp();
+  const a = setup({ ...opts, outDir: dir });
+  const next = a.data.next.bind(a.data);
+  let calls = 0;
+  a.data.next = async () => { if (++calls === 9) throw new Error('stopped in step 5'); return next(); };
+  await t.throwsAsync(a.trainer.run(), { message: /stopped in step 5/ });
+  const b = setup({ ...opts, outDir: dir });
+  await b.trainer.resumeFrom(join(dir, 'checkpoints', 'ckpt-3'));
+  await b.trainer.run();
+  t.deepEqual(recordCore(dir), recordCore(straight.trainer['o'].outDir!));
+  t.deepEqual(recordCore(dir).map((r) => r.step), [4, 8]);
+  for (const s of [straight, a, b]) { s.trainer.dispose(); s.model.dispose(); }
+});
+
+test.serial('a run stopped in the evaluation after a checkpoint evaluates that step on resume and writes its record', async (t) => {
+  let failAt = 3;
+  const evaluate = { every: 3, run: async (step: number) => {
+    if (step === failAt) throw new Error(`evaluation of step ${step} stopped`);
+    return { loss: 1 / step };
+  } };
+  const opts = { totalSteps: 6, checkpointEvery: 3, logEvery: 2, evaluate };
+  failAt = -1;
+  const straightDir = tmp();
+  const straight = setup({ ...opts, outDir: straightDir });
+  await straight.trainer.run();
+  failAt = 3;
+  const dir = tmp();
+  const a = setup({ ...opts, outDir: dir });
+  await t.throwsAsync(a.trainer.run(), { message: /evaluation of step 3 stopped/ });
+  t.false(readRecords(join(dir, 'metrics.jsonl')).some((r) => r.step === 3), 'no record of step 3 without its evaluation');
+  failAt = -1;
+  const b = setup({ ...opts, outDir: dir });
+  await b.trainer.resumeFrom(join(dir, 'checkpoints', 'ckpt-3'));
+  await b.trainer.run();
+  t.deepEqual(recordCore(dir), recordCore(straightDir));
+  t.deepEqual(recordCore(dir).map((r) => [r.step, r.eval_loss]), [[2, undefined], [3, 1 / 3], [4, undefined], [6, 1 / 6]]);
+  for (const s of [straight, a, b]) { s.trainer.dispose(); s.model.dispose(); }
 });
