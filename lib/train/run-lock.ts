@@ -2,7 +2,7 @@
 // the ckpt-N.tmp and latest.tmp names) and the second's metrics went to a file the first had replaced (found by the
 // concurrency audit of session 9). Rank 0 holds `<out_dir>/.owlet-lock` (pid, host, start time) while it writes; a
 // lock left by a process that no longer exists on this host is taken over.
-import { closeSync, constants, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, constants, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError } from './errors.ts';
@@ -20,30 +20,66 @@ export function lockRunFolder(dir: string): () => void {
   mkdirSync(dir, { recursive: true });
   const path = join(dir, LOCK_FILE);
   const me: Holder = { pid: process.pid, host: hostname(), started: new Date().toISOString() };
-  for (let attempt = 0; attempt < 2; attempt++) {
+  const release = () => {
+    try {
+      const h = JSON.parse(readFileSync(path, 'utf8')) as Holder;
+      if (h.pid === me.pid && h.host === me.host && existsSync(path)) rmSync(path, { force: true });
+    } catch { /* already gone */ }
+  };
+  const create = (): boolean => {
     let fd: number;
     try {
       fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o644);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      let h: Holder | null = null;
-      try { h = JSON.parse(readFileSync(path, 'utf8')) as Holder; } catch { /* being written, or not ours: held */ }
-      if (h && h.host === me.host && Number.isInteger(h.pid) && !alive(h.pid) && attempt === 0) {
-        rmSync(path, { force: true }); // left by a run that ended without releasing it (killed)
-        continue;
-      }
-      throw new ConfigError(`run folder ${dir} is in use by another owlet run` +
-        (h ? ` (pid ${h.pid} on ${h.host}, since ${h.started})` : '') +
-        `; wait for it, use another run.out_dir, or delete ${path} if that run is gone`);
+      return false;
     }
-    writeSync(fd, JSON.stringify(me) + '\n');
-    closeSync(fd);
-    return () => {
+    try { writeSync(fd, JSON.stringify(me) + '\n'); } finally { closeSync(fd); }
+    return true;
+  };
+  if (create()) return release;
+  const h = readHolder(path);
+  if (h && h.host === me.host && Number.isInteger(h.pid) && !alive(h.pid)) {
+    // Left by a run that ended without releasing it (killed). Two processes taking it over at once both removed
+    // "the stale lock" — one of them the other's new one — and both ran (the resume audit of session 10): only the
+    // holder of the takeover guard may remove it, after checking under the guard that it is still that stale lock.
+    const guard = `${path}.takeover`;
+    if (takeGuard(guard)) {
       try {
-        const h = JSON.parse(readFileSync(path, 'utf8')) as Holder;
-        if (h.pid === me.pid && h.host === me.host && existsSync(path)) rmSync(path, { force: true });
-      } catch { /* already gone */ }
-    };
+        const again = readHolder(path);
+        if (!existsSync(path) || (again && again.pid === h.pid && again.host === h.host && again.started === h.started)) {
+          rmSync(path, { force: true });
+          if (create()) return release;
+        }
+      } finally {
+        rmSync(guard, { force: true });
+      }
+    }
   }
-  throw new ConfigError(`run folder ${dir}: could not take its lock ${path}`);
+  const now = readHolder(path) ?? h;
+  throw new ConfigError(`run folder ${dir} is in use by another owlet run` +
+    (now ? ` (pid ${now.pid} on ${now.host}, since ${now.started})` : '') +
+    `; wait for it, use another run.out_dir, or delete ${path} if that run is gone`);
+}
+
+function readHolder(path: string): Holder | null {
+  try { return JSON.parse(readFileSync(path, 'utf8')) as Holder; } catch { return null; /* gone, being written, or not ours */ }
+}
+
+/** Creates the takeover guard; false when another process holds it. A guard older than a minute was left by a process
+ *  that died taking a lock over (taking over takes milliseconds) and is replaced. */
+function takeGuard(guard: string): boolean {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      closeSync(openSync(guard, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o644));
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      let age = 0;
+      try { age = Date.now() - statSync(guard).mtimeMs; } catch { continue; /* just released: try again */ }
+      if (attempt > 0 || age < 60_000) return false;
+      rmSync(guard, { force: true });
+    }
+  }
+  return false;
 }

@@ -3,7 +3,7 @@
 // order); rank 0 alone writes the run folder; a two-rank checkpoint resumes on one rank and a one-rank checkpoint on
 // two, both ending where an uninterrupted run ends.
 import test from 'ava';
-import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { loadSafetensors } from '../../lib/model/io/index.ts';
@@ -127,4 +127,27 @@ test.serial('one run folder, one run: a second run on a folder in use is refused
   writeFileSync(join(dir, LOCK_FILE), JSON.stringify({ pid: 2 ** 22 + 12345, host: hostname(), started: 'then' }));
   await trainAlone('locked', '--set', 'training.steps=1');
   t.false(existsSync(join(dir, LOCK_FILE)), 'released at the end');
+});
+
+// Two processes taking one stale lock over at once both removed "the stale lock" — one of them the other's fresh one —
+// and both ran (resume audit, 3 of 30 trials): only the holder of the takeover guard removes it, after checking under
+// the guard that it is still that stale lock.
+test.serial('a stale lock is taken over by one process only: not while another holds the takeover guard', (t) => {
+  const dir = out('stale-guard'), lock = join(dir, LOCK_FILE), guard = `${lock}.takeover`;
+  mkdirSync(dir, { recursive: true });
+  const stale = JSON.stringify({ pid: 2 ** 22 + 12345, host: hostname(), started: 'then' });
+  writeFileSync(lock, stale);
+  writeFileSync(guard, ''); // another process is taking it over right now
+  t.throws(() => lockRunFolder(dir), { message: /is in use by another owlet run \(pid 4206649 on .*since then\)/ });
+  t.is(readFileSync(lock, 'utf8'), stale, 'the lock was not removed');
+  // a guard a minute old was left by a process that died while taking over: replaced
+  const old = new Date(Date.now() - 120_000);
+  utimesSync(guard, old, old);
+  const release = lockRunFolder(dir);
+  t.is(JSON.parse(readFileSync(lock, 'utf8')).pid, process.pid);
+  t.false(existsSync(guard));
+  // now held by a live process (this one): refused, and nothing removed
+  t.throws(() => lockRunFolder(dir), { message: new RegExp(`in use by another owlet run \\(pid ${process.pid} `) });
+  release();
+  t.false(existsSync(lock));
 });

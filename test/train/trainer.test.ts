@@ -287,7 +287,7 @@ test.serial('device control: a non-finite loss or gradient skips the update on t
 // a record covers the same steps (the steps since the last record go back into the interval meter), and a checkpoint
 // step whose evaluation did not finish is evaluated and recorded on resume.
 const recordCore = (dir: string) => readRecords(join(dir, 'metrics.jsonl'))
-  .map((r) => ({ step: r.step, loss: r.loss, grad_norm: r.grad_norm, lr: r.lr, eval_loss: (r as Record<string, unknown>).eval_loss }));
+  .map((r) => ({ step: r.step, loss: r.loss, grad_norm: r.grad_norm, lr: r.lr, eval_loss: (r as unknown as Record<string, unknown>).eval_loss }));
 
 test.serial('a resumed run writes the records of an uninterrupted one: the steps before the checkpoint count in the next record', async (t) => {
   const opts = { totalSteps: 8, checkpointEvery: 3, logEvery: 4 };
