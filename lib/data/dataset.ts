@@ -15,7 +15,8 @@
 // are the unsharded epoch (plus the padding). Training streams interleave instead (ShardOptions.chunk): rank r reads
 // every W-th micro-batch of the one global stream, which is what makes W ranks equal to one rank accumulating W×.
 import { readFileSync } from 'node:fs';
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { createHash } from 'node:crypto';
+import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import { DataFormatError } from './errors.ts';
 import { AI_MARKER, IMAGE_TOKEN } from './template.ts';
 import { hashInts, permutation, rng } from './rng.ts';
@@ -145,8 +146,28 @@ export class JsonlDataset {
     return this.sources.reduce((a, s) => a + Math.round((s.spec.weight ?? 1) * s.records.length), 0);
   }
 
-  /** A fingerprint of the files, their sizes and weights (a saved position only fits the same mixture). */
+  /**
+   * A fingerprint of what is read, in order — each record's kind, text and images (relative to its image root) and
+   * each file's weight — not of where the files are: a saved position only fits the same mixture, and data moved
+   * elsewhere whole is still that mixture. (It hashed the paths, record counts and weights: a file rewritten in
+   * another order resumed silently with other samples, and a copy at another path was refused.)
+   */
   get fingerprint(): number {
+    if (this.contentHash === null) {
+      const h = createHash('sha256');
+      for (const s of this.sources) {
+        const root = s.spec.imageRoot ?? dirname(resolve(s.spec.path));
+        h.update(`${s.records.length}|${s.spec.weight ?? 1}\n`);
+        for (const r of s.records) h.update(JSON.stringify([r.kind, r.text, r.images.map((i) => relative(root, i))]) + '\n');
+      }
+      this.contentHash = h.digest().readUInt32LE(0);
+    }
+    return this.contentHash;
+  }
+  private contentHash: number | null = null;
+
+  /** The fingerprint positions saved before 2026-11-27 hold (paths, record counts, weights), still accepted. */
+  get legacyFingerprint(): number {
     const xs: number[] = [];
     for (const s of this.sources) {
       for (const ch of s.spec.path) xs.push(ch.codePointAt(0)!);

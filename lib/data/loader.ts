@@ -126,12 +126,13 @@ export class DataLoader implements AsyncIterable<Batch> {
       const want: Record<string, unknown> = { seed: o.seed, rank: o.rank, worldSize: o.worldSize, shuffle: o.shuffle, fingerprint: dataset.fingerprint };
       // One rank reads the same samples in either layout (from base 0), so its positions fit both.
       if (o.worldSize > 1 || p.worldSize > 1 || (p.base ?? 0) > 0) want.chunk = o.chunk;
+      if (p.fingerprint === dataset.legacyFingerprint) want.fingerprint = p.fingerprint; // (saved before content hashing)
       for (const [k, v] of Object.entries(want)) {
         if ((p as unknown as Record<string, unknown>)[k] !== v) {
           const saved = String((p as unknown as Record<string, unknown>)[k]);
           throw new DataFormatError(k === 'fingerprint'
-            ? 'cannot resume the data position: the data files are not the ones the checkpoint was reading (their ' +
-              `records or weights changed; fingerprint ${saved} then, ${String(v)} now). Put the original files back, or ` +
+            ? 'cannot resume the data position: the data are not what the checkpoint was reading (records — their text, ' +
+              `images or order — or the files' weights changed; fingerprint ${saved} then, ${String(v)} now). Put the original files back, or ` +
               'start a new run from the checkpoint\'s weights (model.weights) with the new data'
             : `cannot resume: the saved position has ${k} = ${saved}, this loader ${String(v)}`);
         }

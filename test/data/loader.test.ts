@@ -261,3 +261,28 @@ test('worker threads prepare the same batches as the main thread, and report bad
     pooled.close();
   }
 });
+
+// Resume audit (session 10): the fingerprint hashed the paths, record counts and weights, so a file rewritten in
+// another order resumed silently with other samples, and the same data moved whole to another folder was refused.
+test('a saved position fits the same records wherever they are, and not the same file with its lines reordered', (t) => {
+  const moved = mkdtempSync(join(tmpdir(), 'owlet-loader-moved-'));
+  try {
+    mkdirSync(join(moved, 'img'));
+    for (let i = 0; i < 6; i++) writeFileSync(join(moved, 'img', `${i}.png`), readFileSync(join(dir, 'img', `${i}.png`)));
+    const lines = readFileSync(join(dir, 'inst.jsonl'), 'utf8').trim().split('\n');
+    writeFileSync(join(moved, 'inst.jsonl'), lines.join('\n') + '\n');
+    const here = JsonlDataset.load([join(dir, 'inst.jsonl')]), there = JsonlDataset.load([join(moved, 'inst.jsonl')]);
+    t.is(there.fingerprint, here.fingerprint, 'moved whole: the same mixture');
+    const saved = new DataLoader(here, base()).position();
+    t.notThrows(() => new DataLoader(there, base({ position: saved })).close());
+    writeFileSync(join(moved, 'inst.jsonl'), [...lines.slice(1), lines[0]].join('\n') + '\n');
+    const reordered = JsonlDataset.load([join(moved, 'inst.jsonl')]);
+    t.not(reordered.fingerprint, here.fingerprint);
+    t.throws(() => new DataLoader(reordered, base({ position: saved })), { instanceOf: DataFormatError, message: /records — their text, images or order —/ });
+    t.not(JsonlDataset.load([{ path: join(dir, 'inst.jsonl'), weight: 2 }]).fingerprint, here.fingerprint, 'a weight changes it');
+    // positions saved before the content hash (paths, counts, weights) are still accepted for the same files
+    t.notThrows(() => new DataLoader(here, base({ position: { ...saved, fingerprint: here.legacyFingerprint } })).close());
+  } finally {
+    rmSync(moved, { recursive: true, force: true });
+  }
+});
