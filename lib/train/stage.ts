@@ -1,6 +1,6 @@
 // Training one stage from a validated config: the programmatic form of `owlet train`.
 import { join } from 'node:path';
-import { existsSync, writeFileSync, mkdirSync, statSync } from 'node:fs';
+import { existsSync, writeFileSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { noGrad } from '../tensor/index.ts';
 import { resolveResume } from './checkpoint.ts';
 import type { OwletConfig } from './config-schema.ts';
@@ -8,8 +8,9 @@ import { gradAccumFor, modelSizes, totalSteps } from './config.ts';
 import type { Components } from './components.ts';
 import { estimateMemory, estimateStepFlops } from './estimate.ts';
 import { OutOfMemoryError } from '../tensor/errors.ts';
-import { ConfigError } from './errors.ts';
+import { CheckpointError, ConfigError } from './errors.ts';
 import { lockRunFolder } from './run-lock.ts';
+import { resumeConfigChanges, weightsFingerprint } from './resume-check.ts';
 import { checkRanksAgree, comparableConfig } from './rank-agreement.ts';
 import { gradientSyncSettings } from '../dist/env.ts';
 import { applyStage, decayGroups } from './param-groups.ts';
@@ -70,6 +71,30 @@ function memoryAdvice(config: OwletConfig): string {
     'training.global_batch keeps the batch per step — or data.max_length)';
 }
 
+/**
+ * Before a resume: refuses a configuration that changes what the checkpoint's weights mean (LoRA's r, alpha or targets,
+ * the trained groups, the architecture) or other base weights than it was trained on, and names every other setting
+ * that changed (a new learning rate or step count is then a choice seen, not an accident). Checkpoints written before
+ * the comparison existed have no base-weights identity: not checked.
+ */
+function checkResumeConfig(dir: string, config: OwletConfig, baseWeights: string | null, log: (l: string) => void): void {
+  const file = join(dir, 'config.json');
+  if (!existsSync(file)) return; // (the checkpoint's own integrity check names a missing file)
+  const saved = JSON.parse(readFileSync(file, 'utf8')) as Json & { provenance?: { base_weights?: string | null } };
+  const was = saved.provenance?.base_weights ?? null;
+  if (was && baseWeights && was !== baseWeights) {
+    throw new CheckpointError(`model.weights ${config.model.weights} is not the base model checkpoint ${dir} was trained on ` +
+      `(its files differ: identity ${baseWeights} now, ${was} then): resume with the original, or start a new run from ` +
+      "the checkpoint's weights");
+  }
+  const { refused, changed } = resumeConfigChanges(saved, config as unknown as Json);
+  if (refused.length) {
+    throw new ConfigError(`cannot resume ${dir} with another ${refused.length === 1 ? 'setting' : 'settings'} of what its weights ` +
+      `are: ${refused.join('; ')} (its trained weights would mean something else); resume with the checkpoint's, or start a new run`);
+  }
+  if (changed.length) log(`resuming with changed settings (checkpoint → now): ${changed.join('; ')}`);
+}
+
 async function runStage<B extends Batch>(config: OwletConfig, c: Components<B>, o: TrainStageOptions): Promise<StageResult> {
   const sizes = modelSizes(config);
   const outDir = config.run.out_dir;
@@ -114,10 +139,13 @@ async function runStage<B extends Batch>(config: OwletConfig, c: Components<B>, 
     log(`data parallel: ${shard.worldSize} ranks × micro-batch ${config.data.micro_batch} × accumulation ${gradAccum} = ` +
       `global batch ${shard.worldSize * config.data.micro_batch * gradAccum}`);
   }
+  // The frozen base weights are not in the checkpoints: their identity is, so that a resume over other ones is refused.
+  const baseWeights = config.model.weights ? weightsFingerprint(config.model.weights) : null;
   const trainer = new Trainer<B>({
     model, trainable, data, optimizer, schedule, totalSteps: steps, seed: config.run.seed, stage: config.stage.id,
     gradAccum, clip: config.training.clip, maxSkippedSteps: config.training.max_skipped_steps, dist,
-    outDir, checkpoint: { io: c.tensorIO, every: config.logging.save_every, keepLast: config.logging.keep_last, config: config as unknown as Json },
+    outDir, checkpoint: { io: c.tensorIO, every: config.logging.save_every, keepLast: config.logging.keep_last,
+      config: { ...config, provenance: { base_weights: baseWeights } } as unknown as Json },
     evaluate, logEvery: config.logging.every, tensorboard: config.logging.tensorboard, plots: config.logging.plots,
     progress: o.progress ?? config.logging.progress,
     peakFlops: config.logging.peak_flops === undefined ? undefined : config.logging.peak_flops * shard.worldSize,
@@ -125,6 +153,7 @@ async function runStage<B extends Batch>(config: OwletConfig, c: Components<B>, 
   });
   try {
     if (resumePath) {
+      checkResumeConfig(resumePath, config, baseWeights, log);
       await trainer.resumeFrom(resumePath);
       log(`resumed from ${resumePath} at step ${trainer.step}/${steps}`);
     }

@@ -7,33 +7,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generateDemoData } from '../../lib/data/index.ts';
 import { dump } from '../../lib/model/dump.ts';
-import { validateConfig } from '../../lib/train/config.ts';
 import { owlComponents } from '../../lib/train/owl-components.ts';
 import { trainStage } from '../../lib/train/stage.ts';
+import { tinyStageConfig } from './helpers/tiny-stage.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'owlet-baddata-'));
 test.after.always(() => rmSync(tmp, { recursive: true, force: true }));
 
 const caption = (image: string) => JSON.stringify({ text: 'The following is a conversation.\nHuman: <image>\nHuman: What is in the image?\nAI: a red circle.', image: [image] });
 
-function config(out: string, o: { train: string; eval?: string; imageSize?: number; steps?: number; saveEvery?: number; stageId?: number }) {
-  return validateConfig({
-    run: { name: 'bad', out_dir: out, seed: 3, device: 'cpu' },
-    model: { sizes: {
-      num_query_tokens: 4,
-      vision_config: { hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2, image_size: 56, patch_size: 14 },
-      visual_abstractor_config: { hidden_size: 32, intermediate_size: 48, num_hidden_layers: 1, num_attention_heads: 2, encoder_hidden_size: 32 },
-      text_config: { hidden_size: 48, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2, vocab_size: 32000 },
-    } },
-    stage: { id: o.stageId ?? 1, train: o.stageId === 0 ? ['llm'] : ['queries', 'abstractor'] },
-    data: { train: [{ path: o.train }], eval: o.eval ? [{ path: o.eval }] : [], max_length: 48, micro_batch: 2,
-      image: { size: o.imageSize ?? 56, train_transform: 'resize' } },
-    optimizer: { lr: 1e-3 },
-    schedule: { type: 'constant', warmup_steps: 0 },
-    training: { steps: o.steps ?? 2 },
-    logging: { every: 1, save_every: o.saveEvery ?? 0, eval_batches: 1, tensorboard: false, plots: false, progress: false },
-  });
-}
+const config = tinyStageConfig;
 
 let data = '';
 test.before(async () => {
