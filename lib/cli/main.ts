@@ -42,7 +42,7 @@ function build(io: CliIO, failed: { code: number }): Command {
     .option('--set <key=value>', 'override a config field (dotted path, YAML value); repeatable', collect, [])
     .option('--resume <auto|dir>', "continue from the newest complete checkpoint ('auto') or from a checkpoint directory")
     .option('--no-progress', 'no progress bar')
-    .action(async (o) => trainCommand({ config: o.config, set: o.set, resume: o.resume, progress: o.progress === false ? false : undefined }, io));
+    .action(async (o) => { failed.code = await trainCommand({ config: o.config, set: o.set, resume: o.resume, progress: o.progress === false ? false : undefined }, io); });
 
   program.command('estimate').description('per-device memory (and FLOPs) a stage needs, from its config')
     .requiredOption('--config <file>', 'run configuration (YAML)')

@@ -28,8 +28,11 @@ export interface LaunchOptions {
   masterPort?: number;
   /** The owlet command each rank runs, e.g. ['train', '--config', 'run.yaml']. */
   command: string[];
-  /** Milliseconds between SIGTERM and SIGKILL when stopping ranks (default 5000). */
+  /** Milliseconds between SIGTERM and SIGKILL when stopping ranks after one failed (default 5000). */
   graceMs?: number;
+  /** Milliseconds the ranks get to finish their step and save a checkpoint after Ctrl-C or SIGTERM (default 300000;
+   *  a second Ctrl-C stops them at once). */
+  interruptGraceMs?: number;
   /** Extra environment for the ranks. */
   env?: Record<string, string>;
   /** Output of the ranks (prefixed lines) and of the launcher. */
@@ -90,23 +93,30 @@ export async function launch(o: LaunchOptions): Promise<void> {
   let interrupted: NodeJS.Signals | null = null;
   let killTimer: NodeJS.Timeout | null = null;
 
-  const stopAll = (signal: NodeJS.Signals) => {
+  const stopAll = (signal: NodeJS.Signals, graceMs = n.graceMs) => {
     for (const r of ranks) if (r.code === null && r.signal === null) r.child.kill(signal);
     if (!killTimer) {
       killTimer = setTimeout(() => {
         for (const r of ranks) {
           if (r.code === null && r.signal === null) {
-            err(`[launch] rank ${r.rank} (pid ${r.child.pid}) did not stop within ${n.graceMs} ms: SIGKILL`);
+            err(`[launch] rank ${r.rank} (pid ${r.child.pid}) did not stop within ${graceMs} ms: SIGKILL`);
             r.child.kill('SIGKILL');
           }
         }
-      }, n.graceMs);
+      }, graceMs);
     }
   };
+  // A user's Ctrl-C or a scheduler's SIGTERM: forwarded, and the ranks (owlet train) stop together after their
+  // current step with a checkpoint, which may take a while; a second one kills them at once.
   const onSignal = (signal: NodeJS.Signals) => {
-    if (!interrupted) err(`[launch] ${signal}: stopping ${ranks.length} rank(s)`);
-    interrupted ??= signal;
-    stopAll(signal);
+    if (interrupted) {
+      err(`[launch] ${signal} again: SIGKILL to ${ranks.filter((r) => r.code === null && r.signal === null).length} rank(s)`);
+      for (const r of ranks) if (r.code === null && r.signal === null) r.child.kill('SIGKILL');
+      return;
+    }
+    err(`[launch] ${signal}: the ${ranks.length} rank(s) stop after their current step with a checkpoint (${signal === 'SIGINT' ? 'Ctrl-C' : signal} again kills them)`);
+    interrupted = signal;
+    stopAll(signal, o.interruptGraceMs ?? 300_000);
   };
   const onInt = () => onSignal('SIGINT');
   const onTerm = () => onSignal('SIGTERM');

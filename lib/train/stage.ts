@@ -30,6 +30,8 @@ export interface TrainStageOptions {
    * same config; rank 0 resolves --resume, all start from rank 0's weights, and rank 0 alone writes the run folder.
    */
   dist?: Collectives;
+  /** Polled after each step: true stops the run there with a checkpoint, and without the final export. */
+  stopRequested?: () => boolean;
 }
 
 export interface StageResult extends TrainResult { outDir: string; resumedFrom: string | null; totalSteps: number }
@@ -149,7 +151,7 @@ async function runStage<B extends Batch>(config: OwletConfig, c: Components<B>, 
     evaluate, logEvery: config.logging.every, tensorboard: config.logging.tensorboard, plots: config.logging.plots,
     progress: o.progress ?? config.logging.progress,
     peakFlops: config.logging.peak_flops === undefined ? undefined : config.logging.peak_flops * shard.worldSize,
-    flopsPerStep: () => flops, gradOps: c.gradOps, log: o.log, warn: o.warn,
+    flopsPerStep: () => flops, gradOps: c.gradOps, log: o.log, warn: o.warn, stopRequested: o.stopRequested,
   });
   try {
     if (resumePath) {
@@ -166,7 +168,7 @@ async function runStage<B extends Batch>(config: OwletConfig, c: Components<B>, 
     // Every rank starts from rank 0's weights (fresh initialisation, loaded files and resumed state alike).
     if (dist) noGrad(() => dist.broadcast([...model.parameters().values()], 0));
     const r = await trainer.run();
-    if (c.exportFinal && main) await c.exportFinal(model, config, join(outDir, 'final'));
+    if (c.exportFinal && main && !r.interrupted) await c.exportFinal(model, config, join(outDir, 'final'));
     return { ...r, outDir, resumedFrom: resumePath, totalSteps: steps };
   } finally {
     trainer.dispose();

@@ -64,6 +64,9 @@ export interface TrainerOptions<B extends Batch> {
     onSavePoint?: (p: SavePoint) => void | Promise<void>;
   };
   evaluate?: { every: number; run: (step: number) => Promise<Record<string, number>> };
+  /** Polled after each step (on every rank; with several ranks they stop together, at the first step any asked):
+   *  true stops the run there with a checkpoint (Ctrl-C, SIGTERM: lib/cli/commands/train.ts). */
+  stopRequested?: () => boolean;
   logEvery?: number;
   tensorboard?: boolean;
   plots?: boolean;
@@ -79,6 +82,8 @@ export interface TrainerOptions<B extends Batch> {
 
 export interface TrainResult {
   steps: number;
+  /** Stopped by stopRequested before totalSteps (a checkpoint of the last step was saved when saving). */
+  interrupted: boolean;
   history: StepStats[];
   skipped: SkippedStep[];
   records: LogRecord[];
@@ -410,6 +415,7 @@ export class Trainer<B extends Batch = Batch> {
     };
     const evalAt = (step: number) => !!o.evaluate && ((o.evaluate.every > 0 && step % o.evaluate.every === 0) || step === o.totalSteps);
     let evalPending = false; // a step's record waits for its evaluation: not written if the evaluation fails
+    let interrupted = false;
     try {
       if (this.resumedFrom !== null) await this.catchUpRecords(writer, meter, logEvery, evalAt, async () => {
         evalMetrics = await noGrad(() => o.evaluate!.run(this.step));
@@ -435,11 +441,22 @@ export class Trainer<B extends Batch = Batch> {
           evalPending = false;
           emit();
         }
+        if (!last && this.stopAsked()) {
+          // A checkpoint of this step unless one was just saved; the steps since the last record stay unrecorded
+          // (the resume replays them from the checkpoint's history into the records an uninterrupted run writes).
+          if (this.saving && !(o.checkpoint!.every > 0 && this.step % o.checkpoint!.every === 0)) {
+            const saved = await this.save();
+            if (saved) { lastCheckpoint = saved; log(`saved ${saved}`); }
+          }
+          interrupted = true;
+          log(`stopped at step ${this.step}/${o.totalSteps}`);
+          break;
+        }
       }
     } finally {
       // (a failed evaluation leaves its step's record unwritten: the resume from the checkpoint that covers the step
       // evaluates it again and writes the record then, instead of keeping one without its evaluation)
-      if (!evalPending) emit();
+      if (!evalPending && !interrupted) emit();
       progress?.stop();
       this.progress = null;
       writer?.close();
@@ -447,7 +464,14 @@ export class Trainer<B extends Batch = Batch> {
     if (o.outDir && (o.plots ?? true) && writer) {
       await writePlots(readRecords(writer.jsonlPath), join(o.outDir, 'plots'));
     }
-    return { steps: this.step, history: this.history, skipped: this.skipped, records, checkpoint: lastCheckpoint };
+    return { steps: this.step, interrupted, history: this.history, skipped: this.skipped, records, checkpoint: lastCheckpoint };
+  }
+
+  /** Whether to stop after this step: asked on this rank, or (several ranks) on any. */
+  private stopAsked(): boolean {
+    if (!this.o.stopRequested) return false;
+    const here = this.o.stopRequested() ? 1 : 0;
+    return (this.worldSize > 1 ? this.o.dist!.allReduceNumbers([here])[0] : here) > 0;
   }
 
   /**

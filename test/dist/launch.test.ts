@@ -2,7 +2,8 @@
 // mid-run and Ctrl-C both stop every rank within seconds with no process left behind (so does killing the launcher
 // itself), and a node that never starts makes the rendezvous time out naming its ranks.
 import test from 'ava';
-import { rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { tinyRun, freePort, type TinyRun } from './helpers/tiny-run.ts';
 import { alive, owlet, processesWith, rankPids } from './helpers/cli.ts';
 
@@ -48,7 +49,7 @@ test.serial('a rank killed mid-run stops the launch within seconds, non-zero, le
   t.deepEqual(processesWith(marker), [], 'no process of this run is left');
 });
 
-test.serial('Ctrl-C (SIGINT) reaches every rank; the launcher exits 130 once all stopped', async (t) => {
+test.serial('Ctrl-C (SIGINT) reaches every rank; they stop together after a step with a checkpoint; the launcher exits 130', async (t) => {
   const marker = `${run.dir}/interrupted`;
   const r = owlet(['launch', '--nproc-per-node', '2', '--master-port', '0', '--', ...longTrain(marker)]);
   await r.waitFor(/^\[rank 0\] step 20\/100000 /);
@@ -61,6 +62,12 @@ test.serial('Ctrl-C (SIGINT) reaches every rank; the launcher exits 130 once all
   t.regex(r.lines.at(-1)!, /^owlet: launch: interrupted by SIGINT; all 2 rank\(s\) stopped$/);
   t.false(pids.some(alive));
   t.deepEqual(processesWith(marker), []);
+  // (rank 0 writes the folder: its checkpoint of the step both ranks stopped at, and how to continue)
+  const stopped = r.lines.map((l) => /^\[rank 0\] stopped at step (\d+)\/100000$/.exec(l)).find(Boolean);
+  t.truthy(stopped, r.lines.join('\n'));
+  t.true(existsSync(join(marker, 'checkpoints', `ckpt-${stopped![1]}`)), `ckpt-${stopped![1]}`);
+  t.true(r.lines.some((l) => /^\[rank 0\] stopped: \d+\/100000 steps, checkpoint .*; the same command with --resume auto continues it$/.test(l)));
+  t.false(existsSync(join(marker, 'final')), 'no final export of a stopped run');
 });
 
 test.serial('a launcher killed outright (SIGKILL) does not leave its ranks running', async (t) => {
@@ -84,4 +91,29 @@ test.serial('a node that never starts: the rendezvous times out naming its ranks
   t.is(code, 1);
   t.regex(r.lines.at(-1)!, new RegExp(`^owlet: launch: rank 0 exited with code 1: rendezvous on rank 0 of 2: timed out after 1\\.5 s: ` +
     `rank 1 of 2 did not arrive \\(store 127\\.0\\.0\\.1:${port}\\)$`));
+});
+
+// One process (no launcher): SIGTERM, as a scheduler preempts, stops after the step with a checkpoint; --resume auto
+// then ends exactly where an uninterrupted run ends (same final weights, bit for bit, and the same records).
+test.serial('owlet train alone: SIGTERM stops after a step with a checkpoint (exit 143), and the resume ends as an uninterrupted run', async (t) => {
+  const train = (out: string) => ['train', '--config', run.config, '--set', `run.out_dir=${out}`, '--set', 'training.steps=30',
+    '--set', 'logging.every=1', '--set', 'logging.save_every=0', '--set', 'logging.progress=false'];
+  const straightDir = `${run.dir}/straight`, stoppedDir = `${run.dir}/stopped`;
+  const straight = owlet(train(straightDir));
+  t.is((await straight.done).code, 0, straight.lines.join('\n'));
+  const r = owlet(train(stoppedDir));
+  await r.waitFor(/^step 3\/30 /);
+  r.child.kill('SIGTERM');
+  const { code } = await r.done;
+  t.is(code, 143, r.lines.join('\n'));
+  const at = Number(/^stopped at step (\d+)\/30$/.exec(r.lines.find((l) => l.startsWith('stopped at step'))!)![1]);
+  t.true(at >= 3 && at < 30 && existsSync(join(stoppedDir, 'checkpoints', `ckpt-${at}`)), `stopped at ${at}`);
+  const resumed = owlet([...train(stoppedDir), '--resume', 'auto']);
+  t.is((await resumed.done).code, 0, resumed.lines.join('\n'));
+  t.deepEqual(readFileSync(join(stoppedDir, 'final', 'model.safetensors')), readFileSync(join(straightDir, 'final', 'model.safetensors')));
+  const rows = (dir: string) => readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => {
+    const { step, loss, grad_norm, lr } = JSON.parse(l) as Record<string, number>;
+    return { step, loss, grad_norm, lr };
+  });
+  t.deepEqual(rows(stoppedDir), rows(straightDir));
 });
