@@ -4,7 +4,7 @@
 //           grayscale replicated, CMYK converted to sRGB); the stored pixels, EXIF orientation NOT applied: the
 //           official loader is `Image.open(p).convert('RGB')`, and PIL does not apply it (ImageOps.exif_transpose
 //           would), so a phone photo tagged "rotate 90°" is trained on as stored;
-//   eval:   squash-resize to R×R, bicubic (sharp's 'cubic' is the closest to PIL's bicubic; ecosystem.md §4);
+//   eval:   squash-resize to R×R, Pillow's bicubic byte for byte (pil-resize.ts; libvips' cubic differed from it);
 //   train:  torchvision RandomResizedCrop(R, scale=(0.5, 1), ratio=(3/4, 4/3), bicubic) then a horizontal flip with
 //           p = 0.5, drawn from a seeded Rng;
 //   then ToTensor (÷255) and Normalize with the OpenAI CLIP mean/std, as a CHW Float32Array.
@@ -13,6 +13,7 @@
 import { readFile } from 'node:fs/promises';
 import sharp from 'sharp';
 import { ImageError } from './errors.ts';
+import { resizeBicubicPil } from './pil-resize.ts';
 import type { Rng } from './rng.ts';
 
 export const CLIP_MEAN: readonly [number, number, number] = [0.48145466, 0.4578275, 0.40821073];
@@ -103,14 +104,22 @@ export function randomResizedCropParams(width: number, height: number, r: Rng, s
   return { top: Math.floor((height - h) / 2), left: Math.floor((width - w) / 2), height: h, width: w };
 }
 
-/** Crops (optional), resizes to R×R bicubic without keeping the aspect ratio, flips (optional): R×R×3 bytes. */
-export async function resizeRgb(img: RgbImage, resolution: number, crop: CropBox | null, flip: boolean, what = 'image'): Promise<Buffer> {
+/** Crops (optional), resizes to R×R with Pillow's bicubic without keeping the aspect ratio (torchvision: crop, then
+ *  resize), flips (optional): R×R×3 bytes. */
+export async function resizeRgb(img: RgbImage, resolution: number, crop: CropBox | null, flip: boolean, what = 'image'): Promise<Uint8Array> {
   try {
-    let s = sharp(img.data, { raw: { width: img.width, height: img.height, channels: 3 } });
-    if (crop) s = s.extract(crop);
-    const out = await s.resize(resolution, resolution, { kernel: 'cubic', fit: 'fill', fastShrinkOnLoad: false }).raw().toBuffer();
+    let src: Uint8Array = img.data, w = img.width, h = img.height;
+    if (crop) {
+      const { top, left, width, height } = crop;
+      if (top < 0 || left < 0 || width < 1 || height < 1 || left + width > w || top + height > h) {
+        throw new Error(`crop ${width}×${height} at (${left}, ${top}) outside the ${w}×${h} image`);
+      }
+      const cut = new Uint8Array(width * height * 3);
+      for (let y = 0; y < height; y++) cut.set(src.subarray(((top + y) * w + left) * 3, ((top + y) * w + left + width) * 3), y * width * 3);
+      [src, w, h] = [cut, width, height];
+    }
+    const out = resizeBicubicPil(src, w, h, resolution, resolution);
     if (flip) {
-      // Done here rather than with sharp's flop(), which libvips applies before the crop.
       const row = resolution * 3;
       for (let y = 0; y < resolution; y++) {
         for (let x = 0, o = y * row; x < resolution >> 1; x++) {
