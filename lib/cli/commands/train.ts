@@ -19,14 +19,17 @@ export async function trainCommand(a: TrainArgs, io: CliIO): Promise<number> {
   const dist = initProcessGroup();
   // Ctrl-C or SIGTERM (a scheduler's preemption; owlet launch forwards both to every rank): the run stops after its
   // current step with a checkpoint, and --resume auto continues it exactly. A second one stops at once, losing the
-  // steps since the last checkpoint, as a kill does.
-  let stop: NodeJS.Signals | null = null;
+  // steps since the last checkpoint, as a kill does — a second one a second or more later: a Ctrl-C at the terminal
+  // reaches the ranks of owlet launch twice, from the terminal and forwarded by the launcher.
+  let stop: NodeJS.Signals | null = null, stopAt = 0;
   const onSignal = (signal: NodeJS.Signals) => {
     if (stop) {
+      if (Date.now() - stopAt < 1000) return;
       io.err(`owlet: ${signal} again: stopping now, without a checkpoint`);
       process.exit(signal === 'SIGINT' ? 130 : 143);
     }
     stop = signal;
+    stopAt = Date.now();
     if (dist.rank === 0) io.err(`owlet: ${signal}: stopping after this step with a checkpoint (${signal === 'SIGINT' ? 'Ctrl-C' : signal} again stops now)`);
   };
   const onInt = () => onSignal('SIGINT'), onTerm = () => onSignal('SIGTERM');
