@@ -12,6 +12,7 @@ import { LaunchError } from '../dist/launch.ts';
 import { exitWithLauncher } from '../dist/env.ts';
 import { launchCommand } from './commands/launch.ts';
 import { trainCommand } from './commands/train.ts';
+import { mergeCommand } from './commands/merge.ts';
 import { processIO, type CliIO } from './io.ts';
 
 const collect = (v: string, prev: string[]) => [...prev, v];
@@ -88,6 +89,13 @@ function build(io: CliIO, failed: { code: number }): Command {
     .addOption(new Option('--stage <n>', 'which parameters get gradients').choices(['1', '2']).makeOptionMandatory())
     .requiredOption('--out <file>', 'output .safetensors')
     .action((o) => dumpCommand(o, io));
+
+  program.command('merge').description('fold a LoRA adapter into its base weights: a plain model directory (the released form)')
+    .requiredOption('--checkpoint <dir>', 'model directory (e.g. runs/x/final)')
+    .option('--adapter <dir>', 'PEFT adapter directory (default: the checkpoint\'s adapter/)')
+    .requiredOption('--out <dir>', 'where the merged model goes')
+    .addOption(new Option('--dtype <dtype>', 'dtype of the written weights (default: as saved)').choices(['f32', 'bf16']))
+    .action((o) => mergeCommand(o, io));
 
   program.command('lint-data').description('check instruction-data JSONL files (fields, <image> counts, images, lengths)')
     .argument('<files...>', 'JSONL files')

@@ -3,6 +3,13 @@ import { spawnSync } from 'node:child_process';
 import { main } from '../../lib/cli/main.ts';
 import type { CliIO } from '../../lib/cli/io.ts';
 import { probeCuda } from '../../lib/train/device.ts';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { io, loadBatch, loadModel } from '../../lib/model/index.ts';
+import { scope } from '../../lib/tensor/index.ts';
+import { TOL, relMaxError } from '../helpers/tolerances.ts';
+import { owlTinyDir } from '../helpers/owl-steps.ts';
 
 async function run(...argv: string[]): Promise<{ code: number; out: string[]; err: string[] }> {
   const out: string[] = [], err: string[] = [];
@@ -94,4 +101,29 @@ test('bin/owlet.js runs the CLI through tsx with the same exit codes and one-lin
   const debug = spawnSync(process.execPath, ['bin/owlet.js', 'estimate', '--config', 'missing.yaml'], { encoding: 'utf8', env: { ...process.env, OWLET_DEBUG: '1' } });
   t.is(debug.status, 2);
   t.regex(debug.stderr, /^owlet: cannot read config 'missing\.yaml': no such file\nConfigError: .*\n\s+at loadConfig/);
+});
+
+// owlet merge (format audit): the released checkpoints hold LoRA merged into the base weights (spec §2.1); merging the
+// fixture's adapter gives a plain model whose logits are the adapter-applied ones of the official code.
+const FIXTURE_DIR = owlTinyDir() ?? join(import.meta.dirname, '../../../shared/fixtures/owl-tiny');
+(existsSync(join(FIXTURE_DIR, 'model.safetensors')) ? test : test.skip)('merge folds the adapter into the weights: the official LoRA logits without an adapter', async (t) => {
+  const out = mkdtempSync(join(tmpdir(), 'owlet-merge-'));
+  try {
+    const r = await run('merge', '--checkpoint', FIXTURE_DIR, '--adapter', FIXTURE_DIR, '--out', out);
+    t.is(r.code, 0, r.err.join('\n'));
+    t.regex(r.out[0], /merged the adapter into 4 module\(s\)/);
+    t.false(existsSync(join(out, 'adapter')));
+    const m = loadModel(out);
+    t.false([...m.params.keys()].some((k) => k.includes('lora_')));
+    scope(() => {
+      const logits = m.forward(loadBatch(join(FIXTURE_DIR, 'batch.safetensors'))).logits.toFloat32();
+      const want = io.loadSafetensors(join(FIXTURE_DIR, 'forward_lora.safetensors')).get('logits')!.toFloat32();
+      t.true(relMaxError(logits, want, TOL.fixture.floor) < TOL.fixture.rel);
+    });
+    for (const p of m.params.values()) p.dispose();
+    t.is((await run('merge', '--checkpoint', out, '--out', join(out, 'x'))).code, 2, 'nothing to merge');
+    t.is((await run('merge', '--checkpoint', FIXTURE_DIR, '--adapter', FIXTURE_DIR, '--out', FIXTURE_DIR)).code, 2, 'not over itself');
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
 });
