@@ -2,9 +2,10 @@ import test from 'ava';
 import { rope, tensor, scope, ShapeError, ArgumentError } from '../lib/tensor/index.ts';
 import { checkOp } from './helpers/gradcheck.ts';
 import { TOL, relMaxError } from './helpers/tolerances.ts';
+import { ropeAngle } from './helpers/reference.ts';
 
-// The PyTorch reference formula (shared/reference/torch_owl.py), in float64 with cos/sin rounded to fp32 as it does:
-// inv = 1 / theta^(arange(0, D, 2) / D); angle = pos * inv; y = x·cos + cat(-b, a)·sin with cos/sin over cat(fr, fr).
+// HF's LlamaRotaryEmbedding (what the official code runs): inv = 1 / theta^(arange(0, D, 2) / D) and angle = pos · inv
+// in fp32 (ropeAngle), cos/sin of that rounded to fp32; y = x·cos + cat(-b, a)·sin with cos/sin over cat(fr, fr).
 function refRope(x: Float64Array, [B, T, H, D]: number[], pos0: number, theta: number): Float64Array {
   const half = D / 2, y = new Float64Array(x.length);
   for (let b = 0; b < B; b++)
@@ -12,7 +13,7 @@ function refRope(x: Float64Array, [B, T, H, D]: number[], pos0: number, theta: n
       for (let h = 0; h < H; h++) {
         const o = ((b * T + t) * H + h) * D;
         for (let i = 0; i < half; i++) {
-          const angle = (pos0 + t) * (1 / theta ** ((2 * i) / D));
+          const angle = ropeAngle(pos0 + t, i, D, theta);
           const c = Math.fround(Math.cos(angle)), s = Math.fround(Math.sin(angle));
           const a = x[o + i], z = x[o + i + half];
           y[o + i] = a * c - z * s;

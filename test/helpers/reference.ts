@@ -67,6 +67,14 @@ export function rmsNormRef(x: F, w: F, rows: number, C: number, eps: number, gy:
   return { y, rstd, gx, gw };
 }
 
+/** HF's RoPE angle in fp32 (LlamaRotaryEmbedding: inv_freq = 1 / base^(arange(0, D, 2) / D), angle = t · inv_freq,
+ *  each an fp32 operation; native/src/core/rope_angle.h). */
+export function ropeAngle(pos: number, i: number, D: number, theta: number): number {
+  const f = Math.fround;
+  const inv = f(1 / f(Math.pow(f(theta), f(f(2 * i) / f(D)))));
+  return f(f(pos) * inv);
+}
+
 /** HF rotate-half RoPE on [B, T, H, D]; sign −1 is the inverse rotation (the backward). */
 export function ropeRef(x: F, B: number, T: number, H: number, D: number, pos0: number, theta: number, sign: number): F {
   const y = new Float64Array(x.length), D2 = D / 2;
@@ -74,7 +82,7 @@ export function ropeRef(x: F, B: number, T: number, H: number, D: number, pos0: 
     for (let t = 0; t < T; t++)
       for (let h = 0; h < H; h++)
         for (let d = 0; d < D2; d++) {
-          const ang = (pos0 + t) * Math.pow(theta, (-2 * d) / D);
+          const ang = ropeAngle(pos0 + t, d, D, theta);
           const c = Math.fround(Math.cos(ang)), s = sign * Math.fround(Math.sin(ang));
           const i1 = ((b * T + t) * H + h) * D + d, i2 = i1 + D2;
           y[i1] = x[i1] * c - x[i2] * s;

@@ -1,7 +1,7 @@
 // Rotary position embedding, HF LLaMA "rotate half" convention, on x [B, T, H, D]:
 //   y = x·cos + rotate_half(x)·sin,  rotate_half([a, b]) = [-b, a] over the two halves of D,
-// with cos/sin of angle(pos, i) = pos · theta^(-2i/D) evaluated in float64 and rounded to fp32 (as the reference
-// does), i < D/2, and pos = pos0 + t. The backward is the inverse (transposed) rotation.
+// with cos/sin of angle(pos, i) = pos · theta^(-2i/D) as HF's LlamaRotaryEmbedding computes it in fp32
+// (core/rope_angle.h), i < D/2, and pos = pos0 + t. The backward is the inverse (transposed) rotation.
 //
 // cos/sin cost a float64 libm call each, far more than the rotation itself, so tables are cached per (D, theta) for
 // positions [0, P) and grown on demand; an entry depends only on (pos, i, D, theta), so a grown table has the same
@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "../core/kernels.h"
+#include "../core/rope_angle.h"
 
 namespace owlet::kern {
 
@@ -32,12 +33,11 @@ struct RopeTable {
 void fill_table(RopeTable& t, int64_t from) {
   t.cos.resize(size_t(t.positions * t.half));
   t.sin.resize(size_t(t.positions * t.half));
-  std::vector<double> inv_freq(size_t(t.half));
-  for (int64_t i = 0; i < t.half; i++)  // 1 / theta^(2i/D), the reference's float64 expression
-    inv_freq[size_t(i)] = 1.0 / std::pow(t.theta, double(2 * i) / double(2 * t.half));
+  std::vector<float> inv_freq(size_t(t.half));
+  for (int64_t i = 0; i < t.half; i++) inv_freq[size_t(i)] = rope_inv_freq(t.theta, i, 2 * t.half);
   for (int64_t p = from; p < t.positions; p++)
     for (int64_t i = 0; i < t.half; i++) {
-      double angle = double(t.first + p) * inv_freq[size_t(i)];
+      const double angle = rope_angle(t.first + p, inv_freq[size_t(i)]);
       t.cos[size_t(p * t.half + i)] = float(std::cos(angle));
       t.sin[size_t(p * t.half + i)] = float(std::sin(angle));
     }

@@ -1,8 +1,10 @@
 // Rotary position embedding, HF rotate-half convention, on [B, T, H, D]: for d < D/2,
 //   y[d] = x[d]·cos − x[d + D/2]·sin,   y[d + D/2] = x[d + D/2]·cos + x[d]·sin,
-// with angle (pos0 + t) · theta^(−2d/D) computed in float64 (as on the CPU) once per token and shared by its heads.
+// with angle (pos0 + t) · theta^(−2d/D) as HF's LlamaRotaryEmbedding computes it in fp32 (core/rope_angle.h, as on
+// the CPU), cos/sin once per token and shared by its heads.
 // The backward pass is the inverse rotation: the same kernel with the sine negated.
 #include "../core/kernels.h"
+#include "../core/rope_angle.h"
 #include "common.cuh"
 
 namespace owlet::kern {
@@ -17,11 +19,9 @@ __global__ void rope_kernel(FIn x, FOut y, int64_t T, int64_t H, int64_t D, int6
   int64_t D2 = D / 2;
   int64_t token = blockIdx.x;  // b * T + t
   int64_t t = token % T;
-  double pos = double(pos0 + t);
   for (int64_t d = threadIdx.x; d < D2; d += blockDim.x) {
-    double inv_freq = pow(theta, -2.0 * double(d) / double(D));
     double s, c;
-    sincos(pos * inv_freq, &s, &c);
+    sincos(double(rope_angle(pos0 + t, rope_inv_freq(theta, d, D))), &s, &c);
     table[d] = float(c);
     table[D2 + d] = sign * float(s);
   }
