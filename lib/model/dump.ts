@@ -50,7 +50,9 @@ export function dump(o: DumpOptions): DumpResult {
       const batch = loadBatch(o.batchFile);
       model.setTrainable(STAGE_GROUPS[o.stage]);
       const { logits, loss, countedTokens } = model.forward(batch, { training: false });
-      backward(loss);
+      // (a loss that reaches no trained weight — stage 1 on a text-only batch — has no gradients to write, as the
+      // trainer skips its backward; the logits and loss are still dumped)
+      if (loss.requiresGrad) backward(loss);
       const out = new Map<string, Tensor>([['logits', logits], ['loss', loss]]);
       let n = 0;
       for (const [k, p] of model.trainable()) {

@@ -5,7 +5,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dump, loadBatch, loadModel, mergeLora, io } from '../../lib/model/index.ts';
-import { backward, scope, liveTensors, type Tensor } from '../../lib/tensor/index.ts';
+import { backward, scope, liveTensors, tensor, type Tensor } from '../../lib/tensor/index.ts';
 import { TOL, relMaxError } from '../helpers/tolerances.ts';
 import { owlTinyDir } from '../helpers/owl-steps.ts';
 
@@ -42,6 +42,29 @@ function compare(t: import('ava').ExecutionContext, gotFile: string, wantFiles: 
   t.true(r.gradients > 0);
   compare(t, out, ['forward.safetensors', 'grads_stage1.safetensors']);
   t.is(liveTensors(), live);
+});
+
+// (parity audit: the stage-1 dump of a text-only batch threw — its loss reaches no trained weight, as in the trainer)
+(have ? test : test.skip)('stage 1 on a text-only batch dumps the logits and loss, and no gradient', (t) => {
+  const src = io.loadSafetensors(join(FX, 'batch.safetensors'));
+  const textOnly = new Map<string, Tensor>();
+  for (const [k, v] of src) {
+    if (k === 'pixel_values') { v.dispose(); continue; }
+    if (k === 'input_ids') {
+      const ids = v.toFloat32().map((x) => (x < 0 ? 5 : x));
+      textOnly.set(k, tensor(Int32Array.from(ids), [...v.shape], { dtype: 'i32' }));
+      v.dispose();
+    } else if (k === 'num_images') {
+      textOnly.set(k, tensor(new Int32Array(v.numel), [...v.shape], { dtype: 'i32' }));
+      v.dispose();
+    } else textOnly.set(k, v);
+  }
+  const file = join(tmp, 'text-only.safetensors');
+  io.saveSafetensors(file, textOnly);
+  for (const v of textOnly.values()) v.dispose();
+  const r = dump({ modelDir: FX, batchFile: file, stage: 1, out: join(tmp, 'text-only-dump.safetensors') });
+  t.is(r.gradients, 0);
+  t.true(Number.isFinite(r.loss) && r.loss > 0);
 });
 
 (have ? test : test.skip)('stage 2 with the PEFT adapter: logits, loss, query/abstractor and LoRA gradients match', (t) => {
