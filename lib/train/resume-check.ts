@@ -3,7 +3,7 @@
 // checkpoint does not hold (a base model replaced between the runs was trained on silently).
 import { createHash } from 'node:crypto';
 import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { findCheckpoint } from '../model/io/checkpoint.ts';
 import type { Json } from './types.ts';
 
@@ -38,17 +38,22 @@ export function weightsFingerprint(pathOrDir: string): string {
 }
 
 // Settings whose change would make the checkpoint's weights mean something else: refused on resume. (stage.id, the
-// parameters' shapes and the data position have their own checks.)
-const REFUSED = ['stage.train', 'stage.lora.r', 'stage.lora.alpha', 'stage.lora.targets', 'model.preset', 'model.sizes',
-  'model.config'];
+// architecture — the parameters' shapes —, the base weights' files and the data's records have their own checks, by
+// content: a path may change with the same thing behind it.)
+const REFUSED = ['stage.train', 'stage.lora.r', 'stage.lora.alpha', 'stage.lora.targets'];
+// Settings that name files: compared as absolute paths (a run's config may give them relative to the working folder,
+// the demo writes them absolute).
+const PATHS = /^(model\.(config|weights|adapter)|data\.(images_dir|tokenizer)|data\.(train|eval)\.\d+\.path)$/;
 // Settings that change nothing a run computes.
 const IGNORED = ['run.out_dir', 'run.name', 'logging.progress', 'logging.plots', 'logging.tensorboard', 'provenance'];
 
 function flatten(v: Json, prefix: string, out: Map<string, string>): void {
-  if (v && typeof v === 'object' && !Array.isArray(v)) {
+  if (Array.isArray(v) && v.some((x) => x && typeof x === 'object')) { // lists of objects (data files): by index
+    v.forEach((x, i) => flatten(x as Json, `${prefix}.${i}`, out));
+  } else if (v && typeof v === 'object' && !Array.isArray(v)) {
     for (const [k, x] of Object.entries(v)) flatten(x as Json, prefix ? `${prefix}.${k}` : k, out);
   } else {
-    out.set(prefix, JSON.stringify(v ?? null));
+    out.set(prefix, JSON.stringify(typeof v === 'string' && PATHS.test(prefix) ? resolve(v) : v ?? null));
   }
 }
 

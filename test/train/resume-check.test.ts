@@ -23,6 +23,10 @@ test('resumeConfigChanges: refused settings, named changes, ignored ones', (t) =
   const saved = { run: { out_dir: 'a', seed: 1 }, stage: { id: 2, train: ['lora'], lora: { r: 8, alpha: 32 } }, optimizer: { lr: 1e-3 }, provenance: { base_weights: 'x' } };
   const now = { run: { out_dir: 'b', seed: 1 }, stage: { id: 2, train: ['lora'], lora: { r: 8, alpha: 16 } }, optimizer: { lr: 2e-3 }, logging: { progress: true } };
   t.deepEqual(resumeConfigChanges(saved, now), { refused: ['stage.lora.alpha: 32 → 16'], changed: ['optimizer.lr: 0.001 → 0.002'] });
+  // the same files named relatively and absolutely are no change (the demo writes absolute paths, a config relative)
+  const files = (p: string) => ({ model: { config: p }, data: { train: [{ path: `${p}/t.jsonl`, weight: 1 }] } });
+  t.deepEqual(resumeConfigChanges(files(join(process.cwd(), 'runs/x')), files('runs/x')), { refused: [], changed: [] });
+  t.deepEqual(resumeConfigChanges(files('runs/x'), files('runs/y')).changed.length, 2);
 });
 
 test('a resume names changed settings, refuses a change of the trained groups before touching the optimizer', async (t) => {
