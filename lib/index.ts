@@ -5,8 +5,10 @@ export * from './model/index.ts';
 export * as data from './data/index.ts';
 export {
   generateDemoData, llamaTokenizer, loadTokenizer, DataLoader, JsonlDataset, preprocessImage, formatPrompt, lintData,
-  type Tokenizer, type Batch,
+  DataFormatError, ImageError, SampleError, TokenizerError, type Tokenizer, type Batch,
 } from './data/index.ts';
+export { probeCuda, resolveDevice } from './train/device.ts';
+export { opProfile, opProfileAvailable, resetOpProfile, setOpProfiling, deviceTimeline, type OpStat } from './op-profile.ts';
 export * from './train/index.ts';
 export * from './generate/index.ts';
 export { runDemo, DEMO_SYSTEM, type DemoOptions, type DemoReport } from './demo/index.ts';

@@ -206,8 +206,9 @@ export function cpu(): NativeBackend {
   try {
     addon = override ? require(override) : require('node-gyp-build')(root);
   } catch (e) {
-    throw new BackendError(`cannot load owlet's CPU addon (${(e as Error).message}). Build it with \`npm run build\` ` +
-      '(needs cmake, a C++17 compiler and `apt-get install libopenblas-dev libgloo-dev`).', 'load');
+    throw new BackendError(`cannot load owlet's CPU addon (${(e as Error).message}). Build it with \`npm run build\` in ` +
+      "owlet's folder, or `npm rebuild owlet` in a project that depends on it (needs cmake, a C++17 compiler and " +
+      '`apt-get install libopenblas-dev libgloo-dev`).', 'load');
   }
   cpuBackend = typed(addon);
   return cpuBackend;
@@ -231,7 +232,8 @@ export function cuda(): NativeBackend {
   const found = candidates.find((p) => existsSync(p));
   if (!found) {
     throw new BackendError('the CUDA backend is not built: no owlet_cuda.node in ' + candidates.join(', ') +
-      '. Build on a machine with the CUDA toolkit and cuBLAS (`npm run build`), or use --device cpu.', 'load');
+      ". Build on a machine with the CUDA toolkit and cuBLAS (`npm run build` in owlet's folder, `npm rebuild owlet` in a " +
+      'project that depends on it), or use --device cpu.', 'load');
   }
   try {
     cudaBackend = typed(require(found));

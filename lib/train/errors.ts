@@ -2,10 +2,11 @@
 // are failures of a run (exit 1).
 import { OwletError } from '../tensor/errors.ts';
 
-export class ConfigError extends OwletError { constructor(m: string) { super(m, 'OWLET_CONFIG'); } }
+// (one ConfigError and one CheckpointError in all of owlet: the model's files throw the same classes, so that
+// `instanceof` on the ones exported from 'owlet' catches both — the library audit found two of each)
+export { CheckpointError, ConfigError } from '../model/io/errors.ts';
 export class UsageError extends OwletError { constructor(m: string) { super(m, 'OWLET_USAGE'); } }
 /** A piece of owlet this build does not have yet (e.g. a command whose module has not landed). */
 export class NotAvailableError extends OwletError { constructor(m: string) { super(m, 'OWLET_NOT_AVAILABLE'); } }
 /** Too many non-finite steps, or another condition that stops a run. */
 export class TrainingError extends OwletError { constructor(m: string) { super(m, 'OWLET_TRAINING'); } }
-export class CheckpointError extends OwletError { constructor(m: string) { super(m, 'OWLET_CHECKPOINT'); } }
