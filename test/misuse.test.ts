@@ -6,12 +6,15 @@
 import test from 'ava';
 import { cpu } from '../lib/native.ts';
 import {
-  tensor, zeros, full, cast, scope, keep, liveTensors, bytesInUse, backward, linear, matmul, mul, slice,
+  tensor, zeros, full, cast, scope, keep, liveTensors, bytesInUse, backward, linear, matmul, mul, slice, add,
   ShapeError, ArgumentError, DeviceError, tapeLength, AdamW, type Tensor,
 } from '../lib/tensor/index.ts';
 import { checkSamplingOptions, generateIds, sampleToken } from '../lib/generate/index.ts';
 import { llamaTokenizer, TokenizerError } from '../lib/data/index.ts';
-import type { MplugOwl } from '../lib/model/index.ts';
+import { loadModel, type MplugOwl } from '../lib/model/index.ts';
+import { ConfigError } from '../lib/model/io/errors.ts';
+import { owlComponents } from '../lib/train/owl-components.ts';
+import { trainStage } from '../lib/train/stage.ts';
 import { tinyOwl } from './helpers/tiny-owl.ts';
 
 test('empty dimensions give empty (or zero) results instead of dividing by zero', (t) => {
@@ -177,4 +180,18 @@ test('a Float64Array becomes f32 values, not its bytes read as f32', (t) => {
     t.deepEqual(tensor(new Float64Array([1.5, -2])).toArray(), [1.5, -2]);
     t.deepEqual(Array.from(tensor(new Float64Array([3, 4]), [2], { dtype: 'i32' }).data<'i32'>()), [3, 4]);
   });
+});
+
+// Library audit (session 10): wrong types from plain JS give typed errors naming the argument, not a TypeError from
+// deep inside ('shape.join is not a function', "reading 'out_dir'").
+test('wrong argument types from JS are typed errors that show what came', async (t) => {
+  scope(() => {
+    t.throws(() => zeros('23' as never), { instanceOf: ShapeError, message: /the shape must be an array of dims, got "23"/ });
+    t.throws(() => zeros(['2', '3'] as never), { instanceOf: ShapeError, message: /shape \["2","3"\] must hold non-negative integers/ });
+    t.throws(() => tensor(['a', 'b'] as never, [2]), { instanceOf: ArgumentError, message: /values must be numbers, got "a" at index 0/ });
+    t.throws(() => tensor({} as never), { instanceOf: ArgumentError, message: /number\[\] or a typed array/ });
+    t.throws(() => add({ shape: [1] } as never, zeros([1])), { instanceOf: ArgumentError, message: /add: an input is not a Tensor/ });
+  });
+  t.throws(() => loadModel(123 as never), { instanceOf: ConfigError, message: /loadModel: the model directory must be a path, got 123/ });
+  await t.throwsAsync(trainStage({} as never, owlComponents()), { instanceOf: ConfigError, message: /validated run configuration/ });
 });

@@ -147,7 +147,7 @@ export function normalizeToChw(hwc: Uint8Array, resolution: number, mean: readon
 
 /** The whole pipeline for one image: a CHW Float32Array of 3·R·R values. Throws ImageError naming the file. */
 export async function preprocessImage(src: ImageSource, o: PreprocessOptions): Promise<Float32Array> {
-  if (!Number.isInteger(o.resolution) || o.resolution < 1) throw new ImageError(pathOf(src), `resolution must be a positive integer, got ${o.resolution}`);
+  if (!Number.isInteger(o.resolution) || o.resolution < 1) throw new ImageError(pathOf(src), `resolution must be a positive integer, got ${JSON.stringify(o.resolution)}`);
   const img = await decodeImage(src);
   let crop: CropBox | null = null, flip = false;
   if (o.mode === 'train') {

@@ -3,7 +3,7 @@
 import { ArgumentError, tensor, type Tensor } from '../tensor/index.ts';
 import type { OwlBatch } from './batch.ts';
 import { expectedKeys, parseLoraKey } from './io/keys.ts';
-import { CheckpointError } from './io/errors.ts';
+import { CheckpointError, ConfigError } from './io/errors.ts';
 import { readConfig } from './io/config.ts';
 import { loadCheckpoint, loadAdapter, readSafetensorsFile } from './io/index.ts';
 import { MplugOwl } from './owl.ts';
@@ -18,6 +18,7 @@ export interface LoadModelOptions {
 }
 
 export function loadModel(dir: string, o: LoadModelOptions = {}): MplugOwl {
+  if (typeof dir !== 'string' || !dir) throw new ConfigError(`loadModel: the model directory must be a path, got ${JSON.stringify(dir) ?? String(dir)}`);
   const config = readConfig(dir);
   const expected = expectedKeys(config);
   // Tensors the model has no use for are not read; LoRA matrices among them are an error rather than a model that

@@ -1,6 +1,6 @@
 // Tensor: a typed, shaped handle on native storage, with deterministic disposal and autograd bookkeeping.
 import { backendFor, cpu, type DTypeName, type NativeBackend, type NativeTensor } from '../native.ts';
-import { DisposedError, ShapeError, DeviceError, wrapNativeError } from './errors.ts';
+import { ArgumentError, DisposedError, ShapeError, DeviceError, wrapNativeError } from './errors.ts';
 import { track } from './scope.ts';
 
 export type DType = DTypeName;
@@ -134,8 +134,10 @@ function finish(t: Tensor, o: CreateOptions): Tensor {
 }
 
 function checkShape(shape: readonly number[], op: string): number[] {
+  // (JSON.stringify shows what came from JS: ['2','3'] printed as [2,3] hid that they were strings)
+  if (!Array.isArray(shape)) throw new ShapeError(`${op}: the shape must be an array of dims, got ${JSON.stringify(shape) ?? String(shape)}`, op);
   for (const d of shape) {
-    if (!Number.isInteger(d) || d < 0) throw new ShapeError(`${op}: shape [${shape.join(',')}] must hold non-negative integers`, op);
+    if (!Number.isInteger(d) || d < 0) throw new ShapeError(`${op}: shape ${JSON.stringify(shape)} must hold non-negative integers`, op);
   }
   return [...shape];
 }
@@ -160,6 +162,12 @@ const arrayDType = (a: ArrayBufferView): DType | undefined =>
 export function tensor(data: ArrayBufferView | number[], shape?: readonly number[], o: CreateOptions = {}): Tensor {
   let arr: ArrayBufferView;
   // (a Float64Array's values, as number[]'s: its bytes read as f32 would be other numbers)
+  if (Array.isArray(data)) {
+    const bad = data.findIndex((v) => typeof v !== 'number');
+    if (bad >= 0) throw new ArgumentError(`tensor: values must be numbers, got ${JSON.stringify(data[bad])} at index ${bad}`, 'tensor');
+  } else if (!ArrayBuffer.isView(data)) {
+    throw new ArgumentError(`tensor: data must be a number[] or a typed array, got ${data === null ? 'null' : typeof data}`, 'tensor');
+  }
   if (Array.isArray(data) || data instanceof Float64Array) arr = o.dtype === 'i32' ? Int32Array.from(data) : Float32Array.from(data);
   else arr = data;
   const natural = arrayDType(arr);
@@ -178,7 +186,8 @@ export function tensor(data: ArrayBufferView | number[], shape?: readonly number
 export function sameBackend(op: string, ...ts: (Tensor | null | undefined)[]): NativeBackend {
   let b: NativeBackend | undefined;
   for (const t of ts) {
-    if (!t) continue;
+    if (t === null || t === undefined) continue;
+    if (!(t instanceof Tensor)) throw new ArgumentError(`${op}: an input is not a Tensor (got ${typeof t})`, op);
     if (t.disposed) throw new DisposedError(`${op}: input ${t.toString()} was already disposed`, op);
     if (b && t.backend !== b) throw new DeviceError(`${op}: inputs live on different devices`, op);
     b = t.backend;

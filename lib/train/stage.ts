@@ -47,6 +47,10 @@ export interface StageResult extends TrainResult { outDir: string; resumedFrom: 
  * ```
  */
 export async function trainStage<B extends Batch>(config: OwletConfig, c: Components<B>, o: TrainStageOptions = {}): Promise<StageResult> {
+  if (!config || typeof config !== 'object' || typeof config.run?.out_dir !== 'string') {
+    throw new ConfigError('trainStage: the config must be a validated run configuration (loadConfig or validateConfig)');
+  }
+  if (!c || typeof c.createModel !== 'function') throw new ConfigError('trainStage: the components must be owlComponents() or an object like it');
   const outDir = config.run.out_dir;
   if (existsSync(outDir) && !statSync(outDir).isDirectory()) throw new ConfigError(`run.out_dir ${outDir} is a file, not a folder`);
   // The rank that writes the folder holds it for the whole run (run-lock.ts).
