@@ -34,10 +34,13 @@ export class PreparePool {
     }
     const { tokenizer: _t, ...sample } = o;
     const init: WorkerInit = { tokenizer: src === 'llama-tokenizer-js' ? undefined : src, sample };
-    // The worker is TypeScript: node does not carry the main thread's tsx hooks (--import) into worker threads, so a
-    // small bootstrap registers tsx there before importing the worker module.
-    const entry = new URL('./prepare-worker.ts', import.meta.url).href;
-    const boot = `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); })`;
+    // From the TypeScript sources the worker is TypeScript: node does not carry the main thread's tsx hooks (--import)
+    // into worker threads, so a small bootstrap registers tsx there before importing the worker module. From the
+    // compiled package (dist/, npm run build:js) it is plain JavaScript.
+    const compiled = import.meta.url.endsWith('.js');
+    const entry = new URL(compiled ? './prepare-worker.js' : './prepare-worker.ts', import.meta.url).href;
+    const boot = compiled ? `import(${JSON.stringify(entry)})`
+      : `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); })`;
     for (let i = 0; i < size; i++) {
       const worker = new Worker(boot, { eval: true, workerData: init });
       const slot: Slot = { worker, pending: new Map() };
