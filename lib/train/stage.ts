@@ -79,7 +79,8 @@ function memoryAdvice(config: OwletConfig): string {
 
 /**
  * Before a resume: refuses a configuration that changes what the checkpoint's weights mean (LoRA's r, alpha or targets,
- * the trained groups, the architecture) or other base weights than it was trained on, and names every other setting
+ * the trained groups; the architecture is refused by the parameters' shapes) or other base weights than it was trained
+ * on, and names every other setting
  * that changed (a new learning rate or step count is then a choice seen, not an accident). Checkpoints written before
  * the comparison existed have no base-weights identity: not checked.
  */
