@@ -42,6 +42,11 @@ export function isLoopback(host: string): boolean {
 /** The torchrun variables of this process, or null when it is not part of a multi-process run. */
 export function readDistEnv(env: Env = process.env): DistEnv | null {
   const worldSize = int(env, 'WORLD_SIZE', 1);
+  if (worldSize === 1 && env.RANK !== undefined && env.RANK.trim() !== '0') {
+    // (a process told it is rank 1 of a world of 1: the launch is misconfigured, and running alone would train a
+    // second copy of the run beside the one rank 0 trains)
+    throw new DistributedError(`WORLD_SIZE=1 but RANK=${env.RANK}: a world of one process has only rank 0`, 'env');
+  }
   if (worldSize === undefined || worldSize === 1) return null;
   const rank = int(env, 'RANK', 0, worldSize - 1);
   if (rank === undefined) throw new DistributedError(`WORLD_SIZE=${worldSize} but RANK is not set (start the ranks with owlet launch or torchrun)`, 'env');

@@ -31,3 +31,11 @@ test('OWLET_DIST_OVERLAP turns the overlapped all-reduce off; OWLET_DIST_BUCKET_
   t.throws(() => gradientSyncSettings({ OWLET_DIST_OVERLAP: 'maybe' }), { instanceOf: DistributedError });
   t.throws(() => gradientSyncSettings({ OWLET_DIST_BUCKET_MB: '-1' }), { instanceOf: DistributedError, message: /not a positive number/ });
 });
+
+test('WORLD_SIZE=1 with a RANK other than 0 is a misconfigured launch, refused', (t) => {
+  t.is(readDistEnv({ WORLD_SIZE: '1', RANK: '0' }), null);
+  t.is(readDistEnv({ WORLD_SIZE: '1' }), null);
+  t.is(readDistEnv({}), null);
+  t.throws(() => readDistEnv({ WORLD_SIZE: '1', RANK: '1' }), { message: /WORLD_SIZE=1 but RANK=1: a world of one process has only rank 0/ });
+  t.is(readDistEnv({ RANK: '3' }), null, '(RANK alone, without WORLD_SIZE, may be another tool\'s: not a launch)');
+});
