@@ -80,13 +80,13 @@ function memoryAdvice(config: OwletConfig): string {
 /**
  * Before a resume: refuses a configuration that changes what the checkpoint's weights mean (LoRA's r, alpha or targets,
  * the trained groups; the architecture is refused by the parameters' shapes) or other base weights than it was trained
- * on, and names every other setting
- * that changed (a new learning rate or step count is then a choice seen, not an accident). Checkpoints written before
+ * on; returns every other setting that changed, named once the resume succeeded (a new learning rate or step
+ * count is then a choice seen, not an accident). Checkpoints written before
  * the comparison existed have no base-weights identity: not checked.
  */
-function checkResumeConfig(dir: string, config: OwletConfig, baseWeights: string | null, log: (l: string) => void): void {
+function checkResumeConfig(dir: string, config: OwletConfig, baseWeights: string | null): string[] {
   const file = join(dir, 'config.json');
-  if (!existsSync(file)) return; // (the checkpoint's own integrity check names a missing file)
+  if (!existsSync(file)) return []; // (the checkpoint's own integrity check names a missing file)
   const saved = JSON.parse(readFileSync(file, 'utf8')) as Json & { provenance?: { base_weights?: string | null } };
   const was = saved.provenance?.base_weights ?? null;
   if (was && baseWeights && was !== baseWeights) {
@@ -99,7 +99,7 @@ function checkResumeConfig(dir: string, config: OwletConfig, baseWeights: string
     throw new ConfigError(`cannot resume ${dir} with another ${refused.length === 1 ? 'setting' : 'settings'} of what its weights ` +
       `are: ${refused.join('; ')} (its trained weights would mean something else); resume with the checkpoint's, or start a new run`);
   }
-  if (changed.length) log(`resuming with changed settings (checkpoint → now): ${changed.join('; ')}`);
+  return changed;
 }
 
 async function runStage<B extends Batch>(config: OwletConfig, c: Components<B>, o: TrainStageOptions): Promise<StageResult> {
@@ -160,8 +160,9 @@ async function runStage<B extends Batch>(config: OwletConfig, c: Components<B>, 
   });
   try {
     if (resumePath) {
-      checkResumeConfig(resumePath, config, baseWeights, log);
+      const changed = checkResumeConfig(resumePath, config, baseWeights);
       await trainer.resumeFrom(resumePath);
+      if (changed.length) log(`resuming with changed settings (checkpoint → now): ${changed.join('; ')}`);
       log(`resumed from ${resumePath} at step ${trainer.step}/${steps}`);
     }
     if (main) {

@@ -152,6 +152,13 @@ export class Trainer<B extends Batch = Batch> {
       }
       const missing = [...this.o.trainable.keys()].filter((n) => !c.weights.has(n));
       if (missing.length) throw new CheckpointError(`checkpoint ${dir} lacks trainable weights: ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ', …' : ''}`);
+      // (and the other way round: weights it trained that this model has not — another architecture, e.g. fewer
+      // layers — were only found by the optimizer's state, named after an internal call)
+      const extra = [...c.weights.keys()].filter((n) => !this.o.trainable.has(n));
+      if (extra.length) {
+        throw new CheckpointError(`checkpoint ${dir} trained weights this model does not train or does not have (another ` +
+          `architecture or fewer trained groups): ${extra.slice(0, 5).join(', ')}${extra.length > 5 ? ', …' : ''}`);
+      }
       noGrad(() => {
         for (const [name, p] of this.o.trainable) {
           const src = c.weights.get(name)!;

@@ -37,6 +37,15 @@ test('a resume names changed settings, refuses a change of the trained groups be
   t.true(lines.some((l) => /resuming with changed settings \(checkpoint → now\): optimizer\.lr: 0\.001 → 0\.002; training\.steps: 2 → 3/.test(l)), lines.join('\n'));
   const e = await t.throwsAsync(trainStage(tinyStageConfig(out, { train, steps: 4, groups: ['queries'] }), owlComponents(), { ...quiet(), resume: 'auto' }));
   t.regex(e!.message, /cannot resume .*ckpt-3 with another setting of what its weights are: stage\.train: \["queries","abstractor"\] → \["queries"\]/);
+  // another architecture (one abstractor layer where the checkpoint trained two): named by the weights it trained,
+  // before the optimizer's state is read; and nothing is named as "changed" for a resume that fails
+  const two = tinyStageConfig(join(tmp, 'r1b'), { train, steps: 1, saveEvery: 1 });
+  (two.model.sizes as { visual_abstractor_config: { num_hidden_layers: number } }).visual_abstractor_config.num_hidden_layers = 2;
+  await trainStage(two, owlComponents(), quiet());
+  const lines2: string[] = [];
+  const e2 = await t.throwsAsync(trainStage(tinyStageConfig(join(tmp, 'r1b'), { train, steps: 2 }), owlComponents(), { ...quiet(lines2), resume: 'auto' }));
+  t.regex(e2!.message, /trained weights this model does not train or does not have \(another architecture or fewer trained groups\): abstractor\.encoder\.layers\.1\./);
+  t.false(lines2.some((l) => l.startsWith('resuming with changed settings')), lines2.join('\n'));
 });
 
 test('a resume over other base weights than the checkpoint was trained on is refused; a copy of the same ones is not', async (t) => {
