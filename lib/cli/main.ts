@@ -16,6 +16,10 @@ import { mergeCommand } from './commands/merge.ts';
 import { processIO, type CliIO } from './io.ts';
 
 const collect = (v: string, prev: string[]) => [...prev, v];
+// generate's and eval's (a fresh Option each: commander keeps state in it)
+const chunkingOption = () => new Option('--chunking <how>', 'how the prompt is encoded: as in training (each marker a chunk ' +
+  'of its own, earlier answers ending in EOS) or as the official inference processor (split only at <image>)')
+  .choices(['training', 'official']).default('training');
 
 /** Why a run ended, as an exit code. */
 export function exitCodeOf(e: unknown): number {
@@ -67,7 +71,7 @@ function build(io: CliIO, failed: { code: number }): Command {
     .option('--top-p <p>', 'nucleus sampling mass', '1.0')
     .option('--seed <n>', 'sampling seed', '0')
     .option('--system <text>', "the template's system line (default: the checkpoint's, else the official one)")
-    .addOption(new Option('--chunking <how>', "how the prompt is encoded: as in training (each marker a chunk of its own, earlier answers ending in EOS) or as the official inference processor (split only at <image>)").choices(['training', 'official']).default('training'))
+    .addOption(chunkingOption())
     .action((o) => generateCommand(o, io));
 
   program.command('eval').description('answer OwlEval-style questions (questions.jsonl) into answers.jsonl')
@@ -79,7 +83,7 @@ function build(io: CliIO, failed: { code: number }): Command {
     .option('--max-new-tokens <n>', 'tokens to generate at most', '256')
     .option('--temperature <t>', 'sampling temperature (0: greedy)', '0')
     .option('--system <text>', "the template's system line (default: the checkpoint's, else the official one)")
-    .addOption(new Option('--chunking <how>', "how the prompt is encoded: as in training (each marker a chunk of its own, earlier answers ending in EOS) or as the official inference processor (split only at <image>)").choices(['training', 'official']).default('training'))
+    .addOption(chunkingOption())
     .action((o) => evalCommand(o, io));
 
   program.command('dump').description('run one batch and dump activations/gradients (parity checks)')

@@ -131,3 +131,20 @@ export function totalSteps(c: OwletConfig, microBatchesPerEpoch?: number, gradAc
   const perEpoch = Math.max(1, Math.floor(microBatchesPerEpoch / gradAccum));
   return Math.ceil(perEpoch * c.training.epochs!);
 }
+
+/**
+ * A copy of a (resolved, JSON) run config with every setting that names a file — model.config/weights/adapter,
+ * data.images_dir/tokenizer, each data file's path — mapped by `f`: the ranks compare their names (basename), a
+ * resume compares the files as absolute paths (resolve).
+ */
+export function mapConfigPaths<T>(config: T, f: (path: string) => string): T {
+  const c = JSON.parse(JSON.stringify(config)) as { model?: Record<string, unknown>; data?: Record<string, unknown> };
+  const map = (o: Record<string, unknown> | undefined, k: string) => { if (o && typeof o[k] === 'string') o[k] = f(o[k] as string); };
+  for (const k of ['config', 'weights', 'adapter']) map(c.model, k);
+  for (const k of ['images_dir', 'tokenizer']) map(c.data, k);
+  for (const split of ['train', 'eval']) {
+    const files = c.data?.[split];
+    if (Array.isArray(files)) for (const file of files) if (file && typeof file === 'object') map(file as Record<string, unknown>, 'path');
+  }
+  return c as T;
+}

@@ -4,6 +4,7 @@
 // gathers every rank's description and all ranks stop with the same error when one differs.
 import { basename } from 'node:path';
 import { DistributedError } from '../tensor/errors.ts';
+import { mapConfigPaths } from './config.ts';
 import type { Collectives } from './types.ts';
 
 type J = null | boolean | number | string | J[] | { [k: string]: J };
@@ -41,13 +42,7 @@ export function checkRanksAgree(dist: Collectives, mine: unknown): void {
 
 /** A config as the ranks must share it: where each node keeps its files may differ, their names may not. */
 export function comparableConfig(config: unknown): J {
-  const c = JSON.parse(JSON.stringify(config)) as Record<string, Record<string, J>>;
+  const c = mapConfigPaths(config, basename) as Record<string, Record<string, J>>;
   delete c.run?.out_dir;
-  for (const k of ['config', 'weights', 'adapter']) if (typeof c.model?.[k] === 'string') c.model[k] = basename(c.model[k] as string);
-  for (const split of ['train', 'eval']) {
-    const files = c.data?.[split];
-    if (Array.isArray(files)) for (const f of files) if (f && typeof f === 'object' && typeof (f as Record<string, J>).path === 'string') (f as Record<string, J>).path = basename((f as Record<string, J>).path as string);
-  }
-  for (const k of ['images_dir', 'tokenizer']) if (typeof c.data?.[k] === 'string') c.data[k] = basename(c.data[k] as string);
   return c as J;
 }

@@ -5,6 +5,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { findCheckpoint } from '../model/io/checkpoint.ts';
+import { mapConfigPaths } from './config.ts';
 import type { Json } from './types.ts';
 
 const SAMPLE = 1 << 20;
@@ -41,9 +42,6 @@ export function weightsFingerprint(pathOrDir: string): string {
 // architecture — the parameters' shapes —, the base weights' files and the data's records have their own checks, by
 // content: a path may change with the same thing behind it.)
 const REFUSED = ['stage.train', 'stage.lora.r', 'stage.lora.alpha', 'stage.lora.targets'];
-// Settings that name files: compared as absolute paths (a run's config may give them relative to the working folder,
-// the demo writes them absolute).
-const PATHS = /^(model\.(config|weights|adapter)|data\.(images_dir|tokenizer)|data\.(train|eval)\.\d+\.path)$/;
 // Settings that change nothing a run computes.
 const IGNORED = ['run.out_dir', 'run.name', 'logging.progress', 'logging.plots', 'logging.tensorboard', 'provenance'];
 
@@ -53,7 +51,7 @@ function flatten(v: Json, prefix: string, out: Map<string, string>): void {
   } else if (v && typeof v === 'object' && !Array.isArray(v)) {
     for (const [k, x] of Object.entries(v)) flatten(x as Json, prefix ? `${prefix}.${k}` : k, out);
   } else {
-    out.set(prefix, JSON.stringify(typeof v === 'string' && PATHS.test(prefix) ? resolve(v) : v ?? null));
+    out.set(prefix, JSON.stringify(v ?? null));
   }
 }
 
@@ -61,9 +59,10 @@ const under = (key: string, roots: readonly string[]) => roots.some((r) => key =
 
 /** The settings that differ between the checkpoint's configuration and this run's: refused ones and the others. */
 export function resumeConfigChanges(saved: Json, now: Json): { refused: string[]; changed: string[] } {
+  // (files compared as absolute paths: a run's config may name them relative to the working folder, the demo's absolute)
   const a = new Map<string, string>(), b = new Map<string, string>();
-  flatten(saved, '', a);
-  flatten(now, '', b);
+  flatten(mapConfigPaths(saved, (p) => resolve(p)), '', a);
+  flatten(mapConfigPaths(now, (p) => resolve(p)), '', b);
   const refused: string[] = [], changed: string[] = [];
   for (const key of [...new Set([...a.keys(), ...b.keys()])].sort()) {
     const x = a.get(key) ?? 'unset', y = b.get(key) ?? 'unset';

@@ -423,10 +423,13 @@ export class Trainer<B extends Batch = Batch> {
     const evalAt = (step: number) => !!o.evaluate && ((o.evaluate.every > 0 && step % o.evaluate.every === 0) || step === o.totalSteps);
     let evalPending = false; // a step's record waits for its evaluation: not written if the evaluation fails
     let interrupted = false;
+    const evaluate = async () => { evalMetrics = await noGrad(() => o.evaluate!.run(this.step)); };
+    const save = async () => {
+      const saved = await this.save();
+      if (saved) { lastCheckpoint = saved; log(`saved ${saved}`); }
+    };
     try {
-      if (this.resumedFrom !== null) await this.catchUpRecords(writer, meter, logEvery, evalAt, async () => {
-        evalMetrics = await noGrad(() => o.evaluate!.run(this.step));
-      }, emit);
+      if (this.resumedFrom !== null) await this.catchUpRecords(writer, meter, logEvery, evalAt, evaluate, emit);
       while (this.step < o.totalSteps) {
         const s = await this.trainStep();
         meter.add(s);
@@ -438,23 +441,18 @@ export class Trainer<B extends Batch = Batch> {
         // waits for it; the checkpoint comes before the evaluation, which must not cost the steps just trained when
         // it fails (unreadable eval data).
         if ((this.step % logEvery === 0 || last) && !evalNow) emit();
-        if (this.saving && ((o.checkpoint!.every > 0 && this.step % o.checkpoint!.every === 0) || last)) {
-          const saved = await this.save();
-          if (saved) { lastCheckpoint = saved; log(`saved ${saved}`); }
-        }
+        const saveNow = this.saving && ((o.checkpoint!.every > 0 && this.step % o.checkpoint!.every === 0) || last);
+        if (saveNow) await save();
         if (evalNow) {
           evalPending = true;
-          evalMetrics = await noGrad(() => o.evaluate!.run(this.step));
+          await evaluate();
           evalPending = false;
           emit();
         }
         if (!last && this.stopAsked()) {
           // A checkpoint of this step unless one was just saved; the steps since the last record stay unrecorded
           // (the resume replays them from the checkpoint's history into the records an uninterrupted run writes).
-          if (this.saving && !(o.checkpoint!.every > 0 && this.step % o.checkpoint!.every === 0)) {
-            const saved = await this.save();
-            if (saved) { lastCheckpoint = saved; log(`saved ${saved}`); }
-          }
+          if (this.saving && !saveNow) await save();
           interrupted = true;
           log(`stopped at step ${this.step}/${o.totalSteps}`);
           break;

@@ -4,7 +4,7 @@
 import { copyFileSync, existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { loadModel, mergeLora } from '../../model/index.ts';
-import { readConfig } from '../../model/io/config.ts';
+import { readConfig, TORCH_DTYPE_NAMES } from '../../model/io/config.ts';
 import { saveCheckpoint } from '../../model/io/checkpoint.ts';
 import { UsageError } from '../../train/errors.ts';
 import type { CliIO } from '../io.ts';
@@ -18,7 +18,7 @@ export function mergeCommand(a: MergeArgs, io: CliIO): void {
   if (!existsSync(join(adapterDir, 'adapter_config.json'))) throw new UsageError(`${adapterDir}: no adapter_config.json (nothing to merge; --adapter names another folder)`);
   if (resolve(a.out) === resolve(dir)) throw new UsageError('--out must be another folder than --checkpoint (the unmerged model stays as it is)');
   // Held in the dtype it was saved in (a bf16 7B model fits where its fp32 copy would not); the merge itself is fp32.
-  const saved = readConfig(dir).extra.torch_dtype === 'bfloat16' ? 'bf16' : 'f32';
+  const saved = readConfig(dir).extra.torch_dtype === TORCH_DTYPE_NAMES.bf16 ? 'bf16' : 'f32';
   const model = loadModel(dir, { adapterDir, dtype: saved });
   try {
     const merged = mergeLora(model.adapter!, model.params);

@@ -3,7 +3,7 @@
 import { closeSync, existsSync, mkdirSync, openSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Tensor } from '../../tensor/index.ts';
-import { writeConfig, type OwlConfig } from './config.ts';
+import { TORCH_DTYPE_NAMES, writeConfig, type OwlConfig } from './config.ts';
 import { stage1FromPretrained } from './convert.ts';
 import { CheckpointError } from './errors.ts';
 import { canonicalKey } from './keys.ts';
@@ -87,7 +87,7 @@ export function saveCheckpoint(dir: string, tensors: ReadonlyMap<string, Tensor>
   if (opts.config) {
     const first = tensors.values().next().value as Tensor | undefined;
     const dtype = opts.dtype ?? first?.dtype ?? 'f32';
-    const torchDtype = dtype === 'bf16' ? 'bfloat16' : dtype === 'f16' ? 'float16' : 'float32';
+    const torchDtype = TORCH_DTYPE_NAMES[dtype as keyof typeof TORCH_DTYPE_NAMES] ?? 'float32';
     writeConfig(dir, { ...opts.config, extra: { architectures: ['MplugOwlForConditionalGeneration'], ...opts.config.extra, torch_dtype: torchDtype } });
     files.push(join(dir, 'config.json'));
   }

@@ -186,6 +186,9 @@ export function validateOwlConfig(c: OwlConfig, file?: string): void {
   for (const [what, v, max] of limits) if (v > max) fail(`${what} ${v} is larger than any model owlet can hold (at most ${max})`);
 }
 
+/** config.json's `torch_dtype` names of owlet's float dtypes (what transformers' save_pretrained writes). */
+export const TORCH_DTYPE_NAMES = { f32: 'float32', bf16: 'bfloat16', f16: 'float16' } as const;
+
 /** Why a tokenizer cannot feed this model (it has ids past the embedding table), or null. */
 export function tokenizerMismatch(tok: { vocabSize: number; source: string }, c: OwlConfig): string | null {
   return tok.vocabSize > c.text.vocabSize
