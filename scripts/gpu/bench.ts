@@ -214,6 +214,20 @@ export function bandwidthBench(be: Be): BenchResult[] {
         disposeAll([y, mean, rstd, sum]);
       });
     }
+    // The weight and bias gradients of that backward (reduce_cols: gy and x read once) and bias gradients at the
+    // ViT's two widths (sumRows: gy read once).
+    {
+      const [y, mean, rstd, sum] = fwd(x, w, b, 1e-5, r);
+      const t = time(be, () => disposeAll(bwd(gy, sum, w, mean, rstd, false, true)), 20);
+      out.push({ name: 'layernorm_param_grads_4112x1024', ms: t, gbps: gbps(2 * R * C * 2, t) });
+      disposeAll([y, mean, rstd, sum]);
+    }
+    for (const cols of [C, F]) {
+      const g = rand(be, [R, cols]);
+      const t = time(be, () => be.sumRows(g, [cols]).dispose(), 20);
+      out.push({ name: `bias_grad_sum_rows_4112x${cols}`, ms: t, gbps: gbps(R * cols * 2, t) });
+      g.dispose();
+    }
     disposeAll([x, r, w, b, gy]);
     const h = rand(be, [R, F]), g = rand(be, [R, F]);
     const ms = time(be, () => be.quickGeluBackward(g, h).dispose(), 20);

@@ -60,7 +60,8 @@ export function cases(): Case[] {
       full: a.map((v, i) => v - c[i]), scale: a.map((v) => 3.25 * v), axpy: c.map((v, i) => v - 0.75 * a[i]),
     }),
   });
-  for (const shape of [[37, 5, 129], [1000, 96]]) {
+  // (4112 × 300: 65 row chunks, a part-filled last column tile)
+  for (const shape of [[37, 5, 129], [1000, 96], [4112, 300]]) {
     out.push({
       name: `sumRows ${JSON.stringify(shape)}`, family: 'elementwise', dtypes: both, quick: shape[0] < 100,
       inputs: gen({ shape }),
@@ -203,7 +204,7 @@ export function cases(): Case[] {
   });
 
   // ---------------------------------------------------------------- norms
-  for (const [rows, C, affine] of [[37, 129, true], [37, 129, false], [64, 1024, true]] as const) {
+  for (const [rows, C, affine] of [[37, 129, true], [37, 129, false], [64, 1024, true], [700, 136, true]] as const) {
     out.push({
       name: `layerNorm fwd+bwd [${rows},${C}]${affine ? '' : ' no affine'}`, family: 'norm', dtypes: both, quick: C < 200,
       inputs: gen({ shape: [rows, C], std: 2 }, { shape: [C] }, { shape: [C] }, { shape: [rows, C] }),

@@ -3,7 +3,7 @@
 // chunk partials.
 #include "../core/kernels.h"
 #include "common.cuh"
-#include "reduce_cols.cuh"
+#include "reduce_cols_launch.cuh"
 #include "vec_map_launch.cuh"
 
 namespace owlet::kern {

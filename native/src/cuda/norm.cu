@@ -6,7 +6,7 @@
 #include "../core/kernels.h"
 #include "common.cuh"
 #include "norm_rows.cuh"
-#include "reduce_cols.cuh"
+#include "reduce_cols_launch.cuh"
 
 namespace owlet::kern {
 
