@@ -113,9 +113,10 @@ export interface NativeBackend {
   /** i32 [rows]: index of each row's largest value (first on ties; NaN never wins). Accuracy without a download of the logits. */
   argmaxRows(x: NT): NT;
   // optimizer
-  /** AdamW in place; each gradient is read as g·gradScale (default 1: gradient clipping's coefficient, no pass of its own). */
+  /** AdamW in place; each gradient is read as g·gradScale (default 1: gradient clipping's coefficient, no pass of its own).
+   *  copies[i] (bf16, optional) receives the updated params[i] rounded to bf16: its working copy, in the same pass. */
   adamw(params: NT[], grads: NT[], m: NT[], v: NT[], weightDecay: number[], lr: number, beta1: number, beta2: number,
-    eps: number, step: number, gradScale?: number, control?: NT): void;
+    eps: number, step: number, gradScale?: number, control?: NT, copies?: (NT | null)[]): void;
   sumSquares(xs: NT[]): number;
   /** A training step's control block where the gradients are, without waiting for the device: i64 [3] holding three
    *  float64 values (global L2 norm, clipping's coefficient for maxNorm, 1 = skip: the norm or a loss not finite).

@@ -5,9 +5,11 @@
 // weight is used, so its gradient comes back through the cast's backward in the master's dtype. The copies of one
 // layer's weights are made together in one multi-tensor cast (one launch instead of ~16, and one for their
 // gradients), at the layer's first read, so the gradients still become final layer by layer (the overlapped
-// all-reduce starts its buckets as they do).
+// all-reduce starts its buckets as they do). With a store of working copies kept between forwards (a training run's,
+// working-copies.ts), the copies are taken from there (castCached: made once, rewritten by AdamW) instead of cast anew.
 import {
-  ArgumentError, add, cast, castMany, linear, loraLinear, quickGelu, quickGeluLinear, reshape, zeros, type DType, type Tensor,
+  ArgumentError, add, cast, castCached, castMany, linear, loraLinear, quickGelu, quickGeluLinear, reshape, zeros, type DType, type Tensor,
+  type WorkingCopies,
 } from '../tensor/index.ts';
 import type { AdapterConfig } from './config.ts';
 import { loraScaling } from './config.ts';
@@ -30,7 +32,8 @@ export class ForwardContext {
   private layers: Map<string, string[]> | null = null;
 
   constructor(readonly params: Params, readonly training: boolean, readonly adapter: AdapterConfig | null = null,
-    private seedState: number = 0x9e3779b9, readonly computeDtype: DType | null = null) {}
+    private seedState: number = 0x9e3779b9, readonly computeDtype: DType | null = null,
+    private readonly kept: WorkingCopies | null = null) {}
 
   /** The parameter `key` as the forward computes with it (a cached working copy when its storage dtype differs). */
   get(key: string): Tensor {
@@ -53,13 +56,15 @@ export class ForwardContext {
     const d = this.computeDtype;
     if (!d || !this.needsCopy(t)) return t;
     const layer = layerOf(key);
+    const kept = this.kept?.dtype === d ? this.kept : null;
     if (layer === null) {
-      const w = cast(t, d);
+      const w = kept ? castCached([t], kept)[0] : cast(t, d);
       this.working.set(key, w);
       return w;
     }
     const keys = (this.keysByLayer().get(layer) ?? [key]).filter((k) => !this.working.has(k) && this.needsCopy(this.params.get(k)!));
-    const copies = castMany(keys.map((k) => this.params.get(k)!), d);
+    const masters = keys.map((k) => this.params.get(k)!);
+    const copies = kept ? castCached(masters, kept) : castMany(masters, d);
     keys.forEach((k, i) => this.working.set(k, copies[i]));
     return this.working.get(key)!;
   }

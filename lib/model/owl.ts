@@ -1,6 +1,7 @@
 // MplugOwl: vision encoder → abstractor → spliced into the LLaMA input embeddings → logits and the official loss.
 import {
   ArgumentError, ShapeError, cast, crossEntropy, gatherRows, isGradEnabled, reshape, scope, spliceRows, tensor, type DType, type Tensor,
+  type WorkingCopies,
 } from '../tensor/index.ts';
 import { abstractorForward } from './abstractor.ts';
 import { lossLabels, splicePlan, type OwlBatch } from './batch.ts';
@@ -32,6 +33,9 @@ export class MplugOwl {
   /** The dtype the forward computes in; null: each weight as stored (a model loaded in one dtype). Set (bf16) for
    *  mixed precision: weights stored otherwise (fp32 masters) are cast once per forward (ForwardContext.get). */
   computeDtype: DType | null = null;
+  /** Working copies kept between forwards (a training run's: AdamW keeps them equal to the masters); null: cast at
+   *  each forward. */
+  workingCopies: WorkingCopies | null = null;
   constructor(readonly config: OwlConfig, readonly params: Params, public adapter: AdapterConfig | null = null) {}
 
   /** Marks which parameter groups train; all others are frozen (no gradient work, no gradient memory). */
@@ -57,7 +61,7 @@ export class MplugOwl {
   }
 
   context(training: boolean): ForwardContext {
-    return new ForwardContext(this.params, training, this.adapter, this.rngState, this.computeDtype);
+    return new ForwardContext(this.params, training, this.adapter, this.rngState, this.computeDtype, this.workingCopies);
   }
 
   /** Image tokens for a batch of pixels [N, 3, R, R]: [N, queries + 1, D_text]. */

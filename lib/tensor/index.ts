@@ -14,3 +14,4 @@ export * from './ops/lora.ts';
 export * from './ops/optim.ts';
 export * from './ops/attention.ts';
 export { checkpoint } from './checkpoint.ts';
+export { WorkingCopies } from './working-copies.ts';

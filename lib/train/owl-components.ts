@@ -7,7 +7,7 @@ import {
 } from '../model/index.ts';
 import { RUNTIME_SIZE } from '../model/io/dtypes.ts';
 import { loadAdapter, loadCheckpoint, loadSafetensors, saveAdapter, saveCheckpoint, saveSafetensors, expectedKeys, tokenizerMismatch } from '../model/io/index.ts';
-import { AdamW, argmaxRows, keep, scope, tensor, type Tensor } from '../tensor/index.ts';
+import { AdamW, argmaxRows, keep, scope, tensor, type Tensor, type WorkingCopies } from '../tensor/index.ts';
 import type { OwletConfig } from './config-schema.ts';
 import { resolveDevice, type ResolveDeviceOptions } from './device.ts';
 import { CheckpointError, ConfigError } from './errors.ts';
@@ -52,6 +52,7 @@ export class OwlTrainable implements TrainableModel<OwlTrainBatch> {
     readonly recompute = false) {}
   parameters(): Map<string, Tensor> { return this.owl.params; }
   groupOf(name: string): string { return officialGroupOf(name); }
+  useWorkingCopies(copies: WorkingCopies | null): void { this.owl.workingCopies = copies; }
   addLora(o: LoraSpec): void {
     const a = parseAdapterConfig({ r: o.r, lora_alpha: o.alpha, lora_dropout: o.dropout, target_modules: o.targets });
     const device = this.owl.device, fresh = new Map<string, Tensor>();
@@ -294,8 +295,10 @@ export class OwlOptimizer implements Optimizer {
     this.opt = new AdamW({ lr: o.lr, betas: o.betas, eps: o.eps, weightDecay: o.weight_decay });
     this.groups = groups.map((g) => ({ params: [...g.params.values()], weightDecay: g.weightDecay }));
   }
-  step(lr: number, gradScale = 1): void { this.opt.lr = lr; this.opt.step(this.groups, gradScale); }
-  stepControlled(lr: number, control: Tensor): void { this.opt.lr = lr; this.opt.step(this.groups, control); }
+  private copies: WorkingCopies | null = null;
+  step(lr: number, gradScale = 1): void { this.opt.lr = lr; this.opt.step(this.groups, gradScale, this.copies); }
+  stepControlled(lr: number, control: Tensor): void { this.opt.lr = lr; this.opt.step(this.groups, control, this.copies); }
+  useWorkingCopies(copies: WorkingCopies | null): void { this.copies = copies; }
   undoStep(): void { this.opt.undoStep(); }
   dispose(): void { this.releaseExported(); this.opt.dispose(); }
   exportState(): OptimizerState {

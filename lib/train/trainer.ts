@@ -21,7 +21,7 @@
 // micro-batch, each bucket as soon as its gradients are final (lib/dist/grad-reducer.ts), instead of after it.
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { backward, full, keep, noGrad, scope, type Tensor } from '../tensor/index.ts';
+import { WorkingCopies, backward, full, keep, noGrad, scope, type Tensor } from '../tensor/index.ts';
 import { CheckpointManager, type SavePoint } from './checkpoint.ts';
 import { CheckpointError, TrainingError } from './errors.ts';
 import { clipCoefficient, nativeGradOps, readStepControl, zeroGrads } from './grad-ops.ts';
@@ -134,6 +134,8 @@ export class Trainer<B extends Batch = Batch> {
   }
 
   private progress: Progress | null = null;
+  /** The working copies' store: undefined until the first step, null when none is kept. */
+  private copies: WorkingCopies | null | undefined = undefined;
   private outDirChecked = false;
 
   private warn(line: string): void {
@@ -170,6 +172,7 @@ export class Trainer<B extends Batch = Batch> {
           try { p.backend.copyInto(p.handle, from.handle); } finally { if (from !== src) from.dispose(); }
         }
       });
+      this.copies?.clear();  // (copies of the weights before; the next forward makes them again)
       this.o.optimizer.importState(c.optimizer);
       const rng = c.rng as { trainer?: number[] };
       if (!rng?.trainer) throw new CheckpointError(`checkpoint ${dir} has no trainer RNG state`);
@@ -223,6 +226,7 @@ export class Trainer<B extends Batch = Batch> {
 
   /** One optimizer step over gradAccum micro-batches. */
   async trainStep(): Promise<StepStats> {
+    this.attachWorkingCopies();
     const step = this.step + 1;
     const lr = this.o.schedule(this.step);
     const t0 = performance.now();
@@ -465,11 +469,36 @@ export class Trainer<B extends Batch = Batch> {
       progress?.stop();
       this.progress = null;
       writer?.close();
+      this.releaseWorkingCopies();
     }
     if (o.outDir && (o.plots ?? true) && writer) {
       await writePlots(readRecords(writer.jsonlPath), join(o.outDir, 'plots'));
     }
     return { steps: this.step, interrupted, history: this.history, skipped: this.skipped, records, checkpoint: lastCheckpoint };
+  }
+
+  /** The store of working copies (working-copies.ts: bf16 copies of the trained weights that AdamW rewrites in its
+   *  pass instead of a cast of every weight at each forward), when the model and the optimizer both take one and
+   *  OWLET_WORKING_COPIES is not 0. Given at the first step (after the weights were loaded, resumed and broadcast),
+   *  emptied by a resume, taken back when a run ends or the trainer is disposed: in between only the optimizer
+   *  writes the weights. */
+  private attachWorkingCopies(): void {
+    if (this.copies !== undefined) return;
+    const { model, optimizer } = this.o;
+    this.copies = null;
+    if (process.env.OWLET_WORKING_COPIES === '0' || !model.useWorkingCopies || !optimizer.useWorkingCopies) return;
+    this.copies = new WorkingCopies();
+    model.useWorkingCopies(this.copies);
+    optimizer.useWorkingCopies(this.copies);
+  }
+
+  private releaseWorkingCopies(): void {
+    if (this.copies) {
+      this.o.model.useWorkingCopies!(null);
+      this.o.optimizer.useWorkingCopies!(null);
+      this.copies.dispose();
+    }
+    this.copies = undefined;
   }
 
   /** Whether to stop after this step: asked on this rank, or (several ranks) on any. */
@@ -504,6 +533,7 @@ export class Trainer<B extends Batch = Batch> {
 
   /** Releases the trainer's own tensors (not the model's). */
   dispose(): void {
+    this.releaseWorkingCopies();
     this.lossScale.dispose();
     this.o.optimizer.dispose?.();
   }

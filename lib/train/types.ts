@@ -1,6 +1,6 @@
 // The small interfaces the trainer is written against. The real pieces (lib/model's MplugOwl, lib/data's loader,
 // lib/tensor/ops/optim's AdamW, lib/model/io's safetensors) plug in through these; the tests use tiny fakes.
-import type { BackwardOptions, Tensor } from '../tensor/index.ts';
+import type { BackwardOptions, Tensor, WorkingCopies } from '../tensor/index.ts';
 
 /** JSON-serialisable values (checkpoint state, data positions, optimizer metadata). */
 export type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
@@ -61,6 +61,9 @@ export interface TrainableModel<B extends Batch = Batch> {
   forward(batch: B, ctx: MicroBatchContext): ForwardOutput;
   /** Optional: one line on where the weights live and in which dtypes (logged when a run starts). */
   describe?(): string;
+  /** Optional: read trained weights through these working copies (null: cast them at each forward again). The
+   *  trainer gives the same store to the optimizer, which keeps the copies equal to the weights. */
+  useWorkingCopies?(copies: WorkingCopies | null): void;
 }
 
 /** An endless, resumable stream of micro-batches. */
@@ -99,6 +102,8 @@ export interface Optimizer {
    *  (GradOps.stepControl), so nothing waits for the device; undoStep() after a block that said skip. */
   stepControlled?(lr: number, control: Tensor): void;
   undoStep?(): void;
+  /** Optional: rewrite these working copies of the parameters in every step (null: none). */
+  useWorkingCopies?(copies: WorkingCopies | null): void;
   /**
    * Moments and step count, to be saved; tensor names must be unique (e.g. `m.<param>`, `v.<param>`). The tensors may
    * be the optimizer's live state: the caller reads them and does not dispose them.

@@ -70,6 +70,8 @@ async function tiny(cuda: string | null): Promise<void> {
           console.log(`FAIL owl-tiny stage ${stage} ${cuda} ${dtype}: ${(e as Error).message}`);
         }
       }
+      const kept = runs.find(([n]) => n.endsWith('bf16'))?.[1];
+      if (kept) sameWithoutWorkingCopies(stage, cuda, kept, await withEnv('OWLET_WORKING_COPIES', '0', () => tinyRun(stage, cuda, 'bf16')));
     }
     console.log(`owl-tiny stage ${stage}, ${STEPS} steps × 2 micro-batches: loss (gradient norm) per step`);
     console.log(['step', 'cpu f32', ...runs.map(([n]) => n)].map((s) => s.padEnd(30)).join(''));
@@ -94,6 +96,24 @@ async function tiny(cuda: string | null): Promise<void> {
     }
     out.push(entry);
   }
+}
+
+async function withEnv<T>(name: string, value: string, fn: () => Promise<T>): Promise<T> {
+  const was = process.env[name];
+  process.env[name] = value;
+  try { return await fn(); } finally { if (was === undefined) delete process.env[name]; else process.env[name] = was; }
+}
+
+/** The bf16 trainer keeps its working copies between steps (AdamW rewrites them, lib/tensor/working-copies.ts);
+ *  casting them at every forward instead must give the same numbers bit for bit. */
+function sameWithoutWorkingCopies(stage: number, cuda: string, kept: StepsResult, cast: StepsResult): void {
+  const hex = (a: ArrayLike<number>) => Buffer.from(Float32Array.from(a).buffer).toString('hex');
+  const diff = [...kept.weights.keys()].filter((k) => hex(kept.weights.get(k)!) !== hex(cast.weights.get(k)!));
+  const ok = hex(kept.losses) === hex(cast.losses) && hex(kept.gradNorms) === hex(cast.gradNorms) && diff.length === 0;
+  if (!ok) failed++;
+  console.log(`${ok ? 'PASS' : 'FAIL'} owl-tiny stage ${stage} ${cuda} bf16 with working copies kept (step ` +
+    `${median(kept.ms.slice(1)).toFixed(1)} ms) = cast at each forward (OWLET_WORKING_COPIES=0, ${median(cast.ms.slice(1)).toFixed(1)} ms): ` +
+    `losses, gradient norms and trained weights bit for bit${diff.length ? `; ${diff.length} weights differ, first ${diff[0]}` : ''}`);
 }
 
 // ---- 2. 7B-sized steps (LAYERS LLaMA layers), bf16 ----

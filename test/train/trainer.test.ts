@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type Tensor, liveTensors, backward, scope, full, keep } from '../../lib/tensor/index.ts';
+import { type Tensor, liveTensors, backward, scope, full, keep, tensor, cast, WorkingCopies } from '../../lib/tensor/index.ts';
 import { resolveResume } from '../../lib/train/checkpoint.ts';
 import { CheckpointError, TrainingError } from '../../lib/train/errors.ts';
 import { readRecords } from '../../lib/train/metrics.ts';
@@ -330,4 +330,52 @@ test.serial('a run stopped in the evaluation after a checkpoint evaluates that s
   t.deepEqual(recordCore(dir), recordCore(straightDir));
   t.deepEqual(recordCore(dir).map((r) => [r.step, r.eval_loss]), [[2, undefined], [3, 1 / 3], [4, undefined], [6, 1 / 6]]);
   for (const s of [straight, a, b]) { s.trainer.dispose(); s.model.dispose(); }
+});
+
+test.serial('the first step hands the model and the optimizer one store of working copies, the end of the run or the trainer takes it back; OWLET_WORKING_COPIES=0: none', async (t) => {
+  for (const [off, steps] of [[false, false], [true, false], [false, true]]) {
+    const s = setup({ totalSteps: 2 });
+    const seen: { model: (WorkingCopies | null)[]; opt: (WorkingCopies | null)[] } = { model: [], opt: [] };
+    Object.assign(s.model, { useWorkingCopies: (c: WorkingCopies | null) => seen.model.push(c) });
+    Object.assign(s.trainer['o'].optimizer, { useWorkingCopies: (c: WorkingCopies | null) => seen.opt.push(c) });
+    if (off) process.env.OWLET_WORKING_COPIES = '0';
+    try {
+      if (steps) {
+        await s.trainer.trainStep();
+        await s.trainer.trainStep();
+        t.deepEqual(seen.model.length, 1, 'held between steps');
+        s.trainer.dispose();
+      } else {
+        await s.trainer.run();
+      }
+    } finally { delete process.env.OWLET_WORKING_COPIES; }
+    if (off) {
+      t.deepEqual(seen, { model: [], opt: [] });
+    } else {
+      t.is(seen.model.length, 2);
+      t.true(seen.model[0] instanceof WorkingCopies);
+      t.is(seen.opt[0], seen.model[0], 'one store for both');
+      t.deepEqual([seen.model[1], seen.opt[1]], [null, null], 'taken back');
+    }
+    if (!steps) s.trainer.dispose();
+    s.model.dispose();
+  }
+});
+
+test('OwlOptimizer rewrites the working copies it was given in its step', (t) => {
+  scope(() => {
+    const p = tensor(Float32Array.from([0.5, -1.25, 3, 7.1]), [4], { name: 'abstractor.fc.weight', requiresGrad: true });
+    const opt = new OwlOptimizer([{ name: 'decay', params: new Map([['abstractor.fc.weight', p]]), weightDecay: 0.01 }],
+      { lr: 0.05, betas: [0.9, 0.98], eps: 1e-8, weight_decay: 0.01 } as never);
+    const store = new WorkingCopies();
+    opt.useWorkingCopies(store);
+    const [copy] = store.of([p]);
+    const before = Array.from(copy.data<'bf16'>());
+    p.grad = tensor(Float32Array.from([1, -2, 0.5, 0.25]), [4]);
+    opt.step(0.05);
+    t.notDeepEqual(Array.from(copy.data<'bf16'>()), before);
+    t.deepEqual(Array.from(copy.data<'bf16'>()), Array.from(cast(p, 'bf16').data<'bf16'>()));
+    opt.dispose();
+    store.dispose();
+  });
 });

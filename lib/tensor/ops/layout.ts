@@ -3,6 +3,7 @@ import { needsGrad, record } from '../autograd.ts';
 import { ShapeError } from '../errors.ts';
 import { Tensor, sameBackend, zeros } from '../tensor.ts';
 import { prod, wrap } from './util.ts';
+import type { WorkingCopies } from '../working-copies.ts';
 
 /** Same storage, another shape (a view); the gradient is reshaped back. */
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
@@ -128,16 +129,28 @@ export function castMany(xs: Tensor[], dtype: Tensor['dtype']): Tensor[] {
   if (!xs.length) return [];
   const be = sameBackend('castMany', ...xs);
   const ys = be.castMany(xs.map((x) => x.handle), dtype).map((h) => wrap(be, h));
-  if (needsGrad(...xs)) {
-    record('castMany', xs, ys, [], (gs, _saved, needs) => {
-      const live = gs.flatMap((g, i) => (g && needs[i] ? [i] : []));
-      const back = be.castMany(live.map((i) => gs[i]!.handle), xs[live[0] ?? 0].dtype);
-      const out: (Tensor | null)[] = xs.map(() => null);
-      live.forEach((i, j) => { out[i] = wrap(be, back[j]); });
-      return out;
-    });
-  }
+  if (needsGrad(...xs)) recordCastMany(be, xs, ys);
   return ys;
+}
+
+/** castMany(xs, store.dtype) with the copies kept between forwards by `store` (working-copies.ts): nothing is cast
+ *  unless a copy is missing. The tape entry and the gradients are castMany's. */
+export function castCached(xs: Tensor[], store: WorkingCopies): Tensor[] {
+  if (!xs.length) return [];
+  const be = sameBackend('castCached', ...xs);
+  const ys = store.of(xs).map((c) => c.share());  // (views: the forward's scope drops these, the store keeps its own)
+  if (needsGrad(...xs)) recordCastMany(be, xs, ys);
+  return ys;
+}
+
+function recordCastMany(be: Tensor['backend'], xs: Tensor[], ys: Tensor[]): void {
+  record('castMany', xs, ys, [], (gs, _saved, needs) => {
+    const live = gs.flatMap((g, i) => (g && needs[i] ? [i] : []));
+    const back = be.castMany(live.map((i) => gs[i]!.handle), xs[live[0] ?? 0].dtype);
+    const out: (Tensor | null)[] = xs.map(() => null);
+    live.forEach((i, j) => { out[i] = wrap(be, back[j]); });
+    return out;
+  });
 }
 
 /** x converted to another dtype (f32 ↔ bf16); the gradient is converted back. */

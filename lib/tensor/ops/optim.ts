@@ -5,6 +5,7 @@ import { ArgumentError, DTypeError, ShapeError } from '../errors.ts';
 import { keep } from '../scope.ts';
 import { Tensor, sameBackend, zeros } from '../tensor.ts';
 import { sameShape } from './util.ts';
+import type { WorkingCopies } from '../working-copies.ts';
 
 export interface AdamWOptions {
   lr: number;
@@ -74,8 +75,10 @@ export class AdamW {
    * Updates, in place, every given parameter that has a gradient; parameters without one keep their value and state.
    * `gradScale` multiplies every gradient as it is read (gradient clipping's coefficient: the same numbers as scaling
    * the gradients in place first, without that pass over them; the gradients themselves are left as they are).
+   * `copies`: the parameters' working copies kept between forwards; each one there is rewritten from its updated
+   * parameter in the same pass.
    */
-  step(params: Tensor[] | ParamGroup[], gradScale: number | Tensor = 1): void {
+  step(params: Tensor[] | ParamGroup[], gradScale: number | Tensor = 1, copies?: WorkingCopies | null): void {
     // A control block (backend.stepControl): the scale and whether to update at all are read on the device; the step
     // counts advance here, and undoStep() puts them back if the block turns out to have said skip.
     const control = typeof gradScale === 'number' ? null : gradScale;
@@ -110,8 +113,9 @@ export class AdamW {
     }
     const h = (ts: Tensor[]) => ts.map((t) => t.handle);
     for (const [step, b] of byStep) {
-      if (control) be.adamw(h(b.p), h(b.g), h(b.m), h(b.v), b.wd, this.lr, this.betas[0], this.betas[1], this.eps, step, undefined, control.handle);
-      else be.adamw(h(b.p), h(b.g), h(b.m), h(b.v), b.wd, this.lr, this.betas[0], this.betas[1], this.eps, step, gradScale as number);
+      const cs = copies?.size ? b.p.map((p) => copies.get(p)?.handle ?? null) : undefined;
+      if (control) be.adamw(h(b.p), h(b.g), h(b.m), h(b.v), b.wd, this.lr, this.betas[0], this.betas[1], this.eps, step, undefined, control.handle, cs);
+      else be.adamw(h(b.p), h(b.g), h(b.m), h(b.v), b.wd, this.lr, this.betas[0], this.betas[1], this.eps, step, gradScale as number, undefined, cs);
       for (const p of b.p) this.slots.get(p)!.step = step;
     }
     if (byStep.size > 0) this.stepCount++;

@@ -21,12 +21,19 @@ Tensor& Args::tensor(size_t i, const char* what) {
 
 Tensor* Args::opt_tensor(size_t i, const char* what) { return present(i) ? &tensor(i, what) : nullptr; }
 
-std::vector<Tensor*> Args::tensors(size_t i, const char* what) {
+std::vector<Tensor*> Args::tensors(size_t i, const char* what) { return tensor_list(i, what, false); }
+std::vector<Tensor*> Args::opt_tensors(size_t i, const char* what) { return tensor_list(i, what, true); }
+
+std::vector<Tensor*> Args::tensor_list(size_t i, const char* what, bool nullable) {
   if (i >= info_.Length() || !info_[i].IsArray()) error(ErrorKind::Argument, argname(i, what) + " must be an array of tensors");
   Napi::Array arr = info_[i].As<Napi::Array>();
   std::vector<Tensor*> out;
   for (uint32_t j = 0; j < arr.Length(); j++) {
     Napi::Value v = arr.Get(j);
+    if (nullable && (v.IsNull() || v.IsUndefined())) {
+      out.push_back(nullptr);
+      continue;
+    }
     NativeTensor* nt = NativeTensor::unwrap(env(), v);
     std::string name = std::string(what) + "[" + std::to_string(j) + "]";
     if (!nt) error(ErrorKind::Device, name + " is not a tensor of this backend");

@@ -22,6 +22,7 @@ class Args {
   Tensor& tensor(size_t i, const char* what);
   Tensor* opt_tensor(size_t i, const char* what);  // undefined/null -> nullptr
   std::vector<Tensor*> tensors(size_t i, const char* what);
+  std::vector<Tensor*> opt_tensors(size_t i, const char* what);  // entries may be null/undefined -> nullptr
   double number(size_t i, const char* what);
   double number_or(size_t i, const char* what, double dflt) { return present(i) ? number(i, what) : dflt; }
   int64_t integer(size_t i, const char* what);
@@ -54,6 +55,7 @@ class Args {
   Napi::Value ret_number(double v) const { return Napi::Number::New(env(), v); }
 
  private:
+  std::vector<Tensor*> tensor_list(size_t i, const char* what, bool nullable);
   const Napi::CallbackInfo& info_;
   const char* op_;
 };

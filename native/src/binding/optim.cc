@@ -24,10 +24,12 @@ std::vector<const Tensor*> f32_list(Args& a, const std::vector<Tensor*>& xs, con
 
 }  // namespace
 
-// adamw(params, grads, m, v, weightDecay[], lr, beta1, beta2, eps, step, gradScale?, control?): torch.optim.AdamW's
-// update in place on params, m and v, each gradient read as g·gradScale (default 1: gradient clipping's coefficient).
-// All lists have one entry per parameter; step is the 1-based step of every listed parameter. control: a stepControl
-// block, read where the update runs: its coefficient is the gradient scale, and a step it says to skip updates nothing.
+// adamw(params, grads, m, v, weightDecay[], lr, beta1, beta2, eps, step, gradScale?, control?, copies?):
+// torch.optim.AdamW's update in place on params, m and v, each gradient read as g·gradScale (default 1: gradient
+// clipping's coefficient). All lists have one entry per parameter; step is the 1-based step of every listed parameter.
+// control: a stepControl block, read where the update runs: its coefficient is the gradient scale, and a step it says
+// to skip updates nothing. copies: one entry per parameter, null or a bf16 tensor of the parameter's size that
+// receives the updated parameter rounded to bf16 (its working copy; untouched by a skipped step).
 OWLET_OP(adamw) {
   std::vector<Tensor*> ps = a.tensors(0, "params"), gs = a.tensors(1, "grads"), ms = a.tensors(2, "m"),
                        vs = a.tensors(3, "v");
@@ -76,8 +78,25 @@ OWLET_OP(adamw) {
               *name + " shares its storage with another params/m/v entry " + t->describe());
     a.check(p->numel() == 0 || g->storage != p->storage, ErrorKind::Argument, gi + " shares its storage with " + pi);
   }
+  std::vector<Tensor*> copies;
+  if (a.present(12)) {
+    copies = a.opt_tensors(12, "copies");
+    a.check(copies.size() == n, ErrorKind::Argument, "copies must have one entry (a tensor or null) per parameter, got " +
+                                                         std::to_string(copies.size()) + " for " + std::to_string(n));
+    for (size_t i = 0; i < n; i++) {
+      Tensor* c = copies[i];
+      if (!c) continue;
+      std::string ci = item("copies", i), pi = item("params", i);
+      a.check(c->dtype == DType::BF16, ErrorKind::DType, ci + " must be bf16, got " + c->describe());
+      a.check(c->numel() == ps[i]->numel(), ErrorKind::Shape, ci + " " + c->describe() + " must have the size of " + pi +
+                                                                  " " + ps[i]->describe());
+      a.expect_same_device(*ps[i], pi.c_str(), *c, ci.c_str());
+      a.check(c->numel() == 0 || written.insert(c->storage.get()).second, ErrorKind::Argument,
+              ci + " shares its storage with another params/m/v/copies entry " + c->describe());
+    }
+  }
   std::vector<const Tensor*> cg(gs.begin(), gs.end());
-  kern::adamw(ps, cg, ms, vs, wd, h);
+  kern::adamw(ps, cg, ms, vs, wd, h, copies);
   return a.env().Undefined();
 }
 

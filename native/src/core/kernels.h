@@ -133,9 +133,12 @@ struct AdamWHyper {
 };
 // torch.optim.AdamW (torch 1.13 single-tensor order): decoupled weight decay per parameter (wd[i]), then Adam with
 // bias correction; the moment updates are fused multiply-adds as in torch's AVX2 CPU kernels (the CPU backend equals
-// torch 1.13 bit for bit there). params, grads, m, v are f32 of equal shapes per index.
+// torch 1.13 bit for bit there). params, grads, m, v are f32 of equal shapes per index. copies: empty, or one entry
+// per parameter, null or a bf16 tensor of its size that receives the updated parameter rounded to bf16 (the working
+// copy a bf16 forward reads, written in the same pass instead of a cast of every master before the next forward).
 void adamw(const std::vector<Tensor*>& params, const std::vector<const Tensor*>& grads, const std::vector<Tensor*>& m,
-           const std::vector<Tensor*>& v, const std::vector<double>& wd, const AdamWHyper& h);
+           const std::vector<Tensor*>& v, const std::vector<double>& wd, const AdamWHyper& h,
+           const std::vector<Tensor*>& copies);
 double sum_squares(const std::vector<const Tensor*>& xs);  // float64 accumulation, same result for any thread count
 // A training step's control block, computed where the gradients live so that the step needs no host read before the
 // optimizer: three float64 values (out: i64 [3] storage, the runtime having no f64 dtype) = the gradients' global L2

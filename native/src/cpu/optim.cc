@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "../core/clip.h"
+#include "../core/dtype.h"
 #include "../core/kernels.h"
 
 namespace owlet::kern {
@@ -76,7 +77,8 @@ static void adamw_chunk(float* __restrict p, const float* __restrict g, float* _
 }
 
 void adamw(const std::vector<Tensor*>& params, const std::vector<const Tensor*>& grads, const std::vector<Tensor*>& m,
-           const std::vector<Tensor*>& v, const std::vector<double>& wd, const AdamWHyper& hyper) {
+           const std::vector<Tensor*>& v, const std::vector<double>& wd, const AdamWHyper& hyper,
+           const std::vector<Tensor*>& copies) {
   AdamWHyper h = hyper;
   if (h.control) {  // step_control's block: {norm, coefficient, skip}
     const double* c = reinterpret_cast<const double*>(h.control->raw());
@@ -92,6 +94,11 @@ void adamw(const std::vector<Tensor*>& params, const std::vector<const Tensor*>&
     size_t t = ch.tensor;
     adamw_chunk(params[t]->f32() + ch.begin, grads[t]->f32() + ch.begin, m[t]->f32() + ch.begin, v[t]->f32() + ch.begin,
                 ch.end - ch.begin, sc[t]);
+    if (!copies.empty() && copies[t]) {  // (the chunk is still in cache: the cast of the next forward, fused)
+      const float* p = params[t]->f32();
+      uint16_t* c = copies[t]->data<uint16_t>();
+      for (int64_t i = ch.begin; i < ch.end; i++) c[i] = f32_to_bf16(p[i]);
+    }
   }
 }
 

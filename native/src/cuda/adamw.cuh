@@ -24,7 +24,8 @@ struct AdamSlot {
   float* v;
   int64_t n;
   AdamScalars s;
-  bool vec;  // p, m, v 16-byte aligned and g aligned for 4 elements: the float4 path
+  bf16* copy;  // null, or the parameter's bf16 working copy, written with the update
+  bool vec;    // p, m, v 16-byte aligned, g and copy aligned for 4 elements: the float4 path
 };
 
 // torch 1.13's AdamW in the CPU backend's order of f32 operations, each explicitly rounded (no contraction into
@@ -48,7 +49,17 @@ __device__ __forceinline__ float4 load_g4(const FIn& g, int64_t i) {
   return make_float4(a.x, a.y, b.x, b.y);
 }
 
-// The update is a stream of 28 bytes per parameter (read p, m, v, g; write p, m, v): each thread moves four
+// Four values rounded to bf16 (as cast rounds them) in one 8-byte store.
+__device__ __forceinline__ void store_bf16x4(bf16* dst, float4 x) {
+  __nv_bfloat162 lo = __floats2bfloat162_rn(x.x, x.y), hi = __floats2bfloat162_rn(x.z, x.w);
+  uint2 raw;
+  raw.x = *reinterpret_cast<uint32_t*>(&lo);
+  raw.y = *reinterpret_cast<uint32_t*>(&hi);
+  *reinterpret_cast<uint2*>(dst) = raw;
+}
+
+// The update is a stream of 28 bytes per parameter (read p, m, v, g; write p, m, v; + 2 with a working copy): each
+// thread moves four
 // parameters per iteration with 16-byte accesses (the scalar loop kept four 4-byte loads per element in flight at
 // most and measured about half the bandwidth bound, 6.3 ms for ViT-L + abstractor on an H100).
 // control: null, or kern::step_control's block {norm, coefficient, skip} (float64): its coefficient replaces the
@@ -74,6 +85,7 @@ __global__ void adamw_kernel(const AdamSlot* slots, const WorkItem* items, const
       *reinterpret_cast<float4*>(s.p + i) = p;
       *reinterpret_cast<float4*>(s.m + i) = m;
       *reinterpret_cast<float4*>(s.v + i) = v;
+      if (s.copy) store_bf16x4(s.copy + i, p);
     }
     i0 = w.start + 4 * groups;
   }
@@ -83,6 +95,7 @@ __global__ void adamw_kernel(const AdamSlot* slots, const WorkItem* items, const
     s.p[i] = p;
     s.m[i] = m;
     s.v[i] = v;
+    if (s.copy) s.copy[i] = __float2bfloat16_rn(p);
   }
 }
 

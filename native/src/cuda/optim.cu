@@ -114,7 +114,8 @@ ListTables list_tables(DeviceContext& c, const std::vector<const Tensor*>& xs, c
 }  // namespace
 
 void adamw(const std::vector<Tensor*>& params, const std::vector<const Tensor*>& grads, const std::vector<Tensor*>& m,
-           const std::vector<Tensor*>& v, const std::vector<double>& wd, const AdamWHyper& h) {
+           const std::vector<Tensor*>& v, const std::vector<double>& wd, const AdamWHyper& h,
+           const std::vector<Tensor*>& copies) {
   const char* op = "adamw";
   if (params.empty()) return;
   DeviceContext& c = context_of(*params[0], op);
@@ -130,10 +131,17 @@ void adamw(const std::vector<Tensor*>& params, const std::vector<const Tensor*>&
     double t = double(h.step), bc1 = 1.0 - std::pow(h.beta1, t), bc2 = 1.0 - std::pow(h.beta2, t);
     AdamScalars k{float(1.0 - h.lr * wd[i]), float(h.beta1), float(1.0 - h.beta1), float(h.beta2), float(1.0 - h.beta2),
                   float(std::sqrt(bc2)), float(h.eps), float(-(h.lr / bc1)), h.grad_scale};
-    AdamSlot slot{params[i]->f32(), fin(*grads[i], op, "grads"), m[i]->f32(), v[i]->f32(), params[i]->numel(), k, false};
+    Tensor* copy = copies.empty() ? nullptr : copies[i];
+    if (copy) {
+      expect_dtype(*copy, DType::BF16, op, "copies");
+      if (copy->device() != params[0]->device() || copy->numel() != params[i]->numel())
+        fail(ErrorKind::Argument, std::string(op) + ": working copy " + copy->describe() + " does not match " + params[i]->describe());
+    }
+    AdamSlot slot{params[i]->f32(), fin(*grads[i], op, "grads"), m[i]->f32(), v[i]->f32(), params[i]->numel(), k,
+                  copy ? copy->data<bf16>() : nullptr, false};
     auto aligned = [](const void* p, uintptr_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; };
     slot.vec = vec_enabled() && aligned(slot.p, 16) && aligned(slot.m, 16) && aligned(slot.v, 16) &&
-               aligned(slot.g.p, slot.g.bf ? 8 : 16);
+               aligned(slot.g.p, slot.g.bf ? 8 : 16) && aligned(slot.copy, 8);
     slots.push_back(slot);
   }
   if (slots.empty()) return;
