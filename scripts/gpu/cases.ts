@@ -386,7 +386,8 @@ export function cases(): Case[] {
   // stages, several key and query blocks, D = 64, dropout (must fall back to the mma.sync kernels), the model's
   // shapes. The quick ones (compute-sanitizer runs them) are the deadlock- and race-prone small shapes.
   //   OWLET_ATTN_FWD=wgmma, wgmma-overlap (softmax overlapping the previous tile's P·V), wgmma-ws (a producer
-  //   warpgroup filling a 2-stage K/V ring under full/empty mbarriers, two consumer warpgroups taking turns);
+  //   warpgroup filling a 2-stage K/V ring under full/empty mbarriers, two consumer warpgroups taking turns),
+  //   wgmma-ws-overlap (that with the softmax overlapping the previous tile's P·V, a 3-stage ring);
   //   OWLET_ATTN_BWD=wgmma (128-key blocks of 2 warpgroups, 64-query steps), =wgmma1 (64-key blocks, D = 64); and the mma.sync backward after the
   //   Hopper forward, the default forward at D = 128 (OWLET_ATTN_BWD=mma).
   const hopperShapes: [string, number, number, number, number, number, boolean, boolean, number, boolean][] = [
@@ -413,7 +414,7 @@ export function cases(): Case[] {
     ['abstractor, 32 heads', 2, 16, 64, 321, 64, false, false, 0, false],
   ];
   for (const env of [{ OWLET_ATTN_FWD: 'wgmma' }, { OWLET_ATTN_FWD: 'wgmma-overlap' }, { OWLET_ATTN_FWD: 'wgmma-ws' },
-    { OWLET_ATTN_BWD: 'wgmma' }, { OWLET_ATTN_FWD: 'wgmma', OWLET_ATTN_BWD: 'mma' }] as VariantEnv[]) {
+    { OWLET_ATTN_FWD: 'wgmma-ws-overlap' }, { OWLET_ATTN_BWD: 'wgmma' }, { OWLET_ATTN_FWD: 'wgmma', OWLET_ATTN_BWD: 'mma' }] as VariantEnv[]) {
     for (const [label, B, H, Tq, Tk, D, causal, masked, p, quick] of hopperShapes)
       attn(label, B, H, Tq, Tk, D, causal, masked, p, ['bf16'], quick, env);
   }

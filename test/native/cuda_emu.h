@@ -527,7 +527,15 @@ inline void mbar_wait_parity(uint32_t addr, uint32_t parity) {
 // thread's queued copies to the mbarrier, where they land only when a thread waits on it (mbar_wait_parity) or the
 // issuing side waits for all its copies. So a consumer that reads a buffer without waiting on its "full" mbarrier
 // reads what was there before — the poison, or an older tile — every time, not by the luck of the schedule.
+// The opposite mistake — a consumer releasing a buffer (its "empty" arrival) before a product that reads it has
+// completed — shows only when the refill lands early; with eager_copies() (OWLET_EMU_EAGER_COPIES=1) every such
+// copy lands at issue, so a refill issued between the early release and the product's completion corrupts it.
+inline bool eager_copies() {
+  static const bool on = [] { const char* e = std::getenv("OWLET_EMU_EAGER_COPIES"); return e && e[0] == '1'; }();
+  return on;
+}
 inline void cp_async_deferred(uint32_t smem, const void* gmem, bool valid, int bytes) {
+  if (eager_copies()) return cp_async(smem, gmem, valid, bytes);
   Block* b = current();
   b->cp_pending[size_t(b->cur)].push_back([=] { cp_async(smem, gmem, valid, bytes); });
 }

@@ -2,7 +2,7 @@
 // emulator of cuda_emu.h, on small odd shapes, and compares them with a float64 reference: output, log-sum-exp and
 // the three gradients, for full, cross-length, causal (both alignments), key-padded and dropout cases; the forward
 // in every tile shape of OWLET_ATTN_FWD (default, w8, w8s, m2, w4s), the Hopper forward of attention_wgmma.cuh (wgmma,
-// wgmma-overlap and wgmma-ws, on every case without dropout; wgmma emulated from the emulator's reading of the PTX ISA's
+// wgmma-overlap, wgmma-ws and wgmma-ws-overlap, on every case without dropout; wgmma emulated from the emulator's reading of the PTX ISA's
 // descriptor, swizzle and fragment rules) and the backward in OWLET_ATTN_BWD=br64, =wgmma and =wgmma1 (the Hopper
 // backward of attention_wgmma_bwd.cuh with two or, at D = 64, one warpgroup per block; every case without dropout) too,
 // each compared with the reference. `flash_emu --random N SEED` runs N random shapes instead.
@@ -241,6 +241,11 @@ bool run(const Case& c, std::mt19937& rng) {
                       [&] { owlet::cuda::wgmma_ws::attention_fwd_ws_kernel<DD>(fp); });
         check_fwd(tail ? "wgmma-ws+tail" : "wgmma-ws");
       }
+      // OWLET_ATTN_FWD=wgmma-ws-overlap: the same with the softmax of tile t overlapping P(t−1)·V(t−1), a stage
+      // held one tile longer (3-stage ring)
+      run_tiled_fwd(dtag, wgmma::kBR, owlet::cuda::wgmma_ws::kThreads, owlet::cuda::wgmma_ws::smem_bytes<DD, true>(),
+                    false, [&] { owlet::cuda::wgmma_ws::attention_fwd_ws_kernel<DD, true>(fp); });
+      check_fwd("wgmma-ws-overlap");
     }
     run_fwd(flash::FwdW4<DD>{});  // last: the backward below reads its output
     check_fwd("w4");

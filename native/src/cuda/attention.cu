@@ -6,7 +6,8 @@
 // OWLET_ATTENTION=simple forces the plain path (for comparisons on the GPU machine); OWLET_ATTN_FWD picks the
 // forward (w4, w8, w8s, m2, w4s: the mma.sync tile shapes of attention_flash.cuh; wgmma, wgmma-overlap: the Hopper
 // forward of attention_wgmma.cuh (wgmma1: one warpgroup per block at D = 64), wgmma-ws: its warp-specialised form of
-// attention_wgmma_ws.cuh, where they apply — sm_90a build, compute capability 9.0, no dropout — and w4s elsewhere);
+// attention_wgmma_ws.cuh, wgmma-ws-overlap: that with FlashAttention-3's intra-warpgroup overlap (session 11, not yet
+// timed, so asked for by name only — autotuning does not try it), where they apply — sm_90a build, compute capability 9.0, no dropout — and w4s elsewhere);
 // OWLET_ATTN_BWD picks the backward (mma, br64, wgmma, wgmma1, wgmma-q, wgmma-bulk: see bwd_variant_of). Unset (or
 // auto): the fastest of the variants that apply, timed on the first call of each shape (see "autotuning" below;
 // OWLET_ATTN_TUNE=0 turns it off, and the backward off Hopper has one kernel); else the static defaults of
@@ -73,7 +74,7 @@ int bwd_warps(int D) {
 // at D = 128 the Hopper forward (LLaMA 2k causal 261 TFLOP/s against 171 for w4, 189 for w4s) where it applies, else
 // w4s; at D = 64 w4s (ViT 113 against 103 for w4; abstractor 103 against 99). wgmma1: the Hopper forward with one
 // warpgroup (64 query rows) per block at D = 64 (session 7, not yet timed; D = 128 takes wgmma's two).
-enum class FwdVariant { Auto, W4, W8, W8s, M2, W4s, Wgmma, WgmmaOverlap, WgmmaWs, Wgmma1 };
+enum class FwdVariant { Auto, W4, W8, W8s, M2, W4s, Wgmma, WgmmaOverlap, WgmmaWs, Wgmma1, WgmmaWsOverlap };
 
 // The variant `var` names, from a table whose first entry is the default ("auto": also when unset or empty).
 template <class V, size_t N>
@@ -92,7 +93,7 @@ const std::pair<const char*, FwdVariant> kFwdNames[] = {
     {"auto", FwdVariant::Auto}, {"w4", FwdVariant::W4},   {"w8", FwdVariant::W8},
     {"w8s", FwdVariant::W8s},   {"m2", FwdVariant::M2},   {"w4s", FwdVariant::W4s},
     {"wgmma", FwdVariant::Wgmma}, {"wgmma-overlap", FwdVariant::WgmmaOverlap}, {"wgmma-ws", FwdVariant::WgmmaWs},
-    {"wgmma1", FwdVariant::Wgmma1}};
+    {"wgmma1", FwdVariant::Wgmma1}, {"wgmma-ws-overlap", FwdVariant::WgmmaWsOverlap}};
 
 FwdVariant fwd_variant(const char* op) {
   return env_variant("OWLET_ATTN_FWD", kFwdNames, op);
@@ -435,7 +436,7 @@ std::optional<FwdVariant> hopper_fwd(const DeviceContext& c, const flash::Params
   if (!hopper_applies(c, fp)) return std::nullopt;
   if (variant == FwdVariant::Auto) return d.D == 128 ? std::optional(FwdVariant::Wgmma) : std::nullopt;
   if (variant == FwdVariant::Wgmma || variant == FwdVariant::WgmmaOverlap || variant == FwdVariant::WgmmaWs ||
-      variant == FwdVariant::Wgmma1)
+      variant == FwdVariant::Wgmma1 || variant == FwdVariant::WgmmaWsOverlap)
     return variant;
   return std::nullopt;
 }
@@ -459,6 +460,9 @@ void launch_wgmma_fwd(const DeviceContext& c, const flash::Params& fp, const Dim
   } else if (variant == FwdVariant::WgmmaWs) {
     if (d64) launch(wgmma_ws::attention_fwd_ws_kernel<64>, wgmma_ws::kThreads, wgmma_ws::smem_bytes<64>());
     else launch(wgmma_ws::attention_fwd_ws_kernel<128>, wgmma_ws::kThreads, wgmma_ws::smem_bytes<128>());
+  } else if (variant == FwdVariant::WgmmaWsOverlap) {
+    if (d64) launch(wgmma_ws::attention_fwd_ws_kernel<64, true>, wgmma_ws::kThreads, wgmma_ws::smem_bytes<64, true>());
+    else launch(wgmma_ws::attention_fwd_ws_kernel<128, true>, wgmma_ws::kThreads, wgmma_ws::smem_bytes<128, true>());
   } else if (variant == FwdVariant::WgmmaOverlap) {
     if (d64) launch(wgmma::attention_fwd_kernel<64, true>, wgmma::kThreads, wgmma::fwd_smem_bytes<64, true>());
     else launch(wgmma::attention_fwd_kernel<128, true>, wgmma::kThreads, wgmma::fwd_smem_bytes<128, true>());

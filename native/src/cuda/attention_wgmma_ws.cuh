@@ -23,6 +23,12 @@
 //     turn over right after, so one consumer's softmax runs while the other's product is on the tensor cores.
 //     Consumer 1 gives consumer 0 the first turn (if the block has a tile) and consumer 0 takes one extra turn after
 //     its loop, so every bar.sync meets exactly one bar.arrive and nothing is left pending at the block's end.
+//   - OVERLAP (OWLET_ATTN_FWD=wgmma-ws-overlap): FlashAttention-3's intra-warpgroup overlap on top of the ping-pong.
+//     In its turn a consumer issues S(t) = Q·K(t)ᵀ and then P(t−1)·V(t−1), hands the turn over, waits for S(t) only
+//     (wait_group 1) and runs the softmax of tile t while the tensor cores compute P(t−1)·V(t−1); then it waits for
+//     that product, and only then releases tile t−1's stage (its V was read until then). A stage is therefore held
+//     one tile longer, so the ring has kStagesOverlap = 3 stages (D = 128: Q 32 KiB + 3 × 64 KiB of shared memory),
+//     and the producer still fills tile t + 1 while tile t is computed.
 // ptxas (nvcc 13.0, sm_90a, -Xptxas -v): 168 registers at launch (the cap for 384 threads; setmaxnreg then moves
 // them between the roles), 0 bytes spilled, 16 barriers (the turn barriers' ids are registers), D = 64 and 128.
 // No __syncthreads inside the loop (only the one that publishes the mbarrier initialisation). Every loop runs
@@ -39,15 +45,21 @@ using wgmma::bar_arrive;
 using wgmma::bar_sync;
 using wgmma::kBC;
 using wgmma::kBR;
-constexpr int kStages = 2;  // K/V ring stages (D = 128: Q 32 KiB + 2 × 64 KiB)
+constexpr int kStages = 2;         // K/V ring stages (D = 128: Q 32 KiB + 2 × 64 KiB)
+constexpr int kStagesOverlap = 3;  // with OVERLAP a stage is held one tile longer (see the header)
+template <bool OVERLAP>
+constexpr int stages() {
+  return OVERLAP ? kStagesOverlap : kStages;
+}
 constexpr int kThreads = 384, kProducerThreads = 128;
 constexpr int kProducerRegs = 40, kConsumerRegs = 232;  // 128·40 + 256·232 = 64,512 ≤ 65,536 registers
 constexpr int kTurn = 1;                                // named barriers kTurn (consumer 0's), kTurn + 1 (consumer 1's)
 
-template <int D>
+template <int D, bool OVERLAP = false>
 constexpr size_t smem_bytes() {
-  // Q, kStages × (K, V), the mbarriers (Q, full[], empty[]), and room to align the base to 1024 bytes.
-  return size_t(kBR + 2 * kStages * kBC) * D * 2 + 8 * (1 + 2 * kStages) + 1024;
+  // Q, the stages × (K, V), the mbarriers (Q, full[], empty[]), and room to align the base to 1024 bytes
+  // (D = 128 with OVERLAP: 230,456 of the 232,448 an H100 block may have).
+  return size_t(kBR + 2 * stages<OVERLAP>() * kBC) * D * 2 + 8 * (1 + 2 * stages<OVERLAP>()) + 1024;
 }
 
 #ifdef OWLET_CUDA_EMULATION
@@ -106,10 +118,10 @@ __device__ __forceinline__ void load_tile(uint32_t s, const bf16* base, int64_t 
   rows::copy<ROWS, D, kProducerThreads, rows::Swizzle128, 4>(s, base, rs, r0, limit, ptid, Copy{});
 }
 
-template <int D>
+template <int D, bool OVERLAP = false>
 __global__ void __launch_bounds__(kThreads, 1) attention_fwd_ws_kernel(flash::Params p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL) || defined(OWLET_CUDA_EMULATION)
-  constexpr int DB = D / 64, KK = kBC / 16, NS = kBC / 8 * 4;
+  constexpr int DB = D / 64, KK = kBC / 16, NS = kBC / 8 * 4, kStages = stages<OVERLAP>();
   constexpr uint32_t kQBytes = kBR * D * 2, kKVBytes = kBC * D * 2;
   OWLET_DYNAMIC_SMEM(smem_raw);
   const uint32_t raw = mma::smem_u32(smem_raw);
@@ -182,42 +194,81 @@ __global__ void __launch_bounds__(kThreads, 1) attention_fwd_ws_kernel(flash::Pa
   wgmma::fence_proxy_async();
   if (wg == 1 && n_tiles > 0) bar_arrive(kTurn, 2 * 128);  // consumer 0 has the first turn
 
+  // OVERLAP: P(t−1) in registers, its V's stage not released yet (pending: uniform per warpgroup).
+  uint32_t pa[KK][4];
+  bool pending = false;
+  int s_pending = 0;
+  // O += P(t−1)·V(t−1) on its own, then its stage released: a warpgroup whose rows see no more keys, or after the loop.
+  auto flush_pending = [&] {
+    wgmma::fence();
+    wgmma::issue_pv(o, pa, sKV + 2 * s_pending * kKVBytes + kKVBytes);
+    wgmma::wait<0>();
+#pragma unroll
+    for (int c = 0; c < DB; c++) wgmma::fence_operands(o[c]);
+    mbar_arrive(bar_empty + 8 * s_pending);
+    pending = false;
+  };
+
   for (int tile = 0; tile < n_tiles; tile++) {
     const int kv0 = tile * kBC, s = tile % kStages;
     const uint32_t sKt = sKV + 2 * s * kKVBytes, sVt = sKt + kKVBytes;
     mbar_wait(bar_full + 8 * s, uint32_t((tile / kStages) & 1));
     wgmma::fence_proxy_async();  // the stage's generic-proxy copies are visible to the tensor cores' async proxy
-    if (wg_active && kv0 < wg_kv_end) {
-      // Straight-line from each wgmma to its wait (ptxas serialises wgmma in flight across a branch).
+    // One tile of work, straight-line from each wgmma to its wait (ptxas serialises wgmma in flight across a
+    // branch), hence the overlapped form (OVERLAP, every tile but the first: a warpgroup that works on tile t > 0
+    // worked on every earlier one, the visible keys being a prefix) as its own instantiation.
+    auto step = [&](auto overlapped_tag) {
+      constexpr bool kOverlapped = decltype(overlapped_tag)::value;
       float s_acc[NS];
       bar_sync(my_turn, 2 * 128);
       wgmma::fence();
       wgmma::issue_scores<D>(s_acc, sQw, sKt);
+      if constexpr (kOverlapped) wgmma::issue_pv(o, pa, sKV + 2 * s_pending * kKVBytes + kKVBytes);
       bar_arrive(other_turn, 2 * 128);  // the other consumer may issue while this one waits and runs the softmax
-      wgmma::wait<0>();
+      if constexpr (kOverlapped) wgmma::wait<1>();  // S(t) is done; P(t−1)·V(t−1) may still run
+      else wgmma::wait<0>();
       wgmma::fence_operands(s_acc);
 
       wgmma::mask_scores(s_acc, p, b, kv0, t4, row_a, row_b, warp_row0, shift);
       float corr[2];
       wgmma::softmax_step(s_acc, m_run, l_run, corr, p.scale_log2);
+      if constexpr (kOverlapped) {
+        wgmma::wait<0>();  // P(t−1)·V(t−1) is done: O and the P registers may be touched again, V(t−1) is free
+#pragma unroll
+        for (int c = 0; c < DB; c++) wgmma::fence_operands(o[c]);
+#pragma unroll
+        for (int kk = 0; kk < KK; kk++) wgmma::fence_operands(pa[kk]);
+        mbar_arrive(bar_empty + 8 * s_pending);
+      }
       wgmma::rescale_o(o, corr);
-      uint32_t pa[KK][4];
       wgmma::pack_p(pa, s_acc);
 #pragma unroll
       for (int c = 0; c < DB; c++) wgmma::fence_operands(o[c]);
-      wgmma::fence();
-      wgmma::issue_pv(o, pa, sVt);
-      wgmma::wait<0>();
+      if constexpr (OVERLAP) {
+        pending = true;  // issued with the next tile's scores, or by flush_pending
+        s_pending = s;
+      } else {
+        wgmma::fence();
+        wgmma::issue_pv(o, pa, sVt);
+        wgmma::wait<0>();
 #pragma unroll
-      for (int c = 0; c < DB; c++) wgmma::fence_operands(o[c]);
+        for (int c = 0; c < DB; c++) wgmma::fence_operands(o[c]);
+        mbar_arrive(bar_empty + 8 * s);  // this thread's reads of the stage (through completed wgmma) are over
+      }
+    };
+    if (wg_active && kv0 < wg_kv_end) {
+      if (OVERLAP && tile > 0) step(std::true_type{});
+      else step(std::false_type{});
     } else {
       // No work on this tile (nor on any later one): still take and pass the turn, so the other consumer's
-      // bar.sync finds its partner.
+      // bar.sync finds its partner; finish a pending product while its V is still in the ring; release the stage.
       bar_sync(my_turn, 2 * 128);
       bar_arrive(other_turn, 2 * 128);
+      if (OVERLAP && pending) flush_pending();
+      mbar_arrive(bar_empty + 8 * s);
     }
-    mbar_arrive(bar_empty + 8 * s);  // this thread's reads of the stage (through completed wgmma) are over
   }
+  if (OVERLAP && pending) flush_pending();
   if (wg == 0 && n_tiles > 0) bar_sync(kTurn, 2 * 128);  // consumer 1's arrival after its last tile
 
   wgmma::write_out_lse<D>(p, o, m_run, l_run, b, h, row_a, row_b, t4, wg_active);
