@@ -15,13 +15,19 @@ left() { local l=$((DEADLINE - (SECONDS - START))); echo $((l > 1 ? l : 1)); }  
 OUT=$R ONLY="${ONLY:-check peer summary sanitizer sass ncu}" timeout -k 5 "$(left)" bash scripts/gpu/run.sh >"$R/stdout.log" 2>&1 ||
   echo "run.sh exit $? (124: stopped at the ${DEADLINE}-s deadline)" | tee -a "$R/run.log"
 # VARIANT_ENV="NAME=value …": the trainer benchmark once more with those variables (e.g. a kernel variant), in
-# variant/, so that its steps compare with the default's of the same call.
-if [ -n "${VARIANT_ENV:-}" ] && [ "$(left)" -gt 20 ]; then
-  mkdir -p "$R/variant"
-  env $VARIANT_ENV OUT=$R/variant ONLY=train TRAIN_ARGS=--no-tiny timeout -k 5 "$(left)" bash scripts/gpu/run.sh \
-    >"$R/variant/stdout.log" 2>&1
-  grep -E "^BENCH" "$R/variant/train_check.log" | cut -c1-200
-fi
+# variant/, so that its steps compare with the default's of the same call; several sets separated by ';' run one after
+# the other, in variant/, variant2/, … (e.g. VARIANT_ENV="OWLET_NORM_ROWS=warp;OWLET_WORKING_COPIES=0").
+IFS=';' read -ra VARIANTS <<<"${VARIANT_ENV:-}"
+for i in "${!VARIANTS[@]}"; do
+  [ -n "${VARIANTS[$i]// /}" ] && [ "$(left)" -gt 20 ] || continue
+  dir="$R/variant$([ "$i" -gt 0 ] && echo $((i + 1)))"
+  mkdir -p "$dir"
+  echo "${VARIANTS[$i]}" >"$dir/env.txt"
+  env ${VARIANTS[$i]} OUT=$dir ONLY=train TRAIN_ARGS=--no-tiny timeout -k 5 "$(left)" bash scripts/gpu/run.sh \
+    >"$dir/stdout.log" 2>&1
+  echo "variant ${VARIANTS[$i]}:"
+  grep -E "^BENCH" "$dir/train_check.log" | cut -c1-200
+done
 tar -C /tmp -czf "$OUT/results.tgz" owlet-results
 grep -E "^== |passed, .* failed|^FAIL" "$R/run.log" "$R/check.log" 2>/dev/null | tail -40
 cat "$R/summary.log" 2>/dev/null
