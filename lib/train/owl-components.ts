@@ -26,19 +26,29 @@ export interface OwlTrainBatch extends Batch {
 }
 
 /** The model's view of a data batch: ids and masks stay on the host (the splice plan and the labels are computed
- *  there; the model uploads the index tensors it needs), the pixels go to `device` as one f32 upload. */
-export function owlBatch(b: DataBatch, device = 'cpu'): OwlBatch {
+ *  there; the model uploads the index tensors it needs), the pixels go to `device` as one upload, in `pixelDtype`:
+ *  bf16 for a model that computes in bf16 (rounded on the host as the device's cast rounds them, to nearest even: the
+ *  same bits, half the bytes to move: 4.8 instead of 9.6 MB for 16 images at 224). */
+export function owlBatch(b: DataBatch, device = 'cpu', pixelDtype: 'f32' | 'bf16' = 'f32'): OwlBatch {
   const R = b.resolution, n = b.pixelValues ? b.pixelValues.length / (3 * R * R) : 0;
   return {
     inputIds: b.inputIds, batchSize: b.batchSize, seqLen: b.maxLength + 1, numImages: b.numImages,
     nonPaddingMask: b.nonPaddingMask, nonMediaMask: b.nonMediaMask, promptMask: b.promptMask,
-    pixelValues: b.pixelValues && n > 0 ? tensor(b.pixelValues, [n, 3, R, R], { device }) : null, sampleIds: b.sampleIds,
+    pixelValues: b.pixelValues && n > 0 ? uploadPixels(b.pixelValues, [n, 3, R, R], device, pixelDtype) : null,
+    sampleIds: b.sampleIds,
   };
 }
 
-/** A data batch as the trainer's micro-batch, its pixels on `device`. */
-export function trainBatch(b: DataBatch, device = 'cpu'): OwlTrainBatch {
-  const owl = owlBatch(b, device);
+function uploadPixels(px: Float32Array, shape: number[], device: string, dtype: 'f32' | 'bf16'): Tensor {
+  if (dtype === 'f32') return tensor(px, shape, { device });
+  const host = tensor(px, shape, { dtype });
+  if (device === 'cpu') return host;
+  try { return host.to(device); } finally { host.dispose(); }
+}
+
+/** A data batch as the trainer's micro-batch, its pixels on `device` in `pixelDtype` (owlBatch). */
+export function trainBatch(b: DataBatch, device = 'cpu', pixelDtype: 'f32' | 'bf16' = 'f32'): OwlTrainBatch {
+  const owl = owlBatch(b, device, pixelDtype);
   return {
     data: b, owl, sampleIds: b.sampleIds, tokens: b.tokenCount, images: b.pixelValues ? owl.pixelValues?.shape[0] ?? 0 : 0,
     dispose: () => owl.pixelValues?.dispose(),
@@ -180,7 +190,9 @@ export class OwlDataStream implements DataStream<OwlTrainBatch> {
     /** Where the batches' pixels go (the model's device). */
     private readonly device = 'cpu',
     /** What the data is, for messages ("the eval data (a.jsonl)"). */
-    private readonly label = 'the data') {
+    private readonly label = 'the data',
+    /** The pixels' dtype on the device (bf16 for a model that computes in bf16: owlBatch). */
+    private readonly pixelDtype: 'f32' | 'bf16' = 'f32') {
     this.loader = new DataLoader(dataset, opts);
     this.microBatchesPerEpoch = Math.floor(this.loader.stream.perRank / opts.batchSize);
   }
@@ -191,7 +203,7 @@ export class OwlDataStream implements DataStream<OwlTrainBatch> {
       b = await this.read();
       if (!b) throw new DataFormatError(`${this.label} holds no usable sample`);
     }
-    return trainBatch(b, this.device);
+    return trainBatch(b, this.device, this.pixelDtype);
   }
   // The first 20 skipped samples are named one by one; after that a count whenever it has doubled.
   private reported = 0;
@@ -269,7 +281,8 @@ export function createDataStream(config: OwletConfig, split: 'train' | 'eval', m
     // Training interleaves the ranks' micro-batches (W ranks read what one rank accumulating W× reads); evaluation
     // gives each rank a block of the eval set.
     rank: o.rank, worldSize: o.worldSize, chunk: train ? d.micro_batch : undefined, workers: train ? d.workers : 0,
-  }, model.owl.device, `the ${split} data (${files.map((f) => basename(f.path)).join(', ')})`);
+  }, model.owl.device, `the ${split} data (${files.map((f) => basename(f.path)).join(', ')})`,
+  model.owl.computeDtype === 'bf16' ? 'bf16' : 'f32');
 }
 
 /** What the model's shapes fix about the data: the image size its position embeddings were made for (when the data

@@ -174,7 +174,7 @@ class SyntheticStream implements DataStream<OwlTrainBatch> {
   private readonly b: DataBatch;
   private readonly r: () => number;
   constructor(private readonly device: string, B: number, T: number, M: number, V: number, seed: number, private readonly vary = false,
-    res = 224) {
+    res = 224, private readonly pixelDtype: 'f32' | 'bf16' = 'f32') {
     const r = seededRandom(seed), L = T - 1;
     this.r = r;
     const ids = new Int32Array(B * T), nonMedia = new Int32Array(B * L), ones = new Int32Array(B * L).fill(1);
@@ -190,11 +190,11 @@ class SyntheticStream implements DataStream<OwlTrainBatch> {
       labelCount: targets, tokenCount: B * T };
   }
   async next(): Promise<OwlTrainBatch> {
-    if (!this.vary) return trainBatch(this.b, this.device);
+    if (!this.vary) return trainBatch(this.b, this.device, this.pixelDtype);
     const { batchSize: B, maxLength: L, nonMediaMask } = this.b, prompt = new Int32Array(B * L).fill(1);
     for (let s = 0; s < B; s++) prompt.fill(0, (s + 1) * L - 1 - Math.floor(this.r() * (L / 2)), (s + 1) * L);
     const labelCount = nonMediaMask.reduce((a, v, i) => a + v * prompt[i], 0);
-    return trainBatch({ ...this.b, promptMask: prompt, labelCount }, this.device);
+    return trainBatch({ ...this.b, promptMask: prompt, labelCount }, this.device, this.pixelDtype);
   }
   position(): Json { return null; }
   restore(): void {}
@@ -207,7 +207,8 @@ async function benchCase(owl: MplugOwl, config: OwletConfig, device: string, B: 
   const model = new OwlTrainable(owl, config.run.seed);
   const trainable = applyStage(model as never, { train: config.stage.train, lora: config.stage.lora });
   const optimizer = new OwlOptimizer(decayGroups(trainable, config.optimizer.weight_decay, config.optimizer.no_decay), config.optimizer);
-  const trainer = new Trainer({ model, trainable, data: new SyntheticStream(device, B, T, owl.config.mediaTokenLength, owl.config.text.vocabSize, 9, vary, owl.config.vision.imageSize), optimizer,
+  const trainer = new Trainer({ model, trainable, data: new SyntheticStream(device, B, T, owl.config.mediaTokenLength, owl.config.text.vocabSize, 9, vary, owl.config.vision.imageSize,
+    owl.computeDtype === 'bf16' ? 'bf16' : 'f32'), optimizer,
     schedule: makeSchedule({ type: 'constant', lr: config.optimizer.lr, warmupSteps: 0, totalSteps: 100 }), totalSteps: 100,
     seed: 1, clip: 1 });
   try {

@@ -11,7 +11,7 @@ import { expectedKeys, expectedLoraKeys } from '../../lib/model/io/keys.ts';
 import { backward, cast, liveTensors, mul, ones, scope, tapeLength, tensor, type Tensor } from '../../lib/tensor/index.ts';
 import { loadConfig, modelSizes } from '../../lib/train/config.ts';
 import { countParams } from '../../lib/train/estimate.ts';
-import { OwlTrainable, buildModel, exportOwl, loadPlaced } from '../../lib/train/owl-components.ts';
+import { OwlTrainable, buildModel, exportOwl, loadPlaced, owlBatch } from '../../lib/train/owl-components.ts';
 import { computeDtype, place, precisionPlan } from '../../lib/train/precision.ts';
 import { owlTinyDir, tinyConfig, trainTinySteps } from '../helpers/owl-steps.ts';
 
@@ -201,4 +201,21 @@ test.serial('a fresh model is placed as it is initialised: same values as initPa
   for (const [k, p] of a.params) t.deepEqual(p.data(), b.params.get(k)!.data(), k);
   for (const m of [a, b]) for (const p of m.params.values()) p.dispose();
   t.is(liveTensors(), live);
+});
+
+test.serial('a bf16 model gets its pixels as bf16, rounded on the host as a cast rounds them; f32 otherwise', (t) => {
+  const R = 4, px = Float32Array.from({ length: 2 * 3 * R * R }, (_, i) => Math.sin(i * 1.7) * 2.1 + 1e-3 * i);
+  const b = {
+    batchSize: 1, maxLength: 3, resolution: R, inputIds: new Int32Array(4), numImages: Int32Array.from([2]),
+    nonPaddingMask: new Int32Array(3).fill(1), nonMediaMask: new Int32Array(3).fill(1), promptMask: new Int32Array(3).fill(1),
+    pixelValues: px, sampleIds: ['a'], labelCount: 3, tokenCount: 4,
+  };
+  scope(() => {
+    const f = owlBatch(b, 'cpu').pixelValues!, h = owlBatch(b, 'cpu', 'bf16').pixelValues!;
+    t.is(f.dtype, 'f32');
+    t.deepEqual(Array.from(f.toFloat32()), Array.from(px));
+    t.is(h.dtype, 'bf16');
+    t.deepEqual(h.shape, [2, 3, R, R]);
+    t.deepEqual(Array.from(h.data<'bf16'>()), Array.from(cast(f, 'bf16').data<'bf16'>()));
+  });
 });
