@@ -460,7 +460,8 @@ export function cases(): Case[] {
   lora(41, 96, 40, 6, 0, true);  // a rank the thin kernels do not take
 
   // ---------------------------------------------------------------- loss
-  for (const [N, V] of [[37, 1000], [8, 32000]] as const) {
+  // (V a multiple of 8: 16-byte loads; 1001: element by element)
+  for (const [N, V] of [[37, 1000], [8, 32000], [5, 1001]] as const) {
     out.push({
       name: `crossEntropy [${N},${V}] with ignored rows`, family: 'loss', dtypes: both, quick: V < 5000,
       inputs: gen({ shape: [N, V], std: 2 }, {
@@ -503,6 +504,7 @@ export function cases(): Case[] {
         v[5] = v[V - 2] = 9; // row 0: a tie, the first wins
         v[V] = NaN; v[V + 1] = 12; // row 1: NaN skipped
         v.fill(NaN, 2 * V, 3 * V); // row 2: all NaN → 0
+        v[3 * V + 17] = v[3 * V + 18] = 11; // row 3: a tie inside one 16-byte load, the first wins
         return v;
       } }),
       run: (be, [x]) => ({ idx: op(be, 'argmaxRows')(x) }),

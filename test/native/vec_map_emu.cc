@@ -90,6 +90,8 @@ void all_ops(int64_t n) {
   check<T, 2, 1>("add", n, v::AddScaled{0.75f, -1.5f});
   check<T, 2, 1>("mul", n, v::Mul{});
   check<T, 1, 1>("scale", n, v::Scale{0.3f});
+  static const float by[1] = {0.37f};
+  check<T, 1, 1>("mulScalarInplace (scale read on the device)", n, v::ScaleByDevice{owlet::cuda::FIn{by, false}}, 0);
   check<T, 2, 1>("axpy (in place)", n, v::Axpy{-0.25f}, 0);
 }
 

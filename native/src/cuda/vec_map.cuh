@@ -145,6 +145,10 @@ struct Scale {
   float s;
   __device__ void operator()(const float (&x)[1], float (&y)[1]) const { y[0] = s * x[0]; }
 };
+struct ScaleByDevice {  // x · s[0], s read where the map runs (the incoming gradient of a scalar loss: no host read)
+  FIn s;
+  __device__ void operator()(const float (&x)[1], float (&y)[1]) const { y[0] = x[0] * s[0]; }
+};
 struct Axpy {  // (y, x) -> y + alpha·x
   float alpha;
   __device__ void operator()(const float (&x)[2], float (&y)[1]) const { y[0] = x[0] + alpha * x[1]; }
