@@ -64,6 +64,9 @@ export interface NativeBackend {
   matmulInto(c: NT, a: NT, b: NT, transA?: boolean, transB?: boolean, alpha?: number, beta?: number): void;
   /** x [rows, K] times w [N, K]ᵀ plus bias [N] on every row (on a GPU in the GEMM's epilogue). */
   linearForward(x: NT, w: NT, bias: NT): NT;
+  /** A linear layer's weight gradient gyᵀ x (gy [rows, N], x [rows, K] → [N, K]) and, with wantBias, its bias gradient
+   *  (the column sums of gy, [N]; on a GPU from the same GEMM's epilogue). */
+  linearWeightGrad(gy: NT, x: NT, wantBias: boolean): [gw: NT, gb: NT | null];
   // layout
   concat(xs: NT[], axis: number): NT;
   slice(x: NT, axis: number, start: number, length: number): NT;

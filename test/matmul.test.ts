@@ -58,6 +58,24 @@ test('linearForward refuses a bias that does not fit, naming the shapes', (t) =>
   for (const h of [x, w, b]) h.dispose();
 });
 
+test('linearWeightGrad: gyᵀ x and the column sums of gy (or none), refusing operands that do not fit', (t) => {
+  const be = cpu();
+  const gy = be.fromBuffer('f32', [3, 2], Float32Array.from([1, 2, 3, 4, 5, 6]));
+  const x = be.fromBuffer('f32', [3, 4], Float32Array.from({ length: 12 }, (_, i) => i - 5));
+  const [gw, gb] = be.linearWeightGrad(gy, x, true);
+  // gw[n][k] = Σ_r gy[r][n] x[r][k]
+  const want = [0, 1].flatMap((n) => [0, 1, 2, 3].map((k) => [0, 1, 2].reduce((s, r) => s + [1, 2, 3, 4, 5, 6][r * 2 + n] * (r * 4 + k - 5), 0)));
+  t.deepEqual(gw.shape, [2, 4]);
+  t.deepEqual(Array.from(new Float32Array(gw.read())), want);
+  t.deepEqual(Array.from(new Float32Array(gb!.read())), [9, 12]);
+  const [gw2, none] = be.linearWeightGrad(gy, x, false);
+  t.is(none, null);
+  t.deepEqual(Array.from(new Float32Array(gw2.read())), want);
+  const bad = be.fromBuffer('f32', [4, 4], new Float32Array(16));
+  t.throws(() => be.linearWeightGrad(gy, bad, true), { message: /same rows/ });
+  for (const h of [gy, x, gw, gb!, gw2, bad]) h.dispose();
+});
+
 // What the tape keeps for backward: a linear's input only when its weight trains (dW reads it), its weight only
 // when its input needs a gradient (dx reads it) — stage 1 back-propagates through the frozen LLM, whose layer inputs
 // would otherwise live until backward for nothing. The same for matmul's two operands.

@@ -118,6 +118,25 @@ export function cases(): Case[] {
     });
   }
 
+  // linearWeightGrad: a linear layer's gyᵀ x and bias gradient. In bf16 at 16-byte rows the bias gradient comes from
+  // cuBLASLt's BGRADB epilogue (OWLET_BGRAD_EPILOGUE=0: from sumRows); [37,129] takes the plain GEMM and sumRows.
+  for (const [M, K, N, env] of [[300, 64, 96, {}], [300, 64, 96, { OWLET_BGRAD_EPILOGUE: '0' }], [4112, 1024, 256, {}],
+    [37, 129, 65, {}]] as [number, number, number, VariantEnv][]) {
+    out.push({
+      name: `linearWeightGrad gy[${M},${N}]ᵀ x[${M},${K}] + bias gradient${envLabel(env)}`, family: 'gemm', dtypes: both,
+      quick: M < 1000,
+      inputs: gen({ shape: [M, N], std: 0.1 }, { shape: [M, K], std: 0.1 }),
+      run: (be, [gy, x]) => withEnv(env, () => {
+        const [gw, gb] = op(be, 'linearWeightGrad')(gy, x, true);
+        return { gw, gb };
+      }),
+      ref: ([gy, x]) => ({
+        gw: R.matmulRef(gy, x, 1, N, M, K, true, false, true),
+        gb: Float64Array.from({ length: N }, (_, n) => { let s = 0; for (let r = 0; r < M; r++) s += gy[r * N + n]; return s; }),
+      }),
+    });
+  }
+
   // ---------------------------------------------------------------- layout and tensor ops
   out.push({
     name: 'concat/slice/sliceAssign(acc) axis 1', family: 'layout', dtypes: both, quick: true,

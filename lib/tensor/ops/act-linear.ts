@@ -5,7 +5,7 @@
 // the same inputs.
 import { needsGrad, record } from '../autograd.ts';
 import { Tensor, sameBackend } from '../tensor.ts';
-import { linearDims, linearHandle } from './matmul.ts';
+import { linearDims, linearHandle, linearParamGrads } from './matmul.ts';
 import { wrap } from './util.ts';
 
 /** linear(quickGelu(h), w, bias) with quickGelu(h) not kept for backward. h [..., K], w [N, K], bias [N]. */
@@ -27,12 +27,9 @@ export function quickGeluLinear(h: Tensor, w: Tensor, bias?: Tensor | null): Ten
     record('quickGeluLinear', [h, w, bias], [y], [h, h.requiresGrad ? w : null], ([g], [sh, sw], needs) => {
       const g2 = g!.handle.view([rows, N]);
       let gh: Tensor | null = null, gw: Tensor | null = null, gb: Tensor | null = null;
-      if (needs[1]) {
-        const ra = act(sh);
-        gw = wrap(be, be.matmul(g2, ra, true, false, 1));
-        ra.dispose();
-      }
-      if (needs[2]) gb = wrap(be, be.sumRows(g2, [N]));
+      const ra = needs[1] ? act(sh) : null;
+      [gw, gb] = linearParamGrads(be, g2, ra, N, needs[2]);
+      ra?.dispose();
       if (needs[0]) {
         const da = be.matmul(g2, sw.handle, false, false, 1), da4 = da.view(hShape);
         gh = wrap(be, be.quickGeluBackward(da4, sh.handle));

@@ -62,6 +62,17 @@ export function linearHandle(be: NativeBackend, x2: NativeTensor, w: Tensor, bia
   return y;
 }
 
+/** A linear layer's weight gradient g2ᵀ x2 (when x2 is given) and bias gradient (the column sums of g2, when asked):
+ *  one native call for both, so that a GPU takes the bias gradient from the weight-gradient GEMM's epilogue. */
+export function linearParamGrads(be: NativeBackend, g2: NativeTensor, x2: NativeTensor | null, N: number,
+  needBias: boolean): [Tensor | null, Tensor | null] {
+  if (x2 && needBias) {
+    const [gw, gb] = be.linearWeightGrad(g2, x2, true);
+    return [wrap(be, gw), wrap(be, gb!)];
+  }
+  return [x2 ? wrap(be, be.matmul(g2, x2, true, false, 1)) : null, needBias ? wrap(be, be.sumRows(g2, [N])) : null];
+}
+
 /** x [..., K] · Wᵀ (W [N, K]) + bias [N]. The frozen-weight case computes no dW. */
 export function linear(x: Tensor, w: Tensor, bias?: Tensor | null): Tensor {
   const be = sameBackend('linear', x, w, bias);
@@ -81,12 +92,9 @@ export function linear(x: Tensor, w: Tensor, bias?: Tensor | null): Tensor {
         gx = wrap(be, h.view(xShape));
         h.dispose();
       }
-      if (needs[1]) {
-        const x2b = sx.handle.view([rows, K]);
-        gw = wrap(be, be.matmul(g2, x2b, true, false, 1));
-        x2b.dispose();
-      }
-      if (needs[2]) gb = wrap(be, be.sumRows(g2, [N]));
+      const x2b = needs[1] ? sx.handle.view([rows, K]) : null;
+      [gw, gb] = linearParamGrads(be, g2, x2b, N, needs[2]);
+      x2b?.dispose();
       g2.dispose();
       return [gx, gw, gb];
     });

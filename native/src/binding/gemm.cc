@@ -1,5 +1,6 @@
 // Bindings: batched matrix multiply.
 #include "../core/kernels.h"
+#include "optional_results.h"
 #include "registry.h"
 
 using namespace owlet;
@@ -77,4 +78,23 @@ OWLET_OP(linearForward) {
   Tensor y = a.make(x.dtype, Shape{x.dim(0), w.dim(0)}, x.device());
   if (y.numel()) kern::linear_bias(x, w, bias, y);
   return a.ret(std::move(y));
+}
+
+// linearWeightGrad(gy, x, wantBias) -> [gw, gb | null]: a linear layer's gradients for its weight (gyᵀ x: gy [rows, N],
+// x [rows, K], gw [N, K]) and, with wantBias, its bias (gb [N], the column sums of gy), in gy's dtype. One op so that a
+// GPU takes the bias gradient from the weight-gradient GEMM's epilogue instead of another pass over gy.
+OWLET_OP(linearWeightGrad) {
+  Tensor &gy = a.tensor(0, "gy"), &x = a.tensor(1, "x");
+  const bool want_bias = a.boolean_or(2, "wantBias", false);
+  a.expect_float(gy, "gy");
+  a.expect_float(x, "x");
+  a.expect_same_device(gy, "gy", x, "x");
+  a.check(gy.ndim() == 2 && x.ndim() == 2 && gy.dim(0) == x.dim(0), ErrorKind::Shape,
+          "gy and x must be 2-D with the same rows, got " + gy.describe() + " and " + x.describe());
+  Tensor gw = a.make(gy.dtype, Shape{gy.dim(1), x.dim(1)}, gy.device());
+  Tensor gb = want_bias ? a.make(gy.dtype, Shape{gy.dim(1)}, gy.device()) : Tensor();
+  if (gw.numel() || (want_bias && gb.numel())) kern::linear_weight_grad(gy, x, gw, want_bias ? &gb : nullptr);
+  std::optional<Tensor> b;
+  if (want_bias) b = std::move(gb);
+  return ret_optional(a, {std::optional<Tensor>(std::move(gw)), std::move(b)});
 }

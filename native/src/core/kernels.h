@@ -44,6 +44,10 @@ void matmul(const Tensor& a, const Tensor& b, Tensor& c, bool ta, bool tb, float
 // y = x wᵀ + bias (bias added to every row): x [rows, K], w [N, K], bias [N], y [rows, N]. On a GPU the bias lands in
 // the GEMM's epilogue (no second pass over y) where cuBLASLt takes the shape.
 void linear_bias(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y);
+// A linear layer's weight gradient gw = gyᵀ x (gy [rows, N], x [rows, K], gw [N, K]) and, when gb is given, its bias
+// gradient gb[n] = Σ_rows gy[r, n]. On a GPU the bias gradient comes from the GEMM's epilogue (cuBLASLt's BGRADB: gy
+// is read once, by the GEMM) where cuBLASLt takes the shape, else from sum_rows.
+void linear_weight_grad(const Tensor& gy, const Tensor& x, Tensor& gw, Tensor* gb);
 
 // ---- sequence layout (layout.cc) ----
 // Tensors viewed as [outer, len_i, inner] around `axis`.

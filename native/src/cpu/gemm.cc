@@ -47,4 +47,10 @@ void linear_bias(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y
   add(y, bias, y, 1.f, 1.f);
 }
 
+void linear_weight_grad(const Tensor& gy, const Tensor& x, Tensor& gw, Tensor* gb) {
+  if (gy.rows() == 0) fill(gw, 0);
+  else matmul(gy, x, gw, true, false, 1.f, 0.f);
+  if (gb) sum_rows(gy, *gb);
+}
+
 }  // namespace owlet::kern

@@ -245,6 +245,7 @@ Napi::Object backend_info(Napi::Env env) {
   o.Set("gemmTuneSavedMsPerCall", gs.tune_saved_ms);
   o.Set("gemmEx", double(gs.ex));
   o.Set("gemmBiasEpilogue", double(gs.bias_epilogue));
+  o.Set("gemmBiasGradEpilogue", double(gs.bias_grad_epilogue));
   o.Set("gemmExShapes", gs.ex_shapes);
   o.Set("attentionTuned", kern::attention_tune_report());
   return o;

@@ -46,6 +46,10 @@ int tune_mode() {
 }
 constexpr int kTuneCandidates = 8, kTuneReps = 3;
 
+// OWLET_BGRAD_EPILOGUE=0: bias gradients by sum_rows instead of the weight-gradient GEMM's epilogue (read per call, so a
+// benchmark can compare both in one process).
+bool bgrad_epilogue_enabled() { return !env_is("OWLET_BGRAD_EPILOGUE", "0"); }
+
 bool lt_disabled() {
   static const bool off = env_is("OWLET_GEMM", "cublas");
   return off;
@@ -55,9 +59,12 @@ bool lt_disabled() {
 // otherwise, so an operand at an offset into its storage (a view) gets a plan made for its actual alignment instead
 // of leaving cuBLASLt (measured: a weight-gradient GEMM of the ViT took 0.68 ms through cublasGemmEx, 0.08 through
 // cuBLASLt).
-// `bias`: the plan adds a bias vector in its epilogue (CUBLASLT_EPILOGUE_BIAS; its pointer is set per call).
+// `bias`: an epilogue with a vector (its pointer set per call): kEpiBias adds a bias (CUBLASLT_EPILOGUE_BIAS), kEpiBgradB
+// writes the bias gradient, the sums of cuBLAS's B over k (CUBLASLT_EPILOGUE_BGRADB, as Transformer Engine's weight
+// gradient GEMM uses it).
 // `tune` (a TuneMode): the plan's algorithm is the fastest of cuBLASLt's first kTuneCandidates heuristics, timed on the
 // first call (or taken from its bucket's timing).
+enum Epi { kEpiNone = 0, kEpiBias = 1, kEpiBgradB = 2 };
 struct LtKey {
   int dev, m, n, k, lda, ldb, ldc, transa, transb, ab, c, align_a, align_b, align_c, bias, tune;
   bool operator<(const LtKey& o) const {
@@ -110,8 +117,9 @@ LtPlan make_plan(DeviceContext& ctx, const LtKey& k) {
   cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
   if (k.bias) {
     // cuBLAS's column-major D is our row-major C transposed: its rows are C's columns, so a bias of one value per
-    // row of D (length m) is one per output feature of the linear layer.
-    cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    // row of D (length m) is one per output feature of the linear layer. BGRADB: one value per column of D (length
+    // n), the sum over k of cuBLAS's B — our A.
+    cublasLtEpilogue_t epi = k.bias == kEpiBgradB ? CUBLASLT_EPILOGUE_BGRADB : CUBLASLT_EPILOGUE_BIAS;
     cudaDataType_t bt = ct;
     if (cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi) != CUBLAS_STATUS_SUCCESS ||
         cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt) != CUBLAS_STATUS_SUCCESS)
@@ -211,7 +219,7 @@ int alignment_of(const void* p) {
 }
 
 // Which path each GEMM took, for backend info (a shape falling off cuBLASLt is a performance bug to look at).
-std::atomic<uint64_t> n_lt{0}, n_ex{0}, n_bias{0};
+std::atomic<uint64_t> n_lt{0}, n_ex{0}, n_bias{0}, n_bgrad{0};
 std::map<std::string, uint64_t> ex_shapes;  // under lt_mutex
 
 void note_ex(int m, int n, int k, cublasOperation_t ta, cublasOperation_t tb, const char* why) {
@@ -224,7 +232,8 @@ void note_ex(int m, int n, int k, cublasOperation_t ta, cublasOperation_t tb, co
 
 // Tries cuBLASLt for a single bf16 matrix product; false when it does not apply or declines.
 bool try_lt(DeviceContext& ctx, const Gemm& g, int m, int n, int k, int lda, int ldb, int ldc, cublasOperation_t ta,
-            cublasOperation_t tb, const void* A, const void* B, bool with_bias) {
+            cublasOperation_t tb, const void* A, const void* B, Epi epi) {
+  const bool with_bias = epi != kEpiNone;
   if (lt_disabled() || g.batch != 1 || g.ab != DType::BF16) return false;
   size_t cs = dtype_size(g.c);
   int al_a = alignment_of(A), al_b = alignment_of(B), al_c = alignment_of(g.C);
@@ -232,7 +241,7 @@ bool try_lt(DeviceContext& ctx, const Gemm& g, int m, int n, int k, int lda, int
     note_ex(m, n, k, ta, tb, "operands not 16-byte aligned");
     return false;
   }
-  LtKey key{ctx.index, m, n, k, lda, ldb, ldc, int(ta), int(tb), int(g.ab), int(g.c), al_a, al_b, al_c, with_bias ? 1 : 0,
+  LtKey key{ctx.index, m, n, k, lda, ldb, ldc, int(ta), int(tb), int(g.ab), int(g.c), al_a, al_b, al_c, int(epi),
             tune_mode()};
   LtPlan* plan;
   {
@@ -245,8 +254,9 @@ bool try_lt(DeviceContext& ctx, const Gemm& g, int m, int n, int k, int lda, int
     if (!with_bias) note_ex(m, n, k, ta, tb, "no cuBLASLt plan");
     return false;
   }
+  const void* vec = epi == kEpiBgradB ? static_cast<const void*>(g.bias_grad) : g.bias;
   if (with_bias &&
-      cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias, sizeof g.bias) != CUBLAS_STATUS_SUCCESS)
+      cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &vec, sizeof vec) != CUBLAS_STATUS_SUCCESS)
     return false;
   if (!plan->candidates.empty()) {  // the first call of a tuned shape (the bias pointer is set: trials read it)
     std::lock_guard<std::mutex> lock(lt_mutex);
@@ -264,7 +274,8 @@ bool try_lt(DeviceContext& ctx, const Gemm& g, int m, int n, int k, int lda, int
     return false;
   }
   n_lt++;
-  if (with_bias) n_bias++;
+  if (epi == kEpiBias) n_bias++;
+  if (epi == kEpiBgradB) n_bgrad++;
   return true;
 }
 
@@ -275,6 +286,7 @@ GemmStats gemm_stats() {
   st.lt = n_lt.load();
   st.ex = n_ex.load();
   st.bias_epilogue = n_bias.load();
+  st.bias_grad_epilogue = n_bgrad.load();
   st.tuned = n_tuned.load();
   st.tuned_changed = n_tuned_changed.load();
   st.tune_reused = n_tune_reused.load();
@@ -299,9 +311,12 @@ bool gemm(DeviceContext& ctx, const Gemm& g, const char* op) {
   if (ldc < 1) ldc = 1;
   // With a bias: the epilogue plan when cuBLASLt offers one for a bias at that address, else the plain GEMM and the
   // caller adds the bias.
+  // The same for a bias gradient (BGRADB), when the caller asks for one.
   bool with_bias = g.bias && g.c == DType::BF16 && alignment_of(g.bias) >= 16;
-  if (with_bias && try_lt(ctx, g, m, n, k, lda, ldb, ldc, ta, tb, g.B, g.A, true)) return true;
-  if (try_lt(ctx, g, m, n, k, lda, ldb, ldc, ta, tb, g.B, g.A, false)) return false;
+  if (with_bias && try_lt(ctx, g, m, n, k, lda, ldb, ldc, ta, tb, g.B, g.A, kEpiBias)) return true;
+  bool with_bgrad = g.bias_grad && g.c == DType::BF16 && alignment_of(g.bias_grad) >= 16 && k > 0 && bgrad_epilogue_enabled();
+  if (with_bgrad && try_lt(ctx, g, m, n, k, lda, ldb, ldc, ta, tb, g.B, g.A, kEpiBgradB)) return true;
+  if (try_lt(ctx, g, m, n, k, lda, ldb, ldc, ta, tb, g.B, g.A, kEpiNone)) return false;
   cudaDataType_t abt = cuda_type(g.ab), ct = cuda_type(g.c);
   if (g.batch == 1) {
     check(cublasGemmEx(ctx.blas, ta, tb, m, n, k, &g.alpha, g.B, abt, lda, g.A, abt, ldb, &g.beta, g.C, ct, ldc,
@@ -327,7 +342,7 @@ const Tensor& as_dtype(const Tensor& t, DType want, Tensor& hold) {
 }  // namespace
 
 bool gemm2d(DeviceContext& ctx, const Tensor& a, bool ta, const Tensor& b, bool tb, Tensor& c, float alpha, float beta,
-            const char* op, const Tensor* bias) {
+            const char* op, const Tensor* bias, Tensor* bias_grad) {
   expect_float(a, op, "a");
   expect_float(b, op, "b");
   expect_float(c, op, "c");
@@ -361,6 +376,7 @@ bool gemm2d(DeviceContext& ctx, const Tensor& a, bool ta, const Tensor& b, bool 
   g.C = c.raw();
   g.c = c.dtype;
   if (bias && bias->dtype == c.dtype) g.bias = bias->raw();
+  if (bias_grad && bias_grad->dtype == c.dtype) g.bias_grad = bias_grad->raw();
   return gemm(ctx, g, op);
 }
 
@@ -425,6 +441,18 @@ void linear_bias(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y
   if (x.cols() == 0) kern::fill(y, 0);
   else if (gemm2d(ctx, x, false, w, true, y, 1.f, 0.f, op, &bias)) return;
   add(y, bias, y, 1.f, 1.f);
+}
+
+void linear_weight_grad(const Tensor& gy, const Tensor& x, Tensor& gw, Tensor* gb) {
+  const char* op = "linearWeightGrad";
+  DeviceContext& ctx = context_of(gw, op);
+  if (gy.rows() == 0) {
+    kern::fill(gw, 0);
+    if (gb) kern::fill(*gb, 0);
+    return;
+  }
+  if (gemm2d(ctx, gy, true, x, false, gw, 1.f, 0.f, op, nullptr, gb) || !gb) return;
+  sum_rows(gy, *gb);
 }
 
 }  // namespace owlet::kern
