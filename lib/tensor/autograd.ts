@@ -8,8 +8,14 @@ import { keep, setTapeHooks } from './scope.ts';
 import { Tensor, full } from './tensor.ts';
 
 /** `saved` holds what record() was given, in order; a slot recorded as null (an operand the op knew its backward
- *  would not read, given which inputs need a gradient) is null here too, typed as Tensor for the ops' convenience. */
-export type BackwardFn = (grads: (Tensor | null)[], saved: Tensor[], needs: boolean[]) => (Tensor | null | undefined)[];
+ *  would not read, given which inputs need a gradient) is null here too, typed as Tensor for the ops' convenience.
+ *  `into[j]`: the gradient input j has received so far from the ops back-propagated before, where the op may add its
+ *  own into it in place (an intermediate's gradient whose storage no other handle uses), else null. Returning that
+ *  same tensor for input j says the op did — e.g. a linear's dx GEMM accumulating with beta = 1 — which saves the
+ *  separate pass that sums two gradients of a tensor read by several ops (LLaMA's q/k/v projections read one norm
+ *  output). Ops that do not look at it return new gradients, which are summed as before. */
+export type BackwardFn = (grads: (Tensor | null)[], saved: Tensor[], needs: boolean[], into: (Tensor | null)[]) =>
+  (Tensor | null | undefined)[];
 
 interface Node {
   op: string;
@@ -161,7 +167,13 @@ function readyAfter(nodes: Node[]): Map<number, Tensor[]> {
 function backpropNode(n: Node, grads: Map<number, Tensor>): void {
   const gys = n.outputs.map((id) => grads.get(id) ?? null);
   if (gys.every((g) => g === null)) { for (const s of n.saved) s?.dispose(); return; }
-  const gin = n.backward(gys, n.saved as Tensor[], n.needs);
+  // (leaves keep their .grad summed below: a parameter's gradient may be another dtype than the op's, an fp32 master's)
+  const into = n.inputIds.map((id, j) => {
+    if (!n.needs[j] || n.inputs[j]) return null;
+    const prev = grads.get(id);
+    return prev && !prev.handle.storageShared ? prev : null;
+  });
+  const gin = n.backward(gys, n.saved as Tensor[], n.needs, into);
   // What this node kept is read by no other node: release it now, so activations are freed as backward walks down
   // the tape (a storage lives on only while the forward's scope still holds it) instead of all at the end while
   // every gradient has been made.
@@ -169,7 +181,7 @@ function backpropNode(n: Node, grads: Map<number, Tensor>): void {
   for (const id of n.outputs) { grads.get(id)?.dispose(); grads.delete(id); }
   for (let j = 0; j < n.inputIds.length; j++) {
     const g = gin[j];
-    if (!g) continue;
+    if (!g || g === into[j]) continue;  // (that one: accumulated in place, already in `grads`)
     keep(g);
     if (!n.needs[j]) { g.dispose(); continue; }
     const leaf = n.inputs[j];

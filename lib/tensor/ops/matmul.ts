@@ -84,10 +84,17 @@ export function linear(x: Tensor, w: Tensor, bias?: Tensor | null): Tensor {
   if (needsGrad(x, w, bias)) {
     // x is read only for dW and W only for dx: a frozen layer's input is not kept for backward (stage 1 back-propagates
     // through the frozen LLM), nor a frozen input's weight.
-    record('linear', [x, w, bias], [y], [w.requiresGrad ? x : null, x.requiresGrad ? w : null], ([g], [sx, sw], needs) => {
+    record('linear', [x, w, bias], [y], [w.requiresGrad ? x : null, x.requiresGrad ? w : null], ([g], [sx, sw], needs, into) => {
       const g2 = g!.handle.view([rows, N]);
       let gx: Tensor | null = null, gw: Tensor | null = null, gb: Tensor | null = null;
-      if (needs[0]) {
+      const acc = into[0];
+      if (needs[0] && acc && acc.dtype === g!.dtype) {
+        // x's gradient so far (another op read x too): dx added into it by the GEMM (beta = 1), no separate sum
+        const a2 = acc.handle.view([rows, K]);
+        be.matmulInto(a2, g2, sw.handle, false, false, 1, 1);
+        a2.dispose();
+        gx = acc;
+      } else if (needs[0]) {
         const h = be.matmul(g2, sw.handle, false, false, 1);
         gx = wrap(be, h.view(xShape));
         h.dispose();
