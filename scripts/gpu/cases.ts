@@ -477,6 +477,11 @@ export function cases(): Case[] {
   lora(300, 512, 384, 16, 0, false);
   lora(300, 512, 384, 16, 0, false, 'thin');
   lora(41, 96, 40, 6, 0, true);  // a rank the thin kernels do not take
+  // dropout: dx's low-rank part added into gx under the mask in one pass (dx_low_rank_kernel), and with rows that are
+  // not 16-byte multiples (K 66: the masked temporary instead) and a rank it does not take
+  lora(300, 512, 384, 16, 0.05, false);
+  lora(29, 66, 40, 8, 0.1, true);
+  lora(41, 96, 40, 6, 0.1, true);
 
   // ---------------------------------------------------------------- loss
   // (V a multiple of 8: 16-byte loads; 1001: element by element)

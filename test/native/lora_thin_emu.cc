@@ -1,6 +1,7 @@
 // Runs LoRA's thin-product kernels (native/src/cuda/lora_thin.cuh) through the host warp emulator and compares them
 // with a float64 reference: rows (x Aᵀ, gy B) and cols ((gy B)ᵀ x, gyᵀ xa), f32 and bf16, ranks 4/8/16, odd row
-// counts, a partial column block, with and without dropout. Build and run: scripts/flash-emu.sh (it runs both).
+// counts, a partial column block, with and without dropout; and the low-rank part of dx added into dx under the
+// dropout's mask (dx_low_rank). Build and run: scripts/flash-emu.sh (it runs both).
 #include "emu_kernel.h"
 
 #include "../../native/src/cuda/lora_thin.cuh"
@@ -67,9 +68,29 @@ bool run(const char* tname, int64_t M, int64_t K, float p, std::mt19937& rng) {
     for (size_t i = 0; i < acc.size(); i++) g2[i] = acc[i];
     e_cols[layout] = rel_err(g2, w2);
   }
-  bool ok = e_rows < 1e-5 && e_cols[0] < 1e-5 && e_cols[1] < 1e-5;
-  std::printf("%s %-4s R%-2d M%-4lld K%-4lld p%.1f rows %.1e cols %.1e / %.1e\n", ok ? "PASS" : "FAIL", tname, R,
-              (long long)M, (long long)K, p, e_rows, e_cols[0], e_cols[1]);
+  // dx_low_rank: gx[m][k] += 0.75 · f'(m, k) · Σ_j G[m][j] At[j][k], f' the dropout's keep-and-scale of element
+  // (m, k) (1 without dropout); compared as gx's change, in T (bf16: one rounding of gx per element).
+  std::vector<float> At(size_t(R * K));
+  for (auto& v : At) v = nd(rng);
+  std::vector<T> gx(size_t(M * K));
+  for (auto& v : gx) v = from_float<T>(nd(rng));
+  const std::vector<T> gx0 = gx;
+  std::vector<double> wdx(gx.size()), gdx(gx.size());
+  for (int64_t m = 0; m < M; m++)
+    for (int64_t k = 0; k < K; k++) {
+      double s = 0;
+      for (int j = 0; j < R; j++) s += double(G[size_t(m * R + j)]) * At[size_t(j * K + k)];
+      const int64_t i = m * K + k;
+      const double keep = !d.on ? 1.0 : owlet::hash_u01(99, uint64_t(i)) >= p ? d.scale : 0.0;
+      wdx[size_t(i)] = to_double(gx0[size_t(i)]) + 0.75 * keep * s;
+    }
+  emu::launch({3, 1, 1}, lt::kThreads, 0,
+              [&] { lt::dx_low_rank_kernel<T, R>(gx.data(), M, K, G.data(), At.data(), 0.75f, d); });
+  for (size_t i = 0; i < gx.size(); i++) gdx[i] = to_double(gx[i]);
+  const double e_dx = rel_err(gdx, wdx), tol_dx = sizeof(T) == 2 ? 8e-3 : 1e-5;
+  bool ok = e_rows < 1e-5 && e_cols[0] < 1e-5 && e_cols[1] < 1e-5 && e_dx < tol_dx;
+  std::printf("%s %-4s R%-2d M%-4lld K%-4lld p%.1f rows %.1e cols %.1e / %.1e dx %.1e\n", ok ? "PASS" : "FAIL", tname, R,
+              (long long)M, (long long)K, p, e_rows, e_cols[0], e_cols[1], e_dx);
   return ok;
 }
 

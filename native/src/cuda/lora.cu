@@ -8,7 +8,8 @@
 // fwd+bwd cost 1.36× / 1.20× the frozen linear that way against 1.62× / 1.26× with the one-pass kernels of
 // lora_thin.cuh, which OWLET_LORA=thin still selects (ranks 4, 8, 16). Beyond the frozen linear's two GEMMs the
 // step therefore moves about: x once (x Aᵀ), y once (rank-r write), gy twice (gy B, gyᵀ xa), x once ((gy B)ᵀ x),
-// dx once (rank-r write).
+// dx once (rank-r write). Under input dropout the forward and dA read a masked copy of x (written once each), and dx's
+// low-rank part is added into gx = gy W under the mask by one pass over gx (lora_thin.cuh's dx_low_rank_kernel).
 //
 // Dropout on the LoRA input keeps element i of x where hash_u01(seed, i) >= p (core/hash_u01.h), scaled by
 // 1 / (1 − p), exactly as the CPU backend's LoRA does; the backward regenerates the mask instead of storing it.
@@ -125,6 +126,36 @@ void thin_cols(DeviceContext& c, const Tensor& X, const Tensor& G, int64_t r, fl
   check_launch(op);
 }
 
+// Whether dx_low_rank_kernel takes gx: ranks 4/8/16, 16-byte rows, a 16-byte-aligned start.
+bool dx_low_rank_ok(int64_t r, const Tensor& gx) {
+  if (!(r == 4 || r == 8 || r == 16) || !is_float(gx.dtype) || !vec_enabled()) return false;
+  const int64_t v = 16 / int64_t(dtype_size(gx.dtype));
+  return gx.cols() % v == 0 && reinterpret_cast<uintptr_t>(gx.raw()) % 16 == 0;
+}
+
+// gx += alpha · drop-mask ⊙ ((gy B) A): G = gy B [M, r] and A [r, K] converted to fp32 once (small).
+void dx_low_rank(DeviceContext& c, Tensor& gx, const Tensor& gyB, const Tensor& a, int64_t r, float alpha, lora::Drop d,
+                 const char* op) {
+  const int64_t M = gx.rows(), K = gx.cols();
+  if (M == 0 || K == 0) return;
+  Tensor g32(DType::F32, Shape{M, r}, gx.device()), a32(DType::F32, Shape{r, K}, gx.device());
+  copy_convert(gyB, g32);
+  copy_convert(a, a32);
+  auto launch = [&](auto tag, auto rtag) {
+    using T = decltype(tag);
+    constexpr int R = decltype(rtag)::value;
+    const int64_t packs = M * (K / lora::Vec16<T>::n);
+    lora::dx_low_rank_kernel<T, R><<<grid_for(c, packs, lora::kThreads), lora::kThreads, 0, c.stream>>>(
+        gx.data<T>(), M, K, g32.f32(), a32.f32(), alpha, d);
+  };
+  OWLET_FLOAT_SWITCH(gx.dtype, T, op, {
+    if (r == 4) launch(T{}, std::integral_constant<int, 4>{});
+    else if (r == 8) launch(T{}, std::integral_constant<int, 8>{});
+    else launch(T{}, std::integral_constant<int, 16>{});
+  });
+  check_launch(op);
+}
+
 // An fp32 accumulator for `out` (zeroed): `out` itself when it is f32, else a temporary copied over by finish().
 struct Accumulator {
   Tensor& out;
@@ -203,7 +234,13 @@ void lora_bwd(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& 
   if (!gx) return;
   if (dropout_p <= 0.f) {
     gemm2d(c, gyB, false, A, false, *gx, s, 0.f, op);  // gx = s · (gy B) A
-  } else {  // the low-rank path saw drop(x): its gradient goes through the same mask and scale
+  } else if (dx_low_rank_ok(r, *gx)) {
+    // the low-rank path saw drop(x): its gradient goes through the same mask and scale, added into gx = gy W in one
+    // pass over gx (dx_low_rank_kernel) instead of a masked temporary and the GEMM's beta = 1 read
+    gemm2d(c, gy, false, w, false, *gx, 1.f, 0.f, op);
+    dx_low_rank(c, *gx, gyB, a, r, s, make_drop(dropout_p, seed), op);
+    return;
+  } else {
     Tensor t(gx->dtype, gx->shape, gx->device());
     gemm2d(c, gyB, false, A, false, t, s, 0.f, op);
     lora_dropout(c, t, *gx, dropout_p, seed, op);

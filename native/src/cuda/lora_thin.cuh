@@ -154,4 +154,36 @@ __global__ void transpose_f32_kernel(FIn a, int64_t R, int64_t K, float* wt) {
   }
 }
 
+// The low-rank part of LoRA's dx under input dropout, added into dx in place:
+//   gx[m][k] += alpha · f(m, k) · Σ_j G[m][j] · At[j][k]
+// with f the dropout's keep-and-scale of element (m, k) of x (the same mask as the forward's: gx has x's shape) —
+// one pass over gx after the base GEMM wrote gy W there, instead of writing s·(gy B)·A to a temporary, masking it
+// into gx and reading gx once more in the base GEMM's beta = 1 epilogue. G [M][R] and At [R][K] fp32 (small: the
+// caller converts gy B and A once). gx [M, K] in T with K % Vec16<T>::n == 0. One thread per 16-byte pack.
+template <class T, int R>
+__global__ void __launch_bounds__(kThreads) dx_low_rank_kernel(T* gx, int64_t M, int64_t K, const float* G,
+                                                               const float* At, float alpha, Drop drop) {
+  constexpr int V = Vec16<T>::n;
+  const int64_t packs = M * (K / V), stride = int64_t(blockDim.x) * gridDim.x;
+  for (int64_t q = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; q < packs; q += stride) {
+    const int64_t m = q / (K / V), k0 = (q % (K / V)) * V;
+    float g[R], acc[V];
+#pragma unroll
+    for (int j = 0; j < R; j++) g[j] = G[m * R + j];
+#pragma unroll
+    for (int e = 0; e < V; e++) {
+      float s = 0.f;
+#pragma unroll
+      for (int j = 0; j < R; j++) s = fmaf(g[j], At[j * K + k0 + e], s);
+      acc[e] = s;
+    }
+    apply_drop<T>(drop, m * K + k0, acc);
+    float cur[V];
+    load(gx + m * K + k0, cur);
+#pragma unroll
+    for (int e = 0; e < V; e++) cur[e] = fmaf(alpha, acc[e], cur[e]);
+    vec::store(gx + m * K + k0, cur);
+  }
+}
+
 }  // namespace owlet::cuda::lora
