@@ -5,8 +5,9 @@
 // the masters in fp32 exactly as before: the numbers are the same bit for bit (the copy is the master rounded to
 // bf16 either way).
 //
-// The copies are right only while nothing but AdamW (given this store) writes the masters: the trainer holds one for
-// the length of a run, after the weights were loaded, resumed and broadcast, and drops it when the run ends.
+// The copies are right only while nothing but AdamW (given this store) writes the masters: the trainer hands one out at
+// its first step (after the weights were loaded, resumed and broadcast), empties it when a resume writes the weights,
+// and takes it back when the run ends or the trainer is disposed.
 import { ArgumentError } from './errors.ts';
 import { keep } from './scope.ts';
 import { noGrad } from './autograd.ts';
