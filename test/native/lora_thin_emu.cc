@@ -8,6 +8,7 @@
 #include "emu_values.h"
 
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -88,9 +89,20 @@ bool run(const char* tname, int64_t M, int64_t K, float p, std::mt19937& rng) {
               [&] { lt::dx_low_rank_kernel<T, R>(gx.data(), M, K, G.data(), At.data(), 0.75f, d); });
   for (size_t i = 0; i < gx.size(); i++) gdx[i] = to_double(gx[i]);
   const double e_dx = rel_err(gdx, wdx), tol_dx = sizeof(T) == 2 ? 8e-3 : 1e-5;
-  bool ok = e_rows < 1e-5 && e_cols[0] < 1e-5 && e_cols[1] < 1e-5 && e_dx < tol_dx;
-  std::printf("%s %-4s R%-2d M%-4lld K%-4lld p%.1f rows %.1e cols %.1e / %.1e dx %.1e\n", ok ? "PASS" : "FAIL", tname, R,
-              (long long)M, (long long)K, p, e_rows, e_cols[0], e_cols[1], e_dx);
+  // dropout_copy: y = f(x) element by element, bit for bit what the element-by-element kernel stores (n with a tail
+  // past the last 16-byte pack)
+  const int64_t n = M * K - 3;
+  std::vector<T> y(static_cast<size_t>(n));
+  emu::launch({2, 1, 1}, lt::kThreads, 0, [&] { lt::dropout_copy_kernel<T>(X.data(), y.data(), n, d); });
+  int64_t copy_wrong = 0;
+  for (int64_t i = 0; i < n; i++) {
+    const T want = from_float<T>(float(!d.on ? Xd[size_t(i)] : owlet::hash_u01(99, uint64_t(i)) >= p ? float(Xd[size_t(i)]) * d.scale : 0.f));
+    copy_wrong += std::memcmp(&want, &y[size_t(i)], sizeof(T)) != 0;
+  }
+  bool ok = e_rows < 1e-5 && e_cols[0] < 1e-5 && e_cols[1] < 1e-5 && e_dx < tol_dx && copy_wrong == 0;
+  std::printf("%s %-4s R%-2d M%-4lld K%-4lld p%.1f rows %.1e cols %.1e / %.1e dx %.1e, dropout copy %lld differ\n",
+              ok ? "PASS" : "FAIL", tname, R, (long long)M, (long long)K, p, e_rows, e_cols[0], e_cols[1], e_dx,
+              (long long)copy_wrong);
   return ok;
 }
 

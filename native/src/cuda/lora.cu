@@ -52,11 +52,22 @@ __global__ void lora_dropout_kernel(FIn x, FOut y, int64_t n, lora::Drop d) {
   OWLET_KERNEL_LOOP(i, n) y.set(i, hash_u01_at(d.key, uint64_t(i)) >= d.p ? x[i] * d.scale : 0.f);
 }
 
-// y = the LoRA dropout of x (element index of x), any float dtypes.
+// y = the LoRA dropout of x (element index of x), any float dtypes; 16-byte accesses when x and y share a dtype and
+// 16-byte-aligned starts (lora_thin.cuh's dropout_copy_kernel), element by element otherwise.
 void lora_dropout(DeviceContext& c, const Tensor& x, Tensor& y, float p, uint64_t seed, const char* op) {
   int64_t n = x.numel();
   if (n == 0) return;
-  lora_dropout_kernel<<<grid_for(c, n, 256), 256, 0, c.stream>>>(fin(x, op, "x"), fout(y, op, "y"), n, make_drop(p, seed));
+  const bool vec = x.dtype == y.dtype && is_float(x.dtype) && vec_enabled() &&
+                   reinterpret_cast<uintptr_t>(x.raw()) % 16 == 0 && reinterpret_cast<uintptr_t>(y.raw()) % 16 == 0;
+  if (vec) {
+    OWLET_FLOAT_SWITCH(x.dtype, T, op, {
+      const int64_t work = n / lora::Vec16<T>::n + 1;
+      lora::dropout_copy_kernel<T><<<grid_for(c, work, lora::kThreads), lora::kThreads, 0, c.stream>>>(
+          x.data<T>(), y.data<T>(), n, make_drop(p, seed));
+    });
+  } else {
+    lora_dropout_kernel<<<grid_for(c, n, 256), 256, 0, c.stream>>>(fin(x, op, "x"), fout(y, op, "y"), n, make_drop(p, seed));
+  }
   check_launch(op);
 }
 

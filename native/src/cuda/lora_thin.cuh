@@ -186,4 +186,22 @@ __global__ void __launch_bounds__(kThreads) dx_low_rank_kernel(T* gx, int64_t M,
   }
 }
 
+// y = drop(x) with 16-byte accesses: LoRA's input dropout as a copy (the forward's x Aᵀ and dA read it through
+// cuBLAS), n elements of which the first n − n % V in packs, the rest one by one.
+template <class T>
+__global__ void __launch_bounds__(kThreads) dropout_copy_kernel(const T* x, T* y, int64_t n, Drop drop) {
+  constexpr int V = Vec16<T>::n;
+  const int64_t packs = n / V, stride = int64_t(blockDim.x) * gridDim.x, first = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  for (int64_t q = first; q < packs; q += stride) {
+    float v[V];
+    load(x + q * V, v);
+    apply_drop<T>(drop, q * V, v);
+    vec::store(y + q * V, v);
+  }
+  for (int64_t i = packs * V + first; i < n; i += stride) {
+    const float v = to_f(x[i]);
+    y[i] = from_f<T>(!drop.on ? v : hash_u01_at(drop.key, uint64_t(i)) >= drop.p ? v * drop.scale : 0.f);
+  }
+}
+
 }  // namespace owlet::cuda::lora
