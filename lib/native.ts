@@ -105,6 +105,13 @@ export interface NativeBackend {
     [out: NT, lse: NT];
   attentionBackward(q: NT, k: NT, v: NT, out: NT, lse: NT, gout: NT, keyMask: NT | null, causal: boolean, scale: number,
     dropoutP: number, seed: number): [gq: NT, gk: NT, gv: NT];
+  /** Packed self-attention: qkv [B, T, H, 3, D] holds each head's [q | k | v] (the fused projection's output); the
+   *  same results as attentionForward of its three parts, read in place by the CUDA tensor-core kernels. */
+  attentionQkvForward(qkv: NT, keyMask: NT | null, causal: boolean, scale: number, dropoutP: number, seed: number):
+    [out: NT, lse: NT];
+  /** The gradient of qkv in qkv's layout [B, T, H, 3, D] (gq, gk, gv side by side). */
+  attentionQkvBackward(qkv: NT, out: NT, lse: NT, gout: NT, keyMask: NT | null, causal: boolean, scale: number,
+    dropoutP: number, seed: number): NT;
   // LoRA linear with frozen W [N, K]: y = x Wᵀ + s·(drop(x) Aᵀ) Bᵀ
   loraForward(x: NT, w: NT, a: NT, b: NT, s: number, dropoutP: number, seed: number): [y: NT, xa: NT];
   loraBackward(gy: NT, x: NT, w: NT, a: NT, b: NT, xa: NT, s: number, dropoutP: number, seed: number, needX: boolean):

@@ -1,7 +1,7 @@
 // The vision encoder (CLIP ViT-L/14 architecture, mPLUG-Owl naming, spec §1.2): conv patch embedding as a GEMM,
 // class token, position embedding, pre-LN, pre-LN transformer layers with the per-head interleaved fused QKV,
 // quick_gelu MLP, post-LN on all tokens. Output: [N, 1 + patches, D].
-import { add, addLayerNorm, attention, concat, layerNorm, linear, patchify, reshape, slice, split, type Tensor } from '../tensor/index.ts';
+import { add, addLayerNorm, attentionQkv, concat, layerNorm, linear, patchify, reshape, slice, type Tensor } from '../tensor/index.ts';
 import type { VisionConfig } from './config.ts';
 import { expandBatch, released, type ForwardContext } from './context.ts';
 
@@ -34,15 +34,14 @@ export function visionForward(ctx: ForwardContext, cfg: VisionConfig, pixels: Te
   };
   for (let i = 0; i < cfg.numHiddenLayers; i++) {
     const L = `vision_model.encoder.layers.${i}`;
-    // qkv channels are laid out per head as [q(dh) | k(dh) | v(dh)] (spec §2.4).
+    // qkv channels are laid out per head as [q(dh) | k(dh) | v(dh)] (spec §2.4): the fused output viewed as
+    // [N, T, H, 3, dh] is what attentionQkv reads, q, k and v in place (no split copies, no concat of their gradients).
     const n1 = norm(`${L}.input_layernorm`);
     const fused = released(ctx.linear(n1, `${L}.self_attn.query_key_value`), n1);
     const qkv = reshape(fused, [N, T, H, 3, dh]);
-    const parts = released(split(qkv, 3, [1, 1, 1]), fused, qkv);
-    const [q, k, v] = released(parts.map((t) => reshape(t, [N, T, H, dh])), ...parts);
-    const a = released(attention(q, k, v, {
+    const a = released(attentionQkv(qkv, {
       causal: false, dropoutP: ctx.training ? cfg.attentionDropout : 0, seed: ctx.nextSeed(),
-    }), q, k, v);
+    }), fused, qkv);
     const a2 = reshape(a, [N, T, D]);
     branch = released(ctx.linear(a2, `${L}.self_attn.dense`), a2, a);
     const n2 = norm(`${L}.post_attention_layernorm`);

@@ -28,12 +28,13 @@ const block = (() => {
     return ((s >>> 8) / (1 << 24) - 0.5) * 3.4;  // ~uniform, std ~1
   });
 })();
-function rand(be: Be, shape: number[], scale = 1): NT {
+function rand(be: Be, shape: number[], scale = 1, dtype: 'bf16' | 'f32' = 'bf16'): NT {
   const n = shape.reduce((a, b) => a * b, 1);
   const host = new Float32Array(n);
   for (let i = 0; i < n; i += block.length) host.set(block.subarray(0, Math.min(block.length, n - i)), i);
   if (scale !== 1) for (let i = 0; i < n; i++) host[i] *= scale;
   const f = be.fromBuffer('f32', shape, host);
+  if (dtype === 'f32') return f;
   try { return be.cast(f, 'bf16'); } finally { f.dispose(); }
 }
 
@@ -68,6 +69,50 @@ function attentionBenchRun(be: Be, name: string, B: number, H: number, Tq: numbe
   [q, k, v, go].forEach((t) => t.dispose());
   return { name, ms: fbms, extra: { fwd_ms: +fms.toFixed(4), fwd_tflops: +(flops / fms / 1e9).toFixed(1),
     fwdbwd_ms: +fbms.toFixed(4), fwdbwd_tflops: +((3.5 * flops) / fbms / 1e9).toFixed(1) } };
+}
+
+/** The ViT's self-attention from the fused q|k|v projection's output qkv [B, T, H, 3, D], forward and forward +
+ *  backward: packed (attentionQkvForward/Backward: q, k, v read in place, the gradient written in qkv's layout)
+ *  against what lib/model/vision.ts did before (three slices out of qkv, attention, the three gradients
+ *  concatenated back). ms is the packed fwd+bwd; split_ms − packed_ms is what a layer saves. dtype f32: a CPU dry
+ *  run of the same calls (the CPU backend's attention is f32 only). */
+export function attentionQkvBench(be: Be, name: string, B: number, H: number, T: number, D: number,
+  env: VariantEnv = {}, dtype: 'bf16' | 'f32' = 'bf16'): BenchResult {
+  const r = withEnv(env, () => attentionQkvBenchRun(be, name, B, H, T, D, dtype));
+  r.name += envSuffix(env);
+  return r;
+}
+
+function attentionQkvBenchRun(be: Be, name: string, B: number, H: number, T: number, D: number,
+  dtype: 'bf16' | 'f32'): BenchResult {
+  const qkv = rand(be, [B, T, H, 3, D], 1, dtype), go = rand(be, [B, T, H, D], 1, dtype);
+  const pf = op(be, 'attentionQkvForward'), pb = op(be, 'attentionQkvBackward');
+  const af = op(be, 'attentionForward'), ab = op(be, 'attentionBackward'), slice = op(be, 'slice'), concat = op(be, 'concat');
+  const scale = 1 / Math.sqrt(D);
+  const flops = 4 * B * H * T * T * D;
+  const iters = dtype === 'f32' ? 1 : 20;
+  const packed = (bwd: boolean) => {
+    const [o, lse] = pf(qkv, null, false, scale, 0, 0);
+    if (bwd) disposeAll(pb(qkv, o, lse, go, null, false, scale, 0, 0));
+    disposeAll([o, lse]);
+  };
+  const split = (bwd: boolean) => {
+    const parts: NT[] = [0, 1, 2].map((s) => slice(qkv, 3, s, 1));
+    const qkvs = parts.map((x) => x.view([B, T, H, D]));
+    const [o, lse] = af(qkvs[0], qkvs[1], qkvs[2], null, false, scale, 0, 0);
+    if (bwd) {
+      const gs: NT[] = ab(qkvs[0], qkvs[1], qkvs[2], o, lse, go, null, false, scale, 0, 0);
+      const views = gs.map((g) => g.view([B, T, H, 1, D]));
+      disposeAll([concat(views, 3), views, gs]);
+    }
+    disposeAll([o, lse, qkvs, parts]);
+  };
+  const pfms = time(be, () => packed(false), iters), sfms = time(be, () => split(false), iters);
+  const pms = time(be, () => packed(true), iters), sms = time(be, () => split(true), iters);
+  [qkv, go].forEach((t) => t.dispose());
+  return { name, ms: pms, extra: { packed_fwd_ms: +pfms.toFixed(4), split_fwd_ms: +sfms.toFixed(4),
+    packed_ms: +pms.toFixed(4), split_ms: +sms.toFixed(4), saved_ms: +(sms - pms).toFixed(4),
+    packed_tflops: +((3.5 * flops) / pms / 1e9).toFixed(1) } };
 }
 
 /** One attention forward and backward with `env` set, untimed: the launches Nsight Compute profiles

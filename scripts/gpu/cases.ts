@@ -453,6 +453,92 @@ export function cases(): Case[] {
     for (const [label, B, H, Tq, Tk, D, causal, masked, p, quick] of hopperShapes)
       if (D === 64) attn(label, B, H, Tq, Tk, D, causal, masked, p, ['bf16'], quick, { OWLET_ATTN_TAIL: tail });
 
+  // ---------------------------------------------------------------- packed self-attention (attentionQkv)
+  // qkv [B, T, H, 3, D] in one tensor (the ViT's fused projection): the tensor-core kernels read q, k, v in place and
+  // write the gradient in qkv's layout (bf16, D = 64 / 128); f32, other head dims and OWLET_ATTENTION=simple go
+  // through copies. Against the CPU backend (which copies), at the ViT's shape (batch 2) under the default (tuned,
+  // keyed apart from the unpacked calls) and the variants that can run it, and at odd shapes.
+  const attnQkv = (label: string, B: number, H: number, T: number, D: number, causal: boolean, masked: boolean, p: number,
+    dtypes: ('f32' | 'bf16')[], quick = false, env: VariantEnv = {}) => {
+    const scale = 1 / Math.sqrt(D), n = B * T * H * D;
+    const maskVals = (m: number) => {
+      const r = rng(577 + T);
+      const v = Float64Array.from({ length: m }, () => (r() < 0.25 ? 0 : 1));
+      for (let j = 0; j < Math.min(T, 5); j++) v[j] = 1;
+      return v;
+    };
+    // part `s` (0 q, 1 k, 2 v) of a packed [B, T, H, 3, D], and three [B, T, H, D] side by side again
+    const part = (x: Float64Array, s: number) => Float64Array.from({ length: n }, (_, i) => x[(3 * Math.floor(i / D) + s) * D + i % D]);
+    const interleave = (xs: Float64Array[]) => Float64Array.from({ length: 3 * n }, (_, i) => {
+      const r = Math.floor(i / (3 * D)), s = Math.floor(i / D) % 3;
+      return xs[s][r * D + i % D];
+    });
+    out.push({
+      name: `attentionQkv ${label} B${B} H${H} T${T} D${D}${causal ? ' causal' : ''}${masked ? ' keymask' : ''}${p ? ` dropout${p}` : ''}${envLabel(env)}`,
+      family: 'attention', dtypes, quick,
+      inputs: gen({ shape: [B, T, H, 3, D] }, { shape: [B, T, H, D] }, { shape: [B, T], kind: 'i32', values: maskVals }),
+      run: (be, [qkv, go, mask]) => withEnv(env, () => {
+        const [o, lse] = op(be, 'attentionQkvForward')(qkv, masked ? mask : null, causal, scale, p, 77);
+        const gqkv = op(be, 'attentionQkvBackward')(qkv, o, lse, go, masked ? mask : null, causal, scale, p, 77);
+        return { out: o, lse, gqkv };
+      }),
+      ref: ([qkv, go, mask]) => {
+        const r = R.attentionRef(part(qkv, 0), part(qkv, 1), part(qkv, 2), masked ? mask : null, { B, Tq: T, Tk: T, H, D },
+          causal, scale, p, 77, go);
+        return { out: r.out, lse: r.lse, gqkv: interleave([r.gq, r.gk, r.gv]) };
+      },
+      grads: ['gqkv'],
+    });
+  };
+  attnQkv('ViT', 2, 16, 257, 64, false, false, 0, ['bf16']);
+  for (const env of [{ OWLET_ATTN_TUNE: '0' }, { OWLET_ATTN_FWD: 'w4s', OWLET_ATTN_BWD: 'mma' },
+    { OWLET_ATTN_FWD: 'wgmma', OWLET_ATTN_BWD: 'wgmma', OWLET_ATTN_TAIL: '1' },
+    { OWLET_ATTN_FWD: 'wgmma1', OWLET_ATTN_BWD: 'wgmma1', OWLET_ATTN_TAIL: '0' }, { OWLET_ATTN_FWD: 'wgmma-ws' },
+    { OWLET_ATTN_BWD: 'wgmma-bulk' }] as VariantEnv[])
+    attnQkv('ViT', 2, 16, 257, 64, false, false, 0, ['bf16'], false, env);
+  attnQkv('odd', 2, 3, 37, 64, false, false, 0, both, true);
+  attnQkv('odd', 2, 3, 45, 128, true, true, 0, both, true);
+  attnQkv('odd (tail rows)', 2, 2, 131, 128, true, false, 0, ['bf16'], true, { OWLET_ATTN_TAIL: '1' });
+  attnQkv('odd (short: wgmma-q)', 2, 3, 60, 64, true, true, 0, ['bf16'], true, { OWLET_ATTN_BWD: 'wgmma-q' });
+  attnQkv('odd', 2, 2, 50, 64, false, true, 0.2, both, true);
+  attnQkv('head dim 40 (copies)', 1, 2, 33, 40, false, true, 0, both, true);
+  // The same call packed and split on one backend, and with the variants fixed (OWLET_ATTN_TUNE=0: packed and
+  // split calls are tuned apart and might pick different kernels): out, lse, dK and dV bit for bit (dQ is summed by
+  // atomics in an order no run repeats, so it is compared with the CPU's like any gradient).
+  for (const [label, B, H, T, D, causal] of [['ViT', 2, 16, 257, 64, false], ['odd', 2, 3, 45, 128, true]] as const) {
+    const scale = 1 / Math.sqrt(D);
+    out.push({
+      name: `attentionQkv = split + attention, bit for bit ${label} B${B} H${H} T${T} D${D}${causal ? ' causal' : ''}`,
+      family: 'attention', dtypes: ['bf16'], quick: label === 'odd',
+      inputs: gen({ shape: [B, T, H, 3, D] }, { shape: [B, T, H, D] }),
+      run: (be, [qkv, go]) => withEnv({ OWLET_ATTN_TUNE: '0' }, () => {
+        const [o, lse] = op(be, 'attentionQkvForward')(qkv, null, causal, scale, 0, 0);
+        const g = op(be, 'attentionQkvBackward')(qkv, o, lse, go, null, causal, scale, 0, 0);
+        const parts = [0, 1, 2].map((s) => op(be, 'slice')(qkv, 3, s, 1));
+        const [q, k, v] = parts.map((x: NT) => x.view([B, T, H, D]));
+        const [o2, lse2] = op(be, 'attentionForward')(q, k, v, null, causal, scale, 0, 0);
+        const gs: NT[] = op(be, 'attentionBackward')(q, k, v, o2, lse2, go, null, causal, scale, 0, 0);
+        const g2 = op(be, 'concat')(gs.map((x) => x.view([B, T, H, 1, D])), 3);
+        const bytes = (x: NT) => Buffer.from(x.read());
+        const eq = (a: NT, b: NT) => bytes(a).equals(bytes(b));
+        const gk = (x: NT) => [1, 2].map((s) => op(be, 'slice')(x, 3, s, 1));
+        const [k1, v1] = gk(g), [k2, v2] = gk(g2);
+        const res = { out: eq(o, o2), lse: eq(lse, lse2), gk: eq(k1, k2), gv: eq(v1, v2), gqkv: g, gqkvSplit: g2 };
+        for (const x of [o, lse, o2, lse2, ...parts, q, k, v, ...gs, k1, v1, k2, v2]) x.dispose();
+        return res;
+      }),
+      ref: ([qkv, go]) => {
+        const n = B * T * H * D;
+        const part = (x: Float64Array, s: number) => Float64Array.from({ length: n }, (_, i) => x[(3 * Math.floor(i / D) + s) * D + i % D]);
+        const r = R.attentionRef(part(qkv, 0), part(qkv, 1), part(qkv, 2), null, { B, Tq: T, Tk: T, H, D }, causal, scale, 0, 0, go);
+        const g = Float64Array.from({ length: 3 * n }, (_, i) =>
+          [r.gq, r.gk, r.gv][Math.floor(i / D) % 3][Math.floor(i / (3 * D)) * D + i % D]);
+        return { out: true, lse: true, gk: true, gv: true, gqkv: g, gqkvSplit: g };
+      },
+      grads: ['gqkv', 'gqkvSplit'],
+    });
+  }
+
   // ---------------------------------------------------------------- lora
   // variant 'thin' sets OWLET_LORA=thin around the CUDA calls (the one-pass thin-product kernels instead of the
   // default cuBLAS path); the CPU backend ignores it.

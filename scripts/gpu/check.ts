@@ -21,7 +21,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cpu, cuda } from '../../lib/native.ts';
 import { TOL, type Tol } from '../../test/helpers/tolerances.ts';
-import { attentionBench, attentionOnce, bandwidthBench, type BenchResult, gemmBench, gemmNewShapesBench, gemmShapesBench, loraBench } from './bench.ts';
+import { attentionBench, attentionOnce, attentionQkvBench, bandwidthBench, type BenchResult, gemmBench, gemmNewShapesBench, gemmShapesBench, loraBench } from './bench.ts';
 import { type Case, cases, type Out } from './cases.ts';
 import { type Be, bf16Round, fmt, get, Missing, type NT, put, relErr } from './harness.ts';
 
@@ -149,6 +149,14 @@ function checkRuntime(be: Be): CaseResult[] {
     const q = be.full('bf16', [1, 4, 2, 64], 0), k = be.full('bf16', [1, 4, 3, 64], 0);
     try { be.attentionForward(q, k, k, null, false, 0.125, 0, 0); } finally { q.dispose(); k.dispose(); }
   });
+  expectThrow('packed attention of a qkv that is not [B, T, H, 3, D] is a shape error', 'OWLET_SHAPE', () => {
+    const qkv = be.full('bf16', [1, 4, 2, 2, 64], 0);
+    try { be.attentionQkvForward(qkv, null, false, 0.125, 0, 0); } finally { qkv.dispose(); }
+  });
+  expectThrow('packed attention backward with an out of the wrong shape is a shape error', 'OWLET_SHAPE', () => {
+    const qkv = be.full('bf16', [1, 4, 2, 3, 64], 0), o = be.full('bf16', [1, 4, 2, 32], 0), lse = be.full('f32', [1, 2, 4], 0);
+    try { be.attentionQkvBackward(qkv, o, lse, o, null, false, 0.125, 0, 0); } finally { qkv.dispose(); o.dispose(); lse.dispose(); }
+  });
   // The cache: the same allocation sizes over and over reach cudaMalloc only the first time.
   {
     const info0 = be.info() as Record<string, number>;
@@ -196,6 +204,9 @@ function runBench(be: Be, res: BenchResult[], saved: () => void): void {
   for (const [name, B, H, Tq, Tk, D, causal] of attentionShapes)
     tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal));
   tryb(() => attentionBench(be, 'fa_ref_b8_h16_t4096_d128_causal', 8, 16, 4096, 4096, 128, true));
+  // The ViT's attention from its fused q|k|v output at the stage-1 batch: packed (attentionQkv) against split +
+  // attention + concat (what each of the 24 layers did before), fwd and fwd+bwd.
+  tryb(() => attentionQkvBench(be, 'vit_L14_b16_qkv_packed_vs_split', 16, 16, 257, 64));
   tryb(() => attentionBench(be, 'vit_L14_b64', 64, 16, 257, 257, 64, false, { OWLET_ATTN_BWD_WARPS: '8' }));
   tryb(() => attentionBench(be, 'llama7b_b4_t2048_causal', 4, 32, 2048, 2048, 128, true, { OWLET_ATTN_BWD_WARPS: '4' }));
   // The forward's tile shapes (OWLET_ATTN_FWD; the backward is the default in all of them).

@@ -128,6 +128,13 @@ inline void fiber_entry() {
   // returning resumes uc_link (the scheduler)
 }
 
+// The scheduler's random stream (launch below): reseeding it makes the launches that follow run the same schedules
+// again, so a test can repeat a run and expect even the order of its atomics to repeat.
+inline std::mt19937& schedule_rng() {
+  static std::mt19937 rng(42);
+  return rng;
+}
+
 // Runs `kernel` for every block of the grid, blockDim threads each (a multiple of 32), with `smem_bytes` of
 // dynamic shared memory.
 inline void launch(Dim grid, int threads, size_t smem_bytes, const std::function<void()>& kernel) {
@@ -169,7 +176,7 @@ inline void launch(Dim grid, int threads, size_t smem_bytes, const std::function
         // barrier (or finish); lanes within it run in a shuffled order. Warps therefore drift as far apart as the
         // barriers allow, so a missing __syncthreads (or a read of shared memory another warp has not filled yet)
         // shows up as a wrong result instead of hiding behind a lockstep schedule.
-        static std::mt19937 order_rng(42);
+        std::mt19937& order_rng = schedule_rng();
         int nwarps = threads / 32;
         long steps = 0;
         for (;;) {
@@ -457,6 +464,11 @@ inline void wgmma_rs_nmajor64(float (&d_)[32], const uint32_t (&a_)[4], uint64_t
 }
 
 inline void cp_async(uint32_t smem, const void* gmem, bool valid, int bytes) {
+  // cp.async needs both addresses aligned to its size (a strided view, e.g. q out of a packed q|k|v, must keep that)
+  if (smem % uint32_t(bytes) || (valid && reinterpret_cast<uintptr_t>(gmem) % uintptr_t(bytes))) {
+    std::fprintf(stderr, "emulator: cp.async of %d bytes from a misaligned address\n", bytes);
+    std::abort();
+  }
   if (valid) std::memcpy(dynamic_smem() + smem, gmem, size_t(bytes));
   else std::memset(dynamic_smem() + smem, 0, size_t(bytes));
 }

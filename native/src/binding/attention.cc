@@ -1,4 +1,5 @@
-// Bindings: fused attention forward and backward. q [B, Tq, H, D], k/v [B, Tk, H, D], optional key mask i32 [B, Tk].
+// Bindings: fused attention forward and backward. q [B, Tq, H, D], k/v [B, Tk, H, D], optional key mask i32 [B, Tk];
+// and packed self-attention, q|k|v in one qkv [B, T, H, 3, D] (the fused projection's output) and its gradient in one.
 #include "../core/kernels.h"
 #include "registry.h"
 
@@ -35,6 +36,22 @@ void check_qkv(Args& a, const Tensor& q, const Tensor& k, const Tensor& v, const
     a.expect_same_device(q, "q", *mask, "keyMask");
     a.check(mask->shape == Shape{k.dim(0), k.dim(1)}, ErrorKind::Shape,
             "keyMask must be [B, Tk] = " + shape_str({k.dim(0), k.dim(1)}) + ", got " + mask->describe() + " for " + all);
+  }
+}
+
+// Checks a packed qkv [B, T, H, 3, D] (and the mask [B, T]).
+void check_packed(Args& a, const Tensor& qkv, const Tensor* mask) {
+  a.expect_float(qkv, "qkv");  // f32 on the CPU; f32 or bf16 on CUDA
+  a.expect_rank(qkv, "qkv [B, T, H, 3, D]", 5);
+  a.check(qkv.dim(3) == 3, ErrorKind::Shape,
+          "qkv must be [B, T, H, 3, D] (q, k, v of each head side by side), got " + qkv.describe());
+  a.check(qkv.dim(4) > 0, ErrorKind::Shape, "the head dimension must be positive: qkv " + qkv.describe());
+  if (mask) {
+    a.expect_dtype(*mask, "keyMask", DType::I32);
+    a.expect_same_device(qkv, "qkv", *mask, "keyMask");
+    a.check(mask->shape == Shape{qkv.dim(0), qkv.dim(1)}, ErrorKind::Shape,
+            "keyMask must be [B, T] = " + shape_str({qkv.dim(0), qkv.dim(1)}) + ", got " + mask->describe() +
+                " for qkv " + qkv.describe());
   }
 }
 
@@ -88,4 +105,42 @@ OWLET_OP(attentionBackward) {
   Tensor gq = a.like(q), gk = a.like(k), gv = a.like(v);
   kern::attention_bwd(q, k, v, out, lse, gout, mask, o.causal, o.scale, o.dropout_p, o.seed, gq, gk, gv);
   return a.ret(std::vector<Tensor>{std::move(gq), std::move(gk), std::move(gv)});
+}
+
+// attentionQkvForward(qkv, keyMask | null, causal, scale, dropoutP, seed) -> [out [B, T, H, D], lse f32 [B, H, T]]:
+// attentionForward of qkv's q, k and v, read in place where the backend can.
+OWLET_OP(attentionQkvForward) {
+  Tensor& qkv = a.tensor(0, "qkv");
+  Tensor* mask = a.opt_tensor(1, "keyMask");
+  check_packed(a, qkv, mask);
+  Options o = options(a, 2);
+  const int64_t B = qkv.dim(0), T = qkv.dim(1), H = qkv.dim(2), D = qkv.dim(4);
+  Tensor out = a.make(qkv.dtype, {B, T, H, D}, qkv.device());
+  Tensor lse = a.make(DType::F32, {B, H, T}, qkv.device());
+  kern::attention_qkv_fwd(qkv, mask, o.causal, o.scale, o.dropout_p, o.seed, out, lse);
+  return a.ret(std::vector<Tensor>{std::move(out), std::move(lse)});
+}
+
+// attentionQkvBackward(qkv, out, lse, gout, keyMask | null, causal, scale, dropoutP, seed) -> gqkv [B, T, H, 3, D]
+OWLET_OP(attentionQkvBackward) {
+  Tensor &qkv = a.tensor(0, "qkv"), &out = a.tensor(1, "out"), &lse = a.tensor(2, "lse"), &gout = a.tensor(3, "gout");
+  Tensor* mask = a.opt_tensor(4, "keyMask");
+  check_packed(a, qkv, mask);
+  a.expect_float(out, "out");
+  a.expect_dtype(lse, "lse", DType::F32);
+  a.expect_float(gout, "gout");
+  a.expect_same_device(qkv, "qkv", out, "out");
+  a.expect_same_device(qkv, "qkv", lse, "lse");
+  a.expect_same_device(qkv, "qkv", gout, "gout");
+  const Shape per_head{qkv.dim(0), qkv.dim(1), qkv.dim(2), qkv.dim(4)}, lse_shape{qkv.dim(0), qkv.dim(2), qkv.dim(1)};
+  a.check(out.shape == per_head, ErrorKind::Shape,
+          "out must be [B, T, H, D] = " + shape_str(per_head) + " for qkv " + qkv.describe() + ", got " + out.describe());
+  a.check(gout.shape == per_head, ErrorKind::Shape,
+          "gout must be [B, T, H, D] = " + shape_str(per_head) + " for qkv " + qkv.describe() + ", got " + gout.describe());
+  a.check(lse.shape == lse_shape, ErrorKind::Shape,
+          "lse must be [B, H, T] = " + shape_str(lse_shape) + " for qkv " + qkv.describe() + ", got " + lse.describe());
+  Options o = options(a, 5);
+  Tensor gqkv = a.like(qkv);
+  kern::attention_qkv_bwd(qkv, out, lse, gout, mask, o.causal, o.scale, o.dropout_p, o.seed, gqkv);
+  return a.ret(std::move(gqkv));
 }

@@ -99,6 +99,14 @@ void attention_fwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
 void attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                    const Tensor& gout, const Tensor* key_mask, bool causal, float scale, float dropout_p, uint64_t seed,
                    Tensor& gq, Tensor& gk, Tensor& gv);
+// Packed self-attention (Tq = Tk = T): qkv [B, T, H, 3, D] holds per token and head [q | k | v] (the fused q|k|v
+// projection's output, viewed), out [B, T, H, D], lse [B, H, T], gqkv [B, T, H, 3, D] (all three gradients, in
+// qkv's layout); the rest as attention_fwd/bwd, whose results these equal. The tensor-core kernels read q, k, v and
+// write their gradients in place; other paths go through contiguous copies (core/attention_packed.h).
+void attention_qkv_fwd(const Tensor& qkv, const Tensor* key_mask, bool causal, float scale, float dropout_p,
+                       uint64_t seed, Tensor& out, Tensor& lse);
+void attention_qkv_bwd(const Tensor& qkv, const Tensor& out, const Tensor& lse, const Tensor& gout,
+                       const Tensor* key_mask, bool causal, float scale, float dropout_p, uint64_t seed, Tensor& gqkv);
 
 // ---- lora (lora.cc) ----
 // y = x Wᵀ + s · (drop(x) Aᵀ) Bᵀ; x [..., K], W [N, K] frozen, A [r, K], B [N, r]; xa = drop(x) Aᵀ ([..., r]) is

@@ -13,6 +13,7 @@
 #include <limits>
 #include <vector>
 
+#include "../core/attention_packed.h"
 #include "../core/dropout_hash.h"
 #include "../core/kernels.h"
 #include "vec_math.h"
@@ -371,6 +372,19 @@ void attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
       }
     }
   }
+}
+
+// Packed self-attention: through contiguous copies of q, k and v (core/attention_packed.h). The strides would be
+// only GEMM leading dimensions here, but the copies are a small part of a CPU step, and this way the packed call
+// equals split + attention bit for bit by construction.
+void attention_qkv_fwd(const Tensor& qkv, const Tensor* key_mask, bool causal, float scale, float dropout_p,
+                       uint64_t seed, Tensor& out, Tensor& lse) {
+  packed::forward_via_copies(qkv, key_mask, causal, scale, dropout_p, seed, out, lse);
+}
+
+void attention_qkv_bwd(const Tensor& qkv, const Tensor& out, const Tensor& lse, const Tensor& gout,
+                       const Tensor* key_mask, bool causal, float scale, float dropout_p, uint64_t seed, Tensor& gqkv) {
+  packed::backward_via_copies(qkv, out, lse, gout, key_mask, causal, scale, dropout_p, seed, gqkv);
 }
 
 }  // namespace owlet::kern

@@ -1,7 +1,10 @@
 // Attention forward and backward: the tensor-core kernels of attention_flash.cuh for bf16 with head dim 64 or 128,
 // and a plain fp32-arithmetic path for everything else (f32 inputs — what the checks against the CPU backend use —
 // and other head dims). Both read [B, T, H, D] directly and never materialise the score matrix in device memory
-// (the plain path keeps one row of scores in shared memory).
+// (the plain path keeps one row of scores in shared memory). Packed self-attention (attention_qkv_fwd/bwd, the ViT's
+// fused q|k|v): the tensor-core kernels read q, k and v out of the [B, T, H, 3, D] tensor and write their gradients
+// into one of that layout (flash::Params' strides; dQ finished by flash::dq_store_kernel), tuned apart from unpacked
+// calls; the plain path gets contiguous copies (core/attention_packed.h).
 //
 // OWLET_ATTENTION=simple forces the plain path (for comparisons on the GPU machine); OWLET_ATTN_FWD picks the
 // forward (w4, w8, w8s, m2, w4s: the mma.sync tile shapes of attention_flash.cuh; wgmma, wgmma-overlap: the Hopper
@@ -29,8 +32,9 @@
 #include <utility>
 #include <vector>
 
-#include "../core/kernels.h"
+#include "../core/attention_packed.h"
 #include "../core/dropout_hash.h"
+#include "../core/kernels.h"
 #include "attention.h"
 #include "attention_flash.cuh"
 #include "attention_tail.cuh"
@@ -312,8 +316,10 @@ size_t simple_smem(const DeviceContext& c, int floats, const char* op) {
 // OWLET_ATTN_TAIL=1, never with =0, else when this call's candidate asks (fp.whole_tiles false: autotuning timed the
 // tail kernels faster for this shape). Whole tiles are the static default: on the H100 (2026-11-27) the backward's
 // tail kernel made the ViT's attention backward slower (fwd+bwd 91.8 against 116.8 TFLOP/s with whole tiles).
+// (Nor for a batch entry of 2^32 query elements or more: the tail backward's q and dO row offsets are 32-bit.)
 bool tail_allowed(const flash::Params& fp) {
   if (fp.dropout || env_is("OWLET_ATTN_TAIL", "0")) return false;
+  if (int64_t(fp.Tq) * fp.H * fp.in_hs > int64_t(UINT32_MAX)) return false;
   return env_is("OWLET_ATTN_TAIL", "1") || !fp.whole_tiles;
 }
 // Whether autotuning should time the tail kernels as well (neither forced nor excluded).
@@ -388,6 +394,8 @@ flash::Params flash_params(const Tensor& q, const Tensor& k, const Tensor& v, co
   fp.tq_main = d.Tq;
   fp.tk_main = d.Tk;
   fp.whole_tiles = true;  // the static default (tail_allowed)
+  // [B, T, H, D] inputs and gradients (attention_qkv_* sets the packed layout's strides)
+  fp.in_hs = fp.grad_hs = d.D;
   fp.causal = causal;
   fp.scale = scale;
   fp.scale_log2 = scale * flash::kLog2e;
@@ -594,12 +602,14 @@ void launch_flash_bwd(const DeviceContext& c, const flash::Params& fp, const Dim
 // differently (the backward's dQ atomics already make GPU runs non-reproducible bit for bit).
 bool attn_tune_enabled() { return !env_is("OWLET_ATTN_TUNE", "0"); }
 
+// packed: q, k, v read from (their gradients written into) one [B, T, H, 3, D] tensor (attention_qkv_fwd/bwd): rows
+// three times as far apart, so tuned on their own (the unpacked call of the same shape may prefer another variant).
 struct TuneKey {
   int dev, B, H, Tq, Tk, D;
-  bool causal, mask, dropout, bwd;
+  bool causal, mask, dropout, bwd, packed;
   bool operator<(const TuneKey& o) const {
-    return std::tie(dev, B, H, Tq, Tk, D, causal, mask, dropout, bwd) <
-           std::tie(o.dev, o.B, o.H, o.Tq, o.Tk, o.D, o.causal, o.mask, o.dropout, o.bwd);
+    return std::tie(dev, B, H, Tq, Tk, D, causal, mask, dropout, bwd, packed) <
+           std::tie(o.dev, o.B, o.H, o.Tq, o.Tk, o.D, o.causal, o.mask, o.dropout, o.bwd, o.packed);
   }
 };
 struct TuneChoice {
@@ -616,7 +626,8 @@ std::mutex tune_mu;
 std::map<TuneKey, TuneChoice> tune_table;
 
 TuneKey tune_key(const DeviceContext& c, const Dims& d, const flash::Params& fp, bool bwd) {
-  return {c.index, d.B, d.H, d.Tq, d.Tk, d.D, fp.causal, fp.key_mask != nullptr, fp.dropout, bwd};
+  const bool packed = fp.in_hs != d.D;
+  return {c.index, d.B, d.H, d.Tq, d.Tk, d.D, fp.causal, fp.key_mask != nullptr, fp.dropout, bwd, packed};
 }
 
 // The forward's candidates: where the Hopper kernels apply, them (and w4s at D = 64); elsewhere (other GPUs, dropout)
@@ -681,6 +692,94 @@ V apply_code(int code, flash::Params& fp) {
   return V(code & ~kTail);
 }
 
+// ------------------------------------------------------------------- the tensor-core calls, packed or not
+
+// The forward through the tensor-core kernels into fp.out and fp.lse: the variant OWLET_ATTN_FWD names, or (auto)
+// the tuned one for this call's key.
+void flash_forward(const DeviceContext& c, flash::Params fp, const Dims& d, const char* op) {
+  FwdVariant variant = fwd_variant(op);
+  if (variant == FwdVariant::Auto && attn_tune_enabled()) {
+    const int code = tuned(c, tune_key(c, d, fp, false), [&] { return fwd_candidates(c, fp, d); }, [&](int cand) {
+      flash::Params trial = fp;
+      launch_flash_fwd(c, trial, d, apply_code<FwdVariant>(cand, trial), op);
+    });
+    if (code >= 0) variant = apply_code<FwdVariant>(code, fp);
+  }
+  launch_flash_fwd(c, fp, d, variant, op);
+}
+
+// Δ = rowsum(dO ⊙ O) per (b, h, i) [B, H, Tq], shared by every backward path.
+Tensor delta_of(const DeviceContext& c, const Tensor& out, const Tensor& gout, const Dims& d, const char* op) {
+  Tensor delta(DType::F32, {d.B, d.H, d.Tq}, out.device());
+  int64_t rows = int64_t(d.B) * d.Tq * d.H;
+  delta_kernel<<<unsigned((rows * 32 + 255) / 256), 256, 0, c.stream>>>(fin(gout, op, "gout"), fin(out, op, "out"),
+                                                                          delta.f32(), d.B, d.Tq, d.H, d.D);
+  check_launch(op);
+  return delta;
+}
+
+// The backward through the tensor-core kernels (fp: inputs, Δ and dk/dv set): dK and dV into fp.dk and fp.dv, dQ
+// through an fp32 accumulator into gq (contiguous gradients: the plain conversion) or, gq null, into fp.dq with
+// Params' gradient strides (flash::dq_store_kernel).
+void flash_backward(const DeviceContext& c, flash::Params fp, const Dims& d, Device device, Tensor* gq,
+                    const char* op) {
+  BwdVariant variant = bwd_variant_of(op);
+  Tensor dq_acc(DType::F32, {d.B, d.Tq, d.H, d.D}, device);
+  fp.dq_acc = dq_acc.f32();
+  if (variant == BwdVariant::Auto && attn_tune_enabled()) {
+    const int code = tuned(c, tune_key(c, d, fp, true), [&] { return bwd_candidates(c, fp, d); }, [&](int cand) {
+      flash::Params trial = fp;
+      launch_flash_bwd(c, trial, d, apply_code<BwdVariant>(cand, trial), dq_acc.nbytes(), op);
+    });
+    if (code >= 0) variant = apply_code<BwdVariant>(code, fp);
+  }
+  launch_flash_bwd(c, fp, d, variant, dq_acc.nbytes(), op);
+  if (gq) {
+    copy_convert(dq_acc, *gq);  // fp32 accumulator -> gq's dtype
+    return;
+  }
+  const int64_t threads = int64_t(d.B) * d.Tq * d.H * (d.D / 8);
+  const unsigned blocks = unsigned((threads + flash::kDqStoreThreads - 1) / flash::kDqStoreThreads);
+  if (d.D == 64) flash::dq_store_kernel<64><<<blocks, flash::kDqStoreThreads, 0, c.stream>>>(fp);
+  else flash::dq_store_kernel<128><<<blocks, flash::kDqStoreThreads, 0, c.stream>>>(fp);
+  check_launch(op);
+}
+
+// qkv [B, T, H, 3, D] as self-attention's Dims (Tq = Tk = T); the binding checked the shapes.
+Dims packed_dims(const Tensor& qkv, const Tensor* mask, const char* op) {
+  if (qkv.ndim() != 5 || qkv.dim(3) != 3)
+    fail(ErrorKind::Shape, std::string(op) + ": qkv must be [B, T, H, 3, D], got " + qkv.describe());
+  if (mask) expect_dtype(*mask, DType::I32, op, "key mask");
+  const int T = to_i32(qkv.dim(1), op);
+  return {to_i32(qkv.dim(0), op), T, T, to_i32(qkv.dim(2), op), to_i32(qkv.dim(4), op)};
+}
+
+// Whether the tensor-core kernels take this packed call (as use_flash; a call with nothing to compute goes through
+// the copies, whose unpacked entry points handle the empty cases).
+bool packed_flash(const Tensor& qkv, const Dims& d, float scale) {
+  return !force_simple() && qkv.dtype == DType::BF16 && (d.D == 64 || d.D == 128) && scale > 0.f &&
+         int64_t(d.B) * d.H * d.Tq > 0;
+}
+
+// Params reading q, k, v out of qkv (at element offsets 0, D, 2·D of each token's head, rows 3·H·D apart) and,
+// when given, writing their gradients into gqkv the same way.
+flash::Params packed_params(const Tensor& qkv, Tensor* gqkv, const Tensor* mask, const Dims& d, bool causal,
+                            float scale, float p, uint64_t seed) {
+  flash::Params fp = flash_params(qkv, qkv, qkv, mask, d, causal, scale, p, seed);
+  const bf16* in = qkv.data<bf16>();
+  fp.q = in;
+  fp.k = in + d.D;
+  fp.v = in + 2 * d.D;
+  fp.in_hs = fp.grad_hs = 3 * d.D;
+  if (gqkv) {
+    bf16* g = gqkv->data<bf16>();
+    fp.dq = g;
+    fp.dk = g + d.D;
+    fp.dv = g + 2 * d.D;
+  }
+  return fp;
+}
+
 }  // namespace
 
 std::string attention_tune_report() {
@@ -690,9 +789,9 @@ std::string attention_tune_report() {
     const int v = ch.code & ~kTail;
     const char* name = k.bwd ? variant_name(kBwdNames, BwdVariant(v)) : variant_name(kFwdNames, FwdVariant(v));
     char buf[220];
-    std::snprintf(buf, sizeof buf, "%s%s B%d H%d Tq%d Tk%d D%d%s%s%s: %s%s %.3f ms (default %.3f)",
+    std::snprintf(buf, sizeof buf, "%s%s B%d H%d Tq%d Tk%d D%d%s%s%s%s: %s%s %.3f ms (default %.3f)",
                   out.empty() ? "" : "; ", k.bwd ? "bwd" : "fwd", k.B, k.H, k.Tq, k.Tk, k.D, k.causal ? " causal" : "",
-                  k.mask ? " mask" : "", k.dropout ? " dropout" : "", name,
+                  k.mask ? " mask" : "", k.dropout ? " dropout" : "", k.packed ? " packed" : "", name,
                   (ch.code & kTail) ? " (tail kernels)" : "", double(ch.ms), double(ch.default_ms));
     out += buf;
   }
@@ -715,15 +814,7 @@ void attention_fwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
     flash::Params fp = flash_params(q, k, v, key_mask, d, causal, scale, dropout_p, seed);
     fp.out = out.data<bf16>();
     fp.lse = lse.f32();
-    FwdVariant variant = fwd_variant(op);
-    if (variant == FwdVariant::Auto && attn_tune_enabled()) {
-      const int code = tuned(c, tune_key(c, d, fp, false), [&] { return fwd_candidates(c, fp, d); }, [&](int cand) {
-        flash::Params trial = fp;
-        launch_flash_fwd(c, trial, d, apply_code<FwdVariant>(cand, trial), op);
-      });
-      if (code >= 0) variant = apply_code<FwdVariant>(code, fp);
-    }
-    launch_flash_fwd(c, fp, d, variant, op);
+    flash_forward(c, fp, d, op);
     return;
   }
   SimpleParams sp = simple_params(q, k, v, key_mask, d, causal, scale, dropout_p, seed, op);
@@ -749,34 +840,18 @@ void attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
     fill(gv, 0.0);
     return;
   }
-  // Δ = rowsum(dO ⊙ O) per (b, h, i), shared by both paths.
-  Tensor delta(DType::F32, {d.B, d.H, d.Tq}, q.device());
-  int64_t rows = int64_t(d.B) * d.Tq * d.H;
-  delta_kernel<<<unsigned((rows * 32 + 255) / 256), 256, 0, c.stream>>>(fin(gout, op, "gout"), fin(out, op, "out"),
-                                                                          delta.f32(), d.B, d.Tq, d.H, d.D);
-  check_launch(op);
+  const Tensor delta = delta_of(c, out, gout, d, op);  // shared by both paths
 
   if (use_flash(q, k, v, d, scale) && out.dtype == DType::BF16 && gout.dtype == DType::BF16 &&
       gk.dtype == DType::BF16 && gv.dtype == DType::BF16) {
-    BwdVariant bwd_variant = bwd_variant_of(op);
-    Tensor dq_acc(DType::F32, q.shape, q.device());
     flash::Params fp = flash_params(q, k, v, key_mask, d, causal, scale, dropout_p, seed);
     fp.o = out.data<bf16>();
     fp.dout = gout.data<bf16>();
     fp.lse = lse.f32();
     fp.delta = delta.f32();
-    fp.dq_acc = dq_acc.f32();
     fp.dk = gk.data<bf16>();
     fp.dv = gv.data<bf16>();
-    if (bwd_variant == BwdVariant::Auto && attn_tune_enabled()) {
-      const int code = tuned(c, tune_key(c, d, fp, true), [&] { return bwd_candidates(c, fp, d); }, [&](int cand) {
-        flash::Params trial = fp;
-        launch_flash_bwd(c, trial, d, apply_code<BwdVariant>(cand, trial), dq_acc.nbytes(), op);
-      });
-      if (code >= 0) bwd_variant = apply_code<BwdVariant>(code, fp);
-    }
-    launch_flash_bwd(c, fp, d, bwd_variant, dq_acc.nbytes(), op);
-    copy_convert(dq_acc, gq);  // fp32 accumulator -> gq's dtype
+    flash_backward(c, fp, d, q.device(), &gq, op);
     return;
   }
   SimpleParams sp = simple_params(q, k, v, key_mask, d, causal, scale, dropout_p, seed, op);
@@ -793,6 +868,45 @@ void attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
   check_launch(op);
   simple_bwd_dkv_kernel<<<dim3{unsigned(d.Tk), unsigned(d.H), unsigned(d.B)}, kSimpleThreads, smem_k, c.stream>>>(sp);
   check_launch(op);
+}
+
+// Packed self-attention (kernels.h): the tensor-core kernels read q, k and v in place and write their gradients in
+// place (Params' strides), tuned apart from unpacked calls (TuneKey::packed); every other call (f32, other head dims,
+// OWLET_ATTENTION=simple, empty shapes) goes through contiguous copies and the unpacked entry points above.
+void attention_qkv_fwd(const Tensor& qkv, const Tensor* key_mask, bool causal, float scale, float dropout_p,
+                       uint64_t seed, Tensor& out, Tensor& lse) {
+  const char* op = "attentionQkvForward";
+  const DeviceContext& c = context_of(qkv, op);
+  const Dims d = packed_dims(qkv, key_mask, op);
+  expect_dtype(lse, DType::F32, op, "lse");
+  if (!packed_flash(qkv, d, scale) || out.dtype != DType::BF16) {
+    packed::forward_via_copies(qkv, key_mask, causal, scale, dropout_p, seed, out, lse);
+    return;
+  }
+  flash::Params fp = packed_params(qkv, nullptr, key_mask, d, causal, scale, dropout_p, seed);
+  fp.out = out.data<bf16>();
+  fp.lse = lse.f32();
+  flash_forward(c, fp, d, op);
+}
+
+void attention_qkv_bwd(const Tensor& qkv, const Tensor& out, const Tensor& lse, const Tensor& gout,
+                       const Tensor* key_mask, bool causal, float scale, float dropout_p, uint64_t seed, Tensor& gqkv) {
+  const char* op = "attentionQkvBackward";
+  const DeviceContext& c = context_of(qkv, op);
+  const Dims d = packed_dims(qkv, key_mask, op);
+  expect_dtype(lse, DType::F32, op, "lse");
+  if (!packed_flash(qkv, d, scale) || out.dtype != DType::BF16 || gout.dtype != DType::BF16 ||
+      gqkv.dtype != DType::BF16) {
+    packed::backward_via_copies(qkv, out, lse, gout, key_mask, causal, scale, dropout_p, seed, gqkv);
+    return;
+  }
+  const Tensor delta = delta_of(c, out, gout, d, op);
+  flash::Params fp = packed_params(qkv, &gqkv, key_mask, d, causal, scale, dropout_p, seed);
+  fp.o = out.data<bf16>();
+  fp.dout = gout.data<bf16>();
+  fp.lse = lse.f32();
+  fp.delta = delta.f32();
+  flash_backward(c, fp, d, qkv.device(), nullptr, op);
 }
 
 }  // namespace owlet::kern

@@ -1,5 +1,7 @@
 // Tiled attention on bf16 tensor cores (FlashAttention-2's schedule, mma.sync m16n8k16 + ldmatrix + cp.async),
-// reading and writing the [B, T, H, D] layout directly (row stride H·D between tokens, no transposes).
+// reading and writing the [B, T, H, D] layout directly (row stride H·D between tokens, no transposes). q, k and v
+// may also be read out of one packed [B, T, H, 3, D] tensor (the ViT's fused projection) and their gradients written
+// into one: Params carries the strides, Head turns them into every kernel's offsets.
 //
 // Forward: one block per (BR queries, head, batch); each warp owns 16 or 32 query rows, keeps its scores, fp32 output
 // accumulators and the online-softmax state (row max, row sum) in registers (its Q fragments too, in the default
@@ -22,6 +24,7 @@
 #include "common.cuh"
 #include "mma.cuh"
 #include "row_copy.cuh"
+#include "vec_map.cuh"
 
 namespace owlet::cuda::flash {
 
@@ -30,12 +33,19 @@ constexpr float kLn2 = 0.6931471805599453f;
 
 struct Params {
   const bf16 *q, *k, *v, *o, *dout;
-  bf16 *out, *dk, *dv;
+  bf16 *out, *dq, *dk, *dv;  // dq: written by dq_store_kernel only (strided gradients; else a plain conversion)
   float* lse;          // [B, H, Tq]
   const float* delta;  // [B, H, Tq] rowsum(dO ⊙ O) (backward)
   float* dq_acc;       // [B, Tq, H, D] fp32 (backward)
   const int32_t* key_mask;  // [B, Tk] or nullptr
   int B, H, Tq, Tk;
+  // The layout of the q, k, v inputs and of the dq, dk, dv gradients: each token holds the H heads in_hs (grad_hs)
+  // elements apart, so one head's consecutive tokens are H·in_hs apart and a batch is Tq (Tk) tokens. D for
+  // [B, T, H, D] tensors (flash_params' default); 3·D for views into one packed [B, T, H, 3, D] tensor (q, k, v =
+  // its start + 0, D, 2·D). One stride rather than a row and a head stride: the offsets (b·T·H + h)·hs then have the
+  // shape of the contiguous ones, and the general b·T·rs + h·hs cost the m2 forward at D = 64 20 bytes of spills
+  // (ptxas, CUDA 13). out, dO, dq_acc ([B, Tq, H, D]) and lse, Δ ([B, H, Tq]) are always contiguous.
+  int in_hs, grad_hs;
   // The rows and keys a tiled backward covers (the Hopper one reads them): Tq and Tk, or less when the few past the
   // last whole tile go to attention_tail.cuh. The layout is always [B, Tq or Tk, H, D].
   int tq_main, tk_main;
@@ -48,13 +58,18 @@ struct Params {
   float inv_keep;  // 1 / (1 − p)
 };
 
-// Where head h of batch b starts: in q, out and dO ([B, Tq, H, D]), in k and v ([B, Tk, H, D]), and in the per-row
-// statistics lse and Δ ([B, H, Tq]); one head's consecutive tokens are rs = H·D elements apart. Every attention
-// kernel starts from these.
+// Where head h of batch b starts, and how far apart its consecutive tokens are, in each family of tensors: the
+// inputs q (q) and k, v (kv), rows rs = H·in_hs apart; out, dO and dq_acc (o), rows ors = H·D apart; the gradients
+// dq (gq) and dk, dv (gkv), rows grs = H·grad_hs apart; the per-row statistics lse and Δ ([B, H, Tq], stat). Every
+// attention kernel starts from these (what a kernel does not use costs nothing: the members are folded away). The
+// strides are 32-bit (a row of H·3·D elements), the offsets 64-bit.
 struct Head {
-  int64_t rs, q, kv, stat;
+  int rs, ors, grs;
+  int64_t q, kv, o, gq, gkv, stat;
   __device__ __forceinline__ Head(const Params& p, int b, int h, int D)
-      : rs(int64_t(p.H) * D), q((int64_t(b) * p.Tq * p.H + h) * D), kv((int64_t(b) * p.Tk * p.H + h) * D),
+      : rs(p.H * p.in_hs), ors(p.H * D), grs(p.H * p.grad_hs), q((int64_t(b) * p.Tq * p.H + h) * p.in_hs),
+        kv((int64_t(b) * p.Tk * p.H + h) * p.in_hs), o((int64_t(b) * p.Tq * p.H + h) * D),
+        gq((int64_t(b) * p.Tq * p.H + h) * p.grad_hs), gkv((int64_t(b) * p.Tk * p.H + h) * p.grad_hs),
         stat((int64_t(b) * p.H + h) * p.Tq) {}
 };
 
@@ -116,7 +131,7 @@ __global__ void __launch_bounds__(T::THREADS, T::MINB) attention_fwd_kernel(Para
   const int b = blockIdx.z, h = blockIdx.y;
   const int q0 = (gridDim.x - 1 - blockIdx.x) * BR;  // the longest causal tiles start first
   const Head hd(p, b, h, D);
-  const int64_t rs = hd.rs;
+  const int64_t rs = int64_t(p.H) * p.in_hs;  // (hd.rs, 32-bit, widened: w4 and w4s at D = 64 2 registers more)
   const bf16 *qb = p.q + hd.q, *kb = p.k + hd.kv, *vb = p.v + hd.kv;
   const int shift = p.Tk - p.Tq;
 
@@ -300,7 +315,7 @@ __global__ void __launch_bounds__(T::THREADS, T::MINB) attention_fwd_kernel(Para
 
   // Normalise, write O (bf16) and the natural-log lse.
   const Head out(p, b, h, D);  // again for the epilogue: taking hd's costs the w4 shape two registers (ptxas)
-  const int64_t obase = out.q;
+  const int64_t obase = out.o;
 #pragma unroll
   for (int mt = 0; mt < MT; mt++)
 #pragma unroll
@@ -311,7 +326,7 @@ __global__ void __launch_bounds__(T::THREADS, T::MINB) attention_fwd_kernel(Para
       int row = row_of(mt, r);
       if (!warp_active || row >= p.Tq) continue;
       float f = l > 0.f ? (p.dropout ? p.inv_keep : 1.f) / l : 0.f;
-      bf16* dst = p.out + obase + int64_t(row) * rs + 2 * t4;
+      bf16* dst = p.out + obase + int64_t(row) * out.ors + 2 * t4;
 #pragma unroll
       for (int dt = 0; dt < DT; dt++)
         *reinterpret_cast<__nv_bfloat162*>(dst + dt * 8) =
@@ -376,8 +391,8 @@ __global__ void __launch_bounds__(NW * 32) attention_bwd_kernel(Params p) {
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
   const int b = blockIdx.z, h = blockIdx.y, j0 = blockIdx.x * BC;
   const Head hd(p, b, h, D);
-  const int64_t rs = hd.rs;
-  const bf16 *qb = p.q + hd.q, *ob = p.dout + hd.q, *kb = p.k + hd.kv, *vb = p.v + hd.kv;
+  const int64_t rs = hd.rs, ors = hd.ors;
+  const bf16 *qb = p.q + hd.q, *ob = p.dout + hd.o, *kb = p.k + hd.kv, *vb = p.v + hd.kv;
   const float *lse_b = p.lse + hd.stat, *del_b = p.delta + hd.stat;
   const int shift = p.Tk - p.Tq;
   const int n_qt = (p.Tq + BR - 1) / BR;
@@ -395,7 +410,7 @@ __global__ void __launch_bounds__(NW * 32) attention_bwd_kernel(Params p) {
   auto load_q_tile = [&](int qt, int buf) {
     int i0 = qt * BR;
     load_rows<BR, D, LD, THREADS>(sQ + buf * BR * LD, qb, rs, i0, p.Tq, tid);
-    load_rows<BR, D, LD, THREADS>(sO + buf * BR * LD, ob, rs, i0, p.Tq, tid);
+    load_rows<BR, D, LD, THREADS>(sO + buf * BR * LD, ob, ors, i0, p.Tq, tid);
     for (int i = tid; i < BR; i += THREADS) {
       bool valid = i0 + i < p.Tq;
       mma::cp_async4(mma::smem_u32(sL + buf * BR + i), lse_b + (valid ? i0 + i : 0), valid);
@@ -555,7 +570,8 @@ __global__ void __launch_bounds__(NW * 32) attention_bwd_kernel(Params p) {
   for (int r = 0; r < 2; r++) {
     int j = r ? key_b : key_a;
     if (j >= p.Tk) continue;
-    int64_t off = (int64_t(b) * p.Tk + j) * rs + int64_t(h) * D + 2 * t4;
+    const Head hg(p, b, h, D);  // again for the epilogue, as the forward's: hd's gkv cost D128 NW4 12 registers
+    const int64_t off = hg.gkv + int64_t(j) * hg.grs + 2 * t4;
 #pragma unroll
     for (int dt = 0; dt < DT; dt++) {
       *reinterpret_cast<__nv_bfloat162*>(p.dk + off + dt * 8) =
@@ -563,6 +579,30 @@ __global__ void __launch_bounds__(NW * 32) attention_bwd_kernel(Params p) {
       *reinterpret_cast<__nv_bfloat162*>(p.dv + off + dt * 8) = __floats2bfloat162_rn(dv[dt][2 * r], dv[dt][2 * r + 1]);
     }
   }
+}
+
+// ------------------------------------------------------------------------------------------- the dQ conversion
+
+// dQ (bf16) from the fp32 accumulator, into gradients with Params' strides (the packed [B, T, H, 3, D] gradient: a
+// contiguous dq takes the plain conversion of tensor.cu). One thread per 8 head dims (two 16-byte loads, one 16-byte
+// store: the strides are multiples of 8 elements), thread c of (B·Tq·H·D/8): c = ((b·Tq + i)·H + h)·D/8 + chunk.
+constexpr int kDqStoreThreads = 256;
+template <int D>
+__global__ void __launch_bounds__(kDqStoreThreads) dq_store_kernel(Params p) {
+  constexpr int C = D / 8;
+  const int64_t c = int64_t(blockIdx.x) * kDqStoreThreads + threadIdx.x, row = c / C;  // row = (b·Tq + i)·H + h
+  if (row >= int64_t(p.B) * p.Tq * p.H) return;
+  const int h = int(row % p.H), i = int((row / p.H) % p.Tq), b = int(row / (int64_t(p.H) * p.Tq)), d0 = int(c % C) * 8;
+  const Head hd(p, b, h, D);
+  const float* src = p.dq_acc + hd.o + int64_t(i) * hd.ors + d0;
+  float x[8], y[4];
+  vec::load(src, y);
+#pragma unroll
+  for (int e = 0; e < 4; e++) x[e] = y[e];
+  vec::load(src + 4, y);
+#pragma unroll
+  for (int e = 0; e < 4; e++) x[4 + e] = y[e];
+  vec::store(p.dq + hd.gq + int64_t(i) * hd.grs + d0, x);
 }
 
 }  // namespace owlet::cuda::flash

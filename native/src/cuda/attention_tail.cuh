@@ -17,8 +17,9 @@
 // mma.sync backward — dropout, other GPUs — keeps whole tiles). No dropout: the dispatch (attention.cu) keeps whole
 // tiles then, and when OWLET_ATTN_TAIL=0. P and dS stay fp32 here (the tiles round them to bf16 for the tensor
 // cores): closer to the reference, not equal to the tiles' rounding.
-// ptxas (CUDA 13.0, sm_90a): fwd_rows_kernel 36 / 44 registers (D = 64 / 128); bwd_kernel 128 registers capped for 2
-// blocks of 8 warps per SM, 8 bytes spilled.
+// ptxas (CUDA 13.0, sm_90a): fwd_rows_kernel 36 / 43 registers (D = 64 / 128); bwd_kernel 128 registers capped for 2
+// blocks of 8 warps per SM, 8 bytes spilled. Both read q, k, v (and write dK, dV) with flash::Params' strides: the
+// packed [B, T, H, 3, D] layout as well as [B, T, H, D].
 #pragma once
 #include <cstdint>
 
@@ -80,6 +81,8 @@ __global__ void __launch_bounds__(32 * kFwdWarps) fwd_rows_kernel(flash::Params 
             b = blockIdx.z;
   const flash::Head hd(p, b, h, D);
   const bf16* qrow = p.q + hd.q + int64_t(i) * hd.rs;
+  const bf16 *kb = p.k + hd.kv, *vb = p.v + hd.kv + lane * E;
+  const int64_t rs = hd.rs;
   for (int d = tid; d < D; d += 32 * kFwdWarps) qs[d] = __bfloat162float(qrow[d]);
   __syncthreads();
   float m = -INFINITY, l = 0.f, o[E];
@@ -89,7 +92,7 @@ __global__ void __launch_bounds__(32 * kFwdWarps) fwd_rows_kernel(flash::Params 
     const int j = j0 + lane;
     float s = -INFINITY;  // scaled to the log2 domain, as the tiled forward's running max
     if (flash::key_visible(p, b, i, j)) {
-      const bf16* kr = p.k + hd.kv + int64_t(j) * hd.rs;
+      const bf16* kr = kb + int64_t(j) * rs;
       float acc = 0.f;
 #pragma unroll
       for (int d = 0; d < D; d += 8) {
@@ -113,7 +116,7 @@ __global__ void __launch_bounds__(32 * kFwdWarps) fwd_rows_kernel(flash::Params 
     for (int t = 0; t < 32; t++) {
       const float pt = __shfl_sync(0xffffffffu, pj, t);
       float vv[E];
-      load_dims<E>(p.v + hd.kv + int64_t(min(j0 + t, p.Tk - 1)) * hd.rs + lane * E, vv);
+      load_dims<E>(vb + int64_t(min(j0 + t, p.Tk - 1)) * rs, vv);
 #pragma unroll
       for (int e = 0; e < E; e++) o[e] = fmaf(pt, vv[e], o[e]);
     }
@@ -137,11 +140,12 @@ __global__ void __launch_bounds__(32 * kFwdWarps) fwd_rows_kernel(flash::Params 
     for (int e = 0; e < E; e++) ot[e] = fmaf(part_o[w * D + lane * E + e], c, ot[e]);
   }
   const float f = lt > 0.f ? 1.f / lt : 0.f;
-  bf16* dst = p.out + hd.q + int64_t(i) * hd.rs + lane * E;
+  const flash::Head ho(p, b, h, D);  // again for the epilogue: hd's offsets kept alive over the loop cost registers
+  bf16* dst = p.out + ho.o + int64_t(i) * ho.ors + lane * E;
 #pragma unroll
   for (int e = 0; e < E; e += 2)
     *reinterpret_cast<__nv_bfloat162*>(dst + e) = __floats2bfloat162_rn(ot[e] * f, ot[e + 1] * f);
-  if (lane == 0) p.lse[hd.stat + i] = lt > 0.f ? (mx + log2f(lt)) * flash::kLn2 : -INFINITY;
+  if (lane == 0) p.lse[ho.stat + i] = lt > 0.f ? (mx + log2f(lt)) * flash::kLn2 : -INFINITY;
 }
 
 // ------------------------------------------------------------------------------------------------------ backward
@@ -227,11 +231,14 @@ __global__ void __launch_bounds__(kBwdThreads, 2) bwd_kernel(flash::Params p) {
   const int h = blockIdx.x, b = blockIdx.y;
   const flash::Head hd(p, b, h, D);
   const int nk = p.Tk - p.tk_main, nq = p.Tq - p.tq_main;
-  auto q_at = [&](int i) { return p.q + hd.q + int64_t(i) * hd.rs + d0; };
-  auto o_at = [&](int i) { return p.dout + hd.q + int64_t(i) * hd.rs + d0; };
+  // q's and dO's rows are offsets of their own since q may be packed: 32-bit ones within the head (the dispatch
+  // keeps whole tiles for a batch entry of 2^32 elements or more: attention.cu tail_allowed), which keeps this
+  // kernel's spills where they were with one offset for both (8 bytes; 64-bit offsets: 16).
+  auto q_at = [&](int i) { return p.q + hd.q + (uint32_t(i) * uint32_t(hd.rs) + d0); };
+  auto o_at = [&](int i) { return p.dout + hd.o + (uint32_t(i) * uint32_t(hd.ors) + d0); };
   auto k_at = [&](int j) { return p.k + hd.kv + int64_t(j) * hd.rs + d0; };
   auto v_at = [&](int j) { return p.v + hd.kv + int64_t(j) * hd.rs + d0; };
-  auto dq_at = [&](int i) { return p.dq_acc + ((int64_t(b) * p.Tq + i) * p.H + h) * D + d0; };
+  auto dq_at = [&](int i) { return p.dq_acc + hd.o + int64_t(i) * hd.ors + d0; };  // dq_acc: out's layout
   auto add_dq = [&](int i, const float (&x)[8]) {  // scale · x into row i's dQ accumulator, 2-wide atomics
     float* dst = dq_at(i);
 #pragma unroll
@@ -243,7 +250,7 @@ __global__ void __launch_bounds__(kBwdThreads, 2) bwd_kernel(flash::Params p) {
     tk[t] = r < nk ? __bfloat162float(p.k[hd.kv + int64_t(p.tk_main + r) * hd.rs + d]) : 0.f;
     tv[t] = r < nk ? __bfloat162float(p.v[hd.kv + int64_t(p.tk_main + r) * hd.rs + d]) : 0.f;
     tq[t] = r < nq ? __bfloat162float(p.q[hd.q + int64_t(p.tq_main + r) * hd.rs + d]) : 0.f;
-    to[t] = r < nq ? __bfloat162float(p.dout[hd.q + int64_t(p.tq_main + r) * hd.rs + d]) : 0.f;
+    to[t] = r < nq ? __bfloat162float(p.dout[hd.o + int64_t(p.tq_main + r) * hd.ors + d]) : 0.f;
     acc_a[t] = acc_b[t] = 0.f;
   }
   __syncthreads();
@@ -278,7 +285,7 @@ __global__ void __launch_bounds__(kBwdThreads, 2) bwd_kernel(flash::Params p) {
   }
   __syncthreads();
   for (int t = tid; t < nk * D; t += kBwdThreads) {
-    const int64_t off = hd.kv + int64_t(p.tk_main + t / D) * hd.rs + t % D;
+    const int64_t off = hd.gkv + int64_t(p.tk_main + t / D) * hd.grs + t % D;
     p.dk[off] = __float2bfloat16_rn(acc_a[t] * p.scale);
     p.dv[off] = __float2bfloat16_rn(acc_b[t]);
   }
@@ -313,7 +320,7 @@ __global__ void __launch_bounds__(kBwdThreads, 2) bwd_kernel(flash::Params p) {
   }
   __syncthreads();
   for (int t = tid; t < nq * D; t += kBwdThreads)
-    atomicAdd(p.dq_acc + ((int64_t(b) * p.Tq + p.tq_main + t / D) * p.H + h) * D + t % D, p.scale * acc_a[t]);
+    atomicAdd(p.dq_acc + hd.o + int64_t(p.tq_main + t / D) * hd.ors + t % D, p.scale * acc_a[t]);
 }
 
 }  // namespace owlet::cuda::attn_tail

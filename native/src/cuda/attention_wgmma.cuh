@@ -1,7 +1,8 @@
 // Experimental Hopper (sm_90a) attention forward on warpgroup tensor cores (wgmma), selected per call with
 // OWLET_ATTN_FWD=wgmma or wgmma-overlap (see attention.cu). Same contract as flash::attention_fwd_kernel: bf16 q, k,
-// v in [B, T, H, D] (D = 64 or 128), causal with shift Tk − Tq, key padding mask, tails of Tq and Tk masked; writes the
-// normalised O (bf16) and the natural-log lse [B, H, Tq]. No dropout (the dispatch falls back for dropout > 0).
+// v in [B, T, H, D] or as views into a packed [B, T, H, 3, D] (flash::Params::in_hs), D = 64 or 128, causal with
+// shift Tk − Tq, key padding mask, tails of Tq and Tk masked; writes the normalised O (bf16) and the natural-log lse
+// [B, H, Tq]. No dropout (the dispatch falls back for dropout > 0).
 //
 // Schedule: one block of 2 warpgroups (256 threads) per (128 queries, head, batch); warpgroup w owns query rows
 // 64w..64w+63 of the block. Q (128 × D) stays in shared memory; 128-key tiles of K and V stream through two
@@ -322,7 +323,7 @@ __device__ __forceinline__ void write_out_lse(const flash::Params& p, float (&o)
                                               const float (&l_run)[2], int b, int h, int row_a, int row_b, int t4,
                                               bool active) {
   const flash::Head hd(p, b, h, D);
-  const int64_t obase = hd.q, rs = hd.rs;
+  const int64_t obase = hd.o, rs = hd.ors;
 #pragma unroll
   for (int r = 0; r < 2; r++) {
     float l = l_run[r];
@@ -366,7 +367,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) attention_fwd_ker
   const int b = blockIdx.z, h = blockIdx.y;
   const int q0 = (gridDim.x - 1 - blockIdx.x) * BR;  // the longest causal tiles start first
   const flash::Head hd(p, b, h, D);
-  const int64_t rs = hd.rs;
+  const int64_t rs = int64_t(p.H) * p.in_hs;  // (as flash::attention_fwd_kernel: hd.rs widened cost registers)
   const bf16 *qb = p.q + hd.q, *kb = p.k + hd.kv, *vb = p.v + hd.kv;
   const int shift = p.Tk - p.Tq;
 

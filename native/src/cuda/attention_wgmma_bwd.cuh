@@ -1,6 +1,7 @@
 // Experimental Hopper (sm_90a) attention BACKWARD on warpgroup tensor cores (wgmma), selected per call with
 // OWLET_ATTN_BWD=wgmma (see attention.cu). Same contract as flash::attention_bwd_kernel: bf16 q, k, v, dO in
-// [B, T, H, D] (D = 64 or 128), the forward's natural-log lse and Δ = rowsum(dO ⊙ O) [B, H, Tq]; writes dK (× scale)
+// [B, T, H, D] (D = 64 or 128; q, k, v, dK and dV also as views into packed [B, T, H, 3, D] tensors: flash::Params'
+// in_hs, grad_hs), the forward's natural-log lse and Δ = rowsum(dO ⊙ O) [B, H, Tq]; writes dK (× scale)
 // and dV in bf16 and adds scale · dS K into the fp32 dQ accumulator [B, Tq, H, D] (finished by attention.cu).
 // Causal with shift Tk − Tq, key padding mask, tails of Tq and Tk; no dropout (the dispatch falls back). At D = 64,
 // rows and keys from Params::tq_main and tk_main on are left to attention_tail.cuh, except the tail rows' share of
@@ -39,7 +40,8 @@
 // it with one cp.reduce.async.bulk per row (see kDqPitch): fewer, larger L2 reductions than 16 two-float atomics per
 // thread, and no atomics in the compute warps' instruction stream.
 // Registers (ptxas, CUDA 13.0, sm_90a, session 8): D = 128: 249, D = 64: 207 (BULK: 249 / 198); no spills, no wgmma
-// serialisation reported.
+// serialisation reported. With the packed layout's strides (q and dO rows no longer one offset): D = 128: 248, D = 64:
+// 210, one warpgroup 208 (BULK: 251 / 202); no spills, the same blocks per SM.
 // The host emulator (test/native/cuda_emu.h) defers each wgmma to the wait that covers it, so an operand touched
 // too early there gives a wrong result; it cannot see the hardware's own timing.
 #pragma once
@@ -173,7 +175,7 @@ __device__ __forceinline__ void add_tail_rows(const flash::Params& p, const flas
                 jb = hd.kv + int64_t(min(key_b, p.Tk - 1)) * hd.rs + 2 * t4;  // (a key past Tk has P = 0)
   for (int i = p.tq_main; i < p.Tq; i++) {
     const bf16* qi = p.q + hd.q + int64_t(i) * hd.rs + 2 * t4;
-    const bf16* oi = p.dout + hd.q + int64_t(i) * hd.rs + 2 * t4;
+    const bf16* oi = p.dout + hd.o + int64_t(i) * hd.ors + 2 * t4;
     float s[2] = {0.f, 0.f}, dp[2] = {0.f, 0.f};
 #pragma unroll
     for (int c = 0; c < DB; c++)
@@ -236,8 +238,8 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) attention_bwd_ker
   const int tid = threadIdx.x, wg = tid >> 7, wi = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
   const int b = blockIdx.z, h = blockIdx.y, j0 = blockIdx.x * BK;
   const flash::Head hd(p, b, h, D);
-  const int64_t rs = hd.rs;
-  const bf16 *qb = p.q + hd.q, *ob = p.dout + hd.q, *kb = p.k + hd.kv, *vb = p.v + hd.kv;
+  const int64_t rs = hd.rs, ors = hd.ors;
+  const bf16 *qb = p.q + hd.q, *ob = p.dout + hd.o, *kb = p.k + hd.kv, *vb = p.v + hd.kv;
   const float *lse_b = p.lse + hd.stat, *del_b = p.delta + hd.stat;
   const int shift = p.Tk - p.Tq;
   const int n_qt = (p.tq_main + BQ - 1) / BQ;  // rows past tq_main: attention_tail.cuh
@@ -249,7 +251,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) attention_bwd_ker
   auto load_q_tile = [&](int qt, int buf) {
     const int i0 = qt * BQ;
     load_tile<BQ, D, THREADS>(sQ + buf * kQBytes, qb, rs, i0, p.Tq, tid);
-    load_tile<BQ, D, THREADS>(sO + buf * kQBytes, ob, rs, i0, p.Tq, tid);
+    load_tile<BQ, D, THREADS>(sO + buf * kQBytes, ob, ors, i0, p.Tq, tid);
     if (tid < BQ) {
       const bool valid = i0 + tid < p.Tq;
       mma::cp_async4(sL + (buf * BQ + tid) * 4, lse_b + (valid ? i0 + tid : 0), valid);
@@ -402,7 +404,8 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) attention_bwd_ker
   for (int r = 0; r < 2; r++) {
     const int j = r ? key_b : key_a;
     if (j >= p.tk_main) continue;
-    const int64_t off = (int64_t(b) * p.Tk + j) * rs + int64_t(h) * D + 2 * t4;
+    const flash::Head hg(p, b, h, D);  // again for the epilogue, as the forward's (hd's kept alive: registers)
+    const int64_t off = hg.gkv + int64_t(j) * hg.grs + 2 * t4;
 #pragma unroll
     for (int c = 0; c < DB; c++)
 #pragma unroll

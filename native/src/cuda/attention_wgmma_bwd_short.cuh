@@ -50,12 +50,12 @@ __global__ void __launch_bounds__(128, 2) attention_bwd_short_kernel(flash::Para
   const int b = blockIdx.z, h = blockIdx.y;
   const flash::Head hd(p, b, h, D);
   const int64_t rs = hd.rs;
-  const bf16 *qb = p.q + hd.q, *ob = p.dout + hd.q, *kb = p.k + hd.kv, *vb = p.v + hd.kv;
+  const bf16 *qb = p.q + hd.q, *ob = p.dout + hd.o, *kb = p.k + hd.kv, *vb = p.v + hd.kv;
   const int n_kt = (p.tk_main + BK - 1) / BK;
   const int kt0 = blockIdx.x * tiles_per_block, kt1 = min(n_kt, kt0 + tiles_per_block);
 
   load_tile<BQ, D, 128>(sQ, qb, rs, 0, p.Tq, tid);
-  load_tile<BQ, D, 128>(sO, ob, rs, 0, p.Tq, tid);
+  load_tile<BQ, D, 128>(sO, ob, hd.ors, 0, p.Tq, tid);
   if (tid < BQ) {
     const bool valid = tid < p.Tq;
     mma::cp_async4(sL + tid * 4, p.lse + hd.stat + (valid ? tid : 0), valid);
@@ -136,7 +136,7 @@ __global__ void __launch_bounds__(128, 2) attention_bwd_short_kernel(flash::Para
     for (int r = 0; r < 2; r++) {
       const int j = r ? key_b : key_a;
       if (j >= p.tk_main) continue;
-      const int64_t off = hd.kv + int64_t(j) * rs + 2 * t4;
+      const int64_t off = hd.gkv + int64_t(j) * hd.grs + 2 * t4;
 #pragma unroll
       for (int i = 0; i < 8; i++) {
         *reinterpret_cast<__nv_bfloat162*>(p.dk + off + 8 * i) =
