@@ -70,6 +70,17 @@ Options options(Args& a, size_t first) {
   return o;
 }
 
+// A backward's saved forward results and incoming gradient: float out and gout, f32 lse, on `ref`'s device.
+void check_saved(Args& a, const Tensor& ref, const char* ref_name, const Tensor& out, const Tensor& lse,
+                 const Tensor& gout) {
+  a.expect_float(out, "out");
+  a.expect_dtype(lse, "lse", DType::F32);
+  a.expect_float(gout, "gout");
+  a.expect_same_device(ref, ref_name, out, "out");
+  a.expect_same_device(ref, ref_name, lse, "lse");
+  a.expect_same_device(ref, ref_name, gout, "gout");
+}
+
 }  // namespace
 
 // attentionForward(q, k, v, keyMask | null, causal, scale, dropoutP, seed) -> [out [B, Tq, H, D], lse f32 [B, H, Tq]]
@@ -90,12 +101,7 @@ OWLET_OP(attentionBackward) {
   Tensor &out = a.tensor(3, "out"), &lse = a.tensor(4, "lse"), &gout = a.tensor(5, "gout");
   Tensor* mask = a.opt_tensor(6, "keyMask");
   check_qkv(a, q, k, v, mask);
-  a.expect_float(out, "out");
-  a.expect_dtype(lse, "lse", DType::F32);
-  a.expect_float(gout, "gout");
-  a.expect_same_device(q, "q", out, "out");
-  a.expect_same_device(q, "q", lse, "lse");
-  a.expect_same_device(q, "q", gout, "gout");
+  check_saved(a, q, "q", out, lse, gout);
   a.check(out.shape == q.shape, ErrorKind::Shape, "out " + out.describe() + " must have q's shape " + q.describe());
   a.check(gout.shape == q.shape, ErrorKind::Shape, "gout " + gout.describe() + " must have q's shape " + q.describe());
   Shape lse_shape{q.dim(0), q.dim(2), q.dim(1)};
@@ -126,12 +132,7 @@ OWLET_OP(attentionQkvBackward) {
   Tensor &qkv = a.tensor(0, "qkv"), &out = a.tensor(1, "out"), &lse = a.tensor(2, "lse"), &gout = a.tensor(3, "gout");
   Tensor* mask = a.opt_tensor(4, "keyMask");
   check_packed(a, qkv, mask);
-  a.expect_float(out, "out");
-  a.expect_dtype(lse, "lse", DType::F32);
-  a.expect_float(gout, "gout");
-  a.expect_same_device(qkv, "qkv", out, "out");
-  a.expect_same_device(qkv, "qkv", lse, "lse");
-  a.expect_same_device(qkv, "qkv", gout, "gout");
+  check_saved(a, qkv, "qkv", out, lse, gout);
   const Shape per_head{qkv.dim(0), qkv.dim(1), qkv.dim(2), qkv.dim(4)}, lse_shape{qkv.dim(0), qkv.dim(2), qkv.dim(1)};
   a.check(out.shape == per_head, ErrorKind::Shape,
           "out must be [B, T, H, D] = " + shape_str(per_head) + " for qkv " + qkv.describe() + ", got " + out.describe());
