@@ -10,6 +10,8 @@
 // Wt and G are small fp32 matrices laid out [k][j] and [m][j] (the caller converts A, B and xa once). `rows` gives
 // each warp 4 (R ≤ 8) or 2 rows and reduces across lanes; `cols` gives each block 256 (bf16) or 128 (f32) columns
 // and a chunk of rows, reduces across its warps in shared memory and adds into an fp32 accumulator with atomics.
+// Two more passes under the same dropout, used whichever way the thin products go: the dropout copy of x, and dx's
+// low-rank part added into dx in place (dx_low_rank_kernel, below).
 #pragma once
 #include "../core/hash_u01.h"
 #include "common.cuh"
