@@ -73,13 +73,19 @@ export type VariantEnv = Record<string, string>;
 /** Runs fn with `env` set, restoring the previous values (or their absence) afterwards. */
 export function withEnv<T>(env: VariantEnv, fn: () => T): T {
   const saved = Object.keys(env).map((k) => [k, process.env[k]] as const);
-  Object.assign(process.env, env);
-  try { return fn(); } finally {
+  const restore = () => {
     for (const [k, v] of saved) {
       if (v === undefined) delete process.env[k];
       else process.env[k] = v;
     }
-  }
+  };
+  Object.assign(process.env, env);
+  let result: T;
+  try { result = fn(); } catch (e) { restore(); throw e; }
+  // (an async fn: the variables hold until its promise settles)
+  if (result instanceof Promise) return result.finally(restore) as T;
+  restore();
+  return result;
 }
 
 // Short names of the kernel-variant variables, for case labels and benchmark names.

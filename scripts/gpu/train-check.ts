@@ -31,6 +31,7 @@ import { OwlOptimizer, OwlTrainable, buildModel, trainBatch, type OwlTrainBatch 
 import { applyStage, decayGroups } from '../../lib/train/param-groups.ts';
 import { computeDtype, place, storageDtype } from '../../lib/train/precision.ts';
 import { makeSchedule } from '../../lib/train/schedule.ts';
+import { withEnv } from './harness.ts';
 import { Trainer } from '../../lib/train/trainer.ts';
 import type { DataStream, Json } from '../../lib/train/types.ts';
 import { tinyConfig, trainTinySteps, type StepsResult } from '../../test/helpers/owl-steps.ts';
@@ -71,7 +72,7 @@ async function tiny(cuda: string | null): Promise<void> {
         }
       }
       const kept = runs.find(([n]) => n.endsWith('bf16'))?.[1];
-      if (kept) sameWithoutWorkingCopies(stage, cuda, kept, await withEnv('OWLET_WORKING_COPIES', '0', () => tinyRun(stage, cuda, 'bf16')));
+      if (kept) sameWithoutWorkingCopies(stage, cuda, kept, await withEnv({ OWLET_WORKING_COPIES: '0' }, () => tinyRun(stage, cuda, 'bf16')));
     }
     console.log(`owl-tiny stage ${stage}, ${STEPS} steps × 2 micro-batches: loss (gradient norm) per step`);
     console.log(['step', 'cpu f32', ...runs.map(([n]) => n)].map((s) => s.padEnd(30)).join(''));
@@ -96,12 +97,6 @@ async function tiny(cuda: string | null): Promise<void> {
     }
     out.push(entry);
   }
-}
-
-async function withEnv<T>(name: string, value: string, fn: () => Promise<T>): Promise<T> {
-  const was = process.env[name];
-  process.env[name] = value;
-  try { return await fn(); } finally { if (was === undefined) delete process.env[name]; else process.env[name] = was; }
 }
 
 /** The bf16 trainer keeps its working copies between steps (AdamW rewrites them, lib/tensor/working-copies.ts);

@@ -66,11 +66,9 @@ export function linearHandle(be: NativeBackend, x2: NativeTensor, w: Tensor, bia
  *  one native call for both, so that a GPU takes the bias gradient from the weight-gradient GEMM's epilogue. */
 export function linearParamGrads(be: NativeBackend, g2: NativeTensor, x2: NativeTensor | null, N: number,
   needBias: boolean): [Tensor | null, Tensor | null] {
-  if (x2 && needBias) {
-    const [gw, gb] = be.linearWeightGrad(g2, x2, true);
-    return [wrap(be, gw), wrap(be, gb!)];
-  }
-  return [x2 ? wrap(be, be.matmul(g2, x2, true, false, 1)) : null, needBias ? wrap(be, be.sumRows(g2, [N])) : null];
+  if (!x2) return [null, needBias ? wrap(be, be.sumRows(g2, [N])) : null];
+  const [gw, gb] = be.linearWeightGrad(g2, x2, needBias);
+  return [wrap(be, gw), gb ? wrap(be, gb) : null];
 }
 
 /** x [..., K] · Wᵀ (W [N, K]) + bias [N]. The frozen-weight case computes no dW. */
