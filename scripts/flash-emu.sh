@@ -1,18 +1,19 @@
 #!/bin/bash
 # Builds and runs the host-emulated kernel tests of test/native: the tensor-core attention kernels, mma.sync and
-# wgmma (flash_emu.cc), LoRA's thin-product kernels (lora_thin_emu.cc), AdamW (adamw_emu.cc, bit for bit against the
-# CPU backend's order of operations), the 16-byte elementwise maps (vec_map_emu.cc, bit for bit against their
-# functors element by element), the register-resident norms (norm_rows_emu.cc, against float64), the column sums of
-# bias and norm gradients (reduce_cols_emu.cc, against float64 and bit for bit against their order of additions) and
-# the pitched copy behind concat/slice (pitched_copy_emu.cc), executed by a warp emulator and compared with
-# references; and the pinned staging ring of host-to-device copies against a fake stream that runs copies late
-# (staging_ring_test.cc). No GPU needed; needs g++ and the CUDA headers (cuda_bf16.h).
+# wgmma (flash_emu.cc), LoRA's thin-product kernels (lora_thin_emu.cc) and their tensor-core versions
+# (lora_mma_emu.cc), AdamW (adamw_emu.cc, bit for bit against the CPU backend's order of operations), the 16-byte
+# elementwise maps (vec_map_emu.cc, bit for bit against their functors element by element), the register-resident
+# norms (norm_rows_emu.cc, against float64), the column sums of bias and norm gradients (reduce_cols_emu.cc, against
+# float64 and bit for bit against their order of additions) and the pitched copy behind concat/slice
+# (pitched_copy_emu.cc), executed by a warp emulator and compared with references; and the pinned staging ring of
+# host-to-device copies against a fake stream that runs copies late (staging_ring_test.cc). No GPU needed; needs g++
+# and the CUDA headers (cuda_bf16.h).
 # Usage: bash scripts/flash-emu.sh [attention-case-name-filter]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cuda=${CUDA_HOME:-/usr/local/cuda}
 mkdir -p build
-for t in flash_emu lora_thin_emu adamw_emu vec_map_emu norm_rows_emu reduce_cols_emu pitched_copy_emu staging_ring_test; do
+for t in flash_emu lora_thin_emu lora_mma_emu adamw_emu vec_map_emu norm_rows_emu reduce_cols_emu pitched_copy_emu staging_ring_test; do
   g++ -std=c++17 -O1 -g -Wall -Wno-unknown-pragmas -ffp-contract=off -I"$cuda/include" -Inode_modules/node-addon-api \
     "test/native/$t.cc" -o "build/$t"
 done
@@ -23,6 +24,7 @@ build/norm_rows_emu
 build/reduce_cols_emu
 build/pitched_copy_emu
 build/lora_thin_emu
+build/lora_mma_emu
 build/flash_emu "$@"
 # Again with cp.async copies landing at issue (cuda_emu.h eager_copies), on the multi-tile cases of the warp-specialised
 # forward: a stage released before a product that reads it has completed then shows as a wrong result.

@@ -132,12 +132,13 @@ export function attentionOnce(be: Be, B: number, H: number, Tq: number, Tk: numb
 }
 
 /** LoRA fwd+bwd against the frozen linear (matmul forward + input gradient); variant 'thin' times the one-pass
- *  kernels for the thin products (OWLET_LORA=thin) for comparison (cuBLAS is the default). */
-export function loraBench(be: Be, M: number, K: number, N: number, r: number, variant = ''): BenchResult {
-  return withEnv(variant ? { OWLET_LORA: variant } : {}, () => loraBenchRun(be, M, K, N, r, variant));
+ *  kernels for the thin products (OWLET_LORA=thin), 'mma' the tensor-core ones (OWLET_LORA=mma), for comparison
+ *  (cuBLAS is the default); p > 0 with the LoRA input dropout (stage 2's 0.05). */
+export function loraBench(be: Be, M: number, K: number, N: number, r: number, variant = '', p = 0): BenchResult {
+  return withEnv(variant ? { OWLET_LORA: variant } : {}, () => loraBenchRun(be, M, K, N, r, variant, p));
 }
 
-function loraBenchRun(be: Be, M: number, K: number, N: number, r: number, variant: string): BenchResult {
+function loraBenchRun(be: Be, M: number, K: number, N: number, r: number, variant: string, p: number): BenchResult {
   const x = rand(be, [M, K]), w = rand(be, [N, K], 1 / Math.sqrt(K)), a = rand(be, [r, K], 1 / Math.sqrt(K));
   const b = rand(be, [N, r], 0.01), gy = rand(be, [M, N]);
   const mm = op(be, 'matmul'), lf = op(be, 'loraForward'), lb = op(be, 'loraBackward');
@@ -148,13 +149,13 @@ function loraBenchRun(be: Be, M: number, K: number, N: number, r: number, varian
     gx.dispose();
   }, 10);
   const lora = time(be, () => {
-    const [y, xa] = lf(x, w, a, b, 2, 0, 0);
-    disposeAll(lb(gy, x, w, a, b, xa, 2, 0, 0, true));
+    const [y, xa] = lf(x, w, a, b, 2, p, 7);
+    disposeAll(lb(gy, x, w, a, b, xa, 2, p, 7, true));
     y.dispose();
     xa.dispose();
   }, 10);
   [x, w, a, b, gy].forEach((t) => t.dispose());
-  return { name: `lora_M${M}_K${K}_N${N}_r${r}${variant ? `_${variant}` : ''}`, ms: lora, extra: { frozen_linear_fwdbwd_ms: +frozen.toFixed(4),
+  return { name: `lora_M${M}_K${K}_N${N}_r${r}${p ? `_dropout${p}` : ''}${variant ? `_${variant}` : ''}`, ms: lora, extra: { frozen_linear_fwdbwd_ms: +frozen.toFixed(4),
     lora_fwdbwd_ms: +lora.toFixed(4), overhead: +(lora / frozen).toFixed(3),
     frozen_tflops: +((4 * M * K * N) / frozen / 1e9).toFixed(1) } };
 }

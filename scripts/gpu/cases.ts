@@ -541,7 +541,8 @@ export function cases(): Case[] {
 
   // ---------------------------------------------------------------- lora
   // variant 'thin' sets OWLET_LORA=thin around the CUDA calls (the one-pass thin-product kernels instead of the
-  // default cuBLAS path); the CPU backend ignores it.
+  // default cuBLAS path), 'mma' OWLET_LORA=mma (the tensor-core kernels of lora_mma.cuh: bf16, ranks 8 and 16; the f32
+  // runs and the other shapes check that they fall back); the CPU backend ignores both.
   const lora = (M: number, K: number, N: number, r: number, p: number, quick: boolean, variant = '') => {
     out.push({
       name: `lora fwd+bwd M${M} K${K} N${N} r${r}${p ? ` dropout${p}` : ''}${variant ? ` (${variant})` : ''}`,
@@ -568,6 +569,15 @@ export function cases(): Case[] {
   lora(300, 512, 384, 16, 0.05, false);
   lora(29, 66, 40, 8, 0.1, true);
   lora(41, 96, 40, 6, 0.1, true);
+  // the tensor-core thin products: ranks 8 and 16, with and without dropout, rows split into chunks (M 300 at K 512:
+  // 3 chunks), and shapes they do not take (K 66: rows not 8-element multiples; rank 6)
+  lora(37, 64, 48, 8, 0, true, 'mma');
+  lora(37, 64, 48, 8, 0.1, true, 'mma');
+  lora(300, 512, 384, 16, 0, false, 'mma');
+  lora(300, 512, 384, 16, 0.05, false, 'mma');
+  lora(1100, 264, 136, 8, 0.05, false, 'mma');
+  lora(29, 66, 40, 8, 0.1, true, 'mma');
+  lora(41, 96, 40, 6, 0.1, true, 'mma');
 
   // ---------------------------------------------------------------- loss
   // (V a multiple of 8: 16-byte loads; 1001: element by element)

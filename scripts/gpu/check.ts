@@ -250,6 +250,12 @@ function runBench(be: Be, res: BenchResult[], saved: () => void): void {
   tryb(() => loraBench(be, 8192, 4096, 11008, 8));
   tryb(() => loraBench(be, 8192, 4096, 11008, 8, 'thin'));
   tryb(() => loraBench(be, 8192, 4096, 4096, 64));
+  // the tensor-core thin products (session 12), and stage 2's LoRA input dropout (0.05) on each path
+  tryb(() => loraBench(be, 8192, 4096, 4096, 8, 'mma'));
+  tryb(() => loraBench(be, 8192, 4096, 11008, 8, 'mma'));
+  tryb(() => loraBench(be, 8192, 4096, 4096, 16, 'mma'));
+  tryb(() => loraBench(be, 8192, 4096, 4096, 16));
+  for (const v of ['', 'thin', 'mma']) tryb(() => loraBench(be, 4096, 4096, 4096, 8, v, 0.05));
   tryb(() => bandwidthBench(be));
 }
 
@@ -294,7 +300,7 @@ function summary(owletPath: string, peerPath: string): void {
   if (o.attentionTuned) console.log(`attention variants chosen by timing (the unsuffixed lines): ${o.attentionTuned}`);
   for (const b of bench.filter((x) => x.name.startsWith('lora_'))) {
     const e = b.extra as Record<string, number>;
-    const pr = p[b.name.replace(/_thin$/, '')] as Record<string, number> | undefined;
+    const pr = p[b.name.replace(/_(thin|mma)$/, '')] as Record<string, number> | undefined;
     console.log(`${b.name}: owlet LoRA/frozen ${e.overhead}× (${e.lora_fwdbwd_ms} vs ${e.frozen_linear_fwdbwd_ms} ms), ` +
       `peer ${pr?.overhead ?? '?'}× (${pr?.lora_eager_fwdbwd_ms ?? '?'} vs ${pr?.frozen_linear_fwdbwd_ms ?? '?'} ms)`);
   }

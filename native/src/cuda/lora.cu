@@ -6,7 +6,9 @@
 // The thin products (x Aᵀ, gy B, (gy B)ᵀ x, gyᵀ xa) read one big matrix each and produce a few columns or a small
 // matrix. They run through cuBLAS by default: on an H100 (2026-11-26, bench/results/gpu-2026-11-26-h100) LoRA r8
 // fwd+bwd cost 1.36× / 1.20× the frozen linear that way against 1.62× / 1.26× with the one-pass kernels of
-// lora_thin.cuh, which OWLET_LORA=thin still selects (ranks 4, 8, 16). Beyond the frozen linear's two GEMMs the
+// lora_thin.cuh, which OWLET_LORA=thin still selects (ranks 4, 8, 16). OWLET_LORA=mma selects the tensor-core
+// kernels of lora_mma.cuh (bf16, ranks 8 and 16), which apply the dropout in registers instead of through a masked
+// copy of x; not yet timed on a GPU, so not the default. Beyond the frozen linear's two GEMMs the
 // step therefore moves about: x once (x Aᵀ), y once (rank-r write), gy twice (gy B, gyᵀ xa), x once ((gy B)ᵀ x),
 // dx once (rank-r write). Under input dropout the forward and dA read a masked copy of x (written once each), and dx's
 // low-rank part is added into gx = gy W under the mask by one pass over gx (lora_thin.cuh's dx_low_rank_kernel).
@@ -23,6 +25,7 @@
 #include "../core/hash_u01.h"
 #include "common.cuh"
 #include "gemm.h"
+#include "lora_mma.cuh"
 #include "lora_thin.cuh"
 
 namespace owlet::kern {
@@ -79,13 +82,13 @@ const Tensor& dropped(DeviceContext& c, const Tensor& x, float p, uint64_t seed,
   return hold;
 }
 
-bool cublas_forced() {
-  return !env_is("OWLET_LORA", "thin");  // read per call, so a benchmark can compare both paths in one process
-}
+// OWLET_LORA is read per call, so a benchmark can compare the paths in one process.
+bool thin_selected() { return env_is("OWLET_LORA", "thin"); }
+bool mma_selected() { return env_is("OWLET_LORA", "mma"); }
 
 // Whether the thin kernels take rank r over matrices with these row lengths (16-byte rows of the dtype).
 bool thin_ok(int64_t r, DType dt, std::initializer_list<int64_t> row_lengths) {
-  if (cublas_forced() || !(r == 4 || r == 8 || r == 16) || !is_float(dt)) return false;
+  if (!thin_selected() || !(r == 4 || r == 8 || r == 16) || !is_float(dt)) return false;
   int64_t v = 16 / int64_t(dtype_size(dt));
   for (int64_t n : row_lengths)
     if (n % v) return false;
@@ -167,6 +170,63 @@ void dx_low_rank(DeviceContext& c, Tensor& gx, const Tensor& gyB, const Tensor& 
   check_launch(op);
 }
 
+// Whether the tensor-core kernels take rank r over these bf16 matrices (rows of 8-element multiples, 16-byte-aligned
+// starts: each lane moves 16 bytes of a row).
+bool mma_ok(int64_t r, std::initializer_list<const Tensor*> ts) {
+  if (!mma_selected() || !(r == 8 || r == 16)) return false;
+  for (const Tensor* t : ts)
+    if (t->dtype != DType::BF16 || t->cols() % 8 || reinterpret_cast<uintptr_t>(t->raw()) % 16) return false;
+  return true;
+}
+
+template <class F>
+void with_rank(int64_t r, F&& f) {
+  if (r == 8) f(std::integral_constant<int, 8>{});
+  else f(std::integral_constant<int, 16>{});
+}
+
+// out[m][j] = alpha · Σ_k f(X[m][k]) Wn[j][k] (lora_mma.cuh rows); X [M, K] and Wn [r, K] bf16.
+void mma_rows(DeviceContext& c, const Tensor& X, const Tensor& Wn, int64_t r, float alpha, lora::Drop d, const FOut& out,
+              const char* op) {
+  const int64_t M = X.rows(), K = X.cols();
+  if (M == 0) return;
+  const unsigned blocks = unsigned((M + lora::tc::kRowsPerBlock - 1) / lora::tc::kRowsPerBlock);
+  with_rank(r, [&](auto rt) {
+    constexpr int R = decltype(rt)::value;
+    auto kernel = d.on ? lora::tc::rows_kernel<R, true> : lora::tc::rows_kernel<R, false>;
+    kernel<<<blocks, lora::tc::kRowsThreads, 0, c.stream>>>(X.data<bf16>(), M, K, Wn.data<bf16>(), alpha, d, out);
+  });
+  check_launch(op);
+}
+
+// out[j·oj + k·ok] = alpha · Σ_m G[m][j] f(X[m][k]) (lora_mma.cuh cols); X [M, K] and G [M, r] bf16. Rows split into
+// chunks by the shape alone, each chunk's sums added in order by cols_finish_kernel.
+void mma_cols(DeviceContext& c, const Tensor& X, const Tensor& G, int64_t r, float alpha, lora::Drop d, const FOut& out,
+              int64_t oj, int64_t ok, const char* op) {
+  const int64_t M = X.rows(), K = X.cols();
+  if (K == 0) return;
+  if (M == 0) {
+    Tensor zero(DType::F32, Shape{r * K}, X.device());
+    check(cudaMemsetAsync(zero.raw(), 0, zero.nbytes(), c.stream), op, "cudaMemsetAsync");
+    lora::tc::cols_finish_kernel<<<grid_for(c, r * K, 256), 256, 0, c.stream>>>(zero.f32(), 1, r, K, alpha, out, oj, ok);
+    check_launch(op);
+    return;
+  }
+  const int64_t rpc = lora::tc::cols_rows_per_chunk(M, K), chunks = (M + rpc - 1) / rpc;
+  Tensor ws;
+  if (chunks > 1) ws = Tensor(DType::F32, Shape{chunks, r, K}, X.device());
+  const dim3 grid{unsigned((K + lora::tc::kColsStrip - 1) / lora::tc::kColsStrip), unsigned(chunks), 1u};
+  with_rank(r, [&](auto rt) {
+    lora::tc::cols_kernel<decltype(rt)::value><<<grid, lora::tc::kColsThreads, lora::tc::kColsSmem, c.stream>>>(
+        X.data<bf16>(), M, K, G.data<bf16>(), rpc, alpha, d, out, oj, ok, chunks > 1 ? ws.f32() : nullptr);
+  });
+  check_launch(op);
+  if (chunks > 1) {
+    lora::tc::cols_finish_kernel<<<grid_for(c, r * K, 256), 256, 0, c.stream>>>(ws.f32(), chunks, r, K, alpha, out, oj, ok);
+    check_launch(op);
+  }
+}
+
 // An fp32 accumulator for `out` (zeroed): `out` itself when it is f32, else a temporary copied over by finish().
 struct Accumulator {
   Tensor& out;
@@ -192,7 +252,10 @@ void lora_fwd(const Tensor& x, const Tensor& w, const Tensor& a, const Tensor& b
   int64_t r = a.dim(0), K = x.cols();
   Tensor hb;
   const Tensor& B = cast_small(b, x.dtype, hb);
-  if (thin_ok(r, x.dtype, {K})) {
+  if (mma_ok(r, {&x, &xa}) && (a.dtype != DType::BF16 || reinterpret_cast<uintptr_t>(a.raw()) % 16 == 0)) {
+    Tensor ha;  // A as the rows kernel's Wn: bf16, 16-byte-aligned
+    mma_rows(c, x, cast_small(a, DType::BF16, ha), r, 1.f, make_drop(dropout_p, seed), fout(xa, op, "xa"), op);
+  } else if (thin_ok(r, x.dtype, {K})) {
     Tensor at(DType::F32, {K, r}, x.device());  // Aᵀ in fp32, [K][r]
     lora::transpose_f32_kernel<<<grid_for(c, r * K, 256), 256, 0, c.stream>>>(fin(a, op, "a"), r, K, at.f32());
     check_launch(op);
@@ -216,7 +279,15 @@ void lora_bwd(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& 
   Shape gyb_shape = x.shape;
   gyb_shape.back() = r;
   Tensor gyB(gy.dtype, gyb_shape, x.device());  // gy B in gy's dtype, for the rank-r GEMM of dx
-  if (thin_ok(r, gy.dtype, {N}) && thin_ok(r, x.dtype, {K})) {
+  if (mma_ok(r, {&gy, &x, &xa})) {
+    Tensor bt(DType::BF16, {r, N}, x.device());  // Bᵀ, the rows kernel's Wn for gy B
+    lora::tc::transpose_bf16_kernel<<<grid_for(c, r * N, 256), 256, 0, c.stream>>>(fin(b, op, "b"), N, r, bt.data<bf16>());
+    check_launch(op);
+    lora::Drop none{};
+    mma_rows(c, gy, bt, r, 1.f, none, fout(gyB, op, "gyB"), op);                                // gy B     [M, r]
+    mma_cols(c, gy, xa, r, s, none, fout(gb, op, "gb"), 1, r, op);                               // gb = s · gyᵀ xa
+    mma_cols(c, x, gyB, r, s, make_drop(dropout_p, seed), fout(ga, op, "ga"), K, 1, op);         // ga = s · (gy B)ᵀ drop(x)
+  } else if (thin_ok(r, gy.dtype, {N}) && thin_ok(r, x.dtype, {K})) {
     Tensor bt(DType::F32, {N, r}, x.device()), gyb32(DType::F32, gyb_shape, x.device()), xa32(DType::F32, xa.shape, x.device());
     copy_convert(b, bt);    // B [N][r] is already k-major for gy B
     copy_convert(xa, xa32);
