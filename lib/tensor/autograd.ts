@@ -133,6 +133,21 @@ function sum(prev: Tensor, g: Tensor): Tensor {
   return s;
 }
 
+/** t in `dtype` (consumed): itself, or an exact widening (bf16 -> f32) of it. */
+function widened(t: Tensor, dtype: Tensor['dtype']): Tensor {
+  if (t.dtype === dtype) return t;
+  const w = keep(new Tensor(t.backend.cast(t.handle, dtype), t.backend));
+  t.dispose();
+  return w;
+}
+
+/** A leaf's .grad plus a new gradient g (both consumed). A .grad held in the compute dtype (lowPrecisionLeafGrads)
+ *  is widened to the leaf's dtype first, and g too, so the sum is the fp32 one that casting each to fp32 gives. */
+function leafSum(leaf: Tensor, prev: Tensor, g: Tensor): Tensor {
+  if (prev.dtype === g.dtype && prev.dtype === leaf.dtype) return sum(prev, g);
+  return sum(widened(prev, leaf.dtype), widened(g, leaf.dtype));
+}
+
 function accumulate(into: Map<number, Tensor>, id: number, g: Tensor): void {
   const prev = into.get(id);
   into.set(id, prev ? sum(prev, g) : g);
@@ -146,7 +161,20 @@ export interface BackwardOptions {
    * all-reducing a bucket of gradients from here while the rest of the backward runs (lib/dist/grad-reducer.ts).
    */
   onGradReady?: (leaf: Tensor) => void;
+  /**
+   * Let a parameter's .grad hold its gradient in the dtype of the mixed-precision cast that produced it: the bf16
+   * gradient of an fp32 master's bf16 working copy stays bf16 instead of being widened to fp32 (castMany's backward).
+   * The values are the same (bf16 -> f32 is exact), and AdamW and the gradient norms read either dtype, so a trainer
+   * that only hands the gradients to those saves a cast over every trained weight and half the gradients' memory; a
+   * second gradient for the same leaf (another micro-batch) is summed in the leaf's dtype, as before. Off by default:
+   * a .grad of another dtype than its parameter would surprise other readers.
+   */
+  lowPrecisionLeafGrads?: boolean;
 }
+
+let lowpLeafGrads = false;
+/** Whether the backward running now lets leaves keep gradients in the compute dtype (BackwardOptions). */
+export function lowPrecisionLeafGrads(): boolean { return lowpLeafGrads; }
 
 /** Per node index, the leaves whose last use in back-propagation order (their earliest use on the tape) it is. */
 function readyAfter(nodes: Node[]): Map<number, Tensor[]> {
@@ -188,7 +216,7 @@ function backpropNode(n: Node, grads: Map<number, Tensor>): void {
     if (leaf?.disposed) { g.dispose(); continue; }  // nothing could read or release a disposed leaf's .grad
     if (leaf) {
       if (!leaf.grad) leaf.grad = g;
-      else leaf.grad = sum(leaf.grad, g);
+      else leaf.grad = leafSum(leaf, leaf.grad, g);
     } else accumulate(grads, n.inputIds[j], g);
   }
 }
@@ -262,6 +290,8 @@ export function backward(loss: Tensor, grad?: Tensor, o: BackwardOptions = {}): 
   const grads = new Map<number, Tensor>();
   const nodes = tape;
   tape = [];
+  const lowpBefore = lowpLeafGrads;
+  lowpLeafGrads = o.lowPrecisionLeafGrads ?? false;
   try {
     noGrad(() => {
       grads.set(loss.id, grad ? keep(grad.share()) : keep(full([...loss.shape], 1, { device: loss.device })));
@@ -273,6 +303,7 @@ export function backward(loss: Tensor, grad?: Tensor, o: BackwardOptions = {}): 
       }
     });
   } finally {
+    lowpLeafGrads = lowpBefore;
     for (const g of grads.values()) g.dispose();
     for (const n of nodes) for (const s of n.saved) s?.dispose();
   }

@@ -35,7 +35,8 @@ export class Tensor {
   readonly backend: NativeBackend;
   /** True for parameters that train and for values computed from them while grad mode is on. */
   requiresGrad = false;
-  /** Accumulated gradient (parameters only). */
+  /** Accumulated gradient (parameters only). Of the parameter's dtype, except after a backward with
+   *  lowPrecisionLeafGrads, where an fp32 master's may be the bf16 gradient of its working copy (the same values). */
   grad: Tensor | null = null;
   /** Optional name (parameters: the official checkpoint key). */
   name: string | undefined;

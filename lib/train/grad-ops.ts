@@ -13,6 +13,7 @@ function backendOf(xs: Tensor[]) {
 }
 
 export const nativeGradOps: GradOps = {
+  readsLowPrecisionGrads: true,  // the native sums read every float dtype (bf16 -> f64 exactly)
   sumSquares(xs) { return xs.length ? backendOf(xs).sumSquares(xs.map((t) => t.handle)) : 0; },
   scaleInplace(xs, s) { if (xs.length) backendOf(xs).scaleInplace(xs.map((t) => t.handle), s); },
   stepControl(grads, losses, maxNorm) {

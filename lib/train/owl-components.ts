@@ -309,6 +309,7 @@ export class OwlOptimizer implements Optimizer {
     this.groups = groups.map((g) => ({ params: [...g.params.values()], weightDecay: g.weightDecay }));
   }
   private copies: WorkingCopies | null = null;
+  readonly readsLowPrecisionGrads = true;  // the native AdamW reads bf16 gradients as their (exact) f32 values
   step(lr: number, gradScale = 1): void { this.opt.lr = lr; this.opt.step(this.groups, gradScale, this.copies); }
   stepControlled(lr: number, control: Tensor): void { this.opt.lr = lr; this.opt.step(this.groups, control, this.copies); }
   useWorkingCopies(copies: WorkingCopies | null): void { this.copies = copies; }

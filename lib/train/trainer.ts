@@ -266,7 +266,8 @@ export class Trainer<B extends Batch = Batch> {
             // non-finite loss does (a loss of 0 would let AdamW's momentum and weight decay move the weights anyway).
             if (out.counted === 0 && !bad) bad = `no token of micro-batch ${micro} counts in the loss (its samples have no answer to learn)`;
             pending.push({ loss: keep(out.loss.share()), correct: out.correct });
-            const opts = micro === this.gradAccum - 1 ? this.gradSync?.backwardOptions() : undefined;
+            const sync = micro === this.gradAccum - 1 ? this.gradSync?.backwardOptions() : undefined;
+            const opts = this.lowPrecisionGrads ? { ...sync, lowPrecisionLeafGrads: true } : sync;
             // A loss that reaches no trained weight (stage 1 trains the vision side, and a micro-batch of text-only
             // samples never reaches it) adds no gradient: its loss counts, its backward — which would throw — is
             // skipped (the overlapped all-reduce then starts every bucket in finish(), as for unused parameters).
@@ -475,6 +476,17 @@ export class Trainer<B extends Batch = Batch> {
       await writePlots(readRecords(writer.jsonlPath), join(o.outDir, 'plots'));
     }
     return { steps: this.step, interrupted, history: this.history, skipped: this.skipped, records, checkpoint: lastCheckpoint };
+  }
+
+  /** Whether the backward may leave the trained weights' gradients in the compute dtype (the bf16 gradients of
+   *  their working copies, BackwardOptions.lowPrecisionLeafGrads): in one process, when the optimizer and the
+   *  gradient reductions read them and OWLET_LOWP_GRADS is not 0. That skips a cast of every trained weight's
+   *  gradient to fp32 and halves what the norm and AdamW read; the numbers are the same bit for bit (bf16 -> f32 is
+   *  exact, and a second micro-batch's gradient is summed in fp32 as before). Across ranks the gradients are reduced
+   *  in fp32, as the reference's data parallelism does. Read at each step. */
+  private get lowPrecisionGrads(): boolean {
+    return this.worldSize === 1 && !this.gradSync && process.env.OWLET_LOWP_GRADS !== '0' &&
+      this.o.optimizer.readsLowPrecisionGrads === true && this.gradOps.readsLowPrecisionGrads === true;
   }
 
   /** The store of working copies (working-copies.ts: bf16 copies of the trained weights that AdamW rewrites in its

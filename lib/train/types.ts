@@ -104,6 +104,9 @@ export interface Optimizer {
   undoStep?(): void;
   /** Optional: rewrite these working copies of the parameters in every step (null: none). */
   useWorkingCopies?(copies: WorkingCopies | null): void;
+  /** True when step() reads a .grad held in the compute dtype (an fp32 parameter's bf16 gradient) as the same values:
+   *  the trainer then lets the backward keep such gradients (BackwardOptions.lowPrecisionLeafGrads). */
+  readonly readsLowPrecisionGrads?: boolean;
   /**
    * Moments and step count, to be saved; tensor names must be unique (e.g. `m.<param>`, `v.<param>`). The tensors may
    * be the optimizer's live state: the caller reads them and does not dispose them.
@@ -122,6 +125,8 @@ export interface GradOps {
   /** Optional: the step's control block where the gradients are (backend.stepControl): norm, clipping coefficient
    *  and skip flag, computed without waiting for the device. */
   stepControl?(grads: Tensor[], losses: Tensor[], maxNorm: number): Tensor;
+  /** As Optimizer.readsLowPrecisionGrads, for sumSquares and stepControl. */
+  readonly readsLowPrecisionGrads?: boolean;
 }
 
 /** Tensor file IO (safetensors); injected so checkpoints do not depend on which writer is built. */

@@ -669,12 +669,13 @@ export function cases(): Case[] {
         notFinite: false, gs0: g[0].map((x) => 0.5 * x), gs1: g[1].map((x) => 0.5 * x), gs2: g[2].map((x) => 0.5 * x) };
     },
   });
-  // The trainer's step control block (norm, clipping coefficient, skip) and AdamW reading it on the device.
+  // The trainer's step control block (norm, clipping coefficient, skip) and AdamW reading it on the device; the
+  // gradients in the case's dtype (bf16: the trainer's gradients kept in the compute dtype, lowPrecisionLeafGrads).
   const csizes = [[300, 7], [4097]];
   for (const lossBad of [false, true]) {
     out.push({
-      name: `stepControl (max norm 0.5${lossBad ? ', a loss is inf: skip' : ''}) and adamw reading it`, family: 'optim', dtypes: ['f32'], quick: true,
-      inputs: gen(...csizes.map((s) => ({ shape: s, kind: 'f32' as Kind })), ...csizes.map((s) => ({ shape: s, kind: 'f32' as Kind }))),
+      name: `stepControl (max norm 0.5${lossBad ? ', a loss is inf: skip' : ''}) and adamw reading it`, family: 'optim', dtypes: both, quick: true,
+      inputs: gen(...csizes.map((s) => ({ shape: s, kind: 'f32' as Kind })), ...csizes.map((s) => ({ shape: s }))),
       run: (be, xs) => {
         const [p, g] = [xs.slice(0, 2), xs.slice(2, 4)];
         const m = p.map((t) => be.full('f32', t.shape, 0, t.device));

@@ -72,7 +72,11 @@ async function tiny(cuda: string | null): Promise<void> {
         }
       }
       const kept = runs.find(([n]) => n.endsWith('bf16'))?.[1];
-      if (kept) sameWithoutWorkingCopies(stage, cuda, kept, await withEnv({ OWLET_WORKING_COPIES: '0' }, () => tinyRun(stage, cuda, 'bf16')));
+      if (kept) {
+        for (const [name, variable, what] of OFF_SWITCHES) {
+          sameWithout(stage, cuda, kept, await withEnv({ [variable]: '0' }, () => tinyRun(stage, cuda, 'bf16')), name, `${variable}=0, ${what}`);
+        }
+      }
     }
     console.log(`owl-tiny stage ${stage}, ${STEPS} steps × 2 micro-batches: loss (gradient norm) per step`);
     console.log(['step', 'cpu f32', ...runs.map(([n]) => n)].map((s) => s.padEnd(30)).join(''));
@@ -101,13 +105,19 @@ async function tiny(cuda: string | null): Promise<void> {
 
 /** The bf16 trainer keeps its working copies between steps (AdamW rewrites them, lib/tensor/working-copies.ts);
  *  casting them at every forward instead must give the same numbers bit for bit. */
-function sameWithoutWorkingCopies(stage: number, cuda: string, kept: StepsResult, cast: StepsResult): void {
+// The bf16 trainer's shortcuts that must not change a bit: [what the default does, its off switch, what off does].
+const OFF_SWITCHES: [string, string, string][] = [
+  ['working copies kept', 'OWLET_WORKING_COPIES', 'cast at each forward'],
+  ['bf16 gradients of the trained weights', 'OWLET_LOWP_GRADS', 'cast to fp32 in the backward'],
+];
+
+function sameWithout(stage: number, cuda: string, on: StepsResult, off: StepsResult, name: string, offName: string): void {
   const hex = (a: ArrayLike<number>) => Buffer.from(Float32Array.from(a).buffer).toString('hex');
-  const diff = [...kept.weights.keys()].filter((k) => hex(kept.weights.get(k)!) !== hex(cast.weights.get(k)!));
-  const ok = hex(kept.losses) === hex(cast.losses) && hex(kept.gradNorms) === hex(cast.gradNorms) && diff.length === 0;
+  const diff = [...on.weights.keys()].filter((k) => hex(on.weights.get(k)!) !== hex(off.weights.get(k)!));
+  const ok = hex(on.losses) === hex(off.losses) && hex(on.gradNorms) === hex(off.gradNorms) && diff.length === 0;
   if (!ok) failed++;
-  console.log(`${ok ? 'PASS' : 'FAIL'} owl-tiny stage ${stage} ${cuda} bf16 with working copies kept (step ` +
-    `${median(kept.ms.slice(1)).toFixed(1)} ms) = cast at each forward (OWLET_WORKING_COPIES=0, ${median(cast.ms.slice(1)).toFixed(1)} ms): ` +
+  console.log(`${ok ? 'PASS' : 'FAIL'} owl-tiny stage ${stage} ${cuda} bf16 with ${name} (step ` +
+    `${median(on.ms.slice(1)).toFixed(1)} ms) = ${offName} (${median(off.ms.slice(1)).toFixed(1)} ms): ` +
     `losses, gradient norms and trained weights bit for bit${diff.length ? `; ${diff.length} weights differ, first ${diff[0]}` : ''}`);
 }
 

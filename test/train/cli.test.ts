@@ -1,9 +1,10 @@
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import { main } from '../../lib/cli/main.ts';
+import { KNOWN_SWITCHES } from '../../lib/cli/commands/doctor.ts';
 import type { CliIO } from '../../lib/cli/io.ts';
 import { probeCuda } from '../../lib/train/device.ts';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { io, loadBatch, loadModel } from '../../lib/model/index.ts';
@@ -89,6 +90,24 @@ test('help and version exit 0; doctor reports the backends', async (t) => {
     delete process.env.OWLET_GEMM_TUNNE;
   }
   t.is(({} as Record<string, unknown>).polluted, undefined);
+});
+
+test('doctor knows every OWLET_* variable the sources read', (t) => {
+  // the ways the sources read one: process.env.X / process.env['X'] (TypeScript), env_is / getenv (C++ and CUDA)
+  const read = /(?:process\.env\.|process\.env\[')(OWLET_[A-Z0-9_]+)|(?:env_is|getenv)\("(OWLET_[A-Z0-9_]+)"/g;
+  const found = new Set<string>();
+  const walk = (dir: string) => {
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      const p = join(dir, e.name);
+      if (e.isDirectory()) { if (e.name !== 'dist') walk(p); } else if (/\.(ts|cc|cu|cuh|h)$/.test(e.name)) {
+        for (const m of readFileSync(p, 'utf8').matchAll(read)) found.add(m[1] ?? m[2]);
+      }
+    }
+  };
+  walk('lib');
+  walk('native/src');
+  t.true(found.size >= 15, `the scan finds the switches (${[...found].join(' ')})`);
+  t.deepEqual([...found].filter((v) => !KNOWN_SWITCHES.has(v)), []);
 });
 
 test('bin/owlet.js runs the CLI through tsx with the same exit codes and one-line errors', (t) => {

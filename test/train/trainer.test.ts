@@ -362,6 +362,24 @@ test.serial('the first step hands the model and the optimizer one store of worki
   }
 });
 
+test.serial('the backward leaves gradients in the compute dtype only for an optimizer and reductions that read them, in one process, unless OWLET_LOWP_GRADS=0', (t) => {
+  const s = setup({ totalSteps: 2 });
+  const on = () => s.trainer['lowPrecisionGrads'] as boolean;
+  t.false(on(), 'an optimizer that does not say it reads them');
+  Object.assign(s.trainer['o'].optimizer, { readsLowPrecisionGrads: true });
+  t.is(on(), s.trainer['gradOps'].readsLowPrecisionGrads === true, 'then as the gradient reductions say');
+  t.true(nativeGradOps.readsLowPrecisionGrads);
+  Object.assign(s.trainer, { gradOps: nativeGradOps });
+  t.true(on());
+  process.env.OWLET_LOWP_GRADS = '0';
+  try { t.false(on(), 'switched off'); } finally { delete process.env.OWLET_LOWP_GRADS; }
+  Object.assign(s.trainer, { worldSize: 2 });
+  t.false(on(), 'gradients reduced across ranks are fp32');
+  t.true(new OwlOptimizer([], { lr: 0.05, betas: [0.9, 0.98], eps: 1e-8, weight_decay: 0.01 } as never).readsLowPrecisionGrads);
+  s.trainer.dispose();
+  s.model.dispose();
+});
+
 test('OwlOptimizer rewrites the working copies it was given in its step', (t) => {
   scope(() => {
     const p = tensor(Float32Array.from([0.5, -1.25, 3, 7.1]), [4], { name: 'abstractor.fc.weight', requiresGrad: true });

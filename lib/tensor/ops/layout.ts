@@ -1,5 +1,5 @@
 // Shape and sequence-layout ops with backward rules: reshape, concat, slice, gather (embedding), row splicing.
-import { needsGrad, record } from '../autograd.ts';
+import { lowPrecisionLeafGrads, needsGrad, record } from '../autograd.ts';
 import { ShapeError } from '../errors.ts';
 import { Tensor, sameBackend, zeros } from '../tensor.ts';
 import { prod, wrap } from './util.ts';
@@ -146,17 +146,31 @@ export function castCached(xs: Tensor[], store: WorkingCopies): Tensor[] {
 function recordCastMany(be: Tensor['backend'], xs: Tensor[], ys: Tensor[]): void {
   record('castMany', xs, ys, [], (gs, _saved, needs) => {
     const live = gs.flatMap((g, i) => (g && needs[i] ? [i] : []));
-    const back = be.castMany(live.map((i) => gs[i]!.handle), xs[live[0] ?? 0].dtype);
+    // A parameter's gradient may stay in the working copy's dtype (BackwardOptions.lowPrecisionLeafGrads): handed
+    // on as it is (a handle on the same storage), not cast.
+    const asIs = live.filter((i) => keepsLowPrecision(xs[i], gs[i]!));
+    const cast_ = live.filter((i) => !asIs.includes(i));
+    const back = cast_.length ? be.castMany(cast_.map((i) => gs[i]!.handle), xs[cast_[0]].dtype) : [];
     const out: (Tensor | null)[] = xs.map(() => null);
-    live.forEach((i, j) => { out[i] = wrap(be, back[j]); });
+    cast_.forEach((i, j) => { out[i] = wrap(be, back[j]); });
+    for (const i of asIs) out[i] = gs[i]!.share();
     return out;
   });
 }
 
-/** x converted to another dtype (f32 ↔ bf16); the gradient is converted back. */
+/** Whether the gradient g of x is left in its dtype instead of being cast to x's: x a parameter (a leaf), g its
+ *  bf16 working copy's gradient, x fp32, during a backward with lowPrecisionLeafGrads (the same values either way). */
+function keepsLowPrecision(x: Tensor, g: Tensor): boolean {
+  return lowPrecisionLeafGrads() && !x.fromTape && x.dtype === 'f32' && g.dtype === 'bf16';
+}
+
+/** x converted to another dtype (f32 ↔ bf16); the gradient is converted back (or, for a parameter's gradient under
+ *  BackwardOptions.lowPrecisionLeafGrads, handed on in the compute dtype). */
 export function cast(x: Tensor, dtype: Tensor['dtype']): Tensor {
   if (x.dtype === dtype) return x.share();
   const y = wrap(x.backend, x.backend.cast(x.handle, dtype));
-  if (needsGrad(x)) record('cast', [x], [y], [], ([g]) => [wrap(x.backend, x.backend.cast(g!.handle, x.dtype))]);
+  if (needsGrad(x)) {
+    record('cast', [x], [y], [], ([g]) => [keepsLowPrecision(x, g!) ? g!.share() : wrap(x.backend, x.backend.cast(g!.handle, x.dtype))]);
+  }
   return y;
 }

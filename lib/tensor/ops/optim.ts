@@ -4,7 +4,7 @@
 import { ArgumentError, DTypeError, ShapeError } from '../errors.ts';
 import { keep } from '../scope.ts';
 import { Tensor, sameBackend, zeros } from '../tensor.ts';
-import { sameShape } from './util.ts';
+import { sameShape, wrap } from './util.ts';
 import type { WorkingCopies } from '../working-copies.ts';
 
 export interface AdamWOptions {
@@ -218,6 +218,15 @@ export function clipGradNorm(params: Tensor[], maxNorm: number): number {
   const norm = gradNorm(params);
   const coef = maxNorm / (norm + 1e-6);
   if (!(coef >= 1)) {
+    // a gradient kept in the compute dtype (lowPrecisionLeafGrads) is widened first: scaled in bf16 it would be
+    // rounded, where torch scales the fp32 gradient
+    for (const p of params) {
+      if (p.grad && p.grad.dtype !== p.dtype) {
+        const w = keep(wrap(p.grad.backend, p.grad.backend.cast(p.grad.handle, p.dtype)));
+        p.grad.dispose();
+        p.grad = w;
+      }
+    }
     const gs = gradsOf(params);
     if (gs.length > 0) sameBackend('clipGradNorm', ...gs).scaleInplace(gs.map((g) => g.handle), coef);
   }

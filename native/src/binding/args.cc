@@ -100,6 +100,11 @@ void Args::expect_dtype(const Tensor& t, const char* what, DType d) const {
     error(ErrorKind::DType, std::string(what) + " must be " + dtype_name(d) + ", got " + t.describe());
 }
 
+void Args::expect_gradient(const Tensor& t, const char* what) const {
+  if (t.dtype != DType::F32 && t.dtype != DType::BF16)
+    error(ErrorKind::DType, std::string(what) + " must be f32 or bf16, got " + t.describe());
+}
+
 // The CPU backend computes in f32 (bf16 is a storage type there); the CUDA backend also takes bf16 inputs.
 void Args::expect_float(const Tensor& t, const char* what) const {
 #ifdef OWLET_BACKEND_CUDA

@@ -41,6 +41,9 @@ class Args {
   }
   void expect_dtype(const Tensor& t, const char* what, DType d) const;
   void expect_float(const Tensor& t, const char* what) const;  // f32 (and bf16 where a backend supports it)
+  // f32 or bf16 on every backend: a gradient the optimizer reads, which may be kept in the compute dtype (bf16 on the
+  // CPU too, where the optimizer widens it exactly).
+  void expect_gradient(const Tensor& t, const char* what) const;
   void expect_rank(const Tensor& t, const char* what, int rank) const;
   void expect_shape(const Tensor& t, const char* what, const Shape& s) const;
   void expect_same_shape(const Tensor& a, const char* an, const Tensor& b, const char* bn) const;

@@ -11,11 +11,14 @@ namespace {
 
 std::string item(const char* list, size_t i) { return std::string(list) + "[" + std::to_string(i) + "]"; }
 
-// Every tensor f32 and on one device; returns them as const pointers for the kernels.
-std::vector<const Tensor*> f32_list(Args& a, const std::vector<Tensor*>& xs, const char* what) {
+// Every tensor of a float dtype the kernels read (expect_float; with `gradients`, bf16 on every backend: gradients
+// may be kept in the compute dtype, and sum_squares and AdamW widen them exactly) and on one device; returns them as
+// const pointers for the kernels.
+std::vector<const Tensor*> float_list(Args& a, const std::vector<Tensor*>& xs, const char* what, bool gradients = false) {
   std::vector<const Tensor*> out;
   for (size_t i = 0; i < xs.size(); i++) {
-    a.expect_float(*xs[i], item(what, i).c_str());
+    if (gradients) a.expect_gradient(*xs[i], item(what, i).c_str());
+    else a.expect_float(*xs[i], item(what, i).c_str());
     a.expect_same_device(*xs[0], item(what, 0).c_str(), *xs[i], item(what, i).c_str());
     out.push_back(xs[i]);
   }
@@ -63,7 +66,7 @@ OWLET_OP(adamw) {
     const Tensor *p = ps[i], *g = gs[i], *m = ms[i], *v = vs[i];
     std::string pi = item("params", i), gi = item("grads", i), mi = item("m", i), vi = item("v", i);
     a.expect_float(*p, pi.c_str());
-    a.expect_float(*g, gi.c_str());
+    a.expect_gradient(*g, gi.c_str());
     a.expect_float(*m, mi.c_str());
     a.expect_float(*v, vi.c_str());
     a.expect_same_shape(*p, pi.c_str(), *g, gi.c_str());
@@ -103,7 +106,7 @@ OWLET_OP(adamw) {
 // sumSquares(xs) -> Σ x² over every element of every tensor, accumulated in float64 (gradient norms).
 OWLET_OP(sumSquares) {
   std::vector<Tensor*> xs = a.tensors(0, "xs");
-  return a.ret_number(kern::sum_squares(f32_list(a, xs, "xs")));
+  return a.ret_number(kern::sum_squares(float_list(a, xs, "xs", true)));
 }
 
 // stepControl(grads, losses, maxNorm) -> i64 [3] on the gradients' device holding three float64 values: the global
@@ -115,7 +118,7 @@ OWLET_OP(stepControl) {
   a.check(!std::isnan(max_norm), ErrorKind::Argument, "maxNorm must be a number, got NaN");
   a.check(!gs.empty() || !ls.empty(), ErrorKind::Argument, "stepControl needs a gradient or a loss to know its device");
   const Tensor& first = gs.empty() ? *ls[0] : *gs[0];
-  std::vector<const Tensor*> cg = f32_list(a, gs, "grads"), cl = f32_list(a, ls, "losses");
+  std::vector<const Tensor*> cg = float_list(a, gs, "grads", true), cl = float_list(a, ls, "losses");
   for (size_t i = 0; i < cl.size(); i++) a.expect_same_device(first, "grads[0]", *cl[i], item("losses", i).c_str());
   Tensor out(DType::I64, {3}, first.device());
   kern::step_control(cg, cl, max_norm, out);
@@ -126,7 +129,7 @@ OWLET_OP(stepControl) {
 OWLET_OP(scaleInplace) {
   std::vector<Tensor*> xs = a.tensors(0, "xs");
   double s = a.number(1, "s");
-  f32_list(a, xs, "xs");
+  float_list(a, xs, "xs");
   kern::scale_inplace(xs, float(s));
   return a.env().Undefined();
 }
@@ -134,5 +137,5 @@ OWLET_OP(scaleInplace) {
 // allFinite(xs) -> true when no element of any tensor is NaN or ±inf.
 OWLET_OP(allFinite) {
   std::vector<Tensor*> xs = a.tensors(0, "xs");
-  return Napi::Boolean::New(a.env(), kern::all_finite(f32_list(a, xs, "xs")));
+  return Napi::Boolean::New(a.env(), kern::all_finite(float_list(a, xs, "xs")));
 }

@@ -46,6 +46,16 @@ AdamWScalars scalars(const AdamWHyper& h, double wd) {
           float(std::sqrt(bc2)), float(h.eps), float(-(h.lr / bc1)), h.grad_scale};
 }
 
+// Elements [begin, end) of t as floats: t's own f32 storage, or its bf16 values widened into `buf` (exact: a
+// gradient kept in the compute dtype reads as the same numbers as its fp32 cast).
+const float* f32_range(const Tensor* t, int64_t begin, int64_t end, std::vector<float>& buf) {
+  if (t->dtype == DType::F32) return t->f32() + begin;
+  const uint16_t* h = t->data<uint16_t>();
+  buf.resize(size_t(end - begin));
+  for (int64_t i = begin; i < end; i++) buf[size_t(i - begin)] = bf16_to_f32(h[i]);
+  return buf.data();
+}
+
 }  // namespace
 
 // torch 1.13 _single_tensor_adamw, element by element in the same order of f32 operations (g = grad·grad_scale
@@ -92,8 +102,9 @@ void adamw(const std::vector<Tensor*>& params, const std::vector<const Tensor*>&
   for (size_t c = 0; c < cs.size(); c++) {
     const Chunk& ch = cs[c];
     size_t t = ch.tensor;
-    adamw_chunk(params[t]->f32() + ch.begin, grads[t]->f32() + ch.begin, m[t]->f32() + ch.begin, v[t]->f32() + ch.begin,
-                ch.end - ch.begin, sc[t]);
+    std::vector<float> gbuf;  // (a bf16 gradient's chunk, widened)
+    adamw_chunk(params[t]->f32() + ch.begin, f32_range(grads[t], ch.begin, ch.end, gbuf), m[t]->f32() + ch.begin,
+                v[t]->f32() + ch.begin, ch.end - ch.begin, sc[t]);
     if (!copies.empty() && copies[t]) {  // (the chunk is still in cache: the cast of the next forward, fused)
       const float* p = params[t]->f32();
       uint16_t* c = copies[t]->data<uint16_t>();
@@ -107,10 +118,11 @@ double sum_squares(const std::vector<const Tensor*>& xs) {
   std::vector<double> part(cs.size(), 0.0);
 #pragma omp parallel for schedule(static) if (cs.size() > 1)
   for (size_t c = 0; c < cs.size(); c++) {
-    const float* x = xs[cs[c].tensor]->f32();
+    std::vector<float> buf;
+    const float* x = f32_range(xs[cs[c].tensor], cs[c].begin, cs[c].end, buf);
     double s = 0;
 #pragma omp simd reduction(+ : s)
-    for (int64_t i = cs[c].begin; i < cs[c].end; i++) s += double(x[i]) * double(x[i]);
+    for (int64_t i = 0; i < cs[c].end - cs[c].begin; i++) s += double(x[i]) * double(x[i]);
     part[c] = s;
   }
   double total = 0;
