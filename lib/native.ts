@@ -92,6 +92,8 @@ export interface NativeBackend {
   // activations
   quickGeluForward(x: NT): NT;
   quickGeluBackward(gy: NT, x: NT): NT;
+  /** [quickGeluBackward(gy, x), quickGeluForward(x)] in one pass over x. */
+  quickGeluBackwardForward(gy: NT, x: NT): [NT, NT];
   siluForward(x: NT): NT;
   siluBackward(gy: NT, x: NT): NT;
   swigluForward(gate: NT, up: NT): NT;

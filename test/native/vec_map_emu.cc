@@ -81,6 +81,7 @@ template <class T>
 void all_ops(int64_t n) {
   check<T, 1, 1>("quickGelu", n, v::QuickGeluFwd{});
   check<T, 2, 1>("quickGeluBackward", n, v::QuickGeluBwd{});
+  check<T, 2, 2>("quickGeluBackwardForward", n, v::QuickGeluBwdFwd{});
   check<T, 1, 1>("silu", n, v::SiluFwd{});
   check<T, 2, 1>("siluBackward", n, v::SiluBwd{});
   check<T, 2, 1>("swiglu", n, v::SwigluFwd{});

@@ -7,6 +7,7 @@ import { needsGrad, record } from '../autograd.ts';
 import { Tensor, sameBackend } from '../tensor.ts';
 import { linearDims, linearHandle, linearParamGrads } from './matmul.ts';
 import { wrap } from './util.ts';
+import type { NativeTensor } from '../../native.ts';
 
 /** linear(quickGelu(h), w, bias) with quickGelu(h) not kept for backward. h [..., K], w [N, K], bias [N]. */
 export function quickGeluLinear(h: Tensor, w: Tensor, bias?: Tensor | null): Tensor {
@@ -23,19 +24,27 @@ export function quickGeluLinear(h: Tensor, w: Tensor, bias?: Tensor | null): Ten
   a2.dispose();
   if (needsGrad(h, w, bias)) {
     // h is read by both gradients (dh through the activation's derivative, dW through the recomputed activation);
-    // W only by dh.
+    // W only by dh. When both are wanted, one pass over h gives dh and the activation again.
     record('quickGeluLinear', [h, w, bias], [y], [h, h.requiresGrad ? w : null], ([g], [sh, sw], needs) => {
       const g2 = g!.handle.view([rows, N]);
-      let gh: Tensor | null = null, gw: Tensor | null = null, gb: Tensor | null = null;
-      const ra = needs[1] ? act(sh) : null;
-      [gw, gb] = linearParamGrads(be, g2, ra, N, needs[2]);
-      ra?.dispose();
+      let gh: Tensor | null = null, ra: NativeTensor | null = null;
       if (needs[0]) {
         const da = be.matmul(g2, sw.handle, false, false, 1), da4 = da.view(hShape);
-        gh = wrap(be, be.quickGeluBackward(da4, sh.handle));
+        if (needs[1]) {
+          const [dh, a] = be.quickGeluBackwardForward(da4, sh.handle);
+          gh = wrap(be, dh);
+          ra = a.view([rows, K]);
+          a.dispose();
+        } else {
+          gh = wrap(be, be.quickGeluBackward(da4, sh.handle));
+        }
         da.dispose();
         da4.dispose();
+      } else if (needs[1]) {
+        ra = act(sh);
       }
+      const [gw, gb] = linearParamGrads(be, g2, ra, N, needs[2]);
+      ra?.dispose();
       g2.dispose();
       return [gh, gw, gb];
     });

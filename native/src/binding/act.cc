@@ -50,6 +50,16 @@ OWLET_OP(quickGeluBackward) {
   return a.ret(std::move(gx));
 }
 
+// quickGeluBackwardForward(gy, x) -> [gx, y]: quickGeluBackward and quickGeluForward in one pass over x (a layer
+// that did not keep y recomputes it for its weight gradient).
+OWLET_OP(quickGeluBackwardForward) {
+  Tensor &gy = a.tensor(0, "gy"), &x = a.tensor(1, "x");
+  check_pair(a, gy, "gy", x, "x");
+  Tensor gx = a.like(x), y = a.like(x);
+  kern::quick_gelu_bwd_fwd(gy, x, gx, y);
+  return a.ret(std::vector<Tensor>{std::move(gx), std::move(y)});
+}
+
 // siluForward(x) -> x·sigmoid(x)
 OWLET_OP(siluForward) {
   Tensor& x = a.tensor(0, "x");

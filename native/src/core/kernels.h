@@ -81,6 +81,9 @@ void rope_bwd(const Tensor& gy, Tensor& gx, int64_t pos0, double theta);
 // ---- activations (act.cc) ----
 void quick_gelu_fwd(const Tensor& x, Tensor& y);
 void quick_gelu_bwd(const Tensor& gy, const Tensor& x, Tensor& gx);
+// quick_gelu_bwd that also writes the forward's output y again (what a layer that did not keep it needs for its
+// weight gradient): one pass over x instead of two, the same numbers as quick_gelu_fwd and quick_gelu_bwd.
+void quick_gelu_bwd_fwd(const Tensor& gy, const Tensor& x, Tensor& gx, Tensor& y);
 void silu_fwd(const Tensor& x, Tensor& y);
 void silu_bwd(const Tensor& gy, const Tensor& x, Tensor& gx);
 void swiglu_fwd(const Tensor& gate, const Tensor& up, Tensor& y);  // silu(gate) * up

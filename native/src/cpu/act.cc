@@ -38,6 +38,18 @@ void quick_gelu_bwd(const Tensor& gy, const Tensor& x, Tensor& gx) {
   }
 }
 
+void quick_gelu_bwd_fwd(const Tensor& gy, const Tensor& x, Tensor& gx, Tensor& y) {
+  const int64_t n = x.numel();
+  const float *pg = gy.f32(), *px = x.f32();
+  float *pgx = gx.f32(), *py = y.f32();
+#pragma omp parallel for simd if (n > kParallelMin)
+  for (int64_t i = 0; i < n; i++) {
+    const float s = sigmoid_f32(kQuickGelu * px[i]);
+    pgx[i] = pg[i] * (s + kQuickGelu * px[i] * s * (1.f - s));
+    py[i] = px[i] * sigmoid_f32(kQuickGelu * px[i]);  // (quick_gelu_fwd's expression, so the same bits)
+  }
+}
+
 // ---------------------------------------------------------------- SiLU: x·sigmoid(x)
 
 void silu_fwd(const Tensor& x, Tensor& y) {

@@ -72,6 +72,9 @@ void quick_gelu_fwd(const Tensor& x, Tensor& y) { vec::map("quickGelu", {&x}, {&
 void quick_gelu_bwd(const Tensor& gy, const Tensor& x, Tensor& gx) {
   vec::map("quickGeluBackward", {&gy, &x}, {&gx}, vec::QuickGeluBwd{});
 }
+void quick_gelu_bwd_fwd(const Tensor& gy, const Tensor& x, Tensor& gx, Tensor& y) {
+  vec::map("quickGeluBackwardForward", {&gy, &x}, {&gx, &y}, vec::QuickGeluBwdFwd{});
+}
 void silu_fwd(const Tensor& x, Tensor& y) { vec::map("silu", {&x}, {&y}, vec::SiluFwd{}); }
 void silu_bwd(const Tensor& gy, const Tensor& x, Tensor& gx) { vec::map("siluBackward", {&gy, &x}, {&gx}, vec::SiluBwd{}); }
 void swiglu_fwd(const Tensor& gate, const Tensor& up, Tensor& y) { vec::map("swiglu", {&gate, &up}, {&y}, vec::SwigluFwd{}); }

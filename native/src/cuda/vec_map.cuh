@@ -103,6 +103,16 @@ struct QuickGeluBwd {  // (gy, x) -> gx
     y[0] = x[0] * (s + kQuickGelu * v * s * (1.f - s));
   }
 };
+struct QuickGeluBwdFwd {  // (gy, x) -> (gx, y): QuickGeluBwd and QuickGeluFwd of one read of x
+  __device__ void operator()(const float (&x)[2], float (&y)[2]) const {
+    const float v[1] = {x[1]};
+    float g[1], f[1];
+    QuickGeluBwd{}(x, g);
+    QuickGeluFwd{}(v, f);
+    y[0] = g[0];
+    y[1] = f[0];
+  }
+};
 struct SiluFwd {
   __device__ void operator()(const float (&x)[1], float (&y)[1]) const { y[0] = x[0] * sigmoid(x[0]); }
 };
