@@ -73,6 +73,10 @@
 namespace owlet::cuda::wgmma {
 
 constexpr int kBR = 128, kBC = 128, kThreads = 256;
+// A block's last key tile with at most this many visible keys (the ViT's 257th key: 2 tiles of 128 and 1 key) is
+// computed as one k16 step: S by m64n16k16 and P·V over 16 keys, instead of a whole tile that is almost all padding
+// (attention_fwd_kernel without OVERLAP).
+constexpr int kNarrowKeys = 16;
 
 // V buffers: 2, or 3 with OVERLAP (P(t−1)·V(t−1) still reads V(t−1) during iteration t, whose prefetch writes tile
 // t + 1).
@@ -188,6 +192,21 @@ __device__ __forceinline__ void mma_ss_m64n128k16(float (&d)[64], uint64_t desc_
       : "l"(desc_a), "l"(desc_b), "r"(scale_d));
 #endif
 }
+// D (64×16 fp32) = A·B (+ D when scale_d != 0); A = 64×16 and B = 16×16 (the first 16 rows of a K-major tile) in
+// shared memory: the scores of a last key tile that holds at most 16 keys (kNarrowKeys).
+__device__ __forceinline__ void mma_ss_m64n16k16(float (&d)[8], uint64_t desc_a, uint64_t desc_b, int scale_d) {
+#ifdef OWLET_CUDA_EMULATION
+  ::emu::wgmma_ss(d, 16, desc_a, false, desc_b, false, scale_d != 0);
+#else
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %10, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7}, "
+      "%8, %9, p, 1, 1, 0, 0;\n}\n"
+      : OWLET_WGMMA_ACC8(d, 0)
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+#endif
+}
 // D (64×64 fp32) = A·B (+ D when scale_d != 0, the default); A = 64×16 bf16 in registers, B = 16×64 in shared
 // memory, N-major (imm-trans-b = 1).
 __device__ __forceinline__ void mma_rs_m64n64k16_tb(float (&d)[32], const uint32_t (&a)[4], uint64_t desc_b,
@@ -224,6 +243,18 @@ __device__ __forceinline__ void issue_scores(float (&s)[NS], uint32_t sQw, uint3
     const uint32_t offq = (kd >> 2) * (QROWS * 128) + (kd & 3) * 32;
     const uint32_t offk = (kd >> 2) * (kBC * 128) + (kd & 3) * 32;
     mma_ss_m64n128k16(s, desc_kmajor(sQw + offq), desc_kmajor(sKt + offk), kd > 0);
+  }
+  commit();
+}
+// S for the warpgroup's 64 rows × the first kNarrowKeys keys of the tile (the rest of the tile is padding): D/16
+// wgmma.m64n16k16 instead of m64n128k16, the same accumulator layout for its 16 columns.
+template <int D, int QROWS = kBR>
+__device__ __forceinline__ void issue_scores_narrow(float (&s)[kNarrowKeys / 2], uint32_t sQw, uint32_t sKt) {
+#pragma unroll
+  for (int kd = 0; kd < D / 16; kd++) {
+    const uint32_t offq = (kd >> 2) * (QROWS * 128) + (kd & 3) * 32;
+    const uint32_t offk = (kd >> 2) * (kBC * 128) + (kd & 3) * 32;
+    mma_ss_m64n16k16(s, desc_kmajor(sQw + offq), desc_kmajor(sKt + offk), kd > 0);
   }
   commit();
 }
@@ -453,11 +484,38 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) attention_fwd_ker
         for (int c = 0; c < DB; c++) fence_operands(o[c]);
       }
     };
+    // The last tile with at most kNarrowKeys visible keys (uniform over the block): one k16 step of S and P·V.
+    // Straight-line from each wgmma to its wait, as step's body.
+    auto step_narrow = [&]() {
+      float s[kNarrowKeys / 2];
+      fence();
+      issue_scores_narrow<D, BR>(s, sQw, sKt);
+      wait<0>();
+      fence_operands(s);
+      mask_scores(s, p, b, kv0, t4, row_a, row_b, warp_row0, shift);
+      float corr[2];
+      softmax_step(s, m_run, l_run, corr, p.scale_log2);
+      rescale_o(o, corr);
+      uint32_t pn[kNarrowKeys / 16][4];
+      pack_p(pn, s);
+#pragma unroll
+      for (int c = 0; c < DB; c++) fence_operands(o[c]);
+      fence();
+      issue_pv(o, pn, sVt);
+      wait<0>();
+#pragma unroll
+      for (int c = 0; c < DB; c++) fence_operands(o[c]);
+    };
     if (wg_active && kv0 < wg_kv_end) {
       // A warpgroup that works on tile t > 0 worked on every earlier tile (the visible keys form a prefix), so
       // P(t−1) is pending exactly when t > 0.
-      if (OVERLAP && tile == 0) step(std::true_type{});
-      else step(std::false_type{});
+      if constexpr (OVERLAP) {
+        if (tile == 0) step(std::true_type{});
+        else step(std::false_type{});
+      } else {
+        if (kv_end - kv0 <= kNarrowKeys) step_narrow();
+        else step(std::false_type{});
+      }
     } else if (OVERLAP && pending) {
       // The warpgroup sees no key of this tile (nor of any later one): finish P(t−1)·V(t−1) now, while V(t−1)
       // is still in its buffer (the prefetch of the next iteration overwrites it).
