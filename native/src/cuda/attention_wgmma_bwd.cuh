@@ -52,6 +52,9 @@
 namespace owlet::cuda::wgmma {
 
 constexpr int kBwdQueries = 64;
+// A last query tile with at most this many rows (the ViT's 257th query, with whole tiles) is computed on its first 16
+// queries only: Sᵀ and dPᵀ by m64n16k16, dV and dK over one k16 step (attention_bwd_kernel at D = 64).
+constexpr int kNarrowQueries = 16;
 // NWG warpgroups per block, 64 keys each: 2 (the default), or 1 at D = 64 (OWLET_ATTN_BWD=wgmma1), where the
 // warpgroups share nothing but the Q/dO tiles: a sequence of 257 keys (the ViT's) then takes 5 blocks of 64 keys
 // instead of 3 of 128, the last of which computed 127 keys that do not exist.
@@ -97,14 +100,16 @@ __device__ __forceinline__ void mma_ss_m64n64k16(float (&d)[32], uint64_t desc_a
 // ---- the per-tile arithmetic on the transposed score layout, shared with attention_wgmma_bwd_short.cuh ----
 // A thread holds two keys (key_a, key_b = key_a + 8) of a warpgroup's 64 keys × 64 queries: element r of its 32 is
 // key (r mod 4 ≥ 2 ? key_b : key_a), query i0 + 8·(r/4) + 2·t4 + (r mod 2). lse_t and delta_t are the tile's 64
-// per-query values in shared memory.
+// per-query values in shared memory. NR = 8 instead of 32: the tile's first 16 queries only (a last query tile with
+// at most kNarrowQueries rows, computed by m64n16k16: the same layout for its two 8-query groups).
 
 // Pᵀ = exp(Sᵀ·scale − lse) in place, then zero where the key is not seen by the query: past tk_main or tq_main,
 // causal, the key padding mask (need_mask: the tile reaches one of those boundaries).
-__device__ __forceinline__ void probs_t(float (&st)[32], const float* lse_t, const flash::Params& p, int b, int i0,
+template <int NR = 32>
+__device__ __forceinline__ void probs_t(float (&st)[NR], const float* lse_t, const flash::Params& p, int b, int i0,
                                         int key_a, int key_b, int t4, bool need_mask) {
 #pragma unroll
-  for (int i = 0; i < 8; i++) {
+  for (int i = 0; i < NR / 4; i++) {
     const float2 l2 = *reinterpret_cast<const float2*>(lse_t + 8 * i + 2 * t4);
 #pragma unroll
     for (int e = 0; e < 4; e++)
@@ -112,7 +117,7 @@ __device__ __forceinline__ void probs_t(float (&st)[32], const float* lse_t, con
   }
   if (need_mask && p.key_mask) {
 #pragma unroll
-    for (int r = 0; r < 32; r++) {
+    for (int r = 0; r < NR; r++) {
       const int qi = i0 + 8 * (r >> 2) + 2 * t4 + (r & 1), kj = (r & 2) ? key_b : key_a;
       if (!(qi < p.tq_main && kj < p.tk_main && flash::key_visible(p, b, qi, kj))) st[r] = 0.f;
     }
@@ -123,17 +128,18 @@ __device__ __forceinline__ void probs_t(float (&st)[32], const float* lse_t, con
               lo_b = (key_b < p.tk_main ? flash::queries_begin(p, key_b) : p.tq_main) - i0 - 2 * t4;
     const int hi = p.tq_main - i0 - 2 * t4;
 #pragma unroll
-    for (int r = 0; r < 32; r++) {
+    for (int r = 0; r < NR; r++) {
       const int c = 8 * (r >> 2) + (r & 1);
       if (c < ((r & 2) ? lo_b : lo_a) || c >= hi) st[r] = 0.f;
     }
   }
 }
 
-// 32 accumulator values as the bf16 A fragments of KQ = 4 k16 steps (chunks 2kk, 2kk + 1 = queries 16kk..16kk + 15).
-__device__ __forceinline__ void a_fragments(uint32_t (&a)[4][4], const float (&x)[32]) {
+// NR accumulator values as the bf16 A fragments of NR / 8 k16 steps (chunks 2kk, 2kk + 1 = queries 16kk..16kk + 15).
+template <int NR = 32>
+__device__ __forceinline__ void a_fragments(uint32_t (&a)[NR / 8][4], const float (&x)[NR]) {
 #pragma unroll
-  for (int kk = 0; kk < 4; kk++) {
+  for (int kk = 0; kk < NR / 8; kk++) {
 #pragma unroll
     for (int q = 0; q < 4; q++) a[kk][q] = mma::pack_bf16(x[8 * kk + 2 * q], x[8 * kk + 2 * q + 1]);
     fence_operands(a[kk]);
@@ -143,16 +149,17 @@ __device__ __forceinline__ void a_fragments(uint32_t (&a)[4][4], const float (&x
 // dSᵀ = Pᵀ ⊙ (dPᵀ − Δ) into dpt, as A fragments in da, and to the dSᵀ tile in shared memory (generic pointer gS,
 // 128 bytes per key row) for dQ: register pair (g or g+8, 2t or 2t+8) of step kk is chunk 2kk (+1) of key row
 // row0 + g (+8), at byte 4t of the chunk, the chunk position swizzled by the row mod 8 (= g).
-__device__ __forceinline__ void grads_t(float (&dpt)[32], const float (&st)[32], const float* delta_t,
-                                        uint32_t (&da)[4][4], unsigned char* gS, int row0, int g, int t4) {
+template <int NR = 32>
+__device__ __forceinline__ void grads_t(float (&dpt)[NR], const float (&st)[NR], const float* delta_t,
+                                        uint32_t (&da)[NR / 8][4], unsigned char* gS, int row0, int g, int t4) {
 #pragma unroll
-  for (int i = 0; i < 8; i++) {
+  for (int i = 0; i < NR / 4; i++) {
     const float2 d2 = *reinterpret_cast<const float2*>(delta_t + 8 * i + 2 * t4);
 #pragma unroll
     for (int e = 0; e < 4; e++) dpt[4 * i + e] = st[4 * i + e] * (dpt[4 * i + e] - ((e & 1) ? d2.y : d2.x));
   }
 #pragma unroll
-  for (int kk = 0; kk < 4; kk++) {
+  for (int kk = 0; kk < NR / 8; kk++) {
 #pragma unroll
     for (int q = 0; q < 4; q++) {
       da[kk][q] = mma::pack_bf16(dpt[8 * kk + 2 * q], dpt[8 * kk + 2 * q + 1]);
@@ -291,103 +298,116 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) attention_bwd_ker
     const float* Lt = fL + buf * BQ;
     const float* Dt = fD + buf * BQ;
 
-    // Sᵀ = K_w Qᵀ and dPᵀ = V_w dOᵀ (64 keys × 64 queries each), two commit groups: Pᵀ is computed while the tensor
-    // cores still run dPᵀ.
-    float st[32], dpt[32];
-    fence();
+    // One query tile. N16 (a last tile of at most kNarrowQueries rows, uniform over the block): Sᵀ and dPᵀ by
+    // m64n16k16 over the tile's first 16 queries, dV and dK over one k16 step; dQ keeps its 64 query rows (wgmma's
+    // M), of which rows 16.. read stale dSᵀ columns and are never added. Straight-line from each wgmma to its wait.
+    auto tile_step = [&](auto narrow_tag) {
+      constexpr bool N16 = decltype(narrow_tag)::value;
+      constexpr int NR = N16 ? kNarrowQueries / 2 : 32, KQN = NR / 8;
+      // Sᵀ = K_w Qᵀ and dPᵀ = V_w dOᵀ (64 keys × 64 queries each), two commit groups: Pᵀ is computed while the tensor
+      // cores still run dPᵀ.
+      float st[NR], dpt[NR];
+      fence();
 #pragma unroll
-    for (int kd = 0; kd < KD; kd++) {
-      const uint32_t offk = (kd >> 2) * (BK * 128) + (kd & 3) * 32, offq = (kd >> 2) * (BQ * 128) + (kd & 3) * 32;
-      mma_ss_m64n64k16<false>(st, desc_kmajor(sKw + offk), desc_kmajor(sQt + offq), kd > 0);
-    }
-    commit();
-#pragma unroll
-    for (int kd = 0; kd < KD; kd++) {
-      const uint32_t offk = (kd >> 2) * (BK * 128) + (kd & 3) * 32, offq = (kd >> 2) * (BQ * 128) + (kd & 3) * 32;
-      mma_ss_m64n64k16<false>(dpt, desc_kmajor(sVw + offk), desc_kmajor(sOt + offq), kd > 0);
-    }
-    commit();
-    wait<1>();  // Sᵀ is done (groups complete in order); dPᵀ may still run
-    fence_operands(st);
-
-    // Pᵀ with the masks, then as bf16 A fragments, and dV += Pᵀ dO issued at once (its own commit group, in flight
-    // until the end of the tile).
-    const bool need_mask =
-        p.key_mask != nullptr || j0 + BK > p.tk_main || i0 + BQ > p.tq_main || (p.causal && key_w + 15 > i0 + shift);
-    probs_t(st, Lt, p, b, i0, key_a, key_b, t4, need_mask);
-    uint32_t pa[KQ][4], da[KQ][4];
-    a_fragments(pa, st);
-    fence();
-#pragma unroll
-    for (int kk = 0; kk < KQ; kk++)
-#pragma unroll
-      for (int c = 0; c < DB; c++)
-        mma_rs_m64n64k16_tb(dv[c], pa[kk], desc_nmajor64(sOt + c * (BQ * 128) + kk * 2048));
-    commit();
-    wait<1>();  // dPᵀ is done; dV may still run
-    fence_operands(dpt);
-
-    // dSᵀ as A fragments for dK, and to shared memory for dQ.
-    grads_t(dpt, st, Dt, da, gS, wg * 64 + wi * 16, g, t4);
-    fence_proxy_async();  // the dSᵀ stores (generic proxy) before the wgmma that read them (async proxy)
-    __syncthreads();      // both warpgroups' dSᵀ are in shared memory
-
-    // dQ tile (64 queries × 64 columns per warpgroup) = dS K, A = dSᵀ read transposed, B = K N-major; then
-    // dK += dSᵀ Q, which runs while this thread adds its dQ into the accumulator.
-    float dq[32];
-    fence();
-#pragma unroll
-    for (int kk = 0; kk < kDqSteps; kk++) {
-      const uint32_t step = uint32_t(dq_step0 + kk) * 2048;
-      mma_ss_m64n64k16<true>(dq, desc_nmajor64(sS + step), desc_nmajor64(sK + (dq_col / 64) * (BK * 128) + step), kk > 0);
-    }
-    commit();
-#pragma unroll
-    for (int kk = 0; kk < KQ; kk++)
-#pragma unroll
-      for (int c = 0; c < DB; c++)
-        mma_rs_m64n64k16_tb(dk[c], da[kk], desc_nmajor64(sQt + c * (BQ * 128) + kk * 2048));
-    commit();
-    wait<1>();  // dV and dQ are done; dK may still run
-    fence_operands(dq);
-    // dq[4i + e]: query 16wi + g + 8·(e ≥ 2) of the tile, column dq_col + 8i + 2t + (e mod 2).
-    if constexpr (BULK) {
-      // to this warpgroup's buffer, then one 256-byte bulk reduction per query row, issued by warp 0's lanes
-      const uint32_t tile = sDq + uint32_t((wg * 2 + buf) * BQ * kDqPitch * 4);
-      float* const gt = reinterpret_cast<float*>(smem_raw + (tile - raw));
-#pragma unroll
-      for (int r = 0; r < 2; r++)
-#pragma unroll
-        for (int i = 0; i < 8; i++)
-          *reinterpret_cast<float2*>(gt + (wi * 16 + g + 8 * r) * kDqPitch + 8 * i + 2 * t4) =
-              make_float2(dq[4 * i + 2 * r] * p.scale, dq[4 * i + 2 * r + 1] * p.scale);
-      fence_proxy_async();      // the generic-proxy stores before the bulk copies' async-proxy reads
-      bar_sync(1 + wg, 128);    // the warpgroup's rows are all there
-      if (wi == 0) {
-        for (int rr = lane; rr < BQ; rr += 32)
-          if (i0 + rr < p.tq_main)
-            bulk_reduce_add(p.dq_acc + ((int64_t(b) * p.Tq + i0 + rr) * p.H + h) * D + dq_col,
-                            tile + uint32_t(rr * kDqPitch * 4), 64 * 4);
-        bulk_commit();
+      for (int kd = 0; kd < KD; kd++) {
+        const uint32_t offk = (kd >> 2) * (BK * 128) + (kd & 3) * 32, offq = (kd >> 2) * (BQ * 128) + (kd & 3) * 32;
+        if constexpr (N16) mma_ss_m64n16k16(st, desc_kmajor(sKw + offk), desc_kmajor(sQt + offq), kd > 0);
+        else mma_ss_m64n64k16<false>(st, desc_kmajor(sKw + offk), desc_kmajor(sQt + offq), kd > 0);
       }
-    } else {
+      commit();
 #pragma unroll
-      for (int r = 0; r < 2; r++) {
-        const int qi = i0 + wi * 16 + g + 8 * r;
-        if (qi >= p.tq_main) continue;
-        float* dst = p.dq_acc + ((int64_t(b) * p.Tq + qi) * p.H + h) * D + dq_col + 2 * t4;
-#pragma unroll
-        for (int i = 0; i < 8; i++)
-          atomic_add2(dst + 8 * i, dq[4 * i + 2 * r] * p.scale, dq[4 * i + 2 * r + 1] * p.scale);
+      for (int kd = 0; kd < KD; kd++) {
+        const uint32_t offk = (kd >> 2) * (BK * 128) + (kd & 3) * 32, offq = (kd >> 2) * (BQ * 128) + (kd & 3) * 32;
+        if constexpr (N16) mma_ss_m64n16k16(dpt, desc_kmajor(sVw + offk), desc_kmajor(sOt + offq), kd > 0);
+        else mma_ss_m64n64k16<false>(dpt, desc_kmajor(sVw + offk), desc_kmajor(sOt + offq), kd > 0);
       }
-    }
-    wait<0>();  // dK is done: every product of this tile is, before the next tile's barrier (its prefetch
-                // overwrites this tile's Q and dO; the next dSᵀ stores overwrite this one)
+      commit();
+      wait<1>();  // Sᵀ is done (groups complete in order); dPᵀ may still run
+      fence_operands(st);
+
+      // Pᵀ with the masks, then as bf16 A fragments, and dV += Pᵀ dO issued at once (its own commit group, in flight
+      // until the end of the tile).
+      const bool need_mask =
+          p.key_mask != nullptr || j0 + BK > p.tk_main || i0 + BQ > p.tq_main || (p.causal && key_w + 15 > i0 + shift);
+      probs_t(st, Lt, p, b, i0, key_a, key_b, t4, need_mask);
+      uint32_t pa[KQN][4], da[KQN][4];
+      a_fragments(pa, st);
+      fence();
 #pragma unroll
-    for (int c = 0; c < DB; c++) {
-      fence_operands(dk[c]);
-      fence_operands(dv[c]);
-    }
+      for (int kk = 0; kk < KQN; kk++)
+#pragma unroll
+        for (int c = 0; c < DB; c++)
+          mma_rs_m64n64k16_tb(dv[c], pa[kk], desc_nmajor64(sOt + c * (BQ * 128) + kk * 2048));
+      commit();
+      wait<1>();  // dPᵀ is done; dV may still run
+      fence_operands(dpt);
+
+      // dSᵀ as A fragments for dK, and to shared memory for dQ.
+      grads_t(dpt, st, Dt, da, gS, wg * 64 + wi * 16, g, t4);
+      fence_proxy_async();  // the dSᵀ stores (generic proxy) before the wgmma that read them (async proxy)
+      __syncthreads();      // both warpgroups' dSᵀ are in shared memory
+
+      // dQ tile (64 queries × 64 columns per warpgroup) = dS K, A = dSᵀ read transposed, B = K N-major; then
+      // dK += dSᵀ Q, which runs while this thread adds its dQ into the accumulator.
+      float dq[32];
+      fence();
+#pragma unroll
+      for (int kk = 0; kk < kDqSteps; kk++) {
+        const uint32_t step = uint32_t(dq_step0 + kk) * 2048;
+        mma_ss_m64n64k16<true>(dq, desc_nmajor64(sS + step), desc_nmajor64(sK + (dq_col / 64) * (BK * 128) + step), kk > 0);
+      }
+      commit();
+#pragma unroll
+      for (int kk = 0; kk < KQN; kk++)
+#pragma unroll
+        for (int c = 0; c < DB; c++)
+          mma_rs_m64n64k16_tb(dk[c], da[kk], desc_nmajor64(sQt + c * (BQ * 128) + kk * 2048));
+      commit();
+      wait<1>();  // dV and dQ are done; dK may still run
+      fence_operands(dq);
+      // dq[4i + e]: query 16wi + g + 8·(e ≥ 2) of the tile, column dq_col + 8i + 2t + (e mod 2).
+      if constexpr (BULK) {
+        // to this warpgroup's buffer, then one 256-byte bulk reduction per query row, issued by warp 0's lanes
+        const uint32_t tile = sDq + uint32_t((wg * 2 + buf) * BQ * kDqPitch * 4);
+        float* const gt = reinterpret_cast<float*>(smem_raw + (tile - raw));
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+#pragma unroll
+          for (int i = 0; i < 8; i++)
+            *reinterpret_cast<float2*>(gt + (wi * 16 + g + 8 * r) * kDqPitch + 8 * i + 2 * t4) =
+                make_float2(dq[4 * i + 2 * r] * p.scale, dq[4 * i + 2 * r + 1] * p.scale);
+        fence_proxy_async();      // the generic-proxy stores before the bulk copies' async-proxy reads
+        bar_sync(1 + wg, 128);    // the warpgroup's rows are all there
+        if (wi == 0) {
+          for (int rr = lane; rr < BQ; rr += 32)
+            if (i0 + rr < p.tq_main)
+              bulk_reduce_add(p.dq_acc + ((int64_t(b) * p.Tq + i0 + rr) * p.H + h) * D + dq_col,
+                              tile + uint32_t(rr * kDqPitch * 4), 64 * 4);
+          bulk_commit();
+        }
+      } else {
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+          const int qi = i0 + wi * 16 + g + 8 * r;
+          if (qi >= p.tq_main) continue;
+          float* dst = p.dq_acc + ((int64_t(b) * p.Tq + qi) * p.H + h) * D + dq_col + 2 * t4;
+#pragma unroll
+          for (int i = 0; i < 8; i++)
+            atomic_add2(dst + 8 * i, dq[4 * i + 2 * r] * p.scale, dq[4 * i + 2 * r + 1] * p.scale);
+        }
+      }
+      wait<0>();  // dK is done: every product of this tile is, before the next tile's barrier (its prefetch
+                  // overwrites this tile's Q and dO; the next dSᵀ stores overwrite this one)
+#pragma unroll
+      for (int c = 0; c < DB; c++) {
+        fence_operands(dk[c]);
+        fence_operands(dv[c]);
+      }
+    };
+    // (At D = 64 only: at D = 128 the second instantiation cost the kernel 6 registers, to 254 of 255, for rest
+    // tiles the LLaMA's sequences rarely have.)
+    if (D == 64 && p.tq_main - i0 <= kNarrowQueries) tile_step(std::bool_constant<D == 64>{});
+    else tile_step(std::false_type{});
   }
   mma::cp_async_wait<0>();
   if constexpr (BULK) {
