@@ -7,28 +7,17 @@ import { ForwardContext } from '../lib/model/index.ts';
 import {
   AdamW, backward, cast, concat, gradNorm, liveTensors, mul, reshape, scope, tensor, type Tensor,
 } from '../lib/tensor/index.ts';
-import { randn, rng } from './helpers/rng.ts';
+import { MASTER_KEYS, threeMasters } from './helpers/masters.ts';
 
-const KEYS = {
-  w: 'vision_model.encoder.layers.0.mlp.fc1.weight',
-  b: 'vision_model.encoder.layers.0.mlp.fc1.bias',
-  g: 'vision_model.post_layernorm.weight',
-};
+const KEYS = MASTER_KEYS;
 
 const bits = (t: Tensor) => scope(() => Buffer.from(cast(t, 'f32').data().buffer).toString('hex'));
 
-/** `steps` AdamW steps, each over `backwards` backward passes of a bf16 forward of three fp32 masters (g is also
+/** `steps` AdamW steps, each over `backwards` backward passes of a bf16 forward of three fp32 masters (b is also
  *  used in f32 directly, so its gradient always has an f32 part); per step the gradients' dtypes and bits (before the
  *  update), the norm and the masters after it. */
 function train(lowp: boolean, backwards: number, steps = 3) {
-  const r = rng(11);
-  const params = new Map<string, Tensor>([
-    [KEYS.w, tensor(Float32Array.from(randn(r, 12)), [4, 3])],
-    [KEYS.b, tensor(Float32Array.from(randn(r, 4)), [4])],
-    [KEYS.g, tensor(Float32Array.from(randn(r, 4)), [4])],
-  ]);
-  for (const [k, p] of params) { p.name = k; p.requiresGrad = true; }
-  const x = tensor(Float32Array.from(randn(r, 12)), [4, 3]);
+  const { params, x } = threeMasters(11);
   const ps = [...params.values()];
   const opt = new AdamW({ lr: 0.05, weightDecay: 0.1 });
   const out: { dtypes: string[]; grads: string[]; norm: number; masters: string[] }[] = [];

@@ -9,26 +9,15 @@ import {
   AdamW, WorkingCopies, backward, cast, concat, liveTensors, mul, reshape, scope, tensor, type Tensor,
 } from '../lib/tensor/index.ts';
 import { cpu } from '../lib/native.ts';
-import { randn, rng } from './helpers/rng.ts';
+import { MASTER_KEYS, threeMasters } from './helpers/masters.ts';
 
-const KEYS = {
-  w: 'vision_model.encoder.layers.0.mlp.fc1.weight',
-  b: 'vision_model.encoder.layers.0.mlp.fc1.bias',
-  g: 'vision_model.post_layernorm.weight',  // outside any layer: its own cast
-};
+const KEYS = MASTER_KEYS;
 
 const bits = (t: Tensor) => Buffer.from(t.data().buffer).toString('hex');
 
 /** Four AdamW steps of a small bf16 "forward" over three fp32 masters; the masters' and copies' bits after each. */
 function train(kept: WorkingCopies | null, skipAt = -1) {
-  const r = rng(7);
-  const params = new Map<string, Tensor>([
-    [KEYS.w, tensor(Float32Array.from(randn(r, 12)), [4, 3])],
-    [KEYS.b, tensor(Float32Array.from(randn(r, 4)), [4])],
-    [KEYS.g, tensor(Float32Array.from(randn(r, 4)), [4])],
-  ]);
-  for (const [k, p] of params) { p.name = k; p.requiresGrad = true; }
-  const x = tensor(Float32Array.from(randn(r, 12)), [4, 3]);
+  const { params, x } = threeMasters(7);
   const opt = new AdamW({ lr: 0.05, weightDecay: 0.1 });
   const masters: string[][] = [], copies: string[][] = [], copyIds: number[][] = [];
   for (let step = 0; step < 4; step++) {

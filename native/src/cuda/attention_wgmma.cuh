@@ -234,27 +234,18 @@ __device__ __forceinline__ void load_tile(uint32_t s, const bf16* base, int64_t 
   rows::copy<ROWS, D, THREADS, rows::Swizzle128>(s, base, rs, r0, limit, tid);
 }
 
-// S = Q Kᵀ for the warpgroup's 64 rows × 128 keys: D/16 wgmma, one commit group (not waited for here). QROWS: the
-// rows of the block's Q tile (the distance between its 64-column blocks).
+// S = Q Kᵀ for the warpgroup's 64 rows × 128 keys (NS = 64 accumulators), or × the tile's first kNarrowKeys keys
+// (NS = kNarrowKeys / 2: a last tile of padding but for those): D/16 wgmma, one commit group (not waited for here).
+// QROWS: the rows of the block's Q tile (the distance between its 64-column blocks).
 template <int D, int NS, int QROWS = kBR>
 __device__ __forceinline__ void issue_scores(float (&s)[NS], uint32_t sQw, uint32_t sKt) {
+  static_assert(NS == kBC / 2 || NS == kNarrowKeys / 2, "a whole key tile or its first kNarrowKeys keys");
 #pragma unroll
   for (int kd = 0; kd < D / 16; kd++) {
     const uint32_t offq = (kd >> 2) * (QROWS * 128) + (kd & 3) * 32;
     const uint32_t offk = (kd >> 2) * (kBC * 128) + (kd & 3) * 32;
-    mma_ss_m64n128k16(s, desc_kmajor(sQw + offq), desc_kmajor(sKt + offk), kd > 0);
-  }
-  commit();
-}
-// S for the warpgroup's 64 rows × the first kNarrowKeys keys of the tile (the rest of the tile is padding): D/16
-// wgmma.m64n16k16 instead of m64n128k16, the same accumulator layout for its 16 columns.
-template <int D, int QROWS = kBR>
-__device__ __forceinline__ void issue_scores_narrow(float (&s)[kNarrowKeys / 2], uint32_t sQw, uint32_t sKt) {
-#pragma unroll
-  for (int kd = 0; kd < D / 16; kd++) {
-    const uint32_t offq = (kd >> 2) * (QROWS * 128) + (kd & 3) * 32;
-    const uint32_t offk = (kd >> 2) * (kBC * 128) + (kd & 3) * 32;
-    mma_ss_m64n16k16(s, desc_kmajor(sQw + offq), desc_kmajor(sKt + offk), kd > 0);
+    if constexpr (NS == kBC / 2) mma_ss_m64n128k16(s, desc_kmajor(sQw + offq), desc_kmajor(sKt + offk), kd > 0);
+    else mma_ss_m64n16k16(s, desc_kmajor(sQw + offq), desc_kmajor(sKt + offk), kd > 0);
   }
   commit();
 }
@@ -489,7 +480,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) attention_fwd_ker
     auto step_narrow = [&]() {
       float s[kNarrowKeys / 2];
       fence();
-      issue_scores_narrow<D, BR>(s, sQw, sKt);
+      issue_scores<D, kNarrowKeys / 2, BR>(s, sQw, sKt);
       wait<0>();
       fence_operands(s);
       mask_scores(s, p, b, kv0, t4, row_a, row_b, warp_row0, shift);
