@@ -46,7 +46,7 @@ void quick_gelu_bwd_fwd(const Tensor& gy, const Tensor& x, Tensor& gx, Tensor& y
   for (int64_t i = 0; i < n; i++) {
     const float s = sigmoid_f32(kQuickGelu * px[i]);
     pgx[i] = pg[i] * (s + kQuickGelu * px[i] * s * (1.f - s));
-    py[i] = px[i] * sigmoid_f32(kQuickGelu * px[i]);  // (quick_gelu_fwd's expression, so the same bits)
+    py[i] = px[i] * s;  // quick_gelu_fwd's value (the same s)
   }
 }
 
