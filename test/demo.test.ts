@@ -22,6 +22,8 @@ test('owlet demo runs every stage and writes a usable stage-2 checkpoint', async
     }
     t.true(lines.some((l) => l.includes('question accuracy after stage 2')));
     t.is(typeof r.questions.all_questions?.accuracy, 'number');
+    t.true(r.machine.threads > 0 && r.machine.blas.length > 0, 'the report says where it ran');
+    t.true(lines.some((l) => l.startsWith('  machine: ')));
     t.true(readFileSync(join(out, 'stage2/metrics.jsonl'), 'utf8').split('\n').filter(Boolean).length > 0);
     const said: string[] = [];
     const code = await main(['generate', '--checkpoint', join(out, 'stage2/final'), '--image', join(out, 'data/images/eval/000000.png'),

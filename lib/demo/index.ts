@@ -3,6 +3,7 @@
 // held-out split and print a short report. Stage configs are the shipped configs/demo-*.yaml with their
 // `runs/demo` paths moved under --out.
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { captionPrompt, generateDemoData, llamaTokenizer } from '../data/index.ts';
@@ -53,6 +54,9 @@ export interface DemoOptions {
 
 export interface DemoReport {
   out: string;
+  /** Where it ran. The report's last digits depend on it: the CPU backend's f32 GEMMs go through the BLAS kernels
+   *  OpenBLAS picks for the CPU (DYNAMIC_ARCH), and another kernel adds in another order. */
+  machine: { cpu: string; threads: number; blas: string };
   seconds: Record<string, number>;
   captionExactMatch: AccuracyByKind;
   questions: AccuracyByKind;
@@ -124,7 +128,9 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoReport> {
   lap('eval_stage2');
   seconds.total = +((performance.now() - t0) / 1000).toFixed(1);
 
-  const report: DemoReport = { out, seconds, captionExactMatch, questions, textBefore, textAfter };
+  const info = cpu().info() as { threads?: unknown; blas?: unknown };
+  const machine = { cpu: cpus()[0]?.model ?? 'unknown', threads: Number(info.threads), blas: String(info.blas ?? 'unknown') };
+  const report: DemoReport = { out, machine, seconds, captionExactMatch, questions, textBefore, textAfter };
   writeFileSync(join(out, 'report.json'), JSON.stringify(report, null, 1) + '\n');
   const lines = [
     'owlet demo report',
@@ -133,6 +139,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoReport> {
     ...['color', 'shape', 'count', 'exists'].map((k) => `    ${k.padEnd(8)} ${pct(questions, k)}`),
     `  text-only accuracy: before stage 2 ${pct(textBefore, 'arithmetic')}, after ${pct(textAfter, 'arithmetic')}`,
     `  time: ${Object.entries(seconds).map(([k, v]) => `${k} ${v}s`).join(', ')}`,
+    `  machine: ${machine.cpu}, ${machine.threads} threads, ${machine.blas}`,
     `  try:  npx owlet generate --checkpoint ${s2} --image ${join(data, 'images/eval/000000.png')} --prompt "How many shapes are there?" --temperature 0`,
   ];
   writeFileSync(join(out, 'report.txt'), lines.join('\n') + '\n');
