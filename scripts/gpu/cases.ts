@@ -524,13 +524,14 @@ export function cases(): Case[] {
         const [q, k, v] = parts.map((x: NT) => x.view([B, T, H, D]));
         const [o2, lse2] = op(be, 'attentionForward')(q, k, v, null, causal, scale, 0, 0);
         const gs: NT[] = op(be, 'attentionBackward')(q, k, v, o2, lse2, go, null, causal, scale, 0, 0);
-        const g2 = op(be, 'concat')(gs.map((x) => x.view([B, T, H, 1, D])), 3);
+        const gviews = gs.map((x) => x.view([B, T, H, 1, D]));
+        const g2 = op(be, 'concat')(gviews, 3);
         const bytes = (x: NT) => Buffer.from(x.read());
         const eq = (a: NT, b: NT) => bytes(a).equals(bytes(b));
         const gk = (x: NT) => [1, 2].map((s) => op(be, 'slice')(x, 3, s, 1));
         const [k1, v1] = gk(g), [k2, v2] = gk(g2);
         const res = { out: eq(o, o2), lse: eq(lse, lse2), gk: eq(k1, k2), gv: eq(v1, v2), gqkv: g, gqkvSplit: g2 };
-        for (const x of [o, lse, o2, lse2, ...parts, q, k, v, ...gs, k1, v1, k2, v2]) x.dispose();
+        for (const x of [o, lse, o2, lse2, ...parts, q, k, v, ...gs, ...gviews, k1, v1, k2, v2]) x.dispose();
         return res;
       }),
       ref: ([qkv, go]) => {
