@@ -9,8 +9,8 @@
 // OWLET_ATTENTION=simple forces the plain path (for comparisons on the GPU machine); OWLET_ATTN_FWD picks the
 // forward (w4, w8, w8s, m2, w4s: the mma.sync tile shapes of attention_flash.cuh; wgmma, wgmma-overlap: the Hopper
 // forward of attention_wgmma.cuh (wgmma1: one warpgroup per block at D = 64), wgmma-ws: its warp-specialised form of
-// attention_wgmma_ws.cuh, wgmma-ws-overlap: that with FlashAttention-3's intra-warpgroup overlap (session 11, not yet
-// timed, so asked for by name only — autotuning does not try it), where they apply — sm_90a build, compute capability 9.0, no dropout — and w4s elsewhere);
+// attention_wgmma_ws.cuh, wgmma-ws-overlap: that with FlashAttention-3's intra-warpgroup overlap (correct on an H200
+// but no faster than wgmma-ws, 2026-11-27: asked for by name only — autotuning does not try it), where they apply — sm_90a build, compute capability 9.0, no dropout — and w4s elsewhere);
 // OWLET_ATTN_BWD picks the backward (mma, br64, wgmma, wgmma1, wgmma-q, wgmma-bulk: see bwd_variant_of). Unset (or
 // auto): the fastest of the variants that apply, timed on the first call of each shape (see "autotuning" below;
 // OWLET_ATTN_TUNE=0 turns it off, and the backward off Hopper has one kernel); else the static defaults of

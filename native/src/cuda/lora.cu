@@ -8,7 +8,8 @@
 // fwd+bwd cost 1.36× / 1.20× the frozen linear that way against 1.62× / 1.26× with the one-pass kernels of
 // lora_thin.cuh, which OWLET_LORA=thin still selects (ranks 4, 8, 16). OWLET_LORA=mma selects the tensor-core
 // kernels of lora_mma.cuh (bf16, ranks 8 and 16), which apply the dropout in registers instead of through a masked
-// copy of x; not yet timed on a GPU, so not the default. Beyond the frozen linear's two GEMMs the
+// copy of x; on an H200 (2026-11-27, bench/results/gpu-2026-11-27-h200-s12) they were slower than cuBLAS (1.37× /
+// 1.88× with dropout against 1.23× / 1.77×), so not the default. Beyond the frozen linear's two GEMMs the
 // step therefore moves about: x once (x Aᵀ), y once (rank-r write), gy twice (gy B, gyᵀ xa), x once ((gy B)ᵀ x),
 // dx once (rank-r write). Under input dropout the forward and dA read a masked copy of x (written once each), and dx's
 // low-rank part is added into gx = gy W under the mask by one pass over gx (lora_thin.cuh's dx_low_rank_kernel).
@@ -205,10 +206,8 @@ void mma_cols(DeviceContext& c, const Tensor& X, const Tensor& G, int64_t r, flo
               int64_t oj, int64_t ok, const char* op) {
   const int64_t M = X.rows(), K = X.cols();
   if (K == 0) return;
-  if (M == 0) {
-    Tensor zero(DType::F32, Shape{r * K}, X.device());
-    check(cudaMemsetAsync(zero.raw(), 0, zero.nbytes(), c.stream), op, "cudaMemsetAsync");
-    lora::tc::cols_finish_kernel<<<grid_for(c, r * K, 256), 256, 0, c.stream>>>(zero.f32(), 1, r, K, alpha, out, oj, ok);
+  if (M == 0) {  // sums over no rows: the finishing kernel over no chunks writes the zeros
+    lora::tc::cols_finish_kernel<<<grid_for(c, r * K, 256), 256, 0, c.stream>>>(nullptr, 0, r, K, alpha, out, oj, ok);
     check_launch(op);
     return;
   }

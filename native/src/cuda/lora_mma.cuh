@@ -10,7 +10,9 @@
 // (they measured 1.26–1.70× the frozen linear against cuBLAS's 1.06–1.28× on an H100). On the tensor cores the
 // arithmetic is free and the small matrix is read once per 16 × 16 tile.
 // Why not cuBLAS (the default): under dropout cuBLAS needs x masked into a copy first (one more write and read of x
-// per product), and the N = r products are shapes its kernels are not built for.
+// per product), and the N = r products are shapes its kernels are not built for — so it was thought; on an H200
+// (2026-11-27) cuBLAS's products were faster all the same (LoRA r8 1.23× the frozen linear against 1.37× here), and
+// these kernels stay behind OWLET_LORA=mma.
 //
 // f(X[m][k]) is the LoRA dropout (kept where hash_u01(seed, m·K + k) >= p, times 1/(1 − p), rounded to bf16: the
 // exact value the masked copy of the cuBLAS path holds) or X itself. Both kernels are deterministic: every sum is
@@ -251,7 +253,7 @@ __global__ void __launch_bounds__(kColsThreads) cols_kernel(const bf16* X, int64
     }
 }
 
-// out[j·oj + k·ok] = alpha · Σ_c ws[(c · R + j) · K + k], the chunks added in order.
+// out[j·oj + k·ok] = alpha · Σ_c ws[(c · R + j) · K + k], the chunks added in order (no chunks: zeros).
 __global__ void cols_finish_kernel(const float* ws, int64_t chunks, int64_t R, int64_t K, float alpha, FOut out,
                                    int64_t oj, int64_t ok) {
   OWLET_KERNEL_LOOP(i, R * K) {
