@@ -47,6 +47,11 @@ export interface NativeBackend {
   timelineMark(device?: string): void;
   /** When the device reached each mark since the last read: ms after the first mark (waits for the last). */
   timelineRead(device?: string): Float64Array;
+  /** Copies of xs to the host queued behind the work queued so far; readTake(ticket) waits for those copies only (not
+   *  for work queued after them) and returns each tensor's bytes; readDrop(ticket) forgets them unread. */
+  readQueue(xs: NT[]): number;
+  readTake(ticket: number): ArrayBuffer[];
+  readDrop(ticket: number): void;
   memory(device?: string): MemoryInfo;
   resetPeakMemory(device?: string): void;
   info(): Record<string, unknown>;

@@ -15,3 +15,4 @@ export * from './ops/optim.ts';
 export * from './ops/attention.ts';
 export { checkpoint } from './checkpoint.ts';
 export { WorkingCopies } from './working-copies.ts';
+export { readLater, QueuedRead } from './queued-read.ts';

@@ -28,6 +28,17 @@ export function bytesInUse(device: Device = 'cpu'): number { return backendFor(d
 export type TypedArrayOf<D extends DType> = D extends 'f32' ? Float32Array : D extends 'i32' ? Int32Array
   : D extends 'i64' ? BigInt64Array : D extends 'u8' ? Uint8Array : Uint16Array;
 
+/** A tensor's bytes as the typed array of its dtype (bf16/f16: raw Uint16Array). */
+export function typedView(dtype: DType, buf: ArrayBuffer): TypedArrayOf<DType> {
+  switch (dtype) {
+    case 'f32': return new Float32Array(buf);
+    case 'i32': return new Int32Array(buf);
+    case 'i64': return new BigInt64Array(buf);
+    case 'u8': return new Uint8Array(buf);
+    default: return new Uint16Array(buf);
+  }
+}
+
 export class Tensor {
   readonly id = nextId++;
   readonly shape: readonly number[];
@@ -85,13 +96,7 @@ export class Tensor {
   data<D extends DType = DType>(): TypedArrayOf<D> {
     let buf: ArrayBuffer;
     try { buf = this.handle.read(); } catch (e) { throw wrapNativeError(e, 'read'); }
-    switch (this.dtype) {
-      case 'f32': return new Float32Array(buf) as TypedArrayOf<D>;
-      case 'i32': return new Int32Array(buf) as TypedArrayOf<D>;
-      case 'i64': return new BigInt64Array(buf) as TypedArrayOf<D>;
-      case 'u8': return new Uint8Array(buf) as TypedArrayOf<D>;
-      default: return new Uint16Array(buf) as TypedArrayOf<D>;
-    }
+    return typedView(this.dtype, buf) as TypedArrayOf<D>;
   }
   /** Values as float32, whatever the storage dtype. */
   toFloat32(): Float32Array {

@@ -22,9 +22,8 @@ export const nativeGradOps: GradOps = {
   },
 };
 
-/** A stepControl block's three float64 values (one wait for the device). */
-export function readStepControl(control: Tensor): { norm: number; coefficient: number; skip: boolean } {
-  const raw = control.data<'i64'>();
+/** A stepControl block's three float64 values, from its contents (i64 [3]: data() or a queued read). */
+export function stepControlValues(raw: BigInt64Array): { norm: number; coefficient: number; skip: boolean } {
   const f = new Float64Array(raw.buffer, raw.byteOffset, 3);
   return { norm: f[0], coefficient: f[1], skip: f[2] !== 0 };
 }

@@ -7,7 +7,7 @@ import {
 } from '../model/index.ts';
 import { RUNTIME_SIZE } from '../model/io/dtypes.ts';
 import { loadAdapter, loadCheckpoint, loadSafetensors, saveAdapter, saveCheckpoint, saveSafetensors, expectedKeys, tokenizerMismatch } from '../model/io/index.ts';
-import { AdamW, argmaxRows, keep, scope, tensor, type Tensor, type WorkingCopies } from '../tensor/index.ts';
+import { AdamW, argmaxRows, keep, readLater, scope, tensor, type QueuedRead, type Tensor, type WorkingCopies } from '../tensor/index.ts';
 import type { OwletConfig } from './config-schema.ts';
 import { resolveDevice, type ResolveDeviceOptions } from './device.ts';
 import { CheckpointError, ConfigError } from './errors.ts';
@@ -111,16 +111,24 @@ function countCorrect(logits: Tensor, b: OwlBatch): number | DeferredCount {
   }
   if (labels.length !== rows) return 0;
   let ids: Tensor | null = keep(argmaxRows(logits));
-  const dispose = () => { ids?.dispose(); ids = null; };
+  let queued: QueuedRead | null = null;
+  const dispose = () => { ids?.dispose(); ids = null; queued?.drop(); queued = null; };
+  const prefetch = () => {
+    if (!ids || queued) return;
+    queued = readLater([ids]);
+    ids.dispose();
+    ids = null;
+  };
   const read = () => {
-    if (!ids) throw new Error('countCorrect: the count was already read');
-    const best = ids.data<'i32'>();
+    if (!ids && !queued) throw new Error('countCorrect: the count was already read');
+    const best = (queued ? queued.take()[0] : ids!.data<'i32'>()) as Int32Array;
+    queued = null;
     dispose();
     let correct = 0;
     for (let r = 0; r < rows; r++) if (best[r] === labels[r]) correct++;
     return correct;
   };
-  return { read, dispose };
+  return { read, dispose, prefetch };
 }
 
 /** Where a config trains and in which dtype it computes (bf16 only on CUDA: see precision.ts). */

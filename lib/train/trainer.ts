@@ -21,10 +21,10 @@
 // micro-batch, each bucket as soon as its gradients are final (lib/dist/grad-reducer.ts), instead of after it.
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { WorkingCopies, backward, full, keep, noGrad, scope, type Tensor } from '../tensor/index.ts';
+import { WorkingCopies, backward, full, keep, noGrad, readLater, scope, type QueuedRead, type Tensor } from '../tensor/index.ts';
 import { CheckpointManager, type SavePoint } from './checkpoint.ts';
 import { CheckpointError, TrainingError } from './errors.ts';
-import { clipCoefficient, nativeGradOps, readStepControl, zeroGrads } from './grad-ops.ts';
+import { clipCoefficient, nativeGradOps, stepControlValues, zeroGrads } from './grad-ops.ts';
 import { IntervalMeter, MetricsWriter, formatRecord, readRecords, type LogRecord, type StepStats } from './metrics.ts';
 import { writePlots } from './plots.ts';
 import { Progress } from './progress.ts';
@@ -75,6 +75,12 @@ export interface TrainerOptions<B extends Batch> {
   flopsPerStep?: (s: { tokens: number; images: number }) => number;
   /** Peak device bytes since the previous call (default: the backend's allocator counters). */
   peakMemory?: () => number | null;
+  /** Queue each step's forward and backward before reading the previous step's results, where that gives the same
+   *  numbers (Trainer.stepLoop). Default: on a device that runs the queued work asynchronously (CUDA), where the
+   *  host's time per step then hides behind the device's; on the CPU, whose kernels have finished when they return,
+   *  it would only show each step's results one step later. true: wherever it gives the same numbers; false: never.
+   *  OWLET_PIPELINE=0 turns it off for every trainer. */
+  pipeline?: boolean;
   /** Log lines (default stdout); while a progress bar is shown they go through the bar instead. */
   log?: (line: string) => void;
   warn?: (line: string) => void;
@@ -91,6 +97,24 @@ export interface TrainResult {
 }
 
 interface StoredMetrics { history: StepStats[]; skipped: SkippedStep[] }
+
+/** A step between its queueing and its results (Trainer.queueStep, queueUpdate, finishStep). */
+interface QueuedStep {
+  step: number;
+  t0: number;
+  ids: string[];
+  tokens: number;
+  images: number;
+  counted: number;
+  /** Known before the update: a micro-batch with no counted token. */
+  bad: string | null;
+  /** Each micro-batch's loss (and accuracy count), still on the device. */
+  pending: { loss: Tensor; correct?: number | DeferredCount }[];
+  /** The control block and the losses, queued for reading behind the update (applied steps). */
+  results: QueuedRead | null;
+  /** The update is queued already, under the device's control block. */
+  applied: boolean;
+}
 
 export class Trainer<B extends Batch = Batch> {
   /** Optimizer steps taken (including skipped ones). */
@@ -137,6 +161,8 @@ export class Trainer<B extends Batch = Batch> {
   /** The working copies' store: undefined until the first step, null when none is kept. */
   private copies: WorkingCopies | null | undefined = undefined;
   private outDirChecked = false;
+  /** When the previous step's results came back (performance.now()): a step queued before then is timed from it. */
+  private lastFinished = 0;
 
   private warn(line: string): void {
     if (this.progress) this.progress.log(line);
@@ -224,48 +250,103 @@ export class Trainer<B extends Batch = Batch> {
     });
   }
 
-  /** One optimizer step over gradAccum micro-batches. */
+  /** One optimizer step over gradAccum micro-batches: queued, then its results read (run() and trainSteps() queue the
+   *  next step's forward and backward before reading them, where they may). */
   async trainStep(): Promise<StepStats> {
+    const q = await this.queueStep(this.step + 1);
+    this.queueUpdate(q);
+    return this.finishStep(q);
+  }
+
+  /**
+   * Runs up to `count` steps (never past totalSteps) as run() does, without its logging, checkpoints and evaluations,
+   * and returns their statistics. Each step's forward and backward are queued before the previous step's results are
+   * read (see run()), unless OWLET_PIPELINE=0 or the step cannot be (several ranks, an optimizer or gradient
+   * reduction without the device's step control). A step's `ms` is the time since the previous step's results came
+   * back: the steps' throughput.
+   */
+  async trainSteps(count: number): Promise<StepStats[]> {
+    const last = Math.min(this.o.totalSteps, this.step + count), out: StepStats[] = [];
+    await this.stepLoop((n) => n >= last, async (s) => { out.push(s); return s.step >= last; });
+    return out;
+  }
+
+  /**
+   * The step loop of run() and trainSteps(): step N's forward and backward, then its update, are queued; when step N
+   * is not a boundary (`boundary(N)`: a checkpoint, an evaluation or the end follows it, which must see step N's state
+   * alone — the data position, the RNG) and its update was queued under the device's own control (no wait for the
+   * gradient norm), step N+1's forward and backward are queued too before step N's results (losses, norm, whether it
+   * was skipped) are read. Those come back through a queued read (readLater) that waits for step N's update only, so
+   * the device has step N+1's work in hand while the host waits, and then while the host queues step N+2: the host's
+   * own time per step (JS, N-API, launches) hides behind the device's instead of adding to it at every step start.
+   * The numbers are those of steps run one after another, bit for bit: step N+1's forward reads the weights step N's
+   * update wrote (the device runs them in order), its seeds and batches are drawn in the same order, and its own
+   * update is queued only after step N's results are known (AdamW's step count after a skipped step).
+   * `after(stats, queuedAhead)` handles each finished step in order and returns true to stop; when it does while
+   * step N+1 is queued, that step is finished first (and handed to `after` too).
+   */
+  private async stepLoop(boundary: (step: number) => boolean, after: (s: StepStats, queuedAhead: boolean) => Promise<boolean>): Promise<void> {
+    let ahead: QueuedStep | null = null;
+    let failedAhead: unknown = null;  // step N+1 failed while being queued: thrown once step N is finished
+    try {
+      while (this.step < this.o.totalSteps) {
+        const q: QueuedStep = ahead ?? await this.queueStep(this.step + 1);
+        ahead = null;
+        this.queueUpdate(q);
+        if (q.applied && this.pipelining && q.step < this.o.totalSteps && !boundary(q.step)) {
+          try { ahead = await this.queueStep(q.step + 1); } catch (e) { failedAhead = e; }
+        }
+        const s = this.finishStep(q);
+        if (failedAhead !== null) {
+          // (step N is handled as if step N+1 were queued — no checkpoint from a state that has drawn step N+1's
+          // data and seeds — and step N+1's error is the run's, as it would have been one step later)
+          await after(s, true);
+          throw failedAhead;
+        }
+        if (await after(s, ahead !== null) && !ahead) return;
+      }
+    } finally {
+      if (ahead) this.releaseStep(ahead, true);
+    }
+  }
+
+  /** Whether the step loop may queue a step's forward and backward before reading the previous step's results: in
+   *  one process (the ranks of a data-parallel run agree on every step's statistics first), as the pipeline option
+   *  says, unless OWLET_PIPELINE=0. Read at each step. */
+  private get pipelining(): boolean {
+    if (this.worldSize !== 1 || this.gradSync || process.env.OWLET_PIPELINE === '0') return false;
+    return this.o.pipeline ?? this.params[0].backend.backend !== 'cpu';
+  }
+
+  /** A step's forward and backward over its gradAccum micro-batches, queued: the losses (and accuracy counts) stay on
+   *  the device. */
+  private async queueStep(step: number): Promise<QueuedStep> {
     this.attachWorkingCopies();
-    const step = this.step + 1;
-    const lr = this.o.schedule(this.step);
-    const t0 = performance.now();
+    const q: QueuedStep = { step, t0: performance.now(), ids: [], tokens: 0, images: 0, counted: 0, bad: null, pending: [],
+      results: null, applied: false };
     zeroGrads(this.params);
-    let bad = null as string | null;
-    let lossSum = 0, tokens = 0, images = 0, counted = 0, correct = 0, hasCorrect = true;
-    const ids: string[] = [];
     const W = this.worldSize;
     const seeds = Array.from({ length: this.gradAccum * W }, () => this.rng.nextSeed());
     // Each micro-batch's loss (and accuracy count) stays on the device until every backward is queued: reading it
     // after its forward would make the host wait for the device there, and the device then wait for the host to
     // queue the backward. A non-finite loss is found after the fact; its backward has run, and the step is skipped
     // (gradients zeroed) as before.
-    const pending: { loss: Tensor; correct?: number | DeferredCount }[] = [];
-    const readPending = () => {
-      for (let micro = 0; micro < pending.length; micro++) {
-        const l = pending[micro].loss.item(), c = pending[micro].correct;
-        if (!Number.isFinite(l) && !bad) bad = `loss is ${l} in micro-batch ${micro}`;
-        lossSum += l;
-        if (c === undefined) hasCorrect = false; else correct += readCount(c);
-      }
-    };
-    let gradNorm = NaN, gradScale = 1, applied = false; // applied: the optimizer step is already queued (device control)
     try {
       for (let micro = 0; micro < this.gradAccum; micro++) {
         const batch = await this.o.data.next();
         for (const line of this.o.data.takeWarnings?.() ?? []) this.warn(line);
         const seed = seeds[micro * W + this.rank];
         try {
-          ids.push(...batch.sampleIds);
-          tokens += batch.tokens;
-          images += batch.images;
+          q.ids.push(...batch.sampleIds);
+          q.tokens += batch.tokens;
+          q.images += batch.images;
           scope(() => {
             const out = this.o.model.forward(batch, { step, micro, seed, training: true });
-            counted += out.counted;
+            q.counted += out.counted;
             // The official loss is a mean over the counted tokens: NaN for none, which skips the step here as any
             // non-finite loss does (a loss of 0 would let AdamW's momentum and weight decay move the weights anyway).
-            if (out.counted === 0 && !bad) bad = `no token of micro-batch ${micro} counts in the loss (its samples have no answer to learn)`;
-            pending.push({ loss: keep(out.loss.share()), correct: out.correct });
+            if (out.counted === 0 && !q.bad) q.bad = `no token of micro-batch ${micro} counts in the loss (its samples have no answer to learn)`;
+            q.pending.push({ loss: keep(out.loss.share()), correct: out.correct });
             const sync = micro === this.gradAccum - 1 ? this.gradSync?.backwardOptions() : undefined;
             const opts = this.lowPrecisionGrads ? { ...sync, lowPrecisionLeafGrads: true } : sync;
             // A loss that reaches no trained weight (stage 1 trains the vision side, and a micro-batch of text-only
@@ -277,37 +358,70 @@ export class Trainer<B extends Batch = Batch> {
           batch.dispose?.();
         }
       }
-      // One process with a native backend: the norm, clipping's coefficient and whether to skip are computed on the
-      // device and the optimizer is queued behind them, so the step's one wait for the device comes after everything
-      // it queued (the issue's "no synchronisation inside a step").
-      const grads = this.params.flatMap((p) => (p.grad ? [p.grad] : []));
-      const opt = this.o.optimizer;
-      if (!bad && W === 1 && !this.gradSync && grads.length > 0 && this.gradOps.stepControl && opt.stepControlled && opt.undoStep) {
-        const control = this.gradOps.stepControl(grads, pending.map((p) => p.loss), this.o.clip ?? 0);
-        try {
-          noGrad(() => opt.stepControlled!(lr, control));
-          zeroGrads(this.params);
-          const c = readStepControl(control);
-          readPending();
-          gradNorm = c.norm;
-          if (c.skip) {
-            opt.undoStep();
-            bad ??= `gradient norm is ${gradNorm}`;
-          } else if (bad) {
-            throw new TrainingError(`step ${step}: ${bad} but the device's control block did not skip the update (a backend bug)`);
-          }
-          applied = true;
-        } finally {
-          control.dispose();
+    } catch (e) {
+      this.releaseStep(q, false);
+      throw e;
+    }
+    return q;
+  }
+
+  /**
+   * One process with a native backend: the norm, clipping's coefficient and whether to skip are computed on the
+   * device and the optimizer is queued behind them, then the losses and that control block are queued for reading,
+   * so the step's one wait for the device (finishStep) comes after everything it queued — the issue's "no
+   * synchronisation inside a step". Otherwise nothing is queued here: finishStep reduces, clips and updates.
+   */
+  private queueUpdate(q: QueuedStep): void {
+    const grads = this.params.flatMap((p) => (p.grad ? [p.grad] : []));
+    const opt = this.o.optimizer;
+    if (q.bad || this.worldSize !== 1 || this.gradSync || grads.length === 0 || !this.gradOps.stepControl || !opt.stepControlled || !opt.undoStep) return;
+    const control = this.gradOps.stepControl(grads, q.pending.map((p) => p.loss), this.o.clip ?? 0);
+    try {
+      noGrad(() => opt.stepControlled!(this.o.schedule(q.step - 1), control));
+      zeroGrads(this.params);
+      q.results = readLater([control, ...q.pending.map((p) => p.loss)]);
+      for (const p of q.pending) if (typeof p.correct === 'object') p.correct.prefetch?.();
+      q.applied = true;
+    } finally {
+      control.dispose();
+    }
+  }
+
+  /** Reads a queued step's results back (waiting for its update only), skips or applies it, records it. */
+  private finishStep(q: QueuedStep): StepStats {
+    const { step } = q;
+    const lr = this.o.schedule(step - 1);
+    const W = this.worldSize;
+    let bad = q.bad;
+    let lossSum = 0, correct = 0, hasCorrect = true;
+    let { tokens, images, counted } = q;
+    const takeLosses = (losses: number[]) => {
+      losses.forEach((l, micro) => {
+        if (!Number.isFinite(l) && !bad) bad = `loss is ${l} in micro-batch ${micro}`;
+        lossSum += l;
+        const c = q.pending[micro].correct;
+        if (c === undefined) hasCorrect = false; else correct += readCount(c);
+      });
+    };
+    let gradNorm = NaN, gradScale = 1;
+    try {
+      if (q.applied) {
+        const [control, ...losses] = q.results!.take();
+        q.results = null;
+        const c = stepControlValues(control as BigInt64Array);
+        takeLosses(losses.map((l) => (l as Float32Array)[0]));
+        gradNorm = c.norm;
+        if (c.skip) {
+          this.o.optimizer.undoStep!();
+          bad ??= `gradient norm is ${gradNorm}`;
+        } else if (bad) {
+          throw new TrainingError(`step ${step}: ${bad} but the device's control block did not skip the update (a backend bug)`);
         }
       } else {
-        readPending();
+        takeLosses(q.pending.map((p) => p.loss.item()));
       }
     } finally {
-      for (const p of pending) {
-        p.loss.dispose();
-        if (typeof p.correct === 'object') p.correct.dispose();
-      }
+      this.releaseStep(q, false);
     }
     // Every rank finishes the overlapped reduction, even one whose step went bad (the collectives must match).
     const hadGrad = this.gradSync?.finish();
@@ -318,7 +432,7 @@ export class Trainer<B extends Batch = Batch> {
       bad = g.bad;
     }
     const grads = this.params.flatMap((p) => (p.grad ? [p.grad] : []));
-    if (!bad && !applied) {
+    if (!bad && !q.applied) {
       if (W > 1 && !this.gradSync) this.o.dist!.allReduceMean(grads);
       // Clipping's coefficient goes to the optimizer, which multiplies each gradient as it reads it (the same numbers
       // as scaling them in place first, without that pass over every gradient).
@@ -327,29 +441,48 @@ export class Trainer<B extends Batch = Batch> {
       if (!Number.isFinite(gradNorm)) bad = `gradient norm is ${gradNorm}`;
     }
     if (bad) {
-      zeroGrads(this.params);
-      const s: SkippedStep = { step, reason: bad, sampleIds: ids };
+      // (an applied step's gradients were dropped when its update was queued; the parameters may hold the next
+      // step's by now)
+      if (!q.applied) zeroGrads(this.params);
+      const s: SkippedStep = { step, reason: bad, sampleIds: q.ids };
       this.skipped.push(s);
-      this.warn(`step ${step} skipped (${bad}); samples: ${ids.join(', ')}`);
+      this.warn(`step ${step} skipped (${bad}); samples: ${q.ids.join(', ')}`);
       const max = this.o.maxSkippedSteps ?? 10;
       if (this.skipped.length > max) {
         this.step = step;
         throw new TrainingError(`stopping at step ${step}: ${this.skipped.length} non-finite steps exceed training.max_skipped_steps=${max} ` +
-          `(last: ${bad}; samples ${ids.join(', ')})`);
+          `(last: ${bad}; samples ${q.ids.join(', ')})`);
       }
-    } else if (!applied) {
+    } else if (!q.applied) {
       noGrad(() => this.o.optimizer.step(lr, gradScale));
       zeroGrads(this.params);
     }
     this.step = step;
+    // (from the previous step's results when this step was queued before they came back: the time per step)
+    const now = performance.now();
+    const ms = now - Math.max(q.t0, this.lastFinished);
+    this.lastFinished = now;
     const stats: StepStats = {
-      step, loss: bad ? NaN : lossSum / (this.gradAccum * W), gradNorm, lr, ms: performance.now() - t0, tokens, images, counted,
+      step, loss: bad ? NaN : lossSum / (this.gradAccum * W), gradNorm, lr, ms, tokens, images, counted,
       skipped: bad !== null,
     };
     if (hasCorrect) stats.correct = correct;
     if (this.o.flopsPerStep) stats.flops = this.o.flopsPerStep({ tokens, images });
     this.history.push(stats);
     return stats;
+  }
+
+  /** Drops what a queued step still holds on the device: its losses, counts and queued read (and, for a step that
+   *  will not be finished, its gradients). */
+  private releaseStep(q: QueuedStep, abandoned: boolean): void {
+    for (const p of q.pending) {
+      p.loss.dispose();
+      if (typeof p.correct === 'object') p.correct.dispose();
+    }
+    q.pending = [];
+    q.results?.drop();
+    q.results = null;
+    if (abandoned) zeroGrads(this.params);
   }
 
   /**
@@ -433,10 +566,12 @@ export class Trainer<B extends Batch = Batch> {
       const saved = await this.save();
       if (saved) { lastCheckpoint = saved; log(`saved ${saved}`); }
     };
+    const saveAt = (step: number) => this.saving && ((o.checkpoint!.every > 0 && step % o.checkpoint!.every === 0) || step === o.totalSteps);
+    // A stop asked while the next step is queued ahead takes effect after that step (its data and seeds are drawn).
+    let stopping = false;
     try {
       if (this.resumedFrom !== null) await this.catchUpRecords(writer, meter, logEvery, evalAt, evaluate, emit);
-      while (this.step < o.totalSteps) {
-        const s = await this.trainStep();
+      await this.stepLoop((step) => stopping || saveAt(step) || evalAt(step), async (s, queuedAhead) => {
         meter.add(s);
         progress?.update(this.step, Number.isFinite(s.loss) ? `loss ${s.loss.toFixed(4)}` : 'skipped');
         const last = this.step === o.totalSteps;
@@ -446,7 +581,7 @@ export class Trainer<B extends Batch = Batch> {
         // waits for it; the checkpoint comes before the evaluation, which must not cost the steps just trained when
         // it fails (unreadable eval data).
         if ((this.step % logEvery === 0 || last) && !evalNow) emit();
-        const saveNow = this.saving && ((o.checkpoint!.every > 0 && this.step % o.checkpoint!.every === 0) || last);
+        const saveNow = saveAt(this.step);
         if (saveNow) await save();
         if (evalNow) {
           evalPending = true;
@@ -454,15 +589,20 @@ export class Trainer<B extends Batch = Batch> {
           evalPending = false;
           emit();
         }
-        if (!last && this.stopAsked()) {
+        if (!last && (stopping || this.stopAsked())) {
+          if (queuedAhead) {
+            stopping = true;
+            return true;
+          }
           // A checkpoint of this step unless one was just saved; the steps since the last record stay unrecorded
           // (the resume replays them from the checkpoint's history into the records an uninterrupted run writes).
           if (this.saving && !saveNow) await save();
           interrupted = true;
           log(`stopped at step ${this.step}/${o.totalSteps}`);
-          break;
+          return true;
         }
-      }
+        return false;
+      });
     } finally {
       // (a failed evaluation leaves its step's record unwritten: the resume from the checkpoint that covers the step
       // evaluates it again and writes the record then, instead of keeping one without its evaluation)

@@ -38,10 +38,12 @@ export interface ForwardOutput {
   logits?: Tensor;
 }
 
-/** A count still on the device: read() waits for it (once); dispose() drops it unread. */
+/** A count still on the device: read() waits for it (once); dispose() drops it unread. prefetch() queues its copy to
+ *  the host now (readLater), so a read() after more work was queued waits for the count only, not for that work. */
 export interface DeferredCount {
   read(): number;
   dispose(): void;
+  prefetch?(): void;
 }
 
 /** A ForwardOutput's correct count, read now. */

@@ -709,6 +709,27 @@ export function cases(): Case[] {
       exact: ['skip'],
     });
   }
+  // Queued reads (the trainer's results): a read returns the tensors as they were when it was queued, although work
+  // queued after it (here: an axpy into one of them, and a GEMM to keep the device busy) runs before the take; a
+  // dropped read and an empty one return their tickets.
+  out.push({
+    name: 'readQueue/readTake: values as queued, not as changed by work queued after', family: 'tensor', dtypes: both, quick: true,
+    inputs: gen({ shape: [257, 64] }, { shape: [512, 512] }),
+    run: (be, [x, w]) => {
+      const y = op(be, 'scale')(x, 2);
+      const ticket = op(be, 'readQueue')([y, x]) as unknown as number;
+      op(be, 'readDrop')(op(be, 'readQueue')([x]));
+      const none = op(be, 'readTake')(op(be, 'readQueue')([])) as unknown as ArrayBuffer[];
+      op(be, 'axpy')(y, x, 1);
+      const busy = op(be, 'matmul')(w, w);
+      const [yb, xb] = op(be, 'readTake')(ticket) as unknown as ArrayBuffer[];
+      busy.dispose();
+      return { queuedY: be.fromBuffer(y.dtype, y.shape, yb, y.device), queuedX: be.fromBuffer(x.dtype, x.shape, xb, x.device), after: y,
+        emptyRead: none.length };
+    },
+    ref: ([x]) => ({ queuedY: x.map((v) => 2 * v), queuedX: x, after: x.map((v) => 3 * v), emptyRead: 0 }),
+    exact: ['emptyRead'],
+  });
   return out;
 }
 

@@ -109,6 +109,7 @@ async function tiny(cuda: string | null): Promise<void> {
 const OFF_SWITCHES: [string, string, string][] = [
   ['working copies kept', 'OWLET_WORKING_COPIES', 'cast at each forward'],
   ['bf16 gradients of the trained weights', 'OWLET_LOWP_GRADS', 'cast to fp32 in the backward'],
+  ['each step queued before the previous one is read', 'OWLET_PIPELINE', 'one step after another'],
 ];
 
 function sameWithout(stage: number, cuda: string, on: StepsResult, off: StepsResult, name: string, offName: string): void {
@@ -217,38 +218,43 @@ async function benchCase(owl: MplugOwl, config: OwletConfig, device: string, B: 
     schedule: makeSchedule({ type: 'constant', lr: config.optimizer.lr, warmupSteps: 0, totalSteps: 100 }), totalSteps: 100,
     seed: 1, clip: 1 });
   try {
-    const warm = 2, timed = 5;
+    const warm = 2, perRound = 4;
     for (let i = 0; i < warm; i++) await trainer.trainStep();
     be.synchronize();
     be.resetPeakMemory(device);
-    // Per timed step, for the occasional slow step: V8's garbage collection (the 'gc' performance entries, which arrive
-    // only when the event loop turns — after the loop here — so each is attributed to a step by its start time) and
-    // the device allocator's new cudaMallocs.
+    // Rounds of steps one after another (trainStep: the host reads each step's results before queueing the next) and
+    // queued ahead (trainSteps, what run() does on a GPU: the next step's forward and backward are queued before the
+    // results are read), alternated so that drift between them shows. Per round: V8's garbage collection (the 'gc'
+    // performance entries, which arrive only when the event loop turns, each attributed to a round by its start time)
+    // and the device allocator's new cudaMallocs.
     const gcs: { start: number; ms: number }[] = [];
     const gcObs = new PerformanceObserver((list) => { for (const e of list.getEntries()) gcs.push({ start: e.startTime, ms: e.duration }); });
     gcObs.observe({ entryTypes: ['gc'] });
     const mallocsNow = () => Number((be.info() as { allocatorMallocs?: number }).allocatorMallocs ?? 0);
-    const t0 = performance.now(), losses: number[] = [], hostMs: number[] = [], stepStart: number[] = [], mallocs: number[] = [];
-    let ms: number;
+    const losses: number[] = [], hostMs: number[] = [];
+    const rounds: { mode: 'one_by_one' | 'queued_ahead'; start: number; end: number; ms: number; mallocs: number }[] = [];
     try {
-      for (let i = 0; i < timed; i++) {
-        const m0 = mallocsNow();
-        stepStart.push(performance.now());
-        const s = await trainer.trainStep();
-        losses.push(s.loss);
-        hostMs.push(s.ms);
-        mallocs.push(mallocsNow() - m0);
+      for (const mode of ['one_by_one', 'queued_ahead', 'one_by_one', 'queued_ahead'] as const) {
+        const m0 = mallocsNow(), start = performance.now();
+        const got = [];
+        if (mode === 'queued_ahead') got.push(...await trainer.trainSteps(perRound));
+        else for (let i = 0; i < perRound; i++) got.push(await trainer.trainStep());
+        be.synchronize();
+        const end = performance.now();
+        rounds.push({ mode, start, end, ms: (end - start) / perRound, mallocs: mallocsNow() - m0 });
+        for (const s of got) { losses.push(s.loss); hostMs.push(s.ms); }
       }
-      be.synchronize();
-      ms = (performance.now() - t0) / timed;
-      stepStart.push(performance.now());
       await new Promise((r) => setImmediate(r));
       await new Promise((r) => setImmediate(r));
     } finally {
       gcObs.disconnect();
     }
-    const gcMs = stepStart.slice(0, -1).map((a, i) =>
-      +gcs.filter((g) => g.start >= a && g.start < stepStart[i + 1]).reduce((x, g) => x + g.ms, 0).toFixed(1));
+    const gcMs = rounds.map((r) => +gcs.filter((g) => g.start >= r.start && g.start < r.end).reduce((x, g) => x + g.ms, 0).toFixed(1));
+    const modeMs = (mode: string) => {
+      const xs = rounds.filter((r) => r.mode === mode).map((r) => r.ms);
+      return xs.reduce((a, b) => a + b, 0) / xs.length;
+    };
+    const ms = modeMs('queued_ahead'), oneByOne = modeMs('one_by_one');
     const L = owl.config.text.numHiddenLayers, nLlm = 6.74e9 * L / 32;
     // The peer's hardware-FLOPs formula (peer_torch.py): frozen LLM 4N per token, ViT 6N (trained) or 2N per patch token.
     const flops = 4 * nLlm * B * T + (config.stage.id === 1 ? 6 : 2) * 3.03e8 * B * 257;
@@ -261,8 +267,9 @@ async function benchCase(owl: MplugOwl, config: OwletConfig, device: string, B: 
       `${info.gemmTuned ?? 0} shapes tuned (${info.gemmTuneReused ?? 0} more took their bucket's choice), ${info.gemmTunedChanged ?? 0} of them faster than the heuristic's first algorithm (${(info.gemmTuneSavedMsPerCall ?? 0).toFixed(3)} ms per call of each, summed)`);
     return { profile, stage: config.stage.id, layers: L, batch: B, tokens: T, ...(vary ? { counted_tokens: 'new count each step' } : {}), step_ms: +ms.toFixed(1), tokens_per_s: Math.round(B * T / ms * 1e3),
       images_per_s: +(B / ms * 1e3).toFixed(1), hw_flops_util_vs_989: +(flops / ms / 1e9 / 989).toFixed(3), peak_gib: +(peak / 2 ** 30).toFixed(2),
-      trainable: [...trainable.values()].reduce((a, p) => a + p.numel, 0), losses, step_ms_trainer: hostMs.map((x) => +x.toFixed(1)),
-      gc_ms: gcMs, device_mallocs: mallocs };
+      trainable: [...trainable.values()].reduce((a, p) => a + p.numel, 0), step_ms_one_by_one: +oneByOne.toFixed(1),
+      rounds: rounds.map((r, i) => ({ mode: r.mode, ms: +r.ms.toFixed(1), gc_ms: gcMs[i], device_mallocs: r.mallocs })),
+      losses, step_ms_trainer: hostMs.map((x) => +x.toFixed(1)) };
   } finally {
     trainer.dispose();
   }

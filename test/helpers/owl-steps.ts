@@ -69,8 +69,8 @@ export async function trainTinySteps(model: MplugOwl, config: OwletConfig, fx: s
     gradAccum: config.training.grad_accum, clip: config.training.clip, dist });
   const r: StepsResult = { losses: [], gradNorms: [], weights: new Map(), ms: [] };
   try {
-    for (let i = 0; i < steps; i++) {
-      const s = await trainer.trainStep();
+    // (trainSteps: on a GPU each step is queued before the previous one's results are read, as run() does)
+    for (const s of await trainer.trainSteps(steps)) {
       r.losses.push(s.loss);
       r.gradNorms.push(s.gradNorm);
       r.ms.push(s.ms);

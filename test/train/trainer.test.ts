@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { type Tensor, liveTensors, backward, scope, full, keep, tensor, cast, WorkingCopies } from '../../lib/tensor/index.ts';
 import { resolveResume } from '../../lib/train/checkpoint.ts';
 import { CheckpointError, TrainingError } from '../../lib/train/errors.ts';
-import { readRecords } from '../../lib/train/metrics.ts';
+import { readRecords, type StepStats } from '../../lib/train/metrics.ts';
 import { Rng } from '../../lib/train/rng.ts';
 import type { Optimizer, OptimizerState } from '../../lib/train/types.ts';
 import { nativeGradOps } from '../../lib/train/grad-ops.ts';
@@ -281,6 +281,94 @@ test.serial('device control: a non-finite loss or gradient skips the update on t
     bad.model.poisonGrad = false;
     for (const r of [ref, bad]) { r.trainer.dispose(); r.model.dispose(); }
   }
+});
+
+// The step loop queues step N+1's forward and backward before reading step N's results (device control, one
+// process): what it changes is only when the host waits, so every number, checkpoint and record must be those of
+// steps run one after another. `seen`: the trainer's finished steps at each draw from the data stream.
+function pipelineSetup(pipeline: boolean, o: Parameters<typeof deviceSetup>[0] = {}) {
+  const r = deviceSetup({ totalSteps: 9, nanSamples: new Set([14]), ...o, pipeline });
+  const next = r.data.next.bind(r.data), seen: number[] = [];
+  r.data.next = async () => { seen.push(r.trainer.step); return next(); };
+  return { ...r, seen };
+}
+
+test.serial('run() queues each step before reading the previous one: the same steps, skips, weights, optimizer state and records as one after another', async (t) => {
+  const liveBefore = liveTensors();
+  const dirs = [tmp(), tmp()];
+  const [seq, pip] = [false, true].map((p, i) => pipelineSetup(p, { outDir: dirs[i], checkpointEvery: 4, keepLast: 3 }));
+  for (const r of [seq, pip]) await r.trainer.run();
+  t.deepEqual(core(pip.trainer.history), core(seq.trainer.history));
+  t.true(pip.trainer.history.some((h) => h.skipped), 'a step was skipped (non-finite loss) inside the pipelined stretch');
+  t.deepEqual(pip.trainer.skipped, seq.trainer.skipped);
+  t.deepEqual(pip.model.snapshot(), seq.model.snapshot());
+  t.deepEqual(pip.optimizerState(), seq.optimizerState());
+  t.deepEqual(recordCore(dirs[1]), recordCore(dirs[0]));
+  // one after another: step k's two micro-batches are drawn after step k-1 finished; queued ahead, after step k-2 —
+  // except after a checkpoint (4, 8) and at the start
+  t.deepEqual(seq.seen, [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8]);
+  t.deepEqual(pip.seen, [0, 0, 0, 0, 1, 1, 2, 2, 4, 4, 4, 4, 5, 5, 6, 6, 8, 8]);
+  t.true(pip.trainer.history.every((h) => h.ms >= 0));
+  // the checkpoint after step 4 holds step 4's state alone: resumed one step at a time, it ends where both runs did
+  const res = pipelineSetup(false, { outDir: tmp(), checkpointEvery: 4 });
+  await res.trainer.resumeFrom(join(dirs[1], 'checkpoints', 'ckpt-4'));
+  await res.trainer.run();
+  t.deepEqual(res.model.snapshot(), seq.model.snapshot());
+  for (const r of [seq, pip, res]) { r.trainer.dispose(); r.model.dispose(); }
+  t.true(liveTensors() <= liveBefore, 'nothing left held (earlier tests\' tensors may be collected meanwhile)');
+});
+
+test.serial('a stop asked while the next step is queued ends after that step, with a checkpoint a resume continues bit for bit', async (t) => {
+  const straight = pipelineSetup(false, { outDir: tmp(), checkpointEvery: 4 });
+  await straight.trainer.run();
+  const dir = tmp();
+  const a: ReturnType<typeof pipelineSetup> = pipelineSetup(true, { outDir: dir, checkpointEvery: 4, stopRequested: () => a.trainer.step >= 5 });
+  const r = await a.trainer.run();
+  t.true(r.interrupted);
+  t.is(r.steps, 6, 'step 6 was queued when the stop came: it finished, and the run stopped there');
+  t.true(a.logs.some((l) => /stopped at step 6\/9/.test(l)));
+  const b = pipelineSetup(true, { outDir: dir, checkpointEvery: 4 });
+  await b.trainer.resumeFrom(join(dir, 'checkpoints', 'ckpt-6'));
+  await b.trainer.run();
+  t.deepEqual(b.model.snapshot(), straight.model.snapshot());
+  const asStored = (h: StepStats[]) => JSON.parse(JSON.stringify(core(h)));  // (a resumed history comes from JSON: NaN is null)
+  t.deepEqual(asStored(b.trainer.history), asStored(straight.trainer.history));
+  for (const s of [straight, a, b]) { s.trainer.dispose(); s.model.dispose(); }
+});
+
+test.serial('a step that fails while queued ahead: the step before it is finished and recorded, then its error stops the run', async (t) => {
+  const liveBefore = liveTensors();
+  for (const pipeline of [false, true]) {
+    const a = pipelineSetup(pipeline);
+    const next = a.data.next.bind(a.data);
+    let calls = 0;
+    a.data.next = async () => { if (++calls === 11) throw new Error('unreadable batch in step 6'); return next(); };
+    await t.throwsAsync(a.trainer.run(), { message: /unreadable batch in step 6/ });
+    t.is(a.trainer.step, 5, `pipeline ${pipeline}`);
+    t.deepEqual(a.trainer.history.map((h) => h.step), [1, 2, 3, 4, 5]);
+    t.true((a.trainer['params'] as Tensor[]).every((p) => p.grad === null), 'no gradient of the failed step is left held');
+    a.trainer.dispose(); a.model.dispose();
+  }
+  t.true(liveTensors() <= liveBefore, 'nothing left held (earlier tests\' tensors may be collected meanwhile)');
+});
+
+test.serial('trainSteps(n): n steps queued ahead where they may, the same numbers as trainStep() n times; by default not on the CPU; OWLET_PIPELINE=0 and pipeline: false turn it off', async (t) => {
+  const one = pipelineSetup(false), many = pipelineSetup(true), off = pipelineSetup(true), auto = deviceSetup({ totalSteps: 9 });
+  for (let i = 0; i < 5; i++) await one.trainer.trainStep();
+  const got = await many.trainer.trainSteps(5);
+  t.deepEqual(core(got), core(one.trainer.history));
+  t.deepEqual(many.model.snapshot(), one.model.snapshot());
+  t.deepEqual(many.seen, [0, 0, 0, 0, 1, 1, 2, 2, 3, 3]);
+  process.env.OWLET_PIPELINE = '0';
+  try { await off.trainer.trainSteps(5); } finally { delete process.env.OWLET_PIPELINE; }
+  t.deepEqual(off.seen, [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]);
+  t.is((await many.trainer.trainSteps(100)).length, 4, 'never past totalSteps');
+  // by default only where the device runs queued work asynchronously: not on the CPU
+  const next = auto.data.next.bind(auto.data), seen: number[] = [];
+  auto.data.next = async () => { seen.push(auto.trainer.step); return next(); };
+  await auto.trainer.trainSteps(3);
+  t.deepEqual(seen, [0, 0, 1, 1, 2, 2]);
+  for (const r of [one, many, off, auto]) { r.trainer.dispose(); r.model.dispose(); }
 });
 
 // Resume audit (session 10): a run stopped after a checkpoint resumes with the records an uninterrupted run writes —

@@ -136,6 +136,48 @@ OWLET_OP(timelineRead) {
   return out;
 }
 
+// readQueue(xs) -> ticket: copies of xs to the host queued behind the work queued so far (kern::read_queue);
+// readTake(ticket) -> [ArrayBuffer per tensor], waiting for those copies only; readDrop(ticket) forgets them unread.
+OWLET_OP(readQueue) {
+  std::vector<Tensor*> xs = a.tensors(0, "xs");
+  std::vector<const Tensor*> src;
+  for (size_t i = 0; i < xs.size(); i++) {
+    if (xs[i]->device() != xs[0]->device())
+      a.error(ErrorKind::Device, "xs[" + std::to_string(i) + "] " + xs[i]->describe() + " is not on " +
+                                     xs[0]->describe() + "'s device");
+    src.push_back(xs[i]);
+  }
+  return a.ret_number(double(kern::read_queue(src)));
+}
+
+namespace {
+uint64_t ticket_arg(Args& a) {
+  const int64_t t = a.integer(0, "ticket");
+  a.check(t > 0, ErrorKind::Argument, "ticket (argument 0) must be a ticket readQueue returned");
+  return uint64_t(t);
+}
+struct TakeInto {
+  Napi::Env env;
+  Napi::Array out;
+};
+}  // namespace
+
+OWLET_OP(readTake) {
+  TakeInto into{a.env(), Napi::Array::New(a.env())};
+  kern::read_take(ticket_arg(a), [](void* ctx, size_t i, const void* bytes, size_t n) {
+    TakeInto& t = *static_cast<TakeInto*>(ctx);
+    Napi::ArrayBuffer buf = Napi::ArrayBuffer::New(t.env, n);
+    if (n) std::memcpy(buf.Data(), bytes, n);
+    t.out.Set(uint32_t(i), buf);
+  }, &into);
+  return into.out;
+}
+
+OWLET_OP(readDrop) {
+  kern::read_drop(ticket_arg(a));
+  return a.env().Undefined();
+}
+
 // memory(device?) -> { bytesInUse, peakBytes, liveStorages }
 OWLET_OP(memory) {
   Device d = device_arg(a, 0);

@@ -26,6 +26,16 @@ void synchronize();                                      // waits for queued wor
 // a mark is the host time of the call (its kernels have finished when they return).
 void timeline_mark(Device d);
 std::vector<double> timeline_read(Device d);  // and forgets the marks
+// Copies of tensors to the host queued now, behind the work queued so far, and read later: the trainer queues a
+// step's losses and control block right after the step's update and reads them after it has queued the next step's
+// forward and backward, so it waits for that update only, not for the work queued behind it (a download waits for
+// the whole queue). read_queue returns a ticket; read_take waits for that ticket's copies only, hands each tensor's
+// bytes to `take` in order and forgets the ticket; read_drop forgets it unread (after its copies land). The tensors
+// may be freed once read_queue returns. On the CPU the bytes are copied at read_queue.
+using ReadSink = void (*)(void* ctx, size_t i, const void* bytes, size_t n);
+uint64_t read_queue(const std::vector<const Tensor*>& xs);
+void read_take(uint64_t ticket, ReadSink take, void* ctx);
+void read_drop(uint64_t ticket);
 
 // ---- elementwise (elementwise.cc) ----
 // out = alpha*a + beta*b; b is either a's shape or a suffix of it (broadcast over leading axes).

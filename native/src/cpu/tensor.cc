@@ -4,6 +4,7 @@
 
 #include "../core/int_convert.h"
 #include "../core/kernels.h"
+#include "../core/queued_reads.h"
 
 namespace owlet::kern {
 
@@ -82,6 +83,28 @@ void copy_convert(const Tensor& src, Tensor& dst) {
 void upload(Tensor& dst, const void* host_src) { std::memcpy(dst.raw(), host_src, dst.nbytes()); }
 void download(const Tensor& src, void* host_dst) { std::memcpy(host_dst, src.raw(), src.nbytes()); }
 void synchronize() {}
+
+namespace {
+// The CPU's kernels have finished when they return: a queued read is a copy made now.
+QueuedReads<std::vector<std::vector<uint8_t>>> queued_reads;
+}  // namespace
+
+uint64_t read_queue(const std::vector<const Tensor*>& xs) {
+  queued_reads.check_room("readQueue");
+  std::vector<std::vector<uint8_t>> copies(xs.size());
+  for (size_t i = 0; i < xs.size(); i++) {
+    copies[i].resize(xs[i]->nbytes());
+    if (!copies[i].empty()) std::memcpy(copies[i].data(), xs[i]->raw(), copies[i].size());
+  }
+  return queued_reads.add(std::move(copies));
+}
+
+void read_take(uint64_t ticket, ReadSink take, void* ctx) {
+  const std::vector<std::vector<uint8_t>> copies = queued_reads.claim(ticket, "readTake");
+  for (size_t i = 0; i < copies.size(); i++) take(ctx, i, copies[i].data(), copies[i].size());
+}
+
+void read_drop(uint64_t ticket) { queued_reads.claim(ticket, "readDrop"); }
 
 namespace {
 std::vector<std::chrono::steady_clock::time_point> timeline;
