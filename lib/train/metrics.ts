@@ -14,6 +14,9 @@ export interface StepStats {
   gradNorm: number;
   lr: number;
   ms: number;
+  /** Host time spent queueing the step's work (forward, backward, update) without waiting for the device, when the
+   *  device decided the update (one process, a native backend): close to `ms`, the host sets the pace, not the device. */
+  queueMs?: number;
   tokens: number;
   images: number;
   /** Target tokens counted in the loss, and how many were predicted right (accuracy, when the model reports it). */

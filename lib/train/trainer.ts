@@ -102,6 +102,8 @@ interface StoredMetrics { history: StepStats[]; skipped: SkippedStep[] }
 interface QueuedStep {
   step: number;
   t0: number;
+  /** Host time spent queueing the step (forward, backward, update), without its waits for the device's results. */
+  queueMs: number;
   ids: string[];
   tokens: number;
   images: number;
@@ -322,8 +324,8 @@ export class Trainer<B extends Batch = Batch> {
    *  the device. */
   private async queueStep(step: number): Promise<QueuedStep> {
     this.attachWorkingCopies();
-    const q: QueuedStep = { step, t0: performance.now(), ids: [], tokens: 0, images: 0, counted: 0, bad: null, pending: [],
-      results: null, applied: false };
+    const q: QueuedStep = { step, t0: performance.now(), queueMs: 0, ids: [], tokens: 0, images: 0, counted: 0, bad: null,
+      pending: [], results: null, applied: false };
     zeroGrads(this.params);
     const W = this.worldSize;
     const seeds = Array.from({ length: this.gradAccum * W }, () => this.rng.nextSeed());
@@ -362,6 +364,7 @@ export class Trainer<B extends Batch = Batch> {
       this.releaseStep(q, false);
       throw e;
     }
+    q.queueMs = performance.now() - q.t0;
     return q;
   }
 
@@ -375,6 +378,7 @@ export class Trainer<B extends Batch = Batch> {
     const grads = this.params.flatMap((p) => (p.grad ? [p.grad] : []));
     const opt = this.o.optimizer;
     if (q.bad || this.worldSize !== 1 || this.gradSync || grads.length === 0 || !this.gradOps.stepControl || !opt.stepControlled || !opt.undoStep) return;
+    const t0 = performance.now();
     const control = this.gradOps.stepControl(grads, q.pending.map((p) => p.loss), this.o.clip ?? 0);
     try {
       noGrad(() => opt.stepControlled!(this.o.schedule(q.step - 1), control));
@@ -384,6 +388,7 @@ export class Trainer<B extends Batch = Batch> {
       q.applied = true;
     } finally {
       control.dispose();
+      q.queueMs += performance.now() - t0;
     }
   }
 
@@ -467,6 +472,7 @@ export class Trainer<B extends Batch = Batch> {
       skipped: bad !== null,
     };
     if (hasCorrect) stats.correct = correct;
+    if (q.applied) stats.queueMs = q.queueMs;
     if (this.o.flopsPerStep) stats.flops = this.o.flopsPerStep({ tokens, images });
     this.history.push(stats);
     return stats;

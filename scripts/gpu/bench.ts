@@ -301,3 +301,53 @@ export function bandwidthBench(be: Be): BenchResult[] {
   }
   return out;
 }
+
+/**
+ * What one call costs the host and what it costs the device, apart: the other benchmarks here time calls queued back
+ * to back, which measures the host instead of the device wherever the host's cost per call (N-API, checks,
+ * allocation, launch) is the larger — a LayerNorm over the ViT's 4112 × 1024 moves 34 MB, about 8 µs of the device's
+ * bandwidth. Host: `iters` calls queued with nothing waited for, per call. Device: the same calls queued behind ~8 ms
+ * of GEMMs (so the host has queued them all before the device reaches them), between two timeline marks, per call.
+ */
+export function hostVsDeviceBench(be: Be, primeN = 8192, dtype: 'bf16' | 'f32' = 'bf16'): BenchResult[] {
+  const out: BenchResult[] = [];
+  const R = 16 * 257, C = 1024, F = 4096;
+  const t = (shape: number[]) => rand(be, shape, 1, dtype);
+  const x = t([R, C]), r = t([R, C]), w = t([C]), b = t([C]), gy = t([R, C]);
+  const wl = t([F, C]), bl = t([F]), h = t([R, F]), tiny = t([8]), big = t([primeN, primeN]);
+  const [y0, mean, rstd, sum] = op(be, 'layerNormForward')(x, w, b, 1e-5, r) as NT[];
+  const calls: [string, () => unknown][] = [
+    ['add_8', () => be.add(tiny, tiny, 1, 1)],
+    ['full_8', () => be.full(dtype, [8], 0)],
+    ['layernorm_residual_fwd_4112x1024', () => op(be, 'layerNormForward')(x, w, b, 1e-5, r)],
+    ['layernorm_residual_bwd_gx_gw_4112x1024', () => op(be, 'layerNormBackward')(gy, sum, w, mean, rstd, true, true, r)],
+    ['linear_fwd_bias_4112x1024x4096', () => be.linearForward(x, wl, bl)],
+    ['quick_gelu_fwd_4112x4096', () => be.quickGeluForward(h)],
+  ];
+  const iters = 200;
+  for (const [name, fn] of calls) {
+    for (let i = 0; i < 3; i++) disposeAll(fn());
+    be.synchronize();
+    const hosts: number[] = [], devices: number[] = [];
+    for (let rep = 0; rep < 3; rep++) {
+      const results: unknown[] = [];
+      const t0 = process.hrtime.bigint();
+      for (let i = 0; i < iters; i++) results.push(fn());
+      hosts.push(Number(process.hrtime.bigint() - t0) / 1e3 / iters);
+      be.synchronize();
+      results.forEach(disposeAll);
+      results.length = 0;
+      for (let i = 0; i < 8; i++) be.matmul(big, big).dispose();  // ~8 ms queued ahead of the calls
+      be.timelineMark();
+      for (let i = 0; i < iters; i++) results.push(fn());
+      be.timelineMark();
+      const marks = be.timelineRead();
+      devices.push((marks[marks.length - 1] - marks[marks.length - 2]) * 1e3 / iters);
+      results.forEach(disposeAll);
+    }
+    const host = median(hosts), device = median(devices);
+    out.push({ name: `host_vs_device_${name}`, ms: device / 1e3, extra: { host_us: +host.toFixed(2), device_us: +device.toFixed(2) } });
+  }
+  disposeAll([x, r, w, b, gy, wl, bl, h, tiny, big, y0, mean, rstd, sum]);
+  return out;
+}

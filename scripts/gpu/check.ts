@@ -21,7 +21,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cpu, cuda } from '../../lib/native.ts';
 import { TOL, type Tol } from '../../test/helpers/tolerances.ts';
-import { attentionBench, attentionOnce, attentionQkvBench, bandwidthBench, type BenchResult, gemmBench, gemmNewShapesBench, gemmShapesBench, loraBench } from './bench.ts';
+import { attentionBench, attentionOnce, attentionQkvBench, bandwidthBench, type BenchResult, gemmBench, gemmNewShapesBench, gemmShapesBench, hostVsDeviceBench, loraBench } from './bench.ts';
 import { type Case, cases, type Out } from './cases.ts';
 import { type Be, bf16Round, fmt, get, Missing, type NT, put, relErr } from './harness.ts';
 
@@ -257,6 +257,7 @@ function runBench(be: Be, res: BenchResult[], saved: () => void): void {
   tryb(() => loraBench(be, 8192, 4096, 4096, 16));
   for (const v of ['', 'thin', 'mma']) tryb(() => loraBench(be, 4096, 4096, 4096, 8, v, 0.05));
   tryb(() => bandwidthBench(be));
+  tryb(() => hostVsDeviceBench(be));
 }
 
 // Ratios of owlet's numbers to the peer's (both files written by the same run).

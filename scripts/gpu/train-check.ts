@@ -231,7 +231,7 @@ async function benchCase(owl: MplugOwl, config: OwletConfig, device: string, B: 
     const gcObs = new PerformanceObserver((list) => { for (const e of list.getEntries()) gcs.push({ start: e.startTime, ms: e.duration }); });
     gcObs.observe({ entryTypes: ['gc'] });
     const mallocsNow = () => Number((be.info() as { allocatorMallocs?: number }).allocatorMallocs ?? 0);
-    const losses: number[] = [], hostMs: number[] = [];
+    const losses: number[] = [], hostMs: number[] = [], queueMs: number[] = [];
     const rounds: { mode: 'one_by_one' | 'queued_ahead'; start: number; end: number; ms: number; mallocs: number }[] = [];
     try {
       for (const mode of ['one_by_one', 'queued_ahead', 'one_by_one', 'queued_ahead'] as const) {
@@ -242,7 +242,7 @@ async function benchCase(owl: MplugOwl, config: OwletConfig, device: string, B: 
         be.synchronize();
         const end = performance.now();
         rounds.push({ mode, start, end, ms: (end - start) / perRound, mallocs: mallocsNow() - m0 });
-        for (const s of got) { losses.push(s.loss); hostMs.push(s.ms); }
+        for (const s of got) { losses.push(s.loss); hostMs.push(s.ms); queueMs.push(s.queueMs ?? NaN); }
       }
       await new Promise((r) => setImmediate(r));
       await new Promise((r) => setImmediate(r));
@@ -269,6 +269,7 @@ async function benchCase(owl: MplugOwl, config: OwletConfig, device: string, B: 
       images_per_s: +(B / ms * 1e3).toFixed(1), hw_flops_util_vs_989: +(flops / ms / 1e9 / 989).toFixed(3), peak_gib: +(peak / 2 ** 30).toFixed(2),
       trainable: [...trainable.values()].reduce((a, p) => a + p.numel, 0), step_ms_one_by_one: +oneByOne.toFixed(1),
       rounds: rounds.map((r, i) => ({ mode: r.mode, ms: +r.ms.toFixed(1), gc_ms: gcMs[i], device_mallocs: r.mallocs })),
+      queue_ms: queueMs.map((x) => +x.toFixed(1)),
       losses, step_ms_trainer: hostMs.map((x) => +x.toFixed(1)) };
   } finally {
     trainer.dispose();
