@@ -18,14 +18,14 @@ void check_pair(Args& a, const Tensor& x, const char* xn, const Tensor& y, const
 
 float dropout_p(Args& a, size_t i) {
   double p = a.number(i, "p");
-  a.check(p >= 0 && p < 1 && float(p) < 1.f, ErrorKind::Argument,
+  OWLET_CHECK(a, p >= 0 && p < 1 && float(p) < 1.f, ErrorKind::Argument,
           "dropout probability p must satisfy 0 <= p < 1, got " + std::to_string(p));
   return float(p);
 }
 
 uint64_t seed_arg(Args& a, size_t i) {
   int64_t s = a.integer(i, "seed");
-  a.check(s >= 0 && s <= (int64_t(1) << 53), ErrorKind::Argument,
+  OWLET_CHECK(a, s >= 0 && s <= (int64_t(1) << 53), ErrorKind::Argument,
           "seed must be an integer in [0, 2^53], got " + std::to_string(s));
   return uint64_t(s);
 }
@@ -104,7 +104,7 @@ OWLET_OP(swigluBackward) {
 OWLET_OP(softmaxForward) {
   Tensor& x = a.tensor(0, "x");
   a.expect_float(x, "x");
-  a.check(x.ndim() >= 1, ErrorKind::Shape, "x needs at least one axis, got " + x.describe());
+  OWLET_CHECK(a, x.ndim() >= 1, ErrorKind::Shape, "x needs at least one axis, got " + x.describe());
   Tensor y = a.like(x);
   if (x.numel() > 0) kern::softmax_fwd(x, y);
   return a.ret(std::move(y));
@@ -114,7 +114,7 @@ OWLET_OP(softmaxForward) {
 OWLET_OP(softmaxBackward) {
   Tensor &gy = a.tensor(0, "gy"), &y = a.tensor(1, "y");
   check_pair(a, gy, "gy", y, "y");
-  a.check(y.ndim() >= 1, ErrorKind::Shape, "y needs at least one axis, got " + y.describe());
+  OWLET_CHECK(a, y.ndim() >= 1, ErrorKind::Shape, "y needs at least one axis, got " + y.describe());
   Tensor gx = a.like(y);
   if (y.numel() > 0) kern::softmax_bwd(gy, y, gx);
   return a.ret(std::move(gx));

@@ -28,6 +28,7 @@ std::vector<Tensor*> Args::tensor_list(size_t i, const char* what, bool nullable
   if (i >= info_.Length() || !info_[i].IsArray()) error(ErrorKind::Argument, argname(i, what) + " must be an array of tensors");
   Napi::Array arr = info_[i].As<Napi::Array>();
   std::vector<Tensor*> out;
+  out.reserve(arr.Length());
   for (uint32_t j = 0; j < arr.Length(); j++) {
     Napi::Value v = arr.Get(j);
     if (nullable && (v.IsNull() || v.IsUndefined())) {
@@ -35,9 +36,9 @@ std::vector<Tensor*> Args::tensor_list(size_t i, const char* what, bool nullable
       continue;
     }
     NativeTensor* nt = NativeTensor::unwrap(env(), v);
-    std::string name = std::string(what) + "[" + std::to_string(j) + "]";
-    if (!nt) error(ErrorKind::Device, name + " is not a tensor of this backend");
-    if (nt->disposed()) error(ErrorKind::Disposed, name + " was already disposed");
+    auto name = [&] { return std::string(what) + "[" + std::to_string(j) + "]"; };
+    if (!nt) error(ErrorKind::Device, name() + " is not a tensor of this backend");
+    if (nt->disposed()) error(ErrorKind::Disposed, name() + " was already disposed");
     out.push_back(&nt->tensor());
   }
   return out;
@@ -106,10 +107,17 @@ void Args::expect_gradient(const Tensor& t, const char* what) const {
 }
 
 // The CPU backend computes in f32 (bf16 is a storage type there); the CUDA backend also takes bf16 inputs.
+bool Args::is_float(const Tensor& t) {
+#ifdef OWLET_BACKEND_CUDA
+  return t.dtype == DType::F32 || t.dtype == DType::BF16;
+#else
+  return t.dtype == DType::F32;
+#endif
+}
+
 void Args::expect_float(const Tensor& t, const char* what) const {
 #ifdef OWLET_BACKEND_CUDA
-  if (t.dtype != DType::F32 && t.dtype != DType::BF16)
-    error(ErrorKind::DType, std::string(what) + " must be f32 or bf16, got " + t.describe());
+  if (!is_float(t)) error(ErrorKind::DType, std::string(what) + " must be f32 or bf16, got " + t.describe());
 #else
   expect_dtype(t, what, DType::F32);
 #endif

@@ -34,12 +34,13 @@ class Args {
   DType dtype(size_t i, const char* what);
   std::vector<double> numbers(size_t i, const char* what);
 
-  // Checks
+  // Checks (OWLET_CHECK below for a condition with a message)
   [[noreturn]] void error(ErrorKind k, const std::string& msg) const;
-  void check(bool ok, ErrorKind k, const std::string& msg) const {
-    if (!ok) error(k, msg);
-  }
   void expect_dtype(const Tensor& t, const char* what, DType d) const;
+  // What expect_float and expect_gradient accept, as predicates: loops over long tensor lists test these first and
+  // build an entry's name for the expect_ call (and its message) only when the test fails.
+  static bool is_float(const Tensor& t);
+  static bool is_gradient(const Tensor& t) { return t.dtype == DType::F32 || t.dtype == DType::BF16; }
   void expect_float(const Tensor& t, const char* what) const;  // f32 (and bf16 where a backend supports it)
   // f32 or bf16 on every backend: a gradient the optimizer reads, which may be kept in the compute dtype (bf16 on the
   // CPU too, where the optimizer widens it exactly).
@@ -64,3 +65,11 @@ class Args {
 };
 
 }  // namespace owlet
+
+// Throws Error(kind, msg) from an op body when cond is false. A macro so that the message — which formats shapes and
+// numbers — is built only when the check fails: built eagerly, the few messages of an op's checks cost about as much
+// as the rest of its binding on every call.
+#define OWLET_CHECK(args, cond, kind, msg) \
+  do {                                     \
+    if (!(cond)) (args).error(kind, msg);  \
+  } while (0)

@@ -25,17 +25,17 @@ void check_qkv(Args& a, const Tensor& q, const Tensor& k, const Tensor& v, const
   a.expect_rank(v, "v [B, Tk, H, D]", 4);
   a.expect_same_device(q, "q", k, "k");
   a.expect_same_device(q, "q", v, "v");
-  std::string all = "q " + q.describe() + ", k " + k.describe() + ", v " + v.describe();
-  a.check(k.shape == v.shape, ErrorKind::Shape, "k and v must have the same shape [B, Tk, H, D]: " + all);
-  a.check(q.dim(0) == k.dim(0), ErrorKind::Shape, "q and k/v have different batch sizes: " + all);
-  a.check(q.dim(2) == k.dim(2), ErrorKind::Shape, "q and k/v have different head counts: " + all);
-  a.check(q.dim(3) == k.dim(3), ErrorKind::Shape, "q and k/v have different head dimensions: " + all);
-  a.check(q.dim(3) > 0, ErrorKind::Shape, "the head dimension must be positive: " + all);
+  auto all = [&] { return "q " + q.describe() + ", k " + k.describe() + ", v " + v.describe(); };
+  OWLET_CHECK(a, k.shape == v.shape, ErrorKind::Shape, "k and v must have the same shape [B, Tk, H, D]: " + all());
+  OWLET_CHECK(a, q.dim(0) == k.dim(0), ErrorKind::Shape, "q and k/v have different batch sizes: " + all());
+  OWLET_CHECK(a, q.dim(2) == k.dim(2), ErrorKind::Shape, "q and k/v have different head counts: " + all());
+  OWLET_CHECK(a, q.dim(3) == k.dim(3), ErrorKind::Shape, "q and k/v have different head dimensions: " + all());
+  OWLET_CHECK(a, q.dim(3) > 0, ErrorKind::Shape, "the head dimension must be positive: " + all());
   if (mask) {
     a.expect_dtype(*mask, "keyMask", DType::I32);
     a.expect_same_device(q, "q", *mask, "keyMask");
-    a.check(mask->shape == Shape{k.dim(0), k.dim(1)}, ErrorKind::Shape,
-            "keyMask must be [B, Tk] = " + shape_str({k.dim(0), k.dim(1)}) + ", got " + mask->describe() + " for " + all);
+    OWLET_CHECK(a, (mask->shape == Shape{k.dim(0), k.dim(1)}), ErrorKind::Shape,
+            "keyMask must be [B, Tk] = " + shape_str({k.dim(0), k.dim(1)}) + ", got " + mask->describe() + " for " + all());
   }
 }
 
@@ -43,13 +43,13 @@ void check_qkv(Args& a, const Tensor& q, const Tensor& k, const Tensor& v, const
 void check_packed(Args& a, const Tensor& qkv, const Tensor* mask) {
   a.expect_float(qkv, "qkv");  // f32 on the CPU; f32 or bf16 on CUDA
   a.expect_rank(qkv, "qkv [B, T, H, 3, D]", 5);
-  a.check(qkv.dim(3) == 3, ErrorKind::Shape,
+  OWLET_CHECK(a, qkv.dim(3) == 3, ErrorKind::Shape,
           "qkv must be [B, T, H, 3, D] (q, k, v of each head side by side), got " + qkv.describe());
-  a.check(qkv.dim(4) > 0, ErrorKind::Shape, "the head dimension must be positive: qkv " + qkv.describe());
+  OWLET_CHECK(a, qkv.dim(4) > 0, ErrorKind::Shape, "the head dimension must be positive: qkv " + qkv.describe());
   if (mask) {
     a.expect_dtype(*mask, "keyMask", DType::I32);
     a.expect_same_device(qkv, "qkv", *mask, "keyMask");
-    a.check(mask->shape == Shape{qkv.dim(0), qkv.dim(1)}, ErrorKind::Shape,
+    OWLET_CHECK(a, (mask->shape == Shape{qkv.dim(0), qkv.dim(1)}), ErrorKind::Shape,
             "keyMask must be [B, T] = " + shape_str({qkv.dim(0), qkv.dim(1)}) + ", got " + mask->describe() +
                 " for qkv " + qkv.describe());
   }
@@ -59,11 +59,11 @@ Options options(Args& a, size_t first) {
   Options o;
   o.causal = a.boolean(first, "causal");
   double scale = a.number(first + 1, "scale");
-  a.check(std::isfinite(scale), ErrorKind::Argument, "scale must be finite, got " + std::to_string(scale));
+  OWLET_CHECK(a, std::isfinite(scale), ErrorKind::Argument, "scale must be finite, got " + std::to_string(scale));
   double p = a.number(first + 2, "dropoutP");
-  a.check(p >= 0 && p < 1, ErrorKind::Argument, "dropoutP must be in [0, 1), got " + std::to_string(p));
+  OWLET_CHECK(a, p >= 0 && p < 1, ErrorKind::Argument, "dropoutP must be in [0, 1), got " + std::to_string(p));
   int64_t seed = a.integer(first + 3, "seed");
-  a.check(seed >= 0, ErrorKind::Argument, "seed must be a non-negative integer, got " + std::to_string(seed));
+  OWLET_CHECK(a, seed >= 0, ErrorKind::Argument, "seed must be a non-negative integer, got " + std::to_string(seed));
   o.scale = float(scale);
   o.dropout_p = float(p);
   o.seed = uint64_t(seed);
@@ -102,10 +102,10 @@ OWLET_OP(attentionBackward) {
   Tensor* mask = a.opt_tensor(6, "keyMask");
   check_qkv(a, q, k, v, mask);
   check_saved(a, q, "q", out, lse, gout);
-  a.check(out.shape == q.shape, ErrorKind::Shape, "out " + out.describe() + " must have q's shape " + q.describe());
-  a.check(gout.shape == q.shape, ErrorKind::Shape, "gout " + gout.describe() + " must have q's shape " + q.describe());
+  OWLET_CHECK(a, out.shape == q.shape, ErrorKind::Shape, "out " + out.describe() + " must have q's shape " + q.describe());
+  OWLET_CHECK(a, gout.shape == q.shape, ErrorKind::Shape, "gout " + gout.describe() + " must have q's shape " + q.describe());
   Shape lse_shape{q.dim(0), q.dim(2), q.dim(1)};
-  a.check(lse.shape == lse_shape, ErrorKind::Shape,
+  OWLET_CHECK(a, lse.shape == lse_shape, ErrorKind::Shape,
           "lse must be [B, H, Tq] = " + shape_str(lse_shape) + " for q " + q.describe() + ", got " + lse.describe());
   Options o = options(a, 7);
   Tensor gq = a.like(q), gk = a.like(k), gv = a.like(v);
@@ -134,11 +134,11 @@ OWLET_OP(attentionQkvBackward) {
   check_packed(a, qkv, mask);
   check_saved(a, qkv, "qkv", out, lse, gout);
   const Shape per_head{qkv.dim(0), qkv.dim(1), qkv.dim(2), qkv.dim(4)}, lse_shape{qkv.dim(0), qkv.dim(2), qkv.dim(1)};
-  a.check(out.shape == per_head, ErrorKind::Shape,
+  OWLET_CHECK(a, out.shape == per_head, ErrorKind::Shape,
           "out must be [B, T, H, D] = " + shape_str(per_head) + " for qkv " + qkv.describe() + ", got " + out.describe());
-  a.check(gout.shape == per_head, ErrorKind::Shape,
+  OWLET_CHECK(a, gout.shape == per_head, ErrorKind::Shape,
           "gout must be [B, T, H, D] = " + shape_str(per_head) + " for qkv " + qkv.describe() + ", got " + gout.describe());
-  a.check(lse.shape == lse_shape, ErrorKind::Shape,
+  OWLET_CHECK(a, lse.shape == lse_shape, ErrorKind::Shape,
           "lse must be [B, H, T] = " + shape_str(lse_shape) + " for qkv " + qkv.describe() + ", got " + lse.describe());
   Options o = options(a, 5);
   Tensor gqkv = a.like(qkv);

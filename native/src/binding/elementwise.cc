@@ -11,7 +11,7 @@ static void check_broadcast(Args& a, const Tensor& x, const Tensor& y) {
   a.expect_same_device(x, "a", y, "b");
   bool ok = y.ndim() <= x.ndim();
   for (int i = 1; ok && i <= y.ndim(); i++) ok = x.shape[size_t(x.ndim() - i)] == y.shape[size_t(y.ndim() - i)];
-  a.check(ok && (y.numel() > 0 || x.numel() == 0), ErrorKind::Shape,
+  OWLET_CHECK(a, ok && (y.numel() > 0 || x.numel() == 0), ErrorKind::Shape,
           "b " + y.describe() + " must match a " + x.describe() + " or a trailing part of its shape");
 }
 
@@ -49,7 +49,7 @@ OWLET_OP(axpy) {
   a.expect_float(y, "y");
   a.expect_float(x, "x");
   a.expect_same_device(y, "y", x, "x");
-  a.check(y.numel() == x.numel(), ErrorKind::Shape, "y " + y.describe() + " and x " + x.describe() + " differ in size");
+  OWLET_CHECK(a, y.numel() == x.numel(), ErrorKind::Shape, "y " + y.describe() + " and x " + x.describe() + " differ in size");
   kern::axpy(y, x, float(a.number_or(2, "alpha", 1)));
   return a.env().Undefined();
 }
@@ -60,7 +60,7 @@ OWLET_OP(sumRows) {
   a.expect_float(x, "x");
   Shape s = a.shape(1, "shape");
   int64_t n = shape_numel(s);
-  a.check(n > 0 && x.numel() % n == 0, ErrorKind::Shape, "cannot reduce " + x.describe() + " to " + shape_str(s));
+  OWLET_CHECK(a, n > 0 && x.numel() % n == 0, ErrorKind::Shape, "cannot reduce " + x.describe() + " to " + shape_str(s));
   Tensor out = a.make(x.dtype, s, x.device());
   kern::sum_rows(x, out);
   return a.ret(std::move(out));

@@ -15,16 +15,16 @@ Dims check(Args& a, const Tensor& x, const Tensor& y, bool ta, bool tb) {
   a.expect_float(x, "a");
   a.expect_float(y, "b");
   a.expect_same_device(x, "a", y, "b");
-  a.check(x.ndim() >= 2 && y.ndim() >= 2, ErrorKind::Shape,
+  OWLET_CHECK(a, x.ndim() >= 2 && y.ndim() >= 2, ErrorKind::Shape,
           "a and b need at least 2 dimensions, got " + x.describe() + " and " + y.describe());
   int64_t M = ta ? x.dim(-1) : x.dim(-2), Ka = ta ? x.dim(-2) : x.dim(-1);
   int64_t Kb = tb ? y.dim(-1) : y.dim(-2), N = tb ? y.dim(-2) : y.dim(-1);
-  std::string desc = std::string("a") + (ta ? "ᵀ " : " ") + x.describe() + " times b" + (tb ? "ᵀ " : " ") + y.describe();
-  a.check(Ka == Kb, ErrorKind::Shape, "inner dimensions differ: " + desc);
+  auto desc = [&] { return std::string("a") + (ta ? "ᵀ " : " ") + x.describe() + " times b" + (tb ? "ᵀ " : " ") + y.describe(); };
+  OWLET_CHECK(a, Ka == Kb, ErrorKind::Shape, "inner dimensions differ: " + desc());
   if (y.ndim() > 2) {
-    a.check(y.ndim() == x.ndim(), ErrorKind::Shape, "batch dimensions differ: " + desc);
+    OWLET_CHECK(a, y.ndim() == x.ndim(), ErrorKind::Shape, "batch dimensions differ: " + desc());
     for (int i = 0; i < x.ndim() - 2; i++)
-      a.check(x.shape[size_t(i)] == y.shape[size_t(i)], ErrorKind::Shape, "batch dimensions differ: " + desc);
+      OWLET_CHECK(a, x.shape[size_t(i)] == y.shape[size_t(i)], ErrorKind::Shape, "batch dimensions differ: " + desc());
   }
   Shape out(x.shape.begin(), x.shape.end() - 2);
   out.push_back(M);
@@ -51,7 +51,7 @@ OWLET_OP(matmulInto) {
   bool ta = a.boolean_or(3, "transA", false), tb = a.boolean_or(4, "transB", false);
   Dims d = check(a, x, y, ta, tb);
   a.expect_float(c, "c");
-  a.check(c.numel() == shape_numel(d.out), ErrorKind::Shape, "c " + c.describe() + " must hold " + shape_str(d.out));
+  OWLET_CHECK(a, c.numel() == shape_numel(d.out), ErrorKind::Shape, "c " + c.describe() + " must hold " + shape_str(d.out));
   float alpha = float(a.number_or(5, "alpha", 1)), beta = float(a.number_or(6, "beta", 1));
   if (c.numel() == 0) return a.env().Undefined();
   if (d.K == 0) {  // nothing to add: c = beta·c (as BLAS: beta = 0 ignores what c held)
@@ -71,9 +71,9 @@ OWLET_OP(linearForward) {
   a.expect_float(bias, "bias");
   a.expect_same_device(x, "x", w, "w");
   a.expect_same_device(x, "x", bias, "bias");
-  a.check(x.ndim() == 2 && w.ndim() == 2 && bias.ndim() == 1, ErrorKind::Shape,
+  OWLET_CHECK(a, x.ndim() == 2 && w.ndim() == 2 && bias.ndim() == 1, ErrorKind::Shape,
           "x and w must be 2-D and bias 1-D, got " + x.describe() + ", " + w.describe() + ", " + bias.describe());
-  a.check(x.dim(1) == w.dim(1) && bias.dim(0) == w.dim(0), ErrorKind::Shape,
+  OWLET_CHECK(a, x.dim(1) == w.dim(1) && bias.dim(0) == w.dim(0), ErrorKind::Shape,
           "x " + x.describe() + ", w " + w.describe() + " and bias " + bias.describe() + " do not fit x wᵀ + bias");
   Tensor y = a.make(x.dtype, Shape{x.dim(0), w.dim(0)}, x.device());
   if (y.numel()) kern::linear_bias(x, w, bias, y);
@@ -89,7 +89,7 @@ OWLET_OP(linearWeightGrad) {
   a.expect_float(gy, "gy");
   a.expect_float(x, "x");
   a.expect_same_device(gy, "gy", x, "x");
-  a.check(gy.ndim() == 2 && x.ndim() == 2 && gy.dim(0) == x.dim(0), ErrorKind::Shape,
+  OWLET_CHECK(a, gy.ndim() == 2 && x.ndim() == 2 && gy.dim(0) == x.dim(0), ErrorKind::Shape,
           "gy and x must be 2-D with the same rows, got " + gy.describe() + " and " + x.describe());
   Tensor gw = a.make(gy.dtype, Shape{gy.dim(1), x.dim(1)}, gy.device());
   Tensor gb = want_bias ? a.make(gy.dtype, Shape{gy.dim(1)}, gy.device()) : Tensor();

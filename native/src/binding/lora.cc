@@ -22,16 +22,16 @@ LoraShapes check_lora(Args& a, const Tensor& x, const Tensor& w, const Tensor& l
   a.expect_same_device(x, "x", w, "w");
   a.expect_same_device(x, "x", la, "a");
   a.expect_same_device(x, "x", lb, "b");
-  a.check(x.ndim() >= 1, ErrorKind::Shape, "x must be [..., K], got " + x.describe());
+  OWLET_CHECK(a, x.ndim() >= 1, ErrorKind::Shape, "x must be [..., K], got " + x.describe());
   a.expect_rank(w, "w", 2);
   a.expect_rank(la, "a", 2);
   a.expect_rank(lb, "b", 2);
   int64_t K = x.cols(), N = w.dim(0), r = la.dim(0);
-  std::string all = "x " + x.describe() + ", w " + w.describe() + ", a " + la.describe() + ", b " + lb.describe();
-  a.check(K >= 1 && N >= 1 && r >= 1, ErrorKind::Shape, "K, N and the rank r must be >= 1: " + all);
-  a.check(w.dim(1) == K, ErrorKind::Shape, "w must be [N, K] with K = x's last dimension: " + all);
-  a.check(la.dim(1) == K, ErrorKind::Shape, "a must be [r, K] with K = x's last dimension: " + all);
-  a.check(lb.dim(0) == N && lb.dim(1) == r, ErrorKind::Shape, "b must be [N, r] = [w rows, a rows]: " + all);
+  auto all = [&] { return "x " + x.describe() + ", w " + w.describe() + ", a " + la.describe() + ", b " + lb.describe(); };
+  OWLET_CHECK(a, K >= 1 && N >= 1 && r >= 1, ErrorKind::Shape, "K, N and the rank r must be >= 1: " + all());
+  OWLET_CHECK(a, w.dim(1) == K, ErrorKind::Shape, "w must be [N, K] with K = x's last dimension: " + all());
+  OWLET_CHECK(a, la.dim(1) == K, ErrorKind::Shape, "a must be [r, K] with K = x's last dimension: " + all());
+  OWLET_CHECK(a, lb.dim(0) == N && lb.dim(1) == r, ErrorKind::Shape, "b must be [N, r] = [w rows, a rows]: " + all());
   LoraShapes s{Shape(x.shape.begin(), x.shape.end() - 1), {}};
   s.xa = s.y;
   s.y.push_back(N);
@@ -47,9 +47,9 @@ struct LoraScalars {
 LoraScalars scalars(Args& a, size_t i) {
   double s = a.number(i, "s"), p = a.number(i + 1, "dropoutP");
   int64_t seed = a.integer(i + 2, "seed");
-  a.check(std::isfinite(s), ErrorKind::Argument, "scale s must be finite, got " + std::to_string(s));
-  a.check(p >= 0 && p < 1, ErrorKind::Argument, "dropoutP must be in [0, 1), got " + std::to_string(p));
-  a.check(seed >= 0, ErrorKind::Argument, "seed must be a non-negative integer, got " + std::to_string(seed));
+  OWLET_CHECK(a, std::isfinite(s), ErrorKind::Argument, "scale s must be finite, got " + std::to_string(s));
+  OWLET_CHECK(a, p >= 0 && p < 1, ErrorKind::Argument, "dropoutP must be in [0, 1), got " + std::to_string(p));
+  OWLET_CHECK(a, seed >= 0, ErrorKind::Argument, "seed must be a non-negative integer, got " + std::to_string(seed));
   return {float(s), float(p), uint64_t(seed)};
 }
 

@@ -12,11 +12,11 @@ OWLET_OP(crossEntropy) {
   a.expect_float(logits, "logits");
   a.expect_dtype(labels, "labels", DType::I32);
   a.expect_same_device(logits, "logits", labels, "labels");
-  a.check(logits.ndim() >= 2 && logits.cols() > 0, ErrorKind::Shape,
+  OWLET_CHECK(a, logits.ndim() >= 2 && logits.cols() > 0, ErrorKind::Shape,
           "logits must be [..., V] with at least 2 dimensions and V > 0, got " + logits.describe());
   Shape lead(logits.shape.begin(), logits.shape.end() - 1);
   bool ok = labels.shape == lead || (labels.ndim() == 1 && labels.numel() == logits.rows());
-  a.check(ok, ErrorKind::Shape,
+  OWLET_CHECK(a, ok, ErrorKind::Shape,
           "labels " + labels.describe() + " must have shape " + shape_str(lead) + " to match logits " + logits.describe());
   Tensor loss = a.make(DType::F32, {1}, logits.device());
   Tensor dlogits = a.like(logits);
@@ -30,7 +30,7 @@ OWLET_OP(mulScalarInplace) {
   a.expect_float(x, "x");
   a.expect_float(s, "s");
   a.expect_same_device(x, "x", s, "s");
-  a.check(s.numel() == 1, ErrorKind::Shape, "s must hold exactly one element, got " + s.describe());
+  OWLET_CHECK(a, s.numel() == 1, ErrorKind::Shape, "s must hold exactly one element, got " + s.describe());
   kern::mul_scalar_inplace(x, s);
   return a.env().Undefined();
 }
@@ -39,7 +39,7 @@ OWLET_OP(mulScalarInplace) {
 OWLET_OP(argmaxRows) {
   Tensor& x = a.tensor(0, "x");
   a.expect_float(x, "x");
-  a.check(x.ndim() >= 1 && x.cols() > 0, ErrorKind::Shape, "x must be [..., V] with V > 0, got " + x.describe());
+  OWLET_CHECK(a, x.ndim() >= 1 && x.cols() > 0, ErrorKind::Shape, "x must be [..., V] with V > 0, got " + x.describe());
   Tensor out = a.make(DType::I32, {x.rows()}, x.device());
   kern::argmax_rows(x, out);
   return a.ret(std::move(out));

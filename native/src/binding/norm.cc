@@ -13,7 +13,7 @@ namespace {
 // axis).
 Shape check_input(Args& a, const Tensor& x, const char* name) {
   a.expect_float(x, name);
-  a.check(x.ndim() >= 1 && x.dim(-1) > 0, ErrorKind::Shape,
+  OWLET_CHECK(a, x.ndim() >= 1 && x.dim(-1) > 0, ErrorKind::Shape,
           std::string(name) + " needs a non-empty last axis to normalise over, got " + x.describe());
   return Shape(x.shape.begin(), x.shape.end() - 1);
 }
@@ -23,7 +23,7 @@ void check_param(Args& a, const Tensor* p, const char* name, const Tensor& x) {
   if (!p) return;
   a.expect_float(*p, name);
   a.expect_same_device(*p, name, x, "x");
-  a.check(p->ndim() == 1 && p->dim(0) == x.dim(-1), ErrorKind::Shape,
+  OWLET_CHECK(a, p->ndim() == 1 && p->dim(0) == x.dim(-1), ErrorKind::Shape,
           std::string(name) + " " + p->describe() + " must be [" + std::to_string(x.dim(-1)) + "], the last axis of x " +
               x.describe());
 }
@@ -31,7 +31,7 @@ void check_param(Args& a, const Tensor* p, const char* name, const Tensor& x) {
 void check_stat(Args& a, const Tensor& s, const char* name, const Tensor& x, const Shape& rows) {
   a.expect_float(s, name);
   a.expect_same_device(s, name, x, "x");
-  a.check(s.shape == rows, ErrorKind::Shape,
+  OWLET_CHECK(a, s.shape == rows, ErrorKind::Shape,
           std::string(name) + " " + s.describe() + " must be " + shape_str(rows) + " (x " + x.describe() +
               " without its last axis)");
 }
@@ -54,7 +54,7 @@ Tensor* residual_arg(Args& a, size_t i, const Tensor& x, const char* name) {
 
 float eps_arg(Args& a, size_t i) {
   double eps = a.number(i, "eps");
-  a.check(std::isfinite(eps) && float(eps) > 0.f, ErrorKind::Argument,
+  OWLET_CHECK(a, std::isfinite(eps) && float(eps) > 0.f, ErrorKind::Argument,
           "eps must be a finite number > 0 (in fp32), got " + std::to_string(eps));
   return float(eps);
 }

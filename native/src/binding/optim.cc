@@ -1,6 +1,6 @@
 // Bindings: fused AdamW over a parameter list and the list reductions used for gradient clipping.
 #include <cmath>
-#include <set>
+#include <unordered_set>
 
 #include "../core/kernels.h"
 #include "registry.h"
@@ -16,10 +16,13 @@ std::string item(const char* list, size_t i) { return std::string(list) + "[" + 
 // const pointers for the kernels.
 std::vector<const Tensor*> float_list(Args& a, const std::vector<Tensor*>& xs, const char* what, bool gradients = false) {
   std::vector<const Tensor*> out;
+  out.reserve(xs.size());
   for (size_t i = 0; i < xs.size(); i++) {
-    if (gradients) a.expect_gradient(*xs[i], item(what, i).c_str());
-    else a.expect_float(*xs[i], item(what, i).c_str());
-    a.expect_same_device(*xs[0], item(what, 0).c_str(), *xs[i], item(what, i).c_str());
+    if (!(gradients ? Args::is_gradient(*xs[i]) : Args::is_float(*xs[i])) || xs[i]->device() != xs[0]->device()) {
+      if (gradients) a.expect_gradient(*xs[i], item(what, i).c_str());
+      else a.expect_float(*xs[i], item(what, i).c_str());
+      a.expect_same_device(*xs[0], item(what, 0).c_str(), *xs[i], item(what, i).c_str());
+    }
     out.push_back(xs[i]);
   }
   return out;
@@ -40,62 +43,70 @@ OWLET_OP(adamw) {
   kern::AdamWHyper h{a.number(5, "lr"), a.number(6, "beta1"), a.number(7, "beta2"), a.number(8, "eps"), a.integer(9, "step")};
   if (a.present(10)) {
     double gs = a.number(10, "gradScale");
-    a.check(std::isfinite(gs) && gs >= 0, ErrorKind::Argument, "gradScale must be finite and >= 0, got " + std::to_string(gs));
+    OWLET_CHECK(a, std::isfinite(gs) && gs >= 0, ErrorKind::Argument, "gradScale must be finite and >= 0, got " + std::to_string(gs));
     h.grad_scale = float(gs);
   }
   if (Tensor* control = a.opt_tensor(11, "control")) {
-    a.check(control->dtype == DType::I64 && control->numel() == 3, ErrorKind::Argument,
+    OWLET_CHECK(a, control->dtype == DType::I64 && control->numel() == 3, ErrorKind::Argument,
             "control must be a stepControl block (i64 [3]), got " + control->describe());
-    a.check(!a.present(10) || h.grad_scale == 1.0f, ErrorKind::Argument, "give gradScale or control, not both");
+    OWLET_CHECK(a, !a.present(10) || h.grad_scale == 1.0f, ErrorKind::Argument, "give gradScale or control, not both");
     h.control = control;
   }
   size_t n = ps.size();
-  a.check(gs.size() == n && ms.size() == n && vs.size() == n && wd.size() == n, ErrorKind::Argument,
+  OWLET_CHECK(a, gs.size() == n && ms.size() == n && vs.size() == n && wd.size() == n, ErrorKind::Argument,
           "params, grads, m, v and weightDecay must have one entry per parameter, got " + std::to_string(n) + ", " +
               std::to_string(gs.size()) + ", " + std::to_string(ms.size()) + ", " + std::to_string(vs.size()) + ", " +
               std::to_string(wd.size()));
-  a.check(h.step >= 1, ErrorKind::Argument, "step must be >= 1 (1-based, for bias correction), got " + std::to_string(h.step));
-  a.check(std::isfinite(h.lr) && h.lr >= 0, ErrorKind::Argument, "lr must be finite and >= 0, got " + std::to_string(h.lr));
-  a.check(h.beta1 >= 0 && h.beta1 < 1, ErrorKind::Argument, "beta1 must be in [0, 1), got " + std::to_string(h.beta1));
-  a.check(h.beta2 >= 0 && h.beta2 < 1, ErrorKind::Argument, "beta2 must be in [0, 1), got " + std::to_string(h.beta2));
-  a.check(std::isfinite(h.eps) && h.eps >= 0, ErrorKind::Argument, "eps must be finite and >= 0, got " + std::to_string(h.eps));
-  std::set<const Storage*> written;  // a storage updated twice (a parameter listed twice, m aliasing v) is a bug
+  OWLET_CHECK(a, h.step >= 1, ErrorKind::Argument, "step must be >= 1 (1-based, for bias correction), got " + std::to_string(h.step));
+  OWLET_CHECK(a, std::isfinite(h.lr) && h.lr >= 0, ErrorKind::Argument, "lr must be finite and >= 0, got " + std::to_string(h.lr));
+  OWLET_CHECK(a, h.beta1 >= 0 && h.beta1 < 1, ErrorKind::Argument, "beta1 must be in [0, 1), got " + std::to_string(h.beta1));
+  OWLET_CHECK(a, h.beta2 >= 0 && h.beta2 < 1, ErrorKind::Argument, "beta2 must be in [0, 1), got " + std::to_string(h.beta2));
+  OWLET_CHECK(a, std::isfinite(h.eps) && h.eps >= 0, ErrorKind::Argument, "eps must be finite and >= 0, got " + std::to_string(h.eps));
+  std::unordered_set<const Storage*> written;  // a storage updated twice (a parameter listed twice, m aliasing v) is a bug
+  written.reserve(4 * n);
   for (size_t i = 0; i < n; i++) {
-    a.check(std::isfinite(wd[i]) && wd[i] >= 0, ErrorKind::Argument,
+    OWLET_CHECK(a, std::isfinite(wd[i]) && wd[i] >= 0, ErrorKind::Argument,
             item("weightDecay", i) + " must be finite and >= 0, got " + std::to_string(wd[i]));
     const Tensor *p = ps[i], *g = gs[i], *m = ms[i], *v = vs[i];
-    std::string pi = item("params", i), gi = item("grads", i), mi = item("m", i), vi = item("v", i);
-    a.expect_float(*p, pi.c_str());
-    a.expect_gradient(*g, gi.c_str());
-    a.expect_float(*m, mi.c_str());
-    a.expect_float(*v, vi.c_str());
-    a.expect_same_shape(*p, pi.c_str(), *g, gi.c_str());
-    a.expect_same_shape(*p, pi.c_str(), *m, mi.c_str());
-    a.expect_same_shape(*p, pi.c_str(), *v, vi.c_str());
-    a.expect_same_device(*ps[0], "params[0]", *p, pi.c_str());
-    a.expect_same_device(*p, pi.c_str(), *g, gi.c_str());
-    a.expect_same_device(*p, pi.c_str(), *m, mi.c_str());
-    a.expect_same_device(*p, pi.c_str(), *v, vi.c_str());
-    for (auto [t, name] : {std::pair{p, &pi}, std::pair{m, &mi}, std::pair{v, &vi}})
-      a.check(t->numel() == 0 || written.insert(t->storage.get()).second, ErrorKind::Argument,
-              *name + " shares its storage with another params/m/v entry " + t->describe());
-    a.check(p->numel() == 0 || g->storage != p->storage, ErrorKind::Argument, gi + " shares its storage with " + pi);
+    const Device d = ps[0]->device();
+    // (the names, and each check's message, only for an entry that fails one: a list holds hundreds of parameters)
+    if (!(Args::is_float(*p) && Args::is_gradient(*g) && Args::is_float(*m) && Args::is_float(*v) && p->shape == g->shape &&
+          p->shape == m->shape && p->shape == v->shape && p->device() == d && g->device() == d && m->device() == d &&
+          v->device() == d)) {
+      const std::string pi = item("params", i), gi = item("grads", i), mi = item("m", i), vi = item("v", i);
+      a.expect_float(*p, pi.c_str());
+      a.expect_gradient(*g, gi.c_str());
+      a.expect_float(*m, mi.c_str());
+      a.expect_float(*v, vi.c_str());
+      a.expect_same_shape(*p, pi.c_str(), *g, gi.c_str());
+      a.expect_same_shape(*p, pi.c_str(), *m, mi.c_str());
+      a.expect_same_shape(*p, pi.c_str(), *v, vi.c_str());
+      a.expect_same_device(*ps[0], "params[0]", *p, pi.c_str());
+      a.expect_same_device(*p, pi.c_str(), *g, gi.c_str());
+      a.expect_same_device(*p, pi.c_str(), *m, mi.c_str());
+      a.expect_same_device(*p, pi.c_str(), *v, vi.c_str());
+    }
+    for (auto [t, list] : {std::pair{p, "params"}, std::pair{m, "m"}, std::pair{v, "v"}})
+      OWLET_CHECK(a, t->numel() == 0 || written.insert(t->storage.get()).second, ErrorKind::Argument,
+              item(list, i) + " shares its storage with another params/m/v entry " + t->describe());
+    OWLET_CHECK(a, p->numel() == 0 || g->storage != p->storage, ErrorKind::Argument,
+                item("grads", i) + " shares its storage with " + item("params", i));
   }
   std::vector<Tensor*> copies;
   if (a.present(12)) {
     copies = a.opt_tensors(12, "copies");
-    a.check(copies.size() == n, ErrorKind::Argument, "copies must have one entry (a tensor or null) per parameter, got " +
+    OWLET_CHECK(a, copies.size() == n, ErrorKind::Argument, "copies must have one entry (a tensor or null) per parameter, got " +
                                                          std::to_string(copies.size()) + " for " + std::to_string(n));
     for (size_t i = 0; i < n; i++) {
       Tensor* c = copies[i];
       if (!c) continue;
-      std::string ci = item("copies", i), pi = item("params", i);
-      a.check(c->dtype == DType::BF16, ErrorKind::DType, ci + " must be bf16, got " + c->describe());
-      a.check(c->numel() == ps[i]->numel(), ErrorKind::Shape, ci + " " + c->describe() + " must have the size of " + pi +
-                                                                  " " + ps[i]->describe());
-      a.expect_same_device(*ps[i], pi.c_str(), *c, ci.c_str());
-      a.check(c->numel() == 0 || written.insert(c->storage.get()).second, ErrorKind::Argument,
-              ci + " shares its storage with another params/m/v/copies entry " + c->describe());
+      auto ci = [&] { return item("copies", i); };
+      OWLET_CHECK(a, c->dtype == DType::BF16, ErrorKind::DType, ci() + " must be bf16, got " + c->describe());
+      OWLET_CHECK(a, c->numel() == ps[i]->numel(), ErrorKind::Shape, ci() + " " + c->describe() + " must have the size of " +
+                                                                  item("params", i) + " " + ps[i]->describe());
+      if (c->device() != ps[i]->device()) a.expect_same_device(*ps[i], item("params", i).c_str(), *c, ci().c_str());
+      OWLET_CHECK(a, c->numel() == 0 || written.insert(c->storage.get()).second, ErrorKind::Argument,
+              ci() + " shares its storage with another params/m/v/copies entry " + c->describe());
     }
   }
   std::vector<const Tensor*> cg(gs.begin(), gs.end());
@@ -115,11 +126,12 @@ OWLET_OP(sumSquares) {
 OWLET_OP(stepControl) {
   std::vector<Tensor*> gs = a.tensors(0, "grads"), ls = a.tensors(1, "losses");
   double max_norm = a.number(2, "maxNorm");
-  a.check(!std::isnan(max_norm), ErrorKind::Argument, "maxNorm must be a number, got NaN");
-  a.check(!gs.empty() || !ls.empty(), ErrorKind::Argument, "stepControl needs a gradient or a loss to know its device");
+  OWLET_CHECK(a, !std::isnan(max_norm), ErrorKind::Argument, "maxNorm must be a number, got NaN");
+  OWLET_CHECK(a, !gs.empty() || !ls.empty(), ErrorKind::Argument, "stepControl needs a gradient or a loss to know its device");
   const Tensor& first = gs.empty() ? *ls[0] : *gs[0];
   std::vector<const Tensor*> cg = float_list(a, gs, "grads", true), cl = float_list(a, ls, "losses");
-  for (size_t i = 0; i < cl.size(); i++) a.expect_same_device(first, "grads[0]", *cl[i], item("losses", i).c_str());
+  for (size_t i = 0; i < cl.size(); i++)
+    if (cl[i]->device() != first.device()) a.expect_same_device(first, "grads[0]", *cl[i], item("losses", i).c_str());
   Tensor out(DType::I64, {3}, first.device());
   kern::step_control(cg, cl, max_norm, out);
   return a.ret(std::move(out));

@@ -15,16 +15,16 @@ struct RopeArgs {
 
 RopeArgs check(Args& a, const Tensor& x, const char* name) {
   a.expect_float(x, name);
-  a.check(x.ndim() == 4, ErrorKind::Shape, std::string(name) + " must be [B, T, H, D], got " + x.describe());
-  a.check(x.dim(3) > 0 && x.dim(3) % 2 == 0, ErrorKind::Shape,
+  OWLET_CHECK(a, x.ndim() == 4, ErrorKind::Shape, std::string(name) + " must be [B, T, H, D], got " + x.describe());
+  OWLET_CHECK(a, x.dim(3) > 0 && x.dim(3) % 2 == 0, ErrorKind::Shape,
           std::string("the head dimension D must be even and > 0 (rotate-half pairs its two halves), got ") +
               name + " " + x.describe());
   int64_t pos0 = a.integer(1, "pos0");
-  a.check(pos0 >= 0 && pos0 + x.dim(1) <= (int64_t(1) << 31), ErrorKind::Argument,
+  OWLET_CHECK(a, pos0 >= 0 && pos0 + x.dim(1) <= (int64_t(1) << 31), ErrorKind::Argument,
           "positions pos0.." + std::string("pos0+T-1 must lie in [0, 2^31), got pos0 = ") + std::to_string(pos0) +
               " for " + name + " " + x.describe());
   double theta = a.number(2, "theta");
-  a.check(std::isfinite(theta) && theta > 0, ErrorKind::Argument,
+  OWLET_CHECK(a, std::isfinite(theta) && theta > 0, ErrorKind::Argument,
           "theta must be a finite number > 0, got " + std::to_string(theta));
   return {pos0, theta};
 }

@@ -31,7 +31,7 @@ OWLET_OP(full) {
   if (t.dtype == DType::I32 || t.dtype == DType::I64 || t.dtype == DType::U8) {
     double lo = t.dtype == DType::U8 ? 0 : t.dtype == DType::I32 ? -2147483648.0 : -0x1p63;
     double hi = t.dtype == DType::U8 ? 255 : t.dtype == DType::I32 ? 2147483647.0 : 0x1.fffffffffffffp62;
-    a.check(std::floor(v) == v && v >= lo && v <= hi, ErrorKind::Argument,
+    OWLET_CHECK(a, std::floor(v) == v && v >= lo && v <= hi, ErrorKind::Argument,
             "value " + number_str(v) + " is not a whole number that " + dtype_name(t.dtype) + " holds");
   }
   kern::fill(t, v);
@@ -57,7 +57,7 @@ OWLET_OP(fromBuffer) {
     a.error(ErrorKind::Argument, "data (argument 2) must be a TypedArray or an ArrayBuffer");
   }
   size_t want = size_t(shape_numel(s)) * dtype_size(dt);
-  a.check(len == want, ErrorKind::Shape,
+  OWLET_CHECK(a, len == want, ErrorKind::Shape,
           "data holds " + std::to_string(len) + " bytes but " + dtype_name(dt) + shape_str(s) + " needs " +
               std::to_string(want));
   Tensor t(dt, s, device_arg(a, 3));
@@ -82,7 +82,7 @@ OWLET_OP(castMany) {
   std::vector<const Tensor*> src;
   std::vector<Tensor*> dst;
   for (size_t i = 0; i < xs.size(); i++) {
-    a.check(xs[i]->device() == xs[0]->device(), ErrorKind::Device,
+    OWLET_CHECK(a, xs[i]->device() == xs[0]->device(), ErrorKind::Device,
             "xs[" + std::to_string(i) + "] " + xs[i]->describe() + " is not on " + xs[0]->describe() + "'s device");
     ys.emplace_back(d, xs[i]->shape, xs[i]->device());
   }
@@ -106,7 +106,7 @@ OWLET_OP(clone) {
 OWLET_OP(copyInto) {
   Tensor& dst = a.tensor(0, "dst");
   Tensor& src = a.tensor(1, "src");
-  a.check(dst.numel() == src.numel(), ErrorKind::Shape, "dst " + dst.describe() + " and src " + src.describe() + " differ in size");
+  OWLET_CHECK(a, dst.numel() == src.numel(), ErrorKind::Shape, "dst " + dst.describe() + " and src " + src.describe() + " differ in size");
   kern::copy_convert(src, dst);
   return a.env().Undefined();
 }
@@ -153,7 +153,7 @@ OWLET_OP(readQueue) {
 namespace {
 uint64_t ticket_arg(Args& a) {
   const int64_t t = a.integer(0, "ticket");
-  a.check(t > 0, ErrorKind::Argument, "ticket (argument 0) must be a ticket readQueue returned");
+  OWLET_CHECK(a, t > 0, ErrorKind::Argument, "ticket (argument 0) must be a ticket readQueue returned");
   return uint64_t(t);
 }
 struct TakeInto {
@@ -200,7 +200,7 @@ OWLET_OP(deviceCount) { return a.ret_number(device_count()); }
 
 OWLET_OP(setNumThreads) {
   int64_t n = a.integer(0, "threads");
-  a.check(n >= 1 && n <= 1024, ErrorKind::Argument, "threads must be in 1..1024");
+  OWLET_CHECK(a, n >= 1 && n <= 1024, ErrorKind::Argument, "threads must be in 1..1024");
   set_num_threads(int(n));
   return a.env().Undefined();
 }

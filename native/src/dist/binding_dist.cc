@@ -22,14 +22,14 @@ std::map<int, StoreServer*>& servers() {
 }
 
 ProcessGroup& group(Args& a) {
-  a.check(g_group != nullptr, ErrorKind::Distributed,
+  OWLET_CHECK(a, g_group != nullptr, ErrorKind::Distributed,
           "no process group: call initProcessGroup() first (distInit), or it was closed");
   return *g_group;
 }
 
 std::chrono::milliseconds millis(Args& a, size_t i, const char* what) {
   int64_t ms = a.integer(i, what);
-  a.check(ms > 0, ErrorKind::Argument, std::string(what) + " must be > 0 ms, got " + std::to_string(ms));
+  OWLET_CHECK(a, ms > 0, ErrorKind::Argument, std::string(what) + " must be > 0 ms, got " + std::to_string(ms));
   return std::chrono::milliseconds(ms);
 }
 
@@ -45,18 +45,18 @@ std::vector<Tensor*> cpu_tensors(Args& a, size_t i, bool f32_only) {
 // distInit(rank, worldSize, masterAddr, masterPort, hostStore, rendezvousTimeoutMs, opTimeoutMs, iface?) -> the
 // store's port (the one this process hosts when hostStore, which may have been 0: ephemeral).
 OWLET_OP(distInit) {
-  a.check(g_group == nullptr, ErrorKind::Distributed, "the process group is already initialised");
+  OWLET_CHECK(a, g_group == nullptr, ErrorKind::Distributed, "the process group is already initialised");
   GroupOptions o;
   o.size = int(a.integer(1, "worldSize"));
   o.rank = int(a.integer(0, "rank"));
-  a.check(o.size >= 1, ErrorKind::Argument, "worldSize must be >= 1, got " + std::to_string(o.size));
-  a.check(o.rank >= 0 && o.rank < o.size, ErrorKind::Argument,
+  OWLET_CHECK(a, o.size >= 1, ErrorKind::Argument, "worldSize must be >= 1, got " + std::to_string(o.size));
+  OWLET_CHECK(a, o.rank >= 0 && o.rank < o.size, ErrorKind::Argument,
           "rank must be in [0, " + std::to_string(o.size) + "), got " + std::to_string(o.rank));
   o.master_addr = a.string(2, "masterAddr");
-  a.check(!o.master_addr.empty(), ErrorKind::Argument, "masterAddr is empty");
+  OWLET_CHECK(a, !o.master_addr.empty(), ErrorKind::Argument, "masterAddr is empty");
   o.master_port = int(a.integer(3, "masterPort"));
   o.host_store = a.boolean(4, "hostStore");
-  a.check(o.master_port >= (o.host_store ? 0 : 1) && o.master_port <= 65535, ErrorKind::Argument,
+  OWLET_CHECK(a, o.master_port >= (o.host_store ? 0 : 1) && o.master_port <= 65535, ErrorKind::Argument,
           "masterPort must be in [1, 65535], got " + std::to_string(o.master_port));
   o.rendezvous_timeout = millis(a, 5, "rendezvousTimeoutMs");
   o.op_timeout = millis(a, 6, "opTimeoutMs");
@@ -77,7 +77,7 @@ OWLET_OP(distAllReduce) {
 OWLET_OP(distAllReduceNumbers) {
   ProcessGroup& g = group(a);
   Napi::Value v = a.raw(0);
-  a.check(v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_float64_array, ErrorKind::Argument,
+  OWLET_CHECK(a, v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_float64_array, ErrorKind::Argument,
           "xs (argument 0) must be a Float64Array");
   auto arr = v.As<Napi::Float64Array>();
   g.allreduce_sum(arr.Data(), arr.ElementLength());
@@ -89,7 +89,7 @@ OWLET_OP(distBroadcast) {
   ProcessGroup& g = group(a);
   auto xs = cpu_tensors(a, 0, false);
   int64_t root = a.integer(1, "root");
-  a.check(root >= 0 && root < g.size(), ErrorKind::Argument,
+  OWLET_CHECK(a, root >= 0 && root < g.size(), ErrorKind::Argument,
           "root must be in [0, " + std::to_string(g.size()) + "), got " + std::to_string(root));
   g.broadcast(xs, int(root), bucket_bytes(a, 2));
   return a.env().Undefined();
@@ -127,7 +127,7 @@ OWLET_OP(distClose) {
 OWLET_OP(storeServerStart) {
   std::string host = a.string(0, "bindHost");
   int64_t port = a.integer(1, "port");
-  a.check(port >= 0 && port <= 65535, ErrorKind::Argument, "port must be in [0, 65535], got " + std::to_string(port));
+  OWLET_CHECK(a, port >= 0 && port <= 65535, ErrorKind::Argument, "port must be in [0, 65535], got " + std::to_string(port));
   StoreServer* s;
   try {
     s = new StoreServer(host, int(port));
@@ -142,7 +142,7 @@ OWLET_OP(storeServerStart) {
 OWLET_OP(storeServerStop) {
   int port = int(a.integer(0, "port"));
   auto it = servers().find(port);
-  a.check(it != servers().end(), ErrorKind::Argument, "no store server of this process listens on port " + std::to_string(port));
+  OWLET_CHECK(a, it != servers().end(), ErrorKind::Argument, "no store server of this process listens on port " + std::to_string(port));
   it->second->stop();
   delete it->second;
   servers().erase(it);

@@ -15,18 +15,18 @@ std::vector<Tensor*> collective_tensors(Args& a, size_t i, bool f32_only, Where 
   std::vector<Tensor*> xs = a.tensors(i, "tensors");
   std::set<const Storage*> seen;
   for (size_t j = 0; j < xs.size(); j++) {
-    std::string name = "tensors[" + std::to_string(j) + "]";
+    auto name = [&] { return "tensors[" + std::to_string(j) + "]"; };
     std::string why = where(*xs[j]);
-    a.check(why.empty(), ErrorKind::Device, name + " is " + xs[j]->describe() + ": " + why);
-    if (f32_only) a.expect_dtype(*xs[j], name.c_str(), DType::F32);
-    a.check(seen.insert(xs[j]->storage.get()).second, ErrorKind::Argument, name + " shares its storage with an earlier entry");
+    OWLET_CHECK(a, why.empty(), ErrorKind::Device, name() + " is " + xs[j]->describe() + ": " + why);
+    if (f32_only && xs[j]->dtype != DType::F32) a.expect_dtype(*xs[j], name().c_str(), DType::F32);
+    OWLET_CHECK(a, seen.insert(xs[j]->storage.get()).second, ErrorKind::Argument, name() + " shares its storage with an earlier entry");
   }
   return xs;
 }
 
 inline size_t bucket_bytes(Args& a, size_t i) {
   int64_t b = a.integer_or(i, "bucketBytes", 25 << 20);
-  a.check(b >= 4, ErrorKind::Argument, "bucketBytes must be >= 4, got " + std::to_string(b));
+  OWLET_CHECK(a, b >= 4, ErrorKind::Argument, "bucketBytes must be >= 4, got " + std::to_string(b));
   return size_t(b);
 }
 

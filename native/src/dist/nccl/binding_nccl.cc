@@ -15,7 +15,7 @@ namespace {
 NcclGroup* g_nccl = nullptr;
 
 NcclGroup& group(Args& a) {
-  a.check(g_nccl != nullptr, ErrorKind::Distributed, "no NCCL group: ncclInit first, or it was closed");
+  OWLET_CHECK(a, g_nccl != nullptr, ErrorKind::Distributed, "no NCCL group: ncclInit first, or it was closed");
   return *g_nccl;
 }
 
@@ -33,19 +33,19 @@ std::vector<Tensor*> device_tensors(Args& a, const NcclGroup& g, bool f32_only) 
 
 // ncclInit(rank, worldSize, storeHost, storePort, device, rendezvousTimeoutMs, opTimeoutMs)
 OWLET_OP(ncclInit) {
-  a.check(g_nccl == nullptr, ErrorKind::Distributed, "the NCCL group is already initialised");
+  OWLET_CHECK(a, g_nccl == nullptr, ErrorKind::Distributed, "the NCCL group is already initialised");
   NcclOptions o;
   o.size = int(a.integer(1, "worldSize"));
   o.rank = int(a.integer(0, "rank"));
-  a.check(o.size >= 1 && o.rank >= 0 && o.rank < o.size, ErrorKind::Argument,
+  OWLET_CHECK(a, o.size >= 1 && o.rank >= 0 && o.rank < o.size, ErrorKind::Argument,
           "rank " + std::to_string(o.rank) + " is not in a world of " + std::to_string(o.size));
   o.store_host = a.string(2, "storeHost");
   o.store_port = int(a.integer(3, "storePort"));
-  a.check(o.store_port >= 1 && o.store_port <= 65535, ErrorKind::Argument, "storePort must be in [1, 65535]");
+  OWLET_CHECK(a, o.store_port >= 1 && o.store_port <= 65535, ErrorKind::Argument, "storePort must be in [1, 65535]");
   o.device = int(a.integer(4, "device"));
-  a.check(o.device >= 0, ErrorKind::Argument, "device must be >= 0");
+  OWLET_CHECK(a, o.device >= 0, ErrorKind::Argument, "device must be >= 0");
   int64_t rdzv = a.integer(5, "rendezvousTimeoutMs"), op = a.integer(6, "opTimeoutMs");
-  a.check(rdzv > 0 && op > 0, ErrorKind::Argument, "timeouts must be > 0 ms");
+  OWLET_CHECK(a, rdzv > 0 && op > 0, ErrorKind::Argument, "timeouts must be > 0 ms");
   o.rendezvous_timeout = std::chrono::milliseconds(rdzv);
   o.op_timeout = std::chrono::milliseconds(op);
   g_nccl = new NcclGroup(o);
@@ -72,7 +72,7 @@ OWLET_OP(ncclAllReduceStart) {
 OWLET_OP(ncclAllReduceWait) {
   NcclGroup& g = group(a);
   int64_t ticket = a.integer(0, "ticket");
-  a.check(ticket > 0, ErrorKind::Argument, "ticket must be > 0, got " + std::to_string(ticket));
+  OWLET_CHECK(a, ticket > 0, ErrorKind::Argument, "ticket must be > 0, got " + std::to_string(ticket));
   g.allreduce_wait(uint64_t(ticket));
   return a.env().Undefined();
 }
@@ -85,7 +85,7 @@ OWLET_OP(ncclBroadcast) {
   NcclGroup& g = group(a);
   auto xs = device_tensors(a, g, false);
   int64_t root = a.integer(1, "root");
-  a.check(root >= 0 && root < g.size(), ErrorKind::Argument, "root must be in [0, " + std::to_string(g.size()) + ")");
+  OWLET_CHECK(a, root >= 0 && root < g.size(), ErrorKind::Argument, "root must be in [0, " + std::to_string(g.size()) + ")");
   g.broadcast(xs, int(root), bucket_bytes(a, 2));
   return a.env().Undefined();
 }
