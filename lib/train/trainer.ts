@@ -10,6 +10,11 @@
 // the data stream's own state; a checkpoint stores both, with the trainable weights and the optimizer state, so a
 // resumed run continues bit-for-bit like one that was never interrupted.
 //
+// On a GPU, one process: the step loop (run(), trainSteps()) queues step N+1's forward and backward before it reads
+// step N's results, which come back through a queued read that waits for step N's update only — the device always has
+// the next step's work while the host waits and prepares the step after (stepLoop). Not past a step that a
+// checkpoint, an evaluation or the end follows; the numbers are those of steps run one after another.
+//
 // Data parallelism (`dist`, W ranks): every rank runs gradAccum micro-batches of its own shard, then the step's
 // statistics and the gradients are all-reduced (averaged over ranks) before clipping, so every rank applies the same
 // update and the weights stay identical. Rank r's micro-batch k is the step's micro-batch k·W + r: it reads that

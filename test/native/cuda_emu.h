@@ -234,19 +234,23 @@ inline uint32_t smem_offset(const void* p) {
   return uint32_t(static_cast<const unsigned char*>(p) - dynamic_smem());
 }
 
-// A shuffle: every lane posts v and reads the value of lane src(its own lane) of its warp.
+// A shuffle: every lane posts v and reads the value of lane src(its own lane) of its warp. 4- and 8-byte values (a
+// double moves as two 32-bit shuffles on the device).
 template <class T, class Src>
 inline T shfl(T v, Src src) {
+  static_assert(sizeof(T) == 4 || sizeof(T) == 8, "the emulator shuffles 4- and 8-byte values");
   Block* b = current();
   int t = tid();
-  uint32_t bits;
-  std::memcpy(&bits, &v, 4);
-  b->post[size_t(t)][0] = bits;
+  uint32_t bits[2] = {0, 0};
+  std::memcpy(bits, &v, sizeof(T));
+  b->post[size_t(t)][0] = bits[0];
+  b->post[size_t(t)][1] = bits[1];
   warp_barrier();
-  uint32_t pb = b->post[size_t((t & ~31) | (src(t & 31) & 31))][0];
+  const auto& from = b->post[size_t((t & ~31) | (src(t & 31) & 31))];
+  uint32_t pb[2] = {from[0], from[1]};
   warp_barrier();
   T out;
-  std::memcpy(&out, &pb, 4);
+  std::memcpy(&out, pb, sizeof(T));
   return out;
 }
 template <class T>

@@ -10,6 +10,7 @@
 #include "common.cuh"
 #include "adamw.cuh"
 #include "multi_tensor.cuh"
+#include "sum_squares.cuh"
 
 namespace owlet::kern {
 
@@ -20,26 +21,9 @@ using owlet::cuda::adamw::adamw_kernel;
 
 namespace {
 
-constexpr int kThreads = 256;
-
-struct ListSlot {
-  FOut x;
-  int64_t n;
-};
-
-__global__ void sum_squares_kernel(const ListSlot* slots, const WorkItem* items, double* partial) {
-  __shared__ double scratch[32];
-  WorkItem w = items[blockIdx.x];
-  ListSlot s = slots[w.slot];
-  int64_t end = min(s.n, w.start + kChunk);
-  double acc = 0.0;
-  for (int64_t i = w.start + threadIdx.x; i < end; i += blockDim.x) {
-    double v = s.x.get(i);
-    acc += v * v;
-  }
-  acc = block_sum_d(acc, scratch);
-  if (threadIdx.x == 0) partial[blockIdx.x] = acc;
-}
+using owlet::cuda::sumsq::kThreads;
+using owlet::cuda::sumsq::ListSlot;
+using owlet::cuda::sumsq::sum_squares_kernel;
 
 __global__ void sum_partials_kernel(const double* partial, int64_t n, double* out) {
   __shared__ double scratch[32];
@@ -89,7 +73,8 @@ std::vector<ListSlot> list_slots(const std::vector<const Tensor*>& xs, const cha
   for (const Tensor* t : xs) {
     if (t->device() != xs[0]->device())
       fail(ErrorKind::Device, std::string(op) + ": tensors on different devices: " + xs[0]->describe() + ", " + t->describe());
-    if (t->numel() > 0) slots.push_back({fout(*t, op, "tensor"), t->numel()});
+    if (t->numel() > 0)
+      slots.push_back({fout(*t, op, "tensor"), t->numel(), vec_enabled() && reinterpret_cast<uintptr_t>(t->raw()) % 16 == 0});
   }
   return slots;
 }
