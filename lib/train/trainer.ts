@@ -273,7 +273,9 @@ export class Trainer<B extends Batch = Batch> {
    * back: the steps' throughput.
    */
   async trainSteps(count: number): Promise<StepStats[]> {
+    if (!Number.isInteger(count) || count < 0) throw new TrainingError(`trainSteps: count must be an integer >= 0, got ${count}`);
     const last = Math.min(this.o.totalSteps, this.step + count), out: StepStats[] = [];
+    if (last <= this.step) return out;
     await this.stepLoop((n) => n >= last, async (s) => { out.push(s); return s.step >= last; });
     return out;
   }

@@ -363,6 +363,10 @@ test.serial('trainSteps(n): n steps queued ahead where they may, the same number
   try { await off.trainer.trainSteps(5); } finally { delete process.env.OWLET_PIPELINE; }
   t.deepEqual(off.seen, [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]);
   t.is((await many.trainer.trainSteps(100)).length, 4, 'never past totalSteps');
+  t.deepEqual(await many.trainer.trainSteps(1), [], 'nothing after totalSteps');
+  t.deepEqual(await one.trainer.trainSteps(0), []);
+  t.is(one.trainer.step, 5);
+  await t.throwsAsync(one.trainer.trainSteps(1.5), { instanceOf: TrainingError, message: /count must be an integer >= 0/ });
   // by default only where the device runs queued work asynchronously: not on the CPU
   const next = auto.data.next.bind(auto.data), seen: number[] = [];
   auto.data.next = async () => { seen.push(auto.trainer.step); return next(); };
