@@ -294,6 +294,13 @@ async function profileStep(trainer: Trainer<OwlTrainBatch>, be: ReturnType<typeo
   const td0 = performance.now();
   try { await trainer.trainStep(); } finally { setOpProfiling(null); }
   const dev = deviceTimeline(be.timelineRead(), be.backend), devWall = performance.now() - td0;
+  // The same timeline over steps queued ahead (trainSteps: run()'s way on a GPU): the idle left per step.
+  const aheadSteps = 3;
+  resetOpProfile();
+  setOpProfiling('device');
+  const tq0 = performance.now();
+  try { await trainer.trainSteps(aheadSteps); } finally { setOpProfiling(null); }
+  const devQ = deviceTimeline(be.timelineRead(), be.backend), devQWall = performance.now() - tq0;
   const byName = (ops: OpStat[]) => {
     const m = new Map<string, OpStat>();
     for (const o of ops) {
@@ -319,11 +326,17 @@ async function profileStep(trainer: Trainer<OwlTrainBatch>, be: ReturnType<typeo
   for (const o of dev.ops.slice(0, 30)) console.log(fmt(o));
   console.log('PROFILE longest idle gaps (the device waiting for the host before that call):');
   for (const o of dev.gaps.slice(0, 12)) console.log(fmt(o));
+  const per = (x: number) => (x / aheadSteps).toFixed(1);
+  console.log(`PROFILE device timeline, ${aheadSteps} steps queued ahead: per step ${per(devQ.span_ms)} ms span of ${per(devQWall)} ms, ` +
+    `busy ${per(devQ.busy_ms)} ms, idle ${per(devQ.idle_ms)} ms; longest gaps:`);
+  for (const o of devQ.gaps.slice(0, 8)) console.log(fmt(o));
   const r = (o: OpStat) => ({ op: o.op, calls: o.calls, ms: +o.ms.toFixed(3) });
   return { step_ms: ms, synced: { wall_ms: sync.wall, ops_ms: sync.sum, calls: sync.calls, by_op: byName(sync.ops).map(r), top: sync.ops.slice(0, 60).map(r) },
     host: { wall_ms: host.wall, calls_ms: host.sum, by_op: byName(host.ops).map(r) },
     device: { wall_ms: devWall, span_ms: dev.span_ms, busy_ms: dev.busy_ms, idle_ms: dev.idle_ms, calls: dev.calls,
-      by_op: byName(dev.ops).map(r), top: dev.ops.slice(0, 60).map(r), gaps: dev.gaps.map(r) } } as unknown as Json;
+      by_op: byName(dev.ops).map(r), top: dev.ops.slice(0, 60).map(r), gaps: dev.gaps.map(r) },
+    device_queued_ahead: { steps: aheadSteps, wall_ms: devQWall, span_ms: devQ.span_ms, busy_ms: devQ.busy_ms, idle_ms: devQ.idle_ms,
+      calls: devQ.calls, by_op: byName(devQ.ops).map(r), gaps: devQ.gaps.map(r) } } as unknown as Json;
 }
 
 async function bench(device: string): Promise<void> {
