@@ -34,6 +34,9 @@ export interface LogRecord {
   grad_norm: number | null;
   lr: number;
   ms_per_step: number;
+  /** The host's own time per step (StepStats.queueMs), when every step of the interval reported it: close to
+   *  ms_per_step, the host (JS, launches, data) sets the pace rather than the device. */
+  host_ms_per_step?: number;
   tokens_per_s: number;
   images_per_s: number;
   /** Achieved FLOP/s over the peak FLOP/s setting (null when either is unknown). */
@@ -79,6 +82,7 @@ export class IntervalMeter {
       peak_mem_bytes: peakMemBytes,
       skipped: s.length - applied.length,
     };
+    if (s.every((x) => x.queueMs !== undefined)) rec.host_ms_per_step = s.reduce((a, x) => a + x.queueMs!, 0) / s.length;
     if (correct !== undefined && counted > 0) rec.accuracy = correct / counted;
     for (const [k, v] of Object.entries(evalMetrics)) rec[`eval_${k}`] = v;
     return rec;
@@ -95,7 +99,7 @@ export function formatRecord(r: LogRecord, totalSteps?: number): string {
     `loss ${fmtNum(r.loss)}`,
     `grad ${fmtNum(r.grad_norm, 3)}`,
     `lr ${r.lr.toExponential(2)}`,
-    `${r.ms_per_step.toFixed(0)} ms/step`,
+    `${r.ms_per_step.toFixed(0)} ms/step${r.host_ms_per_step !== undefined ? ` (host ${r.host_ms_per_step.toFixed(0)})` : ''}`,
     `${r.tokens_per_s.toFixed(0)} tok/s`,
     `${r.images_per_s.toFixed(1)} img/s`,
   ];
@@ -147,6 +151,7 @@ export class MetricsWriter {
         'perf/peak_mem_bytes': r.peak_mem_bytes, 'train/skipped': r.skipped,
       };
       if (r.accuracy !== undefined) scalars['train/accuracy'] = r.accuracy;
+      if (r.host_ms_per_step !== undefined) scalars['perf/host_ms_per_step'] = r.host_ms_per_step;
       for (const [k, v] of Object.entries(r)) if (k.startsWith('eval_')) scalars[`eval/${k.slice(5)}`] = v as number;
       this.tb.scalars(r.step, scalars);
     }

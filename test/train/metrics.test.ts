@@ -36,6 +36,18 @@ test('a logging record averages the applied steps and rates over the interval', 
   t.is(r2.utilisation, null);
   t.is(r2.accuracy, undefined);
   t.is(formatRecord(r2), 'step 1 | loss 1.0000 | grad 1.000 | lr 1.00e-3 | 500 ms/step | 2000 tok/s | 8.0 img/s');
+  t.is(r2.host_ms_per_step, undefined, 'no host time: a step did not report it');
+  // the host's own time per step, when every step of the interval reports it (StepStats.queueMs)
+  const host = new IntervalMeter();
+  host.add(step({ step: 1, queueMs: 300 }));
+  host.add(step({ step: 2, queueMs: 340 }));
+  const r3 = host.flush(null)!;
+  t.is(r3.host_ms_per_step, 320);
+  t.is(formatRecord(r3), 'step 2 | loss 1.0000 | grad 1.000 | lr 1.00e-3 | 500 ms/step (host 320) | 2000 tok/s | 8.0 img/s');
+  const partial = new IntervalMeter();
+  partial.add(step({ step: 1, queueMs: 300 }));
+  partial.add(step({ step: 2 }));
+  t.is(partial.flush(null)!.host_ms_per_step, undefined);
 });
 
 class Sink extends Writable {
