@@ -14,8 +14,8 @@ export interface StepStats {
   gradNorm: number;
   lr: number;
   ms: number;
-  /** Host time spent queueing the step's work (forward, backward, update) without waiting for the device, when the
-   *  device decided the update (one process, a native backend): close to `ms`, the host sets the pace, not the device. */
+  /** Host time spent queueing the step's work (forward, backward, update) without waiting for the device, when a GPU
+   *  decided the update (one process): close to `ms`, the host sets the pace, not the device. */
   queueMs?: number;
   tokens: number;
   images: number;

@@ -479,7 +479,8 @@ export class Trainer<B extends Batch = Batch> {
       skipped: bad !== null,
     };
     if (hasCorrect) stats.correct = correct;
-    if (q.applied) stats.queueMs = q.queueMs;
+    // (on the CPU the kernels run inside the queueing calls: the host's time is the whole step, nothing to tell apart)
+    if (q.applied && this.params[0].backend.backend !== 'cpu') stats.queueMs = q.queueMs;
     if (this.o.flopsPerStep) stats.flops = this.o.flopsPerStep({ tokens, images });
     this.history.push(stats);
     return stats;
