@@ -35,6 +35,8 @@ export interface NativeBackend {
   // tensors
   empty(dtype: DTypeName, shape: number[], device?: string): NT;
   full(dtype: DTypeName, shape: number[], value: number, device?: string): NT;
+  /** A copy of the bytes of `data`; for a bf16 tensor a Float32Array holds its values instead (rounded to bf16 on
+   *  the host as they go in: half the bytes to move to a device, no f32 temporary). */
   fromBuffer(dtype: DTypeName, shape: number[], data: ArrayBufferView | ArrayBuffer, device?: string): NT;
   cast(x: NT, dtype: DTypeName): NT;
   /** cast of each tensor, one launch on a GPU for the f32<->bf16 ones (all on one device). */

@@ -38,6 +38,24 @@ test('bf16 storage rounds to nearest even and converts back', (t) => {
   });
 });
 
+test('f32 values stored as bf16 go in rounded as a cast rounds them, bit for bit, specials included', (t) => {
+  scope(() => {
+    const vals = Float32Array.from([0, -0, 1, 1 + 2 ** -9, 1 + 3 * 2 ** -9, -(1 + 2 ** -8 + 2 ** -9), 3.4e38, -3.4e38, 1e-40,
+      -1e-45, Infinity, -Infinity, NaN, 65504, 2 ** -126]);
+    const direct = tensor(vals, [vals.length], { dtype: 'bf16' });  // fromBuffer('bf16', Float32Array): rounded as it goes in
+    const viaCast = cpu().cast(cpu().fromBuffer('f32', [vals.length], vals), 'bf16');
+    t.deepEqual([...direct.data<'bf16'>()], [...new Uint16Array(viaCast.read())]);
+    viaCast.dispose();
+    // the values' count is checked, not the bytes
+    const e = t.throws(() => cpu().fromBuffer('bf16', [3], Float32Array.of(1, 2)), { instanceOf: OwletError });
+    t.regex(e!.message, /data holds 2 float32 values but bf16\[3\] needs 3/);
+    // other views are still the raw bytes (a Uint16Array of bf16 bits)
+    const raw = cpu().fromBuffer('bf16', [2], Uint16Array.of(0x3f80, 0x4000));
+    t.deepEqual([...new Uint16Array(raw.read())], [0x3f80, 0x4000]);
+    raw.dispose();
+  });
+});
+
 test('dispose is deterministic, idempotent, and use-after-dispose throws DisposedError', (t) => {
   const live = liveTensors();
   const before = bytesInUse('cpu');

@@ -185,8 +185,10 @@ export function tensor(data: ArrayBufferView | number[], shape?: readonly number
   const dtype = o.dtype ?? natural ?? 'f32';
   const s = checkShape(shape ?? [(arr as Float32Array).length], 'tensor');
   const b = backendOf(o.device ?? 'cpu');
+  // f32 values stored as bf16: rounded on the host as they go in (the native fromBuffer), as a cast would round them
+  if (natural === 'f32' && dtype === 'bf16') return finish(new Tensor(b.fromBuffer(dtype, s, arr, o.device), b), o);
   if (natural && natural !== dtype) {
-    // Convert through a temporary of the natural dtype (e.g. Float32Array stored as bf16).
+    // Convert through a temporary of the natural dtype (e.g. Int32Array stored as f32).
     const tmp = b.fromBuffer(natural, s, arr, o.device);
     try { return finish(new Tensor(b.cast(tmp, dtype), b), o); } finally { tmp.dispose(); }
   }

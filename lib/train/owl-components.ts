@@ -34,16 +34,9 @@ export function owlBatch(b: DataBatch, device = 'cpu', pixelDtype: 'f32' | 'bf16
   return {
     inputIds: b.inputIds, batchSize: b.batchSize, seqLen: b.maxLength + 1, numImages: b.numImages,
     nonPaddingMask: b.nonPaddingMask, nonMediaMask: b.nonMediaMask, promptMask: b.promptMask,
-    pixelValues: b.pixelValues && n > 0 ? uploadPixels(b.pixelValues, [n, 3, R, R], device, pixelDtype) : null,
+    pixelValues: b.pixelValues && n > 0 ? tensor(b.pixelValues, [n, 3, R, R], { device, dtype: pixelDtype }) : null,
     sampleIds: b.sampleIds,
   };
-}
-
-function uploadPixels(px: Float32Array, shape: number[], device: string, dtype: 'f32' | 'bf16'): Tensor {
-  if (dtype === 'f32') return tensor(px, shape, { device });
-  const host = tensor(px, shape, { dtype });
-  if (device === 'cpu') return host;
-  try { return host.to(device); } finally { host.dispose(); }
 }
 
 /** A data batch as the trainer's micro-batch, its pixels on `device` in `pixelDtype` (owlBatch). */

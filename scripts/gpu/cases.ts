@@ -3,7 +3,7 @@
 // code produces the CPU backend's answer and the CUDA backend's) and has a float64 reference for when the CPU
 // backend lacks the op.
 import { randn, rng } from '../../test/helpers/rng.ts';
-import { type Be, envLabel, type Kind, type NT, op, type VariantEnv, withEnv } from './harness.ts';
+import { type Be, envLabel, get, type Kind, type NT, op, type VariantEnv, withEnv } from './harness.ts';
 import * as R from '../../test/helpers/reference.ts';
 
 export interface Input { shape: number[]; values: Float64Array; kind?: Kind }
@@ -709,6 +709,28 @@ export function cases(): Case[] {
       exact: ['skip'],
     });
   }
+  // f32 values uploaded as bf16 (the trainer's pixels): rounded on the host to nearest even, bit for bit as the
+  // rounding written out here (specials, ties, subnormals), NaN kept a NaN.
+  out.push({
+    name: 'fromBuffer bf16 from f32 values (rounded on the host)', family: 'tensor', dtypes: ['f32'], quick: true,
+    inputs: gen({ shape: [4099] }),
+    run: (be, [x]) => {
+      const vals = Float32Array.from(get(be, x));
+      vals.set([0, -0, 1 + 2 ** -9, 1 + 3 * 2 ** -9, 3.4e38, 1e-40, Infinity, -Infinity, NaN], 0);
+      const t = be.fromBuffer('bf16', [vals.length], vals, x.device);
+      const got = new Uint16Array(t.read());
+      t.dispose();
+      const u = new Uint32Array(vals.buffer);
+      let wrong = 0;
+      for (let i = 0; i < vals.length; i++) {
+        const want = Number.isNaN(vals[i]) ? -1 : ((u[i] + 0x7fff + ((u[i] >>> 16) & 1)) >>> 16) & 0xffff;
+        if (want < 0 ? (got[i] & 0x7fff) <= 0x7f80 : got[i] !== want) wrong++;
+      }
+      return { wrong };
+    },
+    ref: () => ({ wrong: 0 }),
+    exact: ['wrong'],
+  });
   // Queued reads (the trainer's results): a read returns the tensors as they were when it was queued, although work
   // queued after it (here: an axpy into one of them, and a GEMM to keep the device busy) runs before the take; a
   // dropped read and an empty one return their tickets.

@@ -38,7 +38,8 @@ OWLET_OP(full) {
   return a.ret(std::move(t));
 }
 
-// fromBuffer(dtype, shape, data: TypedArray | ArrayBuffer, device?) copies the bytes in.
+// fromBuffer(dtype, shape, data: TypedArray | ArrayBuffer, device?) copies the bytes in. A Float32Array for a bf16
+// tensor holds its values instead: they are rounded to bf16 on the host as they go in (kern::upload_f32_as_bf16).
 OWLET_OP(fromBuffer) {
   DType dt = a.dtype(0, "dtype");
   Shape s = a.shape(1, "shape");
@@ -49,6 +50,15 @@ OWLET_OP(fromBuffer) {
     Napi::TypedArray ta = v.As<Napi::TypedArray>();
     src = static_cast<const uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
     len = ta.ByteLength();
+    if (dt == DType::BF16 && ta.TypedArrayType() == napi_float32_array) {
+      const size_t values = size_t(shape_numel(s));
+      OWLET_CHECK(a, ta.ElementLength() == values, ErrorKind::Shape,
+                  "data holds " + std::to_string(ta.ElementLength()) + " float32 values but bf16" + shape_str(s) +
+                      " needs " + std::to_string(values));
+      Tensor t(dt, s, device_arg(a, 3));
+      if (values) kern::upload_f32_as_bf16(t, reinterpret_cast<const float*>(src));
+      return a.ret(std::move(t));
+    }
   } else if (v.IsArrayBuffer()) {
     Napi::ArrayBuffer ab = v.As<Napi::ArrayBuffer>();
     src = static_cast<const uint8_t*>(ab.Data());

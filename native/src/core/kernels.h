@@ -19,6 +19,10 @@ void copy_convert(const Tensor& src, Tensor& dst);  // same numel; converts betw
 // copy_convert of every pair (src[i] -> dst[i]); on a GPU the f32<->bf16 pairs go in one launch (working copies).
 void copy_convert_many(const std::vector<const Tensor*>& src, const std::vector<Tensor*>& dst);
 void upload(Tensor& dst, const void* host_src);          // host bytes -> tensor (dst.nbytes() bytes)
+// A bf16 tensor from host f32 values, rounded to nearest even on the host (core/dtype.h f32_to_bf16, as a cast
+// rounds): a batch's pixels in one pass, and half the bytes to move to a device, instead of an f32 tensor, a cast, a
+// copy back into JS and an upload.
+void upload_f32_as_bf16(Tensor& dst, const float* host_src);
 void download(const Tensor& src, void* host_dst);        // tensor -> host bytes
 void synchronize();                                      // waits for queued work (no-op on the CPU)
 // Device timeline, for profiling: a mark queued on device d behind everything queued there so far, and the times the

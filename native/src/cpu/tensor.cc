@@ -81,6 +81,12 @@ void copy_convert(const Tensor& src, Tensor& dst) {
 }
 
 void upload(Tensor& dst, const void* host_src) { std::memcpy(dst.raw(), host_src, dst.nbytes()); }
+void upload_f32_as_bf16(Tensor& dst, const float* host_src) {
+  uint16_t* d = dst.data<uint16_t>();
+  const int64_t n = dst.numel();
+#pragma omp parallel for if (n > 65536)
+  for (int64_t i = 0; i < n; i++) d[i] = f32_to_bf16(host_src[i]);
+}
 void download(const Tensor& src, void* host_dst) { std::memcpy(host_dst, src.raw(), src.nbytes()); }
 void synchronize() {}
 

@@ -2,7 +2,10 @@
 // (the host buffer is staged before cudaMemcpyAsync returns); downloads wait for the stream, so they also report
 // deferred kernel errors.
 #include <cstring>
+#include <mutex>
+#include <vector>
 
+#include "../core/dtype.h"
 #include "../core/int_convert.h"
 #include "../core/kernels.h"
 #include "common.cuh"
@@ -175,6 +178,20 @@ void upload(Tensor& dst, const void* host_src) {
   if (dst.nbytes() == 0) return;
   DeviceContext& c = context_of(dst, "upload");
   copy_to_device(c, dst.raw(), host_src, dst.nbytes(), "upload");
+}
+
+void upload_f32_as_bf16(Tensor& dst, const float* host_src) {
+  if (dst.numel() == 0) return;
+  DeviceContext& c = context_of(dst, "upload");
+  // Rounded into a host buffer kept between calls (a fresh one would page-fault its megabytes in at every batch),
+  // then staged like any upload; the buffer may be reused as soon as copy_to_device returns.
+  static std::mutex mu;
+  static std::vector<uint16_t> rounded;
+  std::lock_guard<std::mutex> lock(mu);
+  const size_t n = size_t(dst.numel());
+  if (rounded.size() < n) rounded.resize(n);
+  for (size_t i = 0; i < n; i++) rounded[i] = f32_to_bf16(host_src[i]);
+  copy_to_device(c, dst.raw(), rounded.data(), n * 2, "upload");
 }
 
 void download(const Tensor& src, void* host_dst) {
