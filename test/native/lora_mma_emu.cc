@@ -6,8 +6,7 @@
 // fragment slot is off by far more than the fp32 summation order allows. Build and run: scripts/flash-emu.sh.
 #include "emu_kernel.h"
 
-#undef __shared__
-#define __shared__ static
+#include "emu_static_shared.h"
 #include "../../native/src/cuda/lora_mma.cuh"
 #include "emu_values.h"
 

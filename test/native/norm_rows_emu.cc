@@ -4,10 +4,7 @@
 // that leaves threads idle; with a block per row and with a warp per row (G = 32: several rows per block, and a last
 // block with spare warps). Build and run: scripts/flash-emu.sh.
 #include "emu_kernel.h"
-// A kernel's static shared array is one per block: the emulator runs a block's threads as fibers of one OS thread and
-// its blocks one after another, so a function-local static is exactly that.
-#undef __shared__
-#define __shared__ static
+#include "emu_static_shared.h"
 
 #include <cmath>
 inline float __fadd_rn(float a, float b) { return a + b; }

@@ -6,8 +6,7 @@
 // step, zero rows, one column, two outputs with one of them not wanted, bf16 and f32 inputs.
 // Build and run: scripts/flash-emu.sh.
 #include "emu_kernel.h"
-#undef __shared__
-#define __shared__ static
+#include "emu_static_shared.h"
 
 #include "../../native/src/cuda/reduce_cols.cuh"
 #include "emu_values.h"

@@ -4,10 +4,7 @@
 // start off the 16-byte boundary, and the packed tensors again with the 16-byte path off), all in one list as the
 // trainer hands its gradients over. Build and run: scripts/flash-emu.sh.
 #include "emu_kernel.h"
-// A kernel's static shared array is one per block: the emulator runs a block's threads as fibers of one OS thread and
-// its blocks one after another, so a function-local static is exactly that.
-#undef __shared__
-#define __shared__ static
+#include "emu_static_shared.h"
 
 #include "../../native/src/cuda/sum_squares.cuh"
 #include "emu_values.h"
