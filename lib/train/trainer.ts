@@ -386,15 +386,19 @@ export class Trainer<B extends Batch = Batch> {
     const opt = this.o.optimizer;
     if (q.bad || this.worldSize !== 1 || this.gradSync || grads.length === 0 || !this.gradOps.stepControl || !opt.stepControlled || !opt.undoStep) return;
     const t0 = performance.now();
-    const control = this.gradOps.stepControl(grads, q.pending.map((p) => p.loss), this.o.clip ?? 0);
+    let control: Tensor | null = null;
     try {
-      noGrad(() => opt.stepControlled!(this.o.schedule(q.step - 1), control));
+      control = this.gradOps.stepControl(grads, q.pending.map((p) => p.loss), this.o.clip ?? 0);
+      noGrad(() => opt.stepControlled!(this.o.schedule(q.step - 1), control!));
       zeroGrads(this.params);
       q.results = readLater([control, ...q.pending.map((p) => p.loss)]);
       for (const p of q.pending) if (typeof p.correct === 'object') p.correct.prefetch?.();
       q.applied = true;
+    } catch (e) {
+      this.releaseStep(q, true);  // (the step will not be finished: its losses, counts and gradients go)
+      throw e;
     } finally {
-      control.dispose();
+      control?.dispose();
       q.queueMs += performance.now() - t0;
     }
   }

@@ -352,6 +352,24 @@ test.serial('a step that fails while queued ahead: the step before it is finishe
   t.true(liveTensors() <= liveBefore, 'nothing left held (earlier tests\' tensors may be collected meanwhile)');
 });
 
+test.serial('an update that fails to be queued releases its step (losses, counts, gradients) and the trainer can go on', async (t) => {
+  const r = deviceSetup({ totalSteps: 4 });
+  await r.trainer.trainStep();
+  const opt = r.trainer['o'].optimizer as OwlOptimizer;
+  const real = opt.stepControlled.bind(opt);
+  opt.stepControlled = () => { throw new Error('queueing the update failed'); };
+  const before = liveTensors();
+  await t.throwsAsync(r.trainer.trainStep(), { message: /queueing the update failed/ });
+  t.true(liveTensors() <= before, 'nothing of the failed step left held');
+  t.true((r.trainer['params'] as Tensor[]).every((p) => p.grad === null));
+  t.is(r.trainer.step, 1);
+  opt.stepControlled = real;
+  const s = await r.trainer.trainStep();
+  t.is(s.step, 2);
+  t.true(Number.isFinite(s.loss));
+  r.trainer.dispose(); r.model.dispose();
+});
+
 test.serial('trainSteps(n): n steps queued ahead where they may, the same numbers as trainStep() n times; by default not on the CPU; OWLET_PIPELINE=0 and pipeline: false turn it off', async (t) => {
   const one = pipelineSetup(false), many = pipelineSetup(true), off = pipelineSetup(true), auto = deviceSetup({ totalSteps: 9 });
   for (let i = 0; i < 5; i++) await one.trainer.trainStep();
