@@ -268,8 +268,8 @@ export class Trainer<B extends Batch = Batch> {
   /**
    * Runs up to `count` steps (never past totalSteps) as run() does, without its logging, checkpoints and evaluations,
    * and returns their statistics. Each step's forward and backward are queued before the previous step's results are
-   * read (see run()), unless OWLET_PIPELINE=0 or the step cannot be (several ranks, an optimizer or gradient
-   * reduction without the device's step control). A step's `ms` is the time since the previous step's results came
+   * read (see run()) where the pipeline option allows it (by default on a GPU) and the step can be (one process, an
+   * optimizer and gradient reductions under the device's step control). A step's `ms` is the time since the previous step's results came
    * back: the steps' throughput.
    */
   async trainSteps(count: number): Promise<StepStats[]> {
@@ -324,7 +324,13 @@ export class Trainer<B extends Batch = Batch> {
    *  says, unless OWLET_PIPELINE=0. Read at each step. */
   private get pipelining(): boolean {
     if (this.worldSize !== 1 || this.gradSync || process.env.OWLET_PIPELINE === '0') return false;
-    return this.o.pipeline ?? this.params[0].backend.backend !== 'cpu';
+    return this.o.pipeline ?? this.queuesAsync;
+  }
+
+  /** Whether the trained weights live where queued work runs asynchronously (a GPU); on the CPU an op's kernels have
+   *  finished when it returns. */
+  private get queuesAsync(): boolean {
+    return this.params[0].backend.backend !== 'cpu';
   }
 
   /** A step's forward and backward over its gradAccum micro-batches, queued: the losses (and accuracy counts) stay on
@@ -484,7 +490,7 @@ export class Trainer<B extends Batch = Batch> {
     };
     if (hasCorrect) stats.correct = correct;
     // (on the CPU the kernels run inside the queueing calls: the host's time is the whole step, nothing to tell apart)
-    if (q.applied && this.params[0].backend.backend !== 'cpu') stats.queueMs = q.queueMs;
+    if (q.applied && this.queuesAsync) stats.queueMs = q.queueMs;
     if (this.o.flopsPerStep) stats.flops = this.o.flopsPerStep({ tokens, images });
     this.history.push(stats);
     return stats;

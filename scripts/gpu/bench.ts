@@ -316,6 +316,7 @@ export function hostVsDeviceBench(be: Be, primeN = 8192, dtype: 'bf16' | 'f32' =
   const x = t([R, C]), r = t([R, C]), w = t([C]), b = t([C]), gy = t([R, C]);
   const wl = t([F, C]), bl = t([F]), h = t([R, F]), tiny = t([8]), big = t([primeN, primeN]);
   const [y0, mean, rstd, sum] = op(be, 'layerNormForward')(x, w, b, 1e-5, r) as NT[];
+  const pixels = new Uint16Array(16 * 3 * 224 * 224).fill(0x3f80);
   const calls: [string, () => unknown, number?][] = [
     ['add_8', () => be.add(tiny, tiny, 1, 1)],
     ['full_8', () => be.full(dtype, [8], 0)],
@@ -327,7 +328,6 @@ export function hostVsDeviceBench(be: Be, primeN = 8192, dtype: 'bf16' | 'f32' =
     // (4 at a time: the ring holds a few of them before the host would wait for the device)
     ['upload_pixels_16x3x224x224_bf16', () => be.fromBuffer('bf16', [16, 3, 224, 224], pixels), 4],
   ];
-  const pixels = new Uint16Array(16 * 3 * 224 * 224).fill(0x3f80);
   for (const [name, fn, n] of calls) {
     const iters = n ?? 200;
     for (let i = 0; i < 3; i++) disposeAll(fn());

@@ -36,9 +36,8 @@ std::vector<Tensor*> Args::tensor_list(size_t i, const char* what, bool nullable
       continue;
     }
     NativeTensor* nt = NativeTensor::unwrap(env(), v);
-    auto name = [&] { return std::string(what) + "[" + std::to_string(j) + "]"; };
-    if (!nt) error(ErrorKind::Device, name() + " is not a tensor of this backend");
-    if (nt->disposed()) error(ErrorKind::Disposed, name() + " was already disposed");
+    if (!nt) error(ErrorKind::Device, ArgName(what, j).str() + " is not a tensor of this backend");
+    if (nt->disposed()) error(ErrorKind::Disposed, ArgName(what, j).str() + " was already disposed");
     out.push_back(&nt->tensor());
   }
   return out;
@@ -96,50 +95,42 @@ DType Args::dtype(size_t i, const char* what) {
   return d;
 }
 
-void Args::expect_dtype(const Tensor& t, const char* what, DType d) const {
-  if (t.dtype != d)
-    error(ErrorKind::DType, std::string(what) + " must be " + dtype_name(d) + ", got " + t.describe());
+void Args::expect_dtype(const Tensor& t, ArgName what, DType d) const {
+  if (t.dtype != d) error(ErrorKind::DType, what.str() + " must be " + dtype_name(d) + ", got " + t.describe());
 }
 
-void Args::expect_gradient(const Tensor& t, const char* what) const {
+void Args::expect_gradient(const Tensor& t, ArgName what) const {
   if (t.dtype != DType::F32 && t.dtype != DType::BF16)
-    error(ErrorKind::DType, std::string(what) + " must be f32 or bf16, got " + t.describe());
+    error(ErrorKind::DType, what.str() + " must be f32 or bf16, got " + t.describe());
 }
 
 // The CPU backend computes in f32 (bf16 is a storage type there); the CUDA backend also takes bf16 inputs.
-bool Args::is_float(const Tensor& t) {
+void Args::expect_float(const Tensor& t, ArgName what) const {
 #ifdef OWLET_BACKEND_CUDA
-  return t.dtype == DType::F32 || t.dtype == DType::BF16;
-#else
-  return t.dtype == DType::F32;
-#endif
-}
-
-void Args::expect_float(const Tensor& t, const char* what) const {
-#ifdef OWLET_BACKEND_CUDA
-  if (!is_float(t)) error(ErrorKind::DType, std::string(what) + " must be f32 or bf16, got " + t.describe());
+  if (t.dtype != DType::F32 && t.dtype != DType::BF16)
+    error(ErrorKind::DType, what.str() + " must be f32 or bf16, got " + t.describe());
 #else
   expect_dtype(t, what, DType::F32);
 #endif
 }
 
-void Args::expect_rank(const Tensor& t, const char* what, int rank) const {
+void Args::expect_rank(const Tensor& t, ArgName what, int rank) const {
   if (t.ndim() != rank)
-    error(ErrorKind::Shape, std::string(what) + " must have " + std::to_string(rank) + " dimensions, got " + t.describe());
+    error(ErrorKind::Shape, what.str() + " must have " + std::to_string(rank) + " dimensions, got " + t.describe());
 }
 
-void Args::expect_shape(const Tensor& t, const char* what, const Shape& s) const {
-  if (t.shape != s) error(ErrorKind::Shape, std::string(what) + " must have shape " + shape_str(s) + ", got " + t.describe());
+void Args::expect_shape(const Tensor& t, ArgName what, const Shape& s) const {
+  if (t.shape != s) error(ErrorKind::Shape, what.str() + " must have shape " + shape_str(s) + ", got " + t.describe());
 }
 
-void Args::expect_same_shape(const Tensor& a, const char* an, const Tensor& b, const char* bn) const {
+void Args::expect_same_shape(const Tensor& a, ArgName an, const Tensor& b, ArgName bn) const {
   if (a.shape != b.shape)
-    error(ErrorKind::Shape, std::string(an) + " and " + bn + " must have the same shape, got " + a.describe() + " and " + b.describe());
+    error(ErrorKind::Shape, an.str() + " and " + bn.str() + " must have the same shape, got " + a.describe() + " and " + b.describe());
 }
 
-void Args::expect_same_device(const Tensor& a, const char* an, const Tensor& b, const char* bn) const {
+void Args::expect_same_device(const Tensor& a, ArgName an, const Tensor& b, ArgName bn) const {
   if (a.device() != b.device())
-    error(ErrorKind::Device, std::string(an) + " and " + bn + " are on different devices: " + a.describe() + ", " + b.describe());
+    error(ErrorKind::Device, an.str() + " and " + bn.str() + " are on different devices: " + a.describe() + ", " + b.describe());
 }
 
 Napi::Value Args::ret(Tensor t) const { return NativeTensor::wrap(env(), std::move(t)); }

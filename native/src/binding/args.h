@@ -10,6 +10,19 @@
 
 namespace owlet {
 
+// An argument's name in a message: "x", or a list's entry "params[3]", formatted only when a message needs it (a list
+// op checks every entry on every call: hundreds of parameters for AdamW).
+class ArgName {
+ public:
+  ArgName(const char* name) : name_(name) {}  // (implicit: every plain name still reads as before)
+  ArgName(const char* list, size_t i) : name_(list), index_(int64_t(i)) {}
+  std::string str() const { return index_ < 0 ? std::string(name_) : name_ + ("[" + std::to_string(index_) + "]"); }
+
+ private:
+  const char* name_;
+  int64_t index_ = -1;
+};
+
 class Args {
  public:
   Args(const Napi::CallbackInfo& info, const char* op) : info_(info), op_(op) {}
@@ -36,19 +49,15 @@ class Args {
 
   // Checks (OWLET_CHECK below for a condition with a message)
   [[noreturn]] void error(ErrorKind k, const std::string& msg) const;
-  void expect_dtype(const Tensor& t, const char* what, DType d) const;
-  // What expect_float and expect_gradient accept, as predicates: loops over long tensor lists test these first and
-  // build an entry's name for the expect_ call (and its message) only when the test fails.
-  static bool is_float(const Tensor& t);
-  static bool is_gradient(const Tensor& t) { return t.dtype == DType::F32 || t.dtype == DType::BF16; }
-  void expect_float(const Tensor& t, const char* what) const;  // f32 (and bf16 where a backend supports it)
+  void expect_dtype(const Tensor& t, ArgName what, DType d) const;
+  void expect_float(const Tensor& t, ArgName what) const;  // f32 (and bf16 where a backend supports it)
   // f32 or bf16 on every backend: a gradient the optimizer reads, which may be kept in the compute dtype (bf16 on the
   // CPU too, where the optimizer widens it exactly).
-  void expect_gradient(const Tensor& t, const char* what) const;
-  void expect_rank(const Tensor& t, const char* what, int rank) const;
-  void expect_shape(const Tensor& t, const char* what, const Shape& s) const;
-  void expect_same_shape(const Tensor& a, const char* an, const Tensor& b, const char* bn) const;
-  void expect_same_device(const Tensor& a, const char* an, const Tensor& b, const char* bn) const;
+  void expect_gradient(const Tensor& t, ArgName what) const;
+  void expect_rank(const Tensor& t, ArgName what, int rank) const;
+  void expect_shape(const Tensor& t, ArgName what, const Shape& s) const;
+  void expect_same_shape(const Tensor& a, ArgName an, const Tensor& b, ArgName bn) const;
+  void expect_same_device(const Tensor& a, ArgName an, const Tensor& b, ArgName bn) const;
 
   // Results
   Device device_of(const Tensor& like) const { return like.device(); }

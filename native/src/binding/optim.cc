@@ -9,8 +9,6 @@ using namespace owlet;
 
 namespace {
 
-std::string item(const char* list, size_t i) { return std::string(list) + "[" + std::to_string(i) + "]"; }
-
 // Every tensor of a float dtype the kernels read (expect_float; with `gradients`, bf16 on every backend: gradients
 // may be kept in the compute dtype, and sum_squares and AdamW widen them exactly) and on one device; returns them as
 // const pointers for the kernels.
@@ -18,11 +16,9 @@ std::vector<const Tensor*> float_list(Args& a, const std::vector<Tensor*>& xs, c
   std::vector<const Tensor*> out;
   out.reserve(xs.size());
   for (size_t i = 0; i < xs.size(); i++) {
-    if (!(gradients ? Args::is_gradient(*xs[i]) : Args::is_float(*xs[i])) || xs[i]->device() != xs[0]->device()) {
-      if (gradients) a.expect_gradient(*xs[i], item(what, i).c_str());
-      else a.expect_float(*xs[i], item(what, i).c_str());
-      a.expect_same_device(*xs[0], item(what, 0).c_str(), *xs[i], item(what, i).c_str());
-    }
+    if (gradients) a.expect_gradient(*xs[i], {what, i});
+    else a.expect_float(*xs[i], {what, i});
+    a.expect_same_device(*xs[0], {what, 0}, *xs[i], {what, i});
     out.push_back(xs[i]);
   }
   return out;
@@ -66,31 +62,24 @@ OWLET_OP(adamw) {
   written.reserve(4 * n);
   for (size_t i = 0; i < n; i++) {
     OWLET_CHECK(a, std::isfinite(wd[i]) && wd[i] >= 0, ErrorKind::Argument,
-            item("weightDecay", i) + " must be finite and >= 0, got " + std::to_string(wd[i]));
+            ArgName("weightDecay", i).str() + " must be finite and >= 0, got " + std::to_string(wd[i]));
     const Tensor *p = ps[i], *g = gs[i], *m = ms[i], *v = vs[i];
-    const Device d = ps[0]->device();
-    // (the names, and each check's message, only for an entry that fails one: a list holds hundreds of parameters)
-    if (!(Args::is_float(*p) && Args::is_gradient(*g) && Args::is_float(*m) && Args::is_float(*v) && p->shape == g->shape &&
-          p->shape == m->shape && p->shape == v->shape && p->device() == d && g->device() == d && m->device() == d &&
-          v->device() == d)) {
-      const std::string pi = item("params", i), gi = item("grads", i), mi = item("m", i), vi = item("v", i);
-      a.expect_float(*p, pi.c_str());
-      a.expect_gradient(*g, gi.c_str());
-      a.expect_float(*m, mi.c_str());
-      a.expect_float(*v, vi.c_str());
-      a.expect_same_shape(*p, pi.c_str(), *g, gi.c_str());
-      a.expect_same_shape(*p, pi.c_str(), *m, mi.c_str());
-      a.expect_same_shape(*p, pi.c_str(), *v, vi.c_str());
-      a.expect_same_device(*ps[0], "params[0]", *p, pi.c_str());
-      a.expect_same_device(*p, pi.c_str(), *g, gi.c_str());
-      a.expect_same_device(*p, pi.c_str(), *m, mi.c_str());
-      a.expect_same_device(*p, pi.c_str(), *v, vi.c_str());
-    }
-    for (auto [t, list] : {std::pair{p, "params"}, std::pair{m, "m"}, std::pair{v, "v"}})
+    const ArgName pi("params", i), gi("grads", i), mi("m", i), vi("v", i);
+    a.expect_float(*p, pi);
+    a.expect_gradient(*g, gi);
+    a.expect_float(*m, mi);
+    a.expect_float(*v, vi);
+    a.expect_same_shape(*p, pi, *g, gi);
+    a.expect_same_shape(*p, pi, *m, mi);
+    a.expect_same_shape(*p, pi, *v, vi);
+    a.expect_same_device(*ps[0], "params[0]", *p, pi);
+    a.expect_same_device(*p, pi, *g, gi);
+    a.expect_same_device(*p, pi, *m, mi);
+    a.expect_same_device(*p, pi, *v, vi);
+    for (auto [t, name] : {std::pair{p, &pi}, std::pair{m, &mi}, std::pair{v, &vi}})
       OWLET_CHECK(a, t->numel() == 0 || written.insert(t->storage.get()).second, ErrorKind::Argument,
-              item(list, i) + " shares its storage with another params/m/v entry " + t->describe());
-    OWLET_CHECK(a, p->numel() == 0 || g->storage != p->storage, ErrorKind::Argument,
-                item("grads", i) + " shares its storage with " + item("params", i));
+              name->str() + " shares its storage with another params/m/v entry " + t->describe());
+    OWLET_CHECK(a, p->numel() == 0 || g->storage != p->storage, ErrorKind::Argument, gi.str() + " shares its storage with " + pi.str());
   }
   std::vector<Tensor*> copies;
   if (a.present(12)) {
@@ -100,13 +89,13 @@ OWLET_OP(adamw) {
     for (size_t i = 0; i < n; i++) {
       Tensor* c = copies[i];
       if (!c) continue;
-      auto ci = [&] { return item("copies", i); };
-      OWLET_CHECK(a, c->dtype == DType::BF16, ErrorKind::DType, ci() + " must be bf16, got " + c->describe());
-      OWLET_CHECK(a, c->numel() == ps[i]->numel(), ErrorKind::Shape, ci() + " " + c->describe() + " must have the size of " +
-                                                                  item("params", i) + " " + ps[i]->describe());
-      if (c->device() != ps[i]->device()) a.expect_same_device(*ps[i], item("params", i).c_str(), *c, ci().c_str());
+      const ArgName ci("copies", i), pi("params", i);
+      OWLET_CHECK(a, c->dtype == DType::BF16, ErrorKind::DType, ci.str() + " must be bf16, got " + c->describe());
+      OWLET_CHECK(a, c->numel() == ps[i]->numel(), ErrorKind::Shape, ci.str() + " " + c->describe() + " must have the size of " +
+                                                                  pi.str() + " " + ps[i]->describe());
+      a.expect_same_device(*ps[i], pi, *c, ci);
       OWLET_CHECK(a, c->numel() == 0 || written.insert(c->storage.get()).second, ErrorKind::Argument,
-              ci() + " shares its storage with another params/m/v/copies entry " + c->describe());
+              ci.str() + " shares its storage with another params/m/v/copies entry " + c->describe());
     }
   }
   std::vector<const Tensor*> cg(gs.begin(), gs.end());
@@ -130,8 +119,7 @@ OWLET_OP(stepControl) {
   OWLET_CHECK(a, !gs.empty() || !ls.empty(), ErrorKind::Argument, "stepControl needs a gradient or a loss to know its device");
   const Tensor& first = gs.empty() ? *ls[0] : *gs[0];
   std::vector<const Tensor*> cg = float_list(a, gs, "grads", true), cl = float_list(a, ls, "losses");
-  for (size_t i = 0; i < cl.size(); i++)
-    if (cl[i]->device() != first.device()) a.expect_same_device(first, "grads[0]", *cl[i], item("losses", i).c_str());
+  for (size_t i = 0; i < cl.size(); i++) a.expect_same_device(first, "grads[0]", *cl[i], {"losses", i});
   Tensor out(DType::I64, {3}, first.device());
   kern::step_control(cg, cl, max_norm, out);
   return a.ret(std::move(out));

@@ -13,6 +13,15 @@ static Device device_arg(Args& a, size_t i) {
   return a.present(i) ? parse_device(a.string(i, "device")) : default_device();
 }
 
+// A list's tensors (argument i), all on the first one's device, as the kernels take them.
+static std::vector<const Tensor*> on_one_device(Args& a, size_t i, const char* what) {
+  std::vector<Tensor*> xs = a.tensors(i, what);
+  for (size_t j = 1; j < xs.size(); j++)
+    OWLET_CHECK(a, xs[j]->device() == xs[0]->device(), ErrorKind::Device,
+                ArgName(what, j).str() + " " + xs[j]->describe() + " is not on " + xs[0]->describe() + "'s device");
+  return {xs.begin(), xs.end()};
+}
+
 // empty(dtype, shape, device?) -> uninitialised tensor
 OWLET_OP(empty) { return a.ret(Tensor(a.dtype(0, "dtype"), a.shape(1, "shape"), device_arg(a, 2))); }
 
@@ -85,21 +94,13 @@ OWLET_OP(cast) {
 
 // castMany(xs, dtype) -> [cast(x, dtype) for x in xs], in one launch on a GPU (the working copies of a layer).
 OWLET_OP(castMany) {
-  std::vector<Tensor*> xs = a.tensors(0, "xs");
+  const std::vector<const Tensor*> src = on_one_device(a, 0, "xs");
   DType d = a.dtype(1, "dtype");
   std::vector<Tensor> ys;
-  ys.reserve(xs.size());
-  std::vector<const Tensor*> src;
+  ys.reserve(src.size());
   std::vector<Tensor*> dst;
-  for (size_t i = 0; i < xs.size(); i++) {
-    OWLET_CHECK(a, xs[i]->device() == xs[0]->device(), ErrorKind::Device,
-            "xs[" + std::to_string(i) + "] " + xs[i]->describe() + " is not on " + xs[0]->describe() + "'s device");
-    ys.emplace_back(d, xs[i]->shape, xs[i]->device());
-  }
-  for (size_t i = 0; i < xs.size(); i++) {
-    src.push_back(xs[i]);
-    dst.push_back(&ys[i]);
-  }
+  for (const Tensor* x : src) ys.emplace_back(d, x->shape, x->device());
+  for (Tensor& y : ys) dst.push_back(&y);
   kern::copy_convert_many(src, dst);
   return a.ret(std::move(ys));
 }
@@ -148,17 +149,7 @@ OWLET_OP(timelineRead) {
 
 // readQueue(xs) -> ticket: copies of xs to the host queued behind the work queued so far (kern::read_queue);
 // readTake(ticket) -> [ArrayBuffer per tensor], waiting for those copies only; readDrop(ticket) forgets them unread.
-OWLET_OP(readQueue) {
-  std::vector<Tensor*> xs = a.tensors(0, "xs");
-  std::vector<const Tensor*> src;
-  for (size_t i = 0; i < xs.size(); i++) {
-    if (xs[i]->device() != xs[0]->device())
-      a.error(ErrorKind::Device, "xs[" + std::to_string(i) + "] " + xs[i]->describe() + " is not on " +
-                                     xs[0]->describe() + "'s device");
-    src.push_back(xs[i]);
-  }
-  return a.ret_number(double(kern::read_queue(src)));
-}
+OWLET_OP(readQueue) { return a.ret_number(double(kern::read_queue(on_one_device(a, 0, "xs")))); }
 
 namespace {
 uint64_t ticket_arg(Args& a) {

@@ -63,13 +63,29 @@ void give_back(Slot& s) {
   s.done = nullptr;
 }
 
-// Waits for the slot's copies; the device's deferred kernel errors surface here as at any other wait.
-void wait_for(Slot& s, const char* op) {
-  if (s.device < 0) return;
-  DeviceContext& c = cuda::context(Device{DeviceKind::CUDA, s.device});
-  check(cudaEventSynchronize(s.done), op, "cudaEventSynchronize");
-  cuda::raise_deferred_errors(c);
-}
+// A claimed ticket's slot: waited for (the copies write into its block until then; the device's deferred kernel
+// errors surface here as at any other wait), then given back to the pools however the caller leaves.
+struct Claimed {
+  Slot s;
+  Claimed(uint64_t ticket, const char* op) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      s = tickets.claim(ticket, op);
+    }
+    if (s.device < 0) return;
+    try {
+      DeviceContext& c = cuda::context(Device{DeviceKind::CUDA, s.device});
+      check(cudaEventSynchronize(s.done), op, "cudaEventSynchronize");
+      cuda::raise_deferred_errors(c);
+    } catch (...) {
+      give_back(s);
+      throw;
+    }
+  }
+  ~Claimed() { give_back(s); }
+  Claimed(const Claimed&) = delete;
+  Claimed& operator=(const Claimed&) = delete;
+};
 }  // namespace
 
 uint64_t read_queue(const std::vector<const Tensor*>& xs) {
@@ -113,34 +129,10 @@ uint64_t read_queue(const std::vector<const Tensor*>& xs) {
 }
 
 void read_take(uint64_t ticket, ReadSink take, void* ctx) {
-  Slot s;
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    s = tickets.claim(ticket, "readTake");
-  }
-  try {
-    wait_for(s, "readTake");
-    for (size_t i = 0; i < s.sizes.size(); i++) take(ctx, i, s.block.p + s.offsets[i], s.sizes[i]);
-  } catch (...) {
-    give_back(s);
-    throw;
-  }
-  give_back(s);
+  Claimed c(ticket, "readTake");
+  for (size_t i = 0; i < c.s.sizes.size(); i++) take(ctx, i, c.s.block.p + c.s.offsets[i], c.s.sizes[i]);
 }
 
-void read_drop(uint64_t ticket) {
-  Slot s;
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    s = tickets.claim(ticket, "readDrop");
-  }
-  try {
-    wait_for(s, "readDrop");  // (the copies still write into the block until then)
-  } catch (...) {
-    give_back(s);
-    throw;
-  }
-  give_back(s);
-}
+void read_drop(uint64_t ticket) { Claimed c(ticket, "readDrop"); }
 
 }  // namespace owlet::kern

@@ -15,11 +15,11 @@ std::vector<Tensor*> collective_tensors(Args& a, size_t i, bool f32_only, Where 
   std::vector<Tensor*> xs = a.tensors(i, "tensors");
   std::set<const Storage*> seen;
   for (size_t j = 0; j < xs.size(); j++) {
-    auto name = [&] { return "tensors[" + std::to_string(j) + "]"; };
+    const ArgName name("tensors", j);
     std::string why = where(*xs[j]);
-    OWLET_CHECK(a, why.empty(), ErrorKind::Device, name() + " is " + xs[j]->describe() + ": " + why);
-    if (f32_only && xs[j]->dtype != DType::F32) a.expect_dtype(*xs[j], name().c_str(), DType::F32);
-    OWLET_CHECK(a, seen.insert(xs[j]->storage.get()).second, ErrorKind::Argument, name() + " shares its storage with an earlier entry");
+    OWLET_CHECK(a, why.empty(), ErrorKind::Device, name.str() + " is " + xs[j]->describe() + ": " + why);
+    if (f32_only) a.expect_dtype(*xs[j], name, DType::F32);
+    OWLET_CHECK(a, seen.insert(xs[j]->storage.get()).second, ErrorKind::Argument, name.str() + " shares its storage with an earlier entry");
   }
   return xs;
 }
