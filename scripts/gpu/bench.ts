@@ -131,6 +131,22 @@ export function attentionOnce(be: Be, B: number, H: number, Tq: number, Tk: numb
   } finally { [q, k, v, go].forEach((t) => t.dispose()); }
 }
 
+/** One frozen linear (forward and input gradient) and one LoRA forward + backward at that shape, synchronised:
+ *  the launches Nsight Compute profiles (check.mjs --profile-lora). */
+export function loraOnce(be: Be, M: number, K: number, N: number, r: number, variant = '', p = 0): void {
+  const x = rand(be, [M, K]), w = rand(be, [N, K], 1 / Math.sqrt(K)), a = rand(be, [r, K], 1 / Math.sqrt(K));
+  const b = rand(be, [N, r], 0.01), gy = rand(be, [M, N]);
+  try {
+    withEnv(variant ? { OWLET_LORA: variant } : {}, () => {
+      disposeAll([op(be, 'matmul')(x, w, false, true, 1), op(be, 'matmul')(gy, w, false, false, 1)]);
+      const [y, xa] = op(be, 'loraForward')(x, w, a, b, 2, p, 7);
+      disposeAll(op(be, 'loraBackward')(gy, x, w, a, b, xa, 2, p, 7, true));
+      disposeAll([y, xa]);
+    });
+    be.synchronize();
+  } finally { [x, w, a, b, gy].forEach((t) => t.dispose()); }
+}
+
 /** LoRA fwd+bwd against the frozen linear (matmul forward + input gradient); variant 'thin' times the one-pass
  *  kernels for the thin products (OWLET_LORA=thin), 'mma' the tensor-core ones (OWLET_LORA=mma), for comparison
  *  (cuBLAS is the default); p > 0 with the LoRA input dropout (stage 2's 0.05). */

@@ -397,6 +397,34 @@ export function cases(): Case[] {
     attn('abstractor', 2, 4, 64, 321, 64, false, false, 0, ['bf16'], false, env);
     attn('LLaMA padded batch', 2, 2, 512, 512, 128, true, true, 0, ['bf16'], false, env);
   }
+  // The causal kernels' block order (block_order.h): in 4 sections of the 15 heads (4, 4, 4, 3), in the dispatch's
+  // own (one section at this size) and in launch order (OWLET_ATTN_ORDER=0), against the reference; and the order
+  // never changes a number: the forward's out and lse and the backward's dK and dV (each block's own, no atomics)
+  // bit for bit equal across the three orders (dQ is summed by atomics: its bits may differ).
+  for (const env of [{ OWLET_ATTN_ORDER: '4' }, { OWLET_ATTN_ORDER: '0' }] as VariantEnv[])
+    attn('block order', 3, 5, 300, 300, 128, true, true, 0, ['bf16'], false, env);
+  out.push({
+    name: 'attention block order B3 H5 T700 D128 causal: out, lse, dK, dV bit for bit in every order', family: 'attention',
+    dtypes: ['bf16'], quick: false,
+    inputs: gen({ shape: [3, 700, 5, 128] }, { shape: [3, 700, 5, 128] }, { shape: [3, 700, 5, 128] }, { shape: [3, 700, 5, 128] }),
+    run: (be, [q, k, v, go]) => {
+      const scale = 1 / Math.sqrt(128);
+      const bits = (t: NT) => Buffer.from(t.read()).toString('hex');
+      const once = (order: string) => withEnv({ OWLET_ATTN_ORDER: order }, () => {
+        const [o, lse] = op(be, 'attentionForward')(q, k, v, null, true, scale, 0, 0);
+        const [gq, gk, gv] = op(be, 'attentionBackward')(q, k, v, o, lse, go, null, true, scale, 0, 0);
+        const b = [o, lse, gk, gv].map(bits).join('|');
+        return { b, o, lse, gq, gk, gv };
+      });
+      const launch = once('0'), four = once('4'), auto = once('');
+      const sameBits = launch.b === four.b && launch.b === auto.b ? 1 : 0;
+      for (const r of [launch, four]) [r.o, r.lse, r.gq, r.gk, r.gv].forEach((t) => t.dispose());
+      return { out: auto.o, lse: auto.lse, gq: auto.gq, gk: auto.gk, gv: auto.gv, sameBits };
+    },
+    ref: ([q, k, v, go]) => ({ ...R.attentionRef(q, k, v, null, { B: 3, Tq: 700, Tk: 700, H: 5, D: 128 }, true, 1 / Math.sqrt(128), 0, 0, go), sameBits: 1 }),
+    grads: ['gq', 'gk', 'gv'],
+    exact: ['sameBits'],
+  });
   // The backward at D = 128 stepping by 64 queries (OWLET_ATTN_BWD=br64).
   {
     const env = { OWLET_ATTN_BWD: 'br64' };

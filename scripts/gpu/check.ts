@@ -9,6 +9,9 @@
 //   check.mjs --no-bench        correctness only
 //   check.mjs --filter TEXT     cases whose name contains TEXT
 //   check.mjs --summary OWLET.json PEER.json   ratios of owlet's benchmark numbers to the PyTorch peer's
+//   check.mjs --profile-lora        only the launches that run.sh's ncu-lora stage profiles: the frozen linear's two
+//                               GEMMs, then one LoRA forward and backward (stage 2's M4096 with dropout 0.05, M8192
+//                               without), by the default path and OWLET_LORA=mma
 //   check.mjs --profile-attention   only the attention launches that run.sh's ncu stage profiles: one forward and
 //                               one backward each at LLaMA 2k (D 128, causal) and ViT (D 64), with the static
 //                               default variants (run.sh sets OWLET_ATTN_TUNE=0), OWLET_ATTN_BWD=mma, wgmma1 both
@@ -21,7 +24,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cpu, cuda } from '../../lib/native.ts';
 import { TOL, type Tol } from '../../test/helpers/tolerances.ts';
-import { attentionBench, attentionOnce, attentionQkvBench, bandwidthBench, type BenchResult, gemmBench, gemmNewShapesBench, gemmShapesBench, hostVsDeviceBench, loraBench } from './bench.ts';
+import { attentionBench, attentionOnce, attentionQkvBench, bandwidthBench, type BenchResult, gemmBench, gemmNewShapesBench, gemmShapesBench, hostVsDeviceBench, loraBench, loraOnce } from './bench.ts';
 import { type Case, cases, type Out } from './cases.ts';
 import { type Be, bf16Round, fmt, get, Missing, type NT, put, relErr } from './harness.ts';
 
@@ -224,6 +227,14 @@ function runBench(be: Be, res: BenchResult[], saved: () => void): void {
     tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_FWD: 'w4', OWLET_ATTN_BWD: 'mma' }));
   }
   tryb(() => attentionBench(be, 'fa_ref_b8_h16_t4096_d128_causal', 8, 16, 4096, 4096, 128, true, { OWLET_ATTN_BWD: 'mma' }));
+  // The causal kernels' block order (native/src/cuda/block_order.h, session 14: the longest tiles of a section of
+  // heads first) against launch order (OWLET_ATTN_ORDER=0), at the LLaMA shapes, stage 2's 2 × 2048 and the long
+  // reference; the variants chosen by timing are those of the default order's first call (tuned once per shape).
+  const causalShapes: typeof attentionShapes = [...attentionShapes.filter((s) => s[6]),
+    ['llama7b_b2_t2048_causal', 2, 32, 2048, 2048, 128, true], ['fa_ref_b8_h16_t4096_d128_causal', 8, 16, 4096, 4096, 128, true]];
+  tryb(() => attentionBench(be, 'llama7b_b2_t2048_causal', 2, 32, 2048, 2048, 128, true));
+  for (const [name, B, H, Tq, Tk, D, causal] of causalShapes)
+    tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_ORDER: '0' }));
   // dQ by bulk reductions instead of atomics (OWLET_ATTN_BWD=wgmma-bulk, session 8) at every shape.
   for (const [name, B, H, Tq, Tk, D, causal] of attentionShapes)
     tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_BWD: 'wgmma-bulk' }));
@@ -321,6 +332,18 @@ function main(): number {
   if (flag('--summary')) {
     const i = argv.indexOf('--summary');
     summary(argv[i + 1], argv[i + 2]);
+    return 0;
+  }
+  if (flag('--profile-lora')) {
+    // The kernels behind one LoRA forward + backward, for run.sh's ncu-lora stage: stage 2's shape with its input
+    // dropout (M4096 N4096 r8 p 0.05, 1.77× the frozen linear on session 12's H200) and the no-dropout bench shape
+    // (M8192), each after the frozen linear's two GEMMs; the default path (cuBLAS thin products), then OWLET_LORA=mma.
+    const be = cuda();
+    for (const variant of ['', 'mma'])
+      for (const [M, p] of [[4096, 0.05], [8192, 0]] as const) {
+        console.log(`profile: lora M${M} K4096 N4096 r8 dropout ${p} ${variant || 'default'}: frozen matmul x2, loraForward, loraBackward`);
+        loraOnce(be, M, 4096, 4096, 8, variant, p);
+      }
     return 0;
   }
   if (flag('--profile-attention')) {

@@ -4,7 +4,8 @@
 # 1. the check: every CUDA op against the CPU backend / float64 references, runtime checks, benchmarks
 # 2. the PyTorch peer (LAYERS=4) in the same call, 3. owlet/peer ratios, 4. the owl-tiny fixture, NCCL and trainer
 # checks, 5. compute-sanitizer over the small cases, 6. the attention kernels' SASS instruction counts; 7. only with
-# ONLY containing ncu: Nsight Compute on the attention kernels (ncu_attention.txt).
+# ONLY containing ncu: Nsight Compute on the attention kernels (ncu_attention.txt); ncu-lora: on one LoRA forward
+# and backward's kernels (ncu_lora.txt).
 # Logs and JSON go to $OUT: run.log check.log peer.log summary.log fixture_cuda.log nccl_check.log train_check.log
 # sanitizer.log sass_attention.txt owlet_cuda.json peer_torch.json train_bench.json. Each stage has its own time
 # limit; a failing stage does not stop the next. All stages together take longer than one device call may:
@@ -108,6 +109,20 @@ if [[ " ${ONLY:-} " == *" ncu "* ]]; then
       --section LaunchStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis -c 40 \
       "$T/node" "$G/check.mjs" --profile-attention >"$OUT/ncu_attention.txt" 2>&1
     say "ncu exit $?"
+  else
+    say "no ncu on this machine"
+  fi
+fi
+# Only when asked (ONLY="... ncu-lora"): Nsight Compute on every kernel of one LoRA forward + backward
+# (check.mjs --profile-lora): each kernel's duration and memory throughput, where LoRA's time over the frozen
+# linear goes (ncu_lora.txt).
+if [[ " ${ONLY:-} " == *" ncu-lora "* ]]; then
+  say "ncu-lora: Nsight Compute on the LoRA kernels (check.mjs --profile-lora)"
+  NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || true)
+  if [ -n "$NCU" ]; then
+    timeout -k 5 150 "$NCU" --clock-control none --section SpeedOfLight -c 200 \
+      "$T/node" "$G/check.mjs" --profile-lora >"$OUT/ncu_lora.txt" 2>&1
+    say "ncu-lora exit $?"
   else
     say "no ncu on this machine"
   fi

@@ -96,6 +96,9 @@ bool run(const Case& c, std::mt19937& rng) {
   fp.tq_main = Tq;
   fp.tk_main = Tk;
   fp.causal = c.causal;
+  // Causal calls in the block order the dispatch gives them (block_order.h; the kernels at D = 128 follow it), their
+  // heads in 2 sections: with 3 heads a wide and a narrow one.
+  fp.sections = c.causal ? 2 : 0;
   fp.scale = scale;
   fp.scale_log2 = scale * flash::kLog2e;
   fp.dropout = c.p > 0.f;
@@ -549,6 +552,8 @@ int main(int argc, char** argv) {
       {"long causal D128 Tq100 Tk140", 1, 1, 100, 140, 128, true, false, 0.f},
       {"several 128-row blocks: causal D128 Tq260 Tk270 + mask", 2, 1, 260, 270, 128, true, true, 0.f},
       {"causal D128 B2 Tq200 Tk300 + key mask (3 key tiles)", 2, 1, 200, 300, 128, true, true, 0.f},
+      {"block order: causal D128 H3 T300 (3 heads in 2 sections)", 1, 3, 300, 300, 128, true, false, 0.f},
+      {"block order: causal D128 B3 Tq200 Tk260 + key mask", 3, 1, 200, 260, 128, true, true, 0.f, 4, false},
       // wgmma-ws: the upper consumer warpgroup has no rows (Tq 50) through 4 key tiles of a 2-stage ring: it must
       // still release every stage; causal with 5 key tiles and a 128-row block whose lower half stops a tile early.
       {"cross D128 B2 Tq50 Tk400 + key mask (4 key tiles, idle warpgroup)", 2, 1, 50, 400, 128, false, true, 0.f, 8, false},

@@ -32,7 +32,7 @@ export function doctorCommand(io: CliIO): boolean {
 // lib/tensor/tensor.ts, lib/cli/main.ts, lib/train/trainer.ts), so that a misspelt one, which changes nothing, is
 // pointed out (test/train/cli.test.ts finds the ones the sources read and checks they are here).
 export const KNOWN_SWITCHES: ReadonlySet<string> = new Set([
-  'OWLET_ATTENTION', 'OWLET_ATTN_FWD', 'OWLET_ATTN_BWD', 'OWLET_ATTN_BWD_WARPS', 'OWLET_ATTN_TAIL', 'OWLET_ATTN_TUNE',
+  'OWLET_ATTENTION', 'OWLET_ATTN_FWD', 'OWLET_ATTN_BWD', 'OWLET_ATTN_BWD_WARPS', 'OWLET_ATTN_TAIL', 'OWLET_ATTN_TUNE', 'OWLET_ATTN_ORDER',
   'OWLET_LORA', 'OWLET_GEMM', 'OWLET_GEMM_TUNE', 'OWLET_NORM_ROWS', 'OWLET_VEC', 'OWLET_PINNED', 'OWLET_PROFILE_OPS', 'OWLET_TRACK_TENSORS',
   'OWLET_BGRAD_EPILOGUE', 'OWLET_WORKING_COPIES', 'OWLET_LOWP_GRADS', 'OWLET_PIPELINE',
   'OWLET_NATIVE_CPU', 'OWLET_NATIVE_CUDA', 'OWLET_DIST_OVERLAP', 'OWLET_DIST_BUCKET_MB', 'OWLET_DIST_TIMEOUT',

@@ -696,7 +696,28 @@ V apply_code(int code, flash::Params& fp) {
 
 // The forward through the tensor-core kernels into fp.out and fp.lse: the variant OWLET_ATTN_FWD names, or (auto)
 // the tuned one for this call's key.
+// The number of sections the tiled kernels' block order (block_order.h) takes a causal call's heads in: as few as
+// keep what a section's blocks share — per head, the keys and values (forward: 4·Tk·D bytes) or the queries, output
+// gradients and dQ accumulators (backward: 4·Tq·D + 4·Tq·D) — within half of the L2 cache. 0 (launch order) for
+// calls without a causal mask (every block does the same work), at D = 64 (those kernels keep launch order:
+// block_order.h) and with OWLET_ATTN_ORDER=0. OWLET_ATTN_ORDER=N (N > 0): N sections (at most one per head), for the
+// GPU checks (the order never changes a result) and for timing other widths. Read per call.
+int block_sections(const DeviceContext& c, const flash::Params& fp, const Dims& d, bool backward) {
+  if (!fp.causal || d.D != 128) return 0;
+  const int64_t heads = int64_t(d.B) * d.H;
+  if (const char* e = std::getenv("OWLET_ATTN_ORDER"); e && *e) {
+    char* end = nullptr;
+    const long n = std::strtol(e, &end, 10);
+    if (*end == 0 && n >= 0) return int(std::min<int64_t>(n, heads));
+  }
+  const int64_t per_head = std::max<int64_t>(1, backward ? 8 * int64_t(d.Tq) * d.D : 4 * int64_t(d.Tk) * d.D);
+  const int64_t l2 = c.prop.l2CacheSize > 0 ? c.prop.l2CacheSize : (int64_t(40) << 20);
+  const int64_t most = std::max<int64_t>(1, l2 / 2 / per_head);
+  return int(std::max<int64_t>(1, (heads + most - 1) / most));
+}
+
 void flash_forward(const DeviceContext& c, flash::Params fp, const Dims& d, const char* op) {
+  fp.sections = block_sections(c, fp, d, false);
   FwdVariant variant = fwd_variant(op);
   if (variant == FwdVariant::Auto && attn_tune_enabled()) {
     const int code = tuned(c, tune_key(c, d, fp, false), [&] { return fwd_candidates(c, fp, d); }, [&](int cand) {
@@ -723,6 +744,7 @@ Tensor delta_of(const DeviceContext& c, const Tensor& out, const Tensor& gout, c
 // Params' gradient strides (flash::dq_store_kernel).
 void flash_backward(const DeviceContext& c, flash::Params fp, const Dims& d, Device device, Tensor* gq,
                     const char* op) {
+  fp.sections = block_sections(c, fp, d, true);
   BwdVariant variant = bwd_variant_of(op);
   Tensor dq_acc(DType::F32, {d.B, d.Tq, d.H, d.D}, device);
   fp.dq_acc = dq_acc.f32();

@@ -21,6 +21,7 @@
 #include <cstdint>
 
 #include "../core/dropout_hash.h"
+#include "block_order.h"
 #include "common.cuh"
 #include "mma.cuh"
 #include "row_copy.cuh"
@@ -51,6 +52,11 @@ struct Params {
   int tq_main, tk_main;
   bool whole_tiles;  // read by the dispatch only: no tail kernels for this call (the static default; attention.cu tail_allowed)
   bool causal;
+  // The tiled kernels' block order (block_order.h): heads in this many sections, longest tiles first inside each; 0:
+  // launch order. Set by the dispatch for causal calls at D = 128 (attention.cu block_sections), which the kernels
+  // at D = 128 follow; the mma.sync backward (dropout, other GPUs) keeps launch order: there b, h and the key tile,
+  // no longer free to re-read from blockIdx, cost its D = 128 variant 32 more bytes of spills (ptxas, CUDA 13).
+  int sections;
   float scale, scale_log2;  // softmax scale, and the same times log2(e)
   bool dropout;
   uint64_t drop_key;
@@ -128,8 +134,9 @@ __global__ void __launch_bounds__(T::THREADS, T::MINB) attention_fwd_kernel(Para
   bf16* sV = sK + 2 * BC * LD;               // [2][BC][LD]
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
-  const int b = blockIdx.z, h = blockIdx.y;
-  const int q0 = (gridDim.x - 1 - blockIdx.x) * BR;  // the longest causal tiles start first
+  const BlockTile bt = block_tile<D == 128>(p.sections);
+  const int b = bt.b, h = bt.h;
+  const int q0 = (int(gridDim.x) - 1 - bt.rank) * BR;  // the longest causal tiles start first
   const Head hd(p, b, h, D);
   const int64_t rs = int64_t(p.H) * p.in_hs;  // (hd.rs, 32-bit, widened: w4 and w4s at D = 64 2 registers more)
   const bf16 *qb = p.q + hd.q, *kb = p.k + hd.kv, *vb = p.v + hd.kv;
@@ -389,7 +396,7 @@ __global__ void __launch_bounds__(NW * 32) attention_bwd_kernel(Params p) {
   float* sD = sL + 2 * BR;                               // [2][BR] Δ
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
-  const int b = blockIdx.z, h = blockIdx.y, j0 = blockIdx.x * BC;
+  const int b = blockIdx.z, h = blockIdx.y, j0 = blockIdx.x * BC;  // launch order (Params::sections)
   const Head hd(p, b, h, D);
   const int64_t rs = hd.rs, ors = hd.ors;
   const bf16 *qb = p.q + hd.q, *ob = p.dout + hd.o, *kb = p.k + hd.kv, *vb = p.v + hd.kv;

@@ -386,8 +386,9 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) attention_fwd_ker
   const uint32_t sK = sQ + kQBytes, sV = sK + 2 * kKVBytes;
 
   const int tid = threadIdx.x, wg = tid >> 7, wi = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
-  const int b = blockIdx.z, h = blockIdx.y;
-  const int q0 = (gridDim.x - 1 - blockIdx.x) * BR;  // the longest causal tiles start first
+  const BlockTile bt = block_tile<D == 128>(p.sections);
+  const int b = bt.b, h = bt.h;
+  const int q0 = (int(gridDim.x) - 1 - bt.rank) * BR;  // the longest causal tiles start first
   const flash::Head hd(p, b, h, D);
   const int64_t rs = int64_t(p.H) * p.in_hs;  // (as flash::attention_fwd_kernel: hd.rs widened cost registers)
   const bf16 *qb = p.q + hd.q, *kb = p.k + hd.kv, *vb = p.v + hd.kv;

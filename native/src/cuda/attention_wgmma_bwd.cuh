@@ -243,7 +243,8 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) attention_bwd_ker
   const float* const fD = reinterpret_cast<const float*>(smem_raw + (sDl - raw));
 
   const int tid = threadIdx.x, wg = tid >> 7, wi = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
-  const int b = blockIdx.z, h = blockIdx.y, j0 = blockIdx.x * BK;
+  const BlockTile bt = block_tile<D == 128>(p.sections);  // rank 0: key tile 0, the one most query tiles see
+  const int b = bt.b, h = bt.h, j0 = bt.rank * BK;
   const flash::Head hd(p, b, h, D);
   const int64_t rs = hd.rs, ors = hd.ors;
   const bf16 *qb = p.q + hd.q, *ob = p.dout + hd.o, *kb = p.k + hd.kv, *vb = p.v + hd.kv;

@@ -130,8 +130,9 @@ __global__ void __launch_bounds__(kThreads, 1) attention_fwd_ws_kernel(flash::Pa
   const uint32_t bar_q = sKV + 2 * kStages * kKVBytes, bar_full = bar_q + 8, bar_empty = bar_full + 8 * kStages;
 
   const int tid = threadIdx.x, role = tid >> 7;  // 0: producer, 1 and 2: consumers
-  const int b = blockIdx.z, h = blockIdx.y;
-  const int q0 = (gridDim.x - 1 - blockIdx.x) * kBR;  // the longest causal tiles start first
+  const BlockTile bt = block_tile<D == 128>(p.sections);
+  const int b = bt.b, h = bt.h;
+  const int q0 = (int(gridDim.x) - 1 - bt.rank) * kBR;  // the longest causal tiles start first
   const flash::Head hd(p, b, h, D);
   const int64_t rs = hd.rs;
   const int shift = p.Tk - p.Tq;

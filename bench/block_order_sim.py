@@ -1,0 +1,43 @@
+#!/usr/bin/env python3
+"""Greedy-dispatch simulation of the causal attention kernels' block order (native/src/cuda/block_order.h).
+
+Each block of a causal forward (one 128-row query tile of one head) costs one unit per key tile it visits plus half a
+unit of fixed cost; blocks start in order on the first free SM (one block per SM: the Hopper kernels' shared memory).
+Prints the makespan in tile-units for launch order (each head's tiles longest first, heads one after another), for
+longest-first over all heads, and for longest-first inside sections of S heads (what the dispatch does, S from half
+the L2 over a head's keys and values). Usage: python3 bench/block_order_sim.py [SMS]
+"""
+import heapq
+import sys
+
+SMS = int(sys.argv[1]) if len(sys.argv) > 1 else 132
+FIXED = 0.5
+
+
+def makespan(works):
+    free = [0.0] * SMS
+    for w in works:
+        t = heapq.heappop(free)
+        heapq.heappush(free, t + w + FIXED)
+    return max(free)
+
+
+def sections(nq, heads, n):
+    """n sections of heads, widths differing by at most one (the first heads % n one wider)."""
+    order = []
+    for i in range(n):
+        width = heads // n + (1 if i < heads % n else 0)
+        order += [nq - rank for rank in range(nq) for _ in range(width)]
+    return order
+
+
+print(f"{SMS} SMs, one block each; tile-units (lower bound = total work / SMs)")
+for b, h, t in [(4, 32, 2048), (2, 32, 2048), (1, 32, 2048), (16, 32, 512), (8, 32, 512), (8, 16, 4096)]:
+    nq, heads = t // 128, b * h
+    launch = [nq - rank for _ in range(heads) for rank in range(nq)]
+    kv_bytes = 4 * t * 128  # a head's K and V, bf16
+    most = max(1, (50 << 20) // 2 // kv_bytes)  # heads whose keys and values fill half an H100/H200's L2 (50 MiB)
+    n = -(-heads // most)  # sections of at most that many heads
+    bound = sum(w + FIXED for w in launch) / SMS
+    print(f"B{b} H{h} T{t}: bound {bound:.1f}  launch order {makespan(launch):.1f}  "
+          f"longest first {makespan(sections(nq, heads, 1)):.1f}  {n} sections of ≤ {most} heads {makespan(sections(nq, heads, n)):.1f}")
