@@ -251,6 +251,18 @@ export function bandwidthBench(be: Be): BenchResult[] {
     x.dispose();
   }
   {
+    // f32 <-> bf16 casts (copy_convert's 16-byte path since session 14; the attention backward's dQ goes through
+    // the f32 -> bf16 one): 2^25 elements, 128 MiB of f32 and 64 MiB of bf16 moved per call.
+    const x = rand(be, [1 << 25], 1, 'f32');
+    let ms = time(be, () => be.cast(x, 'bf16').dispose(), 20);
+    out.push({ name: 'cast_f32_to_bf16_2^25', ms, gbps: gbps(6 * 2 ** 25, ms) });
+    const y = be.cast(x, 'bf16');
+    ms = time(be, () => be.cast(y, 'f32').dispose(), 20);
+    out.push({ name: 'cast_bf16_to_f32_2^25', ms, gbps: gbps(6 * 2 ** 25, ms) });
+    x.dispose();
+    y.dispose();
+  }
+  {
     const x = rand(be, [8192, 4096]), w = rand(be, [4096]);
     const f = op(be, 'rmsNormForward');
     const ms = time(be, () => disposeAll(f(x, w, 1e-6)), 20);

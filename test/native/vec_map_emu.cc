@@ -1,7 +1,8 @@
 // Runs the 16-byte elementwise kernels (native/src/cuda/vec_map.cuh) through the host emulator, with the ops' own
 // functors, against the same functor applied element by element on the host: bit for bit, for bf16 and f32, lengths
 // that leave a tail (n % 8 or n % 4), a length below one pack, an in-place output (axpy), two outputs (swiglu's
-// backward); and the element-by-element kernel (map_scalar_kernel, mixed dtypes) likewise. Build and run:
+// backward); the element-by-element kernel (map_scalar_kernel, mixed dtypes) likewise; and the f32 <-> bf16
+// conversion (convert_kernel). Build and run:
 // scripts/flash-emu.sh.
 #include "emu_kernel.h"
 
@@ -77,6 +78,31 @@ void check_scalar_mixed(int64_t n) {
   failures += wrong != 0;
 }
 
+// The f32 <-> bf16 conversion (convert_kernel, copy_convert's 16-byte path) against the element-by-element
+// conversion on the host, bit for bit, specials included (±inf, NaN, the largest finite f32, a value that rounds to
+// even, f32 subnormals).
+template <class S, class D>
+void check_convert(int64_t n) {
+  std::mt19937 rng(unsigned(n + 11));
+  std::normal_distribution<float> nd(0.f, 3.f);
+  std::vector<S> src(static_cast<size_t>(n));
+  for (auto& e : src) e = from_float<S>(nd(rng));
+  const float specials[] = {INFINITY, -INFINITY, NAN, 3.4028235e38f, 1.00390625f, 1e-40f, -0.f};
+  for (size_t i = 0; i < sizeof specials / sizeof *specials && i < src.size(); i++) src[i * 3 % src.size()] = from_float<S>(specials[i]);
+  std::vector<D> got(static_cast<size_t>(n)), want(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; i++) want[size_t(i)] = from_float<D>(to_float(src[size_t(i)]));
+  const unsigned blocks = unsigned(std::max<int64_t>(1, std::min<int64_t>(3, n / 8 / 32 + 1)));
+  ::emu::launch(::emu::Dim{blocks, 1, 1}, 32, 0, [&] { v::convert_kernel<S, D>(src.data(), got.data(), n); });
+  int64_t wrong = 0;
+  for (int64_t i = 0; i < n; i++) {
+    const bool nan = to_float(want[size_t(i)]) != to_float(want[size_t(i)]);
+    wrong += nan ? to_float(got[size_t(i)]) == to_float(got[size_t(i)]) : std::memcmp(&got[size_t(i)], &want[size_t(i)], sizeof(D)) != 0;
+  }
+  std::printf("%s convert %s -> %s n=%lld: %lld differ\n", wrong ? "FAIL" : "PASS", sizeof(S) == 2 ? "bf16" : "f32",
+              sizeof(D) == 2 ? "bf16" : "f32", (long long)n, (long long)wrong);
+  failures += wrong != 0;
+}
+
 template <class T>
 void all_ops(int64_t n) {
   check<T, 1, 1>("quickGelu", n, v::QuickGeluFwd{});
@@ -104,5 +130,9 @@ int main() {
     all_ops<float>(n);
   }
   check_scalar_mixed(301);
+  for (int64_t n : {5000, 8, 3, 1037, 16}) {
+    check_convert<float, bf16>(n);
+    check_convert<bf16, float>(n);
+  }
   return failures ? 1 : 0;
 }

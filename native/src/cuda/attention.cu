@@ -36,6 +36,7 @@
 #include "../core/dropout_hash.h"
 #include "../core/kernels.h"
 #include "attention.h"
+#include "attention_delta.cuh"
 #include "attention_flash.cuh"
 #include "attention_tail.cuh"
 #include "attention_wgmma.cuh"
@@ -268,24 +269,6 @@ __global__ void simple_bwd_dkv_kernel(SimpleParams p) {
     }
     p.dk.set(kj + d, p.scale * ak);
     p.dv.set(kj + d, av);
-  }
-}
-
-// Δ[b, h, i] = Σ_d dO · O, one warp per (b, i, h) row.
-__global__ void delta_kernel(FIn dout, FIn out, float* delta, int B, int Tq, int H, int D) {
-  int64_t rows = int64_t(B) * Tq * H;
-  int64_t warp = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
-  int lane = threadIdx.x & 31;
-  if (warp >= rows) return;
-  int64_t base = warp * D;
-  float s = 0.f;
-  for (int d = lane; d < D; d += 32) s += dout[base + d] * out[base + d];
-  s = warp_sum(s);
-  if (lane == 0) {
-    int h = int(warp % H);
-    int64_t bi = warp / H;  // b * Tq + i
-    int i = int(bi % Tq), b = int(bi / Tq);
-    delta[(int64_t(b) * H + h) * Tq + i] = s;
   }
 }
 
@@ -732,9 +715,22 @@ void flash_forward(const DeviceContext& c, flash::Params fp, const Dims& d, cons
 // Δ = rowsum(dO ⊙ O) per (b, h, i) [B, H, Tq], shared by every backward path.
 Tensor delta_of(const DeviceContext& c, const Tensor& out, const Tensor& gout, const Dims& d, const char* op) {
   Tensor delta(DType::F32, {d.B, d.H, d.Tq}, out.device());
-  int64_t rows = int64_t(d.B) * d.Tq * d.H;
-  delta_kernel<<<unsigned((rows * 32 + 255) / 256), 256, 0, c.stream>>>(fin(gout, op, "gout"), fin(out, op, "out"),
-                                                                          delta.f32(), d.B, d.Tq, d.H, d.D);
+  const int64_t rows = int64_t(d.B) * d.Tq * d.H;
+  const bool rows16 = out.dtype == DType::BF16 && gout.dtype == DType::BF16 && (d.D == 64 || d.D == 128) &&
+                      vec_enabled() && reinterpret_cast<uintptr_t>(out.raw()) % 16 == 0 &&
+                      reinterpret_cast<uintptr_t>(gout.raw()) % 16 == 0;
+  if (rows16) {  // D / 8 lanes per row, 16-byte loads (attention_delta.cuh)
+    const unsigned blocks = unsigned((rows * (d.D / 8) + attn_delta::kThreads - 1) / attn_delta::kThreads);
+    if (d.D == 64)
+      attn_delta::delta_rows_kernel<64><<<blocks, attn_delta::kThreads, 0, c.stream>>>(
+          gout.data<bf16>(), out.data<bf16>(), delta.f32(), d.B, d.Tq, d.H);
+    else
+      attn_delta::delta_rows_kernel<128><<<blocks, attn_delta::kThreads, 0, c.stream>>>(
+          gout.data<bf16>(), out.data<bf16>(), delta.f32(), d.B, d.Tq, d.H);
+  } else {
+    attn_delta::delta_kernel<<<unsigned((rows * 32 + 255) / 256), 256, 0, c.stream>>>(
+        fin(gout, op, "gout"), fin(out, op, "out"), delta.f32(), d.B, d.Tq, d.H, d.D);
+  }
   check_launch(op);
   return delta;
 }

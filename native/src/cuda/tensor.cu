@@ -11,6 +11,7 @@
 #include "common.cuh"
 #include "multi_tensor.cuh"
 #include "staging.h"
+#include "vec_map.cuh"
 
 namespace owlet::kern {
 
@@ -165,9 +166,17 @@ void copy_convert(const Tensor& src, Tensor& dst) {
     return;
   }
   int threads = 256, blocks = grid_for(c, n, threads);
-  if (src.dtype == DType::F32 && dst.dtype == DType::BF16)
+  const bool f2b = src.dtype == DType::F32 && dst.dtype == DType::BF16, b2f = src.dtype == DType::BF16 && dst.dtype == DType::F32;
+  const bool vec16 = (f2b || b2f) && vec_enabled() && reinterpret_cast<uintptr_t>(src.raw()) % 16 == 0 &&
+                     reinterpret_cast<uintptr_t>(dst.raw()) % 16 == 0;
+  const int vblocks = grid_for(c, n / 8 + 1, threads);
+  if (vec16 && f2b)  // 16-byte accesses (vec_map.cuh)
+    vec::convert_kernel<float, bf16><<<vblocks, threads, 0, c.stream>>>(src.f32(), dst.data<bf16>(), n);
+  else if (vec16)
+    vec::convert_kernel<bf16, float><<<vblocks, threads, 0, c.stream>>>(src.data<bf16>(), dst.f32(), n);
+  else if (f2b)
     convert_float_kernel<float, bf16><<<blocks, threads, 0, c.stream>>>(src.f32(), dst.data<bf16>(), n);
-  else if (src.dtype == DType::BF16 && dst.dtype == DType::F32)
+  else if (b2f)
     convert_float_kernel<bf16, float><<<blocks, threads, 0, c.stream>>>(src.data<bf16>(), dst.f32(), n);
   else
     convert_any_kernel<<<blocks, threads, 0, c.stream>>>(src.raw(), int(src.dtype), dst.raw(), int(dst.dtype), n);
