@@ -475,6 +475,10 @@ export function cases(): Case[] {
   // (session 7).
   for (const [label, B, H, Tq, Tk, D, causal, masked, p, quick] of hopperShapes)
     if (D === 64) attn(label, B, H, Tq, Tk, D, causal, masked, p, ['bf16'], quick, { OWLET_ATTN_FWD: 'wgmma1', OWLET_ATTN_BWD: 'wgmma1' });
+  // OWLET_ATTN_BWD=wgmma1-keys: wgmma1 with the 1–4 keys past the last whole 64 taken by the last key block (session
+  // 14): every D = 64 shape (those without a key tail run as wgmma1), whole query tiles (OWLET_ATTN_TAIL=0).
+  for (const [label, B, H, Tq, Tk, D, causal, masked, p, quick] of hopperShapes)
+    if (D === 64) attn(label, B, H, Tq, Tk, D, causal, masked, p, ['bf16'], quick, { OWLET_ATTN_BWD: 'wgmma1-keys', OWLET_ATTN_TAIL: '0' });
   // OWLET_ATTN_BWD=wgmma-bulk: dQ added by bulk reductions from shared memory instead of atomics (session 8).
   for (const [label, B, H, Tq, Tk, D, causal, masked, p, quick] of hopperShapes)
     attn(label, B, H, Tq, Tk, D, causal, masked, p, ['bf16'], quick, { OWLET_ATTN_BWD: 'wgmma-bulk' });
@@ -528,7 +532,7 @@ export function cases(): Case[] {
   for (const env of [{ OWLET_ATTN_TUNE: '0' }, { OWLET_ATTN_FWD: 'w4s', OWLET_ATTN_BWD: 'mma' },
     { OWLET_ATTN_FWD: 'wgmma', OWLET_ATTN_BWD: 'wgmma', OWLET_ATTN_TAIL: '1' },
     { OWLET_ATTN_FWD: 'wgmma1', OWLET_ATTN_BWD: 'wgmma1', OWLET_ATTN_TAIL: '0' }, { OWLET_ATTN_FWD: 'wgmma-ws' },
-    { OWLET_ATTN_BWD: 'wgmma-bulk' }] as VariantEnv[])
+    { OWLET_ATTN_BWD: 'wgmma-bulk' }, { OWLET_ATTN_BWD: 'wgmma1-keys', OWLET_ATTN_TAIL: '0' }] as VariantEnv[])
     attnQkv('ViT', 2, 16, 257, 64, false, false, 0, ['bf16'], false, env);
   attnQkv('odd', 2, 3, 37, 64, false, false, 0, both, true);
   attnQkv('odd', 2, 3, 45, 128, true, true, 0, both, true);

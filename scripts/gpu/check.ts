@@ -246,6 +246,8 @@ function runBench(be: Be, res: BenchResult[], saved: () => void): void {
     tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_BWD: 'wgmma1' }));
     tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_FWD: 'wgmma1' }));
     tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_FWD: 'wgmma1', OWLET_ATTN_BWD: 'wgmma1' }));
+    // wgmma1 with the 257th key (321st at the abstractor) in the last key block (session 14)
+    tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_BWD: 'wgmma1-keys' }));
     // The 257th token / 321st key always through attention_tail.cuh instead of whole tiles (session 8's kernels; the
     // default since 2026-11-27 leaves the choice to autotuning), default kernels and wgmma1.
     tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_TAIL: '1' }));

@@ -438,11 +438,14 @@ bool run(const Case& c, std::mt19937& rng) {
       // NWG warpgroups of 64 keys per block
       // tail (D = 64): the tiles stop at the last whole 64 rows and keys, attention_tail.cuh's backward does the rest
       // (launch_wgmma_bwd in attention.cu)
-      auto run_bwd = [&](auto dtag, auto ntag, bool tail = false, bool bulk = false) {
+      // block_keys (one warpgroup, D = 64): the keys past the last whole 64 in the last key block instead
+      // (Params::block_tail_keys, OWLET_ATTN_BWD=wgmma1-keys), whole query tiles.
+      auto run_bwd = [&](auto dtag, auto ntag, bool tail = false, bool bulk = false, bool block_keys = false) {
         constexpr int DDB = decltype(dtag)::value, NWG = decltype(ntag)::value;
         poison_grads();
         fp.tq_main = tail ? owlet::cuda::attn_tail::main_extent(Tq, 64) : Tq;
-        fp.tk_main = tail ? owlet::cuda::attn_tail::main_extent(Tk, 64) : Tk;
+        fp.tk_main = tail || block_keys ? owlet::cuda::attn_tail::main_extent(Tk, 64) : Tk;
+        fp.block_tail_keys = block_keys ? Tk - fp.tk_main : 0;
         emu::Dim g{unsigned((fp.tk_main + 64 * NWG - 1) / (64 * NWG)), unsigned(H), unsigned(B)};
         auto go = [&](auto btag) {
           constexpr bool BULK = decltype(btag)::value;
@@ -451,11 +454,12 @@ bool run(const Case& c, std::mt19937& rng) {
         };
         if (bulk) go(std::true_type{});
         else go(std::false_type{});
-        if (fp.tq_main < Tq || fp.tk_main < Tk)
+        if (tail && (fp.tq_main < Tq || fp.tk_main < Tk))
           emu::launch({unsigned(H), unsigned(B)}, owlet::cuda::attn_tail::kBwdThreads,
                       owlet::cuda::attn_tail::bwd_smem_bytes<DDB>(), [&] { owlet::cuda::attn_tail::bwd_kernel<DDB>(fp); });
         fp.tq_main = Tq;
         fp.tk_main = Tk;
+        fp.block_tail_keys = 0;
       };
       using Two = std::integral_constant<int, 2>;
       if (D == 64) run_bwd(std::integral_constant<int, 64>{}, Two{});
@@ -468,6 +472,10 @@ bool run(const Case& c, std::mt19937& rng) {
       if (D == 64) {  // OWLET_ATTN_BWD=wgmma1: one warpgroup of 64 keys per block
         run_bwd(std::integral_constant<int, 64>{}, std::integral_constant<int, 1>{});
         check_bwd("wgmma1");
+        if (has_tail(Tk, 64)) {
+          run_bwd(std::integral_constant<int, 64>{}, std::integral_constant<int, 1>{}, false, false, true);
+          check_bwd("wgmma1-keys");
+        }
         if (has_tail(Tq, 64) || has_tail(Tk, 64)) {
           run_bwd(std::integral_constant<int, 64>{}, Two{}, true);
           check_bwd("wgmma+tail");

@@ -113,12 +113,15 @@ FwdVariant fwd_variant(const char* op) {
 // wgmma-q: the query-major Hopper backward of attention_wgmma_bwd_short.cuh where Tq ≤ 64 and D = 64 (the
 // abstractor; written in session 8, not yet timed), the Hopper backward elsewhere; wgmma-bulk: the Hopper backward
 // adding dQ with one bulk reduction per row instead of atomics (session 8, not yet timed).
-enum class BwdVariant { Auto, Mma, Br64, Wgmma, Wgmma1, WgmmaQ, WgmmaBulk };
+// wgmma1-keys: wgmma1 with the 1 to attn_tail::kMax keys past the last whole 64 computed by the last key block
+// (attention_wgmma_bwd.cuh's tail_keys_*) instead of a block of their own (session 14, not yet timed).
+enum class BwdVariant { Auto, Mma, Br64, Wgmma, Wgmma1, WgmmaQ, WgmmaBulk, Wgmma1Keys };
 
 const std::pair<const char*, BwdVariant> kBwdNames[] = {{"auto", BwdVariant::Auto},   {"mma", BwdVariant::Mma},
                                                         {"br64", BwdVariant::Br64},   {"wgmma", BwdVariant::Wgmma},
                                                         {"wgmma1", BwdVariant::Wgmma1}, {"wgmma-q", BwdVariant::WgmmaQ},
-                                                        {"wgmma-bulk", BwdVariant::WgmmaBulk}};
+                                                        {"wgmma-bulk", BwdVariant::WgmmaBulk},
+                                                        {"wgmma1-keys", BwdVariant::Wgmma1Keys}};
 
 BwdVariant bwd_variant_of(const char* op) {
   return env_variant("OWLET_ATTN_BWD", kBwdNames, op);
@@ -469,7 +472,7 @@ void launch_wgmma_fwd(const DeviceContext& c, const flash::Params& fp, const Dim
 // OWLET_ATTN_BWD_WARPS (which names the mma.sync kernel).
 bool use_wgmma_bwd(const DeviceContext& c, const flash::Params& fp, BwdVariant variant) {
   const bool asked = variant == BwdVariant::Wgmma || variant == BwdVariant::Wgmma1 || variant == BwdVariant::WgmmaQ ||
-                     variant == BwdVariant::WgmmaBulk ||
+                     variant == BwdVariant::WgmmaBulk || variant == BwdVariant::Wgmma1Keys ||
                      (variant == BwdVariant::Auto && !std::getenv("OWLET_ATTN_BWD_WARPS"));
   return asked && hopper_applies(c, fp);
 }
@@ -491,12 +494,17 @@ void launch_wgmma_bwd_short(const DeviceContext& c, const flash::Params& fp, con
 // one_wg: one warpgroup (64 keys) per block, at D = 64 only (OWLET_ATTN_BWD=wgmma1); short: the query-major kernel
 // (OWLET_ATTN_BWD=wgmma-q, D = 64 and Tq ≤ 64). At D = 64 the rows and keys past the last whole 64 (1 to
 // attn_tail::kMax of each) go to attention_tail.cuh's backward, after the tiles.
+static_assert(wgmma::kTailKeys >= attn_tail::kMax, "wgmma1-keys takes every key tail attn_tail::main_extent leaves");
+
 void launch_wgmma_bwd(const DeviceContext& c, flash::Params fp, const Dims& d, BwdVariant variant, const char* op) {
-  const bool one_wg = variant == BwdVariant::Wgmma1,
+  const bool one_wg = variant == BwdVariant::Wgmma1 || variant == BwdVariant::Wgmma1Keys,
              short_q = variant == BwdVariant::WgmmaQ && d.D == 64 && d.Tq <= wgmma::kShortQueries;
   if (d.D == 64 && tail_allowed(fp)) {
     fp.tq_main = attn_tail::main_extent(d.Tq, wgmma::kBwdQueries);
     fp.tk_main = attn_tail::main_extent(d.Tk, 64);
+  } else if (d.D == 64 && variant == BwdVariant::Wgmma1Keys) {  // whole query tiles, the key tail in the last block
+    fp.tk_main = attn_tail::main_extent(d.Tk, 64);
+    fp.block_tail_keys = d.Tk - fp.tk_main;
   }
   auto launch = [&](auto kernel, size_t smem, int keys, int threads) {
     dim3 grid{unsigned((fp.tk_main + keys - 1) / keys), unsigned(d.H), unsigned(d.B)};
@@ -634,13 +642,16 @@ std::vector<int> bwd_candidates(const DeviceContext& c, const flash::Params& fp,
   if (d.D == 128) return {tune_code(BwdVariant::Wgmma), tune_code(BwdVariant::Mma), tune_code(BwdVariant::WgmmaBulk)};
   std::vector<BwdVariant> vs{BwdVariant::Wgmma, BwdVariant::Wgmma1, BwdVariant::Mma, BwdVariant::WgmmaBulk};
   if (d.Tq <= wgmma::kShortQueries) vs.push_back(BwdVariant::WgmmaQ);
+  const bool key_tail = attn_tail::main_extent(d.Tk, 64) < d.Tk;
+  if (key_tail) vs.push_back(BwdVariant::Wgmma1Keys);
   // (at D = 64 the Hopper kernels, not mma.sync's, can leave the tail to attention_tail.cuh: launch_wgmma_bwd)
   const bool tail = tail_tunable(fp) && (attn_tail::main_extent(d.Tq, wgmma::kBwdQueries) < d.Tq ||
                                          attn_tail::main_extent(d.Tk, 64) < d.Tk);
   std::vector<int> codes;
   for (BwdVariant v : vs) {
     codes.push_back(tune_code(v));
-    if (tail && v != BwdVariant::Mma) codes.push_back(tune_code(v, true));
+    // (wgmma1-keys takes the key tail itself: with the tail kernels it would be wgmma1 + tail)
+    if (tail && v != BwdVariant::Mma && v != BwdVariant::Wgmma1Keys) codes.push_back(tune_code(v, true));
   }
   return codes;
 }

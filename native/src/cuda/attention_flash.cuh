@@ -51,6 +51,9 @@ struct Params {
   // last whole tile go to attention_tail.cuh. The layout is always [B, Tq or Tk, H, D].
   int tq_main, tk_main;
   bool whole_tiles;  // read by the dispatch only: no tail kernels for this call (the static default; attention.cu tail_allowed)
+  // Keys [tk_main, tk_main + block_tail_keys) computed by the last key block of the one-warpgroup Hopper backward
+  // (OWLET_ATTN_BWD=wgmma1-keys, D = 64: attention_wgmma_bwd.cuh's tail_keys_*); 0 otherwise.
+  int block_tail_keys;
   bool causal;
   // The tiled kernels' block order (block_order.h): heads in this many sections, longest tiles first inside each; 0:
   // launch order. Set by the dispatch for causal calls at D = 128 (attention.cu block_sections), which the kernels

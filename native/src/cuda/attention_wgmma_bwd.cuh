@@ -68,13 +68,19 @@ constexpr int bwd_keys() {
 // (cp.reduce.async.bulk … .add.f32, FlashAttention-3's way) instead of 16 two-float atomics per thread.
 constexpr int kDqPitch = 68;
 
+// Keys past the last whole 64 that the one-warpgroup kernel's last key block takes on (Params::block_tail_keys):
+// their K and V rows (bf16, unswizzled) and, per query tile, their P and dS for the tile's 64 queries (fp32).
+constexpr int kTailKeys = 4;
+constexpr uint32_t kTailBytes = 2 * kTailKeys * 64 * 2 + 2 * kTailKeys * kBwdQueries * 4;  // 3072
+
 template <int D, int NWG = 2, bool BULK = false>
 constexpr size_t bwd_smem_bytes() {
   // K, V (64·NWG × D), 2 × (Q, dO) (64 × D), dSᵀ (64·NWG × 64), 2 × (lse, Δ) (64 floats), 1024 for the alignment:
-  // NWG = 2: D = 128: 149,504 bytes; D = 64: 83,968. NWG = 1, D = 64: 58,368. BULK: + NWG × 2 × 64 rows × 272 bytes
-  // (D = 128: 219,136).
+  // NWG = 2: D = 128: 149,504 bytes; D = 64: 83,968. NWG = 1, D = 64: 58,368 + the tail keys' 3,072. BULK: + NWG ×
+  // 2 × 64 rows × 272 bytes (D = 128: 219,136).
   return size_t(2 * bwd_keys<NWG>() + 4 * kBwdQueries) * D * 2 + size_t(bwd_keys<NWG>()) * kBwdQueries * 2 +
-         4 * kBwdQueries * 4 + 1024 + (BULK ? size_t(NWG) * 2 * kBwdQueries * kDqPitch * 4 : 0);
+         4 * kBwdQueries * 4 + 1024 + (BULK ? size_t(NWG) * 2 * kBwdQueries * kDqPitch * 4 : 0) +
+         (NWG == 1 ? kTailBytes : 0);
 }
 
 // D (64×64 fp32) = A·B (+ D when scale_d != 0), A = 64×16 and B = 16×64 in shared memory: K-major (B stored 64×16),
@@ -224,6 +230,116 @@ __device__ __forceinline__ void add_tail_rows(const flash::Params& p, const flas
   }
 }
 
+// ---- keys past the last whole 64 in the last key block (OWLET_ATTN_BWD=wgmma1-keys: one warpgroup, D = 64) ----
+// The ViT's 257 keys otherwise take a fifth block per head that sweeps every query tile for one key (a fifth of the
+// backward's blocks for 1/257 of its keys), and attention_tail.cuh's kernel pays its dQ in atomics. Here the block of
+// keys [tk_main − 64, tk_main) also computes the n ≤ kTailKeys keys after them on CUDA cores, per query tile:
+//   tail_keys_scores: for the thread's two dQ rows (16wi + g, + 8), s = q·k and dp = dO·v of each tail key (16 dims
+//     per thread, summed over the four threads t4 that share the rows), P and dS = P (dp − Δ) with the masks; dS·k
+//     added into the thread's dQ registers before their atomics (no atomics of its own); P and dS to shared memory;
+//   tail_keys_grads: after a barrier, thread (d = tid mod 64, half = tid / 64) adds Σ P·dO[·][d] and Σ dS·Q[·][d]
+//     over the half's 32 queries into its dV and dK registers for each tail key;
+//   tail_keys_store: at the end the two halves' sums added (through shared memory) and written, dK times the scale.
+// Q and dO are the tile's rows in shared memory (128-byte swizzle: 16-byte chunk c of row r at c ^ (r mod 8)).
+struct TailKeys {
+  const bf16* k;  // [kTailKeys][64] bf16 rows (generic pointers into shared memory)
+  const bf16* v;
+  float* p;       // [kTailKeys][64 queries]
+  float* ds;
+};
+
+__device__ __forceinline__ const bf16* swz_row64(const unsigned char* tile, int row, int d) {
+  return reinterpret_cast<const bf16*>(tile + row * 128 + ((((d >> 3) ^ (row & 7)) << 4) | ((d & 7) * 2)));
+}
+
+__device__ __forceinline__ void tail_keys_scores(const TailKeys& tk, int n, float (&dq)[32], const unsigned char* q_t,
+                                                 const unsigned char* o_t, const float* lse_t, const float* delta_t,
+                                                 const flash::Params& p, int b, int i0, int wi, int g, int t4) {
+  for (int kt = 0; kt < n; kt++) {
+    const int j = p.tk_main + kt;
+    float pr[2], ds[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      const int row = 16 * wi + g + 8 * r;
+      float s = 0.f, dp = 0.f;
+#pragma unroll
+      for (int c = 0; c < 2; c++) {  // chunks 2·t4, 2·t4 + 1: dims 16·t4 .. 16·t4 + 15
+        const int d0 = 16 * t4 + 8 * c;
+        const bf16 *qr = swz_row64(q_t, row, d0), *orow = swz_row64(o_t, row, d0);
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+          s = fmaf(__bfloat162float(qr[e]), __bfloat162float(tk.k[kt * 64 + d0 + e]), s);
+          dp = fmaf(__bfloat162float(orow[e]), __bfloat162float(tk.v[kt * 64 + d0 + e]), dp);
+        }
+      }
+      s += __shfl_xor_sync(0xffffffffu, s, 1);
+      s += __shfl_xor_sync(0xffffffffu, s, 2);
+      dp += __shfl_xor_sync(0xffffffffu, dp, 1);
+      dp += __shfl_xor_sync(0xffffffffu, dp, 2);
+      const int qi = i0 + row;
+      const bool seen = qi < p.tq_main && flash::key_visible(p, b, qi, j);
+      pr[r] = seen ? mma::exp2_ftz(fmaf(s, p.scale_log2, -lse_t[row] * flash::kLog2e)) : 0.f;
+      ds[r] = pr[r] * (dp - delta_t[row]);
+      if (t4 == 0) {
+        tk.p[kt * kBwdQueries + row] = pr[r];
+        tk.ds[kt * kBwdQueries + row] = ds[r];
+      }
+    }
+    // dq[4i + e]: row r = e / 2, column 8i + 2·t4 + (e mod 2)
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+      const float2 k2 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(tk.k + kt * 64 + 8 * i + 2 * t4));
+#pragma unroll
+      for (int r = 0; r < 2; r++) {
+        dq[4 * i + 2 * r] = fmaf(ds[r], k2.x, dq[4 * i + 2 * r]);
+        dq[4 * i + 2 * r + 1] = fmaf(ds[r], k2.y, dq[4 * i + 2 * r + 1]);
+      }
+    }
+  }
+}
+
+// rows: the tile's query rows that can hold a P (16 for a narrow last tile, else 64).
+__device__ __forceinline__ void tail_keys_grads(const TailKeys& tk, int n, const unsigned char* q_t,
+                                                const unsigned char* o_t, int rows, int tid, float (&dk)[kTailKeys],
+                                                float (&dv)[kTailKeys]) {
+  const int d = tid & 63, r0 = 32 * (tid >> 6), r1 = min(r0 + 32, rows);
+  for (int row = r0; row < r1; row++) {
+    const float o = __bfloat162float(*swz_row64(o_t, row, d)), q = __bfloat162float(*swz_row64(q_t, row, d));
+#pragma unroll
+    for (int kt = 0; kt < kTailKeys; kt++)
+      if (kt < n) {
+        dv[kt] = fmaf(tk.p[kt * kBwdQueries + row], o, dv[kt]);
+        dk[kt] = fmaf(tk.ds[kt * kBwdQueries + row], q, dk[kt]);
+      }
+  }
+}
+
+// After the query sweep (every thread): the halves' sums added and the tail keys' dK (× scale) and
+// dV written. tk.p and tk.ds are free by then and hold the upper half's sums.
+__device__ __forceinline__ void tail_keys_store(const TailKeys& tk, int n, const flash::Params& p, int b, int h,
+                                                int tid, const float (&dk)[kTailKeys], const float (&dv)[kTailKeys]) {
+  const int d = tid & 63;
+  __syncthreads();  // every thread is done with the last query tile's P and dS
+  if (tid >= 64)
+#pragma unroll
+    for (int kt = 0; kt < kTailKeys; kt++)
+      if (kt < n) {
+        tk.p[kt * 64 + d] = dk[kt];
+        tk.ds[kt * 64 + d] = dv[kt];
+      }
+  __syncthreads();
+  if (tid < 64) {
+    const flash::Head hg(p, b, h, 64);
+#pragma unroll
+    for (int kt = 0; kt < kTailKeys; kt++)
+      if (kt < n) {
+        const int64_t off = hg.gkv + int64_t(p.tk_main + kt) * hg.grs + d;
+        p.dk[off] = __float2bfloat16_rn((dk[kt] + tk.p[kt * 64 + d]) * p.scale);
+        p.dv[off] = __float2bfloat16_rn(dv[kt] + tk.ds[kt * 64 + d]);
+      }
+  }
+}
+
 template <int D, int NWG = 2, bool BULK = false>
 __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) attention_bwd_kernel(flash::Params p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL) || defined(OWLET_CUDA_EMULATION)
@@ -255,6 +371,23 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) attention_bwd_ker
   const int qt0 = q_first / BQ;
   const int key_w = j0 + wg * 64 + wi * 16;  // this warp's first key
   const int key_a = key_w + g, key_b = key_a + 8;  // the two keys this thread holds
+  // One warpgroup at D = 64: the last key block may take on the keys past tk_main (Params::block_tail_keys), their
+  // K and V rows copied to shared memory here (published by the first tile's barrier).
+  constexpr bool kCanTail = NWG == 1 && D == 64 && !BULK;
+  const int n_tail = kCanTail && p.block_tail_keys > 0 && j0 + BK >= p.tk_main ? min(p.block_tail_keys, kTailKeys) : 0;
+  TailKeys tkeys{};
+  float tdk[kTailKeys] = {}, tdv[kTailKeys] = {};
+  if constexpr (kCanTail) {
+    unsigned char* const tb = smem_raw + (sDl + 2 * BQ * 4 - raw);
+    tkeys = {reinterpret_cast<const bf16*>(tb), reinterpret_cast<const bf16*>(tb + kTailKeys * 128),
+             reinterpret_cast<float*>(tb + 2 * kTailKeys * 128),
+             reinterpret_cast<float*>(tb + 2 * kTailKeys * 128 + kTailKeys * kBwdQueries * 4)};
+    if (tid < 16 * n_tail) {  // key tid / 16, K (or V) by tid / 8 mod 2, 16-byte chunk tid mod 8
+      const int kt = tid >> 4, kv = (tid >> 3) & 1, c = tid & 7;
+      *reinterpret_cast<uint4*>(tb + kv * kTailKeys * 128 + kt * 128 + c * 16) =
+          *reinterpret_cast<const uint4*>((kv ? vb : kb) + int64_t(p.tk_main + kt) * rs + 8 * c);
+    }
+  }
 
   auto load_q_tile = [&](int qt, int buf) {
     const int i0 = qt * BQ;
@@ -366,6 +499,10 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) attention_bwd_ker
       commit();
       wait<1>();  // dV and dQ are done; dK may still run
       fence_operands(dq);
+      if constexpr (kCanTail) {
+        if (n_tail)
+          tail_keys_scores(tkeys, n_tail, dq, smem_raw + (sQt - raw), smem_raw + (sOt - raw), Lt, Dt, p, b, i0, wi, g, t4);
+      }
       // dq[4i + e]: query 16wi + g + 8·(e ≥ 2) of the tile, column dq_col + 8i + 2t + (e mod 2).
       if constexpr (BULK) {
         // to this warpgroup's buffer, then one 256-byte bulk reduction per query row, issued by warp 0's lanes
@@ -397,6 +534,13 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) attention_bwd_ker
             atomic_add2(dst + 8 * i, dq[4 * i + 2 * r] * p.scale, dq[4 * i + 2 * r + 1] * p.scale);
         }
       }
+      if constexpr (kCanTail) {
+        if (n_tail) {
+          __syncthreads();  // the tail keys' P and dS of every row are in shared memory
+          tail_keys_grads(tkeys, n_tail, smem_raw + (sQt - raw), smem_raw + (sOt - raw), N16 ? kNarrowQueries : BQ, tid,
+                          tdk, tdv);
+        }
+      }
       wait<0>();  // dK is done: every product of this tile is, before the next tile's barrier (its prefetch
                   // overwrites this tile's Q and dO; the next dSᵀ stores overwrite this one)
 #pragma unroll
@@ -413,6 +557,9 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) attention_bwd_ker
   mma::cp_async_wait<0>();
   if constexpr (BULK) {
     if (wi == 0) bulk_wait<0>();  // the reductions are done before the block (and its shared memory) ends
+  }
+  if constexpr (kCanTail) {
+    if (n_tail) tail_keys_store(tkeys, n_tail, p, b, h, tid, tdk, tdv);
   }
   // (D = 64 only: at D = 128 these registers on top of the 128 of dK and dV made ptxas spill 364 bytes)
   if constexpr (D == 64) {
