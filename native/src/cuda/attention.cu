@@ -491,11 +491,12 @@ void launch_wgmma_bwd_short(const DeviceContext& c, const flash::Params& fp, con
   wgmma::attention_bwd_short_kernel<64><<<grid, 128, smem, c.stream>>>(fp, per);
 }
 
-// one_wg: one warpgroup (64 keys) per block, at D = 64 only (OWLET_ATTN_BWD=wgmma1); short: the query-major kernel
-// (OWLET_ATTN_BWD=wgmma-q, D = 64 and Tq ≤ 64). At D = 64 the rows and keys past the last whole 64 (1 to
-// attn_tail::kMax of each) go to attention_tail.cuh's backward, after the tiles.
 static_assert(wgmma::kTailKeys >= attn_tail::kMax, "wgmma1-keys takes every key tail attn_tail::main_extent leaves");
 
+// one_wg: one warpgroup (64 keys) per block, at D = 64 only (OWLET_ATTN_BWD=wgmma1 and wgmma1-keys); short: the
+// query-major kernel (OWLET_ATTN_BWD=wgmma-q, D = 64 and Tq ≤ 64). At D = 64 the rows and keys past the last whole 64
+// (1 to attn_tail::kMax of each) go to attention_tail.cuh's backward, after the tiles, where the tail kernels are
+// allowed; else with wgmma1-keys the keys go to the last key block (Params::block_tail_keys).
 void launch_wgmma_bwd(const DeviceContext& c, flash::Params fp, const Dims& d, BwdVariant variant, const char* op) {
   const bool one_wg = variant == BwdVariant::Wgmma1 || variant == BwdVariant::Wgmma1Keys,
              short_q = variant == BwdVariant::WgmmaQ && d.D == 64 && d.Tq <= wgmma::kShortQueries;
@@ -688,8 +689,6 @@ V apply_code(int code, flash::Params& fp) {
 
 // ------------------------------------------------------------------- the tensor-core calls, packed or not
 
-// The forward through the tensor-core kernels into fp.out and fp.lse: the variant OWLET_ATTN_FWD names, or (auto)
-// the tuned one for this call's key.
 // The number of sections the tiled kernels' block order (block_order.h) takes a causal call's heads in: as few as
 // keep what a section's blocks share — per head, the keys and values (forward: 4·Tk·D bytes) or the queries, output
 // gradients and dQ accumulators (backward: 4·Tq·D + 4·Tq·D) — within half of the L2 cache. 0 (launch order) for
@@ -710,6 +709,8 @@ int block_sections(const DeviceContext& c, const flash::Params& fp, const Dims& 
   return int(std::max<int64_t>(1, (heads + most - 1) / most));
 }
 
+// The forward through the tensor-core kernels into fp.out and fp.lse: the variant OWLET_ATTN_FWD names, or (auto)
+// the tuned one for this call's key.
 void flash_forward(const DeviceContext& c, flash::Params fp, const Dims& d, const char* op) {
   fp.sections = block_sections(c, fp, d, false);
   FwdVariant variant = fwd_variant(op);

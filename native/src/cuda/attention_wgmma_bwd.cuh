@@ -263,13 +263,20 @@ __device__ __forceinline__ void tail_keys_scores(const TailKeys& tk, int n, floa
       const int row = 16 * wi + g + 8 * r;
       float s = 0.f, dp = 0.f;
 #pragma unroll
-      for (int c = 0; c < 2; c++) {  // chunks 2·t4, 2·t4 + 1: dims 16·t4 .. 16·t4 + 15
+      for (int c = 0; c < 2; c++) {  // chunks 2·t4, 2·t4 + 1: dims 16·t4 .. 16·t4 + 15, 16 bytes per load
         const int d0 = 16 * t4 + 8 * c;
-        const bf16 *qr = swz_row64(q_t, row, d0), *orow = swz_row64(o_t, row, d0);
+        const uint4 q8 = *reinterpret_cast<const uint4*>(swz_row64(q_t, row, d0)),
+                    o8 = *reinterpret_cast<const uint4*>(swz_row64(o_t, row, d0)),
+                    k8 = *reinterpret_cast<const uint4*>(tk.k + kt * 64 + d0),
+                    v8 = *reinterpret_cast<const uint4*>(tk.v + kt * 64 + d0);
+        const __nv_bfloat162 *qh = reinterpret_cast<const __nv_bfloat162*>(&q8), *oh = reinterpret_cast<const __nv_bfloat162*>(&o8),
+                             *kh = reinterpret_cast<const __nv_bfloat162*>(&k8), *vh = reinterpret_cast<const __nv_bfloat162*>(&v8);
 #pragma unroll
-        for (int e = 0; e < 8; e++) {
-          s = fmaf(__bfloat162float(qr[e]), __bfloat162float(tk.k[kt * 64 + d0 + e]), s);
-          dp = fmaf(__bfloat162float(orow[e]), __bfloat162float(tk.v[kt * 64 + d0 + e]), dp);
+        for (int e = 0; e < 4; e++) {
+          const float2 qf = __bfloat1622float2(qh[e]), of = __bfloat1622float2(oh[e]), kf = __bfloat1622float2(kh[e]),
+                       vf = __bfloat1622float2(vh[e]);
+          s = fmaf(qf.y, kf.y, fmaf(qf.x, kf.x, s));
+          dp = fmaf(of.y, vf.y, fmaf(of.x, vf.x, dp));
         }
       }
       s += __shfl_xor_sync(0xffffffffu, s, 1);
