@@ -263,6 +263,14 @@ export function bandwidthBench(be: Be): BenchResult[] {
     y.dispose();
   }
   {
+    // RoPE at stage 2's LLaMA q/k shape (16-byte kernel since session 14; session 12's profile: ≈ 44 µs device time)
+    const x = rand(be, [2, 2048, 32, 128]);
+    const f = op(be, 'ropeForward');
+    const ms = time(be, () => f(x, 0, 10000).dispose(), 20);
+    out.push({ name: 'rope_fwd_2x2048x32x128', ms, gbps: gbps(2 * 2 * 2048 * 32 * 128 * 2, ms) });
+    x.dispose();
+  }
+  {
     const x = rand(be, [8192, 4096]), w = rand(be, [4096]);
     const f = op(be, 'rmsNormForward');
     const ms = time(be, () => disposeAll(f(x, w, 1e-6)), 20);

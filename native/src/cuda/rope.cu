@@ -1,41 +1,17 @@
 // Rotary position embedding, HF rotate-half convention, on [B, T, H, D]: for d < D/2,
 //   y[d] = x[d]·cos − x[d + D/2]·sin,   y[d + D/2] = x[d + D/2]·cos + x[d]·sin,
 // with angle (pos0 + t) · theta^(−2d/D) as HF's LlamaRotaryEmbedding computes it in fp32 (core/rope_angle.h, as on
-// the CPU), cos/sin once per token and shared by its heads.
+// the CPU), cos/sin once per token and shared by its heads (the kernels: rope_rows.cuh).
 // The backward pass is the inverse rotation: the same kernel with the sine negated.
 #include "../core/kernels.h"
-#include "../core/rope_angle.h"
 #include "common.cuh"
+#include "rope_rows.cuh"
 
 namespace owlet::kern {
 
 using namespace owlet::cuda;
 
 namespace {
-
-// One block per token (b, t); the block first tabulates cos/sin for the token's D/2 frequencies in shared memory.
-__global__ void rope_kernel(FIn x, FOut y, int64_t T, int64_t H, int64_t D, int64_t pos0, double theta, float sign) {
-  extern __shared__ float table[];  // [D/2] cos, then [D/2] sin
-  int64_t D2 = D / 2;
-  int64_t token = blockIdx.x;  // b * T + t
-  int64_t t = token % T;
-  for (int64_t d = threadIdx.x; d < D2; d += blockDim.x) {
-    double s, c;
-    sincos(double(rope_angle(pos0 + t, rope_inv_freq(theta, d, D))), &s, &c);
-    table[d] = float(c);
-    table[D2 + d] = sign * float(s);
-  }
-  __syncthreads();
-  int64_t base = token * H * D;
-  for (int64_t p = threadIdx.x; p < H * D2; p += blockDim.x) {
-    int64_t h = p / D2, d = p - h * D2;
-    int64_t i1 = base + h * D + d, i2 = i1 + D2;
-    float c = table[d], s = table[D2 + d];
-    float x1 = x[i1], x2 = x[i2];
-    y.set(i1, x1 * c - x2 * s);
-    y.set(i2, x2 * c + x1 * s);
-  }
-}
 
 void rope(const Tensor& x, Tensor& y, int64_t pos0, double theta, float sign, const char* op) {
   DeviceContext& c = context_of(x, op);
@@ -45,7 +21,18 @@ void rope(const Tensor& x, Tensor& y, int64_t pos0, double theta, float sign, co
   if (B * T == 0 || H * D == 0) return;
   size_t smem = size_t(D) * sizeof(float);
   if (smem > 48 * 1024) fail(ErrorKind::Shape, std::string(op) + ": head dim too large: " + x.describe());
-  rope_kernel<<<unsigned(B * T), 128, smem, c.stream>>>(fin(x, op, "x"), fout(y, op, "y"), T, H, D, pos0, theta, sign);
+  const unsigned blocks = unsigned(B * T);
+  const int64_t pack = x.dtype == DType::BF16 ? 8 : 4;
+  const bool vec16 = x.dtype == y.dtype && is_float(x.dtype) && vec_enabled() && (D / 2) % pack == 0 &&
+                     reinterpret_cast<uintptr_t>(x.raw()) % 16 == 0 && reinterpret_cast<uintptr_t>(y.raw()) % 16 == 0;
+  if (vec16 && x.dtype == DType::BF16)  // 16-byte accesses (rope_rows.cuh)
+    rope::rope_vec_kernel<bf16><<<blocks, rope::kThreads, smem, c.stream>>>(x.data<bf16>(), y.data<bf16>(), T, H, D, pos0,
+                                                                             theta, sign);
+  else if (vec16)
+    rope::rope_vec_kernel<float><<<blocks, rope::kThreads, smem, c.stream>>>(x.f32(), y.f32(), T, H, D, pos0, theta, sign);
+  else
+    rope::rope_kernel<<<blocks, rope::kThreads, smem, c.stream>>>(fin(x, op, "x"), fout(y, op, "y"), T, H, D, pos0, theta,
+                                                                  sign);
   check_launch(op);
 }
 
