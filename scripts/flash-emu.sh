@@ -5,7 +5,7 @@
 # elementwise maps (vec_map_emu.cc, bit for bit against their functors element by element), the register-resident
 # norms (norm_rows_emu.cc, against float64), the column sums of bias and norm gradients (reduce_cols_emu.cc, against
 # float64 and bit for bit against their order of additions) and the pitched copy behind concat/slice
-# (pitched_copy_emu.cc) and the gradient norm's sum of squares (sum_squares_emu.cc, against float64), executed by a warp emulator and compared with references; the attention kernels' block order on the host (block_order_test.cc); the backward's Δ = rowsum(dO ⊙ O) (attention_delta_emu.cc, against float64); RoPE's 16-byte kernel (rope_emu.cc, bit for bit against the element kernel); and the pinned staging ring of
+# (pitched_copy_emu.cc) and the gradient norm's sum of squares (sum_squares_emu.cc, against float64), executed by a warp emulator and compared with references; the attention kernels' block order on the host (block_order_test.cc); the backward's Δ = rowsum(dO ⊙ O) (attention_delta_emu.cc, against float64); RoPE's 16-byte kernel (rope_emu.cc, bit for bit against the element kernel); the 16-byte row gather and scatter (row_gather_emu.cc); and the pinned staging ring of
 # host-to-device copies against a fake stream that runs copies late (staging_ring_test.cc). No GPU needed; needs g++
 # and the CUDA headers (cuda_bf16.h).
 # Usage: bash scripts/flash-emu.sh [attention-case-name-filter]
@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cuda=${CUDA_HOME:-/usr/local/cuda}
 mkdir -p build
-for t in block_order_test attention_delta_emu rope_emu flash_emu lora_thin_emu lora_mma_emu adamw_emu vec_map_emu norm_rows_emu reduce_cols_emu pitched_copy_emu sum_squares_emu staging_ring_test; do
+for t in block_order_test attention_delta_emu rope_emu row_gather_emu flash_emu lora_thin_emu lora_mma_emu adamw_emu vec_map_emu norm_rows_emu reduce_cols_emu pitched_copy_emu sum_squares_emu staging_ring_test; do
   g++ -std=c++17 -O1 -g -Wall -Wno-unknown-pragmas -ffp-contract=off -I"$cuda/include" -Inode_modules/node-addon-api \
     "test/native/$t.cc" -o "build/$t"
 done
@@ -27,6 +27,7 @@ build/pitched_copy_emu
 build/sum_squares_emu
 build/attention_delta_emu
 build/rope_emu
+build/row_gather_emu
 build/lora_thin_emu
 build/lora_mma_emu
 build/flash_emu "$@"

@@ -180,6 +180,23 @@ export function cases(): Case[] {
       return { gather, scatter };
     },
   });
+  // Rows of 512 bytes or more (row_gather.cuh's 16-byte kernels, session 14): gather with repeats, scatter-copy.
+  out.push({
+    name: 'gatherRows/scatterRows(copy) [20,256]', family: 'layout', dtypes: both, quick: true,
+    inputs: gen({ shape: [20, 256] }, { shape: [6], kind: 'i32', values: () => Float64Array.from([3, 0, 19, 3, 7, 12]) },
+      { shape: [4, 256] }, { shape: [4], kind: 'i32', values: () => Float64Array.from([5, 0, 19, 8]) }),
+    run: (be, [src, idx, g, sidx]) => {
+      const dst = be.full(src.dtype, [20, 256], 0.5);
+      op(be, 'scatterRows')(dst, sidx, g, false);
+      return { gather: op(be, 'gatherRows')(src, idx), scatter: dst };
+    },
+    ref: ([src, idx, g, sidx]) => {
+      const gather = new Float64Array(6 * 256), scatter = new Float64Array(20 * 256).fill(0.5);
+      for (let i = 0; i < 6; i++) for (let j = 0; j < 256; j++) gather[i * 256 + j] = src[idx[i] * 256 + j];
+      for (let i = 0; i < 4; i++) for (let j = 0; j < 256; j++) scatter[sidx[i] * 256 + j] = g[i * 256 + j];
+      return { gather, scatter };
+    },
+  });
   out.push({
     name: 'patchify [2,3,28,42] p=14', family: 'layout', dtypes: both, quick: true,
     inputs: gen({ shape: [2, 3, 28, 42] }),

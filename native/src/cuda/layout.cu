@@ -2,11 +2,13 @@
 // gradient) and image patchification. Out-of-range row indices cannot throw from a kernel: they are reported as a
 // deferred error (runtime.h) at the next synchronisation, and the affected rows are zeroed (gather) or skipped
 // (scatter).
+#include <algorithm>
 #include <cstring>
 
 #include "../core/kernels.h"
 #include "common.cuh"
 #include "pitched_copy.cuh"
+#include "row_gather.cuh"
 
 namespace owlet::kern {
 
@@ -148,10 +150,26 @@ void slice_assign(Tensor& dst, const Tensor& src, int axis, int64_t start, bool 
   check_launch("sliceAssign");
 }
 
+// Whether a row gather/scatter between a and b goes through row_gather.cuh: one dtype, rows of whole 16-byte chunks
+// and at least a warp of them (a narrower row would leave most of a block idle), 16-byte-aligned starts.
+bool rows16_fit(const Tensor& a, const Tensor& b, int64_t cols) {
+  const int64_t bytes = cols * int64_t(dtype_size(a.dtype));
+  return a.dtype == b.dtype && vec_enabled() && bytes % 16 == 0 && bytes / 16 >= 32 &&
+         reinterpret_cast<uintptr_t>(a.raw()) % 16 == 0 && reinterpret_cast<uintptr_t>(b.raw()) % 16 == 0;
+}
+
 void gather_rows(const Tensor& src, const Tensor& idx, Tensor& out) {
   DeviceContext& c = context_of(out, "gatherRows");
   int64_t n = idx.numel(), rows = src.rows(), cols = src.cols();
   if (n * cols == 0) return;
+  if (rows16_fit(src, out, cols)) {
+    const int64_t c16 = cols * int64_t(dtype_size(src.dtype)) / 16;
+    rows16::gather_kernel<<<unsigned(std::min<int64_t>(n, 16 * int64_t(c.prop.multiProcessorCount))), rows16::kThreads, 0,
+                            c.stream>>>(static_cast<const uint4*>(src.raw()), idx.i32(), static_cast<uint4*>(out.raw()),
+                                        n, rows, c16, c.error_flag_dev, kGatherIndex);
+    check_launch("gatherRows");
+    return;
+  }
   int blocks = grid_for(c, n * cols, 256);
   OWLET_BYTES_SWITCH(dtype_size(src.dtype), T,
                      gather_rows_kernel<T><<<blocks, 256, 0, c.stream>>>(src.data<T>(), idx.i32(), out.data<T>(), n,
@@ -163,6 +181,14 @@ void scatter_rows(Tensor& dst, const Tensor& idx, const Tensor& src, bool accumu
   DeviceContext& c = context_of(dst, "scatterRows");
   int64_t n = idx.numel(), rows = dst.rows(), cols = dst.cols();
   if (n * cols == 0) return;
+  if (!accumulate && rows16_fit(src, dst, cols)) {
+    const int64_t c16 = cols * int64_t(dtype_size(dst.dtype)) / 16;
+    rows16::scatter_kernel<<<unsigned(std::min<int64_t>(n, 16 * int64_t(c.prop.multiProcessorCount))), rows16::kThreads, 0,
+                             c.stream>>>(static_cast<uint4*>(dst.raw()), idx.i32(), static_cast<const uint4*>(src.raw()),
+                                         n, rows, c16, c.error_flag_dev, kScatterIndex);
+    check_launch("scatterRows");
+    return;
+  }
   int blocks = grid_for(c, n * cols, 256);
   if (!accumulate) {
     OWLET_BYTES_SWITCH(dtype_size(dst.dtype), T,
