@@ -269,8 +269,9 @@ __device__ __forceinline__ void tail_keys_scores(const TailKeys& tk, int n, floa
                     o8 = *reinterpret_cast<const uint4*>(swz_row64(o_t, row, d0)),
                     k8 = *reinterpret_cast<const uint4*>(tk.k + kt * 64 + d0),
                     v8 = *reinterpret_cast<const uint4*>(tk.v + kt * 64 + d0);
-        const __nv_bfloat162 *qh = reinterpret_cast<const __nv_bfloat162*>(&q8), *oh = reinterpret_cast<const __nv_bfloat162*>(&o8),
-                             *kh = reinterpret_cast<const __nv_bfloat162*>(&k8), *vh = reinterpret_cast<const __nv_bfloat162*>(&v8);
+        using H2 = __nv_bfloat162;
+        const H2 *qh = reinterpret_cast<const H2*>(&q8), *oh = reinterpret_cast<const H2*>(&o8),
+                 *kh = reinterpret_cast<const H2*>(&k8), *vh = reinterpret_cast<const H2*>(&v8);
 #pragma unroll
         for (int e = 0; e < 4; e++) {
           const float2 qf = __bfloat1622float2(qh[e]), of = __bfloat1622float2(oh[e]), kf = __bfloat1622float2(kh[e]),

@@ -13,8 +13,9 @@
 // (backward) of one section's heads are what the running blocks share in L2. The dispatch picks the number of
 // sections so that a section's heads fill at most half of the L2 cache (attention.cu block_sections); the sections'
 // widths differ by at most one head (the first ones wider): a narrow last section would start its long tiles late
-// (B4 T2048 in sections of 25 heads, the last of 3: 151.0 in the simulation, worse than launch order). sections ≤ 0: launch order,
-// rank = blockIdx.x.
+// (B4 T2048 in sections of 25 heads, the last of 3: 151.0 in the simulation, worse than launch order).
+// sections ≤ 0: launch order, rank = blockIdx.x. The mma.sync backward always keeps launch order (attention_flash.cuh
+// Params::sections).
 //
 // Host and device: the mapping is a bijection from the grid onto (b, h, rank), tested on the host for many grids
 // (test/native/block_order_test.cc) and used by the emulated kernels (test/native/flash_emu.cc).

@@ -2,7 +2,8 @@
 // accesses: rows whose bytes are a multiple of 16 (and 16-byte-aligned tensors: the caller checks) move as uint4
 // chunks, a block per row at a time, so a thread's index is its row's and no per-element division is left (the
 // element kernels of layout.cu divide a 64-bit element index by the row length for every 2-byte element). An index
-// out of range raises the deferred error (runtime.h: the caller passes its code) and zeroes the gathered row / skips the scattered one, as there.
+// out of range raises the deferred error (runtime.h: the caller passes its code) and zeroes the gathered row or
+// skips the scattered one, as there.
 // test/native/row_gather_emu.cc runs them through the host emulator against a plain loop.
 #pragma once
 #include <cstdint>
@@ -20,7 +21,8 @@ __global__ void gather_kernel(const uint4* src, const int32_t* idx, uint4* out, 
     const int32_t r = idx[i];
     const bool ok = r >= 0 && r < rows;
     if (!ok && threadIdx.x == 0) *err = code;
-    for (int64_t c = threadIdx.x; c < c16; c += blockDim.x) out[i * c16 + c] = ok ? src[int64_t(r) * c16 + c] : uint4{0, 0, 0, 0};
+    for (int64_t c = threadIdx.x; c < c16; c += blockDim.x)
+      out[i * c16 + c] = ok ? src[int64_t(r) * c16 + c] : uint4{0, 0, 0, 0};
   }
 }
 
