@@ -8,16 +8,17 @@
 //
 // Roles: one block of 3 warpgroups (384 threads) per (128 queries, head, batch).
 //   - warpgroup 0, the producer: loads Q once, then every 128-key tile of K and V of the block into a ring of
-//     kStages stages, by cp.async; each producer thread ends a tile's copies with cp.async.mbarrier.arrive.noinc on
-//     the stage's "full" mbarrier (count 128: one arrival per producer thread, triggered when that thread's copies
-//     have landed). Before refilling a stage it waits on the stage's "empty" mbarrier. It gives registers away
-//     (setmaxnreg.dec to kProducerRegs).
+//     kStages stages, by cp.async; each producer thread follows a tile's K copies with cp.async.mbarrier.arrive.noinc
+//     on the stage's "K full" mbarrier and its V copies with one on "V full" (count 128 each: one arrival per producer
+//     thread, triggered when that thread's copies so far have landed). Before refilling a stage it waits on the
+//     stage's "empty" mbarrier. It gives registers away (setmaxnreg.dec to kProducerRegs).
 //   - warpgroups 1 and 2, the consumers (setmaxnreg.inc to kConsumerRegs): consumer c owns query rows 64c..64c+63 of
 //     the block. For every tile of the block — also those it has no work for (causal: the lower rows stop earlier;
 //     a warpgroup past Tq has none), so that the phases of both mbarriers and the turn barriers stay in step — it
-//     waits on "full" (then fence.proxy.async: the copies were generic-proxy writes, wgmma reads through the async
-//     proxy), computes S = QKᵀ, the online softmax and O += PV as attention_wgmma.cuh does, and after its last
-//     wgmma on the stage has completed every consumer thread arrives on "empty" (count 256).
+//     waits on "K full" (then fence.proxy.async: the copies were generic-proxy writes, wgmma reads through the async
+//     proxy), computes S = QKᵀ and the online softmax, waits on "V full" (and fences again) before O += PV, as
+//     attention_wgmma.cuh computes them, and after its last wgmma on the stage has completed every consumer thread
+//     arrives on "empty" (count 256). (A consumer with no work on a tile waits on neither: it reads nothing there.)
 //   - ping-pong: two named barriers (ids kTurn, kTurn + 1, 256 threads each: 128 that bar.sync + 128 that
 //     bar.arrive) pass a turn between the consumers; a consumer issues its S = QKᵀ only in its turn and hands the
 //     turn over right after, so one consumer's softmax runs while the other's product is on the tensor cores.
@@ -57,9 +58,9 @@ constexpr int kTurn = 1;                                // named barriers kTurn 
 
 template <int D, bool OVERLAP = false>
 constexpr size_t smem_bytes() {
-  // Q, the stages × (K, V), the mbarriers (Q, full[], empty[]), and room to align the base to 1024 bytes
-  // (D = 128 with OVERLAP: 230,456 of the 232,448 an H100 block may have).
-  return size_t(kBR + 2 * stages<OVERLAP>() * kBC) * D * 2 + 8 * (1 + 2 * stages<OVERLAP>()) + 1024;
+  // Q, the stages × (K, V), the mbarriers (Q, K full[], V full[], empty[]), and room to align the base to 1024 bytes
+  // (D = 128 with OVERLAP: 230,480 of the 232,448 an H100 block may have).
+  return size_t(kBR + 2 * stages<OVERLAP>() * kBC) * D * 2 + 8 * (1 + 3 * stages<OVERLAP>()) + 1024;
 }
 
 #ifdef OWLET_CUDA_EMULATION
@@ -127,7 +128,10 @@ __global__ void __launch_bounds__(kThreads, 1) attention_fwd_ws_kernel(flash::Pa
   const uint32_t raw = mma::smem_u32(smem_raw);
   const uint32_t sQ = (raw + 1023u) & ~1023u;
   const uint32_t sKV = sQ + kQBytes;  // stage s: K at sKV + 2s·kKVBytes, V right after it
-  const uint32_t bar_q = sKV + 2 * kStages * kKVBytes, bar_full = bar_q + 8, bar_empty = bar_full + 8 * kStages;
+  // K and V of a stage land under their own "full" mbarriers: a tile's scores need only its K, so they start before
+  // its V has landed (a block's first tile waited for both: K + V, 64 KiB at D = 128, with nothing else on the SM).
+  const uint32_t bar_q = sKV + 2 * kStages * kKVBytes, bar_full_k = bar_q + 8, bar_full_v = bar_full_k + 8 * kStages,
+                 bar_empty = bar_full_v + 8 * kStages;
 
   const int tid = threadIdx.x, role = tid >> 7;  // 0: producer, 1 and 2: consumers
   const BlockTile bt = block_tile<D == 128>(p.sections);
@@ -142,7 +146,8 @@ __global__ void __launch_bounds__(kThreads, 1) attention_fwd_ws_kernel(flash::Pa
   if (tid == 0) {
     mbar_init(bar_q, kProducerThreads);
     for (int s = 0; s < kStages; s++) {
-      mbar_init(bar_full + 8 * s, kProducerThreads);
+      mbar_init(bar_full_k + 8 * s, kProducerThreads);
+      mbar_init(bar_full_v + 8 * s, kProducerThreads);
       mbar_init(bar_empty + 8 * s, kThreads - kProducerThreads);
     }
   }
@@ -161,8 +166,9 @@ __global__ void __launch_bounds__(kThreads, 1) attention_fwd_ws_kernel(flash::Pa
       if (tile >= kStages) mbar_wait(bar_empty + 8 * s, uint32_t((tile / kStages - 1) & 1));
       const uint32_t sK = sKV + 2 * s * kKVBytes;
       load_tile<kBC, D>(sK, kb, rs, tile * kBC, p.Tk, ptid);
+      cp_async_arrive_noinc(bar_full_k + 8 * s);  // when this thread's K copies have landed
       load_tile<kBC, D>(sK + kKVBytes, vb, rs, tile * kBC, p.Tk, ptid);
-      cp_async_arrive_noinc(bar_full + 8 * s);
+      cp_async_arrive_noinc(bar_full_v + 8 * s);  // when its K and V copies have
     }
     // Tail: wait until the consumers have released the last stages (so they have seen every copy land) before
     // leaving; then no copy is outstanding when the producer's threads exit.
@@ -213,7 +219,8 @@ __global__ void __launch_bounds__(kThreads, 1) attention_fwd_ws_kernel(flash::Pa
   for (int tile = 0; tile < n_tiles; tile++) {
     const int kv0 = tile * kBC, s = tile % kStages;
     const uint32_t sKt = sKV + 2 * s * kKVBytes, sVt = sKt + kKVBytes;
-    mbar_wait(bar_full + 8 * s, uint32_t((tile / kStages) & 1));
+    const uint32_t phase = uint32_t((tile / kStages) & 1);
+    mbar_wait(bar_full_k + 8 * s, phase);
     wgmma::fence_proxy_async();  // the stage's generic-proxy copies are visible to the tensor cores' async proxy
     // One tile of work, straight-line from each wgmma to its wait (ptxas serialises wgmma in flight across a
     // branch), hence the overlapped form (OVERLAP, every tile but the first: a warpgroup that works on tile t > 0
@@ -245,6 +252,8 @@ __global__ void __launch_bounds__(kThreads, 1) attention_fwd_ws_kernel(flash::Pa
       wgmma::pack_p(pa, s_acc);
 #pragma unroll
       for (int c = 0; c < DB; c++) wgmma::fence_operands(o[c]);
+      mbar_wait(bar_full_v + 8 * s, phase);  // V(t) has landed (for P(t)·V(t), here or with the next tile's scores)
+      wgmma::fence_proxy_async();
       if constexpr (OVERLAP) {
         pending = true;  // issued with the next tile's scores, or by flush_pending
         s_pending = s;
