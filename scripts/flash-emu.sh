@@ -13,23 +13,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cuda=${CUDA_HOME:-/usr/local/cuda}
 mkdir -p build
-for t in block_order_test attention_delta_emu rope_emu row_gather_emu flash_emu lora_thin_emu lora_mma_emu adamw_emu vec_map_emu norm_rows_emu reduce_cols_emu pitched_copy_emu sum_squares_emu staging_ring_test; do
+# (in this order: the quick host tests first, the attention emulation last)
+tests=(staging_ring_test block_order_test adamw_emu vec_map_emu norm_rows_emu reduce_cols_emu pitched_copy_emu
+  sum_squares_emu attention_delta_emu rope_emu row_gather_emu lora_thin_emu lora_mma_emu)
+for t in "${tests[@]}" flash_emu; do
   g++ -std=c++17 -O1 -g -Wall -Wno-unknown-pragmas -ffp-contract=off -I"$cuda/include" -Inode_modules/node-addon-api \
     "test/native/$t.cc" -o "build/$t"
 done
-build/staging_ring_test
-build/block_order_test
-build/adamw_emu
-build/vec_map_emu
-build/norm_rows_emu
-build/reduce_cols_emu
-build/pitched_copy_emu
-build/sum_squares_emu
-build/attention_delta_emu
-build/rope_emu
-build/row_gather_emu
-build/lora_thin_emu
-build/lora_mma_emu
+for t in "${tests[@]}"; do "build/$t"; done
 build/flash_emu "$@"
 # Again with cp.async copies landing at issue (cuda_emu.h eager_copies), on the multi-tile cases of the warp-specialised
 # forward: a stage released before a product that reads it has completed then shows as a wrong result.

@@ -131,11 +131,16 @@ export function attentionOnce(be: Be, B: number, H: number, Tq: number, Tk: numb
   } finally { [q, k, v, go].forEach((t) => t.dispose()); }
 }
 
+/** A LoRA linear's operands: x [M, K], the frozen w [N, K], the adapter a [r, K] and b [N, r], an output gradient. */
+function loraOperands(be: Be, M: number, K: number, N: number, r: number) {
+  return { x: rand(be, [M, K]), w: rand(be, [N, K], 1 / Math.sqrt(K)), a: rand(be, [r, K], 1 / Math.sqrt(K)),
+    b: rand(be, [N, r], 0.01), gy: rand(be, [M, N]) };
+}
+
 /** One frozen linear (forward and input gradient) and one LoRA forward + backward at that shape, synchronised:
  *  the launches Nsight Compute profiles (check.mjs --profile-lora). */
 export function loraOnce(be: Be, M: number, K: number, N: number, r: number, variant = '', p = 0): void {
-  const x = rand(be, [M, K]), w = rand(be, [N, K], 1 / Math.sqrt(K)), a = rand(be, [r, K], 1 / Math.sqrt(K));
-  const b = rand(be, [N, r], 0.01), gy = rand(be, [M, N]);
+  const { x, w, a, b, gy } = loraOperands(be, M, K, N, r);
   try {
     withEnv(variant ? { OWLET_LORA: variant } : {}, () => {
       disposeAll([op(be, 'matmul')(x, w, false, true, 1), op(be, 'matmul')(gy, w, false, false, 1)]);
@@ -155,8 +160,7 @@ export function loraBench(be: Be, M: number, K: number, N: number, r: number, va
 }
 
 function loraBenchRun(be: Be, M: number, K: number, N: number, r: number, variant: string, p: number): BenchResult {
-  const x = rand(be, [M, K]), w = rand(be, [N, K], 1 / Math.sqrt(K)), a = rand(be, [r, K], 1 / Math.sqrt(K));
-  const b = rand(be, [N, r], 0.01), gy = rand(be, [M, N]);
+  const { x, w, a, b, gy } = loraOperands(be, M, K, N, r);
   const mm = op(be, 'matmul'), lf = op(be, 'loraForward'), lb = op(be, 'loraBackward');
   const frozen = time(be, () => {
     const y = mm(x, w, false, true, 1);

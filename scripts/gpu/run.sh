@@ -99,9 +99,9 @@ if want sass; then
   fi
 fi
 # Only when asked (ONLY="... ncu"): Nsight Compute on the attention kernels (check.mjs --profile-attention's).
+NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || true)
 if [[ " ${ONLY:-} " == *" ncu "* ]]; then
   say "ncu: Nsight Compute on the attention kernels (check.mjs --profile-attention)"
-  NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || true)
   if [ -n "$NCU" ]; then
     # (OWLET_ATTN_TUNE=0: with autotuning the first kernels of each shape are its timing trials — on 2026-11-27 all 8
     # profiled kernels were trials of the first forward; the cases name their variants themselves)
@@ -118,7 +118,6 @@ fi
 # linear goes (ncu_lora.txt).
 if [[ " ${ONLY:-} " == *" ncu-lora "* ]]; then
   say "ncu-lora: Nsight Compute on the LoRA kernels (check.mjs --profile-lora)"
-  NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || true)
   if [ -n "$NCU" ]; then
     timeout -k 5 150 "$NCU" --clock-control none --section SpeedOfLight -c 200 \
       "$T/node" "$G/check.mjs" --profile-lora >"$OUT/ncu_lora.txt" 2>&1

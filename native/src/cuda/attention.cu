@@ -729,8 +729,7 @@ Tensor delta_of(const DeviceContext& c, const Tensor& out, const Tensor& gout, c
   Tensor delta(DType::F32, {d.B, d.H, d.Tq}, out.device());
   const int64_t rows = int64_t(d.B) * d.Tq * d.H;
   const bool rows16 = out.dtype == DType::BF16 && gout.dtype == DType::BF16 && (d.D == 64 || d.D == 128) &&
-                      vec_enabled() && reinterpret_cast<uintptr_t>(out.raw()) % 16 == 0 &&
-                      reinterpret_cast<uintptr_t>(gout.raw()) % 16 == 0;
+                      vec_enabled() && aligned16(out) && aligned16(gout);
   if (rows16) {  // D / 8 lanes per row, 16-byte loads (attention_delta.cuh)
     const unsigned blocks = unsigned((rows * (d.D / 8) + attn_delta::kThreads - 1) / attn_delta::kThreads);
     if (d.D == 64)

@@ -44,6 +44,9 @@ struct FOut {
 };
 
 inline bool is_float(DType d) { return d == DType::F32 || d == DType::BF16; }
+// Whether t's storage starts on a 16-byte boundary: the 16-byte kernels' precondition (the allocator aligns every
+// storage; a view at an offset may not be).
+inline bool aligned16(const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw()) % 16 == 0; }
 
 inline void expect_float(const Tensor& t, const char* op, const char* what) {
   if (!is_float(t.dtype))

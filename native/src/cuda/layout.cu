@@ -150,23 +150,28 @@ void slice_assign(Tensor& dst, const Tensor& src, int axis, int64_t start, bool 
   check_launch("sliceAssign");
 }
 
-// Whether a row gather/scatter between a and b goes through row_gather.cuh: one dtype, rows of whole 16-byte chunks
-// and at least a warp of them (a narrower row would leave most of a block idle), 16-byte-aligned starts.
-bool rows16_fit(const Tensor& a, const Tensor& b, int64_t cols) {
+// The 16-byte chunks per row when a row gather/scatter between a and b goes through row_gather.cuh, else 0: one
+// dtype, rows of whole chunks and at least a warp of them (a narrower row would leave most of a block idle),
+// 16-byte-aligned starts.
+int64_t rows16_chunks(const Tensor& a, const Tensor& b, int64_t cols) {
   const int64_t bytes = cols * int64_t(dtype_size(a.dtype));
-  return a.dtype == b.dtype && vec_enabled() && bytes % 16 == 0 && bytes / 16 >= 32 &&
-         reinterpret_cast<uintptr_t>(a.raw()) % 16 == 0 && reinterpret_cast<uintptr_t>(b.raw()) % 16 == 0;
+  const bool fit = a.dtype == b.dtype && vec_enabled() && bytes % 16 == 0 && bytes / 16 >= 32 && aligned16(a) &&
+                   aligned16(b);
+  return fit ? bytes / 16 : 0;
+}
+// Blocks for n rows of row_gather.cuh (a block per row at a time, up to 16 per SM).
+unsigned rows16_blocks(const DeviceContext& c, int64_t n) {
+  return unsigned(std::min<int64_t>(n, 16 * int64_t(c.prop.multiProcessorCount)));
 }
 
 void gather_rows(const Tensor& src, const Tensor& idx, Tensor& out) {
   DeviceContext& c = context_of(out, "gatherRows");
   int64_t n = idx.numel(), rows = src.rows(), cols = src.cols();
   if (n * cols == 0) return;
-  if (rows16_fit(src, out, cols)) {
-    const int64_t c16 = cols * int64_t(dtype_size(src.dtype)) / 16;
-    rows16::gather_kernel<<<unsigned(std::min<int64_t>(n, 16 * int64_t(c.prop.multiProcessorCount))), rows16::kThreads, 0,
-                            c.stream>>>(static_cast<const uint4*>(src.raw()), idx.i32(), static_cast<uint4*>(out.raw()),
-                                        n, rows, c16, c.error_flag_dev, kGatherIndex);
+  if (const int64_t c16 = rows16_chunks(src, out, cols)) {
+    rows16::gather_kernel<<<rows16_blocks(c, n), rows16::kThreads, 0, c.stream>>>(
+        static_cast<const uint4*>(src.raw()), idx.i32(), static_cast<uint4*>(out.raw()), n, rows, c16, c.error_flag_dev,
+        kGatherIndex);
     check_launch("gatherRows");
     return;
   }
@@ -181,11 +186,10 @@ void scatter_rows(Tensor& dst, const Tensor& idx, const Tensor& src, bool accumu
   DeviceContext& c = context_of(dst, "scatterRows");
   int64_t n = idx.numel(), rows = dst.rows(), cols = dst.cols();
   if (n * cols == 0) return;
-  if (!accumulate && rows16_fit(src, dst, cols)) {
-    const int64_t c16 = cols * int64_t(dtype_size(dst.dtype)) / 16;
-    rows16::scatter_kernel<<<unsigned(std::min<int64_t>(n, 16 * int64_t(c.prop.multiProcessorCount))), rows16::kThreads, 0,
-                             c.stream>>>(static_cast<uint4*>(dst.raw()), idx.i32(), static_cast<const uint4*>(src.raw()),
-                                         n, rows, c16, c.error_flag_dev, kScatterIndex);
+  if (const int64_t c16 = accumulate ? 0 : rows16_chunks(src, dst, cols)) {
+    rows16::scatter_kernel<<<rows16_blocks(c, n), rows16::kThreads, 0, c.stream>>>(
+        static_cast<uint4*>(dst.raw()), idx.i32(), static_cast<const uint4*>(src.raw()), n, rows, c16, c.error_flag_dev,
+        kScatterIndex);
     check_launch("scatterRows");
     return;
   }

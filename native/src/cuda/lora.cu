@@ -62,7 +62,7 @@ void lora_dropout(DeviceContext& c, const Tensor& x, Tensor& y, float p, uint64_
   int64_t n = x.numel();
   if (n == 0) return;
   const bool vec = x.dtype == y.dtype && is_float(x.dtype) && vec_enabled() &&
-                   reinterpret_cast<uintptr_t>(x.raw()) % 16 == 0 && reinterpret_cast<uintptr_t>(y.raw()) % 16 == 0;
+                   aligned16(x) && aligned16(y);
   if (vec) {
     OWLET_FLOAT_SWITCH(x.dtype, T, op, {
       const int64_t work = n / lora::Vec16<T>::n + 1;
@@ -145,7 +145,7 @@ void thin_cols(DeviceContext& c, const Tensor& X, const Tensor& G, int64_t r, fl
 bool dx_low_rank_ok(int64_t r, const Tensor& gx) {
   if (!(r == 4 || r == 8 || r == 16) || !is_float(gx.dtype) || !vec_enabled()) return false;
   const int64_t v = 16 / int64_t(dtype_size(gx.dtype));
-  return gx.cols() % v == 0 && reinterpret_cast<uintptr_t>(gx.raw()) % 16 == 0;
+  return gx.cols() % v == 0 && aligned16(gx);
 }
 
 // gx += alpha · drop-mask ⊙ ((gy B) A): G = gy B [M, r] and A [r, K] converted to fp32 once (small).
@@ -176,7 +176,7 @@ void dx_low_rank(DeviceContext& c, Tensor& gx, const Tensor& gyB, const Tensor& 
 bool mma_ok(int64_t r, std::initializer_list<const Tensor*> ts) {
   if (!mma_selected() || !(r == 8 || r == 16)) return false;
   for (const Tensor* t : ts)
-    if (t->dtype != DType::BF16 || t->cols() % 8 || reinterpret_cast<uintptr_t>(t->raw()) % 16) return false;
+    if (t->dtype != DType::BF16 || t->cols() % 8 || !aligned16(*t)) return false;
   return true;
 }
 
@@ -251,7 +251,7 @@ void lora_fwd(const Tensor& x, const Tensor& w, const Tensor& a, const Tensor& b
   int64_t r = a.dim(0), K = x.cols();
   Tensor hb;
   const Tensor& B = cast_small(b, x.dtype, hb);
-  if (mma_ok(r, {&x, &xa}) && (a.dtype != DType::BF16 || reinterpret_cast<uintptr_t>(a.raw()) % 16 == 0)) {
+  if (mma_ok(r, {&x, &xa}) && (a.dtype != DType::BF16 || aligned16(a))) {
     Tensor ha;  // A as the rows kernel's Wn: bf16, 16-byte-aligned
     mma_rows(c, x, cast_small(a, DType::BF16, ha), r, 1.f, make_drop(dropout_p, seed), fout(xa, op, "xa"), op);
   } else if (thin_ok(r, x.dtype, {K})) {

@@ -246,7 +246,7 @@ void argmax_rows(const Tensor& x, Tensor& out) {
   expect_dtype(out, DType::I32, op, "out");
   OWLET_FLOAT_SWITCH(x.dtype, T, op, {
     // (rows then start on 16-byte boundaries when the base does: the allocator aligns it, a view may not)
-    if (V % Vec<T>::n == 0 && reinterpret_cast<uintptr_t>(x.raw()) % 16 == 0 && vec_enabled())
+    if (V % Vec<T>::n == 0 && aligned16(x) && vec_enabled())
       argmax_rows_kernel<T, true><<<unsigned(rows), kArgmaxThreads, 0, c.stream>>>(x.data<T>(), V, out.i32());
     else
       argmax_rows_kernel<T, false><<<unsigned(rows), kArgmaxThreads, 0, c.stream>>>(x.data<T>(), V, out.i32());

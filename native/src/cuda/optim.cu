@@ -74,7 +74,7 @@ std::vector<ListSlot> list_slots(const std::vector<const Tensor*>& xs, const cha
     if (t->device() != xs[0]->device())
       fail(ErrorKind::Device, std::string(op) + ": tensors on different devices: " + xs[0]->describe() + ", " + t->describe());
     if (t->numel() > 0)
-      slots.push_back({fout(*t, op, "tensor"), t->numel(), vec_enabled() && reinterpret_cast<uintptr_t>(t->raw()) % 16 == 0});
+      slots.push_back({fout(*t, op, "tensor"), t->numel(), vec_enabled() && aligned16(*t)});
   }
   return slots;
 }

@@ -22,9 +22,9 @@ void rope(const Tensor& x, Tensor& y, int64_t pos0, double theta, float sign, co
   size_t smem = size_t(D) * sizeof(float);
   if (smem > 48 * 1024) fail(ErrorKind::Shape, std::string(op) + ": head dim too large: " + x.describe());
   const unsigned blocks = unsigned(B * T);
-  const int64_t pack = x.dtype == DType::BF16 ? 8 : 4;
-  const bool vec16 = x.dtype == y.dtype && is_float(x.dtype) && vec_enabled() && (D / 2) % pack == 0 &&
-                     reinterpret_cast<uintptr_t>(x.raw()) % 16 == 0 && reinterpret_cast<uintptr_t>(y.raw()) % 16 == 0;
+  const int64_t pack = 16 / int64_t(dtype_size(x.dtype));  // elements per 16-byte access
+  const bool vec16 = x.dtype == y.dtype && is_float(x.dtype) && vec_enabled() && (D / 2) % pack == 0 && aligned16(x) &&
+                     aligned16(y);
   if (vec16 && x.dtype == DType::BF16)  // 16-byte accesses (rope_rows.cuh)
     rope::rope_vec_kernel<bf16><<<blocks, rope::kThreads, smem, c.stream>>>(x.data<bf16>(), y.data<bf16>(), T, H, D, pos0,
                                                                              theta, sign);

@@ -105,7 +105,7 @@ void copy_convert_many(const std::vector<const Tensor*>& src, const std::vector<
     const Tensor& a = *src[i];
     Tensor& b = *dst[i];
     bool f2b = a.dtype == DType::F32 && b.dtype == DType::BF16, b2f = a.dtype == DType::BF16 && b.dtype == DType::F32;
-    bool aligned = (reinterpret_cast<uintptr_t>(a.raw()) % 16 == 0) && (reinterpret_cast<uintptr_t>(b.raw()) % 16 == 0);
+    bool aligned = aligned16(a) && aligned16(b);
     if ((f2b || b2f) && aligned && a.device() == b.device() && a.device() == src[0]->device()) {
       if (a.numel()) slots.push_back({a.raw(), b.raw(), a.numel(), f2b});
     } else {
@@ -167,9 +167,8 @@ void copy_convert(const Tensor& src, Tensor& dst) {
   }
   int threads = 256, blocks = grid_for(c, n, threads);
   const bool f2b = src.dtype == DType::F32 && dst.dtype == DType::BF16, b2f = src.dtype == DType::BF16 && dst.dtype == DType::F32;
-  const bool vec16 = (f2b || b2f) && vec_enabled() && reinterpret_cast<uintptr_t>(src.raw()) % 16 == 0 &&
-                     reinterpret_cast<uintptr_t>(dst.raw()) % 16 == 0;
-  const int vblocks = grid_for(c, n / 8 + 1, threads);
+  const bool vec16 = (f2b || b2f) && vec_enabled() && aligned16(src) && aligned16(dst);
+  const int vblocks = vec16 ? grid_for(c, n / 8 + 1, threads) : 0;
   if (vec16 && f2b)  // 16-byte accesses (vec_map.cuh)
     vec::convert_kernel<float, bf16><<<vblocks, threads, 0, c.stream>>>(src.f32(), dst.data<bf16>(), n);
   else if (vec16)

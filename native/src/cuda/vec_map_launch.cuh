@@ -17,7 +17,7 @@ void map(const char* op, const Tensor* const (&in)[NI], Tensor* const (&out)[NO]
   DType dt = out[0]->dtype;
   bool fast = (dt == DType::F32 || dt == DType::BF16) && vec_enabled();
   auto ok = [&](const Tensor& t) {
-    return t.dtype == dt && t.numel() == n && reinterpret_cast<uintptr_t>(t.raw()) % 16 == 0;
+    return t.dtype == dt && t.numel() == n && aligned16(t);
   };
   for (const Tensor* t : in) fast = fast && ok(*t);
   for (const Tensor* t : out) fast = fast && ok(*t);
