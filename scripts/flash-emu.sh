@@ -17,7 +17,7 @@ mkdir -p build
 tests=(staging_ring_test block_order_test adamw_emu vec_map_emu norm_rows_emu reduce_cols_emu pitched_copy_emu
   sum_squares_emu attention_delta_emu rope_emu row_gather_emu lora_thin_emu lora_mma_emu)
 for t in "${tests[@]}" flash_emu; do
-  g++ -std=c++17 -O1 -g -Wall -Wno-unknown-pragmas -ffp-contract=off -I"$cuda/include" -Inode_modules/node-addon-api \
+  g++ -std=c++17 -O1 -g -Wall -Wno-unknown-pragmas -Wno-psabi -ffp-contract=off -I"$cuda/include" -Inode_modules/node-addon-api \
     "test/native/$t.cc" -o "build/$t"
 done
 for t in "${tests[@]}"; do "build/$t"; done

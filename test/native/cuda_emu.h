@@ -53,10 +53,13 @@ struct Block {
   // cp.async copies that land only at its next cp.async.mbarrier.arrive (see cp_async_deferred).
   struct Mbar {
     int expected = 0, pending = 0;
+    int64_t tx = 0;  // transaction bytes expected (mbarrier.expect_tx) and not yet delivered in this phase
     unsigned phase = 0;
     std::vector<int> waiters;
     // cp.async.mbarrier.arrive.noinc arrivals whose copies have not landed yet (each: that thread's copies).
     std::vector<std::vector<std::function<void()>>> in_flight;
+    // TMA box copies reporting to this mbarrier that have not landed yet (each delivers its bytes when it lands).
+    std::vector<std::function<void()>> tx_in_flight;
   };
   std::vector<std::pair<uint32_t, Mbar>> mbars;
   struct Named {
@@ -194,8 +197,10 @@ inline void launch(Dim grid, int threads, size_t smem_bytes, const std::function
           if (runnable.empty() || ++steps > 100000000L) {
             std::fprintf(stderr, "emulator: deadlock (threads wait at different barriers)\n");
             for (auto& m : b.mbars)
-              std::fprintf(stderr, "  mbarrier @%u: phase %u, %d of %d arrivals pending, %zu copy batches in flight\n",
-                           m.first, m.second.phase, m.second.pending, m.second.expected, m.second.in_flight.size());
+              std::fprintf(stderr, "  mbarrier @%u: phase %u, %d of %d arrivals pending, %lld transaction bytes "
+                           "expected, %zu copy batches and %zu TMA copies in flight\n", m.first, m.second.phase,
+                           m.second.pending, m.second.expected, static_cast<long long>(m.second.tx),
+                           m.second.in_flight.size(), m.second.tx_in_flight.size());
             for (int id = 0; id < 16; id++)
               if (b.named[size_t(id)].arrived)
                 std::fprintf(stderr, "  named barrier %d: %d of %d arrived\n", id, b.named[size_t(id)].arrived,
@@ -220,6 +225,14 @@ inline void launch(Dim grid, int threads, size_t smem_bytes, const std::function
           if (b.named[size_t(id)].arrived != 0) {
             std::fprintf(stderr, "emulator: named barrier %d left with %d arrivals at the block's end\n", id,
                          b.named[size_t(id)].arrived);
+            std::abort();
+          }
+        // A block must not end with copies still writing its shared memory (the hardware would hand it to the
+        // next block): every TMA copy must have been waited for through its mbarrier.
+        for (auto& m : b.mbars)
+          if (!m.second.tx_in_flight.empty()) {
+            std::fprintf(stderr, "emulator: the block ends with %zu TMA copies to the mbarrier at %u never waited for\n",
+                         m.second.tx_in_flight.size(), m.first);
             std::abort();
           }
         current() = nullptr;
@@ -508,36 +521,64 @@ inline void mbar_init(uint32_t addr, int count) {
   m.expected = m.pending = count;
   b->mbars.emplace_back(addr, m);
 }
-inline void mbar_arrive(uint32_t addr) {
+// The current phase completes when its arrivals are in and its transaction bytes delivered (PTX ISA: "mbarrier
+// phase completion": pending arrival count and tx-count both zero).
+inline void mbar_complete_if_done(Block::Mbar& m) {
+  if (m.pending != 0 || m.tx != 0) return;
   Block* b = current();
+  m.phase++;
+  m.pending = m.expected;
+  for (int t : m.waiters) b->at_block_barrier[size_t(t)] = false;
+  m.waiters.clear();
+}
+inline void mbar_arrive(uint32_t addr) {
   Block::Mbar& m = mbar_at(addr);
-  if (--m.pending == 0) {
-    m.phase++;
-    m.pending = m.expected;
-    for (int t : m.waiters) b->at_block_barrier[size_t(t)] = false;
-    m.waiters.clear();
-  } else if (m.pending < 0) {
+  if (--m.pending < 0) {
+    std::fprintf(stderr, "emulator: more arrivals on the mbarrier at %u than its count\n", addr);
     std::abort();
   }
+  mbar_complete_if_done(m);
 }
-// The copies behind an mbarrier's pending cp.async arrivals land (oldest first), and each then arrives.
+// mbarrier.arrive.expect_tx: the phase expects `bytes` more transaction bytes, then this thread arrives.
+inline void mbar_arrive_expect_tx(uint32_t addr, uint32_t bytes) {
+  mbar_at(addr).tx += bytes;
+  mbar_arrive(addr);
+}
+// The oldest copy in flight to an mbarrier lands: a TMA copy (delivering its bytes), else the copies behind its
+// oldest pending cp.async arrival (which then arrives). False when none is in flight.
+inline bool mbar_land_one(uint32_t addr) {
+  Block::Mbar& m = mbar_at(addr);
+  if (!m.tx_in_flight.empty()) {
+    auto copy = std::move(m.tx_in_flight.front());
+    m.tx_in_flight.erase(m.tx_in_flight.begin());
+    copy();
+    return true;
+  }
+  if (m.in_flight.empty()) return false;
+  auto copies = std::move(m.in_flight.front());
+  m.in_flight.erase(m.in_flight.begin());
+  for (auto& f : copies) f();
+  mbar_arrive(addr);
+  return true;
+}
+// Every copy in flight to the mbarrier lands.
 inline void mbar_land(uint32_t addr) {
-  for (;;) {
-    Block::Mbar& m = mbar_at(addr);
-    if (m.in_flight.empty()) return;
-    auto copies = std::move(m.in_flight.front());
-    m.in_flight.erase(m.in_flight.begin());
-    for (auto& f : copies) f();
-    mbar_arrive(addr);
+  while (mbar_land_one(addr)) {
   }
 }
 // mbarrier.try_wait.parity in a loop: returns once the phase with parity `parity` has completed, i.e. the current
-// phase's parity differs from it. Copies tracked by this mbarrier land only here, when someone waits on it (as late
-// as the hardware may complete them).
+// phase's parity differs from it. Copies tracked by this mbarrier land only here, when someone waits on it, and only
+// until the phase completes (as late as the hardware may complete them): a phase that completes before its copies
+// have landed (too few bytes expected) leaves them in flight, and the reads it releases see the old contents.
 inline void mbar_wait_parity(uint32_t addr, uint32_t parity) {
-  mbar_land(addr);
   Block::Mbar& m = mbar_at(addr);
-  park_until([&] { mbar_land(addr); return (m.phase & 1u) != (parity & 1u); }, m.waiters);
+  park_until(
+      [&] {
+        while ((m.phase & 1u) == (parity & 1u))
+          if (!mbar_land_one(addr)) return false;
+        return true;
+      },
+      m.waiters);
 }
 // cp.async whose completion is tracked by an mbarrier: the copy is queued; cp.async.mbarrier.arrive hands the
 // thread's queued copies to the mbarrier, where they land only when a thread waits on it (mbar_wait_parity) or the
@@ -574,6 +615,63 @@ inline void cp_async_wait_all() {
   for (auto& m : b->mbars) addrs.push_back(m.first);
   for (uint32_t a : addrs) mbar_land(a);
 }
+// ---- cp.async.bulk.tensor (TMA) tile loads with mbarrier::complete_tx, and the tensor map they read
+// (native/src/cuda/tma.cuh encodes this description where the device has a CUtensorMap) ----
+// A tiled map of up to 4 dimensions, innermost first, of 2-byte elements: sizes, byte strides of dimensions 1..3,
+// the box, and the 128-byte swizzle (the only mode the kernels use).
+struct TmaDesc {
+  const void* base;
+  uint32_t dims[4];
+  uint64_t strides[3];
+  uint32_t box[4];
+};
+// The box at `coord` lands at shared offset `dst` when a thread waits on `bar` (as late as the hardware may; at issue
+// with eager_copies()): elements in box order, innermost dimension contiguous, coordinates outside the tensor as
+// zeros; then the 128-byte swizzle by address (bits 4-6 of each byte's shared address XOR bits 7-9), so the pattern
+// starts at row 0 only where `dst` is 1024-byte aligned, which the kernels' tiles must be. Its bytes (the whole box,
+// zeros included) go to `bar`'s transaction count. The source is read when the copy lands.
+inline void tma_load(uint32_t dst, const uint64_t* map_bytes, std::array<int, 4> coord, uint32_t bar) {
+  TmaDesc d;
+  std::memcpy(&d, map_bytes, sizeof d);
+  if (dst % 1024 || d.box[0] * 2 != 128) {
+    std::fprintf(stderr, "emulator: TMA box copy to %u: the kernels' 128-byte swizzled boxes need a 1024-aligned "
+                         "destination and 128-byte rows\n", dst);
+    std::abort();
+  }
+  const uint32_t bytes = d.box[0] * d.box[1] * d.box[2] * d.box[3] * 2;
+  auto copy = [=] {
+    unsigned char* smem = dynamic_smem();
+    uint32_t lin = 0;
+    for (uint32_t i3 = 0; i3 < d.box[3]; i3++)
+      for (uint32_t i2 = 0; i2 < d.box[2]; i2++)
+        for (uint32_t i1 = 0; i1 < d.box[1]; i1++)
+          for (uint32_t i0 = 0; i0 < d.box[0]; i0++, lin += 2) {
+            const int64_t c[4] = {int64_t(coord[0]) + i0, int64_t(coord[1]) + i1, int64_t(coord[2]) + i2,
+                                  int64_t(coord[3]) + i3};
+            bool in = true;
+            for (int k = 0; k < 4; k++) in = in && c[k] >= 0 && c[k] < int64_t(d.dims[k]);
+            uint16_t v = 0;
+            if (in) {
+              const unsigned char* src = static_cast<const unsigned char*>(d.base) + c[0] * 2 +
+                                         c[1] * int64_t(d.strides[0]) + c[2] * int64_t(d.strides[1]) +
+                                         c[3] * int64_t(d.strides[2]);
+              std::memcpy(&v, src, 2);
+            }
+            const uint32_t a = dst + lin;
+            std::memcpy(smem + (a ^ (((a >> 7) & 7u) << 4)), &v, 2);
+          }
+    Block::Mbar& m = mbar_at(bar);
+    m.tx -= bytes;
+    mbar_complete_if_done(m);
+  };
+  if (eager_copies()) return copy();
+  Block* b = current();
+  Block::Mbar& m = mbar_at(bar);
+  m.tx_in_flight.push_back(copy);
+  for (int t : m.waiters) b->at_block_barrier[size_t(t)] = false;  // they re-check (and land this copy)
+  m.waiters.clear();
+}
+
 // ---- cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32, cp.async.bulk.commit_group, wait_group(.read) ----
 // The reduction reads its source when it is waited for (as late as the hardware may), using the bytes it saw at
 // issue, and stops the run when they changed in between: the program wrote the source while the copy could still be

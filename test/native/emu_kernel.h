@@ -7,3 +7,5 @@
 #define __device__
 #undef __host__
 #define __host__
+#undef __grid_constant__
+#define __grid_constant__

@@ -2,7 +2,7 @@
 // emulator of cuda_emu.h, on small odd shapes, and compares them with a float64 reference: output, log-sum-exp and
 // the three gradients, for full, cross-length, causal (both alignments), key-padded and dropout cases; the forward
 // in every tile shape of OWLET_ATTN_FWD (default, w8, w8s, m2, w4s), the Hopper forward of attention_wgmma.cuh (wgmma,
-// wgmma-overlap, wgmma-ws and wgmma-ws-overlap, on every case without dropout; wgmma emulated from the emulator's reading of the PTX ISA's
+// wgmma-overlap, wgmma-ws and wgmma-ws-overlap, and both with TMA copies (wgmma-ws-tma, wgmma-ws-tma-overlap), on every case without dropout; wgmma emulated from the emulator's reading of the PTX ISA's
 // descriptor, swizzle and fragment rules) and the backward in OWLET_ATTN_BWD=br64, =wgmma and =wgmma1 (the Hopper
 // backward of attention_wgmma_bwd.cuh with two or, at D = 64, one warpgroup per block; every case without dropout) too,
 // each compared with the reference. Packed cases run every variant twice, on contiguous [B, T, H, D] q, k, v and on
@@ -319,6 +319,23 @@ bool run(const Case& c, std::mt19937& rng) {
         run_tiled_fwd(dtag, wgmma::kBR, owlet::cuda::wgmma_ws::kThreads, owlet::cuda::wgmma_ws::smem_bytes<DD, true>(),
                       false, [&] { owlet::cuda::wgmma_ws::attention_fwd_ws_kernel<DD, true>(fp); });
         check_fwd("wgmma-ws-overlap");
+        // OWLET_ATTN_FWD=wgmma-ws-tma, wgmma-ws-tma-overlap: the producer's copies by TMA boxes from tensor maps
+        // (tma.cuh; emulated with the 128-byte swizzle by address and zeros past each sequence's end)
+        owlet::cuda::tma::QkvMaps maps;
+        std::string why;
+        if (!owlet::cuda::wgmma_ws::encode_qkv_maps(fp, DD, maps, why)) {
+          std::fprintf(stderr, "tensor maps: %s\n", why.c_str());
+          std::abort();
+        }
+        for (bool tail : {false, true}) {
+          if (tail && !has_tail(Tq, wgmma::kBR)) continue;
+          run_tiled_fwd(dtag, wgmma::kBR, owlet::cuda::wgmma_ws::kThreads, owlet::cuda::wgmma_ws::smem_bytes<DD>(), tail,
+                        [&] { owlet::cuda::wgmma_ws::attention_fwd_ws_tma_kernel<DD>(fp, maps); });
+          check_fwd(tail ? "wgmma-ws-tma+tail" : "wgmma-ws-tma");
+        }
+        run_tiled_fwd(dtag, wgmma::kBR, owlet::cuda::wgmma_ws::kThreads, owlet::cuda::wgmma_ws::smem_bytes<DD, true>(),
+                      false, [&] { owlet::cuda::wgmma_ws::attention_fwd_ws_tma_kernel<DD, true>(fp, maps); });
+        check_fwd("wgmma-ws-tma-overlap");
       }
       run_fwd(flash::FwdW4<DD>{});  // last: the backward below reads its output
       check_fwd("w4");

@@ -10,7 +10,8 @@
 // forward (w4, w8, w8s, m2, w4s: the mma.sync tile shapes of attention_flash.cuh; wgmma, wgmma-overlap: the Hopper
 // forward of attention_wgmma.cuh (wgmma1: one warpgroup per block at D = 64), wgmma-ws: its warp-specialised form of
 // attention_wgmma_ws.cuh, wgmma-ws-overlap: that with FlashAttention-3's intra-warpgroup overlap (correct on an H200
-// but no faster than wgmma-ws, 2026-11-27: asked for by name only — autotuning does not try it), where they apply — sm_90a build, compute capability 9.0, no dropout — and w4s elsewhere);
+// but no faster than wgmma-ws, 2026-11-27: asked for by name only — autotuning does not try it), wgmma-ws-tma and
+// wgmma-ws-tma-overlap: those two with their copies by TMA (tma.cuh; by name only until a GPU has run them), where they apply — sm_90a build, compute capability 9.0, no dropout — and w4s elsewhere);
 // OWLET_ATTN_BWD picks the backward (mma, br64, wgmma, wgmma1, wgmma-q, wgmma-bulk: see bwd_variant_of). Unset (or
 // auto): the fastest of the variants that apply, timed on the first call of each shape (see "autotuning" below;
 // OWLET_ATTN_TUNE=0 turns it off, and the backward off Hopper has one kernel); else the static defaults of
@@ -79,7 +80,11 @@ int bwd_warps(int D) {
 // at D = 128 the Hopper forward (LLaMA 2k causal 261 TFLOP/s against 171 for w4, 189 for w4s) where it applies, else
 // w4s; at D = 64 w4s (ViT 113 against 103 for w4; abstractor 103 against 99). wgmma1: the Hopper forward with one
 // warpgroup (64 query rows) per block at D = 64 (session 7, not yet timed; D = 128 takes wgmma's two).
-enum class FwdVariant { Auto, W4, W8, W8s, M2, W4s, Wgmma, WgmmaOverlap, WgmmaWs, Wgmma1, WgmmaWsOverlap };
+// wgmma-ws-tma, wgmma-ws-tma-overlap: wgmma-ws and wgmma-ws-overlap with the producer's copies by TMA (session 15,
+// never run on a GPU yet: by name only, autotuning does not try them).
+enum class FwdVariant {
+  Auto, W4, W8, W8s, M2, W4s, Wgmma, WgmmaOverlap, WgmmaWs, Wgmma1, WgmmaWsOverlap, WgmmaWsTma, WgmmaWsTmaOverlap
+};
 
 // The variant `var` names, from a table whose first entry is the default ("auto": also when unset or empty).
 template <class V, size_t N>
@@ -98,7 +103,8 @@ const std::pair<const char*, FwdVariant> kFwdNames[] = {
     {"auto", FwdVariant::Auto}, {"w4", FwdVariant::W4},   {"w8", FwdVariant::W8},
     {"w8s", FwdVariant::W8s},   {"m2", FwdVariant::M2},   {"w4s", FwdVariant::W4s},
     {"wgmma", FwdVariant::Wgmma}, {"wgmma-overlap", FwdVariant::WgmmaOverlap}, {"wgmma-ws", FwdVariant::WgmmaWs},
-    {"wgmma1", FwdVariant::Wgmma1}, {"wgmma-ws-overlap", FwdVariant::WgmmaWsOverlap}};
+    {"wgmma1", FwdVariant::Wgmma1}, {"wgmma-ws-overlap", FwdVariant::WgmmaWsOverlap},
+    {"wgmma-ws-tma", FwdVariant::WgmmaWsTma}, {"wgmma-ws-tma-overlap", FwdVariant::WgmmaWsTmaOverlap}};
 
 FwdVariant fwd_variant(const char* op) {
   return env_variant("OWLET_ATTN_FWD", kFwdNames, op);
@@ -430,7 +436,8 @@ std::optional<FwdVariant> hopper_fwd(const DeviceContext& c, const flash::Params
   if (!hopper_applies(c, fp)) return std::nullopt;
   if (variant == FwdVariant::Auto) return d.D == 128 ? std::optional(FwdVariant::Wgmma) : std::nullopt;
   if (variant == FwdVariant::Wgmma || variant == FwdVariant::WgmmaOverlap || variant == FwdVariant::WgmmaWs ||
-      variant == FwdVariant::Wgmma1 || variant == FwdVariant::WgmmaWsOverlap)
+      variant == FwdVariant::Wgmma1 || variant == FwdVariant::WgmmaWsOverlap || variant == FwdVariant::WgmmaWsTma ||
+      variant == FwdVariant::WgmmaWsTmaOverlap)
     return variant;
   return std::nullopt;
 }
@@ -449,6 +456,34 @@ void launch_wgmma_fwd(const DeviceContext& c, const flash::Params& fp, const Dim
     set_smem_limit(reinterpret_cast<const void*>(kernel), smem, c.index, op);
     kernel<<<grid, threads, smem, c.stream>>>(fp);
   };
+  if (variant == FwdVariant::WgmmaWsTma || variant == FwdVariant::WgmmaWsTmaOverlap) {
+    // The TMA producer where the driver encodes the three maps; else the cp.async one (the same numerics).
+    tma::QkvMaps maps;
+    std::string why;
+    const bool overlap = variant == FwdVariant::WgmmaWsTmaOverlap;
+    if (wgmma_ws::encode_qkv_maps(fp, d.D, maps, why)) {
+      auto launch_tma = [&](auto kernel, size_t smem) {
+        set_smem_limit(reinterpret_cast<const void*>(kernel), smem, c.index, op);
+        kernel<<<grid, wgmma_ws::kThreads, smem, c.stream>>>(fp, maps);
+      };
+      if (overlap) {
+        if (d64) launch_tma(wgmma_ws::attention_fwd_ws_tma_kernel<64, true>, wgmma_ws::smem_bytes<64, true>());
+        else launch_tma(wgmma_ws::attention_fwd_ws_tma_kernel<128, true>, wgmma_ws::smem_bytes<128, true>());
+      } else {
+        if (d64) launch_tma(wgmma_ws::attention_fwd_ws_tma_kernel<64>, wgmma_ws::smem_bytes<64>());
+        else launch_tma(wgmma_ws::attention_fwd_ws_tma_kernel<128>, wgmma_ws::smem_bytes<128>());
+      }
+      check_launch(op);
+      finish_fwd_rows(fp, d, rows, c, op);
+      return;
+    }
+    static std::once_flag warned;
+    std::call_once(warned, [&] {
+      std::fprintf(stderr, "owlet: OWLET_ATTN_FWD=%s: %s; running its cp.async form\n",
+                   overlap ? "wgmma-ws-tma-overlap" : "wgmma-ws-tma", why.c_str());
+    });
+    variant = overlap ? FwdVariant::WgmmaWsOverlap : FwdVariant::WgmmaWs;
+  }
   if (one_wg) {
     launch(wgmma::attention_fwd_kernel<64, false, 1>, 128, wgmma::fwd_smem_bytes<64, false, 1>());
   } else if (variant == FwdVariant::WgmmaWs) {

@@ -30,15 +30,25 @@
 //     that product, and only then releases tile t−1's stage (its V was read until then). A stage is therefore held
 //     one tile longer, so the ring has kStagesOverlap = 3 stages (D = 128: Q 32 KiB + 3 × 64 KiB of shared memory),
 //     and the producer still fills tile t + 1 while tile t is computed.
+//   - TMA (attention_fwd_ws_tma_kernel; OWLET_ATTN_FWD=wgmma-ws-tma, wgmma-ws-tma-overlap): the producer's copies by
+//     tensor-map box copies (tma.cuh) from one thread: per K or V tile, D / 64 boxes of 128 tokens × 64 columns
+//     after one mbarrier.arrive.expect_tx of the tile's bytes on its "full" barrier (count 1 then), instead of 128
+//     threads' 16-byte cp.async and their address arithmetic on the schedulers the consumers' softmax needs. The
+//     boxes land in the same swizzled layout, so the consumers are unchanged and their numbers are the same bits.
+//     Before refilling a stage that thread also waits for the stage's previous copies to have landed, and before
+//     leaving for the last ones: a box copy still in flight must neither land over a newer tile nor outlive the block.
 // ptxas (nvcc 13.0, sm_90a, -Xptxas -v): 168 registers at launch (the cap for 384 threads; setmaxnreg then moves
-// them between the roles), 0 bytes spilled, 16 barriers (the turn barriers' ids are registers), D = 64 and 128.
+// them between the roles), 0 bytes spilled, 16 barriers (the turn barriers' ids are registers), D = 64 and 128, with
+// cp.async or TMA copies.
 // No __syncthreads inside the loop (only the one that publishes the mbarrier initialisation). Every loop runs
 // n_tiles times in every thread of its role, whatever the masks: no thread waits for an arrival that is skipped.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <type_traits>
 
 #include "attention_wgmma.cuh"
+#include "tma.cuh"
 
 namespace owlet::cuda::wgmma_ws {
 
@@ -119,9 +129,9 @@ __device__ __forceinline__ void load_tile(uint32_t s, const bf16* base, int64_t 
   rows::copy<ROWS, D, kProducerThreads, rows::Swizzle128, 4>(s, base, rs, r0, limit, ptid, Copy{});
 }
 
-template <int D, bool OVERLAP = false>
-__global__ void __launch_bounds__(kThreads, 1) attention_fwd_ws_kernel(flash::Params p) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL) || defined(OWLET_CUDA_EMULATION)
+// The kernel body; TMA: the producer's copies by tensor-map box copies (`maps`), else by cp.async.
+template <int D, bool OVERLAP, bool TMA>
+__device__ __forceinline__ void forward(const flash::Params& p, const tma::QkvMaps* maps) {
   constexpr int DB = D / 64, KK = kBC / 16, NS = kBC / 8 * 4, kStages = stages<OVERLAP>();
   constexpr uint32_t kQBytes = kBR * D * 2, kKVBytes = kBC * D * 2;
   OWLET_DYNAMIC_SMEM(smem_raw);
@@ -143,19 +153,54 @@ __global__ void __launch_bounds__(kThreads, 1) attention_fwd_ws_kernel(flash::Pa
   const int kv_end = p.causal ? min(p.Tk, q0 + kBR + shift) : p.Tk;
   const int n_tiles = kv_end > 0 ? (kv_end + kBC - 1) / kBC : 0;
 
+  // A "full" barrier's arrivals: every producer thread's cp.async arrival, or the one TMA thread's expect_tx.
+  constexpr int kFullArrivals = TMA ? 1 : kProducerThreads;
   if (tid == 0) {
-    mbar_init(bar_q, kProducerThreads);
+    mbar_init(bar_q, kFullArrivals);
     for (int s = 0; s < kStages; s++) {
-      mbar_init(bar_full_k + 8 * s, kProducerThreads);
-      mbar_init(bar_full_v + 8 * s, kProducerThreads);
+      mbar_init(bar_full_k + 8 * s, kFullArrivals);
+      mbar_init(bar_full_v + 8 * s, kFullArrivals);
       mbar_init(bar_empty + 8 * s, kThreads - kProducerThreads);
     }
+    if constexpr (TMA) tma::fence_barrier_init();  // ... and to the TMA's transaction counts
   }
   __syncthreads();  // the initialised mbarriers are visible to every thread
 
   if (role == 0) {
     // ---- producer ----
     regs_dec<kProducerRegs>();
+    if constexpr (TMA) {
+      // One thread issues every copy: Q, then K and V of each tile, D / 64 boxes each, every box's bytes expected
+      // on its barrier before it is issued.
+      if (tid != 0) return;
+      tma::prefetch(&maps->q), tma::prefetch(&maps->k), tma::prefetch(&maps->v);
+      tma::arrive_expect_tx(bar_q, kQBytes);
+      tma::load_tile<D>(sQ, &maps->q, kBR, b, h, q0, bar_q);
+      for (int tile = 0; tile < n_tiles; tile++) {
+        const int s = tile % kStages;
+        if (tile >= kStages) {
+          const uint32_t prev = uint32_t((tile / kStages - 1) & 1);
+          mbar_wait(bar_empty + 8 * s, prev);
+          // The stage's previous copies have landed too (a consumer with no work on that tile never waited for
+          // them), so none of them can land over the new tile.
+          mbar_wait(bar_full_k + 8 * s, prev);
+          mbar_wait(bar_full_v + 8 * s, prev);
+        }
+        const uint32_t sK = sKV + 2 * s * kKVBytes;
+        tma::arrive_expect_tx(bar_full_k + 8 * s, kKVBytes);
+        tma::load_tile<D>(sK, &maps->k, kBC, b, h, tile * kBC, bar_full_k + 8 * s);
+        tma::arrive_expect_tx(bar_full_v + 8 * s, kKVBytes);
+        tma::load_tile<D>(sK + kKVBytes, &maps->v, kBC, b, h, tile * kBC, bar_full_v + 8 * s);
+      }
+      // Every copy has landed before this thread leaves (the block's shared memory must not be written after it
+      // ends); Q's barrier every consumer waits on.
+      for (int tile = max(0, n_tiles - kStages); tile < n_tiles; tile++) {
+        const uint32_t ph = uint32_t((tile / kStages) & 1);
+        mbar_wait(bar_full_k + 8 * (tile % kStages), ph);
+        mbar_wait(bar_full_v + 8 * (tile % kStages), ph);
+      }
+      return;
+    }
     const int ptid = tid;
     const bf16 *qb = p.q + hd.q, *kb = p.k + hd.kv, *vb = p.v + hd.kv;
     load_tile<kBR, D>(sQ, qb, rs, q0, p.Tq, ptid);
@@ -282,8 +327,35 @@ __global__ void __launch_bounds__(kThreads, 1) attention_fwd_ws_kernel(flash::Pa
   if (wg == 0 && n_tiles > 0) bar_sync(kTurn, 2 * 128);  // consumer 1's arrival after its last tile
 
   wgmma::write_out_lse<D>(p, o, m_run, l_run, b, h, row_a, row_b, t4, wg_active);
+}
+
+// The tensor maps of p's q, k and v for attention_fwd_ws_tma_kernel: boxes of 128 tokens × 64 columns of one head;
+// false (and why) where the TMA cannot describe them.
+inline bool encode_qkv_maps(const flash::Params& p, int D, tma::QkvMaps& m, std::string& why) {
+  static_assert(kBR == kBC, "Q's and K/V's boxes have one height");
+  return tma::encode(m.q, {p.q, p.B, p.Tq, p.H, D, p.in_hs}, kBR, why) &&
+         tma::encode(m.k, {p.k, p.B, p.Tk, p.H, D, p.in_hs}, kBC, why) &&
+         tma::encode(m.v, {p.v, p.B, p.Tk, p.H, D, p.in_hs}, kBC, why);
+}
+
+template <int D, bool OVERLAP = false>
+__global__ void __launch_bounds__(kThreads, 1) attention_fwd_ws_kernel(flash::Params p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL) || defined(OWLET_CUDA_EMULATION)
+  forward<D, OVERLAP, false>(p, nullptr);
 #else
   __trap();  // built without sm_90a: the dispatch never launches this (see hopper_applies in attention.cu)
+#endif
+}
+
+// The same with the producer's copies by TMA (OWLET_ATTN_FWD=wgmma-ws-tma / wgmma-ws-tma-overlap): `maps` describe
+// p.q, p.k and p.v with boxes of 128 tokens (attention.cu encode_qkv_maps); the TMA reads them in parameter space.
+template <int D, bool OVERLAP = false>
+__global__ void __launch_bounds__(kThreads, 1)
+    attention_fwd_ws_tma_kernel(const flash::Params p, const __grid_constant__ tma::QkvMaps maps) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL) || defined(OWLET_CUDA_EMULATION)
+  forward<D, OVERLAP, true>(p, &maps);
+#else
+  __trap();
 #endif
 }
 
