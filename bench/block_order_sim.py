@@ -5,13 +5,18 @@ Each block of a causal forward (one 128-row query tile of one head) costs one un
 unit of fixed cost; blocks start in order on the first free SM (one block per SM: the Hopper kernels' shared memory).
 Prints the makespan in tile-units for launch order (each head's tiles longest first, heads one after another), for
 longest-first over all heads, and for longest-first inside sections of S heads (what the dispatch does, S from half
-the L2 over a head's keys and values). Usage: python3 bench/block_order_sim.py [SMS]
+the L2 over a head's keys and values). The last column is the persistent forward (OWLET_ATTN_FWD=wgmma-wsp): one
+block per SM taking the next item of the sectioned order when it finishes one (an atomic counter), its fixed cost
+paid once per block and an assumed tenth of a unit per further item (the next Q and K land while the last item's
+output is written); and for comparison the same blocks taking items in static round robin.
+Usage: python3 bench/block_order_sim.py [SMS]
 """
 import heapq
 import sys
 
 SMS = int(sys.argv[1]) if len(sys.argv) > 1 else 132
 FIXED = 0.5
+FIXED_NEXT = 0.1  # the persistent kernel's cost per item after its first (assumed)
 
 
 def makespan(works):
@@ -19,6 +24,21 @@ def makespan(works):
     for w in works:
         t = heapq.heappop(free)
         heapq.heappush(free, t + w + FIXED)
+    return max(free)
+
+
+def persistent(works, dynamic=True):
+    """One block per SM, each paying FIXED once: dynamic, the next item to the first block to finish (what the
+    kernel's atomic item counter does); else static round robin (block i runs items i, i + SMS, ...)."""
+    if not dynamic:
+        blocks = [0.0] * min(SMS, len(works))
+        for i, w in enumerate(works):
+            blocks[i % SMS] += w + (FIXED if i < SMS else FIXED_NEXT)
+        return max(blocks)
+    free = [FIXED - FIXED_NEXT] * min(SMS, len(works))
+    for w in works:
+        t = heapq.heappop(free)
+        heapq.heappush(free, t + w + FIXED_NEXT)
     return max(free)
 
 
@@ -40,4 +60,5 @@ for b, h, t in [(4, 32, 2048), (2, 32, 2048), (1, 32, 2048), (16, 32, 512), (8, 
     n = -(-heads // most)  # sections of at most that many heads
     bound = sum(w + FIXED for w in launch) / SMS
     print(f"B{b} H{h} T{t}: bound {bound:.1f}  launch order {makespan(launch):.1f}  "
-          f"longest first {makespan(sections(nq, heads, 1)):.1f}  {n} sections of ≤ {most} heads {makespan(sections(nq, heads, n)):.1f}")
+          f"longest first {makespan(sections(nq, heads, 1)):.1f}  {n} sections of ≤ {most} heads {makespan(sections(nq, heads, n)):.1f}  "
+          f"persistent {persistent(sections(nq, heads, n)):.1f} (static round robin {persistent(sections(nq, heads, n), False):.1f})")

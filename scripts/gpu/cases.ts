@@ -442,13 +442,14 @@ export function cases(): Case[] {
     grads: ['gq', 'gk', 'gv'],
     exact: ['sameBits'],
   });
-  // The warp-specialised forward's copies by TMA (wgmma-ws-tma, session 15): the consumers' arithmetic is wgmma-ws's,
-  // so out and lse must equal its bits exactly, at D = 128 causal with a key mask and at D = 64 (ViT-like, a row and
-  // key tail), each with and without the overlap.
+  // The warp-specialised forward's copies by TMA (wgmma-ws-tma) and its persistent form (wgmma-wsp), session 15: the
+  // consumers' arithmetic is wgmma-ws's, so out and lse must equal its bits exactly, at D = 128 causal with a key mask
+  // and at D = 64 (ViT-like, a row and key tail), each with and without the overlap; the persistent form twice in a
+  // row (its work-item counter must be back at zero after each launch).
   for (const [label, B, H, T, D, causal] of [['LLaMA-like', 3, 5, 700, 128, true], ['ViT-like', 2, 4, 257, 64, false]] as const) {
     const scale = 1 / Math.sqrt(D);
     out.push({
-      name: `attention ws forward with TMA copies = cp.async copies, bit for bit ${label} B${B} H${H} T${T} D${D}${causal ? ' causal' : ''} keymask`,
+      name: `attention ws forward with TMA copies and persistent = cp.async copies, bit for bit ${label} B${B} H${H} T${T} D${D}${causal ? ' causal' : ''} keymask`,
       family: 'attention', dtypes: ['bf16'], quick: D === 64,
       inputs: gen({ shape: [B, T, H, D] }, { shape: [B, T, H, D] }, { shape: [B, T, H, D] }, { shape: [B, T, H, D] },
         { shape: [B, T], kind: 'i32', values: (n) => Float64Array.from({ length: n }, (_, i) => (i % 7 === 3 ? 0 : 1)) }),
@@ -457,12 +458,16 @@ export function cases(): Case[] {
         const fwd = (variant: string) => withEnv({ OWLET_ATTN_FWD: variant }, () =>
           op(be, 'attentionForward')(q, k, v, mask, causal, scale, 0, 0) as NT[]);
         let same = 1, res: NT[] = [];
-        for (const [plain, withTma] of [['wgmma-ws', 'wgmma-ws-tma'], ['wgmma-ws-overlap', 'wgmma-ws-tma-overlap']]) {
-          const a = fwd(plain), b = fwd(withTma);
-          if (a.map(bits).join('|') !== b.map(bits).join('|')) same = 0;
+        for (const [plain, ...others] of [['wgmma-ws', 'wgmma-ws-tma', 'wgmma-wsp', 'wgmma-wsp'],
+          ['wgmma-ws-overlap', 'wgmma-ws-tma-overlap', 'wgmma-wsp-overlap', 'wgmma-wsp-overlap']]) {
+          const a = fwd(plain), want = a.map(bits).join('|');
           a.forEach((t) => t.dispose());
-          if (res.length) b.forEach((t) => t.dispose());
-          else res = b;
+          for (const other of others) {
+            const b = fwd(other);
+            if (b.map(bits).join('|') !== want) same = 0;
+            if (res.length) b.forEach((t) => t.dispose());
+            else res = b;
+          }
         }
         return { out: res[0], lse: res[1], sameBits: same };
       },
@@ -489,7 +494,8 @@ export function cases(): Case[] {
   //   OWLET_ATTN_FWD=wgmma, wgmma-overlap (softmax overlapping the previous tile's P·V), wgmma-ws (a producer
   //   warpgroup filling a 2-stage K/V ring under full/empty mbarriers, two consumer warpgroups taking turns),
   //   wgmma-ws-overlap (that with the softmax overlapping the previous tile's P·V, a 3-stage ring), wgmma-ws-tma and
-  //   wgmma-ws-tma-overlap (those two with their copies by TMA boxes from tensor maps);
+  //   wgmma-ws-tma-overlap (those two with their copies by TMA boxes from tensor maps), wgmma-wsp and
+  //   wgmma-wsp-overlap (those as persistent kernels taking work items from a counter);
   //   OWLET_ATTN_BWD=wgmma (128-key blocks of 2 warpgroups, 64-query steps), =wgmma1 (64-key blocks, D = 64); and the mma.sync backward after the
   //   Hopper forward, the default forward at D = 128 (OWLET_ATTN_BWD=mma).
   const hopperShapes: [string, number, number, number, number, number, boolean, boolean, number, boolean][] = [
@@ -517,7 +523,7 @@ export function cases(): Case[] {
   ];
   for (const env of [{ OWLET_ATTN_FWD: 'wgmma' }, { OWLET_ATTN_FWD: 'wgmma-overlap' }, { OWLET_ATTN_FWD: 'wgmma-ws' },
     { OWLET_ATTN_FWD: 'wgmma-ws-overlap' }, { OWLET_ATTN_FWD: 'wgmma-ws-tma' }, { OWLET_ATTN_FWD: 'wgmma-ws-tma-overlap' },
-    { OWLET_ATTN_BWD: 'wgmma' }, { OWLET_ATTN_FWD: 'wgmma', OWLET_ATTN_BWD: 'mma' }] as VariantEnv[]) {
+    { OWLET_ATTN_FWD: 'wgmma-wsp' }, { OWLET_ATTN_FWD: 'wgmma-wsp-overlap' }, { OWLET_ATTN_BWD: 'wgmma' }, { OWLET_ATTN_FWD: 'wgmma', OWLET_ATTN_BWD: 'mma' }] as VariantEnv[]) {
     for (const [label, B, H, Tq, Tk, D, causal, masked, p, quick] of hopperShapes)
       attn(label, B, H, Tq, Tk, D, causal, masked, p, ['bf16'], quick, env);
   }
@@ -582,13 +588,14 @@ export function cases(): Case[] {
   for (const env of [{ OWLET_ATTN_TUNE: '0' }, { OWLET_ATTN_FWD: 'w4s', OWLET_ATTN_BWD: 'mma' },
     { OWLET_ATTN_FWD: 'wgmma', OWLET_ATTN_BWD: 'wgmma', OWLET_ATTN_TAIL: '1' },
     { OWLET_ATTN_FWD: 'wgmma1', OWLET_ATTN_BWD: 'wgmma1', OWLET_ATTN_TAIL: '0' }, { OWLET_ATTN_FWD: 'wgmma-ws' },
-    { OWLET_ATTN_FWD: 'wgmma-ws-tma' },
+    { OWLET_ATTN_FWD: 'wgmma-ws-tma' }, { OWLET_ATTN_FWD: 'wgmma-wsp' },
     { OWLET_ATTN_BWD: 'wgmma-bulk' }, { OWLET_ATTN_BWD: 'wgmma1-keys', OWLET_ATTN_TAIL: '0' }] as VariantEnv[])
     attnQkv('ViT', 2, 16, 257, 64, false, false, 0, ['bf16'], false, env);
   attnQkv('odd', 2, 3, 37, 64, false, false, 0, both, true);
   attnQkv('odd', 2, 3, 45, 128, true, true, 0, both, true);
   attnQkv('odd (tail rows)', 2, 2, 131, 128, true, false, 0, ['bf16'], true, { OWLET_ATTN_TAIL: '1' });
   attnQkv('odd (TMA from the packed layout)', 2, 3, 45, 128, true, true, 0, ['bf16'], true, { OWLET_ATTN_FWD: 'wgmma-ws-tma' });
+  attnQkv('odd (persistent, TMA from the packed layout)', 2, 3, 300, 128, true, true, 0, ['bf16'], true, { OWLET_ATTN_FWD: 'wgmma-wsp' });
   attnQkv('odd (short: wgmma-q)', 2, 3, 60, 64, true, true, 0, ['bf16'], true, { OWLET_ATTN_BWD: 'wgmma-q' });
   attnQkv('odd', 2, 2, 50, 64, false, true, 0.2, both, true);
   attnQkv('head dim 40 (copies)', 1, 2, 33, 40, false, true, 0, both, true);

@@ -187,7 +187,8 @@ const attentionShapes: [string, number, number, number, number, number, boolean]
 // The default forward is auto (wgmma at D = 128 on an H100, w4s elsewhere); w4 was the only one before session 5,
 // w8, w8s and m2 were slower everywhere in session 5's H100 run (bench/results/gpu-2026-11-26-h100-s5) and are
 // only checked, not timed.
-const attentionFwdVariants = ['w4', 'w4s', 'wgmma-overlap', 'wgmma-ws', 'wgmma-ws-overlap', 'wgmma-ws-tma', 'wgmma-ws-tma-overlap'];
+const attentionFwdVariants = ['w4', 'w4s', 'wgmma-overlap', 'wgmma-ws', 'wgmma-ws-overlap', 'wgmma-ws-tma', 'wgmma-ws-tma-overlap',
+  'wgmma-wsp', 'wgmma-wsp-overlap'];
 
 // Appends to `res` as it goes and calls `saved` after each result, so a run cut short keeps what it measured.
 function runBench(be: Be, res: BenchResult[], saved: () => void): void {
@@ -218,8 +219,8 @@ function runBench(be: Be, res: BenchResult[], saved: () => void): void {
     for (const [name, B, H, Tq, Tk, D, causal] of attentionShapes)
       tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_FWD: fwd }));
   // (OWLET_ATTN_BWD=br64 was no faster in session 5's run: checked, not timed.) At the long-sequence reference shape
-  // (default: wgmma) w4, wgmma-overlap, wgmma-ws (warp-specialised), wgmma-ws-overlap and their TMA forms too.
-  for (const fwd of ['w4', 'wgmma-overlap', 'wgmma-ws', 'wgmma-ws-overlap', 'wgmma-ws-tma', 'wgmma-ws-tma-overlap'])
+  // (default: wgmma) w4, wgmma-overlap, wgmma-ws (warp-specialised), wgmma-ws-overlap, their TMA and persistent forms.
+  for (const fwd of ['w4', 'wgmma-overlap', 'wgmma-ws', 'wgmma-ws-overlap', 'wgmma-ws-tma', 'wgmma-ws-tma-overlap', 'wgmma-wsp', 'wgmma-wsp-overlap'])
     tryb(() => attentionBench(be, 'fa_ref_b8_h16_t4096_d128_causal', 8, 16, 4096, 4096, 128, true, { OWLET_ATTN_FWD: fwd }));
   // The mma.sync backward (OWLET_ATTN_BWD=mma, the default until session 5) behind the default forward; and both
   // kernels of before session 5 together (w4 + mma).
@@ -236,6 +237,9 @@ function runBench(be: Be, res: BenchResult[], saved: () => void): void {
   tryb(() => attentionBench(be, 'llama7b_b2_t2048_causal', 2, 32, 2048, 2048, 128, true));
   for (const [name, B, H, Tq, Tk, D, causal] of causalShapes)
     tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_ORDER: '0' }));
+  // Stage 2's 2 × 2048 through the warp-specialised forward's cp.async, TMA and persistent forms (session 15).
+  for (const fwd of ['wgmma-ws', 'wgmma-ws-tma', 'wgmma-wsp', 'wgmma-wsp-overlap'])
+    tryb(() => attentionBench(be, 'llama7b_b2_t2048_causal', 2, 32, 2048, 2048, 128, true, { OWLET_ATTN_FWD: fwd }));
   // dQ by bulk reductions instead of atomics (OWLET_ATTN_BWD=wgmma-bulk, session 8) at every shape.
   for (const [name, B, H, Tq, Tk, D, causal] of attentionShapes)
     tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_BWD: 'wgmma-bulk' }));

@@ -753,6 +753,16 @@ inline float atomicAdd(float* p, float v) {
   *p = old + v;
   return old;
 }
+inline int atomicAdd(int* p, int v) {
+  int old = *p;
+  *p = old + v;
+  return old;
+}
+inline int atomicExch(int* p, int v) {
+  int old = *p;
+  *p = v;
+  return old;
+}
 inline float2 atomicAdd(float2* p, float2 v) {
   float2 old = *p;
   p->x += v.x;

@@ -2,7 +2,7 @@
 // emulator of cuda_emu.h, on small odd shapes, and compares them with a float64 reference: output, log-sum-exp and
 // the three gradients, for full, cross-length, causal (both alignments), key-padded and dropout cases; the forward
 // in every tile shape of OWLET_ATTN_FWD (default, w8, w8s, m2, w4s), the Hopper forward of attention_wgmma.cuh (wgmma,
-// wgmma-overlap, wgmma-ws and wgmma-ws-overlap, and both with TMA copies (wgmma-ws-tma, wgmma-ws-tma-overlap), on every case without dropout; wgmma emulated from the emulator's reading of the PTX ISA's
+// wgmma-overlap, wgmma-ws and wgmma-ws-overlap, both with TMA copies (wgmma-ws-tma, wgmma-ws-tma-overlap) and those persistent (wgmma-wsp, wgmma-wsp-overlap, 2 blocks), on every case without dropout; wgmma emulated from the emulator's reading of the PTX ISA's
 // descriptor, swizzle and fragment rules) and the backward in OWLET_ATTN_BWD=br64, =wgmma and =wgmma1 (the Hopper
 // backward of attention_wgmma_bwd.cuh with two or, at D = 64, one warpgroup per block; every case without dropout) too,
 // each compared with the reference. Packed cases run every variant twice, on contiguous [B, T, H, D] q, k, v and on
@@ -336,6 +336,26 @@ bool run(const Case& c, std::mt19937& rng) {
         run_tiled_fwd(dtag, wgmma::kBR, owlet::cuda::wgmma_ws::kThreads, owlet::cuda::wgmma_ws::smem_bytes<DD, true>(),
                       false, [&] { owlet::cuda::wgmma_ws::attention_fwd_ws_tma_kernel<DD, true>(fp, maps); });
         check_fwd("wgmma-ws-tma-overlap");
+        // OWLET_ATTN_FWD=wgmma-wsp, wgmma-wsp-overlap: the persistent form, on a grid of 2 blocks (or fewer items).
+        // The emulator runs one block after the other, so the first takes every item through one ring, one Q buffer
+        // and one set of turns, and the second finds none left; the counter must be zero again after the launch.
+        for (bool overlap : {false, true}) {
+          const int q_tiles = (Tq + wgmma::kBR - 1) / wgmma::kBR, items = q_tiles * H * B;
+          std::fill(out.begin(), out.end(), __float2bfloat16_rn(12345.f));
+          std::fill(lse.begin(), lse.end(), 12345.f);
+          const size_t smem = overlap ? owlet::cuda::wgmma_ws::smem_bytes<DD, true>()
+                                      : owlet::cuda::wgmma_ws::smem_bytes<DD>();
+          int taken = 0;
+          emu::launch({unsigned(std::min(2, items)), 1, 1}, owlet::cuda::wgmma_ws::kThreads, smem, [&] {
+            if (overlap) owlet::cuda::wgmma_ws::attention_fwd_wsp_kernel<DD, true>(fp, maps, q_tiles, &taken);
+            else owlet::cuda::wgmma_ws::attention_fwd_wsp_kernel<DD>(fp, maps, q_tiles, &taken);
+          });
+          if (taken != 0) {
+            std::fprintf(stderr, "wgmma-wsp: the item counter is %d after the launch, not 0\n", taken);
+            std::abort();
+          }
+          check_fwd(overlap ? "wgmma-wsp-overlap" : "wgmma-wsp");
+        }
       }
       run_fwd(flash::FwdW4<DD>{});  // last: the backward below reads its output
       check_fwd("w4");

@@ -11,7 +11,8 @@
 // forward of attention_wgmma.cuh (wgmma1: one warpgroup per block at D = 64), wgmma-ws: its warp-specialised form of
 // attention_wgmma_ws.cuh, wgmma-ws-overlap: that with FlashAttention-3's intra-warpgroup overlap (correct on an H200
 // but no faster than wgmma-ws, 2026-11-27: asked for by name only — autotuning does not try it), wgmma-ws-tma and
-// wgmma-ws-tma-overlap: those two with their copies by TMA (tma.cuh; by name only until a GPU has run them), where they apply — sm_90a build, compute capability 9.0, no dropout — and w4s elsewhere);
+// wgmma-ws-tma-overlap: those two with their copies by TMA (tma.cuh), wgmma-wsp and wgmma-wsp-overlap: those as
+// persistent kernels (by name only until a GPU has run them), where they apply — sm_90a build, compute capability 9.0, no dropout — and w4s elsewhere);
 // OWLET_ATTN_BWD picks the backward (mma, br64, wgmma, wgmma1, wgmma-q, wgmma-bulk: see bwd_variant_of). Unset (or
 // auto): the fastest of the variants that apply, timed on the first call of each shape (see "autotuning" below;
 // OWLET_ATTN_TUNE=0 turns it off, and the backward off Hopper has one kernel); else the static defaults of
@@ -80,10 +81,12 @@ int bwd_warps(int D) {
 // at D = 128 the Hopper forward (LLaMA 2k causal 261 TFLOP/s against 171 for w4, 189 for w4s) where it applies, else
 // w4s; at D = 64 w4s (ViT 113 against 103 for w4; abstractor 103 against 99). wgmma1: the Hopper forward with one
 // warpgroup (64 query rows) per block at D = 64 (session 7, not yet timed; D = 128 takes wgmma's two).
-// wgmma-ws-tma, wgmma-ws-tma-overlap: wgmma-ws and wgmma-ws-overlap with the producer's copies by TMA (session 15,
-// never run on a GPU yet: by name only, autotuning does not try them).
+// wgmma-ws-tma, wgmma-ws-tma-overlap: wgmma-ws and wgmma-ws-overlap with the producer's copies by TMA; wgmma-wsp,
+// wgmma-wsp-overlap: those as persistent kernels (one block per SM taking work items in turn). Session 15, never run
+// on a GPU yet: by name only, autotuning does not try them.
 enum class FwdVariant {
-  Auto, W4, W8, W8s, M2, W4s, Wgmma, WgmmaOverlap, WgmmaWs, Wgmma1, WgmmaWsOverlap, WgmmaWsTma, WgmmaWsTmaOverlap
+  Auto, W4, W8, W8s, M2, W4s, Wgmma, WgmmaOverlap, WgmmaWs, Wgmma1, WgmmaWsOverlap, WgmmaWsTma, WgmmaWsTmaOverlap,
+  WgmmaWsp, WgmmaWspOverlap
 };
 
 // The variant `var` names, from a table whose first entry is the default ("auto": also when unset or empty).
@@ -104,7 +107,8 @@ const std::pair<const char*, FwdVariant> kFwdNames[] = {
     {"w8s", FwdVariant::W8s},   {"m2", FwdVariant::M2},   {"w4s", FwdVariant::W4s},
     {"wgmma", FwdVariant::Wgmma}, {"wgmma-overlap", FwdVariant::WgmmaOverlap}, {"wgmma-ws", FwdVariant::WgmmaWs},
     {"wgmma1", FwdVariant::Wgmma1}, {"wgmma-ws-overlap", FwdVariant::WgmmaWsOverlap},
-    {"wgmma-ws-tma", FwdVariant::WgmmaWsTma}, {"wgmma-ws-tma-overlap", FwdVariant::WgmmaWsTmaOverlap}};
+    {"wgmma-ws-tma", FwdVariant::WgmmaWsTma}, {"wgmma-ws-tma-overlap", FwdVariant::WgmmaWsTmaOverlap},
+    {"wgmma-wsp", FwdVariant::WgmmaWsp}, {"wgmma-wsp-overlap", FwdVariant::WgmmaWspOverlap}};
 
 FwdVariant fwd_variant(const char* op) {
   return env_variant("OWLET_ATTN_FWD", kFwdNames, op);
@@ -437,7 +441,8 @@ std::optional<FwdVariant> hopper_fwd(const DeviceContext& c, const flash::Params
   if (variant == FwdVariant::Auto) return d.D == 128 ? std::optional(FwdVariant::Wgmma) : std::nullopt;
   if (variant == FwdVariant::Wgmma || variant == FwdVariant::WgmmaOverlap || variant == FwdVariant::WgmmaWs ||
       variant == FwdVariant::Wgmma1 || variant == FwdVariant::WgmmaWsOverlap || variant == FwdVariant::WgmmaWsTma ||
-      variant == FwdVariant::WgmmaWsTmaOverlap)
+      variant == FwdVariant::WgmmaWsTmaOverlap || variant == FwdVariant::WgmmaWsp ||
+      variant == FwdVariant::WgmmaWspOverlap)
     return variant;
   return std::nullopt;
 }
@@ -445,6 +450,20 @@ std::optional<FwdVariant> hopper_fwd(const DeviceContext& c, const flash::Params
 // Query rows per block of a Hopper forward: 64 with one warpgroup (wgmma1 at D = 64), else 128.
 int wgmma_fwd_rows(FwdVariant variant, const Dims& d) {
   return variant == FwdVariant::Wgmma1 && d.D == 64 ? 64 : wgmma::kBR;
+}
+
+// The persistent forward's work-item counter on device `c`: zero before and after each launch (the launch's last
+// atomic add resets it), so one int per device, allocated and zeroed on the stream at first use.
+int* item_counter(const DeviceContext& c, const char* op) {
+  static std::mutex mu;
+  static std::map<int, int*> counters;
+  std::lock_guard<std::mutex> lock(mu);
+  int*& p = counters[c.index];
+  if (!p) {
+    check(cudaMalloc(&p, sizeof(int)), op, "the persistent attention's work-item counter");
+    check(cudaMemsetAsync(p, 0, sizeof(int), c.stream), op, "the persistent attention's work-item counter");
+  }
+  return p;
 }
 
 void launch_wgmma_fwd(const DeviceContext& c, const flash::Params& fp, const Dims& d, FwdVariant variant,
@@ -456,22 +475,41 @@ void launch_wgmma_fwd(const DeviceContext& c, const flash::Params& fp, const Dim
     set_smem_limit(reinterpret_cast<const void*>(kernel), smem, c.index, op);
     kernel<<<grid, threads, smem, c.stream>>>(fp);
   };
-  if (variant == FwdVariant::WgmmaWsTma || variant == FwdVariant::WgmmaWsTmaOverlap) {
+  const bool tma_ws = variant == FwdVariant::WgmmaWsTma || variant == FwdVariant::WgmmaWsTmaOverlap;
+  const bool persistent = variant == FwdVariant::WgmmaWsp || variant == FwdVariant::WgmmaWspOverlap;
+  if (tma_ws || persistent) {
     // The TMA producer where the driver encodes the three maps; else the cp.async one (the same numerics).
     tma::QkvMaps maps;
     std::string why;
-    const bool overlap = variant == FwdVariant::WgmmaWsTmaOverlap;
+    const bool overlap = variant == FwdVariant::WgmmaWsTmaOverlap || variant == FwdVariant::WgmmaWspOverlap;
     if (wgmma_ws::encode_qkv_maps(fp, d.D, maps, why)) {
-      auto launch_tma = [&](auto kernel, size_t smem) {
-        set_smem_limit(reinterpret_cast<const void*>(kernel), smem, c.index, op);
-        kernel<<<grid, wgmma_ws::kThreads, smem, c.stream>>>(fp, maps);
+      // Persistent: at most one block per SM (one fits: 160 KiB of shared memory or more), each taking items in block
+      // order from the counter.
+      const int q_tiles = int(grid.x);
+      const dim3 pgrid{unsigned(std::min<int64_t>(int64_t(q_tiles) * d.H * d.B, c.prop.multiProcessorCount))};
+      auto launch_tma = [&](auto kernel, auto persistent_kernel, size_t smem) {
+        if (persistent) {
+          set_smem_limit(reinterpret_cast<const void*>(persistent_kernel), smem, c.index, op);
+          persistent_kernel<<<pgrid, wgmma_ws::kThreads, smem, c.stream>>>(fp, maps, q_tiles, item_counter(c, op));
+        } else {
+          set_smem_limit(reinterpret_cast<const void*>(kernel), smem, c.index, op);
+          kernel<<<grid, wgmma_ws::kThreads, smem, c.stream>>>(fp, maps);
+        }
       };
       if (overlap) {
-        if (d64) launch_tma(wgmma_ws::attention_fwd_ws_tma_kernel<64, true>, wgmma_ws::smem_bytes<64, true>());
-        else launch_tma(wgmma_ws::attention_fwd_ws_tma_kernel<128, true>, wgmma_ws::smem_bytes<128, true>());
+        if (d64)
+          launch_tma(wgmma_ws::attention_fwd_ws_tma_kernel<64, true>, wgmma_ws::attention_fwd_wsp_kernel<64, true>,
+                     wgmma_ws::smem_bytes<64, true>());
+        else
+          launch_tma(wgmma_ws::attention_fwd_ws_tma_kernel<128, true>, wgmma_ws::attention_fwd_wsp_kernel<128, true>,
+                     wgmma_ws::smem_bytes<128, true>());
       } else {
-        if (d64) launch_tma(wgmma_ws::attention_fwd_ws_tma_kernel<64>, wgmma_ws::smem_bytes<64>());
-        else launch_tma(wgmma_ws::attention_fwd_ws_tma_kernel<128>, wgmma_ws::smem_bytes<128>());
+        if (d64)
+          launch_tma(wgmma_ws::attention_fwd_ws_tma_kernel<64>, wgmma_ws::attention_fwd_wsp_kernel<64>,
+                     wgmma_ws::smem_bytes<64>());
+        else
+          launch_tma(wgmma_ws::attention_fwd_ws_tma_kernel<128>, wgmma_ws::attention_fwd_wsp_kernel<128>,
+                     wgmma_ws::smem_bytes<128>());
       }
       check_launch(op);
       finish_fwd_rows(fp, d, rows, c, op);
@@ -479,8 +517,8 @@ void launch_wgmma_fwd(const DeviceContext& c, const flash::Params& fp, const Dim
     }
     static std::once_flag warned;
     std::call_once(warned, [&] {
-      std::fprintf(stderr, "owlet: OWLET_ATTN_FWD=%s: %s; running its cp.async form\n",
-                   overlap ? "wgmma-ws-tma-overlap" : "wgmma-ws-tma", why.c_str());
+      std::fprintf(stderr, "owlet: OWLET_ATTN_FWD=%s: %s; running wgmma-ws%s with cp.async copies\n",
+                   variant_name(kFwdNames, variant), why.c_str(), overlap ? "-overlap" : "");
     });
     variant = overlap ? FwdVariant::WgmmaWsOverlap : FwdVariant::WgmmaWs;
   }
