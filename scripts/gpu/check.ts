@@ -15,7 +15,8 @@
 //   check.mjs --profile-attention   only the attention launches that run.sh's ncu stage profiles: one forward and
 //                               one backward each at LLaMA 2k (D 128, causal) and ViT (D 64), with the static
 //                               default variants (run.sh sets OWLET_ATTN_TUNE=0), OWLET_ATTN_FWD=wgmma-ws (what
-//                               tuning chose at LLaMA 2k on an H200), OWLET_ATTN_BWD=mma, wgmma1 both
+//                               tuning chose at LLaMA 2k on an H200), its TMA and persistent forms (wgmma-ws-tma,
+//                               wgmma-wsp), OWLET_ATTN_BWD=mma, wgmma1 both
 //                               ways and OWLET_ATTN_TAIL=1, in that order (each forward or backward is one to three
 //                               kernels: Δ, the tiles, the tail)
 //
@@ -355,7 +356,8 @@ function main(): number {
   }
   if (flag('--profile-attention')) {
     const be = cuda();
-    const envs = [{}, { OWLET_ATTN_FWD: 'wgmma-ws' }, { OWLET_ATTN_BWD: 'mma' }, { OWLET_ATTN_FWD: 'wgmma1', OWLET_ATTN_BWD: 'wgmma1' }, { OWLET_ATTN_TAIL: '1' }];
+    const envs = [{}, { OWLET_ATTN_FWD: 'wgmma-ws' }, { OWLET_ATTN_FWD: 'wgmma-ws-tma' }, { OWLET_ATTN_FWD: 'wgmma-wsp' },
+      { OWLET_ATTN_BWD: 'mma' }, { OWLET_ATTN_FWD: 'wgmma1', OWLET_ATTN_BWD: 'wgmma1' }, { OWLET_ATTN_TAIL: '1' }];
     for (const [label, B, H, T, D, causal] of [['llama7b_b4_t2048_causal', 4, 32, 2048, 128, true],
       ['vit_L14_b64', 64, 16, 257, 64, false]] as const) {
       for (const env of envs as Record<string, string>[]) {

@@ -105,8 +105,8 @@ if [[ " ${ONLY:-} " == *" ncu "* ]]; then
   if [ -n "$NCU" ]; then
     # (OWLET_ATTN_TUNE=0: with autotuning the first kernels of each shape are its timing trials — on 2026-11-27 all 8
     # profiled kernels were trials of the first forward; the cases name their variants themselves)
-    OWLET_ATTN_TUNE=0 timeout -k 5 150 "$NCU" --clock-control none -k regex:attention --section SpeedOfLight --section Occupancy \
-      --section LaunchStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --section WarpStateStats --section SchedulerStats -c 60 \
+    OWLET_ATTN_TUNE=0 timeout -k 5 200 "$NCU" --clock-control none -k regex:attention --section SpeedOfLight --section Occupancy \
+      --section LaunchStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --section WarpStateStats --section SchedulerStats -c 80 \
       "$T/node" "$G/check.mjs" --profile-attention >"$OUT/ncu_attention.txt" 2>&1
     say "ncu exit $?"
   else

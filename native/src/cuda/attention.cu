@@ -466,6 +466,39 @@ int* item_counter(const DeviceContext& c, const char* op) {
   return p;
 }
 
+// wgmma-ws-tma(-overlap) and wgmma-wsp(-overlap) on the launch grid `grid` of 128-row query tiles; false (and why,
+// nothing launched) where the driver cannot encode the tensor maps of q, k and v.
+bool launch_ws_tma_fwd(const DeviceContext& c, const flash::Params& fp, const Dims& d, dim3 grid, FwdVariant variant,
+                       std::string& why, const char* op) {
+  tma::QkvMaps maps;
+  if (!wgmma_ws::encode_qkv_maps(fp, d.D, maps, why)) return false;
+  const bool persistent = variant == FwdVariant::WgmmaWsp || variant == FwdVariant::WgmmaWspOverlap;
+  const bool overlap = variant == FwdVariant::WgmmaWsTmaOverlap || variant == FwdVariant::WgmmaWspOverlap;
+  // Persistent: at most one block per SM (one fits: 160 KiB of shared memory or more), each taking items in block
+  // order from the counter.
+  const int q_tiles = int(grid.x);
+  const dim3 pgrid{unsigned(std::min<int64_t>(int64_t(q_tiles) * d.H * d.B, c.prop.multiProcessorCount))};
+  auto launch = [&](auto kernel, auto persistent_kernel, size_t smem) {
+    if (persistent) {
+      set_smem_limit(reinterpret_cast<const void*>(persistent_kernel), smem, c.index, op);
+      persistent_kernel<<<pgrid, wgmma_ws::kThreads, smem, c.stream>>>(fp, maps, q_tiles, item_counter(c, op));
+    } else {
+      set_smem_limit(reinterpret_cast<const void*>(kernel), smem, c.index, op);
+      kernel<<<grid, wgmma_ws::kThreads, smem, c.stream>>>(fp, maps);
+    }
+  };
+  using namespace wgmma_ws;
+  if (overlap && d.D == 64)
+    launch(attention_fwd_ws_tma_kernel<64, true>, attention_fwd_wsp_kernel<64, true>, smem_bytes<64, true>());
+  else if (overlap)
+    launch(attention_fwd_ws_tma_kernel<128, true>, attention_fwd_wsp_kernel<128, true>, smem_bytes<128, true>());
+  else if (d.D == 64)
+    launch(attention_fwd_ws_tma_kernel<64>, attention_fwd_wsp_kernel<64>, smem_bytes<64>());
+  else
+    launch(attention_fwd_ws_tma_kernel<128>, attention_fwd_wsp_kernel<128>, smem_bytes<128>());
+  return true;
+}
+
 void launch_wgmma_fwd(const DeviceContext& c, const flash::Params& fp, const Dims& d, FwdVariant variant,
                       const char* op) {
   const bool d64 = d.D == 64, one_wg = variant == FwdVariant::Wgmma1 && d64;
@@ -475,46 +508,16 @@ void launch_wgmma_fwd(const DeviceContext& c, const flash::Params& fp, const Dim
     set_smem_limit(reinterpret_cast<const void*>(kernel), smem, c.index, op);
     kernel<<<grid, threads, smem, c.stream>>>(fp);
   };
-  const bool tma_ws = variant == FwdVariant::WgmmaWsTma || variant == FwdVariant::WgmmaWsTmaOverlap;
-  const bool persistent = variant == FwdVariant::WgmmaWsp || variant == FwdVariant::WgmmaWspOverlap;
-  if (tma_ws || persistent) {
-    // The TMA producer where the driver encodes the three maps; else the cp.async one (the same numerics).
-    tma::QkvMaps maps;
+  const bool overlap = variant == FwdVariant::WgmmaWsTmaOverlap || variant == FwdVariant::WgmmaWspOverlap;
+  if (variant == FwdVariant::WgmmaWsTma || variant == FwdVariant::WgmmaWsTmaOverlap || variant == FwdVariant::WgmmaWsp ||
+      variant == FwdVariant::WgmmaWspOverlap) {
     std::string why;
-    const bool overlap = variant == FwdVariant::WgmmaWsTmaOverlap || variant == FwdVariant::WgmmaWspOverlap;
-    if (wgmma_ws::encode_qkv_maps(fp, d.D, maps, why)) {
-      // Persistent: at most one block per SM (one fits: 160 KiB of shared memory or more), each taking items in block
-      // order from the counter.
-      const int q_tiles = int(grid.x);
-      const dim3 pgrid{unsigned(std::min<int64_t>(int64_t(q_tiles) * d.H * d.B, c.prop.multiProcessorCount))};
-      auto launch_tma = [&](auto kernel, auto persistent_kernel, size_t smem) {
-        if (persistent) {
-          set_smem_limit(reinterpret_cast<const void*>(persistent_kernel), smem, c.index, op);
-          persistent_kernel<<<pgrid, wgmma_ws::kThreads, smem, c.stream>>>(fp, maps, q_tiles, item_counter(c, op));
-        } else {
-          set_smem_limit(reinterpret_cast<const void*>(kernel), smem, c.index, op);
-          kernel<<<grid, wgmma_ws::kThreads, smem, c.stream>>>(fp, maps);
-        }
-      };
-      if (overlap) {
-        if (d64)
-          launch_tma(wgmma_ws::attention_fwd_ws_tma_kernel<64, true>, wgmma_ws::attention_fwd_wsp_kernel<64, true>,
-                     wgmma_ws::smem_bytes<64, true>());
-        else
-          launch_tma(wgmma_ws::attention_fwd_ws_tma_kernel<128, true>, wgmma_ws::attention_fwd_wsp_kernel<128, true>,
-                     wgmma_ws::smem_bytes<128, true>());
-      } else {
-        if (d64)
-          launch_tma(wgmma_ws::attention_fwd_ws_tma_kernel<64>, wgmma_ws::attention_fwd_wsp_kernel<64>,
-                     wgmma_ws::smem_bytes<64>());
-        else
-          launch_tma(wgmma_ws::attention_fwd_ws_tma_kernel<128>, wgmma_ws::attention_fwd_wsp_kernel<128>,
-                     wgmma_ws::smem_bytes<128>());
-      }
+    if (launch_ws_tma_fwd(c, fp, d, grid, variant, why, op)) {
       check_launch(op);
       finish_fwd_rows(fp, d, rows, c, op);
       return;
     }
+    // the cp.async producer instead: the same numerics
     static std::once_flag warned;
     std::call_once(warned, [&] {
       std::fprintf(stderr, "owlet: OWLET_ATTN_FWD=%s: %s; running wgmma-ws%s with cp.async copies\n",
