@@ -266,6 +266,17 @@ inline T shfl(T v, Src src) {
   std::memcpy(&out, pb, sizeof(T));
   return out;
 }
+// __any_sync over the whole warp: whether any lane's predicate is true.
+inline bool vote_any(bool pred) {
+  Block* b = current();
+  const int t = tid();
+  b->post[size_t(t)][0] = pred ? 1u : 0u;
+  warp_barrier();
+  bool any = false;
+  for (int l = 0; l < 32; l++) any = any || b->post[size_t((t & ~31) | l)][0] != 0;
+  warp_barrier();
+  return any;
+}
 template <class T>
 inline T shfl_xor(T v, int o) {
   return shfl(v, [o](int lane) { return lane ^ o; });
@@ -745,6 +756,7 @@ inline void named_barrier(int id, int count, bool wait) {
 #define __syncthreads() ::emu::block_barrier()
 #define __shfl_xor_sync(mask, v, o) ::emu::shfl_xor((v), (o))
 #define __shfl_sync(mask, v, src) ::emu::shfl_idx((v), (src))
+#define __any_sync(mask, pred) ::emu::vote_any(pred)
 #define __syncwarp(...) ::emu::warp_barrier()
 #define __cvta_generic_to_shared(p) ::emu::smem_offset(p)
 

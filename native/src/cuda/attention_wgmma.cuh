@@ -314,6 +314,10 @@ __device__ __forceinline__ void softmax_step(float (&s)[NS], float (&m_run)[2], 
 // O (DB 64-column blocks of the accumulator layout) scaled per row by corr.
 template <int DB>
 __device__ __forceinline__ void rescale_o(float (&o)[DB][32], const float (&corr)[2]) {
+  // Skipped when no row of the warp has a new maximum: every factor is then exactly 1 and the products would change
+  // no bit. Past a row's first key tiles the usual case (its maximum seen early), 32·DB multiplies per thread saved
+  // for a vote; no wgmma is in flight here (the scores were waited for, P·V not yet issued or already completed).
+  if (!__any_sync(0xffffffffu, corr[0] != 1.f || corr[1] != 1.f)) return;
 #pragma unroll
   for (int c = 0; c < DB; c++)
 #pragma unroll
