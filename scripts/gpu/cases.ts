@@ -478,6 +478,34 @@ export function cases(): Case[] {
       exact: ['sameBits'],
     });
   }
+  // The persistent backward (wgmma-p, session 15): each item's dK and dV come from the same products as wgmma's
+  // blocks, so their bits must be equal (dQ is summed by atomics: compared with the reference only); twice in a row.
+  out.push({
+    name: 'attention persistent backward = wgmma backward, dK and dV bit for bit B3 H5 T700 D128 causal keymask',
+    family: 'attention', dtypes: ['bf16'], quick: false,
+    inputs: gen({ shape: [3, 700, 5, 128] }, { shape: [3, 700, 5, 128] }, { shape: [3, 700, 5, 128] }, { shape: [3, 700, 5, 128] },
+      { shape: [3, 700], kind: 'i32', values: (n) => Float64Array.from({ length: n }, (_, i) => (i % 7 === 3 ? 0 : 1)) }),
+    run: (be, [q, k, v, go, mask]) => {
+      const scale = 1 / Math.sqrt(128);
+      const bits = (t: NT) => Buffer.from(t.read()).toString('hex');
+      const [o, lse] = op(be, 'attentionForward')(q, k, v, mask, true, scale, 0, 0);
+      const bwd = (variant: string) => withEnv({ OWLET_ATTN_BWD: variant }, () =>
+        op(be, 'attentionBackward')(q, k, v, o, lse, go, mask, true, scale, 0, 0) as NT[]);
+      const plain = bwd('wgmma'), want = [plain[1], plain[2]].map(bits).join('|');
+      plain.forEach((t) => t.dispose());
+      let sameBits = 1, res: NT[] = [];
+      for (let i = 0; i < 2; i++) {
+        const g = bwd('wgmma-p');
+        if ([g[1], g[2]].map(bits).join('|') !== want) sameBits = 0;
+        if (res.length) g.forEach((t) => t.dispose());
+        else res = g;
+      }
+      return { out: o, lse, gq: res[0], gk: res[1], gv: res[2], sameBits };
+    },
+    ref: ([q, k, v, go, mask]) => ({ ...R.attentionRef(q, k, v, mask, { B: 3, Tq: 700, Tk: 700, H: 5, D: 128 }, true, 1 / Math.sqrt(128), 0, 0, go), sameBits: 1 }),
+    grads: ['gq', 'gk', 'gv'],
+    exact: ['sameBits'],
+  });
   // The backward at D = 128 stepping by 64 queries (OWLET_ATTN_BWD=br64).
   {
     const env = { OWLET_ATTN_BWD: 'br64' };
@@ -496,7 +524,8 @@ export function cases(): Case[] {
   //   wgmma-ws-overlap (that with the softmax overlapping the previous tile's P·V, a 3-stage ring), wgmma-ws-tma and
   //   wgmma-ws-tma-overlap (those two with their copies by TMA boxes from tensor maps), wgmma-wsp and
   //   wgmma-wsp-overlap (those as persistent kernels taking work items from a counter);
-  //   OWLET_ATTN_BWD=wgmma (128-key blocks of 2 warpgroups, 64-query steps), =wgmma1 (64-key blocks, D = 64); and the mma.sync backward after the
+  //   OWLET_ATTN_BWD=wgmma (128-key blocks of 2 warpgroups, 64-query steps), =wgmma-p (that as a persistent kernel at
+  //   D = 128, wgmma at D = 64), =wgmma1 (64-key blocks, D = 64); and the mma.sync backward after the
   //   Hopper forward, the default forward at D = 128 (OWLET_ATTN_BWD=mma).
   const hopperShapes: [string, number, number, number, number, number, boolean, boolean, number, boolean][] = [
     ['odd', 1, 2, 70, 70, 128, true, false, 0, true],
@@ -523,7 +552,8 @@ export function cases(): Case[] {
   ];
   for (const env of [{ OWLET_ATTN_FWD: 'wgmma' }, { OWLET_ATTN_FWD: 'wgmma-overlap' }, { OWLET_ATTN_FWD: 'wgmma-ws' },
     { OWLET_ATTN_FWD: 'wgmma-ws-overlap' }, { OWLET_ATTN_FWD: 'wgmma-ws-tma' }, { OWLET_ATTN_FWD: 'wgmma-ws-tma-overlap' },
-    { OWLET_ATTN_FWD: 'wgmma-wsp' }, { OWLET_ATTN_FWD: 'wgmma-wsp-overlap' }, { OWLET_ATTN_BWD: 'wgmma' }, { OWLET_ATTN_FWD: 'wgmma', OWLET_ATTN_BWD: 'mma' }] as VariantEnv[]) {
+    { OWLET_ATTN_FWD: 'wgmma-wsp' }, { OWLET_ATTN_FWD: 'wgmma-wsp-overlap' }, { OWLET_ATTN_BWD: 'wgmma' },
+    { OWLET_ATTN_BWD: 'wgmma-p' }, { OWLET_ATTN_FWD: 'wgmma', OWLET_ATTN_BWD: 'mma' }] as VariantEnv[]) {
     for (const [label, B, H, Tq, Tk, D, causal, masked, p, quick] of hopperShapes)
       attn(label, B, H, Tq, Tk, D, causal, masked, p, ['bf16'], quick, env);
   }

@@ -16,7 +16,7 @@
 //                               one backward each at LLaMA 2k (D 128, causal) and ViT (D 64), with the static
 //                               default variants (run.sh sets OWLET_ATTN_TUNE=0), OWLET_ATTN_FWD=wgmma-ws (what
 //                               tuning chose at LLaMA 2k on an H200), its TMA and persistent forms (wgmma-ws-tma,
-//                               wgmma-wsp), OWLET_ATTN_BWD=mma, wgmma1 both
+//                               wgmma-wsp with the persistent backward wgmma-p), OWLET_ATTN_BWD=mma, wgmma1 both
 //                               ways and OWLET_ATTN_TAIL=1, in that order (each forward or backward is one to three
 //                               kernels: Δ, the tiles, the tail)
 //
@@ -241,6 +241,12 @@ function runBench(be: Be, res: BenchResult[], saved: () => void): void {
   // Stage 2's 2 × 2048 through the warp-specialised forward's cp.async, TMA and persistent forms (session 15).
   for (const fwd of ['wgmma-ws', 'wgmma-ws-tma', 'wgmma-wsp', 'wgmma-wsp-overlap'])
     tryb(() => attentionBench(be, 'llama7b_b2_t2048_causal', 2, 32, 2048, 2048, 128, true, { OWLET_ATTN_FWD: fwd }));
+  // The persistent backward (OWLET_ATTN_BWD=wgmma-p, session 15) at the causal shapes, behind the persistent forward
+  // and alone (behind the tuned forward).
+  for (const [name, B, H, Tq, Tk, D, causal] of causalShapes) {
+    tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_BWD: 'wgmma-p' }));
+    tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_FWD: 'wgmma-wsp', OWLET_ATTN_BWD: 'wgmma-p' }));
+  }
   // dQ by bulk reductions instead of atomics (OWLET_ATTN_BWD=wgmma-bulk, session 8) at every shape.
   for (const [name, B, H, Tq, Tk, D, causal] of attentionShapes)
     tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_BWD: 'wgmma-bulk' }));
@@ -356,7 +362,7 @@ function main(): number {
   }
   if (flag('--profile-attention')) {
     const be = cuda();
-    const envs = [{}, { OWLET_ATTN_FWD: 'wgmma-ws' }, { OWLET_ATTN_FWD: 'wgmma-ws-tma' }, { OWLET_ATTN_FWD: 'wgmma-wsp' },
+    const envs = [{}, { OWLET_ATTN_FWD: 'wgmma-ws' }, { OWLET_ATTN_FWD: 'wgmma-ws-tma' }, { OWLET_ATTN_FWD: 'wgmma-wsp', OWLET_ATTN_BWD: 'wgmma-p' },
       { OWLET_ATTN_BWD: 'mma' }, { OWLET_ATTN_FWD: 'wgmma1', OWLET_ATTN_BWD: 'wgmma1' }, { OWLET_ATTN_TAIL: '1' }];
     for (const [label, B, H, T, D, causal] of [['llama7b_b4_t2048_causal', 4, 32, 2048, 128, true],
       ['vit_L14_b64', 64, 16, 257, 64, false]] as const) {

@@ -3,7 +3,7 @@
 // the three gradients, for full, cross-length, causal (both alignments), key-padded and dropout cases; the forward
 // in every tile shape of OWLET_ATTN_FWD (default, w8, w8s, m2, w4s), the Hopper forward of attention_wgmma.cuh (wgmma,
 // wgmma-overlap, wgmma-ws and wgmma-ws-overlap, both with TMA copies (wgmma-ws-tma, wgmma-ws-tma-overlap) and those persistent (wgmma-wsp, wgmma-wsp-overlap, 2 blocks), on every case without dropout; wgmma emulated from the emulator's reading of the PTX ISA's
-// descriptor, swizzle and fragment rules) and the backward in OWLET_ATTN_BWD=br64, =wgmma and =wgmma1 (the Hopper
+// descriptor, swizzle and fragment rules) and the backward in OWLET_ATTN_BWD=br64, =wgmma, =wgmma-p (persistent, D = 128) and =wgmma1 (the Hopper
 // backward of attention_wgmma_bwd.cuh with two or, at D = 64, one warpgroup per block; every case without dropout) too,
 // each compared with the reference. Packed cases run every variant twice, on contiguous [B, T, H, D] q, k, v and on
 // views into packed [B, T, H, 3, D] buffers (flash::Params::in_hs / grad_hs = 3·D, the gradients into a packed
@@ -506,6 +506,21 @@ bool run(const Case& c, std::mt19937& rng) {
       if (D == 64) run_bwd(std::integral_constant<int, 64>{}, Two{}, true, true);
       else run_bwd(std::integral_constant<int, 128>{}, Two{}, false, true);
       check_bwd("wgmma-bulk");
+      if (D == 128) {
+        // OWLET_ATTN_BWD=wgmma-p: the persistent form on a grid of 2 blocks (or fewer items). The emulator runs one
+        // block after the other, so the first takes every item (each next item's first loads issued before the last
+        // one's dK and dV are written), the second none; the counter must be zero again after the launch.
+        poison_grads();
+        const int k_tiles = (Tk + 127) / 128, items = k_tiles * H * B;
+        int taken = 0;
+        emu::launch({unsigned(std::min(2, items)), 1, 1}, 256, wgmma::bwd_smem_bytes<128, 2, false, true>(),
+                    [&] { wgmma::attention_bwd_persistent_kernel(fp, k_tiles, &taken); });
+        if (taken != 0) {
+          std::fprintf(stderr, "wgmma-p: the item counter is %d after the launch, not 0\n", taken);
+          std::abort();
+        }
+        check_bwd("wgmma-p");
+      }
       if (D == 64) {  // OWLET_ATTN_BWD=wgmma1: one warpgroup of 64 keys per block
         run_bwd(std::integral_constant<int, 64>{}, std::integral_constant<int, 1>{});
         check_bwd("wgmma1");

@@ -13,7 +13,8 @@
 // but no faster than wgmma-ws, 2026-11-27: asked for by name only — autotuning does not try it), wgmma-ws-tma and
 // wgmma-ws-tma-overlap: those two with their copies by TMA (tma.cuh), wgmma-wsp and wgmma-wsp-overlap: those as
 // persistent kernels (by name only until a GPU has run them), where they apply — sm_90a build, compute capability 9.0, no dropout — and w4s elsewhere);
-// OWLET_ATTN_BWD picks the backward (mma, br64, wgmma, wgmma1, wgmma-q, wgmma-bulk: see bwd_variant_of). Unset (or
+// OWLET_ATTN_BWD picks the backward (mma, br64, wgmma, wgmma1, wgmma-q, wgmma-bulk, wgmma1-keys, wgmma-p: see
+// bwd_variant_of and the BwdVariant enum). Unset (or
 // auto): the fastest of the variants that apply, timed on the first call of each shape (see "autotuning" below;
 // OWLET_ATTN_TUNE=0 turns it off, and the backward off Hopper has one kernel); else the static defaults of
 // fwd_variant and bwd_variant_of. OWLET_ATTN_BWD_WARPS=4 or 8 the warps per block of the mma.sync backward;
@@ -125,13 +126,16 @@ FwdVariant fwd_variant(const char* op) {
 // adding dQ with one bulk reduction per row instead of atomics (session 8, not yet timed).
 // wgmma1-keys: wgmma1 with the 1 to attn_tail::kMax keys past the last whole 64 computed by the last key block
 // (attention_wgmma_bwd.cuh's tail_keys_*) instead of a block of their own (session 14, not yet timed).
-enum class BwdVariant { Auto, Mma, Br64, Wgmma, Wgmma1, WgmmaQ, WgmmaBulk, Wgmma1Keys };
+// wgmma-p: the Hopper backward at D = 128 as a persistent kernel (session 15, never run on a GPU yet: by name only;
+// at D = 64 it runs as wgmma).
+enum class BwdVariant { Auto, Mma, Br64, Wgmma, Wgmma1, WgmmaQ, WgmmaBulk, Wgmma1Keys, WgmmaP };
 
 const std::pair<const char*, BwdVariant> kBwdNames[] = {{"auto", BwdVariant::Auto},   {"mma", BwdVariant::Mma},
                                                         {"br64", BwdVariant::Br64},   {"wgmma", BwdVariant::Wgmma},
                                                         {"wgmma1", BwdVariant::Wgmma1}, {"wgmma-q", BwdVariant::WgmmaQ},
                                                         {"wgmma-bulk", BwdVariant::WgmmaBulk},
-                                                        {"wgmma1-keys", BwdVariant::Wgmma1Keys}};
+                                                        {"wgmma1-keys", BwdVariant::Wgmma1Keys},
+                                                        {"wgmma-p", BwdVariant::WgmmaP}};
 
 BwdVariant bwd_variant_of(const char* op) {
   return env_variant("OWLET_ATTN_BWD", kBwdNames, op);
@@ -452,8 +456,9 @@ int wgmma_fwd_rows(FwdVariant variant, const Dims& d) {
   return variant == FwdVariant::Wgmma1 && d.D == 64 ? 64 : wgmma::kBR;
 }
 
-// The persistent forward's work-item counter on device `c`: zero before and after each launch (the launch's last
-// atomic add resets it), so one int per device, allocated and zeroed on the stream at first use.
+// The persistent kernels' work-item counter on device `c` (wgmma-wsp's forward, wgmma-p's backward): zero before and
+// after each launch (the launch's last atomic add resets it; launches on the stream run one after another), so one
+// int per device, allocated and zeroed on the stream at first use.
 int* item_counter(const DeviceContext& c, const char* op) {
   static std::mutex mu;
   static std::map<int, int*> counters;
@@ -549,7 +554,7 @@ void launch_wgmma_fwd(const DeviceContext& c, const flash::Params& fp, const Dim
 bool use_wgmma_bwd(const DeviceContext& c, const flash::Params& fp, BwdVariant variant) {
   const bool asked = variant == BwdVariant::Wgmma || variant == BwdVariant::Wgmma1 || variant == BwdVariant::WgmmaQ ||
                      variant == BwdVariant::WgmmaBulk || variant == BwdVariant::Wgmma1Keys ||
-                     (variant == BwdVariant::Auto && !std::getenv("OWLET_ATTN_BWD_WARPS"));
+                     variant == BwdVariant::WgmmaP || (variant == BwdVariant::Auto && !std::getenv("OWLET_ATTN_BWD_WARPS"));
   return asked && hopper_applies(c, fp);
 }
 
@@ -588,8 +593,16 @@ void launch_wgmma_bwd(const DeviceContext& c, flash::Params fp, const Dims& d, B
     set_smem_limit(reinterpret_cast<const void*>(kernel), smem, c.index, op);
     kernel<<<grid, threads, smem, c.stream>>>(fp);
   };
-  if (short_q) launch_wgmma_bwd_short(c, fp, d, op);
-  else if (variant == BwdVariant::WgmmaBulk && d.D == 64)
+  if (short_q) {
+    launch_wgmma_bwd_short(c, fp, d, op);
+  } else if (variant == BwdVariant::WgmmaP && d.D == 128) {
+    // persistent: at most one block per SM (149.5 KiB of shared memory each), items from the counter
+    const int k_tiles = (fp.tk_main + 127) / 128;
+    const dim3 grid{unsigned(std::min<int64_t>(int64_t(k_tiles) * d.H * d.B, c.prop.multiProcessorCount))};
+    const size_t smem = wgmma::bwd_smem_bytes<128, 2, false, true>();
+    set_smem_limit(reinterpret_cast<const void*>(wgmma::attention_bwd_persistent_kernel), smem, c.index, op);
+    wgmma::attention_bwd_persistent_kernel<<<grid, 256, smem, c.stream>>>(fp, k_tiles, item_counter(c, op));
+  } else if (variant == BwdVariant::WgmmaBulk && d.D == 64)
     launch(wgmma::attention_bwd_kernel<64, 2, true>, wgmma::bwd_smem_bytes<64, 2, true>(), 128, 256);
   else if (variant == BwdVariant::WgmmaBulk)
     launch(wgmma::attention_bwd_kernel<128, 2, true>, wgmma::bwd_smem_bytes<128, 2, true>(), 128, 256);

@@ -42,6 +42,10 @@
 // Registers (ptxas, CUDA 13.0, sm_90a, session 8): D = 128: 249, D = 64: 207 (BULK: 249 / 198); no spills, no wgmma
 // serialisation reported. With the packed layout's strides (q and dO rows no longer one offset): D = 128: 248, D = 64:
 // 210, one warpgroup 208 (BULK: 251 / 202); no spills, the same blocks per SM.
+// Persistent (attention_bwd_persistent_kernel, OWLET_ATTN_BWD=wgmma-p, D = 128; session 15): the same body looping
+// over work items (see bwd_body): 251 registers, no spills (ptxas, CUDA 13.0); the non-persistent D = 64 kernels
+// moved by 2 registers with the restructuring (wgmma1 216 → 218, two warpgroups 193 → 195: the same blocks per SM),
+// D = 128 unchanged.
 // The host emulator (test/native/cuda_emu.h) defers each wgmma to the wait that covers it, so an operand touched
 // too early there gives a wrong result; it cannot see the hardware's own timing.
 #pragma once
@@ -73,14 +77,14 @@ constexpr int kDqPitch = 68;
 constexpr int kTailKeys = 4;
 constexpr uint32_t kTailBytes = 2 * kTailKeys * 64 * 2 + 2 * kTailKeys * kBwdQueries * 4;  // 3072
 
-template <int D, int NWG = 2, bool BULK = false>
+template <int D, int NWG = 2, bool BULK = false, bool PERSISTENT = false>
 constexpr size_t bwd_smem_bytes() {
   // K, V (64·NWG × D), 2 × (Q, dO) (64 × D), dSᵀ (64·NWG × 64), 2 × (lse, Δ) (64 floats), 1024 for the alignment:
   // NWG = 2: D = 128: 149,504 bytes; D = 64: 83,968. NWG = 1, D = 64: 58,368 + the tail keys' 3,072. BULK: + NWG ×
   // 2 × 64 rows × 272 bytes (D = 128: 219,136).
   return size_t(2 * bwd_keys<NWG>() + 4 * kBwdQueries) * D * 2 + size_t(bwd_keys<NWG>()) * kBwdQueries * 2 +
          4 * kBwdQueries * 4 + 1024 + (BULK ? size_t(NWG) * 2 * kBwdQueries * kDqPitch * 4 : 0) +
-         (NWG == 1 ? kTailBytes : 0);
+         (NWG == 1 ? kTailBytes : 0) + (PERSISTENT ? 2 * sizeof(int) : 0);  // PERSISTENT: the item slots
 }
 
 // D (64×64 fp32) = A·B (+ D when scale_d != 0), A = 64×16 and B = 16×64 in shared memory: K-major (B stored 64×16),
@@ -348,10 +352,16 @@ __device__ __forceinline__ void tail_keys_store(const TailKeys& tk, int n, const
   }
 }
 
-template <int D, int NWG = 2, bool BULK = false>
-__global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) attention_bwd_kernel(flash::Params p) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL) || defined(OWLET_CUDA_EMULATION)
+// The kernel body. PERSISTENT (attention_bwd_persistent_kernel; D = 128, two warpgroups, atomics): the block runs
+// (key tile, head, batch) work items of k_tiles · H · B until none are left, each taken in block order from the
+// launch's counter `taken` by thread 0 at the start of the item before (its latency hidden by that item's tiles; the
+// launch's last take resets the counter) and handed to the block through one of two shared slots at the item's end
+// barrier; right after that barrier the next item's K, V and first Q/dO tile are issued, so they land while this
+// item's dK and dV are written. Else the one item the block's grid position names.
+template <int D, int NWG, bool BULK, bool PERSISTENT>
+__device__ __forceinline__ void bwd_body(const flash::Params& p, int k_tiles, int* taken) {
   static_assert(NWG == 2 || D == 64, "at D = 128 the two warpgroups split dQ's columns");
+  static_assert(!PERSISTENT || (D == 128 && NWG == 2 && !BULK), "the persistent form is the LLaMA backward's");
   constexpr int THREADS = 128 * NWG;
   constexpr int DB = D / 64, KD = D / 16, BK = bwd_keys<NWG>(), BQ = kBwdQueries, KQ = BQ / 16;
   static_assert(KQ == 4, "a_fragments and grads_t take a 64-query tile");
@@ -362,238 +372,315 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) attention_bwd_ker
   const uint32_t sV = sK + kKVBytes, sQ = sV + kKVBytes, sO = sQ + 2 * kQBytes, sS = sO + 2 * kQBytes,
                  sL = sS + kSBytes, sDl = sL + 2 * BQ * 4,  // lse [2][BQ], Δ [2][BQ]
                  sDq = sDl + 2 * BQ * 4;                     // BULK: dQ [NWG][2][BQ][kDqPitch] fp32
+  volatile int* const item_slots = reinterpret_cast<volatile int*>(smem_raw + (sDq - raw));  // PERSISTENT: [2]
   unsigned char* const gS = smem_raw + (sS - raw);  // generic pointers to the same bytes
   const float* const fL = reinterpret_cast<const float*>(smem_raw + (sL - raw));
   const float* const fD = reinterpret_cast<const float*>(smem_raw + (sDl - raw));
 
   const int tid = threadIdx.x, wg = tid >> 7, wi = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
-  const BlockTile bt = block_tile<D == 128>(p.sections);  // rank 0: key tile 0, the one most query tiles see
-  const int b = bt.b, h = bt.h, j0 = bt.rank * BK;
-  const flash::Head hd(p, b, h, D);
-  const int64_t rs = hd.rs, ors = hd.ors;
-  const bf16 *qb = p.q + hd.q, *ob = p.dout + hd.o, *kb = p.k + hd.kv, *vb = p.v + hd.kv;
-  const float *lse_b = p.lse + hd.stat, *del_b = p.delta + hd.stat;
-  const int shift = p.Tk - p.Tq;
-  const int n_qt = (p.tq_main + BQ - 1) / BQ;  // rows past tq_main: attention_tail.cuh
-  const int q_first = p.causal ? max(0, j0 - shift) : 0;  // the first query that can see key j0
-  const int qt0 = q_first / BQ;
-  const int key_w = j0 + wg * 64 + wi * 16;  // this warp's first key
-  const int key_a = key_w + g, key_b = key_a + 8;  // the two keys this thread holds
-  // One warpgroup at D = 64: the last key block may take on the keys past tk_main (Params::block_tail_keys), their
-  // K and V rows copied to shared memory here (published by the first tile's barrier).
-  constexpr bool kCanTail = NWG == 1 && D == 64 && !BULK;
-  const int n_tail = kCanTail && p.block_tail_keys > 0 && j0 + BK >= p.tk_main ? min(p.block_tail_keys, kTailKeys) : 0;
-  TailKeys tkeys{};
-  float tdk[kTailKeys] = {}, tdv[kTailKeys] = {};
-  if constexpr (kCanTail) {
-    unsigned char* const tb = smem_raw + (sDl + 2 * BQ * 4 - raw);
-    tkeys = {reinterpret_cast<const bf16*>(tb), reinterpret_cast<const bf16*>(tb + kTailKeys * 128),
-             reinterpret_cast<float*>(tb + 2 * kTailKeys * 128),
-             reinterpret_cast<float*>(tb + 2 * kTailKeys * 128 + kTailKeys * kBwdQueries * 4)};
-    if (tid < 16 * n_tail) {  // key tid / 16, K (or V) by tid / 8 mod 2, 16-byte chunk tid mod 8
-      const int kt = tid >> 4, kv = (tid >> 3) & 1, c = tid & 7;
-      *reinterpret_cast<uint4*>(tb + kv * kTailKeys * 128 + kt * 128 + c * 16) =
-          *reinterpret_cast<const uint4*>((kv ? vb : kb) + int64_t(p.tk_main + kt) * rs + 8 * c);
+  const int n_items = PERSISTENT ? k_tiles * p.H * p.B : 1;
+  // Item w's (batch, head, key tile rank): rank 0 is key tile 0, the one most query tiles see.
+  auto item_tile = [&](int w) -> BlockTile {
+    if constexpr (PERSISTENT) {
+      const int yz = w / k_tiles;
+      return block_tile(w - yz * k_tiles, yz % p.H, yz / p.H, k_tiles, p.H, p.B, p.sections);
     }
+    return block_tile<D == 128>(p.sections);
+  };
+  // The next item, from the launch's counter (thread 0 only); the take that hands out the last "none left" resets it.
+  auto take = [&] {
+    const int w = atomicAdd(taken, 1);
+    if (w == n_items + int(gridDim.x) - 1) atomicExch(taken, 0);
+    return w;
+  };
+  int w = 0;
+  if constexpr (PERSISTENT) {
+    if (tid == 0) item_slots[0] = take();
+    __syncthreads();
+    w = item_slots[0];
   }
-
-  auto load_q_tile = [&](int qt, int buf) {
-    const int i0 = qt * BQ;
-    load_tile<BQ, D, THREADS>(sQ + buf * kQBytes, qb, rs, i0, p.Tq, tid);
-    load_tile<BQ, D, THREADS>(sO + buf * kQBytes, ob, ors, i0, p.Tq, tid);
+  // K, V and the first Q/dO tile of item `it` into buffer 0 (the current item's at n = 0, the next one's after the
+  // current item's last tile).
+  auto load_item = [&](const BlockTile& it) {
+    const flash::Head hn(p, it.b, it.h, D);
+    const int j = it.rank * BK, first = (p.causal ? max(0, j - (p.Tk - p.Tq)) : 0) / BQ;
+    if (first >= (p.tq_main + BQ - 1) / BQ) return;
+    load_tile<BK, D, THREADS>(sK, p.k + hn.kv, hn.rs, j, p.Tk, tid);
+    load_tile<BK, D, THREADS>(sV, p.v + hn.kv, hn.rs, j, p.Tk, tid);
+    const int i0 = first * BQ;
+    load_tile<BQ, D, THREADS>(sQ, p.q + hn.q, hn.rs, i0, p.Tq, tid);
+    load_tile<BQ, D, THREADS>(sO, p.dout + hn.o, hn.ors, i0, p.Tq, tid);
     if (tid < BQ) {
       const bool valid = i0 + tid < p.Tq;
-      mma::cp_async4(sL + (buf * BQ + tid) * 4, lse_b + (valid ? i0 + tid : 0), valid);
-      mma::cp_async4(sDl + (buf * BQ + tid) * 4, del_b + (valid ? i0 + tid : 0), valid);
+      mma::cp_async4(sL + tid * 4, p.lse + hn.stat + (valid ? i0 + tid : 0), valid);
+      mma::cp_async4(sDl + tid * 4, p.delta + hn.stat + (valid ? i0 + tid : 0), valid);
     }
   };
-  if (qt0 < n_qt) {
-    load_tile<BK, D, THREADS>(sK, kb, rs, j0, p.Tk, tid);
-    load_tile<BK, D, THREADS>(sV, vb, rs, j0, p.Tk, tid);
-    load_q_tile(qt0, 0);
-  }
-  mma::cp_async_commit();
-
-  float dk[DB][32], dv[DB][32];
-#pragma unroll
-  for (int c = 0; c < DB; c++)
-#pragma unroll
-    for (int i = 0; i < 32; i++) dk[c][i] = dv[c][i] = 0.f;
-  const uint32_t sKw = sK + wg * 64 * 128, sVw = sV + wg * 64 * 128;  // this warpgroup's 64 keys in each block
-  // dQ: D = 128 splits the columns between the warpgroups (all 128 keys each), D = 64 the keys (all columns).
-  constexpr int kDqSteps = D == 128 ? BK / 16 : 4;
-  const int dq_step0 = D == 128 ? 0 : 4 * wg, dq_col = D == 128 ? 64 * wg : 0;
-
-  for (int qt = qt0; qt < n_qt; qt++) {
-    const int buf = (qt - qt0) & 1, i0 = qt * BQ;
-    // BULK: the bulk reductions of tile qt − 2 have read dQ buffer `buf` (warp 0 of each warpgroup issued them; the
-    // barrier below tells everyone)
-    if constexpr (BULK) {
-      if (wi == 0) bulk_wait_read<1>();
+  for (int n = 0; PERSISTENT ? w < n_items : n == 0; n++) {
+    const BlockTile bt = item_tile(w);
+    const int b = bt.b, h = bt.h, j0 = bt.rank * BK;
+    const flash::Head hd(p, b, h, D);
+    const int64_t rs = hd.rs, ors = hd.ors;
+    const bf16 *qb = p.q + hd.q, *ob = p.dout + hd.o, *kb = p.k + hd.kv, *vb = p.v + hd.kv;
+    const float *lse_b = p.lse + hd.stat, *del_b = p.delta + hd.stat;
+    const int shift = p.Tk - p.Tq;
+    const int n_qt = (p.tq_main + BQ - 1) / BQ;  // rows past tq_main: attention_tail.cuh
+    const int q_first = p.causal ? max(0, j0 - shift) : 0;  // the first query that can see key j0
+    const int qt0 = q_first / BQ;
+    const int key_w = j0 + wg * 64 + wi * 16;  // this warp's first key
+    const int key_a = key_w + g, key_b = key_a + 8;  // the two keys this thread holds
+    // One warpgroup at D = 64: the last key block may take on the keys past tk_main (Params::block_tail_keys), their
+    // K and V rows copied to shared memory here (published by the first tile's barrier).
+    constexpr bool kCanTail = NWG == 1 && D == 64 && !BULK;
+    const int n_tail = kCanTail && p.block_tail_keys > 0 && j0 + BK >= p.tk_main ? min(p.block_tail_keys, kTailKeys) : 0;
+    TailKeys tkeys{};
+    float tdk[kTailKeys] = {}, tdv[kTailKeys] = {};
+    if constexpr (kCanTail) {
+      unsigned char* const tb = smem_raw + (sDl + 2 * BQ * 4 - raw);
+      tkeys = {reinterpret_cast<const bf16*>(tb), reinterpret_cast<const bf16*>(tb + kTailKeys * 128),
+               reinterpret_cast<float*>(tb + 2 * kTailKeys * 128),
+               reinterpret_cast<float*>(tb + 2 * kTailKeys * 128 + kTailKeys * kBwdQueries * 4)};
+      if (tid < 16 * n_tail) {  // key tid / 16, K (or V) by tid / 8 mod 2, 16-byte chunk tid mod 8
+        const int kt = tid >> 4, kv = (tid >> 3) & 1, c = tid & 7;
+        *reinterpret_cast<uint4*>(tb + kv * kTailKeys * 128 + kt * 128 + c * 16) =
+            *reinterpret_cast<const uint4*>((kv ? vb : kb) + int64_t(p.tk_main + kt) * rs + 8 * c);
+      }
     }
-    mma::cp_async_wait<0>();  // tile qt (and K, V) landed for this thread
-    fence_proxy_async();      // ... visible to the async proxy
-    __syncthreads();          // ... for every thread; and every warpgroup is done with tile qt − 1
-    if (qt + 1 < n_qt) load_q_tile(qt + 1, buf ^ 1);
-    mma::cp_async_commit();
-    const uint32_t sQt = sQ + buf * kQBytes, sOt = sO + buf * kQBytes;
-    const float* Lt = fL + buf * BQ;
-    const float* Dt = fD + buf * BQ;
 
-    // One query tile. N16 (a last tile of at most kNarrowQueries rows, uniform over the block): Sᵀ and dPᵀ by
-    // m64n16k16 over the tile's first 16 queries, dV and dK over one k16 step; dQ keeps its 64 query rows (wgmma's
-    // M), of which rows 16.. read stale dSᵀ columns and are never added. Straight-line from each wgmma to its wait.
-    auto tile_step = [&](auto narrow_tag) {
-      constexpr bool N16 = decltype(narrow_tag)::value;
-      constexpr int NR = N16 ? kNarrowQueries / 2 : 32, KQN = NR / 8;
-      // Sᵀ = K_w Qᵀ and dPᵀ = V_w dOᵀ (64 keys × 64 queries each), two commit groups: Pᵀ is computed while the tensor
-      // cores still run dPᵀ.
-      float st[NR], dpt[NR];
-      fence();
-#pragma unroll
-      for (int kd = 0; kd < KD; kd++) {
-        const uint32_t offk = (kd >> 2) * (BK * 128) + (kd & 3) * 32, offq = (kd >> 2) * (BQ * 128) + (kd & 3) * 32;
-        if constexpr (N16) mma_ss_m64n16k16(st, desc_kmajor(sKw + offk), desc_kmajor(sQt + offq), kd > 0);
-        else mma_ss_m64n64k16<false>(st, desc_kmajor(sKw + offk), desc_kmajor(sQt + offq), kd > 0);
-      }
-      commit();
-#pragma unroll
-      for (int kd = 0; kd < KD; kd++) {
-        const uint32_t offk = (kd >> 2) * (BK * 128) + (kd & 3) * 32, offq = (kd >> 2) * (BQ * 128) + (kd & 3) * 32;
-        if constexpr (N16) mma_ss_m64n16k16(dpt, desc_kmajor(sVw + offk), desc_kmajor(sOt + offq), kd > 0);
-        else mma_ss_m64n64k16<false>(dpt, desc_kmajor(sVw + offk), desc_kmajor(sOt + offq), kd > 0);
-      }
-      commit();
-      wait<1>();  // Sᵀ is done (groups complete in order); dPᵀ may still run
-      fence_operands(st);
-
-      // Pᵀ with the masks, then as bf16 A fragments, and dV += Pᵀ dO issued at once (its own commit group, in flight
-      // until the end of the tile).
-      const bool need_mask =
-          p.key_mask != nullptr || j0 + BK > p.tk_main || i0 + BQ > p.tq_main || (p.causal && key_w + 15 > i0 + shift);
-      probs_t(st, Lt, p, b, i0, key_a, key_b, t4, need_mask);
-      uint32_t pa[KQN][4], da[KQN][4];
-      a_fragments(pa, st);
-      fence();
-#pragma unroll
-      for (int kk = 0; kk < KQN; kk++)
-#pragma unroll
-        for (int c = 0; c < DB; c++)
-          mma_rs_m64n64k16_tb(dv[c], pa[kk], desc_nmajor64(sOt + c * (BQ * 128) + kk * 2048));
-      commit();
-      wait<1>();  // dPᵀ is done; dV may still run
-      fence_operands(dpt);
-
-      // dSᵀ as A fragments for dK, and to shared memory for dQ.
-      grads_t(dpt, st, Dt, da, gS, wg * 64 + wi * 16, g, t4);
-      fence_proxy_async();  // the dSᵀ stores (generic proxy) before the wgmma that read them (async proxy)
-      __syncthreads();      // both warpgroups' dSᵀ are in shared memory
-
-      // dQ tile (64 queries × 64 columns per warpgroup) = dS K, A = dSᵀ read transposed, B = K N-major; then
-      // dK += dSᵀ Q, which runs while this thread adds its dQ into the accumulator.
-      float dq[32];
-      fence();
-#pragma unroll
-      for (int kk = 0; kk < kDqSteps; kk++) {
-        const uint32_t step = uint32_t(dq_step0 + kk) * 2048;
-        mma_ss_m64n64k16<true>(dq, desc_nmajor64(sS + step), desc_nmajor64(sK + (dq_col / 64) * (BK * 128) + step), kk > 0);
-      }
-      commit();
-#pragma unroll
-      for (int kk = 0; kk < KQN; kk++)
-#pragma unroll
-        for (int c = 0; c < DB; c++)
-          mma_rs_m64n64k16_tb(dk[c], da[kk], desc_nmajor64(sQt + c * (BQ * 128) + kk * 2048));
-      commit();
-      wait<1>();  // dV and dQ are done; dK may still run
-      fence_operands(dq);
-      if constexpr (kCanTail) {
-        if (n_tail)
-          tail_keys_scores(tkeys, n_tail, dq, smem_raw + (sQt - raw), smem_raw + (sOt - raw), Lt, Dt, p, b, i0, wi, g, t4);
-      }
-      // dq[4i + e]: query 16wi + g + 8·(e ≥ 2) of the tile, column dq_col + 8i + 2t + (e mod 2).
-      if constexpr (BULK) {
-        // to this warpgroup's buffer, then one 256-byte bulk reduction per query row, issued by warp 0's lanes
-        const uint32_t tile = sDq + uint32_t((wg * 2 + buf) * BQ * kDqPitch * 4);
-        float* const gt = reinterpret_cast<float*>(smem_raw + (tile - raw));
-#pragma unroll
-        for (int r = 0; r < 2; r++)
-#pragma unroll
-          for (int i = 0; i < 8; i++)
-            *reinterpret_cast<float2*>(gt + (wi * 16 + g + 8 * r) * kDqPitch + 8 * i + 2 * t4) =
-                make_float2(dq[4 * i + 2 * r] * p.scale, dq[4 * i + 2 * r + 1] * p.scale);
-        fence_proxy_async();      // the generic-proxy stores before the bulk copies' async-proxy reads
-        bar_sync(1 + wg, 128);    // the warpgroup's rows are all there
-        if (wi == 0) {
-          for (int rr = lane; rr < BQ; rr += 32)
-            if (i0 + rr < p.tq_main)
-              bulk_reduce_add(p.dq_acc + ((int64_t(b) * p.Tq + i0 + rr) * p.H + h) * D + dq_col,
-                              tile + uint32_t(rr * kDqPitch * 4), 64 * 4);
-          bulk_commit();
-        }
-      } else {
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-          const int qi = i0 + wi * 16 + g + 8 * r;
-          if (qi >= p.tq_main) continue;
-          float* dst = p.dq_acc + ((int64_t(b) * p.Tq + qi) * p.H + h) * D + dq_col + 2 * t4;
-#pragma unroll
-          for (int i = 0; i < 8; i++)
-            atomic_add2(dst + 8 * i, dq[4 * i + 2 * r] * p.scale, dq[4 * i + 2 * r + 1] * p.scale);
-        }
-      }
-      if constexpr (kCanTail) {
-        if (n_tail) {
-          __syncthreads();  // the tail keys' P and dS of every row are in shared memory
-          tail_keys_grads(tkeys, n_tail, smem_raw + (sQt - raw), smem_raw + (sOt - raw), N16 ? kNarrowQueries : BQ, tid,
-                          tdk, tdv);
-        }
-      }
-      wait<0>();  // dK is done: every product of this tile is, before the next tile's barrier (its prefetch
-                  // overwrites this tile's Q and dO; the next dSᵀ stores overwrite this one)
-#pragma unroll
-      for (int c = 0; c < DB; c++) {
-        fence_operands(dk[c]);
-        fence_operands(dv[c]);
+    auto load_q_tile = [&](int qt, int buf) {
+      const int i0 = qt * BQ;
+      load_tile<BQ, D, THREADS>(sQ + buf * kQBytes, qb, rs, i0, p.Tq, tid);
+      load_tile<BQ, D, THREADS>(sO + buf * kQBytes, ob, ors, i0, p.Tq, tid);
+      if (tid < BQ) {
+        const bool valid = i0 + tid < p.Tq;
+        mma::cp_async4(sL + (buf * BQ + tid) * 4, lse_b + (valid ? i0 + tid : 0), valid);
+        mma::cp_async4(sDl + (buf * BQ + tid) * 4, del_b + (valid ? i0 + tid : 0), valid);
       }
     };
-    // (At D = 64 only: at D = 128 the second instantiation cost the kernel 6 registers, to 254 of 255, for rest
-    // tiles the LLaMA's sequences rarely have.)
-    if (D == 64 && p.tq_main - i0 <= kNarrowQueries) tile_step(std::bool_constant<D == 64>{});
-    else tile_step(std::false_type{});
-  }
-  mma::cp_async_wait<0>();
-  if constexpr (BULK) {
-    if (wi == 0) bulk_wait<0>();  // the reductions are done before the block (and its shared memory) ends
-  }
-  if constexpr (kCanTail) {
-    if (n_tail) tail_keys_store(tkeys, n_tail, p, b, h, tid, tdk, tdv);
-  }
-  // (D = 64 only: at D = 128 these registers on top of the 128 of dK and dV made ptxas spill 364 bytes)
-  if constexpr (D == 64) {
-    if (p.tq_main < p.Tq) add_tail_rows<DB>(p, hd, b, key_a, key_b, t4, dk, dv);
-  }
-
-  // dK (× scale) and dV for this thread's two keys; keys no query sees get zeros; keys past tk_main are
-  // attention_tail.cuh's.
-#pragma unroll
-  for (int r = 0; r < 2; r++) {
-    const int j = r ? key_b : key_a;
-    if (j >= p.tk_main) continue;
-    const flash::Head hg(p, b, h, D);  // again for the epilogue, as the forward's (hd's kept alive: registers)
-    const int64_t off = hg.gkv + int64_t(j) * hg.grs + 2 * t4;
-#pragma unroll
-    for (int c = 0; c < DB; c++)
-#pragma unroll
-      for (int i = 0; i < 8; i++) {
-        *reinterpret_cast<__nv_bfloat162*>(p.dk + off + c * 64 + 8 * i) =
-            __floats2bfloat162_rn(dk[c][4 * i + 2 * r] * p.scale, dk[c][4 * i + 2 * r + 1] * p.scale);
-        *reinterpret_cast<__nv_bfloat162*>(p.dv + off + c * 64 + 8 * i) =
-            __floats2bfloat162_rn(dv[c][4 * i + 2 * r], dv[c][4 * i + 2 * r + 1]);
+    if (n == 0) {
+      if constexpr (PERSISTENT) {
+        load_item(bt);
+      } else if (qt0 < n_qt) {
+        load_tile<BK, D, THREADS>(sK, kb, rs, j0, p.Tk, tid);
+        load_tile<BK, D, THREADS>(sV, vb, rs, j0, p.Tk, tid);
+        load_q_tile(qt0, 0);
       }
-  }
+      mma::cp_async_commit();
+    }
+    int w_next = 0;
+    if constexpr (PERSISTENT) {
+      if (tid == 0) w_next = take();  // used at this item's end
+    }
+
+    float dk[DB][32], dv[DB][32];
+  #pragma unroll
+    for (int c = 0; c < DB; c++)
+  #pragma unroll
+      for (int i = 0; i < 32; i++) dk[c][i] = dv[c][i] = 0.f;
+    const uint32_t sKw = sK + wg * 64 * 128, sVw = sV + wg * 64 * 128;  // this warpgroup's 64 keys in each block
+    // dQ: D = 128 splits the columns between the warpgroups (all 128 keys each), D = 64 the keys (all columns).
+    constexpr int kDqSteps = D == 128 ? BK / 16 : 4;
+    const int dq_step0 = D == 128 ? 0 : 4 * wg, dq_col = D == 128 ? 64 * wg : 0;
+
+    for (int qt = qt0; qt < n_qt; qt++) {
+      const int buf = (qt - qt0) & 1, i0 = qt * BQ;
+      // BULK: the bulk reductions of tile qt − 2 have read dQ buffer `buf` (warp 0 of each warpgroup issued them; the
+      // barrier below tells everyone)
+      if constexpr (BULK) {
+        if (wi == 0) bulk_wait_read<1>();
+      }
+      mma::cp_async_wait<0>();  // tile qt (and K, V) landed for this thread
+      fence_proxy_async();      // ... visible to the async proxy
+      __syncthreads();          // ... for every thread; and every warpgroup is done with tile qt − 1
+      if (qt + 1 < n_qt) load_q_tile(qt + 1, buf ^ 1);
+      mma::cp_async_commit();
+      const uint32_t sQt = sQ + buf * kQBytes, sOt = sO + buf * kQBytes;
+      const float* Lt = fL + buf * BQ;
+      const float* Dt = fD + buf * BQ;
+
+      // One query tile. N16 (a last tile of at most kNarrowQueries rows, uniform over the block): Sᵀ and dPᵀ by
+      // m64n16k16 over the tile's first 16 queries, dV and dK over one k16 step; dQ keeps its 64 query rows (wgmma's
+      // M), of which rows 16.. read stale dSᵀ columns and are never added. Straight-line from each wgmma to its wait.
+      auto tile_step = [&](auto narrow_tag) {
+        constexpr bool N16 = decltype(narrow_tag)::value;
+        constexpr int NR = N16 ? kNarrowQueries / 2 : 32, KQN = NR / 8;
+        // Sᵀ = K_w Qᵀ and dPᵀ = V_w dOᵀ (64 keys × 64 queries each), two commit groups: Pᵀ is computed while the tensor
+        // cores still run dPᵀ.
+        float st[NR], dpt[NR];
+        fence();
+  #pragma unroll
+        for (int kd = 0; kd < KD; kd++) {
+          const uint32_t offk = (kd >> 2) * (BK * 128) + (kd & 3) * 32, offq = (kd >> 2) * (BQ * 128) + (kd & 3) * 32;
+          if constexpr (N16) mma_ss_m64n16k16(st, desc_kmajor(sKw + offk), desc_kmajor(sQt + offq), kd > 0);
+          else mma_ss_m64n64k16<false>(st, desc_kmajor(sKw + offk), desc_kmajor(sQt + offq), kd > 0);
+        }
+        commit();
+  #pragma unroll
+        for (int kd = 0; kd < KD; kd++) {
+          const uint32_t offk = (kd >> 2) * (BK * 128) + (kd & 3) * 32, offq = (kd >> 2) * (BQ * 128) + (kd & 3) * 32;
+          if constexpr (N16) mma_ss_m64n16k16(dpt, desc_kmajor(sVw + offk), desc_kmajor(sOt + offq), kd > 0);
+          else mma_ss_m64n64k16<false>(dpt, desc_kmajor(sVw + offk), desc_kmajor(sOt + offq), kd > 0);
+        }
+        commit();
+        wait<1>();  // Sᵀ is done (groups complete in order); dPᵀ may still run
+        fence_operands(st);
+
+        // Pᵀ with the masks, then as bf16 A fragments, and dV += Pᵀ dO issued at once (its own commit group, in flight
+        // until the end of the tile).
+        const bool need_mask =
+            p.key_mask != nullptr || j0 + BK > p.tk_main || i0 + BQ > p.tq_main || (p.causal && key_w + 15 > i0 + shift);
+        probs_t(st, Lt, p, b, i0, key_a, key_b, t4, need_mask);
+        uint32_t pa[KQN][4], da[KQN][4];
+        a_fragments(pa, st);
+        fence();
+  #pragma unroll
+        for (int kk = 0; kk < KQN; kk++)
+  #pragma unroll
+          for (int c = 0; c < DB; c++)
+            mma_rs_m64n64k16_tb(dv[c], pa[kk], desc_nmajor64(sOt + c * (BQ * 128) + kk * 2048));
+        commit();
+        wait<1>();  // dPᵀ is done; dV may still run
+        fence_operands(dpt);
+
+        // dSᵀ as A fragments for dK, and to shared memory for dQ.
+        grads_t(dpt, st, Dt, da, gS, wg * 64 + wi * 16, g, t4);
+        fence_proxy_async();  // the dSᵀ stores (generic proxy) before the wgmma that read them (async proxy)
+        __syncthreads();      // both warpgroups' dSᵀ are in shared memory
+
+        // dQ tile (64 queries × 64 columns per warpgroup) = dS K, A = dSᵀ read transposed, B = K N-major; then
+        // dK += dSᵀ Q, which runs while this thread adds its dQ into the accumulator.
+        float dq[32];
+        fence();
+  #pragma unroll
+        for (int kk = 0; kk < kDqSteps; kk++) {
+          const uint32_t step = uint32_t(dq_step0 + kk) * 2048;
+          mma_ss_m64n64k16<true>(dq, desc_nmajor64(sS + step), desc_nmajor64(sK + (dq_col / 64) * (BK * 128) + step), kk > 0);
+        }
+        commit();
+  #pragma unroll
+        for (int kk = 0; kk < KQN; kk++)
+  #pragma unroll
+          for (int c = 0; c < DB; c++)
+            mma_rs_m64n64k16_tb(dk[c], da[kk], desc_nmajor64(sQt + c * (BQ * 128) + kk * 2048));
+        commit();
+        wait<1>();  // dV and dQ are done; dK may still run
+        fence_operands(dq);
+        if constexpr (kCanTail) {
+          if (n_tail)
+            tail_keys_scores(tkeys, n_tail, dq, smem_raw + (sQt - raw), smem_raw + (sOt - raw), Lt, Dt, p, b, i0, wi, g, t4);
+        }
+        // dq[4i + e]: query 16wi + g + 8·(e ≥ 2) of the tile, column dq_col + 8i + 2t + (e mod 2).
+        if constexpr (BULK) {
+          // to this warpgroup's buffer, then one 256-byte bulk reduction per query row, issued by warp 0's lanes
+          const uint32_t tile = sDq + uint32_t((wg * 2 + buf) * BQ * kDqPitch * 4);
+          float* const gt = reinterpret_cast<float*>(smem_raw + (tile - raw));
+  #pragma unroll
+          for (int r = 0; r < 2; r++)
+  #pragma unroll
+            for (int i = 0; i < 8; i++)
+              *reinterpret_cast<float2*>(gt + (wi * 16 + g + 8 * r) * kDqPitch + 8 * i + 2 * t4) =
+                  make_float2(dq[4 * i + 2 * r] * p.scale, dq[4 * i + 2 * r + 1] * p.scale);
+          fence_proxy_async();      // the generic-proxy stores before the bulk copies' async-proxy reads
+          bar_sync(1 + wg, 128);    // the warpgroup's rows are all there
+          if (wi == 0) {
+            for (int rr = lane; rr < BQ; rr += 32)
+              if (i0 + rr < p.tq_main)
+                bulk_reduce_add(p.dq_acc + ((int64_t(b) * p.Tq + i0 + rr) * p.H + h) * D + dq_col,
+                                tile + uint32_t(rr * kDqPitch * 4), 64 * 4);
+            bulk_commit();
+          }
+        } else {
+  #pragma unroll
+          for (int r = 0; r < 2; r++) {
+            const int qi = i0 + wi * 16 + g + 8 * r;
+            if (qi >= p.tq_main) continue;
+            float* dst = p.dq_acc + ((int64_t(b) * p.Tq + qi) * p.H + h) * D + dq_col + 2 * t4;
+  #pragma unroll
+            for (int i = 0; i < 8; i++)
+              atomic_add2(dst + 8 * i, dq[4 * i + 2 * r] * p.scale, dq[4 * i + 2 * r + 1] * p.scale);
+          }
+        }
+        if constexpr (kCanTail) {
+          if (n_tail) {
+            __syncthreads();  // the tail keys' P and dS of every row are in shared memory
+            tail_keys_grads(tkeys, n_tail, smem_raw + (sQt - raw), smem_raw + (sOt - raw), N16 ? kNarrowQueries : BQ, tid,
+                            tdk, tdv);
+          }
+        }
+        wait<0>();  // dK is done: every product of this tile is, before the next tile's barrier (its prefetch
+                    // overwrites this tile's Q and dO; the next dSᵀ stores overwrite this one)
+  #pragma unroll
+        for (int c = 0; c < DB; c++) {
+          fence_operands(dk[c]);
+          fence_operands(dv[c]);
+        }
+      };
+      // (At D = 64 only: at D = 128 the second instantiation cost the kernel 6 registers, to 254 of 255, for rest
+      // tiles the LLaMA's sequences rarely have.)
+      if (D == 64 && p.tq_main - i0 <= kNarrowQueries) tile_step(std::bool_constant<D == 64>{});
+      else tile_step(std::false_type{});
+    }
+    mma::cp_async_wait<0>();
+    if constexpr (BULK) {
+      if (wi == 0) bulk_wait<0>();  // the reductions are done before the block (and its shared memory) ends
+    }
+    if constexpr (PERSISTENT) {
+      // Every thread is done with this item's shared memory (its products were waited for at each tile's end); then
+      // the next item's first loads fly while this one's dK and dV are written.
+      if (tid == 0) item_slots[(n + 1) & 1] = w_next;
+      __syncthreads();
+      w_next = item_slots[(n + 1) & 1];
+      if (w_next < n_items) load_item(item_tile(w_next));
+      mma::cp_async_commit();
+    }
+    if constexpr (kCanTail) {
+      if (n_tail) tail_keys_store(tkeys, n_tail, p, b, h, tid, tdk, tdv);
+    }
+    // (D = 64 only: at D = 128 these registers on top of the 128 of dK and dV made ptxas spill 364 bytes)
+    if constexpr (D == 64) {
+      if (p.tq_main < p.Tq) add_tail_rows<DB>(p, hd, b, key_a, key_b, t4, dk, dv);
+    }
+
+    // dK (× scale) and dV for this thread's two keys; keys no query sees get zeros; keys past tk_main are
+    // attention_tail.cuh's.
+  #pragma unroll
+    for (int r = 0; r < 2; r++) {
+      const int j = r ? key_b : key_a;
+      if (j >= p.tk_main) continue;
+      const flash::Head hg(p, b, h, D);  // again for the epilogue, as the forward's (hd's kept alive: registers)
+      const int64_t off = hg.gkv + int64_t(j) * hg.grs + 2 * t4;
+  #pragma unroll
+      for (int c = 0; c < DB; c++)
+  #pragma unroll
+        for (int i = 0; i < 8; i++) {
+          *reinterpret_cast<__nv_bfloat162*>(p.dk + off + c * 64 + 8 * i) =
+              __floats2bfloat162_rn(dk[c][4 * i + 2 * r] * p.scale, dk[c][4 * i + 2 * r + 1] * p.scale);
+          *reinterpret_cast<__nv_bfloat162*>(p.dv + off + c * 64 + 8 * i) =
+              __floats2bfloat162_rn(dv[c][4 * i + 2 * r], dv[c][4 * i + 2 * r + 1]);
+        }
+    }
+    if constexpr (PERSISTENT) w = w_next;
+  }  // items
+}
+
+template <int D, int NWG = 2, bool BULK = false>
+__global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) attention_bwd_kernel(flash::Params p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL) || defined(OWLET_CUDA_EMULATION)
+  bwd_body<D, NWG, BULK, false>(p, 0, nullptr);
 #else
   __trap();  // built without sm_90a: the dispatch never launches this (see use_wgmma_bwd in attention.cu)
+#endif
+}
+
+// The persistent Hopper backward at D = 128 (OWLET_ATTN_BWD=wgmma-p; session 15, by name only until a GPU runs it): a
+// grid of at most one block per SM, each taking (key tile, head, batch) items of k_tiles · H · B from the counter
+// `taken` (zero at launch, zero again at the end), the next item's first loads in flight while the current one's dK
+// and dV are written.
+__global__ void __launch_bounds__(256, 1) attention_bwd_persistent_kernel(flash::Params p, int k_tiles, int* taken) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL) || defined(OWLET_CUDA_EMULATION)
+  bwd_body<128, 2, false, true>(p, k_tiles, taken);
+#else
+  __trap();
 #endif
 }
 
