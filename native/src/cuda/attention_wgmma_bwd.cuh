@@ -473,9 +473,9 @@ __device__ __forceinline__ void bwd_body(const flash::Params& p, int k_tiles, in
     }
 
     float dk[DB][32], dv[DB][32];
-  #pragma unroll
+#pragma unroll
     for (int c = 0; c < DB; c++)
-  #pragma unroll
+#pragma unroll
       for (int i = 0; i < 32; i++) dk[c][i] = dv[c][i] = 0.f;
     const uint32_t sKw = sK + wg * 64 * 128, sVw = sV + wg * 64 * 128;  // this warpgroup's 64 keys in each block
     // dQ: D = 128 splits the columns between the warpgroups (all 128 keys each), D = 64 the keys (all columns).
@@ -507,21 +507,29 @@ __device__ __forceinline__ void bwd_body(const flash::Params& p, int k_tiles, in
         // Sᵀ = K_w Qᵀ and dPᵀ = V_w dOᵀ (64 keys × 64 queries each), two commit groups: Pᵀ is computed while the tensor
         // cores still run dPᵀ.
         float st[NR], dpt[NR];
+        // acc = rows of sA (this warpgroup's keys) · rows of sB (the tile's queries)ᵀ, reduced over d
+        auto keys_by_queries = [&](float (&acc)[NR], uint32_t sA, uint32_t sB) {
+#pragma unroll
+          for (int kd = 0; kd < KD; kd++) {
+            const uint32_t offk = (kd >> 2) * (BK * 128) + (kd & 3) * 32, offq = (kd >> 2) * (BQ * 128) + (kd & 3) * 32;
+            if constexpr (N16) mma_ss_m64n16k16(acc, desc_kmajor(sA + offk), desc_kmajor(sB + offq), kd > 0);
+            else mma_ss_m64n64k16<false>(acc, desc_kmajor(sA + offk), desc_kmajor(sB + offq), kd > 0);
+          }
+          commit();
+        };
+        // acc[c] += frag (this warpgroup's keys × the tile's queries, bf16 A fragments) · column block c of the rows of
+        // sB (the tile's queries × d): dV += Pᵀ dO, dK += dSᵀ Q
+        auto keys_by_d = [&](float (&acc)[DB][32], const uint32_t (&frag)[KQN][4], uint32_t sB) {
+#pragma unroll
+          for (int kk = 0; kk < KQN; kk++)
+#pragma unroll
+            for (int c = 0; c < DB; c++)
+              mma_rs_m64n64k16_tb(acc[c], frag[kk], desc_nmajor64(sB + c * (BQ * 128) + kk * 2048));
+          commit();
+        };
         fence();
-  #pragma unroll
-        for (int kd = 0; kd < KD; kd++) {
-          const uint32_t offk = (kd >> 2) * (BK * 128) + (kd & 3) * 32, offq = (kd >> 2) * (BQ * 128) + (kd & 3) * 32;
-          if constexpr (N16) mma_ss_m64n16k16(st, desc_kmajor(sKw + offk), desc_kmajor(sQt + offq), kd > 0);
-          else mma_ss_m64n64k16<false>(st, desc_kmajor(sKw + offk), desc_kmajor(sQt + offq), kd > 0);
-        }
-        commit();
-  #pragma unroll
-        for (int kd = 0; kd < KD; kd++) {
-          const uint32_t offk = (kd >> 2) * (BK * 128) + (kd & 3) * 32, offq = (kd >> 2) * (BQ * 128) + (kd & 3) * 32;
-          if constexpr (N16) mma_ss_m64n16k16(dpt, desc_kmajor(sVw + offk), desc_kmajor(sOt + offq), kd > 0);
-          else mma_ss_m64n64k16<false>(dpt, desc_kmajor(sVw + offk), desc_kmajor(sOt + offq), kd > 0);
-        }
-        commit();
+        keys_by_queries(st, sKw, sQt);
+        keys_by_queries(dpt, sVw, sOt);
         wait<1>();  // Sᵀ is done (groups complete in order); dPᵀ may still run
         fence_operands(st);
 
@@ -533,12 +541,7 @@ __device__ __forceinline__ void bwd_body(const flash::Params& p, int k_tiles, in
         uint32_t pa[KQN][4], da[KQN][4];
         a_fragments(pa, st);
         fence();
-  #pragma unroll
-        for (int kk = 0; kk < KQN; kk++)
-  #pragma unroll
-          for (int c = 0; c < DB; c++)
-            mma_rs_m64n64k16_tb(dv[c], pa[kk], desc_nmajor64(sOt + c * (BQ * 128) + kk * 2048));
-        commit();
+        keys_by_d(dv, pa, sOt);
         wait<1>();  // dPᵀ is done; dV may still run
         fence_operands(dpt);
 
@@ -551,18 +554,13 @@ __device__ __forceinline__ void bwd_body(const flash::Params& p, int k_tiles, in
         // dK += dSᵀ Q, which runs while this thread adds its dQ into the accumulator.
         float dq[32];
         fence();
-  #pragma unroll
+#pragma unroll
         for (int kk = 0; kk < kDqSteps; kk++) {
           const uint32_t step = uint32_t(dq_step0 + kk) * 2048;
           mma_ss_m64n64k16<true>(dq, desc_nmajor64(sS + step), desc_nmajor64(sK + (dq_col / 64) * (BK * 128) + step), kk > 0);
         }
         commit();
-  #pragma unroll
-        for (int kk = 0; kk < KQN; kk++)
-  #pragma unroll
-          for (int c = 0; c < DB; c++)
-            mma_rs_m64n64k16_tb(dk[c], da[kk], desc_nmajor64(sQt + c * (BQ * 128) + kk * 2048));
-        commit();
+        keys_by_d(dk, da, sQt);
         wait<1>();  // dV and dQ are done; dK may still run
         fence_operands(dq);
         if constexpr (kCanTail) {
@@ -574,9 +572,9 @@ __device__ __forceinline__ void bwd_body(const flash::Params& p, int k_tiles, in
           // to this warpgroup's buffer, then one 256-byte bulk reduction per query row, issued by warp 0's lanes
           const uint32_t tile = sDq + uint32_t((wg * 2 + buf) * BQ * kDqPitch * 4);
           float* const gt = reinterpret_cast<float*>(smem_raw + (tile - raw));
-  #pragma unroll
+#pragma unroll
           for (int r = 0; r < 2; r++)
-  #pragma unroll
+#pragma unroll
             for (int i = 0; i < 8; i++)
               *reinterpret_cast<float2*>(gt + (wi * 16 + g + 8 * r) * kDqPitch + 8 * i + 2 * t4) =
                   make_float2(dq[4 * i + 2 * r] * p.scale, dq[4 * i + 2 * r + 1] * p.scale);
@@ -590,12 +588,12 @@ __device__ __forceinline__ void bwd_body(const flash::Params& p, int k_tiles, in
             bulk_commit();
           }
         } else {
-  #pragma unroll
+#pragma unroll
           for (int r = 0; r < 2; r++) {
             const int qi = i0 + wi * 16 + g + 8 * r;
             if (qi >= p.tq_main) continue;
             float* dst = p.dq_acc + ((int64_t(b) * p.Tq + qi) * p.H + h) * D + dq_col + 2 * t4;
-  #pragma unroll
+#pragma unroll
             for (int i = 0; i < 8; i++)
               atomic_add2(dst + 8 * i, dq[4 * i + 2 * r] * p.scale, dq[4 * i + 2 * r + 1] * p.scale);
           }
@@ -609,7 +607,7 @@ __device__ __forceinline__ void bwd_body(const flash::Params& p, int k_tiles, in
         }
         wait<0>();  // dK is done: every product of this tile is, before the next tile's barrier (its prefetch
                     // overwrites this tile's Q and dO; the next dSᵀ stores overwrite this one)
-  #pragma unroll
+#pragma unroll
         for (int c = 0; c < DB; c++) {
           fence_operands(dk[c]);
           fence_operands(dv[c]);
@@ -643,15 +641,15 @@ __device__ __forceinline__ void bwd_body(const flash::Params& p, int k_tiles, in
 
     // dK (× scale) and dV for this thread's two keys; keys no query sees get zeros; keys past tk_main are
     // attention_tail.cuh's.
-  #pragma unroll
+#pragma unroll
     for (int r = 0; r < 2; r++) {
       const int j = r ? key_b : key_a;
       if (j >= p.tk_main) continue;
       const flash::Head hg(p, b, h, D);  // again for the epilogue, as the forward's (hd's kept alive: registers)
       const int64_t off = hg.gkv + int64_t(j) * hg.grs + 2 * t4;
-  #pragma unroll
+#pragma unroll
       for (int c = 0; c < DB; c++)
-  #pragma unroll
+#pragma unroll
         for (int i = 0; i < 8; i++) {
           *reinterpret_cast<__nv_bfloat162*>(p.dk + off + c * 64 + 8 * i) =
               __floats2bfloat162_rn(dk[c][4 * i + 2 * r] * p.scale, dk[c][4 * i + 2 * r + 1] * p.scale);
