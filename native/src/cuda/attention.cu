@@ -711,13 +711,19 @@ TuneKey tune_key(const DeviceContext& c, const Dims& d, const flash::Params& fp,
   return {c.index, d.B, d.H, d.Tq, d.Tk, d.D, fp.causal, fp.key_mask != nullptr, fp.dropout, bwd, packed};
 }
 
+// OWLET_ATTN_TUNE_NEW=1: autotuning also tries the D = 128 kernels that have not run on a GPU yet (session 15: the
+// warp-specialised forward's TMA and persistent forms, the persistent backward), for a GPU run to time them inside
+// the trainer's steps; unset, they run only when asked for by name.
+bool tune_new() { return env_is("OWLET_ATTN_TUNE_NEW", "1"); }
+
 // The forward's candidates: where the Hopper kernels apply, them (and w4s at D = 64); elsewhere (other GPUs, dropout)
 // the mma.sync tile shapes; each with whole tiles, and with the tail kernel too where the rows have a tail.
 std::vector<int> fwd_candidates(const DeviceContext& c, const flash::Params& fp, const Dims& d) {
   using F = FwdVariant;
-  const std::vector<F> vs = !hopper_applies(c, fp) ? std::vector<F>{F::W4s, F::W4, F::W8s, F::M2}
-                            : d.D == 128           ? std::vector<F>{F::Wgmma, F::WgmmaOverlap, F::WgmmaWs}
-                                                   : std::vector<F>{F::W4s, F::Wgmma1, F::Wgmma};
+  std::vector<F> vs = !hopper_applies(c, fp) ? std::vector<F>{F::W4s, F::W4, F::W8s, F::M2}
+                      : d.D == 128           ? std::vector<F>{F::Wgmma, F::WgmmaOverlap, F::WgmmaWs}
+                                             : std::vector<F>{F::W4s, F::Wgmma1, F::Wgmma};
+  if (hopper_applies(c, fp) && d.D == 128 && tune_new()) vs.insert(vs.end(), {F::WgmmaWsTma, F::WgmmaWsp});
   std::vector<int> codes;
   for (F v : vs) {
     codes.push_back(tune_code(v));
@@ -729,6 +735,9 @@ std::vector<int> fwd_candidates(const DeviceContext& c, const flash::Params& fp,
 
 std::vector<int> bwd_candidates(const DeviceContext& c, const flash::Params& fp, const Dims& d) {
   if (!hopper_applies(c, fp) || std::getenv("OWLET_ATTN_BWD_WARPS")) return {};
+  if (d.D == 128 && tune_new())
+    return {tune_code(BwdVariant::Wgmma), tune_code(BwdVariant::Mma), tune_code(BwdVariant::WgmmaBulk),
+            tune_code(BwdVariant::WgmmaP)};
   if (d.D == 128) return {tune_code(BwdVariant::Wgmma), tune_code(BwdVariant::Mma), tune_code(BwdVariant::WgmmaBulk)};
   std::vector<BwdVariant> vs{BwdVariant::Wgmma, BwdVariant::Wgmma1, BwdVariant::Mma, BwdVariant::WgmmaBulk};
   if (d.Tq <= wgmma::kShortQueries) vs.push_back(BwdVariant::WgmmaQ);
