@@ -3,7 +3,7 @@
 // "cp.async.bulk.tensor", "mbarrier.expect_tx"; CUDA driver API: cuTensorMapEncodeTiled).
 //
 // Why: the warp-specialised forward's producer warpgroup copied each 128-key tile of K and V with 16-byte cp.async,
-// 32 + 32 per producer thread per tile plus their address arithmetic, issued from the same four schedulers as the
+// 16 + 16 per producer thread per tile at D = 128 plus their address arithmetic, issued from the same schedulers as the
 // consumers' softmax — the part of the loop the ping-pong exists to hide. A box copy is one instruction per 64
 // columns, and the producer's other threads are idle.
 //
