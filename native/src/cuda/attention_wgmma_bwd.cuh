@@ -43,9 +43,9 @@
 // serialisation reported. With the packed layout's strides (q and dO rows no longer one offset): D = 128: 248, D = 64:
 // 210, one warpgroup 208 (BULK: 251 / 202); no spills, the same blocks per SM.
 // Persistent (attention_bwd_persistent_kernel, OWLET_ATTN_BWD=wgmma-p, D = 128; session 15): the same body looping
-// over work items (see bwd_body): 251 registers, no spills (ptxas, CUDA 13.0); the non-persistent D = 64 kernels
-// moved by 2 registers with the restructuring (wgmma1 216 → 218, two warpgroups 193 → 195: the same blocks per SM),
-// D = 128 unchanged.
+// over work items (see bwd_body): 251 registers, no spills (ptxas, CUDA 13.0). The restructuring moved the others
+// (no spills, the same blocks per SM): wgmma1 216 → 206, two warpgroups at D = 64 193 → 195, BULK at D = 128
+// 247 → 254; the default D = 128 kernel unchanged.
 // The host emulator (test/native/cuda_emu.h) defers each wgmma to the wait that covers it, so an operand touched
 // too early there gives a wrong result; it cannot see the hardware's own timing.
 #pragma once
@@ -458,13 +458,7 @@ __device__ __forceinline__ void bwd_body(const flash::Params& p, int k_tiles, in
       }
     };
     if (n == 0) {
-      if constexpr (PERSISTENT) {
-        load_item(bt);
-      } else if (qt0 < n_qt) {
-        load_tile<BK, D, THREADS>(sK, kb, rs, j0, p.Tk, tid);
-        load_tile<BK, D, THREADS>(sV, vb, rs, j0, p.Tk, tid);
-        load_q_tile(qt0, 0);
-      }
+      load_item(bt);
       mma::cp_async_commit();
     }
     int w_next = 0;
