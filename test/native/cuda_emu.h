@@ -513,6 +513,12 @@ inline void park_until(const std::function<bool()>& ready, std::vector<int>& wai
     yield();
   }
 }
+// Unparks the threads waiting on a barrier (they re-check what they wait for) and forgets them.
+inline void wake(std::vector<int>& waiters) {
+  Block* b = current();
+  for (int t : waiters) b->at_block_barrier[size_t(t)] = false;
+  waiters.clear();
+}
 inline Block::Mbar& mbar_at(uint32_t addr) {
   Block* b = current();
   for (auto& m : b->mbars)
@@ -536,11 +542,9 @@ inline void mbar_init(uint32_t addr, int count) {
 // phase completion": pending arrival count and tx-count both zero).
 inline void mbar_complete_if_done(Block::Mbar& m) {
   if (m.pending != 0 || m.tx != 0) return;
-  Block* b = current();
   m.phase++;
   m.pending = m.expected;
-  for (int t : m.waiters) b->at_block_barrier[size_t(t)] = false;
-  m.waiters.clear();
+  wake(m.waiters);
 }
 inline void mbar_arrive(uint32_t addr) {
   Block::Mbar& m = mbar_at(addr);
@@ -612,8 +616,7 @@ inline void cp_async_mbar_arrive_noinc(uint32_t addr) {
   Block::Mbar& m = mbar_at(addr);
   m.in_flight.push_back(std::move(b->cp_pending[size_t(b->cur)]));
   b->cp_pending[size_t(b->cur)].clear();
-  for (int t : m.waiters) b->at_block_barrier[size_t(t)] = false;  // they re-check (and land these copies)
-  m.waiters.clear();
+  wake(m.waiters);  // they re-check (and land these copies)
 }
 // cp.async.wait_all: this thread's copies land (those handed to mbarriers too: every mbarrier's, which may only be
 // earlier than the hardware, never later).
@@ -676,11 +679,9 @@ inline void tma_load(uint32_t dst, const uint64_t* map_bytes, std::array<int, 4>
     mbar_complete_if_done(m);
   };
   if (eager_copies()) return copy();
-  Block* b = current();
   Block::Mbar& m = mbar_at(bar);
   m.tx_in_flight.push_back(copy);
-  for (int t : m.waiters) b->at_block_barrier[size_t(t)] = false;  // they re-check (and land this copy)
-  m.waiters.clear();
+  wake(m.waiters);  // they re-check (and land this copy)
 }
 
 // ---- cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32, cp.async.bulk.commit_group, wait_group(.read) ----
@@ -734,8 +735,7 @@ inline void named_barrier(int id, int count, bool wait) {
   if (++n.arrived == count) {
     n.arrived = 0;
     n.gen++;
-    for (int t : n.waiters) b->at_block_barrier[size_t(t)] = false;
-    n.waiters.clear();
+    wake(n.waiters);
     return;
   }
   if (wait) park_until([&] { return n.gen != g; }, n.waiters);

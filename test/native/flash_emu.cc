@@ -50,6 +50,13 @@ struct Case {
 
 float bf(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
 
+// A persistent kernel's work-item counter must be back at zero after its launch (its last take resets it).
+void expect_counter_zero(int taken, const char* variant) {
+  if (taken == 0) return;
+  std::fprintf(stderr, "%s: the item counter is %d after the launch, not 0\n", variant, taken);
+  std::abort();
+}
+
 struct Seq {  // a [B, T, H, D] tensor in bf16 and its values as double
   std::vector<bf16> h;
   std::vector<double> d;
@@ -350,10 +357,7 @@ bool run(const Case& c, std::mt19937& rng) {
             if (overlap) owlet::cuda::wgmma_ws::attention_fwd_wsp_kernel<DD, true>(fp, maps, q_tiles, &taken);
             else owlet::cuda::wgmma_ws::attention_fwd_wsp_kernel<DD>(fp, maps, q_tiles, &taken);
           });
-          if (taken != 0) {
-            std::fprintf(stderr, "wgmma-wsp: the item counter is %d after the launch, not 0\n", taken);
-            std::abort();
-          }
+          expect_counter_zero(taken, "wgmma-wsp");
           check_fwd(overlap ? "wgmma-wsp-overlap" : "wgmma-wsp");
         }
       }
@@ -515,10 +519,7 @@ bool run(const Case& c, std::mt19937& rng) {
         int taken = 0;
         emu::launch({unsigned(std::min(2, items)), 1, 1}, 256, wgmma::bwd_smem_bytes<128, 2, false, true>(),
                     [&] { wgmma::attention_bwd_persistent_kernel(fp, k_tiles, &taken); });
-        if (taken != 0) {
-          std::fprintf(stderr, "wgmma-p: the item counter is %d after the launch, not 0\n", taken);
-          std::abort();
-        }
+        expect_counter_zero(taken, "wgmma-p");
         check_bwd("wgmma-p");
       }
       if (D == 64) {  // OWLET_ATTN_BWD=wgmma1: one warpgroup of 64 keys per block

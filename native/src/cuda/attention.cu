@@ -437,6 +437,16 @@ bool hopper_applies(const DeviceContext& c, const flash::Params& fp) {
 #endif
 }
 
+// The warp-specialised forward's TMA forms (wgmma-ws-tma, wgmma-wsp and their overlapped twins), and whether a form
+// of it overlaps the softmax with the previous tile's P·V.
+bool ws_tma_form(FwdVariant v) {
+  return v == FwdVariant::WgmmaWsTma || v == FwdVariant::WgmmaWsTmaOverlap || v == FwdVariant::WgmmaWsp ||
+         v == FwdVariant::WgmmaWspOverlap;
+}
+bool ws_overlapped(FwdVariant v) {
+  return v == FwdVariant::WgmmaWsOverlap || v == FwdVariant::WgmmaWsTmaOverlap || v == FwdVariant::WgmmaWspOverlap;
+}
+
 // The Hopper forward to run where one applies and is asked for — by OWLET_ATTN_FWD=wgmma, wgmma-overlap or
 // wgmma-ws, or by default (auto) at D = 128 — else none (a tile shape runs).
 std::optional<FwdVariant> hopper_fwd(const DeviceContext& c, const flash::Params& fp, const Dims& d,
@@ -444,9 +454,7 @@ std::optional<FwdVariant> hopper_fwd(const DeviceContext& c, const flash::Params
   if (!hopper_applies(c, fp)) return std::nullopt;
   if (variant == FwdVariant::Auto) return d.D == 128 ? std::optional(FwdVariant::Wgmma) : std::nullopt;
   if (variant == FwdVariant::Wgmma || variant == FwdVariant::WgmmaOverlap || variant == FwdVariant::WgmmaWs ||
-      variant == FwdVariant::Wgmma1 || variant == FwdVariant::WgmmaWsOverlap || variant == FwdVariant::WgmmaWsTma ||
-      variant == FwdVariant::WgmmaWsTmaOverlap || variant == FwdVariant::WgmmaWsp ||
-      variant == FwdVariant::WgmmaWspOverlap)
+      variant == FwdVariant::Wgmma1 || variant == FwdVariant::WgmmaWsOverlap || ws_tma_form(variant))
     return variant;
   return std::nullopt;
 }
@@ -478,7 +486,7 @@ bool launch_ws_tma_fwd(const DeviceContext& c, const flash::Params& fp, const Di
   tma::QkvMaps maps;
   if (!wgmma_ws::encode_qkv_maps(fp, d.D, maps, why)) return false;
   const bool persistent = variant == FwdVariant::WgmmaWsp || variant == FwdVariant::WgmmaWspOverlap;
-  const bool overlap = variant == FwdVariant::WgmmaWsTmaOverlap || variant == FwdVariant::WgmmaWspOverlap;
+  const bool overlap = ws_overlapped(variant);
   // Persistent: at most one block per SM (one fits: 160 KiB of shared memory or more), each taking items in block
   // order from the counter.
   const int q_tiles = int(grid.x);
@@ -513,9 +521,8 @@ void launch_wgmma_fwd(const DeviceContext& c, const flash::Params& fp, const Dim
     set_smem_limit(reinterpret_cast<const void*>(kernel), smem, c.index, op);
     kernel<<<grid, threads, smem, c.stream>>>(fp);
   };
-  const bool overlap = variant == FwdVariant::WgmmaWsTmaOverlap || variant == FwdVariant::WgmmaWspOverlap;
-  if (variant == FwdVariant::WgmmaWsTma || variant == FwdVariant::WgmmaWsTmaOverlap || variant == FwdVariant::WgmmaWsp ||
-      variant == FwdVariant::WgmmaWspOverlap) {
+  if (ws_tma_form(variant)) {
+    const bool overlap = ws_overlapped(variant);
     std::string why;
     if (launch_ws_tma_fwd(c, fp, d, grid, variant, why, op)) {
       check_launch(op);
@@ -720,10 +727,11 @@ bool tune_new() { return env_is("OWLET_ATTN_TUNE_NEW", "1"); }
 // the mma.sync tile shapes; each with whole tiles, and with the tail kernel too where the rows have a tail.
 std::vector<int> fwd_candidates(const DeviceContext& c, const flash::Params& fp, const Dims& d) {
   using F = FwdVariant;
-  std::vector<F> vs = !hopper_applies(c, fp) ? std::vector<F>{F::W4s, F::W4, F::W8s, F::M2}
-                      : d.D == 128           ? std::vector<F>{F::Wgmma, F::WgmmaOverlap, F::WgmmaWs}
-                                             : std::vector<F>{F::W4s, F::Wgmma1, F::Wgmma};
-  if (hopper_applies(c, fp) && d.D == 128 && tune_new()) vs.insert(vs.end(), {F::WgmmaWsTma, F::WgmmaWsp});
+  const bool hopper = hopper_applies(c, fp);
+  std::vector<F> vs = !hopper        ? std::vector<F>{F::W4s, F::W4, F::W8s, F::M2}
+                      : d.D == 128 ? std::vector<F>{F::Wgmma, F::WgmmaOverlap, F::WgmmaWs}
+                                   : std::vector<F>{F::W4s, F::Wgmma1, F::Wgmma};
+  if (hopper && d.D == 128 && tune_new()) vs.insert(vs.end(), {F::WgmmaWsTma, F::WgmmaWsp});
   std::vector<int> codes;
   for (F v : vs) {
     codes.push_back(tune_code(v));
@@ -735,10 +743,11 @@ std::vector<int> fwd_candidates(const DeviceContext& c, const flash::Params& fp,
 
 std::vector<int> bwd_candidates(const DeviceContext& c, const flash::Params& fp, const Dims& d) {
   if (!hopper_applies(c, fp) || std::getenv("OWLET_ATTN_BWD_WARPS")) return {};
-  if (d.D == 128 && tune_new())
-    return {tune_code(BwdVariant::Wgmma), tune_code(BwdVariant::Mma), tune_code(BwdVariant::WgmmaBulk),
-            tune_code(BwdVariant::WgmmaP)};
-  if (d.D == 128) return {tune_code(BwdVariant::Wgmma), tune_code(BwdVariant::Mma), tune_code(BwdVariant::WgmmaBulk)};
+  if (d.D == 128) {
+    std::vector<int> codes{tune_code(BwdVariant::Wgmma), tune_code(BwdVariant::Mma), tune_code(BwdVariant::WgmmaBulk)};
+    if (tune_new()) codes.push_back(tune_code(BwdVariant::WgmmaP));
+    return codes;
+  }
   std::vector<BwdVariant> vs{BwdVariant::Wgmma, BwdVariant::Wgmma1, BwdVariant::Mma, BwdVariant::WgmmaBulk};
   if (d.Tq <= wgmma::kShortQueries) vs.push_back(BwdVariant::WgmmaQ);
   const bool key_tail = attn_tail::main_extent(d.Tk, 64) < d.Tk;

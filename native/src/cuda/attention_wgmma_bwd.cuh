@@ -44,8 +44,8 @@
 // 210, one warpgroup 208 (BULK: 251 / 202); no spills, the same blocks per SM.
 // Persistent (attention_bwd_persistent_kernel, OWLET_ATTN_BWD=wgmma-p, D = 128; session 15): the same body looping
 // over work items (see bwd_body): 251 registers, no spills (ptxas, CUDA 13.0). The restructuring moved the others
-// (no spills, the same blocks per SM): wgmma1 216 → 206, two warpgroups at D = 64 193 → 195, BULK at D = 128
-// 247 → 254; the default D = 128 kernel unchanged.
+// (no spills, the same blocks per SM): wgmma1 216 → 214, BULK at D = 128 247 → 252; the default D = 128 kernel and
+// the two-warpgroup D = 64 one unchanged.
 // The host emulator (test/native/cuda_emu.h) defers each wgmma to the wait that covers it, so an operand touched
 // too early there gives a wrong result; it cannot see the hardware's own timing.
 #pragma once
@@ -380,53 +380,46 @@ __device__ __forceinline__ void bwd_body(const flash::Params& p, int k_tiles, in
   const int tid = threadIdx.x, wg = tid >> 7, wi = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
   const int n_items = PERSISTENT ? k_tiles * p.H * p.B : 1;
   // Item w's (batch, head, key tile rank): rank 0 is key tile 0, the one most query tiles see.
-  auto item_tile = [&](int w) -> BlockTile {
-    if constexpr (PERSISTENT) {
-      const int yz = w / k_tiles;
-      return block_tile(w - yz * k_tiles, yz % p.H, yz / p.H, k_tiles, p.H, p.B, p.sections);
-    }
+  auto tile_of = [&](int w) -> BlockTile {
+    if constexpr (PERSISTENT) return item_tile(w, k_tiles, p.H, p.B, p.sections);
     return block_tile<D == 128>(p.sections);
-  };
-  // The next item, from the launch's counter (thread 0 only); the take that hands out the last "none left" resets it.
-  auto take = [&] {
-    const int w = atomicAdd(taken, 1);
-    if (w == n_items + int(gridDim.x) - 1) atomicExch(taken, 0);
-    return w;
   };
   int w = 0;
   if constexpr (PERSISTENT) {
-    if (tid == 0) item_slots[0] = take();
+    if (tid == 0) item_slots[0] = take_item(taken, n_items);
     __syncthreads();
     w = item_slots[0];
   }
+  const int shift = p.Tk - p.Tq;
+  const int n_qt = (p.tq_main + BQ - 1) / BQ;  // rows past tq_main: attention_tail.cuh
+  // The query tile holding the first query that can see key j (whole tiles before it are skipped).
+  auto first_qt = [&](int j) { return (p.causal ? max(0, j - shift) : 0) / BQ; };
+  // Query tile qt of head hn's Q, dO, lse and Δ into buffer buf.
+  auto load_q_tile = [&](const flash::Head& hn, int qt, int buf) {
+    const int i0 = qt * BQ;
+    load_tile<BQ, D, THREADS>(sQ + buf * kQBytes, p.q + hn.q, hn.rs, i0, p.Tq, tid);
+    load_tile<BQ, D, THREADS>(sO + buf * kQBytes, p.dout + hn.o, hn.ors, i0, p.Tq, tid);
+    if (tid < BQ) {
+      const bool valid = i0 + tid < p.Tq;
+      mma::cp_async4(sL + (buf * BQ + tid) * 4, p.lse + hn.stat + (valid ? i0 + tid : 0), valid);
+      mma::cp_async4(sDl + (buf * BQ + tid) * 4, p.delta + hn.stat + (valid ? i0 + tid : 0), valid);
+    }
+  };
   // K, V and the first Q/dO tile of item `it` into buffer 0 (the current item's at n = 0, the next one's after the
   // current item's last tile).
   auto load_item = [&](const BlockTile& it) {
     const flash::Head hn(p, it.b, it.h, D);
-    const int j = it.rank * BK, first = (p.causal ? max(0, j - (p.Tk - p.Tq)) : 0) / BQ;
-    if (first >= (p.tq_main + BQ - 1) / BQ) return;
+    const int j = it.rank * BK, first = first_qt(j);
+    if (first >= n_qt) return;
     load_tile<BK, D, THREADS>(sK, p.k + hn.kv, hn.rs, j, p.Tk, tid);
     load_tile<BK, D, THREADS>(sV, p.v + hn.kv, hn.rs, j, p.Tk, tid);
-    const int i0 = first * BQ;
-    load_tile<BQ, D, THREADS>(sQ, p.q + hn.q, hn.rs, i0, p.Tq, tid);
-    load_tile<BQ, D, THREADS>(sO, p.dout + hn.o, hn.ors, i0, p.Tq, tid);
-    if (tid < BQ) {
-      const bool valid = i0 + tid < p.Tq;
-      mma::cp_async4(sL + tid * 4, p.lse + hn.stat + (valid ? i0 + tid : 0), valid);
-      mma::cp_async4(sDl + tid * 4, p.delta + hn.stat + (valid ? i0 + tid : 0), valid);
-    }
+    load_q_tile(hn, first, 0);
   };
   for (int n = 0; PERSISTENT ? w < n_items : n == 0; n++) {
-    const BlockTile bt = item_tile(w);
+    const BlockTile bt = tile_of(w);
     const int b = bt.b, h = bt.h, j0 = bt.rank * BK;
     const flash::Head hd(p, b, h, D);
-    const int64_t rs = hd.rs, ors = hd.ors;
-    const bf16 *qb = p.q + hd.q, *ob = p.dout + hd.o, *kb = p.k + hd.kv, *vb = p.v + hd.kv;
-    const float *lse_b = p.lse + hd.stat, *del_b = p.delta + hd.stat;
-    const int shift = p.Tk - p.Tq;
-    const int n_qt = (p.tq_main + BQ - 1) / BQ;  // rows past tq_main: attention_tail.cuh
-    const int q_first = p.causal ? max(0, j0 - shift) : 0;  // the first query that can see key j0
-    const int qt0 = q_first / BQ;
+    const int qt0 = first_qt(j0);
     const int key_w = j0 + wg * 64 + wi * 16;  // this warp's first key
     const int key_a = key_w + g, key_b = key_a + 8;  // the two keys this thread holds
     // One warpgroup at D = 64: the last key block may take on the keys past tk_main (Params::block_tail_keys), their
@@ -443,27 +436,17 @@ __device__ __forceinline__ void bwd_body(const flash::Params& p, int k_tiles, in
       if (tid < 16 * n_tail) {  // key tid / 16, K (or V) by tid / 8 mod 2, 16-byte chunk tid mod 8
         const int kt = tid >> 4, kv = (tid >> 3) & 1, c = tid & 7;
         *reinterpret_cast<uint4*>(tb + kv * kTailKeys * 128 + kt * 128 + c * 16) =
-            *reinterpret_cast<const uint4*>((kv ? vb : kb) + int64_t(p.tk_main + kt) * rs + 8 * c);
+            *reinterpret_cast<const uint4*>((kv ? p.v : p.k) + hd.kv + int64_t(p.tk_main + kt) * hd.rs + 8 * c);
       }
     }
 
-    auto load_q_tile = [&](int qt, int buf) {
-      const int i0 = qt * BQ;
-      load_tile<BQ, D, THREADS>(sQ + buf * kQBytes, qb, rs, i0, p.Tq, tid);
-      load_tile<BQ, D, THREADS>(sO + buf * kQBytes, ob, ors, i0, p.Tq, tid);
-      if (tid < BQ) {
-        const bool valid = i0 + tid < p.Tq;
-        mma::cp_async4(sL + (buf * BQ + tid) * 4, lse_b + (valid ? i0 + tid : 0), valid);
-        mma::cp_async4(sDl + (buf * BQ + tid) * 4, del_b + (valid ? i0 + tid : 0), valid);
-      }
-    };
     if (n == 0) {
       load_item(bt);
       mma::cp_async_commit();
     }
     int w_next = 0;
     if constexpr (PERSISTENT) {
-      if (tid == 0) w_next = take();  // used at this item's end
+      if (tid == 0) w_next = take_item(taken, n_items);  // used at this item's end
     }
 
     float dk[DB][32], dv[DB][32];
@@ -486,7 +469,7 @@ __device__ __forceinline__ void bwd_body(const flash::Params& p, int k_tiles, in
       mma::cp_async_wait<0>();  // tile qt (and K, V) landed for this thread
       fence_proxy_async();      // ... visible to the async proxy
       __syncthreads();          // ... for every thread; and every warpgroup is done with tile qt − 1
-      if (qt + 1 < n_qt) load_q_tile(qt + 1, buf ^ 1);
+      if (qt + 1 < n_qt) load_q_tile(hd, qt + 1, buf ^ 1);
       mma::cp_async_commit();
       const uint32_t sQt = sQ + buf * kQBytes, sOt = sO + buf * kQBytes;
       const float* Lt = fL + buf * BQ;
@@ -622,7 +605,7 @@ __device__ __forceinline__ void bwd_body(const flash::Params& p, int k_tiles, in
       if (tid == 0) item_slots[(n + 1) & 1] = w_next;
       __syncthreads();
       w_next = item_slots[(n + 1) & 1];
-      if (w_next < n_items) load_item(item_tile(w_next));
+      if (w_next < n_items) load_item(tile_of(w_next));
       mma::cp_async_commit();
     }
     if constexpr (kCanTail) {

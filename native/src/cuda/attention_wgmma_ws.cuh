@@ -140,11 +140,8 @@ __device__ __forceinline__ void load_tile(uint32_t s, const bf16* base, int64_t 
 struct Item {
   int b, h, q0, n_tiles;
 };
-// Work item w of q_tiles · H · B (w = x + q_tiles·(y + H·z) as a launch grid's block (x, y, z) would be), in the
-// block order of block_order.h: the longest causal tiles first.
-__device__ __forceinline__ Item item_at(const flash::Params& p, int w, int q_tiles, bool ordered) {
-  const int x = w % q_tiles, yz = w / q_tiles;
-  const BlockTile bt = block_tile(x, yz % p.H, yz / p.H, q_tiles, p.H, p.B, ordered ? p.sections : 0);
+// The item of block tile bt (block_order.h: rank 0 the longest causal tile) of q_tiles query tiles per head.
+__device__ __forceinline__ Item item_of(const flash::Params& p, const BlockTile& bt, int q_tiles) {
   const int q0 = (q_tiles - 1 - bt.rank) * kBR;
   const int kv_end = p.causal ? min(p.Tk, q0 + kBR + p.Tk - p.Tq) : p.Tk;
   return {bt.b, bt.h, q0, kv_end > 0 ? (kv_end + kBC - 1) / kBC : 0};
@@ -178,11 +175,8 @@ __device__ __forceinline__ void forward(const flash::Params& p, const tma::QkvMa
   const int n_items = PERSISTENT ? q_tiles * p.H * p.B : 1;
   // Item w (PERSISTENT), or the block's own.
   auto item = [&](int w) -> Item {
-    if constexpr (PERSISTENT) return item_at(p, w, q_tiles, D == 128);
-    const BlockTile bt = block_tile<D == 128>(p.sections);
-    const int q0 = (int(gridDim.x) - 1 - bt.rank) * kBR;  // the longest causal tiles start first
-    const int kv_end = p.causal ? min(p.Tk, q0 + kBR + p.Tk - p.Tq) : p.Tk;
-    return {bt.b, bt.h, q0, kv_end > 0 ? (kv_end + kBC - 1) / kBC : 0};
+    if constexpr (PERSISTENT) return item_of(p, item_tile(w, q_tiles, p.H, p.B, D == 128 ? p.sections : 0), q_tiles);
+    return item_of(p, block_tile<D == 128>(p.sections), int(gridDim.x));
   };
 
   // A "full" barrier's arrivals: every producer thread's cp.async arrival, or the one TMA thread's expect_tx.
@@ -207,14 +201,8 @@ __device__ __forceinline__ void forward(const flash::Params& p, const tma::QkvMa
       // box's bytes expected on its barrier before it is issued.
       if (tid != 0) return;
       tma::prefetch(&maps->q), tma::prefetch(&maps->k), tma::prefetch(&maps->v);
-      // The next item from the launch's counter; the add that hands out the last "none left" resets it.
-      auto take = [&] {
-        const int w = atomicAdd(taken, 1);
-        if (w == n_items + int(gridDim.x) - 1) atomicExch(taken, 0);
-        return w;
-      };
       int g0 = 0;  // the block's tiles before this item
-      int w = PERSISTENT ? take() : 0;
+      int w = PERSISTENT ? take_item(taken, n_items) : 0;
       for (int n = 0; PERSISTENT || n == 0; n++) {
         if (n > 0) mbar_wait(bar_q_empty, uint32_t((n - 1) & 1));  // both consumers are done with the last Q
         if constexpr (PERSISTENT) {
@@ -244,7 +232,7 @@ __device__ __forceinline__ void forward(const flash::Params& p, const tma::QkvMa
           tma::load_tile<D>(sK + kKVBytes, &maps->v, kBC, it.b, it.h, tile * kBC, bar_full_v + 8 * s);
         }
         g0 += it.n_tiles;
-        if constexpr (PERSISTENT) w = take();
+        if constexpr (PERSISTENT) w = take_item(taken, n_items);
       }
       // Every copy has landed before this thread leaves (the block's shared memory must not be written after it
       // ends); every Q the consumers wait for.

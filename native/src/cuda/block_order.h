@@ -56,6 +56,13 @@ __host__ __device__ __forceinline__ BlockTile block_tile(int x, int y, int z, in
   return {g / ny, g - (g / ny) * ny, rank};
 }
 
+// Work item w of a persistent kernel's nx · ny · nz: the (b, h, rank) of the block (x, y, z) that a launch grid would
+// have run it as, w = x + nx·(y + ny·z).
+__host__ __device__ __forceinline__ BlockTile item_tile(int w, int nx, int ny, int nz, int sections) {
+  const int yz = w / nx;
+  return block_tile(w - yz * nx, yz % ny, yz / ny, nx, ny, nz, sections);
+}
+
 #if defined(__CUDACC__) || defined(OWLET_CUDA_EMULATION)
 // This block's (b, h, rank) for the kernel's launch grid; with ORDERED false always launch order, without the
 // mapping's registers: b, h and the tile are then re-read from blockIdx where used instead of held. The kernels order
@@ -66,6 +73,15 @@ __device__ __forceinline__ BlockTile block_tile(int sections) {
   if constexpr (!ORDERED) return {int(blockIdx.z), int(blockIdx.y), int(blockIdx.x)};
   return block_tile(int(blockIdx.x), int(blockIdx.y), int(blockIdx.z), int(gridDim.x), int(gridDim.y),
                     int(gridDim.z), sections);
+}
+
+// A persistent kernel's next work item from the launch's counter (one thread of the block takes it): items
+// 0 … n_items − 1, then one "none left" (≥ n_items) per block. The take that hands out the last of those resets the
+// counter to zero for the next launch on the stream (attention.cu item_counter).
+__device__ __forceinline__ int take_item(int* taken, int n_items) {
+  const int w = atomicAdd(taken, 1);
+  if (w == n_items + int(gridDim.x) - 1) atomicExch(taken, 0);
+  return w;
 }
 #endif
 
