@@ -54,6 +54,21 @@ test('LoRA linear with dropout: backward consistent with the TS port of the mask
   });
 });
 
+// The CPU backend's row passes under dropout take ranks 4, 8 and 16 with the rank fixed at compile time and 16-wide
+// blocks of the long rows (then a tail), any other rank at run time: each against float64, rows and columns not
+// multiples of the blocks.
+for (const r of [4, 8, 16, 5]) {
+  test(`LoRA linear with dropout, rank ${r}, rows of 37 and 19: forward and gradients against float64`, (t) => {
+    const M = 6, K = 37, N = 19, s = 2, p = 0.25, seed = 99 + r;
+    const keep = dropoutMask(seed, p, M * K);
+    checkOp(t, {
+      inputs: [{ shape: [2, 3, K] }, { shape: [N, K], grad: false }, { shape: [r, K] }, { shape: [N, r] }],
+      forward: ([x, w, a, b]) => loraLinear(x, w, a, b, s, { dropoutP: p, seed }),
+      reference: ([x, w, a, b]) => refLora(x, w, a, b, M, K, N, r, s, keep, p),
+    });
+  });
+}
+
 test('LoRA dropout: same seed same output, another seed another output', (t) => {
   const M = 6, K = 11, N = 3, r = 2;
   const g = rng(9);
