@@ -77,6 +77,9 @@ OWLET_VECTOR_CLONES void dropped_row(const float* x, uint64_t first, int64_t K, 
 // the blocks, not by the vector width the loader picked (and -ffp-contract=off keeps products and sums separately
 // rounded), so every ISA gives the same bits.
 constexpr int64_t kLanes = 16;
+// (GCC notes that a 64-byte vector passed by value changes the ABI where AVX-512 is off: every function taking or
+// returning one is inlined, so no call ever passes one)
+#pragma GCC diagnostic ignored "-Wpsabi"
 typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
 
 __attribute__((always_inline)) inline Vec load(const float* p) {
