@@ -2,7 +2,7 @@
 // to both operands): a later contribution to one of them must not change the others. These graphs gave 11 and 45
 // where 1 and 21 are right while accumulation summed in place into a shared storage.
 import test from 'ava';
-import { add, backward, concat, linear, mul, scale, scope, tensor } from '../lib/tensor/index.ts';
+import { DisposedError, add, backward, bytesInUse, concat, linear, mul, scale, scope, tensor } from '../lib/tensor/index.ts';
 import { cpu } from '../lib/native.ts';
 import { randn, rng } from './helpers/rng.ts';
 
@@ -48,6 +48,27 @@ test('storageShared: true while another handle uses the storage', (t) => {
     t.true(v.handle.storageShared);
     v.dispose();
     t.false(x.handle.storageShared);
+  });
+});
+
+// A share of the same shape (the tape's saved operands) joins the owners of the same native handle instead of making a
+// native view: the storage is shared all the same, and lives until its last owner is disposed.
+test('a same-shape share: one handle, storageShared on both, the storage freed with the last owner', (t) => {
+  scope(() => {
+    const before = bytesInUse();
+    const x = tensor(Float32Array.of(1, 2, 3, 4), [2, 2]);
+    const s = x.share([2, 2]);
+    t.is(s.handle, x.handle);
+    t.true(x.storageShared);
+    t.true(s.storageShared);
+    x.dispose();
+    t.true(x.disposed);
+    t.false(s.disposed);
+    t.false(s.storageShared);
+    t.deepEqual(Array.from(s.toFloat32()), [1, 2, 3, 4]);
+    t.throws(() => x.share(), { instanceOf: DisposedError });
+    s.dispose();
+    t.is(bytesInUse(), before);
   });
 });
 

@@ -122,7 +122,7 @@ export function clearTape(): void {
  * in-place sum into one of them would change the others' gradients too.
  */
 function sum(prev: Tensor, g: Tensor): Tensor {
-  if (!prev.handle.storageShared) {
+  if (!prev.storageShared) {
     prev.backend.axpy(prev.handle, g.handle, 1);
     g.dispose();
     return prev;
@@ -199,7 +199,7 @@ function backpropNode(n: Node, grads: Map<number, Tensor>): void {
   const into = n.inputIds.map((id, j) => {
     if (!n.needs[j] || n.inputs[j]) return null;
     const prev = grads.get(id);
-    return prev && !prev.handle.storageShared ? prev : null;
+    return prev && !prev.storageShared ? prev : null;
   });
   const gin = n.backward(gys, n.saved as Tensor[], n.needs, into);
   // What this node kept is read by no other node: release it now, so activations are freed as backward walks down

@@ -8,9 +8,22 @@ export type Device = string; // "cpu" | "cuda" | "cuda:N"
 
 let liveCount = 0;
 let nextId = 1;
-// Backstop only: a tensor that became unreachable without dispose() still frees its storage at GC time.
-const finalizer = new FinalizationRegistry<NativeTensor>((h) => {
-  if (!h.disposed) { h.dispose(); liveCount--; }
+// The tensors that own one native handle. A share of the same shape (what the autograd tape keeps of every saved
+// operand: ~500 per stage-2 step, ~1000 per stage-1 step) joins the owners of its source's handle instead of making a
+// native view (a handle object, its wrap and finalizer: ~1.3 µs each way, and the garbage behind them); the handle is
+// disposed with its last owner.
+export class Owners {
+  count = 1;
+  constructor(readonly handle: NativeTensor) {}
+  release(): void {
+    if (--this.count === 0 && !this.handle.disposed) this.handle.dispose();
+  }
+}
+
+// Backstop only: a tensor that became unreachable without dispose() still gives up its share of the storage at GC time.
+const finalizer = new FinalizationRegistry<Owners>((o) => {
+  liveCount--;
+  o.release();
 });
 
 /** Number of tensors created and not yet disposed (tests assert that a step leaves this unchanged). */
@@ -53,27 +66,36 @@ export class Tensor {
   name: string | undefined;
   /** Set by the autograd tape on tensors an op produced (not leaves). */
   fromTape = false;
-  private _handle: NativeTensor | null;
+  private _owners: Owners | null;
 
   /** `like`: a tensor whose shape and dtype the handle is known to have (a view of it), read from there instead of
-   *  through the handle (two native calls per tensor, ~0.4 µs: every op's saved operands are such views). */
-  constructor(handle: NativeTensor, backend: NativeBackend, like?: { shape: readonly number[]; dtype: DType }) {
-    this._handle = handle;
+   *  through the handle (two native calls per tensor, ~0.4 µs). `handle` may be another tensor's Owners (share()). */
+  constructor(handle: NativeTensor | Owners, backend: NativeBackend, like?: { shape: readonly number[]; dtype: DType }) {
+    let owners: Owners;
+    if (handle instanceof Owners) {
+      owners = handle;
+      owners.count++;
+    } else owners = new Owners(handle);
+    this._owners = owners;
     this.backend = backend;
-    this.shape = like ? like.shape : Object.freeze(handle.shape);
-    this.dtype = like ? like.dtype : handle.dtype;
+    this.shape = like ? like.shape : Object.freeze(owners.handle.shape);
+    this.dtype = like ? like.dtype : owners.handle.dtype;
     liveCount++;
     if (tracking) origins.set(this.id, `${this.describe()} ${new Error().stack?.split('\n').slice(2, 7).join(' <')}`);
-    finalizer.register(this, handle, this);
+    finalizer.register(this, owners, this);
     track(this);
   }
 
-  /** The native handle; throws DisposedError after dispose(). */
-  get handle(): NativeTensor {
-    if (!this._handle) throw new DisposedError(`tensor #${this.id} ${this.describe()} was already disposed`, 'tensor');
-    return this._handle;
+  private get owners(): Owners {
+    if (!this._owners) throw new DisposedError(`tensor #${this.id} ${this.describe()} was already disposed`, 'tensor');
+    return this._owners;
   }
-  get disposed(): boolean { return this._handle === null; }
+  /** The native handle; throws DisposedError after dispose(). */
+  get handle(): NativeTensor { return this.owners.handle; }
+  get disposed(): boolean { return this._owners === null; }
+  /** Whether another live tensor or handle uses this one's storage (writing in place through this one would change it
+   *  too): a share of the same shape (the same handle) or a native view. */
+  get storageShared(): boolean { const o = this.owners; return o.count > 1 || o.handle.storageShared; }
   // (reads the handle on every backend, so a disposed tensor throws here on the CPU as on CUDA: answering 'cpu' without
   // it once hid backward closures that read a freed input's device, which failed only on the GPU)
   get device(): Device { const h = this.handle; return this.backend.backend === 'cpu' ? 'cpu' : h.device; }
@@ -81,13 +103,13 @@ export class Tensor {
   get ndim(): number { return this.shape.length; }
 
   describe(): string { return `${this.dtype}[${this.shape.join(',')}]`; }
-  toString(): string { return `Tensor(${this.describe()}${this._handle ? '' : ', disposed'})`; }
+  toString(): string { return `Tensor(${this.describe()}${this._owners ? '' : ', disposed'})`; }
 
   dispose(): void {
-    if (!this._handle) return;
+    if (!this._owners) return;
     finalizer.unregister(this);
-    this._handle.dispose();
-    this._handle = null;
+    this._owners.release();
+    this._owners = null;
     liveCount--;
     if (tracking) origins.delete(this.id);
     if (this.grad) { this.grad.dispose(); this.grad = null; }
@@ -121,17 +143,25 @@ export class Tensor {
     }
     return new Tensor(target.fromBuffer(this.dtype, [...this.shape], this.handle.read(), device), target);
   }
-  /** Another handle on the same storage (no autograd link); the storage lives until every handle is disposed. */
+  /** Another tensor on the same storage (no autograd link); the storage lives until every one is disposed. Of the
+   *  same shape it shares this tensor's native handle (no native call); of another, a native view. */
   share(shape: readonly number[] = this.shape): Tensor {
+    if (shape === this.shape || sameDims(shape, this.shape)) return new Tensor(this.owners, this.backend, this);
     let h: NativeTensor;
     try {
       h = this.handle.view([...shape]);
     } catch (e) {
       throw wrapNativeError(e, 'view');
     }
-    // (this.shape is frozen already; another shape was checked by view, and is copied before it is frozen)
-    return new Tensor(h, this.backend, { shape: shape === this.shape ? this.shape : Object.freeze([...shape]), dtype: this.dtype });
+    // (another shape was checked by view, and is copied before it is frozen)
+    return new Tensor(h, this.backend, { shape: Object.freeze([...shape]), dtype: this.dtype });
   }
+}
+
+function sameDims(a: readonly number[], b: readonly number[]): boolean {
+  if (!Array.isArray(a) || a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 function backendOf(device: Device): NativeBackend { return backendFor(device); }
