@@ -1,11 +1,13 @@
 // Activations (quick GELU, SiLU, SwiGLU), softmax over the last axis, and inverted dropout; forward and backward.
-// Elementwise loops are `omp simd` with the vectorisable exp of vec_math.h, and split across threads for big tensors.
+// Elementwise loops are `omp simd` with the vectorisable exp of vec_math.h, split across threads for big tensors, and
+// compiled for AVX2 and AVX-512 too (vector_clones.h: the same bits; softmax's row reductions stay baseline).
 #include <cmath>
 #include <limits>
 
 #include "../core/kernels.h"
 #include "../core/rng_hash.h"
 #include "vec_math.h"
+#include "vector_clones.h"
 
 namespace owlet::kern {
 
@@ -18,7 +20,7 @@ constexpr float kQuickGelu = 1.702f;
 
 // ---------------------------------------------------------------- quick GELU: x·sigmoid(1.702x) (CLIP)
 
-void quick_gelu_fwd(const Tensor& x, Tensor& y) {
+OWLET_VECTOR_CLONES void quick_gelu_fwd(const Tensor& x, Tensor& y) {
   const int64_t n = x.numel();
   const float* px = x.f32();
   float* py = y.f32();
@@ -27,7 +29,7 @@ void quick_gelu_fwd(const Tensor& x, Tensor& y) {
 }
 
 // d/dx x·s(kx) = s + k·x·s·(1 - s)
-void quick_gelu_bwd(const Tensor& gy, const Tensor& x, Tensor& gx) {
+OWLET_VECTOR_CLONES void quick_gelu_bwd(const Tensor& gy, const Tensor& x, Tensor& gx) {
   const int64_t n = x.numel();
   const float *pg = gy.f32(), *px = x.f32();
   float* pgx = gx.f32();
@@ -38,7 +40,7 @@ void quick_gelu_bwd(const Tensor& gy, const Tensor& x, Tensor& gx) {
   }
 }
 
-void quick_gelu_bwd_fwd(const Tensor& gy, const Tensor& x, Tensor& gx, Tensor& y) {
+OWLET_VECTOR_CLONES void quick_gelu_bwd_fwd(const Tensor& gy, const Tensor& x, Tensor& gx, Tensor& y) {
   const int64_t n = x.numel();
   const float *pg = gy.f32(), *px = x.f32();
   float *pgx = gx.f32(), *py = y.f32();
@@ -52,7 +54,7 @@ void quick_gelu_bwd_fwd(const Tensor& gy, const Tensor& x, Tensor& gx, Tensor& y
 
 // ---------------------------------------------------------------- SiLU: x·sigmoid(x)
 
-void silu_fwd(const Tensor& x, Tensor& y) {
+OWLET_VECTOR_CLONES void silu_fwd(const Tensor& x, Tensor& y) {
   const int64_t n = x.numel();
   const float* px = x.f32();
   float* py = y.f32();
@@ -61,7 +63,7 @@ void silu_fwd(const Tensor& x, Tensor& y) {
 }
 
 // d/dx x·s(x) = s·(1 + x·(1 - s))
-void silu_bwd(const Tensor& gy, const Tensor& x, Tensor& gx) {
+OWLET_VECTOR_CLONES void silu_bwd(const Tensor& gy, const Tensor& x, Tensor& gx) {
   const int64_t n = x.numel();
   const float *pg = gy.f32(), *px = x.f32();
   float* pgx = gx.f32();
@@ -74,7 +76,7 @@ void silu_bwd(const Tensor& gy, const Tensor& x, Tensor& gx) {
 
 // ---------------------------------------------------------------- SwiGLU: silu(gate)·up (LLaMA MLP)
 
-void swiglu_fwd(const Tensor& gate, const Tensor& up, Tensor& y) {
+OWLET_VECTOR_CLONES void swiglu_fwd(const Tensor& gate, const Tensor& up, Tensor& y) {
   const int64_t n = gate.numel();
   const float *pg = gate.f32(), *pu = up.f32();
   float* py = y.f32();
@@ -83,7 +85,7 @@ void swiglu_fwd(const Tensor& gate, const Tensor& up, Tensor& y) {
 }
 
 // ggate = gy·up·silu'(gate), gup = gy·silu(gate); either may be skipped (null).
-void swiglu_bwd(const Tensor& gy, const Tensor& gate, const Tensor& up, Tensor* ggate, Tensor* gup) {
+OWLET_VECTOR_CLONES void swiglu_bwd(const Tensor& gy, const Tensor& gate, const Tensor& up, Tensor* ggate, Tensor* gup) {
   const int64_t n = gate.numel();
   const float *py = gy.f32(), *pg = gate.f32(), *pu = up.f32();
   float* pgg = ggate ? ggate->f32() : nullptr;
@@ -161,7 +163,7 @@ void softmax_bwd(const Tensor& gy, const Tensor& y, Tensor& gx) {
 
 // Element i is kept (and scaled by 1/(1-p)) when rng::keep(stream_key(seed), i, threshold(p)); the same call in the
 // backward regenerates the mask (see rng_hash.h).
-static void dropout_apply(const float* src, float* dst, int64_t n, float p, uint64_t seed) {
+OWLET_VECTOR_CLONES static void dropout_apply(const float* src, float* dst, int64_t n, float p, uint64_t seed) {
   const uint64_t key = rng::stream_key(seed);
   const uint32_t threshold = rng::drop_threshold(p);
   const float scale = 1.f / (1.f - p);

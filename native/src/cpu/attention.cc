@@ -16,6 +16,7 @@
 #include "../core/attention_packed.h"
 #include "../core/dropout_hash.h"
 #include "../core/kernels.h"
+#include "vector_clones.h"
 #include "vec_math.h"
 
 extern "C" void openblas_set_num_threads(int);
@@ -29,13 +30,6 @@ namespace {
 constexpr int64_t kBlockRows = 64;
 constexpr int64_t kCausalBlockRows = 32;  // at T 97, 64-row blocks ran ~25% slower; 16 was no faster than 32
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-
-// The loops below are compiled for the baseline ISA and again for AVX2 and AVX-512; the loader picks the best.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define OWLET_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define OWLET_VECTOR_CLONES
-#endif
 
 struct Geometry {
   int64_t B, Tq, Tk, H, D;

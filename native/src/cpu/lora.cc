@@ -17,18 +17,11 @@
 
 #include "../core/hash_u01.h"
 #include "../core/kernels.h"
+#include "vector_clones.h"
 
 namespace owlet::kern {
 
 namespace {
-
-// The row loops are compiled for the baseline ISA and again for AVX2 and AVX-512 (the mask's 64-bit multiplies are
-// one instruction there); the loader picks the best.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define OWLET_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define OWLET_VECTOR_CLONES
-#endif
 
 constexpr int64_t kParallelMin = 1 << 14;  // elements below which a pass stays on one thread
 

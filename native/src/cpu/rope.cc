@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "../core/kernels.h"
+#include "vector_clones.h"
 #include "../core/rope_angle.h"
 
 namespace owlet::kern {
@@ -85,7 +86,7 @@ std::shared_ptr<const RopeTable> rope_table(int64_t half, double theta, int64_t 
 }
 
 // Rotates every D-row of src into dst by +angle (sign = +1, forward) or -angle (sign = -1, backward).
-void rotate(const Tensor& src, Tensor& dst, int64_t pos0, double theta, float sign) {
+OWLET_VECTOR_CLONES void rotate(const Tensor& src, Tensor& dst, int64_t pos0, double theta, float sign) {
   const int64_t B = src.dim(0), T = src.dim(1), H = src.dim(2), D = src.dim(3), half = D / 2;
   if (src.numel() == 0) return;
   auto table = rope_table(half, theta, pos0, T);
