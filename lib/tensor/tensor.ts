@@ -12,7 +12,7 @@ let nextId = 1;
 // operand: ~500 per stage-2 step, ~1000 per stage-1 step) joins the owners of its source's handle instead of making a
 // native view (a handle object, its wrap and finalizer: ~1.3 µs each way, and the garbage behind them); the handle is
 // disposed with its last owner.
-export class Owners {
+class Owners {
   count = 1;
   constructor(readonly handle: NativeTensor) {}
   release(): void {

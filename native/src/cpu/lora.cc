@@ -6,12 +6,12 @@
 // every shape tried). Under input dropout, the mask is hashed in row passes vectorised for AVX2/AVX-512 (the hash's
 // 64-bit multiplies are one instruction on AVX-512), which also do the work around it: the forward's drop(x) Aᵀ and
 // its rank-r update of y in one pass over x; in the backward, drop(x) for A's gradient and dx's masked low-rank part
-// in one pass over x. Element by element with the baseline ISA, the hashing and the passes around it (a masked copy
-// of x, a byte mask, an [M, K] product to mask) had made the demo's stage-2 LoRA (r 8, K and N 128 or 352, dropout
-// 0.05) cost 3–7× the frozen linear's time over it, forward plus backward (bench/lora_cpu.ts, 2026-11-27).
+// in one pass over x. Hashed element by element with the baseline ISA, with a masked copy of x, a byte mask and an
+// [M, K] product to mask around it, LoRA under dropout at the demo's stage-2 shapes (r 8, K and N 128 or 352, p 0.05)
+// cost 2.35–2.63× the frozen linear, forward plus backward; 1.28–1.72× this way (bench/lora_cpu.ts, one thread,
+// bench/results/lora_cpu_2026-11-27.md).
 #include <cblas.h>
 
-#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -142,7 +142,6 @@ struct LowRank {
       acc[k] += !kept || kept[k] != 0.f ? scale * t : 0.f;
     }
   }
-
 };
 
 // f(LowRank<R>{}) for the rank r: compiled for 4, 8 and 16, any other r at run time.
