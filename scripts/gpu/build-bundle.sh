@@ -60,6 +60,12 @@ npx esbuild scripts/gpu/train-check.ts --bundle --platform=node --format=esm --t
   --alias:sharp=./scripts/gpu/stub-module.ts --alias:vega=./scripts/gpu/stub-module.ts --alias:vega-lite=./scripts/gpu/stub-module.ts \
   --outfile=.gpu/train-check.mjs \
   --banner:js="import { createRequire as __owletCreateRequire } from 'node:module'; const require = __owletCreateRequire(import.meta.url);"
+# The host's own cost per training step (bench/host_overhead.ts: the benchmark model at tiny widths on the CPU backend),
+# so the GPU machine's CPU can be compared with this one's at the JS and N-API work every step does.
+npx esbuild bench/host_overhead.ts --bundle --platform=node --format=esm --target=node20 --log-level=warning \
+  --alias:sharp=./scripts/gpu/stub-module.ts --alias:vega=./scripts/gpu/stub-module.ts --alias:vega-lite=./scripts/gpu/stub-module.ts \
+  --outfile=.gpu/host-overhead.mjs \
+  --banner:js="import { createRequire as __owletCreateRequire } from 'node:module'; const require = __owletCreateRequire(import.meta.url);"
 bash "$shared/gpu/node-xz.sh" >/dev/null 2>&1 || { [ -s .gpu/node.xz ] || xz -T2 -3 -c "$(command -v node)" >.gpu/node.xz; }
 cp "$shared/gpu/peer_torch.py" .gpu/
 
@@ -76,3 +82,4 @@ OWLET_NATIVE_CPU="$top/.gpu/owlet_cpu.node" OWLET_NATIVE_CUDA="$cuda_node" OUT=$
   node .gpu/train-check.mjs .gpu/owl-tiny --cpu-only --dry-bench
 # The NCCL check's dry run through gloo (world size 1): its collectives and the overlapped gradient buckets.
 OWLET_NATIVE_CPU="$top/.gpu/owlet_cpu.node" node .gpu/nccl-check.mjs "$top/.gpu/owl-tiny" cpu
+OWLET_NATIVE_CPU="$top/.gpu/owlet_cpu.node" OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 node .gpu/host-overhead.mjs --stage 2 --steps 3 --split

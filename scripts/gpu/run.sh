@@ -3,13 +3,14 @@
 #   bash scripts/gpu/run.sh
 # 1. the check: every CUDA op against the CPU backend / float64 references, runtime checks, benchmarks
 # 2. the PyTorch peer (LAYERS=4) in the same call, 3. owlet/peer ratios, 4. the owl-tiny fixture, NCCL and trainer
-# checks, 5. compute-sanitizer over the small cases, 6. the attention kernels' SASS instruction counts; 7. only with
+# checks, 5. the host's JS and N-API cost per step (host_overhead.log), 6. compute-sanitizer over the small cases,
+# 7. the attention kernels' SASS instruction counts; 8. only with
 # ONLY containing ncu: Nsight Compute on the attention kernels (ncu_attention.txt); ncu-lora: on one LoRA forward
 # and backward's kernels (ncu_lora.txt).
 # Logs and JSON go to $OUT: run.log check.log peer.log summary.log fixture_cuda.log nccl_check.log train_check.log
-# sanitizer.log sass_attention.txt owlet_cuda.json peer_torch.json train_bench.json. Each stage has its own time
-# limit; a failing stage does not stop the next. All stages together take longer than one device call may:
-# ONLY="train" (or any of check peer summary fixture nccl train sanitizer sass, space-separated) runs just those,
+# host_overhead.log sanitizer.log sass_attention.txt owlet_cuda.json peer_torch.json train_bench.json. Each stage has
+# its own time limit; a failing stage does not stop the next. All stages together take longer than one device call may:
+# ONLY="train" (or any of check peer summary fixture nccl train host sanitizer sass, space-separated) runs just those,
 # e.g. ONLY=train bash scripts/gpu/run.sh;
 # TRAIN_ARGS are passed to the trainer check (e.g. "--no-tiny"; OWLET_PROFILE_OPS=1 adds a per-op profile per case)
 set -u
@@ -67,6 +68,16 @@ if want train; then
   say "trainer on CUDA (issue 5/6): owl-tiny steps cpu f32 / cuda f32 / cuda bf16, then 7B-sized steps (LAYERS=4)"
   timeout -k 5 150 env LAYERS=4 "$T/node" "$G/train-check.mjs" "$G/owl-tiny" ${TRAIN_ARGS:-} 2>&1 | tee "$OUT/train_check.log"
   say "train-check exit ${PIPESTATUS[0]}"
+fi
+
+if want host; then
+  # JS and N-API per training step on this machine's CPU, one thread (bench/host_overhead.ts at tiny widths on the CPU
+  # backend): against the build machine's numbers it says how much slower or faster this host runs what every step
+  # queues around its kernels.
+  say "host overhead per step on this CPU (the CPU backend at tiny widths, one thread)"
+  for s in 1 2; do
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 timeout -k 5 60 "$T/node" "$G/host-overhead.mjs" --stage $s --steps 30 --split
+  done 2>&1 | tee "$OUT/host_overhead.log"
 fi
 
 if want sanitizer; then
