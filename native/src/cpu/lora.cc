@@ -83,13 +83,12 @@ __attribute__((always_inline)) inline Vec load(const float* p) {
 __attribute__((always_inline)) inline void store(float* p, Vec v) { std::memcpy(p, &v, sizeof v); }
 __attribute__((always_inline)) inline Vec splat(float x) { return Vec{} + x; }
 
-// The sum of v's lanes by halving: lanes l and l + 8, then l and l + 4, … (a fixed order, whatever the ISA).
+// The sum of v's lanes by halving: lanes l and l + 8, then l and l + 4, … (a fixed order, whatever the ISA; written
+// with subscripts, which every GCC with vector extensions takes, rather than GCC 12's __builtin_shufflevector).
 __attribute__((always_inline)) inline float lane_sum(Vec v) {
-  typedef float Half __attribute__((vector_size(8 * sizeof(float))));
-  typedef float Quarter __attribute__((vector_size(4 * sizeof(float))));
-  const Half h = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
-                 __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-  const Quarter q = __builtin_shufflevector(h, h, 0, 1, 2, 3) + __builtin_shufflevector(h, h, 4, 5, 6, 7);
+  float h[8], q[4];
+  for (int l = 0; l < 8; l++) h[l] = v[l] + v[l + 8];
+  for (int l = 0; l < 4; l++) q[l] = h[l] + h[l + 4];
   return (q[0] + q[2]) + (q[1] + q[3]);
 }
 
