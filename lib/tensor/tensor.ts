@@ -146,7 +146,7 @@ export class Tensor {
   /** Another tensor on the same storage (no autograd link); the storage lives until every one is disposed. Of the
    *  same shape it shares this tensor's native handle (no native call); of another, a native view. */
   share(shape: readonly number[] = this.shape): Tensor {
-    if (shape === this.shape || sameDims(shape, this.shape)) return new Tensor(this.owners, this.backend, this);
+    if (shape === this.shape || sameShape(shape, this.shape)) return new Tensor(this.owners, this.backend, this);
     let h: NativeTensor;
     try {
       h = this.handle.view([...shape]);
@@ -158,10 +158,9 @@ export class Tensor {
   }
 }
 
-function sameDims(a: readonly number[], b: readonly number[]): boolean {
-  if (!Array.isArray(a) || a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
+/** Whether two shapes have the same dims (false for anything that is not a shape's array). */
+export function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return Array.isArray(a) && a.length === b.length && a.every((v, i) => v === b[i]);
 }
 
 function backendOf(device: Device): NativeBackend { return backendFor(device); }

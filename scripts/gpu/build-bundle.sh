@@ -22,11 +22,20 @@ npx cmake-js configure >/dev/null
 npx cmake-js build
 [ -f build/Cuda/owlet_cuda.node ] || { echo "build-bundle: the CUDA addon was not built (nvcc and cuBLAS needed)" >&2; exit 1; }
 
-# 2. The check program. `require` is defined for the CommonJS dependencies esbuild inlines into an ES module.
+# 2. The check program. bundle SRC OUT [esbuild options]: one ES module with its dependencies inlined, `require`
+# defined for the CommonJS ones among them. The programs that reach the trainer (below) pass `stubbed`: its plots
+# (sharp, vega) and image decoding (sharp) never run there, so those packages are replaced by a stub
+# (scripts/gpu/stub-module.ts), which keeps sharp's native binary out and the files small.
+bundle() {
+  local src=$1 out=$2
+  shift 2
+  npx esbuild "$src" --bundle --platform=node --format=esm --target=node20 --log-level=warning "$@" --outfile="$out" \
+    --banner:js="import { createRequire as __owletCreateRequire } from 'node:module'; const require = __owletCreateRequire(import.meta.url);"
+}
+stubbed=(--alias:sharp=./scripts/gpu/stub-module.ts --alias:vega=./scripts/gpu/stub-module.ts
+  --alias:vega-lite=./scripts/gpu/stub-module.ts)
 mkdir -p .gpu
-npx esbuild scripts/gpu/check.ts --bundle --platform=node --format=esm --target=node20 --log-level=warning \
-  --outfile=.gpu/check.mjs \
-  --banner:js="import { createRequire as __owletCreateRequire } from 'node:module'; const require = __owletCreateRequire(import.meta.url);"
+bundle scripts/gpu/check.ts .gpu/check.mjs
 
 # 3. Addons and the CPU addon's libraries (every dependency outside glibc/libstdc++/libgcc: what Ubuntu may lack).
 cp build/Release/owlet_cpu.node .gpu/
@@ -46,26 +55,12 @@ rm -rf "$libs"
 # 4. Node, and the peer.
 # (node-xz.sh expects .git to be a directory; in a git worktree it is a file, so pack node the same way here.)
 mkdir -p .gpu/owl-tiny && cp "$shared"/fixtures/owl-tiny/* .gpu/owl-tiny/
-npx esbuild scripts/gpu/nccl-check.ts --bundle --platform=node --format=esm --target=node20 --log-level=warning \
-  --alias:sharp=./scripts/gpu/stub-module.ts --alias:vega=./scripts/gpu/stub-module.ts --alias:vega-lite=./scripts/gpu/stub-module.ts \
-  --outfile=.gpu/nccl-check.mjs \
-  --banner:js="import { createRequire as __owletCreateRequire } from 'node:module'; const require = __owletCreateRequire(import.meta.url);"
-npx esbuild scripts/gpu/fixture.ts --bundle --platform=node --format=esm --target=node20 --log-level=warning \
-  --alias:sharp=./scripts/gpu/stub-module.ts --alias:vega=./scripts/gpu/stub-module.ts --alias:vega-lite=./scripts/gpu/stub-module.ts \
-  --outfile=.gpu/fixture.mjs \
-  --banner:js="import { createRequire as __owletCreateRequire } from 'node:module'; const require = __owletCreateRequire(import.meta.url);"
-# The trainer and NCCL checks reach the trainer, whose plots (sharp, vega) and image decoding (sharp) never run there: those
-# packages are replaced by a stub (scripts/gpu/stub-module.ts), which keeps sharp's native binary out and the file small.
-npx esbuild scripts/gpu/train-check.ts --bundle --platform=node --format=esm --target=node20 --log-level=warning \
-  --alias:sharp=./scripts/gpu/stub-module.ts --alias:vega=./scripts/gpu/stub-module.ts --alias:vega-lite=./scripts/gpu/stub-module.ts \
-  --outfile=.gpu/train-check.mjs \
-  --banner:js="import { createRequire as __owletCreateRequire } from 'node:module'; const require = __owletCreateRequire(import.meta.url);"
+bundle scripts/gpu/nccl-check.ts .gpu/nccl-check.mjs "${stubbed[@]}"
+bundle scripts/gpu/fixture.ts .gpu/fixture.mjs "${stubbed[@]}"
+bundle scripts/gpu/train-check.ts .gpu/train-check.mjs "${stubbed[@]}"
 # The host's own cost per training step (bench/host_overhead.ts: the benchmark model at tiny widths on the CPU backend),
 # so the GPU machine's CPU can be compared with this one's at the JS and N-API work every step does.
-npx esbuild bench/host_overhead.ts --bundle --platform=node --format=esm --target=node20 --log-level=warning \
-  --alias:sharp=./scripts/gpu/stub-module.ts --alias:vega=./scripts/gpu/stub-module.ts --alias:vega-lite=./scripts/gpu/stub-module.ts \
-  --outfile=.gpu/host-overhead.mjs \
-  --banner:js="import { createRequire as __owletCreateRequire } from 'node:module'; const require = __owletCreateRequire(import.meta.url);"
+bundle bench/host_overhead.ts .gpu/host-overhead.mjs "${stubbed[@]}"
 bash "$shared/gpu/node-xz.sh" >/dev/null 2>&1 || { [ -s .gpu/node.xz ] || xz -T2 -3 -c "$(command -v node)" >.gpu/node.xz; }
 cp "$shared/gpu/peer_torch.py" .gpu/
 

@@ -1,15 +1,13 @@
 // Small shared pieces for op wrappers.
 import type { NativeBackend, NativeTensor } from '../../native.ts';
 import { ShapeError } from '../errors.ts';
-import { Tensor } from '../tensor.ts';
+import { Tensor, sameShape } from '../tensor.ts';
+
+export { sameShape };
 
 /** Wraps a fresh native handle produced by backend b. */
 export const wrap = (b: NativeBackend, h: NativeTensor): Tensor => new Tensor(h, b);
 export const wrapOpt = (b: NativeBackend, h: NativeTensor | null): Tensor | null => (h ? new Tensor(h, b) : null);
-
-export function sameShape(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((v, i) => v === b[i]);
-}
 
 export function assertShape(op: string, what: string, t: Tensor, shape: readonly number[]): void {
   if (!sameShape(t.shape, shape)) throw new ShapeError(`${op}: ${what} must be [${shape.join(',')}], got ${t.describe()}`, op);

@@ -12,10 +12,10 @@
 // attention_wgmma_ws.cuh, wgmma-ws-overlap: that with FlashAttention-3's intra-warpgroup overlap (correct on an H200
 // but no faster than wgmma-ws, 2026-11-27: asked for by name only — autotuning does not try it), wgmma-ws-tma and
 // wgmma-ws-tma-overlap: those two with their copies by TMA (tma.cuh), wgmma-wsp and wgmma-wsp-overlap: those as
-// persistent kernels (by name only until a GPU has run them), where they apply — sm_90a build, compute capability 9.0, no dropout — and w4s elsewhere);
-// OWLET_ATTN_BWD picks the backward (mma, br64, wgmma, wgmma1, wgmma-q, wgmma-bulk, wgmma1-keys, wgmma-p: see
-// bwd_variant_of and the BwdVariant enum). Unset (or
-// auto): the fastest of the variants that apply, timed on the first call of each shape (see "autotuning" below;
+// persistent kernels (by name, or autotuned with OWLET_ATTN_TUNE_NEW=1, until a GPU has run them), where they apply —
+// sm_90a build, compute capability 9.0, no dropout — and w4s elsewhere); OWLET_ATTN_BWD picks the backward (mma,
+// br64, wgmma, wgmma1, wgmma-q, wgmma-bulk, wgmma1-keys, wgmma-p: see bwd_variant_of and the BwdVariant enum). Unset
+// (or auto): the fastest of the variants that apply, timed on the first call of each shape (see "autotuning" below;
 // OWLET_ATTN_TUNE=0 turns it off, and the backward off Hopper has one kernel); else the static defaults of
 // fwd_variant and bwd_variant_of. OWLET_ATTN_BWD_WARPS=4 or 8 the warps per block of the mma.sync backward;
 // OWLET_ATTN_TAIL=1 sends the few rows and keys past a sequence's last whole tile to attention_tail.cuh's kernels,
@@ -84,7 +84,7 @@ int bwd_warps(int D) {
 // warpgroup (64 query rows) per block at D = 64 (session 7, not yet timed; D = 128 takes wgmma's two).
 // wgmma-ws-tma, wgmma-ws-tma-overlap: wgmma-ws and wgmma-ws-overlap with the producer's copies by TMA; wgmma-wsp,
 // wgmma-wsp-overlap: those as persistent kernels (one block per SM taking work items in turn). Session 15, never run
-// on a GPU yet: by name only, autotuning does not try them.
+// on a GPU yet: by name only, or autotuned with OWLET_ATTN_TUNE_NEW=1 (the TMA and persistent forms at D = 128).
 enum class FwdVariant {
   Auto, W4, W8, W8s, M2, W4s, Wgmma, WgmmaOverlap, WgmmaWs, Wgmma1, WgmmaWsOverlap, WgmmaWsTma, WgmmaWsTmaOverlap,
   WgmmaWsp, WgmmaWspOverlap
@@ -126,8 +126,8 @@ FwdVariant fwd_variant(const char* op) {
 // adding dQ with one bulk reduction per row instead of atomics (session 8, not yet timed).
 // wgmma1-keys: wgmma1 with the 1 to attn_tail::kMax keys past the last whole 64 computed by the last key block
 // (attention_wgmma_bwd.cuh's tail_keys_*) instead of a block of their own (session 14, not yet timed).
-// wgmma-p: the Hopper backward at D = 128 as a persistent kernel (session 15, never run on a GPU yet: by name only;
-// at D = 64 it runs as wgmma).
+// wgmma-p: the Hopper backward at D = 128 as a persistent kernel (session 15, never run on a GPU yet: by name, or
+// autotuned with OWLET_ATTN_TUNE_NEW=1; at D = 64 it runs as wgmma).
 enum class BwdVariant { Auto, Mma, Br64, Wgmma, Wgmma1, WgmmaQ, WgmmaBulk, Wgmma1Keys, WgmmaP };
 
 const std::pair<const char*, BwdVariant> kBwdNames[] = {{"auto", BwdVariant::Auto},   {"mma", BwdVariant::Mma},
