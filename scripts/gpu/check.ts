@@ -238,6 +238,15 @@ function runBench(be: Be, res: BenchResult[], saved: () => void): void {
   tryb(() => attentionBench(be, 'llama7b_b2_t2048_causal', 2, 32, 2048, 2048, 128, true));
   for (const [name, B, H, Tq, Tk, D, causal] of causalShapes)
     tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_ORDER: '0' }));
+  // Since session 17 heads of fewer than 8 tiles keep launch order (attention.cu block_sections: at B16 T512 the
+  // block order lost 12% of the forward on the H200): B16 T512 and stage 1's B16 T256 in the 5 sections the order
+  // took there, with the default forward and the persistent one, to keep measuring that rule.
+  for (const [name, B, Tq] of [['llama7b_b16_t512_causal', 16, 512], ['llama7b_b16_t256_causal', 16, 256]] as const) {
+    if (Tq === 256) tryb(() => attentionBench(be, name, B, 32, Tq, Tq, 128, true));  // (B16 T512's default line is above)
+    tryb(() => attentionBench(be, name, B, 32, Tq, Tq, 128, true, { OWLET_ATTN_ORDER: '5' }));
+    tryb(() => attentionBench(be, name, B, 32, Tq, Tq, 128, true, { OWLET_ATTN_FWD: 'wgmma-ws' }));
+    tryb(() => attentionBench(be, name, B, 32, Tq, Tq, 128, true, { OWLET_ATTN_FWD: 'wgmma-ws', OWLET_ATTN_ORDER: '5' }));
+  }
   // Stage 2's 2 × 2048 through the warp-specialised forward's cp.async, TMA and persistent forms (session 15).
   for (const fwd of ['wgmma-ws', 'wgmma-ws-tma', 'wgmma-wsp', 'wgmma-wsp-overlap'])
     tryb(() => attentionBench(be, 'llama7b_b2_t2048_causal', 2, 32, 2048, 2048, 128, true, { OWLET_ATTN_FWD: fwd }));

@@ -495,7 +495,7 @@ bool run(const Case& c, std::mt19937& rng) {
         };
         if (bulk) go(std::true_type{});
         else go(std::false_type{});
-        if (tail && (fp.tq_main < Tq || fp.tk_main < Tk))
+        if (owlet::cuda::flash::bwd_tail_left(fp))  // (attention.cu's rule: with block_keys, none left)
           emu::launch({unsigned(H), unsigned(B)}, owlet::cuda::attn_tail::kBwdThreads,
                       owlet::cuda::attn_tail::bwd_smem_bytes<DDB>(), [&] { owlet::cuda::attn_tail::bwd_kernel<DDB>(fp); });
         fp.tq_main = Tq;

@@ -12,7 +12,7 @@
 // attention_wgmma_ws.cuh, wgmma-ws-overlap: that with FlashAttention-3's intra-warpgroup overlap (correct on an H200
 // but no faster than wgmma-ws, 2026-11-27: asked for by name only — autotuning does not try it), wgmma-ws-tma and
 // wgmma-ws-tma-overlap: those two with their copies by TMA (tma.cuh), wgmma-wsp and wgmma-wsp-overlap: those as
-// persistent kernels (by name, or autotuned with OWLET_ATTN_TUNE_NEW=1, until a GPU has run them), where they apply —
+// persistent kernels (wgmma-wsp: the D = 128 default since the H200 run of 2026-11-27, session 17), where they apply —
 // sm_90a build, compute capability 9.0, no dropout — and w4s elsewhere); OWLET_ATTN_BWD picks the backward (mma,
 // br64, wgmma, wgmma1, wgmma-q, wgmma-bulk, wgmma1-keys, wgmma-p: see bwd_variant_of and the BwdVariant enum). Unset
 // (or auto): the fastest of the variants that apply, timed on the first call of each shape (see "autotuning" below;
@@ -83,8 +83,11 @@ int bwd_warps(int D) {
 // w4s; at D = 64 w4s (ViT 113 against 103 for w4; abstractor 103 against 99). wgmma1: the Hopper forward with one
 // warpgroup (64 query rows) per block at D = 64 (session 7, not yet timed; D = 128 takes wgmma's two).
 // wgmma-ws-tma, wgmma-ws-tma-overlap: wgmma-ws and wgmma-ws-overlap with the producer's copies by TMA; wgmma-wsp,
-// wgmma-wsp-overlap: those as persistent kernels (one block per SM taking work items in turn). Session 15, never run
-// on a GPU yet: by name only, or autotuned with OWLET_ATTN_TUNE_NEW=1 (the TMA and persistent forms at D = 128).
+// wgmma-wsp-overlap: those as persistent kernels (one block per SM taking work items in turn). Session 15; on an H200
+// (2026-11-27, session 17, bench/results/gpu-2026-11-27-h200-s17) every check passed and wgmma-wsp was the fastest
+// forward at every D = 128 shape (LLaMA B4 T2048 causal 432 TFLOP/s against 384 for wgmma-ws and 385 for wgmma; B16
+// T512 231 against 196 and 198; the trainer's autotuning chose it at all three of its shapes): the static default and
+// first candidate at D = 128 since. At D = 64 it loses (ViT 120 against 193 for wgmma1).
 enum class FwdVariant {
   Auto, W4, W8, W8s, M2, W4s, Wgmma, WgmmaOverlap, WgmmaWs, Wgmma1, WgmmaWsOverlap, WgmmaWsTma, WgmmaWsTmaOverlap,
   WgmmaWsp, WgmmaWspOverlap
@@ -125,9 +128,12 @@ FwdVariant fwd_variant(const char* op) {
 // abstractor; written in session 8, not yet timed), the Hopper backward elsewhere; wgmma-bulk: the Hopper backward
 // adding dQ with one bulk reduction per row instead of atomics (session 8, not yet timed).
 // wgmma1-keys: wgmma1 with the 1 to attn_tail::kMax keys past the last whole 64 computed by the last key block
-// (attention_wgmma_bwd.cuh's tail_keys_*) instead of a block of their own (session 14, not yet timed).
-// wgmma-p: the Hopper backward at D = 128 as a persistent kernel (session 15, never run on a GPU yet: by name, or
-// autotuned with OWLET_ATTN_TUNE_NEW=1; at D = 64 it runs as wgmma).
+// (attention_wgmma_bwd.cuh's tail_keys_*) instead of a block of their own (session 14). Its first GPU run (H200,
+// session 17) failed the checks: gq off by 0.1–0.5 — the dispatch ran attention_tail.cuh's backward after it as
+// well, which added the tail keys' dQ a second time (flash::bwd_tail_left now says none are left). Fixed, not yet
+// re-run on a GPU: by name, or autotuned with OWLET_ATTN_TUNE_NEW=1, until it passes there.
+// wgmma-p: the Hopper backward at D = 128 as a persistent kernel (session 15; on the H200 in session 17 correct, and
+// no faster than wgmma: LLaMA B4 T2048 fwd+bwd 330.4 against 330.5 TFLOP/s: by name only; at D = 64 it runs as wgmma).
 enum class BwdVariant { Auto, Mma, Br64, Wgmma, Wgmma1, WgmmaQ, WgmmaBulk, Wgmma1Keys, WgmmaP };
 
 const std::pair<const char*, BwdVariant> kBwdNames[] = {{"auto", BwdVariant::Auto},   {"mma", BwdVariant::Mma},
@@ -452,7 +458,7 @@ bool ws_overlapped(FwdVariant v) {
 std::optional<FwdVariant> hopper_fwd(const DeviceContext& c, const flash::Params& fp, const Dims& d,
                                      FwdVariant variant) {
   if (!hopper_applies(c, fp)) return std::nullopt;
-  if (variant == FwdVariant::Auto) return d.D == 128 ? std::optional(FwdVariant::Wgmma) : std::nullopt;
+  if (variant == FwdVariant::Auto) return d.D == 128 ? std::optional(FwdVariant::WgmmaWsp) : std::nullopt;
   if (variant == FwdVariant::Wgmma || variant == FwdVariant::WgmmaOverlap || variant == FwdVariant::WgmmaWs ||
       variant == FwdVariant::Wgmma1 || variant == FwdVariant::WgmmaWsOverlap || ws_tma_form(variant))
     return variant;
@@ -532,7 +538,8 @@ void launch_wgmma_fwd(const DeviceContext& c, const flash::Params& fp, const Dim
     // the cp.async producer instead: the same numerics
     static std::once_flag warned;
     std::call_once(warned, [&] {
-      std::fprintf(stderr, "owlet: OWLET_ATTN_FWD=%s: %s; running wgmma-ws%s with cp.async copies\n",
+      std::fprintf(stderr, "owlet: attention forward %s (the D = 128 default, or OWLET_ATTN_FWD): %s; running "
+                   "wgmma-ws%s with cp.async copies instead\n",
                    variant_name(kFwdNames, variant), why.c_str(), overlap ? "-overlap" : "");
     });
     variant = overlap ? FwdVariant::WgmmaWsOverlap : FwdVariant::WgmmaWs;
@@ -617,7 +624,7 @@ void launch_wgmma_bwd(const DeviceContext& c, flash::Params fp, const Dims& d, B
   else if (d.D == 64) launch(wgmma::attention_bwd_kernel<64, 2>, wgmma::bwd_smem_bytes<64, 2>(), 128, 256);
   else launch(wgmma::attention_bwd_kernel<128, 2>, wgmma::bwd_smem_bytes<128, 2>(), 128, 256);
   check_launch(op);
-  if (fp.tq_main == d.Tq && fp.tk_main == d.Tk) return;
+  if (!flash::bwd_tail_left(fp)) return;
   dim3 grid{unsigned(d.H), unsigned(d.B)};
   attn_tail::bwd_kernel<64><<<grid, attn_tail::kBwdThreads, attn_tail::bwd_smem_bytes<64>(), c.stream>>>(fp);
   check_launch(op);
@@ -718,9 +725,11 @@ TuneKey tune_key(const DeviceContext& c, const Dims& d, const flash::Params& fp,
   return {c.index, d.B, d.H, d.Tq, d.Tk, d.D, fp.causal, fp.key_mask != nullptr, fp.dropout, bwd, packed};
 }
 
-// OWLET_ATTN_TUNE_NEW=1: autotuning also tries the D = 128 kernels that have not run on a GPU yet (session 15: the
-// warp-specialised forward's TMA and persistent forms, the persistent backward), for a GPU run to time them inside
-// the trainer's steps; unset, they run only when asked for by name.
+// OWLET_ATTN_TUNE_NEW=1: autotuning also tries the kernels whose last change has not passed a GPU's checks yet (now
+// wgmma1-keys, fixed in session 17 after the H200 check found its dQ wrong), for a GPU run to time them inside the
+// trainer's steps; unset, they run only when asked for by name. (Session 17's H200 run promoted what session 15 put
+// here: wgmma-wsp became the D = 128 forward's default; the TMA form without persistence and the persistent backward
+// wgmma-p never won a shape, so they run by name only.)
 bool tune_new() { return env_is("OWLET_ATTN_TUNE_NEW", "1"); }
 
 // The forward's candidates: where the Hopper kernels apply, them (and w4s at D = 64); elsewhere (other GPUs, dropout)
@@ -729,9 +738,8 @@ std::vector<int> fwd_candidates(const DeviceContext& c, const flash::Params& fp,
   using F = FwdVariant;
   const bool hopper = hopper_applies(c, fp);
   std::vector<F> vs = !hopper        ? std::vector<F>{F::W4s, F::W4, F::W8s, F::M2}
-                      : d.D == 128 ? std::vector<F>{F::Wgmma, F::WgmmaOverlap, F::WgmmaWs}
+                      : d.D == 128 ? std::vector<F>{F::WgmmaWsp, F::Wgmma, F::WgmmaWs}
                                    : std::vector<F>{F::W4s, F::Wgmma1, F::Wgmma};
-  if (hopper && d.D == 128 && tune_new()) vs.insert(vs.end(), {F::WgmmaWsTma, F::WgmmaWsp});
   std::vector<int> codes;
   for (F v : vs) {
     codes.push_back(tune_code(v));
@@ -744,14 +752,12 @@ std::vector<int> fwd_candidates(const DeviceContext& c, const flash::Params& fp,
 std::vector<int> bwd_candidates(const DeviceContext& c, const flash::Params& fp, const Dims& d) {
   if (!hopper_applies(c, fp) || std::getenv("OWLET_ATTN_BWD_WARPS")) return {};
   if (d.D == 128) {
-    std::vector<int> codes{tune_code(BwdVariant::Wgmma), tune_code(BwdVariant::Mma), tune_code(BwdVariant::WgmmaBulk)};
-    if (tune_new()) codes.push_back(tune_code(BwdVariant::WgmmaP));
-    return codes;
+    return {tune_code(BwdVariant::Wgmma), tune_code(BwdVariant::Mma), tune_code(BwdVariant::WgmmaBulk)};
   }
   std::vector<BwdVariant> vs{BwdVariant::Wgmma, BwdVariant::Wgmma1, BwdVariant::Mma, BwdVariant::WgmmaBulk};
   if (d.Tq <= wgmma::kShortQueries) vs.push_back(BwdVariant::WgmmaQ);
   const bool key_tail = attn_tail::main_extent(d.Tk, 64) < d.Tk;
-  if (key_tail) vs.push_back(BwdVariant::Wgmma1Keys);
+  if (key_tail && tune_new()) vs.push_back(BwdVariant::Wgmma1Keys);
   // (at D = 64 the Hopper kernels, not mma.sync's, can leave the tail to attention_tail.cuh: launch_wgmma_bwd)
   const bool tail = tail_tunable(fp) && (attn_tail::main_extent(d.Tq, wgmma::kBwdQueries) < d.Tq ||
                                          attn_tail::main_extent(d.Tk, 64) < d.Tk);
@@ -800,8 +806,14 @@ V apply_code(int code, flash::Params& fp) {
 // keep what a section's blocks share — per head, the keys and values (forward: 4·Tk·D bytes) or the queries, output
 // gradients and dQ accumulators (backward: 4·Tq·D + 4·Tq·D) — within half of the L2 cache. 0 (launch order) for
 // calls without a causal mask (every block does the same work), at D = 64 (those kernels keep launch order:
-// block_order.h) and with OWLET_ATTN_ORDER=0. OWLET_ATTN_ORDER=N (N > 0): N sections (at most one per head), for the
-// GPU checks (the order never changes a result) and for timing other widths. Read per call.
+// block_order.h), for heads of fewer than kOrderedTiles tiles, and with OWLET_ATTN_ORDER=0. OWLET_ATTN_ORDER=N
+// (N > 0): N sections (at most one per head), for the GPU checks (the order never changes a result) and for timing
+// other widths. Read per call.
+// Short heads keep launch order: on the H200 (2026-11-27, session 17, the `_launchorder` lines of
+// bench/results/gpu-2026-11-27-h200-s17) the longest-first order gained at 16 tiles per head (B2 T2048 fwd +7%,
+// fwd+bwd +9%; B4 T2048 +2% / +3%) and at 32 (T4096 +1% / +3%), but lost at 4 (B16 T512: fwd −12%, fwd+bwd −4%):
+// with a head's few tiles spread over the section, the blocks that ran together no longer shared its keys in L2.
+constexpr int kOrderedTiles = 8;
 int block_sections(const DeviceContext& c, const flash::Params& fp, const Dims& d, bool backward) {
   if (!fp.causal || d.D != 128) return 0;
   const int64_t heads = int64_t(d.B) * d.H;
@@ -810,6 +822,7 @@ int block_sections(const DeviceContext& c, const flash::Params& fp, const Dims& 
     const long n = std::strtol(e, &end, 10);
     if (*end == 0 && n >= 0) return int(std::min<int64_t>(n, heads));
   }
+  if ((backward ? d.Tk : d.Tq) < kOrderedTiles * 128) return 0;  // (128-row query tiles, 128-key key tiles at D = 128)
   const int64_t per_head = std::max<int64_t>(1, backward ? 8 * int64_t(d.Tq) * d.D : 4 * int64_t(d.Tk) * d.D);
   const int64_t l2 = c.prop.l2CacheSize > 0 ? c.prop.l2CacheSize : (int64_t(40) << 20);
   const int64_t most = std::max<int64_t>(1, l2 / 2 / per_head);

@@ -67,6 +67,14 @@ struct Params {
   float inv_keep;  // 1 / (1 − p)
 };
 
+// Whether rows or keys are left after a tiled backward for attention_tail.cuh's backward: those past tq_main, and
+// those past tk_main that the last key block did not take on itself (block_tail_keys). One rule for the dispatch
+// (attention.cu) and the emulator's tests: with wgmma1-keys the tail kernel ran as well until session 17 and added the
+// tail keys' dQ a second time (the GPU check's gq errors of 0.1–0.5; dK and dV, overwritten with equal values, passed).
+__host__ __device__ inline bool bwd_tail_left(const Params& p) {
+  return p.tq_main < p.Tq || p.tk_main + p.block_tail_keys < p.Tk;
+}
+
 // Where head h of batch b starts, and how far apart its consecutive tokens are, in each family of tensors: the
 // inputs q (q) and k, v (kv), rows rs = H·in_hs apart; out, dO and dq_acc (o), rows ors = H·D apart; the gradients
 // dq (gq) and dk, dv (gkv), rows grs = H·grad_hs apart; the per-row statistics lse and Δ ([B, H, Tq], stat). Every

@@ -159,9 +159,10 @@ void dx_low_rank(DeviceContext& c, Tensor& gx, const Tensor& gyB, const Tensor& 
   auto launch = [&](auto tag, auto rtag) {
     using T = decltype(tag);
     constexpr int R = decltype(rtag)::value;
-    const int64_t packs = M * (K / lora::Vec16<T>::n);
-    lora::dx_low_rank_kernel<T, R><<<grid_for(c, packs, lora::kThreads), lora::kThreads, 0, c.stream>>>(
-        gx.data<T>(), M, K, g32.f32(), a32.f32(), alpha, d);
+    // (8 blocks of 256 threads per SM: a 4096 × 4096 gx then takes 8 rows per block, At's values loaded 8 times)
+    const lora::DxGrid grid = lora::dx_low_rank_grid(M, K, lora::Vec16<T>::n, 8 * int64_t(c.prop.multiProcessorCount));
+    lora::dx_low_rank_kernel<T, R><<<dim3{grid.col_blocks, grid.row_blocks}, lora::kThreads, 0, c.stream>>>(
+        gx.data<T>(), M, K, g32.f32(), a32.f32(), alpha, d, grid.rows_per_block);
   };
   OWLET_FLOAT_SWITCH(gx.dtype, T, op, {
     if (r == 4) launch(T{}, std::integral_constant<int, 4>{});
