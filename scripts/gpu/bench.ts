@@ -306,6 +306,15 @@ export function bandwidthBench(be: Be): BenchResult[] {
       const [y, mean, rstd, sum] = fwd(x, w, b, 1e-5, r);
       const t = time(be, () => disposeAll(bwd(gy, sum, w, mean, rstd, false, true)), 20);
       out.push({ name: 'layernorm_param_grads_4112x1024', ms: t, gbps: gbps(2 * R * C * 2, t) });
+      // The whole backward as the trainer runs it — gx and the weight and bias gradients — in gx's pass (the default
+      // since session 17) and with the gradients in reduce_cols' own pass (OWLET_NORM_PARAMS=separate); bytes: gy, x,
+      // the added gradient and gx once each.
+      for (const env of [{}, { OWLET_NORM_PARAMS: 'separate' }] as VariantEnv[]) {
+        withEnv(env, () => {
+          const tp = time(be, () => disposeAll(bwd(gy, sum, w, mean, rstd, true, true, r)), 20);
+          out.push({ name: `layernorm_residual_bwd_gx_gw_gb_4112x1024${envSuffix(env)}`, ms: tp, gbps: gbps(4 * R * C * 2, tp) });
+        });
+      }
       disposeAll([y, mean, rstd, sum]);
     }
     for (const cols of [C, F]) {

@@ -95,6 +95,7 @@ const envShort: Record<string, [label: (v: string) => string, suffix: (v: string
   OWLET_ATTN_BWD: [(v) => `bwd ${v}`, (v) => `_bwd${v}`],
   OWLET_ATTN_TAIL: [(v) => (v === '0' ? 'whole tiles for the tail' : v === '1' ? 'tail kernels for the tail' : `tail ${v}`), (v) => (v === '0' ? '_notail' : `_tail${v}`)],
   OWLET_NORM_ROWS: [(v) => `${v} per row`, (v) => `_${v}rows`],
+  OWLET_NORM_PARAMS: [(v) => `parameter gradients in a ${v} pass`, (v) => `_params${v}`],
   OWLET_ATTN_ORDER: [(v) => (v === '0' ? 'launch order' : `block order ${v}`), (v) => (v === '0' ? '_launchorder' : `_order${v}`)],
 };
 

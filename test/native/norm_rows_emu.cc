@@ -2,7 +2,10 @@
 // against float64: forward (y, mean, rstd, and the residual sum) and backward (gx, with and without the added
 // gradient), LayerNorm with and without affine, bf16 and f32, rows that fill one to four packs per thread and one
 // that leaves threads idle; with a block per row and with a warp per row (G = 32: several rows per block, and a last
-// block with spare warps). Build and run: scripts/flash-emu.sh.
+// block with spare warps); and, for rows a warp takes, the backward with the weight and bias gradients in gx's pass
+// (bwd_params_kernel, then reduce_cols' final kernel): gx bit for bit the warp-per-row backward's, the gradients
+// against float64, over row counts that give one block, several, and a last block with fewer rows. Build and run:
+// scripts/flash-emu.sh.
 #include "emu_kernel.h"
 #include "emu_static_shared.h"
 
@@ -10,15 +13,19 @@
 inline float __fadd_rn(float a, float b) { return a + b; }
 
 #include "../../native/src/cuda/norm_rows.cuh"
+#include "../../native/src/cuda/reduce_cols.cuh"
 #include "emu_values.h"
 
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <vector>
 
 namespace nr = owlet::cuda::norm_rows;
 using owlet::cuda::bf16;
 using owlet::cuda::FIn;
+using owlet::cuda::FOut;
+namespace rc = owlet::cuda::reduce_cols_detail;
 
 using namespace emu_values;
 
@@ -90,10 +97,59 @@ void run(int64_t rows, int64_t C, bool affine, bool residual, bool add) {
   const double tol = sizeof(T) == 2 ? 2e-2 : 2e-5;
   double ey = rel_err(gyd, wy), eg = rel_err(gxd, wgx), es = residual ? rel_err(sumd, wsum) : 0;
   bool ok = ey < tol && eg < tol && es < tol && worst_stat < 1e-5;
-  std::printf("%s %s %s C=%lld rows=%lld%s%s%s%s: y %.1e gx %.1e sum %.1e stats %.1e (tol %.0e)\n", ok ? "PASS" : "FAIL",
+  // The backward with the parameter gradients in gx's pass: gx as the plain kernel's, bit for bit; gw = Σ gy·x̂ and
+  // gb = Σ gy over the rows, against float64 on the same stored inputs (the statistics as the forward stored them).
+  double e_gw = 0, e_gb = 0, e_gx2 = 0;
+  long long gx_differ = 0;
+  const bool params_run = has_w && nr::fits<T, nr::kParamRowThreads>(C);
+  if (params_run) {
+    const int64_t per = nr::param_rows_per_block(rows);
+    const int chunks = int((rows + per - 1) / per);
+    std::vector<float> partial(size_t(2 * chunks * C), -1.f), ogw(static_cast<size_t>(C)), ogb(static_cast<size_t>(C));
+    std::vector<T> gx2(x.size());
+    ::emu::launch(::emu::Dim{unsigned(chunks), 1, 1}, nr::kThreads, 0, [&] {
+      nr::bwd_params_kernel<T, LN>(gy.data(), xin.data(), fw, has_w, mean.data(), rstd.data(), gx2.data(),
+                                      add ? ga.data() : nullptr, rows, C, per, partial.data(), chunks, has_b);
+    });
+    rc::Outs<2> outs{};
+    outs.o[0] = FOut{ogw.data(), false};
+    outs.o[1] = FOut{ogb.data(), false};
+    outs.present[0] = true;
+    outs.present[1] = has_b;
+    ::emu::launch(::emu::Dim{unsigned((C + rc::kLanes - 1) / rc::kLanes), 2, 1}, rc::kThreads, 0,
+                  [&] { rc::final_kernel<2>(partial.data(), chunks, C, outs); });
+    // (bit for bit against the warp-per-row kernel's gx; the block per row's may differ in its last bits)
+    if (G == nr::kParamRowThreads)
+      for (size_t i = 0; i < gx.size(); i++) gx_differ += std::memcmp(&gx[i], &gx2[i], sizeof(T)) != 0;
+    std::vector<double> g2(gx2.size());
+    for (size_t i = 0; i < gx2.size(); i++) g2[i] = to_double(gx2[i]);
+    e_gx2 = rel_err(g2, wgx);
+    ok = ok && e_gx2 < tol;
+    std::vector<double> wgw(static_cast<size_t>(C), 0.0), wgb(static_cast<size_t>(C), 0.0), dgw(static_cast<size_t>(C)),
+        dgb(static_cast<size_t>(C));
+    for (int64_t i = 0; i < rows; i++) {
+      const double m = LN ? double(mean[size_t(i)]) : 0.0, rs = rstd[size_t(i)];
+      for (int64_t j = 0; j < C; j++) {
+        const double g = to_double(gy[size_t(i * C + j)]);
+        wgw[size_t(j)] += g * (to_double(xin[size_t(i * C + j)]) - m) * rs;
+        wgb[size_t(j)] += g;
+      }
+    }
+    for (int64_t j = 0; j < C; j++) dgw[size_t(j)] = ogw[size_t(j)], dgb[size_t(j)] = ogb[size_t(j)];
+    e_gw = rel_err(dgw, wgw);
+    e_gb = has_b ? rel_err(dgb, wgb) : 0.0;
+    ok = ok && gx_differ == 0 && e_gw < 1e-5 && e_gb < 1e-5;
+  }
+  char params[160] = "";
+  if (params_run)
+    std::snprintf(params, sizeof params, "; with the parameter gradients: gx %.1e%s, gw %.1e gb %.1e", e_gx2,
+                  G != nr::kParamRowThreads ? "" : gx_differ ? " (DIFFERS from the warp-per-row kernel's)" : " (= the warp-per-row kernel's)",
+                  e_gw, e_gb);
+  std::printf("%s %s %s C=%lld rows=%lld%s%s%s%s: y %.1e gx %.1e sum %.1e stats %.1e (tol %.0e)%s\n", ok ? "PASS" : "FAIL",
               LN ? "layerNorm" : "rmsNorm", sizeof(T) == 2 ? "bf16" : "f32", (long long)C, (long long)rows,
               G == 32 ? " warp per row" : "",
-              LN && !affine ? " no affine" : "", residual ? " +residual" : "", add ? " +gxAdd" : "", ey, eg, es, worst_stat, tol);
+              LN && !affine ? " no affine" : "", residual ? " +residual" : "", add ? " +gxAdd" : "", ey, eg, es, worst_stat, tol,
+              params);
   failures += !ok;
 }
 
@@ -117,5 +173,10 @@ int main() {
   run<float, true, 32>(3, 72, true, false, true);
   run<bf16, false, 32>(7, 1024, true, true, true);
   run<float, false, 32>(5, 100, true, false, false);
+  // Several blocks of the parameter gradients' pass (16 rows each), the last one short.
+  run<bf16, true>(37, 1024, true, true, true);
+  run<bf16, true, 32>(37, 1024, true, false, false);
+  run<float, true, 32>(35, 264, true, true, false);
+  run<bf16, false, 32>(33, 512, true, false, true);
   return failures ? 1 : 0;
 }

@@ -103,17 +103,15 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(const T* x, const T* res,
 }
 
 // LN: gx = rstd·(g − mean(g) − x̂·mean(g·x̂)), RMS: gx = rstd·(g − x̂·mean(g·x̂)); g = gy·w, x̂ = (x − mean)·rstd
-// (RMS: x·rstd); + gx_add (rounded as a separate add would).
-template <class T, bool LN, int G = kThreads>
-__global__ void __launch_bounds__(kThreads) bwd_kernel(const T* gy, const T* x, FIn w, bool has_w, const float* mean_in,
-                                                       const float* rstd_in, T* gx, const T* gx_add, int64_t rows,
-                                                       int64_t C) {
-  __shared__ float scratch[32];
+// (RMS: x·rstd); + gx_add (rounded as a separate add would). One row (at base), by its G threads; with ACC, the row's
+// gy·x̂ and gy also added into the thread's accumulators for its columns (aw, ab: bwd_params_kernel's partial sums of
+// the weight and bias gradients), which leaves gx's arithmetic as it is.
+template <class T, bool LN, int G, bool ACC>
+__device__ __forceinline__ void bwd_row(const T* gy, const T* x, FIn w, bool has_w, float mean, float rstd, T* gx,
+                                        const T* gx_add, int64_t base, int64_t packs, int lane, int64_t C,
+                                        float* scratch, float (&aw)[kPacks][vec::Pack<T>::N],
+                                        float (&ab)[kPacks][vec::Pack<T>::N]) {
   constexpr int N = vec::Pack<T>::N;
-  const int64_t row = int64_t(blockIdx.x) * (kThreads / G) + threadIdx.x / G, packs = C / N, base = row * C;
-  const int lane = int(threadIdx.x % G);
-  if (row >= rows) return;
-  const float mean = LN ? mean_in[row] : 0.f, rstd = rstd_in[row];
   float g[kPacks][N], xh[kPacks][N];
   float sg = 0.f, sgx = 0.f;
 #pragma unroll
@@ -125,8 +123,12 @@ __global__ void __launch_bounds__(kThreads) bwd_kernel(const T* gy, const T* x, 
 #pragma unroll
       for (int e = 0; e < N; e++) {
         const int64_t j = pk * N + e;
-        if (has_w) g[k][e] *= w[j];
         xh[k][e] = (xh[k][e] - mean) * rstd;
+        if constexpr (ACC) {
+          aw[k][e] += g[k][e] * xh[k][e];
+          ab[k][e] += g[k][e];
+        }
+        if (has_w) g[k][e] *= w[j];
         sg += g[k][e];
         sgx += g[k][e] * xh[k][e];
       }
@@ -147,6 +149,84 @@ __global__ void __launch_bounds__(kThreads) bwd_kernel(const T* gy, const T* x, 
       }
       vec::store(gx + base + pk * N, o);
     }
+  }
+}
+
+template <class T, bool LN, int G = kThreads>
+__global__ void __launch_bounds__(kThreads) bwd_kernel(const T* gy, const T* x, FIn w, bool has_w, const float* mean_in,
+                                                       const float* rstd_in, T* gx, const T* gx_add, int64_t rows,
+                                                       int64_t C) {
+  __shared__ float scratch[32];
+  constexpr int N = vec::Pack<T>::N;
+  const int64_t row = int64_t(blockIdx.x) * (kThreads / G) + threadIdx.x / G;
+  if (row >= rows) return;
+  float unused[kPacks][N];
+  bwd_row<T, LN, G, false>(gy, x, w, has_w, LN ? mean_in[row] : 0.f, rstd_in[row], gx, gx_add, row * C, C / N,
+                           int(threadIdx.x % G), C, scratch, unused, unused);
+}
+
+// ---- the backward with the weight and bias gradients (bwd_params_kernel) ----
+// The separate column sums (reduce_cols.cuh, LayerNormParamGrads in norm.cu) read gy and x a second time: on an H200
+// (2026-11-27, session 17) the ViT's 4112 × 1024 LayerNorm backward took 16 µs for gx and 20 + 3 µs for the sums
+// (826 GB/s), 74 times a stage-1 step. Here the threads that hold a row's gy and x̂ for gx also add gy·x̂ and gy into
+// per-column accumulators over the rows of their block (each thread keeps its columns from row to row), and the
+// blocks' partial sums go to reduce_cols' final kernel.
+
+// A warp per row (rows of up to 32 · kPacks packs: 1024 bf16, 512 f32), kThreads / 32 rows of a block at a time:
+// with a block per row, a block taking its rows in turn would wait on two block-wide reductions per row.
+// Rows per block: at least kParamRowsMin, and no more than kParamChunksMax blocks (their partials: blocks × C floats
+// per gradient); a multiple of the rows a block holds at a time. A function of the shape only, so the order of
+// additions is the same on every card.
+constexpr int kParamRowThreads = 32;
+constexpr int64_t kParamRowsMin = 16, kParamChunksMax = 1024;
+inline int64_t param_rows_per_block(int64_t rows) {
+  constexpr int64_t rpb = kThreads / kParamRowThreads;
+  int64_t per = (rows + kParamChunksMax - 1) / kParamChunksMax;
+  if (per < kParamRowsMin) per = kParamRowsMin;
+  return (per + rpb - 1) / rpb * rpb;
+}
+
+// bwd_kernel over rows [blockIdx.x · rows_per_block, +rows_per_block), each warp taking every (kThreads / 32)-th of
+// them, and partial[0][blockIdx.x][col] = Σ gy·x̂, partial[1][blockIdx.x][col] = Σ gy (when want_b) over those rows:
+// each thread adds its rows in order, then the warps' sums are added in warp order through shared memory. partial is
+// [2][chunks][C] (the layout of reduce_cols_detail::final_kernel, which sums over the chunks).
+template <class T, bool LN>
+__global__ void __launch_bounds__(kThreads) bwd_params_kernel(const T* gy, const T* x, FIn w, bool has_w,
+                                                              const float* mean_in, const float* rstd_in, T* gx,
+                                                              const T* gx_add, int64_t rows, int64_t C,
+                                                              int64_t rows_per_block, float* partial, int chunks,
+                                                              bool want_b) {
+  constexpr int G = kParamRowThreads, N = vec::Pack<T>::N, RPB = kThreads / G;
+  const int lane = int(threadIdx.x % G), sub = int(threadIdx.x / G);
+  const int64_t packs = C / N, r0 = int64_t(blockIdx.x) * rows_per_block;
+  const int64_t r1 = r0 + rows_per_block < rows ? r0 + rows_per_block : rows;
+  float aw[kPacks][N], ab[kPacks][N];
+#pragma unroll
+  for (int k = 0; k < kPacks; k++)
+#pragma unroll
+    for (int e = 0; e < N; e++) aw[k][e] = ab[k][e] = 0.f;
+  for (int64_t row = r0 + sub; row < r1; row += RPB)  // (row_sum of a warp: no block barrier inside)
+    bwd_row<T, LN, G, true>(gy, x, w, has_w, LN ? mean_in[row] : 0.f, rstd_in[row], gx, gx_add, row * C, packs, lane,
+                            C, nullptr, aw, ab);
+  // the warps' sums of each column, added in warp order
+  __shared__ float red[RPB][G * kPacks * N];
+  for (int out = 0; out < (want_b ? 2 : 1); out++) {
+#pragma unroll
+    for (int k = 0; k < kPacks; k++) {
+      const int64_t pk = lane + int64_t(k) * G;
+      if (pk < packs)
+#pragma unroll
+        for (int e = 0; e < N; e++) red[sub][pk * N + e] = out == 0 ? aw[k][e] : ab[k][e];
+    }
+    __syncthreads();
+    float* const dst = partial + (int64_t(out) * chunks + blockIdx.x) * C;
+    for (int64_t col = threadIdx.x; col < C; col += kThreads) {
+      float t = red[0][col];
+#pragma unroll
+      for (int q = 1; q < RPB; q++) t += red[q][col];
+      dst[col] = t;
+    }
+    __syncthreads();  // before the next output overwrites red
   }
 }
 
