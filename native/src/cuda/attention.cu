@@ -130,8 +130,9 @@ FwdVariant fwd_variant(const char* op) {
 // wgmma1-keys: wgmma1 with the 1 to attn_tail::kMax keys past the last whole 64 computed by the last key block
 // (attention_wgmma_bwd.cuh's tail_keys_*) instead of a block of their own (session 14). Its first GPU run (H200,
 // session 17) failed the checks: gq off by 0.1–0.5 — the dispatch ran attention_tail.cuh's backward after it as
-// well, which added the tail keys' dQ a second time (flash::bwd_tail_left now says none are left). Fixed, not yet
-// re-run on a GPU: by name, or autotuned with OWLET_ATTN_TUNE_NEW=1, until it passes there.
+// well, which added the tail keys' dQ a second time (flash::bwd_tail_left now says none are left). Fixed, it passed
+// every check on the H200 in the same session's second call, and was no faster than what autotuning already picks
+// (ViT B64 fwd+bwd 142.8 TFLOP/s against 144.4 for wgmma1; abstractor 101.3 against 119.4 for wgmma-q): by name only.
 // wgmma-p: the Hopper backward at D = 128 as a persistent kernel (session 15; on the H200 in session 17 correct, and
 // no faster than wgmma: LLaMA B4 T2048 fwd+bwd 330.4 against 330.5 TFLOP/s: by name only; at D = 64 it runs as wgmma).
 enum class BwdVariant { Auto, Mma, Br64, Wgmma, Wgmma1, WgmmaQ, WgmmaBulk, Wgmma1Keys, WgmmaP };
@@ -725,13 +726,6 @@ TuneKey tune_key(const DeviceContext& c, const Dims& d, const flash::Params& fp,
   return {c.index, d.B, d.H, d.Tq, d.Tk, d.D, fp.causal, fp.key_mask != nullptr, fp.dropout, bwd, packed};
 }
 
-// OWLET_ATTN_TUNE_NEW=1: autotuning also tries the kernels whose last change has not passed a GPU's checks yet (now
-// wgmma1-keys, fixed in session 17 after the H200 check found its dQ wrong), for a GPU run to time them inside the
-// trainer's steps; unset, they run only when asked for by name. (Session 17's H200 run promoted what session 15 put
-// here: wgmma-wsp became the D = 128 forward's default; the TMA form without persistence and the persistent backward
-// wgmma-p never won a shape, so they run by name only.)
-bool tune_new() { return env_is("OWLET_ATTN_TUNE_NEW", "1"); }
-
 // The forward's candidates: where the Hopper kernels apply, them (and w4s at D = 64); elsewhere (other GPUs, dropout)
 // the mma.sync tile shapes; each with whole tiles, and with the tail kernel too where the rows have a tail.
 std::vector<int> fwd_candidates(const DeviceContext& c, const flash::Params& fp, const Dims& d) {
@@ -756,16 +750,13 @@ std::vector<int> bwd_candidates(const DeviceContext& c, const flash::Params& fp,
   }
   std::vector<BwdVariant> vs{BwdVariant::Wgmma, BwdVariant::Wgmma1, BwdVariant::Mma, BwdVariant::WgmmaBulk};
   if (d.Tq <= wgmma::kShortQueries) vs.push_back(BwdVariant::WgmmaQ);
-  const bool key_tail = attn_tail::main_extent(d.Tk, 64) < d.Tk;
-  if (key_tail && tune_new()) vs.push_back(BwdVariant::Wgmma1Keys);
   // (at D = 64 the Hopper kernels, not mma.sync's, can leave the tail to attention_tail.cuh: launch_wgmma_bwd)
   const bool tail = tail_tunable(fp) && (attn_tail::main_extent(d.Tq, wgmma::kBwdQueries) < d.Tq ||
                                          attn_tail::main_extent(d.Tk, 64) < d.Tk);
   std::vector<int> codes;
   for (BwdVariant v : vs) {
     codes.push_back(tune_code(v));
-    // (wgmma1-keys takes the key tail itself: with the tail kernels it would be wgmma1 + tail)
-    if (tail && v != BwdVariant::Mma && v != BwdVariant::Wgmma1Keys) codes.push_back(tune_code(v, true));
+    if (tail && v != BwdVariant::Mma) codes.push_back(tune_code(v, true));
   }
   return codes;
 }
