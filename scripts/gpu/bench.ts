@@ -288,8 +288,8 @@ export function bandwidthBench(be: Be): BenchResult[] {
     const R = 16 * 257, C = 1024, F = 4096;
     const x = rand(be, [R, C]), r = rand(be, [R, C]), w = rand(be, [C]), b = rand(be, [C]), gy = rand(be, [R, C]);
     const fwd = op(be, 'layerNormForward'), bwd = op(be, 'layerNormBackward');
-    // a block per row (the default) and a warp per row (OWLET_NORM_ROWS=warp)
-    for (const env of [{}, { OWLET_NORM_ROWS: 'warp' }] as VariantEnv[]) {
+    // a warp per row (the default since session 17) and a block per row (OWLET_NORM_ROWS=block)
+    for (const env of [{}, { OWLET_NORM_ROWS: 'block' }] as VariantEnv[]) {
       withEnv(env, () => {
         let t = time(be, () => disposeAll(fwd(x, w, b, 1e-5, r)), 20);
         out.push({ name: `layernorm_residual_fwd_4112x1024${envSuffix(env)}`, ms: t, gbps: gbps(4 * R * C * 2, t) });

@@ -6,7 +6,8 @@
 # checks, 5. the host's JS and N-API cost per step (host_overhead.log), 6. compute-sanitizer over the small cases,
 # 7. the attention kernels' SASS instruction counts; 8. only with
 # ONLY containing ncu: Nsight Compute on the attention kernels (ncu_attention.txt); ncu-lora: on one LoRA forward
-# and backward's kernels (ncu_lora.txt).
+# and backward's kernels (ncu_lora.txt); ncu-bwd: on one LLaMA-shaped attention backward, with its warps' stall
+# reasons (ncu_attention_bwd.txt).
 # Logs and JSON go to $OUT: run.log check.log peer.log summary.log fixture_cuda.log nccl_check.log train_check.log
 # host_overhead.log sanitizer.log sass_attention.txt owlet_cuda.json peer_torch.json train_bench.json. Each stage has
 # its own time limit; a failing stage does not stop the next. All stages together take longer than one device call may:
@@ -133,6 +134,20 @@ if [[ " ${ONLY:-} " == *" ncu-lora "* ]]; then
     timeout -k 5 150 "$NCU" --clock-control none --section SpeedOfLight -c 200 \
       "$T/node" "$G/check.mjs" --profile-lora >"$OUT/ncu_lora.txt" 2>&1
     say "ncu-lora exit $?"
+  else
+    say "no ncu on this machine"
+  fi
+fi
+# Only when asked (ONLY="... ncu-bwd"): the first attention backward of check.mjs --profile-attention (LLaMA B4 T2048,
+# the Hopper kernel at D = 128) with its warp stall reasons, source counters and instruction mix
+# (ncu_attention_bwd.txt): where the backward's warps wait.
+if [[ " ${ONLY:-} " == *" ncu-bwd "* ]]; then
+  say "ncu-bwd: Nsight Compute on one LLaMA-shaped attention backward, with stall reasons"
+  if [ -n "$NCU" ]; then
+    OWLET_ATTN_TUNE=0 timeout -k 5 120 "$NCU" --clock-control none -k regex:attention_bwd_kernel -c 1 --section SpeedOfLight \
+      --section WarpStateStats --section SourceCounters --section InstructionStats --section Occupancy \
+      "$T/node" "$G/check.mjs" --profile-attention >"$OUT/ncu_attention_bwd.txt" 2>&1
+    say "ncu-bwd exit $?"
   else
     say "no ncu on this machine"
   fi

@@ -159,12 +159,13 @@ bool rows_fit(int64_t C, std::initializer_list<const void*> rows, std::initializ
   return true;
 }
 
-// A warp per row (norm_rows.cuh, G = 32) for rows of at most 32 · kPacks packs, with OWLET_NORM_ROWS=warp (read per
-// call); a block per row otherwise. Not the default: predicted ≥ 2.4 TB/s for the ViT's 4112 × 1024 residual
-// LayerNorm forward, it measured 1305 GB/s against the block per row's 1290 on an H200 (2026-11-27).
+// A warp per row (norm_rows.cuh, G = 32) for rows of at most 32 · kPacks packs, unless OWLET_NORM_ROWS=block (read
+// per call); a block per row otherwise. Session 12's H200 measured it no faster (the ViT's 4112 × 1024 residual
+// LayerNorm forward 1305 GB/s against 1290); both H200 calls of session 17 measured it faster, forward and backward
+// (1897 / 2020 GB/s against 1802 / 1851 forward, 2644 / 2699 against 2134 / 2192 backward): the default since.
 template <class T>
 bool warp_per_row(int64_t C) {
-  return norm_rows::fits<T, 32>(C) && env_is("OWLET_NORM_ROWS", "warp");
+  return norm_rows::fits<T, 32>(C) && !env_is("OWLET_NORM_ROWS", "block");
 }
 
 // Calls launch(std::integral_constant<int, G>) with the threads per row chosen for rows of C elements.
