@@ -144,7 +144,8 @@ fi
 if [[ " ${ONLY:-} " == *" ncu-bwd "* ]]; then
   say "ncu-bwd: Nsight Compute on one LLaMA-shaped attention backward, with stall reasons"
   if [ -n "$NCU" ]; then
-    OWLET_ATTN_TUNE=0 timeout -k 5 120 "$NCU" --clock-control none -k regex:attention_bwd_kernel -c 1 --section SpeedOfLight \
+    # (--print-details all: without it the text report leaves out the stall reasons' breakdown — session 17)
+    OWLET_ATTN_TUNE=0 timeout -k 5 120 "$NCU" --clock-control none --print-details all -k regex:attention_bwd_kernel -c 1 --section SpeedOfLight \
       --section WarpStateStats --section SourceCounters --section InstructionStats --section Occupancy \
       "$T/node" "$G/check.mjs" --profile-attention >"$OUT/ncu_attention_bwd.txt" 2>&1
     say "ncu-bwd exit $?"
