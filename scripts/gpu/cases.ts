@@ -270,11 +270,11 @@ export function cases(): Case[] {
     });
   }
 
-  // The residual add fused into the norm (sum = x + r normalised; the backward adds gAdd into gx); with a block per
-  // row and a warp per row (rows of up to 1024 bf16 / 512 f32: the default since session 17; 37 × 136 leaves the last
-  // block with spare warps; OWLET_NORM_ROWS=block a block per row for them too). Where a warp takes the row, the backward's weight and bias gradients come from
-  // gx's pass (norm_rows::bwd_params_kernel, session 17: 64 × 1024 one block of its 16 rows and more, 700 × 136
-  // above 44 blocks), and with OWLET_NORM_PARAMS=separate from reduce_cols' own pass.
+  // The residual add fused into the norm (sum = x + r normalised; the backward adds gAdd into gx): a warp per row for
+  // rows of up to 1024 bf16 / 512 f32 (the default since session 17; 37 × 136 leaves the last block with spare warps),
+  // with OWLET_NORM_ROWS=block a block per row for them too, a block per row for the rest. Where a warp takes the row,
+  // the backward's weight and bias gradients come from gx's pass (norm_rows::bwd_params_kernel, session 17: 64 × 1024
+  // in blocks of 16 rows, 700 × 136 in 44), and with OWLET_NORM_PARAMS=separate from reduce_cols' own pass.
   for (const [rows, C, env] of [[37, 129, {}], [64, 1024, {}], [37, 136, {}],
     [64, 1024, { OWLET_NORM_ROWS: 'block' }], [64, 1024, { OWLET_NORM_PARAMS: 'separate' }],
     [700, 136, {}]] as [number, number, VariantEnv][]) {

@@ -240,7 +240,7 @@ function runBench(be: Be, res: BenchResult[], saved: () => void): void {
     tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_ORDER: '0' }));
   // Since session 17 heads of fewer than 8 tiles keep launch order (attention.cu block_sections: at B16 T512 the
   // block order lost 12% of the forward on the H200): B16 T512 and stage 1's B16 T256 in the 5 sections the order
-  // took there, with the default forward and the persistent one, to keep measuring that rule.
+  // took there, with the default forward (wgmma-wsp) and with wgmma-ws, to keep measuring that rule.
   for (const [name, B, Tq] of [['llama7b_b16_t512_causal', 16, 512], ['llama7b_b16_t256_causal', 16, 256]] as const) {
     if (Tq === 256) tryb(() => attentionBench(be, name, B, 32, Tq, Tq, 128, true));  // (B16 T512's default line is above)
     tryb(() => attentionBench(be, name, B, 32, Tq, Tq, 128, true, { OWLET_ATTN_ORDER: '5' }));

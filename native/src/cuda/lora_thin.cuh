@@ -170,6 +170,8 @@ __global__ void transpose_f32_kernel(FIn a, int64_t R, int64_t K, float* wt) {
 // Rows go kDxRows at a time, their loads (gx's packs, G's rows) issued before any of their stores: one row after
 // another, each waiting on its own loads, the pass took 42 µs on the H200 (session 17's second call, ≈ 1.5 TB/s).
 // (2: 102 registers at R = 8 in bf16, two blocks of 256 threads per SM as before; 4 took 166, one block per SM.)
+// The third call ran the two-row form without Nsight Compute: the LoRA-under-dropout benchmark line did not move
+// (1.506× the frozen linear against 1.491×), so what it changed in the kernel's own time is not known yet.
 constexpr int kDxRows = 2;
 template <class T, int R>
 __global__ void __launch_bounds__(kThreads) dx_low_rank_kernel(T* __restrict__ gx, int64_t M, int64_t K,

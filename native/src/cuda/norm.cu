@@ -1,5 +1,6 @@
-// LayerNorm and RMSNorm, forward and backward. One block per row with fp32 statistics (two passes over the row:
-// mean, then the centred sum of squares, so no cancellation); the row is re-read from L1/L2, not from DRAM.
+// LayerNorm and RMSNorm, forward and backward, fp32 statistics (two passes over the row: mean, then the centred sum
+// of squares, so no cancellation). Rows held in registers (norm_rows.cuh: a warp per row up to 1024 bf16, else a
+// block) where they fit and are aligned; otherwise one block per row re-reading the row from L1/L2, not from DRAM.
 // Weight and bias gradients are column sums over rows, computed deterministically: in gx's pass where the row
 // kernels take the call (norm_rows::bwd_params_kernel, then reduce_cols' final kernel), else by reduce_cols.
 #include <type_traits>

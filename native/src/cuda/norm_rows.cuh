@@ -170,7 +170,8 @@ __global__ void __launch_bounds__(kThreads) bwd_kernel(const T* gy, const T* x, 
 // (2026-11-27, session 17) the ViT's 4112 × 1024 LayerNorm backward took 16 µs for gx and 20 + 3 µs for the sums
 // (826 GB/s), 74 times a stage-1 step. Here the threads that hold a row's gy and x̂ for gx also add gy·x̂ and gy into
 // per-column accumulators over the rows of their block (each thread keeps its columns from row to row), and the
-// blocks' partial sums go to reduce_cols' final kernel.
+// blocks' partial sums go to reduce_cols' final kernel: 23–24 µs for gx, gw and gb together on the H200 (session 17's
+// second and third calls) against 38–40 µs with the separate pass.
 
 // A warp per row (rows of up to 32 · kPacks packs: 1024 bf16, 512 f32), kThreads / 32 rows of a block at a time:
 // with a block per row, a block taking its rows in turn would wait on two block-wide reductions per row.
