@@ -31,5 +31,6 @@ done
 tar -C /tmp -czf "$OUT/results.tgz" owlet-results
 grep -E "^== |passed, .* failed|^FAIL" "$R/run.log" "$R/check.log" 2>/dev/null | tail -40
 cat "$R/summary.log" 2>/dev/null
+cat "$R/steps.log" 2>/dev/null
 # the attention kernels' instruction counts (sass stage): one line of totals per kernel
 grep -A1 "attention" "$R/sass_attention.txt" 2>/dev/null | grep -E "^(void|  instructions)" | cut -c1-160 | head -40

@@ -8,7 +8,10 @@
 //                               the CUDA addon cannot load here)
 //   check.mjs --no-bench        correctness only
 //   check.mjs --filter TEXT     cases whose name contains TEXT
-//   check.mjs --summary OWLET.json PEER.json   ratios of owlet's benchmark numbers to the PyTorch peer's
+//   check.mjs --summary OWLET.json PEER.json [PEER2.json …]   ratios of owlet's benchmark numbers to the PyTorch
+//                                   peer's (several peer runs: to each number's median over them)
+//   check.mjs --steps TRAIN.json PEER.json [PEER2.json …]   the trainer benchmark's 7B-sized steps (train-check's
+//                                   train_bench.json) against the peer's e2e steps: ms, tokens/s ratio, peak memory
 //   check.mjs --profile-lora        only the launches that run.sh's ncu-lora stage profiles: the frozen linear's two
 //                               GEMMs, then one LoRA forward and backward (stage 2's M4096 with dropout 0.05, M8192
 //                               without), by the default path and OWLET_LORA=mma
@@ -23,12 +26,13 @@
 // One line per case and dtype: PASS/FAIL, the reference used, the relative max error of every output. Results go
 // to $OUT/owlet_cuda.json (or gpu-out/owlet_cuda.json, ignored by git). Exit status 1 when a case failed.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { cpu, cuda } from '../../lib/native.ts';
 import { TOL, type Tol } from '../../test/helpers/tolerances.ts';
 import { attentionBench, attentionOnce, attentionQkvBench, bandwidthBench, type BenchResult, gemmBench, gemmNewShapesBench, gemmShapesBench, hostVsDeviceBench, loraBench, loraOnce } from './bench.ts';
 import { type Case, cases, type Out } from './cases.ts';
 import { type Be, bf16Round, fmt, get, Missing, type NT, put, relErr } from './harness.ts';
+import { medianPeer, type PeerRun } from './peer-median.ts';
 
 const argv = process.argv.slice(2);
 const flag = (f: string) => argv.includes(f);
@@ -294,8 +298,22 @@ function runBench(be: Be, res: BenchResult[], saved: () => void): void {
   tryb(() => hostVsDeviceBench(be));
 }
 
-// Ratios of owlet's numbers to the peer's (both files written by the same run).
-function summary(owletPath: string, peerPath: string): void {
+// Ratios of owlet's numbers to the peer's (the files written by the same run); with several peer files (run.sh's
+// PEER_RUNS), to each number's median over them (peer-median.ts).
+function summary(owletPath: string, peerPaths: string[]): void {
+  if (peerPaths.length > 1) {
+    const runs = peerPaths.flatMap((f) => { try { return [JSON.parse(readFileSync(f, 'utf8')) as PeerRun]; } catch { return []; } });
+    console.log(`(peer: the median of ${runs.length} runs in this call: ${peerPaths.join(', ')})`);
+    if (runs.length) {
+      const merged = join(dirname(owletPath), 'peer_torch_median.json');
+      writeFileSync(merged, JSON.stringify(medianPeer(runs), null, 1));
+      return summaryOf(owletPath, merged);
+    }
+  }
+  summaryOf(owletPath, peerPaths[0]);
+}
+
+function summaryOf(owletPath: string, peerPath: string): void {
   let o: { bench?: BenchResult[]; device?: Record<string, unknown>; attentionTuned?: string } = {};
   try { o = JSON.parse(readFileSync(owletPath, 'utf8')); } catch { console.log(`(no owlet results at ${owletPath})`); }
   const bench = o.bench ?? [];
@@ -351,10 +369,34 @@ function summary(owletPath: string, peerPath: string): void {
   }
 }
 
+// The trainer benchmark's steps against the peer's whole steps of the same shapes (e2e_stage{S}_B{B}_T{T}): the
+// issue's "stage steps ≥ 1.5× the peer's tokens/s with no more memory", per shape.
+function steps(trainPath: string, peerPaths: string[]): void {
+  let rows: { stage: number; batch: number; tokens: number; step_ms: number; peak_gib: number; counted_tokens?: string }[] = [];
+  try { rows = (JSON.parse(readFileSync(trainPath, 'utf8')) as { bench?: typeof rows }).bench ?? []; } catch {
+    console.log(`(no trainer benchmark at ${trainPath})`);
+  }
+  const runs = peerPaths.flatMap((f) => { try { return [JSON.parse(readFileSync(f, 'utf8')) as PeerRun]; } catch { return []; } });
+  const p = runs.length ? medianPeer(runs) : {};
+  if (runs.length > 1) console.log(`(peer steps: the median of ${runs.length} runs)`);
+  for (const r of rows) {
+    if (r.counted_tokens) continue;  // (a variant of the 8 × 512 shape; the peer has no such line)
+    const pe = p[`e2e_stage${r.stage}_B${r.batch}_T${r.tokens}`] as { step_ms?: number; mem_gb?: number } | undefined;
+    const ratio = pe?.step_ms ? ` ×${(pe.step_ms / r.step_ms).toFixed(2)} the peer's tokens/s` : '';
+    console.log(`steps stage ${r.stage} ${r.batch} × ${r.tokens}: owlet ${r.step_ms} ms, peer ${pe?.step_ms ?? '?'} ms${ratio}; ` +
+      `peak ${r.peak_gib} GiB, peer ${pe?.mem_gb ?? '?'} GiB`);
+  }
+}
+
 function main(): number {
+  if (flag('--steps')) {
+    const i = argv.indexOf('--steps');
+    steps(argv[i + 1], argv.slice(i + 2).filter((a) => !a.startsWith('--')));
+    return 0;
+  }
   if (flag('--summary')) {
     const i = argv.indexOf('--summary');
-    summary(argv[i + 1], argv[i + 2]);
+    summary(argv[i + 1], argv.slice(i + 2).filter((a) => !a.startsWith('--')));
     return 0;
   }
   if (flag('--profile-lora')) {
