@@ -16,7 +16,7 @@ OUT=$R ONLY="${ONLY:-check peer summary sanitizer sass ncu}" timeout -k 5 "$(lef
   echo "run.sh exit $? (124: stopped at the ${DEADLINE}-s deadline)" | tee -a "$R/run.log"
 # VARIANT_ENV="NAME=value …": the trainer benchmark once more with those variables (e.g. a kernel variant), in
 # variant/, so that its steps compare with the default's of the same call; several sets separated by ';' run one after
-# the other, in variant/, variant2/, … (e.g. VARIANT_ENV="OWLET_NORM_ROWS=warp;OWLET_WORKING_COPIES=0").
+# the other, in variant/, variant2/, … (e.g. VARIANT_ENV="OWLET_NORM_ROWS=block;OWLET_WORKING_COPIES=0").
 IFS=';' read -ra VARIANTS <<<"${VARIANT_ENV:-}"
 for i in "${!VARIANTS[@]}"; do
   [ -n "${VARIANTS[$i]// /}" ] && [ "$(left)" -gt 20 ] || continue
