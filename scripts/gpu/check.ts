@@ -26,7 +26,7 @@
 // One line per case and dtype: PASS/FAIL, the reference used, the relative max error of every output. Results go
 // to $OUT/owlet_cuda.json (or gpu-out/owlet_cuda.json, ignored by git). Exit status 1 when a case failed.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { cpu, cuda } from '../../lib/native.ts';
 import { TOL, type Tol } from '../../test/helpers/tolerances.ts';
 import { attentionBench, attentionOnce, attentionQkvBench, bandwidthBench, type BenchResult, gemmBench, gemmNewShapesBench, gemmShapesBench, hostVsDeviceBench, loraBench, loraOnce } from './bench.ts';
@@ -298,39 +298,33 @@ function runBench(be: Be, res: BenchResult[], saved: () => void): void {
   tryb(() => hostVsDeviceBench(be));
 }
 
-// Ratios of owlet's numbers to the peer's (the files written by the same run); with several peer files (run.sh's
-// PEER_RUNS), to each number's median over them (peer-median.ts).
-function summary(owletPath: string, peerPaths: string[]): void {
-  if (peerPaths.length > 1) {
-    const runs = peerPaths.flatMap((f) => { try { return [JSON.parse(readFileSync(f, 'utf8')) as PeerRun]; } catch { return []; } });
-    console.log(`(peer: the median of ${runs.length} runs in this call: ${peerPaths.join(', ')})`);
-    if (runs.length) {
-      const merged = join(dirname(owletPath), 'peer_torch_median.json');
-      writeFileSync(merged, JSON.stringify(medianPeer(runs), null, 1));
-      return summaryOf(owletPath, merged);
-    }
-  }
-  summaryOf(owletPath, peerPaths[0]);
-}
-
-function summaryOf(owletPath: string, peerPath: string): void {
-  let o: { bench?: BenchResult[]; device?: Record<string, unknown>; attentionTuned?: string } = {};
-  try { o = JSON.parse(readFileSync(owletPath, 'utf8')); } catch { console.log(`(no owlet results at ${owletPath})`); }
-  const bench = o.bench ?? [];
-  if (!bench.length) console.log('(owlet recorded no benchmarks)');
-  let p: Record<string, unknown> = {};
-  try { p = JSON.parse(readFileSync(peerPath, 'utf8')); } catch {
-    // The peer writes its JSON only at the end; if it was cut short, read the lines it printed ("key: value").
-    const log = peerPath.replace(/peer_torch\.json$/, 'peer.log');
+// The peer's numbers from the files one call wrote (peer_torch.json, and peer_torch_k.json with run.sh's PEER_RUNS):
+// each file, or where the peer was cut short before writing it, the "key: value" lines its log printed (peer.log,
+// peer_k.log); several runs merged into each number's median (peer-median.ts).
+function peerNumbers(paths: string[]): PeerRun {
+  const runs = paths.flatMap((path): PeerRun[] => {
+    try { return [JSON.parse(readFileSync(path, 'utf8')) as PeerRun]; } catch { /* the log instead */ }
+    const log = path.replace(/peer_torch(_\d+)?\.json$/, 'peer$1.log'), p: PeerRun = {};
     try {
       for (const line of readFileSync(log, 'utf8').split('\n')) {
         const m = /^([A-Za-z0-9_]+): (.*)$/.exec(line);
         if (!m) continue;
         try { p[m[1]] = JSON.parse(m[2].replace(/'/g, '"')); } catch { p[m[1]] = m[2]; }
       }
-      console.log(`(no ${peerPath}; peer numbers read from ${log})`);
-    } catch { console.log(`(no peer results at ${peerPath})`); }
-  }
+      console.log(`(no ${path}; peer numbers read from ${log})`);
+      return [p];
+    } catch { console.log(`(no peer results at ${path})`); return []; }
+  });
+  if (runs.length > 1) console.log(`(peer: the median of ${runs.length} runs in this call)`);
+  return runs.length ? medianPeer(runs) : {};
+}
+
+// Ratios of owlet's numbers to the peer's (both from the same call).
+function summary(owletPath: string, p: PeerRun): void {
+  let o: { bench?: BenchResult[]; device?: Record<string, unknown>; attentionTuned?: string } = {};
+  try { o = JSON.parse(readFileSync(owletPath, 'utf8')); } catch { console.log(`(no owlet results at ${owletPath})`); }
+  const bench = o.bench ?? [];
+  if (!bench.length) console.log('(owlet recorded no benchmarks)');
   const ob = new Map(bench.map((b) => [b.name, b]));
   console.log(`device: ${o.device?.device ?? '?'}`);
   const g = ob.get('gemm_bf16_8192');
@@ -371,14 +365,11 @@ function summaryOf(owletPath: string, peerPath: string): void {
 
 // The trainer benchmark's steps against the peer's whole steps of the same shapes (e2e_stage{S}_B{B}_T{T}): the
 // issue's "stage steps ≥ 1.5× the peer's tokens/s with no more memory", per shape.
-function steps(trainPath: string, peerPaths: string[]): void {
+function steps(trainPath: string, p: PeerRun): void {
   let rows: { stage: number; batch: number; tokens: number; step_ms: number; peak_gib: number; counted_tokens?: string }[] = [];
   try { rows = (JSON.parse(readFileSync(trainPath, 'utf8')) as { bench?: typeof rows }).bench ?? []; } catch {
     console.log(`(no trainer benchmark at ${trainPath})`);
   }
-  const runs = peerPaths.flatMap((f) => { try { return [JSON.parse(readFileSync(f, 'utf8')) as PeerRun]; } catch { return []; } });
-  const p = runs.length ? medianPeer(runs) : {};
-  if (runs.length > 1) console.log(`(peer steps: the median of ${runs.length} runs)`);
   for (const r of rows) {
     if (r.counted_tokens) continue;  // (a variant of the 8 × 512 shape; the peer has no such line)
     const pe = p[`e2e_stage${r.stage}_B${r.batch}_T${r.tokens}`] as { step_ms?: number; mem_gb?: number } | undefined;
@@ -389,14 +380,10 @@ function steps(trainPath: string, peerPaths: string[]): void {
 }
 
 function main(): number {
-  if (flag('--steps')) {
-    const i = argv.indexOf('--steps');
-    steps(argv[i + 1], argv.slice(i + 2).filter((a) => !a.startsWith('--')));
-    return 0;
-  }
-  if (flag('--summary')) {
-    const i = argv.indexOf('--summary');
-    summary(argv[i + 1], argv.slice(i + 2).filter((a) => !a.startsWith('--')));
+  for (const [f, run] of [['--steps', steps], ['--summary', summary]] as const) {
+    if (!flag(f)) continue;
+    const i = argv.indexOf(f);
+    run(argv[i + 1], peerNumbers(argv.slice(i + 2).filter((a) => !a.startsWith('--'))));
     return 0;
   }
   if (flag('--profile-lora')) {

@@ -9,8 +9,8 @@
 # and backward's kernels (ncu_lora.txt); ncu-bwd: on one LLaMA-shaped attention backward, with its warps' stall
 # reasons (ncu_attention_bwd.txt).
 # Logs and JSON go to $OUT: run.log check.log peer.log summary.log fixture_cuda.log nccl_check.log train_check.log
-# steps.log host_overhead.log sanitizer.log sass_attention.txt owlet_cuda.json peer_torch.json (peer_torch_k.json and
-# peer_torch_median.json with PEER_RUNS=N) train_bench.json. Each stage has
+# steps.log host_overhead.log sanitizer.log sass_attention.txt owlet_cuda.json peer_torch.json (peer_k.log and
+# peer_torch_k.json with PEER_RUNS=N) train_bench.json. Each stage has
 # its own time limit; a failing stage does not stop the next. All stages together take longer than one device call may:
 # ONLY="train" (or any of check peer summary fixture nccl train host sanitizer sass, space-separated) runs just those,
 # e.g. ONLY=train bash scripts/gpu/run.sh;
@@ -25,6 +25,8 @@ T=$(mktemp -d /tmp/owlet-gpu.XXXX)
 LOG=$OUT/run.log
 say() { echo "== $(date +%T) $*" | tee -a "$LOG"; }
 want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
+# the peer's JSON files of this call (PEER_RUNS): peer_torch.json first, whether or not it was written
+peer_jsons() { echo "$OUT/peer_torch.json"; ls "$OUT"/peer_torch_[0-9]*.json 2>/dev/null; }
 
 say "machine"
 { nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv; nvcc --version | tail -1;
@@ -45,26 +47,21 @@ if want check; then
 fi
 
 if want peer; then
-  # PEER_RUNS=N (default 1): the peer N times, its JSON from run k ≥ 2 in peer_torch_k.json; the summary then takes
+  # PEER_RUNS=N (default 1): the peer N times, run k ≥ 2 into peer_k.log and peer_torch_k.json; the summary then takes
   # each of its numbers' median (scripts/gpu/peer-median.ts): the peer's times moved by up to 12% between H200 calls.
   for k in $(seq 1 "${PEER_RUNS:-1}"); do
+    sfx=$([ "$k" = 1 ] || echo "_$k")
     say "peer (PyTorch, LAYERS=4), run $k"
-    if [ "$k" = 1 ]; then
-      (cd "$T" && timeout -k 5 150 env LAYERS=4 python3 "$G/peer_torch.py") 2>&1 | tee "$OUT/peer.log"
-      rc=${PIPESTATUS[0]}
-    else
-      mkdir -p "$T/peer$k"
-      (cd "$T" && timeout -k 5 150 env LAYERS=4 OUT="$T/peer$k" python3 "$G/peer_torch.py") 2>&1 | tee "$OUT/peer_$k.log"
-      rc=${PIPESTATUS[0]}
-      cp "$T/peer$k/peer_torch.json" "$OUT/peer_torch_$k.json" 2>/dev/null || say "peer run $k wrote no JSON"
-    fi
-    say "peer exit $rc"
+    mkdir -p "$T/peer$k"
+    (cd "$T" && timeout -k 5 150 env LAYERS=4 OUT="$T/peer$k" python3 "$G/peer_torch.py") 2>&1 | tee "$OUT/peer$sfx.log"
+    say "peer exit ${PIPESTATUS[0]}"
+    cp "$T/peer$k/peer_torch.json" "$OUT/peer_torch$sfx.json" 2>/dev/null || say "peer run $k wrote no JSON"
   done
 fi
 
 if want summary; then
   say "summary"
-  { "$T/node" "$G/check.mjs" --summary "$OUT/owlet_cuda.json" "$OUT/peer_torch.json" $(ls "$OUT"/peer_torch_[0-9]*.json 2>/dev/null);
+  { "$T/node" "$G/check.mjs" --summary "$OUT/owlet_cuda.json" $(peer_jsons);
     echo "-- failed checks and the count:"; grep -E "^FAIL|passed, .* failed" "$OUT/check.log"; } 2>&1 | tee "$OUT/summary.log"
 fi
 
@@ -84,8 +81,7 @@ if want train; then
   say "train-check exit ${PIPESTATUS[0]}"
   # the steps against the peer's of the same call, when it ran (steps.log)
   if [ -f "$OUT/peer_torch.json" ]; then
-    "$T/node" "$G/check.mjs" --steps "$OUT/train_bench.json" "$OUT/peer_torch.json" \
-      $(ls "$OUT"/peer_torch_[0-9]*.json 2>/dev/null) 2>&1 | tee "$OUT/steps.log"
+    "$T/node" "$G/check.mjs" --steps "$OUT/train_bench.json" $(peer_jsons) 2>&1 | tee "$OUT/steps.log"
   fi
 fi
 

@@ -108,10 +108,11 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(const T* x, const T* res,
 // the weight and bias gradients), which leaves gx's arithmetic as it is.
 template <class T, bool LN, int G, bool ACC>
 __device__ __forceinline__ void bwd_row(const T* gy, const T* x, FIn w, bool has_w, float mean, float rstd, T* gx,
-                                        const T* gx_add, int64_t base, int64_t packs, int lane, int64_t C,
-                                        float* scratch, float (&aw)[kPacks][vec::Pack<T>::N],
+                                        const T* gx_add, int64_t base, int lane, int64_t C, float* scratch,
+                                        float (&aw)[kPacks][vec::Pack<T>::N],
                                         float (&ab)[kPacks][vec::Pack<T>::N]) {
   constexpr int N = vec::Pack<T>::N;
+  const int64_t packs = C / N;
   float g[kPacks][N], xh[kPacks][N];
   float sg = 0.f, sgx = 0.f;
 #pragma unroll
@@ -161,7 +162,7 @@ __global__ void __launch_bounds__(kThreads) bwd_kernel(const T* gy, const T* x, 
   const int64_t row = int64_t(blockIdx.x) * (kThreads / G) + threadIdx.x / G;
   if (row >= rows) return;
   float unused[kPacks][N];
-  bwd_row<T, LN, G, false>(gy, x, w, has_w, LN ? mean_in[row] : 0.f, rstd_in[row], gx, gx_add, row * C, C / N,
+  bwd_row<T, LN, G, false>(gy, x, w, has_w, LN ? mean_in[row] : 0.f, rstd_in[row], gx, gx_add, row * C,
                            int(threadIdx.x % G), C, scratch, unused, unused);
 }
 
@@ -207,8 +208,8 @@ __global__ void __launch_bounds__(kThreads) bwd_params_kernel(const T* gy, const
 #pragma unroll
     for (int e = 0; e < N; e++) aw[k][e] = ab[k][e] = 0.f;
   for (int64_t row = r0 + sub; row < r1; row += RPB)  // (row_sum of a warp: no block barrier inside)
-    bwd_row<T, LN, G, true>(gy, x, w, has_w, LN ? mean_in[row] : 0.f, rstd_in[row], gx, gx_add, row * C, packs, lane,
-                            C, nullptr, aw, ab);
+    bwd_row<T, LN, G, true>(gy, x, w, has_w, LN ? mean_in[row] : 0.f, rstd_in[row], gx, gx_add, row * C, lane, C,
+                            nullptr, aw, ab);
   // the warps' sums of each column, added in warp order
   __shared__ float red[RPB][G * kPacks * N];
   for (int out = 0; out < (want_b ? 2 : 1); out++) {
