@@ -528,7 +528,9 @@ export function cases(): Case[] {
   //   wgmma-ws-tma-overlap (those two with their copies by TMA boxes from tensor maps), wgmma-wsp and
   //   wgmma-wsp-overlap (those as persistent kernels taking work items from a counter);
   //   OWLET_ATTN_BWD=wgmma (128-key blocks of 2 warpgroups, 64-query steps), =wgmma-p (that as a persistent kernel at
-  //   D = 128, wgmma at D = 64), =wgmma1 (64-key blocks, D = 64); and the mma.sync backward after the
+  //   D = 128, wgmma at D = 64), =wgmma-ws (the warp-specialised backward at D = 128 — TMA producer warp, dQ writer
+  //   warp with bulk reductions, two consumer warpgroups; session 18 — wgmma at D = 64), =wgmma1 (64-key blocks,
+  //   D = 64); and the mma.sync backward after the
   //   Hopper forward, the default forward at D = 128 (OWLET_ATTN_BWD=mma).
   const hopperShapes: [string, number, number, number, number, number, boolean, boolean, number, boolean][] = [
     ['odd', 1, 2, 70, 70, 128, true, false, 0, true],
@@ -556,7 +558,7 @@ export function cases(): Case[] {
   for (const env of [{ OWLET_ATTN_FWD: 'wgmma' }, { OWLET_ATTN_FWD: 'wgmma-overlap' }, { OWLET_ATTN_FWD: 'wgmma-ws' },
     { OWLET_ATTN_FWD: 'wgmma-ws-overlap' }, { OWLET_ATTN_FWD: 'wgmma-ws-tma' }, { OWLET_ATTN_FWD: 'wgmma-ws-tma-overlap' },
     { OWLET_ATTN_FWD: 'wgmma-wsp' }, { OWLET_ATTN_FWD: 'wgmma-wsp-overlap' }, { OWLET_ATTN_BWD: 'wgmma' },
-    { OWLET_ATTN_BWD: 'wgmma-p' }, { OWLET_ATTN_FWD: 'wgmma', OWLET_ATTN_BWD: 'mma' }] as VariantEnv[]) {
+    { OWLET_ATTN_BWD: 'wgmma-p' }, { OWLET_ATTN_BWD: 'wgmma-ws' }, { OWLET_ATTN_FWD: 'wgmma', OWLET_ATTN_BWD: 'mma' }] as VariantEnv[]) {
     for (const [label, B, H, Tq, Tk, D, causal, masked, p, quick] of hopperShapes)
       attn(label, B, H, Tq, Tk, D, causal, masked, p, ['bf16'], quick, env);
   }

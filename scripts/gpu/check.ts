@@ -257,6 +257,8 @@ function runBench(be: Be, res: BenchResult[], saved: () => void): void {
   // The persistent backward (OWLET_ATTN_BWD=wgmma-p, session 15) at the causal shapes, behind the persistent forward
   // and alone (behind the tuned forward).
   for (const [name, B, H, Tq, Tk, D, causal] of causalShapes) {
+    // (and the warp-specialised backward, OWLET_ATTN_BWD=wgmma-ws, session 18)
+    tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_BWD: 'wgmma-ws' }));
     tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_BWD: 'wgmma-p' }));
     tryb(() => attentionBench(be, name, B, H, Tq, Tk, D, causal, { OWLET_ATTN_FWD: 'wgmma-wsp', OWLET_ATTN_BWD: 'wgmma-p' }));
   }
@@ -400,7 +402,8 @@ function main(): number {
   }
   if (flag('--profile-attention')) {
     const be = cuda();
-    const envs = [{}, { OWLET_ATTN_FWD: 'wgmma-ws' }, { OWLET_ATTN_FWD: 'wgmma-ws-tma' }, { OWLET_ATTN_FWD: 'wgmma-wsp', OWLET_ATTN_BWD: 'wgmma-p' },
+    // (the first two backward launches are the default D = 128 kernel's and wgmma-ws's: run.sh's ncu-bwd takes those)
+    const envs = [{}, { OWLET_ATTN_BWD: 'wgmma-ws' }, { OWLET_ATTN_FWD: 'wgmma-ws' }, { OWLET_ATTN_FWD: 'wgmma-ws-tma' }, { OWLET_ATTN_FWD: 'wgmma-wsp', OWLET_ATTN_BWD: 'wgmma-p' },
       { OWLET_ATTN_BWD: 'mma' }, { OWLET_ATTN_FWD: 'wgmma1', OWLET_ATTN_BWD: 'wgmma1' }, { OWLET_ATTN_TAIL: '1' }];
     for (const [label, B, H, T, D, causal] of [['llama7b_b4_t2048_causal', 4, 32, 2048, 128, true],
       ['vit_L14_b64', 64, 16, 257, 64, false]] as const) {

@@ -152,14 +152,14 @@ if [[ " ${ONLY:-} " == *" ncu-lora "* ]]; then
     say "no ncu on this machine"
   fi
 fi
-# Only when asked (ONLY="... ncu-bwd"): the first attention backward of check.mjs --profile-attention (LLaMA B4 T2048,
-# the Hopper kernel at D = 128) with its warp stall reasons, source counters and instruction mix
-# (ncu_attention_bwd.txt): where the backward's warps wait.
+# Only when asked (ONLY="... ncu-bwd"): the first two attention backwards of check.mjs --profile-attention (LLaMA B4
+# T2048: the Hopper kernel at D = 128, then the warp-specialised one, OWLET_ATTN_BWD=wgmma-ws) with their warp stall
+# reasons, source counters and instruction mix (ncu_attention_bwd.txt): where the backward's warps wait.
 if [[ " ${ONLY:-} " == *" ncu-bwd "* ]]; then
   say "ncu-bwd: Nsight Compute on one LLaMA-shaped attention backward, with stall reasons"
   if [ -n "$NCU" ]; then
     # (--print-details all: without it the text report leaves out the stall reasons' breakdown — session 17)
-    OWLET_ATTN_TUNE=0 timeout -k 5 120 "$NCU" --clock-control none --print-details all -k regex:attention_bwd_kernel -c 1 --section SpeedOfLight \
+    OWLET_ATTN_TUNE=0 timeout -k 5 120 "$NCU" --clock-control none --print-details all -k regex:'attention_bwd_(ws_)?kernel' -c 2 --section SpeedOfLight \
       --section WarpStateStats --section SourceCounters --section InstructionStats --section Occupancy \
       "$T/node" "$G/check.mjs" --profile-attention >"$OUT/ncu_attention_bwd.txt" 2>&1
     say "ncu-bwd exit $?"

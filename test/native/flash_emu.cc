@@ -18,6 +18,7 @@
 #include "../../native/src/cuda/attention_wgmma.cuh"
 #include "../../native/src/cuda/attention_wgmma_bwd.cuh"
 #include "../../native/src/cuda/attention_wgmma_bwd_short.cuh"
+#include "../../native/src/cuda/attention_wgmma_bwd_ws.cuh"
 #include "../../native/src/cuda/attention_wgmma_ws.cuh"
 #include "emu_values.h"
 
@@ -521,6 +522,20 @@ bool run(const Case& c, std::mt19937& rng) {
                     [&] { wgmma::attention_bwd_persistent_kernel(fp, k_tiles, &taken); });
         expect_counter_zero(taken, "wgmma-p");
         check_bwd("wgmma-p");
+        // OWLET_ATTN_BWD=wgmma-ws: the warp-specialised backward (attention_wgmma_bwd_ws.cuh: Q, dO, K, V by TMA from
+        // a producer warp, dQ by bulk reductions from a writer warp, two consumer warpgroups)
+        poison_grads();
+        owlet::cuda::wgmma_bwd_ws::Maps ws_maps;
+        std::string why;
+        if (!owlet::cuda::wgmma_bwd_ws::encode_maps(fp, ws_maps, why)) {
+          std::fprintf(stderr, "tensor maps: %s\n", why.c_str());
+          std::abort();
+        }
+        emu::launch({unsigned((Tk + owlet::cuda::wgmma_bwd_ws::kKeys - 1) / owlet::cuda::wgmma_bwd_ws::kKeys), unsigned(H),
+                     unsigned(B)},
+                    owlet::cuda::wgmma_bwd_ws::kThreads, owlet::cuda::wgmma_bwd_ws::smem_bytes(),
+                    [&] { owlet::cuda::wgmma_bwd_ws::attention_bwd_ws_kernel(fp, ws_maps); });
+        check_bwd("wgmma-ws");
       }
       if (D == 64) {  // OWLET_ATTN_BWD=wgmma1: one warpgroup of 64 keys per block
         run_bwd(std::integral_constant<int, 64>{}, std::integral_constant<int, 1>{});

@@ -14,7 +14,7 @@
 // wgmma-ws-tma-overlap: those two with their copies by TMA (tma.cuh), wgmma-wsp and wgmma-wsp-overlap: those as
 // persistent kernels (wgmma-wsp: the D = 128 default since the H200 run of 2026-11-27, session 17), where they apply —
 // sm_90a build, compute capability 9.0, no dropout — and w4s elsewhere); OWLET_ATTN_BWD picks the backward (mma,
-// br64, wgmma, wgmma1, wgmma-q, wgmma-bulk, wgmma1-keys, wgmma-p: see bwd_variant_of and the BwdVariant enum). Unset
+// br64, wgmma, wgmma1, wgmma-q, wgmma-bulk, wgmma1-keys, wgmma-p, wgmma-ws: see bwd_variant_of and the BwdVariant enum). Unset
 // (or auto): the fastest of the variants that apply, timed on the first call of each shape (see "autotuning" below;
 // OWLET_ATTN_TUNE=0 turns it off, and the backward off Hopper has one kernel); else the static defaults of
 // fwd_variant and bwd_variant_of. OWLET_ATTN_BWD_WARPS=4 or 8 the warps per block of the mma.sync backward;
@@ -45,6 +45,7 @@
 #include "attention_wgmma.cuh"
 #include "attention_wgmma_bwd.cuh"
 #include "attention_wgmma_bwd_short.cuh"
+#include "attention_wgmma_bwd_ws.cuh"
 #include "attention_wgmma_ws.cuh"
 #include "common.cuh"
 #include "time_candidates.h"
@@ -135,14 +136,19 @@ FwdVariant fwd_variant(const char* op) {
 // (ViT B64 fwd+bwd 142.8 TFLOP/s against 144.4 for wgmma1; abstractor 101.3 against 119.4 for wgmma-q): by name only.
 // wgmma-p: the Hopper backward at D = 128 as a persistent kernel (session 15; on the H200 in session 17 correct, and
 // no faster than wgmma: LLaMA B4 T2048 fwd+bwd 330.4 against 330.5 TFLOP/s: by name only; at D = 64 it runs as wgmma).
-enum class BwdVariant { Auto, Mma, Br64, Wgmma, Wgmma1, WgmmaQ, WgmmaBulk, Wgmma1Keys, WgmmaP };
+// wgmma-ws: the warp-specialised Hopper backward at D = 128 (attention_wgmma_bwd_ws.cuh: a TMA producer warp, a dQ
+// writer warp with bulk reductions, two consumer warpgroups; session 18, emulated only until a GPU runs it): among the
+// D = 128 candidates after wgmma, so that autotuning takes it only where it measures faster; at D = 64 it runs as
+// wgmma, and as wgmma too where the driver cannot encode its tensor maps.
+enum class BwdVariant { Auto, Mma, Br64, Wgmma, Wgmma1, WgmmaQ, WgmmaBulk, Wgmma1Keys, WgmmaP, WgmmaWs };
 
 const std::pair<const char*, BwdVariant> kBwdNames[] = {{"auto", BwdVariant::Auto},   {"mma", BwdVariant::Mma},
                                                         {"br64", BwdVariant::Br64},   {"wgmma", BwdVariant::Wgmma},
                                                         {"wgmma1", BwdVariant::Wgmma1}, {"wgmma-q", BwdVariant::WgmmaQ},
                                                         {"wgmma-bulk", BwdVariant::WgmmaBulk},
                                                         {"wgmma1-keys", BwdVariant::Wgmma1Keys},
-                                                        {"wgmma-p", BwdVariant::WgmmaP}};
+                                                        {"wgmma-p", BwdVariant::WgmmaP},
+                                                        {"wgmma-ws", BwdVariant::WgmmaWs}};
 
 BwdVariant bwd_variant_of(const char* op) {
   return env_variant("OWLET_ATTN_BWD", kBwdNames, op);
@@ -294,18 +300,6 @@ __global__ void simple_bwd_dkv_kernel(SimpleParams p) {
     p.dk.set(kj + d, p.scale * ak);
     p.dv.set(kj + d, av);
   }
-}
-
-void set_smem_limit(const void* fn, size_t bytes, int device, const char* op) {
-  // The limit is per function and device; remember what was set so a launch costs no extra driver call.
-  static std::mutex mu;
-  static std::map<std::pair<const void*, int>, size_t> set;
-  std::lock_guard<std::mutex> lock(mu);
-  size_t& have = set[{fn, device}];
-  if (have >= bytes) return;
-  check(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)), op,
-        "cudaFuncSetAttribute(max dynamic shared memory)");
-  have = bytes;
 }
 
 size_t simple_smem(const DeviceContext& c, int floats, const char* op) {
@@ -569,7 +563,8 @@ void launch_wgmma_fwd(const DeviceContext& c, const flash::Params& fp, const Dim
 bool use_wgmma_bwd(const DeviceContext& c, const flash::Params& fp, BwdVariant variant) {
   const bool asked = variant == BwdVariant::Wgmma || variant == BwdVariant::Wgmma1 || variant == BwdVariant::WgmmaQ ||
                      variant == BwdVariant::WgmmaBulk || variant == BwdVariant::Wgmma1Keys ||
-                     variant == BwdVariant::WgmmaP || (variant == BwdVariant::Auto && !std::getenv("OWLET_ATTN_BWD_WARPS"));
+                     variant == BwdVariant::WgmmaP || variant == BwdVariant::WgmmaWs ||
+                     (variant == BwdVariant::Auto && !std::getenv("OWLET_ATTN_BWD_WARPS"));
   return asked && hopper_applies(c, fp);
 }
 
@@ -588,6 +583,18 @@ void launch_wgmma_bwd_short(const DeviceContext& c, const flash::Params& fp, con
 }
 
 static_assert(wgmma::kTailKeys >= attn_tail::kMax, "wgmma1-keys takes every key tail attn_tail::main_extent leaves");
+
+// wgmma-ws at D = 128 on a grid of 128-key blocks; false (and why, nothing launched) where the driver cannot encode the
+// tensor maps of q, k, v and dO.
+bool launch_ws_bwd(const DeviceContext& c, const flash::Params& fp, const Dims& d, std::string& why, const char* op) {
+  wgmma_bwd_ws::Maps maps;
+  if (!wgmma_bwd_ws::encode_maps(fp, maps, why)) return false;
+  const dim3 grid{unsigned((fp.tk_main + wgmma_bwd_ws::kKeys - 1) / wgmma_bwd_ws::kKeys), unsigned(d.H), unsigned(d.B)};
+  const size_t smem = wgmma_bwd_ws::smem_bytes();
+  set_smem_limit(reinterpret_cast<const void*>(wgmma_bwd_ws::attention_bwd_ws_kernel), smem, c.index, op);
+  wgmma_bwd_ws::attention_bwd_ws_kernel<<<grid, wgmma_bwd_ws::kThreads, smem, c.stream>>>(fp, maps);
+  return true;
+}
 
 // one_wg: one warpgroup (64 keys) per block, at D = 64 only (OWLET_ATTN_BWD=wgmma1 and wgmma1-keys); short: the
 // query-major kernel (OWLET_ATTN_BWD=wgmma-q, D = 64 and Tq ≤ 64). At D = 64 the rows and keys past the last whole 64
@@ -608,8 +615,11 @@ void launch_wgmma_bwd(const DeviceContext& c, flash::Params fp, const Dims& d, B
     set_smem_limit(reinterpret_cast<const void*>(kernel), smem, c.index, op);
     kernel<<<grid, threads, smem, c.stream>>>(fp);
   };
+  std::string why;
   if (short_q) {
     launch_wgmma_bwd_short(c, fp, d, op);
+  } else if (variant == BwdVariant::WgmmaWs && d.D == 128 && launch_ws_bwd(c, fp, d, why, op)) {
+    // (launched; where the maps could not be encoded, the two-warpgroup kernel below instead)
   } else if (variant == BwdVariant::WgmmaP && d.D == 128) {
     // persistent: at most one block per SM (149.5 KiB of shared memory each), items from the counter
     const int k_tiles = (fp.tk_main + 127) / 128;
@@ -746,7 +756,8 @@ std::vector<int> fwd_candidates(const DeviceContext& c, const flash::Params& fp,
 std::vector<int> bwd_candidates(const DeviceContext& c, const flash::Params& fp, const Dims& d) {
   if (!hopper_applies(c, fp) || std::getenv("OWLET_ATTN_BWD_WARPS")) return {};
   if (d.D == 128) {
-    return {tune_code(BwdVariant::Wgmma), tune_code(BwdVariant::Mma), tune_code(BwdVariant::WgmmaBulk)};
+    return {tune_code(BwdVariant::Wgmma), tune_code(BwdVariant::WgmmaWs), tune_code(BwdVariant::Mma),
+            tune_code(BwdVariant::WgmmaBulk)};
   }
   std::vector<BwdVariant> vs{BwdVariant::Wgmma, BwdVariant::Wgmma1, BwdVariant::Mma, BwdVariant::WgmmaBulk};
   if (d.Tq <= wgmma::kShortQueries) vs.push_back(BwdVariant::WgmmaQ);

@@ -180,6 +180,43 @@ __device__ __forceinline__ void grads_t(float (&dpt)[NR], const float (&st)[NR],
   }
 }
 
+// The products of a query tile, one commit group each (not waited for here); BK: the keys of the block's K and V
+// tiles, sA this warpgroup's 64 of them.
+// acc = rows of sA (keys) · rows of sB (the tile's queries)ᵀ, reduced over d: Sᵀ = K Qᵀ, dPᵀ = V dOᵀ. N16: the
+// tile's first 16 queries only (m64n16k16, a narrow last tile).
+template <int D, int BK, bool N16, int NR>
+__device__ __forceinline__ void keys_by_queries(float (&acc)[NR], uint32_t sA, uint32_t sB) {
+#pragma unroll
+  for (int kd = 0; kd < D / 16; kd++) {
+    const uint32_t offk = (kd >> 2) * (BK * 128) + (kd & 3) * 32, offq = (kd >> 2) * (kBwdQueries * 128) + (kd & 3) * 32;
+    if constexpr (N16) mma_ss_m64n16k16(acc, desc_kmajor(sA + offk), desc_kmajor(sB + offq), kd > 0);
+    else mma_ss_m64n64k16<false>(acc, desc_kmajor(sA + offk), desc_kmajor(sB + offq), kd > 0);
+  }
+  commit();
+}
+// acc[c] += frag (keys × the tile's queries, bf16 A fragments) · column block c of the rows of sB (the tile's queries
+// × d): dV += Pᵀ dO, dK += dSᵀ Q.
+template <int DB, int KQN>
+__device__ __forceinline__ void keys_by_d(float (&acc)[DB][32], const uint32_t (&frag)[KQN][4], uint32_t sB) {
+#pragma unroll
+  for (int kk = 0; kk < KQN; kk++)
+#pragma unroll
+    for (int c = 0; c < DB; c++)
+      mma_rs_m64n64k16_tb(acc[c], frag[kk], desc_nmajor64(sB + c * (kBwdQueries * 128) + kk * 2048));
+  commit();
+}
+// dq (64 queries × 64 columns) = dS K over key steps [step0, step0 + STEPS): A = the dSᵀ tile at sS read transposed,
+// B = the 64-column block of K at sKc (BK keys) N-major.
+template <int BK, int STEPS>
+__device__ __forceinline__ void dq_product(float (&dq)[32], uint32_t sS, uint32_t sKc, int step0) {
+#pragma unroll
+  for (int kk = 0; kk < STEPS; kk++) {
+    const uint32_t step = uint32_t(step0 + kk) * 2048;
+    mma_ss_m64n64k16<true>(dq, desc_nmajor64(sS + step), desc_nmajor64(sKc + step), kk > 0);
+  }
+  commit();
+}
+
 // The rows [tq_main, Tq) past the last whole query tile (attention_tail.cuh) against this thread's two keys, added
 // to its dK and dV registers before they are rounded. dk[c][4i + 2r + e] is key r (a, b), head dim
 // 64c + 8i + 2·t4 + e: each dot product is summed over the thread's 16·DB dims, then across the four threads (t4)
@@ -363,7 +400,7 @@ __device__ __forceinline__ void bwd_body(const flash::Params& p, int k_tiles, in
   static_assert(NWG == 2 || D == 64, "at D = 128 the two warpgroups split dQ's columns");
   static_assert(!PERSISTENT || (D == 128 && NWG == 2 && !BULK), "the persistent form is the LLaMA backward's");
   constexpr int THREADS = 128 * NWG;
-  constexpr int DB = D / 64, KD = D / 16, BK = bwd_keys<NWG>(), BQ = kBwdQueries, KQ = BQ / 16;
+  constexpr int DB = D / 64, BK = bwd_keys<NWG>(), BQ = kBwdQueries, KQ = BQ / 16;
   static_assert(KQ == 4, "a_fragments and grads_t take a 64-query tile");
   constexpr uint32_t kKVBytes = BK * D * 2, kQBytes = BQ * D * 2, kSBytes = BK * BQ * 2;
   OWLET_DYNAMIC_SMEM(smem_raw);
@@ -484,29 +521,9 @@ __device__ __forceinline__ void bwd_body(const flash::Params& p, int k_tiles, in
         // Sᵀ = K_w Qᵀ and dPᵀ = V_w dOᵀ (64 keys × 64 queries each), two commit groups: Pᵀ is computed while the tensor
         // cores still run dPᵀ.
         float st[NR], dpt[NR];
-        // acc = rows of sA (this warpgroup's keys) · rows of sB (the tile's queries)ᵀ, reduced over d
-        auto keys_by_queries = [&](float (&acc)[NR], uint32_t sA, uint32_t sB) {
-#pragma unroll
-          for (int kd = 0; kd < KD; kd++) {
-            const uint32_t offk = (kd >> 2) * (BK * 128) + (kd & 3) * 32, offq = (kd >> 2) * (BQ * 128) + (kd & 3) * 32;
-            if constexpr (N16) mma_ss_m64n16k16(acc, desc_kmajor(sA + offk), desc_kmajor(sB + offq), kd > 0);
-            else mma_ss_m64n64k16<false>(acc, desc_kmajor(sA + offk), desc_kmajor(sB + offq), kd > 0);
-          }
-          commit();
-        };
-        // acc[c] += frag (this warpgroup's keys × the tile's queries, bf16 A fragments) · column block c of the rows of
-        // sB (the tile's queries × d): dV += Pᵀ dO, dK += dSᵀ Q
-        auto keys_by_d = [&](float (&acc)[DB][32], const uint32_t (&frag)[KQN][4], uint32_t sB) {
-#pragma unroll
-          for (int kk = 0; kk < KQN; kk++)
-#pragma unroll
-            for (int c = 0; c < DB; c++)
-              mma_rs_m64n64k16_tb(acc[c], frag[kk], desc_nmajor64(sB + c * (BQ * 128) + kk * 2048));
-          commit();
-        };
         fence();
-        keys_by_queries(st, sKw, sQt);
-        keys_by_queries(dpt, sVw, sOt);
+        keys_by_queries<D, BK, N16>(st, sKw, sQt);
+        keys_by_queries<D, BK, N16>(dpt, sVw, sOt);
         wait<1>();  // Sᵀ is done (groups complete in order); dPᵀ may still run
         fence_operands(st);
 
@@ -531,12 +548,7 @@ __device__ __forceinline__ void bwd_body(const flash::Params& p, int k_tiles, in
         // dK += dSᵀ Q, which runs while this thread adds its dQ into the accumulator.
         float dq[32];
         fence();
-#pragma unroll
-        for (int kk = 0; kk < kDqSteps; kk++) {
-          const uint32_t step = uint32_t(dq_step0 + kk) * 2048;
-          mma_ss_m64n64k16<true>(dq, desc_nmajor64(sS + step), desc_nmajor64(sK + (dq_col / 64) * (BK * 128) + step), kk > 0);
-        }
-        commit();
+        dq_product<BK, kDqSteps>(dq, sS, sK + (dq_col / 64) * (BK * 128), dq_step0);
         keys_by_d(dk, da, sQt);
         wait<1>();  // dV and dQ are done; dK may still run
         fence_operands(dq);

@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <string>
 
@@ -177,6 +178,17 @@ int grid_for(const DeviceContext& c, int64_t n, int threads) {
 bool env_is(const char* var, const char* value) {
   const char* e = std::getenv(var);
   return e && std::strcmp(e, value) == 0;
+}
+
+void set_smem_limit(const void* fn, size_t bytes, int device, const char* op) {
+  static std::mutex mu;
+  static std::map<std::pair<const void*, int>, size_t> set;
+  std::lock_guard<std::mutex> lock(mu);
+  size_t& have = set[{fn, device}];
+  if (have >= bytes) return;
+  check(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)), op,
+        "cudaFuncSetAttribute(max dynamic shared memory)");
+  have = bytes;
 }
 
 bool vec_enabled() {

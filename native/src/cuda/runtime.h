@@ -72,4 +72,8 @@ bool vec_enabled();
 // Whether the environment variable `var` is set to exactly `value` (the backend's OWLET_* switches).
 bool env_is(const char* var, const char* value);
 
+// Lets kernel `fn` use `bytes` of dynamic shared memory on `device` (above the default 48 KiB); remembered per function
+// and device, so a launch costs no extra driver call.
+void set_smem_limit(const void* fn, size_t bytes, int device, const char* op);
+
 }  // namespace owlet::cuda
