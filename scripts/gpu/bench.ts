@@ -2,7 +2,7 @@
 // against the frozen linear, the 8192³ GEMM, and bandwidth of a few memory-bound kernels against a device copy.
 // Timing: the op is queued `iters` times between two synchronisations (host clock), repeated, median per call;
 // outputs are disposed as they come (the caching allocator recycles their blocks, as in a training step).
-import { type Be, envSuffix, median, type NT, op, type VariantEnv, withEnv } from './harness.ts';
+import { type Be, envSuffix, loraEnv, median, type NT, op, type VariantEnv, withEnv } from './harness.ts';
 
 export interface BenchResult { name: string; ms: number; tflops?: number; gbps?: number; extra?: Record<string, number | string> }
 
@@ -142,7 +142,7 @@ function loraOperands(be: Be, M: number, K: number, N: number, r: number) {
 export function loraOnce(be: Be, M: number, K: number, N: number, r: number, variant = '', p = 0): void {
   const { x, w, a, b, gy } = loraOperands(be, M, K, N, r);
   try {
-    withEnv(variant ? { OWLET_LORA: variant } : {}, () => {
+    withEnv(loraEnv(variant), () => {
       disposeAll([op(be, 'matmul')(x, w, false, true, 1), op(be, 'matmul')(gy, w, false, false, 1)]);
       const [y, xa] = op(be, 'loraForward')(x, w, a, b, 2, p, 7);
       disposeAll(op(be, 'loraBackward')(gy, x, w, a, b, xa, 2, p, 7, true));
@@ -153,10 +153,11 @@ export function loraOnce(be: Be, M: number, K: number, N: number, r: number, var
 }
 
 /** LoRA fwd+bwd against the frozen linear (matmul forward + input gradient); variant 'thin' times the one-pass
- *  kernels for the thin products (OWLET_LORA=thin), 'mma' the tensor-core ones (OWLET_LORA=mma), for comparison
- *  (cuBLAS is the default); p > 0 with the LoRA input dropout (stage 2's 0.05). */
+ *  kernels for the thin products (OWLET_LORA=thin), 'mma' the tensor-core ones (OWLET_LORA=mma), 'fused' the GEMM
+ *  with the rank-r update in its kernel (OWLET_LORA_GEMM=fused), for comparison (cuBLAS is the default); p > 0 with
+ *  the LoRA input dropout (stage 2's 0.05). */
 export function loraBench(be: Be, M: number, K: number, N: number, r: number, variant = '', p = 0): BenchResult {
-  return withEnv(variant ? { OWLET_LORA: variant } : {}, () => loraBenchRun(be, M, K, N, r, variant, p));
+  return withEnv(loraEnv(variant), () => loraBenchRun(be, M, K, N, r, variant, p));
 }
 
 function loraBenchRun(be: Be, M: number, K: number, N: number, r: number, variant: string, p: number): BenchResult {

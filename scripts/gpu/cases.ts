@@ -3,7 +3,7 @@
 // code produces the CPU backend's answer and the CUDA backend's) and has a float64 reference for when the CPU
 // backend lacks the op.
 import { randn, rng } from '../../test/helpers/rng.ts';
-import { type Be, envLabel, get, type Kind, type NT, op, type VariantEnv, withEnv } from './harness.ts';
+import { type Be, envLabel, get, type Kind, loraEnv, type NT, op, type VariantEnv, withEnv } from './harness.ts';
 import * as R from '../../test/helpers/reference.ts';
 
 export interface Input { shape: number[]; values: Float64Array; kind?: Kind }
@@ -675,14 +675,16 @@ export function cases(): Case[] {
   // ---------------------------------------------------------------- lora
   // variant 'thin' sets OWLET_LORA=thin around the CUDA calls (the one-pass thin-product kernels instead of the
   // default cuBLAS path), 'mma' OWLET_LORA=mma (the tensor-core kernels of lora_mma.cuh: bf16, ranks 8 and 16; the f32
-  // runs and the other shapes check that they fall back); the CPU backend ignores both.
+  // runs and the other shapes check that they fall back), 'fused' OWLET_LORA_GEMM=fused (lora_gemm.cuh: the GEMM with the
+  // rank-r update in its kernel, bf16 at ranks 8 and 16; dx under dropout and everything else falls back); the CPU
+  // backend ignores all three.
   const lora = (M: number, K: number, N: number, r: number, p: number, quick: boolean, variant = '') => {
     out.push({
       name: `lora fwd+bwd M${M} K${K} N${N} r${r}${p ? ` dropout${p}` : ''}${variant ? ` (${variant})` : ''}`,
       family: 'lora', dtypes: both, quick,
       inputs: gen({ shape: [M, K] }, { shape: [N, K], std: 1 / Math.sqrt(K) }, { shape: [r, K], std: 1 / Math.sqrt(K) },
         { shape: [N, r], std: 0.1 }, { shape: [M, N] }),
-      run: (be, [x, w, a, b, gy]) => withEnv(variant ? { OWLET_LORA: variant } : {}, () => {
+      run: (be, [x, w, a, b, gy]) => withEnv(loraEnv(variant), () => {
         const [y, xa] = op(be, 'loraForward')(x, w, a, b, 2, p, 5);
         const [gx, ga, gb] = op(be, 'loraBackward')(gy, x, w, a, b, xa, 2, p, 5, true);
         return { y, xa, gx, ga, gb };
@@ -711,6 +713,17 @@ export function cases(): Case[] {
   lora(1100, 264, 136, 8, 0.05, false, 'mma');
   lora(29, 66, 40, 8, 0.1, true, 'mma');
   lora(41, 96, 40, 6, 0.1, true, 'mma');
+  // the fused GEMM (session 18): one tile and a partial one (M 37), tiles ending inside their 128 rows, 256 columns
+  // and 64-deep steps (M 300 K 520 N 264: forward N 264, dx N = K 520), many tiles per block (M 1100), rank 16, dropout
+  // (the forward fused, dx through the cuBLAS path), and shapes it does not take (K 66: rows not 16-byte multiples;
+  // rank 6)
+  lora(37, 64, 48, 8, 0, true, 'fused');
+  lora(300, 520, 264, 8, 0, true, 'fused');
+  lora(300, 512, 384, 16, 0, false, 'fused');
+  lora(1100, 264, 136, 8, 0, false, 'fused');
+  lora(300, 512, 384, 16, 0.05, false, 'fused');
+  lora(29, 66, 40, 8, 0.1, true, 'fused');
+  lora(41, 96, 40, 6, 0, true, 'fused');
 
   // ---------------------------------------------------------------- loss
   // (V a multiple of 8: 16-byte loads; 1001: element by element)

@@ -295,7 +295,11 @@ function runBench(be: Be, res: BenchResult[], saved: () => void): void {
   tryb(() => loraBench(be, 8192, 4096, 11008, 8, 'mma'));
   tryb(() => loraBench(be, 8192, 4096, 4096, 16, 'mma'));
   tryb(() => loraBench(be, 8192, 4096, 4096, 16));
-  for (const v of ['', 'thin', 'mma']) tryb(() => loraBench(be, 4096, 4096, 4096, 8, v, 0.05));
+  for (const v of ['', 'thin', 'mma', 'fused']) tryb(() => loraBench(be, 4096, 4096, 4096, 8, v, 0.05));
+  // the GEMM with the rank-r update in its kernel (OWLET_LORA_GEMM=fused, session 18) at the no-dropout shapes
+  tryb(() => loraBench(be, 8192, 4096, 4096, 8, 'fused'));
+  tryb(() => loraBench(be, 8192, 4096, 11008, 8, 'fused'));
+  tryb(() => loraBench(be, 8192, 4096, 4096, 16, 'fused'));
   tryb(() => bandwidthBench(be));
   tryb(() => hostVsDeviceBench(be));
 }
@@ -391,9 +395,10 @@ function main(): number {
   if (flag('--profile-lora')) {
     // The kernels behind one LoRA forward + backward, for run.sh's ncu-lora stage: stage 2's shape with its input
     // dropout (M4096 N4096 r8 p 0.05, 1.77× the frozen linear on session 12's H200) and the no-dropout bench shape
-    // (M8192), each after the frozen linear's two GEMMs; the default path (cuBLAS thin products), then OWLET_LORA=mma.
+    // (M8192), each after the frozen linear's two GEMMs; the default path (cuBLAS thin products), then OWLET_LORA=mma,
+    // then OWLET_LORA_GEMM=fused.
     const be = cuda();
-    for (const variant of ['', 'mma'])
+    for (const variant of ['', 'mma', 'fused'])
       for (const [M, p] of [[4096, 0.05], [8192, 0]] as const) {
         console.log(`profile: lora M${M} K4096 N4096 r8 dropout ${p} ${variant || 'default'}: frozen matmul x2, loraForward, loraBackward`);
         loraOnce(be, M, 4096, 4096, 8, variant, p);

@@ -70,6 +70,13 @@ export function fmt(x: number): string {
 /** Kernel variants the CUDA backend reads from the environment per call, e.g. { OWLET_ATTN_FWD: 'm2' }. */
 export type VariantEnv = Record<string, string>;
 
+/** The switches of a LoRA variant: '' none (cuBLAS's thin products and two GEMMs), 'thin' and 'mma' OWLET_LORA (the
+ *  thin products' kernels), 'fused' OWLET_LORA_GEMM=fused (the GEMM with the rank-r update in it, lora_gemm.cuh). */
+export function loraEnv(variant: string): VariantEnv {
+  if (!variant) return {};
+  return variant === 'fused' ? { OWLET_LORA_GEMM: 'fused' } : { OWLET_LORA: variant };
+}
+
 /** Runs fn with `env` set, restoring the previous values (or their absence) afterwards. */
 export function withEnv<T>(env: VariantEnv, fn: () => T): T {
   const saved = Object.keys(env).map((k) => [k, process.env[k]] as const);

@@ -439,6 +439,13 @@ inline float nmajor64_at(const SmemDesc& d, int k, int n) {
   }
   return smem_bf16_sw128(d.start + uint32_t(k / 8) * d.sbo + uint32_t(k % 8) * 128 + uint32_t(n) * 2);
 }
+// N-major operand wider than one atom (N > 64, a GEMM's B tile): element (k, n) of atom n / 64, atoms LBO apart along
+// N, groups of 8 k-rows SBO apart — the canonical MN-major 128-byte-swizzle layout as CUTLASS's make_gmma_desc
+// describes it, ((8, n), (8, k)) : ((1, LBO), (8, SBO)) in 16-byte units.
+inline float nmajor_wide_at(const SmemDesc& d, int k, int n) {
+  return smem_bf16_sw128(d.start + uint32_t(n / 64) * d.lbo + uint32_t(k / 8) * d.sbo + uint32_t(k % 8) * 128 +
+                         uint32_t(n % 64) * 2);
+}
 // Row and column of accumulator element d[r] (m64nN f32) of the calling thread.
 inline void acc_pos(int r, int& row, int& col) {
   int wt = tid() % 128, w = wt / 32, lane = wt % 32;
@@ -446,10 +453,10 @@ inline void acc_pos(int r, int& row, int& col) {
   col = 8 * (r / 4) + 2 * (lane % 4) + (r % 2);
 }
 // wgmma.m64nNk16.f32.bf16.bf16 with A and B from shared memory, each K-major or (trans = true, imm-trans-a/b = 1)
-// MN-major one atom wide (M = 64 for A, N <= 64 for B): d = A·B (+ d when scale_d).
+// MN-major (A one atom wide, M = 64; B one atom wide when N <= 64, else atoms LBO apart): d = A·B (+ d when scale_d).
 template <int R>
 inline void wgmma_ss(float (&d_)[R], int N, uint64_t desc_a, bool trans_a, uint64_t desc_b, bool trans_b, bool scale_d) {
-  if (N / 2 != R || (trans_b && N > 64)) std::abort();
+  if (N / 2 != R) std::abort();
   SmemDesc a = decode_desc(desc_a), b = decode_desc(desc_b);
   float* d = d_;
   wgmma_issue([=] {
@@ -459,7 +466,7 @@ inline void wgmma_ss(float (&d_)[R], int N, uint64_t desc_a, bool trans_a, uint6
     float acc = 0.f;
     for (int k = 0; k < 16; k++)
       acc += (trans_a ? nmajor64_at(a, k, row) : kmajor_at(a, row, k)) *
-             (trans_b ? nmajor64_at(b, k, col) : kmajor_at(b, col, k));
+             (trans_b ? (N > 64 ? nmajor_wide_at(b, k, col) : nmajor64_at(b, k, col)) : kmajor_at(b, col, k));
     d[r] = (scale_d ? d[r] : 0.f) + acc;
   }
   });

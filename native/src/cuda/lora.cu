@@ -14,6 +14,10 @@
 // dx once (rank-r write). Under input dropout the forward and dA read a masked copy of x (written once each), and dx's
 // low-rank part is added into gx = gy W under the mask by one pass over gx (lora_thin.cuh's dx_low_rank_kernel).
 //
+// OWLET_LORA_GEMM=fused (read per call; session 18, emulated only until a GPU runs it) computes the base GEMM and the
+// rank-r update in one kernel instead (lora_gemm.cuh): the forward's y and, without dropout, the backward's dx, for
+// bf16 matrices at ranks 8 and 16 on an sm_90a build and device — no rank-r write of y (dx) and no re-read of it.
+//
 // Dropout on the LoRA input keeps element i of x where hash_u01(seed, i) >= p (core/hash_u01.h), scaled by
 // 1 / (1 − p), exactly as the CPU backend's LoRA does; the backward regenerates the mask instead of storing it.
 #include <algorithm>
@@ -26,6 +30,7 @@
 #include "../core/hash_u01.h"
 #include "common.cuh"
 #include "gemm.h"
+#include "lora_gemm.cuh"
 #include "lora_mma.cuh"
 #include "lora_thin.cuh"
 
@@ -227,6 +232,45 @@ void mma_cols(DeviceContext& c, const Tensor& X, const Tensor& G, int64_t r, flo
   }
 }
 
+// Whether the fused GEMM (lora_gemm.cuh) takes C [M, N] = A op(W) + s L Rᵀ here: asked for, an sm_90a build on a
+// compute capability 9.0 device, rank 8 or 16, every operand bf16 with a 16-byte-aligned start, rows of 16-byte
+// multiples (the TMA's) and an even N (C's bf16 pairs).
+bool fused_ok(const DeviceContext& c, int64_t r, std::initializer_list<const Tensor*> ts, int64_t N, int64_t K) {
+#ifdef OWLET_HAVE_SM90A
+  if (!env_is("OWLET_LORA_GEMM", "fused") || c.prop.major != 9 || c.prop.minor != 0 || !(r == 8 || r == 16)) return false;
+  if (N % 8 || K % 8 || N <= 0 || K <= 0) return false;
+  for (const Tensor* t : ts)
+    if (t->dtype != DType::BF16 || !aligned16(*t)) return false;
+  return true;
+#else
+  (void)c, (void)r, (void)ts, (void)N, (void)K;
+  return false;
+#endif
+}
+
+// C = A op(W) + s L Rᵀ through lora_gemm.cuh (W [N, K] K-major, or [K, N] with w_nmajor); false (nothing launched)
+// where the driver cannot encode the tensor maps.
+bool fused_gemm(DeviceContext& c, const Tensor& a, const Tensor& w, bool w_nmajor, const Tensor& l, const Tensor& r, float s,
+                Tensor& out, const char* op) {
+  lora_gemm::Args g{out.data<bf16>(), l.data<bf16>(), r.data<bf16>(), 0, 0, 0, int(l.cols()), s};
+  g.M = int(a.rows()), g.K = int(a.cols()), g.N = int(out.cols());
+  lora_gemm::Maps maps;
+  std::string why;
+  if (!lora_gemm::encode_maps(a.data<bf16>(), w.data<bf16>(), g, w_nmajor, maps, why)) return false;
+  if (g.M == 0) return true;
+  const int64_t tiles = int64_t((g.M + lora_gemm::kBM - 1) / lora_gemm::kBM) * ((g.N + lora_gemm::kBN - 1) / lora_gemm::kBN);
+  const dim3 grid{unsigned(std::min<int64_t>(tiles, c.prop.multiProcessorCount))};
+  const size_t smem = lora_gemm::smem_bytes();
+  auto launch = [&](auto kernel) {
+    set_smem_limit(reinterpret_cast<const void*>(kernel), smem, c.index, op);
+    kernel<<<grid, lora_gemm::kThreads, smem, c.stream>>>(g, maps);
+  };
+  if (w_nmajor) launch(lora_gemm::lora_gemm_kernel<true>);
+  else launch(lora_gemm::lora_gemm_kernel<false>);
+  check_launch(op);
+  return true;
+}
+
 // An fp32 accumulator for `out` (zeroed): `out` itself when it is f32, else a temporary copied over by finish().
 struct Accumulator {
   Tensor& out;
@@ -265,6 +309,7 @@ void lora_fwd(const Tensor& x, const Tensor& w, const Tensor& a, const Tensor& b
     const Tensor& A = cast_small(a, x.dtype, ha);
     gemm2d(c, dropped(c, x, dropout_p, seed, hx, op), false, A, true, xa, 1.f, 0.f, op);
   }
+  if (fused_ok(c, r, {&x, &w, &xa, &B, &y}, y.cols(), K) && fused_gemm(c, x, w, false, xa, B, s, y, op)) return;
   gemm2d(c, xa, false, B, true, y, s, 0.f, op);   // y  = s · xa Bᵀ   (rank r)
   gemm2d(c, x, false, w, true, y, 1.f, 1.f, op);  // y += x Wᵀ        (base GEMM, epilogue add)
 }
@@ -314,6 +359,12 @@ void lora_bwd(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& 
     gemm2d(c, gyB, true, dropped(c, x, dropout_p, seed, hx, op), false, ga, s, 0.f, op);  // ga = s · (gy B)ᵀ drop(x)
   }
   if (!gx) return;
+  if (dropout_p <= 0.f && fused_ok(c, r, {&gy, &w, &gyB, &A, gx}, K, N)) {
+    Tensor at(DType::BF16, {K, r}, x.device());  // Aᵀ: the update's R
+    lora::tc::transpose_bf16_kernel<<<grid_for(c, r * K, 256), 256, 0, c.stream>>>(fin(A, op, "a"), r, K, at.data<bf16>());
+    check_launch(op);
+    if (fused_gemm(c, gy, w, true, gyB, at, s, *gx, op)) return;  // gx = gy W + s · (gy B) A
+  }
   if (dropout_p <= 0.f) {
     gemm2d(c, gyB, false, A, false, *gx, s, 0.f, op);  // gx = s · (gy B) A
   } else if (dx_low_rank_ok(r, *gx)) {

@@ -1,0 +1,287 @@
+// LoRA's frozen GEMM with the rank-r update in the same kernel (Hopper, sm_90a): for bf16 matrices
+//
+//   C [M, N] = A [M, K] · op(W) + L [M, r] · (s · R [N, r])ᵀ        (fp32 accumulation, C rounded once to bf16)
+//
+//   forward:  y  = x Wᵀ + s · xa Bᵀ        A = x, W [N, K] (K-major), L = xa, R = B          (B_NMAJOR = false)
+//   dx:       gx = gy W + s · (gy B) A      A = gy, W [K, N] (N-major), L = gy B, R = Aᵀ      (B_NMAJOR = true)
+//
+// selected with OWLET_LORA_GEMM=fused (lora.cu; session 18, emulated only until a GPU runs it). Why: through cuBLAS
+// the update costs a K = r GEMM that writes all of C (26.6 µs for an 8192 × 4096 bf16 C on an H200, 2.4 TB/s) and the
+// base GEMM's beta = 1 read of it (≈ 3 µs), in the forward and again for dx — about a third of what LoRA r8 adds
+// to its frozen linear (bench/results/gpu-2026-11-27-h200-s17-call2/ncu/ncu_lora.txt). Here the update is one more
+// k16 step of the tile's own accumulation: its operands, 128 rows of L and 256 of R, are 12 KiB per tile.
+//
+// Schedule: persistent (a grid of at most one block per SM taking 128 × 256 tiles of C in a grouped order: 8 row
+// blocks at a time across the columns, so that the blocks in flight share their rows of A and columns of W in L2),
+// 3 warpgroups (384 threads):
+//   - warpgroup 0, the producers (setmaxnreg.dec to kProducerRegs):
+//       warp 0 lane 0 issues every TMA box copy: per k-step of 64, A's 128 × 64 box and W's 256 × 64 (K-major: one
+//         box of 256 rows) or 64 × 256 (N-major: four boxes of 64 columns) into a ring of kStages stages, under
+//         "full" (expect_tx) and "empty" (256 consumer arrivals) barriers, running on across the block's tiles so
+//         the next tile's first stages load while the current one finishes;
+//       warp 1 writes each tile's rank-r operands into the "lr" buffer: R's rows n0..n0+255 in 16-byte chunks 0–1
+//         and s·L's rows m0..m0+127 in chunks 2–3 of the same 128-byte swizzled rows (columns r..15 zero), after
+//         the consumers have released the buffer ("lr empty", 256 arrivals) and before "lr full" (one arrival, after
+//         fence.proxy.async: generic stores read by the tensor cores);
+//       warps 2 and 3 leave.
+//   - warpgroups 1 and 2, the consumers (setmaxnreg.inc to kConsumerRegs): rows 64w..64w+63 of the tile, 64 × 256
+//     fp32 accumulators (128 registers). Per tile: the rank-r product first (m64n256k16, A = s·L's chunks 2–3, B = R's
+//     chunks 0–1, both K-major; scale-d 0), then per k-step 4 × m64n256k16 over the stage, one commit group each with
+//     one group left in flight: once group g is complete its stage is released (and after the first k-step the lr
+//     buffer); then the accumulators are rounded to bf16 and stored (rows < M, columns < N).
+// Operand layouts (the 128-byte swizzle of attention_wgmma.cuh): A and K-major W as rows of 64 bf16 (128 bytes,
+// 16-byte chunk c of row i at c ^ (i mod 8)), k16 step kk at +32·kk bytes, 8-row groups 1024 bytes apart (SBO); N-major
+// W as four 64-column atoms of 64 k-rows (8 KiB apart: LBO), k-rows 128 bytes apart, 8-row groups 1024 apart (SBO),
+// k16 step kk at +2048·kk bytes (CUTLASS's canonical MN-major layout, ((8, n), (8, k)) : ((1, LBO), (8, SBO))).
+// Out-of-range rows and columns of A and W come in as zeros (the TMA fills them), so M, N and K need no multiple of the
+// tile; rows of 16 bytes (K and, N-major, N multiples of 8) and 16-byte-aligned starts are the TMA's rules.
+// Numbers: the update's products are bf16 × bf16 into the fp32 accumulator, as the cuBLAS path's K = r GEMM computes
+// them, but s·L is rounded to bf16 once (exact where s is a power of two, as LoRA's alpha / r usually is) and C is
+// rounded once instead of twice (the cuBLAS path rounds the update into C, then the sum).
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "attention_wgmma.cuh"
+#include "attention_wgmma_ws.cuh"
+#include "tma.cuh"
+
+namespace owlet::cuda::lora_gemm {
+
+constexpr int kBM = 128, kBN = 256, kBK = 64, kStages = 4;
+constexpr int kThreads = 384;
+constexpr int kProducerRegs = 40, kConsumerRegs = 232;  // 128·40 + 256·232 = 64,512 (= 168 · 384, the launch's)
+constexpr int kGroupRows = 8;                           // row blocks per group of the tile order
+constexpr uint32_t kABytes = kBM * kBK * 2, kWBytes = kBN * kBK * 2, kStageBytes = kABytes + kWBytes;
+constexpr uint32_t kLrBytes = kBN * 128;  // R in chunks 0–1 of rows 0..255, s·L in chunks 2–3 of rows 0..127
+
+constexpr size_t smem_bytes() {
+  // the ring (4 × 48 KiB), the lr buffer (32 KiB), the barriers, 1024 to align: 230,496 of an H100's 232,448
+  return size_t(kStages) * kStageBytes + kLrBytes + 8 * (2 * kStages + 2) + 1024;
+}
+
+// The call: C = A op(W) + (s L) Rᵀ, every matrix bf16 and row-major; maps for A (boxes of 128 rows × 64 columns) and W
+// (K-major: 256 rows × 64; N-major: 64 rows × 64).
+struct Args {
+  bf16* c;
+  const bf16* l;  // [M, r]
+  const bf16* r;  // [N, r]
+  int M, N, K, rank;
+  float s;
+};
+struct Maps {
+  tma::Map a, w;
+};
+
+// Encodes the maps; false (and why) where the TMA cannot describe the matrices.
+inline bool encode_maps(const bf16* a, const bf16* w, const Args& g, bool w_nmajor, Maps& m, std::string& why) {
+  // (a matrix as the maps' [B, T, H, D] sequence: one batch, T rows, one head of D columns)
+  return tma::encode(m.a, {a, 1, g.M, 1, g.K, g.K}, kBM, why) &&
+         (w_nmajor ? tma::encode(m.w, {w, 1, g.K, 1, g.N, g.N}, kBK, why)
+                   : tma::encode(m.w, {w, 1, g.N, 1, g.K, g.K}, kBN, why));
+}
+
+// D (64 × 256 fp32) = A·B (+ D when scale_d != 0): A 64 × 16 K-major and B 16 × 256 (K-major, or N-major with
+// NMAJOR) from shared memory.
+template <bool NMAJOR>
+__device__ __forceinline__ void mma_m64n256k16(float (&d)[128], uint64_t desc_a, uint64_t desc_b, int scale_d) {
+#ifdef OWLET_CUDA_EMULATION
+  ::emu::wgmma_ss(d, 256, desc_a, false, desc_b, NMAJOR, scale_d != 0);
+#else
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
+      "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
+      "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "
+      "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "
+      "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, "
+      "%128, %129, p, 1, 1, 0, %131;\n}\n"
+      : OWLET_WGMMA_ACC32(d, 0), OWLET_WGMMA_ACC32(d, 32), OWLET_WGMMA_ACC32(d, 64), OWLET_WGMMA_ACC32(d, 96)
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(int(NMAJOR)));
+#endif
+}
+
+// Descriptor of the N-major W stage at `addr`: atoms of 64 columns 8 KiB apart (LBO), 8-row groups 1024 apart (SBO).
+__device__ __forceinline__ uint64_t desc_nmajor_wide(uint32_t addr) {
+  return uint64_t((addr & 0x3FFFF) >> 4) | (uint64_t((kBK * 128) >> 4) << 16) | (uint64_t(1024 >> 4) << 32) |
+         (uint64_t(1) << 62);
+}
+
+// Tile `t` of the grouped order: row block and column block.
+__device__ __forceinline__ void tile_of(int t, int m_blocks, int n_blocks, int& mb, int& nb) {
+  const int per_group = kGroupRows * n_blocks, group = t / per_group, first = group * kGroupRows;
+  const int rows = min(kGroupRows, m_blocks - first), in = t - group * per_group;
+  mb = first + in % rows;
+  nb = in / rows;
+}
+
+// 8 bf16 (16 bytes) times s, rounded back to bf16.
+__device__ __forceinline__ uint4 scaled8(uint4 v, float s) {
+  uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w[i]));
+    const __nv_bfloat162 h = __floats2bfloat162_rn(f.x * s, f.y * s);
+    w[i] = *reinterpret_cast<const uint32_t*>(&h);
+  }
+  return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+template <bool W_NMAJOR>
+__device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
+  using namespace wgmma;
+  using wgmma_ws::mbar_arrive;
+  using wgmma_ws::mbar_init;
+  using wgmma_ws::mbar_wait;
+  OWLET_DYNAMIC_SMEM(smem_raw);
+  const uint32_t raw = mma::smem_u32(smem_raw);
+  const uint32_t sRing = (raw + 1023u) & ~1023u, sLr = sRing + kStages * kStageBytes, bar_full = sLr + kLrBytes,
+                 bar_empty = bar_full + 8 * kStages, bar_lr_full = bar_empty + 8 * kStages, bar_lr_empty = bar_lr_full + 8;
+  unsigned char* const gLr = smem_raw + (sLr - raw);
+
+  const int tid = threadIdx.x, role = tid >> 7;
+  const int m_blocks = (g.M + kBM - 1) / kBM, n_blocks = (g.N + kBN - 1) / kBN, k_steps = (g.K + kBK - 1) / kBK;
+  const int tiles = m_blocks * n_blocks;
+
+  if (tid == 0) {
+    for (int s = 0; s < kStages; s++) {
+      mbar_init(bar_full + 8 * s, 1);
+      mbar_init(bar_empty + 8 * s, 256);
+    }
+    mbar_init(bar_lr_full, 1);
+    mbar_init(bar_lr_empty, 256);
+    tma::fence_barrier_init();
+  }
+  __syncthreads();  // the initialised barriers are visible to every thread
+
+  if (role == 0) {
+    wgmma_ws::regs_dec<kProducerRegs>();
+    const int warp = tid >> 5, lane = tid & 31;
+    if (warp == 0 && lane == 0) {  // ---- the TMA thread ----
+      tma::prefetch(&maps->a), tma::prefetch(&maps->w);
+      int step = 0;  // the block's k-steps so far: stage step mod kStages
+      for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
+        int mb, nb;
+        tile_of(t, m_blocks, n_blocks, mb, nb);
+        for (int kt = 0; kt < k_steps; kt++, step++) {
+          const int s = step % kStages;
+          if (step >= kStages) mbar_wait(bar_empty + 8 * s, uint32_t((step / kStages - 1) & 1));
+          const uint32_t sA = sRing + s * kStageBytes, sW = sA + kABytes, full = bar_full + 8 * s;
+          tma::arrive_expect_tx(full, kStageBytes);
+          tma::load_4d(sA, &maps->a, kt * kBK, 0, mb * kBM, 0, full);
+          if constexpr (W_NMAJOR) {
+#pragma unroll
+            for (int c = 0; c < kBN / 64; c++)
+              tma::load_4d(sW + c * (kBK * 128), &maps->w, nb * kBN + 64 * c, 0, kt * kBK, 0, full);
+          } else {
+            tma::load_4d(sW, &maps->w, kt * kBK, 0, nb * kBN, 0, full);
+          }
+        }
+      }
+      // every copy has landed before this thread leaves
+      for (int st = max(0, step - kStages); st < step; st++)
+        mbar_wait(bar_full + 8 * (st % kStages), uint32_t((st / kStages) & 1));
+    } else if (warp == 1) {  // ---- the rank-r operands ----
+      int it = 0;
+      for (int t = blockIdx.x; t < tiles; t += gridDim.x, it++) {
+        int mb, nb;
+        tile_of(t, m_blocks, n_blocks, mb, nb);
+        if (it > 0) mbar_wait(bar_lr_empty, uint32_t((it - 1) & 1));
+        // R's rows (chunks 0, 1) and s·L's (chunks 2, 3): 16-byte chunk c of row i at c ^ (i mod 8)
+        for (int i = lane; i < kBN; i += 32) {
+          const int n = nb * kBN + i;
+          uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
+          if (n < g.N) {
+            const uint4* src = reinterpret_cast<const uint4*>(g.r + int64_t(n) * g.rank);
+            lo = src[0];
+            if (g.rank == 16) hi = src[1];
+          }
+          *reinterpret_cast<uint4*>(gLr + i * 128 + ((0 ^ (i & 7)) << 4)) = lo;
+          *reinterpret_cast<uint4*>(gLr + i * 128 + ((1 ^ (i & 7)) << 4)) = hi;
+        }
+        for (int i = lane; i < kBM; i += 32) {
+          const int m = mb * kBM + i;
+          uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
+          if (m < g.M) {
+            const uint4* src = reinterpret_cast<const uint4*>(g.l + int64_t(m) * g.rank);
+            lo = scaled8(src[0], g.s);
+            if (g.rank == 16) hi = scaled8(src[1], g.s);
+          }
+          *reinterpret_cast<uint4*>(gLr + i * 128 + ((2 ^ (i & 7)) << 4)) = lo;
+          *reinterpret_cast<uint4*>(gLr + i * 128 + ((3 ^ (i & 7)) << 4)) = hi;
+        }
+        fence_proxy_async();  // the generic stores before the tensor cores' async-proxy reads
+        __syncwarp();
+        if (lane == 0) mbar_arrive(bar_lr_full);
+      }
+    }
+    return;
+  }
+
+  // ---- consumers ----
+  wgmma_ws::regs_inc<kConsumerRegs>();
+  const int ctid = tid - 128, wg = ctid >> 7, wi = (ctid >> 5) & 3, lane = ctid & 31, gq = lane >> 2, t4 = lane & 3;
+  int step = 0, it = 0;
+  for (int t = blockIdx.x; t < tiles; t += gridDim.x, it++) {
+    int mb, nb;
+    tile_of(t, m_blocks, n_blocks, mb, nb);
+    float acc[128];
+    mbar_wait(bar_lr_full, uint32_t(it & 1));
+    fence_proxy_async();
+    fence();
+    // the rank-r update first: A = s·L (this warpgroup's 64 rows, chunks 2–3), B = R (chunks 0–1)
+    mma_m64n256k16<false>(acc, desc_kmajor(sLr + wg * 64 * 128 + 32), desc_kmajor(sLr), 0);
+    commit();
+    int prev_s = -1;  // the stage of the group in flight before the current one
+    for (int kt = 0; kt < k_steps; kt++, step++) {
+      const int s = step % kStages;
+      mbar_wait(bar_full + 8 * s, uint32_t((step / kStages) & 1));
+      const uint32_t sA = sRing + s * kStageBytes + wg * 64 * 128, sW = sRing + s * kStageBytes + kABytes;
+      fence();
+#pragma unroll
+      for (int kk = 0; kk < kBK / 16; kk++) {
+        if constexpr (W_NMAJOR) mma_m64n256k16<true>(acc, desc_kmajor(sA + 32 * kk), desc_nmajor_wide(sW + 2048 * kk), 1);
+        else mma_m64n256k16<false>(acc, desc_kmajor(sA + 32 * kk), desc_kmajor(sW + 32 * kk), 1);
+      }
+      commit();
+      wait<1>();  // the group before this one is complete: its stage (or, at kt = 0, the lr buffer) is free
+      if (kt == 0) mbar_arrive(bar_lr_empty);
+      else mbar_arrive(bar_empty + 8 * prev_s);
+      prev_s = s;
+    }
+    wait<0>();
+    fence_operands(acc);
+    if (k_steps > 0) mbar_arrive(bar_empty + 8 * prev_s);
+    else mbar_arrive(bar_lr_empty);
+
+    // acc[4i + e]: row 16wi + gq + 8·(e ≥ 2) of the warpgroup's 64, column 8i + 2·t4 + (e mod 2)
+    const int col0 = nb * kBN + 2 * t4;
+#pragma unroll
+    for (int rr = 0; rr < 2; rr++) {
+      const int m = mb * kBM + wg * 64 + wi * 16 + gq + 8 * rr;
+      if (m >= g.M) continue;
+      bf16* row = g.c + int64_t(m) * g.N;
+#pragma unroll
+      for (int i = 0; i < kBN / 8; i++) {
+        const int n = col0 + 8 * i;
+        if (n < g.N)  // (N is even: the pair is in or out together)
+          *reinterpret_cast<__nv_bfloat162*>(row + n) = __floats2bfloat162_rn(acc[4 * i + 2 * rr], acc[4 * i + 2 * rr + 1]);
+      }
+    }
+  }
+}
+
+template <bool W_NMAJOR>
+__global__ void __launch_bounds__(kThreads, 1) lora_gemm_kernel(const Args g, const __grid_constant__ Maps maps) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL) || defined(OWLET_CUDA_EMULATION)
+  gemm<W_NMAJOR>(g, &maps);
+#else
+  __trap();  // built without sm_90a: the dispatch never launches this (lora.cu fused_ok)
+#endif
+}
+
+}  // namespace owlet::cuda::lora_gemm

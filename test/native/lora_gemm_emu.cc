@@ -1,0 +1,81 @@
+// Runs LoRA's fused GEMM (native/src/cuda/lora_gemm.cuh: C = A op(W) + (s L) Rᵀ, TMA ring, producer warps, two
+// consumer warpgroups on wgmma m64n256k16) through the host warp emulator against a float64 reference: the forward's
+// K-major W and dx's N-major W, ranks 8 and 16, shapes whose M, N and K end inside a tile (the TMA's zero fill, the
+// epilogue's bounds), and grids smaller than the tile count (a block's tiles run through one stage ring and one lr
+// buffer). The reference takes s·L rounded to bf16 as the kernel does (s = 0.75 is not a power of two), so what is
+// left is the fp32 summation order and C's one rounding; an operand read from the wrong stage, atom or chunk is off by
+// the size of a term. Every element of C is checked, which starts poisoned. Build and run: scripts/flash-emu.sh.
+#include "emu_kernel.h"
+
+#include "../../native/src/cuda/lora_gemm.cuh"
+#include "emu_values.h"
+
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace lg = owlet::cuda::lora_gemm;
+using owlet::cuda::bf16;
+using namespace emu_values;
+
+namespace {
+
+bool run(bool nmajor, int M, int N, int K, int R, unsigned grid, std::mt19937& rng) {
+  std::normal_distribution<float> nd(0.f, 1.f);
+  auto randv = [&](size_t n) {
+    std::vector<bf16> v(n);
+    for (auto& e : v) e = __float2bfloat16_rn(nd(rng));
+    return v;
+  };
+  const float s = 0.75f;
+  const std::vector<bf16> A = randv(size_t(M) * K), W = randv(size_t(N) * K), L = randv(size_t(M) * R),
+                          Rm = randv(size_t(N) * R);
+  // W's element (n, k) of op(W): K-major W is [N, K], N-major W is [K, N]
+  auto w_at = [&](int n, int k) {
+    return double(__bfloat162float(nmajor ? W[size_t(k) * N + n] : W[size_t(n) * K + k]));
+  };
+  std::vector<double> want(size_t(M) * N), got(want.size());
+  for (int m = 0; m < M; m++)
+    for (int n = 0; n < N; n++) {
+      double acc = 0;
+      for (int k = 0; k < K; k++) acc += double(__bfloat162float(A[size_t(m) * K + k])) * w_at(n, k);
+      for (int j = 0; j < R; j++)
+        acc += double(__bfloat162float(__float2bfloat16_rn(__bfloat162float(L[size_t(m) * R + j]) * s))) *
+               double(__bfloat162float(Rm[size_t(n) * R + j]));
+      want[size_t(m) * N + n] = acc;
+    }
+  std::vector<bf16> C(want.size(), __float2bfloat16_rn(12345.f));
+  lg::Args g{C.data(), L.data(), Rm.data(), M, N, K, R, s};
+  lg::Maps maps;
+  std::string why;
+  if (!lg::encode_maps(A.data(), W.data(), g, nmajor, maps, why)) {
+    std::fprintf(stderr, "tensor maps: %s\n", why.c_str());
+    return false;
+  }
+  emu::launch({grid, 1, 1}, lg::kThreads, lg::smem_bytes(), [&] {
+    if (nmajor) lg::lora_gemm_kernel<true>(g, maps);
+    else lg::lora_gemm_kernel<false>(g, maps);
+  });
+  for (size_t i = 0; i < C.size(); i++) got[i] = __bfloat162float(C[i]);
+  const double e = rel_err(got, want);
+  const int tiles = ((M + lg::kBM - 1) / lg::kBM) * ((N + lg::kBN - 1) / lg::kBN);
+  const bool ok = e < 8e-3;  // C rounded to bf16 once: 2^-9 of the largest element, and the fp32 sums' order
+  std::printf("%s %s W, M%-4d N%-4d K%-4d r%-2d, %d tiles on %u blocks: C %.1e\n", ok ? "PASS" : "FAIL",
+              nmajor ? "N-major" : "K-major", M, N, K, R, tiles, grid, e);
+  return ok;
+}
+
+}  // namespace
+
+int main() {
+  std::mt19937 rng(5);
+  int failed = 0;
+  for (bool nmajor : {false, true}) {
+    failed += !run(nmajor, 200, 264, 136, 8, 2, rng);   // 2 × 2 tiles on 2 blocks; N, K end inside a tile
+    failed += !run(nmajor, 130, 512, 64, 16, 1, rng);   // one block through 2 × 2 tiles; one k-step
+    failed += !run(nmajor, 64, 72, 328, 8, 3, rng);     // more blocks than tiles; 6 k-steps through the 4-stage ring
+  }
+  std::printf("%d failed\n", failed);
+  return failed ? 1 : 0;
+}
