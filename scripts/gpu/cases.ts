@@ -676,8 +676,8 @@ export function cases(): Case[] {
   // variant 'thin' sets OWLET_LORA=thin around the CUDA calls (the one-pass thin-product kernels instead of the
   // default cuBLAS path), 'mma' OWLET_LORA=mma (the tensor-core kernels of lora_mma.cuh: bf16, ranks 8 and 16; the f32
   // runs and the other shapes check that they fall back), 'fused' OWLET_LORA_GEMM=fused (lora_gemm.cuh: the GEMM with the
-  // rank-r update in its kernel, bf16 at ranks 8 and 16; dx under dropout and everything else falls back); the CPU
-  // backend ignores all three.
+  // rank-r update in its kernel, bf16 at ranks 8 and 16; dx under dropout and everything else falls back; unset, the
+  // first call of a shape times it against the cuBLAS path); the CPU backend ignores all three.
   const lora = (M: number, K: number, N: number, r: number, p: number, quick: boolean, variant = '') => {
     out.push({
       name: `lora fwd+bwd M${M} K${K} N${N} r${r}${p ? ` dropout${p}` : ''}${variant ? ` (${variant})` : ''}`,

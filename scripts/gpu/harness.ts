@@ -70,11 +70,12 @@ export function fmt(x: number): string {
 /** Kernel variants the CUDA backend reads from the environment per call, e.g. { OWLET_ATTN_FWD: 'm2' }. */
 export type VariantEnv = Record<string, string>;
 
-/** The switches of a LoRA variant: '' none (cuBLAS's thin products and two GEMMs), 'thin' and 'mma' OWLET_LORA (the
- *  thin products' kernels), 'fused' OWLET_LORA_GEMM=fused (the GEMM with the rank-r update in it, lora_gemm.cuh). */
+/** The switches of a LoRA variant: '' none (cuBLAS's thin products; the GEMMs through cuBLAS or the fused kernel,
+ *  whichever the first call timed faster), 'thin' and 'mma' OWLET_LORA (the thin products' kernels), 'fused' and
+ *  'cublas' OWLET_LORA_GEMM (always the GEMM with the rank-r update in it, lora_gemm.cuh, or never). */
 export function loraEnv(variant: string): VariantEnv {
   if (!variant) return {};
-  return variant === 'fused' ? { OWLET_LORA_GEMM: 'fused' } : { OWLET_LORA: variant };
+  return variant === 'fused' || variant === 'cublas' ? { OWLET_LORA_GEMM: variant } : { OWLET_LORA: variant };
 }
 
 /** Runs fn with `env` set, restoring the previous values (or their absence) afterwards. */

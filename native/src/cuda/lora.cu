@@ -14,9 +14,11 @@
 // dx once (rank-r write). Under input dropout the forward and dA read a masked copy of x (written once each), and dx's
 // low-rank part is added into gx = gy W under the mask by one pass over gx (lora_thin.cuh's dx_low_rank_kernel).
 //
-// OWLET_LORA_GEMM=fused (read per call; session 18, emulated only until a GPU runs it) computes the base GEMM and the
-// rank-r update in one kernel instead (lora_gemm.cuh): the forward's y and, without dropout, the backward's dx, for
-// bf16 matrices at ranks 8 and 16 on an sm_90a build and device — no rank-r write of y (dx) and no re-read of it.
+// The forward's y and, without dropout, the backward's dx can instead come from one kernel that computes the base GEMM
+// and the rank-r update together (lora_gemm.cuh; bf16 at ranks 8 and 16 on an sm_90a build and device): no rank-r
+// write of y (dx) and no re-read of it. Which one runs: OWLET_LORA_GEMM=fused or =cublas (read per call); unset, the
+// first call of each shape times both on its own operands and later calls take the faster (the cuBLAS path unless the
+// fused kernel beats it by time_candidates.h's margin). Session 18: emulated only until a GPU runs it.
 //
 // Dropout on the LoRA input keeps element i of x where hash_u01(seed, i) >= p (core/hash_u01.h), scaled by
 // 1 / (1 − p), exactly as the CPU backend's LoRA does; the backward regenerates the mask instead of storing it.
@@ -24,6 +26,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
+#include <map>
+#include <mutex>
+#include <tuple>
 #include <type_traits>
 
 #include "../core/kernels.h"
@@ -33,6 +38,7 @@
 #include "lora_gemm.cuh"
 #include "lora_mma.cuh"
 #include "lora_thin.cuh"
+#include "time_candidates.h"
 
 namespace owlet::kern {
 
@@ -232,12 +238,12 @@ void mma_cols(DeviceContext& c, const Tensor& X, const Tensor& G, int64_t r, flo
   }
 }
 
-// Whether the fused GEMM (lora_gemm.cuh) takes C [M, N] = A op(W) + s L Rᵀ here: asked for, an sm_90a build on a
-// compute capability 9.0 device, rank 8 or 16, every operand bf16 with a 16-byte-aligned start, rows of 16-byte
-// multiples (the TMA's) and an even N (C's bf16 pairs).
+// Whether the fused GEMM (lora_gemm.cuh) can compute C [M, N] = A op(W) + s L Rᵀ here: not switched off
+// (OWLET_LORA_GEMM=cublas), an sm_90a build on a compute capability 9.0 device, rank 8 or 16, every operand bf16 with
+// a 16-byte-aligned start, rows of 16-byte multiples (the TMA's) and an even N (C's bf16 pairs).
 bool fused_ok(const DeviceContext& c, int64_t r, std::initializer_list<const Tensor*> ts, int64_t N, int64_t K) {
 #ifdef OWLET_HAVE_SM90A
-  if (!env_is("OWLET_LORA_GEMM", "fused") || c.prop.major != 9 || c.prop.minor != 0 || !(r == 8 || r == 16)) return false;
+  if (env_is("OWLET_LORA_GEMM", "cublas") || c.prop.major != 9 || c.prop.minor != 0 || !(r == 8 || r == 16)) return false;
   if (N % 8 || K % 8 || N <= 0 || K <= 0) return false;
   for (const Tensor* t : ts)
     if (t->dtype != DType::BF16 || !aligned16(*t)) return false;
@@ -269,6 +275,44 @@ bool fused_gemm(DeviceContext& c, const Tensor& a, const Tensor& w, bool w_nmajo
   else launch(lora_gemm::lora_gemm_kernel<false>);
   check_launch(op);
   return true;
+}
+
+// The fused kernel (`fused`, false where it could not launch) or the cuBLAS path (`plain`) for one call where both
+// apply: OWLET_LORA_GEMM=fused takes the first, unset the faster for this (device, shape, rank, forward or dx), timed
+// on the first call of the shape (the trials write the call's own output; the choice then runs once more for it).
+struct FusedKey {
+  int device;
+  int64_t M, K, N, r;
+  bool dx;
+  bool operator<(const FusedKey& o) const {
+    return std::tie(device, M, K, N, r, dx) < std::tie(o.device, o.M, o.K, o.N, o.r, o.dx);
+  }
+};
+template <class Fused, class Plain>
+void fused_or_plain(DeviceContext& c, const FusedKey& key, Fused&& fused, Plain&& plain) {
+  static std::mutex mu;
+  static std::map<FusedKey, bool> chose_fused;
+  if (env_is("OWLET_LORA_GEMM", "fused")) {
+    if (!fused()) plain();
+    return;
+  }
+  int known = -1;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = chose_fused.find(key);
+    if (it != chose_fused.end()) known = it->second;
+  }
+  if (known < 0) {
+    const std::vector<float> ms = time_candidates(c.stream, 2, [&](int i) {
+      if (i == 1) return fused();
+      plain();
+      return true;
+    }, 2);
+    known = fastest(ms) == 1;
+    std::lock_guard<std::mutex> lock(mu);
+    chose_fused[key] = known;
+  }
+  if (!known || !fused()) plain();
 }
 
 // An fp32 accumulator for `out` (zeroed): `out` itself when it is f32, else a temporary copied over by finish().
@@ -309,9 +353,15 @@ void lora_fwd(const Tensor& x, const Tensor& w, const Tensor& a, const Tensor& b
     const Tensor& A = cast_small(a, x.dtype, ha);
     gemm2d(c, dropped(c, x, dropout_p, seed, hx, op), false, A, true, xa, 1.f, 0.f, op);
   }
-  if (fused_ok(c, r, {&x, &w, &xa, &B, &y}, y.cols(), K) && fused_gemm(c, x, w, false, xa, B, s, y, op)) return;
-  gemm2d(c, xa, false, B, true, y, s, 0.f, op);   // y  = s · xa Bᵀ   (rank r)
-  gemm2d(c, x, false, w, true, y, 1.f, 1.f, op);  // y += x Wᵀ        (base GEMM, epilogue add)
+  auto plain = [&] {
+    gemm2d(c, xa, false, B, true, y, s, 0.f, op);   // y  = s · xa Bᵀ   (rank r)
+    gemm2d(c, x, false, w, true, y, 1.f, 1.f, op);  // y += x Wᵀ        (base GEMM, epilogue add)
+  };
+  if (fused_ok(c, r, {&x, &w, &xa, &B, &y}, y.cols(), K))
+    fused_or_plain(c, {c.index, x.rows(), K, y.cols(), r, false}, [&] { return fused_gemm(c, x, w, false, xa, B, s, y, op); },
+                   plain);
+  else
+    plain();
 }
 
 void lora_bwd(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& a, const Tensor& b, const Tensor& xa,
@@ -363,7 +413,13 @@ void lora_bwd(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& 
     Tensor at(DType::BF16, {K, r}, x.device());  // Aᵀ: the update's R
     lora::tc::transpose_bf16_kernel<<<grid_for(c, r * K, 256), 256, 0, c.stream>>>(fin(A, op, "a"), r, K, at.data<bf16>());
     check_launch(op);
-    if (fused_gemm(c, gy, w, true, gyB, at, s, *gx, op)) return;  // gx = gy W + s · (gy B) A
+    fused_or_plain(
+        c, {c.index, gy.rows(), N, K, r, true}, [&] { return fused_gemm(c, gy, w, true, gyB, at, s, *gx, op); },  // gx = gy W + s (gy B) A
+        [&] {
+          gemm2d(c, gyB, false, A, false, *gx, s, 0.f, op);
+          gemm2d(c, gy, false, w, false, *gx, 1.f, 1.f, op);
+        });
+    return;
   }
   if (dropout_p <= 0.f) {
     gemm2d(c, gyB, false, A, false, *gx, s, 0.f, op);  // gx = s · (gy B) A

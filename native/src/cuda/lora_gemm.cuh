@@ -2,14 +2,15 @@
 //
 //   C [M, N] = A [M, K] · op(W) + L [M, r] · (s · R [N, r])ᵀ        (fp32 accumulation, C rounded once to bf16)
 //
-//   forward:  y  = x Wᵀ + s · xa Bᵀ        A = x, W [N, K] (K-major), L = xa, R = B          (B_NMAJOR = false)
-//   dx:       gx = gy W + s · (gy B) A      A = gy, W [K, N] (N-major), L = gy B, R = Aᵀ      (B_NMAJOR = true)
+//   forward:  y  = x Wᵀ + s · xa Bᵀ        A = x, W [N, K] (K-major), L = xa, R = B          (W_NMAJOR = false)
+//   dx:       gx = gy W + s · (gy B) A      A = gy, W [K, N] (N-major), L = gy B, R = Aᵀ      (W_NMAJOR = true)
 //
-// selected with OWLET_LORA_GEMM=fused (lora.cu; session 18, emulated only until a GPU runs it). Why: through cuBLAS
-// the update costs a K = r GEMM that writes all of C (26.6 µs for an 8192 × 4096 bf16 C on an H200, 2.4 TB/s) and the
-// base GEMM's beta = 1 read of it (≈ 3 µs), in the forward and again for dx — about a third of what LoRA r8 adds
-// to its frozen linear (bench/results/gpu-2026-11-27-h200-s17-call2/ncu/ncu_lora.txt). Here the update is one more
-// k16 step of the tile's own accumulation: its operands, 128 rows of L and 256 of R, are 12 KiB per tile.
+// where it times faster than the cuBLAS path, or with OWLET_LORA_GEMM=fused (lora.cu; session 18, emulated only
+// until a GPU runs it). Why: through cuBLAS the update costs a K = r GEMM that writes all of C (26.6 µs for an
+// 8192 × 4096 bf16 C on an H200, 2.4 TB/s) and the base GEMM's beta = 1 read of it (≈ 3 µs), in the forward and again
+// for dx — about a third of what LoRA r8 adds to its frozen linear
+// (bench/results/gpu-2026-11-27-h200-s17-call2/ncu/ncu_lora.txt). Here the update is one more k16 step of the tile's
+// own accumulation: its operands, 128 rows of L and 256 of R, are 12 KiB per tile.
 //
 // Schedule: persistent (a grid of at most one block per SM taking 128 × 256 tiles of C in a grouped order: 8 row
 // blocks at a time across the columns, so that the blocks in flight share their rows of A and columns of W in L2),
