@@ -69,12 +69,13 @@ struct Block {
   };
   std::array<Named, 16> named;
   std::vector<std::vector<std::function<void()>>> cp_pending;
-  // cp.reduce.async.bulk per thread: issued and not yet committed, and the committed groups not yet waited for
-  // (oldest first); each with a snapshot of its source bytes taken at issue.
+  // cp.reduce.async.bulk and cp.async.bulk.tensor stores per thread: issued and not yet committed, and the committed
+  // groups not yet waited for (oldest first); each with a snapshot of its source bytes taken at issue and what it does
+  // with them when it completes.
   struct BulkOp {
-    float* dst;
     uint32_t src, bytes;
     std::vector<unsigned char> snap;
+    std::function<void(const unsigned char*)> apply;
   };
   std::vector<std::vector<BulkOp>> bulk_open;
   std::vector<std::deque<std::vector<BulkOp>>> bulk_groups;
@@ -691,6 +692,47 @@ inline void tma_load(uint32_t dst, const uint64_t* map_bytes, std::array<int, 4>
   wake(m.waiters);  // they re-check (and land this copy)
 }
 
+// cp.async.bulk.tensor ... global.shared::cta.bulk_group: the box at `coord` of the tensor from shared offset `src`
+// (1024-byte aligned, 128-byte swizzled, box order as tma_load's), elements outside the tensor not written. A bulk
+// group operation: its source is snapshotted at issue and written out when the group is waited for (wait_group.read
+// or wait_group), stopping the run if the shared memory changed in between.
+inline void tma_store(uint32_t src, const uint64_t* map_bytes, std::array<int, 4> coord) {
+  TmaDesc d;
+  std::memcpy(&d, map_bytes, sizeof d);
+  if (src % 1024 || d.box[0] * 2 != 128) {
+    std::fprintf(stderr, "emulator: TMA box store from %u: the kernels' 128-byte swizzled boxes need a 1024-aligned "
+                         "source and 128-byte rows\n", src);
+    std::abort();
+  }
+  const uint32_t bytes = d.box[0] * d.box[1] * d.box[2] * d.box[3] * 2;
+  // the box's bytes in box order (unswizzled), as the store reads them
+  std::vector<unsigned char> box(bytes);
+  const unsigned char* smem = dynamic_smem();
+  for (uint32_t lin = 0; lin < bytes; lin += 2) {
+    const uint32_t a = src + lin;
+    std::memcpy(box.data() + lin, smem + (a ^ (((a >> 7) & 7u) << 4)), 2);
+  }
+  Block* b = current();
+  b->bulk_open[size_t(b->cur)].push_back({src, bytes, std::vector<unsigned char>(smem + src, smem + src + bytes),
+                                          [d, coord, box](const unsigned char*) {
+                                            uint32_t lin = 0;
+                                            for (uint32_t i3 = 0; i3 < d.box[3]; i3++)
+                                              for (uint32_t i2 = 0; i2 < d.box[2]; i2++)
+                                                for (uint32_t i1 = 0; i1 < d.box[1]; i1++)
+                                                  for (uint32_t i0 = 0; i0 < d.box[0]; i0++, lin += 2) {
+                                                    const int64_t c[4] = {int64_t(coord[0]) + i0, int64_t(coord[1]) + i1,
+                                                                          int64_t(coord[2]) + i2, int64_t(coord[3]) + i3};
+                                                    bool in = true;
+                                                    for (int k = 0; k < 4; k++) in = in && c[k] >= 0 && c[k] < int64_t(d.dims[k]);
+                                                    if (!in) continue;
+                                                    unsigned char* dst = static_cast<unsigned char*>(const_cast<void*>(d.base)) +
+                                                                         c[0] * 2 + c[1] * int64_t(d.strides[0]) +
+                                                                         c[2] * int64_t(d.strides[1]) + c[3] * int64_t(d.strides[2]);
+                                                    std::memcpy(dst, box.data() + lin, 2);
+                                                  }
+                                          }});
+}
+
 // ---- cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32, cp.async.bulk.commit_group, wait_group(.read) ----
 // The reduction reads its source when it is waited for (as late as the hardware may), using the bytes it saw at
 // issue, and stops the run when they changed in between: the program wrote the source while the copy could still be
@@ -703,7 +745,11 @@ inline void bulk_reduce_add_f32(float* dst, uint32_t src, uint32_t bytes) {
     std::abort();
   }
   const unsigned char* p = dynamic_smem() + src;
-  b->bulk_open[size_t(b->cur)].push_back({dst, src, bytes, std::vector<unsigned char>(p, p + bytes)});
+  b->bulk_open[size_t(b->cur)].push_back({src, bytes, std::vector<unsigned char>(p, p + bytes),
+                                          [dst, bytes](const unsigned char* v) {
+                                            const float* f = reinterpret_cast<const float*>(v);
+                                            for (uint32_t i = 0; i < bytes / 4; i++) dst[i] += f[i];
+                                          }});
 }
 inline void bulk_commit() {
   Block* b = current();
@@ -716,12 +762,11 @@ inline void bulk_wait(int n) {
   while (int(groups.size()) > n) {
     for (const Block::BulkOp& op : groups.front()) {
       if (std::memcmp(dynamic_smem() + op.src, op.snap.data(), op.bytes) != 0) {
-        std::fprintf(stderr, "emulator: thread %d: shared memory at %u changed under an in-flight bulk reduction\n",
+        std::fprintf(stderr, "emulator: thread %d: shared memory at %u changed under an in-flight bulk copy\n",
                      b->cur, op.src);
         std::abort();
       }
-      const float* v = reinterpret_cast<const float*>(op.snap.data());
-      for (uint32_t i = 0; i < op.bytes / 4; i++) op.dst[i] += v[i];
+      op.apply(op.snap.data());
     }
     groups.pop_front();
   }

@@ -1,8 +1,8 @@
 // Runs LoRA's fused GEMM (native/src/cuda/lora_gemm.cuh: C = A op(W) + (s L) Rᵀ, TMA ring, producer warps, two
 // consumer warpgroups on wgmma m64n256k16) through the host warp emulator against a float64 reference: the forward's
-// K-major W and dx's N-major W, ranks 8 and 16, shapes whose M, N and K end inside a tile (the TMA's zero fill, the
-// epilogue's bounds), and grids smaller than the tile count (a block's tiles run through one stage ring and one lr
-// buffer). The reference takes s·L rounded to bf16 as the kernel does (s = 0.75 is not a power of two), so what is
+// K-major W and dx's N-major W, ranks 8 and 16, shapes whose M, N and K end inside a tile (the TMA's zero fill; its
+// box stores leaving out what lies past M and N), and grids smaller than the tile count (a block's tiles run through
+// one stage ring, one lr buffer and one staging buffer per warpgroup). The reference takes s·L rounded to bf16 as the kernel does (s = 0.75 is not a power of two), so what is
 // left is the fp32 summation order and C's one rounding; an operand read from the wrong stage, atom or chunk is off by
 // the size of a term. Every element of C is checked, which starts poisoned. Build and run: scripts/flash-emu.sh.
 #include "emu_kernel.h"
@@ -46,10 +46,10 @@ bool run(bool nmajor, int M, int N, int K, int R, unsigned grid, std::mt19937& r
       want[size_t(m) * N + n] = acc;
     }
   std::vector<bf16> C(want.size(), __float2bfloat16_rn(12345.f));
-  lg::Args g{C.data(), L.data(), Rm.data(), M, N, K, R, s};
+  lg::Args g{L.data(), Rm.data(), M, N, K, R, s};
   lg::Maps maps;
   std::string why;
-  if (!lg::encode_maps(A.data(), W.data(), g, nmajor, maps, why)) {
+  if (!lg::encode_maps(A.data(), W.data(), C.data(), g, nmajor, maps, why)) {
     std::fprintf(stderr, "tensor maps: %s\n", why.c_str());
     return false;
   }

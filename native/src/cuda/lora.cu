@@ -258,11 +258,10 @@ bool fused_ok(const DeviceContext& c, int64_t r, std::initializer_list<const Ten
 // where the driver cannot encode the tensor maps.
 bool fused_gemm(DeviceContext& c, const Tensor& a, const Tensor& w, bool w_nmajor, const Tensor& l, const Tensor& r, float s,
                 Tensor& out, const char* op) {
-  lora_gemm::Args g{out.data<bf16>(), l.data<bf16>(), r.data<bf16>(), 0, 0, 0, int(l.cols()), s};
-  g.M = int(a.rows()), g.K = int(a.cols()), g.N = int(out.cols());
+  lora_gemm::Args g{l.data<bf16>(), r.data<bf16>(), int(a.rows()), int(out.cols()), int(a.cols()), int(l.cols()), s};
   lora_gemm::Maps maps;
   std::string why;
-  if (!lora_gemm::encode_maps(a.data<bf16>(), w.data<bf16>(), g, w_nmajor, maps, why)) return false;
+  if (!lora_gemm::encode_maps(a.data<bf16>(), w.data<bf16>(), out.data<bf16>(), g, w_nmajor, maps, why)) return false;
   if (g.M == 0) return true;
   const int64_t tiles = int64_t((g.M + lora_gemm::kBM - 1) / lora_gemm::kBM) * ((g.N + lora_gemm::kBN - 1) / lora_gemm::kBN);
   const dim3 grid{unsigned(std::min<int64_t>(tiles, c.prop.multiProcessorCount))};

@@ -29,13 +29,20 @@
 //     fp32 accumulators (128 registers). Per tile: the rank-r product first (m64n256k16, A = s·L's chunks 2–3, B = R's
 //     chunks 0–1, both K-major; scale-d 0), then per k-step 4 × m64n256k16 over the stage, one commit group each with
 //     one group left in flight: once group g is complete its stage is released (and after the first k-step the lr
-//     buffer); then the accumulators are rounded to bf16 and stored (rows < M, columns < N).
+//     buffer); then the accumulators are rounded to bf16 into the warpgroup's staging buffer in shared memory, one half
+//     of the columns at a time (64 rows × 128: two 64-column boxes), and stored by TMA box stores (cp.async.bulk.tensor,
+//     which leave out what lies past M and N) that one thread of the warpgroup issues after a warpgroup barrier; the
+//     consumers go on to the next tile while the stores drain, waiting for their reads only before the buffer is
+//     written again. (Stores from registers would be 64 four-byte stores per thread, each touching 8 rows: a few µs
+//     of load/store traffic per 36 µs tile with the tensor cores idle.)
 // Operand layouts (the 128-byte swizzle of attention_wgmma.cuh): A and K-major W as rows of 64 bf16 (128 bytes,
 // 16-byte chunk c of row i at c ^ (i mod 8)), k16 step kk at +32·kk bytes, 8-row groups 1024 bytes apart (SBO); N-major
 // W as four 64-column atoms of 64 k-rows (8 KiB apart: LBO), k-rows 128 bytes apart, 8-row groups 1024 apart (SBO),
 // k16 step kk at +2048·kk bytes (CUTLASS's canonical MN-major layout, ((8, n), (8, k)) : ((1, LBO), (8, SBO))).
 // Out-of-range rows and columns of A and W come in as zeros (the TMA fills them), so M, N and K need no multiple of the
 // tile; rows of 16 bytes (K and, N-major, N multiples of 8) and 16-byte-aligned starts are the TMA's rules.
+// Shared memory: 3 stages × 48 KiB (the staging buffers and the lr buffer leave no room for a fourth: 232,448 bytes
+// a block may have), lr 32 KiB, staging 2 × 16 KiB: 209,000 bytes with the barriers and the alignment.
 // Numbers: the update's products are bf16 × bf16 into the fp32 accumulator, as the cuBLAS path's K = r GEMM computes
 // them, but s·L is rounded to bf16 once (exact where s is a power of two, as LoRA's alpha / r usually is) and C is
 // rounded once instead of twice (the cuBLAS path rounds the update into C, then the sum).
@@ -49,37 +56,38 @@
 
 namespace owlet::cuda::lora_gemm {
 
-constexpr int kBM = 128, kBN = 256, kBK = 64, kStages = 4;
+constexpr int kBM = 128, kBN = 256, kBK = 64, kStages = 3;
 constexpr int kThreads = 384;
 constexpr int kProducerRegs = 40, kConsumerRegs = 232;  // 128·40 + 256·232 = 64,512 (= 168 · 384, the launch's)
 constexpr int kGroupRows = 8;                           // row blocks per group of the tile order
 constexpr uint32_t kABytes = kBM * kBK * 2, kWBytes = kBN * kBK * 2, kStageBytes = kABytes + kWBytes;
 constexpr uint32_t kLrBytes = kBN * 128;  // R in chunks 0–1 of rows 0..255, s·L in chunks 2–3 of rows 0..127
+constexpr uint32_t kCBox = 64 * 128;      // one 64 × 64 bf16 box of C in the staging buffer
+constexpr uint32_t kCBytes = 2 * kCBox;  // a warpgroup's staging buffer: half its 64 × 256 columns, two boxes
 
 constexpr size_t smem_bytes() {
-  // the ring (4 × 48 KiB), the lr buffer (32 KiB), the barriers, 1024 to align: 230,496 of an H100's 232,448
-  return size_t(kStages) * kStageBytes + kLrBytes + 8 * (2 * kStages + 2) + 1024;
+  return size_t(kStages) * kStageBytes + kLrBytes + 2 * kCBytes + 8 * (2 * kStages + 2) + 1024;
 }
 
-// The call: C = A op(W) + (s L) Rᵀ, every matrix bf16 and row-major; maps for A (boxes of 128 rows × 64 columns) and W
-// (K-major: 256 rows × 64; N-major: 64 rows × 64).
+// The call: C = A op(W) + (s L) Rᵀ, every matrix bf16 and row-major; maps for A (boxes of 128 rows × 64 columns), W
+// (K-major: 256 rows × 64; N-major: 64 rows × 64) and C (64 rows × 64).
 struct Args {
-  bf16* c;
   const bf16* l;  // [M, r]
   const bf16* r;  // [N, r]
   int M, N, K, rank;
   float s;
 };
 struct Maps {
-  tma::Map a, w;
+  tma::Map a, w, c;
 };
 
 // Encodes the maps; false (and why) where the TMA cannot describe the matrices.
-inline bool encode_maps(const bf16* a, const bf16* w, const Args& g, bool w_nmajor, Maps& m, std::string& why) {
+inline bool encode_maps(const bf16* a, const bf16* w, bf16* c, const Args& g, bool w_nmajor, Maps& m, std::string& why) {
   // (a matrix as the maps' [B, T, H, D] sequence: one batch, T rows, one head of D columns)
   return tma::encode(m.a, {a, 1, g.M, 1, g.K, g.K}, kBM, why) &&
          (w_nmajor ? tma::encode(m.w, {w, 1, g.K, 1, g.N, g.N}, kBK, why)
-                   : tma::encode(m.w, {w, 1, g.N, 1, g.K, g.K}, kBN, why));
+                   : tma::encode(m.w, {w, 1, g.N, 1, g.K, g.K}, kBN, why)) &&
+         tma::encode(m.c, {c, 1, g.M, 1, g.N, g.N}, 64, why);
 }
 
 // D (64 × 256 fp32) = A·B (+ D when scale_d != 0): A 64 × 16 K-major and B 16 × 256 (K-major, or N-major with
@@ -140,9 +148,11 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
   using wgmma_ws::mbar_wait;
   OWLET_DYNAMIC_SMEM(smem_raw);
   const uint32_t raw = mma::smem_u32(smem_raw);
-  const uint32_t sRing = (raw + 1023u) & ~1023u, sLr = sRing + kStages * kStageBytes, bar_full = sLr + kLrBytes,
+  const uint32_t sRing = (raw + 1023u) & ~1023u, sLr = sRing + kStages * kStageBytes, sC = sLr + kLrBytes,
+                 bar_full = sC + 2 * kCBytes,
                  bar_empty = bar_full + 8 * kStages, bar_lr_full = bar_empty + 8 * kStages, bar_lr_empty = bar_lr_full + 8;
   unsigned char* const gLr = smem_raw + (sLr - raw);
+  unsigned char* const gC = smem_raw + (sC - raw);
 
   const int tid = threadIdx.x, role = tid >> 7;
   const int m_blocks = (g.M + kBM - 1) / kBM, n_blocks = (g.N + kBN - 1) / kBN, k_steps = (g.K + kBK - 1) / kBK;
@@ -204,16 +214,13 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
           *reinterpret_cast<uint4*>(gLr + i * 128 + ((0 ^ (i & 7)) << 4)) = lo;
           *reinterpret_cast<uint4*>(gLr + i * 128 + ((1 ^ (i & 7)) << 4)) = hi;
         }
-        for (int i = lane; i < kBM; i += 32) {
-          const int m = mb * kBM + i;
-          uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
-          if (m < g.M) {
-            const uint4* src = reinterpret_cast<const uint4*>(g.l + int64_t(m) * g.rank);
-            lo = scaled8(src[0], g.s);
-            if (g.rank == 16) hi = scaled8(src[1], g.s);
-          }
-          *reinterpret_cast<uint4*>(gLr + i * 128 + ((2 ^ (i & 7)) << 4)) = lo;
-          *reinterpret_cast<uint4*>(gLr + i * 128 + ((3 ^ (i & 7)) << 4)) = hi;
+        // (one 16-byte chunk at a time: the producers have kProducerRegs registers)
+#pragma unroll 1
+        for (int e = lane; e < 2 * kBM; e += 32) {
+          const int i = e >> 1, c = e & 1, m = mb * kBM + i;
+          uint4 v = make_uint4(0, 0, 0, 0);
+          if (m < g.M && c * 8 < g.rank) v = scaled8(reinterpret_cast<const uint4*>(g.l + int64_t(m) * g.rank)[c], g.s);
+          *reinterpret_cast<uint4*>(gLr + i * 128 + (((2 + c) ^ (i & 7)) << 4)) = v;
         }
         fence_proxy_async();  // the generic stores before the tensor cores' async-proxy reads
         __syncwarp();
@@ -226,6 +233,7 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
   // ---- consumers ----
   wgmma_ws::regs_inc<kConsumerRegs>();
   const int ctid = tid - 128, wg = ctid >> 7, wi = (ctid >> 5) & 3, lane = ctid & 31, gq = lane >> 2, t4 = lane & 3;
+  const int thread_row = (wi * 16 + gq) * 128 + 4 * t4;  // the thread's first row and 4-byte slot in a staged box
   int step = 0, it = 0;
   for (int t = blockIdx.x; t < tiles; t += gridDim.x, it++) {
     int mb, nb;
@@ -259,21 +267,34 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
     if (k_steps > 0) mbar_arrive(bar_empty + 8 * prev_s);
     else mbar_arrive(bar_lr_empty);
 
-    // acc[4i + e]: row 16wi + gq + 8·(e ≥ 2) of the warpgroup's 64, column 8i + 2·t4 + (e mod 2)
-    const int col0 = nb * kBN + 2 * t4;
+    // acc[4i + e]: row 16wi + gq + 8·(e ≥ 2) of the warpgroup's 64, column 8i + 2·t4 + (e mod 2). Half h (columns
+    // 128h..128h+127) goes to the staging buffer as two 64-column boxes (128-byte swizzle: 16-byte chunk c of row i
+    // at c ^ (i mod 8)), then out by two TMA box stores.
+    unsigned char* const stage = gC + wg * kCBytes;
+    const bool issuer = (ctid & 127) == 0;
 #pragma unroll
-    for (int rr = 0; rr < 2; rr++) {
-      const int m = mb * kBM + wg * 64 + wi * 16 + gq + 8 * rr;
-      if (m >= g.M) continue;
-      bf16* row = g.c + int64_t(m) * g.N;
+    for (int h = 0; h < 2; h++) {
+      if (issuer) bulk_wait_read<0>();  // this warpgroup's earlier stores have read the staging buffer
+      bar_sync(2 + wg, 128);
 #pragma unroll
-      for (int i = 0; i < kBN / 8; i++) {
-        const int n = col0 + 8 * i;
-        if (n < g.N)  // (N is even: the pair is in or out together)
-          *reinterpret_cast<__nv_bfloat162*>(row + n) = __floats2bfloat162_rn(acc[4 * i + 2 * rr], acc[4 * i + 2 * rr + 1]);
+      for (int j = 0; j < 16; j++) {
+        const int i = 16 * h + j;
+        // rows wi·16 + gq (+ 8): chunk j mod 8 at (j mod 8) ^ gq, the second row 1024 bytes on
+        unsigned char* const at = stage + (j / 8) * kCBox + thread_row + (((j % 8) ^ gq) << 4);
+        *reinterpret_cast<__nv_bfloat162*>(at) = __floats2bfloat162_rn(acc[4 * i], acc[4 * i + 1]);
+        *reinterpret_cast<__nv_bfloat162*>(at + 1024) = __floats2bfloat162_rn(acc[4 * i + 2], acc[4 * i + 3]);
+      }
+      fence_proxy_async();  // the generic stores before the TMA's async-proxy reads
+      bar_sync(2 + wg, 128);
+      if (issuer) {
+        const uint32_t src = sC + wg * kCBytes;
+        tma::store_4d(&maps->c, nb * kBN + 128 * h, 0, mb * kBM + wg * 64, 0, src);
+        tma::store_4d(&maps->c, nb * kBN + 128 * h + 64, 0, mb * kBM + wg * 64, 0, src + kCBox);
+        bulk_commit();
       }
     }
   }
+  if ((ctid & 127) == 0) bulk_wait<0>();  // the stores are done before the block ends
 }
 
 template <bool W_NMAJOR>

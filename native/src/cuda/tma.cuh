@@ -69,6 +69,9 @@ __device__ __forceinline__ void arrive_expect_tx(uint32_t bar, uint32_t bytes) {
 __device__ __forceinline__ void load_4d(uint32_t dst, const Map* map, int c0, int c1, int c2, int c3, uint32_t bar) {
   ::emu::tma_load(dst, map->opaque, {c0, c1, c2, c3}, bar);
 }
+__device__ __forceinline__ void store_4d(const Map* map, int c0, int c1, int c2, int c3, uint32_t src) {
+  ::emu::tma_store(src, map->opaque, {c0, c1, c2, c3});
+}
 #else
 // cuTensorMapEncodeTiled through the runtime's driver entry point (no link against libcuda: the driver comes with the
 // GPU machine's driver, the build machine has only stubs).
@@ -126,6 +129,17 @@ __device__ __forceinline__ void load_4d(uint32_t dst, const Map* map, int c0, in
   asm volatile(
       "cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}], [%6];\n" ::"r"(dst),
       "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar)
+      : "memory");
+}
+// The box at (c0, c1, c2, c3) of the map's tensor from shared memory at `src` (the same swizzled layout a load
+// writes), elements outside the tensor not written; a bulk async-group operation of the calling thread (commit, then
+// wait_group.read before `src` is written again, wait_group before the data is needed or the block ends). The source
+// was written through the generic proxy: the writers fence.proxy.async before the barrier that precedes the store.
+__device__ __forceinline__ void store_4d(const Map* map, int c0, int c1, int c2, int c3, uint32_t src) {
+  asm volatile(
+      "cp.async.bulk.tensor.4d.global.shared::cta.bulk_group [%0, {%2, %3, %4, %5}], [%1];\n" ::"l"(
+          reinterpret_cast<uint64_t>(map)),
+      "r"(src), "r"(c0), "r"(c1), "r"(c2), "r"(c3)
       : "memory");
 }
 #endif
