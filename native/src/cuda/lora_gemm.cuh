@@ -42,7 +42,7 @@
 // Out-of-range rows and columns of A and W come in as zeros (the TMA fills them), so M, N and K need no multiple of the
 // tile; rows of 16 bytes (K and, N-major, N multiples of 8) and 16-byte-aligned starts are the TMA's rules.
 // Shared memory: 3 stages × 48 KiB (the staging buffers and the lr buffer leave no room for a fourth: 232,448 bytes
-// a block may have), lr 32 KiB, staging 2 × 16 KiB: 209,000 bytes with the barriers and the alignment.
+// a block may have), lr 32 KiB, staging 2 × 16 KiB: 214,080 bytes with the barriers and the alignment.
 // Numbers: the update's products are bf16 × bf16 into the fp32 accumulator, as the cuBLAS path's K = r GEMM computes
 // them, but s·L is rounded to bf16 once (exact where s is a power of two, as LoRA's alpha / r usually is) and C is
 // rounded once instead of twice (the cuBLAS path rounds the update into C, then the sum).
