@@ -29,9 +29,12 @@ struct Dim {
   unsigned x = 1, y = 1, z = 1;
 };
 
+struct Cluster;
 struct Block {
   Dim block_idx, grid_dim, block_dim;
   int nthreads = 0;
+  Cluster* cluster = nullptr;  // the cluster it runs in (launch), and its rank there
+  int cluster_rank = 0;
   std::vector<unsigned char> smem;
   std::function<void()> body;
   std::vector<ucontext_t> ctx;
@@ -92,17 +95,21 @@ inline void yield() {
   swapcontext(&b->ctx[size_t(b->cur)], &b->sched);
 }
 
-inline void barrier_group(int group, int size, bool block) {
+// Group `group` of `size` threads starting at thread `first` (a warp, the block, a warpgroup): the arrivals meet, the
+// early ones parked (so the scheduler runs other warps: a lane that waits on an mbarrier while its warp's other lanes
+// wait here must not keep them spinning) and unparked by the last.
+inline void barrier_group(int group, int size, bool block, int first = -1) {
   Block* b = current();
+  if (first < 0) first = block ? 0 : (b->cur / size) * size;
   int g = b->gen[size_t(group)];
   if (++b->arrive[size_t(group)] == size) {
     b->arrive[size_t(group)] = 0;
     b->gen[size_t(group)]++;
-    if (block) std::fill(b->at_block_barrier.begin(), b->at_block_barrier.end(), false);
+    std::fill(b->at_block_barrier.begin() + first, b->at_block_barrier.begin() + first + size, false);
   } else {
     // (re-parked after every wake-up: an mbarrier or named barrier may unpark a thread that waited on it earlier)
     while (b->gen[size_t(group)] == g) {
-      if (block) b->at_block_barrier[size_t(b->cur)] = true;
+      b->at_block_barrier[size_t(b->cur)] = true;
       yield();
     }
   }
@@ -139,104 +146,140 @@ inline std::mt19937& schedule_rng() {
   return rng;
 }
 
+// A cluster's shared state (sm_90 thread block clusters): its blocks in rank order, and barrier.cluster's count.
+struct Cluster {
+  std::vector<Block*> blocks;
+  int arrived = 0;
+  unsigned gen = 0;
+  std::vector<std::pair<Block*, int>> waiters;  // parked in barrier.cluster
+};
+
+// One block of `kernel` at grid position `idx`, its threads' fibers made but not started.
+inline void init_block(Block& b, Dim idx, Dim grid, int threads, size_t smem_bytes, const std::function<void()>& kernel) {
+  b.block_idx = idx;
+  b.grid_dim = grid;
+  b.block_dim = {unsigned(threads), 1, 1};
+  b.nthreads = threads;
+  b.smem.assign(smem_bytes + 64, 0xCD);  // poison: reads of never-written shared memory show up as garbage
+  b.body = kernel;
+  b.ctx.resize(size_t(threads));
+  b.stacks.resize(size_t(threads));
+  b.done.assign(size_t(threads), false);
+  b.at_block_barrier.assign(size_t(threads), false);
+  // groups: warps, the block, then warpgroups (4 warps)
+  b.arrive.assign(size_t(threads / 32 + 1 + (threads + 127) / 128), 0);
+  b.gen.assign(size_t(threads / 32 + 1 + (threads + 127) / 128), 0);
+  b.wg_a.assign(size_t((threads + 127) / 128) * 64 * 16, 0.f);
+  b.wgmma_open.resize(size_t(threads));
+  b.wgmma_groups.resize(size_t(threads));
+  b.cp_pending.resize(size_t(threads));
+  b.bulk_open.resize(size_t(threads));
+  b.bulk_groups.resize(size_t(threads));
+  b.post.resize(size_t(threads));
+  b.postf.resize(size_t(threads));
+  current() = &b;
+  for (int t = 0; t < threads; t++) {
+    b.stacks[size_t(t)].resize(256 * 1024);
+    getcontext(&b.ctx[size_t(t)]);
+    b.ctx[size_t(t)].uc_stack.ss_sp = b.stacks[size_t(t)].data();
+    b.ctx[size_t(t)].uc_stack.ss_size = b.stacks[size_t(t)].size();
+    b.ctx[size_t(t)].uc_link = &b.sched;
+    makecontext(&b.ctx[size_t(t)], fiber_entry, 0);
+  }
+}
+
+// Runs the blocks (one, or a cluster's) to completion together.
+// Scheduling: one warp at a time, chosen at random among every block's, runs alone until all its threads wait at a
+// block barrier (or finish); lanes within it run in a shuffled order. Warps therefore drift as far apart as the
+// barriers allow, so a missing __syncthreads (or a read of shared memory another warp has not filled yet) shows up as
+// a wrong result instead of hiding behind a lockstep schedule.
+inline void run_blocks(const std::vector<Block*>& blocks) {
+  std::mt19937& order_rng = schedule_rng();
+  long steps = 0;
+  for (;;) {
+    std::vector<std::pair<Block*, int>> runnable;
+    bool all_done = true;
+    for (Block* b : blocks)
+      for (int w = 0; w < b->nthreads / 32; w++) {
+        bool can = false;
+        for (int t = w * 32; t < w * 32 + 32; t++) {
+          if (!b->done[size_t(t)]) all_done = false;
+          if (!b->done[size_t(t)] && !b->at_block_barrier[size_t(t)]) can = true;
+        }
+        if (can) runnable.emplace_back(b, w);
+      }
+    if (all_done) break;
+    if (runnable.empty() || ++steps > 100000000L) {
+      std::fprintf(stderr, "emulator: deadlock (threads wait at different barriers)\n");
+      for (Block* b : blocks) {
+        for (auto& m : b->mbars)
+          std::fprintf(stderr, "  block %u: mbarrier @%u: phase %u, %d of %d arrivals pending, %lld transaction bytes "
+                       "expected, %zu copy batches and %zu TMA copies in flight\n", b->block_idx.x, m.first,
+                       m.second.phase, m.second.pending, m.second.expected, static_cast<long long>(m.second.tx),
+                       m.second.in_flight.size(), m.second.tx_in_flight.size());
+        for (int id = 0; id < 16; id++)
+          if (b->named[size_t(id)].arrived)
+            std::fprintf(stderr, "  block %u: named barrier %d: %d of %d arrived\n", b->block_idx.x, id,
+                         b->named[size_t(id)].arrived, b->named[size_t(id)].count);
+      }
+      std::abort();
+    }
+    auto [b, w] = runnable[size_t(order_rng() % runnable.size())];
+    current() = b;
+    std::vector<int> lanes(32);
+    for (int i = 0; i < 32; i++) lanes[size_t(i)] = w * 32 + i;
+    for (bool progressed = true; progressed;) {
+      progressed = false;
+      std::shuffle(lanes.begin(), lanes.end(), order_rng);
+      for (int t : lanes) {
+        if (b->done[size_t(t)] || b->at_block_barrier[size_t(t)]) continue;
+        progressed = true;
+        b->cur = t;
+        swapcontext(&b->sched, &b->ctx[size_t(t)]);
+        current() = b;  // (a fiber may have acted on another block of the cluster: on_block)
+      }
+    }
+  }
+  for (Block* b : blocks) {
+    for (int id = 0; id < 16; id++)
+      if (b->named[size_t(id)].arrived != 0) {
+        std::fprintf(stderr, "emulator: named barrier %d left with %d arrivals at the block's end\n", id,
+                     b->named[size_t(id)].arrived);
+        std::abort();
+      }
+    // A block must not end with copies still writing its shared memory (the hardware would hand it to the
+    // next block): every TMA copy must have been waited for through its mbarrier.
+    for (auto& m : b->mbars)
+      if (!m.second.tx_in_flight.empty()) {
+        std::fprintf(stderr, "emulator: the block ends with %zu TMA copies to the mbarrier at %u never waited for\n",
+                     m.second.tx_in_flight.size(), m.first);
+        std::abort();
+      }
+  }
+  current() = nullptr;
+}
+
 // Runs `kernel` for every block of the grid, blockDim threads each (a multiple of 32), with `smem_bytes` of
-// dynamic shared memory.
-inline void launch(Dim grid, int threads, size_t smem_bytes, const std::function<void()>& kernel) {
+// dynamic shared memory; with cluster_x > 1, in clusters of that many consecutive blocks along x (grid.x a multiple
+// of it), run together (their threads scheduled as one pool) and sharing what launch_cluster's ops reach: each
+// other's mbarriers (mbar_arrive_remote), multicast TMA copies, barrier.cluster.
+inline void launch(Dim grid, int threads, size_t smem_bytes, const std::function<void()>& kernel, unsigned cluster_x = 1) {
+  if (cluster_x == 0 || grid.x % cluster_x) {
+    std::fprintf(stderr, "emulator: a grid of %u blocks along x in clusters of %u\n", grid.x, cluster_x);
+    std::abort();
+  }
   for (unsigned z = 0; z < grid.z; z++)
     for (unsigned y = 0; y < grid.y; y++)
-      for (unsigned x = 0; x < grid.x; x++) {
-        Block b;
-        b.block_idx = {x, y, z};
-        b.grid_dim = grid;
-        b.block_dim = {unsigned(threads), 1, 1};
-        b.nthreads = threads;
-        b.smem.assign(smem_bytes + 64, 0xCD);  // poison: reads of never-written shared memory show up as garbage
-        b.body = kernel;
-        b.ctx.resize(size_t(threads));
-        b.stacks.resize(size_t(threads));
-        b.done.assign(size_t(threads), false);
-        b.at_block_barrier.assign(size_t(threads), false);
-        // groups: warps, the block, then warpgroups (4 warps)
-        b.arrive.assign(size_t(threads / 32 + 1 + (threads + 127) / 128), 0);
-        b.gen.assign(size_t(threads / 32 + 1 + (threads + 127) / 128), 0);
-        b.wg_a.assign(size_t((threads + 127) / 128) * 64 * 16, 0.f);
-        b.wgmma_open.resize(size_t(threads));
-        b.wgmma_groups.resize(size_t(threads));
-        b.cp_pending.resize(size_t(threads));
-        b.bulk_open.resize(size_t(threads));
-        b.bulk_groups.resize(size_t(threads));
-        b.post.resize(size_t(threads));
-        b.postf.resize(size_t(threads));
-        current() = &b;
-        for (int t = 0; t < threads; t++) {
-          b.stacks[size_t(t)].resize(256 * 1024);
-          getcontext(&b.ctx[size_t(t)]);
-          b.ctx[size_t(t)].uc_stack.ss_sp = b.stacks[size_t(t)].data();
-          b.ctx[size_t(t)].uc_stack.ss_size = b.stacks[size_t(t)].size();
-          b.ctx[size_t(t)].uc_link = &b.sched;
-          makecontext(&b.ctx[size_t(t)], fiber_entry, 0);
+      for (unsigned x0 = 0; x0 < grid.x; x0 += cluster_x) {
+        std::deque<Block> blocks(cluster_x);
+        Cluster cl;
+        for (unsigned r = 0; r < cluster_x; r++) {
+          init_block(blocks[r], {x0 + r, y, z}, grid, threads, smem_bytes, kernel);
+          blocks[r].cluster = &cl;
+          blocks[r].cluster_rank = int(r);
+          cl.blocks.push_back(&blocks[r]);
         }
-        // Scheduling: one warp at a time, chosen at random, runs alone until all its threads wait at a block
-        // barrier (or finish); lanes within it run in a shuffled order. Warps therefore drift as far apart as the
-        // barriers allow, so a missing __syncthreads (or a read of shared memory another warp has not filled yet)
-        // shows up as a wrong result instead of hiding behind a lockstep schedule.
-        std::mt19937& order_rng = schedule_rng();
-        int nwarps = threads / 32;
-        long steps = 0;
-        for (;;) {
-          std::vector<int> runnable;
-          bool all_done = true;
-          for (int w = 0; w < nwarps; w++) {
-            bool can = false;
-            for (int t = w * 32; t < w * 32 + 32; t++) {
-              if (!b.done[size_t(t)]) all_done = false;
-              if (!b.done[size_t(t)] && !b.at_block_barrier[size_t(t)]) can = true;
-            }
-            if (can) runnable.push_back(w);
-          }
-          if (all_done) break;
-          if (runnable.empty() || ++steps > 100000000L) {
-            std::fprintf(stderr, "emulator: deadlock (threads wait at different barriers)\n");
-            for (auto& m : b.mbars)
-              std::fprintf(stderr, "  mbarrier @%u: phase %u, %d of %d arrivals pending, %lld transaction bytes "
-                           "expected, %zu copy batches and %zu TMA copies in flight\n", m.first, m.second.phase,
-                           m.second.pending, m.second.expected, static_cast<long long>(m.second.tx),
-                           m.second.in_flight.size(), m.second.tx_in_flight.size());
-            for (int id = 0; id < 16; id++)
-              if (b.named[size_t(id)].arrived)
-                std::fprintf(stderr, "  named barrier %d: %d of %d arrived\n", id, b.named[size_t(id)].arrived,
-                             b.named[size_t(id)].count);
-            std::abort();
-          }
-          int w = runnable[size_t(order_rng() % runnable.size())];
-          std::vector<int> lanes(32);
-          for (int i = 0; i < 32; i++) lanes[size_t(i)] = w * 32 + i;
-          for (bool progressed = true; progressed;) {
-            progressed = false;
-            std::shuffle(lanes.begin(), lanes.end(), order_rng);
-            for (int t : lanes) {
-              if (b.done[size_t(t)] || b.at_block_barrier[size_t(t)]) continue;
-              progressed = true;
-              b.cur = t;
-              swapcontext(&b.sched, &b.ctx[size_t(t)]);
-            }
-          }
-        }
-        for (int id = 0; id < 16; id++)
-          if (b.named[size_t(id)].arrived != 0) {
-            std::fprintf(stderr, "emulator: named barrier %d left with %d arrivals at the block's end\n", id,
-                         b.named[size_t(id)].arrived);
-            std::abort();
-          }
-        // A block must not end with copies still writing its shared memory (the hardware would hand it to the
-        // next block): every TMA copy must have been waited for through its mbarrier.
-        for (auto& m : b.mbars)
-          if (!m.second.tx_in_flight.empty()) {
-            std::fprintf(stderr, "emulator: the block ends with %zu TMA copies to the mbarrier at %u never waited for\n",
-                         m.second.tx_in_flight.size(), m.first);
-            std::abort();
-          }
-        current() = nullptr;
+        run_blocks(cl.blocks);
       }
 }
 
@@ -690,6 +733,56 @@ inline void tma_load(uint32_t dst, const uint64_t* map_bytes, std::array<int, 4>
   Block::Mbar& m = mbar_at(bar);
   m.tx_in_flight.push_back(copy);
   wake(m.waiters);  // they re-check (and land this copy)
+}
+
+// ---- thread block clusters (launch with cluster_x > 1) ----
+// %cluster_ctarank; barrier.cluster.arrive + wait (every thread of every block of the cluster); an mbarrier arrival on
+// another block's mbarrier at the same shared offset (mapa + mbarrier.arrive.shared::cluster); a TMA box copy
+// multicast to the blocks of `mask` (cp.async.bulk.tensor … .multicast::cluster): each gets the box at `dst` in its own
+// shared memory and its bytes on its own mbarrier at `bar`, landing when one of its threads waits there.
+inline int cluster_rank() { return current()->cluster_rank; }
+inline void cluster_sync() {
+  Block* b = current();
+  Cluster* c = b->cluster;
+  int total = 0;
+  for (Block* x : c->blocks) total += x->nthreads;
+  const unsigned g = c->gen;
+  if (++c->arrived == total) {
+    c->arrived = 0;
+    c->gen++;
+    for (auto [blk, t] : c->waiters) blk->at_block_barrier[size_t(t)] = false;
+    c->waiters.clear();
+  } else {
+    // parked like a thread at a block barrier (the scheduler runs the others), re-parked after any wake-up
+    while (c->gen == g) {
+      b->at_block_barrier[size_t(b->cur)] = true;
+      c->waiters.emplace_back(b, b->cur);
+      yield();
+    }
+  }
+}
+// Runs f as block `t` (its mbarriers, shared memory and parked threads), then returns to the caller's.
+template <class F>
+inline void on_block(Block* t, F&& f) {
+  Block* self = current();
+  current() = t;
+  f();
+  current() = self;
+}
+inline Block* cluster_block(int rank) {
+  Cluster* c = current()->cluster;
+  if (!c || rank < 0 || rank >= int(c->blocks.size())) {
+    std::fprintf(stderr, "emulator: cluster rank %d outside the cluster\n", rank);
+    std::abort();
+  }
+  return c->blocks[size_t(rank)];
+}
+inline void mbar_arrive_remote(uint32_t addr, int rank) { on_block(cluster_block(rank), [&] { mbar_arrive(addr); }); }
+inline void tma_load_multicast(uint32_t dst, const uint64_t* map_bytes, std::array<int, 4> coord, uint32_t bar,
+                               uint16_t mask) {
+  const int n = int(current()->cluster->blocks.size());
+  for (int r = 0; r < n; r++)
+    if ((mask >> r) & 1) on_block(cluster_block(r), [&] { tma_load(dst, map_bytes, coord, bar); });
 }
 
 // cp.async.bulk.tensor ... global.shared::cta.bulk_group: the box at `coord` of the tensor from shared offset `src`

@@ -2,7 +2,8 @@
 // consumer warpgroups on wgmma m64n256k16) through the host warp emulator against a float64 reference: the forward's
 // K-major W and dx's N-major W, ranks 8 and 16, shapes whose M, N and K end inside a tile (the TMA's zero fill; its
 // box stores leaving out what lies past M and N), and grids smaller than the tile count (a block's tiles run through
-// one stage ring, one lr buffer and one staging buffer per warpgroup). The reference takes s·L rounded to bf16 as the kernel does (s = 0.75 is not a power of two), so what is
+// one stage ring, one lr buffer and one staging buffer per warpgroup), in clusters of two blocks that each load half of
+// W's tile and multicast it to both (an odd number of row blocks leaves the last pair's second block past M). The reference takes s·L rounded to bf16 as the kernel does (s = 0.75 is not a power of two), so what is
 // left is the fp32 summation order and C's one rounding; an operand read from the wrong stage, atom or chunk is off by
 // the size of a term. Every element of C is checked, which starts poisoned. Build and run: scripts/flash-emu.sh.
 #include "emu_kernel.h"
@@ -56,10 +57,10 @@ bool run(bool nmajor, int M, int N, int K, int R, unsigned grid, std::mt19937& r
   emu::launch({grid, 1, 1}, lg::kThreads, lg::smem_bytes(), [&] {
     if (nmajor) lg::lora_gemm_kernel<true>(g, maps);
     else lg::lora_gemm_kernel<false>(g, maps);
-  });
+  }, lg::kCluster);
   for (size_t i = 0; i < C.size(); i++) got[i] = __bfloat162float(C[i]);
   const double e = rel_err(got, want);
-  const int tiles = ((M + lg::kBM - 1) / lg::kBM) * ((N + lg::kBN - 1) / lg::kBN);
+  const int tiles = ((M + lg::kBM - 1) / lg::kBM) * ((N + lg::kBN - 1) / lg::kBN);  // (of one block: 128 × 256)
   const bool ok = e < 8e-3;  // C rounded to bf16 once: 2^-9 of the largest element, and the fp32 sums' order
   std::printf("%s %s W, M%-4d N%-4d K%-4d r%-2d, %d tiles on %u blocks: C %.1e\n", ok ? "PASS" : "FAIL",
               nmajor ? "N-major" : "K-major", M, N, K, R, tiles, grid, e);
@@ -71,10 +72,13 @@ bool run(bool nmajor, int M, int N, int K, int R, unsigned grid, std::mt19937& r
 int main() {
   std::mt19937 rng(5);
   int failed = 0;
+  // (grids of clusters of lg::kCluster blocks, each pair taking row blocks 2p and 2p + 1 of a column block)
   for (bool nmajor : {false, true}) {
-    failed += !run(nmajor, 200, 264, 136, 8, 2, rng);   // 2 × 2 tiles on 2 blocks; N, K end inside a tile
-    failed += !run(nmajor, 130, 512, 64, 16, 1, rng);   // one block through 2 × 2 tiles; one k-step
-    failed += !run(nmajor, 64, 72, 328, 8, 3, rng);     // more blocks than tiles; 6 k-steps through the 4-stage ring
+    failed += !run(nmajor, 200, 264, 136, 8, 2, rng);   // one cluster through both column blocks; N, K end in a tile
+    failed += !run(nmajor, 390, 512, 64, 16, 2, rng);   // 4 row blocks (2 pairs) × 2 column blocks; one k-step
+    failed += !run(nmajor, 64, 72, 328, 8, 4, rng);     // an odd row-block count (the pair's second block past M), more
+                                                         // clusters than work; 6 k-steps through the 3-stage ring
+    failed += !run(nmajor, 300, 264, 200, 16, 4, rng);  // 3 row blocks: a full pair and a half one on 2 clusters
   }
   std::printf("%d failed\n", failed);
   return failed ? 1 : 0;

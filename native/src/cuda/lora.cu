@@ -255,7 +255,7 @@ bool fused_ok(const DeviceContext& c, int64_t r, std::initializer_list<const Ten
 }
 
 // C = A op(W) + s L Rᵀ through lora_gemm.cuh (W [N, K] K-major, or [K, N] with w_nmajor); false (nothing launched)
-// where the driver cannot encode the tensor maps.
+// where the driver cannot encode the tensor maps or refuses the clustered launch.
 bool fused_gemm(DeviceContext& c, const Tensor& a, const Tensor& w, bool w_nmajor, const Tensor& l, const Tensor& r, float s,
                 Tensor& out, const char* op) {
   lora_gemm::Args g{l.data<bf16>(), r.data<bf16>(), int(a.rows()), int(out.cols()), int(a.cols()), int(l.cols()), s};
@@ -263,16 +263,50 @@ bool fused_gemm(DeviceContext& c, const Tensor& a, const Tensor& w, bool w_nmajo
   std::string why;
   if (!lora_gemm::encode_maps(a.data<bf16>(), w.data<bf16>(), out.data<bf16>(), g, w_nmajor, maps, why)) return false;
   if (g.M == 0) return true;
-  const int64_t tiles = int64_t((g.M + lora_gemm::kBM - 1) / lora_gemm::kBM) * ((g.N + lora_gemm::kBN - 1) / lora_gemm::kBN);
-  const dim3 grid{unsigned(std::min<int64_t>(tiles, c.prop.multiProcessorCount))};
+  // clusters of kCluster blocks, each cluster taking pairs of row blocks: as many clusters as there are pairs of tiles
+  // and as the device can hold at once (cudaOccupancyMaxActiveClusters: a GPC with an odd number of SMs leaves one
+  // out; a cluster beyond them would start only when another ends, and the tiles are dealt out in advance)
+  constexpr int kCl = lora_gemm::kCluster;
+  const int64_t pair_tiles = int64_t((g.M + kCl * lora_gemm::kBM - 1) / (kCl * lora_gemm::kBM)) *
+                             ((g.N + lora_gemm::kBN - 1) / lora_gemm::kBN);
   const size_t smem = lora_gemm::smem_bytes();
+  cudaLaunchConfig_t cfg{};
+  cfg.blockDim = dim3{unsigned(lora_gemm::kThreads)};
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = c.stream;
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeClusterDimension;
+  attr.val.clusterDim.x = kCl, attr.val.clusterDim.y = 1, attr.val.clusterDim.z = 1;
+  cfg.attrs = &attr;
+  cfg.numAttrs = 1;
   auto launch = [&](auto kernel) {
     set_smem_limit(reinterpret_cast<const void*>(kernel), smem, c.index, op);
-    kernel<<<grid, lora_gemm::kThreads, smem, c.stream>>>(g, maps);
+    static std::mutex mu;
+    static std::map<int, int> resident;  // per device: the clusters that fit at once
+    int fit = 0;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      auto it = resident.find(c.index);
+      if (it != resident.end()) {
+        fit = it->second;
+      } else {
+        cfg.gridDim = dim3{unsigned(c.prop.multiProcessorCount / kCl * kCl)};
+        if (cudaOccupancyMaxActiveClusters(&fit, kernel, &cfg) != cudaSuccess) {
+          cudaGetLastError();
+          fit = 0;
+        }
+        resident[c.index] = fit;
+      }
+    }
+    if (fit <= 0) return cudaErrorInvalidConfiguration;
+    cfg.gridDim = dim3{unsigned(std::min<int64_t>(pair_tiles, fit) * kCl)};
+    return cudaLaunchKernelEx(&cfg, kernel, g, maps);
   };
-  if (w_nmajor) launch(lora_gemm::lora_gemm_kernel<true>);
-  else launch(lora_gemm::lora_gemm_kernel<false>);
-  check_launch(op);
+  const cudaError_t e = w_nmajor ? launch(lora_gemm::lora_gemm_kernel<true>) : launch(lora_gemm::lora_gemm_kernel<false>);
+  if (e != cudaSuccess) {  // (a device that cannot place the clusters: the caller takes the cuBLAS path)
+    cudaGetLastError();
+    return false;
+  }
   return true;
 }
 

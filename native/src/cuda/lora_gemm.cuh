@@ -12,29 +12,41 @@
 // (bench/results/gpu-2026-11-27-h200-s17-call2/ncu/ncu_lora.txt). Here the update is one more k16 step of the tile's
 // own accumulation: its operands, 128 rows of L and 256 of R, are 12 KiB per tile.
 //
-// Schedule: persistent (a grid of at most one block per SM taking 128 × 256 tiles of C in a grouped order: 8 row
-// blocks at a time across the columns, so that the blocks in flight share their rows of A and columns of W in L2),
-// 3 warpgroups (384 threads):
+// Schedule: persistent, in clusters of two blocks (a grid of at most one block per SM): a cluster takes pairs of row
+// blocks of one column block — tiles (2p, n) and (2p + 1, n) of 128 × 256, pairs in a grouped order, 4 pairs (8 row
+// blocks) at a time across the columns, so that the clusters in flight share their rows of A and columns of W in L2
+// — and the two blocks each load half of W's tile per k-step and multicast it to both: W's bytes from L2 halved (a
+// block's k-step needs A's 16 KiB and W's 32 KiB; without the multicast 132 blocks at full tensor rate would draw ≈ 11
+// TB/s from L2, which an H100's L2 may not give: cuBLAS's kernel here runs in clusters of two as well).
+// 3 warpgroups (384 threads) per block:
 //   - warpgroup 0, the producers (setmaxnreg.dec to kProducerRegs):
-//       warp 0 lane 0 issues every TMA box copy: per k-step of 64, A's 128 × 64 box and W's 256 × 64 (K-major: one
-//         box of 256 rows) or 64 × 256 (N-major: four boxes of 64 columns) into a ring of kStages stages, under
-//         "full" (expect_tx) and "empty" (256 consumer arrivals) barriers, running on across the block's tiles so
-//         the next tile's first stages load while the current one finishes;
+//       warp 0 lane 0 issues every TMA box copy: per k-step of 64, A's 128 × 64 box and this block's half of W's
+//         256 × 64 tile (K-major: one box of 128 rows; N-major: two boxes of 64 columns), multicast to both blocks,
+//         into a ring of kStages stages. A stage's "full" barrier expects its 48 KiB (A, this block's half, the
+//         partner's) and completes when they have landed; its "empty" barrier counts one arrival from every consumer
+//         warp of both blocks (16), since either block's copy writes into both; the producer waits on it before
+//         refilling. The ring runs on across the block's tiles, so the next tile's first stages load while the current
+//         one finishes;
 //       warp 1 writes each tile's rank-r operands into the "lr" buffer: R's rows n0..n0+255 in 16-byte chunks 0–1
 //         and s·L's rows m0..m0+127 in chunks 2–3 of the same 128-byte swizzled rows (columns r..15 zero), after
 //         the consumers have released the buffer ("lr empty", 256 arrivals) and before "lr full" (one arrival, after
 //         fence.proxy.async: generic stores read by the tensor cores);
-//       warps 2 and 3 leave.
+//       warps 2 and 3 have nothing to do.
 //   - warpgroups 1 and 2, the consumers (setmaxnreg.inc to kConsumerRegs): rows 64w..64w+63 of the tile, 64 × 256
 //     fp32 accumulators (128 registers). Per tile: the rank-r product first (m64n256k16, A = s·L's chunks 2–3, B = R's
 //     chunks 0–1, both K-major; scale-d 0), then per k-step 4 × m64n256k16 over the stage, one commit group each with
-//     one group left in flight: once group g is complete its stage is released (and after the first k-step the lr
-//     buffer); then the accumulators are rounded to bf16 into the warpgroup's staging buffer in shared memory, one half
-//     of the columns at a time (64 rows × 128: two 64-column boxes), and stored by TMA box stores (cp.async.bulk.tensor,
-//     which leave out what lies past M and N) that one thread of the warpgroup issues after a warpgroup barrier; the
-//     consumers go on to the next tile while the stores drain, waiting for their reads only before the buffer is
-//     written again. (Stores from registers would be 64 four-byte stores per thread, each touching 8 rows: a few µs
-//     of load/store traffic per 36 µs tile with the tensor cores idle.)
+//     one group left in flight: once group g is complete its stage is released (lane 0 of each warp arrives on both
+//     blocks' "empty" barriers; after the first k-step, every thread on "lr empty"); then the accumulators are rounded
+//     to bf16 into the warpgroup's staging buffer in shared memory, one half of the columns at a time (64 rows × 128:
+//     two 64-column boxes), and stored by TMA box stores (cp.async.bulk.tensor, which leave out what lies past M and
+//     N) that one thread of the warpgroup issues after a warpgroup barrier; the consumers go on to the next tile while
+//     the stores drain, waiting for their reads only before the buffer is written again. (Stores from registers would
+//     be 64 four-byte stores per thread, each touching 8 rows: a few µs of load/store traffic per 36 µs tile with the
+//     tensor cores idle.)
+// A cluster barrier after the mbarriers' initialisation (the partner's copies and arrivals use them) and another
+// before the blocks leave (neither may leave while the other can still write into it). Where the row blocks are odd in
+// number, the last pair's second block lies past M: its A comes in as zeros and its stores are left out, and it still
+// loads its half of W for its partner.
 // Operand layouts (the 128-byte swizzle of attention_wgmma.cuh): A and K-major W as rows of 64 bf16 (128 bytes,
 // 16-byte chunk c of row i at c ^ (i mod 8)), k16 step kk at +32·kk bytes, 8-row groups 1024 bytes apart (SBO); N-major
 // W as four 64-column atoms of 64 k-rows (8 KiB apart: LBO), k-rows 128 bytes apart, 8-row groups 1024 apart (SBO),
@@ -52,6 +64,7 @@
 
 #include "attention_wgmma.cuh"
 #include "attention_wgmma_ws.cuh"
+#include "cluster.cuh"
 #include "tma.cuh"
 
 namespace owlet::cuda::lora_gemm {
@@ -60,6 +73,10 @@ constexpr int kBM = 128, kBN = 256, kBK = 64, kStages = 3;
 constexpr int kThreads = 384;
 constexpr int kProducerRegs = 40, kConsumerRegs = 232;  // 128·40 + 256·232 = 64,512 (= 168 · 384, the launch's)
 constexpr int kGroupRows = 8;                           // row blocks per group of the tile order
+// Blocks per cluster: row blocks 2p and 2p + 1 of one column block, each loading half of W's tile per k-step and
+// multicasting it to both (W's bytes from L2 halved).
+constexpr int kCluster = 2;
+constexpr uint16_t kClusterMask = 0x3;
 constexpr uint32_t kABytes = kBM * kBK * 2, kWBytes = kBN * kBK * 2, kStageBytes = kABytes + kWBytes;
 constexpr uint32_t kLrBytes = kBN * 128;  // R in chunks 0–1 of rows 0..255, s·L in chunks 2–3 of rows 0..127
 constexpr uint32_t kCBox = 64 * 128;      // one 64 × 64 bf16 box of C in the staging buffer
@@ -70,7 +87,7 @@ constexpr size_t smem_bytes() {
 }
 
 // The call: C = A op(W) + (s L) Rᵀ, every matrix bf16 and row-major; maps for A (boxes of 128 rows × 64 columns), W
-// (K-major: 256 rows × 64; N-major: 64 rows × 64) and C (64 rows × 64).
+// (a block's half of the tile: K-major 128 rows × 64; N-major 64 rows × 64, two boxes) and C (64 rows × 64).
 struct Args {
   const bf16* l;  // [M, r]
   const bf16* r;  // [N, r]
@@ -86,7 +103,7 @@ inline bool encode_maps(const bf16* a, const bf16* w, bf16* c, const Args& g, bo
   // (a matrix as the maps' [B, T, H, D] sequence: one batch, T rows, one head of D columns)
   return tma::encode(m.a, {a, 1, g.M, 1, g.K, g.K}, kBM, why) &&
          (w_nmajor ? tma::encode(m.w, {w, 1, g.K, 1, g.N, g.N}, kBK, why)
-                   : tma::encode(m.w, {w, 1, g.N, 1, g.K, g.K}, kBN, why)) &&
+                   : tma::encode(m.w, {w, 1, g.N, 1, g.K, g.K}, kBN / kCluster, why)) &&
          tma::encode(m.c, {c, 1, g.M, 1, g.N, g.N}, 64, why);
 }
 
@@ -140,104 +157,34 @@ __device__ __forceinline__ uint4 scaled8(uint4 v, float s) {
   return make_uint4(w[0], w[1], w[2], w[3]);
 }
 
+// The consumer warpgroups' part of gemm() (rows 64·wg.. of each tile): the rank-r product, the k-steps over the ring,
+// the epilogue through the staging buffer.
 template <bool W_NMAJOR>
-__device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
+__device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_t sRing, uint32_t sLr, uint32_t sC,
+                                        unsigned char* gC, uint32_t bar_full, uint32_t bar_empty, uint32_t bar_lr_full,
+                                        uint32_t bar_lr_empty, int k_steps, int m_pairs, int n_blocks, int tiles, int cl,
+                                        int clusters, int rank, int peer) {
   using namespace wgmma;
   using wgmma_ws::mbar_arrive;
-  using wgmma_ws::mbar_init;
   using wgmma_ws::mbar_wait;
-  OWLET_DYNAMIC_SMEM(smem_raw);
-  const uint32_t raw = mma::smem_u32(smem_raw);
-  const uint32_t sRing = (raw + 1023u) & ~1023u, sLr = sRing + kStages * kStageBytes, sC = sLr + kLrBytes,
-                 bar_full = sC + 2 * kCBytes,
-                 bar_empty = bar_full + 8 * kStages, bar_lr_full = bar_empty + 8 * kStages, bar_lr_empty = bar_lr_full + 8;
-  unsigned char* const gLr = smem_raw + (sLr - raw);
-  unsigned char* const gC = smem_raw + (sC - raw);
-
-  const int tid = threadIdx.x, role = tid >> 7;
-  const int m_blocks = (g.M + kBM - 1) / kBM, n_blocks = (g.N + kBN - 1) / kBN, k_steps = (g.K + kBK - 1) / kBK;
-  const int tiles = m_blocks * n_blocks;
-
-  if (tid == 0) {
-    for (int s = 0; s < kStages; s++) {
-      mbar_init(bar_full + 8 * s, 1);
-      mbar_init(bar_empty + 8 * s, 256);
-    }
-    mbar_init(bar_lr_full, 1);
-    mbar_init(bar_lr_empty, 256);
-    tma::fence_barrier_init();
-  }
-  __syncthreads();  // the initialised barriers are visible to every thread
-
-  if (role == 0) {
-    wgmma_ws::regs_dec<kProducerRegs>();
-    const int warp = tid >> 5, lane = tid & 31;
-    if (warp == 0 && lane == 0) {  // ---- the TMA thread ----
-      tma::prefetch(&maps->a), tma::prefetch(&maps->w);
-      int step = 0;  // the block's k-steps so far: stage step mod kStages
-      for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
-        int mb, nb;
-        tile_of(t, m_blocks, n_blocks, mb, nb);
-        for (int kt = 0; kt < k_steps; kt++, step++) {
-          const int s = step % kStages;
-          if (step >= kStages) mbar_wait(bar_empty + 8 * s, uint32_t((step / kStages - 1) & 1));
-          const uint32_t sA = sRing + s * kStageBytes, sW = sA + kABytes, full = bar_full + 8 * s;
-          tma::arrive_expect_tx(full, kStageBytes);
-          tma::load_4d(sA, &maps->a, kt * kBK, 0, mb * kBM, 0, full);
-          if constexpr (W_NMAJOR) {
-#pragma unroll
-            for (int c = 0; c < kBN / 64; c++)
-              tma::load_4d(sW + c * (kBK * 128), &maps->w, nb * kBN + 64 * c, 0, kt * kBK, 0, full);
-          } else {
-            tma::load_4d(sW, &maps->w, kt * kBK, 0, nb * kBN, 0, full);
-          }
-        }
-      }
-      // every copy has landed before this thread leaves
-      for (int st = max(0, step - kStages); st < step; st++)
-        mbar_wait(bar_full + 8 * (st % kStages), uint32_t((st / kStages) & 1));
-    } else if (warp == 1) {  // ---- the rank-r operands ----
-      int it = 0;
-      for (int t = blockIdx.x; t < tiles; t += gridDim.x, it++) {
-        int mb, nb;
-        tile_of(t, m_blocks, n_blocks, mb, nb);
-        if (it > 0) mbar_wait(bar_lr_empty, uint32_t((it - 1) & 1));
-        // R's rows (chunks 0, 1) and s·L's (chunks 2, 3): 16-byte chunk c of row i at c ^ (i mod 8)
-        for (int i = lane; i < kBN; i += 32) {
-          const int n = nb * kBN + i;
-          uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
-          if (n < g.N) {
-            const uint4* src = reinterpret_cast<const uint4*>(g.r + int64_t(n) * g.rank);
-            lo = src[0];
-            if (g.rank == 16) hi = src[1];
-          }
-          *reinterpret_cast<uint4*>(gLr + i * 128 + ((0 ^ (i & 7)) << 4)) = lo;
-          *reinterpret_cast<uint4*>(gLr + i * 128 + ((1 ^ (i & 7)) << 4)) = hi;
-        }
-        // (one 16-byte chunk at a time: the producers have kProducerRegs registers)
-#pragma unroll 1
-        for (int e = lane; e < 2 * kBM; e += 32) {
-          const int i = e >> 1, c = e & 1, m = mb * kBM + i;
-          uint4 v = make_uint4(0, 0, 0, 0);
-          if (m < g.M && c * 8 < g.rank) v = scaled8(reinterpret_cast<const uint4*>(g.l + int64_t(m) * g.rank)[c], g.s);
-          *reinterpret_cast<uint4*>(gLr + i * 128 + (((2 + c) ^ (i & 7)) << 4)) = v;
-        }
-        fence_proxy_async();  // the generic stores before the tensor cores' async-proxy reads
-        __syncwarp();
-        if (lane == 0) mbar_arrive(bar_lr_full);
-      }
-    }
-    return;
-  }
-
-  // ---- consumers ----
+  const int tid = threadIdx.x;
   wgmma_ws::regs_inc<kConsumerRegs>();
   const int ctid = tid - 128, wg = ctid >> 7, wi = (ctid >> 5) & 3, lane = ctid & 31, gq = lane >> 2, t4 = lane & 3;
   const int thread_row = (wi * 16 + gq) * 128 + 4 * t4;  // the thread's first row and 4-byte slot in a staged box
+  // A stage is free for both blocks' producers once this warp's products on it are done: one arrival per warp on
+  // this block's "empty" barrier and one on the partner's.
+  auto release = [&](int s) {
+    __syncwarp();
+    if (lane == 0) {
+      mbar_arrive(bar_empty + 8 * s);
+      cluster::mbar_arrive_remote(bar_empty + 8 * s, peer);
+    }
+  };
   int step = 0, it = 0;
-  for (int t = blockIdx.x; t < tiles; t += gridDim.x, it++) {
-    int mb, nb;
-    tile_of(t, m_blocks, n_blocks, mb, nb);
+  for (int t = cl; t < tiles; t += clusters, it++) {
+    int pm, nb;
+    tile_of(t, m_pairs, n_blocks, pm, nb);
+    const int mb = kCluster * pm + rank;
     float acc[128];
     mbar_wait(bar_lr_full, uint32_t(it & 1));
     fence_proxy_async();
@@ -259,12 +206,12 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
       commit();
       wait<1>();  // the group before this one is complete: its stage (or, at kt = 0, the lr buffer) is free
       if (kt == 0) mbar_arrive(bar_lr_empty);
-      else mbar_arrive(bar_empty + 8 * prev_s);
+      else release(prev_s);
       prev_s = s;
     }
     wait<0>();
     fence_operands(acc);
-    if (k_steps > 0) mbar_arrive(bar_empty + 8 * prev_s);
+    if (k_steps > 0) release(prev_s);
     else mbar_arrive(bar_lr_empty);
 
     // acc[4i + e]: row 16wi + gq + 8·(e ≥ 2) of the warpgroup's 64, column 8i + 2·t4 + (e mod 2). Half h (columns
@@ -295,6 +242,111 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
     }
   }
   if ((ctid & 127) == 0) bulk_wait<0>();  // the stores are done before the block ends
+}
+
+template <bool W_NMAJOR>
+__device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
+  using namespace wgmma;
+  using wgmma_ws::mbar_arrive;
+  using wgmma_ws::mbar_init;
+  using wgmma_ws::mbar_wait;
+  OWLET_DYNAMIC_SMEM(smem_raw);
+  const uint32_t raw = mma::smem_u32(smem_raw);
+  const uint32_t sRing = (raw + 1023u) & ~1023u, sLr = sRing + kStages * kStageBytes, sC = sLr + kLrBytes,
+                 bar_full = sC + 2 * kCBytes,
+                 bar_empty = bar_full + 8 * kStages, bar_lr_full = bar_empty + 8 * kStages, bar_lr_empty = bar_lr_full + 8;
+  unsigned char* const gLr = smem_raw + (sLr - raw);
+  unsigned char* const gC = smem_raw + (sC - raw);
+
+  const int tid = threadIdx.x, role = tid >> 7;
+  const int m_blocks = (g.M + kBM - 1) / kBM, n_blocks = (g.N + kBN - 1) / kBN, k_steps = (g.K + kBK - 1) / kBK;
+  // Work goes out by row-block pairs: the cluster's blocks take rows 2p and 2p + 1 (the second past M where m_blocks is
+  // odd: its A comes in as zeros and its stores are left out, but its half of W is the partner's too).
+  const int rank = cluster::rank(), peer = rank ^ 1, cl = int(blockIdx.x) / kCluster, clusters = int(gridDim.x) / kCluster;
+  const int m_pairs = (m_blocks + kCluster - 1) / kCluster, tiles = m_pairs * n_blocks;
+
+  if (tid == 0) {
+    for (int s = 0; s < kStages; s++) {
+      mbar_init(bar_full + 8 * s, 1);
+      mbar_init(bar_empty + 8 * s, kCluster * 8);  // every consumer warp of both blocks: the stage is theirs
+    }
+    mbar_init(bar_lr_full, 1);
+    mbar_init(bar_lr_empty, 256);
+    tma::fence_barrier_init();
+  }
+  // the initialised barriers are visible to every thread of both blocks (the partner's copies and arrivals use them)
+  cluster::sync();
+
+  if (role == 0) {
+    wgmma_ws::regs_dec<kProducerRegs>();
+    const int warp = tid >> 5, lane = tid & 31;
+    if (warp == 0 && lane == 0) {  // ---- the TMA thread ----
+      tma::prefetch(&maps->a), tma::prefetch(&maps->w);
+      int step = 0;  // the block's k-steps so far: stage step mod kStages
+      for (int t = cl; t < tiles; t += clusters) {
+        int pm, nb;
+        tile_of(t, m_pairs, n_blocks, pm, nb);
+        const int mb = kCluster * pm + rank;
+        for (int kt = 0; kt < k_steps; kt++, step++) {
+          const int s = step % kStages;
+          // both blocks' consumers are done with the stage (this block's copy writes into the partner's too)
+          if (step >= kStages) mbar_wait(bar_empty + 8 * s, uint32_t((step / kStages - 1) & 1));
+          const uint32_t sA = sRing + s * kStageBytes, sW = sA + kABytes, full = bar_full + 8 * s;
+          // A's box, this block's half of W's tile and the partner's (multicast by it)
+          tma::arrive_expect_tx(full, kStageBytes);
+          tma::load_4d(sA, &maps->a, kt * kBK, 0, mb * kBM, 0, full);
+          if constexpr (W_NMAJOR) {
+#pragma unroll
+            for (int c = 2 * rank; c < 2 * rank + 2; c++)
+              tma::load_4d_multicast(sW + c * (kBK * 128), &maps->w, nb * kBN + 64 * c, 0, kt * kBK, 0, full, kClusterMask);
+          } else {
+            tma::load_4d_multicast(sW + rank * (kBN / kCluster) * 128, &maps->w, kt * kBK, 0, nb * kBN + rank * (kBN / kCluster),
+                                   0, full, kClusterMask);
+          }
+        }
+      }
+      // every copy has landed before this thread leaves
+      for (int st = max(0, step - kStages); st < step; st++)
+        mbar_wait(bar_full + 8 * (st % kStages), uint32_t((st / kStages) & 1));
+    } else if (warp == 1) {  // ---- the rank-r operands ----
+      int it = 0;
+      for (int t = cl; t < tiles; t += clusters, it++) {
+        int pm, nb;
+        tile_of(t, m_pairs, n_blocks, pm, nb);
+        const int mb = kCluster * pm + rank;
+        if (it > 0) mbar_wait(bar_lr_empty, uint32_t((it - 1) & 1));
+        // R's rows (chunks 0, 1) and s·L's (chunks 2, 3): 16-byte chunk c of row i at c ^ (i mod 8)
+        for (int i = lane; i < kBN; i += 32) {
+          const int n = nb * kBN + i;
+          uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
+          if (n < g.N) {
+            const uint4* src = reinterpret_cast<const uint4*>(g.r + int64_t(n) * g.rank);
+            lo = src[0];
+            if (g.rank == 16) hi = src[1];
+          }
+          *reinterpret_cast<uint4*>(gLr + i * 128 + ((0 ^ (i & 7)) << 4)) = lo;
+          *reinterpret_cast<uint4*>(gLr + i * 128 + ((1 ^ (i & 7)) << 4)) = hi;
+        }
+        // (one 16-byte chunk at a time: the producers have kProducerRegs registers)
+#pragma unroll 1
+        for (int e = lane; e < 2 * kBM; e += 32) {
+          const int i = e >> 1, c = e & 1, m = mb * kBM + i;
+          uint4 v = make_uint4(0, 0, 0, 0);
+          if (m < g.M && c * 8 < g.rank) v = scaled8(reinterpret_cast<const uint4*>(g.l + int64_t(m) * g.rank)[c], g.s);
+          *reinterpret_cast<uint4*>(gLr + i * 128 + (((2 + c) ^ (i & 7)) << 4)) = v;
+        }
+        fence_proxy_async();  // the generic stores before the tensor cores' async-proxy reads
+        __syncwarp();
+        if (lane == 0) mbar_arrive(bar_lr_full);
+      }
+    }
+  } else {
+    consume<W_NMAJOR>(g, maps, sRing, sLr, sC, gC, bar_full, bar_empty, bar_lr_full, bar_lr_empty, k_steps, m_pairs,
+                      n_blocks, tiles, cl, clusters, rank, peer);
+  }
+  // Neither block leaves while the other may still multicast into it or arrive on its barriers.
+  __syncwarp();
+  cluster::sync();
 }
 
 template <bool W_NMAJOR>

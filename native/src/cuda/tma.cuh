@@ -72,6 +72,10 @@ __device__ __forceinline__ void load_4d(uint32_t dst, const Map* map, int c0, in
 __device__ __forceinline__ void store_4d(const Map* map, int c0, int c1, int c2, int c3, uint32_t src) {
   ::emu::tma_store(src, map->opaque, {c0, c1, c2, c3});
 }
+__device__ __forceinline__ void load_4d_multicast(uint32_t dst, const Map* map, int c0, int c1, int c2, int c3,
+                                                  uint32_t bar, uint16_t mask) {
+  ::emu::tma_load_multicast(dst, map->opaque, {c0, c1, c2, c3}, bar, mask);
+}
 #else
 // cuTensorMapEncodeTiled through the runtime's driver entry point (no link against libcuda: the driver comes with the
 // GPU machine's driver, the build machine has only stubs).
@@ -129,6 +133,16 @@ __device__ __forceinline__ void load_4d(uint32_t dst, const Map* map, int c0, in
   asm volatile(
       "cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}], [%6];\n" ::"r"(dst),
       "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar)
+      : "memory");
+}
+// load_4d into every block of the cluster in `mask` (bit r: rank r): the box lands at `dst` in each one's shared
+// memory and reports its bytes to each one's mbarrier at `bar` (each block expects them on its own barrier).
+__device__ __forceinline__ void load_4d_multicast(uint32_t dst, const Map* map, int c0, int c1, int c2, int c3,
+                                                  uint32_t bar, uint16_t mask) {
+  asm volatile(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster"
+      " [%0], [%1, {%2, %3, %4, %5}], [%6], %7;\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar), "h"(mask)
       : "memory");
 }
 // The box at (c0, c1, c2, c3) of the map's tensor from shared memory at `src` (the same swizzled layout a load
