@@ -1,5 +1,5 @@
 #!/bin/bash
-# One device call: scripts/gpu/run.sh's stages named in ONLY (default: check peer summary sanitizer sass ncu), their logs
+# One device call: scripts/gpu/run.sh's stages named in ONLY (default: smoke check peer summary sanitizer sass ncu), their logs
 # packed into $OUT/results.tgz (the device tool returns at most 8 files) and the summary printed last; VARIANT_ENV
 # adds a second trainer benchmark (below).
 #   ONLY="check peer summary" bash scripts/gpu/call.sh
@@ -12,7 +12,7 @@ rm -rf "$R" && mkdir -p "$R"
 DEADLINE=${DEADLINE:-540}
 START=$SECONDS
 left() { local l=$((DEADLINE - (SECONDS - START))); echo $((l > 1 ? l : 1)); }  # (timeout 0 would mean none)
-OUT=$R ONLY="${ONLY:-check peer summary sanitizer sass ncu}" timeout -k 5 "$(left)" bash scripts/gpu/run.sh >"$R/stdout.log" 2>&1 ||
+OUT=$R ONLY="${ONLY:-smoke check peer summary sanitizer sass ncu}" timeout -k 5 "$(left)" bash scripts/gpu/run.sh >"$R/stdout.log" 2>&1 ||
   echo "run.sh exit $? (124: stopped at the ${DEADLINE}-s deadline)" | tee -a "$R/run.log"
 # VARIANT_ENV="NAME=value …": the trainer benchmark once more with those variables (e.g. a kernel variant), in
 # variant/, so that its steps compare with the default's of the same call; several sets separated by ';' run one after

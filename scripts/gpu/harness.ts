@@ -78,8 +78,14 @@ export function loraEnv(variant: string): VariantEnv {
   return variant === 'fused' || variant === 'cublas' ? { OWLET_LORA_GEMM: variant } : { OWLET_LORA: variant };
 }
 
-/** Runs fn with `env` set, restoring the previous values (or their absence) afterwards. */
+/** Runs fn with `env` set, restoring the previous values (or their absence) afterwards. Throws instead where
+ *  OWLET_SKIP_ENV (KEY=VALUE pairs, comma-separated) names one of its settings: scripts/gpu/run.sh's smoke stage sets
+ *  it for the later stages when a new kernel's first checks failed or hung, so that their cases and benchmarks report
+ *  the skip instead of hanging again. */
 export function withEnv<T>(env: VariantEnv, fn: () => T): T {
+  const skip = (process.env.OWLET_SKIP_ENV ?? '').split(',').filter(Boolean);
+  for (const [k, v] of Object.entries(env))
+    if (skip.includes(`${k}=${v}`)) throw new Error(`skipped: ${k}=${v} is in OWLET_SKIP_ENV`);
   const saved = Object.keys(env).map((k) => [k, process.env[k]] as const);
   const restore = () => {
     for (const [k, v] of saved) {

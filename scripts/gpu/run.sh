@@ -8,11 +8,11 @@
 # ONLY containing ncu: Nsight Compute on the attention kernels (ncu_attention.txt); ncu-lora: on one LoRA forward
 # and backward's kernels (ncu_lora.txt); ncu-bwd: on one LLaMA-shaped attention backward, with its warps' stall
 # reasons (ncu_attention_bwd.txt).
-# Logs and JSON go to $OUT: run.log check.log peer.log summary.log fixture_cuda.log nccl_check.log train_check.log
+# Logs and JSON go to $OUT: run.log smoke.log check.log peer.log summary.log fixture_cuda.log nccl_check.log train_check.log
 # steps.log host_overhead.log sanitizer.log sass_attention.txt owlet_cuda.json peer_torch.json (peer_k.log and
 # peer_torch_k.json with PEER_RUNS=N) train_bench.json. Each stage has
 # its own time limit; a failing stage does not stop the next. All stages together take longer than one device call may:
-# ONLY="train" (or any of check peer summary fixture nccl train host sanitizer sass, space-separated) runs just those,
+# ONLY="train" (or any of smoke check peer summary fixture nccl train host sanitizer sass, space-separated) runs just those,
 # e.g. ONLY=train bash scripts/gpu/run.sh;
 # TRAIN_ARGS are passed to the trainer check (e.g. "--no-tiny"; OWLET_PROFILE_OPS=1 adds a per-op profile per case)
 set -u
@@ -39,6 +39,24 @@ export LD_LIBRARY_PATH=$T/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 xz -dc "$G/owlet_cuda.node.xz" >"$T/owlet_cuda.node"
 export OWLET_NATIVE_CPU=$G/owlet_cpu.node OWLET_NATIVE_CUDA=$T/owlet_cuda.node
 "$T/node" --version >>"$LOG" 2>&1 || say "node does not run here"
+
+# The kernels no GPU has run yet, first and alone under a short limit (ONLY="smoke ..."): session 18's warp-specialised
+# attention backward (OWLET_ATTN_BWD=wgmma-ws) and fused LoRA GEMM (OWLET_LORA_GEMM=fused). If their checks fail or
+# do not finish, the later stages keep them out — of autotuning (OWLET_ATTN_TUNE_SKIP, OWLET_LORA_GEMM=cublas) and of
+# the cases and benchmarks that name them (OWLET_SKIP_ENV: those report the skip instead of running) — so that a hang
+# costs this stage's limit once instead of every stage's.
+if want smoke; then
+  say "smoke: the kernels not yet run on a GPU, alone first (smoke.log)"
+  timeout -k 5 120 "$T/node" "$G/check.mjs" --no-bench --filter '(bwd wgmma-ws)|(fused)' 2>&1 | tee "$OUT/smoke.log"
+  rc=${PIPESTATUS[0]}
+  if [ "$rc" != 0 ] || grep -q "^FAIL" "$OUT/smoke.log"; then
+    export OWLET_ATTN_TUNE_SKIP=wgmma-ws OWLET_LORA_GEMM=cublas
+    export OWLET_SKIP_ENV=OWLET_ATTN_BWD=wgmma-ws,OWLET_LORA_GEMM=fused
+    say "smoke exit $rc or a FAIL: the later stages run with OWLET_ATTN_TUNE_SKIP=$OWLET_ATTN_TUNE_SKIP OWLET_LORA_GEMM=cublas OWLET_SKIP_ENV=$OWLET_SKIP_ENV"
+  else
+    say "smoke passed"
+  fi
+fi
 
 if want check; then
   say "check (correctness + benchmarks)"

@@ -753,11 +753,23 @@ std::vector<int> fwd_candidates(const DeviceContext& c, const flash::Params& fp,
   return codes;
 }
 
+// Whether OWLET_ATTN_TUNE_SKIP (variant names, comma-separated; read per call) keeps backward variant v out of
+// autotuning: a GPU run whose first check of a new kernel failed or hung (scripts/gpu/run.sh's smoke stage) keeps it
+// out of the later stages' tuning this way.
+bool tune_skipped(BwdVariant v) {
+  const char* e = std::getenv("OWLET_ATTN_TUNE_SKIP");
+  if (!e) return false;
+  const std::string list = std::string(",") + e + ",", name = std::string(",") + variant_name(kBwdNames, v) + ",";
+  return list.find(name) != std::string::npos;
+}
+
 std::vector<int> bwd_candidates(const DeviceContext& c, const flash::Params& fp, const Dims& d) {
   if (!hopper_applies(c, fp) || std::getenv("OWLET_ATTN_BWD_WARPS")) return {};
   if (d.D == 128) {
-    return {tune_code(BwdVariant::Wgmma), tune_code(BwdVariant::WgmmaWs), tune_code(BwdVariant::Mma),
-            tune_code(BwdVariant::WgmmaBulk)};
+    std::vector<int> codes;
+    for (BwdVariant v : {BwdVariant::Wgmma, BwdVariant::WgmmaWs, BwdVariant::Mma, BwdVariant::WgmmaBulk})
+      if (!tune_skipped(v)) codes.push_back(tune_code(v));
+    return codes;
   }
   std::vector<BwdVariant> vs{BwdVariant::Wgmma, BwdVariant::Wgmma1, BwdVariant::Mma, BwdVariant::WgmmaBulk};
   if (d.Tq <= wgmma::kShortQueries) vs.push_back(BwdVariant::WgmmaQ);

@@ -1,0 +1,37 @@
+// scripts/gpu/harness.ts's variant switches: withEnv sets and restores them, and refuses the ones OWLET_SKIP_ENV names
+// (what run.sh's smoke stage sets when a kernel not yet run on a GPU failed or hung there); loraEnv maps a LoRA
+// benchmark or check variant to its switches.
+import test from 'ava';
+import { loraEnv, withEnv } from '../scripts/gpu/harness.ts';
+
+test('withEnv sets the variables for the call and restores them (or their absence) after', (t) => {
+  delete process.env.OWLET_TEST_A;
+  process.env.OWLET_TEST_B = 'before';
+  const seen = withEnv({ OWLET_TEST_A: 'x', OWLET_TEST_B: 'y' }, () => [process.env.OWLET_TEST_A, process.env.OWLET_TEST_B]);
+  t.deepEqual(seen, ['x', 'y']);
+  t.is(process.env.OWLET_TEST_A, undefined);
+  t.is(process.env.OWLET_TEST_B, 'before');
+  delete process.env.OWLET_TEST_B;
+});
+
+test('a setting named in OWLET_SKIP_ENV throws "skipped" before anything runs; others go through', (t) => {
+  process.env.OWLET_SKIP_ENV = 'OWLET_ATTN_BWD=wgmma-ws,OWLET_LORA_GEMM=fused';
+  try {
+    let ran = false;
+    t.throws(() => withEnv({ OWLET_LORA_GEMM: 'fused' }, () => { ran = true; }), { message: /^skipped: OWLET_LORA_GEMM=fused/ });
+    t.false(ran);
+    t.is(process.env.OWLET_LORA_GEMM, undefined);
+    t.is(withEnv({ OWLET_LORA_GEMM: 'cublas' }, () => process.env.OWLET_LORA_GEMM), 'cublas');
+    t.is(withEnv({ OWLET_ATTN_BWD: 'wgmma' }, () => 1), 1);
+  } finally {
+    delete process.env.OWLET_SKIP_ENV;
+  }
+});
+
+test('loraEnv: thin and mma pick the thin products, fused and cublas the GEMM path, none nothing', (t) => {
+  t.deepEqual(loraEnv(''), {});
+  t.deepEqual(loraEnv('thin'), { OWLET_LORA: 'thin' });
+  t.deepEqual(loraEnv('mma'), { OWLET_LORA: 'mma' });
+  t.deepEqual(loraEnv('fused'), { OWLET_LORA_GEMM: 'fused' });
+  t.deepEqual(loraEnv('cublas'), { OWLET_LORA_GEMM: 'cublas' });
+});
