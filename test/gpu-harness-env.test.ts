@@ -28,10 +28,12 @@ test('a setting named in OWLET_SKIP_ENV throws "skipped" before anything runs; o
   }
 });
 
-test('loraEnv: thin and mma pick the thin products, fused and cublas the GEMM path, none nothing', (t) => {
+test('loraEnv: thin and mma pick the thin products, fused and cublas the GEMM path, gypass the pass over gy, + joins, none nothing', (t) => {
   t.deepEqual(loraEnv(''), {});
   t.deepEqual(loraEnv('thin'), { OWLET_LORA: 'thin' });
   t.deepEqual(loraEnv('mma'), { OWLET_LORA: 'mma' });
   t.deepEqual(loraEnv('fused'), { OWLET_LORA_GEMM: 'fused' });
   t.deepEqual(loraEnv('cublas'), { OWLET_LORA_GEMM: 'cublas' });
+  t.deepEqual(loraEnv('gypass'), { OWLET_LORA_GY: 'pass' });
+  t.deepEqual(loraEnv('fused+gypass'), { OWLET_LORA_GEMM: 'fused', OWLET_LORA_GY: 'pass' });
 });

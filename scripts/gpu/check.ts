@@ -302,11 +302,13 @@ function runBench(be: Be, res: BenchResult[], saved: () => void): void {
   for (const v of ['', 'thin', 'mma', 'fused']) tryb(() => loraBench(be, 4096, 4096, 4096, 8, v, 0.05));
   // the GEMM with the rank-r update in its kernel always (OWLET_LORA_GEMM=fused, session 18) and never (=cublas: the
   // default until then; unset, the first call of a shape times both)
-  for (const v of ['fused', 'cublas']) {
+  // (and with gy B, gyᵀ xa in one pass over gy: OWLET_LORA_GY=pass, alone and with the fused GEMM)
+  for (const v of ['fused', 'cublas', 'gypass', 'fused+gypass']) {
     tryb(() => loraBench(be, 8192, 4096, 4096, 8, v));
     tryb(() => loraBench(be, 8192, 4096, 11008, 8, v));
     tryb(() => loraBench(be, 8192, 4096, 4096, 16, v));
   }
+  for (const v of ['gypass', 'fused+gypass']) tryb(() => loraBench(be, 4096, 4096, 4096, 8, v, 0.05));
   tryb(() => bandwidthBench(be));
   tryb(() => hostVsDeviceBench(be));
 }
@@ -403,9 +405,9 @@ function main(): number {
     // The kernels behind one LoRA forward + backward, for run.sh's ncu-lora stage: stage 2's shape with its input
     // dropout (M4096 N4096 r8 p 0.05, 1.77× the frozen linear on session 12's H200) and the no-dropout bench shape
     // (M8192), each after the frozen linear's two GEMMs; the default path (cuBLAS thin products), then OWLET_LORA=mma,
-    // then OWLET_LORA_GEMM=fused.
+    // then the fused GEMM with the one pass over gy (OWLET_LORA_GEMM=fused, OWLET_LORA_GY=pass).
     const be = cuda();
-    for (const variant of ['', 'mma', 'fused'])
+    for (const variant of ['', 'mma', 'fused+gypass'])
       for (const [M, p] of [[4096, 0.05], [8192, 0]] as const) {
         console.log(`profile: lora M${M} K4096 N4096 r8 dropout ${p} ${variant || 'default'}: frozen matmul x2, loraForward, loraBackward`);
         loraOnce(be, M, 4096, 4096, 8, variant, p);

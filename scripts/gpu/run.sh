@@ -41,17 +41,18 @@ export OWLET_NATIVE_CPU=$G/owlet_cpu.node OWLET_NATIVE_CUDA=$T/owlet_cuda.node
 "$T/node" --version >>"$LOG" 2>&1 || say "node does not run here"
 
 # The kernels no GPU has run yet, first and alone under a short limit (ONLY="smoke ..."): session 18's warp-specialised
-# attention backward (OWLET_ATTN_BWD=wgmma-ws) and fused LoRA GEMM (OWLET_LORA_GEMM=fused). If their checks fail or
+# attention backward (OWLET_ATTN_BWD=wgmma-ws), fused LoRA GEMM (OWLET_LORA_GEMM=fused) and one pass over LoRA's gy
+# (OWLET_LORA_GY=pass). If their checks fail or
 # do not finish, the later stages keep them out — of autotuning (OWLET_ATTN_TUNE_SKIP, OWLET_LORA_GEMM=cublas) and of
 # the cases and benchmarks that name them (OWLET_SKIP_ENV: those report the skip instead of running) — so that a hang
 # costs this stage's limit once instead of every stage's.
 if want smoke; then
   say "smoke: the kernels not yet run on a GPU, alone first (smoke.log)"
-  timeout -k 5 120 "$T/node" "$G/check.mjs" --no-bench --filter '(bwd wgmma-ws)|(fused)' 2>&1 | tee "$OUT/smoke.log"
+  timeout -k 5 120 "$T/node" "$G/check.mjs" --no-bench --filter '(bwd wgmma-ws)|(fused|gypass)' 2>&1 | tee "$OUT/smoke.log"
   rc=${PIPESTATUS[0]}
   if [ "$rc" != 0 ] || grep -q "^FAIL" "$OUT/smoke.log"; then
     export OWLET_ATTN_TUNE_SKIP=wgmma-ws OWLET_LORA_GEMM=cublas
-    export OWLET_SKIP_ENV=OWLET_ATTN_BWD=wgmma-ws,OWLET_LORA_GEMM=fused
+    export OWLET_SKIP_ENV=OWLET_ATTN_BWD=wgmma-ws,OWLET_LORA_GEMM=fused,OWLET_LORA_GY=pass
     say "smoke exit $rc or a FAIL: the later stages run with OWLET_ATTN_TUNE_SKIP=$OWLET_ATTN_TUNE_SKIP OWLET_LORA_GEMM=cublas OWLET_SKIP_ENV=$OWLET_SKIP_ENV"
   else
     say "smoke passed"

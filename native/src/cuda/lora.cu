@@ -36,6 +36,7 @@
 #include "common.cuh"
 #include "gemm.h"
 #include "lora_gemm.cuh"
+#include "lora_gy_pass.cuh"
 #include "lora_mma.cuh"
 #include "lora_thin.cuh"
 #include "time_candidates.h"
@@ -348,6 +349,44 @@ void fused_or_plain(DeviceContext& c, const FusedKey& key, Fused&& fused, Plain&
   if (!known || !fused()) plain();
 }
 
+// gyB = gy B and gb = s · gyᵀ xa in one pass over gy (lora_gy_pass.cuh), where asked for (OWLET_LORA_GY=pass, read
+// per call) and it applies: an sm_90a build on a compute capability 9.0 device, bf16 gy and gyB, rank 8 or 16, rows of
+// 16-byte multiples and 16-byte-aligned starts. False (nothing done) elsewhere.
+bool gy_pass(DeviceContext& c, const Tensor& gy, const Tensor& b, const Tensor& xa, int64_t r, float s, Tensor& gyB,
+             Tensor& gb, const char* op) {
+#ifdef OWLET_HAVE_SM90A
+  const int64_t M = gy.rows(), N = gy.cols();
+  if (!env_is("OWLET_LORA_GY", "pass") || c.prop.major != 9 || c.prop.minor != 0 || !(r == 8 || r == 16) || M == 0 ||
+      N % 8 || gy.dtype != DType::BF16 || gyB.dtype != DType::BF16 || !aligned16(gy) || !aligned16(gyB))
+    return false;
+  tma::Map map;
+  std::string why;
+  if (!lora::gy::encode_map(gy.data<bf16>(), int(M), int(N), map, why)) return false;
+  Tensor bt(DType::BF16, {r, N}, gy.device()), hxa;  // Bᵀ: B's pairs along N
+  lora::tc::transpose_bf16_kernel<<<grid_for(c, r * N, 256), 256, 0, c.stream>>>(fin(b, op, "b"), N, r, bt.data<bf16>());
+  check_launch(op);
+  const Tensor& XA = cast_small(xa, DType::BF16, hxa);
+  const int64_t blocks = (M + lora::gy::kRows - 1) / lora::gy::kRows;
+  Tensor ws(DType::F32, {blocks, r, N}, gy.device());
+  const lora::gy::Args a{bt.data<bf16>(), XA.data<bf16>(), gyB.data<bf16>(), ws.f32(), int(M), int(N)};
+  const size_t smem = lora::gy::smem_bytes();
+  auto launch = [&](auto kernel) {
+    set_smem_limit(reinterpret_cast<const void*>(kernel), smem, c.index, op);
+    kernel<<<unsigned(blocks), lora::gy::kThreads, smem, c.stream>>>(a, map);
+  };
+  if (r == 8) launch(lora::gy::gy_pass_kernel<8>);
+  else launch(lora::gy::gy_pass_kernel<16>);
+  check_launch(op);
+  lora::tc::cols_finish_kernel<<<grid_for(c, r * N, 256), 256, 0, c.stream>>>(ws.f32(), blocks, r, N, s,
+                                                                              fout(gb, op, "gb"), 1, r);
+  check_launch(op);
+  return true;
+#else
+  (void)c, (void)gy, (void)b, (void)xa, (void)r, (void)s, (void)gyB, (void)gb, (void)op;
+  return false;
+#endif
+}
+
 // An fp32 accumulator for `out` (zeroed): `out` itself when it is f32, else a temporary copied over by finish().
 struct Accumulator {
   Tensor& out;
@@ -432,6 +471,9 @@ void lora_bwd(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& 
       acc.finish();
     }
     if (gx) copy_convert(gyb32, gyB);
+  } else if (gy_pass(c, gy, b, xa, r, s, gyB, gb, op)) {  // gy B and gb = s · gyᵀ xa in one pass over gy
+    Tensor hx;
+    gemm2d(c, gyB, true, dropped(c, x, dropout_p, seed, hx, op), false, ga, s, 0.f, op);  // ga = s · (gy B)ᵀ drop(x)
   } else {
     Tensor hb, hxa;
     const Tensor& B = cast_small(b, gy.dtype, hb);
