@@ -14,10 +14,10 @@
 // wgmma-ws-tma-overlap: those two with their copies by TMA (tma.cuh), wgmma-wsp and wgmma-wsp-overlap: those as
 // persistent kernels (wgmma-wsp: the D = 128 default since the H200 run of 2026-11-27, session 17), where they apply —
 // sm_90a build, compute capability 9.0, no dropout — and w4s elsewhere); OWLET_ATTN_BWD picks the backward (mma,
-// br64, wgmma, wgmma1, wgmma-q, wgmma-bulk, wgmma1-keys, wgmma-p, wgmma-ws: see bwd_variant_of and the BwdVariant enum). Unset
-// (or auto): the fastest of the variants that apply, timed on the first call of each shape (see "autotuning" below;
-// OWLET_ATTN_TUNE=0 turns it off, and the backward off Hopper has one kernel); else the static defaults of
-// fwd_variant and bwd_variant_of. OWLET_ATTN_BWD_WARPS=4 or 8 the warps per block of the mma.sync backward;
+// br64, wgmma, wgmma1, wgmma-q, wgmma-bulk, wgmma1-keys, wgmma-p, wgmma-ws: see bwd_variant_of and the BwdVariant
+// enum). Unset (or auto): the fastest of the variants that apply, timed on the first call of each shape (see
+// "autotuning" below; OWLET_ATTN_TUNE=0 turns it off, OWLET_ATTN_TUNE_SKIP keeps backward variants out of it, and the
+// backward off Hopper has one kernel); else the static defaults of fwd_variant and bwd_variant_of. OWLET_ATTN_BWD_WARPS=4 or 8 the warps per block of the mma.sync backward;
 // OWLET_ATTN_TAIL=1 sends the few rows and keys past a sequence's last whole tile to attention_tail.cuh's kernels,
 // =0 keeps whole tiles for them; unset, autotuning times both (the static default is whole tiles).
 // All are read per call, so that one process can compare the variants.
@@ -778,6 +778,7 @@ std::vector<int> bwd_candidates(const DeviceContext& c, const flash::Params& fp,
                                          attn_tail::main_extent(d.Tk, 64) < d.Tk);
   std::vector<int> codes;
   for (BwdVariant v : vs) {
+    if (tune_skipped(v)) continue;
     codes.push_back(tune_code(v));
     if (tail && v != BwdVariant::Mma) codes.push_back(tune_code(v, true));
   }

@@ -18,7 +18,9 @@
 // and the rank-r update together (lora_gemm.cuh; bf16 at ranks 8 and 16 on an sm_90a build and device): no rank-r
 // write of y (dx) and no re-read of it. Which one runs: OWLET_LORA_GEMM=fused or =cublas (read per call); unset, the
 // first call of each shape times both on its own operands and later calls take the faster (the cuBLAS path unless the
-// fused kernel beats it by time_candidates.h's margin). Session 18: emulated only until a GPU runs it.
+// fused kernel beats it by time_candidates.h's margin). Session 18: emulated only until a GPU runs it. Likewise
+// OWLET_LORA_GY=pass computes the backward's gy B and gyᵀ xa in one pass over gy (lora_gy_pass.cuh) instead of
+// cuBLAS's two (by name only so far).
 //
 // Dropout on the LoRA input keeps element i of x where hash_u01(seed, i) >= p (core/hash_u01.h), scaled by
 // 1 / (1 − p), exactly as the CPU backend's LoRA does; the backward regenerates the mask instead of storing it.
@@ -484,21 +486,20 @@ void lora_bwd(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& 
     gemm2d(c, gyB, true, dropped(c, x, dropout_p, seed, hx, op), false, ga, s, 0.f, op);  // ga = s · (gy B)ᵀ drop(x)
   }
   if (!gx) return;
-  if (dropout_p <= 0.f && fused_ok(c, r, {&gy, &w, &gyB, &A, gx}, K, N)) {
+  if (dropout_p <= 0.f) {
+    auto plain = [&] {
+      gemm2d(c, gyB, false, A, false, *gx, s, 0.f, op);   // gx  = s · (gy B) A   (rank r)
+      gemm2d(c, gy, false, w, false, *gx, 1.f, 1.f, op);  // gx += gy W           (base GEMM, epilogue add)
+    };
+    if (!fused_ok(c, r, {&gy, &w, &gyB, &A, gx}, K, N)) return plain();
     Tensor at(DType::BF16, {K, r}, x.device());  // Aᵀ: the update's R
     lora::tc::transpose_bf16_kernel<<<grid_for(c, r * K, 256), 256, 0, c.stream>>>(fin(A, op, "a"), r, K, at.data<bf16>());
     check_launch(op);
-    fused_or_plain(
-        c, {c.index, gy.rows(), N, K, r, true}, [&] { return fused_gemm(c, gy, w, true, gyB, at, s, *gx, op); },  // gx = gy W + s (gy B) A
-        [&] {
-          gemm2d(c, gyB, false, A, false, *gx, s, 0.f, op);
-          gemm2d(c, gy, false, w, false, *gx, 1.f, 1.f, op);
-        });
+    fused_or_plain(c, {c.index, gy.rows(), N, K, r, true}, [&] { return fused_gemm(c, gy, w, true, gyB, at, s, *gx, op); },
+                   plain);
     return;
   }
-  if (dropout_p <= 0.f) {
-    gemm2d(c, gyB, false, A, false, *gx, s, 0.f, op);  // gx = s · (gy B) A
-  } else if (dx_low_rank_ok(r, *gx)) {
+  if (dx_low_rank_ok(r, *gx)) {
     // the low-rank path saw drop(x): its gradient goes through the same mask and scale, added into gx = gy W in one
     // pass over gx (dx_low_rank_kernel) instead of a masked temporary and the GEMM's beta = 1 read
     gemm2d(c, gy, false, w, false, *gx, 1.f, 0.f, op);

@@ -298,10 +298,12 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
           if constexpr (W_NMAJOR) {
 #pragma unroll
             for (int c = 2 * rank; c < 2 * rank + 2; c++)
-              tma::load_4d_multicast(sW + c * (kBK * 128), &maps->w, nb * kBN + 64 * c, 0, kt * kBK, 0, full, kClusterMask);
+              tma::load_4d_multicast(sW + c * (kBK * 128), &maps->w, nb * kBN + 64 * c, 0, kt * kBK, 0, full,
+                                     kClusterMask);
           } else {
-            tma::load_4d_multicast(sW + rank * (kBN / kCluster) * 128, &maps->w, kt * kBK, 0, nb * kBN + rank * (kBN / kCluster),
-                                   0, full, kClusterMask);
+            constexpr int kHalf = kBN / kCluster;  // rows of W per block
+            tma::load_4d_multicast(sW + rank * kHalf * 128, &maps->w, kt * kBK, 0, nb * kBN + rank * kHalf, 0, full,
+                                   kClusterMask);
           }
         }
       }
