@@ -690,41 +690,54 @@ struct TmaDesc {
   uint64_t strides[3];
   uint32_t box[4];
 };
+// The map's description, for a box copy to or from shared offset `smem`: the kernels' 128-byte swizzled boxes need a
+// 1024-aligned shared address and 128-byte rows.
+inline TmaDesc box_map(const uint64_t* map_bytes, uint32_t smem, const char* what) {
+  TmaDesc d;
+  std::memcpy(&d, map_bytes, sizeof d);
+  if (smem % 1024 || d.box[0] * 2 != 128) {
+    std::fprintf(stderr, "emulator: TMA box %s %u: the kernels' 128-byte swizzled boxes need a 1024-aligned shared "
+                         "address and 128-byte rows\n", what, smem);
+    std::abort();
+  }
+  return d;
+}
+// Calls f(lin, element) for every element of the box at `coord`, in box order (lin: its byte offset in the box),
+// `element` its address in the tensor or null where it lies outside.
+template <class F>
+inline void for_each_in_box(const TmaDesc& d, const std::array<int, 4>& coord, F&& f) {
+  uint32_t lin = 0;
+  for (uint32_t i3 = 0; i3 < d.box[3]; i3++)
+    for (uint32_t i2 = 0; i2 < d.box[2]; i2++)
+      for (uint32_t i1 = 0; i1 < d.box[1]; i1++)
+        for (uint32_t i0 = 0; i0 < d.box[0]; i0++, lin += 2) {
+          const int64_t c[4] = {int64_t(coord[0]) + i0, int64_t(coord[1]) + i1, int64_t(coord[2]) + i2,
+                                int64_t(coord[3]) + i3};
+          bool in = true;
+          for (int k = 0; k < 4; k++) in = in && c[k] >= 0 && c[k] < int64_t(d.dims[k]);
+          unsigned char* e = in ? static_cast<unsigned char*>(const_cast<void*>(d.base)) + c[0] * 2 +
+                                      c[1] * int64_t(d.strides[0]) + c[2] * int64_t(d.strides[1]) +
+                                      c[3] * int64_t(d.strides[2])
+                                : nullptr;
+          f(lin, e);
+        }
+}
 // The box at `coord` lands at shared offset `dst` when a thread waits on `bar` (as late as the hardware may; at issue
 // with eager_copies()): elements in box order, innermost dimension contiguous, coordinates outside the tensor as
 // zeros; then the 128-byte swizzle by address (bits 4-6 of each byte's shared address XOR bits 7-9), so the pattern
 // starts at row 0 only where `dst` is 1024-byte aligned, which the kernels' tiles must be. Its bytes (the whole box,
 // zeros included) go to `bar`'s transaction count. The source is read when the copy lands.
 inline void tma_load(uint32_t dst, const uint64_t* map_bytes, std::array<int, 4> coord, uint32_t bar) {
-  TmaDesc d;
-  std::memcpy(&d, map_bytes, sizeof d);
-  if (dst % 1024 || d.box[0] * 2 != 128) {
-    std::fprintf(stderr, "emulator: TMA box copy to %u: the kernels' 128-byte swizzled boxes need a 1024-aligned "
-                         "destination and 128-byte rows\n", dst);
-    std::abort();
-  }
+  const TmaDesc d = box_map(map_bytes, dst, "copy to");
   const uint32_t bytes = d.box[0] * d.box[1] * d.box[2] * d.box[3] * 2;
   auto copy = [=] {
     unsigned char* smem = dynamic_smem();
-    uint32_t lin = 0;
-    for (uint32_t i3 = 0; i3 < d.box[3]; i3++)
-      for (uint32_t i2 = 0; i2 < d.box[2]; i2++)
-        for (uint32_t i1 = 0; i1 < d.box[1]; i1++)
-          for (uint32_t i0 = 0; i0 < d.box[0]; i0++, lin += 2) {
-            const int64_t c[4] = {int64_t(coord[0]) + i0, int64_t(coord[1]) + i1, int64_t(coord[2]) + i2,
-                                  int64_t(coord[3]) + i3};
-            bool in = true;
-            for (int k = 0; k < 4; k++) in = in && c[k] >= 0 && c[k] < int64_t(d.dims[k]);
-            uint16_t v = 0;
-            if (in) {
-              const unsigned char* src = static_cast<const unsigned char*>(d.base) + c[0] * 2 +
-                                         c[1] * int64_t(d.strides[0]) + c[2] * int64_t(d.strides[1]) +
-                                         c[3] * int64_t(d.strides[2]);
-              std::memcpy(&v, src, 2);
-            }
-            const uint32_t a = dst + lin;
-            std::memcpy(smem + (a ^ (((a >> 7) & 7u) << 4)), &v, 2);
-          }
+    for_each_in_box(d, coord, [&](uint32_t lin, const unsigned char* e) {
+      uint16_t v = 0;
+      if (e) std::memcpy(&v, e, 2);
+      const uint32_t a = dst + lin;
+      std::memcpy(smem + (a ^ (((a >> 7) & 7u) << 4)), &v, 2);
+    });
     Block::Mbar& m = mbar_at(bar);
     m.tx -= bytes;
     mbar_complete_if_done(m);
@@ -790,13 +803,7 @@ inline void tma_load_multicast(uint32_t dst, const uint64_t* map_bytes, std::arr
 // group operation: its source is snapshotted at issue and written out when the group is waited for (wait_group.read
 // or wait_group), stopping the run if the shared memory changed in between.
 inline void tma_store(uint32_t src, const uint64_t* map_bytes, std::array<int, 4> coord) {
-  TmaDesc d;
-  std::memcpy(&d, map_bytes, sizeof d);
-  if (src % 1024 || d.box[0] * 2 != 128) {
-    std::fprintf(stderr, "emulator: TMA box store from %u: the kernels' 128-byte swizzled boxes need a 1024-aligned "
-                         "source and 128-byte rows\n", src);
-    std::abort();
-  }
+  const TmaDesc d = box_map(map_bytes, src, "store from");
   const uint32_t bytes = d.box[0] * d.box[1] * d.box[2] * d.box[3] * 2;
   // the box's bytes in box order (unswizzled), as the store reads them
   std::vector<unsigned char> box(bytes);
@@ -808,21 +815,9 @@ inline void tma_store(uint32_t src, const uint64_t* map_bytes, std::array<int, 4
   Block* b = current();
   b->bulk_open[size_t(b->cur)].push_back({src, bytes, std::vector<unsigned char>(smem + src, smem + src + bytes),
                                           [d, coord, box](const unsigned char*) {
-                                            uint32_t lin = 0;
-                                            for (uint32_t i3 = 0; i3 < d.box[3]; i3++)
-                                              for (uint32_t i2 = 0; i2 < d.box[2]; i2++)
-                                                for (uint32_t i1 = 0; i1 < d.box[1]; i1++)
-                                                  for (uint32_t i0 = 0; i0 < d.box[0]; i0++, lin += 2) {
-                                                    const int64_t c[4] = {int64_t(coord[0]) + i0, int64_t(coord[1]) + i1,
-                                                                          int64_t(coord[2]) + i2, int64_t(coord[3]) + i3};
-                                                    bool in = true;
-                                                    for (int k = 0; k < 4; k++) in = in && c[k] >= 0 && c[k] < int64_t(d.dims[k]);
-                                                    if (!in) continue;
-                                                    unsigned char* dst = static_cast<unsigned char*>(const_cast<void*>(d.base)) +
-                                                                         c[0] * 2 + c[1] * int64_t(d.strides[0]) +
-                                                                         c[2] * int64_t(d.strides[1]) + c[3] * int64_t(d.strides[2]);
-                                                    std::memcpy(dst, box.data() + lin, 2);
-                                                  }
+                                            for_each_in_box(d, coord, [&](uint32_t lin, unsigned char* e) {
+                                              if (e) std::memcpy(e, box.data() + lin, 2);
+                                            });
                                           }});
 }
 

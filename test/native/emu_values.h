@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <random>
 #include <vector>
 
 namespace emu_values {
@@ -17,6 +18,14 @@ template <class T> float to_float(T v);
 template <> inline float to_float<float>(float v) { return v; }
 template <> inline float to_float<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
 template <class T> double to_double(T v) { return to_float(v); }
+
+// n bf16 values of a standard normal distribution.
+inline std::vector<__nv_bfloat16> random_bf16(size_t n, std::mt19937& rng) {
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<__nv_bfloat16> v(n);
+  for (auto& e : v) e = __float2bfloat16_rn(nd(rng));
+  return v;
+}
 
 inline double rel_err(const std::vector<double>& got, const std::vector<double>& want, double floor = 1e-6) {
   double diff = 0, mag = 0;

@@ -23,12 +23,7 @@ using namespace emu_values;
 namespace {
 
 bool run(bool nmajor, int M, int N, int K, int R, unsigned grid, std::mt19937& rng) {
-  std::normal_distribution<float> nd(0.f, 1.f);
-  auto randv = [&](size_t n) {
-    std::vector<bf16> v(n);
-    for (auto& e : v) e = __float2bfloat16_rn(nd(rng));
-    return v;
-  };
+  auto randv = [&](size_t n) { return random_bf16(n, rng); };
   const float s = 0.75f;
   const std::vector<bf16> A = randv(size_t(M) * K), W = randv(size_t(N) * K), L = randv(size_t(M) * R),
                           Rm = randv(size_t(N) * R);

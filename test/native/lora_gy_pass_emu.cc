@@ -24,12 +24,7 @@ namespace {
 
 template <int R>
 bool run(int M, int N, std::mt19937& rng) {
-  std::normal_distribution<float> nd(0.f, 1.f);
-  auto randv = [&](size_t n) {
-    std::vector<bf16> v(n);
-    for (auto& e : v) e = __float2bfloat16_rn(nd(rng));
-    return v;
-  };
+  auto randv = [&](size_t n) { return random_bf16(n, rng); };
   const float s = 0.75f;
   const std::vector<bf16> G = randv(size_t(M) * N), B = randv(size_t(N) * R), XA = randv(size_t(M) * R);
   std::vector<bf16> Bt(static_cast<size_t>(R) * N);

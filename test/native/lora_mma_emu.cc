@@ -25,12 +25,7 @@ namespace {
 
 template <int R>
 bool run(int64_t M, int64_t K, float p, int chunks_wanted, std::mt19937& rng) {
-  std::normal_distribution<float> nd(0.f, 1.f);
-  auto randv = [&](size_t n) {
-    std::vector<bf16> v(n);
-    for (auto& e : v) e = __float2bfloat16_rn(nd(rng));
-    return v;
-  };
+  auto randv = [&](size_t n) { return random_bf16(n, rng); };
   const std::vector<bf16> X = randv(size_t(M * K)), Wn = randv(size_t(R * K)), G = randv(size_t(M * R));
   lt::Drop d{};
   d.on = p > 0;

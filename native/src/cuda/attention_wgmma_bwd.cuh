@@ -271,6 +271,58 @@ __device__ __forceinline__ void add_tail_rows(const flash::Params& p, const flas
   }
 }
 
+// The middle of a query tile, after Sᵀ and dPᵀ were issued (two commit groups): once Sᵀ is done, Pᵀ with the masks
+// (need_mask: the tile reaches a boundary), as bf16 A fragments in pa, and dV += Pᵀ dO issued at once (its own commit
+// group, in flight until the end of the tile); returns once dPᵀ is done.
+template <int NR, int DB>
+__device__ __forceinline__ void probs_and_dv(float (&st)[NR], float (&dpt)[NR], uint32_t (&pa)[NR / 8][4],
+                                             float (&dv)[DB][32], const float* lse_t, const flash::Params& p, int b,
+                                             int i0, int key_a, int key_b, int t4, bool need_mask, uint32_t sOt) {
+  wait<1>();  // Sᵀ is done (groups complete in order); dPᵀ may still run
+  fence_operands(st);
+  probs_t(st, lse_t, p, b, i0, key_a, key_b, t4, need_mask);
+  a_fragments(pa, st);
+  fence();
+  keys_by_d(dv, pa, sOt);
+  wait<1>();  // dPᵀ is done; dV may still run
+  fence_operands(dpt);
+}
+
+// A warpgroup's dQ fragment (dq[4i + e]: query 16wi + g + 8·(e ≥ 2), column 8i + 2t + (e mod 2)) times the scale,
+// as rows of `pitch` floats from `rows` (shared memory, for bulk reductions).
+__device__ __forceinline__ void store_dq_rows(float* rows, int pitch, const float (&dq)[32], float scale, int wi, int g,
+                                              int t4) {
+#pragma unroll
+  for (int r = 0; r < 2; r++)
+#pragma unroll
+    for (int i = 0; i < 8; i++)
+      *reinterpret_cast<float2*>(rows + (wi * 16 + g + 8 * r) * pitch + 8 * i + 2 * t4) =
+          make_float2(dq[4 * i + 2 * r] * scale, dq[4 * i + 2 * r + 1] * scale);
+}
+
+// dK (× scale) and dV of a thread's two keys (key_a, key_b = key_a + 8; dk[c][4i + 2r + e]: key r, head dim
+// 64c + 8i + 2·t4 + e) as bf16 pairs; keys at or past tk_main are not written (attention_tail.cuh's).
+template <int D>
+__device__ __forceinline__ void store_dk_dv(const flash::Params& p, int b, int h, int key_a, int key_b, int t4,
+                                            const float (&dk)[D / 64][32], const float (&dv)[D / 64][32]) {
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    const int j = r ? key_b : key_a;
+    if (j >= p.tk_main) continue;
+    const flash::Head hg(p, b, h, D);  // made here, as the forward's epilogue does (a Head kept alive costs registers)
+    const int64_t off = hg.gkv + int64_t(j) * hg.grs + 2 * t4;
+#pragma unroll
+    for (int c = 0; c < D / 64; c++)
+#pragma unroll
+      for (int i = 0; i < 8; i++) {
+        *reinterpret_cast<__nv_bfloat162*>(p.dk + off + c * 64 + 8 * i) =
+            __floats2bfloat162_rn(dk[c][4 * i + 2 * r] * p.scale, dk[c][4 * i + 2 * r + 1] * p.scale);
+        *reinterpret_cast<__nv_bfloat162*>(p.dv + off + c * 64 + 8 * i) =
+            __floats2bfloat162_rn(dv[c][4 * i + 2 * r], dv[c][4 * i + 2 * r + 1]);
+      }
+  }
+}
+
 // ---- keys past the last whole 64 in the last key block (OWLET_ATTN_BWD=wgmma1-keys: one warpgroup, D = 64) ----
 // The ViT's 257 keys otherwise take a fifth block per head that sweeps every query tile for one key (a fifth of the
 // backward's blocks for 1/257 of its keys), and attention_tail.cuh's kernel pays its dQ in atomics. Here the block of
@@ -524,20 +576,10 @@ __device__ __forceinline__ void bwd_body(const flash::Params& p, int k_tiles, in
         fence();
         keys_by_queries<D, BK, N16>(st, sKw, sQt);
         keys_by_queries<D, BK, N16>(dpt, sVw, sOt);
-        wait<1>();  // Sᵀ is done (groups complete in order); dPᵀ may still run
-        fence_operands(st);
-
-        // Pᵀ with the masks, then as bf16 A fragments, and dV += Pᵀ dO issued at once (its own commit group, in flight
-        // until the end of the tile).
         const bool need_mask =
             p.key_mask != nullptr || j0 + BK > p.tk_main || i0 + BQ > p.tq_main || (p.causal && key_w + 15 > i0 + shift);
-        probs_t(st, Lt, p, b, i0, key_a, key_b, t4, need_mask);
         uint32_t pa[KQN][4], da[KQN][4];
-        a_fragments(pa, st);
-        fence();
-        keys_by_d(dv, pa, sOt);
-        wait<1>();  // dPᵀ is done; dV may still run
-        fence_operands(dpt);
+        probs_and_dv(st, dpt, pa, dv, Lt, p, b, i0, key_a, key_b, t4, need_mask, sOt);
 
         // dSᵀ as A fragments for dK, and to shared memory for dQ.
         grads_t(dpt, st, Dt, da, gS, wg * 64 + wi * 16, g, t4);
@@ -561,12 +603,7 @@ __device__ __forceinline__ void bwd_body(const flash::Params& p, int k_tiles, in
           // to this warpgroup's buffer, then one 256-byte bulk reduction per query row, issued by warp 0's lanes
           const uint32_t tile = sDq + uint32_t((wg * 2 + buf) * BQ * kDqPitch * 4);
           float* const gt = reinterpret_cast<float*>(smem_raw + (tile - raw));
-#pragma unroll
-          for (int r = 0; r < 2; r++)
-#pragma unroll
-            for (int i = 0; i < 8; i++)
-              *reinterpret_cast<float2*>(gt + (wi * 16 + g + 8 * r) * kDqPitch + 8 * i + 2 * t4) =
-                  make_float2(dq[4 * i + 2 * r] * p.scale, dq[4 * i + 2 * r + 1] * p.scale);
+          store_dq_rows(gt, kDqPitch, dq, p.scale, wi, g, t4);
           fence_proxy_async();      // the generic-proxy stores before the bulk copies' async-proxy reads
           bar_sync(1 + wg, 128);    // the warpgroup's rows are all there
           if (wi == 0) {
@@ -630,22 +667,7 @@ __device__ __forceinline__ void bwd_body(const flash::Params& p, int k_tiles, in
 
     // dK (× scale) and dV for this thread's two keys; keys no query sees get zeros; keys past tk_main are
     // attention_tail.cuh's.
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-      const int j = r ? key_b : key_a;
-      if (j >= p.tk_main) continue;
-      const flash::Head hg(p, b, h, D);  // again for the epilogue, as the forward's (hd's kept alive: registers)
-      const int64_t off = hg.gkv + int64_t(j) * hg.grs + 2 * t4;
-#pragma unroll
-      for (int c = 0; c < DB; c++)
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-          *reinterpret_cast<__nv_bfloat162*>(p.dk + off + c * 64 + 8 * i) =
-              __floats2bfloat162_rn(dk[c][4 * i + 2 * r] * p.scale, dk[c][4 * i + 2 * r + 1] * p.scale);
-          *reinterpret_cast<__nv_bfloat162*>(p.dv + off + c * 64 + 8 * i) =
-              __floats2bfloat162_rn(dv[c][4 * i + 2 * r], dv[c][4 * i + 2 * r + 1]);
-        }
-    }
+    store_dk_dv<D>(p, b, h, key_a, key_b, t4, dk, dv);
     if constexpr (PERSISTENT) w = w_next;
   }  // items
 }

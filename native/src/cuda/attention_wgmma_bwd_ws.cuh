@@ -178,17 +178,10 @@ __device__ __forceinline__ void backward(const flash::Params& p, const Maps* map
     fence();
     keys_by_queries<D, kKeys, false>(st, sKw, sQt);
     keys_by_queries<D, kKeys, false>(dpt, sVw, sOt);
-    wait<1>();  // Sᵀ is done; dPᵀ may still run
-    fence_operands(st);
     const bool need_mask = p.key_mask != nullptr || j0 + kKeys > p.tk_main || i0 + BQ > p.tq_main ||
                            (p.causal && key_w + 15 > i0 + shift);
-    probs_t(st, Lt, p, b, i0, key_a, key_b, t4, need_mask);
     uint32_t pa[KQ][4], da[KQ][4];
-    a_fragments(pa, st);
-    fence();
-    keys_by_d(dv, pa, sOt);
-    wait<1>();  // dPᵀ is done; dV may still run
-    fence_operands(dpt);
+    probs_and_dv(st, dpt, pa, dv, Lt, p, b, i0, key_a, key_b, t4, need_mask, sOt);
 
     grads_t(dpt, st, Dt, da, gS + (t & 1) * kSBytes, wg * 64 + wi * 16, g, t4);
     fence_proxy_async();           // the dSᵀ stores (generic proxy) before the wgmma that read them (async proxy)
@@ -202,12 +195,7 @@ __device__ __forceinline__ void backward(const flash::Params& p, const Maps* map
     fence_operands(dq);
     // dq[4i + e]: query 16wi + g + 8·(e ≥ 2) of the tile, column 64·wg + 8i + 2t + (e mod 2)
     if (t > 0) mbar_wait(bar_dq_empty, uint32_t((t - 1) & 1));  // the writer has read the previous tile's dQ
-#pragma unroll
-    for (int r = 0; r < 2; r++)
-#pragma unroll
-      for (int i = 0; i < 8; i++)
-        *reinterpret_cast<float2*>(fDq + (wi * 16 + g + 8 * r) * kDqPitch + 64 * wg + 8 * i + 2 * t4) =
-            make_float2(dq[4 * i + 2 * r] * p.scale, dq[4 * i + 2 * r + 1] * p.scale);
+    store_dq_rows(fDq + 64 * wg, kDqPitch, dq, p.scale, wi, g, t4);
     fence_proxy_async();  // the generic-proxy stores before the bulk reductions' async-proxy reads
     mbar_arrive(bar_dq_full);
     wait<0>();  // dK is done: every product of this tile is, so its stage (Q, dO, lse, Δ) may be refilled
@@ -220,22 +208,7 @@ __device__ __forceinline__ void backward(const flash::Params& p, const Maps* map
   }
 
   // dK (× scale) and dV for this thread's two keys; keys no query sees get zeros.
-#pragma unroll
-  for (int r = 0; r < 2; r++) {
-    const int j = r ? key_b : key_a;
-    if (j >= p.tk_main) continue;
-    const flash::Head hg(p, b, h, D);
-    const int64_t off = hg.gkv + int64_t(j) * hg.grs + 2 * t4;
-#pragma unroll
-    for (int c = 0; c < DB; c++)
-#pragma unroll
-      for (int i = 0; i < 8; i++) {
-        *reinterpret_cast<__nv_bfloat162*>(p.dk + off + c * 64 + 8 * i) =
-            __floats2bfloat162_rn(dk[c][4 * i + 2 * r] * p.scale, dk[c][4 * i + 2 * r + 1] * p.scale);
-        *reinterpret_cast<__nv_bfloat162*>(p.dv + off + c * 64 + 8 * i) =
-            __floats2bfloat162_rn(dv[c][4 * i + 2 * r], dv[c][4 * i + 2 * r + 1]);
-      }
-  }
+  store_dk_dv<D>(p, b, h, key_a, key_b, t4, dk, dv);
 }
 
 __global__ void __launch_bounds__(kThreads, 1) attention_bwd_ws_kernel(const flash::Params p,
