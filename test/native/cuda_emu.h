@@ -610,6 +610,8 @@ inline void mbar_arrive_expect_tx(uint32_t addr, uint32_t bytes) {
   mbar_at(addr).tx += bytes;
   mbar_arrive(addr);
 }
+// mbarrier.expect_tx: the current phase expects `bytes` more transaction bytes; no arrival.
+inline void mbar_expect_tx(uint32_t addr, uint32_t bytes) { mbar_at(addr).tx += bytes; }
 // The oldest copy in flight to an mbarrier lands: a TMA copy (delivering its bytes), else the copies behind its
 // oldest pending cp.async arrival (which then arrives). False when none is in flight.
 inline bool mbar_land_one(uint32_t addr) {

@@ -13,9 +13,10 @@
 // Roles: one block of 3 warpgroups (384 threads) per (128 keys, head, batch), in the block order of block_order.h.
 //   - warpgroup 0, the producers (setmaxnreg.dec to kProducerRegs):
 //       warp 0, the loader: K and V of the block once, then each query tile's Q and dO (D / 64 boxes of 64 rows each)
-//         by TMA from lane 0 into a ring of kStages stages, after the lanes have written the tile's lse and Δ (64
-//         floats each, zero past Tq) to the stage; lane 0's arrive.expect_tx on the stage's "full" barrier (count 1)
-//         follows a __syncwarp, so the lanes' stores are ordered before it. Before refilling a stage it waits on the
+//         by TMA from lane 0 into a ring of kStages stages (their bytes expected on the stage's "full" barrier first,
+//         mbarrier.expect_tx without an arrival), while the lanes write the tile's lse and Δ (64 floats each, zero past
+//         Tq) to the stage; lane 0's arrival (count 1) follows a __syncwarp, so the lanes' stores are ordered before
+//         it, and the phase completes once the boxes have landed too. Before refilling a stage it waits on the
 //         stage's "empty" barrier (count 256: every consumer thread, after the tile's last product completed).
 //       warp 1, the dQ writer: per tile, once both consumers have stored their dQ half (64 queries × 64 columns each)
 //         in shared memory and arrived on "dq full" (count 256, after fence.proxy.async: generic stores, bulk-copy
@@ -120,17 +121,19 @@ __device__ __forceinline__ void backward(const flash::Params& p, const Maps* map
       for (int t = 0; t < n; t++) {
         const int s = t % kStages, i0 = (qt0 + t) * BQ;
         if (t >= kStages) mbar_wait(bar_empty + 8 * s, uint32_t((t / kStages - 1) & 1));
+        // the box copies first (their bytes expected, no arrival yet), so that they fly while the lanes load lse and Δ
+        if (lane == 0) {
+          tma::expect_tx(bar_full + 8 * s, 2 * kQBytes);
+          tma::load_tile<D>(sQ + s * kQBytes, &maps->q, BQ, b, h, i0, bar_full + 8 * s);
+          tma::load_tile<D>(sO + s * kQBytes, &maps->o, BQ, b, h, i0, bar_full + 8 * s);
+        }
         for (int e = lane; e < BQ; e += 32) {
           const bool valid = i0 + e < p.Tq;
           fL[s * BQ + e] = valid ? p.lse[stat + i0 + e] : 0.f;
           fD[s * BQ + e] = valid ? p.delta[stat + i0 + e] : 0.f;
         }
-        __syncwarp();  // the lanes' stores before lane 0's arrival (a release) publishes them
-        if (lane == 0) {
-          tma::arrive_expect_tx(bar_full + 8 * s, 2 * kQBytes);
-          tma::load_tile<D>(sQ + s * kQBytes, &maps->q, BQ, b, h, i0, bar_full + 8 * s);
-          tma::load_tile<D>(sO + s * kQBytes, &maps->o, BQ, b, h, i0, bar_full + 8 * s);
-        }
+        __syncwarp();  // the lanes' stores before lane 0's arrival (a release), which with the copies' bytes completes
+        if (lane == 0) mbar_arrive(bar_full + 8 * s);
       }
       // every copy has landed before this thread leaves (the consumers have waited for all of them; this only makes
       // the producer's own exit not depend on that)

@@ -66,6 +66,7 @@ inline bool encode(Map& m, const Seq& s, int rows, std::string& why) {
 __device__ __forceinline__ void prefetch(const Map*) {}
 __device__ __forceinline__ void fence_barrier_init() {}
 __device__ __forceinline__ void arrive_expect_tx(uint32_t bar, uint32_t bytes) { ::emu::mbar_arrive_expect_tx(bar, bytes); }
+__device__ __forceinline__ void expect_tx(uint32_t bar, uint32_t bytes) { ::emu::mbar_expect_tx(bar, bytes); }
 __device__ __forceinline__ void load_4d(uint32_t dst, const Map* map, int c0, int c1, int c2, int c3, uint32_t bar) {
   ::emu::tma_load(dst, map->opaque, {c0, c1, c2, c3}, bar);
 }
@@ -126,6 +127,11 @@ __device__ __forceinline__ void fence_barrier_init() {
 // when its arrivals are in and the copies have delivered those bytes.
 __device__ __forceinline__ void arrive_expect_tx(uint32_t bar, uint32_t bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+// The current phase expects `bytes` more transaction bytes, without an arrival: the phase still waits for its
+// arrivals, which another thread can make once what the copies do not deliver is in place too.
+__device__ __forceinline__ void expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
 }
 // The box at coordinates (c0 column, c1 head, c2 token, c3 batch) into shared memory at `dst` (1024-byte aligned for
 // the 128-byte swizzle's pattern to start at its row 0), its bytes reported to `bar`.
