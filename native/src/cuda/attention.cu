@@ -429,14 +429,7 @@ SimpleParams simple_params(const Tensor& q, const Tensor& k, const Tensor& v, co
 }
 
 // Whether the Hopper kernels can run this call: an sm_90a build, a device of compute capability 9.0, no dropout.
-bool hopper_applies(const DeviceContext& c, const flash::Params& fp) {
-#ifdef OWLET_HAVE_SM90A
-  return !fp.dropout && c.prop.major == 9 && c.prop.minor == 0;
-#else
-  (void)c, (void)fp;
-  return false;
-#endif
-}
+bool hopper_applies(const DeviceContext& c, const flash::Params& fp) { return !fp.dropout && sm90a_device(c); }
 
 // The warp-specialised forward's TMA forms (wgmma-ws-tma, wgmma-wsp and their overlapped twins), and whether a form
 // of it overlaps the softmax with the previous tile's P·V.

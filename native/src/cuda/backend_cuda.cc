@@ -180,6 +180,15 @@ bool env_is(const char* var, const char* value) {
   return e && std::strcmp(e, value) == 0;
 }
 
+bool sm90a_device(const DeviceContext& c) {
+#ifdef OWLET_HAVE_SM90A
+  return c.prop.major == 9 && c.prop.minor == 0;
+#else
+  (void)c;
+  return false;
+#endif
+}
+
 void set_smem_limit(const void* fn, size_t bytes, int device, const char* op) {
   static std::mutex mu;
   static std::map<std::pair<const void*, int>, size_t> set;

@@ -241,20 +241,42 @@ void mma_cols(DeviceContext& c, const Tensor& X, const Tensor& G, int64_t r, flo
   }
 }
 
+// t [rows, cols] (any float dtype) transposed into a new bf16 [cols, rows] tensor (small: B or A).
+Tensor transposed_bf16(DeviceContext& c, const Tensor& t, const char* op, const char* what) {
+  const int64_t rows = t.rows(), cols = t.cols();
+  Tensor out(DType::BF16, {cols, rows}, t.device());
+  lora::tc::transpose_bf16_kernel<<<grid_for(c, rows * cols, 256), 256, 0, c.stream>>>(fin(t, op, what), rows, cols,
+                                                                                   out.data<bf16>());
+  check_launch(op);
+  return out;
+}
+
 // Whether the fused GEMM (lora_gemm.cuh) can compute C [M, N] = A op(W) + s L Rᵀ here: not switched off
 // (OWLET_LORA_GEMM=cublas), an sm_90a build on a compute capability 9.0 device, rank 8 or 16, every operand bf16 with
 // a 16-byte-aligned start, rows of 16-byte multiples (the TMA's) and an even N (C's bf16 pairs).
 bool fused_ok(const DeviceContext& c, int64_t r, std::initializer_list<const Tensor*> ts, int64_t N, int64_t K) {
-#ifdef OWLET_HAVE_SM90A
-  if (env_is("OWLET_LORA_GEMM", "cublas") || c.prop.major != 9 || c.prop.minor != 0 || !(r == 8 || r == 16)) return false;
+  if (env_is("OWLET_LORA_GEMM", "cublas") || !sm90a_device(c) || !(r == 8 || r == 16)) return false;
   if (N % 8 || K % 8 || N <= 0 || K <= 0) return false;
   for (const Tensor* t : ts)
     if (t->dtype != DType::BF16 || !aligned16(*t)) return false;
   return true;
-#else
-  (void)c, (void)r, (void)ts, (void)N, (void)K;
-  return false;
-#endif
+}
+
+// How many clusters of `cfg`'s shape the device holds at once for `kernel` (cudaOccupancyMaxActiveClusters: a GPC
+// with an odd number of SMs leaves one out), 0 where it cannot say; asked once per kernel and device.
+int resident_clusters(const DeviceContext& c, const void* kernel, cudaLaunchConfig_t cfg) {
+  static std::mutex mu;
+  static std::map<std::pair<const void*, int>, int> known;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = known.find({kernel, c.index});
+  if (it != known.end()) return it->second;
+  cfg.gridDim = dim3{unsigned(c.prop.multiProcessorCount / lora_gemm::kCluster * lora_gemm::kCluster)};
+  int fit = 0;
+  if (cudaOccupancyMaxActiveClusters(&fit, kernel, &cfg) != cudaSuccess) {
+    cudaGetLastError();
+    fit = 0;
+  }
+  return known[{kernel, c.index}] = fit;
 }
 
 // C = A op(W) + s L Rᵀ through lora_gemm.cuh (W [N, K] K-major, or [K, N] with w_nmajor); false (nothing launched)
@@ -267,8 +289,8 @@ bool fused_gemm(DeviceContext& c, const Tensor& a, const Tensor& w, bool w_nmajo
   if (!lora_gemm::encode_maps(a.data<bf16>(), w.data<bf16>(), out.data<bf16>(), g, w_nmajor, maps, why)) return false;
   if (g.M == 0) return true;
   // clusters of kCluster blocks, each cluster taking pairs of row blocks: as many clusters as there are pairs of tiles
-  // and as the device can hold at once (cudaOccupancyMaxActiveClusters: a GPC with an odd number of SMs leaves one
-  // out; a cluster beyond them would start only when another ends, and the tiles are dealt out in advance)
+  // and as the device can hold at once (a cluster beyond them would start only when another ends, and the tiles are
+  // dealt out in advance)
   constexpr int kCl = lora_gemm::kCluster;
   const int64_t pair_tiles = int64_t((g.M + kCl * lora_gemm::kBM - 1) / (kCl * lora_gemm::kBM)) *
                              ((g.N + lora_gemm::kBN - 1) / lora_gemm::kBN);
@@ -284,23 +306,7 @@ bool fused_gemm(DeviceContext& c, const Tensor& a, const Tensor& w, bool w_nmajo
   cfg.numAttrs = 1;
   auto launch = [&](auto kernel) {
     set_smem_limit(reinterpret_cast<const void*>(kernel), smem, c.index, op);
-    static std::mutex mu;
-    static std::map<int, int> resident;  // per device: the clusters that fit at once
-    int fit = 0;
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      auto it = resident.find(c.index);
-      if (it != resident.end()) {
-        fit = it->second;
-      } else {
-        cfg.gridDim = dim3{unsigned(c.prop.multiProcessorCount / kCl * kCl)};
-        if (cudaOccupancyMaxActiveClusters(&fit, kernel, &cfg) != cudaSuccess) {
-          cudaGetLastError();
-          fit = 0;
-        }
-        resident[c.index] = fit;
-      }
-    }
+    const int fit = resident_clusters(c, reinterpret_cast<const void*>(kernel), cfg);
     if (fit <= 0) return cudaErrorInvalidConfiguration;
     cfg.gridDim = dim3{unsigned(std::min<int64_t>(pair_tiles, fit) * kCl)};
     return cudaLaunchKernelEx(&cfg, kernel, g, maps);
@@ -356,17 +362,15 @@ void fused_or_plain(DeviceContext& c, const FusedKey& key, Fused&& fused, Plain&
 // 16-byte multiples and 16-byte-aligned starts. False (nothing done) elsewhere.
 bool gy_pass(DeviceContext& c, const Tensor& gy, const Tensor& b, const Tensor& xa, int64_t r, float s, Tensor& gyB,
              Tensor& gb, const char* op) {
-#ifdef OWLET_HAVE_SM90A
   const int64_t M = gy.rows(), N = gy.cols();
-  if (!env_is("OWLET_LORA_GY", "pass") || c.prop.major != 9 || c.prop.minor != 0 || !(r == 8 || r == 16) || M == 0 ||
-      N % 8 || gy.dtype != DType::BF16 || gyB.dtype != DType::BF16 || !aligned16(gy) || !aligned16(gyB))
+  if (!env_is("OWLET_LORA_GY", "pass") || !sm90a_device(c) || !(r == 8 || r == 16) || M == 0 || N % 8 ||
+      gy.dtype != DType::BF16 || gyB.dtype != DType::BF16 || !aligned16(gy) || !aligned16(gyB))
     return false;
   tma::Map map;
   std::string why;
   if (!lora::gy::encode_map(gy.data<bf16>(), int(M), int(N), map, why)) return false;
-  Tensor bt(DType::BF16, {r, N}, gy.device()), hxa;  // Bᵀ: B's pairs along N
-  lora::tc::transpose_bf16_kernel<<<grid_for(c, r * N, 256), 256, 0, c.stream>>>(fin(b, op, "b"), N, r, bt.data<bf16>());
-  check_launch(op);
+  const Tensor bt = transposed_bf16(c, b, op, "b");  // Bᵀ: B's pairs along N
+  Tensor hxa;
   const Tensor& XA = cast_small(xa, DType::BF16, hxa);
   const int64_t blocks = (M + lora::gy::kRows - 1) / lora::gy::kRows;
   Tensor ws(DType::F32, {blocks, r, N}, gy.device());
@@ -383,10 +387,6 @@ bool gy_pass(DeviceContext& c, const Tensor& gy, const Tensor& b, const Tensor& 
                                                                               fout(gb, op, "gb"), 1, r);
   check_launch(op);
   return true;
-#else
-  (void)c, (void)gy, (void)b, (void)xa, (void)r, (void)s, (void)gyB, (void)gb, (void)op;
-  return false;
-#endif
 }
 
 // An fp32 accumulator for `out` (zeroed): `out` itself when it is f32, else a temporary copied over by finish().
@@ -449,9 +449,7 @@ void lora_bwd(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& 
   gyb_shape.back() = r;
   Tensor gyB(gy.dtype, gyb_shape, x.device());  // gy B in gy's dtype, for the rank-r GEMM of dx
   if (mma_ok(r, {&gy, &x, &xa})) {
-    Tensor bt(DType::BF16, {r, N}, x.device());  // Bᵀ, the rows kernel's Wn for gy B
-    lora::tc::transpose_bf16_kernel<<<grid_for(c, r * N, 256), 256, 0, c.stream>>>(fin(b, op, "b"), N, r, bt.data<bf16>());
-    check_launch(op);
+    const Tensor bt = transposed_bf16(c, b, op, "b");  // Bᵀ, the rows kernel's Wn for gy B
     lora::Drop none{};
     mma_rows(c, gy, bt, r, 1.f, none, fout(gyB, op, "gyB"), op);                                // gy B     [M, r]
     mma_cols(c, gy, xa, r, s, none, fout(gb, op, "gb"), 1, r, op);                               // gb = s · gyᵀ xa
@@ -492,9 +490,7 @@ void lora_bwd(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& 
       gemm2d(c, gy, false, w, false, *gx, 1.f, 1.f, op);  // gx += gy W           (base GEMM, epilogue add)
     };
     if (!fused_ok(c, r, {&gy, &w, &gyB, &A, gx}, K, N)) return plain();
-    Tensor at(DType::BF16, {K, r}, x.device());  // Aᵀ: the update's R
-    lora::tc::transpose_bf16_kernel<<<grid_for(c, r * K, 256), 256, 0, c.stream>>>(fin(A, op, "a"), r, K, at.data<bf16>());
-    check_launch(op);
+    const Tensor at = transposed_bf16(c, A, op, "a");  // Aᵀ: the update's R
     fused_or_plain(c, {c.index, gy.rows(), N, K, r, true}, [&] { return fused_gemm(c, gy, w, true, gyB, at, s, *gx, op); },
                    plain);
     return;

@@ -72,6 +72,10 @@ bool vec_enabled();
 // Whether the environment variable `var` is set to exactly `value` (the backend's OWLET_* switches).
 bool env_is(const char* var, const char* value);
 
+// Whether the Hopper kernels (wgmma, TMA, clusters) can run on this device: an sm_90a build and a device of compute
+// capability 9.0 exactly (sm_90a code runs nowhere else).
+bool sm90a_device(const DeviceContext& c);
+
 // Lets kernel `fn` use `bytes` of dynamic shared memory on `device` (above the default 48 KiB); remembered per function
 // and device, so a launch costs no extra driver call.
 void set_smem_limit(const void* fn, size_t bytes, int device, const char* op);
