@@ -724,6 +724,9 @@ export function cases(): Case[] {
   lora(300, 512, 384, 16, 0.05, false, 'fused');
   lora(29, 66, 40, 8, 0.1, true, 'fused');
   lora(41, 96, 40, 6, 0, true, 'fused');
+  // and with session 18's 3-stage ring (OWLET_LORA_GEMM_STAGES=3; 4 since session 19)
+  lora(300, 520, 264, 8, 0, true, 'fused3');
+  lora(1100, 264, 136, 8, 0, false, 'fused3');
   // gy B and gyᵀ xa in one pass over gy (session 18): a partial row block and column tile (M 37 N 48), more column tiles
   // than stages (N 600), rank 16, dropout, with the fused GEMM too, and a rank it does not take (6)
   lora(37, 64, 48, 8, 0, true, 'gypass');

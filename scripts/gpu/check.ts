@@ -12,6 +12,8 @@
 //                                   peer's (several peer runs: to each number's median over them)
 //   check.mjs --steps TRAIN.json PEER.json [PEER2.json …]   the trainer benchmark's 7B-sized steps (train-check's
 //                                   train_bench.json) against the peer's e2e steps: ms, tokens/s ratio, peak memory
+//   check.mjs --bench-lora          only the LoRA benchmarks (the BENCH lines; check.mjs --summary is not fed)
+//   check.mjs --profile-lora-gemm   only the fused LoRA GEMM's launches, 4 stages then 3 (run.sh's ncu-lora-gemm)
 //   check.mjs --profile-lora        only the launches that run.sh's ncu-lora stage profiles: the frozen linear's two
 //                               GEMMs, then one LoRA forward and backward (stage 2's M4096 with dropout 0.05, M8192
 //                               without), by the default path and OWLET_LORA=mma
@@ -199,9 +201,37 @@ const attentionShapes: [string, number, number, number, number, number, boolean]
 const attentionFwdVariants = ['w4', 'w4s', 'wgmma-overlap', 'wgmma-ws', 'wgmma-ws-overlap', 'wgmma-ws-tma', 'wgmma-ws-tma-overlap',
   'wgmma-wsp', 'wgmma-wsp-overlap'];
 
-// Appends to `res` as it goes and calls `saved` after each result, so a run cut short keeps what it measured.
-function runBench(be: Be, res: BenchResult[], saved: () => void): void {
-  const tryb = (f: () => BenchResult | BenchResult[]) => {
+// LoRA fwd+bwd against the frozen linear on each path (check.mjs --bench-lora runs these alone).
+function loraBenches(be: Be, tryb: TryBench): void {
+  tryb(() => loraBench(be, 8192, 4096, 4096, 8));
+  tryb(() => loraBench(be, 8192, 4096, 4096, 8, 'thin'));
+  tryb(() => loraBench(be, 8192, 4096, 11008, 8));
+  tryb(() => loraBench(be, 8192, 4096, 11008, 8, 'thin'));
+  tryb(() => loraBench(be, 8192, 4096, 4096, 64));
+  // the tensor-core thin products (session 12), and stage 2's LoRA input dropout (0.05) on each path
+  tryb(() => loraBench(be, 8192, 4096, 4096, 8, 'mma'));
+  tryb(() => loraBench(be, 8192, 4096, 11008, 8, 'mma'));
+  tryb(() => loraBench(be, 8192, 4096, 4096, 16, 'mma'));
+  tryb(() => loraBench(be, 8192, 4096, 4096, 16));
+  for (const v of ['', 'thin', 'mma', 'fused']) tryb(() => loraBench(be, 4096, 4096, 4096, 8, v, 0.05));
+  // the GEMM with the rank-r update in its kernel always (OWLET_LORA_GEMM=fused, session 18) and never (=cublas: the
+  // default until then; unset, the first call of a shape times both)
+  // (and with gy B, gyᵀ xa in one pass over gy: OWLET_LORA_GY=pass, alone and with the fused GEMM)
+  // (fused3: the fused GEMM with session 18's 3-stage ring, OWLET_LORA_GEMM_STAGES=3; session 19 made it 4)
+  for (const v of ['fused', 'fused3', 'cublas', 'gypass', 'fused+gypass']) {
+    tryb(() => loraBench(be, 8192, 4096, 4096, 8, v));
+    tryb(() => loraBench(be, 8192, 4096, 11008, 8, v));
+    tryb(() => loraBench(be, 8192, 4096, 4096, 16, v));
+  }
+  for (const v of ['gypass', 'fused+gypass']) tryb(() => loraBench(be, 4096, 4096, 4096, 8, v, 0.05));
+}
+
+type TryBench = (f: () => BenchResult | BenchResult[]) => void;
+
+// A runner of benchmarks that appends to `res` as it goes and calls `saved` after each result, so a run cut short
+// keeps what it measured; a benchmark that throws prints why and the next one runs.
+function benchRunner(res: BenchResult[], saved: () => void): TryBench {
+  return (f) => {
     try {
       const r = f();
       for (const x of Array.isArray(r) ? r : [r]) {
@@ -212,6 +242,10 @@ function runBench(be: Be, res: BenchResult[], saved: () => void): void {
       }
     } catch (e) { console.log(`BENCH failed: ${(e as Error).message}`); }
   };
+}
+
+function runBench(be: Be, res: BenchResult[], saved: () => void): void {
+  const tryb = benchRunner(res, saved);
   tryb(() => gemmBench(be, 8192));
   tryb(() => gemmShapesBench(be));
   tryb(() => gemmNewShapesBench(be));
@@ -289,26 +323,7 @@ function runBench(be: Be, res: BenchResult[], saved: () => void): void {
       tryb(() => attentionBench(be, 'abstractor_b2', 2, H, Tq, Tk, D, causal, { OWLET_ATTN_BWD: 'wgmma-q' }));
     }
   }
-  tryb(() => loraBench(be, 8192, 4096, 4096, 8));
-  tryb(() => loraBench(be, 8192, 4096, 4096, 8, 'thin'));
-  tryb(() => loraBench(be, 8192, 4096, 11008, 8));
-  tryb(() => loraBench(be, 8192, 4096, 11008, 8, 'thin'));
-  tryb(() => loraBench(be, 8192, 4096, 4096, 64));
-  // the tensor-core thin products (session 12), and stage 2's LoRA input dropout (0.05) on each path
-  tryb(() => loraBench(be, 8192, 4096, 4096, 8, 'mma'));
-  tryb(() => loraBench(be, 8192, 4096, 11008, 8, 'mma'));
-  tryb(() => loraBench(be, 8192, 4096, 4096, 16, 'mma'));
-  tryb(() => loraBench(be, 8192, 4096, 4096, 16));
-  for (const v of ['', 'thin', 'mma', 'fused']) tryb(() => loraBench(be, 4096, 4096, 4096, 8, v, 0.05));
-  // the GEMM with the rank-r update in its kernel always (OWLET_LORA_GEMM=fused, session 18) and never (=cublas: the
-  // default until then; unset, the first call of a shape times both)
-  // (and with gy B, gyᵀ xa in one pass over gy: OWLET_LORA_GY=pass, alone and with the fused GEMM)
-  for (const v of ['fused', 'cublas', 'gypass', 'fused+gypass']) {
-    tryb(() => loraBench(be, 8192, 4096, 4096, 8, v));
-    tryb(() => loraBench(be, 8192, 4096, 11008, 8, v));
-    tryb(() => loraBench(be, 8192, 4096, 4096, 16, v));
-  }
-  for (const v of ['gypass', 'fused+gypass']) tryb(() => loraBench(be, 4096, 4096, 4096, 8, v, 0.05));
+  loraBenches(be, tryb);
   tryb(() => bandwidthBench(be));
   tryb(() => hostVsDeviceBench(be));
 }
@@ -412,6 +427,21 @@ function main(): number {
         console.log(`profile: lora M${M} K4096 N4096 r8 dropout ${p} ${variant || 'default'}: frozen matmul x2, loraForward, loraBackward`);
         loraOnce(be, M, 4096, 4096, 8, variant, p);
       }
+    return 0;
+  }
+  if (flag('--profile-lora-gemm')) {
+    // The fused GEMM alone under Nsight Compute (run.sh's ncu-lora-gemm: -k lora_gemm_kernel): the 4-stage ring,
+    // then the 3-stage one, at the no-dropout bench shape (its forward's kernel and its dx's).
+    const be = cuda();
+    for (const variant of ['fused', 'fused3']) {
+      console.log(`profile: lora M8192 K4096 N4096 r8 ${variant}: frozen matmul x2, loraForward, loraBackward`);
+      loraOnce(be, 8192, 4096, 4096, 8, variant, 0);
+    }
+    return 0;
+  }
+  if (flag('--bench-lora')) {  // the LoRA benchmarks alone (a short device call)
+    const be = cuda();
+    loraBenches(be, benchRunner([], () => {}));
     return 0;
   }
   if (flag('--profile-attention')) {

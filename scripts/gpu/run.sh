@@ -46,9 +46,11 @@ export OWLET_NATIVE_CPU=$G/owlet_cpu.node OWLET_NATIVE_CUDA=$T/owlet_cuda.node
 # do not finish, the later stages keep them out — of autotuning (OWLET_ATTN_TUNE_SKIP, OWLET_LORA_GEMM=cublas) and of
 # the cases and benchmarks that name them (OWLET_SKIP_ENV: those report the skip instead of running) — so that a hang
 # costs this stage's limit once instead of every stage's.
+# (and the sanitizer-new stage's cases)
+SMOKE_FILTER='(bwd wgmma-ws)|(fused|gypass)'
 if want smoke; then
   say "smoke: the kernels not yet run on a GPU, alone first (smoke.log)"
-  timeout -k 5 120 "$T/node" "$G/check.mjs" --no-bench --filter '(bwd wgmma-ws)|(fused|gypass)' 2>&1 | tee "$OUT/smoke.log"
+  timeout -k 5 120 "$T/node" "$G/check.mjs" --no-bench --filter "$SMOKE_FILTER" 2>&1 | tee "$OUT/smoke.log"
   rc=${PIPESTATUS[0]}
   # (a filter that matched nothing checked nothing: test/gpu-smoke-filter.test.ts keeps it in step with the case names)
   if [ "$rc" != 0 ] || grep -q "^FAIL" "$OUT/smoke.log" || grep -q "^0 passed" "$OUT/smoke.log"; then
@@ -185,6 +187,41 @@ if [[ " ${ONLY:-} " == *" ncu-bwd "* ]]; then
     say "ncu-bwd exit $?"
   else
     say "no ncu on this machine"
+  fi
+fi
+# Only when asked (ONLY="... bench-lora"): the LoRA benchmarks alone (bench_lora.log), for a short call.
+if [[ " ${ONLY:-} " == *" bench-lora "* ]]; then
+  say "bench-lora: the LoRA benchmarks alone (check.mjs --bench-lora)"
+  timeout -k 5 120 "$T/node" "$G/check.mjs" --bench-lora >"$OUT/bench_lora.log" 2>&1
+  say "bench-lora exit $?"
+  grep -E "^BENCH" "$OUT/bench_lora.log" | cut -c1-200
+fi
+# Only when asked (ONLY="... ncu-lora-gemm"): Nsight Compute on the fused LoRA GEMM alone (4 stages, then 3), with
+# launch shape, occupancy, stall reasons, scheduler and memory sections (ncu_lora_gemm.txt).
+if [[ " ${ONLY:-} " == *" ncu-lora-gemm "* ]]; then
+  say "ncu-lora-gemm: Nsight Compute on the fused LoRA GEMM (check.mjs --profile-lora-gemm)"
+  if [ -n "$NCU" ]; then
+    timeout -k 5 120 "$NCU" --clock-control none --print-details all -k regex:lora_gemm_kernel -c 4 --section SpeedOfLight \
+      --section LaunchStats --section Occupancy --section WarpStateStats --section SchedulerStats \
+      --section MemoryWorkloadAnalysis "$T/node" "$G/check.mjs" --profile-lora-gemm >"$OUT/ncu_lora_gemm.txt" 2>&1
+    say "ncu-lora-gemm exit $?"
+  else
+    say "no ncu on this machine"
+  fi
+fi
+# Only when asked (ONLY="... sanitizer-new"): compute-sanitizer (memcheck) over the quick cases of the kernels the
+# smoke stage names (sanitizer_new.log).
+if [[ " ${ONLY:-} " == *" sanitizer-new "* ]]; then
+  say "sanitizer-new: compute-sanitizer over the quick cases of the newest kernels"
+  if command -v compute-sanitizer >/dev/null; then
+    OWLET_ATTN_TUNE=0 OUT=$T timeout -k 5 90 compute-sanitizer --tool memcheck --print-limit 20 "$T/node" "$G/check.mjs" \
+      --quick --filter "$SMOKE_FILTER" >"$T/sanitizer_new.full" 2>&1
+    echo "sanitizer exit $?" >>"$T/sanitizer_new.full"
+    { grep -E "ERROR SUMMARY|^=+ (Invalid|Program hit|Error|Address)|FAIL|passed, " "$T/sanitizer_new.full" | head -40;
+      echo "---- tail"; tail -15 "$T/sanitizer_new.full"; } >"$OUT/sanitizer_new.log"
+    cat "$OUT/sanitizer_new.log"
+  else
+    say "no compute-sanitizer on this machine"
   fi
 fi
 say "done"

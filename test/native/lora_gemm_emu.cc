@@ -22,7 +22,7 @@ using namespace emu_values;
 
 namespace {
 
-bool run(bool nmajor, int M, int N, int K, int R, unsigned grid, std::mt19937& rng) {
+bool run(int stages, bool nmajor, int M, int N, int K, int R, unsigned grid, std::mt19937& rng) {
   auto randv = [&](size_t n) { return random_bf16(n, rng); };
   const float s = 0.75f;
   const std::vector<bf16> A = randv(size_t(M) * K), W = randv(size_t(N) * K), L = randv(size_t(M) * R),
@@ -49,16 +49,21 @@ bool run(bool nmajor, int M, int N, int K, int R, unsigned grid, std::mt19937& r
     std::fprintf(stderr, "tensor maps: %s\n", why.c_str());
     return false;
   }
-  emu::launch({grid, 1, 1}, lg::kThreads, lg::smem_bytes(), [&] {
-    if (nmajor) lg::lora_gemm_kernel<true>(g, maps);
-    else lg::lora_gemm_kernel<false>(g, maps);
+  emu::launch({grid, 1, 1}, lg::kThreads, stages == 3 ? lg::smem_bytes<3>() : lg::smem_bytes<4>(), [&] {
+    if (stages == 3) {
+      if (nmajor) lg::lora_gemm_kernel<true, 3>(g, maps);
+      else lg::lora_gemm_kernel<false, 3>(g, maps);
+    } else {
+      if (nmajor) lg::lora_gemm_kernel<true, 4>(g, maps);
+      else lg::lora_gemm_kernel<false, 4>(g, maps);
+    }
   }, lg::kCluster);
   for (size_t i = 0; i < C.size(); i++) got[i] = __bfloat162float(C[i]);
   const double e = rel_err(got, want);
   const int tiles = ((M + lg::kBM - 1) / lg::kBM) * ((N + lg::kBN - 1) / lg::kBN);  // (of one block: 128 × 256)
   const bool ok = e < 8e-3;  // C rounded to bf16 once: 2^-9 of the largest element, and the fp32 sums' order
-  std::printf("%s %s W, M%-4d N%-4d K%-4d r%-2d, %d tiles on %u blocks: C %.1e\n", ok ? "PASS" : "FAIL",
-              nmajor ? "N-major" : "K-major", M, N, K, R, tiles, grid, e);
+  std::printf("%s %d stages, %s W, M%-4d N%-4d K%-4d r%-2d, %d tiles on %u blocks: C %.1e\n", ok ? "PASS" : "FAIL",
+              stages, nmajor ? "N-major" : "K-major", M, N, K, R, tiles, grid, e);
   return ok;
 }
 
@@ -68,13 +73,19 @@ int main() {
   std::mt19937 rng(5);
   int failed = 0;
   // (grids of clusters of lg::kCluster blocks, each pair taking row blocks 2p and 2p + 1 of a column block)
-  for (bool nmajor : {false, true}) {
-    failed += !run(nmajor, 200, 264, 136, 8, 2, rng);   // one cluster through both column blocks; N, K end in a tile
-    failed += !run(nmajor, 390, 512, 64, 16, 2, rng);   // 4 row blocks (2 pairs) × 2 column blocks; one k-step
-    failed += !run(nmajor, 64, 72, 328, 8, 4, rng);     // an odd row-block count (the pair's second block past M), more
-                                                         // clusters than work; 6 k-steps through the 3-stage ring
-    failed += !run(nmajor, 300, 264, 200, 16, 4, rng);  // 3 row blocks: a full pair and a half one on 2 clusters
-  }
+  // (4 stages, the default, and session 18's 3)
+  for (int stages : {4, 3})
+    for (bool nmajor : {false, true}) {
+      failed += !run(stages, nmajor, 200, 264, 136, 8, 2, rng);   // one cluster through both column blocks; N, K end
+                                                                  // in a tile
+      failed += !run(stages, nmajor, 390, 512, 64, 16, 2, rng);   // 4 row blocks (2 pairs) × 2 column blocks; one
+                                                                  // k-step
+      failed += !run(stages, nmajor, 64, 72, 328, 8, 4, rng);     // an odd row-block count (the pair's second block
+                                                                  // past M), more clusters than work; 6 k-steps
+                                                                  // through the ring
+      failed += !run(stages, nmajor, 300, 264, 200, 16, 4, rng);  // 3 row blocks: a full pair and a half one on 2
+                                                                  // clusters
+    }
   std::printf("%d failed\n", failed);
   return failed ? 1 : 0;
 }

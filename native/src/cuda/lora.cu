@@ -294,7 +294,9 @@ bool fused_gemm(DeviceContext& c, const Tensor& a, const Tensor& w, bool w_nmajo
   constexpr int kCl = lora_gemm::kCluster;
   const int64_t pair_tiles = int64_t((g.M + kCl * lora_gemm::kBM - 1) / (kCl * lora_gemm::kBM)) *
                              ((g.N + lora_gemm::kBN - 1) / lora_gemm::kBN);
-  const size_t smem = lora_gemm::smem_bytes();
+  // the ring's depth: 4 stages unless OWLET_LORA_GEMM_STAGES=3 (session 18's, kept to compare)
+  const bool three = env_is("OWLET_LORA_GEMM_STAGES", "3");
+  const size_t smem = three ? lora_gemm::smem_bytes<3>() : lora_gemm::smem_bytes<4>();
   cudaLaunchConfig_t cfg{};
   cfg.blockDim = dim3{unsigned(lora_gemm::kThreads)};
   cfg.dynamicSmemBytes = smem;
@@ -311,7 +313,10 @@ bool fused_gemm(DeviceContext& c, const Tensor& a, const Tensor& w, bool w_nmajo
     cfg.gridDim = dim3{unsigned(std::min<int64_t>(pair_tiles, fit) * kCl)};
     return cudaLaunchKernelEx(&cfg, kernel, g, maps);
   };
-  const cudaError_t e = w_nmajor ? launch(lora_gemm::lora_gemm_kernel<true>) : launch(lora_gemm::lora_gemm_kernel<false>);
+  const cudaError_t e = three ? (w_nmajor ? launch(lora_gemm::lora_gemm_kernel<true, 3>)
+                                          : launch(lora_gemm::lora_gemm_kernel<false, 3>))
+                               : (w_nmajor ? launch(lora_gemm::lora_gemm_kernel<true, 4>)
+                                          : launch(lora_gemm::lora_gemm_kernel<false, 4>));
   if (e != cudaSuccess) {  // (a device that cannot place the clusters: the caller takes the cuBLAS path)
     cudaGetLastError();
     return false;

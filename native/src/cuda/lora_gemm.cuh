@@ -22,23 +22,23 @@
 //   - warpgroup 0, the producers (setmaxnreg.dec to kProducerRegs):
 //       warp 0 lane 0 issues every TMA box copy: per k-step of 64, A's 128 × 64 box and this block's half of W's
 //         256 × 64 tile (K-major: one box of 128 rows; N-major: two boxes of 64 columns), multicast to both blocks,
-//         into a ring of kStages stages. A stage's "full" barrier expects its 48 KiB (A, this block's half, the
+//         into a ring of STAGES stages. A stage's "full" barrier expects its 48 KiB (A, this block's half, the
 //         partner's) and completes when they have landed; its "empty" barrier counts one arrival from every consumer
 //         warp of both blocks (16), since either block's copy writes into both; the producer waits on it before
 //         refilling. The ring runs on across the block's tiles, so the next tile's first stages load while the current
 //         one finishes;
-//       warp 1 writes each tile's rank-r operands into the "lr" buffer: R's rows n0..n0+255 in 16-byte chunks 0–1
-//         and s·L's rows m0..m0+127 in chunks 2–3 of the same 128-byte swizzled rows (columns r..15 zero), after
+//       warp 1 writes each tile's rank-r operands into the "lr" buffer: R's rows n0..n0+127 in 16-byte chunks 0–1,
+//         n0+128..n0+255 in chunks 2–3 and s·L's rows m0..m0+127 in chunks 4–5 of 128 swizzled rows of 128 bytes
+//         (columns r..15 zero), after
 //         the consumers have released the buffer ("lr empty", 256 arrivals) and before "lr full" (one arrival, after
 //         fence.proxy.async: generic stores read by the tensor cores);
 //       warps 2 and 3 have nothing to do.
 //   - warpgroups 1 and 2, the consumers (setmaxnreg.inc to kConsumerRegs): rows 64w..64w+63 of the tile, 64 × 256
-//     fp32 accumulators (128 registers). Per tile: the rank-r product first (m64n256k16, A = s·L's chunks 2–3, B = R's
-//     chunks 0–1, both K-major; scale-d 0), then per k-step 4 × m64n256k16 over the stage, one commit group each with
+//     fp32 accumulators (128 registers). Per tile: the rank-r product first (two m64n128k16, A = s·L's chunks 4–5,
+//     B = R's chunks 0–1, then 2–3, both K-major; scale-d 0), then per k-step 4 × m64n256k16 over the stage, one commit group each with
 //     one group left in flight: once group g is complete its stage is released (lane 0 of each warp arrives on both
 //     blocks' "empty" barriers; after the first k-step, every thread on "lr empty"); then the accumulators are rounded
-//     to bf16 into the warpgroup's staging buffer in shared memory, one half of the columns at a time (64 rows × 128:
-//     two 64-column boxes), and stored by TMA box stores (cp.async.bulk.tensor, which leave out what lies past M and
+//     to bf16 into the warpgroup's staging buffer in shared memory, kCBoxes 64 × 64 boxes at a time, and stored by TMA box stores (cp.async.bulk.tensor, which leave out what lies past M and
 //     N) that one thread of the warpgroup issues after a warpgroup barrier; the consumers go on to the next tile while
 //     the stores drain, waiting for their reads only before the buffer is written again. (Stores from registers would
 //     be 64 four-byte stores per thread, each touching 8 rows: a few µs of load/store traffic per 36 µs tile with the
@@ -53,8 +53,12 @@
 // k16 step kk at +2048·kk bytes (CUTLASS's canonical MN-major layout, ((8, n), (8, k)) : ((1, LBO), (8, SBO))).
 // Out-of-range rows and columns of A and W come in as zeros (the TMA fills them), so M, N and K need no multiple of the
 // tile; rows of 16 bytes (K and, N-major, N multiples of 8) and 16-byte-aligned starts are the TMA's rules.
-// Shared memory: 3 stages × 48 KiB (the staging buffers and the lr buffer leave no room for a fourth: 232,448 bytes
-// a block may have), lr 32 KiB, staging 2 × 16 KiB: 214,080 bytes with the barriers and the alignment.
+// Shared memory (232,448 bytes a block may have): STAGES = 4 (the default): 4 × 48 KiB, lr 16 KiB, staging 2 × 8 KiB
+// (one box per warpgroup): 230,480 bytes with the barriers and the alignment; STAGES = 3 (OWLET_LORA_GEMM_STAGES=3,
+// session 18's ring): 3 × 48 KiB, lr 16 KiB, staging 2 × 16 KiB. Why 4: on an H100 (session 19's first call) the
+// 3-stage kernel ran at ≈ 450 TFLOP/s where cuBLAS's 4-stage one runs at 780: with a stage released only once its
+// products are done, S stages give a copy (S − 1) k-steps (≈ 0.56 µs each at the full tensor rate) to land, and two
+// (1.1 µs) is within an L2/HBM round trip under load — the prediction to check.
 // Numbers: the update's products are bf16 × bf16 into the fp32 accumulator, as the cuBLAS path's K = r GEMM computes
 // them, but s·L is rounded to bf16 once (exact where s is a power of two, as LoRA's alpha / r usually is) and C is
 // rounded once instead of twice (the cuBLAS path rounds the update into C, then the sum).
@@ -69,7 +73,7 @@
 
 namespace owlet::cuda::lora_gemm {
 
-constexpr int kBM = 128, kBN = 256, kBK = 64, kStages = 3;
+constexpr int kBM = 128, kBN = 256, kBK = 64;
 constexpr int kThreads = 384;
 constexpr int kProducerRegs = 40, kConsumerRegs = 232;  // 128·40 + 256·232 = 64,512 (= 168 · 384, the launch's)
 constexpr int kGroupRows = 8;                           // row blocks per group of the tile order
@@ -78,13 +82,20 @@ constexpr int kGroupRows = 8;                           // row blocks per group 
 constexpr int kCluster = 2;
 constexpr uint16_t kClusterMask = 0x3;
 constexpr uint32_t kABytes = kBM * kBK * 2, kWBytes = kBN * kBK * 2, kStageBytes = kABytes + kWBytes;
-constexpr uint32_t kLrBytes = kBN * 128;  // R in chunks 0–1 of rows 0..255, s·L in chunks 2–3 of rows 0..127
-constexpr uint32_t kCBox = 64 * 128;      // one 64 × 64 bf16 box of C in the staging buffer
-constexpr uint32_t kCBytes = 2 * kCBox;  // a warpgroup's staging buffer: half its 64 × 256 columns, two boxes
+// The rank-r operands, 128 swizzled rows of 128 bytes: R's rows i and 128 + i in chunks 0–1 and 2–3 of row i, s·L's
+// row i in chunks 4–5 (the update is two m64n128k16 products, one per half of the columns, so R's 256 rows fold into
+// 128 and the buffer takes 16 KiB, not the 32 KiB of one m64n256k16 over 256 rows).
+constexpr uint32_t kLrBytes = kBM * 128;
+constexpr uint32_t kCBox = 64 * 128;  // one 64 × 64 bf16 box of C in the staging buffer
+// Boxes per warpgroup in the staging buffer: two with 3 stages; one with 4 (the fourth stage takes their room).
+template <int STAGES>
+constexpr int kCBoxes = STAGES >= 4 ? 1 : 2;
 
+template <int STAGES>
 constexpr size_t smem_bytes() {
-  return size_t(kStages) * kStageBytes + kLrBytes + 2 * kCBytes + 8 * (2 * kStages + 2) + 1024;
+  return size_t(STAGES) * kStageBytes + kLrBytes + 2 * kCBoxes<STAGES> * kCBox + 8 * (2 * STAGES + 2) + 1024;
 }
+static_assert(smem_bytes<4>() <= 232448, "4 stages must fit an H100's 227 KiB of shared memory per block");
 
 // The call: C = A op(W) + (s L) Rᵀ, every matrix bf16 and row-major; maps for A (boxes of 128 rows × 64 columns), W
 // (a block's half of the tile: K-major 128 rows × 64; N-major 64 rows × 64, two boxes) and C (64 rows × 64).
@@ -159,7 +170,7 @@ __device__ __forceinline__ uint4 scaled8(uint4 v, float s) {
 
 // The consumer warpgroups' part of gemm() (rows 64·wg.. of each tile): the rank-r product, the k-steps over the ring,
 // the epilogue through the staging buffer.
-template <bool W_NMAJOR>
+template <bool W_NMAJOR, int STAGES>
 __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_t sRing, uint32_t sLr, uint32_t sC,
                                         unsigned char* gC, uint32_t bar_full, uint32_t bar_empty, uint32_t bar_lr_full,
                                         uint32_t bar_lr_empty, int k_steps, int m_pairs, int n_blocks, int tiles, int cl,
@@ -189,13 +200,19 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
     mbar_wait(bar_lr_full, uint32_t(it & 1));
     fence_proxy_async();
     fence();
-    // the rank-r update first: A = s·L (this warpgroup's 64 rows, chunks 2–3), B = R (chunks 0–1)
-    mma_m64n256k16<false>(acc, desc_kmajor(sLr + wg * 64 * 128 + 32), desc_kmajor(sLr), 0);
+    // the rank-r update first: A = s·L (this warpgroup's 64 rows, chunks 4–5), B = R's rows 0..127 (chunks 0–1) into
+    // columns 0..127, then rows 128..255 (chunks 2–3) into 128..255 (an m64n256 accumulator's first 64 registers are
+    // the m64n128 one of its first 128 columns)
+    {
+      const uint64_t desc_l = desc_kmajor(sLr + wg * 64 * 128 + 64);
+      mma_ss_m64n128k16(*reinterpret_cast<float(*)[64]>(&acc[0]), desc_l, desc_kmajor(sLr), 0);
+      mma_ss_m64n128k16(*reinterpret_cast<float(*)[64]>(&acc[64]), desc_l, desc_kmajor(sLr + 32), 0);
+    }
     commit();
     int prev_s = -1;  // the stage of the group in flight before the current one
     for (int kt = 0; kt < k_steps; kt++, step++) {
-      const int s = step % kStages;
-      mbar_wait(bar_full + 8 * s, uint32_t((step / kStages) & 1));
+      const int s = step % STAGES;
+      mbar_wait(bar_full + 8 * s, uint32_t((step / STAGES) & 1));
       const uint32_t sA = sRing + s * kStageBytes + wg * 64 * 128, sW = sRing + s * kStageBytes + kABytes;
       fence();
 #pragma unroll
@@ -214,18 +231,19 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
     if (k_steps > 0) release(prev_s);
     else mbar_arrive(bar_lr_empty);
 
-    // acc[4i + e]: row 16wi + gq + 8·(e ≥ 2) of the warpgroup's 64, column 8i + 2·t4 + (e mod 2). Half h (columns
-    // 128h..128h+127) goes to the staging buffer as two 64-column boxes (128-byte swizzle: 16-byte chunk c of row i
-    // at c ^ (i mod 8)), then out by two TMA box stores.
-    unsigned char* const stage = gC + wg * kCBytes;
+    // acc[4i + e]: row 16wi + gq + 8·(e ≥ 2) of the warpgroup's 64, column 8i + 2·t4 + (e mod 2). Round h takes
+    // kCBoxes 64-column boxes (columns 64·kCBoxes·h on) to the staging buffer (128-byte swizzle: 16-byte chunk c of
+    // row i at c ^ (i mod 8)), then out by as many TMA box stores.
+    constexpr int kBoxes = kCBoxes<STAGES>;
+    unsigned char* const stage = gC + wg * kBoxes * kCBox;
     const bool issuer = (ctid & 127) == 0;
 #pragma unroll
-    for (int h = 0; h < 2; h++) {
+    for (int h = 0; h < 4 / kBoxes; h++) {
       if (issuer) bulk_wait_read<0>();  // this warpgroup's earlier stores have read the staging buffer
       bar_sync(2 + wg, 128);
 #pragma unroll
-      for (int j = 0; j < 16; j++) {
-        const int i = 16 * h + j;
+      for (int j = 0; j < 8 * kBoxes; j++) {
+        const int i = 8 * kBoxes * h + j;
         // rows wi·16 + gq (+ 8): chunk j mod 8 at (j mod 8) ^ gq, the second row 1024 bytes on
         unsigned char* const at = stage + (j / 8) * kCBox + thread_row + (((j % 8) ^ gq) << 4);
         *reinterpret_cast<__nv_bfloat162*>(at) = __floats2bfloat162_rn(acc[4 * i], acc[4 * i + 1]);
@@ -234,9 +252,10 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
       fence_proxy_async();  // the generic stores before the TMA's async-proxy reads
       bar_sync(2 + wg, 128);
       if (issuer) {
-        const uint32_t src = sC + wg * kCBytes;
-        tma::store_4d(&maps->c, nb * kBN + 128 * h, 0, mb * kBM + wg * 64, 0, src);
-        tma::store_4d(&maps->c, nb * kBN + 128 * h + 64, 0, mb * kBM + wg * 64, 0, src + kCBox);
+        const uint32_t src = sC + wg * kBoxes * kCBox;
+#pragma unroll
+        for (int b = 0; b < kBoxes; b++)
+          tma::store_4d(&maps->c, nb * kBN + 64 * (kBoxes * h + b), 0, mb * kBM + wg * 64, 0, src + b * kCBox);
         bulk_commit();
       }
     }
@@ -244,7 +263,7 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
   if ((ctid & 127) == 0) bulk_wait<0>();  // the stores are done before the block ends
 }
 
-template <bool W_NMAJOR>
+template <bool W_NMAJOR, int STAGES>
 __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
   using namespace wgmma;
   using wgmma_ws::mbar_arrive;
@@ -252,9 +271,9 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
   using wgmma_ws::mbar_wait;
   OWLET_DYNAMIC_SMEM(smem_raw);
   const uint32_t raw = mma::smem_u32(smem_raw);
-  const uint32_t sRing = (raw + 1023u) & ~1023u, sLr = sRing + kStages * kStageBytes, sC = sLr + kLrBytes,
-                 bar_full = sC + 2 * kCBytes,
-                 bar_empty = bar_full + 8 * kStages, bar_lr_full = bar_empty + 8 * kStages, bar_lr_empty = bar_lr_full + 8;
+  const uint32_t sRing = (raw + 1023u) & ~1023u, sLr = sRing + STAGES * kStageBytes, sC = sLr + kLrBytes,
+                 bar_full = sC + 2 * kCBoxes<STAGES> * kCBox,
+                 bar_empty = bar_full + 8 * STAGES, bar_lr_full = bar_empty + 8 * STAGES, bar_lr_empty = bar_lr_full + 8;
   unsigned char* const gLr = smem_raw + (sLr - raw);
   unsigned char* const gC = smem_raw + (sC - raw);
 
@@ -266,7 +285,7 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
   const int m_pairs = (m_blocks + kCluster - 1) / kCluster, tiles = m_pairs * n_blocks;
 
   if (tid == 0) {
-    for (int s = 0; s < kStages; s++) {
+    for (int s = 0; s < STAGES; s++) {
       mbar_init(bar_full + 8 * s, 1);
       mbar_init(bar_empty + 8 * s, kCluster * 8);  // every consumer warp of both blocks: the stage is theirs
     }
@@ -282,15 +301,15 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
     const int warp = tid >> 5, lane = tid & 31;
     if (warp == 0 && lane == 0) {  // ---- the TMA thread ----
       tma::prefetch(&maps->a), tma::prefetch(&maps->w);
-      int step = 0;  // the block's k-steps so far: stage step mod kStages
+      int step = 0;  // the block's k-steps so far: stage step mod STAGES
       for (int t = cl; t < tiles; t += clusters) {
         int pm, nb;
         tile_of(t, m_pairs, n_blocks, pm, nb);
         const int mb = kCluster * pm + rank;
         for (int kt = 0; kt < k_steps; kt++, step++) {
-          const int s = step % kStages;
+          const int s = step % STAGES;
           // both blocks' consumers are done with the stage (this block's copy writes into the partner's too)
-          if (step >= kStages) mbar_wait(bar_empty + 8 * s, uint32_t((step / kStages - 1) & 1));
+          if (step >= STAGES) mbar_wait(bar_empty + 8 * s, uint32_t((step / STAGES - 1) & 1));
           const uint32_t sA = sRing + s * kStageBytes, sW = sA + kABytes, full = bar_full + 8 * s;
           // A's box, this block's half of W's tile and the partner's (multicast by it)
           tma::arrive_expect_tx(full, kStageBytes);
@@ -308,8 +327,8 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
         }
       }
       // every copy has landed before this thread leaves
-      for (int st = max(0, step - kStages); st < step; st++)
-        mbar_wait(bar_full + 8 * (st % kStages), uint32_t((st / kStages) & 1));
+      for (int st = max(0, step - STAGES); st < step; st++)
+        mbar_wait(bar_full + 8 * (st % STAGES), uint32_t((st / STAGES) & 1));
     } else if (warp == 1) {  // ---- the rank-r operands ----
       int it = 0;
       for (int t = cl; t < tiles; t += clusters, it++) {
@@ -317,17 +336,18 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
         tile_of(t, m_pairs, n_blocks, pm, nb);
         const int mb = kCluster * pm + rank;
         if (it > 0) mbar_wait(bar_lr_empty, uint32_t((it - 1) & 1));
-        // R's rows (chunks 0, 1) and s·L's (chunks 2, 3): 16-byte chunk c of row i at c ^ (i mod 8)
-        for (int i = lane; i < kBN; i += 32) {
-          const int n = nb * kBN + i;
+        // R's rows i and 128 + i (chunks 0–1, 2–3 of row i) and s·L's row i (chunks 4–5): 16-byte chunk c of row i at
+        // c ^ (i mod 8)
+        for (int e = lane; e < 2 * kBM; e += 32) {
+          const int i = e % kBM, half = e / kBM, n = nb * kBN + half * kBM + i;
           uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
           if (n < g.N) {
             const uint4* src = reinterpret_cast<const uint4*>(g.r + int64_t(n) * g.rank);
             lo = src[0];
             if (g.rank == 16) hi = src[1];
           }
-          *reinterpret_cast<uint4*>(gLr + i * 128 + ((0 ^ (i & 7)) << 4)) = lo;
-          *reinterpret_cast<uint4*>(gLr + i * 128 + ((1 ^ (i & 7)) << 4)) = hi;
+          *reinterpret_cast<uint4*>(gLr + i * 128 + (((2 * half) ^ (i & 7)) << 4)) = lo;
+          *reinterpret_cast<uint4*>(gLr + i * 128 + (((2 * half + 1) ^ (i & 7)) << 4)) = hi;
         }
         // (one 16-byte chunk at a time: the producers have kProducerRegs registers)
 #pragma unroll 1
@@ -335,7 +355,7 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
           const int i = e >> 1, c = e & 1, m = mb * kBM + i;
           uint4 v = make_uint4(0, 0, 0, 0);
           if (m < g.M && c * 8 < g.rank) v = scaled8(reinterpret_cast<const uint4*>(g.l + int64_t(m) * g.rank)[c], g.s);
-          *reinterpret_cast<uint4*>(gLr + i * 128 + (((2 + c) ^ (i & 7)) << 4)) = v;
+          *reinterpret_cast<uint4*>(gLr + i * 128 + (((4 + c) ^ (i & 7)) << 4)) = v;
         }
         fence_proxy_async();  // the generic stores before the tensor cores' async-proxy reads
         __syncwarp();
@@ -343,7 +363,7 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
       }
     }
   } else {
-    consume<W_NMAJOR>(g, maps, sRing, sLr, sC, gC, bar_full, bar_empty, bar_lr_full, bar_lr_empty, k_steps, m_pairs,
+    consume<W_NMAJOR, STAGES>(g, maps, sRing, sLr, sC, gC, bar_full, bar_empty, bar_lr_full, bar_lr_empty, k_steps, m_pairs,
                       n_blocks, tiles, cl, clusters, rank, peer);
   }
   // Neither block leaves while the other may still multicast into it or arrive on its barriers.
@@ -351,10 +371,10 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
   cluster::sync();
 }
 
-template <bool W_NMAJOR>
+template <bool W_NMAJOR, int STAGES>
 __global__ void __launch_bounds__(kThreads, 1) lora_gemm_kernel(const Args g, const __grid_constant__ Maps maps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL) || defined(OWLET_CUDA_EMULATION)
-  gemm<W_NMAJOR>(g, &maps);
+  gemm<W_NMAJOR, STAGES>(g, &maps);
 #else
   __trap();  // built without sm_90a: the dispatch never launches this (lora.cu fused_ok)
 #endif
