@@ -203,7 +203,7 @@ if [[ " ${ONLY:-} " == *" ncu-lora-gemm "* ]]; then
   if [ -n "$NCU" ]; then
     timeout -k 5 120 "$NCU" --clock-control none --print-details all -k regex:lora_gemm_kernel -c 4 --section SpeedOfLight \
       --section LaunchStats --section Occupancy --section WarpStateStats --section SchedulerStats \
-      --section MemoryWorkloadAnalysis "$T/node" "$G/check.mjs" --profile-lora-gemm >"$OUT/ncu_lora_gemm.txt" 2>&1
+      --section MemoryWorkloadAnalysis --section SourceCounters "$T/node" "$G/check.mjs" --profile-lora-gemm >"$OUT/ncu_lora_gemm.txt" 2>&1
     say "ncu-lora-gemm exit $?"
   else
     say "no ncu on this machine"
