@@ -421,9 +421,12 @@ function main(): number {
     // dropout (M4096 N4096 r8 p 0.05, 1.77× the frozen linear on session 12's H200) and the no-dropout bench shape
     // (M8192), each after the frozen linear's two GEMMs; the default path (cuBLAS thin products), then OWLET_LORA=mma,
     // then the fused GEMM with the one pass over gy (OWLET_LORA_GEMM=fused, OWLET_LORA_GY=pass).
+    // (PROFILE_LORA="v1,v2" and PROFILE_LORA_M=8192 narrow it: 'default' for the unset variant)
     const be = cuda();
-    for (const variant of ['', 'mma', 'fused+gypass'])
-      for (const [M, p] of [[4096, 0.05], [8192, 0]] as const) {
+    const variants = process.env.PROFILE_LORA?.split(',').map((v) => (v === 'default' ? '' : v)) ?? ['', 'mma', 'fused+gypass'];
+    const shapes = ([[4096, 0.05], [8192, 0]] as const).filter(([M]) => !process.env.PROFILE_LORA_M || String(M) === process.env.PROFILE_LORA_M);
+    for (const variant of variants)
+      for (const [M, p] of shapes) {
         console.log(`profile: lora M${M} K4096 N4096 r8 dropout ${p} ${variant || 'default'}: frozen matmul x2, loraForward, loraBackward`);
         loraOnce(be, M, 4096, 4096, 8, variant, p);
       }

@@ -12,7 +12,7 @@
 // into a ring of kStages stages (128-byte swizzle, "full" and "empty" mbarriers, the empty one counting the four
 // consumer warps); consumer warp w (0–3), per tile:
 //   gyB: rows 16w..16w+15 of the block × the tile's 64 columns (4 k16 steps, A by ldmatrix from the tile, B = Bᵀ's
-//        pairs from global memory: r × N, L1/L2-resident), accumulated in registers over every tile — the warp's rows
+//        pairs from global memory, r × N, L1/L2-resident, loaded a tile ahead), accumulated in registers over every tile — the warp's rows
 //        are complete at the end, written as bf16;
 //   gb:  the tile's columns 16w..16w+15 × the block's 64 rows (A = the tile transposed, ldmatrix.trans; B = xa's rows
 //        of the block, loaded once into registers), one partial sum per block into ws [blocks, r, N] (fp32), which
@@ -107,9 +107,27 @@ __global__ void __launch_bounds__(kThreads) gy_pass_kernel(const Args a, const _
 #pragma unroll
     for (int e = 0; e < 4; e++) acc_b[nt][e] = 0.f;
   const mma::RowCol ra = mma::a_rowmajor(lane), rk = mma::a_km(lane);
+  // gyB's B fragments of tile c (k-step kk, n-tile nt: Bᵀ's pairs at columns c·64 + 16kk + 2t, + 8; zero past N), read
+  // from global memory one tile ahead: loaded right before their products, every tile waited an L2 round trip (the
+  // H100's first run of this kernel: ≈ 130 µs for M8192 N4096 where gy's copy takes ≈ 25)
+  uint32_t b_cur[4][NT][2], b_next[4][NT][2];
+  auto load_b = [&](int c, uint32_t (&b)[4][NT][2]) {
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+      const int col = c * kCols + 16 * kk + 2 * t;
+#pragma unroll
+      for (int nt = 0; nt < NT; nt++) {
+        const bf16* brow = a.bt + int64_t(8 * nt + g) * a.N;
+        b[kk][nt][0] = col < a.N ? *reinterpret_cast<const uint32_t*>(brow + col) : 0u;
+        b[kk][nt][1] = col + 8 < a.N ? *reinterpret_cast<const uint32_t*>(brow + col + 8) : 0u;
+      }
+    }
+  };
+  load_b(0, b_cur);
 
   for (int c = 0; c < tiles; c++) {
     const int s = c % kStages, c0 = c * kCols;
+    if (c + 1 < tiles) load_b(c + 1, b_next);
     mbar_wait(bar_full + 8 * s, uint32_t((c / kStages) & 1));
     const uint32_t tile = sT + s * kTileBytes;
     // gyB += gy[rows 16w.., the tile] · B[the tile's columns, ranks]
@@ -117,14 +135,8 @@ __global__ void __launch_bounds__(kThreads) gy_pass_kernel(const Args a, const _
     for (int kk = 0; kk < 4; kk++) {
       uint32_t af[4];
       mma::ldmatrix_x4(af, tile + swz(16 * warp + ra.row, 2 * kk + (ra.col >> 3)));
-      const int col = c0 + 16 * kk + 2 * t;
 #pragma unroll
-      for (int nt = 0; nt < NT; nt++) {
-        const bf16* brow = a.bt + int64_t(8 * nt + g) * a.N;
-        const uint32_t b0 = col < a.N ? *reinterpret_cast<const uint32_t*>(brow + col) : 0u;
-        const uint32_t b1 = col + 8 < a.N ? *reinterpret_cast<const uint32_t*>(brow + col + 8) : 0u;
-        mma::mma_bf16(acc_b[nt], af, b0, b1);
-      }
+      for (int nt = 0; nt < NT; nt++) mma::mma_bf16(acc_b[nt], af, b_cur[kk][nt][0], b_cur[kk][nt][1]);
     }
     // this block's partial gb for the tile's columns 16w..16w+15: Σ over the 64 rows of gy[row][col] · xa[row][j]
     float acc_g[NT][4];
@@ -149,6 +161,10 @@ __global__ void __launch_bounds__(kThreads) gy_pass_kernel(const Args a, const _
         const int n = c0 + 16 * warp + g + 8 * (e >> 1), j = 8 * nt + 2 * t + (e & 1);
         if (n < a.N) a.ws[(int64_t(blockIdx.x) * R + j) * a.N + n] = acc_g[nt][e];
       }
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++)
+#pragma unroll
+      for (int nt = 0; nt < NT; nt++) b_cur[kk][nt][0] = b_next[kk][nt][0], b_cur[kk][nt][1] = b_next[kk][nt][1];
   }
 #pragma unroll
   for (int h = 0; h < 2; h++) {
