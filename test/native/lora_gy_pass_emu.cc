@@ -43,14 +43,14 @@ bool run(int M, int N, std::mt19937& rng) {
   const int blocks = (M + gp::kRows - 1) / gp::kRows;
   std::vector<bf16> gyb(size_t(M) * R, __float2bfloat16_rn(12345.f));
   std::vector<float> ws(size_t(blocks) * R * N, 54321.f), gb(size_t(N) * R, 12345.f);
-  owlet::cuda::tma::Map map;
+  gp::Maps maps;
   std::string why;
-  if (!gp::encode_map(G.data(), M, N, map, why)) {
-    std::fprintf(stderr, "tensor map: %s\n", why.c_str());
+  if (!gp::encode_maps(G.data(), Bt.data(), M, N, R, maps, why)) {
+    std::fprintf(stderr, "tensor maps: %s\n", why.c_str());
     return false;
   }
-  const gp::Args args{Bt.data(), XA.data(), gyb.data(), ws.data(), M, N};
-  emu::launch({unsigned(blocks), 1, 1}, gp::kThreads, gp::smem_bytes(), [&] { gp::gy_pass_kernel<R>(args, map); });
+  const gp::Args args{XA.data(), gyb.data(), ws.data(), M, N};
+  emu::launch({unsigned(blocks), 1, 1}, gp::kThreads, gp::smem_bytes<R>(), [&] { gp::gy_pass_kernel<R>(args, maps); });
   emu::launch({4, 1, 1}, 64, 0, [&] {
     owlet::cuda::lora::tc::cols_finish_kernel(ws.data(), blocks, R, N, s, FOut{gb.data(), false}, 1, R);
   });

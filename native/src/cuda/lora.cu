@@ -371,22 +371,21 @@ bool gy_pass(DeviceContext& c, const Tensor& gy, const Tensor& b, const Tensor& 
   if (!env_is("OWLET_LORA_GY", "pass") || !sm90a_device(c) || !(r == 8 || r == 16) || M == 0 || N % 8 ||
       gy.dtype != DType::BF16 || gyB.dtype != DType::BF16 || !aligned16(gy) || !aligned16(gyB))
     return false;
-  tma::Map map;
-  std::string why;
-  if (!lora::gy::encode_map(gy.data<bf16>(), int(M), int(N), map, why)) return false;
   const Tensor bt = transposed_bf16(c, b, op, "b");  // Bᵀ: B's pairs along N
+  lora::gy::Maps maps;
+  std::string why;
+  if (!lora::gy::encode_maps(gy.data<bf16>(), bt.data<bf16>(), int(M), int(N), int(r), maps, why)) return false;
   Tensor hxa;
   const Tensor& XA = cast_small(xa, DType::BF16, hxa);
   const int64_t blocks = (M + lora::gy::kRows - 1) / lora::gy::kRows;
   Tensor ws(DType::F32, {blocks, r, N}, gy.device());
-  const lora::gy::Args a{bt.data<bf16>(), XA.data<bf16>(), gyB.data<bf16>(), ws.f32(), int(M), int(N)};
-  const size_t smem = lora::gy::smem_bytes();
-  auto launch = [&](auto kernel) {
+  const lora::gy::Args a{XA.data<bf16>(), gyB.data<bf16>(), ws.f32(), int(M), int(N)};
+  auto launch = [&](auto kernel, size_t smem) {
     set_smem_limit(reinterpret_cast<const void*>(kernel), smem, c.index, op);
-    kernel<<<unsigned(blocks), lora::gy::kThreads, smem, c.stream>>>(a, map);
+    kernel<<<unsigned(blocks), lora::gy::kThreads, smem, c.stream>>>(a, maps);
   };
-  if (r == 8) launch(lora::gy::gy_pass_kernel<8>);
-  else launch(lora::gy::gy_pass_kernel<16>);
+  if (r == 8) launch(lora::gy::gy_pass_kernel<8>, lora::gy::smem_bytes<8>());
+  else launch(lora::gy::gy_pass_kernel<16>, lora::gy::smem_bytes<16>());
   check_launch(op);
   lora::tc::cols_finish_kernel<<<grid_for(c, r * N, 256), 256, 0, c.stream>>>(ws.f32(), blocks, r, N, s,
                                                                               fout(gb, op, "gb"), 1, r);

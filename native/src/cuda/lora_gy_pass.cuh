@@ -9,10 +9,10 @@
 // once, ≈ 16–18 µs at the copy rate, plus gb's partial sums (below).
 //
 // A block owns 64 rows of gy and sweeps its columns in 64-wide tiles: warp 4 lane 0 copies each 64 × 64 tile by TMA
-// into a ring of kStages stages (128-byte swizzle, "full" and "empty" mbarriers, the empty one counting the four
+// (and Bᵀ's r × 64 box beside it) into a ring of kStages stages (128-byte swizzle, "full" and "empty" mbarriers, the empty one counting the four
 // consumer warps); consumer warp w (0–3), per tile:
 //   gyB: rows 16w..16w+15 of the block × the tile's 64 columns (4 k16 steps, A by ldmatrix from the tile, B = Bᵀ's
-//        pairs from global memory, r × N, L1/L2-resident, loaded a tile ahead), accumulated in registers over every tile — the warp's rows
+//        pairs from the stage, where the TMA copies Bᵀ's r rows of the tile's columns with gy's tile), accumulated in registers over every tile — the warp's rows
 //        are complete at the end, written as bf16;
 //   gb:  the tile's columns 16w..16w+15 × the block's 64 rows (A = the tile transposed, ldmatrix.trans; B = xa's rows
 //        of the block, loaded once into registers), one partial sum per block into ws [blocks, r, N] (fp32), which
@@ -30,28 +30,34 @@
 namespace owlet::cuda::lora::gy {
 
 constexpr int kRows = 64, kCols = 64, kStages = 8, kThreads = 160;  // 4 consumer warps and the TMA warp
-constexpr uint32_t kTileBytes = kRows * kCols * 2;                  // one 64 × 64 bf16 box: 8 KiB
+constexpr uint32_t kTileBytes = kRows * kCols * 2;                  // one 64 × 64 bf16 box of gy: 8 KiB
+// A stage: gy's tile, then Bᵀ's R rows of the tile's 64 columns (128-byte swizzled rows like gy's; 1 or 2 KiB)
+template <int R>
+constexpr uint32_t kStageBytes = kTileBytes + R * 128;
 
-constexpr size_t smem_bytes() { return size_t(kStages) * kTileBytes + 8 * 2 * kStages + 1024; }
+template <int R>
+constexpr size_t smem_bytes() { return size_t(kStages) * kStageBytes<R> + 8 * 2 * kStages + 1024; }
 
 struct Args {
-  const bf16* bt;  // Bᵀ [R, N]
   const bf16* xa;  // [M, R]
   bf16* gyb;       // [M, R]
   float* ws;       // [blocks, R, N]: each block's Σ over its rows of gy[m][n] xa[m][j]
   int M, N;
 };
+struct Maps {
+  tma::Map gy, bt;
+};
 
-// The map of gy [M, N] for the kernel: boxes of 64 rows × 64 columns.
-inline bool encode_map(const bf16* gy, int M, int N, tma::Map& m, std::string& why) {
-  return tma::encode(m, {gy, 1, M, 1, N, N}, kRows, why);
+// The maps of gy [M, N] (boxes of 64 rows × 64 columns) and Bᵀ [R, N] (R rows × 64 columns).
+inline bool encode_maps(const bf16* gy, const bf16* bt, int M, int N, int R, Maps& m, std::string& why) {
+  return tma::encode(m.gy, {gy, 1, M, 1, N, N}, kRows, why) && tma::encode(m.bt, {bt, 1, R, 1, N, N}, R, why);
 }
 
 // Byte offset of 16-byte chunk `chunk` of row `row` in a 128-byte-swizzled tile.
 __device__ __forceinline__ uint32_t swz(int row, int chunk) { return uint32_t(row * 128 + ((chunk ^ (row & 7)) << 4)); }
 
 template <int R>
-__global__ void __launch_bounds__(kThreads) gy_pass_kernel(const Args a, const __grid_constant__ tma::Map gy_map) {
+__global__ void __launch_bounds__(kThreads) gy_pass_kernel(const Args a, const __grid_constant__ Maps maps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL) || defined(OWLET_CUDA_EMULATION)
   static_assert(R == 8 || R == 16, "ranks 8 and 16");
   constexpr int NT = R / 8;
@@ -60,7 +66,9 @@ __global__ void __launch_bounds__(kThreads) gy_pass_kernel(const Args a, const _
   using wgmma_ws::mbar_wait;
   OWLET_DYNAMIC_SMEM(smem_raw);
   const uint32_t raw = mma::smem_u32(smem_raw);
-  const uint32_t sT = (raw + 1023u) & ~1023u, bar_full = sT + kStages * kTileBytes, bar_empty = bar_full + 8 * kStages;
+  constexpr uint32_t kStage = kStageBytes<R>;
+  const uint32_t sT = (raw + 1023u) & ~1023u, bar_full = sT + kStages * kStage, bar_empty = bar_full + 8 * kStages;
+  const unsigned char* const gT = smem_raw + (sT - raw);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int m0 = int(blockIdx.x) * kRows, tiles = (a.N + kCols - 1) / kCols;
   if (threadIdx.x == 0) {
@@ -74,12 +82,13 @@ __global__ void __launch_bounds__(kThreads) gy_pass_kernel(const Args a, const _
 
   if (warp == 4) {  // ---- the TMA warp ----
     if (lane != 0) return;
-    tma::prefetch(&gy_map);
+    tma::prefetch(&maps.gy), tma::prefetch(&maps.bt);
     for (int c = 0; c < tiles; c++) {
       const int s = c % kStages;
       if (c >= kStages) mbar_wait(bar_empty + 8 * s, uint32_t((c / kStages - 1) & 1));
-      tma::arrive_expect_tx(bar_full + 8 * s, kTileBytes);
-      tma::load_4d(sT + s * kTileBytes, &gy_map, c * kCols, 0, m0, 0, bar_full + 8 * s);
+      tma::arrive_expect_tx(bar_full + 8 * s, kStage);
+      tma::load_4d(sT + s * kStage, &maps.gy, c * kCols, 0, m0, 0, bar_full + 8 * s);
+      tma::load_4d(sT + s * kStage + kTileBytes, &maps.bt, c * kCols, 0, 0, 0, bar_full + 8 * s);
     }
     for (int c = max(0, tiles - kStages); c < tiles; c++)  // every copy has landed before this thread leaves
       mbar_wait(bar_full + 8 * (c % kStages), uint32_t((c / kStages) & 1));
@@ -107,36 +116,26 @@ __global__ void __launch_bounds__(kThreads) gy_pass_kernel(const Args a, const _
 #pragma unroll
     for (int e = 0; e < 4; e++) acc_b[nt][e] = 0.f;
   const mma::RowCol ra = mma::a_rowmajor(lane), rk = mma::a_km(lane);
-  // gyB's B fragments of tile c (k-step kk, n-tile nt: Bᵀ's pairs at columns c·64 + 16kk + 2t, + 8; zero past N), read
-  // from global memory one tile ahead: loaded right before their products, every tile waited an L2 round trip (the
-  // H100's first run of this kernel: ≈ 130 µs for M8192 N4096 where gy's copy takes ≈ 25)
-  uint32_t b_cur[4][NT][2], b_next[4][NT][2];
-  auto load_b = [&](int c, uint32_t (&b)[4][NT][2]) {
-#pragma unroll
-    for (int kk = 0; kk < 4; kk++) {
-      const int col = c * kCols + 16 * kk + 2 * t;
-#pragma unroll
-      for (int nt = 0; nt < NT; nt++) {
-        const bf16* brow = a.bt + int64_t(8 * nt + g) * a.N;
-        b[kk][nt][0] = col < a.N ? *reinterpret_cast<const uint32_t*>(brow + col) : 0u;
-        b[kk][nt][1] = col + 8 < a.N ? *reinterpret_cast<const uint32_t*>(brow + col + 8) : 0u;
-      }
-    }
-  };
-  load_b(0, b_cur);
 
   for (int c = 0; c < tiles; c++) {
     const int s = c % kStages, c0 = c * kCols;
-    if (c + 1 < tiles) load_b(c + 1, b_next);
     mbar_wait(bar_full + 8 * s, uint32_t((c / kStages) & 1));
-    const uint32_t tile = sT + s * kTileBytes;
+    const uint32_t tile = sT + s * kStage;
+    // B fragments (k-step kk, n-tile nt): Bᵀ's pairs at the tile's columns 16kk + 2t and + 8 of rank 8nt + g, from the
+    // stage (loaded from global memory next to their products, every tile waited an L2 round trip for them: the H100's
+    // first run of this kernel took ≈ 130 µs for M8192 N4096 where gy's copy takes ≈ 25)
+    const unsigned char* const tb = gT + s * kStage + kTileBytes;
     // gyB += gy[rows 16w.., the tile] · B[the tile's columns, ranks]
 #pragma unroll
     for (int kk = 0; kk < 4; kk++) {
       uint32_t af[4];
       mma::ldmatrix_x4(af, tile + swz(16 * warp + ra.row, 2 * kk + (ra.col >> 3)));
 #pragma unroll
-      for (int nt = 0; nt < NT; nt++) mma::mma_bf16(acc_b[nt], af, b_cur[kk][nt][0], b_cur[kk][nt][1]);
+      for (int nt = 0; nt < NT; nt++) {
+        const uint32_t b0 = *reinterpret_cast<const uint32_t*>(tb + swz(8 * nt + g, 2 * kk) + 4 * t);
+        const uint32_t b1 = *reinterpret_cast<const uint32_t*>(tb + swz(8 * nt + g, 2 * kk + 1) + 4 * t);
+        mma::mma_bf16(acc_b[nt], af, b0, b1);
+      }
     }
     // this block's partial gb for the tile's columns 16w..16w+15: Σ over the 64 rows of gy[row][col] · xa[row][j]
     float acc_g[NT][4];
@@ -161,10 +160,6 @@ __global__ void __launch_bounds__(kThreads) gy_pass_kernel(const Args a, const _
         const int n = c0 + 16 * warp + g + 8 * (e >> 1), j = 8 * nt + 2 * t + (e & 1);
         if (n < a.N) a.ws[(int64_t(blockIdx.x) * R + j) * a.N + n] = acc_g[nt][e];
       }
-#pragma unroll
-    for (int kk = 0; kk < 4; kk++)
-#pragma unroll
-      for (int nt = 0; nt < NT; nt++) b_cur[kk][nt][0] = b_next[kk][nt][0], b_cur[kk][nt][1] = b_next[kk][nt][1];
   }
 #pragma unroll
   for (int h = 0; h < 2; h++) {
