@@ -28,7 +28,7 @@ test('a setting named in OWLET_SKIP_ENV throws "skipped" before anything runs; o
   }
 });
 
-test('loraEnv: thin and mma pick the thin products, fused and cublas the GEMM path, gypass the pass over gy, + joins, none nothing', (t) => {
+test('loraEnv: thin and mma pick the thin products, fused, fused3 and cublas the GEMM path, gypass and gycublas the products over gy, + joins, none nothing', (t) => {
   t.deepEqual(loraEnv(''), {});
   t.deepEqual(loraEnv('thin'), { OWLET_LORA: 'thin' });
   t.deepEqual(loraEnv('mma'), { OWLET_LORA: 'mma' });
@@ -36,4 +36,6 @@ test('loraEnv: thin and mma pick the thin products, fused and cublas the GEMM pa
   t.deepEqual(loraEnv('cublas'), { OWLET_LORA_GEMM: 'cublas' });
   t.deepEqual(loraEnv('gypass'), { OWLET_LORA_GY: 'pass' });
   t.deepEqual(loraEnv('fused+gypass'), { OWLET_LORA_GEMM: 'fused', OWLET_LORA_GY: 'pass' });
+  t.deepEqual(loraEnv('fused3'), { OWLET_LORA_GEMM: 'fused', OWLET_LORA_GEMM_STAGES: '3' });
+  t.deepEqual(loraEnv('cublas+gycublas'), { OWLET_LORA_GEMM: 'cublas', OWLET_LORA_GY: 'cublas' });
 });

@@ -22,6 +22,9 @@ npx cmake-js configure >/dev/null
 npx cmake-js build
 [ -f build/Cuda/owlet_cuda.node ] || { echo "build-bundle: the CUDA addon was not built (nvcc and cuBLAS needed)" >&2; exit 1; }
 
+# 1b. No default Hopper kernel with its wgmma serialised by ptxas for want of registers (C7511; session 19).
+bash scripts/gpu/ptxas-serialised.sh
+
 # 2. The check program. bundle SRC OUT [esbuild options]: one ES module with its dependencies inlined, `require`
 # defined for the CommonJS ones among them. The programs that reach the trainer (below) pass `stubbed`: its plots
 # (sharp, vega) and image decoding (sharp) never run there, so those packages are replaced by a stub

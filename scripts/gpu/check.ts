@@ -218,7 +218,8 @@ function loraBenches(be: Be, tryb: TryBench): void {
   // default until then; unset, the first call of a shape times both)
   // (and with gy B, gyᵀ xa in one pass over gy: OWLET_LORA_GY=pass, alone and with the fused GEMM)
   // (fused3: the fused GEMM with session 18's 3-stage ring, OWLET_LORA_GEMM_STAGES=3; session 19 made it 4)
-  for (const v of ['fused', 'fused3', 'cublas', 'gypass', 'fused+gypass']) {
+  // (cublas+gycublas: cuBLAS for everything, the default until session 18)
+  for (const v of ['fused', 'fused3', 'cublas', 'gypass', 'fused+gypass', 'cublas+gycublas']) {
     tryb(() => loraBench(be, 8192, 4096, 4096, 8, v));
     tryb(() => loraBench(be, 8192, 4096, 11008, 8, v));
     tryb(() => loraBench(be, 8192, 4096, 4096, 16, v));

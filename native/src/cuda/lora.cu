@@ -18,9 +18,10 @@
 // and the rank-r update together (lora_gemm.cuh; bf16 at ranks 8 and 16 on an sm_90a build and device): no rank-r
 // write of y (dx) and no re-read of it. Which one runs: OWLET_LORA_GEMM=fused or =cublas (read per call); unset, the
 // first call of each shape times both on its own operands and later calls take the faster (the cuBLAS path unless the
-// fused kernel beats it by time_candidates.h's margin). Session 18: emulated only until a GPU runs it. Likewise
-// OWLET_LORA_GY=pass computes the backward's gy B and gyᵀ xa in one pass over gy (lora_gy_pass.cuh) instead of
-// cuBLAS's two (by name only so far).
+// fused kernel beats it by time_candidates.h's margin; session 19's H100: 362 µs where cuBLAS's plain GEMM takes 344
+// and its beta = 1 one 352, plus 28–33 µs for the rank-r GEMM it saves). Likewise the backward's gy B and gyᵀ xa in one
+// pass over gy (lora_gy_pass.cuh) or cuBLAS's two GEMMs: OWLET_LORA_GY=pass or =cublas, unset timed (49 µs against
+// 63 on the H100 for M8192 N4096 r8).
 //
 // Dropout on the LoRA input keeps element i of x where hash_u01(seed, i) >= p (core/hash_u01.h), scaled by
 // 1 / (1 − p), exactly as the CPU backend's LoRA does; the backward regenerates the mask instead of storing it.
@@ -215,6 +216,16 @@ void mma_rows(DeviceContext& c, const Tensor& X, const Tensor& Wn, int64_t r, fl
   check_launch(op);
 }
 
+// out[j·oj + k·ok] = alpha · Σ_c ws[c][j][k] over `chunks` partial sums [chunks, r, K] (fp32), added in chunk order.
+void cols_finish(DeviceContext& c, const float* ws, int64_t chunks, int64_t r, int64_t K, float alpha, const FOut& out,
+                 int64_t oj, int64_t ok, const char* op) {
+  if (K % 4 == 0 && reinterpret_cast<uintptr_t>(ws) % 16 == 0)
+    lora::tc::cols_finish4_kernel<<<grid_for(c, r * K / 4, 256), 256, 0, c.stream>>>(ws, chunks, r, K, alpha, out, oj, ok);
+  else
+    lora::tc::cols_finish_kernel<<<grid_for(c, r * K, 256), 256, 0, c.stream>>>(ws, chunks, r, K, alpha, out, oj, ok);
+  check_launch(op);
+}
+
 // out[j·oj + k·ok] = alpha · Σ_m G[m][j] f(X[m][k]) (lora_mma.cuh cols); X [M, K] and G [M, r] bf16. Rows split into
 // chunks by the shape alone, each chunk's sums added in order by cols_finish_kernel.
 void mma_cols(DeviceContext& c, const Tensor& X, const Tensor& G, int64_t r, float alpha, lora::Drop d, const FOut& out,
@@ -235,10 +246,7 @@ void mma_cols(DeviceContext& c, const Tensor& X, const Tensor& G, int64_t r, flo
         X.data<bf16>(), M, K, G.data<bf16>(), rpc, alpha, d, out, oj, ok, chunks > 1 ? ws.f32() : nullptr);
   });
   check_launch(op);
-  if (chunks > 1) {
-    lora::tc::cols_finish_kernel<<<grid_for(c, r * K, 256), 256, 0, c.stream>>>(ws.f32(), chunks, r, K, alpha, out, oj, ok);
-    check_launch(op);
-  }
+  if (chunks > 1) cols_finish(c, ws.f32(), chunks, r, K, alpha, out, oj, ok, op);
 }
 
 // t [rows, cols] (any float dtype) transposed into a new bf16 [cols, rows] tensor (small: B or A).
@@ -324,53 +332,60 @@ bool fused_gemm(DeviceContext& c, const Tensor& a, const Tensor& w, bool w_nmajo
   return true;
 }
 
-// The fused kernel (`fused`, false where it could not launch) or the cuBLAS path (`plain`) for one call where both
-// apply: OWLET_LORA_GEMM=fused takes the first, unset the faster for this (device, shape, rank, forward or dx), timed
-// on the first call of the shape (the trials write the call's own output; the choice then runs once more for it).
-struct FusedKey {
+// One of owlet's LoRA kernels (`own`, false where it could not launch) or the cuBLAS path (`plain`) for one call where
+// both apply: the environment variable `env` = `force` takes the first; unset, the faster for this (device, shape,
+// rank, which product), timed on the first call of the shape (the trials write the call's own outputs, which both
+// paths overwrite whole; the choice then runs once more for it). The cuBLAS path stays unless the kernel beats it by
+// time_candidates.h's margin. (`env` = cublas is the callers' applicability tests' business: they return false.)
+enum class Product { forward_gemm, dx_gemm, gy_pass };
+struct ChoiceKey {
   int device;
   int64_t M, K, N, r;
-  bool dx;
-  bool operator<(const FusedKey& o) const {
-    return std::tie(device, M, K, N, r, dx) < std::tie(o.device, o.M, o.K, o.N, o.r, o.dx);
+  Product what;
+  bool operator<(const ChoiceKey& o) const {
+    return std::tie(device, M, K, N, r, what) < std::tie(o.device, o.M, o.K, o.N, o.r, o.what);
   }
 };
-template <class Fused, class Plain>
-void fused_or_plain(DeviceContext& c, const FusedKey& key, Fused&& fused, Plain&& plain) {
+template <class Own, class Plain>
+void own_or_cublas(DeviceContext& c, const ChoiceKey& key, const char* env, const char* force, Own&& own, Plain&& plain) {
   static std::mutex mu;
-  static std::map<FusedKey, bool> chose_fused;
-  if (env_is("OWLET_LORA_GEMM", "fused")) {
-    if (!fused()) plain();
+  static std::map<ChoiceKey, bool> chose_own;
+  if (env_is(env, force)) {
+    if (!own()) plain();
     return;
   }
   int known = -1;
   {
     std::lock_guard<std::mutex> lock(mu);
-    auto it = chose_fused.find(key);
-    if (it != chose_fused.end()) known = it->second;
+    auto it = chose_own.find(key);
+    if (it != chose_own.end()) known = it->second;
   }
   if (known < 0) {
     const std::vector<float> ms = time_candidates(c.stream, 2, [&](int i) {
-      if (i == 1) return fused();
+      if (i == 1) return own();
       plain();
       return true;
     }, 2);
     known = fastest(ms) == 1;
     std::lock_guard<std::mutex> lock(mu);
-    chose_fused[key] = known;
+    chose_own[key] = known;
   }
-  if (!known || !fused()) plain();
+  if (!known || !own()) plain();
 }
 
-// gyB = gy B and gb = s · gyᵀ xa in one pass over gy (lora_gy_pass.cuh), where asked for (OWLET_LORA_GY=pass, read
-// per call) and it applies: an sm_90a build on a compute capability 9.0 device, bf16 gy and gyB, rank 8 or 16, rows of
-// 16-byte multiples and 16-byte-aligned starts. False (nothing done) elsewhere.
+// Whether the one pass over gy (lora_gy_pass.cuh) can compute gyB = gy B and gb = s · gyᵀ xa here: not switched off
+// (OWLET_LORA_GY=cublas), an sm_90a build on a compute capability 9.0 device, bf16 gy and gyB, rank 8 or 16, rows of
+// 16-byte multiples and 16-byte-aligned starts.
+bool gy_pass_ok(const DeviceContext& c, const Tensor& gy, const Tensor& gyB, int64_t r) {
+  return !env_is("OWLET_LORA_GY", "cublas") && sm90a_device(c) && (r == 8 || r == 16) && gy.rows() > 0 &&
+         gy.cols() % 8 == 0 && gy.dtype == DType::BF16 && gyB.dtype == DType::BF16 && aligned16(gy) && aligned16(gyB);
+}
+
+// gyB = gy B and gb = s · gyᵀ xa in one pass over gy, where gy_pass_ok; false (nothing done) where the driver cannot
+// encode the tensor maps.
 bool gy_pass(DeviceContext& c, const Tensor& gy, const Tensor& b, const Tensor& xa, int64_t r, float s, Tensor& gyB,
              Tensor& gb, const char* op) {
   const int64_t M = gy.rows(), N = gy.cols();
-  if (!env_is("OWLET_LORA_GY", "pass") || !sm90a_device(c) || !(r == 8 || r == 16) || M == 0 || N % 8 ||
-      gy.dtype != DType::BF16 || gyB.dtype != DType::BF16 || !aligned16(gy) || !aligned16(gyB))
-    return false;
   const Tensor bt = transposed_bf16(c, b, op, "b");  // Bᵀ: B's pairs along N
   lora::gy::Maps maps;
   std::string why;
@@ -387,9 +402,7 @@ bool gy_pass(DeviceContext& c, const Tensor& gy, const Tensor& b, const Tensor& 
   if (r == 8) launch(lora::gy::gy_pass_kernel<8>, lora::gy::smem_bytes<8>());
   else launch(lora::gy::gy_pass_kernel<16>, lora::gy::smem_bytes<16>());
   check_launch(op);
-  lora::tc::cols_finish_kernel<<<grid_for(c, r * N, 256), 256, 0, c.stream>>>(ws.f32(), blocks, r, N, s,
-                                                                              fout(gb, op, "gb"), 1, r);
-  check_launch(op);
+  cols_finish(c, ws.f32(), blocks, r, N, s, fout(gb, op, "gb"), 1, r, op);
   return true;
 }
 
@@ -436,7 +449,8 @@ void lora_fwd(const Tensor& x, const Tensor& w, const Tensor& a, const Tensor& b
     gemm2d(c, x, false, w, true, y, 1.f, 1.f, op);  // y += x Wᵀ        (base GEMM, epilogue add)
   };
   if (fused_ok(c, r, {&x, &w, &xa, &B, &y}, y.cols(), K))
-    fused_or_plain(c, {c.index, x.rows(), K, y.cols(), r, false}, [&] { return fused_gemm(c, x, w, false, xa, B, s, y, op); },
+    own_or_cublas(c, {c.index, x.rows(), K, y.cols(), r, Product::forward_gemm}, "OWLET_LORA_GEMM", "fused",
+                  [&] { return fused_gemm(c, x, w, false, xa, B, s, y, op); },
                    plain);
   else
     plain();
@@ -475,15 +489,19 @@ void lora_bwd(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& 
       acc.finish();
     }
     if (gx) copy_convert(gyb32, gyB);
-  } else if (gy_pass(c, gy, b, xa, r, s, gyB, gb, op)) {  // gy B and gb = s · gyᵀ xa in one pass over gy
-    Tensor hx;
-    gemm2d(c, gyB, true, dropped(c, x, dropout_p, seed, hx, op), false, ga, s, 0.f, op);  // ga = s · (gy B)ᵀ drop(x)
   } else {
-    Tensor hb, hxa;
-    const Tensor& B = cast_small(b, gy.dtype, hb);
-    const Tensor& XA = cast_small(xa, gy.dtype, hxa);
-    gemm2d(c, gy, false, B, false, gyB, 1.f, 0.f, op);
-    gemm2d(c, gy, true, XA, false, gb, s, 0.f, op);  // gb = s · gyᵀ xa
+    auto plain = [&] {
+      Tensor hb, hxa;
+      const Tensor& B = cast_small(b, gy.dtype, hb);
+      const Tensor& XA = cast_small(xa, gy.dtype, hxa);
+      gemm2d(c, gy, false, B, false, gyB, 1.f, 0.f, op);
+      gemm2d(c, gy, true, XA, false, gb, s, 0.f, op);  // gb = s · gyᵀ xa
+    };
+    // gy B and gb in one pass over gy where it applies and times faster (or OWLET_LORA_GY=pass)
+    if (gy_pass_ok(c, gy, gyB, r))
+      own_or_cublas(c, {c.index, gy.rows(), 0, N, r, Product::gy_pass}, "OWLET_LORA_GY", "pass",
+                    [&] { return gy_pass(c, gy, b, xa, r, s, gyB, gb, op); }, plain);
+    else plain();
     Tensor hx;                                          // drop(x), released before dx
     gemm2d(c, gyB, true, dropped(c, x, dropout_p, seed, hx, op), false, ga, s, 0.f, op);  // ga = s · (gy B)ᵀ drop(x)
   }
@@ -495,7 +513,8 @@ void lora_bwd(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& 
     };
     if (!fused_ok(c, r, {&gy, &w, &gyB, &A, gx}, K, N)) return plain();
     const Tensor at = transposed_bf16(c, A, op, "a");  // Aᵀ: the update's R
-    fused_or_plain(c, {c.index, gy.rows(), N, K, r, true}, [&] { return fused_gemm(c, gy, w, true, gyB, at, s, *gx, op); },
+    own_or_cublas(c, {c.index, gy.rows(), N, K, r, Product::dx_gemm}, "OWLET_LORA_GEMM", "fused",
+                  [&] { return fused_gemm(c, gy, w, true, gyB, at, s, *gx, op); },
                    plain);
     return;
   }

@@ -55,10 +55,11 @@
 // tile; rows of 16 bytes (K and, N-major, N multiples of 8) and 16-byte-aligned starts are the TMA's rules.
 // Shared memory (232,448 bytes a block may have): STAGES = 4 (the default): 4 × 48 KiB, lr 16 KiB, staging 2 × 8 KiB
 // (one box per warpgroup): 230,480 bytes with the barriers and the alignment; STAGES = 3 (OWLET_LORA_GEMM_STAGES=3,
-// session 18's ring): 3 × 48 KiB, lr 16 KiB, staging 2 × 16 KiB. Why 4: on an H100 (session 19's first call) the
-// 3-stage kernel ran at ≈ 450 TFLOP/s where cuBLAS's 4-stage one runs at 780: with a stage released only once its
-// products are done, S stages give a copy (S − 1) k-steps (≈ 0.56 µs each at the full tensor rate) to land, and two
-// (1.1 µs) is within an L2/HBM round trip under load — the prediction to check.
+// session 18's ring): 3 × 48 KiB, lr 16 KiB, staging 2 × 16 KiB. Why 4: cuBLAS's kernel for these shapes has 4, and S
+// stages give a copy (S − 1) k-steps (≈ 0.56 µs each at the full tensor rate) to land. Measured on an H100 (session 19,
+// bench/results/gpu-2026-11-28-h100-s19): 362.6 µs at M8192 K4096 N4096 with 4 stages, 456.7 with 3 — but ptxas
+// serialises the 3-stage kernel's wgmma for want of registers (C7511, scripts/gpu/ptxas-serialised.sh), so that gap is
+// not the ring's depth alone; what made the kernel fast was the cluster arrivals' fence (cluster.cuh).
 // Numbers: the update's products are bf16 × bf16 into the fp32 accumulator, as the cuBLAS path's K = r GEMM computes
 // them, but s·L is rounded to bf16 once (exact where s is a power of two, as LoRA's alpha / r usually is) and C is
 // rounded once instead of twice (the cuBLAS path rounds the update into C, then the sum).
