@@ -715,8 +715,8 @@ export function cases(): Case[] {
   lora(41, 96, 40, 6, 0.1, true, 'mma');
   // the fused GEMM (session 18): one tile and a partial one (M 37), tiles ending inside their 128 rows, 256 columns
   // and 64-deep steps (M 300 K 520 N 264: forward N 264, dx N = K 520), many tiles per block (M 1100), rank 16, dropout
-  // (the forward fused, dx through the cuBLAS path), and shapes it does not take (K 66: rows not 16-byte multiples;
-  // rank 6)
+  // (the forward fused; dx through the kernel with the mask on its update, session 19), and shapes it does not take
+  // (K 66: rows not 16-byte multiples; rank 6)
   lora(37, 64, 48, 8, 0, true, 'fused');
   lora(300, 520, 264, 8, 0, true, 'fused');
   lora(300, 512, 384, 16, 0, false, 'fused');
@@ -727,6 +727,8 @@ export function cases(): Case[] {
   // and with session 18's 3-stage ring (OWLET_LORA_GEMM_STAGES=3; 4 since session 19)
   lora(300, 520, 264, 8, 0, true, 'fused3');
   lora(1100, 264, 136, 8, 0, false, 'fused3');
+  // dx's masked update over many tiles per block (the next tile's mask hashed during the k-steps)
+  lora(1100, 264, 136, 8, 0.1, false, 'fused');
   // gy B and gyᵀ xa in one pass over gy (session 18): a partial row block and column tile (M 37 N 48), more column tiles
   // than stages (N 600), rank 16, dropout, with the fused GEMM too, and a rank it does not take (6)
   lora(37, 64, 48, 8, 0, true, 'gypass');

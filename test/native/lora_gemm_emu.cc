@@ -22,7 +22,8 @@ using namespace emu_values;
 
 namespace {
 
-bool run(int stages, bool nmajor, int M, int N, int K, int R, unsigned grid, std::mt19937& rng) {
+// p > 0: the update under LoRA's dropout mask (the DROP kernel, dx's: N-major W, 4 stages).
+bool run(int stages, bool nmajor, int M, int N, int K, int R, unsigned grid, std::mt19937& rng, float p = 0.f) {
   auto randv = [&](size_t n) { return random_bf16(n, rng); };
   const float s = 0.75f;
   const std::vector<bf16> A = randv(size_t(M) * K), W = randv(size_t(N) * K), L = randv(size_t(M) * R),
@@ -31,18 +32,26 @@ bool run(int stages, bool nmajor, int M, int N, int K, int R, unsigned grid, std
   auto w_at = [&](int n, int k) {
     return double(__bfloat162float(nmajor ? W[size_t(k) * N + n] : W[size_t(n) * K + k]));
   };
+  const uint64_t key = owlet::hash_u01_key(1234);
+  const float scale = p > 0.f ? float(1.0 / (1.0 - double(p))) : 1.f;
   std::vector<double> want(size_t(M) * N), got(want.size());
+  int dropped = 0;
   for (int m = 0; m < M; m++)
     for (int n = 0; n < N; n++) {
-      double acc = 0;
+      double acc = 0, upd = 0;
       for (int k = 0; k < K; k++) acc += double(__bfloat162float(A[size_t(m) * K + k])) * w_at(n, k);
       for (int j = 0; j < R; j++)
-        acc += double(__bfloat162float(__float2bfloat16_rn(__bfloat162float(L[size_t(m) * R + j]) * s))) *
+        upd += double(__bfloat162float(__float2bfloat16_rn(__bfloat162float(L[size_t(m) * R + j]) * s))) *
                double(__bfloat162float(Rm[size_t(n) * R + j]));
-      want[size_t(m) * N + n] = acc;
+      if (p > 0.f) {
+        const bool keep = owlet::hash_u01_at(key, uint64_t(m) * N + n) >= p;
+        dropped += !keep;
+        upd = keep ? upd * scale : 0.0;
+      }
+      want[size_t(m) * N + n] = acc + upd;
     }
   std::vector<bf16> C(want.size(), __float2bfloat16_rn(12345.f));
-  lg::Args g{L.data(), Rm.data(), M, N, K, R, s};
+  lg::Args g{L.data(), Rm.data(), M, N, K, R, s, key, p, scale};
   lg::Maps maps;
   std::string why;
   if (!lg::encode_maps(A.data(), W.data(), C.data(), g, nmajor, maps, why)) {
@@ -50,7 +59,9 @@ bool run(int stages, bool nmajor, int M, int N, int K, int R, unsigned grid, std
     return false;
   }
   emu::launch({grid, 1, 1}, lg::kThreads, stages == 3 ? lg::smem_bytes<3>() : lg::smem_bytes<4>(), [&] {
-    if (stages == 3) {
+    if (p > 0.f) {
+      lg::lora_gemm_kernel<true, 4, true>(g, maps);
+    } else if (stages == 3) {
       if (nmajor) lg::lora_gemm_kernel<true, 3>(g, maps);
       else lg::lora_gemm_kernel<false, 3>(g, maps);
     } else {
@@ -62,8 +73,11 @@ bool run(int stages, bool nmajor, int M, int N, int K, int R, unsigned grid, std
   const double e = rel_err(got, want);
   const int tiles = ((M + lg::kBM - 1) / lg::kBM) * ((N + lg::kBN - 1) / lg::kBN);  // (of one block: 128 × 256)
   const bool ok = e < 8e-3;  // C rounded to bf16 once: 2^-9 of the largest element, and the fp32 sums' order
-  std::printf("%s %d stages, %s W, M%-4d N%-4d K%-4d r%-2d, %d tiles on %u blocks: C %.1e\n", ok ? "PASS" : "FAIL",
-              stages, nmajor ? "N-major" : "K-major", M, N, K, R, tiles, grid, e);
+  std::printf("%s %d stages, %s W, M%-4d N%-4d K%-4d r%-2d%s, %d tiles on %u blocks: C %.1e\n", ok ? "PASS" : "FAIL",
+              stages, nmajor ? "N-major" : "K-major", M, N, K, R,
+              p > 0.f ? (" dropout " + std::to_string(p).substr(0, 4) + " (" + std::to_string(dropped) + " dropped)").c_str()
+                      : "",
+              tiles, grid, e);
   return ok;
 }
 
@@ -86,6 +100,10 @@ int main() {
       failed += !run(stages, nmajor, 300, 264, 200, 16, 4, rng);  // 3 row blocks: a full pair and a half one on 2
                                                                   // clusters
     }
+  // dx under LoRA's input dropout: the mask on the update (hashed a tile ahead during the k-steps): several tiles per
+  // block (the next tile's mask), a K of one k-step (the hashes after the k-steps), rows and columns ending in a tile
+  failed += !run(4, true, 390, 520, 200, 8, 2, rng, 0.1f);
+  failed += !run(4, true, 300, 264, 64, 16, 4, rng, 0.3f);
   std::printf("%d failed\n", failed);
   return failed ? 1 : 0;
 }

@@ -287,11 +287,15 @@ int resident_clusters(const DeviceContext& c, const void* kernel, cudaLaunchConf
   return known[{kernel, c.index}] = fit;
 }
 
-// C = A op(W) + s L Rᵀ through lora_gemm.cuh (W [N, K] K-major, or [K, N] with w_nmajor); false (nothing launched)
+// C = A op(W) + s L Rᵀ through lora_gemm.cuh (W [N, K] K-major, or [K, N] with w_nmajor); with `drop` (dx under
+// LoRA's input dropout, W N-major) the update under the mask: C = A W + keep ⊙ (s L Rᵀ). False (nothing launched)
 // where the driver cannot encode the tensor maps or refuses the clustered launch.
 bool fused_gemm(DeviceContext& c, const Tensor& a, const Tensor& w, bool w_nmajor, const Tensor& l, const Tensor& r, float s,
-                Tensor& out, const char* op) {
-  lora_gemm::Args g{l.data<bf16>(), r.data<bf16>(), int(a.rows()), int(out.cols()), int(a.cols()), int(l.cols()), s};
+                Tensor& out, const char* op, const lora::Drop* drop = nullptr) {
+  lora_gemm::Args g{l.data<bf16>(), r.data<bf16>(), int(a.rows()), int(out.cols()), int(a.cols()), int(l.cols()), s,
+                    drop ? drop->key : 0, drop ? drop->p : 0.f, drop ? drop->scale : 1.f};
+  const bool masked = drop && drop->on;
+  if (masked && !w_nmajor) return false;  // (only dx has a masked update)
   lora_gemm::Maps maps;
   std::string why;
   if (!lora_gemm::encode_maps(a.data<bf16>(), w.data<bf16>(), out.data<bf16>(), g, w_nmajor, maps, why)) return false;
@@ -302,8 +306,8 @@ bool fused_gemm(DeviceContext& c, const Tensor& a, const Tensor& w, bool w_nmajo
   constexpr int kCl = lora_gemm::kCluster;
   const int64_t pair_tiles = int64_t((g.M + kCl * lora_gemm::kBM - 1) / (kCl * lora_gemm::kBM)) *
                              ((g.N + lora_gemm::kBN - 1) / lora_gemm::kBN);
-  // the ring's depth: 4 stages unless OWLET_LORA_GEMM_STAGES=3 (session 18's, kept to compare)
-  const bool three = env_is("OWLET_LORA_GEMM_STAGES", "3");
+  // the ring's depth: 4 stages unless OWLET_LORA_GEMM_STAGES=3 (session 18's, kept to compare; not with the mask)
+  const bool three = !masked && env_is("OWLET_LORA_GEMM_STAGES", "3");
   const size_t smem = three ? lora_gemm::smem_bytes<3>() : lora_gemm::smem_bytes<4>();
   cudaLaunchConfig_t cfg{};
   cfg.blockDim = dim3{unsigned(lora_gemm::kThreads)};
@@ -321,10 +325,11 @@ bool fused_gemm(DeviceContext& c, const Tensor& a, const Tensor& w, bool w_nmajo
     cfg.gridDim = dim3{unsigned(std::min<int64_t>(pair_tiles, fit) * kCl)};
     return cudaLaunchKernelEx(&cfg, kernel, g, maps);
   };
-  const cudaError_t e = three ? (w_nmajor ? launch(lora_gemm::lora_gemm_kernel<true, 3>)
-                                          : launch(lora_gemm::lora_gemm_kernel<false, 3>))
-                               : (w_nmajor ? launch(lora_gemm::lora_gemm_kernel<true, 4>)
-                                          : launch(lora_gemm::lora_gemm_kernel<false, 4>));
+  const cudaError_t e = masked  ? launch(lora_gemm::lora_gemm_kernel<true, 4, true>)
+                        : three ? (w_nmajor ? launch(lora_gemm::lora_gemm_kernel<true, 3>)
+                                            : launch(lora_gemm::lora_gemm_kernel<false, 3>))
+                                : (w_nmajor ? launch(lora_gemm::lora_gemm_kernel<true, 4>)
+                                            : launch(lora_gemm::lora_gemm_kernel<false, 4>));
   if (e != cudaSuccess) {  // (a device that cannot place the clusters: the caller takes the cuBLAS path)
     cudaGetLastError();
     return false;
@@ -337,7 +342,7 @@ bool fused_gemm(DeviceContext& c, const Tensor& a, const Tensor& w, bool w_nmajo
 // rank, which product), timed on the first call of the shape (the trials write the call's own outputs, which both
 // paths overwrite whole; the choice then runs once more for it). The cuBLAS path stays unless the kernel beats it by
 // time_candidates.h's margin. (`env` = cublas is the callers' applicability tests' business: they return false.)
-enum class Product { forward_gemm, dx_gemm, gy_pass };
+enum class Product { forward_gemm, dx_gemm, dx_gemm_dropout, gy_pass };
 struct ChoiceKey {
   int device;
   int64_t M, K, N, r;
@@ -520,9 +525,18 @@ void lora_bwd(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& 
   }
   if (dx_low_rank_ok(r, *gx)) {
     // the low-rank path saw drop(x): its gradient goes through the same mask and scale, added into gx = gy W in one
-    // pass over gx (dx_low_rank_kernel) instead of a masked temporary and the GEMM's beta = 1 read
-    gemm2d(c, gy, false, w, false, *gx, 1.f, 0.f, op);
-    dx_low_rank(c, *gx, gyB, a, r, s, make_drop(dropout_p, seed), op);
+    // pass over gx (dx_low_rank_kernel) instead of a masked temporary and the GEMM's beta = 1 read — or, where the fused
+    // GEMM applies and times faster (session 19, emulated only until a GPU runs it), inside that GEMM: the mask on
+    // its rank-r update, no pass over gx at all
+    const lora::Drop d = make_drop(dropout_p, seed);
+    auto plain = [&] {
+      gemm2d(c, gy, false, w, false, *gx, 1.f, 0.f, op);
+      dx_low_rank(c, *gx, gyB, a, r, s, d, op);
+    };
+    if (!fused_ok(c, r, {&gy, &w, &gyB, &A, gx}, K, N)) return plain();
+    const Tensor at = transposed_bf16(c, A, op, "a");
+    own_or_cublas(c, {c.index, gy.rows(), N, K, r, Product::dx_gemm_dropout}, "OWLET_LORA_GEMM", "fused",
+                  [&] { return fused_gemm(c, gy, w, true, gyB, at, s, *gx, op, &d); }, plain);
     return;
   } else {
     Tensor t(gx->dtype, gx->shape, gx->device());

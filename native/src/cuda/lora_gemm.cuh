@@ -4,6 +4,7 @@
 //
 //   forward:  y  = x Wᵀ + s · xa Bᵀ        A = x, W [N, K] (K-major), L = xa, R = B          (W_NMAJOR = false)
 //   dx:       gx = gy W + s · (gy B) A      A = gy, W [K, N] (N-major), L = gy B, R = Aᵀ      (W_NMAJOR = true)
+//   dx under LoRA's input dropout: the update masked and scaled as x was, element by element    (DROP; session 19)
 //
 // where it times faster than the cuBLAS path, or with OWLET_LORA_GEMM=fused (lora.cu; session 18, emulated only
 // until a GPU runs it). Why: through cuBLAS the update costs a K = r GEMM that writes all of C (26.6 µs for an
@@ -67,6 +68,7 @@
 #include <cstdint>
 #include <string>
 
+#include "../core/hash_u01.h"
 #include "attention_wgmma.cuh"
 #include "attention_wgmma_ws.cuh"
 #include "cluster.cuh"
@@ -105,6 +107,10 @@ struct Args {
   const bf16* r;  // [N, r]
   int M, N, K, rank;
   float s;
+  // With the DROP kernels: the update masked, C = A op(W) + keep ⊙ (s L Rᵀ) with keep(m, n) = drop_scale where
+  // hash_u01_at(drop_key, m · N + n) >= drop_p, else 0 — LoRA's input dropout seen from dx (C = gx, [M, N] = x's shape).
+  uint64_t drop_key;
+  float drop_p, drop_scale;
 };
 struct Maps {
   tma::Map a, w, c;
@@ -169,9 +175,25 @@ __device__ __forceinline__ uint4 scaled8(uint4 v, float s) {
   return make_uint4(w[0], w[1], w[2], w[3]);
 }
 
+// DROP's mask bits of a thread's 128 elements of a tile, as a 128-bit shift register: element j (acc[j]: row
+// 16wi + gq + 8·(j mod 4 ≥ 2), column 8·(j / 4) + 2·t4 + (j mod 2) of the warpgroup's 64 × 256) enters as the
+// newest bit, so after all 128 its bit is 127 − j — a fixed register and bit for an unrolled loop over j.
+struct KeepBits {
+  uint32_t w[4] = {0u, 0u, 0u, 0u};
+  __device__ __forceinline__ void push(bool keep) {
+    w[3] = (w[3] << 1) | (w[2] >> 31);
+    w[2] = (w[2] << 1) | (w[1] >> 31);
+    w[1] = (w[1] << 1) | (w[0] >> 31);
+    w[0] = (w[0] << 1) | uint32_t(keep);
+  }
+  __device__ __forceinline__ bool kept(int j) const { return (w[(127 - j) >> 5] >> ((127 - j) & 31)) & 1u; }
+};
+
 // The consumer warpgroups' part of gemm() (rows 64·wg.. of each tile): the rank-r product, the k-steps over the ring,
-// the epilogue through the staging buffer.
-template <bool W_NMAJOR, int STAGES>
+// the epilogue through the staging buffer. DROP: the rank-r product is masked in the accumulators before the k-steps
+// add A op(W) to it; the next tile's 128 hashes per thread (splitmix64's, ≈ 35 instructions each) are spread over this
+// tile's k-steps, where the warps otherwise wait for the tensor cores, instead of delaying the next tile's start.
+template <bool W_NMAJOR, int STAGES, bool DROP>
 __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_t sRing, uint32_t sLr, uint32_t sC,
                                         unsigned char* gC, uint32_t bar_full, uint32_t bar_empty, uint32_t bar_lr_full,
                                         uint32_t bar_lr_empty, int k_steps, int m_pairs, int n_blocks, int tiles, int cl,
@@ -192,11 +214,37 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
       cluster::mbar_arrive_remote(bar_empty + 8 * s, peer);
     }
   };
+  // DROP: the mask of the tile in hand (cur) and of the next one (next, `next_done` of its 128 elements so far)
+  KeepBits cur, next;
+  int next_done = 128, next_mb = 0, next_nb = 0;
+  auto hash_next = [&](int upto) {  // the next tile's elements next_done..upto−1
+    for (; next_done < upto; next_done++) {
+      const int j = next_done, i = j >> 2, e = j & 3;
+      const int64_t row = int64_t(next_mb) * kBM + wg * 64 + wi * 16 + gq + 8 * (e >> 1);
+      const int64_t col = int64_t(next_nb) * kBN + 8 * i + 2 * t4 + (e & 1);
+      next.push(hash_u01_at(g.drop_key, uint64_t(row * g.N + col)) >= g.drop_p);
+    }
+  };
+  auto aim_next = [&](int t) {  // the next tile to hash: t (none past the last)
+    next_done = 128;
+    if (t >= tiles) return;
+    int pm, nb;
+    tile_of(t, m_pairs, n_blocks, pm, nb);
+    next_mb = kCluster * pm + rank, next_nb = nb, next_done = 0;
+  };
+  if constexpr (DROP) {
+    aim_next(cl);
+    hash_next(128);  // (the first tile's, before its start)
+  }
   int step = 0, it = 0;
   for (int t = cl; t < tiles; t += clusters, it++) {
     int pm, nb;
     tile_of(t, m_pairs, n_blocks, pm, nb);
     const int mb = kCluster * pm + rank;
+    if constexpr (DROP) {
+      cur = next;
+      aim_next(t + clusters);
+    }
     float acc[128];
     mbar_wait(bar_lr_full, uint32_t(it & 1));
     fence_proxy_async();
@@ -210,6 +258,12 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
       mma_ss_m64n128k16(*reinterpret_cast<float(*)[64]>(&acc[64]), desc_l, desc_kmajor(sLr + 32), 0);
     }
     commit();
+    if constexpr (DROP) {  // keep ⊙ (s L Rᵀ) before A op(W) is added on
+      wait<0>();
+      fence_operands(acc);
+#pragma unroll
+      for (int j = 0; j < 128; j++) acc[j] = cur.kept(j) ? acc[j] * g.drop_scale : 0.f;
+    }
     int prev_s = -1;  // the stage of the group in flight before the current one
     for (int kt = 0; kt < k_steps; kt++, step++) {
       const int s = step % STAGES;
@@ -222,6 +276,7 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
         else mma_m64n256k16<false>(acc, desc_kmajor(sA + 32 * kk), desc_kmajor(sW + 32 * kk), 1);
       }
       commit();
+      if constexpr (DROP) hash_next(min(128, ((kt + 1) * 128 + k_steps - 1) / k_steps));  // while the products run
       wait<1>();  // the group before this one is complete: its stage (or, at kt = 0, the lr buffer) is free
       if (kt == 0) mbar_arrive(bar_lr_empty);
       else release(prev_s);
@@ -231,6 +286,7 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
     fence_operands(acc);
     if (k_steps > 0) release(prev_s);
     else mbar_arrive(bar_lr_empty);
+    if constexpr (DROP) hash_next(128);  // (what the k-steps left: none unless K is under 128 · 64)
 
     // acc[4i + e]: row 16wi + gq + 8·(e ≥ 2) of the warpgroup's 64, column 8i + 2·t4 + (e mod 2). Round h takes
     // kCBoxes 64-column boxes (columns 64·kCBoxes·h on) to the staging buffer (128-byte swizzle: 16-byte chunk c of
@@ -264,7 +320,7 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
   if ((ctid & 127) == 0) bulk_wait<0>();  // the stores are done before the block ends
 }
 
-template <bool W_NMAJOR, int STAGES>
+template <bool W_NMAJOR, int STAGES, bool DROP>
 __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
   using namespace wgmma;
   using wgmma_ws::mbar_arrive;
@@ -364,7 +420,7 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
       }
     }
   } else {
-    consume<W_NMAJOR, STAGES>(g, maps, sRing, sLr, sC, gC, bar_full, bar_empty, bar_lr_full, bar_lr_empty, k_steps, m_pairs,
+    consume<W_NMAJOR, STAGES, DROP>(g, maps, sRing, sLr, sC, gC, bar_full, bar_empty, bar_lr_full, bar_lr_empty, k_steps, m_pairs,
                       n_blocks, tiles, cl, clusters, rank, peer);
   }
   // Neither block leaves while the other may still multicast into it or arrive on its barriers.
@@ -372,10 +428,10 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
   cluster::sync();
 }
 
-template <bool W_NMAJOR, int STAGES>
+template <bool W_NMAJOR, int STAGES, bool DROP = false>
 __global__ void __launch_bounds__(kThreads, 1) lora_gemm_kernel(const Args g, const __grid_constant__ Maps maps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL) || defined(OWLET_CUDA_EMULATION)
-  gemm<W_NMAJOR, STAGES>(g, &maps);
+  gemm<W_NMAJOR, STAGES, DROP>(g, &maps);
 #else
   __trap();  // built without sm_90a: the dispatch never launches this (lora.cu fused_ok)
 #endif
