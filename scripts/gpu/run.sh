@@ -117,20 +117,23 @@ if want host; then
   done 2>&1 | tee "$OUT/host_overhead.log"
 fi
 
+# sanitize NAME LIMIT [check.mjs options]: compute-sanitizer (memcheck) over check.mjs --quick's cases, its errors and
+# its tail in $OUT/NAME.log. (OWLET_ATTN_TUNE=0: autotuning would run every applicable attention variant three more
+# times per new shape, each ~100x slower under the sanitizer; the quick cases name every variant explicitly anyway.)
+sanitize() {
+  local name=$1 limit=$2
+  shift 2
+  if ! command -v compute-sanitizer >/dev/null; then say "no compute-sanitizer on this machine"; return; fi
+  OWLET_ATTN_TUNE=0 OUT=$T timeout -k 5 "$limit" compute-sanitizer --tool memcheck --print-limit 20 "$T/node" "$G/check.mjs" \
+    --quick "$@" >"$T/$name.full" 2>&1
+  echo "sanitizer exit $?" >>"$T/$name.full"
+  { grep -E "ERROR SUMMARY|^=+ (Invalid|Program hit|Error|Address)|FAIL|passed, " "$T/$name.full" | head -40;
+    echo "---- tail"; tail -25 "$T/$name.full"; } >"$OUT/$name.log"
+  cat "$OUT/$name.log"
+}
 if want sanitizer; then
   say "compute-sanitizer (memcheck) over the small cases"
-  if command -v compute-sanitizer >/dev/null; then
-    # (OWLET_ATTN_TUNE=0: autotuning would run every applicable attention variant three more times per new shape,
-    # each ~100x slower under the sanitizer; the quick cases name every variant explicitly anyway)
-    OWLET_ATTN_TUNE=0 OUT=$T timeout -k 5 60 compute-sanitizer --tool memcheck --print-limit 20 "$T/node" "$G/check.mjs" --quick \
-      >"$T/sanitizer.full" 2>&1
-    echo "sanitizer exit $?" >>"$T/sanitizer.full"
-    { grep -E "ERROR SUMMARY|^=+ (Invalid|Program hit|Error|Address)|FAIL|passed, " "$T/sanitizer.full" | head -40;
-      echo "---- tail"; tail -25 "$T/sanitizer.full"; } >"$OUT/sanitizer.log"
-    cat "$OUT/sanitizer.log"
-  else
-    say "no compute-sanitizer on this machine"
-  fi
+  sanitize sanitizer 60
 fi
 if want sass; then
   # What the attention kernels compile to (no disassembler on the build machine): per kernel the instruction count and
@@ -213,15 +216,6 @@ fi
 # smoke stage names (sanitizer_new.log).
 if [[ " ${ONLY:-} " == *" sanitizer-new "* ]]; then
   say "sanitizer-new: compute-sanitizer over the quick cases of the newest kernels"
-  if command -v compute-sanitizer >/dev/null; then
-    OWLET_ATTN_TUNE=0 OUT=$T timeout -k 5 90 compute-sanitizer --tool memcheck --print-limit 20 "$T/node" "$G/check.mjs" \
-      --quick --filter "$SMOKE_FILTER" >"$T/sanitizer_new.full" 2>&1
-    echo "sanitizer exit $?" >>"$T/sanitizer_new.full"
-    { grep -E "ERROR SUMMARY|^=+ (Invalid|Program hit|Error|Address)|FAIL|passed, " "$T/sanitizer_new.full" | head -40;
-      echo "---- tail"; tail -15 "$T/sanitizer_new.full"; } >"$OUT/sanitizer_new.log"
-    cat "$OUT/sanitizer_new.log"
-  else
-    say "no compute-sanitizer on this machine"
-  fi
+  sanitize sanitizer_new 90 --filter "$SMOKE_FILTER"
 fi
 say "done"
