@@ -28,12 +28,10 @@
 //         warp of both blocks (16), since either block's copy writes into both; the producer waits on it before
 //         refilling. The ring runs on across the block's tiles, so the next tile's first stages load while the current
 //         one finishes;
-//       warp 1 writes each tile's rank-r operands into the "lr" buffer: R's rows n0..n0+127 in 16-byte chunks 0–1,
+//       warps 1–3 write each tile's rank-r operands into the "lr" buffer: R's rows n0..n0+127 in 16-byte chunks 0–1,
 //         n0+128..n0+255 in chunks 2–3 and s·L's rows m0..m0+127 in chunks 4–5 of 128 swizzled rows of 128 bytes
-//         (columns r..15 zero), after
-//         the consumers have released the buffer ("lr empty", 256 arrivals) and before "lr full" (one arrival, after
-//         fence.proxy.async: generic stores read by the tensor cores);
-//       warps 2 and 3 have nothing to do.
+//         (columns r..15 zero), after the consumers have released the buffer ("lr empty", 256 arrivals) and before
+//         "lr full" (one arrival per warp, after fence.proxy.async: generic stores read by the tensor cores).
 //   - warpgroups 1 and 2, the consumers (setmaxnreg.inc to kConsumerRegs): rows 64w..64w+63 of the tile, 64 × 256
 //     fp32 accumulators (128 registers). Per tile: the rank-r product first (two m64n128k16, A = s·L's chunks 4–5,
 //     B = R's chunks 0–1, then 2–3, both K-major; scale-d 0), then per k-step 4 × m64n256k16 over the stage, one commit group each with
@@ -346,7 +344,7 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
       mbar_init(bar_full + 8 * s, 1);
       mbar_init(bar_empty + 8 * s, kCluster * 8);  // every consumer warp of both blocks: the stage is theirs
     }
-    mbar_init(bar_lr_full, 1);
+    mbar_init(bar_lr_full, 3);  // warps 1–3 of the producers
     mbar_init(bar_lr_empty, 256);
     tma::fence_barrier_init();
   }
@@ -386,33 +384,45 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
       // every copy has landed before this thread leaves
       for (int st = max(0, step - STAGES); st < step; st++)
         mbar_wait(bar_full + 8 * (st % STAGES), uint32_t((st / STAGES) & 1));
-    } else if (warp == 1) {  // ---- the rank-r operands ----
+    } else if (warp >= 1) {  // ---- the rank-r operands: warps 1–3 ----
+      // 16-byte chunks to write per tile: rows 0..255 of R's part and 128 of s·L's, two chunks each (the second zero
+      // at rank 8); each of the 96 lanes loads kBatch before storing them (3: no spills in the producers' 40
+      // registers), so that a tile's fill waits about three memory latencies, not one per chunk as with one warp
+      // (session 18's ≈ 16: the first tile's fill is not hidden behind a mainloop, ≈ 10 µs of a 362 µs kernel)
+      constexpr int kLanes = 96, kItems = 3 * kBM * 2, kBatch = 3;
+      const int pl = tid - 32;
       int it = 0;
       for (int t = cl; t < tiles; t += clusters, it++) {
         int pm, nb;
         tile_of(t, m_pairs, n_blocks, pm, nb);
         const int mb = kCluster * pm + rank;
         if (it > 0) mbar_wait(bar_lr_empty, uint32_t((it - 1) & 1));
-        // R's rows i and 128 + i (chunks 0–1, 2–3 of row i) and s·L's row i (chunks 4–5): 16-byte chunk c of row i at
-        // c ^ (i mod 8)
-        for (int e = lane; e < 2 * kBM; e += 32) {
-          const int i = e % kBM, half = e / kBM, n = nb * kBN + half * kBM + i;
-          uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
-          if (n < g.N) {
-            const uint4* src = reinterpret_cast<const uint4*>(g.r + int64_t(n) * g.rank);
-            lo = src[0];
-            if (g.rank == 16) hi = src[1];
-          }
-          *reinterpret_cast<uint4*>(gLr + i * 128 + (((2 * half) ^ (i & 7)) << 4)) = lo;
-          *reinterpret_cast<uint4*>(gLr + i * 128 + (((2 * half + 1) ^ (i & 7)) << 4)) = hi;
-        }
-        // (one 16-byte chunk at a time: the producers have kProducerRegs registers)
 #pragma unroll 1
-        for (int e = lane; e < 2 * kBM; e += 32) {
-          const int i = e >> 1, c = e & 1, m = mb * kBM + i;
-          uint4 v = make_uint4(0, 0, 0, 0);
-          if (m < g.M && c * 8 < g.rank) v = scaled8(reinterpret_cast<const uint4*>(g.l + int64_t(m) * g.rank)[c], g.s);
-          *reinterpret_cast<uint4*>(gLr + i * 128 + (((4 + c) ^ (i & 7)) << 4)) = v;
+        for (int q0 = pl; q0 < kItems; q0 += kLanes * kBatch) {
+          uint4 v[kBatch];
+#pragma unroll
+          for (int u = 0; u < kBatch; u++) {
+            const int q = q0 + u * kLanes, row = q >> 1, c = q & 1;
+            v[u] = make_uint4(0, 0, 0, 0);
+            if (q >= kItems || c * 8 >= g.rank) continue;
+            if (row < 2 * kBM) {  // R's row nb·256 + row
+              const int n = nb * kBN + row;
+              if (n < g.N) v[u] = reinterpret_cast<const uint4*>(g.r + int64_t(n) * g.rank)[c];
+            } else {  // L's row mb·128 + (row − 256), scaled below
+              const int m = mb * kBM + row - 2 * kBM;
+              if (m < g.M) v[u] = reinterpret_cast<const uint4*>(g.l + int64_t(m) * g.rank)[c];
+            }
+          }
+#pragma unroll
+          for (int u = 0; u < kBatch; u++) {
+            const int q = q0 + u * kLanes, row = q >> 1, c = q & 1;
+            if (q >= kItems) continue;
+            // R's rows i and 128 + i in chunks 0–1 and 2–3 of row i, s·L's row i in chunks 4–5 (16-byte chunk k of
+            // row i at k ^ (i mod 8))
+            const int i = row % kBM, chunk = row < 2 * kBM ? 2 * (row / kBM) + c : 4 + c;
+            *reinterpret_cast<uint4*>(gLr + i * 128 + ((chunk ^ (i & 7)) << 4)) =
+                row < 2 * kBM ? v[u] : scaled8(v[u], g.s);
+          }
         }
         fence_proxy_async();  // the generic stores before the tensor cores' async-proxy reads
         __syncwarp();
