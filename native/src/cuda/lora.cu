@@ -455,8 +455,7 @@ void lora_fwd(const Tensor& x, const Tensor& w, const Tensor& a, const Tensor& b
   };
   if (fused_ok(c, r, {&x, &w, &xa, &B, &y}, y.cols(), K))
     own_or_cublas(c, {c.index, x.rows(), K, y.cols(), r, Product::forward_gemm}, "OWLET_LORA_GEMM", "fused",
-                  [&] { return fused_gemm(c, x, w, false, xa, B, s, y, op); },
-                   plain);
+                  [&] { return fused_gemm(c, x, w, false, xa, B, s, y, op); }, plain);
   else
     plain();
 }
@@ -519,8 +518,7 @@ void lora_bwd(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& 
     if (!fused_ok(c, r, {&gy, &w, &gyB, &A, gx}, K, N)) return plain();
     const Tensor at = transposed_bf16(c, A, op, "a");  // Aᵀ: the update's R
     own_or_cublas(c, {c.index, gy.rows(), N, K, r, Product::dx_gemm}, "OWLET_LORA_GEMM", "fused",
-                  [&] { return fused_gemm(c, gy, w, true, gyB, at, s, *gx, op); },
-                   plain);
+                  [&] { return fused_gemm(c, gy, w, true, gyB, at, s, *gx, op); }, plain);
     return;
   }
   if (dx_low_rank_ok(r, *gx)) {

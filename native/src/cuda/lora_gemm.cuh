@@ -34,11 +34,12 @@
 //         "lr full" (one arrival per warp, after fence.proxy.async: generic stores read by the tensor cores).
 //   - warpgroups 1 and 2, the consumers (setmaxnreg.inc to kConsumerRegs): rows 64w..64w+63 of the tile, 64 × 256
 //     fp32 accumulators (128 registers). Per tile: the rank-r product first (two m64n128k16, A = s·L's chunks 4–5,
-//     B = R's chunks 0–1, then 2–3, both K-major; scale-d 0), then per k-step 4 × m64n256k16 over the stage, one commit group each with
-//     one group left in flight: once group g is complete its stage is released (lane 0 of each warp arrives on both
-//     blocks' "empty" barriers; after the first k-step, every thread on "lr empty"); then the accumulators are rounded
-//     to bf16 into the warpgroup's staging buffer in shared memory, kCBoxes 64 × 64 boxes at a time, and stored by TMA box stores (cp.async.bulk.tensor, which leave out what lies past M and
-//     N) that one thread of the warpgroup issues after a warpgroup barrier; the consumers go on to the next tile while
+//     B = R's chunks 0–1, then 2–3, both K-major; scale-d 0), then per k-step 4 × m64n256k16 over the stage, one
+//     commit group each with one group left in flight: once group g is complete its stage is released (lane 0 of each
+//     warp arrives on both blocks' "empty" barriers; after the first k-step, every thread on "lr empty"); then the
+//     accumulators are rounded to bf16 into the warpgroup's staging buffer in shared memory, kCBoxes 64 × 64 boxes at a
+//     time, and stored by TMA box stores (cp.async.bulk.tensor, which leave out what lies past M and N) that one thread
+//     of the warpgroup issues after a warpgroup barrier; the consumers go on to the next tile while
 //     the stores drain, waiting for their reads only before the buffer is written again. (Stores from registers would
 //     be 64 four-byte stores per thread, each touching 8 rows: a few µs of load/store traffic per 36 µs tile with the
 //     tensor cores idle.)
@@ -430,8 +431,8 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
       }
     }
   } else {
-    consume<W_NMAJOR, STAGES, DROP>(g, maps, sRing, sLr, sC, gC, bar_full, bar_empty, bar_lr_full, bar_lr_empty, k_steps, m_pairs,
-                      n_blocks, tiles, cl, clusters, rank, peer);
+    consume<W_NMAJOR, STAGES, DROP>(g, maps, sRing, sLr, sC, gC, bar_full, bar_empty, bar_lr_full, bar_lr_empty,
+                                    k_steps, m_pairs, n_blocks, tiles, cl, clusters, rank, peer);
   }
   // Neither block leaves while the other may still multicast into it or arrive on its barriers.
   __syncwarp();

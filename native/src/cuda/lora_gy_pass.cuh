@@ -9,11 +9,11 @@
 // once, ≈ 16–18 µs at the copy rate, plus gb's partial sums (below).
 //
 // A block owns 64 rows of gy and sweeps its columns in 64-wide tiles: warp 4 lane 0 copies each 64 × 64 tile by TMA
-// (and Bᵀ's r × 64 box beside it) into a ring of kStages stages (128-byte swizzle, "full" and "empty" mbarriers, the empty one counting the four
-// consumer warps); consumer warp w (0–3), per tile:
+// (and Bᵀ's r × 64 box beside it) into a ring of kStages stages (128-byte swizzle, "full" and "empty" mbarriers, the
+// empty one counting the four consumer warps); consumer warp w (0–3), per tile:
 //   gyB: rows 16w..16w+15 of the block × the tile's 64 columns (4 k16 steps, A by ldmatrix from the tile, B = Bᵀ's
-//        pairs from the stage, where the TMA copies Bᵀ's r rows of the tile's columns with gy's tile), accumulated in registers over every tile — the warp's rows
-//        are complete at the end, written as bf16;
+//        pairs from the stage, where the TMA copies Bᵀ's r rows of the tile's columns with gy's tile), accumulated in
+//        registers over every tile — the warp's rows are complete at the end, written as bf16;
 //   gb:  the tile's columns 16w..16w+15 × the block's 64 rows (A = the tile transposed, ldmatrix.trans; B = xa's rows
 //        of the block, loaded once into registers), one partial sum per block into ws [blocks, r, N] (fp32), which
 //        lora_mma.cuh's cols_finish_kernel adds up in block order (deterministic) times s into gb.
