@@ -13,7 +13,7 @@
 //   check.mjs --steps TRAIN.json PEER.json [PEER2.json …]   the trainer benchmark's 7B-sized steps (train-check's
 //                                   train_bench.json) against the peer's e2e steps: ms, tokens/s ratio, peak memory
 //   check.mjs --bench-lora          only the LoRA benchmarks (the BENCH lines; check.mjs --summary is not fed)
-//   check.mjs --profile-lora-gemm   only the fused LoRA GEMM's launches, 4 stages then 3 (run.sh's ncu-lora-gemm)
+//   check.mjs --profile-lora-gemm   only the fused LoRA GEMM's launches: 4 stages, 3, and under dropout (ncu-lora-gemm)
 //   check.mjs --profile-lora        only the launches that run.sh's ncu-lora stage profiles: the frozen linear's two
 //                               GEMMs, then one LoRA forward and backward (stage 2's M4096 with dropout 0.05, M8192
 //                               without), by the default path and OWLET_LORA=mma
@@ -435,11 +435,12 @@ function main(): number {
   }
   if (flag('--profile-lora-gemm')) {
     // The fused GEMM alone under Nsight Compute (run.sh's ncu-lora-gemm: -k lora_gemm_kernel): the 4-stage ring,
-    // then the 3-stage one, at the no-dropout bench shape (its forward's kernel and its dx's).
+    // then the 3-stage one, at the no-dropout bench shape (its forward's kernel and its dx's), then stage 2's shape
+    // with its dropout (the forward's kernel and dx's with the mask on its update).
     const be = cuda();
-    for (const variant of ['fused', 'fused3']) {
-      console.log(`profile: lora M8192 K4096 N4096 r8 ${variant}: frozen matmul x2, loraForward, loraBackward`);
-      loraOnce(be, 8192, 4096, 4096, 8, variant, 0);
+    for (const [variant, M, p] of [['fused', 8192, 0], ['fused3', 8192, 0], ['fused', 4096, 0.05]] as const) {
+      console.log(`profile: lora M${M} K4096 N4096 r8 dropout ${p} ${variant}: frozen matmul x2, loraForward, loraBackward`);
+      loraOnce(be, M, 4096, 4096, 8, variant, p);
     }
     return 0;
   }

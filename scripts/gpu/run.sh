@@ -199,12 +199,12 @@ if [[ " ${ONLY:-} " == *" bench-lora "* ]]; then
   say "bench-lora exit $?"
   grep -E "^BENCH" "$OUT/bench_lora.log" | cut -c1-200
 fi
-# Only when asked (ONLY="... ncu-lora-gemm"): Nsight Compute on the fused LoRA GEMM alone (4 stages, then 3), with
+# Only when asked (ONLY="... ncu-lora-gemm"): Nsight Compute on the fused LoRA GEMM alone (4 stages, 3, dropout), with
 # launch shape, occupancy, stall reasons, scheduler and memory sections (ncu_lora_gemm.txt).
 if [[ " ${ONLY:-} " == *" ncu-lora-gemm "* ]]; then
   say "ncu-lora-gemm: Nsight Compute on the fused LoRA GEMM (check.mjs --profile-lora-gemm)"
   if [ -n "$NCU" ]; then
-    timeout -k 5 120 "$NCU" --clock-control none --print-details all -k regex:lora_gemm_kernel -c 4 --section SpeedOfLight \
+    timeout -k 5 120 "$NCU" --clock-control none --print-details all -k regex:lora_gemm_kernel -c 6 --section SpeedOfLight \
       --section LaunchStats --section Occupancy --section WarpStateStats --section SchedulerStats \
       --section MemoryWorkloadAnalysis --section SourceCounters "$T/node" "$G/check.mjs" --profile-lora-gemm >"$OUT/ncu_lora_gemm.txt" 2>&1
     say "ncu-lora-gemm exit $?"
