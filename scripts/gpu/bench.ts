@@ -20,6 +20,28 @@ function time(be: Be, fn: () => void, iters: number, reps = 5): number {
   return median(per);
 }
 
+// Two workloads timed in alternating rounds of `iters` runs each (after two warm-up runs of each): the median of each
+// one's per-run times, and the median of the rounds' ratios b / a. Why alternate: the H100's clock moved between
+// 1.6 and 2.0 GHz under these loads (session 19's ncu), and timing a's rounds all before b's let that drift into the
+// ratio (LoRA over the frozen linear read 1.19–1.33× in five calls of one session).
+function timePair(be: Be, a: () => void, b: () => void, iters: number, rounds = 7): { a: number; b: number; ratio: number } {
+  for (const fn of [a, b, a, b]) fn();
+  be.synchronize();
+  const ta: number[] = [], tb: number[] = [], ratio: number[] = [];
+  const round = (fn: () => void) => {
+    const t0 = process.hrtime.bigint();
+    for (let i = 0; i < iters; i++) fn();
+    be.synchronize();
+    return Number(process.hrtime.bigint() - t0) / 1e6 / iters;
+  };
+  for (let r = 0; r < rounds; r++) {
+    ta.push(round(a));
+    tb.push(round(b));
+    ratio.push(tb[r] / ta[r]);
+  }
+  return { a: median(ta), b: median(tb), ratio: median(ratio) };
+}
+
 // A random bf16 tensor on the device: a random f32 block tiled to the size (random enough for timing, never zeros).
 const block = (() => {
   let s = 12345;
@@ -163,21 +185,22 @@ export function loraBench(be: Be, M: number, K: number, N: number, r: number, va
 function loraBenchRun(be: Be, M: number, K: number, N: number, r: number, variant: string, p: number): BenchResult {
   const { x, w, a, b, gy } = loraOperands(be, M, K, N, r);
   const mm = op(be, 'matmul'), lf = op(be, 'loraForward'), lb = op(be, 'loraBackward');
-  const frozen = time(be, () => {
+  const t = timePair(be, () => {
     const y = mm(x, w, false, true, 1);
     const gx = mm(gy, w, false, false, 1);
     y.dispose();
     gx.dispose();
-  }, 10);
-  const lora = time(be, () => {
+  }, () => {
     const [y, xa] = lf(x, w, a, b, 2, p, 7);
     disposeAll(lb(gy, x, w, a, b, xa, 2, p, 7, true));
     y.dispose();
     xa.dispose();
   }, 10);
+  const frozen = t.a, lora = t.b;
   [x, w, a, b, gy].forEach((t) => t.dispose());
+  // (overhead: the median of the alternating rounds' ratios, not lora / frozen of the two medians)
   return { name: `lora_M${M}_K${K}_N${N}_r${r}${p ? `_dropout${p}` : ''}${variant ? `_${variant}` : ''}`, ms: lora, extra: { frozen_linear_fwdbwd_ms: +frozen.toFixed(4),
-    lora_fwdbwd_ms: +lora.toFixed(4), overhead: +(lora / frozen).toFixed(3),
+    lora_fwdbwd_ms: +lora.toFixed(4), overhead: +t.ratio.toFixed(3),
     frozen_tflops: +((4 * M * K * N) / frozen / 1e9).toFixed(1) } };
 }
 
