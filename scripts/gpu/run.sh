@@ -212,6 +212,20 @@ if [[ " ${ONLY:-} " == *" ncu-lora-gemm "* ]]; then
     say "no ncu on this machine"
   fi
 fi
+# Only when asked (ONLY="... ncu-lora-source"): the 4-stage fused LoRA GEMM's forward under Nsight Compute with its
+# warps' stall samples per SASS instruction (--page source), to see which instructions the consumers wait at — the
+# epilogue's barriers, the ring's mbarrier waits, the products (ncu_lora_source.txt). (Needs an ncu with --page
+# source, 2023.3 or later; the machine's is 2025.3.)
+if [[ " ${ONLY:-} " == *" ncu-lora-source "* ]]; then
+  say "ncu-lora-source: stall samples per instruction of the fused LoRA GEMM"
+  if [ -n "$NCU" ]; then
+    timeout -k 5 90 "$NCU" --clock-control none -k regex:lora_gemm_kernel -c 1 --section SourceCounters --page source \
+      --print-source sass "$T/node" "$G/check.mjs" --profile-lora-gemm >"$OUT/ncu_lora_source.txt" 2>&1
+    say "ncu-lora-source exit $?"
+  else
+    say "no ncu on this machine"
+  fi
+fi
 # Only when asked (ONLY="... sanitizer-new"): compute-sanitizer (memcheck) over the quick cases of the kernels the
 # smoke stage names (sanitizer_new.log).
 if [[ " ${ONLY:-} " == *" sanitizer-new "* ]]; then
