@@ -149,51 +149,45 @@ if want sass; then
     say "no cuobjdump on this machine"
   fi
 fi
-# Only when asked (ONLY="... ncu"): Nsight Compute on the attention kernels (check.mjs --profile-attention's).
 NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || true)
-if [[ " ${ONLY:-} " == *" ncu "* ]]; then
+# profile NAME LIMIT CHECK_FLAG [ncu options]: Nsight Compute over `check.mjs CHECK_FLAG`'s launches, its report in
+# $OUT/NAME.txt (the stages below differ in which launches and which sections).
+profile() {
+  local name=$1 limit=$2 flag=$3
+  shift 3
+  if [ -z "$NCU" ]; then say "no ncu on this machine"; return; fi
+  timeout -k 5 "$limit" "$NCU" --clock-control none "$@" "$T/node" "$G/check.mjs" "$flag" >"$OUT/$name.txt" 2>&1
+  say "$name exit $?"
+}
+asked() { [[ " ${ONLY:-} " == *" $1 "* ]]; }
+# Only when asked (ONLY="... ncu"): Nsight Compute on the attention kernels (check.mjs --profile-attention's).
+# (OWLET_ATTN_TUNE=0: with autotuning the first kernels of each shape are its timing trials — on 2026-11-27 all 8
+# profiled kernels were trials of the first forward; the cases name their variants themselves)
+if asked ncu; then
   say "ncu: Nsight Compute on the attention kernels (check.mjs --profile-attention)"
-  if [ -n "$NCU" ]; then
-    # (OWLET_ATTN_TUNE=0: with autotuning the first kernels of each shape are its timing trials — on 2026-11-27 all 8
-    # profiled kernels were trials of the first forward; the cases name their variants themselves)
-    OWLET_ATTN_TUNE=0 timeout -k 5 200 "$NCU" --clock-control none -k regex:attention --section SpeedOfLight --section Occupancy \
-      --section LaunchStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --section WarpStateStats --section SchedulerStats -c 80 \
-      "$T/node" "$G/check.mjs" --profile-attention >"$OUT/ncu_attention.txt" 2>&1
-    say "ncu exit $?"
-  else
-    say "no ncu on this machine"
-  fi
+  OWLET_ATTN_TUNE=0 profile ncu_attention 200 --profile-attention -k regex:attention --section SpeedOfLight \
+    --section Occupancy --section LaunchStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
+    --section WarpStateStats --section SchedulerStats -c 80
 fi
 # Only when asked (ONLY="... ncu-lora"): Nsight Compute on every kernel of one LoRA forward + backward
 # (check.mjs --profile-lora): each kernel's duration and memory throughput, where LoRA's time over the frozen
 # linear goes (ncu_lora.txt).
-if [[ " ${ONLY:-} " == *" ncu-lora "* ]]; then
+if asked ncu-lora; then
   say "ncu-lora: Nsight Compute on the LoRA kernels (check.mjs --profile-lora)"
-  if [ -n "$NCU" ]; then
-    timeout -k 5 150 "$NCU" --clock-control none --section SpeedOfLight -c 200 \
-      "$T/node" "$G/check.mjs" --profile-lora >"$OUT/ncu_lora.txt" 2>&1
-    say "ncu-lora exit $?"
-  else
-    say "no ncu on this machine"
-  fi
+  profile ncu_lora 150 --profile-lora --section SpeedOfLight -c 200
 fi
 # Only when asked (ONLY="... ncu-bwd"): the first two attention backwards of check.mjs --profile-attention (LLaMA B4
 # T2048: the Hopper kernel at D = 128, then the warp-specialised one, OWLET_ATTN_BWD=wgmma-ws) with their warp stall
 # reasons, source counters and instruction mix (ncu_attention_bwd.txt): where the backward's warps wait.
-if [[ " ${ONLY:-} " == *" ncu-bwd "* ]]; then
+# (--print-details all: without it the text report leaves out the stall reasons' breakdown — session 17)
+if asked ncu-bwd; then
   say "ncu-bwd: Nsight Compute on one LLaMA-shaped attention backward, with stall reasons"
-  if [ -n "$NCU" ]; then
-    # (--print-details all: without it the text report leaves out the stall reasons' breakdown — session 17)
-    OWLET_ATTN_TUNE=0 timeout -k 5 120 "$NCU" --clock-control none --print-details all -k regex:'attention_bwd_(ws_)?kernel' -c 2 --section SpeedOfLight \
-      --section WarpStateStats --section SourceCounters --section InstructionStats --section Occupancy \
-      "$T/node" "$G/check.mjs" --profile-attention >"$OUT/ncu_attention_bwd.txt" 2>&1
-    say "ncu-bwd exit $?"
-  else
-    say "no ncu on this machine"
-  fi
+  OWLET_ATTN_TUNE=0 profile ncu_attention_bwd 120 --profile-attention --print-details all \
+    -k regex:'attention_bwd_(ws_)?kernel' -c 2 --section SpeedOfLight --section WarpStateStats --section SourceCounters \
+    --section InstructionStats --section Occupancy
 fi
 # Only when asked (ONLY="... bench-lora"): the LoRA benchmarks alone (bench_lora.log), for a short call.
-if [[ " ${ONLY:-} " == *" bench-lora "* ]]; then
+if asked bench-lora; then
   say "bench-lora: the LoRA benchmarks alone (check.mjs --bench-lora)"
   timeout -k 5 120 "$T/node" "$G/check.mjs" --bench-lora >"$OUT/bench_lora.log" 2>&1
   say "bench-lora exit $?"
@@ -201,34 +195,24 @@ if [[ " ${ONLY:-} " == *" bench-lora "* ]]; then
 fi
 # Only when asked (ONLY="... ncu-lora-gemm"): Nsight Compute on the fused LoRA GEMM alone (4 stages, 3, dropout), with
 # launch shape, occupancy, stall reasons, scheduler and memory sections (ncu_lora_gemm.txt).
-if [[ " ${ONLY:-} " == *" ncu-lora-gemm "* ]]; then
+if asked ncu-lora-gemm; then
   say "ncu-lora-gemm: Nsight Compute on the fused LoRA GEMM (check.mjs --profile-lora-gemm)"
-  if [ -n "$NCU" ]; then
-    timeout -k 5 120 "$NCU" --clock-control none --print-details all -k regex:lora_gemm_kernel -c 6 --section SpeedOfLight \
-      --section LaunchStats --section Occupancy --section WarpStateStats --section SchedulerStats \
-      --section MemoryWorkloadAnalysis --section SourceCounters "$T/node" "$G/check.mjs" --profile-lora-gemm >"$OUT/ncu_lora_gemm.txt" 2>&1
-    say "ncu-lora-gemm exit $?"
-  else
-    say "no ncu on this machine"
-  fi
+  profile ncu_lora_gemm 120 --profile-lora-gemm --print-details all -k regex:lora_gemm_kernel -c 6 \
+    --section SpeedOfLight --section LaunchStats --section Occupancy --section WarpStateStats --section SchedulerStats \
+    --section MemoryWorkloadAnalysis --section SourceCounters
 fi
 # Only when asked (ONLY="... ncu-lora-source"): the 4-stage fused LoRA GEMM's forward under Nsight Compute with its
 # warps' stall samples per SASS instruction (--page source), to see which instructions the consumers wait at — the
 # epilogue's barriers, the ring's mbarrier waits, the products (ncu_lora_source.txt). (Needs an ncu with --page
 # source, 2023.3 or later; the machine's is 2025.3.)
-if [[ " ${ONLY:-} " == *" ncu-lora-source "* ]]; then
+if asked ncu-lora-source; then
   say "ncu-lora-source: stall samples per instruction of the fused LoRA GEMM"
-  if [ -n "$NCU" ]; then
-    timeout -k 5 90 "$NCU" --clock-control none -k regex:lora_gemm_kernel -c 1 --section SourceCounters --page source \
-      --print-source sass "$T/node" "$G/check.mjs" --profile-lora-gemm >"$OUT/ncu_lora_source.txt" 2>&1
-    say "ncu-lora-source exit $?"
-  else
-    say "no ncu on this machine"
-  fi
+  profile ncu_lora_source 90 --profile-lora-gemm -k regex:lora_gemm_kernel -c 1 --section SourceCounters --page source \
+    --print-source sass
 fi
 # Only when asked (ONLY="... sanitizer-new"): compute-sanitizer (memcheck) over the quick cases of the kernels the
 # smoke stage names (sanitizer_new.log).
-if [[ " ${ONLY:-} " == *" sanitizer-new "* ]]; then
+if asked sanitizer-new; then
   say "sanitizer-new: compute-sanitizer over the quick cases of the newest kernels"
   sanitize sanitizer_new 90 --filter "$SMOKE_FILTER"
 fi
