@@ -729,6 +729,9 @@ export function cases(): Case[] {
   lora(1100, 264, 136, 8, 0, false, 'fused3');
   // dx's masked update over many tiles per block (the next tile's mask hashed during the k-steps)
   lora(1100, 264, 136, 8, 0.1, false, 'fused');
+  // each warp storing its own rows of C (OWLET_LORA_GEMM_EPILOGUE=warp, session 19): partial tiles, many per block
+  lora(300, 520, 264, 8, 0, true, 'fusedwarp');
+  lora(1100, 264, 136, 16, 0, false, 'fusedwarp');
   // gy B and gyᵀ xa in one pass over gy (session 18): a partial row block and column tile (M 37 N 48), more column tiles
   // than stages (N 600), rank 16, dropout, with the fused GEMM too, and a rank it does not take (6)
   lora(37, 64, 48, 8, 0, true, 'gypass');

@@ -13,7 +13,7 @@
 //   check.mjs --steps TRAIN.json PEER.json [PEER2.json …]   the trainer benchmark's 7B-sized steps (train-check's
 //                                   train_bench.json) against the peer's e2e steps: ms, tokens/s ratio, peak memory
 //   check.mjs --bench-lora          only the LoRA benchmarks (the BENCH lines; check.mjs --summary is not fed)
-//   check.mjs --profile-lora-gemm   only the fused LoRA GEMM's launches: 4 stages, 3, and under dropout (ncu-lora-gemm)
+//   check.mjs --profile-lora-gemm   only the fused LoRA GEMM's launches: 4 stages, 3, dropout, warp epilogue
 //   check.mjs --profile-lora        only the launches that run.sh's ncu-lora stage profiles: the frozen linear's two
 //                               GEMMs, then one LoRA forward and backward (stage 2's M4096 with dropout 0.05, M8192
 //                               without), by the default path and OWLET_LORA=mma
@@ -219,7 +219,8 @@ function loraBenches(be: Be, tryb: TryBench): void {
   // (and with gy B, gyᵀ xa in one pass over gy: OWLET_LORA_GY=pass, alone and with the fused GEMM)
   // (fused3: the fused GEMM with session 18's 3-stage ring, OWLET_LORA_GEMM_STAGES=3; session 19 made it 4)
   // (cublas+gycublas: cuBLAS for everything, the default until session 18)
-  for (const v of ['fused', 'fused3', 'cublas', 'gypass', 'fused+gypass', 'cublas+gycublas']) {
+  // (fusedwarp: each warp storing its own rows of C, OWLET_LORA_GEMM_EPILOGUE=warp)
+  for (const v of ['fused', 'fused3', 'fusedwarp', 'cublas', 'gypass', 'fused+gypass', 'cublas+gycublas']) {
     tryb(() => loraBench(be, 8192, 4096, 4096, 8, v));
     tryb(() => loraBench(be, 8192, 4096, 11008, 8, v));
     tryb(() => loraBench(be, 8192, 4096, 4096, 16, v));
@@ -438,7 +439,7 @@ function main(): number {
     // then the 3-stage one, at the no-dropout bench shape (its forward's kernel and its dx's), then stage 2's shape
     // with its dropout (the forward's kernel and dx's with the mask on its update).
     const be = cuda();
-    for (const [variant, M, p] of [['fused', 8192, 0], ['fused3', 8192, 0], ['fused', 4096, 0.05]] as const) {
+    for (const [variant, M, p] of [['fused', 8192, 0], ['fused3', 8192, 0], ['fused', 4096, 0.05], ['fusedwarp', 8192, 0]] as const) {
       console.log(`profile: lora M${M} K4096 N4096 r8 dropout ${p} ${variant}: frozen matmul x2, loraForward, loraBackward`);
       loraOnce(be, M, 4096, 4096, 8, variant, p);
     }

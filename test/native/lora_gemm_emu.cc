@@ -23,7 +23,9 @@ using namespace emu_values;
 namespace {
 
 // p > 0: the update under LoRA's dropout mask (the DROP kernel, dx's: N-major W, 4 stages).
-bool run(int stages, bool nmajor, int M, int N, int K, int R, unsigned grid, std::mt19937& rng, float p = 0.f) {
+// warp_epi: each warp storing its own rows of C (the WARP_EPI kernels).
+bool run(int stages, bool nmajor, int M, int N, int K, int R, unsigned grid, std::mt19937& rng, float p = 0.f,
+         bool warp_epi = false) {
   auto randv = [&](size_t n) { return random_bf16(n, rng); };
   const float s = 0.75f;
   const std::vector<bf16> A = randv(size_t(M) * K), W = randv(size_t(N) * K), L = randv(size_t(M) * R),
@@ -61,6 +63,9 @@ bool run(int stages, bool nmajor, int M, int N, int K, int R, unsigned grid, std
   emu::launch({grid, 1, 1}, lg::kThreads, stages == 3 ? lg::smem_bytes<3>() : lg::smem_bytes<4>(), [&] {
     if (p > 0.f) {
       lg::lora_gemm_kernel<true, 4, true>(g, maps);
+    } else if (warp_epi) {
+      if (nmajor) lg::lora_gemm_kernel<true, 4, false, true>(g, maps);
+      else lg::lora_gemm_kernel<false, 4, false, true>(g, maps);
     } else if (stages == 3) {
       if (nmajor) lg::lora_gemm_kernel<true, 3>(g, maps);
       else lg::lora_gemm_kernel<false, 3>(g, maps);
@@ -73,8 +78,8 @@ bool run(int stages, bool nmajor, int M, int N, int K, int R, unsigned grid, std
   const double e = rel_err(got, want);
   const int tiles = ((M + lg::kBM - 1) / lg::kBM) * ((N + lg::kBN - 1) / lg::kBN);  // (of one block: 128 × 256)
   const bool ok = e < 8e-3;  // C rounded to bf16 once: 2^-9 of the largest element, and the fp32 sums' order
-  std::printf("%s %d stages, %s W, M%-4d N%-4d K%-4d r%-2d%s, %d tiles on %u blocks: C %.1e\n", ok ? "PASS" : "FAIL",
-              stages, nmajor ? "N-major" : "K-major", M, N, K, R,
+  std::printf("%s %d stages%s, %s W, M%-4d N%-4d K%-4d r%-2d%s, %d tiles on %u blocks: C %.1e\n", ok ? "PASS" : "FAIL",
+              stages, warp_epi ? " (warp epilogue)" : "", nmajor ? "N-major" : "K-major", M, N, K, R,
               p > 0.f ? (" dropout " + std::to_string(p).substr(0, 4) + " (" + std::to_string(dropped) + " dropped)").c_str()
                       : "",
               tiles, grid, e);
@@ -104,6 +109,11 @@ int main() {
   // block (the next tile's mask), a K of one k-step (the hashes after the k-steps), rows and columns ending in a tile
   failed += !run(4, true, 390, 520, 200, 8, 2, rng, 0.1f);
   failed += !run(4, true, 300, 264, 64, 16, 4, rng, 0.3f);
+  // each warp storing its own 16 rows of C: rows and columns ending inside a warp's rows and a box, several tiles
+  for (bool nmajor : {false, true}) {
+    failed += !run(4, nmajor, 390, 520, 200, 8, 2, rng, 0.f, true);
+    failed += !run(4, nmajor, 37, 72, 64, 16, 2, rng, 0.f, true);
+  }
   std::printf("%d failed\n", failed);
   return failed ? 1 : 0;
 }

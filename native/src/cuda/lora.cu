@@ -308,6 +308,8 @@ bool fused_gemm(DeviceContext& c, const Tensor& a, const Tensor& w, bool w_nmajo
                              ((g.N + lora_gemm::kBN - 1) / lora_gemm::kBN);
   // the ring's depth: 4 stages unless OWLET_LORA_GEMM_STAGES=3 (session 18's, kept to compare; not with the mask)
   const bool three = !masked && env_is("OWLET_LORA_GEMM_STAGES", "3");
+  // each warp storing its rows of C alone (OWLET_LORA_GEMM_EPILOGUE=warp, to compare; 4 stages, no mask)
+  const bool warp_epi = !masked && !three && env_is("OWLET_LORA_GEMM_EPILOGUE", "warp");
   const size_t smem = three ? lora_gemm::smem_bytes<3>() : lora_gemm::smem_bytes<4>();
   cudaLaunchConfig_t cfg{};
   cfg.blockDim = dim3{unsigned(lora_gemm::kThreads)};
@@ -325,11 +327,13 @@ bool fused_gemm(DeviceContext& c, const Tensor& a, const Tensor& w, bool w_nmajo
     cfg.gridDim = dim3{unsigned(std::min<int64_t>(pair_tiles, fit) * kCl)};
     return cudaLaunchKernelEx(&cfg, kernel, g, maps);
   };
-  const cudaError_t e = masked  ? launch(lora_gemm::lora_gemm_kernel<true, 4, true>)
-                        : three ? (w_nmajor ? launch(lora_gemm::lora_gemm_kernel<true, 3>)
-                                            : launch(lora_gemm::lora_gemm_kernel<false, 3>))
-                                : (w_nmajor ? launch(lora_gemm::lora_gemm_kernel<true, 4>)
-                                            : launch(lora_gemm::lora_gemm_kernel<false, 4>));
+  const cudaError_t e = masked     ? launch(lora_gemm::lora_gemm_kernel<true, 4, true>)
+                        : three    ? (w_nmajor ? launch(lora_gemm::lora_gemm_kernel<true, 3>)
+                                               : launch(lora_gemm::lora_gemm_kernel<false, 3>))
+                        : warp_epi ? (w_nmajor ? launch(lora_gemm::lora_gemm_kernel<true, 4, false, true>)
+                                               : launch(lora_gemm::lora_gemm_kernel<false, 4, false, true>))
+                                   : (w_nmajor ? launch(lora_gemm::lora_gemm_kernel<true, 4>)
+                                               : launch(lora_gemm::lora_gemm_kernel<false, 4>));
   if (e != cudaSuccess) {  // (a device that cannot place the clusters: the caller takes the cuBLAS path)
     cudaGetLastError();
     return false;

@@ -112,7 +112,7 @@ struct Args {
   float drop_p, drop_scale;
 };
 struct Maps {
-  tma::Map a, w, c;
+  tma::Map a, w, c, c16;  // c16: C in boxes of 16 rows, one warp's (the WARP_EPI kernels' stores)
 };
 
 // Encodes the maps; false (and why) where the TMA cannot describe the matrices.
@@ -121,7 +121,7 @@ inline bool encode_maps(const bf16* a, const bf16* w, bf16* c, const Args& g, bo
   return tma::encode(m.a, {a, 1, g.M, 1, g.K, g.K}, kBM, why) &&
          (w_nmajor ? tma::encode(m.w, {w, 1, g.K, 1, g.N, g.N}, kBK, why)
                    : tma::encode(m.w, {w, 1, g.N, 1, g.K, g.K}, kBN / kCluster, why)) &&
-         tma::encode(m.c, {c, 1, g.M, 1, g.N, g.N}, 64, why);
+         tma::encode(m.c, {c, 1, g.M, 1, g.N, g.N}, 64, why) && tma::encode(m.c16, {c, 1, g.M, 1, g.N, g.N}, 16, why);
 }
 
 // D (64 × 256 fp32) = A·B (+ D when scale_d != 0): A 64 × 16 K-major and B 16 × 256 (K-major, or N-major with
@@ -192,7 +192,7 @@ struct KeepBits {
 // the epilogue through the staging buffer. DROP: the rank-r product is masked in the accumulators before the k-steps
 // add A op(W) to it; the next tile's 128 hashes per thread (splitmix64's, ≈ 35 instructions each) are spread over this
 // tile's k-steps, where the warps otherwise wait for the tensor cores, instead of delaying the next tile's start.
-template <bool W_NMAJOR, int STAGES, bool DROP>
+template <bool W_NMAJOR, int STAGES, bool DROP, bool WARP_EPI>
 __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_t sRing, uint32_t sLr, uint32_t sC,
                                         unsigned char* gC, uint32_t bar_full, uint32_t bar_empty, uint32_t bar_lr_full,
                                         uint32_t bar_lr_empty, int k_steps, int m_pairs, int n_blocks, int tiles, int cl,
@@ -287,9 +287,34 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
     else mbar_arrive(bar_lr_empty);
     if constexpr (DROP) hash_next(128);  // (what the k-steps left: none unless K is under 128 · 64)
 
-    // acc[4i + e]: row 16wi + gq + 8·(e ≥ 2) of the warpgroup's 64, column 8i + 2·t4 + (e mod 2). Round h takes
-    // kCBoxes 64-column boxes (columns 64·kCBoxes·h on) to the staging buffer (128-byte swizzle: 16-byte chunk c of
-    // row i at c ^ (i mod 8)), then out by as many TMA box stores.
+    // acc[4i + e]: row 16wi + gq + 8·(e ≥ 2) of the warpgroup's 64, column 8i + 2·t4 + (e mod 2).
+    if constexpr (WARP_EPI) {
+      // Each warp alone (OWLET_LORA_GEMM_EPILOGUE=warp, session 19, to compare): its 16 rows of a 64-column box into
+      // its 2 KiB of the staging buffer, out by its own TMA store of 16 rows — no warpgroup barriers, and a warp
+      // waits only for its own previous store's read.
+      unsigned char* const stage = gC + wg * kCBox;
+#pragma unroll
+      for (int h = 0; h < 4; h++) {
+        if (lane == 0) bulk_wait_read<0>();  // this warp's previous store has read its rows
+        __syncwarp();
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+          const int i = 8 * h + j;
+          unsigned char* const at = stage + thread_row + ((j ^ gq) << 4);
+          *reinterpret_cast<__nv_bfloat162*>(at) = __floats2bfloat162_rn(acc[4 * i], acc[4 * i + 1]);
+          *reinterpret_cast<__nv_bfloat162*>(at + 1024) = __floats2bfloat162_rn(acc[4 * i + 2], acc[4 * i + 3]);
+        }
+        fence_proxy_async();  // the generic stores before the TMA's async-proxy reads
+        __syncwarp();
+        if (lane == 0) {
+          tma::store_4d(&maps->c16, nb * kBN + 64 * h, 0, mb * kBM + wg * 64 + wi * 16, 0, sC + wg * kCBox + wi * 2048);
+          bulk_commit();
+        }
+      }
+      continue;
+    }
+    // Round h takes kCBoxes 64-column boxes (columns 64·kCBoxes·h on) to the staging buffer (128-byte swizzle:
+    // 16-byte chunk c of row i at c ^ (i mod 8)), then out by as many TMA box stores.
     constexpr int kBoxes = kCBoxes<STAGES>;
     unsigned char* const stage = gC + wg * kBoxes * kCBox;
     const bool issuer = (ctid & 127) == 0;
@@ -316,10 +341,15 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
       }
     }
   }
-  if ((ctid & 127) == 0) bulk_wait<0>();  // the stores are done before the block ends
+  // the stores are done before the block ends
+  if constexpr (WARP_EPI) {
+    if (lane == 0) bulk_wait<0>();
+  } else if ((ctid & 127) == 0) {
+    bulk_wait<0>();
+  }
 }
 
-template <bool W_NMAJOR, int STAGES, bool DROP>
+template <bool W_NMAJOR, int STAGES, bool DROP, bool WARP_EPI>
 __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
   using namespace wgmma;
   using wgmma_ws::mbar_arrive;
@@ -431,7 +461,7 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
       }
     }
   } else {
-    consume<W_NMAJOR, STAGES, DROP>(g, maps, sRing, sLr, sC, gC, bar_full, bar_empty, bar_lr_full, bar_lr_empty,
+    consume<W_NMAJOR, STAGES, DROP, WARP_EPI>(g, maps, sRing, sLr, sC, gC, bar_full, bar_empty, bar_lr_full, bar_lr_empty,
                                     k_steps, m_pairs, n_blocks, tiles, cl, clusters, rank, peer);
   }
   // Neither block leaves while the other may still multicast into it or arrive on its barriers.
@@ -439,10 +469,10 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
   cluster::sync();
 }
 
-template <bool W_NMAJOR, int STAGES, bool DROP = false>
+template <bool W_NMAJOR, int STAGES, bool DROP = false, bool WARP_EPI = false>
 __global__ void __launch_bounds__(kThreads, 1) lora_gemm_kernel(const Args g, const __grid_constant__ Maps maps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL) || defined(OWLET_CUDA_EMULATION)
-  gemm<W_NMAJOR, STAGES, DROP>(g, &maps);
+  gemm<W_NMAJOR, STAGES, DROP, WARP_EPI>(g, &maps);
 #else
   __trap();  // built without sm_90a: the dispatch never launches this (lora.cu fused_ok)
 #endif
