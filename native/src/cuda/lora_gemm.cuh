@@ -39,10 +39,10 @@
 //     warp arrives on both blocks' "empty" barriers; after the first k-step, every thread on "lr empty"); then the
 //     accumulators are rounded to bf16 into the warpgroup's staging buffer in shared memory, kCBoxes 64 × 64 boxes at a
 //     time, and stored by TMA box stores (cp.async.bulk.tensor, which leave out what lies past M and N) that one thread
-//     of the warpgroup issues after a warpgroup barrier; the consumers go on to the next tile while
-//     the stores drain, waiting for their reads only before the buffer is written again. (Stores from registers would
-//     be 64 four-byte stores per thread, each touching 8 rows: a few µs of load/store traffic per 36 µs tile with the
-//     tensor cores idle.)
+//     of the warpgroup issues after a warpgroup barrier (WARP_EPI: each warp its own 16 rows, without the barriers);
+//     the consumers go on to the next tile while the stores drain, waiting for their reads only before the buffer is
+//     written again. (Stores from registers would be 64 four-byte stores per thread, each touching 8 rows: a few µs of
+//     load/store traffic per 36 µs tile with the tensor cores idle.)
 // A cluster barrier after the mbarriers' initialisation (the partner's copies and arrivals use them) and another
 // before the blocks leave (neither may leave while the other can still write into it). Where the row blocks are odd in
 // number, the last pair's second block lies past M: its A comes in as zeros and its stores are left out, and it still
