@@ -6,17 +6,20 @@ import { type Be, envSuffix, loraEnv, median, type NT, op, type VariantEnv, with
 
 export interface BenchResult { name: string; ms: number; tflops?: number; gbps?: number; extra?: Record<string, number | string> }
 
+// Milliseconds per run of `iters` runs of fn, synchronised.
+function perRun(be: Be, fn: () => void, iters: number): number {
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < iters; i++) fn();
+  be.synchronize();
+  return Number(process.hrtime.bigint() - t0) / 1e6 / iters;
+}
+
 function time(be: Be, fn: () => void, iters: number, reps = 5): number {
   fn();
   fn();
   be.synchronize();
   const per: number[] = [];
-  for (let r = 0; r < reps; r++) {
-    const t0 = process.hrtime.bigint();
-    for (let i = 0; i < iters; i++) fn();
-    be.synchronize();
-    per.push(Number(process.hrtime.bigint() - t0) / 1e6 / iters);
-  }
+  for (let r = 0; r < reps; r++) per.push(perRun(be, fn, iters));
   return median(per);
 }
 
@@ -28,15 +31,9 @@ function timePair(be: Be, a: () => void, b: () => void, iters: number, rounds = 
   for (const fn of [a, b, a, b]) fn();
   be.synchronize();
   const ta: number[] = [], tb: number[] = [], ratio: number[] = [];
-  const round = (fn: () => void) => {
-    const t0 = process.hrtime.bigint();
-    for (let i = 0; i < iters; i++) fn();
-    be.synchronize();
-    return Number(process.hrtime.bigint() - t0) / 1e6 / iters;
-  };
   for (let r = 0; r < rounds; r++) {
-    ta.push(round(a));
-    tb.push(round(b));
+    ta.push(perRun(be, a, iters));
+    tb.push(perRun(be, b, iters));
     ratio.push(tb[r] / ta[r]);
   }
   return { a: median(ta), b: median(tb), ratio: median(ratio) };

@@ -436,8 +436,8 @@ function main(): number {
   }
   if (flag('--profile-lora-gemm')) {
     // The fused GEMM alone under Nsight Compute (run.sh's ncu-lora-gemm: -k lora_gemm_kernel): the 4-stage ring,
-    // then the 3-stage one, at the no-dropout bench shape (its forward's kernel and its dx's), then stage 2's shape
-    // with its dropout (the forward's kernel and dx's with the mask on its update).
+    // then the 3-stage one, at the no-dropout bench shape (its forward's kernel and its dx's), stage 2's shape with
+    // its dropout (the forward's kernel and dx's with the mask on its update), and the warp epilogue.
     const be = cuda();
     for (const [variant, M, p] of [['fused', 8192, 0], ['fused3', 8192, 0], ['fused', 4096, 0.05], ['fusedwarp', 8192, 0]] as const) {
       console.log(`profile: lora M${M} K4096 N4096 r8 dropout ${p} ${variant}: frozen matmul x2, loraForward, loraBackward`);

@@ -17,9 +17,10 @@
 // br64, wgmma, wgmma1, wgmma-q, wgmma-bulk, wgmma1-keys, wgmma-p, wgmma-ws: see bwd_variant_of and the BwdVariant
 // enum). Unset (or auto): the fastest of the variants that apply, timed on the first call of each shape (see
 // "autotuning" below; OWLET_ATTN_TUNE=0 turns it off, OWLET_ATTN_TUNE_SKIP keeps backward variants out of it, and the
-// backward off Hopper has one kernel); else the static defaults of fwd_variant and bwd_variant_of. OWLET_ATTN_BWD_WARPS=4 or 8 the warps per block of the mma.sync backward;
-// OWLET_ATTN_TAIL=1 sends the few rows and keys past a sequence's last whole tile to attention_tail.cuh's kernels,
-// =0 keeps whole tiles for them; unset, autotuning times both (the static default is whole tiles).
+// backward off Hopper has one kernel); else the static defaults of fwd_variant and bwd_variant_of.
+// OWLET_ATTN_BWD_WARPS=4 or 8 the warps per block of the mma.sync backward; OWLET_ATTN_TAIL=1 sends the few rows and
+// keys past a sequence's last whole tile to attention_tail.cuh's kernels, =0 keeps whole tiles for them; unset,
+// autotuning times both (the static default is whole tiles).
 // All are read per call, so that one process can compare the variants.
 #include <algorithm>
 #include <cstdio>

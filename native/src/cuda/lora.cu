@@ -233,8 +233,7 @@ void mma_cols(DeviceContext& c, const Tensor& X, const Tensor& G, int64_t r, flo
   const int64_t M = X.rows(), K = X.cols();
   if (K == 0) return;
   if (M == 0) {  // sums over no rows: the finishing kernel over no chunks writes the zeros
-    lora::tc::cols_finish_kernel<<<grid_for(c, r * K, 256), 256, 0, c.stream>>>(nullptr, 0, r, K, alpha, out, oj, ok);
-    check_launch(op);
+    cols_finish(c, nullptr, 0, r, K, alpha, out, oj, ok, op);
     return;
   }
   const int64_t rpc = lora::tc::cols_rows_per_chunk(M, K), chunks = (M + rpc - 1) / rpc;

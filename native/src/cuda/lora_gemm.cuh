@@ -154,11 +154,12 @@ __device__ __forceinline__ uint64_t desc_nmajor_wide(uint32_t addr) {
          (uint64_t(1) << 62);
 }
 
-// Tile `t` of the grouped order: row block and column block.
-__device__ __forceinline__ void tile_of(int t, int m_blocks, int n_blocks, int& mb, int& nb) {
+// This block's part of the cluster's tile `t` (of the grouped order over row-block pairs): its row block (2p + the
+// block's rank in the cluster) and the column block.
+__device__ __forceinline__ void block_tile(int t, int m_pairs, int n_blocks, int rank, int& mb, int& nb) {
   const int per_group = kGroupRows * n_blocks, group = t / per_group, first = group * kGroupRows;
-  const int rows = min(kGroupRows, m_blocks - first), in = t - group * per_group;
-  mb = first + in % rows;
+  const int rows = min(kGroupRows, m_pairs - first), in = t - group * per_group;
+  mb = kCluster * (first + in % rows) + rank;
   nb = in / rows;
 }
 
@@ -204,6 +205,11 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
   wgmma_ws::regs_inc<kConsumerRegs>();
   const int ctid = tid - 128, wg = ctid >> 7, wi = (ctid >> 5) & 3, lane = ctid & 31, gq = lane >> 2, t4 = lane & 3;
   const int thread_row = (wi * 16 + gq) * 128 + 4 * t4;  // the thread's first row and 4-byte slot in a staged box
+  // acc[4i..4i+3] as bf16 pairs into a staged box at `at` (the thread's row) and 8 rows (1024 bytes) on
+  auto stage_pairs = [&](unsigned char* at, const float (&acc)[128], int i) {
+    *reinterpret_cast<__nv_bfloat162*>(at) = __floats2bfloat162_rn(acc[4 * i], acc[4 * i + 1]);
+    *reinterpret_cast<__nv_bfloat162*>(at + 1024) = __floats2bfloat162_rn(acc[4 * i + 2], acc[4 * i + 3]);
+  };
   // A stage is free for both blocks' producers once this warp's products on it are done: one arrival per warp on
   // this block's "empty" barrier and one on the partner's.
   auto release = [&](int s) {
@@ -227,9 +233,8 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
   auto aim_next = [&](int t) {  // the next tile to hash: t (none past the last)
     next_done = 128;
     if (t >= tiles) return;
-    int pm, nb;
-    tile_of(t, m_pairs, n_blocks, pm, nb);
-    next_mb = kCluster * pm + rank, next_nb = nb, next_done = 0;
+    block_tile(t, m_pairs, n_blocks, rank, next_mb, next_nb);
+    next_done = 0;
   };
   if constexpr (DROP) {
     aim_next(cl);
@@ -237,9 +242,8 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
   }
   int step = 0, it = 0;
   for (int t = cl; t < tiles; t += clusters, it++) {
-    int pm, nb;
-    tile_of(t, m_pairs, n_blocks, pm, nb);
-    const int mb = kCluster * pm + rank;
+    int mb, nb;
+    block_tile(t, m_pairs, n_blocks, rank, mb, nb);
     if constexpr (DROP) {
       cur = next;
       aim_next(t + clusters);
@@ -299,10 +303,7 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
         __syncwarp();
 #pragma unroll
         for (int j = 0; j < 8; j++) {
-          const int i = 8 * h + j;
-          unsigned char* const at = stage + thread_row + ((j ^ gq) << 4);
-          *reinterpret_cast<__nv_bfloat162*>(at) = __floats2bfloat162_rn(acc[4 * i], acc[4 * i + 1]);
-          *reinterpret_cast<__nv_bfloat162*>(at + 1024) = __floats2bfloat162_rn(acc[4 * i + 2], acc[4 * i + 3]);
+          stage_pairs(stage + thread_row + ((j ^ gq) << 4), acc, 8 * h + j);
         }
         fence_proxy_async();  // the generic stores before the TMA's async-proxy reads
         __syncwarp();
@@ -324,11 +325,8 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
       bar_sync(2 + wg, 128);
 #pragma unroll
       for (int j = 0; j < 8 * kBoxes; j++) {
-        const int i = 8 * kBoxes * h + j;
-        // rows wi·16 + gq (+ 8): chunk j mod 8 at (j mod 8) ^ gq, the second row 1024 bytes on
-        unsigned char* const at = stage + (j / 8) * kCBox + thread_row + (((j % 8) ^ gq) << 4);
-        *reinterpret_cast<__nv_bfloat162*>(at) = __floats2bfloat162_rn(acc[4 * i], acc[4 * i + 1]);
-        *reinterpret_cast<__nv_bfloat162*>(at + 1024) = __floats2bfloat162_rn(acc[4 * i + 2], acc[4 * i + 3]);
+        // rows wi·16 + gq (+ 8): chunk j mod 8 at (j mod 8) ^ gq
+        stage_pairs(stage + (j / 8) * kCBox + thread_row + (((j % 8) ^ gq) << 4), acc, 8 * kBoxes * h + j);
       }
       fence_proxy_async();  // the generic stores before the TMA's async-proxy reads
       bar_sync(2 + wg, 128);
@@ -389,9 +387,8 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
       tma::prefetch(&maps->a), tma::prefetch(&maps->w);
       int step = 0;  // the block's k-steps so far: stage step mod STAGES
       for (int t = cl; t < tiles; t += clusters) {
-        int pm, nb;
-        tile_of(t, m_pairs, n_blocks, pm, nb);
-        const int mb = kCluster * pm + rank;
+        int mb, nb;
+        block_tile(t, m_pairs, n_blocks, rank, mb, nb);
         for (int kt = 0; kt < k_steps; kt++, step++) {
           const int s = step % STAGES;
           // both blocks' consumers are done with the stage (this block's copy writes into the partner's too)
@@ -424,9 +421,8 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
       const int pl = tid - 32;
       int it = 0;
       for (int t = cl; t < tiles; t += clusters, it++) {
-        int pm, nb;
-        tile_of(t, m_pairs, n_blocks, pm, nb);
-        const int mb = kCluster * pm + rank;
+        int mb, nb;
+        block_tile(t, m_pairs, n_blocks, rank, mb, nb);
         if (it > 0) mbar_wait(bar_lr_empty, uint32_t((it - 1) & 1));
 #pragma unroll 1
         for (int q0 = pl; q0 < kItems; q0 += kLanes * kBatch) {
@@ -461,8 +457,8 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
       }
     }
   } else {
-    consume<W_NMAJOR, STAGES, DROP, WARP_EPI>(g, maps, sRing, sLr, sC, gC, bar_full, bar_empty, bar_lr_full, bar_lr_empty,
-                                    k_steps, m_pairs, n_blocks, tiles, cl, clusters, rank, peer);
+    consume<W_NMAJOR, STAGES, DROP, WARP_EPI>(g, maps, sRing, sLr, sC, gC, bar_full, bar_empty, bar_lr_full,
+                                              bar_lr_empty, k_steps, m_pairs, n_blocks, tiles, cl, clusters, rank, peer);
   }
   // Neither block leaves while the other may still multicast into it or arrive on its barriers.
   __syncwarp();
