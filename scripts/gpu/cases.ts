@@ -732,6 +732,18 @@ export function cases(): Case[] {
   // each warp storing its own rows of C (OWLET_LORA_GEMM_EPILOGUE=warp, session 19): partial tiles, many per block
   lora(300, 520, 264, 8, 0, true, 'fusedwarp');
   lora(1100, 264, 136, 16, 0, false, 'fusedwarp');
+  // the fused GEMM computing its own L (x Aᵀ in the forward, gy B in dx; OWLET_LORA_GEMM=fused-l, session 20): column
+  // block 0's tiles compute it and the others wait for their row block's flag — one tile (M 37), tiles ending inside
+  // their rows, columns and k-steps, many tiles per block and row blocks per column block (M 1100), twice in a row
+  // (the second call's flags start at the first's epoch); and what it does not take, which falls back: rank 16,
+  // dropout, K 66
+  lora(37, 64, 48, 8, 0, true, 'fusedl');
+  lora(300, 520, 264, 8, 0, true, 'fusedl');
+  lora(1100, 264, 136, 8, 0, false, 'fusedl');
+  lora(1100, 264, 136, 8, 0, false, 'fusedl');
+  lora(300, 512, 384, 16, 0, false, 'fusedl');
+  lora(300, 512, 384, 8, 0.05, false, 'fusedl');
+  lora(29, 66, 40, 8, 0, true, 'fusedl');
   // gy B and gyᵀ xa in one pass over gy (session 18): a partial row block and column tile (M 37 N 48), more column tiles
   // than stages (N 600), rank 16, dropout, with the fused GEMM too, and a rank it does not take (6)
   lora(37, 64, 48, 8, 0, true, 'gypass');

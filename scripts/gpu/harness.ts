@@ -74,13 +74,15 @@ export type VariantEnv = Record<string, string>;
  *  whichever the first call timed faster), 'thin' and 'mma' OWLET_LORA (the thin products' kernels), 'fused' and
  *  'cublas' OWLET_LORA_GEMM (always the GEMM with the rank-r update in it, lora_gemm.cuh, or never), 'fused3' that
  *  GEMM with a 3-stage ring (OWLET_LORA_GEMM_STAGES=3), 'fusedwarp' with each warp storing its rows of C
- *  (OWLET_LORA_GEMM_EPILOGUE=warp), 'gypass' OWLET_LORA_GY=pass (gy B and gyᵀ xa in one pass over gy,
+ *  (OWLET_LORA_GEMM_EPILOGUE=warp), 'fusedl' that GEMM computing its own L too (x Aᵀ, gy B: OWLET_LORA_GEMM=fused-l, rank
+ *  8 without dropout; session 20), 'gypass' OWLET_LORA_GY=pass (gy B and gyᵀ xa in one pass over gy,
  *  lora_gy_pass.cuh), 'gycublas' OWLET_LORA_GY=cublas (never; unset, timed against cuBLAS's two GEMMs on a shape's
  *  first call); several joined by '+'. */
 export function loraEnv(variant: string): VariantEnv {
   const env: VariantEnv = {};
   for (const v of variant.split('+').filter(Boolean)) {
     if (v === 'fused' || v === 'cublas') env.OWLET_LORA_GEMM = v;
+    else if (v === 'fusedl') env.OWLET_LORA_GEMM = 'fused-l';
     else if (v === 'fused3') Object.assign(env, { OWLET_LORA_GEMM: 'fused', OWLET_LORA_GEMM_STAGES: '3' });
     else if (v === 'fusedwarp') Object.assign(env, { OWLET_LORA_GEMM: 'fused', OWLET_LORA_GEMM_EPILOGUE: 'warp' });
     else if (v === 'gypass') env.OWLET_LORA_GY = 'pass';

@@ -41,8 +41,8 @@ export OWLET_NATIVE_CPU=$G/owlet_cpu.node OWLET_NATIVE_CUDA=$T/owlet_cuda.node
 "$T/node" --version >>"$LOG" 2>&1 || say "node does not run here"
 
 # The kernels no GPU has run yet, first and alone under a short limit (ONLY="smoke ..."): session 18's warp-specialised
-# attention backward (OWLET_ATTN_BWD=wgmma-ws), fused LoRA GEMM (OWLET_LORA_GEMM=fused) and one pass over LoRA's gy
-# (OWLET_LORA_GY=pass). If their checks fail or
+# attention backward (OWLET_ATTN_BWD=wgmma-ws), fused LoRA GEMM (OWLET_LORA_GEMM=fused; session 20's computing its own
+# L, =fused-l) and one pass over LoRA's gy (OWLET_LORA_GY=pass). If their checks fail or
 # do not finish, the later stages keep them out — of autotuning (OWLET_ATTN_TUNE_SKIP, OWLET_LORA_GEMM=cublas) and of
 # the cases and benchmarks that name them (OWLET_SKIP_ENV: those report the skip instead of running) — so that a hang
 # costs this stage's limit once instead of every stage's.
@@ -55,7 +55,7 @@ if want smoke; then
   # (a filter that matched nothing checked nothing: test/gpu-smoke-filter.test.ts keeps it in step with the case names)
   if [ "$rc" != 0 ] || grep -q "^FAIL" "$OUT/smoke.log" || grep -q "^0 passed" "$OUT/smoke.log"; then
     export OWLET_ATTN_TUNE_SKIP=wgmma-ws OWLET_LORA_GEMM=cublas
-    export OWLET_SKIP_ENV=OWLET_ATTN_BWD=wgmma-ws,OWLET_LORA_GEMM=fused,OWLET_LORA_GY=pass
+    export OWLET_SKIP_ENV=OWLET_ATTN_BWD=wgmma-ws,OWLET_LORA_GEMM=fused,OWLET_LORA_GEMM=fused-l,OWLET_LORA_GY=pass
     say "smoke exit $rc, a FAIL or nothing checked: the later stages run with OWLET_ATTN_TUNE_SKIP=$OWLET_ATTN_TUNE_SKIP OWLET_LORA_GEMM=cublas OWLET_SKIP_ENV=$OWLET_SKIP_ENV"
   else
     say "smoke passed"
@@ -193,11 +193,11 @@ if asked bench-lora; then
   say "bench-lora exit $?"
   grep -E "^BENCH" "$OUT/bench_lora.log" | cut -c1-200
 fi
-# Only when asked (ONLY="... ncu-lora-gemm"): Nsight Compute on the fused LoRA GEMM alone (4 stages, 3, dropout, the
+# Only when asked (ONLY="... ncu-lora-gemm"): Nsight Compute on the fused LoRA GEMM alone (4 stages, its own L, 3, dropout, the
 # warp epilogue), with launch shape, occupancy, stall reasons, scheduler and memory sections (ncu_lora_gemm.txt).
 if asked ncu-lora-gemm; then
   say "ncu-lora-gemm: Nsight Compute on the fused LoRA GEMM (check.mjs --profile-lora-gemm)"
-  profile ncu_lora_gemm 120 --profile-lora-gemm --print-details all -k regex:lora_gemm_kernel -c 8 \
+  profile ncu_lora_gemm 120 --profile-lora-gemm --print-details all -k regex:lora_gemm_kernel -c 10 \
     --section SpeedOfLight --section LaunchStats --section Occupancy --section WarpStateStats --section SchedulerStats \
     --section MemoryWorkloadAnalysis --section SourceCounters
 fi

@@ -283,6 +283,52 @@ inline void launch(Dim grid, int threads, size_t smem_bytes, const std::function
       }
 }
 
+// The same grid with every block resident at once (a persistent kernel whose blocks wait on flags other blocks set:
+// grid_flags.cuh): all clusters' threads scheduled as one pool, so a block spinning on a flag lets the others run.
+// Each block's fibers take about 100 MB of stacks at 384 threads: keep such grids small.
+inline void launch_resident(Dim grid, int threads, size_t smem_bytes, const std::function<void()>& kernel,
+                            unsigned cluster_x = 1) {
+  if (cluster_x == 0 || grid.x % cluster_x || grid.y != 1 || grid.z != 1) {
+    std::fprintf(stderr, "emulator: a resident grid of %u × %u × %u blocks in clusters of %u along x\n", grid.x,
+                 grid.y, grid.z, cluster_x);
+    std::abort();
+  }
+  std::deque<Block> blocks(grid.x);
+  std::deque<Cluster> clusters(grid.x / cluster_x);
+  std::vector<Block*> all;
+  for (unsigned x = 0; x < grid.x; x++) {
+    init_block(blocks[x], {x, 0, 0}, grid, threads, smem_bytes, kernel);
+    Cluster& cl = clusters[x / cluster_x];
+    blocks[x].cluster = &cl;
+    blocks[x].cluster_rank = int(x % cluster_x);
+    cl.blocks.push_back(&blocks[x]);
+    all.push_back(&blocks[x]);
+  }
+  run_blocks(all);
+}
+
+// ---- flags in global memory between the blocks of a resident grid (grid_flags.cuh) ----
+// A thread spinning on a flag is parked like one at a barrier (the scheduler runs other warps; were every thread
+// to spin on a flag nobody sets, that shows as the scheduler's deadlock) and unparked by any flag store.
+inline std::vector<std::pair<Block*, int>>& flag_waiters() {
+  static std::vector<std::pair<Block*, int>> w;
+  return w;
+}
+inline unsigned flag_wait(const unsigned* f, unsigned v) {
+  Block* b = current();
+  while (*f != v) {
+    b->at_block_barrier[size_t(b->cur)] = true;
+    flag_waiters().emplace_back(b, b->cur);
+    yield();
+  }
+  return *f;
+}
+inline void flag_store(unsigned* f, unsigned v) {
+  *f = v;
+  for (auto [blk, t] : flag_waiters()) blk->at_block_barrier[size_t(t)] = false;
+  flag_waiters().clear();
+}
+
 inline unsigned char* dynamic_smem() {
   uintptr_t p = reinterpret_cast<uintptr_t>(current()->smem.data());
   return reinterpret_cast<unsigned char*>((p + 63) & ~uintptr_t(63));

@@ -286,29 +286,75 @@ int resident_clusters(const DeviceContext& c, const void* kernel, cudaLaunchConf
   return known[{kernel, c.index}] = fit;
 }
 
+// The OWN_L kernels' row-block flags (grid_flags.cuh): one array per device, allocated once and never cleared
+// between launches — each launch takes the next epoch and waits for flags equal to it (after 2^32 − 1 launches the
+// array is cleared on the stream and the count starts again).
+constexpr int64_t kFlagRowBlocks = int64_t(1) << 16;  // M up to 8,388,608 rows
+bool grid_flag_epoch(DeviceContext& c, unsigned*& flags, unsigned& epoch) {
+  struct Array {
+    unsigned* flags = nullptr;
+    unsigned epoch = 0;
+  };
+  static std::mutex mu;
+  static std::map<int, Array> arrays;
+  std::lock_guard<std::mutex> lock(mu);
+  Array& f = arrays[c.index];
+  if (!f.flags) {
+    void* p = nullptr;
+    if (cudaMalloc(&p, size_t(kFlagRowBlocks) * sizeof(unsigned)) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    f.flags = static_cast<unsigned*>(p);
+    f.epoch = ~0u;  // (cleared below)
+  }
+  if (++f.epoch == 0) {
+    if (cudaMemsetAsync(f.flags, 0, size_t(kFlagRowBlocks) * sizeof(unsigned), c.stream) != cudaSuccess) {
+      cudaGetLastError();
+      --f.epoch;
+      return false;
+    }
+    f.epoch = 1;
+  }
+  flags = f.flags;
+  epoch = f.epoch;
+  return true;
+}
+
 // C = A op(W) + s L Rᵀ through lora_gemm.cuh (W [N, K] K-major, or [K, N] with w_nmajor); with `drop` (dx under
-// LoRA's input dropout, W N-major) the update under the mask: C = A W + keep ⊙ (s L Rᵀ). False (nothing launched)
-// where the driver cannot encode the tensor maps or refuses the clustered launch.
+// LoRA's input dropout, W N-major) the update under the mask: C = A W + keep ⊙ (s L Rᵀ); with `p` (rank 8, no mask)
+// L = A Pᵀ computed by the kernel itself and written into `l` (the OWN_L kernels). False (nothing launched) where the
+// driver cannot encode the tensor maps or refuses the clustered launch.
 bool fused_gemm(DeviceContext& c, const Tensor& a, const Tensor& w, bool w_nmajor, const Tensor& l, const Tensor& r, float s,
-                Tensor& out, const char* op, const lora::Drop* drop = nullptr) {
+                Tensor& out, const char* op, const lora::Drop* drop = nullptr, const Tensor* p = nullptr) {
   lora_gemm::Args g{l.data<bf16>(), r.data<bf16>(), int(a.rows()), int(out.cols()), int(a.cols()), int(l.cols()), s,
                     drop ? drop->key : 0, drop ? drop->p : 0.f, drop ? drop->scale : 1.f};
   const bool masked = drop && drop->on;
   if (masked && !w_nmajor) return false;  // (only dx has a masked update)
+  const bool own_l = p != nullptr;
+  if (own_l) {
+    const int64_t m_blocks = (a.rows() + lora_gemm::kBM - 1) / lora_gemm::kBM;
+    if (masked || l.cols() != lora_gemm::kOwnRank || p->rows() != lora_gemm::kOwnRank || p->cols() != a.cols() ||
+        m_blocks > kFlagRowBlocks)
+      return false;
+    g.p = p->data<bf16>();
+    g.l_out = l.data<bf16>();
+  }
   lora_gemm::Maps maps;
   std::string why;
   if (!lora_gemm::encode_maps(a.data<bf16>(), w.data<bf16>(), out.data<bf16>(), g, w_nmajor, maps, why)) return false;
   if (g.M == 0) return true;
+  if (own_l && !grid_flag_epoch(c, g.flags, g.epoch)) return false;
   // clusters of kCluster blocks, each cluster taking pairs of row blocks: as many clusters as there are pairs of tiles
   // and as the device can hold at once (a cluster beyond them would start only when another ends, and the tiles are
-  // dealt out in advance)
+  // dealt out in advance; OWN_L's waits on other blocks need every block resident)
   constexpr int kCl = lora_gemm::kCluster;
   const int64_t pair_tiles = int64_t((g.M + kCl * lora_gemm::kBM - 1) / (kCl * lora_gemm::kBM)) *
                              ((g.N + lora_gemm::kBN - 1) / lora_gemm::kBN);
   // the ring's depth: 4 stages unless OWLET_LORA_GEMM_STAGES=3 (session 18's, kept to compare; not with the mask)
-  const bool three = !masked && env_is("OWLET_LORA_GEMM_STAGES", "3");
+  const bool three = !masked && !own_l && env_is("OWLET_LORA_GEMM_STAGES", "3");
   // each warp storing its rows of C alone (OWLET_LORA_GEMM_EPILOGUE=warp, to compare; 4 stages, no mask)
-  const bool warp_epi = !masked && !three && env_is("OWLET_LORA_GEMM_EPILOGUE", "warp");
+  const bool warp_epi = !masked && !own_l && !three && env_is("OWLET_LORA_GEMM_EPILOGUE", "warp");
   const size_t smem = three ? lora_gemm::smem_bytes<3>() : lora_gemm::smem_bytes<4>();
   cudaLaunchConfig_t cfg{};
   cfg.blockDim = dim3{unsigned(lora_gemm::kThreads)};
@@ -326,7 +372,9 @@ bool fused_gemm(DeviceContext& c, const Tensor& a, const Tensor& w, bool w_nmajo
     cfg.gridDim = dim3{unsigned(std::min<int64_t>(pair_tiles, fit) * kCl)};
     return cudaLaunchKernelEx(&cfg, kernel, g, maps);
   };
-  const cudaError_t e = masked     ? launch(lora_gemm::lora_gemm_kernel<true, 4, true>)
+  const cudaError_t e = own_l      ? (w_nmajor ? launch(lora_gemm::lora_gemm_kernel<true, 4, false, false, true>)
+                                               : launch(lora_gemm::lora_gemm_kernel<false, 4, false, false, true>))
+                        : masked   ? launch(lora_gemm::lora_gemm_kernel<true, 4, true>)
                         : three    ? (w_nmajor ? launch(lora_gemm::lora_gemm_kernel<true, 3>)
                                                : launch(lora_gemm::lora_gemm_kernel<false, 3>))
                         : warp_epi ? (w_nmajor ? launch(lora_gemm::lora_gemm_kernel<true, 4, false, true>)
@@ -345,7 +393,7 @@ bool fused_gemm(DeviceContext& c, const Tensor& a, const Tensor& w, bool w_nmajo
 // rank, which product), timed on the first call of the shape (the trials write the call's own outputs, which both
 // paths overwrite whole; the choice then runs once more for it). The cuBLAS path stays unless the kernel beats it by
 // time_candidates.h's margin. (`env` = cublas is the callers' applicability tests' business: they return false.)
-enum class Product { forward_gemm, dx_gemm, dx_gemm_dropout, gy_pass };
+enum class Product { forward_gemm, dx_gemm, dx_gemm_dropout, gy_pass, forward_own_l, dx_own_l };
 struct ChoiceKey {
   int device;
   int64_t M, K, N, r;
@@ -379,6 +427,17 @@ void own_or_cublas(DeviceContext& c, const ChoiceKey& key, const char* env, cons
     chose_own[key] = known;
   }
   if (!known || !own()) plain();
+}
+
+// Whether the fused GEMM may also compute its L (x Aᵀ for y, gy B for dx) itself, the OWN_L kernels: where the fused
+// GEMM applies, rank 8, no dropout (L of the masked x is not the GEMM's A), neither OWLET_LORA=thin|mma nor
+// OWLET_LORA_GEMM=fused (which keep their own L) selected; OWLET_LORA_GEMM=fused-l forces it, unset it is timed.
+bool own_l_ok(const DeviceContext& c, int64_t r, float dropout_p, std::initializer_list<const Tensor*> ts, int64_t N,
+              int64_t K) {
+  if (r != lora_gemm::kOwnRank || dropout_p > 0.f || thin_selected() || mma_selected()) return false;
+  const char* e = std::getenv("OWLET_LORA_GEMM");
+  if (e && *e && std::strcmp(e, "fused-l") != 0) return false;
+  return fused_ok(c, r, ts, N, K);
 }
 
 // Whether the one pass over gy (lora_gy_pass.cuh) can compute gyB = gy B and gb = s · gyᵀ xa here: not switched off
@@ -430,15 +489,11 @@ struct Accumulator {
   }
 };
 
-}  // namespace
-
-void lora_fwd(const Tensor& x, const Tensor& w, const Tensor& a, const Tensor& b, float s, float dropout_p,
-              uint64_t seed, Tensor& y, Tensor& xa) {
-  const char* op = "loraForward";
-  DeviceContext& c = context_of(x, op);
-  int64_t r = a.dim(0), K = x.cols();
-  Tensor hb;
-  const Tensor& B = cast_small(b, x.dtype, hb);
+// lora_fwd with xa first (cuBLAS, or OWLET_LORA=thin|mma's kernels), then y = x Wᵀ + s xa Bᵀ (the fused GEMM or
+// cuBLAS's two).
+void lora_fwd_low_rank_first(DeviceContext& c, const Tensor& x, const Tensor& w, const Tensor& a, const Tensor& B, float s,
+                             float dropout_p, uint64_t seed, Tensor& y, Tensor& xa, const char* op) {
+  const int64_t r = a.dim(0), K = x.cols();
   if (mma_ok(r, {&x, &xa}) && (a.dtype != DType::BF16 || aligned16(a))) {
     Tensor ha;  // A as the rows kernel's Wn: bf16, 16-byte-aligned
     mma_rows(c, x, cast_small(a, DType::BF16, ha), r, 1.f, make_drop(dropout_p, seed), fout(xa, op, "xa"), op);
@@ -461,6 +516,46 @@ void lora_fwd(const Tensor& x, const Tensor& w, const Tensor& a, const Tensor& b
                   [&] { return fused_gemm(c, x, w, false, xa, B, s, y, op); }, plain);
   else
     plain();
+}
+
+// gx = gy W + s (gy B) A, gy B given: the fused GEMM or cuBLAS's two, whichever times faster (or as forced).
+void lora_dx(DeviceContext& c, const Tensor& gy, const Tensor& w, const Tensor& A, const Tensor& gyB, int64_t r, float s,
+             Tensor& gx, const char* op) {
+  const int64_t K = gx.cols(), N = gy.cols();
+  auto plain = [&] {
+    gemm2d(c, gyB, false, A, false, gx, s, 0.f, op);   // gx  = s · (gy B) A   (rank r)
+    gemm2d(c, gy, false, w, false, gx, 1.f, 1.f, op);  // gx += gy W           (base GEMM, epilogue add)
+  };
+  if (!fused_ok(c, r, {&gy, &w, &gyB, &A, &gx}, K, N)) return plain();
+  const Tensor at = transposed_bf16(c, A, op, "a");  // Aᵀ: the update's R
+  own_or_cublas(c, {c.index, gy.rows(), N, K, r, Product::dx_gemm}, "OWLET_LORA_GEMM", "fused",
+                [&] { return fused_gemm(c, gy, w, true, gyB, at, s, gx, op); }, plain);
+}
+
+}  // namespace
+
+void lora_fwd(const Tensor& x, const Tensor& w, const Tensor& a, const Tensor& b, float s, float dropout_p,
+              uint64_t seed, Tensor& y, Tensor& xa) {
+  const char* op = "loraForward";
+  DeviceContext& c = context_of(x, op);
+  int64_t r = a.dim(0), K = x.cols();
+  Tensor hb;
+  const Tensor& B = cast_small(b, x.dtype, hb);
+  // y and xa from one kernel (OWN_L: its column block 0 computes xa) where it applies and times faster than xa first
+  // and then the GEMM with the update (either way, below)
+  Tensor ha16;
+  const Tensor* A16 = nullptr;
+  if (own_l_ok(c, r, dropout_p, {&x, &w, &xa, &B, &y}, y.cols(), K)) {
+    A16 = &cast_small(a, DType::BF16, ha16);
+    if (!aligned16(*A16)) A16 = nullptr;
+  }
+  if (A16) {
+    own_or_cublas(c, {c.index, x.rows(), K, y.cols(), r, Product::forward_own_l}, "OWLET_LORA_GEMM", "fused-l",
+                  [&] { return fused_gemm(c, x, w, false, xa, B, s, y, op, nullptr, A16); },
+                  [&] { lora_fwd_low_rank_first(c, x, w, a, B, s, dropout_p, seed, y, xa, op); });
+    return;
+  }
+  lora_fwd_low_rank_first(c, x, w, a, B, s, dropout_p, seed, y, xa, op);
 }
 
 void lora_bwd(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& a, const Tensor& b, const Tensor& xa,
@@ -497,33 +592,44 @@ void lora_bwd(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& 
     }
     if (gx) copy_convert(gyb32, gyB);
   } else {
-    auto plain = [&] {
-      Tensor hb, hxa;
-      const Tensor& B = cast_small(b, gy.dtype, hb);
-      const Tensor& XA = cast_small(xa, gy.dtype, hxa);
-      gemm2d(c, gy, false, B, false, gyB, 1.f, 0.f, op);
-      gemm2d(c, gy, true, XA, false, gb, s, 0.f, op);  // gb = s · gyᵀ xa
+    Tensor hxa;
+    const Tensor& XA = cast_small(xa, gy.dtype, hxa);
+    auto gyb_and_gb = [&] {
+      auto plain = [&] {
+        Tensor hb;
+        const Tensor& B = cast_small(b, gy.dtype, hb);
+        gemm2d(c, gy, false, B, false, gyB, 1.f, 0.f, op);
+        gemm2d(c, gy, true, XA, false, gb, s, 0.f, op);  // gb = s · gyᵀ xa
+      };
+      // gy B and gb in one pass over gy where it applies and times faster (or OWLET_LORA_GY=pass)
+      if (gy_pass_ok(c, gy, gyB, r))
+        own_or_cublas(c, {c.index, gy.rows(), 0, N, r, Product::gy_pass}, "OWLET_LORA_GY", "pass",
+                      [&] { return gy_pass(c, gy, b, xa, r, s, gyB, gb, op); }, plain);
+      else plain();
     };
-    // gy B and gb in one pass over gy where it applies and times faster (or OWLET_LORA_GY=pass)
-    if (gy_pass_ok(c, gy, gyB, r))
-      own_or_cublas(c, {c.index, gy.rows(), 0, N, r, Product::gy_pass}, "OWLET_LORA_GY", "pass",
-                    [&] { return gy_pass(c, gy, b, xa, r, s, gyB, gb, op); }, plain);
-    else plain();
+    if (gx && own_l_ok(c, r, dropout_p, {&gy, &w, &gyB, &A, gx}, K, N)) {
+      // gx and gy B from one kernel (OWN_L: its column block 0 computes gy B) and gb by cuBLAS, where that times faster
+      // than gy B and gb first (one pass over gy or cuBLAS) and then the GEMM with the update
+      own_or_cublas(c, {c.index, gy.rows(), N, K, r, Product::dx_own_l}, "OWLET_LORA_GEMM", "fused-l",
+                    [&] {
+                      const Tensor bt = transposed_bf16(c, b, op, "b"), at = transposed_bf16(c, A, op, "a");
+                      if (!fused_gemm(c, gy, w, true, gyB, at, s, *gx, op, nullptr, &bt)) return false;
+                      gemm2d(c, gy, true, XA, false, gb, s, 0.f, op);  // gb = s · gyᵀ xa
+                      return true;
+                    },
+                    [&] {
+                      gyb_and_gb();
+                      lora_dx(c, gy, w, A, gyB, r, s, *gx, op);
+                    });
+      gemm2d(c, gyB, true, x, false, ga, s, 0.f, op);  // ga = s · (gy B)ᵀ x
+      return;
+    }
+    gyb_and_gb();
     Tensor hx;                                          // drop(x), released before dx
     gemm2d(c, gyB, true, dropped(c, x, dropout_p, seed, hx, op), false, ga, s, 0.f, op);  // ga = s · (gy B)ᵀ drop(x)
   }
   if (!gx) return;
-  if (dropout_p <= 0.f) {
-    auto plain = [&] {
-      gemm2d(c, gyB, false, A, false, *gx, s, 0.f, op);   // gx  = s · (gy B) A   (rank r)
-      gemm2d(c, gy, false, w, false, *gx, 1.f, 1.f, op);  // gx += gy W           (base GEMM, epilogue add)
-    };
-    if (!fused_ok(c, r, {&gy, &w, &gyB, &A, gx}, K, N)) return plain();
-    const Tensor at = transposed_bf16(c, A, op, "a");  // Aᵀ: the update's R
-    own_or_cublas(c, {c.index, gy.rows(), N, K, r, Product::dx_gemm}, "OWLET_LORA_GEMM", "fused",
-                  [&] { return fused_gemm(c, gy, w, true, gyB, at, s, *gx, op); }, plain);
-    return;
-  }
+  if (dropout_p <= 0.f) return lora_dx(c, gy, w, A, gyB, r, s, *gx, op);
   if (dx_low_rank_ok(r, *gx)) {
     // the low-rank path saw drop(x): its gradient goes through the same mask and scale, added into gx = gy W in one
     // pass over gx (dx_low_rank_kernel) instead of a masked temporary and the GEMM's beta = 1 read — or, where the fused

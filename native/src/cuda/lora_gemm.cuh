@@ -71,6 +71,7 @@
 #include "attention_wgmma.cuh"
 #include "attention_wgmma_ws.cuh"
 #include "cluster.cuh"
+#include "grid_flags.cuh"
 #include "tma.cuh"
 
 namespace owlet::cuda::lora_gemm {
@@ -78,6 +79,14 @@ namespace owlet::cuda::lora_gemm {
 constexpr int kBM = 128, kBN = 256, kBK = 64;
 constexpr int kThreads = 384;
 constexpr int kProducerRegs = 40, kConsumerRegs = 232;  // 128·40 + 256·232 = 64,512 (= 168 · 384, the launch's)
+// OWN_L: the producers' warps 1–3 hold L's accumulators and P's fragments besides their tile loop; ptxas spills them
+// at 56 and 72 registers, not at 88, and the consumers' 208 leave their wgmma unserialised: 128·88 + 256·208 = 64,512
+template <bool OWN_L>
+constexpr int kProducerRegsOf = OWN_L ? 88 : kProducerRegs;
+template <bool OWN_L>
+constexpr int kConsumerRegsOf = OWN_L ? 208 : kConsumerRegs;
+constexpr int kOwnRank = 8;  // OWN_L computes L at rank 8 only (mPLUG-Owl's LoRA rank)
+constexpr int kOwnBarrier = 4;  // named barrier of producer warps 1–3 (the consumers' epilogue uses 2 and 3)
 constexpr int kGroupRows = 8;                           // row blocks per group of the tile order
 // Blocks per cluster: row blocks 2p and 2p + 1 of one column block, each loading half of W's tile per k-step and
 // multicasting it to both (W's bytes from L2 halved).
@@ -95,7 +104,7 @@ constexpr int kCBoxes = STAGES >= 4 ? 1 : 2;
 
 template <int STAGES>
 constexpr size_t smem_bytes() {
-  return size_t(STAGES) * kStageBytes + kLrBytes + 2 * kCBoxes<STAGES> * kCBox + 8 * (2 * STAGES + 2) + 1024;
+  return size_t(STAGES) * kStageBytes + kLrBytes + 2 * kCBoxes<STAGES> * kCBox + 8 * (3 * STAGES + 2) + 1024;
 }
 static_assert(smem_bytes<4>() <= 232448, "4 stages must fit an H100's 227 KiB of shared memory per block");
 
@@ -110,6 +119,14 @@ struct Args {
   // hash_u01_at(drop_key, m · N + n) >= drop_p, else 0 — LoRA's input dropout seen from dx (C = gx, [M, N] = x's shape).
   uint64_t drop_key;
   float drop_p, drop_scale;
+  // With the OWN_L kernels L is computed here, L = A Pᵀ (rank 8): the tiles of column block 0 compute their rows of it
+  // from the A boxes the ring brings anyway, write them to l_out (= l) and set flags[row block] = epoch; the other
+  // tiles of those rows wait for the flag and read them from l. Forward: P = LoRA's A [r, K], L = xa; dx: P = Bᵀ
+  // [r, N], L = gy B.
+  const bf16* p;   // [r, K] (the GEMM's K)
+  bf16* l_out;     // [M, r]
+  unsigned* flags;  // one per row block (grid_flags.cuh)
+  unsigned epoch;
 };
 struct Maps {
   tma::Map a, w, c, c16;  // c16: C in boxes of 16 rows, one warp's (the WARP_EPI kernels' stores)
@@ -193,7 +210,7 @@ struct KeepBits {
 // the epilogue through the staging buffer. DROP: the rank-r product is masked in the accumulators before the k-steps
 // add A op(W) to it; the next tile's 128 hashes per thread (splitmix64's, ≈ 35 instructions each) are spread over this
 // tile's k-steps, where the warps otherwise wait for the tensor cores, instead of delaying the next tile's start.
-template <bool W_NMAJOR, int STAGES, bool DROP, bool WARP_EPI>
+template <bool W_NMAJOR, int STAGES, bool DROP, bool WARP_EPI, bool OWN_L>
 __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_t sRing, uint32_t sLr, uint32_t sC,
                                         unsigned char* gC, uint32_t bar_full, uint32_t bar_empty, uint32_t bar_lr_full,
                                         uint32_t bar_lr_empty, int k_steps, int m_pairs, int n_blocks, int tiles, int cl,
@@ -202,7 +219,7 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
   using wgmma_ws::mbar_arrive;
   using wgmma_ws::mbar_wait;
   const int tid = threadIdx.x;
-  wgmma_ws::regs_inc<kConsumerRegs>();
+  wgmma_ws::regs_inc<kConsumerRegsOf<OWN_L>>();
   const int ctid = tid - 128, wg = ctid >> 7, wi = (ctid >> 5) & 3, lane = ctid & 31, gq = lane >> 2, t4 = lane & 3;
   const int thread_row = (wi * 16 + gq) * 128 + 4 * t4;  // the thread's first row and 4-byte slot in a staged box
   // acc[4i..4i+3] as bf16 pairs into a staged box at `at` (the thread's row) and 8 rows (1024 bytes) on
@@ -249,18 +266,19 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
       aim_next(t + clusters);
     }
     float acc[128];
-    mbar_wait(bar_lr_full, uint32_t(it & 1));
-    fence_proxy_async();
-    fence();
-    // the rank-r update first: A = s·L (this warpgroup's 64 rows, chunks 4–5), B = R's rows 0..127 (chunks 0–1) into
+    // the rank-r update: A = s·L (this warpgroup's 64 rows, chunks 4–5), B = R's rows 0..127 (chunks 0–1) into
     // columns 0..127, then rows 128..255 (chunks 2–3) into 128..255 (an m64n256 accumulator's first 64 registers are
-    // the m64n128 one of its first 128 columns)
-    {
+    // the m64n128 one of its first 128 columns); first, or with OWN_L last (L is computed during the k-steps)
+    auto update = [&](int scale_d) {
+      mbar_wait(bar_lr_full, uint32_t(it & 1));
+      fence_proxy_async();
+      fence();
       const uint64_t desc_l = desc_kmajor(sLr + wg * 64 * 128 + 64);
-      mma_ss_m64n128k16(*reinterpret_cast<float(*)[64]>(&acc[0]), desc_l, desc_kmajor(sLr), 0);
-      mma_ss_m64n128k16(*reinterpret_cast<float(*)[64]>(&acc[64]), desc_l, desc_kmajor(sLr + 32), 0);
-    }
-    commit();
+      mma_ss_m64n128k16(*reinterpret_cast<float(*)[64]>(&acc[0]), desc_l, desc_kmajor(sLr), scale_d);
+      mma_ss_m64n128k16(*reinterpret_cast<float(*)[64]>(&acc[64]), desc_l, desc_kmajor(sLr + 32), scale_d);
+      commit();
+    };
+    if constexpr (!OWN_L) update(0);
     if constexpr (DROP) {  // keep ⊙ (s L Rᵀ) before A op(W) is added on
       wait<0>();
       fence_operands(acc);
@@ -275,20 +293,29 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
       fence();
 #pragma unroll
       for (int kk = 0; kk < kBK / 16; kk++) {
-        if constexpr (W_NMAJOR) mma_m64n256k16<true>(acc, desc_kmajor(sA + 32 * kk), desc_nmajor_wide(sW + 2048 * kk), 1);
-        else mma_m64n256k16<false>(acc, desc_kmajor(sA + 32 * kk), desc_kmajor(sW + 32 * kk), 1);
+        // (OWN_L: the tile's first product starts the accumulators)
+        const int scale_d = OWN_L && kt == 0 && kk == 0 ? 0 : 1;
+        if constexpr (W_NMAJOR)
+          mma_m64n256k16<true>(acc, desc_kmajor(sA + 32 * kk), desc_nmajor_wide(sW + 2048 * kk), scale_d);
+        else mma_m64n256k16<false>(acc, desc_kmajor(sA + 32 * kk), desc_kmajor(sW + 32 * kk), scale_d);
       }
       commit();
       if constexpr (DROP) hash_next(min(128, ((kt + 1) * 128 + k_steps - 1) / k_steps));  // while the products run
       wait<1>();  // the group before this one is complete: its stage (or, at kt = 0, the lr buffer) is free
-      if (kt == 0) mbar_arrive(bar_lr_empty);
-      else release(prev_s);
+      if (kt > 0) release(prev_s);
+      else if constexpr (!OWN_L) mbar_arrive(bar_lr_empty);
       prev_s = s;
     }
     wait<0>();
     fence_operands(acc);
     if (k_steps > 0) release(prev_s);
-    else mbar_arrive(bar_lr_empty);
+    else if constexpr (!OWN_L) mbar_arrive(bar_lr_empty);
+    if constexpr (OWN_L) {  // the update last, its operands then free for the next tile's
+      update(k_steps > 0);
+      wait<0>();
+      fence_operands(acc);
+      mbar_arrive(bar_lr_empty);
+    }
     if constexpr (DROP) hash_next(128);  // (what the k-steps left: none unless K is under 128 · 64)
 
     // acc[4i + e]: row 16wi + gq + 8·(e ≥ 2) of the warpgroup's 64, column 8i + 2·t4 + (e mod 2).
@@ -347,8 +374,127 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
   }
 }
 
-template <bool W_NMAJOR, int STAGES, bool DROP, bool WARP_EPI>
+// 16 bytes of global memory through L2 only (ld.global.cg): L's rows that another block wrote during this kernel.
+__device__ __forceinline__ uint4 load_l2(const bf16* p) {
+#ifdef OWLET_CUDA_EMULATION
+  return *reinterpret_cast<const uint4*>(p);
+#else
+  return __ldcg(reinterpret_cast<const uint4*>(p));
+#endif
+}
+
+// Producer warps 1–3 (lane `pl` of 96) write a tile's rank-r operands into the lr buffer: R's rows n0..n0+127 in
+// 16-byte chunks 0–1, n0+128..n0+255 in chunks 2–3 and (with_l) s·L's rows m0..m0+127 in chunks 4–5 of 128 swizzled
+// rows of 128 bytes (columns r..15 zero). Each lane loads kBatch chunks before storing them (3: no spills in the
+// producers' 40 registers), so that a tile's fill waits about three memory latencies, not one per chunk as with one
+// warp (session 18's ≈ 16: the first tile's fill is not hidden behind a mainloop, ≈ 10 µs of a 362 µs kernel).
+// OWN_L: L's rows come through L2 only (load_l2: another block wrote them during this kernel); only there, as the
+// DROP kernel's producers spill with it.
+template <bool OWN_L>
+__device__ __forceinline__ void fill_rank_operands(const Args& g, unsigned char* gLr, int mb, int nb, int pl, bool with_l) {
+  constexpr int kLanes = 96, kBatch = 3;
+  const int items = (with_l ? 3 : 2) * kBM * 2;  // rows of R's part (256) and of s·L's (128), two chunks each
+#pragma unroll 1
+  for (int q0 = pl; q0 < items; q0 += kLanes * kBatch) {
+    uint4 v[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; u++) {
+      const int q = q0 + u * kLanes, row = q >> 1, c = q & 1;
+      v[u] = make_uint4(0, 0, 0, 0);
+      if (q >= items || c * 8 >= g.rank) continue;
+      if (row < 2 * kBM) {  // R's row nb·256 + row
+        const int n = nb * kBN + row;
+        if (n < g.N) v[u] = reinterpret_cast<const uint4*>(g.r + int64_t(n) * g.rank)[c];
+      } else {  // L's row mb·128 + (row − 256), scaled below
+        const int m = mb * kBM + row - 2 * kBM;
+        if constexpr (OWN_L) {
+          if (m < g.M) v[u] = load_l2(g.l + int64_t(m) * g.rank + 8 * c);
+        } else {
+          if (m < g.M) v[u] = reinterpret_cast<const uint4*>(g.l + int64_t(m) * g.rank)[c];
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kBatch; u++) {
+      const int q = q0 + u * kLanes, row = q >> 1, c = q & 1;
+      if (q >= items) continue;
+      // R's rows i and 128 + i in chunks 0–1 and 2–3 of row i, s·L's row i in chunks 4–5 (16-byte chunk k of row i
+      // at k ^ (i mod 8))
+      const int i = row % kBM, chunk = row < 2 * kBM ? 2 * (row / kBM) + c : 4 + c;
+      *reinterpret_cast<uint4*>(gLr + i * 128 + ((chunk ^ (i & 7)) << 4)) = row < 2 * kBM ? v[u] : scaled8(v[u], g.s);
+    }
+  }
+}
+
+// OWN_L, producer warp 1 + w (w = 0..2), on a tile of column block 0: L's rows for the tile, L = A Pᵀ at rank 8, by
+// mma.sync m16n8k16 from the A boxes of the ring as they land (the warp's row blocks of 16: w, w + 3, w + 6 of 8;
+// ldmatrix through the 128-byte swizzle), P's fragments loaded from global memory a k-step ahead (1 KiB per k-step,
+// from L2). Each stage's "x empty" barrier (3 arrivals, this block's: A's box is not multicast) then tells the TMA
+// thread that these warps have read it. Extra tensor work: 128 × 8 of the tile's 128 × 256 columns (3%), on 1 of
+// every N / 256 tiles.
+// Returns L's rows as bf16 pairs: lb[j][h] = row 16(w + 3j) + lane / 4 + 8h, columns 2 (lane mod 4) and the next.
+template <int STAGES>
+__device__ __forceinline__ void own_l_rows(const Args& g, uint32_t sRing, uint32_t bar_full, uint32_t bar_x_empty,
+                                           int step0, int k_steps, int w, int lane, uint32_t (&lb)[3][2]) {
+  using wgmma_ws::mbar_arrive;
+  using wgmma_ws::mbar_wait;
+  const int gq = lane >> 2, t4 = lane & 3;
+  float acc[3][4];
+#pragma unroll
+  for (int j = 0; j < 3; j++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) acc[j][e] = 0.f;
+  // lane's ldmatrix row (mma.cuh's a_rowmajor: lanes 0–15 rows 0–15 of a 16-row block at column 16kk, lanes 16–31 at
+  // 16kk + 8) and, since the blocks start at multiples of 8 rows, one swizzle for all of them
+  const uint32_t row_at = uint32_t(lane & 15) * 128 + uint32_t(w) * 2048;
+  const int half = lane >> 4, swz = lane & 7;
+  // b0, b1 of k16 step kk of k-step kt: P[gq][64kt + 16kk + 2·t4 (+ 8)] and the next column (mma.cuh's B fragment:
+  // B[k][n] = P[n][k])
+  const bf16* const p_row = g.p + int64_t(gq) * g.K + 2 * t4;
+  auto load_p = [&](uint32_t(&pf)[8], int kt) {
+    const uint32_t* at = reinterpret_cast<const uint32_t*>(p_row + kt * kBK);
+    if ((kt + 1) * kBK <= g.K) {  // (all but a last, partial k-step: one address, immediate offsets)
+#pragma unroll
+      for (int q = 0; q < 8; q++) pf[q] = at[4 * q];
+    } else {
+#pragma unroll
+      for (int q = 0; q < 8; q++) pf[q] = kt * kBK + 8 * q + 2 * t4 < g.K ? at[4 * q] : 0u;
+    }
+  };
+  uint32_t pf[8];
+  load_p(pf, 0);
+#pragma unroll 1
+  for (int kt = 0; kt < k_steps; kt++) {
+    const int step = step0 + kt, s = step % STAGES;
+    uint32_t pn[8] = {0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u};
+    if (kt + 1 < k_steps) load_p(pn, kt + 1);  // (in flight while this k-step's products run)
+    mbar_wait(bar_full + 8 * s, uint32_t((step / STAGES) & 1));
+    const uint32_t sA = sRing + s * kStageBytes;
+#pragma unroll
+    for (int kk = 0; kk < kBK / 16; kk++) {
+      const uint32_t at = sA + row_at + uint32_t(((2 * kk + half) ^ swz) << 4);
+#pragma unroll
+      for (int j = 0; j < 3; j++) {
+        if (w + 3 * j >= kBM / 16) continue;
+        uint32_t a[4];
+        mma::ldmatrix_x4(a, at + j * 3 * 2048);
+        mma::mma_bf16(acc[j], a, pf[2 * kk], pf[2 * kk + 1]);
+      }
+    }
+    __syncwarp();
+    if (lane == 0) mbar_arrive(bar_x_empty + 8 * s);
+#pragma unroll
+    for (int q = 0; q < 8; q++) pf[q] = pn[q];
+  }
+#pragma unroll
+  for (int j = 0; j < 3; j++)
+#pragma unroll
+    for (int h = 0; h < 2; h++) lb[j][h] = mma::pack_bf16(acc[j][2 * h], acc[j][2 * h + 1]);
+}
+
+template <bool W_NMAJOR, int STAGES, bool DROP, bool WARP_EPI, bool OWN_L>
 __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
+  static_assert(!(OWN_L && DROP), "OWN_L computes L from the unmasked A: not for the dropout kernel");
   using namespace wgmma;
   using wgmma_ws::mbar_arrive;
   using wgmma_ws::mbar_init;
@@ -357,7 +503,8 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
   const uint32_t raw = mma::smem_u32(smem_raw);
   const uint32_t sRing = (raw + 1023u) & ~1023u, sLr = sRing + STAGES * kStageBytes, sC = sLr + kLrBytes,
                  bar_full = sC + 2 * kCBoxes<STAGES> * kCBox,
-                 bar_empty = bar_full + 8 * STAGES, bar_lr_full = bar_empty + 8 * STAGES, bar_lr_empty = bar_lr_full + 8;
+                 bar_empty = bar_full + 8 * STAGES, bar_lr_full = bar_empty + 8 * STAGES, bar_lr_empty = bar_lr_full + 8,
+                 bar_x_empty = bar_lr_empty + 8;
   unsigned char* const gLr = smem_raw + (sLr - raw);
   unsigned char* const gC = smem_raw + (sC - raw);
 
@@ -375,17 +522,22 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
     }
     mbar_init(bar_lr_full, 3);  // warps 1–3 of the producers
     mbar_init(bar_lr_empty, 256);
+    if constexpr (OWN_L)
+      for (int s = 0; s < STAGES; s++) mbar_init(bar_x_empty + 8 * s, 3);  // warps 1–3 have read A's box
     tma::fence_barrier_init();
   }
   // the initialised barriers are visible to every thread of both blocks (the partner's copies and arrivals use them)
   cluster::sync();
 
   if (role == 0) {
-    wgmma_ws::regs_dec<kProducerRegs>();
+    wgmma_ws::regs_dec<kProducerRegsOf<OWN_L>>();
     const int warp = tid >> 5, lane = tid & 31;
     if (warp == 0 && lane == 0) {  // ---- the TMA thread ----
       tma::prefetch(&maps->a), tma::prefetch(&maps->w);
       int step = 0;  // the block's k-steps so far: stage step mod STAGES
+      // OWN_L: whether each of the last STAGES k-steps was a column-block-0 tile's (bit i: step − 1 − i), whose A box
+      // warps 1–3 read too, and each stage's parity of its next "x empty" phase
+      uint32_t own_steps = 0, x_parity = 0;
       for (int t = cl; t < tiles; t += clusters) {
         int mb, nb;
         block_tile(t, m_pairs, n_blocks, rank, mb, nb);
@@ -393,6 +545,13 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
           const int s = step % STAGES;
           // both blocks' consumers are done with the stage (this block's copy writes into the partner's too)
           if (step >= STAGES) mbar_wait(bar_empty + 8 * s, uint32_t((step / STAGES - 1) & 1));
+          if constexpr (OWN_L) {  // and this block's warps 1–3, where they read it
+            if (step >= STAGES && ((own_steps >> (STAGES - 1)) & 1)) {
+              mbar_wait(bar_x_empty + 8 * s, (x_parity >> s) & 1);
+              x_parity ^= 1u << s;
+            }
+            own_steps = (own_steps << 1) | uint32_t(nb == 0);
+          }
           const uint32_t sA = sRing + s * kStageBytes, sW = sA + kABytes, full = bar_full + 8 * s;
           // A's box, this block's half of W's tile and the partner's (multicast by it)
           tma::arrive_expect_tx(full, kStageBytes);
@@ -413,43 +572,50 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
       for (int st = max(0, step - STAGES); st < step; st++)
         mbar_wait(bar_full + 8 * (st % STAGES), uint32_t((st / STAGES) & 1));
     } else if (warp >= 1) {  // ---- the rank-r operands: warps 1–3 ----
-      // 16-byte chunks to write per tile: rows 0..255 of R's part and 128 of s·L's, two chunks each (the second zero
-      // at rank 8); each of the 96 lanes loads kBatch before storing them (3: no spills in the producers' 40
-      // registers), so that a tile's fill waits about three memory latencies, not one per chunk as with one warp
-      // (session 18's ≈ 16: the first tile's fill is not hidden behind a mainloop, ≈ 10 µs of a 362 µs kernel)
-      constexpr int kLanes = 96, kItems = 3 * kBM * 2, kBatch = 3;
       const int pl = tid - 32;
       int it = 0;
       for (int t = cl; t < tiles; t += clusters, it++) {
         int mb, nb;
         block_tile(t, m_pairs, n_blocks, rank, mb, nb);
-        if (it > 0) mbar_wait(bar_lr_empty, uint32_t((it - 1) & 1));
-#pragma unroll 1
-        for (int q0 = pl; q0 < kItems; q0 += kLanes * kBatch) {
-          uint4 v[kBatch];
+        if constexpr (OWN_L) {
+          // column block 0 computes its rows of L (and announces them); the others take them once announced
+          const bool own = nb == 0, rows = mb < m_blocks;
+          uint32_t lb[3][2];
+          if (own) {
+            own_l_rows<STAGES>(g, sRing, bar_full, bar_x_empty, it * k_steps, k_steps, warp - 1, lane, lb);
+            if (rows) {  // L's rows out in bf16 (as x Aᵀ / gy B would be stored), then the flag
 #pragma unroll
-          for (int u = 0; u < kBatch; u++) {
-            const int q = q0 + u * kLanes, row = q >> 1, c = q & 1;
-            v[u] = make_uint4(0, 0, 0, 0);
-            if (q >= kItems || c * 8 >= g.rank) continue;
-            if (row < 2 * kBM) {  // R's row nb·256 + row
-              const int n = nb * kBN + row;
-              if (n < g.N) v[u] = reinterpret_cast<const uint4*>(g.r + int64_t(n) * g.rank)[c];
-            } else {  // L's row mb·128 + (row − 256), scaled below
-              const int m = mb * kBM + row - 2 * kBM;
-              if (m < g.M) v[u] = reinterpret_cast<const uint4*>(g.l + int64_t(m) * g.rank)[c];
+              for (int j = 0; j < 3; j++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                  const int64_t m = int64_t(mb) * kBM + 16 * (warp - 1 + 3 * j) + (lane >> 2) + 8 * h;
+                  if (warp - 1 + 3 * j < kBM / 16 && m < g.M)
+                    *reinterpret_cast<uint32_t*>(g.l_out + m * kOwnRank + 2 * (lane & 3)) = lb[j][h];
+                }
+              grid_flags::fence_gpu();
+              bar_sync(kOwnBarrier, 96);
+              if (pl == 0) grid_flags::set(g.flags + mb, g.epoch);
             }
           }
+          if (it > 0) mbar_wait(bar_lr_empty, uint32_t((it - 1) & 1));
+          if (!own && rows) grid_flags::wait(g.flags + mb, g.epoch);
+          fill_rank_operands<true>(g, gLr, mb, nb, pl, !own);
+          if (own) {  // s·L (L rounded to bf16 first, as the L the other tiles read) into chunk 4, chunk 5 zero
 #pragma unroll
-          for (int u = 0; u < kBatch; u++) {
-            const int q = q0 + u * kLanes, row = q >> 1, c = q & 1;
-            if (q >= kItems) continue;
-            // R's rows i and 128 + i in chunks 0–1 and 2–3 of row i, s·L's row i in chunks 4–5 (16-byte chunk k of
-            // row i at k ^ (i mod 8))
-            const int i = row % kBM, chunk = row < 2 * kBM ? 2 * (row / kBM) + c : 4 + c;
-            *reinterpret_cast<uint4*>(gLr + i * 128 + ((chunk ^ (i & 7)) << 4)) =
-                row < 2 * kBM ? v[u] : scaled8(v[u], g.s);
+            for (int j = 0; j < 3; j++)
+#pragma unroll
+              for (int h = 0; h < 2; h++) {
+                const int i = 16 * (warp - 1 + 3 * j) + (lane >> 2) + 8 * h;
+                if (i >= kBM) continue;
+                const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&lb[j][h]));
+                *reinterpret_cast<__nv_bfloat162*>(gLr + i * 128 + ((4 ^ (i & 7)) << 4) + 4 * (lane & 3)) =
+                    __floats2bfloat162_rn(f.x * g.s, f.y * g.s);
+                *reinterpret_cast<uint32_t*>(gLr + i * 128 + ((5 ^ (i & 7)) << 4) + 4 * (lane & 3)) = 0u;
+              }
           }
+        } else {
+          if (it > 0) mbar_wait(bar_lr_empty, uint32_t((it - 1) & 1));
+          fill_rank_operands<false>(g, gLr, mb, nb, pl, true);
         }
         fence_proxy_async();  // the generic stores before the tensor cores' async-proxy reads
         __syncwarp();
@@ -457,7 +623,7 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
       }
     }
   } else {
-    consume<W_NMAJOR, STAGES, DROP, WARP_EPI>(g, maps, sRing, sLr, sC, gC, bar_full, bar_empty, bar_lr_full,
+    consume<W_NMAJOR, STAGES, DROP, WARP_EPI, OWN_L>(g, maps, sRing, sLr, sC, gC, bar_full, bar_empty, bar_lr_full,
                                               bar_lr_empty, k_steps, m_pairs, n_blocks, tiles, cl, clusters, rank, peer);
   }
   // Neither block leaves while the other may still multicast into it or arrive on its barriers.
@@ -465,10 +631,10 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
   cluster::sync();
 }
 
-template <bool W_NMAJOR, int STAGES, bool DROP = false, bool WARP_EPI = false>
+template <bool W_NMAJOR, int STAGES, bool DROP = false, bool WARP_EPI = false, bool OWN_L = false>
 __global__ void __launch_bounds__(kThreads, 1) lora_gemm_kernel(const Args g, const __grid_constant__ Maps maps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL) || defined(OWLET_CUDA_EMULATION)
-  gemm<W_NMAJOR, STAGES, DROP, WARP_EPI>(g, &maps);
+  gemm<W_NMAJOR, STAGES, DROP, WARP_EPI, OWN_L>(g, &maps);
 #else
   __trap();  // built without sm_90a: the dispatch never launches this (lora.cu fused_ok)
 #endif

@@ -1,0 +1,46 @@
+// Flags in global memory by which one block of a persistent grid tells the others that something it wrote is out.
+//
+// A flag holds the number of the launch that last set it (an "epoch", one more per launch: grid_flag_epochs in
+// lora.cu), so the array is never cleared between launches: a waiter wants its own launch's number and an older one
+// means "not yet". Waiting on another block is safe only where every block the waiter depends on is running or will
+// run without the waiter leaving first: a grid of at most as many blocks as the device holds at once, each block
+// waiting only on work that comes earlier in a fixed order (lora_gemm.cuh's column block 0 of the same rows).
+// The writer's stores are made visible at GPU scope (__threadfence by each writing thread, then a barrier among the
+// writers) before one thread stores the flag with release semantics; the waiter's acquire load orders its later loads
+// after it. The host emulator (test/native/cuda_emu.h) parks a waiting thread until some flag is stored.
+#pragma once
+#include <cstdint>
+
+namespace owlet::cuda::grid_flags {
+
+// Spins until *f == v (acquire at GPU scope).
+__device__ __forceinline__ void wait(const unsigned* f, unsigned v) {
+#ifdef OWLET_CUDA_EMULATION
+  ::emu::flag_wait(f, v);
+#else
+  for (;;) {
+    unsigned x;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(x) : "l"(f) : "memory");
+    if (x == v) return;
+    __nanosleep(32);
+  }
+#endif
+}
+
+// *f = v (release at GPU scope): after the writers' stores and fences (see above).
+__device__ __forceinline__ void set(unsigned* f, unsigned v) {
+#ifdef OWLET_CUDA_EMULATION
+  ::emu::flag_store(f, v);
+#else
+  asm volatile("st.release.gpu.global.u32 [%0], %1;\n" ::"l"(f), "r"(v) : "memory");
+#endif
+}
+
+// A writer's stores visible at GPU scope before the flag that announces them.
+__device__ __forceinline__ void fence_gpu() {
+#ifndef OWLET_CUDA_EMULATION
+  __threadfence();
+#endif
+}
+
+}  // namespace owlet::cuda::grid_flags
