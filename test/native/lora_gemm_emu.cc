@@ -28,8 +28,10 @@ namespace {
 // their row block's flag; the other tiles wait for the flag and read it), run `own_l` times on one flags array with
 // epochs 1, 2, …, the grid's blocks all resident (emu::launch_resident) and L's buffer poisoned before each run — so
 // a tile that took L before its flag was set, or a flag left over from the previous run, reads the poison.
+// own_gb (with own_l, N-major): the same tiles' column sums Σ_m A[m][k] xa[m][j] per row block (gb_ws), checked
+// summed over the row blocks against float64.
 bool run(int stages, bool nmajor, int M, int N, int K, int R, unsigned grid, std::mt19937& rng, float p = 0.f,
-         bool warp_epi = false, int own_l = 0) {
+         bool warp_epi = false, int own_l = 0, bool own_gb = false) {
   auto randv = [&](size_t n) { return random_bf16(n, rng); };
   const float s = 0.75f;
   const std::vector<bf16> A = randv(size_t(M) * K), W = randv(size_t(N) * K), Rm = randv(size_t(N) * R),
@@ -68,27 +70,42 @@ bool run(int stages, bool nmajor, int M, int N, int K, int R, unsigned grid, std
     }
   std::vector<bf16> C(want.size(), __float2bfloat16_rn(12345.f));
   std::vector<bf16> L_out(L.size());
-  std::vector<unsigned> flags(size_t((M + lg::kBM - 1) / lg::kBM), 0u);
+  const int m_blocks = (M + lg::kBM - 1) / lg::kBM;
+  std::vector<unsigned> flags(size_t(m_blocks), 0u);
+  const std::vector<bf16> XA = randv(size_t(M) * R);
+  std::vector<float> gb_ws(size_t(m_blocks) * R * K);
   lg::Args g{own_l ? L_out.data() : L.data(), Rm.data(), M, N, K, R, s, key, p, scale,
-             P.data(), L_out.data(), flags.data(), 0u};
+             P.data(), L_out.data(), flags.data(), 0u, XA.data(), gb_ws.data()};
   lg::Maps maps;
   std::string why;
   if (!lg::encode_maps(A.data(), W.data(), C.data(), g, nmajor, maps, why)) {
     std::fprintf(stderr, "tensor maps: %s\n", why.c_str());
     return false;
   }
-  double l_err = 0;
+  double l_err = 0, gb_err = 0;
   for (int run = 1; run <= own_l; run++) {
     std::fill(L_out.begin(), L_out.end(), __float2bfloat16_rn(-777.f));
     std::fill(C.begin(), C.end(), __float2bfloat16_rn(12345.f));
+    std::fill(gb_ws.begin(), gb_ws.end(), std::nanf(""));
     g.epoch = unsigned(run);
     emu::launch_resident({grid, 1, 1}, lg::kThreads, lg::smem_bytes<4>(), [&] {
-      if (nmajor) lg::lora_gemm_kernel<true, 4, false, false, true>(g, maps);
+      if (own_gb) lg::lora_gemm_kernel<true, 4, false, false, true, true>(g, maps);
+      else if (nmajor) lg::lora_gemm_kernel<true, 4, false, false, true>(g, maps);
       else lg::lora_gemm_kernel<false, 4, false, false, true>(g, maps);
     }, lg::kCluster);
     std::vector<double> lw(L.size()), lg_(L.size());
     for (size_t i = 0; i < L.size(); i++) lw[i] = __bfloat162float(L[i]), lg_[i] = __bfloat162float(L_out[i]);
     l_err = std::max(l_err, rel_err(lg_, lw));
+    if (!own_gb) continue;
+    std::vector<double> gw(size_t(R) * K, 0.0), gg(gw.size(), 0.0);
+    for (int m = 0; m < M; m++)
+      for (int j = 0; j < R; j++)
+        for (int k = 0; k < K; k++)
+          gw[size_t(j) * K + k] +=
+              double(__bfloat162float(A[size_t(m) * K + k])) * double(__bfloat162float(XA[size_t(m) * R + j]));
+    for (int b = 0; b < m_blocks; b++)
+      for (size_t i = 0; i < gg.size(); i++) gg[i] += gb_ws[size_t(b) * R * K + i];
+    gb_err = std::max(gb_err, rel_err(gg, gw));
   }
   if (!own_l) emu::launch({grid, 1, 1}, lg::kThreads, stages == 3 ? lg::smem_bytes<3>() : lg::smem_bytes<4>(), [&] {
     if (p > 0.f) {
@@ -109,14 +126,17 @@ bool run(int stages, bool nmajor, int M, int N, int K, int R, unsigned grid, std
   const int tiles = ((M + lg::kBM - 1) / lg::kBM) * ((N + lg::kBN - 1) / lg::kBN);  // (of one block: 128 × 256)
   // C rounded to bf16 once: 2^-9 of the largest element, and the fp32 sums' order; L (OWN_L) rounded once like the
   // reference, apart from sums within float rounding of a bf16 tie
-  const bool ok = e < 8e-3 && l_err < 4e-3;
+  // gb_ws: fp32 sums of bf16 products (a NaN left anywhere fails it)
+  const bool ok = e < 8e-3 && l_err < 4e-3 && gb_err < 1e-5;
   std::printf("%s %d stages%s, %s W, M%-4d N%-4d K%-4d r%-2d%s, %d tiles on %u blocks: C %.1e", ok ? "PASS" : "FAIL",
-              stages, warp_epi ? " (warp epilogue)" : own_l ? " (L in the kernel)" : "", nmajor ? "N-major" : "K-major",
+              stages, warp_epi ? " (warp epilogue)" : own_gb ? " (L, gyᵀ xa in the kernel)" : own_l ? " (L in the kernel)" : "", nmajor ? "N-major" : "K-major",
               M, N, K, R,
               p > 0.f ? (" dropout " + std::to_string(p).substr(0, 4) + " (" + std::to_string(dropped) + " dropped)").c_str()
                       : "",
               tiles, grid, e);
-  if (own_l) std::printf(", L %.1e over %d runs", l_err, own_l);
+  if (own_l) std::printf(", L %.1e", l_err);
+  if (own_gb) std::printf(", gb %.1e", gb_err);
+  if (own_l) std::printf(" over %d runs", own_l);
   std::printf("\n");
   return ok;
 }
@@ -158,6 +178,10 @@ int main() {
     failed += !run(4, nmajor, 520, 520, 136, 8, 4, rng, 0.f, false, 2);
     failed += !run(4, nmajor, 390, 776, 328, 8, 6, rng, 0.f, false, 1);
   }
+  // and gyᵀ xa's row-block sums in the same tiles (dx's kernel): rows and columns ending inside a block and a k-step,
+  // an odd row-block count, tiles on several clusters
+  failed += !run(4, true, 390, 776, 200, 8, 2, rng, 0.f, false, 1, true);
+  failed += !run(4, true, 520, 520, 136, 8, 4, rng, 0.f, false, 2, true);
   std::printf("%d failed\n", failed);
   return failed ? 1 : 0;
 }

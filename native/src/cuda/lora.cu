@@ -323,10 +323,12 @@ bool grid_flag_epoch(DeviceContext& c, unsigned*& flags, unsigned& epoch) {
 
 // C = A op(W) + s L Rᵀ through lora_gemm.cuh (W [N, K] K-major, or [K, N] with w_nmajor); with `drop` (dx under
 // LoRA's input dropout, W N-major) the update under the mask: C = A W + keep ⊙ (s L Rᵀ); with `p` (rank 8, no mask)
-// L = A Pᵀ computed by the kernel itself and written into `l` (the OWN_L kernels). False (nothing launched) where the
+// L = A Pᵀ computed by the kernel itself and written into `l` (the OWN_L kernels), and with `xa` and `gb_ws` too (dx)
+// gb_ws[row block][j][k] = Σ over the block's rows of A[m][k] xa[m][j] (OWN_GB). False (nothing launched) where the
 // driver cannot encode the tensor maps or refuses the clustered launch.
 bool fused_gemm(DeviceContext& c, const Tensor& a, const Tensor& w, bool w_nmajor, const Tensor& l, const Tensor& r, float s,
-                Tensor& out, const char* op, const lora::Drop* drop = nullptr, const Tensor* p = nullptr) {
+                Tensor& out, const char* op, const lora::Drop* drop = nullptr, const Tensor* p = nullptr,
+                const Tensor* xa = nullptr, float* gb_ws = nullptr) {
   lora_gemm::Args g{l.data<bf16>(), r.data<bf16>(), int(a.rows()), int(out.cols()), int(a.cols()), int(l.cols()), s,
                     drop ? drop->key : 0, drop ? drop->p : 0.f, drop ? drop->scale : 1.f};
   const bool masked = drop && drop->on;
@@ -339,6 +341,13 @@ bool fused_gemm(DeviceContext& c, const Tensor& a, const Tensor& w, bool w_nmajo
       return false;
     g.p = p->data<bf16>();
     g.l_out = l.data<bf16>();
+  }
+  const bool own_gb = own_l && gb_ws;
+  if (own_gb) {
+    if (!w_nmajor || !xa || xa->dtype != DType::BF16 || xa->rows() != a.rows() || xa->cols() != lora_gemm::kOwnRank)
+      return false;
+    g.xa = xa->data<bf16>();
+    g.gb_ws = gb_ws;
   }
   lora_gemm::Maps maps;
   std::string why;
@@ -372,7 +381,8 @@ bool fused_gemm(DeviceContext& c, const Tensor& a, const Tensor& w, bool w_nmajo
     cfg.gridDim = dim3{unsigned(std::min<int64_t>(pair_tiles, fit) * kCl)};
     return cudaLaunchKernelEx(&cfg, kernel, g, maps);
   };
-  const cudaError_t e = own_l      ? (w_nmajor ? launch(lora_gemm::lora_gemm_kernel<true, 4, false, false, true>)
+  const cudaError_t e = own_gb     ? launch(lora_gemm::lora_gemm_kernel<true, 4, false, false, true, true>)
+                        : own_l    ? (w_nmajor ? launch(lora_gemm::lora_gemm_kernel<true, 4, false, false, true>)
                                                : launch(lora_gemm::lora_gemm_kernel<false, 4, false, false, true>))
                         : masked   ? launch(lora_gemm::lora_gemm_kernel<true, 4, true>)
                         : three    ? (w_nmajor ? launch(lora_gemm::lora_gemm_kernel<true, 3>)
@@ -608,13 +618,16 @@ void lora_bwd(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& 
       else plain();
     };
     if (gx && own_l_ok(c, r, dropout_p, {&gy, &w, &gyB, &A, gx}, K, N)) {
-      // gx and gy B from one kernel (OWN_L: its column block 0 computes gy B) and gb by cuBLAS, where that times faster
-      // than gy B and gb first (one pass over gy or cuBLAS) and then the GEMM with the update
+      // gx, gy B and gb's row-block sums from one kernel (OWN_L, OWN_GB: its column block 0 computes gy B and the sums
+      // from the gy boxes it streams anyway), gb from those by cols_finish — where that times faster than gy B and gb
+      // first (one pass over gy or cuBLAS) and then the GEMM with the update
       own_or_cublas(c, {c.index, gy.rows(), N, K, r, Product::dx_own_l}, "OWLET_LORA_GEMM", "fused-l",
                     [&] {
                       const Tensor bt = transposed_bf16(c, b, op, "b"), at = transposed_bf16(c, A, op, "a");
-                      if (!fused_gemm(c, gy, w, true, gyB, at, s, *gx, op, nullptr, &bt)) return false;
-                      gemm2d(c, gy, true, XA, false, gb, s, 0.f, op);  // gb = s · gyᵀ xa
+                      const int64_t blocks = (gy.rows() + lora_gemm::kBM - 1) / lora_gemm::kBM;
+                      Tensor ws(DType::F32, {blocks, r, N}, gy.device());
+                      if (!fused_gemm(c, gy, w, true, gyB, at, s, *gx, op, nullptr, &bt, &XA, ws.f32())) return false;
+                      cols_finish(c, ws.f32(), blocks, r, N, s, fout(gb, op, "gb"), 1, r, op);  // gb = s · gyᵀ xa
                       return true;
                     },
                     [&] {

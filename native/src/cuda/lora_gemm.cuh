@@ -81,10 +81,11 @@ constexpr int kThreads = 384;
 constexpr int kProducerRegs = 40, kConsumerRegs = 232;  // 128·40 + 256·232 = 64,512 (= 168 · 384, the launch's)
 // OWN_L: the producers' warps 1–3 hold L's accumulators and P's fragments besides their tile loop; ptxas spills them
 // at 56 and 72 registers, not at 88, and the consumers' 208 leave their wgmma unserialised: 128·88 + 256·208 = 64,512
-template <bool OWN_L>
-constexpr int kProducerRegsOf = OWN_L ? 88 : kProducerRegs;
-template <bool OWN_L>
-constexpr int kConsumerRegsOf = OWN_L ? 208 : kConsumerRegs;
+// OWN_GB: besides, xa's fragments and gyᵀ xa's accumulators (≈ 24 more): 128·104 + 256·200 (no spills, no C7511).
+template <bool OWN_L, bool OWN_GB>
+constexpr int kProducerRegsOf = OWN_GB ? 104 : OWN_L ? 88 : kProducerRegs;
+template <bool OWN_L, bool OWN_GB>
+constexpr int kConsumerRegsOf = OWN_GB ? 200 : OWN_L ? 208 : kConsumerRegs;
 constexpr int kOwnRank = 8;  // OWN_L computes L at rank 8 only (mPLUG-Owl's LoRA rank)
 constexpr int kOwnBarrier = 4;  // named barrier of producer warps 1–3 (the consumers' epilogue uses 2 and 3)
 constexpr int kGroupRows = 8;                           // row blocks per group of the tile order
@@ -127,6 +128,11 @@ struct Args {
   bf16* l_out;     // [M, r]
   unsigned* flags;  // one per row block (grid_flags.cuh)
   unsigned epoch;
+  // With OWN_GB (dx's kernel, OWN_L too) the same tiles add up LoRA's gb = s gyᵀ xa over their rows as well: ws[row
+  // block][j][k] = Σ over the block's rows m of A[m][k] · xa[m][j] (fp32; lora.cu's cols_finish adds the row blocks up
+  // in order and scales by s). The k-steps' A boxes are gy's columns, so nothing more is read but xa's rows.
+  const bf16* xa;  // [M, r]
+  float* gb_ws;    // [row blocks, r, K]
 };
 struct Maps {
   tma::Map a, w, c, c16;  // c16: C in boxes of 16 rows, one warp's (the WARP_EPI kernels' stores)
@@ -210,7 +216,7 @@ struct KeepBits {
 // the epilogue through the staging buffer. DROP: the rank-r product is masked in the accumulators before the k-steps
 // add A op(W) to it; the next tile's 128 hashes per thread (splitmix64's, ≈ 35 instructions each) are spread over this
 // tile's k-steps, where the warps otherwise wait for the tensor cores, instead of delaying the next tile's start.
-template <bool W_NMAJOR, int STAGES, bool DROP, bool WARP_EPI, bool OWN_L>
+template <bool W_NMAJOR, int STAGES, bool DROP, bool WARP_EPI, bool OWN_L, bool OWN_GB>
 __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_t sRing, uint32_t sLr, uint32_t sC,
                                         unsigned char* gC, uint32_t bar_full, uint32_t bar_empty, uint32_t bar_lr_full,
                                         uint32_t bar_lr_empty, int k_steps, int m_pairs, int n_blocks, int tiles, int cl,
@@ -219,7 +225,7 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
   using wgmma_ws::mbar_arrive;
   using wgmma_ws::mbar_wait;
   const int tid = threadIdx.x;
-  wgmma_ws::regs_inc<kConsumerRegsOf<OWN_L>>();
+  wgmma_ws::regs_inc<kConsumerRegsOf<OWN_L, OWN_GB>>();
   const int ctid = tid - 128, wg = ctid >> 7, wi = (ctid >> 5) & 3, lane = ctid & 31, gq = lane >> 2, t4 = lane & 3;
   const int thread_row = (wi * 16 + gq) * 128 + 4 * t4;  // the thread's first row and 4-byte slot in a staged box
   // acc[4i..4i+3] as bf16 pairs into a staged box at `at` (the thread's row) and 8 rows (1024 bytes) on
@@ -433,9 +439,13 @@ __device__ __forceinline__ void fill_rank_operands(const Args& g, unsigned char*
 // thread that these warps have read it. Extra tensor work: 128 × 8 of the tile's 128 × 256 columns (3%), on 1 of
 // every N / 256 tiles.
 // Returns L's rows as bf16 pairs: lb[j][h] = row 16(w + 3j) + lane / 4 + 8h, columns 2 (lane mod 4) and the next.
-template <int STAGES>
+// GB (OWN_GB): from the same boxes, while the stage is held, Σ over the block's rows of A[m][k] xa[m][j] for the
+// k-step's columns, by mma.sync with A's box transposed (ldmatrix .trans) and xa's 128 rows as B fragments loaded once
+// per tile (the warp's 16-column groups: w and w + 3 of 4), stored to gb_ws's row `mb` (`rows`: the block has rows).
+template <int STAGES, bool GB>
 __device__ __forceinline__ void own_l_rows(const Args& g, uint32_t sRing, uint32_t bar_full, uint32_t bar_x_empty,
-                                           int step0, int k_steps, int w, int lane, uint32_t (&lb)[3][2]) {
+                                           int step0, int k_steps, int w, int lane, int mb, bool rows,
+                                           uint32_t (&lb)[3][2]) {
   using wgmma_ws::mbar_arrive;
   using wgmma_ws::mbar_wait;
   const int gq = lane >> 2, t4 = lane & 3;
@@ -463,6 +473,20 @@ __device__ __forceinline__ void own_l_rows(const Args& g, uint32_t sRing, uint32
   };
   uint32_t pf[8];
   load_p(pf, 0);
+  // GB: b0, b1 of xa's rows 16q.. as the B operand of gyᵀ xa (B[k][n] = xa[16q + k][n]): rows 2·t4 and the next
+  // (and 8 on) of column gq, zero past M
+  uint32_t xf[GB ? 8 : 1][2];
+  if constexpr (GB) {
+    const uint16_t* xa16 = reinterpret_cast<const uint16_t*>(g.xa);
+#pragma unroll
+    for (int q = 0; q < 8; q++)
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        const int64_t m = int64_t(mb) * kBM + 16 * q + 8 * h + 2 * t4;
+        const uint32_t lo = m < g.M ? xa16[m * kOwnRank + gq] : 0u, hi = m + 1 < g.M ? xa16[(m + 1) * kOwnRank + gq] : 0u;
+        xf[q][h] = lo | (hi << 16);
+      }
+  }
 #pragma unroll 1
   for (int kt = 0; kt < k_steps; kt++) {
     const int step = step0 + kt, s = step % STAGES;
@@ -481,6 +505,29 @@ __device__ __forceinline__ void own_l_rows(const Args& g, uint32_t sRing, uint32
         mma::mma_bf16(acc[j], a, pf[2 * kk], pf[2 * kk + 1]);
       }
     }
+    if constexpr (GB) {
+      // columns 16c..16c+15 of the k-step (A over the block's 128 rows: k16 blocks q), mma.cuh's a_km through the
+      // swizzle (rows 16q + lane mod 8 (+ 8 for lanes 16–31), chunk 2c (+ 1 for lanes 8–15 and 24–31))
+#pragma unroll
+      for (int cc = 0; cc < 2; cc++) {
+        const int c = w + 3 * cc;
+        if (c >= kBK / 16) continue;
+        const uint32_t at = sA + uint32_t((lane & 7) + ((lane >> 4) << 3)) * 128 +
+                            uint32_t(((2 * c + ((lane >> 3) & 1)) ^ (lane & 7)) << 4);
+        float d[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+        for (int q = 0; q < 8; q++) {
+          uint32_t a[4];
+          mma::ldmatrix_x4_trans(a, at + q * 2048);
+          mma::mma_bf16(d, a, xf[q][0], xf[q][1]);
+        }
+        // d[0], d[1]: column n = 16c + gq of the k-step, j = 2·t4 and the next; d[2], d[3]: column n + 8
+        const int n = kt * kBK + 16 * c + gq;
+        float* const ws = g.gb_ws + int64_t(mb) * kOwnRank * g.K + int64_t(2 * t4) * g.K + n;
+        if (rows && n < g.K) ws[0] = d[0], ws[g.K] = d[1];
+        if (rows && n + 8 < g.K) ws[8] = d[2], ws[g.K + 8] = d[3];
+      }
+    }
     __syncwarp();
     if (lane == 0) mbar_arrive(bar_x_empty + 8 * s);
 #pragma unroll
@@ -492,9 +539,10 @@ __device__ __forceinline__ void own_l_rows(const Args& g, uint32_t sRing, uint32
     for (int h = 0; h < 2; h++) lb[j][h] = mma::pack_bf16(acc[j][2 * h], acc[j][2 * h + 1]);
 }
 
-template <bool W_NMAJOR, int STAGES, bool DROP, bool WARP_EPI, bool OWN_L>
+template <bool W_NMAJOR, int STAGES, bool DROP, bool WARP_EPI, bool OWN_L, bool OWN_GB>
 __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
   static_assert(!(OWN_L && DROP), "OWN_L computes L from the unmasked A: not for the dropout kernel");
+  static_assert(!OWN_GB || (OWN_L && W_NMAJOR), "OWN_GB is dx's (gy's columns in its A boxes), with OWN_L");
   using namespace wgmma;
   using wgmma_ws::mbar_arrive;
   using wgmma_ws::mbar_init;
@@ -530,7 +578,7 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
   cluster::sync();
 
   if (role == 0) {
-    wgmma_ws::regs_dec<kProducerRegsOf<OWN_L>>();
+    wgmma_ws::regs_dec<kProducerRegsOf<OWN_L, OWN_GB>>();
     const int warp = tid >> 5, lane = tid & 31;
     if (warp == 0 && lane == 0) {  // ---- the TMA thread ----
       tma::prefetch(&maps->a), tma::prefetch(&maps->w);
@@ -582,7 +630,8 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
           const bool own = nb == 0, rows = mb < m_blocks;
           uint32_t lb[3][2];
           if (own) {
-            own_l_rows<STAGES>(g, sRing, bar_full, bar_x_empty, it * k_steps, k_steps, warp - 1, lane, lb);
+            own_l_rows<STAGES, OWN_GB>(g, sRing, bar_full, bar_x_empty, it * k_steps, k_steps, warp - 1, lane, mb,
+                                       rows, lb);
             if (rows) {  // L's rows out in bf16 (as x Aᵀ / gy B would be stored), then the flag
 #pragma unroll
               for (int j = 0; j < 3; j++)
@@ -623,7 +672,7 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
       }
     }
   } else {
-    consume<W_NMAJOR, STAGES, DROP, WARP_EPI, OWN_L>(g, maps, sRing, sLr, sC, gC, bar_full, bar_empty, bar_lr_full,
+    consume<W_NMAJOR, STAGES, DROP, WARP_EPI, OWN_L, OWN_GB>(g, maps, sRing, sLr, sC, gC, bar_full, bar_empty, bar_lr_full,
                                               bar_lr_empty, k_steps, m_pairs, n_blocks, tiles, cl, clusters, rank, peer);
   }
   // Neither block leaves while the other may still multicast into it or arrive on its barriers.
@@ -631,10 +680,10 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
   cluster::sync();
 }
 
-template <bool W_NMAJOR, int STAGES, bool DROP = false, bool WARP_EPI = false, bool OWN_L = false>
+template <bool W_NMAJOR, int STAGES, bool DROP = false, bool WARP_EPI = false, bool OWN_L = false, bool OWN_GB = false>
 __global__ void __launch_bounds__(kThreads, 1) lora_gemm_kernel(const Args g, const __grid_constant__ Maps maps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL) || defined(OWLET_CUDA_EMULATION)
-  gemm<W_NMAJOR, STAGES, DROP, WARP_EPI, OWN_L>(g, &maps);
+  gemm<W_NMAJOR, STAGES, DROP, WARP_EPI, OWN_L, OWN_GB>(g, &maps);
 #else
   __trap();  // built without sm_90a: the dispatch never launches this (lora.cu fused_ok)
 #endif
