@@ -321,37 +321,52 @@ bool grid_flag_epoch(DeviceContext& c, unsigned*& flags, unsigned& epoch) {
   return true;
 }
 
+// What the OWN_L kernels compute besides C (lora_gemm.cuh's Args): L = A Pᵀ (rank 8) into the call's `l`; and dx's
+// with `xa`, `x` and the two workspaces (OWN_GB) gb_ws[row block][j][k] = Σ over the block's rows of A[m][k] xa[m][j]
+// and ga_ws[range][j][n] = Σ over the range's rows of L[m][j] x[m][n].
+struct OwnL {
+  const Tensor* p;
+  const Tensor* xa = nullptr;
+  const Tensor* x = nullptr;
+  float* gb_ws = nullptr;
+  float* ga_ws = nullptr;
+};
+
 // C = A op(W) + s L Rᵀ through lora_gemm.cuh (W [N, K] K-major, or [K, N] with w_nmajor); with `drop` (dx under
-// LoRA's input dropout, W N-major) the update under the mask: C = A W + keep ⊙ (s L Rᵀ); with `p` (rank 8, no mask)
-// L = A Pᵀ computed by the kernel itself and written into `l` (the OWN_L kernels), and with `xa` and `gb_ws` too (dx)
-// gb_ws[row block][j][k] = Σ over the block's rows of A[m][k] xa[m][j] (OWN_GB). False (nothing launched) where the
-// driver cannot encode the tensor maps or refuses the clustered launch.
+// LoRA's input dropout, W N-major) the update under the mask: C = A W + keep ⊙ (s L Rᵀ); with `own` (rank 8, no mask)
+// L computed by the kernel itself (and more: OwnL). False (nothing launched) where the driver cannot encode the tensor
+// maps or refuses the clustered launch.
 bool fused_gemm(DeviceContext& c, const Tensor& a, const Tensor& w, bool w_nmajor, const Tensor& l, const Tensor& r, float s,
-                Tensor& out, const char* op, const lora::Drop* drop = nullptr, const Tensor* p = nullptr,
-                const Tensor* xa = nullptr, float* gb_ws = nullptr) {
+                Tensor& out, const char* op, const lora::Drop* drop = nullptr, const OwnL* own = nullptr) {
   lora_gemm::Args g{l.data<bf16>(), r.data<bf16>(), int(a.rows()), int(out.cols()), int(a.cols()), int(l.cols()), s,
                     drop ? drop->key : 0, drop ? drop->p : 0.f, drop ? drop->scale : 1.f};
   const bool masked = drop && drop->on;
   if (masked && !w_nmajor) return false;  // (only dx has a masked update)
-  const bool own_l = p != nullptr;
+  const bool own_l = own != nullptr;
   if (own_l) {
     const int64_t m_blocks = (a.rows() + lora_gemm::kBM - 1) / lora_gemm::kBM;
-    if (masked || l.cols() != lora_gemm::kOwnRank || p->rows() != lora_gemm::kOwnRank || p->cols() != a.cols() ||
+    const Tensor& p = *own->p;
+    if (masked || l.cols() != lora_gemm::kOwnRank || p.rows() != lora_gemm::kOwnRank || p.cols() != a.cols() ||
         m_blocks > kFlagRowBlocks)
       return false;
-    g.p = p->data<bf16>();
+    g.p = p.data<bf16>();
     g.l_out = l.data<bf16>();
   }
-  const bool own_gb = own_l && gb_ws;
+  const bool own_gb = own_l && own->gb_ws;
   if (own_gb) {
-    if (!w_nmajor || !xa || xa->dtype != DType::BF16 || xa->rows() != a.rows() || xa->cols() != lora_gemm::kOwnRank)
+    const Tensor *xa = own->xa, *x = own->x;
+    if (!w_nmajor || !xa || !x || !own->ga_ws || xa->dtype != DType::BF16 || x->dtype != DType::BF16 ||
+        xa->rows() != a.rows() || xa->cols() != lora_gemm::kOwnRank || x->rows() != a.rows() || x->cols() != out.cols() ||
+        !aligned16(*x))
       return false;
     g.xa = xa->data<bf16>();
-    g.gb_ws = gb_ws;
+    g.gb_ws = own->gb_ws;
+    g.ga_ws = own->ga_ws;
   }
   lora_gemm::Maps maps;
   std::string why;
   if (!lora_gemm::encode_maps(a.data<bf16>(), w.data<bf16>(), out.data<bf16>(), g, w_nmajor, maps, why)) return false;
+  if (own_gb && !tma::encode(maps.x, {own->x->data<bf16>(), 1, g.M, 1, g.N, g.N}, lora_gemm::kBM, why)) return false;
   if (g.M == 0) return true;
   if (own_l && !grid_flag_epoch(c, g.flags, g.epoch)) return false;
   // clusters of kCluster blocks, each cluster taking pairs of row blocks: as many clusters as there are pairs of tiles
@@ -561,7 +576,10 @@ void lora_fwd(const Tensor& x, const Tensor& w, const Tensor& a, const Tensor& b
   }
   if (A16) {
     own_or_cublas(c, {c.index, x.rows(), K, y.cols(), r, Product::forward_own_l}, "OWLET_LORA_GEMM", "fused-l",
-                  [&] { return fused_gemm(c, x, w, false, xa, B, s, y, op, nullptr, A16); },
+                  [&] {
+                    const OwnL own{A16};
+                    return fused_gemm(c, x, w, false, xa, B, s, y, op, nullptr, &own);
+                  },
                   [&] { lora_fwd_low_rank_first(c, x, w, a, B, s, dropout_p, seed, y, xa, op); });
     return;
   }
@@ -617,24 +635,28 @@ void lora_bwd(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& 
                       [&] { return gy_pass(c, gy, b, xa, r, s, gyB, gb, op); }, plain);
       else plain();
     };
-    if (gx && own_l_ok(c, r, dropout_p, {&gy, &w, &gyB, &A, gx}, K, N)) {
-      // gx, gy B and gb's row-block sums from one kernel (OWN_L, OWN_GB: its column block 0 computes gy B and the sums
-      // from the gy boxes it streams anyway), gb from those by cols_finish — where that times faster than gy B and gb
-      // first (one pass over gy or cuBLAS) and then the GEMM with the update
+    if (gx && own_l_ok(c, r, dropout_p, {&gy, &w, &gyB, &A, gx, &x}, K, N)) {
+      // gx, gy B and the partial sums of gb and ga from one kernel (OWN_L, OWN_GB: its column block 0 computes gy B
+      // and gb's sums from the gy boxes it streams anyway; ga's come from x's boxes after the tiles, on the blocks the
+      // last round leaves idle), gb and ga from those by cols_finish — where that times faster than gy B and gb first
+      // (one pass over gy or cuBLAS), then the GEMM with the update and cuBLAS's (gy B)ᵀ x
       own_or_cublas(c, {c.index, gy.rows(), N, K, r, Product::dx_own_l}, "OWLET_LORA_GEMM", "fused-l",
                     [&] {
                       const Tensor bt = transposed_bf16(c, b, op, "b"), at = transposed_bf16(c, A, op, "a");
-                      const int64_t blocks = (gy.rows() + lora_gemm::kBM - 1) / lora_gemm::kBM;
-                      Tensor ws(DType::F32, {blocks, r, N}, gy.device());
-                      if (!fused_gemm(c, gy, w, true, gyB, at, s, *gx, op, nullptr, &bt, &XA, ws.f32())) return false;
-                      cols_finish(c, ws.f32(), blocks, r, N, s, fout(gb, op, "gb"), 1, r, op);  // gb = s · gyᵀ xa
+                      const int64_t blocks = (gy.rows() + lora_gemm::kBM - 1) / lora_gemm::kBM,
+                                    ranges = (blocks + lora_gemm::kTailRows - 1) / lora_gemm::kTailRows;
+                      Tensor gb_ws(DType::F32, {blocks, r, N}, gy.device()), ga_ws(DType::F32, {ranges, r, K}, gy.device());
+                      const OwnL own{&bt, &XA, &x, gb_ws.f32(), ga_ws.f32()};
+                      if (!fused_gemm(c, gy, w, true, gyB, at, s, *gx, op, nullptr, &own)) return false;
+                      cols_finish(c, gb_ws.f32(), blocks, r, N, s, fout(gb, op, "gb"), 1, r, op);   // gb = s · gyᵀ xa
+                      cols_finish(c, ga_ws.f32(), ranges, r, K, s, fout(ga, op, "ga"), K, 1, op);   // ga = s · (gy B)ᵀ x
                       return true;
                     },
                     [&] {
                       gyb_and_gb();
                       lora_dx(c, gy, w, A, gyB, r, s, *gx, op);
+                      gemm2d(c, gyB, true, x, false, ga, s, 0.f, op);  // ga = s · (gy B)ᵀ x
                     });
-      gemm2d(c, gyB, true, x, false, ga, s, 0.f, op);  // ga = s · (gy B)ᵀ x
       return;
     }
     gyb_and_gb();

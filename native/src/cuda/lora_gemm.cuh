@@ -81,7 +81,9 @@ constexpr int kThreads = 384;
 constexpr int kProducerRegs = 40, kConsumerRegs = 232;  // 128·40 + 256·232 = 64,512 (= 168 · 384, the launch's)
 // OWN_L: the producers' warps 1–3 hold L's accumulators and P's fragments besides their tile loop; ptxas spills them
 // at 56 and 72 registers, not at 88, and the consumers' 208 leave their wgmma unserialised: 128·88 + 256·208 = 64,512
-// OWN_GB: besides, xa's fragments and gyᵀ xa's accumulators (≈ 24 more): 128·104 + 256·200 (no spills, no C7511).
+// OWN_GB: besides, gyᵀ xa's accumulators and the tail: 128·104 + 256·200 (the producers spill at 88 and 96; setmaxnreg
+// takes multiples of 8). ptxas serialised the consumers' wgmma here (C7511) while xa's fragments were held in registers
+// instead of read from shared memory — scripts/gpu/ptxas-serialised.sh checks.
 template <bool OWN_L, bool OWN_GB>
 constexpr int kProducerRegsOf = OWN_GB ? 104 : OWN_L ? 88 : kProducerRegs;
 template <bool OWN_L, bool OWN_GB>
@@ -133,10 +135,33 @@ struct Args {
   // in order and scales by s). The k-steps' A boxes are gy's columns, so nothing more is read but xa's rows.
   const bf16* xa;  // [M, r]
   float* gb_ws;    // [row blocks, r, K]
+  // and LoRA's ga = s (gy B)ᵀ x, after the tiles ("the tail"): ga_ws[range][j][n] = Σ over the rows of a range of
+  // kTailRows row blocks of L[m][j] · x[m][n] (x [M, N], through Maps::x), on the blocks that have one tile fewer than
+  // the others (all blocks where the tiles divide evenly) while the others finish their last; cols_finish adds the
+  // ranges up.
+  float* ga_ws;    // [ranges, r, N]
 };
 struct Maps {
   tma::Map a, w, c, c16;  // c16: C in boxes of 16 rows, one warp's (the WARP_EPI kernels' stores)
+  tma::Map x;             // OWN_GB: LoRA's x [M, N] in boxes of 128 rows × 64 columns (the tail's)
 };
+constexpr int kTailRows = 16;  // row blocks per item of the tail (OWN_GB)
+
+// The tail's items (OWN_GB): column chunk of 64 × range of kTailRows row blocks, item i = range · chunks + chunk;
+// block `b` of the `count` that take items does items b, b + count, … . Those are the blocks of the clusters with one
+// tile fewer (the tiles' last round leaves them idle), or all blocks where the tiles divide evenly.
+struct Tail {
+  int first, stride, items, chunks;
+};
+__device__ __forceinline__ Tail tail_plan(int tiles, int clusters, int cl, int rank, int m_blocks, int N) {
+  const int rem = tiles % clusters, chunks = (N + kBK - 1) / kBK;
+  const int ranges = (m_blocks + kTailRows - 1) / kTailRows;
+  Tail t{0, 0, chunks * ranges, chunks};
+  if (rem == 0) t.first = cl * kCluster + rank, t.stride = clusters * kCluster;
+  else if (cl >= rem) t.first = (cl - rem) * kCluster + rank, t.stride = (clusters - rem) * kCluster;
+  else t.first = t.items, t.stride = 1;  // (none)
+  return t;
+}
 
 // Encodes the maps; false (and why) where the TMA cannot describe the matrices.
 inline bool encode_maps(const bf16* a, const bf16* w, bf16* c, const Args& g, bool w_nmajor, Maps& m, std::string& why) {
@@ -438,14 +463,65 @@ __device__ __forceinline__ void fill_rank_operands(const Args& g, unsigned char*
 // from L2). Each stage's "x empty" barrier (3 arrivals, this block's: A's box is not multicast) then tells the TMA
 // thread that these warps have read it. Extra tensor work: 128 × 8 of the tile's 128 × 256 columns (3%), on 1 of
 // every N / 256 tiles.
+// Σ over a 128-row box of box[m][k] · V[m][j] (rank 8) for the box's 16-column groups w and w + 3 of 4 (producer
+// warp 1 + w): d[cc] += by mma.sync, the box transposed (ldmatrix .trans: mma.cuh's a_km through the 128-byte swizzle,
+// rows 16q + lane mod 8 (+ 8 for lanes 16–31), chunk 2c (+ 1 for lanes 8–15 and 24–31)) and V's 128 rows, staged in
+// 16-byte chunk `vc` of the lr buffer's rows (stage_v_rows), as B fragments (ldmatrix .trans of rows 16q + lane: b0,
+// b1 of k16 blocks q and q + 1).
+__device__ __forceinline__ void box_t_times(uint32_t box, uint32_t sLr, int vc, float (&d)[2][4], int w, int lane) {
+  const uint32_t v_at = sLr + uint32_t(lane) * 128 + uint32_t((vc ^ (lane & 7)) << 4);
+#pragma unroll
+  for (int cc = 0; cc < 2; cc++) {
+    const int c = w + 3 * cc;
+    if (c >= kBK / 16) continue;
+    const uint32_t at = box + uint32_t((lane & 7) + ((lane >> 4) << 3)) * 128 +
+                        uint32_t(((2 * c + ((lane >> 3) & 1)) ^ (lane & 7)) << 4);
+#pragma unroll
+    for (int q = 0; q < 8; q += 2) {
+      uint32_t vf[4], a[4];
+      mma::ldmatrix_x4_trans(vf, v_at + q * 2048);
+      mma::ldmatrix_x4_trans(a, at + q * 2048);
+      mma::mma_bf16(d[cc], a, vf[0], vf[1]);
+      mma::ldmatrix_x4_trans(a, at + (q + 1) * 2048);
+      mma::mma_bf16(d[cc], a, vf[2], vf[3]);
+    }
+  }
+}
+
+// V's 128 rows from m0 (V [M, 8] bf16, 16 bytes a row) into 16-byte chunk `vc` of the lr buffer's rows (the swizzle:
+// at vc ^ (row mod 8)), zero past M, by producer lane `pl` of 96; the caller then syncs warps 1–3 (kOwnBarrier).
+// Through L2 only where another block wrote V during this kernel.
+template <bool L2_ONLY>
+__device__ __forceinline__ void stage_v_rows(const bf16* v, int64_t m0, int M, unsigned char* gLr, int vc, int pl) {
+  for (int i = pl; i < kBM; i += 96) {
+    uint4 x = make_uint4(0, 0, 0, 0);
+    if (m0 + i < M) x = L2_ONLY ? load_l2(v + (m0 + i) * kOwnRank) : *reinterpret_cast<const uint4*>(v + (m0 + i) * kOwnRank);
+    *reinterpret_cast<uint4*>(gLr + i * 128 + ((vc ^ (i & 7)) << 4)) = x;
+  }
+}
+
+// d (box_t_times's sums for columns n0.. of a box) into ws [r][N]: d[cc][0], [1] column n0 + 16c + lane / 4, j = 2 (lane
+// mod 4) and the next; [2], [3] column + 8. Columns past N are left out.
+__device__ __forceinline__ void store_box_cols(float* ws, int N, int n0, const float (&d)[2][4], int w, int lane) {
+#pragma unroll
+  for (int cc = 0; cc < 2; cc++) {
+    const int c = w + 3 * cc;
+    if (c >= kBK / 16) continue;
+    const int n = n0 + 16 * c + (lane >> 2);
+    float* const at = ws + int64_t(2 * (lane & 3)) * N + n;
+    if (n < N) at[0] = d[cc][0], at[N] = d[cc][1];
+    if (n + 8 < N) at[8] = d[cc][2], at[N + 8] = d[cc][3];
+  }
+}
+
 // Returns L's rows as bf16 pairs: lb[j][h] = row 16(w + 3j) + lane / 4 + 8h, columns 2 (lane mod 4) and the next.
 // GB (OWN_GB): from the same boxes, while the stage is held, Σ over the block's rows of A[m][k] xa[m][j] for the
-// k-step's columns, by mma.sync with A's box transposed (ldmatrix .trans) and xa's 128 rows as B fragments loaded once
-// per tile (the warp's 16-column groups: w and w + 3 of 4), stored to gb_ws's row `mb` (`rows`: the block has rows).
+// k-step's columns (box_t_times, xa's 128 rows staged once per tile in chunk 6 of the lr buffer, which the rank-r
+// operands leave free), stored to gb_ws's row `mb` (`rows`: the block has rows).
 template <int STAGES, bool GB>
 __device__ __forceinline__ void own_l_rows(const Args& g, uint32_t sRing, uint32_t bar_full, uint32_t bar_x_empty,
-                                           int step0, int k_steps, int w, int lane, int mb, bool rows,
-                                           uint32_t (&lb)[3][2]) {
+                                           uint32_t sLr, unsigned char* gLr, int step0, int k_steps, int w, int lane,
+                                           int mb, bool rows, uint32_t (&lb)[3][2]) {
   using wgmma_ws::mbar_arrive;
   using wgmma_ws::mbar_wait;
   const int gq = lane >> 2, t4 = lane & 3;
@@ -472,26 +548,21 @@ __device__ __forceinline__ void own_l_rows(const Args& g, uint32_t sRing, uint32
     }
   };
   uint32_t pf[8];
-  load_p(pf, 0);
-  // GB: b0, b1 of xa's rows 16q.. as the B operand of gyᵀ xa (B[k][n] = xa[16q + k][n]): rows 2·t4 and the next
-  // (and 8 on) of column gq, zero past M
-  uint32_t xf[GB ? 8 : 1][2];
+  if constexpr (!GB) load_p(pf, 0);
+  // GB: xa's rows of the block into chunk 6, once the three warps are past their last reads of it
   if constexpr (GB) {
-    const uint16_t* xa16 = reinterpret_cast<const uint16_t*>(g.xa);
-#pragma unroll
-    for (int q = 0; q < 8; q++)
-#pragma unroll
-      for (int h = 0; h < 2; h++) {
-        const int64_t m = int64_t(mb) * kBM + 16 * q + 8 * h + 2 * t4;
-        const uint32_t lo = m < g.M ? xa16[m * kOwnRank + gq] : 0u, hi = m + 1 < g.M ? xa16[(m + 1) * kOwnRank + gq] : 0u;
-        xf[q][h] = lo | (hi << 16);
-      }
+    wgmma::bar_sync(kOwnBarrier, 96);
+    stage_v_rows<false>(g.xa, int64_t(mb) * kBM, g.M, gLr, 6, 32 * w + lane);
+    wgmma::bar_sync(kOwnBarrier, 96);
   }
 #pragma unroll 1
   for (int kt = 0; kt < k_steps; kt++) {
     const int step = step0 + kt, s = step % STAGES;
-    uint32_t pn[8] = {0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u};
-    if (kt + 1 < k_steps) load_p(pn, kt + 1);  // (in flight while this k-step's products run)
+    // P's next fragments in flight while this k-step's products run — or, GB (short of registers), this k-step's in
+    // flight while the stage lands
+    uint32_t pn[GB ? 1 : 8] = {};
+    if constexpr (GB) load_p(pf, kt);
+    else if (kt + 1 < k_steps) load_p(pn, kt + 1);
     mbar_wait(bar_full + 8 * s, uint32_t((step / STAGES) & 1));
     const uint32_t sA = sRing + s * kStageBytes;
 #pragma unroll
@@ -505,33 +576,16 @@ __device__ __forceinline__ void own_l_rows(const Args& g, uint32_t sRing, uint32
         mma::mma_bf16(acc[j], a, pf[2 * kk], pf[2 * kk + 1]);
       }
     }
-    if constexpr (GB) {
-      // columns 16c..16c+15 of the k-step (A over the block's 128 rows: k16 blocks q), mma.cuh's a_km through the
-      // swizzle (rows 16q + lane mod 8 (+ 8 for lanes 16–31), chunk 2c (+ 1 for lanes 8–15 and 24–31))
-#pragma unroll
-      for (int cc = 0; cc < 2; cc++) {
-        const int c = w + 3 * cc;
-        if (c >= kBK / 16) continue;
-        const uint32_t at = sA + uint32_t((lane & 7) + ((lane >> 4) << 3)) * 128 +
-                            uint32_t(((2 * c + ((lane >> 3) & 1)) ^ (lane & 7)) << 4);
-        float d[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-        for (int q = 0; q < 8; q++) {
-          uint32_t a[4];
-          mma::ldmatrix_x4_trans(a, at + q * 2048);
-          mma::mma_bf16(d, a, xf[q][0], xf[q][1]);
-        }
-        // d[0], d[1]: column n = 16c + gq of the k-step, j = 2·t4 and the next; d[2], d[3]: column n + 8
-        const int n = kt * kBK + 16 * c + gq;
-        float* const ws = g.gb_ws + int64_t(mb) * kOwnRank * g.K + int64_t(2 * t4) * g.K + n;
-        if (rows && n < g.K) ws[0] = d[0], ws[g.K] = d[1];
-        if (rows && n + 8 < g.K) ws[8] = d[2], ws[g.K + 8] = d[3];
-      }
+    if constexpr (GB) {  // the k-step's columns of gyᵀ xa over the block's rows
+      float d[2][4] = {};
+      box_t_times(sA, sLr, 6, d, w, lane);
+      if (rows) store_box_cols(g.gb_ws + int64_t(mb) * kOwnRank * g.K, g.K, kt * kBK, d, w, lane);
     }
     __syncwarp();
     if (lane == 0) mbar_arrive(bar_x_empty + 8 * s);
+    if constexpr (!GB)
 #pragma unroll
-    for (int q = 0; q < 8; q++) pf[q] = pn[q];
+      for (int q = 0; q < 8; q++) pf[q] = pn[q];
   }
 #pragma unroll
   for (int j = 0; j < 3; j++)
@@ -616,6 +670,30 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
           }
         }
       }
+      if constexpr (OWN_GB) {  // the tail: x's boxes for warps 1–3 alone (no W, no consumers)
+        tma::prefetch(&maps->x);
+        const Tail tail = tail_plan(tiles, clusters, cl, rank, m_blocks, g.N);
+        // (a stage's last fill was a tile's, released by the consumers of both blocks — every fill of it was, so its
+        // "empty" parity follows from the step — or the tail's, by warps 1–3)
+        uint32_t tail_steps = 0;
+        for (int item = tail.first; item < tail.items; item += tail.stride) {
+          const int chunk = item % tail.chunks, range = item / tail.chunks;
+          for (int mb = range * kTailRows; mb < min(m_blocks, (range + 1) * kTailRows); mb++, step++) {
+            const int s = step % STAGES;
+            if (step >= STAGES && !((tail_steps >> (STAGES - 1)) & 1))
+              mbar_wait(bar_empty + 8 * s, uint32_t((step / STAGES - 1) & 1));
+            if (step >= STAGES && ((own_steps >> (STAGES - 1)) & 1)) {
+              mbar_wait(bar_x_empty + 8 * s, (x_parity >> s) & 1);
+              x_parity ^= 1u << s;
+            }
+            own_steps = (own_steps << 1) | 1u;
+            tail_steps = (tail_steps << 1) | 1u;
+            const uint32_t full = bar_full + 8 * s;
+            tma::arrive_expect_tx(full, kABytes);
+            tma::load_4d(sRing + s * kStageBytes, &maps->x, chunk * kBK, 0, mb * kBM, 0, full);
+          }
+        }
+      }
       // every copy has landed before this thread leaves
       for (int st = max(0, step - STAGES); st < step; st++)
         mbar_wait(bar_full + 8 * (st % STAGES), uint32_t((st / STAGES) & 1));
@@ -626,12 +704,16 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
         int mb, nb;
         block_tile(t, m_pairs, n_blocks, rank, mb, nb);
         if constexpr (OWN_L) {
-          // column block 0 computes its rows of L (and announces them); the others take them once announced
+          // column block 0 computes its rows of L (and announces them); the others take them once announced.
+          // First the consumers are done with the previous tile (its update read the lr buffer) — and so every fill
+          // of the ring before this tile's has completed: these warps skip the other tiles' fills, and an mbarrier
+          // parity wait is only sound one phase ahead (a wait two fills ahead would pass on the older one)
+          if (it > 0) mbar_wait(bar_lr_empty, uint32_t((it - 1) & 1));
           const bool own = nb == 0, rows = mb < m_blocks;
           uint32_t lb[3][2];
           if (own) {
-            own_l_rows<STAGES, OWN_GB>(g, sRing, bar_full, bar_x_empty, it * k_steps, k_steps, warp - 1, lane, mb,
-                                       rows, lb);
+            own_l_rows<STAGES, OWN_GB>(g, sRing, bar_full, bar_x_empty, sLr, gLr, it * k_steps, k_steps, warp - 1, lane,
+                                       mb, rows, lb);
             if (rows) {  // L's rows out in bf16 (as x Aᵀ / gy B would be stored), then the flag
 #pragma unroll
               for (int j = 0; j < 3; j++)
@@ -646,7 +728,6 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
               if (pl == 0) grid_flags::set(g.flags + mb, g.epoch);
             }
           }
-          if (it > 0) mbar_wait(bar_lr_empty, uint32_t((it - 1) & 1));
           if (!own && rows) grid_flags::wait(g.flags + mb, g.epoch);
           fill_rank_operands<true>(g, gLr, mb, nb, pl, !own);
           if (own) {  // s·L (L rounded to bf16 first, as the L the other tiles read) into chunk 4, chunk 5 zero
@@ -669,6 +750,30 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
         fence_proxy_async();  // the generic stores before the tensor cores' async-proxy reads
         __syncwarp();
         if (lane == 0) mbar_arrive(bar_lr_full);
+      }
+      if constexpr (OWN_GB) {  // the tail: ga's sums over row ranges, L's rows as each row block's flag is set
+        const Tail tail = tail_plan(tiles, clusters, cl, rank, m_blocks, g.N);
+        if (it > 0) mbar_wait(bar_lr_empty, uint32_t((it - 1) & 1));  // (every tile's fill completed: as above)
+        bar_sync(kOwnBarrier, 96);  // (and the three warps past their reads of the lr buffer's chunk 6)
+        int step = it * k_steps, staged = 0;
+        for (int item = tail.first; item < tail.items; item += tail.stride) {
+          const int chunk = item % tail.chunks, range = item / tail.chunks;
+          float d[2][4] = {};
+          for (int mb = range * kTailRows; mb < min(m_blocks, (range + 1) * kTailRows); mb++, step++) {
+            // L's rows of the block into chunk 6 or 7 by turns (the warps are past this barrier only once done with the
+            // chunk's previous rows, two row blocks back)
+            const int vc = 6 + (staged++ & 1);
+            grid_flags::wait(g.flags + mb, g.epoch);
+            stage_v_rows<true>(g.l_out, int64_t(mb) * kBM, g.M, gLr, vc, pl);
+            bar_sync(kOwnBarrier, 96);
+            const int s = step % STAGES;
+            mbar_wait(bar_full + 8 * s, uint32_t((step / STAGES) & 1));
+            box_t_times(sRing + s * kStageBytes, sLr, vc, d, warp - 1, lane);
+            __syncwarp();
+            if (lane == 0) mbar_arrive(bar_x_empty + 8 * s);
+          }
+          store_box_cols(g.ga_ws + int64_t(range) * kOwnRank * g.N, g.N, chunk * kBK, d, warp - 1, lane);
+        }
       }
     }
   } else {
