@@ -733,14 +733,16 @@ export function cases(): Case[] {
   lora(300, 520, 264, 8, 0, true, 'fusedwarp');
   lora(1100, 264, 136, 16, 0, false, 'fusedwarp');
   // the fused GEMM computing its own L (x Aᵀ in the forward, gy B in dx; OWLET_LORA_GEMM=fused-l, session 20): column
-  // block 0's tiles compute it and the others wait for their row block's flag — one tile (M 37), tiles ending inside
-  // their rows, columns and k-steps, many tiles per block and row blocks per column block (M 1100), twice in a row
-  // (the second call's flags start at the first's epoch); and what it does not take, which falls back: rank 16,
-  // dropout, K 66
+  // block 0's tiles compute it and the others wait for their row block's flag, dx's also gb's sums and, after its
+  // tiles, ga's from x — one tile (M 37), tiles ending inside their rows, columns and k-steps, many tiles per block and
+  // row blocks per column block (M 1100), twice in a row (the second call's flags start at the first's epoch), more
+  // than 8 row-block pairs and 16-row-block ranges of ga's tail (M 4100); and what it does not take, which falls back:
+  // rank 16, dropout, K 66
   lora(37, 64, 48, 8, 0, true, 'fusedl');
   lora(300, 520, 264, 8, 0, true, 'fusedl');
   lora(1100, 264, 136, 8, 0, false, 'fusedl');
   lora(1100, 264, 136, 8, 0, false, 'fusedl');
+  lora(4100, 264, 520, 8, 0, false, 'fusedl');
   lora(300, 512, 384, 16, 0, false, 'fusedl');
   lora(300, 512, 384, 8, 0.05, false, 'fusedl');
   lora(29, 66, 40, 8, 0, true, 'fusedl');
