@@ -22,6 +22,10 @@
 // and its beta = 1 one 352, plus 28–33 µs for the rank-r GEMM it saves). Likewise the backward's gy B and gyᵀ xa in one
 // pass over gy (lora_gy_pass.cuh) or cuBLAS's two GEMMs: OWLET_LORA_GY=pass or =cublas, unset timed (49 µs against
 // 63 on the H100 for M8192 N4096 r8).
+// At rank 8 without dropout the fused GEMMs can also compute their own L — x Aᵀ in the forward; gy B, and LoRA's gb
+// and ga from the gy and x they stream, in dx (lora_gemm.cuh's OWN_L, OWN_GB; session 20) — timed on each shape's first
+// call against the paths above (OWLET_LORA_GEMM=fused-l forces them). Their tiles wait on flags other blocks set
+// (grid_flags.cuh), which needs every block resident: the grid is never more than the device holds at once.
 //
 // Dropout on the LoRA input keeps element i of x where hash_u01(seed, i) >= p (core/hash_u01.h), scaled by
 // 1 / (1 − p), exactly as the CPU backend's LoRA does; the backward regenerates the mask instead of storing it.

@@ -5,6 +5,10 @@
 //   forward:  y  = x Wᵀ + s · xa Bᵀ        A = x, W [N, K] (K-major), L = xa, R = B          (W_NMAJOR = false)
 //   dx:       gx = gy W + s · (gy B) A      A = gy, W [K, N] (N-major), L = gy B, R = Aᵀ      (W_NMAJOR = true)
 //   dx under LoRA's input dropout: the update masked and scaled as x was, element by element    (DROP; session 19)
+//   either, with L computed in the kernel instead of read (OWN_L, rank 8, session 20): x Aᵀ or gy B from the A boxes
+//     the ring brings anyway, by the tiles of column block 0, announced to the other tiles of their rows by a flag;
+//     dx's also sums gyᵀ xa over its rows and, after its tiles, (gy B)ᵀ x on the blocks the last round leaves idle —
+//     LoRA's ga and gb, so that no pass over x or gy is left outside the two GEMMs                (OWN_GB)
 //
 // where it times faster than the cuBLAS path, or with OWLET_LORA_GEMM=fused (lora.cu; session 18, emulated only
 // until a GPU runs it). Why: through cuBLAS the update costs a K = r GEMM that writes all of C (26.6 µs for an
@@ -457,12 +461,6 @@ __device__ __forceinline__ void fill_rank_operands(const Args& g, unsigned char*
   }
 }
 
-// OWN_L, producer warp 1 + w (w = 0..2), on a tile of column block 0: L's rows for the tile, L = A Pᵀ at rank 8, by
-// mma.sync m16n8k16 from the A boxes of the ring as they land (the warp's row blocks of 16: w, w + 3, w + 6 of 8;
-// ldmatrix through the 128-byte swizzle), P's fragments loaded from global memory a k-step ahead (1 KiB per k-step,
-// from L2). Each stage's "x empty" barrier (3 arrivals, this block's: A's box is not multicast) then tells the TMA
-// thread that these warps have read it. Extra tensor work: 128 × 8 of the tile's 128 × 256 columns (3%), on 1 of
-// every N / 256 tiles.
 // Σ over a 128-row box of box[m][k] · V[m][j] (rank 8) for the box's 16-column groups w and w + 3 of 4 (producer
 // warp 1 + w): d[cc] += by mma.sync, the box transposed (ldmatrix .trans: mma.cuh's a_km through the 128-byte swizzle,
 // rows 16q + lane mod 8 (+ 8 for lanes 16–31), chunk 2c (+ 1 for lanes 8–15 and 24–31)) and V's 128 rows, staged in
@@ -514,6 +512,12 @@ __device__ __forceinline__ void store_box_cols(float* ws, int N, int n0, const f
   }
 }
 
+// OWN_L, producer warp 1 + w (w = 0..2), on a tile of column block 0: L's rows for the tile, L = A Pᵀ at rank 8, by
+// mma.sync m16n8k16 from the A boxes of the ring as they land (the warp's row blocks of 16: w, w + 3, w + 6 of 8;
+// ldmatrix through the 128-byte swizzle), P's fragments loaded from global memory (1 KiB per k-step, from L2; a k-step
+// ahead but with GB). Each stage's "x empty" barrier (3 arrivals, this block's: A's box is not multicast) then tells the
+// TMA thread that these warps have read it. Extra tensor work: 128 × 8 of the tile's 128 × 256 columns (3%), on 1 of
+// every N / 256 tiles.
 // Returns L's rows as bf16 pairs: lb[j][h] = row 16(w + 3j) + lane / 4 + 8h, columns 2 (lane mod 4) and the next.
 // GB (OWN_GB): from the same boxes, while the stage is held, Σ over the block's rows of A[m][k] xa[m][j] for the
 // k-step's columns (box_t_times, xa's 128 rows staged once per tile in chunk 6 of the lr buffer, which the rank-r
