@@ -13,15 +13,24 @@
 
 namespace owlet::cuda::grid_flags {
 
-// Spins until *f == v (acquire at GPU scope).
+constexpr unsigned long long kWaitLimitNs = 10'000'000'000ull;
+
+// Spins until *f == v (acquire at GPU scope). A flag still not set after kWaitLimitNs (the waits here last
+// microseconds) means a block that was to set it never will — a grid larger than the device holds at once, or a bug:
+// the kernel then traps (the stream reports an illegal instruction at the next check) instead of hanging the device.
 __device__ __forceinline__ void wait(const unsigned* f, unsigned v) {
 #ifdef OWLET_CUDA_EMULATION
   ::emu::flag_wait(f, v);
 #else
+  unsigned long long start = 0;
   for (;;) {
     unsigned x;
     asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(x) : "l"(f) : "memory");
     if (x == v) return;
+    unsigned long long now;
+    asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(now));
+    if (start == 0) start = now;
+    else if (now - start > kWaitLimitNs) __trap();  // (no printf: its registers would spill the waiting warps')
     __nanosleep(32);
   }
 #endif
