@@ -5,7 +5,9 @@
 // one stage ring, one lr buffer and one staging buffer per warpgroup), in clusters of two blocks that each load half of
 // W's tile and multicast it to both (an odd number of row blocks leaves the last pair's second block past M). The reference takes s·L rounded to bf16 as the kernel does (s = 0.75 is not a power of two), so what is
 // left is the fp32 summation order and C's one rounding; an operand read from the wrong stage, atom or chunk is off by
-// the size of a term. Every element of C is checked, which starts poisoned. Build and run: scripts/flash-emu.sh.
+// the size of a term. Every element of C is checked, which starts poisoned. The kernels that compute their own L
+// (OWN_L) and dx's gradient sums (OWN_GB) run on grids whose blocks are all resident together (emu::launch_resident),
+// as their waits on other blocks' flags need. Build and run: scripts/flash-emu.sh.
 #include "emu_kernel.h"
 
 #include "../../native/src/cuda/lora_gemm.cuh"
@@ -91,6 +93,19 @@ bool run(int stages, bool nmajor, int M, int N, int K, int R, unsigned grid, std
     return false;
   }
   double l_err = 0, gb_err = 0, ga_err = 0;
+  // the error of Σ over `parts` of ws [parts][R][cols] against Σ_m V[m][j] · Y[m][n] (V [M, R], Y [M, cols])
+  auto sums_err = [&](const std::vector<bf16>& V, const std::vector<bf16>& Y, int cols, const std::vector<float>& ws,
+                      int parts) {
+    std::vector<double> want(size_t(R) * cols, 0.0), got(want.size(), 0.0);
+    for (int m = 0; m < M; m++)
+      for (int j = 0; j < R; j++)
+        for (int n = 0; n < cols; n++)
+          want[size_t(j) * cols + n] +=
+              double(__bfloat162float(V[size_t(m) * R + j])) * double(__bfloat162float(Y[size_t(m) * cols + n]));
+    for (int b = 0; b < parts; b++)
+      for (size_t i = 0; i < got.size(); i++) got[i] += ws[size_t(b) * R * cols + i];
+    return rel_err(got, want);
+  };
   for (int run = 1; run <= own_l; run++) {
     std::fill(L_out.begin(), L_out.end(), __float2bfloat16_rn(-777.f));
     std::fill(C.begin(), C.end(), __float2bfloat16_rn(12345.f));
@@ -106,24 +121,8 @@ bool run(int stages, bool nmajor, int M, int N, int K, int R, unsigned grid, std
     for (size_t i = 0; i < L.size(); i++) lw[i] = __bfloat162float(L[i]), lg_[i] = __bfloat162float(L_out[i]);
     l_err = std::max(l_err, rel_err(lg_, lw));
     if (!own_gb) continue;
-    std::vector<double> gw(size_t(R) * K, 0.0), gg(gw.size(), 0.0);
-    for (int m = 0; m < M; m++)
-      for (int j = 0; j < R; j++)
-        for (int k = 0; k < K; k++)
-          gw[size_t(j) * K + k] +=
-              double(__bfloat162float(A[size_t(m) * K + k])) * double(__bfloat162float(XA[size_t(m) * R + j]));
-    for (int b = 0; b < m_blocks; b++)
-      for (size_t i = 0; i < gg.size(); i++) gg[i] += gb_ws[size_t(b) * R * K + i];
-    gb_err = std::max(gb_err, rel_err(gg, gw));
-    std::vector<double> aw(size_t(R) * N, 0.0), ag(aw.size(), 0.0);
-    for (int m = 0; m < M; m++)
-      for (int j = 0; j < R; j++)
-        for (int n = 0; n < N; n++)
-          aw[size_t(j) * N + n] +=
-              double(__bfloat162float(L_out[size_t(m) * R + j])) * double(__bfloat162float(X[size_t(m) * N + n]));
-    for (int b = 0; b < ranges; b++)
-      for (size_t i = 0; i < ag.size(); i++) ag[i] += ga_ws[size_t(b) * R * N + i];
-    ga_err = std::max(ga_err, rel_err(ag, aw));
+    gb_err = std::max(gb_err, sums_err(XA, A, K, gb_ws, m_blocks));
+    ga_err = std::max(ga_err, sums_err(L_out, X, N, ga_ws, ranges));
   }
   if (!own_l) emu::launch({grid, 1, 1}, lg::kThreads, stages == 3 ? lg::smem_bytes<3>() : lg::smem_bytes<4>(), [&] {
     if (p > 0.f) {
