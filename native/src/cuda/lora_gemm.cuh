@@ -94,6 +94,7 @@ template <bool OWN_L, bool OWN_GB>
 constexpr int kConsumerRegsOf = OWN_GB ? 200 : OWN_L ? 208 : kConsumerRegs;
 constexpr int kOwnRank = 8;  // OWN_L computes L at rank 8 only (mPLUG-Owl's LoRA rank)
 constexpr int kOwnBarrier = 4;  // named barrier of producer warps 1–3 (the consumers' epilogue uses 2 and 3)
+constexpr int kConsumersBarrier = 5;  // OWN_L: both consumer warpgroups
 constexpr int kGroupRows = 8;                           // row blocks per group of the tile order
 // Blocks per cluster: row blocks 2p and 2p + 1 of one column block, each loading half of W's tile per k-step and
 // multicasting it to both (W's bytes from L2 halved).
@@ -292,6 +293,15 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
     aim_next(cl);
     hash_next(128);  // (the first tile's, before its start)
   }
+  // OWN_L (not OWN_GB): the lr buffer is the epilogue's second staging box once the tile's update has read it, so "lr
+  // empty" waits until this warpgroup's stores from it have been read: after the next tile's first k-step (or the last
+  // tile). (With OWN_GB ptxas serialises the consumers' wgmma so built, C7511, at every register split tried.)
+  constexpr bool kLrStaging = OWN_L && !OWN_GB;
+  auto lr_free = [&] {
+    if ((ctid & 127) == 0) bulk_wait_read<0>();
+    bar_sync(2 + wg, 128);
+    mbar_arrive(bar_lr_empty);
+  };
   int step = 0, it = 0;
   for (int t = cl; t < tiles; t += clusters, it++) {
     int mb, nb;
@@ -314,6 +324,7 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
       commit();
     };
     if constexpr (!OWN_L) update(0);
+    else if (kLrStaging && it > 0 && k_steps == 0) lr_free();
     if constexpr (DROP) {  // keep ⊙ (s L Rᵀ) before A op(W) is added on
       wait<0>();
       fence_operands(acc);
@@ -339,17 +350,19 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
       wait<1>();  // the group before this one is complete: its stage (or, at kt = 0, the lr buffer) is free
       if (kt > 0) release(prev_s);
       else if constexpr (!OWN_L) mbar_arrive(bar_lr_empty);
+      else if (kLrStaging && it > 0) lr_free();  // (the previous tile's stores from it have long been read)
       prev_s = s;
     }
     wait<0>();
     fence_operands(acc);
     if (k_steps > 0) release(prev_s);
     else if constexpr (!OWN_L) mbar_arrive(bar_lr_empty);
-    if constexpr (OWN_L) {  // the update last, its operands then free for the next tile's
+    if constexpr (OWN_L) {  // the update last (kLrStaging: its operands are then the epilogue's second staging box)
       update(k_steps > 0);
       wait<0>();
       fence_operands(acc);
-      mbar_arrive(bar_lr_empty);
+      if constexpr (kLrStaging) bar_sync(kConsumersBarrier, 256);  // (both warpgroups' updates have read R's rows)
+      else mbar_arrive(bar_lr_empty);
     }
     if constexpr (DROP) hash_next(128);  // (what the k-steps left: none unless K is under 128 · 64)
 
@@ -376,10 +389,16 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
       }
       continue;
     }
-    // Round h takes kCBoxes 64-column boxes (columns 64·kCBoxes·h on) to the staging buffer (128-byte swizzle:
-    // 16-byte chunk c of row i at c ^ (i mod 8)), then out by as many TMA box stores.
-    constexpr int kBoxes = kCBoxes<STAGES>;
-    unsigned char* const stage = gC + wg * kBoxes * kCBox;
+    // Round h takes kBoxes 64-column boxes (columns 64·kBoxes·h on) to the staging buffer (128-byte swizzle:
+    // 16-byte chunk c of row i at c ^ (i mod 8)), then out by as many TMA box stores. kLrStaging: two per round,
+    // the second in the lr buffer (its 8 KiB for this warpgroup), so two rounds where four would each wait for the
+    // previous one's store to have read the buffer.
+    constexpr int kBoxes = kLrStaging ? 2 : kCBoxes<STAGES>;
+    auto box_at = [&](int b) -> uint32_t {  // box b of a round (shared-memory address)
+      if constexpr (kLrStaging) return b == 0 ? sC + wg * kCBox : sLr + wg * kCBox;
+      else return sC + (wg * kBoxes + b) * kCBox;
+    };
+    unsigned char* const stage0 = gC - sC;  // (a shared-memory address + this: the generic pointer)
     const bool issuer = (ctid & 127) == 0;
 #pragma unroll
     for (int h = 0; h < 4 / kBoxes; h++) {
@@ -388,18 +407,20 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
 #pragma unroll
       for (int j = 0; j < 8 * kBoxes; j++) {
         // rows wi·16 + gq (+ 8): chunk j mod 8 at (j mod 8) ^ gq
-        stage_pairs(stage + (j / 8) * kCBox + thread_row + (((j % 8) ^ gq) << 4), acc, 8 * kBoxes * h + j);
+        stage_pairs(stage0 + box_at(j / 8) + thread_row + (((j % 8) ^ gq) << 4), acc, 8 * kBoxes * h + j);
       }
       fence_proxy_async();  // the generic stores before the TMA's async-proxy reads
       bar_sync(2 + wg, 128);
       if (issuer) {
-        const uint32_t src = sC + wg * kBoxes * kCBox;
 #pragma unroll
         for (int b = 0; b < kBoxes; b++)
-          tma::store_4d(&maps->c, nb * kBN + 64 * (kBoxes * h + b), 0, mb * kBM + wg * 64, 0, src + b * kCBox);
+          tma::store_4d(&maps->c, nb * kBN + 64 * (kBoxes * h + b), 0, mb * kBM + wg * 64, 0, box_at(b));
         bulk_commit();
       }
     }
+  }
+  if constexpr (kLrStaging) {
+    if (it > 0) lr_free();  // (the last tile's)
   }
   // the stores are done before the block ends
   if constexpr (WARP_EPI) {
@@ -601,6 +622,7 @@ template <bool W_NMAJOR, int STAGES, bool DROP, bool WARP_EPI, bool OWN_L, bool 
 __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
   static_assert(!(OWN_L && DROP), "OWN_L computes L from the unmasked A: not for the dropout kernel");
   static_assert(!OWN_GB || (OWN_L && W_NMAJOR), "OWN_GB is dx's (gy's columns in its A boxes), with OWN_L");
+  static_assert(!(OWN_L && (WARP_EPI || STAGES != 4)), "OWN_L stages C through the lr buffer: 4 stages, warpgroup stores");
   using namespace wgmma;
   using wgmma_ws::mbar_arrive;
   using wgmma_ws::mbar_init;
