@@ -61,13 +61,25 @@ bool run(int M, int N, std::mt19937& rng) {
   emu::launch({3, 1, 1}, 32, 0, [&] {
     owlet::cuda::lora::tc::cols_finish4_kernel(ws.data(), blocks, R, N, s, FOut{gb4.data(), false}, 1, R);
   });
-  const bool same4 = std::memcmp(gb.data(), gb4.data(), gb.size() * sizeof(float)) == 0;
+  bool same4 = std::memcmp(gb.data(), gb4.data(), gb.size() * sizeof(float)) == 0;
+  // two finishes in one launch (cols_finish4_pair_kernel, dx's gb and ga): these sums once as gb [N, R] and once as
+  // [R, N], both the same bits again
+  namespace tc = owlet::cuda::lora::tc;
+  std::vector<float> pa(gb.size(), 12345.f), pb(gb.size(), 12345.f);
+  emu::launch({3, 1, 1}, 32, 0, [&] {
+    tc::cols_finish4_pair_kernel(tc::ColsJob{ws.data(), blocks, R, N, s, FOut{pa.data(), false}, 1, R},
+                                 tc::ColsJob{ws.data(), blocks, R, N, s, FOut{pb.data(), false}, N, 1});
+  });
+  same4 = same4 && std::memcmp(gb.data(), pa.data(), gb.size() * sizeof(float)) == 0;
+  for (int n = 0; n < N; n++)
+    for (int j = 0; j < R; j++)
+      same4 = same4 && std::memcmp(&gb[size_t(n) * R + j], &pb[size_t(j) * N + n], sizeof(float)) == 0;
   std::vector<double> got_b(gyb.size()), got_g(gb.size());
   for (size_t i = 0; i < gyb.size(); i++) got_b[i] = __bfloat162float(gyb[i]);
   for (size_t i = 0; i < gb.size(); i++) got_g[i] = gb[i];
   const double e_b = rel_err(got_b, want_b), e_g = rel_err(got_g, want_g);
   const bool ok = e_b < 8e-3 && e_g < 1e-5 && same4;  // gyB rounded to bf16 once; gb fp32 sums of exact bf16 products
-  std::printf("%s R%-2d M%-4d N%-4d (%d blocks, %d column tiles): gyB %.1e gb %.1e, four-column finish %s\n",
+  std::printf("%s R%-2d M%-4d N%-4d (%d blocks, %d column tiles): gyB %.1e gb %.1e, four-column finishes %s\n",
               ok ? "PASS" : "FAIL", R, M, N, blocks, (N + gp::kCols - 1) / gp::kCols, e_b, e_g,
               same4 ? "the same bits" : "DIFFERENT bits");
   return ok;
@@ -82,6 +94,24 @@ int main() {
   failed += !run<16>(192, 576, rng);  // 3 blocks, 9 column tiles through the 8-stage ring
   failed += !run<8>(64, 1032, rng);   // 17 column tiles, the last 8 columns wide
   failed += !run<16>(1, 64, rng);     // one row
+  {  // transpose2_bf16_kernel (dx's Bᵀ and Aᵀ in one launch): B [40, 8] bf16 and A [8, 72] fp32, transposed
+    namespace tc = owlet::cuda::lora::tc;
+    const std::vector<bf16> B = random_bf16(40 * 8, rng);
+    std::vector<float> A(8 * 72);
+    for (size_t i = 0; i < A.size(); i++) A[i] = float(i % 97) * 0.25f - 3.f;
+    std::vector<bf16> bt(8 * 40), at(72 * 8);
+    emu::launch({2, 1, 1}, 64, 0, [&] {
+      tc::transpose2_bf16_kernel(owlet::cuda::FIn{B.data(), true}, 40, 8, bt.data(), owlet::cuda::FIn{A.data(), false},
+                                 8, 72, at.data());
+    });
+    bool same = true;
+    for (int n = 0; n < 40; n++)
+      for (int j = 0; j < 8; j++) same = same && __bfloat162float(bt[j * 40 + n]) == __bfloat162float(B[n * 8 + j]);
+    for (int j = 0; j < 8; j++)
+      for (int k = 0; k < 72; k++) same = same && __bfloat162float(at[k * 8 + j]) == A[j * 72 + k];
+    std::printf("%s transpose2: B [40, 8] bf16 and A [8, 72] fp32 in one launch\n", same ? "PASS" : "FAIL");
+    failed += !same;
+  }
   std::printf("%d failed\n", failed);
   return failed ? 1 : 0;
 }

@@ -252,6 +252,20 @@ void mma_cols(DeviceContext& c, const Tensor& X, const Tensor& G, int64_t r, flo
   if (chunks > 1) cols_finish(c, ws.f32(), chunks, r, K, alpha, out, oj, ok, op);
 }
 
+// Two cols_finish in one launch where both take 16-byte loads (else one after the other).
+void cols_finish_pair(DeviceContext& c, const lora::tc::ColsJob& a, const lora::tc::ColsJob& b, const char* op) {
+  auto quads = [](const lora::tc::ColsJob& j) {
+    return j.K % 4 == 0 && reinterpret_cast<uintptr_t>(j.ws) % 16 == 0 && j.chunks > 0;
+  };
+  if (!quads(a) || !quads(b)) {
+    cols_finish(c, a.ws, a.chunks, a.R, a.K, a.alpha, a.out, a.oj, a.ok, op);
+    cols_finish(c, b.ws, b.chunks, b.R, b.K, b.alpha, b.out, b.oj, b.ok, op);
+    return;
+  }
+  lora::tc::cols_finish4_pair_kernel<<<grid_for(c, (a.R * a.K + b.R * b.K) / 4, 256), 256, 0, c.stream>>>(a, b);
+  check_launch(op);
+}
+
 // t [rows, cols] (any float dtype) transposed into a new bf16 [cols, rows] tensor (small: B or A).
 Tensor transposed_bf16(DeviceContext& c, const Tensor& t, const char* op, const char* what) {
   const int64_t rows = t.rows(), cols = t.cols();
@@ -646,14 +660,19 @@ void lora_bwd(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& 
       // (one pass over gy or cuBLAS), then the GEMM with the update and cuBLAS's (gy B)ᵀ x
       own_or_cublas(c, {c.index, gy.rows(), N, K, r, Product::dx_own_l}, "OWLET_LORA_GEMM", "fused-l",
                     [&] {
-                      const Tensor bt = transposed_bf16(c, b, op, "b"), at = transposed_bf16(c, A, op, "a");
+                      // Bᵀ (P) and Aᵀ (R) in one launch
+                      Tensor bt(DType::BF16, {r, N}, gy.device()), at(DType::BF16, {K, r}, gy.device());
+                      lora::tc::transpose2_bf16_kernel<<<grid_for(c, r * (N + K), 256), 256, 0, c.stream>>>(
+                          fin(b, op, "b"), N, r, bt.data<bf16>(), fin(A, op, "a"), r, K, at.data<bf16>());
+                      check_launch(op);
                       const int64_t blocks = (gy.rows() + lora_gemm::kBM - 1) / lora_gemm::kBM,
                                     ranges = (blocks + lora_gemm::kTailRows - 1) / lora_gemm::kTailRows;
                       Tensor gb_ws(DType::F32, {blocks, r, N}, gy.device()), ga_ws(DType::F32, {ranges, r, K}, gy.device());
                       const OwnL own{&bt, &XA, &x, gb_ws.f32(), ga_ws.f32()};
                       if (!fused_gemm(c, gy, w, true, gyB, at, s, *gx, op, nullptr, &own)) return false;
-                      cols_finish(c, gb_ws.f32(), blocks, r, N, s, fout(gb, op, "gb"), 1, r, op);   // gb = s · gyᵀ xa
-                      cols_finish(c, ga_ws.f32(), ranges, r, K, s, fout(ga, op, "ga"), K, 1, op);   // ga = s · (gy B)ᵀ x
+                      // gb = s · gyᵀ xa and ga = s · (gy B)ᵀ x, in one launch
+                      cols_finish_pair(c, {gb_ws.f32(), blocks, r, N, s, fout(gb, op, "gb"), 1, r},
+                                       {ga_ws.f32(), ranges, r, K, s, fout(ga, op, "ga"), K, 1}, op);
                       return true;
                     },
                     [&] {

@@ -269,20 +269,37 @@ __global__ void cols_finish_kernel(const float* ws, int64_t chunks, int64_t R, i
 // cols_finish_kernel four columns per thread (K % 4 == 0, ws 16-byte aligned): the same sums in the same order, with
 // 16-byte loads, 16 chunks in flight. Why: with r · K threads of 4-byte loads the finishing of the gy pass's 16 MiB of
 // partials ran at 0.9 TB/s on session 19's H100 (18 µs): too few bytes in flight for HBM's latency.
+struct ColsJob {  // one cols_finish: out[j·oj + k·ok] = alpha · Σ_c ws[c][j][k], ws [chunks, R, K]
+  const float* ws;
+  int64_t chunks, R, K;
+  float alpha;
+  FOut out;
+  int64_t oj, ok;
+};
+__device__ __forceinline__ void cols_finish4_quad(const ColsJob& b, int64_t q) {
+  const int64_t i = 4 * q, j = i / b.K, k = i % b.K;
+  float4 s = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 16
+  for (int64_t c = 0; c < b.chunks; c++) {
+    const float4 v = *reinterpret_cast<const float4*>(b.ws + (c * b.R + j) * b.K + k);
+    s.x += v.x, s.y += v.y, s.z += v.z, s.w += v.w;
+  }
+  b.out.set(j * b.oj + k * b.ok, b.alpha * s.x);
+  b.out.set(j * b.oj + (k + 1) * b.ok, b.alpha * s.y);
+  b.out.set(j * b.oj + (k + 2) * b.ok, b.alpha * s.z);
+  b.out.set(j * b.oj + (k + 3) * b.ok, b.alpha * s.w);
+}
 __global__ void cols_finish4_kernel(const float* ws, int64_t chunks, int64_t R, int64_t K, float alpha, FOut out,
                                     int64_t oj, int64_t ok) {
-  OWLET_KERNEL_LOOP(q, R * K / 4) {
-    const int64_t i = 4 * q, j = i / K, k = i % K;
-    float4 s = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 16
-    for (int64_t c = 0; c < chunks; c++) {
-      const float4 v = *reinterpret_cast<const float4*>(ws + (c * R + j) * K + k);
-      s.x += v.x, s.y += v.y, s.z += v.z, s.w += v.w;
-    }
-    out.set(j * oj + k * ok, alpha * s.x);
-    out.set(j * oj + (k + 1) * ok, alpha * s.y);
-    out.set(j * oj + (k + 2) * ok, alpha * s.z);
-    out.set(j * oj + (k + 3) * ok, alpha * s.w);
+  const ColsJob b{ws, chunks, R, K, alpha, out, oj, ok};
+  OWLET_KERNEL_LOOP(q, R * K / 4) cols_finish4_quad(b, q);
+}
+// Two of them in one launch (dx's gb and ga from the kernels that compute their own L): quads of a, then of b.
+__global__ void cols_finish4_pair_kernel(ColsJob a, ColsJob b) {
+  const int64_t qa = a.R * a.K / 4;
+  OWLET_KERNEL_LOOP(q, qa + b.R * b.K / 4) {
+    if (q < qa) cols_finish4_quad(a, q);
+    else cols_finish4_quad(b, q - qa);
   }
 }
 
@@ -291,6 +308,18 @@ __global__ void transpose_bf16_kernel(FIn src, int64_t N, int64_t R, bf16* dst) 
   OWLET_KERNEL_LOOP(i, R * N) {
     const int64_t j = i / N, n = i % N;
     dst[i] = __float2bfloat16_rn(src[n * R + j]);
+  }
+}
+// Two of them in one launch (dx's Bᵀ and Aᵀ for the kernels that compute their own L): elements of the first, then of
+// the second.
+__global__ void transpose2_bf16_kernel(FIn s1, int64_t N1, int64_t R1, bf16* d1, FIn s2, int64_t N2, int64_t R2,
+                                       bf16* d2) {
+  OWLET_KERNEL_LOOP(i, R1 * N1 + R2 * N2) {
+    if (i < R1 * N1) d1[i] = __float2bfloat16_rn(s1[(i % N1) * R1 + i / N1]);
+    else {
+      const int64_t e = i - R1 * N1;
+      d2[e] = __float2bfloat16_rn(s2[(e % N2) * R2 + e / N2]);
+    }
   }
 }
 
