@@ -1,6 +1,6 @@
 // Flags in global memory by which one block of a persistent grid tells the others that something it wrote is out.
 //
-// A flag holds the number of the launch that last set it (an "epoch", one more per launch: grid_flag_epochs in
+// A flag holds the number of the launch that last set it (an "epoch", one more per launch: grid_flag_epoch in
 // lora.cu), so the array is never cleared between launches: a waiter wants its own launch's number and an older one
 // means "not yet". Waiting on another block is safe only where every block the waiter depends on is running or will
 // run without the waiter leaving first: a grid of at most as many blocks as the device holds at once, each block
