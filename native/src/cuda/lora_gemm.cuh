@@ -154,7 +154,9 @@ constexpr int kTailRows = 16;  // row blocks per item of the tail (OWN_GB)
 
 // The tail's items (OWN_GB): column chunk of 64 × range of kTailRows row blocks, item i = range · chunks + chunk;
 // block `b` of the `count` that take items does items b, b + count, … . Those are the blocks of the clusters with one
-// tile fewer (the tiles' last round leaves them idle), or all blocks where the tiles divide evenly.
+// tile fewer (the tiles' last round leaves them idle) where they are at least a fifth of the clusters, else all blocks
+// (too few SMs would take longer over x than the last round lasts: at ≈ 60 GB/s per SM with 4 stages of 16 KiB in
+// flight, a fifth of an H100's streams 64 MiB in ≈ 40 µs, about one tile's time).
 struct Tail {
   int first, stride, items, chunks;
 };
@@ -162,7 +164,7 @@ __device__ __forceinline__ Tail tail_plan(int tiles, int clusters, int cl, int r
   const int rem = tiles % clusters, chunks = (N + kBK - 1) / kBK;
   const int ranges = (m_blocks + kTailRows - 1) / kTailRows;
   Tail t{0, 0, chunks * ranges, chunks};
-  if (rem == 0) t.first = cl * kCluster + rank, t.stride = clusters * kCluster;
+  if (rem == 0 || 5 * (clusters - rem) < clusters) t.first = cl * kCluster + rank, t.stride = clusters * kCluster;
   else if (cl >= rem) t.first = (cl - rem) * kCluster + rank, t.stride = (clusters - rem) * kCluster;
   else t.first = t.items, t.stride = 1;  // (none)
   return t;
