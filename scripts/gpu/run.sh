@@ -189,7 +189,7 @@ fi
 # Only when asked (ONLY="... bench-lora"): the LoRA benchmarks alone (bench_lora.log), for a short call.
 if asked bench-lora; then
   say "bench-lora: the LoRA benchmarks alone (check.mjs --bench-lora)"
-  timeout -k 5 120 "$T/node" "$G/check.mjs" --bench-lora >"$OUT/bench_lora.log" 2>&1
+  timeout -k 5 150 "$T/node" "$G/check.mjs" --bench-lora >"$OUT/bench_lora.log" 2>&1
   say "bench-lora exit $?"
   grep -E "^BENCH" "$OUT/bench_lora.log" | cut -c1-200
 fi
