@@ -23,9 +23,10 @@
 // pass over gy (lora_gy_pass.cuh) or cuBLAS's two GEMMs: OWLET_LORA_GY=pass or =cublas, unset timed (49 µs against
 // 63 on the H100 for M8192 N4096 r8).
 // At rank 8 without dropout the fused GEMMs can also compute their own L — x Aᵀ in the forward; gy B, and LoRA's gb
-// and ga from the gy and x they stream, in dx (lora_gemm.cuh's OWN_L, OWN_GB; session 20) — timed on each shape's first
-// call against the paths above (OWLET_LORA_GEMM=fused-l forces them). Their tiles wait on flags other blocks set
-// (grid_flags.cuh), which needs every block resident: the grid is never more than the device holds at once.
+// and ga from the gy and x they stream, in dx (lora_gemm.cuh's OWN_L, OWN_GB; session 20) — with OWLET_LORA_GEMM=fused-l
+// until a GPU has checked them, then timed on each shape's first call against the paths above (own_l_ok). Their tiles
+// wait on flags other blocks set (grid_flags.cuh), which needs every block resident: the grid is never more than the
+// device holds at once.
 //
 // Dropout on the LoRA input keeps element i of x where hash_u01(seed, i) >= p (core/hash_u01.h), scaled by
 // 1 / (1 − p), exactly as the CPU backend's LoRA does; the backward regenerates the mask instead of storing it.
@@ -473,13 +474,15 @@ void own_or_cublas(DeviceContext& c, const ChoiceKey& key, const char* env, cons
 }
 
 // Whether the fused GEMM may also compute its L (x Aᵀ for y, gy B for dx) itself, the OWN_L kernels: where the fused
-// GEMM applies, rank 8, no dropout (L of the masked x is not the GEMM's A), neither OWLET_LORA=thin|mma nor
-// OWLET_LORA_GEMM=fused (which keep their own L) selected; OWLET_LORA_GEMM=fused-l forces it, unset it is timed.
+// GEMM applies, rank 8, no dropout (L of the masked x is not the GEMM's A), and only with OWLET_LORA_GEMM=fused-l until
+// a GPU has run them (session 20 wrote them without one: the default path keeps to kernels a GPU has checked; once
+// checked, unset is to time them like the other fused kernels, kOwnLByDefault).
+constexpr bool kOwnLByDefault = false;
 bool own_l_ok(const DeviceContext& c, int64_t r, float dropout_p, std::initializer_list<const Tensor*> ts, int64_t N,
               int64_t K) {
   if (r != lora_gemm::kOwnRank || dropout_p > 0.f || thin_selected() || mma_selected()) return false;
   const char* e = std::getenv("OWLET_LORA_GEMM");
-  if (e && *e && std::strcmp(e, "fused-l") != 0) return false;
+  if (e && *e ? std::strcmp(e, "fused-l") != 0 : !kOwnLByDefault) return false;
   return fused_ok(c, r, ts, N, K);
 }
 
