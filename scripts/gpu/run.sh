@@ -193,8 +193,9 @@ if asked bench-lora; then
   say "bench-lora exit $?"
   grep -E "^BENCH" "$OUT/bench_lora.log" | cut -c1-200
 fi
-# Only when asked (ONLY="... ncu-lora-gemm"): Nsight Compute on the fused LoRA GEMM alone (4 stages, its own L, 3, dropout, the
-# warp epilogue), with launch shape, occupancy, stall reasons, scheduler and memory sections (ncu_lora_gemm.txt).
+# Only when asked (ONLY="... ncu-lora-gemm"): Nsight Compute on the fused LoRA GEMM alone (4 stages, its own L, 3,
+# dropout, the warp epilogue), with launch shape, occupancy, stall reasons, scheduler and memory sections
+# (ncu_lora_gemm.txt).
 if asked ncu-lora-gemm; then
   say "ncu-lora-gemm: Nsight Compute on the fused LoRA GEMM (check.mjs --profile-lora-gemm)"
   profile ncu_lora_gemm 120 --profile-lora-gemm --print-details all -k regex:lora_gemm_kernel -c 10 \

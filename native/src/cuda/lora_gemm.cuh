@@ -218,16 +218,15 @@ __device__ __forceinline__ void block_tile(int t, int m_pairs, int n_blocks, int
   nb = in / rows;
 }
 
+// 2 bf16 (4 bytes) times s, rounded back to bf16.
+__device__ __forceinline__ uint32_t scaled2(uint32_t v, float s) {
+  const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&v));
+  const __nv_bfloat162 h = __floats2bfloat162_rn(f.x * s, f.y * s);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
 // 8 bf16 (16 bytes) times s, rounded back to bf16.
 __device__ __forceinline__ uint4 scaled8(uint4 v, float s) {
-  uint32_t w[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-  for (int i = 0; i < 4; i++) {
-    const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w[i]));
-    const __nv_bfloat162 h = __floats2bfloat162_rn(f.x * s, f.y * s);
-    w[i] = *reinterpret_cast<const uint32_t*>(&h);
-  }
-  return make_uint4(w[0], w[1], w[2], w[3]);
+  return make_uint4(scaled2(v.x, s), scaled2(v.y, s), scaled2(v.z, s), scaled2(v.w, s));
 }
 
 // DROP's mask bits of a thread's 128 elements of a tile, as a 128-bit shift register: element j (acc[j]: row
@@ -665,9 +664,18 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
     if (warp == 0 && lane == 0) {  // ---- the TMA thread ----
       tma::prefetch(&maps->a), tma::prefetch(&maps->w);
       int step = 0;  // the block's k-steps so far: stage step mod STAGES
-      // OWN_L: whether each of the last STAGES k-steps was a column-block-0 tile's (bit i: step − 1 − i), whose A box
-      // warps 1–3 read too, and each stage's parity of its next "x empty" phase
+      // OWN_L: whether each of the last STAGES k-steps was a column-block-0 tile's or the tail's (bit i: step − 1 − i),
+      // whose A box warps 1–3 read too, and each stage's parity of its next "x empty" phase
       uint32_t own_steps = 0, x_parity = 0;
+      // before refilling stage s at `step`: warps 1–3 are done with its last fill where they read it; then the fill
+      // about to be issued is recorded as theirs or not
+      auto x_read = [&](int step, int s, bool theirs) {
+        if (step >= STAGES && ((own_steps >> (STAGES - 1)) & 1)) {
+          mbar_wait(bar_x_empty + 8 * s, (x_parity >> s) & 1);
+          x_parity ^= 1u << s;
+        }
+        own_steps = (own_steps << 1) | uint32_t(theirs);
+      };
       for (int t = cl; t < tiles; t += clusters) {
         int mb, nb;
         block_tile(t, m_pairs, n_blocks, rank, mb, nb);
@@ -675,13 +683,7 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
           const int s = step % STAGES;
           // both blocks' consumers are done with the stage (this block's copy writes into the partner's too)
           if (step >= STAGES) mbar_wait(bar_empty + 8 * s, uint32_t((step / STAGES - 1) & 1));
-          if constexpr (OWN_L) {  // and this block's warps 1–3, where they read it
-            if (step >= STAGES && ((own_steps >> (STAGES - 1)) & 1)) {
-              mbar_wait(bar_x_empty + 8 * s, (x_parity >> s) & 1);
-              x_parity ^= 1u << s;
-            }
-            own_steps = (own_steps << 1) | uint32_t(nb == 0);
-          }
+          if constexpr (OWN_L) x_read(step, s, nb == 0);  // and this block's warps 1–3, where they read it
           const uint32_t sA = sRing + s * kStageBytes, sW = sA + kABytes, full = bar_full + 8 * s;
           // A's box, this block's half of W's tile and the partner's (multicast by it)
           tma::arrive_expect_tx(full, kStageBytes);
@@ -710,11 +712,7 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
             const int s = step % STAGES;
             if (step >= STAGES && !((tail_steps >> (STAGES - 1)) & 1))
               mbar_wait(bar_empty + 8 * s, uint32_t((step / STAGES - 1) & 1));
-            if (step >= STAGES && ((own_steps >> (STAGES - 1)) & 1)) {
-              mbar_wait(bar_x_empty + 8 * s, (x_parity >> s) & 1);
-              x_parity ^= 1u << s;
-            }
-            own_steps = (own_steps << 1) | 1u;
+            x_read(step, s, true);
             tail_steps = (tail_steps << 1) | 1u;
             const uint32_t full = bar_full + 8 * s;
             tma::arrive_expect_tx(full, kABytes);
@@ -758,6 +756,8 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
           }
           if (!own && rows) grid_flags::wait(g.flags + mb, g.epoch);
           fill_rank_operands<true>(g, gLr, mb, nb, pl, !own);
+          // (L's rows and the s·L chunks in two loops, the stores of L and its flag first: one loop spills the OWN_GB
+          // kernel's producers)
           if (own) {  // s·L (L rounded to bf16 first, as the L the other tiles read) into chunk 4, chunk 5 zero
 #pragma unroll
             for (int j = 0; j < 3; j++)
@@ -765,9 +765,7 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
               for (int h = 0; h < 2; h++) {
                 const int i = 16 * (warp - 1 + 3 * j) + (lane >> 2) + 8 * h;
                 if (i >= kBM) continue;
-                const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&lb[j][h]));
-                *reinterpret_cast<__nv_bfloat162*>(gLr + i * 128 + ((4 ^ (i & 7)) << 4) + 4 * (lane & 3)) =
-                    __floats2bfloat162_rn(f.x * g.s, f.y * g.s);
+                *reinterpret_cast<uint32_t*>(gLr + i * 128 + ((4 ^ (i & 7)) << 4) + 4 * (lane & 3)) = scaled2(lb[j][h], g.s);
                 *reinterpret_cast<uint32_t*>(gLr + i * 128 + ((5 ^ (i & 7)) << 4) + 4 * (lane & 3)) = 0u;
               }
           }

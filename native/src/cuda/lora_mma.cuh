@@ -303,23 +303,21 @@ __global__ void cols_finish4_pair_kernel(ColsJob a, ColsJob b) {
   }
 }
 
-// dst[j][n] = src[n][j] as bf16: Bᵀ for the rows kernel's Wn (B [N, R] is small).
+// dst[j][n] = src[n][j] as bf16 (src [N, R]), element i = j·N + n of dst.
+__device__ __forceinline__ void transpose_at(FIn src, int64_t N, int64_t R, bf16* dst, int64_t i) {
+  dst[i] = __float2bfloat16_rn(src[(i % N) * R + i / N]);
+}
+// Bᵀ for the rows kernel's Wn (B [N, R] is small).
 __global__ void transpose_bf16_kernel(FIn src, int64_t N, int64_t R, bf16* dst) {
-  OWLET_KERNEL_LOOP(i, R * N) {
-    const int64_t j = i / N, n = i % N;
-    dst[i] = __float2bfloat16_rn(src[n * R + j]);
-  }
+  OWLET_KERNEL_LOOP(i, R * N) transpose_at(src, N, R, dst, i);
 }
 // Two of them in one launch (dx's Bᵀ and Aᵀ for the kernels that compute their own L): elements of the first, then of
 // the second.
 __global__ void transpose2_bf16_kernel(FIn s1, int64_t N1, int64_t R1, bf16* d1, FIn s2, int64_t N2, int64_t R2,
                                        bf16* d2) {
   OWLET_KERNEL_LOOP(i, R1 * N1 + R2 * N2) {
-    if (i < R1 * N1) d1[i] = __float2bfloat16_rn(s1[(i % N1) * R1 + i / N1]);
-    else {
-      const int64_t e = i - R1 * N1;
-      d2[e] = __float2bfloat16_rn(s2[(e % N2) * R2 + e / N2]);
-    }
+    if (i < R1 * N1) transpose_at(s1, N1, R1, d1, i);
+    else transpose_at(s2, N2, R2, d2, i - R1 * N1);
   }
 }
 
