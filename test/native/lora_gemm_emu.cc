@@ -25,7 +25,8 @@ using namespace emu_values;
 namespace {
 
 // p > 0: the update under LoRA's dropout mask (the DROP kernel, dx's: N-major W, 4 stages).
-// warp_epi: each warp storing its own rows of C (the WARP_EPI kernels).
+// epi: the epilogue (lg::kEpiWarp, each warp storing its own rows of C; lg::kEpiOverlap, a tile's rounds of C but the
+// first going out during the next tile's first k-steps).
 // own_l: L = A Pᵀ computed in the kernel (the OWN_L kernels: column block 0's tiles compute it, write it out and set
 // their row block's flag; the other tiles wait for the flag and read it), run `own_l` times on one flags array with
 // epochs 1, 2, …, the grid's blocks all resident (emu::launch_resident) and L's buffer poisoned before each run — so
@@ -34,7 +35,7 @@ namespace {
 // tail's Σ_m L[m][j] x[m][n] per range of row blocks (ga_ws, x [M, N], L the kernel's own), each checked summed over
 // its blocks against float64.
 bool run(int stages, bool nmajor, int M, int N, int K, int R, unsigned grid, std::mt19937& rng, float p = 0.f,
-         bool warp_epi = false, int own_l = 0, bool own_gb = false) {
+         int epi = lg::kEpiGroup, int own_l = 0, bool own_gb = false) {
   auto randv = [&](size_t n) { return random_bf16(n, rng); };
   const float s = 0.75f;
   const std::vector<bf16> A = randv(size_t(M) * K), W = randv(size_t(N) * K), Rm = randv(size_t(N) * R),
@@ -113,9 +114,13 @@ bool run(int stages, bool nmajor, int M, int N, int K, int R, unsigned grid, std
     std::fill(ga_ws.begin(), ga_ws.end(), std::nanf(""));
     g.epoch = unsigned(run);
     emu::launch_resident({grid, 1, 1}, lg::kThreads, lg::smem_bytes<4>(), [&] {
-      if (own_gb) lg::lora_gemm_kernel<true, 4, false, false, true, true>(g, maps);
-      else if (nmajor) lg::lora_gemm_kernel<true, 4, false, false, true>(g, maps);
-      else lg::lora_gemm_kernel<false, 4, false, false, true>(g, maps);
+      constexpr int kG = lg::kEpiGroup, kO = lg::kEpiOverlap;
+      if (own_gb && epi == kO) lg::lora_gemm_kernel<true, 4, false, kO, true, true>(g, maps);
+      else if (own_gb) lg::lora_gemm_kernel<true, 4, false, kG, true, true>(g, maps);
+      else if (epi == kO && nmajor) lg::lora_gemm_kernel<true, 4, false, kO, true>(g, maps);
+      else if (epi == kO) lg::lora_gemm_kernel<false, 4, false, kO, true>(g, maps);
+      else if (nmajor) lg::lora_gemm_kernel<true, 4, false, kG, true>(g, maps);
+      else lg::lora_gemm_kernel<false, 4, false, kG, true>(g, maps);
     }, lg::kCluster);
     std::vector<double> lw(L.size()), lg_(L.size());
     for (size_t i = 0; i < L.size(); i++) lw[i] = __bfloat162float(L[i]), lg_[i] = __bfloat162float(L_out[i]);
@@ -127,9 +132,12 @@ bool run(int stages, bool nmajor, int M, int N, int K, int R, unsigned grid, std
   if (!own_l) emu::launch({grid, 1, 1}, lg::kThreads, stages == 3 ? lg::smem_bytes<3>() : lg::smem_bytes<4>(), [&] {
     if (p > 0.f) {
       lg::lora_gemm_kernel<true, 4, true>(g, maps);
-    } else if (warp_epi) {
-      if (nmajor) lg::lora_gemm_kernel<true, 4, false, true>(g, maps);
-      else lg::lora_gemm_kernel<false, 4, false, true>(g, maps);
+    } else if (epi == lg::kEpiWarp) {
+      if (nmajor) lg::lora_gemm_kernel<true, 4, false, lg::kEpiWarp>(g, maps);
+      else lg::lora_gemm_kernel<false, 4, false, lg::kEpiWarp>(g, maps);
+    } else if (epi == lg::kEpiOverlap) {
+      if (nmajor) lg::lora_gemm_kernel<true, 4, false, lg::kEpiOverlap>(g, maps);
+      else lg::lora_gemm_kernel<false, 4, false, lg::kEpiOverlap>(g, maps);
     } else if (stages == 3) {
       if (nmajor) lg::lora_gemm_kernel<true, 3>(g, maps);
       else lg::lora_gemm_kernel<false, 3>(g, maps);
@@ -146,7 +154,11 @@ bool run(int stages, bool nmajor, int M, int N, int K, int R, unsigned grid, std
   // gb_ws: fp32 sums of bf16 products (a NaN left anywhere fails it)
   const bool ok = e < 8e-3 && l_err < 4e-3 && gb_err < 1e-5 && ga_err < 1e-5;
   std::printf("%s %d stages%s, %s W, M%-4d N%-4d K%-4d r%-2d%s, %d tiles on %u blocks: C %.1e", ok ? "PASS" : "FAIL",
-              stages, warp_epi ? " (warp epilogue)" : own_gb ? " (L, gyᵀ xa in the kernel)" : own_l ? " (L in the kernel)" : "", nmajor ? "N-major" : "K-major",
+              stages,
+              (std::string(epi == lg::kEpiWarp ? " (warp epilogue)" : epi == lg::kEpiOverlap ? " (overlapped epilogue)" : "") +
+               (own_gb ? " (L, gyᵀ xa in the kernel)" : own_l ? " (L in the kernel)" : ""))
+                  .c_str(),
+              nmajor ? "N-major" : "K-major",
               M, N, K, R,
               p > 0.f ? (" dropout " + std::to_string(p).substr(0, 4) + " (" + std::to_string(dropped) + " dropped)").c_str()
                       : "",
@@ -183,30 +195,45 @@ int main() {
   failed += !run(4, true, 300, 264, 64, 16, 4, rng, 0.3f);
   // each warp storing its own 16 rows of C: rows and columns ending inside a warp's rows and a box, several tiles
   for (bool nmajor : {false, true}) {
-    failed += !run(4, nmajor, 390, 520, 200, 8, 2, rng, 0.f, true);
-    failed += !run(4, nmajor, 37, 72, 64, 16, 2, rng, 0.f, true);
+    failed += !run(4, nmajor, 390, 520, 200, 8, 2, rng, 0.f, lg::kEpiWarp);
+    failed += !run(4, nmajor, 37, 72, 64, 16, 2, rng, 0.f, lg::kEpiWarp);
   }
   // L computed in the kernel (rank 8): column block 0's tiles compute rows of L the other column blocks wait for —
   // several row blocks and column blocks on one cluster (in order) and on 2 and 3 clusters, where most tiles wait on
   // another cluster's (tile t of the grouped order waits for t − pairs · column block, on cluster t mod clusters); an
   // odd row-block count (a pair's second block past M computes nothing it announces); K ending inside a k-step
   for (bool nmajor : {false, true}) {
-    failed += !run(4, nmajor, 390, 776, 200, 8, 2, rng, 0.f, false, 2);
-    failed += !run(4, nmajor, 520, 520, 136, 8, 4, rng, 0.f, false, 2);
-    failed += !run(4, nmajor, 390, 776, 328, 8, 6, rng, 0.f, false, 1);
+    failed += !run(4, nmajor, 390, 776, 200, 8, 2, rng, 0.f, lg::kEpiGroup, 2);
+    failed += !run(4, nmajor, 520, 520, 136, 8, 4, rng, 0.f, lg::kEpiGroup, 2);
+    failed += !run(4, nmajor, 390, 776, 328, 8, 6, rng, 0.f, lg::kEpiGroup, 1);
     // (more than one group of 8 row-block pairs: a cluster's tile of column block 0 after another column block's,
     // whose ring fills these warps skipped)
-    failed += !run(4, nmajor, 2100, 520, 200, 8, 4, rng, 0.f, false, 1);
+    failed += !run(4, nmajor, 2100, 520, 200, 8, 4, rng, 0.f, lg::kEpiGroup, 1);
   }
   // and gyᵀ xa's row-block sums in the same tiles and (gy B)ᵀ x in the tail (dx's kernel): rows and columns ending
   // inside a block and a k-step, an odd row-block count, tiles on several clusters, tiles that divide among the
   // clusters (every block takes tail items) and that do not (the clusters with one tile fewer take them), more than
   // one range of row blocks (M 2100: 17 row blocks)
-  failed += !run(4, true, 390, 776, 200, 8, 2, rng, 0.f, false, 1, true);
-  failed += !run(4, true, 520, 520, 136, 8, 4, rng, 0.f, false, 2, true);
-  failed += !run(4, true, 2100, 136, 72, 8, 4, rng, 0.f, false, 1, true);
+  failed += !run(4, true, 390, 776, 200, 8, 2, rng, 0.f, lg::kEpiGroup, 1, true);
+  failed += !run(4, true, 520, 520, 136, 8, 4, rng, 0.f, lg::kEpiGroup, 2, true);
+  failed += !run(4, true, 2100, 136, 72, 8, 4, rng, 0.f, lg::kEpiGroup, 1, true);
   // (one idle cluster of 6 is too few to stream x alone: every block takes tail items)
-  failed += !run(4, true, 200, 1100, 72, 8, 12, rng, 0.f, false, 1, true);
+  failed += !run(4, true, 200, 1100, 72, 8, 12, rng, 0.f, lg::kEpiGroup, 1, true);
+  // the overlapped epilogue (a tile's rounds of C after the first going out during the next tile's first k-steps):
+  // several tiles per block (rounds carried into the next tile; N a multiple of 256, so that a block's last tile has
+  // columns in every round), K of 1 and 2 k-steps (fewer than the rounds to
+  // carry: the rest go out before the next tile's first), rows and columns ending inside a tile; with L in the kernel
+  // (the forward's rounds through the lr buffer, which the producers may refill only once the carried round is read)
+  // and with dx's gradient sums
+  for (bool nmajor : {false, true}) {
+    failed += !run(4, nmajor, 390, 512, 200, 8, 2, rng, 0.f, lg::kEpiOverlap);
+    failed += !run(4, nmajor, 300, 264, 64, 16, 2, rng, 0.f, lg::kEpiOverlap);
+    failed += !run(4, nmajor, 200, 776, 72, 8, 2, rng, 0.f, lg::kEpiOverlap);
+    failed += !run(4, nmajor, 390, 768, 200, 8, 2, rng, 0.f, lg::kEpiOverlap, 2);
+    failed += !run(4, nmajor, 520, 520, 64, 8, 4, rng, 0.f, lg::kEpiOverlap, 1);
+  }
+  failed += !run(4, true, 390, 512, 200, 8, 2, rng, 0.f, lg::kEpiOverlap, 1, true);
+  failed += !run(4, true, 2100, 136, 72, 8, 4, rng, 0.f, lg::kEpiOverlap, 1, true);
   std::printf("%d failed\n", failed);
   return failed ? 1 : 0;
 }

@@ -43,10 +43,12 @@
 //     warp arrives on both blocks' "empty" barriers; after the first k-step, every thread on "lr empty"); then the
 //     accumulators are rounded to bf16 into the warpgroup's staging buffer in shared memory, kCBoxes 64 × 64 boxes at a
 //     time, and stored by TMA box stores (cp.async.bulk.tensor, which leave out what lies past M and N) that one thread
-//     of the warpgroup issues after a warpgroup barrier (WARP_EPI: each warp its own 16 rows, without the barriers);
+//     of the warpgroup issues after a warpgroup barrier (kEpiWarp: each warp its own 16 rows, without the barriers);
 //     the consumers go on to the next tile while the stores drain, waiting for their reads only before the buffer is
 //     written again. (Stores from registers would be 64 four-byte stores per thread, each touching 8 rows: a few µs of
-//     load/store traffic per 36 µs tile with the tensor cores idle.)
+//     load/store traffic per 36 µs tile with the tensor cores idle.) kEpiOverlap (session 21): only the first round
+//     before the next tile; the others, packed to bf16 pairs in registers, go out one per k-step during the next
+//     tile's first k-steps while its products run.
 // A cluster barrier after the mbarriers' initialisation (the partner's copies and arrivals use them) and another
 // before the blocks leave (neither may leave while the other can still write into it). Where the row blocks are odd in
 // number, the last pair's second block lies past M: its A comes in as zeros and its stores are left out, and it still
@@ -93,6 +95,10 @@ constexpr int kProducerRegsOf = OWN_GB ? 104 : OWN_L ? 88 : kProducerRegs;
 template <bool OWN_L, bool OWN_GB>
 constexpr int kConsumerRegsOf = OWN_GB ? 200 : OWN_L ? 208 : kConsumerRegs;
 constexpr int kOwnRank = 8;  // OWN_L computes L at rank 8 only (mPLUG-Owl's LoRA rank)
+// The epilogue (consume): each warpgroup's rows of C out in rounds through its staging boxes after the tile's last
+// product (kEpiGroup, the default); each warp its own rows (kEpiWarp, OWLET_LORA_GEMM_EPILOGUE=warp); or all rounds
+// but the first during the next tile's first k-steps (kEpiOverlap, =overlap).
+enum Epi : int { kEpiGroup = 0, kEpiWarp = 1, kEpiOverlap = 2 };
 constexpr int kOwnBarrier = 4;  // named barrier of producer warps 1–3 (the consumers' epilogue uses 2 and 3)
 constexpr int kConsumersBarrier = 5;  // OWN_L: both consumer warpgroups
 constexpr int kGroupRows = 8;                           // row blocks per group of the tile order
@@ -147,7 +153,7 @@ struct Args {
   float* ga_ws;    // [ranges, r, N]
 };
 struct Maps {
-  tma::Map a, w, c, c16;  // c16: C in boxes of 16 rows, one warp's (the WARP_EPI kernels' stores)
+  tma::Map a, w, c, c16;  // c16: C in boxes of 16 rows, one warp's (the kEpiWarp kernels' stores)
   tma::Map x;             // OWN_GB: LoRA's x [M, N] in boxes of 128 rows × 64 columns (the tail's)
 };
 constexpr int kTailRows = 16;  // row blocks per item of the tail (OWN_GB)
@@ -247,7 +253,7 @@ struct KeepBits {
 // the epilogue through the staging buffer. DROP: the rank-r product is masked in the accumulators before the k-steps
 // add A op(W) to it; the next tile's 128 hashes per thread (splitmix64's, ≈ 35 instructions each) are spread over this
 // tile's k-steps, where the warps otherwise wait for the tensor cores, instead of delaying the next tile's start.
-template <bool W_NMAJOR, int STAGES, bool DROP, bool WARP_EPI, bool OWN_L, bool OWN_GB>
+template <bool W_NMAJOR, int STAGES, bool DROP, int EPI, bool OWN_L, bool OWN_GB>
 __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_t sRing, uint32_t sLr, uint32_t sC,
                                         unsigned char* gC, uint32_t bar_full, uint32_t bar_empty, uint32_t bar_lr_full,
                                         uint32_t bar_lr_empty, int k_steps, int m_pairs, int n_blocks, int tiles, int cl,
@@ -294,14 +300,71 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
     aim_next(cl);
     hash_next(128);  // (the first tile's, before its start)
   }
+  // EPI = kEpiOverlap (OWLET_LORA_GEMM_EPILOGUE=overlap, session 21): a tile's first rounds of C go out from the
+  // accumulators, the last kCarried rounds' pairs are packed into `later` (registers the k-steps' wgmma leave alone)
+  // and go out one per k-step during the next tile's first k-steps, while its products run: between tiles the tensor
+  // cores wait for fewer rounds, each of which waits for the previous one's stores to have read the staging buffer.
+  constexpr bool kOverlap = EPI == kEpiOverlap;
+  // The rank-r update first, or last: with OWN_L (L is computed during the k-steps), and with the overlapped epilogue
+  // (ptxas serialises its wgmma, C7511, with the update first and the carried pairs live across it).
+  constexpr bool kUpdateLast = OWN_L || kOverlap;
   // OWN_L (not OWN_GB): the lr buffer is the epilogue's second staging box once the tile's update has read it, so "lr
-  // empty" waits until this warpgroup's stores from it have been read: after the next tile's first k-step (or the last
-  // tile). (With OWN_GB ptxas serialises the consumers' wgmma so built, C7511, at every register split tried.)
+  // empty" waits until this warpgroup's stores from it have been read: after the next tile's first k-step (the
+  // second with the overlapped epilogue, whose last round goes out during the first), or the last tile. (ptxas
+  // serialises the consumers' wgmma so built, C7511, with OWN_GB at every register split tried, and in the overlapped
+  // epilogue's kernel without OWN_L at every split from 208 to 232 — yet not in OWN_L's.)
   constexpr bool kLrStaging = OWN_L && !OWN_GB;
   auto lr_free = [&] {
     if ((ctid & 127) == 0) bulk_wait_read<0>();
     bar_sync(2 + wg, 128);
     mbar_arrive(bar_lr_empty);
+  };
+  // The epilogue's rounds: round h takes kBoxes 64-column boxes (columns 64·kBoxes·h on) to the staging buffer
+  // (128-byte swizzle: 16-byte chunk c of row i at c ^ (i mod 8)), then out by as many TMA box stores. kLrStaging: two
+  // per round, the second in the lr buffer (its 8 KiB for this warpgroup), so two rounds where four would each wait
+  // for the previous one's store to have read the buffer.
+  constexpr int kBoxes = kLrStaging ? 2 : kCBoxes<STAGES>, kRounds = 4 / kBoxes;
+  auto box_at = [&](int b) -> uint32_t {  // box b of a round (shared-memory address)
+    if constexpr (kLrStaging) return b == 0 ? sC + wg * kCBox : sLr + wg * kCBox;
+    else return sC + (wg * kBoxes + b) * kCBox;
+  };
+  unsigned char* const stage0 = gC - sC;  // (a shared-memory address + this: the generic pointer)
+  const bool issuer = (ctid & 127) == 0;
+  // round h of the tile (mb, nb): `pair(q)` is the thread's q-th pair of C's elements as bf16 — acc[2q], acc[2q + 1]:
+  // acc[4i + e] is row 16wi + gq + 8·(e ≥ 2) of the warpgroup's 64, column 8i + 2·t4 + (e mod 2)
+  auto out_round = [&](int h, int mb, int nb, auto&& pair) {
+    if (issuer) bulk_wait_read<0>();  // this warpgroup's earlier stores have read the staging buffer
+    bar_sync(2 + wg, 128);
+#pragma unroll
+    for (int j = 0; j < 8 * kBoxes; j++) {
+      // rows wi·16 + gq (+ 8): chunk j mod 8 at (j mod 8) ^ gq
+      unsigned char* const at = stage0 + box_at(j / 8) + thread_row + (((j % 8) ^ gq) << 4);
+      const int i = 8 * kBoxes * h + j;
+      *reinterpret_cast<uint32_t*>(at) = pair(2 * i);
+      *reinterpret_cast<uint32_t*>(at + 1024) = pair(2 * i + 1);
+    }
+    fence_proxy_async();  // the generic stores before the TMA's async-proxy reads
+    bar_sync(2 + wg, 128);
+    if (issuer) {
+#pragma unroll
+      for (int b = 0; b < kBoxes; b++)
+        tma::store_4d(&maps->c, nb * kBN + 64 * (kBoxes * h + b), 0, mb * kBM + wg * 64, 0, box_at(b));
+      bulk_commit();
+    }
+  };
+  // The rounds carried (the overlapped epilogue): the second of two with the lr buffer's box (kLrStaging); the last two
+  // of four without OWN_L (ptxas serialises the wgmma with three); OWN_GB, the last of four (it spills the producers
+  // and serialises the consumers' wgmma with two). The previous tile's rounds still to go out: `pending`.. of
+  // (pending_mb, pending_nb).
+  constexpr int kCarried = !kOverlap ? 0 : kLrStaging || OWN_GB ? 1 : 2, kFirst = kRounds - kCarried;
+  constexpr int kLater = kOverlap ? 16 * kBoxes * kCarried : 1;  // their pairs
+  uint32_t later[kLater];
+  int pending = kRounds, pending_mb = 0, pending_nb = 0;
+  auto out_pending = [&] {  // the next pending round (h a constant in each branch: `later`'s indices fixed)
+#pragma unroll
+    for (int h = kFirst; h < kRounds; h++)
+      if (pending == h) out_round(h, pending_mb, pending_nb, [&](int q) { return later[q - 16 * kBoxes * kFirst]; });
+    pending++;
   };
   int step = 0, it = 0;
   for (int t = cl; t < tiles; t += clusters, it++) {
@@ -314,7 +377,7 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
     float acc[128];
     // the rank-r update: A = s·L (this warpgroup's 64 rows, chunks 4–5), B = R's rows 0..127 (chunks 0–1) into
     // columns 0..127, then rows 128..255 (chunks 2–3) into 128..255 (an m64n256 accumulator's first 64 registers are
-    // the m64n128 one of its first 128 columns); first, or with OWN_L last (L is computed during the k-steps)
+    // the m64n128 one of its first 128 columns); first, or last (kUpdateLast)
     auto update = [&](int scale_d) {
       mbar_wait(bar_lr_full, uint32_t(it & 1));
       fence_proxy_async();
@@ -324,8 +387,16 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
       mma_ss_m64n128k16(*reinterpret_cast<float(*)[64]>(&acc[64]), desc_l, desc_kmajor(sLr + 32), scale_d);
       commit();
     };
-    if constexpr (!OWN_L) update(0);
-    else if (kLrStaging && it > 0 && k_steps == 0) lr_free();
+    // kLrStaging: this tile owes the producers the previous tile's "lr empty" (lr_free), once the previous tile's
+    // rounds from the lr buffer have gone out
+    bool lr_owed = kLrStaging && it > 0;
+    auto pay_lr = [&] {
+      if (!lr_owed) return;
+      while (pending < kRounds) out_pending();
+      lr_free();
+      lr_owed = false;
+    };
+    if constexpr (!kUpdateLast) update(0);
     if constexpr (DROP) {  // keep ⊙ (s L Rᵀ) before A op(W) is added on
       wait<0>();
       fence_operands(acc);
@@ -340,25 +411,30 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
       fence();
 #pragma unroll
       for (int kk = 0; kk < kBK / 16; kk++) {
-        // (OWN_L: the tile's first product starts the accumulators)
-        const int scale_d = OWN_L && kt == 0 && kk == 0 ? 0 : 1;
+        // (the update last: the tile's first product starts the accumulators)
+        const int scale_d = kUpdateLast && kt == 0 && kk == 0 ? 0 : 1;
         if constexpr (W_NMAJOR)
           mma_m64n256k16<true>(acc, desc_kmajor(sA + 32 * kk), desc_nmajor_wide(sW + 2048 * kk), scale_d);
         else mma_m64n256k16<false>(acc, desc_kmajor(sA + 32 * kk), desc_kmajor(sW + 32 * kk), scale_d);
       }
       commit();
       if constexpr (DROP) hash_next(min(128, ((kt + 1) * 128 + k_steps - 1) / k_steps));  // while the products run
+      if constexpr (kOverlap)
+        if (pending < kRounds) out_pending();  // (the previous tile's, while the products run)
       wait<1>();  // the group before this one is complete: its stage (or, at kt = 0, the lr buffer) is free
       if (kt > 0) release(prev_s);
-      else if constexpr (!OWN_L) mbar_arrive(bar_lr_empty);
-      else if (kLrStaging && it > 0) lr_free();  // (the previous tile's stores from it have long been read)
+      else if constexpr (!kUpdateLast) mbar_arrive(bar_lr_empty);
+      // (the previous tile's stores from the lr buffer have long been read — with the overlapped epilogue, a k-step
+      // after its last round went out)
+      if (kt >= kCarried) pay_lr();
       prev_s = s;
     }
     wait<0>();
     fence_operands(acc);
     if (k_steps > 0) release(prev_s);
-    else if constexpr (!OWN_L) mbar_arrive(bar_lr_empty);
-    if constexpr (OWN_L) {  // the update last (kLrStaging: its operands are then the epilogue's second staging box)
+    else if constexpr (!kUpdateLast) mbar_arrive(bar_lr_empty);
+    if constexpr (kUpdateLast) {  // (kLrStaging: the update's operands are then the epilogue's second staging box)
+      pay_lr();  // (where the k-steps were too few to)
       update(k_steps > 0);
       wait<0>();
       fence_operands(acc);
@@ -367,8 +443,7 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
     }
     if constexpr (DROP) hash_next(128);  // (what the k-steps left: none unless K is under 128 · 64)
 
-    // acc[4i + e]: row 16wi + gq + 8·(e ≥ 2) of the warpgroup's 64, column 8i + 2·t4 + (e mod 2).
-    if constexpr (WARP_EPI) {
+    if constexpr (EPI == kEpiWarp) {
       // Each warp alone (OWLET_LORA_GEMM_EPILOGUE=warp, session 19, to compare): its 16 rows of a 64-column box into
       // its 2 KiB of the staging buffer, out by its own TMA store of 16 rows — no warpgroup barriers, and a warp
       // waits only for its own previous store's read.
@@ -390,43 +465,28 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
       }
       continue;
     }
-    // Round h takes kBoxes 64-column boxes (columns 64·kBoxes·h on) to the staging buffer (128-byte swizzle:
-    // 16-byte chunk c of row i at c ^ (i mod 8)), then out by as many TMA box stores. kLrStaging: two per round,
-    // the second in the lr buffer (its 8 KiB for this warpgroup), so two rounds where four would each wait for the
-    // previous one's store to have read the buffer.
-    constexpr int kBoxes = kLrStaging ? 2 : kCBoxes<STAGES>;
-    auto box_at = [&](int b) -> uint32_t {  // box b of a round (shared-memory address)
-      if constexpr (kLrStaging) return b == 0 ? sC + wg * kCBox : sLr + wg * kCBox;
-      else return sC + (wg * kBoxes + b) * kCBox;
-    };
-    unsigned char* const stage0 = gC - sC;  // (a shared-memory address + this: the generic pointer)
-    const bool issuer = (ctid & 127) == 0;
+    auto acc_pair = [&](int q) { return mma::pack_bf16(acc[2 * q], acc[2 * q + 1]); };
+    if constexpr (kOverlap) {
+      while (pending < kRounds) out_pending();  // (where the k-steps were too few for the previous tile's rounds)
 #pragma unroll
-    for (int h = 0; h < 4 / kBoxes; h++) {
-      if (issuer) bulk_wait_read<0>();  // this warpgroup's earlier stores have read the staging buffer
-      bar_sync(2 + wg, 128);
+      for (int h = 0; h < kFirst; h++) out_round(h, mb, nb, acc_pair);
 #pragma unroll
-      for (int j = 0; j < 8 * kBoxes; j++) {
-        // rows wi·16 + gq (+ 8): chunk j mod 8 at (j mod 8) ^ gq
-        stage_pairs(stage0 + box_at(j / 8) + thread_row + (((j % 8) ^ gq) << 4), acc, 8 * kBoxes * h + j);
-      }
-      fence_proxy_async();  // the generic stores before the TMA's async-proxy reads
-      bar_sync(2 + wg, 128);
-      if (issuer) {
+      for (int q = 0; q < kLater; q++) later[q] = acc_pair(16 * kBoxes * kFirst + q);
+      pending = kFirst, pending_mb = mb, pending_nb = nb;
+    } else {
 #pragma unroll
-        for (int b = 0; b < kBoxes; b++)
-          tma::store_4d(&maps->c, nb * kBN + 64 * (kBoxes * h + b), 0, mb * kBM + wg * 64, 0, box_at(b));
-        bulk_commit();
-      }
+      for (int h = 0; h < kRounds; h++) out_round(h, mb, nb, acc_pair);
     }
   }
+  if constexpr (kOverlap)
+    while (pending < kRounds) out_pending();  // (the last tile's)
   if constexpr (kLrStaging) {
     if (it > 0) lr_free();  // (the last tile's)
   }
   // the stores are done before the block ends
-  if constexpr (WARP_EPI) {
+  if constexpr (EPI == kEpiWarp) {
     if (lane == 0) bulk_wait<0>();
-  } else if ((ctid & 127) == 0) {
+  } else if (issuer) {
     bulk_wait<0>();
   }
 }
@@ -619,11 +679,12 @@ __device__ __forceinline__ void own_l_rows(const Args& g, uint32_t sRing, uint32
     for (int h = 0; h < 2; h++) lb[j][h] = mma::pack_bf16(acc[j][2 * h], acc[j][2 * h + 1]);
 }
 
-template <bool W_NMAJOR, int STAGES, bool DROP, bool WARP_EPI, bool OWN_L, bool OWN_GB>
+template <bool W_NMAJOR, int STAGES, bool DROP, int EPI, bool OWN_L, bool OWN_GB>
 __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
   static_assert(!(OWN_L && DROP), "OWN_L computes L from the unmasked A: not for the dropout kernel");
   static_assert(!OWN_GB || (OWN_L && W_NMAJOR), "OWN_GB is dx's (gy's columns in its A boxes), with OWN_L");
-  static_assert(!(OWN_L && (WARP_EPI || STAGES != 4)), "OWN_L stages C through the lr buffer: 4 stages, warpgroup stores");
+  static_assert(!(OWN_L && (EPI == kEpiWarp || STAGES != 4)), "OWN_L stages C through the lr buffer: 4 stages, warpgroup stores");
+  static_assert(EPI != kEpiOverlap || (STAGES == 4 && !DROP), "the overlapped epilogue: 4 stages, no mask");
   using namespace wgmma;
   using wgmma_ws::mbar_arrive;
   using wgmma_ws::mbar_init;
@@ -803,7 +864,7 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
       }
     }
   } else {
-    consume<W_NMAJOR, STAGES, DROP, WARP_EPI, OWN_L, OWN_GB>(g, maps, sRing, sLr, sC, gC, bar_full, bar_empty, bar_lr_full,
+    consume<W_NMAJOR, STAGES, DROP, EPI, OWN_L, OWN_GB>(g, maps, sRing, sLr, sC, gC, bar_full, bar_empty, bar_lr_full,
                                               bar_lr_empty, k_steps, m_pairs, n_blocks, tiles, cl, clusters, rank, peer);
   }
   // Neither block leaves while the other may still multicast into it or arrive on its barriers.
@@ -811,10 +872,10 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
   cluster::sync();
 }
 
-template <bool W_NMAJOR, int STAGES, bool DROP = false, bool WARP_EPI = false, bool OWN_L = false, bool OWN_GB = false>
+template <bool W_NMAJOR, int STAGES, bool DROP = false, int EPI = kEpiGroup, bool OWN_L = false, bool OWN_GB = false>
 __global__ void __launch_bounds__(kThreads, 1) lora_gemm_kernel(const Args g, const __grid_constant__ Maps maps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL) || defined(OWLET_CUDA_EMULATION)
-  gemm<W_NMAJOR, STAGES, DROP, WARP_EPI, OWN_L, OWN_GB>(g, &maps);
+  gemm<W_NMAJOR, STAGES, DROP, EPI, OWN_L, OWN_GB>(g, &maps);
 #else
   __trap();  // built without sm_90a: the dispatch never launches this (lora.cu fused_ok)
 #endif
