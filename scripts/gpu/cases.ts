@@ -746,17 +746,19 @@ export function cases(): Case[] {
   lora(300, 512, 384, 16, 0, false, 'fusedl');
   lora(300, 512, 384, 8, 0.05, false, 'fusedl');
   lora(29, 66, 40, 8, 0, true, 'fusedl');
-  // either with its rounds of C but the first going out during the next tile's first k-steps (session 21): tiles ending
-  // inside their rows and columns, many tiles per block (each carrying rounds into the next), one k-step (the forward
-  // at K 64, dx at N 64: the carried rounds go out before the next tile's first), whole 256-column tiles last on a
-  // block (N 512 forward; dx's K 512); the fusedl kernels over several 16-row-block ranges (M 4100)
-  for (const v of ['fused+overlap', 'fusedl+overlap']) {
+  // either with its rounds of C but the first going out during the next tile's first k-steps, or all through the stage
+  // of the tile's last k-step, held until the next tile's first (session 21): tiles ending inside their rows and
+  // columns, many tiles per block (each carrying rounds or a stage into the next), one k-step (the forward at K 64, dx
+  // at N 64: the carried rounds go out before the next tile's first), whole 256-column tiles last on a block (N 512
+  // forward; dx's K 512); the fusedl kernels over several 16-row-block ranges (M 4100)
+  for (const v of ['fused+overlap', 'fusedl+overlap', 'fused+ring', 'fusedl+ring']) {
     lora(300, 520, 264, 8, 0, true, v);
     lora(1100, 264, 136, 8, 0, false, v);
     lora(1100, 64, 512, 8, 0, false, v);
     lora(1100, 512, 64, 8, 0, false, v);
   }
   lora(4100, 264, 520, 8, 0, false, 'fusedl+overlap');
+  lora(4100, 264, 520, 8, 0, false, 'fusedl+ring');
   // gy B and gyᵀ xa in one pass over gy (session 18): a partial row block and column tile (M 37 N 48), more column tiles
   // than stages (N 600), rank 16, dropout, with the fused GEMM too, and a rank it does not take (6)
   lora(37, 64, 48, 8, 0, true, 'gypass');

@@ -75,8 +75,9 @@ export type VariantEnv = Record<string, string>;
  *  'cublas' OWLET_LORA_GEMM (always the GEMM with the rank-r update in it, lora_gemm.cuh, or never), 'fused3' that
  *  GEMM with a 3-stage ring (OWLET_LORA_GEMM_STAGES=3), 'fusedwarp' with each warp storing its rows of C
  *  (OWLET_LORA_GEMM_EPILOGUE=warp), 'fusedl' that GEMM computing its own L too (x Aᵀ, gy B: OWLET_LORA_GEMM=fused-l, rank
- *  8 without dropout; session 20), 'overlap' (with fused or fusedl) its rounds of C but the first going out during the
- *  next tile's first k-steps (OWLET_LORA_GEMM_EPILOGUE=overlap; session 21), 'gypass' OWLET_LORA_GY=pass (gy B and gyᵀ xa in one pass over gy,
+ *  8 without dropout; session 20), 'overlap' and 'ring' (with fused or fusedl) its rounds of C but the first going out
+ *  during the next tile's first k-steps, or all in one round through the stage of the tile's last k-step
+ *  (OWLET_LORA_GEMM_EPILOGUE=overlap / ring; session 21), 'gypass' OWLET_LORA_GY=pass (gy B and gyᵀ xa in one pass over gy,
  *  lora_gy_pass.cuh), 'gycublas' OWLET_LORA_GY=cublas (never; unset, timed against cuBLAS's two GEMMs on a shape's
  *  first call); several joined by '+'. */
 export function loraEnv(variant: string): VariantEnv {
@@ -86,7 +87,7 @@ export function loraEnv(variant: string): VariantEnv {
     else if (v === 'fusedl') env.OWLET_LORA_GEMM = 'fused-l';
     else if (v === 'fused3') Object.assign(env, { OWLET_LORA_GEMM: 'fused', OWLET_LORA_GEMM_STAGES: '3' });
     else if (v === 'fusedwarp') Object.assign(env, { OWLET_LORA_GEMM: 'fused', OWLET_LORA_GEMM_EPILOGUE: 'warp' });
-    else if (v === 'overlap') env.OWLET_LORA_GEMM_EPILOGUE = 'overlap';
+    else if (v === 'overlap' || v === 'ring') env.OWLET_LORA_GEMM_EPILOGUE = v;
     else if (v === 'gypass') env.OWLET_LORA_GY = 'pass';
     else if (v === 'gycublas') env.OWLET_LORA_GY = 'cublas';
     else env.OWLET_LORA = v;

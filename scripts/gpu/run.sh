@@ -42,7 +42,7 @@ export OWLET_NATIVE_CPU=$G/owlet_cpu.node OWLET_NATIVE_CUDA=$T/owlet_cuda.node
 
 # The kernels no GPU has run yet, first and alone under a short limit (ONLY="smoke ..."): session 18's warp-specialised
 # attention backward (OWLET_ATTN_BWD=wgmma-ws), fused LoRA GEMM (OWLET_LORA_GEMM=fused; session 20's computing its own
-# L, =fused-l; session 21's overlapped epilogue, OWLET_LORA_GEMM_EPILOGUE=overlap) and one pass over LoRA's gy
+# L, =fused-l; session 21's epilogues, OWLET_LORA_GEMM_EPILOGUE=overlap|ring) and one pass over LoRA's gy
 # (OWLET_LORA_GY=pass). If their checks do not finish, the later stages keep all of them out — of autotuning
 # (OWLET_ATTN_TUNE_SKIP, OWLET_LORA_GEMM=cublas) and of the cases and benchmarks that name them (OWLET_SKIP_ENV: those
 # report the skip instead of running) — so that a hang costs this stage's limit once instead of every stage's; where
@@ -56,7 +56,7 @@ if want smoke; then
   # (a filter that matched nothing checked nothing: test/gpu-smoke-filter.test.ts keeps it in step with the case names)
   if [ "$rc" != 0 ] || grep -q "^0 passed" "$OUT/smoke.log"; then
     export OWLET_ATTN_TUNE_SKIP=wgmma-ws OWLET_LORA_GEMM=cublas
-    export OWLET_SKIP_ENV=OWLET_ATTN_BWD=wgmma-ws,OWLET_LORA_GEMM=fused,OWLET_LORA_GEMM=fused-l,OWLET_LORA_GEMM_EPILOGUE=overlap,OWLET_LORA_GY=pass
+    export OWLET_SKIP_ENV=OWLET_ATTN_BWD=wgmma-ws,OWLET_LORA_GEMM=fused,OWLET_LORA_GEMM=fused-l,OWLET_LORA_GEMM_EPILOGUE=overlap,OWLET_LORA_GEMM_EPILOGUE=ring,OWLET_LORA_GY=pass
     say "smoke exit $rc or nothing checked: the later stages run with OWLET_ATTN_TUNE_SKIP=$OWLET_ATTN_TUNE_SKIP OWLET_LORA_GEMM=cublas OWLET_SKIP_ENV=$OWLET_SKIP_ENV"
   elif grep -q "^FAIL" "$OUT/smoke.log"; then
     failed() { grep "^FAIL" "$OUT/smoke.log" | grep -qE "$1"; }
@@ -65,6 +65,7 @@ if want smoke; then
     failed '\(fused(3|warp)?(\+gypass)?\)' && { export OWLET_LORA_GEMM=cublas; skip+=(OWLET_LORA_GEMM=fused); }
     failed '\(fusedl\)' && skip+=(OWLET_LORA_GEMM=fused-l)
     failed 'overlap\)' && skip+=(OWLET_LORA_GEMM_EPILOGUE=overlap)
+    failed 'ring\)' && skip+=(OWLET_LORA_GEMM_EPILOGUE=ring)
     failed 'gypass\)' && skip+=(OWLET_LORA_GY=pass)
     OWLET_SKIP_ENV=$(IFS=,; echo "${skip[*]}")
     export OWLET_SKIP_ENV
@@ -205,12 +206,12 @@ if asked bench-lora; then
   say "bench-lora exit $?"
   grep -E "^BENCH" "$OUT/bench_lora.log" | cut -c1-200
 fi
-# Only when asked (ONLY="... ncu-lora-gemm"): Nsight Compute on the fused LoRA GEMM alone (4 stages, its own L, 3,
-# dropout, the warp epilogue), with launch shape, occupancy, stall reasons, scheduler and memory sections
-# (ncu_lora_gemm.txt).
+# Only when asked (ONLY="... ncu-lora-gemm"): Nsight Compute on the fused LoRA GEMM alone (4 stages, its own L, the
+# ring's and the overlapped epilogues, the warp epilogue, dropout, 3 stages), with launch shape, occupancy, stall
+# reasons, scheduler and memory sections (ncu_lora_gemm.txt).
 if asked ncu-lora-gemm; then
   say "ncu-lora-gemm: Nsight Compute on the fused LoRA GEMM (check.mjs --profile-lora-gemm)"
-  profile ncu_lora_gemm 120 --profile-lora-gemm --print-details all -k regex:lora_gemm_kernel -c 14 \
+  profile ncu_lora_gemm 120 --profile-lora-gemm --print-details all -k regex:lora_gemm_kernel -c 18 \
     --section SpeedOfLight --section LaunchStats --section Occupancy --section WarpStateStats --section SchedulerStats \
     --section MemoryWorkloadAnalysis --section SourceCounters
 fi

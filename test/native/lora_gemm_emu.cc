@@ -114,11 +114,14 @@ bool run(int stages, bool nmajor, int M, int N, int K, int R, unsigned grid, std
     std::fill(ga_ws.begin(), ga_ws.end(), std::nanf(""));
     g.epoch = unsigned(run);
     emu::launch_resident({grid, 1, 1}, lg::kThreads, lg::smem_bytes<4>(), [&] {
-      constexpr int kG = lg::kEpiGroup, kO = lg::kEpiOverlap;
+      constexpr int kG = lg::kEpiGroup, kO = lg::kEpiOverlap, kR = lg::kEpiRing;
       if (own_gb && epi == kO) lg::lora_gemm_kernel<true, 4, false, kO, true, true>(g, maps);
+      else if (own_gb && epi == kR) lg::lora_gemm_kernel<true, 4, false, kR, true, true>(g, maps);
       else if (own_gb) lg::lora_gemm_kernel<true, 4, false, kG, true, true>(g, maps);
       else if (epi == kO && nmajor) lg::lora_gemm_kernel<true, 4, false, kO, true>(g, maps);
       else if (epi == kO) lg::lora_gemm_kernel<false, 4, false, kO, true>(g, maps);
+      else if (epi == kR && nmajor) lg::lora_gemm_kernel<true, 4, false, kR, true>(g, maps);
+      else if (epi == kR) lg::lora_gemm_kernel<false, 4, false, kR, true>(g, maps);
       else if (nmajor) lg::lora_gemm_kernel<true, 4, false, kG, true>(g, maps);
       else lg::lora_gemm_kernel<false, 4, false, kG, true>(g, maps);
     }, lg::kCluster);
@@ -138,6 +141,9 @@ bool run(int stages, bool nmajor, int M, int N, int K, int R, unsigned grid, std
     } else if (epi == lg::kEpiOverlap) {
       if (nmajor) lg::lora_gemm_kernel<true, 4, false, lg::kEpiOverlap>(g, maps);
       else lg::lora_gemm_kernel<false, 4, false, lg::kEpiOverlap>(g, maps);
+    } else if (epi == lg::kEpiRing) {
+      if (nmajor) lg::lora_gemm_kernel<true, 4, false, lg::kEpiRing>(g, maps);
+      else lg::lora_gemm_kernel<false, 4, false, lg::kEpiRing>(g, maps);
     } else if (stages == 3) {
       if (nmajor) lg::lora_gemm_kernel<true, 3>(g, maps);
       else lg::lora_gemm_kernel<false, 3>(g, maps);
@@ -155,7 +161,10 @@ bool run(int stages, bool nmajor, int M, int N, int K, int R, unsigned grid, std
   const bool ok = e < 8e-3 && l_err < 4e-3 && gb_err < 1e-5 && ga_err < 1e-5;
   std::printf("%s %d stages%s, %s W, M%-4d N%-4d K%-4d r%-2d%s, %d tiles on %u blocks: C %.1e", ok ? "PASS" : "FAIL",
               stages,
-              (std::string(epi == lg::kEpiWarp ? " (warp epilogue)" : epi == lg::kEpiOverlap ? " (overlapped epilogue)" : "") +
+              (std::string(epi == lg::kEpiWarp      ? " (warp epilogue)"
+                          : epi == lg::kEpiOverlap ? " (overlapped epilogue)"
+                          : epi == lg::kEpiRing    ? " (ring epilogue)"
+                                                   : "") +
                (own_gb ? " (L, gyᵀ xa in the kernel)" : own_l ? " (L in the kernel)" : ""))
                   .c_str(),
               nmajor ? "N-major" : "K-major",
@@ -219,21 +228,25 @@ int main() {
   failed += !run(4, true, 2100, 136, 72, 8, 4, rng, 0.f, lg::kEpiGroup, 1, true);
   // (one idle cluster of 6 is too few to stream x alone: every block takes tail items)
   failed += !run(4, true, 200, 1100, 72, 8, 12, rng, 0.f, lg::kEpiGroup, 1, true);
-  // the overlapped epilogue (a tile's rounds of C after the first going out during the next tile's first k-steps):
-  // several tiles per block (rounds carried into the next tile; N a multiple of 256, so that a block's last tile has
-  // columns in every round), K of 1 and 2 k-steps (fewer than the rounds to
-  // carry: the rest go out before the next tile's first), rows and columns ending inside a tile; with L in the kernel
-  // (the forward's rounds through the lr buffer, which the producers may refill only once the carried round is read)
-  // and with dx's gradient sums
-  for (bool nmajor : {false, true}) {
-    failed += !run(4, nmajor, 390, 512, 200, 8, 2, rng, 0.f, lg::kEpiOverlap);
-    failed += !run(4, nmajor, 300, 264, 64, 16, 2, rng, 0.f, lg::kEpiOverlap);
-    failed += !run(4, nmajor, 200, 776, 72, 8, 2, rng, 0.f, lg::kEpiOverlap);
-    failed += !run(4, nmajor, 390, 768, 200, 8, 2, rng, 0.f, lg::kEpiOverlap, 2);
-    failed += !run(4, nmajor, 520, 520, 64, 8, 4, rng, 0.f, lg::kEpiOverlap, 1);
+  // the overlapped epilogue (a tile's rounds of C after the first going out during the next tile's first k-steps) and
+  // the ring's (C through the held stage of the tile's last k-step, released during the next tile's first): several
+  // tiles per block (rounds carried into the next tile, a stage held across; N a multiple of 256, so that a block's
+  // last tile has columns in every round), K of 1 and 2 k-steps (fewer than the rounds to carry: the rest go out
+  // before the next tile's first; the held stage the next tile's first), rows and columns ending inside a tile; with L
+  // in the kernel (the forward's rounds through the lr buffer, which the producers may refill only once the carried
+  // round is read; the held stage's A box, which they read) and with dx's gradient sums (the tail refilling the last
+  // held stage)
+  for (int epi : {lg::kEpiOverlap, lg::kEpiRing}) {
+    for (bool nmajor : {false, true}) {
+      failed += !run(4, nmajor, 390, 512, 200, 8, 2, rng, 0.f, epi);
+      failed += !run(4, nmajor, 300, 264, 64, 16, 2, rng, 0.f, epi);
+      failed += !run(4, nmajor, 200, 776, 72, 8, 2, rng, 0.f, epi);
+      failed += !run(4, nmajor, 390, 768, 200, 8, 2, rng, 0.f, epi, 2);
+      failed += !run(4, nmajor, 520, 520, 64, 8, 4, rng, 0.f, epi, 1);
+    }
+    failed += !run(4, true, 390, 512, 200, 8, 2, rng, 0.f, epi, 1, true);
+    failed += !run(4, true, 2100, 136, 72, 8, 4, rng, 0.f, epi, 1, true);
   }
-  failed += !run(4, true, 390, 512, 200, 8, 2, rng, 0.f, lg::kEpiOverlap, 1, true);
-  failed += !run(4, true, 2100, 136, 72, 8, 4, rng, 0.f, lg::kEpiOverlap, 1, true);
   std::printf("%d failed\n", failed);
   return failed ? 1 : 0;
 }

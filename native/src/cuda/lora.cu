@@ -397,10 +397,12 @@ bool fused_gemm(DeviceContext& c, const Tensor& a, const Tensor& w, bool w_nmajo
   // the ring's depth: 4 stages unless OWLET_LORA_GEMM_STAGES=3 (session 18's, kept to compare; not with the mask)
   const bool three = !masked && !own_l && env_is("OWLET_LORA_GEMM_STAGES", "3");
   // each warp storing its rows of C alone (OWLET_LORA_GEMM_EPILOGUE=warp, to compare; 4 stages, no mask, not OWN_L),
-  // or a tile's rows of C but the first round going out during the next tile's first k-steps (=overlap, session 21:
-  // emulated, not yet run on a GPU; 4 stages, no mask)
+  // or (session 21, emulated, not yet run on a GPU; 4 stages, no mask) a tile's rows of C but the first rounds going
+  // out during the next tile's first k-steps (=overlap), or all in one round through the stage of the tile's last
+  // k-step (=ring: K > 0, a stage to hold)
   const bool warp_epi = !masked && !own_l && !three && env_is("OWLET_LORA_GEMM_EPILOGUE", "warp");
   const bool overlap = !masked && !three && env_is("OWLET_LORA_GEMM_EPILOGUE", "overlap");
+  const bool ring = !masked && !three && g.K > 0 && env_is("OWLET_LORA_GEMM_EPILOGUE", "ring");
   const size_t smem = three ? lora_gemm::smem_bytes<3>() : lora_gemm::smem_bytes<4>();
   cudaLaunchConfig_t cfg{};
   cfg.blockDim = dim3{unsigned(lora_gemm::kThreads)};
@@ -419,22 +421,30 @@ bool fused_gemm(DeviceContext& c, const Tensor& a, const Tensor& w, bool w_nmajo
     return cudaLaunchKernelEx(&cfg, kernel, g, maps);
   };
   using lora_gemm::lora_gemm_kernel;
-  constexpr int kGroup = lora_gemm::kEpiGroup, kWarp = lora_gemm::kEpiWarp, kOverlap = lora_gemm::kEpiOverlap;
-  // (one kernel per epilogue: a runtime choice inside would keep the registers of both)
-  auto by_epi = [&](auto group, auto over) { return overlap ? launch(over) : launch(group); };
+  constexpr int kGroup = lora_gemm::kEpiGroup, kWarp = lora_gemm::kEpiWarp, kOverlap = lora_gemm::kEpiOverlap,
+                kRing = lora_gemm::kEpiRing;
+  // (one kernel per epilogue: a runtime choice inside would keep the registers of all)
+  auto by_epi = [&](auto group, auto over, auto in_ring) {
+    return ring ? launch(in_ring) : overlap ? launch(over) : launch(group);
+  };
   const cudaError_t e =
       own_gb     ? by_epi(lora_gemm_kernel<true, 4, false, kGroup, true, true>,
-                          lora_gemm_kernel<true, 4, false, kOverlap, true, true>)
+                          lora_gemm_kernel<true, 4, false, kOverlap, true, true>,
+                          lora_gemm_kernel<true, 4, false, kRing, true, true>)
       : own_l    ? (w_nmajor ? by_epi(lora_gemm_kernel<true, 4, false, kGroup, true>,
-                                      lora_gemm_kernel<true, 4, false, kOverlap, true>)
+                                      lora_gemm_kernel<true, 4, false, kOverlap, true>,
+                                      lora_gemm_kernel<true, 4, false, kRing, true>)
                              : by_epi(lora_gemm_kernel<false, 4, false, kGroup, true>,
-                                      lora_gemm_kernel<false, 4, false, kOverlap, true>))
+                                      lora_gemm_kernel<false, 4, false, kOverlap, true>,
+                                      lora_gemm_kernel<false, 4, false, kRing, true>))
       : masked   ? launch(lora_gemm_kernel<true, 4, true>)
       : three    ? (w_nmajor ? launch(lora_gemm_kernel<true, 3>) : launch(lora_gemm_kernel<false, 3>))
       : warp_epi ? (w_nmajor ? launch(lora_gemm_kernel<true, 4, false, kWarp>)
                              : launch(lora_gemm_kernel<false, 4, false, kWarp>))
-                 : (w_nmajor ? by_epi(lora_gemm_kernel<true, 4>, lora_gemm_kernel<true, 4, false, kOverlap>)
-                             : by_epi(lora_gemm_kernel<false, 4>, lora_gemm_kernel<false, 4, false, kOverlap>));
+      : w_nmajor ? by_epi(lora_gemm_kernel<true, 4>, lora_gemm_kernel<true, 4, false, kOverlap>,
+                          lora_gemm_kernel<true, 4, false, kRing>)
+                 : by_epi(lora_gemm_kernel<false, 4>, lora_gemm_kernel<false, 4, false, kOverlap>,
+                          lora_gemm_kernel<false, 4, false, kRing>);
   if (e != cudaSuccess) {  // (a device that cannot place the clusters: the caller takes the cuBLAS path)
     cudaGetLastError();
     return false;

@@ -96,9 +96,10 @@ template <bool OWN_L, bool OWN_GB>
 constexpr int kConsumerRegsOf = OWN_GB ? 200 : OWN_L ? 208 : kConsumerRegs;
 constexpr int kOwnRank = 8;  // OWN_L computes L at rank 8 only (mPLUG-Owl's LoRA rank)
 // The epilogue (consume): each warpgroup's rows of C out in rounds through its staging boxes after the tile's last
-// product (kEpiGroup, the default); each warp its own rows (kEpiWarp, OWLET_LORA_GEMM_EPILOGUE=warp); or all rounds
-// but the first during the next tile's first k-steps (kEpiOverlap, =overlap).
-enum Epi : int { kEpiGroup = 0, kEpiWarp = 1, kEpiOverlap = 2 };
+// product (kEpiGroup, the default); each warp its own rows (kEpiWarp, OWLET_LORA_GEMM_EPILOGUE=warp); all rounds but
+// the first during the next tile's first k-steps (kEpiOverlap, =overlap); or in one round, through the ring's stage of
+// the tile's last k-step as well (kEpiRing, =ring).
+enum Epi : int { kEpiGroup = 0, kEpiWarp = 1, kEpiOverlap = 2, kEpiRing = 3 };
 constexpr int kOwnBarrier = 4;  // named barrier of producer warps 1–3 (the consumers' epilogue uses 2 and 3)
 constexpr int kConsumersBarrier = 5;  // OWN_L: both consumer warpgroups
 constexpr int kGroupRows = 8;                           // row blocks per group of the tile order
@@ -265,6 +266,7 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
   wgmma_ws::regs_inc<kConsumerRegsOf<OWN_L, OWN_GB>>();
   const int ctid = tid - 128, wg = ctid >> 7, wi = (ctid >> 5) & 3, lane = ctid & 31, gq = lane >> 2, t4 = lane & 3;
   const int thread_row = (wi * 16 + gq) * 128 + 4 * t4;  // the thread's first row and 4-byte slot in a staged box
+  const bool issuer = (ctid & 127) == 0;  // the warpgroup's thread that issues its stores
   // acc[4i..4i+3] as bf16 pairs into a staged box at `at` (the thread's row) and 8 rows (1024 bytes) on
   auto stage_pairs = [&](unsigned char* at, const float (&acc)[128], int i) {
     *reinterpret_cast<__nv_bfloat162*>(at) = __floats2bfloat162_rn(acc[4 * i], acc[4 * i + 1]);
@@ -305,15 +307,22 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
   // and go out one per k-step during the next tile's first k-steps, while its products run: between tiles the tensor
   // cores wait for fewer rounds, each of which waits for the previous one's stores to have read the staging buffer.
   constexpr bool kOverlap = EPI == kEpiOverlap;
-  // The rank-r update first, or last: with OWN_L (L is computed during the k-steps), and with the overlapped epilogue
-  // (ptxas serialises its wgmma, C7511, with the update first and the carried pairs live across it).
-  constexpr bool kUpdateLast = OWN_L || kOverlap;
+  // EPI = kEpiRing (OWLET_LORA_GEMM_EPILOGUE=ring, session 21): the stage of the tile's last k-step is not released
+  // after its products but holds 3 of each warpgroup's 4 boxes of C (48 KiB: A's 16 and W's 32), the staging buffer
+  // the fourth: one round, no wait for a store's read before the next tile's products start; the stage goes back to
+  // the producers after the next tile's first k-step is issued, once the stores have read it (the ring runs 3 deep
+  // for a k-step or two). Its A box is free then: with OWN_L the producers have read it before "lr full", which the
+  // update (last) waits for.
+  constexpr bool kRing = EPI == kEpiRing;
+  // The rank-r update first, or last: with OWN_L (L is computed during the k-steps), with the overlapped epilogue
+  // (ptxas serialises its wgmma, C7511, with the update first and the carried pairs live across it), and with kRing.
+  constexpr bool kUpdateLast = OWN_L || kOverlap || kRing;
   // OWN_L (not OWN_GB): the lr buffer is the epilogue's second staging box once the tile's update has read it, so "lr
   // empty" waits until this warpgroup's stores from it have been read: after the next tile's first k-step (the
   // second with the overlapped epilogue, whose last round goes out during the first), or the last tile. (ptxas
   // serialises the consumers' wgmma so built, C7511, with OWN_GB at every register split tried, and in the overlapped
   // epilogue's kernel without OWN_L at every split from 208 to 232 — yet not in OWN_L's.)
-  constexpr bool kLrStaging = OWN_L && !OWN_GB;
+  constexpr bool kLrStaging = OWN_L && !OWN_GB && !kRing;
   auto lr_free = [&] {
     if ((ctid & 127) == 0) bulk_wait_read<0>();
     bar_sync(2 + wg, 128);
@@ -323,13 +332,21 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
   // (128-byte swizzle: 16-byte chunk c of row i at c ^ (i mod 8)), then out by as many TMA box stores. kLrStaging: two
   // per round, the second in the lr buffer (its 8 KiB for this warpgroup), so two rounds where four would each wait
   // for the previous one's store to have read the buffer.
-  constexpr int kBoxes = kLrStaging ? 2 : kCBoxes<STAGES>, kRounds = 4 / kBoxes;
+  constexpr int kBoxes = kRing ? 4 : kLrStaging ? 2 : kCBoxes<STAGES>, kRounds = 4 / kBoxes;
+  int held = -1;  // kRing: the stage holding the stores' boxes (not yet released)
   auto box_at = [&](int b) -> uint32_t {  // box b of a round (shared-memory address)
-    if constexpr (kLrStaging) return b == 0 ? sC + wg * kCBox : sLr + wg * kCBox;
+    if constexpr (kRing) return b < 3 ? sRing + held * kStageBytes + (wg * 3 + b) * kCBox : sC + wg * kCBox;
+    else if constexpr (kLrStaging) return b == 0 ? sC + wg * kCBox : sLr + wg * kCBox;
     else return sC + (wg * kBoxes + b) * kCBox;
   };
+  // kRing: the held stage back to both blocks' producers once this warpgroup's stores have read it
+  auto release_held = [&] {
+    if (issuer) bulk_wait_read<0>();
+    bar_sync(2 + wg, 128);
+    release(held);
+    held = -1;
+  };
   unsigned char* const stage0 = gC - sC;  // (a shared-memory address + this: the generic pointer)
-  const bool issuer = (ctid & 127) == 0;
   // round h of the tile (mb, nb): `pair(q)` is the thread's q-th pair of C's elements as bf16 — acc[2q], acc[2q + 1]:
   // acc[4i + e] is row 16wi + gq + 8·(e ≥ 2) of the warpgroup's 64, column 8i + 2·t4 + (e mod 2)
   auto out_round = [&](int h, int mb, int nb, auto&& pair) {
@@ -424,6 +441,7 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
       wait<1>();  // the group before this one is complete: its stage (or, at kt = 0, the lr buffer) is free
       if (kt > 0) release(prev_s);
       else if constexpr (!kUpdateLast) mbar_arrive(bar_lr_empty);
+      if (kRing && held >= 0) release_held();  // (the previous tile's; kt = 0)
       // (the previous tile's stores from the lr buffer have long been read — with the overlapped epilogue, a k-step
       // after its last round went out)
       if (kt >= kCarried) pay_lr();
@@ -431,7 +449,8 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
     }
     wait<0>();
     fence_operands(acc);
-    if (k_steps > 0) release(prev_s);
+    if (kRing && k_steps > 0) held = prev_s;  // (lora.cu: K > 0 with kRing)
+    else if (k_steps > 0) release(prev_s);
     else if constexpr (!kUpdateLast) mbar_arrive(bar_lr_empty);
     if constexpr (kUpdateLast) {  // (kLrStaging: the update's operands are then the epilogue's second staging box)
       pay_lr();  // (where the k-steps were too few to)
@@ -441,6 +460,8 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
       if constexpr (kLrStaging) bar_sync(kConsumersBarrier, 256);  // (both warpgroups' updates have read R's rows)
       else mbar_arrive(bar_lr_empty);
     }
+    // kRing: both warpgroups' products are done with the held stage before either writes C into it
+    if constexpr (kRing) bar_sync(kConsumersBarrier, 256);
     if constexpr (DROP) hash_next(128);  // (what the k-steps left: none unless K is under 128 · 64)
 
     if constexpr (EPI == kEpiWarp) {
@@ -483,6 +504,7 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
   if constexpr (kLrStaging) {
     if (it > 0) lr_free();  // (the last tile's)
   }
+  if (kRing && held >= 0) release_held();  // (the last tile's: OWN_GB's tail refills it)
   // the stores are done before the block ends
   if constexpr (EPI == kEpiWarp) {
     if (lane == 0) bulk_wait<0>();
@@ -684,7 +706,7 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
   static_assert(!(OWN_L && DROP), "OWN_L computes L from the unmasked A: not for the dropout kernel");
   static_assert(!OWN_GB || (OWN_L && W_NMAJOR), "OWN_GB is dx's (gy's columns in its A boxes), with OWN_L");
   static_assert(!(OWN_L && (EPI == kEpiWarp || STAGES != 4)), "OWN_L stages C through the lr buffer: 4 stages, warpgroup stores");
-  static_assert(EPI != kEpiOverlap || (STAGES == 4 && !DROP), "the overlapped epilogue: 4 stages, no mask");
+  static_assert(EPI < kEpiOverlap || (STAGES == 4 && !DROP), "the overlapped and ring epilogues: 4 stages, no mask");
   using namespace wgmma;
   using wgmma_ws::mbar_arrive;
   using wgmma_ws::mbar_init;
