@@ -38,17 +38,18 @@
 //         "lr full" (one arrival per warp, after fence.proxy.async: generic stores read by the tensor cores).
 //   - warpgroups 1 and 2, the consumers (setmaxnreg.inc to kConsumerRegs): rows 64w..64w+63 of the tile, 64 × 256
 //     fp32 accumulators (128 registers). Per tile: the rank-r product first (two m64n128k16, A = s·L's chunks 4–5,
-//     B = R's chunks 0–1, then 2–3, both K-major; scale-d 0), then per k-step 4 × m64n256k16 over the stage, one
-//     commit group each with one group left in flight: once group g is complete its stage is released (lane 0 of each
-//     warp arrives on both blocks' "empty" barriers; after the first k-step, every thread on "lr empty"); then the
+//     B = R's chunks 0–1, then 2–3, both K-major; scale-d 0; last instead with OWN_L and the session 21 epilogues),
+//     then per k-step 4 × m64n256k16 over the stage, one commit group each with one group left in flight: once group
+//     g is complete its stage is released (lane 0 of each warp arrives on both blocks' "empty" barriers; after the
+//     first k-step, every thread on "lr empty"); then the
 //     accumulators are rounded to bf16 into the warpgroup's staging buffer in shared memory, kCBoxes 64 × 64 boxes at a
 //     time, and stored by TMA box stores (cp.async.bulk.tensor, which leave out what lies past M and N) that one thread
 //     of the warpgroup issues after a warpgroup barrier (kEpiWarp: each warp its own 16 rows, without the barriers);
 //     the consumers go on to the next tile while the stores drain, waiting for their reads only before the buffer is
 //     written again. (Stores from registers would be 64 four-byte stores per thread, each touching 8 rows: a few µs of
-//     load/store traffic per 36 µs tile with the tensor cores idle.) kEpiOverlap (session 21): only the first round
-//     before the next tile; the others, packed to bf16 pairs in registers, go out one per k-step during the next
-//     tile's first k-steps while its products run.
+//     load/store traffic per 36 µs tile with the tensor cores idle.) Session 21's: kEpiRing, one round through the
+//     ring's stage of the tile's last k-step, held until the stores have read it; kEpiOverlap, the last rounds' bf16
+//     pairs kept in registers and stored one per k-step during the next tile's first k-steps.
 // A cluster barrier after the mbarriers' initialisation (the partner's copies and arrivals use them) and another
 // before the blocks leave (neither may leave while the other can still write into it). Where the row blocks are odd in
 // number, the last pair's second block lies past M: its A comes in as zeros and its stores are left out, and it still
