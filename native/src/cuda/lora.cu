@@ -351,6 +351,20 @@ struct OwnL {
   float* ga_ws = nullptr;
 };
 
+// The fused GEMM's epilogue (lora_gemm::Epi) from OWLET_LORA_GEMM_EPILOGUE (read per call): group, the default;
+// warp, each warp storing its rows of C alone (session 19, to compare; not with the mask, OWN_L or 3 stages); overlap,
+// a tile's last rounds of C going out during the next tile's first k-steps; ring, all in one round through the ring's
+// stage of the tile's last k-step (session 21; neither with the mask or 3 stages). Unset, kEpilogueByDefault: group
+// until a GPU has run the session 21 epilogues (they are emulated only), then the one it measured fastest.
+constexpr int kEpilogueByDefault = lora_gemm::kEpiGroup;
+int epilogue_selected() {
+  if (env_is("OWLET_LORA_GEMM_EPILOGUE", "group")) return lora_gemm::kEpiGroup;
+  if (env_is("OWLET_LORA_GEMM_EPILOGUE", "warp")) return lora_gemm::kEpiWarp;
+  if (env_is("OWLET_LORA_GEMM_EPILOGUE", "overlap")) return lora_gemm::kEpiOverlap;
+  if (env_is("OWLET_LORA_GEMM_EPILOGUE", "ring")) return lora_gemm::kEpiRing;
+  return kEpilogueByDefault;
+}
+
 // C = A op(W) + s L Rᵀ through lora_gemm.cuh (W [N, K] K-major, or [K, N] with w_nmajor); with `drop` (dx under
 // LoRA's input dropout, W N-major) the update under the mask: C = A W + keep ⊙ (s L Rᵀ); with `own` (rank 8, no mask)
 // L computed by the kernel itself (and more: OwnL). False (nothing launched) where the driver cannot encode the tensor
@@ -396,13 +410,11 @@ bool fused_gemm(DeviceContext& c, const Tensor& a, const Tensor& w, bool w_nmajo
                              ((g.N + lora_gemm::kBN - 1) / lora_gemm::kBN);
   // the ring's depth: 4 stages unless OWLET_LORA_GEMM_STAGES=3 (session 18's, kept to compare; not with the mask)
   const bool three = !masked && !own_l && env_is("OWLET_LORA_GEMM_STAGES", "3");
-  // each warp storing its rows of C alone (OWLET_LORA_GEMM_EPILOGUE=warp, to compare; 4 stages, no mask, not OWN_L),
-  // or (session 21, emulated, not yet run on a GPU; 4 stages, no mask) a tile's rows of C but the first rounds going
-  // out during the next tile's first k-steps (=overlap), or all in one round through the stage of the tile's last
-  // k-step (=ring: K > 0, a stage to hold)
-  const bool warp_epi = !masked && !own_l && !three && env_is("OWLET_LORA_GEMM_EPILOGUE", "warp");
-  const bool overlap = !masked && !three && env_is("OWLET_LORA_GEMM_EPILOGUE", "overlap");
-  const bool ring = !masked && !three && g.K > 0 && env_is("OWLET_LORA_GEMM_EPILOGUE", "ring");
+  // the epilogue (lora_gemm::Epi): OWLET_LORA_GEMM_EPILOGUE=group|warp|overlap|ring, unset kEpilogueByDefault
+  const int epi = epilogue_selected();
+  const bool warp_epi = !masked && !own_l && !three && epi == lora_gemm::kEpiWarp;
+  const bool overlap = !masked && !three && epi == lora_gemm::kEpiOverlap;
+  const bool ring = !masked && !three && g.K > 0 && epi == lora_gemm::kEpiRing;  // (K > 0: a stage to hold)
   const size_t smem = three ? lora_gemm::smem_bytes<3>() : lora_gemm::smem_bytes<4>();
   cudaLaunchConfig_t cfg{};
   cfg.blockDim = dim3{unsigned(lora_gemm::kThreads)};
