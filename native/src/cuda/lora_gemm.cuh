@@ -317,6 +317,7 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
   constexpr bool kRing = EPI == kEpiRing;
   // The rank-r update first, or last: with OWN_L (L is computed during the k-steps), with the overlapped epilogue
   // (ptxas serialises its wgmma, C7511, with the update first and the carried pairs live across it), and with kRing.
+  // (Not the DROP kernel's: its mask is on the update alone — and with kRing, update first, ptxas serialises it.)
   constexpr bool kUpdateLast = OWN_L || kOverlap || kRing;
   // OWN_L (not OWN_GB): the lr buffer is the epilogue's second staging box once the tile's update has read it, so "lr
   // empty" waits until this warpgroup's stores from it have been read: after the next tile's first k-step (the
