@@ -9,6 +9,7 @@
 # host-to-device copies against a fake stream that runs copies late (staging_ring_test.cc). No GPU needed; needs g++
 # and the CUDA headers (cuda_bf16.h).
 # Usage: bash scripts/flash-emu.sh [attention-case-name-filter]
+# (OWLET_EMU_SEED=n runs other warp schedules than the tests' usual one, seed 42: to look for races it misses)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cuda=${CUDA_HOME:-/usr/local/cuda}

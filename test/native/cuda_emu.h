@@ -140,9 +140,13 @@ inline void fiber_entry() {
 }
 
 // The scheduler's random stream (launch below): reseeding it makes the launches that follow run the same schedules
-// again, so a test can repeat a run and expect even the order of its atomics to repeat.
+// again, so a test can repeat a run and expect even the order of its atomics to repeat. OWLET_EMU_SEED=n starts it
+// from n instead of 42: other schedules, to look for races a test's usual one misses.
 inline std::mt19937& schedule_rng() {
-  static std::mt19937 rng(42);
+  static std::mt19937 rng([] {
+    const char* e = std::getenv("OWLET_EMU_SEED");
+    return e && *e ? unsigned(std::strtoul(e, nullptr, 10)) : 42u;
+  }());
   return rng;
 }
 
