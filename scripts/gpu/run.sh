@@ -49,33 +49,38 @@ export OWLET_NATIVE_CPU=$G/owlet_cpu.node OWLET_NATIVE_CUDA=$T/owlet_cuda.node
 # some cases fail, only the kernels those name.
 # (and the sanitizer-new stage's cases)
 SMOKE_FILTER='(bwd wgmma-ws)|(fused|gypass)'
+# (the settings that select them, for OWLET_SKIP_ENV)
+NEW_KERNELS=(OWLET_ATTN_BWD=wgmma-ws OWLET_LORA_GEMM=fused OWLET_LORA_GEMM=fused-l OWLET_LORA_GEMM_EPILOGUE=overlap
+  OWLET_LORA_GEMM_EPILOGUE=ring OWLET_LORA_GY=pass)
 if want smoke; then
   say "smoke: the kernels not yet run on a GPU, alone first (smoke.log)"
   timeout -k 5 120 "$T/node" "$G/check.mjs" --no-bench --filter "$SMOKE_FILTER" 2>&1 | tee "$OUT/smoke.log"
   rc=${PIPESTATUS[0]}
   # (a filter that matched nothing checked nothing: test/gpu-smoke-filter.test.ts keeps it in step with the case names)
-  if [ "$rc" != 0 ] || grep -q "^0 passed" "$OUT/smoke.log"; then
-    export OWLET_ATTN_TUNE_SKIP=wgmma-ws OWLET_LORA_GEMM=cublas
-    export OWLET_SKIP_ENV=OWLET_ATTN_BWD=wgmma-ws,OWLET_LORA_GEMM=fused,OWLET_LORA_GEMM=fused-l,OWLET_LORA_GEMM_EPILOGUE=overlap,OWLET_LORA_GEMM_EPILOGUE=ring,OWLET_LORA_GY=pass
-    say "smoke exit $rc or nothing checked: the later stages run with OWLET_ATTN_TUNE_SKIP=$OWLET_ATTN_TUNE_SKIP OWLET_LORA_GEMM=cublas OWLET_SKIP_ENV=$OWLET_SKIP_ENV"
-  elif grep -q "^FAIL" "$OUT/smoke.log"; then
-    failed() { grep "^FAIL" "$OUT/smoke.log" | grep -qE "$1"; }
-    skip=()
-    failed '\(bwd wgmma-ws\)' && { export OWLET_ATTN_TUNE_SKIP=wgmma-ws; skip+=(OWLET_ATTN_BWD=wgmma-ws); }
-    failed '\(fused(3|warp)?(\+gypass)?\)' && { export OWLET_LORA_GEMM=cublas; skip+=(OWLET_LORA_GEMM=fused); }
+  # the settings of the kernels to keep out: those whose cases failed; all of them after a crash, a hang, nothing
+  # checked or a FAIL that names none of them
+  skip=()
+  failed() { grep "^FAIL" "$OUT/smoke.log" | grep -qE "$1"; }
+  if [ "$rc" = 0 ] && ! grep -q "^0 passed" "$OUT/smoke.log"; then
+    failed '\(bwd wgmma-ws\)' && skip+=(OWLET_ATTN_BWD=wgmma-ws)
+    failed '\(fused(3|warp)?(\+gypass)?\)' && skip+=(OWLET_LORA_GEMM=fused)
     failed '\(fusedl\)' && skip+=(OWLET_LORA_GEMM=fused-l)
     failed 'overlap\)' && skip+=(OWLET_LORA_GEMM_EPILOGUE=overlap)
     failed 'ring\)' && skip+=(OWLET_LORA_GEMM_EPILOGUE=ring)
     failed 'gypass\)' && skip+=(OWLET_LORA_GY=pass)
-    # (a FAIL that names none of them: all of them, as above)
-    [ ${#skip[@]} = 0 ] && { export OWLET_ATTN_TUNE_SKIP=wgmma-ws OWLET_LORA_GEMM=cublas;
-      skip=(OWLET_ATTN_BWD=wgmma-ws OWLET_LORA_GEMM=fused OWLET_LORA_GEMM=fused-l OWLET_LORA_GEMM_EPILOGUE=overlap
-            OWLET_LORA_GEMM_EPILOGUE=ring OWLET_LORA_GY=pass); }
+    grep -q "^FAIL" "$OUT/smoke.log" && [ ${#skip[@]} = 0 ] && skip=("${NEW_KERNELS[@]}")
+  else
+    skip=("${NEW_KERNELS[@]}")
+  fi
+  if [ ${#skip[@]} = 0 ]; then
+    say "smoke passed"
+  else
+    # (out of autotuning too: the attention backward's tuning, the fused LoRA GEMM's timed choice)
+    [[ " ${skip[*]} " == *" OWLET_ATTN_BWD=wgmma-ws "* ]] && export OWLET_ATTN_TUNE_SKIP=wgmma-ws
+    [[ " ${skip[*]} " == *" OWLET_LORA_GEMM=fused "* ]] && export OWLET_LORA_GEMM=cublas
     OWLET_SKIP_ENV=$(IFS=,; echo "${skip[*]}")
     export OWLET_SKIP_ENV
-    say "smoke: a FAIL: the later stages run with OWLET_SKIP_ENV=$OWLET_SKIP_ENV OWLET_ATTN_TUNE_SKIP=${OWLET_ATTN_TUNE_SKIP:-} OWLET_LORA_GEMM=${OWLET_LORA_GEMM:-}"
-  else
-    say "smoke passed"
+    say "smoke exit $rc, a FAIL or nothing checked: the later stages run with OWLET_SKIP_ENV=$OWLET_SKIP_ENV OWLET_ATTN_TUNE_SKIP=${OWLET_ATTN_TUNE_SKIP:-} OWLET_LORA_GEMM=${OWLET_LORA_GEMM:-}"
   fi
 fi
 

@@ -221,10 +221,12 @@ void mma_rows(DeviceContext& c, const Tensor& X, const Tensor& Wn, int64_t r, fl
   check_launch(op);
 }
 
+// (cols_finish4_kernel's 16-byte loads where the rows and ws allow them)
+bool cols_by_quads(int64_t K, const float* ws) { return K % 4 == 0 && reinterpret_cast<uintptr_t>(ws) % 16 == 0; }
 // out[j·oj + k·ok] = alpha · Σ_c ws[c][j][k] over `chunks` partial sums [chunks, r, K] (fp32), added in chunk order.
 void cols_finish(DeviceContext& c, const float* ws, int64_t chunks, int64_t r, int64_t K, float alpha, const FOut& out,
                  int64_t oj, int64_t ok, const char* op) {
-  if (K % 4 == 0 && reinterpret_cast<uintptr_t>(ws) % 16 == 0)
+  if (cols_by_quads(K, ws))
     lora::tc::cols_finish4_kernel<<<grid_for(c, r * K / 4, 256), 256, 0, c.stream>>>(ws, chunks, r, K, alpha, out, oj, ok);
   else
     lora::tc::cols_finish_kernel<<<grid_for(c, r * K, 256), 256, 0, c.stream>>>(ws, chunks, r, K, alpha, out, oj, ok);
@@ -255,10 +257,7 @@ void mma_cols(DeviceContext& c, const Tensor& X, const Tensor& G, int64_t r, flo
 
 // Two cols_finish in one launch where both take 16-byte loads (else one after the other).
 void cols_finish_pair(DeviceContext& c, const lora::tc::ColsJob& a, const lora::tc::ColsJob& b, const char* op) {
-  auto quads = [](const lora::tc::ColsJob& j) {
-    return j.K % 4 == 0 && reinterpret_cast<uintptr_t>(j.ws) % 16 == 0 && j.chunks > 0;
-  };
-  if (!quads(a) || !quads(b)) {
+  if (!cols_by_quads(a.K, a.ws) || !cols_by_quads(b.K, b.ws)) {
     cols_finish(c, a.ws, a.chunks, a.R, a.K, a.alpha, a.out, a.oj, a.ok, op);
     cols_finish(c, b.ws, b.chunks, b.R, b.K, b.alpha, b.out, b.oj, b.ok, op);
     return;
@@ -358,10 +357,11 @@ struct OwnL {
 // until a GPU has run the session 21 epilogues (they are emulated only), then the one it measured fastest.
 constexpr int kEpilogueByDefault = lora_gemm::kEpiGroup;
 int epilogue_selected() {
-  if (env_is("OWLET_LORA_GEMM_EPILOGUE", "group")) return lora_gemm::kEpiGroup;
-  if (env_is("OWLET_LORA_GEMM_EPILOGUE", "warp")) return lora_gemm::kEpiWarp;
-  if (env_is("OWLET_LORA_GEMM_EPILOGUE", "overlap")) return lora_gemm::kEpiOverlap;
-  if (env_is("OWLET_LORA_GEMM_EPILOGUE", "ring")) return lora_gemm::kEpiRing;
+  const char* e = std::getenv("OWLET_LORA_GEMM_EPILOGUE");
+  if (!e) return kEpilogueByDefault;
+  const char* const names[] = {"group", "warp", "overlap", "ring"};  // (in lora_gemm::Epi's order)
+  for (int i = 0; i < 4; i++)
+    if (std::strcmp(e, names[i]) == 0) return i;
   return kEpilogueByDefault;
 }
 

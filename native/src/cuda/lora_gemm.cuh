@@ -268,10 +268,18 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
   const int ctid = tid - 128, wg = ctid >> 7, wi = (ctid >> 5) & 3, lane = ctid & 31, gq = lane >> 2, t4 = lane & 3;
   const int thread_row = (wi * 16 + gq) * 128 + 4 * t4;  // the thread's first row and 4-byte slot in a staged box
   const bool issuer = (ctid & 127) == 0;  // the warpgroup's thread that issues its stores
-  // acc[4i..4i+3] as bf16 pairs into a staged box at `at` (the thread's row) and 8 rows (1024 bytes) on
-  auto stage_pairs = [&](unsigned char* at, const float (&acc)[128], int i) {
-    *reinterpret_cast<__nv_bfloat162*>(at) = __floats2bfloat162_rn(acc[4 * i], acc[4 * i + 1]);
-    *reinterpret_cast<__nv_bfloat162*>(at + 1024) = __floats2bfloat162_rn(acc[4 * i + 2], acc[4 * i + 3]);
+  // The thread's pairs 2i and 2i + 1 of C's elements (`pair(q)`: its q-th pair as bf16 — acc[2q], acc[2q + 1], where
+  // acc[4i + e] is row 16wi + gq + 8·(e ≥ 2) of the warpgroup's 64, column 8i + 2·t4 + (e mod 2)) into a staged box at
+  // `at` (the thread's row) and 8 rows (1024 bytes) on
+  auto stage_pairs = [&](unsigned char* at, auto&& pair, int i) {
+    *reinterpret_cast<uint32_t*>(at) = pair(2 * i);
+    *reinterpret_cast<uint32_t*>(at + 1024) = pair(2 * i + 1);
+  };
+  // this warpgroup's earlier stores have read what they store from (the staging boxes, the lr buffer, a held stage),
+  // and all its threads are past that wait
+  auto stores_read = [&] {
+    if (issuer) bulk_wait_read<0>();
+    bar_sync(2 + wg, 128);
   };
   // A stage is free for both blocks' producers once this warp's products on it are done: one arrival per warp on
   // this block's "empty" barrier and one on the partner's.
@@ -326,8 +334,7 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
   // epilogue's kernel without OWN_L at every split from 208 to 232 — yet not in OWN_L's.)
   constexpr bool kLrStaging = OWN_L && !OWN_GB && !kRing;
   auto lr_free = [&] {
-    if ((ctid & 127) == 0) bulk_wait_read<0>();
-    bar_sync(2 + wg, 128);
+    stores_read();
     mbar_arrive(bar_lr_empty);
   };
   // The epilogue's rounds: round h takes kBoxes 64-column boxes (columns 64·kBoxes·h on) to the staging buffer
@@ -343,24 +350,18 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
   };
   // kRing: the held stage back to both blocks' producers once this warpgroup's stores have read it
   auto release_held = [&] {
-    if (issuer) bulk_wait_read<0>();
-    bar_sync(2 + wg, 128);
+    stores_read();
     release(held);
     held = -1;
   };
   unsigned char* const stage0 = gC - sC;  // (a shared-memory address + this: the generic pointer)
-  // round h of the tile (mb, nb): `pair(q)` is the thread's q-th pair of C's elements as bf16 — acc[2q], acc[2q + 1]:
-  // acc[4i + e] is row 16wi + gq + 8·(e ≥ 2) of the warpgroup's 64, column 8i + 2·t4 + (e mod 2)
+  // round h of the tile (mb, nb), its pairs from `pair` (stage_pairs)
   auto out_round = [&](int h, int mb, int nb, auto&& pair) {
-    if (issuer) bulk_wait_read<0>();  // this warpgroup's earlier stores have read the staging buffer
-    bar_sync(2 + wg, 128);
+    stores_read();
 #pragma unroll
     for (int j = 0; j < 8 * kBoxes; j++) {
       // rows wi·16 + gq (+ 8): chunk j mod 8 at (j mod 8) ^ gq
-      unsigned char* const at = stage0 + box_at(j / 8) + thread_row + (((j % 8) ^ gq) << 4);
-      const int i = 8 * kBoxes * h + j;
-      *reinterpret_cast<uint32_t*>(at) = pair(2 * i);
-      *reinterpret_cast<uint32_t*>(at + 1024) = pair(2 * i + 1);
+      stage_pairs(stage0 + box_at(j / 8) + thread_row + (((j % 8) ^ gq) << 4), pair, 8 * kBoxes * h + j);
     }
     fence_proxy_async();  // the generic stores before the TMA's async-proxy reads
     bar_sync(2 + wg, 128);
@@ -466,6 +467,7 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
     if constexpr (kRing) bar_sync(kConsumersBarrier, 256);
     if constexpr (DROP) hash_next(128);  // (what the k-steps left: none unless K is under 128 · 64)
 
+    auto acc_pair = [&](int q) { return mma::pack_bf16(acc[2 * q], acc[2 * q + 1]); };
     if constexpr (EPI == kEpiWarp) {
       // Each warp alone (OWLET_LORA_GEMM_EPILOGUE=warp, session 19, to compare): its 16 rows of a 64-column box into
       // its 2 KiB of the staging buffer, out by its own TMA store of 16 rows — no warpgroup barriers, and a warp
@@ -477,7 +479,7 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
         __syncwarp();
 #pragma unroll
         for (int j = 0; j < 8; j++) {
-          stage_pairs(stage + thread_row + ((j ^ gq) << 4), acc, 8 * h + j);
+          stage_pairs(stage + thread_row + ((j ^ gq) << 4), acc_pair, 8 * h + j);
         }
         fence_proxy_async();  // the generic stores before the TMA's async-proxy reads
         __syncwarp();
@@ -488,7 +490,6 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
       }
       continue;
     }
-    auto acc_pair = [&](int q) { return mma::pack_bf16(acc[2 * q], acc[2 * q + 1]); };
     if constexpr (kOverlap) {
       while (pending < kRounds) out_pending();  // (where the k-steps were too few for the previous tile's rounds)
 #pragma unroll
