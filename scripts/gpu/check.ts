@@ -402,16 +402,19 @@ function summary(owletPath: string, p: PeerRun): void {
 // The trainer benchmark's steps against the peer's whole steps of the same shapes (e2e_stage{S}_B{B}_T{T}): the
 // issue's "stage steps ≥ 1.5× the peer's tokens/s with no more memory", per shape.
 function steps(trainPath: string, p: PeerRun): void {
-  let rows: { stage: number; batch: number; tokens: number; step_ms: number; peak_gib: number; counted_tokens?: string }[] = [];
+  let rows: { stage: number; layers?: number; batch: number; tokens: number; step_ms: number; peak_gib: number;
+    hw_flops_util_vs_989?: number; counted_tokens?: string }[] = [];
   try { rows = (JSON.parse(readFileSync(trainPath, 'utf8')) as { bench?: typeof rows }).bench ?? []; } catch {
     console.log(`(no trainer benchmark at ${trainPath})`);
   }
   for (const r of rows) {
     if (r.counted_tokens) continue;  // (a variant of the 8 × 512 shape; the peer has no such line)
-    const pe = p[`e2e_stage${r.stage}_B${r.batch}_T${r.tokens}`] as { step_ms?: number; mem_gb?: number } | undefined;
+    const pe = p[`e2e_stage${r.stage}_B${r.batch}_T${r.tokens}`] as
+      { step_ms?: number; mem_gb?: number; hw_flops_util_vs_989?: number } | undefined;
     const ratio = pe?.step_ms ? ` ×${(pe.step_ms / r.step_ms).toFixed(2)} the peer's tokens/s` : '';
-    console.log(`steps stage ${r.stage} ${r.batch} × ${r.tokens}: owlet ${r.step_ms} ms, peer ${pe?.step_ms ?? '?'} ms${ratio}; ` +
-      `peak ${r.peak_gib} GiB, peer ${pe?.mem_gb ?? '?'} GiB`);
+    console.log(`steps stage ${r.stage} ${r.batch} × ${r.tokens} (${r.layers ?? '?'} LLaMA layers): owlet ${r.step_ms} ms, ` +
+      `peer ${pe?.step_ms ?? '?'} ms${ratio}; peak ${r.peak_gib} GiB, peer ${pe?.mem_gb ?? '?'} GiB; utilisation ` +
+      `${r.hw_flops_util_vs_989 ?? '?'}, peer ${pe?.hw_flops_util_vs_989 ?? '?'}`);
   }
 }
 

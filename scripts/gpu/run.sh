@@ -2,7 +2,7 @@
 # Runs ON the GPU machine, from the repository root, with .gpu/ carried (made by scripts/gpu/build-bundle.sh):
 #   bash scripts/gpu/run.sh
 # 1. the check: every CUDA op against the CPU backend / float64 references, runtime checks, benchmarks
-# 2. the PyTorch peer (LAYERS=4) in the same call, 3. owlet/peer ratios, 4. the owl-tiny fixture, NCCL and trainer
+# 2. the PyTorch peer (LAYERS LLaMA layers) in the same call, 3. owlet/peer ratios, 4. the owl-tiny fixture, NCCL and trainer
 # checks, 5. the host's JS and N-API cost per step (host_overhead.log), 6. compute-sanitizer over the small cases,
 # 7. the attention kernels' SASS instruction counts; 8. only with
 # ONLY containing ncu: Nsight Compute on the attention kernels (ncu_attention.txt); ncu-lora: on one LoRA forward
@@ -14,7 +14,10 @@
 # its own time limit; a failing stage does not stop the next. All stages together take longer than one device call may:
 # ONLY="train" (or any of smoke check peer summary fixture nccl train host sanitizer sass, space-separated) runs just those,
 # e.g. ONLY=train bash scripts/gpu/run.sh;
-# TRAIN_ARGS are passed to the trainer check (e.g. "--no-tiny"; OWLET_PROFILE_OPS=1 adds a per-op profile per case)
+# TRAIN_ARGS are passed to the trainer check (e.g. "--no-tiny"; OWLET_PROFILE_OPS=1 adds a per-op profile per case).
+# LAYERS (default 4): the LLaMA-7B layers of the 7B-sized steps, the peer's and owlet's alike — 4 keeps the call short,
+# 32 is the real 7B model (ONLY="peer train" LAYERS=32 TRAIN_ARGS=--no-tiny: about 3–5 minutes on an H200); the peer's
+# and the trainer's time limits grow with it.
 set -u
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$PWD/gpu-out}
@@ -27,6 +30,8 @@ say() { echo "== $(date +%T) $*" | tee -a "$LOG"; }
 want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
 # the peer's JSON files of this call (PEER_RUNS): peer_torch.json first, whether or not it was written
 peer_jsons() { echo "$OUT/peer_torch.json"; ls "$OUT"/peer_torch_[0-9]*.json 2>/dev/null; }
+LAYERS=${LAYERS:-4}
+STEPS_LIMIT=$((150 + 10 * LAYERS))  # (seconds: the peer's or the trainer check's run, model builds included)
 
 say "machine"
 { nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv; nvcc --version | tail -1;
@@ -95,9 +100,10 @@ if want peer; then
   # each of its numbers' median (scripts/gpu/peer-median.ts): the peer's times moved by up to 12% between H200 calls.
   for k in $(seq 1 "${PEER_RUNS:-1}"); do
     sfx=$([ "$k" = 1 ] || echo "_$k")
-    say "peer (PyTorch, LAYERS=4), run $k"
+    say "peer (PyTorch, LAYERS=$LAYERS), run $k"
     mkdir -p "$T/peer$k"
-    (cd "$T" && timeout -k 5 150 env LAYERS=4 OUT="$T/peer$k" python3 "$G/peer_torch.py") 2>&1 | tee "$OUT/peer$sfx.log"
+    (cd "$T" && timeout -k 5 "$STEPS_LIMIT" env LAYERS="$LAYERS" OUT="$T/peer$k" python3 "$G/peer_torch.py") 2>&1 |
+      tee "$OUT/peer$sfx.log"
     say "peer exit ${PIPESTATUS[0]}"
     cp "$T/peer$k/peer_torch.json" "$OUT/peer_torch$sfx.json" 2>/dev/null || say "peer run $k wrote no JSON"
   done
@@ -120,12 +126,13 @@ if want nccl; then
 fi
 
 if want train; then
-  say "trainer on CUDA (issue 5/6): owl-tiny steps cpu f32 / cuda f32 / cuda bf16, then 7B-sized steps (LAYERS=4)"
-  timeout -k 5 150 env LAYERS=4 "$T/node" "$G/train-check.mjs" "$G/owl-tiny" ${TRAIN_ARGS:-} 2>&1 | tee "$OUT/train_check.log"
+  say "trainer on CUDA (issue 5/6): owl-tiny steps cpu f32 / cuda f32 / cuda bf16, then 7B-sized steps (LAYERS=$LAYERS)"
+  timeout -k 5 "$STEPS_LIMIT" env LAYERS="$LAYERS" "$T/node" "$G/train-check.mjs" "$G/owl-tiny" ${TRAIN_ARGS:-} 2>&1 | tee "$OUT/train_check.log"
   say "train-check exit ${PIPESTATUS[0]}"
-  # the steps against the peer's of the same call, when it ran (steps.log)
+  # the steps against the peer's of the same call, when it ran (steps.log; both at LAYERS layers)
   if [ -f "$OUT/peer_torch.json" ]; then
-    "$T/node" "$G/check.mjs" --steps "$OUT/train_bench.json" $(peer_jsons) 2>&1 | tee "$OUT/steps.log"
+    echo "(owlet and the peer at LAYERS=$LAYERS LLaMA layers, this call)" | tee "$OUT/steps.log"
+    "$T/node" "$G/check.mjs" --steps "$OUT/train_bench.json" $(peer_jsons) 2>&1 | tee -a "$OUT/steps.log"
   fi
 fi
 
