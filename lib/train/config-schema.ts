@@ -52,7 +52,7 @@ export const ModelConfig = z.strictObject({
 
 export const StageConfig = z.strictObject({
   /** 0: text-only LLM warm-up (demo), 1: multimodal pre-training, 2: instruction tuning. */
-  id: z.union([z.literal(0), z.literal(1), z.literal(2)]),
+  id: z.literal([0, 1, 2]),
   /** Parameter groups that train; all others are frozen (still back-propagated through where needed). */
   train: z.array(z.enum(GROUPS)).min(1),
   lora: LoraConfig.optional(),

@@ -68,6 +68,7 @@ test('cross-field checks: model source, warm-up vs steps, min_lr vs lr, regexes'
     [MIN.replace('lr: 1.0e-4', 'lr: 1.0e-4, no_decay: ["(bias"]'), /optimizer\.no_decay\.0: not a regular expression/],
     [MIN.replace('out_dir: runs/x', 'out_dir: runs/x, device: gpu'), /run\.device: must be auto, cpu, cuda or cuda:N/],
     [MIN.replace('max_length: 32', 'max_length: 32, image: { crop_scale: [0.9, 0.5] }'), /data\.image\.crop_scale: min exceeds max/],
+    [MIN.replace('id: 1', 'id: 3'), /stage\.id: Invalid option: expected one of 0\|1\|2/],
   ];
   for (const [text, re] of cases) {
     const e = t.throws(() => validateConfig(parseConfigText(text)), { instanceOf: ConfigError });
