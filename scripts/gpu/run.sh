@@ -12,8 +12,9 @@
 # steps.log host_overhead.log sanitizer.log sass_attention.txt owlet_cuda.json peer_torch.json (peer_k.log and
 # peer_torch_k.json with PEER_RUNS=N) train_bench.json. Each stage has
 # its own time limit; a failing stage does not stop the next. All stages together take longer than one device call may:
-# ONLY="train" (or any of smoke check peer summary fixture nccl train host sanitizer sass, space-separated) runs just those,
-# e.g. ONLY=train bash scripts/gpu/run.sh;
+# ONLY="train" (or any of smoke check peer summary fixture nccl train host sanitizer sass, space-separated; and the
+# stages that run only when named: ncu, ncu-lora, ncu-bwd, bench-lora, ncu-lora-gemm, ncu-lora-source, sanitizer-new,
+# racecheck) runs just those, e.g. ONLY=train bash scripts/gpu/run.sh;
 # TRAIN_ARGS are passed to the trainer check (e.g. "--no-tiny"; OWLET_PROFILE_OPS=1 adds a per-op profile per case).
 # LAYERS (default 4): the LLaMA-7B layers of the 7B-sized steps, the peer's and owlet's alike — 4 keeps the call short,
 # 32 is the real 7B model (ONLY="peer train" LAYERS=32 TRAIN_ARGS=--no-tiny: about 3–5 minutes on an H200); the peer's
@@ -146,17 +147,19 @@ if want host; then
   done 2>&1 | tee "$OUT/host_overhead.log"
 fi
 
-# sanitize NAME LIMIT [check.mjs options]: compute-sanitizer (memcheck) over check.mjs --quick's cases, its errors and
-# its tail in $OUT/NAME.log. (OWLET_ATTN_TUNE=0: autotuning would run every applicable attention variant three more
-# times per new shape, each ~100x slower under the sanitizer; the quick cases name every variant explicitly anyway.)
+# sanitize NAME LIMIT [check.mjs options]: compute-sanitizer over check.mjs --quick's cases (SANITIZER_TOOL, memcheck
+# unless set: racecheck for shared-memory hazards, synccheck for barrier misuse), its errors and its tail in
+# $OUT/NAME.log. (OWLET_ATTN_TUNE=0: autotuning would run every applicable attention variant three more times per new
+# shape, each ~100x slower under the sanitizer; the quick cases name every variant explicitly anyway.)
 sanitize() {
   local name=$1 limit=$2
   shift 2
   if ! command -v compute-sanitizer >/dev/null; then say "no compute-sanitizer on this machine"; return; fi
-  OWLET_ATTN_TUNE=0 OUT=$T timeout -k 5 "$limit" compute-sanitizer --tool memcheck --print-limit 20 "$T/node" "$G/check.mjs" \
-    --quick "$@" >"$T/$name.full" 2>&1
+  OWLET_ATTN_TUNE=0 OUT=$T timeout -k 5 "$limit" compute-sanitizer --tool "${SANITIZER_TOOL:-memcheck}" --print-limit 20 \
+    "$T/node" "$G/check.mjs" --quick "$@" >"$T/$name.full" 2>&1
   echo "sanitizer exit $?" >>"$T/$name.full"
-  { grep -E "ERROR SUMMARY|^=+ (Invalid|Program hit|Error|Address)|FAIL|passed, " "$T/$name.full" | head -40;
+  { grep -E "ERROR SUMMARY|RACECHECK SUMMARY|^=+ (Invalid|Program hit|Error|Address|Race|Barrier|Warning)|FAIL|passed, " \
+      "$T/$name.full" | head -40;
     echo "---- tail"; tail -25 "$T/$name.full"; } >"$OUT/$name.log"
   cat "$OUT/$name.log"
 }
@@ -245,5 +248,14 @@ fi
 if asked sanitizer-new; then
   say "sanitizer-new: compute-sanitizer over the quick cases of the newest kernels"
   sanitize sanitizer_new 90 --filter "$SMOKE_FILTER"
+fi
+# Only when asked (ONLY="... racecheck"): compute-sanitizer's racecheck (shared-memory hazards between a block's
+# threads) and synccheck (barriers used wrongly) over the same cases: the warp-specialised kernels' hand-written
+# barriers and staging buffers (racecheck.log, synccheck.log). (How far it follows the TMA's and wgmma's async-proxy
+# accesses depends on the sanitizer's version; the host emulator checks those — scripts/flash-emu.sh.)
+if asked racecheck; then
+  say "racecheck, synccheck: compute-sanitizer over the quick cases of the newest kernels"
+  SANITIZER_TOOL=racecheck sanitize racecheck 120 --filter "$SMOKE_FILTER"
+  SANITIZER_TOOL=synccheck sanitize synccheck 90 --filter "$SMOKE_FILTER"
 fi
 say "done"
