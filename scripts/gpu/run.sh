@@ -108,6 +108,7 @@ if want peer; then
     say "peer exit ${PIPESTATUS[0]}"
     cp "$T/peer$k/peer_torch.json" "$OUT/peer_torch$sfx.json" 2>/dev/null || say "peer run $k wrote no JSON"
   done
+  echo "$LAYERS" >"$OUT/peer_layers"  # (its JSON does not say)
 fi
 
 if want summary; then
@@ -130,9 +131,11 @@ if want train; then
   say "trainer on CUDA (issue 5/6): owl-tiny steps cpu f32 / cuda f32 / cuda bf16, then 7B-sized steps (LAYERS=$LAYERS)"
   timeout -k 5 "$STEPS_LIMIT" env LAYERS="$LAYERS" "$T/node" "$G/train-check.mjs" "$G/owl-tiny" ${TRAIN_ARGS:-} 2>&1 | tee "$OUT/train_check.log"
   say "train-check exit ${PIPESTATUS[0]}"
-  # the steps against the peer's of the same call, when it ran (steps.log; both at LAYERS layers)
+  # the steps against the peer's, when it ran into this $OUT (steps.log), saying when the two ran different depths
   if [ -f "$OUT/peer_torch.json" ]; then
-    echo "(owlet and the peer at LAYERS=$LAYERS LLaMA layers, this call)" | tee "$OUT/steps.log"
+    peer_layers=$(cat "$OUT/peer_layers" 2>/dev/null || echo "?")
+    if [ "$peer_layers" = "$LAYERS" ]; then echo "(owlet and the peer at $LAYERS LLaMA layers)"
+    else echo "NOT COMPARABLE: owlet at $LAYERS LLaMA layers, the peer at $peer_layers"; fi | tee "$OUT/steps.log"
     "$T/node" "$G/check.mjs" --steps "$OUT/train_bench.json" $(peer_jsons) 2>&1 | tee -a "$OUT/steps.log"
   fi
 fi
