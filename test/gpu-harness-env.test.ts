@@ -41,5 +41,6 @@ test('loraEnv: thin and mma pick the thin products, fused, fused3 and cublas the
   t.deepEqual(loraEnv('fusedwarp'), { OWLET_LORA_GEMM: 'fused', OWLET_LORA_GEMM_EPILOGUE: 'warp' });
   t.deepEqual(loraEnv('fusedl+overlap'), { OWLET_LORA_GEMM: 'fused-l', OWLET_LORA_GEMM_EPILOGUE: 'overlap' });
   t.deepEqual(loraEnv('fused+ring'), { OWLET_LORA_GEMM: 'fused', OWLET_LORA_GEMM_EPILOGUE: 'ring' });
+  t.deepEqual(loraEnv('fusedl+ring+split'), { OWLET_LORA_GEMM: 'fused-l', OWLET_LORA_GEMM_EPILOGUE: 'ring', OWLET_LORA_GEMM_SPLIT: '1' });
   t.deepEqual(loraEnv('cublas+gycublas'), { OWLET_LORA_GEMM: 'cublas', OWLET_LORA_GY: 'cublas' });
 });

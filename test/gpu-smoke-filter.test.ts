@@ -12,7 +12,7 @@ test('the smoke filter in run.sh matches every case of the three new kernels, an
   const names = cases().map((c) => c.name);
   const matched = names.filter((n) => alternatives.some((a) => n.includes(a)));
   const ws = names.filter((n) => n.includes('(bwd wgmma-ws)'));
-  const lora = names.filter((n) => /^lora .*\((fused|fusedl|fused3|fusedwarp|fused\+overlap|fusedl\+overlap|fused\+ring|fusedl\+ring|gypass|fused\+gypass)\)$/.test(n));
+  const lora = names.filter((n) => /^lora .*\((fused|fusedl|fused3|fusedwarp|fused\+overlap|fusedl\+overlap|fused\+ring|fusedl\+ring|fused\+ring\+split|fusedl\+ring\+split|fused\+overlap\+split|gypass|fused\+gypass)\)$/.test(n));
   t.true(ws.length >= 18, `wgmma-ws attention cases: ${ws.length}`);
   t.true(lora.length >= 13, `fused / gypass LoRA cases: ${lora.length}`);
   t.deepEqual(new Set(matched), new Set([...ws, ...lora]));

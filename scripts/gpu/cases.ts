@@ -759,6 +759,13 @@ export function cases(): Case[] {
   }
   lora(4100, 264, 520, 8, 0, false, 'fusedl+overlap');
   lora(4100, 264, 520, 8, 0, false, 'fusedl+ring');
+  // the last round split by k-steps (session 22, OWLET_LORA_GEMM_SPLIT=1): 272 pairs of tiles on an H100's or H200's
+  // 66 clusters leave 8 for the last round — the forward's at N 4096 (K 136: 3 k-steps; with its own L, none of
+  // column block 0's tiles among them), dx's at K 4096 (N 136)
+  for (const v of ['fused+ring+split', 'fusedl+ring+split', 'fused+overlap+split']) {
+    lora(4100, 136, 4096, 8, 0, false, v);
+    lora(4100, 4096, 136, 8, 0, false, v);
+  }
   // gy B and gyᵀ xa in one pass over gy (session 18): a partial row block and column tile (M 37 N 48), more column tiles
   // than stages (N 600), rank 16, dropout, with the fused GEMM too, and a rank it does not take (6)
   lora(37, 64, 48, 8, 0, true, 'gypass');

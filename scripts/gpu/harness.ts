@@ -88,6 +88,7 @@ export function loraEnv(variant: string): VariantEnv {
     else if (v === 'fused3') Object.assign(env, { OWLET_LORA_GEMM: 'fused', OWLET_LORA_GEMM_STAGES: '3' });
     else if (v === 'fusedwarp') Object.assign(env, { OWLET_LORA_GEMM: 'fused', OWLET_LORA_GEMM_EPILOGUE: 'warp' });
     else if (v === 'overlap' || v === 'ring') env.OWLET_LORA_GEMM_EPILOGUE = v;
+    else if (v === 'split') env.OWLET_LORA_GEMM_SPLIT = '1';
     else if (v === 'gypass') env.OWLET_LORA_GY = 'pass';
     else if (v === 'gycublas') env.OWLET_LORA_GY = 'cublas';
     else env.OWLET_LORA = v;

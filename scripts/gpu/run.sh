@@ -48,7 +48,8 @@ export OWLET_NATIVE_CPU=$G/owlet_cpu.node OWLET_NATIVE_CUDA=$T/owlet_cuda.node
 
 # The kernels no GPU has run yet, first and alone under a short limit (ONLY="smoke ..."): session 18's warp-specialised
 # attention backward (OWLET_ATTN_BWD=wgmma-ws), fused LoRA GEMM (OWLET_LORA_GEMM=fused; session 20's computing its own
-# L, =fused-l; session 21's epilogues, OWLET_LORA_GEMM_EPILOGUE=overlap|ring) and one pass over LoRA's gy
+# L, =fused-l; session 21's epilogues, OWLET_LORA_GEMM_EPILOGUE=overlap|ring; session 22's split last round,
+# OWLET_LORA_GEMM_SPLIT=1) and one pass over LoRA's gy
 # (OWLET_LORA_GY=pass). If their checks do not finish, the later stages keep all of them out — of autotuning
 # (OWLET_ATTN_TUNE_SKIP, OWLET_LORA_GEMM=cublas) and of the cases and benchmarks that name them (OWLET_SKIP_ENV: those
 # report the skip instead of running) — so that a hang costs this stage's limit once instead of every stage's; where
@@ -57,7 +58,7 @@ export OWLET_NATIVE_CPU=$G/owlet_cpu.node OWLET_NATIVE_CUDA=$T/owlet_cuda.node
 SMOKE_FILTER='(bwd wgmma-ws)|(fused|gypass)'
 # (the settings that select them, for OWLET_SKIP_ENV)
 NEW_KERNELS=(OWLET_ATTN_BWD=wgmma-ws OWLET_LORA_GEMM=fused OWLET_LORA_GEMM=fused-l OWLET_LORA_GEMM_EPILOGUE=overlap
-  OWLET_LORA_GEMM_EPILOGUE=ring OWLET_LORA_GY=pass)
+  OWLET_LORA_GEMM_EPILOGUE=ring OWLET_LORA_GEMM_SPLIT=1 OWLET_LORA_GY=pass)
 if want smoke; then
   say "smoke: the kernels not yet run on a GPU, alone first (smoke.log)"
   timeout -k 5 120 "$T/node" "$G/check.mjs" --no-bench --filter "$SMOKE_FILTER" 2>&1 | tee "$OUT/smoke.log"
@@ -73,6 +74,7 @@ if want smoke; then
     failed '\(fusedl\)' && skip+=(OWLET_LORA_GEMM=fused-l)
     failed 'overlap\)' && skip+=(OWLET_LORA_GEMM_EPILOGUE=overlap)
     failed 'ring\)' && skip+=(OWLET_LORA_GEMM_EPILOGUE=ring)
+    failed 'split\)' && skip+=(OWLET_LORA_GEMM_SPLIT=1)
     failed 'gypass\)' && skip+=(OWLET_LORA_GY=pass)
     grep -q "^FAIL" "$OUT/smoke.log" && [ ${#skip[@]} = 0 ] && skip=("${NEW_KERNELS[@]}")
   else

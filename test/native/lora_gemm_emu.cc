@@ -34,8 +34,11 @@ namespace {
 // own_gb (with own_l, N-major): the same tiles' column sums Σ_m A[m][k] xa[m][j] per row block (gb_ws), and the
 // tail's Σ_m L[m][j] x[m][n] per range of row blocks (ga_ws, x [M, N], L the kernel's own), each checked summed over
 // its blocks against float64.
+// split: the last round split by k-steps (Maps::split; the kernels with the update last): `split` is the number of
+// blocks expected to hand a tile's first k-steps' partial sums to its owner (their flags are checked set), 0 where
+// the kernel is to leave the last round whole (OWN_L with a tile of column block 0 in it), −1 without Args::split.
 bool run(int stages, bool nmajor, int M, int N, int K, int R, unsigned grid, std::mt19937& rng, float p = 0.f,
-         int epi = lg::kEpiGroup, int own_l = 0, bool own_gb = false) {
+         int epi = lg::kEpiGroup, int own_l = 0, bool own_gb = false, int split = -1) {
   auto randv = [&](size_t n) { return random_bf16(n, rng); };
   const float s = 0.75f;
   const std::vector<bf16> A = randv(size_t(M) * K), W = randv(size_t(N) * K), Rm = randv(size_t(N) * R),
@@ -81,6 +84,8 @@ bool run(int stages, bool nmajor, int M, int N, int K, int R, unsigned grid, std
   const int ranges = (m_blocks + lg::kTailRows - 1) / lg::kTailRows;
   const std::vector<bf16> X = randv(size_t(M) * N);
   std::vector<float> ga_ws(size_t(ranges) * R * N);
+  std::vector<float> split_ws(size_t(grid) * lg::kSplitSlot, std::nanf(""));
+  std::vector<unsigned> split_flags(grid, 0u);
   lg::Args g{own_l ? L_out.data() : L.data(), Rm.data(), M, N, K, R, s, key, p, scale,
              P.data(), L_out.data(), flags.data(), 0u, XA.data(), gb_ws.data(), ga_ws.data()};
   lg::Maps maps;
@@ -89,6 +94,7 @@ bool run(int stages, bool nmajor, int M, int N, int K, int R, unsigned grid, std
     std::fprintf(stderr, "tensor maps: %s\n", why.c_str());
     return false;
   }
+  maps.split = split >= 0 ? 1 : 0, maps.split_ws = split_ws.data(), maps.split_flags = split_flags.data();
   if (own_gb && !owlet::cuda::tma::encode(maps.x, {X.data(), 1, M, 1, N, N}, lg::kBM, why)) {
     std::fprintf(stderr, "tensor map of x: %s\n", why.c_str());
     return false;
@@ -132,7 +138,10 @@ bool run(int stages, bool nmajor, int M, int N, int K, int R, unsigned grid, std
     gb_err = std::max(gb_err, sums_err(XA, A, K, gb_ws, m_blocks));
     ga_err = std::max(ga_err, sums_err(L_out, X, N, ga_ws, ranges));
   }
-  if (!own_l) emu::launch({grid, 1, 1}, lg::kThreads, stages == 3 ? lg::smem_bytes<3>() : lg::smem_bytes<4>(), [&] {
+  if (!own_l && split >= 0) g.epoch = 1;  // (the flags start at 0)
+  // (a split last round waits on other clusters' flags: every block resident, as for OWN_L)
+  auto launch = split >= 0 ? emu::launch_resident : emu::launch;
+  if (!own_l) launch({grid, 1, 1}, lg::kThreads, stages == 3 ? lg::smem_bytes<3>() : lg::smem_bytes<4>(), [&] {
     if (p > 0.f) {
       lg::lora_gemm_kernel<true, 4, true>(g, maps);
     } else if (epi == lg::kEpiWarp) {
@@ -158,7 +167,9 @@ bool run(int stages, bool nmajor, int M, int N, int K, int R, unsigned grid, std
   // C rounded to bf16 once: 2^-9 of the largest element, and the fp32 sums' order; L (OWN_L) rounded once like the
   // reference, apart from sums within float rounding of a bf16 tie
   // gb_ws: fp32 sums of bf16 products (a NaN left anywhere fails it)
-  const bool ok = e < 8e-3 && l_err < 4e-3 && gb_err < 1e-5 && ga_err < 1e-5;
+  int handed = 0;  // blocks that handed partial sums on (their split flag set by the last run)
+  for (unsigned f : split_flags) handed += f == g.epoch && g.epoch != 0;
+  const bool ok = e < 8e-3 && l_err < 4e-3 && gb_err < 1e-5 && ga_err < 1e-5 && (split < 0 || handed == split);
   std::printf("%s %d stages%s, %s W, M%-4d N%-4d K%-4d r%-2d%s, %d tiles on %u blocks: C %.1e", ok ? "PASS" : "FAIL",
               stages,
               (std::string(epi == lg::kEpiWarp      ? " (warp epilogue)"
@@ -175,6 +186,7 @@ bool run(int stages, bool nmajor, int M, int N, int K, int R, unsigned grid, std
   if (own_l) std::printf(", L %.1e", l_err);
   if (own_gb) std::printf(", gb %.1e, ga %.1e (%d ranges)", gb_err, ga_err, ranges);
   if (own_l) std::printf(" over %d runs", own_l);
+  if (split >= 0) std::printf(", last round split: %d blocks handed partial sums on (%d expected)", handed, split);
   std::printf("\n");
   return ok;
 }
@@ -247,6 +259,28 @@ int main() {
     failed += !run(4, true, 390, 512, 200, 8, 2, rng, 0.f, epi, 1, true);
     failed += !run(4, true, 2100, 136, 72, 8, 4, rng, 0.f, epi, 1, true);
   }
+  // the last round split by k-steps (a stream-K tail): a cluster's range starting inside a tile hands its partial
+  // sums to the tile's owner, which adds them before its update and epilogue. 20 pairs of tiles on 3 clusters
+  // (M1030 N776, 4 k-steps: the last round's 8 k-steps as [0, 2), [2, 5), [5, 8), one helper per tile); 7 on 3 (one
+  // tile in the last round, 6 k-steps in three parts: its owner adds two slots); 7 on 5 with 2 k-steps (4 k-steps in
+  // the last round for 5 clusters: one range empty, the rest one k-step each); with L in the kernel over two runs
+  // (each run's flags a new epoch), and where column block 0 has a tile in the last round (left whole)
+  for (int epi : {lg::kEpiRing, lg::kEpiOverlap})
+    for (bool nmajor : {false, true}) {
+      failed += !run(4, nmajor, 1030, 776, 200, 8, 6, rng, 0.f, epi, 0, false, 4);
+      failed += !run(4, nmajor, 200, 1700, 328, 8, 6, rng, 0.f, epi, 0, false, 4);
+      failed += !run(4, nmajor, 200, 1700, 72, 8, 10, rng, 0.f, epi, 0, false, 4);
+    }
+  // (9 tiles on 7 clusters, 2 k-steps: the last round's 4 k-steps leave three ranges empty, one of them starting
+  // inside a tile after its owner's — no slot to wait for)
+  failed += !run(4, false, 200, 2204, 72, 8, 14, rng, 0.f, lg::kEpiRing, 0, false, 4);
+  // (the kernels that do not split — the group epilogue's, OWN_L's with it — leave Maps::split alone)
+  for (int epi : {lg::kEpiGroup, lg::kEpiRing}) {
+    failed += !run(4, false, 1030, 776, 200, 8, 6, rng, 0.f, epi, 2, false, epi == lg::kEpiRing ? 4 : 0);
+    failed += !run(4, true, 200, 1700, 328, 8, 6, rng, 0.f, epi, 1, false, epi == lg::kEpiRing ? 4 : 0);
+  }
+  failed += !run(4, false, 2100, 520, 200, 8, 8, rng, 0.f, lg::kEpiRing, 1, false, 0);
+  failed += !run(4, true, 1030, 776, 200, 8, 6, rng, 0.f, lg::kEpiGroup, 0, false, 0);
   std::printf("%d failed\n", failed);
   return failed ? 1 : 0;
 }

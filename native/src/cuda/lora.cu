@@ -365,6 +365,16 @@ int epilogue_selected() {
   return kEpilogueByDefault;
 }
 
+// Whether the fused GEMM splits its last round by k-steps (lora_gemm.cuh's Split: the clusters that would idle through
+// it share the last tiles' k-steps, the owners adding the others' partial sums): OWLET_LORA_GEMM_SPLIT=1 (read per
+// call), in the kernels that can (the ring epilogue's, the plain overlapped one's), until a GPU has run it (session 22
+// wrote it without one; then kSplitByDefault).
+constexpr bool kSplitByDefault = false;
+bool split_selected() {
+  const char* e = std::getenv("OWLET_LORA_GEMM_SPLIT");
+  return e ? std::strcmp(e, "1") == 0 : kSplitByDefault;
+}
+
 // C = A op(W) + s L Rᵀ through lora_gemm.cuh (W [N, K] K-major, or [K, N] with w_nmajor); with `drop` (dx under
 // LoRA's input dropout, W N-major) the update under the mask: C = A W + keep ⊙ (s L Rᵀ); with `own` (rank 8, no mask)
 // L computed by the kernel itself (and more: OwnL). False (nothing launched) where the driver cannot encode the tensor
@@ -396,7 +406,7 @@ bool fused_gemm(DeviceContext& c, const Tensor& a, const Tensor& w, bool w_nmajo
     g.gb_ws = own->gb_ws;
     g.ga_ws = own->ga_ws;
   }
-  lora_gemm::Maps maps;
+  lora_gemm::Maps maps{};
   std::string why;
   if (!lora_gemm::encode_maps(a.data<bf16>(), w.data<bf16>(), out.data<bf16>(), g, w_nmajor, maps, why)) return false;
   if (own_gb && !tma::encode(maps.x, {own->x->data<bf16>(), 1, g.M, 1, g.N, g.N}, lora_gemm::kBM, why)) return false;
@@ -415,6 +425,17 @@ bool fused_gemm(DeviceContext& c, const Tensor& a, const Tensor& w, bool w_nmajo
   const bool warp_epi = !masked && !own_l && !three && epi == lora_gemm::kEpiWarp;
   const bool overlap = !masked && !three && epi == lora_gemm::kEpiOverlap;
   const bool ring = !masked && !three && g.K > 0 && epi == lora_gemm::kEpiRing;  // (K > 0: a stage to hold)
+  // the split last round (the kernels with lora_gemm::kSplitOf): each block's slot of partial sums and its flag after
+  // the row blocks' (one epoch per launch)
+  const int64_t m_blocks_all = (int64_t(g.M) + lora_gemm::kBM - 1) / lora_gemm::kBM;
+  const bool split = split_selected() && !own_gb && (ring || (overlap && !own_l)) &&
+                     m_blocks_all + c.prop.multiProcessorCount <= kFlagRowBlocks;
+  Tensor split_ws;
+  if (split) {
+    if (!own_l && !grid_flag_epoch(c, g.flags, g.epoch)) return false;
+    maps.split = 1;
+    maps.split_flags = g.flags + m_blocks_all;
+  }
   const size_t smem = three ? lora_gemm::smem_bytes<3>() : lora_gemm::smem_bytes<4>();
   cudaLaunchConfig_t cfg{};
   cfg.blockDim = dim3{unsigned(lora_gemm::kThreads)};
@@ -430,6 +451,10 @@ bool fused_gemm(DeviceContext& c, const Tensor& a, const Tensor& w, bool w_nmajo
     const int fit = resident_clusters(c, reinterpret_cast<const void*>(kernel), cfg);
     if (fit <= 0) return cudaErrorInvalidConfiguration;
     cfg.gridDim = dim3{unsigned(std::min<int64_t>(pair_tiles, fit) * kCl)};
+    if (split) {
+      split_ws = Tensor(DType::F32, {int64_t(cfg.gridDim.x), lora_gemm::kSplitSlot}, out.device());
+      maps.split_ws = split_ws.f32();
+    }
     return cudaLaunchKernelEx(&cfg, kernel, g, maps);
   };
   using lora_gemm::lora_gemm_kernel;

@@ -101,6 +101,16 @@ constexpr int kOwnRank = 8;  // OWN_L computes L at rank 8 only (mPLUG-Owl's LoR
 // the first during the next tile's first k-steps (kEpiOverlap, =overlap); or in one round, through the ring's stage of
 // the tile's last k-step as well (kEpiRing, =ring).
 enum Epi : int { kEpiGroup = 0, kEpiWarp = 1, kEpiOverlap = 2, kEpiRing = 3 };
+// The rank-r update first, or last: with OWN_L (L is computed during the k-steps), with the overlapped epilogue
+// (ptxas serialises its wgmma, C7511, with the update first and the carried pairs live across it), and with kEpiRing.
+// (Not the DROP kernel's: its mask is on the update alone — and with kEpiRing, update first, ptxas serialises it.)
+template <int EPI, bool OWN_L>
+constexpr bool kUpdateLastOf = OWN_L || EPI == kEpiOverlap || EPI == kEpiRing;
+// The kernels whose last round may be split by k-steps (Split, Maps::split): the ring epilogue's and the plain
+// overlapped one's (the update last), not OWN_GB's (its tail takes the idle blocks) or DROP's. (With the split's code
+// in, ptxas serialises the consumers' wgmma, C7511, in the group epilogue's kernels and OWN_L's overlapped one.)
+template <int EPI, bool OWN_L, bool OWN_GB, bool DROP>
+constexpr bool kSplitOf = (EPI == kEpiRing || (EPI == kEpiOverlap && !OWN_L)) && !OWN_GB && !DROP;
 constexpr int kOwnBarrier = 4;  // named barrier of producer warps 1–3 (the consumers' epilogue uses 2 and 3)
 constexpr int kConsumersBarrier = 5;  // OWN_L: both consumer warpgroups
 constexpr int kGroupRows = 8;                           // row blocks per group of the tile order
@@ -157,6 +167,13 @@ struct Args {
 struct Maps {
   tma::Map a, w, c, c16;  // c16: C in boxes of 16 rows, one warp's (the kEpiWarp kernels' stores)
   tma::Map x;             // OWN_GB: LoRA's x [M, N] in boxes of 128 rows × 64 columns (the tail's)
+  // The last round split by k-steps (Split below; OWLET_LORA_GEMM_SPLIT=1) where split is 1: a block's partial sums of
+  // a tile whose first k-steps another cluster computes go to its slot of split_ws (kSplitSlot floats per block),
+  // announced by split_flags[block] = Args::epoch. (Here, not in Args: read in place, they leave the consumers'
+  // registers alone — three more fields in Args and ptxas serialised the plain kernel's wgmma, C7511.)
+  float* split_ws;
+  unsigned* split_flags;
+  int split;
 };
 constexpr int kTailRows = 16;  // row blocks per item of the tail (OWN_GB)
 
@@ -176,6 +193,58 @@ __device__ __forceinline__ Tail tail_plan(int tiles, int clusters, int cl, int r
   else if (cl >= rem) t.first = (cl - rem) * kCluster + rank, t.stride = (clusters - rem) * kCluster;
   else t.first = t.items, t.stride = 1;  // (none)
   return t;
+}
+
+// The last round split by k-steps (a stream-K tail; Maps::split, in kSplitOf's kernels): `tiles` pairs of tiles over
+// `clusters` clusters leave the last round `rem` = tiles mod clusters tiles, so clusters − rem clusters idle for a
+// whole tile's time (M8192 N4096: 512 pairs of tiles on 66 clusters, 7.76 rounds, the eighth 50/66 busy: 3% of the
+// kernel, as in cuBLAS's kernel of the same tiles). Split, the last round's rem · k_steps k-steps go out in
+// contiguous ranges, cluster c taking [c·W/clusters, (c+1)·W/clusters) of them (W = rem · k_steps) in tile order, so
+// every cluster ends the kernel at about the same time. A range starts inside at most one tile: that part's partial sums
+// go to the block's slot of split_ws and its flag; every other part of a range starts a tile (k-step 0) and is that
+// tile's owner, which adds the slots of the clusters whose ranges start inside its tile (they compute those first,
+// the owner its part last: it seldom waits) and does the update and the epilogue. Where OWN_L's column block 0 has a
+// tile in the last round (its L needs all k-steps in one place), or a tile has one k-step, nothing is split.
+// Unit i of a cluster's work: tile t, k-steps [k0, k1), whether it owns the tile (k0 == 0).
+constexpr int kSplitSlot = kBM / 2 * kBN * 2;  // floats: 256 consumer threads × 128 accumulators
+struct Split {
+  int full, rem, lo, hi;  // rounds before the last; the last round's tiles; this cluster's k-steps of it
+  bool on;
+};
+struct Unit {
+  int t, k0, k1;
+  bool owner;
+};
+__device__ __forceinline__ Split split_plan(const Maps& m, bool allowed, int tiles, int clusters, int cl, int k_steps) {
+  Split p{tiles / clusters, tiles % clusters, 0, 0, false};
+  p.on = allowed && m.split && p.rem > 0 && k_steps > 1;
+  const int64_t W = int64_t(p.rem) * k_steps;
+  p.lo = int(W * cl / clusters);
+  p.hi = int(W * (cl + 1) / clusters);
+  return p;
+}
+// Unit i of cluster cl (false past its last): whole tiles cl, cl + clusters, … — split, only in the rounds before the
+// last, then its range of the last round's k-steps, one unit per tile it touches.
+// (SPLIT false: the kernels that never split, compiled to the whole tiles alone)
+template <bool SPLIT>
+__device__ __forceinline__ bool unit_at(const Split& p, int i, int tiles, int clusters, int cl, int k_steps, Unit& u) {
+  if (!SPLIT || !p.on || i < p.full) {
+    u = Unit{cl + i * clusters, 0, k_steps, true};
+    return u.t < tiles;
+  }
+  const int j = p.lo / k_steps + (i - p.full);  // the last round's tile
+  if (p.lo >= p.hi || j * k_steps >= p.hi) return false;
+  u.t = p.full * clusters + j;
+  u.k0 = max(p.lo - j * k_steps, 0);
+  u.k1 = min(p.hi - j * k_steps, k_steps);
+  u.owner = u.k0 == 0;
+  return true;
+}
+// Whether cluster c's range (not empty) starts inside the last round's tile j: a slot that tile's owner adds.
+__device__ __forceinline__ bool split_helps(const Split& p, int c, int j, int clusters, int k_steps) {
+  const int64_t W = int64_t(p.rem) * k_steps;
+  const int lo = int(W * c / clusters), hi = int(W * (c + 1) / clusters);
+  return lo < hi && lo > j * k_steps && lo < (j + 1) * k_steps;
 }
 
 // Encodes the maps; false (and why) where the TMA cannot describe the matrices.
@@ -251,6 +320,15 @@ struct KeepBits {
   __device__ __forceinline__ bool kept(int j) const { return (w[(127 - j) >> 5] >> ((127 - j) & 31)) & 1u; }
 };
 
+// 16 bytes of fp32 through L2 only (ld.global.cg): another block's partial sums, written during this kernel.
+__device__ __forceinline__ float4 load_l2_f4(const float4* p) {
+#ifdef OWLET_CUDA_EMULATION
+  return *p;
+#else
+  return __ldcg(p);
+#endif
+}
+
 // The consumer warpgroups' part of gemm() (rows 64·wg.. of each tile): the rank-r product, the k-steps over the ring,
 // the epilogue through the staging buffer. DROP: the rank-r product is masked in the accumulators before the k-steps
 // add A op(W) to it; the next tile's 128 hashes per thread (splitmix64's, ≈ 35 instructions each) are spread over this
@@ -259,7 +337,7 @@ template <bool W_NMAJOR, int STAGES, bool DROP, int EPI, bool OWN_L, bool OWN_GB
 __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_t sRing, uint32_t sLr, uint32_t sC,
                                         unsigned char* gC, uint32_t bar_full, uint32_t bar_empty, uint32_t bar_lr_full,
                                         uint32_t bar_lr_empty, int k_steps, int m_pairs, int n_blocks, int tiles, int cl,
-                                        int clusters, int rank, int peer) {
+                                        int clusters, int rank, int peer, const Split& sp) {
   using namespace wgmma;
   using wgmma_ws::mbar_arrive;
   using wgmma_ws::mbar_wait;
@@ -323,10 +401,8 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
   // for a k-step or two). Its A box is free then: with OWN_L the producers have read it before "lr full", which the
   // update (last) waits for.
   constexpr bool kRing = EPI == kEpiRing;
-  // The rank-r update first, or last: with OWN_L (L is computed during the k-steps), with the overlapped epilogue
-  // (ptxas serialises its wgmma, C7511, with the update first and the carried pairs live across it), and with kRing.
-  // (Not the DROP kernel's: its mask is on the update alone — and with kRing, update first, ptxas serialises it.)
-  constexpr bool kUpdateLast = OWN_L || kOverlap || kRing;
+  constexpr bool kUpdateLast = kUpdateLastOf<EPI, OWN_L>;
+  constexpr bool kSplit = kSplitOf<EPI, OWN_L, OWN_GB, DROP>;
   // OWN_L (not OWN_GB): the lr buffer is the epilogue's second staging box once the tile's update has read it, so "lr
   // empty" waits until this warpgroup's stores from it have been read: after the next tile's first k-step (the
   // second with the overlapped epilogue, whose last round goes out during the first), or the last tile. (ptxas
@@ -386,8 +462,45 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
       if (pending == h) out_round(h, pending_mb, pending_nb, [&](int q) { return later[q - 16 * kBoxes * kFirst]; });
     pending++;
   };
-  int step = 0, it = 0;
-  for (int t = cl; t < tiles; t += clusters, it++) {
+  // The split last round (Split): this block's partial sums of a tile another cluster owns to its slot of split_ws,
+  // 16 bytes per thread per store (for each q, the 256 consumer threads' accumulators 4q..4q+3 side by side), then
+  // its flag; and an owner's sums of the slots of the clusters whose ranges start inside its tile j
+  const int slot_at = ctid;  // (the thread's 16 bytes in each 4 KiB row of a slot)
+  auto split_out = [&](const float(&acc)[128]) {
+    float4* const dst = reinterpret_cast<float4*>(maps->split_ws + size_t(cl * kCluster + rank) * kSplitSlot) + slot_at;
+#pragma unroll
+    for (int q = 0; q < 32; q++) dst[q * 256] = make_float4(acc[4 * q], acc[4 * q + 1], acc[4 * q + 2], acc[4 * q + 3]);
+    grid_flags::fence_gpu();
+    bar_sync(kConsumersBarrier, 256);
+    if (ctid == 0) grid_flags::set(maps->split_flags + cl * kCluster + rank, g.epoch);
+  };
+  auto split_in = [&](float(&acc)[128], int j) {
+    for (int c = cl + 1; c < clusters; c++) {
+      if (int(int64_t(sp.rem) * k_steps * c / clusters) >= (j + 1) * k_steps) break;
+      if (!split_helps(sp, c, j, clusters, k_steps)) continue;
+      grid_flags::wait(maps->split_flags + c * kCluster + rank, g.epoch);
+      const float4* const src =
+          reinterpret_cast<const float4*>(maps->split_ws + size_t(c * kCluster + rank) * kSplitSlot) + slot_at;
+#pragma unroll
+      for (int q = 0; q < 32; q++) {
+        const float4 v = load_l2_f4(src + q * 256);
+        acc[4 * q] += v.x, acc[4 * q + 1] += v.y, acc[4 * q + 2] += v.z, acc[4 * q + 3] += v.w;
+      }
+    }
+  };
+  // (a split's tile start has no update: the kernels that split do not stage C in the lr buffer, so that the debt
+  // below is one per unit)
+  static_assert(!(kSplit && kLrStaging), "the split kernels leave the lr buffer to the update");
+  int step = 0, it = 0;  // the ring's k-steps so far; the units so far that owned their tile (the lr buffer's fills)
+  // (the kernels that never split step through whole tiles by t alone: with unit_at's form of it, ptxas serialised
+  // the plain kernel's wgmma, C7511)
+  Unit u;
+  for (int t = cl, ui = 0; kSplit ? unit_at<true>(sp, ui, tiles, clusters, cl, k_steps, u) : t < tiles;
+       t += clusters, ui++) {
+    if constexpr (kSplit) t = u.t;
+    else u = Unit{t, 0, k_steps, true};
+    const int oi = it;  // (an owned tile's lr buffer fill)
+    if (!kSplit || u.owner) it++;
     int mb, nb;
     block_tile(t, m_pairs, n_blocks, rank, mb, nb);
     if constexpr (DROP) {
@@ -399,7 +512,7 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
     // columns 0..127, then rows 128..255 (chunks 2–3) into 128..255 (an m64n256 accumulator's first 64 registers are
     // the m64n128 one of its first 128 columns); first, or last (kUpdateLast)
     auto update = [&](int scale_d) {
-      mbar_wait(bar_lr_full, uint32_t(it & 1));
+      mbar_wait(bar_lr_full, uint32_t(oi & 1));
       fence_proxy_async();
       fence();
       const uint64_t desc_l = desc_kmajor(sLr + wg * 64 * 128 + 64);
@@ -409,7 +522,7 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
     };
     // kLrStaging: this tile owes the producers the previous tile's "lr empty" (lr_free), once the previous tile's
     // rounds from the lr buffer have gone out
-    bool lr_owed = kLrStaging && it > 0;
+    bool lr_owed = kLrStaging && oi > 0;
     auto pay_lr = [&] {
       if (!lr_owed) return;
       while (pending < kRounds) out_pending();
@@ -424,7 +537,7 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
       for (int j = 0; j < 128; j++) acc[j] = cur.kept(j) ? acc[j] * g.drop_scale : 0.f;
     }
     int prev_s = -1;  // the stage of the group in flight before the current one
-    for (int kt = 0; kt < k_steps; kt++, step++) {
+    for (int kt = u.k0; kt < u.k1; kt++, step++) {
       const int s = step % STAGES;
       mbar_wait(bar_full + 8 * s, uint32_t((step / STAGES) & 1));
       const uint32_t sA = sRing + s * kStageBytes + wg * 64 * 128, sW = sRing + s * kStageBytes + kABytes;
@@ -432,7 +545,7 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
 #pragma unroll
       for (int kk = 0; kk < kBK / 16; kk++) {
         // (the update last: the tile's first product starts the accumulators)
-        const int scale_d = kUpdateLast && kt == 0 && kk == 0 ? 0 : 1;
+        const int scale_d = kUpdateLast && kt == u.k0 && kk == 0 ? 0 : 1;
         if constexpr (W_NMAJOR)
           mma_m64n256k16<true>(acc, desc_kmajor(sA + 32 * kk), desc_nmajor_wide(sW + 2048 * kk), scale_d);
         else mma_m64n256k16<false>(acc, desc_kmajor(sA + 32 * kk), desc_kmajor(sW + 32 * kk), scale_d);
@@ -442,16 +555,22 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
       if constexpr (kOverlap)
         if (pending < kRounds) out_pending();  // (the previous tile's, while the products run)
       wait<1>();  // the group before this one is complete: its stage (or, at kt = 0, the lr buffer) is free
-      if (kt > 0) release(prev_s);
+      if (kt > u.k0) release(prev_s);
       else if constexpr (!kUpdateLast) mbar_arrive(bar_lr_empty);
       if (kRing && held >= 0) release_held();  // (the previous tile's; kt = 0)
       // (the previous tile's stores from the lr buffer have long been read — with the overlapped epilogue, a k-step
       // after its last round went out)
-      if (kt >= kCarried) pay_lr();
+      if (kt - u.k0 >= kCarried) pay_lr();
       prev_s = s;
     }
     wait<0>();
     fence_operands(acc);
+    if (kSplit && !u.owner) {  // the split last round: the start of a tile another cluster owns — its partial sums out
+      release(prev_s);
+      split_out(acc);
+      continue;
+    }
+    if (kSplit && sp.on && t >= sp.full * clusters) split_in(acc, t - sp.full * clusters);
     if (kRing && k_steps > 0) held = prev_s;  // (lora.cu: K > 0 with kRing)
     else if (k_steps > 0) release(prev_s);
     else if constexpr (!kUpdateLast) mbar_arrive(bar_lr_empty);
@@ -729,6 +848,17 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
   // odd: its A comes in as zeros and its stores are left out, but its half of W is the partner's too).
   const int rank = cluster::rank(), peer = rank ^ 1, cl = int(blockIdx.x) / kCluster, clusters = int(gridDim.x) / kCluster;
   const int m_pairs = (m_blocks + kCluster - 1) / kCluster, tiles = m_pairs * n_blocks;
+  // The split last round (Split): in kSplitOf's kernels; with OWN_L only where no tile of column block 0 (whose L
+  // needs all of its k-steps in one place) is in the last round.
+  constexpr bool kSplit = kSplitOf<EPI, OWN_L, OWN_GB, DROP>;
+  bool split_ok = kSplit;
+  if (OWN_L && split_ok)
+    for (int t = tiles / clusters * clusters; t < tiles; t++) {
+      int mb, nb;
+      block_tile(t, m_pairs, n_blocks, 0, mb, nb);
+      split_ok = split_ok && nb != 0;
+    }
+  const Split sp = split_plan(*maps, split_ok, tiles, clusters, cl, k_steps);
 
   if (tid == 0) {
     for (int s = 0; s < STAGES; s++) {
@@ -762,10 +892,11 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
         }
         own_steps = (own_steps << 1) | uint32_t(theirs);
       };
-      for (int t = cl; t < tiles; t += clusters) {
+      Unit u;
+      for (int ui = 0; unit_at<kSplit>(sp, ui, tiles, clusters, cl, k_steps, u); ui++) {
         int mb, nb;
-        block_tile(t, m_pairs, n_blocks, rank, mb, nb);
-        for (int kt = 0; kt < k_steps; kt++, step++) {
+        block_tile(u.t, m_pairs, n_blocks, rank, mb, nb);
+        for (int kt = u.k0; kt < u.k1; kt++, step++) {
           const int s = step % STAGES;
           // both blocks' consumers are done with the stage (this block's copy writes into the partner's too)
           if (step >= STAGES) mbar_wait(bar_empty + 8 * s, uint32_t((step / STAGES - 1) & 1));
@@ -811,10 +942,12 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
         mbar_wait(bar_full + 8 * (st % STAGES), uint32_t((st / STAGES) & 1));
     } else if (warp >= 1) {  // ---- the rank-r operands: warps 1–3 ----
       const int pl = tid - 32;
-      int it = 0;
-      for (int t = cl; t < tiles; t += clusters, it++) {
+      int it = 0, step_at = 0;  // the owned tiles so far (the lr buffer's fills); the ring's k-steps so far
+      Unit u;
+      for (int ui = 0; unit_at<kSplit>(sp, ui, tiles, clusters, cl, k_steps, u); ui++, step_at += u.k1 - u.k0) {
+        if (kSplit && !u.owner) continue;  // (a split tile's start: no update)
         int mb, nb;
-        block_tile(t, m_pairs, n_blocks, rank, mb, nb);
+        block_tile(u.t, m_pairs, n_blocks, rank, mb, nb);
         if constexpr (OWN_L) {
           // column block 0 computes its rows of L (and announces them); the others take them once announced.
           // First the consumers are done with the previous tile (its update read the lr buffer) — and so every fill
@@ -824,7 +957,7 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
           const bool own = nb == 0, rows = mb < m_blocks;
           uint32_t lb[3][2];
           if (own) {
-            own_l_rows<STAGES, OWN_GB>(g, sRing, bar_full, bar_x_empty, sLr, gLr, it * k_steps, k_steps, warp - 1, lane,
+            own_l_rows<STAGES, OWN_GB>(g, sRing, bar_full, bar_x_empty, sLr, gLr, step_at, k_steps, warp - 1, lane,
                                        mb, rows, lb);
             if (rows) {  // L's rows out in bf16 (as x Aᵀ / gy B would be stored), then the flag
 #pragma unroll
@@ -862,12 +995,13 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
         fence_proxy_async();  // the generic stores before the tensor cores' async-proxy reads
         __syncwarp();
         if (lane == 0) mbar_arrive(bar_lr_full);
+        it++;
       }
       if constexpr (OWN_GB) {  // the tail: ga's sums over row ranges, L's rows as each row block's flag is set
         const Tail tail = tail_plan(tiles, clusters, cl, rank, m_blocks, g.N);
         if (it > 0) mbar_wait(bar_lr_empty, uint32_t((it - 1) & 1));  // (every tile's fill completed: as above)
         bar_sync(kOwnBarrier, 96);  // (and the three warps past their reads of the lr buffer's chunk 6)
-        int step = it * k_steps, staged = 0;
+        int step = step_at, staged = 0;
         for (int item = tail.first; item < tail.items; item += tail.stride) {
           const int chunk = item % tail.chunks, range = item / tail.chunks;
           float d[2][4] = {};
@@ -890,7 +1024,7 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
     }
   } else {
     consume<W_NMAJOR, STAGES, DROP, EPI, OWN_L, OWN_GB>(g, maps, sRing, sLr, sC, gC, bar_full, bar_empty, bar_lr_full,
-                                              bar_lr_empty, k_steps, m_pairs, n_blocks, tiles, cl, clusters, rank, peer);
+                                              bar_lr_empty, k_steps, m_pairs, n_blocks, tiles, cl, clusters, rank, peer, sp);
   }
   // Neither block leaves while the other may still multicast into it or arrive on its barriers.
   __syncwarp();
