@@ -224,8 +224,8 @@ function loraBenches(be: Be, tryb: TryBench): void {
   // (+overlap: its rounds of C but the first during the next tile's k-steps, OWLET_LORA_GEMM_EPILOGUE=overlap; +ring:
   // all through the stage of the tile's last k-step, =ring; session 21; +split: the last round split by k-steps,
   // OWLET_LORA_GEMM_SPLIT=1, session 22)
-  for (const v of ['fused', 'fusedl', 'fusedl+ring+split', 'fused+ring+split', 'fused+ring', 'fusedl+ring', 'fused+overlap', 'fusedl+overlap', 'fused3',
-    'fusedwarp', 'cublas', 'gypass', 'fused+gypass', 'cublas+gycublas']) {
+  for (const v of ['fused', 'fusedl', 'fusedl+ring+split', 'fused+ring+split', 'fused+ring', 'fusedl+ring',
+    'fused+overlap', 'fusedl+overlap', 'fused3', 'fusedwarp', 'cublas', 'gypass', 'fused+gypass', 'cublas+gycublas']) {
     tryb(() => loraBench(be, 8192, 4096, 4096, 8, v));
     tryb(() => loraBench(be, 8192, 4096, 11008, 8, v));
     tryb(() => loraBench(be, 8192, 4096, 4096, 16, v));
@@ -446,11 +446,12 @@ function main(): number {
     // The fused GEMM alone under Nsight Compute (run.sh's ncu-lora-gemm: -k lora_gemm_kernel): the 4-stage ring,
     // then the 3-stage one, at the no-dropout bench shape (its forward's kernel and its dx's), stage 2's shape with
     // its dropout (the forward's kernel and dx's with the mask on its update), and the warp epilogue; after the first,
-    // the kernels computing their own L (session 20), then both with the ring's and the overlapped epilogues (session
-    // 21) — the newest first after the reference, as ncu's limit may cut the list short.
+    // the kernels computing their own L (session 20), then with the ring's epilogue and the last round split (session
+    // 22), then both with the ring's and the overlapped epilogues (session 21) — the newest first after the reference,
+    // as ncu's limit may cut the list short.
     const be = cuda();
-    for (const [variant, M, p] of [['fused', 8192, 0], ['fusedl', 8192, 0], ['fusedl+ring+split', 8192, 0], ['fused+ring', 8192, 0],
-      ['fusedl+ring', 8192, 0], ['fused+overlap', 8192, 0], ['fusedl+overlap', 8192, 0], ['fusedwarp', 8192, 0],
+    for (const [variant, M, p] of [['fused', 8192, 0], ['fusedl', 8192, 0], ['fusedl+ring+split', 8192, 0],
+      ['fused+ring', 8192, 0], ['fusedl+ring', 8192, 0], ['fused+overlap', 8192, 0], ['fusedl+overlap', 8192, 0], ['fusedwarp', 8192, 0],
       ['fused', 4096, 0.05], ['fused3', 8192, 0]] as const) {
       console.log(`profile: lora M${M} K4096 N4096 r8 dropout ${p} ${variant}: frozen matmul x2, loraForward, loraBackward`);
       loraOnce(be, M, 4096, 4096, 8, variant, p);

@@ -34,9 +34,10 @@ namespace {
 // own_gb (with own_l, N-major): the same tiles' column sums Σ_m A[m][k] xa[m][j] per row block (gb_ws), and the
 // tail's Σ_m L[m][j] x[m][n] per range of row blocks (ga_ws, x [M, N], L the kernel's own), each checked summed over
 // its blocks against float64.
-// split: the last round split by k-steps (Maps::split; the kernels with the update last): `split` is the number of
-// blocks expected to hand a tile's first k-steps' partial sums to its owner (their flags are checked set), 0 where
-// the kernel is to leave the last round whole (OWN_L with a tile of column block 0 in it), −1 without Args::split.
+// split: the last round split by k-steps (Maps::split; lg::kSplitOf's kernels): `split` is the number of blocks
+// expected to hand the partial sums of a tile another cluster starts to its owner (their flags are checked set), 0
+// where the kernel is to leave the last round whole (OWN_L with a tile of column block 0 in it, the kernels that do not
+// split), −1 for Maps::split = 0.
 bool run(int stages, bool nmajor, int M, int N, int K, int R, unsigned grid, std::mt19937& rng, float p = 0.f,
          int epi = lg::kEpiGroup, int own_l = 0, bool own_gb = false, int split = -1) {
   auto randv = [&](size_t n) { return random_bf16(n, rng); };
@@ -88,7 +89,7 @@ bool run(int stages, bool nmajor, int M, int N, int K, int R, unsigned grid, std
   std::vector<unsigned> split_flags(grid, 0u);
   lg::Args g{own_l ? L_out.data() : L.data(), Rm.data(), M, N, K, R, s, key, p, scale,
              P.data(), L_out.data(), flags.data(), 0u, XA.data(), gb_ws.data(), ga_ws.data()};
-  lg::Maps maps;
+  lg::Maps maps{};
   std::string why;
   if (!lg::encode_maps(A.data(), W.data(), C.data(), g, nmajor, maps, why)) {
     std::fprintf(stderr, "tensor maps: %s\n", why.c_str());
