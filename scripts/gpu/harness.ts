@@ -77,7 +77,8 @@ export type VariantEnv = Record<string, string>;
  *  (OWLET_LORA_GEMM_EPILOGUE=warp), 'fusedl' that GEMM computing its own L too (x Aᵀ, gy B: OWLET_LORA_GEMM=fused-l, rank
  *  8 without dropout; session 20), 'overlap' and 'ring' (with fused or fusedl) its rounds of C but the first going out
  *  during the next tile's first k-steps, or all in one round through the stage of the tile's last k-step
- *  (OWLET_LORA_GEMM_EPILOGUE=overlap / ring; session 21), 'gypass' OWLET_LORA_GY=pass (gy B and gyᵀ xa in one pass
+ *  (OWLET_LORA_GEMM_EPILOGUE=overlap / ring; session 21), 'split' their last round split by k-steps
+ *  (OWLET_LORA_GEMM_SPLIT=1; session 22), 'gypass' OWLET_LORA_GY=pass (gy B and gyᵀ xa in one pass
  *  over gy, lora_gy_pass.cuh), 'gycublas' OWLET_LORA_GY=cublas (never; unset, timed against cuBLAS's two GEMMs on a shape's
  *  first call); several joined by '+'. */
 export function loraEnv(variant: string): VariantEnv {

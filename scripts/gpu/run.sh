@@ -152,15 +152,14 @@ if want host; then
   done 2>&1 | tee "$OUT/host_overhead.log"
 fi
 
-# sanitize NAME LIMIT [check.mjs options]: compute-sanitizer over check.mjs --quick's cases (SANITIZER_TOOL, memcheck
-# unless set: racecheck for shared-memory hazards, synccheck for barrier misuse), its errors and its tail in
-# $OUT/NAME.log. (OWLET_ATTN_TUNE=0: autotuning would run every applicable attention variant three more times per new
+# sanitize NAME TOOL LIMIT [check.mjs options]: compute-sanitizer's TOOL (memcheck; racecheck for shared-memory
+# hazards, synccheck for barrier misuse) over check.mjs --quick's cases, its errors and its tail in $OUT/NAME.log. (OWLET_ATTN_TUNE=0: autotuning would run every applicable attention variant three more times per new
 # shape, each ~100x slower under the sanitizer; the quick cases name every variant explicitly anyway.)
 sanitize() {
-  local name=$1 limit=$2
-  shift 2
+  local name=$1 tool=$2 limit=$3
+  shift 3
   if ! command -v compute-sanitizer >/dev/null; then say "no compute-sanitizer on this machine"; return; fi
-  OWLET_ATTN_TUNE=0 OUT=$T timeout -k 5 "$limit" compute-sanitizer --tool "${SANITIZER_TOOL:-memcheck}" --print-limit 20 \
+  OWLET_ATTN_TUNE=0 OUT=$T timeout -k 5 "$limit" compute-sanitizer --tool "$tool" --print-limit 20 \
     "$T/node" "$G/check.mjs" --quick "$@" >"$T/$name.full" 2>&1
   echo "sanitizer exit $?" >>"$T/$name.full"
   { grep -E "ERROR SUMMARY|RACECHECK SUMMARY|^=+ (Invalid|Program hit|Error|Address|Race|Barrier|Warning)|FAIL|passed, " \
@@ -170,7 +169,7 @@ sanitize() {
 }
 if want sanitizer; then
   say "compute-sanitizer (memcheck) over the small cases"
-  sanitize sanitizer 60
+  sanitize sanitizer memcheck 60
 fi
 if want sass; then
   # What the attention kernels compile to (no disassembler on the build machine): per kernel the instruction count and
@@ -252,7 +251,7 @@ fi
 # smoke stage names (sanitizer_new.log).
 if asked sanitizer-new; then
   say "sanitizer-new: compute-sanitizer over the quick cases of the newest kernels"
-  sanitize sanitizer_new 90 --filter "$SMOKE_FILTER"
+  sanitize sanitizer_new memcheck 90 --filter "$SMOKE_FILTER"
 fi
 # Only when asked (ONLY="... racecheck"): compute-sanitizer's racecheck (shared-memory hazards between a block's
 # threads) and synccheck (barriers used wrongly) over the same cases: the warp-specialised kernels' hand-written
@@ -260,7 +259,7 @@ fi
 # accesses depends on the sanitizer's version; the host emulator checks those — scripts/flash-emu.sh.)
 if asked racecheck; then
   say "racecheck, synccheck: compute-sanitizer over the quick cases of the newest kernels"
-  SANITIZER_TOOL=racecheck sanitize racecheck 120 --filter "$SMOKE_FILTER"
-  SANITIZER_TOOL=synccheck sanitize synccheck 90 --filter "$SMOKE_FILTER"
+  sanitize racecheck racecheck 120 --filter "$SMOKE_FILTER"
+  sanitize synccheck synccheck 90 --filter "$SMOKE_FILTER"
 fi
 say "done"

@@ -367,8 +367,8 @@ int epilogue_selected() {
 
 // Whether the fused GEMM splits its last round by k-steps (lora_gemm.cuh's Split: the clusters that would idle through
 // it share the last tiles' k-steps, the owners adding the others' partial sums): OWLET_LORA_GEMM_SPLIT=1 (read per
-// call), in the kernels that can (the ring epilogue's, the plain overlapped one's), until a GPU has run it (session 22
-// wrote it without one; then kSplitByDefault).
+// call), in the kernels that can (lora_gemm::splits: the ring epilogue's, the plain overlapped one's), until a GPU has
+// run it (session 22 wrote it without one; then kSplitByDefault).
 constexpr bool kSplitByDefault = false;
 bool split_selected() {
   const char* e = std::getenv("OWLET_LORA_GEMM_SPLIT");
@@ -425,10 +425,11 @@ bool fused_gemm(DeviceContext& c, const Tensor& a, const Tensor& w, bool w_nmajo
   const bool warp_epi = !masked && !own_l && !three && epi == lora_gemm::kEpiWarp;
   const bool overlap = !masked && !three && epi == lora_gemm::kEpiOverlap;
   const bool ring = !masked && !three && g.K > 0 && epi == lora_gemm::kEpiRing;  // (K > 0: a stage to hold)
-  // the split last round (the kernels with lora_gemm::kSplitOf): each block's slot of partial sums and its flag after
+  // the split last round (in the kernels lora_gemm::splits names): each block's slot of partial sums and its flag after
   // the row blocks' (one epoch per launch)
   const int64_t m_blocks_all = (int64_t(g.M) + lora_gemm::kBM - 1) / lora_gemm::kBM;
-  const bool split = split_selected() && !own_gb && (ring || (overlap && !own_l)) &&
+  const int launched_epi = ring ? lora_gemm::kEpiRing : overlap ? lora_gemm::kEpiOverlap : lora_gemm::kEpiGroup;
+  const bool split = split_selected() && lora_gemm::splits(launched_epi, own_l, own_gb, masked) &&
                      m_blocks_all + c.prop.multiProcessorCount <= kFlagRowBlocks;
   Tensor split_ws;
   if (split) {

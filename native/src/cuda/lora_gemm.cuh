@@ -109,8 +109,12 @@ constexpr bool kUpdateLastOf = OWN_L || EPI == kEpiOverlap || EPI == kEpiRing;
 // The kernels whose last round may be split by k-steps (Split, Maps::split): the ring epilogue's and the plain
 // overlapped one's (the update last), not OWN_GB's (its tail takes the idle blocks) or DROP's. (With the split's code
 // in, ptxas serialises the consumers' wgmma, C7511, in the group epilogue's kernels and OWN_L's overlapped one.)
+// (lora.cu asks the same of the kernel it launches: splits)
+constexpr bool splits(int epi, bool own_l, bool own_gb, bool drop) {
+  return (epi == kEpiRing || (epi == kEpiOverlap && !own_l)) && !own_gb && !drop;
+}
 template <int EPI, bool OWN_L, bool OWN_GB, bool DROP>
-constexpr bool kSplitOf = (EPI == kEpiRing || (EPI == kEpiOverlap && !OWN_L)) && !OWN_GB && !DROP;
+constexpr bool kSplitOf = splits(EPI, OWN_L, OWN_GB, DROP);
 constexpr int kOwnBarrier = 4;  // named barrier of producer warps 1–3 (the consumers' epilogue uses 2 and 3)
 constexpr int kConsumersBarrier = 5;  // OWN_L: both consumer warpgroups
 constexpr int kGroupRows = 8;                           // row blocks per group of the tile order
@@ -215,12 +219,15 @@ struct Unit {
   int t, k0, k1;
   bool owner;
 };
+// Where cluster c's range of the last round's k-steps starts (its end: where c + 1's starts).
+__device__ __forceinline__ int split_start(int rem, int c, int clusters, int k_steps) {
+  return int(int64_t(rem) * k_steps * c / clusters);
+}
 __device__ __forceinline__ Split split_plan(const Maps& m, bool allowed, int tiles, int clusters, int cl, int k_steps) {
   Split p{tiles / clusters, tiles % clusters, 0, 0, false};
   p.on = allowed && m.split && p.rem > 0 && k_steps > 1;
-  const int64_t W = int64_t(p.rem) * k_steps;
-  p.lo = int(W * cl / clusters);
-  p.hi = int(W * (cl + 1) / clusters);
+  p.lo = split_start(p.rem, cl, clusters, k_steps);
+  p.hi = split_start(p.rem, cl + 1, clusters, k_steps);
   return p;
 }
 // Unit i of cluster cl (false past its last): whole tiles cl, cl + clusters, … — split, only in the rounds before the
@@ -239,12 +246,6 @@ __device__ __forceinline__ bool unit_at(const Split& p, int i, int tiles, int cl
   u.k1 = min(p.hi - j * k_steps, k_steps);
   u.owner = u.k0 == 0;
   return true;
-}
-// Whether cluster c's range (not empty) starts inside the last round's tile j: a slot that tile's owner adds.
-__device__ __forceinline__ bool split_helps(const Split& p, int c, int j, int clusters, int k_steps) {
-  const int64_t W = int64_t(p.rem) * k_steps;
-  const int lo = int(W * c / clusters), hi = int(W * (c + 1) / clusters);
-  return lo < hi && lo > j * k_steps && lo < (j + 1) * k_steps;
 }
 
 // Encodes the maps; false (and why) where the TMA cannot describe the matrices.
@@ -465,22 +466,24 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
   // The split last round (Split): this block's partial sums of a tile another cluster owns to its slot of split_ws,
   // 16 bytes per thread per store (for each q, the 256 consumer threads' accumulators 4q..4q+3 side by side), then
   // its flag; and an owner's sums of the slots of the clusters whose ranges start inside its tile j
-  const int slot_at = ctid;  // (the thread's 16 bytes in each 4 KiB row of a slot)
   auto split_out = [&](const float(&acc)[128]) {
-    float4* const dst = reinterpret_cast<float4*>(maps->split_ws + size_t(cl * kCluster + rank) * kSplitSlot) + slot_at;
+    float4* const dst = reinterpret_cast<float4*>(maps->split_ws + size_t(cl * kCluster + rank) * kSplitSlot) + ctid;
 #pragma unroll
     for (int q = 0; q < 32; q++) dst[q * 256] = make_float4(acc[4 * q], acc[4 * q + 1], acc[4 * q + 2], acc[4 * q + 3]);
     grid_flags::fence_gpu();
     bar_sync(kConsumersBarrier, 256);
     if (ctid == 0) grid_flags::set(maps->split_flags + cl * kCluster + rank, g.epoch);
   };
+  // (the clusters after this one, the owner, start their ranges past the tile's k-step 0; those starting before its
+  // end hand a slot on, but for an empty range)
   auto split_in = [&](float(&acc)[128], int j) {
     for (int c = cl + 1; c < clusters; c++) {
-      if (int(int64_t(sp.rem) * k_steps * c / clusters) >= (j + 1) * k_steps) break;
-      if (!split_helps(sp, c, j, clusters, k_steps)) continue;
+      const int lo = split_start(sp.rem, c, clusters, k_steps);
+      if (lo >= (j + 1) * k_steps) break;
+      if (lo == split_start(sp.rem, c + 1, clusters, k_steps)) continue;
       grid_flags::wait(maps->split_flags + c * kCluster + rank, g.epoch);
       const float4* const src =
-          reinterpret_cast<const float4*>(maps->split_ws + size_t(c * kCluster + rank) * kSplitSlot) + slot_at;
+          reinterpret_cast<const float4*>(maps->split_ws + size_t(c * kCluster + rank) * kSplitSlot) + ctid;
 #pragma unroll
       for (int q = 0; q < 32; q++) {
         const float4 v = load_l2_f4(src + q * 256);
@@ -852,11 +855,11 @@ __device__ __forceinline__ void gemm(const Args& g, const Maps* maps) {
   // needs all of its k-steps in one place) is in the last round.
   constexpr bool kSplit = kSplitOf<EPI, OWN_L, OWN_GB, DROP>;
   bool split_ok = kSplit;
-  if (OWN_L && split_ok)
+  if constexpr (OWN_L && kSplit)
     for (int t = tiles / clusters * clusters; t < tiles; t++) {
       int mb, nb;
       block_tile(t, m_pairs, n_blocks, 0, mb, nb);
-      split_ok = split_ok && nb != 0;
+      if (nb == 0) split_ok = false;
     }
   const Split sp = split_plan(*maps, split_ok, tiles, clusters, cl, k_steps);
 
