@@ -14,7 +14,7 @@
 # its own time limit; a failing stage does not stop the next. All stages together take longer than one device call may:
 # ONLY="train" (or any of smoke check peer summary fixture nccl train host sanitizer sass, space-separated; and the
 # stages that run only when named: ncu, ncu-lora, ncu-bwd, bench-lora, ncu-lora-gemm, ncu-lora-source, sanitizer-new,
-# racecheck) runs just those, e.g. ONLY=train bash scripts/gpu/run.sh;
+# racecheck, check-generic) runs just those, e.g. ONLY=train bash scripts/gpu/run.sh;
 # TRAIN_ARGS are passed to the trainer check (e.g. "--no-tiny"; OWLET_PROFILE_OPS=1 adds a per-op profile per case).
 # LAYERS (default 4): the LLaMA-7B layers of the 7B-sized steps, the peer's and owlet's alike — 4 keeps the call short,
 # 32 is the real 7B model (ONLY="peer train" LAYERS=32 TRAIN_ARGS=--no-tiny: about 3–5 minutes on an H200); the peer's
@@ -96,6 +96,15 @@ if want check; then
   say "check (correctness + benchmarks)"
   timeout -k 5 150 "$T/node" "$G/check.mjs" 2>&1 | tee "$OUT/check.log"
   say "check exit ${PIPESTATUS[0]}"
+fi
+
+# The configuration a GPU without the Hopper kernels runs (an A100, an RTX card: the addon's sm_80 code), on this
+# card: every op check again with OWLET_SM90A=0, so that attention, LoRA and the rest dispatch to the generic kernels
+# (only when named: ONLY="check-generic").
+if [[ " ${ONLY:-} " == *" check-generic "* ]]; then
+  say "check, generic kernels (OWLET_SM90A=0)"
+  OWLET_SM90A=0 timeout -k 5 150 "$T/node" "$G/check.mjs" --no-bench 2>&1 | tee "$OUT/check_generic.log"
+  say "check-generic exit ${PIPESTATUS[0]}"
 fi
 
 if want peer; then

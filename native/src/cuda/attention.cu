@@ -69,13 +69,15 @@ bool force_simple() {
 }
 
 // Warps per block of the tensor-core backward (keys per block = 16 × warps). Default by head dim from the H100 run
-// of 2026-11-26: 4 for D = 64 (ViT fwd+bwd 0.92 ms vs 1.05 with 8), 8 for D = 128 (LLaMA 2k 3.35 ms vs 3.39).
+// of 2026-11-26: 4 for D = 64 (ViT fwd+bwd 0.92 ms vs 1.05 with 8), 8 for D = 128 (LLaMA 2k 3.35 ms vs 3.39) where
+// the device's shared memory per block holds it (115,200 bytes: an A100 or Hopper, not the 99 KB of sm_86/89 cards).
 // OWLET_ATTN_BWD_WARPS=4 or 8 overrides, read per call so that a benchmark can compare both in one process.
-int bwd_warps(int D) {
+int bwd_warps(const DeviceContext& c, int D) {
   const char* e = std::getenv("OWLET_ATTN_BWD_WARPS");
   if (e && std::strcmp(e, "4") == 0) return 4;
   if (e && std::strcmp(e, "8") == 0) return 8;
-  return D == 64 ? 4 : 8;
+  if (D == 64) return 4;
+  return flash::bwd_smem_bytes<128, 8>() <= int(c.prop.sharedMemPerBlockOptin) ? 8 : 4;
 }
 
 // The tensor-core forward's variant, from OWLET_ATTN_FWD (read per call, like OWLET_ATTN_BWD_WARPS). A name that is
@@ -677,7 +679,7 @@ void launch_flash_bwd(const DeviceContext& c, const flash::Params& fp, const Dim
   using I4 = std::integral_constant<int, 4>;
   using I8 = std::integral_constant<int, 8>;
   using BR32 = std::integral_constant<int, 32>;
-  const bool four = bwd_warps(d.D) == 4;
+  const bool four = bwd_warps(c, d.D) == 4;
   if (d.D == 64) {
     if (four) launch(I64{}, I4{}, I64{});
     else launch(I64{}, I8{}, I64{});

@@ -56,7 +56,11 @@ DeviceContext* create(int index) {
   check(cudaGetDeviceProperties(&c->prop, index), "cuda init", "cudaGetDeviceProperties");
   if (!device_can_run_kernels()) {
     const std::string sm = std::to_string(c->prop.major) + std::to_string(c->prop.minor), name = c->prop.name;
+    const bool too_old = c->prop.major < 8;  // (the kernels' bf16 tensor-core instructions start with sm_80)
     delete c;
+    if (too_old)
+      fail(ErrorKind::Backend, "cuda init: owlet's CUDA kernels need compute capability 8.0 or newer (bf16 tensor "
+                               "cores); this " + name + " is sm_" + sm + ": train on the CPU (run.device: cpu)");
     fail(ErrorKind::Backend, "cuda init: this CUDA addon was built for CUDA architectures " OWLET_CUDA_ARCHS
                              " only, which cannot run on this " + name + " (sm_" + sm +
                              "); rebuild it with cmake-js compile --CDCMAKE_CUDA_ARCHITECTURES=" + sm);
@@ -182,7 +186,9 @@ bool env_is(const char* var, const char* value) {
 
 bool sm90a_device(const DeviceContext& c) {
 #ifdef OWLET_HAVE_SM90A
-  return c.prop.major == 9 && c.prop.minor == 0;
+  // OWLET_SM90A=0 (read per call): as on a GPU without them — the generic kernels an A100 or an RTX card runs, checked
+  // on a Hopper card (scripts/gpu/run.sh's check-generic).
+  return c.prop.major == 9 && c.prop.minor == 0 && !env_is("OWLET_SM90A", "0");
 #else
   (void)c;
   return false;
@@ -195,6 +201,14 @@ void set_smem_limit(const void* fn, size_t bytes, int device, const char* op) {
   std::lock_guard<std::mutex> lock(mu);
   size_t& have = set[{fn, device}];
   if (have >= bytes) return;
+  // (the kernels' choices stay within 99 KB where a device allows no more — sm_86/89 cards — unless a switch forces a
+  // larger variant: this says so instead of cudaFuncSetAttribute's bare "invalid argument")
+  int optin = 0;
+  if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) == cudaSuccess &&
+      bytes > size_t(optin))
+    fail(ErrorKind::Backend, std::string(op) + ": the kernel chosen needs " + std::to_string(bytes) +
+                                 " bytes of shared memory per block; this GPU allows " + std::to_string(optin) +
+                                 " (an OWLET_ATTN_* switch may have forced a larger variant)");
   check(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)), op,
         "cudaFuncSetAttribute(max dynamic shared memory)");
   have = bytes;
