@@ -43,4 +43,6 @@ test('loraEnv: thin and mma pick the thin products, fused, fused3 and cublas the
   t.deepEqual(loraEnv('fused+ring'), { OWLET_LORA_GEMM: 'fused', OWLET_LORA_GEMM_EPILOGUE: 'ring' });
   t.deepEqual(loraEnv('fusedl+ring+split'), { OWLET_LORA_GEMM: 'fused-l', OWLET_LORA_GEMM_EPILOGUE: 'ring', OWLET_LORA_GEMM_SPLIT: '1' });
   t.deepEqual(loraEnv('cublas+gycublas'), { OWLET_LORA_GEMM: 'cublas', OWLET_LORA_GY: 'cublas' });
+  // (ownl: OWLET_LORA_GEMM left unset, so that the OWN_L kernels are timed against the rest rather than forced)
+  t.deepEqual(loraEnv('ownl+ring+split'), { OWLET_LORA_GEMM_OWN_L: '1', OWLET_LORA_GEMM_EPILOGUE: 'ring', OWLET_LORA_GEMM_SPLIT: '1' });
 });

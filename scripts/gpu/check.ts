@@ -223,8 +223,9 @@ function loraBenches(be: Be, tryb: TryBench): void {
   // (fusedl: the fused GEMM computing its own L, x Aᵀ and gy B, OWLET_LORA_GEMM=fused-l, session 20)
   // (+overlap: its rounds of C but the first during the next tile's k-steps, OWLET_LORA_GEMM_EPILOGUE=overlap; +ring:
   // all through the stage of the tile's last k-step, =ring; session 21; +split: the last round split by k-steps,
-  // OWLET_LORA_GEMM_SPLIT=1, session 22)
-  for (const v of ['fused', 'fusedl', 'fusedl+ring+split', 'fused+ring+split', 'fused+ring', 'fusedl+ring',
+  // OWLET_LORA_GEMM_SPLIT=1, session 22; ownl+ring+split: the default those would make, the OWN_L kernels timed
+  // against the rest on each shape's first call, OWLET_LORA_GEMM_OWN_L=1, session 23)
+  for (const v of ['fused', 'fusedl', 'fusedl+ring+split', 'ownl+ring+split', 'fused+ring+split', 'fused+ring', 'fusedl+ring',
     'fused+overlap', 'fusedl+overlap', 'fused3', 'fusedwarp', 'cublas', 'gypass', 'fused+gypass', 'cublas+gycublas']) {
     tryb(() => loraBench(be, 8192, 4096, 4096, 8, v));
     tryb(() => loraBench(be, 8192, 4096, 11008, 8, v));

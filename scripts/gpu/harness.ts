@@ -78,7 +78,9 @@ export type VariantEnv = Record<string, string>;
  *  8 without dropout; session 20), 'overlap' and 'ring' (with fused or fusedl) its rounds of C but the first going out
  *  during the next tile's first k-steps, or all in one round through the stage of the tile's last k-step
  *  (OWLET_LORA_GEMM_EPILOGUE=overlap / ring; session 21), 'split' their last round split by k-steps
- *  (OWLET_LORA_GEMM_SPLIT=1; session 22), 'gypass' OWLET_LORA_GY=pass (gy B and gyᵀ xa in one pass
+ *  (OWLET_LORA_GEMM_SPLIT=1; session 22), 'ownl' the OWN_L kernels in the timed choice as kOwnLByDefault would put
+ *  them (OWLET_LORA_GEMM_OWN_L=1; session 23: 'ownl+ring+split' is the default those sessions' kernels would make),
+ *  'gypass' OWLET_LORA_GY=pass (gy B and gyᵀ xa in one pass
  *  over gy, lora_gy_pass.cuh), 'gycublas' OWLET_LORA_GY=cublas (never; unset, timed against cuBLAS's two GEMMs on a shape's
  *  first call); several joined by '+'. */
 export function loraEnv(variant: string): VariantEnv {
@@ -90,6 +92,7 @@ export function loraEnv(variant: string): VariantEnv {
     else if (v === 'fusedwarp') Object.assign(env, { OWLET_LORA_GEMM: 'fused', OWLET_LORA_GEMM_EPILOGUE: 'warp' });
     else if (v === 'overlap' || v === 'ring') env.OWLET_LORA_GEMM_EPILOGUE = v;
     else if (v === 'split') env.OWLET_LORA_GEMM_SPLIT = '1';
+    else if (v === 'ownl') env.OWLET_LORA_GEMM_OWN_L = '1';
     else if (v === 'gypass') env.OWLET_LORA_GY = 'pass';
     else if (v === 'gycublas') env.OWLET_LORA_GY = 'cublas';
     else env.OWLET_LORA = v;

@@ -57,8 +57,8 @@ export OWLET_NATIVE_CPU=$G/owlet_cpu.node OWLET_NATIVE_CUDA=$T/owlet_cuda.node
 # (and the sanitizer-new stage's cases)
 SMOKE_FILTER='(bwd wgmma-ws)|(fused|gypass)'
 # (the settings that select them, for OWLET_SKIP_ENV)
-NEW_KERNELS=(OWLET_ATTN_BWD=wgmma-ws OWLET_LORA_GEMM=fused OWLET_LORA_GEMM=fused-l OWLET_LORA_GEMM_EPILOGUE=overlap
-  OWLET_LORA_GEMM_EPILOGUE=ring OWLET_LORA_GEMM_SPLIT=1 OWLET_LORA_GY=pass)
+NEW_KERNELS=(OWLET_ATTN_BWD=wgmma-ws OWLET_LORA_GEMM=fused OWLET_LORA_GEMM=fused-l OWLET_LORA_GEMM_OWN_L=1
+  OWLET_LORA_GEMM_EPILOGUE=overlap OWLET_LORA_GEMM_EPILOGUE=ring OWLET_LORA_GEMM_SPLIT=1 OWLET_LORA_GY=pass)
 if want smoke; then
   say "smoke: the kernels not yet run on a GPU, alone first (smoke.log)"
   timeout -k 5 120 "$T/node" "$G/check.mjs" --no-bench --filter "$SMOKE_FILTER" 2>&1 | tee "$OUT/smoke.log"
@@ -71,7 +71,7 @@ if want smoke; then
   if [ "$rc" = 0 ] && ! grep -q "^0 passed" "$OUT/smoke.log"; then
     failed '\(bwd wgmma-ws\)' && skip+=(OWLET_ATTN_BWD=wgmma-ws)
     failed '\(fused(3|warp)?(\+gypass)?\)' && skip+=(OWLET_LORA_GEMM=fused)
-    failed '\(fusedl\)' && skip+=(OWLET_LORA_GEMM=fused-l)
+    failed '\(fusedl\)' && skip+=(OWLET_LORA_GEMM=fused-l OWLET_LORA_GEMM_OWN_L=1)
     failed 'overlap\)' && skip+=(OWLET_LORA_GEMM_EPILOGUE=overlap)
     failed 'ring\)' && skip+=(OWLET_LORA_GEMM_EPILOGUE=ring)
     failed 'split\)' && skip+=(OWLET_LORA_GEMM_SPLIT=1)

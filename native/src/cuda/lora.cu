@@ -534,13 +534,16 @@ void own_or_cublas(DeviceContext& c, const ChoiceKey& key, const char* env, cons
 // Whether the fused GEMM may also compute its L (x Aᵀ for y, gy B for dx) itself, the OWN_L kernels: where the fused
 // GEMM applies, rank 8, no dropout (L of the masked x is not the GEMM's A), and only with OWLET_LORA_GEMM=fused-l until
 // a GPU has run them (session 20 wrote them without one: the default path keeps to kernels a GPU has checked; once
-// checked, unset is to time them like the other fused kernels, kOwnLByDefault).
+// checked, unset is to time them like the other fused kernels, kOwnLByDefault). OWLET_LORA_GEMM_OWN_L=1 (read per
+// call) does now what kOwnLByDefault = true would: OWLET_LORA_GEMM unset, the OWN_L kernels join the timed choice —
+// so that a GPU call measures that default (and the steps under it) before the constant changes.
 constexpr bool kOwnLByDefault = false;
 bool own_l_ok(const DeviceContext& c, int64_t r, float dropout_p, std::initializer_list<const Tensor*> ts, int64_t N,
               int64_t K) {
   if (r != lora_gemm::kOwnRank || dropout_p > 0.f || thin_selected() || mma_selected()) return false;
   const char* e = std::getenv("OWLET_LORA_GEMM");
-  if (e && *e ? std::strcmp(e, "fused-l") != 0 : !kOwnLByDefault) return false;
+  const bool by_default = kOwnLByDefault || env_is("OWLET_LORA_GEMM_OWN_L", "1");
+  if (e && *e ? std::strcmp(e, "fused-l") != 0 : !by_default) return false;
   return fused_ok(c, r, ts, N, K);
 }
 
