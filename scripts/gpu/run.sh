@@ -90,6 +90,10 @@ if want smoke; then
     export OWLET_SKIP_ENV
     say "smoke exit $rc, a FAIL or nothing checked: the later stages run with OWLET_SKIP_ENV=$OWLET_SKIP_ENV OWLET_ATTN_TUNE_SKIP=${OWLET_ATTN_TUNE_SKIP:-} OWLET_LORA_GEMM=${OWLET_LORA_GEMM:-}"
   fi
+  # (the same for a later run.sh of this call: `source $OUT/smoke.env`, scripts/gpu/next-call.sh)
+  for v in OWLET_SKIP_ENV OWLET_ATTN_TUNE_SKIP OWLET_LORA_GEMM; do
+    [ -n "${!v:-}" ] && echo "export $v=${!v}"
+  done >"$OUT/smoke.env"
 fi
 
 if want check; then
