@@ -252,6 +252,9 @@ Napi::Object backend_info(Napi::Env env) {
   o.Set("multiprocessors", c.prop.multiProcessorCount);
   o.Set("l2Bytes", double(c.prop.l2CacheSize));
   o.Set("sharedMemoryPerBlockOptin", double(c.prop.sharedMemPerBlockOptin));
+  // what the addon was built for, and which kernels this device takes of them (owlet doctor prints both)
+  o.Set("builtArchitectures", OWLET_CUDA_ARCHS);
+  o.Set("kernels", cuda::sm90a_device(c) ? "hopper" : "generic");
   size_t free_b = 0, total_b = 0;
   cuda::check(cudaMemGetInfo(&free_b, &total_b), "info", "cudaMemGetInfo");
   o.Set("memoryBytes", double(total_b));
