@@ -29,6 +29,7 @@ T=$(mktemp -d /tmp/owlet-gpu.XXXX)
 LOG=$OUT/run.log
 say() { echo "== $(date +%T) $*" | tee -a "$LOG"; }
 want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
+asked() { [[ " ${ONLY:-} " == *" $1 "* ]]; }  # (the stages that run only when named)
 # the peer's JSON files of this call (PEER_RUNS): peer_torch.json first, whether or not it was written
 peer_jsons() { echo "$OUT/peer_torch.json"; ls "$OUT"/peer_torch_[0-9]*.json 2>/dev/null; }
 LAYERS=${LAYERS:-4}
@@ -105,7 +106,7 @@ fi
 # The configuration a GPU without the Hopper kernels runs (an A100, an RTX card: the addon's sm_80 code), on this
 # card: every op check again with OWLET_SM90A=0, so that attention, LoRA and the rest dispatch to the generic kernels
 # (only when named: ONLY="check-generic").
-if [[ " ${ONLY:-} " == *" check-generic "* ]]; then
+if asked check-generic; then
   say "check, generic kernels (OWLET_SM90A=0)"
   OWLET_SM90A=0 timeout -k 5 150 "$T/node" "$G/check.mjs" --no-bench 2>&1 | tee "$OUT/check_generic.log"
   say "check-generic exit ${PIPESTATUS[0]}"
@@ -208,7 +209,6 @@ profile() {
   timeout -k 5 "$limit" "$NCU" --clock-control none "$@" "$T/node" "$G/check.mjs" "$flag" >"$OUT/$name.txt" 2>&1
   say "$name exit $?"
 }
-asked() { [[ " ${ONLY:-} " == *" $1 "* ]]; }
 # Only when asked (ONLY="... ncu"): Nsight Compute on the attention kernels (check.mjs --profile-attention's).
 # (OWLET_ATTN_TUNE=0: with autotuning the first kernels of each shape are its timing trials — on 2026-11-27 all 8
 # profiled kernels were trials of the first forward; the cases name their variants themselves)
