@@ -8,8 +8,8 @@
 #      has checked them), else under today's defaults with the failed kernels kept out (smoke.env);
 #   3. the LoRA benchmarks (the ≤ 1.08× target), then the fused GEMM's kernels under ncu and compute-sanitizer
 #      memcheck over the new kernels' quick cases — $R/lora;
-#   4. if time is left, every op check through the generic kernels (OWLET_SM90A=0: what an A100 or an RTX card runs)
-#      — $R/generic.
+#   4. if time is left, every op check and the owl-tiny fixture through the generic kernels (OWLET_SM90A=0: what an
+#      A100 or an RTX card runs) — $R/generic.
 # On the GPU machine, from the repository root with .gpu/ carried (scripts/gpu/build-bundle.sh), the device tool's
 # timeout_s 590: bash scripts/gpu/next-call.sh. Everything comes back in $OUT/next.tgz; the lines to read first are
 # printed at the end.
@@ -37,13 +37,15 @@ grep -q "smoke passed" "$R/smoke/run.log" 2>/dev/null &&
 echo "steps under: ${candidate[*]:-the current defaults}" | tee -a "$R/notes.txt"
 part deep 300 "${candidate[@]}" LAYERS=32 ONLY="peer train" TRAIN_ARGS=--no-tiny
 part lora 200 ONLY="bench-lora ncu-lora-gemm sanitizer-new"
-if [ "$(left)" -gt 90 ]; then part generic 160 ONLY=check-generic
+if [ "$(left)" -gt 90 ]; then part generic 220 ONLY=check-generic
 else echo "generic left out: $(left) s left" >>"$R/notes.txt"; fi
 
 tar -C /tmp -czf "${OUT:-$R}/next.tgz" owlet-next
 cat "$R/notes.txt"
 cat "$R"/{smoke,deep,lora,generic}/run.log 2>/dev/null | grep -E "^== "
-grep -E "passed, |^FAIL" "$R/smoke/smoke.log" "$R/lora/sanitizer_new.log" "$R/generic/check_generic.log" 2>/dev/null | head -30
+grep -E "passed, |^FAIL" "$R/smoke/smoke.log" "$R/lora/sanitizer_new.log" "$R/generic/check_generic.log" 2>/dev/null |
+  head -30
+grep -E "^(PASS|FAIL)" "$R/generic/fixture_generic.log" 2>/dev/null | cut -c1-160
 grep -hE "^BENCH lora_M8192_K4096_N(4096|11008)_r8(_|\s)" "$R/lora/bench_lora.log" 2>/dev/null | cut -c1-120
 grep -E "^  void|Duration" "$R/lora/ncu_lora_gemm.txt" 2>/dev/null | head -40
 cat "$R/deep/steps.log" 2>/dev/null

@@ -104,12 +104,14 @@ if want check; then
 fi
 
 # The configuration a GPU without the Hopper kernels runs (an A100, an RTX card: the addon's sm_80 code), on this
-# card: every op check again with OWLET_SM90A=0, so that attention, LoRA and the rest dispatch to the generic kernels
-# (only when named: ONLY="check-generic").
+# card: every op check again with OWLET_SM90A=0, so that attention, LoRA and the rest dispatch to the generic kernels,
+# then the owl-tiny fixture the same way (only when named: ONLY="check-generic").
 if asked check-generic; then
   say "check, generic kernels (OWLET_SM90A=0)"
   OWLET_SM90A=0 timeout -k 5 150 "$T/node" "$G/check.mjs" --no-bench 2>&1 | tee "$OUT/check_generic.log"
   say "check-generic exit ${PIPESTATUS[0]}"
+  OWLET_SM90A=0 timeout -k 5 60 "$T/node" "$G/fixture.mjs" "$G/owl-tiny" cuda 2>&1 | tee "$OUT/fixture_generic.log"
+  say "fixture (generic kernels) exit ${PIPESTATUS[0]}"
 fi
 
 if want peer; then
