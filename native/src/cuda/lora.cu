@@ -386,8 +386,9 @@ bool fused_gemm(DeviceContext& c, const Tensor& a, const Tensor& w, bool w_nmajo
   const bool masked = drop && drop->on;
   if (masked && !w_nmajor) return false;  // (only dx has a masked update)
   const bool own_l = own != nullptr;
+  // row blocks: OWN_L's flags, then (the split) one per block after them, in one array of kFlagRowBlocks
+  const int64_t m_blocks = (a.rows() + lora_gemm::kBM - 1) / lora_gemm::kBM;
   if (own_l) {
-    const int64_t m_blocks = (a.rows() + lora_gemm::kBM - 1) / lora_gemm::kBM;
     const Tensor& p = *own->p;
     if (masked || l.cols() != lora_gemm::kOwnRank || p.rows() != lora_gemm::kOwnRank || p.cols() != a.cols() ||
         m_blocks > kFlagRowBlocks)
@@ -427,15 +428,14 @@ bool fused_gemm(DeviceContext& c, const Tensor& a, const Tensor& w, bool w_nmajo
   const bool ring = !masked && !three && g.K > 0 && epi == lora_gemm::kEpiRing;  // (K > 0: a stage to hold)
   // the split last round (in the kernels lora_gemm::splits names): each block's slot of partial sums and its flag after
   // the row blocks' (one epoch per launch)
-  const int64_t m_blocks_all = (int64_t(g.M) + lora_gemm::kBM - 1) / lora_gemm::kBM;
   const int launched_epi = ring ? lora_gemm::kEpiRing : overlap ? lora_gemm::kEpiOverlap : lora_gemm::kEpiGroup;
   const bool split = split_selected() && lora_gemm::splits(launched_epi, own_l, own_gb, masked) &&
-                     m_blocks_all + c.prop.multiProcessorCount <= kFlagRowBlocks;
+                     m_blocks + c.prop.multiProcessorCount <= kFlagRowBlocks;
   Tensor split_ws;
   if (split) {
     if (!own_l && !grid_flag_epoch(c, g.flags, g.epoch)) return false;
     maps.split = 1;
-    maps.split_flags = g.flags + m_blocks_all;
+    maps.split_flags = g.flags + m_blocks;
   }
   const size_t smem = three ? lora_gemm::smem_bytes<3>() : lora_gemm::smem_bytes<4>();
   cudaLaunchConfig_t cfg{};

@@ -321,8 +321,10 @@ struct KeepBits {
   __device__ __forceinline__ bool kept(int j) const { return (w[(127 - j) >> 5] >> ((127 - j) & 31)) & 1u; }
 };
 
-// 16 bytes of fp32 through L2 only (ld.global.cg): another block's partial sums, written during this kernel.
-__device__ __forceinline__ float4 load_l2_f4(const float4* p) {
+// 16 bytes through L2 only (ld.global.cg): what another block wrote during this kernel — L's rows (as uint4: bf16
+// pairs), the split's partial sums (float4).
+template <class V>
+__device__ __forceinline__ V load_l2(const V* p) {
 #ifdef OWLET_CUDA_EMULATION
   return *p;
 #else
@@ -486,7 +488,7 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
           reinterpret_cast<const float4*>(maps->split_ws + size_t(c * kCluster + rank) * kSplitSlot) + ctid;
 #pragma unroll
       for (int q = 0; q < 32; q++) {
-        const float4 v = load_l2_f4(src + q * 256);
+        const float4 v = load_l2(src + q * 256);
         acc[4 * q] += v.x, acc[4 * q + 1] += v.y, acc[4 * q + 2] += v.z, acc[4 * q + 3] += v.w;
       }
     }
@@ -638,14 +640,8 @@ __device__ __forceinline__ void consume(const Args& g, const Maps* maps, uint32_
   }
 }
 
-// 16 bytes of global memory through L2 only (ld.global.cg): L's rows that another block wrote during this kernel.
-__device__ __forceinline__ uint4 load_l2(const bf16* p) {
-#ifdef OWLET_CUDA_EMULATION
-  return *reinterpret_cast<const uint4*>(p);
-#else
-  return __ldcg(reinterpret_cast<const uint4*>(p));
-#endif
-}
+// L's 8 bf16 of a row (16 bytes) through L2 only (load_l2)
+__device__ __forceinline__ uint4 load_l2(const bf16* p) { return load_l2(reinterpret_cast<const uint4*>(p)); }
 
 // Producer warps 1–3 (lane `pl` of 96) write a tile's rank-r operands into the lr buffer: R's rows n0..n0+127 in
 // 16-byte chunks 0–1, n0+128..n0+255 in chunks 2–3 and (with_l) s·L's rows m0..m0+127 in chunks 4–5 of 128 swizzled
