@@ -20,7 +20,7 @@ import { loadTokenizerJson, TokenizerError } from '../../lib/data/index.ts';
 const tmp = () => mkdtempSync(join(tmpdir(), 'owlet-hostile-'));
 const TORCH = new URL('../fixtures/torch/state_dict.bin', import.meta.url).pathname;
 
-test('an overwrite of a sharded checkpoint stopped half-way cannot load as a mix of old and new shards', (t) => {
+test('an overwrite of a sharded checkpoint that fails half-way leaves the old one whole, never a mix', (t) => {
   const dir = tmp(), path = join(dir, 'model.safetensors');
   scope(() => {
     const v = (x: number) => tensor(new Float32Array(64).fill(x));
@@ -28,7 +28,8 @@ test('an overwrite of a sharded checkpoint stopped half-way cannot load as a mix
     const gone = v(2);
     gone.dispose(); // the second shard's save fails on it
     t.throws(() => saveSafetensors(path, new Map([['a', v(2)], ['b', gone], ['c', v(2)]]), { maxShardBytes: 256 }));
-    t.throws(() => loadCheckpoint(dir), { instanceOf: CheckpointError, message: /no checkpoint found/ });
+    // (new shards are staged under temporary names and renamed only once all are complete: hostile-more.test.ts)
+    t.deepEqual([...loadCheckpoint(dir).values()].map((x) => x.toArray()[0]), [1, 1, 1]);
     // a complete save with fewer shards leaves none of the earlier ones behind
     saveSafetensors(path, new Map([['a', v(3)], ['b', v(3)], ['c', v(3)]]), { maxShardBytes: 256 });
     saveSafetensors(path, new Map([['a', v(4)], ['b', v(4)]]), { maxShardBytes: 256 });

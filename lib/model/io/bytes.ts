@@ -1,7 +1,7 @@
 // The bridge between file bytes and runtime tensors: one tensor's bytes become one Tensor (and back), with the dtype
 // conversions the formats need. Everything here handles one tensor at a time, so no caller ever holds a whole
 // checkpoint twice.
-import { readSync, writeSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync, writeSync } from 'node:fs';
 import { Tensor, type DType, type Device } from '../../tensor/index.ts';
 import { backendFor } from '../../native.ts';
 import { CheckpointError } from './errors.ts';
@@ -63,6 +63,24 @@ export function readExact(fd: number, dst: Uint8Array, position: number, where: 
     }
     done += n;
   }
+}
+
+/**
+ * Opens a checkpoint file for reading; anything but a regular file is a typed error. (A folder failed later with a
+ * bare EISDIR, and a FIFO blocked the open forever: O_NONBLOCK lets the open return so fstat can refuse it.)
+ */
+export function openRegularFile(file: string): number {
+  let fd: number;
+  try {
+    fd = openSync(file, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0));
+  } catch (e) {
+    throw new CheckpointError(`cannot open: ${(e as Error).message}`, { file });
+  }
+  if (!fstatSync(fd).isFile()) {
+    closeSync(fd);
+    throw new CheckpointError('is not a regular file (a folder, FIFO or device cannot be a checkpoint)', { file });
+  }
+  return fd;
 }
 
 export function writeAll(fd: number, src: Uint8Array): void {

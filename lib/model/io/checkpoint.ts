@@ -3,7 +3,8 @@
 import { closeSync, existsSync, mkdirSync, openSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Tensor } from '../../tensor/index.ts';
-import { TORCH_DTYPE_NAMES, writeConfig, type OwlConfig } from './config.ts';
+import { commitStaged, discardStaged, stageData, type StagedFile } from './atomic.ts';
+import { owlConfigText, TORCH_DTYPE_NAMES, type OwlConfig } from './config.ts';
 import { stage1FromPretrained } from './convert.ts';
 import { CheckpointError } from './errors.ts';
 import { canonicalKey } from './keys.ts';
@@ -83,13 +84,26 @@ export function loadSafetensors(pathOrDir: string, opts: LoadOptions = {}): Map<
 export function saveCheckpoint(dir: string, tensors: ReadonlyMap<string, Tensor>,
   opts: ShardedSaveOptions & { config?: OwlConfig } = {}): string[] {
   mkdirSync(dir, { recursive: true });
-  const files = saveSafetensors(join(dir, 'model.safetensors'), tensors, { ...opts, metadata: { format: 'pt', ...opts.metadata } });
+  // config.json is staged before the weights are written and moved into place right after them: a save that fails
+  // leaves the old pair, never new weights beside an old config that describes another model.
+  let config: StagedFile | undefined;
   if (opts.config) {
     const first = tensors.values().next().value as Tensor | undefined;
     const dtype = opts.dtype ?? first?.dtype ?? 'f32';
     const torchDtype = TORCH_DTYPE_NAMES[dtype as keyof typeof TORCH_DTYPE_NAMES] ?? 'float32';
-    writeConfig(dir, { ...opts.config, extra: { architectures: ['MplugOwlForConditionalGeneration'], ...opts.config.extra, torch_dtype: torchDtype } });
-    files.push(join(dir, 'config.json'));
+    config = stageData(join(dir, 'config.json'), owlConfigText({ ...opts.config,
+      extra: { architectures: ['MplugOwlForConditionalGeneration'], ...opts.config.extra, torch_dtype: torchDtype } }));
+  }
+  let files: string[];
+  try {
+    files = saveSafetensors(join(dir, 'model.safetensors'), tensors, { ...opts, metadata: { format: 'pt', ...opts.metadata } });
+  } catch (e) {
+    if (config) discardStaged([config]);
+    throw e;
+  }
+  if (config) {
+    commitStaged(config);
+    files.push(config.path);
   }
   return files;
 }

@@ -234,9 +234,12 @@ export function readConfig(dirOrFile: string): OwlConfig {
   return parseOwlConfig(readJson(file), file);
 }
 
+/** The text of config.json for `c`. */
+export function owlConfigText(c: OwlConfig): string { return JSON.stringify(owlConfigToJson(c), null, 2) + '\n'; }
+
 /** Writes `dir/config.json` atomically. */
 export function writeConfig(dir: string, c: OwlConfig): void {
-  writeFileAtomic(join(dir, 'config.json'), JSON.stringify(owlConfigToJson(c), null, 2) + '\n');
+  writeFileAtomic(join(dir, 'config.json'), owlConfigText(c));
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -321,6 +324,9 @@ export function readAdapterConfig(dirOrFile: string): AdapterConfig {
   return parseAdapterConfig(readJson(file), file);
 }
 
+/** The text of adapter_config.json for `c`. */
+export function adapterConfigText(c: AdapterConfig): string { return JSON.stringify(adapterConfigToJson(c), null, 2) + '\n'; }
+
 export function writeAdapterConfig(dir: string, c: AdapterConfig): void {
-  writeFileAtomic(join(dir, 'adapter_config.json'), JSON.stringify(adapterConfigToJson(c), null, 2) + '\n');
+  writeFileAtomic(join(dir, 'adapter_config.json'), adapterConfigText(c));
 }

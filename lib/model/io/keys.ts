@@ -1,8 +1,10 @@
 // The official state-dict key names of spec §2.2 as a function of the config, with their shapes, plus the PEFT LoRA
 // names (§2.5) and the normalisation applied on load (Trainer `.default.` names, `base_model.model.` prefixes,
 // `rotary_emb.inv_freq` buffers). In memory, owlet names every tensor by these strings.
+import { createContext, Script, type Context } from 'node:vm';
 import type { AdapterConfig, OwlConfig } from './config.ts';
 import { visionPositions } from './config.ts';
+import { ConfigError } from './errors.ts';
 
 /** Every tensor of an mPLUG-Owl model under its official key, with its shape, in module order. */
 export function expectedKeys(c: OwlConfig): Map<string, number[]> {
@@ -85,12 +87,45 @@ export function linearModules(c: OwlConfig): Map<string, [number, number]> {
 export function isLoraTarget(a: Pick<AdapterConfig, 'targetModules' | 'layersToTransform'>, moduleName: string): boolean {
   const t = a.targetModules;
   const hit = typeof t === 'string'
-    ? new RegExp(`^(?:${t})$`).test(moduleName)
+    ? regexFullMatch(t, moduleName)
     : t.some((x) => moduleName === x || moduleName.endsWith(`.${x}`));
   if (!hit || a.layersToTransform === null || a.layersToTransform === undefined) return hit;
   const layer = /\.layers\.(\d+)\./.exec(moduleName);
   const want = Array.isArray(a.layersToTransform) ? a.layersToTransform : [a.layersToTransform];
   return !!layer && want.includes(Number(layer[1]));
+}
+
+/** How long one target_modules regex may take on one module name; real patterns take microseconds. */
+export const REGEX_TIME_LIMIT_MS = 500;
+const regexScript = new Script('re.test(name)');
+/** pattern → (module name → full match), so a pattern runs once per module name, not once per forward. */
+const regexResults = new Map<string, { context: Context; hits: Map<string, boolean> }>();
+
+/**
+ * `^(?:pattern)$` tested against `name` under a time limit. The pattern comes from adapter_config.json, i.e. from a
+ * downloaded file, and a backtracking one such as `(.*)*z` took hours on a 46-character module name; in a vm with a
+ * timeout V8 interrupts it. Results are cached, so the vm costs well under a millisecond per module name, once.
+ */
+function regexFullMatch(pattern: string, name: string): boolean {
+  let r = regexResults.get(pattern);
+  if (!r) {
+    r = { context: createContext({ re: new RegExp(`^(?:${pattern})$`), name: '' }), hits: new Map() };
+    regexResults.set(pattern, r);
+  }
+  let hit = r.hits.get(name);
+  if (hit === undefined) {
+    r.context.name = name;
+    try {
+      hit = regexScript.runInContext(r.context, { timeout: REGEX_TIME_LIMIT_MS }) === true;
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'ERR_SCRIPT_EXECUTION_TIMEOUT') throw e;
+      throw new ConfigError(`target_modules ${JSON.stringify(pattern)} did not finish matching the module name '${name}' ` +
+        `within ${REGEX_TIME_LIMIT_MS} ms: the regular expression backtracks catastrophically (e.g. a nested quantifier ` +
+        'like (.*)*); simplify it or list the module names');
+    }
+    r.hits.set(name, hit);
+  }
+  return hit;
 }
 
 export const PEFT_PREFIX = 'base_model.model.';

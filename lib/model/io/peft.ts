@@ -5,10 +5,11 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Tensor } from '../../tensor/index.ts';
 import { findCheckpoint, openCheckpointFile } from './checkpoint.ts';
-import { readAdapterConfig, writeAdapterConfig, type AdapterConfig, type OwlConfig } from './config.ts';
-import { CheckpointError } from './errors.ts';
+import { commitStaged, discardStaged, stageData } from './atomic.ts';
+import { adapterConfigText, readAdapterConfig, type AdapterConfig, type OwlConfig } from './config.ts';
+import { CheckpointError, ConfigError } from './errors.ts';
 import { canonicalKey, expectedLoraKeys, loraKey, parseLoraKey } from './keys.ts';
-import { writeSafetensorsFile } from './safetensors.ts';
+import { stageSafetensorsFile } from './safetensors.ts';
 import { readFromSource, type LoadOptions } from './source.ts';
 
 export interface Adapter {
@@ -39,7 +40,12 @@ export function loadAdapter(dir: string, opts: AdapterLoadOptions = {}): Adapter
           'adapter_config.json', { file, tensor: raw });
       }
     }
-    const expected = opts.model ? expectedLoraKeys(opts.model, config) : undefined;
+    let expected: Map<string, number[]> | undefined;
+    try {
+      expected = opts.model ? expectedLoraKeys(opts.model, config) : undefined;
+    } catch (e) { // (a target_modules regex that never finishes: name the file it came from)
+      throw e instanceof ConfigError ? new ConfigError(e.message, join(dir, 'adapter_config.json')) : e;
+    }
     // (PEFT raises the same: an adapter whose target_modules / layers_to_transform match nothing would load as no LoRA)
     if (expected && expected.size === 0) {
       throw new CheckpointError(`target_modules ${JSON.stringify(config.targetModules)}` +
@@ -53,7 +59,11 @@ export function loadAdapter(dir: string, opts: AdapterLoadOptions = {}): Adapter
   return { config, tensors };
 }
 
-/** Writes `dir/adapter_model.safetensors` (PEFT names) and `dir/adapter_config.json`, each atomically. */
+/**
+ * Writes `dir/adapter_model.safetensors` (PEFT names) and `dir/adapter_config.json` as a pair: both are staged in full
+ * before either replaces its old file, so a failed save never leaves new weights beside the old config (whose
+ * lora_alpha would then scale them wrongly without a word).
+ */
 export function saveAdapter(dir: string, tensors: ReadonlyMap<string, Tensor>, config: AdapterConfig): string[] {
   const out: [string, Tensor][] = [];
   for (const [name, t] of tensors) {
@@ -68,8 +78,14 @@ export function saveAdapter(dir: string, tensors: ReadonlyMap<string, Tensor>, c
     out.push([lora ? key! : `base_model.model.${key}`, t]);
   }
   if (!existsSync(dir)) mkdirSync(dir, { recursive: true });
-  const model = join(dir, 'adapter_model.safetensors');
-  writeSafetensorsFile(model, out, { metadata: { format: 'pt' } });
-  writeAdapterConfig(dir, config);
-  return [model, join(dir, 'adapter_config.json')];
+  const model = join(dir, 'adapter_model.safetensors'), configFile = join(dir, 'adapter_config.json');
+  const staged = [stageData(configFile, adapterConfigText(config))];
+  try {
+    staged.unshift(stageSafetensorsFile(model, out, { metadata: { format: 'pt' } }));
+    for (const s of staged) commitStaged(s);
+  } catch (e) {
+    discardStaged(staged);
+    throw e;
+  }
+  return [model, configFile];
 }

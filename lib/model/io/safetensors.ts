@@ -3,10 +3,10 @@
 // offsets relative to the data start (8 + N). Reading parses and validates the header, then reads each tensor's byte
 // range with positional reads into a scratch buffer that is copied into native storage: a checkpoint is never held
 // twice. Writing streams tensor by tensor into a temporary file (atomic.ts) and renames it into place.
-import { closeSync, fstatSync, openSync } from 'node:fs';
+import { closeSync, fstatSync } from 'node:fs';
 import type { DType, Tensor } from '../../tensor/index.ts';
-import { writeAtomic } from './atomic.ts';
-import { readExact, Scratch, savedDType, tensorBytes, tensorFromBytes, writeAll, type TensorLoadOptions } from './bytes.ts';
+import { commitStaged, stageFile, type StagedFile } from './atomic.ts';
+import { openRegularFile, readExact, Scratch, savedDType, tensorBytes, tensorFromBytes, writeAll, type TensorLoadOptions } from './bytes.ts';
 import { isSafetensorsDType, numelOf, SAFETENSORS_DTYPES, safetensorsDTypeOf, UNSUPPORTED_SAFETENSORS_DTYPES,
   RUNTIME_SIZE, type SafetensorsDType } from './dtypes.ts';
 import { CheckpointError } from './errors.ts';
@@ -74,7 +74,7 @@ export function readSafetensorsHeader(file: string, fd: number): SafetensorsHead
     }
     entries.set(name, parseEntry(file, name, raw, dataStart, dataLen));
   }
-  checkNoOverlap(file, entries);
+  checkNoOverlap(file, entries, dataStart, dataLen);
   return { entries, metadata, dataStart, fileSize };
 }
 
@@ -116,14 +116,30 @@ function parseEntry(file: string, name: string, raw: unknown, dataStart: number,
   return { name, dtype, shape: shape as number[], begin: dataStart + b, end: dataStart + e };
 }
 
-function checkNoOverlap(file: string, entries: Map<string, SafetensorsEntry>): void {
+/**
+ * The tensors' byte ranges must tile the data section exactly, as the format requires ("entirely indexed, no holes")
+ * and the reference reader checks. An overlap lets two tensors share bytes; a hole is what a tensor named twice in the
+ * header leaves behind (JSON.parse keeps the last of two equal keys, so one of two different tensors was dropped
+ * without a word), or a header that does not describe the file.
+ */
+function checkNoOverlap(file: string, entries: Map<string, SafetensorsEntry>, dataStart: number, dataLen: number): void {
   const sorted = [...entries.values()].filter((x) => x.end > x.begin).sort((x, y) => x.begin - y.begin);
-  for (let i = 1; i < sorted.length; i++) {
-    if (sorted[i].begin < sorted[i - 1].end) {
+  let covered = dataStart;
+  for (let i = 0; i < sorted.length; i++) {
+    if (i > 0 && sorted[i].begin < sorted[i - 1].end) {
       throw new CheckpointError(`header lies: its bytes overlap those of '${sorted[i - 1].name}'`,
         { file, tensor: sorted[i].name });
     }
+    if (sorted[i].begin > covered) throw holeError(file, covered - dataStart, sorted[i].begin - dataStart, sorted[i].name);
+    covered = sorted[i].end;
   }
+  if (covered < dataStart + dataLen) throw holeError(file, covered - dataStart, dataLen);
+}
+
+function holeError(file: string, from: number, to: number, before?: string): CheckpointError {
+  return new CheckpointError(`bytes [${from}, ${to}) of the data section belong to no tensor` +
+    (before ? ` (the next tensor is '${before}')` : ' (after the last tensor)') + ': the header does not describe the ' +
+    'data (a tensor named twice in the header, or bytes appended to the file)', { file });
 }
 
 /**
@@ -143,12 +159,7 @@ export class SafetensorsFile implements TensorSource {
   }
 
   static open(path: string): SafetensorsFile {
-    let fd: number;
-    try {
-      fd = openSync(path, 'r');
-    } catch (e) {
-      throw new CheckpointError(`cannot open: ${(e as Error).message}`, { file: path });
-    }
+    const fd = openRegularFile(path);
     try {
       return new SafetensorsFile(path, fd, readSafetensorsHeader(path, fd));
     } catch (e) {
@@ -234,10 +245,16 @@ export function encodeHeader(tensors: Iterable<[string, { dtype: DType; shape: r
 /** Writes one safetensors file atomically, streaming one tensor at a time (peak extra memory: one tensor). */
 export function writeSafetensorsFile(path: string, tensors: Iterable<[string, Tensor]>, opts: SafetensorsSaveOptions = {}):
   void {
+  commitStaged(stageSafetensorsFile(path, tensors, opts));
+}
+
+/** Writes the file beside `path` under a temporary name, complete and fsynced; `commitStaged` moves it into place. */
+export function stageSafetensorsFile(path: string, tensors: Iterable<[string, Tensor]>, opts: SafetensorsSaveOptions = {}):
+  StagedFile {
   const list = [...tensors];
   const { header } = encodeHeader(list.map(([n, t]) => [n, { dtype: savedDType(t, opts.dtype), shape: t.shape }]),
     opts.metadata);
-  writeAtomic(path, (fd) => {
+  return stageFile(path, (fd) => {
     writeAll(fd, header);
     for (const [name, t] of list) {
       let bytes: Uint8Array;

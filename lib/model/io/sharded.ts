@@ -4,11 +4,11 @@
 import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { Tensor } from '../../tensor/index.ts';
-import { writeFileAtomic } from './atomic.ts';
+import { commitStaged, discardStaged, writeFileAtomic, type StagedFile } from './atomic.ts';
 import { savedDType, type TensorLoadOptions } from './bytes.ts';
 import { numelOf, RUNTIME_SIZE } from './dtypes.ts';
 import { CheckpointError } from './errors.ts';
-import { SafetensorsFile, writeSafetensorsFile, type SafetensorsSaveOptions } from './safetensors.ts';
+import { SafetensorsFile, stageSafetensorsFile, writeSafetensorsFile, type SafetensorsSaveOptions } from './safetensors.ts';
 import { readFromSource, type LoadOptions, type TensorSource } from './source.ts';
 
 export interface ShardIndex {
@@ -159,17 +159,39 @@ export function saveSafetensors(path: string, tensors: ReadonlyMap<string, Tenso
     return [path];
   }
   const dir = dirname(path);
-  // The old index goes first: shards are replaced one by one, and an interruption half-way must leave a set that
-  // fails to load (no index), not an old index over a mix of new and old shards that loads without a word.
-  if (existsSync(indexPath)) rmSync(indexPath);
+  // Every new shard is written in full under a temporary name before anything of the old checkpoint is touched: a
+  // save that fails half-way (disk full, a bad tensor) leaves the previous checkpoint as it was. (It used to replace
+  // shards one by one, so such a failure destroyed a good checkpoint already on disk.)
   const weightMap: Record<string, string> = {};
+  const staged: StagedFile[] = [];
+  try {
+    // (a folder in the way would only fail at the rename, with the old checkpoint already half replaced)
+    for (const f of [indexPath, ...plan.map((_, i) => join(dir, shardName(path, i + 1, plan.length)))]) {
+      if (existsSync(f) && !statSync(f).isFile()) throw new CheckpointError('is in the way and is not a regular file', { file: f });
+    }
+    plan.forEach((names, i) => {
+      const file = shardName(path, i + 1, plan.length);
+      const target = join(dir, file);
+      staged.push(stageSafetensorsFile(target, names.map((n) => [n, tensors.get(n)!]), opts));
+      for (const n of names) weightMap[n] = file;
+    });
+  } catch (e) {
+    discardStaged(staged);
+    throw e;
+  }
+  // The old index goes first: an interruption during the renames must leave a set that fails to load (no index), not
+  // an old index over a mix of new and old shards that loads without a word.
+  if (existsSync(indexPath)) rmSync(indexPath);
   const written: string[] = [];
-  plan.forEach((names, i) => {
-    const file = shardName(path, i + 1, plan.length);
-    writeSafetensorsFile(join(dir, file), names.map((n) => [n, tensors.get(n)!]), opts);
-    for (const n of names) weightMap[n] = file;
-    written.push(join(dir, file));
-  });
+  try {
+    for (const s of staged) {
+      commitStaged(s);
+      written.push(s.path);
+    }
+  } catch (e) {
+    discardStaged(staged);
+    throw e;
+  }
   const total = sizes.reduce((a, [, s]) => a + s, 0);
   const sortedMap = Object.fromEntries(Object.entries(weightMap).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
   // (the files' own metadata, e.g. "format": "pt", is in every shard; transformers' index holds only total_size)

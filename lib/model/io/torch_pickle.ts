@@ -3,9 +3,9 @@
 // of pickle.ts with an allow-list of exactly what torch writes for a state dict: OrderedDict, the tensor and
 // parameter rebuild functions, and the typed storage classes. No code from the file ever runs. Tensors are read
 // lazily, one at a time, straight from their storage's byte range.
-import { existsSync, openSync, readSync, closeSync } from 'node:fs';
+import { existsSync, readSync, closeSync } from 'node:fs';
 import type { Tensor } from '../../tensor/index.ts';
-import { Scratch, tensorFromBytes, type TensorLoadOptions } from './bytes.ts';
+import { openRegularFile, Scratch, tensorFromBytes, type TensorLoadOptions } from './bytes.ts';
 import { numelOf, SAFETENSORS_DTYPES, type SafetensorsDType } from './dtypes.ts';
 import { CheckpointError } from './errors.ts';
 import { PickleTuple, unpickle, type AllowedGlobal } from './pickle.ts';
@@ -141,9 +141,19 @@ export class TorchCheckpoint implements TensorSource {
     }, file);
     if (!(root instanceof Map)) fail('the pickled object is not a dict of tensors (a state dict)');
     for (const [k, v] of root as Map<unknown, unknown>) {
-      if (typeof k !== 'string') { this.skipped.push(String(k)); continue; }
+      if (typeof k !== 'string') { this.skipped.push(`(a ${typeof k} key)`); continue; }
       if (isTensorRef(v)) this.tensors.set(k, v);
       else this.skipped.push(k);
+    }
+    // A training checkpoint ({'model': state_dict, 'optimizer': …, 'epoch': 3}) has its tensors one level down; read
+    // as a state dict it held no tensors at all and loaded as an empty checkpoint without a word.
+    if (!this.tensors.size) {
+      const nested = [...(root as Map<unknown, unknown>)].find(([k, v]) =>
+        typeof k === 'string' && v instanceof Map && [...v.values()].some(isTensorRef));
+      if (nested) {
+        fail(`holds no tensors at its top level, but its key '${nested[0]}' is a dict of tensors: a training checkpoint, ` +
+          `not a state dict; save the state dict itself (torch.save(checkpoint['${nested[0]}'], path))`);
+      }
     }
     for (const s of storages.values()) {
       const entry = this.zip.entries.get(`${this.prefix}data/${s.key}`);
@@ -241,7 +251,7 @@ function gatherStrided(span: Uint8Array, out: Uint8Array, shape: number[], strid
 /** Pre-1.6 torch.save files are a bare pickle stream with a magic number, not a zip: say so instead of failing oddly. */
 function rejectLegacy(path: string): void {
   if (!existsSync(path)) throw new CheckpointError('not found', { file: path });
-  const fd = openSync(path, 'r');
+  const fd = openRegularFile(path);
   try {
     const head = new Uint8Array(4);
     const n = readSync(fd, head, 0, 4, 0);

@@ -1,9 +1,9 @@
 // A minimal zip reader for torch.save archives: the central directory (with ZIP64, which a 14 GB pytorch_model.bin
 // needs), stored entries read in place with positional reads, deflated entries inflated whole (torch never writes
 // those, but a re-zipped file might). No extraction to disk, no paths interpreted.
-import { closeSync, fstatSync, openSync } from 'node:fs';
+import { closeSync, fstatSync } from 'node:fs';
 import { crc32, inflateRawSync } from 'node:zlib';
-import { readExact } from './bytes.ts';
+import { openRegularFile, readExact } from './bytes.ts';
 import { CheckpointError } from './errors.ts';
 
 export interface ZipEntry {
@@ -33,13 +33,7 @@ export class ZipFile {
   }
 
   static open(path: string): ZipFile {
-    let fd: number;
-    try {
-      fd = openSync(path, 'r');
-    } catch (e) {
-      throw new CheckpointError(`cannot open: ${(e as Error).message}`, { file: path });
-    }
-    const z = new ZipFile(path, fd);
+    const z = new ZipFile(path, openRegularFile(path));
     try {
       z.readDirectory();
     } catch (e) {
