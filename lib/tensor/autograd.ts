@@ -5,7 +5,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { ArgumentError, ShapeError } from './errors.ts';
 import { keep, setTapeHooks } from './scope.ts';
-import { Tensor, full } from './tensor.ts';
+import { Tensor, full, sameBackend } from './tensor.ts';
 
 /** `saved` holds what record() was given, in order; a slot recorded as null (an operand the op knew its backward
  *  would not read, given which inputs need a gradient) is null here too, typed as Tensor for the ops' convenience.
@@ -281,7 +281,13 @@ export function backward(loss: Tensor, grad?: Tensor, o: BackwardOptions = {}): 
     clearTape();
     throw new ArgumentError('backward: the loss does not depend on any tensor that requires grad', 'backward');
   }
-  if (grad && grad.numel !== loss.numel) throw new ShapeError(`backward: grad ${grad.describe()} does not match ${loss.describe()}`, 'backward');
+  if (grad !== undefined) {
+    // (checked here: a grad of another dtype failed in the first op's backward, naming that op — 'mul: a must be f32')
+    if (!(grad instanceof Tensor)) throw new ArgumentError(`backward: grad must be a Tensor, got ${grad === null ? 'null' : typeof grad}`, 'backward');
+    sameBackend('backward', loss, grad);
+    if (grad.numel !== loss.numel) throw new ShapeError(`backward: grad ${grad.describe()} does not match ${loss.describe()}`, 'backward');
+    if (grad.dtype !== loss.dtype) throw new ArgumentError(`backward: grad ${grad.describe()} must have the loss's dtype (${loss.describe()})`, 'backward');
+  }
   if (loss.fromTape && !tape.some((n) => n.outputs.includes(loss.id))) {
     throw new ArgumentError(`backward: the op that produced ${loss.toString()} is no longer on the tape: a backward() ` +
       'already went through it (each backward consumes the whole tape: sum the losses and call backward once), or ' +

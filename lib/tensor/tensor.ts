@@ -128,7 +128,12 @@ export class Tensor {
     const c = new Tensor(this.backend.cast(this.handle, 'f32'), this.backend);
     try { return c.data<'f32'>(); } finally { c.dispose(); }
   }
-  toArray(): number[] { return Array.from(this.dtype === 'i64' ? Array.from(this.data<'i64'>(), Number) : this.toFloat32()); }
+  toArray(): number[] {
+    if (this.dtype === 'i64') return Array.from(this.data<'i64'>(), Number);
+    // (integers as stored: through f32 an i32 above 2^24 came back rounded)
+    if (this.dtype === 'i32' || this.dtype === 'u8') return Array.from(this.data<'i32' | 'u8'>());
+    return Array.from(this.toFloat32());
+  }
   /** The single value of a one-element tensor (synchronises a device). */
   item(): number {
     if (this.numel !== 1) throw new ShapeError(`item() needs a one-element tensor, got ${this.describe()}`, 'item');
@@ -197,8 +202,28 @@ const arrayDType = (a: ArrayBufferView): DType | undefined =>
   a instanceof Float32Array ? 'f32' : a instanceof Int32Array ? 'i32' : a instanceof BigInt64Array ? 'i64'
     : a instanceof Uint8Array ? 'u8' : undefined;
 
+type IntegerDType = 'i32' | 'i64' | 'u8';
+const isIntegerDType = (d: DType | undefined): d is IntegerDType => d === 'i32' || d === 'i64' || d === 'u8';
+// The whole numbers each integer dtype holds (i64: up to the largest double below 2^63).
+const integerRange: Record<IntegerDType, [number, number]> = { i32: [-(2 ** 31), 2 ** 31 - 1], i64: [-(2 ** 63), 2 ** 63 - 1024], u8: [0, 255] };
+
+// number[] or Float64Array values as an integer dtype's array, exactly, refusing what it cannot hold as `full` does:
+// Int32Array.from wrapped 3e9 modulo 2^32 and truncated 1.5 and NaN, and i64 went through f32 (16777217 -> 16777216).
+function integerArray(values: ArrayLike<number>, dtype: IntegerDType): Int32Array | BigInt64Array | Uint8Array {
+  const [lo, hi] = integerRange[dtype];
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (!Number.isInteger(v) || v < lo || v > hi) {
+      throw new ArgumentError(`tensor: value ${v} at index ${i} is not a whole number that ${dtype} holds`, 'tensor');
+    }
+  }
+  if (dtype === 'i64') return BigInt64Array.from(values as ArrayLike<number>, (v) => BigInt(v));
+  return dtype === 'i32' ? Int32Array.from(values) : Uint8Array.from(values);
+}
+
 /** A tensor holding a copy of `data` (Float32Array, Int32Array, BigInt64Array, Uint8Array, or number[] and Float64Array
- *  as f32 values; other views are taken as the raw bytes of `o.dtype`, e.g. a Uint16Array of bf16 bits). */
+ *  as f32 values; other views are taken as the raw bytes of `o.dtype`, which they need, e.g. a Uint16Array of bf16
+ *  bits). */
 export function tensor(data: ArrayBufferView | number[], shape?: readonly number[], o: CreateOptions = {}): Tensor {
   let arr: ArrayBufferView;
   // (a Float64Array's values, as number[]'s: its bytes read as f32 would be other numbers)
@@ -208,9 +233,14 @@ export function tensor(data: ArrayBufferView | number[], shape?: readonly number
   } else if (!ArrayBuffer.isView(data)) {
     throw new ArgumentError(`tensor: data must be a number[] or a typed array, got ${data === null ? 'null' : typeof data}`, 'tensor');
   }
-  if (Array.isArray(data) || data instanceof Float64Array) arr = o.dtype === 'i32' ? Int32Array.from(data) : Float32Array.from(data);
+  if (Array.isArray(data) || data instanceof Float64Array) arr = isIntegerDType(o.dtype) ? integerArray(data, o.dtype) : Float32Array.from(data);
   else arr = data;
   const natural = arrayDType(arr);
+  if (!natural && !o.dtype) {
+    // (its bytes were read as f32: a Uint32Array [1, 2, 3] became three denormals)
+    throw new ArgumentError(`tensor: ${arr.constructor.name} data has no dtype of its own: give o.dtype, the dtype its bytes hold ` +
+      '(or pass a Float32Array, Int32Array, BigInt64Array, Uint8Array, Float64Array or number[])', 'tensor');
+  }
   const dtype = o.dtype ?? natural ?? 'f32';
   const s = checkShape(shape ?? [(arr as Float32Array).length], 'tensor');
   const b = backendOf(o.device ?? 'cpu');
@@ -222,6 +252,13 @@ export function tensor(data: ArrayBufferView | number[], shape?: readonly number
     try { return finish(new Tensor(b.cast(tmp, dtype), b), o); } finally { tmp.dispose(); }
   }
   return finish(new Tensor(b.fromBuffer(dtype, s, arr, o.device), b), o);
+}
+
+/** The backend of an op's one required input; a typed error naming the op for anything else (null and undefined
+ *  too, which sameBackend passes over as absent optional inputs). */
+export function inputBackend(op: string, x: Tensor): NativeBackend {
+  if (x === null || x === undefined) throw new ArgumentError(`${op}: an input is not a Tensor (got ${x})`, op);
+  return sameBackend(op, x);
 }
 
 /** Throws a typed error unless every tensor shares one backend (and so one device family). */

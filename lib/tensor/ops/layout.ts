@@ -1,12 +1,13 @@
 // Shape and sequence-layout ops with backward rules: reshape, concat, slice, gather (embedding), row splicing.
 import { lowPrecisionLeafGrads, needsGrad, record } from '../autograd.ts';
 import { ShapeError } from '../errors.ts';
-import { Tensor, sameBackend, zeros } from '../tensor.ts';
+import { Tensor, inputBackend, sameBackend, zeros } from '../tensor.ts';
 import { prod, wrap } from './util.ts';
 import type { WorkingCopies } from '../working-copies.ts';
 
 /** Same storage, another shape (a view); the gradient is reshaped back. */
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
+  inputBackend('reshape', x);
   const s = [...shape];
   const neg = s.indexOf(-1);
   if (neg >= 0) s[neg] = prod(x.shape) / -prod(s);
@@ -37,7 +38,7 @@ export function concat(xs: Tensor[], axis: number): Tensor {
 }
 
 export function slice(x: Tensor, axis: number, start: number, length: number): Tensor {
-  const be = x.backend;
+  const be = inputBackend('slice', x);
   const y = wrap(be, be.slice(x.handle, axis, start, length));
   if (needsGrad(x)) {
     // (x's device read now: x may be disposed by the time the backward runs, e.g. an activation freed by its scope)
@@ -55,6 +56,7 @@ export function slice(x: Tensor, axis: number, start: number, length: number): T
  *  gradient is one concat of the pieces' gradients (zeros for a piece without one), instead of a zero-filled copy of
  *  x per piece and their sum, as slicing each piece would cost (the ViT's fused q|k|v). */
 export function split(x: Tensor, axis: number, lengths: number[]): Tensor[] {
+  inputBackend('split', x);
   const ax = axis < 0 ? axis + x.ndim : axis;
   if (lengths.reduce((a, b) => a + b, 0) !== x.shape[ax] || lengths.some((l) => !Number.isInteger(l) || l <= 0)) {
     throw new ShapeError(`split: lengths [${lengths.join(',')}] do not cover axis ${axis} of ${x.describe()}`, 'split');
@@ -120,7 +122,8 @@ export function spliceRows(base: Tensor, ids: Tensor, src: Tensor): Tensor {
 
 /** [N, C, H, W] images to [N, patches, C·p·p] (no gradient: pixels are data). */
 export function patchify(img: Tensor, patch: number): Tensor {
-  return wrap(img.backend, img.backend.patchify(img.handle, patch));
+  const be = inputBackend('patchify', img);
+  return wrap(be, be.patchify(img.handle, patch));
 }
 
 /** cast of every tensor (one launch on a GPU): the working copies of a layer's weights under mixed precision. One
@@ -167,6 +170,7 @@ function keepsLowPrecision(x: Tensor, g: Tensor): boolean {
 /** x converted to another dtype (f32 ↔ bf16); the gradient is converted back (or, for a parameter's gradient under
  *  BackwardOptions.lowPrecisionLeafGrads, handed on in the compute dtype). */
 export function cast(x: Tensor, dtype: Tensor['dtype']): Tensor {
+  inputBackend('cast', x);
   if (x.dtype === dtype) return x.share();
   const y = wrap(x.backend, x.backend.cast(x.handle, dtype));
   if (needsGrad(x)) {

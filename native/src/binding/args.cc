@@ -1,8 +1,10 @@
 #include "args.h"
 
 #include <cmath>
+#include <sstream>
 
 #include "native_tensor.h"
+#include "own_props.h"
 
 namespace owlet {
 
@@ -30,7 +32,9 @@ std::vector<Tensor*> Args::tensor_list(size_t i, const char* what, bool nullable
   std::vector<Tensor*> out;
   out.reserve(arr.Length());
   for (uint32_t j = 0; j < arr.Length(); j++) {
-    Napi::Value v = arr.Get(j);
+    Napi::Value v = element(env(), arr, j);
+    // (a getter that threw: its exception stands, and the op must not run with that entry taken as null)
+    if (v.IsEmpty()) error(ErrorKind::Argument, ArgName(what, j).str() + " could not be read");
     if (nullable && (v.IsNull() || v.IsUndefined())) {
       out.push_back(nullptr);
       continue;
@@ -70,7 +74,7 @@ std::vector<double> Args::numbers(size_t i, const char* what) {
   Napi::Array arr = info_[i].As<Napi::Array>();
   std::vector<double> out;
   for (uint32_t j = 0; j < arr.Length(); j++) {
-    Napi::Value v = arr.Get(j);
+    Napi::Value v = element(env(), arr, j);
     if (!v.IsNumber()) error(ErrorKind::Argument, argname(i, what) + " must be an array of numbers");
     out.push_back(v.As<Napi::Number>().DoubleValue());
   }
@@ -80,8 +84,12 @@ std::vector<double> Args::numbers(size_t i, const char* what) {
 Shape Args::shape(size_t i, const char* what) {
   Shape s;
   for (double d : numbers(i, what)) {
-    if (!std::isfinite(d) || d < 0 || std::floor(d) != d || d > 9.0e15)
-      error(ErrorKind::Shape, argname(i, what) + " must hold non-negative integers");
+    if (!std::isfinite(d) || d < 0 || std::floor(d) != d || d > 9.0e15) {
+      std::ostringstream got;  // (a dim of 2^59 is a non-negative integer: say which bound it passed)
+      got << d;
+      error(ErrorKind::Shape, argname(i, what) + " must hold non-negative integers of at most 9e15, got " + got.str() +
+                                  " at index " + std::to_string(s.size()));
+    }
     s.push_back(int64_t(d));
   }
   shape_numel(s);  // throws when the product passes 2^60 elements
@@ -133,11 +141,21 @@ void Args::expect_same_device(const Tensor& a, ArgName an, const Tensor& b, ArgN
     error(ErrorKind::Device, an.str() + " and " + bn.str() + " are on different devices: " + a.describe() + ", " + b.describe());
 }
 
+void Args::set_result(Napi::Array arr, size_t i, Napi::Value v) const {
+  if (!define_own(env(), arr, uint32_t(i), v)) error(ErrorKind::Backend, "cannot fill in result " + std::to_string(i));
+}
+
+void Args::expect_not_aliased(const Tensor& dst, ArgName dn, const Tensor& src, ArgName sn) const {
+  if (dst.numel() && src.numel() && dst.storage == src.storage)
+    error(ErrorKind::Argument, sn.str() + " " + src.describe() + " shares its storage with " + dn.str() + " " + dst.describe() +
+                                   ", which this op writes while it reads " + sn.str() + ": pass a copy (clone)");
+}
+
 Napi::Value Args::ret(Tensor t) const { return NativeTensor::wrap(env(), std::move(t)); }
 
 Napi::Value Args::ret(std::vector<Tensor> ts) const {
   Napi::Array arr = Napi::Array::New(env(), ts.size());
-  for (size_t i = 0; i < ts.size(); i++) arr.Set(uint32_t(i), NativeTensor::wrap(env(), std::move(ts[i])));
+  for (size_t i = 0; i < ts.size(); i++) set_result(arr, i, NativeTensor::wrap(env(), std::move(ts[i])));
   return arr;
 }
 

@@ -58,6 +58,9 @@ class Args {
   void expect_shape(const Tensor& t, ArgName what, const Shape& s) const;
   void expect_same_shape(const Tensor& a, ArgName an, const Tensor& b, ArgName bn) const;
   void expect_same_device(const Tensor& a, ArgName an, const Tensor& b, ArgName bn) const;
+  // An in-place op's output `dst` and an input it reads while writing dst (element by element in another order, or
+  // as indices) on separate storage: through a shared one (a view), the op would read what it already overwrote.
+  void expect_not_aliased(const Tensor& dst, ArgName dn, const Tensor& src, ArgName sn) const;
 
   // Results
   Device device_of(const Tensor& like) const { return like.device(); }
@@ -66,6 +69,8 @@ class Args {
   Napi::Value ret(Tensor t) const;
   Napi::Value ret(std::vector<Tensor> ts) const;
   Napi::Value ret_number(double v) const { return Napi::Number::New(env(), v); }
+  // arr[i] = v as an own element (no setter JS put on Array.prototype runs); throws when N-API refuses.
+  void set_result(Napi::Array arr, size_t i, Napi::Value v) const;
 
  private:
   std::vector<Tensor*> tensor_list(size_t i, const char* what, bool nullable);

@@ -51,7 +51,10 @@ OWLET_OP(matmulInto) {
   bool ta = a.boolean_or(3, "transA", false), tb = a.boolean_or(4, "transB", false);
   Dims d = check(a, x, y, ta, tb);
   a.expect_float(c, "c");
-  OWLET_CHECK(a, c.numel() == shape_numel(d.out), ErrorKind::Shape, "c " + c.describe() + " must hold " + shape_str(d.out));
+  a.expect_not_aliased(c, "c", x, "a");  // (BLAS writes c while it still reads a and b)
+  a.expect_not_aliased(c, "c", y, "b");
+  // (the shape, not only the size: the kernels take M and N from c's last two dims, past the end of a 1-D c's shape)
+  a.expect_shape(c, "c", d.out);
   float alpha = float(a.number_or(5, "alpha", 1)), beta = float(a.number_or(6, "beta", 1));
   if (c.numel() == 0) return a.env().Undefined();
   if (d.K == 0) {  // nothing to add: c = beta·c (as BLAS: beta = 0 ignores what c held)

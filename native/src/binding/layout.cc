@@ -88,6 +88,9 @@ OWLET_OP(scatterRows) {
   OWLET_CHECK(a, src.numel() == idx.numel() * cols && src.dtype == dst.dtype, ErrorKind::Shape,
           "src " + src.describe() + " must hold " + std::to_string(idx.numel()) + " rows of dst " + dst.describe());
   if (acc) a.expect_float(dst, "dst");
+  // (an index overwritten by an earlier row would send a later row outside dst)
+  a.expect_not_aliased(dst, "dst", idx, "idx");
+  a.expect_not_aliased(dst, "dst", src, "src");
   Tensor d2 = dst;
   d2.shape = {dst.dim(0), cols};
   kern::scatter_rows(d2, idx, src, acc);

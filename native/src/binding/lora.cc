@@ -82,8 +82,8 @@ OWLET_OP(loraBackward) {
   if (need_x) gx = a.like(x);
   kern::lora_bwd(gy, x, w, la, lb, xa, sc.s, sc.p, sc.seed, need_x ? &gx : nullptr, ga, gb);
   Napi::Array out = Napi::Array::New(a.env(), 3);
-  out.Set(0u, need_x ? Napi::Value(NativeTensor::wrap(a.env(), std::move(gx))) : a.env().Null());
-  out.Set(1u, NativeTensor::wrap(a.env(), std::move(ga)));
-  out.Set(2u, NativeTensor::wrap(a.env(), std::move(gb)));
+  a.set_result(out, 0, need_x ? Napi::Value(NativeTensor::wrap(a.env(), std::move(gx))) : a.env().Null());
+  a.set_result(out, 1, NativeTensor::wrap(a.env(), std::move(ga)));
+  a.set_result(out, 2, NativeTensor::wrap(a.env(), std::move(gb)));
   return out;
 }

@@ -1,8 +1,10 @@
 #include "native_tensor.h"
 
 #include <cstring>
+#include <optional>
 
 #include "../core/kernels.h"
+#include "own_props.h"
 #include "registry.h"
 
 namespace owlet {
@@ -39,14 +41,19 @@ NativeTensor::NativeTensor(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Na
         .ThrowAsJavaScriptException();
 }
 
+// Throws owlet::Error when no handle can be made: N-API refuses while a JS exception is pending (the stack ran out),
+// and the exception then stands; `t` is released.
 Napi::Object NativeTensor::wrap(Napi::Env env, Tensor t) {
   AddonData* d = data(env);
+  napi_value obj = nullptr;
   d->constructing = true;
-  Napi::Object obj = d->ctor.New({});
+  const napi_status st = napi_new_instance(env, d->ctor.Value(), 0, nullptr, &obj);
   d->constructing = false;
-  NativeTensor* nt = Napi::ObjectWrap<NativeTensor>::Unwrap(obj);
-  nt->t_ = std::move(t);
-  return obj;
+  void* p = nullptr;
+  if (st != napi_ok || napi_unwrap(env, obj, &p) != napi_ok || !p)
+    fail(ErrorKind::Backend, "cannot create the handle of a result " + t.describe());
+  static_cast<NativeTensor*>(p)->t_ = std::move(t);
+  return Napi::Object(env, obj);
 }
 
 // nullptr for anything that is not one of this addon's handles, with no JS exception left pending: an object can pass
@@ -56,97 +63,102 @@ Napi::Object NativeTensor::wrap(Napi::Env env, Tensor t) {
 NativeTensor* NativeTensor::unwrap(Napi::Env env, Napi::Value v) {
   if (!v.IsObject()) return nullptr;
   Napi::Object o = v.As<Napi::Object>();
-  bool is = o.InstanceOf(data(env)->ctor.Value());
-  if (env.IsExceptionPending()) env.GetAndClearPendingException();  // a Proxy trap that threw
+  // (plain N-API: Napi's InstanceOf aborts node when it fails in a terminating worker, where no error can be thrown)
+  bool is = false;
+  if (napi_instanceof(env, o, data(env)->ctor.Value(), &is) != napi_ok) {
+    napi_value ignored;  // a Proxy trap that threw
+    napi_get_and_clear_last_exception(env, &ignored);
+    return nullptr;
+  }
   if (!is) return nullptr;
   void* p = nullptr;
   if (napi_unwrap(env, o, &p) != napi_ok || !p) {
-    if (env.IsExceptionPending()) env.GetAndClearPendingException();
+    napi_value ignored;
+    napi_get_and_clear_last_exception(env, &ignored);
     return nullptr;
   }
   return static_cast<NativeTensor*>(p);
 }
 
 Napi::Value NativeTensor::dispose(const Napi::CallbackInfo& info) {
-  if (op_running()) {
-    Napi::Error err = Napi::Error::New(info.Env(), "dispose: a tensor cannot be disposed while an op is reading its "
-                                                   "arguments (a getter or Proxy on an argument called dispose)");
-    err.Value().Set("code", Napi::String::New(info.Env(), "OWLET_ARGUMENT"));
-    err.Value().Set("op", Napi::String::New(info.Env(), "dispose"));
-    err.ThrowAsJavaScriptException();
-    return info.Env().Undefined();
-  }
+  if (op_running())
+    return throw_js(info.Env(), "dispose", error_code(ErrorKind::Argument),
+                    "a tensor cannot be disposed while an op is reading its arguments (a getter or Proxy on an "
+                    "argument called dispose)");
   // Idempotent: a second dispose is harmless (scopes and `using` may both reach the same tensor).
   disposed_ = true;
   t_.storage.reset();
   return info.Env().Undefined();
 }
 
-static Napi::Value disposed_error(Napi::Env env, const char* op, const Tensor&) {
-  Napi::Error err = Napi::Error::New(env, std::string(op) + ": tensor was already disposed");
-  err.Value().Set("code", Napi::String::New(env, "OWLET_DISPOSED"));
-  err.Value().Set("op", Napi::String::New(env, op));
-  err.ThrowAsJavaScriptException();
-  return env.Undefined();
+static Napi::Value disposed_error(Napi::Env env, const char* op) {
+  return throw_js(env, op, error_code(ErrorKind::Disposed), "tensor was already disposed");
+}
+
+// view's shape argument: an array of whole numbers (nullopt: an error, thrown or left pending).
+static std::optional<Shape> view_shape(Napi::Env env, Napi::Value v) {
+  if (!v.IsArray()) {
+    throw_js(env, "view", error_code(ErrorKind::Argument), "shape must be an array");
+    return std::nullopt;
+  }
+  Napi::Array arr = v.As<Napi::Array>();
+  Shape s;
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    Napi::Value x = element(env, arr, i);  // (may run a getter: it may throw, or dispose this tensor)
+    if (x.IsEmpty() || env.IsExceptionPending()) return std::nullopt;
+    double d = x.IsNumber() ? x.As<Napi::Number>().DoubleValue() : -1;
+    if (!(d >= 0 && d <= 0x1p62) || d != double(int64_t(d))) {  // (the range first: the cast of NaN or 1e300 is UB)
+      throw_js(env, "view", error_code(ErrorKind::Shape), "shape must hold non-negative integers");
+      return std::nullopt;
+    }
+    s.push_back(int64_t(d));
+  }
+  return s;
 }
 
 // A new handle sharing the storage, with another shape of the same element count (reshape; also how the autograd
 // tape keeps a tensor alive after the user disposed their handle).
 Napi::Value NativeTensor::view(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (disposed_) return disposed_error(env, "view", t_);
+  if (disposed_) return disposed_error(env, "view");
   Shape s = t_.shape;
   if (info.Length() > 0 && !info[0].IsUndefined()) {
-    if (!info[0].IsArray()) {
-      Napi::TypeError::New(env, "view: shape must be an array").ThrowAsJavaScriptException();
-      return env.Undefined();
-    }
-    Napi::Array arr = info[0].As<Napi::Array>();
-    s.clear();
-    for (uint32_t i = 0; i < arr.Length(); i++) {
-      Napi::Value x = arr.Get(i);
-      double d = x.IsNumber() ? x.As<Napi::Number>().DoubleValue() : -1;
-      if (!(d >= 0 && d <= 0x1p62) || d != double(int64_t(d))) {  // (the range first: the cast of NaN or 1e300 is UB)
-        Napi::Error err = Napi::Error::New(env, "view: shape must hold non-negative integers");
-        err.Value().Set("code", Napi::String::New(env, "OWLET_SHAPE"));
-        err.ThrowAsJavaScriptException();
-        return env.Undefined();
-      }
-      s.push_back(int64_t(d));
-    }
+    std::optional<Shape> given = view_shape(env, info[0]);
+    if (!given) return env.Undefined();
+    s = std::move(*given);
+    // a getter on the shape may have disposed this tensor: a view of it would read freed storage
+    if (disposed_) return disposed_error(env, "view");
   }
   int64_t n = -1;
   try {
     n = shape_numel(s);
   } catch (const Error&) {  // more than 2^60 elements: no C++ exception may leave an N-API callback
   }
-  if (n != t_.numel()) {
-    Napi::Error err = Napi::Error::New(env, "view: cannot view " + t_.describe() + " as " + shape_str(s) +
-                                                " (element counts differ)");
-    err.Value().Set("code", Napi::String::New(env, "OWLET_SHAPE"));
-    err.Value().Set("op", Napi::String::New(env, "view"));
-    err.ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
+  if (n != t_.numel())
+    return throw_js(env, "view", error_code(ErrorKind::Shape),
+                    "cannot view " + t_.describe() + " as " + shape_str(s) + " (element counts differ)");
   Tensor v = t_;
   v.shape = s;
-  return wrap(env, std::move(v));
+  try {
+    return wrap(env, std::move(v));
+  } catch (const Error& e) {
+    return throw_js(env, "view", error_code(e.kind), e.what());
+  }
 }
 
 // Copies the contents into a new ArrayBuffer (host staging for device tensors happens in the backend's copy op).
 Napi::Value NativeTensor::read(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (disposed_) return disposed_error(env, "read", t_);
-  Napi::ArrayBuffer buf = Napi::ArrayBuffer::New(env, t_.nbytes());
+  if (disposed_) return disposed_error(env, "read");
+  void* data = nullptr;
+  napi_value buf;
+  if (napi_create_arraybuffer(env, t_.nbytes(), &data, &buf) != napi_ok) return env.Undefined();  // (left pending)
   try {
-    if (t_.nbytes()) kern::download(t_, buf.Data());
+    if (t_.nbytes()) kern::download(t_, data);
   } catch (const Error& e) {
-    Napi::Error err = Napi::Error::New(env, std::string("read: ") + e.what());
-    err.Value().Set("code", Napi::String::New(env, error_code(e.kind)));
-    err.ThrowAsJavaScriptException();
-    return env.Undefined();
+    return throw_js(env, "read", error_code(e.kind), e.what());
   }
-  return buf;
+  return Napi::Value(env, buf);
 }
 
 Napi::Value NativeTensor::get_dtype(const Napi::CallbackInfo& info) {
@@ -154,8 +166,10 @@ Napi::Value NativeTensor::get_dtype(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value NativeTensor::get_shape(const Napi::CallbackInfo& info) {
-  Napi::Array arr = Napi::Array::New(info.Env(), t_.shape.size());
-  for (size_t i = 0; i < t_.shape.size(); i++) arr.Set(uint32_t(i), Napi::Number::New(info.Env(), double(t_.shape[i])));
+  Napi::Env env = info.Env();
+  Napi::Array arr = Napi::Array::New(env, t_.shape.size());
+  for (size_t i = 0; i < t_.shape.size(); i++)
+    if (!define_own(env, arr, uint32_t(i), Napi::Number::New(env, double(t_.shape[i])))) return env.Undefined();
   return arr;
 }
 

@@ -13,7 +13,7 @@ namespace owlet {
 inline Napi::Value ret_optional(const Args& a, std::vector<std::optional<Tensor>> ts) {
   Napi::Array arr = Napi::Array::New(a.env(), ts.size());
   for (size_t i = 0; i < ts.size(); i++)
-    arr.Set(uint32_t(i), ts[i] ? Napi::Value(NativeTensor::wrap(a.env(), std::move(*ts[i]))) : a.env().Null());
+    a.set_result(arr, i, ts[i] ? Napi::Value(NativeTensor::wrap(a.env(), std::move(*ts[i]))) : a.env().Null());
   return arr;
 }
 

@@ -2,6 +2,8 @@
 
 #include <new>
 
+#include "own_props.h"
+
 namespace owlet {
 
 std::vector<OpEntry>& op_registry() {
@@ -9,19 +11,28 @@ std::vector<OpEntry>& op_registry() {
   return ops;
 }
 
-static Napi::Value throw_js(Napi::Env env, const char* op, const char* code, const std::string& msg) {
-  // JS run while reading the arguments (a getter, a Proxy trap) may have thrown already: that exception stands (a
-  // second one on top would abort node)
+Napi::Value throw_js(Napi::Env env, const char* op, const char* code, const std::string& msg) {
+  // JS run while reading the arguments (a getter, a Proxy trap) may have thrown already, or the stack ran out: that
+  // exception stands (a second one on top would abort node)
   if (env.IsExceptionPending()) return env.Undefined();
-  Napi::Error err = Napi::Error::New(env, std::string(op) + ": " + msg);
-  err.Value().Set("code", Napi::String::New(env, code));
-  err.Value().Set("op", Napi::String::New(env, op));
-  err.ThrowAsJavaScriptException();
+  // (plain N-API rather than Napi::Error: its ThrowAsJavaScriptException aborts node when napi_throw fails)
+  const std::string text = std::string(op) + ": " + msg;
+  napi_value message, error, code_v, op_v;
+  if (napi_create_string_utf8(env, text.c_str(), text.size(), &message) != napi_ok ||
+      napi_create_error(env, nullptr, message, &error) != napi_ok ||
+      napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &code_v) != napi_ok ||
+      napi_create_string_utf8(env, op, NAPI_AUTO_LENGTH, &op_v) != napi_ok || !define_own(env, error, "code", code_v) ||
+      !define_own(env, error, "op", op_v))
+    return env.Undefined();
+  napi_throw(env, error);
   return env.Undefined();
 }
 
 namespace {
-int ops_running = 0;  // ops on the stack: more than one when reading an argument ran JS that called another op
+// Ops on this thread's stack: more than one when reading an argument ran JS that called another op. Per thread: each
+// worker thread that loads the addon is its own JS environment, and an op running on one must not stop a dispose on
+// another (a shared counter refused them at random, and its unguarded ++/-- from two threads could stick at 1).
+thread_local int ops_running = 0;
 struct Running {
   Running() { ops_running++; }
   ~Running() { ops_running--; }

@@ -25,6 +25,9 @@ struct OpRegistrar {
 // Runs an op body, translating owlet::Error and std exceptions into a JS Error with `code` and `op` properties.
 Napi::Value run_op(const Napi::CallbackInfo& info, const char* name, Napi::Value (*body)(Args&));
 
+// Throws a JS Error "op: msg" with `code` and `op` properties; leaves an exception already pending as it is.
+Napi::Value throw_js(Napi::Env env, const char* op, const char* code, const std::string& msg);
+
 // Whether an op is between reading its arguments and returning. Reading an argument can run JS (a getter on an
 // array element, a Proxy): a tensor disposed from there would free storage the op already holds a reference to.
 bool op_running();

@@ -1,10 +1,12 @@
 // Creation, copy, dtype conversion and memory accounting ops.
 #include <cmath>
 #include <cstring>
+#include <mutex>
 #include <sstream>
 
 #include "../core/backend.h"
 #include "../core/kernels.h"
+#include "own_props.h"
 #include "registry.h"
 
 using namespace owlet;
@@ -56,13 +58,20 @@ OWLET_OP(fromBuffer) {
   const uint8_t* src = nullptr;
   size_t len = 0;
   if (v.IsTypedArray()) {
-    Napi::TypedArray ta = v.As<Napi::TypedArray>();
-    src = static_cast<const uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
-    len = ta.ByteLength();
-    if (dt == DType::BF16 && ta.TypedArrayType() == napi_float32_array) {
+    // The data pointer as napi_get_typedarray_info gives it: also for a view on a SharedArrayBuffer, which
+    // ta.ArrayBuffer().Data() gave as null (N-API has no SharedArrayBuffer; the copy then read address 0).
+    napi_typedarray_type type;
+    size_t elements = 0;
+    void* data = nullptr;
+    OWLET_CHECK(a, napi_get_typedarray_info(a.env(), v, &type, &elements, &data, nullptr, nullptr) == napi_ok,
+                ErrorKind::Argument, "data (argument 2): cannot read the typed array");
+    len = v.As<Napi::TypedArray>().ByteLength();
+    OWLET_CHECK(a, data || len == 0, ErrorKind::Argument, "data (argument 2): the typed array's memory cannot be read");
+    src = static_cast<const uint8_t*>(data);
+    if (dt == DType::BF16 && type == napi_float32_array) {
       const size_t values = size_t(shape_numel(s));
-      OWLET_CHECK(a, ta.ElementLength() == values, ErrorKind::Shape,
-                  "data holds " + std::to_string(ta.ElementLength()) + " float32 values but bf16" + shape_str(s) +
+      OWLET_CHECK(a, elements == values, ErrorKind::Shape,
+                  "data holds " + std::to_string(elements) + " float32 values but bf16" + shape_str(s) +
                       " needs " + std::to_string(values));
       Tensor t(dt, s, device_arg(a, 3));
       if (values) kern::upload_f32_as_bf16(t, reinterpret_cast<const float*>(src));
@@ -72,6 +81,7 @@ OWLET_OP(fromBuffer) {
     Napi::ArrayBuffer ab = v.As<Napi::ArrayBuffer>();
     src = static_cast<const uint8_t*>(ab.Data());
     len = ab.ByteLength();
+    OWLET_CHECK(a, src || len == 0, ErrorKind::Argument, "data (argument 2): the ArrayBuffer's memory cannot be read");
   } else {
     a.error(ErrorKind::Argument, "data (argument 2) must be a TypedArray or an ArrayBuffer");
   }
@@ -133,15 +143,31 @@ OWLET_OP(synchronize) {
   return a.env().Undefined();
 }
 
+namespace {
+// The backend's process-wide queues (queued reads, timeline marks) are plain containers: worker threads that load the
+// addon each call these ops, and two at once corrupted them (a segfault within seconds of concurrent readQueue).
+std::mutex& queues_mutex() {
+  static std::mutex mu;
+  return mu;
+}
+}  // namespace
+
 // timelineMark(device?): a mark behind the work queued so far (kern::timeline_mark); timelineRead(device?) -> the
 // times the device reached the marks since the last read, ms after the first, as a Float64Array.
 OWLET_OP(timelineMark) {
-  kern::timeline_mark(device_arg(a, 0));
+  const Device d = device_arg(a, 0);
+  std::lock_guard<std::mutex> lock(queues_mutex());
+  kern::timeline_mark(d);
   return a.env().Undefined();
 }
 
 OWLET_OP(timelineRead) {
-  const std::vector<double> ms = kern::timeline_read(device_arg(a, 0));
+  const Device d = device_arg(a, 0);
+  std::vector<double> ms;
+  {
+    std::lock_guard<std::mutex> lock(queues_mutex());
+    ms = kern::timeline_read(d);
+  }
   Napi::Float64Array out = Napi::Float64Array::New(a.env(), ms.size());
   for (size_t i = 0; i < ms.size(); i++) out[i] = ms[i];
   return out;
@@ -149,7 +175,11 @@ OWLET_OP(timelineRead) {
 
 // readQueue(xs) -> ticket: copies of xs to the host queued behind the work queued so far (kern::read_queue);
 // readTake(ticket) -> [ArrayBuffer per tensor], waiting for those copies only; readDrop(ticket) forgets them unread.
-OWLET_OP(readQueue) { return a.ret_number(double(kern::read_queue(on_one_device(a, 0, "xs")))); }
+OWLET_OP(readQueue) {
+  const std::vector<const Tensor*> xs = on_one_device(a, 0, "xs");
+  std::lock_guard<std::mutex> lock(queues_mutex());
+  return a.ret_number(double(kern::read_queue(xs)));
+}
 
 namespace {
 uint64_t ticket_arg(Args& a) {
@@ -158,24 +188,31 @@ uint64_t ticket_arg(Args& a) {
   return uint64_t(t);
 }
 struct TakeInto {
-  Napi::Env env;
+  Args& a;
   Napi::Array out;
 };
 }  // namespace
 
 OWLET_OP(readTake) {
-  TakeInto into{a.env(), Napi::Array::New(a.env())};
-  kern::read_take(ticket_arg(a), [](void* ctx, size_t i, const void* bytes, size_t n) {
+  TakeInto into{a, Napi::Array::New(a.env())};
+  const uint64_t ticket = ticket_arg(a);
+  std::lock_guard<std::mutex> lock(queues_mutex());  // (the callback runs no JS: it cannot come back here)
+  kern::read_take(ticket, [](void* ctx, size_t i, const void* bytes, size_t n) {
     TakeInto& t = *static_cast<TakeInto*>(ctx);
-    Napi::ArrayBuffer buf = Napi::ArrayBuffer::New(t.env, n);
-    if (n) std::memcpy(buf.Data(), bytes, n);
-    t.out.Set(uint32_t(i), buf);
+    void* data = nullptr;
+    napi_value buf;
+    if (napi_create_arraybuffer(t.a.env(), n, &data, &buf) != napi_ok)
+      t.a.error(ErrorKind::OutOfMemory, "cannot make an ArrayBuffer of " + std::to_string(n) + " bytes for tensor " + std::to_string(i));
+    if (n) std::memcpy(data, bytes, n);
+    t.a.set_result(t.out, i, Napi::Value(t.a.env(), buf));
   }, &into);
   return into.out;
 }
 
 OWLET_OP(readDrop) {
-  kern::read_drop(ticket_arg(a));
+  const uint64_t ticket = ticket_arg(a);
+  std::lock_guard<std::mutex> lock(queues_mutex());
+  kern::read_drop(ticket);
   return a.env().Undefined();
 }
 
@@ -183,9 +220,11 @@ OWLET_OP(readDrop) {
 OWLET_OP(memory) {
   Device d = device_arg(a, 0);
   Napi::Object o = Napi::Object::New(a.env());
-  o.Set("bytesInUse", double(bytes_in_use(d)));
-  o.Set("peakBytes", double(peak_bytes(d)));
-  o.Set("liveStorages", double(live_storages()));
+  const std::pair<const char*, double> fields[] = {
+      {"bytesInUse", double(bytes_in_use(d))}, {"peakBytes", double(peak_bytes(d))}, {"liveStorages", double(live_storages())}};
+  for (const auto& [name, value] : fields)  // (own properties: no setter on Object.prototype runs)
+    OWLET_CHECK(a, define_own(a.env(), o, name, Napi::Number::New(a.env(), value)), ErrorKind::Backend,
+                std::string("cannot fill in ") + name);
   return o;
 }
 
