@@ -170,6 +170,12 @@ export function tokenizeCaption(caption: string, tok: Tokenizer, o: SequenceOpti
   if (o.captionPrompt !== undefined) {
     const why = captionPromptProblem(o.captionPrompt);
     if (why) throw new SampleError(`caption prompt ${JSON.stringify(o.captionPrompt)} ${why}`);
+    // After the prompt, a literal "<image>" in the caption is a second placeholder for the record's one image: the
+    // sample passed the loader and then stopped the whole run at the model's splice ("more <image> runs than its 1
+    // image(s)"). Without a prompt the caption is encoded as plain text, "<image>" included.
+    if (caption.includes(IMAGE_TOKEN)) {
+      throw new SampleError(`the caption holds "${IMAGE_TOKEN}", which after the caption prompt would be a second image placeholder for its one image`);
+    }
     return tokenizeConversation(`${o.captionPrompt}${caption}`, tok, o);
   }
   const L = o.maxLength, M = o.mediaTokenLength, media = o.mediaTokenId ?? -1;

@@ -90,6 +90,12 @@ export function readJsonl(source: string | DataSource, o: LoadOptions = {}, prob
   try { content = readFileSync(spec.path, 'utf8'); } catch (e) {
     throw new DataFormatError(`cannot read (${(e as Error).message})`, spec.path);
   }
+  // A whole-file JSON array (LLaVA ships its data so) is no record file: each of its lines used to be skipped as
+  // "invalid JSON", and the run then stopped on "no samples" without saying why.
+  if (/^\uFEFF?\s*\[/.test(content)) {
+    throw new DataFormatError('holds a JSON array, not JSON Lines (one record object per line); convert it, e.g. ' +
+      "jq -c '.[]' FILE.json > FILE.jsonl (the records need the official fields: \"text\", \"image\")", spec.path);
+  }
   const root = spec.imageRoot ?? dirname(resolve(spec.path));
   const out: DataRecord[] = [];
   content.split('\n').forEach((raw, i) => {

@@ -58,11 +58,18 @@ async function bytesOf(src: ImageSource): Promise<Uint8Array> {
   }
 }
 
+/**
+ * The most pixels an image may have: PIL's decompression-bomb limit, 2 × Image.MAX_IMAGE_PIXELS (= 2 × 89,478,485).
+ * Image.open raises DecompressionBombError above it, so the official loader skips such a sample. (sharp's own default,
+ * 16383², let a ~1 MB PNG declaring 15000×15000 through to be decoded into 675 MB, several times over with prefetch.)
+ */
+export const MAX_IMAGE_PIXELS = 2 * 89_478_485;
+
 /** Decodes to 8-bit RGB at full size as stored (PIL: `Image.open(p).convert('RGB')`, no EXIF orientation). */
 export async function decodeImage(src: ImageSource): Promise<RgbImage> {
   const bytes = await bytesOf(src);
   try {
-    const { data, info } = await sharp(bytes, { failOn: 'error' })
+    const { data, info } = await sharp(bytes, { failOn: 'error', limitInputPixels: MAX_IMAGE_PIXELS })
       .removeAlpha()
       .toColourspace('srgb')
       .raw({ depth: 'uchar' })
@@ -70,8 +77,15 @@ export async function decodeImage(src: ImageSource): Promise<RgbImage> {
     if (info.channels !== 3) throw new Error(`decoded to ${info.channels} channels`);
     return { data, width: info.width, height: info.height };
   } catch (e) {
+    if (/exceeds pixel limit/.test((e as Error).message)) throw new ImageError(pathOf(src), await tooLarge(bytes));
     throw new ImageError(pathOf(src), `cannot decode (${(e as Error).message})`);
   }
+}
+
+async function tooLarge(bytes: Uint8Array): Promise<string> {
+  const m = await sharp(bytes, { limitInputPixels: false }).metadata().catch(() => null);
+  const size = m?.width && m.height ? `${m.width}×${m.height} = ${(m.width * m.height).toLocaleString('en-US')} pixels, ` : '';
+  return `too large (${size}more than ${MAX_IMAGE_PIXELS.toLocaleString('en-US')}: a decompression bomb to PIL, which the official loader skips)`;
 }
 
 /** Python's round(): halves go to the even neighbour (torchvision computes crop sizes with it). */

@@ -6,7 +6,7 @@ import sharp from 'sharp';
 import { readJsonl, type DataProblem, type DataSource } from './dataset.ts';
 import { tokenizeCaption, tokenizeConversation, type TokenizedSample } from './conversation.ts';
 import { llamaTokenizer, type Tokenizer } from './tokenizer.ts';
-import { decodeImage } from './image.ts';
+import { decodeImage, MAX_IMAGE_PIXELS } from './image.ts';
 import { ImageError, SampleError } from './errors.ts';
 import { AI_MARKER, countImageTokens } from './template.ts';
 
@@ -15,6 +15,7 @@ export type LintKind =
   | 'no-labels' // no token counts in the loss (NaN loss in the official code)
   | 'too-many-placeholders' // more <image> than images: the model would run out of images
   | 'unused-images' // fewer <image> than images: the extra images are encoded but never used
+  | 'merged-images' // <image><image> with no text between: one run of media ids, the model sees the first image only
   | 'missing-image'
   | 'unreadable-image'
   | 'over-long' // cut at max_length
@@ -68,7 +69,14 @@ export interface LintOptions {
   concurrency?: number;
 }
 
-const KINDS: LintKind[] = ['format', 'no-labels', 'too-many-placeholders', 'unused-images', 'missing-image', 'unreadable-image', 'over-long', 'sample-error'];
+const KINDS: LintKind[] = ['format', 'no-labels', 'too-many-placeholders', 'unused-images', 'merged-images', 'missing-image', 'unreadable-image', 'over-long', 'sample-error'];
+
+/** Media runs as the model's splice finds them (a run starts at a negative id unlike the one before it), over ids[:-1]. */
+function spliceRuns(t: TokenizedSample): number {
+  let runs = 0;
+  for (let i = 0; i < t.inputIds.length - 1; i++) if (t.inputIds[i] < 0 && (i === 0 || t.inputIds[i - 1] !== t.inputIds[i])) runs++;
+  return runs;
+}
 
 async function checkImage(path: string, how: 'decode' | 'header'): Promise<LintIssue | null> {
   try {
@@ -78,6 +86,10 @@ async function checkImage(path: string, how: 'decode' | 'header'): Promise<LintI
         throw new ImageError(path, /missing|no such file/i.test(e.message) ? 'file not found' : `cannot decode (${e.message})`);
       });
       if (!m.width || !m.height) throw new ImageError(path, 'no image size in the header');
+      // (what decodeImage refuses: the header check passed images the loader then skipped)
+      if (m.width * m.height > MAX_IMAGE_PIXELS) {
+        throw new ImageError(path, `too large (${m.width}×${m.height} pixels, more than ${MAX_IMAGE_PIXELS.toLocaleString('en-US')})`);
+      }
     }
     return null;
   } catch (e) {
@@ -132,6 +144,12 @@ export async function lintData(files: readonly (string | DataSource)[], o: LintO
       s.untruncatedTokens += t.fullLength;
       s.labelTokens += t.labelCount;
       s.longest = Math.max(s.longest, t.fullLength);
+      // Legal (the official code trains on it) but surely not meant: the images after the first of a merged run get no
+      // place in the sequence, and their 65 positions hold the placeholder id's embedding (spec §1.5).
+      const runs = spliceRuns(t);
+      if (runs < t.mediaRuns) {
+        add({ kind: 'merged-images', id: rec.id, message: `${rec.id}: ${t.mediaRuns} <image> placeholders form ${runs} image run(s): with no text between them they merge, and the model sees only the first image of each run` });
+      }
       if (t.truncated) {
         add({ kind: 'over-long', id: rec.id, message: `${rec.id}: ${t.fullLength} ids, cut to max_length+1 = ${seq.maxLength + 1}` });
       }
@@ -173,6 +191,7 @@ const LABEL: Record<LintKind, string> = {
   'no-labels': 'samples with no counted token (NaN loss)',
   'too-many-placeholders': 'samples with more <image> than images',
   'unused-images': 'samples with more images than <image>',
+  'merged-images': 'samples with <image> placeholders merged into one image (no text between them)',
   'missing-image': 'missing images',
   'unreadable-image': 'unreadable images',
   'over-long': `samples cut at max_length`,

@@ -93,9 +93,13 @@ export interface LoaderStats {
   problems: DataProblem[];
 }
 
-type Outcome = { ok: true; slot: StreamSlot; sample: PreparedSample } | { ok: false; slot: StreamSlot; error: Error };
+// `fatal`: an error that is not about the sample (a bug, a data worker that died) — it ends the stream. It is carried
+// as a value, never as a rejected promise: samples prefetched behind the one being awaited fail together, and their
+// rejections, awaited by no one, used to kill the process (unhandled rejection) before the caller could catch the first.
+type Outcome = { ok: true; slot: StreamSlot; sample: PreparedSample } | { ok: false; slot: StreamSlot; error: Error; fatal: boolean };
 const isDataError = (e: unknown): e is Error =>
   e instanceof ImageError || e instanceof SampleError || e instanceof DataFormatError || e instanceof TokenizerError;
+const asError = (e: unknown): Error => (e instanceof Error ? e : new Error(`sample preparation failed: ${String(e)}`));
 
 export class DataLoader implements AsyncIterable<Batch> {
   readonly stream: ShardStream;
@@ -109,6 +113,8 @@ export class DataLoader implements AsyncIterable<Batch> {
   private readonly pool: PreparePool | null;
   /** Samples skipped since the last one that could be prepared: a whole pass of them means none can be. */
   private skippedInARow = 0;
+  /** The error that ended the stream, thrown again by any later next(). */
+  private failure: Error | null = null;
 
   constructor(readonly dataset: JsonlDataset, options: LoaderOptions) {
     const o = {
@@ -117,6 +123,12 @@ export class DataLoader implements AsyncIterable<Batch> {
     };
     if (!Number.isInteger(o.batchSize) || o.batchSize < 1) throw new DataFormatError(`batchSize must be a positive integer, got ${o.batchSize}`);
     if (!Number.isInteger(o.prefetch) || o.prefetch < 1) throw new DataFormatError(`prefetch must be a positive integer, got ${o.prefetch}`);
+    // (a NaN or negative epoch count read no batch at all, as if the data were empty; a fractional or NaN seed drew
+    // the samples and augmentations of another seed — 1.5 those of 1, NaN those of 0)
+    if (o.epochs !== undefined && o.epochs !== Infinity && !(Number.isInteger(o.epochs) && o.epochs >= 0)) {
+      throw new DataFormatError(`epochs must be a whole number >= 0 (or Infinity), got ${o.epochs}`);
+    }
+    if (!Number.isSafeInteger(o.seed)) throw new DataFormatError(`seed must be a whole number, got ${o.seed}`);
     this.o = o;
     const p = o.position;
     this.stream = new ShardStream(dataset, { ...o, base: o.chunk !== undefined ? p?.base ?? 0 : undefined });
@@ -165,16 +177,14 @@ export class DataLoader implements AsyncIterable<Batch> {
       const keys = [this.o.seed, slot.epoch, slot.epochPos];
       const p: Promise<Outcome> = (this.pool ? this.pool.run(rec, keys) : prepareSample(rec, this.o, keys)).then(
         (sample) => ({ ok: true as const, slot, sample }),
-        (error: unknown) => {
-          if (!isDataError(error)) throw error;
-          return { ok: false as const, slot, error };
-        });
+        (error: unknown) => ({ ok: false as const, slot, error: asError(error), fatal: !isDataError(error) }));
       this.inflight.push({ slot, p });
     }
   }
 
   /** The next batch, or null once the last epoch is done (a final batch may be smaller). */
   async next(): Promise<Batch | null> {
+    if (this.failure) throw this.failure;
     const samples: PreparedSample[] = [];
     while (samples.length < this.o.batchSize) {
       this.launch();
@@ -184,14 +194,13 @@ export class DataLoader implements AsyncIterable<Batch> {
       this.consumed = head.slot.pos + 1;
       if (r.ok) { samples.push(r.sample); this.skippedInARow = 0; continue; }
       const id = this.dataset.record(head.slot.record).id;
-      if (this.o.onError === 'stop') { this.close(); throw r.error; }
+      if (this.o.onError === 'stop' || r.fatal) { this.fail(r.error); }
       this.stats.skipped++;
       if (this.stats.problems.length < 1000) this.stats.problems.push({ id, message: r.error.message });
       // A repeating (training) stream whose every sample fails would otherwise skip forever without a word.
       if (++this.skippedInARow >= this.stream.perRank) {
-        this.close();
-        throw new DataFormatError(`no sample of a whole pass over the data could be prepared (${this.skippedInARow} ` +
-          `skipped in a row; on_corrupt: skip). First: ${describeProblems(this.stats.problems, 3)}`);
+        this.fail(new DataFormatError(`no sample of a whole pass over the data could be prepared (${this.skippedInARow} ` +
+          `skipped in a row; on_corrupt: skip). First: ${describeProblems(this.stats.problems, 3)}`));
       }
     }
     this.launch(); // keep the pipeline full while the caller computes
@@ -199,6 +208,14 @@ export class DataLoader implements AsyncIterable<Batch> {
     this.stats.batches++;
     this.stats.samples += samples.length;
     return collate(samples, this.o.resolution);
+  }
+
+  /** Ends the stream on an error: this and every later next() throws it (a closed stream would read as the end of
+   *  the data). */
+  private fail(e: Error): never {
+    this.failure = e;
+    this.close();
+    throw e;
   }
 
   /** Stops launching new work (and ends the worker threads); samples in flight are dropped. */

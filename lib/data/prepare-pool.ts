@@ -20,7 +20,12 @@ function rebuildError(e: { name: string; message: string; file?: string }): Erro
   return err;
 }
 
-interface Slot { worker: Worker; pending: Map<number, { resolve: (s: PreparedSample) => void; reject: (e: Error) => void }> }
+interface Slot {
+  worker: Worker;
+  pending: Map<number, { resolve: (s: PreparedSample) => void; reject: (e: Error) => void }>;
+  /** Why the worker is gone (it threw while starting, crashed or exited), or null while it runs. */
+  dead: Error | null;
+}
 
 export class PreparePool {
   private readonly slots: Slot[] = [];
@@ -43,7 +48,7 @@ export class PreparePool {
       : `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); })`;
     for (let i = 0; i < size; i++) {
       const worker = new Worker(boot, { eval: true, workerData: init });
-      const slot: Slot = { worker, pending: new Map() };
+      const slot: Slot = { worker, pending: new Map(), dead: null };
       worker.on('message', (r: WorkerReply) => {
         const p = slot.pending.get(r.id);
         if (!p) return;
@@ -51,11 +56,18 @@ export class PreparePool {
         if (!slot.pending.size) worker.unref();
         if (r.ok) p.resolve(r.sample); else p.reject(rebuildError(r.error));
       });
-      worker.on('error', (e) => this.fail(slot, e));
-      worker.on('exit', (code) => { if (slot.pending.size) this.fail(slot, new Error(`data worker exited with code ${code}`)); });
+      // A worker that is gone takes no more requests: a message posted to it is dropped, and its promise never settled
+      // (the loader waited forever on the next sample sent there).
+      worker.on('error', (e) => this.die(slot, new Error(`a data worker stopped: ${e.message}`)));
+      worker.on('exit', (code) => { if (!this.closed) this.die(slot, new Error(`a data worker exited (code ${code})`)); });
       worker.unref();
       this.slots.push(slot);
     }
+  }
+
+  private die(slot: Slot, e: Error): void {
+    slot.dead ??= e;
+    this.fail(slot, slot.dead);
   }
 
   private fail(slot: Slot, e: Error): void {
@@ -65,7 +77,9 @@ export class PreparePool {
 
   run(record: DataRecord, seedKeys: number[]): Promise<PreparedSample> {
     if (this.closed) return Promise.reject(new Error('the data worker pool was closed'));
-    const slot = this.slots.reduce((a, b) => (b.pending.size < a.pending.size ? b : a));
+    const live = this.slots.filter((s) => !s.dead);
+    if (!live.length) return Promise.reject(this.slots[0].dead!);
+    const slot = live.reduce((a, b) => (b.pending.size < a.pending.size ? b : a));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       if (!slot.pending.size) slot.worker.ref();

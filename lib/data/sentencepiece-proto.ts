@@ -74,7 +74,9 @@ class Reader {
   }
 }
 
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM: keep a leading U+FEFF. By default TextDecoder drops it, and LLaMA has a piece that is exactly U+FEFF (id
+// 30143): it was read as "", so a BOM in a text encoded as three byte pieces instead of 30143, unlike SentencePiece.
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 function readPiece(buf: Uint8Array, what: string): SpPiece {
   const p: SpPiece = { piece: '', score: 0, type: PieceType.NORMAL };

@@ -105,7 +105,7 @@ abstract class ChunkTokenizer implements Tokenizer {
       if (m) bytes.push(parseInt(m[1], 16));
       else for (const b of enc.encode(piece.replaceAll(SPACE_SYMBOL, ' '))) bytes.push(b);
     }
-    const s = new TextDecoder('utf-8').decode(Uint8Array.from(bytes));
+    const s = new TextDecoder('utf-8', { ignoreBOM: true }).decode(Uint8Array.from(bytes)); // (a leading U+FEFF is text too)
     return this.dummyPrefix && s.startsWith(' ') ? s.slice(1) : s;
   }
 }

@@ -2,7 +2,7 @@
 // are LEFT-padded and share RoPE positions: RoPE attention scores depend only on position differences, so shifting
 // a whole sample by its pad count leaves its scores unchanged (up to fp32 rounding of the angles), and padded keys
 // are masked out. The official code only decodes one prompt at a time.
-import { concat, noGrad, reshape, scope, slice, tensor, type Tensor } from '../tensor/index.ts';
+import { concat, noGrad, reshape, scope, slice, tensor, Tensor } from '../tensor/index.ts';
 import type { OwlBatch } from '../model/batch.ts';
 import { mediaTokenLength } from '../model/config.ts';
 import { llamaHidden, lmHead } from '../model/llama.ts';
@@ -10,7 +10,7 @@ import type { MplugOwl } from '../model/owl.ts';
 import { seededRandom } from '../model/init.ts';
 import { ConcatKVCache } from './kvcache.ts';
 import { checkSamplingOptions, pickToken, type SamplingOptions } from './sample.ts';
-import { ArgumentError } from '../tensor/errors.ts';
+import { ArgumentError, OwletError } from '../tensor/errors.ts';
 import { countImageTokens, IMAGE_TOKEN } from '../data/index.ts';
 import { promptIds, type PromptChunking } from './prompt.ts';
 import type { Tokenizer } from '../data/index.ts';
@@ -58,6 +58,30 @@ function checkGenerate(reqs: GenerateRequest[], o: GenerateOptions): void {
     if (places !== images) {
       throw new ArgumentError(`${op}: request ${i} has ${images} image(s) for ${places} ${IMAGE_TOKEN} placeholder(s) in its prompt`, op);
     }
+    if (r.images !== undefined && (!Array.isArray(r.images) || r.images.some((im) => !(im instanceof Tensor)))) {
+      throw new ArgumentError(`${op}: request ${i}: images must be an array of Tensors [3, R, R] (preprocessImage / loadImageTensor)`, op);
+    }
+  });
+}
+
+/** Image runs in prompt ids as the model's splice finds them: a run starts at a negative id that differs from the one
+ *  before it. */
+function countImageRuns(ids: readonly number[]): number {
+  let runs = 0;
+  for (let i = 0; i < ids.length; i++) if (ids[i] < 0 && (i === 0 || ids[i - 1] !== ids[i])) runs++;
+  return runs;
+}
+
+// Placeholders with no text between them ("<image><image>") become one run of media ids, which the splice reads as one
+// image: the others were silently left out of the answer (the official model's gotcha, spec §1.5). Refused instead.
+function checkImageRuns(prompts: readonly number[][], reqs: readonly GenerateRequest[]): void {
+  prompts.forEach((ids, i) => {
+    const images = reqs[i].images?.length ?? 0, runs = countImageRuns(ids);
+    if (runs !== images) {
+      throw new ArgumentError(`generate: request ${i}'s ${images} ${IMAGE_TOKEN} placeholders make ${runs} image run(s): placeholders with no ` +
+        `text between them merge, and the model would see only the first image; put text between them (the template's own ` +
+        `way: one "Human: ${IMAGE_TOKEN}" line per image, formatPrompt({ images }))`, 'generate');
+    }
   });
 }
 
@@ -68,6 +92,7 @@ export function generateIds(model: MplugOwl, tok: Tokenizer, reqs: GenerateReque
   const eos = tok.eos, pad = tok.pad, maxNew = o.maxNewTokens ?? 64;
   const rand = seededRandom(o.seed ?? 0);
   const prompts = reqs.map((r) => promptIds(tok, r.prompt, M, o.chunking));
+  checkImageRuns(prompts, reqs);
   const B = prompts.length, T = Math.max(...prompts.map((p) => p.length));
   const ids = new Int32Array(B * T).fill(pad);
   const mask = new Int32Array(B * T);
@@ -116,9 +141,26 @@ export function generateIds(model: MplugOwl, tok: Tokenizer, reqs: GenerateReque
   function pick(logits: Tensor): number[] {
     const V = logits.shape[logits.ndim - 1];
     const all = logits.toFloat32(), rows = Array.from({ length: B }, (_, b) => all.subarray(b * V, (b + 1) * V));
-    o.onLogits?.(picked++, rows);
+    o.onLogits?.(picked, rows);
+    rows.forEach((row, b) => checkLogits(row, picked, b));
+    picked++;
     return rows.map((row) => pickToken(row, o, rand));
   }
+}
+
+// NaN logits (a diverged or damaged checkpoint, an overflow) used to come out as fluent-looking garbage: greedy took id 0
+// at every step (no logit is > NaN), sampling the last id it had sorted. Refused, naming the step.
+function checkLogits(row: Float32Array, step: number, b: number): void {
+  let usable = false;
+  for (let i = 0; i < row.length; i++) {
+    const v = row[i];
+    if (Number.isNaN(v) || v === Infinity) {
+      throw new OwletError(`generate: step ${step}, request ${b}: the next-token logits hold ${v} (at id ${i}); the model's ` +
+        'weights or activations are not finite (a diverged or damaged checkpoint, or an overflow)', 'OWLET_NONFINITE', 'generate');
+    }
+    if (v !== -Infinity) usable = true;
+  }
+  if (!usable) throw new OwletError(`generate: step ${step}, request ${b}: every next-token logit is -Infinity`, 'OWLET_NONFINITE', 'generate');
 }
 
 function appendColumn(mask: number[], B: number, T: number, v: number): number[] {

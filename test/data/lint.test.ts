@@ -35,7 +35,7 @@ test('lintData counts samples, images, tokens and reports each kind of problem',
 
   const r = await lintData([inst, caps], { maxLength: L, mediaTokenLength: M });
   t.deepEqual(r.counts, {
-    'format': 1, 'no-labels': 2, 'too-many-placeholders': 1, 'unused-images': 1, 'missing-image': 1, 'unreadable-image': 1,
+    'format': 1, 'no-labels': 2, 'too-many-placeholders': 1, 'unused-images': 1, 'merged-images': 0, 'missing-image': 1, 'unreadable-image': 1,
     'over-long': 2, 'sample-error': 1,
   });
   const at = (kind: string) => r.issues.filter((i) => i.kind === kind).map((i) => i.id.split(':').pop());
