@@ -77,6 +77,9 @@ export async function verifyCheckpoint(dir: string): Promise<Verification> {
   } catch (e) {
     return { ok: false, reason: `no readable manifest.json (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})` };
   }
+  // (a manifest of valid JSON that is not one — `null`, a list — stopped the run on an internal TypeError instead of
+  // letting a resume skip the checkpoint)
+  if (!isObject(manifest)) return { ok: false, reason: 'manifest.json is not a JSON object' };
   if (manifest.format !== CHECKPOINT_FORMAT || manifest.version !== CHECKPOINT_VERSION) {
     return { ok: false, reason: `not an ${CHECKPOINT_FORMAT} v${CHECKPOINT_VERSION} manifest` };
   }
@@ -86,6 +89,8 @@ export async function verifyCheckpoint(dir: string): Promise<Verification> {
     if (!manifest.files?.[required]) return { ok: false, reason: `manifest does not list ${required}` };
   }
   for (const [name, f] of Object.entries(manifest.files)) {
+    if (!isObject(f) || !Number.isInteger(f.bytes) || typeof f.sha256 !== 'string') return { ok: false, reason: `manifest entry of ${name} is not { bytes, sha256 }` };
+    if (name !== basename(name) || name === '..' || name === '.') return { ok: false, reason: `manifest lists ${name}, not a file of the checkpoint` };
     const p = join(dir, name);
     let size: number;
     try { size = statSync(p).size; } catch { return { ok: false, reason: `${name} is missing` }; }
@@ -237,13 +242,38 @@ export class CheckpointManager {
   async load(dir: string): Promise<LoadedCheckpoint> {
     const v = await verifyCheckpoint(dir);
     if (!v.ok) throw new CheckpointError(`checkpoint ${dir} is not usable: ${v.reason}`);
-    const state = JSON.parse(readFileSync(join(dir, FILES.state), 'utf8')) as TrainerStateJson;
-    const config = JSON.parse(readFileSync(join(dir, FILES.config), 'utf8')) as Json;
-    const metrics = JSON.parse(readFileSync(join(dir, FILES.metrics), 'utf8')) as Json;
+    const state = readCheckpointJson(dir, FILES.state) as TrainerStateJson;
+    if (!isObject(state) || state.step !== v.manifest.step || !Number.isInteger(state.stage)) {
+      throw new CheckpointError(`checkpoint ${dir} is not usable: ${FILES.state} does not hold the step ${v.manifest.step} and the stage ` +
+        'its manifest names (edited or written by something else than owlet)');
+    }
+    const config = readCheckpointJson(dir, FILES.config);
+    const metrics = readCheckpointJson(dir, FILES.metrics);
+    if (!isObject(metrics) || (metrics.history !== undefined && !Array.isArray(metrics.history))) {
+      throw new CheckpointError(`checkpoint ${dir} is not usable: ${FILES.metrics} does not hold a list of steps (history)`);
+    }
     const weights = await this.io.load(join(dir, FILES.weights));
     const optTensors = await this.io.load(join(dir, FILES.optimizer));
     return { path: dir, step: state.step, stage: state.stage, config, weights, rng: state.rng, data: state.data,
       skippedSteps: state.skippedSteps, metrics, optimizer: { meta: state.optimizer, tensors: optTensors } };
+  }
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * One of a checkpoint's JSON files, parsed. Its hash matches the manifest's when it comes to this (verified first),
+ * so a file that does not parse was edited or written by another tool: said with the file's name, where a bare
+ * "Unexpected end of JSON input" named nothing.
+ */
+export function readCheckpointJson(dir: string, file: string): Json {
+  const path = join(dir, file);
+  let text: string;
+  try { text = readFileSync(path, 'utf8'); } catch (e) {
+    throw new CheckpointError(`checkpoint ${dir} is not usable: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  try { return JSON.parse(text) as Json; } catch (e) {
+    throw new CheckpointError(`checkpoint ${dir} is not usable: ${file} is not valid JSON (${(e as Error).message})`);
   }
 }
 

@@ -8,6 +8,9 @@ import { OwlSizes, PRESET_NAMES } from './model-sizes.ts';
 const posInt = z.number().int().positive();
 const nonNegInt = z.number().int().nonnegative();
 const unit = z.number().min(0).lt(1);
+/** Micro-batches per optimizer step at most. A step keeps a seed per micro-batch: grad_accum 1e9 (a typo) ended in
+ *  V8's fatal "JavaScript heap out of memory" 45 s into the first step, where any real recipe needs thousands. */
+export const MAX_GRAD_ACCUM = 2 ** 20;
 
 /** Parameter groups by official key prefix (see param-groups.ts). */
 export { PARAM_GROUPS as GROUPS, type GroupName } from '../model/params.ts';
@@ -135,7 +138,7 @@ export const TrainingConfig = z.strictObject({
   steps: posInt.optional(),
   epochs: z.number().positive().optional(),
   /** Micro-batches per rank per optimizer step (ignored when global_batch is set: derived from it). */
-  grad_accum: posInt.default(1),
+  grad_accum: posInt.max(MAX_GRAD_ACCUM, `at most ${MAX_GRAD_ACCUM} micro-batches per step`).default(1),
   /**
    * Samples per optimizer step over all ranks: micro_batch × grad_accum × world size. When set, grad_accum is derived
    * from it and the world size, so the run trains the same on any number of ranks (and resumes on another number);
@@ -192,6 +195,9 @@ export const OwletConfig = z.strictObject({
   const g = c.training.global_batch;
   if (g !== undefined && g % c.data.micro_batch !== 0) {
     ctx.addIssue({ code: 'custom', path: ['training', 'global_batch'], message: `must be a multiple of data.micro_batch (${c.data.micro_batch})` });
+  }
+  if (g !== undefined && g / c.data.micro_batch > MAX_GRAD_ACCUM) {
+    ctx.addIssue({ code: 'custom', path: ['training', 'global_batch'], message: `needs more than ${MAX_GRAD_ACCUM} micro-batches of data.micro_batch (${c.data.micro_batch}) per step` });
   }
   if (g !== undefined && c.training.grad_accum !== 1) {
     ctx.addIssue({ code: 'custom', path: ['training', 'grad_accum'], message: 'give training.global_batch or training.grad_accum, not both' });

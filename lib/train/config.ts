@@ -74,7 +74,12 @@ export function parseConfigText(text: string, source = 'config'): Obj {
     const where = e.linePos ? ` (line ${e.linePos[0].line}, column ${e.linePos[0].col})` : '';
     throw new ConfigError(`invalid ${source}: not valid YAML${where}: ${e.message.split('\n')[0]}`);
   }
-  const raw = doc.toJS() as unknown;
+  let raw: unknown;
+  try {
+    raw = doc.toJS();
+  } catch (e) { // (aliases expanding past the parser's limit: "Excessive alias count…", without the file's name)
+    throw new ConfigError(`invalid ${source}: ${(e as Error).message.split('\n')[0]}`);
+  }
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
     throw new ConfigError(`invalid ${source}: the top level must be a mapping (run:, model:, stage:, …)`);
   }
@@ -129,7 +134,10 @@ export function totalSteps(c: OwletConfig, microBatchesPerEpoch?: number, gradAc
   }
   if (microBatchesPerEpoch < 1) throw new ConfigError('training.epochs: the training data holds no complete micro-batch');
   const perEpoch = Math.max(1, Math.floor(microBatchesPerEpoch / gradAccum));
-  return Math.ceil(perEpoch * c.training.epochs!);
+  const steps = Math.ceil(perEpoch * c.training.epochs!);
+  // (past 2^53 a step count no longer counts: step + 1 === step, and the run never ends)
+  if (!Number.isSafeInteger(steps)) throw new ConfigError(`training.epochs = ${c.training.epochs} makes ${steps} optimizer steps: more than a run can count`);
+  return steps;
 }
 
 /**

@@ -4,7 +4,7 @@
 // lock left by a process that no longer exists on this host is taken over.
 import { closeSync, constants, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { ConfigError } from './errors.ts';
 
 export const LOCK_FILE = '.owlet-lock';
@@ -15,15 +15,33 @@ function alive(pid: number): boolean {
   try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
 }
 
+// The locks this process holds (resolved paths). A lock naming this process's pid and host that is not among them
+// was left by an earlier process that had the same pid: a container restarted after a kill runs its command as the
+// same pid (often 1) on the same host name, and its resume was refused for good — "in use by pid 1", itself.
+const heldHere = new Set<string>();
+
+/** Whether the process that wrote the lock is gone: on this host, and no longer running (or this process's pid
+ *  without this process holding it). */
+function holderGone(h: Holder, me: Holder, key: string): boolean {
+  if (h.host !== me.host || !Number.isInteger(h.pid)) return false;
+  return h.pid === me.pid ? !heldHere.has(key) : !alive(h.pid);
+}
+
 /** Takes the folder's lock (creating the folder); returns its release. Throws naming the holder when it is taken. */
 export function lockRunFolder(dir: string): () => void {
-  mkdirSync(dir, { recursive: true });
+  try {
+    mkdirSync(dir, { recursive: true });
+  } catch (e) { // (a bare "ENOTDIR: not a directory, mkdir …" for a run folder under a file)
+    throw new ConfigError(`cannot create the run folder ${dir}: ${(e as Error).message}`);
+  }
   const path = join(dir, LOCK_FILE);
+  const key = resolve(path);
   const me: Holder = { pid: process.pid, host: hostname(), started: new Date().toISOString() };
   const release = () => {
+    if (!heldHere.delete(key)) return; // (released already)
     try {
       const h = JSON.parse(readFileSync(path, 'utf8')) as Holder;
-      if (h.pid === me.pid && h.host === me.host && existsSync(path)) rmSync(path, { force: true });
+      if (h.pid === me.pid && h.host === me.host && h.started === me.started && existsSync(path)) rmSync(path, { force: true });
     } catch { /* already gone */ }
   };
   const create = (): boolean => {
@@ -35,11 +53,12 @@ export function lockRunFolder(dir: string): () => void {
       return false;
     }
     try { writeSync(fd, JSON.stringify(me) + '\n'); } finally { closeSync(fd); }
+    heldHere.add(key);
     return true;
   };
   if (create()) return release;
   const h = readHolder(path);
-  if (h && h.host === me.host && Number.isInteger(h.pid) && !alive(h.pid)) {
+  if (h && holderGone(h, me, key)) {
     // Left by a run that ended without releasing it (killed). Two processes taking it over at once both removed
     // "the stale lock" — one of them the other's new one — and both ran (the resume audit of session 10): only the
     // holder of the takeover guard may remove it, after checking under the guard that it is still that stale lock.

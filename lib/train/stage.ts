@@ -1,8 +1,8 @@
 // Training one stage from a validated config: the programmatic form of `owlet train`.
 import { join } from 'node:path';
-import { existsSync, writeFileSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, writeFileSync, mkdirSync, statSync } from 'node:fs';
 import { noGrad } from '../tensor/index.ts';
-import { resolveResume } from './checkpoint.ts';
+import { readCheckpointJson, resolveResume } from './checkpoint.ts';
 import type { OwletConfig } from './config-schema.ts';
 import { gradAccumFor, modelSizes, totalSteps } from './config.ts';
 import type { Components } from './components.ts';
@@ -87,7 +87,10 @@ function memoryAdvice(config: OwletConfig): string {
 function checkResumeConfig(dir: string, config: OwletConfig, baseWeights: string | null): string[] {
   const file = join(dir, 'config.json');
   if (!existsSync(file)) return []; // (the checkpoint's own integrity check names a missing file)
-  const saved = JSON.parse(readFileSync(file, 'utf8')) as Json & { provenance?: { base_weights?: string | null } };
+  const saved = readCheckpointJson(dir, 'config.json') as Json & { provenance?: { base_weights?: string | null } };
+  if (typeof saved !== 'object' || saved === null || Array.isArray(saved)) {
+    throw new CheckpointError(`checkpoint ${dir} is not usable: config.json does not hold a run configuration`);
+  }
   const was = saved.provenance?.base_weights ?? null;
   if (was && baseWeights && was !== baseWeights) {
     throw new CheckpointError(`model.weights ${config.model.weights} is not the base model checkpoint ${dir} was trained on ` +
@@ -100,6 +103,29 @@ function checkResumeConfig(dir: string, config: OwletConfig, baseWeights: string
       `are: ${refused.join('; ')} (its trained weights would mean something else); resume with the checkpoint's, or start a new run`);
   }
   return changed;
+}
+
+// At most this often (ms) a batch read lets the event loop turn: nothing a step would notice.
+const TURN_MS = 10;
+
+/**
+ * Makes each batch read let Node's event loop turn first (at most every TURN_MS). Signals — Ctrl-C, a scheduler's
+ * SIGTERM — reach the process only when the loop turns, and a CPU step never lets it: its kernels run synchronously
+ * and the batches it awaits are ready (prepared on this thread, or prefetched), so its promises resolve as
+ * microtasks. owlet train's Ctrl-C then waited for the next checkpoint's file I/O (save_every steps later, or the
+ * end of the run) instead of stopping after the current step.
+ */
+function letEventLoopTurn<B extends Batch>(data: DataStream<B>): DataStream<B> {
+  const next = data.next.bind(data);
+  let last = -Infinity;
+  data.next = async () => {
+    if (performance.now() - last >= TURN_MS) {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      last = performance.now();
+    }
+    return next();
+  };
+  return data;
 }
 
 async function runStage<B extends Batch>(config: OwletConfig, c: Components<B>, o: TrainStageOptions): Promise<StageResult> {
@@ -122,7 +148,7 @@ async function runStage<B extends Batch>(config: OwletConfig, c: Components<B>, 
     });
   }
   if (model.describe) log(model.describe());
-  const data = await c.createData(config, 'train', model, shard);
+  const data = letEventLoopTurn(await c.createData(config, 'train', model, shard));
   if (data.describe) log(data.describe());
   const steps = totalSteps(config, data.microBatchesPerEpoch, gradAccum);
   const optimizer = c.createOptimizer(decayGroups(trainable, config.optimizer.weight_decay, config.optimizer.no_decay), config.optimizer);
@@ -131,7 +157,7 @@ async function runStage<B extends Batch>(config: OwletConfig, c: Components<B>, 
   let evaluate: ConstructorParameters<typeof Trainer<B>>[0]['evaluate'];
   let evalData: DataStream<B> | undefined;
   if (config.data.eval.length && c.evaluate) {
-    evalData = await c.createData(config, 'eval', model, shard);
+    evalData = letEventLoopTurn(await c.createData(config, 'eval', model, shard));
     const ev = evalData;
     const start = ev.position();
     evaluate = {

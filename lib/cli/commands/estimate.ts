@@ -8,7 +8,7 @@ import type { CliIO } from '../io.ts';
 export interface EstimateArgs { config: string; set: string[]; imagesPerSample: string; json?: boolean }
 
 export function estimateCommand(a: EstimateArgs, io: CliIO): void {
-  const images = Number(a.imagesPerSample);
+  const images = a.imagesPerSample.trim() === '' ? NaN : Number(a.imagesPerSample); // ('' is not 0 images)
   if (!Number.isInteger(images) || images < 0) throw new UsageError(`--images-per-sample must be an integer >= 0, got '${a.imagesPerSample}'`);
   const c = loadConfig(a.config, a.set);
   const o = { sizes: modelSizes(c), train: c.stage.train, lora: c.stage.lora, dtype: c.model.dtype, microBatch: c.data.micro_batch,

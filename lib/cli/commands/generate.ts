@@ -4,7 +4,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { formatPrompt, llamaTokenizer, loadTokenizer, type Tokenizer } from '../../data/index.ts';
 import {
-  appendAnswer, generate, loadImageTensor, readAnswers, readQuestions, answerQuestions, writeAnswers, type GenerateOptions,
+  appendAnswer, generate, loadImageTensor, readAnswers, readQuestionLines, answerQuestions, writeAnswers, type GenerateOptions,
 } from '../../generate/index.ts';
 import { loadModel, type MplugOwl } from '../../model/index.ts';
 import { readConfig, tokenizerMismatch } from '../../model/io/index.ts';
@@ -30,31 +30,43 @@ export function loadRunModel(dir: string): LoadedRunModel {
   return { model: loadModel(dir, { adapterDir }), tok, system: meta.system };
 }
 
-function num(v: unknown, name: string, int = false): number {
-  const n = Number(v);
-  if (!Number.isFinite(n) || (int && !Number.isInteger(n))) throw new UsageError(`--${name} must be a${int ? 'n integer' : ' number'}, got ${String(v)}`);
+/**
+ * A numeric flag within its range, or a usage error (exit 2) that names the flag. An empty value was Number('') = 0:
+ * `--temperature ""` sampled greedily without a word; a seed past 2^53 or below 0 was taken as given; and a value out
+ * of range was refused only inside generate, naming its option (topP) instead of the flag, with exit code 1.
+ */
+function num(v: unknown, flag: string, ok: (n: number) => boolean, want: string): number {
+  const text = String(v).trim();
+  const n = text === '' ? NaN : Number(text);
+  if (!Number.isFinite(n) || !ok(n)) throw new UsageError(`--${flag} must be ${want}, got '${String(v)}'`);
   return n;
 }
+const wholeFrom0 = (n: number) => Number.isSafeInteger(n) && n >= 0;
 
 function sampling(o: Record<string, unknown>): GenerateOptions {
-  const temperature = num(o.temperature ?? 1, 'temperature');
+  const temperature = num(o.temperature ?? 1, 'temperature', (n) => n >= 0, 'a number >= 0 (0: greedy)');
   return {
-    maxNewTokens: num(o.maxNewTokens ?? 512, 'max-new-tokens', true), temperature, greedy: temperature === 0,
-    topK: num(o.topK ?? 0, 'top-k', true), topP: num(o.topP ?? 1, 'top-p'), seed: num(o.seed ?? 0, 'seed', true),
+    maxNewTokens: num(o.maxNewTokens ?? 512, 'max-new-tokens', wholeFrom0, 'an integer >= 0'), temperature, greedy: temperature === 0,
+    topK: num(o.topK ?? 0, 'top-k', wholeFrom0, 'an integer >= 0 (0: no limit)'),
+    topP: num(o.topP ?? 1, 'top-p', (n) => n > 0 && n <= 1, 'a number in (0, 1] (1: no limit)'),
+    seed: num(o.seed ?? 0, 'seed', wholeFrom0, 'an integer in [0, 2^53)'),
     chunking: (o.chunking as GenerateOptions['chunking']) ?? 'training',
   };
 }
 
 export async function generateCommand(o: Record<string, unknown>, io: CliIO): Promise<void> {
+  const options = sampling(o); // (before any weight is read)
   const { model, tok, system } = loadRunModel(String(o.checkpoint));
   const images = await Promise.all((o.image as string[]).map((p) => loadImageTensor(p, model.config.vision.imageSize)));
   const prompt = formatPrompt(String(o.prompt), { images: images.length, system: (o.system as string | undefined) ?? system });
-  io.out(generate(model, tok, [{ prompt, images }], sampling(o))[0]);
+  io.out(generate(model, tok, [{ prompt, images }], options)[0]);
 }
 
 export async function evalCommand(o: Record<string, unknown>, io: CliIO): Promise<void> {
+  const options = sampling({ temperature: 0, maxNewTokens: 256, ...o }); // (before any weight is read)
   const { model, tok, system } = loadRunModel(String(o.checkpoint));
-  const qs = readQuestions(String(o.questions));
+  const questionsFile = String(o.questions);
+  const { questions: qs, lines } = readQuestionLines(questionsFile);
   // Each answer is appended as soon as it exists, and a run stopped half-way continues after the answers it wrote.
   const out = String(o.out);
   const done = readAnswers(out, qs);
@@ -62,8 +74,8 @@ export async function evalCommand(o: Record<string, unknown>, io: CliIO): Promis
   if (done.length) io.out(`continuing after the ${done.length} answers already in ${out} (move it away to answer them again)`);
   writeAnswers(out, done); // (rewritten: a line cut short by the interruption goes; the folder made)
   const answers = await answerQuestions(model, tok, qs, String(o.images), {
-    ...sampling({ temperature: 0, maxNewTokens: 256, ...o }), modelId: String(o.modelId ?? 'owlet'), system: (o.system as string | undefined) ?? system,
-    done, onAnswer: (a) => appendAnswer(out, a),
+    ...options, modelId: String(o.modelId ?? 'owlet'), system: (o.system as string | undefined) ?? system,
+    done, onAnswer: (a) => appendAnswer(out, a), source: { file: questionsFile, lines },
   });
   io.out(`answered ${answers.length - done.length} questions into ${out} (${answers.length} in all)`);
 }
