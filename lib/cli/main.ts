@@ -13,7 +13,7 @@ import { exitWithLauncher } from '../dist/env.ts';
 import { launchCommand } from './commands/launch.ts';
 import { trainCommand } from './commands/train.ts';
 import { mergeCommand } from './commands/merge.ts';
-import { processIO, type CliIO } from './io.ts';
+import { processIO, surviveClosedOutput, type CliIO } from './io.ts';
 
 const collect = (v: string, prev: string[]) => [...prev, v];
 // generate's and eval's (a fresh Option each: commander keeps state in it)
@@ -131,6 +131,7 @@ function build(io: CliIO, failed: { code: number }): Command {
 /** Runs the CLI on argv (without `node owlet`); returns the exit code. */
 export async function main(argv: string[], io: CliIO = processIO): Promise<number> {
   exitWithLauncher(); // a rank of `owlet launch` does not outlive its launcher
+  if (io === processIO) surviveClosedOutput();
   const failed = { code: 0 };
   const program = build(io, failed);
   try {

@@ -11,6 +11,7 @@
 //   GLOO_SOCKET_IFNAME         network interface for the ranks' connections (default: the one that routes to MASTER_ADDR)
 //   OWLET_DIST_OVERLAP=0       all-reduce the gradients after the backward instead of overlapped with it (default 1)
 //   OWLET_DIST_BUCKET_MB       gradient bucket size in MB (default 25, as PyTorch DDP's bucket_cap_mb)
+import { networkInterfaces } from 'node:os';
 import { DistributedError } from '../tensor/errors.ts';
 
 export interface DistEnv {
@@ -34,6 +35,13 @@ function int(env: Env, name: string, min: number, max = Number.MAX_SAFE_INTEGER)
   return n;
 }
 
+/**
+ * The most ranks a run may have. gloo connects every rank to every other one (a socket per peer), and the native side
+ * holds the world size in an int: a WORLD_SIZE of 2^32 + 2 became a world of 2 there while this side planned for
+ * billions of ranks, and a world of 10^8 made the rendezvous allocate gigabytes of store keys.
+ */
+export const MAX_WORLD_SIZE = 65536;
+
 /** A host name that means this machine over loopback (the store then listens on loopback only). */
 export function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || host.startsWith('127.');
@@ -41,7 +49,7 @@ export function isLoopback(host: string): boolean {
 
 /** The torchrun variables of this process, or null when it is not part of a multi-process run. */
 export function readDistEnv(env: Env = process.env): DistEnv | null {
-  const worldSize = int(env, 'WORLD_SIZE', 1);
+  const worldSize = int(env, 'WORLD_SIZE', 1, MAX_WORLD_SIZE);
   if (worldSize === 1 && env.RANK !== undefined && env.RANK.trim() !== '0') {
     // (a process told it is rank 1 of a world of 1: the launch is misconfigured, and running alone would train a
     // second copy of the run beside the one rank 0 trains)
@@ -58,6 +66,20 @@ export function readDistEnv(env: Env = process.env): DistEnv | null {
     throw new DistributedError(`WORLD_SIZE=${worldSize} needs MASTER_ADDR and MASTER_PORT (the address of node 0's rendezvous store)`, 'env');
   }
   return { rank, localRank, worldSize, localWorldSize, masterAddr, masterPort };
+}
+
+/**
+ * GLOO_SOCKET_IFNAME, when set, checked against this machine's network interfaces before the rendezvous: a name
+ * that is not one of them (a typo, another node's name, torch's comma-separated list) failed only after every rank
+ * had arrived, with gloo's "ifa != nullptr. Unable to find address for: eth9".
+ */
+export function socketInterface(env: Env = process.env, interfaces: Record<string, unknown> = networkInterfaces()): string | undefined {
+  const name = env.GLOO_SOCKET_IFNAME?.trim();
+  if (!name) return undefined;
+  if (Object.hasOwn(interfaces, name)) return name;
+  const have = Object.keys(interfaces).sort().join(', ') || 'none with an address';
+  throw new DistributedError(`GLOO_SOCKET_IFNAME=${env.GLOO_SOCKET_IFNAME}: this machine has no network interface of that name ` +
+    `(it has: ${have}); give one of them, or unset it to use the one that routes to MASTER_ADDR`, 'env');
 }
 
 export interface DistTimeouts { rendezvousMs: number; opMs: number }

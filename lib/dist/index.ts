@@ -1,7 +1,7 @@
 // Multi-process data parallelism: the process group (gloo on the CPU), torchrun's environment contract, and the
 // launcher behind `owlet launch`.
 export {
-  readDistEnv, distTimeouts, storeLocation, exitWithLauncher, isLoopback, gradientSyncSettings, type DistEnv, type DistTimeouts,
+  readDistEnv, distTimeouts, socketInterface, MAX_WORLD_SIZE, storeLocation, exitWithLauncher, isLoopback, gradientSyncSettings, type DistEnv, type DistTimeouts,
   type GradientSyncSettings,
 } from './env.ts';
 export { localGpu, visibleGpus } from './device.ts';

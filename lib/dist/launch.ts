@@ -9,10 +9,11 @@ import { availableParallelism, constants } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { surviveClosedOutput } from '../cli/io.ts';
 import { cpuDist } from '../native.ts';
 import { OwletError } from '../tensor/errors.ts';
 import { UsageError } from '../train/errors.ts';
-import { isLoopback } from './env.ts';
+import { isLoopback, MAX_WORLD_SIZE } from './env.ts';
 
 /** A rank failed (or the launch was interrupted); exitCode is what the launcher exits with. */
 export class LaunchError extends OwletError {
@@ -47,6 +48,23 @@ interface Rank {
   code: number | null;
   signal: NodeJS.Signals | null;
   lastErr: string[];
+  /** 1 for the first rank to exit, 2 for the next… (Infinity while it runs). */
+  exitOrder: number;
+}
+
+/** A rank's last stderr lines kept to explain its failure: enough for a Node.js crash report (error line, ten stack
+ *  frames, the error's properties, the version line). */
+const ERR_LINES_KEPT = 40;
+/** The last line of a Node.js crash report (an uncaught exception or unhandled rejection): it explains nothing. */
+const NODE_VERSION_LINE = /^Node\.js v\d/;
+/** The error line of a Node.js crash report: `Error: …`, `TypeError [ERR_X]: …`, `Uncaught RangeError: …`. */
+const CRASH_ERROR_LINE = /^(?:Uncaught )?(?:[A-Za-z_$][\w$]*)?(?:Error|Exception)(?: \[\w+\])?: /;
+
+/** The line that says why a rank failed: owlet's own error line, else the error line of a crash report (an uncaught
+ *  exception's report ends with the Node.js version, which was reported as the rank's error), else none. */
+function failureLine(lines: string[]): string | undefined {
+  const owlet = lines.findLast((l) => l.startsWith('owlet:'));
+  return owlet ?? lines.findLast((l) => CRASH_ERROR_LINE.test(l));
 }
 
 const BIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'owlet.js');
@@ -59,6 +77,9 @@ function check(o: LaunchOptions): Required<Pick<LaunchOptions, 'nnodes' | 'nodeR
   int(o.nprocPerNode, '--nproc-per-node', 1, 1024);
   int(n.nnodes, '--nnodes', 1);
   int(n.nodeRank, '--node-rank', 0, n.nnodes - 1);
+  if (n.nnodes * o.nprocPerNode > MAX_WORLD_SIZE) {
+    throw new UsageError(`launch: --nnodes ${n.nnodes} × --nproc-per-node ${o.nprocPerNode} is more than ${MAX_WORLD_SIZE} ranks`);
+  }
   int(n.masterPort, '--master-port', n.nnodes === 1 ? 0 : 1, 65535);
   if (!n.masterAddr) throw new UsageError('launch: --master-addr is empty');
   if (!o.command.length) throw new UsageError('launch: give the owlet command to run after --, e.g. owlet launch --nproc-per-node 2 -- train --config run.yaml');
@@ -92,6 +113,7 @@ export async function launch(o: LaunchOptions): Promise<void> {
   let failure: Rank | null = null;
   let interrupted: NodeJS.Signals | null = null;
   let killTimer: NodeJS.Timeout | null = null;
+  let exits = 0;
 
   const stopAll = (signal: NodeJS.Signals, graceMs = n.graceMs) => {
     for (const r of ranks) if (r.code === null && r.signal === null) r.child.kill(signal);
@@ -122,6 +144,8 @@ export async function launch(o: LaunchOptions): Promise<void> {
   const onTerm = () => onSignal('SIGTERM');
   process.on('SIGINT', onInt);
   process.on('SIGTERM', onTerm);
+  // (a launch piped into `head`: its EPIPE crashed the launcher, and the ranks, finding it gone, stopped without a checkpoint)
+  const unguardOutput = surviveClosedOutput();
 
   try {
     for (let local = 0; local < o.nprocPerNode; local++) {
@@ -137,7 +161,7 @@ export async function launch(o: LaunchOptions): Promise<void> {
         env.OPENBLAS_NUM_THREADS ??= env.OMP_NUM_THREADS;
       }
       const child = spawn(process.execPath, [BIN, ...o.command], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-      const r: Rank = { rank, child, code: null, signal: null, lastErr: [], exited: Promise.resolve() };
+      const r: Rank = { rank, child, code: null, signal: null, lastErr: [], exitOrder: Infinity, exited: Promise.resolve() };
       const prefix = `[rank ${rank}] `;
       const lines = new Promise<void>((res) => {
         let open = 2;
@@ -145,7 +169,7 @@ export async function launch(o: LaunchOptions): Promise<void> {
         createInterface({ input: child.stdout! }).on('line', (l) => out(prefix + l)).on('close', done);
         createInterface({ input: child.stderr! }).on('line', (l) => {
           err(prefix + l);
-          if (l.trim()) { r.lastErr.push(l); if (r.lastErr.length > 20) r.lastErr.shift(); }
+          if (l.trim()) { r.lastErr.push(l); if (r.lastErr.length > ERR_LINES_KEPT) r.lastErr.shift(); }
         }).on('close', done);
       });
       const exit = new Promise<void>((res) => {
@@ -153,6 +177,7 @@ export async function launch(o: LaunchOptions): Promise<void> {
         child.on('exit', (code, signal) => {
           r.code = code;
           r.signal = signal;
+          r.exitOrder = ++exits;
           if ((code !== 0 || signal) && !failure && !interrupted) {
             failure = r;
             const others = ranks.filter((x) => x !== r && x.code === null && x.signal === null).length;
@@ -172,6 +197,7 @@ export async function launch(o: LaunchOptions): Promise<void> {
   } finally {
     process.off('SIGINT', onInt);
     process.off('SIGTERM', onTerm);
+    unguardOutput();
     if (killTimer) clearTimeout(killTimer);
     if (hosted !== null) cpuDist().storeServerStop(hosted);
   }
@@ -183,13 +209,16 @@ export async function launch(o: LaunchOptions): Promise<void> {
   // makes another one fail its collective ("another rank exited or crashed") and that one may exit sooner. Report a
   // rank's own error when some rank has one.
   const blamesAnother = (r: Rank) => r.lastErr.some((l) => l.includes('another rank exited or crashed'));
-  const own = (r: Rank) => r.code !== 0 && r.code !== null && !blamesAnother(r) && r.lastErr.some((l) => l.startsWith('owlet:'));
+  const own = (r: Rank) => r.code !== 0 && r.code !== null && !blamesAnother(r) && failureLine(r.lastErr) !== undefined;
   const first = failure as Rank | null;
   const f = first && blamesAnother(first) ? ranks.find((r) => r !== first && own(r)) ?? first : first;
   if (f) {
     const why = f.signal ? `was killed by ${f.signal}` : `exited with code ${f.code}`;
-    const last = [...f.lastErr].reverse().find((l) => l.startsWith('owlet:')) ?? f.lastErr[f.lastErr.length - 1];
+    const last = failureLine(f.lastErr) ?? f.lastErr.filter((l) => !NODE_VERSION_LINE.test(l)).at(-1);
     const code = f.code && f.code > 0 && f.code < 256 ? f.code : f.signal ? 128 + (constants.signals[f.signal] ?? 9) : 1;
-    throw new LaunchError(`launch: rank ${f.rank} ${why}${last ? `: ${last.replace(/^owlet: /, '')}` : ''}`, code);
+    // (a rank blaming "another rank" whose own exit was quiet, say with code 0 in the middle of a run: name that one)
+    const before = blamesAnother(f) ? ranks.filter((r) => r !== f && r.exitOrder < f.exitOrder) : [];
+    const earlier = before.length ? `; before it, ${before.slice(0, 4).map((r) => `rank ${r.rank} ${r.signal ? `was killed by ${r.signal}` : `exited with code ${r.code}`}`).join(', ')}` : '';
+    throw new LaunchError(`launch: rank ${f.rank} ${why}${last ? `: ${last.replace(/^owlet: /, '')}` : ''}${earlier}`, code);
   }
 }

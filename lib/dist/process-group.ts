@@ -15,7 +15,7 @@ import { DistributedError } from '../tensor/errors.ts';
 import type { Tensor } from '../tensor/index.ts';
 import type { Collectives } from '../train/types.ts';
 import { localGpu } from './device.ts';
-import { distTimeouts, gradientSyncSettings, readDistEnv, storeLocation, type DistEnv, type DistTimeouts } from './env.ts';
+import { distTimeouts, gradientSyncSettings, readDistEnv, socketInterface, storeLocation, type DistEnv, type DistTimeouts } from './env.ts';
 import { byBackend, GradientReducer, type PendingSum } from './grad-reducer.ts';
 
 /** Gradients are reduced in buckets of about this many bytes: one collective per bucket (PyTorch DDP's default). */
@@ -104,7 +104,6 @@ export class GlooProcessGroup implements ProcessGroup {
   readonly localWorldSize: number;
   private readonly bucketBytes: number;
   private readonly overlap: boolean;
-  private readonly opTimeoutMs: number;
   private seq = 0;
   private closed = false;
   /** The NCCL group for CUDA tensors: undefined until the first CUDA collective, null when there is none. */
@@ -118,7 +117,6 @@ export class GlooProcessGroup implements ProcessGroup {
     this.localWorldSize = d.localWorldSize;
     this.bucketBytes = bucketBytes;
     this.overlap = overlap;
-    this.opTimeoutMs = timeouts.opMs;
   }
 
   /** Joins the run `d` describes; throws DistributedError naming the ranks that did not arrive in time. */
@@ -129,8 +127,9 @@ export class GlooProcessGroup implements ProcessGroup {
     const native = cpuDist();
     const timeouts = { rendezvousMs: o.rendezvousTimeoutMs ?? t.rendezvousMs, opMs: o.timeoutMs ?? t.opMs };
     const sync = gradientSyncSettings(env);
+    const iface = socketInterface(env);
     const port = call('rendezvous', () => native.distInit(d.rank, d.worldSize, d.masterAddr, store.port, store.hostedHere,
-      timeouts.rendezvousMs, timeouts.opMs, env.GLOO_SOCKET_IFNAME || undefined));
+      timeouts.rendezvousMs, timeouts.opMs, iface));
     return new GlooProcessGroup(native, { ...d, storePort: port }, o.bucketBytes ?? sync.bucketBytes ?? DEFAULT_BUCKET_BYTES,
       o.overlap ?? sync.overlap, timeouts, env);
   }
@@ -198,22 +197,56 @@ export class GlooProcessGroup implements ProcessGroup {
 
   barrier(): void { call('barrier', () => this.native.distBarrier()); }
 
-  // Small exchanges go through the store under keys numbered in call order (the same on every rank).
+  // Small exchanges (a config to compare, data positions for a checkpoint, a verdict) ride on gloo all-reduces, not
+  // on the store: a store read waited the whole operation timeout (30 min by default) for a key that a rank which had
+  // already exited would never set, and ranks that called different exchanges (rank 0 shares the resumed checkpoint,
+  // rank 1, started without --resume, gathers configs) waited for each other's keys until both timed out. A gloo
+  // collective fails at once when a peer's connections close, and the header below names ranks that are out of step.
   gather(value: string): string[] | null {
-    const key = `gather/${this.seq++}`;
-    call('gather', () => this.native.distStoreSet(`${key}/${this.rank}`, value));
-    if (this.rank !== 0) return null;
-    return Array.from({ length: this.worldSize }, (_, r) => call('gather', () => this.native.distStoreGet(`${key}/${r}`, this.opTimeoutMs)));
+    const all = this.exchange('gather', value);
+    return this.rank === 0 ? all : null;
   }
 
   shareFromRoot(value?: string): string {
-    const key = `share/${this.seq++}`;
-    if (this.rank === 0) {
-      if (value === undefined) throw new DistributedError('shareFromRoot: rank 0 must give the value', 'shareFromRoot');
-      call('shareFromRoot', () => this.native.distStoreSet(key, value));
-      return value;
+    if (this.rank === 0 && value === undefined) throw new DistributedError('shareFromRoot: rank 0 must give the value', 'shareFromRoot');
+    return this.exchange('shareFromRoot', this.rank === 0 ? value! : '')[0];
+  }
+
+  /** Every rank's string, on every rank: a header all-reduce (which exchange, its number, each rank's length), then
+   *  the bytes. Every rank computes the same verdict from the same header, so out-of-step ranks all stop together. */
+  private exchange(op: 'gather' | 'shareFromRoot', value: string): string[] {
+    const W = this.worldSize, seq = this.seq++;
+    const bytes = new TextEncoder().encode(value);
+    const header = new Float64Array(3 * W);
+    header[this.rank] = EXCHANGE_KINDS.indexOf(op) + 1;
+    header[W + this.rank] = seq + 1;
+    header[2 * W + this.rank] = bytes.length;
+    this.exchangeStep(op, header);
+    const kinds = header.subarray(0, W), seqs = header.subarray(W, 2 * W), lengths = Array.from(header.subarray(2 * W));
+    const at = (r: number) => `${EXCHANGE_KINDS[kinds[r] - 1] ?? 'another collective'} #${seqs[r] - 1}`;
+    const apart = Array.from({ length: W }, (_, r) => r).filter((r) => kinds[r] !== kinds[0] || seqs[r] !== seqs[0]);
+    if (apart.length) {
+      throw new DistributedError(`${op} on rank ${this.rank} of ${W}: the ranks are out of step — rank 0 is at ${at(0)}, ` +
+        `${apart.slice(0, 4).map((r) => `rank ${r} at ${at(r)}`).join(', ')} (do all ranks run the same command? ` +
+        'e.g. --resume given to some ranks only)', op);
     }
-    return call('shareFromRoot', () => this.native.distStoreGet(key, this.opTimeoutMs));
+    const offsets = lengths.map((_, r) => lengths.slice(0, r).reduce((a, b) => a + b, 0));
+    const total = offsets[W - 1] + lengths[W - 1];
+    const packed = packBytes(bytes, offsets[this.rank], total);
+    this.exchangeStep(op, packed);
+    const all = unpackBytes(packed, total);
+    const decoder = new TextDecoder();
+    return lengths.map((n, r) => decoder.decode(all.subarray(offsets[r], offsets[r] + n)));
+  }
+
+  /** One all-reduce of an exchange; its error says which exchange it was part of. */
+  private exchangeStep(op: string, xs: Float64Array): void {
+    try {
+      this.native.distAllReduceNumbers(xs);
+    } catch (e) {
+      if (e instanceof DistributedError) throw new DistributedError(`${op}: ${e.message.replace(/^dist\w+: /, '')}`, op);
+      throw e;
+    }
   }
 
   close(): void {
@@ -222,6 +255,27 @@ export class GlooProcessGroup implements ProcessGroup {
     this.nccl?.ncclClose();
     this.native.distClose();
   }
+}
+
+const EXCHANGE_KINDS = ['gather', 'shareFromRoot'] as const;
+/** Bytes per number of an exchange: 6 bytes are 48 bits, exact in a double, and the sum over ranks of numbers whose
+ *  bytes never overlap (each rank writes only its own range, zeros elsewhere) is their union. */
+const BYTES_PER_NUMBER = 6;
+
+/** `bytes` placed at `offset` of a `total`-byte buffer, packed six bytes to a double. */
+function packBytes(bytes: Uint8Array, offset: number, total: number): Float64Array {
+  const out = new Float64Array(Math.ceil(total / BYTES_PER_NUMBER));
+  for (let i = 0; i < bytes.length; i++) {
+    const at = offset + i;
+    out[Math.floor(at / BYTES_PER_NUMBER)] += bytes[i] * 256 ** (at % BYTES_PER_NUMBER);
+  }
+  return out;
+}
+
+function unpackBytes(packed: Float64Array, total: number): Uint8Array {
+  const out = new Uint8Array(total);
+  for (let i = 0; i < total; i++) out[i] = Math.floor(packed[Math.floor(i / BYTES_PER_NUMBER)] / 256 ** (i % BYTES_PER_NUMBER)) % 256;
+  return out;
 }
 
 /** Runs a native collective; its DistributedError loses the binding's function-name prefix and names `op` instead. */

@@ -24,8 +24,9 @@ export function firstDifference(a: J, b: J, path = ''): string | null {
   return `${path || '(everything)'}: ${show(a)} on rank 0, ${show(b)} there`;
 }
 
-/** Throws a DistributedError on every rank when any rank's `mine` (anything JSON can hold) differs from rank 0's. */
-export function checkRanksAgree(dist: Collectives, mine: unknown): void {
+/** Throws a DistributedError on every rank when any rank's `mine` (anything JSON can hold) differs from rank 0's;
+ *  `what` says what that means ("the ranks …"). */
+export function checkRanksAgree(dist: Collectives, mine: unknown, what = 'do not run the same configuration'): void {
   const all = dist.gather(JSON.stringify(mine));
   let verdict = '';
   if (all) {
@@ -34,7 +35,7 @@ export function checkRanksAgree(dist: Collectives, mine: unknown): void {
       const d = firstDifference(first, JSON.parse(all[r]) as J);
       if (d) diffs.push(`rank ${r}: ${d}`);
     }
-    if (diffs.length) verdict = `the ranks do not run the same configuration — ${diffs.slice(0, 4).join('; ')}`;
+    if (diffs.length) verdict = `the ranks ${what} — ${diffs.slice(0, 4).join('; ')}`;
   }
   verdict = dist.rank === 0 ? dist.shareFromRoot(verdict) : dist.shareFromRoot();
   if (verdict) throw new DistributedError(verdict, 'rendezvous');

@@ -33,6 +33,7 @@ import { clipCoefficient, nativeGradOps, stepControlValues, zeroGrads } from './
 import { IntervalMeter, MetricsWriter, formatRecord, readRecords, type LogRecord, type StepStats } from './metrics.ts';
 import { writePlots } from './plots.ts';
 import { Progress } from './progress.ts';
+import { checkRanksAgree } from './rank-agreement.ts';
 import { Rng } from './rng.ts';
 import type { Schedule } from './schedule.ts';
 import { readCount, type Batch, type Collectives, type DataStream, type DeferredCount, type GradOps, type GradientSync, type Json, type Optimizer,
@@ -559,10 +560,24 @@ export class Trainer<B extends Batch = Batch> {
     this.outDirChecked = true;
   }
 
+  /**
+   * The ranks' step counts come from what each one read for itself: training.epochs over its own copy of the data
+   * (files that differ between nodes under the same names pass the config comparison), and the checkpoint it resumed.
+   * Ranks that disagreed went on into different collectives — one into the last checkpoint's exchange while another
+   * began its next step — and gloo aborted a process on the mismatched message sizes (SIGABRT, "op.preamble.length
+   * <= op.nbytes"). Every rank stops with the same error instead.
+   */
+  private checkRanksTakeTheSameSteps(): void {
+    checkRanksAgree(this.o.dist!, { 'training steps': this.o.totalSteps, 'resumed at step': this.step,
+      'training micro-batches per epoch and rank': this.o.data.microBatchesPerEpoch ?? null },
+      'would not take the same steps (does every node have the same data files? the same checkpoints?)');
+  }
+
   /** Trains until totalSteps, with logging, evaluation, checkpoints and plots. */
   async run(): Promise<TrainResult> {
     const o = this.o;
     const main = this.rank === 0; // the rank that writes and reports
+    if (this.worldSize > 1) this.checkRanksTakeTheSameSteps();
     if (main) await this.checkOutDir();
     const logEvery = o.logEvery ?? 10;
     const writer = o.outDir && main ? new MetricsWriter(o.outDir, { tensorboard: o.tensorboard ?? true, resumeStep: this.resumedFrom }) : null;

@@ -1,5 +1,5 @@
 // The gloo process group between real processes over loopback: bucketed all-reduce, mean, numbers, broadcast of
-// mixed dtypes, barrier, store exchanges; and its failures as typed errors within their timeouts: a rank that joins a
+// mixed dtypes, barrier, gather and share; and its failures as typed errors within their timeouts: a rank that joins a
 // collective too late, a peer that exits, a rank that never arrives at the rendezvous.
 import test from 'ava';
 import { spawn } from 'node:child_process';
@@ -32,7 +32,7 @@ async function ranks(scenario: string, world: number, env: Record<string, string
   })));
 }
 
-test.serial('collectives: bucketed sums, mean, doubles, broadcast of f32 and i32, gather and share through the store', async (t) => {
+test.serial('collectives: bucketed sums, mean, doubles, broadcast of f32 and i32, gather and share', async (t) => {
   const rs = await ranks('collectives', 3, { TEST_BUCKET_BYTES: '64' });
   for (const [r, res] of rs.entries()) {
     t.falsy(res.error, JSON.stringify(res.error));

@@ -89,7 +89,9 @@ test('rank 0 writes the checkpoint with both ranks\' data positions; rank 1 writ
     const dist = new PeerStub(rank);
     const { model, trainer, logs } = setup({ dist, outDir: dir, totalSteps: 2, checkpointEvery: 2 });
     const r = await trainer.run();
-    t.is(dist.gathered.length, 1, 'every rank contributes its position');
+    const [agreement, ...positions] = dist.gathered;
+    t.deepEqual(JSON.parse(agreement)['training steps'], 2, 'the ranks compare their step counts before training');
+    t.is(positions.length, 1, 'every rank contributes its position');
     if (rank === 0) {
       t.is(r.checkpoint, join(dir, 'checkpoints', 'ckpt-2'));
       const data = JSON.parse(readFileSync(join(r.checkpoint!, 'trainer_state.json'), 'utf8')).data;

@@ -11,6 +11,7 @@
 #include <gloo/transport/tcp/device.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <sstream>
 
@@ -19,6 +20,7 @@ namespace owlet::dist {
 namespace {
 
 const std::string kArrive = "owlet/arrive/";
+const std::string kWorld = " world ";  // in an arrival: " world <WORLD_SIZE>"
 
 // gloo's view of the store (its full-mesh setup publishes and reads the pairs' addresses through it).
 class GlooStore : public gloo::rendezvous::Store {
@@ -99,15 +101,41 @@ ProcessGroup::ProcessGroup(const GroupOptions& o) : o_(o) {
                            " (" + e.what() + "): the process that hosts it (the launcher of node 0, or rank 0) is not running");
   }
 
-  // Arrival: every rank announces itself, then waits for all the others, so a missing rank is named.
+  // Arrival: every rank announces itself with its world size, then waits for all the others, so a missing rank is
+  // named. The world sizes are compared as the ranks arrive: ranks started with different WORLD_SIZEs (nodes launched
+  // with different --nproc-per-node or --nnodes) waited out the rendezvous timeout for ranks that do not exist, or
+  // for a mesh the others never build, and then named neither.
   try {
     char host[256] = {0};
     gethostname(host, sizeof host - 1);
-    std::string me = std::string(host) + " pid " + std::to_string(getpid());
+    std::string me = std::string(host) + " pid " + std::to_string(getpid()) + kWorld + std::to_string(o.size);
     store_->set(kArrive + std::to_string(o.rank), std::vector<char>(me.begin(), me.end()));
     std::vector<std::string> keys;
     for (int r = 0; r < o.size; r++) keys.push_back(kArrive + std::to_string(r));
-    store_->wait(keys, std::chrono::milliseconds(std::max<int64_t>(ms_left(until), 1)));
+    std::vector<bool> checked(o.size, false);
+    for (bool all = false; !all;) {
+      std::vector<std::string> missing;
+      try {
+        store_->wait(keys, std::chrono::milliseconds(std::max<int64_t>(std::min<int64_t>(ms_left(until), 500), 1)));
+        all = true;
+      } catch (const StoreTimeout& e) {
+        if (ms_left(until) <= 0) throw;
+        missing = e.missing;
+      }
+      for (int r = 0; r < o.size; r++) {
+        if (checked[r] || std::find(missing.begin(), missing.end(), keys[r]) != missing.end()) continue;
+        checked[r] = true;
+        auto v = store_->get(keys[r], std::chrono::milliseconds(1000));
+        std::string theirs(v.begin(), v.end());
+        auto at = theirs.rfind(kWorld);
+        std::string world = at == std::string::npos ? "?" : theirs.substr(at + kWorld.size());
+        if (world != std::to_string(o.size)) {
+          fail("rendezvous", "rank " + std::to_string(r) + " (" + theirs.substr(0, at) + ") was started with WORLD_SIZE=" + world +
+                                 ", this rank with " + std::to_string(o.size) + ": every rank of a run needs the same " +
+                                 "WORLD_SIZE (owlet launch: the same --nnodes and --nproc-per-node on every node)");
+        }
+      }
+    }
   } catch (const StoreTimeout& e) {
     std::vector<int> missing;
     for (auto& k : e.missing) if (k.rfind(kArrive, 0) == 0) missing.push_back(std::stoi(k.substr(kArrive.size())));
