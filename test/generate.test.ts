@@ -5,6 +5,8 @@ import test from 'ava';
 import { AI_MARKER, formatConversation, llamaTokenizer, tokenizeConversation } from '../lib/data/index.ts';
 import { generateIds } from '../lib/generate/index.ts';
 import { promptIds } from '../lib/generate/prompt.ts';
+import { byLogitDescending, pickToken } from '../lib/generate/sample.ts';
+import { rng } from './helpers/rng.ts';
 import { mediaTokenLength } from '../lib/model/config.ts';
 import { llamaHidden, lmHead } from '../lib/model/llama.ts';
 import type { OwlBatch } from '../lib/model/batch.ts';
@@ -92,6 +94,44 @@ test("a prompt's ids are a prefix of the training ids of the dialogue it starts,
       const trained = tokenizeConversation(text, tok, { maxLength: 512, mediaTokenLength: M });
       const ids = promptIds(tok, prompt, M);
       t.deepEqual(Array.from(trained.inputIds.subarray(0, ids.length)), ids, `${images} image(s): ${JSON.stringify(turns)}`);
+    }
+  }
+});
+
+// Sampling orders the 32000 logits by a typed-array sort of float64 keys instead of a comparator sort (43 → ~5 ms a
+// token): the order, and so every sampled token, must be the comparator's — ties in id order, -0 equal to 0,
+// infinities, denormals, a row that is a view into a larger buffer.
+test('sampling orders the logits as the comparator sort did, and picks the same tokens', (t) => {
+  const r = rng(11);
+  const special = [0, -0, Infinity, -Infinity, 1e-45, -1e-45, 3.4e38, -3.4e38, 1, 1, -1, -1];
+  const whole = new Float32Array(1 + 32000);
+  for (let i = 0; i < whole.length; i++) {
+    whole[i] = i % 7 === 0 ? special[Math.floor(r() * special.length)] : Math.round((r() * 40 - 20) * 4) / 4; // many ties
+  }
+  const logits = whole.subarray(1);
+  const comparator = Array.from({ length: logits.length }, (_, i) => i).sort((a, b) => logits[b] - logits[a]);
+  t.deepEqual(byLogitDescending(logits), comparator);
+  const finite = logits.map((x) => (Number.isFinite(x) ? x : 0));
+  const oldPick = (row: Float32Array, T: number, topK: number, topP: number, u: number) => {
+    let idx = Array.from({ length: row.length }, (_, i) => i).sort((a, b) => row[b] - row[a]);
+    if (topK > 0 && topK < row.length) idx = idx.slice(0, topK);
+    let probs = idx.map((i) => Math.exp((row[i] - row[idx[0]]) / T));
+    let sum = probs.reduce((a, b) => a + b, 0);
+    probs = probs.map((p) => p / sum);
+    if (topP < 1) {
+      let acc = 0, keep = 0;
+      while (keep < probs.length) { acc += probs[keep]; keep++; if (acc >= topP) break; }
+      idx = idx.slice(0, keep); probs = probs.slice(0, keep);
+      sum = probs.reduce((a, b) => a + b, 0);
+      probs = probs.map((p) => p / sum);
+    }
+    let i = 0;
+    for (; i < probs.length - 1; i++) { u -= probs[i]; if (u < 0) break; }
+    return idx[i];
+  };
+  for (const [T, topK, topP] of [[1, 0, 1], [0.7, 0, 0.9], [30, 50, 1], [100, 0, 0.5]] as const) {
+    for (const u of [0, 0.05, 0.5, 0.999]) {
+      t.is(pickToken(finite, { temperature: T, topK, topP }, () => u), oldPick(finite, T, topK, topP, u), `T ${T} k ${topK} p ${topP} u ${u}`);
     }
   }
 });
