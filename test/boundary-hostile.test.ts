@@ -234,3 +234,26 @@ test('one-input ops name themselves when handed something that is not a Tensor (
   x.dispose();
   t.throws(() => quickGelu(x), { instanceOf: DisposedError, message: /quickGelu: input .* was already disposed/ });
 });
+
+// A dropout probability just below 1 rounds to 1.0f in the kernels, which would drop every element and scale by 1/0:
+// dropoutForward refused it, attention and LoRA took it (one rule for the three now, Args::dropout_p).
+test('a dropout probability that rounds to 1 as a float is refused by dropout, attention and LoRA alike', (t) => {
+  const almostOne = 1 - 2 ** -26;
+  const b = cpu();
+  const h = (shape: number[]) => b.fromBuffer('f32', shape, new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(0.5));
+  const q = h([1, 2, 1, 4]), x = h([2, 4]), w = h([3, 4]), la = h([2, 4]), lb = h([3, 2]);
+  try {
+    for (const [name, call] of [
+      ['dropoutForward', () => b.dropoutForward(x, almostOne, 1)],
+      ['attentionForward', () => b.attentionForward(q, q, q, null, false, 0.5, almostOne, 1)],
+      ['loraForward', () => b.loraForward(x, w, la, lb, 2, almostOne, 1)],
+    ] as const) {
+      t.throws(call, { code: 'OWLET_ARGUMENT', message: /must be a dropout probability in \[0, 1\) \(as a float\)/ }, name);
+    }
+    // (a p that stays below 1 as a float still runs)
+    const [y, xa] = b.loraForward(x, w, la, lb, 2, 0.9999, 1);
+    y.dispose(); xa.dispose();
+  } finally {
+    for (const v of [q, x, w, la, lb]) v.dispose();
+  }
+});

@@ -16,13 +16,6 @@ void check_pair(Args& a, const Tensor& x, const char* xn, const Tensor& y, const
   a.expect_same_shape(x, xn, y, yn);
 }
 
-float dropout_p(Args& a, size_t i) {
-  double p = a.number(i, "p");
-  OWLET_CHECK(a, p >= 0 && p < 1 && float(p) < 1.f, ErrorKind::Argument,
-          "dropout probability p must satisfy 0 <= p < 1, got " + std::to_string(p));
-  return float(p);
-}
-
 uint64_t seed_arg(Args& a, size_t i) {
   int64_t s = a.integer(i, "seed");
   OWLET_CHECK(a, s >= 0 && s <= (int64_t(1) << 53), ErrorKind::Argument,
@@ -124,7 +117,7 @@ OWLET_OP(softmaxBackward) {
 OWLET_OP(dropoutForward) {
   Tensor& x = a.tensor(0, "x");
   a.expect_float(x, "x");
-  float p = dropout_p(a, 1);
+  float p = a.dropout_p(1, "p");
   uint64_t seed = seed_arg(a, 2);
   Tensor y = a.like(x);
   kern::dropout_fwd(x, y, p, seed);
@@ -135,7 +128,7 @@ OWLET_OP(dropoutForward) {
 OWLET_OP(dropoutBackward) {
   Tensor& gy = a.tensor(0, "gy");
   a.expect_float(gy, "gy");
-  float p = dropout_p(a, 1);
+  float p = a.dropout_p(1, "p");
   uint64_t seed = seed_arg(a, 2);
   Tensor gx = a.like(gy);
   kern::dropout_bwd(gy, gx, p, seed);

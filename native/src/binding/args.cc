@@ -59,6 +59,13 @@ int64_t Args::integer(size_t i, const char* what) {
   return int64_t(d);
 }
 
+float Args::dropout_p(size_t i, const char* what) {
+  const double p = number(i, what);
+  if (!(p >= 0 && p < 1 && float(p) < 1.f))
+    error(ErrorKind::Argument, argname(i, what) + " must be a dropout probability in [0, 1) (as a float), got " + std::to_string(p));
+  return float(p);
+}
+
 bool Args::boolean(size_t i, const char* what) {
   if (i >= info_.Length() || !info_[i].IsBoolean()) error(ErrorKind::Argument, argname(i, what) + " must be a boolean");
   return info_[i].As<Napi::Boolean>().Value();

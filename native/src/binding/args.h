@@ -40,6 +40,9 @@ class Args {
   double number_or(size_t i, const char* what, double dflt) { return present(i) ? number(i, what) : dflt; }
   int64_t integer(size_t i, const char* what);
   int64_t integer_or(size_t i, const char* what, int64_t dflt) { return present(i) ? integer(i, what) : dflt; }
+  // A dropout probability in [0, 1) as the kernels take it, a float: a p just below 1 that rounds to 1.0f would drop
+  // every element (and scale by 1/0), so it is refused as 1 is.
+  float dropout_p(size_t i, const char* what);
   bool boolean(size_t i, const char* what);
   bool boolean_or(size_t i, const char* what, bool dflt) { return present(i) ? boolean(i, what) : dflt; }
   std::string string(size_t i, const char* what);

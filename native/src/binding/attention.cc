@@ -60,12 +60,11 @@ Options options(Args& a, size_t first) {
   o.causal = a.boolean(first, "causal");
   double scale = a.number(first + 1, "scale");
   OWLET_CHECK(a, std::isfinite(scale), ErrorKind::Argument, "scale must be finite, got " + std::to_string(scale));
-  double p = a.number(first + 2, "dropoutP");
-  OWLET_CHECK(a, p >= 0 && p < 1, ErrorKind::Argument, "dropoutP must be in [0, 1), got " + std::to_string(p));
+  const float p = a.dropout_p(first + 2, "dropoutP");
   int64_t seed = a.integer(first + 3, "seed");
   OWLET_CHECK(a, seed >= 0, ErrorKind::Argument, "seed must be a non-negative integer, got " + std::to_string(seed));
   o.scale = float(scale);
-  o.dropout_p = float(p);
+  o.dropout_p = p;
   o.seed = uint64_t(seed);
   return o;
 }

@@ -45,12 +45,12 @@ struct LoraScalars {
 };
 
 LoraScalars scalars(Args& a, size_t i) {
-  double s = a.number(i, "s"), p = a.number(i + 1, "dropoutP");
+  double s = a.number(i, "s");
+  const float p = a.dropout_p(i + 1, "dropoutP");
   int64_t seed = a.integer(i + 2, "seed");
   OWLET_CHECK(a, std::isfinite(s), ErrorKind::Argument, "scale s must be finite, got " + std::to_string(s));
-  OWLET_CHECK(a, p >= 0 && p < 1, ErrorKind::Argument, "dropoutP must be in [0, 1), got " + std::to_string(p));
   OWLET_CHECK(a, seed >= 0, ErrorKind::Argument, "seed must be a non-negative integer, got " + std::to_string(seed));
-  return {float(s), float(p), uint64_t(seed)};
+  return {float(s), p, uint64_t(seed)};
 }
 
 }  // namespace
