@@ -56,7 +56,7 @@ function build(io: CliIO, failed: { code: number }): Command {
     .option('--json', 'machine-readable output')
     .action((o) => estimateCommand({ config: o.config, set: o.set, imagesPerSample: o.imagesPerSample, json: o.json }, io));
 
-  program.command('demo').description('the built-in demo: text warm-up → stage 1 → stage 2 → evaluation, on the CPU')
+  program.command('demo').description('the built-in demo: text warm-up → stage 1 → stage 2 → evaluation (on the CPU unless --device)')
     .option('--out <dir>', 'output folder', 'runs/demo')
     .addOption(new Option('--device <device>', 'where to train').choices(['cpu', 'cuda', 'auto']).default('cpu'))
     .action((o) => demoCommand(o, io));
@@ -118,7 +118,7 @@ function build(io: CliIO, failed: { code: number }): Command {
     .passThroughOptions()
     .action((command: string[], o) => launchCommand({ ...o, command }, io));
 
-  program.command('doctor').description('node, backend and CUDA information')
+  program.command('doctor').description('node, the CPU backend (threads, BLAS), the CUDA backend or why it cannot load, and the OWLET_* switches set')
     .action(() => { if (!doctorCommand(io)) failed.code = 1; });
 
   for (const c of program.commands) {

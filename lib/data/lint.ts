@@ -98,6 +98,8 @@ async function checkImage(path: string, how: 'decode' | 'header'): Promise<LintI
   }
 }
 
+/** `owlet lint-data`: checks instruction-data JSONL files (fields, `<image>` counts against the images, the images
+ *  themselves, lengths in tokens) and reports the problems found; formatLintReport writes the report as text. */
 export async function lintData(files: readonly (string | DataSource)[], o: LintOptions = {}): Promise<LintReport> {
   const tok = o.tokenizer ?? llamaTokenizer();
   const seq = { maxLength: o.maxLength ?? 2048, mediaTokenLength: o.mediaTokenLength ?? 65 };

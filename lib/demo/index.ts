@@ -80,6 +80,8 @@ function stageConfig(name: string, out: string, o: DemoOptions): OwletConfig {
 
 const pct = (a: AccuracyByKind | undefined, k: string) => (a?.[k] ? `${(100 * a[k].accuracy).toFixed(1)}% (${a[k].correct}/${a[k].total})` : 'n/a');
 
+/** `owlet demo`: generates the data under `out` (default runs/demo), runs the warm-up and both stages (each resumed
+ *  if an earlier demo over the same folder was stopped), evaluates, and writes report.json / report.txt. */
 export async function runDemo(o: DemoOptions = {}): Promise<DemoReport> {
   const out = resolve(o.out ?? 'runs/demo');
   const log = o.log ?? console.log;

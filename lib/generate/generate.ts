@@ -31,6 +31,12 @@ export interface GenerateOptions extends SamplingOptions {
   onLogits?: (step: number, logits: Float32Array[]) => void;
 }
 
+/**
+ * Answers each request (a prompt from formatPrompt, with its images from loadImageTensor), batched, with a KV cache;
+ * returns the decoded answers in the order of the requests. Defaults: 64 new tokens at most, temperature 1 with no
+ * top-k or top-p limit, seed 0 (`greedy: true` or `temperature: 0` picks the most likely token). Bad options, and
+ * images that do not fit the prompt's `<image>` markers or the model, throw a typed error (ArgumentError, ShapeError).
+ */
 export function generate(model: MplugOwl, tok: Tokenizer, reqs: GenerateRequest[], o: GenerateOptions = {}): string[] {
   return generateIds(model, tok, reqs, o).map((ids) => tok.decode(ids));
 }

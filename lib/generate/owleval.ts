@@ -40,6 +40,9 @@ export function readQuestionLines(file: string): { questions: OwlEvalQuestion[];
   return { questions, lines };
 }
 
+/** An image file as the model's input: squash-resized to `resolution` × `resolution` (the model's
+ *  `config.vision.imageSize`, 224 for the 7B model) with Pillow's bicubic, as the official processor, and
+ *  CLIP-normalised: a [3, R, R] f32 tensor that the caller disposes. */
 export async function loadImageTensor(path: string, resolution: number): Promise<Tensor> {
   return tensor(await preprocessImage(path, { resolution, mode: 'eval' }), [3, resolution, resolution]);
 }
@@ -68,6 +71,8 @@ function aboutQuestion(e: unknown, qs: readonly OwlEvalQuestion[], i: number, o:
   return e;
 }
 
+/** Answers OwlEval questions (readQuestions) about the images under imagesDir, one at a time (what `owlet eval`
+ *  does); consecutive questions on one image form a dialogue unless `multiTurn: false`. */
 export async function answerQuestions(model: MplugOwl, tok: Tokenizer, questions: OwlEvalQuestion[], imagesDir: string,
   o: OwlEvalOptions = {}): Promise<OwlEvalAnswer[]> {
   const out: OwlEvalAnswer[] = [];

@@ -42,6 +42,8 @@ function checkOut(o: DumpOptions): void {
   }
 }
 
+/** `owlet dump`: one forward and backward of an official batch file, writing the logits, the loss and the gradients
+ *  of the stage's trained groups to `out` (safetensors) — the parity check against the official code. */
 export function dump(o: DumpOptions): DumpResult {
   checkOut(o);
   const model = loadModel(o.modelDir, { adapterDir: o.adapterDir });

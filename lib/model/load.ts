@@ -17,6 +17,12 @@ export interface LoadModelOptions {
   device?: string;
 }
 
+/**
+ * A model directory (config.json and its weights: model.safetensors or pytorch_model.bin, sharded or not, under the
+ * official key names) as an MplugOwl, with a PEFT adapter (`adapterDir`: adapter_config.json + adapter_model.*) if given.
+ * The model owns its weights (`model.params`): dispose them when done. Throws ConfigError or CheckpointError naming the
+ * file and the problem (a missing tensor, a wrong shape, LoRA matrices in the base weights).
+ */
 export function loadModel(dir: string, o: LoadModelOptions = {}): MplugOwl {
   if (typeof dir !== 'string' || !dir) throw new ConfigError(`loadModel: the model directory must be a path, got ${JSON.stringify(dir) ?? String(dir)}`);
   const config = readConfig(dir);
@@ -85,6 +91,7 @@ export function batchFromTensors(m: Map<string, Tensor>, source = 'batch', devic
   };
 }
 
+/** A batch file in the official training format (what `owlet dump --batch` reads) as an OwlBatch for model.forward. */
 export function loadBatch(file: string, device = 'cpu'): OwlBatch {
   const { tensors } = readSafetensorsFile(file);
   const b = batchFromTensors(tensors, file, device);
