@@ -5,7 +5,8 @@
 // rank fails, the others are stopped (SIGTERM, then SIGKILL after a grace period) and the launcher exits with that
 // rank's exit code and error; it returns only once every rank it started has exited.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { availableParallelism, constants } from 'node:os';
+import { lookup } from 'node:dns/promises';
+import { availableParallelism, constants, networkInterfaces } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -92,6 +93,27 @@ function check(o: LaunchOptions): Required<Pick<LaunchOptions, 'nnodes' | 'nodeR
   return n;
 }
 
+/**
+ * Why `addr` seems not to lead to this machine, or null. Node 0's launcher serves the rendezvous, so --master-addr
+ * must be one of its own addresses; another one (a typo, the address of another node) left the ranks to time out
+ * after 300 s with "the process that hosts it … is not running", though the launcher hosting it was running. Only a
+ * warning: an address translated to this machine (NAT) is on none of its interfaces and still works.
+ */
+async function notThisMachine(addr: string): Promise<string | null> {
+  let found: string[];
+  try {
+    found = (await lookup(addr, { all: true })).map((a) => a.address);
+  } catch (e) {
+    return `--master-addr ${addr} does not resolve (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}): the ranks ` +
+      'cannot reach the rendezvous this node serves';
+  }
+  const mine = Object.values(networkInterfaces()).flatMap((l) => (l ?? []).map((i) => i.address));
+  if (found.some((a) => mine.includes(a) || isLoopback(a) || a === '0.0.0.0' || a === '::')) return null;
+  return `--master-addr ${addr} (${found.join(', ')}) is none of this machine's addresses (${mine.join(', ')}), yet this ` +
+    'node (--node-rank 0) serves the rendezvous there: its ranks reach it only if that address leads here (NAT); give ' +
+    "node 0's own address";
+}
+
 /** Starts this node's ranks and waits for them; resolves when all exited 0, else rejects with LaunchError. */
 export async function launch(o: LaunchOptions): Promise<void> {
   const n = check(o);
@@ -99,6 +121,10 @@ export async function launch(o: LaunchOptions): Promise<void> {
   const err = o.err ?? ((l: string) => process.stderr.write(l + '\n'));
   const world = n.nnodes * o.nprocPerNode;
 
+  if (n.nodeRank === 0 && !isLoopback(n.masterAddr)) {
+    const why = await notThisMachine(n.masterAddr);
+    if (why) err(`[launch] warning: ${why}`);
+  }
   // Node 0 hosts the store before any rank starts (a port of 0 becomes a real one here).
   let port = n.masterPort;
   let hosted: number | null = null;

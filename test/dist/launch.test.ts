@@ -120,3 +120,14 @@ test.serial('owlet train alone: SIGTERM stops after a step with a checkpoint (ex
   });
   t.deepEqual(rows(stoppedDir), rows(straightDir));
 });
+
+// --master-addr that is not this machine's while this node (node 0) serves the rendezvous: the ranks waited out the
+// rendezvous timeout and blamed a host that "is not running". The launcher now warns first, naming both sides.
+test.serial('node 0 with a --master-addr that is none of its addresses: the launcher warns before the ranks time out', async (t) => {
+  const r = owlet(['launch', '--nproc-per-node', '2', '--master-addr', '192.0.2.7', '--master-port', String(await freePort()), '--',
+    'train', '--config', run.config, '--set', `run.out_dir=${run.dir}/elsewhere`], { OWLET_RENDEZVOUS_TIMEOUT: '1.5' });
+  const { code } = await r.done;
+  t.is(code, 1);
+  t.true(r.lines.some((l) => /^\[launch\] warning: --master-addr 192\.0\.2\.7 \(192\.0\.2\.7\) is none of this machine's addresses \(.*127\.0\.0\.1.*\), yet this node \(--node-rank 0\) serves the rendezvous there/.test(l)),
+    r.lines.join('\n'));
+});
