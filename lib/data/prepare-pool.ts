@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import type { DataRecord } from './dataset.ts';
 import type { PreparedSample } from './batch.ts';
 import type { SampleOptions } from './loader.ts';
-import type { WorkerInit, WorkerReply, WorkerRequest } from './prepare-worker.ts';
+import type { WorkerInit, WorkerMessage, WorkerReply } from './prepare-worker.ts';
 import { DataFormatError, ImageError, SampleError, TokenizerError } from './errors.ts';
 
 function rebuildError(e: { name: string; message: string; file?: string }): Error {
@@ -26,6 +26,10 @@ interface Slot {
   /** Why the worker is gone (it threw while starting, crashed or exited), or null while it runs. */
   dead: Error | null;
 }
+
+// How long a closed pool's worker may take to finish the samples it is preparing before it is terminated (one sample
+// takes milliseconds; this only bounds a worker stuck on one).
+const CLOSE_GRACE_MS = 30_000;
 
 export class PreparePool {
   private readonly slots: Slot[] = [];
@@ -84,13 +88,23 @@ export class PreparePool {
     return new Promise((resolve, reject) => {
       if (!slot.pending.size) slot.worker.ref();
       slot.pending.set(id, { resolve, reject });
-      slot.worker.postMessage({ id, record, seedKeys } satisfies WorkerRequest);
+      slot.worker.postMessage({ id, record, seedKeys } satisfies WorkerMessage);
     });
   }
 
+  /** Fails what is pending; each worker ends once the samples it is preparing are done (prepare-worker.ts: a worker
+   *  stopped from outside with terminate() in the middle of opening a file left that descriptor open in the process),
+   *  or is terminated after CLOSE_GRACE_MS. The process need not wait for either. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    for (const s of this.slots) { this.fail(s, new Error('the data worker pool was closed')); void s.worker.terminate(); }
+    for (const s of this.slots) {
+      this.fail(s, new Error('the data worker pool was closed'));
+      if (s.dead) continue;
+      s.worker.postMessage('close' satisfies WorkerMessage);
+      s.worker.unref();
+      const stuck = setTimeout(() => void s.worker.terminate(), CLOSE_GRACE_MS).unref();
+      s.worker.once('exit', () => clearTimeout(stuck));
+    }
   }
 }

@@ -253,7 +253,13 @@ export class CheckpointManager {
       throw new CheckpointError(`checkpoint ${dir} is not usable: ${FILES.metrics} does not hold a list of steps (history)`);
     }
     const weights = await this.io.load(join(dir, FILES.weights));
-    const optTensors = await this.io.load(join(dir, FILES.optimizer));
+    let optTensors: Map<string, Tensor>;
+    try {
+      optTensors = await this.io.load(join(dir, FILES.optimizer));
+    } catch (e) { // (the weights just read were kept — every trained weight, once per failed resume attempt)
+      for (const t of weights.values()) t.dispose();
+      throw e;
+    }
     return { path: dir, step: state.step, stage: state.stage, config, weights, rng: state.rng, data: state.data,
       skippedSteps: state.skippedSteps, metrics, optimizer: { meta: state.optimizer, tensors: optTensors } };
   }

@@ -136,7 +136,13 @@ export class MetricsWriter {
       writeFileAtomic(this.jsonlPath, '');
     }
     this.fd = openSync(this.jsonlPath, 'a');
-    this.tb = o.tensorboard === false ? null : new TensorBoardWriter(join(dir, 'tensorboard'), { resumeStep: o.resumeStep ?? 0 });
+    try {
+      this.tb = o.tensorboard === false ? null : new TensorBoardWriter(join(dir, 'tensorboard'), { resumeStep: o.resumeStep ?? 0 });
+    } catch (e) { // (a tensorboard/ that cannot be made — a file of that name — kept metrics.jsonl open, once per attempt)
+      closeSync(this.fd);
+      this.fd = null;
+      throw e;
+    }
   }
 
   write(r: LogRecord): void {

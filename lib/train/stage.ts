@@ -16,7 +16,7 @@ import { gradientSyncSettings } from '../dist/env.ts';
 import { applyStage, decayGroups } from './param-groups.ts';
 import { makeSchedule } from './schedule.ts';
 import { Trainer, type TrainResult } from './trainer.ts';
-import type { Batch, Collectives, DataStream, Json } from './types.ts';
+import type { Batch, Collectives, DataStream, Json, Optimizer } from './types.ts';
 
 export interface TrainStageOptions {
   /** 'auto' (newest complete checkpoint of the run, or a fresh start), a checkpoint directory, or undefined (fresh). */
@@ -139,52 +139,54 @@ async function runStage<B extends Batch>(config: OwletConfig, c: Components<B>, 
   let resumePath = o.resume && main ? await resolveResume(join(outDir, 'checkpoints'), o.resume, o.warn) : null;
   if (dist && o.resume) resumePath = dist.shareFromRoot(main ? resumePath ?? '' : undefined) || null;
   const model = await c.createModel(config, sizes);
-  const trainable = applyStage(model as never, { train: config.stage.train, lora: config.stage.lora });
-  if (dist) {
-    checkRanksAgree(dist, {
-      config: comparableConfig(config),
-      parameters: [...model.parameters()].map(([n, t]) => `${n} [${t.shape.join(',')}]${t.requiresGrad ? ' trained' : ''}`),
-      gradientSync: gradientSyncSettings(),
-    });
-  }
-  if (model.describe) log(model.describe());
-  const data = letEventLoopTurn(await c.createData(config, 'train', model, shard));
-  if (data.describe) log(data.describe());
-  const steps = totalSteps(config, data.microBatchesPerEpoch, gradAccum);
-  const optimizer = c.createOptimizer(decayGroups(trainable, config.optimizer.weight_decay, config.optimizer.no_decay), config.optimizer);
-  const schedule = makeSchedule({ type: config.schedule.type, lr: config.optimizer.lr, warmupSteps: config.schedule.warmup_steps,
-    totalSteps: steps, minLr: config.schedule.min_lr });
-  let evaluate: ConstructorParameters<typeof Trainer<B>>[0]['evaluate'];
-  let evalData: DataStream<B> | undefined;
-  if (config.data.eval.length && c.evaluate) {
-    evalData = letEventLoopTurn(await c.createData(config, 'eval', model, shard));
-    const ev = evalData;
-    const start = ev.position();
-    evaluate = {
-      every: config.logging.eval_every,
-      run: async () => { ev.restore(start); return noGrad(() => c.evaluate!(model, ev, config.logging.eval_batches, dist)); },
-    };
-  }
-  // FLOPs and peak FLOP/s of all ranks together (the step's token counts are summed over the ranks).
-  const flops = shard.worldSize * estimateStepFlops({ sizes, train: config.stage.train, lora: config.stage.lora,
-    microBatch: config.data.micro_batch, maxLength: config.data.max_length, gradAccum });
-  if (dist) {
-    log(`data parallel: ${shard.worldSize} ranks × micro-batch ${config.data.micro_batch} × accumulation ${gradAccum} = ` +
-      `global batch ${shard.worldSize * config.data.micro_batch * gradAccum}`);
-  }
-  // The frozen base weights are not in the checkpoints: their identity is, so that a resume over other ones is refused.
-  const baseWeights = config.model.weights ? weightsFingerprint(config.model.weights) : null;
-  const trainer = new Trainer<B>({
-    model, trainable, data, optimizer, schedule, totalSteps: steps, seed: config.run.seed, stage: config.stage.id,
-    gradAccum, clip: config.training.clip, maxSkippedSteps: config.training.max_skipped_steps, dist,
-    outDir, checkpoint: { io: c.tensorIO, every: config.logging.save_every, keepLast: config.logging.keep_last,
-      config: { ...config, provenance: { base_weights: baseWeights } } as unknown as Json },
-    evaluate, logEvery: config.logging.every, tensorboard: config.logging.tensorboard, plots: config.logging.plots,
-    progress: o.progress ?? config.logging.progress,
-    peakFlops: config.logging.peak_flops === undefined ? undefined : config.logging.peak_flops * shard.worldSize,
-    flopsPerStep: () => flops, gradOps: c.gradOps, log: o.log, warn: o.warn, stopRequested: o.stopRequested,
-  });
+  // Released in the finally below, whichever of them exist when the stage ends or fails.
+  let data: DataStream<B> | undefined, evalData: DataStream<B> | undefined;
+  let optimizer: Optimizer | undefined, trainer: Trainer<B> | undefined;
   try {
+    const trainable = applyStage(model as never, { train: config.stage.train, lora: config.stage.lora });
+    if (dist) {
+      checkRanksAgree(dist, {
+        config: comparableConfig(config),
+        parameters: [...model.parameters()].map(([n, t]) => `${n} [${t.shape.join(',')}]${t.requiresGrad ? ' trained' : ''}`),
+        gradientSync: gradientSyncSettings(),
+      });
+    }
+    if (model.describe) log(model.describe());
+    data = letEventLoopTurn(await c.createData(config, 'train', model, shard));
+    if (data.describe) log(data.describe());
+    const steps = totalSteps(config, data.microBatchesPerEpoch, gradAccum);
+    optimizer = c.createOptimizer(decayGroups(trainable, config.optimizer.weight_decay, config.optimizer.no_decay), config.optimizer);
+    const schedule = makeSchedule({ type: config.schedule.type, lr: config.optimizer.lr, warmupSteps: config.schedule.warmup_steps,
+      totalSteps: steps, minLr: config.schedule.min_lr });
+    let evaluate: ConstructorParameters<typeof Trainer<B>>[0]['evaluate'];
+    if (config.data.eval.length && c.evaluate) {
+      evalData = letEventLoopTurn(await c.createData(config, 'eval', model, shard));
+      const ev = evalData;
+      const start = ev.position();
+      evaluate = {
+        every: config.logging.eval_every,
+        run: async () => { ev.restore(start); return noGrad(() => c.evaluate!(model, ev, config.logging.eval_batches, dist)); },
+      };
+    }
+    // FLOPs and peak FLOP/s of all ranks together (the step's token counts are summed over the ranks).
+    const flops = shard.worldSize * estimateStepFlops({ sizes, train: config.stage.train, lora: config.stage.lora,
+      microBatch: config.data.micro_batch, maxLength: config.data.max_length, gradAccum });
+    if (dist) {
+      log(`data parallel: ${shard.worldSize} ranks × micro-batch ${config.data.micro_batch} × accumulation ${gradAccum} = ` +
+        `global batch ${shard.worldSize * config.data.micro_batch * gradAccum}`);
+    }
+    // The frozen base weights are not in the checkpoints: their identity is, so that a resume over other ones is refused.
+    const baseWeights = config.model.weights ? weightsFingerprint(config.model.weights) : null;
+    trainer = new Trainer<B>({
+      model, trainable, data, optimizer, schedule, totalSteps: steps, seed: config.run.seed, stage: config.stage.id,
+      gradAccum, clip: config.training.clip, maxSkippedSteps: config.training.max_skipped_steps, dist,
+      outDir, checkpoint: { io: c.tensorIO, every: config.logging.save_every, keepLast: config.logging.keep_last,
+        config: { ...config, provenance: { base_weights: baseWeights } } as unknown as Json },
+      evaluate, logEvery: config.logging.every, tensorboard: config.logging.tensorboard, plots: config.logging.plots,
+      progress: o.progress ?? config.logging.progress,
+      peakFlops: config.logging.peak_flops === undefined ? undefined : config.logging.peak_flops * shard.worldSize,
+      flopsPerStep: () => flops, gradOps: c.gradOps, log: o.log, warn: o.warn, stopRequested: o.stopRequested,
+    });
     if (resumePath) {
       const changed = checkResumeConfig(resumePath, config, baseWeights);
       await trainer.resumeFrom(resumePath);
@@ -203,8 +205,11 @@ async function runStage<B extends Batch>(config: OwletConfig, c: Components<B>, 
     if (c.exportFinal && main && !r.interrupted) await c.exportFinal(model, config, join(outDir, 'final'));
     return { ...r, outDir, resumedFrom: resumePath, totalSteps: steps };
   } finally {
-    trainer.dispose();
-    data.close?.();
+    // (on every exit, a failure before the run included: a config or data error after the model was built — an
+    // unreadable eval file — left its weights and the data's worker threads behind on each attempt of a process
+    // that retries)
+    if (trainer) trainer.dispose(); else optimizer?.dispose?.();
+    data?.close?.();
     evalData?.close?.();
     // The model was built here and is not returned: its weights live on only in the exported files.
     for (const p of model.parameters().values()) p.dispose();
