@@ -8,7 +8,7 @@ import { tokenizeCaption, tokenizeConversation, type TokenizedSample } from './c
 import { llamaTokenizer, type Tokenizer } from './tokenizer.ts';
 import { decodeImage, MAX_IMAGE_PIXELS } from './image.ts';
 import { ImageError, SampleError } from './errors.ts';
-import { AI_MARKER, countImageTokens } from './template.ts';
+import { AI_MARKER, countImageTokens, countMediaRuns } from './template.ts';
 
 export type LintKind =
   | 'format' // a line that is not a valid record
@@ -70,13 +70,6 @@ export interface LintOptions {
 }
 
 const KINDS: LintKind[] = ['format', 'no-labels', 'too-many-placeholders', 'unused-images', 'merged-images', 'missing-image', 'unreadable-image', 'over-long', 'sample-error'];
-
-/** Media runs as the model's splice finds them (a run starts at a negative id unlike the one before it), over ids[:-1]. */
-function spliceRuns(t: TokenizedSample): number {
-  let runs = 0;
-  for (let i = 0; i < t.inputIds.length - 1; i++) if (t.inputIds[i] < 0 && (i === 0 || t.inputIds[i - 1] !== t.inputIds[i])) runs++;
-  return runs;
-}
 
 async function checkImage(path: string, how: 'decode' | 'header'): Promise<LintIssue | null> {
   try {
@@ -148,7 +141,7 @@ export async function lintData(files: readonly (string | DataSource)[], o: LintO
       s.longest = Math.max(s.longest, t.fullLength);
       // Legal (the official code trains on it) but surely not meant: the images after the first of a merged run get no
       // place in the sequence, and their 65 positions hold the placeholder id's embedding (spec §1.5).
-      const runs = spliceRuns(t);
+      const runs = countMediaRuns(t.inputIds, t.inputIds.length - 1); // (training searches ids[:-1])
       if (runs < t.mediaRuns) {
         add({ kind: 'merged-images', id: rec.id, message: `${rec.id}: ${t.mediaRuns} <image> placeholders form ${runs} image run(s): with no text between them they merge, and the model sees only the first image of each run` });
       }

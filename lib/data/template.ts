@@ -41,3 +41,14 @@ export function captionPrompt(system: string = SYSTEM_PROMPT, question = 'What i
 export function countImageTokens(text: string): number {
   return text.split(IMAGE_TOKEN).length - 1;
 }
+
+/**
+ * Image runs in encoded ids as the model's splice finds them (lib/model/batch.ts's splicePlan): a run starts at a
+ * negative id unlike the one before it, searched over the first `searchLen` ids (training searches ids[:-1]).
+ * Placeholders with no text between them ("<image><image>") make one run: the model sees the first image only.
+ */
+export function countMediaRuns(ids: ArrayLike<number>, searchLen = ids.length): number {
+  let runs = 0;
+  for (let i = 0; i < searchLen; i++) if (ids[i] < 0 && (i === 0 || ids[i - 1] !== ids[i])) runs++;
+  return runs;
+}

@@ -11,7 +11,7 @@ import { seededRandom } from '../model/init.ts';
 import { ConcatKVCache } from './kvcache.ts';
 import { checkSamplingOptions, pickToken, type SamplingOptions } from './sample.ts';
 import { ArgumentError, OwletError } from '../tensor/errors.ts';
-import { countImageTokens, IMAGE_TOKEN } from '../data/index.ts';
+import { countImageTokens, countMediaRuns, IMAGE_TOKEN } from '../data/index.ts';
 import { promptIds, type PromptChunking } from './prompt.ts';
 import type { Tokenizer } from '../data/index.ts';
 
@@ -70,19 +70,11 @@ function checkGenerate(reqs: GenerateRequest[], o: GenerateOptions): void {
   });
 }
 
-/** Image runs in prompt ids as the model's splice finds them: a run starts at a negative id that differs from the one
- *  before it. */
-function countImageRuns(ids: readonly number[]): number {
-  let runs = 0;
-  for (let i = 0; i < ids.length; i++) if (ids[i] < 0 && (i === 0 || ids[i - 1] !== ids[i])) runs++;
-  return runs;
-}
-
 // Placeholders with no text between them ("<image><image>") become one run of media ids, which the splice reads as one
 // image: the others were silently left out of the answer (the official model's gotcha, spec §1.5). Refused instead.
 function checkImageRuns(prompts: readonly number[][], reqs: readonly GenerateRequest[]): void {
   prompts.forEach((ids, i) => {
-    const images = reqs[i].images?.length ?? 0, runs = countImageRuns(ids);
+    const images = reqs[i].images?.length ?? 0, runs = countMediaRuns(ids);
     if (runs !== images) {
       throw new ArgumentError(`generate: request ${i}'s ${images} ${IMAGE_TOKEN} placeholders make ${runs} image run(s): placeholders with no ` +
         `text between them merge, and the model would see only the first image; put text between them (the template's own ` +
