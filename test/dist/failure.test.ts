@@ -8,6 +8,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { join } from 'node:path';
 import { freePort, tinyRun, type TinyRun } from './helpers/tiny-run.ts';
 import { owlet } from './helpers/cli.ts';
+import { runWorkerRanks } from './helpers/worker-ranks.ts';
 import { GlooProcessGroup } from '../../lib/dist/process-group.ts';
 import { readDistEnv } from '../../lib/dist/env.ts';
 import { launch } from '../../lib/dist/launch.ts';
@@ -18,24 +19,11 @@ interface Result { ok?: Record<string, unknown>; error?: { name: string; op: str
 
 /** Two ranks of the exchange worker (rank 0 hosts the store, as under torchrun), with a 20 s operation timeout. */
 async function twoRanks(scenario: string, envOf: (rank: number) => Record<string, string> = () => ({})): Promise<Result[]> {
-  const port = await freePort();
-  return Promise.all([0, 1].map((rank) => new Promise<Result>((res, rej) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'test/dist/helpers/exchange-worker.ts', scenario], {
-      env: { ...process.env, RANK: String(rank), WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port),
-        OWLET_DIST_TIMEOUT: '20', OMP_NUM_THREADS: '1', ...envOf(rank) },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '', err = '';
-    child.stdout.on('data', (d) => { out += d; });
-    child.stderr.on('data', (d) => { err += d; });
-    const timer = setTimeout(() => { child.kill('SIGKILL'); rej(new Error(`rank ${rank} hung: ${out} ${err}`)); }, 60_000);
-    child.on('close', () => {
-      clearTimeout(timer);
-      const line = out.trim().split('\n').pop() ?? '';
-      if (!line) { res({}); return; } // the rank that exits on purpose
-      try { res(JSON.parse(line) as Result); } catch { rej(new Error(`rank ${rank} printed no result: ${out} ${err}`)); }
-    });
-  })));
+  return runWorkerRanks<Result>({
+    worker: 'test/dist/helpers/exchange-worker.ts', scenario, ranks: [0, 1], timeoutMs: 60_000, silent: {}, // (the rank that exits on purpose)
+    env: (rank, port) => ({ RANK: String(rank), WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port),
+      OWLET_DIST_TIMEOUT: '20', OMP_NUM_THREADS: '1', ...envOf(rank) }),
+  });
 }
 
 test.serial('gather and shareFromRoot carry any text between ranks, byte for byte', async (t) => {

@@ -2,8 +2,7 @@
 // mixed dtypes, barrier, gather and share; and its failures as typed errors within their timeouts: a rank that joins a
 // collective too late, a peer that exits, a rank that never arrives at the rendezvous.
 import test from 'ava';
-import { spawn } from 'node:child_process';
-import { freePort } from './helpers/tiny-run.ts';
+import { runWorkerRanks } from './helpers/worker-ranks.ts';
 import { distTimeouts } from '../../lib/dist/env.ts';
 import { DistributedError } from '../../lib/tensor/errors.ts';
 
@@ -11,25 +10,12 @@ interface Result { ok?: Record<string, unknown>; error?: { name: string; code: s
 
 /** Starts `world` ranks of the worker (rank 0 hosts the store, as under torchrun or srun) and collects their lines. */
 async function ranks(scenario: string, world: number, env: Record<string, string> = {}, only?: number[]): Promise<Result[]> {
-  const port = await freePort();
-  const which = only ?? Array.from({ length: world }, (_, r) => r);
-  return Promise.all(which.map((rank) => new Promise<Result>((res, rej) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'test/dist/helpers/pg-worker.ts', scenario], {
-      env: { ...process.env, RANK: String(rank), WORLD_SIZE: String(world), LOCAL_RANK: String(rank), LOCAL_WORLD_SIZE: String(world),
-        MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), OMP_NUM_THREADS: '1', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '', err = '';
-    child.stdout.on('data', (d) => { out += d; });
-    child.stderr.on('data', (d) => { err += d; });
-    const timer = setTimeout(() => { child.kill('SIGKILL'); rej(new Error(`rank ${rank} hung: ${out} ${err}`)); }, 30000);
-    child.on('close', () => {
-      clearTimeout(timer);
-      const line = out.trim().split('\n').pop() ?? '';
-      if (!line) { res({ ms: -1 }); return; } // a rank that exits on purpose
-      try { res(JSON.parse(line) as Result); } catch { rej(new Error(`rank ${rank} printed no result: ${out} ${err}`)); }
-    });
-  })));
+  return runWorkerRanks<Result>({
+    worker: 'test/dist/helpers/pg-worker.ts', scenario, ranks: only ?? Array.from({ length: world }, (_, r) => r), timeoutMs: 30_000,
+    silent: { ms: -1 }, // (a rank that exits on purpose)
+    env: (rank, port) => ({ RANK: String(rank), WORLD_SIZE: String(world), LOCAL_RANK: String(rank), LOCAL_WORLD_SIZE: String(world),
+      MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), OMP_NUM_THREADS: '1', ...env }),
+  });
 }
 
 test.serial('collectives: bucketed sums, mean, doubles, broadcast of f32 and i32, gather and share', async (t) => {
